@@ -1,0 +1,340 @@
+package messages
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Version is the protocol version this package speaks. Every payload carries
+// it in "v"; a payload with another version is refused with [ErrVersion].
+const Version = 1
+
+// MaxPayload is the largest payload natsaga decodes, in bytes. A larger one
+// is refused with [ErrTooLarge] before any parsing.
+const MaxPayload = 256 << 10
+
+// Errors that decoding and validation wrap. Test with errors.Is.
+var (
+	ErrBadRequest = errors.New("bad request")
+	ErrVersion    = errors.New("unsupported protocol version")
+	ErrTooLarge   = errors.New("payload too large")
+	ErrMissingKey = errors.New("missing key")
+)
+
+// Action says whether a command runs a step or undoes it.
+type Action string
+
+// The two actions.
+const (
+	Execute    Action = "execute"
+	Compensate Action = "compensate"
+)
+
+// Valid reports whether a is a known action.
+func (a Action) Valid() bool { return a == Execute || a == Compensate }
+
+// Outcome is an agent's answer to a command.
+type Outcome string
+
+// The outcomes an agent may reply with.
+const (
+	// OK: the action took effect (or, for a compensation, there was nothing
+	// to undo). Output is merged into the saga context.
+	OK Outcome = "ok"
+	// Failed: a business rejection, such as an exhausted budget. It is never
+	// retried: an execute that failed starts the rollback.
+	Failed Outcome = "failed"
+	// Error: a transient failure. The coordinator retries the command with
+	// backoff, within the step's retry policy.
+	Error Outcome = "error"
+	// Working: the agent accepted the command and will answer later, after
+	// simulation time has passed. The step's tick timeout still applies.
+	Working Outcome = "working"
+)
+
+// Valid reports whether o is a known outcome.
+func (o Outcome) Valid() bool { return o == OK || o == Failed || o == Error || o == Working }
+
+// Command asks an agent to execute or compensate one step of one saga. It is
+// published on [CommandSubject] into [CommandStream].
+type Command struct {
+	V       int     `json:"v"`
+	SagaID  string  `json:"saga_id"`
+	Saga    string  `json:"saga"`
+	Step    string  `json:"step"`
+	Action  Action  `json:"action"`
+	Attempt int     `json:"attempt"`
+	Seq     int     `json:"seq"`
+	Tick    int64   `json:"tick"`
+	Context Context `json:"context"`
+}
+
+// Subject is the subject c is published on.
+func (c *Command) Subject() string { return CommandSubject(c.Saga, c.Step, c.Action) }
+
+// Validate returns an error wrapping [ErrBadRequest] or [ErrVersion] when c
+// is not a well-formed command.
+func (c *Command) Validate() error {
+	if c.V != Version {
+		return fmt.Errorf("command version %d: %w", c.V, ErrVersion)
+	}
+	if err := errors.Join(CheckToken("saga_id", c.SagaID), CheckToken("saga", c.Saga), CheckToken("step", c.Step)); err != nil {
+		return err
+	}
+	if !c.Action.Valid() {
+		return fmt.Errorf("command action %q: %w", c.Action, ErrBadRequest)
+	}
+	if c.Attempt < 1 || c.Seq < 1 {
+		return fmt.Errorf("command attempt %d, seq %d must be positive: %w", c.Attempt, c.Seq, ErrBadRequest)
+	}
+	return nil
+}
+
+// Reply is an agent's answer to a [Command], published on [ReplySubject]
+// into [ReplyStream]. It echoes the command's identifying fields so the
+// coordinator can correlate it; a reply that matches nothing outstanding is
+// ignored.
+type Reply struct {
+	V       int     `json:"v"`
+	SagaID  string  `json:"saga_id"`
+	Saga    string  `json:"saga"`
+	Step    string  `json:"step"`
+	Action  Action  `json:"action"`
+	Attempt int     `json:"attempt"`
+	Seq     int     `json:"seq"`
+	Outcome Outcome `json:"outcome"`
+	Reason  string  `json:"reason,omitempty"`
+	Output  Context `json:"output,omitempty"`
+	Agent   string  `json:"agent,omitempty"`
+}
+
+// ReplyTo returns a reply to c with outcome and reason, echoing c's
+// identifying fields.
+func ReplyTo(c *Command, outcome Outcome, reason string) Reply {
+	return Reply{V: Version, SagaID: c.SagaID, Saga: c.Saga, Step: c.Step, Action: c.Action,
+		Attempt: c.Attempt, Seq: c.Seq, Outcome: outcome, Reason: reason}
+}
+
+// Subject is the subject r is published on.
+func (r *Reply) Subject() string { return ReplySubject(r.Saga, r.Step) }
+
+// Validate returns an error wrapping [ErrBadRequest] or [ErrVersion] when r
+// is not a well-formed reply.
+func (r *Reply) Validate() error {
+	if r.V != Version {
+		return fmt.Errorf("reply version %d: %w", r.V, ErrVersion)
+	}
+	if err := errors.Join(CheckToken("saga_id", r.SagaID), CheckToken("saga", r.Saga), CheckToken("step", r.Step)); err != nil {
+		return err
+	}
+	if !r.Action.Valid() {
+		return fmt.Errorf("reply action %q: %w", r.Action, ErrBadRequest)
+	}
+	if !r.Outcome.Valid() {
+		return fmt.Errorf("reply outcome %q: %w", r.Outcome, ErrBadRequest)
+	}
+	if r.Outcome == Failed && r.Reason == "" {
+		return fmt.Errorf("a failed reply needs a reason: %w", ErrBadRequest)
+	}
+	return nil
+}
+
+// StartRequest asks the coordinator to start a saga. It is sent as a request
+// on [StartSubject] and answered with a [StartResponse] once the saga is
+// durably stored. SagaID is optional: a client that sets it may retry the
+// request safely, since a second start with the same id returns the saga
+// already started.
+type StartRequest struct {
+	V       int     `json:"v"`
+	SagaID  string  `json:"saga_id,omitempty"`
+	Context Context `json:"context"`
+}
+
+// StartResponse answers a [StartRequest].
+type StartResponse struct {
+	V      int        `json:"v"`
+	SagaID string     `json:"saga_id,omitempty"`
+	Status string     `json:"status,omitempty"`
+	Error  *WireError `json:"error,omitempty"`
+}
+
+// Tick advances the simulation clock to Tick. Ticks are idempotent: a tick
+// at or below the current one changes nothing.
+type Tick struct {
+	V    int   `json:"v"`
+	Tick int64 `json:"tick"`
+}
+
+// TickAck answers a [Tick] once the coordinator has applied it.
+type TickAck struct {
+	V    int   `json:"v"`
+	Tick int64 `json:"tick"`
+	// Expired lists the sagas this tick timed out.
+	Expired []string   `json:"expired,omitempty"`
+	Summary *Summary   `json:"summary,omitempty"`
+	Error   *WireError `json:"error,omitempty"`
+}
+
+// Summary counts sagas by status.
+type Summary struct {
+	V          int   `json:"v"`
+	Tick       int64 `json:"tick"`
+	Registered int   `json:"registered"`
+	Active     int   `json:"active"`
+	Completed  int   `json:"completed"`
+	RolledBack int   `json:"rolled_back"`
+	TimedOut   int   `json:"timed_out"`
+	Failed     int   `json:"failed"`
+	// Awaiting counts active sagas whose outstanding command has had no
+	// answer yet (neither a result nor "working"). A simulation waits for
+	// it to reach zero before the next tick.
+	Awaiting int `json:"awaiting"`
+}
+
+// StatusRequest asks for one saga's state and history.
+type StatusRequest struct {
+	V      int    `json:"v"`
+	SagaID string `json:"saga_id"`
+}
+
+// StatusResponse answers a [StatusRequest]. Saga is the saga's state as the
+// engine stores it (see docs/protocol.md).
+type StatusResponse struct {
+	V     int             `json:"v"`
+	Saga  json.RawMessage `json:"saga,omitempty"`
+	Error *WireError      `json:"error,omitempty"`
+}
+
+// ListRequest asks for the sagas held by the coordinator with a given
+// status ("" for every active saga), at most Limit of them (0: all).
+type ListRequest struct {
+	V      int    `json:"v"`
+	Status string `json:"status,omitempty"`
+	Limit  int    `json:"limit,omitempty"`
+}
+
+// ListResponse answers a [ListRequest].
+type ListResponse struct {
+	V     int               `json:"v"`
+	Sagas []json.RawMessage `json:"sagas"`
+	Error *WireError        `json:"error,omitempty"`
+}
+
+// RetryRequest asks the coordinator to retry the compensation of a saga
+// that ended failed.
+type RetryRequest struct {
+	V      int    `json:"v"`
+	SagaID string `json:"saga_id"`
+}
+
+// RetryResponse answers a [RetryRequest] with the saga's new status.
+type RetryResponse struct {
+	V      int        `json:"v"`
+	Status string     `json:"status,omitempty"`
+	Error  *WireError `json:"error,omitempty"`
+}
+
+// Event announces that a saga changed status. It is published on
+// [EventSubject].
+type Event struct {
+	V      int    `json:"v"`
+	SagaID string `json:"saga_id"`
+	Saga   string `json:"saga"`
+	Status string `json:"status"`
+	Tick   int64  `json:"tick"`
+	Step   string `json:"step,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// AgentStats is one agent process's answer on [AgentStatsSubject].
+type AgentStats struct {
+	V     int    `json:"v"`
+	Role  string `json:"role"`
+	Agent string `json:"agent"`
+	PID   int    `json:"pid"`
+	// Handled counts the commands this process received and answered.
+	Handled int64 `json:"handled"`
+	// Executed and Compensated count the actions that took effect here.
+	Executed    int64 `json:"executed"`
+	Compensated int64 `json:"compensated"`
+	// Duplicates counts redelivered commands the barrier absorbed.
+	Duplicates int64 `json:"duplicates"`
+	// Refused counts executes refused because their compensation came first.
+	Refused int64 `json:"refused"`
+	// Redelivered counts commands JetStream delivered more than once.
+	Redelivered int64 `json:"redelivered"`
+	// Rejected counts malformed commands that were dropped.
+	Rejected int64 `json:"rejected"`
+}
+
+// Error codes carried by [WireError].
+const (
+	CodeBadRequest = "bad_request"
+	CodeNotFound   = "not_found"
+	CodeConflict   = "conflict"
+	CodeInternal   = "internal"
+)
+
+// WireError is an error as it travels in a response.
+type WireError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Error implements error.
+func (e *WireError) Error() string { return e.Code + ": " + e.Message }
+
+// Decode parses data into v after checking its size and, when v has a "v"
+// field, its version. Errors wrap [ErrTooLarge], [ErrBadRequest] or
+// [ErrVersion].
+func Decode(data []byte, v any) error {
+	if len(data) > MaxPayload {
+		return fmt.Errorf("%d bytes, limit %d: %w", len(data), MaxPayload, ErrTooLarge)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	if ver, ok := versionOf(v); ok && ver != Version {
+		return fmt.Errorf("version %d, want %d: %w", ver, Version, ErrVersion)
+	}
+	return nil
+}
+
+// DecodeCommand parses and validates a command.
+func DecodeCommand(data []byte) (Command, error) {
+	var c Command
+	if err := Decode(data, &c); err != nil {
+		return c, fmt.Errorf("decode command: %w", err)
+	}
+	return c, c.Validate()
+}
+
+// DecodeReply parses and validates a reply.
+func DecodeReply(data []byte) (Reply, error) {
+	var r Reply
+	if err := Decode(data, &r); err != nil {
+		return r, fmt.Errorf("decode reply: %w", err)
+	}
+	return r, r.Validate()
+}
+
+func versionOf(v any) (int, bool) {
+	switch m := v.(type) {
+	case *Command:
+		return m.V, true
+	case *Reply:
+		return m.V, true
+	case *StartRequest:
+		return m.V, true
+	case *Tick:
+		return m.V, true
+	case *StatusRequest:
+		return m.V, true
+	case *ListRequest:
+		return m.V, true
+	case *RetryRequest:
+		return m.V, true
+	}
+	return 0, false
+}

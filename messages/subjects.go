@@ -1,0 +1,142 @@
+package messages
+
+import (
+	"fmt"
+	"strings"
+)
+
+// The NATS names natsaga uses. This file is the only place where a subject,
+// stream, consumer or bucket name is spelled out; docs/protocol.md documents
+// the same table.
+//
+//	saga.<saga>.<step>                      execute command        (stream NATSAGA_COMMANDS)
+//	saga.<saga>.<step>.compensate           compensate command     (stream NATSAGA_COMMANDS)
+//	natsaga.reply.<saga>.<step>             agent reply            (stream NATSAGA_REPLIES)
+//	natsaga.start.<saga>                    start a saga           (request/reply)
+//	natsaga.tick                            advance the sim clock  (request/reply; agents may listen)
+//	natsaga.status / .summary / .list       queries                (request/reply)
+//	natsaga.retry                           retry a failed saga's compensation (request/reply)
+//	natsaga.event.<saga>.<status>           saga status changes    (publish)
+//	natsaga.agents.stats                    agent statistics       (scatter/gather)
+//	natsaga.state.<role>.branch.<id>.<step> participant barrier    (stream NATSAGA_STATE_<ROLE>)
+//	natsaga.state.<role>.data.<key>         participant state      (stream NATSAGA_STATE_<ROLE>)
+const (
+	// CommandStream holds every execute and compensate command until the
+	// agent that handled it acknowledges it (work-queue retention).
+	CommandStream = "NATSAGA_COMMANDS"
+	// ReplyStream holds every agent reply until the coordinator has acted
+	// on it (work-queue retention).
+	ReplyStream = "NATSAGA_REPLIES"
+	// ReplyConsumer is the durable consumer through which the coordinator
+	// reads ReplyStream.
+	ReplyConsumer = "coordinator"
+	// SagaBucket is the key-value bucket holding one entry per saga: the
+	// coordinator's durable state.
+	SagaBucket = "natsaga_sagas"
+	// EventStream keeps saga status events for late readers.
+	EventStream = "NATSAGA_EVENTS"
+
+	// TickSubject carries [Tick] requests from the simulation clock.
+	TickSubject = "natsaga.tick"
+	// StatusSubject answers a [StatusRequest] with a [StatusResponse].
+	StatusSubject = "natsaga.status"
+	// SummarySubject answers any request with a [Summary].
+	SummarySubject = "natsaga.summary"
+	// ListSubject answers a [ListRequest] with a [ListResponse].
+	ListSubject = "natsaga.list"
+	// RetrySubject answers a [RetryRequest] with a [RetryResponse].
+	RetrySubject = "natsaga.retry"
+	// AgentStatsSubject is answered by every running agent with its [AgentStats].
+	AgentStatsSubject = "natsaga.agents.stats"
+
+	commandPrefix = "saga."
+	compensateTok = "compensate"
+	replyPrefix   = "natsaga.reply."
+	startPrefix   = "natsaga.start."
+	eventPrefix   = "natsaga.event."
+	statePrefix   = "natsaga.state."
+)
+
+// CommandSubjects are the subjects of [CommandStream].
+var CommandSubjects = []string{"saga.*.*", "saga.*.*." + compensateTok}
+
+// ReplySubjects are the subjects of [ReplyStream].
+var ReplySubjects = []string{replyPrefix + ">"}
+
+// EventSubjects are the subjects of [EventStream].
+var EventSubjects = []string{eventPrefix + ">"}
+
+// ExecuteSubject is the subject of the execute command for step of saga,
+// for example "saga.subsidy.government_evaluates".
+func ExecuteSubject(saga, step string) string { return commandPrefix + saga + "." + step }
+
+// CompensateSubject is the subject of the compensate command for step of
+// saga, for example "saga.subsidy.government_evaluates.compensate".
+func CompensateSubject(saga, step string) string {
+	return commandPrefix + saga + "." + step + "." + compensateTok
+}
+
+// CommandSubject is the subject a command for step of saga with action
+// travels on.
+func CommandSubject(saga, step string, action Action) string {
+	if action == Compensate {
+		return CompensateSubject(saga, step)
+	}
+	return ExecuteSubject(saga, step)
+}
+
+// ReplySubject is the subject on which an agent replies to a command for
+// step of saga.
+func ReplySubject(saga, step string) string { return replyPrefix + saga + "." + step }
+
+// StartSubject is the subject on which a [StartRequest] for saga is sent.
+func StartSubject(saga string) string { return startPrefix + saga }
+
+// StartSubjects matches the start subject of every saga.
+const StartSubjects = startPrefix + "*"
+
+// EventSubject is the subject of an [Event] announcing that a saga of type
+// saga reached status.
+func EventSubject(saga, status string) string { return eventPrefix + saga + "." + status }
+
+// StateStream is the stream that holds the durable state and the barrier of
+// the participants playing role.
+func StateStream(role string) string { return "NATSAGA_STATE_" + strings.ToUpper(role) }
+
+// StateSubjects are the subjects of StateStream(role).
+func StateSubjects(role string) []string { return []string{statePrefix + role + ".>"} }
+
+// BranchSubject is the subject of role's barrier record for one step of one
+// saga.
+func BranchSubject(role, sagaID, step string) string {
+	return statePrefix + role + ".branch." + sagaID + "." + step
+}
+
+// BranchSubjects matches every barrier record of role.
+func BranchSubjects(role string) string { return statePrefix + role + ".branch.>" }
+
+// DataSubject is the subject of role's durable state value named key.
+func DataSubject(role, key string) string { return statePrefix + role + ".data." + key }
+
+// CommandConsumer is the name of the durable consumer through which the
+// agents playing role pull their commands from [CommandStream]. Every copy
+// of the agent shares it, so each command goes to exactly one copy.
+func CommandConsumer(role string) string { return "agent-" + role }
+
+// ValidToken reports whether s can be used as one token of a subject: it is
+// not empty and holds no dot, wildcard or whitespace.
+func ValidToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	return !strings.ContainsAny(s, ".*> \t\r\n")
+}
+
+// CheckToken returns an error wrapping [ErrBadRequest] that names what when s
+// is not a valid subject token.
+func CheckToken(what, s string) error {
+	if !ValidToken(s) {
+		return fmt.Errorf("%s %q is not a valid subject token: %w", what, s, ErrBadRequest)
+	}
+	return nil
+}

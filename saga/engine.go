@@ -1,0 +1,561 @@
+package saga
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/natsaga/natsaga/messages"
+)
+
+// Options configures an [Engine]. The zero value works.
+type Options struct {
+	// KeepFinished keeps finished sagas in memory so Get can return them.
+	// A runtime that stores sagas elsewhere leaves it false: then only
+	// active and failed sagas stay in memory.
+	KeepFinished bool
+	// NewID makes saga ids. nil means uuid.NewString.
+	NewID func() string
+}
+
+// Engine drives sagas. It is a pure state machine: it does no I/O and reads
+// no clock. It is not safe for concurrent use; the runtime serialises calls.
+type Engine struct {
+	opts      Options
+	defs      map[string]*Definition // by name and by subject
+	nDefs     int
+	active    map[ID]*Execution
+	failed    map[ID]*Execution
+	finished  map[ID]*Execution
+	counts    map[Status]int
+	awaiting  int
+	tick      int64
+	deadlines deadlineIndex
+	retries   retryHeap
+}
+
+// New returns an engine with no definitions.
+func New(opts Options) *Engine {
+	if opts.NewID == nil {
+		opts.NewID = uuid.NewString
+	}
+	return &Engine{
+		opts:     opts,
+		defs:     map[string]*Definition{},
+		active:   map[ID]*Execution{},
+		failed:   map[ID]*Execution{},
+		finished: map[ID]*Execution{},
+		counts:   map[Status]int{},
+		deadlines: deadlineIndex{
+			buckets: map[int64][]deadline{},
+		},
+	}
+}
+
+// Register stores d under its name and subject. It returns an error wrapping
+// [ErrInvalidDefinition] or [ErrDuplicateDefinition].
+func (e *Engine) Register(d Definition) error {
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	if _, ok := e.defs[d.Name]; ok {
+		return fmt.Errorf("register %q: %w", d.Name, ErrDuplicateDefinition)
+	}
+	if _, ok := e.defs[d.Subject]; ok {
+		return fmt.Errorf("register %q: subject %q: %w", d.Name, d.Subject, ErrDuplicateDefinition)
+	}
+	n := d.normalized()
+	e.defs[n.Name] = n
+	e.defs[n.Subject] = n
+	e.nDefs++
+	return nil
+}
+
+// Definition returns the definition registered under name or subject.
+func (e *Engine) Definition(nameOrSubject string) (*Definition, bool) {
+	d, ok := e.defs[nameOrSubject]
+	return d, ok
+}
+
+// Definitions returns the registered definitions, sorted by name.
+func (e *Engine) Definitions() []*Definition {
+	var out []*Definition
+	for k, d := range e.defs {
+		if k == d.Name {
+			out = append(out, d)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Definition) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Tick returns the current simulation tick.
+func (e *Engine) Tick() int64 { return e.tick }
+
+// Start begins a saga of the definition named (or with subject) def with the
+// given context, at the current tick, and puts its first command in out.
+//
+// id may be empty, and the engine makes one. When a saga with id already
+// exists, Start returns it unchanged and puts nothing in out, so a client
+// may retry a start safely. It returns an error wrapping
+// [ErrUnknownDefinition] or [messages.ErrBadRequest].
+func (e *Engine) Start(id ID, def string, ctx messages.Context, out *Outbox) (*Execution, error) {
+	d, ok := e.defs[def]
+	if !ok {
+		return nil, fmt.Errorf("start %q: %w", def, ErrUnknownDefinition)
+	}
+	if id == "" {
+		id = e.opts.NewID()
+	} else if err := messages.CheckToken("saga_id", id); err != nil {
+		return nil, err
+	}
+	if x := e.lookup(id); x != nil {
+		return x, nil
+	}
+	if ctx == nil {
+		ctx = messages.Context{}
+	}
+	x := &Execution{
+		ID: id, Definition: d.Name, Saga: d.Subject, Status: Pending, Context: ctx,
+		Current: -1, StartedTick: e.tick, Completed: []string{}, History: make([]Transition, 0, 8), def: d,
+	}
+	e.active[id] = x
+	e.counts[Pending]++
+	x.History = append(x.History, Transition{Tick: e.tick, Status: Pending})
+	e.setStatus(x, InProgress, "", out)
+	e.deadlines.add(x.StartedTick+d.TimeoutTicks+1, deadline{id: id, whole: true})
+	e.dispatch(x, 0, messages.Execute, out)
+	return x, nil
+}
+
+// ApplyReply applies an agent's reply at wall-clock time now (used only to
+// schedule retries) and puts what follows in out. It returns an error
+// wrapping [ErrUnknownSaga] for a saga it does not hold, [ErrBadReply] for a
+// reply that cannot belong to the saga, and [ErrStale] for a reply that
+// matches no outstanding command; in every such case nothing changes.
+func (e *Engine) ApplyReply(r messages.Reply, now time.Time, out *Outbox) error {
+	x, ok := e.active[r.SagaID]
+	if !ok {
+		if x = e.lookup(r.SagaID); x != nil {
+			return fmt.Errorf("reply for saga %s (%s): %w: %w", r.SagaID, x.Status, ErrStale, ErrTerminal)
+		}
+		return fmt.Errorf("reply for saga %s: %w", r.SagaID, ErrUnknownSaga)
+	}
+	if r.Saga != x.Saga || !slices.ContainsFunc(x.def.Steps, func(s Step) bool { return s.Name == r.Step }) {
+		return fmt.Errorf("reply for saga %s names %s.%s: %w", r.SagaID, r.Saga, r.Step, ErrBadReply)
+	}
+	if x.Current < 0 || r.Step != x.step().Name || r.Action != x.Action || r.Attempt > x.Attempt || !x.RetryAt.IsZero() {
+		return fmt.Errorf("reply for saga %s %s %s attempt %d: %w", r.SagaID, r.Action, r.Step, r.Attempt, ErrStale)
+	}
+	if r.Outcome == messages.Working {
+		if !x.Awaiting {
+			return fmt.Errorf("working reply for saga %s %s: %w", r.SagaID, r.Step, ErrStale)
+		}
+		e.setAwaiting(x, false)
+		x.History = append(x.History, Transition{Tick: e.tick, Status: x.Status, Step: r.Step, Action: r.Action, Attempt: r.Attempt, Note: "working"})
+		out.Changed = append(out.Changed, x)
+		return nil
+	}
+	if x.Action == messages.Execute {
+		e.executeReply(x, r, now, out)
+	} else {
+		e.compensateReply(x, r, now, out)
+	}
+	return nil
+}
+
+func (e *Engine) executeReply(x *Execution, r messages.Reply, now time.Time, out *Outbox) {
+	st := x.step()
+	switch r.Outcome {
+	case messages.OK:
+		x.Completed = append(x.Completed, st.Name)
+		if x.Results == nil {
+			x.Results = make(map[string]messages.Context, len(x.def.Steps))
+		}
+		x.Results[st.Name] = r.Output
+		if len(r.Output) > 0 {
+			x.Context = x.Context.Clone()
+			x.Context.Merge(r.Output)
+		}
+		if x.Current+1 < len(x.def.Steps) {
+			e.dispatch(x, x.Current+1, messages.Execute, out)
+			return
+		}
+		e.setAwaiting(x, false)
+		x.Current = -1
+		x.Action = ""
+		e.finish(x, Completed, "", out)
+	case messages.Failed:
+		e.rollback(x, RolledBack, x.Current-1, fmt.Sprintf("step %s failed: %s", st.Name, r.Reason), out)
+	case messages.Error:
+		if x.Attempt < st.Retry.MaxAttempts {
+			e.scheduleRetry(x, now.Add(st.Retry.delay(x.Attempt)), "error: "+r.Reason, out)
+			return
+		}
+		// The step may yet take effect through a redelivery, so it is
+		// compensated too; its agent answers "nothing to undo" if not.
+		e.rollback(x, RolledBack, x.Current,
+			fmt.Sprintf("step %s: transient error after %d attempts: %s", st.Name, x.Attempt, r.Reason), out)
+	}
+}
+
+func (e *Engine) compensateReply(x *Execution, r messages.Reply, now time.Time, out *Outbox) {
+	st := x.step()
+	if r.Outcome == messages.OK {
+		x.Compensated = append(x.Compensated, st.Name)
+		e.nextCompensation(x, x.Current-1, out)
+		return
+	}
+	e.compensationFailed(x, fmt.Sprintf("compensation of %s: %s: %s", st.Name, r.Outcome, r.Reason), now, out)
+}
+
+func (e *Engine) compensationFailed(x *Execution, reason string, now time.Time, out *Outbox) {
+	p := x.def.CompensationRetry
+	if x.Attempt < p.MaxAttempts {
+		e.scheduleRetry(x, now.Add(p.delay(x.Attempt)), reason, out)
+		return
+	}
+	x.Error = fmt.Sprintf("%s (after %d attempts)", reason, x.Attempt)
+	e.setAwaiting(x, false)
+	e.finish(x, Failed, x.Error, out)
+}
+
+// rollback starts compensating x from step index from down to 0, and ends
+// it with cause.
+func (e *Engine) rollback(x *Execution, cause Status, from int, reason string, out *Outbox) {
+	x.Cause = cause
+	x.Error = reason
+	e.setStatus(x, Compensating, reason, out)
+	e.nextCompensation(x, from, out)
+}
+
+func (e *Engine) nextCompensation(x *Execution, idx int, out *Outbox) {
+	if idx >= 0 {
+		e.dispatch(x, idx, messages.Compensate, out)
+		return
+	}
+	e.setAwaiting(x, false)
+	x.Current = -1
+	x.Action = ""
+	e.finish(x, x.Cause, x.Error, out)
+}
+
+// dispatch sends the first attempt of action for step idx.
+func (e *Engine) dispatch(x *Execution, idx int, action messages.Action, out *Outbox) {
+	x.Current = idx
+	x.Action = action
+	x.Attempt = 1
+	x.DispatchedTick = e.tick
+	x.gen++
+	e.deadlines.add(e.tick+x.step().TimeoutTicks+1, deadline{id: x.ID, gen: x.gen})
+	e.send(x, "", out)
+}
+
+// send emits x's outstanding command with a new sequence number.
+func (e *Engine) send(x *Execution, note string, out *Outbox) {
+	x.Seq++
+	x.RetryAt = time.Time{}
+	e.setAwaiting(x, true)
+	x.History = append(x.History, Transition{Tick: e.tick, Status: x.Status, Step: x.step().Name, Action: x.Action, Attempt: x.Attempt, Note: note})
+	out.Commands = append(out.Commands, x.command())
+	out.Changed = append(out.Changed, x)
+}
+
+func (e *Engine) scheduleRetry(x *Execution, at time.Time, reason string, out *Outbox) {
+	e.setAwaiting(x, false)
+	x.RetryAt = at
+	x.History = append(x.History, Transition{Tick: e.tick, Status: x.Status, Step: x.step().Name, Action: x.Action, Attempt: x.Attempt, Note: "retry scheduled after " + reason})
+	e.retries.push(retry{at: at, id: x.ID, seq: x.Seq})
+	out.Changed = append(out.Changed, x)
+}
+
+// Wake resends the commands whose retry backoff has passed by now, and puts
+// them in out.
+func (e *Engine) Wake(now time.Time, out *Outbox) {
+	for e.retries.Len() > 0 && !e.retries.peek().at.After(now) {
+		r := e.retries.pop()
+		x, ok := e.active[r.id]
+		if !ok || x.Seq != r.seq || x.RetryAt.IsZero() {
+			continue
+		}
+		x.Attempt++
+		e.send(x, "retry", out)
+	}
+}
+
+// NextWake returns when Wake next has work to do, and false when no retry
+// is scheduled.
+func (e *Engine) NextWake() (time.Time, bool) {
+	for e.retries.Len() > 0 {
+		r := e.retries.peek()
+		if x, ok := e.active[r.id]; ok && x.Seq == r.seq && !x.RetryAt.IsZero() {
+			return r.at, true
+		}
+		e.retries.pop()
+	}
+	return time.Time{}, false
+}
+
+// AdvanceTick moves the simulation clock to tick and times out what expired,
+// putting the resulting commands and the expired sagas' ids in out. A tick
+// at or below the current one changes nothing. Its cost is proportional to
+// the number of deadlines that fall due.
+func (e *Engine) AdvanceTick(tick int64, out *Outbox) {
+	if tick <= e.tick {
+		return
+	}
+	e.tick = tick
+	e.deadlines.due(tick, func(d deadline) {
+		x, ok := e.active[d.id]
+		if !ok {
+			return
+		}
+		switch {
+		case d.whole && x.Status == InProgress:
+			e.timeout(x, fmt.Sprintf("saga exceeded its timeout of %d ticks", x.def.TimeoutTicks), out)
+		case d.whole || d.gen != x.gen:
+			// Superseded by a later deadline.
+		case x.Status == InProgress:
+			e.timeout(x, fmt.Sprintf("step %s not answered within %d ticks", x.step().Name, x.step().TimeoutTicks), out)
+		case x.Status == Compensating:
+			st := x.step()
+			reason := fmt.Sprintf("compensation of %s not answered within %d ticks", st.Name, st.TimeoutTicks)
+			if x.Attempt >= x.def.CompensationRetry.MaxAttempts {
+				x.Error = fmt.Sprintf("%s (after %d attempts)", reason, x.Attempt)
+				e.setAwaiting(x, false)
+				e.finish(x, Failed, x.Error, out)
+				return
+			}
+			x.Attempt++
+			x.gen++
+			e.deadlines.add(e.tick+st.TimeoutTicks+1, deadline{id: x.ID, gen: x.gen})
+			e.send(x, reason+": resent", out)
+		}
+	})
+}
+
+func (e *Engine) timeout(x *Execution, reason string, out *Outbox) {
+	out.Expired = append(out.Expired, x.ID)
+	// The step in flight may have run, so it is compensated as well.
+	e.rollback(x, TimedOut, x.Current, reason, out)
+}
+
+// Rollback aborts an active saga: it compensates the steps completed and the
+// one in flight, in reverse order, and ends rolled_back with reason. It
+// returns an error wrapping [ErrUnknownSaga] or [ErrTerminal].
+func (e *Engine) Rollback(id ID, reason string, out *Outbox) error {
+	x, ok := e.active[id]
+	if !ok {
+		if e.lookup(id) != nil {
+			return fmt.Errorf("rollback %s: %w", id, ErrTerminal)
+		}
+		return fmt.Errorf("rollback %s: %w", id, ErrUnknownSaga)
+	}
+	if x.Status == Compensating {
+		return nil
+	}
+	e.rollback(x, RolledBack, x.Current, "aborted: "+reason, out)
+	return nil
+}
+
+// RetryCompensation puts a failed saga back to compensating, resuming with
+// the compensation that failed, with a fresh attempt budget. It returns an
+// error wrapping [ErrUnknownSaga] or [ErrNotFailed].
+func (e *Engine) RetryCompensation(id ID, out *Outbox) error {
+	x, ok := e.failed[id]
+	if !ok {
+		if e.lookup(id) != nil {
+			return fmt.Errorf("retry %s: %w", id, ErrNotFailed)
+		}
+		return fmt.Errorf("retry %s: %w", id, ErrUnknownSaga)
+	}
+	if x.Current < 0 {
+		return fmt.Errorf("retry %s: no compensation to resume: %w", id, ErrNotFailed)
+	}
+	delete(e.failed, id)
+	e.active[id] = x
+	x.Error = ""
+	e.setStatus(x, Compensating, "operator retry", out)
+	e.dispatch(x, x.Current, messages.Compensate, out)
+	return nil
+}
+
+func (e *Engine) setStatus(x *Execution, s Status, note string, out *Outbox) {
+	e.counts[x.Status]--
+	e.counts[s]++
+	x.Status = s
+	x.History = append(x.History, Transition{Tick: e.tick, Status: s, Note: note})
+	out.Events = append(out.Events, messages.Event{V: messages.Version, SagaID: x.ID, Saga: x.Saga, Status: string(s), Tick: e.tick, Reason: note})
+	out.Changed = append(out.Changed, x)
+}
+
+func (e *Engine) finish(x *Execution, s Status, note string, out *Outbox) {
+	e.setStatus(x, s, note, out)
+	delete(e.active, x.ID)
+	switch {
+	case s == Failed:
+		e.failed[x.ID] = x
+	case e.opts.KeepFinished:
+		e.finished[x.ID] = x
+	}
+}
+
+func (e *Engine) setAwaiting(x *Execution, v bool) {
+	if x.Awaiting == v {
+		return
+	}
+	x.Awaiting = v
+	if v {
+		e.awaiting++
+	} else {
+		e.awaiting--
+	}
+}
+
+func (e *Engine) lookup(id ID) *Execution {
+	if x, ok := e.active[id]; ok {
+		return x
+	}
+	if x, ok := e.failed[id]; ok {
+		return x
+	}
+	return e.finished[id]
+}
+
+// Get returns a copy of the saga with id: an active or failed one, or a
+// finished one when Options.KeepFinished is set. It returns an error
+// wrapping [ErrUnknownSaga] when there is none.
+func (e *Engine) Get(id ID) (Execution, error) {
+	x := e.lookup(id)
+	if x == nil {
+		return Execution{}, fmt.Errorf("get %s: %w", id, ErrUnknownSaga)
+	}
+	return x.Clone(), nil
+}
+
+// Active returns copies of the active sagas, oldest first.
+func (e *Engine) Active() []Execution { return e.list(e.active, 0) }
+
+// List returns copies of at most limit (0: no limit) sagas with status,
+// oldest first. Finished sagas other than failed ones are listed only with
+// Options.KeepFinished. An empty status lists the active sagas.
+func (e *Engine) List(status Status, limit int) []Execution {
+	switch {
+	case status == "":
+		return e.list(e.active, limit)
+	case status == Failed:
+		return e.list(e.failed, limit)
+	case status.Terminal():
+		return e.filter(e.finished, status, limit)
+	}
+	return e.filter(e.active, status, limit)
+}
+
+func (e *Engine) filter(m map[ID]*Execution, s Status, limit int) []Execution {
+	sub := map[ID]*Execution{}
+	for id, x := range m {
+		if x.Status == s {
+			sub[id] = x
+		}
+	}
+	return e.list(sub, limit)
+}
+
+func (e *Engine) list(m map[ID]*Execution, limit int) []Execution {
+	xs := make([]*Execution, 0, len(m))
+	for _, x := range m {
+		xs = append(xs, x)
+	}
+	slices.SortFunc(xs, func(a, b *Execution) int {
+		return cmp.Or(cmp.Compare(a.StartedTick, b.StartedTick), cmp.Compare(a.ID, b.ID))
+	})
+	if limit > 0 && len(xs) > limit {
+		xs = xs[:limit]
+	}
+	out := make([]Execution, len(xs))
+	for i, x := range xs {
+		out[i] = x.Clone()
+	}
+	return out
+}
+
+// Summary counts the definitions and the sagas by status.
+func (e *Engine) Summary() messages.Summary {
+	return messages.Summary{
+		V:          messages.Version,
+		Tick:       e.tick,
+		Registered: e.nDefs,
+		Active:     len(e.active),
+		Completed:  e.counts[Completed],
+		RolledBack: e.counts[RolledBack],
+		TimedOut:   e.counts[TimedOut],
+		Failed:     e.counts[Failed],
+		Awaiting:   e.awaiting,
+	}
+}
+
+// Restore loads a stored saga into the engine, as the coordinator does when
+// it restarts, and advances the clock to tick when it is ahead. An active
+// saga's deadlines and retry are set again; its outstanding command is not
+// resent (see [Execution.Command]). A finished saga other than a failed one
+// is only counted, unless Options.KeepFinished is set. It returns an error
+// wrapping [ErrUnknownDefinition] when the saga's definition is not
+// registered.
+func (e *Engine) Restore(x Execution, tick int64) error {
+	d, ok := e.defs[x.Definition]
+	if !ok {
+		return fmt.Errorf("restore %s: definition %q: %w", x.ID, x.Definition, ErrUnknownDefinition)
+	}
+	if !x.Status.Valid() || x.Current >= len(d.Steps) {
+		return fmt.Errorf("restore %s: status %q, step %d: %w", x.ID, x.Status, x.Current, ErrInvalidDefinition)
+	}
+	if e.lookup(x.ID) != nil {
+		return nil
+	}
+	e.tick = max(e.tick, tick)
+	x.def = d
+	p := &x
+	e.counts[x.Status]++
+	switch {
+	case x.Status == Failed:
+		e.failed[x.ID] = p
+		return nil
+	case x.Status.Terminal():
+		if e.opts.KeepFinished {
+			e.finished[x.ID] = p
+		}
+		return nil
+	}
+	e.active[x.ID] = p
+	if x.Awaiting {
+		x.Awaiting = false
+		e.setAwaiting(p, true)
+	}
+	if x.Status == InProgress {
+		e.deadlines.add(x.StartedTick+d.TimeoutTicks+1, deadline{id: x.ID, whole: true})
+	}
+	if x.Current >= 0 {
+		p.gen++
+		e.deadlines.add(x.DispatchedTick+p.step().TimeoutTicks+1, deadline{id: x.ID, gen: p.gen})
+	}
+	if !x.RetryAt.IsZero() {
+		e.retries.push(retry{at: x.RetryAt, id: x.ID, seq: x.Seq})
+	}
+	return nil
+}
+
+// Outstanding returns the commands of every active saga that has one, for a
+// restarted coordinator to send again. Agents absorb the duplicates.
+func (e *Engine) Outstanding() []messages.Command {
+	var cmds []messages.Command
+	for _, x := range e.active {
+		if c, ok := x.Command(); ok {
+			cmds = append(cmds, c)
+		}
+	}
+	slices.SortFunc(cmds, func(a, b messages.Command) int { return cmp.Compare(a.SagaID, b.SagaID) })
+	return cmds
+}

@@ -1,0 +1,28 @@
+package saga
+
+import "errors"
+
+// Errors returned by the engine. Test with errors.Is; the returned errors
+// wrap these and name the saga or definition concerned.
+var (
+	// ErrUnknownSaga: no saga with that id is held.
+	ErrUnknownSaga = errors.New("unknown saga")
+	// ErrUnknownDefinition: no definition with that name or subject.
+	ErrUnknownDefinition = errors.New("unknown saga definition")
+	// ErrDuplicateDefinition: a definition with that name or subject is
+	// already registered.
+	ErrDuplicateDefinition = errors.New("duplicate saga definition")
+	// ErrInvalidDefinition: the definition does not validate.
+	ErrInvalidDefinition = errors.New("invalid saga definition")
+	// ErrStale: a reply that matches no outstanding command (a duplicate, a
+	// late answer to a command already settled, or an answer for another
+	// step). It changes nothing and is safe to drop.
+	ErrStale = errors.New("stale reply")
+	// ErrBadReply: a reply that cannot belong to the saga it names (an
+	// unknown step, or a saga type that is not the saga's).
+	ErrBadReply = errors.New("bad reply")
+	// ErrNotFailed: a retry was asked for a saga that is not failed.
+	ErrNotFailed = errors.New("saga is not failed")
+	// ErrTerminal: the saga has already finished.
+	ErrTerminal = errors.New("saga already finished")
+)

@@ -1,0 +1,150 @@
+package saga
+
+import (
+	"time"
+
+	"github.com/natsaga/natsaga/messages"
+)
+
+// ID identifies one saga execution. The engine makes UUIDs; a client may
+// choose its own to make starts idempotent.
+type ID = string
+
+// Status is where a saga is in its life.
+type Status string
+
+// The statuses. Pending, InProgress and Compensating are active; the others
+// are terminal.
+const (
+	Pending      Status = "pending"
+	InProgress   Status = "in_progress"
+	Compensating Status = "compensating"
+	Completed    Status = "completed"
+	RolledBack   Status = "rolled_back"
+	TimedOut     Status = "timed_out"
+	Failed       Status = "failed"
+)
+
+// Terminal reports whether s is a final status.
+func (s Status) Terminal() bool {
+	return s == Completed || s == RolledBack || s == TimedOut || s == Failed
+}
+
+// Valid reports whether s is a known status.
+func (s Status) Valid() bool {
+	switch s {
+	case Pending, InProgress, Compensating, Completed, RolledBack, TimedOut, Failed:
+		return true
+	}
+	return false
+}
+
+// Execution is one running or finished saga: its state, as the engine keeps
+// it and as the coordinator stores it (JSON).
+type Execution struct {
+	ID         ID     `json:"saga_id"`
+	Definition string `json:"definition"`
+	// Saga is the definition's subject token.
+	Saga   string `json:"saga"`
+	Status Status `json:"status"`
+	// Cause is the status a compensating saga ends with: RolledBack after
+	// a business failure or an abort, TimedOut after a timeout.
+	Cause   Status           `json:"cause,omitempty"`
+	Context messages.Context `json:"context"`
+	// Current is the index of the step whose command is outstanding: the
+	// step executing, or the step compensating. -1 when none.
+	Current int             `json:"current_step"`
+	Action  messages.Action `json:"action,omitempty"`
+	Attempt int             `json:"attempt,omitempty"`
+	// Seq numbers the commands sent for this saga, from 1.
+	Seq            int   `json:"seq"`
+	StartedTick    int64 `json:"started_tick"`
+	DispatchedTick int64 `json:"dispatched_tick"`
+	// Awaiting is true while the outstanding command has had no answer.
+	Awaiting bool `json:"awaiting,omitempty"`
+	// RetryAt is set while the saga waits to resend its command.
+	RetryAt     time.Time                   `json:"retry_at,omitzero"`
+	Completed   []string                    `json:"completed_steps"`
+	Compensated []string                    `json:"compensated_steps,omitempty"`
+	Results     map[string]messages.Context `json:"step_results,omitempty"`
+	Error       string                      `json:"error,omitempty"`
+	History     []Transition                `json:"history"`
+
+	def *Definition
+	// gen invalidates deadlines set before the last new deadline.
+	gen int
+}
+
+// Transition is one entry of a saga's history.
+type Transition struct {
+	Tick    int64           `json:"tick"`
+	Status  Status          `json:"status"`
+	Step    string          `json:"step,omitempty"`
+	Action  messages.Action `json:"action,omitempty"`
+	Attempt int             `json:"attempt,omitempty"`
+	Note    string          `json:"note,omitempty"`
+}
+
+// Clone returns a deep copy of x that shares no mutable state with it.
+func (x *Execution) Clone() Execution {
+	c := *x
+	c.Context = x.Context.Clone()
+	c.Completed = append([]string(nil), x.Completed...)
+	c.Compensated = append([]string(nil), x.Compensated...)
+	c.History = append([]Transition(nil), x.History...)
+	if x.Results != nil {
+		c.Results = make(map[string]messages.Context, len(x.Results))
+		for k, v := range x.Results {
+			c.Results[k] = v.Clone()
+		}
+	}
+	return c
+}
+
+// Command returns the command x has outstanding, and false when it has none
+// (it is terminal or between retries).
+func (x *Execution) Command() (messages.Command, bool) {
+	if x.Status.Terminal() || x.Current < 0 || x.def == nil || !x.RetryAt.IsZero() {
+		return messages.Command{}, false
+	}
+	return x.command(), true
+}
+
+func (x *Execution) command() messages.Command {
+	return messages.Command{
+		V:       messages.Version,
+		SagaID:  x.ID,
+		Saga:    x.Saga,
+		Step:    x.def.Steps[x.Current].Name,
+		Action:  x.Action,
+		Attempt: x.Attempt,
+		Seq:     x.Seq,
+		Tick:    x.DispatchedTick,
+		Context: x.Context,
+	}
+}
+
+func (x *Execution) step() *Step { return &x.def.Steps[x.Current] }
+
+// Outbox collects what the engine's inputs produce. The caller owns it and
+// resets it (with Reset) between batches.
+type Outbox struct {
+	// Commands to publish, in order.
+	Commands []messages.Command
+	// Events to publish, in order.
+	Events []messages.Event
+	// Changed lists the sagas whose state changed, in the order they
+	// changed; a saga may appear more than once. The pointers are the
+	// engine's own: read them before the next call into the engine.
+	Changed []*Execution
+	// Expired lists the sagas a tick timed out.
+	Expired []ID
+}
+
+// Reset empties o, keeping its capacity.
+func (o *Outbox) Reset() {
+	o.Commands = o.Commands[:0]
+	o.Events = o.Events[:0]
+	o.Changed = o.Changed[:0]
+	o.Expired = o.Expired[:0]
+}
