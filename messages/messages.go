@@ -134,6 +134,9 @@ func (r *Reply) Validate() error {
 	if !r.Outcome.Valid() {
 		return fmt.Errorf("reply outcome %q: %w", r.Outcome, ErrBadRequest)
 	}
+	if r.Attempt < 1 || r.Seq < 1 {
+		return fmt.Errorf("reply attempt %d, seq %d must be positive: %w", r.Attempt, r.Seq, ErrBadRequest)
+	}
 	if r.Outcome == Failed && r.Reason == "" {
 		return fmt.Errorf("a failed reply needs a reason: %w", ErrBadRequest)
 	}

@@ -147,8 +147,13 @@ func (e *Engine) ApplyReply(r messages.Reply, now time.Time, out *Outbox) error 
 	if r.Saga != x.Saga || !slices.ContainsFunc(x.def.Steps, func(s Step) bool { return s.Name == r.Step }) {
 		return fmt.Errorf("reply for saga %s names %s.%s: %w", r.SagaID, r.Saga, r.Step, ErrBadReply)
 	}
-	if x.Current < 0 || r.Step != x.step().Name || r.Action != x.Action || r.Attempt > x.Attempt || !x.RetryAt.IsZero() {
-		return fmt.Errorf("reply for saga %s %s %s attempt %d: %w", r.SagaID, r.Action, r.Step, r.Attempt, ErrStale)
+	// A reply settles only the command outstanding now: the same seq and
+	// attempt. An answer to an earlier attempt (say a redelivered "error"
+	// after the retry was sent) or to an earlier round of compensation (before
+	// RetryCompensation) is stale; the agent answers the current command too.
+	if x.Current < 0 || r.Step != x.step().Name || r.Action != x.Action ||
+		r.Seq != x.Seq || r.Attempt != x.Attempt || !x.RetryAt.IsZero() {
+		return fmt.Errorf("reply for saga %s %s %s attempt %d seq %d: %w", r.SagaID, r.Action, r.Step, r.Attempt, r.Seq, ErrStale)
 	}
 	if r.Outcome == messages.Working {
 		if !x.Awaiting {
@@ -329,9 +334,12 @@ func (e *Engine) AdvanceTick(tick int64, out *Outbox) {
 				e.finish(x, Failed, x.Error, out)
 				return
 			}
+			// The resent command has a fresh tick budget; DispatchedTick
+			// records it so that Restore sets the same deadline.
 			x.Attempt++
+			x.DispatchedTick = e.tick
 			x.gen++
-			e.deadlines.add(e.tick+st.TimeoutTicks+1, deadline{id: x.ID, gen: x.gen})
+			e.deadlines.add(x.DispatchedTick+st.TimeoutTicks+1, deadline{id: x.ID, gen: x.gen})
 			e.send(x, reason+": resent", out)
 		}
 	})
@@ -377,7 +385,9 @@ func (e *Engine) RetryCompensation(id ID, out *Outbox) error {
 	}
 	delete(e.failed, id)
 	e.active[id] = x
-	x.Error = ""
+	// The saga ends with its cause again, so it gets back the reason it
+	// started compensating, which the compensation failure replaced.
+	x.Error = x.rollbackReason()
 	e.setStatus(x, Compensating, "operator retry", out)
 	e.dispatch(x, x.Current, messages.Compensate, out)
 	return nil

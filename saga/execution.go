@@ -126,6 +126,17 @@ func (x *Execution) command() messages.Command {
 
 func (x *Execution) step() *Step { return &x.def.Steps[x.Current] }
 
+// rollbackReason returns why x started compensating: the note of the first
+// change of status to Compensating in its history ("" when there is none).
+func (x *Execution) rollbackReason() string {
+	for _, t := range x.History {
+		if t.Status == Compensating && t.Step == "" {
+			return t.Note
+		}
+	}
+	return ""
+}
+
 // Outbox collects what the engine's inputs produce. The caller owns it and
 // resets it (with Reset) between batches.
 type Outbox struct {

@@ -1,0 +1,469 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// ErrNoJetStream is returned by [Coordinator.Run] when the NATS server has
+// no JetStream: natsaga refuses to run rather than lose sagas.
+var ErrNoJetStream = errors.New("natsaga needs JetStream: start nats-server with -js (or jetstream {} in its config)")
+
+// ErrConflict is returned by [Coordinator.Run] when a saga's stored state
+// changed under it: another coordinator is writing the same bucket.
+var ErrConflict = errors.New("saga state changed by another writer")
+
+// Options configures a [Coordinator]. The zero value needs only Definitions.
+type Options struct {
+	// Definitions are the sagas the coordinator can run.
+	Definitions []saga.Definition
+	// Replicas is the number of copies of natsaga's streams and bucket
+	// (3 on a 3-node cluster). 0 means 1.
+	Replicas int
+	// AckWait is how long a reply may stay unacknowledged before JetStream
+	// delivers it again. 0 means 10s.
+	AckWait time.Duration
+	// MaxBatch bounds how many inputs one commit covers. 0 means 1024.
+	MaxBatch int
+	// Logger receives the coordinator's logs. nil discards them.
+	Logger *slog.Logger
+	// NewID makes saga ids; nil means UUIDs.
+	NewID func() string
+}
+
+// Validate returns an error when o is unusable.
+func (o *Options) Validate() error {
+	if len(o.Definitions) == 0 {
+		return errors.New("coordinator options: no saga definitions")
+	}
+	if o.Replicas < 0 || o.AckWait < 0 || o.MaxBatch < 0 {
+		return errors.New("coordinator options: negative replicas, ack wait or batch")
+	}
+	for i := range o.Definitions {
+		if err := o.Definitions[i].Validate(); err != nil {
+			return fmt.Errorf("coordinator options: %w", err)
+		}
+	}
+	return nil
+}
+
+// Coordinator drives sagas over NATS. Create it with [New] and start it with
+// [Coordinator.Run]. Only one coordinator may run against a bucket at a
+// time; a second one fails with [ErrConflict] at its first write.
+type Coordinator struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	opts   Options
+	log    *slog.Logger
+	engine *saga.Engine
+	in     chan input
+	revs   map[string]uint64 // KV revision of each saga held in memory
+	clock  uint64            // KV revision of the clock entry
+	saved  int64             // tick last stored
+	ready  chan struct{}
+	// stopped is closed when the loop returns, so producers never block
+	// on a loop that is gone.
+	stopped chan struct{}
+}
+
+// input is one thing the engine loop applies. apply runs on the loop and
+// returns what to do once the batch is committed (nil: nothing); done gets
+// the commit error, nil on success.
+type input func(now time.Time, out *saga.Outbox) (done func(err error))
+
+const (
+	clockKey  = "meta.clock"
+	sagaKeyPf = "s."
+)
+
+// New returns a coordinator on nc. It returns an error when opts do not
+// validate.
+func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.AckWait == 0 {
+		opts.AckWait = 10 * time.Second
+	}
+	if opts.MaxBatch == 0 {
+		opts.MaxBatch = 1024
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	e := saga.New(saga.Options{NewID: opts.NewID})
+	for _, d := range opts.Definitions {
+		if err := e.Register(d); err != nil {
+			return nil, fmt.Errorf("coordinator: %w", err)
+		}
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: %w", err)
+	}
+	return &Coordinator{nc: nc, js: js, opts: opts, log: log, engine: e,
+		in: make(chan input, 4*opts.MaxBatch), revs: map[string]uint64{}, ready: make(chan struct{}), stopped: make(chan struct{})}, nil
+}
+
+// Ready is closed once the coordinator has recovered its sagas and serves
+// requests.
+func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
+
+// Run sets up natsaga's streams, bucket and consumer, recovers every stored
+// saga, and drives sagas until ctx is cancelled. It returns nil after a
+// clean stop, [ErrNoJetStream] when the server has no JetStream, and any
+// other error that stopped it (the process should exit; a restart resumes
+// where it stopped).
+func (c *Coordinator) Run(ctx context.Context) error {
+	if err := c.setup(ctx); err != nil {
+		return err
+	}
+	if err := c.recover(ctx); err != nil {
+		return err
+	}
+	cons, err := c.js.Consumer(ctx, messages.ReplyStream, messages.ReplyConsumer)
+	if err != nil {
+		return fmt.Errorf("reply consumer: %w", err)
+	}
+	iter, err := cons.Messages(jetstream.PullMaxMessages(c.opts.MaxBatch))
+	if err != nil {
+		return fmt.Errorf("reply consumer: %w", err)
+	}
+	subs, err := c.subscribe()
+	if err != nil {
+		iter.Stop()
+		return err
+	}
+	defer func() {
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+	}()
+	go c.pullReplies(iter)
+	defer iter.Stop()
+	close(c.ready)
+	c.log.Info("coordinator running", "tick", c.engine.Tick(), "active", c.engine.Summary().Active)
+	defer close(c.stopped)
+	return c.loop(ctx)
+}
+
+func (c *Coordinator) setup(ctx context.Context) error {
+	if _, err := c.js.AccountInfo(ctx); err != nil {
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return fmt.Errorf("%w: %w", ErrNoJetStream, err)
+		}
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	r := max(c.opts.Replicas, 1)
+	streams := []jetstream.StreamConfig{
+		{Name: messages.CommandStream, Subjects: messages.CommandSubjects, Retention: jetstream.WorkQueuePolicy,
+			Storage: jetstream.FileStorage, Replicas: r, Duplicates: 2 * time.Minute},
+		{Name: messages.ReplyStream, Subjects: messages.ReplySubjects, Retention: jetstream.WorkQueuePolicy,
+			Storage: jetstream.FileStorage, Replicas: r, Duplicates: 2 * time.Minute},
+		{Name: messages.EventStream, Subjects: messages.EventSubjects, Storage: jetstream.FileStorage,
+			Replicas: r, MaxAge: 24 * time.Hour, MaxMsgs: 1_000_000, Discard: jetstream.DiscardOld},
+	}
+	for _, cfg := range streams {
+		if _, err := c.js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
+	}
+	kv, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: messages.SagaBucket, History: 1, Storage: jetstream.FileStorage, Replicas: r,
+	})
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", messages.SagaBucket, err)
+	}
+	c.kv = kv
+	_, err = c.js.CreateOrUpdateConsumer(ctx, messages.ReplyStream, jetstream.ConsumerConfig{
+		Durable: messages.ReplyConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: c.opts.AckWait,
+		MaxDeliver: -1, MaxAckPending: 65536,
+	})
+	if err != nil {
+		return fmt.Errorf("reply consumer: %w", err)
+	}
+	return nil
+}
+
+// recover loads every stored saga into the engine and resends the
+// outstanding commands.
+func (c *Coordinator) recover(ctx context.Context) error {
+	w, err := c.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	defer w.Stop()
+	var stored []saga.Execution
+	var tick int64
+	for entry := range w.Updates() {
+		if entry == nil {
+			break
+		}
+		key := entry.Key()
+		switch {
+		case key == clockKey:
+			if tick, err = strconv.ParseInt(string(entry.Value()), 10, 64); err != nil {
+				return fmt.Errorf("recover clock: %w", err)
+			}
+			c.clock = entry.Revision()
+		case strings.HasPrefix(key, sagaKeyPf):
+			var x saga.Execution
+			if err := json.Unmarshal(entry.Value(), &x); err != nil {
+				return fmt.Errorf("recover %s: %w", key, err)
+			}
+			stored = append(stored, x)
+			if !x.Status.Terminal() || x.Status == saga.Failed {
+				c.revs[x.ID] = entry.Revision()
+			}
+		}
+	}
+	for _, x := range stored {
+		if err := c.engine.Restore(x, tick); err != nil {
+			return fmt.Errorf("recover: %w", err)
+		}
+	}
+	c.saved = c.engine.Tick()
+	cmds := c.engine.Outstanding()
+	if err := c.publishCommands(ctx, cmds); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	c.log.Info("recovered", "sagas", len(stored), "resent", len(cmds), "tick", tick)
+	return nil
+}
+
+// loop owns the engine: it applies inputs in batches and commits each batch.
+func (c *Coordinator) loop(ctx context.Context) error {
+	var out saga.Outbox
+	var dones []func(error)
+	wake := time.NewTimer(time.Hour)
+	defer wake.Stop()
+	for {
+		out.Reset()
+		dones = dones[:0]
+		select {
+		case <-ctx.Done():
+			return nil
+		case in := <-c.in:
+			if d := in(time.Now(), &out); d != nil {
+				dones = append(dones, d)
+			}
+		drain:
+			for len(dones) < c.opts.MaxBatch {
+				select {
+				case in := <-c.in:
+					if d := in(time.Now(), &out); d != nil {
+						dones = append(dones, d)
+					}
+				default:
+					break drain
+				}
+			}
+		case now := <-wake.C:
+			c.engine.Wake(now, &out)
+		}
+		err := c.commit(ctx, &out)
+		for _, d := range dones {
+			d(err)
+		}
+		if err != nil {
+			return err
+		}
+		if at, ok := c.engine.NextWake(); ok {
+			wake.Reset(max(time.Until(at), 0))
+		}
+	}
+}
+
+// commit stores the changed sagas, then publishes commands and events.
+func (c *Coordinator) commit(ctx context.Context, out *saga.Outbox) error {
+	if err := c.store(ctx, out.Changed); err != nil {
+		return err
+	}
+	if err := c.publishCommands(ctx, out.Commands); err != nil {
+		return err
+	}
+	for i := range out.Events {
+		ev := &out.Events[i]
+		data, _ := json.Marshal(ev)
+		if err := c.nc.Publish(messages.EventSubject(ev.Saga, ev.Status), data); err != nil {
+			c.log.Warn("event not published", "saga_id", ev.SagaID, "err", err)
+		}
+		c.logEvent(ev)
+	}
+	return nil
+}
+
+func (c *Coordinator) logEvent(ev *messages.Event) {
+	switch saga.Status(ev.Status) {
+	case saga.Failed:
+		c.log.Error("saga failed", "saga_id", ev.SagaID, "saga", ev.Saga, "tick", ev.Tick, "reason", ev.Reason)
+	case saga.Compensating:
+		c.log.Info("saga rolling back", "saga_id", ev.SagaID, "saga", ev.Saga, "tick", ev.Tick, "reason", ev.Reason)
+	default:
+		c.log.Debug("saga status", "saga_id", ev.SagaID, "saga", ev.Saga, "status", ev.Status, "tick", ev.Tick)
+	}
+}
+
+// store writes each changed saga once, in parallel, each guarded by its
+// revision, and the clock when it moved.
+func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) error {
+	type pending struct {
+		x   *saga.Execution
+		ack jetstream.PubAckFuture
+	}
+	seen := make(map[string]bool, len(changed))
+	var ps []pending
+	for i := len(changed) - 1; i >= 0; i-- {
+		x := changed[i]
+		if seen[x.ID] {
+			continue
+		}
+		seen[x.ID] = true
+		data, err := json.Marshal(x)
+		if err != nil {
+			return fmt.Errorf("encode saga %s: %w", x.ID, err)
+		}
+		f, err := c.putAsync(sagaKeyPf+x.ID, data, c.revs[x.ID])
+		if err != nil {
+			return err
+		}
+		ps = append(ps, pending{x, f})
+	}
+	var clock jetstream.PubAckFuture
+	if t := c.engine.Tick(); t != c.saved {
+		f, err := c.putAsync(clockKey, []byte(strconv.FormatInt(t, 10)), c.clock)
+		if err != nil {
+			return err
+		}
+		clock = f
+	}
+	for _, p := range ps {
+		ack, err := wait(ctx, p.ack)
+		if err != nil {
+			return fmt.Errorf("store saga %s: %w", p.x.ID, err)
+		}
+		if p.x.Status.Terminal() && p.x.Status != saga.Failed {
+			delete(c.revs, p.x.ID)
+		} else {
+			c.revs[p.x.ID] = ack.Sequence
+		}
+	}
+	if clock != nil {
+		ack, err := wait(ctx, clock)
+		if err != nil {
+			return fmt.Errorf("store clock: %w", err)
+		}
+		c.clock = ack.Sequence
+		c.saved = c.engine.Tick()
+	}
+	return nil
+}
+
+func (c *Coordinator) putAsync(key string, data []byte, rev uint64) (jetstream.PubAckFuture, error) {
+	m := nats.NewMsg("$KV." + messages.SagaBucket + "." + key)
+	m.Data = data
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
+	f, err := c.js.PublishMsgAsync(m)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", key, err)
+	}
+	return f, nil
+}
+
+func wait(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
+	select {
+	case ack := <-f.Ok():
+		return ack, nil
+	case err := <-f.Err():
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			return nil, fmt.Errorf("%w: %w", ErrConflict, err)
+		}
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// publishCommands publishes cmds into the command stream and waits until
+// all are stored. Each carries the message id "<saga_id>.<seq>", so a
+// command sent again after a restart is stored once.
+func (c *Coordinator) publishCommands(ctx context.Context, cmds []messages.Command) error {
+	fs := make([]jetstream.PubAckFuture, len(cmds))
+	for i := range cmds {
+		cmd := &cmds[i]
+		data, err := json.Marshal(cmd)
+		if err != nil {
+			return fmt.Errorf("encode command: %w", err)
+		}
+		m := nats.NewMsg(cmd.Subject())
+		m.Data = data
+		m.Header.Set(jetstream.MsgIDHeader, cmd.SagaID+"."+strconv.Itoa(cmd.Seq))
+		if fs[i], err = c.js.PublishMsgAsync(m); err != nil {
+			return fmt.Errorf("publish command: %w", err)
+		}
+	}
+	for i, f := range fs {
+		if _, err := wait(ctx, f); err != nil {
+			return fmt.Errorf("publish command %s: %w", cmds[i].Subject(), err)
+		}
+	}
+	return nil
+}
+
+// pullReplies feeds delivered replies to the loop until iter stops.
+func (c *Coordinator) pullReplies(iter jetstream.MessagesContext) {
+	for {
+		m, err := iter.Next()
+		if err != nil {
+			return
+		}
+		if !c.enqueue(c.replyInput(m)) {
+			return
+		}
+	}
+}
+
+func (c *Coordinator) replyInput(m jetstream.Msg) input {
+	return func(now time.Time, out *saga.Outbox) func(error) {
+		r, err := messages.DecodeReply(m.Data())
+		if err != nil {
+			c.log.Error("dropping malformed reply", "subject", m.Subject(), "err", err)
+			_ = m.Term()
+			return nil
+		}
+		if m.Subject() != r.Subject() {
+			c.log.Error("dropping reply on the wrong subject", "subject", m.Subject(), "saga_id", r.SagaID)
+			_ = m.Term()
+			return nil
+		}
+		err = c.engine.ApplyReply(r, now, out)
+		switch {
+		case errors.Is(err, saga.ErrStale):
+			c.log.Debug("stale reply ignored", "saga_id", r.SagaID, "step", r.Step, "attempt", r.Attempt, "err", err)
+		case err != nil:
+			c.log.Warn("reply rejected", "saga_id", r.SagaID, "step", r.Step, "err", err)
+		}
+		return func(err error) {
+			if err == nil {
+				_ = m.Ack()
+			}
+		}
+	}
+}

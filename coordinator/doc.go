@@ -1,0 +1,19 @@
+// Package coordinator runs natsaga's engine (package saga) on NATS
+// JetStream: it is the edge where the pure engine meets the transport.
+//
+// One goroutine owns the engine. Inputs (agent replies pulled from the
+// durable reply consumer, and start, tick, query and retry requests) are
+// queued to it; it applies a batch of them, then commits the batch in this
+// order:
+//
+//  1. every saga whose state changed is written to the KV bucket
+//     [messages.SagaBucket], guarded by its last revision;
+//  2. the commands the batch produced are published into the command
+//     stream, each with a message id that makes a resend harmless;
+//  3. events are published; replies are acknowledged and requests answered.
+//
+// A crash at any point loses nothing: an input is acknowledged only after
+// its effects are stored, and a restarted coordinator reloads every saga
+// from the bucket and sends each active saga's outstanding command again;
+// agents absorb the duplicates (package participant).
+package coordinator

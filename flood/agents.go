@@ -1,0 +1,319 @@
+package flood
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+)
+
+// LedgerKey is the state key of the government's budget and of the
+// insurer's fund.
+const LedgerKey = "ledger"
+
+// Ledger is an amount of money held by one role, shared by every saga.
+type Ledger struct {
+	// Initial is the amount the ledger was opened with, in cents.
+	Initial int64 `json:"initial"`
+	// Balance is what is left. It is never negative.
+	Balance int64 `json:"balance"`
+	// Spent is what was paid out, per saga type. Initial - Balance equals
+	// the sum of Spent.
+	Spent map[string]int64 `json:"spent"`
+}
+
+// SpentTotal is the sum of Spent.
+func (l Ledger) SpentTotal() int64 {
+	var s int64
+	for _, v := range l.Spent {
+		s += v
+	}
+	return s
+}
+
+// House is what the household agents keep about one household.
+type House struct {
+	// Applications maps a saga id to the status of the household's
+	// application, claim or request in it.
+	Applications map[string]string `json:"applications"`
+	Elevated     bool              `json:"elevated,omitempty"`
+}
+
+// InitLedger returns an agent Init that opens the ledger with initial cents
+// the first time the role's store is used, and leaves it as it is after.
+func InitLedger(initial int64) func(ctx context.Context, s *participant.Store) error {
+	return func(ctx context.Context, s *participant.Store) error {
+		_, err := s.Init(ctx, LedgerKey, Ledger{Initial: initial, Balance: initial, Spent: map[string]int64{}})
+		return err
+	}
+}
+
+// Steps returns the steps role serves, or an error for an unknown role.
+func Steps(role string) ([]participant.Step, error) {
+	switch role {
+	case Household:
+		return HouseholdSteps(), nil
+	case Government:
+		return GovernmentSteps(), nil
+	case Insurer:
+		return InsurerSteps(), nil
+	case Contractor:
+		return ContractorSteps(), nil
+	}
+	return nil, fmt.Errorf("unknown flood role %q (want %s, %s, %s or %s)", role, Household, Government, Insurer, Contractor)
+}
+
+// amount reads a non-negative amount in cents from the context, def when
+// absent. A malformed amount is a business rejection: retrying cannot fix it.
+func amount(c messages.Context, key string, def int64) (int64, error) {
+	v, err := c.Int64(key)
+	switch {
+	case errors.Is(err, messages.ErrMissingKey):
+		return def, nil
+	case err != nil:
+		return 0, participant.Reject("bad %s: %v", key, err)
+	case v < 0:
+		return 0, participant.Reject("bad %s: negative amount %d", key, v)
+	}
+	return v, nil
+}
+
+// HouseholdSteps are the household's steps: applying, filing and
+// requesting, each recorded on the household and cancelled by its
+// compensation.
+func HouseholdSteps() []participant.Step {
+	mark := func(status string) func(context.Context, *participant.Tx, *messages.Command) (messages.Context, error) {
+		return func(_ context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+			if err := setApplication(tx, cmd, status); err != nil {
+				return nil, err
+			}
+			return messages.Context{}.MustSet(KeyStatus, status), nil
+		}
+	}
+	cancel := func(_ context.Context, tx *participant.Tx, cmd *messages.Command) error {
+		return setApplication(tx, cmd, "cancelled")
+	}
+	return []participant.Step{
+		{Saga: Subsidy, Name: "household_applies", Handler: participant.Handler{Execute: mark("pending"), Compensate: cancel}},
+		{Saga: Insurance, Name: "household_files", Handler: participant.Handler{Execute: mark("filed"), Compensate: cancel}},
+		{Saga: Elevation, Name: "household_requests", Handler: participant.Handler{Execute: mark("requested"), Compensate: cancel}},
+	}
+}
+
+func setApplication(tx *participant.Tx, cmd *messages.Command, status string) error {
+	id, err := cmd.Context.String(KeyHousehold)
+	if err != nil || !messages.ValidToken(id) {
+		return participant.Reject("bad %s: %q", KeyHousehold, id)
+	}
+	var h House
+	if _, err := tx.Get("house."+id, &h); err != nil {
+		return err
+	}
+	if h.Applications == nil {
+		h.Applications = map[string]string{}
+	}
+	h.Applications[cmd.SagaID] = status
+	return tx.Put("house."+id, h)
+}
+
+// GovernmentSteps are the government's steps. It evaluates subsidy
+// applications against its budget, deducts approved subsidies, and
+// allocates elevation grants; each deduction is refunded by its
+// compensation.
+func GovernmentSteps() []participant.Step {
+	return []participant.Step{
+		{Saga: Subsidy, Name: "government_evaluates", Handler: participant.Handler{
+			Execute: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+				cost, err := amount(cmd.Context, KeySubsidyCost, DefaultSubsidyCost)
+				if err != nil {
+					return nil, err
+				}
+				l, err := readLedger(tx)
+				if err != nil {
+					return nil, err
+				}
+				if l.Balance < cost {
+					return nil, participant.Reject("budget insufficient: %d cents left, subsidy costs %d", l.Balance, cost)
+				}
+				return messages.Context{}.MustSet(KeyApproved, true), nil
+			},
+			// Approval changed no state; undoing it is recorded by the barrier.
+			Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil },
+		}},
+		{Saga: Subsidy, Name: "budget_deducted", Handler: participant.Handler{
+			Execute: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+				var approved bool
+				if err := cmd.Context.Get(KeyApproved, &approved); err != nil || !approved {
+					return nil, participant.Reject("subsidy not approved")
+				}
+				cost, err := amount(cmd.Context, KeySubsidyCost, DefaultSubsidyCost)
+				if err != nil {
+					return nil, err
+				}
+				if err := spend(tx, Subsidy, cost, "budget insufficient"); err != nil {
+					return nil, err
+				}
+				return messages.Context{}.MustSet(KeySubsidyPaid, cost), nil
+			},
+			Compensate: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) error {
+				cost, err := amount(cmd.Context, KeySubsidyCost, DefaultSubsidyCost)
+				if err != nil {
+					return err
+				}
+				return refund(tx, Subsidy, cost)
+			},
+		}},
+		{Saga: Elevation, Name: "government_approves", Handler: participant.Handler{
+			Execute: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+				cost, err := amount(cmd.Context, KeyElevationCost, DefaultElevationCost)
+				if err != nil {
+					return nil, err
+				}
+				if err := spend(tx, Elevation, cost, "budget insufficient for elevation"); err != nil {
+					return nil, err
+				}
+				return messages.Context{}.MustSet(KeyGrant, cost), nil
+			},
+			Compensate: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) error {
+				cost, err := amount(cmd.Context, KeyElevationCost, DefaultElevationCost)
+				if err != nil {
+					return err
+				}
+				return refund(tx, Elevation, cost)
+			},
+		}},
+	}
+}
+
+// InsurerSteps are the insurer's steps: it evaluates claims (payout =
+// damage - deductible, capped at the policy's coverage; damage at or below
+// the deductible is rejected) and pays them from its fund.
+func InsurerSteps() []participant.Step {
+	return []participant.Step{
+		{Saga: Insurance, Name: "insurer_evaluates", Handler: participant.Handler{
+			Execute: func(_ context.Context, _ *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+				damage, err := amount(cmd.Context, KeyDamage, 0)
+				if err != nil {
+					return nil, err
+				}
+				deductible, err := amount(cmd.Context, KeyDeductible, DefaultDeductible)
+				if err != nil {
+					return nil, err
+				}
+				if damage <= deductible {
+					return nil, participant.Reject("damage %d at or below the deductible %d", damage, deductible)
+				}
+				payout := damage - deductible
+				if coverage, err := amount(cmd.Context, KeyCoverage, -1); err != nil {
+					return nil, err
+				} else if coverage >= 0 {
+					payout = min(payout, coverage)
+				}
+				return messages.Context{}.MustSet(KeyPayout, payout).MustSet(KeyApproved, true), nil
+			},
+			Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil },
+		}},
+		{Saga: Insurance, Name: "payout_issued", Handler: participant.Handler{
+			Execute: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+				payout, err := cmd.Context.Int64(KeyPayout)
+				if err != nil || payout < 0 {
+					return nil, participant.Reject("no approved payout")
+				}
+				if err := spend(tx, Insurance, payout, "insurer fund exhausted"); err != nil {
+					return nil, err
+				}
+				return messages.Context{}.MustSet(KeyPayoutReceived, payout), nil
+			},
+			Compensate: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) error {
+				payout, err := cmd.Context.Int64(KeyPayout)
+				if err != nil {
+					return participant.Reject("no payout to revoke: %v", err)
+				}
+				return refund(tx, Insurance, payout)
+			},
+		}},
+	}
+}
+
+// ContractorSteps is the contractor's step: it elevates the house, taking
+// the context's contractor_ticks of simulation time, and refuses a site
+// marked "unsuitable".
+func ContractorSteps() []participant.Step {
+	elevate := func(v bool) func(tx *participant.Tx, cmd *messages.Command) error {
+		return func(tx *participant.Tx, cmd *messages.Command) error {
+			id, err := cmd.Context.String(KeyHousehold)
+			if err != nil || !messages.ValidToken(id) {
+				return participant.Reject("bad %s: %q", KeyHousehold, id)
+			}
+			var h House
+			if _, err := tx.Get("house."+id, &h); err != nil {
+				return err
+			}
+			h.Elevated = v
+			return tx.Put("house."+id, h)
+		}
+	}
+	return []participant.Step{
+		{Saga: Elevation, Name: "contractor_elevates",
+			Duration: func(cmd *messages.Command) int64 {
+				d, _ := cmd.Context.Int64(KeyContractorTicks)
+				return d
+			},
+			Handler: participant.Handler{
+				Execute: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+					if site, _ := cmd.Context.String(KeySite); site == "unsuitable" {
+						return nil, participant.Reject("contractor: site unsuitable for elevation")
+					}
+					if err := elevate(true)(tx, cmd); err != nil {
+						return nil, err
+					}
+					return messages.Context{}.MustSet(KeyElevated, true), nil
+				},
+				Compensate: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) error {
+					return elevate(false)(tx, cmd)
+				},
+			}},
+	}
+}
+
+func readLedger(tx *participant.Tx) (Ledger, error) {
+	var l Ledger
+	ok, err := tx.Get(LedgerKey, &l)
+	if err != nil {
+		return l, err
+	}
+	if !ok {
+		return l, errors.New("ledger not initialised")
+	}
+	if l.Spent == nil {
+		l.Spent = map[string]int64{}
+	}
+	return l, nil
+}
+
+// spend takes cost from the ledger for sagaType, or rejects with reason when
+// the balance is short.
+func spend(tx *participant.Tx, sagaType string, cost int64, reason string) error {
+	l, err := readLedger(tx)
+	if err != nil {
+		return err
+	}
+	if l.Balance < cost {
+		return participant.Reject("%s: %d cents left, %d needed", reason, l.Balance, cost)
+	}
+	l.Balance -= cost
+	l.Spent[sagaType] += cost
+	return tx.Put(LedgerKey, l)
+}
+
+func refund(tx *participant.Tx, sagaType string, cost int64) error {
+	l, err := readLedger(tx)
+	if err != nil {
+		return err
+	}
+	l.Balance += cost
+	l.Spent[sagaType] -= cost
+	return tx.Put(LedgerKey, l)
+}

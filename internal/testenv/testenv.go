@@ -1,0 +1,156 @@
+// Package testenv boots natsaga's parts inside a test: an embedded
+// nats-server with JetStream, the coordinator, agents, and a client that
+// speaks the protocol. Every helper registers its own cleanup.
+package testenv
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/coordinator"
+	"github.com/natsaga/natsaga/internal/embedded"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// Server starts an embedded nats-server with JetStream in a temporary
+// directory and returns it with its URL.
+func Server(t testing.TB) (*server.Server, string) {
+	t.Helper()
+	ns, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(ns.Shutdown)
+	return ns, ns.ClientURL()
+}
+
+// Connect returns a connection to url, closed at cleanup.
+func Connect(t testing.TB, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// Logger returns a logger that writes to the test log when NATSAGA_TEST_LOG
+// is set, and discards otherwise.
+func Logger(t testing.TB) *slog.Logger {
+	if os.Getenv("NATSAGA_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// Coordinator runs a coordinator on its own connection to url until the
+// test ends, and waits until it is ready.
+func Coordinator(t testing.TB, url string, defs []saga.Definition) *coordinator.Coordinator {
+	t.Helper()
+	c, err := coordinator.New(Connect(t, url), coordinator.Options{Definitions: defs, Logger: Logger(t)})
+	require.NoError(t, err)
+	run(t, c.Run)
+	select {
+	case <-c.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("coordinator not ready")
+	}
+	return c
+}
+
+// Agent runs an agent on its own connection to url until the test ends.
+func Agent(t testing.TB, url string, opts participant.Options) *participant.Agent {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = Logger(t)
+	}
+	a, err := participant.New(Connect(t, url), opts)
+	require.NoError(t, err)
+	run(t, a.Run)
+	return a
+}
+
+// run runs fn until the test ends, and fails the test if fn returns an
+// error.
+func run(t testing.TB, fn func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := fn(ctx); err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+}
+
+// Request sends req on subject and decodes the answer into resp.
+func Request(t testing.TB, nc *nats.Conn, subject string, req, resp any) {
+	t.Helper()
+	data, err := json.Marshal(req)
+	require.NoError(t, err)
+	m, err := nc.Request(subject, data, 10*time.Second)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(m.Data, resp), string(m.Data))
+}
+
+// Start starts a saga and returns its id.
+func Start(t testing.TB, nc *nats.Conn, sagaType string, ctx messages.Context) string {
+	t.Helper()
+	var resp messages.StartResponse
+	Request(t, nc, messages.StartSubject(sagaType), messages.StartRequest{V: messages.Version, Context: ctx}, &resp)
+	require.Nil(t, resp.Error)
+	require.NotEmpty(t, resp.SagaID)
+	return resp.SagaID
+}
+
+// Tick advances the clock and returns the coordinator's acknowledgement.
+func Tick(t testing.TB, nc *nats.Conn, tick int64) messages.TickAck {
+	t.Helper()
+	var ack messages.TickAck
+	Request(t, nc, messages.TickSubject, messages.Tick{V: messages.Version, Tick: tick}, &ack)
+	require.Nil(t, ack.Error)
+	return ack
+}
+
+// Status returns a saga's stored state.
+func Status(t testing.TB, nc *nats.Conn, id string) saga.Execution {
+	t.Helper()
+	var resp messages.StatusResponse
+	Request(t, nc, messages.StatusSubject, messages.StatusRequest{V: messages.Version, SagaID: id}, &resp)
+	require.Nil(t, resp.Error)
+	var x saga.Execution
+	require.NoError(t, json.Unmarshal(resp.Saga, &x))
+	return x
+}
+
+// Summary returns the coordinator's summary.
+func Summary(t testing.TB, nc *nats.Conn) messages.Summary {
+	t.Helper()
+	var s messages.Summary
+	Request(t, nc, messages.SummarySubject, struct{}{}, &s)
+	return s
+}
+
+// WaitStatus waits until saga id has status.
+func WaitStatus(t testing.TB, nc *nats.Conn, id string, want saga.Status) saga.Execution {
+	t.Helper()
+	var x saga.Execution
+	require.Eventually(t, func() bool {
+		x = Status(t, nc, id)
+		return x.Status == want
+	}, 20*time.Second, 10*time.Millisecond, "saga %s never reached %s", id, want)
+	return x
+}

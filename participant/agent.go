@@ -1,0 +1,399 @@
+package participant
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/natsaga/natsaga/messages"
+)
+
+// Step binds a [Handler] to one step of one kind of saga.
+type Step struct {
+	// Saga and Name are the subject tokens of the step, as in
+	// "saga.<Saga>.<Name>".
+	Saga    string
+	Name    string
+	Handler Handler
+	// Duration, when set, returns how many ticks of simulation time the
+	// execute of cmd takes. The agent answers "working" at once, keeps the
+	// command (unacknowledged, so a crash hands it to another copy) and
+	// runs it when the clock reaches the command's tick plus the duration.
+	Duration func(cmd *messages.Command) int64
+}
+
+// Options configures an [Agent]. Role and Steps are required.
+type Options struct {
+	// Role is the agent role, for example "government".
+	Role  string
+	Steps []Step
+	// Name identifies this process in logs and statistics. Empty means
+	// "<role>-<pid>-<random>".
+	Name string
+	// Concurrency is how many commands are handled at once. 0 means 16.
+	Concurrency int
+	// AckWait is how long a command stays with an agent that neither
+	// answers nor renews it before JetStream delivers it again, to
+	// another copy if one runs. 0 means 5s.
+	AckWait time.Duration
+	// Replicas is the number of copies of the role's state stream when the
+	// agent creates it. 0 means 1.
+	Replicas int
+	// Init, when set, runs once the store is open, before any command is
+	// handled; it typically seeds state with [Store.Init].
+	Init func(ctx context.Context, s *Store) error
+	// Logger receives the agent's logs. nil discards them.
+	Logger *slog.Logger
+}
+
+// Validate returns an error wrapping [messages.ErrBadRequest] when o is
+// unusable: a bad role, no steps, a step with a bad token or no handler, or
+// the same step twice.
+func (o *Options) Validate() error {
+	var errs []error
+	errs = append(errs, messages.CheckToken("role", o.Role))
+	if len(o.Steps) == 0 {
+		errs = append(errs, fmt.Errorf("no steps: %w", messages.ErrBadRequest))
+	}
+	seen := map[string]bool{}
+	for _, s := range o.Steps {
+		errs = append(errs, messages.CheckToken("saga", s.Saga), messages.CheckToken("step", s.Name))
+		if s.Handler.Execute == nil || s.Handler.Compensate == nil {
+			errs = append(errs, fmt.Errorf("step %s.%s: handler needs Execute and Compensate: %w", s.Saga, s.Name, messages.ErrBadRequest))
+		}
+		if seen[s.Saga+"."+s.Name] {
+			errs = append(errs, fmt.Errorf("step %s.%s twice: %w", s.Saga, s.Name, messages.ErrBadRequest))
+		}
+		seen[s.Saga+"."+s.Name] = true
+	}
+	if o.Concurrency < 0 || o.AckWait < 0 || o.Replicas < 0 {
+		errs = append(errs, fmt.Errorf("negative concurrency, ack wait or replicas: %w", messages.ErrBadRequest))
+	}
+	return errors.Join(errs...)
+}
+
+// Agent serves one role's steps: it pulls their commands from the shared
+// durable consumer of the role, runs them through the role's [Store], and
+// publishes the replies. Several Agent processes of one role share the work;
+// each command is handled by one of them at a time.
+type Agent struct {
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	opts  Options
+	log   *slog.Logger
+	steps map[string]*Step
+	store *Store
+
+	tick atomic.Int64
+	mu   sync.Mutex
+	held []*heldJob // commands waiting for simulation time
+	wake chan struct{}
+
+	handled, executed, compensated, duplicates, refused, redelivered, rejected atomic.Int64
+}
+
+type heldJob struct {
+	due int64
+	cmd messages.Command
+	msg jetstream.Msg
+}
+
+// New returns an agent on nc. It returns an error when opts do not validate.
+func New(nc *nats.Conn, opts Options) (*Agent, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("agent options: %w", err)
+	}
+	if opts.Name == "" {
+		opts.Name = fmt.Sprintf("%s-%d-%s", opts.Role, os.Getpid(), nuid.Next()[:6])
+	}
+	if opts.Concurrency == 0 {
+		opts.Concurrency = 16
+	}
+	if opts.AckWait == 0 {
+		opts.AckWait = 5 * time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a := &Agent{nc: nc, js: js, opts: opts, log: log.With("agent", opts.Name, "role", opts.Role),
+		steps: map[string]*Step{}, wake: make(chan struct{}, 1)}
+	for i := range opts.Steps {
+		s := &opts.Steps[i]
+		a.steps[s.Saga+"."+s.Name] = s
+	}
+	return a, nil
+}
+
+// Name is the agent's name.
+func (a *Agent) Name() string { return a.opts.Name }
+
+// Store is the agent's state store; nil before Run has opened it.
+func (a *Agent) Store() *Store { return a.store }
+
+// Stats returns the agent's counters.
+func (a *Agent) Stats() messages.AgentStats {
+	return messages.AgentStats{
+		V: messages.Version, Role: a.opts.Role, Agent: a.opts.Name, PID: os.Getpid(),
+		Handled: a.handled.Load(), Executed: a.executed.Load(), Compensated: a.compensated.Load(),
+		Duplicates: a.duplicates.Load(), Refused: a.refused.Load(), Redelivered: a.redelivered.Load(),
+		Rejected: a.rejected.Load(),
+	}
+}
+
+// Subjects are the command subjects the agent consumes.
+func (a *Agent) Subjects() []string {
+	var subs []string
+	for _, s := range a.opts.Steps {
+		subs = append(subs, messages.ExecuteSubject(s.Saga, s.Name), messages.CompensateSubject(s.Saga, s.Name))
+	}
+	return subs
+}
+
+// Run serves commands until ctx is cancelled, then stops pulling, finishes
+// the commands in hand and returns nil. Commands held for simulation time
+// are left unacknowledged, for another copy or a restart. It returns an
+// error when it cannot set up its store, consumer or subscriptions.
+func (a *Agent) Run(ctx context.Context) error {
+	store, err := OpenStore(ctx, a.nc, a.opts.Role, true, a.opts.Replicas)
+	if err != nil {
+		return err
+	}
+	a.store = store
+	if a.opts.Init != nil {
+		if err := a.opts.Init(ctx, store); err != nil {
+			return fmt.Errorf("agent init: %w", err)
+		}
+	}
+	if _, err := waitStream(ctx, a.js, messages.CommandStream); err != nil {
+		return fmt.Errorf("agent: waiting for the coordinator's streams: %w", err)
+	}
+	cons, err := a.js.CreateOrUpdateConsumer(ctx, messages.CommandStream, jetstream.ConsumerConfig{
+		Durable:        messages.CommandConsumer(a.opts.Role),
+		FilterSubjects: a.Subjects(),
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        a.opts.AckWait,
+		MaxDeliver:     -1,
+		MaxAckPending:  8192,
+	})
+	if err != nil {
+		return fmt.Errorf("agent consumer: %w", err)
+	}
+	statsSub, err := a.nc.Subscribe(messages.AgentStatsSubject, a.answerStats)
+	if err != nil {
+		return fmt.Errorf("agent stats: %w", err)
+	}
+	defer statsSub.Unsubscribe()
+	tickSub, err := a.nc.Subscribe(messages.TickSubject, a.onTick)
+	if err != nil {
+		return fmt.Errorf("agent ticks: %w", err)
+	}
+	defer tickSub.Unsubscribe()
+
+	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * a.opts.Concurrency))
+	if err != nil {
+		return fmt.Errorf("agent pull: %w", err)
+	}
+	a.log.Info("agent serving", "subjects", len(a.Subjects()))
+
+	work := make(chan jetstream.Msg)
+	var wg sync.WaitGroup
+	for range a.opts.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range work {
+				a.handle(context.WithoutCancel(ctx), m)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.runHeld(ctx)
+	}()
+	go func() {
+		<-ctx.Done()
+		iter.Drain()
+	}()
+	for {
+		m, err := iter.Next()
+		if err != nil {
+			break
+		}
+		work <- m
+	}
+	close(work)
+	wg.Wait()
+	a.log.Info("agent stopped", "handled", a.handled.Load())
+	return nil
+}
+
+func (a *Agent) answerStats(m *nats.Msg) {
+	data, _ := json.Marshal(a.Stats())
+	_ = m.Respond(data)
+}
+
+func (a *Agent) onTick(m *nats.Msg) {
+	var t messages.Tick
+	if err := messages.Decode(m.Data, &t); err != nil {
+		a.log.Warn("bad tick", "err", err)
+		return
+	}
+	for {
+		cur := a.tick.Load()
+		if t.Tick <= cur || a.tick.CompareAndSwap(cur, t.Tick) {
+			break
+		}
+	}
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// handle disposes of one delivered command. ctx is not cancelled by
+// shutdown, so a command in hand is finished.
+func (a *Agent) handle(ctx context.Context, m jetstream.Msg) {
+	if meta, err := m.Metadata(); err == nil && meta.NumDelivered > 1 {
+		a.redelivered.Add(1)
+	}
+	cmd, err := messages.DecodeCommand(m.Data())
+	if err != nil {
+		a.rejected.Add(1)
+		a.log.Error("dropping malformed command", "subject", m.Subject(), "err", err)
+		_ = m.Term()
+		return
+	}
+	log := a.log.With("saga_id", cmd.SagaID, "saga", cmd.Saga, "step", cmd.Step, "action", cmd.Action, "attempt", cmd.Attempt)
+	step, ok := a.steps[cmd.Saga+"."+cmd.Step]
+	if !ok || m.Subject() != cmd.Subject() {
+		a.rejected.Add(1)
+		log.Error("dropping command for a step this agent does not serve", "subject", m.Subject())
+		_ = m.Term()
+		return
+	}
+	if cmd.Action == messages.Execute && step.Duration != nil {
+		if d := step.Duration(&cmd); d > 0 {
+			a.hold(ctx, log, &cmd, m, cmd.Tick+d)
+			return
+		}
+	}
+	a.run(ctx, log, &cmd, step, m)
+}
+
+// run executes cmd through the barrier, replies and acknowledges m.
+func (a *Agent) run(ctx context.Context, log *slog.Logger, cmd *messages.Command, step *Step, m jetstream.Msg) {
+	reply, verdict, err := a.store.Do(ctx, cmd, step.Handler)
+	if err != nil {
+		log.Warn("store unavailable; command will be redelivered", "err", err)
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	switch verdict {
+	case Applied, Noop:
+		if cmd.Action == messages.Execute {
+			a.executed.Add(1)
+		} else {
+			a.compensated.Add(1)
+		}
+	case Duplicate:
+		a.duplicates.Add(1)
+		log.Info("duplicate absorbed")
+	case Refused:
+		a.refused.Add(1)
+		log.Info("execute refused: compensated first")
+	case Transient:
+		log.Warn("transient failure", "reason", reply.Reason)
+	}
+	if err := a.reply(ctx, reply); err != nil {
+		log.Warn("reply not stored; command will be redelivered", "err", err)
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	a.handled.Add(1)
+	if err := m.Ack(); err != nil {
+		log.Warn("ack failed; the command may be redelivered", "err", err)
+	}
+}
+
+func (a *Agent) reply(ctx context.Context, r messages.Reply) error {
+	r.Agent = a.opts.Name
+	data, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode reply: %w", err)
+	}
+	id := fmt.Sprintf("%s.%d.%s", r.SagaID, r.Seq, r.Outcome)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err = a.js.Publish(pctx, r.Subject(), data, jetstream.WithMsgID(id))
+	return err
+}
+
+// hold answers "working" and keeps m until the clock reaches due.
+func (a *Agent) hold(ctx context.Context, log *slog.Logger, cmd *messages.Command, m jetstream.Msg, due int64) {
+	if err := a.reply(ctx, messages.ReplyTo(cmd, messages.Working, "")); err != nil {
+		log.Warn("working reply not stored", "err", err)
+	}
+	log.Debug("holding command for simulation time", "due_tick", due)
+	a.mu.Lock()
+	a.held = append(a.held, &heldJob{due: due, cmd: *cmd, msg: m})
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// runHeld runs held commands as they fall due, and keeps the others from
+// being redelivered, until ctx ends.
+func (a *Agent) runHeld(ctx context.Context) {
+	renew := time.NewTicker(a.opts.AckWait / 3)
+	defer renew.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-renew.C:
+			a.mu.Lock()
+			for _, j := range a.held {
+				_ = j.msg.InProgress()
+			}
+			a.mu.Unlock()
+		case <-a.wake:
+			now := a.tick.Load()
+			a.mu.Lock()
+			var due []*heldJob
+			kept := a.held[:0]
+			for _, j := range a.held {
+				if j.due <= now {
+					due = append(due, j)
+				} else {
+					kept = append(kept, j)
+				}
+			}
+			a.held = kept
+			a.mu.Unlock()
+			for _, j := range due {
+				step := a.steps[j.cmd.Saga+"."+j.cmd.Step]
+				log := a.log.With("saga_id", j.cmd.SagaID, "saga", j.cmd.Saga, "step", j.cmd.Step, "tick", now)
+				a.run(context.WithoutCancel(ctx), log, &j.cmd, step, j.msg)
+			}
+		}
+	}
+}
