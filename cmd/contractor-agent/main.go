@@ -1,0 +1,14 @@
+// Command contractor-agent serves the flood sagas' contractor steps. Run several copies to
+// share the work. See internal/agentcmd for the flags; -h lists them.
+package main
+
+import (
+	"os"
+
+	"github.com/natsaga/natsaga/flood"
+	"github.com/natsaga/natsaga/internal/agentcmd"
+)
+
+func main() {
+	os.Exit(agentcmd.Main(flood.Contractor, os.Args[1:], os.Getenv, os.Stderr))
+}

@@ -1,0 +1,89 @@
+// Command coordinator drives the flood sagas over NATS JetStream: it sends
+// step commands to the agents, applies their replies and the simulation
+// ticks, rolls failed sagas back, and keeps every saga durable in the
+// server's JetStream. Restarted, it resumes every saga where it stopped.
+//
+// Usage:
+//
+//	coordinator [-nats nats://127.0.0.1:4222] [-replicas 1] [-ack-wait 10s] [-log-level info]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/natsaga/natsaga/coordinator"
+	"github.com/natsaga/natsaga/flood"
+	"github.com/natsaga/natsaga/internal/cli"
+)
+
+// config is the coordinator's configuration.
+type config struct {
+	conn     cli.Conn
+	replicas int
+	ackWait  time.Duration
+	logLevel string
+}
+
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c.conn.Register(fs, getenv)
+	fs.IntVar(&c.replicas, "replicas", 1, "copies of natsaga's streams and bucket (3 on a 3-node cluster)")
+	fs.DurationVar(&c.ackWait, "ack-wait", 10*time.Second, "redelivery delay of a reply the coordinator took and never acted on")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return c, nil
+}
+
+func run(ctx context.Context, c config, log *slog.Logger) error {
+	nc, err := c.conn.Connect(ctx, "natsaga-coordinator", log)
+	if err != nil {
+		return err
+	}
+	defer cli.Drain(nc, 5*time.Second)
+	co, err := coordinator.New(nc, coordinator.Options{
+		Definitions: flood.Definitions(), Replicas: c.replicas, AckWait: c.ackWait, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	return co.Run(ctx)
+}
+
+func main() { os.Exit(mainCode(os.Args[1:], os.Getenv, os.Stderr)) }
+
+func mainCode(args []string, getenv func(string) string, stderr io.Writer) int {
+	c, err := parseFlags(args, getenv, stderr)
+	if err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	log, err := cli.Logger(stderr, c.logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	if err := run(ctx, c, log); err != nil {
+		log.Error("coordinator stopped", "err", err)
+		return 1
+	}
+	log.Info("coordinator stopped cleanly")
+	return 0
+}

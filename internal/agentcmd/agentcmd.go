@@ -1,0 +1,108 @@
+// Package agentcmd is the program behind cmd/household-agent,
+// cmd/government-agent, cmd/insurer-agent and cmd/contractor-agent: one
+// flood role served by one process.
+package agentcmd
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/natsaga/natsaga/flood"
+	"github.com/natsaga/natsaga/internal/cli"
+	"github.com/natsaga/natsaga/participant"
+)
+
+// Config is an agent process's configuration.
+type Config struct {
+	Role        string
+	Conn        cli.Conn
+	Name        string
+	Concurrency int
+	AckWait     time.Duration
+	Replicas    int
+	// Ledger is the opening balance, in cents, of the government's budget
+	// or the insurer's fund, used the first time the role's store opens.
+	Ledger   int64
+	LogLevel string
+}
+
+// DefaultLedger is the opening ledger of each role that holds money.
+var DefaultLedger = map[string]int64{flood.Government: 1_000_000_00, flood.Insurer: 2_000_000_00}
+
+// ParseFlags parses args for role's agent, with defaults from getenv.
+func ParseFlags(role string, args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	c := Config{Role: role}
+	fs := flag.NewFlagSet(role+"-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c.Conn.Register(fs, getenv)
+	fs.StringVar(&c.Name, "name", "", "agent name in logs and statistics (default <role>-<pid>-<random>)")
+	fs.IntVar(&c.Concurrency, "concurrency", 16, "commands handled at once")
+	fs.DurationVar(&c.AckWait, "ack-wait", 5*time.Second, "redelivery delay of a command this agent took and never answered")
+	fs.IntVar(&c.Replicas, "replicas", 1, "copies of the role's state stream, when this agent creates it")
+	if def, ok := DefaultLedger[role]; ok {
+		fs.Int64Var(&c.Ledger, "ledger", def, "opening balance in cents (budget or fund), applied once when the store is new")
+	}
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if c.Ledger < 0 {
+		return c, fmt.Errorf("-ledger %d: must not be negative", c.Ledger)
+	}
+	return c, nil
+}
+
+// Run serves the role until ctx is cancelled, then drains and returns nil.
+func Run(ctx context.Context, c Config, log *slog.Logger) error {
+	steps, err := flood.Steps(c.Role)
+	if err != nil {
+		return err
+	}
+	nc, err := c.Conn.Connect(ctx, c.Role+"-agent", log)
+	if err != nil {
+		return err
+	}
+	defer cli.Drain(nc, 5*time.Second)
+	opts := participant.Options{Role: c.Role, Steps: steps, Name: c.Name, Concurrency: c.Concurrency,
+		AckWait: c.AckWait, Replicas: c.Replicas, Logger: log}
+	if _, ok := DefaultLedger[c.Role]; ok {
+		opts.Init = flood.InitLedger(c.Ledger)
+	}
+	a, err := participant.New(nc, opts)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// Main is the whole program: it parses args, runs until SIGINT or SIGTERM,
+// and returns the exit code.
+func Main(role string, args []string, getenv func(string) string, stderr io.Writer) int {
+	c, err := ParseFlags(role, args, getenv, stderr)
+	if err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	log, err := cli.Logger(stderr, c.LogLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	if err := Run(ctx, c, log); err != nil {
+		log.Error("agent stopped", "err", err)
+		return 1
+	}
+	return 0
+}
