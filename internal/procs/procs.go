@@ -1,0 +1,165 @@
+// Package procs builds natsaga's programs and runs them as separate OS
+// processes: the flood simulation, the chaos test and the benchmark use it
+// to start, kill and restart real coordinators and agents.
+package procs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Programs are the cmd/ packages a simulation runs.
+var Programs = []string{"coordinator", "household-agent", "government-agent", "insurer-agent", "contractor-agent"}
+
+// ModuleRoot returns the directory of the go.mod above the working
+// directory, or an error when there is none.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory: run from the natsaga repository")
+		}
+		dir = parent
+	}
+}
+
+// Build compiles the cmd/ programs named in names into dir with the go
+// command and returns the path of each binary by name. With race set the
+// binaries are built with the race detector.
+func Build(ctx context.Context, dir string, race bool, names ...string) (map[string]string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("build: %w", err)
+	}
+	args := []string{"build", "-o", dir + string(os.PathSeparator)}
+	if race {
+		args = append(args, "-race")
+	}
+	paths := map[string]string{}
+	for _, n := range names {
+		args = append(args, "./cmd/"+n)
+		paths[n] = filepath.Join(dir, n)
+	}
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return paths, nil
+}
+
+// Proc is a running program.
+type Proc struct {
+	Name string
+	path string
+	args []string
+	env  []string
+	out  io.Writer
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// Start runs the binary at path with args and env (added to this process's
+// environment), writing its output to out (nil: discarded).
+func Start(name, path string, args, env []string, out io.Writer) (*Proc, error) {
+	p := &Proc{Name: name, path: path, args: args, env: env, out: out}
+	return p, p.start()
+}
+
+func (p *Proc) start() error {
+	cmd := exec.Command(p.path, p.args...)
+	cmd.Env = append(os.Environ(), p.env...)
+	if p.out != nil {
+		cmd.Stdout, cmd.Stderr = p.out, p.out
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", p.Name, err)
+	}
+	done := make(chan struct{})
+	p.mu.Lock()
+	p.cmd, p.done, p.err = cmd, done, nil
+	p.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		p.mu.Lock()
+		p.err = err
+		p.mu.Unlock()
+		close(done)
+	}()
+	return nil
+}
+
+// PID is the process id of the current run.
+func (p *Proc) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd.Process.Pid
+}
+
+// Done is closed when the current run exits.
+func (p *Proc) Done() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.done
+}
+
+// Err is the current run's exit error, once Done is closed.
+func (p *Proc) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// Kill sends SIGKILL and waits for the process to exit.
+func (p *Proc) Kill() {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-done
+}
+
+// Stop sends SIGTERM and waits up to timeout for a clean exit, then kills.
+// It returns the exit error of a process that did not exit cleanly.
+func (p *Proc) Stop(timeout time.Duration) error {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+		return p.Err()
+	case <-time.After(timeout):
+		p.Kill()
+		return fmt.Errorf("%s did not stop within %s", p.Name, timeout)
+	}
+}
+
+// Restart starts the program again with the same arguments. The previous
+// run must have exited.
+func (p *Proc) Restart() error {
+	<-p.Done()
+	return p.start()
+}
