@@ -219,6 +219,10 @@ func (c *Coordinator) onRetry(m *nats.Msg) {
 	}
 	c.enqueue(func(_ time.Time, out *saga.Outbox) func(error) {
 		if err := c.engine.RetryCompensation(req.SagaID, out); err != nil {
+			if errors.Is(err, saga.ErrUnknownSaga) {
+				go c.retryFinished(m, req.SagaID, err)
+				return nil
+			}
 			c.respond(m, messages.RetryResponse{V: messages.Version, Error: wireError(err)})
 			return nil
 		}
@@ -231,4 +235,21 @@ func (c *Coordinator) onRetry(m *nats.Msg) {
 			c.respond(m, resp)
 		}
 	})
+}
+
+// retryFinished answers a retry for a saga no longer in memory: one that
+// finished other than failed is a conflict, one never seen is not found.
+func (c *Coordinator) retryFinished(m *nats.Msg, id string, notHeld error) {
+	err := notHeld
+	if messages.ValidToken(id) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if e, gerr := c.kv.Get(ctx, sagaKeyPf+id); gerr == nil {
+			var x saga.Execution
+			if json.Unmarshal(e.Value(), &x) == nil {
+				err = fmt.Errorf("retry %s: status %s: %w", id, x.Status, saga.ErrNotFailed)
+			}
+		}
+	}
+	c.respond(m, messages.RetryResponse{V: messages.Version, Error: wireError(err)})
 }

@@ -39,9 +39,14 @@ func ModuleRoot() (string, error) {
 	}
 }
 
-// Build compiles the cmd/ programs named in names into dir with the go
-// command and returns the path of each binary by name. With race set the
-// binaries are built with the race detector.
+// NATSServer is the import path of nats-server's main package, at the
+// version go.mod pins; Build accepts it as a name.
+const NATSServer = "github.com/nats-io/nats-server/v2"
+
+// Build compiles the programs named in names into dir with the go command
+// and returns the path of each binary by name. A name is a cmd/ directory
+// ("coordinator") or [NATSServer]. With race set the binaries are built
+// with the race detector.
 func Build(ctx context.Context, dir string, race bool, names ...string) (map[string]string, error) {
 	root, err := ModuleRoot()
 	if err != nil {
@@ -56,6 +61,11 @@ func Build(ctx context.Context, dir string, race bool, names ...string) (map[str
 	}
 	paths := map[string]string{}
 	for _, n := range names {
+		if n == NATSServer {
+			args = append(args, n)
+			paths[n] = filepath.Join(dir, "nats-server")
+			continue
+		}
 		args = append(args, "./cmd/"+n)
 		paths[n] = filepath.Join(dir, n)
 	}

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// natsaga runs the command in-process and returns its exit code and output.
+func natsaga(t *testing.T, url string, args ...string) (int, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := mainCode(append([]string{"-nats", url}, args...), func(string) string { return "" }, &out, &errOut)
+	return code, out.String() + errOut.String()
+}
+
+// TestOperatorRetriesFailedCompensation drives a saga whose compensation
+// keeps failing to "failed", lists it with the operator tool, repairs the
+// agent and retries it to rolled_back.
+func TestOperatorRetriesFailedCompensation(t *testing.T) {
+	_, url := testenv.Server(t)
+	def := saga.Definition{Name: "ops", Subject: "ops", Steps: []saga.Step{
+		{Name: "reserve", Role: "ops"}, {Name: "confirm", Role: "ops"},
+	}, CompensationRetry: saga.RetryPolicy{MaxAttempts: 2, Backoff: time.Millisecond, MaxBackoff: time.Millisecond}}
+	testenv.Coordinator(t, url, []saga.Definition{def})
+
+	var broken atomic.Bool
+	broken.Store(true)
+	var undone atomic.Int32
+	ok := func(context.Context, *participant.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
+	testenv.Agent(t, url, participant.Options{Role: "ops", Steps: []participant.Step{
+		{Saga: "ops", Name: "reserve", Handler: participant.Handler{Execute: ok,
+			Compensate: func(context.Context, *participant.Tx, *messages.Command) error {
+				if broken.Load() {
+					return errors.New("ledger offline")
+				}
+				undone.Add(1)
+				return nil
+			}}},
+		{Saga: "ops", Name: "confirm", Handler: participant.Handler{
+			Execute: func(context.Context, *participant.Tx, *messages.Command) (messages.Context, error) {
+				return nil, participant.Reject("confirmation refused")
+			},
+			Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil }}},
+	}})
+
+	code, out := natsaga(t, url, "start", "ops", `{"order":"o-1"}`)
+	require.Equal(t, 0, code, out)
+	var started messages.StartResponse
+	require.NoError(t, json.Unmarshal([]byte(out), &started))
+
+	nc := testenv.Connect(t, url)
+	x := testenv.WaitStatus(t, nc, started.SagaID, saga.Failed)
+	require.Contains(t, x.Error, "ledger offline")
+	require.Contains(t, x.Error, "after 2 attempts")
+
+	code, out = natsaga(t, url, "list", "-status", "failed")
+	require.Equal(t, 0, code, out)
+	var list messages.ListResponse
+	require.NoError(t, json.Unmarshal([]byte(out), &list))
+	require.Len(t, list.Sagas, 1)
+	require.Contains(t, string(list.Sagas[0]), started.SagaID)
+
+	broken.Store(false)
+	code, out = natsaga(t, url, "retry", started.SagaID)
+	require.Equal(t, 0, code, out)
+	x = testenv.WaitStatus(t, nc, started.SagaID, saga.RolledBack)
+	require.Equal(t, []string{"reserve"}, x.Compensated)
+	require.Equal(t, int32(1), undone.Load())
+
+	code, out = natsaga(t, url, "retry", started.SagaID)
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, messages.CodeConflict)
+
+	code, out = natsaga(t, url, "summary")
+	require.Equal(t, 0, code, out)
+	var s messages.Summary
+	require.NoError(t, json.Unmarshal([]byte(out), &s))
+	require.Equal(t, 1, s.RolledBack)
+	require.Equal(t, 0, s.Failed)
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{}, {"bogus"}, {"status"}, {"tick", "-1"}, {"start", "bad.type"}, {"start", "ops", "[1]"}} {
+		var out, errOut bytes.Buffer
+		code := mainCode(args, func(string) string { return "" }, &out, &errOut)
+		require.Equal(t, 2, code, "args %v", args)
+		require.NotEmpty(t, errOut.String(), "args %v", args)
+	}
+}
