@@ -1,0 +1,174 @@
+package coordinator_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/coordinator"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// wire records every message seen on a subject pattern, in arrival order.
+type wire struct {
+	mu   sync.Mutex
+	msgs []*nats.Msg
+}
+
+// listen subscribes nc (core NATS) to subject and records what arrives. The
+// subscription is known to the server when listen returns.
+func listen(t *testing.T, nc *nats.Conn, subject string) *wire {
+	t.Helper()
+	w := &wire{}
+	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		w.mu.Lock()
+		w.msgs = append(w.msgs, m)
+		w.mu.Unlock()
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, nc.Flush())
+	return w
+}
+
+func (w *wire) len() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.msgs)
+}
+
+// sent is what the wire test compares of each command.
+type sent struct {
+	Subject string
+	Action  messages.Action
+	Attempt int
+	Seq     int
+	Tick    int64
+}
+
+// commands decodes the recorded commands of saga id, in order.
+func (w *wire) commands(t *testing.T, id string) []sent {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []sent
+	for _, m := range w.msgs {
+		c, err := messages.DecodeCommand(m.Data)
+		if err != nil || c.SagaID != id {
+			continue
+		}
+		require.Equal(t, c.Subject(), m.Subject, "command published on the wrong subject")
+		out = append(out, sent{Subject: m.Subject, Action: c.Action, Attempt: c.Attempt, Seq: c.Seq, Tick: c.Tick})
+	}
+	return out
+}
+
+// events decodes the recorded events of saga id and returns their statuses.
+func (w *wire) events(t *testing.T, id string) []string {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for _, m := range w.msgs {
+		var ev messages.Event
+		require.NoError(t, json.Unmarshal(m.Data, &ev))
+		if ev.SagaID == id {
+			require.Equal(t, messages.EventSubject(ev.Saga, ev.Status), m.Subject)
+			out = append(out, ev.Status)
+		}
+	}
+	return out
+}
+
+// logRecord is one captured log line.
+type logRecord struct {
+	Level slog.Level
+	Msg   string
+	Attrs map[string]string
+}
+
+// logSink is a slog.Handler that keeps every record, for tests that assert
+// what was logged.
+type logSink struct {
+	mu    *sync.Mutex
+	recs  *[]logRecord
+	attrs []slog.Attr
+}
+
+func newLogSink() *logSink { return &logSink{mu: &sync.Mutex{}, recs: &[]logRecord{}} }
+
+func (s *logSink) Enabled(context.Context, slog.Level) bool { return true }
+
+func (s *logSink) Handle(_ context.Context, r slog.Record) error {
+	rec := logRecord{Level: r.Level, Msg: r.Message, Attrs: map[string]string{}}
+	for _, a := range s.attrs {
+		rec.Attrs[a.Key] = a.Value.String()
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		rec.Attrs[a.Key] = a.Value.String()
+		return true
+	})
+	s.mu.Lock()
+	*s.recs = append(*s.recs, rec)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *logSink) WithAttrs(as []slog.Attr) slog.Handler {
+	c := *s
+	c.attrs = append(slices.Clone(s.attrs), as...)
+	return &c
+}
+
+func (s *logSink) WithGroup(string) slog.Handler { return s }
+
+// count returns how many records at level or above have a message starting
+// with msg and, when substr is not empty, an "err" attribute containing it.
+func (s *logSink) count(level slog.Level, msg, substr string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, r := range *s.recs {
+		if r.Level >= level && strings.HasPrefix(r.Msg, msg) && strings.Contains(r.Attrs["err"], substr) {
+			n++
+		}
+	}
+	return n
+}
+
+// runCoordinator runs a coordinator with log on its own connection until
+// the test ends, and waits until it is ready.
+func runCoordinator(t *testing.T, url string, defs []saga.Definition, log *slog.Logger) {
+	t.Helper()
+	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: defs, Logger: log})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var runErr error
+	go func() {
+		defer close(done)
+		runErr = c.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		require.NoError(t, runErr)
+	})
+	select {
+	case <-c.Ready():
+	case <-done:
+		t.Fatalf("coordinator stopped: %v", runErr)
+	case <-time.After(10 * time.Second):
+		t.Fatal("coordinator not ready")
+	}
+}
