@@ -34,7 +34,8 @@ type Options struct {
 	// (3 on a 3-node cluster). 0 means 1.
 	Replicas int
 	// AckWait is how long a reply may stay unacknowledged before JetStream
-	// delivers it again. 0 means 10s.
+	// delivers it again; a restarted coordinator waits this long for the
+	// replies its predecessor had taken. 0 means 5s.
 	AckWait time.Duration
 	// MaxBatch bounds how many inputs one commit covers. 0 means 1024.
 	MaxBatch int
@@ -97,7 +98,7 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 		return nil, err
 	}
 	if opts.AckWait == 0 {
-		opts.AckWait = 10 * time.Second
+		opts.AckWait = 5 * time.Second
 	}
 	if opts.MaxBatch == 0 {
 		opts.MaxBatch = 1024

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -98,9 +100,27 @@ type Store struct {
 	stream jetstream.Stream
 	role   string
 	subj   string // stream name, for the batch acks
-	// MaxConflicts bounds the optimistic retries of one command.
+	// maxConflicts bounds the optimistic retries of one command.
 	maxConflicts int
 	conflicts    atomic.Int64
+
+	// Within one process, transactions on the same state key take turns
+	// (keys), and the last value this process wrote or read is reused
+	// (cache), so a hot key such as a budget costs one round trip per
+	// command instead of a read and a lost race.
+	mu    sync.Mutex
+	keys  map[string]*keyLock
+	cache map[string]cached
+}
+
+type keyLock struct {
+	sync.Mutex
+	refs int
+}
+
+type cached struct {
+	data []byte
+	seq  uint64
 }
 
 // StreamConfig is the configuration of role's state stream, with replicas
@@ -138,7 +158,8 @@ func OpenStore(ctx context.Context, nc *nats.Conn, role string, create bool, rep
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", role, err)
 	}
-	return &Store{nc: nc, js: js, stream: st, role: role, subj: messages.StateStream(role), maxConflicts: 200}, nil
+	return &Store{nc: nc, js: js, stream: st, role: role, subj: messages.StateStream(role), maxConflicts: 200,
+		keys: map[string]*keyLock{}, cache: map[string]cached{}}, nil
 }
 
 func waitStream(ctx context.Context, js jetstream.JetStream, name string) (jetstream.Stream, error) {
@@ -214,6 +235,7 @@ type Tx struct {
 	store  *Store
 	seqs   map[string]uint64
 	writes []write
+	locked []string
 }
 
 type write struct {
@@ -222,15 +244,107 @@ type write struct {
 }
 
 // Get decodes the state value key into v. It reports false, leaving v
-// untouched, when key has no value yet.
+// untouched, when key has no value yet. Within this process, key is then
+// held by the transaction until the command is answered: a handler that
+// reads several keys must read them in one fixed order.
 func (tx *Tx) Get(key string, v any) (bool, error) {
 	subj := messages.DataSubject(tx.store.role, key)
-	seq, err := tx.store.read(tx.ctx, subj, v)
-	if err != nil {
-		return false, err
+	if seq, ok := tx.seqs[subj]; ok {
+		if w := tx.pending(subj); w != nil {
+			return true, json.Unmarshal(w, v)
+		}
+		c, _ := tx.store.cached(subj)
+		if seq == 0 {
+			return false, nil
+		}
+		return true, json.Unmarshal(c.data, v)
 	}
-	tx.seqs[subj] = seq
-	return seq != 0, nil
+	tx.store.lock(subj)
+	tx.locked = append(tx.locked, subj)
+	if c, ok := tx.store.cached(subj); ok {
+		if err := json.Unmarshal(c.data, v); err != nil {
+			return false, fmt.Errorf("read %s: %w", subj, err)
+		}
+		tx.seqs[subj] = c.seq
+		return true, nil
+	}
+	m, err := tx.store.stream.GetLastMsgForSubject(tx.ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		tx.seqs[subj] = 0
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", subj, err)
+	}
+	if err := json.Unmarshal(m.Data, v); err != nil {
+		return false, fmt.Errorf("read %s: %w", subj, err)
+	}
+	tx.store.remember(subj, m.Data, m.Sequence)
+	tx.seqs[subj] = m.Sequence
+	return true, nil
+}
+
+func (tx *Tx) pending(subj string) []byte {
+	for _, w := range tx.writes {
+		if w.subject == subj {
+			return w.data
+		}
+	}
+	return nil
+}
+
+// release lets other transactions of this process at the keys tx held.
+func (tx *Tx) release() {
+	for _, subj := range tx.locked {
+		tx.store.unlock(subj)
+	}
+	tx.locked = nil
+}
+
+func (s *Store) lock(subj string) {
+	s.mu.Lock()
+	l, ok := s.keys[subj]
+	if !ok {
+		l = &keyLock{}
+		s.keys[subj] = l
+	}
+	l.refs++
+	s.mu.Unlock()
+	l.Lock()
+}
+
+func (s *Store) unlock(subj string) {
+	s.mu.Lock()
+	l := s.keys[subj]
+	l.refs--
+	if l.refs == 0 {
+		delete(s.keys, subj)
+	}
+	s.mu.Unlock()
+	l.Unlock()
+}
+
+func (s *Store) cached(subj string) (cached, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.cache[subj]
+	return c, ok
+}
+
+// remember caches a state value. The cache holds one entry per key the
+// process touched: state keys are few (a ledger, one per household).
+func (s *Store) remember(subj string, data []byte, seq uint64) {
+	s.mu.Lock()
+	s.cache[subj] = cached{data: data, seq: seq}
+	s.mu.Unlock()
+}
+
+func (s *Store) forget(subjs map[string]uint64) {
+	s.mu.Lock()
+	for subj := range subjs {
+		delete(s.cache, subj)
+	}
+	s.mu.Unlock()
 }
 
 // Put sets the state value key to v when the command commits. key must have
@@ -265,7 +379,7 @@ func (s *Store) Do(ctx context.Context, cmd *messages.Command, h Handler) (messa
 	var rec Record
 	var recSeq uint64
 	known := cmd.Action == messages.Execute
-	for range s.maxConflicts {
+	for attempt := range s.maxConflicts {
 		if !known {
 			var err error
 			if rec, recSeq, err = s.Branch(ctx, cmd.SagaID, cmd.Step); err != nil {
@@ -275,19 +389,27 @@ func (s *Store) Do(ctx context.Context, cmd *messages.Command, h Handler) (messa
 		known = false
 		reply, verdict, tx, done := s.decide(ctx, cmd, h, &rec)
 		if done {
+			if tx != nil {
+				tx.release()
+			}
 			return reply, verdict, nil
 		}
 		data, err := json.Marshal(rec)
 		if err != nil {
+			tx.release()
 			return messages.Reply{}, Transient, fmt.Errorf("encode record: %w", err)
 		}
 		err = s.commit(ctx, tx, write{subject: branch, data: data}, recSeq)
+		tx.release()
 		if isConflict(err) {
 			s.conflicts.Add(1)
+			s.forget(tx.seqs)
 			rec = Record{}
+			backoff(attempt)
 			continue
 		}
 		if err != nil {
+			s.forget(tx.seqs)
 			return messages.Reply{}, Transient, err
 		}
 		return reply, verdict, nil
@@ -297,7 +419,8 @@ func (s *Store) Do(ctx context.Context, cmd *messages.Command, h Handler) (messa
 
 // decide applies the barrier rules to rec and, when the handler must run,
 // runs it. It updates rec to the record to store; done means there is
-// nothing to store and reply is final.
+// nothing to store and reply is final. The caller releases the returned
+// transaction, when there is one.
 func (s *Store) decide(ctx context.Context, cmd *messages.Command, h Handler, rec *Record) (messages.Reply, Verdict, *Tx, bool) {
 	now := time.Now().UTC()
 	tx := &Tx{ctx: ctx, store: s, seqs: map[string]uint64{}}
@@ -313,7 +436,7 @@ func (s *Store) decide(ctx context.Context, cmd *messages.Command, h Handler, re
 			tx.writes = nil
 			rec.Execute = &Result{Outcome: messages.Failed, Reason: reason, Seq: cmd.Seq, At: now}
 		} else if err != nil {
-			return messages.ReplyTo(cmd, messages.Error, err.Error()), Transient, nil, true
+			return messages.ReplyTo(cmd, messages.Error, err.Error()), Transient, tx, true
 		} else {
 			rec.Execute = &Result{Outcome: messages.OK, Output: out, Seq: cmd.Seq, At: now}
 		}
@@ -328,9 +451,9 @@ func (s *Store) decide(ctx context.Context, cmd *messages.Command, h Handler, re
 	}
 	if err := h.Compensate(ctx, tx, cmd); err != nil {
 		if reason, ok := IsReject(err); ok {
-			return messages.ReplyTo(cmd, messages.Failed, reason), Transient, nil, true
+			return messages.ReplyTo(cmd, messages.Failed, reason), Transient, tx, true
 		}
-		return messages.ReplyTo(cmd, messages.Error, err.Error()), Transient, nil, true
+		return messages.ReplyTo(cmd, messages.Error, err.Error()), Transient, tx, true
 	}
 	rec.Compensate = &Result{Outcome: messages.OK, Seq: cmd.Seq, At: now}
 	return fromResult(cmd, rec.Compensate), Applied, tx, false
@@ -349,6 +472,20 @@ func (s *Store) commit(ctx context.Context, tx *Tx, branch write, branchSeq uint
 		_, err := s.js.Publish(ctx, branch.subject, branch.data, jetstream.WithExpectLastSequencePerSubject(branchSeq))
 		return err
 	}
+	// An atomic batch is stored at consecutive sequences ending at the
+	// commit's, so each write's new sequence is known from the ack.
+	last, err := s.commitBatch(ctx, tx, branch, branchSeq)
+	if err != nil {
+		return err
+	}
+	first := last - uint64(len(tx.writes))
+	for i, w := range tx.writes {
+		s.remember(w.subject, w.data, first+uint64(i))
+	}
+	return nil
+}
+
+func (s *Store) commitBatch(ctx context.Context, tx *Tx, branch write, branchSeq uint64) (uint64, error) {
 	id := nuid.Next()
 	all := append(tx.writes, branch)
 	for i, w := range all {
@@ -363,26 +500,41 @@ func (s *Store) commit(ctx context.Context, tx *Tx, branch write, branchSeq uint
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(seq, 10))
 		if i < len(all)-1 {
 			if err := s.nc.PublishMsg(m); err != nil {
-				return fmt.Errorf("batch publish: %w", err)
+				return 0, fmt.Errorf("batch publish: %w", err)
 			}
 			continue
 		}
 		m.Header.Set("Nats-Batch-Commit", "1")
 		resp, err := s.nc.RequestMsgWithContext(ctx, m)
 		if err != nil {
-			return fmt.Errorf("batch commit: %w", err)
+			return 0, fmt.Errorf("batch commit: %w", err)
 		}
 		var ack struct {
+			Seq   uint64              `json:"seq"`
+			Count int                 `json:"count"`
 			Error *jetstream.APIError `json:"error"`
 		}
 		if err := json.Unmarshal(resp.Data, &ack); err != nil {
-			return fmt.Errorf("batch commit ack: %w", err)
+			return 0, fmt.Errorf("batch commit ack: %w", err)
 		}
 		if ack.Error != nil {
-			return fmt.Errorf("batch commit: %w", ack.Error)
+			return 0, fmt.Errorf("batch commit: %w", ack.Error)
 		}
+		if ack.Count != len(all) {
+			return 0, fmt.Errorf("batch commit stored %d of %d messages", ack.Count, len(all))
+		}
+		return ack.Seq, nil
 	}
-	return nil
+	return 0, errors.New("empty batch")
+}
+
+// backoff spaces out the optimistic retries of a hot key.
+func backoff(attempt int) {
+	if attempt == 0 {
+		return
+	}
+	d := time.Duration(rand.Int64N(int64(min(attempt, 20)) * int64(250*time.Microsecond)))
+	time.Sleep(d)
 }
 
 // isConflict reports whether err is JetStream's "wrong last sequence".

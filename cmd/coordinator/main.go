@@ -5,7 +5,7 @@
 //
 // Usage:
 //
-//	coordinator [-nats nats://127.0.0.1:4222] [-replicas 1] [-ack-wait 10s] [-log-level info]
+//	coordinator [-nats nats://127.0.0.1:4222] [-replicas 1] [-ack-wait 5s] [-log-level info]
 package main
 
 import (
@@ -36,7 +36,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.SetOutput(stderr)
 	c.conn.Register(fs, getenv)
 	fs.IntVar(&c.replicas, "replicas", 1, "copies of natsaga's streams and bucket (3 on a 3-node cluster)")
-	fs.DurationVar(&c.ackWait, "ack-wait", 10*time.Second, "redelivery delay of a reply the coordinator took and never acted on")
+	fs.DurationVar(&c.ackWait, "ack-wait", 5*time.Second, "redelivery delay of a reply the coordinator took and never acted on")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return c, err
