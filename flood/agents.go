@@ -13,6 +13,10 @@ import (
 // insurer's fund.
 const LedgerKey = "ledger"
 
+// HouseKey is the state key under which the household agents, and the
+// contractor, keep what they know of household id.
+func HouseKey(id string) string { return "house." + id }
+
 // Ledger is an amount of money held by one role, shared by every saga.
 type Ledger struct {
 	// Initial is the amount the ledger was opened with, in cents.
@@ -108,14 +112,14 @@ func setApplication(tx *participant.Tx, cmd *messages.Command, status string) er
 		return participant.Reject("bad %s: %q", KeyHousehold, id)
 	}
 	var h House
-	if _, err := tx.Get("house."+id, &h); err != nil {
+	if _, err := tx.Get(HouseKey(id), &h); err != nil {
 		return err
 	}
 	if h.Applications == nil {
 		h.Applications = map[string]string{}
 	}
 	h.Applications[cmd.SagaID] = status
-	return tx.Put("house."+id, h)
+	return tx.Put(HouseKey(id), h)
 }
 
 // GovernmentSteps are the government's steps. It evaluates subsidy
@@ -248,11 +252,11 @@ func ContractorSteps() []participant.Step {
 				return participant.Reject("bad %s: %q", KeyHousehold, id)
 			}
 			var h House
-			if _, err := tx.Get("house."+id, &h); err != nil {
+			if _, err := tx.Get(HouseKey(id), &h); err != nil {
 				return err
 			}
 			h.Elevated = v
-			return tx.Put("house."+id, h)
+			return tx.Put(HouseKey(id), h)
 		}
 	}
 	return []participant.Step{
