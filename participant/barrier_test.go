@@ -1,0 +1,362 @@
+package participant_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+)
+
+const (
+	bankRole   = "bank"
+	balanceKey = "balance"
+	keyAmount  = "amount"
+)
+
+// debit is a handler that takes the context's amount from the balance and
+// gives it back on compensation. It counts its calls and remembers the
+// lowest balance it ever read.
+type debit struct {
+	executes, compensates atomic.Int64
+	lowest                atomic.Int64
+	failNext              atomic.Bool
+}
+
+func newDebit() *debit {
+	d := &debit{}
+	d.lowest.Store(1 << 62)
+	return d
+}
+
+func (d *debit) read(tx *participant.Tx) (int64, error) {
+	var bal int64
+	ok, err := tx.Get(balanceKey, &bal)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, errors.New("no balance")
+	}
+	for {
+		low := d.lowest.Load()
+		if bal >= low || d.lowest.CompareAndSwap(low, bal) {
+			return bal, nil
+		}
+	}
+}
+
+func (d *debit) handler() participant.Handler {
+	return participant.Handler{
+		Execute: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+			d.executes.Add(1)
+			if d.failNext.CompareAndSwap(true, false) {
+				return nil, errors.New("ledger service briefly unavailable")
+			}
+			amt, err := cmd.Context.Int64(keyAmount)
+			if err != nil {
+				return nil, participant.Reject("bad amount: %v", err)
+			}
+			bal, err := d.read(tx)
+			if err != nil {
+				return nil, err
+			}
+			if bal < amt {
+				return nil, participant.Reject("insufficient balance: %d < %d", bal, amt)
+			}
+			if err := tx.Put(balanceKey, bal-amt); err != nil {
+				return nil, err
+			}
+			return messages.Context{}.MustSet("debited", amt), nil
+		},
+		Compensate: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) error {
+			d.compensates.Add(1)
+			amt, err := cmd.Context.Int64(keyAmount)
+			if err != nil {
+				return err
+			}
+			bal, err := d.read(tx)
+			if err != nil {
+				return err
+			}
+			return tx.Put(balanceKey, bal+amt)
+		},
+	}
+}
+
+// openBank returns the bank's store on a new connection to url, with the
+// balance opened at initial the first time.
+func openBank(t *testing.T, url string, initial int64) *participant.Store {
+	t.Helper()
+	s, err := participant.OpenStore(context.Background(), testenv.Connect(t, url), bankRole, true, 1)
+	require.NoError(t, err)
+	_, err = s.Init(context.Background(), balanceKey, initial)
+	require.NoError(t, err)
+	return s
+}
+
+func balance(t *testing.T, s *participant.Store) int64 {
+	t.Helper()
+	var bal int64
+	seq, err := s.Get(context.Background(), balanceKey, &bal)
+	require.NoError(t, err)
+	require.NotZero(t, seq)
+	return bal
+}
+
+func command(sagaID string, action messages.Action, seq int, amount int64) *messages.Command {
+	return &messages.Command{
+		V: messages.Version, SagaID: sagaID, Saga: "payment", Step: "debit", Action: action,
+		Attempt: 1, Seq: seq, Context: messages.Context{}.MustSet(keyAmount, amount),
+	}
+}
+
+func do(t *testing.T, s *participant.Store, h participant.Handler, cmd *messages.Command) (messages.Reply, participant.Verdict) {
+	t.Helper()
+	reply, verdict, err := s.Do(context.Background(), cmd, h)
+	require.NoError(t, err)
+	require.NoError(t, reply.Validate())
+	require.Equal(t, cmd.SagaID, reply.SagaID)
+	require.Equal(t, cmd.Action, reply.Action)
+	require.Equal(t, cmd.Seq, reply.Seq, "a reply echoes the command it answers")
+	require.Equal(t, cmd.Attempt, reply.Attempt)
+	return reply, verdict
+}
+
+func TestBarrierRedeliveredCommandsApplyOnce(t *testing.T) {
+	_, url := testenv.Server(t)
+	s := openBank(t, url, 1000)
+	d := newDebit()
+	h := d.handler()
+
+	cmd := command("s1", messages.Execute, 1, 300)
+	first, v := do(t, s, h, cmd)
+	require.Equal(t, participant.Applied, v)
+	require.Equal(t, messages.OK, first.Outcome)
+	require.JSONEq(t, `{"debited":300}`, jsonOf(t, first.Output))
+	require.Equal(t, int64(700), balance(t, s))
+
+	// The same command delivered again, and the same step sent again with a
+	// later attempt and sequence (as after a coordinator restart): the
+	// stored reply, nothing applied.
+	again, v := do(t, s, h, cmd)
+	require.Equal(t, participant.Duplicate, v)
+	require.Equal(t, first, again)
+	resent := command("s1", messages.Execute, 4, 300)
+	resent.Attempt = 2
+	reply, v := do(t, s, h, resent)
+	require.Equal(t, participant.Duplicate, v)
+	require.Equal(t, first.Output, reply.Output)
+	require.Equal(t, int64(700), balance(t, s), "a duplicate is not applied")
+
+	rec, _, err := s.Branch(context.Background(), "s1", "debit")
+	require.NoError(t, err)
+	require.Equal(t, 1, rec.Execute.Seq, "the record keeps the command that took effect")
+	require.Nil(t, rec.Compensate)
+
+	// Its compensation, twice: undone once.
+	comp := command("s1", messages.Compensate, 5, 300)
+	reply, v = do(t, s, h, comp)
+	require.Equal(t, participant.Applied, v)
+	require.Equal(t, messages.OK, reply.Outcome)
+	reply, v = do(t, s, h, comp)
+	require.Equal(t, participant.Duplicate, v)
+	require.Equal(t, messages.OK, reply.Outcome)
+	require.Equal(t, int64(1), d.compensates.Load(), "a recorded compensation is never run again")
+	require.Equal(t, int64(1000), balance(t, s))
+
+	// And a late execute after the compensation is refused.
+	reply, v = do(t, s, h, cmd)
+	require.Equal(t, participant.Refused, v)
+	require.Equal(t, messages.Failed, reply.Outcome)
+	require.Equal(t, int64(1000), balance(t, s))
+}
+
+func TestBarrierCompensationBeforeExecute(t *testing.T) {
+	_, url := testenv.Server(t)
+	s := openBank(t, url, 1000)
+	d := newDebit()
+	h := d.handler()
+
+	// The compensation overtakes its execute (say the execute timed out
+	// and is still in flight): nothing to undo, and that is a success.
+	reply, v := do(t, s, h, command("s2", messages.Compensate, 3, 250))
+	require.Equal(t, participant.Noop, v)
+	require.Equal(t, messages.OK, reply.Outcome)
+	require.Equal(t, "nothing to undo", reply.Reason)
+	require.Zero(t, d.compensates.Load(), "no compensation handler runs for a step that never ran")
+	rec, _, err := s.Branch(context.Background(), "s2", "debit")
+	require.NoError(t, err)
+	require.Nil(t, rec.Execute)
+	require.True(t, rec.Compensate.Noop)
+
+	// Then the execute arrives: refused, with no effect.
+	reply, v = do(t, s, h, command("s2", messages.Execute, 2, 250))
+	require.Equal(t, participant.Refused, v)
+	require.Equal(t, messages.Failed, reply.Outcome)
+	require.Contains(t, reply.Reason, "compensated before it executed")
+	require.Equal(t, int64(1000), balance(t, s))
+	rec, _, err = s.Branch(context.Background(), "s2", "debit")
+	require.NoError(t, err)
+	require.Nil(t, rec.Execute, "a refused execute leaves the record as it was")
+
+	// The compensation delivered again: still the recorded no-op.
+	reply, v = do(t, s, h, command("s2", messages.Compensate, 3, 250))
+	require.Equal(t, participant.Duplicate, v)
+	require.Equal(t, messages.OK, reply.Outcome)
+	require.Equal(t, int64(1000), balance(t, s))
+}
+
+func TestBarrierRejectionAndTransientError(t *testing.T) {
+	_, url := testenv.Server(t)
+	s := openBank(t, url, 100)
+	d := newDebit()
+	h := d.handler()
+
+	// A business rejection is recorded: a redelivery gets the same answer.
+	reply, v := do(t, s, h, command("s3", messages.Execute, 1, 500))
+	require.Equal(t, participant.Applied, v)
+	require.Equal(t, messages.Failed, reply.Outcome)
+	require.Equal(t, "insufficient balance: 100 < 500", reply.Reason)
+	again, v := do(t, s, h, command("s3", messages.Execute, 1, 500))
+	require.Equal(t, participant.Duplicate, v)
+	require.Equal(t, reply, again)
+	// A rejected execute took no effect: its compensation has nothing to undo.
+	reply, v = do(t, s, h, command("s3", messages.Compensate, 2, 500))
+	require.Equal(t, participant.Noop, v)
+	require.Equal(t, messages.OK, reply.Outcome)
+	require.Zero(t, d.compensates.Load())
+
+	// A transient error is not recorded: the retry runs the step.
+	d.failNext.Store(true)
+	reply, v = do(t, s, h, command("s4", messages.Execute, 1, 40))
+	require.Equal(t, participant.Transient, v)
+	require.Equal(t, messages.Error, reply.Outcome)
+	_, seq, err := s.Branch(context.Background(), "s4", "debit")
+	require.NoError(t, err)
+	require.Zero(t, seq, "nothing recorded for a transient error")
+	retry := command("s4", messages.Execute, 2, 40)
+	retry.Attempt = 2
+	reply, v = do(t, s, h, retry)
+	require.Equal(t, participant.Applied, v)
+	require.Equal(t, messages.OK, reply.Outcome)
+	require.Equal(t, int64(60), balance(t, s))
+}
+
+// TestBarrierConcurrentSpendsLoseNoUpdate runs two stores on two
+// connections, like two copies of an agent, spending from one balance from
+// many goroutines at once. Every spend is delivered twice, the second time
+// to the other copy, and some are compensated.
+func TestBarrierConcurrentSpendsLoseNoUpdate(t *testing.T) {
+	const (
+		initial    = 1_000
+		goroutines = 4 // per store
+		perG       = 12
+	)
+	_, url := testenv.Server(t)
+	stores := []*participant.Store{openBank(t, url, initial), openBank(t, url, initial)}
+	d := newDebit()
+	h := d.handler()
+
+	// Every value of the balance written is seen here, committed or not.
+	nc := testenv.Connect(t, url)
+	var negative atomic.Int64
+	sub, err := nc.Subscribe(messages.DataSubject(bankRole, balanceKey), func(m *nats.Msg) {
+		var bal int64
+		if json.Unmarshal(m.Data, &bal) != nil || bal < 0 {
+			negative.Add(1)
+		}
+	})
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+
+	var (
+		mu                          sync.Mutex
+		spent, refunded             int64
+		nSpent, nRejected, nRefunds int
+		errs                        []error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	for i := range 2 * goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			mine, other := stores[i%2], stores[(i+1)%2]
+			for j := range perG {
+				id := fmt.Sprintf("g%d-%d", i, j)
+				amt := int64(1 + (i*perG+j)*7919%50)
+				cmd := command(id, messages.Execute, 1, amt)
+				r1, v1, err := mine.Do(ctx, cmd, h)
+				if err != nil {
+					fail(err)
+					return
+				}
+				r2, v2, err := other.Do(ctx, cmd, h)
+				if err != nil {
+					fail(err)
+					return
+				}
+				if v1 != participant.Applied || v2 != participant.Duplicate || r1.Outcome != r2.Outcome {
+					fail(fmt.Errorf("%s: verdicts %v, %v, outcomes %s, %s", id, v1, v2, r1.Outcome, r2.Outcome))
+					return
+				}
+				mu.Lock()
+				if r1.Outcome == messages.OK {
+					spent += amt
+					nSpent++
+				} else {
+					nRejected++
+				}
+				mu.Unlock()
+				if j%5 != 0 || r1.Outcome != messages.OK {
+					continue
+				}
+				r3, v3, err := other.Do(ctx, command(id, messages.Compensate, 2, amt), h)
+				if err != nil || v3 != participant.Applied || r3.Outcome != messages.OK {
+					fail(fmt.Errorf("%s: compensate: %v, %v, %s", id, err, v3, r3.Outcome))
+					return
+				}
+				mu.Lock()
+				refunded += amt
+				nRefunds++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, errors.Join(errs...))
+	require.NoError(t, nc.Flush())
+
+	t.Logf("%d spends (%d cents), %d rejected, %d refunds (%d cents), %d optimistic retries",
+		nSpent, spent, nRejected, nRefunds, refunded, stores[0].Conflicts()+stores[1].Conflicts())
+	require.Positive(t, nSpent)
+	require.Positive(t, nRejected, "the demand exceeds the balance, so some spends must be rejected")
+	final := balance(t, stores[0])
+	require.Equal(t, int64(initial)-spent+refunded, final, "an update was lost")
+	require.Equal(t, final, balance(t, stores[1]))
+	require.GreaterOrEqual(t, final, int64(0))
+	require.GreaterOrEqual(t, d.lowest.Load(), int64(0), "a handler saw a negative balance")
+	require.Zero(t, negative.Load(), "a negative balance was written")
+}
+
+func jsonOf(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return string(b)
+}
