@@ -1,0 +1,201 @@
+package participant_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// The chores saga: a cleaner sweeps and mops, then an inspector checks;
+// a dirty house fails the inspection and the cleaning is undone.
+const chores = "chores"
+
+func choresSaga() saga.Definition {
+	return saga.Definition{
+		Name: "chores", Subject: chores,
+		Steps: []saga.Step{
+			{Name: "sweep", Role: "cleaner", Compensation: "unsweep"},
+			{Name: "mop", Role: "cleaner", Compensation: "unmop"},
+			{Name: "inspect", Role: "inspector", Compensation: "uninspect"},
+		},
+	}
+}
+
+// calls counts handler invocations by "saga_id/step/action", and which agent
+// copy made them.
+type calls struct {
+	mu    sync.Mutex
+	n     map[string]int
+	by    map[string]string
+	perBy map[string]int
+}
+
+func (c *calls) add(agent string, cmd *messages.Command) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := cmd.SagaID + "/" + cmd.Step + "/" + string(cmd.Action)
+	c.n[k]++
+	c.by[k] = agent
+	c.perBy[agent]++
+}
+
+// counter is the cleaner's handler: the execute adds one to the branch's
+// counter in the role's state, the compensation takes it away.
+func counter(agent string, c *calls) participant.Handler {
+	bump := func(tx *participant.Tx, cmd *messages.Command, d int) error {
+		key := "done." + cmd.SagaID + "." + cmd.Step
+		var n int
+		if _, err := tx.Get(key, &n); err != nil {
+			return err
+		}
+		return tx.Put(key, n+d)
+	}
+	return participant.Handler{
+		Execute: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+			c.add(agent, cmd)
+			return messages.Context{}.MustSet(cmd.Step+"_by", agent), bump(tx, cmd, 1)
+		},
+		Compensate: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) error {
+			c.add(agent, cmd)
+			return bump(tx, cmd, -1)
+		},
+	}
+}
+
+func TestTwoAgentCopiesShareWorkAndApplyEachCommandOnce(t *testing.T) {
+	const sagas = 60
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{choresSaga()})
+	c := &calls{n: map[string]int{}, by: map[string]string{}, perBy: map[string]int{}}
+	var copies []*participant.Agent
+	for _, name := range []string{"cleaner-a", "cleaner-b"} {
+		copies = append(copies, testenv.Agent(t, url, participant.Options{
+			Role: "cleaner", Name: name, Concurrency: 4, AckWait: time.Minute,
+			Steps: []participant.Step{
+				{Saga: chores, Name: "sweep", Handler: counter(name, c)},
+				{Saga: chores, Name: "mop", Handler: counter(name, c)},
+			},
+		}))
+	}
+	testenv.Agent(t, url, participant.Options{Role: "inspector", Steps: []participant.Step{{
+		Saga: chores, Name: "inspect", Handler: participant.Handler{
+			Execute: func(_ context.Context, _ *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+				if _, dirty := cmd.Context["dirty"]; dirty {
+					return nil, participant.Reject("still dirty")
+				}
+				return nil, nil
+			},
+			Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil },
+		}}}})
+
+	// Both copies are pulling before the work starts.
+	nc := testenv.Connect(t, url)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		cons, err := js.Consumer(context.Background(), messages.CommandStream, messages.CommandConsumer("cleaner"))
+		if err != nil {
+			return false
+		}
+		info, err := cons.Info(context.Background())
+		return err == nil && info.NumWaiting >= 2
+	}, 10*time.Second, 5*time.Millisecond)
+
+	ids := make([]string, sagas)
+	dirty := map[string]bool{}
+	for i := range ids {
+		ctx := messages.Context{}.MustSet("house", fmt.Sprint(i))
+		if i%4 == 0 {
+			ctx.MustSet("dirty", true)
+		}
+		ids[i] = testenv.Start(t, nc, chores, ctx)
+		dirty[ids[i]] = i%4 == 0
+	}
+	nDirty := sagas / 4
+	require.Eventually(t, func() bool {
+		s := testenv.Summary(t, nc)
+		return s.Completed+s.RolledBack == sagas
+	}, 30*time.Second, 10*time.Millisecond)
+	s := testenv.Summary(t, nc)
+	require.Equal(t, sagas-nDirty, s.Completed)
+	require.Equal(t, nDirty, s.RolledBack)
+
+	// Every command's handler ran exactly once, on one copy or the other,
+	// and nothing else ran.
+	c.mu.Lock()
+	want := map[string]int{}
+	for _, id := range ids {
+		want[id+"/sweep/execute"] = 1
+		want[id+"/mop/execute"] = 1
+		if dirty[id] {
+			want[id+"/mop/compensate"] = 1
+			want[id+"/sweep/compensate"] = 1
+		}
+	}
+	require.Equal(t, want, c.n)
+	require.Len(t, c.perBy, 2, "both copies handled commands")
+	c.mu.Unlock()
+
+	// The counters agree with the barrier and the state.
+	var total messages.AgentStats
+	for _, a := range copies {
+		st := a.Stats()
+		t.Logf("%s: %+v", a.Name(), st)
+		require.Positive(t, st.Handled, "%s handled nothing", a.Name())
+		require.Zero(t, st.Duplicates)
+		require.Zero(t, st.Refused)
+		require.Zero(t, st.Rejected)
+		total.Handled += st.Handled
+		total.Executed += st.Executed
+		total.Compensated += st.Compensated
+	}
+	require.Equal(t, int64(2*sagas+2*nDirty), total.Handled)
+	require.Equal(t, int64(2*sagas), total.Executed)
+	require.Equal(t, int64(2*nDirty), total.Compensated)
+
+	store := copies[0].Store()
+	ctx := context.Background()
+	for _, id := range ids {
+		x := testenv.Status(t, nc, id)
+		for _, step := range []string{"sweep", "mop"} {
+			rec, _, err := store.Branch(ctx, id, step)
+			require.NoError(t, err)
+			require.Equal(t, messages.OK, rec.Execute.Outcome, "%s %s", id, step)
+			var n int
+			_, err = store.Get(ctx, "done."+id+"."+step, &n)
+			require.NoError(t, err)
+			if dirty[id] {
+				require.Equal(t, saga.RolledBack, x.Status)
+				require.NotNil(t, rec.Compensate, "%s %s", id, step)
+				require.False(t, rec.Compensate.Noop)
+				require.Equal(t, 0, n, "%s %s: executed and compensated once each", id, step)
+			} else {
+				require.Equal(t, saga.Completed, x.Status)
+				require.Nil(t, rec.Compensate)
+				require.Equal(t, 1, n, "%s %s: executed once", id, step)
+				// The output names the copy whose handler ran.
+				c.mu.Lock()
+				by := c.by[id+"/"+step+"/execute"]
+				c.mu.Unlock()
+				require.Equal(t, by, mustString(t, x.Context, step+"_by"))
+			}
+		}
+	}
+}
+
+func mustString(t *testing.T, c messages.Context, key string) string {
+	t.Helper()
+	s, err := c.String(key)
+	require.NoError(t, err)
+	return s
+}
