@@ -1,0 +1,177 @@
+// Command floodsim runs a flood simulation on natsaga: seeded households
+// start subsidy, insurance and elevation sagas as floods strike, a tick
+// clock drives them, and the run ends with a report and a check of the
+// invariants (no saga lost or failed, no ledger overspent, money spent only
+// by completed sagas).
+//
+// By default it runs the whole system itself: an embedded nats-server with
+// JetStream, and the coordinator and the agents as separate OS processes,
+// built from this repository. With -spawn=false it drives a system that is
+// already running, at -nats.
+//
+// Usage:
+//
+//	go run ./cmd/floodsim [-households 200] [-ticks 30] [-seed 1] [-json report.json] [-v]
+//	floodsim -nats nats://host:4222 -spawn=false -expect-agents 6 [-json report.json]
+//
+// The exit code is 0 when the invariants hold (and, with
+// -require-all-outcomes, every outcome was seen), 1 when they do not or
+// the run failed, 2 for bad flags and 130 when interrupted.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/natsaga/natsaga/flood"
+	"github.com/natsaga/natsaga/internal/cli"
+)
+
+// config is floodsim's configuration, from its flags.
+type config struct {
+	conn cli.Conn
+	// spawn runs the embedded server, the coordinator and the agents.
+	spawn bool
+	// expectAgents is how many agents must answer before the run starts;
+	// 0 means the number spawned, or none to wait for without -spawn.
+	expectAgents int
+	agentWait    time.Duration
+
+	scenario flood.ScenarioOptions
+	// budget and fund override the scenario's opening ledgers (spawn only).
+	budget, fund int64
+
+	// copies is how many processes of each role to spawn.
+	copies map[string]int
+	// dataDir keeps the server's data and the logs; "" means a temporary
+	// directory, removed at exit.
+	dataDir string
+	// binDir holds prebuilt binaries; "" means build them into buildDir.
+	binDir, buildDir string
+
+	tickWait      time.Duration
+	maxExtraTicks int
+	requireAll    bool
+	jsonPath      string
+	plan          bool
+	verbose       bool
+}
+
+// roles returns the agent roles, in the order they are started and
+// reported.
+func roles() []string {
+	return []string{flood.Household, flood.Government, flood.Insurer, flood.Contractor}
+}
+
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	c := config{copies: map[string]int{}}
+	fs := flag.NewFlagSet("floodsim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c.conn.Register(fs, getenv)
+	fs.BoolVar(&c.spawn, "spawn", true, "run an embedded nats-server, the coordinator and the agents (-nats is then ignored); false drives the system at -nats")
+	fs.IntVar(&c.expectAgents, "expect-agents", 0, "wait until this many agents answer before starting (default: the number spawned)")
+	fs.DurationVar(&c.agentWait, "agent-wait", 60*time.Second, "how long to wait for the coordinator and the agents to answer")
+	fs.Int64Var(&c.scenario.Seed, "seed", 1, "scenario seed: the same seed, households and ticks plan the same sagas")
+	fs.IntVar(&c.scenario.Households, "households", flood.DefaultHouseholds, "households in the flood plain")
+	fs.IntVar(&c.scenario.Ticks, "ticks", flood.DefaultTicks, "ticks of simulation time with floods and needs")
+	fs.Int64Var(&c.budget, "budget", 0, "government budget in cents, with -spawn (default: the scenario's, half its demand)")
+	fs.Int64Var(&c.fund, "fund", 0, "insurer fund in cents, with -spawn (default: the scenario's)")
+	copies := map[string]*int{}
+	for _, r := range []struct {
+		role string
+		n    int
+	}{{flood.Household, 2}, {flood.Government, 2}, {flood.Insurer, 1}, {flood.Contractor, 1}} {
+		copies[r.role] = fs.Int(r.role+"-agents", r.n, r.role+"-agent processes to spawn")
+	}
+	fs.StringVar(&c.dataDir, "data", "", "directory for the server's data and the processes' log, kept (default: a temporary directory, removed at exit)")
+	fs.StringVar(&c.binDir, "bin", "", "directory of prebuilt coordinator and agent binaries (default: build them)")
+	fs.StringVar(&c.buildDir, "build-dir", defaultBuildDir(), "where to build the binaries when -bin is not set")
+	fs.DurationVar(&c.tickWait, "tick-wait", 15*time.Second, "longest wall-clock wait for a tick's sagas to settle")
+	fs.IntVar(&c.maxExtraTicks, "max-extra-ticks", 20, "ticks past -ticks to let the last sagas end")
+	fs.BoolVar(&c.requireAll, "require-all-outcomes", true, "fail unless every outcome (completion, each business rollback, timeout) was seen")
+	fs.StringVar(&c.jsonPath, "json", "", "also write the report as JSON to this file")
+	fs.BoolVar(&c.plan, "plan", false, "print the scenario's plan (counts and the ledgers it is sized for) as JSON and exit")
+	fs.BoolVar(&c.verbose, "v", false, "log the driver's details, and the spawned processes' logs, to stderr")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	for role, n := range copies {
+		c.copies[role] = *n
+	}
+	return c, c.validate()
+}
+
+func (c *config) validate() error {
+	var errs []error
+	if c.scenario.Households < 1 || c.scenario.Ticks < 1 {
+		errs = append(errs, errors.New("-households and -ticks must be at least 1"))
+	}
+	if err := c.scenario.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.expectAgents < 0 || c.budget < 0 || c.fund < 0 || c.maxExtraTicks < 0 {
+		errs = append(errs, errors.New("-expect-agents, -budget, -fund and -max-extra-ticks must not be negative"))
+	}
+	if c.tickWait <= 0 || c.agentWait <= 0 {
+		errs = append(errs, errors.New("-tick-wait and -agent-wait must be positive"))
+	}
+	if c.spawn {
+		for _, r := range roles() {
+			if c.copies[r] < 1 {
+				errs = append(errs, fmt.Errorf("-%s-agents must be at least 1", r))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// spawned is the number of agent processes c spawns.
+func (c *config) spawned() int {
+	n := 0
+	for _, r := range roles() {
+		n += c.copies[r]
+	}
+	return n
+}
+
+func defaultBuildDir() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	return filepath.Join(dir, "natsaga", "bin")
+}
+
+func main() { os.Exit(mainCode(os.Args[1:], os.Getenv, os.Stdout, os.Stderr)) }
+
+func mainCode(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	c, err := parseFlags(args, getenv, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "floodsim:", err)
+		return 2
+	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	err = run(ctx, c, stdout, stderr)
+	switch {
+	case err == nil:
+		return 0
+	case ctx.Err() != nil:
+		fmt.Fprintln(stderr, "floodsim: interrupted")
+		return 130
+	default:
+		fmt.Fprintln(stderr, "floodsim:", err)
+		return 1
+	}
+}

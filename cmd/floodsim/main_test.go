@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/flood"
+	"github.com/natsaga/natsaga/internal/procs"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/participant"
+)
+
+// small is a scenario that shows every outcome and runs in seconds.
+var small = []string{"-households", "40", "-ticks", "10", "-seed", "1"}
+
+func env(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+func TestParseFlags(t *testing.T) {
+	c, err := parseFlags(nil, env(), io.Discard)
+	require.NoError(t, err)
+	require.True(t, c.spawn)
+	require.Equal(t, flood.DefaultHouseholds, c.scenario.Households)
+	require.Equal(t, flood.DefaultTicks, c.scenario.Ticks)
+	require.Equal(t, 6, c.spawned())
+	require.True(t, c.requireAll)
+
+	// The compose demo's command line, with credentials from the environment.
+	c, err = parseFlags([]string{"-nats", "nats://nats:4222", "-spawn=false", "-expect-agents", "8",
+		"-households", "50", "-ticks", "12", "-seed", "9", "-json", "/report/report.json"},
+		env("NATS_USER", "sim", "NATS_PASSWORD", "secret"), io.Discard)
+	require.NoError(t, err)
+	require.False(t, c.spawn)
+	require.Equal(t, "nats://nats:4222", c.conn.URL)
+	require.Equal(t, "sim", c.conn.User)
+	require.Equal(t, "secret", c.conn.Password)
+	require.Equal(t, 8, c.expectAgents)
+	require.Equal(t, flood.ScenarioOptions{Seed: 9, Households: 50, Ticks: 12}, c.scenario)
+	require.Equal(t, "/report/report.json", c.jsonPath)
+
+	c, err = parseFlags([]string{"-household-agents", "3", "-contractor-agents", "2"}, env(), io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 3, c.copies[flood.Household])
+	require.Equal(t, 2, c.copies[flood.Contractor])
+	require.Equal(t, 8, c.spawned())
+
+	for _, bad := range [][]string{
+		{"-households", "0"}, {"-ticks", "-1"}, {"-government-agents", "0"}, {"-tick-wait", "0s"},
+		{"-budget", "-5"}, {"extra"}, {"-nope"},
+	} {
+		_, err := parseFlags(bad, env(), io.Discard)
+		require.Error(t, err, "%v", bad)
+	}
+	_, err = parseFlags([]string{"-h"}, env(), io.Discard)
+	require.ErrorIs(t, err, flag.ErrHelp)
+	require.Equal(t, 2, mainCode([]string{"-households", "x"}, env(), io.Discard, io.Discard))
+}
+
+func TestMoney(t *testing.T) {
+	for cents, want := range map[int64]string{
+		0: "0.00", 5: "0.05", 123_45: "123.45", 1_234_56: "1,234.56", 123_456_789_00: "123,456,789.00", -1_000_00: "-1,000.00",
+	} {
+		require.Equal(t, want, money(cents))
+	}
+}
+
+func TestPlan(t *testing.T) {
+	c, err := parseFlags(append([]string{"-plan"}, small...), env(), io.Discard)
+	require.NoError(t, err)
+	var out bytes.Buffer
+	require.NoError(t, run(context.Background(), c, &out, io.Discard))
+	var plan struct {
+		Sagas            map[string]int `json:"sagas"`
+		GovernmentBudget int64          `json:"government_budget"`
+	}
+	require.NoError(t, json.Unmarshal(out.Bytes(), &plan), out.String())
+	require.Positive(t, plan.GovernmentBudget)
+	require.Len(t, plan.Sagas, 3)
+}
+
+// jsonReport is the contract of the JSON report, as a reader sees it.
+type jsonReport struct {
+	Sagas  map[string]map[string]int `json:"sagas"`
+	Agents []struct {
+		Role    string `json:"role"`
+		Agent   string `json:"agent"`
+		PID     int    `json:"pid"`
+		Handled int64  `json:"handled"`
+	} `json:"agents"`
+	Invariants struct {
+		OK         bool     `json:"ok"`
+		Violations []string `json:"violations"`
+	} `json:"invariants"`
+	Outcomes        map[string]int `json:"outcomes"`
+	MissingOutcomes []string       `json:"missing_outcomes"`
+}
+
+func readReport(t *testing.T, path string) jsonReport {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var r jsonReport
+	require.NoError(t, json.Unmarshal(data, &r), string(data))
+	return r
+}
+
+// requireSound checks what every correct run reports: the invariants hold,
+// every saga type ran, none is lost or failed, and every outcome was seen.
+func requireSound(t *testing.T, r jsonReport) {
+	t.Helper()
+	require.True(t, r.Invariants.OK, "violations: %v", r.Invariants.Violations)
+	require.Empty(t, r.Invariants.Violations)
+	for _, typ := range []string{flood.Subsidy, flood.Insurance, flood.Elevation} {
+		counts, ok := r.Sagas[typ]
+		require.True(t, ok, "no %s sagas in %v", typ, r.Sagas)
+		require.Zero(t, counts["failed"], typ)
+		require.Zero(t, counts["lost"], typ)
+	}
+	require.Positive(t, r.Sagas[flood.Insurance]["completed"])
+	for _, o := range flood.RequiredOutcomes() {
+		require.Positive(t, r.Outcomes[string(o)], "outcome %s never seen: %v", o, r.Outcomes)
+	}
+	require.Empty(t, r.MissingOutcomes)
+}
+
+// TestSpawnEndToEnd runs a small simulation the way `go run ./cmd/floodsim`
+// does: an embedded server, and the coordinator and six agents as separate
+// OS processes, built into a temporary directory.
+func TestSpawnEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the programs")
+	}
+	dir := t.TempDir()
+	report := filepath.Join(dir, "report.json")
+	args := append([]string{"-json", report, "-build-dir", filepath.Join(dir, "bin"), "-data", filepath.Join(dir, "data")}, small...)
+	c, err := parseFlags(args, env(), io.Discard)
+	require.NoError(t, err)
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	err = run(ctx, c, &stdout, &stderr)
+	require.NoError(t, err, "stdout:\n%s\nstderr:\n%s", &stdout, &stderr)
+	t.Log(stdout.String())
+
+	r := readReport(t, report)
+	requireSound(t, r)
+	pids := map[int]bool{}
+	roles := map[string]int{}
+	for _, a := range r.Agents {
+		require.NotZero(t, a.PID)
+		require.NotEqual(t, os.Getpid(), a.PID, "agents run in their own processes")
+		pids[a.PID] = true
+		roles[a.Role]++
+	}
+	require.Len(t, r.Agents, 6)
+	require.Len(t, pids, 6, "one process per agent")
+	require.Equal(t, map[string]int{flood.Household: 2, flood.Government: 2, flood.Insurer: 1, flood.Contractor: 1}, roles)
+	for _, a := range r.Agents {
+		require.Positive(t, a.Handled, "agent %s handled nothing", a.Agent)
+	}
+	require.Contains(t, stdout.String(), "tick   1/10")
+	require.Contains(t, stdout.String(), "invariants: ok")
+	log, err := os.ReadFile(filepath.Join(dir, "data", "floodsim.log"))
+	require.NoError(t, err)
+	require.Contains(t, string(log), "agent serving", "the agents log to the data directory")
+}
+
+// TestExternal drives a system that runs already, as the compose demo
+// does: here an embedded server with the coordinator and one agent per
+// role in this process, opened with the scenario's ledgers.
+func TestExternal(t *testing.T) {
+	c, err := parseFlags(append([]string{"-spawn=false", "-expect-agents", "4"}, small...), env(), io.Discard)
+	require.NoError(t, err)
+	sc, err := flood.NewScenario(c.scenario)
+	require.NoError(t, err)
+
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, flood.Definitions())
+	ledger := map[string]int64{flood.Government: sc.GovernmentBudget, flood.Insurer: sc.InsurerFund}
+	for _, role := range roles() {
+		steps, err := flood.Steps(role)
+		require.NoError(t, err)
+		opts := participant.Options{Role: role, Steps: steps}
+		if l, ok := ledger[role]; ok {
+			opts.Init = flood.InitLedger(l)
+		}
+		testenv.Agent(t, url, opts)
+	}
+
+	c.conn.URL = url
+	c.jsonPath = filepath.Join(t.TempDir(), "report.json")
+	var stdout bytes.Buffer
+	require.NoError(t, run(context.Background(), c, &stdout, io.Discard), stdout.String())
+	r := readReport(t, c.jsonPath)
+	requireSound(t, r)
+	require.Len(t, r.Agents, 4)
+
+	// A second run against the same system goes on from its clock and
+	// checks only its own sagas and spending.
+	c.requireAll = false
+	stdout.Reset()
+	require.NoError(t, run(context.Background(), c, &stdout, io.Discard), stdout.String())
+	r = readReport(t, c.jsonPath)
+	require.True(t, r.Invariants.OK, "violations: %v", r.Invariants.Violations)
+	require.True(t, strings.Contains(stdout.String(), "invariants: ok"))
+}
+
+// TestExternalNoAgents fails clearly when the agents it expects never
+// answer.
+func TestExternalNoAgents(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, flood.Definitions())
+	c, err := parseFlags(append([]string{"-spawn=false", "-expect-agents", "2", "-agent-wait", "1s", "-nats", url}, small...), env(), io.Discard)
+	require.NoError(t, err)
+	err = run(context.Background(), c, io.Discard, io.Discard)
+	require.ErrorContains(t, err, "only 0 of 2 agents answered on natsaga.agents.stats")
+}
+
+// TestBin uses prebuilt binaries, and reports a directory without them.
+func TestBin(t *testing.T) {
+	c, err := parseFlags(append([]string{"-bin", t.TempDir()}, small...), env(), io.Discard)
+	require.NoError(t, err)
+	err = run(context.Background(), c, io.Discard, io.Discard)
+	require.ErrorContains(t, err, "-bin")
+	require.Contains(t, procs.Programs, "coordinator")
+}

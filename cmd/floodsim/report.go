@@ -1,0 +1,312 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/natsaga/natsaga/flood"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// statusConcurrency bounds the status requests in flight at once.
+const statusConcurrency = 16
+
+// report is the outcome of a run. Its JSON form is floodsim's -json
+// report: "sagas", "agents" and "invariants" are the contract, the rest is
+// there to read.
+type report struct {
+	// Sagas counts, per saga type, the sagas the run started by final
+	// status; a saga the coordinator no longer knows counts as "lost".
+	Sagas map[string]map[string]int `json:"sagas"`
+	// Agents has one entry per agent process that answered.
+	Agents     []messages.AgentStats `json:"agents"`
+	Invariants invariants            `json:"invariants"`
+
+	// Outcomes counts the sagas by how they ended (see flood.Classify).
+	Outcomes map[flood.Outcome]int `json:"outcomes"`
+	// MissingOutcomes lists the required outcomes not seen.
+	MissingOutcomes []flood.Outcome `json:"missing_outcomes"`
+	Seed            int64           `json:"seed"`
+	Households      int             `json:"households"`
+	Ticks           int             `json:"ticks"`
+	// ExtraTicks were run after Ticks for the last sagas to end.
+	ExtraTicks int `json:"extra_ticks"`
+	// UnsettledTicks did not settle within -tick-wait.
+	UnsettledTicks []int  `json:"unsettled_ticks,omitempty"`
+	Mode           string `json:"mode"`
+	// Planned counts the sagas the scenario planned, per type.
+	Planned  map[string]int                `json:"planned"`
+	Expected flood.Expected                `json:"expected"`
+	Ledgers  map[string]flood.LedgerChange `json:"ledgers"`
+	// StartErrors lists the starts the coordinator never confirmed.
+	StartErrors []string  `json:"start_errors,omitempty"`
+	Durations   durations `json:"durations"`
+}
+
+type invariants struct {
+	OK         bool     `json:"ok"`
+	Violations []string `json:"violations"`
+}
+
+type durations struct {
+	SetupMS      int64 `json:"setup_ms"`
+	SimulationMS int64 `json:"simulation_ms"`
+	TotalMS      int64 `json:"total_ms"`
+}
+
+// collect reads the final state of every saga the run started, the
+// ledgers, the households' and the contractor's records and the agents'
+// statistics, and checks the invariants.
+func (s *sim) collect(ctx context.Context, gov, ins flood.LedgerChange, contractorBefore flood.Houses) (*report, error) {
+	ids := make(map[string]string, len(s.started)+len(s.uncertain))
+	for id, typ := range s.started {
+		ids[id] = typ
+	}
+	for id, typ := range s.uncertain {
+		ids[id] = typ
+	}
+	final, err := s.finalStates(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	started := make(map[string]string, len(ids))
+	for id, typ := range s.started {
+		started[id] = typ
+	}
+	for id, typ := range s.uncertain {
+		if _, ok := final[id]; ok { // started after all
+			started[id] = typ
+		}
+	}
+	if gov.After, err = s.ledger(ctx, flood.Government); err != nil {
+		return nil, err
+	}
+	if ins.After, err = s.ledger(ctx, flood.Insurer); err != nil {
+		return nil, err
+	}
+	households, err := s.houses(ctx, flood.Household)
+	if err != nil {
+		return nil, err
+	}
+	contractorAfter, err := s.houses(ctx, flood.Contractor)
+	if err != nil {
+		return nil, err
+	}
+	violations := flood.CheckInvariants(flood.Observation{
+		Started: started, Final: final, Government: gov, Insurer: ins,
+		Households: households, ContractorBefore: contractorBefore, ContractorAfter: contractorAfter,
+	})
+	if n := len(ids) - len(started); n > 0 {
+		violations = append(violations, fmt.Sprintf("%d sagas could not be started (see start_errors)", n))
+	}
+
+	r := &report{
+		Sagas: map[string]map[string]int{}, Outcomes: map[flood.Outcome]int{},
+		Invariants: invariants{OK: len(violations) == 0, Violations: append([]string{}, violations...)},
+		Seed:       s.sc.Options.Seed, Households: s.sc.Options.Households, Ticks: s.sc.Options.Ticks,
+		ExtraTicks: s.extra, UnsettledTicks: s.unsettled, Mode: "external",
+		Planned: s.sc.Count(), Expected: s.sc.Expected,
+		Ledgers:     map[string]flood.LedgerChange{flood.Government: gov, flood.Insurer: ins},
+		StartErrors: s.startErrs,
+	}
+	if s.cfg.spawn {
+		r.Mode = "spawn"
+	}
+	for _, d := range flood.Definitions() {
+		r.Sagas[d.Subject] = map[string]int{}
+		for _, st := range []saga.Status{saga.Completed, saga.RolledBack, saga.TimedOut, saga.Failed} {
+			r.Sagas[d.Subject][string(st)] = 0
+		}
+	}
+	for _, o := range flood.RequiredOutcomes() {
+		r.Outcomes[o] = 0
+	}
+	for id, typ := range started {
+		if r.Sagas[typ] == nil {
+			r.Sagas[typ] = map[string]int{}
+		}
+		x, ok := final[id]
+		if !ok {
+			r.Sagas[typ]["lost"]++
+			r.Outcomes[flood.OutcomeUnfinished]++
+			continue
+		}
+		r.Sagas[typ][string(x.Status)]++
+		r.Outcomes[flood.Classify(&x)]++
+	}
+	r.MissingOutcomes = append([]flood.Outcome{}, flood.MissingOutcomes(r.Outcomes)...)
+
+	if r.Agents, err = s.cl.agentStats(ctx, s.want, statsWait); err != nil {
+		return nil, err
+	}
+	order := roles()
+	slices.SortFunc(r.Agents, func(a, b messages.AgentStats) int {
+		return cmp.Or(cmp.Compare(slices.Index(order, a.Role), slices.Index(order, b.Role)), cmp.Compare(a.Agent, b.Agent))
+	})
+	return r, nil
+}
+
+// finalStates asks the coordinator for the state of each saga of ids. A
+// saga it does not know is left out.
+func (s *sim) finalStates(ctx context.Context, ids map[string]string) (map[string]saga.Execution, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work := make(chan string)
+	var (
+		mu       sync.Mutex
+		final    = make(map[string]saga.Execution, len(ids))
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	for range statusConcurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range work {
+				x, err := s.cl.status(ctx, id)
+				mu.Lock()
+				switch {
+				case errors.Is(err, errNotFound):
+				case err != nil:
+					if firstErr == nil {
+						firstErr = err
+						cancel()
+					}
+				default:
+					final[id] = x
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+feed:
+	for id := range ids {
+		select {
+		case work <- id:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		return nil, fmt.Errorf("final saga states: %w", firstErr)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("final saga states: %w", err)
+	}
+	return final, nil
+}
+
+// print writes r as readable text.
+func (r *report) print(w io.Writer) {
+	fmt.Fprintf(w, "\n== floodsim report: seed %d, %d households, %d ticks (+%d extra), %.1fs ==\n",
+		r.Seed, r.Households, r.Ticks, r.ExtraTicks, float64(r.Durations.TotalMS)/1000)
+	statuses := []string{string(saga.Completed), string(saga.RolledBack), string(saga.TimedOut), string(saga.Failed)}
+	fmt.Fprintf(w, "%-10s %8s", "saga", "started")
+	for _, st := range statuses {
+		fmt.Fprintf(w, " %11s", st)
+	}
+	fmt.Fprintln(w)
+	totals := map[string]int{}
+	var types []string
+	for _, d := range flood.Definitions() {
+		types = append(types, d.Subject)
+	}
+	for _, typ := range types {
+		counts := r.Sagas[typ]
+		fmt.Fprintf(w, "%-10s %8d", typ, total(counts))
+		for _, st := range statuses {
+			fmt.Fprintf(w, " %11d", counts[st])
+			totals[st] += counts[st]
+		}
+		if n := counts["lost"]; n > 0 {
+			fmt.Fprintf(w, "  LOST %d", n)
+		}
+		fmt.Fprintln(w)
+		totals[""] += total(counts)
+	}
+	fmt.Fprintf(w, "%-10s %8d", "total", totals[""])
+	for _, st := range statuses {
+		fmt.Fprintf(w, " %11d", totals[st])
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "rollbacks: budget exhausted %d, damage at or below the deductible %d, site unsuitable %d, fund exhausted %d, other %d\n",
+		r.Outcomes[flood.OutcomeBudget], r.Outcomes[flood.OutcomeDeductible], r.Outcomes[flood.OutcomeContractor],
+		r.Outcomes[flood.OutcomeFund], r.Outcomes[flood.OutcomeRolledBackOther])
+
+	gov, ins := r.Ledgers[flood.Government], r.Ledgers[flood.Insurer]
+	fmt.Fprintf(w, "government budget: %s at the start, %s left; spent in the run: subsidies %s, elevation grants %s\n",
+		money(gov.Before.Balance), money(gov.After.Balance), money(gov.Spent(flood.Subsidy)), money(gov.Spent(flood.Elevation)))
+	fmt.Fprintf(w, "insurer fund:      %s at the start, %s left; spent in the run: payouts %s\n",
+		money(ins.Before.Balance), money(ins.After.Balance), money(ins.Spent(flood.Insurance)))
+
+	fmt.Fprintf(w, "agents (%d processes):\n", len(r.Agents))
+	for _, a := range r.Agents {
+		fmt.Fprintf(w, "  %-10s %-14s pid %-7d handled %5d  executed %5d  compensated %4d  duplicates %3d  refused %3d  redelivered %3d  rejected %3d\n",
+			a.Role, a.Agent, a.PID, a.Handled, a.Executed, a.Compensated, a.Duplicates, a.Refused, a.Redelivered, a.Rejected)
+	}
+	if len(r.UnsettledTicks) > 0 {
+		fmt.Fprintf(w, "ticks that did not settle in time: %v\n", r.UnsettledTicks)
+	}
+	if r.Invariants.OK {
+		fmt.Fprintf(w, "invariants: ok (%d sagas, every one terminal, none failed; ledgers match the completed sagas)\n", totals[""])
+	} else {
+		fmt.Fprintf(w, "invariants: VIOLATED (%d):\n", len(r.Invariants.Violations))
+		for _, v := range r.Invariants.Violations {
+			fmt.Fprintf(w, "  - %s\n", v)
+		}
+	}
+	if len(r.MissingOutcomes) == 0 {
+		fmt.Fprintf(w, "outcomes: every one seen (%s)\n", joinOutcomes(flood.RequiredOutcomes()))
+	} else {
+		fmt.Fprintf(w, "outcomes: MISSING %s\n", joinOutcomes(r.MissingOutcomes))
+	}
+}
+
+func joinOutcomes(os []flood.Outcome) string {
+	s := make([]string, len(os))
+	for i, o := range os {
+		s[i] = string(o)
+	}
+	return strings.Join(s, ", ")
+}
+
+// writeJSON writes r, indented, to path.
+func (r *report) writeJSON(path string) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("JSON report: %w", err)
+	}
+	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("JSON report: %w", err)
+	}
+	return nil
+}
+
+// money formats cents as units with thousands separators: 123456789 is
+// "1,234,567.89".
+func money(cents int64) string {
+	sign := ""
+	if cents < 0 {
+		sign, cents = "-", -cents
+	}
+	units := fmt.Sprint(cents / 100)
+	var b strings.Builder
+	for i, d := range units {
+		if i > 0 && (len(units)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(d)
+	}
+	return fmt.Sprintf("%s%s.%02d", sign, b.String(), cents%100)
+}
