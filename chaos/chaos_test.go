@@ -76,7 +76,7 @@ func TestChaos(t *testing.T) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			data, _ := os.ReadFile(logf.Name())
-			t.Logf("process logs (tail):\n%s", tail(data, 8000))
+			t.Logf("process logs (tail):\n%s", tail(data, 20000))
 		}
 	})
 
@@ -99,7 +99,7 @@ func TestChaos(t *testing.T) {
 	agents := map[string][]*procs.Proc{}
 	for _, role := range roles {
 		for i := range copies {
-			args := []string{"-name", fmt.Sprintf("%s-%d", role, i), "-ack-wait", "1s", "-log-level", "warn"}
+			args := []string{"-name", fmt.Sprintf("%s-%d", role, i), "-ack-wait", "3s", "-log-level", "warn"}
 			if l, ok := ledger[role]; ok {
 				args = append(args, "-ledger", strconv.FormatInt(l, 10))
 			}

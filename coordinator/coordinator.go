@@ -141,7 +141,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reply consumer: %w", err)
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(c.opts.MaxBatch))
+	// Short pulls with frequent heartbeats notice a restarted server within
+	// seconds rather than the client's default 30.
+	iter, err := cons.Messages(jetstream.PullMaxMessages(c.opts.MaxBatch), jetstream.PullExpiry(4*time.Second), jetstream.PullHeartbeat(time.Second))
 	if err != nil {
 		return fmt.Errorf("reply consumer: %w", err)
 	}

@@ -205,7 +205,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer tickSub.Unsubscribe()
 
-	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * a.opts.Concurrency))
+	// Short pulls with frequent heartbeats notice a restarted server within
+	// seconds rather than the client's default 30.
+	iter, err := cons.Messages(jetstream.PullMaxMessages(2*a.opts.Concurrency), jetstream.PullExpiry(4*time.Second), jetstream.PullHeartbeat(time.Second))
 	if err != nil {
 		return fmt.Errorf("agent pull: %w", err)
 	}

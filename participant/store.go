@@ -18,6 +18,16 @@ import (
 	"github.com/natsaga/natsaga/messages"
 )
 
+// ErrNoJetStream is returned when the NATS server has no JetStream: an
+// agent refuses to run without a durable store.
+var ErrNoJetStream = errors.New("natsaga agents need JetStream: start nats-server with -js (or jetstream {} in its config)")
+
+// ErrUnavailable marks a failure to read or write the store itself (the
+// server is unreachable or slow). Do returns such errors instead of a
+// reply: the command is then delivered again, and the saga's retry budget
+// is left alone.
+var ErrUnavailable = errors.New("store unavailable")
+
 // ErrConflict is returned by [Store.Do] when the optimistic retries of one
 // command were exhausted by concurrent writers. It is transient.
 var ErrConflict = errors.New("too many concurrent updates")
@@ -149,6 +159,9 @@ func OpenStore(ctx context.Context, nc *nats.Conn, role string, create bool, rep
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", role, err)
 	}
+	if _, err := js.AccountInfo(ctx); errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+		return nil, fmt.Errorf("open store %s: %w: %w", role, ErrNoJetStream, err)
+	}
 	var st jetstream.Stream
 	if create {
 		st, err = js.CreateOrUpdateStream(ctx, StreamConfig(role, replicas))
@@ -202,7 +215,7 @@ func (s *Store) read(ctx context.Context, subject string, v any) (uint64, error)
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("read %s: %w", subject, err)
+		return 0, fmt.Errorf("read %s: %w: %w", subject, ErrUnavailable, err)
 	}
 	if err := json.Unmarshal(m.Data, v); err != nil {
 		return 0, fmt.Errorf("read %s: %w", subject, err)
@@ -274,7 +287,7 @@ func (tx *Tx) Get(key string, v any) (bool, error) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("read %s: %w", subj, err)
+		return false, fmt.Errorf("read %s: %w: %w", subj, ErrUnavailable, err)
 	}
 	if err := json.Unmarshal(m.Data, v); err != nil {
 		return false, fmt.Errorf("read %s: %w", subj, err)
@@ -387,12 +400,12 @@ func (s *Store) Do(ctx context.Context, cmd *messages.Command, h Handler) (messa
 			}
 		}
 		known = false
-		reply, verdict, tx, done := s.decide(ctx, cmd, h, &rec)
+		reply, verdict, tx, done, err := s.decide(ctx, cmd, h, &rec)
 		if done {
 			if tx != nil {
 				tx.release()
 			}
-			return reply, verdict, nil
+			return reply, verdict, err
 		}
 		data, err := json.Marshal(rec)
 		if err != nil {
@@ -401,6 +414,9 @@ func (s *Store) Do(ctx context.Context, cmd *messages.Command, h Handler) (messa
 		}
 		err = s.commit(ctx, tx, write{subject: branch, data: data}, recSeq)
 		tx.release()
+		if err != nil && !isConflict(err) {
+			err = fmt.Errorf("commit %s: %w: %w", branch, ErrUnavailable, err)
+		}
 		if isConflict(err) {
 			s.conflicts.Add(1)
 			s.forget(tx.seqs)
@@ -421,42 +437,47 @@ func (s *Store) Do(ctx context.Context, cmd *messages.Command, h Handler) (messa
 // runs it. It updates rec to the record to store; done means there is
 // nothing to store and reply is final. The caller releases the returned
 // transaction, when there is one.
-func (s *Store) decide(ctx context.Context, cmd *messages.Command, h Handler, rec *Record) (messages.Reply, Verdict, *Tx, bool) {
+func (s *Store) decide(ctx context.Context, cmd *messages.Command, h Handler, rec *Record) (messages.Reply, Verdict, *Tx, bool, error) {
 	now := time.Now().UTC()
 	tx := &Tx{ctx: ctx, store: s, seqs: map[string]uint64{}}
 	if cmd.Action == messages.Execute {
 		switch {
 		case rec.Compensate != nil:
-			return messages.ReplyTo(cmd, messages.Failed, "refused: the step was compensated before it executed"), Refused, nil, true
+			return messages.ReplyTo(cmd, messages.Failed, "refused: the step was compensated before it executed"), Refused, nil, true, nil
 		case rec.Execute != nil:
-			return fromResult(cmd, rec.Execute), Duplicate, nil, true
+			return fromResult(cmd, rec.Execute), Duplicate, nil, true, nil
 		}
 		out, err := h.Execute(ctx, tx, cmd)
 		if reason, ok := IsReject(err); ok {
 			tx.writes = nil
 			rec.Execute = &Result{Outcome: messages.Failed, Reason: reason, Seq: cmd.Seq, At: now}
+		} else if errors.Is(err, ErrUnavailable) {
+			return messages.Reply{}, Transient, tx, true, err
 		} else if err != nil {
-			return messages.ReplyTo(cmd, messages.Error, err.Error()), Transient, tx, true
+			return messages.ReplyTo(cmd, messages.Error, err.Error()), Transient, tx, true, nil
 		} else {
 			rec.Execute = &Result{Outcome: messages.OK, Output: out, Seq: cmd.Seq, At: now}
 		}
-		return fromResult(cmd, rec.Execute), Applied, tx, false
+		return fromResult(cmd, rec.Execute), Applied, tx, false, nil
 	}
 	switch {
 	case rec.Compensate != nil:
-		return fromResult(cmd, rec.Compensate), Duplicate, nil, true
+		return fromResult(cmd, rec.Compensate), Duplicate, nil, true, nil
 	case rec.Execute == nil || rec.Execute.Outcome != messages.OK:
 		rec.Compensate = &Result{Outcome: messages.OK, Noop: true, Seq: cmd.Seq, At: now, Reason: "nothing to undo"}
-		return fromResult(cmd, rec.Compensate), Noop, tx, false
+		return fromResult(cmd, rec.Compensate), Noop, tx, false, nil
 	}
 	if err := h.Compensate(ctx, tx, cmd); err != nil {
-		if reason, ok := IsReject(err); ok {
-			return messages.ReplyTo(cmd, messages.Failed, reason), Transient, tx, true
+		if errors.Is(err, ErrUnavailable) {
+			return messages.Reply{}, Transient, tx, true, err
 		}
-		return messages.ReplyTo(cmd, messages.Error, err.Error()), Transient, tx, true
+		if reason, ok := IsReject(err); ok {
+			return messages.ReplyTo(cmd, messages.Failed, reason), Transient, tx, true, nil
+		}
+		return messages.ReplyTo(cmd, messages.Error, err.Error()), Transient, tx, true, nil
 	}
 	rec.Compensate = &Result{Outcome: messages.OK, Seq: cmd.Seq, At: now}
-	return fromResult(cmd, rec.Compensate), Applied, tx, false
+	return fromResult(cmd, rec.Compensate), Applied, tx, false, nil
 }
 
 func fromResult(cmd *messages.Command, r *Result) messages.Reply {

@@ -44,7 +44,7 @@ type RetryPolicy struct {
 var DefaultRetry = RetryPolicy{MaxAttempts: 3, Backoff: 20 * time.Millisecond, MaxBackoff: time.Second}
 
 // DefaultCompensationRetry is the policy for compensations.
-var DefaultCompensationRetry = RetryPolicy{MaxAttempts: 5, Backoff: 20 * time.Millisecond, MaxBackoff: 2 * time.Second}
+var DefaultCompensationRetry = RetryPolicy{MaxAttempts: 8, Backoff: 50 * time.Millisecond, MaxBackoff: 5 * time.Second}
 
 func (p RetryPolicy) orDefault(d RetryPolicy) RetryPolicy {
 	if p.MaxAttempts == 0 {

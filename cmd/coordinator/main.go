@@ -78,6 +78,7 @@ func mainCode(args []string, getenv func(string) string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
+	log = log.With("process", "coordinator", "pid", os.Getpid())
 	ctx, stop := cli.SignalContext()
 	defer stop()
 	if err := run(ctx, c, log); err != nil {

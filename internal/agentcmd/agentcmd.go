@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/natsaga/natsaga/flood"
@@ -98,6 +99,7 @@ func Main(role string, args []string, getenv func(string) string, stderr io.Writ
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
+	log = log.With("process", role+"-agent", "pid", os.Getpid())
 	ctx, stop := cli.SignalContext()
 	defer stop()
 	if err := Run(ctx, c, log); err != nil {

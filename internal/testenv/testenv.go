@@ -144,13 +144,24 @@ func Summary(t testing.TB, nc *nats.Conn) messages.Summary {
 	return s
 }
 
-// WaitStatus waits until saga id has status.
+// WaitStatus waits until saga id has status. Requests that fail on the
+// way (a coordinator or server restarting) are retried.
 func WaitStatus(t testing.TB, nc *nats.Conn, id string, want saga.Status) saga.Execution {
 	t.Helper()
 	var x saga.Execution
+	req, err := json.Marshal(messages.StatusRequest{V: messages.Version, SagaID: id})
+	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		x = Status(t, nc, id)
-		return x.Status == want
-	}, 20*time.Second, 10*time.Millisecond, "saga %s never reached %s", id, want)
+		m, err := nc.Request(messages.StatusSubject, req, time.Second)
+		if err != nil {
+			return false
+		}
+		var resp messages.StatusResponse
+		if json.Unmarshal(m.Data, &resp) != nil || resp.Error != nil {
+			return false
+		}
+		x = saga.Execution{}
+		return json.Unmarshal(resp.Saga, &x) == nil && x.Status == want
+	}, 30*time.Second, 10*time.Millisecond, "saga %s never reached %s (last seen %s)", id, want, &x.Status)
 	return x
 }

@@ -1,0 +1,137 @@
+package coordinator_test
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/coordinator"
+	"github.com/natsaga/natsaga/internal/embedded"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
+)
+
+var twoSteps = saga.Definition{Name: "transfer", Subject: "transfer", Steps: []saga.Step{
+	{Name: "debit", Role: "bank"}, {Name: "credit", Role: "bank"},
+}}
+
+func TestRefusesServerWithoutJetStream(t *testing.T) {
+	ns, err := embedded.Start(embedded.Options{NoJetStream: true})
+	require.NoError(t, err)
+	defer ns.Shutdown()
+	nc := testenv.Connect(t, ns.ClientURL())
+
+	c, err := coordinator.New(nc, coordinator.Options{Definitions: []saga.Definition{twoSteps}})
+	require.NoError(t, err)
+	err = c.Run(context.Background())
+	require.ErrorIs(t, err, coordinator.ErrNoJetStream)
+	require.Contains(t, err.Error(), "start nats-server with -js")
+
+	ok := func(context.Context, *participant.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
+	a, err := participant.New(nc, participant.Options{Role: "bank", Steps: []participant.Step{{Saga: "transfer", Name: "debit",
+		Handler: participant.Handler{Execute: ok, Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil }}}}})
+	require.NoError(t, err)
+	err = a.Run(context.Background())
+	require.ErrorIs(t, err, participant.ErrNoJetStream)
+}
+
+// TestCoordinatorAndServerRestartResume stops the coordinator while sagas
+// are in flight, restarts it, then restarts the NATS server itself on the
+// same store, and checks that every saga still completes, each step once.
+func TestCoordinatorAndServerRestartResume(t *testing.T) {
+	dir := t.TempDir()
+	ns, err := embedded.Start(embedded.Options{StoreDir: dir})
+	require.NoError(t, err)
+	url := ns.ClientURL()
+	port := ns.Addr().(*net.TCPAddr).Port
+	// The server goes last, after the processes using it have stopped.
+	var restarted *server.Server
+	t.Cleanup(func() {
+		if restarted != nil {
+			restarted.Shutdown()
+		}
+	})
+
+	var mu sync.Mutex
+	runs := map[string]int{}
+	var gate atomic.Bool // while set, credit hangs (no reply)
+	gate.Store(true)
+	release := make(chan struct{})
+	count := func(cmd *messages.Command) {
+		mu.Lock()
+		runs[cmd.SagaID+"/"+cmd.Step+"/"+string(cmd.Action)]++
+		mu.Unlock()
+	}
+	handler := participant.Handler{
+		Execute: func(ctx context.Context, _ *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+			if cmd.Step == "credit" && gate.Load() {
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+			}
+			count(cmd)
+			return messages.Context{}.MustSet("done_"+cmd.Step, true), nil
+		},
+		Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil },
+	}
+	agentOpts := participant.Options{Role: "bank", AckWait: 500 * time.Millisecond, Steps: []participant.Step{
+		{Saga: "transfer", Name: "debit", Handler: handler}, {Saga: "transfer", Name: "credit", Handler: handler}}}
+
+	c1ctx, stopC1 := context.WithCancel(context.Background())
+	nc1 := testenv.Connect(t, url)
+	c1, err := coordinator.New(nc1, coordinator.Options{Definitions: []saga.Definition{twoSteps}, AckWait: 500 * time.Millisecond})
+	require.NoError(t, err)
+	c1done := make(chan error, 1)
+	go func() { c1done <- c1.Run(c1ctx) }()
+	<-c1.Ready()
+	testenv.Agent(t, url, agentOpts)
+
+	client := testenv.Connect(t, url)
+	var ids []string
+	for range 5 {
+		ids = append(ids, testenv.Start(t, client, "transfer", nil))
+	}
+	// Every saga is waiting on credit: stop the coordinator.
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, id := range ids {
+			n += runs[id+"/debit/execute"]
+		}
+		return n == len(ids)
+	}, 10*time.Second, 5*time.Millisecond)
+	stopC1()
+	require.NoError(t, <-c1done)
+	nc1.Close()
+
+	// A new coordinator picks the sagas up; the server then restarts too.
+	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	restarted, err = embedded.Start(embedded.Options{StoreDir: dir, Port: port})
+	require.NoError(t, err)
+	gate.Store(false)
+	close(release)
+
+	for _, id := range ids {
+		x := testenv.WaitStatus(t, client, id, saga.Completed)
+		require.Equal(t, []string{"debit", "credit"}, x.Completed)
+	}
+	// The coordinator's resends after its restart reached the barrier,
+	// which answered them without running debit again.
+	mu.Lock()
+	defer mu.Unlock()
+	for _, id := range ids {
+		require.Equal(t, 1, runs[id+"/debit/execute"], "debit of %s", id)
+	}
+}
