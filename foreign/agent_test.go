@@ -1,0 +1,241 @@
+package foreign_test
+
+// This file is a natsaga agent written the way an author with only a NATS
+// client would write it, following docs/protocol.md: it imports nats.go,
+// its jetstream package and the standard library, and no natsaga package
+// (TestForeignAgentImportsNoNatsaga checks that). It serves one step, the
+// household's application in the subsidy saga.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names from docs/protocol.md.
+const (
+	commandStream = "NATSAGA_COMMANDS"
+	maxPayload    = 256 << 10
+	sagaType      = "subsidy"
+	stepName      = "household_applies"
+)
+
+// command is the Command payload.
+type command struct {
+	V       int                        `json:"v"`
+	SagaID  string                     `json:"saga_id"`
+	Saga    string                     `json:"saga"`
+	Step    string                     `json:"step"`
+	Action  string                     `json:"action"`
+	Attempt int                        `json:"attempt"`
+	Seq     int                        `json:"seq"`
+	Tick    int64                      `json:"tick"`
+	Context map[string]json.RawMessage `json:"context"`
+}
+
+// reply is the Reply payload.
+type reply struct {
+	V       int            `json:"v"`
+	SagaID  string         `json:"saga_id"`
+	Saga    string         `json:"saga"`
+	Step    string         `json:"step"`
+	Action  string         `json:"action"`
+	Attempt int            `json:"attempt"`
+	Seq     int            `json:"seq"`
+	Outcome string         `json:"outcome"`
+	Reason  string         `json:"reason,omitempty"`
+	Output  map[string]any `json:"output,omitempty"`
+	Agent   string         `json:"agent,omitempty"`
+}
+
+// record is the agent's idempotency record of one (saga_id, step): the
+// recorded execute, and whether the compensation ran.
+type record struct {
+	executed    *reply
+	compensated bool
+}
+
+// householdAgent keeps its state in memory: the applications by saga id,
+// and its records. A mutex makes each effect and its record one atomic
+// change.
+type householdAgent struct {
+	name string
+	js   jetstream.JetStream
+
+	mu           sync.Mutex
+	records      map[string]*record
+	applications map[string]string
+	handled      int
+	dropped      int
+}
+
+func newHouseholdAgent(name string) *householdAgent {
+	return &householdAgent{name: name, records: map[string]*record{}, applications: map[string]string{}}
+}
+
+// run serves commands until ctx ends.
+func (a *householdAgent) run(ctx context.Context, nc *nats.Conn) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	a.js = js
+	// 1. Wait for the coordinator's command stream.
+	for {
+		_, err := js.Stream(ctx, commandStream)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	// 2. The role's durable consumer: agent-<role>, the execute and
+	// compensate subjects of every step served, explicit acks.
+	cons, err := js.CreateOrUpdateConsumer(ctx, commandStream, jetstream.ConsumerConfig{
+		Durable: "agent-household",
+		FilterSubjects: []string{
+			"saga." + sagaType + "." + stepName,
+			"saga." + sagaType + "." + stepName + ".compensate",
+		},
+		AckPolicy:  jetstream.AckExplicitPolicy,
+		AckWait:    5 * time.Second,
+		MaxDeliver: -1,
+	})
+	if err != nil {
+		return err
+	}
+	// 3. Pull and handle.
+	cc, err := cons.Consume(func(m jetstream.Msg) { a.handle(ctx, m) })
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	cc.Stop()
+	<-cc.Closed()
+	return nil
+}
+
+func isToken(s string) bool { return s != "" && !strings.ContainsAny(s, ".*> \t\r\n") }
+
+// check reports why c, delivered on subject, is malformed ("" if it is not).
+func check(c *command, subject string) string {
+	switch {
+	case c.V != 1:
+		return "version"
+	case !isToken(c.SagaID) || !isToken(c.Saga) || !isToken(c.Step):
+		return "tokens"
+	case c.Action != "execute" && c.Action != "compensate":
+		return "action"
+	case c.Attempt < 1 || c.Seq < 1:
+		return "attempt or seq"
+	}
+	want := "saga." + c.Saga + "." + c.Step
+	if c.Action == "compensate" {
+		want += ".compensate"
+	}
+	if subject != want || c.Saga != sagaType || c.Step != stepName {
+		return "subject"
+	}
+	return ""
+}
+
+func (a *householdAgent) handle(ctx context.Context, m jetstream.Msg) {
+	var c command
+	if len(m.Data()) > maxPayload {
+		a.drop(m, "too large")
+		return
+	}
+	if err := json.Unmarshal(m.Data(), &c); err != nil {
+		a.drop(m, err.Error())
+		return
+	}
+	if why := check(&c, m.Subject()); why != "" {
+		a.drop(m, why)
+		return
+	}
+	r := a.decide(&c)
+	data, err := json.Marshal(r)
+	if err != nil {
+		a.drop(m, err.Error())
+		return
+	}
+	// Reply into JetStream and wait for the ack; only then ack the command.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	id := fmt.Sprintf("%s.%d.%s", r.SagaID, r.Seq, r.Outcome)
+	if _, err := a.js.Publish(pctx, "natsaga.reply."+c.Saga+"."+c.Step, data, jetstream.WithMsgID(id)); err != nil {
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	_ = m.Ack()
+	a.mu.Lock()
+	a.handled++
+	a.mu.Unlock()
+}
+
+// decide applies the barrier rules and the step's effect, atomically.
+func (a *householdAgent) decide(c *command) reply {
+	r := reply{V: 1, SagaID: c.SagaID, Saga: c.Saga, Step: c.Step, Action: c.Action,
+		Attempt: c.Attempt, Seq: c.Seq, Agent: a.name}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	key := c.SagaID + "/" + c.Step
+	rec := a.records[key]
+	if rec == nil {
+		rec = &record{}
+		a.records[key] = rec
+	}
+	if c.Action == "compensate" {
+		if !rec.compensated && rec.executed != nil && rec.executed.Outcome == "ok" {
+			a.applications[c.SagaID] = "cancelled"
+		}
+		rec.compensated = true // also when there was nothing to undo
+		r.Outcome = "ok"
+		return r
+	}
+	switch {
+	case rec.compensated:
+		r.Outcome, r.Reason = "failed", "refused: the step was compensated before it executed"
+	case rec.executed != nil:
+		r.Outcome, r.Reason, r.Output = rec.executed.Outcome, rec.executed.Reason, rec.executed.Output
+	default:
+		var household string
+		if err := json.Unmarshal(c.Context["household_id"], &household); err != nil || !isToken(household) {
+			r.Outcome, r.Reason = "failed", "bad household_id"
+		} else {
+			a.applications[c.SagaID] = "pending"
+			r.Outcome = "ok"
+			r.Output = map[string]any{"application_status": "pending", "applied_via": a.name}
+		}
+		rec.executed = &reply{Outcome: r.Outcome, Reason: r.Reason, Output: r.Output}
+	}
+	return r
+}
+
+func (a *householdAgent) drop(m jetstream.Msg, why string) {
+	log.Printf("foreign household: dropping malformed command on %s: %s", m.Subject(), why)
+	_ = m.Term()
+	a.mu.Lock()
+	a.dropped++
+	a.mu.Unlock()
+}
+
+func (a *householdAgent) application(sagaID string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.applications[sagaID]
+}
