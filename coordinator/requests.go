@@ -217,6 +217,10 @@ func (c *Coordinator) onRetry(m *nats.Msg) {
 		c.respond(m, messages.RetryResponse{V: messages.Version, Error: wireError(err)})
 		return
 	}
+	if err := messages.CheckToken("saga_id", req.SagaID); err != nil {
+		c.respond(m, messages.RetryResponse{V: messages.Version, Error: wireError(err)})
+		return
+	}
 	c.enqueue(func(_ time.Time, out *saga.Outbox) func(error) {
 		if err := c.engine.RetryCompensation(req.SagaID, out); err != nil {
 			if errors.Is(err, saga.ErrUnknownSaga) {
