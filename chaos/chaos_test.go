@@ -193,7 +193,7 @@ func TestChaos(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		tk := time.NewTicker(400 * time.Millisecond)
+		tk := time.NewTicker(2 * time.Second)
 		defer tk.Stop()
 		for {
 			select {
@@ -266,6 +266,12 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos figures:\n%s", report)
 	if path := os.Getenv("NATSAGA_CHAOS_REPORT"); path != "" {
 		require.NoError(t, os.WriteFile(path, report, 0o644))
+	}
+	if sum.Failed > 0 {
+		req, _ := json.Marshal(messages.ListRequest{V: messages.Version, Status: string(saga.Failed), Limit: 3})
+		if m, err := nc.Request(messages.ListSubject, req, 5*time.Second); err == nil {
+			t.Logf("failed sagas (first 3): %s", m.Data)
+		}
 	}
 	require.Equal(t, 0, sum.Failed, "no saga may end failed")
 	require.Positive(t, sum.Completed)

@@ -255,7 +255,11 @@ func (e *Engine) dispatch(x *Execution, idx int, action messages.Action, out *Ou
 	x.Attempt = 1
 	x.DispatchedTick = e.tick
 	x.gen++
-	e.deadlines.add(e.tick+x.step().TimeoutTicks+1, deadline{id: x.ID, gen: x.gen})
+	// Only an execute times out. A compensation must happen: it waits for
+	// its agent (JetStream keeps redelivering it) however many ticks pass.
+	if action == messages.Execute {
+		e.deadlines.add(e.tick+x.step().TimeoutTicks+1, deadline{id: x.ID, gen: x.gen})
+	}
 	e.send(x, "", out)
 }
 
@@ -325,22 +329,6 @@ func (e *Engine) AdvanceTick(tick int64, out *Outbox) {
 			// Superseded by a later deadline.
 		case x.Status == InProgress:
 			e.timeout(x, fmt.Sprintf("step %s not answered within %d ticks", x.step().Name, x.step().TimeoutTicks), out)
-		case x.Status == Compensating:
-			st := x.step()
-			reason := fmt.Sprintf("compensation of %s not answered within %d ticks", st.Name, st.TimeoutTicks)
-			if x.Attempt >= x.def.CompensationRetry.MaxAttempts {
-				x.Error = fmt.Sprintf("%s (after %d attempts)", reason, x.Attempt)
-				e.setAwaiting(x, false)
-				e.finish(x, Failed, x.Error, out)
-				return
-			}
-			// The resent command has a fresh tick budget; DispatchedTick
-			// records it so that Restore sets the same deadline.
-			x.Attempt++
-			x.DispatchedTick = e.tick
-			x.gen++
-			e.deadlines.add(x.DispatchedTick+st.TimeoutTicks+1, deadline{id: x.ID, gen: x.gen})
-			e.send(x, reason+": resent", out)
 		}
 	})
 }
@@ -547,7 +535,7 @@ func (e *Engine) Restore(x Execution, tick int64) error {
 	if x.Status == InProgress {
 		e.deadlines.add(x.StartedTick+d.TimeoutTicks+1, deadline{id: x.ID, whole: true})
 	}
-	if x.Current >= 0 {
+	if x.Current >= 0 && x.Action == messages.Execute {
 		p.gen++
 		e.deadlines.add(x.DispatchedTick+p.step().TimeoutTicks+1, deadline{id: x.ID, gen: p.gen})
 	}
