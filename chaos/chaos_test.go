@@ -32,6 +32,7 @@ var (
 	numSagas   = envInt("NATSAGA_CHAOS_SAGAS", 2000)
 	chaosSeed  = envInt("NATSAGA_CHAOS_SEED", 7)
 	copies     = envInt("NATSAGA_CHAOS_COPIES", 2)
+	startRate  = envInt("NATSAGA_CHAOS_RATE", 100) // sagas started per second
 	budgetCost = int64(5_000_00)
 )
 
@@ -158,15 +159,23 @@ func TestChaos(t *testing.T) {
 	// The plan: every saga, with outcomes mixed by the seed.
 	plan := makePlan(rng, numSagas)
 
-	// Starters: sixteen clients start the planned sagas, retrying with the
-	// same id until the coordinator acknowledges.
+	// Starters: sixteen clients start the planned sagas at a steady rate
+	// the system can serve, retrying with the same id until the
+	// coordinator acknowledges.
 	var next atomic.Int64
 	var startWG sync.WaitGroup
+	pace := time.NewTicker(time.Second / time.Duration(startRate))
+	defer pace.Stop()
 	for range 16 {
 		startWG.Add(1)
 		go func() {
 			defer startWG.Done()
 			for {
+				select {
+				case <-pace.C:
+				case <-ctx.Done():
+					return
+				}
 				i := int(next.Add(1)) - 1
 				if i >= len(plan) {
 					return
@@ -217,11 +226,13 @@ func TestChaos(t *testing.T) {
 	victims = append(victims, "nats-server", "nats-server")
 	rng.Shuffle(len(victims), func(i, j int) { victims[i], victims[j] = victims[j], victims[i] })
 	kills := map[string]int{}
+	// The kills are spread over the time it takes to start every saga.
+	gap := time.Duration(numSagas/startRate) * time.Second / time.Duration(len(victims)+1)
 	for _, v := range victims {
 		select {
 		case <-ctx.Done():
 			t.Fatal("chaos schedule did not finish in time")
-		case <-time.After(time.Duration(800+rng.IntN(1700)) * time.Millisecond):
+		case <-time.After(gap + time.Duration(rng.IntN(1000))*time.Millisecond):
 		}
 		var p *procs.Proc
 		switch v {
