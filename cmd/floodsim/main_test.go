@@ -239,3 +239,45 @@ func TestBin(t *testing.T) {
 	require.ErrorContains(t, err, "-bin")
 	require.Contains(t, procs.Programs, "coordinator")
 }
+
+// TestExternalStalled stops ticking when the system stops answering (here:
+// no contractor runs), and reports the sagas left unfinished as violations.
+func TestExternalStalled(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, flood.Definitions())
+	for _, role := range []string{flood.Household, flood.Government, flood.Insurer} {
+		steps, err := flood.Steps(role)
+		require.NoError(t, err)
+		opts := participant.Options{Role: role, Steps: steps}
+		if role != flood.Household {
+			opts.Init = flood.InitLedger(1_000_000_00)
+		}
+		testenv.Agent(t, url, opts)
+	}
+	// The contractor's store exists, but no contractor serves its step.
+	_, err := participant.OpenStore(context.Background(), testenv.Connect(t, url), flood.Contractor, true, 1)
+	require.NoError(t, err)
+
+	report := filepath.Join(t.TempDir(), "report.json")
+	c, err := parseFlags(append([]string{"-spawn=false", "-nats", url, "-expect-agents", "3", "-json", report,
+		"-tick-wait", "300ms", "-max-unsettled", "2"}, small...), env(), io.Discard)
+	require.NoError(t, err)
+	var stdout bytes.Buffer
+	err = run(context.Background(), c, &stdout, io.Discard)
+	require.ErrorIs(t, err, errInvariants, stdout.String())
+	require.Contains(t, stdout.String(), "stopped ticking: 2 ticks in a row did not settle")
+
+	var r struct {
+		Aborted    string `json:"aborted"`
+		Invariants struct {
+			OK         bool     `json:"ok"`
+			Violations []string `json:"violations"`
+		} `json:"invariants"`
+	}
+	data, err := os.ReadFile(report)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(data, &r))
+	require.NotEmpty(t, r.Aborted)
+	require.False(t, r.Invariants.OK)
+	require.Contains(t, strings.Join(r.Invariants.Violations, "\n"), "(elevation) not terminal")
+}

@@ -41,8 +41,10 @@ type report struct {
 	// ExtraTicks were run after Ticks for the last sagas to end.
 	ExtraTicks int `json:"extra_ticks"`
 	// UnsettledTicks did not settle within -tick-wait.
-	UnsettledTicks []int  `json:"unsettled_ticks,omitempty"`
-	Mode           string `json:"mode"`
+	UnsettledTicks []int `json:"unsettled_ticks,omitempty"`
+	// Aborted says why the run stopped ticking early, if it did.
+	Aborted string `json:"aborted,omitempty"`
+	Mode    string `json:"mode"`
 	// Planned counts the sagas the scenario planned, per type.
 	Planned  map[string]int                `json:"planned"`
 	Expected flood.Expected                `json:"expected"`
@@ -113,7 +115,7 @@ func (s *sim) collect(ctx context.Context, gov, ins flood.LedgerChange, contract
 		Sagas: map[string]map[string]int{}, Outcomes: map[flood.Outcome]int{},
 		Invariants: invariants{OK: len(violations) == 0, Violations: append([]string{}, violations...)},
 		Seed:       s.sc.Options.Seed, Households: s.sc.Options.Households, Ticks: s.sc.Options.Ticks,
-		ExtraTicks: s.extra, UnsettledTicks: s.unsettled, Mode: "external",
+		ExtraTicks: s.extra, UnsettledTicks: s.unsettled, Aborted: s.aborted, Mode: "external",
 		Planned: s.sc.Count(), Expected: s.sc.Expected,
 		Ledgers:     map[string]flood.LedgerChange{flood.Government: gov, flood.Insurer: ins},
 		StartErrors: s.startErrs,
@@ -257,6 +259,9 @@ func (r *report) print(w io.Writer) {
 	}
 	if len(r.UnsettledTicks) > 0 {
 		fmt.Fprintf(w, "ticks that did not settle in time: %v\n", r.UnsettledTicks)
+	}
+	if r.Aborted != "" {
+		fmt.Fprintf(w, "ABORTED: %s\n", r.Aborted)
 	}
 	if r.Invariants.OK {
 		fmt.Fprintf(w, "invariants: ok (%d sagas, every one terminal, none failed; ledgers match the completed sagas)\n", totals[""])

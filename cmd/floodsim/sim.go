@@ -150,6 +150,10 @@ type sim struct {
 	startErrs          []string
 
 	unsettled []int
+	// stalled counts the unsettled ticks in a row; after
+	// cfg.maxUnsettled the run stops ticking, and aborted says why.
+	stalled   int
+	aborted   string
 	extra     int
 	simulated time.Duration
 }
@@ -222,7 +226,7 @@ func (s *sim) simulate(ctx context.Context) (*report, error) {
 
 	// The clock goes on from the coordinator's tick, which a system that
 	// ran before has moved.
-	for t := 1; t <= s.sc.Options.Ticks; t++ {
+	for t := 1; t <= s.sc.Options.Ticks && s.aborted == ""; t++ {
 		tick := base.Tick + int64(t)
 		tickStart := time.Now()
 		if _, err := s.cl.tick(ctx, tick); err != nil {
@@ -234,7 +238,7 @@ func (s *sim) simulate(ctx context.Context) (*report, error) {
 		}
 	}
 	// Let the sagas still running end: they time out if nothing else.
-	for s.extra < s.cfg.maxExtraTicks {
+	for s.extra < s.cfg.maxExtraTicks && s.aborted == "" {
 		sum, err := s.cl.summary(ctx, 5)
 		if err != nil {
 			return nil, err
@@ -251,6 +255,9 @@ func (s *sim) simulate(ctx context.Context) (*report, error) {
 		if err := s.settleAndReport(ctx, t, base.Tick+int64(t), 0, base, tickStart); err != nil {
 			return nil, err
 		}
+	}
+	if s.aborted != "" {
+		fmt.Fprintf(s.out, "floodsim: stopped ticking: %s\n", s.aborted)
 	}
 	s.simulated = time.Since(began)
 	return s.collect(ctx, flood.LedgerChange{Before: govBefore}, flood.LedgerChange{Before: insBefore}, contractorBefore)
@@ -302,8 +309,13 @@ func (s *sim) settleAndReport(ctx context.Context, t int, tick int64, started in
 	if err != nil {
 		return err
 	}
-	if !settled {
+	if settled {
+		s.stalled = 0
+	} else {
 		s.unsettled = append(s.unsettled, t)
+		if s.stalled++; s.stalled >= s.cfg.maxUnsettled {
+			s.aborted = fmt.Sprintf("%d ticks in a row did not settle within %s (-max-unsettled, -tick-wait): the system is not answering", s.stalled, s.cfg.tickWait)
+		}
 	}
 	gov, err := s.ledger(ctx, flood.Government)
 	if err != nil {
