@@ -271,8 +271,11 @@ func TestBarrierConcurrentSpendsLoseNoUpdate(t *testing.T) {
 	nc := testenv.Connect(t, url)
 	var negative atomic.Int64
 	sub, err := nc.Subscribe(messages.DataSubject(bankRole, balanceKey), func(m *nats.Msg) {
-		var bal int64
-		if json.Unmarshal(m.Data, &bal) != nil || bal < 0 {
+		// State values are stored in an envelope: {"value":…,"ops":{…}}.
+		var env struct {
+			Value *int64 `json:"value"`
+		}
+		if json.Unmarshal(m.Data, &env) != nil || env.Value == nil || *env.Value < 0 {
 			negative.Add(1)
 		}
 	})

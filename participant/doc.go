@@ -5,9 +5,8 @@
 //
 // The barrier is dtm's idea without SQL. Each (saga, step) branch of a role
 // has one record in the role's state stream, next to the role's own state
-// (a budget, a fund). A step's effect and its barrier record are written in
-// one atomic JetStream batch, each message guarded by the sequence it was
-// read at, so:
+// (a budget, a fund, a household). Every write is a single JetStream
+// message guarded by the sequence it was read at, so:
 //
 //   - a redelivered execute or compensate is answered from the record and
 //     not applied twice;
@@ -17,6 +16,16 @@
 //   - two agent copies updating the same state never lose an update: the
 //     loser of a race re-reads and runs again (optimistic concurrency).
 //
+// An action that changes no state records its result in one write. An
+// action that changes one state value takes three: it claims its branch
+// (a "pending" record, which also makes a racing compensation wait), writes
+// the value in an envelope that names the action and its output, and
+// records the result. A crash between two of them is repaired by the
+// redelivered command: it finds its claim, and in the value's envelope
+// whether its write happened. An action that changes several values writes
+// them and its record in one atomic batch instead.
+//
 // Handlers therefore must have no effect other than through the [Tx] they
-// are given: they may run more than once for one command.
+// are given: they may run more than once for one command, and must read the
+// same keys each time.
 package participant

@@ -23,9 +23,9 @@ import (
 var ErrNoJetStream = errors.New("natsaga agents need JetStream: start nats-server with -js (or jetstream {} in its config)")
 
 // ErrUnavailable marks a failure to read or write the store itself (the
-// server is unreachable or slow). Do returns such errors instead of a
-// reply: the command is then delivered again, and the saga's retry budget
-// is left alone.
+// server is unreachable or slow), or a branch another command is still
+// writing. Do returns such errors instead of a reply: the command is then
+// delivered again, and the saga's retry budget is left alone.
 var ErrUnavailable = errors.New("store unavailable")
 
 // ErrConflict is returned by [Store.Do] when the optimistic retries of one
@@ -42,6 +42,11 @@ func (e *rejectError) Error() string { return e.reason }
 // retried. Any other error a handler returns is transient and retried.
 func Reject(format string, args ...any) error {
 	return &rejectError{reason: fmt.Sprintf(format, args...)}
+}
+
+func isRejectErr(err error) bool {
+	_, ok := IsReject(err)
+	return ok
 }
 
 // IsReject reports whether err is, or wraps, a business rejection, and
@@ -63,15 +68,21 @@ type Record struct {
 
 // Result is the recorded result of one action of a branch.
 type Result struct {
-	Outcome messages.Outcome `json:"outcome"`
+	Outcome messages.Outcome `json:"outcome,omitempty"`
 	Reason  string           `json:"reason,omitempty"`
 	Output  messages.Context `json:"output,omitempty"`
 	// Seq is the saga sequence number of the command that took effect.
 	Seq int `json:"seq"`
 	// Noop is set on a compensation that found nothing to undo.
-	Noop bool      `json:"noop,omitempty"`
-	At   time.Time `json:"at"`
+	Noop bool `json:"noop,omitempty"`
+	// Pending is set while the action is writing its state: the action
+	// has claimed the branch, and its outcome is not known yet.
+	Pending bool      `json:"pending,omitempty"`
+	At      time.Time `json:"at"`
 }
+
+// done reports whether r is a final result.
+func (r *Result) done() bool { return r != nil && !r.Pending }
 
 // Verdict says how [Store.Do] disposed of a command.
 type Verdict int
@@ -94,8 +105,9 @@ const (
 
 // Handler runs one step's action. Execute returns the step's output, merged
 // into the saga context; Compensate undoes the step. Both must have no
-// effect except through tx, may run more than once for one command, and
-// return [Reject] for a business rejection.
+// effect except through tx, may run more than once for one command, must
+// read the same keys each time they run for one command, and return
+// [Reject] for a business rejection.
 type Handler struct {
 	Execute    func(ctx context.Context, tx *Tx, cmd *messages.Command) (messages.Context, error)
 	Compensate func(ctx context.Context, tx *Tx, cmd *messages.Command) error
@@ -104,23 +116,34 @@ type Handler struct {
 // Store is one role's durable state and branch barrier, kept in the stream
 // [messages.StateStream] of that role. It is safe for concurrent use, also
 // by several processes.
+//
+// A state value is stored in an envelope that also lists the branches whose
+// write to it is not yet acknowledged in their barrier record. An action
+// that writes one value commits in three single-message writes, each
+// guarded by the sequence it expects: it claims its branch (record
+// "pending"), writes the value with itself in the envelope, and records its
+// result. A crash between them is repaired by the redelivered command, which
+// finds its claim and, in the envelope, whether its write happened. An
+// action that writes several values commits them all at once in an atomic
+// batch instead (slower on a one-replica file stream).
 type Store struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	role   string
-	subj   string // stream name, for the batch acks
 	// maxConflicts bounds the optimistic retries of one command.
 	maxConflicts int
 	conflicts    atomic.Int64
 
 	// Within one process, transactions on the same state key take turns
-	// (keys), and the last value this process wrote or read is reused
-	// (cache), so a hot key such as a budget costs one round trip per
-	// command instead of a read and a lost race.
-	mu    sync.Mutex
-	keys  map[string]*keyLock
-	cache map[string]cached
+	// (keys), and the last envelope this process wrote or read is reused
+	// (cache), so a hot key such as a budget costs no read per command.
+	// settled lists, per value, the branches whose result is recorded, to
+	// drop from that value's envelope at its next write.
+	mu      sync.Mutex
+	keys    map[string]*keyLock
+	cache   map[string]cached
+	settled map[string][]string
 }
 
 type keyLock struct {
@@ -129,8 +152,17 @@ type keyLock struct {
 }
 
 type cached struct {
-	data []byte
-	seq  uint64
+	env envelope
+	seq uint64
+}
+
+// envelope is how a state value is stored.
+type envelope struct {
+	Value json.RawMessage `json:"value"`
+	// Ops lists the branch actions ("<saga_id>/<step>/<action>") that
+	// wrote this value and have not yet recorded their result, with the
+	// output each will record.
+	Ops map[string]messages.Context `json:"ops,omitempty"`
 }
 
 // StreamConfig is the configuration of role's state stream, with replicas
@@ -149,8 +181,9 @@ func StreamConfig(role string, replicas int) jetstream.StreamConfig {
 }
 
 // OpenStore returns role's store, creating its stream when create is set
-// (replicas copies) or waiting for it otherwise. It returns an error when
-// the stream cannot be created or found before ctx ends.
+// (replicas copies) or waiting for it otherwise. It returns an error
+// wrapping [ErrNoJetStream] when the server has no JetStream, and another
+// when the stream cannot be created or found before ctx ends.
 func OpenStore(ctx context.Context, nc *nats.Conn, role string, create bool, replicas int) (*Store, error) {
 	if err := messages.CheckToken("role", role); err != nil {
 		return nil, err
@@ -171,8 +204,8 @@ func OpenStore(ctx context.Context, nc *nats.Conn, role string, create bool, rep
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", role, err)
 	}
-	return &Store{nc: nc, js: js, stream: st, role: role, subj: messages.StateStream(role), maxConflicts: 200,
-		keys: map[string]*keyLock{}, cache: map[string]cached{}}, nil
+	return &Store{nc: nc, js: js, stream: st, role: role, maxConflicts: 200,
+		keys: map[string]*keyLock{}, cache: map[string]cached{}, settled: map[string][]string{}}, nil
 }
 
 func waitStream(ctx context.Context, js jetstream.JetStream, name string) (jetstream.Stream, error) {
@@ -199,34 +232,61 @@ func (s *Store) Conflicts() int64 { return s.conflicts.Load() }
 // sequence (0 when absent).
 func (s *Store) Branch(ctx context.Context, sagaID, step string) (Record, uint64, error) {
 	var r Record
-	seq, err := s.read(ctx, messages.BranchSubject(s.role, sagaID, step), &r)
-	return r, seq, err
+	m, err := s.last(ctx, messages.BranchSubject(s.role, sagaID, step))
+	if err != nil || m == nil {
+		return r, 0, err
+	}
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return r, 0, fmt.Errorf("branch %s/%s: %w", sagaID, step, err)
+	}
+	return r, m.Sequence, nil
 }
 
 // Get decodes role's state value key into v and returns its sequence, 0
 // when absent (v is then untouched).
 func (s *Store) Get(ctx context.Context, key string, v any) (uint64, error) {
-	return s.read(ctx, messages.DataSubject(s.role, key), v)
+	env, seq, err := s.readEnvelope(ctx, messages.DataSubject(s.role, key))
+	if err != nil || seq == 0 {
+		return 0, err
+	}
+	if err := json.Unmarshal(env.Value, v); err != nil {
+		return 0, fmt.Errorf("state %s: %w", key, err)
+	}
+	return seq, nil
 }
 
-func (s *Store) read(ctx context.Context, subject string, v any) (uint64, error) {
+// last returns the last message on subject, nil when there is none.
+func (s *Store) last(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
 	m, err := s.stream.GetLastMsgForSubject(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
+		return nil, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("read %s: %w: %w", subject, ErrUnavailable, err)
+		return nil, fmt.Errorf("read %s: %w: %w", subject, ErrUnavailable, err)
 	}
-	if err := json.Unmarshal(m.Data, v); err != nil {
-		return 0, fmt.Errorf("read %s: %w", subject, err)
+	return m, nil
+}
+
+func (s *Store) readEnvelope(ctx context.Context, subject string) (envelope, uint64, error) {
+	var env envelope
+	m, err := s.last(ctx, subject)
+	if err != nil || m == nil {
+		return env, 0, err
 	}
-	return m.Sequence, nil
+	if err := json.Unmarshal(m.Data, &env); err != nil {
+		return env, 0, fmt.Errorf("state %s: %w", subject, err)
+	}
+	return env, m.Sequence, nil
 }
 
 // Init stores v under key unless key already has a value. It reports
 // whether it stored it.
 func (s *Store) Init(ctx context.Context, key string, v any) (bool, error) {
-	data, err := json.Marshal(v)
+	value, err := json.Marshal(v)
+	if err != nil {
+		return false, fmt.Errorf("init %s: %w", key, err)
+	}
+	data, err := json.Marshal(envelope{Value: value})
 	if err != nil {
 		return false, fmt.Errorf("init %s: %w", key, err)
 	}
@@ -241,19 +301,25 @@ func (s *Store) Init(ctx context.Context, key string, v any) (bool, error) {
 }
 
 // Tx is a handler's view of the role's state during one command. Reads
-// remember the sequence they saw; writes are committed together with the
-// branch record, and only if nothing read has changed since.
+// remember the sequence they saw; writes are committed with the branch's
+// record, and only if nothing read has changed since.
 type Tx struct {
-	ctx    context.Context
-	store  *Store
-	seqs   map[string]uint64
+	ctx   context.Context
+	store *Store
+	op    string // this branch action, as named in envelopes
+	reads map[string]cached
+	// writes in the order of their first Put.
 	writes []write
 	locked []string
+	// applied holds the output recorded in an envelope by an earlier run
+	// of this very action: its write happened, so this run's is dropped.
+	applied messages.Context
+	found   string // the value whose envelope named this action
 }
 
 type write struct {
 	subject string
-	data    []byte
+	value   json.RawMessage
 }
 
 // Get decodes the state value key into v. It reports false, leaving v
@@ -262,47 +328,54 @@ type write struct {
 // reads several keys must read them in one fixed order.
 func (tx *Tx) Get(key string, v any) (bool, error) {
 	subj := messages.DataSubject(tx.store.role, key)
-	if seq, ok := tx.seqs[subj]; ok {
-		if w := tx.pending(subj); w != nil {
-			return true, json.Unmarshal(w, v)
+	for _, w := range tx.writes {
+		if w.subject == subj {
+			return true, json.Unmarshal(w.value, v)
 		}
-		c, _ := tx.store.cached(subj)
-		if seq == 0 {
-			return false, nil
-		}
-		return true, json.Unmarshal(c.data, v)
 	}
-	tx.store.lock(subj)
-	tx.locked = append(tx.locked, subj)
-	if c, ok := tx.store.cached(subj); ok {
-		if err := json.Unmarshal(c.data, v); err != nil {
-			return false, fmt.Errorf("read %s: %w", subj, err)
+	c, ok := tx.reads[subj]
+	if !ok {
+		tx.store.lock(subj)
+		tx.locked = append(tx.locked, subj)
+		var err error
+		if c, ok = tx.store.cached(subj); !ok {
+			if c.env, c.seq, err = tx.store.readEnvelope(tx.ctx, subj); err != nil {
+				return false, err
+			}
+			tx.store.remember(subj, c)
 		}
-		tx.seqs[subj] = c.seq
-		return true, nil
+		tx.reads[subj] = c
+		if out, ok := c.env.Ops[tx.op]; ok {
+			tx.applied, tx.found = out, subj
+		}
 	}
-	m, err := tx.store.stream.GetLastMsgForSubject(tx.ctx, subj)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		tx.seqs[subj] = 0
+	if c.seq == 0 {
 		return false, nil
 	}
-	if err != nil {
-		return false, fmt.Errorf("read %s: %w: %w", subj, ErrUnavailable, err)
+	if err := json.Unmarshal(c.env.Value, v); err != nil {
+		return false, fmt.Errorf("state %s: %w", key, err)
 	}
-	if err := json.Unmarshal(m.Data, v); err != nil {
-		return false, fmt.Errorf("read %s: %w", subj, err)
-	}
-	tx.store.remember(subj, m.Data, m.Sequence)
-	tx.seqs[subj] = m.Sequence
 	return true, nil
 }
 
-func (tx *Tx) pending(subj string) []byte {
-	for _, w := range tx.writes {
-		if w.subject == subj {
-			return w.data
+// Put sets the state value key to v when the command commits. key must have
+// been read with Get in this transaction.
+func (tx *Tx) Put(key string, v any) error {
+	subj := messages.DataSubject(tx.store.role, key)
+	if _, ok := tx.reads[subj]; !ok {
+		return fmt.Errorf("put %s: read it with Get first", key)
+	}
+	value, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	for i := range tx.writes {
+		if tx.writes[i].subject == subj {
+			tx.writes[i].value = value
+			return nil
 		}
 	}
+	tx.writes = append(tx.writes, write{subject: subj, value: value})
 	return nil
 }
 
@@ -344,140 +417,295 @@ func (s *Store) cached(subj string) (cached, bool) {
 	return c, ok
 }
 
-// remember caches a state value. The cache holds one entry per key the
-// process touched: state keys are few (a ledger, one per household).
-func (s *Store) remember(subj string, data []byte, seq uint64) {
+// remember caches a state value's envelope. The cache holds one entry per
+// key the process touched: state keys are few (a ledger, one per
+// household).
+func (s *Store) remember(subj string, c cached) {
 	s.mu.Lock()
-	s.cache[subj] = cached{data: data, seq: seq}
+	s.cache[subj] = c
 	s.mu.Unlock()
 }
 
-func (s *Store) forget(subjs map[string]uint64) {
+func (s *Store) forget(reads map[string]cached) {
 	s.mu.Lock()
-	for subj := range subjs {
+	for subj := range reads {
 		delete(s.cache, subj)
 	}
 	s.mu.Unlock()
 }
 
-// Put sets the state value key to v when the command commits. key must have
-// been read with Get in this transaction.
-func (tx *Tx) Put(key string, v any) error {
-	subj := messages.DataSubject(tx.store.role, key)
-	if _, ok := tx.seqs[subj]; !ok {
-		return fmt.Errorf("put %s: read it with Get first", key)
-	}
-	data, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
-	}
-	for i := range tx.writes {
-		if tx.writes[i].subject == subj {
-			tx.writes[i].data = data
-			return nil
-		}
-	}
-	tx.writes = append(tx.writes, write{subject: subj, data: data})
-	return nil
+// settle notes that op's result is recorded, so the next write of subj
+// drops op from its envelope.
+func (s *Store) settle(subj, op string) {
+	s.mu.Lock()
+	s.settled[subj] = append(s.settled[subj], op)
+	s.mu.Unlock()
 }
 
 // Do runs cmd's action through the barrier with h, and returns the reply to
-// send and how the command was disposed of. It returns an error only when
-// the store cannot be read or written; the command should then be retried
-// (redelivered) later.
+// send and how the command was disposed of. It returns an error wrapping
+// [ErrUnavailable] or [ErrConflict] when the store cannot be read or
+// written, or another command is writing the branch; the command should
+// then be delivered again later.
 func (s *Store) Do(ctx context.Context, cmd *messages.Command, h Handler) (messages.Reply, Verdict, error) {
-	branch := messages.BranchSubject(s.role, cmd.SagaID, cmd.Step)
+	b := &branch{s: s, cmd: cmd, h: h, subject: messages.BranchSubject(s.role, cmd.SagaID, cmd.Step),
+		op: cmd.SagaID + "/" + cmd.Step + "/" + string(cmd.Action)}
 	// An execute is usually the branch's first record, so the first try
 	// assumes there is none and skips the read; a conflict corrects it.
-	var rec Record
-	var recSeq uint64
 	known := cmd.Action == messages.Execute
 	for attempt := range s.maxConflicts {
 		if !known {
 			var err error
-			if rec, recSeq, err = s.Branch(ctx, cmd.SagaID, cmd.Step); err != nil {
+			if b.rec, b.seq, err = s.Branch(ctx, cmd.SagaID, cmd.Step); err != nil {
 				return messages.Reply{}, Transient, err
 			}
 		}
 		known = false
-		reply, verdict, tx, done, err := s.decide(ctx, cmd, h, &rec)
-		if done {
-			if tx != nil {
-				tx.release()
-			}
-			return reply, verdict, err
-		}
-		data, err := json.Marshal(rec)
-		if err != nil {
-			tx.release()
-			return messages.Reply{}, Transient, fmt.Errorf("encode record: %w", err)
-		}
-		err = s.commit(ctx, tx, write{subject: branch, data: data}, recSeq)
-		tx.release()
-		if err != nil && !isConflict(err) {
-			err = fmt.Errorf("commit %s: %w: %w", branch, ErrUnavailable, err)
-		}
+		reply, verdict, err := b.run(ctx)
 		if isConflict(err) {
 			s.conflicts.Add(1)
-			s.forget(tx.seqs)
-			rec = Record{}
+			b.rec, b.seq = Record{}, 0
 			backoff(attempt)
 			continue
 		}
-		if err != nil {
-			s.forget(tx.seqs)
-			return messages.Reply{}, Transient, err
-		}
-		return reply, verdict, nil
+		return reply, verdict, err
 	}
 	return messages.Reply{}, Transient, fmt.Errorf("%s %s %s: %w", cmd.SagaID, cmd.Step, cmd.Action, ErrConflict)
 }
 
-// decide applies the barrier rules to rec and, when the handler must run,
-// runs it. It updates rec to the record to store; done means there is
-// nothing to store and reply is final. The caller releases the returned
-// transaction, when there is one.
-func (s *Store) decide(ctx context.Context, cmd *messages.Command, h Handler, rec *Record) (messages.Reply, Verdict, *Tx, bool, error) {
-	now := time.Now().UTC()
-	tx := &Tx{ctx: ctx, store: s, seqs: map[string]uint64{}}
+// branch is one command's passage through the barrier.
+type branch struct {
+	s       *Store
+	cmd     *messages.Command
+	h       Handler
+	subject string
+	op      string
+	rec     Record
+	seq     uint64
+}
+
+// run applies the barrier rules to the record read, runs the handler when
+// they say so, and commits. A conflict error means the record or a value
+// changed under it: read again and rerun.
+func (b *branch) run(ctx context.Context) (messages.Reply, Verdict, error) {
+	cmd, rec := b.cmd, &b.rec
+	var mine **Result // the action's own result in the record
 	if cmd.Action == messages.Execute {
 		switch {
 		case rec.Compensate != nil:
-			return messages.ReplyTo(cmd, messages.Failed, "refused: the step was compensated before it executed"), Refused, nil, true, nil
-		case rec.Execute != nil:
-			return fromResult(cmd, rec.Execute), Duplicate, nil, true, nil
+			return messages.ReplyTo(cmd, messages.Failed, "refused: the step was compensated before it executed"), Refused, nil
+		case rec.Execute.done():
+			return fromResult(cmd, rec.Execute), Duplicate, nil
 		}
-		out, err := h.Execute(ctx, tx, cmd)
-		if reason, ok := IsReject(err); ok {
-			tx.writes = nil
-			rec.Execute = &Result{Outcome: messages.Failed, Reason: reason, Seq: cmd.Seq, At: now}
-		} else if errors.Is(err, ErrUnavailable) {
-			return messages.Reply{}, Transient, tx, true, err
-		} else if err != nil {
-			return messages.ReplyTo(cmd, messages.Error, err.Error()), Transient, tx, true, nil
-		} else {
-			rec.Execute = &Result{Outcome: messages.OK, Output: out, Seq: cmd.Seq, At: now}
+		mine = &rec.Execute
+	} else {
+		switch {
+		case rec.Compensate.done():
+			return fromResult(cmd, rec.Compensate), Duplicate, nil
+		case rec.Execute != nil && rec.Execute.Pending:
+			return messages.Reply{}, Transient, fmt.Errorf("compensate %s: its execute is still being written: %w", b.op, ErrUnavailable)
+		case rec.Execute == nil || rec.Execute.Outcome != messages.OK:
+			rec.Compensate = &Result{Outcome: messages.OK, Noop: true, Seq: cmd.Seq, At: time.Now().UTC(), Reason: "nothing to undo"}
+			return fromResult(cmd, rec.Compensate), Noop, b.record(ctx)
 		}
-		return fromResult(cmd, rec.Execute), Applied, tx, false, nil
+		mine = &rec.Compensate
 	}
+
+	tx := &Tx{ctx: ctx, store: b.s, op: b.op, reads: map[string]cached{}}
+	defer tx.release()
+	claimed := *mine != nil // an earlier run got as far as claiming the branch
+	out, err := b.handle(ctx, tx)
 	switch {
-	case rec.Compensate != nil:
-		return fromResult(cmd, rec.Compensate), Duplicate, nil, true, nil
-	case rec.Execute == nil || rec.Execute.Outcome != messages.OK:
-		rec.Compensate = &Result{Outcome: messages.OK, Noop: true, Seq: cmd.Seq, At: now, Reason: "nothing to undo"}
-		return fromResult(cmd, rec.Compensate), Noop, tx, false, nil
-	}
-	if err := h.Compensate(ctx, tx, cmd); err != nil {
-		if errors.Is(err, ErrUnavailable) {
-			return messages.Reply{}, Transient, tx, true, err
+	case tx.found != "":
+		// An earlier run of this action wrote its value and died before
+		// recording its result: record it now, apply nothing.
+		*mine = &Result{Outcome: messages.OK, Output: tx.applied, Seq: cmd.Seq, At: time.Now().UTC()}
+		tx.writes = nil
+		if err := b.record(ctx); err != nil {
+			return messages.Reply{}, Transient, err
 		}
-		if reason, ok := IsReject(err); ok {
-			return messages.ReplyTo(cmd, messages.Failed, reason), Transient, tx, true, nil
+		b.s.settle(tx.found, b.op)
+		return fromResult(cmd, *mine), Applied, nil
+	case errors.Is(err, ErrUnavailable):
+		return messages.Reply{}, Transient, err
+	case err != nil && claimed && cmd.Action == messages.Execute && !isRejectErr(err):
+		// A claimed execute must end with a recorded result, or its
+		// compensation would wait for ever: have this command delivered
+		// again rather than answer with a transient error.
+		return messages.Reply{}, Transient, fmt.Errorf("execute %s: %w: %w", b.op, ErrUnavailable, err)
+	case err != nil:
+		reason, rejected := IsReject(err)
+		if !rejected || cmd.Action == messages.Compensate {
+			// Nothing is recorded: a transient error, or a compensation
+			// that could not be done yet, is tried again later.
+			outcome := messages.Error
+			if rejected {
+				outcome = messages.Failed
+			} else {
+				reason = err.Error()
+			}
+			return messages.ReplyTo(cmd, outcome, reason), Transient, nil
 		}
-		return messages.ReplyTo(cmd, messages.Error, err.Error()), Transient, tx, true, nil
+		*mine = &Result{Outcome: messages.Failed, Reason: reason, Seq: cmd.Seq, At: time.Now().UTC()}
+		tx.writes = nil
+	default:
+		*mine = &Result{Outcome: messages.OK, Output: out, Seq: cmd.Seq, At: time.Now().UTC()}
 	}
-	rec.Compensate = &Result{Outcome: messages.OK, Seq: cmd.Seq, At: now}
-	return fromResult(cmd, rec.Compensate), Applied, tx, false, nil
+	result := *mine
+	if err := b.commit(ctx, tx, mine, result); err != nil {
+		return messages.Reply{}, Transient, err
+	}
+	return fromResult(cmd, result), Applied, nil
+}
+
+func (b *branch) handle(ctx context.Context, tx *Tx) (messages.Context, error) {
+	if b.cmd.Action == messages.Execute {
+		return b.h.Execute(ctx, tx, b.cmd)
+	}
+	return nil, b.h.Compensate(ctx, tx, b.cmd)
+}
+
+// commit stores result as the action's outcome, with the values tx wrote.
+func (b *branch) commit(ctx context.Context, tx *Tx, mine **Result, result *Result) error {
+	switch len(tx.writes) {
+	case 0:
+		return b.record(ctx)
+	case 1:
+		// Claim the branch, write the value naming the claim, record the
+		// result. A redelivery after a crash between two of these finds
+		// the claim, and in the value whether its write happened.
+		*mine = &Result{Pending: true, Seq: b.cmd.Seq, At: result.At}
+		if err := b.record(ctx); err != nil {
+			return err
+		}
+		if err := b.writeValue(ctx, tx, result.Output); err != nil {
+			return err
+		}
+		*mine = result
+		if err := b.record(ctx); err != nil {
+			return err
+		}
+		b.s.settle(tx.writes[0].subject, b.op)
+		return nil
+	}
+	return b.batch(ctx, tx)
+}
+
+// record writes the branch record, guarded by the sequence it was read at,
+// and keeps the new sequence.
+func (b *branch) record(ctx context.Context) error {
+	data, err := json.Marshal(b.rec)
+	if err != nil {
+		return fmt.Errorf("encode record: %w", err)
+	}
+	ack, err := b.s.js.Publish(ctx, b.subject, data, jetstream.WithExpectLastSequencePerSubject(b.seq))
+	if err != nil {
+		return wrapWrite(b.subject, err)
+	}
+	b.seq = ack.Sequence
+	return nil
+}
+
+// writeValue writes tx's one value in an envelope that names this action
+// and drops the actions this process knows are settled.
+func (b *branch) writeValue(ctx context.Context, tx *Tx, out messages.Context) error {
+	w := tx.writes[0]
+	read := tx.reads[w.subject]
+	env := envelope{Value: w.value, Ops: map[string]messages.Context{}}
+	b.s.mu.Lock()
+	settled := b.s.settled[w.subject]
+	b.s.mu.Unlock()
+	for op, o := range read.env.Ops {
+		env.Ops[op] = o
+	}
+	for _, op := range settled {
+		delete(env.Ops, op)
+	}
+	if out == nil {
+		out = messages.Context{}
+	}
+	env.Ops[b.op] = out
+	data, err := json.Marshal(env)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", w.subject, err)
+	}
+	ack, err := b.s.js.Publish(ctx, w.subject, data, jetstream.WithExpectLastSequencePerSubject(read.seq))
+	if err != nil {
+		b.s.forget(tx.reads)
+		return wrapWrite(w.subject, err)
+	}
+	b.s.remember(w.subject, cached{env: env, seq: ack.Sequence})
+	b.s.mu.Lock()
+	b.s.settled[w.subject] = b.s.settled[w.subject][len(settled):]
+	b.s.mu.Unlock()
+	return nil
+}
+
+// batch writes every value of tx and the branch record in one atomic
+// batch, each guarded by the sequence it was read at.
+func (b *branch) batch(ctx context.Context, tx *Tx) error {
+	type msg struct {
+		subject string
+		data    []byte
+		seq     uint64
+	}
+	var msgs []msg
+	for _, w := range tx.writes {
+		read := tx.reads[w.subject]
+		data, err := json.Marshal(envelope{Value: w.value, Ops: read.env.Ops})
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", w.subject, err)
+		}
+		msgs = append(msgs, msg{w.subject, data, read.seq})
+	}
+	data, err := json.Marshal(b.rec)
+	if err != nil {
+		return fmt.Errorf("encode record: %w", err)
+	}
+	msgs = append(msgs, msg{b.subject, data, b.seq})
+	id := nuid.Next()
+	for i, m := range msgs {
+		nm := nats.NewMsg(m.subject)
+		nm.Data = m.data
+		nm.Header.Set("Nats-Batch-Id", id)
+		nm.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
+		nm.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(m.seq, 10))
+		if i < len(msgs)-1 {
+			if err := b.s.nc.PublishMsg(nm); err != nil {
+				return fmt.Errorf("batch publish: %w: %w", ErrUnavailable, err)
+			}
+			continue
+		}
+		nm.Header.Set("Nats-Batch-Commit", "1")
+		resp, err := b.s.nc.RequestMsgWithContext(ctx, nm)
+		if err != nil {
+			return fmt.Errorf("batch commit: %w: %w", ErrUnavailable, err)
+		}
+		var ack struct {
+			Seq   uint64              `json:"seq"`
+			Count int                 `json:"count"`
+			Error *jetstream.APIError `json:"error"`
+		}
+		if err := json.Unmarshal(resp.Data, &ack); err != nil {
+			return fmt.Errorf("batch commit ack: %w: %w", ErrUnavailable, err)
+		}
+		if ack.Error != nil {
+			b.s.forget(tx.reads)
+			return wrapWrite(b.subject, ack.Error)
+		}
+		if ack.Count != len(msgs) {
+			return fmt.Errorf("batch commit stored %d of %d messages: %w", ack.Count, len(msgs), ErrUnavailable)
+		}
+		// An atomic batch is stored at consecutive sequences ending at
+		// the commit's.
+		first := ack.Seq - uint64(len(msgs)-1)
+		for i, w := range tx.writes {
+			read := tx.reads[w.subject]
+			b.s.remember(w.subject, cached{env: envelope{Value: w.value, Ops: read.env.Ops}, seq: first + uint64(i)})
+		}
+		b.seq = ack.Seq
+	}
+	return nil
 }
 
 func fromResult(cmd *messages.Command, r *Result) messages.Reply {
@@ -486,67 +714,13 @@ func fromResult(cmd *messages.Command, r *Result) messages.Reply {
 	return reply
 }
 
-// commit writes tx's writes and the branch record in one atomic batch, each
-// guarded by the sequence it was read at.
-func (s *Store) commit(ctx context.Context, tx *Tx, branch write, branchSeq uint64) error {
-	if len(tx.writes) == 0 {
-		_, err := s.js.Publish(ctx, branch.subject, branch.data, jetstream.WithExpectLastSequencePerSubject(branchSeq))
-		return err
+// wrapWrite keeps a conflict recognisable and marks any other write
+// failure as the store being unavailable.
+func wrapWrite(subject string, err error) error {
+	if isConflict(err) {
+		return fmt.Errorf("write %s: %w", subject, err)
 	}
-	// An atomic batch is stored at consecutive sequences ending at the
-	// commit's, so each write's new sequence is known from the ack.
-	last, err := s.commitBatch(ctx, tx, branch, branchSeq)
-	if err != nil {
-		return err
-	}
-	first := last - uint64(len(tx.writes))
-	for i, w := range tx.writes {
-		s.remember(w.subject, w.data, first+uint64(i))
-	}
-	return nil
-}
-
-func (s *Store) commitBatch(ctx context.Context, tx *Tx, branch write, branchSeq uint64) (uint64, error) {
-	id := nuid.Next()
-	all := append(tx.writes, branch)
-	for i, w := range all {
-		m := nats.NewMsg(w.subject)
-		m.Data = w.data
-		m.Header.Set("Nats-Batch-Id", id)
-		m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
-		seq := branchSeq
-		if i < len(tx.writes) {
-			seq = tx.seqs[w.subject]
-		}
-		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(seq, 10))
-		if i < len(all)-1 {
-			if err := s.nc.PublishMsg(m); err != nil {
-				return 0, fmt.Errorf("batch publish: %w", err)
-			}
-			continue
-		}
-		m.Header.Set("Nats-Batch-Commit", "1")
-		resp, err := s.nc.RequestMsgWithContext(ctx, m)
-		if err != nil {
-			return 0, fmt.Errorf("batch commit: %w", err)
-		}
-		var ack struct {
-			Seq   uint64              `json:"seq"`
-			Count int                 `json:"count"`
-			Error *jetstream.APIError `json:"error"`
-		}
-		if err := json.Unmarshal(resp.Data, &ack); err != nil {
-			return 0, fmt.Errorf("batch commit ack: %w", err)
-		}
-		if ack.Error != nil {
-			return 0, fmt.Errorf("batch commit: %w", ack.Error)
-		}
-		if ack.Count != len(all) {
-			return 0, fmt.Errorf("batch commit stored %d of %d messages", ack.Count, len(all))
-		}
-		return ack.Seq, nil
-	}
-	return 0, errors.New("empty batch")
+	return fmt.Errorf("write %s: %w: %w", subject, ErrUnavailable, err)
 }
 
 // backoff spaces out the optimistic retries of a hot key.
