@@ -56,15 +56,20 @@ func MissingOutcomes(counts map[Outcome]int) []Outcome {
 	return missing
 }
 
-// failingSteps maps "<saga>.<step>" to the outcome of a business failure of
-// that step.
-var failingSteps = map[string]Outcome{
-	Subsidy + ".government_evaluates":  OutcomeBudget,
-	Subsidy + ".budget_deducted":       OutcomeBudget,
-	Elevation + ".government_approves": OutcomeBudget,
-	Insurance + ".insurer_evaluates":   OutcomeDeductible,
-	Insurance + ".payout_issued":       OutcomeFund,
-	Elevation + ".contractor_elevates": OutcomeContractor,
+// businessFailure returns the outcome of a business failure of step of
+// sagaType.
+func businessFailure(sagaType, step string) Outcome {
+	switch sagaType + "." + step {
+	case Subsidy + ".government_evaluates", Subsidy + ".budget_deducted", Elevation + ".government_approves":
+		return OutcomeBudget
+	case Insurance + ".insurer_evaluates":
+		return OutcomeDeductible
+	case Insurance + ".payout_issued":
+		return OutcomeFund
+	case Elevation + ".contractor_elevates":
+		return OutcomeContractor
+	}
+	return OutcomeRolledBackOther
 }
 
 // Classify returns how x ended. A rollback is a business failure of the
@@ -91,10 +96,7 @@ func Classify(x *saga.Execution) Outcome {
 	if slices.Contains(x.Compensated, failed) {
 		return OutcomeRolledBackOther
 	}
-	if o, ok := failingSteps[x.Saga+"."+failed]; ok {
-		return o
-	}
-	return OutcomeRolledBackOther
+	return businessFailure(x.Saga, failed)
 }
 
 func definition(subject string) *saga.Definition {

@@ -43,14 +43,15 @@ type ScenarioOptions struct {
 }
 
 // Validate returns an error when o has a negative count, or more than
-// 100,000 households or ticks.
+// 100,000 households or ticks. Zero counts are valid: they mean the
+// defaults.
 func (o ScenarioOptions) Validate() error {
 	var errs []error
 	if o.Households < 0 || o.Households > 100_000 {
-		errs = append(errs, fmt.Errorf("households %d: want 1 to 100000", o.Households))
+		errs = append(errs, fmt.Errorf("households %d: want 0 (the default) to 100000", o.Households))
 	}
 	if o.Ticks < 0 || o.Ticks > 100_000 {
-		errs = append(errs, fmt.Errorf("ticks %d: want 1 to 100000", o.Ticks))
+		errs = append(errs, fmt.Errorf("ticks %d: want 0 (the default) to 100000", o.Ticks))
 	}
 	return errors.Join(errs...)
 }
