@@ -69,6 +69,10 @@ func roles() []string {
 	return []string{flood.Household, flood.Government, flood.Insurer, flood.Contractor}
 }
 
+// parseFlags parses floodsim's command line, with defaults from getenv
+// (NATS_URL, NATS_USER, NATS_PASSWORD, NATS_INBOX_PREFIX), writing usage
+// and flag errors to stderr. It returns flag.ErrHelp for -h, and an error
+// for an unknown, malformed or inconsistent flag.
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	c := config{copies: map[string]int{}}
 	fs := flag.NewFlagSet("floodsim", flag.ContinueOnError)
@@ -111,6 +115,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	return c, c.validate()
 }
 
+// validate returns an error naming every flag of c that is out of range.
 func (c *config) validate() error {
 	var errs []error
 	if c.scenario.Households < 1 || c.scenario.Ticks < 1 {
