@@ -65,8 +65,9 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	want := c.expectAgents
 	conn := c.conn
 	var sys *system
+	l := ledgers{budget: sc.GovernmentBudget, fund: sc.InsurerFund}
 	if c.spawn {
-		l := ledgers{budget: cmp.Or(c.budget, sc.GovernmentBudget), fund: cmp.Or(c.fund, sc.InsurerFund)}
+		l = ledgers{budget: cmp.Or(c.budget, sc.GovernmentBudget), fund: cmp.Or(c.fund, sc.InsurerFund)}
 		fmt.Fprintf(stdout, "floodsim: building and starting the coordinator and %d agents...\n", c.spawned())
 		if sys, err = startSystem(ctx, &c, l, stderr, log); err != nil {
 			return err
@@ -89,7 +90,7 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	defer cli.Drain(nc, 5*time.Second)
 
 	s := &sim{cfg: &c, sc: sc, cl: &client{nc: nc, log: log}, sys: sys, out: stdout, log: log,
-		started: map[string]string{}, uncertain: map[string]string{}, want: want}
+		started: map[string]string{}, uncertain: map[string]string{}, want: want, opening: l}
 	if err := s.waitReady(ctx); err != nil {
 		return err
 	}
@@ -140,6 +141,8 @@ type sim struct {
 	log *slog.Logger
 	// want is how many agents must answer.
 	want int
+	// opening are the ledgers the run is sized for.
+	opening ledgers
 
 	stores map[string]*participant.Store
 
@@ -219,9 +222,10 @@ func (s *sim) simulate(ctx context.Context) (*report, error) {
 	}
 	fmt.Fprintf(s.out, "floodsim: seed %d, %d households, %d ticks, %d sagas planned; government budget %s, insurer fund %s\n",
 		s.sc.Options.Seed, s.sc.Options.Households, s.sc.Options.Ticks, total(s.sc.Count()), money(govBefore.Balance), money(insBefore.Balance))
-	if !s.cfg.spawn && (govBefore.Balance != s.sc.GovernmentBudget || insBefore.Balance != s.sc.InsurerFund) {
-		fmt.Fprintf(s.out, "floodsim: note: the scenario is sized for a government budget of %d and an insurer fund of %d cents "+
-			"(the agents' -ledger); with other ledgers the outcomes differ\n", s.sc.GovernmentBudget, s.sc.InsurerFund)
+	if govBefore.Balance != s.opening.budget || insBefore.Balance != s.opening.fund {
+		fmt.Fprintf(s.out, "floodsim: note: the run is sized for a government budget of %d and an insurer fund of %d cents "+
+			"(the agents' -ledger; a reused -data keeps what earlier runs left); with other ledgers the outcomes differ\n",
+			s.opening.budget, s.opening.fund)
 	}
 
 	// The clock goes on from the coordinator's tick, which a system that
