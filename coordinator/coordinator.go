@@ -284,6 +284,12 @@ func (c *Coordinator) loop(ctx context.Context) error {
 			d(err)
 		}
 		if err != nil {
+			if ctx.Err() != nil {
+				// Stopped while committing: a clean stop. What the batch
+				// did not store is redone by the next coordinator (its
+				// inputs are not acknowledged).
+				return nil
+			}
 			return err
 		}
 		if at, ok := c.engine.NextWake(); ok {
