@@ -1,6 +1,7 @@
 package saga
 
 import (
+	"slices"
 	"time"
 
 	"github.com/natsaga/natsaga/messages"
@@ -89,7 +90,10 @@ type Transition struct {
 func (x *Execution) Clone() Execution {
 	c := *x
 	c.Context = x.Context.Clone()
-	c.Completed = append([]string(nil), x.Completed...)
+	// slices.Clone keeps an empty list empty rather than nil, so that a
+	// saga with no step done shows "completed_steps":[] in a status answer
+	// as it does in the bucket, not null.
+	c.Completed = slices.Clone(x.Completed)
 	c.Compensated = append([]string(nil), x.Compensated...)
 	c.History = append([]Transition(nil), x.History...)
 	if x.Results != nil {
