@@ -135,3 +135,38 @@ func TestCoordinatorAndServerRestartResume(t *testing.T) {
 		require.Equal(t, 1, runs[id+"/debit/execute"], "debit of %s", id)
 	}
 }
+
+// TestStartRetriedAfterTheSagaFinished checks that a start retried with the
+// same id after its saga finished answers with the finished saga and runs
+// nothing again.
+func TestStartRetriedAfterTheSagaFinished(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+	var runs atomic.Int32
+	handler := participant.Handler{
+		Execute: func(context.Context, *participant.Tx, *messages.Command) (messages.Context, error) {
+			runs.Add(1)
+			return nil, nil
+		},
+		Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil },
+	}
+	testenv.Agent(t, url, participant.Options{Role: "bank", Steps: []participant.Step{
+		{Saga: "transfer", Name: "debit", Handler: handler}, {Saga: "transfer", Name: "credit", Handler: handler}}})
+	nc := testenv.Connect(t, url)
+	req := messages.StartRequest{V: messages.Version, SagaID: "order-17", Context: messages.Context{}}
+	var first messages.StartResponse
+	testenv.Request(t, nc, messages.StartSubject("transfer"), req, &first)
+	require.Nil(t, first.Error)
+	require.Equal(t, "order-17", first.SagaID)
+	testenv.WaitStatus(t, nc, "order-17", saga.Completed)
+
+	var again messages.StartResponse
+	testenv.Request(t, nc, messages.StartSubject("transfer"), req, &again)
+	require.Nil(t, again.Error)
+	require.Equal(t, "order-17", again.SagaID)
+	require.Equal(t, string(saga.Completed), again.Status)
+	s := testenv.Summary(t, nc)
+	require.Equal(t, 1, s.Completed)
+	require.Equal(t, 0, s.Active)
+	require.Equal(t, int32(2), runs.Load())
+}

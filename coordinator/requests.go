@@ -86,22 +86,33 @@ func (c *Coordinator) onStart(m *nats.Msg) {
 		c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
 		return
 	}
-	if req.SagaID != "" {
-		if err := messages.CheckToken("saga_id", req.SagaID); err != nil {
-			c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
+	if req.SagaID == "" {
+		c.enqueue(c.startInput(m, sagaType, req))
+		return
+	}
+	if err := messages.CheckToken("saga_id", req.SagaID); err != nil {
+		c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
+		return
+	}
+	// A client-chosen id may name a saga that finished long ago and is
+	// only in the bucket. Look there off the subscription's goroutine, so
+	// starts are not served one bucket read at a time; a saga finishing
+	// meanwhile is still known to the engine (Start returns ErrTerminal).
+	go func() {
+		if c.answerFinished(m, req.SagaID) {
 			return
 		}
-		// A finished saga is no longer in memory: look in the bucket.
-		if e, err := c.kv.Get(context.Background(), sagaKeyPf+req.SagaID); err == nil {
-			var x saga.Execution
-			if json.Unmarshal(e.Value(), &x) == nil && x.Status.Terminal() {
-				c.respond(m, messages.StartResponse{V: messages.Version, SagaID: x.ID, Status: string(x.Status)})
-				return
-			}
-		}
-	}
-	c.enqueue(func(_ time.Time, out *saga.Outbox) func(error) {
+		c.enqueue(c.startInput(m, sagaType, req))
+	}()
+}
+
+func (c *Coordinator) startInput(m *nats.Msg, sagaType string, req messages.StartRequest) input {
+	return func(_ time.Time, out *saga.Outbox) func(error) {
 		x, err := c.engine.Start(req.SagaID, sagaType, req.Context, out)
+		if errors.Is(err, saga.ErrTerminal) {
+			// Answer once the batch that may hold its end is stored.
+			return func(error) { go c.answerFinished(m, req.SagaID) }
+		}
 		if err != nil {
 			c.log.Warn("start refused", "saga", sagaType, "err", err)
 			c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
@@ -114,7 +125,24 @@ func (c *Coordinator) onStart(m *nats.Msg) {
 			}
 			c.respond(m, resp)
 		}
-	})
+	}
+}
+
+// answerFinished answers a start request for id from the bucket when id
+// names a finished saga, and reports whether it did.
+func (c *Coordinator) answerFinished(m *nats.Msg, id string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e, err := c.kv.Get(ctx, sagaKeyPf+id)
+	if err != nil {
+		return false
+	}
+	var x saga.Execution
+	if json.Unmarshal(e.Value(), &x) != nil || !x.Status.Terminal() {
+		return false
+	}
+	c.respond(m, messages.StartResponse{V: messages.Version, SagaID: x.ID, Status: string(x.Status)})
+	return true
 }
 
 func (c *Coordinator) onTick(m *nats.Msg) {

@@ -193,6 +193,9 @@ type Summary struct {
 	// answer yet (neither a result nor "working"). A simulation waits for
 	// it to reach zero before the next tick.
 	Awaiting int `json:"awaiting"`
+	// Retrying counts active sagas waiting out the backoff before a retry.
+	// A simulation that waits for quiet waits for both to reach zero.
+	Retrying int `json:"retrying"`
 }
 
 // StatusRequest asks for one saga's state and history.

@@ -252,9 +252,9 @@ func TestWireFormat(t *testing.T) {
 	ev := messages.Event{V: 1, SagaID: "s1", Saga: "subsidy", Status: "rolled_back", Tick: 4}
 	require.JSONEq(t, `{"v":1,"saga_id":"s1","saga":"subsidy","status":"rolled_back","tick":4}`, string(mustJSON(t, ev)))
 
-	s := messages.Summary{V: 1, Tick: 9, Registered: 3, Active: 2, Completed: 5, RolledBack: 1, TimedOut: 1, Failed: 1, Awaiting: 2}
+	s := messages.Summary{V: 1, Tick: 9, Registered: 3, Active: 2, Completed: 5, RolledBack: 1, TimedOut: 1, Failed: 1, Awaiting: 2, Retrying: 1}
 	require.JSONEq(t, `{"v":1,"tick":9,"registered":3,"active":2,"completed":5,"rolled_back":1,"timed_out":1,
-		"failed":1,"awaiting":2}`, string(mustJSON(t, s)))
+		"failed":1,"awaiting":2,"retrying":1}`, string(mustJSON(t, s)))
 
 	resp := messages.StartResponse{V: 1, Error: &messages.WireError{Code: messages.CodeNotFound, Message: "no saga \"flood\""}}
 	require.JSONEq(t, `{"v":1,"error":{"code":"not_found","message":"no saga \"flood\""}}`, string(mustJSON(t, resp)))

@@ -213,6 +213,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("agent serving", "subjects", len(a.Subjects()))
 
+	// Commands in hand are finished after ctx ends, within a grace of one
+	// ack wait: past it, JetStream would redeliver them anyway.
+	inHand, abandon := context.WithCancel(context.WithoutCancel(ctx))
+	defer abandon()
+	stopGrace := context.AfterFunc(ctx, func() { time.AfterFunc(a.opts.AckWait, abandon) })
+	defer stopGrace()
+
 	work := make(chan jetstream.Msg)
 	var wg sync.WaitGroup
 	for range a.opts.Concurrency {
@@ -220,14 +227,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for m := range work {
-				a.handle(context.WithoutCancel(ctx), m)
+				a.handle(inHand, m)
 			}
 		}()
 	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		a.runHeld(ctx)
+		a.runHeld(ctx, inHand)
 	}()
 	go func() {
 		<-ctx.Done()
@@ -363,8 +370,8 @@ func (a *Agent) hold(ctx context.Context, log *slog.Logger, cmd *messages.Comman
 }
 
 // runHeld runs held commands as they fall due, and keeps the others from
-// being redelivered, until ctx ends.
-func (a *Agent) runHeld(ctx context.Context) {
+// being redelivered, until ctx ends; the commands it runs use inHand.
+func (a *Agent) runHeld(ctx, inHand context.Context) {
 	renew := time.NewTicker(a.opts.AckWait / 3)
 	defer renew.Stop()
 	for {
@@ -394,7 +401,7 @@ func (a *Agent) runHeld(ctx context.Context) {
 			for _, j := range due {
 				step := a.steps[j.cmd.Saga+"."+j.cmd.Step]
 				log := a.log.With("saga_id", j.cmd.SagaID, "saga", j.cmd.Saga, "step", j.cmd.Step, "tick", now)
-				a.run(context.WithoutCancel(ctx), log, &j.cmd, step, j.msg)
+				a.run(inHand, log, &j.cmd, step, j.msg)
 			}
 		}
 	}

@@ -19,6 +19,12 @@ type Options struct {
 	KeepFinished bool
 	// NewID makes saga ids. nil means uuid.NewString.
 	NewID func() string
+	// RecentlyFinished is how many ids of finished sagas the engine keeps
+	// without KeepFinished, so that a retried start of a saga that has
+	// just finished is recognised (Start returns [ErrTerminal]) rather
+	// than run again. 0 means 65,536; older ids are the runtime's to
+	// recognise from its store.
+	RecentlyFinished int
 }
 
 // Engine drives sagas. It is a pure state machine: it does no I/O and reads
@@ -32,6 +38,8 @@ type Engine struct {
 	finished  map[ID]*Execution
 	counts    map[Status]int
 	awaiting  int
+	retrying  int
+	recent    recentIDs
 	tick      int64
 	deadlines deadlineIndex
 	retries   retryHeap
@@ -42,6 +50,9 @@ func New(opts Options) *Engine {
 	if opts.NewID == nil {
 		opts.NewID = uuid.NewString
 	}
+	if opts.RecentlyFinished == 0 {
+		opts.RecentlyFinished = 1 << 16
+	}
 	return &Engine{
 		opts:     opts,
 		defs:     map[string]*Definition{},
@@ -49,6 +60,7 @@ func New(opts Options) *Engine {
 		failed:   map[ID]*Execution{},
 		finished: map[ID]*Execution{},
 		counts:   map[Status]int{},
+		recent:   recentIDs{set: map[ID]struct{}{}, ring: make([]ID, opts.RecentlyFinished)},
 		deadlines: deadlineIndex{
 			buckets: map[int64][]deadline{},
 		},
@@ -100,8 +112,10 @@ func (e *Engine) Tick() int64 { return e.tick }
 //
 // id may be empty, and the engine makes one. When a saga with id already
 // exists, Start returns it unchanged and puts nothing in out, so a client
-// may retry a start safely. It returns an error wrapping
-// [ErrUnknownDefinition] or [messages.ErrBadRequest].
+// may retry a start safely; when it has finished and is no longer held,
+// Start returns an error wrapping [ErrTerminal]. It returns an error
+// wrapping [ErrUnknownDefinition] or [messages.ErrBadRequest] for a bad
+// request.
 func (e *Engine) Start(id ID, def string, ctx messages.Context, out *Outbox) (*Execution, error) {
 	d, ok := e.defs[def]
 	if !ok {
@@ -114,6 +128,9 @@ func (e *Engine) Start(id ID, def string, ctx messages.Context, out *Outbox) (*E
 	}
 	if x := e.lookup(id); x != nil {
 		return x, nil
+	}
+	if e.recent.has(id) {
+		return nil, fmt.Errorf("start %s: %w", id, ErrTerminal)
 	}
 	if ctx == nil {
 		ctx = messages.Context{}
@@ -266,7 +283,7 @@ func (e *Engine) dispatch(x *Execution, idx int, action messages.Action, out *Ou
 // send emits x's outstanding command with a new sequence number.
 func (e *Engine) send(x *Execution, note string, out *Outbox) {
 	x.Seq++
-	x.RetryAt = time.Time{}
+	e.clearRetry(x)
 	e.setAwaiting(x, true)
 	x.History = append(x.History, Transition{Tick: e.tick, Status: x.Status, Step: x.step().Name, Action: x.Action, Attempt: x.Attempt, Note: note})
 	out.Commands = append(out.Commands, x.command())
@@ -275,6 +292,9 @@ func (e *Engine) send(x *Execution, note string, out *Outbox) {
 
 func (e *Engine) scheduleRetry(x *Execution, at time.Time, reason string, out *Outbox) {
 	e.setAwaiting(x, false)
+	if x.RetryAt.IsZero() {
+		e.retrying++
+	}
 	x.RetryAt = at
 	x.History = append(x.History, Transition{Tick: e.tick, Status: x.Status, Step: x.step().Name, Action: x.Action, Attempt: x.Attempt, Note: "retry scheduled after " + reason})
 	e.retries.push(retry{at: at, id: x.ID, seq: x.Seq})
@@ -391,6 +411,7 @@ func (e *Engine) setStatus(x *Execution, s Status, note string, out *Outbox) {
 }
 
 func (e *Engine) finish(x *Execution, s Status, note string, out *Outbox) {
+	e.clearRetry(x)
 	e.setStatus(x, s, note, out)
 	delete(e.active, x.ID)
 	switch {
@@ -398,6 +419,15 @@ func (e *Engine) finish(x *Execution, s Status, note string, out *Outbox) {
 		e.failed[x.ID] = x
 	case e.opts.KeepFinished:
 		e.finished[x.ID] = x
+	default:
+		e.recent.add(x.ID)
+	}
+}
+
+func (e *Engine) clearRetry(x *Execution) {
+	if !x.RetryAt.IsZero() {
+		e.retrying--
+		x.RetryAt = time.Time{}
 	}
 }
 
@@ -492,6 +522,7 @@ func (e *Engine) Summary() messages.Summary {
 		TimedOut:   e.counts[TimedOut],
 		Failed:     e.counts[Failed],
 		Awaiting:   e.awaiting,
+		Retrying:   e.retrying,
 	}
 }
 
@@ -540,6 +571,7 @@ func (e *Engine) Restore(x Execution, tick int64) error {
 		e.deadlines.add(x.DispatchedTick+p.step().TimeoutTicks+1, deadline{id: x.ID, gen: p.gen})
 	}
 	if !x.RetryAt.IsZero() {
+		e.retrying++
 		e.retries.push(retry{at: x.RetryAt, id: x.ID, seq: x.Seq})
 	}
 	return nil
@@ -556,4 +588,25 @@ func (e *Engine) Outstanding() []messages.Command {
 	}
 	slices.SortFunc(cmds, func(a, b messages.Command) int { return cmp.Compare(a.SagaID, b.SagaID) })
 	return cmds
+}
+
+// recentIDs is a bounded set of the ids of the sagas finished last.
+type recentIDs struct {
+	set  map[ID]struct{}
+	ring []ID
+	next int
+}
+
+func (r *recentIDs) add(id ID) {
+	if old := r.ring[r.next]; old != "" {
+		delete(r.set, old)
+	}
+	r.ring[r.next] = id
+	r.set[id] = struct{}{}
+	r.next = (r.next + 1) % len(r.ring)
+}
+
+func (r *recentIDs) has(id ID) bool {
+	_, ok := r.set[id]
+	return ok
 }
