@@ -174,7 +174,7 @@ func (c *Coordinator) setup(ctx context.Context) error {
 	}
 	r := max(c.opts.Replicas, 1)
 	streams := []jetstream.StreamConfig{
-		{Name: messages.CommandStream, Subjects: messages.CommandSubjects, Retention: jetstream.WorkQueuePolicy,
+		{Name: messages.CommandStream, Subjects: c.commandSubjects(), Retention: jetstream.WorkQueuePolicy,
 			Storage: jetstream.FileStorage, Replicas: r, Duplicates: 2 * time.Minute},
 		{Name: messages.ReplyStream, Subjects: messages.ReplySubjects, Retention: jetstream.WorkQueuePolicy,
 			Storage: jetstream.FileStorage, Replicas: r, Duplicates: 2 * time.Minute},
@@ -201,6 +201,19 @@ func (c *Coordinator) setup(ctx context.Context) error {
 		return fmt.Errorf("reply consumer: %w", err)
 	}
 	return nil
+}
+
+// commandSubjects are the command subjects of every step the coordinator
+// knows: a command for anything else is refused at publish, not kept for
+// an agent that will never come.
+func (c *Coordinator) commandSubjects() []string {
+	var subs []string
+	for _, d := range c.opts.Definitions {
+		for _, st := range d.Steps {
+			subs = append(subs, messages.StepCommandSubjects(d.Subject, st.Name)...)
+		}
+	}
+	return subs
 }
 
 // recover loads every stored saga into the engine and resends the

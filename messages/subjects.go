@@ -9,8 +9,8 @@ import (
 // stream, consumer or bucket name is spelled out; docs/protocol.md documents
 // the same table.
 //
-//	saga.<saga>.<step>                      execute command        (stream NATSAGA_COMMANDS)
-//	saga.<saga>.<step>.compensate           compensate command     (stream NATSAGA_COMMANDS)
+//	saga.<saga>.<step>                      execute command        (stream NATSAGA_COMMANDS, known steps only)
+//	saga.<saga>.<step>.compensate           compensate command     (stream NATSAGA_COMMANDS, known steps only)
 //	natsaga.reply.<saga>.<step>             agent reply            (stream NATSAGA_REPLIES)
 //	natsaga.start.<saga>                    start a saga           (request/reply)
 //	natsaga.tick                            advance the sim clock  (request/reply; agents may listen)
@@ -57,8 +57,16 @@ const (
 	statePrefix   = "natsaga.state."
 )
 
-// CommandSubjects are the subjects of [CommandStream].
+// CommandSubjects matches every command subject. [CommandStream] takes only
+// the subjects of the steps the coordinator knows ([StepCommandSubjects]),
+// so that a command nobody serves is refused at publish rather than kept.
 var CommandSubjects = []string{"saga.*.*", "saga.*.*." + compensateTok}
+
+// StepCommandSubjects are the execute and compensate subjects of step of
+// saga.
+func StepCommandSubjects(saga, step string) []string {
+	return []string{ExecuteSubject(saga, step), CompensateSubject(saga, step)}
+}
 
 // ReplySubjects are the subjects of [ReplyStream].
 var ReplySubjects = []string{replyPrefix + ">"}
