@@ -238,7 +238,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	go func() {
 		<-ctx.Done()
+		// Drain hands over what was pulled; should the server be gone and
+		// the drain never end, Stop ends it after one ack wait.
 		iter.Drain()
+		<-inHand.Done()
+		iter.Stop()
 	}()
 	for {
 		m, err := iter.Next()
