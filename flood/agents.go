@@ -146,49 +146,43 @@ func GovernmentSteps() []participant.Step {
 			// Approval changed no state; undoing it is recorded by the barrier.
 			Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil },
 		}},
-		{Saga: Subsidy, Name: "budget_deducted", Handler: participant.Handler{
-			Execute: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
-				var approved bool
-				if err := cmd.Context.Get(KeyApproved, &approved); err != nil || !approved {
-					return nil, participant.Reject("subsidy not approved")
-				}
-				cost, err := amount(cmd.Context, KeySubsidyCost, DefaultSubsidyCost)
-				if err != nil {
-					return nil, err
-				}
-				if err := spend(tx, Subsidy, cost, "budget insufficient"); err != nil {
-					return nil, err
-				}
-				return messages.Context{}.MustSet(KeySubsidyPaid, cost), nil
-			},
-			Compensate: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) error {
-				cost, err := amount(cmd.Context, KeySubsidyCost, DefaultSubsidyCost)
-				if err != nil {
-					return err
-				}
-				return refund(tx, Subsidy, cost)
-			},
-		}},
-		{Saga: Elevation, Name: "government_approves", Handler: participant.Handler{
-			Execute: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
-				cost, err := amount(cmd.Context, KeyElevationCost, DefaultElevationCost)
-				if err != nil {
-					return nil, err
-				}
-				if err := spend(tx, Elevation, cost, "budget insufficient for elevation"); err != nil {
-					return nil, err
-				}
-				return messages.Context{}.MustSet(KeyGrant, cost), nil
-			},
-			Compensate: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) error {
-				cost, err := amount(cmd.Context, KeyElevationCost, DefaultElevationCost)
-				if err != nil {
-					return err
-				}
-				return refund(tx, Elevation, cost)
-			},
-		}},
+		payStep(Subsidy, "budget_deducted", "budget insufficient", KeySubsidyPaid, func(c messages.Context) (int64, error) {
+			var approved bool
+			if err := c.Get(KeyApproved, &approved); err != nil || !approved {
+				return 0, participant.Reject("subsidy not approved")
+			}
+			return amount(c, KeySubsidyCost, DefaultSubsidyCost)
+		}),
+		payStep(Elevation, "government_approves", "budget insufficient for elevation", KeyGrant, func(c messages.Context) (int64, error) {
+			return amount(c, KeyElevationCost, DefaultElevationCost)
+		}),
 	}
+}
+
+// payStep is a step that pays from the role's ledger, on behalf of
+// sagaType, the amount that amountOf reads from the context, and records it
+// under outKey; its compensation refunds the same amount. A ledger too
+// short to pay is a business rejection with reason short.
+func payStep(sagaType, name, short, outKey string, amountOf func(messages.Context) (int64, error)) participant.Step {
+	return participant.Step{Saga: sagaType, Name: name, Handler: participant.Handler{
+		Execute: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+			n, err := amountOf(cmd.Context)
+			if err != nil {
+				return nil, err
+			}
+			if err := spend(tx, sagaType, n, short); err != nil {
+				return nil, err
+			}
+			return messages.Context{}.MustSet(outKey, n), nil
+		},
+		Compensate: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) error {
+			n, err := amountOf(cmd.Context)
+			if err != nil {
+				return err
+			}
+			return refund(tx, sagaType, n)
+		},
+	}}
 }
 
 // InsurerSteps are the insurer's steps: it evaluates claims (payout =
@@ -219,25 +213,13 @@ func InsurerSteps() []participant.Step {
 			},
 			Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil },
 		}},
-		{Saga: Insurance, Name: "payout_issued", Handler: participant.Handler{
-			Execute: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
-				payout, err := cmd.Context.Int64(KeyPayout)
-				if err != nil || payout < 0 {
-					return nil, participant.Reject("no approved payout")
-				}
-				if err := spend(tx, Insurance, payout, "insurer fund exhausted"); err != nil {
-					return nil, err
-				}
-				return messages.Context{}.MustSet(KeyPayoutReceived, payout), nil
-			},
-			Compensate: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) error {
-				payout, err := cmd.Context.Int64(KeyPayout)
-				if err != nil {
-					return participant.Reject("no payout to revoke: %v", err)
-				}
-				return refund(tx, Insurance, payout)
-			},
-		}},
+		payStep(Insurance, "payout_issued", "insurer fund exhausted", KeyPayoutReceived, func(c messages.Context) (int64, error) {
+			payout, err := c.Int64(KeyPayout)
+			if err != nil || payout < 0 {
+				return 0, participant.Reject("no approved payout")
+			}
+			return payout, nil
+		}),
 	}
 }
 

@@ -67,24 +67,9 @@ func main() { os.Exit(mainCode(os.Args[1:], os.Getenv, os.Stderr)) }
 func mainCode(args []string, getenv func(string) string, stderr io.Writer) int {
 	c, err := parseFlags(args, getenv, stderr)
 	if err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		fmt.Fprintln(stderr, err)
-		return 2
+		return cli.UsageCode(err, stderr)
 	}
-	log, err := cli.Logger(stderr, c.logLevel)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 2
-	}
-	log = log.With("process", "coordinator", "pid", os.Getpid())
-	ctx, stop := cli.SignalContext()
-	defer stop()
-	if err := run(ctx, c, log); err != nil {
-		log.Error("coordinator stopped", "err", err)
-		return 1
-	}
-	log.Info("coordinator stopped cleanly")
-	return 0
+	return cli.Serve(stderr, "coordinator", c.logLevel, func(ctx context.Context, log *slog.Logger) error {
+		return run(ctx, c, log)
+	})
 }

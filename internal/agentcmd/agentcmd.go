@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/natsaga/natsaga/flood"
@@ -88,23 +87,9 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 func Main(role string, args []string, getenv func(string) string, stderr io.Writer) int {
 	c, err := ParseFlags(role, args, getenv, stderr)
 	if err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		fmt.Fprintln(stderr, err)
-		return 2
+		return cli.UsageCode(err, stderr)
 	}
-	log, err := cli.Logger(stderr, c.LogLevel)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 2
-	}
-	log = log.With("process", role+"-agent", "pid", os.Getpid())
-	ctx, stop := cli.SignalContext()
-	defer stop()
-	if err := Run(ctx, c, log); err != nil {
-		log.Error("agent stopped", "err", err)
-		return 1
-	}
-	return 0
+	return cli.Serve(stderr, role+"-agent", c.LogLevel, func(ctx context.Context, log *slog.Logger) error {
+		return Run(ctx, c, log)
+	})
 }

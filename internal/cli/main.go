@@ -1,0 +1,42 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+)
+
+// Serve runs a long-lived program named process: it makes the logger at
+// level (tagged with the process and its pid), runs run until SIGINT or
+// SIGTERM cancels its context, and returns the exit code: 0 after a clean
+// stop, 1 when run failed, 2 for a bad level.
+func Serve(stderr io.Writer, process, level string, run func(ctx context.Context, log *slog.Logger) error) int {
+	log, err := Logger(stderr, level)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	log = log.With("process", process, "pid", os.Getpid())
+	ctx, stop := SignalContext()
+	defer stop()
+	if err := run(ctx, log); err != nil {
+		log.Error(process+" stopped", "err", err)
+		return 1
+	}
+	log.Info(process + " stopped cleanly")
+	return 0
+}
+
+// UsageCode returns the exit code for an error from parsing flags: 0 for
+// -h, 2 otherwise, after printing the error.
+func UsageCode(err error, stderr io.Writer) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintln(stderr, err)
+	return 2
+}
