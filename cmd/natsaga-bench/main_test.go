@@ -1,0 +1,62 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestMain lets the test binary play the child processes, as the bench
+// binary does.
+func TestMain(m *testing.M) {
+	if role := os.Getenv(childEnv); role != "" {
+		os.Exit(childMain(role, os.Args[1:], os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+func TestParseFlags(t *testing.T) {
+	c, err := parseFlags([]string{"-inflight", "1, 64", "-agents", "1,2,4", "-modes", "natsaga", "-latency", "5ms"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, []int{1, 64}, c.inflight)
+	require.Equal(t, []int{1, 2, 4}, c.agents)
+	require.Equal(t, []string{modeNatsaga}, c.modes)
+	for _, bad := range [][]string{
+		{"-inflight", "0"}, {"-inflight", "x"}, {"-agents", "0"}, {"-modes", "kafka"},
+		{"-duration", "0s"}, {"-concurrency", "0"}, {"-runs", "0"}, {"extra"},
+	} {
+		_, err := parseFlags(bad, &bytes.Buffer{})
+		require.Error(t, err, "%v", bad)
+	}
+}
+
+// TestBenchmarkBothModes runs a short benchmark of both modes with real
+// child processes and checks the JSON figures.
+func TestBenchmarkBothModes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	var stdout, stderr bytes.Buffer
+	code := mainCode([]string{"-inflight", "8", "-duration", "700ms", "-warmup", "300ms", "-concurrency", "4",
+		"-baseline-workers", "8", "-json"}, &stdout, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	require.Len(t, lines, 1, stdout.String())
+	var r map[string]any
+	require.NoError(t, json.Unmarshal([]byte(lines[0]), &r))
+	for _, k := range []string{"mode", "inflight", "sagas_per_s", "p50_ms", "p99_ms", "baseline_sagas_per_s", "ratio",
+		"cpu_s_per_1k_sagas", "coordinator_bytes_per_saga"} {
+		require.Contains(t, r, k)
+	}
+	require.Equal(t, "natsaga", r["mode"])
+	require.Equal(t, 8.0, r["inflight"])
+	require.Positive(t, r["sagas_per_s"])
+	require.Positive(t, r["baseline_sagas_per_s"])
+	require.Positive(t, r["ratio"])
+	require.Positive(t, r["cpu_s_per_1k_sagas"])
+	require.Zero(t, r["errors"])
+}
