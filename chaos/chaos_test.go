@@ -32,7 +32,7 @@ var (
 	numSagas   = envInt("NATSAGA_CHAOS_SAGAS", 2000)
 	chaosSeed  = envInt("NATSAGA_CHAOS_SEED", 7)
 	copies     = envInt("NATSAGA_CHAOS_COPIES", 2)
-	startRate  = envInt("NATSAGA_CHAOS_RATE", 100) // sagas started per second
+	startRate  = envInt("NATSAGA_CHAOS_RATE", 300) // sagas started per second
 	budgetCost = int64(5_000_00)
 )
 
@@ -71,7 +71,11 @@ func TestChaos(t *testing.T) {
 
 	bins, err := procs.Build(ctx, filepath.Join(dir, "bin"), false, append(slices.Clone(procs.Programs), procs.NATSServer)...)
 	require.NoError(t, err)
-	logf, err := os.Create(filepath.Join(dir, "processes.log"))
+	logPath := filepath.Join(dir, "processes.log")
+	if p := os.Getenv("NATSAGA_CHAOS_LOG"); p != "" {
+		logPath = p
+	}
+	logf, err := os.Create(logPath)
 	require.NoError(t, err)
 	defer logf.Close()
 	t.Cleanup(func() {
@@ -267,7 +271,8 @@ func TestChaos(t *testing.T) {
 	f := figures{Sagas: numSagas, Kills: kills, Restarts: int(restarts.Load()), Ticks: tick.Load(),
 		Seconds: time.Since(began).Seconds(), Statuses: map[string]int{
 			"completed": sum.Completed, "rolled_back": sum.RolledBack, "timed_out": sum.TimedOut, "failed": sum.Failed}}
-	for _, s := range stats {
+	for k, s := range stats {
+		t.Logf("agent %s: handled %d, redelivered %d, duplicates %d, refused %d", k, s.Handled, s.Redelivered, s.Duplicates, s.Refused)
 		f.Redeliveries += s.Redelivered
 		f.Duplicates += s.Duplicates
 		f.Refused += s.Refused
