@@ -39,11 +39,19 @@ type Options struct {
 	AckWait time.Duration
 	// MaxBatch bounds how many inputs one commit covers. 0 means 1024.
 	MaxBatch int
+	// Retention is how long a saga that ended other than failed stays in
+	// the bucket, for status queries and idempotent starts; a failed saga
+	// stays until it is retried. 0 means DefaultRetention; a negative
+	// value keeps every saga for ever.
+	Retention time.Duration
 	// Logger receives the coordinator's logs. nil discards them.
 	Logger *slog.Logger
 	// NewID makes saga ids; nil means UUIDs.
 	NewID func() string
 }
+
+// DefaultRetention is how long a finished saga stays in the bucket.
+const DefaultRetention = 7 * 24 * time.Hour
 
 // Validate returns an error when o is unusable.
 func (o *Options) Validate() error {
@@ -102,6 +110,9 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 	}
 	if opts.MaxBatch == 0 {
 		opts.MaxBatch = 1024
+	}
+	if opts.Retention == 0 {
+		opts.Retention = DefaultRetention
 	}
 	log := opts.Logger
 	if log == nil {
@@ -186,9 +197,13 @@ func (c *Coordinator) setup(ctx context.Context) error {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)
 		}
 	}
-	kv, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: messages.SagaBucket, History: 1, Storage: jetstream.FileStorage, Replicas: r,
-	})
+	kvCfg := jetstream.KeyValueConfig{Bucket: messages.SagaBucket, History: 1, Storage: jetstream.FileStorage, Replicas: r}
+	if c.opts.Retention > 0 {
+		// Finished sagas expire with a per-key TTL; the marker left for
+		// watchers lives a minute.
+		kvCfg.LimitMarkerTTL = time.Minute
+	}
+	kv, err := c.js.CreateOrUpdateKeyValue(ctx, kvCfg)
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", messages.SagaBucket, err)
 	}
@@ -360,7 +375,11 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 		if err != nil {
 			return fmt.Errorf("encode saga %s: %w", x.ID, err)
 		}
-		f, err := c.putAsync(sagaKeyPf+x.ID, data, c.revs[x.ID])
+		var ttl time.Duration
+		if x.Status.Terminal() && x.Status != saga.Failed && c.opts.Retention > 0 {
+			ttl = c.opts.Retention
+		}
+		f, err := c.putAsync(sagaKeyPf+x.ID, data, c.revs[x.ID], ttl)
 		if err != nil {
 			return err
 		}
@@ -368,7 +387,7 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 	}
 	var clock jetstream.PubAckFuture
 	if t := c.engine.Tick(); t != c.saved {
-		f, err := c.putAsync(clockKey, []byte(strconv.FormatInt(t, 10)), c.clock)
+		f, err := c.putAsync(clockKey, []byte(strconv.FormatInt(t, 10)), c.clock, 0)
 		if err != nil {
 			return err
 		}
@@ -396,10 +415,14 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 	return nil
 }
 
-func (c *Coordinator) putAsync(key string, data []byte, rev uint64) (jetstream.PubAckFuture, error) {
+// putAsync writes key guarded by rev, to expire after ttl when ttl > 0.
+func (c *Coordinator) putAsync(key string, data []byte, rev uint64, ttl time.Duration) (jetstream.PubAckFuture, error) {
 	m := nats.NewMsg("$KV." + messages.SagaBucket + "." + key)
 	m.Data = data
 	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
+	if ttl > 0 {
+		m.Header.Set(jetstream.MsgTTLHeader, ttl.String())
+	}
 	f, err := c.js.PublishMsgAsync(m)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", key, err)

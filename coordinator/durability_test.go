@@ -170,3 +170,36 @@ func TestStartRetriedAfterTheSagaFinished(t *testing.T) {
 	require.Equal(t, 0, s.Active)
 	require.Equal(t, int32(2), runs.Load())
 }
+
+// TestFinishedSagasExpireAfterRetention checks that a finished saga leaves
+// the bucket once its retention has passed.
+func TestFinishedSagasExpireAfterRetention(t *testing.T) {
+	_, url := testenv.Server(t)
+	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{
+		Definitions: []saga.Definition{twoSteps}, Retention: time.Second})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	<-c.Ready()
+	ok := func(context.Context, *participant.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
+	undo := func(context.Context, *participant.Tx, *messages.Command) error { return nil }
+	testenv.Agent(t, url, participant.Options{Role: "bank", Steps: []participant.Step{
+		{Saga: "transfer", Name: "debit", Handler: participant.Handler{Execute: ok, Compensate: undo}},
+		{Saga: "transfer", Name: "credit", Handler: participant.Handler{Execute: ok, Compensate: undo}}}})
+	nc := testenv.Connect(t, url)
+	id := testenv.Start(t, nc, "transfer", nil)
+	testenv.WaitStatus(t, nc, id, saga.Completed)
+
+	req := messages.StatusRequest{V: messages.Version, SagaID: id}
+	require.Eventually(t, func() bool {
+		var resp messages.StatusResponse
+		testenv.Request(t, nc, messages.StatusSubject, req, &resp)
+		return resp.Error != nil && resp.Error.Code == messages.CodeNotFound
+	}, 10*time.Second, 50*time.Millisecond, "the finished saga never expired")
+	require.Equal(t, 1, testenv.Summary(t, nc).Completed, "counts outlive the sagas they count")
+}

@@ -24,10 +24,11 @@ import (
 
 // config is the coordinator's configuration.
 type config struct {
-	conn     cli.Conn
-	replicas int
-	ackWait  time.Duration
-	logLevel string
+	conn      cli.Conn
+	replicas  int
+	ackWait   time.Duration
+	retention time.Duration
+	logLevel  string
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -37,6 +38,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	c.conn.Register(fs, getenv)
 	fs.IntVar(&c.replicas, "replicas", 1, "copies of natsaga's streams and bucket (3 on a 3-node cluster)")
 	fs.DurationVar(&c.ackWait, "ack-wait", 5*time.Second, "redelivery delay of a reply the coordinator took and never acted on")
+	fs.DurationVar(&c.retention, "retention", coordinator.DefaultRetention, "how long a finished saga stays queryable (failed ones stay until retried); negative: for ever")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -54,7 +56,7 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 	}
 	defer cli.Drain(nc, 5*time.Second)
 	co, err := coordinator.New(nc, coordinator.Options{
-		Definitions: flood.Definitions(), Replicas: c.replicas, AckWait: c.ackWait, Logger: log,
+		Definitions: flood.Definitions(), Replicas: c.replicas, AckWait: c.ackWait, Retention: c.retention, Logger: log,
 	})
 	if err != nil {
 		return err
