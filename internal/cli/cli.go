@@ -1,6 +1,7 @@
 // Package cli holds what natsaga's commands share: NATS connection flags
-// (also read from NATS_URL, NATS_USER and NATS_PASSWORD), logging, and a
-// context cancelled by SIGINT or SIGTERM. Only cmd/ packages use it.
+// (also read from NATS_URL, NATS_USER, NATS_PASSWORD and NATS_INBOX_PREFIX),
+// logging, and a context cancelled by SIGINT or SIGTERM. Only cmd/ packages
+// use it.
 package cli
 
 import (
@@ -27,12 +28,17 @@ type Conn struct {
 	URL      string
 	User     string
 	Password string
+	// InboxPrefix, when set, replaces "_INBOX" as the prefix of the
+	// connection's reply subjects, so that a server's permissions can give
+	// each user inboxes no other user may subscribe to (docs/deploy.md).
+	InboxPrefix string
 	// Wait is how long Connect keeps trying while the server is not up.
 	Wait time.Duration
 }
 
-// Register adds -nats, -user, -password and -connect-wait to fs, with
-// defaults from getenv (NATS_URL, NATS_USER, NATS_PASSWORD).
+// Register adds -nats, -user, -password, -inbox-prefix and -connect-wait to
+// fs, with defaults from getenv (NATS_URL, NATS_USER, NATS_PASSWORD,
+// NATS_INBOX_PREFIX).
 func (c *Conn) Register(fs *flag.FlagSet, getenv func(string) string) {
 	url := getenv("NATS_URL")
 	if url == "" {
@@ -41,6 +47,7 @@ func (c *Conn) Register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&c.URL, "nats", url, "NATS server URL (env NATS_URL)")
 	fs.StringVar(&c.User, "user", getenv("NATS_USER"), "NATS user (env NATS_USER)")
 	fs.StringVar(&c.Password, "password", getenv("NATS_PASSWORD"), "NATS password (env NATS_PASSWORD)")
+	fs.StringVar(&c.InboxPrefix, "inbox-prefix", getenv("NATS_INBOX_PREFIX"), "prefix of reply subjects instead of _INBOX (env NATS_INBOX_PREFIX)")
 	fs.DurationVar(&c.Wait, "connect-wait", 30*time.Second, "how long to keep trying to reach the NATS server at start")
 }
 
@@ -69,6 +76,9 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 	}
 	if c.User != "" {
 		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	}
+	if c.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
 	}
 	deadline := time.Now().Add(c.Wait)
 	for {
