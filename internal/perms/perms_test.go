@@ -1,0 +1,462 @@
+package perms_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/coordinator"
+	"github.com/natsaga/natsaga/flood"
+	"github.com/natsaga/natsaga/internal/agentcmd"
+	"github.com/natsaga/natsaga/internal/embedded"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// configFile is the single-server configuration that includes the same
+// auth.conf as the compose cluster.
+const configFile = "../../deploy/nats/single.conf"
+
+const (
+	coordinatorUser = "coordinator"
+	driverUser      = "driver"
+	operatorUser    = "operator"
+)
+
+var agentRoles = []string{flood.Household, flood.Government, flood.Insurer, flood.Contractor}
+
+// inboxPrefix is the inbox prefix auth.conf gives user.
+func inboxPrefix(user string) string { return "_INBOX_" + user }
+
+// serverConfig parses configFile as nats-server does.
+func serverConfig(t *testing.T) *server.Options {
+	t.Helper()
+	opts, err := server.ProcessConfigFile(configFile)
+	require.NoError(t, err)
+	return opts
+}
+
+// password returns user's password from the configuration.
+func password(t *testing.T, user string) string {
+	t.Helper()
+	for _, u := range serverConfig(t).Users {
+		if u.Username == user {
+			return u.Password
+		}
+	}
+	t.Fatalf("no user %q in %s", user, configFile)
+	return ""
+}
+
+// startServer boots an embedded server from configFile and returns its URL.
+func startServer(t *testing.T) string {
+	t.Helper()
+	ns, err := embedded.Start(embedded.Options{Config: configFile, StoreDir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(ns.Shutdown)
+	return ns.ClientURL()
+}
+
+// client is a connection as one user that records the asynchronous errors
+// the server sends it, permission violations among them.
+type client struct {
+	nc   *nats.Conn
+	user string
+
+	mu   sync.Mutex
+	errs []error
+	got  chan struct{} // signalled on each error
+}
+
+func connect(t *testing.T, url, user string) *client {
+	t.Helper()
+	c := &client{user: user, got: make(chan struct{}, 1)}
+	nc, err := nats.Connect(url,
+		nats.UserInfo(user, password(t, user)),
+		nats.CustomInboxPrefix(inboxPrefix(user)),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			c.mu.Lock()
+			c.errs = append(c.errs, err)
+			c.mu.Unlock()
+			select {
+			case c.got <- struct{}{}:
+			default:
+			}
+		}))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	c.nc = nc
+	return c
+}
+
+// violation waits until the server has reported a permissions violation
+// for subject to c.
+func (c *client) violation(t *testing.T, subject string) {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		c.mu.Lock()
+		for _, err := range c.errs {
+			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), fmt.Sprintf("%q", subject)) {
+				c.mu.Unlock()
+				return
+			}
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.got:
+		case <-deadline:
+			t.Fatalf("%s: no permissions violation for %q; errors: %v", c.user, subject, c.errors())
+		}
+	}
+}
+
+func (c *client) errors() []error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.errs)
+}
+
+// TestConfigNamesMatchTheCode checks that the names spelled by hand in
+// auth.conf are those messages/ and flood/ build: every agent may reply on
+// its own steps' subjects and on no other, and uses its role's stream and
+// consumer.
+func TestConfigNamesMatchTheCode(t *testing.T) {
+	users := map[string]*server.User{}
+	for _, u := range serverConfig(t).Users {
+		users[u.Username] = u
+	}
+	require.Len(t, users, len(agentRoles)+3, "one user per agent role, the coordinator, the driver and the operator")
+	for _, role := range agentRoles {
+		t.Run(role, func(t *testing.T) {
+			u := users[role]
+			require.NotNil(t, u, "user %s", role)
+			steps, err := flood.Steps(role)
+			require.NoError(t, err)
+			var want []string
+			for _, s := range steps {
+				want = append(want, messages.ReplySubject(s.Saga, s.Name))
+			}
+			var replies []string
+			for _, s := range u.Permissions.Publish.Allow {
+				if strings.HasPrefix(s, strings.TrimSuffix(messages.ReplySubjects[0], ">")) {
+					replies = append(replies, s)
+				}
+			}
+			require.ElementsMatch(t, want, replies, "reply subjects of %s", role)
+
+			stream, consumer := messages.StateStream(role), messages.CommandConsumer(role)
+			require.Subset(t, u.Permissions.Publish.Allow, []string{
+				"$JS.API.STREAM.CREATE." + stream,
+				"$JS.API.STREAM.UPDATE." + stream,
+				"$JS.API.DIRECT.GET." + stream + ".>",
+				messages.StateSubjects(role)[0],
+				"$JS.API.STREAM.INFO." + messages.CommandStream,
+				"$JS.API.CONSUMER.CREATE." + messages.CommandStream + "." + consumer,
+				"$JS.API.CONSUMER.MSG.NEXT." + messages.CommandStream + "." + consumer,
+				"$JS.ACK." + messages.CommandStream + "." + consumer + ".>",
+			})
+			require.ElementsMatch(t, []string{messages.TickSubject, messages.AgentStatsSubject, inboxPrefix(role) + ".>"},
+				u.Permissions.Subscribe.Allow)
+		})
+	}
+	co := users[coordinatorUser]
+	require.NotNil(t, co)
+	require.Subset(t, co.Permissions.Publish.Allow, append(slices.Clone(messages.CommandSubjects),
+		"$KV."+messages.SagaBucket+".>",
+		"$JS.API.CONSUMER.MSG.NEXT."+messages.ReplyStream+"."+messages.ReplyConsumer,
+		"$JS.ACK."+messages.ReplyStream+"."+messages.ReplyConsumer+".>",
+		messages.EventSubjects[0]))
+	require.Subset(t, co.Permissions.Subscribe.Allow, []string{messages.StartSubjects, messages.TickSubject,
+		messages.StatusSubject, messages.SummarySubject, messages.ListSubject, messages.RetrySubject})
+}
+
+// TestHouseholdDenied shows that a household connection can neither act
+// for the government nor read its state.
+func TestHouseholdDenied(t *testing.T) {
+	url := startServer(t)
+	gov := flood.Government
+	ledger := messages.DataSubject(gov, flood.LedgerKey)
+	cases := []struct {
+		name      string
+		subscribe bool
+		subject   string
+	}{
+		{name: "publish a government command", subject: messages.ExecuteSubject(flood.Subsidy, "government_evaluates")},
+		{name: "publish a government compensation", subject: messages.CompensateSubject(flood.Subsidy, "budget_deducted")},
+		{name: "publish a government reply", subject: messages.ReplySubject(flood.Subsidy, "government_evaluates")},
+		{name: "write the government's state", subject: ledger},
+		{name: "direct get of the government's ledger", subject: "$JS.API.DIRECT.GET." + messages.StateStream(gov) + "." + ledger},
+		{name: "pull the government's commands", subject: "$JS.API.CONSUMER.MSG.NEXT." + messages.CommandStream + "." + messages.CommandConsumer(gov)},
+		{name: "acknowledge a government command", subject: "$JS.ACK." + messages.CommandStream + "." + messages.CommandConsumer(gov) + ".1.1.1.1.1.1"},
+		{name: "start a saga", subject: messages.StartSubject(flood.Subsidy)},
+		{name: "advance the clock", subject: messages.TickSubject},
+		{name: "subscribe to the government's state", subscribe: true, subject: messages.StateSubjects(gov)[0]},
+		{name: "subscribe to government commands", subscribe: true, subject: messages.ExecuteSubject(flood.Subsidy, "government_evaluates")},
+		{name: "subscribe to the government's inbox", subscribe: true, subject: inboxPrefix(gov) + ".>"},
+		{name: "subscribe to every default inbox", subscribe: true, subject: "_INBOX.>"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			denied(t, connect(t, url, flood.Household), tc.subscribe, tc.subject)
+		})
+	}
+
+	t.Run("JetStream publish of a government reply fails", func(t *testing.T) {
+		h := connect(t, url, flood.Household)
+		js, err := jetstream.New(h.nc)
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		subject := messages.ReplySubject(flood.Elevation, "government_approves")
+		_, err = js.Publish(ctx, subject, []byte("{}"))
+		require.Error(t, err)
+		h.violation(t, subject)
+	})
+}
+
+// TestOthersDenied spot-checks the other users: each stays in its lane.
+func TestOthersDenied(t *testing.T) {
+	url := startServer(t)
+	ledger := messages.DataSubject(flood.Government, flood.LedgerKey)
+	cases := []struct {
+		name      string
+		user      string
+		subscribe bool
+		subject   string
+	}{
+		{name: "the driver writes a ledger", user: driverUser, subject: ledger},
+		{name: "the driver sends a command", user: driverUser, subject: messages.ExecuteSubject(flood.Subsidy, "budget_deducted")},
+		{name: "the driver replies for an agent", user: driverUser, subject: messages.ReplySubject(flood.Subsidy, "budget_deducted")},
+		{name: "the operator reads a ledger", user: operatorUser, subject: "$JS.API.DIRECT.GET." + messages.StateStream(flood.Government) + "." + ledger},
+		{name: "the operator writes the saga bucket", user: operatorUser, subject: "$KV." + messages.SagaBucket + ".s.x"},
+		{name: "the coordinator writes a ledger", user: coordinatorUser, subject: ledger},
+		{name: "the coordinator replies for an agent", user: coordinatorUser, subject: messages.ReplySubject(flood.Subsidy, "budget_deducted")},
+		{name: "the government replies for a household", user: flood.Government, subject: messages.ReplySubject(flood.Subsidy, "household_applies")},
+		{name: "the government reads the insurer's state", user: flood.Government, subject: "$JS.API.DIRECT.GET." + messages.StateStream(flood.Insurer) + "." + messages.DataSubject(flood.Insurer, flood.LedgerKey)},
+		{name: "the insurer pulls the contractor's commands", user: flood.Insurer, subject: "$JS.API.CONSUMER.MSG.NEXT." + messages.CommandStream + "." + messages.CommandConsumer(flood.Contractor)},
+		{name: "the contractor deletes the commands stream", user: flood.Contractor, subject: "$JS.API.STREAM.DELETE." + messages.CommandStream},
+		{name: "the contractor reads the saga events", user: flood.Contractor, subscribe: true, subject: messages.EventSubjects[0]},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			denied(t, connect(t, url, tc.user), tc.subscribe, tc.subject)
+		})
+	}
+}
+
+// denied subscribes to subject, or publishes on it, as c and waits for the
+// server's permissions violation.
+func denied(t *testing.T, c *client, subscribe bool, subject string) {
+	t.Helper()
+	if subscribe {
+		_, err := c.nc.Subscribe(subject, func(*nats.Msg) { t.Errorf("%s received a message on %s", c.user, subject) })
+		require.NoError(t, err)
+	} else {
+		require.NoError(t, c.nc.Publish(subject, []byte("{}")))
+	}
+	require.NoError(t, c.nc.Flush())
+	c.violation(t, subject)
+}
+
+// TestSagasCompleteUnderPermissions runs the coordinator and the four
+// agents, each as its role's user, and the three flood sagas through them,
+// driven by the driver user; no connection may see a permissions
+// violation.
+func TestSagasCompleteUnderPermissions(t *testing.T) {
+	url := startServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+	run := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(ctx); err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+		}()
+	}
+
+	logs := newErrorLog()
+	log := slog.New(logs)
+	co := connect(t, url, coordinatorUser)
+	c, err := coordinator.New(co.nc, coordinator.Options{Definitions: flood.Definitions(), Logger: log})
+	require.NoError(t, err)
+	run("coordinator", c.Run)
+	select {
+	case <-c.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("coordinator not ready")
+	}
+
+	// The agents run as their programs do, configured from the
+	// environment the compose file sets.
+	for _, role := range agentRoles {
+		env := map[string]string{
+			"NATS_URL": url, "NATS_USER": role, "NATS_PASSWORD": password(t, role),
+			"NATS_INBOX_PREFIX": inboxPrefix(role),
+		}
+		cfg, err := agentcmd.ParseFlags(role, nil, func(k string) string { return env[k] }, io.Discard)
+		require.NoError(t, err)
+		run(role+"-agent", func(ctx context.Context) error { return agentcmd.Run(ctx, cfg, log.With("role", role)) })
+	}
+
+	d := connect(t, url, driverUser)
+	waitAgents(t, d.nc, len(agentRoles))
+
+	household := messages.Context{}.MustSet(flood.KeyHousehold, "h1")
+	subsidy := start(t, d.nc, flood.Subsidy, household)
+	insurance := start(t, d.nc, flood.Insurance, household.Clone().MustSet(flood.KeyDamage, 3_000_00))
+	// Damage below the deductible: the insurer rejects the claim and the
+	// household's step is compensated.
+	rejected := start(t, d.nc, flood.Insurance, household.Clone().MustSet(flood.KeyDamage, 10_00))
+	elevation := start(t, d.nc, flood.Elevation, household.Clone().MustSet(flood.KeyContractorTicks, 1))
+
+	waitStatus(t, d.nc, subsidy, saga.Completed, 0)
+	waitStatus(t, d.nc, insurance, saga.Completed, 0)
+	waitStatus(t, d.nc, rejected, saga.RolledBack, 0)
+	// The contractor holds the elevation until the clock has moved one
+	// tick past the command.
+	waitStatus(t, d.nc, elevation, saga.InProgress, 2)
+	tick(t, d.nc, 1)
+	waitStatus(t, d.nc, elevation, saga.Completed, 0)
+
+	// The driver reads the government's ledger, as the simulation does to
+	// check it balances.
+	store, err := participant.OpenStore(ctx, d.nc, flood.Government, false, 1)
+	require.NoError(t, err)
+	var l flood.Ledger
+	_, err = store.Get(ctx, flood.LedgerKey, &l)
+	require.NoError(t, err)
+	require.Equal(t, agentcmd.DefaultLedger[flood.Government]-flood.DefaultSubsidyCost-flood.DefaultElevationCost, l.Balance)
+
+	// The operator asks the coordinator, as cmd/natsaga does.
+	op := connect(t, url, operatorUser)
+	var sum messages.Summary
+	request(t, op.nc, messages.SummarySubject, struct{}{}, &sum)
+	require.Equal(t, 4, sum.Completed+sum.RolledBack)
+
+	for _, cl := range []*client{co, d, op} {
+		require.Empty(t, cl.errors(), "errors of %s", cl.user)
+	}
+	require.Empty(t, logs.records(), "errors logged by the coordinator and the agents")
+}
+
+// errorLog is a [slog.Handler] that keeps the records at warning level and
+// above, among them the NATS errors (permissions violations) the agents'
+// connections report. Handlers derived with WithAttrs share its records.
+type errorLog struct {
+	sink  *logSink
+	attrs []slog.Attr
+}
+
+type logSink struct {
+	mu   sync.Mutex
+	recs []string
+}
+
+func newErrorLog() *errorLog { return &errorLog{sink: &logSink{}} }
+
+func (h *errorLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+
+func (h *errorLog) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	for _, a := range h.attrs {
+		fmt.Fprintf(&b, " %s", a)
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s", a)
+		return true
+	})
+	h.sink.mu.Lock()
+	defer h.sink.mu.Unlock()
+	h.sink.recs = append(h.sink.recs, b.String())
+	return nil
+}
+
+func (h *errorLog) WithAttrs(as []slog.Attr) slog.Handler {
+	return &errorLog{sink: h.sink, attrs: append(slices.Clone(h.attrs), as...)}
+}
+
+func (h *errorLog) WithGroup(string) slog.Handler { return h }
+
+func (h *errorLog) records() []string {
+	h.sink.mu.Lock()
+	defer h.sink.mu.Unlock()
+	return slices.Clone(h.sink.recs)
+}
+
+// waitAgents waits until n agents answer the statistics request.
+func waitAgents(t *testing.T, nc *nats.Conn, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		inbox := nc.NewRespInbox()
+		sub, err := nc.SubscribeSync(inbox)
+		require.NoError(t, err)
+		defer func() { _ = sub.Unsubscribe() }()
+		require.NoError(t, nc.PublishRequest(messages.AgentStatsSubject, inbox, nil))
+		for range n {
+			if _, err := sub.NextMsg(500 * time.Millisecond); err != nil {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 100*time.Millisecond, "%d agents never answered", n)
+}
+
+func request(t *testing.T, nc *nats.Conn, subject string, req, resp any) {
+	t.Helper()
+	data, err := json.Marshal(req)
+	require.NoError(t, err)
+	m, err := nc.Request(subject, data, 10*time.Second)
+	require.NoError(t, err, subject)
+	require.NoError(t, json.Unmarshal(m.Data, resp), string(m.Data))
+}
+
+func start(t *testing.T, nc *nats.Conn, sagaType string, ctx messages.Context) string {
+	t.Helper()
+	var resp messages.StartResponse
+	request(t, nc, messages.StartSubject(sagaType), messages.StartRequest{V: messages.Version, Context: ctx}, &resp)
+	require.Nil(t, resp.Error)
+	return resp.SagaID
+}
+
+func tick(t *testing.T, nc *nats.Conn, n int64) {
+	t.Helper()
+	var ack messages.TickAck
+	request(t, nc, messages.TickSubject, messages.Tick{V: messages.Version, Tick: n}, &ack)
+	require.Nil(t, ack.Error)
+}
+
+// waitStatus waits until saga id has status and at least completed steps
+// done.
+func waitStatus(t *testing.T, nc *nats.Conn, id string, status saga.Status, completed int) {
+	t.Helper()
+	var x saga.Execution
+	require.Eventually(t, func() bool {
+		var resp messages.StatusResponse
+		request(t, nc, messages.StatusSubject, messages.StatusRequest{V: messages.Version, SagaID: id}, &resp)
+		require.Nil(t, resp.Error)
+		require.NoError(t, json.Unmarshal(resp.Saga, &x))
+		return x.Status == status && len(x.Completed) >= completed
+	}, 20*time.Second, 20*time.Millisecond, "saga %s never reached %s with %d steps done", id, status, completed)
+}
