@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# .ci/compose-test.sh tests the docker-compose demo end to end, with
+# whichever Compose front end is installed (deploy/demo.sh picks it):
+#
+#   1. the demo as documented: builds the images, runs the simulation to
+#      its end, checks the report's invariants;
+#   2. node and agent loss: a longer run in which one NATS node and one
+#      household-agent container are killed (SIGKILL) mid-run and started
+#      again; every saga must finish and the ledgers balance;
+#   3. scaling: --scale household-agent=4; all four must do work.
+#
+# Each run uses its own compose project and is torn down with its volumes,
+# also when a check fails or the script is interrupted. The whole test is
+# bounded: under 10 minutes. When no Docker engine answers it prints one
+# line and exits 0. Needs Go (the images and the report checker are built
+# from this repository) and nothing from any registry.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! docker info >/dev/null 2>&1; then
+	echo "compose test: skipped: no Docker engine answers (docker info failed)"
+	exit 0
+fi
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
+	echo "compose test: skipped: no Compose front end (neither 'docker compose' nor 'docker-compose')"
+	exit 0
+fi
+
+began=$SECONDS
+budget=570 # seconds: the test must end within 10 minutes
+project=""
+work=$(mktemp -d)
+
+log() { echo "compose test [$((SECONDS - began))s]: $*"; }
+
+demo() { COMPOSE_PROJECT_NAME=$project NATSAGA_SKIP_BUILD=1 deploy/demo.sh "$@"; }
+
+# left prints the seconds left of the budget, at least 10.
+left() {
+	local l=$((budget - (SECONDS - began)))
+	echo $((l > 10 ? l : 10))
+}
+
+teardown() {
+	[ -n "$project" ] || return 0
+	demo down >/dev/null 2>&1 || true
+	project=""
+}
+
+on_exit() {
+	local code=$?
+	if [ $code -ne 0 ] && [ -n "$project" ]; then
+		log "FAILED; the last logs of $project:"
+		demo compose logs --tail=30 2>&1 | tail -n 200 || true
+	fi
+	teardown
+	rm -rf "$work"
+	if [ $code -ne 0 ]; then
+		log "FAILED"
+	fi
+	exit $code
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+# check NAME [reportcheck flags]: copies the report out and checks it, and
+# checks that no program met a permissions violation.
+check() {
+	local name=$1
+	shift
+	demo report "$work/$name.json"
+	go run ./deploy/reportcheck "$@" "$work/$name.json"
+	if demo compose logs --no-color 2>&1 | grep -i "permissions violation"; then
+		log "$name: a program was refused something its role needs (deploy/nats/auth.conf)"
+		return 1
+	fi
+}
+
+# driver_id prints the driver container of the current project.
+driver_id() { demo compose ps -a -q driver | head -n 1; }
+
+# ticks_done prints how many ticks the driver has reported so far.
+ticks_done() { docker logs "$(driver_id)" 2>/dev/null | grep -c '^tick ' || true; }
+
+# wait_driver waits for the driver to exit and fails unless it exited 0.
+wait_driver() {
+	local id code
+	id=$(driver_id)
+	code=$(timeout "$(left)" docker wait "$id") || {
+		log "the driver did not finish in time"
+		return 1
+	}
+	docker logs "$id" 2>&1 | tail -n 25
+	[ "$code" = 0 ] || {
+		log "the driver exited with $code"
+		return 1
+	}
+}
+
+log "building the images"
+deploy/build.sh
+
+# 1. The demo as documented.
+project=natsaga-ci-$$-demo
+log "run 1: the demo"
+timeout "$(left)" bash -c 'COMPOSE_PROJECT_NAME=$0 NATSAGA_SKIP_BUILD=1 deploy/demo.sh up' "$project" >"$work/run1.log" 2>&1 || {
+	tail -n 40 "$work/run1.log"
+	log "run 1: the demo did not end well"
+	exit 1
+}
+tail -n 20 "$work/run1.log"
+check run1
+teardown
+
+# 2. A NATS node and an agent container die mid-run and come back.
+project=natsaga-ci-$$-loss
+log "run 2: a NATS node and an agent die mid-run"
+export NATSAGA_HOUSEHOLDS=1500 NATSAGA_TICKS=60 NATSAGA_SEED=7
+demo up -d >"$work/run2.log" 2>&1 || {
+	tail -n 40 "$work/run2.log"
+	exit 1
+}
+# deploy/demo.sh up -d only starts; run 2 drives the rest itself.
+deadline=$((SECONDS + 120))
+until [ "$(ticks_done)" -ge 5 ]; do
+	if [ $SECONDS -ge $deadline ]; then
+		log "run 2: the simulation did not reach tick 5"
+		exit 1
+	fi
+	sleep 1
+done
+agent=$(demo compose ps -q household-agent | head -n 1)
+log "run 2: at tick $(ticks_done): killing nats-2 and household-agent container ${agent:0:12}"
+demo compose kill -s SIGKILL nats-2 >/dev/null 2>&1
+docker kill --signal KILL "$agent" >/dev/null
+before=$(ticks_done)
+sleep 5
+log "run 2: at tick $(ticks_done): starting them again"
+demo compose start nats-2 >/dev/null 2>&1
+docker start "$agent" >/dev/null
+if [ "$(docker inspect -f '{{.State.Status}}' "$(driver_id)")" != running ]; then
+	log "run 2: the simulation ended before the node and the agent came back (tick $before); lengthen it"
+	exit 1
+fi
+wait_driver
+check run2
+unset NATSAGA_HOUSEHOLDS NATSAGA_TICKS NATSAGA_SEED
+teardown
+
+# 3. Scaling: four household agents share the work.
+project=natsaga-ci-$$-scale
+log "run 3: --scale household-agent=4"
+timeout "$(left)" bash -c 'COMPOSE_PROJECT_NAME=$0 NATSAGA_SKIP_BUILD=1 deploy/demo.sh up --scale household-agent=4' "$project" >"$work/run3.log" 2>&1 || {
+	tail -n 40 "$work/run3.log"
+	log "run 3: the scaled demo did not end well"
+	exit 1
+}
+check run3 -spread household=4
+teardown
+
+log "passed in $((SECONDS - began))s"
