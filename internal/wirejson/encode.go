@@ -1,0 +1,159 @@
+// Package wirejson encodes and decodes natsaga's hot wire types (commands,
+// replies, events and stored sagas) without reflection, and produces and
+// accepts exactly what encoding/json does for them: the same bytes out, the
+// same values in, the same inputs refused. The packages that own the types
+// (messages, saga) test that against encoding/json, which stays the
+// reference for their format.
+//
+// Encoding appends to a caller's buffer; decoding walks the input once and
+// validates all of it, including the values it skips.
+package wirejson
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+const hexDigits = "0123456789abcdef"
+
+// AppendString appends s as a JSON string, escaped as encoding/json
+// escapes it: HTML-safe (<, > and & as \u003c…), control characters,
+// U+2028 and U+2029 escaped, and invalid UTF-8 replaced by U+FFFD.
+func AppendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			if htmlSafe(b) {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '\\', '"':
+				dst = append(dst, '\\', b)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		c, size := utf8.DecodeRuneInString(s[i:])
+		if c == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if c == '\u2028' || c == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// htmlSafe reports whether the ASCII byte b stands for itself in a JSON
+// string written by encoding/json.
+func htmlSafe(b byte) bool {
+	return b >= 0x20 && b != '"' && b != '\\' && b != '<' && b != '>' && b != '&'
+}
+
+// AppendKey appends "key": for a key that is a Go string constant made of
+// safe ASCII only (natsaga's field names).
+func AppendKey(dst []byte, key string) []byte {
+	dst = append(dst, '"')
+	dst = append(dst, key...)
+	return append(dst, '"', ':')
+}
+
+// AppendInt appends v.
+func AppendInt(dst []byte, v int64) []byte { return strconv.AppendInt(dst, v, 10) }
+
+// AppendBool appends v.
+func AppendBool(dst []byte, v bool) []byte { return strconv.AppendBool(dst, v) }
+
+// AppendRaw appends raw, a JSON value, as encoding/json encodes a
+// json.RawMessage: nil as null, otherwise compacted with HTML-safe escaping.
+// It returns an error, and dst unchanged, when raw is not one valid JSON
+// value.
+func AppendRaw(dst, raw []byte) ([]byte, error) {
+	if raw == nil {
+		return append(dst, "null"...), nil
+	}
+	if clean(raw) {
+		if end, err := skipValue(raw, 0, 0); err == nil && end == len(raw) {
+			return append(dst, raw...), nil
+		}
+	}
+	// Whitespace to drop, characters to escape or an error to report:
+	// leave it to encoding/json.
+	b, err := json.Marshal(json.RawMessage(raw))
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, b...), nil
+}
+
+// clean reports whether raw holds no byte that encoding/json would drop or
+// escape when it compacts raw: no whitespace, no <, > or &, and no lead
+// byte of U+2028 or U+2029.
+func clean(raw []byte) bool {
+	for _, b := range raw {
+		switch b {
+		case ' ', '\t', '\n', '\r', '<', '>', '&', 0xE2:
+			return false
+		}
+	}
+	return true
+}
+
+// AppendRawMap appends m as encoding/json encodes a
+// map[string]json.RawMessage: null when nil, keys sorted. It returns an
+// error, and dst unchanged, when a value is not valid JSON.
+func AppendRawMap[M ~map[string]V, V ~[]byte](dst []byte, m M) ([]byte, error) {
+	if m == nil {
+		return append(dst, "null"...), nil
+	}
+	orig := len(dst)
+	dst = append(dst, '{')
+	var arr [16]string
+	keys := arr[:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, strings.Compare)
+	for i, k := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = AppendString(dst, k)
+		dst = append(dst, ':')
+		var err error
+		if dst, err = AppendRaw(dst, m[k]); err != nil {
+			return dst[:orig], fmt.Errorf("key %q: %w", k, err)
+		}
+	}
+	return append(dst, '}'), nil
+}
