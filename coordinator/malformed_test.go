@@ -242,8 +242,8 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 		}
 		contractorReplies := messages.ReplySubject(flood.Elevation, "contractor_elevates")
 		malformed := []struct{ subject, data, err string }{
-			{contractorReplies, "not json", "in literal null"},
-			{contractorReplies, `{"v":1,"saga_id":5,"saga":"elevation"}`, "cannot unmarshal number"},
+			{contractorReplies, "not json", "invalid literal"},
+			{contractorReplies, `{"v":1,"saga_id":5,"saga":"elevation"}`, "number for a string"},
 			{contractorReplies, string(vary(func(r *messages.Reply) { r.V = 2 })), "version 2,"},
 			{contractorReplies, string(vary(func(r *messages.Reply) { r.V = 0 })), "version 0,"},
 			{contractorReplies, string(vary(func(r *messages.Reply) { r.Outcome = "maybe" })), `outcome "maybe"`},

@@ -93,6 +93,26 @@ func CommandSubject(saga, step string, action Action) string {
 	return ExecuteSubject(saga, step)
 }
 
+// IsCommandSubject reports whether subject is CommandSubject(saga, step,
+// action), without building it.
+func IsCommandSubject(subject, saga, step string, action Action) bool {
+	rest, ok := strings.CutPrefix(subject, commandPrefix)
+	if !ok {
+		return false
+	}
+	if rest, ok = strings.CutPrefix(rest, saga); !ok || len(rest) == 0 || rest[0] != '.' {
+		return false
+	}
+	rest = rest[1:]
+	if action == Compensate {
+		var ok bool
+		if rest, ok = strings.CutSuffix(rest, "."+compensateTok); !ok {
+			return false
+		}
+	}
+	return rest == step
+}
+
 // ReplySubject is the subject on which an agent replies to a command for
 // step of saga.
 func ReplySubject(saga, step string) string { return replyPrefix + saga + "." + step }

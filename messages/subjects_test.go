@@ -1,0 +1,27 @@
+package messages_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/messages"
+)
+
+func TestIsCommandSubject(t *testing.T) {
+	subjects := []string{"saga.subsidy.apply", "saga.subsidy.apply.compensate", "saga.subsidy.applyx", "saga.subsidyx.apply",
+		"saga.subsidy", "saga.subsidy.", "natsaga.reply.subsidy.apply", "saga.subsidy.apply.compensatex", "",
+		"saga.subsidy.compensate", "saga.subsidy..compensate"}
+	for _, subject := range subjects {
+		for _, saga := range []string{"subsidy", "subsidyx", "sub"} {
+			for _, step := range []string{"apply", "applyx", "compensate"} {
+				for _, action := range []messages.Action{messages.Execute, messages.Compensate} {
+					want := subject == messages.CommandSubject(saga, step, action)
+					require.Equal(t, want, messages.IsCommandSubject(subject, saga, step, action), "%s %s %s %s", subject, saga, step, action)
+					c := messages.Command{Saga: saga, Step: step, Action: action}
+					require.Equal(t, want, c.OnSubject(subject))
+				}
+			}
+		}
+	}
+}
