@@ -1,0 +1,131 @@
+package saga_test
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// requireSameJSON checks that AppendJSON writes exactly what json.Marshal
+// writes for x, and that it reads back as x.
+func requireSameJSON(t *testing.T, x *saga.Execution) {
+	t.Helper()
+	want, err := json.Marshal(x)
+	require.NoError(t, err)
+	got, err := x.AppendJSON([]byte("prefix"))
+	require.NoError(t, err)
+	require.Equal(t, "prefix"+string(want), string(got))
+}
+
+// TestAppendJSONMatchesEncodingJSON encodes sagas at every point of their
+// life, as the engine leaves them, and odd ones built by hand.
+func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
+	e := saga.New(saga.Options{})
+	require.NoError(t, e.Register(subsidyDef()))
+	var out saga.Outbox
+	seen := 0
+	check := func() {
+		for _, x := range out.Changed {
+			requireSameJSON(t, x)
+			seen++
+		}
+		out.Reset()
+	}
+	reply := func(i int, outcome messages.Outcome, reason string, output messages.Context) {
+		r := messages.ReplyTo(&out.Commands[i], outcome, reason)
+		r.Output = output
+		out.Reset()
+		require.NoError(t, e.ApplyReply(r, t0, &out))
+	}
+
+	// A saga that completes.
+	_, err := e.Start("ok<&\u2028", "subsidy", messages.Context{"h": json.RawMessage(`"h-1"`), "n": json.RawMessage(` 5 `)}, &out)
+	require.NoError(t, err)
+	cmds := append([]messages.Command(nil), out.Commands...)
+	check()
+	for _, step := range []string{"a", "b", "c"} {
+		out.Commands = cmds
+		reply(0, messages.OK, "", messages.Context{step: json.RawMessage(`{"x": [1, "\u2028"]}`)})
+		cmds = append([]messages.Command(nil), out.Commands...)
+		check()
+	}
+
+	// A saga that fails at its second step, retries a transient error of a
+	// compensation, and ends failed after its attempts.
+	_, err = e.Start("é", "subsidy", nil, &out)
+	require.NoError(t, err)
+	cmds = append([]messages.Command(nil), out.Commands...)
+	check()
+	out.Commands = cmds
+	reply(0, messages.OK, "", nil)
+	cmds = append([]messages.Command(nil), out.Commands...)
+	check()
+	out.Commands = cmds
+	reply(0, messages.Failed, "budget \"insufficient\"\n", nil)
+	cmds = append([]messages.Command(nil), out.Commands...)
+	check()
+	now := t0
+	for range 10 {
+		if len(cmds) == 0 {
+			break
+		}
+		out.Commands = cmds
+		reply(0, messages.Error, "down", nil)
+		check()
+		now = now.Add(time.Hour)
+		e.Wake(now, &out)
+		cmds = append([]messages.Command(nil), out.Commands...)
+		check()
+	}
+	require.Positive(t, seen)
+
+	// Fields the engine leaves empty, and nil lists.
+	requireSameJSON(t, &saga.Execution{})
+	requireSameJSON(t, &saga.Execution{ID: "x", Completed: []string{}, History: []saga.Transition{}, Compensated: []string{"a"},
+		Results: map[string]messages.Context{"b": nil, "a": {}}, RetryAt: time.Date(2026, 5, 6, 7, 8, 9, 123456789, time.FixedZone("x", 3600)),
+		Awaiting: true, Cause: saga.TimedOut, Error: "\xff", Action: messages.Compensate, Attempt: 2, Current: -1})
+}
+
+func TestAppendJSONRefusesWhatEncodingJSONRefuses(t *testing.T) {
+	for _, x := range []saga.Execution{
+		{Context: messages.Context{"k": json.RawMessage(`{`)}},
+		{Results: map[string]messages.Context{"s": {"k": json.RawMessage(`nul`)}}},
+		{RetryAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)},
+	} {
+		_, wantErr := json.Marshal(&x)
+		require.Error(t, wantErr)
+		_, err := x.AppendJSON(nil)
+		require.Error(t, err)
+	}
+}
+
+func BenchmarkExecutionEncoding(b *testing.B) {
+	e := saga.New(saga.Options{})
+	require.NoError(b, e.Register(subsidyDef()))
+	var out saga.Outbox
+	_, err := e.Start("", "subsidy", messages.Context{"customer": json.RawMessage(`"c-1"`), "amount": json.RawMessage(`12345`)}, &out)
+	require.NoError(b, err)
+	for range 2 {
+		r := messages.ReplyTo(&out.Commands[0], messages.OK, "")
+		r.Output = messages.Context{out.Commands[0].Step + "_done": json.RawMessage(`true`)}
+		out.Reset()
+		require.NoError(b, e.ApplyReply(r, t0, &out))
+	}
+	x := out.Changed[0]
+	b.Run("encoding/json", func(b *testing.B) {
+		for b.Loop() {
+			_, _ = json.Marshal(x)
+		}
+	})
+	b.Run("AppendJSON", func(b *testing.B) {
+		var buf []byte
+		for b.Loop() {
+			buf, _ = x.AppendJSON(buf[:0])
+		}
+	})
+}
