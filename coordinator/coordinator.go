@@ -87,6 +87,9 @@ type Coordinator struct {
 	// stopped is closed when the loop returns, so producers never block
 	// on a loop that is gone.
 	stopped chan struct{}
+	// arena holds the payloads of the batch being committed; evbuf, the
+	// event being published.
+	arena, evbuf []byte
 }
 
 // input is one thing the engine loop applies. apply runs on the loop and
@@ -328,6 +331,7 @@ func (c *Coordinator) loop(ctx context.Context) error {
 
 // commit stores the changed sagas, then publishes commands and events.
 func (c *Coordinator) commit(ctx context.Context, out *saga.Outbox) error {
+	c.arena = c.arena[:0]
 	if err := c.store(ctx, out.Changed); err != nil {
 		return err
 	}
@@ -336,8 +340,9 @@ func (c *Coordinator) commit(ctx context.Context, out *saga.Outbox) error {
 	}
 	for i := range out.Events {
 		ev := &out.Events[i]
-		data, _ := json.Marshal(ev)
-		if err := c.nc.Publish(messages.EventSubject(ev.Saga, ev.Status), data); err != nil {
+		// Publish copies data: the buffer is reused.
+		c.evbuf = ev.AppendJSON(c.evbuf[:0])
+		if err := c.nc.Publish(messages.EventSubject(ev.Saga, ev.Status), c.evbuf); err != nil {
 			c.log.Warn("event not published", "saga_id", ev.SagaID, "err", err)
 		}
 		c.logEvent(ev)
@@ -371,7 +376,7 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 			continue
 		}
 		seen[x.ID] = true
-		data, err := json.Marshal(x)
+		data, err := c.encode(x.AppendJSON)
 		if err != nil {
 			return fmt.Errorf("encode saga %s: %w", x.ID, err)
 		}
@@ -415,6 +420,19 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 	return nil
 }
 
+// encode appends a payload to the batch's arena and returns it. The arena
+// is reset at the start of each commit: a commit returns only once every
+// publish it made is settled, so nothing reads an earlier batch's payloads.
+func (c *Coordinator) encode(appendJSON func([]byte) ([]byte, error)) ([]byte, error) {
+	start := len(c.arena)
+	arena, err := appendJSON(c.arena)
+	if err != nil {
+		return nil, err
+	}
+	c.arena = arena
+	return arena[start:len(arena):len(arena)], nil
+}
+
 // putAsync writes key guarded by rev, to expire after ttl when ttl > 0.
 func (c *Coordinator) putAsync(key string, data []byte, rev uint64, ttl time.Duration) (jetstream.PubAckFuture, error) {
 	m := nats.NewMsg("$KV." + messages.SagaBucket + "." + key)
@@ -453,7 +471,7 @@ func (c *Coordinator) publishCommands(ctx context.Context, cmds []messages.Comma
 	fs := make([]jetstream.PubAckFuture, len(cmds))
 	for i := range cmds {
 		cmd := &cmds[i]
-		data, err := json.Marshal(cmd)
+		data, err := c.encode(cmd.AppendJSON)
 		if err != nil {
 			return fmt.Errorf("encode command: %w", err)
 		}
