@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,8 +93,11 @@ type Agent struct {
 	js    jetstream.JetStream
 	opts  Options
 	log   *slog.Logger
-	steps map[string]*Step
+	steps map[stepKey]*Step
 	store *Store
+	// replies carries the replies published asynchronously, in order, to
+	// the goroutine that acknowledges their commands once they are stored.
+	replies chan pendingReply
 
 	tick atomic.Int64
 	mu   sync.Mutex
@@ -101,6 +105,16 @@ type Agent struct {
 	wake chan struct{}
 
 	handled, executed, compensated, duplicates, refused, redelivered, rejected atomic.Int64
+}
+
+// stepKey finds a step without building a string per command.
+type stepKey struct{ saga, step string }
+
+// pendingReply is a reply being stored, and the command it answers.
+type pendingReply struct {
+	stored jetstream.PubAckFuture
+	msg    jetstream.Msg
+	cmd    *messages.Command
 }
 
 type heldJob struct {
@@ -132,10 +146,10 @@ func New(nc *nats.Conn, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a := &Agent{nc: nc, js: js, opts: opts, log: log.With("agent", opts.Name, "role", opts.Role),
-		steps: map[string]*Step{}, wake: make(chan struct{}, 1)}
+		steps: map[stepKey]*Step{}, wake: make(chan struct{}, 1), replies: make(chan pendingReply, 4*opts.Concurrency)}
 	for i := range opts.Steps {
 		s := &opts.Steps[i]
-		a.steps[s.Saga+"."+s.Name] = s
+		a.steps[stepKey{s.Saga, s.Name}] = s
 	}
 	return a, nil
 }
@@ -220,6 +234,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	stopGrace := context.AfterFunc(ctx, func() { time.AfterFunc(a.opts.AckWait, abandon) })
 	defer stopGrace()
 
+	acked := make(chan struct{})
+	go func() {
+		defer close(acked)
+		a.ackStored(inHand)
+	}()
 	work := make(chan jetstream.Msg)
 	var wg sync.WaitGroup
 	for range a.opts.Concurrency {
@@ -253,6 +272,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	close(work)
 	wg.Wait()
+	close(a.replies)
+	<-acked
 	a.log.Info("agent stopped", "handled", a.handled.Load())
 	return nil
 }
@@ -293,28 +314,35 @@ func (a *Agent) handle(ctx context.Context, m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
-	log := a.log.With("saga_id", cmd.SagaID, "saga", cmd.Saga, "step", cmd.Step, "action", cmd.Action, "attempt", cmd.Attempt)
-	step, ok := a.steps[cmd.Saga+"."+cmd.Step]
-	if !ok || m.Subject() != cmd.Subject() {
+	step, ok := a.steps[stepKey{cmd.Saga, cmd.Step}]
+	if !ok || !cmd.OnSubject(m.Subject()) {
 		a.rejected.Add(1)
-		log.Error("dropping command for a step this agent does not serve", "subject", m.Subject())
+		a.cmdLog(&cmd).Error("dropping command for a step this agent does not serve", "subject", m.Subject())
 		_ = m.Term()
 		return
 	}
 	if cmd.Action == messages.Execute && step.Duration != nil {
 		if d := step.Duration(&cmd); d > 0 {
-			a.hold(ctx, log, &cmd, m, cmd.Tick+d)
+			a.hold(ctx, &cmd, m, cmd.Tick+d)
 			return
 		}
 	}
-	a.run(ctx, log, &cmd, step, m)
+	a.run(ctx, &cmd, step, m)
 }
 
-// run executes cmd through the barrier, replies and acknowledges m.
-func (a *Agent) run(ctx context.Context, log *slog.Logger, cmd *messages.Command, step *Step, m jetstream.Msg) {
+// cmdLog is the agent's logger with cmd's attributes. It is made only when
+// something is logged: most commands log nothing.
+func (a *Agent) cmdLog(cmd *messages.Command) *slog.Logger {
+	return a.log.With("saga_id", cmd.SagaID, "saga", cmd.Saga, "step", cmd.Step, "action", cmd.Action, "attempt", cmd.Attempt)
+}
+
+// run executes cmd through the barrier and publishes the reply; m is
+// acknowledged by ackStored once the reply is stored, so that this worker
+// moves on to the next command meanwhile.
+func (a *Agent) run(ctx context.Context, cmd *messages.Command, step *Step, m jetstream.Msg) {
 	reply, verdict, err := a.store.Do(ctx, cmd, step.Handler)
 	if err != nil {
-		log.Warn("store unavailable; command will be redelivered", "err", err)
+		a.cmdLog(cmd).Warn("store unavailable; command will be redelivered", "err", err)
 		_ = m.NakWithDelay(time.Second)
 		return
 	}
@@ -327,43 +355,95 @@ func (a *Agent) run(ctx context.Context, log *slog.Logger, cmd *messages.Command
 		}
 	case Duplicate:
 		a.duplicates.Add(1)
-		log.Info("duplicate absorbed")
+		a.cmdLog(cmd).Info("duplicate absorbed")
 	case Refused:
 		a.refused.Add(1)
-		log.Info("execute refused: compensated first")
+		a.cmdLog(cmd).Info("execute refused: compensated first")
 	case Transient:
-		log.Warn("transient failure", "reason", reply.Reason)
+		a.cmdLog(cmd).Warn("transient failure", "reason", reply.Reason)
 	}
-	if err := a.reply(ctx, reply); err != nil {
-		log.Warn("reply not stored; command will be redelivered", "err", err)
+	stored, err := a.publishReply(reply)
+	if err != nil {
+		a.cmdLog(cmd).Warn("reply not stored; command will be redelivered", "err", err)
 		_ = m.NakWithDelay(time.Second)
 		return
 	}
-	a.handled.Add(1)
-	if err := m.Ack(); err != nil {
-		log.Warn("ack failed; the command may be redelivered", "err", err)
+	a.replies <- pendingReply{stored: stored, msg: m, cmd: cmd}
+}
+
+// replyWait bounds the wait for a reply's storage before its command is
+// left to be delivered again.
+const replyWait = 5 * time.Second
+
+// ackStored acknowledges each command once its reply is stored, in the
+// order the replies were published, until a.replies is closed. A reply that
+// is not stored within replyWait, or at all, has its command delivered
+// again. When inHand ends, the rest are left to JetStream's redelivery.
+func (a *Agent) ackStored(inHand context.Context) {
+	timer := time.NewTimer(replyWait)
+	defer timer.Stop()
+	for p := range a.replies {
+		timer.Reset(replyWait)
+		var err error
+		select {
+		case <-p.stored.Ok():
+		case err = <-p.stored.Err():
+		case <-timer.C:
+			err = errors.New("no acknowledgement from the server")
+		case <-inHand.Done():
+			continue
+		}
+		if err != nil {
+			a.cmdLog(p.cmd).Warn("reply not stored; command will be redelivered", "err", err)
+			_ = p.msg.NakWithDelay(time.Second)
+			continue
+		}
+		a.handled.Add(1)
+		if err := p.msg.Ack(); err != nil {
+			a.cmdLog(p.cmd).Warn("ack failed; the command may be redelivered", "err", err)
+		}
 	}
 }
 
-func (a *Agent) reply(ctx context.Context, r messages.Reply) error {
+// encodeReply names r's sender and returns the message that stores it,
+// with the message id "<saga_id>.<seq>.<outcome>".
+func (a *Agent) encodeReply(r messages.Reply) (*nats.Msg, error) {
 	r.Agent = a.opts.Name
-	data, err := json.Marshal(r)
+	data, err := r.AppendJSON(make([]byte, 0, 256))
 	if err != nil {
-		return fmt.Errorf("encode reply: %w", err)
+		return nil, fmt.Errorf("encode reply: %w", err)
 	}
-	id := fmt.Sprintf("%s.%d.%s", r.SagaID, r.Seq, r.Outcome)
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	id := r.SagaID + "." + strconv.Itoa(r.Seq) + "." + string(r.Outcome)
+	return &nats.Msg{Subject: r.Subject(), Data: data, Header: nats.Header{jetstream.MsgIDHeader: []string{id}}}, nil
+}
+
+// publishReply publishes r without waiting for it to be stored.
+func (a *Agent) publishReply(r messages.Reply) (jetstream.PubAckFuture, error) {
+	m, err := a.encodeReply(r)
+	if err != nil {
+		return nil, err
+	}
+	return a.js.PublishMsgAsync(m)
+}
+
+// reply publishes r and waits until it is stored.
+func (a *Agent) reply(ctx context.Context, r messages.Reply) error {
+	m, err := a.encodeReply(r)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, replyWait)
 	defer cancel()
-	_, err = a.js.Publish(pctx, r.Subject(), data, jetstream.WithMsgID(id))
+	_, err = a.js.PublishMsg(pctx, m)
 	return err
 }
 
 // hold answers "working" and keeps m until the clock reaches due.
-func (a *Agent) hold(ctx context.Context, log *slog.Logger, cmd *messages.Command, m jetstream.Msg, due int64) {
+func (a *Agent) hold(ctx context.Context, cmd *messages.Command, m jetstream.Msg, due int64) {
 	if err := a.reply(ctx, messages.ReplyTo(cmd, messages.Working, "")); err != nil {
-		log.Warn("working reply not stored", "err", err)
+		a.cmdLog(cmd).Warn("working reply not stored", "err", err)
 	}
-	log.Debug("holding command for simulation time", "due_tick", due)
+	a.cmdLog(cmd).Debug("holding command for simulation time", "due_tick", due)
 	a.mu.Lock()
 	a.held = append(a.held, &heldJob{due: due, cmd: *cmd, msg: m})
 	a.mu.Unlock()
@@ -403,9 +483,7 @@ func (a *Agent) runHeld(ctx, inHand context.Context) {
 			a.held = kept
 			a.mu.Unlock()
 			for _, j := range due {
-				step := a.steps[j.cmd.Saga+"."+j.cmd.Step]
-				log := a.log.With("saga_id", j.cmd.SagaID, "saga", j.cmd.Saga, "step", j.cmd.Step, "tick", now)
-				a.run(inHand, log, &j.cmd, step, j.msg)
+				a.run(inHand, &j.cmd, a.steps[stepKey{j.cmd.Saga, j.cmd.Step}], j.msg)
 			}
 		}
 	}
