@@ -143,7 +143,7 @@ func (e *Engine) Start(id ID, def string, ctx messages.Context, out *Outbox) (*E
 	e.counts[Pending]++
 	x.History = append(x.History, Transition{Tick: e.tick, Status: Pending})
 	e.setStatus(x, InProgress, "", out)
-	e.deadlines.add(x.StartedTick+d.TimeoutTicks+1, deadline{id: id, whole: true})
+	e.addDeadline(x.StartedTick+d.TimeoutTicks+1, deadline{id: id, whole: true})
 	e.dispatch(x, 0, messages.Execute, out)
 	return x, nil
 }
@@ -275,7 +275,7 @@ func (e *Engine) dispatch(x *Execution, idx int, action messages.Action, out *Ou
 	// Only an execute times out. A compensation must happen: it waits for
 	// its agent (JetStream keeps redelivering it) however many ticks pass.
 	if action == messages.Execute {
-		e.deadlines.add(e.tick+x.step().TimeoutTicks+1, deadline{id: x.ID, gen: x.gen})
+		e.addDeadline(e.tick+x.step().TimeoutTicks+1, deadline{id: x.ID, gen: x.gen})
 	}
 	e.send(x, "", out)
 }
@@ -351,6 +351,24 @@ func (e *Engine) AdvanceTick(tick int64, out *Outbox) {
 			e.timeout(x, fmt.Sprintf("step %s not answered within %d ticks", x.step().Name, x.step().TimeoutTicks), out)
 		}
 	})
+}
+
+// addDeadline adds d, due at tick at. When superseded deadlines outnumber
+// the live ones, at most two per active saga, it first drops them, so the
+// index follows the sagas in flight rather than every saga ever started,
+// even when no tick comes; each compaction is paid for by the deadlines
+// added since the last one.
+func (e *Engine) addDeadline(at int64, d deadline) {
+	if e.deadlines.n >= 4*len(e.active)+1024 {
+		e.deadlines.compact(e.liveDeadline)
+	}
+	e.deadlines.add(at, d)
+}
+
+// liveDeadline reports whether d can still time its saga out.
+func (e *Engine) liveDeadline(d deadline) bool {
+	x, ok := e.active[d.id]
+	return ok && x.Status == InProgress && (d.whole || d.gen == x.gen)
 }
 
 func (e *Engine) timeout(x *Execution, reason string, out *Outbox) {
@@ -564,11 +582,11 @@ func (e *Engine) Restore(x Execution, tick int64) error {
 		e.setAwaiting(p, true)
 	}
 	if x.Status == InProgress {
-		e.deadlines.add(x.StartedTick+d.TimeoutTicks+1, deadline{id: x.ID, whole: true})
+		e.addDeadline(x.StartedTick+d.TimeoutTicks+1, deadline{id: x.ID, whole: true})
 	}
 	if x.Current >= 0 && x.Action == messages.Execute {
 		p.gen++
-		e.deadlines.add(x.DispatchedTick+p.step().TimeoutTicks+1, deadline{id: x.ID, gen: p.gen})
+		e.addDeadline(x.DispatchedTick+p.step().TimeoutTicks+1, deadline{id: x.ID, gen: p.gen})
 	}
 	if !x.RetryAt.IsZero() {
 		e.retrying++

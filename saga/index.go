@@ -2,6 +2,7 @@ package saga
 
 import (
 	"container/heap"
+	"slices"
 	"time"
 )
 
@@ -16,9 +17,14 @@ type deadline struct {
 // deadlineIndex buckets deadlines by tick, with a min-heap of the ticks that
 // have a bucket: finding what falls due costs O(log B) per bucket plus O(1)
 // per deadline, and a tick with nothing due costs O(1).
+//
+// A deadline superseded before its tick (its step answered, its saga
+// finished) stays until its tick comes or compact drops it.
 type deadlineIndex struct {
 	buckets map[int64][]deadline
 	ticks   tickHeap
+	// n counts the deadlines held, superseded ones included.
+	n int
 }
 
 func (ix *deadlineIndex) add(at int64, d deadline) {
@@ -27,6 +33,7 @@ func (ix *deadlineIndex) add(at int64, d deadline) {
 		heap.Push(&ix.ticks, at)
 	}
 	ix.buckets[at] = append(b, d)
+	ix.n++
 }
 
 // due calls fn for every deadline at or before tick, removing them. fn may
@@ -36,10 +43,38 @@ func (ix *deadlineIndex) due(tick int64, fn func(deadline)) {
 		at := heap.Pop(&ix.ticks).(int64)
 		b := ix.buckets[at]
 		delete(ix.buckets, at)
+		ix.n -= len(b)
 		for _, d := range b {
 			fn(d)
 		}
 	}
+}
+
+// compact drops the deadlines keep rejects, and the buckets left empty. It
+// costs O(n + B log B) for n deadlines in B buckets.
+func (ix *deadlineIndex) compact(keep func(deadline) bool) {
+	ix.ticks = ix.ticks[:0]
+	ix.n = 0
+	for at, b := range ix.buckets {
+		kept := b[:0]
+		for _, d := range b {
+			if keep(d) {
+				kept = append(kept, d)
+			}
+		}
+		clear(b[len(kept):]) // let go of the ids
+		if len(kept) == 0 {
+			delete(ix.buckets, at)
+			continue
+		}
+		if cap(kept) > 2*len(kept)+8 {
+			kept = slices.Clone(kept)
+		}
+		ix.buckets[at] = kept
+		ix.ticks = append(ix.ticks, at)
+		ix.n += len(kept)
+	}
+	heap.Init(&ix.ticks)
 }
 
 type tickHeap []int64
