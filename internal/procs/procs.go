@@ -151,6 +151,14 @@ func (p *Proc) Kill() {
 	<-done
 }
 
+// Signal sends sig to the current run.
+func (p *Proc) Signal(sig os.Signal) error {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	return cmd.Process.Signal(sig)
+}
+
 // Stop sends SIGTERM and waits up to timeout for a clean exit, then kills.
 // It returns the exit error of a process that did not exit cleanly.
 func (p *Proc) Stop(timeout time.Duration) error {
