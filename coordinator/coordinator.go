@@ -44,6 +44,12 @@ type Options struct {
 	// stays until it is retried. 0 means DefaultRetention; a negative
 	// value keeps every saga for ever.
 	Retention time.Duration
+	// LeaseTTL is how long the coordinator's lease on the bucket lasts
+	// unless renewed. Only the lease holder drives sagas; a coordinator
+	// started while another holds it waits as a standby, and takes over
+	// within LeaseTTL of the holder's death (at once after a clean stop).
+	// 0 means DefaultLeaseTTL; at least a second.
+	LeaseTTL time.Duration
 	// Logger receives the coordinator's logs. nil discards them.
 	Logger *slog.Logger
 	// NewID makes saga ids; nil means UUIDs.
@@ -60,6 +66,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Replicas < 0 || o.AckWait < 0 || o.MaxBatch < 0 {
 		return errors.New("coordinator options: negative replicas, ack wait or batch")
+	}
+	if o.LeaseTTL != 0 && o.LeaseTTL < time.Second {
+		return fmt.Errorf("coordinator options: lease TTL %s: at least 1s", o.LeaseTTL)
 	}
 	for i := range o.Definitions {
 		if err := o.Definitions[i].Validate(); err != nil {
@@ -87,6 +96,8 @@ type Coordinator struct {
 	// stopped is closed when the loop returns, so producers never block
 	// on a loop that is gone.
 	stopped chan struct{}
+	// lost is closed when the lease is lost.
+	lost <-chan struct{}
 	// arena holds the payloads of the batch being committed; evbuf, the
 	// event being published.
 	arena, evbuf []byte
@@ -117,6 +128,9 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 	if opts.Retention == 0 {
 		opts.Retention = DefaultRetention
 	}
+	if opts.LeaseTTL == 0 {
+		opts.LeaseTTL = DefaultLeaseTTL
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -135,19 +149,37 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 		in: make(chan input, 4*opts.MaxBatch), revs: map[string]uint64{}, ready: make(chan struct{}), stopped: make(chan struct{})}, nil
 }
 
-// Ready is closed once the coordinator has recovered its sagas and serves
-// requests.
+// Ready is closed once the coordinator holds the lease, has recovered its
+// sagas and serves requests. A standby is not ready.
 func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
 
-// Run sets up natsaga's streams, bucket and consumer, recovers every stored
+// Run sets up natsaga's streams, bucket and consumer, waits for the lease
+// as a standby while another coordinator holds it, recovers every stored
 // saga, and drives sagas until ctx is cancelled. It returns nil after a
-// clean stop, [ErrNoJetStream] when the server has no JetStream, and any
+// clean stop (releasing the lease), [ErrNoJetStream] when the server has no
+// JetStream, [ErrLeaseLost] when another coordinator took over, and any
 // other error that stopped it (the process should exit; a restart resumes
 // where it stopped).
 func (c *Coordinator) Run(ctx context.Context) error {
 	if err := c.setup(ctx); err != nil {
 		return err
 	}
+	l := c.newLease()
+	if err := l.acquire(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	keepCtx, stopKeeping := context.WithCancel(ctx)
+	lost := make(chan struct{})
+	go l.keep(keepCtx, lost)
+	defer func() {
+		stopKeeping()
+		<-lost
+		l.release()
+	}()
+	c.lost = lost
 	if err := c.recover(ctx); err != nil {
 		return err
 	}
@@ -173,6 +205,11 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}()
 	go c.pullReplies(iter)
 	defer iter.Stop()
+	// Ready means requests are answered: the server must know the
+	// subscriptions before anyone is told.
+	if err := c.nc.Flush(); err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
 	close(c.ready)
 	c.log.Info("coordinator running", "tick", c.engine.Tick(), "active", c.engine.Summary().Active)
 	defer close(c.stopped)
@@ -200,12 +237,10 @@ func (c *Coordinator) setup(ctx context.Context) error {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)
 		}
 	}
-	kvCfg := jetstream.KeyValueConfig{Bucket: messages.SagaBucket, History: 1, Storage: jetstream.FileStorage, Replicas: r}
-	if c.opts.Retention > 0 {
-		// Finished sagas expire with a per-key TTL; the marker left for
-		// watchers lives a minute.
-		kvCfg.LimitMarkerTTL = time.Minute
-	}
+	// The lease and finished sagas expire with per-key TTLs; the marker
+	// an expiry leaves for watchers lives a minute.
+	kvCfg := jetstream.KeyValueConfig{Bucket: messages.SagaBucket, History: 1, Storage: jetstream.FileStorage,
+		Replicas: r, LimitMarkerTTL: time.Minute}
 	kv, err := c.js.CreateOrUpdateKeyValue(ctx, kvCfg)
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", messages.SagaBucket, err)
@@ -292,6 +327,11 @@ func (c *Coordinator) loop(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-c.lost:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return ErrLeaseLost
 		case in := <-c.in:
 			if d := in(time.Now(), &out); d != nil {
 				dones = append(dones, d)
@@ -453,9 +493,7 @@ func wait(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, err
 	case ack := <-f.Ok():
 		return ack, nil
 	case err := <-f.Err():
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		if isConflict(err) {
 			return nil, fmt.Errorf("%w: %w", ErrConflict, err)
 		}
 		return nil, err

@@ -2,10 +2,13 @@
 // step commands to the agents, applies their replies and the simulation
 // ticks, rolls failed sagas back, and keeps every saga durable in the
 // server's JetStream. Restarted, it resumes every saga where it stopped.
+// Start a second one and it stands by, taking over within -lease-ttl of the
+// first one's death.
 //
 // Usage:
 //
-//	coordinator [-nats nats://127.0.0.1:4222] [-replicas 1] [-ack-wait 5s] [-log-level info]
+//	coordinator [-nats nats://127.0.0.1:4222] [-replicas 1] [-ack-wait 5s]
+//	            [-retention 168h] [-lease-ttl 3s] [-log-level info]
 package main
 
 import (
@@ -28,6 +31,7 @@ type config struct {
 	replicas  int
 	ackWait   time.Duration
 	retention time.Duration
+	leaseTTL  time.Duration
 	logLevel  string
 }
 
@@ -39,6 +43,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.IntVar(&c.replicas, "replicas", 1, "copies of natsaga's streams and bucket (3 on a 3-node cluster)")
 	fs.DurationVar(&c.ackWait, "ack-wait", 5*time.Second, "redelivery delay of a reply the coordinator took and never acted on")
 	fs.DurationVar(&c.retention, "retention", coordinator.DefaultRetention, "how long a finished saga stays queryable (failed ones stay until retried); negative: for ever")
+	fs.DurationVar(&c.leaseTTL, "lease-ttl", coordinator.DefaultLeaseTTL, "how long the lease lasts unless renewed: a standby coordinator takes over this long after the active one dies")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -56,7 +61,7 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 	}
 	defer cli.Drain(nc, 5*time.Second)
 	co, err := coordinator.New(nc, coordinator.Options{
-		Definitions: flood.Definitions(), Replicas: c.replicas, AckWait: c.ackWait, Retention: c.retention, Logger: log,
+		Definitions: flood.Definitions(), Replicas: c.replicas, AckWait: c.ackWait, Retention: c.retention, LeaseTTL: c.leaseTTL, Logger: log,
 	})
 	if err != nil {
 		return err

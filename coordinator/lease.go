@@ -1,0 +1,133 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/natsaga/natsaga/messages"
+)
+
+// ErrLeaseLost is returned by [Coordinator.Run] when this coordinator could
+// not renew its lease in time, or another took it over: it stops at once,
+// and a restart makes it a standby.
+var ErrLeaseLost = errors.New("coordinator lease lost")
+
+// DefaultLeaseTTL is how long a coordinator's lease lasts unless renewed:
+// a standby takes over this long after the active coordinator dies.
+const DefaultLeaseTTL = 3 * time.Second
+
+// leaseKey is the bucket key of the lease: one coordinator at a time drives
+// the sagas, the others wait as standbys.
+const leaseKey = "meta.leader"
+
+// holder is what the lease says about its holder.
+type holder struct {
+	ID   string `json:"id"`
+	PID  int    `json:"pid"`
+	Host string `json:"host"`
+}
+
+// lease is this coordinator's hold on leaseKey.
+type lease struct {
+	c    *Coordinator
+	data []byte
+	rev  uint64
+	ttl  time.Duration
+}
+
+func (c *Coordinator) newLease() *lease {
+	host, _ := os.Hostname()
+	data, _ := json.Marshal(holder{ID: nuid.Next(), PID: os.Getpid(), Host: host})
+	return &lease{c: c, data: data, ttl: c.opts.LeaseTTL}
+}
+
+// acquire waits until the lease is free and takes it. It returns ctx's
+// error when ctx ends first.
+func (l *lease) acquire(ctx context.Context) error {
+	logged := false
+	for {
+		rev, err := l.c.kv.Create(ctx, leaseKey, l.data, jetstream.KeyTTL(l.ttl))
+		if err == nil {
+			l.rev = rev
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("lease: %w", err)
+		}
+		if !logged {
+			who := "another coordinator"
+			if e, err := l.c.kv.Get(ctx, leaseKey); err == nil {
+				who = string(e.Value())
+			}
+			l.c.log.Info("standing by: another coordinator holds the lease", "holder", who, "ttl", l.ttl)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(l.ttl / 4):
+		}
+	}
+}
+
+// keep renews the lease every third of its TTL until ctx ends. It closes
+// lost and returns when the lease was taken over, or could not be renewed
+// for a whole TTL.
+func (l *lease) keep(ctx context.Context, lost chan<- struct{}) {
+	defer close(lost)
+	renewed := time.Now()
+	t := time.NewTicker(l.ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		m := nats.NewMsg("$KV." + messages.SagaBucket + "." + leaseKey)
+		m.Data = l.data
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(l.rev, 10))
+		m.Header.Set(jetstream.MsgTTLHeader, l.ttl.String())
+		rctx, cancel := context.WithTimeout(ctx, l.ttl/3)
+		ack, err := l.c.js.PublishMsg(rctx, m)
+		cancel()
+		switch {
+		case err == nil:
+			l.rev, renewed = ack.Sequence, time.Now()
+		case ctx.Err() != nil:
+			return
+		case isConflict(err):
+			l.c.log.Error("lease taken over by another coordinator", "err", err)
+			return
+		case time.Since(renewed) >= l.ttl:
+			l.c.log.Error("lease not renewed within its TTL", "err", err)
+			return
+		default:
+			l.c.log.Warn("lease renewal failed; retrying", "err", err)
+		}
+	}
+}
+
+// release frees the lease so a standby takes over at once.
+func (l *lease) release() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := l.c.kv.Delete(ctx, leaseKey, jetstream.LastRevision(l.rev)); err != nil {
+		l.c.log.Warn("lease not released; a standby takes over when it expires", "err", err)
+	}
+}
+
+func isConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
