@@ -9,10 +9,11 @@
 //	natsaga [-nats URL] retry SAGA_ID
 //	natsaga [-nats URL] start SAGA_TYPE [CONTEXT_JSON]
 //	natsaga [-nats URL] tick N
+//	natsaga [-nats URL] events [-saga TYPE] [-status STATUS] [-all] [-n N]
 //
-// Every answer is printed as indented JSON on stdout. The exit code is 0 on
-// success, 1 when the coordinator answered with an error or did not answer,
-// and 2 for bad usage.
+// Every answer is printed as indented JSON on stdout; events are printed one
+// JSON object a line. The exit code is 0 on success, 1 when the coordinator
+// answered with an error or did not answer, and 2 for bad usage.
 package main
 
 import (
@@ -41,6 +42,8 @@ commands:
   retry SAGA_ID                  retry the compensation of a failed saga
   start SAGA_TYPE [CONTEXT]      start a saga (CONTEXT is a JSON object)
   tick N                         advance the simulation clock to tick N
+  events [-saga T] [-status S] [-all] [-n N]
+                                 print saga status events as they happen (with -all, from the oldest kept)
 `
 
 func main() { os.Exit(mainCode(os.Args[1:], os.Getenv, os.Stdout, os.Stderr)) }
@@ -61,6 +64,9 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	if fs.NArg() == 0 {
 		fs.Usage()
 		return 2
+	}
+	if fs.Arg(0) == "events" {
+		return eventsCode(conn, fs.Args()[1:], stdout, stderr)
 	}
 	subject, req, err := request(fs.Args())
 	if err != nil {
@@ -165,4 +171,27 @@ func ask(ctx context.Context, nc *nats.Conn, subject string, req any) ([]byte, e
 		return nil, fmt.Errorf("%s: answer is not JSON: %w", subject, err)
 	}
 	return json.MarshalIndent(v, "", "  ")
+}
+
+// eventsCode runs "natsaga events" until SIGINT or -n events.
+func eventsCode(conn cli.Conn, args []string, stdout, stderr io.Writer) int {
+	o, err := parseEvents(args)
+	if err != nil {
+		fmt.Fprintln(stderr, "natsaga:", err)
+		return 2
+	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	nc, err := conn.Connect(ctx, "natsaga-cli", log)
+	if err != nil {
+		fmt.Fprintln(stderr, "natsaga:", err)
+		return 1
+	}
+	defer nc.Close()
+	if err := streamEvents(ctx, nc, o, stdout); err != nil {
+		fmt.Fprintln(stderr, "natsaga:", err)
+		return 1
+	}
+	return 0
 }

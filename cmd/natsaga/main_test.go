@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -83,6 +84,22 @@ func TestOperatorRetriesFailedCompensation(t *testing.T) {
 	require.Equal(t, 1, code, out)
 	require.Contains(t, out, messages.CodeConflict)
 
+	// The saga's story, from the event stream: started, rolling back,
+	// failed, rolling back again after the retry, rolled back.
+	code, out = natsaga(t, url, "events", "-all", "-saga", "ops", "-n", "5")
+	require.Equal(t, 0, code, out)
+	var statuses []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var ev messages.Event
+		require.NoError(t, json.Unmarshal([]byte(line), &ev), line)
+		require.Equal(t, started.SagaID, ev.SagaID)
+		statuses = append(statuses, ev.Status)
+	}
+	require.Equal(t, []string{"in_progress", "compensating", "failed", "compensating", "rolled_back"}, statuses)
+	code, out = natsaga(t, url, "events", "-all", "-status", "failed", "-n", "1")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, `"status":"failed"`)
+
 	code, out = natsaga(t, url, "summary")
 	require.Equal(t, 0, code, out)
 	var s messages.Summary
@@ -92,7 +109,7 @@ func TestOperatorRetriesFailedCompensation(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{}, {"bogus"}, {"status"}, {"tick", "-1"}, {"start", "bad.type"}, {"start", "ops", "[1]"}} {
+	for _, args := range [][]string{{}, {"bogus"}, {"status"}, {"tick", "-1"}, {"start", "bad.type"}, {"start", "ops", "[1]"}, {"events", "-n", "-1"}, {"events", "-saga", "a.b"}, {"events", "extra"}} {
 		var out, errOut bytes.Buffer
 		code := mainCode(args, func(string) string { return "" }, &out, &errOut)
 		require.Equal(t, 2, code, "args %v", args)
