@@ -353,6 +353,19 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 	var sum messages.Summary
 	request(t, op.nc, messages.SummarySubject, struct{}{}, &sum)
 	require.Equal(t, 4, sum.Completed+sum.RolledBack)
+	// ... and reads the saga events, as "natsaga events" does.
+	js, err := jetstream.New(op.nc)
+	require.NoError(t, err)
+	events, err := js.OrderedConsumer(ctx, messages.EventStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{messages.EventSubject("*", "*")}, DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	require.NoError(t, err)
+	it, err := events.Messages()
+	require.NoError(t, err)
+	ev, err := it.Next()
+	it.Stop()
+	require.NoError(t, err)
+	require.Contains(t, string(ev.Data()), subsidy[:8])
 
 	for _, cl := range []*client{co, d, op} {
 		require.Empty(t, cl.errors(), "errors of %s", cl.user)
