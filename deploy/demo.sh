@@ -13,6 +13,9 @@
 #       print the driver's JSON report, or copy it to FILE.
 #   deploy/demo.sh down
 #       stop and remove everything, volumes included.
+#   deploy/demo.sh natsaga ARGS...
+#       run the operator's tool (cmd/natsaga) as the operator user, for
+#       example `summary`, `list -status failed`, `events -all -n 10`.
 #   deploy/demo.sh compose ARGS...
 #       any other Compose command, for example `ps`, `logs coordinator`,
 #       `stop nats-2`, `port nats-1 4222`.
@@ -143,6 +146,10 @@ case $cmd in
 up) up "$@" ;;
 report) report "$@" ;;
 down) compose down -v --remove-orphans ;;
+natsaga)
+	compose run --rm --no-deps -e NATS_USER=operator -e NATS_PASSWORD=operator-demo \
+		-e NATS_INBOX_PREFIX=_INBOX_operator --entrypoint /natsaga driver "$@"
+	;;
 compose) compose "$@" ;;
 *)
 	sed -n '2,/^set -eu/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
