@@ -279,7 +279,13 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	for {
 		m, err := iter.Next()
 		if err != nil {
-			return nil
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			// A missed heartbeat (a busy process or server) is not the
+			// end: the iterator pulls again.
+			c.log.Warn("reply consumer", "err", err)
+			continue
 		}
 		select {
 		case work <- func(ctx context.Context) { c.reply(ctx, m) }:
@@ -496,7 +502,11 @@ func RunAgent(ctx context.Context, nc *nats.Conn, opts AgentOptions) error {
 	for {
 		m, err := iter.Next()
 		if err != nil {
-			break
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				break
+			}
+			log.Warn("command consumer", "err", err)
+			continue
 		}
 		work <- m
 	}
