@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natsaga/natsaga/internal/pull"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -141,7 +142,9 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 			return nil, fmt.Errorf("coordinator: %w", err)
 		}
 	}
-	js, err := jetstream.New(nc)
+	// A store or publish that is not acknowledged in time fails the commit
+	// (and stops the coordinator, to be restarted) rather than hang it.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
@@ -183,19 +186,13 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if err := c.recover(ctx); err != nil {
 		return err
 	}
-	cons, err := c.js.Consumer(ctx, messages.ReplyStream, messages.ReplyConsumer)
+	first, err := c.openReplies(ctx)
 	if err != nil {
-		return fmt.Errorf("reply consumer: %w", err)
-	}
-	// Short pulls with frequent heartbeats notice a restarted server within
-	// seconds rather than the client's default 30.
-	iter, err := cons.Messages(jetstream.PullMaxMessages(c.opts.MaxBatch), jetstream.PullExpiry(4*time.Second), jetstream.PullHeartbeat(time.Second))
-	if err != nil {
-		return fmt.Errorf("reply consumer: %w", err)
+		return err
 	}
 	subs, err := c.subscribe()
 	if err != nil {
-		iter.Stop()
+		first.Stop()
 		return err
 	}
 	defer func() {
@@ -203,8 +200,16 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			_ = s.Unsubscribe()
 		}
 	}()
-	go c.pullReplies(iter)
-	defer iter.Stop()
+	pulling, stopPulling := context.WithCancel(ctx)
+	pulled := make(chan struct{})
+	go func() {
+		defer close(pulled)
+		c.pullReplies(pulling, first)
+	}()
+	defer func() {
+		stopPulling()
+		<-pulled
+	}()
 	// Ready means requests are answered: the server must know the
 	// subscriptions before anyone is told.
 	if err := c.nc.Flush(); err != nil {
@@ -528,17 +533,35 @@ func (c *Coordinator) publishCommands(ctx context.Context, cmds []messages.Comma
 	return nil
 }
 
-// pullReplies feeds delivered replies to the loop until iter stops.
-func (c *Coordinator) pullReplies(iter jetstream.MessagesContext) {
-	for {
-		m, err := iter.Next()
-		if err != nil {
-			return
-		}
-		if !c.enqueue(c.replyInput(m)) {
-			return
-		}
+// openReplies binds the reply consumer and returns an iterator over it.
+func (c *Coordinator) openReplies(ctx context.Context) (jetstream.MessagesContext, error) {
+	cons, err := c.js.Consumer(ctx, messages.ReplyStream, messages.ReplyConsumer)
+	if err != nil {
+		return nil, fmt.Errorf("reply consumer: %w", err)
 	}
+	// Short pulls with frequent heartbeats notice a restarted server within
+	// seconds rather than the client's default 30.
+	it, err := cons.Messages(jetstream.PullMaxMessages(c.opts.MaxBatch), jetstream.PullExpiry(4*time.Second), jetstream.PullHeartbeat(time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("reply consumer: %w", err)
+	}
+	return it, nil
+}
+
+// pullReplies feeds delivered replies to the loop until ctx ends, starting
+// with first and opening the consumer again whenever it was lost.
+func (c *Coordinator) pullReplies(ctx context.Context, first jetstream.MessagesContext) {
+	open := func(ctx context.Context) (jetstream.MessagesContext, error) {
+		if first != nil {
+			it := first
+			first = nil
+			return it, nil
+		}
+		return c.openReplies(ctx)
+	}
+	// Replies pulled but not applied are redelivered to the next
+	// coordinator, so the iterator stops at once on shutdown.
+	pull.Loop(ctx, ctx, c.log, pull.Options{}, open, func(m jetstream.Msg) { c.enqueue(c.replyInput(m)) })
 }
 
 func (c *Coordinator) replyInput(m jetstream.Msg) input {

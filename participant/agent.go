@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
+	"github.com/natsaga/natsaga/internal/pull"
 	"github.com/natsaga/natsaga/messages"
 )
 
@@ -197,16 +198,24 @@ func (a *Agent) Run(ctx context.Context) error {
 	if _, err := waitStream(ctx, a.js, messages.CommandStream); err != nil {
 		return fmt.Errorf("agent: waiting for the coordinator's streams: %w", err)
 	}
-	cons, err := a.js.CreateOrUpdateConsumer(ctx, messages.CommandStream, jetstream.ConsumerConfig{
-		Durable:        messages.CommandConsumer(a.opts.Role),
-		FilterSubjects: a.Subjects(),
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        a.opts.AckWait,
-		MaxDeliver:     -1,
-		MaxAckPending:  8192,
-	})
-	if err != nil {
-		return fmt.Errorf("agent consumer: %w", err)
+	// The consumer is created here, so that an agent that cannot have it
+	// fails at once, and again by the pull loop whenever it was lost.
+	open := func(ctx context.Context) (jetstream.MessagesContext, error) {
+		cons, err := a.js.CreateOrUpdateConsumer(ctx, messages.CommandStream, jetstream.ConsumerConfig{
+			Durable:        messages.CommandConsumer(a.opts.Role),
+			FilterSubjects: a.Subjects(),
+			AckPolicy:      jetstream.AckExplicitPolicy,
+			AckWait:        a.opts.AckWait,
+			MaxDeliver:     -1,
+			MaxAckPending:  8192,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("agent consumer: %w", err)
+		}
+		// Short pulls with frequent heartbeats notice a restarted server
+		// within seconds rather than the client's default 30.
+		return cons.Messages(jetstream.PullMaxMessages(2*a.opts.Concurrency),
+			jetstream.PullExpiry(4*time.Second), jetstream.PullHeartbeat(time.Second))
 	}
 	statsSub, err := a.nc.Subscribe(messages.AgentStatsSubject, a.answerStats)
 	if err != nil {
@@ -218,13 +227,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("agent ticks: %w", err)
 	}
 	defer tickSub.Unsubscribe()
-
-	// Short pulls with frequent heartbeats notice a restarted server within
-	// seconds rather than the client's default 30.
-	iter, err := cons.Messages(jetstream.PullMaxMessages(2*a.opts.Concurrency), jetstream.PullExpiry(4*time.Second), jetstream.PullHeartbeat(time.Second))
+	first, err := open(ctx)
 	if err != nil {
-		return fmt.Errorf("agent pull: %w", err)
+		return err
 	}
+
 	a.log.Info("agent serving", "subjects", len(a.Subjects()))
 
 	// Commands in hand are finished after ctx ends, within a grace of one
@@ -255,21 +262,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer wg.Done()
 		a.runHeld(ctx, inHand)
 	}()
-	go func() {
-		<-ctx.Done()
-		// Drain hands over what was pulled; should the server be gone and
-		// the drain never end, Stop ends it after one ack wait.
-		iter.Drain()
-		<-inHand.Done()
-		iter.Stop()
-	}()
-	for {
-		m, err := iter.Next()
-		if err != nil {
-			break
+	// On shutdown the pull loop drains what was pulled; should the server
+	// be gone and the drain never end, it stops after one ack wait.
+	opened := false
+	pull.Loop(ctx, inHand, a.log, pull.Options{}, func(ctx context.Context) (jetstream.MessagesContext, error) {
+		if !opened {
+			opened = true
+			return first, nil
 		}
-		work <- m
-	}
+		return open(ctx)
+	}, func(m jetstream.Msg) { work <- m })
 	close(work)
 	wg.Wait()
 	close(a.replies)

@@ -1,0 +1,91 @@
+// Package pull keeps a JetStream pull consumer flowing through what a
+// cluster does to it: missed heartbeats, a lost node, a consumer deleted or
+// moved. The coordinator and the agents read their streams through it.
+package pull
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Open returns a fresh iterator over a consumer, creating or binding the
+// consumer as needed.
+type Open func(ctx context.Context) (jetstream.MessagesContext, error)
+
+// Options tunes Loop. The zero value works.
+type Options struct {
+	// Pause is the wait before reopening after an iterator ended. 0 means
+	// one second.
+	Pause time.Duration
+}
+
+// Loop hands every message of the iterators open returns to handle, until
+// ctx ends; then it drains the current iterator (handle still gets what it
+// held) and returns, or stops it at once when hard ends first. A missed
+// heartbeat is logged (to log; nil discards) and pulling goes on; an
+// iterator that ends for any other reason is replaced by a new one after a
+// pause, and so is a failed open. handle is called from one goroutine.
+func Loop(ctx, hard context.Context, log *slog.Logger, opts Options, open Open, handle func(jetstream.Msg)) {
+	if opts.Pause == 0 {
+		opts.Pause = time.Second
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	for {
+		it, err := open(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn("pull consumer unavailable; retrying", "err", err)
+			if !pause(ctx, opts.Pause) {
+				return
+			}
+			continue
+		}
+		stopDrain := context.AfterFunc(ctx, it.Drain)
+		stopHard := context.AfterFunc(hard, it.Stop)
+		err = each(it, log, handle)
+		stopDrain()
+		stopHard()
+		it.Stop()
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("pull consumer ended; opening it again", "err", err)
+		if !pause(ctx, opts.Pause) {
+			return
+		}
+	}
+}
+
+// each hands it's messages to handle until it ends, and returns why.
+func each(it jetstream.MessagesContext, log *slog.Logger, handle func(jetstream.Msg)) error {
+	for {
+		m, err := it.Next()
+		switch {
+		case err == nil:
+			handle(m)
+		case errors.Is(err, jetstream.ErrNoHeartbeat):
+			log.Warn("pull consumer missed heartbeats; pulling on", "err", err)
+		default:
+			return err
+		}
+	}
+}
+
+func pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,74 @@
+package pull_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/internal/pull"
+	"github.com/natsaga/natsaga/internal/testenv"
+)
+
+// TestLoopSurvivesALostConsumer deletes the consumer under a running loop
+// and checks that the loop opens it again and goes on delivering.
+func TestLoopSurvivesALostConsumer(t *testing.T) {
+	_, url := testenv.Server(t)
+	js, err := jetstream.New(testenv.Connect(t, url))
+	require.NoError(t, err)
+	ctx := context.Background()
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, Retention: jetstream.WorkQueuePolicy})
+	require.NoError(t, err)
+
+	opened := make(chan struct{}, 10)
+	open := func(ctx context.Context) (jetstream.MessagesContext, error) {
+		c, err := js.CreateOrUpdateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
+		if err != nil {
+			return nil, err
+		}
+		opened <- struct{}{}
+		return c.Messages(jetstream.PullExpiry(2*time.Second), jetstream.PullHeartbeat(500*time.Millisecond))
+	}
+	got := make(chan string, 10)
+	loopCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pull.Loop(loopCtx, loopCtx, testenv.Logger(t), pull.Options{Pause: 10 * time.Millisecond}, open, func(m jetstream.Msg) {
+			_ = m.DoubleAck(context.Background())
+			got <- string(m.Data())
+		})
+	}()
+	next := func() string {
+		select {
+		case s := <-got:
+			return s
+		case <-time.After(10 * time.Second):
+			t.Fatal("no message delivered")
+			return ""
+		}
+	}
+	<-opened
+	_, err = js.Publish(ctx, "s.a", []byte("one"))
+	require.NoError(t, err)
+	require.Equal(t, "one", next())
+
+	require.NoError(t, js.DeleteConsumer(ctx, "S", "c"))
+	select {
+	case <-opened:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the loop never opened the consumer again")
+	}
+	_, err = js.Publish(ctx, "s.a", []byte("two"))
+	require.NoError(t, err)
+	require.Equal(t, "two", next())
+
+	stop()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the loop did not return after its context ended")
+	}
+}
