@@ -18,6 +18,10 @@ import (
 // times out is sent again, identical, so that it stays idempotent.
 const requestTimeout = 5 * time.Second
 
+// restartPatience is how long a request waits for a coordinator that does
+// not answer at all.
+const restartPatience = time.Minute
+
 // errNotFound is returned by client.status for a saga the coordinator does
 // not know.
 var errNotFound = errors.New("saga not found")
@@ -43,6 +47,10 @@ func (c *client) request(ctx context.Context, subject string, req, resp any, att
 	if err != nil {
 		return fmt.Errorf("%s: encode: %w", subject, err)
 	}
+	// Nobody answering means the coordinator is (re)starting, which can
+	// take a lease's TTL and a recovery: that is waited out for up to
+	// restartPatience, apart from the attempts.
+	patience := time.Now().Add(restartPatience)
 	for attempt := 1; ; attempt++ {
 		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 		m, err := c.nc.RequestWithContext(rctx, subject, data)
@@ -56,7 +64,11 @@ func (c *client) request(ctx context.Context, subject string, req, resp any, att
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s: %w", subject, ctx.Err())
 		}
-		retry := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
+		noResponders := errors.Is(err, nats.ErrNoResponders)
+		retry := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || noResponders
+		if noResponders && time.Now().Before(patience) {
+			attempt = min(attempt, attempts-1)
+		}
 		if !retry || attempt >= attempts {
 			return fmt.Errorf("%s: attempt %d: %w", subject, attempt, err)
 		}
