@@ -31,9 +31,6 @@ type Decoder struct {
 // NewDecoder returns a decoder reading data.
 func NewDecoder(data []byte) *Decoder { return &Decoder{data: data} }
 
-// Err returns the first error met.
-func (d *Decoder) Err() error { return d.err }
-
 func (d *Decoder) fail(err error) error {
 	if d.err == nil {
 		d.err = err

@@ -80,19 +80,8 @@ func htmlSafe(b byte) bool {
 	return b >= 0x20 && b != '"' && b != '\\' && b != '<' && b != '>' && b != '&'
 }
 
-// AppendKey appends "key": for a key that is a Go string constant made of
-// safe ASCII only (natsaga's field names).
-func AppendKey(dst []byte, key string) []byte {
-	dst = append(dst, '"')
-	dst = append(dst, key...)
-	return append(dst, '"', ':')
-}
-
 // AppendInt appends v.
 func AppendInt(dst []byte, v int64) []byte { return strconv.AppendInt(dst, v, 10) }
-
-// AppendBool appends v.
-func AppendBool(dst []byte, v bool) []byte { return strconv.AppendBool(dst, v) }
 
 // AppendRaw appends raw, a JSON value, as encoding/json encodes a
 // json.RawMessage: nil as null, otherwise compacted with HTML-safe escaping.
