@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/internal/testenv"
@@ -362,4 +363,25 @@ func jsonOf(t *testing.T, v any) string {
 	b, err := json.Marshal(v)
 	require.NoError(t, err)
 	return string(b)
+}
+
+// TestFinalRecordsExpire checks that a branch's final record is written to
+// expire after participant.RecordTTL, while the state it changed is not.
+func TestFinalRecordsExpire(t *testing.T) {
+	_, url := testenv.Server(t)
+	s := openBank(t, url, 1_000)
+	d := newDebit()
+	_, v := do(t, s, d.handler(), command("ttl-1", messages.Execute, 1, 10))
+	require.Equal(t, participant.Applied, v)
+
+	js, err := jetstream.New(testenv.Connect(t, url))
+	require.NoError(t, err)
+	st, err := js.Stream(context.Background(), messages.StateStream(bankRole))
+	require.NoError(t, err)
+	rec, err := st.GetLastMsgForSubject(context.Background(), messages.BranchSubject(bankRole, "ttl-1", "debit"))
+	require.NoError(t, err)
+	require.Equal(t, participant.RecordTTL.String(), rec.Header.Get(jetstream.MsgTTLHeader))
+	val, err := st.GetLastMsgForSubject(context.Background(), messages.DataSubject(bankRole, balanceKey))
+	require.NoError(t, err)
+	require.Empty(t, val.Header.Get(jetstream.MsgTTLHeader), "state never expires")
 }

@@ -165,6 +165,12 @@ type envelope struct {
 	Ops map[string]messages.Context `json:"ops,omitempty"`
 }
 
+// RecordTTL is how long a branch's final barrier record is kept. A command
+// outlives its saga by at most its redeliveries, so a week is far beyond
+// the last duplicate the record must absorb; without an expiry the state
+// stream would keep three records for every saga ever run.
+const RecordTTL = 7 * 24 * time.Hour
+
 // StreamConfig is the configuration of role's state stream, with replicas
 // copies.
 func StreamConfig(role string, replicas int) jetstream.StreamConfig {
@@ -176,6 +182,7 @@ func StreamConfig(role string, replicas int) jetstream.StreamConfig {
 		MaxMsgsPerSubject:  1,
 		AllowDirect:        true,
 		AllowAtomicPublish: true,
+		AllowMsgTTL:        true,
 		Discard:            jetstream.DiscardOld,
 	}
 }
@@ -598,12 +605,22 @@ func (b *branch) record(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("encode record: %w", err)
 	}
-	ack, err := b.s.js.Publish(ctx, b.subject, data, jetstream.WithExpectLastSequencePerSubject(b.seq))
+	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(b.seq)}
+	if b.rec.final() {
+		opts = append(opts, jetstream.WithMsgTTL(RecordTTL))
+	}
+	ack, err := b.s.js.Publish(ctx, b.subject, data, opts...)
 	if err != nil {
 		return wrapWrite(b.subject, err)
 	}
 	b.seq = ack.Sequence
 	return nil
+}
+
+// final reports whether no action of r is pending: the record may then
+// expire, after RecordTTL.
+func (r *Record) final() bool {
+	return (r.Execute == nil || !r.Execute.Pending) && (r.Compensate == nil || !r.Compensate.Pending)
 }
 
 // writeValue writes tx's one value in an envelope that names this action
@@ -670,6 +687,9 @@ func (b *branch) batch(ctx context.Context, tx *Tx) error {
 		nm.Header.Set("Nats-Batch-Id", id)
 		nm.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
 		nm.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(m.seq, 10))
+		if m.subject == b.subject && b.rec.final() {
+			nm.Header.Set(jetstream.MsgTTLHeader, RecordTTL.String())
+		}
 		if i < len(msgs)-1 {
 			if err := b.s.nc.PublishMsg(nm); err != nil {
 				return fmt.Errorf("batch publish: %w: %w", ErrUnavailable, err)
