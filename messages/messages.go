@@ -81,17 +81,23 @@ func (c *Command) OnSubject(subject string) bool {
 // Validate returns an error wrapping [ErrBadRequest] or [ErrVersion] when c
 // is not a well-formed command.
 func (c *Command) Validate() error {
-	if c.V != Version {
-		return fmt.Errorf("command version %d: %w", c.V, ErrVersion)
+	return checkCorrelation("command", c.V, c.SagaID, c.Saga, c.Step, c.Action, c.Attempt, c.Seq)
+}
+
+// checkCorrelation checks the fields a command and its reply share: the
+// version and what identifies the command.
+func checkCorrelation(kind string, v int, sagaID, saga, step string, action Action, attempt, seq int) error {
+	if v != Version {
+		return fmt.Errorf("%s version %d: %w", kind, v, ErrVersion)
 	}
-	if err := errors.Join(CheckToken("saga_id", c.SagaID), CheckToken("saga", c.Saga), CheckToken("step", c.Step)); err != nil {
+	if err := errors.Join(CheckToken("saga_id", sagaID), CheckToken("saga", saga), CheckToken("step", step)); err != nil {
 		return err
 	}
-	if !c.Action.Valid() {
-		return fmt.Errorf("command action %q: %w", c.Action, ErrBadRequest)
+	if !action.Valid() {
+		return fmt.Errorf("%s action %q: %w", kind, action, ErrBadRequest)
 	}
-	if c.Attempt < 1 || c.Seq < 1 {
-		return fmt.Errorf("command attempt %d, seq %d must be positive: %w", c.Attempt, c.Seq, ErrBadRequest)
+	if attempt < 1 || seq < 1 {
+		return fmt.Errorf("%s attempt %d, seq %d must be positive: %w", kind, attempt, seq, ErrBadRequest)
 	}
 	return nil
 }
@@ -127,20 +133,11 @@ func (r *Reply) Subject() string { return ReplySubject(r.Saga, r.Step) }
 // Validate returns an error wrapping [ErrBadRequest] or [ErrVersion] when r
 // is not a well-formed reply.
 func (r *Reply) Validate() error {
-	if r.V != Version {
-		return fmt.Errorf("reply version %d: %w", r.V, ErrVersion)
-	}
-	if err := errors.Join(CheckToken("saga_id", r.SagaID), CheckToken("saga", r.Saga), CheckToken("step", r.Step)); err != nil {
+	if err := checkCorrelation("reply", r.V, r.SagaID, r.Saga, r.Step, r.Action, r.Attempt, r.Seq); err != nil {
 		return err
-	}
-	if !r.Action.Valid() {
-		return fmt.Errorf("reply action %q: %w", r.Action, ErrBadRequest)
 	}
 	if !r.Outcome.Valid() {
 		return fmt.Errorf("reply outcome %q: %w", r.Outcome, ErrBadRequest)
-	}
-	if r.Attempt < 1 || r.Seq < 1 {
-		return fmt.Errorf("reply attempt %d, seq %d must be positive: %w", r.Attempt, r.Seq, ErrBadRequest)
 	}
 	if r.Outcome == Failed && r.Reason == "" {
 		return fmt.Errorf("a failed reply needs a reason: %w", ErrBadRequest)
