@@ -136,25 +136,7 @@ func (d *Decoder) Object(field func(key []byte) error) error {
 }
 
 // String reads a string into *s. A null leaves *s unchanged.
-func (d *Decoder) String(s *string) error {
-	if d.Null() || d.err != nil {
-		return d.err
-	}
-	c := d.peek()
-	if c != '"' {
-		if _, err := d.skip(); err != nil {
-			return err
-		}
-		return d.fail(fmt.Errorf("%s for a string: %w", kind(c), ErrType))
-	}
-	var buf [64]byte
-	b, err := d.str(buf[:0])
-	if err != nil {
-		return err
-	}
-	*s = string(b)
-	return nil
-}
+func (d *Decoder) String(s *string) error { return d.StringOf(s) }
 
 // StringOf reads a string and stores in *s the one of known it equals,
 // without allocating, or a copy when it equals none. A null leaves *s
