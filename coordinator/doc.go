@@ -16,4 +16,10 @@
 // its effects are stored, and a restarted coordinator reloads every saga
 // from the bucket and sends each active saga's outstanding command again;
 // agents absorb the duplicates (package participant).
+//
+// Only one coordinator drives the sagas of a bucket: it holds a lease
+// (a key with a TTL, renewed every third of it). Another coordinator on the
+// same bucket stands by until the lease is released or expires. Finished
+// sagas stay in the bucket for Options.Retention, then expire; active and
+// failed ones never do.
 package coordinator
