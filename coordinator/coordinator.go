@@ -109,11 +109,6 @@ type Coordinator struct {
 // the commit error, nil on success.
 type input func(now time.Time, out *saga.Outbox) (done func(err error))
 
-const (
-	clockKey  = "meta.clock"
-	sagaKeyPf = "s."
-)
-
 // New returns a coordinator on nc. It returns an error when opts do not
 // validate.
 func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
@@ -290,12 +285,12 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		}
 		key := entry.Key()
 		switch {
-		case key == clockKey:
+		case key == messages.ClockKey:
 			if tick, err = strconv.ParseInt(string(entry.Value()), 10, 64); err != nil {
 				return fmt.Errorf("recover clock: %w", err)
 			}
 			c.clock = entry.Revision()
-		case strings.HasPrefix(key, sagaKeyPf):
+		case strings.HasPrefix(key, messages.SagaKeyPrefix):
 			var x saga.Execution
 			if err := json.Unmarshal(entry.Value(), &x); err != nil {
 				return fmt.Errorf("recover %s: %w", key, err)
@@ -429,7 +424,7 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 		if x.Status.Terminal() && x.Status != saga.Failed && c.opts.Retention > 0 {
 			ttl = c.opts.Retention
 		}
-		f, err := c.putAsync(sagaKeyPf+x.ID, data, c.revs[x.ID], ttl)
+		f, err := c.putAsync(messages.SagaKey(x.ID), data, c.revs[x.ID], ttl)
 		if err != nil {
 			return err
 		}
@@ -437,7 +432,7 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 	}
 	var clock jetstream.PubAckFuture
 	if t := c.engine.Tick(); t != c.saved {
-		f, err := c.putAsync(clockKey, []byte(strconv.FormatInt(t, 10)), c.clock, 0)
+		f, err := c.putAsync(messages.ClockKey, []byte(strconv.FormatInt(t, 10)), c.clock, 0)
 		if err != nil {
 			return err
 		}
@@ -480,7 +475,7 @@ func (c *Coordinator) encode(appendJSON func([]byte) ([]byte, error)) ([]byte, e
 
 // putAsync writes key guarded by rev, to expire after ttl when ttl > 0.
 func (c *Coordinator) putAsync(key string, data []byte, rev uint64, ttl time.Duration) (jetstream.PubAckFuture, error) {
-	m := nats.NewMsg("$KV." + messages.SagaBucket + "." + key)
+	m := nats.NewMsg(messages.BucketSubject(key))
 	m.Data = data
 	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
 	if ttl > 0 {

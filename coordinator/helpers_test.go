@@ -41,6 +41,23 @@ func listen(t *testing.T, nc *nats.Conn, subject string) *wire {
 	return w
 }
 
+// states lists the statuses of the stored writes of saga id, in order.
+func (w *wire) states(t *testing.T, id string) string {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var states []string
+	for _, m := range w.msgs {
+		if m.Subject != messages.BucketSubject(messages.SagaKey(id)) {
+			continue
+		}
+		var x saga.Execution
+		require.NoError(t, json.Unmarshal(m.Data, &x))
+		states = append(states, string(x.Status))
+	}
+	return strings.Join(states, " ")
+}
+
 func (w *wire) len() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -25,10 +25,6 @@ var ErrLeaseLost = errors.New("coordinator lease lost")
 // a standby takes over this long after the active coordinator dies.
 const DefaultLeaseTTL = 3 * time.Second
 
-// leaseKey is the bucket key of the lease: one coordinator at a time drives
-// the sagas, the others wait as standbys.
-const leaseKey = "meta.leader"
-
 // holder is what the lease says about its holder.
 type holder struct {
 	ID   string `json:"id"`
@@ -36,7 +32,8 @@ type holder struct {
 	Host string `json:"host"`
 }
 
-// lease is this coordinator's hold on leaseKey.
+// lease is this coordinator's hold on [messages.LeaseKey]: one coordinator
+// at a time drives the sagas, the others wait as standbys.
 type lease struct {
 	c    *Coordinator
 	data []byte
@@ -55,7 +52,7 @@ func (c *Coordinator) newLease() *lease {
 func (l *lease) acquire(ctx context.Context) error {
 	logged := false
 	for {
-		rev, err := l.c.kv.Create(ctx, leaseKey, l.data, jetstream.KeyTTL(l.ttl))
+		rev, err := l.c.kv.Create(ctx, messages.LeaseKey, l.data, jetstream.KeyTTL(l.ttl))
 		if err == nil {
 			l.rev = rev
 			return nil
@@ -65,7 +62,7 @@ func (l *lease) acquire(ctx context.Context) error {
 		}
 		if !logged {
 			who := "another coordinator"
-			if e, err := l.c.kv.Get(ctx, leaseKey); err == nil {
+			if e, err := l.c.kv.Get(ctx, messages.LeaseKey); err == nil {
 				who = string(e.Value())
 			}
 			l.c.log.Info("standing by: another coordinator holds the lease", "holder", who, "ttl", l.ttl)
@@ -93,7 +90,7 @@ func (l *lease) keep(ctx context.Context, lost chan<- struct{}) {
 			return
 		case <-t.C:
 		}
-		m := nats.NewMsg("$KV." + messages.SagaBucket + "." + leaseKey)
+		m := nats.NewMsg(messages.BucketSubject(messages.LeaseKey))
 		m.Data = l.data
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(l.rev, 10))
 		m.Header.Set(jetstream.MsgTTLHeader, l.ttl.String())
@@ -121,7 +118,7 @@ func (l *lease) keep(ctx context.Context, lost chan<- struct{}) {
 func (l *lease) release() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := l.c.kv.Delete(ctx, leaseKey, jetstream.LastRevision(l.rev)); err != nil {
+	if err := l.c.kv.Delete(ctx, messages.LeaseKey, jetstream.LastRevision(l.rev)); err != nil {
 		l.c.log.Warn("lease not released; a standby takes over when it expires", "err", err)
 	}
 }

@@ -133,7 +133,7 @@ func (c *Coordinator) startInput(m *nats.Msg, sagaType string, req messages.Star
 func (c *Coordinator) answerFinished(m *nats.Msg, id string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	e, err := c.kv.Get(ctx, sagaKeyPf+id)
+	e, err := c.kv.Get(ctx, messages.SagaKey(id))
 	if err != nil {
 		return false
 	}
@@ -205,7 +205,7 @@ func (c *Coordinator) statusFromBucket(m *nats.Msg, id string, notHeld error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	e, err := c.kv.Get(ctx, sagaKeyPf+id)
+	e, err := c.kv.Get(ctx, messages.SagaKey(id))
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(notHeld)})
@@ -276,7 +276,7 @@ func (c *Coordinator) retryFinished(m *nats.Msg, id string, notHeld error) {
 	if messages.ValidToken(id) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if e, gerr := c.kv.Get(ctx, sagaKeyPf+id); gerr == nil {
+		if e, gerr := c.kv.Get(ctx, messages.SagaKey(id)); gerr == nil {
 			var x saga.Execution
 			if json.Unmarshal(e.Value(), &x) == nil {
 				err = fmt.Errorf("retry %s: status %s: %w", id, x.Status, saga.ErrNotFailed)

@@ -73,6 +73,8 @@ type tripEnv struct {
 	nc       *nats.Conn
 	commands *wire
 	events   *wire
+	// stores records the coordinator's writes of sagas to the bucket.
+	stores *wire
 	agents   map[string]*participant.Agent
 	// muted receives the saga id of every execute the hotel keeps silent.
 	muted chan string
@@ -86,6 +88,7 @@ func newTripEnv(t *testing.T) *tripEnv {
 		nc:       nc,
 		commands: listen(t, nc, "saga.>"),
 		events:   listen(t, nc, "natsaga.event.>"),
+		stores:   listen(t, nc, messages.BucketSubject(messages.SagaKeyPrefix+"*")),
 		agents:   map[string]*participant.Agent{},
 		muted:    make(chan string, 8),
 	}
@@ -165,6 +168,11 @@ func TestWireHappyPath(t *testing.T) {
 		execute("charge_card", 3, 0),
 	}, env.commands.commands(t, id))
 	require.Equal(t, []string{"in_progress", "completed"}, env.events.events(t, id))
+	// The saga is stored when it starts and when it ends: a step answered
+	// ok that only leads to the next one is replayed from the agents'
+	// records after a restart, not stored.
+	require.Eventually(t, func() bool { return env.stores.states(t, id) == "in_progress completed" },
+		10*time.Second, 5*time.Millisecond, "stored states: %s", env.stores.states(t, id))
 
 	require.Equal(t, []string{"reserve_flight", "reserve_hotel", "charge_card"}, x.Completed)
 	require.Empty(t, x.Compensated)

@@ -146,6 +146,23 @@ func BranchSubjects(role string) string { return statePrefix + role + ".branch.>
 // DataSubject is the subject of role's durable state value named key.
 func DataSubject(role, key string) string { return statePrefix + role + ".data." + key }
 
+// The keys of [SagaBucket] besides the sagas': the simulation clock and the
+// active coordinator's lease.
+const (
+	ClockKey = "meta.clock"
+	LeaseKey = "meta.leader"
+)
+
+// SagaKey is the key in [SagaBucket] of the saga with id.
+func SagaKey(id string) string { return SagaKeyPrefix + id }
+
+// SagaKeyPrefix starts every [SagaKey].
+const SagaKeyPrefix = "s."
+
+// BucketSubject is the subject on which a write of key in [SagaBucket]
+// travels (and is stored).
+func BucketSubject(key string) string { return "$KV." + SagaBucket + "." + key }
+
 // CommandConsumer is the name of the durable consumer through which the
 // agents playing role pull their commands from [CommandStream]. Every copy
 // of the agent shares it, so each command goes to exactly one copy.

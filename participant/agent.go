@@ -328,8 +328,18 @@ func (a *Agent) handle(ctx context.Context, m jetstream.Msg) {
 	}
 	if cmd.Action == messages.Execute && step.Duration != nil {
 		if d := step.Duration(&cmd); d > 0 {
-			a.hold(ctx, &cmd, m, cmd.Tick+d)
-			return
+			// A command resent after a coordinator restart may find its
+			// step done already: it is answered at once, not held again.
+			rec, _, err := a.store.Branch(ctx, cmd.SagaID, cmd.Step)
+			if err != nil {
+				a.cmdLog(&cmd).Warn("store unavailable; command will be redelivered", "err", err)
+				_ = m.NakWithDelay(time.Second)
+				return
+			}
+			if !rec.Execute.done() && rec.Compensate == nil {
+				a.hold(ctx, &cmd, m, cmd.Tick+d)
+				return
+			}
 		}
 	}
 	a.run(ctx, &cmd, step, m)

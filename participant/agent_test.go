@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -198,4 +199,61 @@ func mustString(t *testing.T, c messages.Context, key string) string {
 	s, err := c.String(key)
 	require.NoError(t, err)
 	return s
+}
+
+// TestHeldStepDoneAlreadyIsAnsweredAtOnce checks that an execute of a step
+// that takes simulation time, sent again after its step was done (as a
+// restarted coordinator does), is answered from the barrier at once rather
+// than held for its duration again.
+func TestHeldStepDoneAlreadyIsAnsweredAtOnce(t *testing.T) {
+	_, url := testenv.Server(t)
+	def := saga.Definition{Name: "bake", Subject: "bake", Steps: []saga.Step{{Name: "proof", Role: "baker", TimeoutTicks: 100}}}
+	testenv.Coordinator(t, url, []saga.Definition{def})
+	testenv.Agent(t, url, participant.Options{Role: "baker", AckWait: time.Minute, Steps: []participant.Step{{
+		Saga: "bake", Name: "proof",
+		Handler: participant.Handler{
+			Execute: func(context.Context, *participant.Tx, *messages.Command) (messages.Context, error) {
+				return messages.Context{}.MustSet("risen", true), nil
+			},
+			Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil },
+		},
+		Duration: func(*messages.Command) int64 { return 3 },
+	}}})
+	nc := testenv.Connect(t, url)
+	replies := make(chan *nats.Msg, 16)
+	sub, err := nc.ChanSubscribe(messages.ReplySubject("bake", "proof"), replies)
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+
+	id := testenv.Start(t, nc, "bake", nil)
+	next := func() messages.Reply {
+		t.Helper()
+		select {
+		case m := <-replies:
+			r, err := messages.DecodeReply(m.Data)
+			require.NoError(t, err)
+			return r
+		case <-time.After(10 * time.Second):
+			t.Fatal("no reply")
+			return messages.Reply{}
+		}
+	}
+	require.Equal(t, messages.Working, next().Outcome, "the first execute is held")
+	testenv.Tick(t, nc, 3)
+	require.Equal(t, messages.OK, next().Outcome)
+	testenv.WaitStatus(t, nc, id, saga.Completed)
+
+	// The same step again, with a later sequence number and no tick.
+	again := messages.Command{V: messages.Version, SagaID: id, Saga: "bake", Step: "proof", Action: messages.Execute,
+		Attempt: 1, Seq: 9, Tick: 3, Context: messages.Context{}}
+	data, err := again.AppendJSON(nil)
+	require.NoError(t, err)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	_, err = js.Publish(context.Background(), again.Subject(), data)
+	require.NoError(t, err)
+	r := next()
+	require.Equal(t, messages.OK, r.Outcome, "answered from the barrier, not held")
+	require.Equal(t, 9, r.Seq)
+	require.Equal(t, messages.Context{}.MustSet("risen", true), r.Output)
 }

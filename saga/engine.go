@@ -204,6 +204,10 @@ func (e *Engine) executeReply(x *Execution, r messages.Reply, now time.Time, out
 		}
 		if x.Current+1 < len(x.def.Steps) {
 			e.dispatch(x, x.Current+1, messages.Execute, out)
+			// The change follows from the reply alone, which the agent
+			// recorded: it need not be stored (see Outbox.Advanced).
+			out.Changed = out.Changed[:len(out.Changed)-1]
+			out.Advanced = append(out.Advanced, x)
 			return
 		}
 		e.setAwaiting(x, false)
@@ -373,8 +377,19 @@ func (e *Engine) liveDeadline(d deadline) bool {
 
 func (e *Engine) timeout(x *Execution, reason string, out *Outbox) {
 	out.Expired = append(out.Expired, x.ID)
-	// The step in flight may have run, so it is compensated as well.
-	e.rollback(x, TimedOut, x.Current, reason, out)
+	e.rollback(x, TimedOut, x.horizon(), reason, out)
+}
+
+// horizon is the last step of x that may have taken effect, where an abort
+// starts compensating: the step in flight, which may have run; for a saga
+// restored while executing, the last step, since its previous coordinator
+// may have sent commands beyond the stored state. A compensation of a step
+// that never ran is a no-op, and bars a late execute.
+func (x *Execution) horizon() int {
+	if x.restored && x.Action == messages.Execute {
+		return len(x.def.Steps) - 1
+	}
+	return x.Current
 }
 
 // Rollback aborts an active saga: it compensates the steps completed and the
@@ -391,7 +406,7 @@ func (e *Engine) Rollback(id ID, reason string, out *Outbox) error {
 	if x.Status == Compensating {
 		return nil
 	}
-	e.rollback(x, RolledBack, x.Current, "aborted: "+reason, out)
+	e.rollback(x, RolledBack, x.horizon(), "aborted: "+reason, out)
 	return nil
 }
 
@@ -546,8 +561,9 @@ func (e *Engine) Summary() messages.Summary {
 
 // Restore loads a stored saga into the engine, as the coordinator does when
 // it restarts, and advances the clock to tick when it is ahead. An active
-// saga's deadlines and retry are set again; its outstanding command is not
-// resent (see [Execution.Command]). A finished saga other than a failed one
+// saga's deadlines and retry are set again, and its outstanding command
+// gets a sequence number above any its previous coordinator may have used;
+// it is not resent (see [Execution.Command]). A finished saga other than a failed one
 // is only counted, unless Options.KeepFinished is set. It returns an error
 // wrapping [ErrUnknownDefinition] when the saga's definition is not
 // registered.
@@ -577,6 +593,17 @@ func (e *Engine) Restore(x Execution, tick int64) error {
 		return nil
 	}
 	e.active[x.ID] = p
+	// Execute commands for this saga may have been sent after its state
+	// was stored, each with the next sequence number and at most one per
+	// later step (see Outbox.Advanced). The restored saga numbers its
+	// commands past them, so that the resent command and the replies to
+	// it are new to JetStream's duplicate window and to the engine. Every
+	// change of a compensating saga is stored: its outstanding command
+	// keeps its number.
+	if x.Action == messages.Execute {
+		p.Seq += len(d.Steps)
+		p.restored = true
+	}
 	if x.Awaiting {
 		x.Awaiting = false
 		e.setAwaiting(p, true)

@@ -74,6 +74,11 @@ type Execution struct {
 	def *Definition
 	// gen invalidates deadlines set before the last new deadline.
 	gen int
+	// restored is set on a saga loaded by Restore: its coordinator may
+	// have sent commands for later steps than the stored state shows (see
+	// Outbox.Advanced), so a rollback before it ends compensates every
+	// step that may have run.
+	restored bool
 }
 
 // Transition is one entry of a saga's history.
@@ -148,10 +153,19 @@ type Outbox struct {
 	Commands []messages.Command
 	// Events to publish, in order.
 	Events []messages.Event
-	// Changed lists the sagas whose state changed, in the order they
-	// changed; a saga may appear more than once. The pointers are the
-	// engine's own: read them before the next call into the engine.
+	// Changed lists the sagas whose state changed in a way that must be
+	// stored before Commands are published, in the order they changed; a
+	// saga may appear more than once. The pointers are the engine's own:
+	// read them before the next call into the engine.
 	Changed []*Execution
+	// Advanced lists the sagas that only moved on to their next step
+	// because an execute was answered ok. A runtime may skip storing such
+	// a change: after a restart, [Engine.Restore] gives the saga's last
+	// stored state a fresh sequence number, the runtime sends its command
+	// again, and agents with a barrier answer it and the steps after it
+	// from their records, so the saga moves on the same way. A saga in
+	// both lists must be stored.
+	Advanced []*Execution
 	// Expired lists the sagas a tick timed out.
 	Expired []ID
 }
@@ -161,5 +175,6 @@ func (o *Outbox) Reset() {
 	o.Commands = o.Commands[:0]
 	o.Events = o.Events[:0]
 	o.Changed = o.Changed[:0]
+	o.Advanced = o.Advanced[:0]
 	o.Expired = o.Expired[:0]
 }

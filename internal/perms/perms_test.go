@@ -243,7 +243,7 @@ func TestOthersDenied(t *testing.T) {
 		{name: "the driver sends a command", user: driverUser, subject: messages.ExecuteSubject(flood.Subsidy, "budget_deducted")},
 		{name: "the driver replies for an agent", user: driverUser, subject: messages.ReplySubject(flood.Subsidy, "budget_deducted")},
 		{name: "the operator reads a ledger", user: operatorUser, subject: "$JS.API.DIRECT.GET." + messages.StateStream(flood.Government) + "." + ledger},
-		{name: "the operator writes the saga bucket", user: operatorUser, subject: "$KV." + messages.SagaBucket + ".s.x"},
+		{name: "the operator writes the saga bucket", user: operatorUser, subject: messages.BucketSubject(messages.SagaKey("x"))},
 		{name: "the coordinator writes a ledger", user: coordinatorUser, subject: ledger},
 		{name: "the coordinator replies for an agent", user: coordinatorUser, subject: messages.ReplySubject(flood.Subsidy, "budget_deducted")},
 		{name: "the government replies for a household", user: flood.Government, subject: messages.ReplySubject(flood.Subsidy, "household_applies")},
