@@ -102,6 +102,10 @@ type Coordinator struct {
 	// arena holds the payloads of the batch being committed; evbuf, the
 	// event being published.
 	arena, evbuf []byte
+	// changed, early and late are commit's scratch: the sagas to store,
+	// and the commands that may go out before and only after the stores.
+	changed     map[string]bool
+	early, late []*messages.Command
 }
 
 // input is one thing the engine loop applies. apply runs on the loop and
@@ -144,7 +148,7 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
 	return &Coordinator{nc: nc, js: js, opts: opts, log: log, engine: e,
-		in: make(chan input, 4*opts.MaxBatch), revs: map[string]uint64{}, ready: make(chan struct{}), stopped: make(chan struct{})}, nil
+		in: make(chan input, 4*opts.MaxBatch), revs: map[string]uint64{}, changed: map[string]bool{}, ready: make(chan struct{}), stopped: make(chan struct{})}, nil
 }
 
 // Ready is closed once the coordinator holds the lease, has recovered its
@@ -369,13 +373,36 @@ func (c *Coordinator) loop(ctx context.Context) error {
 	}
 }
 
-// commit stores the changed sagas, then publishes commands and events.
+// commit stores the changed sagas and publishes the commands, a command
+// only once its saga's change is stored; then it publishes the events. The
+// commands of sagas that only advanced (see saga.Outbox.Advanced) go out
+// at once, beside the writes.
 func (c *Coordinator) commit(ctx context.Context, out *saga.Outbox) error {
 	c.arena = c.arena[:0]
+	clear(c.changed)
+	for _, x := range out.Changed {
+		c.changed[x.ID] = true
+	}
+	c.early, c.late = c.early[:0], c.late[:0]
+	for i := range out.Commands {
+		if c.changed[out.Commands[i].SagaID] {
+			c.late = append(c.late, &out.Commands[i])
+		} else {
+			c.early = append(c.early, &out.Commands[i])
+		}
+	}
+	early, err := c.sendCommands(c.early, nil)
+	if err != nil {
+		return err
+	}
 	if err := c.store(ctx, out.Changed); err != nil {
 		return err
 	}
-	if err := c.publishCommands(ctx, out.Commands); err != nil {
+	sent, err := c.sendCommands(c.late, early)
+	if err != nil {
+		return err
+	}
+	if err := c.awaitCommands(ctx, sent); err != nil {
 		return err
 	}
 	for i := range out.Events {
@@ -402,20 +429,20 @@ func (c *Coordinator) logEvent(ev *messages.Event) {
 }
 
 // store writes each changed saga once, in parallel, each guarded by its
-// revision, and the clock when it moved.
+// revision, and the clock when it moved. commit has put the ids of changed
+// in c.changed.
 func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) error {
 	type pending struct {
 		x   *saga.Execution
 		ack jetstream.PubAckFuture
 	}
-	seen := make(map[string]bool, len(changed))
 	var ps []pending
 	for i := len(changed) - 1; i >= 0; i-- {
 		x := changed[i]
-		if seen[x.ID] {
-			continue
+		if !c.changed[x.ID] {
+			continue // stored already: a saga may change twice in a batch
 		}
-		seen[x.ID] = true
+		c.changed[x.ID] = false
 		data, err := c.encode(x.AppendJSON)
 		if err != nil {
 			return fmt.Errorf("encode saga %s: %w", x.ID, err)
@@ -502,30 +529,54 @@ func wait(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, err
 	}
 }
 
-// publishCommands publishes cmds into the command stream and waits until
-// all are stored. Each carries the message id "<saga_id>.<seq>", so a
-// command sent again after a restart is stored once.
-func (c *Coordinator) publishCommands(ctx context.Context, cmds []messages.Command) error {
-	fs := make([]jetstream.PubAckFuture, len(cmds))
-	for i := range cmds {
-		cmd := &cmds[i]
+// sentCommand is a command published and not yet known to be stored.
+type sentCommand struct {
+	cmd *messages.Command
+	ack jetstream.PubAckFuture
+}
+
+// sendCommands publishes cmds into the command stream without waiting, and
+// appends them to sent. Each carries the message id "<saga_id>.<seq>", so a
+// command sent again with the same sequence number is stored once.
+func (c *Coordinator) sendCommands(cmds []*messages.Command, sent []sentCommand) ([]sentCommand, error) {
+	for _, cmd := range cmds {
 		data, err := c.encode(cmd.AppendJSON)
 		if err != nil {
-			return fmt.Errorf("encode command: %w", err)
+			return sent, fmt.Errorf("encode command: %w", err)
 		}
 		m := nats.NewMsg(cmd.Subject())
 		m.Data = data
 		m.Header.Set(jetstream.MsgIDHeader, cmd.SagaID+"."+strconv.Itoa(cmd.Seq))
-		if fs[i], err = c.js.PublishMsgAsync(m); err != nil {
-			return fmt.Errorf("publish command: %w", err)
+		f, err := c.js.PublishMsgAsync(m)
+		if err != nil {
+			return sent, fmt.Errorf("publish command: %w", err)
 		}
+		sent = append(sent, sentCommand{cmd, f})
 	}
-	for i, f := range fs {
-		if _, err := wait(ctx, f); err != nil {
-			return fmt.Errorf("publish command %s: %w", cmds[i].Subject(), err)
+	return sent, nil
+}
+
+// awaitCommands waits until every command of sent is stored.
+func (c *Coordinator) awaitCommands(ctx context.Context, sent []sentCommand) error {
+	for _, s := range sent {
+		if _, err := wait(ctx, s.ack); err != nil {
+			return fmt.Errorf("publish command %s: %w", s.cmd.Subject(), err)
 		}
 	}
 	return nil
+}
+
+// publishCommands publishes cmds and waits until all are stored.
+func (c *Coordinator) publishCommands(ctx context.Context, cmds []messages.Command) error {
+	ps := make([]*messages.Command, len(cmds))
+	for i := range cmds {
+		ps[i] = &cmds[i]
+	}
+	sent, err := c.sendCommands(ps, nil)
+	if err != nil {
+		return err
+	}
+	return c.awaitCommands(ctx, sent)
 }
 
 // openReplies binds the reply consumer and returns an iterator over it.

@@ -601,9 +601,9 @@ func (b *branch) commit(ctx context.Context, tx *Tx, mine **Result, result *Resu
 // record writes the branch record, guarded by the sequence it was read at,
 // and keeps the new sequence.
 func (b *branch) record(ctx context.Context) error {
-	data, err := json.Marshal(b.rec)
+	data, err := b.rec.AppendJSON(make([]byte, 0, 192))
 	if err != nil {
-		return fmt.Errorf("encode record: %w", err)
+		return err
 	}
 	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(b.seq)}
 	if b.rec.final() {
@@ -675,9 +675,9 @@ func (b *branch) batch(ctx context.Context, tx *Tx) error {
 		}
 		msgs = append(msgs, msg{w.subject, data, read.seq})
 	}
-	data, err := json.Marshal(b.rec)
+	data, err := b.rec.AppendJSON(nil)
 	if err != nil {
-		return fmt.Errorf("encode record: %w", err)
+		return err
 	}
 	msgs = append(msgs, msg{b.subject, data, b.seq})
 	id := nuid.Next()

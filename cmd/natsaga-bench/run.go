@@ -35,6 +35,10 @@ type measurement struct {
 	// LoadgenCPUPer1k is the benchmark process's own CPU (the load
 	// generator), not counted in CPUPer1k.
 	LoadgenCPUPer1k float64 `json:"loadgen_cpu_s_per_1k_sagas"`
+	// StoredPerSaga is how many messages the server stored, in all its
+	// streams and buckets, per saga completed in the window: the
+	// machine-independent share of the server's work.
+	StoredPerSaga float64 `json:"stored_msgs_per_saga"`
 	// CoordBytesPerSaga is the coordinator's live heap with the sagas in
 	// flight, minus its live heap before the load, divided by the sagas
 	// in flight.
@@ -59,6 +63,7 @@ type result struct {
 	BaselineP50MS     float64 `json:"baseline_p50_ms,omitempty"`
 	BaselineP99MS     float64 `json:"baseline_p99_ms,omitempty"`
 	BaselineCPUPer1k  float64 `json:"baseline_cpu_s_per_1k_sagas,omitempty"`
+	BaselineStored    float64 `json:"baseline_stored_msgs_per_saga,omitempty"`
 	// Ratio is natsaga's sagas per second over the baseline's.
 	Ratio float64 `json:"ratio,omitempty"`
 }
@@ -136,6 +141,7 @@ func combine(c *config, got map[string]measurement, r, k, a int) result {
 	}
 	if hasN && hasB {
 		res.BaselineSagasPerS, res.BaselineP50MS, res.BaselineP99MS, res.BaselineCPUPer1k = b.SagasPerS, b.P50MS, b.P99MS, b.CPUPer1k
+		res.BaselineStored = b.StoredPerSaga
 		if b.SagasPerS > 0 {
 			res.Ratio = round(n.SagasPerS/b.SagasPerS, 3)
 		}
@@ -169,17 +175,20 @@ func measure(ctx context.Context, c *config, mode string, k, agents, r int, stde
 		cpu0, cpu1   map[string]time.Duration
 		self0, self1 time.Duration
 		busy         uint64
+		stored       [2]uint64
 		winErr       error
 	)
 	opts := bench.LoadOptions{InFlight: k, Warmup: c.warmup, Duration: c.duration, Timeout: c.timeout,
 		OnWindow: func(open bool) {
 			cpu, err := sys.cpu()
 			winErr = errors.Join(winErr, err)
+			n, err := sys.stored(ctx)
+			winErr = errors.Join(winErr, err)
 			if open {
-				cpu0, self0 = cpu, selfCPU()
+				cpu0, self0, stored[0] = cpu, selfCPU(), n
 				return
 			}
-			cpu1, self1 = cpu, selfCPU()
+			cpu1, self1, stored[1] = cpu, selfCPU(), n
 			h, err := sys.heap(ctx, 10*time.Second)
 			winErr = errors.Join(winErr, err)
 			busy = h
@@ -214,6 +223,7 @@ func measure(ctx context.Context, c *config, mode string, k, agents, r int, stde
 		}
 		m.CPUPer1k = per1k(total)
 		m.LoadgenCPUPer1k = per1k(self1 - self0)
+		m.StoredPerSaga = round(float64(stored[1]-stored[0])/float64(lr.Completed), 2)
 	}
 	if busy > idle {
 		m.CoordBytesPerSaga = round(float64(busy-idle)/float64(k), 0)
@@ -394,12 +404,12 @@ func printResult(w io.Writer, asJSON bool, r result) {
 		fmt.Fprintln(w, string(data))
 		return
 	}
-	fmt.Fprintf(w, "run %d  %-8s inflight=%-5d agents=%d conc=%d latency=%sms: %8.0f sagas/s  p50 %7.2f ms  p99 %7.2f ms  cpu %.3f s/1k %s  coordinator %s/saga",
+	fmt.Fprintf(w, "run %d  %-8s inflight=%-5d agents=%d conc=%d latency=%sms: %8.0f sagas/s  p50 %7.2f ms  p99 %7.2f ms  cpu %.3f s/1k %s  stored %.2f msgs/saga  coordinator %s/saga",
 		r.Run, r.Mode, r.InFlight, r.Agents, r.Concurrency, strconv.FormatFloat(r.StepLatencyMS, 'f', -1, 64),
-		r.SagasPerS, r.P50MS, r.P99MS, r.CPUPer1k, byProcess(r.CPUByProcess), bytesString(r.CoordBytesPerSaga))
+		r.SagasPerS, r.P50MS, r.P99MS, r.CPUPer1k, byProcess(r.CPUByProcess), r.StoredPerSaga, bytesString(r.CoordBytesPerSaga))
 	if r.BaselineSagasPerS > 0 {
-		fmt.Fprintf(w, "  | baseline %8.0f sagas/s  p50 %7.2f ms  p99 %7.2f ms  cpu %.3f s/1k  | ratio %.2f",
-			r.BaselineSagasPerS, r.BaselineP50MS, r.BaselineP99MS, r.BaselineCPUPer1k, r.Ratio)
+		fmt.Fprintf(w, "  | baseline %8.0f sagas/s  p50 %7.2f ms  p99 %7.2f ms  cpu %.3f s/1k  stored %.2f msgs/saga  | ratio %.2f",
+			r.BaselineSagasPerS, r.BaselineP50MS, r.BaselineP99MS, r.BaselineCPUPer1k, r.BaselineStored, r.Ratio)
 	}
 	if r.Errors > 0 || r.NotCompleted > 0 {
 		fmt.Fprintf(w, "  (%d errors, %d not completed)", r.Errors, r.NotCompleted)

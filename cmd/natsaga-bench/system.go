@@ -234,6 +234,25 @@ func (s *system) cpu() (map[string]time.Duration, error) {
 
 // stop stops the agents, then the coordinator, then the server, and removes
 // the temporary directory.
+// stored is how many messages the server's streams have stored since they
+// were created (the sum of their last sequence numbers), the buckets'
+// included.
+func (s *system) stored(ctx context.Context) (uint64, error) {
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	streams := js.ListStreams(ctx)
+	for info := range streams.Info() {
+		n += info.State.LastSeq
+	}
+	if err := streams.Err(); err != nil {
+		return 0, fmt.Errorf("list streams: %w", err)
+	}
+	return n, nil
+}
+
 func (s *system) stop() {
 	if s.nc != nil {
 		s.nc.Close()
