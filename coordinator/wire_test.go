@@ -75,7 +75,7 @@ type tripEnv struct {
 	events   *wire
 	// stores records the coordinator's writes of sagas to the bucket.
 	stores *wire
-	agents   map[string]*participant.Agent
+	agents map[string]*participant.Agent
 	// muted receives the saga id of every execute the hotel keeps silent.
 	muted chan string
 }
