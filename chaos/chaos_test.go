@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/flood"
@@ -256,13 +257,17 @@ func TestChaos(t *testing.T) {
 
 	// Every saga must reach a terminal state.
 	var sum messages.Summary
-	require.Eventually(t, func() bool {
+	finished := assert.Eventually(t, func() bool {
 		m, err := nc.Request(messages.SummarySubject, []byte("{}"), time.Second)
 		if err != nil || json.Unmarshal(m.Data, &sum) != nil {
 			return false
 		}
 		return sum.Active == 0 && sum.Completed+sum.RolledBack+sum.TimedOut+sum.Failed == numSagas
 	}, 2*time.Minute, 100*time.Millisecond, "sagas never all finished: %+v", &sum)
+	if !finished {
+		logUnfinished(t, nc)
+		t.FailNow()
+	}
 	collect()
 
 	verify(t, ctx, nc, plan, ledger)
@@ -398,6 +403,29 @@ func verify(t *testing.T, ctx context.Context, nc *nats.Conn, plan []*planned, o
 			require.Equal(t, want[role+"/"+k], v, "%s spent on %s differs from the completed sagas", role, k)
 		}
 		t.Logf("%s ledger: opening %d, balance %d, spent %v", role, l.Initial, l.Balance, l.Spent)
+	}
+}
+
+// logUnfinished logs every active saga, with its history, for a failure
+// report.
+func logUnfinished(t *testing.T, nc *nats.Conn) {
+	t.Helper()
+	req, _ := json.Marshal(messages.ListRequest{V: messages.Version})
+	m, err := nc.Request(messages.ListSubject, req, 5*time.Second)
+	if err != nil {
+		t.Logf("list: %v", err)
+		return
+	}
+	var resp struct {
+		Sagas []saga.Execution `json:"sagas"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		t.Logf("list: %v", err)
+		return
+	}
+	for _, x := range resp.Sagas {
+		t.Logf("unfinished %s (%s) %s: step %d %s attempt %d seq %d awaiting %v retry at %v, history %+v",
+			x.ID, x.Definition, x.Status, x.Current, x.Action, x.Attempt, x.Seq, x.Awaiting, x.RetryAt, x.History)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -200,14 +201,14 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		}
 	}()
 	pulling, stopPulling := context.WithCancel(ctx)
-	pulled := make(chan struct{})
-	go func() {
-		defer close(pulled)
-		c.pullReplies(pulling, first)
-	}()
+	var pullers sync.WaitGroup
+	pullers.Go(func() { c.pullReplies(pulling, first) })
+	for _, role := range c.roles() {
+		pullers.Go(func() { c.pullRecords(pulling, role) })
+	}
 	defer func() {
 		stopPulling()
-		<-pulled
+		pullers.Wait()
 	}()
 	// Ready means requests are answered: the server must know the
 	// subscriptions before anyone is told.
@@ -536,18 +537,16 @@ type sentCommand struct {
 }
 
 // sendCommands publishes cmds into the command stream without waiting, and
-// appends them to sent. Each carries the message id "<saga_id>.<seq>", so a
-// command sent again with the same sequence number is stored once.
+// appends them to sent. Commands carry no message id: a command sent again
+// after a restart must reach its agent, whose barrier answers it (and two
+// coordinators restored from one stored state number their commands alike).
 func (c *Coordinator) sendCommands(cmds []*messages.Command, sent []sentCommand) ([]sentCommand, error) {
 	for _, cmd := range cmds {
 		data, err := c.encode(cmd.AppendJSON)
 		if err != nil {
 			return sent, fmt.Errorf("encode command: %w", err)
 		}
-		m := nats.NewMsg(cmd.Subject())
-		m.Data = data
-		m.Header.Set(jetstream.MsgIDHeader, cmd.SagaID+"."+strconv.Itoa(cmd.Seq))
-		f, err := c.js.PublishMsgAsync(m)
+		f, err := c.js.PublishMsgAsync(&nats.Msg{Subject: cmd.Subject(), Data: data})
 		if err != nil {
 			return sent, fmt.Errorf("publish command: %w", err)
 		}

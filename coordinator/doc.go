@@ -2,20 +2,22 @@
 // JetStream: it is the edge where the pure engine meets the transport.
 //
 // One goroutine owns the engine. Inputs (agent replies pulled from the
-// durable reply consumer, and start, tick, query and retry requests) are
-// queued to it; it applies a batch of them, then commits the batch in this
-// order:
+// durable reply consumer, agents' barrier records pulled from each role's
+// state stream, and start, tick, query and retry requests) are queued to
+// it; it applies a batch of them, then commits the batch in this order:
 //
-//  1. every saga whose state changed is written to the KV bucket
-//     [messages.SagaBucket], guarded by its last revision;
-//  2. the commands the batch produced are published into the command
-//     stream, each with a message id that makes a resend harmless;
-//  3. events are published; replies are acknowledged and requests answered.
+//  1. every saga whose change must be stored is written to the KV bucket
+//     [messages.SagaBucket], guarded by its last revision; meanwhile the
+//     commands of sagas that only moved on to their next step (see
+//     saga.Outbox.Advanced) are published;
+//  2. the other commands the batch produced are published;
+//  3. events are published; inputs are acknowledged and requests answered.
 //
 // A crash at any point loses nothing: an input is acknowledged only after
-// its effects are stored, and a restarted coordinator reloads every saga
-// from the bucket and sends each active saga's outstanding command again;
-// agents absorb the duplicates (package participant).
+// its effects are stored or can be replayed, and a restarted coordinator
+// reloads every saga from the bucket and sends each active saga's
+// outstanding command again; agents answer it, and the steps after it,
+// from their barrier records (package participant).
 //
 // Only one coordinator drives the sagas of a bucket: it holds a lease
 // (a key with a TTL, renewed every third of it). Another coordinator on the

@@ -89,7 +89,6 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 	_, url := testenv.Server(t)
 	nc := testenv.Connect(t, url)
 	commands := listen(t, nc, "saga.>")
-	replies := listen(t, nc, "natsaga.reply.>")
 	coordLog := newLogSink()
 	runCoordinator(t, url, flood.Definitions(), slog.New(coordLog))
 	agentLogs := map[string]*logSink{}
@@ -271,19 +270,23 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 			r.Step, r.Seq, r.Outcome, r.Reason, r.Output = "government_approves", 2, messages.Failed, "late refusal", nil
 		}))
 		publish(t, contractorReplies, vary(func(r *messages.Reply) { r.Outcome, r.Output = messages.Working, nil }))
-		// Late: the very replies that settled the finished sagas, again.
-		replies.mu.Lock()
-		var late []*nats.Msg
-		for _, m := range replies.msgs {
-			if r, err := messages.DecodeReply(m.Data); err == nil && (r.SagaID == done || r.SagaID == refused) {
-				late = append(late, m)
+		// Late: answers to every command of the finished sagas. (Their
+		// agents answered through their barrier records.)
+		commands.mu.Lock()
+		var late []messages.Reply
+		for _, m := range commands.msgs {
+			if c, err := messages.DecodeCommand(m.Data); err == nil && (c.SagaID == done || c.SagaID == refused) {
+				late = append(late, messages.ReplyTo(&c, messages.OK, ""))
 			}
 		}
-		replies.mu.Unlock()
+		commands.mu.Unlock()
 		require.Len(t, late, 3+3)
-		for _, m := range late {
-			publish(t, m.Subject, m.Data)
+		for _, r := range late {
+			publish(t, r.Subject(), mustJSON(t, r))
 		}
+		// A record on a subject of the contractor's records that names no
+		// branch.
+		publish(t, messages.BranchSubjects(flood.Contractor)[:len(messages.BranchSubjects(flood.Contractor))-1]+"x", []byte(`{}`))
 
 		require.Eventually(t, func() bool {
 			n, acks := pending(t, js, messages.ReplyStream, messages.ReplyConsumer)
@@ -297,6 +300,11 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 		require.Equal(t, 1, coordLog.count(slog.LevelWarn, "reply rejected", "no-such-saga: unknown saga"))
 		require.Equal(t, 2, coordLog.count(slog.LevelWarn, "reply rejected", "bad reply"))
 		require.Equal(t, 5, coordLog.count(slog.LevelDebug, "stale reply ignored", ""))
+		require.Eventually(t, func() bool {
+			n, acks := pending(t, js, messages.StateStream(flood.Contractor), messages.RecordConsumer)
+			return n == 0 && acks == 0
+		}, 10*time.Second, 5*time.Millisecond, "the coordinator left records undisposed")
+		require.Equal(t, 1, coordLog.count(slog.LevelError, "dropping a record on a subject that names no branch", ""))
 		// Finished sagas live in the bucket only: their late replies are
 		// for sagas the coordinator does not hold.
 		for _, id := range []string{done, refused} {
@@ -348,8 +356,8 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 			mustJSON(t, commands.commandOf(t, refused, "household_applies", messages.Compensate)))
 		// A command for a saga no coordinator holds. Agents trust their
 		// command stream (permissions keep others from writing to it), so
-		// the household records it; its reply is ignored, and no saga or
-		// ledger changes.
+		// the household records it; the coordinator ignores the record,
+		// and no saga or ledger changes.
 		publish(t, appliesSubject, vary(func(c *messages.Command) {
 			c.SagaID = "ghost"
 			c.Context = messages.Context{}.MustSet(flood.KeyHousehold, "h-ghost")
@@ -387,8 +395,14 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 			require.ErrorIs(t, err, jetstream.ErrMsgNotFound, "%s was kept", subject)
 		}
 		require.Eventually(t, func() bool {
-			return coordLog.count(slog.LevelWarn, "reply rejected", "ghost") == 1
-		}, 10*time.Second, 5*time.Millisecond)
+			rec, _, err := agents[flood.Household].Store().Branch(context.Background(), "ghost", "household_applies")
+			require.NoError(t, err)
+			return rec.Execute.Done()
+		}, 10*time.Second, 5*time.Millisecond, "the ghost's command was never recorded")
+		require.Eventually(t, func() bool {
+			n, acks := pending(t, js, messages.StateStream(flood.Household), messages.RecordConsumer)
+			return n == 0 && acks == 0
+		}, 10*time.Second, 5*time.Millisecond, "the coordinator left the household's records undisposed")
 	})
 
 	// After all that: the in-flight saga finishes when its time comes, a new

@@ -370,6 +370,20 @@ func TestSubjectsFallInTheirStream(t *testing.T) {
 	require.False(t, matches(messages.BranchSubjects("government"), messages.DataSubject("government", "budget")))
 }
 
+func TestParseBranchSubject(t *testing.T) {
+	role, id, step, ok := messages.ParseBranchSubject(messages.BranchSubject("government", "s-1", "budget_deducted"))
+	require.True(t, ok)
+	require.Equal(t, []string{"government", "s-1", "budget_deducted"}, []string{role, id, step})
+	for _, bad := range []string{
+		messages.DataSubject("government", "budget"), "natsaga.state.government.branch.s-1",
+		"natsaga.state.government.branch.s-1.x.y", "natsaga.state..branch.s-1.x", "natsaga.reply.a.b",
+		"natsaga.state.government.branch..x",
+	} {
+		_, _, _, ok := messages.ParseBranchSubject(bad)
+		require.False(t, ok, bad)
+	}
+}
+
 func TestTokens(t *testing.T) {
 	tests := []struct {
 		s     string

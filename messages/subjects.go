@@ -18,7 +18,7 @@ import (
 //	natsaga.retry                           retry a failed saga's compensation (request/reply)
 //	natsaga.event.<saga>.<status>           saga status changes    (publish)
 //	natsaga.agents.stats                    agent statistics       (scatter/gather)
-//	natsaga.state.<role>.branch.<id>.<step> participant barrier    (stream NATSAGA_STATE_<ROLE>)
+//	natsaga.state.<role>.branch.<id>.<step> participant barrier    (stream NATSAGA_STATE_<ROLE>; the coordinator reads it)
 //	natsaga.state.<role>.data.<key>         participant state      (stream NATSAGA_STATE_<ROLE>)
 const (
 	// CommandStream holds every execute and compensate command until the
@@ -27,6 +27,10 @@ const (
 	// ReplyStream holds every agent reply until the coordinator has acted
 	// on it (work-queue retention).
 	ReplyStream = "NATSAGA_REPLIES"
+	// RecordConsumer is the durable consumer through which the coordinator
+	// reads the barrier records of each role, on [BranchSubjects] of the
+	// role's [StateStream].
+	RecordConsumer = "coordinator"
 	// ReplyConsumer is the durable consumer through which the coordinator
 	// reads ReplyStream.
 	ReplyConsumer = "coordinator"
@@ -138,6 +142,20 @@ func StateSubjects(role string) []string { return []string{statePrefix + role + 
 // saga.
 func BranchSubject(role, sagaID, step string) string {
 	return statePrefix + role + ".branch." + sagaID + "." + step
+}
+
+// ParseBranchSubject returns the role, saga id and step of a
+// [BranchSubject], and false when subject is not one.
+func ParseBranchSubject(subject string) (role, sagaID, step string, ok bool) {
+	rest, ok := strings.CutPrefix(subject, statePrefix)
+	if !ok {
+		return "", "", "", false
+	}
+	t := strings.Split(rest, ".")
+	if len(t) != 4 || t[1] != "branch" || t[0] == "" || t[2] == "" || t[3] == "" {
+		return "", "", "", false
+	}
+	return t[0], t[2], t[3], true
 }
 
 // BranchSubjects matches every barrier record of role.

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +36,10 @@ type Step struct {
 
 // Options configures an [Agent]. Role and Steps are required.
 type Options struct {
-	// Role is the agent role, for example "government".
+	// Role is the agent role, for example "government": the role the saga
+	// definitions name for the steps it serves. Its state and barrier
+	// records live in the role's state stream, where the coordinator
+	// reads the records as the agent's answers.
 	Role  string
 	Steps []Step
 	// Name identifies this process in logs and statistics. Empty means
@@ -336,7 +338,7 @@ func (a *Agent) handle(ctx context.Context, m jetstream.Msg) {
 				_ = m.NakWithDelay(time.Second)
 				return
 			}
-			if !rec.Execute.done() && rec.Compensate == nil {
+			if !rec.Execute.Done() && rec.Compensate == nil {
 				a.hold(ctx, &cmd, m, cmd.Tick+d)
 				return
 			}
@@ -351,9 +353,10 @@ func (a *Agent) cmdLog(cmd *messages.Command) *slog.Logger {
 	return a.log.With("saga_id", cmd.SagaID, "saga", cmd.Saga, "step", cmd.Step, "action", cmd.Action, "attempt", cmd.Attempt)
 }
 
-// run executes cmd through the barrier and publishes the reply; m is
-// acknowledged by ackStored once the reply is stored, so that this worker
-// moves on to the next command meanwhile.
+// run executes cmd through the barrier and answers it. A command that
+// recorded its result is answered by the record, and acknowledged at once;
+// otherwise run publishes a reply, and m is acknowledged by ackStored once
+// the reply is stored, so that this worker moves on meanwhile.
 func (a *Agent) run(ctx context.Context, cmd *messages.Command, step *Step, m jetstream.Msg) {
 	reply, verdict, err := a.store.Do(ctx, cmd, step.Handler)
 	if err != nil {
@@ -376,6 +379,15 @@ func (a *Agent) run(ctx context.Context, cmd *messages.Command, step *Step, m je
 		a.cmdLog(cmd).Info("execute refused: compensated first")
 	case Transient:
 		a.cmdLog(cmd).Warn("transient failure", "reason", reply.Reason)
+	}
+	if verdict == Applied || verdict == Noop {
+		// This command wrote its result in the barrier record, which the
+		// coordinator reads as the answer: no reply is sent.
+		a.handled.Add(1)
+		if err := m.Ack(); err != nil {
+			a.cmdLog(cmd).Warn("ack failed; the command may be redelivered", "err", err)
+		}
+		return
 	}
 	stored, err := a.publishReply(reply)
 	if err != nil {
@@ -420,16 +432,16 @@ func (a *Agent) ackStored(inHand context.Context) {
 	}
 }
 
-// encodeReply names r's sender and returns the message that stores it,
-// with the message id "<saga_id>.<seq>.<outcome>".
+// encodeReply names r's sender and returns the message that stores it. A
+// reply carries no message id: after a coordinator restart, the same
+// sequence number may be asked again, and must be answered again.
 func (a *Agent) encodeReply(r messages.Reply) (*nats.Msg, error) {
 	r.Agent = a.opts.Name
 	data, err := r.AppendJSON(make([]byte, 0, 256))
 	if err != nil {
 		return nil, fmt.Errorf("encode reply: %w", err)
 	}
-	id := r.SagaID + "." + strconv.Itoa(r.Seq) + "." + string(r.Outcome)
-	return &nats.Msg{Subject: r.Subject(), Data: data, Header: nats.Header{jetstream.MsgIDHeader: []string{id}}}, nil
+	return &nats.Msg{Subject: r.Subject(), Data: data}, nil
 }
 
 // publishReply publishes r without waiting for it to be stored.

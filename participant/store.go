@@ -60,29 +60,11 @@ func IsReject(err error) (string, bool) {
 }
 
 // Record is a branch's barrier record: what happened to one step of one
-// saga at this role. It is stored as JSON on [messages.BranchSubject].
-type Record struct {
-	Execute    *Result `json:"execute,omitempty"`
-	Compensate *Result `json:"compensate,omitempty"`
-}
+// saga at this role. It is the wire type [messages.Record].
+type Record = messages.Record
 
 // Result is the recorded result of one action of a branch.
-type Result struct {
-	Outcome messages.Outcome `json:"outcome,omitempty"`
-	Reason  string           `json:"reason,omitempty"`
-	Output  messages.Context `json:"output,omitempty"`
-	// Seq is the saga sequence number of the command that took effect.
-	Seq int `json:"seq"`
-	// Noop is set on a compensation that found nothing to undo.
-	Noop bool `json:"noop,omitempty"`
-	// Pending is set while the action is writing its state: the action
-	// has claimed the branch, and its outcome is not known yet.
-	Pending bool      `json:"pending,omitempty"`
-	At      time.Time `json:"at"`
-}
-
-// done reports whether r is a final result.
-func (r *Result) done() bool { return r != nil && !r.Pending }
+type Result = messages.Result
 
 // Verdict says how [Store.Do] disposed of a command.
 type Verdict int
@@ -501,13 +483,13 @@ func (b *branch) run(ctx context.Context) (messages.Reply, Verdict, error) {
 		switch {
 		case rec.Compensate != nil:
 			return messages.ReplyTo(cmd, messages.Failed, "refused: the step was compensated before it executed"), Refused, nil
-		case rec.Execute.done():
+		case rec.Execute.Done():
 			return fromResult(cmd, rec.Execute), Duplicate, nil
 		}
 		mine = &rec.Execute
 	} else {
 		switch {
-		case rec.Compensate.done():
+		case rec.Compensate.Done():
 			return fromResult(cmd, rec.Compensate), Duplicate, nil
 		case rec.Execute != nil && rec.Execute.Pending:
 			return messages.Reply{}, Transient, fmt.Errorf("compensate %s: its execute is still being written: %w", b.op, ErrUnavailable)
@@ -606,7 +588,7 @@ func (b *branch) record(ctx context.Context) error {
 		return err
 	}
 	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(b.seq)}
-	if b.rec.final() {
+	if b.rec.Final() {
 		opts = append(opts, jetstream.WithMsgTTL(RecordTTL))
 	}
 	ack, err := b.s.js.Publish(ctx, b.subject, data, opts...)
@@ -615,12 +597,6 @@ func (b *branch) record(ctx context.Context) error {
 	}
 	b.seq = ack.Sequence
 	return nil
-}
-
-// final reports whether no action of r is pending: the record may then
-// expire, after RecordTTL.
-func (r *Record) final() bool {
-	return (r.Execute == nil || !r.Execute.Pending) && (r.Compensate == nil || !r.Compensate.Pending)
 }
 
 // writeValue writes tx's one value in an envelope that names this action
@@ -687,7 +663,7 @@ func (b *branch) batch(ctx context.Context, tx *Tx) error {
 		nm.Header.Set("Nats-Batch-Id", id)
 		nm.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
 		nm.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(m.seq, 10))
-		if m.subject == b.subject && b.rec.final() {
+		if m.subject == b.subject && b.rec.Final() {
 			nm.Header.Set(jetstream.MsgTTLHeader, RecordTTL.String())
 		}
 		if i < len(msgs)-1 {

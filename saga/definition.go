@@ -15,7 +15,10 @@ const DefaultTimeoutTicks = 1
 type Step struct {
 	// Name is the step's subject token, for example "government_evaluates".
 	Name string
-	// Role is the agent role that runs the step and its compensation.
+	// Role is the agent role that runs the step and its compensation. The
+	// coordinator reads the answers that agents give through their
+	// barrier records from this role's state stream, so the agents
+	// serving the step must run as this role.
 	Role string
 	// Compensation names the undo action, for documentation and history,
 	// for example "undo_approval".

@@ -622,6 +622,16 @@ func (e *Engine) Restore(x Execution, tick int64) error {
 	return nil
 }
 
+// Command returns the command the active saga id has outstanding, and false
+// when it has none: unknown, finished, or waiting to retry.
+func (e *Engine) Command(id ID) (messages.Command, bool) {
+	x, ok := e.active[id]
+	if !ok {
+		return messages.Command{}, false
+	}
+	return x.Command()
+}
+
 // Outstanding returns the commands of every active saga that has one, for a
 // restarted coordinator to send again. Agents absorb the duplicates.
 func (e *Engine) Outstanding() []messages.Command {

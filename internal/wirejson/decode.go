@@ -189,6 +189,28 @@ func (d *Decoder) Int(v *int64) error {
 	return nil
 }
 
+// Bool reads a boolean into *v. A null leaves *v unchanged; anything else
+// is a type error, as in encoding/json.
+func (d *Decoder) Bool(v *bool) error {
+	if d.Null() || d.err != nil {
+		return d.err
+	}
+	c := d.peek()
+	start := d.pos
+	if _, err := d.skip(); err != nil {
+		return err
+	}
+	switch string(d.data[start:d.pos]) {
+	case "true":
+		*v = true
+	case "false":
+		*v = false
+	default:
+		return d.fail(fmt.Errorf("%s for a boolean: %w", kind(c), ErrType))
+	}
+	return nil
+}
+
 // IntOf is Int for an int field.
 func (d *Decoder) IntOf(v *int) error {
 	n := int64(*v)

@@ -1,0 +1,122 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natsaga/natsaga/internal/pull"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// An agent built on natsaga's participant package records the result of
+// each command it applies in its barrier (a [messages.Record] on
+// [messages.BranchSubject]) and sends no reply for it: the coordinator
+// reads the record as the answer. That saves the agent a stored message
+// and a round trip per command. Agents reply on the reply stream for
+// everything else: a duplicate, a refusal, a transient error, "working",
+// and every answer of a foreign agent.
+
+// roles are the roles named by the steps of the coordinator's definitions,
+// sorted.
+func (c *Coordinator) roles() []string {
+	var roles []string
+	for i := range c.opts.Definitions {
+		for _, r := range c.opts.Definitions[i].Roles() {
+			if !slices.Contains(roles, r) {
+				roles = append(roles, r)
+			}
+		}
+	}
+	slices.Sort(roles)
+	return roles
+}
+
+// openRecords creates or binds the coordinator's consumer of role's barrier
+// records and returns an iterator over it. Until an agent of the role has
+// created its state stream, it waits.
+func (c *Coordinator) openRecords(ctx context.Context, role string) (jetstream.MessagesContext, error) {
+	// Every record is read, from the first: a record written before the
+	// consumer existed may answer a command sent before it did.
+	cfg := jetstream.ConsumerConfig{
+		Durable: messages.RecordConsumer, FilterSubjects: []string{messages.BranchSubjects(role)},
+		DeliverPolicy: jetstream.DeliverAllPolicy, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: c.opts.AckWait, MaxDeliver: -1, MaxAckPending: 65536,
+	}
+	var cons jetstream.Consumer
+	for waited := false; ; waited = true {
+		var err error
+		cons, err = c.js.CreateOrUpdateConsumer(ctx, messages.StateStream(role), cfg)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, fmt.Errorf("records of %s: %w", role, err)
+		}
+		if !waited {
+			c.log.Info("waiting for an agent to create its role's state stream", "role", role)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(c.opts.MaxBatch), jetstream.PullExpiry(4*time.Second), jetstream.PullHeartbeat(time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("records of %s: %w", role, err)
+	}
+	return it, nil
+}
+
+// pullRecords feeds role's barrier records to the loop until ctx ends.
+func (c *Coordinator) pullRecords(ctx context.Context, role string) {
+	open := func(ctx context.Context) (jetstream.MessagesContext, error) { return c.openRecords(ctx, role) }
+	// Records pulled but not applied are delivered again to the next
+	// coordinator, so the iterator stops at once on shutdown.
+	pull.Loop(ctx, ctx, c.log, pull.Options{}, open, func(m jetstream.Msg) { c.enqueue(c.recordInput(m)) })
+}
+
+// recordInput applies a barrier record as the answer to the command its
+// saga has outstanding for that step, if the record holds a final result
+// for that command's action; any other record is acknowledged and left.
+func (c *Coordinator) recordInput(m jetstream.Msg) input {
+	return func(now time.Time, out *saga.Outbox) func(error) {
+		ack := func(err error) {
+			if err == nil {
+				_ = m.Ack()
+			}
+		}
+		_, id, step, ok := messages.ParseBranchSubject(m.Subject())
+		if !ok {
+			c.log.Error("dropping a record on a subject that names no branch", "subject", m.Subject())
+			_ = m.Term()
+			return nil
+		}
+		cmd, ok := c.engine.Command(id)
+		if !ok || cmd.Step != step {
+			c.log.Debug("record answers nothing outstanding", "saga_id", id, "step", step)
+			return ack
+		}
+		rec, err := messages.DecodeRecord(m.Data())
+		if err != nil {
+			c.log.Error("dropping malformed record", "subject", m.Subject(), "err", err)
+			_ = m.Term()
+			return nil
+		}
+		reply, ok := rec.Answer(&cmd)
+		if !ok {
+			c.log.Debug("record holds no answer yet", "saga_id", id, "step", step, "action", cmd.Action)
+			return ack // a claim, or the other action's result
+		}
+		if err := c.engine.ApplyReply(reply, now, out); err != nil {
+			c.log.Warn("record not applied", "saga_id", id, "step", step, "err", err)
+		}
+		return ack
+	}
+}
