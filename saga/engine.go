@@ -204,10 +204,7 @@ func (e *Engine) executeReply(x *Execution, r messages.Reply, now time.Time, out
 		}
 		if x.Current+1 < len(x.def.Steps) {
 			e.dispatch(x, x.Current+1, messages.Execute, out)
-			// The change follows from the reply alone, which the agent
-			// recorded: it need not be stored (see Outbox.Advanced).
-			out.Changed = out.Changed[:len(out.Changed)-1]
-			out.Advanced = append(out.Advanced, x)
+			advanced(x, out)
 			return
 		}
 		e.setAwaiting(x, false)
@@ -292,6 +289,16 @@ func (e *Engine) send(x *Execution, note string, out *Outbox) {
 	x.History = append(x.History, Transition{Tick: e.tick, Status: x.Status, Step: x.step().Name, Action: x.Action, Attempt: x.Attempt, Note: note})
 	out.Commands = append(out.Commands, x.command())
 	out.Changed = append(out.Changed, x)
+}
+
+// advanced moves x, which the send it just made listed last in
+// out.Changed, to out.Advanced: the change follows from an ok reply alone,
+// which the agent recorded, so it need not be stored.
+func advanced(x *Execution, out *Outbox) {
+	if n := len(out.Changed); n > 0 && out.Changed[n-1] == x {
+		out.Changed = out.Changed[:n-1]
+		out.Advanced = append(out.Advanced, x)
+	}
 }
 
 func (e *Engine) scheduleRetry(x *Execution, at time.Time, reason string, out *Outbox) {
