@@ -160,10 +160,7 @@ func decodeReply(data []byte, r *Reply) error {
 		case field(key, "seq"):
 			return d.IntOf(&r.Seq)
 		case field(key, "outcome"):
-			s := string(r.Outcome)
-			err := d.StringOf(&s, string(OK), string(Failed), string(Error), string(Working))
-			r.Outcome = Outcome(s)
-			return err
+			return decodeOutcome(d, &r.Outcome)
 		case field(key, "reason"):
 			return d.String(&r.Reason)
 		case field(key, "output"):
@@ -183,6 +180,13 @@ func decodeAction(d *wirejson.Decoder, a *Action) error {
 	s := string(*a)
 	err := d.StringOf(&s, string(Execute), string(Compensate))
 	*a = Action(s)
+	return err
+}
+
+func decodeOutcome(d *wirejson.Decoder, o *Outcome) error {
+	s := string(*o)
+	err := d.StringOf(&s, string(OK), string(Failed), string(Error), string(Working))
+	*o = Outcome(s)
 	return err
 }
 

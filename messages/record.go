@@ -96,10 +96,7 @@ func decodeResult(d *wirejson.Decoder, res **Result) error {
 	err := d.Object(func(key []byte) error {
 		switch {
 		case field(key, "outcome"):
-			s := string(r.Outcome)
-			err := d.StringOf(&s, string(OK), string(Failed), string(Error), string(Working))
-			r.Outcome = Outcome(s)
-			return err
+			return decodeOutcome(d, &r.Outcome)
 		case field(key, "reason"):
 			return d.String(&r.Reason)
 		case field(key, "output"):

@@ -167,23 +167,33 @@ func (d *Decoder) StringOf(s *string, known ...string) error {
 	return nil
 }
 
+// scalar consumes the next value and returns its bytes; ok is false, and
+// nothing is consumed, for a null or after an earlier error.
+func (d *Decoder) scalar() (raw []byte, ok bool, err error) {
+	if d.Null() || d.err != nil {
+		return nil, false, d.err
+	}
+	d.skipSpace()
+	start := d.pos
+	if _, err := d.skip(); err != nil {
+		return nil, false, err
+	}
+	return d.data[start:d.pos], true, nil
+}
+
 // Int reads an integer into *v. A null leaves *v unchanged; a number that is
 // not an integer, or out of range, is a type error, as in encoding/json.
 func (d *Decoder) Int(v *int64) error {
-	if d.Null() || d.err != nil {
-		return d.err
-	}
-	c := d.peek()
-	start := d.pos
-	if _, err := d.skip(); err != nil {
+	raw, ok, err := d.scalar()
+	if !ok {
 		return err
 	}
-	if c != '-' && (c < '0' || c > '9') {
+	if c := raw[0]; c != '-' && (c < '0' || c > '9') {
 		return d.fail(fmt.Errorf("%s for an integer: %w", kind(c), ErrType))
 	}
-	n, err := strconv.ParseInt(string(d.data[start:d.pos]), 10, 64)
+	n, err := strconv.ParseInt(string(raw), 10, 64)
 	if err != nil {
-		return d.fail(fmt.Errorf("number %s for an integer: %w", d.data[start:d.pos], ErrType))
+		return d.fail(fmt.Errorf("number %s for an integer: %w", raw, ErrType))
 	}
 	*v = n
 	return nil
@@ -192,21 +202,17 @@ func (d *Decoder) Int(v *int64) error {
 // Bool reads a boolean into *v. A null leaves *v unchanged; anything else
 // is a type error, as in encoding/json.
 func (d *Decoder) Bool(v *bool) error {
-	if d.Null() || d.err != nil {
-		return d.err
-	}
-	c := d.peek()
-	start := d.pos
-	if _, err := d.skip(); err != nil {
+	raw, ok, err := d.scalar()
+	if !ok {
 		return err
 	}
-	switch string(d.data[start:d.pos]) {
+	switch string(raw) {
 	case "true":
 		*v = true
 	case "false":
 		*v = false
 	default:
-		return d.fail(fmt.Errorf("%s for a boolean: %w", kind(c), ErrType))
+		return d.fail(fmt.Errorf("%s for a boolean: %w", kind(raw[0]), ErrType))
 	}
 	return nil
 }
