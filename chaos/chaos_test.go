@@ -78,7 +78,8 @@ func TestChaos(t *testing.T) {
 	}
 	logf, err := os.Create(logPath)
 	require.NoError(t, err)
-	defer logf.Close()
+	// Closed last, after every process and restarter has stopped.
+	t.Cleanup(func() { _ = logf.Close() })
 	t.Cleanup(func() {
 		if t.Failed() {
 			data, _ := os.ReadFile(logf.Name())
@@ -125,6 +126,8 @@ func TestChaos(t *testing.T) {
 	)
 	t.Cleanup(func() {
 		stopping.Store(true)
+		cancel()
+		wg.Wait()
 		for _, p := range all {
 			_ = p.Stop(5 * time.Second)
 		}

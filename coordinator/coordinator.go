@@ -312,6 +312,15 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		}
 	}
 	c.saved = c.engine.Tick()
+	var executing []string
+	for _, x := range stored {
+		if x.Status == saga.InProgress && x.Action == messages.Execute {
+			executing = append(executing, x.ID)
+		}
+	}
+	if err := c.catchUp(ctx, executing); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
 	cmds := c.engine.Outstanding()
 	if err := c.publishCommands(ctx, cmds); err != nil {
 		return fmt.Errorf("recover: %w", err)
@@ -623,6 +632,7 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 			return nil
 		}
 		err = c.engine.ApplyReply(r, now, out)
+		storeAdvance(out, r.SagaID)
 		switch {
 		case errors.Is(err, saga.ErrStale):
 			c.log.Debug("stale reply ignored", "saga_id", r.SagaID, "step", r.Step, "attempt", r.Attempt, "err", err)
@@ -634,5 +644,17 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 				_ = m.Ack()
 			}
 		}
+	}
+}
+
+// storeAdvance has the saga id stored if the input just applied only
+// advanced it (see saga.Outbox.Advanced). A restarted coordinator catches
+// up from the agents' records alone, so only an advance on a record may
+// skip the store; a reply (from a foreign agent, or a duplicate) may have
+// no record behind it.
+func storeAdvance(out *saga.Outbox, id string) {
+	if n := len(out.Advanced); n > 0 && out.Advanced[n-1].ID == id {
+		out.Changed = append(out.Changed, out.Advanced[n-1])
+		out.Advanced = out.Advanced[:n-1]
 	}
 }

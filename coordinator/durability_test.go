@@ -2,6 +2,8 @@ package coordinator_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -219,4 +221,78 @@ func TestFinishedSagasExpireAfterRetention(t *testing.T) {
 		return resp.Error != nil && resp.Error.Code == messages.CodeNotFound
 	}, 10*time.Second, 50*time.Millisecond, "the finished saga never expired")
 	require.Equal(t, 1, testenv.Summary(t, nc).Completed, "counts outlive the sagas they count")
+}
+
+// TestRestartedCoordinatorCatchesUpFromRecords stops the coordinator while a
+// saga's second step is in flight (the move to it was not stored), starts
+// another, and times the saga out: the new coordinator has caught up from
+// the agent's record of the first step, so it compensates the step in
+// flight and then the first, with the first step's output in the context.
+func TestRestartedCoordinatorCatchesUpFromRecords(t *testing.T) {
+	_, url := testenv.Server(t)
+	def := saga.Definition{Name: "transfer", Subject: "transfer", Steps: []saga.Step{
+		{Name: "debit", Role: "bank", TimeoutTicks: 2}, {Name: "credit", Role: "bank", TimeoutTicks: 2},
+	}}
+	crediting := make(chan string, 1)
+	release := make(chan struct{})
+	testenv.Agent(t, url, participant.Options{Role: "bank", AckWait: time.Minute, Steps: []participant.Step{
+		{Saga: "transfer", Name: "debit", Handler: participant.Handler{
+			Execute: func(context.Context, *participant.Tx, *messages.Command) (messages.Context, error) {
+				return messages.Context{}.MustSet("debited", 5), nil
+			},
+			Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil },
+		}},
+		{Saga: "transfer", Name: "credit", Handler: participant.Handler{
+			// The credit never answers before the test ends.
+			Execute: func(ctx context.Context, _ *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+				select {
+				case crediting <- cmd.SagaID:
+				default:
+				}
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+				return nil, errors.New("too late")
+			},
+			Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil },
+		}},
+	}})
+	// Cleanups run last first: the credit returns before its agent stops.
+	t.Cleanup(func() { close(release) })
+
+	c1ctx, stopC1 := context.WithCancel(context.Background())
+	c1, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: []saga.Definition{def}})
+	require.NoError(t, err)
+	c1done := make(chan error, 1)
+	go func() { c1done <- c1.Run(c1ctx) }()
+	<-c1.Ready()
+	nc := testenv.Connect(t, url)
+	id := testenv.Start(t, nc, "transfer", nil)
+	select {
+	case got := <-crediting:
+		require.Equal(t, id, got)
+	case <-time.After(10 * time.Second):
+		t.Fatal("credit never started")
+	}
+	stopC1()
+	require.NoError(t, <-c1done)
+
+	commands := listen(t, nc, "saga.>")
+	testenv.Coordinator(t, url, []saga.Definition{def})
+	x := testenv.Status(t, nc, id)
+	require.Equal(t, []string{"debit"}, x.Completed, "caught up from the debit's record")
+	require.Equal(t, "credit", def.Steps[x.Current].Name)
+	require.Equal(t, json.RawMessage("5"), x.Context["debited"])
+
+	testenv.Tick(t, nc, 5)
+	x = testenv.WaitStatus(t, nc, id, saga.TimedOut)
+	require.Equal(t, []string{"credit", "debit"}, x.Compensated)
+	require.Eventually(t, func() bool { return len(commands.commands(t, id)) == 3 }, 10*time.Second, 5*time.Millisecond)
+	got := commands.commands(t, id)
+	require.Equal(t, messages.ExecuteSubject("transfer", "credit"), got[0].Subject, "the resend is the step in flight, not the stored one")
+	require.Equal(t, messages.CompensateSubject("transfer", "credit"), got[1].Subject)
+	require.Equal(t, messages.CompensateSubject("transfer", "debit"), got[2].Subject)
+	comp := commands.commandOf(t, id, "credit", messages.Compensate)
+	require.Equal(t, json.RawMessage("5"), comp.Context["debited"], "the compensation carries the debit's output")
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natsaga/natsaga/internal/pull"
@@ -119,4 +120,83 @@ func (c *Coordinator) recordInput(m jetstream.Msg) input {
 		}
 		return ack
 	}
+}
+
+// catchUp brings each saga restored while executing (ids) up to date: a
+// step answered ok that only led to the next one was not stored (see
+// saga.Outbox.Advanced), so the stored state may be steps behind. It applies
+// again the answers the agents recorded for the saga's steps, one step at a
+// time, until a step has no final record: that step is the one in flight.
+// What must be stored is stored; the commands are left to the resend of
+// every outstanding command that follows.
+func (c *Coordinator) catchUp(ctx context.Context, ids []string) error {
+	var out saga.Outbox
+	replayed := 0
+	for _, id := range ids {
+		for {
+			cmd, ok := c.engine.Command(id)
+			if !ok || cmd.Action != messages.Execute {
+				break
+			}
+			rec, err := c.readRecord(ctx, c.roleOf(cmd.Saga, cmd.Step), id, cmd.Step)
+			if errors.Is(err, messages.ErrBadRequest) {
+				c.log.Error("malformed record: the step is taken as in flight", "saga_id", id, "step", cmd.Step, "err", err)
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("catch up %s: %w", id, err)
+			}
+			reply, ok := rec.Answer(&cmd)
+			if !ok {
+				break
+			}
+			if err := c.engine.ApplyReply(reply, time.Now(), &out); err != nil {
+				return fmt.Errorf("catch up %s: %w", id, err)
+			}
+			replayed++
+		}
+	}
+	out.Commands = out.Commands[:0]
+	if err := c.commit(ctx, &out); err != nil {
+		return fmt.Errorf("catch up: %w", err)
+	}
+	if replayed > 0 {
+		c.log.Info("caught up from the agents' records", "steps", replayed, "stored", len(out.Changed))
+	}
+	return nil
+}
+
+// roleOf is the role of step of the saga type sagaType.
+func (c *Coordinator) roleOf(sagaType, step string) string {
+	if d, ok := c.engine.Definition(sagaType); ok {
+		for _, st := range d.Steps {
+			if st.Name == step {
+				return st.Role
+			}
+		}
+	}
+	return ""
+}
+
+// readRecord returns role's barrier record of step of saga id; an empty
+// record when there is none, or no agent of the role has created its
+// stream yet.
+func (c *Coordinator) readRecord(ctx context.Context, role, id, step string) (messages.Record, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	m, err := c.nc.RequestWithContext(ctx, messages.DirectGetSubject(messages.StateStream(role), messages.BranchSubject(role, id, step)), nil)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return messages.Record{}, nil
+	case err != nil:
+		return messages.Record{}, fmt.Errorf("read record of %s: %w", step, err)
+	}
+	switch status := m.Header.Get("Status"); status {
+	case "":
+	case "404":
+		return messages.Record{}, nil
+	default:
+		return messages.Record{}, fmt.Errorf("read record of %s: status %s %s", step, status, m.Header.Get("Description"))
+	}
+	return messages.DecodeRecord(m.Data)
 }

@@ -177,6 +177,12 @@ func SagaKey(id string) string { return SagaKeyPrefix + id }
 // SagaKeyPrefix starts every [SagaKey].
 const SagaKeyPrefix = "s."
 
+// DirectGetSubject is the JetStream API subject that answers with the last
+// message on subject in stream (a direct get; the stream allows them).
+func DirectGetSubject(stream, subject string) string {
+	return "$JS.API.DIRECT.GET." + stream + "." + subject
+}
+
 // BucketSubject is the subject on which a write of key in [SagaBucket]
 // travels (and is stored).
 func BucketSubject(key string) string { return "$KV." + SagaBucket + "." + key }

@@ -384,19 +384,8 @@ func (e *Engine) liveDeadline(d deadline) bool {
 
 func (e *Engine) timeout(x *Execution, reason string, out *Outbox) {
 	out.Expired = append(out.Expired, x.ID)
-	e.rollback(x, TimedOut, x.horizon(), reason, out)
-}
-
-// horizon is the last step of x that may have taken effect, where an abort
-// starts compensating: the step in flight, which may have run; for a saga
-// restored while executing, the last step, since its previous coordinator
-// may have sent commands beyond the stored state. A compensation of a step
-// that never ran is a no-op, and bars a late execute.
-func (x *Execution) horizon() int {
-	if x.restored && x.Action == messages.Execute {
-		return len(x.def.Steps) - 1
-	}
-	return x.Current
+	// The step in flight may have run, so it is compensated as well.
+	e.rollback(x, TimedOut, x.Current, reason, out)
 }
 
 // Rollback aborts an active saga: it compensates the steps completed and the
@@ -413,7 +402,7 @@ func (e *Engine) Rollback(id ID, reason string, out *Outbox) error {
 	if x.Status == Compensating {
 		return nil
 	}
-	e.rollback(x, RolledBack, x.horizon(), "aborted: "+reason, out)
+	e.rollback(x, RolledBack, x.Current, "aborted: "+reason, out)
 	return nil
 }
 
@@ -603,13 +592,11 @@ func (e *Engine) Restore(x Execution, tick int64) error {
 	// Execute commands for this saga may have been sent after its state
 	// was stored, each with the next sequence number and at most one per
 	// later step (see Outbox.Advanced). The restored saga numbers its
-	// commands past them, so that the resent command and the replies to
-	// it are new to JetStream's duplicate window and to the engine. Every
-	// change of a compensating saga is stored: its outstanding command
-	// keeps its number.
+	// commands past them, so that the engine never takes an answer to one
+	// of those for an answer to its own. Every change of a compensating
+	// saga is stored: its outstanding command keeps its number.
 	if x.Action == messages.Execute {
 		p.Seq += len(d.Steps)
-		p.restored = true
 	}
 	if x.Awaiting {
 		x.Awaiting = false

@@ -74,11 +74,6 @@ type Execution struct {
 	def *Definition
 	// gen invalidates deadlines set before the last new deadline.
 	gen int
-	// restored is set on a saga loaded by Restore: its coordinator may
-	// have sent commands for later steps than the stored state shows (see
-	// Outbox.Advanced), so a rollback before it ends compensates every
-	// step that may have run.
-	restored bool
 }
 
 // Transition is one entry of a saga's history.
@@ -160,11 +155,11 @@ type Outbox struct {
 	Changed []*Execution
 	// Advanced lists the sagas that only moved on to their next step
 	// because an execute was answered ok. A runtime may skip storing such
-	// a change: after a restart, [Engine.Restore] gives the saga's last
-	// stored state a fresh sequence number, the runtime sends its command
-	// again, and agents with a barrier answer it and the steps after it
-	// from their records, so the saga moves on the same way. A saga in
-	// both lists must be stored.
+	// a change if, after a restart, it restores the saga's last stored
+	// state ([Engine.Restore]) and then applies again the answers the
+	// agents recorded for the steps since, before anything else happens to
+	// the saga: the coordinator reads them from the agents' barrier
+	// records. A saga in both lists must be stored.
 	Advanced []*Execution
 	// Expired lists the sagas a tick timed out.
 	Expired []ID
