@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/coordinator"
@@ -295,4 +296,29 @@ func TestRestartedCoordinatorCatchesUpFromRecords(t *testing.T) {
 	require.Equal(t, messages.CompensateSubject("transfer", "debit"), got[2].Subject)
 	comp := commands.commandOf(t, id, "credit", messages.Compensate)
 	require.Equal(t, json.RawMessage("5"), comp.Context["debited"], "the compensation carries the debit's output")
+}
+
+// TestAdvanceOnAReplyIsStored checks that a step answered by a reply (as a
+// foreign agent answers) is stored before the next command goes out, while
+// an answer by record is not: a restarted coordinator catches up from
+// records only.
+func TestAdvanceOnAReplyIsStored(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	commands := listen(t, nc, "saga.>")
+	stores := listen(t, nc, messages.BucketSubject(messages.SagaKeyPrefix+"*"))
+	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+	id := testenv.Start(t, nc, "transfer", nil)
+	require.Eventually(t, func() bool { return len(commands.commands(t, id)) == 1 }, 10*time.Second, 5*time.Millisecond)
+
+	// No agent serves the steps: the test answers the debit by reply.
+	debit := commands.commandOf(t, id, "debit", messages.Execute)
+	reply := messages.ReplyTo(&debit, messages.OK, "")
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	_, err = js.Publish(context.Background(), reply.Subject(), mustJSON(t, reply))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(commands.commands(t, id)) == 2 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return stores.states(t, id) == "in_progress in_progress" }, 10*time.Second, 5*time.Millisecond,
+		"stored at the start and at the move to credit: %s", stores.states(t, id))
 }
