@@ -465,10 +465,15 @@ func (a *Agent) reply(ctx context.Context, r messages.Reply) error {
 	return err
 }
 
-// hold answers "working" and keeps m until the clock reaches due.
+// hold answers "working" and keeps m until the clock reaches due; if the
+// answer cannot be stored, m is delivered again.
 func (a *Agent) hold(ctx context.Context, cmd *messages.Command, m jetstream.Msg, due int64) {
 	if err := a.reply(ctx, messages.ReplyTo(cmd, messages.Working, "")); err != nil {
-		a.cmdLog(cmd).Warn("working reply not stored", "err", err)
+		// Held unanswered, the command would look lost to the
+		// coordinator until it is done: have it delivered again instead.
+		a.cmdLog(cmd).Warn("working reply not stored; command will be redelivered", "err", err)
+		_ = m.NakWithDelay(time.Second)
+		return
 	}
 	a.cmdLog(cmd).Debug("holding command for simulation time", "due_tick", due)
 	a.mu.Lock()
