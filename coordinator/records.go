@@ -113,8 +113,7 @@ func (c *Coordinator) recordInput(m jetstream.Msg) input {
 		}
 		reply, ok := rec.Answer(&cmd)
 		if !ok {
-			c.log.Debug("record holds no answer yet", "saga_id", id, "step", step, "action", cmd.Action)
-			return ack // a claim, or the other action's result
+			return ack // a claim (one per step that writes state), or the other action's result
 		}
 		if err := c.engine.ApplyReply(reply, now, out); err != nil {
 			c.log.Warn("record not applied", "saga_id", id, "step", step, "err", err)
@@ -196,10 +195,8 @@ const catchUpReads = 64
 // roleOf is the role of step of the saga type sagaType.
 func (c *Coordinator) roleOf(sagaType, step string) string {
 	if d, ok := c.engine.Definition(sagaType); ok {
-		for _, st := range d.Steps {
-			if st.Name == step {
-				return st.Role
-			}
+		if st, ok := d.Step(step); ok {
+			return st.Role
 		}
 	}
 	return ""

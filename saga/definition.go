@@ -147,6 +147,16 @@ func (d Definition) normalized() *Definition {
 	return &d
 }
 
+// Step returns the step of d named name, and false when d has none.
+func (d *Definition) Step(name string) (*Step, bool) {
+	for i := range d.Steps {
+		if d.Steps[i].Name == name {
+			return &d.Steps[i], true
+		}
+	}
+	return nil, false
+}
+
 // Roles returns the distinct roles of d's steps, in step order.
 func (d *Definition) Roles() []string {
 	var roles []string

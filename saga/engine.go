@@ -161,7 +161,7 @@ func (e *Engine) ApplyReply(r messages.Reply, now time.Time, out *Outbox) error 
 		}
 		return fmt.Errorf("reply for saga %s: %w", r.SagaID, ErrUnknownSaga)
 	}
-	if r.Saga != x.Saga || !slices.ContainsFunc(x.def.Steps, func(s Step) bool { return s.Name == r.Step }) {
+	if _, ok := x.def.Step(r.Step); r.Saga != x.Saga || !ok {
 		return fmt.Errorf("reply for saga %s names %s.%s: %w", r.SagaID, r.Saga, r.Step, ErrBadReply)
 	}
 	// A reply settles only the command outstanding now: the same seq and
@@ -559,8 +559,8 @@ func (e *Engine) Summary() messages.Summary {
 // it restarts, and advances the clock to tick when it is ahead. An active
 // saga's deadlines and retry are set again, and its outstanding command
 // gets a sequence number above any its previous coordinator may have used;
-// it is not resent (see [Execution.Command]). A finished saga other than a failed one
-// is only counted, unless Options.KeepFinished is set. It returns an error
+// it is not resent (see [Execution.Command]). A finished saga other than a
+// failed one is only counted, unless Options.KeepFinished is set. It returns an error
 // wrapping [ErrUnknownDefinition] when the saga's definition is not
 // registered.
 func (e *Engine) Restore(x Execution, tick int64) error {
