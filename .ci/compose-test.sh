@@ -84,8 +84,10 @@ check() {
 	fi
 }
 
-# driver_id prints the driver container of the current project.
-driver_id() { demo compose ps -a -q driver | head -n 1; }
+# driver_id prints the driver container of the current project. Pipes take
+# their first line with sed, never head: head closes the pipe early, and under
+# pipefail the writer's SIGPIPE (exit 141) would fail the script.
+driver_id() { demo compose ps -a -q driver | sed -n 1p; }
 
 # ticks_done prints how many ticks the driver has reported so far.
 ticks_done() { docker logs "$(driver_id)" 2>/dev/null | grep -c '^tick ' || true; }
@@ -143,7 +145,7 @@ if wanted loss; then
 		fi
 		sleep 1
 	done
-	agent=$(demo compose ps -q household-agent | head -n 1)
+	agent=$(demo compose ps -q household-agent | sed -n 1p)
 	log "run 2: at tick $(ticks_done): killing nats-2 and household-agent container ${agent:0:12}"
 	demo compose kill -s SIGKILL nats-2 >/dev/null 2>&1
 	docker kill --signal KILL "$agent" >/dev/null

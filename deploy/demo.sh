@@ -56,7 +56,7 @@ compose() {
 
 # driver_id prints the driver container's id, running or exited.
 driver_id() {
-	compose ps -a -q driver 2>/dev/null | head -n 1
+	compose ps -a -q driver 2>/dev/null | sed -n 1p
 }
 
 # json_int FIELD reads an integer field of the JSON on stdin.
