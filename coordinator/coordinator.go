@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natsaga/natsaga/internal/jserr"
 	"github.com/natsaga/natsaga/internal/pull"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
@@ -530,7 +531,7 @@ func wait(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, err
 	case ack := <-f.Ok():
 		return ack, nil
 	case err := <-f.Err():
-		if isConflict(err) {
+		if jserr.Conflict(err) {
 			return nil, fmt.Errorf("%w: %w", ErrConflict, err)
 		}
 		return nil, err

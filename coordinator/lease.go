@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
+	"github.com/natsaga/natsaga/internal/jserr"
 	"github.com/natsaga/natsaga/messages"
 )
 
@@ -102,7 +103,7 @@ func (l *lease) keep(ctx context.Context, lost chan<- struct{}) {
 			l.rev, renewed = ack.Sequence, time.Now()
 		case ctx.Err() != nil:
 			return
-		case isConflict(err):
+		case jserr.Conflict(err):
 			l.c.log.Error("lease taken over by another coordinator", "err", err)
 			return
 		case time.Since(renewed) >= l.ttl:
@@ -123,8 +124,3 @@ func (l *lease) release() {
 	}
 }
 
-func isConflict(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
-}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
+	"github.com/natsaga/natsaga/internal/jserr"
 	"github.com/natsaga/natsaga/messages"
 )
 
@@ -280,7 +281,7 @@ func (s *Store) Init(ctx context.Context, key string, v any) (bool, error) {
 		return false, fmt.Errorf("init %s: %w", key, err)
 	}
 	_, err = s.js.Publish(ctx, messages.DataSubject(s.role, key), data, jetstream.WithExpectLastSequencePerSubject(0))
-	if isConflict(err) {
+	if jserr.Conflict(err) {
 		return false, nil
 	}
 	if err != nil {
@@ -451,7 +452,7 @@ func (s *Store) Do(ctx context.Context, cmd *messages.Command, h Handler) (messa
 		}
 		known = false
 		reply, verdict, err := b.run(ctx)
-		if isConflict(err) {
+		if jserr.Conflict(err) {
 			s.conflicts.Add(1)
 			b.rec, b.seq = Record{}, 0
 			backoff(attempt)
@@ -713,7 +714,7 @@ func fromResult(cmd *messages.Command, r *Result) messages.Reply {
 // wrapWrite keeps a conflict recognisable and marks any other write
 // failure as the store being unavailable.
 func wrapWrite(subject string, err error) error {
-	if isConflict(err) {
+	if jserr.Conflict(err) {
 		return fmt.Errorf("write %s: %w", subject, err)
 	}
 	return fmt.Errorf("write %s: %w: %w", subject, ErrUnavailable, err)
@@ -728,9 +729,3 @@ func backoff(attempt int) {
 	time.Sleep(d)
 }
 
-// isConflict reports whether err is JetStream's "wrong last sequence".
-func isConflict(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
-}
