@@ -11,7 +11,8 @@
 // For each configuration it reports sagas per second, the per-saga latency
 // p50 and p99, the CPU seconds per 1,000 sagas of the server, coordinator
 // and agent processes, and the coordinator's live heap per in-flight saga.
-// BENCHMARKS.md describes the method and gives the figures.
+// With -hold N it also holds N sagas in flight, gives the coordinator's heap
+// per saga, and times a new coordinator's recovery of them. BENCHMARKS.md describes the method and gives the figures.
 //
 // Usage:
 //
@@ -77,7 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.concurrency, "concurrency", 64, "commands each agent copy handles at once (both modes)")
 	fs.IntVar(&c.workers, "baseline-workers", 256, "worker goroutines of the baseline coordinator")
 	fs.IntVar(&c.runs, "runs", 1, "repetitions of every configuration")
-	fs.IntVar(&c.hold, "hold", 0, "also measure natsaga's coordinator heap with this many sagas held in flight (no agents)")
+	fs.IntVar(&c.hold, "hold", 0, "also measure natsaga's coordinator heap with this many sagas held in flight (agents stopped), and how long a new coordinator takes to recover them")
 	fs.DurationVar(&c.timeout, "saga-timeout", 60*time.Second, "how long one saga may take before it counts as an error")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of every child process into this directory")
 	fs.BoolVar(&c.json, "json", false, "print one JSON object per configuration and run")

@@ -65,3 +65,24 @@ func TestBenchmarkBothModes(t *testing.T) {
 	require.InDelta(t, 10, r["stored_msgs_per_saga"], 1.5)
 	require.InDelta(t, 11, r["baseline_stored_msgs_per_saga"], 1.5)
 }
+
+// TestHoldMeasuresHeapAndRecovery holds sagas in flight, then has a new
+// coordinator take them over, and checks that it reports both figures and
+// lost none of the sagas (it fails otherwise).
+func TestHoldMeasuresHeapAndRecovery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	var stdout, stderr bytes.Buffer
+	code := mainCode([]string{"-modes", "natsaga", "-inflight", "1", "-duration", "300ms", "-warmup", "100ms",
+		"-hold", "300", "-json"}, &stdout, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	require.Len(t, lines, 2, stdout.String())
+	var h holdResult
+	require.NoError(t, json.Unmarshal([]byte(lines[1]), &h))
+	require.Equal(t, "natsaga-hold", h.Mode)
+	require.Equal(t, 300, h.Held, "every saga started is held, waiting on its first step")
+	require.Positive(t, h.CoordBytesPerSaga)
+	require.Positive(t, h.RecoverS)
+}

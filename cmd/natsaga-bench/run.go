@@ -68,12 +68,17 @@ type result struct {
 	Ratio float64 `json:"ratio,omitempty"`
 }
 
-// holdResult is the coordinator's heap with many sagas held in flight.
+// holdResult is the coordinator's heap with many sagas held in flight, and
+// how long a new coordinator took to take them over.
 type holdResult struct {
 	Mode              string  `json:"mode"`
 	Held              int     `json:"held"`
 	CoordBytesPerSaga float64 `json:"coordinator_bytes_per_saga"`
 	StartsPerS        float64 `json:"starts_per_s"`
+	// RecoverS runs from starting a coordinator again, after a clean stop
+	// of the one that held the sagas, to its answering requests with every
+	// saga restored and caught up.
+	RecoverS float64 `json:"recover_s"`
 }
 
 // run measures every configuration c.runs times, printing each result as it
@@ -118,8 +123,8 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer, log *slog.Logg
 			data, _ := json.Marshal(h)
 			fmt.Fprintln(stdout, string(data))
 		} else {
-			fmt.Fprintf(stdout, "natsaga coordinator with %d sagas in flight: %.0f bytes of live heap per saga (%.0f starts/s)\n",
-				h.Held, h.CoordBytesPerSaga, h.StartsPerS)
+			fmt.Fprintf(stdout, "natsaga coordinator with %d sagas in flight: %.0f bytes of live heap per saga (%.0f starts/s); a new coordinator took them over in %.2f s\n",
+				h.Held, h.CoordBytesPerSaga, h.StartsPerS, h.RecoverS)
 		}
 	}
 	if c.runs > 1 && !c.json {
@@ -289,12 +294,14 @@ func target(mode string) bench.Target {
 	}
 }
 
-// measureHold starts natsaga with no agents, starts c.hold sagas, which all
-// wait for their first step, and measures the coordinator's live heap per
-// saga.
+// measureHold starts natsaga, stops its agent once the agent has created its
+// state stream, starts c.hold sagas, which all wait for their first step,
+// and measures the coordinator's live heap per saga. It then stops the
+// coordinator, starts it again and measures how long it takes to recover
+// them: restore each from the bucket and look up its step's record.
 func measureHold(ctx context.Context, c *config, stderr io.Writer, log *slog.Logger) (_ holdResult, err error) {
 	log.Info("measuring the coordinator's heap", "sagas", c.hold)
-	spec := sysSpec{mode: modeNatsaga}
+	spec := sysSpec{mode: modeNatsaga, agents: 1}
 	if c.cpuProfile != "" {
 		spec.profile = filepath.Join(c.cpuProfile, "natsaga-hold")
 	}
@@ -308,6 +315,10 @@ func measureHold(ctx context.Context, c *config, stderr io.Writer, log *slog.Log
 		}
 		sys.stop()
 	}()
+	if err := sys.agents[0].Stop(stopWait); err != nil {
+		return holdResult{}, fmt.Errorf("stop the agent: %w", err)
+	}
+	sys.agents = nil
 	idle, err := sys.heap(ctx, 10*time.Second)
 	if err != nil {
 		return holdResult{}, err
@@ -343,13 +354,9 @@ func measureHold(ctx context.Context, c *config, stderr io.Writer, log *slog.Log
 	if failed.Load() > 0 {
 		return holdResult{}, fmt.Errorf("%d starts failed, first: %w", failed.Load(), firstErr)
 	}
-	m, err := sys.nc.Request(messages.SummarySubject, nil, 10*time.Second)
+	sum, err := sys.summary()
 	if err != nil {
-		return holdResult{}, fmt.Errorf("summary: %w", err)
-	}
-	var sum messages.Summary
-	if err := json.Unmarshal(m.Data, &sum); err != nil {
-		return holdResult{}, fmt.Errorf("summary: %w", err)
+		return holdResult{}, err
 	}
 	held, err := sys.heap(ctx, 10*time.Second)
 	if err != nil {
@@ -358,9 +365,29 @@ func measureHold(ctx context.Context, c *config, stderr io.Writer, log *slog.Log
 	if sum.Active == 0 {
 		return holdResult{}, errors.New("no saga active")
 	}
+	log.Info("measuring a new coordinator's recovery", "sagas", sum.Active)
+	if err := sys.coord.Stop(stopWait); err != nil {
+		return holdResult{}, fmt.Errorf("stop the coordinator: %w", err)
+	}
+	began = time.Now()
+	if err := sys.coord.Restart(); err != nil {
+		return holdResult{}, fmt.Errorf("start the coordinator again: %w", err)
+	}
+	if _, err := sys.heap(ctx, 10*time.Minute); err != nil {
+		return holdResult{}, fmt.Errorf("the coordinator started again is not ready: %w", err)
+	}
+	recovered := time.Since(began)
+	after, err := sys.summary()
+	if err != nil {
+		return holdResult{}, err
+	}
+	if after.Active != sum.Active {
+		return holdResult{}, fmt.Errorf("the coordinator started again holds %d active sagas, not %d", after.Active, sum.Active)
+	}
 	return holdResult{Mode: "natsaga-hold", Held: sum.Active,
 		CoordBytesPerSaga: round(float64(int64(held)-int64(idle))/float64(sum.Active), 0),
-		StartsPerS:        round(float64(c.hold)/took.Seconds(), 0)}, nil
+		StartsPerS:        round(float64(c.hold)/took.Seconds(), 0),
+		RecoverS:          round(recovered.Seconds(), 3)}, nil
 }
 
 // dumpLog copies the tail of the children's log to w.

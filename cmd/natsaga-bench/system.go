@@ -175,7 +175,7 @@ func (s *system) heap(ctx context.Context, wait time.Duration) (uint64, error) {
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
@@ -251,6 +251,19 @@ func (s *system) stored(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("list streams: %w", err)
 	}
 	return n, nil
+}
+
+// summary asks the coordinator for its summary.
+func (s *system) summary() (messages.Summary, error) {
+	var sum messages.Summary
+	m, err := s.nc.Request(messages.SummarySubject, nil, 10*time.Second)
+	if err != nil {
+		return sum, fmt.Errorf("summary: %w", err)
+	}
+	if err := json.Unmarshal(m.Data, &sum); err != nil {
+		return sum, fmt.Errorf("summary: %w", err)
+	}
+	return sum, nil
 }
 
 func (s *system) stop() {
