@@ -12,7 +12,8 @@
 // p50 and p99, the CPU seconds per 1,000 sagas of the server, coordinator
 // and agent processes, and the coordinator's live heap per in-flight saga.
 // With -hold N it also holds N sagas in flight, gives the coordinator's heap
-// per saga, and times a new coordinator's recovery of them. BENCHMARKS.md describes the method and gives the figures.
+// per saga, and times a new coordinator's recovery of them. BENCHMARKS.md
+// describes the method and gives the figures.
 //
 // Usage:
 //
