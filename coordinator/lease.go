@@ -123,4 +123,3 @@ func (l *lease) release() {
 		l.c.log.Warn("lease not released; a standby takes over when it expires", "err", err)
 	}
 }
-

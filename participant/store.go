@@ -728,4 +728,3 @@ func backoff(attempt int) {
 	d := time.Duration(rand.Int64N(int64(min(attempt, 20)) * int64(250*time.Microsecond)))
 	time.Sleep(d)
 }
-
