@@ -40,12 +40,9 @@ func TestBenchmarkBothModes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	var stdout, stderr bytes.Buffer
-	code := mainCode([]string{"-inflight", "8", "-duration", "700ms", "-warmup", "300ms", "-concurrency", "4",
-		"-baseline-workers", "8", "-json"}, &stdout, &stderr)
-	require.Equal(t, 0, code, stderr.String())
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	require.Len(t, lines, 1, stdout.String())
+	lines := runBench(t, "-inflight", "8", "-duration", "700ms", "-warmup", "300ms", "-concurrency", "4",
+		"-baseline-workers", "8", "-json")
+	require.Len(t, lines, 1)
 	var r map[string]any
 	require.NoError(t, json.Unmarshal([]byte(lines[0]), &r))
 	for _, k := range []string{"mode", "inflight", "sagas_per_s", "p50_ms", "p99_ms", "baseline_sagas_per_s", "ratio",
@@ -73,16 +70,24 @@ func TestHoldMeasuresHeapAndRecovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	var stdout, stderr bytes.Buffer
-	code := mainCode([]string{"-modes", "natsaga", "-inflight", "1", "-duration", "300ms", "-warmup", "100ms",
-		"-hold", "300", "-json"}, &stdout, &stderr)
-	require.Equal(t, 0, code, stderr.String())
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	require.Len(t, lines, 2, stdout.String())
+	lines := runBench(t, "-modes", "natsaga", "-inflight", "1", "-duration", "300ms", "-warmup", "100ms",
+		"-hold", "300", "-json")
+	require.Len(t, lines, 2)
 	var h holdResult
 	require.NoError(t, json.Unmarshal([]byte(lines[1]), &h))
 	require.Equal(t, "natsaga-hold", h.Mode)
 	require.Equal(t, 300, h.Held, "every saga started is held, waiting on its first step")
 	require.Positive(t, h.CoordBytesPerSaga)
 	require.Positive(t, h.RecoverS)
+}
+
+// runBench runs the benchmark command with args, requires it to succeed,
+// and returns the lines it printed.
+func runBench(t *testing.T, args ...string) []string {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := mainCode(args, &stdout, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	t.Log(stdout.String())
+	return strings.Split(strings.TrimSpace(stdout.String()), "\n")
 }
