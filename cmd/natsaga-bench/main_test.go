@@ -37,9 +37,6 @@ func TestParseFlags(t *testing.T) {
 // TestBenchmarkBothModes runs a short benchmark of both modes with real
 // child processes and checks the JSON figures.
 func TestBenchmarkBothModes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
 	lines := runBench(t, "-inflight", "8", "-duration", "700ms", "-warmup", "300ms", "-concurrency", "4",
 		"-baseline-workers", "8", "-json")
 	require.Len(t, lines, 1)
@@ -67,9 +64,6 @@ func TestBenchmarkBothModes(t *testing.T) {
 // coordinator take them over, and checks that it reports both figures and
 // lost none of the sagas (it fails otherwise).
 func TestHoldMeasuresHeapAndRecovery(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
 	lines := runBench(t, "-modes", "natsaga", "-inflight", "1", "-duration", "300ms", "-warmup", "100ms",
 		"-hold", "300", "-json")
 	require.Len(t, lines, 2)
@@ -82,9 +76,13 @@ func TestHoldMeasuresHeapAndRecovery(t *testing.T) {
 }
 
 // runBench runs the benchmark command with args, requires it to succeed,
-// and returns the lines it printed.
+// and returns the lines it printed. It skips the test with -short: the
+// command starts processes.
 func runBench(t *testing.T, args ...string) []string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
 	var stdout, stderr bytes.Buffer
 	code := mainCode(args, &stdout, &stderr)
 	require.Equal(t, 0, code, stderr.String())
