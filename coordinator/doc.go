@@ -14,10 +14,12 @@
 //  3. events are published; inputs are acknowledged and requests answered.
 //
 // A crash at any point loses nothing: an input is acknowledged only after
-// its effects are stored or can be replayed, and a restarted coordinator
-// reloads every saga from the bucket and sends each active saga's
-// outstanding command again; agents answer it, and the steps after it,
-// from their barrier records (package participant).
+// its effects are stored or can be replayed. A restarted coordinator
+// reloads every saga from the bucket, brings each executing saga up to the
+// step in flight from its agents' barrier records (the steps it advanced
+// without storing them), and only then sends each active saga's
+// outstanding command again; an agent's barrier (package participant)
+// answers a command it has already applied with the recorded result.
 //
 // Only one coordinator drives the sagas of a bucket: it holds a lease
 // (a key with a TTL, renewed every third of it). Another coordinator on the
