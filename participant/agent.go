@@ -46,9 +46,12 @@ type Options struct {
 	// "<role>-<pid>-<random>".
 	Name string
 	// Concurrency is how many commands are handled at once. 0 means 16.
-	// A handled command is acknowledged once its reply is stored, which
-	// the agent does not wait for: up to four times Concurrency commands
-	// may be waiting for that, unacknowledged, besides.
+	// A command whose result the barrier recorded is acknowledged at once:
+	// the record is its answer. One answered by a reply (a duplicate, a
+	// refusal, a transient error) is acknowledged once the reply is
+	// stored, which the agent does not wait for: up to four times
+	// Concurrency such commands may be waiting for that, unacknowledged,
+	// besides.
 	Concurrency int
 	// AckWait is how long a command stays with an agent that neither
 	// answers nor renews it before JetStream delivers it again, to
