@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/coordinator"
 	"github.com/natsaga/natsaga/internal/embedded"
 	"github.com/natsaga/natsaga/internal/testenv"
@@ -38,9 +39,9 @@ func TestRefusesServerWithoutJetStream(t *testing.T) {
 	require.ErrorIs(t, err, coordinator.ErrNoJetStream)
 	require.Contains(t, err.Error(), "start nats-server with -js")
 
-	ok := func(context.Context, *participant.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
-	a, err := participant.New(nc, participant.Options{Role: "bank", Steps: []participant.Step{{Saga: "transfer", Name: "debit",
-		Handler: participant.Handler{Execute: ok, Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil }}}}})
+	ok := func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
+	a, err := participant.New(nc, participant.Options{Role: "bank", Steps: []agent.Step{{Saga: "transfer", Name: "debit",
+		Handler: agent.Handler{Execute: ok, Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil }}}}})
 	require.NoError(t, err)
 	err = a.Run(context.Background())
 	require.ErrorIs(t, err, participant.ErrNoJetStream)
@@ -71,8 +72,8 @@ func TestCoordinatorAndServerRestartResume(t *testing.T) {
 	// Each step counts its effects in the agent's state, through the
 	// barrier: a handler may run more than once for one command, an
 	// effect may not.
-	handler := participant.Handler{
-		Execute: func(ctx context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+	handler := agent.Handler{
+		Execute: func(ctx context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
 			if cmd.Step == "credit" && gate.Load() {
 				select {
 				case <-release:
@@ -92,9 +93,9 @@ func TestCoordinatorAndServerRestartResume(t *testing.T) {
 			mu.Unlock()
 			return messages.Context{}.MustSet("done_"+cmd.Step, true), nil
 		},
-		Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil },
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
 	}
-	agentOpts := participant.Options{Role: "bank", AckWait: 500 * time.Millisecond, Steps: []participant.Step{
+	agentOpts := participant.Options{Role: "bank", AckWait: 500 * time.Millisecond, Steps: []agent.Step{
 		{Saga: "transfer", Name: "debit", Handler: handler}, {Saga: "transfer", Name: "credit", Handler: handler}}}
 
 	c1ctx, stopC1 := context.WithCancel(context.Background())
@@ -163,14 +164,14 @@ func TestStartRetriedAfterTheSagaFinished(t *testing.T) {
 	_, url := testenv.Server(t)
 	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
 	var runs atomic.Int32
-	handler := participant.Handler{
-		Execute: func(context.Context, *participant.Tx, *messages.Command) (messages.Context, error) {
+	handler := agent.Handler{
+		Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
 			runs.Add(1)
 			return nil, nil
 		},
-		Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil },
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
 	}
-	testenv.Agent(t, url, participant.Options{Role: "bank", Steps: []participant.Step{
+	testenv.Agent(t, url, participant.Options{Role: "bank", Steps: []agent.Step{
 		{Saga: "transfer", Name: "debit", Handler: handler}, {Saga: "transfer", Name: "credit", Handler: handler}}})
 	nc := testenv.Connect(t, url)
 	req := messages.StartRequest{V: messages.Version, SagaID: "order-17", Context: messages.Context{}}
@@ -206,11 +207,11 @@ func TestFinishedSagasExpireAfterRetention(t *testing.T) {
 		require.NoError(t, <-done)
 	})
 	<-c.Ready()
-	ok := func(context.Context, *participant.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
-	undo := func(context.Context, *participant.Tx, *messages.Command) error { return nil }
-	testenv.Agent(t, url, participant.Options{Role: "bank", Steps: []participant.Step{
-		{Saga: "transfer", Name: "debit", Handler: participant.Handler{Execute: ok, Compensate: undo}},
-		{Saga: "transfer", Name: "credit", Handler: participant.Handler{Execute: ok, Compensate: undo}}}})
+	ok := func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
+	undo := func(context.Context, agent.Tx, *messages.Command) error { return nil }
+	testenv.Agent(t, url, participant.Options{Role: "bank", Steps: []agent.Step{
+		{Saga: "transfer", Name: "debit", Handler: agent.Handler{Execute: ok, Compensate: undo}},
+		{Saga: "transfer", Name: "credit", Handler: agent.Handler{Execute: ok, Compensate: undo}}}})
 	nc := testenv.Connect(t, url)
 	id := testenv.Start(t, nc, "transfer", nil)
 	testenv.WaitStatus(t, nc, id, saga.Completed)
@@ -236,16 +237,16 @@ func TestRestartedCoordinatorCatchesUpFromRecords(t *testing.T) {
 	}}
 	crediting := make(chan string, 1)
 	release := make(chan struct{})
-	testenv.Agent(t, url, participant.Options{Role: "bank", AckWait: time.Minute, Steps: []participant.Step{
-		{Saga: "transfer", Name: "debit", Handler: participant.Handler{
-			Execute: func(context.Context, *participant.Tx, *messages.Command) (messages.Context, error) {
+	testenv.Agent(t, url, participant.Options{Role: "bank", AckWait: time.Minute, Steps: []agent.Step{
+		{Saga: "transfer", Name: "debit", Handler: agent.Handler{
+			Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
 				return messages.Context{}.MustSet("debited", 5), nil
 			},
-			Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil },
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
 		}},
-		{Saga: "transfer", Name: "credit", Handler: participant.Handler{
+		{Saga: "transfer", Name: "credit", Handler: agent.Handler{
 			// The credit never answers before the test ends.
-			Execute: func(ctx context.Context, _ *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+			Execute: func(ctx context.Context, _ agent.Tx, cmd *messages.Command) (messages.Context, error) {
 				select {
 				case crediting <- cmd.SagaID:
 				default:
@@ -256,7 +257,7 @@ func TestRestartedCoordinatorCatchesUpFromRecords(t *testing.T) {
 				}
 				return nil, errors.New("too late")
 			},
-			Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil },
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
 		}},
 	}})
 	// Cleanups run last first: the credit returns before its agent stops.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/coordinator"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
@@ -19,11 +20,11 @@ import (
 // dies without a word, and hands back at once after a clean stop.
 func TestStandbyTakesOver(t *testing.T) {
 	_, url := testenv.Server(t)
-	ok := func(context.Context, *participant.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
-	undo := func(context.Context, *participant.Tx, *messages.Command) error { return nil }
-	testenv.Agent(t, url, participant.Options{Role: "bank", Steps: []participant.Step{
-		{Saga: "transfer", Name: "debit", Handler: participant.Handler{Execute: ok, Compensate: undo}},
-		{Saga: "transfer", Name: "credit", Handler: participant.Handler{Execute: ok, Compensate: undo}}}})
+	ok := func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
+	undo := func(context.Context, agent.Tx, *messages.Command) error { return nil }
+	testenv.Agent(t, url, participant.Options{Role: "bank", Steps: []agent.Step{
+		{Saga: "transfer", Name: "debit", Handler: agent.Handler{Execute: ok, Compensate: undo}},
+		{Saga: "transfer", Name: "credit", Handler: agent.Handler{Execute: ok, Compensate: undo}}}})
 	client := testenv.Connect(t, url)
 
 	type running struct {

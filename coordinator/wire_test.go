@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
@@ -40,28 +41,28 @@ const (
 // booking is the trip agents' handler: the execute marks the saga's booking
 // "booked" in the role's state and outputs a reference; the compensation
 // marks it "cancelled". A step named by the context's "decline" rejects.
-func booking(step string, before func(*messages.Command)) participant.Handler {
-	set := func(tx *participant.Tx, cmd *messages.Command, v string) error {
+func booking(step string, before func(*messages.Command)) agent.Handler {
+	set := func(tx agent.Tx, cmd *messages.Command, v string) error {
 		var old string
 		if _, err := tx.Get("booking."+cmd.SagaID, &old); err != nil {
 			return err
 		}
 		return tx.Put("booking."+cmd.SagaID, v)
 	}
-	return participant.Handler{
-		Execute: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+	return agent.Handler{
+		Execute: func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
 			if before != nil {
 				before(cmd)
 			}
 			if d, _ := cmd.Context.String(keyDecline); d == step {
-				return nil, participant.Reject("%s declined", step)
+				return nil, agent.Reject("%s declined", step)
 			}
 			if err := set(tx, cmd, "booked"); err != nil {
 				return nil, err
 			}
 			return messages.Context{}.MustSet(step+"_ref", step+"-"+cmd.SagaID[:8]), nil
 		},
-		Compensate: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) error {
+		Compensate: func(_ context.Context, tx agent.Tx, cmd *messages.Command) error {
 			return set(tx, cmd, "cancelled")
 		},
 	}
@@ -112,7 +113,7 @@ func newTripEnv(t *testing.T) *tripEnv {
 		}
 		env.agents[s.Role] = testenv.Agent(t, url, participant.Options{
 			Role: s.Role, AckWait: time.Minute,
-			Steps: []participant.Step{{Saga: trip, Name: s.Name, Handler: booking(s.Name, before), Duration: duration}},
+			Steps: []agent.Step{{Saga: trip, Name: s.Name, Handler: booking(s.Name, before), Duration: duration}},
 		})
 	}
 	// Cleanups run last first: the muted handler returns before its agent

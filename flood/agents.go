@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/messages"
-	"github.com/natsaga/natsaga/participant"
 )
 
 // LedgerKey is the state key of the government's budget and of the
@@ -47,15 +47,15 @@ type House struct {
 
 // InitLedger returns an agent Init that opens the ledger with initial cents
 // the first time the role's store is used, and leaves it as it is after.
-func InitLedger(initial int64) func(ctx context.Context, s *participant.Store) error {
-	return func(ctx context.Context, s *participant.Store) error {
+func InitLedger(initial int64) func(ctx context.Context, s agent.Seeder) error {
+	return func(ctx context.Context, s agent.Seeder) error {
 		_, err := s.Init(ctx, LedgerKey, Ledger{Initial: initial, Balance: initial, Spent: map[string]int64{}})
 		return err
 	}
 }
 
 // Steps returns the steps role serves, or an error for an unknown role.
-func Steps(role string) ([]participant.Step, error) {
+func Steps(role string) ([]agent.Step, error) {
 	switch role {
 	case Household:
 		return HouseholdSteps(), nil
@@ -77,9 +77,9 @@ func amount(c messages.Context, key string, def int64) (int64, error) {
 	case errors.Is(err, messages.ErrMissingKey):
 		return def, nil
 	case err != nil:
-		return 0, participant.Reject("bad %s: %v", key, err)
+		return 0, agent.Reject("bad %s: %v", key, err)
 	case v < 0:
-		return 0, participant.Reject("bad %s: negative amount %d", key, v)
+		return 0, agent.Reject("bad %s: negative amount %d", key, v)
 	}
 	return v, nil
 }
@@ -87,29 +87,29 @@ func amount(c messages.Context, key string, def int64) (int64, error) {
 // HouseholdSteps are the household's steps: applying, filing and
 // requesting, each recorded on the household and cancelled by its
 // compensation.
-func HouseholdSteps() []participant.Step {
-	mark := func(status string) func(context.Context, *participant.Tx, *messages.Command) (messages.Context, error) {
-		return func(_ context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+func HouseholdSteps() []agent.Step {
+	mark := func(status string) func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+		return func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
 			if err := setApplication(tx, cmd, status); err != nil {
 				return nil, err
 			}
 			return messages.Context{}.MustSet(KeyStatus, status), nil
 		}
 	}
-	cancel := func(_ context.Context, tx *participant.Tx, cmd *messages.Command) error {
+	cancel := func(_ context.Context, tx agent.Tx, cmd *messages.Command) error {
 		return setApplication(tx, cmd, "cancelled")
 	}
-	return []participant.Step{
-		{Saga: Subsidy, Name: "household_applies", Handler: participant.Handler{Execute: mark("pending"), Compensate: cancel}},
-		{Saga: Insurance, Name: "household_files", Handler: participant.Handler{Execute: mark("filed"), Compensate: cancel}},
-		{Saga: Elevation, Name: "household_requests", Handler: participant.Handler{Execute: mark("requested"), Compensate: cancel}},
+	return []agent.Step{
+		{Saga: Subsidy, Name: "household_applies", Handler: agent.Handler{Execute: mark("pending"), Compensate: cancel}},
+		{Saga: Insurance, Name: "household_files", Handler: agent.Handler{Execute: mark("filed"), Compensate: cancel}},
+		{Saga: Elevation, Name: "household_requests", Handler: agent.Handler{Execute: mark("requested"), Compensate: cancel}},
 	}
 }
 
-func setApplication(tx *participant.Tx, cmd *messages.Command, status string) error {
+func setApplication(tx agent.Tx, cmd *messages.Command, status string) error {
 	id, err := cmd.Context.String(KeyHousehold)
 	if err != nil || !messages.ValidToken(id) {
-		return participant.Reject("bad %s: %q", KeyHousehold, id)
+		return agent.Reject("bad %s: %q", KeyHousehold, id)
 	}
 	var h House
 	if _, err := tx.Get(HouseKey(id), &h); err != nil {
@@ -126,10 +126,10 @@ func setApplication(tx *participant.Tx, cmd *messages.Command, status string) er
 // applications against its budget, deducts approved subsidies, and
 // allocates elevation grants; each deduction is refunded by its
 // compensation.
-func GovernmentSteps() []participant.Step {
-	return []participant.Step{
-		{Saga: Subsidy, Name: "government_evaluates", Handler: participant.Handler{
-			Execute: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+func GovernmentSteps() []agent.Step {
+	return []agent.Step{
+		{Saga: Subsidy, Name: "government_evaluates", Handler: agent.Handler{
+			Execute: func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
 				cost, err := amount(cmd.Context, KeySubsidyCost, DefaultSubsidyCost)
 				if err != nil {
 					return nil, err
@@ -139,17 +139,17 @@ func GovernmentSteps() []participant.Step {
 					return nil, err
 				}
 				if l.Balance < cost {
-					return nil, participant.Reject("budget insufficient: %d cents left, subsidy costs %d", l.Balance, cost)
+					return nil, agent.Reject("budget insufficient: %d cents left, subsidy costs %d", l.Balance, cost)
 				}
 				return messages.Context{}.MustSet(KeyApproved, true), nil
 			},
 			// Approval changed no state; undoing it is recorded by the barrier.
-			Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil },
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
 		}},
 		payStep(Subsidy, "budget_deducted", "budget insufficient", KeySubsidyPaid, func(c messages.Context) (int64, error) {
 			var approved bool
 			if err := c.Get(KeyApproved, &approved); err != nil || !approved {
-				return 0, participant.Reject("subsidy not approved")
+				return 0, agent.Reject("subsidy not approved")
 			}
 			return amount(c, KeySubsidyCost, DefaultSubsidyCost)
 		}),
@@ -163,9 +163,9 @@ func GovernmentSteps() []participant.Step {
 // sagaType, the amount that amountOf reads from the context, and records it
 // under outKey; its compensation refunds the same amount. A ledger too
 // short to pay is a business rejection with reason short.
-func payStep(sagaType, name, short, outKey string, amountOf func(messages.Context) (int64, error)) participant.Step {
-	return participant.Step{Saga: sagaType, Name: name, Handler: participant.Handler{
-		Execute: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+func payStep(sagaType, name, short, outKey string, amountOf func(messages.Context) (int64, error)) agent.Step {
+	return agent.Step{Saga: sagaType, Name: name, Handler: agent.Handler{
+		Execute: func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
 			n, err := amountOf(cmd.Context)
 			if err != nil {
 				return nil, err
@@ -175,7 +175,7 @@ func payStep(sagaType, name, short, outKey string, amountOf func(messages.Contex
 			}
 			return messages.Context{}.MustSet(outKey, n), nil
 		},
-		Compensate: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) error {
+		Compensate: func(_ context.Context, tx agent.Tx, cmd *messages.Command) error {
 			n, err := amountOf(cmd.Context)
 			if err != nil {
 				return err
@@ -188,10 +188,10 @@ func payStep(sagaType, name, short, outKey string, amountOf func(messages.Contex
 // InsurerSteps are the insurer's steps: it evaluates claims (payout =
 // damage - deductible, capped at the policy's coverage; damage at or below
 // the deductible is rejected) and pays them from its fund.
-func InsurerSteps() []participant.Step {
-	return []participant.Step{
-		{Saga: Insurance, Name: "insurer_evaluates", Handler: participant.Handler{
-			Execute: func(_ context.Context, _ *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+func InsurerSteps() []agent.Step {
+	return []agent.Step{
+		{Saga: Insurance, Name: "insurer_evaluates", Handler: agent.Handler{
+			Execute: func(_ context.Context, _ agent.Tx, cmd *messages.Command) (messages.Context, error) {
 				damage, err := amount(cmd.Context, KeyDamage, 0)
 				if err != nil {
 					return nil, err
@@ -201,7 +201,7 @@ func InsurerSteps() []participant.Step {
 					return nil, err
 				}
 				if damage <= deductible {
-					return nil, participant.Reject("damage %d at or below the deductible %d", damage, deductible)
+					return nil, agent.Reject("damage %d at or below the deductible %d", damage, deductible)
 				}
 				payout := damage - deductible
 				if coverage, err := amount(cmd.Context, KeyCoverage, -1); err != nil {
@@ -211,12 +211,12 @@ func InsurerSteps() []participant.Step {
 				}
 				return messages.Context{}.MustSet(KeyPayout, payout).MustSet(KeyApproved, true), nil
 			},
-			Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil },
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
 		}},
 		payStep(Insurance, "payout_issued", "insurer fund exhausted", KeyPayoutReceived, func(c messages.Context) (int64, error) {
 			payout, err := c.Int64(KeyPayout)
 			if err != nil || payout < 0 {
-				return 0, participant.Reject("no approved payout")
+				return 0, agent.Reject("no approved payout")
 			}
 			return payout, nil
 		}),
@@ -226,12 +226,12 @@ func InsurerSteps() []participant.Step {
 // ContractorSteps is the contractor's step: it elevates the house, taking
 // the context's contractor_ticks of simulation time, and refuses a site
 // marked "unsuitable".
-func ContractorSteps() []participant.Step {
-	elevate := func(v bool) func(tx *participant.Tx, cmd *messages.Command) error {
-		return func(tx *participant.Tx, cmd *messages.Command) error {
+func ContractorSteps() []agent.Step {
+	elevate := func(v bool) func(tx agent.Tx, cmd *messages.Command) error {
+		return func(tx agent.Tx, cmd *messages.Command) error {
 			id, err := cmd.Context.String(KeyHousehold)
 			if err != nil || !messages.ValidToken(id) {
-				return participant.Reject("bad %s: %q", KeyHousehold, id)
+				return agent.Reject("bad %s: %q", KeyHousehold, id)
 			}
 			var h House
 			if _, err := tx.Get(HouseKey(id), &h); err != nil {
@@ -241,30 +241,30 @@ func ContractorSteps() []participant.Step {
 			return tx.Put(HouseKey(id), h)
 		}
 	}
-	return []participant.Step{
+	return []agent.Step{
 		{Saga: Elevation, Name: "contractor_elevates",
 			Duration: func(cmd *messages.Command) int64 {
 				d, _ := cmd.Context.Int64(KeyContractorTicks)
 				return d
 			},
-			Handler: participant.Handler{
-				Execute: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+			Handler: agent.Handler{
+				Execute: func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
 					if site, _ := cmd.Context.String(KeySite); site == "unsuitable" {
-						return nil, participant.Reject("contractor: site unsuitable for elevation")
+						return nil, agent.Reject("contractor: site unsuitable for elevation")
 					}
 					if err := elevate(true)(tx, cmd); err != nil {
 						return nil, err
 					}
 					return messages.Context{}.MustSet(KeyElevated, true), nil
 				},
-				Compensate: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) error {
+				Compensate: func(_ context.Context, tx agent.Tx, cmd *messages.Command) error {
 					return elevate(false)(tx, cmd)
 				},
 			}},
 	}
 }
 
-func readLedger(tx *participant.Tx) (Ledger, error) {
+func readLedger(tx agent.Tx) (Ledger, error) {
 	var l Ledger
 	ok, err := tx.Get(LedgerKey, &l)
 	if err != nil {
@@ -281,20 +281,20 @@ func readLedger(tx *participant.Tx) (Ledger, error) {
 
 // spend takes cost from the ledger for sagaType, or rejects with reason when
 // the balance is short.
-func spend(tx *participant.Tx, sagaType string, cost int64, reason string) error {
+func spend(tx agent.Tx, sagaType string, cost int64, reason string) error {
 	l, err := readLedger(tx)
 	if err != nil {
 		return err
 	}
 	if l.Balance < cost {
-		return participant.Reject("%s: %d cents left, %d needed", reason, l.Balance, cost)
+		return agent.Reject("%s: %d cents left, %d needed", reason, l.Balance, cost)
 	}
 	l.Balance -= cost
 	l.Spent[sagaType] += cost
 	return tx.Put(LedgerKey, l)
 }
 
-func refund(tx *participant.Tx, sagaType string, cost int64) error {
+func refund(tx agent.Tx, sagaType string, cost int64) error {
 	l, err := readLedger(tx)
 	if err != nil {
 		return err

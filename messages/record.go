@@ -52,9 +52,14 @@ func (r *Record) Answer(cmd *Command) (Reply, bool) {
 	if !res.Done() {
 		return Reply{}, false
 	}
-	reply := ReplyTo(cmd, res.Outcome, res.Reason)
-	reply.Output = res.Output
-	return reply, true
+	return res.Reply(cmd), true
+}
+
+// Reply is the reply that the recorded result r gives to cmd.
+func (r *Result) Reply(cmd *Command) Reply {
+	reply := ReplyTo(cmd, r.Outcome, r.Reason)
+	reply.Output = r.Output
+	return reply
 }
 
 // DecodeRecord parses a record as json.Unmarshal does, without reflection,

@@ -16,23 +16,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
+	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/pull"
 	"github.com/natsaga/natsaga/messages"
 )
-
-// Step binds a [Handler] to one step of one kind of saga.
-type Step struct {
-	// Saga and Name are the subject tokens of the step, as in
-	// "saga.<Saga>.<Name>".
-	Saga    string
-	Name    string
-	Handler Handler
-	// Duration, when set, returns how many ticks of simulation time the
-	// execute of cmd takes. The agent answers "working" at once, keeps the
-	// command (unacknowledged, so a crash hands it to another copy) and
-	// runs it when the clock reaches the command's tick plus the duration.
-	Duration func(cmd *messages.Command) int64
-}
 
 // Options configures an [Agent]. Role and Steps are required.
 type Options struct {
@@ -41,7 +28,7 @@ type Options struct {
 	// records live in the role's state stream, where the coordinator
 	// reads the records as the agent's answers.
 	Role  string
-	Steps []Step
+	Steps []agent.Step
 	// Name identifies this process in logs and statistics. Empty means
 	// "<role>-<pid>-<random>".
 	Name string
@@ -62,7 +49,7 @@ type Options struct {
 	Replicas int
 	// Init, when set, runs once the store is open, before any command is
 	// handled; it typically seeds state with [Store.Init].
-	Init func(ctx context.Context, s *Store) error
+	Init func(ctx context.Context, s agent.Seeder) error
 	// Logger receives the agent's logs. nil discards them.
 	Logger *slog.Logger
 }
@@ -102,7 +89,7 @@ type Agent struct {
 	js    jetstream.JetStream
 	opts  Options
 	log   *slog.Logger
-	steps map[stepKey]*Step
+	steps map[stepKey]*agent.Step
 	store *Store
 	// replies carries the replies published asynchronously, in order, to
 	// the goroutine that acknowledges their commands once they are stored.
@@ -155,7 +142,7 @@ func New(nc *nats.Conn, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a := &Agent{nc: nc, js: js, opts: opts, log: log.With("agent", opts.Name, "role", opts.Role),
-		steps: map[stepKey]*Step{}, wake: make(chan struct{}, 1), replies: make(chan pendingReply, 4*opts.Concurrency)}
+		steps: map[stepKey]*agent.Step{}, wake: make(chan struct{}, 1), replies: make(chan pendingReply, 4*opts.Concurrency)}
 	for i := range opts.Steps {
 		s := &opts.Steps[i]
 		a.steps[stepKey{s.Saga, s.Name}] = s
@@ -360,7 +347,7 @@ func (a *Agent) cmdLog(cmd *messages.Command) *slog.Logger {
 // recorded its result is answered by the record, and acknowledged at once;
 // otherwise run publishes a reply, and m is acknowledged by ackStored once
 // the reply is stored, so that this worker moves on meanwhile.
-func (a *Agent) run(ctx context.Context, cmd *messages.Command, step *Step, m jetstream.Msg) {
+func (a *Agent) run(ctx context.Context, cmd *messages.Command, step *agent.Step, m jetstream.Msg) {
 	reply, verdict, err := a.store.Do(ctx, cmd, step.Handler)
 	if err != nil {
 		a.cmdLog(cmd).Warn("store unavailable; command will be redelivered", "err", err)
@@ -368,22 +355,22 @@ func (a *Agent) run(ctx context.Context, cmd *messages.Command, step *Step, m je
 		return
 	}
 	switch verdict {
-	case Applied, Noop:
+	case agent.Applied, agent.Noop:
 		if cmd.Action == messages.Execute {
 			a.executed.Add(1)
 		} else {
 			a.compensated.Add(1)
 		}
-	case Duplicate:
+	case agent.Duplicate:
 		a.duplicates.Add(1)
 		a.cmdLog(cmd).Info("duplicate absorbed")
-	case Refused:
+	case agent.Refused:
 		a.refused.Add(1)
 		a.cmdLog(cmd).Info("execute refused: compensated first")
-	case Transient:
+	case agent.Transient:
 		a.cmdLog(cmd).Warn("transient failure", "reason", reply.Reason)
 	}
-	if verdict == Applied || verdict == Noop {
+	if verdict == agent.Applied || verdict == agent.Noop {
 		// This command wrote its result in the barrier record, which the
 		// coordinator reads as the answer: no reply is sent.
 		a.handled.Add(1)

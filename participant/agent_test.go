@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
@@ -41,19 +42,19 @@ type calls struct {
 	perBy map[string]int
 }
 
-func (c *calls) add(agent string, cmd *messages.Command) {
+func (c *calls) add(name string, cmd *messages.Command) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	k := cmd.SagaID + "/" + cmd.Step + "/" + string(cmd.Action)
 	c.n[k]++
-	c.by[k] = agent
-	c.perBy[agent]++
+	c.by[k] = name
+	c.perBy[name]++
 }
 
 // counter is the cleaner's handler: the execute adds one to the branch's
 // counter in the role's state, the compensation takes it away.
-func counter(agent string, c *calls) participant.Handler {
-	bump := func(tx *participant.Tx, cmd *messages.Command, d int) error {
+func counter(name string, c *calls) agent.Handler {
+	bump := func(tx agent.Tx, cmd *messages.Command, d int) error {
 		key := "done." + cmd.SagaID + "." + cmd.Step
 		var n int
 		if _, err := tx.Get(key, &n); err != nil {
@@ -61,13 +62,13 @@ func counter(agent string, c *calls) participant.Handler {
 		}
 		return tx.Put(key, n+d)
 	}
-	return participant.Handler{
-		Execute: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
-			c.add(agent, cmd)
-			return messages.Context{}.MustSet(cmd.Step+"_by", agent), bump(tx, cmd, 1)
+	return agent.Handler{
+		Execute: func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
+			c.add(name, cmd)
+			return messages.Context{}.MustSet(cmd.Step+"_by", name), bump(tx, cmd, 1)
 		},
-		Compensate: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) error {
-			c.add(agent, cmd)
+		Compensate: func(_ context.Context, tx agent.Tx, cmd *messages.Command) error {
+			c.add(name, cmd)
 			return bump(tx, cmd, -1)
 		},
 	}
@@ -82,21 +83,21 @@ func TestTwoAgentCopiesShareWorkAndApplyEachCommandOnce(t *testing.T) {
 	for _, name := range []string{"cleaner-a", "cleaner-b"} {
 		copies = append(copies, testenv.Agent(t, url, participant.Options{
 			Role: "cleaner", Name: name, Concurrency: 4, AckWait: time.Minute,
-			Steps: []participant.Step{
+			Steps: []agent.Step{
 				{Saga: chores, Name: "sweep", Handler: counter(name, c)},
 				{Saga: chores, Name: "mop", Handler: counter(name, c)},
 			},
 		}))
 	}
-	testenv.Agent(t, url, participant.Options{Role: "inspector", Steps: []participant.Step{{
-		Saga: chores, Name: "inspect", Handler: participant.Handler{
-			Execute: func(_ context.Context, _ *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+	testenv.Agent(t, url, participant.Options{Role: "inspector", Steps: []agent.Step{{
+		Saga: chores, Name: "inspect", Handler: agent.Handler{
+			Execute: func(_ context.Context, _ agent.Tx, cmd *messages.Command) (messages.Context, error) {
 				if _, dirty := cmd.Context["dirty"]; dirty {
-					return nil, participant.Reject("still dirty")
+					return nil, agent.Reject("still dirty")
 				}
 				return nil, nil
 			},
-			Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil },
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
 		}}}})
 
 	// Both copies are pulling before the work starts.
@@ -209,13 +210,13 @@ func TestHeldStepDoneAlreadyIsAnsweredAtOnce(t *testing.T) {
 	_, url := testenv.Server(t)
 	def := saga.Definition{Name: "bake", Subject: "bake", Steps: []saga.Step{{Name: "proof", Role: "baker", TimeoutTicks: 100}}}
 	testenv.Coordinator(t, url, []saga.Definition{def})
-	testenv.Agent(t, url, participant.Options{Role: "baker", AckWait: time.Minute, Steps: []participant.Step{{
+	testenv.Agent(t, url, participant.Options{Role: "baker", AckWait: time.Minute, Steps: []agent.Step{{
 		Saga: "bake", Name: "proof",
-		Handler: participant.Handler{
-			Execute: func(context.Context, *participant.Tx, *messages.Command) (messages.Context, error) {
+		Handler: agent.Handler{
+			Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
 				return messages.Context{}.MustSet("risen", true), nil
 			},
-			Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil },
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
 		},
 		Duration: func(*messages.Command) int64 { return 3 },
 	}}})

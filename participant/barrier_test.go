@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
@@ -39,7 +40,7 @@ func newDebit() *debit {
 	return d
 }
 
-func (d *debit) read(tx *participant.Tx) (int64, error) {
+func (d *debit) read(tx agent.Tx) (int64, error) {
 	var bal int64
 	ok, err := tx.Get(balanceKey, &bal)
 	if err != nil {
@@ -56,30 +57,30 @@ func (d *debit) read(tx *participant.Tx) (int64, error) {
 	}
 }
 
-func (d *debit) handler() participant.Handler {
-	return participant.Handler{
-		Execute: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) (messages.Context, error) {
+func (d *debit) handler() agent.Handler {
+	return agent.Handler{
+		Execute: func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
 			d.executes.Add(1)
 			if d.failNext.CompareAndSwap(true, false) {
 				return nil, errors.New("ledger service briefly unavailable")
 			}
 			amt, err := cmd.Context.Int64(keyAmount)
 			if err != nil {
-				return nil, participant.Reject("bad amount: %v", err)
+				return nil, agent.Reject("bad amount: %v", err)
 			}
 			bal, err := d.read(tx)
 			if err != nil {
 				return nil, err
 			}
 			if bal < amt {
-				return nil, participant.Reject("insufficient balance: %d < %d", bal, amt)
+				return nil, agent.Reject("insufficient balance: %d < %d", bal, amt)
 			}
 			if err := tx.Put(balanceKey, bal-amt); err != nil {
 				return nil, err
 			}
 			return messages.Context{}.MustSet("debited", amt), nil
 		},
-		Compensate: func(_ context.Context, tx *participant.Tx, cmd *messages.Command) error {
+		Compensate: func(_ context.Context, tx agent.Tx, cmd *messages.Command) error {
 			d.compensates.Add(1)
 			amt, err := cmd.Context.Int64(keyAmount)
 			if err != nil {
@@ -121,7 +122,7 @@ func command(sagaID string, action messages.Action, seq int, amount int64) *mess
 	}
 }
 
-func do(t *testing.T, s *participant.Store, h participant.Handler, cmd *messages.Command) (messages.Reply, participant.Verdict) {
+func do(t *testing.T, s *participant.Store, h agent.Handler, cmd *messages.Command) (messages.Reply, agent.Verdict) {
 	t.Helper()
 	reply, verdict, err := s.Do(context.Background(), cmd, h)
 	require.NoError(t, err)
@@ -141,7 +142,7 @@ func TestBarrierRedeliveredCommandsApplyOnce(t *testing.T) {
 
 	cmd := command("s1", messages.Execute, 1, 300)
 	first, v := do(t, s, h, cmd)
-	require.Equal(t, participant.Applied, v)
+	require.Equal(t, agent.Applied, v)
 	require.Equal(t, messages.OK, first.Outcome)
 	require.JSONEq(t, `{"debited":300}`, jsonOf(t, first.Output))
 	require.Equal(t, int64(700), balance(t, s))
@@ -150,12 +151,12 @@ func TestBarrierRedeliveredCommandsApplyOnce(t *testing.T) {
 	// later attempt and sequence (as after a coordinator restart): the
 	// stored reply, nothing applied.
 	again, v := do(t, s, h, cmd)
-	require.Equal(t, participant.Duplicate, v)
+	require.Equal(t, agent.Duplicate, v)
 	require.Equal(t, first, again)
 	resent := command("s1", messages.Execute, 4, 300)
 	resent.Attempt = 2
 	reply, v := do(t, s, h, resent)
-	require.Equal(t, participant.Duplicate, v)
+	require.Equal(t, agent.Duplicate, v)
 	require.Equal(t, first.Output, reply.Output)
 	require.Equal(t, int64(700), balance(t, s), "a duplicate is not applied")
 
@@ -167,17 +168,17 @@ func TestBarrierRedeliveredCommandsApplyOnce(t *testing.T) {
 	// Its compensation, twice: undone once.
 	comp := command("s1", messages.Compensate, 5, 300)
 	reply, v = do(t, s, h, comp)
-	require.Equal(t, participant.Applied, v)
+	require.Equal(t, agent.Applied, v)
 	require.Equal(t, messages.OK, reply.Outcome)
 	reply, v = do(t, s, h, comp)
-	require.Equal(t, participant.Duplicate, v)
+	require.Equal(t, agent.Duplicate, v)
 	require.Equal(t, messages.OK, reply.Outcome)
 	require.Equal(t, int64(1), d.compensates.Load(), "a recorded compensation is never run again")
 	require.Equal(t, int64(1000), balance(t, s))
 
 	// And a late execute after the compensation is refused.
 	reply, v = do(t, s, h, cmd)
-	require.Equal(t, participant.Refused, v)
+	require.Equal(t, agent.Refused, v)
 	require.Equal(t, messages.Failed, reply.Outcome)
 	require.Equal(t, int64(1000), balance(t, s))
 }
@@ -191,7 +192,7 @@ func TestBarrierCompensationBeforeExecute(t *testing.T) {
 	// The compensation overtakes its execute (say the execute timed out
 	// and is still in flight): nothing to undo, and that is a success.
 	reply, v := do(t, s, h, command("s2", messages.Compensate, 3, 250))
-	require.Equal(t, participant.Noop, v)
+	require.Equal(t, agent.Noop, v)
 	require.Equal(t, messages.OK, reply.Outcome)
 	require.Equal(t, "nothing to undo", reply.Reason)
 	require.Zero(t, d.compensates.Load(), "no compensation handler runs for a step that never ran")
@@ -202,7 +203,7 @@ func TestBarrierCompensationBeforeExecute(t *testing.T) {
 
 	// Then the execute arrives: refused, with no effect.
 	reply, v = do(t, s, h, command("s2", messages.Execute, 2, 250))
-	require.Equal(t, participant.Refused, v)
+	require.Equal(t, agent.Refused, v)
 	require.Equal(t, messages.Failed, reply.Outcome)
 	require.Contains(t, reply.Reason, "compensated before it executed")
 	require.Equal(t, int64(1000), balance(t, s))
@@ -212,7 +213,7 @@ func TestBarrierCompensationBeforeExecute(t *testing.T) {
 
 	// The compensation delivered again: still the recorded no-op.
 	reply, v = do(t, s, h, command("s2", messages.Compensate, 3, 250))
-	require.Equal(t, participant.Duplicate, v)
+	require.Equal(t, agent.Duplicate, v)
 	require.Equal(t, messages.OK, reply.Outcome)
 	require.Equal(t, int64(1000), balance(t, s))
 }
@@ -225,22 +226,22 @@ func TestBarrierRejectionAndTransientError(t *testing.T) {
 
 	// A business rejection is recorded: a redelivery gets the same answer.
 	reply, v := do(t, s, h, command("s3", messages.Execute, 1, 500))
-	require.Equal(t, participant.Applied, v)
+	require.Equal(t, agent.Applied, v)
 	require.Equal(t, messages.Failed, reply.Outcome)
 	require.Equal(t, "insufficient balance: 100 < 500", reply.Reason)
 	again, v := do(t, s, h, command("s3", messages.Execute, 1, 500))
-	require.Equal(t, participant.Duplicate, v)
+	require.Equal(t, agent.Duplicate, v)
 	require.Equal(t, reply, again)
 	// A rejected execute took no effect: its compensation has nothing to undo.
 	reply, v = do(t, s, h, command("s3", messages.Compensate, 2, 500))
-	require.Equal(t, participant.Noop, v)
+	require.Equal(t, agent.Noop, v)
 	require.Equal(t, messages.OK, reply.Outcome)
 	require.Zero(t, d.compensates.Load())
 
 	// A transient error is not recorded: the retry runs the step.
 	d.failNext.Store(true)
 	reply, v = do(t, s, h, command("s4", messages.Execute, 1, 40))
-	require.Equal(t, participant.Transient, v)
+	require.Equal(t, agent.Transient, v)
 	require.Equal(t, messages.Error, reply.Outcome)
 	_, seq, err := s.Branch(context.Background(), "s4", "debit")
 	require.NoError(t, err)
@@ -248,7 +249,7 @@ func TestBarrierRejectionAndTransientError(t *testing.T) {
 	retry := command("s4", messages.Execute, 2, 40)
 	retry.Attempt = 2
 	reply, v = do(t, s, h, retry)
-	require.Equal(t, participant.Applied, v)
+	require.Equal(t, agent.Applied, v)
 	require.Equal(t, messages.OK, reply.Outcome)
 	require.Equal(t, int64(60), balance(t, s))
 }
@@ -315,7 +316,7 @@ func TestBarrierConcurrentSpendsLoseNoUpdate(t *testing.T) {
 					fail(err)
 					return
 				}
-				if v1 != participant.Applied || v2 != participant.Duplicate || r1.Outcome != r2.Outcome {
+				if v1 != agent.Applied || v2 != agent.Duplicate || r1.Outcome != r2.Outcome {
 					fail(fmt.Errorf("%s: verdicts %v, %v, outcomes %s, %s", id, v1, v2, r1.Outcome, r2.Outcome))
 					return
 				}
@@ -331,7 +332,7 @@ func TestBarrierConcurrentSpendsLoseNoUpdate(t *testing.T) {
 					continue
 				}
 				r3, v3, err := other.Do(ctx, command(id, messages.Compensate, 2, amt), h)
-				if err != nil || v3 != participant.Applied || r3.Outcome != messages.OK {
+				if err != nil || v3 != agent.Applied || r3.Outcome != messages.OK {
 					fail(fmt.Errorf("%s: compensate: %v, %v, %s", id, err, v3, r3.Outcome))
 					return
 				}
@@ -372,7 +373,7 @@ func TestFinalRecordsExpire(t *testing.T) {
 	s := openBank(t, url, 1_000)
 	d := newDebit()
 	_, v := do(t, s, d.handler(), command("ttl-1", messages.Execute, 1, 10))
-	require.Equal(t, participant.Applied, v)
+	require.Equal(t, agent.Applied, v)
 
 	js, err := jetstream.New(testenv.Connect(t, url))
 	require.NoError(t, err)
@@ -384,4 +385,37 @@ func TestFinalRecordsExpire(t *testing.T) {
 	val, err := st.GetLastMsgForSubject(context.Background(), messages.DataSubject(bankRole, balanceKey))
 	require.NoError(t, err)
 	require.Empty(t, val.Header.Get(jetstream.MsgTTLHeader), "state never expires")
+}
+
+// TestBarrierActionWritesOneValue checks that an action writing two state
+// values is answered with an error, records nothing and changes nothing.
+func TestBarrierActionWritesOneValue(t *testing.T) {
+	_, url := testenv.Server(t)
+	s := openBank(t, url, 100)
+	_, err := s.Init(context.Background(), "fees", int64(0))
+	require.NoError(t, err)
+	h := agent.Handler{
+		Execute: func(_ context.Context, tx agent.Tx, _ *messages.Command) (messages.Context, error) {
+			var bal, fees int64
+			if _, err := tx.Get(balanceKey, &bal); err != nil {
+				return nil, err
+			}
+			if _, err := tx.Get("fees", &fees); err != nil {
+				return nil, err
+			}
+			if err := tx.Put(balanceKey, bal-10); err != nil {
+				return nil, err
+			}
+			return nil, tx.Put("fees", fees+1)
+		},
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	reply, v := do(t, s, h, command("s9", messages.Execute, 1, 10))
+	require.Equal(t, agent.Transient, v)
+	require.Equal(t, messages.Error, reply.Outcome)
+	require.Contains(t, reply.Reason, participant.ErrTooManyWrites.Error())
+	_, seq, err := s.Branch(context.Background(), "s9", "debit")
+	require.NoError(t, err)
+	require.Zero(t, seq, "nothing recorded")
+	require.Equal(t, int64(100), balance(t, s))
 }

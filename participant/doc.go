@@ -1,20 +1,16 @@
-// Package participant is the agent side of natsaga: a runtime that pulls a
-// role's commands from JetStream and answers them ([Agent]), and a branch
-// barrier with durable state ([Store]) that makes every step's effect
-// exactly-once under at-least-once delivery.
+// Package participant is the agent side of natsaga on JetStream: a runtime
+// that pulls a role's commands and answers them ([Agent]), and a store
+// ([Store]) that keeps the role's state and branch barrier records in the
+// role's state stream. The barrier rules themselves, and the handler types,
+// live in package agent ([agent.Decide], [agent.Conclude]); the store
+// applies them to records it reads and writes on JetStream.
 //
-// The barrier is dtm's idea without SQL. Each (saga, step) branch of a role
-// has one record in the role's state stream, next to the role's own state
-// (a budget, a fund, a household). Every write is a single JetStream
-// message guarded by the sequence it was read at, so:
-//
-//   - a redelivered execute or compensate is answered from the record and
-//     not applied twice;
-//   - a compensation whose execute never took effect succeeds as a no-op,
-//     and is recorded, so
-//   - an execute that arrives after its compensation is refused;
-//   - two agent copies updating the same state never lose an update: the
-//     loser of a race re-reads and runs again (optimistic concurrency).
+// Each (saga, step) branch of a role has one record in the role's state
+// stream, next to the role's own state (a budget, a fund, a household).
+// Every write is a single JetStream message guarded by the sequence it was
+// read at, so two agent copies updating the same state never lose an
+// update: the loser of a race re-reads and runs again (optimistic
+// concurrency).
 //
 // An action that changes no state records its result in one write. An
 // action that changes one state value takes three: it claims its branch
@@ -22,10 +18,10 @@
 // the value in an envelope that names the action and its output, and
 // records the result. A crash between two of them is repaired by the
 // redelivered command: it finds its claim, and in the value's envelope
-// whether its write happened. An action that changes several values writes
-// them and its record in one atomic batch instead.
+// whether its write happened. An action may change at most one value: one
+// that changes more is answered with an error and records nothing.
 //
-// Handlers therefore must have no effect other than through the [Tx] they
+// Handlers therefore must have no effect other than through the [agent.Tx] they
 // are given: they may run more than once for one command, and must read the
 // same keys each time.
 package participant

@@ -6,15 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 
+	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/jserr"
 	"github.com/natsaga/natsaga/messages"
 )
@@ -29,36 +28,15 @@ var ErrNoJetStream = errors.New("natsaga agents need JetStream: start nats-serve
 // delivered again, and the saga's retry budget is left alone.
 var ErrUnavailable = errors.New("store unavailable")
 
+// ErrTooManyWrites is the reason [Store.Do] gives, in an Error reply, to an
+// action that writes more than one state value: the store commits one value
+// with a branch record, and no handler of natsaga needs more. Nothing is
+// recorded.
+var ErrTooManyWrites = errors.New("an action may write one state value")
+
 // ErrConflict is returned by [Store.Do] when the optimistic retries of one
 // command were exhausted by concurrent writers. It is transient.
 var ErrConflict = errors.New("too many concurrent updates")
-
-// rejectError is a business rejection.
-type rejectError struct{ reason string }
-
-func (e *rejectError) Error() string { return e.reason }
-
-// Reject returns the error a handler returns for a business rejection, such
-// as an exhausted budget: the saga rolls back and the command is not
-// retried. Any other error a handler returns is transient and retried.
-func Reject(format string, args ...any) error {
-	return &rejectError{reason: fmt.Sprintf(format, args...)}
-}
-
-func isRejectErr(err error) bool {
-	_, ok := IsReject(err)
-	return ok
-}
-
-// IsReject reports whether err is, or wraps, a business rejection, and
-// returns its reason.
-func IsReject(err error) (string, bool) {
-	var r *rejectError
-	if errors.As(err, &r) {
-		return r.reason, true
-	}
-	return "", false
-}
 
 // Record is a branch's barrier record: what happened to one step of one
 // saga at this role. It is the wire type [messages.Record].
@@ -66,35 +44,6 @@ type Record = messages.Record
 
 // Result is the recorded result of one action of a branch.
 type Result = messages.Result
-
-// Verdict says how [Store.Do] disposed of a command.
-type Verdict int
-
-// The verdicts.
-const (
-	// Applied: the action took effect now (or was a business rejection,
-	// recorded now).
-	Applied Verdict = iota
-	// Duplicate: the action had already been recorded; the stored result
-	// was returned and nothing was applied.
-	Duplicate
-	// Refused: an execute that arrived after its compensation.
-	Refused
-	// Noop: a compensation whose execute never took effect.
-	Noop
-	// Transient: the handler failed transiently; nothing was recorded.
-	Transient
-)
-
-// Handler runs one step's action. Execute returns the step's output, merged
-// into the saga context; Compensate undoes the step. Both must have no
-// effect except through tx, may run more than once for one command, must
-// read the same keys each time they run for one command, and return
-// [Reject] for a business rejection.
-type Handler struct {
-	Execute    func(ctx context.Context, tx *Tx, cmd *messages.Command) (messages.Context, error)
-	Compensate func(ctx context.Context, tx *Tx, cmd *messages.Command) error
-}
 
 // Store is one role's durable state and branch barrier, kept in the stream
 // [messages.StateStream] of that role. It is safe for concurrent use, also
@@ -107,8 +56,8 @@ type Handler struct {
 // "pending"), writes the value with itself in the envelope, and records its
 // result. A crash between them is repaired by the redelivered command, which
 // finds its claim and, in the envelope, whether its write happened. An
-// action that writes several values commits them all at once in an atomic
-// batch instead (slower on a one-replica file stream).
+// action may write at most one value: [Store.Do] answers an action that
+// writes more with an Error reply ([ErrTooManyWrites]), and records nothing.
 type Store struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -158,15 +107,14 @@ const RecordTTL = 7 * 24 * time.Hour
 // copies.
 func StreamConfig(role string, replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:               messages.StateStream(role),
-		Subjects:           messages.StateSubjects(role),
-		Storage:            jetstream.FileStorage,
-		Replicas:           max(replicas, 1),
-		MaxMsgsPerSubject:  1,
-		AllowDirect:        true,
-		AllowAtomicPublish: true,
-		AllowMsgTTL:        true,
-		Discard:            jetstream.DiscardOld,
+		Name:              messages.StateStream(role),
+		Subjects:          messages.StateSubjects(role),
+		Storage:           jetstream.FileStorage,
+		Replicas:          max(replicas, 1),
+		MaxMsgsPerSubject: 1,
+		AllowDirect:       true,
+		AllowMsgTTL:       true,
+		Discard:           jetstream.DiscardOld,
 	}
 }
 
@@ -290,10 +238,10 @@ func (s *Store) Init(ctx context.Context, key string, v any) (bool, error) {
 	return true, nil
 }
 
-// Tx is a handler's view of the role's state during one command. Reads
-// remember the sequence they saw; writes are committed with the branch's
-// record, and only if nothing read has changed since.
-type Tx struct {
+// txn is the [agent.Tx] of one command. Reads remember the sequence they
+// saw; writes are committed with the branch's record, and only if nothing
+// read has changed since.
+type txn struct {
 	ctx   context.Context
 	store *Store
 	op    string // this branch action, as named in envelopes
@@ -312,11 +260,10 @@ type write struct {
 	value   json.RawMessage
 }
 
-// Get decodes the state value key into v. It reports false, leaving v
-// untouched, when key has no value yet. Within this process, key is then
-// held by the transaction until the command is answered: a handler that
-// reads several keys must read them in one fixed order.
-func (tx *Tx) Get(key string, v any) (bool, error) {
+// Get implements [agent.Tx]. Within this process, key is then held by the
+// transaction until the command is answered: a handler that reads several
+// keys must read them in one fixed order.
+func (tx *txn) Get(key string, v any) (bool, error) {
 	subj := messages.DataSubject(tx.store.role, key)
 	for _, w := range tx.writes {
 		if w.subject == subj {
@@ -348,9 +295,8 @@ func (tx *Tx) Get(key string, v any) (bool, error) {
 	return true, nil
 }
 
-// Put sets the state value key to v when the command commits. key must have
-// been read with Get in this transaction.
-func (tx *Tx) Put(key string, v any) error {
+// Put implements [agent.Tx].
+func (tx *txn) Put(key string, v any) error {
 	subj := messages.DataSubject(tx.store.role, key)
 	if _, ok := tx.reads[subj]; !ok {
 		return fmt.Errorf("put %s: read it with Get first", key)
@@ -370,7 +316,7 @@ func (tx *Tx) Put(key string, v any) error {
 }
 
 // release lets other transactions of this process at the keys tx held.
-func (tx *Tx) release() {
+func (tx *txn) release() {
 	for _, subj := range tx.locked {
 		tx.store.unlock(subj)
 	}
@@ -437,7 +383,7 @@ func (s *Store) settle(subj, op string) {
 // [ErrUnavailable] or [ErrConflict] when the store cannot be read or
 // written, or another command is writing the branch; the command should
 // then be delivered again later.
-func (s *Store) Do(ctx context.Context, cmd *messages.Command, h Handler) (messages.Reply, Verdict, error) {
+func (s *Store) Do(ctx context.Context, cmd *messages.Command, h agent.Handler) (messages.Reply, agent.Verdict, error) {
 	b := &branch{s: s, cmd: cmd, h: h, subject: messages.BranchSubject(s.role, cmd.SagaID, cmd.Step),
 		op: cmd.SagaID + "/" + cmd.Step + "/" + string(cmd.Action)}
 	// An execute is usually the branch's first record, so the first try
@@ -447,7 +393,7 @@ func (s *Store) Do(ctx context.Context, cmd *messages.Command, h Handler) (messa
 		if !known {
 			var err error
 			if b.rec, b.seq, err = s.Branch(ctx, cmd.SagaID, cmd.Step); err != nil {
-				return messages.Reply{}, Transient, err
+				return messages.Reply{}, agent.Transient, err
 			}
 		}
 		known = false
@@ -460,125 +406,103 @@ func (s *Store) Do(ctx context.Context, cmd *messages.Command, h Handler) (messa
 		}
 		return reply, verdict, err
 	}
-	return messages.Reply{}, Transient, fmt.Errorf("%s %s %s: %w", cmd.SagaID, cmd.Step, cmd.Action, ErrConflict)
+	return messages.Reply{}, agent.Transient, fmt.Errorf("%s %s %s: %w", cmd.SagaID, cmd.Step, cmd.Action, ErrConflict)
 }
 
 // branch is one command's passage through the barrier.
 type branch struct {
 	s       *Store
 	cmd     *messages.Command
-	h       Handler
+	h       agent.Handler
 	subject string
 	op      string
 	rec     Record
 	seq     uint64
 }
 
-// run applies the barrier rules to the record read, runs the handler when
-// they say so, and commits. A conflict error means the record or a value
-// changed under it: read again and rerun.
-func (b *branch) run(ctx context.Context) (messages.Reply, Verdict, error) {
+// run applies the barrier rules ([agent.Decide]) to the record read, runs
+// the handler when they say so, and commits what [agent.Conclude] makes of
+// its return. A conflict error means the record or a value changed under
+// it: read again and rerun.
+func (b *branch) run(ctx context.Context) (messages.Reply, agent.Verdict, error) {
 	cmd, rec := b.cmd, &b.rec
-	var mine **Result // the action's own result in the record
-	if cmd.Action == messages.Execute {
-		switch {
-		case rec.Compensate != nil:
-			return messages.ReplyTo(cmd, messages.Failed, "refused: the step was compensated before it executed"), Refused, nil
-		case rec.Execute.Done():
-			return fromResult(cmd, rec.Execute), Duplicate, nil
-		}
-		mine = &rec.Execute
-	} else {
-		switch {
-		case rec.Compensate.Done():
-			return fromResult(cmd, rec.Compensate), Duplicate, nil
-		case rec.Execute != nil && rec.Execute.Pending:
-			return messages.Reply{}, Transient, fmt.Errorf("compensate %s: its execute is still being written: %w", b.op, ErrUnavailable)
-		case rec.Execute == nil || rec.Execute.Outcome != messages.OK:
-			rec.Compensate = &Result{Outcome: messages.OK, Noop: true, Seq: cmd.Seq, At: time.Now().UTC(), Reason: "nothing to undo"}
-			return fromResult(cmd, rec.Compensate), Noop, b.record(ctx)
-		}
+	mine := &rec.Execute // the action's own result in the record
+	if cmd.Action == messages.Compensate {
 		mine = &rec.Compensate
 	}
+	switch agent.Decide(*rec, cmd.Action) {
+	case agent.Answer:
+		return (*mine).Reply(cmd), agent.Duplicate, nil
+	case agent.Refuse:
+		return agent.Refusal(cmd), agent.Refused, nil
+	case agent.Wait:
+		return messages.Reply{}, agent.Transient, fmt.Errorf("compensate %s: its execute is still being written: %w", b.op, ErrUnavailable)
+	case agent.NothingToUndo:
+		*mine = agent.NoopResult(cmd, time.Now().UTC())
+		return (*mine).Reply(cmd), agent.Noop, b.record(ctx)
+	}
 
-	tx := &Tx{ctx: ctx, store: b.s, op: b.op, reads: map[string]cached{}}
+	tx := &txn{ctx: ctx, store: b.s, op: b.op, reads: map[string]cached{}}
 	defer tx.release()
 	claimed := *mine != nil // an earlier run got as far as claiming the branch
-	out, err := b.handle(ctx, tx)
-	switch {
-	case tx.found != "":
+	out, err := b.h.Run(ctx, tx, cmd)
+	if tx.found != "" {
 		// An earlier run of this action wrote its value and died before
 		// recording its result: record it now, apply nothing.
 		*mine = &Result{Outcome: messages.OK, Output: tx.applied, Seq: cmd.Seq, At: time.Now().UTC()}
-		tx.writes = nil
 		if err := b.record(ctx); err != nil {
-			return messages.Reply{}, Transient, err
+			return messages.Reply{}, agent.Transient, err
 		}
 		b.s.settle(tx.found, b.op)
-		return fromResult(cmd, *mine), Applied, nil
-	case errors.Is(err, ErrUnavailable):
-		return messages.Reply{}, Transient, err
-	case err != nil && claimed && cmd.Action == messages.Execute && !isRejectErr(err):
-		// A claimed execute must end with a recorded result, or its
-		// compensation would wait for ever: have this command delivered
-		// again rather than answer with a transient error.
-		return messages.Reply{}, Transient, fmt.Errorf("execute %s: %w: %w", b.op, ErrUnavailable, err)
-	case err != nil:
-		reason, rejected := IsReject(err)
-		if !rejected || cmd.Action == messages.Compensate {
-			// Nothing is recorded: a transient error, or a compensation
-			// that could not be done yet, is tried again later.
-			outcome := messages.Error
-			if rejected {
-				outcome = messages.Failed
-			} else {
-				reason = err.Error()
-			}
-			return messages.ReplyTo(cmd, outcome, reason), Transient, nil
-		}
-		*mine = &Result{Outcome: messages.Failed, Reason: reason, Seq: cmd.Seq, At: time.Now().UTC()}
+		return (*mine).Reply(cmd), agent.Applied, nil
+	}
+	if errors.Is(err, ErrUnavailable) {
+		return messages.Reply{}, agent.Transient, err
+	}
+	c := agent.Conclude(cmd, out, err, claimed, time.Now().UTC())
+	switch {
+	case c.Redeliver:
+		return messages.Reply{}, agent.Transient, fmt.Errorf("execute %s: %w: %w", b.op, ErrUnavailable, err)
+	case c.Result == nil:
+		return c.Reply, agent.Transient, nil
+	}
+	if !c.Keep {
 		tx.writes = nil
-	default:
-		*mine = &Result{Outcome: messages.OK, Output: out, Seq: cmd.Seq, At: time.Now().UTC()}
 	}
-	result := *mine
-	if err := b.commit(ctx, tx, mine, result); err != nil {
-		return messages.Reply{}, Transient, err
+	if len(tx.writes) > 1 {
+		// Nothing is recorded: the command fails like a transient error.
+		err := fmt.Errorf("%s writes %d values: %w", b.op, len(tx.writes), ErrTooManyWrites)
+		return messages.ReplyTo(cmd, messages.Error, err.Error()), agent.Transient, nil
 	}
-	return fromResult(cmd, result), Applied, nil
-}
-
-func (b *branch) handle(ctx context.Context, tx *Tx) (messages.Context, error) {
-	if b.cmd.Action == messages.Execute {
-		return b.h.Execute(ctx, tx, b.cmd)
+	*mine = c.Result
+	if err := b.commit(ctx, tx, mine, c.Result); err != nil {
+		return messages.Reply{}, agent.Transient, err
 	}
-	return nil, b.h.Compensate(ctx, tx, b.cmd)
+	return c.Result.Reply(cmd), agent.Applied, nil
 }
 
 // commit stores result as the action's outcome, with the values tx wrote.
-func (b *branch) commit(ctx context.Context, tx *Tx, mine **Result, result *Result) error {
-	switch len(tx.writes) {
-	case 0:
+// tx writes at most one value.
+func (b *branch) commit(ctx context.Context, tx *txn, mine **Result, result *Result) error {
+	if len(tx.writes) == 0 {
 		return b.record(ctx)
-	case 1:
-		// Claim the branch, write the value naming the claim, record the
-		// result. A redelivery after a crash between two of these finds
-		// the claim, and in the value whether its write happened.
-		*mine = &Result{Pending: true, Seq: b.cmd.Seq, At: result.At}
-		if err := b.record(ctx); err != nil {
-			return err
-		}
-		if err := b.writeValue(ctx, tx, result.Output); err != nil {
-			return err
-		}
-		*mine = result
-		if err := b.record(ctx); err != nil {
-			return err
-		}
-		b.s.settle(tx.writes[0].subject, b.op)
-		return nil
 	}
-	return b.batch(ctx, tx)
+	// Claim the branch, write the value naming the claim, record the
+	// result. A redelivery after a crash between two of these finds the
+	// claim, and in the value whether its write happened.
+	*mine = &Result{Pending: true, Seq: b.cmd.Seq, At: result.At}
+	if err := b.record(ctx); err != nil {
+		return err
+	}
+	if err := b.writeValue(ctx, tx, result.Output); err != nil {
+		return err
+	}
+	*mine = result
+	if err := b.record(ctx); err != nil {
+		return err
+	}
+	b.s.settle(tx.writes[0].subject, b.op)
+	return nil
 }
 
 // record writes the branch record, guarded by the sequence it was read at,
@@ -602,7 +526,7 @@ func (b *branch) record(ctx context.Context) error {
 
 // writeValue writes tx's one value in an envelope that names this action
 // and drops the actions this process knows are settled.
-func (b *branch) writeValue(ctx context.Context, tx *Tx, out messages.Context) error {
+func (b *branch) writeValue(ctx context.Context, tx *txn, out messages.Context) error {
 	w := tx.writes[0]
 	read := tx.reads[w.subject]
 	env := envelope{Value: w.value, Ops: map[string]messages.Context{}}
@@ -633,82 +557,6 @@ func (b *branch) writeValue(ctx context.Context, tx *Tx, out messages.Context) e
 	b.s.settled[w.subject] = b.s.settled[w.subject][len(settled):]
 	b.s.mu.Unlock()
 	return nil
-}
-
-// batch writes every value of tx and the branch record in one atomic
-// batch, each guarded by the sequence it was read at.
-func (b *branch) batch(ctx context.Context, tx *Tx) error {
-	type msg struct {
-		subject string
-		data    []byte
-		seq     uint64
-	}
-	var msgs []msg
-	for _, w := range tx.writes {
-		read := tx.reads[w.subject]
-		data, err := json.Marshal(envelope{Value: w.value, Ops: read.env.Ops})
-		if err != nil {
-			return fmt.Errorf("encode %s: %w", w.subject, err)
-		}
-		msgs = append(msgs, msg{w.subject, data, read.seq})
-	}
-	data, err := b.rec.AppendJSON(nil)
-	if err != nil {
-		return err
-	}
-	msgs = append(msgs, msg{b.subject, data, b.seq})
-	id := nuid.Next()
-	for i, m := range msgs {
-		nm := nats.NewMsg(m.subject)
-		nm.Data = m.data
-		nm.Header.Set("Nats-Batch-Id", id)
-		nm.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
-		nm.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(m.seq, 10))
-		if m.subject == b.subject && b.rec.Final() {
-			nm.Header.Set(jetstream.MsgTTLHeader, RecordTTL.String())
-		}
-		if i < len(msgs)-1 {
-			if err := b.s.nc.PublishMsg(nm); err != nil {
-				return fmt.Errorf("batch publish: %w: %w", ErrUnavailable, err)
-			}
-			continue
-		}
-		nm.Header.Set("Nats-Batch-Commit", "1")
-		resp, err := b.s.nc.RequestMsgWithContext(ctx, nm)
-		if err != nil {
-			return fmt.Errorf("batch commit: %w: %w", ErrUnavailable, err)
-		}
-		var ack struct {
-			Seq   uint64              `json:"seq"`
-			Count int                 `json:"count"`
-			Error *jetstream.APIError `json:"error"`
-		}
-		if err := json.Unmarshal(resp.Data, &ack); err != nil {
-			return fmt.Errorf("batch commit ack: %w: %w", ErrUnavailable, err)
-		}
-		if ack.Error != nil {
-			b.s.forget(tx.reads)
-			return wrapWrite(b.subject, ack.Error)
-		}
-		if ack.Count != len(msgs) {
-			return fmt.Errorf("batch commit stored %d of %d messages: %w", ack.Count, len(msgs), ErrUnavailable)
-		}
-		// An atomic batch is stored at consecutive sequences ending at
-		// the commit's.
-		first := ack.Seq - uint64(len(msgs)-1)
-		for i, w := range tx.writes {
-			read := tx.reads[w.subject]
-			b.s.remember(w.subject, cached{env: envelope{Value: w.value, Ops: read.env.Ops}, seq: first + uint64(i)})
-		}
-		b.seq = ack.Seq
-	}
-	return nil
-}
-
-func fromResult(cmd *messages.Command, r *Result) messages.Reply {
-	reply := messages.ReplyTo(cmd, r.Outcome, r.Reason)
-	reply.Output = r.Output
-	return reply
 }
 
 // wrapWrite keeps a conflict recognisable and marks any other write

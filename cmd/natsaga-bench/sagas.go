@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/messages"
-	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
 )
 
@@ -31,18 +31,18 @@ func benchDefinition() saga.Definition {
 
 // benchSteps are the bench role's steps; each sleeps latency, then
 // answers with {"<step>_done": true}.
-func benchSteps(latency time.Duration) []participant.Step {
-	var steps []participant.Step
+func benchSteps(latency time.Duration) []agent.Step {
+	var steps []agent.Step
 	for _, name := range benchStepNames {
 		out := messages.Context{name + "_done": json.RawMessage("true")}
-		steps = append(steps, participant.Step{Saga: benchSaga, Name: name, Handler: participant.Handler{
-			Execute: func(context.Context, *participant.Tx, *messages.Command) (messages.Context, error) {
+		steps = append(steps, agent.Step{Saga: benchSaga, Name: name, Handler: agent.Handler{
+			Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
 				if latency > 0 {
 					time.Sleep(latency)
 				}
 				return out, nil
 			},
-			Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil },
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
 		}})
 	}
 	return steps

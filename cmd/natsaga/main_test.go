@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
@@ -39,21 +40,21 @@ func TestOperatorRetriesFailedCompensation(t *testing.T) {
 	var broken atomic.Bool
 	broken.Store(true)
 	var undone atomic.Int32
-	ok := func(context.Context, *participant.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
-	testenv.Agent(t, url, participant.Options{Role: "ops", Steps: []participant.Step{
-		{Saga: "ops", Name: "reserve", Handler: participant.Handler{Execute: ok,
-			Compensate: func(context.Context, *participant.Tx, *messages.Command) error {
+	ok := func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
+	testenv.Agent(t, url, participant.Options{Role: "ops", Steps: []agent.Step{
+		{Saga: "ops", Name: "reserve", Handler: agent.Handler{Execute: ok,
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error {
 				if broken.Load() {
 					return errors.New("ledger offline")
 				}
 				undone.Add(1)
 				return nil
 			}}},
-		{Saga: "ops", Name: "confirm", Handler: participant.Handler{
-			Execute: func(context.Context, *participant.Tx, *messages.Command) (messages.Context, error) {
-				return nil, participant.Reject("confirmation refused")
+		{Saga: "ops", Name: "confirm", Handler: agent.Handler{
+			Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+				return nil, agent.Reject("confirmation refused")
 			},
-			Compensate: func(context.Context, *participant.Tx, *messages.Command) error { return nil }}},
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil }}},
 	}})
 
 	code, out := natsaga(t, url, "start", "ops", `{"order":"o-1"}`)

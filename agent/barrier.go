@@ -1,0 +1,145 @@
+package agent
+
+import (
+	"time"
+
+	"github.com/natsaga/natsaga/messages"
+)
+
+// Decision is what the barrier rules make of a command, given the record
+// of its branch.
+type Decision int
+
+// The decisions of [Decide].
+const (
+	// Run: the action has no final result yet; run the handler, then
+	// record what [Conclude] says.
+	Run Decision = iota
+	// Answer: the action's result is recorded; answer from the record
+	// ([messages.Result.Reply]) and apply nothing. The command is a duplicate.
+	Answer
+	// Refuse: an execute that arrived after its compensation; answer
+	// [Refusal] and apply nothing.
+	Refuse
+	// NothingToUndo: a compensation whose execute never took effect;
+	// record [NoopResult] as its result, so a late execute is refused.
+	NothingToUndo
+	// Wait: a compensation whose execute has claimed the branch and is
+	// still writing; have the command delivered again later.
+	Wait
+)
+
+// String names d.
+func (d Decision) String() string {
+	switch d {
+	case Run:
+		return "run"
+	case Answer:
+		return "answer"
+	case Refuse:
+		return "refuse"
+	case NothingToUndo:
+		return "nothing to undo"
+	case Wait:
+		return "wait"
+	}
+	return "unknown"
+}
+
+// Decide applies the barrier rules to a command for action, given the
+// record of its branch (the zero record when there is none).
+func Decide(rec messages.Record, action messages.Action) Decision {
+	if action == messages.Execute {
+		switch {
+		case rec.Compensate != nil:
+			return Refuse
+		case rec.Execute.Done():
+			return Answer
+		}
+		return Run
+	}
+	switch {
+	case rec.Compensate.Done():
+		return Answer
+	case rec.Execute != nil && rec.Execute.Pending:
+		return Wait
+	case rec.Execute == nil || rec.Execute.Outcome != messages.OK:
+		return NothingToUndo
+	}
+	return Run
+}
+
+// RefusalReason is the reason of [Refusal].
+const RefusalReason = "refused: the step was compensated before it executed"
+
+// Refusal is the reply to an execute that arrived after its compensation.
+func Refusal(cmd *messages.Command) messages.Reply {
+	return messages.ReplyTo(cmd, messages.Failed, RefusalReason)
+}
+
+// NoopResult is the result recorded for cmd, a compensation that found
+// nothing to undo, at time at.
+func NoopResult(cmd *messages.Command, at time.Time) *messages.Result {
+	return &messages.Result{Outcome: messages.OK, Noop: true, Seq: cmd.Seq, At: at, Reason: "nothing to undo"}
+}
+
+// Conclusion is what the barrier makes of a handler's return.
+type Conclusion struct {
+	// Result, when set, is the action's result to record. The handler's
+	// writes are committed with it only when Keep is set.
+	Result *messages.Result
+	Keep   bool
+	// Reply, when Result is nil and Redeliver is false, is the reply to
+	// send: the action failed transiently, or a compensation was rejected,
+	// and nothing is recorded, so a later command tries again.
+	Reply messages.Reply
+	// Redeliver is set when the command must not be answered at all but
+	// delivered again: a claimed execute must end with a recorded result,
+	// or its compensation would wait for ever.
+	Redeliver bool
+}
+
+// Conclude says what the handler's return (out, err) for cmd makes of the
+// branch, at time at. claimed is set when an earlier run of the action had
+// claimed the branch (its result is pending).
+//
+//   - success: record OK with out, and commit the writes;
+//   - a rejected execute: record Failed with the reason, drop the writes;
+//   - a rejected compensate: record nothing, reply Failed; it is retried;
+//   - a transient error: record nothing, reply Error; it is retried, except
+//     that a claimed execute is delivered again unanswered.
+func Conclude(cmd *messages.Command, out messages.Context, err error, claimed bool, at time.Time) Conclusion {
+	if err == nil {
+		return Conclusion{Result: &messages.Result{Outcome: messages.OK, Output: out, Seq: cmd.Seq, At: at}, Keep: true}
+	}
+	reason, rejected := IsReject(err)
+	switch {
+	case rejected && cmd.Action == messages.Execute:
+		return Conclusion{Result: &messages.Result{Outcome: messages.Failed, Reason: reason, Seq: cmd.Seq, At: at}}
+	case rejected:
+		return Conclusion{Reply: messages.ReplyTo(cmd, messages.Failed, reason)}
+	case claimed && cmd.Action == messages.Execute:
+		return Conclusion{Redeliver: true}
+	}
+	return Conclusion{Reply: messages.ReplyTo(cmd, messages.Error, err.Error())}
+}
+
+// Verdict says how a store disposed of a command.
+type Verdict int
+
+// The verdicts.
+const (
+	// Applied: the action took effect now (or was a business rejection,
+	// recorded now).
+	Applied Verdict = iota
+	// Duplicate: the action had already been recorded; the stored result
+	// was returned and nothing was applied.
+	Duplicate
+	// Refused: an execute that arrived after its compensation.
+	Refused
+	// Noop: a compensation whose execute never took effect.
+	Noop
+	// Transient: the handler failed transiently, or a compensation was
+	// rejected; nothing was recorded.
+	Transient
+)

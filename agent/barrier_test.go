@@ -1,0 +1,226 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/messages"
+)
+
+func TestDecide(t *testing.T) {
+	ok := &messages.Result{Outcome: messages.OK}
+	failed := &messages.Result{Outcome: messages.Failed, Reason: "no"}
+	pending := &messages.Result{Pending: true}
+	noop := &messages.Result{Outcome: messages.OK, Noop: true}
+	ex, co := messages.Execute, messages.Compensate
+	for _, tc := range []struct {
+		name   string
+		rec    messages.Record
+		action messages.Action
+		want   agent.Decision
+	}{
+		{"first execute runs", messages.Record{}, ex, agent.Run},
+		{"claimed execute runs again", messages.Record{Execute: pending}, ex, agent.Run},
+		{"executed execute is answered", messages.Record{Execute: ok}, ex, agent.Answer},
+		{"rejected execute is answered", messages.Record{Execute: failed}, ex, agent.Answer},
+		{"execute after a no-op compensation is refused", messages.Record{Compensate: noop}, ex, agent.Refuse},
+		{"execute after a compensation is refused", messages.Record{Execute: ok, Compensate: ok}, ex, agent.Refuse},
+		{"execute after a claimed compensation is refused", messages.Record{Execute: ok, Compensate: pending}, ex, agent.Refuse},
+		{"compensation without execute has nothing to undo", messages.Record{}, co, agent.NothingToUndo},
+		{"compensation of a rejected execute has nothing to undo", messages.Record{Execute: failed}, co, agent.NothingToUndo},
+		{"compensation of a pending execute waits", messages.Record{Execute: pending}, co, agent.Wait},
+		{"compensation of an executed step runs", messages.Record{Execute: ok}, co, agent.Run},
+		{"claimed compensation runs again", messages.Record{Execute: ok, Compensate: pending}, co, agent.Run},
+		{"done compensation is answered", messages.Record{Execute: ok, Compensate: ok}, co, agent.Answer},
+		{"no-op compensation is answered", messages.Record{Compensate: noop}, co, agent.Answer},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, agent.Decide(tc.rec, tc.action), "got %v", agent.Decide(tc.rec, tc.action))
+		})
+	}
+}
+
+func TestConclude(t *testing.T) {
+	at := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	ex := &messages.Command{SagaID: "s1", Saga: "sub", Step: "pay", Action: messages.Execute, Seq: 3}
+	co := &messages.Command{SagaID: "s1", Saga: "sub", Step: "pay", Action: messages.Compensate, Seq: 7}
+	out := messages.Context{}.MustSet("paid", 5)
+	transient := errors.New("disk on fire")
+	for _, tc := range []struct {
+		name    string
+		cmd     *messages.Command
+		out     messages.Context
+		err     error
+		claimed bool
+		want    agent.Conclusion
+	}{
+		{"success records OK and keeps the writes", ex, out, nil, false,
+			agent.Conclusion{Result: &messages.Result{Outcome: messages.OK, Output: out, Seq: 3, At: at}, Keep: true}},
+		{"successful compensation records OK", co, nil, nil, true,
+			agent.Conclusion{Result: &messages.Result{Outcome: messages.OK, Seq: 7, At: at}, Keep: true}},
+		{"rejected execute records Failed and drops the writes", ex, nil, agent.Reject("budget %d", 0), false,
+			agent.Conclusion{Result: &messages.Result{Outcome: messages.Failed, Reason: "budget 0", Seq: 3, At: at}}},
+		{"claimed rejected execute records Failed", ex, nil, agent.Reject("no"), true,
+			agent.Conclusion{Result: &messages.Result{Outcome: messages.Failed, Reason: "no", Seq: 3, At: at}}},
+		{"rejected compensation records nothing", co, nil, agent.Reject("not yet"), false,
+			agent.Conclusion{Reply: messages.ReplyTo(co, messages.Failed, "not yet")}},
+		{"transient execute records nothing", ex, nil, transient, false,
+			agent.Conclusion{Reply: messages.ReplyTo(ex, messages.Error, "disk on fire")}},
+		{"transient claimed execute is delivered again", ex, nil, transient, true,
+			agent.Conclusion{Redeliver: true}},
+		{"transient claimed compensation replies Error", co, nil, transient, true,
+			agent.Conclusion{Reply: messages.ReplyTo(co, messages.Error, "disk on fire")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, agent.Conclude(tc.cmd, tc.out, tc.err, tc.claimed, at))
+		})
+	}
+}
+
+func TestIsReject(t *testing.T) {
+	reason, ok := agent.IsReject(agent.Reject("short by %d", 3))
+	require.True(t, ok)
+	require.Equal(t, "short by 3", reason)
+	reason, ok = agent.IsReject(errors.Join(errors.New("x"), agent.Reject("wrapped")))
+	require.True(t, ok)
+	require.Equal(t, "wrapped", reason)
+	_, ok = agent.IsReject(errors.New("plain"))
+	require.False(t, ok)
+	_, ok = agent.IsReject(nil)
+	require.False(t, ok)
+}
+
+// counter is a handler that adds the context's n to the value "total" and
+// takes it away on compensation, rejecting an n below zero.
+func counter(calls *int) agent.Handler {
+	add := func(tx agent.Tx, n int64) error {
+		var total int64
+		if _, err := tx.Get("total", &total); err != nil {
+			return err
+		}
+		return tx.Put("total", total+n)
+	}
+	return agent.Handler{
+		Execute: func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
+			*calls++
+			n, _ := cmd.Context.Int64("n")
+			if n < 0 {
+				if err := add(tx, n); err != nil {
+					return nil, err
+				}
+				return nil, agent.Reject("negative %d", n)
+			}
+			return messages.Context{}.MustSet("added", n), add(tx, n)
+		},
+		Compensate: func(_ context.Context, tx agent.Tx, cmd *messages.Command) error {
+			*calls++
+			n, _ := cmd.Context.Int64("n")
+			return add(tx, -n)
+		},
+	}
+}
+
+// TestMemoryAppliesTheRules runs command sequences through [agent.Memory]
+// and checks each verdict, the handler's calls and the committed total.
+func TestMemoryAppliesTheRules(t *testing.T) {
+	type step struct {
+		action  messages.Action
+		n       int64
+		verdict agent.Verdict
+		outcome messages.Outcome
+	}
+	ex := func(n int64, v agent.Verdict, o messages.Outcome) step { return step{messages.Execute, n, v, o} }
+	co := func(n int64, v agent.Verdict, o messages.Outcome) step { return step{messages.Compensate, n, v, o} }
+	for _, tc := range []struct {
+		name  string
+		steps []step
+		calls int
+		total int64
+	}{
+		{"execute applies once", []step{ex(5, agent.Applied, messages.OK), ex(5, agent.Duplicate, messages.OK)}, 1, 5},
+		{"compensation undoes once", []step{ex(5, agent.Applied, messages.OK), co(5, agent.Applied, messages.OK),
+			co(5, agent.Duplicate, messages.OK), ex(5, agent.Refused, messages.Failed)}, 2, 0},
+		{"compensation first is a no-op and refuses the execute", []step{co(5, agent.Noop, messages.OK),
+			ex(5, agent.Refused, messages.Failed), co(5, agent.Duplicate, messages.OK)}, 0, 0},
+		{"rejected execute drops its writes and its compensation has nothing to undo", []step{ex(-4, agent.Applied, messages.Failed),
+			ex(-4, agent.Duplicate, messages.Failed), co(-4, agent.Noop, messages.OK)}, 1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := agent.NewMemory()
+			_, err := m.Init(t.Context(), "total", int64(0))
+			require.NoError(t, err)
+			calls := 0
+			h := counter(&calls)
+			for i, s := range tc.steps {
+				cmd := &messages.Command{SagaID: "s1", Saga: "sum", Step: "add", Action: s.action, Seq: i + 1,
+					Context: messages.Context{}.MustSet("n", s.n)}
+				reply, v, err := m.Do(t.Context(), cmd, h)
+				require.NoError(t, err)
+				require.Equal(t, s.verdict, v, "command %d", i)
+				require.Equal(t, s.outcome, reply.Outcome, "command %d", i)
+			}
+			require.Equal(t, tc.calls, calls)
+			var total int64
+			ok, err := m.Value("total", &total)
+			require.NoError(t, err)
+			require.True(t, ok)
+			require.Equal(t, tc.total, total)
+		})
+	}
+}
+
+func TestMemoryTransientErrorRecordsNothing(t *testing.T) {
+	m := agent.NewMemory()
+	fail := true
+	h := agent.Handler{
+		Execute: func(_ context.Context, tx agent.Tx, _ *messages.Command) (messages.Context, error) {
+			var v int
+			if _, err := tx.Get("k", &v); err != nil {
+				return nil, err
+			}
+			if err := tx.Put("k", v+1); err != nil {
+				return nil, err
+			}
+			if fail {
+				return nil, errors.New("flaky")
+			}
+			return nil, nil
+		},
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	cmd := &messages.Command{SagaID: "s1", Saga: "x", Step: "y", Action: messages.Execute, Seq: 1}
+	reply, v, err := m.Do(t.Context(), cmd, h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Transient, v)
+	require.Equal(t, messages.Error, reply.Outcome)
+	require.Equal(t, messages.Record{}, m.Record("s1", "y"))
+	ok, _ := m.Value("k", new(int))
+	require.False(t, ok, "a transient failure commits no write")
+
+	fail = false
+	_, v, err = m.Do(t.Context(), cmd, h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Applied, v)
+	var k int
+	_, _ = m.Value("k", &k)
+	require.Equal(t, 1, k)
+}
+
+func TestMemoryPutNeedsGet(t *testing.T) {
+	m := agent.NewMemory()
+	h := agent.Handler{
+		Execute: func(_ context.Context, tx agent.Tx, _ *messages.Command) (messages.Context, error) {
+			return nil, tx.Put("k", 1)
+		},
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	reply, v, err := m.Do(t.Context(), &messages.Command{SagaID: "s", Step: "y", Action: messages.Execute}, h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Transient, v)
+	require.Contains(t, reply.Reason, "read it with Get first")
+}
