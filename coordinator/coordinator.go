@@ -308,6 +308,9 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		}
 	}
 	for _, x := range stored {
+		if d, ok := c.engine.Definition(x.Definition); ok {
+			renumber(&x, d)
+		}
 		if err := c.engine.Restore(x, tick); err != nil {
 			return fmt.Errorf("recover: %w", err)
 		}
@@ -386,8 +389,8 @@ func (c *Coordinator) loop(ctx context.Context) error {
 
 // commit stores the changed sagas and publishes the commands, a command
 // only once its saga's change is stored; then it publishes the events. The
-// commands of sagas that only advanced (see saga.Outbox.Advanced) go out
-// at once, beside the writes.
+// commands of sagas that are not stored (see durability.go) go out at once,
+// beside the writes.
 func (c *Coordinator) commit(ctx context.Context, out *saga.Outbox) error {
 	c.arena = c.arena[:0]
 	clear(c.changed)
@@ -632,8 +635,8 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 			_ = m.Term()
 			return nil
 		}
+		// A reply's effect is always stored (see durability.go).
 		err = c.engine.ApplyReply(r, now, out)
-		storeAdvance(out, r.SagaID)
 		switch {
 		case errors.Is(err, saga.ErrStale):
 			c.log.Debug("stale reply ignored", "saga_id", r.SagaID, "step", r.Step, "attempt", r.Attempt, "err", err)
@@ -645,17 +648,5 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 				_ = m.Ack()
 			}
 		}
-	}
-}
-
-// storeAdvance has the saga id stored if the input just applied only
-// advanced it (see saga.Outbox.Advanced). A restarted coordinator catches
-// up from the agents' records alone, so only an advance on a record may
-// skip the store; a reply (from a foreign agent, or a duplicate) may have
-// no record behind it.
-func storeAdvance(out *saga.Outbox, id string) {
-	if n := len(out.Advanced); n > 0 && out.Advanced[n-1].ID == id {
-		out.Changed = append(out.Changed, out.Advanced[n-1])
-		out.Advanced = out.Advanced[:n-1]
 	}
 }

@@ -30,7 +30,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 	var out saga.Outbox
 	seen := 0
 	check := func() {
-		for _, x := range append(out.Changed, out.Advanced...) {
+		for _, x := range out.Changed {
 			requireSameJSON(t, x)
 			seen++
 		}
