@@ -82,8 +82,9 @@ func (o *Options) Validate() error {
 }
 
 // Coordinator drives sagas over NATS. Create it with [New] and start it with
-// [Coordinator.Run]. Only one coordinator may run against a bucket at a
-// time; a second one fails with [ErrConflict] at its first write.
+// [Coordinator.Run]. Only one coordinator drives the sagas of a bucket at a
+// time: a second one stands by until the first's lease is released or
+// expires (see [Coordinator.Run]).
 type Coordinator struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
