@@ -17,6 +17,7 @@ import (
 
 	"github.com/natsaga/natsaga/internal/jserr"
 	"github.com/natsaga/natsaga/internal/pull"
+	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -423,7 +424,7 @@ func (c *Coordinator) commit(ctx context.Context, out *saga.Outbox) error {
 	for i := range out.Events {
 		ev := &out.Events[i]
 		// Publish copies data: the buffer is reused.
-		c.evbuf = ev.AppendJSON(c.evbuf[:0])
+		c.evbuf = wirejson.AppendEvent(c.evbuf[:0], ev)
 		if err := c.nc.Publish(messages.EventSubject(ev.Saga, ev.Status), c.evbuf); err != nil {
 			c.log.Warn("event not published", "saga_id", ev.SagaID, "err", err)
 		}
@@ -458,7 +459,7 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 			continue // stored already: a saga may change twice in a batch
 		}
 		c.changed[x.ID] = false
-		data, err := c.encode(x.AppendJSON)
+		data, err := c.encode(func(dst []byte) ([]byte, error) { return wirejson.AppendExecution(dst, x) })
 		if err != nil {
 			return fmt.Errorf("encode saga %s: %w", x.ID, err)
 		}
@@ -556,7 +557,7 @@ type sentCommand struct {
 // coordinators restored from one stored state number their commands alike).
 func (c *Coordinator) sendCommands(cmds []*messages.Command, sent []sentCommand) ([]sentCommand, error) {
 	for _, cmd := range cmds {
-		data, err := c.encode(cmd.AppendJSON)
+		data, err := c.encode(func(dst []byte) ([]byte, error) { return wirejson.AppendCommand(dst, cmd) })
 		if err != nil {
 			return sent, fmt.Errorf("encode command: %w", err)
 		}
@@ -625,7 +626,7 @@ func (c *Coordinator) pullReplies(ctx context.Context, first jetstream.MessagesC
 
 func (c *Coordinator) replyInput(m jetstream.Msg) input {
 	return func(now time.Time, out *saga.Outbox) func(error) {
-		r, err := messages.DecodeReply(m.Data())
+		r, err := wirejson.DecodeReply(m.Data())
 		if err != nil {
 			c.log.Error("dropping malformed reply", "subject", m.Subject(), "err", err)
 			_ = m.Term()

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natsaga/natsaga/internal/pull"
+	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -104,7 +105,7 @@ func (c *Coordinator) recordInput(m jetstream.Msg) input {
 			c.log.Debug("record answers nothing outstanding", "saga_id", id, "step", step)
 			return ack
 		}
-		rec, err := messages.DecodeRecord(m.Data())
+		rec, err := wirejson.DecodeRecord(m.Data())
 		if err != nil {
 			c.log.Error("dropping malformed record", "subject", m.Subject(), "err", err)
 			_ = m.Term()
@@ -151,5 +152,5 @@ func (c *Coordinator) readRecord(ctx context.Context, role, id, step string) (me
 	default:
 		return messages.Record{}, fmt.Errorf("read record of %s: status %s %s", step, status, m.Header.Get("Description"))
 	}
-	return messages.DecodeRecord(m.Data)
+	return wirejson.DecodeRecord(m.Data)
 }
