@@ -49,7 +49,7 @@ type Options struct {
 	// agent creates it. 0 means 1.
 	Replicas int
 	// Init, when set, runs once the store is open, before any command is
-	// handled; it typically seeds state with [Store.Init].
+	// handled; it typically seeds state with Init ([Store.Init]).
 	Init func(ctx context.Context, s agent.Seeder) error
 	// Logger receives the agent's logs. nil discards them.
 	Logger *slog.Logger
