@@ -2,11 +2,17 @@
 // commands, replies, events, barrier records and stored sagas, and decodes
 // commands, replies and records, without reflection. It writes and accepts
 // exactly what encoding/json does for these types: the same bytes out, the
-// same values in, the same inputs refused. The struct tags of packages
-// messages and saga stay the definition of the format; the tests of this
-// package check every encoder and decoder against encoding/json on those
-// types, and fuzz them. Only the NATS edges (coordinator, participant) use
-// it, so messages and saga depend on the standard library alone.
+// same values in, the same inputs refused. Only the NATS edges
+// (coordinator, participant) use it, so messages and saga depend on the
+// standard library alone.
+//
+// Each wire field is declared once, by the json tag of its struct field:
+// a codec (fields.go) binds each tagged field by its Go name to the
+// encoder and decoder of its Go type, and takes the field's JSON name, its
+// place and its omitempty or omitzero from the tag, as encoding/json does.
+// A tagged field without a binding stops the package at start-up, so every
+// test fails. The tests check every encoder and decoder against
+// encoding/json on these types, and fuzz them.
 //
 // Encoding appends to a caller's buffer; decoding walks the input once and
 // validates all of it, including the values it skips.

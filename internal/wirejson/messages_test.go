@@ -120,10 +120,10 @@ func TestDecodeMatchesEncodingJSON(t *testing.T) {
 
 func checkCommandDecode(t *testing.T, data []byte) {
 	t.Helper()
-	var want, got messages.Command
+	var want messages.Command
 	wantErr := json.Unmarshal(data, &want)
-	gotErr := decodeCommand(data, &got)
-	require.Equal(t, wantErr == nil, gotErr == nil, "%q: encoding/json says %v, decodeCommand %v", data, wantErr, gotErr)
+	got, gotErr := commandCodec.decodeAll(data)
+	require.Equal(t, wantErr == nil, gotErr == nil, "%q: encoding/json says %v, the codec %v", data, wantErr, gotErr)
 	if wantErr == nil {
 		require.Equal(t, want, got, "%q", data)
 	}
@@ -151,10 +151,10 @@ func sameOutcome(t *testing.T, data []byte, want, got error) {
 
 func checkReplyDecode(t *testing.T, data []byte) {
 	t.Helper()
-	var want, got messages.Reply
+	var want messages.Reply
 	wantErr := json.Unmarshal(data, &want)
-	gotErr := decodeReply(data, &got)
-	require.Equal(t, wantErr == nil, gotErr == nil, "%q: encoding/json says %v, decodeReply %v", data, wantErr, gotErr)
+	got, gotErr := replyCodec.decodeAll(data)
+	require.Equal(t, wantErr == nil, gotErr == nil, "%q: encoding/json says %v, the codec %v", data, wantErr, gotErr)
 	if wantErr == nil {
 		require.Equal(t, want, got, "%q", data)
 	}
