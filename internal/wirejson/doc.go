@@ -34,7 +34,11 @@
 //	encoding/json/v2   1,774 (-18%)         0.500         0.137    0.106
 //	goccy/go-json      1,423 (-35%)         0.522         0.135    0.118
 //
-// No library came within 5% of the hand-written codec, so it stays. The
+// No library came within 5% of the hand-written codec, so it stays. That
+// codec then wrote each field out by hand; binding the fields from their
+// tags (fields.go) cost no measurable CPU: over 6 more interleaved rounds
+// the coordinator used 0.120 CPU s per 1k sagas to 0.119 before, the agents
+// 0.101 to 0.100. The
 // rounds spread widely (wirejson 1,447 to 2,377 sagas/s) on the loaded
 // machine; the CPU per saga of the coordinator and the agents, which the
 // codec changes, moved the same way in every round.
