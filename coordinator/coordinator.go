@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -108,6 +109,8 @@ type Coordinator struct {
 	// and the commands that may go out before and only after the stores.
 	changed     map[string]bool
 	early, late []*messages.Command
+	// refused counts the answers refused as not from the step's role.
+	refused atomic.Int64
 }
 
 // input is one thing the engine loop applies. apply runs on the loop and
@@ -292,14 +295,30 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		key := entry.Key()
 		switch {
 		case key == messages.ClockKey:
-			if tick, err = strconv.ParseInt(string(entry.Value()), 10, 64); err != nil {
-				return fmt.Errorf("recover clock: %w", err)
-			}
 			c.clock = entry.Revision()
+			t, err := strconv.ParseInt(string(entry.Value()), 10, 64)
+			if err != nil || t < 0 {
+				c.log.Error("stored clock unreadable: the clock starts at 0", "value", messages.Quote(string(entry.Value())), "err", err)
+				continue
+			}
+			tick = t
 		case strings.HasPrefix(key, messages.SagaKeyPrefix):
+			// A stored saga the coordinator cannot take is skipped and
+			// stays where it is for an operator: it never stops the
+			// recovery of the others.
+			id := strings.TrimPrefix(key, messages.SagaKeyPrefix)
+			if err := messages.CheckToken("saga_id", id); err != nil {
+				c.log.Error("stored saga skipped: its key breaks the identifier rule", "key", messages.Quote(key), "err", err)
+				continue
+			}
 			var x saga.Execution
 			if err := json.Unmarshal(entry.Value(), &x); err != nil {
-				return fmt.Errorf("recover %s: %w", key, err)
+				c.log.Error("stored saga skipped: unreadable", "saga_id", id, "err", err)
+				continue
+			}
+			if x.ID != id {
+				c.log.Error("stored saga skipped: its id is not its key's", "saga_id", id, "stored_id", messages.Quote(x.ID))
+				continue
 			}
 			stored = append(stored, x)
 			if !x.Status.Terminal() || x.Status == saga.Failed {
@@ -307,11 +326,16 @@ func (c *Coordinator) recover(ctx context.Context) error {
 			}
 		}
 	}
+	kept := stored[:0]
 	for _, x := range stored {
 		if err := c.engine.Restore(x, tick); err != nil {
-			return fmt.Errorf("recover: %w", err)
+			c.log.Error("stored saga skipped", "saga_id", x.ID, "err", err)
+			delete(c.revs, x.ID)
+			continue
 		}
+		kept = append(kept, x)
 	}
+	stored = kept
 	c.saved = c.engine.Tick()
 	var executing []string
 	for _, x := range stored {
@@ -623,12 +647,20 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 	return func(now time.Time, out *saga.Outbox) func(error) {
 		r, err := messages.DecodeReply(m.Data())
 		if err != nil {
-			c.log.Error("dropping malformed reply", "subject", m.Subject(), "err", err)
+			c.log.Error("dropping malformed reply", "subject", messages.Quote(m.Subject()), "err", err)
 			_ = m.Term()
 			return nil
 		}
 		if m.Subject() != r.Subject() {
-			c.log.Error("dropping reply on the wrong subject", "subject", m.Subject(), "saga_id", r.SagaID)
+			c.log.Error("dropping reply on the wrong subject", "subject", messages.Quote(m.Subject()), "saga_id", r.SagaID)
+			_ = m.Term()
+			return nil
+		}
+		// Permissions let a role publish only the reply subjects of its
+		// own steps, so the subject names the role a reply came from.
+		if why := c.forged(&r); why != "" {
+			c.refuse("reply", c.roleOf(r.Saga, r.Step), "saga_id", r.SagaID, "saga", r.Saga, "step", r.Step,
+				"action", r.Action, "seq", r.Seq, "attempt", r.Attempt, "why", why)
 			_ = m.Term()
 			return nil
 		}
@@ -646,6 +678,35 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 			}
 		}
 	}
+}
+
+// forged says why r cannot be an answer of the role owning its step to a
+// command the coordinator sent ("" when it can): its saga holds no such
+// step, or it names a command not yet sent, or the action of another. An
+// answer to an earlier command is only stale, not forged.
+func (c *Coordinator) forged(r *messages.Reply) string {
+	cmd, ok := c.engine.Command(r.SagaID)
+	if !ok {
+		return ""
+	}
+	if r.Saga != cmd.Saga {
+		return "saga " + r.Saga + ", the saga is a " + cmd.Saga
+	}
+	if c.roleOf(r.Saga, r.Step) == "" {
+		return "no step " + r.Step + " in saga " + r.Saga
+	}
+	if r.Step != cmd.Step {
+		return ""
+	}
+	switch {
+	case r.Seq > cmd.Seq:
+		return fmt.Sprintf("seq %d, command in flight has seq %d", r.Seq, cmd.Seq)
+	case r.Seq == cmd.Seq && r.Action != cmd.Action:
+		return fmt.Sprintf("action %s, command in flight is a %s", r.Action, cmd.Action)
+	case r.Seq == cmd.Seq && r.Attempt > cmd.Attempt:
+		return fmt.Sprintf("attempt %d, command in flight is attempt %d", r.Attempt, cmd.Attempt)
+	}
+	return ""
 }
 
 // storeAdvance has the saga id stored if the input just applied only

@@ -81,7 +81,11 @@ func (c *Coordinator) enqueue(in input) bool {
 func (c *Coordinator) onStart(m *nats.Msg) {
 	sagaType := strings.TrimPrefix(m.Subject, "natsaga.start.")
 	var req messages.StartRequest
-	if err := messages.Decode(m.Data, &req); err != nil {
+	err := messages.Decode(m.Data, &req)
+	if err == nil {
+		err = messages.CheckToken("saga", sagaType)
+	}
+	if err != nil {
 		c.log.Warn("bad start request", "subject", m.Subject, "err", err)
 		c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
 		return
@@ -164,7 +168,7 @@ func (c *Coordinator) onTick(m *nats.Msg) {
 			if err != nil {
 				ack.Error = wireError(err)
 			} else {
-				s := c.engine.Summary()
+				s := c.summary()
 				ack.Summary = &s
 			}
 			c.respond(m, ack)
@@ -174,14 +178,25 @@ func (c *Coordinator) onTick(m *nats.Msg) {
 
 func (c *Coordinator) onSummary(m *nats.Msg) {
 	c.enqueue(func(time.Time, *saga.Outbox) func(error) {
-		c.respond(m, c.engine.Summary())
+		c.respond(m, c.summary())
 		return nil
 	})
 }
 
+// summary is the engine's summary with the coordinator's own counts.
+func (c *Coordinator) summary() messages.Summary {
+	s := c.engine.Summary()
+	s.Refused = c.refused.Load()
+	return s
+}
+
 func (c *Coordinator) onStatus(m *nats.Msg) {
 	var req messages.StatusRequest
-	if err := messages.Decode(m.Data, &req); err != nil {
+	err := messages.Decode(m.Data, &req)
+	if err == nil {
+		err = messages.CheckToken("saga_id", req.SagaID)
+	}
+	if err != nil {
 		c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(err)})
 		return
 	}
@@ -199,10 +214,6 @@ func (c *Coordinator) onStatus(m *nats.Msg) {
 
 // statusFromBucket answers a status request for a saga no longer in memory.
 func (c *Coordinator) statusFromBucket(m *nats.Msg, id string, notHeld error) {
-	if !messages.ValidToken(id) {
-		c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(fmt.Errorf("saga_id %q: %w", id, messages.ErrBadRequest))})
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	e, err := c.kv.Get(ctx, messages.SagaKey(id))
@@ -241,11 +252,11 @@ func (c *Coordinator) onList(m *nats.Msg) {
 
 func (c *Coordinator) onRetry(m *nats.Msg) {
 	var req messages.RetryRequest
-	if err := messages.Decode(m.Data, &req); err != nil {
-		c.respond(m, messages.RetryResponse{V: messages.Version, Error: wireError(err)})
-		return
+	err := messages.Decode(m.Data, &req)
+	if err == nil {
+		err = messages.CheckToken("saga_id", req.SagaID)
 	}
-	if err := messages.CheckToken("saga_id", req.SagaID); err != nil {
+	if err != nil {
 		c.respond(m, messages.RetryResponse{V: messages.Version, Error: wireError(err)})
 		return
 	}

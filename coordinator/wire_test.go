@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/natsaga/natsaga/coordinator"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
@@ -76,6 +77,7 @@ type tripEnv struct {
 	// stores records the coordinator's writes of sagas to the bucket.
 	stores *wire
 	agents map[string]*participant.Agent
+	coord  *coordinator.Coordinator
 	// muted receives the saga id of every execute the hotel keeps silent.
 	muted chan string
 }
@@ -92,7 +94,7 @@ func newTripEnv(t *testing.T) *tripEnv {
 		agents:   map[string]*participant.Agent{},
 		muted:    make(chan string, 8),
 	}
-	testenv.Coordinator(t, url, []saga.Definition{tripSaga()})
+	env.coord = testenv.Coordinator(t, url, []saga.Definition{tripSaga()})
 	release := make(chan struct{})
 	mute := func(cmd *messages.Command) {
 		if ok := cmd.Context.Get(keyHotelMute, new(bool)) == nil; ok {

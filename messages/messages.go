@@ -139,6 +139,11 @@ func (r *Reply) Validate() error {
 	if !r.Outcome.Valid() {
 		return fmt.Errorf("reply outcome %q: %w", r.Outcome, ErrBadRequest)
 	}
+	if r.Agent != "" {
+		if err := CheckToken("agent", r.Agent); err != nil {
+			return err
+		}
+	}
 	if r.Outcome == Failed && r.Reason == "" {
 		return fmt.Errorf("a failed reply needs a reason: %w", ErrBadRequest)
 	}
@@ -198,6 +203,10 @@ type Summary struct {
 	// Retrying counts active sagas waiting out the backoff before a retry.
 	// A simulation that waits for quiet waits for both to reach zero.
 	Retrying int `json:"retrying"`
+	// Refused counts the records and replies refused since the
+	// coordinator started because they did not come from the role owning
+	// the step they name, or did not match the command in flight.
+	Refused int64 `json:"refused,omitempty"`
 }
 
 // StatusRequest asks for one saga's state and history.

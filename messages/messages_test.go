@@ -392,7 +392,14 @@ func TestTokens(t *testing.T) {
 		{"subsidy", true},
 		{"government_evaluates", true},
 		{"0b4e7c1e-3f1a-4bde-9c55-1f0e6f3f2a10", true},
-		{"ÉTAT", true},
+		{"ÉTAT", false},
+		{strings.Repeat("a", messages.MaxTokenLen), true},
+		{strings.Repeat("a", messages.MaxTokenLen+1), false},
+		{"a/b", false},
+		{"a=b", false},
+		{"a:b", false},
+		{"$JS", false},
+		{"a\x00b", false},
 		{"", false},
 		{"a.b", false},
 		{".", false},
@@ -413,6 +420,8 @@ func TestTokens(t *testing.T) {
 		}
 		require.ErrorIs(t, err, messages.ErrBadRequest)
 		require.ErrorContains(t, err, "step")
+		require.ErrorContains(t, err, messages.TokenRule)
+		require.Less(t, len(err.Error()), 300, "the error quotes a cut value")
 	}
 }
 

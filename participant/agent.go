@@ -73,6 +73,9 @@ type Options struct {
 func (o *Options) Validate() error {
 	var errs []error
 	errs = append(errs, messages.CheckToken("role", o.Role))
+	if o.Name != "" {
+		errs = append(errs, messages.CheckToken("agent", o.Name))
+	}
 	if len(o.Steps) == 0 {
 		errs = append(errs, fmt.Errorf("no steps: %w", messages.ErrBadRequest))
 	}

@@ -1,0 +1,192 @@
+package coordinator_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/coordinator"
+	"github.com/natsaga/natsaga/flood"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// TestIdentifierGrammarOnEveryRequest sends identifiers that break the
+// grammar on each request that takes one: every one is answered
+// bad_request naming the rule, and the coordinator serves on.
+func TestIdentifierGrammarOnEveryRequest(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	testenv.Coordinator(t, url, flood.Definitions())
+	long := strings.Repeat("x", 5000)
+	type answer struct {
+		Error *messages.WireError `json:"error"`
+	}
+	for _, tc := range []struct {
+		name, subject string
+		data          []byte
+	}{
+		{"start: long saga id", messages.StartSubject(flood.Subsidy), mustJSON(t, messages.StartRequest{V: 1, SagaID: long})},
+		{"start: saga id of 65", messages.StartSubject(flood.Subsidy), mustJSON(t, messages.StartRequest{V: 1, SagaID: strings.Repeat("a", 65)})},
+		{"start: saga id not a key", messages.StartSubject(flood.Subsidy), mustJSON(t, messages.StartRequest{V: 1, SagaID: "ÉTAT"})},
+		{"start: saga id with a colon", messages.StartSubject(flood.Subsidy), mustJSON(t, messages.StartRequest{V: 1, SagaID: "a:b"})},
+		{"start: saga type not a key", messages.StartSubject("ÉTAT"), mustJSON(t, messages.StartRequest{V: 1})},
+		{"start: long saga type", messages.StartSubject(strings.Repeat("t", 200)), mustJSON(t, messages.StartRequest{V: 1})},
+		{"status: long saga id", messages.StatusSubject, mustJSON(t, messages.StatusRequest{V: 1, SagaID: long})},
+		{"status: saga id not a key", messages.StatusSubject, mustJSON(t, messages.StatusRequest{V: 1, SagaID: "a=b"})},
+		{"retry: long saga id", messages.RetrySubject, mustJSON(t, messages.RetryRequest{V: 1, SagaID: long})},
+		{"retry: saga id not a key", messages.RetrySubject, mustJSON(t, messages.RetryRequest{V: 1, SagaID: "a/b"})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var a answer
+			request(t, nc, tc.subject, tc.data, &a)
+			require.NotNil(t, a.Error, "no error answered")
+			require.Equal(t, messages.CodeBadRequest, a.Error.Code, a.Error.Message)
+			require.Contains(t, a.Error.Message, messages.TokenRule)
+			require.Less(t, len(a.Error.Message), 400, "the answer quotes the identifier cut")
+		})
+	}
+	// Still serving, with nothing started.
+	require.Equal(t, messages.Summary{V: 1, Registered: len(flood.Definitions())}, testenv.Summary(t, nc))
+	id := testenv.Start(t, nc, flood.Elevation, messages.Context{}.MustSet(flood.KeyHousehold, "h-1"))
+	require.Equal(t, saga.InProgress, testenv.Status(t, nc, id).Status)
+}
+
+// TestRecoverySkipsBadStoredSagas stores, beside a good saga, entries the
+// coordinator cannot take: a key that breaks the grammar, a value that is
+// not a saga, a saga whose id is not its key's, one of an unknown
+// definition, and an unreadable clock. A coordinator started on that
+// bucket skips each with an error logged and recovers the good saga.
+func TestRecoverySkipsBadStoredSagas(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	first := newLogSink()
+	ctx, stop := context.WithCancel(context.Background())
+	c := runUntil(t, ctx, url, slog.New(first))
+	good := testenv.Start(t, nc, flood.Elevation, messages.Context{}.MustSet(flood.KeyHousehold, "h-good"))
+	stop()
+	<-c
+
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	kv, err := js.KeyValue(context.Background(), messages.SagaBucket)
+	require.NoError(t, err)
+	e, err := kv.Get(context.Background(), messages.SagaKey(good))
+	require.NoError(t, err)
+	var x saga.Execution
+	require.NoError(t, json.Unmarshal(e.Value(), &x))
+	// Written as raw publishes: the key-value client refuses some of
+	// these keys, a server does not.
+	put := func(key string, v []byte) {
+		_, err := js.Publish(context.Background(), messages.BucketSubject(key), v)
+		require.NoError(t, err)
+	}
+	long := strings.Repeat("L", messages.MaxTokenLen+1)
+	other := x
+	other.ID = long
+	put(messages.SagaKey(long), mustJSON(t, other))
+	put(messages.SagaKey("a=b"), mustJSON(t, x))
+	put(messages.SagaKey("not-json"), []byte("{"))
+	put(messages.SagaKey("not-its-key"), mustJSON(t, x))
+	unknown := x
+	unknown.ID = "unknown-def"
+	unknown.Definition = "no_such_definition"
+	put(messages.SagaKey(unknown.ID), mustJSON(t, unknown))
+	put(messages.ClockKey, []byte("tomorrow"))
+
+	second := newLogSink()
+	runCoordinator(t, url, flood.Definitions(), slog.New(second))
+	require.Equal(t, 5, second.count(slog.LevelError, "stored saga skipped", ""), "one error per bad saga")
+	require.Equal(t, 1, second.count(slog.LevelError, "stored clock unreadable", ""))
+	require.Equal(t, saga.InProgress, testenv.Status(t, nc, good).Status)
+	s := testenv.Summary(t, nc)
+	require.Equal(t, 1, s.Active)
+	require.Equal(t, 0, s.Completed+s.Failed+s.RolledBack+s.TimedOut)
+	// The clock still moves, and is stored over the bad value.
+	require.Equal(t, int64(3), testenv.Tick(t, nc, 3).Tick)
+}
+
+// runUntil runs a coordinator on the flood definitions until ctx ends and
+// returns a channel closed when it has stopped; it waits until it is ready.
+func runUntil(t *testing.T, ctx context.Context, url string, log *slog.Logger) <-chan struct{} {
+	t.Helper()
+	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: flood.Definitions(), Logger: log})
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := c.Run(ctx); err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	select {
+	case <-c.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("coordinator not ready")
+	}
+	return done
+}
+
+// TestForgedAnswersRefused sends, while the hotel holds its step, answers
+// it never gave: its step's record in the airline's state stream, a record
+// of its own with a sequence number never sent, and replies naming a seq,
+// action or attempt not in flight. Each is refused and counted, and the
+// saga waits on for the hotel.
+func TestForgedAnswersRefused(t *testing.T) {
+	env := newTripEnv(t)
+	id := testenv.Start(t, env.nc, trip, messages.Context{}.MustSet(keyHotelMute, true))
+	require.Equal(t, id, <-env.muted)
+	held := testenv.Status(t, env.nc, id)
+	require.Equal(t, 1, held.Current)
+	cmd := messages.Command{V: 1, SagaID: id, Saga: trip, Step: "reserve_hotel", Action: messages.Execute, Attempt: held.Attempt, Seq: held.Seq}
+	record := func(seq int) []byte {
+		r := messages.Record{Execute: &messages.Result{Outcome: messages.OK, Seq: seq, At: time.Now(),
+			Output: messages.Context{}.MustSet("reserve_hotel_ref", "forged")}}
+		data, err := r.AppendJSON(nil)
+		require.NoError(t, err)
+		return data
+	}
+	js, err := jetstream.New(env.nc)
+	require.NoError(t, err)
+	forge := func(subject string, data []byte) {
+		t.Helper()
+		_, err := js.Publish(context.Background(), subject, data)
+		require.NoError(t, err)
+	}
+	reply := func(mod func(*messages.Reply)) []byte {
+		r := messages.ReplyTo(&cmd, messages.OK, "")
+		mod(&r)
+		data, err := r.AppendJSON(nil)
+		require.NoError(t, err)
+		return data
+	}
+	forged := []struct {
+		subject string
+		data    []byte
+	}{
+		{messages.BranchSubject("airline", id, "reserve_hotel"), record(cmd.Seq)},
+		{messages.BranchSubject("hotel", id, "reserve_hotel"), record(cmd.Seq + 1)},
+		{messages.ReplySubject(trip, "reserve_hotel"), reply(func(r *messages.Reply) { r.Seq++ })},
+		{messages.ReplySubject(trip, "reserve_hotel"), reply(func(r *messages.Reply) { r.Action = messages.Compensate })},
+		{messages.ReplySubject(trip, "reserve_hotel"), reply(func(r *messages.Reply) { r.Attempt++ })},
+	}
+	for i, f := range forged {
+		forge(f.subject, f.data)
+		require.Eventually(t, func() bool { return env.coord.Refused() == int64(i+1) }, 10*time.Second, 5*time.Millisecond,
+			"answer %d on %s not refused", i, f.subject)
+	}
+	x := testenv.Status(t, env.nc, id)
+	require.Equal(t, saga.InProgress, x.Status)
+	require.Equal(t, []string{"reserve_flight"}, x.Completed)
+	require.Equal(t, 1, x.Current, "still on the hotel")
+	require.True(t, x.Awaiting)
+	require.Equal(t, int64(len(forged)), testenv.Summary(t, env.nc).Refused)
+	require.Len(t, env.commands.commands(t, id), 2, "no command after the hotel's")
+}
