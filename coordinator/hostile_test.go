@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -189,4 +190,30 @@ func TestForgedAnswersRefused(t *testing.T) {
 	require.True(t, x.Awaiting)
 	require.Equal(t, int64(len(forged)), testenv.Summary(t, env.nc).Refused)
 	require.Len(t, env.commands.commands(t, id), 2, "no command after the hotel's")
+}
+
+// TestHugeTickRefused sends ticks at the int64 edge: each is answered
+// bad_request with the clock where it was, and the clock moves on after,
+// also across a restart.
+func TestHugeTickRefused(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	ctx, stop := context.WithCancel(context.Background())
+	done := runUntil(t, ctx, url, nil)
+	id := testenv.Start(t, nc, flood.Elevation, messages.Context{}.MustSet(flood.KeyHousehold, "h-1"))
+	for _, tick := range []int64{math.MaxInt64, math.MaxInt64 - 1, messages.MaxTickJump + 1} {
+		var ack messages.TickAck
+		request(t, nc, messages.TickSubject, mustJSON(t, messages.Tick{V: 1, Tick: tick}), &ack)
+		require.NotNil(t, ack.Error, "tick %d", tick)
+		require.Equal(t, messages.CodeBadRequest, ack.Error.Code)
+		require.Zero(t, ack.Tick)
+	}
+	require.Equal(t, int64(messages.MaxTickJump), testenv.Tick(t, nc, messages.MaxTickJump).Tick)
+	stop()
+	<-done
+	runCoordinator(t, url, flood.Definitions(), nil)
+	// The step in flight timed out at the jump (with no agent running, its
+	// compensation waits); the clock goes on.
+	testenv.WaitStatus(t, nc, id, saga.Compensating)
+	require.Equal(t, int64(messages.MaxTickJump+1), testenv.Tick(t, nc, messages.MaxTickJump+1).Tick)
 }

@@ -158,7 +158,11 @@ func (c *Coordinator) onTick(m *nats.Msg) {
 	}
 	c.enqueue(func(_ time.Time, out *saga.Outbox) func(error) {
 		from := len(out.Expired)
-		c.engine.AdvanceTick(t.Tick, out)
+		if err := c.engine.AdvanceTick(t.Tick, out); err != nil {
+			c.log.Warn("tick refused", "tick", t.Tick, "err", err)
+			c.respond(m, messages.TickAck{V: messages.Version, Tick: c.engine.Tick(), Error: wireError(err)})
+			return nil
+		}
 		expired := append([]string(nil), out.Expired[from:]...)
 		if len(expired) > 0 {
 			c.log.Info("tick expired sagas", "tick", t.Tick, "expired", len(expired))

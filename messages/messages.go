@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 )
 
 // Version is the protocol version this package speaks. Every payload carries
@@ -169,8 +170,38 @@ type StartResponse struct {
 	Error  *WireError `json:"error,omitempty"`
 }
 
+// MaxTickJump is the furthest one [Tick] may move the simulation clock
+// forward: a tick more than MaxTickJump above the current one is refused
+// with an error wrapping [ErrBadRequest] and changes nothing. It keeps a
+// single request from moving the clock so far that no later tick can
+// follow, and keeps every tick and deadline far from the int64 edge.
+const MaxTickJump = 1_000_000
+
+// AddTicks returns a+b, saturated at the int64 edges instead of wrapping:
+// natsaga does every tick and timeout sum with it.
+func AddTicks(a, b int64) int64 {
+	s := a + b
+	switch {
+	case b > 0 && s < a:
+		return math.MaxInt64
+	case b < 0 && s > a:
+		return math.MinInt64
+	}
+	return s
+}
+
+// CheckTick returns an error wrapping [ErrBadRequest] when next moves the
+// clock at cur further than [MaxTickJump].
+func CheckTick(cur, next int64) error {
+	if next > AddTicks(cur, MaxTickJump) {
+		return fmt.Errorf("tick %d is more than %d ticks ahead of the clock at %d: %w", next, MaxTickJump, cur, ErrBadRequest)
+	}
+	return nil
+}
+
 // Tick advances the simulation clock to Tick. Ticks are idempotent: a tick
-// at or below the current one changes nothing.
+// at or below the current one changes nothing. A tick may move the clock
+// at most [MaxTickJump] ticks forward.
 type Tick struct {
 	V    int   `json:"v"`
 	Tick int64 `json:"tick"`

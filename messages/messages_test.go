@@ -504,3 +504,21 @@ func TestContext(t *testing.T) {
 		require.Equal(t, messages.Context{}, nothing.Clone())
 	})
 }
+
+func TestAddTicksSaturates(t *testing.T) {
+	for _, tc := range []struct{ a, b, want int64 }{
+		{1, 2, 3},
+		{math.MaxInt64 - 1, 1, math.MaxInt64},
+		{math.MaxInt64 - 1, 2, math.MaxInt64},
+		{math.MaxInt64, math.MaxInt64, math.MaxInt64},
+		{math.MinInt64 + 1, -2, math.MinInt64},
+		{math.MinInt64, math.MinInt64, math.MinInt64},
+		{math.MaxInt64, math.MinInt64, -1},
+	} {
+		require.Equal(t, tc.want, messages.AddTicks(tc.a, tc.b), "%d+%d", tc.a, tc.b)
+	}
+	require.NoError(t, messages.CheckTick(math.MaxInt64-1, math.MaxInt64))
+	require.NoError(t, messages.CheckTick(0, messages.MaxTickJump))
+	require.ErrorIs(t, messages.CheckTick(0, messages.MaxTickJump+1), messages.ErrBadRequest)
+	require.ErrorIs(t, messages.CheckTick(math.MinInt64, 0), messages.ErrBadRequest)
+}

@@ -143,7 +143,7 @@ func (e *Engine) Start(id ID, def string, ctx messages.Context, out *Outbox) (*E
 	e.counts[Pending]++
 	x.History = append(x.History, Transition{Tick: e.tick, Status: Pending})
 	e.setStatus(x, InProgress, "", out)
-	e.addDeadline(x.StartedTick+d.TimeoutTicks+1, deadline{id: id, whole: true})
+	e.addDeadline(deadlineAfter(x.StartedTick, d.TimeoutTicks), deadline{id: id, whole: true})
 	e.dispatch(x, 0, messages.Execute, out)
 	return x, nil
 }
@@ -276,7 +276,7 @@ func (e *Engine) dispatch(x *Execution, idx int, action messages.Action, out *Ou
 	// Only an execute times out. A compensation must happen: it waits for
 	// its agent (JetStream keeps redelivering it) however many ticks pass.
 	if action == messages.Execute {
-		e.addDeadline(e.tick+x.step().TimeoutTicks+1, deadline{id: x.ID, gen: x.gen})
+		e.addDeadline(deadlineAfter(e.tick, x.step().TimeoutTicks), deadline{id: x.ID, gen: x.gen})
 	}
 	e.send(x, "", out)
 }
@@ -341,11 +341,16 @@ func (e *Engine) NextWake() (time.Time, bool) {
 
 // AdvanceTick moves the simulation clock to tick and times out what expired,
 // putting the resulting commands and the expired sagas' ids in out. A tick
-// at or below the current one changes nothing. Its cost is proportional to
-// the number of deadlines that fall due.
-func (e *Engine) AdvanceTick(tick int64, out *Outbox) {
+// at or below the current one changes nothing. A tick more than
+// [messages.MaxTickJump] ahead changes nothing either, and AdvanceTick
+// returns an error wrapping [messages.ErrBadRequest]. Its cost is
+// proportional to the number of deadlines that fall due.
+func (e *Engine) AdvanceTick(tick int64, out *Outbox) error {
 	if tick <= e.tick {
-		return
+		return nil
+	}
+	if err := messages.CheckTick(e.tick, tick); err != nil {
+		return err
 	}
 	e.tick = tick
 	e.deadlines.due(tick, func(d deadline) {
@@ -362,6 +367,13 @@ func (e *Engine) AdvanceTick(tick int64, out *Outbox) {
 			e.timeout(x, fmt.Sprintf("step %s not answered within %d ticks", x.step().Name, x.step().TimeoutTicks), out)
 		}
 	})
+	return nil
+}
+
+// deadlineAfter is the tick at which something started at tick from with
+// a timeout of timeout ticks times out: from+timeout+1, saturated.
+func deadlineAfter(from, timeout int64) int64 {
+	return messages.AddTicks(messages.AddTicks(from, timeout), 1)
 }
 
 // addDeadline adds d, due at tick at. When superseded deadlines outnumber
@@ -603,11 +615,11 @@ func (e *Engine) Restore(x Execution, tick int64) error {
 		e.setAwaiting(p, true)
 	}
 	if x.Status == InProgress {
-		e.addDeadline(x.StartedTick+d.TimeoutTicks+1, deadline{id: x.ID, whole: true})
+		e.addDeadline(deadlineAfter(x.StartedTick, d.TimeoutTicks), deadline{id: x.ID, whole: true})
 	}
 	if x.Current >= 0 && x.Action == messages.Execute {
 		p.gen++
-		e.addDeadline(x.DispatchedTick+p.step().TimeoutTicks+1, deadline{id: x.ID, gen: p.gen})
+		e.addDeadline(deadlineAfter(x.DispatchedTick, p.step().TimeoutTicks), deadline{id: x.ID, gen: p.gen})
 	}
 	if !x.RetryAt.IsZero() {
 		e.retrying++
