@@ -54,11 +54,19 @@ type Options struct {
 	// within LeaseTTL of the holder's death (at once after a clean stop).
 	// 0 means DefaultLeaseTTL; at least a second.
 	LeaseTTL time.Duration
+	// MaxActive bounds the sagas in flight: a start beyond it is answered
+	// at once with the error code "busy" and starts nothing. 0 means
+	// DefaultMaxActive; a negative value admits every start.
+	MaxActive int
 	// Logger receives the coordinator's logs. nil discards them.
 	Logger *slog.Logger
 	// NewID makes saga ids; nil means UUIDs.
 	NewID func() string
 }
+
+// DefaultMaxActive is the default of Options.MaxActive: at the few KiB a
+// saga in flight takes (BENCHMARKS.md), under a GiB.
+const DefaultMaxActive = 100_000
 
 // DefaultRetention is how long a finished saga stays in the bucket.
 const DefaultRetention = 7 * 24 * time.Hour
@@ -111,6 +119,9 @@ type Coordinator struct {
 	early, late []*messages.Command
 	// refused counts the answers refused as not from the step's role.
 	refused atomic.Int64
+	// active is the number of sagas in flight after the last batch, for
+	// refusing a start over the limit before it is queued.
+	active atomic.Int64
 }
 
 // input is one thing the engine loop applies. apply runs on the loop and
@@ -135,6 +146,9 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 	}
 	if opts.LeaseTTL == 0 {
 		opts.LeaseTTL = DefaultLeaseTTL
+	}
+	if opts.MaxActive == 0 {
+		opts.MaxActive = DefaultMaxActive
 	}
 	log := opts.Logger
 	if log == nil {
@@ -350,6 +364,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 	if err := c.publishCommands(ctx, cmds); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	c.active.Store(int64(c.engine.Summary().Active))
 	c.log.Info("recovered", "sagas", len(stored), "resent", len(cmds), "tick", tick)
 	return nil
 }
@@ -402,6 +417,7 @@ func (c *Coordinator) loop(ctx context.Context) error {
 			}
 			return err
 		}
+		c.active.Store(int64(c.engine.Summary().Active))
 		if at, ok := c.engine.NextWake(); ok {
 			wake.Reset(max(time.Until(at), 0))
 		}

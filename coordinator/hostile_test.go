@@ -16,6 +16,7 @@ import (
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
 )
 
@@ -216,4 +217,53 @@ func TestHugeTickRefused(t *testing.T) {
 	// compensation waits); the clock goes on.
 	testenv.WaitStatus(t, nc, id, saga.Compensating)
 	require.Equal(t, int64(messages.MaxTickJump+1), testenv.Tick(t, nc, messages.MaxTickJump+1).Tick)
+}
+
+// TestAdmissionLimit runs a coordinator that admits two sagas in flight:
+// a third start is answered busy at once and starts nothing, and once the
+// two have finished a start is admitted again.
+func TestAdmissionLimit(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: flood.Definitions(), MaxActive: 2})
+	require.NoError(t, err)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		stop()
+		require.NoError(t, <-done)
+	})
+	<-c.Ready()
+
+	household := messages.Context{}.MustSet(flood.KeyHousehold, "h-1")
+	a := testenv.Start(t, nc, flood.Subsidy, household)
+	b := testenv.Start(t, nc, flood.Subsidy, household)
+	for _, req := range []messages.StartRequest{{V: 1, Context: household}, {V: 1, SagaID: "chosen-id", Context: household}} {
+		var resp messages.StartResponse
+		request(t, nc, messages.StartSubject(flood.Subsidy), mustJSON(t, req), &resp)
+		require.NotNil(t, resp.Error)
+		require.Equal(t, messages.CodeBusy, resp.Error.Code, resp.Error.Message)
+		require.Empty(t, resp.SagaID)
+	}
+	s := testenv.Summary(t, nc)
+	require.Equal(t, 2, s.Active)
+
+	for _, role := range []string{flood.Household, flood.Government} {
+		steps, err := flood.Steps(role)
+		require.NoError(t, err)
+		opts := participant.Options{Role: role, Steps: steps}
+		if role == flood.Government {
+			opts.Init = flood.InitLedger(10 * flood.DefaultSubsidyCost)
+		}
+		testenv.Agent(t, url, opts)
+	}
+	testenv.WaitStatus(t, nc, a, saga.Completed)
+	testenv.WaitStatus(t, nc, b, saga.Completed)
+	require.Eventually(t, func() bool {
+		var resp messages.StartResponse
+		request(t, nc, messages.StartSubject(flood.Subsidy), mustJSON(t, messages.StartRequest{V: 1, SagaID: "chosen-id", Context: household}), &resp)
+		return resp.Error == nil && resp.SagaID == "chosen-id"
+	}, 10*time.Second, 10*time.Millisecond, "a start is not admitted again")
+	testenv.WaitStatus(t, nc, "chosen-id", saga.Completed)
 }

@@ -62,6 +62,8 @@ func wireError(err error) *messages.WireError {
 		code = messages.CodeNotFound
 	case errors.Is(err, saga.ErrNotFailed), errors.Is(err, saga.ErrTerminal):
 		code = messages.CodeConflict
+	case errors.Is(err, messages.ErrBusy):
+		code = messages.CodeBusy
 	}
 	return &messages.WireError{Code: code, Message: err.Error()}
 }
@@ -86,16 +88,23 @@ func (c *Coordinator) onStart(m *nats.Msg) {
 		err = messages.CheckToken("saga", sagaType)
 	}
 	if err != nil {
-		c.log.Warn("bad start request", "subject", m.Subject, "err", err)
+		c.log.Warn("bad start request", "subject", messages.Quote(m.Subject), "err", err)
 		c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
+		return
+	}
+	if req.SagaID != "" {
+		if err := messages.CheckToken("saga_id", req.SagaID); err != nil {
+			c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
+			return
+		}
+	}
+	if c.busy() {
+		// Answered at once: a start over the limit is never queued.
+		c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(c.busyError())})
 		return
 	}
 	if req.SagaID == "" {
 		c.enqueue(c.startInput(m, sagaType, req))
-		return
-	}
-	if err := messages.CheckToken("saga_id", req.SagaID); err != nil {
-		c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
 		return
 	}
 	// A client-chosen id may name a saga that finished long ago and is
@@ -112,6 +121,15 @@ func (c *Coordinator) onStart(m *nats.Msg) {
 
 func (c *Coordinator) startInput(m *nats.Msg, sagaType string, req messages.StartRequest) input {
 	return func(_ time.Time, out *saga.Outbox) func(error) {
+		// The starts queued before the limit was reached are checked
+		// again here, where the count is exact; a start of a saga already
+		// held returns it, whatever the count.
+		if c.opts.MaxActive > 0 && c.engine.Summary().Active >= c.opts.MaxActive {
+			if _, err := c.engine.Get(req.SagaID); req.SagaID == "" || err != nil {
+				c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(c.busyError())})
+				return nil
+			}
+		}
 		x, err := c.engine.Start(req.SagaID, sagaType, req.Context, out)
 		if errors.Is(err, saga.ErrTerminal) {
 			// Answer once the batch that may hold its end is stored.
@@ -130,6 +148,16 @@ func (c *Coordinator) startInput(m *nats.Msg, sagaType string, req messages.Star
 			c.respond(m, resp)
 		}
 	}
+}
+
+// busy reports whether the sagas in flight after the last batch reached
+// Options.MaxActive.
+func (c *Coordinator) busy() bool {
+	return c.opts.MaxActive > 0 && c.active.Load() >= int64(c.opts.MaxActive)
+}
+
+func (c *Coordinator) busyError() error {
+	return fmt.Errorf("%d sagas in flight, the limit: %w", c.opts.MaxActive, messages.ErrBusy)
 }
 
 // answerFinished answers a start request for id from the bucket when id

@@ -21,6 +21,9 @@ var (
 	ErrVersion    = errors.New("unsupported protocol version")
 	ErrTooLarge   = errors.New("payload too large")
 	ErrMissingKey = errors.New("missing key")
+	// ErrBusy: the coordinator holds as many sagas in flight as it
+	// admits; the start may be sent again after a backoff.
+	ErrBusy = errors.New("busy: too many sagas in flight")
 )
 
 // Action says whether a command runs a step or undoes it.
@@ -322,6 +325,10 @@ const (
 	CodeNotFound   = "not_found"
 	CodeConflict   = "conflict"
 	CodeInternal   = "internal"
+	// CodeBusy answers a start while the coordinator holds its limit of
+	// sagas in flight: nothing was started, and the same request may be
+	// sent again after a backoff.
+	CodeBusy = "busy"
 )
 
 // WireError is an error as it travels in a response.
