@@ -596,6 +596,13 @@ func (c *Coordinator) sendCommands(cmds []*messages.Command, sent []sentCommand)
 		if err != nil {
 			return sent, fmt.Errorf("encode command: %w", err)
 		}
+		if int64(len(data)) > c.nc.MaxPayload() {
+			// The server would refuse it and end the batch: the saga's
+			// step is left unsent, to time out.
+			c.log.Error("command larger than the server's payload limit not sent; its step will time out",
+				"saga_id", cmd.SagaID, "step", cmd.Step, "bytes", len(data), "limit", c.nc.MaxPayload())
+			continue
+		}
 		f, err := c.js.PublishMsgAsync(&nats.Msg{Subject: cmd.Subject(), Data: data})
 		if err != nil {
 			return sent, fmt.Errorf("publish command: %w", err)
@@ -662,6 +669,9 @@ func (c *Coordinator) pullReplies(ctx context.Context, first jetstream.MessagesC
 func (c *Coordinator) replyInput(m jetstream.Msg) input {
 	return func(now time.Time, out *saga.Outbox) func(error) {
 		r, err := messages.DecodeReply(m.Data())
+		if err == nil {
+			err = c.checkAnswerSize(len(m.Data()))
+		}
 		if err != nil {
 			c.log.Error("dropping malformed reply", "subject", messages.Quote(m.Subject()), "err", err)
 			_ = m.Term()
@@ -694,6 +704,18 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 			}
 		}
 	}
+}
+
+// checkAnswerSize returns an error wrapping messages.ErrTooLarge when an
+// answer of n bytes (a reply or a record) is more than an eighth of the
+// server's payload limit. With a start's context held to a quarter, the
+// state of a saga whose answers are each within the limit still fits one
+// message, so it can always be stored.
+func (c *Coordinator) checkAnswerSize(n int) error {
+	if limit := c.nc.MaxPayload() / 8; int64(n) > limit {
+		return fmt.Errorf("answer of %d bytes, limit %d (an eighth of the server's payload limit): %w", n, limit, messages.ErrTooLarge)
+	}
+	return nil
 }
 
 // forged says why r cannot be an answer of the role owning its step to a

@@ -3,12 +3,15 @@ package coordinator_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"math"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -266,4 +269,134 @@ func TestAdmissionLimit(t *testing.T) {
 		return resp.Error == nil && resp.SagaID == "chosen-id"
 	}, 10*time.Second, 10*time.Millisecond, "a start is not admitted again")
 	testenv.WaitStatus(t, nc, "chosen-id", saga.Completed)
+}
+
+// listAll reads the list of status in pages of limit, following the
+// cursor, and returns the ids in order and the number of pages.
+func listAll(t *testing.T, nc *nats.Conn, status string, limit int) ([]string, int) {
+	t.Helper()
+	var ids []string
+	req := messages.ListRequest{V: 1, Status: status, Limit: limit}
+	for pages := 1; ; pages++ {
+		var resp messages.ListResponse
+		request(t, nc, messages.ListSubject, mustJSON(t, req), &resp)
+		require.Nil(t, resp.Error)
+		for _, raw := range resp.Sagas {
+			var x saga.Execution
+			require.NoError(t, json.Unmarshal(raw, &x))
+			ids = append(ids, x.ID)
+		}
+		if resp.Next == "" {
+			return ids, pages
+		}
+		require.NotEmpty(t, resp.Sagas, "a page with a cursor and no saga")
+		req.After = resp.Next
+	}
+}
+
+// TestListPages reads the active sagas in pages: every saga once, oldest
+// first, and limits and cursors outside the rules are bad requests.
+func TestListPages(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	testenv.Coordinator(t, url, flood.Definitions())
+	var want []string
+	for i := range 7 {
+		id := fmt.Sprintf("s-%d", 9-i) // ids out of order; the clock orders them
+		var resp messages.StartResponse
+		request(t, nc, messages.StartSubject(flood.Subsidy), mustJSON(t, messages.StartRequest{V: 1, SagaID: id}), &resp)
+		require.Nil(t, resp.Error)
+		want = append(want, id)
+		testenv.Tick(t, nc, int64(i+1))
+	}
+	for _, tc := range []struct{ limit, pages int }{{1, 7}, {2, 4}, {3, 3}, {7, 1}, {0, 1}, {messages.MaxListPage, 1}} {
+		ids, pages := listAll(t, nc, "", tc.limit)
+		require.Equal(t, want, ids, "limit %d", tc.limit)
+		require.Equal(t, tc.pages, pages, "limit %d", tc.limit)
+	}
+	for _, req := range []messages.ListRequest{
+		{V: 1, Limit: messages.MaxListPage + 1},
+		{V: 1, Limit: -1},
+		{V: 1, After: "no-cursor"},
+		{V: 1, After: "1:" + strings.Repeat("x", 100)},
+		{V: 1, After: "x:s-1"},
+	} {
+		var resp messages.ListResponse
+		request(t, nc, messages.ListSubject, mustJSON(t, req), &resp)
+		require.NotNil(t, resp.Error, "%+v", req)
+		require.Equal(t, messages.CodeBadRequest, resp.Error.Code)
+	}
+}
+
+// TestAnswersFitThePayloadLimit stores large sagas, then serves them from
+// a server restarted with a smaller payload limit: a list is cut into
+// pages that fit, and a saga too large for any answer is answered with
+// too_large, by list and by status, never with silence. A start whose
+// context could outgrow a message is refused.
+func TestAnswersFitThePayloadLimit(t *testing.T) {
+	store := t.TempDir()
+	boot := func(limit int32) (*server.Server, string) {
+		ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: store,
+			MaxPayload: limit, NoSigs: true, NoLog: true})
+		require.NoError(t, err)
+		go ns.Start()
+		require.True(t, ns.ReadyForConnections(10*time.Second))
+		return ns, ns.ClientURL()
+	}
+	start := func(nc *nats.Conn, id string, size int) *messages.WireError {
+		t.Helper()
+		ctx := messages.Context{}.MustSet("pad", strings.Repeat("p", size))
+		var resp messages.StartResponse
+		request(t, nc, messages.StartSubject(flood.Subsidy), mustJSON(t, messages.StartRequest{V: 1, SagaID: id, Context: ctx}), &resp)
+		return resp.Error
+	}
+
+	ns, url := boot(256 << 10)
+	nc := testenv.Connect(t, url)
+	ctx, stop := context.WithCancel(context.Background())
+	done := runUntil(t, ctx, url, nil)
+	var want []string
+	for i := range 4 {
+		id := fmt.Sprintf("big-%d", i)
+		require.Nil(t, start(nc, id, 25<<10))
+		want = append(want, id)
+	}
+	require.Nil(t, start(nc, "huge", 50<<10))
+	tooBig := start(nc, "too-big", 64<<10)
+	require.NotNil(t, tooBig, "a start of more than a quarter of the payload limit")
+	require.Equal(t, messages.CodeBadRequest, tooBig.Code, tooBig.Message)
+	stop()
+	<-done
+	nc.Close()
+	ns.Shutdown()
+	ns.WaitForShutdown()
+
+	ns, url = boot(40 << 10)
+	t.Cleanup(ns.Shutdown)
+	nc = testenv.Connect(t, url)
+	runCoordinator(t, url, flood.Definitions(), nil)
+	var ids []string
+	req := messages.ListRequest{V: 1}
+	for len(ids) < len(want) {
+		var resp messages.ListResponse
+		request(t, nc, messages.ListSubject, mustJSON(t, req), &resp)
+		require.Nil(t, resp.Error)
+		require.Len(t, resp.Sagas, 1, "one saga of 25 KiB a page under 40 KiB")
+		var x saga.Execution
+		require.NoError(t, json.Unmarshal(resp.Sagas[0], &x))
+		ids = append(ids, x.ID)
+		require.NotEmpty(t, resp.Next)
+		req.After = resp.Next
+	}
+	require.Equal(t, want, ids)
+	var list messages.ListResponse
+	request(t, nc, messages.ListSubject, mustJSON(t, req), &list)
+	require.NotNil(t, list.Error, "the next saga is too large")
+	require.Equal(t, messages.CodeTooLarge, list.Error.Code, list.Error.Message)
+	var status messages.StatusResponse
+	request(t, nc, messages.StatusSubject, mustJSON(t, messages.StatusRequest{V: 1, SagaID: "huge"}), &status)
+	require.NotNil(t, status.Error)
+	require.Equal(t, messages.CodeTooLarge, status.Error.Code, status.Error.Message)
+	// Still serving.
+	require.Equal(t, 5, testenv.Summary(t, nc).Active)
 }

@@ -114,6 +114,9 @@ func (c *Coordinator) recordInput(m jetstream.Msg) input {
 			return ack
 		}
 		rec, err := messages.DecodeRecord(m.Data())
+		if err == nil {
+			err = c.checkAnswerSize(len(m.Data()))
+		}
 		if err != nil {
 			c.log.Error("dropping malformed record", "subject", m.Subject(), "err", err)
 			_ = m.Term()

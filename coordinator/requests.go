@@ -38,17 +38,31 @@ func (c *Coordinator) subscribe() ([]*nats.Subscription, error) {
 	return subs, nil
 }
 
-// respond answers m with v, if m asked for an answer.
+// errTooLargeToAnswer is the error of an answer that would not fit the
+// server's payload limit.
+var errTooLargeToAnswer = errors.New("answer too large for the server's payload limit")
+
+// respond answers m with v, if m asked for an answer. An answer that would
+// not fit the server's payload limit is replaced by an error answer, so a
+// request is never left without one.
 func (c *Coordinator) respond(m *nats.Msg, v any) {
 	if m.Reply == "" {
 		return
 	}
 	data, err := json.Marshal(v)
+	if err == nil && int64(len(data)) > c.nc.MaxPayload() {
+		err = fmt.Errorf("answer of %d bytes, limit %d: %w", len(data), c.nc.MaxPayload(), errTooLargeToAnswer)
+		c.log.Warn("answer too large; answering an error", "subject", messages.Quote(m.Subject), "err", err)
+		data, err = json.Marshal(struct {
+			V     int                 `json:"v"`
+			Error *messages.WireError `json:"error"`
+		}{messages.Version, wireError(err)})
+	}
 	if err == nil {
 		err = m.Respond(data)
 	}
 	if err != nil {
-		c.log.Warn("response not sent", "subject", m.Subject, "err", err)
+		c.log.Warn("response not sent", "subject", messages.Quote(m.Subject), "err", err)
 	}
 }
 
@@ -64,6 +78,8 @@ func wireError(err error) *messages.WireError {
 		code = messages.CodeConflict
 	case errors.Is(err, messages.ErrBusy):
 		code = messages.CodeBusy
+	case errors.Is(err, errTooLargeToAnswer):
+		code = messages.CodeTooLarge
 	}
 	return &messages.WireError{Code: code, Message: err.Error()}
 }
@@ -86,6 +102,10 @@ func (c *Coordinator) onStart(m *nats.Msg) {
 	err := messages.Decode(m.Data, &req)
 	if err == nil {
 		err = messages.CheckToken("saga", sagaType)
+	}
+	if limit := c.nc.MaxPayload() / 4; err == nil && int64(len(m.Data)) > limit {
+		// Room for the answers the saga's steps add to its state.
+		err = fmt.Errorf("start request of %d bytes, limit %d (a quarter of the server's payload limit): %w", len(m.Data), limit, messages.ErrTooLarge)
 	}
 	if err != nil {
 		c.log.Warn("bad start request", "subject", messages.Quote(m.Subject), "err", err)
@@ -266,20 +286,63 @@ func (c *Coordinator) onList(m *nats.Msg) {
 		return
 	}
 	st := saga.Status(req.Status)
-	if st != "" && (!st.Valid() || (st.Terminal() && st != saga.Failed)) {
-		err := fmt.Errorf("status %q: list takes an active status or %q; ask for a finished saga by id: %w", req.Status, saga.Failed, messages.ErrBadRequest)
+	var after *saga.ListCursor
+	var err error
+	switch {
+	case st != "" && (!st.Valid() || (st.Terminal() && st != saga.Failed)):
+		err = fmt.Errorf("status %q: list takes an active status or %q; ask for a finished saga by id: %w", req.Status, saga.Failed, messages.ErrBadRequest)
+	case req.Limit < 0 || req.Limit > messages.MaxListPage:
+		err = fmt.Errorf("limit %d: a page holds 1 to %d sagas (0: %d): %w", req.Limit, messages.MaxListPage, messages.MaxListPage, messages.ErrBadRequest)
+	case req.After != "":
+		tick, id, perr := messages.ParseListCursor(req.After)
+		after, err = &saga.ListCursor{StartedTick: tick, ID: id}, perr
+	}
+	if err != nil {
 		c.respond(m, messages.ListResponse{V: messages.Version, Error: wireError(err)})
 		return
 	}
+	limit := req.Limit
+	if limit == 0 {
+		limit = messages.MaxListPage
+	}
 	c.enqueue(func(time.Time, *saga.Outbox) func(error) {
-		resp := messages.ListResponse{V: messages.Version, Sagas: []json.RawMessage{}}
-		for _, x := range c.engine.List(st, req.Limit) {
-			data, _ := json.Marshal(x)
-			resp.Sagas = append(resp.Sagas, data)
-		}
-		c.respond(m, resp)
+		c.respond(m, c.listPage(st, after, limit))
 		return nil
 	})
+}
+
+// listPage returns a page of at most limit sagas with status st after
+// after, cut shorter when more would not fit the server's payload limit.
+func (c *Coordinator) listPage(st saga.Status, after *saga.ListCursor, limit int) messages.ListResponse {
+	resp := messages.ListResponse{V: messages.Version, Sagas: []json.RawMessage{}}
+	xs := c.engine.ListAfter(st, after, limit+1)
+	more := len(xs) > limit
+	xs = xs[:min(len(xs), limit)]
+	// Room for the envelope, the cursor and the separators.
+	budget := int(c.nc.MaxPayload()) - 512
+	size := 0
+	for i := range xs {
+		data, err := json.Marshal(&xs[i])
+		if err != nil {
+			return messages.ListResponse{V: messages.Version, Error: wireError(err)}
+		}
+		if size+len(data)+1 > budget {
+			if i == 0 {
+				err := fmt.Errorf("saga %s is %d bytes, over the server's payload limit of %d: %w", xs[i].ID, len(data), c.nc.MaxPayload(), errTooLargeToAnswer)
+				return messages.ListResponse{V: messages.Version, Error: wireError(err)}
+			}
+			more = true
+			xs = xs[:i]
+			break
+		}
+		size += len(data) + 1
+		resp.Sagas = append(resp.Sagas, data)
+	}
+	if more && len(xs) > 0 {
+		last := saga.CursorOf(&xs[len(xs)-1])
+		resp.Next = messages.FormatListCursor(last.StartedTick, last.ID)
+	}
+	return resp
 }
 
 func (c *Coordinator) onRetry(m *nats.Msg) {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 )
 
 // Version is the protocol version this package speaks. Every payload carries
@@ -257,19 +259,48 @@ type StatusResponse struct {
 	Error *WireError      `json:"error,omitempty"`
 }
 
-// ListRequest asks for the sagas held by the coordinator with a given
-// status ("" for every active saga), at most Limit of them (0: all).
+// MaxListPage is the most sagas one [ListResponse] holds: a
+// [ListRequest] with no Limit gets pages of this size, and one with a
+// larger Limit is refused.
+const MaxListPage = 1000
+
+// ListRequest asks for a page of the sagas held by the coordinator with a
+// given status ("" for every active saga), oldest first: at most Limit of
+// them (0: [MaxListPage]), after the cursor After (empty: from the first).
+// A client reads a long list by sending the Next of each answer as the
+// After of the next request, until Next is empty.
 type ListRequest struct {
 	V      int    `json:"v"`
 	Status string `json:"status,omitempty"`
 	Limit  int    `json:"limit,omitempty"`
+	After  string `json:"after,omitempty"`
 }
 
-// ListResponse answers a [ListRequest].
+// ListResponse answers a [ListRequest]. Next, when not empty, is the
+// cursor of the next page: more sagas follow. A page may hold fewer than
+// the limit when the answer would not fit the server's payload limit.
 type ListResponse struct {
 	V     int               `json:"v"`
 	Sagas []json.RawMessage `json:"sagas"`
+	Next  string            `json:"next,omitempty"`
 	Error *WireError        `json:"error,omitempty"`
+}
+
+// FormatListCursor returns the cursor of the saga id started at tick.
+func FormatListCursor(tick int64, id string) string { return strconv.FormatInt(tick, 10) + ":" + id }
+
+// ParseListCursor returns the tick and saga id of a cursor made by
+// [FormatListCursor], or an error wrapping [ErrBadRequest].
+func ParseListCursor(s string) (int64, string, error) {
+	t, id, ok := strings.Cut(s, ":")
+	tick, err := strconv.ParseInt(t, 10, 64)
+	if !ok || err != nil {
+		return 0, "", fmt.Errorf("list cursor %s: want <tick>:<saga_id>: %w", Quote(s), ErrBadRequest)
+	}
+	if err := CheckToken("list cursor saga_id", id); err != nil {
+		return 0, "", err
+	}
+	return tick, id, nil
 }
 
 // RetryRequest asks the coordinator to retry the compensation of a saga
@@ -329,6 +360,9 @@ const (
 	// sagas in flight: nothing was started, and the same request may be
 	// sent again after a backoff.
 	CodeBusy = "busy"
+	// CodeTooLarge answers a request whose answer would not fit the
+	// server's payload limit: a saga whose state outgrew it.
+	CodeTooLarge = "too_large"
 )
 
 // WireError is an error as it travels in a response.

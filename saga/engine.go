@@ -506,41 +506,48 @@ func (e *Engine) Get(id ID) (Execution, error) {
 }
 
 // Active returns copies of the active sagas, oldest first.
-func (e *Engine) Active() []Execution { return e.list(e.active, 0) }
+func (e *Engine) Active() []Execution { return e.ListAfter("", nil, 0) }
 
 // List returns copies of at most limit (0: no limit) sagas with status,
 // oldest first. Finished sagas other than failed ones are listed only with
 // Options.KeepFinished. An empty status lists the active sagas.
 func (e *Engine) List(status Status, limit int) []Execution {
+	return e.ListAfter(status, nil, limit)
+}
+
+// ListCursor is a place in List's order, oldest first: the saga listed
+// last on a page.
+type ListCursor struct {
+	StartedTick int64
+	ID          ID
+}
+
+// CursorOf returns the cursor that follows x in List's order.
+func CursorOf(x *Execution) ListCursor { return ListCursor{StartedTick: x.StartedTick, ID: x.ID} }
+
+// ListAfter is List from just after the cursor after (nil: from the
+// first), so that pages of a long list can be read one after another.
+func (e *Engine) ListAfter(status Status, after *ListCursor, limit int) []Execution {
+	var m map[ID]*Execution
 	switch {
-	case status == "":
-		return e.list(e.active, limit)
 	case status == Failed:
-		return e.list(e.failed, limit)
+		m = e.failed
 	case status.Terminal():
-		return e.filter(e.finished, status, limit)
+		m = e.finished
+	default:
+		m = e.active
 	}
-	return e.filter(e.active, status, limit)
-}
-
-func (e *Engine) filter(m map[ID]*Execution, s Status, limit int) []Execution {
-	sub := map[ID]*Execution{}
-	for id, x := range m {
-		if x.Status == s {
-			sub[id] = x
-		}
-	}
-	return e.list(sub, limit)
-}
-
-func (e *Engine) list(m map[ID]*Execution, limit int) []Execution {
-	xs := make([]*Execution, 0, len(m))
+	xs := make([]*Execution, 0, min(len(m), 1024))
 	for _, x := range m {
+		if status != "" && x.Status != status {
+			continue
+		}
+		if after != nil && compareCursor(CursorOf(x), *after) <= 0 {
+			continue
+		}
 		xs = append(xs, x)
 	}
-	slices.SortFunc(xs, func(a, b *Execution) int {
-		return cmp.Or(cmp.Compare(a.StartedTick, b.StartedTick), cmp.Compare(a.ID, b.ID))
-	})
+	slices.SortFunc(xs, func(a, b *Execution) int { return compareCursor(CursorOf(a), CursorOf(b)) })
 	if limit > 0 && len(xs) > limit {
 		xs = xs[:limit]
 	}
@@ -549,6 +556,10 @@ func (e *Engine) list(m map[ID]*Execution, limit int) []Execution {
 		out[i] = x.Clone()
 	}
 	return out
+}
+
+func compareCursor(a, b ListCursor) int {
+	return cmp.Or(cmp.Compare(a.StartedTick, b.StartedTick), cmp.Compare(a.ID, b.ID))
 }
 
 // Summary counts the definitions and the sagas by status.

@@ -160,24 +160,30 @@ func (c *client) status(ctx context.Context, id string) (saga.Execution, error) 
 	return x, nil
 }
 
-// active returns every active saga.
+// active returns every active saga, reading the list page after page.
 func (c *client) active(ctx context.Context) ([]saga.Execution, error) {
-	var resp messages.ListResponse
-	if err := c.request(ctx, messages.ListSubject, messages.ListRequest{V: messages.Version}, &resp, 5); err != nil {
-		return nil, err
-	}
-	if resp.Error != nil {
-		return nil, fmt.Errorf("list: %w", resp.Error)
-	}
-	xs := make([]saga.Execution, 0, len(resp.Sagas))
-	for _, raw := range resp.Sagas {
-		var x saga.Execution
-		if err := json.Unmarshal(raw, &x); err != nil {
-			return nil, fmt.Errorf("list: %w", err)
+	var xs []saga.Execution
+	req := messages.ListRequest{V: messages.Version}
+	for {
+		var resp messages.ListResponse
+		if err := c.request(ctx, messages.ListSubject, req, &resp, 5); err != nil {
+			return nil, err
 		}
-		xs = append(xs, x)
+		if resp.Error != nil {
+			return nil, fmt.Errorf("list: %w", resp.Error)
+		}
+		for _, raw := range resp.Sagas {
+			var x saga.Execution
+			if err := json.Unmarshal(raw, &x); err != nil {
+				return nil, fmt.Errorf("list: %w", err)
+			}
+			xs = append(xs, x)
+		}
+		if resp.Next == "" {
+			return xs, nil
+		}
+		req.After = resp.Next
 	}
-	return xs, nil
 }
 
 // agentStats asks every running agent for its statistics and collects the
