@@ -100,14 +100,14 @@ type Coordinator struct {
 	opts   Options
 	log    *slog.Logger
 	engine *saga.Engine
-	in     chan input
 	revs   map[string]uint64 // KV revision of each saga held in memory
 	clock  uint64            // KV revision of the clock entry
 	saved  int64             // tick last stored
 	ready  chan struct{}
-	// stopped is closed when the loop returns, so producers never block
-	// on a loop that is gone.
-	stopped chan struct{}
+	// readyOnce closes ready at the first term that serves.
+	readyOnce sync.Once
+	// term is the queue of the current term's loop (see Run).
+	term atomic.Pointer[term]
 	// lost is closed when the lease is lost.
 	lost <-chan struct{}
 	// arena holds the payloads of the batch being committed; evbuf, the
@@ -122,6 +122,14 @@ type Coordinator struct {
 	// active is the number of sagas in flight after the last batch, for
 	// refusing a start over the limit before it is queued.
 	active atomic.Int64
+}
+
+// term is what producers need of one term of the coordinator (see Run):
+// the queue of its loop, and a channel closed when the loop has returned,
+// so producers never block on a loop that is gone.
+type term struct {
+	in      chan input
+	stopped chan struct{}
 }
 
 // input is one thing the engine loop applies. apply runs on the loop and
@@ -154,34 +162,83 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	e := saga.New(saga.Options{NewID: opts.NewID})
-	for _, d := range opts.Definitions {
-		if err := e.Register(d); err != nil {
-			return nil, fmt.Errorf("coordinator: %w", err)
-		}
-	}
 	// A store or publish that is not acknowledged in time fails the commit
-	// (and stops the coordinator, to be restarted) rather than hang it.
+	// (and ends the term, to start again) rather than hang it.
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	return &Coordinator{nc: nc, js: js, opts: opts, log: log, engine: e,
-		in: make(chan input, 4*opts.MaxBatch), revs: map[string]uint64{}, changed: map[string]bool{}, ready: make(chan struct{}), stopped: make(chan struct{})}, nil
+	c := &Coordinator{nc: nc, js: js, opts: opts, log: log, ready: make(chan struct{})}
+	if err := c.reset(); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
-// Ready is closed once the coordinator holds the lease, has recovered its
-// sagas and serves requests. A standby is not ready.
+// reset gives the coordinator a fresh engine and term, as a new process
+// would have: a new term recovers every saga from the bucket.
+func (c *Coordinator) reset() error {
+	e := saga.New(saga.Options{NewID: c.opts.NewID})
+	for _, d := range c.opts.Definitions {
+		if err := e.Register(d); err != nil {
+			return fmt.Errorf("coordinator: %w", err)
+		}
+	}
+	c.engine = e
+	c.revs, c.changed = map[string]uint64{}, map[string]bool{}
+	c.clock, c.saved = 0, 0
+	c.term.Store(&term{in: make(chan input, 4*c.opts.MaxBatch), stopped: make(chan struct{})})
+	return nil
+}
+
+// Ready is closed once the coordinator first holds the lease, has
+// recovered its sagas and serves requests. A standby is not ready.
 func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
 
 // Run sets up natsaga's streams, bucket and consumer, waits for the lease
 // as a standby while another coordinator holds it, recovers every stored
-// saga, and drives sagas until ctx is cancelled. It returns nil after a
-// clean stop (releasing the lease), [ErrNoJetStream] when the server has no
-// JetStream, [ErrLeaseLost] when another coordinator took over, and any
-// other error that stopped it (the process should exit; a restart resumes
-// where it stopped).
+// saga, and drives sagas until ctx is cancelled.
+//
+// One such term ends when the lease is lost (another coordinator took
+// over, or the server was out of reach longer than the lease), when a
+// write fails (a lost connection, a server restarting) or when its setup
+// fails: Run then logs why, starts afresh as a standby, and recovers every
+// saga from the bucket again, as a restarted process would. It returns nil
+// after a clean stop (releasing the lease), [ErrNoJetStream] when the
+// server has no JetStream, and an error when the connection is closed for
+// good (its reconnect attempts ran out).
 func (c *Coordinator) Run(ctx context.Context) error {
+	for {
+		err := c.runTerm(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil:
+			return nil
+		case errors.Is(err, ErrNoJetStream):
+			return err
+		case c.nc.IsClosed():
+			return fmt.Errorf("coordinator: connection closed: %w", err)
+		}
+		c.log.Error("coordinator term ended; standing by to start again", "err", err)
+		if err := c.reset(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(termPause):
+		}
+	}
+}
+
+// termPause is the wait between the end of a term and the next.
+const termPause = 500 * time.Millisecond
+
+// runTerm is one term of Run: setup, lease, recovery and loop.
+func (c *Coordinator) runTerm(ctx context.Context) error {
+	t := c.term.Load()
+	defer close(t.stopped)
 	if err := c.setup(ctx); err != nil {
 		return err
 	}
@@ -233,10 +290,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if err := c.nc.Flush(); err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
-	close(c.ready)
+	c.readyOnce.Do(func() { close(c.ready) })
 	c.log.Info("coordinator running", "tick", c.engine.Tick(), "active", c.engine.Summary().Active)
-	defer close(c.stopped)
-	return c.loop(ctx)
+	return c.loop(ctx, t.in)
 }
 
 func (c *Coordinator) setup(ctx context.Context) error {
@@ -268,7 +324,10 @@ func (c *Coordinator) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", messages.SagaBucket, err)
 	}
-	c.kv = kv
+	if c.kv == nil {
+		// Set once: goroutines of an earlier term may still read it.
+		c.kv = kv
+	}
 	_, err = c.js.CreateOrUpdateConsumer(ctx, messages.ReplyStream, jetstream.ConsumerConfig{
 		Durable: messages.ReplyConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: c.opts.AckWait,
 		MaxDeliver: -1, MaxAckPending: 65536,
@@ -370,7 +429,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 }
 
 // loop owns the engine: it applies inputs in batches and commits each batch.
-func (c *Coordinator) loop(ctx context.Context) error {
+func (c *Coordinator) loop(ctx context.Context, in <-chan input) error {
 	var out saga.Outbox
 	var dones []func(error)
 	wake := time.NewTimer(time.Hour)
@@ -386,15 +445,15 @@ func (c *Coordinator) loop(ctx context.Context) error {
 				return nil
 			}
 			return ErrLeaseLost
-		case in := <-c.in:
-			if d := in(time.Now(), &out); d != nil {
+		case next := <-in:
+			if d := next(time.Now(), &out); d != nil {
 				dones = append(dones, d)
 			}
 		drain:
 			for len(dones) < c.opts.MaxBatch {
 				select {
-				case in := <-c.in:
-					if d := in(time.Now(), &out); d != nil {
+				case next := <-in:
+					if d := next(time.Now(), &out); d != nil {
 						dones = append(dones, d)
 					}
 				default:

@@ -88,10 +88,11 @@ func wireError(err error) *messages.WireError {
 // loop has stopped; an unacknowledged input is then delivered again to the
 // next coordinator, and a request times out at its sender.
 func (c *Coordinator) enqueue(in input) bool {
+	t := c.term.Load()
 	select {
-	case c.in <- in:
+	case t.in <- in:
 		return true
-	case <-c.stopped:
+	case <-t.stopped:
 		return false
 	}
 }
