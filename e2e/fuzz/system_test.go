@@ -61,6 +61,8 @@ type system struct {
 	wg     sync.WaitGroup
 	// exited receives the name of every process that returned.
 	exited chan string
+	// started maps every saga started to its type, for the invariants.
+	started map[string]string
 }
 
 func newSystem(t *testing.T) *system {
