@@ -239,7 +239,13 @@ func (f *fuzzer) query(user string) {
 			f.request(user, messages.RetrySubject, f.payload("saga_id"))
 		}
 	default:
-		f.request(user, messages.SummarySubject, f.payload())
+		if f.rnd.IntN(2) == 0 {
+			f.request(user, messages.SummarySubject, f.payload())
+			return
+		}
+		// Every agent answers statistics, whatever the request holds.
+		f.sent[messages.AgentStatsSubject]++
+		require.NoError(f.t, f.conns[user].Publish(messages.AgentStatsSubject, f.payload("role")))
 	}
 }
 
@@ -414,6 +420,13 @@ func TestWireFuzz(t *testing.T) {
 		}
 		s.alive()
 		s.waitAgents(len(agentRoles))
+		// The ledgers balance after every batch: what left each is what
+		// it spent, and none is overdrawn.
+		for _, role := range []string{flood.Government, flood.Insurer} {
+			l := s.ledger(role)
+			require.GreaterOrEqual(t, l.Balance, int64(0), "%s overdrawn after batch %d", role, batch)
+			require.Equal(t, l.Initial-l.Balance, l.SpentTotal(), "%s ledger after batch %d", role, batch)
+		}
 		batches++
 	}
 	t.Logf("%d batches: %v", batches, f.sent)
