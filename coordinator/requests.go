@@ -177,6 +177,7 @@ func (c *Coordinator) busy() bool {
 	return c.opts.MaxActive > 0 && c.active.Load() >= int64(c.opts.MaxActive)
 }
 
+// busyError is the error a start over Options.MaxActive is answered with.
 func (c *Coordinator) busyError() error {
 	return fmt.Errorf("%d sagas in flight, the limit: %w", c.opts.MaxActive, messages.ErrBusy)
 }
