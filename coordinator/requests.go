@@ -213,12 +213,14 @@ func (c *Coordinator) onTick(m *nats.Msg) {
 			c.respond(m, messages.TickAck{V: messages.Version, Tick: c.engine.Tick(), Error: wireError(err)})
 			return nil
 		}
-		expired := append([]string(nil), out.Expired[from:]...)
+		all := out.Expired[from:]
+		expired := append([]string(nil), all[:min(len(all), messages.MaxListPage)]...)
+		count := len(all)
 		if len(expired) > 0 {
 			c.log.Info("tick expired sagas", "tick", t.Tick, "expired", len(expired))
 		}
 		return func(err error) {
-			ack := messages.TickAck{V: messages.Version, Tick: c.engine.Tick(), Expired: expired}
+			ack := messages.TickAck{V: messages.Version, Tick: c.engine.Tick(), Expired: expired, ExpiredCount: count}
 			if err != nil {
 				ack.Error = wireError(err)
 			} else {

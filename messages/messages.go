@@ -216,8 +216,11 @@ type Tick struct {
 type TickAck struct {
 	V    int   `json:"v"`
 	Tick int64 `json:"tick"`
-	// Expired lists the sagas this tick timed out.
-	Expired []string   `json:"expired,omitempty"`
+	// Expired lists the sagas this tick timed out, the first
+	// [MaxListPage] of them, so that the answer always fits a message;
+	// ExpiredCount counts them all.
+	Expired      []string `json:"expired,omitempty"`
+	ExpiredCount int      `json:"expired_count,omitempty"`
 	Summary *Summary   `json:"summary,omitempty"`
 	Error   *WireError `json:"error,omitempty"`
 }

@@ -11,9 +11,9 @@ import (
 	"github.com/natsaga/natsaga/coordinator"
 )
 
-// sagaBudget is the memory budgeted per saga in flight: BENCHMARKS.md
-// measures 1.6 KiB with an empty context and about 6 KiB with the flood
-// sagas' contexts and history.
+// sagaBudget is the memory budgeted per saga in flight: five times the
+// 1,635 bytes BENCHMARKS.md measures with a two-key context, for larger
+// contexts and histories.
 const sagaBudget = 8 << 10
 
 // defaultMaxActive sizes -max-active to memory: a quarter of the process's
