@@ -400,3 +400,18 @@ func TestAnswersFitThePayloadLimit(t *testing.T) {
 	// Still serving.
 	require.Equal(t, 5, testenv.Summary(t, nc).Active)
 }
+
+// TestTickAnswerFits times out more sagas in one tick than an answer
+// lists: the answer names the first MaxListPage and counts them all.
+func TestTickAnswerFits(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	testenv.Coordinator(t, url, flood.Definitions())
+	n := messages.MaxListPage + 5
+	for range n {
+		testenv.Start(t, nc, flood.Subsidy, nil)
+	}
+	ack := testenv.Tick(t, nc, 5)
+	require.Len(t, ack.Expired, messages.MaxListPage)
+	require.Equal(t, n, ack.ExpiredCount)
+}

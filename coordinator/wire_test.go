@@ -268,6 +268,7 @@ func TestWireTickTimeout(t *testing.T) {
 			require.Equal(t, saga.InProgress, testenv.Status(t, env.nc, id).Status)
 			ack := testenv.Tick(t, env.nc, 2)
 			require.Equal(t, []string{id}, ack.Expired)
+			require.Equal(t, 1, ack.ExpiredCount)
 			x := env.wait(t, id, saga.TimedOut, 4, 3)
 
 			require.Equal(t, []sent{

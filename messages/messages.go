@@ -219,10 +219,10 @@ type TickAck struct {
 	// Expired lists the sagas this tick timed out, the first
 	// [MaxListPage] of them, so that the answer always fits a message;
 	// ExpiredCount counts them all.
-	Expired      []string `json:"expired,omitempty"`
-	ExpiredCount int      `json:"expired_count,omitempty"`
-	Summary *Summary   `json:"summary,omitempty"`
-	Error   *WireError `json:"error,omitempty"`
+	Expired      []string   `json:"expired,omitempty"`
+	ExpiredCount int        `json:"expired_count,omitempty"`
+	Summary      *Summary   `json:"summary,omitempty"`
+	Error        *WireError `json:"error,omitempty"`
 }
 
 // Summary counts sagas by status.
