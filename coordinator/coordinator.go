@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -54,11 +55,19 @@ type Options struct {
 	// within LeaseTTL of the holder's death (at once after a clean stop).
 	// 0 means DefaultLeaseTTL; at least a second.
 	LeaseTTL time.Duration
+	// MaxActive bounds the sagas in flight: a start beyond it is answered
+	// at once with the error code "busy" and starts nothing. 0 means
+	// DefaultMaxActive; a negative value admits every start.
+	MaxActive int
 	// Logger receives the coordinator's logs. nil discards them.
 	Logger *slog.Logger
 	// NewID makes saga ids; nil means UUIDs.
 	NewID func() string
 }
+
+// DefaultMaxActive is the default of Options.MaxActive: at the few KiB a
+// saga in flight takes (BENCHMARKS.md), under a GiB.
+const DefaultMaxActive = 100_000
 
 // DefaultRetention is how long a finished saga stays in the bucket.
 const DefaultRetention = 7 * 24 * time.Hour
@@ -93,14 +102,14 @@ type Coordinator struct {
 	opts   Options
 	log    *slog.Logger
 	engine *saga.Engine
-	in     chan input
 	revs   map[string]uint64 // KV revision of each saga held in memory
 	clock  uint64            // KV revision of the clock entry
 	saved  int64             // tick last stored
 	ready  chan struct{}
-	// stopped is closed when the loop returns, so producers never block
-	// on a loop that is gone.
-	stopped chan struct{}
+	// readyOnce closes ready at the first term that serves.
+	readyOnce sync.Once
+	// term is the queue of the current term's loop (see Run).
+	term atomic.Pointer[term]
 	// lost is closed when the lease is lost.
 	lost <-chan struct{}
 	// arena holds the payloads of the batch being committed; evbuf, the
@@ -110,6 +119,19 @@ type Coordinator struct {
 	// and the commands that may go out before and only after the stores.
 	changed     map[string]bool
 	early, late []*messages.Command
+	// refused counts the answers refused as not from the step's role.
+	refused atomic.Int64
+	// active is the number of sagas in flight after the last batch, for
+	// refusing a start over the limit before it is queued.
+	active atomic.Int64
+}
+
+// term is what producers need of one term of the coordinator (see Run):
+// the queue of its loop, and a channel closed when the loop has returned,
+// so producers never block on a loop that is gone.
+type term struct {
+	in      chan input
+	stopped chan struct{}
 }
 
 // input is one thing the engine loop applies. apply runs on the loop and
@@ -135,38 +157,90 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 	if opts.LeaseTTL == 0 {
 		opts.LeaseTTL = DefaultLeaseTTL
 	}
+	if opts.MaxActive == 0 {
+		opts.MaxActive = DefaultMaxActive
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	e := saga.New(saga.Options{NewID: opts.NewID})
-	for _, d := range opts.Definitions {
-		if err := e.Register(d); err != nil {
-			return nil, fmt.Errorf("coordinator: %w", err)
-		}
-	}
 	// A store or publish that is not acknowledged in time fails the commit
-	// (and stops the coordinator, to be restarted) rather than hang it.
+	// (and ends the term, to start again) rather than hang it.
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	return &Coordinator{nc: nc, js: js, opts: opts, log: log, engine: e,
-		in: make(chan input, 4*opts.MaxBatch), revs: map[string]uint64{}, changed: map[string]bool{}, ready: make(chan struct{}), stopped: make(chan struct{})}, nil
+	c := &Coordinator{nc: nc, js: js, opts: opts, log: log, ready: make(chan struct{})}
+	if err := c.reset(); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
-// Ready is closed once the coordinator holds the lease, has recovered its
-// sagas and serves requests. A standby is not ready.
+// reset gives the coordinator a fresh engine and term, as a new process
+// would have: a new term recovers every saga from the bucket.
+func (c *Coordinator) reset() error {
+	e := saga.New(saga.Options{NewID: c.opts.NewID})
+	for _, d := range c.opts.Definitions {
+		if err := e.Register(d); err != nil {
+			return fmt.Errorf("coordinator: %w", err)
+		}
+	}
+	c.engine = e
+	c.revs, c.changed = map[string]uint64{}, map[string]bool{}
+	c.clock, c.saved = 0, 0
+	c.term.Store(&term{in: make(chan input, 4*c.opts.MaxBatch), stopped: make(chan struct{})})
+	return nil
+}
+
+// Ready is closed once the coordinator first holds the lease, has
+// recovered its sagas and serves requests. A standby is not ready.
 func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
 
 // Run sets up natsaga's streams, bucket and consumer, waits for the lease
 // as a standby while another coordinator holds it, recovers every stored
-// saga, and drives sagas until ctx is cancelled. It returns nil after a
-// clean stop (releasing the lease), [ErrNoJetStream] when the server has no
-// JetStream, [ErrLeaseLost] when another coordinator took over, and any
-// other error that stopped it (the process should exit; a restart resumes
-// where it stopped).
+// saga, and drives sagas until ctx is cancelled.
+//
+// One such term ends when the lease is lost (another coordinator took
+// over, or the server was out of reach longer than the lease), when a
+// write fails (a lost connection, a server restarting) or when its setup
+// fails: Run then logs why, starts afresh as a standby, and recovers every
+// saga from the bucket again, as a restarted process would. It returns nil
+// after a clean stop (releasing the lease), [ErrNoJetStream] when the
+// server has no JetStream, and an error when the connection is closed for
+// good (its reconnect attempts ran out).
 func (c *Coordinator) Run(ctx context.Context) error {
+	for {
+		err := c.runTerm(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil:
+			return nil
+		case errors.Is(err, ErrNoJetStream):
+			return err
+		case c.nc.IsClosed():
+			return fmt.Errorf("coordinator: connection closed: %w", err)
+		}
+		c.log.Error("coordinator term ended; standing by to start again", "err", err)
+		if err := c.reset(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(termPause):
+		}
+	}
+}
+
+// termPause is the wait between the end of a term and the next.
+const termPause = 500 * time.Millisecond
+
+// runTerm is one term of Run: setup, lease, recovery and loop.
+func (c *Coordinator) runTerm(ctx context.Context) error {
+	t := c.term.Load()
+	defer close(t.stopped)
 	if err := c.setup(ctx); err != nil {
 		return err
 	}
@@ -218,10 +292,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if err := c.nc.Flush(); err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
-	close(c.ready)
+	c.readyOnce.Do(func() { close(c.ready) })
 	c.log.Info("coordinator running", "tick", c.engine.Tick(), "active", c.engine.Summary().Active)
-	defer close(c.stopped)
-	return c.loop(ctx)
+	return c.loop(ctx, t.in)
 }
 
 func (c *Coordinator) setup(ctx context.Context) error {
@@ -253,7 +326,10 @@ func (c *Coordinator) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", messages.SagaBucket, err)
 	}
-	c.kv = kv
+	if c.kv == nil {
+		// Set once: goroutines of an earlier term may still read it.
+		c.kv = kv
+	}
 	_, err = c.js.CreateOrUpdateConsumer(ctx, messages.ReplyStream, jetstream.ConsumerConfig{
 		Durable: messages.ReplyConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: c.opts.AckWait,
 		MaxDeliver: -1, MaxAckPending: 65536,
@@ -294,14 +370,30 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		key := entry.Key()
 		switch {
 		case key == messages.ClockKey:
-			if tick, err = strconv.ParseInt(string(entry.Value()), 10, 64); err != nil {
-				return fmt.Errorf("recover clock: %w", err)
-			}
 			c.clock = entry.Revision()
+			t, err := strconv.ParseInt(string(entry.Value()), 10, 64)
+			if err != nil || t < 0 {
+				c.log.Error("stored clock unreadable: the clock starts at 0", "value", messages.Quote(string(entry.Value())), "err", err)
+				continue
+			}
+			tick = t
 		case strings.HasPrefix(key, messages.SagaKeyPrefix):
+			// A stored saga the coordinator cannot take is skipped and
+			// stays where it is for an operator: it never stops the
+			// recovery of the others.
+			id := strings.TrimPrefix(key, messages.SagaKeyPrefix)
+			if err := messages.CheckToken("saga_id", id); err != nil {
+				c.log.Error("stored saga skipped: its key breaks the identifier rule", "key", messages.Quote(key), "err", err)
+				continue
+			}
 			var x saga.Execution
 			if err := json.Unmarshal(entry.Value(), &x); err != nil {
-				return fmt.Errorf("recover %s: %w", key, err)
+				c.log.Error("stored saga skipped: unreadable", "saga_id", id, "err", err)
+				continue
+			}
+			if x.ID != id {
+				c.log.Error("stored saga skipped: its id is not its key's", "saga_id", id, "stored_id", messages.Quote(x.ID))
+				continue
 			}
 			stored = append(stored, x)
 			if !x.Status.Terminal() || x.Status == saga.Failed {
@@ -309,14 +401,19 @@ func (c *Coordinator) recover(ctx context.Context) error {
 			}
 		}
 	}
+	kept := stored[:0]
 	for _, x := range stored {
 		if d, ok := c.engine.Definition(x.Definition); ok {
 			renumber(&x, d)
 		}
 		if err := c.engine.Restore(x, tick); err != nil {
-			return fmt.Errorf("recover: %w", err)
+			c.log.Error("stored saga skipped", "saga_id", x.ID, "err", err)
+			delete(c.revs, x.ID)
+			continue
 		}
+		kept = append(kept, x)
 	}
+	stored = kept
 	c.saved = c.engine.Tick()
 	var executing []string
 	for _, x := range stored {
@@ -331,12 +428,13 @@ func (c *Coordinator) recover(ctx context.Context) error {
 	if err := c.publishCommands(ctx, cmds); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	c.active.Store(int64(c.engine.Summary().Active))
 	c.log.Info("recovered", "sagas", len(stored), "resent", len(cmds), "tick", tick)
 	return nil
 }
 
 // loop owns the engine: it applies inputs in batches and commits each batch.
-func (c *Coordinator) loop(ctx context.Context) error {
+func (c *Coordinator) loop(ctx context.Context, in <-chan input) error {
 	var out saga.Outbox
 	var dones []func(error)
 	wake := time.NewTimer(time.Hour)
@@ -352,15 +450,15 @@ func (c *Coordinator) loop(ctx context.Context) error {
 				return nil
 			}
 			return ErrLeaseLost
-		case in := <-c.in:
-			if d := in(time.Now(), &out); d != nil {
+		case next := <-in:
+			if d := next(time.Now(), &out); d != nil {
 				dones = append(dones, d)
 			}
 		drain:
 			for len(dones) < c.opts.MaxBatch {
 				select {
-				case in := <-c.in:
-					if d := in(time.Now(), &out); d != nil {
+				case next := <-in:
+					if d := next(time.Now(), &out); d != nil {
 						dones = append(dones, d)
 					}
 				default:
@@ -383,6 +481,7 @@ func (c *Coordinator) loop(ctx context.Context) error {
 			}
 			return err
 		}
+		c.active.Store(int64(c.engine.Summary().Active))
 		if at, ok := c.engine.NextWake(); ok {
 			wake.Reset(max(time.Until(at), 0))
 		}
@@ -561,6 +660,13 @@ func (c *Coordinator) sendCommands(cmds []*messages.Command, sent []sentCommand)
 		if err != nil {
 			return sent, fmt.Errorf("encode command: %w", err)
 		}
+		if int64(len(data)) > c.nc.MaxPayload() {
+			// The server would refuse it and end the batch: the saga's
+			// step is left unsent, to time out.
+			c.log.Error("command larger than the server's payload limit not sent; its step will time out",
+				"saga_id", cmd.SagaID, "step", cmd.Step, "bytes", len(data), "limit", c.nc.MaxPayload())
+			continue
+		}
 		f, err := c.js.PublishMsgAsync(&nats.Msg{Subject: cmd.Subject(), Data: data})
 		if err != nil {
 			return sent, fmt.Errorf("publish command: %w", err)
@@ -627,13 +733,24 @@ func (c *Coordinator) pullReplies(ctx context.Context, first jetstream.MessagesC
 func (c *Coordinator) replyInput(m jetstream.Msg) input {
 	return func(now time.Time, out *saga.Outbox) func(error) {
 		r, err := wirejson.DecodeReply(m.Data())
+		if err == nil {
+			err = c.checkAnswerSize(len(m.Data()))
+		}
 		if err != nil {
-			c.log.Error("dropping malformed reply", "subject", m.Subject(), "err", err)
+			c.log.Error("dropping malformed reply", "subject", messages.Quote(m.Subject()), "err", err)
 			_ = m.Term()
 			return nil
 		}
 		if m.Subject() != r.Subject() {
-			c.log.Error("dropping reply on the wrong subject", "subject", m.Subject(), "saga_id", r.SagaID)
+			c.log.Error("dropping reply on the wrong subject", "subject", messages.Quote(m.Subject()), "saga_id", r.SagaID)
+			_ = m.Term()
+			return nil
+		}
+		// Permissions let a role publish only the reply subjects of its
+		// own steps, so the subject names the role a reply came from.
+		if why := c.forged(&r); why != "" {
+			c.refuse("reply", c.roleOf(r.Saga, r.Step), "saga_id", r.SagaID, "saga", r.Saga, "step", r.Step,
+				"action", r.Action, "seq", r.Seq, "attempt", r.Attempt, "why", why)
 			_ = m.Term()
 			return nil
 		}
@@ -651,4 +768,45 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 			}
 		}
 	}
+}
+
+// checkAnswerSize returns an error wrapping messages.ErrTooLarge when an
+// answer of n bytes (a reply or a record) is more than an eighth of the
+// server's payload limit. With a start's context held to a quarter, the
+// state of a saga whose answers are each within the limit still fits one
+// message, so it can always be stored.
+func (c *Coordinator) checkAnswerSize(n int) error {
+	if limit := c.nc.MaxPayload() / 8; int64(n) > limit {
+		return fmt.Errorf("answer of %d bytes, limit %d (an eighth of the server's payload limit): %w", n, limit, messages.ErrTooLarge)
+	}
+	return nil
+}
+
+// forged says why r cannot be an answer of the role owning its step to a
+// command the coordinator sent ("" when it can): its saga holds no such
+// step, or it names a command not yet sent, or the action of another. An
+// answer to an earlier command is only stale, not forged.
+func (c *Coordinator) forged(r *messages.Reply) string {
+	cmd, ok := c.engine.Command(r.SagaID)
+	if !ok {
+		return ""
+	}
+	if r.Saga != cmd.Saga {
+		return "saga " + r.Saga + ", the saga is a " + cmd.Saga
+	}
+	if c.roleOf(r.Saga, r.Step) == "" {
+		return "no step " + r.Step + " in saga " + r.Saga
+	}
+	if r.Step != cmd.Step {
+		return ""
+	}
+	switch {
+	case r.Seq > cmd.Seq:
+		return fmt.Sprintf("seq %d, command in flight has seq %d", r.Seq, cmd.Seq)
+	case r.Seq == cmd.Seq && r.Action != cmd.Action:
+		return fmt.Sprintf("action %s, command in flight is a %s", r.Action, cmd.Action)
+	case r.Seq == cmd.Seq && r.Attempt > cmd.Attempt:
+		return fmt.Sprintf("attempt %d, command in flight is attempt %d", r.Attempt, cmd.Attempt)
+	}
+	return ""
 }

@@ -24,7 +24,10 @@
 //
 // Only one coordinator drives the sagas of a bucket: it holds a lease
 // (a key with a TTL, renewed every third of it). Another coordinator on the
-// same bucket stands by until the lease is released or expires. Finished
+// same bucket stands by until the lease is released or expires. A
+// coordinator that loses its lease, or whose write fails (a server
+// restarting), ends that term, stands by and recovers again, as a
+// restarted process would; it never exits for one bad message. Finished
 // sagas stay in the bucket for Options.Retention, then expire; active and
 // failed ones never do.
 package coordinator

@@ -17,9 +17,9 @@ import (
 	"github.com/natsaga/natsaga/messages"
 )
 
-// ErrLeaseLost is returned by [Coordinator.Run] when this coordinator could
-// not renew its lease in time, or another took it over: it stops at once,
-// and a restart makes it a standby.
+// ErrLeaseLost ends a term of [Coordinator.Run] when this coordinator could
+// not renew its lease in time, or another took it over: the term stops at
+// once, and Run stands by to start another (it is logged, not returned).
 var ErrLeaseLost = errors.New("coordinator lease lost")
 
 // DefaultLeaseTTL is how long a coordinator's lease lasts unless renewed:

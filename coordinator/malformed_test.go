@@ -299,8 +299,12 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 		require.Equal(t, len(malformed), coordLog.count(slog.LevelError, "dropping malformed reply", ""))
 		require.Equal(t, 1, coordLog.count(slog.LevelError, "dropping reply on the wrong subject", ""))
 		require.Equal(t, 1, coordLog.count(slog.LevelWarn, "reply rejected", "no-such-saga: unknown saga"))
-		require.Equal(t, 2, coordLog.count(slog.LevelWarn, "reply rejected", "bad reply"))
-		require.Equal(t, 5, coordLog.count(slog.LevelDebug, "stale reply ignored", ""))
+		// A reply naming a step its saga does not have, or the seq of the
+		// command in flight with another action or a later attempt, is
+		// refused as forged; one for an earlier command is only stale.
+		require.Equal(t, 4, coordLog.count(slog.LevelWarn, "reply refused", ""))
+		require.Equal(t, 0, coordLog.count(slog.LevelWarn, "reply rejected", "bad reply"))
+		require.Equal(t, 3, coordLog.count(slog.LevelDebug, "stale reply ignored", ""))
 		require.Eventually(t, func() bool {
 			n, acks := pending(t, js, messages.StateStream(flood.Contractor), messages.RecordConsumer)
 			return n == 0 && acks == 0
@@ -408,6 +412,7 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 
 	// After all that: the in-flight saga finishes when its time comes, a new
 	// saga runs, and every count and every ledger is exact.
+	before.Refused = 4
 	require.Equal(t, before, testenv.Summary(t, nc))
 	require.Empty(t, testenv.Tick(t, nc, 1).Expired)
 	require.Empty(t, testenv.Tick(t, nc, 2).Expired)
@@ -419,7 +424,7 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 	require.NotContains(t, x.Context, "forged")
 	after := testenv.Start(t, nc, flood.Subsidy, messages.Context{}.MustSet(flood.KeyHousehold, "h-after"))
 	testenv.WaitStatus(t, nc, after, saga.Completed)
-	require.Equal(t, messages.Summary{V: 1, Tick: 2, Registered: 3, Completed: 3, RolledBack: 1}, testenv.Summary(t, nc))
+	require.Equal(t, messages.Summary{V: 1, Tick: 2, Registered: 3, Completed: 3, RolledBack: 1, Refused: 4}, testenv.Summary(t, nc))
 
 	var ledger flood.Ledger
 	_, err = agents[flood.Government].Store().Get(context.Background(), flood.LedgerKey, &ledger)

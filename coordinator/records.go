@@ -94,18 +94,29 @@ func (c *Coordinator) recordInput(m jetstream.Msg) input {
 				_ = m.Ack()
 			}
 		}
-		_, id, step, ok := messages.ParseBranchSubject(m.Subject())
-		if !ok {
-			c.log.Error("dropping a record on a subject that names no branch", "subject", m.Subject())
+		role, id, step, ok := messages.ParseBranchSubject(m.Subject())
+		if !ok || !messages.ValidToken(role) || !messages.ValidToken(id) || !messages.ValidToken(step) {
+			c.log.Error("dropping a record on a subject that names no branch", "subject", messages.Quote(m.Subject()))
 			_ = m.Term()
 			return nil
 		}
 		cmd, ok := c.engine.Command(id)
 		if !ok || cmd.Step != step {
-			c.log.Debug("record answers nothing outstanding", "saga_id", id, "step", step)
+			if !c.owns(role, step) {
+				c.refuse("record", role, "saga_id", id, "step", step, "why", "the step is not one of the role's")
+			} else {
+				c.log.Debug("record answers nothing outstanding", "saga_id", id, "step", step)
+			}
+			return ack
+		}
+		if owner := c.roleOf(cmd.Saga, step); owner != role {
+			c.refuse("record", role, "saga_id", id, "step", step, "why", "the step belongs to role "+owner)
 			return ack
 		}
 		rec, err := wirejson.DecodeRecord(m.Data())
+		if err == nil {
+			err = c.checkAnswerSize(len(m.Data()))
+		}
 		if err != nil {
 			c.log.Error("dropping malformed record", "subject", m.Subject(), "err", err)
 			_ = m.Term()
@@ -115,12 +126,44 @@ func (c *Coordinator) recordInput(m jetstream.Msg) input {
 		if !ok {
 			return ack // a claim (one per step that writes state), or the other action's result
 		}
+		if res := rec.Result(cmd.Action); res.Seq > cmd.Seq || res.Seq < 1 {
+			// A record written by a command the coordinator never sent.
+			c.refuse("record", role, "saga_id", id, "step", step, "action", cmd.Action, "seq", res.Seq,
+				"why", fmt.Sprintf("seq %d, command in flight has seq %d", res.Seq, cmd.Seq))
+			return ack
+		}
 		if err := applyRecord(c.engine, reply, now, out); err != nil {
 			c.log.Warn("record not applied", "saga_id", id, "step", step, "err", err)
 		}
 		return ack
 	}
 }
+
+// owns reports whether step is a step of role in any of the coordinator's
+// definitions.
+func (c *Coordinator) owns(role, step string) bool {
+	for i := range c.opts.Definitions {
+		if st, ok := c.opts.Definitions[i].Step(step); ok && st.Role == role {
+			return true
+		}
+	}
+	return false
+}
+
+// refuse counts and logs at warn an answer (a "record" or a "reply") that
+// does not come from the role owning its step, or does not match the
+// command in flight: role is the role it came from.
+func (c *Coordinator) refuse(kind, role string, args ...any) {
+	c.refused.Add(1)
+	c.log.Warn(kind+" refused: it does not answer the command in flight from the role owning the step",
+		append([]any{"from_role", role}, args...)...)
+}
+
+// Refused returns how many records and replies the coordinator refused
+// because they came from a role that does not own the step they name, or
+// did not match the command in flight (see docs/guarantees.md). It is safe
+// for concurrent use.
+func (c *Coordinator) Refused() int64 { return c.refused.Load() }
 
 // roleOf is the role of step of the saga type sagaType.
 func (c *Coordinator) roleOf(sagaType, step string) string {

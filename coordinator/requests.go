@@ -37,17 +37,31 @@ func (c *Coordinator) subscribe() ([]*nats.Subscription, error) {
 	return subs, nil
 }
 
-// respond answers m with v, if m asked for an answer.
+// errTooLargeToAnswer is the error of an answer that would not fit the
+// server's payload limit.
+var errTooLargeToAnswer = errors.New("answer too large for the server's payload limit")
+
+// respond answers m with v, if m asked for an answer. An answer that would
+// not fit the server's payload limit is replaced by an error answer, so a
+// request is never left without one.
 func (c *Coordinator) respond(m *nats.Msg, v any) {
 	if m.Reply == "" {
 		return
 	}
 	data, err := json.Marshal(v)
+	if err == nil && int64(len(data)) > c.nc.MaxPayload() {
+		err = fmt.Errorf("answer of %d bytes, limit %d: %w", len(data), c.nc.MaxPayload(), errTooLargeToAnswer)
+		c.log.Warn("answer too large; answering an error", "subject", messages.Quote(m.Subject), "err", err)
+		data, err = json.Marshal(struct {
+			V     int                 `json:"v"`
+			Error *messages.WireError `json:"error"`
+		}{messages.Version, wireError(err)})
+	}
 	if err == nil {
 		err = m.Respond(data)
 	}
 	if err != nil {
-		c.log.Warn("response not sent", "subject", m.Subject, "err", err)
+		c.log.Warn("response not sent", "subject", messages.Quote(m.Subject), "err", err)
 	}
 }
 
@@ -61,6 +75,10 @@ func wireError(err error) *messages.WireError {
 		code = messages.CodeNotFound
 	case errors.Is(err, saga.ErrNotFailed), errors.Is(err, saga.ErrTerminal):
 		code = messages.CodeConflict
+	case errors.Is(err, messages.ErrBusy):
+		code = messages.CodeBusy
+	case errors.Is(err, errTooLargeToAnswer):
+		code = messages.CodeTooLarge
 	}
 	return &messages.WireError{Code: code, Message: err.Error()}
 }
@@ -69,10 +87,11 @@ func wireError(err error) *messages.WireError {
 // loop has stopped; an unacknowledged input is then delivered again to the
 // next coordinator, and a request times out at its sender.
 func (c *Coordinator) enqueue(in input) bool {
+	t := c.term.Load()
 	select {
-	case c.in <- in:
+	case t.in <- in:
 		return true
-	case <-c.stopped:
+	case <-t.stopped:
 		return false
 	}
 }
@@ -80,17 +99,32 @@ func (c *Coordinator) enqueue(in input) bool {
 func (c *Coordinator) onStart(m *nats.Msg) {
 	sagaType, _ := messages.ParseStartSubject(m.Subject)
 	var req messages.StartRequest
-	if err := messages.Decode(m.Data, &req); err != nil {
-		c.log.Warn("bad start request", "subject", m.Subject, "err", err)
+	err := messages.Decode(m.Data, &req)
+	if err == nil {
+		err = messages.CheckToken("saga", sagaType)
+	}
+	if limit := c.nc.MaxPayload() / 4; err == nil && int64(len(m.Data)) > limit {
+		// Room for the answers the saga's steps add to its state.
+		err = fmt.Errorf("start request of %d bytes, limit %d (a quarter of the server's payload limit): %w", len(m.Data), limit, messages.ErrTooLarge)
+	}
+	if err != nil {
+		c.log.Warn("bad start request", "subject", messages.Quote(m.Subject), "err", err)
 		c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
+		return
+	}
+	if req.SagaID != "" {
+		if err := messages.CheckToken("saga_id", req.SagaID); err != nil {
+			c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
+			return
+		}
+	}
+	if c.busy() {
+		// Answered at once: a start over the limit is never queued.
+		c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(c.busyError())})
 		return
 	}
 	if req.SagaID == "" {
 		c.enqueue(c.startInput(m, sagaType, req))
-		return
-	}
-	if err := messages.CheckToken("saga_id", req.SagaID); err != nil {
-		c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
 		return
 	}
 	// A client-chosen id may name a saga that finished long ago and is
@@ -107,6 +141,15 @@ func (c *Coordinator) onStart(m *nats.Msg) {
 
 func (c *Coordinator) startInput(m *nats.Msg, sagaType string, req messages.StartRequest) input {
 	return func(_ time.Time, out *saga.Outbox) func(error) {
+		// The starts queued before the limit was reached are checked
+		// again here, where the count is exact; a start of a saga already
+		// held returns it, whatever the count.
+		if c.opts.MaxActive > 0 && c.engine.Summary().Active >= c.opts.MaxActive {
+			if _, err := c.engine.Get(req.SagaID); req.SagaID == "" || err != nil {
+				c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(c.busyError())})
+				return nil
+			}
+		}
 		x, err := c.engine.Start(req.SagaID, sagaType, req.Context, out)
 		if errors.Is(err, saga.ErrTerminal) {
 			// Answer once the batch that may hold its end is stored.
@@ -125,6 +168,17 @@ func (c *Coordinator) startInput(m *nats.Msg, sagaType string, req messages.Star
 			c.respond(m, resp)
 		}
 	}
+}
+
+// busy reports whether the sagas in flight after the last batch reached
+// Options.MaxActive.
+func (c *Coordinator) busy() bool {
+	return c.opts.MaxActive > 0 && c.active.Load() >= int64(c.opts.MaxActive)
+}
+
+// busyError is the error a start over Options.MaxActive is answered with.
+func (c *Coordinator) busyError() error {
+	return fmt.Errorf("%d sagas in flight, the limit: %w", c.opts.MaxActive, messages.ErrBusy)
 }
 
 // answerFinished answers a start request for id from the bucket when id
@@ -153,17 +207,23 @@ func (c *Coordinator) onTick(m *nats.Msg) {
 	}
 	c.enqueue(func(_ time.Time, out *saga.Outbox) func(error) {
 		from := len(out.Expired)
-		c.engine.AdvanceTick(t.Tick, out)
-		expired := append([]string(nil), out.Expired[from:]...)
+		if err := c.engine.AdvanceTick(t.Tick, out); err != nil {
+			c.log.Warn("tick refused", "tick", t.Tick, "err", err)
+			c.respond(m, messages.TickAck{V: messages.Version, Tick: c.engine.Tick(), Error: wireError(err)})
+			return nil
+		}
+		all := out.Expired[from:]
+		expired := append([]string(nil), all[:min(len(all), messages.MaxListPage)]...)
+		count := len(all)
 		if len(expired) > 0 {
 			c.log.Info("tick expired sagas", "tick", t.Tick, "expired", len(expired))
 		}
 		return func(err error) {
-			ack := messages.TickAck{V: messages.Version, Tick: c.engine.Tick(), Expired: expired}
+			ack := messages.TickAck{V: messages.Version, Tick: c.engine.Tick(), Expired: expired, ExpiredCount: count}
 			if err != nil {
 				ack.Error = wireError(err)
 			} else {
-				s := c.engine.Summary()
+				s := c.summary()
 				ack.Summary = &s
 			}
 			c.respond(m, ack)
@@ -173,14 +233,25 @@ func (c *Coordinator) onTick(m *nats.Msg) {
 
 func (c *Coordinator) onSummary(m *nats.Msg) {
 	c.enqueue(func(time.Time, *saga.Outbox) func(error) {
-		c.respond(m, c.engine.Summary())
+		c.respond(m, c.summary())
 		return nil
 	})
 }
 
+// summary is the engine's summary with the coordinator's own counts.
+func (c *Coordinator) summary() messages.Summary {
+	s := c.engine.Summary()
+	s.Refused = c.refused.Load()
+	return s
+}
+
 func (c *Coordinator) onStatus(m *nats.Msg) {
 	var req messages.StatusRequest
-	if err := messages.Decode(m.Data, &req); err != nil {
+	err := messages.Decode(m.Data, &req)
+	if err == nil {
+		err = messages.CheckToken("saga_id", req.SagaID)
+	}
+	if err != nil {
 		c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(err)})
 		return
 	}
@@ -198,10 +269,6 @@ func (c *Coordinator) onStatus(m *nats.Msg) {
 
 // statusFromBucket answers a status request for a saga no longer in memory.
 func (c *Coordinator) statusFromBucket(m *nats.Msg, id string, notHeld error) {
-	if !messages.ValidToken(id) {
-		c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(fmt.Errorf("saga_id %q: %w", id, messages.ErrBadRequest))})
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	e, err := c.kv.Get(ctx, messages.SagaKey(id))
@@ -222,29 +289,72 @@ func (c *Coordinator) onList(m *nats.Msg) {
 		return
 	}
 	st := saga.Status(req.Status)
-	if st != "" && (!st.Valid() || (st.Terminal() && st != saga.Failed)) {
-		err := fmt.Errorf("status %q: list takes an active status or %q; ask for a finished saga by id: %w", req.Status, saga.Failed, messages.ErrBadRequest)
+	var after *saga.ListCursor
+	var err error
+	switch {
+	case st != "" && (!st.Valid() || (st.Terminal() && st != saga.Failed)):
+		err = fmt.Errorf("status %q: list takes an active status or %q; ask for a finished saga by id: %w", req.Status, saga.Failed, messages.ErrBadRequest)
+	case req.Limit < 0 || req.Limit > messages.MaxListPage:
+		err = fmt.Errorf("limit %d: a page holds 1 to %d sagas (0: %d): %w", req.Limit, messages.MaxListPage, messages.MaxListPage, messages.ErrBadRequest)
+	case req.After != "":
+		tick, id, perr := messages.ParseListCursor(req.After)
+		after, err = &saga.ListCursor{StartedTick: tick, ID: id}, perr
+	}
+	if err != nil {
 		c.respond(m, messages.ListResponse{V: messages.Version, Error: wireError(err)})
 		return
 	}
+	limit := req.Limit
+	if limit == 0 {
+		limit = messages.MaxListPage
+	}
 	c.enqueue(func(time.Time, *saga.Outbox) func(error) {
-		resp := messages.ListResponse{V: messages.Version, Sagas: []json.RawMessage{}}
-		for _, x := range c.engine.List(st, req.Limit) {
-			data, _ := json.Marshal(x)
-			resp.Sagas = append(resp.Sagas, data)
-		}
-		c.respond(m, resp)
+		c.respond(m, c.listPage(st, after, limit))
 		return nil
 	})
 }
 
+// listPage returns a page of at most limit sagas with status st after
+// after, cut shorter when more would not fit the server's payload limit.
+func (c *Coordinator) listPage(st saga.Status, after *saga.ListCursor, limit int) messages.ListResponse {
+	resp := messages.ListResponse{V: messages.Version, Sagas: []json.RawMessage{}}
+	xs := c.engine.ListAfter(st, after, limit+1)
+	more := len(xs) > limit
+	xs = xs[:min(len(xs), limit)]
+	// Room for the envelope, the cursor and the separators.
+	budget := int(c.nc.MaxPayload()) - 512
+	size := 0
+	for i := range xs {
+		data, err := json.Marshal(&xs[i])
+		if err != nil {
+			return messages.ListResponse{V: messages.Version, Error: wireError(err)}
+		}
+		if size+len(data)+1 > budget {
+			if i == 0 {
+				err := fmt.Errorf("saga %s is %d bytes, over the server's payload limit of %d: %w", xs[i].ID, len(data), c.nc.MaxPayload(), errTooLargeToAnswer)
+				return messages.ListResponse{V: messages.Version, Error: wireError(err)}
+			}
+			more = true
+			xs = xs[:i]
+			break
+		}
+		size += len(data) + 1
+		resp.Sagas = append(resp.Sagas, data)
+	}
+	if more && len(xs) > 0 {
+		last := saga.CursorOf(&xs[len(xs)-1])
+		resp.Next = messages.FormatListCursor(last.StartedTick, last.ID)
+	}
+	return resp
+}
+
 func (c *Coordinator) onRetry(m *nats.Msg) {
 	var req messages.RetryRequest
-	if err := messages.Decode(m.Data, &req); err != nil {
-		c.respond(m, messages.RetryResponse{V: messages.Version, Error: wireError(err)})
-		return
+	err := messages.Decode(m.Data, &req)
+	if err == nil {
+		err = messages.CheckToken("saga_id", req.SagaID)
 	}
-	if err := messages.CheckToken("saga_id", req.SagaID); err != nil {
+	if err != nil {
 		c.respond(m, messages.RetryResponse{V: messages.Version, Error: wireError(err)})
 		return
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/coordinator"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
@@ -77,6 +78,7 @@ type tripEnv struct {
 	// stores records the coordinator's writes of sagas to the bucket.
 	stores *wire
 	agents map[string]*participant.Agent
+	coord  *coordinator.Coordinator
 	// muted receives the saga id of every execute the hotel keeps silent.
 	muted chan string
 }
@@ -93,7 +95,7 @@ func newTripEnv(t *testing.T) *tripEnv {
 		agents:   map[string]*participant.Agent{},
 		muted:    make(chan string, 8),
 	}
-	testenv.Coordinator(t, url, []saga.Definition{tripSaga()})
+	env.coord = testenv.Coordinator(t, url, []saga.Definition{tripSaga()})
 	release := make(chan struct{})
 	mute := func(cmd *messages.Command) {
 		if ok := cmd.Context.Get(keyHotelMute, new(bool)) == nil; ok {
@@ -267,6 +269,7 @@ func TestWireTickTimeout(t *testing.T) {
 			require.Equal(t, saga.InProgress, testenv.Status(t, env.nc, id).Status)
 			ack := testenv.Tick(t, env.nc, 2)
 			require.Equal(t, []string{id}, ack.Expired)
+			require.Equal(t, 1, ack.ExpiredCount)
 			x := env.wait(t, id, saga.TimedOut, 4, 3)
 
 			require.Equal(t, []sent{

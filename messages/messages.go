@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
+	"strings"
 )
 
 // Version is the protocol version this package speaks. Every payload carries
@@ -20,6 +23,9 @@ var (
 	ErrVersion    = errors.New("unsupported protocol version")
 	ErrTooLarge   = errors.New("payload too large")
 	ErrMissingKey = errors.New("missing key")
+	// ErrBusy: the coordinator holds as many sagas in flight as it
+	// admits; the start may be sent again after a backoff.
+	ErrBusy = errors.New("busy: too many sagas in flight")
 )
 
 // Action says whether a command runs a step or undoes it.
@@ -139,6 +145,11 @@ func (r *Reply) Validate() error {
 	if !r.Outcome.Valid() {
 		return fmt.Errorf("reply outcome %q: %w", r.Outcome, ErrBadRequest)
 	}
+	if r.Agent != "" {
+		if err := CheckToken("agent", r.Agent); err != nil {
+			return err
+		}
+	}
 	if r.Outcome == Failed && r.Reason == "" {
 		return fmt.Errorf("a failed reply needs a reason: %w", ErrBadRequest)
 	}
@@ -164,8 +175,38 @@ type StartResponse struct {
 	Error  *WireError `json:"error,omitempty"`
 }
 
+// MaxTickJump is the furthest one [Tick] may move the simulation clock
+// forward: a tick more than MaxTickJump above the current one is refused
+// with an error wrapping [ErrBadRequest] and changes nothing. It keeps a
+// single request from moving the clock so far that no later tick can
+// follow, and keeps every tick and deadline far from the int64 edge.
+const MaxTickJump = 1_000_000
+
+// AddTicks returns a+b, saturated at the int64 edges instead of wrapping:
+// natsaga does every tick and timeout sum with it.
+func AddTicks(a, b int64) int64 {
+	s := a + b
+	switch {
+	case b > 0 && s < a:
+		return math.MaxInt64
+	case b < 0 && s > a:
+		return math.MinInt64
+	}
+	return s
+}
+
+// CheckTick returns an error wrapping [ErrBadRequest] when next moves the
+// clock at cur further than [MaxTickJump].
+func CheckTick(cur, next int64) error {
+	if next > AddTicks(cur, MaxTickJump) {
+		return fmt.Errorf("tick %d is more than %d ticks ahead of the clock at %d: %w", next, MaxTickJump, cur, ErrBadRequest)
+	}
+	return nil
+}
+
 // Tick advances the simulation clock to Tick. Ticks are idempotent: a tick
-// at or below the current one changes nothing.
+// at or below the current one changes nothing. A tick may move the clock
+// at most [MaxTickJump] ticks forward.
 type Tick struct {
 	V    int   `json:"v"`
 	Tick int64 `json:"tick"`
@@ -175,10 +216,13 @@ type Tick struct {
 type TickAck struct {
 	V    int   `json:"v"`
 	Tick int64 `json:"tick"`
-	// Expired lists the sagas this tick timed out.
-	Expired []string   `json:"expired,omitempty"`
-	Summary *Summary   `json:"summary,omitempty"`
-	Error   *WireError `json:"error,omitempty"`
+	// Expired lists the sagas this tick timed out, the first
+	// [MaxListPage] of them, so that the answer always fits a message;
+	// ExpiredCount counts them all.
+	Expired      []string   `json:"expired,omitempty"`
+	ExpiredCount int        `json:"expired_count,omitempty"`
+	Summary      *Summary   `json:"summary,omitempty"`
+	Error        *WireError `json:"error,omitempty"`
 }
 
 // Summary counts sagas by status.
@@ -198,6 +242,10 @@ type Summary struct {
 	// Retrying counts active sagas waiting out the backoff before a retry.
 	// A simulation that waits for quiet waits for both to reach zero.
 	Retrying int `json:"retrying"`
+	// Refused counts the records and replies refused since the
+	// coordinator started because they did not come from the role owning
+	// the step they name, or did not match the command in flight.
+	Refused int64 `json:"refused,omitempty"`
 }
 
 // StatusRequest asks for one saga's state and history.
@@ -214,19 +262,48 @@ type StatusResponse struct {
 	Error *WireError      `json:"error,omitempty"`
 }
 
-// ListRequest asks for the sagas held by the coordinator with a given
-// status ("" for every active saga), at most Limit of them (0: all).
+// MaxListPage is the most sagas one [ListResponse] holds: a
+// [ListRequest] with no Limit gets pages of this size, and one with a
+// larger Limit is refused.
+const MaxListPage = 1000
+
+// ListRequest asks for a page of the sagas held by the coordinator with a
+// given status ("" for every active saga), oldest first: at most Limit of
+// them (0: [MaxListPage]), after the cursor After (empty: from the first).
+// A client reads a long list by sending the Next of each answer as the
+// After of the next request, until Next is empty.
 type ListRequest struct {
 	V      int    `json:"v"`
 	Status string `json:"status,omitempty"`
 	Limit  int    `json:"limit,omitempty"`
+	After  string `json:"after,omitempty"`
 }
 
-// ListResponse answers a [ListRequest].
+// ListResponse answers a [ListRequest]. Next, when not empty, is the
+// cursor of the next page: more sagas follow. A page may hold fewer than
+// the limit when the answer would not fit the server's payload limit.
 type ListResponse struct {
 	V     int               `json:"v"`
 	Sagas []json.RawMessage `json:"sagas"`
+	Next  string            `json:"next,omitempty"`
 	Error *WireError        `json:"error,omitempty"`
+}
+
+// FormatListCursor returns the cursor of the saga id started at tick.
+func FormatListCursor(tick int64, id string) string { return strconv.FormatInt(tick, 10) + ":" + id }
+
+// ParseListCursor returns the tick and saga id of a cursor made by
+// [FormatListCursor], or an error wrapping [ErrBadRequest].
+func ParseListCursor(s string) (int64, string, error) {
+	t, id, ok := strings.Cut(s, ":")
+	tick, err := strconv.ParseInt(t, 10, 64)
+	if !ok || err != nil {
+		return 0, "", fmt.Errorf("list cursor %s: want <tick>:<saga_id>: %w", Quote(s), ErrBadRequest)
+	}
+	if err := CheckToken("list cursor saga_id", id); err != nil {
+		return 0, "", err
+	}
+	return tick, id, nil
 }
 
 // RetryRequest asks the coordinator to retry the compensation of a saga
@@ -282,6 +359,13 @@ const (
 	CodeNotFound   = "not_found"
 	CodeConflict   = "conflict"
 	CodeInternal   = "internal"
+	// CodeBusy answers a start while the coordinator holds its limit of
+	// sagas in flight: nothing was started, and the same request may be
+	// sent again after a backoff.
+	CodeBusy = "busy"
+	// CodeTooLarge answers a request whose answer would not fit the
+	// server's payload limit: a saga whose state outgrew it.
+	CodeTooLarge = "too_large"
 )
 
 // WireError is an error as it travels in a response.

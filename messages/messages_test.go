@@ -355,7 +355,14 @@ func TestTokens(t *testing.T) {
 		{"subsidy", true},
 		{"government_evaluates", true},
 		{"0b4e7c1e-3f1a-4bde-9c55-1f0e6f3f2a10", true},
-		{"ÉTAT", true},
+		{"ÉTAT", false},
+		{strings.Repeat("a", messages.MaxTokenLen), true},
+		{strings.Repeat("a", messages.MaxTokenLen+1), false},
+		{"a/b", false},
+		{"a=b", false},
+		{"a:b", false},
+		{"$JS", false},
+		{"a\x00b", false},
 		{"", false},
 		{"a.b", false},
 		{".", false},
@@ -376,6 +383,8 @@ func TestTokens(t *testing.T) {
 		}
 		require.ErrorIs(t, err, messages.ErrBadRequest)
 		require.ErrorContains(t, err, "step")
+		require.ErrorContains(t, err, messages.TokenRule)
+		require.Less(t, len(err.Error()), 300, "the error quotes a cut value")
 	}
 }
 
@@ -457,4 +466,22 @@ func TestContext(t *testing.T) {
 		var nothing messages.Context
 		require.Equal(t, messages.Context{}, nothing.Clone())
 	})
+}
+
+func TestAddTicksSaturates(t *testing.T) {
+	for _, tc := range []struct{ a, b, want int64 }{
+		{1, 2, 3},
+		{math.MaxInt64 - 1, 1, math.MaxInt64},
+		{math.MaxInt64 - 1, 2, math.MaxInt64},
+		{math.MaxInt64, math.MaxInt64, math.MaxInt64},
+		{math.MinInt64 + 1, -2, math.MinInt64},
+		{math.MinInt64, math.MinInt64, math.MinInt64},
+		{math.MaxInt64, math.MinInt64, -1},
+	} {
+		require.Equal(t, tc.want, messages.AddTicks(tc.a, tc.b), "%d+%d", tc.a, tc.b)
+	}
+	require.NoError(t, messages.CheckTick(math.MaxInt64-1, math.MaxInt64))
+	require.NoError(t, messages.CheckTick(0, messages.MaxTickJump))
+	require.ErrorIs(t, messages.CheckTick(0, messages.MaxTickJump+1), messages.ErrBadRequest)
+	require.ErrorIs(t, messages.CheckTick(math.MinInt64, 0), messages.ErrBadRequest)
 }

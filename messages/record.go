@@ -37,13 +37,18 @@ func (r *Record) Final() bool {
 	return (r.Execute == nil || !r.Execute.Pending) && (r.Compensate == nil || !r.Compensate.Pending)
 }
 
+// Result returns r's result of action a, nil when there is none.
+func (r *Record) Result(a Action) *Result {
+	if a == Compensate {
+		return r.Compensate
+	}
+	return r.Execute
+}
+
 // Answer returns the reply that r gives to cmd, a command for the same
 // branch, and false when r holds no final result for cmd's action.
 func (r *Record) Answer(cmd *Command) (Reply, bool) {
-	res := r.Execute
-	if cmd.Action == Compensate {
-		res = r.Compensate
-	}
+	res := r.Result(cmd.Action)
 	if !res.Done() {
 		return Reply{}, false
 	}

@@ -2,6 +2,7 @@ package messages
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -199,20 +200,49 @@ func BucketSubject(key string) string { return "$KV." + SagaBucket + "." + key }
 // of the agent shares it, so each command goes to exactly one copy.
 func CommandConsumer(role string) string { return "agent-" + role }
 
-// ValidToken reports whether s can be used as one token of a subject: it is
-// not empty and holds no dot, wildcard or whitespace.
+// MaxTokenLen is the longest identifier natsaga accepts, in bytes: a saga
+// id, saga type, step name, role or agent name. See [ValidToken].
+const MaxTokenLen = 64
+
+// TokenRule is the identifier grammar, as an error message states it.
+const TokenRule = "1 to 64 characters, each A-Z, a-z, 0-9, _ or -"
+
+// ValidToken reports whether s follows natsaga's identifier grammar
+// ([TokenRule]): 1 to [MaxTokenLen] bytes, each an ASCII letter, a digit,
+// '_' or '-'. Every identifier that becomes part of a subject or a key
+// follows it (saga ids, saga types, step names, roles, agent names), so
+// that each is one valid NATS subject token and part of a valid key-value
+// key, and no subject built from them exceeds what a server accepts.
 func ValidToken(s string) bool {
-	if s == "" {
+	if s == "" || len(s) > MaxTokenLen {
 		return false
 	}
-	return !strings.ContainsAny(s, ".*> \t\r\n")
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
-// CheckToken returns an error wrapping [ErrBadRequest] that names what when s
-// is not a valid subject token.
+// CheckToken returns an error wrapping [ErrBadRequest] that names what and
+// the rule when s breaks the identifier grammar (see [ValidToken]). The
+// value is quoted cut to 80 bytes, so the error stays small whatever s is.
 func CheckToken(what, s string) error {
 	if !ValidToken(s) {
-		return fmt.Errorf("%s %q is not a valid subject token: %w", what, s, ErrBadRequest)
+		return fmt.Errorf("%s %s breaks the identifier rule (%s): %w", what, Quote(s), TokenRule, ErrBadRequest)
 	}
 	return nil
+}
+
+// Quote returns s quoted for a log or an error, cut to 80 bytes with the
+// length of the whole when it is longer.
+func Quote(s string) string {
+	const max = 80
+	if len(s) <= max {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:max]), len(s))
 }

@@ -61,6 +61,9 @@ type Options struct {
 func (o *Options) Validate() error {
 	var errs []error
 	errs = append(errs, messages.CheckToken("role", o.Role))
+	if o.Name != "" {
+		errs = append(errs, messages.CheckToken("agent", o.Name))
+	}
 	if len(o.Steps) == 0 {
 		errs = append(errs, fmt.Errorf("no steps: %w", messages.ErrBadRequest))
 	}
@@ -287,9 +290,25 @@ func (a *Agent) onTick(m *nats.Msg) {
 		a.log.Warn("bad tick", "err", err)
 		return
 	}
+	if err := messages.CheckTick(a.tick.Load(), t.Tick); err != nil {
+		a.log.Warn("tick ignored", "tick", t.Tick, "err", err)
+		return
+	}
+	a.advance(t.Tick)
+}
+
+// advance moves the agent's clock to tick, unless it is there already, and
+// wakes the held commands. The clock moves with the ticks the agent hears
+// (each at most messages.MaxTickJump ahead, as the coordinator takes them)
+// and with the tick of each command it receives, so an agent started late
+// catches up with the coordinator's clock.
+func (a *Agent) advance(tick int64) {
 	for {
 		cur := a.tick.Load()
-		if t.Tick <= cur || a.tick.CompareAndSwap(cur, t.Tick) {
+		if tick <= cur {
+			return
+		}
+		if a.tick.CompareAndSwap(cur, tick) {
 			break
 		}
 	}
@@ -319,6 +338,7 @@ func (a *Agent) handle(ctx context.Context, m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
+	a.advance(cmd.Tick)
 	if cmd.Action == messages.Execute && step.Duration != nil {
 		if d := step.Duration(&cmd); d > 0 {
 			// A command resent after a coordinator restart may find its
@@ -330,7 +350,7 @@ func (a *Agent) handle(ctx context.Context, m jetstream.Msg) {
 				return
 			}
 			if !rec.Execute.Done() && rec.Compensate == nil {
-				a.hold(ctx, &cmd, m, cmd.Tick+d)
+				a.hold(ctx, &cmd, m, messages.AddTicks(cmd.Tick, d))
 				return
 			}
 		}

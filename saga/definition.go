@@ -138,7 +138,7 @@ func (d Definition) normalized() *Definition {
 			s.TimeoutTicks = DefaultTimeoutTicks
 		}
 		s.Retry = s.Retry.orDefault(DefaultRetry)
-		sum += s.TimeoutTicks
+		sum = messages.AddTicks(sum, s.TimeoutTicks)
 	}
 	if d.TimeoutTicks == 0 {
 		d.TimeoutTicks = sum

@@ -143,7 +143,7 @@ func (e *Engine) Start(id ID, def string, ctx messages.Context, out *Outbox) (*E
 	e.counts[Pending]++
 	x.History = append(x.History, Transition{Tick: e.tick, Status: Pending})
 	e.setStatus(x, InProgress, "", out)
-	e.addDeadline(x.StartedTick+d.TimeoutTicks+1, deadline{id: id, whole: true})
+	e.addDeadline(deadlineAfter(x.StartedTick, d.TimeoutTicks), deadline{id: id, whole: true})
 	e.dispatch(x, 0, messages.Execute, out)
 	return x, nil
 }
@@ -275,7 +275,7 @@ func (e *Engine) dispatch(x *Execution, idx int, action messages.Action, out *Ou
 	// Only an execute times out. A compensation must happen: it waits for
 	// its agent (JetStream keeps redelivering it) however many ticks pass.
 	if action == messages.Execute {
-		e.addDeadline(e.tick+x.step().TimeoutTicks+1, deadline{id: x.ID, gen: x.gen})
+		e.addDeadline(deadlineAfter(e.tick, x.step().TimeoutTicks), deadline{id: x.ID, gen: x.gen})
 	}
 	e.send(x, "", out)
 }
@@ -330,11 +330,16 @@ func (e *Engine) NextWake() (time.Time, bool) {
 
 // AdvanceTick moves the simulation clock to tick and times out what expired,
 // putting the resulting commands and the expired sagas' ids in out. A tick
-// at or below the current one changes nothing. Its cost is proportional to
-// the number of deadlines that fall due.
-func (e *Engine) AdvanceTick(tick int64, out *Outbox) {
+// at or below the current one changes nothing. A tick more than
+// [messages.MaxTickJump] ahead changes nothing either, and AdvanceTick
+// returns an error wrapping [messages.ErrBadRequest]. Its cost is
+// proportional to the number of deadlines that fall due.
+func (e *Engine) AdvanceTick(tick int64, out *Outbox) error {
 	if tick <= e.tick {
-		return
+		return nil
+	}
+	if err := messages.CheckTick(e.tick, tick); err != nil {
+		return err
 	}
 	e.tick = tick
 	e.deadlines.due(tick, func(d deadline) {
@@ -351,6 +356,13 @@ func (e *Engine) AdvanceTick(tick int64, out *Outbox) {
 			e.timeout(x, fmt.Sprintf("step %s not answered within %d ticks", x.step().Name, x.step().TimeoutTicks), out)
 		}
 	})
+	return nil
+}
+
+// deadlineAfter is the tick at which something started at tick from with
+// a timeout of timeout ticks times out: from+timeout+1, saturated.
+func deadlineAfter(from, timeout int64) int64 {
+	return messages.AddTicks(messages.AddTicks(from, timeout), 1)
 }
 
 // addDeadline adds d, due at tick at. When superseded deadlines outnumber
@@ -483,41 +495,48 @@ func (e *Engine) Get(id ID) (Execution, error) {
 }
 
 // Active returns copies of the active sagas, oldest first.
-func (e *Engine) Active() []Execution { return e.list(e.active, 0) }
+func (e *Engine) Active() []Execution { return e.ListAfter("", nil, 0) }
 
 // List returns copies of at most limit (0: no limit) sagas with status,
 // oldest first. Finished sagas other than failed ones are listed only with
 // Options.KeepFinished. An empty status lists the active sagas.
 func (e *Engine) List(status Status, limit int) []Execution {
+	return e.ListAfter(status, nil, limit)
+}
+
+// ListCursor is a place in List's order, oldest first: the saga listed
+// last on a page.
+type ListCursor struct {
+	StartedTick int64
+	ID          ID
+}
+
+// CursorOf returns the cursor that follows x in List's order.
+func CursorOf(x *Execution) ListCursor { return ListCursor{StartedTick: x.StartedTick, ID: x.ID} }
+
+// ListAfter is List from just after the cursor after (nil: from the
+// first), so that pages of a long list can be read one after another.
+func (e *Engine) ListAfter(status Status, after *ListCursor, limit int) []Execution {
+	var m map[ID]*Execution
 	switch {
-	case status == "":
-		return e.list(e.active, limit)
 	case status == Failed:
-		return e.list(e.failed, limit)
+		m = e.failed
 	case status.Terminal():
-		return e.filter(e.finished, status, limit)
+		m = e.finished
+	default:
+		m = e.active
 	}
-	return e.filter(e.active, status, limit)
-}
-
-func (e *Engine) filter(m map[ID]*Execution, s Status, limit int) []Execution {
-	sub := map[ID]*Execution{}
-	for id, x := range m {
-		if x.Status == s {
-			sub[id] = x
-		}
-	}
-	return e.list(sub, limit)
-}
-
-func (e *Engine) list(m map[ID]*Execution, limit int) []Execution {
-	xs := make([]*Execution, 0, len(m))
+	xs := make([]*Execution, 0, min(len(m), 1024))
 	for _, x := range m {
+		if status != "" && x.Status != status {
+			continue
+		}
+		if after != nil && compareCursor(CursorOf(x), *after) <= 0 {
+			continue
+		}
 		xs = append(xs, x)
 	}
-	slices.SortFunc(xs, func(a, b *Execution) int {
-		return cmp.Or(cmp.Compare(a.StartedTick, b.StartedTick), cmp.Compare(a.ID, b.ID))
-	})
+	slices.SortFunc(xs, func(a, b *Execution) int { return compareCursor(CursorOf(a), CursorOf(b)) })
 	if limit > 0 && len(xs) > limit {
 		xs = xs[:limit]
 	}
@@ -526,6 +545,10 @@ func (e *Engine) list(m map[ID]*Execution, limit int) []Execution {
 		out[i] = x.Clone()
 	}
 	return out
+}
+
+func compareCursor(a, b ListCursor) int {
+	return cmp.Or(cmp.Compare(a.StartedTick, b.StartedTick), cmp.Compare(a.ID, b.ID))
 }
 
 // Summary counts the definitions and the sagas by status.
@@ -582,11 +605,11 @@ func (e *Engine) Restore(x Execution, tick int64) error {
 		e.setAwaiting(p, true)
 	}
 	if x.Status == InProgress {
-		e.addDeadline(x.StartedTick+d.TimeoutTicks+1, deadline{id: x.ID, whole: true})
+		e.addDeadline(deadlineAfter(x.StartedTick, d.TimeoutTicks), deadline{id: x.ID, whole: true})
 	}
 	if x.Current >= 0 && x.Action == messages.Execute {
 		p.gen++
-		e.addDeadline(x.DispatchedTick+p.step().TimeoutTicks+1, deadline{id: x.ID, gen: p.gen})
+		e.addDeadline(deadlineAfter(x.DispatchedTick, p.step().TimeoutTicks), deadline{id: x.ID, gen: p.gen})
 	}
 	if !x.RetryAt.IsZero() {
 		e.retrying++

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -766,6 +767,9 @@ func TestRegister(t *testing.T) {
 		{"subject with a dot", subsidyDef(func(d *saga.Definition) { d.Name, d.Subject = "n1", "a.b" }), saga.ErrInvalidDefinition},
 		{"subject with a wildcard", subsidyDef(func(d *saga.Definition) { d.Name, d.Subject = "n2", "a*" }), saga.ErrInvalidDefinition},
 		{"empty subject", subsidyDef(func(d *saga.Definition) { d.Name, d.Subject = "n3", "" }), saga.ErrInvalidDefinition},
+		{"subject of 65", subsidyDef(func(d *saga.Definition) { d.Name, d.Subject = "n3a", strings.Repeat("s", 65) }), saga.ErrInvalidDefinition},
+		{"step name not a key", subsidyDef(func(d *saga.Definition) { d.Name, d.Subject, d.Steps[1].Name = "n3b", "s3b", "évalue" }), saga.ErrInvalidDefinition},
+		{"role of 65", subsidyDef(func(d *saga.Definition) { d.Name, d.Subject, d.Steps[1].Role = "n3c", "s3c", strings.Repeat("r", 65) }), saga.ErrInvalidDefinition},
 		{"no steps", saga.Definition{Name: "n4", Subject: "s4"}, saga.ErrInvalidDefinition},
 		{"negative saga timeout", subsidyDef(func(d *saga.Definition) { d.Name, d.Subject, d.TimeoutTicks = "n5", "s5", -1 }), saga.ErrInvalidDefinition},
 		{"duplicate step", subsidyDef(func(d *saga.Definition) { d.Name, d.Subject, d.Steps[2].Name = "n6", "s6", apply }), saga.ErrInvalidDefinition},

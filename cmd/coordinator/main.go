@@ -8,7 +8,8 @@
 // Usage:
 //
 //	coordinator [-nats nats://127.0.0.1:4222] [-replicas 1] [-ack-wait 5s]
-//	            [-retention 168h] [-lease-ttl 3s] [-log-level info]
+//	            [-retention 168h] [-lease-ttl 3s] [-max-active N] [-log-level info]
+//	            [-creds file] [-nkey seedfile] [-tls-ca ca.pem] [-tls-cert cert.pem -tls-key key.pem]
 package main
 
 import (
@@ -32,6 +33,7 @@ type config struct {
 	ackWait   time.Duration
 	retention time.Duration
 	leaseTTL  time.Duration
+	maxActive int
 	logLevel  string
 }
 
@@ -44,6 +46,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.ackWait, "ack-wait", 5*time.Second, "redelivery delay of a reply the coordinator took and never acted on")
 	fs.DurationVar(&c.retention, "retention", coordinator.DefaultRetention, "how long a finished saga stays queryable (failed ones stay until retried); negative: for ever")
 	fs.DurationVar(&c.leaseTTL, "lease-ttl", coordinator.DefaultLeaseTTL, "how long the lease lasts unless renewed: a standby coordinator takes over this long after the active one dies")
+	fs.IntVar(&c.maxActive, "max-active", defaultMaxActive(), "most sagas in flight; a start beyond is answered \"busy\" (default: a quarter of the memory limit at 8 KiB a saga); negative: no limit")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -61,7 +64,8 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 	}
 	defer cli.Drain(nc, 5*time.Second)
 	co, err := coordinator.New(nc, coordinator.Options{
-		Definitions: flood.Definitions(), Replicas: c.replicas, AckWait: c.ackWait, Retention: c.retention, LeaseTTL: c.leaseTTL, Logger: log,
+		Definitions: flood.Definitions(), Replicas: c.replicas, AckWait: c.ackWait, Retention: c.retention, LeaseTTL: c.leaseTTL,
+		MaxActive: c.maxActive, Logger: log,
 	})
 	if err != nil {
 		return err

@@ -106,18 +106,38 @@ func (c *client) tick(ctx context.Context, tick int64) (messages.TickAck, error)
 	return ack, nil
 }
 
+// busyBackoff is the first and the longest wait before a start answered
+// "busy" is sent again; the wait doubles in between.
+const (
+	busyBackoff    = 50 * time.Millisecond
+	busyBackoffMax = 2 * time.Second
+)
+
 // start starts a saga of type sagaType with the id the driver chose, so a
-// request sent again starts it once.
+// request sent again starts it once. A start the coordinator answers
+// "busy" is sent again after a backoff, until ctx ends.
 func (c *client) start(ctx context.Context, sagaType, id string, sctx messages.Context) error {
-	var resp messages.StartResponse
 	req := messages.StartRequest{V: messages.Version, SagaID: id, Context: sctx}
-	if err := c.request(ctx, messages.StartSubject(sagaType), req, &resp, 5); err != nil {
-		return err
+	wait := busyBackoff
+	for attempt := 1; ; attempt++ {
+		var resp messages.StartResponse
+		if err := c.request(ctx, messages.StartSubject(sagaType), req, &resp, 5); err != nil {
+			return err
+		}
+		if resp.Error == nil {
+			return nil
+		}
+		if resp.Error.Code != messages.CodeBusy {
+			return fmt.Errorf("start %s saga %s: %w", sagaType, id, resp.Error)
+		}
+		c.log.Debug("coordinator busy; starting again after a backoff", "saga_id", id, "attempt", attempt, "wait", wait)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("start %s saga %s: %w", sagaType, id, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, busyBackoffMax)
 	}
-	if resp.Error != nil {
-		return fmt.Errorf("start %s saga %s: %w", sagaType, id, resp.Error)
-	}
-	return nil
 }
 
 // status returns the state of saga id, active or finished. It returns an
@@ -140,24 +160,30 @@ func (c *client) status(ctx context.Context, id string) (saga.Execution, error) 
 	return x, nil
 }
 
-// active returns every active saga.
+// active returns every active saga, reading the list page after page.
 func (c *client) active(ctx context.Context) ([]saga.Execution, error) {
-	var resp messages.ListResponse
-	if err := c.request(ctx, messages.ListSubject, messages.ListRequest{V: messages.Version}, &resp, 5); err != nil {
-		return nil, err
-	}
-	if resp.Error != nil {
-		return nil, fmt.Errorf("list: %w", resp.Error)
-	}
-	xs := make([]saga.Execution, 0, len(resp.Sagas))
-	for _, raw := range resp.Sagas {
-		var x saga.Execution
-		if err := json.Unmarshal(raw, &x); err != nil {
-			return nil, fmt.Errorf("list: %w", err)
+	var xs []saga.Execution
+	req := messages.ListRequest{V: messages.Version}
+	for {
+		var resp messages.ListResponse
+		if err := c.request(ctx, messages.ListSubject, req, &resp, 5); err != nil {
+			return nil, err
 		}
-		xs = append(xs, x)
+		if resp.Error != nil {
+			return nil, fmt.Errorf("list: %w", resp.Error)
+		}
+		for _, raw := range resp.Sagas {
+			var x saga.Execution
+			if err := json.Unmarshal(raw, &x); err != nil {
+				return nil, fmt.Errorf("list: %w", err)
+			}
+			xs = append(xs, x)
+		}
+		if resp.Next == "" {
+			return xs, nil
+		}
+		req.After = resp.Next
 	}
-	return xs, nil
 }
 
 // agentStats asks every running agent for its statistics and collects the

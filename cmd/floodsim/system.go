@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/internal/embedded"
 	"github.com/natsaga/natsaga/internal/procs"
 )
@@ -77,7 +78,7 @@ func startSystem(ctx context.Context, c *config, l ledgers, stderr io.Writer, lo
 	}
 	// The children reach the embedded server, which has no users: drop any
 	// credentials this process was given for another server.
-	env := []string{"NATS_URL=" + s.ns.ClientURL(), "NATS_USER=", "NATS_PASSWORD="}
+	env := append([]string{"NATS_URL=" + s.ns.ClientURL()}, cli.ChildEnv...)
 	if s.coord, err = procs.Start("coordinator", bins["coordinator"], nil, env, out); err != nil {
 		return nil, err
 	}

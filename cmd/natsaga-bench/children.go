@@ -119,7 +119,8 @@ func runChild(ctx context.Context, c childConfig, log *slog.Logger) error {
 	defer cli.Drain(nc, childShutdownWait)
 	switch c.role {
 	case roleCoordinator:
-		co, err := coordinator.New(nc, coordinator.Options{Definitions: []saga.Definition{benchDefinition()}, Logger: log})
+		// The benchmark holds as many sagas as it is told to: no admission limit.
+		co, err := coordinator.New(nc, coordinator.Options{Definitions: []saga.Definition{benchDefinition()}, MaxActive: -1, Logger: log})
 		if err != nil {
 			return err
 		}

@@ -81,7 +81,7 @@ func startSystem(ctx context.Context, c *config, s sysSpec, stderr io.Writer, lo
 		if role != roleServer {
 			args = append(args, "-nats", url)
 		}
-		return procs.Start(name, c.self, args, []string{childEnv + "=" + role, "NATS_USER=", "NATS_PASSWORD="}, sys.out)
+		return procs.Start(name, c.self, args, append([]string{childEnv + "=" + role}, cli.ChildEnv...), sys.out)
 	}
 	if sys.server, err = start("server", roleServer, "-store", filepath.Join(dir, "jetstream"), "-port", strconv.Itoa(port)); err != nil {
 		return nil, err

@@ -83,7 +83,12 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 		return 1
 	}
 	defer nc.Close()
-	answer, err := ask(ctx, nc, subject, req)
+	var answer []byte
+	if l, ok := req.(messages.ListRequest); ok {
+		answer, err = list(ctx, nc, l)
+	} else {
+		answer, err = ask(ctx, nc, subject, req)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "natsaga:", err)
 		return 1
@@ -154,6 +159,41 @@ func request(args []string) (string, any, error) {
 		return messages.TickSubject, messages.Tick{V: messages.Version, Tick: n}, nil
 	}
 	return "", nil, fmt.Errorf("unknown command %q", cmd)
+}
+
+// list asks for the sagas req names, page after page, following each
+// answer's cursor until the list ends or req.Limit sagas (0: no limit) have
+// come, and returns them as one answer, indented. An error answer ends it
+// and is returned as it came.
+func list(ctx context.Context, nc *nats.Conn, req messages.ListRequest) ([]byte, error) {
+	all := messages.ListResponse{V: messages.Version, Sagas: []json.RawMessage{}}
+	want := req.Limit
+	for {
+		req.Limit = messages.MaxListPage
+		if want > 0 {
+			req.Limit = min(want-len(all.Sagas), messages.MaxListPage)
+		}
+		data, err := json.Marshal(req)
+		if err != nil {
+			return nil, err
+		}
+		m, err := nc.RequestWithContext(ctx, messages.ListSubject, data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: no answer from the coordinator: %w", messages.ListSubject, err)
+		}
+		var page messages.ListResponse
+		if err := json.Unmarshal(m.Data, &page); err != nil {
+			return nil, fmt.Errorf("%s: answer is not JSON: %w", messages.ListSubject, err)
+		}
+		if page.Error != nil {
+			return json.MarshalIndent(page, "", "  ")
+		}
+		all.Sagas = append(all.Sagas, page.Sagas...)
+		if page.Next == "" || (want > 0 && len(all.Sagas) >= want) {
+			return json.MarshalIndent(all, "", "  ")
+		}
+		req.After = page.Next
+	}
 }
 
 // ask sends req on subject and returns the answer, indented.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -115,5 +116,35 @@ func TestUsageErrors(t *testing.T) {
 		code := mainCode(args, func(string) string { return "" }, &out, &errOut)
 		require.Equal(t, 2, code, "args %v", args)
 		require.NotEmpty(t, errOut.String(), "args %v", args)
+	}
+}
+
+// TestListFollowsTheCursor lists more sagas than a page holds: the tool
+// follows the cursor and prints each saga once, or the first -limit.
+func TestListFollowsTheCursor(t *testing.T) {
+	_, url := testenv.Server(t)
+	def := saga.Definition{Name: "ops", Subject: "ops", Steps: []saga.Step{{Name: "reserve", Role: "ops"}}}
+	testenv.Coordinator(t, url, []saga.Definition{def})
+	nc := testenv.Connect(t, url)
+	n := messages.MaxListPage + 5
+	for range n {
+		testenv.Start(t, nc, "ops", nil)
+	}
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{{nil, n}, {[]string{"-limit", "3"}, 3}, {[]string{"-limit", fmt.Sprint(messages.MaxListPage + 2)}, messages.MaxListPage + 2}} {
+		code, out := natsaga(t, url, append([]string{"list"}, tc.args...)...)
+		require.Equal(t, 0, code, out)
+		var list messages.ListResponse
+		require.NoError(t, json.Unmarshal([]byte(out), &list))
+		require.Len(t, list.Sagas, tc.want, "%v", tc.args)
+		ids := map[string]bool{}
+		for _, raw := range list.Sagas {
+			var x saga.Execution
+			require.NoError(t, json.Unmarshal(raw, &x))
+			require.False(t, ids[x.ID], "saga %s listed twice", x.ID)
+			ids[x.ID] = true
+		}
 	}
 }

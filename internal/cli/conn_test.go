@@ -1,0 +1,195 @@
+package cli_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"flag"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/internal/cli"
+)
+
+// pki is a CA and the server and client certificates it signed, as PEM
+// files in a directory.
+type pki struct{ ca, serverCert, serverKey, clientCert, clientKey string }
+
+func newPKI(t *testing.T) pki {
+	t.Helper()
+	dir := t.TempDir()
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
+		return p
+	}
+	key := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		require.NoError(t, err)
+		return k
+	}
+	keyFile := func(name string, k *ecdsa.PrivateKey) string {
+		der, err := x509.MarshalECPrivateKey(k)
+		require.NoError(t, err)
+		return write(name, "EC PRIVATE KEY", der)
+	}
+	now := time.Now()
+	caKey := key()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "natsaga test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	require.NoError(t, err)
+	ca, err := x509.ParseCertificate(caDER)
+	require.NoError(t, err)
+	leaf := func(serial int64, name string, usage x509.ExtKeyUsage) ([]byte, *ecdsa.PrivateKey) {
+		k := key()
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
+		require.NoError(t, err)
+		return der, k
+	}
+	sDER, sKey := leaf(2, "natsaga test server", x509.ExtKeyUsageServerAuth)
+	cDER, cKey := leaf(3, "natsaga test client", x509.ExtKeyUsageClientAuth)
+	return pki{
+		ca:         write("ca.pem", "CERTIFICATE", caDER),
+		serverCert: write("server.pem", "CERTIFICATE", sDER), serverKey: keyFile("server-key.pem", sKey),
+		clientCert: write("client.pem", "CERTIFICATE", cDER), clientKey: keyFile("client-key.pem", cKey),
+	}
+}
+
+func startServer(t *testing.T, opts *server.Options) string {
+	t.Helper()
+	opts.Host, opts.Port, opts.NoSigs, opts.NoLog = "127.0.0.1", -1, true, true
+	ns, err := server.NewServer(opts)
+	require.NoError(t, err)
+	go ns.Start()
+	require.True(t, ns.ReadyForConnections(10*time.Second))
+	t.Cleanup(ns.Shutdown)
+	return ns.ClientURL()
+}
+
+// connect parses args (and env) as a program does and connects.
+func connect(t *testing.T, env map[string]string, args ...string) error {
+	t.Helper()
+	var c cli.Conn
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.Register(fs, func(k string) string { return env[k] })
+	require.NoError(t, fs.Parse(append(args, "-connect-wait", "0s")))
+	nc, err := c.Connect(context.Background(), "test", slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	// A round trip through the server.
+	sub, err := nc.SubscribeSync("ping")
+	require.NoError(t, err)
+	require.NoError(t, nc.Publish("ping", []byte("x")))
+	_, err = sub.NextMsg(5 * time.Second)
+	return err
+}
+
+// TestMutualTLSAndNkey connects to a server that requires TLS with a
+// verified client certificate and an nkey user, with the flags and with
+// the environment, and is refused without each part.
+func TestMutualTLSAndNkey(t *testing.T) {
+	p := newPKI(t)
+	tlsCfg, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: p.serverCert, KeyFile: p.serverKey, CaFile: p.ca, Verify: true})
+	require.NoError(t, err)
+	user, err := nkeys.CreateUser()
+	require.NoError(t, err)
+	pub, err := user.PublicKey()
+	require.NoError(t, err)
+	seed, err := user.Seed()
+	require.NoError(t, err)
+	seedFile := filepath.Join(t.TempDir(), "user.nk")
+	require.NoError(t, os.WriteFile(seedFile, seed, 0o600))
+	other, err := nkeys.CreateUser()
+	require.NoError(t, err)
+	otherSeed, err := other.Seed()
+	require.NoError(t, err)
+	otherFile := filepath.Join(t.TempDir(), "other.nk")
+	require.NoError(t, os.WriteFile(otherFile, otherSeed, 0o600))
+
+	url := startServer(t, &server.Options{TLS: true, TLSVerify: true, TLSConfig: tlsCfg, TLSTimeout: 2,
+		Nkeys: []*server.NkeyUser{{Nkey: pub}}})
+
+	all := []string{"-nats", url, "-nkey", seedFile, "-tls-ca", p.ca, "-tls-cert", p.clientCert, "-tls-key", p.clientKey}
+	require.NoError(t, connect(t, nil, all...))
+	require.NoError(t, connect(t, map[string]string{"NATS_URL": url, "NATS_NKEY": seedFile, "NATS_TLS_CA": p.ca,
+		"NATS_TLS_CERT": p.clientCert, "NATS_TLS_KEY": p.clientKey}))
+
+	require.Error(t, connect(t, nil, "-nats", url, "-tls-ca", p.ca, "-tls-cert", p.clientCert, "-tls-key", p.clientKey), "no nkey")
+	require.Error(t, connect(t, nil, "-nats", url, "-nkey", otherFile, "-tls-ca", p.ca, "-tls-cert", p.clientCert, "-tls-key", p.clientKey), "an unknown nkey")
+	require.Error(t, connect(t, nil, "-nats", url, "-nkey", seedFile, "-tls-ca", p.ca), "no client certificate")
+	require.Error(t, connect(t, nil, "-nats", url, "-nkey", seedFile, "-tls-cert", p.clientCert, "-tls-key", p.clientKey), "the server's CA not trusted")
+
+	err = connect(t, nil, "-nats", url, "-nkey", seedFile, "-tls-cert", p.clientCert)
+	require.ErrorIs(t, err, cli.ErrSecurity, "a certificate without its key")
+	err = connect(t, nil, "-nats", url, "-nkey", seedFile, "-creds", seedFile)
+	require.ErrorIs(t, err, cli.ErrSecurity, "two identities")
+	err = connect(t, nil, "-nats", url, "-nkey", filepath.Join(t.TempDir(), "missing.nk"))
+	require.ErrorIs(t, err, cli.ErrSecurity, "a missing file")
+}
+
+// TestCreds connects with a credentials file to a server in operator mode,
+// as NGS-style deployments run.
+func TestCreds(t *testing.T) {
+	op, err := nkeys.CreateOperator()
+	require.NoError(t, err)
+	opPub, err := op.PublicKey()
+	require.NoError(t, err)
+	opClaims := jwt.NewOperatorClaims(opPub)
+	opJWT, err := opClaims.Encode(op)
+	require.NoError(t, err)
+	opDecoded, err := jwt.DecodeOperatorClaims(opJWT)
+	require.NoError(t, err)
+
+	acc, err := nkeys.CreateAccount()
+	require.NoError(t, err)
+	accPub, err := acc.PublicKey()
+	require.NoError(t, err)
+	accJWT, err := jwt.NewAccountClaims(accPub).Encode(op)
+	require.NoError(t, err)
+
+	usr, err := nkeys.CreateUser()
+	require.NoError(t, err)
+	usrPub, err := usr.PublicKey()
+	require.NoError(t, err)
+	uc := jwt.NewUserClaims(usrPub)
+	uc.IssuerAccount = accPub
+	usrJWT, err := uc.Encode(acc)
+	require.NoError(t, err)
+	usrSeed, err := usr.Seed()
+	require.NoError(t, err)
+	creds, err := jwt.FormatUserConfig(usrJWT, usrSeed)
+	require.NoError(t, err)
+	credsFile := filepath.Join(t.TempDir(), "user.creds")
+	require.NoError(t, os.WriteFile(credsFile, creds, 0o600))
+
+	resolver := &server.MemAccResolver{}
+	require.NoError(t, resolver.Store(accPub, accJWT))
+	url := startServer(t, &server.Options{TrustedOperators: []*jwt.OperatorClaims{opDecoded}, AccountResolver: resolver})
+
+	require.NoError(t, connect(t, nil, "-nats", url, "-creds", credsFile))
+	require.NoError(t, connect(t, map[string]string{"NATS_URL": url, "NATS_CREDS": credsFile}))
+	require.Error(t, connect(t, nil, "-nats", url), "no credentials")
+}
