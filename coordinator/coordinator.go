@@ -191,16 +191,12 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	subs, err := c.subscribe()
+	svc, err := c.serve()
 	if err != nil {
 		first.Stop()
 		return err
 	}
-	defer func() {
-		for _, s := range subs {
-			_ = s.Unsubscribe()
-		}
-	}()
+	defer func() { _ = svc.Stop() }()
 	pulling, stopPulling := context.WithCancel(ctx)
 	var pullers sync.WaitGroup
 	pullers.Go(func() { c.pullReplies(pulling, first) })

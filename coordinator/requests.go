@@ -15,43 +15,6 @@ import (
 	"github.com/natsaga/natsaga/saga"
 )
 
-func (c *Coordinator) subscribe() ([]*nats.Subscription, error) {
-	handlers := map[string]nats.MsgHandler{
-		messages.StartSubjects:  c.onStart,
-		messages.TickSubject:    c.onTick,
-		messages.StatusSubject:  c.onStatus,
-		messages.SummarySubject: c.onSummary,
-		messages.ListSubject:    c.onList,
-		messages.RetrySubject:   c.onRetry,
-	}
-	var subs []*nats.Subscription
-	for subj, h := range handlers {
-		s, err := c.nc.Subscribe(subj, h)
-		if err != nil {
-			for _, s := range subs {
-				_ = s.Unsubscribe()
-			}
-			return nil, fmt.Errorf("subscribe %s: %w", subj, err)
-		}
-		subs = append(subs, s)
-	}
-	return subs, nil
-}
-
-// respond answers m with v, if m asked for an answer.
-func (c *Coordinator) respond(m *nats.Msg, v any) {
-	if m.Reply == "" {
-		return
-	}
-	data, err := json.Marshal(v)
-	if err == nil {
-		err = m.Respond(data)
-	}
-	if err != nil {
-		c.log.Warn("response not sent", "subject", m.Subject, "err", err)
-	}
-}
-
 // wireError maps an error to its wire form.
 func wireError(err error) *messages.WireError {
 	code := messages.CodeInternal

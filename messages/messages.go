@@ -284,6 +284,21 @@ const (
 	CodeInternal   = "internal"
 )
 
+// StatusCode returns the HTTP-like status code that stands for the error
+// code c in NATS micro's Nats-Service-Error-Code header: 400, 404, 409, or
+// 500 for anything else.
+func StatusCode(c string) string {
+	switch c {
+	case CodeBadRequest:
+		return "400"
+	case CodeNotFound:
+		return "404"
+	case CodeConflict:
+		return "409"
+	}
+	return "500"
+}
+
 // WireError is an error as it travels in a response.
 type WireError struct {
 	Code    string `json:"code"`

@@ -2,7 +2,6 @@ package participant
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -225,11 +224,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return cons.Messages(jetstream.PullMaxMessages(2*a.opts.Concurrency),
 			jetstream.PullExpiry(4*time.Second), jetstream.PullHeartbeat(time.Second))
 	}
-	statsSub, err := a.nc.Subscribe(messages.AgentStatsSubject, a.answerStats)
+	svc, err := a.serve()
 	if err != nil {
-		return fmt.Errorf("agent stats: %w", err)
+		return err
 	}
-	defer statsSub.Unsubscribe()
+	defer func() { _ = svc.Stop() }()
 	tickSub, err := a.nc.Subscribe(messages.TickSubject, a.onTick)
 	if err != nil {
 		return fmt.Errorf("agent ticks: %w", err)
@@ -286,11 +285,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	<-acked
 	a.log.Info("agent stopped", "handled", a.handled.Load())
 	return nil
-}
-
-func (a *Agent) answerStats(m *nats.Msg) {
-	data, _ := json.Marshal(a.Stats())
-	_ = m.Respond(data)
 }
 
 func (a *Agent) onTick(m *nats.Msg) {

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
 )
 
@@ -160,44 +161,9 @@ func (c *client) active(ctx context.Context) ([]saga.Execution, error) {
 	return xs, nil
 }
 
-// agentStats asks every running agent for its statistics and collects the
-// answers until want agents have answered (any number when want is 0) or
-// wait has passed, whichever is first. Each agent answers once.
+// agentStats asks every running agent for its statistics through NATS
+// micro's STATS request (see participant.CollectStats), until want agents
+// have answered (any number when want is 0) or wait has passed.
 func (c *client) agentStats(ctx context.Context, want int, wait time.Duration) ([]messages.AgentStats, error) {
-	inbox := c.nc.NewInbox()
-	sub, err := c.nc.SubscribeSync(inbox)
-	if err != nil {
-		return nil, fmt.Errorf("agent stats: %w", err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	data, err := json.Marshal(probe{V: messages.Version})
-	if err != nil {
-		return nil, fmt.Errorf("agent stats: %w", err)
-	}
-	if err := c.nc.PublishRequest(messages.AgentStatsSubject, inbox, data); err != nil {
-		return nil, fmt.Errorf("agent stats: %w", err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	seen := map[string]bool{}
-	var stats []messages.AgentStats
-	for want == 0 || len(stats) < want {
-		m, err := sub.NextMsgWithContext(wctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return stats, fmt.Errorf("agent stats: %w", ctx.Err())
-			}
-			break // wait has passed
-		}
-		var s messages.AgentStats
-		if err := messages.Decode(m.Data, &s); err != nil {
-			c.log.Warn("bad agent stats answer", "err", err)
-			continue
-		}
-		if !seen[s.Agent] {
-			seen[s.Agent] = true
-			stats = append(stats, s)
-		}
-	}
-	return stats, nil
+	return participant.CollectStats(ctx, c.nc, want, wait, func(err error) { c.log.Warn("agent stats answer skipped", "err", err) })
 }

@@ -161,8 +161,8 @@ type sim struct {
 	simulated time.Duration
 }
 
-// waitReady waits until the coordinator answers and want agents answer on
-// messages.AgentStatsSubject, bounded by -agent-wait.
+// waitReady waits until the coordinator answers and want agents answer
+// micro's STATS request to messages.AgentService, bounded by -agent-wait.
 func (s *sim) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.agentWait)
 	defer cancel()
@@ -177,8 +177,8 @@ func (s *sim) waitReady(ctx context.Context) error {
 		stats, err := s.cl.agentStats(ctx, s.want, 500*time.Millisecond)
 		answered = max(answered, len(stats))
 		if ctx.Err() != nil {
-			return fmt.Errorf("only %d of %d agents answered on %s within %s (-expect-agents, -agent-wait)",
-				answered, s.want, messages.AgentStatsSubject, s.cfg.agentWait)
+			return fmt.Errorf("only %d of %d agents (micro service %s) answered within %s (-expect-agents, -agent-wait)",
+				answered, s.want, messages.AgentService, s.cfg.agentWait)
 		}
 		if err != nil {
 			return fmt.Errorf("waiting for %d agents: %w", s.want, err)

@@ -170,7 +170,7 @@ func TestConfigNamesMatchTheCode(t *testing.T) {
 				"$JS.API.CONSUMER.MSG.NEXT." + messages.CommandStream + "." + consumer,
 				"$JS.ACK." + messages.CommandStream + "." + consumer + ".>",
 			})
-			require.ElementsMatch(t, []string{messages.TickSubject, messages.AgentStatsSubject, inboxPrefix(role) + ".>"},
+			require.ElementsMatch(t, []string{messages.TickSubject, messages.AgentStatsSubject, "$SRV.>", inboxPrefix(role) + ".>"},
 				u.Permissions.Subscribe.Allow)
 		})
 	}

@@ -1,0 +1,98 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/natsaga/natsaga/messages"
+)
+
+// serve adds the coordinator's request API as the NATS micro service
+// [messages.CoordinatorService], one endpoint per request on its existing
+// subject, so that "nats micro ls", "info" and "stats" show it. Each
+// endpoint hands its message to the request's handler; the handlers answer
+// through respond. The caller stops the service.
+func (c *Coordinator) serve() (micro.Service, error) {
+	svc, err := micro.AddService(c.nc, micro.Config{
+		Name:        messages.CoordinatorService,
+		Version:     messages.ServiceVersion,
+		Description: "natsaga saga coordinator: starts and drives sagas over JetStream",
+		Metadata:    map[string]string{"definitions": fmt.Sprint(len(c.opts.Definitions))},
+		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
+			c.log.Error("micro service error", "subject", err.Subject, "err", err.Description)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("micro service: %w", err)
+	}
+	endpoints := []struct {
+		name, subject string
+		handle        nats.MsgHandler
+	}{
+		{"start", messages.StartSubjects, c.onStart},
+		{"tick", messages.TickSubject, c.onTick},
+		{"status", messages.StatusSubject, c.onStatus},
+		{"summary", messages.SummarySubject, c.onSummary},
+		{"list", messages.ListSubject, c.onList},
+		{"retry", messages.RetrySubject, c.onRetry},
+	}
+	for _, e := range endpoints {
+		h := micro.HandlerFunc(func(r micro.Request) { e.handle(requestMsg(r)) })
+		if err := svc.AddEndpoint(e.name, h, micro.WithEndpointSubject(e.subject)); err != nil {
+			_ = svc.Stop()
+			return nil, fmt.Errorf("micro endpoint %s: %w", e.name, err)
+		}
+	}
+	return svc, nil
+}
+
+// requestMsg is the message behind r, as the request handlers take it.
+// They answer it with respond, which publishes to its reply subject: an
+// answer may come after the handler returned, once the engine's batch is
+// stored.
+func requestMsg(r micro.Request) *nats.Msg {
+	return &nats.Msg{Subject: r.Subject(), Reply: r.Reply(), Data: r.Data(), Header: nats.Header(r.Headers())}
+}
+
+// respond answers m with v, if m asked for an answer. An answer carrying
+// an error also carries it in NATS micro's error headers: the message in
+// Nats-Service-Error, the code (400, 404, 409 or 500) in
+// Nats-Service-Error-Code.
+func (c *Coordinator) respond(m *nats.Msg, v any) {
+	if m.Reply == "" {
+		return
+	}
+	out := nats.NewMsg(m.Reply)
+	data, err := json.Marshal(v)
+	if err == nil {
+		out.Data = data
+		if we := responseError(v); we != nil {
+			out.Header.Set(micro.ErrorHeader, we.Message)
+			out.Header.Set(micro.ErrorCodeHeader, messages.StatusCode(we.Code))
+		}
+		err = c.nc.PublishMsg(out)
+	}
+	if err != nil {
+		c.log.Warn("response not sent", "subject", m.Subject, "err", err)
+	}
+}
+
+// responseError returns the error an answer carries, nil when none.
+func responseError(v any) *messages.WireError {
+	switch r := v.(type) {
+	case messages.StartResponse:
+		return r.Error
+	case messages.TickAck:
+		return r.Error
+	case messages.StatusResponse:
+		return r.Error
+	case messages.ListResponse:
+		return r.Error
+	case messages.RetryResponse:
+		return r.Error
+	}
+	return nil
+}
