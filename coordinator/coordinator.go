@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -55,6 +56,9 @@ type Options struct {
 	LeaseTTL time.Duration
 	// Logger receives the coordinator's logs. nil discards them.
 	Logger *slog.Logger
+	// Observer, when set, is told what the coordinator does (for
+	// metrics); see [Observer].
+	Observer Observer
 	// NewID makes saga ids; nil means UUIDs.
 	NewID func() string
 }
@@ -108,6 +112,11 @@ type Coordinator struct {
 	// and the commands that may go out before and only after the stores.
 	changed     map[string]bool
 	early, late []*messages.Command
+	// state is where Run is: one of the run* constants.
+	state atomic.Int32
+	// sentAt holds when the outstanding command of each saga was
+	// published, kept only for an Observer.
+	sentAt map[string]time.Time
 }
 
 // input is one thing the engine loop applies. apply runs on the loop and
@@ -150,7 +159,7 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
 	return &Coordinator{nc: nc, js: js, opts: opts, log: log, engine: e,
-		in: make(chan input, 4*opts.MaxBatch), revs: map[string]uint64{}, changed: map[string]bool{}, ready: make(chan struct{}), stopped: make(chan struct{})}, nil
+		in: make(chan input, 4*opts.MaxBatch), revs: map[string]uint64{}, changed: map[string]bool{}, sentAt: map[string]time.Time{}, ready: make(chan struct{}), stopped: make(chan struct{})}, nil
 }
 
 // Ready is closed once the coordinator holds the lease, has recovered its
@@ -165,9 +174,11 @@ func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
 // other error that stopped it (the process should exit; a restart resumes
 // where it stopped).
 func (c *Coordinator) Run(ctx context.Context) error {
+	defer c.state.Store(runStopped)
 	if err := c.setup(ctx); err != nil {
 		return err
 	}
+	c.state.Store(runStandby)
 	l := c.newLease()
 	if err := l.acquire(ctx); err != nil {
 		if ctx.Err() != nil {
@@ -213,6 +224,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		return fmt.Errorf("subscribe: %w", err)
 	}
 	close(c.ready)
+	c.state.Store(runActive)
 	c.log.Info("coordinator running", "tick", c.engine.Tick(), "active", c.engine.Summary().Active)
 	defer close(c.stopped)
 	return c.loop(ctx)
@@ -362,6 +374,9 @@ func (c *Coordinator) loop(ctx context.Context) error {
 			c.engine.Wake(now, &out)
 		}
 		err := c.commit(ctx, &out)
+		if err == nil {
+			c.observeCommit(&out, time.Now())
+		}
 		for _, d := range dones {
 			d(err)
 		}
@@ -628,7 +643,7 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 			_ = m.Term()
 			return nil
 		}
-		err = c.engine.ApplyReply(r, now, out)
+		err = c.applyAnswer(r, now, out)
 		storeAdvance(out, r.SagaID)
 		switch {
 		case errors.Is(err, saga.ErrStale):

@@ -115,7 +115,7 @@ func (c *Coordinator) recordInput(m jetstream.Msg) input {
 		if !ok {
 			return ack // a claim (one per step that writes state), or the other action's result
 		}
-		if err := c.engine.ApplyReply(reply, now, out); err != nil {
+		if err := c.applyAnswer(reply, now, out); err != nil {
 			c.log.Warn("record not applied", "saga_id", id, "step", step, "err", err)
 		}
 		return ack

@@ -113,6 +113,8 @@ type Agent struct {
 	wake chan struct{}
 
 	handled, executed, compensated, duplicates, refused, redelivered, rejected atomic.Int64
+	// serving is true while Run pulls commands.
+	serving atomic.Bool
 }
 
 // stepKey finds a step without building a string per command.
@@ -238,6 +240,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.serving.Store(true)
+	defer a.serving.Store(false)
 
 	a.log.Info("agent serving", "subjects", len(a.Subjects()))
 

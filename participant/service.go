@@ -133,3 +133,17 @@ func decodeStats(data []byte) (messages.AgentStats, error) {
 	}
 	return messages.AgentStats{}, fmt.Errorf("%w: no stats endpoint from %s", ErrStatsAnswer, ms.ID)
 }
+
+// ErrNotServing is wrapped by [Agent.Health] while the agent does not
+// serve.
+var ErrNotServing = errors.New("agent not serving")
+
+// Health returns nil while Run pulls commands: its store, consumer and
+// micro service are set up. Otherwise it returns an error wrapping
+// [ErrNotServing]. It is safe for concurrent use.
+func (a *Agent) Health() error {
+	if !a.serving.Load() {
+		return fmt.Errorf("%w: %s", ErrNotServing, a.opts.Name)
+	}
+	return nil
+}

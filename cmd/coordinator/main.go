@@ -8,7 +8,15 @@
 // Usage:
 //
 //	coordinator [-nats nats://127.0.0.1:4222] [-replicas 1] [-ack-wait 5s]
-//	            [-retention 168h] [-lease-ttl 3s] [-log-level info]
+//	            [-retention 168h] [-lease-ttl 3s] [-log-level info] [-log-format text]
+//	            [-metrics-addr :9090]
+//	coordinator -healthcheck -metrics-addr :9090
+//
+// With -metrics-addr it serves Prometheus metrics on /metrics, liveness on
+// /livez and readiness on /readyz (ready: connected, and holding the lease
+// or standing by); -healthcheck asks a running coordinator's /readyz, for
+// container health checks. OTEL_ environment variables turn on tracing
+// (see docs/observe.md).
 package main
 
 import (
@@ -23,6 +31,7 @@ import (
 	"github.com/natsaga/natsaga/coordinator"
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
+	"github.com/natsaga/natsaga/internal/metrics"
 )
 
 // config is the coordinator's configuration.
@@ -32,7 +41,7 @@ type config struct {
 	ackWait   time.Duration
 	retention time.Duration
 	leaseTTL  time.Duration
-	logLevel  string
+	observe   cli.Observe
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -44,14 +53,14 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.ackWait, "ack-wait", 5*time.Second, "redelivery delay of a reply the coordinator took and never acted on")
 	fs.DurationVar(&c.retention, "retention", coordinator.DefaultRetention, "how long a finished saga stays queryable (failed ones stay until retried); negative: for ever")
 	fs.DurationVar(&c.leaseTTL, "lease-ttl", coordinator.DefaultLeaseTTL, "how long the lease lasts unless renewed: a standby coordinator takes over this long after the active one dies")
-	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	c.observe.Register(fs, getenv)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
-	return c, nil
+	return c, c.observe.Validate()
 }
 
 func run(ctx context.Context, c config, log *slog.Logger) error {
@@ -60,11 +69,31 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 		return err
 	}
 	defer cli.Drain(nc, 5*time.Second)
-	co, err := coordinator.New(nc, coordinator.Options{
+	opts := coordinator.Options{
 		Definitions: flood.Definitions(), Replicas: c.replicas, AckWait: c.ackWait, Retention: c.retention, LeaseTTL: c.leaseTTL, Logger: log,
-	})
+	}
+	reg := metrics.NewRegistry()
+	m, err := metrics.NewCoordinator(reg)
 	if err != nil {
 		return err
+	}
+	m.Known(opts.Definitions)
+	opts.Observer = m
+	co, err := coordinator.New(nc, opts)
+	if err != nil {
+		return err
+	}
+	if c.observe.MetricsAddr != "" {
+		sctx, stop := context.WithCancel(ctx)
+		wait, err := cli.ServeMetrics(sctx, c.observe.MetricsAddr, reg, cli.NewHealth(nc, co.Health).Ready, log)
+		if err != nil {
+			stop()
+			return err
+		}
+		defer func() {
+			stop()
+			_ = wait()
+		}()
 	}
 	return co.Run(ctx)
 }
@@ -76,7 +105,7 @@ func mainCode(args []string, getenv func(string) string, stderr io.Writer) int {
 	if err != nil {
 		return cli.UsageCode(err, stderr)
 	}
-	return cli.Serve(stderr, "coordinator", c.logLevel, func(ctx context.Context, log *slog.Logger) error {
+	return cli.ServeObserved(stderr, "coordinator", c.observe, func(ctx context.Context, log *slog.Logger) error {
 		return run(ctx, c, log)
 	})
 }

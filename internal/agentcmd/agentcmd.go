@@ -9,10 +9,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
+	"github.com/natsaga/natsaga/internal/metrics"
 	"github.com/natsaga/natsaga/participant"
 )
 
@@ -26,8 +31,8 @@ type Config struct {
 	Replicas    int
 	// Ledger is the opening balance, in cents, of the government's budget
 	// or the insurer's fund, used the first time the role's store opens.
-	Ledger   int64
-	LogLevel string
+	Ledger  int64
+	Observe cli.Observe
 }
 
 // DefaultLedger is the opening ledger of each role that holds money.
@@ -46,7 +51,7 @@ func ParseFlags(role string, args []string, getenv func(string) string, stderr i
 	if def, ok := DefaultLedger[role]; ok {
 		fs.Int64Var(&c.Ledger, "ledger", def, "opening balance in cents (budget or fund), applied once when the store is new")
 	}
-	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	c.Observe.Register(fs, getenv)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -56,7 +61,7 @@ func ParseFlags(role string, args []string, getenv func(string) string, stderr i
 	if c.Ledger < 0 {
 		return c, fmt.Errorf("-ledger %d: must not be negative", c.Ledger)
 	}
-	return c, nil
+	return c, c.Observe.Validate()
 }
 
 // Run serves the role until ctx is cancelled, then drains and returns nil.
@@ -79,7 +84,67 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if c.Observe.MetricsAddr != "" {
+		reg, err := Metrics(a, nc, log)
+		if err != nil {
+			return err
+		}
+		sctx, stop := context.WithCancel(ctx)
+		wait, err := cli.ServeMetrics(sctx, c.Observe.MetricsAddr, reg, cli.NewHealth(nc, a.Health).Ready, log)
+		if err != nil {
+			stop()
+			return err
+		}
+		defer func() {
+			stop()
+			_ = wait()
+		}()
+	}
 	return a.Run(ctx)
+}
+
+// Metrics returns a registry with a's counters and, for a role that holds
+// money, its ledger balance, read from the role's store on nc at each
+// scrape.
+func Metrics(a *participant.Agent, nc *nats.Conn, log *slog.Logger) (*prometheus.Registry, error) {
+	reg := metrics.NewRegistry()
+	if err := metrics.RegisterAgent(reg, a.Stats); err != nil {
+		return nil, err
+	}
+	role := a.Stats().Role
+	if _, ok := DefaultLedger[role]; ok {
+		l := &ledgerReader{nc: nc, role: role}
+		if err := metrics.RegisterLedger(reg, role, l.read, log); err != nil {
+			return nil, err
+		}
+	}
+	return reg, nil
+}
+
+// ledgerReader reads a role's ledger through a store of its own, opened at
+// the first read that finds the role's stream.
+type ledgerReader struct {
+	nc    *nats.Conn
+	role  string
+	mu    sync.Mutex
+	store *participant.Store
+}
+
+func (r *ledgerReader) read(ctx context.Context) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.store == nil {
+		st, err := participant.OpenStore(ctx, r.nc, r.role, false, 1)
+		if err != nil {
+			return 0, err
+		}
+		r.store = st
+	}
+	var l flood.Ledger
+	if _, err := r.store.Get(ctx, flood.LedgerKey, &l); err != nil {
+		return 0, err
+	}
+	return l.Balance, nil
 }
 
 // Main is the whole program: it parses args, runs until SIGINT or SIGTERM,
@@ -89,7 +154,7 @@ func Main(role string, args []string, getenv func(string) string, stderr io.Writ
 	if err != nil {
 		return cli.UsageCode(err, stderr)
 	}
-	return cli.Serve(stderr, role+"-agent", c.LogLevel, func(ctx context.Context, log *slog.Logger) error {
+	return cli.ServeObserved(stderr, role+"-agent", c.Observe, func(ctx context.Context, log *slog.Logger) error {
 		return Run(ctx, c, log)
 	})
 }

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -100,11 +99,7 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 // Logger returns a text logger on w at level ("debug", "info", "warn" or
 // "error"). It returns an error for another level.
 func Logger(w io.Writer, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
-		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	return NewLogger(w, level, "text")
 }
 
 // SignalContext returns a context cancelled by SIGINT or SIGTERM.
