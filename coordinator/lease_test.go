@@ -55,6 +55,11 @@ func TestStandbyTakesOver(t *testing.T) {
 	require.Eventually(t, ready(first), 10*time.Second, 10*time.Millisecond)
 	second, _ := run()
 	require.Never(t, ready(second), 1500*time.Millisecond, 50*time.Millisecond, "a standby must wait for the lease")
+	// Both are healthy: one holds the lease, the other stands by.
+	require.NoError(t, first.c.Health())
+	require.True(t, first.c.Active())
+	require.NoError(t, second.c.Health())
+	require.False(t, second.c.Active())
 	id := testenv.Start(t, client, "transfer", nil)
 	testenv.WaitStatus(t, client, id, saga.Completed)
 
@@ -63,6 +68,8 @@ func TestStandbyTakesOver(t *testing.T) {
 	crashFirst()
 	require.Eventually(t, ready(second), 10*time.Second, 10*time.Millisecond)
 	require.Error(t, <-first.done)
+	require.ErrorIs(t, first.c.Health(), coordinator.ErrNotReady)
+	require.True(t, second.c.Active())
 	first.cancel()
 	id = testenv.Start(t, client, "transfer", nil)
 	testenv.WaitStatus(t, client, id, saga.Completed)

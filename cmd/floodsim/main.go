@@ -20,6 +20,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -61,6 +62,9 @@ type config struct {
 	jsonPath      string
 	plan          bool
 	verbose       bool
+	// logFormat is text or json, for floodsim's logs and the spawned
+	// processes'.
+	logFormat string
 }
 
 // roles returns the agent roles, in the order they are started and
@@ -103,6 +107,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.jsonPath, "json", "", "also write the report as JSON to this file")
 	fs.BoolVar(&c.plan, "plan", false, "print the scenario's plan (counts and the ledgers it is sized for) as JSON and exit")
 	fs.BoolVar(&c.verbose, "v", false, "log the driver's details, and the spawned processes' logs, to stderr")
+	fs.StringVar(&c.logFormat, "log-format", cmp.Or(getenv("NATSAGA_LOG_FORMAT"), "text"), "text or json, for floodsim's logs and the spawned processes' (env NATSAGA_LOG_FORMAT)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -122,6 +127,9 @@ func (c *config) validate() error {
 		errs = append(errs, errors.New("-households and -ticks must be at least 1"))
 	}
 	if err := c.scenario.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := cli.NewLogger(io.Discard, "info", c.logFormat); err != nil {
 		errs = append(errs, err)
 	}
 	if c.expectAgents < 0 || c.budget < 0 || c.fund < 0 || c.maxExtraTicks < 0 {

@@ -50,7 +50,7 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	if c.verbose {
 		level = "debug"
 	}
-	log, err := cli.Logger(stderr, level)
+	log, err := cli.NewLogger(stderr, level, c.logFormat)
 	if err != nil {
 		return err
 	}

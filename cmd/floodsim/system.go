@@ -77,7 +77,7 @@ func startSystem(ctx context.Context, c *config, l ledgers, stderr io.Writer, lo
 	}
 	// The children reach the embedded server, which has no users: drop any
 	// credentials this process was given for another server.
-	env := []string{"NATS_URL=" + s.ns.ClientURL(), "NATS_USER=", "NATS_PASSWORD="}
+	env := []string{"NATS_URL=" + s.ns.ClientURL(), "NATS_USER=", "NATS_PASSWORD=", "NATSAGA_LOG_FORMAT=" + c.logFormat}
 	if s.coord, err = procs.Start("coordinator", bins["coordinator"], nil, env, out); err != nil {
 		return nil, err
 	}
