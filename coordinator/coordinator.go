@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/natsaga/natsaga/internal/jserr"
 	"github.com/natsaga/natsaga/internal/pull"
@@ -59,6 +60,12 @@ type Options struct {
 	// Observer, when set, is told what the coordinator does (for
 	// metrics); see [Observer].
 	Observer Observer
+	// TracerProvider, when set, makes the spans of the sagas this
+	// coordinator starts: one trace per saga, from the start request (its
+	// headers' W3C trace context is the parent) through a span per step
+	// and compensation, whose context travels to the agents in the
+	// commands' headers. nil makes none.
+	TracerProvider trace.TracerProvider
 	// NewID makes saga ids; nil means UUIDs.
 	NewID func() string
 }
@@ -114,6 +121,10 @@ type Coordinator struct {
 	early, late []*messages.Command
 	// state is where Run is: one of the run* constants.
 	state atomic.Int32
+	// tracer and traces make the sagas' spans when
+	// Options.TracerProvider is set.
+	tracer trace.Tracer
+	traces map[string]*sagaTrace
 	// sentAt holds when the outstanding command of each saga was
 	// published, kept only for an Observer.
 	sentAt map[string]time.Time
@@ -158,7 +169,11 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	return &Coordinator{nc: nc, js: js, opts: opts, log: log, engine: e,
+	var tracer trace.Tracer
+	if opts.TracerProvider != nil {
+		tracer = opts.TracerProvider.Tracer(tracerName)
+	}
+	return &Coordinator{nc: nc, js: js, opts: opts, log: log, engine: e, tracer: tracer, traces: map[string]*sagaTrace{},
 		in: make(chan input, 4*opts.MaxBatch), revs: map[string]uint64{}, changed: map[string]bool{}, sentAt: map[string]time.Time{}, ready: make(chan struct{}), stopped: make(chan struct{})}, nil
 }
 
@@ -376,6 +391,7 @@ func (c *Coordinator) loop(ctx context.Context) error {
 		err := c.commit(ctx, &out)
 		if err == nil {
 			c.observeCommit(&out, time.Now())
+			c.traceEvents(out.Events)
 		}
 		for _, d := range dones {
 			d(err)
@@ -567,7 +583,9 @@ func (c *Coordinator) sendCommands(cmds []*messages.Command, sent []sentCommand)
 		if err != nil {
 			return sent, fmt.Errorf("encode command: %w", err)
 		}
-		f, err := c.js.PublishMsgAsync(&nats.Msg{Subject: cmd.Subject(), Data: data})
+		m := &nats.Msg{Subject: cmd.Subject(), Data: data}
+		c.traceCommand(cmd, m)
+		f, err := c.js.PublishMsgAsync(m)
 		if err != nil {
 			return sent, fmt.Errorf("publish command: %w", err)
 		}

@@ -26,15 +26,19 @@ type Observer interface {
 }
 
 // applyAnswer applies r to the engine as ApplyReply does, and tells the
-// observer, if any, which command it settled.
+// observer, if any, which command it settled, and ends its span.
 func (c *Coordinator) applyAnswer(r messages.Reply, now time.Time, out *saga.Outbox) error {
-	if c.opts.Observer == nil {
+	if c.opts.Observer == nil && !c.tracing() {
 		return c.engine.ApplyReply(r, now, out)
 	}
 	cmd, had := c.engine.Command(r.SagaID)
 	err := c.engine.ApplyReply(r, now, out)
-	if err != nil || !had || r.Outcome == messages.Working {
+	if err != nil || !had {
 		return err
+	}
+	c.traceAnswer(r.SagaID, r.Outcome, r.Reason)
+	if c.opts.Observer == nil || r.Outcome == messages.Working {
+		return nil
 	}
 	took := time.Duration(-1)
 	if at, ok := c.sentAt[r.SagaID]; ok {

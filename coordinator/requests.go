@@ -81,6 +81,7 @@ func (c *Coordinator) startInput(m *nats.Msg, sagaType string, req messages.Star
 			c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
 			return nil
 		}
+		c.traceStart(m, x)
 		resp := messages.StartResponse{V: messages.Version, SagaID: x.ID, Status: string(x.Status)}
 		return func(err error) {
 			if err != nil {

@@ -14,8 +14,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/natsaga/natsaga/internal/pull"
+	"github.com/natsaga/natsaga/internal/tracing"
 	"github.com/natsaga/natsaga/messages"
 )
 
@@ -64,6 +66,10 @@ type Options struct {
 	Init func(ctx context.Context, s *Store) error
 	// Logger receives the agent's logs. nil discards them.
 	Logger *slog.Logger
+	// TracerProvider, when set, makes a span of each command's handling,
+	// a child of the span context the command's headers carry; handlers
+	// get it in their ctx, and replies carry it. nil makes none.
+	TracerProvider trace.TracerProvider
 }
 
 // Validate returns an error wrapping [messages.ErrBadRequest] when o is
@@ -264,7 +270,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for m := range work {
-				a.handle(inHand, m)
+				a.traced(inHand, m)
 			}
 		}()
 	}
@@ -390,7 +396,7 @@ func (a *Agent) run(ctx context.Context, cmd *messages.Command, step *Step, m je
 		}
 		return
 	}
-	stored, err := a.publishReply(reply)
+	stored, err := a.publishReply(ctx, reply)
 	if err != nil {
 		a.cmdLog(cmd).Warn("reply not stored; command will be redelivered", "err", err)
 		_ = m.NakWithDelay(time.Second)
@@ -433,21 +439,24 @@ func (a *Agent) ackStored(inHand context.Context) {
 	}
 }
 
-// encodeReply names r's sender and returns the message that stores it. A
-// reply carries no message id: after a coordinator restart, the same
-// sequence number may be asked again, and must be answered again.
-func (a *Agent) encodeReply(r messages.Reply) (*nats.Msg, error) {
+// encodeReply names r's sender and returns the message that stores it,
+// with the trace context of ctx in its headers. A reply carries no message
+// id: after a coordinator restart, the same sequence number may be asked
+// again, and must be answered again.
+func (a *Agent) encodeReply(ctx context.Context, r messages.Reply) (*nats.Msg, error) {
 	r.Agent = a.opts.Name
 	data, err := r.AppendJSON(make([]byte, 0, 256))
 	if err != nil {
 		return nil, fmt.Errorf("encode reply: %w", err)
 	}
-	return &nats.Msg{Subject: r.Subject(), Data: data}, nil
+	m := &nats.Msg{Subject: r.Subject(), Data: data}
+	tracing.Inject(ctx, m)
+	return m, nil
 }
 
 // publishReply publishes r without waiting for it to be stored.
-func (a *Agent) publishReply(r messages.Reply) (jetstream.PubAckFuture, error) {
-	m, err := a.encodeReply(r)
+func (a *Agent) publishReply(ctx context.Context, r messages.Reply) (jetstream.PubAckFuture, error) {
+	m, err := a.encodeReply(ctx, r)
 	if err != nil {
 		return nil, err
 	}
@@ -456,7 +465,7 @@ func (a *Agent) publishReply(r messages.Reply) (jetstream.PubAckFuture, error) {
 
 // reply publishes r and waits until it is stored.
 func (a *Agent) reply(ctx context.Context, r messages.Reply) error {
-	m, err := a.encodeReply(r)
+	m, err := a.encodeReply(ctx, r)
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/internal/metrics"
+	"github.com/natsaga/natsaga/internal/tracing"
 )
 
 // config is the coordinator's configuration.
@@ -63,7 +64,18 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	return c, c.observe.Validate()
 }
 
-func run(ctx context.Context, c config, log *slog.Logger) error {
+func run(ctx context.Context, c config, getenv func(string) string, log *slog.Logger) error {
+	tp, stopTracing, err := tracing.Setup(ctx, "natsaga-coordinator", getenv)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			log.Warn("traces not flushed", "err", err)
+		}
+	}()
 	nc, err := c.conn.Connect(ctx, "natsaga-coordinator", log)
 	if err != nil {
 		return err
@@ -79,6 +91,9 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 	}
 	m.Known(opts.Definitions)
 	opts.Observer = m
+	if tp != nil {
+		opts.TracerProvider = tp
+	}
 	co, err := coordinator.New(nc, opts)
 	if err != nil {
 		return err
@@ -106,6 +121,6 @@ func mainCode(args []string, getenv func(string) string, stderr io.Writer) int {
 		return cli.UsageCode(err, stderr)
 	}
 	return cli.ServeObserved(stderr, "coordinator", c.observe, func(ctx context.Context, log *slog.Logger) error {
-		return run(ctx, c, log)
+		return run(ctx, c, getenv, log)
 	})
 }

@@ -9,7 +9,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/natsaga/natsaga/internal/tracing"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
@@ -37,6 +40,9 @@ type probe struct {
 type client struct {
 	nc  *nats.Conn
 	log *slog.Logger
+	// tracer, when set, makes a span of each start request, whose
+	// context the request carries: the parent of the saga's trace.
+	tracer trace.Tracer
 }
 
 // request sends req on subject and decodes the answer into resp. It sends
@@ -54,7 +60,9 @@ func (c *client) request(ctx context.Context, subject string, req, resp any, att
 	patience := time.Now().Add(restartPatience)
 	for attempt := 1; ; attempt++ {
 		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
-		m, err := c.nc.RequestWithContext(rctx, subject, data)
+		msg := &nats.Msg{Subject: subject, Data: data}
+		tracing.Inject(ctx, msg)
+		m, err := c.nc.RequestMsgWithContext(rctx, msg)
 		cancel()
 		if err == nil {
 			if err := messages.Decode(m.Data, resp); err != nil {
@@ -110,6 +118,12 @@ func (c *client) tick(ctx context.Context, tick int64) (messages.TickAck, error)
 // start starts a saga of type sagaType with the id the driver chose, so a
 // request sent again starts it once.
 func (c *client) start(ctx context.Context, sagaType, id string, sctx messages.Context) error {
+	if c.tracer != nil {
+		var span trace.Span
+		ctx, span = c.tracer.Start(ctx, "start "+sagaType, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("natsaga.saga_id", id), attribute.String("natsaga.saga", sagaType)))
+		defer span.End()
+	}
 	var resp messages.StartResponse
 	req := messages.StartRequest{V: messages.Version, SagaID: id, Context: sctx}
 	if err := c.request(ctx, messages.StartSubject(sagaType), req, &resp, 5); err != nil {

@@ -21,6 +21,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,8 +30,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
+	"github.com/natsaga/natsaga/internal/tracing"
 )
 
 // config is floodsim's configuration, from its flags.
@@ -65,6 +69,8 @@ type config struct {
 	// logFormat is text or json, for floodsim's logs and the spawned
 	// processes'.
 	logFormat string
+	// tracerProvider, when set, traces the start requests.
+	tracerProvider trace.TracerProvider
 }
 
 // roles returns the agent roles, in the order they are started and
@@ -178,6 +184,19 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
+	tp, stopTracing, err := tracing.Setup(ctx, "floodsim", getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, "floodsim:", err)
+		return 1
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = stopTracing(sctx)
+	}()
+	if tp != nil {
+		c.tracerProvider = tp
+	}
 	err = run(ctx, c, stdout, stderr)
 	switch {
 	case err == nil:

@@ -89,7 +89,11 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	}
 	defer cli.Drain(nc, 5*time.Second)
 
-	s := &sim{cfg: &c, sc: sc, cl: &client{nc: nc, log: log}, sys: sys, out: stdout, log: log,
+	cl := &client{nc: nc, log: log}
+	if c.tracerProvider != nil {
+		cl.tracer = c.tracerProvider.Tracer("github.com/natsaga/natsaga/cmd/floodsim")
+	}
+	s := &sim{cfg: &c, sc: sc, cl: cl, sys: sys, out: stdout, log: log,
 		started: map[string]string{}, uncertain: map[string]string{}, want: want, opening: l}
 	if err := s.waitReady(ctx); err != nil {
 		return err

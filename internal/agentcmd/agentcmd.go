@@ -14,10 +14,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/internal/metrics"
+	"github.com/natsaga/natsaga/internal/tracing"
 	"github.com/natsaga/natsaga/participant"
 )
 
@@ -33,6 +35,8 @@ type Config struct {
 	// or the insurer's fund, used the first time the role's store opens.
 	Ledger  int64
 	Observe cli.Observe
+	// TracerProvider, when set, traces the commands the agent handles.
+	TracerProvider trace.TracerProvider
 }
 
 // DefaultLedger is the opening ledger of each role that holds money.
@@ -77,6 +81,9 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 	defer cli.Drain(nc, 5*time.Second)
 	opts := participant.Options{Role: c.Role, Steps: steps, Name: c.Name, Concurrency: c.Concurrency,
 		AckWait: c.AckWait, Replicas: c.Replicas, Logger: log}
+	if c.TracerProvider != nil {
+		opts.TracerProvider = c.TracerProvider
+	}
 	if _, ok := DefaultLedger[c.Role]; ok {
 		opts.Init = flood.InitLedger(c.Ledger)
 	}
@@ -155,6 +162,18 @@ func Main(role string, args []string, getenv func(string) string, stderr io.Writ
 		return cli.UsageCode(err, stderr)
 	}
 	return cli.ServeObserved(stderr, role+"-agent", c.Observe, func(ctx context.Context, log *slog.Logger) error {
+		tp, stopTracing, err := tracing.Setup(ctx, "natsaga-"+role+"-agent", getenv)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := stopTracing(sctx); err != nil {
+				log.Warn("traces not flushed", "err", err)
+			}
+		}()
+		c.TracerProvider = tp
 		return Run(ctx, c, log)
 	})
 }

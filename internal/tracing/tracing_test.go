@@ -1,0 +1,52 @@
+package tracing_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/natsaga/natsaga/internal/tracing"
+)
+
+func TestEnabled(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want bool
+	}{
+		{nil, false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, true},
+		{map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, true},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, true},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, false},
+		{map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}, false},
+	} {
+		require.Equal(t, tc.want, tracing.Enabled(func(k string) string { return tc.env[k] }), "%v", tc.env)
+	}
+	tp, stop, err := tracing.Setup(context.Background(), "x", func(string) string { return "" })
+	require.NoError(t, err)
+	require.Nil(t, tp, "off by default")
+	require.NoError(t, stop(context.Background()))
+}
+
+func TestInjectExtract(t *testing.T) {
+	tp := sdktrace.NewTracerProvider()
+	ctx, span := tp.Tracer("t").Start(context.Background(), "s")
+	defer span.End()
+	m := nats.NewMsg("a")
+	tracing.Inject(ctx, m)
+	require.Regexp(t, `^00-[0-9a-f]{32}-[0-9a-f]{16}-01$`, m.Header.Get("traceparent"))
+	got := trace.SpanContextFromContext(tracing.Extract(context.Background(), m.Header))
+	require.Equal(t, span.SpanContext().TraceID(), got.TraceID())
+	require.Equal(t, span.SpanContext().SpanID(), got.SpanID())
+	require.True(t, got.IsRemote())
+
+	// No span: no header; no header: no span.
+	m = &nats.Msg{Subject: "b"}
+	tracing.Inject(context.Background(), m)
+	require.Nil(t, m.Header)
+	require.False(t, trace.SpanContextFromContext(tracing.Extract(context.Background(), nil)).IsValid())
+}
