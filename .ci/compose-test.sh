@@ -71,13 +71,18 @@ trap on_exit EXIT
 trap 'log "line $LINENO: \"$BASH_COMMAND\" failed with $?"' ERR
 trap 'exit 130' INT TERM
 
-# check NAME [reportcheck flags]: copies the report out and checks it, and
-# checks that no program met a permissions violation.
+# check NAME [reportcheck flags]: copies the reports (JSON and HTML) out and
+# checks them, and checks that no program met a permissions violation.
 check() {
 	local name=$1
 	shift
 	demo report "$work/$name.json"
 	go run ./deploy/reportcheck "$@" "$work/$name.json"
+	demo report --html "$work/$name.html" >/dev/null
+	if ! grep -q 'id="timeline"' "$work/$name.html"; then
+		log "$name: the HTML report has no timeline"
+		return 1
+	fi
 	if demo compose logs --no-color 2>&1 | grep -i "permissions violation"; then
 		log "$name: a program was refused something its role needs (deploy/nats/auth.conf)"
 		return 1

@@ -11,6 +11,8 @@
 #       With -d, return once everything is started.
 #   deploy/demo.sh report [FILE]
 #       print the driver's JSON report, or copy it to FILE.
+#   deploy/demo.sh report --html FILE
+#       copy the driver's HTML report (plots; self-contained) to FILE.
 #   deploy/demo.sh down
 #       stop and remove everything, volumes included.
 #   deploy/demo.sh natsaga ARGS...
@@ -129,6 +131,13 @@ up() {
 report() {
 	id=$(driver_id)
 	[ -n "$id" ] || die "no driver container: run deploy/demo.sh up first"
+	if [ "${1:-}" = --html ]; then
+		[ $# -eq 2 ] || die "report --html FILE"
+		docker cp "$id:/report/report.html" "$2" ||
+			die "no HTML report yet: the driver writes it when the simulation ends"
+		echo "demo.sh: HTML report in $2 (open it in any browser; it needs no network)"
+		return
+	fi
 	if [ $# -gt 0 ]; then
 		docker cp "$id:/report/report.json" "$1"
 		return

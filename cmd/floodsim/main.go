@@ -11,7 +11,7 @@
 //
 // Usage:
 //
-//	go run ./cmd/floodsim [-households 200] [-ticks 30] [-seed 1] [-json report.json] [-v]
+//	go run ./cmd/floodsim [-households 200] [-ticks 30] [-seed 1] [-json report.json] [-html report.html] [-v]
 //	floodsim -nats nats://host:4222 -spawn=false -expect-agents 6 [-json report.json]
 //
 // The exit code is 0 when the invariants hold (and, with
@@ -64,6 +64,7 @@ type config struct {
 	maxExtraTicks int
 	requireAll    bool
 	jsonPath      string
+	htmlPath      string
 	plan          bool
 	verbose       bool
 	// logFormat is text or json, for floodsim's logs and the spawned
@@ -111,6 +112,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.IntVar(&c.maxExtraTicks, "max-extra-ticks", 20, "ticks past -ticks to let the last sagas end")
 	fs.BoolVar(&c.requireAll, "require-all-outcomes", true, "fail unless every outcome (completion, each business rollback, timeout) was seen")
 	fs.StringVar(&c.jsonPath, "json", "", "also write the report as JSON to this file")
+	fs.StringVar(&c.htmlPath, "html", "", "also write the report as one self-contained HTML page, with plots, to this file")
 	fs.BoolVar(&c.plan, "plan", false, "print the scenario's plan (counts and the ledgers it is sized for) as JSON and exit")
 	fs.BoolVar(&c.verbose, "v", false, "log the driver's details, and the spawned processes' logs, to stderr")
 	fs.StringVar(&c.logFormat, "log-format", cmp.Or(getenv("NATSAGA_LOG_FORMAT"), "text"), "text or json, for floodsim's logs and the spawned processes' (env NATSAGA_LOG_FORMAT)")

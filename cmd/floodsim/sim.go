@@ -112,6 +112,12 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "JSON report written to %s\n", c.jsonPath)
 	}
+	if c.htmlPath != "" {
+		if err := rep.writeHTML(c.htmlPath); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "HTML report written to %s\n", c.htmlPath)
+	}
 	if !rep.Invariants.OK {
 		return fmt.Errorf("%d violations: %w", len(rep.Invariants.Violations), errInvariants)
 	}
@@ -156,6 +162,8 @@ type sim struct {
 	started, uncertain map[string]string
 	startErrs          []string
 
+	// rows has a row per tick, for the reports.
+	rows      []tickRow
 	unsettled []int
 	// stalled counts the unsettled ticks in a row; after
 	// cfg.maxUnsettled the run stops ticking, and aborted says why.
@@ -329,6 +337,15 @@ func (s *sim) settleAndReport(ctx context.Context, t int, tick int64, started in
 	if err != nil {
 		return err
 	}
+	ins, err := s.ledger(ctx, flood.Insurer)
+	if err != nil {
+		return err
+	}
+	s.rows = append(s.rows, tickRow{T: t, Tick: tick, Started: started, Active: sum.Active,
+		Completed: sum.Completed - base.Completed, RolledBack: sum.RolledBack - base.RolledBack,
+		TimedOut: sum.TimedOut - base.TimedOut, Failed: sum.Failed - base.Failed,
+		Budget: gov.Balance, Fund: ins.Balance, Settled: settled, WallMS: time.Since(began).Milliseconds(),
+		Extra: t > s.sc.Options.Ticks})
 	label := fmt.Sprintf("%3d/%d", t, s.sc.Options.Ticks)
 	if t > s.sc.Options.Ticks {
 		label = fmt.Sprintf("%3d extra", t)
