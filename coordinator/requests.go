@@ -187,9 +187,13 @@ func (c *Coordinator) onList(m *nats.Msg) {
 		return
 	}
 	st := saga.Status(req.Status)
-	if st != "" && (!st.Valid() || (st.Terminal() && st != saga.Failed)) {
-		err := fmt.Errorf("status %q: list takes an active status or %q; ask for a finished saga by id: %w", req.Status, saga.Failed, messages.ErrBadRequest)
+	if st != "" && !st.Valid() {
+		err := fmt.Errorf("status %q: not a saga status: %w", req.Status, messages.ErrBadRequest)
 		c.respond(m, messages.ListResponse{V: messages.Version, Error: wireError(err)})
+		return
+	}
+	if st.Terminal() && st != saga.Failed {
+		go c.listFinished(m, st, req.Limit)
 		return
 	}
 	c.enqueue(func(time.Time, *saga.Outbox) func(error) {

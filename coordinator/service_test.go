@@ -1,6 +1,7 @@
 package coordinator_test
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
 )
 
@@ -86,4 +88,39 @@ func TestCoordinatorIsAMicroService(t *testing.T) {
 		n[e.Name] = e.NumRequests
 	}
 	require.Equal(t, map[string]int{"start": 1, "tick": 0, "status": 3, "summary": 2, "list": 0, "retry": 0}, n)
+}
+
+// TestListFinished lists sagas by a finished status, read from the bucket:
+// the latest ones, oldest first, bounded by the limit.
+func TestListFinished(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+	ok := func(context.Context, *participant.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
+	undo := func(context.Context, *participant.Tx, *messages.Command) error { return nil }
+	testenv.Agent(t, url, participant.Options{Role: "bank", Steps: []participant.Step{
+		{Saga: "transfer", Name: "debit", Handler: participant.Handler{Execute: ok, Compensate: undo}},
+		{Saga: "transfer", Name: "credit", Handler: participant.Handler{Execute: ok, Compensate: undo}}}})
+	nc := testenv.Connect(t, url)
+	var ids []string
+	for range 5 {
+		id := testenv.Start(t, nc, twoSteps.Subject, messages.Context{})
+		testenv.WaitStatus(t, nc, id, saga.Completed)
+		ids = append(ids, id)
+	}
+	list := func(status string, limit int) []string {
+		var resp messages.ListResponse
+		testenv.Request(t, nc, messages.ListSubject, messages.ListRequest{V: messages.Version, Status: status, Limit: limit}, &resp)
+		require.Nil(t, resp.Error)
+		var got []string
+		for _, raw := range resp.Sagas {
+			var x saga.Execution
+			require.NoError(t, json.Unmarshal(raw, &x))
+			require.Equal(t, status, string(x.Status))
+			got = append(got, x.ID)
+		}
+		return got
+	}
+	require.Equal(t, ids, list("completed", 0))
+	require.Equal(t, ids[2:], list("completed", 3))
+	require.Empty(t, list("rolled_back", 0))
 }

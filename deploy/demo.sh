@@ -17,7 +17,7 @@
 #       stop and remove everything, volumes included.
 #   deploy/demo.sh natsaga ARGS...
 #       run the operator's tool (cmd/natsaga) as the operator user, for
-#       example `summary`, `list -status failed`, `events -all -n 10`.
+#       example `summary`, `list -status failed`, `events -n 10`, `services`.
 #   deploy/demo.sh compose ARGS...
 #       any other Compose command, for example `ps`, `logs coordinator`,
 #       `stop nats-2`, `port nats-1 4222`.

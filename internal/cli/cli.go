@@ -45,7 +45,9 @@ func (c *Conn) Register(fs *flag.FlagSet, getenv func(string) string) {
 	}
 	fs.StringVar(&c.URL, "nats", url, "NATS server URL (env NATS_URL)")
 	fs.StringVar(&c.User, "user", getenv("NATS_USER"), "NATS user (env NATS_USER)")
-	fs.StringVar(&c.Password, "password", getenv("NATS_PASSWORD"), "NATS password (env NATS_PASSWORD)")
+	fs.StringVar(&c.Password, "password", getenv("NATS_PASSWORD"), "NATS password (default: env NATS_PASSWORD, never printed)")
+	// The default is the secret itself: -h must not print it.
+	fs.Lookup("password").DefValue = ""
 	fs.StringVar(&c.InboxPrefix, "inbox-prefix", getenv("NATS_INBOX_PREFIX"), "prefix of reply subjects instead of _INBOX (env NATS_INBOX_PREFIX)")
 	fs.DurationVar(&c.Wait, "connect-wait", 30*time.Second, "how long to keep trying to reach the NATS server at start")
 }
@@ -76,6 +78,8 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 	if c.User != "" {
 		opts = append(opts, nats.UserInfo(c.User, c.Password))
 	}
+	d := newDialer()
+	opts = append(opts, nats.SetCustomDialer(d))
 	if c.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
 	}
@@ -85,12 +89,15 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 		if err == nil {
 			return nc, nil
 		}
+		if derr := d.lastError(); derr != nil && errors.Is(err, nats.ErrNoServers) {
+			err = fmt.Errorf("%w: %w", err, derr)
+		}
 		if time.Now().After(deadline) || errors.Is(err, nats.ErrAuthorization) {
 			return nil, fmt.Errorf("connect to %s: %w", c.URL, err)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("connect to %s: %w", c.URL, ctx.Err())
+			return nil, fmt.Errorf("connect to %s: %w (last attempt: %w)", c.URL, ctx.Err(), err)
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
@@ -122,3 +129,4 @@ func Drain(nc *nats.Conn, timeout time.Duration) {
 		nc.Close()
 	}
 }
+
