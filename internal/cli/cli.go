@@ -129,4 +129,3 @@ func Drain(nc *nats.Conn, timeout time.Duration) {
 		nc.Close()
 	}
 }
-
