@@ -3,7 +3,8 @@
 # whichever Compose front end is installed (deploy/demo.sh picks it):
 #
 #   1. the demo as documented: builds the images, runs the simulation to
-#      its end, checks the report's invariants;
+#      its end, checks the report's invariants and its HTML page, that a
+#      second `up` is refused, and that every program reports healthy;
 #   2. node and agent loss: a longer run in which one NATS node and one
 #      household-agent container are killed (SIGKILL) mid-run and started
 #      again; every saga must finish and the ledgers balance;
@@ -129,6 +130,29 @@ if wanted demo; then
 	}
 	tail -n 20 "$work/run1.log"
 	check run1
+	# A second up is refused while the first demo is up.
+	if demo up >"$work/run1-again.log" 2>&1 || ! grep -q "a demo is up already" "$work/run1-again.log"; then
+		cat "$work/run1-again.log"
+		log "run 1: a second up was not refused"
+		exit 1
+	fi
+	# Every program reports healthy through its own -healthcheck.
+	health_ok=false
+	for _ in $(seq 1 30); do
+		states=$(for id in $(demo compose ps -q coordinator household-agent government-agent insurer-agent contractor-agent); do
+			docker inspect -f '{{.State.Health.Status}}' "$id"
+		done | sort | uniq -c | tr -s ' ')
+		if [ "$(echo "$states" | sed -n 1p)" = " 8 healthy" ]; then
+			health_ok=true
+			break
+		fi
+		sleep 2
+	done
+	$health_ok || {
+		log "run 1: not every program is healthy: $states"
+		exit 1
+	}
+	log "run 1: a second up refused; all 8 programs healthy"
 	teardown
 fi
 

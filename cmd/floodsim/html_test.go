@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"context"
 	"encoding/json"
 	"io"
@@ -21,9 +22,10 @@ import (
 )
 
 // runSmall runs the small scenario against a coordinator and one agent per
-// role in this process, writing the JSON and HTML reports into a temporary
-// directory, and returns their paths.
-func runSmall(t *testing.T) (jsonPath, htmlPath string) {
+// role in this process, and extra more household agents the run does not
+// wait for (-expect-agents 4), writing the JSON and HTML reports into a
+// temporary directory, and returns their paths.
+func runSmall(t *testing.T, extra int) (jsonPath, htmlPath string) {
 	t.Helper()
 	c, err := parseFlags(append([]string{"-spawn=false", "-expect-agents", "4"}, small...), env(), io.Discard)
 	require.NoError(t, err)
@@ -40,6 +42,11 @@ func runSmall(t *testing.T) (jsonPath, htmlPath string) {
 			opts.Init = flood.InitLedger(l)
 		}
 		testenv.Agent(t, url, opts)
+	}
+	steps, err := flood.Steps(flood.Household)
+	require.NoError(t, err)
+	for i := range extra {
+		testenv.Agent(t, url, participant.Options{Role: flood.Household, Name: fmt.Sprintf("late-%d", i), Steps: steps})
 	}
 	dir := t.TempDir()
 	c.conn.URL = url
@@ -69,7 +76,7 @@ func chromium(t *testing.T) string {
 // asks for.
 func TestHTMLReportInChromium(t *testing.T) {
 	browser := chromium(t)
-	jsonPath, htmlPath := runSmall(t)
+	jsonPath, htmlPath := runSmall(t, 0)
 	page, err := os.ReadFile(htmlPath)
 	require.NoError(t, err)
 	// Self-contained: nothing is fetched.
@@ -147,4 +154,21 @@ func TestHTMLReportInChromium(t *testing.T) {
 		}
 	}
 	require.Equal(t, agentBars, count("agents", `<rect class="bar s-`))
+}
+
+// TestReportIncludesLateAgents: agents beyond those the run waited for
+// are in the report, and counted.
+func TestReportIncludesLateAgents(t *testing.T) {
+	jsonPath, _ := runSmall(t, 2)
+	data, err := os.ReadFile(jsonPath)
+	require.NoError(t, err)
+	var r report
+	require.NoError(t, json.Unmarshal(data, &r))
+	require.Len(t, r.Agents, 6)
+	require.Equal(t, 2, r.LateAgents)
+	var names []string
+	for _, a := range r.Agents {
+		names = append(names, a.Agent)
+	}
+	require.Subset(t, names, []string{"late-0", "late-1"})
 }
