@@ -240,6 +240,10 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}
 	close(c.ready)
 	c.state.Store(runActive)
+	if c.opts.Observer != nil {
+		// The recovered sagas are in flight before any batch.
+		c.opts.Observer.Committed(nil, nil, c.engine.Summary())
+	}
 	c.log.Info("coordinator running", "tick", c.engine.Tick(), "active", c.engine.Summary().Active)
 	defer close(c.stopped)
 	return c.loop(ctx)
