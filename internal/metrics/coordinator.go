@@ -17,7 +17,7 @@ var TickBuckets = []float64{0, 1, 2, 3, 5, 8, 13, 21}
 var SecondBuckets = prometheus.ExponentialBuckets(0.0005, 2, 16)
 
 // Coordinator holds the coordinator's metrics. It implements
-// [coordinator.Observer]; pass it in coordinator.Options.Observer. It is
+// coordinator.Observer; pass it in coordinator.Options.Observer. It is
 // safe for concurrent use.
 type Coordinator struct {
 	started, finished *prometheus.CounterVec
