@@ -121,6 +121,9 @@ type Agent struct {
 	handled, executed, compensated, duplicates, refused, redelivered, rejected atomic.Int64
 	// serving is true while Run pulls commands.
 	serving atomic.Bool
+	// opened is the store once Run has opened it, for other goroutines
+	// (see SharedStore).
+	opened atomic.Pointer[Store]
 }
 
 // stepKey finds a step without building a string per command.
@@ -205,6 +208,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.store = store
+	a.opened.Store(store)
 	if a.opts.Init != nil {
 		if err := a.opts.Init(ctx, store); err != nil {
 			return fmt.Errorf("agent init: %w", err)

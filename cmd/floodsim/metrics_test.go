@@ -137,9 +137,8 @@ func TestMetricsMatchTheReport(t *testing.T) {
 		if l, ok := ledger[role]; ok {
 			opts.Init = flood.InitLedger(l)
 		}
-		nc := testenv.Connect(t, url)
 		a := testenv.Agent(t, url, opts)
-		reg, err := agentcmd.Metrics(a, nc, nil)
+		reg, err := agentcmd.Metrics(a, nil)
 		require.NoError(t, err)
 		srv := httptest.NewServer(metrics.Handler(reg, a.Health))
 		t.Cleanup(srv.Close)

@@ -5,14 +5,13 @@ package agentcmd
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
@@ -92,7 +91,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 		return err
 	}
 	if c.Observe.MetricsAddr != "" {
-		reg, err := Metrics(a, nc, log)
+		reg, err := Metrics(a, log)
 		if err != nil {
 			return err
 		}
@@ -111,48 +110,35 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 }
 
 // Metrics returns a registry with a's counters and, for a role that holds
-// money, its ledger balance, read from the role's store on nc at each
-// scrape.
-func Metrics(a *participant.Agent, nc *nats.Conn, log *slog.Logger) (*prometheus.Registry, error) {
+// money, its ledger balance, read from a's store at each scrape (absent
+// until Run has opened it).
+func Metrics(a *participant.Agent, log *slog.Logger) (*prometheus.Registry, error) {
 	reg := metrics.NewRegistry()
 	if err := metrics.RegisterAgent(reg, a.Stats); err != nil {
 		return nil, err
 	}
 	role := a.Stats().Role
 	if _, ok := DefaultLedger[role]; ok {
-		l := &ledgerReader{nc: nc, role: role}
-		if err := metrics.RegisterLedger(reg, role, l.read, log); err != nil {
+		read := func(ctx context.Context) (int64, error) {
+			st := a.SharedStore()
+			if st == nil {
+				return 0, errStoreNotOpen
+			}
+			var l flood.Ledger
+			if _, err := st.Get(ctx, flood.LedgerKey, &l); err != nil {
+				return 0, err
+			}
+			return l.Balance, nil
+		}
+		if err := metrics.RegisterLedger(reg, role, read, log); err != nil {
 			return nil, err
 		}
 	}
 	return reg, nil
 }
 
-// ledgerReader reads a role's ledger through a store of its own, opened at
-// the first read that finds the role's stream.
-type ledgerReader struct {
-	nc    *nats.Conn
-	role  string
-	mu    sync.Mutex
-	store *participant.Store
-}
-
-func (r *ledgerReader) read(ctx context.Context) (int64, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.store == nil {
-		st, err := participant.OpenStore(ctx, r.nc, r.role, false, 1)
-		if err != nil {
-			return 0, err
-		}
-		r.store = st
-	}
-	var l flood.Ledger
-	if _, err := r.store.Get(ctx, flood.LedgerKey, &l); err != nil {
-		return 0, err
-	}
-	return l.Balance, nil
-}
+// errStoreNotOpen is why a ledger is not read before the agent runs.
+var errStoreNotOpen = errors.New("the agent's store is not open yet")
 
 // Main is the whole program: it parses args, runs until SIGINT or SIGTERM,
 // and returns the exit code.
