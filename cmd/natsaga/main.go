@@ -27,7 +27,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strconv"
 	"time"
@@ -62,8 +61,9 @@ var errAnswered = errors.New("the coordinator answered with an error")
 // options are the flags every command shares.
 type options struct {
 	conn    cli.Conn
-	timeout time.Duration
-	json    bool
+	timeout   time.Duration
+	json      bool
+	logFormat string
 }
 
 // command is one subcommand: its flags, its arguments' synopsis, and what
@@ -87,6 +87,7 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	o.conn.Register(fs, getenv)
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "how long to wait to connect and for each answer")
 	fs.BoolVar(&o.json, "json", false, "print the answers as JSON, for machines")
+	fs.StringVar(&o.logFormat, "log-format", "text", "text or json, for the connection's error logs")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -128,7 +129,11 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	ctx, stop := cli.SignalContext()
 	defer stop()
 	o.conn.Wait = min(o.conn.Wait, o.timeout)
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	log, err := cli.NewLogger(stderr, "error", o.logFormat)
+	if err != nil {
+		fmt.Fprintln(stderr, "natsaga:", err)
+		return 2
+	}
 	cctx, cancel := context.WithTimeout(ctx, o.timeout)
 	nc, err := o.conn.Connect(cctx, "natsaga-cli", log)
 	cancel()
