@@ -60,7 +60,7 @@ var errAnswered = errors.New("the coordinator answered with an error")
 
 // options are the flags every command shares.
 type options struct {
-	conn    cli.Conn
+	conn      cli.Conn
 	timeout   time.Duration
 	json      bool
 	logFormat string
