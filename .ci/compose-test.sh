@@ -3,8 +3,9 @@
 # whichever Compose front end is installed (deploy/demo.sh picks it):
 #
 #   1. the demo as documented: builds the images, runs the simulation to
-#      its end, checks the report's invariants and its HTML page, that a
-#      second `up` is refused, and that every program reports healthy;
+#      its end, checks the report's invariants, its HTML page, and the
+#      coordinators' Prometheus metrics against it, that a second `up` is
+#      refused, and that every program reports healthy;
 #   2. node and agent loss: a longer run in which one NATS node and one
 #      household-agent container are killed (SIGKILL) mid-run and started
 #      again; every saga must finish and the ledgers balance;
@@ -129,7 +130,18 @@ if wanted demo; then
 		exit 1
 	}
 	tail -n 20 "$work/run1.log"
-	check run1
+	# The coordinators' metrics, scraped from the host, count the report's
+	# sagas.
+	metrics=()
+	for i in 1 2; do
+		port=$(demo compose port --index "$i" coordinator 9090 | sed -n 1p | sed 's/.*://')
+		[ -n "$port" ] || {
+			log "run 1: no host port for coordinator $i's metrics"
+			exit 1
+		}
+		metrics+=(-metrics "127.0.0.1:$port")
+	done
+	check run1 "${metrics[@]}"
 	# A second up is refused while the first demo is up.
 	if demo up >"$work/run1-again.log" 2>&1 || ! grep -q "a demo is up already" "$work/run1-again.log"; then
 		cat "$work/run1-again.log"
