@@ -128,6 +128,9 @@ type Coordinator struct {
 	// sentAt holds when the outstanding command of each saga was
 	// published, kept only for an Observer.
 	sentAt map[string]time.Time
+	// lists bounds the lists of finished sagas read from the bucket at
+	// once.
+	lists chan struct{}
 }
 
 // input is one thing the engine loop applies. apply runs on the loop and
@@ -174,7 +177,7 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 		tracer = opts.TracerProvider.Tracer(tracerName)
 	}
 	return &Coordinator{nc: nc, js: js, opts: opts, log: log, engine: e, tracer: tracer, traces: map[string]*sagaTrace{},
-		in: make(chan input, 4*opts.MaxBatch), revs: map[string]uint64{}, changed: map[string]bool{}, sentAt: map[string]time.Time{}, ready: make(chan struct{}), stopped: make(chan struct{})}, nil
+		in: make(chan input, 4*opts.MaxBatch), revs: map[string]uint64{}, changed: map[string]bool{}, sentAt: map[string]time.Time{}, lists: make(chan struct{}, maxFinishedLists), ready: make(chan struct{}), stopped: make(chan struct{})}, nil
 }
 
 // Ready is closed once the coordinator holds the lease, has recovered its

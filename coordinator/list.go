@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -22,13 +23,28 @@ const (
 	MaxFinishedList = 1000
 	// finishedListWait bounds the read of the bucket for one list.
 	finishedListWait = 10 * time.Second
+	// maxFinishedLists bounds the lists of finished sagas read at once; a
+	// list asked beyond it is refused.
+	maxFinishedLists = 4
 )
+
+// errBusy is answered to a list of finished sagas asked while
+// maxFinishedLists are being read.
+var errBusy = errors.New("too many lists of finished sagas at once; ask again")
 
 // listFinished answers a list request for the sagas that finished with st
 // (completed, rolled_back or timed_out): they are in the bucket only, kept
 // for the retention. It answers the latest limit of them (DefaultFinishedList
-// when limit is 0, at most MaxFinishedList), oldest first.
+// when limit is 0, at most MaxFinishedList), oldest first; while
+// maxFinishedLists others are being read, it answers an error instead.
 func (c *Coordinator) listFinished(m *nats.Msg, st saga.Status, limit int) {
+	select {
+	case c.lists <- struct{}{}:
+		defer func() { <-c.lists }()
+	default:
+		c.respond(m, messages.ListResponse{V: messages.Version, Error: wireError(fmt.Errorf("list %s: %w", st, errBusy))})
+		return
+	}
 	if limit <= 0 {
 		limit = DefaultFinishedList
 	}
