@@ -1,7 +1,12 @@
 package tracing_test
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -49,4 +54,37 @@ func TestInjectExtract(t *testing.T) {
 	tracing.Inject(context.Background(), m)
 	require.Nil(t, m.Header)
 	require.False(t, trace.SpanContextFromContext(tracing.Extract(context.Background(), nil)).IsValid())
+}
+
+// TestSetupExportsOTLP turns tracing on with the standard variables and
+// checks that a span reaches an OTLP/HTTP endpoint, as a collector would
+// receive it.
+func TestSetupExportsOTLP(t *testing.T) {
+	got := make(chan *http.Request, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		got <- r
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
+	t.Setenv("OTEL_SERVICE_NAME", "")
+	tp, stop, err := tracing.Setup(context.Background(), "natsaga-test", os.Getenv)
+	require.NoError(t, err)
+	require.NotNil(t, tp)
+	_, span := tp.Tracer("t").Start(context.Background(), "saga test")
+	span.End()
+	require.NoError(t, stop(context.Background()), "flushes the batch")
+	select {
+	case r := <-got:
+		require.Equal(t, http.MethodPost, r.Method)
+		require.Equal(t, "/v1/traces", r.URL.Path)
+		require.Equal(t, "application/x-protobuf", r.Header.Get("Content-Type"))
+		body, _ := io.ReadAll(r.Body)
+		require.Contains(t, string(body), "saga test")
+		require.Contains(t, string(body), "natsaga-test")
+	default:
+		t.Fatal("no span exported")
+	}
 }
