@@ -32,7 +32,6 @@ import (
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/internal/metrics"
-	"github.com/natsaga/natsaga/internal/tracing"
 )
 
 // config is the coordinator's configuration.
@@ -65,17 +64,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 }
 
 func run(ctx context.Context, c config, getenv func(string) string, log *slog.Logger) error {
-	tp, stopTracing, err := tracing.Setup(ctx, "natsaga-coordinator", getenv)
+	tp, flush, err := cli.StartTracing(ctx, "natsaga-coordinator", getenv, log)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if err := stopTracing(sctx); err != nil {
-			log.Warn("traces not flushed", "err", err)
-		}
-	}()
+	defer flush()
 	nc, err := c.conn.Connect(ctx, "natsaga-coordinator", log)
 	if err != nil {
 		return err

@@ -21,11 +21,11 @@ package main
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -34,7 +34,6 @@ import (
 
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
-	"github.com/natsaga/natsaga/internal/tracing"
 )
 
 // config is floodsim's configuration, from its flags.
@@ -186,16 +185,12 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
-	tp, stopTracing, err := tracing.Setup(ctx, "floodsim", getenv)
+	tp, flush, err := cli.StartTracing(ctx, "floodsim", getenv, slog.New(slog.NewTextHandler(stderr, nil)))
 	if err != nil {
 		fmt.Fprintln(stderr, "floodsim:", err)
 		return 1
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = stopTracing(sctx)
-	}()
+	defer flush()
 	if tp != nil {
 		c.tracerProvider = tp
 	}

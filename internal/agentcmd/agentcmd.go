@@ -18,7 +18,6 @@ import (
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/internal/metrics"
-	"github.com/natsaga/natsaga/internal/tracing"
 	"github.com/natsaga/natsaga/participant"
 )
 
@@ -148,17 +147,11 @@ func Main(role string, args []string, getenv func(string) string, stderr io.Writ
 		return cli.UsageCode(err, stderr)
 	}
 	return cli.ServeObserved(stderr, role+"-agent", c.Observe, func(ctx context.Context, log *slog.Logger) error {
-		tp, stopTracing, err := tracing.Setup(ctx, "natsaga-"+role+"-agent", getenv)
+		tp, flush, err := cli.StartTracing(ctx, "natsaga-"+role+"-agent", getenv, log)
 		if err != nil {
 			return err
 		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			if err := stopTracing(sctx); err != nil {
-				log.Warn("traces not flushed", "err", err)
-			}
-		}()
+		defer flush()
 		c.TracerProvider = tp
 		return Run(ctx, c, log)
 	})

@@ -15,8 +15,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/natsaga/natsaga/internal/metrics"
+	"github.com/natsaga/natsaga/internal/tracing"
 )
 
 // Observe holds the flags by which a long-lived program is seen and
@@ -175,4 +177,26 @@ func ServeObserved(stderr io.Writer, process string, o Observe, run func(ctx con
 	}
 	log.Info(process + " stopped cleanly")
 	return 0
+}
+
+// flushWait bounds the flush of the traces at exit.
+const flushWait = 5 * time.Second
+
+// StartTracing returns the tracer provider of the program named service,
+// nil when the OTEL_ variables getenv reads leave tracing off (see
+// internal/tracing), and a function to call at exit, which flushes the
+// spans within five seconds and logs a failure to log. It returns an
+// error when the exporter cannot be made.
+func StartTracing(ctx context.Context, service string, getenv func(string) string, log *slog.Logger) (trace.TracerProvider, func(), error) {
+	tp, stop, err := tracing.Setup(ctx, service, getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	return tp, func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushWait)
+		defer cancel()
+		if err := stop(fctx); err != nil {
+			log.Warn("traces not flushed", "err", err)
+		}
+	}, nil
 }
