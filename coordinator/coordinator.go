@@ -197,6 +197,11 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		return err
 	}
 	c.state.Store(runStandby)
+	standby, err := c.service("standby")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = standby.Stop() }()
 	l := c.newLease()
 	if err := l.acquire(ctx); err != nil {
 		if ctx.Err() != nil {
@@ -204,6 +209,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	_ = standby.Stop()
 	keepCtx, stopKeeping := context.WithCancel(ctx)
 	lost := make(chan struct{})
 	go l.keep(keepCtx, lost)

@@ -2,9 +2,12 @@ package coordinator_test
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/coordinator"
@@ -60,6 +63,9 @@ func TestStandbyTakesOver(t *testing.T) {
 	require.True(t, first.c.Active())
 	require.NoError(t, second.c.Health())
 	require.False(t, second.c.Active())
+	// NATS micro discovery finds both: the active one with the request
+	// endpoints, the standby with none.
+	require.Equal(t, map[string]int{"active": 6, "standby": 0}, coordinatorInfos(t, client, 2))
 	id := testenv.Start(t, client, "transfer", nil)
 	testenv.WaitStatus(t, client, id, saga.Completed)
 
@@ -86,4 +92,26 @@ func TestStandbyTakesOver(t *testing.T) {
 	testenv.WaitStatus(t, client, id, saga.Completed)
 	third.cancel()
 	require.NoError(t, <-third.done)
+}
+
+// coordinatorInfos asks every coordinator for its micro INFO and returns
+// the number of endpoints of each by its state, once n have answered.
+func coordinatorInfos(t *testing.T, nc *nats.Conn, n int) map[string]int {
+	t.Helper()
+	subj, err := micro.ControlSubject(micro.InfoVerb, messages.CoordinatorService, "")
+	require.NoError(t, err)
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	require.NoError(t, err)
+	defer func() { _ = sub.Unsubscribe() }()
+	require.NoError(t, nc.PublishRequest(subj, inbox, nil))
+	got := map[string]int{}
+	for range n {
+		m, err := sub.NextMsg(5 * time.Second)
+		require.NoError(t, err, "answers so far: %v", got)
+		var info micro.Info
+		require.NoError(t, json.Unmarshal(m.Data, &info))
+		got[info.Metadata["state"]] = len(info.Endpoints)
+	}
+	return got
 }

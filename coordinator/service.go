@@ -11,22 +11,15 @@ import (
 )
 
 // serve adds the coordinator's request API as the NATS micro service
-// [messages.CoordinatorService], one endpoint per request on its existing
-// subject, so that "nats micro ls", "info" and "stats" show it. Each
+// [messages.CoordinatorService] in state "active", one endpoint per request
+// on its existing subject, so that "nats micro ls", "info" and "stats" show
+// it. A standby announces itself with no endpoint (state "standby"). Each
 // endpoint hands its message to the request's handler; the handlers answer
 // through respond. The caller stops the service.
 func (c *Coordinator) serve() (micro.Service, error) {
-	svc, err := micro.AddService(c.nc, micro.Config{
-		Name:        messages.CoordinatorService,
-		Version:     messages.ServiceVersion,
-		Description: "natsaga saga coordinator: starts and drives sagas over JetStream",
-		Metadata:    map[string]string{"definitions": fmt.Sprint(len(c.opts.Definitions))},
-		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
-			c.log.Error("micro service error", "subject", err.Subject, "err", err.Description)
-		},
-	})
+	svc, err := c.service("active")
 	if err != nil {
-		return nil, fmt.Errorf("micro service: %w", err)
+		return nil, err
 	}
 	endpoints := []struct {
 		name, subject string
@@ -45,6 +38,25 @@ func (c *Coordinator) serve() (micro.Service, error) {
 			_ = svc.Stop()
 			return nil, fmt.Errorf("micro endpoint %s: %w", e.name, err)
 		}
+	}
+	return svc, nil
+}
+
+// service adds an instance of [messages.CoordinatorService] with no
+// endpoint, its state ("standby" or "active") and the number of saga
+// types in the metadata.
+func (c *Coordinator) service(state string) (micro.Service, error) {
+	svc, err := micro.AddService(c.nc, micro.Config{
+		Name:        messages.CoordinatorService,
+		Version:     messages.ServiceVersion,
+		Description: "natsaga saga coordinator: starts and drives sagas over JetStream",
+		Metadata:    map[string]string{"definitions": fmt.Sprint(len(c.opts.Definitions)), "state": state},
+		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
+			c.log.Error("micro service error", "subject", err.Subject, "err", err.Description)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("micro service: %w", err)
 	}
 	return svc, nil
 }

@@ -44,6 +44,7 @@ func TestCoordinatorIsAMicroService(t *testing.T) {
 
 	var info micro.Info
 	control(t, nc, micro.InfoVerb, messages.CoordinatorService, &info)
+	require.Equal(t, map[string]string{"definitions": "1", "state": "active"}, info.Metadata)
 	got := map[string]string{}
 	for _, e := range info.Endpoints {
 		got[e.Name] = e.Subject

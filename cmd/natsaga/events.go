@@ -183,13 +183,17 @@ func listServices(ctx context.Context, nc *nats.Conn, o *options, stdout, _ io.W
 		return nil
 	}
 	t := table(stdout)
-	fmt.Fprintln(t, "SERVICE\tID\tVERSION\tROLE\tCOPY\tENDPOINTS")
+	fmt.Fprintln(t, "SERVICE\tID\tVERSION\tROLE/STATE\tCOPY\tENDPOINTS")
 	for _, in := range infos {
 		var eps []string
 		for _, e := range in.Endpoints {
 			eps = append(eps, e.Name)
 		}
-		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\n", in.Name, in.ID, in.Version, orDash(in.Metadata["role"]), orDash(in.Metadata["copy"]), orDash(fmt.Sprint(eps)))
+		role := in.Metadata["role"] // an agent's
+		if role == "" {
+			role = in.Metadata["state"] // a coordinator's: active or standby
+		}
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\n", in.Name, in.ID, in.Version, orDash(role), orDash(in.Metadata["copy"]), fmt.Sprint(eps))
 	}
 	_ = t.Flush()
 	fmt.Fprintf(stdout, "%d services\n", len(infos))
