@@ -77,11 +77,11 @@ func (c *Coordinator) respond(m *nats.Msg, v any) {
 	if m.Reply == "" {
 		return
 	}
-	out := nats.NewMsg(m.Reply)
 	data, err := json.Marshal(v)
 	if err == nil {
-		out.Data = data
+		out := &nats.Msg{Subject: m.Reply, Data: data}
 		if we := responseError(v); we != nil {
+			out.Header = nats.Header{}
 			out.Header.Set(micro.ErrorHeader, we.Message)
 			out.Header.Set(micro.ErrorCodeHeader, messages.StatusCode(we.Code))
 		}

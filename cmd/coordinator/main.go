@@ -77,13 +77,17 @@ func run(ctx context.Context, c config, getenv func(string) string, log *slog.Lo
 	opts := coordinator.Options{
 		Definitions: flood.Definitions(), Replicas: c.replicas, AckWait: c.ackWait, Retention: c.retention, LeaseTTL: c.leaseTTL, Logger: log,
 	}
+	// Metrics are kept only when served: the engine's loop then does no
+	// work for them.
 	reg := metrics.NewRegistry()
-	m, err := metrics.NewCoordinator(reg)
-	if err != nil {
-		return err
+	if c.observe.MetricsAddr != "" {
+		m, err := metrics.NewCoordinator(reg)
+		if err != nil {
+			return err
+		}
+		m.Known(opts.Definitions)
+		opts.Observer = m
 	}
-	m.Known(opts.Definitions)
-	opts.Observer = m
 	if tp != nil {
 		opts.TracerProvider = tp
 	}
