@@ -3,7 +3,9 @@
 # whichever Compose front end is installed (deploy/demo.sh picks it):
 #
 #   1. the demo as documented: builds the images, runs the simulation to
-#      its end, checks the report's invariants;
+#      its end, checks the report's invariants, its HTML page, and the
+#      coordinators' Prometheus metrics against it, that a second `up` is
+#      refused, and that every program reports healthy;
 #   2. node and agent loss: a longer run in which one NATS node and one
 #      household-agent container are killed (SIGKILL) mid-run and started
 #      again; every saga must finish and the ledgers balance;
@@ -71,13 +73,18 @@ trap on_exit EXIT
 trap 'log "line $LINENO: \"$BASH_COMMAND\" failed with $?"' ERR
 trap 'exit 130' INT TERM
 
-# check NAME [reportcheck flags]: copies the report out and checks it, and
-# checks that no program met a permissions violation.
+# check NAME [reportcheck flags]: copies the reports (JSON and HTML) out and
+# checks them, and checks that no program met a permissions violation.
 check() {
 	local name=$1
 	shift
 	demo report "$work/$name.json"
 	go run ./deploy/reportcheck "$@" "$work/$name.json"
+	demo report --html "$work/$name.html" >/dev/null
+	if ! grep -q 'id="timeline"' "$work/$name.html"; then
+		log "$name: the HTML report has no timeline"
+		return 1
+	fi
 	if demo compose logs --no-color 2>&1 | grep -i "permissions violation"; then
 		log "$name: a program was refused something its role needs (deploy/nats/auth.conf)"
 		return 1
@@ -123,7 +130,41 @@ if wanted demo; then
 		exit 1
 	}
 	tail -n 20 "$work/run1.log"
-	check run1
+	# The coordinators' metrics, scraped from the host, count the report's
+	# sagas.
+	metrics=()
+	for i in 1 2; do
+		port=$(demo compose port --index "$i" coordinator 9090 | sed -n 1p | sed 's/.*://')
+		[ -n "$port" ] || {
+			log "run 1: no host port for coordinator $i's metrics"
+			exit 1
+		}
+		metrics+=(-metrics "127.0.0.1:$port")
+	done
+	check run1 "${metrics[@]}"
+	# A second up is refused while the first demo is up.
+	if demo up >"$work/run1-again.log" 2>&1 || ! grep -q "a demo is up already" "$work/run1-again.log"; then
+		cat "$work/run1-again.log"
+		log "run 1: a second up was not refused"
+		exit 1
+	fi
+	# Every program reports healthy through its own -healthcheck.
+	health_ok=false
+	for _ in $(seq 1 30); do
+		states=$(for id in $(demo compose ps -q coordinator household-agent government-agent insurer-agent contractor-agent); do
+			docker inspect -f '{{.State.Health.Status}}' "$id"
+		done | sort | uniq -c | tr -s ' ')
+		if [ "$(echo "$states" | sed -n 1p)" = " 8 healthy" ]; then
+			health_ok=true
+			break
+		fi
+		sleep 2
+	done
+	$health_ok || {
+		log "run 1: not every program is healthy: $states"
+		exit 1
+	}
+	log "run 1: a second up refused; all 8 programs healthy"
 	teardown
 fi
 

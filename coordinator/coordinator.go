@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/natsaga/natsaga/internal/jserr"
 	"github.com/natsaga/natsaga/internal/pull"
@@ -61,6 +62,15 @@ type Options struct {
 	MaxActive int
 	// Logger receives the coordinator's logs. nil discards them.
 	Logger *slog.Logger
+	// Observer, when set, is told what the coordinator does (for
+	// metrics); see [Observer].
+	Observer Observer
+	// TracerProvider, when set, makes the spans of the sagas this
+	// coordinator starts: one trace per saga, from the start request (its
+	// headers' W3C trace context is the parent) through a span per step
+	// and compensation, whose context travels to the agents in the
+	// commands' headers. nil makes none.
+	TracerProvider trace.TracerProvider
 	// NewID makes saga ids; nil means UUIDs.
 	NewID func() string
 }
@@ -124,6 +134,18 @@ type Coordinator struct {
 	// active is the number of sagas in flight after the last batch, for
 	// refusing a start over the limit before it is queued.
 	active atomic.Int64
+	// state is where Run is: one of the run* constants.
+	state atomic.Int32
+	// tracer and traces make the sagas' spans when
+	// Options.TracerProvider is set.
+	tracer trace.Tracer
+	traces map[string]*sagaTrace
+	// sentAt holds when the outstanding command of each saga was
+	// published, kept only for an Observer.
+	sentAt map[string]time.Time
+	// lists bounds the lists of finished sagas read from the bucket at
+	// once.
+	lists chan struct{}
 }
 
 // term is what producers need of one term of the coordinator (see Run):
@@ -170,7 +192,10 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	c := &Coordinator{nc: nc, js: js, opts: opts, log: log, ready: make(chan struct{})}
+	c := &Coordinator{nc: nc, js: js, opts: opts, log: log, ready: make(chan struct{}), lists: make(chan struct{}, maxFinishedLists)}
+	if opts.TracerProvider != nil {
+		c.tracer = opts.TracerProvider.Tracer(tracerName)
+	}
 	if err := c.reset(); err != nil {
 		return nil, err
 	}
@@ -188,6 +213,7 @@ func (c *Coordinator) reset() error {
 	}
 	c.engine = e
 	c.revs, c.changed = map[string]uint64{}, map[string]bool{}
+	c.traces, c.sentAt = map[string]*sagaTrace{}, map[string]time.Time{}
 	c.clock, c.saved = 0, 0
 	c.term.Store(&term{in: make(chan input, 4*c.opts.MaxBatch), stopped: make(chan struct{})})
 	return nil
@@ -210,6 +236,7 @@ func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
 // server has no JetStream, and an error when the connection is closed for
 // good (its reconnect attempts ran out).
 func (c *Coordinator) Run(ctx context.Context) error {
+	defer c.state.Store(runStopped)
 	for {
 		err := c.runTerm(ctx)
 		switch {
@@ -223,6 +250,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			return fmt.Errorf("coordinator: connection closed: %w", err)
 		}
 		c.log.Error("coordinator term ended; standing by to start again", "err", err)
+		c.state.Store(runStandby)
 		if err := c.reset(); err != nil {
 			return err
 		}
@@ -244,6 +272,12 @@ func (c *Coordinator) runTerm(ctx context.Context) error {
 	if err := c.setup(ctx); err != nil {
 		return err
 	}
+	c.state.Store(runStandby)
+	standby, err := c.service("standby")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = standby.Stop() }()
 	l := c.newLease()
 	if err := l.acquire(ctx); err != nil {
 		if ctx.Err() != nil {
@@ -251,6 +285,7 @@ func (c *Coordinator) runTerm(ctx context.Context) error {
 		}
 		return err
 	}
+	_ = standby.Stop()
 	keepCtx, stopKeeping := context.WithCancel(ctx)
 	lost := make(chan struct{})
 	go l.keep(keepCtx, lost)
@@ -267,16 +302,12 @@ func (c *Coordinator) runTerm(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	subs, err := c.subscribe()
+	svc, err := c.serve()
 	if err != nil {
 		first.Stop()
 		return err
 	}
-	defer func() {
-		for _, s := range subs {
-			_ = s.Unsubscribe()
-		}
-	}()
+	defer func() { _ = svc.Stop() }()
 	pulling, stopPulling := context.WithCancel(ctx)
 	var pullers sync.WaitGroup
 	pullers.Go(func() { c.pullReplies(pulling, first) })
@@ -293,6 +324,11 @@ func (c *Coordinator) runTerm(ctx context.Context) error {
 		return fmt.Errorf("subscribe: %w", err)
 	}
 	c.readyOnce.Do(func() { close(c.ready) })
+	c.state.Store(runActive)
+	if c.opts.Observer != nil {
+		// The recovered sagas are in flight before any batch.
+		c.opts.Observer.Committed(nil, nil, c.engine.Summary())
+	}
 	c.log.Info("coordinator running", "tick", c.engine.Tick(), "active", c.engine.Summary().Active)
 	return c.loop(ctx, t.in)
 }
@@ -469,6 +505,10 @@ func (c *Coordinator) loop(ctx context.Context, in <-chan input) error {
 			c.engine.Wake(now, &out)
 		}
 		err := c.commit(ctx, &out)
+		if err == nil {
+			c.observeCommit(&out, time.Now())
+			c.traceEvents(out.Events)
+		}
 		for _, d := range dones {
 			d(err)
 		}
@@ -667,7 +707,9 @@ func (c *Coordinator) sendCommands(cmds []*messages.Command, sent []sentCommand)
 				"saga_id", cmd.SagaID, "step", cmd.Step, "bytes", len(data), "limit", c.nc.MaxPayload())
 			continue
 		}
-		f, err := c.js.PublishMsgAsync(&nats.Msg{Subject: cmd.Subject(), Data: data})
+		m := &nats.Msg{Subject: cmd.Subject(), Data: data}
+		c.traceCommand(cmd, m)
+		f, err := c.js.PublishMsgAsync(m)
 		if err != nil {
 			return sent, fmt.Errorf("publish command: %w", err)
 		}
@@ -755,7 +797,7 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 			return nil
 		}
 		// A reply's effect is always stored (see durability.go).
-		err = c.engine.ApplyReply(r, now, out)
+		err = c.applyAnswer(r, now, out)
 		switch {
 		case errors.Is(err, saga.ErrStale):
 			c.log.Debug("stale reply ignored", "saga_id", r.SagaID, "step", r.Step, "attempt", r.Attempt, "err", err)

@@ -50,12 +50,13 @@ import (
 	"github.com/natsaga/natsaga/saga"
 )
 
-// applyRecord applies to e reply, the answer that a barrier record gives
-// to a saga's outstanding command, and leaves the saga unstored when
+// applyRecord applies reply, the answer that a barrier record gives to a
+// saga's outstanding command, with apply (the engine's ApplyReply, or the
+// coordinator's observed version of it), and leaves the saga unstored when
 // [onlyAdvanced] says the record alone can replay the change.
-func applyRecord(e *saga.Engine, reply messages.Reply, now time.Time, out *saga.Outbox) error {
+func applyRecord(apply func(messages.Reply, time.Time, *saga.Outbox) error, reply messages.Reply, now time.Time, out *saga.Outbox) error {
 	changed, commands, events := len(out.Changed), len(out.Commands), len(out.Events)
-	if err := e.ApplyReply(reply, now, out); err != nil {
+	if err := apply(reply, now, out); err != nil {
 		return err
 	}
 	if onlyAdvanced(reply, out.Changed[changed:], out.Commands[commands:], len(out.Events) > events) {
@@ -136,7 +137,7 @@ func (c *Coordinator) catchUp(ctx context.Context, ids []string) error {
 			if !ok {
 				continue
 			}
-			if err := applyRecord(c.engine, reply, time.Now(), &out); err != nil {
+			if err := applyRecord(c.engine.ApplyReply, reply, time.Now(), &out); err != nil {
 				return fmt.Errorf("catch up %s: %w", r.cmd.SagaID, err)
 			}
 			replayed++

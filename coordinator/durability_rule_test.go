@@ -44,7 +44,7 @@ func TestWhichRecordAnswerIsStored(t *testing.T) {
 				out.Reset()
 				cmd, ok := e.Command("s1")
 				require.True(t, ok)
-				require.NoError(t, applyRecord(e, messages.ReplyTo(&cmd, o, "why"), now, &out))
+				require.NoError(t, applyRecord(e.ApplyReply, messages.ReplyTo(&cmd, o, "why"), now, &out))
 			}
 			for _, o := range tc.before {
 				answer(o)
@@ -73,10 +73,10 @@ func TestAReplyAfterAnUnstoredAdvanceIsStored(t *testing.T) {
 	require.NoError(t, err)
 	out.Reset()
 	cmd, _ := e.Command("s1")
-	require.NoError(t, applyRecord(e, messages.ReplyTo(&cmd, messages.OK, ""), time.Now(), &out))
+	require.NoError(t, applyRecord(e.ApplyReply, messages.ReplyTo(&cmd, messages.OK, ""), time.Now(), &out))
 	require.Empty(t, out.Changed)
 	cmd, _ = e.Command("s1")
-	require.NoError(t, applyRecord(e, messages.ReplyTo(&cmd, messages.Failed, "no room"), time.Now(), &out))
+	require.NoError(t, applyRecord(e.ApplyReply, messages.ReplyTo(&cmd, messages.Failed, "no room"), time.Now(), &out))
 	require.NotEmpty(t, out.Changed)
 	require.Equal(t, saga.Compensating, out.Changed[len(out.Changed)-1].Status)
 }

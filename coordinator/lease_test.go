@@ -2,12 +2,14 @@ package coordinator_test
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
@@ -111,6 +113,14 @@ func TestStandbyTakesOver(t *testing.T) {
 	second, _ := run(log)
 	receive(t, standing, "the second coordinator to stand by")
 	require.False(t, ready(second), "a standby must wait for the lease")
+	// Both are healthy: one holds the lease, the other stands by.
+	require.NoError(t, first.c.Health())
+	require.True(t, first.c.Active())
+	require.NoError(t, second.c.Health())
+	require.False(t, second.c.Active())
+	// NATS micro discovery finds both: the active one with the request
+	// endpoints, the standby with none.
+	require.Equal(t, map[string]int{"active": 6, "standby": 0}, coordinatorInfos(t, client, 2))
 	id := testenv.Start(t, client, "transfer", nil)
 	testenv.WaitStatus(t, client, id, saga.Completed)
 	require.False(t, ready(second), "a standby serves nothing while the lease is held")
@@ -120,6 +130,8 @@ func TestStandbyTakesOver(t *testing.T) {
 	crashFirst()
 	receive(t, second.c.Ready(), "the standby to take over")
 	require.Error(t, receive(t, first.done, "the first coordinator to stop"))
+	require.ErrorIs(t, first.c.Health(), coordinator.ErrNotReady)
+	require.True(t, second.c.Active())
 	first.cancel()
 	require.Empty(t, released, "a crash releases nothing")
 	id = testenv.Start(t, client, "transfer", nil)
@@ -139,4 +151,26 @@ func TestStandbyTakesOver(t *testing.T) {
 	testenv.WaitStatus(t, client, id, saga.Completed)
 	third.cancel()
 	require.NoError(t, receive(t, third.done, "the third coordinator to stop"))
+}
+
+// coordinatorInfos asks every coordinator for its micro INFO and returns
+// the number of endpoints of each by its state, once n have answered.
+func coordinatorInfos(t *testing.T, nc *nats.Conn, n int) map[string]int {
+	t.Helper()
+	subj, err := micro.ControlSubject(micro.InfoVerb, messages.CoordinatorService, "")
+	require.NoError(t, err)
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	require.NoError(t, err)
+	defer func() { _ = sub.Unsubscribe() }()
+	require.NoError(t, nc.PublishRequest(subj, inbox, nil))
+	got := map[string]int{}
+	for range n {
+		m, err := sub.NextMsg(5 * time.Second)
+		require.NoError(t, err, "answers so far: %v", got)
+		var info micro.Info
+		require.NoError(t, json.Unmarshal(m.Data, &info))
+		got[info.Metadata["state"]] = len(info.Endpoints)
+	}
+	return got
 }

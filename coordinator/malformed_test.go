@@ -156,7 +156,6 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 			{"list: wrong types", messages.ListSubject, []byte(`{"v":1,"limit":"ten"}`), messages.CodeBadRequest},
 			{"list: wrong version", messages.ListSubject, []byte(`{"v":0}`), messages.CodeBadRequest},
 			{"list: unknown status", messages.ListSubject, []byte(`{"v":1,"status":"lost"}`), messages.CodeBadRequest},
-			{"list: finished status", messages.ListSubject, []byte(`{"v":1,"status":"completed"}`), messages.CodeBadRequest},
 			{"list: oversized", messages.ListSubject, padded(t, messages.ListRequest{V: 1}), messages.CodeBadRequest},
 			{"retry: not JSON", messages.RetrySubject, []byte("retry!"), messages.CodeBadRequest},
 			{"retry: wrong types", messages.RetrySubject, []byte(`{"v":1,"saga_id":["x"]}`), messages.CodeBadRequest},

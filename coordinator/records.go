@@ -132,7 +132,7 @@ func (c *Coordinator) recordInput(m jetstream.Msg) input {
 				"why", fmt.Sprintf("seq %d, command in flight has seq %d", res.Seq, cmd.Seq))
 			return ack
 		}
-		if err := applyRecord(c.engine, reply, now, out); err != nil {
+		if err := applyRecord(c.applyAnswer, reply, now, out); err != nil {
 			c.log.Warn("record not applied", "saga_id", id, "step", step, "err", err)
 		}
 		return ack

@@ -14,57 +14,6 @@ import (
 	"github.com/natsaga/natsaga/saga"
 )
 
-func (c *Coordinator) subscribe() ([]*nats.Subscription, error) {
-	handlers := map[string]nats.MsgHandler{
-		messages.StartSubjects:  c.onStart,
-		messages.TickSubject:    c.onTick,
-		messages.StatusSubject:  c.onStatus,
-		messages.SummarySubject: c.onSummary,
-		messages.ListSubject:    c.onList,
-		messages.RetrySubject:   c.onRetry,
-	}
-	var subs []*nats.Subscription
-	for subj, h := range handlers {
-		s, err := c.nc.Subscribe(subj, h)
-		if err != nil {
-			for _, s := range subs {
-				_ = s.Unsubscribe()
-			}
-			return nil, fmt.Errorf("subscribe %s: %w", subj, err)
-		}
-		subs = append(subs, s)
-	}
-	return subs, nil
-}
-
-// errTooLargeToAnswer is the error of an answer that would not fit the
-// server's payload limit.
-var errTooLargeToAnswer = errors.New("answer too large for the server's payload limit")
-
-// respond answers m with v, if m asked for an answer. An answer that would
-// not fit the server's payload limit is replaced by an error answer, so a
-// request is never left without one.
-func (c *Coordinator) respond(m *nats.Msg, v any) {
-	if m.Reply == "" {
-		return
-	}
-	data, err := json.Marshal(v)
-	if err == nil && int64(len(data)) > c.nc.MaxPayload() {
-		err = fmt.Errorf("answer of %d bytes, limit %d: %w", len(data), c.nc.MaxPayload(), errTooLargeToAnswer)
-		c.log.Warn("answer too large; answering an error", "subject", messages.Quote(m.Subject), "err", err)
-		data, err = json.Marshal(struct {
-			V     int                 `json:"v"`
-			Error *messages.WireError `json:"error"`
-		}{messages.Version, wireError(err)})
-	}
-	if err == nil {
-		err = m.Respond(data)
-	}
-	if err != nil {
-		c.log.Warn("response not sent", "subject", messages.Quote(m.Subject), "err", err)
-	}
-}
-
 // wireError maps an error to its wire form.
 func wireError(err error) *messages.WireError {
 	code := messages.CodeInternal
@@ -160,6 +109,7 @@ func (c *Coordinator) startInput(m *nats.Msg, sagaType string, req messages.Star
 			c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
 			return nil
 		}
+		c.traceStart(m, x)
 		resp := messages.StartResponse{V: messages.Version, SagaID: x.ID, Status: string(x.Status)}
 		return func(err error) {
 			if err != nil {
@@ -289,19 +239,26 @@ func (c *Coordinator) onList(m *nats.Msg) {
 		return
 	}
 	st := saga.Status(req.Status)
+	finished := st.Terminal() && st != saga.Failed
 	var after *saga.ListCursor
 	var err error
 	switch {
-	case st != "" && (!st.Valid() || (st.Terminal() && st != saga.Failed)):
-		err = fmt.Errorf("status %q: list takes an active status or %q; ask for a finished saga by id: %w", req.Status, saga.Failed, messages.ErrBadRequest)
+	case st != "" && !st.Valid():
+		err = fmt.Errorf("status %q: not a saga status: %w", req.Status, messages.ErrBadRequest)
 	case req.Limit < 0 || req.Limit > messages.MaxListPage:
 		err = fmt.Errorf("limit %d: a page holds 1 to %d sagas (0: %d): %w", req.Limit, messages.MaxListPage, messages.MaxListPage, messages.ErrBadRequest)
+	case finished && req.After != "":
+		err = fmt.Errorf("cursor %q: the sagas that finished %s come in one page, the latest; a cursor pages active sagas: %w", req.After, st, messages.ErrBadRequest)
 	case req.After != "":
 		tick, id, perr := messages.ParseListCursor(req.After)
 		after, err = &saga.ListCursor{StartedTick: tick, ID: id}, perr
 	}
 	if err != nil {
 		c.respond(m, messages.ListResponse{V: messages.Version, Error: wireError(err)})
+		return
+	}
+	if finished {
+		go c.listFinished(m, st, req.Limit)
 		return
 	}
 	limit := req.Limit

@@ -3,19 +3,26 @@
 # whichever Compose front end is installed: `docker compose` (v2) or
 # `docker-compose` (v1).
 #
-#   deploy/demo.sh up [-d] [--scale household-agent=4 ...]
+#   deploy/demo.sh up [-d] [--reset] [--scale household-agent=4 ...]
 #       build the images (deploy/build.sh), start the cluster, the
 #       coordinator, the agents and the driver, follow the driver to the end
 #       of the simulation; exits with the driver's exit code (0: the
 #       invariants hold). Everything else keeps running until `down`.
-#       With -d, return once everything is started.
+#       With -d, return once everything is started. A demo that is up
+#       already is refused; --reset removes it (volumes too) first.
+#   deploy/demo.sh url USER
+#       print a NATS URL with USER's demo password for a client on this
+#       host, for example `nats -s "$(deploy/demo.sh url admin)" stream ls`
+#       or `nats -s "$(deploy/demo.sh url system)" server report jetstream`.
 #   deploy/demo.sh report [FILE]
 #       print the driver's JSON report, or copy it to FILE.
+#   deploy/demo.sh report --html FILE
+#       copy the driver's HTML report (plots; self-contained) to FILE.
 #   deploy/demo.sh down
 #       stop and remove everything, volumes included.
 #   deploy/demo.sh natsaga ARGS...
 #       run the operator's tool (cmd/natsaga) as the operator user, for
-#       example `summary`, `list -status failed`, `events -all -n 10`.
+#       example `summary`, `list -status failed`, `events -n 10`, `services`.
 #   deploy/demo.sh compose ARGS...
 #       any other Compose command, for example `ps`, `logs coordinator`,
 #       `stop nats-2`, `port nats-1 4222`.
@@ -91,13 +98,26 @@ agents_expected() {
 
 up() {
 	detach=false
+	reset=false
 	for arg in "$@"; do
 		shift
 		case $arg in
 		-d | --detach) detach=true ;;
+		--reset) reset=true ;;
 		*) set -- "$@" "$arg" ;;
 		esac
 	done
+	# A second up would replay the scenario on the ledgers the first one
+	# spent: refuse, or start from scratch with --reset.
+	if [ -n "$(compose ps -a -q 2>/dev/null)" ]; then
+		if ! $reset; then
+			die "a demo is up already (project $project): 'deploy/demo.sh report' shows its report;" \
+				"'deploy/demo.sh up --reset' removes it, volumes included, and starts again;" \
+				"'deploy/demo.sh down' only removes it"
+		fi
+		echo "demo.sh: --reset: removing the demo that is up (project $project), volumes included"
+		compose down -v --remove-orphans
+	fi
 	if [ "${NATSAGA_SKIP_BUILD:-}" != 1 ]; then
 		"$root/deploy/build.sh"
 	fi
@@ -129,6 +149,13 @@ up() {
 report() {
 	id=$(driver_id)
 	[ -n "$id" ] || die "no driver container: run deploy/demo.sh up first"
+	if [ "${1:-}" = --html ]; then
+		[ $# -eq 2 ] || die "report --html FILE"
+		docker cp "$id:/report/report.html" "$2" ||
+			die "no HTML report yet: the driver writes it when the simulation ends"
+		echo "demo.sh: HTML report in $2 (open it in any browser; it needs no network)"
+		return
+	fi
 	if [ $# -gt 0 ]; then
 		docker cp "$id:/report/report.json" "$1"
 		return
@@ -140,11 +167,25 @@ report() {
 	cat "$tmp/report.json"
 }
 
+# url USER prints nats://USER:PASSWORD@127.0.0.1:PORT for nats-1's client
+# port on this host.
+url() {
+	[ $# -eq 1 ] || die "url USER (admin, system, operator, ...)"
+	case $1 in
+	admin | system | operator | driver | coordinator | household | government | insurer | contractor) ;;
+	*) die "url: unknown user $1" ;;
+	esac
+	port=$(compose port nats-1 4222 | sed -n 1p | sed 's/.*://')
+	[ -n "$port" ] || die "nats-1 is not up"
+	echo "nats://$1:$1-demo@127.0.0.1:$port"
+}
+
 cmd=${1:-}
 [ $# -eq 0 ] || shift
 case $cmd in
 up) up "$@" ;;
 report) report "$@" ;;
+url) url "$@" ;;
 down) compose down -v --remove-orphans ;;
 natsaga)
 	compose run --rm --no-deps -e NATS_USER=operator -e NATS_PASSWORD=operator-demo \

@@ -368,6 +368,25 @@ const (
 	CodeTooLarge = "too_large"
 )
 
+// StatusCode returns the HTTP-like status code that stands for the error
+// code c in NATS micro's Nats-Service-Error-Code header: 400, 404, 409,
+// 413 (too_large), 503 (busy), or 500 for anything else.
+func StatusCode(c string) string {
+	switch c {
+	case CodeBadRequest:
+		return "400"
+	case CodeNotFound:
+		return "404"
+	case CodeConflict:
+		return "409"
+	case CodeTooLarge:
+		return "413"
+	case CodeBusy:
+		return "503"
+	}
+	return "500"
+}
+
 // WireError is an error as it travels in a response.
 type WireError struct {
 	Code    string `json:"code"`

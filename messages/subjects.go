@@ -18,7 +18,8 @@ import (
 //	natsaga.status / .summary / .list       queries                (request/reply)
 //	natsaga.retry                           retry a failed saga's compensation (request/reply)
 //	natsaga.event.<saga>.<status>           saga status changes    (publish)
-//	natsaga.agents.stats                    agent statistics       (scatter/gather)
+//	natsaga.agents.stats                    agent statistics       (micro endpoint "stats" of every agent)
+//	$SRV.PING|INFO|STATS[.<service>[.<id>]] NATS micro discovery   (services natsaga-coordinator, natsaga-agent)
 //	natsaga.state.<role>.branch.<id>.<step> participant barrier    (stream NATSAGA_STATE_<ROLE>; the coordinator reads it)
 //	natsaga.state.<role>.data.<key>         participant state      (stream NATSAGA_STATE_<ROLE>)
 const (
@@ -51,8 +52,22 @@ const (
 	ListSubject = "natsaga.list"
 	// RetrySubject answers a [RetryRequest] with a [RetryResponse].
 	RetrySubject = "natsaga.retry"
-	// AgentStatsSubject is answered by every running agent with its [AgentStats].
+	// AgentStatsSubject is answered by every running agent with its
+	// [AgentStats]: the "stats" endpoint of [AgentService], served with no
+	// queue group, so that every agent answers.
 	AgentStatsSubject = "natsaga.agents.stats"
+
+	// CoordinatorService is the NATS micro service name under which the
+	// active coordinator serves its request API (start, tick, status,
+	// summary, list, retry), so that "nats micro info natsaga-coordinator"
+	// finds it.
+	CoordinatorService = "natsaga-coordinator"
+	// AgentService is the NATS micro service name of every agent; its
+	// metadata names the agent's role and copy.
+	AgentService = "natsaga-agent"
+	// ServiceVersion is the version both services announce. Its major
+	// number is the wire [Version].
+	ServiceVersion = "1.0.0"
 
 	commandPrefix = "saga."
 	compensateTok = "compensate"

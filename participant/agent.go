@@ -2,7 +2,6 @@ package participant
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,9 +14,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/pull"
+	"github.com/natsaga/natsaga/internal/tracing"
 	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 )
@@ -53,6 +54,10 @@ type Options struct {
 	Init func(ctx context.Context, s agent.Seeder) error
 	// Logger receives the agent's logs. nil discards them.
 	Logger *slog.Logger
+	// TracerProvider, when set, makes a span of each command's handling,
+	// a child of the span context the command's headers carry; handlers
+	// get it in their ctx, and replies carry it. nil makes none.
+	TracerProvider trace.TracerProvider
 }
 
 // Validate returns an error wrapping [messages.ErrBadRequest] when o is
@@ -105,6 +110,11 @@ type Agent struct {
 	wake chan struct{}
 
 	handled, executed, compensated, duplicates, refused, redelivered, rejected atomic.Int64
+	// serving is true while Run pulls commands.
+	serving atomic.Bool
+	// opened is the store once Run has opened it, for other goroutines
+	// (see SharedStore).
+	opened atomic.Pointer[Store]
 }
 
 // stepKey finds a step without building a string per command.
@@ -189,6 +199,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.store = store
+	a.opened.Store(store)
 	if a.opts.Init != nil {
 		if err := a.opts.Init(ctx, store); err != nil {
 			return fmt.Errorf("agent init: %w", err)
@@ -216,11 +227,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return cons.Messages(jetstream.PullMaxMessages(2*a.opts.Concurrency),
 			jetstream.PullExpiry(4*time.Second), jetstream.PullHeartbeat(time.Second))
 	}
-	statsSub, err := a.nc.Subscribe(messages.AgentStatsSubject, a.answerStats)
+	svc, err := a.serve()
 	if err != nil {
-		return fmt.Errorf("agent stats: %w", err)
+		return err
 	}
-	defer statsSub.Unsubscribe()
+	defer func() { _ = svc.Stop() }()
 	tickSub, err := a.nc.Subscribe(messages.TickSubject, a.onTick)
 	if err != nil {
 		return fmt.Errorf("agent ticks: %w", err)
@@ -230,6 +241,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.serving.Store(true)
+	defer a.serving.Store(false)
 
 	a.log.Info("agent serving", "subjects", len(a.Subjects()))
 
@@ -252,7 +265,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for m := range work {
-				a.handle(inHand, m)
+				a.traced(inHand, m)
 			}
 		}()
 	}
@@ -277,11 +290,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	<-acked
 	a.log.Info("agent stopped", "handled", a.handled.Load())
 	return nil
-}
-
-func (a *Agent) answerStats(m *nats.Msg) {
-	data, _ := json.Marshal(a.Stats())
-	_ = m.Respond(data)
 }
 
 func (a *Agent) onTick(m *nats.Msg) {
@@ -400,7 +408,7 @@ func (a *Agent) run(ctx context.Context, cmd *messages.Command, step *agent.Step
 		}
 		return
 	}
-	stored, err := a.publishReply(reply)
+	stored, err := a.publishReply(ctx, reply)
 	if err != nil {
 		a.cmdLog(cmd).Warn("reply not stored; command will be redelivered", "err", err)
 		_ = m.NakWithDelay(time.Second)
@@ -443,21 +451,24 @@ func (a *Agent) ackStored(inHand context.Context) {
 	}
 }
 
-// encodeReply names r's sender and returns the message that stores it. A
-// reply carries no message id: after a coordinator restart, the same
-// sequence number may be asked again, and must be answered again.
-func (a *Agent) encodeReply(r messages.Reply) (*nats.Msg, error) {
+// encodeReply names r's sender and returns the message that stores it,
+// with the trace context of ctx in its headers. A reply carries no message
+// id: after a coordinator restart, the same sequence number may be asked
+// again, and must be answered again.
+func (a *Agent) encodeReply(ctx context.Context, r messages.Reply) (*nats.Msg, error) {
 	r.Agent = a.opts.Name
 	data, err := wirejson.AppendReply(make([]byte, 0, 256), &r)
 	if err != nil {
 		return nil, fmt.Errorf("encode reply: %w", err)
 	}
-	return &nats.Msg{Subject: r.Subject(), Data: data}, nil
+	m := &nats.Msg{Subject: r.Subject(), Data: data}
+	tracing.Inject(ctx, m)
+	return m, nil
 }
 
 // publishReply publishes r without waiting for it to be stored.
-func (a *Agent) publishReply(r messages.Reply) (jetstream.PubAckFuture, error) {
-	m, err := a.encodeReply(r)
+func (a *Agent) publishReply(ctx context.Context, r messages.Reply) (jetstream.PubAckFuture, error) {
+	m, err := a.encodeReply(ctx, r)
 	if err != nil {
 		return nil, err
 	}
@@ -466,7 +477,7 @@ func (a *Agent) publishReply(r messages.Reply) (jetstream.PubAckFuture, error) {
 
 // reply publishes r and waits until it is stored.
 func (a *Agent) reply(ctx context.Context, r messages.Reply) error {
-	m, err := a.encodeReply(r)
+	m, err := a.encodeReply(ctx, r)
 	if err != nil {
 		return err
 	}

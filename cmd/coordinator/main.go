@@ -9,7 +9,15 @@
 //
 //	coordinator [-nats nats://127.0.0.1:4222] [-replicas 1] [-ack-wait 5s]
 //	            [-retention 168h] [-lease-ttl 3s] [-max-active N] [-log-level info]
+//	            [-log-format text] [-metrics-addr :9090]
 //	            [-creds file] [-nkey seedfile] [-tls-ca ca.pem] [-tls-cert cert.pem -tls-key key.pem]
+//	coordinator -healthcheck -metrics-addr :9090
+//
+// With -metrics-addr it serves Prometheus metrics on /metrics, liveness on
+// /livez and readiness on /readyz (ready: connected, and holding the lease
+// or standing by); -healthcheck asks a running coordinator's /readyz, for
+// container health checks. OTEL_ environment variables turn on tracing
+// (see docs/observe.md).
 package main
 
 import (
@@ -24,6 +32,7 @@ import (
 	"github.com/natsaga/natsaga/coordinator"
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
+	"github.com/natsaga/natsaga/internal/metrics"
 )
 
 // config is the coordinator's configuration.
@@ -34,7 +43,7 @@ type config struct {
 	retention time.Duration
 	leaseTTL  time.Duration
 	maxActive int
-	logLevel  string
+	observe   cli.Observe
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -47,28 +56,60 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.retention, "retention", coordinator.DefaultRetention, "how long a finished saga stays queryable (failed ones stay until retried); negative: for ever")
 	fs.DurationVar(&c.leaseTTL, "lease-ttl", coordinator.DefaultLeaseTTL, "how long the lease lasts unless renewed: a standby coordinator takes over this long after the active one dies")
 	fs.IntVar(&c.maxActive, "max-active", defaultMaxActive(), "most sagas in flight; a start beyond is answered \"busy\" (default: a quarter of the memory limit at 8 KiB a saga); negative: no limit")
-	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	c.observe.Register(fs, getenv)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
-	return c, nil
+	return c, c.observe.Validate()
 }
 
-func run(ctx context.Context, c config, log *slog.Logger) error {
+func run(ctx context.Context, c config, getenv func(string) string, log *slog.Logger) error {
+	tp, flush, err := cli.StartTracing(ctx, "natsaga-coordinator", getenv, log)
+	if err != nil {
+		return err
+	}
+	defer flush()
 	nc, err := c.conn.Connect(ctx, "natsaga-coordinator", log)
 	if err != nil {
 		return err
 	}
 	defer cli.Drain(nc, 5*time.Second)
-	co, err := coordinator.New(nc, coordinator.Options{
+	opts := coordinator.Options{
 		Definitions: flood.Definitions(), Replicas: c.replicas, AckWait: c.ackWait, Retention: c.retention, LeaseTTL: c.leaseTTL,
 		MaxActive: c.maxActive, Logger: log,
-	})
+	}
+	// Metrics are kept only when served: the engine's loop then does no
+	// work for them.
+	reg := metrics.NewRegistry()
+	if c.observe.MetricsAddr != "" {
+		m, err := metrics.NewCoordinator(reg)
+		if err != nil {
+			return err
+		}
+		m.Known(opts.Definitions)
+		opts.Observer = m
+	}
+	if tp != nil {
+		opts.TracerProvider = tp
+	}
+	co, err := coordinator.New(nc, opts)
 	if err != nil {
 		return err
+	}
+	if c.observe.MetricsAddr != "" {
+		sctx, stop := context.WithCancel(ctx)
+		wait, err := cli.ServeMetrics(sctx, c.observe.MetricsAddr, reg, cli.NewHealth(nc, co.Health).Ready, log)
+		if err != nil {
+			stop()
+			return err
+		}
+		defer func() {
+			stop()
+			_ = wait()
+		}()
 	}
 	return co.Run(ctx)
 }
@@ -80,7 +121,7 @@ func mainCode(args []string, getenv func(string) string, stderr io.Writer) int {
 	if err != nil {
 		return cli.UsageCode(err, stderr)
 	}
-	return cli.Serve(stderr, "coordinator", c.logLevel, func(ctx context.Context, log *slog.Logger) error {
-		return run(ctx, c, log)
+	return cli.ServeObserved(stderr, "coordinator", c.observe, func(ctx context.Context, log *slog.Logger) error {
+		return run(ctx, c, getenv, log)
 	})
 }

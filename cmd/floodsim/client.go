@@ -9,8 +9,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/natsaga/natsaga/internal/tracing"
 	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
 )
 
@@ -36,6 +40,9 @@ type probe struct {
 type client struct {
 	nc  *nats.Conn
 	log *slog.Logger
+	// tracer, when set, makes a span of each start request, whose
+	// context the request carries: the parent of the saga's trace.
+	tracer trace.Tracer
 }
 
 // request sends req on subject and decodes the answer into resp. It sends
@@ -53,7 +60,9 @@ func (c *client) request(ctx context.Context, subject string, req, resp any, att
 	patience := time.Now().Add(restartPatience)
 	for attempt := 1; ; attempt++ {
 		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
-		m, err := c.nc.RequestWithContext(rctx, subject, data)
+		msg := &nats.Msg{Subject: subject, Data: data}
+		tracing.Inject(ctx, msg)
+		m, err := c.nc.RequestMsgWithContext(rctx, msg)
 		cancel()
 		if err == nil {
 			if err := messages.Decode(m.Data, resp); err != nil {
@@ -117,6 +126,12 @@ const (
 // request sent again starts it once. A start the coordinator answers
 // "busy" is sent again after a backoff, until ctx ends.
 func (c *client) start(ctx context.Context, sagaType, id string, sctx messages.Context) error {
+	if c.tracer != nil {
+		var span trace.Span
+		ctx, span = c.tracer.Start(ctx, "start "+sagaType, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("natsaga.saga_id", id), attribute.String("natsaga.saga", sagaType)))
+		defer span.End()
+	}
 	req := messages.StartRequest{V: messages.Version, SagaID: id, Context: sctx}
 	wait := busyBackoff
 	for attempt := 1; ; attempt++ {
@@ -186,44 +201,9 @@ func (c *client) active(ctx context.Context) ([]saga.Execution, error) {
 	}
 }
 
-// agentStats asks every running agent for its statistics and collects the
-// answers until want agents have answered (any number when want is 0) or
-// wait has passed, whichever is first. Each agent answers once.
+// agentStats asks every running agent for its statistics through NATS
+// micro's STATS request (see participant.CollectStats), until want agents
+// have answered (any number when want is 0) or wait has passed.
 func (c *client) agentStats(ctx context.Context, want int, wait time.Duration) ([]messages.AgentStats, error) {
-	inbox := c.nc.NewInbox()
-	sub, err := c.nc.SubscribeSync(inbox)
-	if err != nil {
-		return nil, fmt.Errorf("agent stats: %w", err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	data, err := json.Marshal(probe{V: messages.Version})
-	if err != nil {
-		return nil, fmt.Errorf("agent stats: %w", err)
-	}
-	if err := c.nc.PublishRequest(messages.AgentStatsSubject, inbox, data); err != nil {
-		return nil, fmt.Errorf("agent stats: %w", err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	seen := map[string]bool{}
-	var stats []messages.AgentStats
-	for want == 0 || len(stats) < want {
-		m, err := sub.NextMsgWithContext(wctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return stats, fmt.Errorf("agent stats: %w", ctx.Err())
-			}
-			break // wait has passed
-		}
-		var s messages.AgentStats
-		if err := messages.Decode(m.Data, &s); err != nil {
-			c.log.Warn("bad agent stats answer", "err", err)
-			continue
-		}
-		if !seen[s.Agent] {
-			seen[s.Agent] = true
-			stats = append(stats, s)
-		}
-	}
-	return stats, nil
+	return participant.CollectStats(ctx, c.nc, want, wait, func(err error) { c.log.Warn("agent stats answer skipped", "err", err) })
 }

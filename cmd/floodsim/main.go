@@ -11,7 +11,7 @@
 //
 // Usage:
 //
-//	go run ./cmd/floodsim [-households 200] [-ticks 30] [-seed 1] [-json report.json] [-v]
+//	go run ./cmd/floodsim [-households 200] [-ticks 30] [-seed 1] [-json report.json] [-html report.html] [-v]
 //	floodsim -nats nats://host:4222 -spawn=false -expect-agents 6 [-json report.json]
 //
 // The exit code is 0 when the invariants hold (and, with
@@ -20,13 +20,17 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
@@ -59,8 +63,14 @@ type config struct {
 	maxExtraTicks int
 	requireAll    bool
 	jsonPath      string
+	htmlPath      string
 	plan          bool
 	verbose       bool
+	// logFormat is text or json, for floodsim's logs and the spawned
+	// processes'.
+	logFormat string
+	// tracerProvider, when set, traces the start requests.
+	tracerProvider trace.TracerProvider
 }
 
 // roles returns the agent roles, in the order they are started and
@@ -101,8 +111,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.IntVar(&c.maxExtraTicks, "max-extra-ticks", 20, "ticks past -ticks to let the last sagas end")
 	fs.BoolVar(&c.requireAll, "require-all-outcomes", true, "fail unless every outcome (completion, each business rollback, timeout) was seen")
 	fs.StringVar(&c.jsonPath, "json", "", "also write the report as JSON to this file")
+	fs.StringVar(&c.htmlPath, "html", "", "also write the report as one self-contained HTML page, with plots, to this file")
 	fs.BoolVar(&c.plan, "plan", false, "print the scenario's plan (counts and the ledgers it is sized for) as JSON and exit")
 	fs.BoolVar(&c.verbose, "v", false, "log the driver's details, and the spawned processes' logs, to stderr")
+	fs.StringVar(&c.logFormat, "log-format", cmp.Or(getenv("NATSAGA_LOG_FORMAT"), "text"), "text or json, for floodsim's logs and the spawned processes' (env NATSAGA_LOG_FORMAT)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -122,6 +134,9 @@ func (c *config) validate() error {
 		errs = append(errs, errors.New("-households and -ticks must be at least 1"))
 	}
 	if err := c.scenario.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := cli.NewLogger(io.Discard, "info", c.logFormat); err != nil {
 		errs = append(errs, err)
 	}
 	if c.expectAgents < 0 || c.budget < 0 || c.fund < 0 || c.maxExtraTicks < 0 {
@@ -170,6 +185,15 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
+	tp, flush, err := cli.StartTracing(ctx, "floodsim", getenv, slog.New(slog.NewTextHandler(stderr, nil)))
+	if err != nil {
+		fmt.Fprintln(stderr, "floodsim:", err)
+		return 1
+	}
+	defer flush()
+	if tp != nil {
+		c.tracerProvider = tp
+	}
 	err = run(ctx, c, stdout, stderr)
 	switch {
 	case err == nil:

@@ -228,7 +228,7 @@ func TestExternalNoAgents(t *testing.T) {
 	c, err := parseFlags(append([]string{"-spawn=false", "-expect-agents", "2", "-agent-wait", "1s", "-nats", url}, small...), env(), io.Discard)
 	require.NoError(t, err)
 	err = run(context.Background(), c, io.Discard, io.Discard)
-	require.ErrorContains(t, err, "only 0 of 2 agents answered on natsaga.agents.stats")
+	require.ErrorContains(t, err, "only 0 of 2 agents (micro service natsaga-agent) answered")
 }
 
 // TestBin uses prebuilt binaries, and reports a directory without them.

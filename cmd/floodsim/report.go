@@ -52,6 +52,14 @@ type report struct {
 	// StartErrors lists the starts the coordinator never confirmed.
 	StartErrors []string  `json:"start_errors,omitempty"`
 	Durations   durations `json:"durations"`
+	// PerTick has a row per tick of the run; Timeline, the history of a
+	// sample of its sagas (see sampleTimeline). The HTML report draws
+	// them.
+	PerTick  []tickRow      `json:"per_tick"`
+	Timeline []timelineSaga `json:"timeline"`
+	// LateAgents counts the agents that answered at the end beyond those
+	// the run waited for at the start (-expect-agents).
+	LateAgents int `json:"late_agents,omitempty"`
 }
 
 type invariants struct {
@@ -147,9 +155,20 @@ func (s *sim) collect(ctx context.Context, gov, ins flood.LedgerChange, contract
 	}
 	r.MissingOutcomes = append([]flood.Outcome{}, flood.MissingOutcomes(r.Outcomes)...)
 
-	if r.Agents, err = s.cl.agentStats(ctx, s.want, statsWait); err != nil {
+	// Every agent answering counts, those that joined during the run
+	// too: the statistics are gathered for the whole of statsWait.
+	if r.Agents, err = s.cl.agentStats(ctx, 0, statsWait); err != nil {
 		return nil, err
 	}
+	r.LateAgents = max(len(r.Agents)-s.want, 0)
+	r.PerTick = s.rows
+	inRun := make(map[string]saga.Execution, len(started))
+	for id := range started {
+		if x, ok := final[id]; ok {
+			inRun[id] = x
+		}
+	}
+	r.Timeline = sampleTimeline(inRun)
 	order := roles()
 	slices.SortFunc(r.Agents, func(a, b messages.AgentStats) int {
 		return cmp.Or(cmp.Compare(slices.Index(order, a.Role), slices.Index(order, b.Role)), cmp.Compare(a.Agent, b.Agent))
@@ -253,6 +272,9 @@ func (r *report) print(w io.Writer) {
 		money(ins.Before.Balance), money(ins.After.Balance), money(ins.Spent(flood.Insurance)))
 
 	fmt.Fprintf(w, "agents (%d processes):\n", len(r.Agents))
+	if r.LateAgents > 0 {
+		fmt.Fprintf(w, "  (%d joined after the start, beyond the %d expected)\n", r.LateAgents, len(r.Agents)-r.LateAgents)
+	}
 	for _, a := range r.Agents {
 		fmt.Fprintf(w, "  %-10s %-14s pid %-7d handled %5d  executed %5d  compensated %4d  duplicates %3d  refused %3d  redelivered %3d  rejected %3d\n",
 			a.Role, a.Agent, a.PID, a.Handled, a.Executed, a.Compensated, a.Duplicates, a.Refused, a.Redelivered, a.Rejected)

@@ -50,7 +50,7 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	if c.verbose {
 		level = "debug"
 	}
-	log, err := cli.Logger(stderr, level)
+	log, err := cli.NewLogger(stderr, level, c.logFormat)
 	if err != nil {
 		return err
 	}
@@ -89,7 +89,11 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	}
 	defer cli.Drain(nc, 5*time.Second)
 
-	s := &sim{cfg: &c, sc: sc, cl: &client{nc: nc, log: log}, sys: sys, out: stdout, log: log,
+	cl := &client{nc: nc, log: log}
+	if c.tracerProvider != nil {
+		cl.tracer = c.tracerProvider.Tracer("github.com/natsaga/natsaga/cmd/floodsim")
+	}
+	s := &sim{cfg: &c, sc: sc, cl: cl, sys: sys, out: stdout, log: log,
 		started: map[string]string{}, uncertain: map[string]string{}, want: want, opening: l}
 	if err := s.waitReady(ctx); err != nil {
 		return err
@@ -107,6 +111,12 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(stdout, "JSON report written to %s\n", c.jsonPath)
+	}
+	if c.htmlPath != "" {
+		if err := rep.writeHTML(c.htmlPath); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "HTML report written to %s\n", c.htmlPath)
 	}
 	if !rep.Invariants.OK {
 		return fmt.Errorf("%d violations: %w", len(rep.Invariants.Violations), errInvariants)
@@ -152,6 +162,8 @@ type sim struct {
 	started, uncertain map[string]string
 	startErrs          []string
 
+	// rows has a row per tick, for the reports.
+	rows      []tickRow
 	unsettled []int
 	// stalled counts the unsettled ticks in a row; after
 	// cfg.maxUnsettled the run stops ticking, and aborted says why.
@@ -161,8 +173,8 @@ type sim struct {
 	simulated time.Duration
 }
 
-// waitReady waits until the coordinator answers and want agents answer on
-// messages.AgentStatsSubject, bounded by -agent-wait.
+// waitReady waits until the coordinator answers and want agents answer
+// micro's STATS request to messages.AgentService, bounded by -agent-wait.
 func (s *sim) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.agentWait)
 	defer cancel()
@@ -177,8 +189,8 @@ func (s *sim) waitReady(ctx context.Context) error {
 		stats, err := s.cl.agentStats(ctx, s.want, 500*time.Millisecond)
 		answered = max(answered, len(stats))
 		if ctx.Err() != nil {
-			return fmt.Errorf("only %d of %d agents answered on %s within %s (-expect-agents, -agent-wait)",
-				answered, s.want, messages.AgentStatsSubject, s.cfg.agentWait)
+			return fmt.Errorf("only %d of %d agents (micro service %s) answered within %s (-expect-agents, -agent-wait)",
+				answered, s.want, messages.AgentService, s.cfg.agentWait)
 		}
 		if err != nil {
 			return fmt.Errorf("waiting for %d agents: %w", s.want, err)
@@ -325,6 +337,15 @@ func (s *sim) settleAndReport(ctx context.Context, t int, tick int64, started in
 	if err != nil {
 		return err
 	}
+	ins, err := s.ledger(ctx, flood.Insurer)
+	if err != nil {
+		return err
+	}
+	s.rows = append(s.rows, tickRow{T: t, Tick: tick, Started: started, Active: sum.Active,
+		Completed: sum.Completed - base.Completed, RolledBack: sum.RolledBack - base.RolledBack,
+		TimedOut: sum.TimedOut - base.TimedOut, Failed: sum.Failed - base.Failed,
+		Budget: gov.Balance, Fund: ins.Balance, Settled: settled, WallMS: time.Since(began).Milliseconds(),
+		Extra: t > s.sc.Options.Ticks})
 	label := fmt.Sprintf("%3d/%d", t, s.sc.Options.Ticks)
 	if t > s.sc.Options.Ticks {
 		label = fmt.Sprintf("%3d extra", t)

@@ -78,7 +78,7 @@ func startSystem(ctx context.Context, c *config, l ledgers, stderr io.Writer, lo
 	}
 	// The children reach the embedded server, which has no users: drop any
 	// credentials this process was given for another server.
-	env := append([]string{"NATS_URL=" + s.ns.ClientURL()}, cli.ChildEnv...)
+	env := append([]string{"NATS_URL=" + s.ns.ClientURL(), "NATSAGA_LOG_FORMAT=" + c.logFormat}, cli.ChildEnv...)
 	if s.coord, err = procs.Start("coordinator", bins["coordinator"], nil, env, out); err != nil {
 		return nil, err
 	}

@@ -31,7 +31,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"slices"
 	"strconv"
@@ -63,6 +62,7 @@ type config struct {
 	cpuProfile  string
 	json        bool
 	verbose     bool
+	logFormat   string
 	// self is the binary run as the child processes.
 	self string
 }
@@ -85,7 +85,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of every child process into this directory")
 	fs.BoolVar(&c.json, "json", false, "print one JSON object per configuration and run")
 	fs.BoolVar(&c.verbose, "v", false, "child processes log to stderr")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if _, err := cli.NewLogger(io.Discard, "info", c.logFormat); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
@@ -144,7 +148,11 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log, err := cli.NewLogger(stderr, "info", c.logFormat)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
 	if err := run(ctx, c, stdout, stderr, log); err != nil {

@@ -1,19 +1,23 @@
 // Command natsaga is the operator's tool: it asks a running coordinator
-// about sagas and retries the compensation of failed ones.
+// about sagas, retries the compensation of failed ones, follows the saga
+// events and lists the running services.
 //
 // Usage:
 //
-//	natsaga [-nats URL] summary
-//	natsaga [-nats URL] status SAGA_ID
-//	natsaga [-nats URL] list [-status failed] [-limit N]
-//	natsaga [-nats URL] retry SAGA_ID
-//	natsaga [-nats URL] start SAGA_TYPE [CONTEXT_JSON]
-//	natsaga [-nats URL] tick N
-//	natsaga [-nats URL] events [-saga TYPE] [-status STATUS] [-all] [-n N]
+//	natsaga [-nats URL] [-json] summary
+//	natsaga [-nats URL] [-json] status SAGA_ID
+//	natsaga [-nats URL] [-json] list [-status STATUS] [-limit N]
+//	natsaga [-nats URL] [-json] retry SAGA_ID
+//	natsaga [-nats URL] [-json] start SAGA_TYPE [CONTEXT_JSON]
+//	natsaga [-nats URL] [-json] tick N
+//	natsaga [-nats URL] [-json] events [-saga TYPE] [-status STATUS] [-n N | -all] [-f]
+//	natsaga [-nats URL] [-json] services
 //
-// Every answer is printed as indented JSON on stdout; events are printed one
-// JSON object a line. The exit code is 0 on success, 1 when the coordinator
-// answered with an error or did not answer, and 2 for bad usage.
+// Answers are printed as tables for people; with -json (before or after
+// the command) as the coordinator's JSON, events one JSON object a line.
+// Every command takes -h. The exit code is 0 on success, 1 when the
+// coordinator answered with an error or could not be reached (within
+// -timeout, with the reason), and 2 for bad usage.
 package main
 
 import (
@@ -23,7 +27,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strconv"
 	"time"
@@ -34,17 +37,45 @@ import (
 	"github.com/natsaga/natsaga/messages"
 )
 
-const usage = `usage: natsaga [-nats URL] COMMAND
+const usage = `usage: natsaga [flags] COMMAND [command flags] [arguments]
 commands:
   summary                        saga counts by status
   status SAGA_ID                 one saga's state and history
-  list [-status S] [-limit N]    active sagas, or those with status S (an active status or failed)
+  list [-status S] [-limit N]    active sagas, or those with status S (any status)
   retry SAGA_ID                  retry the compensation of a failed saga
   start SAGA_TYPE [CONTEXT]      start a saga (CONTEXT is a JSON object)
   tick N                         advance the simulation clock to tick N
-  events [-saga T] [-status S] [-all] [-n N]
-                                 print saga status events as they happen (with -all, from the oldest kept)
+  events [-saga T] [-status S] [-n N | -all] [-f]
+                                 saga status events: the latest N, all kept, or (by default) new ones as they happen
+  services                       the coordinator and agents running (NATS micro discovery)
+"natsaga COMMAND -h" describes a command. Flags:
 `
+
+// errUsage marks an error in the command line (exit code 2).
+var errUsage = errors.New("usage")
+
+// errAnswered marks an error the coordinator answered (exit code 1); it
+// has been printed.
+var errAnswered = errors.New("the coordinator answered with an error")
+
+// options are the flags every command shares.
+type options struct {
+	conn      cli.Conn
+	timeout   time.Duration
+	json      bool
+	logFormat string
+}
+
+// command is one subcommand: its flags, its arguments' synopsis, and what
+// it does once connected.
+type command struct {
+	synopsis string
+	help     string
+	flags    func(fs *flag.FlagSet) func(args []string) (runner, error)
+}
+
+// runner runs a parsed command on a connection.
+type runner func(ctx context.Context, nc *nats.Conn, o *options, stdout, stderr io.Writer) error
 
 func main() { os.Exit(mainCode(os.Args[1:], os.Getenv, os.Stdout, os.Stderr)) }
 
@@ -52,9 +83,11 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	fs := flag.NewFlagSet("natsaga", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
-	var conn cli.Conn
-	conn.Register(fs, getenv)
-	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the coordinator's answer")
+	var o options
+	o.conn.Register(fs, getenv)
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "how long to wait to connect and for each answer")
+	fs.BoolVar(&o.json, "json", false, "print the answers as JSON, for machines")
+	fs.StringVar(&o.logFormat, "log-format", "text", "text or json, for the connection's error logs")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -65,173 +98,249 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 		fs.Usage()
 		return 2
 	}
-	if fs.Arg(0) == "events" {
-		return eventsCode(conn, fs.Args()[1:], stdout, stderr)
+	name := fs.Arg(0)
+	cmd, ok := commands()[name]
+	if !ok {
+		fmt.Fprintf(stderr, "natsaga: unknown command %q\n", name)
+		fs.Usage()
+		return 2
 	}
-	subject, req, err := request(fs.Args())
+	sub := flag.NewFlagSet(name, flag.ContinueOnError)
+	sub.SetOutput(stderr)
+	sub.Usage = func() {
+		fmt.Fprintf(stderr, "usage: natsaga [flags] %s %s\n%s\n", name, cmd.synopsis, cmd.help)
+		sub.PrintDefaults()
+	}
+	sub.BoolVar(&o.json, "json", o.json, "print the answer as JSON")
+	parse := cmd.flags(sub)
+	if err := sub.Parse(fs.Args()[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	run, err := parse(sub.Args())
+	if err != nil {
+		fmt.Fprintf(stderr, "natsaga %s: %v\n", name, err)
+		sub.Usage()
+		return 2
+	}
+
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	o.conn.Wait = min(o.conn.Wait, o.timeout)
+	log, err := cli.NewLogger(stderr, "error", o.logFormat)
 	if err != nil {
 		fmt.Fprintln(stderr, "natsaga:", err)
 		return 2
 	}
-	conn.Wait = min(conn.Wait, *timeout)
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
-	nc, err := conn.Connect(ctx, "natsaga-cli", log)
+	cctx, cancel := context.WithTimeout(ctx, o.timeout)
+	nc, err := o.conn.Connect(cctx, "natsaga-cli", log)
+	cancel()
 	if err != nil {
 		fmt.Fprintln(stderr, "natsaga:", err)
 		return 1
 	}
 	defer nc.Close()
-	var answer []byte
-	if l, ok := req.(messages.ListRequest); ok {
-		answer, err = list(ctx, nc, l)
-	} else {
-		answer, err = ask(ctx, nc, subject, req)
-	}
-	if err != nil {
+	err = run(ctx, nc, &o, stdout, stderr)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errAnswered):
+		return 1
+	case errors.Is(err, errUsage):
+		fmt.Fprintln(stderr, "natsaga:", err)
+		return 2
+	default:
 		fmt.Fprintln(stderr, "natsaga:", err)
 		return 1
 	}
-	fmt.Fprintln(stdout, string(answer))
-	var e struct {
-		Error *messages.WireError `json:"error"`
-	}
-	if json.Unmarshal(answer, &e) == nil && e.Error != nil {
-		return 1
-	}
-	return 0
 }
 
-// request maps the command line to a subject and a request payload.
-func request(args []string) (string, any, error) {
-	cmd, rest := args[0], args[1:]
-	need := func(n int) error {
-		if len(rest) != n {
-			return fmt.Errorf("%s takes %d argument(s), got %d", cmd, n, len(rest))
+// commands are natsaga's subcommands by name.
+func commands() map[string]command {
+	noFlags := func(n int, run func(args []string) (runner, error)) func(*flag.FlagSet) func([]string) (runner, error) {
+		return func(*flag.FlagSet) func([]string) (runner, error) {
+			return func(args []string) (runner, error) {
+				if len(args) != n {
+					return nil, fmt.Errorf("takes %d argument(s), got %d", n, len(args))
+				}
+				return run(args)
+			}
+		}
+	}
+	return map[string]command{
+		"summary": {"", "Print the coordinator's counts of sagas by status.", noFlags(0, func([]string) (runner, error) {
+			return ask(messages.SummarySubject, struct{}{}, &messages.Summary{}, printSummary), nil
+		})},
+		"status": {"SAGA_ID", "Print one saga's state and history, active or finished.", noFlags(1, func(args []string) (runner, error) {
+			return ask(messages.StatusSubject, messages.StatusRequest{V: messages.Version, SagaID: args[0]}, &messages.StatusResponse{}, printStatus), nil
+		})},
+		"retry": {"SAGA_ID", "Retry the compensation of a failed saga.", noFlags(1, func(args []string) (runner, error) {
+			return ask(messages.RetrySubject, messages.RetryRequest{V: messages.Version, SagaID: args[0]}, &messages.RetryResponse{}, printRetry), nil
+		})},
+		"tick": {"N", "Advance the simulation clock to tick N (the agents follow).", noFlags(1, func(args []string) (runner, error) {
+			n, err := strconv.ParseInt(args[0], 10, 64)
+			if err != nil || n < 0 {
+				return nil, fmt.Errorf("tick %q: want a non-negative integer", args[0])
+			}
+			return ask(messages.TickSubject, messages.Tick{V: messages.Version, Tick: n}, &messages.TickAck{}, printTick), nil
+		})},
+		"start": {"SAGA_TYPE [CONTEXT_JSON]", "Start a saga of SAGA_TYPE with CONTEXT_JSON, a JSON object, as its context.",
+			func(*flag.FlagSet) func([]string) (runner, error) {
+				return func(args []string) (runner, error) {
+					if len(args) < 1 || len(args) > 2 {
+						return nil, errors.New("takes SAGA_TYPE [CONTEXT_JSON]")
+					}
+					req := messages.StartRequest{V: messages.Version, Context: messages.Context{}}
+					if len(args) == 2 {
+						if err := json.Unmarshal([]byte(args[1]), &req.Context); err != nil {
+							return nil, fmt.Errorf("context is not a JSON object: %w", err)
+						}
+					}
+					if err := messages.CheckToken("saga type", args[0]); err != nil {
+						return nil, err
+					}
+					return ask(messages.StartSubject(args[0]), req, &messages.StartResponse{}, printStart), nil
+				}
+			}},
+		"list": {"[-status STATUS] [-limit N]", "List the active sagas, or those with STATUS: pending, in_progress, compensating, failed,\n" +
+			"or, from the coordinator's bucket, completed, rolled_back or timed_out (the latest; 100 unless -limit).",
+			func(fs *flag.FlagSet) func([]string) (runner, error) {
+				status := fs.String("status", "", "only sagas with this status (any status)")
+				limit := fs.Int("limit", 0, "at most this many (0: all active ones, or 100 finished ones)")
+				return func(args []string) (runner, error) {
+					if len(args) > 0 {
+						return nil, fmt.Errorf("unexpected arguments %v", args)
+					}
+					if *limit < 0 {
+						return nil, errors.New("-limit must not be negative")
+					}
+					return listPages(messages.ListRequest{V: messages.Version, Status: *status, Limit: *limit}), nil
+				}
+			}},
+		"events": {"[-saga TYPE] [-status STATUS] [-n N | -all] [-f]",
+			"Print saga status events from the event stream: the latest N kept (-n), every one kept (-all),\n" +
+				"or by default the new ones as they happen; -f goes on following after -n or -all.",
+			func(fs *flag.FlagSet) func([]string) (runner, error) {
+				var e eventsOptions
+				e.register(fs)
+				return func(args []string) (runner, error) {
+					if err := e.validate(args); err != nil {
+						return nil, err
+					}
+					return func(ctx context.Context, nc *nats.Conn, o *options, stdout, _ io.Writer) error {
+						return streamEvents(ctx, nc, e, o.json, stdout)
+					}, nil
+				}
+			}},
+		"services": {"", "List the natsaga services that answer NATS micro discovery: the active coordinator and every agent.",
+			noFlags(0, func([]string) (runner, error) { return listServices, nil })},
+	}
+}
+
+// ask returns a runner that sends req on subject, decodes the answer into
+// resp, and prints it: as the coordinator's JSON, indented, with -json, and
+// with print otherwise. An answer with an error is printed (to stderr
+// without -json) and returned as errAnswered.
+func ask[T any](subject string, req any, resp *T, print func(w io.Writer, v *T)) runner {
+	return func(ctx context.Context, nc *nats.Conn, o *options, stdout, stderr io.Writer) error {
+		data, err := json.Marshal(req)
+		if err != nil {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+		m, err := nc.RequestWithContext(rctx, subject, data)
+		if err != nil {
+			if errors.Is(err, nats.ErrNoResponders) {
+				return fmt.Errorf("%s: no coordinator is serving (none running, or all standing by): %w", subject, err)
+			}
+			return fmt.Errorf("%s: no answer from the coordinator within %s: %w", subject, o.timeout, err)
+		}
+		if err := json.Unmarshal(m.Data, resp); err != nil {
+			return fmt.Errorf("%s: answer is not what natsaga expects: %w", subject, err)
+		}
+		werr := wireErrorOf(resp)
+		if o.json {
+			var v any
+			if err := json.Unmarshal(m.Data, &v); err != nil {
+				return fmt.Errorf("%s: answer is not JSON: %w", subject, err)
+			}
+			out, _ := json.MarshalIndent(v, "", "  ")
+			fmt.Fprintln(stdout, string(out))
+		} else if werr == nil {
+			print(stdout, resp)
+		}
+		if werr != nil {
+			if !o.json {
+				fmt.Fprintf(stderr, "natsaga: %s: %s\n", werr.Code, werr.Message)
+			}
+			return errAnswered
 		}
 		return nil
 	}
-	switch cmd {
-	case "summary":
-		return messages.SummarySubject, struct{}{}, need(0)
-	case "status":
-		if err := need(1); err != nil {
-			return "", nil, err
-		}
-		return messages.StatusSubject, messages.StatusRequest{V: messages.Version, SagaID: rest[0]}, nil
-	case "retry":
-		if err := need(1); err != nil {
-			return "", nil, err
-		}
-		return messages.RetrySubject, messages.RetryRequest{V: messages.Version, SagaID: rest[0]}, nil
-	case "list":
-		fs := flag.NewFlagSet("list", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		status := fs.String("status", "", "status")
-		limit := fs.Int("limit", 0, "limit")
-		if err := fs.Parse(rest); err != nil {
-			return "", nil, fmt.Errorf("list: %w", err)
-		}
-		return messages.ListSubject, messages.ListRequest{V: messages.Version, Status: *status, Limit: *limit}, nil
-	case "start":
-		if len(rest) < 1 || len(rest) > 2 {
-			return "", nil, errors.New("start takes SAGA_TYPE [CONTEXT_JSON]")
-		}
-		req := messages.StartRequest{V: messages.Version, Context: messages.Context{}}
-		if len(rest) == 2 {
-			if err := json.Unmarshal([]byte(rest[1]), &req.Context); err != nil {
-				return "", nil, fmt.Errorf("start: context is not a JSON object: %w", err)
+}
+
+// listPages returns a runner that asks for the sagas req names page after
+// page, following each answer's cursor until the list ends or req.Limit
+// sagas (0: no limit) have come, and prints them as one list, as ask does.
+// An error answer ends it and is printed as ask prints one.
+func listPages(req messages.ListRequest) runner {
+	return func(ctx context.Context, nc *nats.Conn, o *options, stdout, stderr io.Writer) error {
+		all := messages.ListResponse{V: messages.Version, Sagas: []json.RawMessage{}}
+		want := req.Limit
+		for {
+			req.Limit = 0 // a full page, or the coordinator's default of finished sagas
+			if want > 0 {
+				req.Limit = min(want-len(all.Sagas), messages.MaxListPage)
 			}
+			var page messages.ListResponse
+			errw := stderr
+			if o.json {
+				errw = io.Discard
+			}
+			err := ask(messages.ListSubject, req, &page, func(io.Writer, *messages.ListResponse) {})(ctx, nc, &options{timeout: o.timeout}, io.Discard, errw)
+			if errors.Is(err, errAnswered) && o.json {
+				printJSON(stdout, page)
+			}
+			if err != nil {
+				return err
+			}
+			all.Sagas = append(all.Sagas, page.Sagas...)
+			if page.Next == "" || (want > 0 && len(all.Sagas) >= want) {
+				break
+			}
+			req.After = page.Next
 		}
-		if err := messages.CheckToken("saga type", rest[0]); err != nil {
-			return "", nil, err
+		if o.json {
+			printJSON(stdout, all)
+		} else {
+			printList(stdout, &all)
 		}
-		return messages.StartSubject(rest[0]), req, nil
-	case "tick":
-		if err := need(1); err != nil {
-			return "", nil, err
-		}
-		n, err := strconv.ParseInt(rest[0], 10, 64)
-		if err != nil || n < 0 {
-			return "", nil, fmt.Errorf("tick %q: want a non-negative integer", rest[0])
-		}
-		return messages.TickSubject, messages.Tick{V: messages.Version, Tick: n}, nil
-	}
-	return "", nil, fmt.Errorf("unknown command %q", cmd)
-}
-
-// list asks for the sagas req names, page after page, following each
-// answer's cursor until the list ends or req.Limit sagas (0: no limit) have
-// come, and returns them as one answer, indented. An error answer ends it
-// and is returned as it came.
-func list(ctx context.Context, nc *nats.Conn, req messages.ListRequest) ([]byte, error) {
-	all := messages.ListResponse{V: messages.Version, Sagas: []json.RawMessage{}}
-	want := req.Limit
-	for {
-		req.Limit = messages.MaxListPage
-		if want > 0 {
-			req.Limit = min(want-len(all.Sagas), messages.MaxListPage)
-		}
-		data, err := json.Marshal(req)
-		if err != nil {
-			return nil, err
-		}
-		m, err := nc.RequestWithContext(ctx, messages.ListSubject, data)
-		if err != nil {
-			return nil, fmt.Errorf("%s: no answer from the coordinator: %w", messages.ListSubject, err)
-		}
-		var page messages.ListResponse
-		if err := json.Unmarshal(m.Data, &page); err != nil {
-			return nil, fmt.Errorf("%s: answer is not JSON: %w", messages.ListSubject, err)
-		}
-		if page.Error != nil {
-			return json.MarshalIndent(page, "", "  ")
-		}
-		all.Sagas = append(all.Sagas, page.Sagas...)
-		if page.Next == "" || (want > 0 && len(all.Sagas) >= want) {
-			return json.MarshalIndent(all, "", "  ")
-		}
-		req.After = page.Next
+		return nil
 	}
 }
 
-// ask sends req on subject and returns the answer, indented.
-func ask(ctx context.Context, nc *nats.Conn, subject string, req any) ([]byte, error) {
-	data, err := json.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
-	m, err := nc.RequestWithContext(ctx, subject, data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: no answer from the coordinator: %w", subject, err)
-	}
-	var v any
-	if err := json.Unmarshal(m.Data, &v); err != nil {
-		return nil, fmt.Errorf("%s: answer is not JSON: %w", subject, err)
-	}
-	return json.MarshalIndent(v, "", "  ")
+// printJSON prints v as indented JSON.
+func printJSON(w io.Writer, v any) {
+	out, _ := json.MarshalIndent(v, "", "  ")
+	fmt.Fprintln(w, string(out))
 }
 
-// eventsCode runs "natsaga events" until SIGINT or -n events.
-func eventsCode(conn cli.Conn, args []string, stdout, stderr io.Writer) int {
-	o, err := parseEvents(args)
-	if err != nil {
-		fmt.Fprintln(stderr, "natsaga:", err)
-		return 2
+// wireErrorOf returns the error an answer carries, nil when none.
+func wireErrorOf(v any) *messages.WireError {
+	switch r := v.(type) {
+	case *messages.StartResponse:
+		return r.Error
+	case *messages.TickAck:
+		return r.Error
+	case *messages.StatusResponse:
+		return r.Error
+	case *messages.ListResponse:
+		return r.Error
+	case *messages.RetryResponse:
+		return r.Error
 	}
-	ctx, stop := cli.SignalContext()
-	defer stop()
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	nc, err := conn.Connect(ctx, "natsaga-cli", log)
-	if err != nil {
-		fmt.Fprintln(stderr, "natsaga:", err)
-		return 1
-	}
-	defer nc.Close()
-	if err := streamEvents(ctx, nc, o, stdout); err != nil {
-		fmt.Fprintln(stderr, "natsaga:", err)
-		return 1
-	}
-	return 0
+	return nil
 }

@@ -58,7 +58,7 @@ func TestOperatorRetriesFailedCompensation(t *testing.T) {
 			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil }}},
 	}})
 
-	code, out := natsaga(t, url, "start", "ops", `{"order":"o-1"}`)
+	code, out := natsaga(t, url, "-json", "start", "ops", `{"order":"o-1"}`)
 	require.Equal(t, 0, code, out)
 	var started messages.StartResponse
 	require.NoError(t, json.Unmarshal([]byte(out), &started))
@@ -68,7 +68,7 @@ func TestOperatorRetriesFailedCompensation(t *testing.T) {
 	require.Contains(t, x.Error, "ledger offline")
 	require.Contains(t, x.Error, "after 2 attempts")
 
-	code, out = natsaga(t, url, "list", "-status", "failed")
+	code, out = natsaga(t, url, "list", "-json", "-status", "failed")
 	require.Equal(t, 0, code, out)
 	var list messages.ListResponse
 	require.NoError(t, json.Unmarshal([]byte(out), &list))
@@ -88,7 +88,7 @@ func TestOperatorRetriesFailedCompensation(t *testing.T) {
 
 	// The saga's story, from the event stream: started, rolling back,
 	// failed, rolling back again after the retry, rolled back.
-	code, out = natsaga(t, url, "events", "-all", "-saga", "ops", "-n", "5")
+	code, out = natsaga(t, url, "-json", "events", "-all", "-saga", "ops")
 	require.Equal(t, 0, code, out)
 	var statuses []string
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
@@ -98,11 +98,11 @@ func TestOperatorRetriesFailedCompensation(t *testing.T) {
 		statuses = append(statuses, ev.Status)
 	}
 	require.Equal(t, []string{"in_progress", "compensating", "failed", "compensating", "rolled_back"}, statuses)
-	code, out = natsaga(t, url, "events", "-all", "-status", "failed", "-n", "1")
+	code, out = natsaga(t, url, "-json", "events", "-status", "failed", "-n", "1")
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, `"status":"failed"`)
 
-	code, out = natsaga(t, url, "summary")
+	code, out = natsaga(t, url, "-json", "summary")
 	require.Equal(t, 0, code, out)
 	var s messages.Summary
 	require.NoError(t, json.Unmarshal([]byte(out), &s))
@@ -111,7 +111,7 @@ func TestOperatorRetriesFailedCompensation(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{}, {"bogus"}, {"status"}, {"tick", "-1"}, {"start", "bad.type"}, {"start", "ops", "[1]"}, {"events", "-n", "-1"}, {"events", "-saga", "a.b"}, {"events", "extra"}} {
+	for _, args := range [][]string{{}, {"bogus"}, {"status"}, {"tick", "-1"}, {"start", "bad.type"}, {"start", "ops", "[1]"}, {"events", "-n", "-1"}, {"events", "-saga", "a.b"}, {"events", "extra"}, {"events", "-n", "2", "-all"}, {"list", "-limit", "-1"}, {"list", "x"}} {
 		var out, errOut bytes.Buffer
 		code := mainCode(args, func(string) string { return "" }, &out, &errOut)
 		require.Equal(t, 2, code, "args %v", args)
@@ -134,7 +134,7 @@ func TestListFollowsTheCursor(t *testing.T) {
 		args []string
 		want int
 	}{{nil, n}, {[]string{"-limit", "3"}, 3}, {[]string{"-limit", fmt.Sprint(messages.MaxListPage + 2)}, messages.MaxListPage + 2}} {
-		code, out := natsaga(t, url, append([]string{"list"}, tc.args...)...)
+		code, out := natsaga(t, url, append([]string{"-json", "list"}, tc.args...)...)
 		require.Equal(t, 0, code, out)
 		var list messages.ListResponse
 		require.NoError(t, json.Unmarshal([]byte(out), &list))

@@ -1,12 +1,13 @@
 // Command reportcheck checks a floodsim JSON report, as the compose test
 // (.ci/compose-test.sh) does, with nothing but Go: the invariants held;
 // every planned saga reached a terminal status, none failed and none was
-// lost; each ledger's spending adds up to what left it; and, for each
-// -spread role=N, at least N agents of role handled commands.
+// lost; each ledger's spending adds up to what left it; for each -spread
+// role=N, at least N agents of role handled commands; and, with -metrics,
+// that the coordinators' Prometheus metrics count the report's sagas.
 //
 // Usage:
 //
-//	go run ./deploy/reportcheck [-spread household=4] report.json
+//	go run ./deploy/reportcheck [-spread household=4] [-metrics host:port ...] report.json
 //
 // It prints the sagas and the agents' counts, then "report ok" or the
 // problems found. The exit code is 0 when the report passes, 1 when it
@@ -14,6 +15,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -72,6 +74,8 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	want := spread{}
 	fs.Var(want, "spread", "ROLE=N: at least N agents of ROLE must have handled commands (repeatable)")
+	var metricURLs urls
+	fs.Var(&metricURLs, "metrics", "HOST:PORT or URL of a coordinator's metrics: the sagas started and finished, summed over every -metrics, must be the report's (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -79,7 +83,7 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "usage: reportcheck [-spread ROLE=N] report.json")
+		fmt.Fprintln(stderr, "usage: reportcheck [-spread ROLE=N] [-metrics HOST:PORT] report.json")
 		return 2
 	}
 	data, err := os.ReadFile(fs.Arg(0))
@@ -94,6 +98,9 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 	}
 	summarize(stdout, &r)
 	problems := check(&r, want)
+	if len(metricURLs) > 0 {
+		problems = append(problems, checkMetrics(context.Background(), &r, metricURLs)...)
+	}
 	if len(problems) > 0 {
 		for _, p := range problems {
 			fmt.Fprintln(stdout, "FAIL:", p)

@@ -2,9 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -90,4 +94,45 @@ func TestMainCode(t *testing.T) {
 	require.Equal(t, 2, mainCode([]string{"-spread", "household", path}, &out, &errOut))
 	require.Equal(t, 2, mainCode([]string{filepath.Join(t.TempDir(), "missing.json")}, &out, &errOut))
 	require.Equal(t, 2, mainCode(nil, &out, &errOut))
+}
+
+// TestMetricsAgainstTheReport serves the coordinators' metrics, split over
+// two, and checks them against goodReport: matching, then one off.
+func TestMetricsAgainstTheReport(t *testing.T) {
+	serve := func(body string) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+			_, _ = w.Write([]byte(body))
+		}))
+		t.Cleanup(srv.Close)
+		return strings.TrimPrefix(srv.URL, "http://")
+	}
+	active := serve(`# TYPE natsaga_sagas_started_total counter
+natsaga_sagas_started_total{saga="subsidy"} 2
+# TYPE natsaga_sagas_finished_total counter
+natsaga_sagas_finished_total{saga="subsidy",status="completed"} 1
+natsaga_sagas_finished_total{saga="subsidy",status="rolled_back"} 1
+natsaga_sagas_finished_total{saga="subsidy",status="failed"} 0
+`)
+	standby := serve(`# TYPE natsaga_sagas_started_total counter
+natsaga_sagas_started_total{saga="subsidy"} 0
+`)
+	require.Empty(t, checkMetrics(context.Background(), goodReport(), []string{"http://" + active + "/metrics", "http://" + standby + "/metrics"}))
+
+	r := goodReport()
+	r.Sagas["subsidy"]["completed"] = 2
+	require.Equal(t, []string{
+		`metrics: natsaga_sagas_finished_total{saga="subsidy",status="completed"} is 1, the report says 2`,
+		`metrics: natsaga_sagas_started_total{saga="subsidy"} is 2, the report says 3`,
+	}, checkMetrics(context.Background(), r, []string{"http://" + active + "/metrics"}))
+
+	// Through the flag, as the compose test runs it.
+	path := filepath.Join(t.TempDir(), "r.json")
+	data, err := json.Marshal(goodReport())
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, data, 0o644))
+	var out bytes.Buffer
+	require.Equal(t, 0, mainCode([]string{"-metrics", active, "-metrics", standby, path}, &out, &out), out.String())
+	require.Equal(t, 1, mainCode([]string{"-metrics", standby, path}, &out, &out))
+	require.Contains(t, out.String(), "natsaga_sagas_started_total")
 }

@@ -34,6 +34,8 @@ const configFile = "../../deploy/nats/single.conf"
 const (
 	coordinatorUser = "coordinator"
 	driverUser      = "driver"
+	adminUser       = "admin"
+	systemUser      = "system"
 	operatorUser    = "operator"
 )
 
@@ -140,7 +142,9 @@ func TestConfigNamesMatchTheCode(t *testing.T) {
 	for _, u := range serverConfig(t).Users {
 		users[u.Username] = u
 	}
-	require.Len(t, users, len(agentRoles)+3, "one user per agent role, the coordinator, the driver and the operator")
+	require.Len(t, users, len(agentRoles)+5, "one user per agent role, the coordinator, the driver, the operator, admin and system")
+	require.Nil(t, users[adminUser].Permissions, "admin may do anything in natsaga's account")
+	require.Equal(t, "SYS", users[systemUser].Account.Name)
 	for _, role := range agentRoles {
 		t.Run(role, func(t *testing.T) {
 			u := users[role]
@@ -170,7 +174,7 @@ func TestConfigNamesMatchTheCode(t *testing.T) {
 				"$JS.API.CONSUMER.MSG.NEXT." + messages.CommandStream + "." + consumer,
 				"$JS.ACK." + messages.CommandStream + "." + consumer + ".>",
 			})
-			require.ElementsMatch(t, []string{messages.TickSubject, messages.AgentStatsSubject, inboxPrefix(role) + ".>"},
+			require.ElementsMatch(t, []string{messages.TickSubject, messages.AgentStatsSubject, "$SRV.>", inboxPrefix(role) + ".>"},
 				u.Permissions.Subscribe.Allow)
 		})
 	}

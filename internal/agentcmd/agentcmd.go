@@ -5,14 +5,19 @@ package agentcmd
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
+	"github.com/natsaga/natsaga/internal/metrics"
 	"github.com/natsaga/natsaga/participant"
 )
 
@@ -26,8 +31,10 @@ type Config struct {
 	Replicas    int
 	// Ledger is the opening balance, in cents, of the government's budget
 	// or the insurer's fund, used the first time the role's store opens.
-	Ledger   int64
-	LogLevel string
+	Ledger  int64
+	Observe cli.Observe
+	// TracerProvider, when set, traces the commands the agent handles.
+	TracerProvider trace.TracerProvider
 }
 
 // DefaultLedger is the opening ledger of each role that holds money.
@@ -46,7 +53,7 @@ func ParseFlags(role string, args []string, getenv func(string) string, stderr i
 	if def, ok := DefaultLedger[role]; ok {
 		fs.Int64Var(&c.Ledger, "ledger", def, "opening balance in cents (budget or fund), applied once when the store is new")
 	}
-	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	c.Observe.Register(fs, getenv)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -56,7 +63,7 @@ func ParseFlags(role string, args []string, getenv func(string) string, stderr i
 	if c.Ledger < 0 {
 		return c, fmt.Errorf("-ledger %d: must not be negative", c.Ledger)
 	}
-	return c, nil
+	return c, c.Observe.Validate()
 }
 
 // Run serves the role until ctx is cancelled, then drains and returns nil.
@@ -72,6 +79,9 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 	defer cli.Drain(nc, 5*time.Second)
 	opts := participant.Options{Role: c.Role, Steps: steps, Name: c.Name, Concurrency: c.Concurrency,
 		AckWait: c.AckWait, Replicas: c.Replicas, Logger: log}
+	if c.TracerProvider != nil {
+		opts.TracerProvider = c.TracerProvider
+	}
 	if _, ok := DefaultLedger[c.Role]; ok {
 		opts.Init = flood.InitLedger(c.Ledger)
 	}
@@ -79,8 +89,55 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if c.Observe.MetricsAddr != "" {
+		reg, err := Metrics(a, log)
+		if err != nil {
+			return err
+		}
+		sctx, stop := context.WithCancel(ctx)
+		wait, err := cli.ServeMetrics(sctx, c.Observe.MetricsAddr, reg, cli.NewHealth(nc, a.Health).Ready, log)
+		if err != nil {
+			stop()
+			return err
+		}
+		defer func() {
+			stop()
+			_ = wait()
+		}()
+	}
 	return a.Run(ctx)
 }
+
+// Metrics returns a registry with a's counters and, for a role that holds
+// money, its ledger balance, read from a's store at each scrape (absent
+// until Run has opened it).
+func Metrics(a *participant.Agent, log *slog.Logger) (*prometheus.Registry, error) {
+	reg := metrics.NewRegistry()
+	if err := metrics.RegisterAgent(reg, a.Stats); err != nil {
+		return nil, err
+	}
+	role := a.Stats().Role
+	if _, ok := DefaultLedger[role]; ok {
+		read := func(ctx context.Context) (int64, error) {
+			st := a.SharedStore()
+			if st == nil {
+				return 0, errStoreNotOpen
+			}
+			var l flood.Ledger
+			if _, err := st.Get(ctx, flood.LedgerKey, &l); err != nil {
+				return 0, err
+			}
+			return l.Balance, nil
+		}
+		if err := metrics.RegisterLedger(reg, role, read, log); err != nil {
+			return nil, err
+		}
+	}
+	return reg, nil
+}
+
+// errStoreNotOpen is why a ledger is not read before the agent runs.
+var errStoreNotOpen = errors.New("the agent's store is not open yet")
 
 // Main is the whole program: it parses args, runs until SIGINT or SIGTERM,
 // and returns the exit code.
@@ -89,7 +146,13 @@ func Main(role string, args []string, getenv func(string) string, stderr io.Writ
 	if err != nil {
 		return cli.UsageCode(err, stderr)
 	}
-	return cli.Serve(stderr, role+"-agent", c.LogLevel, func(ctx context.Context, log *slog.Logger) error {
+	return cli.ServeObserved(stderr, role+"-agent", c.Observe, func(ctx context.Context, log *slog.Logger) error {
+		tp, flush, err := cli.StartTracing(ctx, "natsaga-"+role+"-agent", getenv, log)
+		if err != nil {
+			return err
+		}
+		defer flush()
+		c.TracerProvider = tp
 		return Run(ctx, c, log)
 	})
 }

@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -72,7 +71,9 @@ func (c *Conn) Register(fs *flag.FlagSet, getenv func(string) string) {
 	}
 	fs.StringVar(&c.URL, "nats", url, "NATS server URL (env NATS_URL)")
 	fs.StringVar(&c.User, "user", getenv("NATS_USER"), "NATS user (env NATS_USER)")
-	fs.StringVar(&c.Password, "password", getenv("NATS_PASSWORD"), "NATS password (env NATS_PASSWORD)")
+	fs.StringVar(&c.Password, "password", getenv("NATS_PASSWORD"), "NATS password (default: env NATS_PASSWORD, never printed)")
+	// The default is the secret itself: -h must not print it.
+	fs.Lookup("password").DefValue = ""
 	fs.StringVar(&c.Creds, "creds", getenv("NATS_CREDS"), "NATS credentials file: user JWT and nkey seed (env NATS_CREDS)")
 	fs.StringVar(&c.NkeySeed, "nkey", getenv("NATS_NKEY"), "file holding the NATS user's nkey seed (env NATS_NKEY)")
 	fs.StringVar(&c.TLSCA, "tls-ca", getenv("NATS_TLS_CA"), "PEM file of the CAs that sign the server's certificate (env NATS_TLS_CA)")
@@ -181,6 +182,8 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 		return nil, err
 	}
 	opts = append(opts, sec...)
+	d := newDialer()
+	opts = append(opts, nats.SetCustomDialer(d))
 	if c.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
 	}
@@ -190,12 +193,15 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 		if err == nil {
 			return nc, nil
 		}
+		if derr := d.lastError(); derr != nil && errors.Is(err, nats.ErrNoServers) {
+			err = fmt.Errorf("%w: %w", err, derr)
+		}
 		if time.Now().After(deadline) || errors.Is(err, nats.ErrAuthorization) {
 			return nil, fmt.Errorf("connect to %s: %w", c.URL, err)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("connect to %s: %w", c.URL, ctx.Err())
+			return nil, fmt.Errorf("connect to %s: %w (last attempt: %w)", c.URL, ctx.Err(), err)
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
@@ -204,11 +210,7 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 // Logger returns a text logger on w at level ("debug", "info", "warn" or
 // "error"). It returns an error for another level.
 func Logger(w io.Writer, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
-		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	return NewLogger(w, level, "text")
 }
 
 // SignalContext returns a context cancelled by SIGINT or SIGTERM.

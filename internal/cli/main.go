@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 )
 
 // Serve runs a long-lived program named process: it makes the logger at
@@ -15,20 +14,7 @@ import (
 // SIGTERM cancels its context, and returns the exit code: 0 after a clean
 // stop, 1 when run failed, 2 for a bad level.
 func Serve(stderr io.Writer, process, level string, run func(ctx context.Context, log *slog.Logger) error) int {
-	log, err := Logger(stderr, level)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 2
-	}
-	log = log.With("process", process, "pid", os.Getpid())
-	ctx, stop := SignalContext()
-	defer stop()
-	if err := run(ctx, log); err != nil {
-		log.Error(process+" stopped", "err", err)
-		return 1
-	}
-	log.Info(process + " stopped cleanly")
-	return 0
+	return ServeObserved(stderr, process, Observe{LogLevel: level}, run)
 }
 
 // UsageCode returns the exit code for an error from parsing flags: 0 for

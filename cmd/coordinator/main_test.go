@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/internal/cli"
+	"github.com/natsaga/natsaga/internal/testenv"
+)
+
+// syncBuffer is a buffer safe for a logger and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestProgramServesMetricsAndHealth runs the coordinator program as main
+// does, with -metrics-addr on a free port and JSON logs, and asks it for
+// its metrics and readiness over HTTP and through -healthcheck.
+func TestProgramServesMetricsAndHealth(t *testing.T) {
+	_, url := testenv.Server(t)
+	getenv := func(string) string { return "" }
+	c, err := parseFlags([]string{"-nats", url, "-metrics-addr", "127.0.0.1:0", "-log-format", "json"}, getenv, io.Discard)
+	require.NoError(t, err)
+	var logs syncBuffer
+	log, err := cli.NewLogger(&logs, "info", c.observe.LogFormat)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, c, getenv, log) }()
+	stop := sync.OnceValue(func() error {
+		cancel()
+		return <-done
+	})
+	t.Cleanup(func() { require.NoError(t, stop()) })
+
+	// The address it bound, from its (JSON) log.
+	addrRe := regexp.MustCompile(`"msg":"serving metrics and health","addr":"([^"]+)"`)
+	var addr string
+	require.Eventually(t, func() bool {
+		m := addrRe.FindStringSubmatch(logs.String())
+		if m == nil {
+			return false
+		}
+		addr = m[1]
+		return true
+	}, 10*time.Second, 10*time.Millisecond, "logs: %s", logs.String())
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `"msg":"coordinator running"`) },
+		10*time.Second, 10*time.Millisecond)
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var rec map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &rec), "every log line is JSON: %s", line)
+	}
+
+	var out bytes.Buffer
+	require.Equal(t, 0, cli.Healthcheck(addr, &out), out.String())
+	code := mainCode([]string{"-healthcheck", "-metrics-addr", addr}, getenv, &out)
+	require.Equal(t, 0, code, out.String())
+
+	resp, err := http.Get("http://" + addr + "/metrics")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	for _, want := range []string{
+		`natsaga_sagas_started_total{saga="subsidy"} 0`,
+		`natsaga_sagas_finished_total{saga="elevation",status="timed_out"} 0`,
+		`natsaga_sagas_in_flight{state="active"} 0`,
+		"go_goroutines ",
+	} {
+		require.Contains(t, string(body), want)
+	}
+
+	// Stopped, it serves nothing: the health check fails.
+	require.NoError(t, stop())
+	out.Reset()
+	require.Equal(t, 1, mainCode([]string{"-healthcheck", "-metrics-addr", addr}, getenv, &out))
+	require.Contains(t, out.String(), "connection refused")
+}

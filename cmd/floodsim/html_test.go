@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/flood"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/participant"
+)
+
+// runSmall runs the small scenario against a coordinator and one agent per
+// role in this process, and extra more household agents the run does not
+// wait for (-expect-agents 4), writing the JSON and HTML reports into a
+// temporary directory, and returns their paths.
+func runSmall(t *testing.T, extra int) (jsonPath, htmlPath string) {
+	t.Helper()
+	c, err := parseFlags(append([]string{"-spawn=false", "-expect-agents", "4"}, small...), env(), io.Discard)
+	require.NoError(t, err)
+	sc, err := flood.NewScenario(c.scenario)
+	require.NoError(t, err)
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, flood.Definitions())
+	ledger := map[string]int64{flood.Government: sc.GovernmentBudget, flood.Insurer: sc.InsurerFund}
+	for _, role := range roles() {
+		steps, err := flood.Steps(role)
+		require.NoError(t, err)
+		opts := participant.Options{Role: role, Steps: steps}
+		if l, ok := ledger[role]; ok {
+			opts.Init = flood.InitLedger(l)
+		}
+		testenv.Agent(t, url, opts)
+	}
+	steps, err := flood.Steps(flood.Household)
+	require.NoError(t, err)
+	for i := range extra {
+		testenv.Agent(t, url, participant.Options{Role: flood.Household, Name: fmt.Sprintf("late-%d", i), Steps: steps})
+	}
+	dir := t.TempDir()
+	c.conn.URL = url
+	c.jsonPath, c.htmlPath = filepath.Join(dir, "report.json"), filepath.Join(dir, "report.html")
+	var stdout bytes.Buffer
+	require.NoError(t, run(context.Background(), c, &stdout, io.Discard), stdout.String())
+	require.Contains(t, stdout.String(), "HTML report written to "+c.htmlPath)
+	return c.jsonPath, c.htmlPath
+}
+
+// chromium returns the path of a Chromium from the system's packages, or
+// skips the test.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Skip("no chromium on PATH (apt-get install chromium; .ci/run does under CI=true)")
+	return ""
+}
+
+// TestHTMLReportInChromium writes a run's HTML report and loads it in a
+// headless Chromium with no network: the page logs nothing to the console,
+// and its script draws every plot, as many elements as the report's data
+// asks for.
+func TestHTMLReportInChromium(t *testing.T) {
+	browser := chromium(t)
+	jsonPath, htmlPath := runSmall(t, 0)
+	page, err := os.ReadFile(htmlPath)
+	require.NoError(t, err)
+	// Self-contained: nothing is fetched.
+	require.NotRegexp(t, `(?i)(src|href)\s*=\s*["']?(https?:)?//`, string(page))
+	require.NotContains(t, string(page), "@import")
+
+	data, err := os.ReadFile(jsonPath)
+	require.NoError(t, err)
+	var r report
+	require.NoError(t, json.Unmarshal(data, &r))
+	require.NotEmpty(t, r.PerTick)
+	require.NotEmpty(t, r.Timeline)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+		"--user-data-dir="+t.TempDir(), "--proxy-server=127.0.0.1:9", "--enable-logging=stderr", "--v=0",
+		"--dump-dom", "file://"+htmlPath)
+	var dom, logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &dom, &logs
+	require.NoError(t, cmd.Run(), logs.String())
+	for _, line := range strings.Split(logs.String(), "\n") {
+		require.NotContains(t, line, ":CONSOLE", "the page logged to the console")
+	}
+	out := dom.String()
+	require.Contains(t, out, `data-drawn="yes"`, "the script ran to its end")
+
+	count := func(svgID, pattern string) int {
+		i := strings.Index(out, `id="`+svgID+`"`)
+		require.NotEqual(t, -1, i, svgID)
+		end := strings.Index(out[i:], "</svg>")
+		require.NotEqual(t, -1, end, svgID)
+		return len(regexp.MustCompile(pattern).FindAllString(out[i:i+end], -1))
+	}
+	// Per tick: a bar for every non-zero count.
+	bars := 0
+	prev := tickRow{}
+	for _, row := range r.PerTick {
+		for _, n := range []int{row.Started, row.Completed - prev.Completed, row.RolledBack - prev.RolledBack,
+			row.TimedOut - prev.TimedOut, row.Failed - prev.Failed} {
+			if n > 0 {
+				bars++
+			}
+		}
+		prev = row
+	}
+	require.Positive(t, bars)
+	require.Equal(t, bars, count("per-tick", `<rect class="bar s-`))
+	require.Equal(t, 1, count("ledgers", `<path class="line s-budget" d="M[^"]+L`))
+	require.Equal(t, 1, count("ledgers", `<path class="line s-fund" d="M[^"]+L`))
+	// The timeline: a segment per command, a mark per end.
+	segs, ends := 0, 0
+	for _, x := range r.Timeline {
+		for _, h := range x.History {
+			switch {
+			case h.Step != "" && h.Action != "":
+				segs++
+			case h.Status.Terminal():
+				ends++
+			}
+		}
+	}
+	require.Positive(t, segs)
+	require.Equal(t, segs, count("timeline", `<rect class="seg s-(execute|compensate)"`))
+	require.Equal(t, ends, count("timeline", `<circle class="end s-`))
+	require.Equal(t, len(r.Timeline), ends, "every sampled saga ended")
+	require.Positive(t, count("timeline", `<rect class="seg s-compensate"`))
+	// The agents: a bar per non-zero counter.
+	agentBars := 0
+	for _, a := range r.Agents {
+		for _, n := range []int64{a.Executed, a.Compensated, a.Duplicates, a.Refused} {
+			if n > 0 {
+				agentBars++
+			}
+		}
+	}
+	require.Equal(t, agentBars, count("agents", `<rect class="bar s-`))
+}
+
+// TestReportIncludesLateAgents: agents beyond those the run waited for
+// are in the report, and counted.
+func TestReportIncludesLateAgents(t *testing.T) {
+	jsonPath, _ := runSmall(t, 2)
+	data, err := os.ReadFile(jsonPath)
+	require.NoError(t, err)
+	var r report
+	require.NoError(t, json.Unmarshal(data, &r))
+	require.Len(t, r.Agents, 6)
+	require.Equal(t, 2, r.LateAgents)
+	var names []string
+	for _, a := range r.Agents {
+		names = append(names, a.Agent)
+	}
+	require.Subset(t, names, []string{"late-0", "late-1"})
+}

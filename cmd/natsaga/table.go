@@ -1,0 +1,136 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// table returns a tab writer for aligned columns on w; flush it.
+func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
+
+// clip shortens s to n runes, marking the cut.
+func clip(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func printSummary(w io.Writer, s *messages.Summary) {
+	t := table(w)
+	fmt.Fprintf(t, "tick\t%d\n", s.Tick)
+	fmt.Fprintf(t, "saga types\t%d\n", s.Registered)
+	fmt.Fprintf(t, "active\t%d\t(awaiting an answer %d, waiting to retry %d)\n", s.Active, s.Awaiting, s.Retrying)
+	fmt.Fprintf(t, "completed\t%d\n", s.Completed)
+	fmt.Fprintf(t, "rolled back\t%d\n", s.RolledBack)
+	fmt.Fprintf(t, "timed out\t%d\n", s.TimedOut)
+	fmt.Fprintf(t, "failed\t%d\n", s.Failed)
+	_ = t.Flush()
+}
+
+// step names the step x has outstanding, "-" when none.
+func step(x *saga.Execution) string {
+	if x.Current < 0 || x.Action == "" {
+		return "-"
+	}
+	name := lastStep(x)
+	if name == "" {
+		name = fmt.Sprintf("step %d", x.Current)
+	}
+	return fmt.Sprintf("%s %s #%d", x.Action, name, x.Attempt)
+}
+
+// lastStep returns the step of the last transition of x that names one.
+func lastStep(x *saga.Execution) string {
+	for i := len(x.History) - 1; i >= 0; i-- {
+		if x.History[i].Step != "" {
+			return x.History[i].Step
+		}
+	}
+	return ""
+}
+
+func printStatus(w io.Writer, r *messages.StatusResponse) {
+	var x saga.Execution
+	if err := json.Unmarshal(r.Saga, &x); err != nil {
+		fmt.Fprintf(w, "saga state not readable: %v\n%s\n", err, r.Saga)
+		return
+	}
+	t := table(w)
+	fmt.Fprintf(t, "saga\t%s\n", x.ID)
+	fmt.Fprintf(t, "type\t%s\n", x.Saga)
+	fmt.Fprintf(t, "status\t%s\n", x.Status)
+	fmt.Fprintf(t, "step\t%s\n", step(&x))
+	fmt.Fprintf(t, "started at tick\t%d\n", x.StartedTick)
+	fmt.Fprintf(t, "completed steps\t%s\n", orDash(strings.Join(x.Completed, ", ")))
+	if len(x.Compensated) > 0 {
+		fmt.Fprintf(t, "compensated steps\t%s\n", strings.Join(x.Compensated, ", "))
+	}
+	if x.Error != "" {
+		fmt.Fprintf(t, "error\t%s\n", x.Error)
+	}
+	if len(x.Context) > 0 {
+		ctx, _ := json.Marshal(x.Context)
+		fmt.Fprintf(t, "context\t%s\n", clip(string(ctx), 200))
+	}
+	_ = t.Flush()
+	fmt.Fprintln(w, "\nhistory:")
+	t = table(w)
+	fmt.Fprintln(t, "TICK\tSTATUS\tSTEP\tACTION\tATTEMPT\tNOTE")
+	for _, h := range x.History {
+		attempt := "-"
+		if h.Attempt > 0 {
+			attempt = fmt.Sprint(h.Attempt)
+		}
+		fmt.Fprintf(t, "%d\t%s\t%s\t%s\t%s\t%s\n", h.Tick, h.Status, orDash(h.Step), orDash(string(h.Action)), attempt, clip(h.Note, 80))
+	}
+	_ = t.Flush()
+}
+
+func printList(w io.Writer, r *messages.ListResponse) {
+	t := table(w)
+	fmt.Fprintln(t, "SAGA_ID\tTYPE\tSTATUS\tSTEP\tSTARTED\tERROR")
+	for _, raw := range r.Sagas {
+		var x saga.Execution
+		if err := json.Unmarshal(raw, &x); err != nil {
+			fmt.Fprintf(t, "?\t?\t?\t?\t?\tnot readable: %v\n", err)
+			continue
+		}
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%d\t%s\n", x.ID, x.Saga, x.Status, step(&x), x.StartedTick, orDash(clip(x.Error, 60)))
+	}
+	_ = t.Flush()
+	fmt.Fprintf(w, "%d sagas\n", len(r.Sagas))
+}
+
+func printRetry(w io.Writer, r *messages.RetryResponse) {
+	fmt.Fprintf(w, "retrying the compensation: the saga is %s again\n", r.Status)
+}
+
+func printStart(w io.Writer, r *messages.StartResponse) {
+	fmt.Fprintf(w, "saga %s: %s\n", r.SagaID, r.Status)
+}
+
+func printTick(w io.Writer, a *messages.TickAck) {
+	fmt.Fprintf(w, "tick %d", a.Tick)
+	if len(a.Expired) > 0 {
+		fmt.Fprintf(w, ": %d sagas timed out", len(a.Expired))
+	}
+	fmt.Fprintln(w)
+	if a.Summary != nil {
+		printSummary(w, a.Summary)
+	}
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// opsSystem runs a coordinator and an agent for a two-step saga whose
+// second step refuses a context with "refuse", and returns the URL.
+func opsSystem(t *testing.T) string {
+	t.Helper()
+	_, url := testenv.Server(t)
+	def := saga.Definition{Name: "ops", Subject: "ops", Steps: []saga.Step{{Name: "reserve", Role: "ops"}, {Name: "confirm", Role: "ops"}}}
+	testenv.Coordinator(t, url, []saga.Definition{def})
+	ok := func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
+	undo := func(context.Context, agent.Tx, *messages.Command) error { return nil }
+	testenv.Agent(t, url, participant.Options{Role: "ops", Name: "ops-1", Steps: []agent.Step{
+		{Saga: "ops", Name: "reserve", Handler: agent.Handler{Execute: ok, Compensate: undo}},
+		{Saga: "ops", Name: "confirm", Handler: agent.Handler{
+			Execute: func(_ context.Context, _ agent.Tx, cmd *messages.Command) (messages.Context, error) {
+				if _, no := cmd.Context["refuse"]; no {
+					return nil, agent.Reject("refused")
+				}
+				return nil, nil
+			}, Compensate: undo}},
+	}})
+	return url
+}
+
+// lines returns the non-empty lines of s.
+func lines(s string) []string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.TrimSpace(l) != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// TestTables prints the answers as tables by default, lists sagas of any
+// status, finished ones included, and prints the latest events.
+func TestTables(t *testing.T) {
+	url := opsSystem(t)
+	nc := testenv.Connect(t, url)
+	var ids []string
+	for i := range 4 {
+		ctx := messages.Context{}
+		if i%2 == 1 {
+			ctx.MustSet("refuse", true)
+		}
+		id := testenv.Start(t, nc, "ops", ctx)
+		want := saga.Completed
+		if i%2 == 1 {
+			want = saga.RolledBack
+		}
+		testenv.WaitStatus(t, nc, id, want)
+		ids = append(ids, id)
+	}
+
+	code, out := natsaga(t, url, "summary")
+	require.Equal(t, 0, code, out)
+	require.Regexp(t, `(?m)^completed\s+2$`, out)
+	require.Regexp(t, `(?m)^rolled back\s+2$`, out)
+	require.Regexp(t, `(?m)^active\s+0\s`, out)
+
+	code, out = natsaga(t, url, "list", "-status", "completed")
+	require.Equal(t, 0, code, out)
+	ls := lines(out)
+	require.Len(t, ls, 4, out) // header, two sagas, count
+	require.Regexp(t, `^SAGA_ID\s+TYPE\s+STATUS\s+STEP\s+STARTED\s+ERROR$`, ls[0])
+	require.Regexp(t, `^`+ids[0]+`\s+ops\s+completed\s+-\s+0\s+-$`, ls[1])
+	require.Regexp(t, `^`+ids[2]+`\s+ops\s+completed\s`, ls[2])
+	require.Equal(t, "2 sagas", ls[3])
+	code, out = natsaga(t, url, "list", "-status", "rolled_back", "-limit", "1")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, ids[3])
+	require.NotContains(t, out, ids[1], "only the latest one")
+
+	code, out = natsaga(t, url, "status", ids[1])
+	require.Equal(t, 0, code, out)
+	require.Regexp(t, `(?m)^status\s+rolled_back$`, out)
+	require.Regexp(t, `(?m)^compensated steps\s+reserve$`, out)
+	require.Regexp(t, `(?m)^0\s+in_progress\s+confirm\s+execute\s+1\s`, out)
+
+	// The latest two events, as the table and as JSON; the same two as
+	// the end of all of them.
+	code, all := natsaga(t, url, "-json", "events", "-all")
+	require.Equal(t, 0, code, all)
+	allLines := lines(all)
+	require.Len(t, allLines, 10, "in_progress and an end for each of 4 sagas, compensating for 2")
+	code, last := natsaga(t, url, "events", "-json", "-n", "2")
+	require.Equal(t, 0, code, last)
+	require.Equal(t, allLines[8:], lines(last))
+	code, out = natsaga(t, url, "events", "-n", "1", "-status", "rolled_back")
+	require.Equal(t, 0, code, out)
+	ls = lines(out)
+	require.Len(t, ls, 2, out)
+	require.Regexp(t, `^TICK\s+SAGA_ID\s+TYPE\s+STATUS\s+REASON$`, ls[0])
+	require.Regexp(t, `^0\s+`+ids[3]+`\s+ops\s+rolled_back\s+step confirm failed: refused$`, ls[1])
+	var ev messages.Event
+	require.NoError(t, json.Unmarshal([]byte(allLines[9]), &ev))
+	require.Equal(t, ids[3], ev.SagaID)
+
+	code, out = natsaga(t, url, "services")
+	require.Equal(t, 0, code, out)
+	require.Regexp(t, `(?m)^natsaga-coordinator\s+\S+\s+1\.0\.0\s+active\s+-\s+\[start tick status summary list retry\]$`, out)
+	require.Regexp(t, `(?m)^natsaga-agent\s+\S+\s+1\.0\.0\s+ops\s+ops-1\s+\[stats\]$`, out)
+
+	// An error answer: to stderr, exit 1.
+	code, out = natsaga(t, url, "retry", ids[0])
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "natsaga: conflict: ")
+}
+
+// TestHelpEverywhere: -h works on the tool and on every command, exits 0,
+// and never prints the password given in the environment.
+func TestHelpEverywhere(t *testing.T) {
+	getenv := func(k string) string {
+		if k == "NATS_PASSWORD" {
+			return "s3cret-pw"
+		}
+		return ""
+	}
+	for _, args := range [][]string{{"-h"}, {"summary", "-h"}, {"status", "-h"}, {"list", "-h"}, {"retry", "-h"},
+		{"start", "-h"}, {"tick", "-h"}, {"events", "-h"}, {"services", "-h"}} {
+		var out, errOut bytes.Buffer
+		code := mainCode(args, getenv, &out, &errOut)
+		require.Equal(t, 0, code, "%v: %s", args, errOut.String())
+		require.Contains(t, errOut.String(), "usage: natsaga", "%v", args)
+		if len(args) == 2 {
+			require.Contains(t, errOut.String(), "natsaga [flags] "+args[0], "%v", args)
+		}
+		require.NotContains(t, errOut.String()+out.String(), "s3cret-pw", "%v", args)
+	}
+}
+
+// TestWrongURL fails within its timeout, saying why.
+func TestWrongURL(t *testing.T) {
+	done := make(chan struct{})
+	var code int
+	var out, errOut bytes.Buffer
+	go func() {
+		defer close(done)
+		code = mainCode([]string{"-nats", "nats://127.0.0.1:1", "-timeout", "2s", "summary"}, func(string) string { return "" }, &out, &errOut)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("natsaga did not give up on a wrong URL")
+	}
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut.String(), "connect to nats://127.0.0.1:1")
+	require.Contains(t, errOut.String(), "connection refused")
+}

@@ -1,0 +1,96 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// Bounds of a list of finished sagas, which are read from the bucket.
+const (
+	// DefaultFinishedList is how many finished sagas a list request with
+	// no limit answers.
+	DefaultFinishedList = 100
+	// MaxFinishedList is the most finished sagas one list answers.
+	MaxFinishedList = 1000
+	// finishedListWait bounds the read of the bucket for one list.
+	finishedListWait = 10 * time.Second
+	// maxFinishedLists bounds the lists of finished sagas read at once; a
+	// list asked beyond it is refused.
+	maxFinishedLists = 4
+)
+
+// errBusy is answered to a list of finished sagas asked while
+// maxFinishedLists are being read.
+var errBusy = fmt.Errorf("too many lists of finished sagas at once; ask again: %w", messages.ErrBusy)
+
+// listFinished answers a list request for the sagas that finished with st
+// (completed, rolled_back or timed_out): they are in the bucket only, kept
+// for the retention. It answers the latest limit of them (DefaultFinishedList
+// when limit is 0, at most MaxFinishedList), oldest first; while
+// maxFinishedLists others are being read, it answers an error instead.
+func (c *Coordinator) listFinished(m *nats.Msg, st saga.Status, limit int) {
+	select {
+	case c.lists <- struct{}{}:
+		defer func() { <-c.lists }()
+	default:
+		c.respond(m, messages.ListResponse{V: messages.Version, Error: wireError(fmt.Errorf("list %s: %w", st, errBusy))})
+		return
+	}
+	if limit <= 0 {
+		limit = DefaultFinishedList
+	}
+	limit = min(limit, MaxFinishedList)
+	ctx, cancel := context.WithTimeout(context.Background(), finishedListWait)
+	defer cancel()
+	sagas, err := c.readFinished(ctx, st, limit)
+	if err != nil {
+		c.respond(m, messages.ListResponse{V: messages.Version, Error: wireError(fmt.Errorf("list %s: %w", st, err))})
+		return
+	}
+	c.respond(m, messages.ListResponse{V: messages.Version, Sagas: sagas})
+}
+
+// readFinished returns the last limit sagas of the bucket with status st,
+// in the bucket's order.
+func (c *Coordinator) readFinished(ctx context.Context, st saga.Status, limit int) ([]json.RawMessage, error) {
+	w, err := c.kv.Watch(ctx, messages.SagaKeyPrefix+"*", jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = w.Stop() }()
+	ring := make([]json.RawMessage, 0, limit)
+	next := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("bucket watch ended")
+			}
+			if e == nil { // every stored saga seen
+				return append(ring[next:], ring[:next]...), nil
+			}
+			var x struct {
+				Status saga.Status `json:"status"`
+			}
+			if json.Unmarshal(e.Value(), &x) != nil || x.Status != st {
+				continue
+			}
+			if len(ring) < limit {
+				ring = append(ring, json.RawMessage(e.Value()))
+				continue
+			}
+			ring[next] = json.RawMessage(e.Value())
+			next = (next + 1) % limit
+		}
+	}
+}

@@ -1,0 +1,95 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// Observer is told what the coordinator does, for metrics. The coordinator
+// calls it from one goroutine at a time (its loop, or Run before the loop
+// starts); its methods must return quickly and must not call the
+// coordinator.
+type Observer interface {
+	// Committed is called once a batch is stored and its commands
+	// published, with the batch's commands and events in order, and the
+	// engine's summary after the batch.
+	Committed(cmds []messages.Command, events []messages.Event, sum messages.Summary)
+	// Answered is called when an answer settles cmd with outcome other
+	// than working: ticks is the simulation time since cmd was sent, took
+	// the wall-clock time since this coordinator published it, negative
+	// when it did not (a command sent by a predecessor).
+	Answered(cmd messages.Command, outcome messages.Outcome, ticks int64, took time.Duration)
+}
+
+// applyAnswer applies r to the engine as ApplyReply does, and tells the
+// observer, if any, which command it settled, and ends its span.
+func (c *Coordinator) applyAnswer(r messages.Reply, now time.Time, out *saga.Outbox) error {
+	if c.opts.Observer == nil && !c.tracing() {
+		return c.engine.ApplyReply(r, now, out)
+	}
+	cmd, had := c.engine.Command(r.SagaID)
+	err := c.engine.ApplyReply(r, now, out)
+	if err != nil || !had {
+		return err
+	}
+	c.traceAnswer(r.SagaID, r.Outcome, r.Reason)
+	if c.opts.Observer == nil || r.Outcome == messages.Working {
+		return nil
+	}
+	took := time.Duration(-1)
+	if at, ok := c.sentAt[r.SagaID]; ok {
+		took = now.Sub(at)
+	}
+	c.opts.Observer.Answered(cmd, r.Outcome, c.engine.Tick()-cmd.Tick, took)
+	return nil
+}
+
+// observeCommit tells the observer, if any, what the committed batch out
+// did, and notes when each of its commands went out.
+func (c *Coordinator) observeCommit(out *saga.Outbox, now time.Time) {
+	if c.opts.Observer == nil {
+		return
+	}
+	for i := range out.Commands {
+		c.sentAt[out.Commands[i].SagaID] = now
+	}
+	for i := range out.Events {
+		if saga.Status(out.Events[i].Status).Terminal() {
+			delete(c.sentAt, out.Events[i].SagaID)
+		}
+	}
+	c.opts.Observer.Committed(out.Commands, out.Events, c.engine.Summary())
+}
+
+// Where [Coordinator.Run] is.
+const (
+	runStarting = iota
+	runStandby
+	runActive
+	runStopped
+)
+
+// ErrNotReady is wrapped by [Coordinator.Health] while the coordinator is
+// not ready.
+var ErrNotReady = errors.New("coordinator not ready")
+
+// Health returns nil while Run has set up natsaga's streams and bucket and
+// either holds the lease or stands by for it, and an error wrapping
+// [ErrNotReady] that says what it does otherwise. It is safe for
+// concurrent use.
+func (c *Coordinator) Health() error {
+	switch c.state.Load() {
+	case runStandby, runActive:
+		return nil
+	case runStopped:
+		return fmt.Errorf("%w: stopped", ErrNotReady)
+	}
+	return fmt.Errorf("%w: setting up streams and bucket", ErrNotReady)
+}
+
+// Active reports whether the coordinator holds the lease and serves.
+func (c *Coordinator) Active() bool { return c.state.Load() == runActive }

@@ -1,0 +1,129 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/natsaga/natsaga/messages"
+)
+
+// serve adds the coordinator's request API as the NATS micro service
+// [messages.CoordinatorService] in state "active", one endpoint per request
+// on its existing subject, so that "nats micro ls", "info" and "stats" show
+// it. A standby announces itself with no endpoint (state "standby"). Each
+// endpoint hands its message to the request's handler; the handlers answer
+// through respond. The caller stops the service.
+func (c *Coordinator) serve() (micro.Service, error) {
+	svc, err := c.service("active")
+	if err != nil {
+		return nil, err
+	}
+	endpoints := []struct {
+		name, subject string
+		handle        nats.MsgHandler
+	}{
+		{"start", messages.StartSubjects, c.onStart},
+		{"tick", messages.TickSubject, c.onTick},
+		{"status", messages.StatusSubject, c.onStatus},
+		{"summary", messages.SummarySubject, c.onSummary},
+		{"list", messages.ListSubject, c.onList},
+		{"retry", messages.RetrySubject, c.onRetry},
+	}
+	for _, e := range endpoints {
+		h := micro.HandlerFunc(func(r micro.Request) { e.handle(requestMsg(r)) })
+		if err := svc.AddEndpoint(e.name, h, micro.WithEndpointSubject(e.subject)); err != nil {
+			_ = svc.Stop()
+			return nil, fmt.Errorf("micro endpoint %s: %w", e.name, err)
+		}
+	}
+	return svc, nil
+}
+
+// service adds an instance of [messages.CoordinatorService] with no
+// endpoint, its state ("standby" or "active") and the number of saga
+// types in the metadata.
+func (c *Coordinator) service(state string) (micro.Service, error) {
+	svc, err := micro.AddService(c.nc, micro.Config{
+		Name:        messages.CoordinatorService,
+		Version:     messages.ServiceVersion,
+		Description: "natsaga saga coordinator: starts and drives sagas over JetStream",
+		Metadata:    map[string]string{"definitions": fmt.Sprint(len(c.opts.Definitions)), "state": state},
+		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
+			c.log.Error("micro service error", "subject", err.Subject, "err", err.Description)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("micro service: %w", err)
+	}
+	return svc, nil
+}
+
+// requestMsg is the message behind r, as the request handlers take it.
+// They answer it with respond, which publishes to its reply subject: an
+// answer may come after the handler returned, once the engine's batch is
+// stored.
+func requestMsg(r micro.Request) *nats.Msg {
+	return &nats.Msg{Subject: r.Subject(), Reply: r.Reply(), Data: r.Data(), Header: nats.Header(r.Headers())}
+}
+
+// respond answers m with v, if m asked for an answer. An answer carrying
+// an error also carries it in NATS micro's error headers: the message in
+// Nats-Service-Error, the code (400, 404, 409 or 500) in
+// Nats-Service-Error-Code.
+func (c *Coordinator) respond(m *nats.Msg, v any) {
+	if m.Reply == "" {
+		return
+	}
+	data, err := json.Marshal(v)
+	if err == nil && int64(len(data)) > c.nc.MaxPayload() {
+		err = fmt.Errorf("answer of %d bytes, limit %d: %w", len(data), c.nc.MaxPayload(), errTooLargeToAnswer)
+		c.log.Warn("answer too large; answering an error", "subject", messages.Quote(m.Subject), "err", err)
+		v = tooLarge{messages.Version, wireError(err)}
+		data, err = json.Marshal(v)
+	}
+	if err == nil {
+		out := &nats.Msg{Subject: m.Reply, Data: data}
+		if we := responseError(v); we != nil {
+			out.Header = nats.Header{}
+			out.Header.Set(micro.ErrorHeader, we.Message)
+			out.Header.Set(micro.ErrorCodeHeader, messages.StatusCode(we.Code))
+		}
+		err = c.nc.PublishMsg(out)
+	}
+	if err != nil {
+		c.log.Warn("response not sent", "subject", messages.Quote(m.Subject), "err", err)
+	}
+}
+
+// errTooLargeToAnswer is the error of an answer that would not fit the
+// server's payload limit.
+var errTooLargeToAnswer = errors.New("answer too large for the server's payload limit")
+
+// tooLarge is the answer sent instead of one that would not fit.
+type tooLarge struct {
+	V     int                 `json:"v"`
+	Error *messages.WireError `json:"error"`
+}
+
+// responseError returns the error an answer carries, nil when none.
+func responseError(v any) *messages.WireError {
+	switch r := v.(type) {
+	case tooLarge:
+		return r.Error
+	case messages.StartResponse:
+		return r.Error
+	case messages.TickAck:
+		return r.Error
+	case messages.StatusResponse:
+		return r.Error
+	case messages.ListResponse:
+		return r.Error
+	case messages.RetryResponse:
+		return r.Error
+	}
+	return nil
+}

@@ -1,0 +1,128 @@
+package coordinator_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// control asks a micro control subject and decodes the one answer.
+func control(t *testing.T, nc *nats.Conn, verb micro.Verb, name string, v any) {
+	t.Helper()
+	subj, err := micro.ControlSubject(verb, name, "")
+	require.NoError(t, err)
+	m, err := nc.Request(subj, nil, 5*time.Second)
+	require.NoError(t, err, subj)
+	require.NoError(t, json.Unmarshal(m.Data, v), string(m.Data))
+}
+
+// TestCoordinatorIsAMicroService finds the coordinator through NATS
+// micro's $SRV subjects, as "nats micro ls/info/stats" do, and checks that
+// its endpoints are the request API on its own subjects, that the
+// statistics count the requests, and that an error answer carries micro's
+// error headers besides the JSON body.
+func TestCoordinatorIsAMicroService(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+	nc := testenv.Connect(t, url)
+
+	var ping micro.Ping
+	control(t, nc, micro.PingVerb, messages.CoordinatorService, &ping)
+	require.Equal(t, micro.PingResponseType, ping.Type)
+	require.Equal(t, messages.CoordinatorService, ping.Name)
+	require.Equal(t, messages.ServiceVersion, ping.Version)
+
+	var info micro.Info
+	control(t, nc, micro.InfoVerb, messages.CoordinatorService, &info)
+	require.Equal(t, map[string]string{"definitions": "1", "state": "active"}, info.Metadata)
+	got := map[string]string{}
+	for _, e := range info.Endpoints {
+		got[e.Name] = e.Subject
+	}
+	require.Equal(t, map[string]string{
+		"start": messages.StartSubjects, "tick": messages.TickSubject, "status": messages.StatusSubject,
+		"summary": messages.SummarySubject, "list": messages.ListSubject, "retry": messages.RetrySubject,
+	}, got)
+
+	// Answers come as before, on the same subjects.
+	id := testenv.Start(t, nc, twoSteps.Subject, messages.Context{})
+	testenv.Summary(t, nc)
+	testenv.Summary(t, nc)
+
+	// A bad request: the error is in the body and in the headers.
+	m, err := nc.Request(messages.StatusSubject, []byte("not json"), 5*time.Second)
+	require.NoError(t, err)
+	var resp messages.StatusResponse
+	require.NoError(t, json.Unmarshal(m.Data, &resp))
+	require.NotNil(t, resp.Error)
+	require.Equal(t, messages.CodeBadRequest, resp.Error.Code)
+	require.Equal(t, "400", m.Header.Get(micro.ErrorCodeHeader))
+	require.Equal(t, resp.Error.Message, m.Header.Get(micro.ErrorHeader))
+
+	// A saga nobody knows: 404 once the bucket was asked.
+	req, _ := json.Marshal(messages.StatusRequest{V: messages.Version, SagaID: "nope"})
+	m, err = nc.Request(messages.StatusSubject, req, 5*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "404", m.Header.Get(micro.ErrorCodeHeader))
+
+	// A good answer carries no error header.
+	req, _ = json.Marshal(messages.StatusRequest{V: messages.Version, SagaID: id})
+	m, err = nc.Request(messages.StatusSubject, req, 5*time.Second)
+	require.NoError(t, err)
+	require.Empty(t, m.Header.Get(micro.ErrorCodeHeader))
+
+	var stats micro.Stats
+	control(t, nc, micro.StatsVerb, messages.CoordinatorService, &stats)
+	require.Equal(t, micro.StatsResponseType, stats.Type)
+	n := map[string]int{}
+	for _, e := range stats.Endpoints {
+		n[e.Name] = e.NumRequests
+	}
+	require.Equal(t, map[string]int{"start": 1, "tick": 0, "status": 3, "summary": 2, "list": 0, "retry": 0}, n)
+}
+
+// TestListFinished lists sagas by a finished status, read from the bucket:
+// the latest ones, oldest first, bounded by the limit.
+func TestListFinished(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+	ok := func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
+	undo := func(context.Context, agent.Tx, *messages.Command) error { return nil }
+	testenv.Agent(t, url, participant.Options{Role: "bank", Steps: []agent.Step{
+		{Saga: "transfer", Name: "debit", Handler: agent.Handler{Execute: ok, Compensate: undo}},
+		{Saga: "transfer", Name: "credit", Handler: agent.Handler{Execute: ok, Compensate: undo}}}})
+	nc := testenv.Connect(t, url)
+	var ids []string
+	for range 5 {
+		id := testenv.Start(t, nc, twoSteps.Subject, messages.Context{})
+		testenv.WaitStatus(t, nc, id, saga.Completed)
+		ids = append(ids, id)
+	}
+	list := func(status string, limit int) []string {
+		var resp messages.ListResponse
+		testenv.Request(t, nc, messages.ListSubject, messages.ListRequest{V: messages.Version, Status: status, Limit: limit}, &resp)
+		require.Nil(t, resp.Error)
+		var got []string
+		for _, raw := range resp.Sagas {
+			var x saga.Execution
+			require.NoError(t, json.Unmarshal(raw, &x))
+			require.Equal(t, status, string(x.Status))
+			got = append(got, x.ID)
+		}
+		return got
+	}
+	require.Equal(t, ids, list("completed", 0))
+	require.Equal(t, ids[2:], list("completed", 3))
+	require.Empty(t, list("rolled_back", 0))
+}

@@ -1,0 +1,120 @@
+package coordinator_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/coordinator"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/internal/tracing"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// attr returns the value of attribute key of s, "" when it has none.
+func attr(s sdktrace.ReadOnlySpan, key string) string {
+	for _, kv := range s.Attributes() {
+		if kv.Key == attribute.Key(key) {
+			return kv.Value.Emit()
+		}
+	}
+	return ""
+}
+
+// TestOneSagaIsOneTrace starts a saga from a client span, through a
+// coordinator and an agent that record their spans apart, as two
+// processes would: the saga's span is the client span's child, each
+// command's span (the failing credit's and the debit's compensation
+// included) the saga span's child, and the agent's work on each command
+// the child of that command's span, all in the client's trace.
+func TestOneSagaIsOneTrace(t *testing.T) {
+	_, url := testenv.Server(t)
+	coRec, agRec := tracetest.NewSpanRecorder(), tracetest.NewSpanRecorder()
+	coTP := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(coRec))
+	agTP := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(agRec))
+
+	co, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: []saga.Definition{twoSteps}, TracerProvider: coTP})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- co.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	<-co.Ready()
+	ok := func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
+	undo := func(context.Context, agent.Tx, *messages.Command) error { return nil }
+	no := func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+		return nil, agent.Reject("account closed")
+	}
+	testenv.Agent(t, url, participant.Options{Role: "bank", TracerProvider: agTP, Steps: []agent.Step{
+		{Saga: "transfer", Name: "debit", Handler: agent.Handler{Execute: ok, Compensate: undo}},
+		{Saga: "transfer", Name: "credit", Handler: agent.Handler{Execute: no, Compensate: undo}}}})
+
+	// The client's span, whose context the start request carries.
+	clientTP := sdktrace.NewTracerProvider()
+	cctx, client := clientTP.Tracer("test").Start(context.Background(), "client")
+	nc := testenv.Connect(t, url)
+	data, err := json.Marshal(messages.StartRequest{V: messages.Version, Context: messages.Context{}})
+	require.NoError(t, err)
+	m := nats.NewMsg(messages.StartSubject(twoSteps.Subject))
+	m.Data = data
+	tracing.Inject(cctx, m)
+	require.NotEmpty(t, m.Header.Get("traceparent"))
+	ans, err := nc.RequestMsg(m, 5*time.Second)
+	require.NoError(t, err)
+	var resp messages.StartResponse
+	require.NoError(t, json.Unmarshal(ans.Data, &resp))
+	require.Nil(t, resp.Error)
+	client.End()
+	testenv.WaitStatus(t, nc, resp.SagaID, saga.RolledBack)
+
+	require.Eventually(t, func() bool { return len(coRec.Ended()) == 4 && len(agRec.Ended()) == 3 },
+		10*time.Second, 10*time.Millisecond, "coordinator spans %d, agent spans %d", len(coRec.Ended()), len(agRec.Ended()))
+	traceID := client.SpanContext().TraceID()
+	byName := map[string]sdktrace.ReadOnlySpan{}
+	for _, s := range coRec.Ended() {
+		require.Equal(t, traceID, s.SpanContext().TraceID(), s.Name())
+		byName[s.Name()] = s
+	}
+	sagaSpan := byName["saga transfer"]
+	require.NotNil(t, sagaSpan, "names: %v", byName)
+	require.Equal(t, client.SpanContext().SpanID(), sagaSpan.Parent().SpanID())
+	require.Equal(t, resp.SagaID, attr(sagaSpan, "natsaga.saga_id"))
+	require.Equal(t, "rolled_back", attr(sagaSpan, "natsaga.status"))
+	for name, outcome := range map[string]string{"execute debit": "ok", "execute credit": "failed", "compensate debit": "ok"} {
+		s := byName[name]
+		require.NotNil(t, s, "no span %q: %v", name, byName)
+		require.Equal(t, sagaSpan.SpanContext().SpanID(), s.Parent().SpanID(), name)
+		require.Equal(t, outcome, attr(s, "natsaga.outcome"), name)
+		require.Equal(t, trace.SpanKindProducer, s.SpanKind())
+	}
+
+	// The agent's spans, each the child of its command's span.
+	want := map[string]string{
+		messages.ExecuteSubject("transfer", "debit"):    "execute debit",
+		messages.ExecuteSubject("transfer", "credit"):   "execute credit",
+		messages.CompensateSubject("transfer", "debit"): "compensate debit",
+	}
+	for _, s := range agRec.Ended() {
+		require.Equal(t, traceID, s.SpanContext().TraceID(), s.Name())
+		parent, ok := want[attr(s, "messaging.destination.name")]
+		require.True(t, ok, s.Name())
+		require.Equal(t, byName[parent].SpanContext().SpanID(), s.Parent().SpanID(), "%s is a child of %s", s.Name(), parent)
+		require.True(t, s.Parent().IsRemote())
+		delete(want, attr(s, "messaging.destination.name"))
+	}
+	require.Empty(t, want)
+}

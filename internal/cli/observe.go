@@ -1,0 +1,202 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/natsaga/natsaga/internal/metrics"
+	"github.com/natsaga/natsaga/internal/tracing"
+)
+
+// Observe holds the flags by which a long-lived program is seen and
+// operated: its log format, the address of its metrics and health
+// endpoints, and -healthcheck, which asks a running copy whether it is
+// ready.
+type Observe struct {
+	// LogLevel is debug, info, warn or error.
+	LogLevel string
+	// LogFormat is text or json.
+	LogFormat string
+	// MetricsAddr is where /metrics, /livez and /readyz are served; ""
+	// serves nothing.
+	MetricsAddr string
+	// Healthcheck asks the program listening on MetricsAddr for its
+	// readiness, instead of running.
+	Healthcheck bool
+}
+
+// Register adds -log-level, -log-format, -metrics-addr and -healthcheck to
+// fs, with defaults from getenv (NATSAGA_LOG_FORMAT,
+// NATSAGA_METRICS_ADDR).
+func (o *Observe) Register(fs *flag.FlagSet, getenv func(string) string) {
+	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
+	format := getenv("NATSAGA_LOG_FORMAT")
+	if format == "" {
+		format = "text"
+	}
+	fs.StringVar(&o.LogFormat, "log-format", format, "text or json (env NATSAGA_LOG_FORMAT)")
+	fs.StringVar(&o.MetricsAddr, "metrics-addr", getenv("NATSAGA_METRICS_ADDR"),
+		"serve Prometheus /metrics, /livez and /readyz on this host:port; empty: none (env NATSAGA_METRICS_ADDR)")
+	fs.BoolVar(&o.Healthcheck, "healthcheck", false, "ask the copy of this program serving -metrics-addr whether it is ready; exit 0 if so, 1 if not")
+}
+
+// Validate returns an error for a bad level or format, or -healthcheck
+// without -metrics-addr.
+func (o *Observe) Validate() error {
+	if _, err := NewLogger(io.Discard, o.LogLevel, o.LogFormat); err != nil {
+		return err
+	}
+	if o.Healthcheck && o.MetricsAddr == "" {
+		return errors.New("-healthcheck needs -metrics-addr (or NATSAGA_METRICS_ADDR)")
+	}
+	return nil
+}
+
+// NewLogger returns a logger on w at level ("debug", "info", "warn" or
+// "error") in format ("text" or "json"). It returns an error for another
+// level or format.
+func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+// Health says whether a program is ready: Ready returns nil when it is,
+// and why not otherwise.
+type Health struct {
+	nc    *nats.Conn
+	ready func() error
+}
+
+// NewHealth returns the health of a program on nc: ready when nc is
+// connected and ready (which may be nil) returns nil.
+func NewHealth(nc *nats.Conn, ready func() error) *Health {
+	return &Health{nc: nc, ready: ready}
+}
+
+// Ready returns nil when the program is ready.
+func (h *Health) Ready() error {
+	if h == nil || h.nc == nil {
+		return errors.New("starting")
+	}
+	if !h.nc.IsConnected() {
+		return fmt.Errorf("not connected to NATS (%s)", h.nc.Status())
+	}
+	if h.ready != nil {
+		return h.ready()
+	}
+	return nil
+}
+
+// ServeMetrics serves reg and health on addr until ctx ends, logging the
+// address. It returns once the address is bound, with a function that
+// waits for the server to stop and returns its error; it returns an error
+// when the address cannot be bound.
+func ServeMetrics(ctx context.Context, addr string, reg *prometheus.Registry, health func() error, log *slog.Logger) (wait func() error, err error) {
+	srv, err := metrics.Listen(addr, metrics.Handler(reg, health), log)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("serving metrics and health", "addr", srv.Addr().String())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	return func() error { return <-done }, nil
+}
+
+// healthTimeout bounds a -healthcheck.
+const healthTimeout = 3 * time.Second
+
+// Healthcheck asks the program serving addr for /readyz, prints the answer
+// to w and returns the exit code: 0 when ready, 1 otherwise. An address
+// with no host (":9090") is asked on 127.0.0.1.
+func Healthcheck(addr string, w io.Writer) int {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		fmt.Fprintf(w, "healthcheck: -metrics-addr %q: %v\n", addr, err)
+		return 1
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	client := &http.Client{Timeout: healthTimeout}
+	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/readyz")
+	if err != nil {
+		fmt.Fprintf(w, "healthcheck: %v\n", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	fmt.Fprintf(w, "healthcheck: %s %s", resp.Status, body)
+	if resp.StatusCode != http.StatusOK {
+		return 1
+	}
+	return 0
+}
+
+// ServeObserved is [Serve] with the flags of o: the logger in o's level
+// and format, and, when o.Healthcheck is set, only the health check of a
+// running copy. run gets the logger; it serves metrics itself, as only it
+// knows its registry and readiness.
+func ServeObserved(stderr io.Writer, process string, o Observe, run func(ctx context.Context, log *slog.Logger) error) int {
+	if o.Healthcheck {
+		return Healthcheck(o.MetricsAddr, stderr)
+	}
+	log, err := NewLogger(stderr, o.LogLevel, o.LogFormat)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	log = log.With("process", process, "pid", os.Getpid())
+	ctx, stop := SignalContext()
+	defer stop()
+	if err := run(ctx, log); err != nil {
+		log.Error(process+" stopped", "err", err)
+		return 1
+	}
+	log.Info(process + " stopped cleanly")
+	return 0
+}
+
+// flushWait bounds the flush of the traces at exit.
+const flushWait = 5 * time.Second
+
+// StartTracing returns the tracer provider of the program named service,
+// nil when the OTEL_ variables getenv reads leave tracing off (see
+// internal/tracing), and a function to call at exit, which flushes the
+// spans within five seconds and logs a failure to log. It returns an
+// error when the exporter cannot be made.
+func StartTracing(ctx context.Context, service string, getenv func(string) string, log *slog.Logger) (trace.TracerProvider, func(), error) {
+	tp, stop, err := tracing.Setup(ctx, service, getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	return tp, func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushWait)
+		defer cancel()
+		if err := stop(fctx); err != nil {
+			log.Warn("traces not flushed", "err", err)
+		}
+	}, nil
+}

@@ -1,0 +1,113 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/internal/cli"
+	"github.com/natsaga/natsaga/internal/embedded"
+	"github.com/natsaga/natsaga/internal/metrics"
+)
+
+func TestNewLoggerFormats(t *testing.T) {
+	var b bytes.Buffer
+	log, err := cli.NewLogger(&b, "info", "json")
+	require.NoError(t, err)
+	log.Info("hello", "saga_id", "s1")
+	log.Debug("hidden")
+	var rec map[string]any
+	require.NoError(t, json.Unmarshal(b.Bytes(), &rec), b.String())
+	require.Equal(t, "hello", rec["msg"])
+	require.Equal(t, "s1", rec["saga_id"])
+	require.Equal(t, 1, strings.Count(b.String(), "\n"))
+
+	b.Reset()
+	log, err = cli.NewLogger(&b, "debug", "text")
+	require.NoError(t, err)
+	log.Debug("shown", "step", "x")
+	require.Contains(t, b.String(), "msg=shown step=x")
+
+	_, err = cli.NewLogger(io.Discard, "info", "xml")
+	require.ErrorContains(t, err, `log format "xml": want text or json`)
+	_, err = cli.NewLogger(io.Discard, "loud", "text")
+	require.ErrorContains(t, err, "log level")
+}
+
+func TestObserveFlags(t *testing.T) {
+	parse := func(args []string, env map[string]string) (cli.Observe, error) {
+		var o cli.Observe
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		o.Register(fs, func(k string) string { return env[k] })
+		if err := fs.Parse(args); err != nil {
+			return o, err
+		}
+		return o, o.Validate()
+	}
+	o, err := parse(nil, nil)
+	require.NoError(t, err)
+	require.Equal(t, cli.Observe{LogLevel: "info", LogFormat: "text"}, o)
+	o, err = parse(nil, map[string]string{"NATSAGA_LOG_FORMAT": "json", "NATSAGA_METRICS_ADDR": ":9090"})
+	require.NoError(t, err)
+	require.Equal(t, cli.Observe{LogLevel: "info", LogFormat: "json", MetricsAddr: ":9090"}, o)
+	_, err = parse([]string{"-log-format", "yaml"}, nil)
+	require.Error(t, err)
+	_, err = parse([]string{"-healthcheck"}, nil)
+	require.ErrorContains(t, err, "-healthcheck needs -metrics-addr")
+}
+
+// TestHealthcheck asks a served readiness, ready and not, as a container
+// health check does, and a port nobody serves.
+func TestHealthcheck(t *testing.T) {
+	ns, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
+	require.NoError(t, err)
+	defer ns.Shutdown()
+	var c cli.Conn
+	c.URL = ns.ClientURL()
+	nc, err := c.Connect(context.Background(), "test", slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer nc.Close()
+
+	var notReady atomic.Bool
+	health := cli.NewHealth(nc, func() error {
+		if notReady.Load() {
+			return errors.New("standing up")
+		}
+		return nil
+	})
+	srv := httptest.NewServer(metrics.Handler(metrics.NewRegistry(), health.Ready))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+
+	var out bytes.Buffer
+	require.Equal(t, 0, cli.Healthcheck(addr, &out))
+	require.Contains(t, out.String(), "200 OK ready")
+
+	notReady.Store(true)
+	out.Reset()
+	require.Equal(t, 1, cli.Healthcheck(addr, &out))
+	require.Contains(t, out.String(), "503")
+	require.Contains(t, out.String(), "standing up")
+
+	notReady.Store(false)
+	nc.Close()
+	out.Reset()
+	require.Equal(t, 1, cli.Healthcheck(addr, &out))
+	require.Contains(t, out.String(), "not connected to NATS")
+
+	srv.Close()
+	out.Reset()
+	require.Equal(t, 1, cli.Healthcheck(addr, &out))
+	require.Contains(t, out.String(), "connection refused")
+}

@@ -1,0 +1,131 @@
+package metrics_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/internal/metrics"
+	"github.com/natsaga/natsaga/messages"
+)
+
+// TestCoordinatorCounts feeds the coordinator's metrics a batch and two
+// answers and reads them back in the text format.
+func TestCoordinatorCounts(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := metrics.NewCoordinator(reg)
+	require.NoError(t, err)
+	_, err = metrics.NewCoordinator(reg)
+	require.Error(t, err, "registered twice")
+
+	cmds := []messages.Command{
+		{Saga: "subsidy", Step: "a", Action: messages.Execute, Attempt: 1},
+		{Saga: "subsidy", Step: "a", Action: messages.Execute, Attempt: 2},
+		{Saga: "subsidy", Step: "a", Action: messages.Compensate, Attempt: 1},
+	}
+	events := []messages.Event{
+		{Saga: "subsidy", Status: "in_progress"}, {Saga: "subsidy", Status: "compensating"},
+		{Saga: "subsidy", Status: "rolled_back"}, {Saga: "insurance", Status: "in_progress"},
+	}
+	m.Committed(cmds, events, messages.Summary{Tick: 7, Active: 3, Awaiting: 2, Retrying: 1})
+	m.Answered(cmds[1], messages.OK, 2, 30*time.Millisecond)
+	m.Answered(cmds[2], messages.OK, 0, -1)
+
+	want := `
+# HELP natsaga_sagas_started_total Sagas started, by saga type.
+# TYPE natsaga_sagas_started_total counter
+natsaga_sagas_started_total{saga="insurance"} 1
+natsaga_sagas_started_total{saga="subsidy"} 1
+# HELP natsaga_sagas_finished_total Sagas that reached a final status, by saga type and status.
+# TYPE natsaga_sagas_finished_total counter
+natsaga_sagas_finished_total{saga="subsidy",status="rolled_back"} 1
+# HELP natsaga_command_retries_total Step commands sent again after a transient error (attempt above 1), by saga, step and action.
+# TYPE natsaga_command_retries_total counter
+natsaga_command_retries_total{action="execute",saga="subsidy",step="a"} 1
+# HELP natsaga_sagas_in_flight Active sagas: all, those awaiting a first answer, and those waiting to retry.
+# TYPE natsaga_sagas_in_flight gauge
+natsaga_sagas_in_flight{state="active"} 3
+natsaga_sagas_in_flight{state="awaiting"} 2
+natsaga_sagas_in_flight{state="retrying"} 1
+# HELP natsaga_tick The coordinator's simulation clock.
+# TYPE natsaga_tick gauge
+natsaga_tick 7
+`
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"natsaga_sagas_started_total", "natsaga_sagas_finished_total", "natsaga_command_retries_total", "natsaga_sagas_in_flight", "natsaga_tick"))
+	sent := `
+# HELP natsaga_commands_sent_total Step commands published, retries included, by saga, step and action.
+# TYPE natsaga_commands_sent_total counter
+natsaga_commands_sent_total{action="compensate",saga="subsidy",step="a"} 1
+natsaga_commands_sent_total{action="execute",saga="subsidy",step="a"} 2
+# HELP natsaga_steps_total Step commands settled by an answer, by saga, step, action and outcome (ok, failed, error).
+# TYPE natsaga_steps_total counter
+natsaga_steps_total{action="compensate",outcome="ok",saga="subsidy",step="a"} 1
+natsaga_steps_total{action="execute",outcome="ok",saga="subsidy",step="a"} 1
+`
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(sent), "natsaga_commands_sent_total", "natsaga_steps_total"))
+	// Two answers timed in ticks; the one a predecessor sent, not in seconds.
+	fams, err := reg.Gather()
+	require.NoError(t, err)
+	counts := map[string]uint64{}
+	for _, f := range fams {
+		for _, mm := range f.Metric {
+			if h := mm.GetHistogram(); h != nil {
+				counts[f.GetName()] += h.GetSampleCount()
+			}
+		}
+	}
+	require.Equal(t, map[string]uint64{"natsaga_step_latency_ticks": 2, "natsaga_step_latency_seconds": 1}, counts)
+}
+
+// TestLedgerLeftOutWhenUnread: a ledger read that fails leaves the gauge
+// out of the scrape rather than reporting zero.
+func TestLedgerLeftOutWhenUnread(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	var fail bool
+	require.NoError(t, metrics.RegisterLedger(reg, "government", func(context.Context) (int64, error) {
+		if fail {
+			return 0, errors.New("store down")
+		}
+		return 12345, nil
+	}, nil))
+	want := `
+# HELP natsaga_ledger_balance_cents Balance of a flood role's ledger (the government's budget, the insurer's fund), in cents.
+# TYPE natsaga_ledger_balance_cents gauge
+natsaga_ledger_balance_cents{role="government"} 12345
+`
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want)))
+	fail = true
+	require.Equal(t, 0, testutil.CollectAndCount(reg))
+}
+
+// TestAgentCounters reads an agent's statistics at each scrape.
+func TestAgentCounters(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s := messages.AgentStats{Role: "insurer", Agent: "insurer-1", Handled: 5, Executed: 4, Compensated: 1, Duplicates: 2, Refused: 3, Redelivered: 6, Rejected: 7}
+	require.NoError(t, metrics.RegisterAgent(reg, func() messages.AgentStats { return s }))
+	s.Handled = 9 // read at the scrape, not at registration
+	want := `
+# HELP natsaga_agent_commands_handled_total Commands this agent received and answered.
+# TYPE natsaga_agent_commands_handled_total counter
+natsaga_agent_commands_handled_total{agent="insurer-1",role="insurer"} 9
+# HELP natsaga_agent_duplicates_absorbed_total Commands delivered again that the barrier answered without running them.
+# TYPE natsaga_agent_duplicates_absorbed_total counter
+natsaga_agent_duplicates_absorbed_total{agent="insurer-1",role="insurer"} 2
+# HELP natsaga_agent_refusals_total Executes refused because their compensation came first.
+# TYPE natsaga_agent_refusals_total counter
+natsaga_agent_refusals_total{agent="insurer-1",role="insurer"} 3
+# HELP natsaga_agent_redeliveries_total Commands JetStream delivered to this agent more than once.
+# TYPE natsaga_agent_redeliveries_total counter
+natsaga_agent_redeliveries_total{agent="insurer-1",role="insurer"} 6
+`
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"natsaga_agent_commands_handled_total", "natsaga_agent_duplicates_absorbed_total", "natsaga_agent_refusals_total", "natsaga_agent_redeliveries_total"))
+	require.Equal(t, 7, testutil.CollectAndCount(reg))
+}

@@ -1,0 +1,90 @@
+package tracing_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/natsaga/natsaga/internal/tracing"
+)
+
+func TestEnabled(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want bool
+	}{
+		{nil, false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, true},
+		{map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, true},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, true},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, false},
+		{map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}, false},
+	} {
+		require.Equal(t, tc.want, tracing.Enabled(func(k string) string { return tc.env[k] }), "%v", tc.env)
+	}
+	tp, stop, err := tracing.Setup(context.Background(), "x", func(string) string { return "" })
+	require.NoError(t, err)
+	require.Nil(t, tp, "off by default")
+	require.NoError(t, stop(context.Background()))
+}
+
+func TestInjectExtract(t *testing.T) {
+	tp := sdktrace.NewTracerProvider()
+	ctx, span := tp.Tracer("t").Start(context.Background(), "s")
+	defer span.End()
+	m := nats.NewMsg("a")
+	tracing.Inject(ctx, m)
+	require.Regexp(t, `^00-[0-9a-f]{32}-[0-9a-f]{16}-01$`, m.Header.Get("traceparent"))
+	got := trace.SpanContextFromContext(tracing.Extract(context.Background(), m.Header))
+	require.Equal(t, span.SpanContext().TraceID(), got.TraceID())
+	require.Equal(t, span.SpanContext().SpanID(), got.SpanID())
+	require.True(t, got.IsRemote())
+
+	// No span: no header; no header: no span.
+	m = &nats.Msg{Subject: "b"}
+	tracing.Inject(context.Background(), m)
+	require.Nil(t, m.Header)
+	require.False(t, trace.SpanContextFromContext(tracing.Extract(context.Background(), nil)).IsValid())
+}
+
+// TestSetupExportsOTLP turns tracing on with the standard variables and
+// checks that a span reaches an OTLP/HTTP endpoint, as a collector would
+// receive it.
+func TestSetupExportsOTLP(t *testing.T) {
+	got := make(chan *http.Request, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		got <- r
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
+	t.Setenv("OTEL_SERVICE_NAME", "")
+	tp, stop, err := tracing.Setup(context.Background(), "natsaga-test", os.Getenv)
+	require.NoError(t, err)
+	require.NotNil(t, tp)
+	_, span := tp.Tracer("t").Start(context.Background(), "saga test")
+	span.End()
+	require.NoError(t, stop(context.Background()), "flushes the batch")
+	select {
+	case r := <-got:
+		require.Equal(t, http.MethodPost, r.Method)
+		require.Equal(t, "/v1/traces", r.URL.Path)
+		require.Equal(t, "application/x-protobuf", r.Header.Get("Content-Type"))
+		body, _ := io.ReadAll(r.Body)
+		require.Contains(t, string(body), "saga test")
+		require.Contains(t, string(body), "natsaga-test")
+	default:
+		t.Fatal("no span exported")
+	}
+}

@@ -1,0 +1,154 @@
+package participant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/natsaga/natsaga/messages"
+)
+
+// serve adds the agent as an instance of the NATS micro service
+// [messages.AgentService], its role, copy (the agent's name) and pid in the
+// metadata. Its one endpoint, "stats", answers [messages.AgentStatsSubject]
+// with the agent's [messages.AgentStats], with no queue group so that every
+// agent answers; the same statistics are the endpoint's data in micro's
+// STATS answer. The caller stops the service.
+func (a *Agent) serve() (micro.Service, error) {
+	if err := messages.CheckToken("agent name", a.opts.Name); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	svc, err := micro.AddService(a.nc, micro.Config{
+		Name:        messages.AgentService,
+		Version:     messages.ServiceVersion,
+		Description: "natsaga agent of role " + a.opts.Role,
+		Metadata:    a.Metadata(),
+		StatsHandler: func(*micro.Endpoint) any {
+			return a.Stats()
+		},
+		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
+			a.log.Error("micro service error", "subject", err.Subject, "err", err.Description)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("agent micro service: %w", err)
+	}
+	stats := micro.HandlerFunc(func(r micro.Request) {
+		if err := r.RespondJSON(a.Stats()); err != nil {
+			a.log.Warn("stats not sent", "err", err)
+		}
+	})
+	if err := svc.AddEndpoint("stats", stats, micro.WithEndpointSubject(messages.AgentStatsSubject),
+		micro.WithEndpointQueueGroupDisabled()); err != nil {
+		_ = svc.Stop()
+		return nil, fmt.Errorf("agent micro service: %w", err)
+	}
+	return svc, nil
+}
+
+// Metadata is what the agent announces in its micro service's metadata:
+// "role", "copy" (its name) and "pid".
+func (a *Agent) Metadata() map[string]string {
+	return map[string]string{"role": a.opts.Role, "copy": a.opts.Name, "pid": strconv.Itoa(os.Getpid())}
+}
+
+// ErrStatsAnswer is wrapped by [CollectStats] for an answer it cannot read.
+var ErrStatsAnswer = errors.New("bad agent stats answer")
+
+// CollectStats asks every running agent for its statistics through NATS
+// micro (a STATS request to [messages.AgentService]), and collects the
+// answers until want agents have answered (any number when want is 0) or
+// wait has passed, whichever is first. Each agent counts once. It returns
+// an error only when it cannot ask or ctx ends; a malformed answer is
+// skipped and reported through skipped, when not nil.
+func CollectStats(ctx context.Context, nc *nats.Conn, want int, wait time.Duration, skipped func(error)) ([]messages.AgentStats, error) {
+	subject, err := micro.ControlSubject(micro.StatsVerb, messages.AgentService, "")
+	if err != nil {
+		return nil, fmt.Errorf("agent stats: %w", err)
+	}
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, fmt.Errorf("agent stats: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
+		return nil, fmt.Errorf("agent stats: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	seen := map[string]bool{}
+	var stats []messages.AgentStats
+	for want == 0 || len(stats) < want {
+		m, err := sub.NextMsgWithContext(wctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return stats, fmt.Errorf("agent stats: %w", ctx.Err())
+			}
+			break // wait has passed
+		}
+		s, err := decodeStats(m.Data)
+		if err != nil {
+			if skipped != nil {
+				skipped(err)
+			}
+			continue
+		}
+		if !seen[s.Agent] {
+			seen[s.Agent] = true
+			stats = append(stats, s)
+		}
+	}
+	return stats, nil
+}
+
+// decodeStats reads an agent's statistics from its micro STATS answer: the
+// data of its "stats" endpoint.
+func decodeStats(data []byte) (messages.AgentStats, error) {
+	var ms micro.Stats
+	if err := messages.Decode(data, &ms); err != nil {
+		return messages.AgentStats{}, fmt.Errorf("%w: %w", ErrStatsAnswer, err)
+	}
+	if ms.Type != micro.StatsResponseType || ms.Name != messages.AgentService {
+		return messages.AgentStats{}, fmt.Errorf("%w: type %q from %q", ErrStatsAnswer, ms.Type, ms.Name)
+	}
+	for _, e := range ms.Endpoints {
+		if e == nil || e.Name != "stats" {
+			continue
+		}
+		var s messages.AgentStats
+		if err := messages.Decode(e.Data, &s); err != nil {
+			return s, fmt.Errorf("%w: %w", ErrStatsAnswer, err)
+		}
+		if s.Agent == "" {
+			return s, fmt.Errorf("%w: no agent name", ErrStatsAnswer)
+		}
+		return s, nil
+	}
+	return messages.AgentStats{}, fmt.Errorf("%w: no stats endpoint from %s", ErrStatsAnswer, ms.ID)
+}
+
+// ErrNotServing is wrapped by [Agent.Health] while the agent does not
+// serve.
+var ErrNotServing = errors.New("agent not serving")
+
+// Health returns nil while Run pulls commands: its store, consumer and
+// micro service are set up. Otherwise it returns an error wrapping
+// [ErrNotServing]. It is safe for concurrent use.
+func (a *Agent) Health() error {
+	if !a.serving.Load() {
+		return fmt.Errorf("%w: %s", ErrNotServing, a.opts.Name)
+	}
+	return nil
+}
+
+// SharedStore returns the agent's store once Run has opened it, and nil
+// before. Unlike [Agent.Store], it is safe to call from any goroutine while
+// Run runs, for example to read state for metrics.
+func (a *Agent) SharedStore() *Store { return a.opened.Load() }

@@ -1,0 +1,85 @@
+package participant_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/micro"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// TestAgentsAreMicroServices runs two agents of different roles and finds
+// them through micro's $SRV.PING and INFO, with their role and copy in the
+// metadata, and reads their statistics through $SRV.STATS with
+// participant.CollectStats after a saga they served.
+func TestAgentsAreMicroServices(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{choresSaga()})
+	c := &calls{n: map[string]int{}, by: map[string]string{}, perBy: map[string]int{}}
+	testenv.Agent(t, url, participant.Options{Role: "cleaner", Name: "cleaner-a", Steps: []agent.Step{
+		{Saga: chores, Name: "sweep", Handler: counter("cleaner-a", c)},
+		{Saga: chores, Name: "mop", Handler: counter("cleaner-a", c)},
+	}})
+	testenv.Agent(t, url, participant.Options{Role: "inspector", Name: "inspector-a", Steps: []agent.Step{
+		{Saga: chores, Name: "inspect", Handler: counter("inspector-a", c)},
+	}})
+	nc := testenv.Connect(t, url)
+
+	// Every agent answers a PING; collect the answers for a while.
+	subj, err := micro.ControlSubject(micro.InfoVerb, messages.AgentService, "")
+	require.NoError(t, err)
+	infos := map[string]micro.Info{}
+	require.Eventually(t, func() bool {
+		inbox := nc.NewInbox()
+		sub, err := nc.SubscribeSync(inbox)
+		require.NoError(t, err)
+		defer func() { _ = sub.Unsubscribe() }()
+		require.NoError(t, nc.PublishRequest(subj, inbox, nil))
+		for {
+			m, err := sub.NextMsg(300 * time.Millisecond)
+			if err != nil {
+				break
+			}
+			var info micro.Info
+			require.NoError(t, json.Unmarshal(m.Data, &info))
+			infos[info.Metadata["copy"]] = info
+		}
+		return len(infos) == 2
+	}, 10*time.Second, 10*time.Millisecond)
+	pid := strconv.Itoa(os.Getpid())
+	require.Equal(t, map[string]string{"role": "cleaner", "copy": "cleaner-a", "pid": pid}, infos["cleaner-a"].Metadata)
+	require.Equal(t, map[string]string{"role": "inspector", "copy": "inspector-a", "pid": pid}, infos["inspector-a"].Metadata)
+	require.Equal(t, messages.ServiceVersion, infos["cleaner-a"].Version)
+	require.Len(t, infos["cleaner-a"].Endpoints, 1)
+	require.Equal(t, messages.AgentStatsSubject, infos["cleaner-a"].Endpoints[0].Subject)
+
+	id := testenv.Start(t, nc, chores, messages.Context{})
+	testenv.WaitStatus(t, nc, id, saga.Completed)
+
+	stats, err := participant.CollectStats(context.Background(), nc, 2, 5*time.Second, func(err error) { t.Error(err) })
+	require.NoError(t, err)
+	got := map[string]messages.AgentStats{}
+	for _, s := range stats {
+		got[s.Agent] = s
+	}
+	require.Len(t, got, 2)
+	require.Equal(t, "cleaner", got["cleaner-a"].Role)
+	require.EqualValues(t, 2, got["cleaner-a"].Executed)
+	require.EqualValues(t, 2, got["cleaner-a"].Handled)
+	require.EqualValues(t, 1, got["inspector-a"].Executed)
+
+	// The stats endpoint answers on its own subject too, from every agent.
+	var direct messages.AgentStats
+	testenv.Request(t, nc, messages.AgentStatsSubject, struct{}{}, &direct)
+	require.Contains(t, []string{"cleaner-a", "inspector-a"}, direct.Agent)
+}
