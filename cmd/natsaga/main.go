@@ -13,7 +13,10 @@
 //
 // Every answer is printed as indented JSON on stdout; events are printed one
 // JSON object a line. The exit code is 0 on success, 1 when the coordinator
-// answered with an error or did not answer, and 2 for bad usage.
+// answered with an error or did not answer, and 2 for bad usage. A start
+// the coordinator answers "busy" (it holds its limit of sagas in flight) is
+// sent again after a backoff until -timeout (5s by default); the last
+// answer is printed.
 package main
 
 import (
@@ -54,7 +57,7 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
 	var conn cli.Conn
 	conn.Register(fs, getenv)
-	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the coordinator's answer")
+	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the coordinator's answer (a start answered \"busy\" is sent again until then)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -84,9 +87,24 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	defer nc.Close()
 	var answer []byte
-	if l, ok := req.(messages.ListRequest); ok {
-		answer, err = list(ctx, nc, l)
-	} else {
+	switch r := req.(type) {
+	case messages.ListRequest:
+		answer, err = list(ctx, nc, r)
+	case messages.StartRequest:
+		// A start answered busy started nothing: it is sent again after a
+		// backoff until -timeout, and the last answer is printed.
+		_, err = cli.RetryBusy(ctx, log, func(ctx context.Context) (*messages.WireError, error) {
+			a, err := ask(ctx, nc, subject, r)
+			if err != nil {
+				return nil, err
+			}
+			answer = a
+			return answerError(a), nil
+		})
+		if err != nil && answer != nil && ctx.Err() != nil {
+			err = nil // still busy at -timeout: the busy answer is printed
+		}
+	default:
 		answer, err = ask(ctx, nc, subject, req)
 	}
 	if err != nil {
@@ -94,13 +112,21 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 		return 1
 	}
 	fmt.Fprintln(stdout, string(answer))
-	var e struct {
-		Error *messages.WireError `json:"error"`
-	}
-	if json.Unmarshal(answer, &e) == nil && e.Error != nil {
+	if answerError(answer) != nil {
 		return 1
 	}
 	return 0
+}
+
+// answerError returns the error an answer carries, nil for none.
+func answerError(answer []byte) *messages.WireError {
+	var e struct {
+		Error *messages.WireError `json:"error"`
+	}
+	if json.Unmarshal(answer, &e) != nil {
+		return nil
+	}
+	return e.Error
 }
 
 // request maps the command line to a subject and a request payload.
