@@ -40,11 +40,19 @@ type midway struct {
 	held    map[string]int64
 	// owned marks the "saga/step" outputs found to be their role's record.
 	owned map[string]bool
+	// paysAt is the index of each saga type's payment step.
+	paysAt map[string]int
 }
 
 func newMidway(s *system) *midway {
 	m := &midway{s: s, stores: map[string]*participant.Store{}, seen: map[string]saga.Execution{},
-		settled: map[string]bool{}, held: map[string]int64{}, owned: map[string]bool{}}
+		settled: map[string]bool{}, held: map[string]int64{}, owned: map[string]bool{}, paysAt: map[string]int{}}
+	for _, d := range flood.Definitions() {
+		i := slices.IndexFunc(d.Steps, func(st saga.Step) bool { return st.Name == payments[d.Subject].step })
+		require.GreaterOrEqual(s.t, i, 0, "%s has no step %s", d.Subject, payments[d.Subject].step)
+		require.Equal(s.t, payments[d.Subject].role, d.Steps[i].Role, "%s's payment", d.Subject)
+		m.paysAt[d.Subject] = i
+	}
 	for _, role := range agentRoles {
 		st, err := participant.OpenStore(context.Background(), s.driver, role, false, 1)
 		require.NoError(s.t, err)
@@ -193,14 +201,8 @@ func (m *midway) snapshot() string {
 	}
 	for _, id := range ids {
 		x := xs[id]
-		def, p := flood.Definitions(), payments[x.Saga]
-		idx := -1
-		for _, d := range def {
-			if d.Subject == x.Saga {
-				idx = slices.IndexFunc(d.Steps, func(st saga.Step) bool { return st.Name == p.step })
-			}
-		}
-		reached := slices.Contains(x.Completed, p.step) || x.Current >= idx
+		p := payments[x.Saga]
+		reached := slices.Contains(x.Completed, p.step) || x.Current >= m.paysAt[x.Saga]
 		holds := slices.Contains(x.Completed, p.step) && !slices.Contains(x.Compensated, p.step)
 		switch rec := paid[id]; {
 		case rec != nil && !reached:

@@ -240,7 +240,12 @@ func (f *fuzzer) query(user string) {
 		f.request(user, messages.ListSubject, data)
 	case 2:
 		if user == operatorUser {
-			f.request(user, messages.RetrySubject, f.payload("saga_id"))
+			data := f.payload("saga_id")
+			if f.rnd.IntN(2) == 0 {
+				// Well formed, mostly at a saga that is not failed.
+				data = []byte(`{"v":1,"saga_id":` + f.str(f.token()) + `}`)
+			}
+			f.request(user, messages.RetrySubject, data)
 		}
 	default:
 		if f.rnd.IntN(2) == 0 {
@@ -449,25 +454,9 @@ func TestWireFuzz(t *testing.T) {
 	}
 	// Every step a saga completed was answered by the role owning it: the
 	// output the saga holds is the one in that role's barrier record.
-	stores := map[string]*participant.Store{}
-	for _, role := range agentRoles {
-		st, err := participant.OpenStore(context.Background(), s.driver, role, false, 1)
-		require.NoError(t, err)
-		stores[role] = st
-	}
 	for id, x := range final {
-		for _, d := range flood.Definitions() {
-			if d.Subject != x.Saga {
-				continue
-			}
-			for _, name := range x.Completed {
-				st, _ := d.Step(name)
-				rec, _, err := stores[st.Role].Branch(context.Background(), id, name)
-				require.NoError(t, err)
-				require.True(t, rec.Execute.Done(), "saga %s: step %s completed with no record of %s", id, name, st.Role)
-				require.Equal(t, messages.OK, rec.Execute.Outcome, "saga %s step %s", id, name)
-				require.Equal(t, fmt.Sprint(rec.Execute.Output), fmt.Sprint(x.Results[name]), "saga %s: step %s's output is not %s's", id, name, st.Role)
-			}
+		for _, name := range x.Completed {
+			require.Empty(t, m.owns(id, x, name))
 		}
 	}
 	households := map[string]bool{}
