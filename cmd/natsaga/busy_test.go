@@ -26,21 +26,7 @@ func busyCoordinator(t *testing.T) (string, string, *atomic.Int32) {
 	t.Helper()
 	_, url := testenv.Server(t)
 	def := saga.Definition{Name: "ops", Subject: "ops", Steps: []saga.Step{{Name: "reserve", Role: "ops"}}}
-	co, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: []saga.Definition{def},
-		MaxActive: 1, Logger: testenv.Logger(t)})
-	require.NoError(t, err)
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- co.Run(ctx) }()
-	t.Cleanup(func() {
-		stop()
-		require.NoError(t, <-done)
-	})
-	select {
-	case <-co.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("coordinator not ready")
-	}
+	testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{def}, MaxActive: 1})
 	nc := testenv.Connect(t, url)
 	first := testenv.Start(t, nc, "ops", nil)
 	var starts atomic.Int32
