@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"log/slog"
 	"testing"
 	"time"
@@ -22,16 +21,8 @@ import (
 func TestStartBacksOffWhileBusy(t *testing.T) {
 	_, url := testenv.Server(t)
 	nc := testenv.Connect(t, url)
-	co, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: flood.Definitions(), MaxActive: 1})
-	require.NoError(t, err)
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- co.Run(ctx) }()
-	t.Cleanup(func() {
-		stop()
-		require.NoError(t, <-done)
-	})
-	<-co.Ready()
+	testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: flood.Definitions(), MaxActive: 1})
+	ctx := t.Context()
 
 	c := &client{nc: nc, log: slog.New(slog.DiscardHandler)}
 	household := messages.Context{}.MustSet(flood.KeyHousehold, "h-1")

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/internal/tracing"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
@@ -115,16 +116,9 @@ func (c *client) tick(ctx context.Context, tick int64) (messages.TickAck, error)
 	return ack, nil
 }
 
-// busyBackoff is the first and the longest wait before a start answered
-// "busy" is sent again; the wait doubles in between.
-const (
-	busyBackoff    = 50 * time.Millisecond
-	busyBackoffMax = 2 * time.Second
-)
-
 // start starts a saga of type sagaType with the id the driver chose, so a
 // request sent again starts it once. A start the coordinator answers
-// "busy" is sent again after a backoff, until ctx ends.
+// "busy" is sent again after a backoff ([cli.RetryBusy]), until ctx ends.
 func (c *client) start(ctx context.Context, sagaType, id string, sctx messages.Context) error {
 	if c.tracer != nil {
 		var span trace.Span
@@ -133,26 +127,20 @@ func (c *client) start(ctx context.Context, sagaType, id string, sctx messages.C
 		defer span.End()
 	}
 	req := messages.StartRequest{V: messages.Version, SagaID: id, Context: sctx}
-	wait := busyBackoff
-	for attempt := 1; ; attempt++ {
+	answer, err := cli.RetryBusy(ctx, c.log.With("saga_id", id), func(ctx context.Context) (*messages.WireError, error) {
 		var resp messages.StartResponse
 		if err := c.request(ctx, messages.StartSubject(sagaType), req, &resp, 5); err != nil {
-			return err
+			return nil, err
 		}
-		if resp.Error == nil {
-			return nil
-		}
-		if resp.Error.Code != messages.CodeBusy {
-			return fmt.Errorf("start %s saga %s: %w", sagaType, id, resp.Error)
-		}
-		c.log.Debug("coordinator busy; starting again after a backoff", "saga_id", id, "attempt", attempt, "wait", wait)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("start %s saga %s: %w", sagaType, id, ctx.Err())
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, busyBackoffMax)
+		return resp.Error, nil
+	})
+	if err == nil && answer != nil {
+		err = answer
 	}
+	if err != nil {
+		return fmt.Errorf("start %s saga %s: %w", sagaType, id, err)
+	}
+	return nil
 }
 
 // status returns the state of saga id, active or finished. It returns an

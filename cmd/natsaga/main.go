@@ -17,10 +17,13 @@
 // the command) as the coordinator's JSON, events one JSON object a line.
 // Every command takes -h. The exit code is 0 on success, 1 when the
 // coordinator answered with an error or could not be reached (within
-// -timeout, with the reason), and 2 for bad usage.
+// -timeout, with the reason), and 2 for bad usage. A start the
+// coordinator answers "busy" (it holds its limit of sagas in flight) is
+// sent again after a backoff until -timeout; the last answer is printed.
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -85,7 +88,7 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
 	var o options
 	o.conn.Register(fs, getenv)
-	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "how long to wait to connect and for each answer")
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "how long to wait to connect and for each answer (a start answered \"busy\" is sent again until then)")
 	fs.BoolVar(&o.json, "json", false, "print the answers as JSON, for machines")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json, for the connection's error logs")
 	if err := fs.Parse(args); err != nil {
@@ -201,7 +204,7 @@ func commands() map[string]command {
 					if err := messages.CheckToken("saga type", args[0]); err != nil {
 						return nil, err
 					}
-					return ask(messages.StartSubject(args[0]), req, &messages.StartResponse{}, printStart), nil
+					return startSaga(messages.StartSubject(args[0]), req), nil
 				}
 			}},
 		"list": {"[-status STATUS] [-limit N]", "List the active sagas, or those with STATUS: pending, in_progress, compensating, failed,\n" +
@@ -279,6 +282,32 @@ func ask[T any](subject string, req any, resp *T, print func(w io.Writer, v *T))
 			return errAnswered
 		}
 		return nil
+	}
+}
+
+// startSaga returns a runner that sends a start as ask does and, while the
+// coordinator answers "busy" (a start that started nothing), sends it again
+// after a backoff ([cli.RetryBusy]) until -timeout. It prints the last
+// answer, as ask prints one.
+func startSaga(subject string, req messages.StartRequest) runner {
+	return func(ctx context.Context, nc *nats.Conn, o *options, stdout, stderr io.Writer) error {
+		rctx, cancel := context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+		var out, errOut bytes.Buffer
+		var last error
+		_, _ = cli.RetryBusy(rctx, nil, func(ctx context.Context) (*messages.WireError, error) {
+			out.Reset()
+			errOut.Reset()
+			var resp messages.StartResponse
+			last = ask(subject, req, &resp, printStart)(ctx, nc, o, &out, &errOut)
+			if last != nil && !errors.Is(last, errAnswered) {
+				return nil, last
+			}
+			return resp.Error, nil
+		})
+		_, _ = stdout.Write(out.Bytes())
+		_, _ = stderr.Write(errOut.Bytes())
+		return last
 	}
 }
 

@@ -4,8 +4,10 @@
 // a role cannot forge another role's answer, and its wire fuzzer publishes
 // seeded arbitrary and adversarial payloads on every subject a client or an
 // agent may publish to, checking after each batch that every process is
-// alive, the invariants hold and refused input changed nothing. It has no
-// code of its own.
+// alive, the invariants that hold while sagas are in flight hold (the
+// ledgers against the payments the sagas hold, every completed step's
+// output its role's own record) and refused input changed nothing (the
+// clock, the ledgers, the sagas it aimed at). It has no code of its own.
 //
 // The fuzzer runs for NATSAGA_FUZZ_DURATION (a Go duration; a few seconds
 // when unset, 60s in CI) from the seed NATSAGA_FUZZ_SEED (the time when

@@ -55,7 +55,17 @@ func Logger(t testing.TB) *slog.Logger {
 // test ends, and waits until it is ready.
 func Coordinator(t testing.TB, url string, defs []saga.Definition) *coordinator.Coordinator {
 	t.Helper()
-	c, err := coordinator.New(Connect(t, url), coordinator.Options{Definitions: defs, Logger: Logger(t)})
+	return CoordinatorWith(t, url, coordinator.Options{Definitions: defs})
+}
+
+// CoordinatorWith is [Coordinator] with opts; a nil opts.Logger logs as
+// [Logger] does.
+func CoordinatorWith(t testing.TB, url string, opts coordinator.Options) *coordinator.Coordinator {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = Logger(t)
+	}
+	c, err := coordinator.New(Connect(t, url), opts)
 	require.NoError(t, err)
 	run(t, c.Run)
 	select {

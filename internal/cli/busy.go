@@ -1,0 +1,48 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/natsaga/natsaga/messages"
+)
+
+// BusyBackoff is the first wait before a start the coordinator answered
+// "busy" is sent again, and BusyBackoffMax the longest: the wait doubles in
+// between.
+const (
+	BusyBackoff    = 50 * time.Millisecond
+	BusyBackoffMax = 2 * time.Second
+)
+
+// RetryBusy calls start until it answers with anything but the error code
+// [messages.CodeBusy], waiting BusyBackoff before the second call and
+// twice as long before each next one, up to BusyBackoffMax. A start
+// answered busy started nothing, so sending it again is safe.
+//
+// RetryBusy returns start's last answer and error. When ctx ends while it
+// waits, it returns the last busy answer and an error wrapping ctx's error.
+// log, nil for none, gets a debug line for every busy answer.
+func RetryBusy(ctx context.Context, log *slog.Logger, start func(context.Context) (*messages.WireError, error)) (*messages.WireError, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	wait := BusyBackoff
+	for attempt := 1; ; attempt++ {
+		answer, err := start(ctx)
+		if err != nil || answer == nil || answer.Code != messages.CodeBusy {
+			return answer, err
+		}
+		log.Debug("coordinator busy; starting again after a backoff", "attempt", attempt, "wait", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return answer, fmt.Errorf("busy after %d attempts: %w", attempt, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, BusyBackoffMax)
+	}
+}

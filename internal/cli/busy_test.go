@@ -1,0 +1,66 @@
+package cli_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/internal/cli"
+	"github.com/natsaga/natsaga/messages"
+)
+
+var busy = &messages.WireError{Code: messages.CodeBusy, Message: "1 sagas in flight, the limit"}
+
+// TestRetryBusySendsAgainUntilNotBusy answers busy three times, then
+// conflict: RetryBusy calls four times, waiting at least the doubling
+// backoff in between, and returns the conflict.
+func TestRetryBusySendsAgainUntilNotBusy(t *testing.T) {
+	conflict := &messages.WireError{Code: messages.CodeConflict, Message: "saga exists"}
+	answers := []*messages.WireError{busy, busy, busy, conflict}
+	var calls []time.Time
+	answer, err := cli.RetryBusy(context.Background(), nil, func(context.Context) (*messages.WireError, error) {
+		calls = append(calls, time.Now())
+		return answers[len(calls)-1], nil
+	})
+	require.NoError(t, err)
+	require.Same(t, conflict, answer)
+	require.Len(t, calls, 4)
+	for i, want := range []time.Duration{cli.BusyBackoff, 2 * cli.BusyBackoff, 4 * cli.BusyBackoff} {
+		require.GreaterOrEqual(t, calls[i+1].Sub(calls[i]), want, "wait %d", i+1)
+	}
+}
+
+// TestRetryBusyStops returns at once on an answer that is not busy or on
+// an error, and with ctx's error, and the busy answer, when ctx ends while
+// it waits.
+func TestRetryBusyStops(t *testing.T) {
+	calls := 0
+	answer, err := cli.RetryBusy(context.Background(), nil, func(context.Context) (*messages.WireError, error) {
+		calls++
+		return nil, nil
+	})
+	require.NoError(t, err)
+	require.Nil(t, answer)
+	require.Equal(t, 1, calls)
+
+	lost := errors.New("no answer")
+	_, err = cli.RetryBusy(context.Background(), nil, func(context.Context) (*messages.WireError, error) { return nil, lost })
+	require.ErrorIs(t, err, lost)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	calls = 0
+	answer, err = cli.RetryBusy(ctx, nil, func(context.Context) (*messages.WireError, error) {
+		calls++
+		if calls == 2 {
+			cancel() // ends ctx before the second wait
+		}
+		return busy, nil
+	})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Same(t, busy, answer)
+	require.Equal(t, 2, calls)
+}
