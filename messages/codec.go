@@ -31,6 +31,10 @@ func (c *Command) AppendJSON(dst []byte) ([]byte, error) {
 	dst = wirejson.AppendInt(dst, int64(c.Seq))
 	dst = append(dst, `,"tick":`...)
 	dst = wirejson.AppendInt(dst, c.Tick)
+	if c.Rank != 0 {
+		dst = append(dst, `,"rank":`...)
+		dst = wirejson.AppendInt(dst, c.Rank)
+	}
 	dst = append(dst, `,"context":`...)
 	dst, err := wirejson.AppendRawMap(dst, c.Context)
 	if err != nil {
@@ -68,6 +72,10 @@ func (r *Reply) AppendJSON(dst []byte) ([]byte, error) {
 		if dst, err = wirejson.AppendRawMap(dst, r.Output); err != nil {
 			return dst, fmt.Errorf("encode reply output: %w", err)
 		}
+	}
+	if r.Until != 0 {
+		dst = append(dst, `,"until":`...)
+		dst = wirejson.AppendInt(dst, r.Until)
 	}
 	if r.Agent != "" {
 		dst = append(dst, `,"agent":`...)
@@ -128,6 +136,8 @@ func decodeCommand(data []byte, c *Command) error {
 			return d.IntOf(&c.Seq)
 		case field(key, "tick"):
 			return d.Int(&c.Tick)
+		case field(key, "rank"):
+			return d.Int(&c.Rank)
 		case field(key, "context"):
 			return decodeContext(d, &c.Context)
 		}
@@ -165,6 +175,8 @@ func decodeReply(data []byte, r *Reply) error {
 			return d.String(&r.Reason)
 		case field(key, "output"):
 			return decodeContext(d, &r.Output)
+		case field(key, "until"):
+			return d.Int(&r.Until)
 		case field(key, "agent"):
 			return d.String(&r.Agent)
 		}

@@ -42,12 +42,27 @@ func (x *Execution) AppendJSON(dst []byte) ([]byte, error) {
 	}
 	dst = append(dst, `,"seq":`...)
 	dst = wirejson.AppendInt(dst, int64(x.Seq))
+	if x.Rank != 0 {
+		dst = append(dst, `,"rank":`...)
+		dst = wirejson.AppendInt(dst, x.Rank)
+	}
+	if x.Round != 0 {
+		dst = append(dst, `,"round":`...)
+		dst = wirejson.AppendInt(dst, x.Round)
+	}
 	dst = append(dst, `,"started_tick":`...)
 	dst = wirejson.AppendInt(dst, x.StartedTick)
 	dst = append(dst, `,"dispatched_tick":`...)
 	dst = wirejson.AppendInt(dst, x.DispatchedTick)
 	if x.Awaiting {
 		dst = append(dst, `,"awaiting":true`...)
+	}
+	if x.Working {
+		dst = append(dst, `,"working":true`...)
+	}
+	if x.Until != 0 {
+		dst = append(dst, `,"until":`...)
+		dst = wirejson.AppendInt(dst, x.Until)
 	}
 	if !x.RetryAt.IsZero() {
 		t, err := x.RetryAt.MarshalJSON()
