@@ -322,6 +322,11 @@ func (c *Coordinator) recover(ctx context.Context) error {
 	if err := c.catchUp(ctx, executing); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	var out saga.Outbox
+	c.engine.Resume(&out)
+	if err := c.commit(ctx, &out); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
 	cmds := c.engine.Outstanding()
 	if err := c.publishCommands(ctx, cmds); err != nil {
 		return fmt.Errorf("recover: %w", err)
@@ -386,8 +391,9 @@ func (c *Coordinator) loop(ctx context.Context) error {
 
 // commit stores the changed sagas and publishes the commands, a command
 // only once its saga's change is stored; then it publishes the events. The
-// commands of sagas that only advanced (see saga.Outbox.Advanced) go out
-// at once, beside the writes.
+// commands of unranked sagas that only advanced (see saga.Outbox.Advanced)
+// go out at once, beside the writes; those of ranked sagas go out after
+// them, in the order the engine released them, which is rank order.
 func (c *Coordinator) commit(ctx context.Context, out *saga.Outbox) error {
 	c.arena = c.arena[:0]
 	clear(c.changed)
@@ -396,7 +402,7 @@ func (c *Coordinator) commit(ctx context.Context, out *saga.Outbox) error {
 	}
 	c.early, c.late = c.early[:0], c.late[:0]
 	for i := range out.Commands {
-		if c.changed[out.Commands[i].SagaID] {
+		if out.Commands[i].Rank > 0 || c.changed[out.Commands[i].SagaID] {
 			c.late = append(c.late, &out.Commands[i])
 		} else {
 			c.early = append(c.early, &out.Commands[i])
@@ -635,6 +641,9 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 		err = c.engine.ApplyReply(r, now, out)
 		storeAdvance(out, r.SagaID)
 		switch {
+		case errors.Is(err, saga.ErrEarly):
+			c.log.Debug("early reply held back", "saga_id", r.SagaID, "step", r.Step, "err", err)
+			return func(error) { _ = m.NakWithDelay(earlyDelay) }
 		case errors.Is(err, saga.ErrStale):
 			c.log.Debug("stale reply ignored", "saga_id", r.SagaID, "step", r.Step, "attempt", r.Attempt, "err", err)
 		case err != nil:
@@ -647,6 +656,10 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 		}
 	}
 }
+
+// earlyDelay is how long an answer that came before its time (see
+// saga.ErrEarly) waits before JetStream offers it again.
+const earlyDelay = 20 * time.Millisecond
 
 // storeAdvance has the saga id stored if the input just applied only
 // advanced it (see saga.Outbox.Advanced). A restarted coordinator catches

@@ -115,7 +115,12 @@ func (c *Coordinator) recordInput(m jetstream.Msg) input {
 		if !ok {
 			return ack // a claim (one per step that writes state), or the other action's result
 		}
-		if err := c.engine.ApplyReply(reply, now, out); err != nil {
+		err = c.engine.ApplyReply(reply, now, out)
+		switch {
+		case errors.Is(err, saga.ErrEarly):
+			c.log.Debug("early record held back", "saga_id", id, "step", step, "err", err)
+			return func(error) { _ = m.NakWithDelay(earlyDelay) }
+		case err != nil:
 			c.log.Warn("record not applied", "saga_id", id, "step", step, "err", err)
 		}
 		return ack
@@ -173,6 +178,9 @@ func (c *Coordinator) catchUp(ctx context.Context, ids []string) error {
 				continue
 			}
 			if err := c.engine.ApplyReply(reply, time.Now(), &out); err != nil {
+				if errors.Is(err, saga.ErrEarly) {
+					continue // recorded before its declared tick: applied when that comes
+				}
 				return fmt.Errorf("catch up %s: %w", r.cmd.SagaID, err)
 			}
 			replayed++

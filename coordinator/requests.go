@@ -108,7 +108,7 @@ func (c *Coordinator) onStart(m *nats.Msg) {
 
 func (c *Coordinator) startInput(m *nats.Msg, sagaType string, req messages.StartRequest) input {
 	return func(_ time.Time, out *saga.Outbox) func(error) {
-		x, err := c.engine.Start(req.SagaID, sagaType, req.Context, out)
+		x, err := c.engine.StartWith(req.SagaID, sagaType, req.Context, saga.StartOptions{Rank: req.Rank, Tick: req.Tick}, out)
 		if errors.Is(err, saga.ErrTerminal) {
 			// Answer once the batch that may hold its end is stored.
 			return func(error) { go c.answerFinished(m, req.SagaID) }

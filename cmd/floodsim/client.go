@@ -106,11 +106,11 @@ func (c *client) tick(ctx context.Context, tick int64) (messages.TickAck, error)
 	return ack, nil
 }
 
-// start starts a saga of type sagaType with the id the driver chose, so a
-// request sent again starts it once.
-func (c *client) start(ctx context.Context, sagaType, id string, sctx messages.Context) error {
+// start schedules a saga of type sagaType, with the id and rank the driver
+// chose, to start at tick; a request sent again starts it once.
+func (c *client) start(ctx context.Context, sagaType, id string, rank, tick int64, sctx messages.Context) error {
 	var resp messages.StartResponse
-	req := messages.StartRequest{V: messages.Version, SagaID: id, Context: sctx}
+	req := messages.StartRequest{V: messages.Version, SagaID: id, Rank: rank, Tick: tick, Context: sctx}
 	if err := c.request(ctx, messages.StartSubject(sagaType), req, &resp, 5); err != nil {
 		return err
 	}
@@ -138,26 +138,6 @@ func (c *client) status(ctx context.Context, id string) (saga.Execution, error) 
 		return x, fmt.Errorf("status of saga %s: %w", id, err)
 	}
 	return x, nil
-}
-
-// active returns every active saga.
-func (c *client) active(ctx context.Context) ([]saga.Execution, error) {
-	var resp messages.ListResponse
-	if err := c.request(ctx, messages.ListSubject, messages.ListRequest{V: messages.Version}, &resp, 5); err != nil {
-		return nil, err
-	}
-	if resp.Error != nil {
-		return nil, fmt.Errorf("list: %w", resp.Error)
-	}
-	xs := make([]saga.Execution, 0, len(resp.Sagas))
-	for _, raw := range resp.Sagas {
-		var x saga.Execution
-		if err := json.Unmarshal(raw, &x); err != nil {
-			return nil, fmt.Errorf("list: %w", err)
-		}
-		xs = append(xs, x)
-	}
-	return xs, nil
 }
 
 // agentStats asks every running agent for its statistics and collects the

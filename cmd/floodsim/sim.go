@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"math"
-	"slices"
 	"sync"
 	"time"
 
@@ -19,7 +19,6 @@ import (
 	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
-	"github.com/natsaga/natsaga/saga"
 )
 
 const (
@@ -28,6 +27,10 @@ const (
 	// pollInterval spaces the polls of the coordinator while a tick
 	// settles.
 	pollInterval = 5 * time.Millisecond
+	// retickInterval spaces the repeats of the current tick while a tick
+	// settles: ticks are idempotent, and an agent restarted meanwhile
+	// learns the time from them.
+	retickInterval = time.Second
 	// statsWait bounds the wait for agent statistics once the agents are
 	// known to run.
 	statsWait = 2 * time.Second
@@ -37,6 +40,10 @@ const (
 var (
 	errInvariants = errors.New("invariants violated")
 	errOutcomes   = errors.New("outcomes missing")
+	// errNotReproducible: a tick did not become quiet within -tick-wait,
+	// so the run stopped; going on would make its outcome depend on
+	// timing.
+	errNotReproducible = errors.New("the run can no longer be reproduced")
 )
 
 // run runs the simulation c describes, printing progress and the report to
@@ -102,11 +109,20 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	rep.Durations = durations{SetupMS: setup.Milliseconds(), SimulationMS: s.simulated.Milliseconds(),
 		TotalMS: time.Since(began).Milliseconds()}
 	rep.print(stdout)
+	if c.outcomesPath != "" {
+		if err := os.WriteFile(c.outcomesPath, s.outcomeLog, 0o644); err != nil {
+			return fmt.Errorf("outcome log: %w", err)
+		}
+		fmt.Fprintf(stdout, "outcome log written to %s\n", c.outcomesPath)
+	}
 	if c.jsonPath != "" {
 		if err := rep.writeJSON(c.jsonPath); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "JSON report written to %s\n", c.jsonPath)
+	}
+	if s.aborted != "" {
+		return fmt.Errorf("%s: %w", s.aborted, errNotReproducible)
 	}
 	if !rep.Invariants.OK {
 		return fmt.Errorf("%d violations: %w", len(rep.Invariants.Violations), errInvariants)
@@ -152,13 +168,17 @@ type sim struct {
 	started, uncertain map[string]string
 	startErrs          []string
 
-	unsettled []int
-	// stalled counts the unsettled ticks in a row; after
-	// cfg.maxUnsettled the run stops ticking, and aborted says why.
-	stalled   int
+	// rank is the rank of the last saga started: the driver's start order.
+	rank int64
+	// aborted says why the run stopped ticking, if a tick did not become
+	// quiet.
 	aborted   string
 	extra     int
 	simulated time.Duration
+	// tickTimes are the wall-clock times of the ticks run, in order.
+	tickTimes []time.Duration
+	// outcomeLog is the run's outcome log, once collected.
+	outcomeLog []byte
 }
 
 // waitReady waits until the coordinator answers and want agents answer on
@@ -230,13 +250,15 @@ func (s *sim) simulate(ctx context.Context) (*report, error) {
 
 	// The clock goes on from the coordinator's tick, which a system that
 	// ran before has moved.
+	// The sagas of a tick are started before it, scheduled for it: the
+	// tick releases them together, in rank order.
 	for t := 1; t <= s.sc.Options.Ticks && s.aborted == ""; t++ {
 		tick := base.Tick + int64(t)
 		tickStart := time.Now()
+		n := s.startAll(ctx, s.sc.NeedsAt(t), base.Tick, tick)
 		if _, err := s.cl.tick(ctx, tick); err != nil {
 			return nil, err
 		}
-		n := s.startAll(ctx, s.sc.NeedsAt(t))
 		if err := s.settleAndReport(ctx, t, tick, n, base, tickStart); err != nil {
 			return nil, err
 		}
@@ -261,20 +283,25 @@ func (s *sim) simulate(ctx context.Context) (*report, error) {
 		}
 	}
 	if s.aborted != "" {
-		fmt.Fprintf(s.out, "floodsim: stopped ticking: %s\n", s.aborted)
+		fmt.Fprintf(s.out, "floodsim: stopped ticking: %s; %s\n", s.aborted, errNotReproducible)
 	}
 	s.simulated = time.Since(began)
 	return s.collect(ctx, flood.LedgerChange{Before: govBefore}, flood.LedgerChange{Before: insBefore}, contractorBefore)
 }
 
-// startAll starts the sagas of needs, at most startConcurrency at once, and
-// returns how many the coordinator accepted.
-func (s *sim) startAll(ctx context.Context, needs []flood.Need) int {
+// startAll schedules the sagas of needs for tick, at most startConcurrency
+// requests at once, and returns how many the coordinator accepted. Each
+// saga's rank is its place in the driver's start order, and its id is
+// derived from the seed, the clock the run began at (base) and the rank,
+// so that two runs can be compared saga by saga.
+func (s *sim) startAll(ctx context.Context, needs []flood.Need, base, tick int64) int {
 	sem := make(chan struct{}, startConcurrency)
 	var wg sync.WaitGroup
 	n := 0
 	for _, need := range needs {
-		id := uuid.NewString()
+		s.rank++
+		rank := s.rank
+		id := sagaID(s.sc.Options.Seed, base, rank)
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -285,7 +312,7 @@ func (s *sim) startAll(ctx context.Context, needs []flood.Need) int {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			err := s.cl.start(ctx, need.Saga, id, need.Context())
+			err := s.cl.start(ctx, need.Saga, id, rank, tick, need.Context())
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			if err != nil {
@@ -307,19 +334,12 @@ func (s *sim) startAll(ctx context.Context, needs []flood.Need) int {
 // settleAndReport waits for tick to settle and prints its progress line:
 // the sagas started at the tick, the active ones, the counts of the run so
 // far (the coordinator's, less those at base), the budget left and the
-// tick's wall-clock time since began.
+// tick's wall-clock time since began. A tick that does not settle stops
+// the run (s.aborted says why).
 func (s *sim) settleAndReport(ctx context.Context, t int, tick int64, started int, base messages.Summary, began time.Time) error {
-	sum, settled, err := s.settle(ctx, tick)
+	sum, err := s.settle(ctx, tick)
 	if err != nil {
 		return err
-	}
-	if settled {
-		s.stalled = 0
-	} else {
-		s.unsettled = append(s.unsettled, t)
-		if s.stalled++; s.stalled >= s.cfg.maxUnsettled {
-			s.aborted = fmt.Sprintf("%d ticks in a row did not settle within %s (-max-unsettled, -tick-wait): the system is not answering", s.stalled, s.cfg.tickWait)
-		}
 	}
 	gov, err := s.ledger(ctx, flood.Government)
 	if err != nil {
@@ -330,77 +350,65 @@ func (s *sim) settleAndReport(ctx context.Context, t int, tick int64, started in
 		label = fmt.Sprintf("%3d extra", t)
 	}
 	note := ""
-	if !settled {
-		note = fmt.Sprintf("  (not settled after %s)", s.cfg.tickWait)
+	if s.aborted != "" {
+		note = fmt.Sprintf("  (not quiet: %d due)", sum.Due)
 	}
 	fmt.Fprintf(s.out, "tick %-9s started %4d  active %4d  completed %5d  rolled_back %5d  timed_out %4d  failed %3d  budget left %14s  %5.2fs%s\n",
 		label, started, sum.Active, sum.Completed-base.Completed, sum.RolledBack-base.RolledBack,
 		sum.TimedOut-base.TimedOut, sum.Failed-base.Failed, money(gov.Balance), time.Since(began).Seconds(), note)
+	s.tickTimes = append(s.tickTimes, time.Since(began))
 	return nil
 }
 
-// settle polls the coordinator until tick has settled: no command is
-// waiting for its first answer, no retry is pending, and no slow step
-// whose simulation time is up is still working. It gives up after
-// -tick-wait, reporting false.
-func (s *sim) settle(ctx context.Context, tick int64) (messages.Summary, bool, error) {
-	deadline := time.Now().Add(s.cfg.tickWait)
+// settle polls the coordinator's summary until tick is quiet: no command
+// due at or before it lacks its final answer (Summary.Due is 0). Meanwhile
+// it repeats the tick every retickInterval, so that an agent restarted
+// since learns the time. When the due count has not changed for
+// -tick-wait, an agent broke its word (it is gone, or late): settle sets
+// s.aborted and returns, since the run can no longer be reproduced.
+func (s *sim) settle(ctx context.Context, tick int64) (messages.Summary, error) {
 	poll := time.NewTicker(pollInterval)
 	defer poll.Stop()
-	logged := false
+	last, changed, reticked := -1, time.Now(), time.Now()
 	for {
 		sum, err := s.cl.summary(ctx, 5)
 		if err != nil {
-			return sum, false, err
+			return sum, err
 		}
-		if sum.Awaiting == 0 {
-			busy, err := s.busy(ctx, tick)
-			if err != nil {
-				return sum, false, err
-			}
-			if busy == "" {
-				return sum, true, nil
-			}
-			if !logged {
-				s.log.Debug("waiting for a saga that answered to move on", "tick", tick, "saga_id", busy)
-				logged = true
-			}
+		if sum.Due == 0 {
+			return sum, nil
 		}
-		if time.Now().After(deadline) {
-			s.log.Warn("tick did not settle; going on", "tick", tick, "awaiting", sum.Awaiting, "active", sum.Active)
-			return sum, false, nil
+		now := time.Now()
+		if sum.Due != last {
+			last, changed = sum.Due, now
+		}
+		if now.Sub(changed) > s.cfg.tickWait {
+			s.aborted = fmt.Sprintf("tick %d: %d commands due had no answer for %s (-tick-wait)", tick, sum.Due, s.cfg.tickWait)
+			s.log.Error("tick not quiet; stopping", "tick", tick, "due", sum.Due, "active", sum.Active)
+			return sum, nil
+		}
+		if now.Sub(reticked) >= retickInterval {
+			if _, err := s.cl.tick(ctx, tick); err != nil {
+				return sum, err
+			}
+			reticked = now
 		}
 		select {
 		case <-ctx.Done():
-			return sum, false, ctx.Err()
+			return sum, ctx.Err()
 		case <-poll.C:
 		}
 	}
 }
 
-// busy returns the id of an active saga that is not settled at tick
-// although it has answered, "" when there is none: one waiting to retry a
-// command, or an elevation whose contractor answered "working" and whose
-// contractor_ticks have passed, so that its result is on the way.
-func (s *sim) busy(ctx context.Context, tick int64) (string, error) {
-	xs, err := s.cl.active(ctx)
-	if err != nil {
-		return "", err
-	}
-	contractorStep := slices.IndexFunc(flood.ElevationSaga().Steps, func(st saga.Step) bool { return st.Role == flood.Contractor })
-	for _, x := range xs {
-		if !x.RetryAt.IsZero() {
-			return x.ID, nil
-		}
-		if x.Saga == flood.Elevation && x.Current == contractorStep && x.Action == messages.Execute {
-			d, err := x.Context.Int64(flood.KeyContractorTicks)
-			if err == nil && x.DispatchedTick+d <= tick {
-				return x.ID, nil
-			}
-		}
-	}
-	return "", nil
+// sagaID is the id of the saga of rank in a run of seed whose clock began
+// at base: a UUID (version 5) derived from the three.
+func sagaID(seed, base, rank int64) string {
+	return uuid.NewSHA1(floodsimIDs, fmt.Appendf(nil, "seed=%d/base=%d/rank=%d", seed, base, rank)).String()
 }
+
+// floodsimIDs is the namespace of the saga ids floodsim derives.
+var floodsimIDs = uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://github.com/natsaga/natsaga/cmd/floodsim"))
 
 func (s *sim) ledger(ctx context.Context, role string) (flood.Ledger, error) {
 	var l flood.Ledger

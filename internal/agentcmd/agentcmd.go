@@ -71,7 +71,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 	}
 	defer cli.Drain(nc, 5*time.Second)
 	opts := participant.Options{Role: c.Role, Steps: steps, Name: c.Name, Concurrency: c.Concurrency,
-		AckWait: c.AckWait, Replicas: c.Replicas, Logger: log}
+		AckWait: c.AckWait, Replicas: c.Replicas, Serial: flood.Serial(c.Role), Logger: log}
 	if _, ok := DefaultLedger[c.Role]; ok {
 		opts.Init = flood.InitLedger(c.Ledger)
 	}
