@@ -206,6 +206,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A serial role's copies take turns, one command at a time: each
+	// reads what the one before wrote.
+	store.fresh = a.opts.Serial
 	a.store = store
 	if a.opts.Init != nil {
 		if err := a.opts.Init(ctx, store); err != nil {
