@@ -50,7 +50,7 @@ type report struct {
 	// TickMS are the wall-clock times of the ticks, median and max, in
 	// milliseconds.
 	TickMS tickTimes `json:"tick_ms"`
-	Mode    string `json:"mode"`
+	Mode   string    `json:"mode"`
 	// Planned counts the sagas the scenario planned, per type.
 	Planned  map[string]int                `json:"planned"`
 	Expected flood.Expected                `json:"expected"`

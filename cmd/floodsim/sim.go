@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"math"
+	"os"
 	"sync"
 	"time"
 
