@@ -13,6 +13,10 @@
 // state in the role's store, shared by every concurrent saga and by every
 // copy of the agent, never negative, in integer cents.
 //
+// The package knows no transport: its handlers are [agent.Handler] values
+// over an [agent.Tx], so its rules run in tests on [agent.Memory], and on
+// JetStream through package participant, which cmd/ wires.
+//
 // The context keys each saga reads and writes are listed in
 // docs/protocol.md.
 package flood

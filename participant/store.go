@@ -222,6 +222,20 @@ func (s *Store) readEnvelope(ctx context.Context, subject string) (envelope, uin
 	return env, m.Sequence, nil
 }
 
+// DecodeValue decodes into v the state value stored in data, a message of
+// a role's state stream on [messages.DataSubject]. It returns an error when
+// data is not a stored state value.
+func DecodeValue(data []byte, v any) error {
+	var env envelope
+	if err := json.Unmarshal(data, &env); err != nil {
+		return fmt.Errorf("state value: %w", err)
+	}
+	if env.Value == nil {
+		return errors.New("state value: no value")
+	}
+	return json.Unmarshal(env.Value, v)
+}
+
 // Init stores v under key unless key already has a value. It reports
 // whether it stored it.
 func (s *Store) Init(ctx context.Context, key string, v any) (bool, error) {
