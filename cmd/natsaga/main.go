@@ -10,6 +10,7 @@
 //	natsaga [-nats URL] start SAGA_TYPE [CONTEXT_JSON]
 //	natsaga [-nats URL] tick N
 //	natsaga [-nats URL] events [-saga TYPE] [-status STATUS] [-all] [-n N]
+//	natsaga [-nats URL] outcomes [-o FILE] [-ranked]
 //
 // Every answer is printed as indented JSON on stdout; events are printed one
 // JSON object a line. The exit code is 0 on success, 1 when the coordinator
@@ -44,6 +45,8 @@ commands:
   tick N                         advance the simulation clock to tick N
   events [-saga T] [-status S] [-all] [-n N]
                                  print saga status events as they happen (with -all, from the oldest kept)
+  outcomes [-o FILE] [-ranked]   the outcome log of the stored sagas: a JSON line per saga, sorted by id
+                                 (as floodsim -outcomes writes it), and its SHA-256 on stderr
 `
 
 func main() { os.Exit(mainCode(os.Args[1:], os.Getenv, os.Stdout, os.Stderr)) }
@@ -67,6 +70,9 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	if fs.Arg(0) == "events" {
 		return eventsCode(conn, fs.Args()[1:], stdout, stderr)
+	}
+	if fs.Arg(0) == "outcomes" {
+		return outcomesCode(conn, *timeout, fs.Args()[1:], stdout, stderr)
 	}
 	subject, req, err := request(fs.Args())
 	if err != nil {
@@ -171,6 +177,35 @@ func ask(ctx context.Context, nc *nats.Conn, subject string, req any) ([]byte, e
 		return nil, fmt.Errorf("%s: answer is not JSON: %w", subject, err)
 	}
 	return json.MarshalIndent(v, "", "  ")
+}
+
+// outcomesCode runs "natsaga outcomes": reading the bucket may take up to
+// timeout (at least a minute).
+func outcomesCode(conn cli.Conn, timeout time.Duration, args []string, stdout, stderr io.Writer) int {
+	o, err := parseOutcomes(args)
+	if err != nil {
+		fmt.Fprintln(stderr, "natsaga:", err)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), max(timeout, time.Minute))
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	nc, err := conn.Connect(ctx, "natsaga-cli", log)
+	if err != nil {
+		fmt.Fprintln(stderr, "natsaga:", err)
+		return 1
+	}
+	defer nc.Close()
+	digest, n, err := writeOutcomes(ctx, nc, o, stdout)
+	if err == nil && n == 0 {
+		err = errNoSagas
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "natsaga:", err)
+		return 1
+	}
+	fmt.Fprintf(stderr, "%d sagas, outcome log SHA-256: %s\n", n, digest)
+	return 0
 }
 
 // eventsCode runs "natsaga events" until SIGINT or -n events.
