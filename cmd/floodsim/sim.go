@@ -410,12 +410,25 @@ func sagaID(seed, base, rank int64) string {
 // floodsimIDs is the namespace of the saga ids floodsim derives.
 var floodsimIDs = uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://github.com/natsaga/natsaga/cmd/floodsim"))
 
+// ledger reads role's ledger. A read that fails is tried again for up to
+// restartPatience, since the server may be restarting.
 func (s *sim) ledger(ctx context.Context, role string) (flood.Ledger, error) {
-	var l flood.Ledger
-	if _, err := s.stores[role].Get(ctx, flood.LedgerKey, &l); err != nil {
-		return l, fmt.Errorf("%s ledger: %w", role, err)
+	patience := time.Now().Add(restartPatience)
+	for {
+		var l flood.Ledger
+		_, err := s.stores[role].Get(ctx, flood.LedgerKey, &l)
+		if err == nil {
+			return l, nil
+		}
+		if ctx.Err() != nil || time.Now().After(patience) {
+			return l, fmt.Errorf("%s ledger: %w", role, err)
+		}
+		s.log.Warn("ledger not read; trying again", "role", role, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
-	return l, nil
 }
 
 // houses reads role's record of every household of the scenario.
