@@ -20,7 +20,11 @@ import (
 	"github.com/natsaga/natsaga/internal/procs"
 )
 
-// TestChaosSimulation runs floodsim's default scenario against a system of
+// simHouseholds sizes the chaos simulation: about 6,000 sagas over 30
+// ticks, long enough for every kill of the schedule to fall within it.
+var simHouseholds = envInt("NATSAGA_CHAOS_SIM_HOUSEHOLDS", 1500)
+
+// TestChaosSimulation runs a floodsim scenario against a system of
 // separate processes twice with the same seed: once undisturbed, and once
 // while the coordinator, every kind of agent and nats-server are killed
 // with SIGKILL and restarted. Both runs write the same outcome log, byte
@@ -43,9 +47,10 @@ func TestChaosSimulation(t *testing.T) {
 }
 
 // simulate runs a system (nats-server, the coordinator, two copies of each
-// agent) and floodsim's default scenario, seed 1, against it, killing and
-// restarting processes meanwhile when chaos is set. It returns the outcome
-// log.
+// agent) and floodsim's scenario of seed 1 and simHouseholds households
+// against it, killing and restarting processes meanwhile when chaos is set:
+// every kill of the schedule must fall within the run. It returns the
+// outcome log.
 func simulate(t *testing.T, ctx context.Context, bins map[string]string, dir string, chaos bool) []byte {
 	t.Helper()
 	require.NoError(t, os.MkdirAll(dir, 0o755))
@@ -58,7 +63,7 @@ func simulate(t *testing.T, ctx context.Context, bins map[string]string, dir str
 			t.Logf("process logs of the %s run (tail):\n%s", filepath.Base(dir), tail(data, 20000))
 		}
 	}()
-	sc, err := flood.NewScenario(flood.ScenarioOptions{Seed: 1})
+	sc, err := flood.NewScenario(flood.ScenarioOptions{Seed: 1, Households: simHouseholds})
 	require.NoError(t, err)
 
 	addr := freeAddr(t)
@@ -88,8 +93,10 @@ func simulate(t *testing.T, ctx context.Context, bins map[string]string, dir str
 	}
 	var stopping atomic.Bool
 	var wg sync.WaitGroup
+	supervising, stopSupervising := context.WithCancel(ctx)
 	defer func() {
 		stopping.Store(true)
+		stopSupervising()
 		wg.Wait()
 		for _, p := range all {
 			_ = p.Stop(5 * time.Second)
@@ -101,7 +108,7 @@ func simulate(t *testing.T, ctx context.Context, bins map[string]string, dir str
 		wg.Go(func() {
 			for {
 				select {
-				case <-ctx.Done():
+				case <-supervising.Done():
 					return
 				case <-p.Done():
 				}
@@ -118,20 +125,22 @@ func simulate(t *testing.T, ctx context.Context, bins map[string]string, dir str
 
 	outcomes := filepath.Join(dir, "outcomes.jsonl")
 	sim, err := procs.Start("floodsim", bins["floodsim"], []string{"-spawn=false", "-expect-agents", strconv.Itoa(copies * len(roles)),
-		"-seed", "1", "-outcomes", outcomes, "-tick-wait", "2m", "-agent-wait", "2m"}, env, logf)
+		"-seed", "1", "-households", strconv.Itoa(simHouseholds), "-outcomes", outcomes, "-tick-wait", "2m", "-agent-wait", "2m"}, env, logf)
 	require.NoError(t, err)
 
+	began, kills := time.Now(), 0
 	if chaos {
 		// A seeded schedule of SIGKILLs, several for each kind of process,
-		// a second or two apart, while the simulation runs.
+		// about half a second apart, while the simulation runs.
 		rng := rand.New(rand.NewPCG(uint64(chaosSeed), 2))
 		victims := []string{"coordinator", "coordinator", "coordinator", "nats-server", "nats-server"}
 		for _, role := range roles {
 			victims = append(victims, role, role)
 		}
 		rng.Shuffle(len(victims), func(i, j int) { victims[i], victims[j] = victims[j], victims[i] })
+		defer func() { require.Equal(t, len(victims), kills, "every kill of the schedule falls within the run") }()
 		// The first kill waits for the run's first ticks.
-		delay := 3 * time.Second
+		delay := time.Second
 	schedule:
 		for _, v := range victims {
 			select {
@@ -141,7 +150,7 @@ func simulate(t *testing.T, ctx context.Context, bins map[string]string, dir str
 				t.Fatal("the simulation did not finish in time")
 			case <-time.After(delay):
 			}
-			delay = time.Second + time.Duration(rng.IntN(1000))*time.Millisecond
+			delay = 300*time.Millisecond + time.Duration(rng.IntN(400))*time.Millisecond
 			p := coordinator
 			switch v {
 			case "coordinator":
@@ -150,8 +159,9 @@ func simulate(t *testing.T, ctx context.Context, bins map[string]string, dir str
 			default:
 				p = agents[v][rng.IntN(copies)]
 			}
-			t.Logf("%s run: SIGKILL %s (pid %d)", filepath.Base(dir), p.Name, p.PID())
+			t.Logf("%s run: SIGKILL %s (pid %d) at %.1fs", filepath.Base(dir), p.Name, p.PID(), time.Since(began).Seconds())
 			p.Kill()
+			kills++
 		}
 	}
 	select {
@@ -160,6 +170,7 @@ func simulate(t *testing.T, ctx context.Context, bins map[string]string, dir str
 		t.Fatal("the simulation did not finish in time")
 	}
 	require.NoError(t, sim.Err(), "floodsim failed; see the process logs")
+	t.Logf("%s run: floodsim done after %.1fs, %d kills", filepath.Base(dir), time.Since(began).Seconds(), kills)
 	log, err := os.ReadFile(outcomes)
 	require.NoError(t, err)
 	return log
