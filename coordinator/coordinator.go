@@ -17,6 +17,7 @@ import (
 
 	"github.com/natsaga/natsaga/internal/jserr"
 	"github.com/natsaga/natsaga/internal/pull"
+	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -82,8 +83,9 @@ func (o *Options) Validate() error {
 }
 
 // Coordinator drives sagas over NATS. Create it with [New] and start it with
-// [Coordinator.Run]. Only one coordinator may run against a bucket at a
-// time; a second one fails with [ErrConflict] at its first write.
+// [Coordinator.Run]. Only one coordinator drives the sagas of a bucket at a
+// time: a second one stands by until the first's lease is released or
+// expires (see [Coordinator.Run]).
 type Coordinator struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -308,6 +310,9 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		}
 	}
 	for _, x := range stored {
+		if d, ok := c.engine.Definition(x.Definition); ok {
+			renumber(&x, d)
+		}
 		if err := c.engine.Restore(x, tick); err != nil {
 			return fmt.Errorf("recover: %w", err)
 		}
@@ -391,9 +396,9 @@ func (c *Coordinator) loop(ctx context.Context) error {
 
 // commit stores the changed sagas and publishes the commands, a command
 // only once its saga's change is stored; then it publishes the events. The
-// commands of unranked sagas that only advanced (see saga.Outbox.Advanced)
-// go out at once, beside the writes; those of ranked sagas go out after
-// them, in the order the engine released them, which is rank order.
+// commands of unranked sagas that are not stored (see durability.go) go
+// out at once, beside the writes; those of ranked sagas go out after them,
+// in the order the engine released them, which is rank order.
 func (c *Coordinator) commit(ctx context.Context, out *saga.Outbox) error {
 	c.arena = c.arena[:0]
 	clear(c.changed)
@@ -425,7 +430,7 @@ func (c *Coordinator) commit(ctx context.Context, out *saga.Outbox) error {
 	for i := range out.Events {
 		ev := &out.Events[i]
 		// Publish copies data: the buffer is reused.
-		c.evbuf = ev.AppendJSON(c.evbuf[:0])
+		c.evbuf = wirejson.AppendEvent(c.evbuf[:0], ev)
 		if err := c.nc.Publish(messages.EventSubject(ev.Saga, ev.Status), c.evbuf); err != nil {
 			c.log.Warn("event not published", "saga_id", ev.SagaID, "err", err)
 		}
@@ -460,7 +465,7 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 			continue // stored already: a saga may change twice in a batch
 		}
 		c.changed[x.ID] = false
-		data, err := c.encode(x.AppendJSON)
+		data, err := c.encode(func(dst []byte) ([]byte, error) { return wirejson.AppendExecution(dst, x) })
 		if err != nil {
 			return fmt.Errorf("encode saga %s: %w", x.ID, err)
 		}
@@ -558,7 +563,7 @@ type sentCommand struct {
 // coordinators restored from one stored state number their commands alike).
 func (c *Coordinator) sendCommands(cmds []*messages.Command, sent []sentCommand) ([]sentCommand, error) {
 	for _, cmd := range cmds {
-		data, err := c.encode(cmd.AppendJSON)
+		data, err := c.encode(func(dst []byte) ([]byte, error) { return wirejson.AppendCommand(dst, cmd) })
 		if err != nil {
 			return sent, fmt.Errorf("encode command: %w", err)
 		}
@@ -627,7 +632,7 @@ func (c *Coordinator) pullReplies(ctx context.Context, first jetstream.MessagesC
 
 func (c *Coordinator) replyInput(m jetstream.Msg) input {
 	return func(now time.Time, out *saga.Outbox) func(error) {
-		r, err := messages.DecodeReply(m.Data())
+		r, err := wirejson.DecodeReply(m.Data())
 		if err != nil {
 			c.log.Error("dropping malformed reply", "subject", m.Subject(), "err", err)
 			_ = m.Term()
@@ -638,8 +643,8 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 			_ = m.Term()
 			return nil
 		}
+		// A reply's effect is always stored (see durability.go).
 		err = c.engine.ApplyReply(r, now, out)
-		storeAdvance(out, r.SagaID)
 		switch {
 		case errors.Is(err, saga.ErrEarly):
 			c.log.Debug("early reply held back", "saga_id", r.SagaID, "step", r.Step, "err", err)
@@ -660,15 +665,3 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 // earlyDelay is how long an answer that came before its time (see
 // saga.ErrEarly) waits before JetStream offers it again.
 const earlyDelay = 20 * time.Millisecond
-
-// storeAdvance has the saga id stored if the input just applied only
-// advanced it (see saga.Outbox.Advanced). A restarted coordinator catches
-// up from the agents' records alone, so only an advance on a record may
-// skip the store; a reply (from a foreign agent, or a duplicate) may have
-// no record behind it.
-func storeAdvance(out *saga.Outbox, id string) {
-	if n := len(out.Advanced); n > 0 && out.Advanced[n-1].ID == id {
-		out.Changed = append(out.Changed, out.Advanced[n-1])
-		out.Advanced = out.Advanced[:n-1]
-	}
-}

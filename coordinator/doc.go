@@ -8,8 +8,9 @@
 //
 //  1. every saga whose change must be stored is written to the KV bucket
 //     [messages.SagaBucket], guarded by its last revision; meanwhile the
-//     commands of sagas that only moved on to their next step (see
-//     saga.Outbox.Advanced) are published;
+//     commands of sagas that only moved on to their next step on an
+//     agent's barrier record, which are not stored, are published
+//     (durability.go says which changes are stored, and why);
 //  2. the other commands the batch produced are published;
 //  3. events are published; inputs are acknowledged and requests answered.
 //

@@ -15,6 +15,7 @@ import (
 
 	"github.com/natsaga/natsaga/coordinator"
 	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -80,7 +81,7 @@ func (w *wire) commands(t *testing.T, id string) []sent {
 	defer w.mu.Unlock()
 	var out []sent
 	for _, m := range w.msgs {
-		c, err := messages.DecodeCommand(m.Data)
+		c, err := wirejson.DecodeCommand(m.Data)
 		if err != nil || c.SagaID != id {
 			continue
 		}

@@ -2,9 +2,12 @@ package coordinator_test
 
 import (
 	"context"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
@@ -15,9 +18,50 @@ import (
 	"github.com/natsaga/natsaga/saga"
 )
 
+// standbyLogger returns a logger that signals on the channel each time its
+// coordinator stands by for the lease.
+func standbyLogger() (*slog.Logger, <-chan struct{}) {
+	ch := make(chan struct{}, 1)
+	return slog.New(signalHandler{msg: "standing by", ch: ch}), ch
+}
+
+// signalHandler sends on ch when a record's message starts with msg.
+type signalHandler struct {
+	msg string
+	ch  chan struct{}
+}
+
+func (h signalHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h signalHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h signalHandler) WithGroup(string) slog.Handler            { return h }
+func (h signalHandler) Handle(_ context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, h.msg) {
+		select {
+		case h.ch <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// receive waits for ch, or fails the test after a generous timeout.
+func receive[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		var zero T
+		return zero
+	}
+}
+
 // TestStandbyTakesOver runs two coordinators on one bucket: the second
 // stands by while the first holds the lease, takes over when the first
-// dies without a word, and hands back at once after a clean stop.
+// dies without a word, and hands over on a clean stop by releasing the
+// lease. It waits on what the coordinators and the lease key say, not on
+// time windows.
 func TestStandbyTakesOver(t *testing.T) {
 	_, url := testenv.Server(t)
 	ok := func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
@@ -27,57 +71,72 @@ func TestStandbyTakesOver(t *testing.T) {
 		{Saga: "transfer", Name: "credit", Handler: agent.Handler{Execute: ok, Compensate: undo}}}})
 	client := testenv.Connect(t, url)
 
+	// Every deletion of the lease key: a clean stop releases it so.
+	released := make(chan struct{}, 8)
+	sub, err := client.Subscribe(messages.BucketSubject(messages.LeaseKey), func(m *nats.Msg) {
+		if m.Header.Get("KV-Operation") == "DEL" {
+			released <- struct{}{}
+		}
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, client.Flush())
+
 	type running struct {
 		c      *coordinator.Coordinator
 		cancel context.CancelFunc
 		done   chan error
 	}
-	run := func() (running, func()) {
+	run := func(log *slog.Logger) (running, func()) {
 		nc := testenv.Connect(t, url)
-		c, err := coordinator.New(nc, coordinator.Options{Definitions: []saga.Definition{twoSteps}, LeaseTTL: time.Second})
+		c, err := coordinator.New(nc, coordinator.Options{Definitions: []saga.Definition{twoSteps}, LeaseTTL: time.Second, Logger: log})
 		require.NoError(t, err)
 		ctx, cancel := context.WithCancel(context.Background())
 		r := running{c: c, cancel: cancel, done: make(chan error, 1)}
 		go func() { r.done <- c.Run(ctx) }()
 		return r, nc.Close
 	}
-	ready := func(r running) func() bool {
-		return func() bool {
-			select {
-			case <-r.c.Ready():
-				return true
-			default:
-				return false
-			}
+	ready := func(r running) bool {
+		select {
+		case <-r.c.Ready():
+			return true
+		default:
+			return false
 		}
 	}
 
-	first, crashFirst := run()
-	require.Eventually(t, ready(first), 10*time.Second, 10*time.Millisecond)
-	second, _ := run()
-	require.Never(t, ready(second), 1500*time.Millisecond, 50*time.Millisecond, "a standby must wait for the lease")
+	first, crashFirst := run(nil)
+	receive(t, first.c.Ready(), "the first coordinator")
+	log, standing := standbyLogger()
+	second, _ := run(log)
+	receive(t, standing, "the second coordinator to stand by")
+	require.False(t, ready(second), "a standby must wait for the lease")
 	id := testenv.Start(t, client, "transfer", nil)
 	testenv.WaitStatus(t, client, id, saga.Completed)
+	require.False(t, ready(second), "a standby serves nothing while the lease is held")
 
 	// The first dies without releasing its lease: the standby takes over
 	// once the lease expires, and the first, cut off, stops.
 	crashFirst()
-	require.Eventually(t, ready(second), 10*time.Second, 10*time.Millisecond)
-	require.Error(t, <-first.done)
+	receive(t, second.c.Ready(), "the standby to take over")
+	require.Error(t, receive(t, first.done, "the first coordinator to stop"))
 	first.cancel()
+	require.Empty(t, released, "a crash releases nothing")
 	id = testenv.Start(t, client, "transfer", nil)
 	testenv.WaitStatus(t, client, id, saga.Completed)
 	require.Equal(t, 2, testenv.Summary(t, client).Completed)
 
-	// A clean stop releases the lease: a new coordinator takes over at
-	// once, well within the lease's TTL.
-	third, _ := run()
-	require.Never(t, ready(third), 300*time.Millisecond, 20*time.Millisecond)
+	// A clean stop releases the lease, and the next standby takes it.
+	log, standing = standbyLogger()
+	third, _ := run(log)
+	receive(t, standing, "the third coordinator to stand by")
+	require.False(t, ready(third))
 	second.cancel()
-	require.NoError(t, <-second.done)
-	require.Eventually(t, ready(third), 900*time.Millisecond, 5*time.Millisecond)
+	require.NoError(t, receive(t, second.done, "the second coordinator to stop"))
+	receive(t, released, "the lease to be released")
+	receive(t, third.c.Ready(), "the third coordinator to take over")
 	id = testenv.Start(t, client, "transfer", nil)
 	testenv.WaitStatus(t, client, id, saga.Completed)
 	third.cancel()
-	require.NoError(t, <-third.done)
+	require.NoError(t, receive(t, third.done, "the third coordinator to stop"))
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
@@ -56,7 +57,7 @@ func (w *wire) commandOf(t *testing.T, id, step string, action messages.Action) 
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, m := range w.msgs {
-		c, err := messages.DecodeCommand(m.Data)
+		c, err := wirejson.DecodeCommand(m.Data)
 		if err == nil && c.SagaID == id && c.Step == step && c.Action == action {
 			return c
 		}
@@ -275,7 +276,7 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 		commands.mu.Lock()
 		var late []messages.Reply
 		for _, m := range commands.msgs {
-			if c, err := messages.DecodeCommand(m.Data); err == nil && (c.SagaID == done || c.SagaID == refused) {
+			if c, err := wirejson.DecodeCommand(m.Data); err == nil && (c.SagaID == done || c.SagaID == refused) {
 				late = append(late, messages.ReplyTo(&c, messages.OK, ""))
 			}
 		}

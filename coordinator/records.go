@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natsaga/natsaga/internal/pull"
+	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -105,7 +105,7 @@ func (c *Coordinator) recordInput(m jetstream.Msg) input {
 			c.log.Debug("record answers nothing outstanding", "saga_id", id, "step", step)
 			return ack
 		}
-		rec, err := messages.DecodeRecord(m.Data())
+		rec, err := wirejson.DecodeRecord(m.Data())
 		if err != nil {
 			c.log.Error("dropping malformed record", "subject", m.Subject(), "err", err)
 			_ = m.Term()
@@ -115,7 +115,7 @@ func (c *Coordinator) recordInput(m jetstream.Msg) input {
 		if !ok {
 			return ack // a claim (one per step that writes state), or the other action's result
 		}
-		err = c.engine.ApplyReply(reply, now, out)
+		err = applyRecord(c.engine, reply, now, out)
 		switch {
 		case errors.Is(err, saga.ErrEarly):
 			c.log.Debug("early record held back", "saga_id", id, "step", step, "err", err)
@@ -126,79 +126,6 @@ func (c *Coordinator) recordInput(m jetstream.Msg) input {
 		return ack
 	}
 }
-
-// catchUp brings each saga restored while executing (ids) up to date: a
-// step answered ok by a record that only led to the next one was not
-// stored (see saga.Outbox.Advanced), so the stored state may be steps
-// behind. It applies again the answers the agents recorded for the sagas'
-// steps, a step of every saga per round, until each saga reaches a step
-// with no final record: the one in flight. What must be stored is stored;
-// the commands are left to the resend of every outstanding command that
-// follows.
-func (c *Coordinator) catchUp(ctx context.Context, ids []string) error {
-	type read struct {
-		cmd  messages.Command
-		role string
-		rec  messages.Record
-		err  error
-	}
-	var out saga.Outbox
-	replayed := 0
-	for len(ids) > 0 {
-		var reads []read
-		for _, id := range ids {
-			if cmd, ok := c.engine.Command(id); ok && cmd.Action == messages.Execute {
-				reads = append(reads, read{cmd: cmd, role: c.roleOf(cmd.Saga, cmd.Step)})
-			}
-		}
-		// The reads of a round go out together, at most catchUpReads at
-		// a time; the engine is used only between rounds.
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, catchUpReads)
-		for i := range reads {
-			r := &reads[i]
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				r.rec, r.err = c.readRecord(ctx, r.role, r.cmd.SagaID, r.cmd.Step)
-			})
-		}
-		wg.Wait()
-		ids = nil
-		for _, r := range reads {
-			if errors.Is(r.err, messages.ErrBadRequest) {
-				c.log.Error("malformed record: the step is taken as in flight", "saga_id", r.cmd.SagaID, "step", r.cmd.Step, "err", r.err)
-				continue
-			}
-			if r.err != nil {
-				return fmt.Errorf("catch up %s: %w", r.cmd.SagaID, r.err)
-			}
-			reply, ok := r.rec.Answer(&r.cmd)
-			if !ok {
-				continue
-			}
-			if err := c.engine.ApplyReply(reply, time.Now(), &out); err != nil {
-				if errors.Is(err, saga.ErrEarly) {
-					continue // recorded before its declared tick: applied when that comes
-				}
-				return fmt.Errorf("catch up %s: %w", r.cmd.SagaID, err)
-			}
-			replayed++
-			ids = append(ids, r.cmd.SagaID)
-		}
-	}
-	out.Commands = out.Commands[:0]
-	if err := c.commit(ctx, &out); err != nil {
-		return fmt.Errorf("catch up: %w", err)
-	}
-	if replayed > 0 {
-		c.log.Info("caught up from the agents' records", "steps", replayed, "stored", len(out.Changed))
-	}
-	return nil
-}
-
-// catchUpReads bounds the records read at once during a catch-up.
-const catchUpReads = 64
 
 // roleOf is the role of step of the saga type sagaType.
 func (c *Coordinator) roleOf(sagaType, step string) string {
@@ -230,5 +157,5 @@ func (c *Coordinator) readRecord(ctx context.Context, role, id, step string) (me
 	default:
 		return messages.Record{}, fmt.Errorf("read record of %s: status %s %s", step, status, m.Header.Get("Description"))
 	}
-	return messages.DecodeRecord(m.Data)
+	return wirejson.DecodeRecord(m.Data)
 }

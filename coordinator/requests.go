@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -79,7 +78,7 @@ func (c *Coordinator) enqueue(in input) bool {
 }
 
 func (c *Coordinator) onStart(m *nats.Msg) {
-	sagaType := strings.TrimPrefix(m.Subject, "natsaga.start.")
+	sagaType, _ := messages.ParseStartSubject(m.Subject)
 	var req messages.StartRequest
 	if err := messages.Decode(m.Data, &req); err != nil {
 		c.log.Warn("bad start request", "subject", m.Subject, "err", err)

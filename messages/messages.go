@@ -342,41 +342,6 @@ func Decode(data []byte, v any) error {
 	return nil
 }
 
-// DecodeCommand parses and validates a command, exactly as Decode and
-// Validate would, without reflection.
-func DecodeCommand(data []byte) (Command, error) {
-	var c Command
-	if err := decodeWith(data, func() error { return decodeCommand(data, &c) }, &c.V); err != nil {
-		return c, fmt.Errorf("decode command: %w", err)
-	}
-	return c, c.Validate()
-}
-
-// DecodeReply parses and validates a reply, exactly as Decode and Validate
-// would, without reflection.
-func DecodeReply(data []byte) (Reply, error) {
-	var r Reply
-	if err := decodeWith(data, func() error { return decodeReply(data, &r) }, &r.V); err != nil {
-		return r, fmt.Errorf("decode reply: %w", err)
-	}
-	return r, r.Validate()
-}
-
-// decodeWith is Decode with a hand-written parse, which fills a value whose
-// version ends up in *version.
-func decodeWith(data []byte, parse func() error, version *int) error {
-	if len(data) > MaxPayload {
-		return fmt.Errorf("%d bytes, limit %d: %w", len(data), MaxPayload, ErrTooLarge)
-	}
-	if err := parse(); err != nil {
-		return fmt.Errorf("%w: %w", ErrBadRequest, err)
-	}
-	if *version != Version {
-		return fmt.Errorf("version %d, want %d: %w", *version, Version, ErrVersion)
-	}
-	return nil
-}
-
 func versionOf(v any) (int, bool) {
 	switch m := v.(type) {
 	case *Command:

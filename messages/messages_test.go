@@ -94,43 +94,6 @@ func TestDecode(t *testing.T) {
 	require.Equal(t, int64(500000), cost)
 }
 
-func TestDecodeCommandAndReply(t *testing.T) {
-	c := validCommand()
-	got, err := messages.DecodeCommand(mustJSON(t, c))
-	require.NoError(t, err)
-	require.Equal(t, c, got)
-
-	r := validReply()
-	r.Output = messages.Context{}.MustSet("approved", true)
-	r.Agent = "government-1"
-	gotR, err := messages.DecodeReply(mustJSON(t, r))
-	require.NoError(t, err)
-	require.Equal(t, r, gotR)
-
-	tests := []struct {
-		name string
-		data string
-		want error
-	}{
-		{"not JSON", `{`, messages.ErrBadRequest},
-		{"wrong version", `{"v":3,"saga_id":"a","saga":"b","step":"c","action":"execute","attempt":1,"seq":1}`, messages.ErrVersion},
-		{"decodes but does not validate", `{"v":1,"saga_id":"a","saga":"b","step":"c.d","action":"execute","attempt":1,"seq":1}`, messages.ErrBadRequest},
-		{"too large", `"` + strings.Repeat("a", messages.MaxPayload) + `"`, messages.ErrTooLarge},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := messages.DecodeCommand([]byte(tt.data))
-			require.ErrorIs(t, err, tt.want)
-			_, err = messages.DecodeReply([]byte(strings.Replace(tt.data, `"seq":1`, `"seq":1,"outcome":"ok"`, 1)))
-			require.ErrorIs(t, err, tt.want)
-		})
-	}
-	_, err = messages.DecodeCommand([]byte(`{`))
-	require.ErrorContains(t, err, "decode command")
-	_, err = messages.DecodeReply([]byte(`{`))
-	require.ErrorContains(t, err, "decode reply")
-}
-
 func TestCommandValidate(t *testing.T) {
 	tests := []struct {
 		name   string

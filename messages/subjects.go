@@ -127,6 +127,13 @@ func StartSubject(saga string) string { return startPrefix + saga }
 // StartSubjects matches the start subject of every saga.
 const StartSubjects = startPrefix + "*"
 
+// ParseStartSubject returns the saga named by subject, a [StartSubject],
+// and false when subject is not one.
+func ParseStartSubject(subject string) (saga string, ok bool) {
+	saga, ok = strings.CutPrefix(subject, startPrefix)
+	return saga, ok && ValidToken(saga)
+}
+
 // EventSubject is the subject of an [Event] announcing that a saga of type
 // saga reached status.
 func EventSubject(saga, status string) string { return eventPrefix + saga + "." + status }

@@ -25,3 +25,13 @@ func TestIsCommandSubject(t *testing.T) {
 		}
 	}
 }
+
+func TestParseStartSubject(t *testing.T) {
+	saga, ok := messages.ParseStartSubject(messages.StartSubject("subsidy"))
+	require.True(t, ok)
+	require.Equal(t, "subsidy", saga)
+	for _, bad := range []string{"natsaga.start", "natsaga.start.", "natsaga.start.a.b", "saga.subsidy.x.execute", "subsidy"} {
+		_, ok := messages.ParseStartSubject(bad)
+		require.False(t, ok, bad)
+	}
+}

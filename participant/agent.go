@@ -18,6 +18,7 @@ import (
 
 	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/pull"
+	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 )
 
@@ -57,7 +58,7 @@ type Options struct {
 	// hold commands for simulation time (Step.Duration).
 	Serial bool
 	// Init, when set, runs once the store is open, before any command is
-	// handled; it typically seeds state with [Store.Init].
+	// handled; it typically seeds state with Init ([Store.Init]).
 	Init func(ctx context.Context, s agent.Seeder) error
 	// Logger receives the agent's logs. nil discards them.
 	Logger *slog.Logger
@@ -329,7 +330,7 @@ func (a *Agent) handle(ctx context.Context, m jetstream.Msg) {
 	if meta, err := m.Metadata(); err == nil && meta.NumDelivered > 1 {
 		a.redelivered.Add(1)
 	}
-	cmd, err := messages.DecodeCommand(m.Data())
+	cmd, err := wirejson.DecodeCommand(m.Data())
 	if err != nil {
 		a.rejected.Add(1)
 		a.log.Error("dropping malformed command", "subject", m.Subject(), "err", err)
@@ -452,7 +453,7 @@ func (a *Agent) ackStored(inHand context.Context) {
 // sequence number may be asked again, and must be answered again.
 func (a *Agent) encodeReply(r messages.Reply) (*nats.Msg, error) {
 	r.Agent = a.opts.Name
-	data, err := r.AppendJSON(make([]byte, 0, 256))
+	data, err := wirejson.AppendReply(make([]byte, 0, 256), &r)
 	if err != nil {
 		return nil, fmt.Errorf("encode reply: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
@@ -231,7 +232,7 @@ func TestHeldStepDoneAlreadyIsAnsweredAtOnce(t *testing.T) {
 		t.Helper()
 		select {
 		case m := <-replies:
-			r, err := messages.DecodeReply(m.Data)
+			r, err := wirejson.DecodeReply(m.Data)
 			require.NoError(t, err)
 			return r
 		case <-time.After(10 * time.Second):
@@ -247,7 +248,7 @@ func TestHeldStepDoneAlreadyIsAnsweredAtOnce(t *testing.T) {
 	// The same step again, with a later sequence number and no tick.
 	again := messages.Command{V: messages.Version, SagaID: id, Saga: "bake", Step: "proof", Action: messages.Execute,
 		Attempt: 1, Seq: 9, Tick: 3, Context: messages.Context{}}
-	data, err := again.AppendJSON(nil)
+	data, err := wirejson.AppendCommand(nil, &again)
 	require.NoError(t, err)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)

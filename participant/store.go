@@ -15,6 +15,7 @@ import (
 
 	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/jserr"
+	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 )
 
@@ -527,7 +528,7 @@ func (b *branch) commit(ctx context.Context, tx *txn, mine **Result, result *Res
 // record writes the branch record, guarded by the sequence it was read at,
 // and keeps the new sequence.
 func (b *branch) record(ctx context.Context) error {
-	data, err := b.rec.AppendJSON(make([]byte, 0, 192))
+	data, err := wirejson.AppendRecord(make([]byte, 0, 192), &b.rec)
 	if err != nil {
 		return err
 	}

@@ -285,7 +285,6 @@ func (e *Engine) executeReply(x *Execution, r messages.Reply, now time.Time, out
 		}
 		if x.Current+1 < len(x.def.Steps) {
 			e.dispatch(x, x.Current+1, messages.Execute, out)
-			advanced(x, out)
 			return
 		}
 		e.setAwaiting(x, false)
@@ -445,16 +444,6 @@ func (e *Engine) setDue(x *Execution, v bool) {
 		e.dueWorking++
 	} else {
 		e.dueWorking--
-	}
-}
-
-// advanced moves x, which the send it just made listed last in
-// out.Changed, to out.Advanced: the change follows from an ok reply alone,
-// which the agent recorded, so it need not be stored.
-func advanced(x *Execution, out *Outbox) {
-	if n := len(out.Changed); n > 0 && out.Changed[n-1] == x {
-		out.Changed = out.Changed[:n-1]
-		out.Advanced = append(out.Advanced, x)
 	}
 }
 
@@ -775,9 +764,8 @@ func (e *Engine) Summary() messages.Summary {
 
 // Restore loads a stored saga into the engine, as the coordinator does when
 // it restarts, and advances the clock to tick when it is ahead. An active
-// saga's deadlines and retry are set again, and its outstanding command
-// gets a sequence number above any its previous coordinator may have used;
-// it is not resent (see [Execution.Command]). A finished saga other than a
+// saga's deadlines and retry are set again; its outstanding command keeps
+// the sequence number x holds, and is not resent (see [Execution.Command]). A finished saga other than a
 // failed one is only counted, unless Options.KeepFinished is set. It returns an error
 // wrapping [ErrUnknownDefinition] when the saga's definition is not
 // registered.
@@ -813,15 +801,6 @@ func (e *Engine) Restore(x Execution, tick int64) error {
 		return nil
 	}
 	e.active[x.ID] = p
-	// Execute commands for this saga may have been sent after its state
-	// was stored, each with the next sequence number and at most one per
-	// later step (see Outbox.Advanced). The restored saga numbers its
-	// commands past them, so that the engine never takes an answer to one
-	// of those for an answer to its own. Every change of a compensating
-	// saga is stored: its outstanding command keeps its number.
-	if x.Action == messages.Execute {
-		p.Seq += len(d.Steps)
-	}
 	if x.Awaiting {
 		x.Awaiting = false
 		e.setAwaiting(p, true)

@@ -172,19 +172,11 @@ type Outbox struct {
 	Commands []messages.Command
 	// Events to publish, in order.
 	Events []messages.Event
-	// Changed lists the sagas whose state changed in a way that must be
-	// stored before Commands are published, in the order they changed; a
-	// saga may appear more than once. The pointers are the engine's own:
+	// Changed lists the sagas whose state changed, in the order they
+	// changed; a saga may appear more than once. A durable runtime stores
+	// them before it publishes their Commands. The pointers are the engine's own:
 	// read them before the next call into the engine.
 	Changed []*Execution
-	// Advanced lists the sagas that only moved on to their next step
-	// because an execute was answered ok. A runtime may skip storing such
-	// a change if, after a restart, it restores the saga's last stored
-	// state ([Engine.Restore]) and then applies again the answers the
-	// agents recorded for the steps since, before anything else happens to
-	// the saga: the coordinator reads them from the agents' barrier
-	// records. A saga in both lists must be stored.
-	Advanced []*Execution
 	// Expired lists the sagas a tick timed out.
 	Expired []ID
 }
@@ -194,6 +186,5 @@ func (o *Outbox) Reset() {
 	o.Commands = o.Commands[:0]
 	o.Events = o.Events[:0]
 	o.Changed = o.Changed[:0]
-	o.Advanced = o.Advanced[:0]
 	o.Expired = o.Expired[:0]
 }

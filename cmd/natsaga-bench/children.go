@@ -15,8 +15,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/natsaga/natsaga/cmd/natsaga-bench/internal/baseline"
 	"github.com/natsaga/natsaga/coordinator"
-	"github.com/natsaga/natsaga/internal/baseline"
 	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/internal/embedded"
 	"github.com/natsaga/natsaga/participant"

@@ -3,8 +3,9 @@
 // and N agent copies, each a separate OS process, driven by a closed-loop
 // load generator that keeps K three-step sagas in flight and waits for each
 // saga's terminal event. In the same run it measures a baseline, the bare
-// durable pattern of package internal/baseline (JetStream work queues for
-// commands and replies, a KV compare-and-swap per transition, JSON), with
+// durable pattern of package internal/baseline beside it (JetStream work
+// queues for commands and replies, a KV compare-and-swap per transition,
+// JSON), with
 // the same processes, the same load and the same machine, so that the
 // headline, their ratio, holds on a noisy machine.
 //

@@ -16,8 +16,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/natsaga/natsaga/internal/baseline"
-	"github.com/natsaga/natsaga/internal/bench"
+	"github.com/natsaga/natsaga/cmd/natsaga-bench/internal/baseline"
+	"github.com/natsaga/natsaga/cmd/natsaga-bench/internal/bench"
 	"github.com/natsaga/natsaga/messages"
 )
 

@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/natsaga/natsaga/internal/baseline"
-	"github.com/natsaga/natsaga/internal/bench"
+	"github.com/natsaga/natsaga/cmd/natsaga-bench/internal/baseline"
+	"github.com/natsaga/natsaga/cmd/natsaga-bench/internal/bench"
 	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/internal/procs"
 	"github.com/natsaga/natsaga/messages"

@@ -1,12 +1,3 @@
-// Package wirejson encodes and decodes natsaga's hot wire types (commands,
-// replies, events and stored sagas) without reflection, and produces and
-// accepts exactly what encoding/json does for them: the same bytes out, the
-// same values in, the same inputs refused. The packages that own the types
-// (messages, saga) test that against encoding/json, which stays the
-// reference for their format.
-//
-// Encoding appends to a caller's buffer; decoding walks the input once and
-// validates all of it, including the values it skips.
 package wirejson
 
 import (

@@ -1,59 +1,59 @@
-package saga
+package wirejson
 
 import (
 	"fmt"
 	"slices"
 	"strings"
 
-	"github.com/natsaga/natsaga/internal/wirejson"
+	"github.com/natsaga/natsaga/saga"
 )
 
-// AppendJSON appends x's JSON encoding, the bytes json.Marshal(x) returns,
+// AppendExecution appends x's JSON encoding, the bytes json.Marshal(x) returns,
 // to dst, without reflection: the coordinator stores every changed saga
 // this way. It returns an error when a context value is not valid JSON or
 // RetryAt cannot be encoded.
-func (x *Execution) AppendJSON(dst []byte) ([]byte, error) {
+func AppendExecution(dst []byte, x *saga.Execution) ([]byte, error) {
 	var err error
 	dst = append(dst, `{"saga_id":`...)
-	dst = wirejson.AppendString(dst, x.ID)
+	dst = AppendString(dst, x.ID)
 	dst = append(dst, `,"definition":`...)
-	dst = wirejson.AppendString(dst, x.Definition)
+	dst = AppendString(dst, x.Definition)
 	dst = append(dst, `,"saga":`...)
-	dst = wirejson.AppendString(dst, x.Saga)
+	dst = AppendString(dst, x.Saga)
 	dst = append(dst, `,"status":`...)
-	dst = wirejson.AppendString(dst, string(x.Status))
+	dst = AppendString(dst, string(x.Status))
 	if x.Cause != "" {
 		dst = append(dst, `,"cause":`...)
-		dst = wirejson.AppendString(dst, string(x.Cause))
+		dst = AppendString(dst, string(x.Cause))
 	}
 	dst = append(dst, `,"context":`...)
-	if dst, err = wirejson.AppendRawMap(dst, x.Context); err != nil {
+	if dst, err = AppendRawMap(dst, x.Context); err != nil {
 		return dst, fmt.Errorf("encode saga %s context: %w", x.ID, err)
 	}
 	dst = append(dst, `,"current_step":`...)
-	dst = wirejson.AppendInt(dst, int64(x.Current))
+	dst = AppendInt(dst, int64(x.Current))
 	if x.Action != "" {
 		dst = append(dst, `,"action":`...)
-		dst = wirejson.AppendString(dst, string(x.Action))
+		dst = AppendString(dst, string(x.Action))
 	}
 	if x.Attempt != 0 {
 		dst = append(dst, `,"attempt":`...)
-		dst = wirejson.AppendInt(dst, int64(x.Attempt))
+		dst = AppendInt(dst, int64(x.Attempt))
 	}
 	dst = append(dst, `,"seq":`...)
-	dst = wirejson.AppendInt(dst, int64(x.Seq))
+	dst = AppendInt(dst, int64(x.Seq))
 	if x.Rank != 0 {
 		dst = append(dst, `,"rank":`...)
-		dst = wirejson.AppendInt(dst, x.Rank)
+		dst = AppendInt(dst, x.Rank)
 	}
 	if x.Round != 0 {
 		dst = append(dst, `,"round":`...)
-		dst = wirejson.AppendInt(dst, x.Round)
+		dst = AppendInt(dst, x.Round)
 	}
 	dst = append(dst, `,"started_tick":`...)
-	dst = wirejson.AppendInt(dst, x.StartedTick)
+	dst = AppendInt(dst, x.StartedTick)
 	dst = append(dst, `,"dispatched_tick":`...)
-	dst = wirejson.AppendInt(dst, x.DispatchedTick)
+	dst = AppendInt(dst, x.DispatchedTick)
 	if x.Awaiting {
 		dst = append(dst, `,"awaiting":true`...)
 	}
@@ -62,7 +62,7 @@ func (x *Execution) AppendJSON(dst []byte) ([]byte, error) {
 	}
 	if x.Until != 0 {
 		dst = append(dst, `,"until":`...)
-		dst = wirejson.AppendInt(dst, x.Until)
+		dst = AppendInt(dst, x.Until)
 	}
 	if !x.RetryAt.IsZero() {
 		t, err := x.RetryAt.MarshalJSON()
@@ -90,9 +90,9 @@ func (x *Execution) AppendJSON(dst []byte) ([]byte, error) {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = wirejson.AppendString(dst, k)
+			dst = AppendString(dst, k)
 			dst = append(dst, ':')
-			if dst, err = wirejson.AppendRawMap(dst, x.Results[k]); err != nil {
+			if dst, err = AppendRawMap(dst, x.Results[k]); err != nil {
 				return dst, fmt.Errorf("encode saga %s result of %s: %w", x.ID, k, err)
 			}
 		}
@@ -100,7 +100,7 @@ func (x *Execution) AppendJSON(dst []byte) ([]byte, error) {
 	}
 	if x.Error != "" {
 		dst = append(dst, `,"error":`...)
-		dst = wirejson.AppendString(dst, x.Error)
+		dst = AppendString(dst, x.Error)
 	}
 	dst = append(dst, `,"history":`...)
 	if x.History == nil {
@@ -111,33 +111,33 @@ func (x *Execution) AppendJSON(dst []byte) ([]byte, error) {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = x.History[i].appendJSON(dst)
+			dst = appendTransition(dst, &x.History[i])
 		}
 		dst = append(dst, ']')
 	}
 	return append(dst, '}'), nil
 }
 
-func (t *Transition) appendJSON(dst []byte) []byte {
+func appendTransition(dst []byte, t *saga.Transition) []byte {
 	dst = append(dst, `{"tick":`...)
-	dst = wirejson.AppendInt(dst, t.Tick)
+	dst = AppendInt(dst, t.Tick)
 	dst = append(dst, `,"status":`...)
-	dst = wirejson.AppendString(dst, string(t.Status))
+	dst = AppendString(dst, string(t.Status))
 	if t.Step != "" {
 		dst = append(dst, `,"step":`...)
-		dst = wirejson.AppendString(dst, t.Step)
+		dst = AppendString(dst, t.Step)
 	}
 	if t.Action != "" {
 		dst = append(dst, `,"action":`...)
-		dst = wirejson.AppendString(dst, string(t.Action))
+		dst = AppendString(dst, string(t.Action))
 	}
 	if t.Attempt != 0 {
 		dst = append(dst, `,"attempt":`...)
-		dst = wirejson.AppendInt(dst, int64(t.Attempt))
+		dst = AppendInt(dst, int64(t.Attempt))
 	}
 	if t.Note != "" {
 		dst = append(dst, `,"note":`...)
-		dst = wirejson.AppendString(dst, t.Note)
+		dst = AppendString(dst, t.Note)
 	}
 	return append(dst, '}')
 }
@@ -152,7 +152,7 @@ func appendStrings(dst []byte, ss []string) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = wirejson.AppendString(dst, s)
+		dst = AppendString(dst, s)
 	}
 	return append(dst, ']')
 }

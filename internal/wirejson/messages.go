@@ -1,109 +1,104 @@
-package messages
+package wirejson
 
 import (
 	"bytes"
 	"fmt"
 
-	"github.com/natsaga/natsaga/internal/wirejson"
+	"github.com/natsaga/natsaga/messages"
 )
 
-// The hot payloads, commands, replies and events, are encoded and decoded
-// without reflection. The struct tags above stay the definition of the
-// format: codec_test.go checks, against encoding/json, that these
-// functions write the same bytes and read the same values.
-
-// AppendJSON appends c's JSON encoding, the bytes json.Marshal(c) returns,
+// AppendCommand appends c's JSON encoding, the bytes json.Marshal(c) returns,
 // to dst. It returns an error when a context value is not valid JSON.
-func (c *Command) AppendJSON(dst []byte) ([]byte, error) {
+func AppendCommand(dst []byte, c *messages.Command) ([]byte, error) {
 	dst = append(dst, `{"v":`...)
-	dst = wirejson.AppendInt(dst, int64(c.V))
+	dst = AppendInt(dst, int64(c.V))
 	dst = append(dst, `,"saga_id":`...)
-	dst = wirejson.AppendString(dst, c.SagaID)
+	dst = AppendString(dst, c.SagaID)
 	dst = append(dst, `,"saga":`...)
-	dst = wirejson.AppendString(dst, c.Saga)
+	dst = AppendString(dst, c.Saga)
 	dst = append(dst, `,"step":`...)
-	dst = wirejson.AppendString(dst, c.Step)
+	dst = AppendString(dst, c.Step)
 	dst = append(dst, `,"action":`...)
-	dst = wirejson.AppendString(dst, string(c.Action))
+	dst = AppendString(dst, string(c.Action))
 	dst = append(dst, `,"attempt":`...)
-	dst = wirejson.AppendInt(dst, int64(c.Attempt))
+	dst = AppendInt(dst, int64(c.Attempt))
 	dst = append(dst, `,"seq":`...)
-	dst = wirejson.AppendInt(dst, int64(c.Seq))
+	dst = AppendInt(dst, int64(c.Seq))
 	dst = append(dst, `,"tick":`...)
-	dst = wirejson.AppendInt(dst, c.Tick)
+	dst = AppendInt(dst, c.Tick)
 	if c.Rank != 0 {
 		dst = append(dst, `,"rank":`...)
-		dst = wirejson.AppendInt(dst, c.Rank)
+		dst = AppendInt(dst, c.Rank)
 	}
 	dst = append(dst, `,"context":`...)
-	dst, err := wirejson.AppendRawMap(dst, c.Context)
+	dst, err := AppendRawMap(dst, c.Context)
 	if err != nil {
 		return dst, fmt.Errorf("encode command context: %w", err)
 	}
 	return append(dst, '}'), nil
 }
 
-// AppendJSON appends r's JSON encoding, the bytes json.Marshal(r) returns,
+// AppendReply appends r's JSON encoding, the bytes json.Marshal(r) returns,
 // to dst. It returns an error when an output value is not valid JSON.
-func (r *Reply) AppendJSON(dst []byte) ([]byte, error) {
+func AppendReply(dst []byte, r *messages.Reply) ([]byte, error) {
 	dst = append(dst, `{"v":`...)
-	dst = wirejson.AppendInt(dst, int64(r.V))
+	dst = AppendInt(dst, int64(r.V))
 	dst = append(dst, `,"saga_id":`...)
-	dst = wirejson.AppendString(dst, r.SagaID)
+	dst = AppendString(dst, r.SagaID)
 	dst = append(dst, `,"saga":`...)
-	dst = wirejson.AppendString(dst, r.Saga)
+	dst = AppendString(dst, r.Saga)
 	dst = append(dst, `,"step":`...)
-	dst = wirejson.AppendString(dst, r.Step)
+	dst = AppendString(dst, r.Step)
 	dst = append(dst, `,"action":`...)
-	dst = wirejson.AppendString(dst, string(r.Action))
+	dst = AppendString(dst, string(r.Action))
 	dst = append(dst, `,"attempt":`...)
-	dst = wirejson.AppendInt(dst, int64(r.Attempt))
+	dst = AppendInt(dst, int64(r.Attempt))
 	dst = append(dst, `,"seq":`...)
-	dst = wirejson.AppendInt(dst, int64(r.Seq))
+	dst = AppendInt(dst, int64(r.Seq))
 	dst = append(dst, `,"outcome":`...)
-	dst = wirejson.AppendString(dst, string(r.Outcome))
+	dst = AppendString(dst, string(r.Outcome))
 	if r.Reason != "" {
 		dst = append(dst, `,"reason":`...)
-		dst = wirejson.AppendString(dst, r.Reason)
+		dst = AppendString(dst, r.Reason)
 	}
 	if len(r.Output) > 0 {
 		dst = append(dst, `,"output":`...)
 		var err error
-		if dst, err = wirejson.AppendRawMap(dst, r.Output); err != nil {
+		if dst, err = AppendRawMap(dst, r.Output); err != nil {
 			return dst, fmt.Errorf("encode reply output: %w", err)
 		}
 	}
 	if r.Until != 0 {
 		dst = append(dst, `,"until":`...)
-		dst = wirejson.AppendInt(dst, r.Until)
+		dst = AppendInt(dst, r.Until)
 	}
 	if r.Agent != "" {
 		dst = append(dst, `,"agent":`...)
-		dst = wirejson.AppendString(dst, r.Agent)
+		dst = AppendString(dst, r.Agent)
 	}
 	return append(dst, '}'), nil
 }
 
-// AppendJSON appends ev's JSON encoding, the bytes json.Marshal(ev)
+// AppendEvent appends ev's JSON encoding, the bytes json.Marshal(ev)
 // returns, to dst.
-func (ev *Event) AppendJSON(dst []byte) []byte {
+func AppendEvent(dst []byte, ev *messages.Event) []byte {
 	dst = append(dst, `{"v":`...)
-	dst = wirejson.AppendInt(dst, int64(ev.V))
+	dst = AppendInt(dst, int64(ev.V))
 	dst = append(dst, `,"saga_id":`...)
-	dst = wirejson.AppendString(dst, ev.SagaID)
+	dst = AppendString(dst, ev.SagaID)
 	dst = append(dst, `,"saga":`...)
-	dst = wirejson.AppendString(dst, ev.Saga)
+	dst = AppendString(dst, ev.Saga)
 	dst = append(dst, `,"status":`...)
-	dst = wirejson.AppendString(dst, ev.Status)
+	dst = AppendString(dst, ev.Status)
 	dst = append(dst, `,"tick":`...)
-	dst = wirejson.AppendInt(dst, ev.Tick)
+	dst = AppendInt(dst, ev.Tick)
 	if ev.Step != "" {
 		dst = append(dst, `,"step":`...)
-		dst = wirejson.AppendString(dst, ev.Step)
+		dst = AppendString(dst, ev.Step)
 	}
 	if ev.Reason != "" {
 		dst = append(dst, `,"reason":`...)
-		dst = wirejson.AppendString(dst, ev.Reason)
+		dst = AppendString(dst, ev.Reason)
 	}
 	return append(dst, '}')
 }
@@ -116,8 +111,8 @@ func field(key []byte, name string) bool {
 
 // decodeCommand parses data into c as json.Unmarshal(data, c) would; on
 // error c may be partly filled.
-func decodeCommand(data []byte, c *Command) error {
-	d := wirejson.NewDecoder(data)
+func decodeCommand(data []byte, c *messages.Command) error {
+	d := NewDecoder(data)
 	err := d.Object(func(key []byte) error {
 		switch {
 		case field(key, "v"):
@@ -151,8 +146,8 @@ func decodeCommand(data []byte, c *Command) error {
 
 // decodeReply parses data into r as json.Unmarshal(data, r) would; on error
 // r may be partly filled.
-func decodeReply(data []byte, r *Reply) error {
-	d := wirejson.NewDecoder(data)
+func decodeReply(data []byte, r *messages.Reply) error {
+	d := NewDecoder(data)
 	err := d.Object(func(key []byte) error {
 		switch {
 		case field(key, "v"):
@@ -188,20 +183,55 @@ func decodeReply(data []byte, r *Reply) error {
 	return d.End()
 }
 
-func decodeAction(d *wirejson.Decoder, a *Action) error {
+func decodeAction(d *Decoder, a *messages.Action) error {
 	s := string(*a)
-	err := d.StringOf(&s, string(Execute), string(Compensate))
-	*a = Action(s)
+	err := d.StringOf(&s, string(messages.Execute), string(messages.Compensate))
+	*a = messages.Action(s)
 	return err
 }
 
-func decodeOutcome(d *wirejson.Decoder, o *Outcome) error {
+func decodeOutcome(d *Decoder, o *messages.Outcome) error {
 	s := string(*o)
-	err := d.StringOf(&s, string(OK), string(Failed), string(Error), string(Working))
-	*o = Outcome(s)
+	err := d.StringOf(&s, string(messages.OK), string(messages.Failed), string(messages.Error), string(messages.Working))
+	*o = messages.Outcome(s)
 	return err
 }
 
-func decodeContext(d *wirejson.Decoder, c *Context) error {
-	return wirejson.RawMap(d, c)
+func decodeContext(d *Decoder, c *messages.Context) error {
+	return RawMap(d, c)
+}
+
+// DecodeCommand parses and validates a command, exactly as
+// [messages.Decode] and [messages.Command.Validate] would, without reflection.
+func DecodeCommand(data []byte) (messages.Command, error) {
+	var c messages.Command
+	if err := decodeWith(data, func() error { return decodeCommand(data, &c) }, &c.V); err != nil {
+		return c, fmt.Errorf("decode command: %w", err)
+	}
+	return c, c.Validate()
+}
+
+// DecodeReply parses and validates a reply, exactly as [messages.Decode]
+// and [messages.Reply.Validate] would, without reflection.
+func DecodeReply(data []byte) (messages.Reply, error) {
+	var r messages.Reply
+	if err := decodeWith(data, func() error { return decodeReply(data, &r) }, &r.V); err != nil {
+		return r, fmt.Errorf("decode reply: %w", err)
+	}
+	return r, r.Validate()
+}
+
+// decodeWith is Decode with a hand-written parse, which fills a value whose
+// version ends up in *version.
+func decodeWith(data []byte, parse func() error, version *int) error {
+	if len(data) > messages.MaxPayload {
+		return fmt.Errorf("%d bytes, limit %d: %w", len(data), messages.MaxPayload, messages.ErrTooLarge)
+	}
+	if err := parse(); err != nil {
+		return fmt.Errorf("%w: %w", messages.ErrBadRequest, err)
+	}
+	if *version != messages.Version {
+		return fmt.Errorf("version %d, want %d: %w", *version, messages.Version, messages.ErrVersion)
+	}
+	return nil
 }

@@ -1,4 +1,4 @@
-package saga_test
+package wirejson_test
 
 import (
 	"encoding/json"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -17,7 +18,7 @@ func requireSameJSON(t *testing.T, x *saga.Execution) {
 	t.Helper()
 	want, err := json.Marshal(x)
 	require.NoError(t, err)
-	got, err := x.AppendJSON([]byte("prefix"))
+	got, err := wirejson.AppendExecution([]byte("prefix"), x)
 	require.NoError(t, err)
 	require.Equal(t, "prefix"+string(want), string(got))
 }
@@ -30,7 +31,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 	var out saga.Outbox
 	seen := 0
 	check := func() {
-		for _, x := range append(out.Changed, out.Advanced...) {
+		for _, x := range out.Changed {
 			requireSameJSON(t, x)
 			seen++
 		}
@@ -99,7 +100,7 @@ func TestAppendJSONRefusesWhatEncodingJSONRefuses(t *testing.T) {
 	} {
 		_, wantErr := json.Marshal(&x)
 		require.Error(t, wantErr)
-		_, err := x.AppendJSON(nil)
+		_, err := wirejson.AppendExecution(nil, &x)
 		require.Error(t, err)
 	}
 }
@@ -125,7 +126,22 @@ func BenchmarkExecutionEncoding(b *testing.B) {
 	b.Run("AppendJSON", func(b *testing.B) {
 		var buf []byte
 		for b.Loop() {
-			buf, _ = x.AppendJSON(buf[:0])
+			buf, _ = wirejson.AppendExecution(buf[:0], x)
 		}
 	})
+}
+
+// t0 is the wall-clock time the sagas of these tests start at.
+var t0 = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+
+// subsidyDef is a three-step saga like flood's subsidy.
+func subsidyDef() saga.Definition {
+	return saga.Definition{
+		Name: "subsidy_application", Subject: "subsidy",
+		Steps: []saga.Step{
+			{Name: "household_applies", Role: "household", Compensation: "cancel_application"},
+			{Name: "government_evaluates", Role: "government", Compensation: "undo_approval"},
+			{Name: "budget_deducted", Role: "government", Compensation: "refund_budget"},
+		},
+	}
 }

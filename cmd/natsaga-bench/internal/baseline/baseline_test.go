@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/natsaga/natsaga/internal/baseline"
+	"github.com/natsaga/natsaga/cmd/natsaga-bench/internal/baseline"
 	"github.com/natsaga/natsaga/internal/testenv"
 )
 

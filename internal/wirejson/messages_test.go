@@ -1,4 +1,4 @@
-package messages
+package wirejson
 
 import (
 	"encoding/json"
@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/messages"
 )
 
 // tricky are strings that exercise every escaping rule of encoding/json.
@@ -15,8 +17,8 @@ var tricky = []string{
 	"\x00\x01\x1f\x7f", "é ü 日本", "line\u2028sep\u2029par", "bad \xff utf8 \xc3", "emoji 😀", "\ufffd",
 }
 
-func trickyContext() Context {
-	return Context{
+func trickyContext() messages.Context {
+	return messages.Context{
 		"int": json.RawMessage(`500000`), "neg": json.RawMessage(`-3.5e2`), "str": json.RawMessage(`"c-17"`),
 		"spaced": json.RawMessage(`{ "a" : [1, 2 ,3] }`), "html": json.RawMessage(`"<b>&"`),
 		"sep": json.RawMessage("\"a\u2028b\""), "null": json.RawMessage(`null`), "nil": nil,
@@ -26,52 +28,52 @@ func trickyContext() Context {
 }
 
 func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
-	var cmds []Command
-	var replies []Reply
-	var events []Event
+	var cmds []messages.Command
+	var replies []messages.Reply
+	var events []messages.Event
 	for i, s := range tricky {
-		c := Command{V: Version, SagaID: s, Saga: s + "x", Step: "step", Action: Action(s), Attempt: i, Seq: -i, Tick: int64(i) << 40,
+		c := messages.Command{V: messages.Version, SagaID: s, Saga: s + "x", Step: "step", Action: messages.Action(s), Attempt: i, Seq: -i, Tick: int64(i) << 40,
 			Context: trickyContext()}
 		cmds = append(cmds, c)
-		r := ReplyTo(&c, Outcome(s), s)
+		r := messages.ReplyTo(&c, messages.Outcome(s), s)
 		r.Agent = s
-		r.Output = Context{s: json.RawMessage(`{"k" : "v"}`)}
+		r.Output = messages.Context{s: json.RawMessage(`{"k" : "v"}`)}
 		replies = append(replies, r)
-		events = append(events, Event{V: 1, SagaID: s, Saga: s, Status: s, Tick: -int64(i), Step: s, Reason: s})
+		events = append(events, messages.Event{V: 1, SagaID: s, Saga: s, Status: s, Tick: -int64(i), Step: s, Reason: s})
 	}
-	cmds = append(cmds, Command{}, Command{Context: Context{}})
-	replies = append(replies, Reply{}, Reply{Output: Context{}})
-	events = append(events, Event{})
+	cmds = append(cmds, messages.Command{}, messages.Command{Context: messages.Context{}})
+	replies = append(replies, messages.Reply{}, messages.Reply{Output: messages.Context{}})
+	events = append(events, messages.Event{})
 	for _, c := range cmds {
 		want, err := json.Marshal(c)
 		require.NoError(t, err)
-		got, err := c.AppendJSON(nil)
+		got, err := AppendCommand(nil, &c)
 		require.NoError(t, err)
 		require.Equal(t, string(want), string(got))
 	}
 	for _, r := range replies {
 		want, err := json.Marshal(r)
 		require.NoError(t, err)
-		got, err := r.AppendJSON([]byte("prefix"))
+		got, err := AppendReply([]byte("prefix"), &r)
 		require.NoError(t, err)
 		require.Equal(t, "prefix"+string(want), string(got))
 	}
 	for _, ev := range events {
 		want, err := json.Marshal(ev)
 		require.NoError(t, err)
-		require.Equal(t, string(want), string(ev.AppendJSON(nil)))
+		require.Equal(t, string(want), string(AppendEvent(nil, &ev)))
 	}
 }
 
 func TestAppendJSONRefusesInvalidContext(t *testing.T) {
 	for _, raw := range []string{``, `{`, `tru`, `1 2`, `"unterminated`, `[1,]`, "\"ctl\x01\"", `01`} {
-		c := Command{V: 1, Context: Context{"k": json.RawMessage(raw)}}
+		c := messages.Command{V: 1, Context: messages.Context{"k": json.RawMessage(raw)}}
 		_, wantErr := json.Marshal(c)
 		require.Error(t, wantErr, "%q", raw)
-		_, err := c.AppendJSON(nil)
+		_, err := AppendCommand(nil, &c)
 		require.Error(t, err, "%q", raw)
-		r := Reply{V: 1, Output: Context{"k": json.RawMessage(raw)}}
-		_, err = r.AppendJSON(nil)
+		r := messages.Reply{V: 1, Output: messages.Context{"k": json.RawMessage(raw)}}
+		_, err = AppendReply(nil, &r)
 		require.Error(t, err, "%q", raw)
 	}
 }
@@ -118,7 +120,7 @@ func TestDecodeMatchesEncodingJSON(t *testing.T) {
 
 func checkCommandDecode(t *testing.T, data []byte) {
 	t.Helper()
-	var want, got Command
+	var want, got messages.Command
 	wantErr := json.Unmarshal(data, &want)
 	gotErr := decodeCommand(data, &got)
 	require.Equal(t, wantErr == nil, gotErr == nil, "%q: encoding/json says %v, decodeCommand %v", data, wantErr, gotErr)
@@ -126,8 +128,8 @@ func checkCommandDecode(t *testing.T, data []byte) {
 		require.Equal(t, want, got, "%q", data)
 	}
 	c1, err1 := DecodeCommand(data)
-	var c2 Command
-	err2 := Decode(data, &c2)
+	var c2 messages.Command
+	err2 := messages.Decode(data, &c2)
 	if err2 == nil {
 		err2 = c2.Validate()
 	}
@@ -142,14 +144,14 @@ func checkCommandDecode(t *testing.T, data []byte) {
 func sameOutcome(t *testing.T, data []byte, want, got error) {
 	t.Helper()
 	require.Equal(t, want == nil, got == nil, "%q: %v vs %v", data, want, got)
-	for _, class := range []error{ErrBadRequest, ErrVersion, ErrTooLarge} {
+	for _, class := range []error{messages.ErrBadRequest, messages.ErrVersion, messages.ErrTooLarge} {
 		require.Equal(t, errors.Is(want, class), errors.Is(got, class), "%q: %v vs %v", data, want, got)
 	}
 }
 
 func checkReplyDecode(t *testing.T, data []byte) {
 	t.Helper()
-	var want, got Reply
+	var want, got messages.Reply
 	wantErr := json.Unmarshal(data, &want)
 	gotErr := decodeReply(data, &got)
 	require.Equal(t, wantErr == nil, gotErr == nil, "%q: encoding/json says %v, decodeReply %v", data, wantErr, gotErr)
@@ -157,8 +159,8 @@ func checkReplyDecode(t *testing.T, data []byte) {
 		require.Equal(t, want, got, "%q", data)
 	}
 	r1, err1 := DecodeReply(data)
-	var r2 Reply
-	err2 := Decode(data, &r2)
+	var r2 messages.Reply
+	err2 := messages.Decode(data, &r2)
 	if err2 == nil {
 		err2 = r2.Validate()
 	}
@@ -169,28 +171,28 @@ func checkReplyDecode(t *testing.T, data []byte) {
 }
 
 func TestDecodeRefusesOversizedPayloads(t *testing.T) {
-	big := []byte(`{"v":1,"saga_id":"` + strings.Repeat("x", MaxPayload) + `"}`)
+	big := []byte(`{"v":1,"saga_id":"` + strings.Repeat("x", messages.MaxPayload) + `"}`)
 	_, err := DecodeCommand(big)
-	require.ErrorIs(t, err, ErrTooLarge)
+	require.ErrorIs(t, err, messages.ErrTooLarge)
 	_, err = DecodeReply(big)
-	require.ErrorIs(t, err, ErrTooLarge)
+	require.ErrorIs(t, err, messages.ErrTooLarge)
 }
 
 // TestRoundTrip checks that what AppendJSON writes, the decoders read back
 // as the same value.
 func TestRoundTrip(t *testing.T) {
-	c := Command{V: Version, SagaID: "0b4e7c1e", Saga: "subsidy", Step: "gov", Action: Compensate, Attempt: 3, Seq: 9, Tick: 12,
-		Context: Context{"household_id": json.RawMessage(`"h-1"`), "cost": json.RawMessage(`500000`), "nested": json.RawMessage(`{"a":[1,2]}`)}}
-	data, err := c.AppendJSON(nil)
+	c := messages.Command{V: messages.Version, SagaID: "0b4e7c1e", Saga: "subsidy", Step: "gov", Action: messages.Compensate, Attempt: 3, Seq: 9, Tick: 12,
+		Context: messages.Context{"household_id": json.RawMessage(`"h-1"`), "cost": json.RawMessage(`500000`), "nested": json.RawMessage(`{"a":[1,2]}`)}}
+	data, err := AppendCommand(nil, &c)
 	require.NoError(t, err)
 	back, err := DecodeCommand(data)
 	require.NoError(t, err)
 	require.Equal(t, c, back)
 
-	r := ReplyTo(&c, Failed, "budget <insufficient> & more")
+	r := messages.ReplyTo(&c, messages.Failed, "budget <insufficient> & more")
 	r.Agent = "gov-1"
-	r.Output = Context{"approved": json.RawMessage(`true`)}
-	data, err = r.AppendJSON(nil)
+	r.Output = messages.Context{"approved": json.RawMessage(`true`)}
+	data, err = AppendReply(nil, &r)
 	require.NoError(t, err)
 	rback, err := DecodeReply(data)
 	require.NoError(t, err)
@@ -222,9 +224,9 @@ func FuzzAppendJSON(f *testing.F) {
 	f.Add("x", `"<&>"`)
 	f.Add("x", "{\"\u2028\":1}")
 	f.Fuzz(func(t *testing.T, s, raw string) {
-		c := Command{V: 1, SagaID: s, Step: s, Context: Context{s: json.RawMessage(raw)}}
+		c := messages.Command{V: 1, SagaID: s, Step: s, Context: messages.Context{s: json.RawMessage(raw)}}
 		want, wantErr := json.Marshal(c)
-		got, err := c.AppendJSON(nil)
+		got, err := AppendCommand(nil, &c)
 		require.Equal(t, wantErr == nil, err == nil, "%q: %v vs %v", raw, wantErr, err)
 		if err == nil {
 			require.Equal(t, string(want), string(got))
@@ -233,8 +235,8 @@ func FuzzAppendJSON(f *testing.F) {
 }
 
 func BenchmarkCommandCodec(b *testing.B) {
-	c := Command{V: Version, SagaID: "0b4e7c1e-3f1a-4bde-9c55-1f0e6f3f2a10", Saga: "bench", Step: "s2", Action: Execute, Attempt: 1, Seq: 2,
-		Context: Context{"customer": json.RawMessage(`"c-1234"`), "amount": json.RawMessage(`1234`), "s1_done": json.RawMessage(`true`)}}
+	c := messages.Command{V: messages.Version, SagaID: "0b4e7c1e-3f1a-4bde-9c55-1f0e6f3f2a10", Saga: "bench", Step: "s2", Action: messages.Execute, Attempt: 1, Seq: 2,
+		Context: messages.Context{"customer": json.RawMessage(`"c-1234"`), "amount": json.RawMessage(`1234`), "s1_done": json.RawMessage(`true`)}}
 	data, _ := json.Marshal(c)
 	b.Run("encoding/json/marshal", func(b *testing.B) {
 		for b.Loop() {
@@ -244,12 +246,12 @@ func BenchmarkCommandCodec(b *testing.B) {
 	b.Run("AppendJSON", func(b *testing.B) {
 		var buf []byte
 		for b.Loop() {
-			buf, _ = c.AppendJSON(buf[:0])
+			buf, _ = AppendCommand(buf[:0], &c)
 		}
 	})
 	b.Run("encoding/json/unmarshal", func(b *testing.B) {
 		for b.Loop() {
-			var x Command
+			var x messages.Command
 			_ = json.Unmarshal(data, &x)
 		}
 	})
@@ -258,4 +260,61 @@ func BenchmarkCommandCodec(b *testing.B) {
 			_, _ = DecodeCommand(data)
 		}
 	})
+}
+
+func TestDecodeCommandAndReply(t *testing.T) {
+	c := validCommand()
+	got, err := DecodeCommand(mustJSON(t, c))
+	require.NoError(t, err)
+	require.Equal(t, c, got)
+
+	r := validReply()
+	r.Output = messages.Context{}.MustSet("approved", true)
+	r.Agent = "government-1"
+	gotR, err := DecodeReply(mustJSON(t, r))
+	require.NoError(t, err)
+	require.Equal(t, r, gotR)
+
+	tests := []struct {
+		name string
+		data string
+		want error
+	}{
+		{"not JSON", `{`, messages.ErrBadRequest},
+		{"wrong version", `{"v":3,"saga_id":"a","saga":"b","step":"c","action":"execute","attempt":1,"seq":1}`, messages.ErrVersion},
+		{"decodes but does not validate", `{"v":1,"saga_id":"a","saga":"b","step":"c.d","action":"execute","attempt":1,"seq":1}`, messages.ErrBadRequest},
+		{"too large", `"` + strings.Repeat("a", messages.MaxPayload) + `"`, messages.ErrTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := DecodeCommand([]byte(tt.data))
+			require.ErrorIs(t, err, tt.want)
+			_, err = DecodeReply([]byte(strings.Replace(tt.data, `"seq":1`, `"seq":1,"outcome":"ok"`, 1)))
+			require.ErrorIs(t, err, tt.want)
+		})
+	}
+	_, err = DecodeCommand([]byte(`{`))
+	require.ErrorContains(t, err, "decode command")
+	_, err = DecodeReply([]byte(`{`))
+	require.ErrorContains(t, err, "decode reply")
+}
+
+func validCommand() messages.Command {
+	return messages.Command{
+		V: messages.Version, SagaID: "0b4e7c1e-3f1a-4bde-9c55-1f0e6f3f2a10", Saga: "subsidy",
+		Step: "government_evaluates", Action: messages.Execute, Attempt: 1, Seq: 2, Tick: 7,
+		Context: messages.Context{}.MustSet("subsidy_cost_cents", int64(500000)),
+	}
+}
+
+func validReply() messages.Reply {
+	c := validCommand()
+	return messages.ReplyTo(&c, messages.OK, "")
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return b
 }

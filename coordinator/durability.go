@@ -1,0 +1,172 @@
+package coordinator
+
+// Which transition is stored, and which is replayed from records
+//
+// The engine (package saga) reports every saga it changes in
+// Outbox.Changed, and the safe thing is to store each one before its
+// commands go out: then a restarted coordinator finds every saga as it
+// left it. This file holds the one exception, which saves a KV write per
+// step, and everything that keeps it safe.
+//
+// The exception. An agent built on package participant records the result
+// of each command in its barrier record, and the coordinator reads that
+// record as the answer (records.go). When such an answer is an execute
+// that succeeded, and all it did was send the next step's first execute
+// (no event, no other change), the saga is not stored: its record can be
+// read again. [applyRecord] makes that decision, with
+// [onlyAdvanced]; the saga's command then goes out beside the batch's
+// writes instead of after them. Everything else is stored: a start, a
+// reply (a foreign agent's answer, or a duplicate, may have no record
+// behind it), a failure, a retry, a compensation, a finish, a tick. A saga
+// that changed in another way in the same batch is stored too.
+//
+// What a restart does about it. The stored state of an executing saga may
+// then be some steps behind: the steps that were answered by record since.
+//
+//   - [renumber]: commands may have been sent after the stored
+//     state, at most one per later step, each with the next sequence
+//     number. The restored saga numbers its commands past them, so that a
+//     late answer to one of them is never taken for an answer to its own.
+//     A compensating saga is always stored, so its number is kept.
+//   - [Coordinator.catchUp]: before it serves, the restarted coordinator
+//     reads each executing saga's record of its outstanding step, applies
+//     the recorded answer as if it had just arrived, and repeats until the
+//     saga reaches a step with no final record: the one in flight. What
+//     that replay changes is stored like any batch.
+//   - Then every outstanding command is sent again; an agent's barrier
+//     answers one it has already applied from its record.
+//
+// The engine knows none of this: it reports changes, and this file decides
+// which of them may wait for a record to be read again.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// applyRecord applies to e reply, the answer that a barrier record gives
+// to a saga's outstanding command, and leaves the saga unstored when
+// [onlyAdvanced] says the record alone can replay the change.
+func applyRecord(e *saga.Engine, reply messages.Reply, now time.Time, out *saga.Outbox) error {
+	changed, commands, events := len(out.Changed), len(out.Commands), len(out.Events)
+	if err := e.ApplyReply(reply, now, out); err != nil {
+		return err
+	}
+	if onlyAdvanced(reply, out.Changed[changed:], out.Commands[commands:], len(out.Events) > events) {
+		out.Changed = out.Changed[:changed]
+	}
+	return nil
+}
+
+// onlyAdvanced reports whether applying reply did nothing but move its
+// saga on to the first execute of the next step: changed and commands are
+// what the reply added to the outbox, and evented whether it added events.
+//
+// A ranked saga's next command waits for its round, or goes out with the
+// whole round its answer completed: for it, the commands are not looked at,
+// but its own outstanding command is.
+func onlyAdvanced(reply messages.Reply, changed []*saga.Execution, commands []messages.Command, evented bool) bool {
+	if reply.Action != messages.Execute || reply.Outcome != messages.OK || evented || len(changed) != 1 {
+		return false
+	}
+	x := changed[0]
+	if x.Rank > 0 {
+		cmd, ok := x.Command()
+		return ok && x.ID == reply.SagaID && x.Status == saga.InProgress &&
+			cmd.Action == messages.Execute && cmd.Attempt == 1 && cmd.Step != reply.Step
+	}
+	if len(commands) != 1 {
+		return false
+	}
+	cmd := &commands[0]
+	return x.ID == reply.SagaID && cmd.SagaID == reply.SagaID && x.Status == saga.InProgress &&
+		cmd.Action == messages.Execute && cmd.Attempt == 1 && cmd.Step != reply.Step
+}
+
+// renumber moves the sequence number of x, a saga of definition d read
+// from the bucket, past the commands its previous coordinator may have
+// sent after storing it: at most one per later step, when x is executing.
+func renumber(x *saga.Execution, d *saga.Definition) {
+	if !x.Status.Terminal() && x.Action == messages.Execute {
+		x.Seq += len(d.Steps)
+	}
+}
+
+// catchUp brings each saga restored while executing (ids) up to date: a
+// step answered ok by a record that only led to the next one was not
+// stored (see [applyRecord]), so the stored state may be steps
+// behind. It applies again the answers the agents recorded for the sagas'
+// steps, a step of every saga per round, until each saga reaches a step
+// with no final record: the one in flight. What must be stored is stored;
+// the commands are left to the resend of every outstanding command that
+// follows.
+func (c *Coordinator) catchUp(ctx context.Context, ids []string) error {
+	type read struct {
+		cmd  messages.Command
+		role string
+		rec  messages.Record
+		err  error
+	}
+	var out saga.Outbox
+	replayed := 0
+	for len(ids) > 0 {
+		var reads []read
+		for _, id := range ids {
+			if cmd, ok := c.engine.Command(id); ok && cmd.Action == messages.Execute {
+				reads = append(reads, read{cmd: cmd, role: c.roleOf(cmd.Saga, cmd.Step)})
+			}
+		}
+		// The reads of a round go out together, at most catchUpReads at
+		// a time; the engine is used only between rounds.
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, catchUpReads)
+		for i := range reads {
+			r := &reads[i]
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				r.rec, r.err = c.readRecord(ctx, r.role, r.cmd.SagaID, r.cmd.Step)
+			})
+		}
+		wg.Wait()
+		ids = nil
+		for _, r := range reads {
+			if errors.Is(r.err, messages.ErrBadRequest) {
+				c.log.Error("malformed record: the step is taken as in flight", "saga_id", r.cmd.SagaID, "step", r.cmd.Step, "err", r.err)
+				continue
+			}
+			if r.err != nil {
+				return fmt.Errorf("catch up %s: %w", r.cmd.SagaID, r.err)
+			}
+			reply, ok := r.rec.Answer(&r.cmd)
+			if !ok {
+				continue
+			}
+			if err := applyRecord(c.engine, reply, time.Now(), &out); err != nil {
+				if errors.Is(err, saga.ErrEarly) {
+					continue // recorded before its declared tick: applied when that comes
+				}
+				return fmt.Errorf("catch up %s: %w", r.cmd.SagaID, err)
+			}
+			replayed++
+			ids = append(ids, r.cmd.SagaID)
+		}
+	}
+	out.Commands = out.Commands[:0]
+	if err := c.commit(ctx, &out); err != nil {
+		return fmt.Errorf("catch up: %w", err)
+	}
+	if replayed > 0 {
+		c.log.Info("caught up from the agents' records", "steps", replayed, "stored", len(out.Changed))
+	}
+	return nil
+}
+
+// catchUpReads bounds the records read at once during a catch-up.
+const catchUpReads = 64
