@@ -413,14 +413,14 @@ func (c *Coordinator) commit(ctx context.Context, out *saga.Outbox) error {
 			c.early = append(c.early, &out.Commands[i])
 		}
 	}
-	early, err := c.sendCommands(c.early, nil)
+	early, err := c.sendCommands(ctx, c.early, nil)
 	if err != nil {
 		return err
 	}
 	if err := c.store(ctx, out.Changed); err != nil {
 		return err
 	}
-	sent, err := c.sendCommands(c.late, early)
+	sent, err := c.sendCommands(ctx, c.late, early)
 	if err != nil {
 		return err
 	}
@@ -459,6 +459,19 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 		ack jetstream.PubAckFuture
 	}
 	var ps []pending
+	settled := 0
+	settle := func(p pending) error {
+		ack, err := wait(ctx, p.ack)
+		if err != nil {
+			return fmt.Errorf("store saga %s: %w", p.x.ID, err)
+		}
+		if p.x.Status.Terminal() && p.x.Status != saga.Failed {
+			delete(c.revs, p.x.ID)
+		} else {
+			c.revs[p.x.ID] = ack.Sequence
+		}
+		return nil
+	}
 	for i := len(changed) - 1; i >= 0; i-- {
 		x := changed[i]
 		if !c.changed[x.ID] {
@@ -472,6 +485,14 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 		var ttl time.Duration
 		if x.Status.Terminal() && x.Status != saga.Failed && c.opts.Retention > 0 {
 			ttl = c.opts.Retention
+		}
+		// A tick may change many thousands of sagas: at most maxInflight
+		// writes are waiting for their acknowledgement at once.
+		if len(ps)-settled >= maxInflight {
+			if err := settle(ps[settled]); err != nil {
+				return err
+			}
+			settled++
 		}
 		f, err := c.putAsync(messages.SagaKey(x.ID), data, c.revs[x.ID], ttl)
 		if err != nil {
@@ -487,15 +508,9 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 		}
 		clock = f
 	}
-	for _, p := range ps {
-		ack, err := wait(ctx, p.ack)
-		if err != nil {
-			return fmt.Errorf("store saga %s: %w", p.x.ID, err)
-		}
-		if p.x.Status.Terminal() && p.x.Status != saga.Failed {
-			delete(c.revs, p.x.ID)
-		} else {
-			c.revs[p.x.ID] = ack.Sequence
+	for _, p := range ps[settled:] {
+		if err := settle(p); err != nil {
+			return err
 		}
 	}
 	if clock != nil {
@@ -555,14 +570,28 @@ func wait(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, err
 type sentCommand struct {
 	cmd *messages.Command
 	ack jetstream.PubAckFuture
+	// done is set once the command is known to be stored.
+	done bool
 }
+
+// maxInflight bounds the saga writes, and apart from them the commands,
+// that a commit has waiting for their acknowledgement at once: below the
+// client's limit of asynchronous publishes in flight (4,000).
+const maxInflight = 1024
 
 // sendCommands publishes cmds into the command stream without waiting, and
 // appends them to sent. Commands carry no message id: a command sent again
 // after a restart must reach its agent, whose barrier answers it (and two
 // coordinators restored from one stored state number their commands alike).
-func (c *Coordinator) sendCommands(cmds []*messages.Command, sent []sentCommand) ([]sentCommand, error) {
+func (c *Coordinator) sendCommands(ctx context.Context, cmds []*messages.Command, sent []sentCommand) ([]sentCommand, error) {
 	for _, cmd := range cmds {
+		if n := len(sent); n >= maxInflight && !sent[n-maxInflight].done {
+			s := &sent[n-maxInflight]
+			if _, err := wait(ctx, s.ack); err != nil {
+				return sent, fmt.Errorf("publish command %s: %w", s.cmd.Subject(), err)
+			}
+			s.done = true
+		}
 		data, err := c.encode(func(dst []byte) ([]byte, error) { return wirejson.AppendCommand(dst, cmd) })
 		if err != nil {
 			return sent, fmt.Errorf("encode command: %w", err)
@@ -571,7 +600,7 @@ func (c *Coordinator) sendCommands(cmds []*messages.Command, sent []sentCommand)
 		if err != nil {
 			return sent, fmt.Errorf("publish command: %w", err)
 		}
-		sent = append(sent, sentCommand{cmd, f})
+		sent = append(sent, sentCommand{cmd: cmd, ack: f})
 	}
 	return sent, nil
 }
@@ -579,6 +608,9 @@ func (c *Coordinator) sendCommands(cmds []*messages.Command, sent []sentCommand)
 // awaitCommands waits until every command of sent is stored.
 func (c *Coordinator) awaitCommands(ctx context.Context, sent []sentCommand) error {
 	for _, s := range sent {
+		if s.done {
+			continue
+		}
 		if _, err := wait(ctx, s.ack); err != nil {
 			return fmt.Errorf("publish command %s: %w", s.cmd.Subject(), err)
 		}
@@ -592,7 +624,7 @@ func (c *Coordinator) publishCommands(ctx context.Context, cmds []messages.Comma
 	for i := range cmds {
 		ps[i] = &cmds[i]
 	}
-	sent, err := c.sendCommands(ps, nil)
+	sent, err := c.sendCommands(ctx, ps, nil)
 	if err != nil {
 		return err
 	}
