@@ -221,8 +221,8 @@ type Summary struct {
 	TimedOut   int   `json:"timed_out"`
 	Failed     int   `json:"failed"`
 	// Awaiting counts active sagas whose outstanding command has had no
-	// answer yet (neither a result nor "working"). A simulation waits for
-	// it to reach zero before the next tick.
+	// answer yet (neither a result nor "working"), a ranked saga's command
+	// whether or not its round is released. See Due for the quiet rule.
 	Awaiting int `json:"awaiting"`
 	// Retrying counts active sagas waiting out the backoff before a retry.
 	Retrying int `json:"retrying"`
