@@ -11,6 +11,7 @@
 //	natsaga [-nats URL] tick N
 //	natsaga [-nats URL] events [-saga TYPE] [-status STATUS] [-all] [-n N]
 //	natsaga [-nats URL] outcomes [-o FILE] [-ranked]
+//	natsaga [-nats URL] quiet [-wait 1m]
 //
 // Every answer is printed as indented JSON on stdout; events are printed one
 // JSON object a line. The exit code is 0 on success, 1 when the coordinator
@@ -45,6 +46,7 @@ commands:
   tick N                         advance the simulation clock to tick N
   events [-saga T] [-status S] [-all] [-n N]
                                  print saga status events as they happen (with -all, from the oldest kept)
+  quiet [-wait D]                wait until the current tick is quiet (the summary's due is 0)
   outcomes [-o FILE] [-ranked]   the outcome log of the stored sagas: a JSON line per saga, sorted by id
                                  (as floodsim -outcomes writes it), and its SHA-256 on stderr
 `
@@ -70,6 +72,9 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	if fs.Arg(0) == "events" {
 		return eventsCode(conn, fs.Args()[1:], stdout, stderr)
+	}
+	if fs.Arg(0) == "quiet" {
+		return quietCode(conn, fs.Args()[1:], stdout, stderr)
 	}
 	if fs.Arg(0) == "outcomes" {
 		return outcomesCode(conn, *timeout, fs.Args()[1:], stdout, stderr)
@@ -177,6 +182,33 @@ func ask(ctx context.Context, nc *nats.Conn, subject string, req any) ([]byte, e
 		return nil, fmt.Errorf("%s: answer is not JSON: %w", subject, err)
 	}
 	return json.MarshalIndent(v, "", "  ")
+}
+
+// quietCode runs "natsaga quiet": it prints the summary once the tick is
+// quiet, and fails when it is not within -wait.
+func quietCode(conn cli.Conn, args []string, stdout, stderr io.Writer) int {
+	wait, err := parseQuiet(args)
+	if err != nil {
+		fmt.Fprintln(stderr, "natsaga:", err)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	nc, err := conn.Connect(ctx, "natsaga-cli", log)
+	if err != nil {
+		fmt.Fprintln(stderr, "natsaga:", err)
+		return 1
+	}
+	defer nc.Close()
+	s, err := waitQuiet(ctx, nc)
+	out, _ := json.MarshalIndent(s, "", "  ")
+	fmt.Fprintln(stdout, string(out))
+	if err != nil {
+		fmt.Fprintln(stderr, "natsaga:", err)
+		return 1
+	}
+	return 0
 }
 
 // outcomesCode runs "natsaga outcomes": reading the bucket may take up to

@@ -60,3 +60,20 @@ func TestOutcomes(t *testing.T) {
 {"saga_id":"c","saga":"ops","rank":1,"status":"completed","start_tick":0,"end_tick":0,"completed_steps":["pay"],"context":{"paid":100}}
 `, string(got))
 }
+
+// TestQuiet waits for the tick to be quiet, and fails when a command stays
+// due: here, one no agent serves.
+func TestQuiet(t *testing.T) {
+	_, url := testenv.Server(t)
+	def := saga.Definition{Name: "ops", Subject: "ops", Steps: []saga.Step{{Name: "pay", Role: "nobody"}}}
+	testenv.Coordinator(t, url, []saga.Definition{def})
+	code, out := natsaga(t, url, "quiet", "-wait", "5s")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, `"due": 0`)
+
+	nc := testenv.Connect(t, url)
+	testenv.Start(t, nc, "ops", nil)
+	code, out = natsaga(t, url, "quiet", "-wait", "300ms")
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "tick 0: 1 commands due: the tick is not quiet")
+}
