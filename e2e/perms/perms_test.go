@@ -366,6 +366,22 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 	it.Stop()
 	require.NoError(t, err)
 	require.Contains(t, string(ev.Data()), subsidy[:8])
+	// ... and reads the stored sagas, as "natsaga outcomes" does.
+	kv, err := js.KeyValue(ctx, messages.SagaBucket)
+	require.NoError(t, err)
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	require.NoError(t, err)
+	stored := 0
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+		if strings.HasPrefix(e.Key(), messages.SagaKeyPrefix) {
+			stored++
+		}
+	}
+	require.NoError(t, w.Stop())
+	require.Equal(t, 4, stored)
 
 	for _, cl := range []*client{co, d, op} {
 		require.Empty(t, cl.errors(), "errors of %s", cl.user)
