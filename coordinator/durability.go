@@ -13,8 +13,8 @@ package coordinator
 // record as the answer (records.go). When such an answer is an execute
 // that succeeded, and all it did was send the next step's first execute
 // (no event, no other change), the saga is not stored: its record can be
-// read again. [applyRecord] makes that decision, with
-// [onlyAdvanced]; the saga's command then goes out beside the batch's
+// read again. [applyRecord] makes that decision, with [onlyAdvanced]; the
+// saga's command then goes out beside the batch's
 // writes instead of after them. Everything else is stored: a start, a
 // reply (a foreign agent's answer, or a duplicate, may have no record
 // behind it), a failure, a retry, a compensation, a finish, a tick. A saga
@@ -23,16 +23,16 @@ package coordinator
 // What a restart does about it. The stored state of an executing saga may
 // then be some steps behind: the steps that were answered by record since.
 //
-//   - [renumber]: commands may have been sent after the stored
-//     state, at most one per later step, each with the next sequence
-//     number. The restored saga numbers its commands past them, so that a
+//   - [renumber]: commands may have been sent after the stored state, at
+//     most one per later step, each with the next sequence number. The restored saga numbers its commands past them, so that a
 //     late answer to one of them is never taken for an answer to its own.
 //     A compensating saga is always stored, so its number is kept.
 //   - [Coordinator.catchUp]: before it serves, the restarted coordinator
 //     reads each executing saga's record of its outstanding step, applies
 //     the recorded answer as if it had just arrived, and repeats until the
-//     saga reaches a step with no final record: the one in flight. What
-//     that replay changes is stored like any batch.
+//     saga reaches a step with no final record: the one in flight. The
+//     replay is committed by the same rule: what it only advanced stays
+//     in the records, the rest is stored.
 //   - Then every outstanding command is sent again; an agent's barrier
 //     answers one it has already applied from its record.
 //

@@ -258,6 +258,12 @@ func (s *Store) Init(ctx context.Context, key string, v any) (bool, error) {
 	return true, nil
 }
 
+// A store seeds a role's state, and a txn is what its handlers see.
+var (
+	_ agent.Seeder = (*Store)(nil)
+	_ agent.Tx     = (*txn)(nil)
+)
+
 // txn is the [agent.Tx] of one command. Reads remember the sequence they
 // saw; writes are committed with the branch's record, and only if nothing
 // read has changed since.

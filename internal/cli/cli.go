@@ -1,7 +1,7 @@
 // Package cli holds what natsaga's commands share: NATS connection flags
 // (also read from NATS_URL, NATS_USER, NATS_PASSWORD and NATS_INBOX_PREFIX),
-// logging, and a context cancelled by SIGINT or SIGTERM. Only cmd/ packages
-// use it.
+// logging, and a context cancelled by SIGINT or SIGTERM. Only the programs
+// use it: the cmd/ packages and internal/agentcmd, which they run.
 package cli
 
 import (

@@ -2,11 +2,17 @@
 // commands, replies, events, barrier records and stored sagas, and decodes
 // commands, replies and records, without reflection. It writes and accepts
 // exactly what encoding/json does for these types: the same bytes out, the
-// same values in, the same inputs refused. The struct tags of packages
-// messages and saga stay the definition of the format; the tests of this
-// package check every encoder and decoder against encoding/json on those
-// types, and fuzz them. Only the NATS edges (coordinator, participant) use
-// it, so messages and saga depend on the standard library alone.
+// same values in, the same inputs refused. Only the NATS edges
+// (coordinator, participant) use it, so messages and saga depend on the
+// standard library alone.
+//
+// Each wire field is declared once, by the json tag of its struct field:
+// a codec (fields.go) binds each tagged field by its Go name to the
+// encoder and decoder of its Go type, and takes the field's JSON name, its
+// place and its omitempty or omitzero from the tag, as encoding/json does.
+// A tagged field without a binding stops the package at start-up, so every
+// test fails. The tests check every encoder and decoder against
+// encoding/json on these types, and fuzz them.
 //
 // Encoding appends to a caller's buffer; decoding walks the input once and
 // validates all of it, including the values it skips.
@@ -28,7 +34,11 @@
 //	encoding/json/v2   1,774 (-18%)         0.500         0.137    0.106
 //	goccy/go-json      1,423 (-35%)         0.522         0.135    0.118
 //
-// No library came within 5% of the hand-written codec, so it stays. The
+// No library came within 5% of the hand-written codec, so it stays. That
+// codec then wrote each field out by hand; binding the fields from their
+// tags (fields.go) cost no measurable CPU: over 6 more interleaved rounds
+// the coordinator used 0.120 CPU s per 1k sagas to 0.119 before, the agents
+// 0.101 to 0.100. The
 // rounds spread widely (wirejson 1,447 to 2,377 sagas/s) on the loaded
 // machine; the CPU per saga of the coordinator and the agents, which the
 // codec changes, moved the same way in every round.

@@ -120,10 +120,10 @@ func TestDecodeMatchesEncodingJSON(t *testing.T) {
 
 func checkCommandDecode(t *testing.T, data []byte) {
 	t.Helper()
-	var want, got messages.Command
+	var want messages.Command
 	wantErr := json.Unmarshal(data, &want)
-	gotErr := decodeCommand(data, &got)
-	require.Equal(t, wantErr == nil, gotErr == nil, "%q: encoding/json says %v, decodeCommand %v", data, wantErr, gotErr)
+	got, gotErr := commandCodec.decodeAll(data)
+	require.Equal(t, wantErr == nil, gotErr == nil, "%q: encoding/json says %v, the codec %v", data, wantErr, gotErr)
 	if wantErr == nil {
 		require.Equal(t, want, got, "%q", data)
 	}
@@ -151,10 +151,10 @@ func sameOutcome(t *testing.T, data []byte, want, got error) {
 
 func checkReplyDecode(t *testing.T, data []byte) {
 	t.Helper()
-	var want, got messages.Reply
+	var want messages.Reply
 	wantErr := json.Unmarshal(data, &want)
-	gotErr := decodeReply(data, &got)
-	require.Equal(t, wantErr == nil, gotErr == nil, "%q: encoding/json says %v, decodeReply %v", data, wantErr, gotErr)
+	got, gotErr := replyCodec.decodeAll(data)
+	require.Equal(t, wantErr == nil, gotErr == nil, "%q: encoding/json says %v, the codec %v", data, wantErr, gotErr)
 	if wantErr == nil {
 		require.Equal(t, want, got, "%q", data)
 	}
@@ -263,15 +263,20 @@ func BenchmarkCommandCodec(b *testing.B) {
 }
 
 func TestDecodeCommandAndReply(t *testing.T) {
-	c := validCommand()
-	got, err := DecodeCommand(mustJSON(t, c))
+	c := messages.Command{V: messages.Version, SagaID: "s-1", Saga: "subsidy", Step: "government_evaluates",
+		Action: messages.Execute, Attempt: 1, Seq: 2, Tick: 7, Context: messages.Context{}.MustSet("cost", 5)}
+	data, err := json.Marshal(c)
+	require.NoError(t, err)
+	got, err := DecodeCommand(data)
 	require.NoError(t, err)
 	require.Equal(t, c, got)
 
-	r := validReply()
+	r := messages.ReplyTo(&c, messages.OK, "")
 	r.Output = messages.Context{}.MustSet("approved", true)
 	r.Agent = "government-1"
-	gotR, err := DecodeReply(mustJSON(t, r))
+	data, err = json.Marshal(r)
+	require.NoError(t, err)
+	gotR, err := DecodeReply(data)
 	require.NoError(t, err)
 	require.Equal(t, r, gotR)
 
@@ -297,24 +302,4 @@ func TestDecodeCommandAndReply(t *testing.T) {
 	require.ErrorContains(t, err, "decode command")
 	_, err = DecodeReply([]byte(`{`))
 	require.ErrorContains(t, err, "decode reply")
-}
-
-func validCommand() messages.Command {
-	return messages.Command{
-		V: messages.Version, SagaID: "0b4e7c1e-3f1a-4bde-9c55-1f0e6f3f2a10", Saga: "subsidy",
-		Step: "government_evaluates", Action: messages.Execute, Attempt: 1, Seq: 2, Tick: 7,
-		Context: messages.Context{}.MustSet("subsidy_cost_cents", int64(500000)),
-	}
-}
-
-func validReply() messages.Reply {
-	c := validCommand()
-	return messages.ReplyTo(&c, messages.OK, "")
-}
-
-func mustJSON(t *testing.T, v any) []byte {
-	t.Helper()
-	b, err := json.Marshal(v)
-	require.NoError(t, err)
-	return b
 }

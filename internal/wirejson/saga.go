@@ -4,155 +4,96 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
 
-// AppendExecution appends x's JSON encoding, the bytes json.Marshal(x) returns,
-// to dst, without reflection: the coordinator stores every changed saga
-// this way. It returns an error when a context value is not valid JSON or
-// RetryAt cannot be encoded.
+var transitionCodec = newCodec(
+	integer64("Tick", func(t *saga.Transition) *int64 { return &t.Tick }),
+	named("Status", func(t *saga.Transition) *saga.Status { return &t.Status }),
+	str("Step", func(t *saga.Transition) *string { return &t.Step }),
+	named("Action", func(t *saga.Transition) *messages.Action { return &t.Action }),
+	integer("Attempt", func(t *saga.Transition) *int { return &t.Attempt }),
+	str("Note", func(t *saga.Transition) *string { return &t.Note }),
+)
+
+// executionCodec only encodes: a stored saga is read back with
+// encoding/json, once, when a coordinator starts.
+var executionCodec = newCodec(
+	named("ID", func(x *saga.Execution) *saga.ID { return &x.ID }),
+	str("Definition", func(x *saga.Execution) *string { return &x.Definition }),
+	str("Saga", func(x *saga.Execution) *string { return &x.Saga }),
+	named("Status", func(x *saga.Execution) *saga.Status { return &x.Status }),
+	named("Cause", func(x *saga.Execution) *saga.Status { return &x.Cause }),
+	rawMap("Context", func(x *saga.Execution) *messages.Context { return &x.Context }),
+	integer("Current", func(x *saga.Execution) *int { return &x.Current }),
+	named("Action", func(x *saga.Execution) *messages.Action { return &x.Action }),
+	integer("Attempt", func(x *saga.Execution) *int { return &x.Attempt }),
+	integer("Seq", func(x *saga.Execution) *int { return &x.Seq }),
+	integer64("Rank", func(x *saga.Execution) *int64 { return &x.Rank }),
+	integer64("Round", func(x *saga.Execution) *int64 { return &x.Round }),
+	integer64("StartedTick", func(x *saga.Execution) *int64 { return &x.StartedTick }),
+	integer64("DispatchedTick", func(x *saga.Execution) *int64 { return &x.DispatchedTick }),
+	boolean("Awaiting", func(x *saga.Execution) *bool { return &x.Awaiting }),
+	boolean("Working", func(x *saga.Execution) *bool { return &x.Working }),
+	integer64("Until", func(x *saga.Execution) *int64 { return &x.Until }),
+	instant("RetryAt", func(x *saga.Execution) *time.Time { return &x.RetryAt }),
+	stringList("Completed", func(x *saga.Execution) *[]string { return &x.Completed }),
+	stringList("Compensated", func(x *saga.Execution) *[]string { return &x.Compensated }),
+	binding[saga.Execution]{goName: "Results", enc: appendResults, empty: func(x *saga.Execution) bool { return len(x.Results) == 0 }},
+	str("Error", func(x *saga.Execution) *string { return &x.Error }),
+	binding[saga.Execution]{goName: "History", enc: appendHistory},
+)
+
+// AppendExecution appends x's JSON encoding, the bytes json.Marshal(x)
+// returns, to dst, without reflection: the coordinator stores every changed
+// saga this way. It returns an error when a context value is not valid JSON
+// or RetryAt cannot be encoded.
 func AppendExecution(dst []byte, x *saga.Execution) ([]byte, error) {
-	var err error
-	dst = append(dst, `{"saga_id":`...)
-	dst = AppendString(dst, x.ID)
-	dst = append(dst, `,"definition":`...)
-	dst = AppendString(dst, x.Definition)
-	dst = append(dst, `,"saga":`...)
-	dst = AppendString(dst, x.Saga)
-	dst = append(dst, `,"status":`...)
-	dst = AppendString(dst, string(x.Status))
-	if x.Cause != "" {
-		dst = append(dst, `,"cause":`...)
-		dst = AppendString(dst, string(x.Cause))
+	dst, err := executionCodec.append(dst, x)
+	if err != nil {
+		return dst, fmt.Errorf("encode saga %s: %w", x.ID, err)
 	}
-	dst = append(dst, `,"context":`...)
-	if dst, err = AppendRawMap(dst, x.Context); err != nil {
-		return dst, fmt.Errorf("encode saga %s context: %w", x.ID, err)
+	return dst, nil
+}
+
+// appendResults appends x's step results, keys sorted as encoding/json
+// sorts a map's.
+func appendResults(dst []byte, x *saga.Execution) ([]byte, error) {
+	var arr [8]string
+	steps := arr[:0]
+	for k := range x.Results {
+		steps = append(steps, k)
 	}
-	dst = append(dst, `,"current_step":`...)
-	dst = AppendInt(dst, int64(x.Current))
-	if x.Action != "" {
-		dst = append(dst, `,"action":`...)
-		dst = AppendString(dst, string(x.Action))
-	}
-	if x.Attempt != 0 {
-		dst = append(dst, `,"attempt":`...)
-		dst = AppendInt(dst, int64(x.Attempt))
-	}
-	dst = append(dst, `,"seq":`...)
-	dst = AppendInt(dst, int64(x.Seq))
-	if x.Rank != 0 {
-		dst = append(dst, `,"rank":`...)
-		dst = AppendInt(dst, x.Rank)
-	}
-	if x.Round != 0 {
-		dst = append(dst, `,"round":`...)
-		dst = AppendInt(dst, x.Round)
-	}
-	dst = append(dst, `,"started_tick":`...)
-	dst = AppendInt(dst, x.StartedTick)
-	dst = append(dst, `,"dispatched_tick":`...)
-	dst = AppendInt(dst, x.DispatchedTick)
-	if x.Awaiting {
-		dst = append(dst, `,"awaiting":true`...)
-	}
-	if x.Working {
-		dst = append(dst, `,"working":true`...)
-	}
-	if x.Until != 0 {
-		dst = append(dst, `,"until":`...)
-		dst = AppendInt(dst, x.Until)
-	}
-	if !x.RetryAt.IsZero() {
-		t, err := x.RetryAt.MarshalJSON()
-		if err != nil {
-			return dst, fmt.Errorf("encode saga %s retry_at: %w", x.ID, err)
+	slices.SortFunc(steps, strings.Compare)
+	dst = append(dst, '{')
+	for i, k := range steps {
+		if i > 0 {
+			dst = append(dst, ',')
 		}
-		dst = append(dst, `,"retry_at":`...)
-		dst = append(dst, t...)
-	}
-	dst = append(dst, `,"completed_steps":`...)
-	dst = appendStrings(dst, x.Completed)
-	if len(x.Compensated) > 0 {
-		dst = append(dst, `,"compensated_steps":`...)
-		dst = appendStrings(dst, x.Compensated)
-	}
-	if len(x.Results) > 0 {
-		dst = append(dst, `,"step_results":{`...)
-		var arr [8]string
-		steps := arr[:0]
-		for k := range x.Results {
-			steps = append(steps, k)
+		dst = AppendString(dst, k)
+		dst = append(dst, ':')
+		var err error
+		if dst, err = AppendRawMap(dst, x.Results[k]); err != nil {
+			return dst, fmt.Errorf("result of %s: %w", k, err)
 		}
-		slices.SortFunc(steps, strings.Compare)
-		for i, k := range steps {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = AppendString(dst, k)
-			dst = append(dst, ':')
-			if dst, err = AppendRawMap(dst, x.Results[k]); err != nil {
-				return dst, fmt.Errorf("encode saga %s result of %s: %w", x.ID, k, err)
-			}
-		}
-		dst = append(dst, '}')
-	}
-	if x.Error != "" {
-		dst = append(dst, `,"error":`...)
-		dst = AppendString(dst, x.Error)
-	}
-	dst = append(dst, `,"history":`...)
-	if x.History == nil {
-		dst = append(dst, "null"...)
-	} else {
-		dst = append(dst, '[')
-		for i := range x.History {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendTransition(dst, &x.History[i])
-		}
-		dst = append(dst, ']')
 	}
 	return append(dst, '}'), nil
 }
 
-func appendTransition(dst []byte, t *saga.Transition) []byte {
-	dst = append(dst, `{"tick":`...)
-	dst = AppendInt(dst, t.Tick)
-	dst = append(dst, `,"status":`...)
-	dst = AppendString(dst, string(t.Status))
-	if t.Step != "" {
-		dst = append(dst, `,"step":`...)
-		dst = AppendString(dst, t.Step)
-	}
-	if t.Action != "" {
-		dst = append(dst, `,"action":`...)
-		dst = AppendString(dst, string(t.Action))
-	}
-	if t.Attempt != 0 {
-		dst = append(dst, `,"attempt":`...)
-		dst = AppendInt(dst, int64(t.Attempt))
-	}
-	if t.Note != "" {
-		dst = append(dst, `,"note":`...)
-		dst = AppendString(dst, t.Note)
-	}
-	return append(dst, '}')
-}
-
-// appendStrings appends ss as encoding/json encodes a []string.
-func appendStrings(dst []byte, ss []string) []byte {
-	if ss == nil {
-		return append(dst, "null"...)
+// appendHistory appends x's history, null when nil.
+func appendHistory(dst []byte, x *saga.Execution) ([]byte, error) {
+	if x.History == nil {
+		return append(dst, "null"...), nil
 	}
 	dst = append(dst, '[')
-	for i, s := range ss {
+	for i := range x.History {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = AppendString(dst, s)
+		dst, _ = transitionCodec.append(dst, &x.History[i]) // a transition holds no raw JSON
 	}
-	return append(dst, ']')
+	return append(dst, ']'), nil
 }
