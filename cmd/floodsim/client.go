@@ -94,10 +94,11 @@ func (c *client) summary(ctx context.Context, attempts int) (messages.Summary, e
 	return s, err
 }
 
-// tick advances the coordinator's clock to tick, and the agents' with it.
-func (c *client) tick(ctx context.Context, tick int64) (messages.TickAck, error) {
+// tick advances the coordinator's clock to tick, and the agents' with it,
+// asking up to attempts times.
+func (c *client) tick(ctx context.Context, tick int64, attempts int) (messages.TickAck, error) {
 	var ack messages.TickAck
-	if err := c.request(ctx, messages.TickSubject, messages.Tick{V: messages.Version, Tick: tick}, &ack, 5); err != nil {
+	if err := c.request(ctx, messages.TickSubject, messages.Tick{V: messages.Version, Tick: tick}, &ack, attempts); err != nil {
 		return ack, err
 	}
 	if ack.Error != nil {

@@ -98,7 +98,7 @@ func TestContractorBoundary(t *testing.T) {
 		require.NoError(t, cl.start(ctx, flood.Elevation, id, int64(i+1), 1, sctx))
 	}
 	for tick := int64(1); tick <= 8; tick++ {
-		_, err := cl.tick(ctx, tick)
+		_, err := cl.tick(ctx, tick, 5)
 		require.NoError(t, err)
 		require.Eventually(t, func() bool {
 			s, err := cl.summary(ctx, 1)

@@ -256,7 +256,7 @@ func (s *sim) simulate(ctx context.Context) (*report, error) {
 		tick := base.Tick + int64(t)
 		tickStart := time.Now()
 		n := s.startAll(ctx, s.sc.NeedsAt(t), base.Tick, tick)
-		if _, err := s.cl.tick(ctx, tick); err != nil {
+		if _, err := s.cl.tick(ctx, tick, s.patience()); err != nil {
 			return nil, err
 		}
 		if err := s.settleAndReport(ctx, t, tick, n, base, tickStart); err != nil {
@@ -275,7 +275,7 @@ func (s *sim) simulate(ctx context.Context) (*report, error) {
 		s.extra++
 		t := s.sc.Options.Ticks + s.extra
 		tickStart := time.Now()
-		if _, err := s.cl.tick(ctx, base.Tick+int64(t)); err != nil {
+		if _, err := s.cl.tick(ctx, base.Tick+int64(t), s.patience()); err != nil {
 			return nil, err
 		}
 		if err := s.settleAndReport(ctx, t, base.Tick+int64(t), 0, base, tickStart); err != nil {
@@ -371,7 +371,7 @@ func (s *sim) settle(ctx context.Context, tick int64) (messages.Summary, error) 
 	defer poll.Stop()
 	last, changed, reticked := -1, time.Now(), time.Now()
 	for {
-		sum, err := s.cl.summary(ctx, 5)
+		sum, err := s.cl.summary(ctx, s.patience())
 		if err != nil {
 			return sum, err
 		}
@@ -388,7 +388,7 @@ func (s *sim) settle(ctx context.Context, tick int64) (messages.Summary, error) 
 			return sum, nil
 		}
 		if now.Sub(reticked) >= retickInterval {
-			if _, err := s.cl.tick(ctx, tick); err != nil {
+			if _, err := s.cl.tick(ctx, tick, s.patience()); err != nil {
 				return sum, err
 			}
 			reticked = now
@@ -399,6 +399,13 @@ func (s *sim) settle(ctx context.Context, tick int64) (messages.Summary, error) 
 		case <-poll.C:
 		}
 	}
+}
+
+// patience is how many times a tick or a summary is asked before the run
+// gives up: a tick that starts tens of thousands of sagas keeps the
+// coordinator busy for as long as it takes to store them, up to -tick-wait.
+func (s *sim) patience() int {
+	return max(5, int(s.cfg.tickWait/requestTimeout)+1)
 }
 
 // sagaID is the id of the saga of rank in a run of seed whose clock began
