@@ -3,6 +3,7 @@ package saga
 import (
 	"cmp"
 	"fmt"
+	"reflect"
 	"slices"
 	"time"
 
@@ -31,7 +32,8 @@ type Options struct {
 // no clock. It is not safe for concurrent use; the runtime serialises calls.
 type Engine struct {
 	opts      Options
-	defs      map[string]*Definition // by name and by subject
+	defs      map[string]*Definition // the latest version, by name and by subject
+	versions  map[versionKey]*Definition
 	nDefs     int
 	active    map[ID]*Execution
 	failed    map[ID]*Execution
@@ -68,6 +70,7 @@ func New(opts Options) *Engine {
 	return &Engine{
 		opts:     opts,
 		defs:     map[string]*Definition{},
+		versions: map[versionKey]*Definition{},
 		active:   map[ID]*Execution{},
 		failed:   map[ID]*Execution{},
 		finished: map[ID]*Execution{},
@@ -94,8 +97,62 @@ func (e *Engine) Register(d Definition) error {
 	n := d.normalized()
 	e.defs[n.Name] = n
 	e.defs[n.Subject] = n
+	e.versions[versionKey{n.Name, n.Version}] = n
 	e.nDefs++
 	return nil
+}
+
+// versionKey names one version of a definition.
+type versionKey struct {
+	name    string
+	version int64
+}
+
+// Update registers d, a definition or a version of one, while sagas run.
+// A saga keeps the version it started with to its end; a start after
+// Update uses the latest version registered. d may be an older version than
+// the latest (as when a runtime reloads every stored version): it is then
+// kept for the sagas that run by it, and the latest stays. Update of a
+// version already registered with the same content changes nothing.
+//
+// It returns an error wrapping [ErrInvalidDefinition] for a definition that
+// does not validate or that changes the subject of a registered name, and
+// [ErrDuplicateDefinition] for a version already registered with another
+// content or a subject taken by another definition. It reports whether d
+// became the latest version.
+func (e *Engine) Update(d Definition) (latest bool, err error) {
+	if err := d.Validate(); err != nil {
+		return false, err
+	}
+	cur, ok := e.defs[d.Name]
+	if !ok {
+		return true, e.Register(d)
+	}
+	n := d.normalized()
+	if n.Subject != cur.Subject {
+		return false, fmt.Errorf("update %q: subject %q is not %q: %w", d.Name, n.Subject, cur.Subject, ErrInvalidDefinition)
+	}
+	k := versionKey{n.Name, n.Version}
+	if old, ok := e.versions[k]; ok {
+		if reflect.DeepEqual(old, n) {
+			return false, nil
+		}
+		return false, fmt.Errorf("update %q: version %d is registered with other content: %w", d.Name, n.Version, ErrDuplicateDefinition)
+	}
+	e.versions[k] = n
+	if n.Version < cur.Version {
+		return false, nil
+	}
+	e.defs[n.Name] = n
+	e.defs[n.Subject] = n
+	return true, nil
+}
+
+// DefinitionVersion returns version v of the definition named name, and
+// false when it is not registered.
+func (e *Engine) DefinitionVersion(name string, v int64) (*Definition, bool) {
+	d, ok := e.versions[versionKey{name, v}]
+	return d, ok
 }
 
 // Definition returns the definition registered under name or subject.
@@ -170,7 +227,7 @@ func (e *Engine) StartWith(id ID, def string, ctx messages.Context, o StartOptio
 		ctx = messages.Context{}
 	}
 	x := &Execution{
-		ID: id, Definition: d.Name, Saga: d.Subject, Status: Pending, Context: ctx, Rank: o.Rank,
+		ID: id, Definition: d.Name, Version: d.Version, Saga: d.Subject, Status: Pending, Context: ctx, Rank: o.Rank,
 		Current: -1, StartedTick: e.tick, Completed: []string{}, History: make([]Transition, 0, 8), def: d,
 	}
 	e.active[id] = x
@@ -775,8 +832,12 @@ func (e *Engine) Summary() messages.Summary {
 // agents recorded meanwhile, and then calls Resume.
 func (e *Engine) Restore(x Execution, tick int64) error {
 	d, ok := e.defs[x.Definition]
+	if ok && x.Version != 0 {
+		// A saga stored before versions existed runs by the latest.
+		d, ok = e.versions[versionKey{x.Definition, x.Version}]
+	}
 	if !ok {
-		return fmt.Errorf("restore %s: definition %q: %w", x.ID, x.Definition, ErrUnknownDefinition)
+		return fmt.Errorf("restore %s: definition %q version %d: %w", x.ID, x.Definition, x.Version, ErrUnknownDefinition)
 	}
 	if !x.Status.Valid() || x.Current >= len(d.Steps) {
 		return fmt.Errorf("restore %s: status %q, step %d: %w", x.ID, x.Status, x.Current, ErrInvalidDefinition)

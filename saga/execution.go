@@ -45,6 +45,9 @@ func (s Status) Valid() bool {
 type Execution struct {
 	ID         ID     `json:"saga_id"`
 	Definition string `json:"definition"`
+	// Version is the version of the definition the saga runs by: the
+	// latest when it started, to its end.
+	Version int64 `json:"version,omitempty"`
 	// Saga is the definition's subject token.
 	Saga   string `json:"saga"`
 	Status Status `json:"status"`

@@ -24,6 +24,7 @@ var transitionCodec = newCodec(
 var executionCodec = newCodec(
 	named("ID", func(x *saga.Execution) *saga.ID { return &x.ID }),
 	str("Definition", func(x *saga.Execution) *string { return &x.Definition }),
+	integer64("Version", func(x *saga.Execution) *int64 { return &x.Version }),
 	str("Saga", func(x *saga.Execution) *string { return &x.Saga }),
 	named("Status", func(x *saga.Execution) *saga.Status { return &x.Status }),
 	named("Cause", func(x *saga.Execution) *saga.Status { return &x.Cause }),
