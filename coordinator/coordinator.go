@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -110,6 +111,9 @@ type Coordinator struct {
 	// and the commands that may go out before and only after the stores.
 	changed     map[string]bool
 	early, late []*messages.Command
+	// newRoles carries the roles that registered definitions add to the
+	// reader of their barrier records.
+	newRoles chan string
 }
 
 // input is one thing the engine loop applies. apply runs on the loop and
@@ -152,7 +156,8 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
 	return &Coordinator{nc: nc, js: js, opts: opts, log: log, engine: e,
-		in: make(chan input, 4*opts.MaxBatch), revs: map[string]uint64{}, changed: map[string]bool{}, ready: make(chan struct{}), stopped: make(chan struct{})}, nil
+		in: make(chan input, 4*opts.MaxBatch), revs: map[string]uint64{}, changed: map[string]bool{}, ready: make(chan struct{}), stopped: make(chan struct{}),
+		newRoles: make(chan string, 16)}, nil
 }
 
 // Ready is closed once the coordinator holds the lease, has recovered its
@@ -209,6 +214,17 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	for _, role := range c.roles() {
 		pullers.Go(func() { c.pullRecords(pulling, role) })
 	}
+	// A role that a registered definition adds gets its reader too.
+	pullers.Go(func() {
+		for {
+			select {
+			case <-pulling.Done():
+				return
+			case role := <-c.newRoles:
+				pullers.Go(func() { c.pullRecords(pulling, role) })
+			}
+		}
+	})
 	defer func() {
 		stopPulling()
 		pullers.Wait()
@@ -233,8 +249,7 @@ func (c *Coordinator) setup(ctx context.Context) error {
 	}
 	r := max(c.opts.Replicas, 1)
 	streams := []jetstream.StreamConfig{
-		{Name: messages.CommandStream, Subjects: c.commandSubjects(), Retention: jetstream.WorkQueuePolicy,
-			Storage: jetstream.FileStorage, Replicas: r, Duplicates: 2 * time.Minute},
+		c.commandStreamConfig(),
 		{Name: messages.ReplyStream, Subjects: messages.ReplySubjects, Retention: jetstream.WorkQueuePolicy,
 			Storage: jetstream.FileStorage, Replicas: r, Duplicates: 2 * time.Minute},
 		{Name: messages.EventStream, Subjects: messages.EventSubjects, Storage: jetstream.FileStorage,
@@ -264,17 +279,23 @@ func (c *Coordinator) setup(ctx context.Context) error {
 	return nil
 }
 
-// commandSubjects are the command subjects of every step the coordinator
-// knows: a command for anything else is refused at publish, not kept for
-// an agent that will never come.
-func (c *Coordinator) commandSubjects() []string {
+// commandStreamConfig is the configuration of the command stream, whose
+// subjects are the command subjects of every step of every version the
+// engine knows: a command for anything else is refused at publish, not
+// kept for an agent that will never come.
+func (c *Coordinator) commandStreamConfig() jetstream.StreamConfig {
 	var subs []string
-	for _, d := range c.opts.Definitions {
+	for _, d := range c.engine.Versions() {
 		for _, st := range d.Steps {
-			subs = append(subs, messages.StepCommandSubjects(d.Subject, st.Name)...)
+			for _, s := range messages.StepCommandSubjects(d.Subject, st.Name) {
+				if !slices.Contains(subs, s) {
+					subs = append(subs, s)
+				}
+			}
 		}
 	}
-	return subs
+	return jetstream.StreamConfig{Name: messages.CommandStream, Subjects: subs, Retention: jetstream.WorkQueuePolicy,
+		Storage: jetstream.FileStorage, Replicas: max(c.opts.Replicas, 1), Duplicates: 2 * time.Minute}
 }
 
 // recover loads every stored saga into the engine and resends the
@@ -298,6 +319,10 @@ func (c *Coordinator) recover(ctx context.Context) error {
 				return fmt.Errorf("recover clock: %w", err)
 			}
 			c.clock = entry.Revision()
+		case strings.HasPrefix(key, messages.DefinitionKeyPrefix):
+			if err := c.restoreDefinition(key, entry.Value()); err != nil {
+				return fmt.Errorf("recover: %w", err)
+			}
 		case strings.HasPrefix(key, messages.SagaKeyPrefix):
 			var x saga.Execution
 			if err := json.Unmarshal(entry.Value(), &x); err != nil {
@@ -308,6 +333,9 @@ func (c *Coordinator) recover(ctx context.Context) error {
 				c.revs[x.ID] = entry.Revision()
 			}
 		}
+	}
+	if _, err := c.js.CreateOrUpdateStream(ctx, c.commandStreamConfig()); err != nil {
+		return fmt.Errorf("recover: stream %s: %w", messages.CommandStream, err)
 	}
 	for _, x := range stored {
 		if d, ok := c.engine.Definition(x.Definition); ok {

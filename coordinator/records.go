@@ -24,12 +24,12 @@ import (
 // everything else: a duplicate, a refusal, a transient error, "working",
 // and every answer of a foreign agent.
 
-// roles are the roles named by the steps of the coordinator's definitions,
-// sorted.
+// roles are the roles named by the steps of every version of the
+// definitions the engine knows, sorted.
 func (c *Coordinator) roles() []string {
 	var roles []string
-	for i := range c.opts.Definitions {
-		for _, r := range c.opts.Definitions[i].Roles() {
+	for _, d := range c.engine.Versions() {
+		for _, r := range d.Roles() {
 			if !slices.Contains(roles, r) {
 				roles = append(roles, r)
 			}

@@ -16,12 +16,13 @@ import (
 
 func (c *Coordinator) subscribe() ([]*nats.Subscription, error) {
 	handlers := map[string]nats.MsgHandler{
-		messages.StartSubjects:  c.onStart,
-		messages.TickSubject:    c.onTick,
-		messages.StatusSubject:  c.onStatus,
-		messages.SummarySubject: c.onSummary,
-		messages.ListSubject:    c.onList,
-		messages.RetrySubject:   c.onRetry,
+		messages.StartSubjects:   c.onStart,
+		messages.TickSubject:     c.onTick,
+		messages.StatusSubject:   c.onStatus,
+		messages.SummarySubject:  c.onSummary,
+		messages.ListSubject:     c.onList,
+		messages.RetrySubject:    c.onRetry,
+		messages.RegisterSubject: c.onRegister,
 	}
 	var subs []*nats.Subscription
 	for subj, h := range handlers {
@@ -55,11 +56,13 @@ func (c *Coordinator) respond(m *nats.Msg, v any) {
 func wireError(err error) *messages.WireError {
 	code := messages.CodeInternal
 	switch {
-	case errors.Is(err, messages.ErrBadRequest), errors.Is(err, messages.ErrVersion), errors.Is(err, messages.ErrTooLarge):
+	case errors.Is(err, messages.ErrBadRequest), errors.Is(err, messages.ErrVersion), errors.Is(err, messages.ErrTooLarge),
+		errors.Is(err, saga.ErrInvalidDefinition):
 		code = messages.CodeBadRequest
 	case errors.Is(err, saga.ErrUnknownSaga), errors.Is(err, saga.ErrUnknownDefinition):
 		code = messages.CodeNotFound
-	case errors.Is(err, saga.ErrNotFailed), errors.Is(err, saga.ErrTerminal):
+	case errors.Is(err, saga.ErrNotFailed), errors.Is(err, saga.ErrTerminal), errors.Is(err, saga.ErrDuplicateDefinition),
+		errors.Is(err, jetstream.ErrKeyExists):
 		code = messages.CodeConflict
 	}
 	return &messages.WireError{Code: code, Message: err.Error()}

@@ -358,6 +358,8 @@ func versionOf(v any) (int, bool) {
 		return m.V, true
 	case *RetryRequest:
 		return m.V, true
+	case *RegisterRequest:
+		return m.V, true
 	}
 	return 0, false
 }

@@ -2,6 +2,7 @@ package messages
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -16,6 +17,7 @@ import (
 //	natsaga.tick                            advance the sim clock  (request/reply; agents may listen)
 //	natsaga.status / .summary / .list       queries                (request/reply)
 //	natsaga.retry                           retry a failed saga's compensation (request/reply)
+//	natsaga.register                        register saga definitions  (request/reply)
 //	natsaga.event.<saga>.<status>           saga status changes    (publish)
 //	natsaga.agents.stats                    agent statistics       (scatter/gather)
 //	natsaga.state.<role>.branch.<id>.<step> participant barrier    (stream NATSAGA_STATE_<ROLE>; the coordinator reads it)
@@ -50,6 +52,8 @@ const (
 	ListSubject = "natsaga.list"
 	// RetrySubject answers a [RetryRequest] with a [RetryResponse].
 	RetrySubject = "natsaga.retry"
+	// RegisterSubject answers a [RegisterRequest] with a [RegisterResponse].
+	RegisterSubject = "natsaga.register"
 	// AgentStatsSubject is answered by every running agent with its [AgentStats].
 	AgentStatsSubject = "natsaga.agents.stats"
 
@@ -183,6 +187,15 @@ func SagaKey(id string) string { return SagaKeyPrefix + id }
 
 // SagaKeyPrefix starts every [SagaKey].
 const SagaKeyPrefix = "s."
+
+// DefinitionKey is the key in [SagaBucket] of version of the saga
+// definition named name: a definitions file holding that one definition.
+func DefinitionKey(name string, version int64) string {
+	return DefinitionKeyPrefix + name + "." + strconv.FormatInt(version, 10)
+}
+
+// DefinitionKeyPrefix starts every [DefinitionKey].
+const DefinitionKeyPrefix = "d."
 
 // DirectGetSubject is the JetStream API subject that answers with the last
 // message on subject in stream (a direct get; the stream allows them).

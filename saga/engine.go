@@ -121,31 +121,66 @@ type versionKey struct {
 // content or a subject taken by another definition. It reports whether d
 // became the latest version.
 func (e *Engine) Update(d Definition) (latest bool, err error) {
-	if err := d.Validate(); err != nil {
+	n, unchanged, err := e.checkUpdate(d)
+	if err != nil || unchanged {
 		return false, err
 	}
-	cur, ok := e.defs[d.Name]
+	cur, ok := e.defs[n.Name]
 	if !ok {
 		return true, e.Register(d)
 	}
-	n := d.normalized()
-	if n.Subject != cur.Subject {
-		return false, fmt.Errorf("update %q: subject %q is not %q: %w", d.Name, n.Subject, cur.Subject, ErrInvalidDefinition)
-	}
-	k := versionKey{n.Name, n.Version}
-	if old, ok := e.versions[k]; ok {
-		if reflect.DeepEqual(old, n) {
-			return false, nil
-		}
-		return false, fmt.Errorf("update %q: version %d is registered with other content: %w", d.Name, n.Version, ErrDuplicateDefinition)
-	}
-	e.versions[k] = n
+	e.versions[versionKey{n.Name, n.Version}] = n
 	if n.Version < cur.Version {
 		return false, nil
 	}
 	e.defs[n.Name] = n
 	e.defs[n.Subject] = n
 	return true, nil
+}
+
+// CheckUpdate returns the error [Engine.Update] of d would return, and
+// whether d is registered already, with the same content; it changes
+// nothing. A runtime checks a definition before it stores it.
+func (e *Engine) CheckUpdate(d Definition) (unchanged bool, err error) {
+	_, unchanged, err = e.checkUpdate(d)
+	return unchanged, err
+}
+
+func (e *Engine) checkUpdate(d Definition) (n *Definition, unchanged bool, err error) {
+	if err := d.Validate(); err != nil {
+		return nil, false, err
+	}
+	n = d.normalized()
+	cur, ok := e.defs[d.Name]
+	if !ok {
+		if other, ok := e.defs[d.Subject]; ok {
+			return nil, false, fmt.Errorf("update %q: subject %q is %q's: %w", d.Name, d.Subject, other.Name, ErrDuplicateDefinition)
+		}
+		return n, false, nil
+	}
+	if n.Subject != cur.Subject {
+		return nil, false, fmt.Errorf("update %q: subject %q is not %q: %w", d.Name, n.Subject, cur.Subject, ErrInvalidDefinition)
+	}
+	if old, ok := e.versions[versionKey{n.Name, n.Version}]; ok {
+		if reflect.DeepEqual(old, n) {
+			return n, true, nil
+		}
+		return nil, false, fmt.Errorf("update %q: version %d is registered with other content: %w", d.Name, n.Version, ErrDuplicateDefinition)
+	}
+	return n, false, nil
+}
+
+// Versions returns every registered version of every definition, sorted
+// by name and version.
+func (e *Engine) Versions() []*Definition {
+	out := make([]*Definition, 0, len(e.versions))
+	for _, d := range e.versions {
+		out = append(out, d)
+	}
+	slices.SortFunc(out, func(a, b *Definition) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Version, b.Version))
+	})
+	return out
 }
 
 // DefinitionVersion returns version v of the definition named name, and

@@ -12,8 +12,9 @@ import (
 	"github.com/natsaga/natsaga/messages"
 )
 
-// MaxFileSize bounds a definitions file, on disk or on the wire.
-const MaxFileSize = 512 << 10
+// MaxFileSize bounds a definitions file, on disk or on the wire, where it
+// travels inside a register request of at most messages.MaxPayload bytes.
+const MaxFileSize = 192 << 10
 
 // maxNameLen bounds a name in a definitions file, as the identifier grammar
 // of docs/protocol.md does.
