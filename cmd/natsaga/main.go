@@ -12,6 +12,7 @@
 //	natsaga [-nats URL] events [-saga TYPE] [-status STATUS] [-all] [-n N]
 //	natsaga [-nats URL] outcomes [-o FILE] [-ranked]
 //	natsaga [-nats URL] quiet [-wait 1m]
+//	natsaga [-nats URL] register FILE
 //
 // Every answer is printed as indented JSON on stdout; events are printed one
 // JSON object a line. The exit code is 0 on success, 1 when the coordinator
@@ -46,6 +47,7 @@ commands:
   tick N                         advance the simulation clock to tick N
   events [-saga T] [-status S] [-all] [-n N]
                                  print saga status events as they happen (with -all, from the oldest kept)
+  register FILE                  register the saga definitions of FILE, or new versions of them
   quiet [-wait D]                wait until the current tick is quiet (the summary's due is 0)
   outcomes [-o FILE] [-ranked]   the outcome log of the stored sagas: a JSON line per saga, sorted by id
                                  (as floodsim -outcomes writes it), and its SHA-256 on stderr
@@ -154,6 +156,12 @@ func request(args []string) (string, any, error) {
 			return "", nil, err
 		}
 		return messages.StartSubject(rest[0]), req, nil
+	case "register":
+		if err := need(1); err != nil {
+			return "", nil, err
+		}
+		req, err := registerRequest(rest[0])
+		return messages.RegisterSubject, req, err
 	case "tick":
 		if err := need(1); err != nil {
 			return "", nil, err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -116,4 +117,32 @@ func TestUsageErrors(t *testing.T) {
 		require.Equal(t, 2, code, "args %v", args)
 		require.NotEmpty(t, errOut.String(), "args %v", args)
 	}
+}
+
+func TestOperatorRegistersDefinitions(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{{Name: "ops", Subject: "ops", Steps: []saga.Step{{Name: "reserve", Role: "ops"}}}})
+	dir := t.TempDir()
+	file := dir + "/ops.json"
+	require.NoError(t, os.WriteFile(file, []byte(`{"roles":["ops"],"sagas":[{"name":"ops","subject":"ops","version":2,
+		"steps":[{"name":"reserve","role":"ops"},{"name":"confirm","role":"ops","timeout_ticks":2}]}]}`), 0o600))
+
+	code, out := natsaga(t, url, "register", file)
+	require.Equal(t, 0, code, out)
+	var resp messages.RegisterResponse
+	require.NoError(t, json.Unmarshal([]byte(out), &resp))
+	require.Equal(t, []messages.RegisteredSaga{{Name: "ops", Version: 2, Latest: true}}, resp.Registered)
+
+	code, out = natsaga(t, url, "start", "ops")
+	require.Equal(t, 0, code, out)
+	var started messages.StartResponse
+	require.NoError(t, json.Unmarshal([]byte(out), &started))
+	nc := testenv.Connect(t, url)
+	require.Equal(t, int64(2), testenv.Status(t, nc, started.SagaID).Version)
+
+	bad := dir + "/bad.json"
+	require.NoError(t, os.WriteFile(bad, []byte(`{"roles":["ops"],"sagas":[{"name":"ops","subject":"ops","steps":[]}]}`), 0o600))
+	code, out = natsaga(t, url, "register", bad)
+	require.Equal(t, 2, code)
+	require.Contains(t, out, `definition "ops": field steps: no steps: a saga has at least one`)
 }
