@@ -4,9 +4,9 @@
 // each with a compensation that undoes it. The [Engine] is fed inputs (a saga
 // start, an agent's reply, a simulation tick, a wall-clock wake-up) and
 // answers each with an [Outbox]: the commands to send, the events to publish
-// and the sagas whose state changed and must be stored. It does no I/O,
-// starts no goroutines and reads no clock, so its tests are tables and the
-// NATS runtime around it (package coordinator) stays thin.
+// and the sagas whose state changed, for a durable runtime to store. It does
+// no I/O, starts no goroutines and reads no clock, so its tests are tables
+// and the NATS runtime around it (package coordinator) stays thin.
 //
 // The engine assumes at-least-once delivery: every command carries the saga
 // id, step, action, attempt and a per-saga sequence number, a reply is
