@@ -201,8 +201,17 @@ func (a *Agent) Subjects() []string {
 // Run serves commands until ctx is cancelled, then stops pulling, finishes
 // the commands in hand and returns nil. Commands held for simulation time
 // are left unacknowledged, for another copy or a restart. It returns an
-// error when it cannot set up its store, consumer or subscriptions.
+// error when it cannot set up its store, consumer or subscriptions, unless
+// ctx was cancelled meanwhile.
 func (a *Agent) Run(ctx context.Context) error {
+	err := a.serve(ctx)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func (a *Agent) serve(ctx context.Context) error {
 	store, err := OpenStore(ctx, a.nc, a.opts.Role, true, a.opts.Replicas)
 	if err != nil {
 		return err
