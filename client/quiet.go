@@ -27,7 +27,8 @@ type Quiet struct {
 // answer (Summary.Due is 0), and returns that summary. When the due count
 // stays the same for q.Limit it returns the last summary and a
 // [*NotQuietError] wrapping ErrNotQuiet; a run that goes on then can no
-// longer be reproduced. It returns ctx's error when ctx ends first.
+// longer be reproduced. It returns ctx's error, with the last summary seen,
+// when ctx ends first.
 func (c *Client) WaitQuiet(ctx context.Context, q Quiet) (messages.Summary, error) {
 	if q.Poll <= 0 {
 		q.Poll = 10 * time.Millisecond
@@ -38,11 +39,13 @@ func (c *Client) WaitQuiet(ctx context.Context, q Quiet) (messages.Summary, erro
 	poll := time.NewTicker(q.Poll)
 	defer poll.Stop()
 	last, changed, reticked := -1, time.Now(), time.Now()
+	var seen messages.Summary
 	for {
 		sum, err := c.Summary(ctx)
 		if err != nil {
-			return sum, err
+			return seen, err
 		}
+		seen = sum
 		if sum.Due == 0 {
 			return sum, nil
 		}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
@@ -182,7 +183,7 @@ func (s *sim) collect(ctx context.Context, gov, ins flood.LedgerChange, contract
 	}
 	r.MissingOutcomes = append([]flood.Outcome{}, flood.MissingOutcomes(r.Outcomes)...)
 
-	if r.Agents, err = s.cl.agentStats(ctx, s.want, statsWait); err != nil {
+	if r.Agents, err = s.cl.AgentStats(ctx, s.want, statsWait); err != nil {
 		return nil, err
 	}
 	order := roles()
@@ -209,10 +210,10 @@ func (s *sim) finalStates(ctx context.Context, ids map[string]string) (map[strin
 		go func() {
 			defer wg.Done()
 			for id := range work {
-				x, err := s.cl.status(ctx, id)
+				x, err := s.cl.Status(ctx, id)
 				mu.Lock()
 				switch {
-				case errors.Is(err, errNotFound):
+				case errors.Is(err, client.ErrNotFound):
 				case err != nil:
 					if firstErr == nil {
 						firstErr = err

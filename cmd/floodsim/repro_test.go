@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
@@ -86,7 +87,8 @@ func TestContractorBoundary(t *testing.T) {
 		testenv.Agent(t, url, opts)
 	}
 	nc := testenv.Connect(t, url)
-	cl := &client{nc: nc, log: testenv.Logger(t)}
+	cl, err := client.New(nc, client.Options{Logger: testenv.Logger(t)})
+	require.NoError(t, err)
 
 	const perCase = 60
 	ticksOf := map[string]int64{}
@@ -95,18 +97,19 @@ func TestContractorBoundary(t *testing.T) {
 		ticks := int64(3 + i%2) // the step timeout, or one more
 		ticksOf[id] = ticks
 		sctx := messages.Context{}.MustSet(flood.KeyHousehold, fmt.Sprintf("hh-%03d", i)).MustSet(flood.KeyContractorTicks, ticks)
-		require.NoError(t, cl.start(ctx, flood.Elevation, id, int64(i+1), 1, sctx))
+		_, err := cl.Start(ctx, client.Start{Saga: flood.Elevation, ID: id, Rank: int64(i + 1), Tick: 1, Context: sctx})
+		require.NoError(t, err)
 	}
 	for tick := int64(1); tick <= 8; tick++ {
-		_, err := cl.tick(ctx, tick, 5)
+		_, err := cl.Tick(ctx, tick)
 		require.NoError(t, err)
 		require.Eventually(t, func() bool {
-			s, err := cl.summary(ctx, 1)
+			s, err := cl.WithAttempts(1).Summary(ctx)
 			return err == nil && s.Due == 0
 		}, 30*time.Second, 5*time.Millisecond, "tick %d never became quiet", tick)
 	}
 	for id, ticks := range ticksOf {
-		x, err := cl.status(ctx, id)
+		x, err := cl.Status(ctx, id)
 		require.NoError(t, err)
 		want := saga.Completed
 		if ticks > 3 {

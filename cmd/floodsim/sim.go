@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/messages"
@@ -96,7 +97,11 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	}
 	defer cli.Drain(nc, 5*time.Second)
 
-	s := &sim{cfg: &c, sc: sc, cl: &client{nc: nc, log: log}, sys: sys, out: stdout, log: log,
+	cl, err := client.New(nc, client.Options{RequestTimeout: requestTimeout, RestartPatience: restartPatience, Logger: log})
+	if err != nil {
+		return err
+	}
+	s := &sim{cfg: &c, sc: sc, cl: cl, sys: sys, out: stdout, log: log,
 		started: map[string]string{}, uncertain: map[string]string{}, want: want, opening: l}
 	if err := s.waitReady(ctx); err != nil {
 		return err
@@ -151,7 +156,7 @@ func printPlan(w io.Writer, sc *flood.Scenario) error {
 type sim struct {
 	cfg *config
 	sc  *flood.Scenario
-	cl  *client
+	cl  *client.Client
 	sys *system // nil without -spawn
 	out io.Writer
 	log *slog.Logger
@@ -186,7 +191,7 @@ type sim struct {
 func (s *sim) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.agentWait)
 	defer cancel()
-	if _, err := s.cl.summary(ctx, math.MaxInt); err != nil {
+	if _, err := s.cl.WithAttempts(math.MaxInt).Summary(ctx); err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("the coordinator did not answer on %s within %s (-agent-wait): %w",
 				messages.SummarySubject, s.cfg.agentWait, err)
@@ -194,7 +199,7 @@ func (s *sim) waitReady(ctx context.Context) error {
 		return fmt.Errorf("waiting for the coordinator: %w", err)
 	}
 	for answered := 0; answered < s.want; {
-		stats, err := s.cl.agentStats(ctx, s.want, 500*time.Millisecond)
+		stats, err := s.cl.AgentStats(ctx, s.want, 500*time.Millisecond)
 		answered = max(answered, len(stats))
 		if ctx.Err() != nil {
 			return fmt.Errorf("only %d of %d agents answered on %s within %s (-expect-agents, -agent-wait)",
@@ -212,7 +217,7 @@ func (s *sim) waitReady(ctx context.Context) error {
 	s.log.Info("agents ready", "agents", s.want)
 	s.stores = map[string]*participant.Store{}
 	for _, role := range roles() {
-		st, err := participant.OpenStore(ctx, s.cl.nc, role, false, 1)
+		st, err := participant.OpenStore(ctx, s.cl.Conn(), role, false, 1)
 		if err != nil {
 			return fmt.Errorf("waiting for the %s store: %w", role, err)
 		}
@@ -224,7 +229,7 @@ func (s *sim) waitReady(ctx context.Context) error {
 // simulate runs the ticks and returns the report.
 func (s *sim) simulate(ctx context.Context) (*report, error) {
 	began := time.Now()
-	base, err := s.cl.summary(ctx, 5)
+	base, err := s.cl.Summary(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -256,7 +261,7 @@ func (s *sim) simulate(ctx context.Context) (*report, error) {
 		tick := base.Tick + int64(t)
 		tickStart := time.Now()
 		n := s.startAll(ctx, s.sc.NeedsAt(t), base.Tick, tick)
-		if _, err := s.cl.tick(ctx, tick, s.patience()); err != nil {
+		if _, err := s.cl.WithAttempts(s.patience()).Tick(ctx, tick); err != nil {
 			return nil, err
 		}
 		if err := s.settleAndReport(ctx, t, tick, n, base, tickStart); err != nil {
@@ -265,7 +270,7 @@ func (s *sim) simulate(ctx context.Context) (*report, error) {
 	}
 	// Let the sagas still running end: they time out if nothing else.
 	for s.extra < s.cfg.maxExtraTicks && s.aborted == "" {
-		sum, err := s.cl.summary(ctx, 5)
+		sum, err := s.cl.Summary(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -275,7 +280,7 @@ func (s *sim) simulate(ctx context.Context) (*report, error) {
 		s.extra++
 		t := s.sc.Options.Ticks + s.extra
 		tickStart := time.Now()
-		if _, err := s.cl.tick(ctx, base.Tick+int64(t), s.patience()); err != nil {
+		if _, err := s.cl.WithAttempts(s.patience()).Tick(ctx, base.Tick+int64(t)); err != nil {
 			return nil, err
 		}
 		if err := s.settleAndReport(ctx, t, base.Tick+int64(t), 0, base, tickStart); err != nil {
@@ -312,7 +317,7 @@ func (s *sim) startAll(ctx context.Context, needs []flood.Need, base, tick int64
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			err := s.cl.start(ctx, need.Saga, id, rank, tick, need.Context())
+			_, err := s.cl.Start(ctx, client.Start{Saga: need.Saga, ID: id, Rank: rank, Tick: tick, Context: need.Context()})
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			if err != nil {
@@ -360,46 +365,30 @@ func (s *sim) settleAndReport(ctx context.Context, t int, tick int64, started in
 	return nil
 }
 
-// settle polls the coordinator's summary until tick is quiet: no command
-// due at or before it lacks its final answer (Summary.Due is 0). Meanwhile
-// it repeats the tick every retickInterval, so that an agent restarted
-// since learns the time. When the due count has not changed for
-// -tick-wait, an agent broke its word (it is gone, or late): settle sets
-// s.aborted and returns, since the run can no longer be reproduced.
+// settle waits until tick is quiet: no command due at or before it lacks
+// its final answer (Summary.Due is 0). Meanwhile it repeats the tick every
+// retickInterval, so that an agent restarted since learns the time. When
+// the due count has not changed for -tick-wait, an agent broke its word
+// (it is gone, or late): settle sets s.aborted and returns, since the run
+// can no longer be reproduced.
 func (s *sim) settle(ctx context.Context, tick int64) (messages.Summary, error) {
-	poll := time.NewTicker(pollInterval)
-	defer poll.Stop()
-	last, changed, reticked := -1, time.Now(), time.Now()
-	for {
-		sum, err := s.cl.summary(ctx, s.patience())
-		if err != nil {
-			return sum, err
-		}
-		if sum.Due == 0 {
-			return sum, nil
-		}
-		now := time.Now()
-		if sum.Due != last {
-			last, changed = sum.Due, now
-		}
-		if now.Sub(changed) > s.cfg.tickWait {
-			s.aborted = fmt.Sprintf("tick %d: %d commands due had no answer for %s (-tick-wait)", tick, sum.Due, s.cfg.tickWait)
-			s.log.Error("tick not quiet; stopping", "tick", tick, "due", sum.Due, "active", sum.Active)
-			return sum, nil
-		}
-		if now.Sub(reticked) >= retickInterval {
-			if _, err := s.cl.tick(ctx, tick, s.patience()); err != nil {
-				return sum, err
-			}
-			reticked = now
-		}
-		select {
-		case <-ctx.Done():
-			return sum, ctx.Err()
-		case <-poll.C:
-		}
+	sum, err := s.cl.WithAttempts(s.patience()).WaitQuiet(ctx, client.Quiet{Poll: pollInterval, Limit: s.cfg.tickWait, Retick: retickInterval})
+	var nq *client.NotQuietError
+	if errors.As(err, &nq) {
+		s.aborted = fmt.Sprintf("tick %d: %d commands due had no answer for %s (-tick-wait)", tick, sum.Due, s.cfg.tickWait)
+		s.log.Error("tick not quiet; stopping", "tick", tick, "due", sum.Due, "active", sum.Active)
+		return sum, nil
 	}
+	return sum, err
 }
+
+// requestTimeout bounds one request to the coordinator; a request that
+// times out is sent again, identical, so that it stays idempotent.
+const requestTimeout = 5 * time.Second
+
+// restartPatience is how long a request waits for a coordinator that does
+// not answer at all, and a ledger read for a server restarting.
+const restartPatience = time.Minute
 
 // patience is how many times a tick or a summary is asked before the run
 // gives up: a tick that starts tens of thousands of sagas keeps the

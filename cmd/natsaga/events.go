@@ -2,14 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/messages"
 )
 
@@ -50,46 +51,29 @@ func parseEvents(args []string) (eventsOptions, error) {
 // streamEvents prints the saga events kept in the event stream, one JSON
 // object a line, until ctx ends or o.n were printed.
 func streamEvents(ctx context.Context, nc *nats.Conn, o eventsOptions, stdout io.Writer) error {
-	js, err := jetstream.New(nc)
+	cl, err := client.New(nc, client.Options{})
 	if err != nil {
 		return err
 	}
-	sagaTok, statusTok := "*", "*"
-	if o.saga != "" {
-		sagaTok = o.saga
-	}
-	if o.status != "" {
-		statusTok = o.status
-	}
-	policy := jetstream.DeliverNewPolicy
-	if o.all {
-		policy = jetstream.DeliverAllPolicy
-	}
-	cons, err := js.OrderedConsumer(ctx, messages.EventStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{messages.EventSubject(sagaTok, statusTok)},
-		DeliverPolicy:  policy,
-	})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, err := cl.Watch(ctx, client.Watch{Saga: o.saga, Status: o.status, All: o.all})
 	if err != nil {
 		return fmt.Errorf("events: %w", err)
 	}
-	it, err := cons.Messages()
-	if err != nil {
-		return fmt.Errorf("events: %w", err)
-	}
-	defer it.Stop()
-	go func() {
-		<-ctx.Done()
-		it.Stop()
-	}()
-	for printed := 0; o.n == 0 || printed < o.n; printed++ {
-		m, err := it.Next()
+	printed := 0
+	for ev, err := range events {
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
 			return fmt.Errorf("events: %w", err)
 		}
-		fmt.Fprintln(stdout, string(m.Data()))
+		line, err := json.Marshal(ev)
+		if err != nil {
+			return fmt.Errorf("events: %w", err)
+		}
+		fmt.Fprintln(stdout, string(line))
+		if printed++; o.n > 0 && printed >= o.n {
+			return nil
+		}
 	}
 	return nil
 }

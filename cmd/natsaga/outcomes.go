@@ -1,20 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/natsaga/natsaga/messages"
-	"github.com/natsaga/natsaga/saga"
+	"github.com/natsaga/natsaga/client"
 )
 
 // outcomesOptions are the flags of "natsaga outcomes".
@@ -45,51 +42,24 @@ func parseOutcomes(args []string) (outcomesOptions, error) {
 // writes it) to o.path or stdout; it returns the log's SHA-256 in hex and
 // how many sagas it holds.
 func writeOutcomes(ctx context.Context, nc *nats.Conn, o outcomesOptions, stdout io.Writer) (string, int, error) {
-	js, err := jetstream.New(nc)
+	cl, err := client.New(nc, client.Options{})
 	if err != nil {
 		return "", 0, err
 	}
-	kv, err := js.KeyValue(ctx, messages.SagaBucket)
-	if err != nil {
-		return "", 0, fmt.Errorf("bucket %s: %w", messages.SagaBucket, err)
-	}
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return "", 0, fmt.Errorf("bucket %s: %w", messages.SagaBucket, err)
-	}
-	defer w.Stop()
-	var xs []saga.Execution
-	for e := range w.Updates() {
-		if e == nil {
-			break // every stored value seen
-		}
-		if !strings.HasPrefix(e.Key(), messages.SagaKeyPrefix) {
-			continue
-		}
-		var x saga.Execution
-		if err := json.Unmarshal(e.Value(), &x); err != nil {
-			return "", 0, fmt.Errorf("saga %s: %w", e.Key(), err)
-		}
-		if !o.ranked || x.Rank > 0 {
-			xs = append(xs, x)
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return "", 0, fmt.Errorf("reading the sagas: %w", err)
-	}
-	log, digest, err := saga.OutcomeLog(xs)
+	var buf bytes.Buffer
+	digest, n, err := cl.WriteOutcomes(ctx, &buf, o.ranked)
 	if err != nil {
 		return "", 0, err
 	}
 	if o.path == "" {
-		_, err = stdout.Write(log)
+		_, err = stdout.Write(buf.Bytes())
 	} else {
-		err = os.WriteFile(o.path, log, 0o644)
+		err = os.WriteFile(o.path, buf.Bytes(), 0o644)
 	}
 	if err != nil {
 		return "", 0, fmt.Errorf("outcome log: %w", err)
 	}
-	return digest, len(xs), nil
+	return digest, n, nil
 }
 
 // errNoSagas is returned when the bucket holds no saga to log.

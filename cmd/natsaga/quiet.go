@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/messages"
 )
 
@@ -36,26 +36,19 @@ func parseQuiet(args []string) (time.Duration, error) {
 	return *wait, nil
 }
 
-// waitQuiet asks for the summary until the current tick is quiet (no
-// command due at or before it lacks its final answer: Summary.Due is 0)
-// and returns that summary. It returns an error wrapping errNotQuiet, with
-// the last summary, when ctx ends first.
+// waitQuiet waits until the current tick is quiet (no command due at or
+// before it lacks its final answer: Summary.Due is 0) and returns that
+// summary. It returns an error wrapping errNotQuiet, with the last summary,
+// when ctx ends first.
 func waitQuiet(ctx context.Context, nc *nats.Conn) (messages.Summary, error) {
-	var s messages.Summary
-	for {
-		m, err := nc.RequestWithContext(ctx, messages.SummarySubject, nil)
-		if err == nil {
-			if err := json.Unmarshal(m.Data, &s); err != nil {
-				return s, fmt.Errorf("%s: %w", messages.SummarySubject, err)
-			}
-			if s.Due == 0 {
-				return s, nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return s, fmt.Errorf("tick %d: %d commands due: %w", s.Tick, s.Due, errNotQuiet)
-		case <-time.After(quietPoll):
-		}
+	cl, err := client.New(nc, client.Options{Attempts: 1})
+	if err != nil {
+		return messages.Summary{}, err
 	}
+	// The limit is the caller's -wait, which ctx carries.
+	s, err := cl.WaitQuiet(ctx, client.Quiet{Poll: quietPoll, Limit: 100 * 365 * 24 * time.Hour})
+	if err != nil && ctx.Err() != nil {
+		return s, fmt.Errorf("tick %d: %d commands due: %w", s.Tick, s.Due, errNotQuiet)
+	}
+	return s, err
 }
