@@ -633,7 +633,7 @@ func (e *Engine) fireDeadlines(out *Outbox) {
 // round it joins is stored.
 func (e *Engine) makeDue(x *Execution, out *Outbox) {
 	e.setDue(x, true)
-	if x.Rank > 0 {
+	if x.Rank > 0 && !x.held { // held already: Resume placed it
 		e.hold(x, false)
 		out.Changed = append(out.Changed, x)
 	}
