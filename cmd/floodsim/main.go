@@ -94,7 +94,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 		copies[r.role] = fs.Int(r.role+"-agents", r.n, r.role+"-agent processes to spawn")
 	}
 	fs.StringVar(&c.dataDir, "data", "", "directory for the server's data and the processes' log, kept (default: a temporary directory, removed at exit)")
-	fs.StringVar(&c.binDir, "bin", "", "directory of prebuilt coordinator and agent binaries (default: build them)")
+	fs.StringVar(&c.binDir, "bin", "", "directory of prebuilt coordinator and agent binaries (default: beside floodsim, else built from the checkout, else on PATH)")
 	fs.StringVar(&c.buildDir, "build-dir", defaultBuildDir(), "where to build the binaries when -bin is not set")
 	fs.DurationVar(&c.tickWait, "tick-wait", time.Minute, "longest wall-clock wait, while a tick is not quiet, without any due command answered; past it the run stops with an error, since it can no longer be reproduced")
 	fs.IntVar(&c.maxExtraTicks, "max-extra-ticks", 20, "ticks past -ticks to let the last sagas end")
