@@ -201,6 +201,7 @@ func TestExternal(t *testing.T) {
 			opts.Init = flood.InitLedger(l)
 		}
 		testenv.Agent(t, url, opts)
+		serveQueries(t, url, role)
 	}
 
 	c.conn.URL = url
@@ -255,9 +256,12 @@ func TestExternalStalled(t *testing.T) {
 			opts.Init = flood.InitLedger(1_000_000_00)
 		}
 		testenv.Agent(t, url, opts)
+		serveQueries(t, url, role)
 	}
-	// The contractor's store exists, but no contractor serves its step.
+	// The contractor's store exists, and its state query is answered, but
+	// no contractor serves its step.
 	_, err := participant.OpenStore(context.Background(), testenv.Connect(t, url), flood.Contractor, true, 1)
+	serveQueries(t, url, flood.Contractor)
 	require.NoError(t, err)
 
 	report := filepath.Join(t.TempDir(), "report.json")
@@ -283,4 +287,17 @@ func TestExternalStalled(t *testing.T) {
 	require.NotEmpty(t, r.Aborted)
 	require.False(t, r.Invariants.OK)
 	require.Contains(t, strings.Join(r.Invariants.Violations, "\n"), "(elevation) not terminal")
+}
+
+// serveQueries answers flood's state query for role until the test ends,
+// as the agent programs do beside their agent.
+func serveQueries(t *testing.T, url, role string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- participant.ServeQueries(ctx, testenv.Connect(t, url), role, flood.StateSubject(role), flood.AnswerState) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
 }

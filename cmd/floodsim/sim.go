@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,7 +21,6 @@ import (
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/messages"
-	"github.com/natsaga/natsaga/participant"
 )
 
 const (
@@ -165,8 +166,6 @@ type sim struct {
 	// opening are the ledgers the run is sized for.
 	opening ledgers
 
-	stores map[string]*participant.Store
-
 	mu sync.Mutex
 	// started maps the id of every saga the coordinator accepted to its
 	// type; uncertain holds those whose start was never confirmed.
@@ -215,14 +214,6 @@ func (s *sim) waitReady(ctx context.Context) error {
 		}
 	}
 	s.log.Info("agents ready", "agents", s.want)
-	s.stores = map[string]*participant.Store{}
-	for _, role := range roles() {
-		st, err := participant.OpenStore(ctx, s.cl.Conn(), role, false, 1)
-		if err != nil {
-			return fmt.Errorf("waiting for the %s store: %w", role, err)
-		}
-		s.stores[role] = st
-	}
 	return nil
 }
 
@@ -406,20 +397,33 @@ func sagaID(seed, base, rank int64) string {
 // floodsimIDs is the namespace of the saga ids floodsim derives.
 var floodsimIDs = uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://github.com/natsaga/natsaga/cmd/floodsim"))
 
-// ledger reads role's ledger. A read that fails is tried again for up to
-// restartPatience, since the server may be restarting.
-func (s *sim) ledger(ctx context.Context, role string) (flood.Ledger, error) {
+// query asks role's agents the state query q (flood.StateSubject), and
+// asks again for up to restartPatience while none answers, since an agent
+// or the server may be restarting.
+func (s *sim) query(ctx context.Context, role string, q flood.StateQuery) (flood.StateAnswer, error) {
+	subject := flood.StateSubject(role)
+	data, err := json.Marshal(q)
+	if err != nil {
+		return flood.StateAnswer{}, err
+	}
 	patience := time.Now().Add(restartPatience)
 	for {
-		var l flood.Ledger
-		_, err := s.stores[role].Get(ctx, flood.LedgerKey, &l)
+		var a flood.StateAnswer
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		m, err := s.cl.Conn().RequestWithContext(rctx, subject, data)
+		cancel()
 		if err == nil {
-			return l, nil
+			if err = messages.Decode(m.Data, &a); err == nil && a.Error != nil {
+				err = a.Error
+			}
+			if err == nil {
+				return a, nil
+			}
 		}
 		if ctx.Err() != nil || time.Now().After(patience) {
-			return l, fmt.Errorf("%s ledger: %w", role, err)
+			return a, fmt.Errorf("%s: %w", subject, err)
 		}
-		s.log.Warn("ledger not read; trying again", "role", role, "err", err)
+		s.log.Warn("state query not answered; asking again", "role", role, "err", err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(250 * time.Millisecond):
@@ -427,18 +431,30 @@ func (s *sim) ledger(ctx context.Context, role string) (flood.Ledger, error) {
 	}
 }
 
-// houses reads role's record of every household of the scenario.
+// ledger asks role's agents for its ledger (the zero ledger when it has
+// none yet).
+func (s *sim) ledger(ctx context.Context, role string) (flood.Ledger, error) {
+	a, err := s.query(ctx, role, flood.StateQuery{V: messages.Version, Ledger: true})
+	if err != nil || a.Ledger == nil {
+		return flood.Ledger{}, err
+	}
+	return *a.Ledger, nil
+}
+
+// houses asks role's agents for their record of every household of the
+// scenario, flood.MaxQueryHouseholds at a time.
 func (s *sim) houses(ctx context.Context, role string) (flood.Houses, error) {
 	hs := flood.Houses{}
-	for _, h := range s.sc.Homes {
-		var house flood.House
-		seq, err := s.stores[role].Get(ctx, flood.HouseKey(h.ID), &house)
+	for batch := range slices.Chunk(s.sc.Homes, flood.MaxQueryHouseholds) {
+		q := flood.StateQuery{V: messages.Version}
+		for _, h := range batch {
+			q.Households = append(q.Households, h.ID)
+		}
+		a, err := s.query(ctx, role, q)
 		if err != nil {
-			return nil, fmt.Errorf("%s record of %s: %w", role, h.ID, err)
+			return nil, err
 		}
-		if seq != 0 {
-			hs[h.ID] = house
-		}
+		maps.Copy(hs, a.Households)
 	}
 	return hs, nil
 }

@@ -5,11 +5,14 @@ package agentcmd
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
@@ -79,7 +82,25 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	return a.Run(ctx)
+	return runWithQueries(ctx, a, nc, c.Role)
+}
+
+// runWithQueries runs a and, beside it, the answers to flood's state query
+// (flood.StateSubject), until ctx ends or either fails.
+func runWithQueries(ctx context.Context, a *participant.Agent, nc *nats.Conn, role string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	queries := make(chan error, 1)
+	go func() {
+		err := participant.ServeQueries(ctx, nc, role, flood.StateSubject(role), flood.AnswerState)
+		if err != nil {
+			cancel()
+		}
+		queries <- err
+	}()
+	err := a.Run(ctx)
+	cancel()
+	return errors.Join(err, <-queries)
 }
 
 // Main is the whole program: it parses args, runs until SIGINT or SIGTERM,
