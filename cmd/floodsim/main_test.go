@@ -294,10 +294,9 @@ func TestExternalStalled(t *testing.T) {
 func serveQueries(t *testing.T, url, role string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
+	nc := testenv.Connect(t, url)
 	done := make(chan error, 1)
-	go func() {
-		done <- participant.ServeQueries(ctx, testenv.Connect(t, url), role, flood.StateSubject(role), flood.AnswerState)
-	}()
+	go func() { done <- participant.ServeQueries(ctx, nc, role, flood.StateSubject(role), flood.AnswerState) }()
 	t.Cleanup(func() {
 		cancel()
 		require.NoError(t, <-done)
