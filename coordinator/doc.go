@@ -32,4 +32,10 @@
 // same bucket stands by until the lease is released or expires. Finished
 // sagas stay in the bucket for Options.Retention, then expire; active and
 // failed ones never do.
+//
+// Definitions registered at run time (register.go, the natsaga.register
+// request) are checked, stored in the bucket one version a key, and then
+// registered with the engine, on the engine's goroutine; a coordinator
+// that recovers the bucket registers them again before it restores the
+// sagas that run by them.
 package coordinator

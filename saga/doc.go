@@ -25,4 +25,10 @@
 // same order whatever the timing (docs/simulation.md). A working command
 // declares the tick of its final answer, and [messages.Summary].Due counts
 // what is due by the current tick, so a driver knows when a tick is quiet.
+//
+// Definitions are data: [ParseFile] reads a JSON definitions file
+// (docs/protocol.md, "Definitions files") and refuses a bad one with a
+// [*FieldError] naming the definition and the field. Every definition has a
+// version; [Engine.Update] registers a new one while sagas run, and a saga
+// runs to its end by the version it started with ([Execution].Version).
 package saga
