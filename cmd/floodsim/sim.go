@@ -417,20 +417,20 @@ func sagaID(seed, base, rank int64) string {
 // floodsimIDs is the namespace of the saga ids floodsim derives.
 var floodsimIDs = uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://github.com/natsaga/natsaga/cmd/floodsim"))
 
-// ledger reads role's ledger. A read that fails is tried again for up to
+// read reads key of role's state into v and returns its sequence (0: the
+// key does not exist). A read that fails is tried again for up to
 // restartPatience, since the server may be restarting.
-func (s *sim) ledger(ctx context.Context, role string) (flood.Ledger, error) {
+func (s *sim) read(ctx context.Context, role, key string, v any) (uint64, error) {
 	patience := time.Now().Add(restartPatience)
 	for {
-		var l flood.Ledger
-		_, err := s.stores[role].Get(ctx, flood.LedgerKey, &l)
+		seq, err := s.stores[role].Get(ctx, key, v)
 		if err == nil {
-			return l, nil
+			return seq, nil
 		}
 		if ctx.Err() != nil || time.Now().After(patience) {
-			return l, fmt.Errorf("%s ledger: %w", role, err)
+			return 0, err
 		}
-		s.log.Warn("ledger not read; trying again", "role", role, "err", err)
+		s.log.Warn("state not read; trying again", "role", role, "key", key, "err", err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(250 * time.Millisecond):
@@ -438,12 +438,21 @@ func (s *sim) ledger(ctx context.Context, role string) (flood.Ledger, error) {
 	}
 }
 
+// ledger reads role's ledger.
+func (s *sim) ledger(ctx context.Context, role string) (flood.Ledger, error) {
+	var l flood.Ledger
+	if _, err := s.read(ctx, role, flood.LedgerKey, &l); err != nil {
+		return l, fmt.Errorf("%s ledger: %w", role, err)
+	}
+	return l, nil
+}
+
 // houses reads role's record of every household of the scenario.
 func (s *sim) houses(ctx context.Context, role string) (flood.Houses, error) {
 	hs := flood.Houses{}
 	for _, h := range s.sc.Homes {
 		var house flood.House
-		seq, err := s.stores[role].Get(ctx, flood.HouseKey(h.ID), &house)
+		seq, err := s.read(ctx, role, flood.HouseKey(h.ID), &house)
 		if err != nil {
 			return nil, fmt.Errorf("%s record of %s: %w", role, h.ID, err)
 		}
