@@ -77,12 +77,14 @@ func TestSerialRoleAppliesInStreamOrder(t *testing.T) {
 	require.Equal(t, want, applied, "applied in stream order")
 	mu.Unlock()
 
+	// The last command's write lands after its handler ran: wait for it.
+	require.Eventually(t, func() bool {
+		return agents[0].Stats().Handled+agents[1].Stats().Handled == int64(len(want))
+	}, 10*time.Second, 10*time.Millisecond)
 	var log []string
 	_, err = agents[0].Store().Get(ctx, "log", &log)
 	require.NoError(t, err)
 	require.Equal(t, want, log, "every command read what the one before wrote, whichever copy ran it")
-	handled := agents[0].Stats().Handled + agents[1].Stats().Handled
-	require.Equal(t, int64(len(want)), handled)
 }
 
 func TestSerialRoleCannotHoldCommands(t *testing.T) {
