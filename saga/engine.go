@@ -882,6 +882,12 @@ func (e *Engine) Restore(x Execution, tick int64) error {
 	}
 	e.recovering = true
 	e.tick = max(e.tick, tick)
+	if n := len(x.History); n > 0 {
+		// The clock is stored apart from the sagas: a crash may keep a
+		// saga's change and lose the tick it happened at. The clock was at
+		// least at the saga's last transition.
+		e.tick = max(e.tick, x.History[n-1].Tick)
+	}
 	x.def = d
 	x.held, x.publish, x.open, x.due = false, false, false, false
 	p := &x

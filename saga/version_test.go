@@ -103,3 +103,38 @@ func TestUpdateRefusesAChangedVersion(t *testing.T) {
 	_, err = e.Update(subsidyDef(func(d *saga.Definition) { d.Version = 3; d.Subject = "grant" }))
 	require.ErrorIs(t, err, saga.ErrInvalidDefinition)
 }
+
+// TestRestoreKeepsTheClockOfTheStoredSagas restores a saga whose last
+// transition happened at tick 3 with a stored clock of 0 (a crash kept the
+// saga's change and lost the clock's): the engine's clock is 3, so the
+// saga does not end at a tick before one it has seen.
+func TestRestoreKeepsTheClockOfTheStoredSagas(t *testing.T) {
+	h := newHarness(t, subsidyDef())
+	h.tick(3)
+	id, err := h.start("s1", "subsidy", nil)
+	require.NoError(t, err)
+	stored := h.get(id)
+
+	e := saga.New(saga.Options{KeepFinished: true})
+	require.NoError(t, e.Register(subsidyDef()))
+	require.NoError(t, e.Restore(stored, 0))
+	e.Resume(&saga.Outbox{})
+	require.Equal(t, int64(3), e.Tick())
+	x, err := e.Get(id)
+	require.NoError(t, err)
+	c, ok := x.Command()
+	require.True(t, ok)
+	var out saga.Outbox
+	for _, step := range []string{apply, eval, deduct} {
+		require.Equal(t, step, c.Step)
+		out.Reset()
+		require.NoError(t, e.ApplyReply(messages.ReplyTo(&c, messages.OK, ""), t0, &out))
+		if len(out.Commands) > 0 {
+			c = out.Commands[0]
+		}
+	}
+	x, err = e.Get(id)
+	require.NoError(t, err)
+	require.Equal(t, saga.Completed, x.Status)
+	require.Equal(t, int64(3), x.Outcome().EndTick)
+}
