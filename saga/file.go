@@ -17,7 +17,7 @@ import (
 const MaxFileSize = 192 << 10
 
 // maxNameLen bounds a name in a definitions file, as the identifier grammar
-// of docs/protocol.md does.
+// does (see validName).
 const maxNameLen = 64
 
 // File is a definitions file: the roles its sagas may name and the sagas.
@@ -118,8 +118,8 @@ func (f *File) Definitions() ([]Definition, error) {
 		errs = append(errs, &FieldError{Definition: def, Field: field, Reason: fmt.Sprintf(format, args...)})
 	}
 	name := func(def, field, s string) {
-		if len(s) > maxNameLen || !messages.ValidToken(s) {
-			bad(def, field, "%q is not a name: 1 to %d characters, no dot, wildcard or space", s, maxNameLen)
+		if !validName(s) {
+			bad(def, field, "%q is not a name: 1 to %d of A-Z a-z 0-9 _ -", s, maxNameLen)
 		}
 	}
 	if len(f.Roles) == 0 {
@@ -210,6 +210,21 @@ func (f *File) Definitions() ([]Definition, error) {
 		return nil, err
 	}
 	return defs, nil
+}
+
+// validName reports whether s is a name of the identifier grammar: 1 to
+// maxNameLen characters, each a letter, a digit, '_' or '-'. A name is
+// also a subject token.
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > maxNameLen || !messages.ValidToken(s) {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // policy returns r as a retry policy, reporting each bad field to bad.

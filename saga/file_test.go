@@ -71,11 +71,13 @@ func TestParseFileRefusesBadDefinitions(t *testing.T) {
 		{"unknown role", file(`{"name":"s","subject":"s","steps":[{"name":"a","role":"nurse"}]}`),
 			`definition "s": field steps[0].role: unknown role "nurse": not in the file's roles [r q]`},
 		{"step name with a dot", file(`{"name":"s","subject":"s","steps":[{"name":"a.b","role":"r"}]}`),
-			`definition "s": field steps[0].name: "a.b" is not a name: 1 to 64 characters, no dot, wildcard or space`},
+			`definition "s": field steps[0].name: "a.b" is not a name: 1 to 64 of A-Z a-z 0-9 _ -`},
 		{"name too long", file(`{"name":"` + long + `","subject":"s","steps":[{"name":"a","role":"r"}]}`),
-			`definition "` + long + `": field name: "` + long + `" is not a name: 1 to 64 characters, no dot, wildcard or space`},
+			`definition "` + long + `": field name: "` + long + `" is not a name: 1 to 64 of A-Z a-z 0-9 _ -`},
+		{"name with a slash", file(`{"name":"s/t","subject":"s","steps":[{"name":"a","role":"r"}]}`),
+			`definition "s/t": field name: "s/t" is not a name: 1 to 64 of A-Z a-z 0-9 _ -`},
 		{"subject with a wildcard", file(`{"name":"s","subject":"s*","steps":[{"name":"a","role":"r"}]}`),
-			`definition "s": field subject: "s*" is not a name: 1 to 64 characters, no dot, wildcard or space`},
+			`definition "s": field subject: "s*" is not a name: 1 to 64 of A-Z a-z 0-9 _ -`},
 		{"zero step timeout", file(`{"name":"s","subject":"s","steps":[{"name":"a","role":"r","timeout_ticks":0}]}`),
 			`definition "s": field steps[0].timeout_ticks: 0 is not a timeout: 1 tick or more`},
 		{"negative saga timeout", file(`{"name":"s","subject":"s","timeout_ticks":-2,"steps":[{"name":"a","role":"r"}]}`),
@@ -94,7 +96,7 @@ func TestParseFileRefusesBadDefinitions(t *testing.T) {
 			`definition "s": field steps[0].name: "compensate" is reserved`},
 		{"no sagas", `{"roles":["r"],"sagas":[]}`, `definitions file: field sagas: no sagas`},
 		{"bad role name", `{"roles":["r s"],"sagas":[{"name":"s","subject":"s","steps":[{"name":"a","role":"r s"}]}]}`,
-			`definitions file: field roles[0]: "r s" is not a name: 1 to 64 characters, no dot, wildcard or space`},
+			`definitions file: field roles[0]: "r s" is not a name: 1 to 64 of A-Z a-z 0-9 _ -`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
