@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -86,7 +87,11 @@ func TestContractorBoundary(t *testing.T) {
 		testenv.Agent(t, url, opts)
 	}
 	nc := testenv.Connect(t, url)
-	cl := &client{nc: nc, log: testenv.Logger(t)}
+	log := testenv.Logger(t)
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cl := &client{nc: nc, log: log}
 
 	const perCase = 60
 	ticksOf := map[string]int64{}
