@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -147,6 +148,9 @@ type Coordinator struct {
 	// lists bounds the lists of finished sagas read from the bucket at
 	// once.
 	lists chan struct{}
+	// newRoles carries the roles that registered definitions add to the
+	// reader of their barrier records.
+	newRoles chan string
 }
 
 // term is what producers need of one term of the coordinator (see Run):
@@ -193,7 +197,8 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	c := &Coordinator{nc: nc, js: js, opts: opts, log: log, ready: make(chan struct{}), lists: make(chan struct{}, maxFinishedLists)}
+	c := &Coordinator{nc: nc, js: js, opts: opts, log: log, ready: make(chan struct{}), lists: make(chan struct{}, maxFinishedLists),
+		newRoles: make(chan string, 16)}
 	if opts.TracerProvider != nil {
 		c.tracer = opts.TracerProvider.Tracer(tracerName)
 	}
@@ -315,6 +320,17 @@ func (c *Coordinator) runTerm(ctx context.Context) error {
 	for _, role := range c.roles() {
 		pullers.Go(func() { c.pullRecords(pulling, role) })
 	}
+	// A role that a registered definition adds gets its reader too.
+	pullers.Go(func() {
+		for {
+			select {
+			case <-pulling.Done():
+				return
+			case role := <-c.newRoles:
+				pullers.Go(func() { c.pullRecords(pulling, role) })
+			}
+		}
+	})
 	defer func() {
 		stopPulling()
 		pullers.Wait()
@@ -343,8 +359,7 @@ func (c *Coordinator) setup(ctx context.Context) error {
 	}
 	r := max(c.opts.Replicas, 1)
 	streams := []jetstream.StreamConfig{
-		{Name: messages.CommandStream, Subjects: c.commandSubjects(), Retention: jetstream.WorkQueuePolicy,
-			Storage: jetstream.FileStorage, Replicas: r, Duplicates: 2 * time.Minute},
+		c.commandStreamConfig(),
 		{Name: messages.ReplyStream, Subjects: messages.ReplySubjects, Retention: jetstream.WorkQueuePolicy,
 			Storage: jetstream.FileStorage, Replicas: r, Duplicates: 2 * time.Minute},
 		{Name: messages.EventStream, Subjects: messages.EventSubjects, Storage: jetstream.FileStorage,
@@ -377,17 +392,23 @@ func (c *Coordinator) setup(ctx context.Context) error {
 	return nil
 }
 
-// commandSubjects are the command subjects of every step the coordinator
-// knows: a command for anything else is refused at publish, not kept for
-// an agent that will never come.
-func (c *Coordinator) commandSubjects() []string {
+// commandStreamConfig is the configuration of the command stream, whose
+// subjects are the command subjects of every step of every version the
+// engine knows: a command for anything else is refused at publish, not
+// kept for an agent that will never come.
+func (c *Coordinator) commandStreamConfig() jetstream.StreamConfig {
 	var subs []string
-	for _, d := range c.opts.Definitions {
+	for _, d := range c.engine.Versions() {
 		for _, st := range d.Steps {
-			subs = append(subs, messages.StepCommandSubjects(d.Subject, st.Name)...)
+			for _, s := range messages.StepCommandSubjects(d.Subject, st.Name) {
+				if !slices.Contains(subs, s) {
+					subs = append(subs, s)
+				}
+			}
 		}
 	}
-	return subs
+	return jetstream.StreamConfig{Name: messages.CommandStream, Subjects: subs, Retention: jetstream.WorkQueuePolicy,
+		Storage: jetstream.FileStorage, Replicas: max(c.opts.Replicas, 1), Duplicates: 2 * time.Minute}
 }
 
 // recover loads every stored saga into the engine and resends the
@@ -414,6 +435,13 @@ func (c *Coordinator) recover(ctx context.Context) error {
 				continue
 			}
 			tick = t
+		case strings.HasPrefix(key, messages.DefinitionKeyPrefix):
+			// A stored definition the coordinator cannot take is skipped,
+			// like a stored saga: the sagas of its version then stay in
+			// the bucket, skipped too, for an operator.
+			if err := c.restoreDefinition(key, entry.Value()); err != nil {
+				c.log.Error("stored definition skipped", "key", messages.Quote(key), "err", err)
+			}
 		case strings.HasPrefix(key, messages.SagaKeyPrefix):
 			// A stored saga the coordinator cannot take is skipped and
 			// stays where it is for an operator: it never stops the
@@ -438,6 +466,9 @@ func (c *Coordinator) recover(ctx context.Context) error {
 			}
 		}
 	}
+	if _, err := c.js.CreateOrUpdateStream(ctx, c.commandStreamConfig()); err != nil {
+		return fmt.Errorf("recover: stream %s: %w", messages.CommandStream, err)
+	}
 	kept := stored[:0]
 	for _, x := range stored {
 		if d, ok := c.engine.Definition(x.Definition); ok {
@@ -459,6 +490,11 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		}
 	}
 	if err := c.catchUp(ctx, executing); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	var out saga.Outbox
+	c.engine.Resume(&out)
+	if err := c.commit(ctx, &out); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
 	cmds := c.engine.Outstanding()
@@ -531,8 +567,9 @@ func (c *Coordinator) loop(ctx context.Context, in <-chan input) error {
 
 // commit stores the changed sagas and publishes the commands, a command
 // only once its saga's change is stored; then it publishes the events. The
-// commands of sagas that are not stored (see durability.go) go out at once,
-// beside the writes.
+// commands of unranked sagas that are not stored (see durability.go) go
+// out at once, beside the writes; those of ranked sagas go out after them,
+// in the order the engine released them, which is rank order.
 func (c *Coordinator) commit(ctx context.Context, out *saga.Outbox) error {
 	c.arena = c.arena[:0]
 	clear(c.changed)
@@ -541,20 +578,20 @@ func (c *Coordinator) commit(ctx context.Context, out *saga.Outbox) error {
 	}
 	c.early, c.late = c.early[:0], c.late[:0]
 	for i := range out.Commands {
-		if c.changed[out.Commands[i].SagaID] {
+		if out.Commands[i].Rank > 0 || c.changed[out.Commands[i].SagaID] {
 			c.late = append(c.late, &out.Commands[i])
 		} else {
 			c.early = append(c.early, &out.Commands[i])
 		}
 	}
-	early, err := c.sendCommands(c.early, nil)
+	early, err := c.sendCommands(ctx, c.early, nil)
 	if err != nil {
 		return err
 	}
 	if err := c.store(ctx, out.Changed); err != nil {
 		return err
 	}
-	sent, err := c.sendCommands(c.late, early)
+	sent, err := c.sendCommands(ctx, c.late, early)
 	if err != nil {
 		return err
 	}
@@ -593,6 +630,19 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 		ack jetstream.PubAckFuture
 	}
 	var ps []pending
+	settled := 0
+	settle := func(p pending) error {
+		ack, err := wait(ctx, p.ack)
+		if err != nil {
+			return fmt.Errorf("store saga %s: %w", p.x.ID, err)
+		}
+		if p.x.Status.Terminal() && p.x.Status != saga.Failed {
+			delete(c.revs, p.x.ID)
+		} else {
+			c.revs[p.x.ID] = ack.Sequence
+		}
+		return nil
+	}
 	for i := len(changed) - 1; i >= 0; i-- {
 		x := changed[i]
 		if !c.changed[x.ID] {
@@ -606,6 +656,14 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 		var ttl time.Duration
 		if x.Status.Terminal() && x.Status != saga.Failed && c.opts.Retention > 0 {
 			ttl = c.opts.Retention
+		}
+		// A tick may change many thousands of sagas: at most maxInflight
+		// writes are waiting for their acknowledgement at once.
+		if len(ps)-settled >= maxInflight {
+			if err := settle(ps[settled]); err != nil {
+				return err
+			}
+			settled++
 		}
 		f, err := c.putAsync(messages.SagaKey(x.ID), data, c.revs[x.ID], ttl)
 		if err != nil {
@@ -621,15 +679,9 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 		}
 		clock = f
 	}
-	for _, p := range ps {
-		ack, err := wait(ctx, p.ack)
-		if err != nil {
-			return fmt.Errorf("store saga %s: %w", p.x.ID, err)
-		}
-		if p.x.Status.Terminal() && p.x.Status != saga.Failed {
-			delete(c.revs, p.x.ID)
-		} else {
-			c.revs[p.x.ID] = ack.Sequence
+	for _, p := range ps[settled:] {
+		if err := settle(p); err != nil {
+			return err
 		}
 	}
 	if clock != nil {
@@ -689,14 +741,28 @@ func wait(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, err
 type sentCommand struct {
 	cmd *messages.Command
 	ack jetstream.PubAckFuture
+	// done is set once the command is known to be stored.
+	done bool
 }
+
+// maxInflight bounds the saga writes, and apart from them the commands,
+// that a commit has waiting for their acknowledgement at once: below the
+// client's limit of asynchronous publishes in flight (4,000).
+const maxInflight = 1024
 
 // sendCommands publishes cmds into the command stream without waiting, and
 // appends them to sent. Commands carry no message id: a command sent again
 // after a restart must reach its agent, whose barrier answers it (and two
 // coordinators restored from one stored state number their commands alike).
-func (c *Coordinator) sendCommands(cmds []*messages.Command, sent []sentCommand) ([]sentCommand, error) {
+func (c *Coordinator) sendCommands(ctx context.Context, cmds []*messages.Command, sent []sentCommand) ([]sentCommand, error) {
 	for _, cmd := range cmds {
+		if n := len(sent); n >= maxInflight && !sent[n-maxInflight].done {
+			s := &sent[n-maxInflight]
+			if _, err := wait(ctx, s.ack); err != nil {
+				return sent, fmt.Errorf("publish command %s: %w", s.cmd.Subject(), err)
+			}
+			s.done = true
+		}
 		data, err := c.encode(func(dst []byte) ([]byte, error) { return wirejson.AppendCommand(dst, cmd) })
 		if err != nil {
 			return sent, fmt.Errorf("encode command: %w", err)
@@ -714,7 +780,7 @@ func (c *Coordinator) sendCommands(cmds []*messages.Command, sent []sentCommand)
 		if err != nil {
 			return sent, fmt.Errorf("publish command: %w", err)
 		}
-		sent = append(sent, sentCommand{cmd, f})
+		sent = append(sent, sentCommand{cmd: cmd, ack: f})
 	}
 	return sent, nil
 }
@@ -722,6 +788,9 @@ func (c *Coordinator) sendCommands(cmds []*messages.Command, sent []sentCommand)
 // awaitCommands waits until every command of sent is stored.
 func (c *Coordinator) awaitCommands(ctx context.Context, sent []sentCommand) error {
 	for _, s := range sent {
+		if s.done {
+			continue
+		}
 		if _, err := wait(ctx, s.ack); err != nil {
 			return fmt.Errorf("publish command %s: %w", s.cmd.Subject(), err)
 		}
@@ -735,7 +804,7 @@ func (c *Coordinator) publishCommands(ctx context.Context, cmds []messages.Comma
 	for i := range cmds {
 		ps[i] = &cmds[i]
 	}
-	sent, err := c.sendCommands(ps, nil)
+	sent, err := c.sendCommands(ctx, ps, nil)
 	if err != nil {
 		return err
 	}
@@ -792,7 +861,7 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 		// Permissions let a role publish only the reply subjects of its
 		// own steps, so the subject names the role a reply came from.
 		if why := c.forged(&r); why != "" {
-			c.refuse("reply", c.roleOf(r.Saga, r.Step), "saga_id", r.SagaID, "saga", r.Saga, "step", r.Step,
+			c.refuse("reply", c.roleOf(r.SagaID, r.Saga, r.Step), "saga_id", r.SagaID, "saga", r.Saga, "step", r.Step,
 				"action", r.Action, "seq", r.Seq, "attempt", r.Attempt, "why", why)
 			_ = m.Term()
 			return nil
@@ -800,6 +869,9 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 		// A reply's effect is always stored (see durability.go).
 		err = c.applyAnswer(r, now, out)
 		switch {
+		case errors.Is(err, saga.ErrEarly):
+			c.log.Debug("early reply held back", "saga_id", r.SagaID, "step", r.Step, "err", err)
+			return func(error) { _ = m.NakWithDelay(earlyDelay) }
 		case errors.Is(err, saga.ErrStale):
 			c.log.Debug("stale reply ignored", "saga_id", r.SagaID, "step", r.Step, "attempt", r.Attempt, "err", err)
 		case err != nil:
@@ -837,7 +909,7 @@ func (c *Coordinator) forged(r *messages.Reply) string {
 	if r.Saga != cmd.Saga {
 		return "saga " + r.Saga + ", the saga is a " + cmd.Saga
 	}
-	if c.roleOf(r.Saga, r.Step) == "" {
+	if c.roleOf(r.SagaID, r.Saga, r.Step) == "" {
 		return "no step " + r.Step + " in saga " + r.Saga
 	}
 	if r.Step != cmd.Step {
@@ -853,3 +925,7 @@ func (c *Coordinator) forged(r *messages.Reply) string {
 	}
 	return ""
 }
+
+// earlyDelay is how long an answer that came before its time (see
+// saga.ErrEarly) waits before JetStream offers it again.
+const earlyDelay = 20 * time.Millisecond

@@ -11,7 +11,8 @@
 //     commands of sagas that only moved on to their next step on an
 //     agent's barrier record, which are not stored, are published
 //     (durability.go says which changes are stored, and why);
-//  2. the other commands the batch produced are published;
+//  2. the other commands the batch produced are published, those of ranked
+//     sagas last and in the order the engine released them (rank order);
 //  3. events are published; inputs are acknowledged and requests answered.
 //
 // A crash at any point loses nothing: an input is acknowledged only after
@@ -20,7 +21,11 @@
 // step in flight from its agents' barrier records (the steps it advanced
 // without storing them), and only then sends each active saga's
 // outstanding command again; an agent's barrier (package participant)
-// answers a command it has already applied with the recorded result.
+// answers a command it has already applied with the recorded result. For
+// ranked sagas it sends again only the round in progress, in rank order.
+// An answer that comes before its time (its round is not released, or its
+// working command's declared tick has not come) is negatively acknowledged
+// with a short delay and applied when it is offered again.
 //
 // Only one coordinator drives the sagas of a bucket: it holds a lease
 // (a key with a TTL, renewed every third of it). Another coordinator on the
@@ -30,4 +35,10 @@
 // restarted process would; it never exits for one bad message. Finished
 // sagas stay in the bucket for Options.Retention, then expire; active and
 // failed ones never do.
+//
+// Definitions registered at run time (register.go, the natsaga.register
+// request) are checked, stored in the bucket one version a key, and then
+// registered with the engine, on the engine's goroutine; a coordinator
+// that recovers the bucket registers them again before it restores the
+// sagas that run by them.
 package coordinator

@@ -68,12 +68,24 @@ func applyRecord(apply func(messages.Reply, time.Time, *saga.Outbox) error, repl
 // onlyAdvanced reports whether applying reply did nothing but move its
 // saga on to the first execute of the next step: changed and commands are
 // what the reply added to the outbox, and evented whether it added events.
+//
+// A ranked saga's next command waits for its round, or goes out with the
+// whole round its answer completed: for it, the commands are not looked at,
+// but its own outstanding command is.
 func onlyAdvanced(reply messages.Reply, changed []*saga.Execution, commands []messages.Command, evented bool) bool {
-	if reply.Action != messages.Execute || reply.Outcome != messages.OK || evented ||
-		len(changed) != 1 || len(commands) != 1 {
+	if reply.Action != messages.Execute || reply.Outcome != messages.OK || evented || len(changed) != 1 {
 		return false
 	}
-	x, cmd := changed[0], &commands[0]
+	x := changed[0]
+	if x.Rank > 0 {
+		cmd, ok := x.Command()
+		return ok && x.ID == reply.SagaID && x.Status == saga.InProgress &&
+			cmd.Action == messages.Execute && cmd.Attempt == 1 && cmd.Step != reply.Step
+	}
+	if len(commands) != 1 {
+		return false
+	}
+	cmd := &commands[0]
 	return x.ID == reply.SagaID && cmd.SagaID == reply.SagaID && x.Status == saga.InProgress &&
 		cmd.Action == messages.Execute && cmd.Attempt == 1 && cmd.Step != reply.Step
 }
@@ -108,7 +120,7 @@ func (c *Coordinator) catchUp(ctx context.Context, ids []string) error {
 		var reads []read
 		for _, id := range ids {
 			if cmd, ok := c.engine.Command(id); ok && cmd.Action == messages.Execute {
-				reads = append(reads, read{cmd: cmd, role: c.roleOf(cmd.Saga, cmd.Step)})
+				reads = append(reads, read{cmd: cmd, role: c.roleOf(id, cmd.Saga, cmd.Step)})
 			}
 		}
 		// The reads of a round go out together, at most catchUpReads at
@@ -138,6 +150,9 @@ func (c *Coordinator) catchUp(ctx context.Context, ids []string) error {
 				continue
 			}
 			if err := applyRecord(c.engine.ApplyReply, reply, time.Now(), &out); err != nil {
+				if errors.Is(err, saga.ErrEarly) {
+					continue // recorded before its declared tick: applied when that comes
+				}
 				return fmt.Errorf("catch up %s: %w", r.cmd.SagaID, err)
 			}
 			replayed++

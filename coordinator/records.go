@@ -24,12 +24,12 @@ import (
 // everything else: a duplicate, a refusal, a transient error, "working",
 // and every answer of a foreign agent.
 
-// roles are the roles named by the steps of the coordinator's definitions,
-// sorted.
+// roles are the roles named by the steps of every version of the
+// definitions the engine knows, sorted.
 func (c *Coordinator) roles() []string {
 	var roles []string
-	for i := range c.opts.Definitions {
-		for _, r := range c.opts.Definitions[i].Roles() {
+	for _, d := range c.engine.Versions() {
+		for _, r := range d.Roles() {
 			if !slices.Contains(roles, r) {
 				roles = append(roles, r)
 			}
@@ -109,7 +109,7 @@ func (c *Coordinator) recordInput(m jetstream.Msg) input {
 			}
 			return ack
 		}
-		if owner := c.roleOf(cmd.Saga, step); owner != role {
+		if owner := c.roleOf(id, cmd.Saga, step); owner != role {
 			c.refuse("record", role, "saga_id", id, "step", step, "why", "the step belongs to role "+owner)
 			return ack
 		}
@@ -132,18 +132,23 @@ func (c *Coordinator) recordInput(m jetstream.Msg) input {
 				"why", fmt.Sprintf("seq %d, command in flight has seq %d", res.Seq, cmd.Seq))
 			return ack
 		}
-		if err := applyRecord(c.applyAnswer, reply, now, out); err != nil {
+		err = applyRecord(c.applyAnswer, reply, now, out)
+		switch {
+		case errors.Is(err, saga.ErrEarly):
+			c.log.Debug("early record held back", "saga_id", id, "step", step, "err", err)
+			return func(error) { _ = m.NakWithDelay(earlyDelay) }
+		case err != nil:
 			c.log.Warn("record not applied", "saga_id", id, "step", step, "err", err)
 		}
 		return ack
 	}
 }
 
-// owns reports whether step is a step of role in any of the coordinator's
-// definitions.
+// owns reports whether step is a step of role in any version of any of
+// the coordinator's definitions.
 func (c *Coordinator) owns(role, step string) bool {
-	for i := range c.opts.Definitions {
-		if st, ok := c.opts.Definitions[i].Step(step); ok && st.Role == role {
+	for _, d := range c.engine.Versions() {
+		if st, ok := d.Step(step); ok && st.Role == role {
 			return true
 		}
 	}
@@ -165,8 +170,14 @@ func (c *Coordinator) refuse(kind, role string, args ...any) {
 // for concurrent use.
 func (c *Coordinator) Refused() int64 { return c.refused.Load() }
 
-// roleOf is the role of step of the saga type sagaType.
-func (c *Coordinator) roleOf(sagaType, step string) string {
+// roleOf is the role of step in the definition saga id runs by: its own
+// version, which a definition registered since may have changed. For a
+// saga the coordinator does not hold, it is the role in the latest version
+// of sagaType; "" when there is no such step.
+func (c *Coordinator) roleOf(id, sagaType, step string) string {
+	if role := c.engine.StepRole(id, step); role != "" {
+		return role
+	}
 	if d, ok := c.engine.Definition(sagaType); ok {
 		if st, ok := d.Step(step); ok {
 			return st.Role

@@ -18,11 +18,13 @@ import (
 func wireError(err error) *messages.WireError {
 	code := messages.CodeInternal
 	switch {
-	case errors.Is(err, messages.ErrBadRequest), errors.Is(err, messages.ErrVersion), errors.Is(err, messages.ErrTooLarge):
+	case errors.Is(err, messages.ErrBadRequest), errors.Is(err, messages.ErrVersion), errors.Is(err, messages.ErrTooLarge),
+		errors.Is(err, saga.ErrInvalidDefinition):
 		code = messages.CodeBadRequest
 	case errors.Is(err, saga.ErrUnknownSaga), errors.Is(err, saga.ErrUnknownDefinition):
 		code = messages.CodeNotFound
-	case errors.Is(err, saga.ErrNotFailed), errors.Is(err, saga.ErrTerminal):
+	case errors.Is(err, saga.ErrNotFailed), errors.Is(err, saga.ErrTerminal), errors.Is(err, saga.ErrDuplicateDefinition),
+		errors.Is(err, jetstream.ErrKeyExists):
 		code = messages.CodeConflict
 	case errors.Is(err, messages.ErrBusy):
 		code = messages.CodeBusy
@@ -99,7 +101,7 @@ func (c *Coordinator) startInput(m *nats.Msg, sagaType string, req messages.Star
 				return nil
 			}
 		}
-		x, err := c.engine.Start(req.SagaID, sagaType, req.Context, out)
+		x, err := c.engine.StartWith(req.SagaID, sagaType, req.Context, saga.StartOptions{Rank: req.Rank, Tick: req.Tick}, out)
 		if errors.Is(err, saga.ErrTerminal) {
 			// Answer once the batch that may hold its end is stored.
 			return func(error) { go c.answerFinished(m, req.SagaID) }

@@ -32,6 +32,7 @@ func (c *Coordinator) serve() (micro.Service, error) {
 		{"summary", messages.SummarySubject, c.onSummary},
 		{"list", messages.ListSubject, c.onList},
 		{"retry", messages.RetrySubject, c.onRetry},
+		{"register", messages.RegisterSubject, c.onRegister},
 	}
 	for _, e := range endpoints {
 		h := micro.HandlerFunc(func(r micro.Request) { e.handle(requestMsg(r)) })

@@ -292,7 +292,7 @@ func TestWireTickTimeout(t *testing.T) {
 				{Tick: 0, Status: saga.InProgress, Step: "reserve_hotel", Action: messages.Execute, Attempt: 1},
 			}
 			if working {
-				want = append(want, saga.Transition{Tick: 0, Status: saga.InProgress, Step: "reserve_hotel", Action: messages.Execute, Attempt: 1, Note: "working"})
+				want = append(want, saga.Transition{Tick: 0, Status: saga.InProgress, Step: "reserve_hotel", Action: messages.Execute, Attempt: 1, Note: "working until tick 100"})
 			}
 			want = append(want,
 				saga.Transition{Tick: 2, Status: saga.Compensating, Note: reason},

@@ -54,6 +54,13 @@ func InitLedger(initial int64) func(ctx context.Context, s agent.Seeder) error {
 	}
 }
 
+// Serial reports whether role's state is one key that every saga of the
+// role touches: the government's budget and the insurer's fund. Such a
+// role runs its commands one at a time, in the order the coordinator
+// released them (participant.Options.Serial), so that contested budgets
+// are spent in rank order in a simulation run.
+func Serial(role string) bool { return role == Government || role == Insurer }
+
 // Steps returns the steps role serves, or an error for an unknown role.
 func Steps(role string) ([]agent.Step, error) {
 	switch role {

@@ -1,6 +1,10 @@
 package flood
 
-import "github.com/natsaga/natsaga/saga"
+import (
+	_ "embed"
+
+	"github.com/natsaga/natsaga/saga"
+)
 
 // The roles.
 const (
@@ -43,55 +47,43 @@ const (
 	KeyStatus          = "application_status"
 )
 
+// SagasFile is flood's definitions file, flood/sagas.json, shipped inside
+// every program that imports flood: `coordinator -definitions FILE` with
+// a copy of it runs the flood sagas as the coordinator's default does.
+//
+//go:embed sagas.json
+var SagasFile []byte
+
+// fileDefinition returns the saga named name from [SagasFile]. The file is
+// part of the program and tested, so a bad one is a build defect: it
+// panics.
+func fileDefinition(name string) saga.Definition {
+	for _, d := range Definitions() {
+		if d.Name == name {
+			return d
+		}
+	}
+	panic("flood: sagas.json has no saga " + name)
+}
+
 // SubsidySaga is "household applies for subsidy → government evaluates →
 // budget deducted". Each step has the default timeout of 1 tick.
-func SubsidySaga() saga.Definition {
-	return saga.Definition{
-		Name:        "subsidy_application",
-		Subject:     Subsidy,
-		Description: "Household applies for subsidy -> Government evaluates -> Budget deducted",
-		Steps: []saga.Step{
-			{Name: "household_applies", Role: Household, Compensation: "cancel_application"},
-			{Name: "government_evaluates", Role: Government, Compensation: "undo_approval"},
-			{Name: "budget_deducted", Role: Government, Compensation: "refund_budget"},
-		},
-	}
-}
+func SubsidySaga() saga.Definition { return fileDefinition("subsidy_application") }
 
 // InsuranceSaga is "household files a claim → insurer evaluates → payout
 // issued", with a saga timeout of 3 ticks.
-func InsuranceSaga() saga.Definition {
-	return saga.Definition{
-		Name:        "insurance_claim",
-		Subject:     Insurance,
-		Description: "Household files claim -> Insurer evaluates -> Payout issued",
-		Steps: []saga.Step{
-			{Name: "household_files", Role: Household, Compensation: "cancel_claim"},
-			{Name: "insurer_evaluates", Role: Insurer, Compensation: "revert_approval"},
-			{Name: "payout_issued", Role: Insurer, Compensation: "revoke_payout"},
-		},
-		TimeoutTicks: 3,
-	}
-}
+func InsuranceSaga() saga.Definition { return fileDefinition("insurance_claim") }
 
 // ElevationSaga is "household requests elevation → government approves
 // (allocating the cost from its budget) → contractor elevates", with a saga
 // timeout of 5 ticks, 3 of them for the contractor.
-func ElevationSaga() saga.Definition {
-	return saga.Definition{
-		Name:        "elevation_grant",
-		Subject:     Elevation,
-		Description: "Household requests elevation -> Government approves -> Contractor elevates",
-		Steps: []saga.Step{
-			{Name: "household_requests", Role: Household, Compensation: "cancel_request"},
-			{Name: "government_approves", Role: Government, Compensation: "restore_budget"},
-			{Name: "contractor_elevates", Role: Contractor, Compensation: "undo_elevation", TimeoutTicks: 3},
-		},
-		TimeoutTicks: 5,
-	}
-}
+func ElevationSaga() saga.Definition { return fileDefinition("elevation_grant") }
 
-// Definitions returns the three flood sagas.
+// Definitions returns the three flood sagas, read from [SagasFile].
 func Definitions() []saga.Definition {
-	return []saga.Definition{SubsidySaga(), InsuranceSaga(), ElevationSaga()}
+	defs, err := saga.ParseFile(SagasFile)
+	if err != nil {
+		panic("flood: sagas.json: " + err.Error())
+	}
+	return defs
 }

@@ -55,7 +55,8 @@ const (
 	// backoff, within the step's retry policy.
 	Error Outcome = "error"
 	// Working: the agent accepted the command and will answer later, after
-	// simulation time has passed. The step's tick timeout still applies.
+	// simulation time has passed, at the tick it declares in Reply.Until.
+	// The step's tick timeout still applies.
 	Working Outcome = "working"
 )
 
@@ -65,14 +66,19 @@ func (o Outcome) Valid() bool { return o == OK || o == Failed || o == Error || o
 // Command asks an agent to execute or compensate one step of one saga. It is
 // published on [CommandSubject] into [CommandStream].
 type Command struct {
-	V       int     `json:"v"`
-	SagaID  string  `json:"saga_id"`
-	Saga    string  `json:"saga"`
-	Step    string  `json:"step"`
-	Action  Action  `json:"action"`
-	Attempt int     `json:"attempt"`
-	Seq     int     `json:"seq"`
-	Tick    int64   `json:"tick"`
+	V       int    `json:"v"`
+	SagaID  string `json:"saga_id"`
+	Saga    string `json:"saga"`
+	Step    string `json:"step"`
+	Action  Action `json:"action"`
+	Attempt int    `json:"attempt"`
+	Seq     int    `json:"seq"`
+	Tick    int64  `json:"tick"`
+	// Rank is the saga's rank, which a simulation driver fixes when it
+	// starts the saga: where commands of different sagas contend for the
+	// same state in one round, the coordinator releases them in rank
+	// order. 0 for a saga started without one.
+	Rank    int64   `json:"rank,omitempty"`
 	Context Context `json:"context"`
 }
 
@@ -87,7 +93,13 @@ func (c *Command) OnSubject(subject string) bool {
 // Validate returns an error wrapping [ErrBadRequest] or [ErrVersion] when c
 // is not a well-formed command.
 func (c *Command) Validate() error {
-	return checkCorrelation("command", c.V, c.SagaID, c.Saga, c.Step, c.Action, c.Attempt, c.Seq)
+	if err := checkCorrelation("command", c.V, c.SagaID, c.Saga, c.Step, c.Action, c.Attempt, c.Seq); err != nil {
+		return err
+	}
+	if c.Rank < 0 {
+		return fmt.Errorf("command rank %d is negative: %w", c.Rank, ErrBadRequest)
+	}
+	return nil
 }
 
 // checkCorrelation checks the fields a command and its reply share: the
@@ -123,7 +135,12 @@ type Reply struct {
 	Outcome Outcome `json:"outcome"`
 	Reason  string  `json:"reason,omitempty"`
 	Output  Context `json:"output,omitempty"`
-	Agent   string  `json:"agent,omitempty"`
+	// Until is set on a working reply: the tick at which the agent will
+	// give its final answer. A tick is not quiet while a working command
+	// whose Until has come is unanswered; an answer that arrives before
+	// its Until is held back until that tick.
+	Until int64  `json:"until,omitempty"`
+	Agent string `json:"agent,omitempty"`
 }
 
 // ReplyTo returns a reply to c with outcome and reason, echoing c's
@@ -153,6 +170,9 @@ func (r *Reply) Validate() error {
 	if r.Outcome == Failed && r.Reason == "" {
 		return fmt.Errorf("a failed reply needs a reason: %w", ErrBadRequest)
 	}
+	if r.Until < 0 || (r.Until != 0 && r.Outcome != Working) {
+		return fmt.Errorf("reply until %d: only a working reply declares a tick, and never a negative one: %w", r.Until, ErrBadRequest)
+	}
 	return nil
 }
 
@@ -162,8 +182,17 @@ func (r *Reply) Validate() error {
 // request safely, since a second start with the same id returns the saga
 // already started.
 type StartRequest struct {
-	V       int     `json:"v"`
-	SagaID  string  `json:"saga_id,omitempty"`
+	V      int    `json:"v"`
+	SagaID string `json:"saga_id,omitempty"`
+	// Rank, when positive, makes the saga part of a simulation run: its
+	// commands are released in rounds, in rank order (see
+	// docs/simulation.md). 0 starts it at once, outside any round.
+	Rank int64 `json:"rank,omitempty"`
+	// Tick, when ahead of the coordinator's clock, schedules the start:
+	// the saga waits, pending, and starts when the clock reaches Tick,
+	// with the other starts of that tick, in rank order. 0, or a tick
+	// already reached, starts it now.
+	Tick    int64   `json:"tick,omitempty"`
 	Context Context `json:"context"`
 }
 
@@ -236,16 +265,20 @@ type Summary struct {
 	TimedOut   int   `json:"timed_out"`
 	Failed     int   `json:"failed"`
 	// Awaiting counts active sagas whose outstanding command has had no
-	// answer yet (neither a result nor "working"). A simulation waits for
-	// it to reach zero before the next tick.
+	// answer yet (neither a result nor "working"), a ranked saga's command
+	// whether or not its round is released. See Due for the quiet rule.
 	Awaiting int `json:"awaiting"`
 	// Retrying counts active sagas waiting out the backoff before a retry.
-	// A simulation that waits for quiet waits for both to reach zero.
 	Retrying int `json:"retrying"`
 	// Refused counts the records and replies refused since the
 	// coordinator started because they did not come from the role owning
 	// the step they name, or did not match the command in flight.
 	Refused int64 `json:"refused,omitempty"`
+	// Due counts the commands due at or before the current tick that have
+	// no final answer: Awaiting and Retrying, and the working commands
+	// whose declared tick (Reply.Until) has come. A simulation waits for it
+	// to reach zero before the next tick.
+	Due int `json:"due"`
 }
 
 // StatusRequest asks for one saga's state and history.
@@ -427,6 +460,8 @@ func versionOf(v any) (int, bool) {
 	case *ListRequest:
 		return m.V, true
 	case *RetryRequest:
+		return m.V, true
+	case *RegisterRequest:
 		return m.V, true
 	}
 	return 0, false

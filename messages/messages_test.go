@@ -215,9 +215,20 @@ func TestWireFormat(t *testing.T) {
 	ev := messages.Event{V: 1, SagaID: "s1", Saga: "subsidy", Status: "rolled_back", Tick: 4}
 	require.JSONEq(t, `{"v":1,"saga_id":"s1","saga":"subsidy","status":"rolled_back","tick":4}`, string(mustJSON(t, ev)))
 
-	s := messages.Summary{V: 1, Tick: 9, Registered: 3, Active: 2, Completed: 5, RolledBack: 1, TimedOut: 1, Failed: 1, Awaiting: 2, Retrying: 1}
+	s := messages.Summary{V: 1, Tick: 9, Registered: 3, Active: 2, Completed: 5, RolledBack: 1, TimedOut: 1, Failed: 1, Awaiting: 2, Retrying: 1, Due: 4}
 	require.JSONEq(t, `{"v":1,"tick":9,"registered":3,"active":2,"completed":5,"rolled_back":1,"timed_out":1,
-		"failed":1,"awaiting":2,"retrying":1}`, string(mustJSON(t, s)))
+		"failed":1,"awaiting":2,"retrying":1,"due":4}`, string(mustJSON(t, s)))
+
+	c.Rank = 12
+	require.JSONEq(t, `{"v":1,"saga_id":"s1","saga":"subsidy","step":"government_evaluates","action":"execute",
+		"attempt":1,"seq":2,"tick":7,"rank":12,"context":{"subsidy_cost_cents":500000}}`, string(mustJSON(t, c)))
+	w := messages.ReplyTo(&c, messages.Working, "")
+	w.Until = 10
+	require.JSONEq(t, `{"v":1,"saga_id":"s1","saga":"subsidy","step":"government_evaluates","action":"execute",
+		"attempt":1,"seq":2,"outcome":"working","until":10}`, string(mustJSON(t, w)))
+	bad := messages.ReplyTo(&c, messages.OK, "")
+	bad.Until = 10
+	require.ErrorIs(t, bad.Validate(), messages.ErrBadRequest, "only a working reply declares a tick")
 
 	resp := messages.StartResponse{V: 1, Error: &messages.WireError{Code: messages.CodeNotFound, Message: "no saga \"flood\""}}
 	require.JSONEq(t, `{"v":1,"error":{"code":"not_found","message":"no saga \"flood\""}}`, string(mustJSON(t, resp)))

@@ -17,6 +17,7 @@ import (
 //	natsaga.tick                            advance the sim clock  (request/reply; agents may listen)
 //	natsaga.status / .summary / .list       queries                (request/reply)
 //	natsaga.retry                           retry a failed saga's compensation (request/reply)
+//	natsaga.register                        register saga definitions  (request/reply)
 //	natsaga.event.<saga>.<status>           saga status changes    (publish)
 //	natsaga.agents.stats                    agent statistics       (micro endpoint "stats" of every agent)
 //	$SRV.PING|INFO|STATS[.<service>[.<id>]] NATS micro discovery   (services natsaga-coordinator, natsaga-agent)
@@ -52,6 +53,8 @@ const (
 	ListSubject = "natsaga.list"
 	// RetrySubject answers a [RetryRequest] with a [RetryResponse].
 	RetrySubject = "natsaga.retry"
+	// RegisterSubject answers a [RegisterRequest] with a [RegisterResponse].
+	RegisterSubject = "natsaga.register"
 	// AgentStatsSubject is answered by every running agent with its
 	// [AgentStats]: the "stats" endpoint of [AgentService], served with no
 	// queue group, so that every agent answers.
@@ -59,7 +62,7 @@ const (
 
 	// CoordinatorService is the NATS micro service name under which the
 	// active coordinator serves its request API (start, tick, status,
-	// summary, list, retry), so that "nats micro info natsaga-coordinator"
+	// summary, list, retry, register), so that "nats micro info natsaga-coordinator"
 	// finds it.
 	CoordinatorService = "natsaga-coordinator"
 	// AgentService is the NATS micro service name of every agent; its
@@ -199,6 +202,15 @@ func SagaKey(id string) string { return SagaKeyPrefix + id }
 
 // SagaKeyPrefix starts every [SagaKey].
 const SagaKeyPrefix = "s."
+
+// DefinitionKey is the key in [SagaBucket] of version of the saga
+// definition named name: a definitions file holding that one definition.
+func DefinitionKey(name string, version int64) string {
+	return DefinitionKeyPrefix + name + "." + strconv.FormatInt(version, 10)
+}
+
+// DefinitionKeyPrefix starts every [DefinitionKey].
+const DefinitionKeyPrefix = "d."
 
 // DirectGetSubject is the JetStream API subject that answers with the last
 // message on subject in stream (a direct get; the stream allows them).

@@ -49,6 +49,15 @@ type Options struct {
 	// Replicas is the number of copies of the role's state stream when the
 	// agent creates it. 0 means 1.
 	Replicas int
+	// Serial makes the role's copies take its commands one at a time, in
+	// the order they were published: the role's durable consumer lets one
+	// command be unacknowledged at a time (max_ack_pending 1), across
+	// every copy, crashes and redeliveries included. Set it for a role
+	// whose state is one key every saga touches (a budget): it is serial
+	// anyway, and a coordinator that releases ranked commands in rank
+	// order then has them applied in rank order. A serial role must not
+	// hold commands for simulation time (Step.Duration).
+	Serial bool
 	// Init, when set, runs once the store is open, before any command is
 	// handled; it typically seeds state with Init ([Store.Init]).
 	Init func(ctx context.Context, s agent.Seeder) error
@@ -82,6 +91,11 @@ func (o *Options) Validate() error {
 			errs = append(errs, fmt.Errorf("step %s.%s twice: %w", s.Saga, s.Name, messages.ErrBadRequest))
 		}
 		seen[s.Saga+"."+s.Name] = true
+	}
+	for _, s := range o.Steps {
+		if o.Serial && s.Duration != nil {
+			errs = append(errs, fmt.Errorf("step %s.%s: a serial role cannot hold commands for simulation time: %w", s.Saga, s.Name, messages.ErrBadRequest))
+		}
 	}
 	if o.Concurrency < 0 || o.AckWait < 0 || o.Replicas < 0 {
 		errs = append(errs, fmt.Errorf("negative concurrency, ack wait or replicas: %w", messages.ErrBadRequest))
@@ -164,6 +178,14 @@ func New(nc *nats.Conn, opts Options) (*Agent, error) {
 	return a, nil
 }
 
+// maxAckPending is the consumer's max_ack_pending: 1 for a serial role.
+func (a *Agent) maxAckPending() int {
+	if a.opts.Serial {
+		return 1
+	}
+	return 8192
+}
+
 // Name is the agent's name.
 func (a *Agent) Name() string { return a.opts.Name }
 
@@ -192,12 +214,25 @@ func (a *Agent) Subjects() []string {
 // Run serves commands until ctx is cancelled, then stops pulling, finishes
 // the commands in hand and returns nil. Commands held for simulation time
 // are left unacknowledged, for another copy or a restart. It returns an
-// error when it cannot set up its store, consumer or subscriptions.
+// error when it cannot set up its store, consumer or subscriptions, unless
+// ctx was cancelled meanwhile.
 func (a *Agent) Run(ctx context.Context) error {
+	err := a.runOnce(ctx)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// runOnce is Run, but for the error of a set-up cancelled by ctx.
+func (a *Agent) runOnce(ctx context.Context) error {
 	store, err := OpenStore(ctx, a.nc, a.opts.Role, true, a.opts.Replicas)
 	if err != nil {
 		return err
 	}
+	// A serial role's copies take turns, one command at a time: each
+	// reads what the one before wrote.
+	store.fresh = a.opts.Serial
 	a.store = store
 	a.opened.Store(store)
 	if a.opts.Init != nil {
@@ -217,7 +252,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			AckPolicy:      jetstream.AckExplicitPolicy,
 			AckWait:        a.opts.AckWait,
 			MaxDeliver:     -1,
-			MaxAckPending:  8192,
+			MaxAckPending:  a.maxAckPending(),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("agent consumer: %w", err)
@@ -490,7 +525,9 @@ func (a *Agent) reply(ctx context.Context, r messages.Reply) error {
 // hold answers "working" and keeps m until the clock reaches due; if the
 // answer cannot be stored, m is delivered again.
 func (a *Agent) hold(ctx context.Context, cmd *messages.Command, m jetstream.Msg, due int64) {
-	if err := a.reply(ctx, messages.ReplyTo(cmd, messages.Working, "")); err != nil {
+	working := messages.ReplyTo(cmd, messages.Working, "")
+	working.Until = due
+	if err := a.reply(ctx, working); err != nil {
 		// Held unanswered, the command would look lost to the
 		// coordinator until it is done: have it delivered again instead.
 		a.cmdLog(cmd).Warn("working reply not stored; command will be redelivered", "err", err)

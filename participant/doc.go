@@ -24,4 +24,10 @@
 // Handlers therefore must have no effect other than through the [agent.Tx] they
 // are given: they may run more than once for one command, and must read the
 // same keys each time.
+//
+// A role whose state is one key that every saga touches (a budget) runs
+// serial ([Options].Serial): its copies take its commands one at a time, in
+// the order they were published, and read that key fresh for each, so that
+// a simulation's commands, released in rank order, take effect in rank
+// order.
 package participant

@@ -77,6 +77,11 @@ type Store struct {
 	keys    map[string]*keyLock
 	cache   map[string]cached
 	settled map[string][]string
+	// fresh makes every transaction read state from the stream, never
+	// from the cache: another copy of the role may have written it since,
+	// and an action that only reads (an evaluation against the budget)
+	// has no compare-and-swap write to catch a stale value.
+	fresh bool
 }
 
 type keyLock struct {
@@ -296,7 +301,7 @@ func (tx *txn) Get(key string, v any) (bool, error) {
 		tx.store.lock(subj)
 		tx.locked = append(tx.locked, subj)
 		var err error
-		if c, ok = tx.store.cached(subj); !ok {
+		if c, ok = tx.store.cached(subj); !ok || tx.store.fresh {
 			if c.env, c.seq, err = tx.store.readEnvelope(tx.ctx, subj); err != nil {
 				return false, err
 			}

@@ -78,7 +78,11 @@ type Definition struct {
 	// Subject is the token used on the wire, for example "subsidy".
 	Subject     string
 	Description string
-	Steps       []Step
+	// Version numbers the definition's revisions, from 1; 0 means 1. A
+	// saga runs to its end by the version it started with (see
+	// [Engine.Update]).
+	Version int64
+	Steps   []Step
 	// TimeoutTicks bounds the whole saga: one still executing more than
 	// TimeoutTicks after it started times out. 0 means the sum of the
 	// steps' timeouts (the prototype's rule).
@@ -105,6 +109,9 @@ func (d *Definition) Validate() error {
 	}
 	if d.TimeoutTicks < 0 {
 		errs = append(errs, errors.New("negative timeout"))
+	}
+	if d.Version < 0 {
+		errs = append(errs, errors.New("negative version"))
 	}
 	seen := map[string]bool{}
 	for i, s := range d.Steps {
@@ -142,6 +149,9 @@ func (d Definition) normalized() *Definition {
 	}
 	if d.TimeoutTicks == 0 {
 		d.TimeoutTicks = sum
+	}
+	if d.Version == 0 {
+		d.Version = 1
 	}
 	d.CompensationRetry = d.CompensationRetry.orDefault(DefaultCompensationRetry)
 	return &d

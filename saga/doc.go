@@ -17,4 +17,18 @@
 // that times a saga out; a tick that expires nothing costs O(1), and one that
 // expires E sagas costs O(E). Wall-clock time appears only in the backoff
 // between retries of a transient error.
+//
+// A simulation run ranks its sagas ([StartOptions]): the commands of ranked
+// sagas are released in rounds, each round whole and in rank order once
+// every command of the round before it is answered, so that steps of
+// different sagas that contend for one agent's state take effect in the
+// same order whatever the timing (docs/simulation.md). A working command
+// declares the tick of its final answer, and [messages.Summary].Due counts
+// what is due by the current tick, so a driver knows when a tick is quiet.
+//
+// Definitions are data: [ParseFile] reads a JSON definitions file
+// (docs/protocol.md, "Definitions files") and refuses a bad one with a
+// [*FieldError] naming the definition and the field. Every definition has a
+// version; [Engine.Update] registers a new one while sagas run, and a saga
+// runs to its end by the version it started with ([Execution].Version).
 package saga

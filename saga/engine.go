@@ -3,6 +3,7 @@ package saga
 import (
 	"cmp"
 	"fmt"
+	"reflect"
 	"slices"
 	"time"
 
@@ -31,7 +32,8 @@ type Options struct {
 // no clock. It is not safe for concurrent use; the runtime serialises calls.
 type Engine struct {
 	opts      Options
-	defs      map[string]*Definition // by name and by subject
+	defs      map[string]*Definition // the latest version, by name and by subject
+	versions  map[versionKey]*Definition
 	nDefs     int
 	active    map[ID]*Execution
 	failed    map[ID]*Execution
@@ -43,6 +45,18 @@ type Engine struct {
 	tick      int64
 	deadlines deadlineIndex
 	retries   retryHeap
+
+	// round is the last round of ranked commands released; open counts the
+	// ranked sagas that still owe it an answer; held are the ranked sagas
+	// waiting for a later round, and holdRound the round a saga held now
+	// joins. dueWorking counts the working commands whose declared tick
+	// has come. recovering is set from the first Restore to Resume.
+	round      int64
+	open       int
+	held       []*Execution
+	holdRound  int64
+	dueWorking int
+	recovering bool
 }
 
 // New returns an engine with no definitions.
@@ -56,6 +70,7 @@ func New(opts Options) *Engine {
 	return &Engine{
 		opts:     opts,
 		defs:     map[string]*Definition{},
+		versions: map[versionKey]*Definition{},
 		active:   map[ID]*Execution{},
 		failed:   map[ID]*Execution{},
 		finished: map[ID]*Execution{},
@@ -82,8 +97,102 @@ func (e *Engine) Register(d Definition) error {
 	n := d.normalized()
 	e.defs[n.Name] = n
 	e.defs[n.Subject] = n
+	e.versions[versionKey{n.Name, n.Version}] = n
 	e.nDefs++
 	return nil
+}
+
+// versionKey names one version of a definition.
+type versionKey struct {
+	name    string
+	version int64
+}
+
+// Update registers d, a definition or a version of one, while sagas run.
+// A saga keeps the version it started with to its end; a start after
+// Update uses the latest version registered. d may be an older version than
+// the latest (as when a runtime reloads every stored version): it is then
+// kept for the sagas that run by it, and the latest stays. Update of a
+// version already registered with the same content changes nothing.
+//
+// It returns an error wrapping [ErrInvalidDefinition] for a definition that
+// does not validate or that changes the subject of a registered name, and
+// [ErrDuplicateDefinition] for a version already registered with another
+// content, or a name or subject taken by another definition. It reports whether d
+// became the latest version.
+func (e *Engine) Update(d Definition) (latest bool, err error) {
+	n, unchanged, err := e.checkUpdate(d)
+	if err != nil || unchanged {
+		return false, err
+	}
+	cur, ok := e.defs[n.Name]
+	if !ok {
+		return true, e.Register(d)
+	}
+	e.versions[versionKey{n.Name, n.Version}] = n
+	if n.Version < cur.Version {
+		return false, nil
+	}
+	e.defs[n.Name] = n
+	e.defs[n.Subject] = n
+	return true, nil
+}
+
+// CheckUpdate returns the error [Engine.Update] of d would return, and
+// whether d is registered already, with the same content; it changes
+// nothing. A runtime checks a definition before it stores it.
+func (e *Engine) CheckUpdate(d Definition) (unchanged bool, err error) {
+	_, unchanged, err = e.checkUpdate(d)
+	return unchanged, err
+}
+
+func (e *Engine) checkUpdate(d Definition) (n *Definition, unchanged bool, err error) {
+	if err := d.Validate(); err != nil {
+		return nil, false, err
+	}
+	n = d.normalized()
+	cur, ok := e.defs[d.Name]
+	if ok && cur.Name != d.Name {
+		// d's name is another definition's subject: the two would share
+		// one entry of defs.
+		return nil, false, fmt.Errorf("update %q: the name is the subject of %q: %w", d.Name, cur.Name, ErrDuplicateDefinition)
+	}
+	if !ok {
+		if other, ok := e.defs[d.Subject]; ok {
+			return nil, false, fmt.Errorf("update %q: subject %q is %q's: %w", d.Name, d.Subject, other.Name, ErrDuplicateDefinition)
+		}
+		return n, false, nil
+	}
+	if n.Subject != cur.Subject {
+		return nil, false, fmt.Errorf("update %q: subject %q is not %q: %w", d.Name, n.Subject, cur.Subject, ErrInvalidDefinition)
+	}
+	if old, ok := e.versions[versionKey{n.Name, n.Version}]; ok {
+		if reflect.DeepEqual(old, n) {
+			return n, true, nil
+		}
+		return nil, false, fmt.Errorf("update %q: version %d is registered with other content: %w", d.Name, n.Version, ErrDuplicateDefinition)
+	}
+	return n, false, nil
+}
+
+// Versions returns every registered version of every definition, sorted
+// by name and version.
+func (e *Engine) Versions() []*Definition {
+	out := make([]*Definition, 0, len(e.versions))
+	for _, d := range e.versions {
+		out = append(out, d)
+	}
+	slices.SortFunc(out, func(a, b *Definition) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Version, b.Version))
+	})
+	return out
+}
+
+// DefinitionVersion returns version v of the definition named name, and
+// false when it is not registered.
+func (e *Engine) DefinitionVersion(name string, v int64) (*Definition, bool) {
+	d, ok := e.versions[versionKey{name, v}]
+	return d, ok
 }
 
 // Definition returns the definition registered under name or subject.
@@ -117,9 +226,37 @@ func (e *Engine) Tick() int64 { return e.tick }
 // wrapping [ErrUnknownDefinition] or [messages.ErrBadRequest] for a bad
 // request.
 func (e *Engine) Start(id ID, def string, ctx messages.Context, out *Outbox) (*Execution, error) {
+	return e.StartWith(id, def, ctx, StartOptions{}, out)
+}
+
+// StartOptions are the choices of a simulation driver when it starts a
+// saga. The zero value starts an unranked saga at once.
+type StartOptions struct {
+	// Rank, when positive, ranks the saga: its commands are released in
+	// rounds, in rank order (see [Engine.Resume] and docs/simulation.md).
+	Rank int64
+	// Tick, when ahead of the clock, schedules the start: the saga is
+	// pending until AdvanceTick reaches Tick, and starts then, with the
+	// other starts and the timeouts of that tick, in one round.
+	Tick int64
+}
+
+// StartWith is [Engine.Start] with the driver's options o. It returns an
+// error wrapping [messages.ErrBadRequest] for a negative rank or tick, or
+// a tick more than [messages.MaxTickJump] ahead of the clock.
+func (e *Engine) StartWith(id ID, def string, ctx messages.Context, o StartOptions, out *Outbox) (*Execution, error) {
+	e.holdRound = e.round + 1
 	d, ok := e.defs[def]
 	if !ok {
 		return nil, fmt.Errorf("start %q: %w", def, ErrUnknownDefinition)
+	}
+	if o.Rank < 0 || o.Tick < 0 {
+		return nil, fmt.Errorf("start %q: rank %d, tick %d: %w", def, o.Rank, o.Tick, messages.ErrBadRequest)
+	}
+	if o.Tick > e.tick {
+		if err := messages.CheckTick(e.tick, o.Tick); err != nil {
+			return nil, fmt.Errorf("start %q scheduled: %w", def, err)
+		}
 	}
 	if id == "" {
 		id = e.opts.NewID()
@@ -136,23 +273,40 @@ func (e *Engine) Start(id ID, def string, ctx messages.Context, out *Outbox) (*E
 		ctx = messages.Context{}
 	}
 	x := &Execution{
-		ID: id, Definition: d.Name, Saga: d.Subject, Status: Pending, Context: ctx,
+		ID: id, Definition: d.Name, Version: d.Version, Saga: d.Subject, Status: Pending, Context: ctx, Rank: o.Rank,
 		Current: -1, StartedTick: e.tick, Completed: []string{}, History: make([]Transition, 0, 8), def: d,
 	}
 	e.active[id] = x
 	e.counts[Pending]++
 	x.History = append(x.History, Transition{Tick: e.tick, Status: Pending})
-	e.setStatus(x, InProgress, "", out)
-	e.addDeadline(deadlineAfter(x.StartedTick, d.TimeoutTicks), deadline{id: id, whole: true})
-	e.dispatch(x, 0, messages.Execute, out)
+	if o.Tick > e.tick {
+		x.StartedTick = o.Tick
+		e.addDeadline(o.Tick, deadline{id: id, kind: startDeadline})
+		out.Changed = append(out.Changed, x)
+		return x, nil
+	}
+	e.begin(x, out)
+	e.release(out)
 	return x, nil
+}
+
+// begin moves the pending saga x to in progress at the current tick and
+// dispatches its first step.
+func (e *Engine) begin(x *Execution, out *Outbox) {
+	x.StartedTick = e.tick
+	e.setStatus(x, InProgress, "", out)
+	e.addDeadline(deadlineAfter(x.StartedTick, x.def.TimeoutTicks), deadline{id: x.ID, kind: wholeDeadline})
+	e.dispatch(x, 0, messages.Execute, out)
 }
 
 // ApplyReply applies an agent's reply at wall-clock time now (used only to
 // schedule retries) and puts what follows in out. It returns an error
 // wrapping [ErrUnknownSaga] for a saga it does not hold, [ErrBadReply] for a
-// reply that cannot belong to the saga, and [ErrStale] for a reply that
-// matches no outstanding command; in every such case nothing changes.
+// reply that cannot belong to the saga, [ErrStale] for a reply that
+// matches no outstanding command, and [ErrEarly] for an answer that came
+// before its time (its command's round is not released, or its working
+// command's declared tick has not come); in every such case nothing
+// changes.
 func (e *Engine) ApplyReply(r messages.Reply, now time.Time, out *Outbox) error {
 	x, ok := e.active[r.SagaID]
 	if !ok {
@@ -172,20 +326,50 @@ func (e *Engine) ApplyReply(r messages.Reply, now time.Time, out *Outbox) error 
 		r.Seq != x.Seq || r.Attempt != x.Attempt || !x.RetryAt.IsZero() {
 		return fmt.Errorf("reply for saga %s %s %s attempt %d seq %d: %w", r.SagaID, r.Action, r.Step, r.Attempt, r.Seq, ErrStale)
 	}
+	if x.held && !e.recovering {
+		return fmt.Errorf("reply for saga %s %s: round %d not released: %w", r.SagaID, r.Step, x.Round, ErrEarly)
+	}
 	if r.Outcome == messages.Working {
 		if !x.Awaiting {
 			return fmt.Errorf("working reply for saga %s %s: %w", r.SagaID, r.Step, ErrStale)
 		}
 		e.setAwaiting(x, false)
-		x.History = append(x.History, Transition{Tick: e.tick, Status: x.Status, Step: r.Step, Action: r.Action, Attempt: r.Attempt, Note: "working"})
+		x.Working, x.Until = true, r.Until
+		note := "working"
+		if r.Until > 0 {
+			note = fmt.Sprintf("working until tick %d", r.Until)
+		}
+		x.History = append(x.History, Transition{Tick: e.tick, Status: x.Status, Step: r.Step, Action: r.Action, Attempt: r.Attempt, Note: note})
 		out.Changed = append(out.Changed, x)
+		switch {
+		case r.Until > 0 && r.Until <= e.tick:
+			// Due now: it still owes its round an answer.
+			e.setDue(x, true)
+		case r.Until > 0:
+			e.setOpen(x, false)
+			e.addDeadline(r.Until, deadline{id: x.ID, gen: x.gen, kind: dueDeadline})
+		default:
+			e.setOpen(x, false)
+		}
+		e.release(out)
 		return nil
 	}
+	if x.Working && x.Until > e.tick {
+		return fmt.Errorf("reply for saga %s %s before tick %d: %w", r.SagaID, r.Step, x.Until, ErrEarly)
+	}
+	e.holdRound = max(x.Round+1, e.round+1)
+	if e.recovering {
+		e.holdRound = x.Round + 1
+	}
+	e.setOpen(x, false)
+	e.setDue(x, false)
+	x.Working, x.Until = false, 0
 	if x.Action == messages.Execute {
 		e.executeReply(x, r, now, out)
 	} else {
 		e.compensateReply(x, r, now, out)
 	}
+	e.release(out)
 	return nil
 }
 
@@ -272,6 +456,8 @@ func (e *Engine) dispatch(x *Execution, idx int, action messages.Action, out *Ou
 	x.Attempt = 1
 	x.DispatchedTick = e.tick
 	x.gen++
+	e.setDue(x, false)
+	x.Working, x.Until = false, 0
 	// Only an execute times out. A compensation must happen: it waits for
 	// its agent (JetStream keeps redelivering it) however many ticks pass.
 	if action == messages.Execute {
@@ -280,18 +466,96 @@ func (e *Engine) dispatch(x *Execution, idx int, action messages.Action, out *Ou
 	e.send(x, "", out)
 }
 
-// send emits x's outstanding command with a new sequence number.
+// send emits x's outstanding command with a new sequence number. A ranked
+// saga's new command waits for its round (see [Engine.Resume]); a retry
+// goes out at once, in the round it belongs to already.
 func (e *Engine) send(x *Execution, note string, out *Outbox) {
 	x.Seq++
 	e.clearRetry(x)
 	e.setAwaiting(x, true)
 	x.History = append(x.History, Transition{Tick: e.tick, Status: x.Status, Step: x.step().Name, Action: x.Action, Attempt: x.Attempt, Note: note})
-	out.Commands = append(out.Commands, x.command())
 	out.Changed = append(out.Changed, x)
+	if x.Rank > 0 && note != "retry" {
+		e.hold(x, true)
+		return
+	}
+	out.Commands = append(out.Commands, x.command())
+}
+
+// hold keeps the ranked saga x for the round e.holdRound; publish says
+// whether its command goes out when that round is released.
+func (e *Engine) hold(x *Execution, publish bool) {
+	e.setOpen(x, false)
+	x.Round = e.holdRound
+	x.publish = publish
+	if !x.held {
+		x.held = true
+		e.held = append(e.held, x)
+	}
+}
+
+// release releases the next round, once no ranked saga owes the current
+// one an answer: the held sagas of the lowest round held join it, and
+// their commands go out in rank order.
+func (e *Engine) release(out *Outbox) {
+	for !e.recovering && e.open == 0 && len(e.held) > 0 {
+		slices.SortFunc(e.held, func(a, b *Execution) int {
+			return cmp.Or(cmp.Compare(a.Round, b.Round), cmp.Compare(a.Rank, b.Rank), cmp.Compare(a.ID, b.ID))
+		})
+		next := e.held[0].Round
+		n := 0
+		for n < len(e.held) && e.held[n].Round == next {
+			x := e.held[n]
+			n++
+			x.held = false
+			if x.Status.Terminal() || x.Current < 0 {
+				continue
+			}
+			e.setOpen(x, true)
+			if x.publish && x.RetryAt.IsZero() {
+				out.Commands = append(out.Commands, x.command())
+			}
+		}
+		rest := copy(e.held, e.held[n:])
+		clear(e.held[rest:])
+		e.held = e.held[:rest]
+		e.round = next
+	}
+}
+
+// setOpen counts x towards the released round, or stops counting it.
+func (e *Engine) setOpen(x *Execution, v bool) {
+	if x.open == v {
+		return
+	}
+	x.open = v
+	if v {
+		e.open++
+	} else {
+		e.open--
+	}
+}
+
+// setDue counts x as a working command whose declared tick has come, or
+// stops counting it.
+func (e *Engine) setDue(x *Execution, v bool) {
+	if x.due == v {
+		return
+	}
+	x.due = v
+	if v {
+		e.dueWorking++
+	} else {
+		e.dueWorking--
+	}
 }
 
 func (e *Engine) scheduleRetry(x *Execution, at time.Time, reason string, out *Outbox) {
 	e.setAwaiting(x, false)
+	// A retry belongs to the round of the command it repeats.
+	if x.Rank > 0 && !x.held {
+		e.setOpen(x, true)
+	}
 	if x.RetryAt.IsZero() {
 		e.retrying++
 	}
@@ -313,6 +577,7 @@ func (e *Engine) Wake(now time.Time, out *Outbox) {
 		x.Attempt++
 		e.send(x, "retry", out)
 	}
+	e.release(out)
 }
 
 // NextWake returns when Wake next has work to do, and false when no retry
@@ -334,6 +599,10 @@ func (e *Engine) NextWake() (time.Time, bool) {
 // [messages.MaxTickJump] ahead changes nothing either, and AdvanceTick
 // returns an error wrapping [messages.ErrBadRequest]. Its cost is
 // proportional to the number of deadlines that fall due.
+//
+// The timeouts, the scheduled starts and the working commands that fall due
+// at the tick form one round for the ranked sagas: it is released, in rank
+// order, once the round before it is answered.
 func (e *Engine) AdvanceTick(tick int64, out *Outbox) error {
 	if tick <= e.tick {
 		return nil
@@ -342,21 +611,38 @@ func (e *Engine) AdvanceTick(tick int64, out *Outbox) error {
 		return err
 	}
 	e.tick = tick
-	e.deadlines.due(tick, func(d deadline) {
+	e.holdRound = e.round + 1
+	e.fireDeadlines(out)
+	e.release(out)
+	return nil
+}
+
+// fireDeadlines applies the deadlines due at or before the current tick.
+func (e *Engine) fireDeadlines(out *Outbox) {
+	e.deadlines.due(e.tick, func(d deadline) {
 		x, ok := e.active[d.id]
 		if !ok {
 			return
 		}
-		switch {
-		case d.whole && x.Status == InProgress:
-			e.timeout(x, fmt.Sprintf("saga exceeded its timeout of %d ticks", x.def.TimeoutTicks), out)
-		case d.whole || d.gen != x.gen:
-			// Superseded by a later deadline.
-		case x.Status == InProgress:
-			e.timeout(x, fmt.Sprintf("step %s not answered within %d ticks", x.step().Name, x.step().TimeoutTicks), out)
+		switch d.kind {
+		case startDeadline:
+			if x.Status == Pending {
+				e.begin(x, out)
+			}
+		case dueDeadline:
+			if x.Working && d.gen == x.gen && x.Current >= 0 {
+				e.makeDue(x, out)
+			}
+		case wholeDeadline:
+			if x.Status == InProgress {
+				e.timeout(x, fmt.Sprintf("saga exceeded its timeout of %d ticks", x.def.TimeoutTicks), out)
+			}
+		default:
+			if d.gen == x.gen && x.Status == InProgress {
+				e.timeout(x, fmt.Sprintf("step %s not answered within %d ticks", x.step().Name, x.step().TimeoutTicks), out)
+			}
 		}
 	})
-	return nil
 }
 
 // deadlineAfter is the tick at which something started at tick from with
@@ -365,22 +651,49 @@ func deadlineAfter(from, timeout int64) int64 {
 	return messages.AddTicks(messages.AddTicks(from, timeout), 1)
 }
 
+// makeDue marks x's working command due: its agent's answer is expected
+// now. A ranked saga joins the next round, which waits for that answer; the
+// round it joins is stored.
+func (e *Engine) makeDue(x *Execution, out *Outbox) {
+	e.setDue(x, true)
+	if x.Rank > 0 && !x.held { // held already: Resume placed it
+		e.hold(x, false)
+		out.Changed = append(out.Changed, x)
+	}
+}
+
 // addDeadline adds d, due at tick at. When superseded deadlines outnumber
 // the live ones, at most two per active saga, it first drops them, so the
 // index follows the sagas in flight rather than every saga ever started,
 // even when no tick comes; each compaction is paid for by the deadlines
 // added since the last one.
 func (e *Engine) addDeadline(at int64, d deadline) {
+	if d.kind == startDeadline || d.kind == dueDeadline {
+		// Not bound by the sagas in flight: never compacted away early.
+		e.deadlines.add(at, d)
+		return
+	}
 	if e.deadlines.n >= 4*len(e.active)+1024 {
 		e.deadlines.compact(e.liveDeadline)
 	}
 	e.deadlines.add(at, d)
 }
 
-// liveDeadline reports whether d can still time its saga out.
+// liveDeadline reports whether d can still do something to its saga.
 func (e *Engine) liveDeadline(d deadline) bool {
 	x, ok := e.active[d.id]
-	return ok && x.Status == InProgress && (d.whole || d.gen == x.gen)
+	if !ok {
+		return false
+	}
+	switch d.kind {
+	case startDeadline:
+		return x.Status == Pending
+	case dueDeadline:
+		return x.Working && d.gen == x.gen
+	case wholeDeadline:
+		return x.Status == InProgress
+	}
+	return x.Status == InProgress && d.gen == x.gen
 }
 
 func (e *Engine) timeout(x *Execution, reason string, out *Outbox) {
@@ -403,7 +716,9 @@ func (e *Engine) Rollback(id ID, reason string, out *Outbox) error {
 	if x.Status == Compensating {
 		return nil
 	}
+	e.holdRound = e.round + 1
 	e.rollback(x, RolledBack, x.Current, "aborted: "+reason, out)
+	e.release(out)
 	return nil
 }
 
@@ -426,8 +741,10 @@ func (e *Engine) RetryCompensation(id ID, out *Outbox) error {
 	// The saga ends with its cause again, so it gets back the reason it
 	// started compensating, which the compensation failure replaced.
 	x.Error = x.rollbackReason()
+	e.holdRound = e.round + 1
 	e.setStatus(x, Compensating, "operator retry", out)
 	e.dispatch(x, x.Current, messages.Compensate, out)
+	e.release(out)
 	return nil
 }
 
@@ -442,6 +759,9 @@ func (e *Engine) setStatus(x *Execution, s Status, note string, out *Outbox) {
 
 func (e *Engine) finish(x *Execution, s Status, note string, out *Outbox) {
 	e.clearRetry(x)
+	e.setOpen(x, false)
+	e.setDue(x, false)
+	x.Working, x.Until = false, 0
 	e.setStatus(x, s, note, out)
 	delete(e.active, x.ID)
 	switch {
@@ -485,6 +805,20 @@ func (e *Engine) lookup(id ID) *Execution {
 
 // Get returns a copy of the saga with id: an active or failed one, or a
 // finished one when Options.KeepFinished is set. It returns an error
+// StepRole returns the role of step in the definition, of the version saga
+// id runs by, "" when the engine does not hold the saga or its definition
+// has no such step. Unlike Get, it copies nothing.
+func (e *Engine) StepRole(id ID, step string) string {
+	x := e.lookup(id)
+	if x == nil || x.def == nil {
+		return ""
+	}
+	if st, ok := x.def.Step(step); ok {
+		return st.Role
+	}
+	return ""
+}
+
 // wrapping [ErrUnknownSaga] when there is none.
 func (e *Engine) Get(id ID) (Execution, error) {
 	x := e.lookup(id)
@@ -564,6 +898,7 @@ func (e *Engine) Summary() messages.Summary {
 		Failed:     e.counts[Failed],
 		Awaiting:   e.awaiting,
 		Retrying:   e.retrying,
+		Due:        e.awaiting + e.retrying + e.dueWorking,
 	}
 }
 
@@ -574,10 +909,18 @@ func (e *Engine) Summary() messages.Summary {
 // failed one is only counted, unless Options.KeepFinished is set. It returns an error
 // wrapping [ErrUnknownDefinition] when the saga's definition is not
 // registered.
+//
+// From the first Restore until [Engine.Resume], no round of ranked sagas
+// is released: the caller restores every saga, may apply the answers the
+// agents recorded meanwhile, and then calls Resume.
 func (e *Engine) Restore(x Execution, tick int64) error {
 	d, ok := e.defs[x.Definition]
+	if ok && x.Version != 0 {
+		// A saga stored before versions existed runs by the latest.
+		d, ok = e.versions[versionKey{x.Definition, x.Version}]
+	}
 	if !ok {
-		return fmt.Errorf("restore %s: definition %q: %w", x.ID, x.Definition, ErrUnknownDefinition)
+		return fmt.Errorf("restore %s: definition %q version %d: %w", x.ID, x.Definition, x.Version, ErrUnknownDefinition)
 	}
 	if !x.Status.Valid() || x.Current >= len(d.Steps) {
 		return fmt.Errorf("restore %s: status %q, step %d: %w", x.ID, x.Status, x.Current, ErrInvalidDefinition)
@@ -585,8 +928,16 @@ func (e *Engine) Restore(x Execution, tick int64) error {
 	if e.lookup(x.ID) != nil {
 		return nil
 	}
+	e.recovering = true
 	e.tick = max(e.tick, tick)
+	if n := len(x.History); n > 0 {
+		// The clock is stored apart from the sagas: a crash may keep a
+		// saga's change and lose the tick it happened at. The clock was at
+		// least at the saga's last transition.
+		e.tick = max(e.tick, x.History[n-1].Tick)
+	}
 	x.def = d
+	x.held, x.publish, x.open, x.due = false, false, false, false
 	p := &x
 	e.counts[x.Status]++
 	switch {
@@ -604,18 +955,80 @@ func (e *Engine) Restore(x Execution, tick int64) error {
 		x.Awaiting = false
 		e.setAwaiting(p, true)
 	}
-	if x.Status == InProgress {
-		e.addDeadline(deadlineAfter(x.StartedTick, d.TimeoutTicks), deadline{id: x.ID, whole: true})
+	switch x.Status {
+	case Pending:
+		e.addDeadline(x.StartedTick, deadline{id: x.ID, kind: startDeadline})
+	case InProgress:
+		e.addDeadline(deadlineAfter(x.StartedTick, d.TimeoutTicks), deadline{id: x.ID, kind: wholeDeadline})
 	}
 	if x.Current >= 0 && x.Action == messages.Execute {
 		p.gen++
 		e.addDeadline(deadlineAfter(x.DispatchedTick, p.step().TimeoutTicks), deadline{id: x.ID, gen: p.gen})
+		if x.Working && x.Until > 0 {
+			e.addDeadline(x.Until, deadline{id: x.ID, gen: p.gen, kind: dueDeadline})
+		}
 	}
 	if !x.RetryAt.IsZero() {
 		e.retrying++
 		e.retries.push(retry{at: x.RetryAt, id: x.ID, seq: x.Seq})
 	}
 	return nil
+}
+
+// Resume ends a recovery (see [Engine.Restore]): it rebuilds the rounds of
+// the ranked sagas, applies the deadlines that fell due while no engine
+// ran, and releases the round in progress. It puts no command in out: the
+// commands to send again are those of [Engine.Outstanding]; what Resume
+// puts in out.Changed must be stored.
+//
+// Rounds work so: a ranked saga's command that follows from an answer to a
+// command of round r belongs to round r+1, and one that a tick causes (a
+// start, a timeout, a working command falling due) to the first round
+// after those already released. The engine releases a round only when no
+// ranked saga owes the round before it an answer, and releases its
+// commands in rank order, so that commands of different sagas that contend
+// for one agent's state reach it in the same order whatever the timing.
+func (e *Engine) Resume(out *Outbox) {
+	e.recovering = false
+	for _, x := range e.held {
+		x.held = false
+	}
+	e.held = e.held[:0]
+	var low, high int64
+	found := false
+	var owing []*Execution
+	for _, x := range e.active {
+		e.setOpen(x, false)
+		if x.Rank == 0 || x.Current < 0 {
+			continue
+		}
+		high = max(high, x.Round)
+		dueNow := x.Working && x.Until > 0 && x.Until <= e.tick
+		if dueNow {
+			e.setDue(x, true)
+		}
+		if x.Awaiting || !x.RetryAt.IsZero() || dueNow {
+			owing = append(owing, x)
+			if !found || x.Round < low {
+				low = x.Round
+			}
+			found = true
+		}
+	}
+	e.round = high
+	if found {
+		e.round = low - 1
+	}
+	for _, x := range owing {
+		e.holdRound = x.Round
+		e.hold(x, x.Awaiting)
+	}
+	e.holdRound = e.round + 1
+	from := len(out.Commands)
+	e.fireDeadlines(out)
+	e.release(out)
+	// Outstanding lists every command to send, these among them.
+	out.Commands = out.Commands[:from]
 }
 
 // Command returns the command the active saga id has outstanding, and false
@@ -628,16 +1041,29 @@ func (e *Engine) Command(id ID) (messages.Command, bool) {
 	return x.Command()
 }
 
-// Outstanding returns the commands of every active saga that has one, for a
-// restarted coordinator to send again. Agents absorb the duplicates.
+// Outstanding returns the commands of every active saga that has one,
+// except the ranked ones that wait for their round, for a restarted
+// coordinator to send again: the ranked ones first, in rank order, then
+// the others by saga id. Agents absorb the duplicates.
 func (e *Engine) Outstanding() []messages.Command {
 	var cmds []messages.Command
 	for _, x := range e.active {
+		if x.held {
+			continue
+		}
 		if c, ok := x.Command(); ok {
 			cmds = append(cmds, c)
 		}
 	}
-	slices.SortFunc(cmds, func(a, b messages.Command) int { return cmp.Compare(a.SagaID, b.SagaID) })
+	unranked := func(c messages.Command) int {
+		if c.Rank == 0 {
+			return 1
+		}
+		return 0
+	}
+	slices.SortFunc(cmds, func(a, b messages.Command) int {
+		return cmp.Or(cmp.Compare(unranked(a), unranked(b)), cmp.Compare(a.Rank, b.Rank), cmp.Compare(a.SagaID, b.SagaID))
+	})
 	return cmds
 }
 

@@ -1064,7 +1064,7 @@ func TestSummary(t *testing.T) {
 	awaitingID := mustStart("awaiting")
 
 	require.Equal(t, messages.Summary{V: messages.Version, Tick: 0, Registered: 2, Active: 3,
-		Completed: 1, RolledBack: 1, Failed: 1, Awaiting: 2}, h.e.Summary())
+		Completed: 1, RolledBack: 1, Failed: 1, Awaiting: 2, Due: 2}, h.e.Summary())
 
 	// "late" and "awaiting" expire at tick 2; "waiting" too: working does
 	// not stop the clock.

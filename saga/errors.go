@@ -25,4 +25,9 @@ var (
 	ErrNotFailed = errors.New("saga is not failed")
 	// ErrTerminal: the saga has already finished.
 	ErrTerminal = errors.New("saga already finished")
+	// ErrEarly: an answer that came before its time: to a command whose
+	// round is not released yet, or a final answer to a working command
+	// before the tick its agent declared. It changes nothing; the runtime
+	// offers it again later.
+	ErrEarly = errors.New("answer before its round or its declared tick")
 )

@@ -45,6 +45,9 @@ func (s Status) Valid() bool {
 type Execution struct {
 	ID         ID     `json:"saga_id"`
 	Definition string `json:"definition"`
+	// Version is the version of the definition the saga runs by: the
+	// latest when it started, to its end.
+	Version int64 `json:"version,omitempty"`
 	// Saga is the definition's subject token.
 	Saga   string `json:"saga"`
 	Status Status `json:"status"`
@@ -58,11 +61,27 @@ type Execution struct {
 	Action  messages.Action `json:"action,omitempty"`
 	Attempt int             `json:"attempt,omitempty"`
 	// Seq numbers the commands sent for this saga, from 1.
-	Seq            int   `json:"seq"`
+	Seq int `json:"seq"`
+	// Rank is the place the driver gave the saga when it started it; 0 for
+	// a saga started outside a simulation run. A ranked saga's commands
+	// are released in rounds, in rank order (see [Engine]).
+	Rank int64 `json:"rank,omitempty"`
+	// Round is the round in which a ranked saga's outstanding command is
+	// released: one more than the round of the command whose answer led to
+	// it, or the first round of the tick that started it, timed it out or
+	// made its working command due.
+	Round int64 `json:"round,omitempty"`
+	// StartedTick is the tick the saga started at; for a pending saga
+	// whose start was scheduled, the tick it will start at.
 	StartedTick    int64 `json:"started_tick"`
 	DispatchedTick int64 `json:"dispatched_tick"`
 	// Awaiting is true while the outstanding command has had no answer.
 	Awaiting bool `json:"awaiting,omitempty"`
+	// Working is true while the outstanding command was answered
+	// "working", and Until is the tick at which its agent said it would
+	// answer (0: it did not say).
+	Working bool  `json:"working,omitempty"`
+	Until   int64 `json:"until,omitempty"`
 	// RetryAt is set while the saga waits to resend its command.
 	RetryAt     time.Time                   `json:"retry_at,omitzero"`
 	Completed   []string                    `json:"completed_steps"`
@@ -74,6 +93,12 @@ type Execution struct {
 	def *Definition
 	// gen invalidates deadlines set before the last new deadline.
 	gen int
+	// held is set while the saga waits in the engine for its round to be
+	// released; publish says whether its command goes out then (a due
+	// working command only joins the round). open is set while the saga
+	// counts towards the released round, and due while it is counted as a
+	// working command whose tick has come.
+	held, publish, open, due bool
 }
 
 // Transition is one entry of a saga's history.
@@ -89,6 +114,7 @@ type Transition struct {
 // Clone returns a deep copy of x that shares no mutable state with it.
 func (x *Execution) Clone() Execution {
 	c := *x
+	c.held, c.publish, c.open, c.due = false, false, false, false
 	c.Context = x.Context.Clone()
 	// slices.Clone keeps an empty list empty rather than nil, so that a
 	// saga with no step done shows "completed_steps":[] in a status answer
@@ -124,6 +150,7 @@ func (x *Execution) command() messages.Command {
 		Attempt: x.Attempt,
 		Seq:     x.Seq,
 		Tick:    x.DispatchedTick,
+		Rank:    x.Rank,
 		Context: x.Context,
 	}
 }

@@ -6,13 +6,25 @@ import (
 	"time"
 )
 
-// deadline is an entry of the tick index: saga id timed out at a tick,
-// either as a whole or in its current step (valid while gen matches).
+// deadline is an entry of the tick index: at a tick, saga id times out as a
+// whole or in its current step (valid while gen matches), starts (its start
+// was scheduled), or has its working command fall due (valid while gen
+// matches).
 type deadline struct {
-	id    ID
-	gen   int
-	whole bool
+	id   ID
+	gen  int
+	kind deadlineKind
 }
+
+// deadlineKind says what a deadline does when its tick comes.
+type deadlineKind uint8
+
+const (
+	stepDeadline deadlineKind = iota
+	wholeDeadline
+	startDeadline
+	dueDeadline
+)
 
 // deadlineIndex buckets deadlines by tick, with a min-heap of the ticks that
 // have a bucket: finding what falls due costs O(log B) per bucket plus O(1)

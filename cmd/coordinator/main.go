@@ -7,7 +7,11 @@
 //
 // Usage:
 //
-//	coordinator [-nats nats://127.0.0.1:4222] [-replicas 1] [-ack-wait 5s]
+// It runs the sagas of a definitions file (docs/protocol.md, "Definitions
+// files") given with -definitions, and the flood sagas shipped in it
+// (flood/sagas.json) without one.
+//
+//	coordinator [-nats nats://127.0.0.1:4222] [-definitions FILE] [-replicas 1] [-ack-wait 5s]
 //	            [-retention 168h] [-lease-ttl 3s] [-max-active N] [-log-level info]
 //	            [-log-format text] [-metrics-addr :9090]
 //	            [-creds file] [-nkey seedfile] [-tls-ca ca.pem] [-tls-cert cert.pem -tls-key key.pem]
@@ -33,11 +37,13 @@ import (
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/internal/metrics"
+	"github.com/natsaga/natsaga/saga"
 )
 
 // config is the coordinator's configuration.
 type config struct {
 	conn      cli.Conn
+	defsFile  string
 	replicas  int
 	ackWait   time.Duration
 	retention time.Duration
@@ -51,6 +57,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c.conn.Register(fs, getenv)
+	fs.StringVar(&c.defsFile, "definitions", "", "definitions file (JSON) of the sagas to run; empty: the flood sagas")
 	fs.IntVar(&c.replicas, "replicas", 1, "copies of natsaga's streams and bucket (3 on a 3-node cluster)")
 	fs.DurationVar(&c.ackWait, "ack-wait", 5*time.Second, "redelivery delay of a reply the coordinator took and never acted on")
 	fs.DurationVar(&c.retention, "retention", coordinator.DefaultRetention, "how long a finished saga stays queryable (failed ones stay until retried); negative: for ever")
@@ -66,19 +73,55 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	return c, c.observe.Validate()
 }
 
+// definitions returns the sagas of file, or the flood sagas when file is
+// empty. It returns an error naming the file and, for a bad definition, the
+// definition and the field.
+func definitions(file string) ([]saga.Definition, error) {
+	if file == "" {
+		return flood.Definitions(), nil
+	}
+	data, err := readFile(file)
+	if err != nil {
+		return nil, err
+	}
+	defs, err := saga.ParseFile(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return defs, nil
+}
+
+// readFile reads file, up to saga.MaxFileSize bytes.
+func readFile(file string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, saga.MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return data, nil
+}
+
 func run(ctx context.Context, c config, getenv func(string) string, log *slog.Logger) error {
 	tp, flush, err := cli.StartTracing(ctx, "natsaga-coordinator", getenv, log)
 	if err != nil {
 		return err
 	}
 	defer flush()
+	defs, err := definitions(c.defsFile)
+	if err != nil {
+		return err
+	}
 	nc, err := c.conn.Connect(ctx, "natsaga-coordinator", log)
 	if err != nil {
 		return err
 	}
 	defer cli.Drain(nc, 5*time.Second)
 	opts := coordinator.Options{
-		Definitions: flood.Definitions(), Replicas: c.replicas, AckWait: c.ackWait, Retention: c.retention, LeaseTTL: c.leaseTTL,
+		Definitions: defs, Replicas: c.replicas, AckWait: c.ackWait, Retention: c.retention, LeaseTTL: c.leaseTTL,
 		MaxActive: c.maxActive, Logger: log,
 	}
 	// Metrics are kept only when served: the engine's loop then does no

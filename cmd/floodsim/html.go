@@ -28,11 +28,13 @@ type tickRow struct {
 	Failed     int   `json:"failed"`
 	// Budget and Fund are the government's and the insurer's ledgers
 	// after the tick, in cents.
-	Budget  int64 `json:"budget"`
-	Fund    int64 `json:"fund"`
-	Settled bool  `json:"settled"`
-	WallMS  int64 `json:"wall_ms"`
-	Extra   bool  `json:"extra,omitempty"`
+	Budget int64 `json:"budget"`
+	Fund   int64 `json:"fund"`
+	// Quiet is false for the tick that did not become quiet within
+	// -tick-wait, the last of a run that stopped.
+	Quiet  bool  `json:"quiet"`
+	WallMS int64 `json:"wall_ms"`
+	Extra  bool  `json:"extra,omitempty"`
 }
 
 // timelineSaga is one saga of the HTML report's timeline: its history,

@@ -37,16 +37,17 @@ func runSmall(t *testing.T, extra int) (jsonPath, htmlPath string) {
 	for _, role := range roles() {
 		steps, err := flood.Steps(role)
 		require.NoError(t, err)
-		opts := participant.Options{Role: role, Steps: steps}
+		opts := participant.Options{Role: role, Steps: steps, Serial: flood.Serial(role)}
 		if l, ok := ledger[role]; ok {
 			opts.Init = flood.InitLedger(l)
 		}
 		testenv.Agent(t, url, opts)
+		serveQueries(t, url, role)
 	}
 	steps, err := flood.Steps(flood.Household)
 	require.NoError(t, err)
 	for i := range extra {
-		testenv.Agent(t, url, participant.Options{Role: flood.Household, Name: fmt.Sprintf("late-%d", i), Steps: steps})
+		testenv.Agent(t, url, participant.Options{Role: flood.Household, Name: fmt.Sprintf("late-%d", i), Steps: steps, Serial: flood.Serial(flood.Household)})
 	}
 	dir := t.TempDir()
 	c.conn.URL = url

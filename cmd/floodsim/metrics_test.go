@@ -133,7 +133,7 @@ func TestMetricsMatchTheReport(t *testing.T) {
 	for _, role := range roles() {
 		steps, err := flood.Steps(role)
 		require.NoError(t, err)
-		opts := participant.Options{Role: role, Name: role + "-1", Steps: steps}
+		opts := participant.Options{Role: role, Name: role + "-1", Steps: steps, Serial: flood.Serial(role)}
 		if l, ok := ledger[role]; ok {
 			opts.Init = flood.InitLedger(l)
 		}
@@ -143,6 +143,7 @@ func TestMetricsMatchTheReport(t *testing.T) {
 		srv := httptest.NewServer(metrics.Handler(reg, a.Health))
 		t.Cleanup(srv.Close)
 		agentSrv[role] = srv.URL
+		serveQueries(t, url, role)
 	}
 
 	c.conn.URL = url

@@ -11,7 +11,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
@@ -40,11 +42,16 @@ type report struct {
 	Ticks           int             `json:"ticks"`
 	// ExtraTicks were run after Ticks for the last sagas to end.
 	ExtraTicks int `json:"extra_ticks"`
-	// UnsettledTicks did not settle within -tick-wait.
-	UnsettledTicks []int `json:"unsettled_ticks,omitempty"`
-	// Aborted says why the run stopped ticking early, if it did.
+	// Aborted says why the run stopped ticking early, if it did: a tick
+	// that did not become quiet within -tick-wait.
 	Aborted string `json:"aborted,omitempty"`
-	Mode    string `json:"mode"`
+	// OutcomesSHA256 is the SHA-256, in hex, of the run's outcome log
+	// (-outcomes): the same seed, scenario and ledgers give the same.
+	OutcomesSHA256 string `json:"outcomes_sha256"`
+	// TickMS are the wall-clock times of the ticks, median and max, in
+	// milliseconds.
+	TickMS tickTimes `json:"tick_ms"`
+	Mode   string    `json:"mode"`
 	// Planned counts the sagas the scenario planned, per type.
 	Planned  map[string]int                `json:"planned"`
 	Expected flood.Expected                `json:"expected"`
@@ -65,6 +72,26 @@ type report struct {
 type invariants struct {
 	OK         bool     `json:"ok"`
 	Violations []string `json:"violations"`
+}
+
+type tickTimes struct {
+	Median float64 `json:"median"`
+	Max    float64 `json:"max"`
+}
+
+// summarize returns the median and max of ds in milliseconds.
+func summarize(ds []time.Duration) tickTimes {
+	if len(ds) == 0 {
+		return tickTimes{}
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	med := ms(s[len(s)/2])
+	if len(s)%2 == 0 {
+		med = (ms(s[len(s)/2-1]) + ms(s[len(s)/2])) / 2
+	}
+	return tickTimes{Median: med, Max: ms(s[len(s)-1])}
 }
 
 type durations struct {
@@ -123,7 +150,7 @@ func (s *sim) collect(ctx context.Context, gov, ins flood.LedgerChange, contract
 		Sagas: map[string]map[string]int{}, Outcomes: map[flood.Outcome]int{},
 		Invariants: invariants{OK: len(violations) == 0, Violations: append([]string{}, violations...)},
 		Seed:       s.sc.Options.Seed, Households: s.sc.Options.Households, Ticks: s.sc.Options.Ticks,
-		ExtraTicks: s.extra, UnsettledTicks: s.unsettled, Aborted: s.aborted, Mode: "external",
+		ExtraTicks: s.extra, Aborted: s.aborted, Mode: "external", TickMS: summarize(s.tickTimes),
 		Planned: s.sc.Count(), Expected: s.sc.Expected,
 		Ledgers:     map[string]flood.LedgerChange{flood.Government: gov, flood.Insurer: ins},
 		StartErrors: s.startErrs,
@@ -139,6 +166,15 @@ func (s *sim) collect(ctx context.Context, gov, ins flood.LedgerChange, contract
 	}
 	for _, o := range flood.RequiredOutcomes() {
 		r.Outcomes[o] = 0
+	}
+	xs := make([]saga.Execution, 0, len(final))
+	for id := range started {
+		if x, ok := final[id]; ok {
+			xs = append(xs, x)
+		}
+	}
+	if s.outcomeLog, r.OutcomesSHA256, err = saga.OutcomeLog(xs); err != nil {
+		return nil, err
 	}
 	for id, typ := range started {
 		if r.Sagas[typ] == nil {
@@ -157,7 +193,7 @@ func (s *sim) collect(ctx context.Context, gov, ins flood.LedgerChange, contract
 
 	// Every agent answering counts, those that joined during the run
 	// too: the statistics are gathered for the whole of statsWait.
-	if r.Agents, err = s.cl.agentStats(ctx, 0, statsWait); err != nil {
+	if r.Agents, err = s.cl.AgentStats(ctx, 0, statsWait); err != nil {
 		return nil, err
 	}
 	r.LateAgents = max(len(r.Agents)-s.want, 0)
@@ -193,10 +229,10 @@ func (s *sim) finalStates(ctx context.Context, ids map[string]string) (map[strin
 		go func() {
 			defer wg.Done()
 			for id := range work {
-				x, err := s.cl.status(ctx, id)
+				x, err := s.cl.Status(ctx, id)
 				mu.Lock()
 				switch {
-				case errors.Is(err, errNotFound):
+				case errors.Is(err, client.ErrNotFound):
 				case err != nil:
 					if firstErr == nil {
 						firstErr = err
@@ -279,9 +315,8 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "  %-10s %-14s pid %-7d handled %5d  executed %5d  compensated %4d  duplicates %3d  refused %3d  redelivered %3d  rejected %3d\n",
 			a.Role, a.Agent, a.PID, a.Handled, a.Executed, a.Compensated, a.Duplicates, a.Refused, a.Redelivered, a.Rejected)
 	}
-	if len(r.UnsettledTicks) > 0 {
-		fmt.Fprintf(w, "ticks that did not settle in time: %v\n", r.UnsettledTicks)
-	}
+	fmt.Fprintf(w, "ticks: median %.0f ms, max %.0f ms\n", r.TickMS.Median, r.TickMS.Max)
+	fmt.Fprintf(w, "outcome log SHA-256: %s\n", r.OutcomesSHA256)
 	if r.Aborted != "" {
 		fmt.Fprintf(w, "ABORTED: %s\n", r.Aborted)
 	}

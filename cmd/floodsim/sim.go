@@ -8,18 +8,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
+	"os"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/messages"
-	"github.com/natsaga/natsaga/participant"
-	"github.com/natsaga/natsaga/saga"
 )
 
 const (
@@ -28,6 +29,10 @@ const (
 	// pollInterval spaces the polls of the coordinator while a tick
 	// settles.
 	pollInterval = 5 * time.Millisecond
+	// retickInterval spaces the repeats of the current tick while a tick
+	// settles: ticks are idempotent, and an agent restarted meanwhile
+	// learns the time from them.
+	retickInterval = time.Second
 	// statsWait bounds the wait for agent statistics once the agents are
 	// known to run.
 	statsWait = 2 * time.Second
@@ -37,6 +42,10 @@ const (
 var (
 	errInvariants = errors.New("invariants violated")
 	errOutcomes   = errors.New("outcomes missing")
+	// errNotReproducible: a tick did not become quiet within -tick-wait,
+	// so the run stopped; going on would make its outcome depend on
+	// timing.
+	errNotReproducible = errors.New("the run can no longer be reproduced")
 )
 
 // run runs the simulation c describes, printing progress and the report to
@@ -89,9 +98,13 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	}
 	defer cli.Drain(nc, 5*time.Second)
 
-	cl := &client{nc: nc, log: log}
+	opts := client.Options{RequestTimeout: requestTimeout, RestartPatience: restartPatience, Logger: log}
 	if c.tracerProvider != nil {
-		cl.tracer = c.tracerProvider.Tracer("github.com/natsaga/natsaga/cmd/floodsim")
+		opts.Tracer = c.tracerProvider.Tracer("github.com/natsaga/natsaga/cmd/floodsim")
+	}
+	cl, err := client.New(nc, opts)
+	if err != nil {
+		return err
 	}
 	s := &sim{cfg: &c, sc: sc, cl: cl, sys: sys, out: stdout, log: log,
 		started: map[string]string{}, uncertain: map[string]string{}, want: want, opening: l}
@@ -106,6 +119,12 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	rep.Durations = durations{SetupMS: setup.Milliseconds(), SimulationMS: s.simulated.Milliseconds(),
 		TotalMS: time.Since(began).Milliseconds()}
 	rep.print(stdout)
+	if c.outcomesPath != "" {
+		if err := os.WriteFile(c.outcomesPath, s.outcomeLog, 0o644); err != nil {
+			return fmt.Errorf("outcome log: %w", err)
+		}
+		fmt.Fprintf(stdout, "outcome log written to %s\n", c.outcomesPath)
+	}
 	if c.jsonPath != "" {
 		if err := rep.writeJSON(c.jsonPath); err != nil {
 			return err
@@ -117,6 +136,9 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(stdout, "HTML report written to %s\n", c.htmlPath)
+	}
+	if s.aborted != "" {
+		return fmt.Errorf("%s: %w", s.aborted, errNotReproducible)
 	}
 	if !rep.Invariants.OK {
 		return fmt.Errorf("%d violations: %w", len(rep.Invariants.Violations), errInvariants)
@@ -145,7 +167,7 @@ func printPlan(w io.Writer, sc *flood.Scenario) error {
 type sim struct {
 	cfg *config
 	sc  *flood.Scenario
-	cl  *client
+	cl  *client.Client
 	sys *system // nil without -spawn
 	out io.Writer
 	log *slog.Logger
@@ -154,8 +176,6 @@ type sim struct {
 	// opening are the ledgers the run is sized for.
 	opening ledgers
 
-	stores map[string]*participant.Store
-
 	mu sync.Mutex
 	// started maps the id of every saga the coordinator accepted to its
 	// type; uncertain holds those whose start was never confirmed.
@@ -163,14 +183,18 @@ type sim struct {
 	startErrs          []string
 
 	// rows has a row per tick, for the reports.
-	rows      []tickRow
-	unsettled []int
-	// stalled counts the unsettled ticks in a row; after
-	// cfg.maxUnsettled the run stops ticking, and aborted says why.
-	stalled   int
+	rows []tickRow
+	// rank is the rank of the last saga started: the driver's start order.
+	rank int64
+	// aborted says why the run stopped ticking, if a tick did not become
+	// quiet.
 	aborted   string
 	extra     int
 	simulated time.Duration
+	// tickTimes are the wall-clock times of the ticks run, in order.
+	tickTimes []time.Duration
+	// outcomeLog is the run's outcome log, once collected.
+	outcomeLog []byte
 }
 
 // waitReady waits until the coordinator answers and want agents answer
@@ -178,7 +202,7 @@ type sim struct {
 func (s *sim) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.agentWait)
 	defer cancel()
-	if _, err := s.cl.summary(ctx, math.MaxInt); err != nil {
+	if _, err := s.cl.WithAttempts(math.MaxInt).Summary(ctx); err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("the coordinator did not answer on %s within %s (-agent-wait): %w",
 				messages.SummarySubject, s.cfg.agentWait, err)
@@ -186,7 +210,7 @@ func (s *sim) waitReady(ctx context.Context) error {
 		return fmt.Errorf("waiting for the coordinator: %w", err)
 	}
 	for answered := 0; answered < s.want; {
-		stats, err := s.cl.agentStats(ctx, s.want, 500*time.Millisecond)
+		stats, err := s.cl.AgentStats(ctx, s.want, 500*time.Millisecond)
 		answered = max(answered, len(stats))
 		if ctx.Err() != nil {
 			return fmt.Errorf("only %d of %d agents (micro service %s) answered within %s (-expect-agents, -agent-wait)",
@@ -202,21 +226,13 @@ func (s *sim) waitReady(ctx context.Context) error {
 		}
 	}
 	s.log.Info("agents ready", "agents", s.want)
-	s.stores = map[string]*participant.Store{}
-	for _, role := range roles() {
-		st, err := participant.OpenStore(ctx, s.cl.nc, role, false, 1)
-		if err != nil {
-			return fmt.Errorf("waiting for the %s store: %w", role, err)
-		}
-		s.stores[role] = st
-	}
 	return nil
 }
 
 // simulate runs the ticks and returns the report.
 func (s *sim) simulate(ctx context.Context) (*report, error) {
 	began := time.Now()
-	base, err := s.cl.summary(ctx, 5)
+	base, err := s.cl.Summary(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -242,20 +258,22 @@ func (s *sim) simulate(ctx context.Context) (*report, error) {
 
 	// The clock goes on from the coordinator's tick, which a system that
 	// ran before has moved.
+	// The sagas of a tick are started before it, scheduled for it: the
+	// tick releases them together, in rank order.
 	for t := 1; t <= s.sc.Options.Ticks && s.aborted == ""; t++ {
 		tick := base.Tick + int64(t)
 		tickStart := time.Now()
-		if _, err := s.cl.tick(ctx, tick); err != nil {
+		n := s.startAll(ctx, s.sc.NeedsAt(t), base.Tick, tick)
+		if _, err := s.cl.WithAttempts(s.patience()).Tick(ctx, tick); err != nil {
 			return nil, err
 		}
-		n := s.startAll(ctx, s.sc.NeedsAt(t))
 		if err := s.settleAndReport(ctx, t, tick, n, base, tickStart); err != nil {
 			return nil, err
 		}
 	}
 	// Let the sagas still running end: they time out if nothing else.
 	for s.extra < s.cfg.maxExtraTicks && s.aborted == "" {
-		sum, err := s.cl.summary(ctx, 5)
+		sum, err := s.cl.Summary(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -265,7 +283,7 @@ func (s *sim) simulate(ctx context.Context) (*report, error) {
 		s.extra++
 		t := s.sc.Options.Ticks + s.extra
 		tickStart := time.Now()
-		if _, err := s.cl.tick(ctx, base.Tick+int64(t)); err != nil {
+		if _, err := s.cl.WithAttempts(s.patience()).Tick(ctx, base.Tick+int64(t)); err != nil {
 			return nil, err
 		}
 		if err := s.settleAndReport(ctx, t, base.Tick+int64(t), 0, base, tickStart); err != nil {
@@ -273,20 +291,25 @@ func (s *sim) simulate(ctx context.Context) (*report, error) {
 		}
 	}
 	if s.aborted != "" {
-		fmt.Fprintf(s.out, "floodsim: stopped ticking: %s\n", s.aborted)
+		fmt.Fprintf(s.out, "floodsim: stopped ticking: %s; %s\n", s.aborted, errNotReproducible)
 	}
 	s.simulated = time.Since(began)
 	return s.collect(ctx, flood.LedgerChange{Before: govBefore}, flood.LedgerChange{Before: insBefore}, contractorBefore)
 }
 
-// startAll starts the sagas of needs, at most startConcurrency at once, and
-// returns how many the coordinator accepted.
-func (s *sim) startAll(ctx context.Context, needs []flood.Need) int {
+// startAll schedules the sagas of needs for tick, at most startConcurrency
+// requests at once, and returns how many the coordinator accepted. Each
+// saga's rank is its place in the driver's start order, and its id is
+// derived from the seed, the clock the run began at (base) and the rank,
+// so that two runs can be compared saga by saga.
+func (s *sim) startAll(ctx context.Context, needs []flood.Need, base, tick int64) int {
 	sem := make(chan struct{}, startConcurrency)
 	var wg sync.WaitGroup
 	n := 0
 	for _, need := range needs {
-		id := uuid.NewString()
+		s.rank++
+		rank := s.rank
+		id := sagaID(s.sc.Options.Seed, base, rank)
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -297,7 +320,7 @@ func (s *sim) startAll(ctx context.Context, needs []flood.Need) int {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			err := s.cl.start(ctx, need.Saga, id, need.Context())
+			_, err := s.cl.Start(ctx, client.Start{Saga: need.Saga, ID: id, Rank: rank, Tick: tick, Context: need.Context()})
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			if err != nil {
@@ -319,19 +342,12 @@ func (s *sim) startAll(ctx context.Context, needs []flood.Need) int {
 // settleAndReport waits for tick to settle and prints its progress line:
 // the sagas started at the tick, the active ones, the counts of the run so
 // far (the coordinator's, less those at base), the budget left and the
-// tick's wall-clock time since began.
+// tick's wall-clock time since began. A tick that does not settle stops
+// the run (s.aborted says why).
 func (s *sim) settleAndReport(ctx context.Context, t int, tick int64, started int, base messages.Summary, began time.Time) error {
-	sum, settled, err := s.settle(ctx, tick)
+	sum, err := s.settle(ctx, tick)
 	if err != nil {
 		return err
-	}
-	if settled {
-		s.stalled = 0
-	} else {
-		s.unsettled = append(s.unsettled, t)
-		if s.stalled++; s.stalled >= s.cfg.maxUnsettled {
-			s.aborted = fmt.Sprintf("%d ticks in a row did not settle within %s (-max-unsettled, -tick-wait): the system is not answering", s.stalled, s.cfg.tickWait)
-		}
 	}
 	gov, err := s.ledger(ctx, flood.Government)
 	if err != nil {
@@ -344,105 +360,122 @@ func (s *sim) settleAndReport(ctx context.Context, t int, tick int64, started in
 	s.rows = append(s.rows, tickRow{T: t, Tick: tick, Started: started, Active: sum.Active,
 		Completed: sum.Completed - base.Completed, RolledBack: sum.RolledBack - base.RolledBack,
 		TimedOut: sum.TimedOut - base.TimedOut, Failed: sum.Failed - base.Failed,
-		Budget: gov.Balance, Fund: ins.Balance, Settled: settled, WallMS: time.Since(began).Milliseconds(),
+		Budget: gov.Balance, Fund: ins.Balance, Quiet: s.aborted == "", WallMS: time.Since(began).Milliseconds(),
 		Extra: t > s.sc.Options.Ticks})
 	label := fmt.Sprintf("%3d/%d", t, s.sc.Options.Ticks)
 	if t > s.sc.Options.Ticks {
 		label = fmt.Sprintf("%3d extra", t)
 	}
 	note := ""
-	if !settled {
-		note = fmt.Sprintf("  (not settled after %s)", s.cfg.tickWait)
+	if s.aborted != "" {
+		note = fmt.Sprintf("  (not quiet: %d due)", sum.Due)
 	}
 	fmt.Fprintf(s.out, "tick %-9s started %4d  active %4d  completed %5d  rolled_back %5d  timed_out %4d  failed %3d  budget left %14s  %5.2fs%s\n",
 		label, started, sum.Active, sum.Completed-base.Completed, sum.RolledBack-base.RolledBack,
 		sum.TimedOut-base.TimedOut, sum.Failed-base.Failed, money(gov.Balance), time.Since(began).Seconds(), note)
+	s.tickTimes = append(s.tickTimes, time.Since(began))
 	return nil
 }
 
-// settle polls the coordinator until tick has settled: no command is
-// waiting for its first answer, no retry is pending, and no slow step
-// whose simulation time is up is still working. It gives up after
-// -tick-wait, reporting false.
-func (s *sim) settle(ctx context.Context, tick int64) (messages.Summary, bool, error) {
-	deadline := time.Now().Add(s.cfg.tickWait)
-	poll := time.NewTicker(pollInterval)
-	defer poll.Stop()
-	logged := false
+// settle waits until tick is quiet: no command due at or before it lacks
+// its final answer (Summary.Due is 0). Meanwhile it repeats the tick every
+// retickInterval, so that an agent restarted since learns the time. When
+// the due count has not changed for -tick-wait, an agent broke its word
+// (it is gone, or late): settle sets s.aborted and returns, since the run
+// can no longer be reproduced.
+func (s *sim) settle(ctx context.Context, tick int64) (messages.Summary, error) {
+	sum, err := s.cl.WithAttempts(s.patience()).WaitQuiet(ctx, client.Quiet{Poll: pollInterval, Limit: s.cfg.tickWait, Retick: retickInterval})
+	var nq *client.NotQuietError
+	if errors.As(err, &nq) {
+		s.aborted = fmt.Sprintf("tick %d: %d commands due had no answer for %s (-tick-wait)", tick, sum.Due, s.cfg.tickWait)
+		s.log.Error("tick not quiet; stopping", "tick", tick, "due", sum.Due, "active", sum.Active)
+		return sum, nil
+	}
+	return sum, err
+}
+
+// requestTimeout bounds one request to the coordinator; a request that
+// times out is sent again, identical, so that it stays idempotent.
+const requestTimeout = 5 * time.Second
+
+// restartPatience is how long a request waits for a coordinator that does
+// not answer at all, and a ledger read for a server restarting.
+const restartPatience = time.Minute
+
+// patience is how many times a tick or a summary is asked before the run
+// gives up: a tick that starts tens of thousands of sagas keeps the
+// coordinator busy for as long as it takes to store them, up to -tick-wait.
+func (s *sim) patience() int {
+	return max(5, int(s.cfg.tickWait/requestTimeout)+1)
+}
+
+// sagaID is the id of the saga of rank in a run of seed whose clock began
+// at base: a UUID (version 5) derived from the three.
+func sagaID(seed, base, rank int64) string {
+	return uuid.NewSHA1(floodsimIDs, fmt.Appendf(nil, "seed=%d/base=%d/rank=%d", seed, base, rank)).String()
+}
+
+// floodsimIDs is the namespace of the saga ids floodsim derives.
+var floodsimIDs = uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://github.com/natsaga/natsaga/cmd/floodsim"))
+
+// query asks role's agents the state query q (flood.StateSubject), and
+// asks again for up to restartPatience while none answers, since an agent
+// or the server may be restarting.
+func (s *sim) query(ctx context.Context, role string, q flood.StateQuery) (flood.StateAnswer, error) {
+	subject := flood.StateSubject(role)
+	data, err := json.Marshal(q)
+	if err != nil {
+		return flood.StateAnswer{}, err
+	}
+	patience := time.Now().Add(restartPatience)
 	for {
-		sum, err := s.cl.summary(ctx, 5)
-		if err != nil {
-			return sum, false, err
-		}
-		if sum.Awaiting == 0 {
-			busy, err := s.busy(ctx, tick)
-			if err != nil {
-				return sum, false, err
+		var a flood.StateAnswer
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		m, err := s.cl.Conn().RequestWithContext(rctx, subject, data)
+		cancel()
+		if err == nil {
+			if err = messages.Decode(m.Data, &a); err == nil && a.Error != nil {
+				err = a.Error
 			}
-			if busy == "" {
-				return sum, true, nil
-			}
-			if !logged {
-				s.log.Debug("waiting for a saga that answered to move on", "tick", tick, "saga_id", busy)
-				logged = true
+			if err == nil {
+				return a, nil
 			}
 		}
-		if time.Now().After(deadline) {
-			s.log.Warn("tick did not settle; going on", "tick", tick, "awaiting", sum.Awaiting, "active", sum.Active)
-			return sum, false, nil
+		if ctx.Err() != nil || time.Now().After(patience) {
+			return a, fmt.Errorf("%s: %w", subject, err)
 		}
+		s.log.Warn("state query not answered; asking again", "role", role, "err", err)
 		select {
 		case <-ctx.Done():
-			return sum, false, ctx.Err()
-		case <-poll.C:
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }
 
-// busy returns the id of an active saga that is not settled at tick
-// although it has answered, "" when there is none: one waiting to retry a
-// command, or an elevation whose contractor answered "working" and whose
-// contractor_ticks have passed, so that its result is on the way.
-func (s *sim) busy(ctx context.Context, tick int64) (string, error) {
-	xs, err := s.cl.active(ctx)
-	if err != nil {
-		return "", err
-	}
-	contractorStep := slices.IndexFunc(flood.ElevationSaga().Steps, func(st saga.Step) bool { return st.Role == flood.Contractor })
-	for _, x := range xs {
-		if !x.RetryAt.IsZero() {
-			return x.ID, nil
-		}
-		if x.Saga == flood.Elevation && x.Current == contractorStep && x.Action == messages.Execute {
-			d, err := x.Context.Int64(flood.KeyContractorTicks)
-			if err == nil && x.DispatchedTick+d <= tick {
-				return x.ID, nil
-			}
-		}
-	}
-	return "", nil
-}
-
+// ledger asks role's agents for its ledger (the zero ledger when it has
+// none yet).
 func (s *sim) ledger(ctx context.Context, role string) (flood.Ledger, error) {
-	var l flood.Ledger
-	if _, err := s.stores[role].Get(ctx, flood.LedgerKey, &l); err != nil {
-		return l, fmt.Errorf("%s ledger: %w", role, err)
+	a, err := s.query(ctx, role, flood.StateQuery{V: messages.Version, Ledger: true})
+	if err != nil || a.Ledger == nil {
+		return flood.Ledger{}, err
 	}
-	return l, nil
+	return *a.Ledger, nil
 }
 
-// houses reads role's record of every household of the scenario.
+// houses asks role's agents for their record of every household of the
+// scenario, flood.MaxQueryHouseholds at a time.
 func (s *sim) houses(ctx context.Context, role string) (flood.Houses, error) {
 	hs := flood.Houses{}
-	for _, h := range s.sc.Homes {
-		var house flood.House
-		seq, err := s.stores[role].Get(ctx, flood.HouseKey(h.ID), &house)
+	for batch := range slices.Chunk(s.sc.Homes, flood.MaxQueryHouseholds) {
+		q := flood.StateQuery{V: messages.Version}
+		for _, h := range batch {
+			q.Households = append(q.Households, h.ID)
+		}
+		a, err := s.query(ctx, role, q)
 		if err != nil {
-			return nil, fmt.Errorf("%s record of %s: %w", role, h.ID, err)
+			return nil, err
 		}
-		if seq != 0 {
-			hs[h.ID] = house
-		}
+		maps.Copy(hs, a.Households)
 	}
 	return hs, nil
 }

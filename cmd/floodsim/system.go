@@ -103,26 +103,42 @@ func startSystem(ctx context.Context, c *config, l ledgers, stderr io.Writer, lo
 	return s, nil
 }
 
-// binaries returns the path of each program by name: from c.binDir, or
-// built into c.buildDir.
+// binaries returns the path of each program by name: from c.binDir when
+// set; else beside floodsim's own executable (after `go install
+// ./cmd/...`); else built into c.buildDir from the natsaga checkout the
+// working directory is in; else on PATH.
 func binaries(ctx context.Context, c *config, log *slog.Logger) (map[string]string, error) {
-	if c.binDir == "" {
+	if c.binDir != "" {
+		bins := map[string]string{}
+		for _, name := range procs.Programs {
+			path := filepath.Join(c.binDir, name)
+			if _, err := os.Stat(path); err != nil {
+				return nil, fmt.Errorf("-bin %s: %w", c.binDir, err)
+			}
+			bins[name] = path
+		}
+		return bins, nil
+	}
+	if bins, err := procs.Beside(procs.Programs...); err == nil {
+		log.Info("programs found beside floodsim", "dir", filepath.Dir(bins["coordinator"]))
+		return bins, nil
+	}
+	if _, err := procs.ModuleRoot(); err == nil {
 		start := time.Now()
 		bins, err := procs.Build(ctx, c.buildDir, false, procs.Programs...)
 		if err != nil {
-			return nil, fmt.Errorf("build the programs (run from the natsaga repository, or pass -bin): %w", err)
+			return nil, fmt.Errorf("build the programs: %w", err)
 		}
 		log.Info("programs built", "dir", c.buildDir, "took", time.Since(start).Round(time.Millisecond))
 		return bins, nil
 	}
-	bins := map[string]string{}
-	for _, name := range procs.Programs {
-		path := filepath.Join(c.binDir, name)
-		if _, err := os.Stat(path); err != nil {
-			return nil, fmt.Errorf("-bin %s: %w", c.binDir, err)
-		}
-		bins[name] = path
+	bins, err := procs.OnPath(procs.Programs...)
+	if err != nil {
+		return nil, fmt.Errorf("floodsim runs the programs %v: install them beside it or on PATH "+
+			"(go install github.com/natsaga/natsaga/cmd/...@latest), run from the natsaga repository, or pass -bin: %w",
+			procs.Programs, err)
 	}
+	log.Info("programs found on PATH", "coordinator", bins["coordinator"])
 	return bins, nil
 }
 

@@ -1,6 +1,7 @@
 // Command natsaga is the operator's tool: it asks a running coordinator
-// about sagas, retries the compensation of failed ones, follows the saga
-// events and lists the running services.
+// about sagas, retries the compensation of failed ones, registers saga
+// definitions, follows the saga events, writes the outcome log, waits for
+// a quiet tick and lists the running services.
 //
 // Usage:
 //
@@ -12,6 +13,9 @@
 //	natsaga [-nats URL] [-json] tick N
 //	natsaga [-nats URL] [-json] events [-saga TYPE] [-status STATUS] [-n N | -all] [-f]
 //	natsaga [-nats URL] [-json] services
+//	natsaga [-nats URL] [-json] register FILE
+//	natsaga [-nats URL] [-json] outcomes [-o FILE] [-ranked]
+//	natsaga [-nats URL] [-json] quiet [-wait D]
 //
 // Answers are printed as tables for people; with -json (before or after
 // the command) as the coordinator's JSON, events one JSON object a line.
@@ -20,6 +24,10 @@
 // -timeout, with the reason), and 2 for bad usage. A start the
 // coordinator answers "busy" (it holds its limit of sagas in flight) is
 // sent again after a backoff until -timeout; the last answer is printed.
+//
+// The outcome log (one JSON line per saga, sorted by id, as floodsim
+// -outcomes writes it) goes to -o FILE, or with -json to stdout, byte for
+// byte; otherwise it is shown as a table. Its SHA-256 is printed on stderr.
 package main
 
 import (
@@ -51,6 +59,9 @@ commands:
   events [-saga T] [-status S] [-n N | -all] [-f]
                                  saga status events: the latest N, all kept, or (by default) new ones as they happen
   services                       the coordinator and agents running (NATS micro discovery)
+  register FILE                  register the saga definitions of FILE, or new versions of them
+  outcomes [-o FILE] [-ranked]   the outcome log of the stored sagas (as floodsim -outcomes writes it), and its SHA-256
+  quiet [-wait D]                wait until the current tick is quiet (the summary's due is 0)
 "natsaga COMMAND -h" describes a command. Flags:
 `
 
@@ -239,6 +250,62 @@ func commands() map[string]command {
 			}},
 		"services": {"", "List the natsaga services that answer NATS micro discovery: the active coordinator and every agent.",
 			noFlags(0, func([]string) (runner, error) { return listServices, nil })},
+		"register": {"FILE", "Register the saga definitions of FILE, a definitions file (docs/own-model.md), or new versions of them\n" +
+			"with the running coordinator. A file that does not load is refused before it is sent.",
+			noFlags(1, func(args []string) (runner, error) {
+				req, err := registerRequest(args[0])
+				if err != nil {
+					return nil, err
+				}
+				return ask(messages.RegisterSubject, req, &messages.RegisterResponse{}, printRegister), nil
+			})},
+		"outcomes": {"[-o FILE] [-ranked]", "Write the outcome log of the sagas stored in the coordinator's bucket: one JSON line per saga,\n" +
+			"sorted by id, as floodsim -outcomes writes it, to FILE, or with -json to stdout; otherwise show it as a table.\n" +
+			"The count and the log's SHA-256 go to stderr. Reading the bucket may take up to a minute, or -timeout if longer.",
+			func(fs *flag.FlagSet) func([]string) (runner, error) {
+				var oo outcomesOptions
+				fs.StringVar(&oo.path, "o", "", "write the log to this file")
+				fs.BoolVar(&oo.ranked, "ranked", false, "only the sagas a simulation driver ranked")
+				return func(args []string) (runner, error) {
+					if len(args) > 0 {
+						return nil, fmt.Errorf("unexpected arguments %v", args)
+					}
+					return func(ctx context.Context, nc *nats.Conn, o *options, stdout, stderr io.Writer) error {
+						ctx, cancel := context.WithTimeout(ctx, max(o.timeout, time.Minute))
+						defer cancel()
+						return writeOutcomes(ctx, nc, oo, o.json, stdout, stderr)
+					}, nil
+				}
+			}},
+		"quiet": {"[-wait D]", "Wait until the current tick is quiet: no command due at or before it lacks its final answer\n" +
+			"(the summary's due is 0), and print the summary; fail when it is not quiet within -wait.",
+			func(fs *flag.FlagSet) func([]string) (runner, error) {
+				wait := fs.Duration("wait", time.Minute, "how long to wait for the tick to become quiet")
+				return func(args []string) (runner, error) {
+					if len(args) > 0 {
+						return nil, fmt.Errorf("unexpected arguments %v", args)
+					}
+					if *wait <= 0 {
+						return nil, errors.New("-wait must be positive")
+					}
+					return func(ctx context.Context, nc *nats.Conn, o *options, stdout, _ io.Writer) error {
+						ctx, cancel := context.WithTimeout(ctx, *wait)
+						defer cancel()
+						s, err := waitQuiet(ctx, nc)
+						switch {
+						case o.json:
+							printJSON(stdout, s)
+						case s.Due == 0 && err == nil:
+							fmt.Fprintf(stdout, "tick %d is quiet\n", s.Tick)
+							printSummary(stdout, &s)
+						default:
+							fmt.Fprintf(stdout, "tick %d is not quiet: %d commands due\n", s.Tick, s.Due)
+							printSummary(stdout, &s)
+						}
+						return err
+					}, nil
+				}
+			}},
 	}
 }
 
@@ -369,6 +436,8 @@ func wireErrorOf(v any) *messages.WireError {
 	case *messages.ListResponse:
 		return r.Error
 	case *messages.RetryResponse:
+		return r.Error
+	case *messages.RegisterResponse:
 		return r.Error
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -111,7 +112,8 @@ func TestOperatorRetriesFailedCompensation(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{}, {"bogus"}, {"status"}, {"tick", "-1"}, {"start", "bad.type"}, {"start", "ops", "[1]"}, {"events", "-n", "-1"}, {"events", "-saga", "a.b"}, {"events", "extra"}, {"events", "-n", "2", "-all"}, {"list", "-limit", "-1"}, {"list", "x"}} {
+	for _, args := range [][]string{{}, {"bogus"}, {"status"}, {"tick", "-1"}, {"start", "bad.type"}, {"start", "ops", "[1]"}, {"events", "-n", "-1"}, {"events", "-saga", "a.b"}, {"events", "extra"}, {"events", "-n", "2", "-all"}, {"list", "-limit", "-1"}, {"list", "x"},
+		{"register"}, {"register", "a.json", "b.json"}, {"register", "/nonexistent/sagas.json"}, {"outcomes", "x"}, {"quiet", "-wait", "0"}, {"quiet", "x"}} {
 		var out, errOut bytes.Buffer
 		code := mainCode(args, func(string) string { return "" }, &out, &errOut)
 		require.Equal(t, 2, code, "args %v", args)
@@ -145,6 +147,57 @@ func TestListFollowsTheCursor(t *testing.T) {
 			require.NoError(t, json.Unmarshal(raw, &x))
 			require.False(t, ids[x.ID], "saga %s listed twice", x.ID)
 			ids[x.ID] = true
+		}
+	}
+}
+
+// TestOperatorRegistersDefinitions registers a new version of a saga
+// type, as JSON and as a table, starts a saga of it, and refuses a file
+// that does not load before sending it.
+func TestOperatorRegistersDefinitions(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{{Name: "ops", Subject: "ops", Steps: []saga.Step{{Name: "reserve", Role: "ops"}}}})
+	dir := t.TempDir()
+	file := dir + "/ops.json"
+	require.NoError(t, os.WriteFile(file, []byte(`{"roles":["ops"],"sagas":[{"name":"ops","subject":"ops","version":2,
+		"steps":[{"name":"reserve","role":"ops"},{"name":"confirm","role":"ops","timeout_ticks":2}]}]}`), 0o600))
+
+	code, out := natsaga(t, url, "-json", "register", file)
+	require.Equal(t, 0, code, out)
+	var resp messages.RegisterResponse
+	require.NoError(t, json.Unmarshal([]byte(out), &resp))
+	require.Equal(t, []messages.RegisteredSaga{{Name: "ops", Version: 2, Latest: true}}, resp.Registered)
+
+	// Sent again, the same version is registered already: unchanged.
+	code, out = natsaga(t, url, "register", file)
+	require.Equal(t, 0, code, out)
+	require.Regexp(t, `(?m)^SAGA\s+VERSION\s+LATEST\s+UNCHANGED$`, out)
+	require.Regexp(t, `(?m)^ops\s+2\s+true\s+true$`, out)
+
+	code, out = natsaga(t, url, "-json", "start", "ops")
+	require.Equal(t, 0, code, out)
+	var started messages.StartResponse
+	require.NoError(t, json.Unmarshal([]byte(out), &started))
+	nc := testenv.Connect(t, url)
+	require.Equal(t, int64(2), testenv.Status(t, nc, started.SagaID).Version)
+
+	bad := dir + "/bad.json"
+	require.NoError(t, os.WriteFile(bad, []byte(`{"roles":["ops"],"sagas":[{"name":"ops","subject":"ops","steps":[]}]}`), 0o600))
+	code, out = natsaga(t, url, "register", bad)
+	require.Equal(t, 2, code)
+	require.Contains(t, out, `definition "ops": field steps: no steps: a saga has at least one`)
+}
+
+// TestHelpOfTheModelCommands: register, outcomes and quiet take -h like
+// every command, and describe their flags.
+func TestHelpOfTheModelCommands(t *testing.T) {
+	for name, flags := range map[string][]string{"register": nil, "outcomes": {"-o", "-ranked"}, "quiet": {"-wait"}} {
+		var out, errOut bytes.Buffer
+		code := mainCode([]string{name, "-h"}, func(string) string { return "" }, &out, &errOut)
+		require.Equal(t, 0, code, "%s: %s", name, errOut.String())
+		require.Contains(t, errOut.String(), "usage: natsaga [flags] "+name, name)
+		for _, f := range flags {
+			require.Contains(t, errOut.String(), f, name)
 		}
 	}
 }

@@ -35,6 +35,10 @@ func printSummary(w io.Writer, s *messages.Summary) {
 	fmt.Fprintf(t, "tick\t%d\n", s.Tick)
 	fmt.Fprintf(t, "saga types\t%d\n", s.Registered)
 	fmt.Fprintf(t, "active\t%d\t(awaiting an answer %d, waiting to retry %d)\n", s.Active, s.Awaiting, s.Retrying)
+	fmt.Fprintf(t, "due\t%d\t(commands due by this tick with no final answer: 0 is quiet)\n", s.Due)
+	if s.Refused > 0 {
+		fmt.Fprintf(t, "refused\t%d\t(answers not from the role owning the step)\n", s.Refused)
+	}
 	fmt.Fprintf(t, "completed\t%d\n", s.Completed)
 	fmt.Fprintf(t, "rolled back\t%d\n", s.RolledBack)
 	fmt.Fprintf(t, "timed out\t%d\n", s.TimedOut)

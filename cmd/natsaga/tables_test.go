@@ -75,6 +75,7 @@ func TestTables(t *testing.T) {
 	require.Regexp(t, `(?m)^completed\s+2$`, out)
 	require.Regexp(t, `(?m)^rolled back\s+2$`, out)
 	require.Regexp(t, `(?m)^active\s+0\s`, out)
+	require.Regexp(t, `(?m)^due\s+0\s`, out)
 
 	code, out = natsaga(t, url, "list", "-status", "completed")
 	require.Equal(t, 0, code, out)
@@ -116,7 +117,7 @@ func TestTables(t *testing.T) {
 
 	code, out = natsaga(t, url, "services")
 	require.Equal(t, 0, code, out)
-	require.Regexp(t, `(?m)^natsaga-coordinator\s+\S+\s+1\.0\.0\s+active\s+-\s+\[start tick status summary list retry\]$`, out)
+	require.Regexp(t, `(?m)^natsaga-coordinator\s+\S+\s+1\.0\.0\s+active\s+-\s+\[start tick status summary list retry register\]$`, out)
 	require.Regexp(t, `(?m)^natsaga-agent\s+\S+\s+1\.0\.0\s+ops\s+ops-1\s+\[stats\]$`, out)
 
 	// An error answer: to stderr, exit 1.
@@ -135,7 +136,7 @@ func TestHelpEverywhere(t *testing.T) {
 		return ""
 	}
 	for _, args := range [][]string{{"-h"}, {"summary", "-h"}, {"status", "-h"}, {"list", "-h"}, {"retry", "-h"},
-		{"start", "-h"}, {"tick", "-h"}, {"events", "-h"}, {"services", "-h"}} {
+		{"start", "-h"}, {"tick", "-h"}, {"events", "-h"}, {"services", "-h"}, {"register", "-h"}, {"outcomes", "-h"}, {"quiet", "-h"}} {
 		var out, errOut bytes.Buffer
 		code := mainCode(args, getenv, &out, &errOut)
 		require.Equal(t, 0, code, "%v: %s", args, errOut.String())

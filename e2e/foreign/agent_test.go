@@ -75,6 +75,69 @@ type householdAgent struct {
 	applications map[string]string
 	handled      int
 	dropped      int
+	// tick is the current tick the agent learned when it started.
+	tick int64
+}
+
+// createConsumer sends the consumer-create request of docs/protocol.md
+// ("The consumer of a role", raw request) and checks the answer.
+func createConsumer(ctx context.Context, nc *nats.Conn) error {
+	req := map[string]any{
+		"stream_name": commandStream,
+		"action":      "",
+		"config": map[string]any{
+			"durable_name": "agent-household",
+			"filter_subjects": []string{
+				"saga." + sagaType + "." + stepName,
+				"saga." + sagaType + "." + stepName + ".compensate",
+			},
+			"ack_policy":      "explicit",
+			"ack_wait":        int64(5 * time.Second),
+			"max_deliver":     -1,
+			"deliver_policy":  "all",
+			"max_ack_pending": 8192,
+		},
+	}
+	data, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	m, err := nc.RequestWithContext(ctx, "$JS.API.CONSUMER.CREATE."+commandStream+".agent-household", data)
+	if err != nil {
+		return err
+	}
+	var resp struct {
+		Name  string `json:"name"`
+		Error *struct {
+			Code        int    `json:"code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return err
+	}
+	if resp.Error != nil {
+		return fmt.Errorf("consumer create: %d %s", resp.Error.Code, resp.Error.Description)
+	}
+	if resp.Name != "agent-household" {
+		return fmt.Errorf("consumer create: answered for %q", resp.Name)
+	}
+	return nil
+}
+
+// currentTick asks the coordinator's summary for the current tick.
+func currentTick(ctx context.Context, nc *nats.Conn) (int64, error) {
+	m, err := nc.RequestWithContext(ctx, "natsaga.summary", []byte(`{"v":1}`))
+	if err != nil {
+		return 0, err
+	}
+	var s struct {
+		Tick *int64 `json:"tick"`
+	}
+	if err := json.Unmarshal(m.Data, &s); err != nil || s.Tick == nil {
+		return 0, fmt.Errorf("summary without a tick: %s", m.Data)
+	}
+	return *s.Tick, nil
 }
 
 func newHouseholdAgent(name string) *householdAgent {
@@ -104,20 +167,24 @@ func (a *householdAgent) run(ctx context.Context, nc *nats.Conn) error {
 		}
 	}
 	// 2. The role's durable consumer: agent-<role>, the execute and
-	// compensate subjects of every step served, explicit acks.
-	cons, err := js.CreateOrUpdateConsumer(ctx, commandStream, jetstream.ConsumerConfig{
-		Durable: "agent-household",
-		FilterSubjects: []string{
-			"saga." + sagaType + "." + stepName,
-			"saga." + sagaType + "." + stepName + ".compensate",
-		},
-		AckPolicy:  jetstream.AckExplicitPolicy,
-		AckWait:    5 * time.Second,
-		MaxDeliver: -1,
-	})
+	// compensate subjects of every step served, explicit acks; created
+	// with the raw JetStream request docs/protocol.md spells out, as a
+	// client without multi-filter consumers does.
+	if err := createConsumer(ctx, nc); err != nil {
+		return err
+	}
+	cons, err := js.Consumer(ctx, commandStream, "agent-household")
 	if err != nil {
 		return err
 	}
+	// 2b. Learn the current tick, as an agent that starts mid-run does.
+	tick, err := currentTick(ctx, nc)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.tick = tick
+	a.mu.Unlock()
 	// 3. Pull and handle.
 	cc, err := cons.Consume(func(m jetstream.Msg) { a.handle(ctx, m) })
 	if err != nil {

@@ -44,6 +44,8 @@ func TestForeignAgentServesSubsidySagas(t *testing.T) {
 	gov := testenv.Agent(t, url, participant.Options{Role: flood.Government, Steps: flood.GovernmentSteps(),
 		Init: flood.InitLedger(cost + cost/2)})
 
+	// The run is at tick 7 when the foreign agent starts: it asks.
+	testenv.Tick(t, testenv.Connect(t, url), 7)
 	household := newHouseholdAgent("foreign-household")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -68,6 +70,18 @@ func TestForeignAgentServesSubsidySagas(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, cost, paid)
 	require.Equal(t, "pending", household.application(first))
+	household.mu.Lock()
+	require.Equal(t, int64(7), household.tick, "learned from natsaga.summary")
+	household.mu.Unlock()
+	// The raw consumer-create request made the documented consumer.
+	jsi, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ci, err := jsi.Consumer(context.Background(), messages.CommandStream, messages.CommandConsumer(flood.Household))
+	require.NoError(t, err)
+	info := ci.CachedInfo()
+	require.Equal(t, messages.StepCommandSubjects(flood.Subsidy, "household_applies"), info.Config.FilterSubjects)
+	require.Equal(t, jetstream.AckExplicitPolicy, info.Config.AckPolicy)
+	require.Equal(t, 8192, info.Config.MaxAckPending)
 
 	// The second is refused by the government: the foreign agent's step is
 	// compensated.

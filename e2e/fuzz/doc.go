@@ -7,7 +7,9 @@
 // alive, the invariants that hold while sagas are in flight hold (the
 // ledgers against the payments the sagas hold, every completed step's
 // output its role's own record) and refused input changed nothing (the
-// clock, the ledgers, the sagas it aimed at). It has no code of its own.
+// clock, the ledgers, the sagas it aimed at, the definitions registered:
+// a definitions file that breaks a rule is refused). It has no code of its
+// own.
 //
 // The fuzzer runs for NATSAGA_FUZZ_DURATION (a Go duration; a few seconds
 // when unset, 60s in CI) from the seed NATSAGA_FUZZ_SEED (the time when

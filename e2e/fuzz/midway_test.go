@@ -54,7 +54,7 @@ func newMidway(s *system) *midway {
 		m.paysAt[d.Subject] = i
 	}
 	for _, role := range agentRoles {
-		st, err := participant.OpenStore(context.Background(), s.driver, role, false, 1)
+		st, err := participant.OpenStore(context.Background(), s.inspector, role, false, 1)
 		require.NoError(s.t, err)
 		m.stores[role] = st
 	}

@@ -31,6 +31,7 @@ const (
 	coordinatorUser = "coordinator"
 	driverUser      = "driver"
 	operatorUser    = "operator"
+	adminUser       = "admin"
 )
 
 var agentRoles = []string{flood.Household, flood.Government, flood.Insurer, flood.Contractor}
@@ -56,9 +57,12 @@ type system struct {
 	coord *coordinator.Coordinator
 	// driver is connected as the driver user.
 	driver *nats.Conn
-	logs   *warnLog
-	ctx    context.Context
-	wg     sync.WaitGroup
+	// inspector is connected as the admin user: the test's own eye on the
+	// agents' stores, which the driver may not read.
+	inspector *nats.Conn
+	logs      *warnLog
+	ctx       context.Context
+	wg        sync.WaitGroup
 	// exited receives the name of every process that returned.
 	exited chan string
 	// started maps every saga started to its type, for the invariants.
@@ -87,6 +91,7 @@ func newSystem(t *testing.T) *system {
 	}
 	s.coord = c
 	s.driver = s.connect(driverUser)
+	s.inspector = s.connect(adminUser)
 	return s
 }
 
@@ -201,10 +206,10 @@ func (s *system) waitStatus(id string, status saga.Status) saga.Execution {
 	return x
 }
 
-// ledger reads role's ledger as the driver.
+// ledger reads role's ledger from its store, as the inspector.
 func (s *system) ledger(role string) flood.Ledger {
 	s.t.Helper()
-	store, err := participant.OpenStore(context.Background(), s.driver, role, false, 1)
+	store, err := participant.OpenStore(context.Background(), s.inspector, role, false, 1)
 	require.NoError(s.t, err)
 	var l flood.Ledger
 	_, err = store.Get(context.Background(), flood.LedgerKey, &l)

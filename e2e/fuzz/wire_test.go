@@ -226,10 +226,14 @@ func (f *fuzzer) sendTick(user string) {
 	}
 }
 
-// query sends a hostile status, list, retry or summary request; each gets
-// an answer.
+// query sends a hostile status, list, retry, register or summary request;
+// each gets an answer.
 func (f *fuzzer) query(user string) {
-	switch f.rnd.IntN(4) {
+	switch f.rnd.IntN(5) {
+	case 4:
+		if user == operatorUser {
+			f.register(user)
+		}
 	case 0:
 		f.request(user, messages.StatusSubject, f.payload("saga_id"))
 	case 1:
@@ -256,6 +260,32 @@ func (f *fuzzer) query(user string) {
 		f.sent[messages.AgentStatsSubject]++
 		require.NoError(f.t, f.conns[user].Publish(messages.AgentStatsSubject, f.payload("role")))
 	}
+}
+
+// register sends, as user (the operator, who may register), a definitions
+// file that breaks a rule of the format, or junk: it must be refused, and
+// the definitions the coordinator runs stay as they were.
+func (f *fuzzer) register(user string) {
+	bad := []string{
+		`{"roles":["household"],"sagas":[{"name":"x","subject":"x","steps":[]}]}`,
+		`{"roles":["household"],"sagas":[{"name":"x","subject":"x","timeout_ticks":0,"steps":[{"name":"a","role":"household"}]}]}`,
+		`{"roles":["household"],"sagas":[{"name":"x","subject":"x","timeout_ticks":-3,"steps":[{"name":"a","role":"household"}]}]}`,
+		`{"roles":["household"],"sagas":[{"name":"x","subject":"x","steps":[{"name":"a","role":"nobody"}]}]}`,
+		`{"roles":["household"],"sagas":[{"name":"x","subject":"x","steps":[{"name":"a","role":"household"},{"name":"a","role":"household"}]}]}`,
+		`{"roles":["household"],"sagas":[{"name":` + f.str(f.token()+".x") + `,"subject":"x","steps":[{"name":"a","role":"household"}]}]}`,
+		`{"roles":["household"],"sagas":[{"name":"subsidy","subject":"subsidy","version":1,"steps":[{"name":"a","role":"household"}]}]}`,
+	}
+	data := []byte(`{"v":1,"definitions":` + bad[f.rnd.IntN(len(bad))] + `}`)
+	if f.rnd.IntN(3) == 0 {
+		data = f.payload("definitions")
+	}
+	var before, after messages.Summary
+	require.NoError(f.t, json.Unmarshal(f.request(user, messages.SummarySubject, nil), &before))
+	var resp messages.RegisterResponse
+	require.NoError(f.t, json.Unmarshal(f.request(user, messages.RegisterSubject, data), &resp))
+	require.NotNil(f.t, resp.Error, "definitions %.300s registered", data)
+	require.NoError(f.t, json.Unmarshal(f.request(user, messages.SummarySubject, nil), &after))
+	require.Equal(f.t, before.Registered, after.Registered, "refused definitions %.300s changed what is registered", data)
 }
 
 // answer publishes, as an agent role, a reply or a barrier record it has
@@ -367,7 +397,7 @@ func (f *fuzzer) aimed(role string, nc *nats.Conn, output string) bool {
 // houses reads role's records of the households hs.
 func (s *system) houses(role string, hs map[string]bool) flood.Houses {
 	s.t.Helper()
-	store, err := participant.OpenStore(context.Background(), s.driver, role, false, 1)
+	store, err := participant.OpenStore(context.Background(), s.inspector, role, false, 1)
 	require.NoError(s.t, err)
 	out := flood.Houses{}
 	for h := range hs {

@@ -23,7 +23,6 @@ import (
 	"github.com/natsaga/natsaga/internal/agentcmd"
 	"github.com/natsaga/natsaga/internal/embedded"
 	"github.com/natsaga/natsaga/messages"
-	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
 )
 
@@ -167,6 +166,7 @@ func TestConfigNamesMatchTheCode(t *testing.T) {
 			require.Subset(t, u.Permissions.Publish.Allow, []string{
 				"$JS.API.STREAM.CREATE." + stream,
 				"$JS.API.STREAM.UPDATE." + stream,
+				"$JS.API.STREAM.INFO." + stream,
 				"$JS.API.DIRECT.GET." + stream + ".>",
 				messages.StateSubjects(role)[0],
 				"$JS.API.STREAM.INFO." + messages.CommandStream,
@@ -174,7 +174,7 @@ func TestConfigNamesMatchTheCode(t *testing.T) {
 				"$JS.API.CONSUMER.MSG.NEXT." + messages.CommandStream + "." + consumer,
 				"$JS.ACK." + messages.CommandStream + "." + consumer + ".>",
 			})
-			require.ElementsMatch(t, []string{messages.TickSubject, messages.AgentStatsSubject, "$SRV.>", inboxPrefix(role) + ".>"},
+			require.ElementsMatch(t, []string{messages.TickSubject, messages.AgentStatsSubject, "$SRV.>", flood.StateSubject(role), inboxPrefix(role) + ".>"},
 				u.Permissions.Subscribe.Allow)
 		})
 	}
@@ -246,6 +246,7 @@ func TestOthersDenied(t *testing.T) {
 		{name: "the driver writes a ledger", user: driverUser, subject: ledger},
 		{name: "the driver sends a command", user: driverUser, subject: messages.ExecuteSubject(flood.Subsidy, "budget_deducted")},
 		{name: "the driver replies for an agent", user: driverUser, subject: messages.ReplySubject(flood.Subsidy, "budget_deducted")},
+		{name: "the driver reads a ledger from the store", user: driverUser, subject: "$JS.API.DIRECT.GET." + messages.StateStream(flood.Government) + "." + ledger},
 		{name: "the operator reads a ledger", user: operatorUser, subject: "$JS.API.DIRECT.GET." + messages.StateStream(flood.Government) + "." + ledger},
 		{name: "the operator writes the saga bucket", user: operatorUser, subject: messages.BucketSubject(messages.SagaKey("x"))},
 		{name: "the coordinator writes a ledger", user: coordinatorUser, subject: ledger},
@@ -343,14 +344,13 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 	tick(t, d.nc, 1)
 	waitStatus(t, d.nc, elevation, saga.Completed, 0)
 
-	// The driver reads the government's ledger, as the simulation does to
-	// check it balances.
-	store, err := participant.OpenStore(ctx, d.nc, flood.Government, false, 1)
-	require.NoError(t, err)
-	var l flood.Ledger
-	_, err = store.Get(ctx, flood.LedgerKey, &l)
-	require.NoError(t, err)
-	require.Equal(t, agentcmd.DefaultLedger[flood.Government]-flood.DefaultSubsidyCost-flood.DefaultElevationCost, l.Balance)
+	// The driver asks the government for its ledger with the state query,
+	// as the simulation does to check it balances.
+	var a flood.StateAnswer
+	request(t, d.nc, flood.StateSubject(flood.Government), flood.StateQuery{V: messages.Version, Ledger: true}, &a)
+	require.Nil(t, a.Error)
+	require.NotNil(t, a.Ledger)
+	require.Equal(t, agentcmd.DefaultLedger[flood.Government]-flood.DefaultSubsidyCost-flood.DefaultElevationCost, a.Ledger.Balance)
 
 	// The operator asks the coordinator, as cmd/natsaga does.
 	op := connect(t, url, operatorUser)
@@ -370,6 +370,22 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 	it.Stop()
 	require.NoError(t, err)
 	require.Contains(t, string(ev.Data()), subsidy[:8])
+	// ... and reads the stored sagas, as "natsaga outcomes" does.
+	kv, err := js.KeyValue(ctx, messages.SagaBucket)
+	require.NoError(t, err)
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	require.NoError(t, err)
+	stored := 0
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+		if strings.HasPrefix(e.Key(), messages.SagaKeyPrefix) {
+			stored++
+		}
+	}
+	require.NoError(t, w.Stop())
+	require.Equal(t, 4, stored)
 
 	for _, cl := range []*client{co, d, op} {
 		require.Empty(t, cl.errors(), "errors of %s", cl.user)

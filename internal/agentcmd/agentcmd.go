@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
@@ -78,7 +79,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 	}
 	defer cli.Drain(nc, 5*time.Second)
 	opts := participant.Options{Role: c.Role, Steps: steps, Name: c.Name, Concurrency: c.Concurrency,
-		AckWait: c.AckWait, Replicas: c.Replicas, Logger: log}
+		AckWait: c.AckWait, Replicas: c.Replicas, Serial: flood.Serial(c.Role), Logger: log}
 	if c.TracerProvider != nil {
 		opts.TracerProvider = c.TracerProvider
 	}
@@ -105,7 +106,25 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 			_ = wait()
 		}()
 	}
-	return a.Run(ctx)
+	return runWithQueries(ctx, a, nc, c.Role)
+}
+
+// runWithQueries runs a and, beside it, the answers to flood's state query
+// (flood.StateSubject), until ctx ends or either fails.
+func runWithQueries(ctx context.Context, a *participant.Agent, nc *nats.Conn, role string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	queries := make(chan error, 1)
+	go func() {
+		err := participant.ServeQueries(ctx, nc, role, flood.StateSubject(role), flood.AnswerState)
+		if err != nil {
+			cancel()
+		}
+		queries <- err
+	}()
+	err := a.Run(ctx)
+	cancel()
+	return errors.Join(err, <-queries)
 }
 
 // Metrics returns a registry with a's counters and, for a role that holds

@@ -20,16 +20,23 @@ import (
 // Programs are the cmd/ packages a simulation runs.
 var Programs = []string{"coordinator", "household-agent", "government-agent", "insurer-agent", "contractor-agent"}
 
-// ModuleRoot returns the directory of the go.mod above the working
-// directory, or an error when there is none.
+// Module is natsaga's module path: [ModuleRoot] looks for its go.mod.
+const Module = "github.com/natsaga/natsaga"
+
+// ModuleRoot returns the directory of natsaga's go.mod above the working
+// directory, or an error when there is none (a checkout of another module
+// does not count).
 func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
+		if data, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil {
+			if isModule(data) {
+				return dir, nil
+			}
+			return "", fmt.Errorf("%s is not natsaga's go.mod: run from the natsaga repository", filepath.Join(dir, "go.mod"))
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
@@ -37,6 +44,61 @@ func ModuleRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// isModule reports whether the go.mod data declares [Module].
+func isModule(data []byte) bool {
+	for line := range strings.Lines(string(data)) {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "module" {
+			return strings.Trim(f[1], `"`) == Module
+		}
+	}
+	return false
+}
+
+// ErrNotInstalled is returned by [Find] when a program is neither beside
+// the running executable nor on PATH.
+var ErrNotInstalled = errors.New("program not installed")
+
+// Beside returns the path of each program of names in the directory of
+// the running executable, as `go install ./cmd/...` leaves them, or an
+// error wrapping [ErrNotInstalled] when one is not there.
+func Beside(names ...string) (map[string]string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("executable: %w", err)
+	}
+	if resolved, err := filepath.EvalSymlinks(self); err == nil {
+		self = resolved
+	}
+	return inDir(filepath.Dir(self), names)
+}
+
+// inDir returns the path of each program of names in dir.
+func inDir(dir string, names []string) (map[string]string, error) {
+	paths := map[string]string{}
+	for _, n := range names {
+		p := filepath.Join(dir, n)
+		if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+			return nil, fmt.Errorf("%s in %s: %w", n, dir, ErrNotInstalled)
+		}
+		paths[n] = p
+	}
+	return paths, nil
+}
+
+// OnPath returns the path of each program of names on PATH, or an error
+// wrapping [ErrNotInstalled] naming the first that is not there.
+func OnPath(names ...string) (map[string]string, error) {
+	paths := map[string]string{}
+	for _, n := range names {
+		p, err := exec.LookPath(n)
+		if err != nil {
+			return nil, fmt.Errorf("%s on PATH: %w: %w", n, ErrNotInstalled, err)
+		}
+		paths[n] = p
+	}
+	return paths, nil
 }
 
 // NATSServer is the import path of nats-server's main package, at the

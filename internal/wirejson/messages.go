@@ -22,6 +22,7 @@ var commandCodec = newCodec(
 	integer("Attempt", func(c *messages.Command) *int { return &c.Attempt }),
 	integer("Seq", func(c *messages.Command) *int { return &c.Seq }),
 	integer64("Tick", func(c *messages.Command) *int64 { return &c.Tick }),
+	integer64("Rank", func(c *messages.Command) *int64 { return &c.Rank }),
 	rawMap("Context", func(c *messages.Command) *messages.Context { return &c.Context }),
 )
 
@@ -36,6 +37,7 @@ var replyCodec = newCodec(
 	named("Outcome", func(r *messages.Reply) *messages.Outcome { return &r.Outcome }, outcomes...),
 	str("Reason", func(r *messages.Reply) *string { return &r.Reason }),
 	rawMap("Output", func(r *messages.Reply) *messages.Context { return &r.Output }),
+	integer64("Until", func(r *messages.Reply) *int64 { return &r.Until }),
 	str("Agent", func(r *messages.Reply) *string { return &r.Agent }),
 )
 

@@ -1,0 +1,405 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/natsaga/natsaga/internal/cli"
+	"github.com/natsaga/natsaga/internal/tracing"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// Options configures a [Client]. The zero value works.
+type Options struct {
+	// RequestTimeout bounds one request to the coordinator; an unanswered
+	// request is sent again. 0 means 5s.
+	RequestTimeout time.Duration
+	// Attempts is how many times a request is sent in all when it is not
+	// answered in time. 0 means 5.
+	Attempts int
+	// RestartPatience is how long a request waits, apart from Attempts,
+	// while nobody listens on its subject (a coordinator starting or
+	// taking over). 0 means one minute.
+	RestartPatience time.Duration
+	// Logger receives the client's warnings. nil discards them.
+	Logger *slog.Logger
+	// Tracer, when set, makes a span of each start, whose context the
+	// start request carries: the parent of the saga's trace. Every
+	// request carries the trace context of its ctx in any case.
+	Tracer trace.Tracer
+}
+
+// Validate returns an error when o has a negative field.
+func (o *Options) Validate() error {
+	if o.RequestTimeout < 0 || o.Attempts < 0 || o.RestartPatience < 0 {
+		return errors.New("client options: negative timeout, attempts or patience")
+	}
+	return nil
+}
+
+// Client speaks natsaga's protocol to a coordinator. Create it with [New]
+// or [Connect]. It is safe for concurrent use.
+type Client struct {
+	nc   *nats.Conn
+	opts Options
+	log  *slog.Logger
+	// owned is set when Connect made nc, so Close closes it.
+	owned bool
+}
+
+// New returns a client on nc, which the caller keeps and closes. It
+// returns an error when opts do not validate.
+func New(nc *nats.Conn, opts Options) (*Client, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.RequestTimeout == 0 {
+		opts.RequestTimeout = 5 * time.Second
+	}
+	if opts.Attempts == 0 {
+		opts.Attempts = 5
+	}
+	if opts.RestartPatience == 0 {
+		opts.RestartPatience = time.Minute
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Client{nc: nc, opts: opts, log: log}, nil
+}
+
+// Connect connects to the NATS server at url with natsOpts and returns a
+// client that owns the connection: [Client.Close] closes it. It returns an
+// error when the server cannot be reached before ctx ends.
+func Connect(ctx context.Context, url string, opts Options, natsOpts ...nats.Option) (*Client, error) {
+	type result struct {
+		nc  *nats.Conn
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		nc, err := nats.Connect(url, natsOpts...)
+		done <- result{nc, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.nc != nil {
+				r.nc.Close()
+			}
+		}()
+		return nil, fmt.Errorf("connect %s: %w", url, ctx.Err())
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("connect %s: %w", url, r.err)
+	}
+	c, err := New(r.nc, opts)
+	if err != nil {
+		r.nc.Close()
+		return nil, err
+	}
+	c.owned = true
+	return c, nil
+}
+
+// Close closes the connection when [Connect] made it, and does nothing
+// otherwise.
+func (c *Client) Close() {
+	if c.owned {
+		c.nc.Close()
+	}
+}
+
+// Conn returns the client's NATS connection.
+func (c *Client) Conn() *nats.Conn { return c.nc }
+
+// WithAttempts returns a copy of c that sends each request up to n times
+// (at least once), sharing c's connection: a driver asks for a tick more
+// patiently than for a status.
+func (c *Client) WithAttempts(n int) *Client {
+	d := *c
+	d.opts.Attempts = max(n, 1)
+	d.owned = false
+	return &d
+}
+
+// request sends req on subject and decodes the answer into resp. It sends
+// the same request again, up to Attempts times in all, when the answer
+// does not come in time or nobody listens yet; any other error, or the end
+// of ctx, ends it.
+func (c *Client) request(ctx context.Context, subject string, req, resp any) error {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("%s: encode: %w", subject, err)
+	}
+	patience := time.Now().Add(c.opts.RestartPatience)
+	for attempt := 1; ; attempt++ {
+		rctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+		msg := &nats.Msg{Subject: subject, Data: data}
+		tracing.Inject(ctx, msg)
+		m, err := c.nc.RequestMsgWithContext(rctx, msg)
+		cancel()
+		if err == nil {
+			// The server bounds an answer by its payload limit; a page of
+			// a list may be larger than messages.MaxPayload.
+			if err := json.Unmarshal(m.Data, resp); err != nil {
+				return fmt.Errorf("%s: answer: %w", subject, err)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", subject, ctx.Err())
+		}
+		noResponders := errors.Is(err, nats.ErrNoResponders)
+		retry := noResponders || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
+		if noResponders && time.Now().Before(patience) {
+			attempt = min(attempt, c.opts.Attempts-1)
+		}
+		if !retry || attempt >= c.opts.Attempts {
+			return fmt.Errorf("%s: attempt %d: %w", subject, attempt, err)
+		}
+		if !noResponders {
+			c.log.Warn("request not answered; sending it again", "subject", subject, "attempt", attempt, "err", err)
+			continue
+		}
+		// No responder fails at once: the coordinator is not up (yet).
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w", subject, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// Start is one saga to start.
+type Start struct {
+	// Saga is the saga type: a definition's subject or name.
+	Saga string
+	// ID is the saga's id; empty, the coordinator makes one. A start sent
+	// again with the same id starts the saga once.
+	ID string
+	// Rank, when positive, ranks the saga for a simulation run; Tick,
+	// when ahead of the clock, schedules its start (docs/simulation.md).
+	Rank, Tick int64
+	Context    messages.Context
+}
+
+// Started is the coordinator's answer to a [Start].
+type Started struct {
+	ID     string
+	Status saga.Status
+}
+
+// Start starts one saga and returns its id and status. It returns an
+// [*Error] when the coordinator refuses it (ErrNotFound for an unknown
+// saga type, ErrBadRequest for a bad id or context). A start the
+// coordinator answers "busy" (it holds its limit of sagas in flight)
+// started nothing: it is sent again after a backoff that doubles, until
+// the coordinator answers otherwise or ctx ends; then the error wraps both
+// ErrBusy and ctx's error.
+func (c *Client) Start(ctx context.Context, s Start) (Started, error) {
+	if err := messages.CheckToken("saga type", s.Saga); err != nil {
+		return Started{}, fmt.Errorf("start: %w", err)
+	}
+	if c.opts.Tracer != nil {
+		var span trace.Span
+		ctx, span = c.opts.Tracer.Start(ctx, "start "+s.Saga, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("natsaga.saga_id", s.ID), attribute.String("natsaga.saga", s.Saga)))
+		defer span.End()
+	}
+	ctxv := s.Context
+	if ctxv == nil {
+		ctxv = messages.Context{}
+	}
+	subject := messages.StartSubject(s.Saga)
+	req := messages.StartRequest{V: messages.Version, SagaID: s.ID, Rank: s.Rank, Tick: s.Tick, Context: ctxv}
+	var resp messages.StartResponse
+	answer, err := cli.RetryBusy(ctx, c.log.With("saga_id", s.ID), func(ctx context.Context) (*messages.WireError, error) {
+		resp = messages.StartResponse{}
+		if err := c.request(ctx, subject, req, &resp); err != nil {
+			return nil, err
+		}
+		return resp.Error, nil
+	})
+	if werr := wireErr(subject, answer); werr != nil {
+		if err != nil {
+			return Started{}, fmt.Errorf("start %s saga %s: %w: %w", s.Saga, s.ID, werr, err)
+		}
+		return Started{}, fmt.Errorf("start %s saga %s: %w", s.Saga, s.ID, werr)
+	}
+	if err != nil {
+		return Started{}, err
+	}
+	return Started{ID: resp.SagaID, Status: saga.Status(resp.Status)}, nil
+}
+
+// StartMany starts every saga of starts, with at most concurrency requests
+// in flight (0 means 64), and returns the answers and errors in the order
+// of starts: errs[i] is nil when starts[i] started. It returns when every
+// start is answered or ctx ends.
+func (c *Client) StartMany(ctx context.Context, starts []Start, concurrency int) (started []Started, errs []error) {
+	if concurrency <= 0 {
+		concurrency = 64
+	}
+	started, errs = make([]Started, len(starts)), make([]error, len(starts))
+	sem := make(chan struct{}, concurrency)
+	var wg sync.WaitGroup
+	for i := range starts {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			for j := i; j < len(starts); j++ {
+				errs[j] = fmt.Errorf("start %s saga %s: %w", starts[j].Saga, starts[j].ID, ctx.Err())
+			}
+			wg.Wait()
+			return started, errs
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			started[i], errs[i] = c.Start(ctx, starts[i])
+		})
+	}
+	wg.Wait()
+	return started, errs
+}
+
+// Tick advances the coordinator's clock, and the agents' with it, to tick,
+// and returns the coordinator's acknowledgement. A tick at or behind the
+// clock changes nothing and is answered all the same. Tick does not wait
+// for quiet; [Client.Advance] does.
+func (c *Client) Tick(ctx context.Context, tick int64) (messages.TickAck, error) {
+	var ack messages.TickAck
+	if err := c.request(ctx, messages.TickSubject, messages.Tick{V: messages.Version, Tick: tick}, &ack); err != nil {
+		return ack, err
+	}
+	if err := wireErr(messages.TickSubject, ack.Error); err != nil {
+		return ack, fmt.Errorf("tick %d: %w", tick, err)
+	}
+	return ack, nil
+}
+
+// Summary returns the coordinator's summary: its tick and saga counts, and
+// Due, the count of the quiet rule.
+func (c *Client) Summary(ctx context.Context) (messages.Summary, error) {
+	var s messages.Summary
+	err := c.request(ctx, messages.SummarySubject, struct {
+		V int `json:"v"`
+	}{messages.Version}, &s)
+	return s, err
+}
+
+// CurrentTick returns the coordinator's current tick, as an agent that
+// starts mid-run may ask for it.
+func (c *Client) CurrentTick(ctx context.Context) (int64, error) {
+	s, err := c.Summary(ctx)
+	return s.Tick, err
+}
+
+// Status returns the state of saga id, active or finished. It returns an
+// error wrapping ErrNotFound when the coordinator does not know it.
+func (c *Client) Status(ctx context.Context, id string) (saga.Execution, error) {
+	var resp messages.StatusResponse
+	var x saga.Execution
+	if err := c.request(ctx, messages.StatusSubject, messages.StatusRequest{V: messages.Version, SagaID: id}, &resp); err != nil {
+		return x, err
+	}
+	if err := wireErr(messages.StatusSubject, resp.Error); err != nil {
+		return x, fmt.Errorf("status of saga %s: %w", id, err)
+	}
+	if err := json.Unmarshal(resp.Saga, &x); err != nil {
+		return x, fmt.Errorf("status of saga %s: %w", id, err)
+	}
+	return x, nil
+}
+
+// List returns the sagas the coordinator holds with status (every active
+// saga when status is empty), oldest first, at most limit (0: no limit),
+// reading the list page after page by the coordinator's cursor until it
+// ends or limit sagas have come. With a finished status (completed,
+// rolled_back, timed_out) the coordinator answers from its bucket, in one
+// page, the latest: limit 0 then means the coordinator's default.
+func (c *Client) List(ctx context.Context, status saga.Status, limit int) ([]saga.Execution, error) {
+	if limit < 0 {
+		return nil, errors.New("list: negative limit")
+	}
+	req := messages.ListRequest{V: messages.Version, Status: string(status)}
+	var xs []saga.Execution
+	for {
+		if limit > 0 {
+			req.Limit = min(limit-len(xs), messages.MaxListPage)
+		}
+		var resp messages.ListResponse
+		if err := c.request(ctx, messages.ListSubject, req, &resp); err != nil {
+			return nil, err
+		}
+		if err := wireErr(messages.ListSubject, resp.Error); err != nil {
+			return nil, fmt.Errorf("list: %w", err)
+		}
+		for _, data := range resp.Sagas {
+			var x saga.Execution
+			if err := json.Unmarshal(data, &x); err != nil {
+				return nil, fmt.Errorf("list: %w", err)
+			}
+			xs = append(xs, x)
+		}
+		if resp.Next == "" || (limit > 0 && len(xs) >= limit) {
+			return xs, nil
+		}
+		req.After = resp.Next
+	}
+}
+
+// Retry retries the compensation of the failed saga id and returns its new
+// status. It returns an error wrapping ErrNotFound or ErrConflict (a saga
+// that is not failed).
+func (c *Client) Retry(ctx context.Context, id string) (saga.Status, error) {
+	var resp messages.RetryResponse
+	if err := c.request(ctx, messages.RetrySubject, messages.RetryRequest{V: messages.Version, SagaID: id}, &resp); err != nil {
+		return "", err
+	}
+	if err := wireErr(messages.RetrySubject, resp.Error); err != nil {
+		return "", fmt.Errorf("retry saga %s: %w", id, err)
+	}
+	return saga.Status(resp.Status), nil
+}
+
+// Register registers the saga definitions of a definitions file (see
+// saga.ParseFile), or new versions of them, with the running coordinator.
+// It checks the file first and returns the loader's error, which names the
+// definition and the field; an error wrapping ErrConflict is a version
+// registered already with other content.
+func (c *Client) Register(ctx context.Context, file []byte) ([]messages.RegisteredSaga, error) {
+	if _, err := saga.ParseFile(file); err != nil {
+		return nil, fmt.Errorf("register: %w", err)
+	}
+	var resp messages.RegisterResponse
+	if err := c.request(ctx, messages.RegisterSubject, messages.RegisterRequest{V: messages.Version, Definitions: file}, &resp); err != nil {
+		return nil, err
+	}
+	if err := wireErr(messages.RegisterSubject, resp.Error); err != nil {
+		return nil, fmt.Errorf("register: %w", err)
+	}
+	return resp.Registered, nil
+}
+
+// AgentStats asks every running agent for its statistics through NATS
+// micro's STATS request (see participant.CollectStats), and collects the
+// answers until want agents have answered (any number when want is 0) or
+// wait has passed, whichever is first. Each agent is counted once.
+func (c *Client) AgentStats(ctx context.Context, want int, wait time.Duration) ([]messages.AgentStats, error) {
+	return participant.CollectStats(ctx, c.nc, want, wait, func(err error) { c.log.Warn("agent stats answer skipped", "err", err) })
+}

@@ -1,0 +1,131 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/client"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// newSystem runs a coordinator of greetings and a greeter agent whose
+// handler is h, and returns a client.
+func newSystem(t *testing.T, h agent.Handler) *client.Client {
+	t.Helper()
+	_, url := testenv.Server(t)
+	defs, err := saga.ParseFile([]byte(greetings))
+	require.NoError(t, err)
+	testenv.Coordinator(t, url, defs)
+	testenv.Agent(t, url, participant.Options{Role: "greeter", Steps: []agent.Step{{Saga: "greet", Name: "say_hello", Handler: h}}})
+	c, err := client.New(testenv.Connect(t, url), client.Options{Logger: testenv.Logger(t)})
+	require.NoError(t, err)
+	return c
+}
+
+var rejecting = agent.Handler{
+	Execute: func(_ context.Context, _ agent.Tx, cmd *messages.Command) (messages.Context, error) {
+		return nil, agent.Reject("no greeting for %s", cmd.SagaID)
+	},
+	Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+}
+
+func TestWatchListAndErrors(t *testing.T) {
+	c := newSystem(t, rejecting)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	events, err := c.Watch(ctx, client.Watch{Saga: "greet", All: true})
+	require.NoError(t, err)
+	_, errs := c.StartMany(ctx, []client.Start{{Saga: "greet", ID: "a"}, {Saga: "greet", ID: "b"}, {Saga: "nope", ID: "c"}}, 2)
+	require.NoError(t, errs[0])
+	require.NoError(t, errs[1])
+	require.ErrorIs(t, errs[2], client.ErrNotFound)
+	var ce *client.Error
+	require.ErrorAs(t, errs[2], &ce)
+	require.Equal(t, messages.StartSubject("nope"), ce.Subject)
+
+	// Each saga goes in_progress, compensating, rolled_back.
+	got := map[string][]string{}
+	for ev, err := range events {
+		require.NoError(t, err)
+		got[ev.SagaID] = append(got[ev.SagaID], ev.Status)
+		if len(got["a"]) == 3 && len(got["b"]) == 3 {
+			break
+		}
+	}
+	want := []string{"in_progress", "compensating", "rolled_back"}
+	require.Equal(t, map[string][]string{"a": want, "b": want}, got)
+
+	x, err := c.Status(ctx, "a")
+	require.NoError(t, err)
+	require.Equal(t, saga.RolledBack, x.Status)
+	require.Equal(t, "step say_hello failed: no greeting for a", x.Error)
+	active, err := c.List(ctx, "", 0)
+	require.NoError(t, err)
+	require.Empty(t, active)
+	// Finished sagas come from the coordinator's bucket, the latest first
+	// limited; a status that is none is refused.
+	done, err := c.List(ctx, saga.RolledBack, 0)
+	require.NoError(t, err)
+	require.Len(t, done, 2)
+	done, err = c.List(ctx, saga.RolledBack, 1)
+	require.NoError(t, err)
+	require.Len(t, done, 1)
+	_, err = c.List(ctx, "sleeping", 0)
+	require.ErrorIs(t, err, client.ErrBadRequest)
+	_, err = c.Status(ctx, "bad.id")
+	require.ErrorIs(t, err, client.ErrBadRequest)
+	require.False(t, errors.Is(err, client.ErrNotFound))
+	tick, err := c.CurrentTick(ctx)
+	require.NoError(t, err)
+	require.Zero(t, tick)
+}
+
+func TestRegisterThroughTheClient(t *testing.T) {
+	c := newSystem(t, rejecting)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	v2 := `{"roles":["greeter"],"sagas":[{"name":"greeting","subject":"greet","version":2,
+		"steps":[{"name":"say_hello","role":"greeter","timeout_ticks":4}]}]}`
+	reg, err := c.Register(ctx, []byte(v2))
+	require.NoError(t, err)
+	require.Equal(t, []messages.RegisteredSaga{{Name: "greeting", Version: 2, Latest: true}}, reg)
+	_, err = c.Register(ctx, []byte(`{"roles":["greeter"],"sagas":[{"name":"greeting","subject":"greet","version":2,"steps":[{"name":"x","role":"greeter"}]}]}`))
+	require.ErrorIs(t, err, client.ErrConflict)
+	_, err = c.Register(ctx, []byte(`{"roles":[],"sagas":[]}`))
+	require.ErrorIs(t, err, saga.ErrInvalidDefinition)
+}
+
+func TestWaitQuietGivesUpOnAnAgentThatBreaksItsWord(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	stuck := agent.Handler{
+		Execute: func(ctx context.Context, _ agent.Tx, _ *messages.Command) (messages.Context, error) {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return nil, errors.New("stopped")
+		},
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	c := newSystem(t, stuck)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := c.Start(ctx, client.Start{Saga: "greet", ID: "s", Rank: 1})
+	require.NoError(t, err)
+	sum, err := c.WaitQuiet(ctx, client.Quiet{Limit: 200 * time.Millisecond})
+	require.ErrorIs(t, err, client.ErrNotQuiet)
+	var nq *client.NotQuietError
+	require.ErrorAs(t, err, &nq)
+	require.Equal(t, 1, sum.Due)
+	require.Equal(t, sum, nq.Summary)
+}

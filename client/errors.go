@@ -1,0 +1,84 @@
+package client
+
+import (
+	"errors"
+
+	"github.com/natsaga/natsaga/messages"
+)
+
+// The codes of the coordinator's errors, for errors.Is on an [*Error].
+var (
+	// ErrNotFound: no saga or definition of that name or id.
+	ErrNotFound = errors.New(messages.CodeNotFound)
+	// ErrBadRequest: the request was refused as malformed or invalid.
+	ErrBadRequest = errors.New(messages.CodeBadRequest)
+	// ErrConflict: the request conflicts with the saga's or definition's
+	// state (a retry of a saga that is not failed, a version registered
+	// with other content).
+	ErrConflict = errors.New(messages.CodeConflict)
+	// ErrBusy: the coordinator holds its limit of sagas in flight; the
+	// start started nothing and may be sent again later.
+	ErrBusy = errors.New(messages.CodeBusy)
+	// ErrTooLarge: the answer would not fit the server's payload limit (a
+	// saga whose state outgrew it).
+	ErrTooLarge = errors.New(messages.CodeTooLarge)
+	// ErrInternal: the coordinator failed to serve the request.
+	ErrInternal = errors.New(messages.CodeInternal)
+)
+
+// ErrNotQuiet is returned, wrapped in a [*NotQuietError], when a tick did
+// not become quiet within the limit: an agent broke its word, and the run
+// can no longer be reproduced.
+var ErrNotQuiet = errors.New("the tick is not quiet")
+
+// Error is an error the coordinator answered with.
+type Error struct {
+	// Subject is the subject of the request.
+	Subject string
+	// Code is the wire code: one of messages' Code constants.
+	Code    string
+	Message string
+}
+
+// Error returns the subject, the code and the message.
+func (e *Error) Error() string { return e.Subject + ": " + e.Code + ": " + e.Message }
+
+// Is reports whether target is the sentinel of e's code.
+func (e *Error) Is(target error) bool {
+	switch target {
+	case ErrNotFound:
+		return e.Code == messages.CodeNotFound
+	case ErrBadRequest:
+		return e.Code == messages.CodeBadRequest
+	case ErrConflict:
+		return e.Code == messages.CodeConflict
+	case ErrBusy:
+		return e.Code == messages.CodeBusy
+	case ErrTooLarge:
+		return e.Code == messages.CodeTooLarge
+	case ErrInternal:
+		return e.Code == messages.CodeInternal
+	}
+	return false
+}
+
+// wireErr returns the *Error of w, or nil when w is nil.
+func wireErr(subject string, w *messages.WireError) error {
+	if w == nil {
+		return nil
+	}
+	return &Error{Subject: subject, Code: w.Code, Message: w.Message}
+}
+
+// NotQuietError is the error of a tick that did not become quiet: the last
+// summary seen. It wraps [ErrNotQuiet].
+type NotQuietError struct {
+	Summary messages.Summary
+	Reason  string
+}
+
+// Error returns the reason.
+func (e *NotQuietError) Error() string { return e.Reason }
+
+// Unwrap returns [ErrNotQuiet].
+func (e *NotQuietError) Unwrap() error { return ErrNotQuiet }

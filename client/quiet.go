@@ -1,0 +1,86 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/natsaga/natsaga/messages"
+)
+
+// Quiet configures how [Client.WaitQuiet] and [Client.Advance] wait for a
+// quiet tick. The zero value works.
+type Quiet struct {
+	// Poll spaces the summaries asked for. 0 means 10ms.
+	Poll time.Duration
+	// Limit is how long the due count may stay the same before the wait
+	// gives up with a [*NotQuietError]: an agent broke its word, being
+	// dead or late. 0 means one minute.
+	Limit time.Duration
+	// Retick, when positive, sends the tick again at this interval while
+	// waiting, so that an agent restarted meanwhile learns the time.
+	Retick time.Duration
+}
+
+// WaitQuiet waits until the current tick is quiet by the rule of
+// docs/simulation.md: no command due at or before it lacks its final
+// answer (Summary.Due is 0), and returns that summary. When the due count
+// stays the same for q.Limit it returns the last summary and a
+// [*NotQuietError] wrapping ErrNotQuiet; a run that goes on then can no
+// longer be reproduced. It returns ctx's error, with the last summary seen,
+// when ctx ends first.
+func (c *Client) WaitQuiet(ctx context.Context, q Quiet) (messages.Summary, error) {
+	if q.Poll <= 0 {
+		q.Poll = 10 * time.Millisecond
+	}
+	if q.Limit <= 0 {
+		q.Limit = time.Minute
+	}
+	poll := time.NewTicker(q.Poll)
+	defer poll.Stop()
+	last, changed, reticked := -1, time.Now(), time.Now()
+	var seen messages.Summary
+	for {
+		sum, err := c.Summary(ctx)
+		if err != nil {
+			return seen, err
+		}
+		seen = sum
+		if sum.Due == 0 {
+			return sum, nil
+		}
+		now := time.Now()
+		if sum.Due != last {
+			last, changed = sum.Due, now
+		}
+		if now.Sub(changed) > q.Limit {
+			return sum, &NotQuietError{Summary: sum,
+				Reason: fmt.Sprintf("tick %d: %d commands due had no answer for %s", sum.Tick, sum.Due, q.Limit)}
+		}
+		if q.Retick > 0 && now.Sub(reticked) >= q.Retick {
+			if _, err := c.Tick(ctx, sum.Tick); err != nil {
+				return sum, err
+			}
+			reticked = now
+		}
+		select {
+		case <-ctx.Done():
+			return sum, fmt.Errorf("waiting for tick %d to be quiet: %w", sum.Tick, ctx.Err())
+		case <-poll.C:
+		}
+	}
+}
+
+// Advance is one step of a simulation run: it waits for the current tick
+// to be quiet, sends tick, and waits for tick to be quiet in turn, so that
+// the next Advance may follow at once. It returns the summary of the quiet
+// tick, and the errors of [Client.WaitQuiet] and [Client.Tick].
+func (c *Client) Advance(ctx context.Context, tick int64, q Quiet) (messages.Summary, error) {
+	if sum, err := c.WaitQuiet(ctx, q); err != nil {
+		return sum, err
+	}
+	if _, err := c.Tick(ctx, tick); err != nil {
+		return messages.Summary{}, err
+	}
+	return c.WaitQuiet(ctx, q)
+}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/natsaga/natsaga/client"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// outcomesOptions are the flags of "natsaga outcomes".
+type outcomesOptions struct {
+	// path is the file the log goes to; "" means stdout.
+	path string
+	// ranked keeps only the sagas a simulation driver ranked.
+	ranked bool
+}
+
+// errNoSagas is returned when the bucket holds no saga to log.
+var errNoSagas = errors.New("no saga stored")
+
+// writeOutcomes reads every saga stored in the saga bucket and writes the
+// outcome log (one JSON line per saga, sorted by id, as floodsim -outcomes
+// writes it) to o.path or, with asJSON, to stdout; without either it
+// prints the log as a table on stdout. It prints how many sagas the log
+// holds and its SHA-256 on stderr, and returns errNoSagas when there is
+// none.
+func writeOutcomes(ctx context.Context, nc *nats.Conn, o outcomesOptions, asJSON bool, stdout, stderr io.Writer) error {
+	cl, err := client.New(nc, client.Options{})
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	digest, n, err := cl.WriteOutcomes(ctx, &buf, o.ranked)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return errNoSagas
+	}
+	switch {
+	case o.path != "":
+		if err := os.WriteFile(o.path, buf.Bytes(), 0o644); err != nil {
+			return fmt.Errorf("outcome log: %w", err)
+		}
+	case asJSON:
+		if _, err := stdout.Write(buf.Bytes()); err != nil {
+			return fmt.Errorf("outcome log: %w", err)
+		}
+	default:
+		if err := printOutcomes(stdout, buf.Bytes()); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stderr, "%d sagas, outcome log SHA-256: %s\n", n, digest)
+	return nil
+}
+
+// printOutcomes prints the outcome log log as a table, a row per saga.
+func printOutcomes(w io.Writer, log []byte) error {
+	t := table(w)
+	fmt.Fprintln(t, "SAGA_ID\tTYPE\tRANK\tSTATUS\tSTART\tEND\tCOMPLETED\tREASON")
+	sc := bufio.NewScanner(bytes.NewReader(log))
+	sc.Buffer(nil, len(log)+1)
+	for sc.Scan() {
+		var l saga.OutcomeLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return fmt.Errorf("outcome log: %w", err)
+		}
+		fmt.Fprintf(t, "%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", l.ID, l.Saga, l.Rank, l.Status, l.StartTick, l.EndTick,
+			orDash(strings.Join(l.Completed, ",")), orDash(clip(l.Reason, 60)))
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("outcome log: %w", err)
+	}
+	return t.Flush()
+}

@@ -1,0 +1,36 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/natsaga/natsaga/client"
+	"github.com/natsaga/natsaga/messages"
+)
+
+// quietPoll spaces the summaries "natsaga quiet" asks for.
+const quietPoll = 10 * time.Millisecond
+
+// errNotQuiet is returned when the tick did not become quiet in time.
+var errNotQuiet = errors.New("the tick is not quiet")
+
+// waitQuiet waits until the current tick is quiet (no command due at or
+// before it lacks its final answer: Summary.Due is 0) and returns that
+// summary. It returns an error wrapping errNotQuiet, with the last summary,
+// when ctx ends first.
+func waitQuiet(ctx context.Context, nc *nats.Conn) (messages.Summary, error) {
+	cl, err := client.New(nc, client.Options{Attempts: 1})
+	if err != nil {
+		return messages.Summary{}, err
+	}
+	// The limit is the caller's -wait, which ctx carries.
+	s, err := cl.WaitQuiet(ctx, client.Quiet{Poll: quietPoll, Limit: 100 * 365 * 24 * time.Hour})
+	if err != nil && ctx.Err() != nil {
+		return s, fmt.Errorf("tick %d: %d commands due: %w", s.Tick, s.Due, errNotQuiet)
+	}
+	return s, err
+}

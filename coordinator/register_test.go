@@ -1,0 +1,155 @@
+package coordinator_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/coordinator"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// jobV1 is a two-step saga of role "clerk"; jobV2 replaces its second
+// step with one of a role no definition named before.
+const (
+	jobV1 = `{"roles":["clerk"],"sagas":[{"name":"job","subject":"job","version":1,
+		"steps":[{"name":"open","role":"clerk"},{"name":"file","role":"clerk"}]}]}`
+	jobV2 = `{"roles":["clerk","auditor"],"sagas":[{"name":"job","subject":"job","version":2,
+		"steps":[{"name":"open","role":"clerk"},{"name":"audit","role":"auditor"}]}]}`
+)
+
+// foreign is an agent written against the wire alone: it sees every
+// command and answers the ones it is told to.
+type foreign struct {
+	nc   *nats.Conn
+	cmds chan messages.Command
+}
+
+func newForeign(t *testing.T, nc *nats.Conn) *foreign {
+	f := &foreign{nc: nc, cmds: make(chan messages.Command, 64)}
+	sub, err := nc.Subscribe("saga.job.>", func(m *nats.Msg) {
+		var c messages.Command
+		if json.Unmarshal(m.Data, &c) == nil {
+			f.cmds <- c
+		}
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, nc.Flush())
+	return f
+}
+
+// next returns the next command sent, which must be for step of saga id.
+func (f *foreign) next(t *testing.T, id, step string) messages.Command {
+	t.Helper()
+	select {
+	case c := <-f.cmds:
+		require.Equal(t, id, c.SagaID)
+		require.Equal(t, step, c.Step)
+		return c
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no command for %s of %s", step, id)
+		return messages.Command{}
+	}
+}
+
+func (f *foreign) ok(t *testing.T, c messages.Command) {
+	t.Helper()
+	data, err := json.Marshal(messages.ReplyTo(&c, messages.OK, ""))
+	require.NoError(t, err)
+	_, err = f.nc.Request(messages.ReplySubject(c.Saga, c.Step), data, 5*time.Second)
+	require.NoError(t, err, "the reply stream stores it")
+}
+
+func register(t *testing.T, nc *nats.Conn, file string) messages.RegisterResponse {
+	t.Helper()
+	var resp messages.RegisterResponse
+	testenv.Request(t, nc, messages.RegisterSubject, messages.RegisterRequest{V: messages.Version, Definitions: json.RawMessage(file)}, &resp)
+	return resp
+}
+
+// startCoordinator runs a coordinator until stop is called.
+func startCoordinator(t *testing.T, url string, defs []saga.Definition) (stop func()) {
+	t.Helper()
+	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: defs, Logger: testenv.Logger(t)})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	select {
+	case <-c.Ready():
+	case err := <-done:
+		t.Fatalf("coordinator stopped: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("coordinator not ready")
+	}
+	var stopped bool
+	stop = func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			require.NoError(t, <-done)
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func TestRegisterAtRunTimeNeverChangesARunningSaga(t *testing.T) {
+	_, url := testenv.Server(t)
+	v1, err := saga.ParseFile([]byte(jobV1))
+	require.NoError(t, err)
+	stop := startCoordinator(t, url, v1)
+	nc := testenv.Connect(t, url)
+	f := newForeign(t, nc)
+
+	old := testenv.Start(t, nc, "job", nil)
+	f.ok(t, f.next(t, old, "open"))
+	fileCmd := f.next(t, old, "file")
+
+	resp := register(t, nc, jobV2)
+	require.Nil(t, resp.Error)
+	require.Equal(t, []messages.RegisteredSaga{{Name: "job", Version: 2, Latest: true}}, resp.Registered)
+
+	// The saga in flight ends by version 1.
+	f.ok(t, fileCmd)
+	x := testenv.WaitStatus(t, nc, old, saga.Completed)
+	require.Equal(t, int64(1), x.Version)
+	require.Equal(t, []string{"open", "file"}, x.Completed)
+
+	// A new one runs by version 2, whose new step the command stream
+	// takes.
+	fresh := testenv.Start(t, nc, "job", nil)
+	f.ok(t, f.next(t, fresh, "open"))
+	f.ok(t, f.next(t, fresh, "audit"))
+	x = testenv.WaitStatus(t, nc, fresh, saga.Completed)
+	require.Equal(t, int64(2), x.Version)
+	require.Equal(t, []string{"open", "audit"}, x.Completed)
+
+	// Registered again, the same version changes nothing; with other
+	// content it is refused; a bad file is refused naming the field.
+	resp = register(t, nc, jobV2)
+	require.Nil(t, resp.Error)
+	require.Equal(t, []messages.RegisteredSaga{{Name: "job", Version: 2, Latest: true, Unchanged: true}}, resp.Registered)
+	resp = register(t, nc, `{"roles":["clerk"],"sagas":[{"name":"job","subject":"job","version":2,"steps":[{"name":"open","role":"clerk"}]}]}`)
+	require.Equal(t, messages.CodeConflict, resp.Error.Code, resp.Error.Message)
+	resp = register(t, nc, `{"roles":["clerk"],"sagas":[{"name":"job","subject":"job","version":3,"steps":[{"name":"open","role":"nurse"}]}]}`)
+	require.Equal(t, &messages.WireError{Code: messages.CodeBadRequest,
+		Message: `definition "job": field steps[0].role: unknown role "nurse": not in the file's roles [clerk]`}, resp.Error)
+
+	// Restarted with version 1 only, the coordinator finds version 2 in
+	// the bucket, and starts new sagas with it.
+	stop()
+	startCoordinator(t, url, v1)
+	again := testenv.Start(t, nc, "job", nil)
+	f.ok(t, f.next(t, again, "open"))
+	f.ok(t, f.next(t, again, "audit"))
+	require.Equal(t, int64(2), testenv.WaitStatus(t, nc, again, saga.Completed).Version)
+	require.Equal(t, 1, testenv.Summary(t, nc).Registered)
+}

@@ -1,0 +1,33 @@
+package vaccination_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/examples/vaccination"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// TestCampaignIsReproducible runs the default campaign end to end twice,
+// once with one copy of each agent and once with three: the outcome logs
+// are the same, byte for byte, and the stock adds up.
+func TestCampaignIsReproducible(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	one, err := vaccination.Run(ctx, vaccination.Options{})
+	require.NoError(t, err)
+	three, err := vaccination.Run(ctx, vaccination.Options{Copies: 3})
+	require.NoError(t, err)
+	require.Equal(t, one.Digest, three.Digest)
+	require.Equal(t, string(one.Log), string(three.Log))
+
+	// The campaign is contested: the stock runs out, fevers turn patients
+	// away and their doses go back.
+	require.Positive(t, one.TurnedAway)
+	require.Positive(t, one.Counts[saga.RolledBack]-one.TurnedAway, "some patients found no dose")
+	require.Equal(t, int64(one.Vaccinated), one.Stock.Dispensed)
+	require.Equal(t, one.Stock.Initial+one.Stock.Received-one.Stock.Dispensed, one.Stock.Doses)
+}

@@ -1,0 +1,161 @@
+package vaccination
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/natsaga/natsaga/client"
+	"github.com/natsaga/natsaga/coordinator"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+)
+
+// Options configures [Run]. The zero value runs the default scenario.
+type Options struct {
+	Scenario Scenario
+	// URL is a NATS server to use; empty, Run starts one in the process,
+	// with its data in a temporary directory.
+	URL string
+	// Copies is how many copies of each agent run. 0 means 1.
+	Copies int
+	// Logger receives the logs. nil discards them.
+	Logger *slog.Logger
+}
+
+// Run runs a whole campaign in this process: a nats-server (unless
+// o.URL names one), a coordinator of [Definitions], o.Copies copies of
+// each role's agent, and the driver, [Simulate]. It returns the report, or
+// the first error of any part.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	if o.Scenario.Patients == 0 {
+		o.Scenario = DefaultScenario()
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	url := o.URL
+	if url == "" {
+		dir, err := os.MkdirTemp("", "vaxsim")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoSigs: true, NoLog: true})
+		if err != nil {
+			return nil, fmt.Errorf("nats-server: %w", err)
+		}
+		go ns.Start()
+		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+		if !ns.ReadyForConnections(10 * time.Second) {
+			return nil, errors.New("nats-server: not ready after 10s")
+		}
+		url = ns.ClientURL()
+	}
+	defs, err := Definitions()
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", url, err)
+	}
+	defer nc.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	run := func(name string, fn func(context.Context) error) {
+		wg.Go(func() {
+			if err := fn(ctx); err != nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		})
+	}
+	defer wg.Wait()
+	defer cancel()
+
+	co, err := coordinator.New(nc, coordinator.Options{Definitions: defs, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	run("coordinator", co.Run)
+	for _, role := range []string{Patient, Depot, Clinic} {
+		steps, err := Steps(role)
+		if err != nil {
+			return nil, err
+		}
+		for i := range max(o.Copies, 1) {
+			opts := participant.Options{Role: role, Steps: steps, Serial: Serial(role),
+				Name: fmt.Sprintf("%s-%d", role, i+1), Logger: log}
+			if role == Depot {
+				opts.Init = InitStock(o.Scenario.Stock)
+			}
+			a, err := participant.New(nc, opts)
+			if err != nil {
+				return nil, err
+			}
+			run(opts.Name, a.Run)
+		}
+	}
+	run("stock query", func(ctx context.Context) error { return ServeStock(ctx, nc) })
+	select {
+	case <-co.Ready():
+	case err := <-errs:
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	c, err := client.New(nc, client.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	rep, err := Simulate(ctx, c, o.Scenario, quietFor)
+	select {
+	case perr := <-errs:
+		return rep, errors.Join(err, perr)
+	default:
+	}
+	return rep, err
+}
+
+// ServeStock answers [StockSubject] with the depot's stock, read from the
+// depot's store, until ctx ends. A depot agent's process runs it.
+func ServeStock(ctx context.Context, nc *nats.Conn) error {
+	st, err := participant.OpenStore(ctx, nc, Depot, false, 1)
+	if err != nil {
+		return fmt.Errorf("depot store: %w", err)
+	}
+	sub, err := nc.Subscribe(StockSubject, func(m *nats.Msg) {
+		type answer struct {
+			Stock *Stock              `json:"stock,omitempty"`
+			Error *messages.WireError `json:"error,omitempty"`
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		var s Stock
+		a := answer{Stock: &s}
+		if _, err := st.Get(rctx, StockKey, &s); err != nil {
+			a = answer{Error: &messages.WireError{Code: messages.CodeInternal, Message: err.Error()}}
+		}
+		data, _ := json.Marshal(a)
+		_ = m.Respond(data)
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", StockSubject, err)
+	}
+	<-ctx.Done()
+	_ = sub.Unsubscribe()
+	return nil
+}

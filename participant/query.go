@@ -1,0 +1,68 @@
+package participant
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/natsaga/natsaga/messages"
+)
+
+// queryTimeout bounds the reads of one query.
+const queryTimeout = 5 * time.Second
+
+// QueryFunc answers a query request req from the role's committed state:
+// read decodes the state value key into v, and reports false, leaving v
+// untouched, when key has no value. It returns the answer, encoded as
+// JSON.
+type QueryFunc func(ctx context.Context, req []byte, read func(key string, v any) (bool, error)) any
+
+// ServeQueries answers the requests on subject with answer, from role's
+// committed state, until ctx ends; it returns nil then. A model documents
+// subject and its payloads, so that a driver checks the model's state
+// without reading an agent's private store. The copies of a role share the
+// subject in a queue group: one answers each request. A request larger
+// than messages.MaxPayload is answered with a bad_request error. It waits
+// for the role's state stream, and returns an error when it cannot open it
+// or subscribe.
+func ServeQueries(ctx context.Context, nc *nats.Conn, role, subject string, answer QueryFunc) error {
+	st, err := OpenStore(ctx, nc, role, false, 1)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("queries %s: %w", subject, err)
+	}
+	sub, err := nc.QueueSubscribe(subject, "queries-"+role, func(m *nats.Msg) {
+		if m.Reply == "" {
+			return
+		}
+		var out any
+		if len(m.Data) > messages.MaxPayload {
+			out = struct {
+				V     int                 `json:"v"`
+				Error *messages.WireError `json:"error"`
+			}{messages.Version, &messages.WireError{Code: messages.CodeBadRequest, Message: "request too large"}}
+		} else {
+			qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+			defer cancel()
+			out = answer(qctx, m.Data, func(key string, v any) (bool, error) {
+				seq, err := st.Get(qctx, key, v)
+				return seq != 0, err
+			})
+		}
+		data, err := json.Marshal(out)
+		if err == nil {
+			_ = m.Respond(data)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("queries %s: %w", subject, err)
+	}
+	<-ctx.Done()
+	_ = sub.Unsubscribe()
+	return nil
+}

@@ -1,0 +1,126 @@
+package saga_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/saga"
+)
+
+// goodFile is a definitions file with every field set.
+const goodFile = `{
+  "roles": ["clinic", "depot"],
+  "sagas": [{
+    "name": "vaccinate", "subject": "vax", "version": 2, "description": "d",
+    "timeout_ticks": 4,
+    "compensation_retry": {"max_attempts": 5, "backoff": "10ms", "max_backoff": "2s"},
+    "steps": [
+      {"name": "reserve_dose", "role": "depot", "compensation": "release_dose", "timeout_ticks": 2,
+       "retry": {"max_attempts": 2, "backoff": "5ms"}},
+      {"name": "give_dose", "role": "clinic", "compensation": "record_void"}
+    ]
+  }]
+}`
+
+func TestParseFileReadsEveryField(t *testing.T) {
+	defs, err := saga.ParseFile([]byte(goodFile))
+	require.NoError(t, err)
+	require.Equal(t, []saga.Definition{{
+		Name: "vaccinate", Subject: "vax", Version: 2, Description: "d", TimeoutTicks: 4,
+		CompensationRetry: saga.RetryPolicy{MaxAttempts: 5, Backoff: 10 * time.Millisecond, MaxBackoff: 2 * time.Second},
+		Steps: []saga.Step{
+			{Name: "reserve_dose", Role: "depot", Compensation: "release_dose", TimeoutTicks: 2,
+				Retry: saga.RetryPolicy{MaxAttempts: 2, Backoff: 5 * time.Millisecond}},
+			{Name: "give_dose", Role: "clinic", Compensation: "record_void"},
+		},
+	}}, defs)
+
+	// FileOf writes them back to a file that reads the same.
+	data, err := json.Marshal(saga.FileOf(defs))
+	require.NoError(t, err)
+	again, err := saga.ParseFile(data)
+	require.NoError(t, err)
+	require.Equal(t, defs, again)
+}
+
+func TestParseFileDefaultsVersionToOne(t *testing.T) {
+	defs, err := saga.ParseFile([]byte(`{"roles":["r"],"sagas":[{"name":"s","subject":"s","steps":[{"name":"a","role":"r"}]}]}`))
+	require.NoError(t, err)
+	require.Equal(t, int64(1), defs[0].Version)
+	require.Zero(t, defs[0].TimeoutTicks, "left out, the engine's default applies")
+}
+
+func TestParseFileRefusesBadDefinitions(t *testing.T) {
+	// file returns a one-saga file whose saga "s" has steps.
+	file := func(saga string) string {
+		return `{"roles":["r","q"],"sagas":[` + saga + `]}`
+	}
+	long := strings.Repeat("x", 65)
+	tests := []struct {
+		name, file string
+		// want is the message of the one FieldError expected.
+		want string
+	}{
+		{"duplicate step", file(`{"name":"s","subject":"s","steps":[{"name":"a","role":"r"},{"name":"a","role":"q"}]}`),
+			`definition "s": field steps[1].name: duplicate step "a"`},
+		{"unknown role", file(`{"name":"s","subject":"s","steps":[{"name":"a","role":"nurse"}]}`),
+			`definition "s": field steps[0].role: unknown role "nurse": not in the file's roles [r q]`},
+		{"step name with a dot", file(`{"name":"s","subject":"s","steps":[{"name":"a.b","role":"r"}]}`),
+			`definition "s": field steps[0].name: "a.b" is not a name: 1 to 64 of A-Z a-z 0-9 _ -`},
+		{"name too long", file(`{"name":"` + long + `","subject":"s","steps":[{"name":"a","role":"r"}]}`),
+			`definition "` + long + `": field name: "` + long + `" is not a name: 1 to 64 of A-Z a-z 0-9 _ -`},
+		{"name with a slash", file(`{"name":"s/t","subject":"s","steps":[{"name":"a","role":"r"}]}`),
+			`definition "s/t": field name: "s/t" is not a name: 1 to 64 of A-Z a-z 0-9 _ -`},
+		{"subject with a wildcard", file(`{"name":"s","subject":"s*","steps":[{"name":"a","role":"r"}]}`),
+			`definition "s": field subject: "s*" is not a name: 1 to 64 of A-Z a-z 0-9 _ -`},
+		{"zero step timeout", file(`{"name":"s","subject":"s","steps":[{"name":"a","role":"r","timeout_ticks":0}]}`),
+			`definition "s": field steps[0].timeout_ticks: 0 is not a timeout: 1 tick or more`},
+		{"negative saga timeout", file(`{"name":"s","subject":"s","timeout_ticks":-2,"steps":[{"name":"a","role":"r"}]}`),
+			`definition "s": field timeout_ticks: -2 is not a timeout: 1 tick or more`},
+		{"empty saga", file(`{"name":"s","subject":"s","steps":[]}`),
+			`definition "s": field steps: no steps: a saga has at least one`},
+		{"zero version", file(`{"name":"s","subject":"s","version":0,"steps":[{"name":"a","role":"r"}]}`),
+			`definition "s": field version: 0 is not a version: 1 or more`},
+		{"bad backoff", file(`{"name":"s","subject":"s","steps":[{"name":"a","role":"r","retry":{"backoff":"soon"}}]}`),
+			`definition "s": field steps[0].retry.backoff: "soon" is not a positive duration such as "20ms"`},
+		{"zero attempts", file(`{"name":"s","subject":"s","compensation_retry":{"max_attempts":0},"steps":[{"name":"a","role":"r"}]}`),
+			`definition "s": field compensation_retry.max_attempts: 0 is not a number of attempts: 1 or more`},
+		{"duplicate saga", file(`{"name":"s","subject":"s","steps":[{"name":"a","role":"r"}]},{"name":"s","subject":"t","steps":[{"name":"a","role":"r"}]}`),
+			`definition "s": field name: duplicate saga "s"`},
+		{"reserved step name", file(`{"name":"s","subject":"s","steps":[{"name":"compensate","role":"r"}]}`),
+			`definition "s": field steps[0].name: "compensate" is reserved`},
+		{"no sagas", `{"roles":["r"],"sagas":[]}`, `definitions file: field sagas: no sagas`},
+		{"bad role name", `{"roles":["r s"],"sagas":[{"name":"s","subject":"s","steps":[{"name":"a","role":"r s"}]}]}`,
+			`definitions file: field roles[0]: "r s" is not a name: 1 to 64 of A-Z a-z 0-9 _ -`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := saga.ParseFile([]byte(tt.file))
+			require.ErrorIs(t, err, saga.ErrInvalidDefinition)
+			var fe *saga.FieldError
+			require.ErrorAs(t, err, &fe)
+			require.Equal(t, tt.want, err.Error())
+		})
+	}
+}
+
+func TestParseFileRefusesWhatIsNotTheFormat(t *testing.T) {
+	for name, data := range map[string]string{
+		"misspelt field": `{"roles":["r"],"sagas":[{"name":"s","subject":"s","steps":[{"name":"a","role":"r","timeout":3}]}]}`,
+		"not JSON":       `roles: [r]`,
+		"two objects":    `{"roles":["r"],"sagas":[{"name":"s","subject":"s","steps":[{"name":"a","role":"r"}]}]} {}`,
+		"too large":      `{"roles":["` + strings.Repeat("r", saga.MaxFileSize) + `"]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := saga.ParseFile([]byte(data))
+			require.ErrorIs(t, err, saga.ErrInvalidDefinition)
+			var fe *saga.FieldError
+			require.False(t, errors.As(err, &fe), "a decoding error, not a field's: %v", err)
+		})
+	}
+}

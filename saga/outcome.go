@@ -1,0 +1,71 @@
+package saga
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/natsaga/natsaga/messages"
+)
+
+// OutcomeLine is what the determinism contract of a simulation run promises
+// about one saga (see docs/simulation.md): one line of an outcome log. It
+// leaves out everything the contract does not cover: wall-clock times,
+// attempts, sequence numbers and the history of deliveries.
+type OutcomeLine struct {
+	ID     ID     `json:"saga_id"`
+	Saga   string `json:"saga"`
+	Rank   int64  `json:"rank"`
+	Status Status `json:"status"`
+	// Reason is why the saga rolled back, timed out or failed.
+	Reason    string `json:"reason,omitempty"`
+	StartTick int64  `json:"start_tick"`
+	// EndTick is the tick of the saga's final status; 0 while it is active.
+	EndTick     int64    `json:"end_tick"`
+	Completed   []string `json:"completed_steps"`
+	Compensated []string `json:"compensated_steps,omitempty"`
+	// Context is the saga's final context: what it started with (the
+	// household, for a flood saga) and the output of every step, which
+	// holds every amount moved.
+	Context messages.Context `json:"context"`
+}
+
+// Outcome returns x's line of the outcome log.
+func (x *Execution) Outcome() OutcomeLine {
+	o := OutcomeLine{ID: x.ID, Saga: x.Saga, Rank: x.Rank, Status: x.Status, Reason: x.Error,
+		StartTick: x.StartedTick, Completed: x.Completed, Compensated: x.Compensated, Context: x.Context}
+	if o.Completed == nil {
+		o.Completed = []string{}
+	}
+	if o.Context == nil {
+		o.Context = messages.Context{}
+	}
+	if x.Status.Terminal() && len(x.History) > 0 {
+		o.EndTick = x.History[len(x.History)-1].Tick
+	}
+	return o
+}
+
+// OutcomeLog returns the outcome log of xs: one JSON line per saga, sorted
+// by id, and the SHA-256 of those bytes in hex. Two runs that promise the
+// same outcomes have the same log, byte for byte. It returns an error when
+// a context value is not valid JSON.
+func OutcomeLog(xs []Execution) (log []byte, digest string, err error) {
+	lines := make([]OutcomeLine, len(xs))
+	for i := range xs {
+		lines[i] = xs[i].Outcome()
+	}
+	slices.SortFunc(lines, func(a, b OutcomeLine) int { return cmp.Compare(a.ID, b.ID) })
+	for i := range lines {
+		b, err := json.Marshal(&lines[i])
+		if err != nil {
+			return nil, "", fmt.Errorf("outcome of %s: %w", lines[i].ID, err)
+		}
+		log = append(append(log, b...), '\n')
+	}
+	sum := sha256.Sum256(log)
+	return log, hex.EncodeToString(sum[:]), nil
+}

@@ -1,0 +1,176 @@
+package saga_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// startRanked schedules a ranked subsidy saga id to start at tick.
+func (h *harness) startRanked(id saga.ID, rank, tick int64) {
+	h.t.Helper()
+	h.out.Reset()
+	_, err := h.e.StartWith(id, "subsidy", nil, saga.StartOptions{Rank: rank, Tick: tick}, &h.out)
+	require.NoError(h.t, err)
+	h.record()
+}
+
+// released returns "<saga>/<step>/<action>" of each command of the last
+// input, in order.
+func (h *harness) released() []string {
+	var s []string
+	for _, c := range h.out.Commands {
+		s = append(s, c.SagaID+"/"+c.Step+"/"+string(c.Action))
+	}
+	return s
+}
+
+func TestRoundsReleaseInRankOrder(t *testing.T) {
+	h := newHarness(t, subsidyDef())
+	// Started out of rank order, for the next tick: nothing goes out yet.
+	h.startRanked("c", 3, 1)
+	h.startRanked("a", 1, 1)
+	h.startRanked("b", 2, 1)
+	require.Empty(t, h.sent)
+	require.Equal(t, "pending", string(h.get("a").Status))
+
+	h.tick(1)
+	require.Equal(t, []string{"a/household_applies/execute", "b/household_applies/execute", "c/household_applies/execute"}, h.released())
+	require.Equal(t, 3, h.e.Summary().Due)
+
+	// The answers come in any order; the next round waits for the last.
+	require.NoError(t, h.reply(h.last("c"), messages.OK, "", nil))
+	require.Empty(t, h.released())
+	require.NoError(t, h.reply(h.last("a"), messages.OK, "", nil))
+	require.Empty(t, h.released())
+	require.ErrorIs(t, h.apply(messages.ReplyTo(ptr(h.e.Command("c")), messages.OK, "")), saga.ErrEarly,
+		"an answer to a command whose round is not released is early")
+	require.NoError(t, h.reply(h.last("b"), messages.OK, "", nil))
+	require.Equal(t, []string{"a/government_evaluates/execute", "b/government_evaluates/execute", "c/government_evaluates/execute"}, h.released())
+
+	// b is rejected: its compensation joins the round of a's and c's next steps.
+	require.NoError(t, h.reply(h.last("b"), messages.Failed, "budget insufficient", nil))
+	require.NoError(t, h.reply(h.last("c"), messages.OK, "", nil))
+	require.Empty(t, h.released())
+	require.NoError(t, h.reply(h.last("a"), messages.OK, "", nil))
+	require.Equal(t, []string{"a/budget_deducted/execute", "b/household_applies/compensate", "c/budget_deducted/execute"}, h.released())
+	for _, id := range []saga.ID{"a", "b", "c"} {
+		require.Equal(t, int64(3), h.get(id).Round, id)
+	}
+
+	// A transient error keeps the round open until its retry is answered.
+	require.NoError(t, h.reply(h.last("a"), messages.Error, "ledger down", nil))
+	require.NoError(t, h.reply(h.last("b"), messages.OK, "", nil))
+	require.NoError(t, h.reply(h.last("c"), messages.OK, "", nil))
+	require.Equal(t, 1, h.e.Summary().Due, "the retry is due")
+	h.wake(h.now.Add(saga.DefaultRetry.Backoff))
+	require.Equal(t, []string{"a/budget_deducted/execute"}, h.released())
+	require.NoError(t, h.reply(h.last("a"), messages.OK, "", nil))
+	require.Equal(t, saga.Completed, h.get("a").Status)
+	require.Equal(t, saga.RolledBack, h.get("b").Status)
+	require.Equal(t, saga.Completed, h.get("c").Status)
+	require.Equal(t, 0, h.e.Summary().Due)
+}
+
+func TestUnrankedSagasAreNotHeld(t *testing.T) {
+	h := newHarness(t, subsidyDef())
+	h.startRanked("ranked", 1, 0)
+	require.Equal(t, []string{"ranked/household_applies/execute"}, h.released(), "a round with nothing open is released at once")
+	id, err := h.start("free", "subsidy", nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{"free/household_applies/execute"}, h.released())
+	require.NoError(t, h.reply(h.last(id), messages.OK, "", nil))
+	require.Equal(t, []string{"free/government_evaluates/execute"}, h.released(), "an unranked saga does not wait for a round")
+}
+
+// contractorDef is a one-step saga whose step may take 3 ticks.
+func contractorDef() saga.Definition {
+	return saga.Definition{Name: "build", Subject: "build", Steps: []saga.Step{
+		{Name: "elevate", Role: "contractor", TimeoutTicks: 3},
+	}}
+}
+
+func TestWorkingUntilIsDue(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		until int64
+		want  saga.Status
+	}{
+		{"work equal to the step timeout completes", 3, saga.Completed},
+		{"one tick longer times out", 4, saga.TimedOut},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, contractorDef())
+			h.out.Reset()
+			_, err := h.e.StartWith("x", "build", nil, saga.StartOptions{Rank: 1}, &h.out)
+			require.NoError(t, err)
+			h.record()
+			w := messages.ReplyTo(ptr(h.last("x"), true), messages.Working, "")
+			w.Until = tc.until
+			require.NoError(t, h.apply(w))
+			require.Equal(t, 0, h.e.Summary().Due, "working until a later tick is not due")
+			for tick := int64(1); tick < tc.until && tick <= 3; tick++ {
+				h.tick(tick)
+				require.Equal(t, 0, h.e.Summary().Due, "tick %d", tick)
+				final := messages.ReplyTo(ptr(h.last("x"), true), messages.OK, "")
+				require.ErrorIs(t, h.apply(final), saga.ErrEarly, "tick %d: the answer before its declared tick waits", tick)
+			}
+			h.tick(tc.until)
+			if tc.want == saga.TimedOut {
+				require.Equal(t, []string{"x/elevate/compensate"}, h.released())
+				require.NoError(t, h.reply(h.last("x"), messages.OK, "", nil))
+			} else {
+				require.Equal(t, 1, h.e.Summary().Due, "the working command is due at its declared tick")
+				require.NoError(t, h.apply(messages.ReplyTo(ptr(h.last("x"), true), messages.OK, "")))
+			}
+			require.Equal(t, tc.want, h.get("x").Status)
+			require.Equal(t, 0, h.e.Summary().Due)
+		})
+	}
+}
+
+func TestResumeReleasesTheRoundInProgress(t *testing.T) {
+	h := newHarness(t, subsidyDef())
+	for i, id := range []saga.ID{"a", "b", "c"} {
+		h.startRanked(id, int64(i+1), 1)
+	}
+	h.tick(1)
+	require.NoError(t, h.reply(h.last("b"), messages.OK, "", nil))
+	// b's next command is held; a and c owe round 1 an answer.
+	stored := map[saga.ID]saga.Execution{}
+	for _, id := range []saga.ID{"a", "b", "c"} {
+		stored[id] = h.get(id)
+	}
+
+	r := newHarness(t, subsidyDef())
+	for _, id := range []saga.ID{"c", "b", "a"} {
+		require.NoError(t, r.e.Restore(stored[id], 1))
+	}
+	r.out.Reset()
+	r.e.Resume(&r.out)
+	require.Empty(t, r.out.Commands)
+	var out []string
+	for _, c := range r.e.Outstanding() {
+		out = append(out, c.SagaID+"/"+c.Step)
+	}
+	require.Equal(t, []string{"a/household_applies", "c/household_applies"}, out, "only the round in progress goes out again, in rank order")
+	for _, id := range []saga.ID{"c", "a"} {
+		cmd, ok := r.e.Command(id)
+		require.True(t, ok)
+		r.out.Reset()
+		require.NoError(t, r.e.ApplyReply(messages.ReplyTo(&cmd, messages.OK, ""), t0, &r.out))
+		r.record()
+	}
+	require.Equal(t, []string{"a/government_evaluates/execute", "b/government_evaluates/execute", "c/government_evaluates/execute"}, r.released())
+}
+
+// ptr returns a pointer to c; ok must be true.
+func ptr(c messages.Command, ok bool) *messages.Command {
+	if !ok {
+		panic("no command")
+	}
+	return &c
+}
