@@ -40,6 +40,9 @@ func TestSerialRoleAppliesInStreamOrder(t *testing.T) {
 			if _, err := tx.Get("log", &log); err != nil {
 				return nil, err
 			}
+			// Handlers of uneven length: without the serial consumer a
+			// later command would overtake an earlier one. The jitter is
+			// the load under test, not a wait for an event.
 			time.Sleep(time.Duration(rand.IntN(3)) * time.Millisecond)
 			mu.Lock()
 			applied = append(applied, cmd.SagaID)
