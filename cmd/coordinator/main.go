@@ -143,16 +143,11 @@ func run(ctx context.Context, c config, getenv func(string) string, log *slog.Lo
 		return err
 	}
 	if c.observe.MetricsAddr != "" {
-		sctx, stop := context.WithCancel(ctx)
-		wait, err := cli.ServeMetrics(sctx, c.observe.MetricsAddr, reg, cli.NewHealth(nc, co.Health).Ready, log)
+		stop, err := cli.ServeMetrics(ctx, c.observe.MetricsAddr, reg, cli.NewHealth(nc, co.Health).Ready, log)
 		if err != nil {
-			stop()
 			return err
 		}
-		defer func() {
-			stop()
-			_ = wait()
-		}()
+		defer stop()
 	}
 	return co.Run(ctx)
 }

@@ -95,16 +95,11 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		sctx, stop := context.WithCancel(ctx)
-		wait, err := cli.ServeMetrics(sctx, c.Observe.MetricsAddr, reg, cli.NewHealth(nc, a.Health).Ready, log)
+		stop, err := cli.ServeMetrics(ctx, c.Observe.MetricsAddr, reg, cli.NewHealth(nc, a.Health).Ready, log)
 		if err != nil {
-			stop()
 			return err
 		}
-		defer func() {
-			stop()
-			_ = wait()
-		}()
+		defer stop()
 	}
 	return runWithQueries(ctx, a, nc, c.Role)
 }

@@ -110,19 +110,28 @@ func (h *Health) Ready() error {
 	return nil
 }
 
-// ServeMetrics serves reg and health on addr until ctx ends, logging the
-// address. It returns once the address is bound, with a function that
-// waits for the server to stop and returns its error; it returns an error
-// when the address cannot be bound.
-func ServeMetrics(ctx context.Context, addr string, reg *prometheus.Registry, health func() error, log *slog.Logger) (wait func() error, err error) {
+// ServeMetrics serves reg and health on addr until ctx ends or stop is
+// called, logging the address. It returns once the address is bound, with
+// stop, which ends the server and waits for it; it returns an error when
+// the address cannot be bound.
+func ServeMetrics(ctx context.Context, addr string, reg *prometheus.Registry, health func() error, log *slog.Logger) (stop func(), err error) {
 	srv, err := metrics.Listen(addr, metrics.Handler(reg, health), log)
 	if err != nil {
 		return nil, err
 	}
 	log.Info("serving metrics and health", "addr", srv.Addr().String())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	return func() error { return <-done }, nil
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Run(ctx); err != nil {
+			log.Warn("metrics server stopped", "err", err)
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}, nil
 }
 
 // healthTimeout bounds a -healthcheck.
