@@ -18,24 +18,6 @@ import (
 	"github.com/natsaga/natsaga/internal/testenv"
 )
 
-// syncBuffer is a buffer safe for a logger and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestProgramServesMetricsAndHealth runs the coordinator program as main
 // does, with -metrics-addr on a free port and JSON logs, and asks it for
 // its metrics and readiness over HTTP and through -healthcheck.
@@ -44,7 +26,7 @@ func TestProgramServesMetricsAndHealth(t *testing.T) {
 	getenv := func(string) string { return "" }
 	c, err := parseFlags([]string{"-nats", url, "-metrics-addr", "127.0.0.1:0", "-log-format", "json"}, getenv, io.Discard)
 	require.NoError(t, err)
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	log, err := cli.NewLogger(&logs, "info", c.observe.LogFormat)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,14 +1,12 @@
 package outage_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 	"github.com/natsaga/natsaga/internal/agentcmd"
 	"github.com/natsaga/natsaga/internal/embedded"
 	"github.com/natsaga/natsaga/internal/procs"
+	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
@@ -27,23 +26,6 @@ import (
 
 // outage is how long the server stays down.
 const outage = 10 * time.Second
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestServerOutage runs the coordinator and the four agents as processes,
 // stops the server for ten seconds with sagas in flight, and starts it
@@ -70,7 +52,7 @@ func TestServerOutage(t *testing.T) {
 	t.Cleanup(func() { ns.Shutdown() })
 	url := ns.ClientURL()
 
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Log(out.String())

@@ -1,12 +1,10 @@
 package procs_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"path/filepath"
 	"slices"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,24 +15,6 @@ import (
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 )
-
-// syncBuffer is a bytes.Buffer safe for a process's output and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestProgramsServeAndStopCleanly runs every program as a process, reading
 // the NATS URL from NATS_URL, waits until it serves, sends SIGTERM and
@@ -48,7 +28,7 @@ func TestProgramsServeAndStopCleanly(t *testing.T) {
 	_, url := testenv.Server(t)
 	nc := testenv.Connect(t, url)
 
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	var started []*procs.Proc
 	for _, name := range procs.Programs {
 		p, err := procs.Start(name, bins[name], nil, []string{"NATS_URL=" + url}, &out)
