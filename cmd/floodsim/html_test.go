@@ -27,23 +27,7 @@ import (
 // temporary directory, and returns their paths.
 func runSmall(t *testing.T, extra int) (jsonPath, htmlPath string) {
 	t.Helper()
-	c, err := parseFlags(append([]string{"-spawn=false", "-expect-agents", "4"}, small...), env(), io.Discard)
-	require.NoError(t, err)
-	sc, err := flood.NewScenario(c.scenario)
-	require.NoError(t, err)
-	_, url := testenv.Server(t)
-	testenv.Coordinator(t, url, flood.Definitions())
-	ledger := map[string]int64{flood.Government: sc.GovernmentBudget, flood.Insurer: sc.InsurerFund}
-	for _, role := range roles() {
-		steps, err := flood.Steps(role)
-		require.NoError(t, err)
-		opts := participant.Options{Role: role, Steps: steps, Serial: flood.Serial(role)}
-		if l, ok := ledger[role]; ok {
-			opts.Init = flood.InitLedger(l)
-		}
-		testenv.Agent(t, url, opts)
-		serveQueries(t, url, role)
-	}
+	c, url := inProcessSystem(t)
 	steps, err := flood.Steps(flood.Household)
 	require.NoError(t, err)
 	for i := range extra {

@@ -191,15 +191,17 @@ func TestSpawnEndToEnd(t *testing.T) {
 	require.Contains(t, string(log), "agent serving", "the agents log to the data directory")
 }
 
-// TestExternal drives a system that runs already, as the compose demo
-// does: here an embedded server with the coordinator and one agent per
-// role in this process, opened with the scenario's ledgers.
-func TestExternal(t *testing.T) {
+// inProcessSystem parses the small scenario's flags for a driver that
+// spawns nothing (-expect-agents 4), and starts an embedded server with the
+// coordinator and one agent per role in this process, opened with the
+// scenario's ledgers and answering the state query. It returns the flags
+// and the server's URL.
+func inProcessSystem(t *testing.T) (config, string) {
+	t.Helper()
 	c, err := parseFlags(append([]string{"-spawn=false", "-expect-agents", "4"}, small...), env(), io.Discard)
 	require.NoError(t, err)
 	sc, err := flood.NewScenario(c.scenario)
 	require.NoError(t, err)
-
 	_, url := testenv.Server(t)
 	testenv.Coordinator(t, url, flood.Definitions())
 	ledger := map[string]int64{flood.Government: sc.GovernmentBudget, flood.Insurer: sc.InsurerFund}
@@ -213,7 +215,14 @@ func TestExternal(t *testing.T) {
 		testenv.Agent(t, url, opts)
 		serveQueries(t, url, role)
 	}
+	return c, url
+}
 
+// TestExternal drives a system that runs already, as the compose demo
+// does: here an embedded server with the coordinator and one agent per
+// role in this process, opened with the scenario's ledgers.
+func TestExternal(t *testing.T) {
+	c, url := inProcessSystem(t)
 	c.conn.URL = url
 	c.jsonPath = filepath.Join(t.TempDir(), "report.json")
 	var stdout bytes.Buffer
