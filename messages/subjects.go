@@ -227,6 +227,11 @@ func BucketSubject(key string) string { return "$KV." + SagaBucket + "." + key }
 // of the agent shares it, so each command goes to exactly one copy.
 func CommandConsumer(role string) string { return "agent-" + role }
 
+// SerialGroup is the priority group of a serial role's consumer: the
+// consumer pins one copy of the role at a time (the pinned-client policy),
+// and every copy pulls naming this group.
+const SerialGroup = "natsaga"
+
 // MaxTokenLen is the longest identifier natsaga accepts, in bytes: a saga
 // id, saga type, step name, role or agent name. See [ValidToken].
 const MaxTokenLen = 64

@@ -49,14 +49,21 @@ type Options struct {
 	// Replicas is the number of copies of the role's state stream when the
 	// agent creates it. 0 means 1.
 	Replicas int
-	// Serial makes the role's copies take its commands one at a time, in
-	// the order they were published: the role's durable consumer lets one
-	// command be unacknowledged at a time (max_ack_pending 1), across
-	// every copy, crashes and redeliveries included. Set it for a role
-	// whose state is one key every saga touches (a budget): it is serial
-	// anyway, and a coordinator that releases ranked commands in rank
-	// order then has them applied in rank order. A serial role must not
-	// hold commands for simulation time (Step.Duration).
+	// Serial makes the role apply its commands one at a time, in the order
+	// they were published, across every copy, crash and redelivery. Set it
+	// for a role whose state is one key every saga touches (a budget): it
+	// is serial anyway, and a coordinator that releases ranked commands in
+	// rank order then has them applied in rank order.
+	//
+	// How: the role's durable consumer pins one copy at a time (a priority
+	// group with the pinned-client policy, [messages.SerialGroup]); the
+	// pinned copy runs its commands in delivery order on one worker, and
+	// a command that meets a transient failure is tried again in place,
+	// never put back behind the ones after it. The copy keeps the state it
+	// read or wrote, and reads it again only when another copy may have
+	// written it since: when it is pinned anew, or when it meets a command
+	// another copy has answered. Concurrency then only sizes the pull. A serial role
+	// must not hold commands for simulation time (Step.Duration).
 	Serial bool
 	// Init, when set, runs once the store is open, before any command is
 	// handled; it typically seeds state with Init ([Store.Init]).
@@ -119,6 +126,9 @@ type Agent struct {
 	replies chan pendingReply
 
 	tick atomic.Int64
+	// pin is the pin id of the last command a serial copy took; only its
+	// one worker (serialWork) touches it.
+	pin  string
 	mu   sync.Mutex
 	held []*heldJob // commands waiting for simulation time
 	wake chan struct{}
@@ -178,12 +188,49 @@ func New(nc *nats.Conn, opts Options) (*Agent, error) {
 	return a, nil
 }
 
-// maxAckPending is the consumer's max_ack_pending: 1 for a serial role.
-func (a *Agent) maxAckPending() int {
+// maxAckPending is the consumer's max_ack_pending.
+const maxAckPending = 8192
+
+// workers is how many goroutines handle commands at once, besides a
+// serial role's one (serialWork).
+func (a *Agent) workers() int {
 	if a.opts.Serial {
-		return 1
+		return 0
 	}
-	return 8192
+	return a.opts.Concurrency
+}
+
+// consumerConfig is the role's durable consumer on the command stream.
+// Every copy of the role creates it the same.
+func (a *Agent) consumerConfig() jetstream.ConsumerConfig {
+	c := jetstream.ConsumerConfig{
+		Durable:        messages.CommandConsumer(a.opts.Role),
+		FilterSubjects: a.Subjects(),
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        a.opts.AckWait,
+		MaxDeliver:     -1,
+		MaxAckPending:  maxAckPending,
+	}
+	if a.opts.Serial {
+		// One copy at a time gets the commands; another is pinned when
+		// the pinned one has not pulled for an ack wait.
+		c.PriorityPolicy = jetstream.PriorityPolicyPinned
+		c.PriorityGroups = []string{messages.SerialGroup}
+		c.PinnedTTL = a.opts.AckWait
+	}
+	return c
+}
+
+// pullOptions are the options of the agent's pull: short pulls with
+// frequent heartbeats notice a restarted server within seconds rather
+// than the client's default 30; a serial role's pulls name its group.
+func (a *Agent) pullOptions() []jetstream.PullMessagesOpt {
+	opts := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(2 * a.opts.Concurrency),
+		jetstream.PullExpiry(4 * time.Second), jetstream.PullHeartbeat(time.Second)}
+	if a.opts.Serial {
+		opts = append(opts, jetstream.PullPriorityGroup(messages.SerialGroup))
+	}
+	return opts
 }
 
 // Name is the agent's name.
@@ -230,9 +277,6 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// A serial role's copies take turns, one command at a time: each
-	// reads what the one before wrote.
-	store.fresh = a.opts.Serial
 	a.store = store
 	a.opened.Store(store)
 	if a.opts.Init != nil {
@@ -246,21 +290,11 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	// The consumer is created here, so that an agent that cannot have it
 	// fails at once, and again by the pull loop whenever it was lost.
 	open := func(ctx context.Context) (jetstream.MessagesContext, error) {
-		cons, err := a.js.CreateOrUpdateConsumer(ctx, messages.CommandStream, jetstream.ConsumerConfig{
-			Durable:        messages.CommandConsumer(a.opts.Role),
-			FilterSubjects: a.Subjects(),
-			AckPolicy:      jetstream.AckExplicitPolicy,
-			AckWait:        a.opts.AckWait,
-			MaxDeliver:     -1,
-			MaxAckPending:  a.maxAckPending(),
-		})
+		cons, err := a.js.CreateOrUpdateConsumer(ctx, messages.CommandStream, a.consumerConfig())
 		if err != nil {
 			return nil, fmt.Errorf("agent consumer: %w", err)
 		}
-		// Short pulls with frequent heartbeats notice a restarted server
-		// within seconds rather than the client's default 30.
-		return cons.Messages(jetstream.PullMaxMessages(2*a.opts.Concurrency),
-			jetstream.PullExpiry(4*time.Second), jetstream.PullHeartbeat(time.Second))
+		return cons.Messages(a.pullOptions()...)
 	}
 	svc, err := a.serve()
 	if err != nil {
@@ -295,14 +329,15 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	}()
 	work := make(chan jetstream.Msg)
 	var wg sync.WaitGroup
-	for range a.opts.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	if a.opts.Serial {
+		wg.Go(func() { a.serialWork(inHand, work) })
+	}
+	for range a.workers() {
+		wg.Go(func() {
 			for m := range work {
 				a.traced(inHand, m)
 			}
-		}()
+		})
 	}
 	wg.Add(1)
 	go func() {
@@ -413,6 +448,17 @@ func (a *Agent) cmdLog(cmd *messages.Command) *slog.Logger {
 // the reply is stored, so that this worker moves on meanwhile.
 func (a *Agent) run(ctx context.Context, cmd *messages.Command, step *agent.Step, m jetstream.Msg) {
 	reply, verdict, err := a.store.Do(ctx, cmd, step.Handler)
+	for attempt := 1; err != nil && a.opts.Serial && ctx.Err() == nil; attempt++ {
+		// A serial copy must not let the commands behind this one
+		// overtake it: it tries again in place, keeping the command.
+		a.cmdLog(cmd).Warn("store unavailable; trying the command again", "attempt", attempt, "err", err)
+		_ = m.InProgress()
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(time.Duration(attempt)*100*time.Millisecond, time.Second)):
+		}
+		reply, verdict, err = a.store.Do(ctx, cmd, step.Handler)
+	}
 	if err != nil {
 		a.cmdLog(cmd).Warn("store unavailable; command will be redelivered", "err", err)
 		_ = m.NakWithDelay(time.Second)
@@ -428,6 +474,10 @@ func (a *Agent) run(ctx context.Context, cmd *messages.Command, step *agent.Step
 	case agent.Duplicate:
 		a.duplicates.Add(1)
 		a.cmdLog(cmd).Info("duplicate absorbed")
+		if a.opts.Serial {
+			// Another copy answered it, and may have written the state.
+			a.store.forgetAll()
+		}
 	case agent.Refused:
 		a.refused.Add(1)
 		a.cmdLog(cmd).Info("execute refused: compensated first")

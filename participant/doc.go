@@ -26,8 +26,8 @@
 // same keys each time.
 //
 // A role whose state is one key that every saga touches (a budget) runs
-// serial ([Options].Serial): its copies take its commands one at a time, in
-// the order they were published, and read that key fresh for each, so that
-// a simulation's commands, released in rank order, take effect in rank
-// order.
+// serial ([Options].Serial): one copy at a time is pinned to the role's
+// commands and applies them one at a time, in the order they were
+// published, so that a simulation's commands, released in rank order, take
+// effect in rank order (serial.go says how a crash keeps that order).
 package participant

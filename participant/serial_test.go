@@ -2,8 +2,11 @@ package participant_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -58,8 +61,8 @@ func TestSerialRoleAppliesInStreamOrder(t *testing.T) {
 	}
 	require.Eventually(t, func() bool {
 		info, err := js.Consumer(ctx, messages.CommandStream, messages.CommandConsumer("till"))
-		return err == nil && info.CachedInfo().Config.MaxAckPending == 1
-	}, 10*time.Second, 10*time.Millisecond, "a serial role's consumer lets one command be unacknowledged at a time")
+		return err == nil && info.CachedInfo().Config.PriorityPolicy == jetstream.PriorityPolicyPinned
+	}, 10*time.Second, 10*time.Millisecond, "a serial role's consumer pins one copy at a time")
 
 	var want []string
 	for i := range 40 {
@@ -95,4 +98,180 @@ func TestSerialRoleCannotHoldCommands(t *testing.T) {
 		Handler:  agent.Handler{Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil }, Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil }},
 		Duration: func(*messages.Command) int64 { return 2 }}}}
 	require.ErrorIs(t, o.Validate(), messages.ErrBadRequest)
+}
+
+// TestSerialCopyReadsAgainWhenPinnedAnew moves the pin of a serial role
+// between its two copies, again and again, while each round publishes a
+// read-only command (peek, whose output is the length of a shared log)
+// before one that appends to the log. A copy pinned anew must not answer
+// the peek from what it cached when it last held the pin: the other copy
+// has appended since, and a peek writes nothing that a compare-and-swap
+// could refuse.
+func TestSerialCopyReadsAgainWhenPinnedAnew(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx := context.Background()
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: messages.CommandStream,
+		Subjects: append(messages.StepCommandSubjects("pay", "peek"), messages.StepCommandSubjects("pay", "spend")...), Retention: jetstream.WorkQueuePolicy})
+	require.NoError(t, err)
+
+	undo := func(context.Context, agent.Tx, *messages.Command) error { return nil }
+	peek := agent.Handler{Compensate: undo, Execute: func(_ context.Context, tx agent.Tx, _ *messages.Command) (messages.Context, error) {
+		var log []string
+		if _, err := tx.Get("log", &log); err != nil {
+			return nil, err
+		}
+		return messages.Context{"len": json.RawMessage(strconv.Itoa(len(log)))}, nil
+	}}
+	spend := agent.Handler{Compensate: undo, Execute: func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
+		var log []string
+		if _, err := tx.Get("log", &log); err != nil {
+			return nil, err
+		}
+		return nil, tx.Put("log", append(log, cmd.SagaID))
+	}}
+	var copies []*participant.Agent
+	for i := range 2 {
+		copies = append(copies, testenv.Agent(t, url, participant.Options{Role: "till", Name: fmt.Sprintf("till-%d", i), Serial: true,
+			Steps: []agent.Step{{Saga: "pay", Name: "peek", Handler: peek}, {Saga: "pay", Name: "spend", Handler: spend}}}))
+	}
+	handled := func() (n [2]int64) {
+		for i, a := range copies {
+			n[i] = a.Stats().Handled
+		}
+		return n
+	}
+	publish := func(id, step string) {
+		c := messages.Command{V: messages.Version, SagaID: id, Saga: "pay", Step: step, Action: messages.Execute, Attempt: 1, Seq: 1}
+		data, err := wirejson.AppendCommand(nil, &c)
+		require.NoError(t, err)
+		_, err = js.Publish(ctx, c.Subject(), data)
+		require.NoError(t, err)
+	}
+
+	// Each round goes to one copy; the pin moves between rounds. Count
+	// the rounds whose copy had held the pin before, with the other copy
+	// pinned in between: those are the rounds under test.
+	const rounds = 16
+	var owners []int
+	back := 0
+	for r := range rounds {
+		before := handled()
+		id := fmt.Sprintf("s-%02d", r)
+		publish(id, "peek")
+		publish(id, "spend")
+		require.Eventually(t, func() bool {
+			n := handled()
+			return n[0]+n[1] == before[0]+before[1]+2
+		}, 10*time.Second, 5*time.Millisecond)
+		n := handled()
+		owner := 0
+		if n[1] > before[1] {
+			owner = 1
+		}
+		require.Equal(t, before[owner]+2, n[owner], "round %d: both commands went to the pinned copy", r)
+		if len(owners) > 0 && owners[len(owners)-1] != owner && slices.Contains(owners, owner) {
+			back++
+		}
+		owners = append(owners, owner)
+		require.NoError(t, stream.UnpinConsumer(ctx, messages.CommandConsumer("till"), messages.SerialGroup))
+	}
+	t.Logf("copies by round: %v; %d rounds on a copy pinned anew after the other", owners, back)
+	require.Positive(t, back, "the pin never came back to a copy after the other held it: the test proves nothing")
+
+	for r := range rounds {
+		rec, _, err := copies[0].Store().Branch(ctx, fmt.Sprintf("s-%02d", r), "peek")
+		require.NoError(t, err)
+		require.NotNil(t, rec.Execute, "round %d", r)
+		require.Equal(t, strconv.Itoa(r), string(rec.Execute.Output["len"]), "round %d: the peek saw every spend before it (copy %d)", r, owners[r])
+	}
+}
+
+// TestSerialCopyPinnedAnewWaitsForTheCommandsBefore has a copy of a serial
+// role die holding the first commands of a round, unanswered, while the
+// rest of the round waits in the stream. The copy pinned next gets the rest
+// at once, and the first ones only when their ack wait runs out: it must
+// run them first all the same.
+func TestSerialCopyPinnedAnewWaitsForTheCommandsBefore(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx := context.Background()
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: messages.CommandStream,
+		Subjects: append(messages.StepCommandSubjects("pay", "spend"), messages.StepCommandSubjects("pay", "other")...), Retention: jetstream.WorkQueuePolicy})
+	require.NoError(t, err)
+	// Another role's commands come first in the stream, and stay there.
+	for range 3 {
+		_, err = js.Publish(ctx, messages.ExecuteSubject("pay", "other"), []byte("{}"))
+		require.NoError(t, err)
+	}
+	const ackWait = time.Second
+	// The consumer as every copy of the role makes it.
+	cons, err := js.CreateOrUpdateConsumer(ctx, messages.CommandStream, jetstream.ConsumerConfig{
+		Durable: messages.CommandConsumer("till"), FilterSubjects: messages.StepCommandSubjects("pay", "spend"),
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait, MaxDeliver: -1, MaxAckPending: 8192,
+		PriorityPolicy: jetstream.PriorityPolicyPinned, PriorityGroups: []string{messages.SerialGroup}, PinnedTTL: ackWait})
+	require.NoError(t, err)
+	var want []string
+	publish := func(n int) {
+		for range n {
+			c := messages.Command{V: messages.Version, SagaID: fmt.Sprintf("s-%02d", 20-len(want)), Saga: "pay", Step: "spend",
+				Action: messages.Execute, Attempt: 1, Seq: 1, Rank: int64(len(want) + 1)}
+			data, err := wirejson.AppendCommand(nil, &c)
+			require.NoError(t, err)
+			_, err = js.Publish(ctx, c.Subject(), data)
+			require.NoError(t, err)
+			want = append(want, c.SagaID)
+		}
+	}
+
+	// The copy that dies: pinned, it takes the first five and answers none.
+	publish(5)
+	dying := testenv.Connect(t, url)
+	djs, err := jetstream.New(dying)
+	require.NoError(t, err)
+	dcons, err := djs.Consumer(ctx, messages.CommandStream, messages.CommandConsumer("till"))
+	require.NoError(t, err)
+	batch, err := dcons.Fetch(5, jetstream.FetchPriorityGroup(messages.SerialGroup))
+	require.NoError(t, err)
+	held := 0
+	for range batch.Messages() {
+		held++
+	}
+	require.NoError(t, batch.Error())
+	require.Equal(t, 5, held)
+	dying.Close()
+	publish(5)
+	info, err := cons.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 5, info.NumAckPending, "the dead copy holds the first five")
+
+	var mu sync.Mutex
+	var applied []string
+	spend := agent.Handler{
+		Execute: func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
+			var log []string
+			if _, err := tx.Get("log", &log); err != nil {
+				return nil, err
+			}
+			mu.Lock()
+			applied = append(applied, cmd.SagaID)
+			mu.Unlock()
+			return nil, tx.Put("log", append(log, cmd.SagaID))
+		},
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	next := testenv.Agent(t, url, participant.Options{Role: "till", Name: "till-next", Serial: true, AckWait: ackWait,
+		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: spend}}})
+	require.Eventually(t, func() bool { return next.Stats().Handled == int64(len(want)) }, 30*time.Second, 10*time.Millisecond)
+	mu.Lock()
+	require.Equal(t, want, applied, "applied in stream order, the dead copy's five first")
+	mu.Unlock()
+	var log []string
+	_, err = next.Store().Get(ctx, "log", &log)
+	require.NoError(t, err)
+	require.Equal(t, want, log)
 }

@@ -77,11 +77,6 @@ type Store struct {
 	keys    map[string]*keyLock
 	cache   map[string]cached
 	settled map[string][]string
-	// fresh makes every transaction read state from the stream, never
-	// from the cache: another copy of the role may have written it since,
-	// and an action that only reads (an evaluation against the budget)
-	// has no compare-and-swap write to catch a stale value.
-	fresh bool
 }
 
 type keyLock struct {
@@ -301,7 +296,7 @@ func (tx *txn) Get(key string, v any) (bool, error) {
 		tx.store.lock(subj)
 		tx.locked = append(tx.locked, subj)
 		var err error
-		if c, ok = tx.store.cached(subj); !ok || tx.store.fresh {
+		if c, ok = tx.store.cached(subj); !ok {
 			if c.env, c.seq, err = tx.store.readEnvelope(tx.ctx, subj); err != nil {
 				return false, err
 			}
@@ -388,6 +383,16 @@ func (s *Store) remember(subj string, c cached) {
 	s.mu.Unlock()
 }
 
+// forgetAll empties the cache. A serial role's copy calls it when another
+// copy may have written since: an action that only reads (an evaluation
+// against the budget) has no compare-and-swap write to catch a stale
+// value.
+func (s *Store) forgetAll() {
+	s.mu.Lock()
+	clear(s.cache)
+	s.mu.Unlock()
+}
+
 func (s *Store) forget(reads map[string]cached) {
 	s.mu.Lock()
 	for subj := range reads {
@@ -425,7 +430,10 @@ func (s *Store) Do(ctx context.Context, cmd *messages.Command, h agent.Handler) 
 		known = false
 		reply, verdict, err := b.run(ctx)
 		if jserr.Conflict(err) {
+			// Another writer was here: whatever it wrote besides the
+			// record is read again too.
 			s.conflicts.Add(1)
+			s.forgetAll()
 			b.rec, b.seq = Record{}, 0
 			backoff(attempt)
 			continue

@@ -1,0 +1,147 @@
+package participant
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natsaga/natsaga/messages"
+)
+
+// A serial role applies its commands one at a time, in the order they were
+// published (Options.Serial). Its durable consumer pins one copy at a time
+// and lets it hold many commands, so that the copy does not wait for an
+// acknowledgement's round trip between two commands; what keeps the order
+// is here:
+//
+//   - The pinned copy runs its commands on one worker, lowest stream
+//     sequence first, and tries a failing one again in place.
+//   - A copy pinned anew (a pin id it has not seen on the command before)
+//     may be taking over from a copy that died, or stalled, holding
+//     commands published before the ones it now gets: those come back
+//     only when their ack wait runs out. So it waits until no command of
+//     the role before its lowest is left in the stream, taking in the ones
+//     that come back meanwhile, before it runs any.
+//   - It forgets the state it cached, since the other copy may have
+//     written it; it does so too when it meets a command another copy has
+//     answered (see Agent.run, Store.Do).
+
+// fencePoll spaces the consumer reads of a copy pinned anew that waits for
+// the commands before its own.
+const fencePoll = 100 * time.Millisecond
+
+// pinIDHeader carries, on a message of a pinned consumer, the id of the
+// pin it was delivered under.
+const pinIDHeader = "Nats-Pin-Id"
+
+// serialWork runs the commands of work, as a serial copy must, until work
+// is closed; inHand is the context the commands run in.
+func (a *Agent) serialWork(inHand context.Context, work <-chan jetstream.Msg) {
+	var queue []jetstream.Msg // in hand, by stream sequence
+	take := func(m jetstream.Msg) {
+		seq := streamSeq(m)
+		i, _ := slices.BinarySearchFunc(queue, seq, func(q jetstream.Msg, s uint64) int {
+			return cmpUint(streamSeq(q), s)
+		})
+		queue = slices.Insert(queue, i, m)
+	}
+	// receive takes m in; once work is closed, it stops reading it.
+	receive := func(m jetstream.Msg, ok bool) {
+		if !ok {
+			work = nil
+			return
+		}
+		take(m)
+	}
+	fenced := false
+	for {
+		if len(queue) == 0 {
+			if work == nil {
+				return
+			}
+			m, ok := <-work
+			receive(m, ok)
+			continue
+		}
+		// Take in whatever else has come, so that the lowest runs first.
+	more:
+		for work != nil {
+			select {
+			case m, ok := <-work:
+				receive(m, ok)
+			default:
+				break more
+			}
+		}
+		m := queue[0]
+		if pin := m.Headers().Get(pinIDHeader); pin != a.pin {
+			a.pin = pin
+			a.store.forgetAll()
+			fenced = true
+		}
+		if fenced && !a.nothingBefore(inHand, m) {
+			select {
+			case m, ok := <-work:
+				receive(m, ok)
+			case <-time.After(fencePoll):
+			case <-inHand.Done():
+				return
+			}
+			continue
+		}
+		fenced = false
+		queue = queue[1:]
+		a.traced(inHand, m)
+	}
+}
+
+// nothingBefore reports whether every command of the role published
+// before m has been acknowledged. The command stream is a work queue, so a
+// command leaves it when acknowledged: it is enough that no command on the
+// role's subjects is stored below m. An error reading the stream counts
+// as no.
+func (a *Agent) nothingBefore(ctx context.Context, m jetstream.Msg) bool {
+	seq := streamSeq(m)
+	stream, err := a.js.Stream(ctx, messages.CommandStream)
+	if err != nil {
+		a.log.Warn("serial copy: cannot read the command stream; waiting", "err", err)
+		return false
+	}
+	for _, subj := range a.Subjects() {
+		first, err := stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subj))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			continue
+		case err != nil:
+			a.log.Warn("serial copy: cannot read the command stream; waiting", "err", err)
+			return false
+		case first.Sequence < seq:
+			a.log.Info("serial copy pinned anew: waiting for the commands before its own", "first", first.Sequence, "own", seq)
+			return false
+		}
+	}
+	return true
+}
+
+// streamSeq is m's sequence in the command stream; 0 when its metadata
+// cannot be read.
+func streamSeq(m jetstream.Msg) uint64 {
+	md, err := m.Metadata()
+	if err != nil {
+		return 0
+	}
+	return md.Sequence.Stream
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
