@@ -489,7 +489,8 @@ func (c *Coordinator) recover(ctx context.Context) error {
 	}
 	kept := stored[:0]
 	for _, x := range stored {
-		if d, ok := c.engine.Definition(x.Definition); ok {
+		// By the saga's own version: a later one may have fewer steps.
+		if d, ok := c.engine.DefinitionOf(&x); ok {
 			renumber(&x, d)
 		}
 		if err := c.engine.Restore(x, tick); err != nil {
