@@ -147,6 +147,9 @@ func (c *Client) request(ctx context.Context, subject string, req, resp any) err
 		return fmt.Errorf("%s: encode: %w", subject, err)
 	}
 	patience := time.Now().Add(c.opts.RestartPatience)
+	// nobody is the error of the last attempt when nobody listened: a
+	// request that ctx ends after it says so.
+	var nobody error
 	for attempt := 1; ; attempt++ {
 		rctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 		msg := &nats.Msg{Subject: subject, Data: data}
@@ -162,9 +165,16 @@ func (c *Client) request(ctx context.Context, subject string, req, resp any) err
 			return nil
 		}
 		if ctx.Err() != nil {
+			if nobody != nil {
+				return fmt.Errorf("%s: %w: %w", subject, nobody, ctx.Err())
+			}
 			return fmt.Errorf("%s: %w", subject, ctx.Err())
 		}
 		noResponders := errors.Is(err, nats.ErrNoResponders)
+		nobody = nil
+		if noResponders {
+			nobody = err
+		}
 		retry := noResponders || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
 		if noResponders && time.Now().Before(patience) {
 			attempt = min(attempt, c.opts.Attempts-1)
@@ -177,9 +187,11 @@ func (c *Client) request(ctx context.Context, subject string, req, resp any) err
 			continue
 		}
 		// No responder fails at once: the coordinator is not up (yet).
+		// Ended meanwhile, the request says both why it waited and why it
+		// stopped, so that a caller can tell that nobody served it.
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s: %w", subject, ctx.Err())
+			return fmt.Errorf("%s: %w: %w", subject, err, ctx.Err())
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
@@ -312,18 +324,30 @@ func (c *Client) CurrentTick(ctx context.Context) (int64, error) {
 // Status returns the state of saga id, active or finished. It returns an
 // error wrapping ErrNotFound when the coordinator does not know it.
 func (c *Client) Status(ctx context.Context, id string) (saga.Execution, error) {
-	var resp messages.StatusResponse
 	var x saga.Execution
-	if err := c.request(ctx, messages.StatusSubject, messages.StatusRequest{V: messages.Version, SagaID: id}, &resp); err != nil {
+	data, err := c.StatusJSON(ctx, id)
+	if err != nil {
 		return x, err
 	}
-	if err := wireErr(messages.StatusSubject, resp.Error); err != nil {
-		return x, fmt.Errorf("status of saga %s: %w", id, err)
-	}
-	if err := json.Unmarshal(resp.Saga, &x); err != nil {
+	if err := json.Unmarshal(data, &x); err != nil {
 		return x, fmt.Errorf("status of saga %s: %w", id, err)
 	}
 	return x, nil
+}
+
+// StatusJSON is [Client.Status] that returns the saga's state as the
+// coordinator sent it, the JSON of a saga.Execution, undecoded: for a
+// tool that passes the state on, fields a newer coordinator added
+// included.
+func (c *Client) StatusJSON(ctx context.Context, id string) (json.RawMessage, error) {
+	var resp messages.StatusResponse
+	if err := c.request(ctx, messages.StatusSubject, messages.StatusRequest{V: messages.Version, SagaID: id}, &resp); err != nil {
+		return nil, err
+	}
+	if err := wireErr(messages.StatusSubject, resp.Error); err != nil {
+		return nil, fmt.Errorf("status of saga %s: %w", id, err)
+	}
+	return resp.Saga, nil
 }
 
 // List returns the sagas the coordinator holds with status (every active
@@ -333,14 +357,31 @@ func (c *Client) Status(ctx context.Context, id string) (saga.Execution, error) 
 // rolled_back, timed_out) the coordinator answers from its bucket, in one
 // page, the latest: limit 0 then means the coordinator's default.
 func (c *Client) List(ctx context.Context, status saga.Status, limit int) ([]saga.Execution, error) {
+	raw, err := c.ListJSON(ctx, status, limit)
+	if err != nil {
+		return nil, err
+	}
+	xs := make([]saga.Execution, len(raw))
+	for i, data := range raw {
+		if err := json.Unmarshal(data, &xs[i]); err != nil {
+			return nil, fmt.Errorf("list: %w", err)
+		}
+	}
+	return xs, nil
+}
+
+// ListJSON is [Client.List] that returns each saga's state as the
+// coordinator sent it, undecoded, as [Client.StatusJSON] does. It returns
+// an empty, not nil, slice when no saga matches.
+func (c *Client) ListJSON(ctx context.Context, status saga.Status, limit int) ([]json.RawMessage, error) {
 	if limit < 0 {
 		return nil, errors.New("list: negative limit")
 	}
 	req := messages.ListRequest{V: messages.Version, Status: string(status)}
-	var xs []saga.Execution
+	sagas := []json.RawMessage{}
 	for {
 		if limit > 0 {
-			req.Limit = min(limit-len(xs), messages.MaxListPage)
+			req.Limit = min(limit-len(sagas), messages.MaxListPage)
 		}
 		var resp messages.ListResponse
 		if err := c.request(ctx, messages.ListSubject, req, &resp); err != nil {
@@ -349,15 +390,9 @@ func (c *Client) List(ctx context.Context, status saga.Status, limit int) ([]sag
 		if err := wireErr(messages.ListSubject, resp.Error); err != nil {
 			return nil, fmt.Errorf("list: %w", err)
 		}
-		for _, data := range resp.Sagas {
-			var x saga.Execution
-			if err := json.Unmarshal(data, &x); err != nil {
-				return nil, fmt.Errorf("list: %w", err)
-			}
-			xs = append(xs, x)
-		}
-		if resp.Next == "" || (limit > 0 && len(xs) >= limit) {
-			return xs, nil
+		sagas = append(sagas, resp.Sagas...)
+		if resp.Next == "" || (limit > 0 && len(sagas) >= limit) {
+			return sagas, nil
 		}
 		req.After = resp.Next
 	}

@@ -5,8 +5,10 @@
 // and ticks of a simulation run), advances the simulation clock with the
 // quiet rule of docs/simulation.md built in ([Client.Advance]), asks for a
 // saga's status, the summary, a list of sagas, retries a failed saga's
-// compensation, registers saga definitions, watches saga events, and writes
-// the outcome log of the stored sagas.
+// compensation, registers saga definitions, watches saga events, writes
+// the outcome log of the stored sagas, and lists the running services.
+// [Client.StatusJSON] and [Client.ListJSON] return the sagas' states as the
+// coordinator sent them, for a tool that passes them on.
 //
 // Every network call takes a context first. A request that is not
 // answered in time, or that nobody listens to yet (a coordinator

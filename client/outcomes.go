@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"iter"
@@ -78,13 +79,23 @@ type Watch struct {
 	Saga, Status string
 	// All starts from the oldest event kept rather than from now.
 	All bool
+	// Last, when positive, starts from the latest Last events kept that
+	// match (all of them when fewer are kept) rather than from now. It
+	// excludes All.
+	Last int
+	// KeptOnly ends the sequence once the events kept when Watch was
+	// called, those All or Last select, have come, rather than going on
+	// with the new ones. It needs All or Last.
+	KeptOnly bool
 }
 
 // Watch returns the saga events of the event stream that match f, as they
-// come, until ctx ends (the sequence then ends with no error) or the
-// stream fails (the sequence ends with the error). It returns an error
-// when f names a saga or status that is not a token, or the consumer
-// cannot be made.
+// come, until ctx ends (the sequence then ends with no error), the kept
+// events f.KeptOnly asks for have come, or the stream fails (the sequence
+// ends with the error). An event that does not decode is logged and
+// skipped. Watch returns an error when f names a saga or status that is
+// not a token or asks for something contradictory, and when the stream
+// cannot be read.
 func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, error], error) {
 	sagaTok, statusTok := "*", "*"
 	for what, v := range map[string]*string{"saga": &f.Saga, "status": &f.Status} {
@@ -94,6 +105,14 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 		if err := messages.CheckToken(what, *v); err != nil {
 			return nil, fmt.Errorf("watch: %w", err)
 		}
+	}
+	switch {
+	case f.Last < 0:
+		return nil, errors.New("watch: negative Last")
+	case f.Last > 0 && f.All:
+		return nil, errors.New("watch: All and Last: choose one")
+	case f.KeptOnly && !f.All && f.Last == 0:
+		return nil, errors.New("watch: KeptOnly needs All or Last")
 	}
 	if f.Saga != "" {
 		sagaTok = f.Saga
@@ -105,14 +124,43 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 	if err != nil {
 		return nil, err
 	}
-	policy := jetstream.DeliverNewPolicy
-	if f.All {
-		policy = jetstream.DeliverAllPolicy
+	filter := messages.EventSubject(sagaTok, statusTok)
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverNewPolicy}
+	// kept is how many kept events come before the new ones, counted when
+	// the sequence must end after them or start at the latest Last; skip
+	// is how many of the oldest to pass over to get there.
+	kept, skip := 0, 0
+	if f.All || f.Last > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
 	}
-	cons, err := js.OrderedConsumer(ctx, messages.EventStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{messages.EventSubject(sagaTok, statusTok)},
-		DeliverPolicy:  policy,
-	})
+	if f.KeptOnly || f.Last > 0 {
+		stream, err := js.Stream(ctx, messages.EventStream)
+		if err != nil {
+			return nil, fmt.Errorf("watch: %w", err)
+		}
+		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(filter))
+		if err != nil {
+			return nil, fmt.Errorf("watch: %w", err)
+		}
+		for _, n := range info.State.Subjects {
+			kept += int(n)
+		}
+		if f.Last > 0 && kept > f.Last {
+			skip, kept = kept-f.Last, f.Last
+		}
+		if sagaTok == "*" && statusTok == "*" && skip > 0 {
+			// Unfiltered, the stream's sequence numbers are contiguous:
+			// start at the first event wanted rather than read past the
+			// others.
+			cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+			cfg.OptStartSeq = info.State.LastSeq - uint64(kept) + 1
+			skip = 0
+		}
+	}
+	if f.KeptOnly && kept == 0 {
+		return func(func(messages.Event, error) bool) {}, nil
+	}
+	cons, err := js.OrderedConsumer(ctx, messages.EventStream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("watch: %w", err)
 	}
@@ -125,13 +173,18 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 		defer it.Stop()
 		stop := context.AfterFunc(ctx, it.Stop)
 		defer stop()
-		for {
+		// read counts the kept events read, those skipped and those
+		// that do not decode included, for KeptOnly's end.
+		for read := 0; !f.KeptOnly || read < skip+kept; read++ {
 			m, err := it.Next()
 			if err != nil {
 				if ctx.Err() == nil {
 					yield(messages.Event{}, fmt.Errorf("watch: %w", err))
 				}
 				return
+			}
+			if read < skip {
+				continue
 			}
 			var ev messages.Event
 			if err := json.Unmarshal(m.Data(), &ev); err != nil {

@@ -29,13 +29,22 @@ import (
 // no JetStream: natsaga refuses to run rather than lose sagas.
 var ErrNoJetStream = errors.New("natsaga needs JetStream: start nats-server with -js (or jetstream {} in its config)")
 
+// ErrDefinitionConflict is returned by [Coordinator.Run] when a definition
+// of Options.Definitions differs from the one the bucket holds under the
+// same name and version: one of them needs a new version. A saga of that
+// version could otherwise run by other steps than it started with.
+var ErrDefinitionConflict = errors.New("saga definition differs from the stored one of the same version")
+
 // ErrConflict is returned by [Coordinator.Run] when a saga's stored state
 // changed under it: another coordinator is writing the same bucket.
 var ErrConflict = errors.New("saga state changed by another writer")
 
 // Options configures a [Coordinator]. The zero value needs only Definitions.
 type Options struct {
-	// Definitions are the sagas the coordinator can run.
+	// Definitions are the sagas the coordinator can run. Each version is
+	// stored in the bucket when the coordinator becomes active, as one
+	// registered at run time is, so that a coordinator started later with
+	// other versions still runs the stored sagas by theirs.
 	Definitions []saga.Definition
 	// Replicas is the number of copies of natsaga's streams and bucket
 	// (3 on a 3-node cluster). 0 means 1.
@@ -97,6 +106,9 @@ func (o *Options) Validate() error {
 	}
 	for i := range o.Definitions {
 		if err := o.Definitions[i].Validate(); err != nil {
+			return fmt.Errorf("coordinator options: %w", err)
+		}
+		if _, err := definitionFile(o.Definitions[i]); err != nil {
 			return fmt.Errorf("coordinator options: %w", err)
 		}
 	}
@@ -237,10 +249,13 @@ func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
 // over, or the server was out of reach longer than the lease), when a
 // write fails (a lost connection, a server restarting) or when its setup
 // fails: Run then logs why, starts afresh as a standby, and recovers every
-// saga from the bucket again, as a restarted process would. It returns nil
-// after a clean stop (releasing the lease), [ErrNoJetStream] when the
-// server has no JetStream, and an error when the connection is closed for
-// good (its reconnect attempts ran out).
+// saga from the bucket again, as a restarted process would. Holding the
+// lease, it stores the versions of Options.Definitions the bucket lacks
+// before it recovers. It returns nil after a clean stop (releasing the
+// lease), [ErrNoJetStream] when the server has no JetStream, an error
+// wrapping [ErrDefinitionConflict] when a definition differs from the
+// stored one of its version, and an error when the connection is closed
+// for good (its reconnect attempts ran out).
 func (c *Coordinator) Run(ctx context.Context) error {
 	defer c.state.Store(runStopped)
 	for {
@@ -250,7 +265,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			return nil
 		case err == nil:
 			return nil
-		case errors.Is(err, ErrNoJetStream):
+		case errors.Is(err, ErrNoJetStream), errors.Is(err, ErrDefinitionConflict):
 			return err
 		case c.nc.IsClosed():
 			return fmt.Errorf("coordinator: connection closed: %w", err)
@@ -301,6 +316,9 @@ func (c *Coordinator) runTerm(ctx context.Context) error {
 		l.release()
 	}()
 	c.lost = lost
+	if err := c.storeDefinitions(ctx); err != nil {
+		return err
+	}
 	if err := c.recover(ctx); err != nil {
 		return err
 	}
@@ -471,7 +489,8 @@ func (c *Coordinator) recover(ctx context.Context) error {
 	}
 	kept := stored[:0]
 	for _, x := range stored {
-		if d, ok := c.engine.Definition(x.Definition); ok {
+		// By the saga's own version: a later one may have fewer steps.
+		if d, ok := c.engine.DefinitionOf(&x); ok {
 			renumber(&x, d)
 		}
 		if err := c.engine.Restore(x, tick); err != nil {

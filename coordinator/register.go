@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,15 +10,19 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
 
-// Definitions registered at run time are stored in the saga bucket, one key
-// per version ([messages.DefinitionKey]) holding a definitions file of that
-// one definition, and registered again by the coordinator that recovers the
-// bucket, before the sagas that may run by them.
+// Definitions are stored in the saga bucket, one key per version
+// ([messages.DefinitionKey]) holding a definitions file of that one
+// definition: those registered at run time when they are registered, those
+// given at start when the coordinator becomes active. The coordinator that
+// recovers the bucket registers every stored version again, before the
+// sagas that may run by them, so that a saga runs to its end by the version
+// it started with whatever versions the coordinator is started with.
 
 // registerTimeout bounds the stores of one register request.
 const registerTimeout = 10 * time.Second
@@ -67,7 +72,7 @@ func (c *Coordinator) register(defs []saga.Definition) (messages.RegisterRespons
 		if unchanged[i] {
 			continue
 		}
-		data, err := json.Marshal(saga.FileOf([]saga.Definition{d}))
+		data, err := definitionFile(d)
 		if err != nil {
 			return resp, fmt.Errorf("register %q: %w", d.Name, err)
 		}
@@ -110,6 +115,77 @@ func (c *Coordinator) register(defs []saga.Definition) (messages.RegisterRespons
 func (c *Coordinator) isLatest(d saga.Definition) bool {
 	cur, ok := c.engine.Definition(d.Name)
 	return ok && cur.Version == version(d)
+}
+
+// storeDefinitions stores every version of Options.Definitions that the
+// bucket does not hold yet, as register stores one: a coordinator started
+// later with other versions then still finds the versions the stored
+// sagas run by. A version stored already with the same content is left as
+// it is; one stored with other content is an error wrapping
+// [ErrDefinitionConflict]. It runs once the lease is held, before the
+// recovery reads the bucket.
+func (c *Coordinator) storeDefinitions(ctx context.Context) error {
+	for _, d := range c.opts.Definitions {
+		key := messages.DefinitionKey(d.Name, version(d))
+		data, err := definitionFile(d)
+		if err != nil {
+			return fmt.Errorf("store definition %q: %w", d.Name, err)
+		}
+		// Create, not Put: a version once stored never changes.
+		_, err = c.kv.Create(ctx, key, data)
+		if err == nil {
+			c.log.Info("definition stored", "saga", d.Name, "version", version(d))
+			continue
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("store definition %q version %d: %w", d.Name, version(d), err)
+		}
+		e, err := c.kv.Get(ctx, key)
+		if err != nil {
+			return fmt.Errorf("stored definition %s: %w", key, err)
+		}
+		if !bytes.Equal(e.Value(), data) && !c.startedWith(e.Value()) {
+			return fmt.Errorf("definition %q version %d given at start differs from the one stored under %s, "+
+				"given or registered before; give the changed one a new version: %w", d.Name, version(d), key, ErrDefinitionConflict)
+		}
+	}
+	return nil
+}
+
+// startedWith reports whether data, a stored definitions file of one
+// definition, holds a definition the coordinator was started with, by the
+// engine's rule of "the same content": the same file written by another
+// release of natsaga may differ in its bytes.
+func (c *Coordinator) startedWith(data []byte) bool {
+	defs, err := saga.ParseFile(data)
+	if err != nil || len(defs) != 1 {
+		return false
+	}
+	unchanged, err := c.engine.CheckUpdate(defs[0])
+	return err == nil && unchanged
+}
+
+// definitionFile returns the definitions file d is stored as. It returns
+// an error when d does not read back from it as itself, as a definition
+// whose name breaks the file's grammar does not: the coordinator that
+// recovers the bucket would not find the version its sagas run by.
+func definitionFile(d saga.Definition) ([]byte, error) {
+	data, err := json.Marshal(saga.FileOf([]saga.Definition{d}))
+	if err != nil {
+		return nil, fmt.Errorf("definition %q: %w", d.Name, err)
+	}
+	back, err := saga.ParseFile(data)
+	if err != nil {
+		return nil, fmt.Errorf("definition %q cannot be stored as a definitions file: %w", d.Name, err)
+	}
+	e := saga.New(saga.Options{})
+	if err := e.Register(d); err != nil {
+		return nil, err
+	}
+	if unchanged, err := e.CheckUpdate(back[0]); err != nil || !unchanged {
+		return nil, fmt.Errorf("definition %q does not read back as itself from its definitions file: %w", d.Name, saga.ErrInvalidDefinition)
+	}
+	return data, nil
 }
 
 // restoreDefinition registers the definition stored under key. A stored

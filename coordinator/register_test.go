@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/coordinator"
@@ -152,4 +153,64 @@ func TestRegisterAtRunTimeNeverChangesARunningSaga(t *testing.T) {
 	f.ok(t, f.next(t, again, "audit"))
 	require.Equal(t, int64(2), testenv.WaitStatus(t, nc, again, saga.Completed).Version)
 	require.Equal(t, 1, testenv.Summary(t, nc).Registered)
+}
+
+// TestStartDefinitionsAreStored: the definitions a coordinator is started
+// with are stored in the bucket as a registered one is, started again with
+// the same content they stay as they are, and a coordinator started with
+// other content under a stored version refuses to run, naming it.
+func TestStartDefinitionsAreStored(t *testing.T) {
+	_, url := testenv.Server(t)
+	v1, err := saga.ParseFile([]byte(jobV1))
+	require.NoError(t, err)
+	stop := startCoordinator(t, url, v1)
+	nc := testenv.Connect(t, url)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, messages.SagaBucket)
+	require.NoError(t, err)
+	stored := func() (string, uint64) {
+		t.Helper()
+		e, err := kv.Get(ctx, messages.DefinitionKey("job", 1))
+		require.NoError(t, err)
+		return string(e.Value()), e.Revision()
+	}
+	file, rev := stored()
+	require.Equal(t, `{"roles":["clerk"],"sagas":[{"name":"job","subject":"job","version":1,`+
+		`"steps":[{"name":"open","role":"clerk","compensation":""},{"name":"file","role":"clerk","compensation":""}]}]}`, file)
+	stop()
+
+	// The same content again: the stored version is left as it was.
+	stop = startCoordinator(t, url, v1)
+	_, again := stored()
+	require.Equal(t, rev, again)
+	stop()
+
+	// Other content under version 1: the coordinator does not run.
+	changed, err := saga.ParseFile([]byte(`{"roles":["clerk"],"sagas":[{"name":"job","subject":"job","version":1,
+		"steps":[{"name":"open","role":"clerk"},{"name":"close","role":"clerk"}]}]}`))
+	require.NoError(t, err)
+	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: changed, Logger: testenv.Logger(t)})
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	select {
+	case err = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a coordinator with a changed version 1 kept running")
+	}
+	require.ErrorIs(t, err, coordinator.ErrDefinitionConflict)
+	require.EqualError(t, err, `definition "job" version 1 given at start differs from the one stored under d.job.1, `+
+		`given or registered before; give the changed one a new version: `+coordinator.ErrDefinitionConflict.Error())
+	_, again = stored()
+	require.Equal(t, rev, again, "the stored version never changes")
+
+	// A definition whose name a definitions file cannot hold cannot be
+	// stored: it is refused at once.
+	_, err = coordinator.New(nc, coordinator.Options{Definitions: []saga.Definition{
+		{Name: "my job", Subject: "job", Steps: []saga.Step{{Name: "open", Role: "clerk"}}}}})
+	require.ErrorIs(t, err, saga.ErrInvalidDefinition)
+	require.ErrorContains(t, err, `coordinator options: definition "my job" cannot be stored as a definitions file: `)
 }

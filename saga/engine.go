@@ -195,6 +195,17 @@ func (e *Engine) DefinitionVersion(name string, v int64) (*Definition, bool) {
 	return d, ok
 }
 
+// DefinitionOf returns the definition x runs by: the version it records,
+// or the latest for a saga stored before versions existed. It returns
+// false when that version is not registered.
+func (e *Engine) DefinitionOf(x *Execution) (*Definition, bool) {
+	d, ok := e.defs[x.Definition]
+	if ok && x.Version != 0 {
+		d, ok = e.versions[versionKey{x.Definition, x.Version}]
+	}
+	return d, ok
+}
+
 // Definition returns the definition registered under name or subject.
 func (e *Engine) Definition(nameOrSubject string) (*Definition, bool) {
 	d, ok := e.defs[nameOrSubject]
@@ -914,11 +925,7 @@ func (e *Engine) Summary() messages.Summary {
 // is released: the caller restores every saga, may apply the answers the
 // agents recorded meanwhile, and then calls Resume.
 func (e *Engine) Restore(x Execution, tick int64) error {
-	d, ok := e.defs[x.Definition]
-	if ok && x.Version != 0 {
-		// A saga stored before versions existed runs by the latest.
-		d, ok = e.versions[versionKey{x.Definition, x.Version}]
-	}
+	d, ok := e.DefinitionOf(&x)
 	if !ok {
 		return fmt.Errorf("restore %s: definition %q version %d: %w", x.ID, x.Definition, x.Version, ErrUnknownDefinition)
 	}

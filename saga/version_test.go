@@ -75,6 +75,19 @@ func TestRestoreUsesTheSagasVersion(t *testing.T) {
 	require.False(t, latest)
 	d, _ := e.Definition("subsidy")
 	require.Equal(t, int64(2), d.Version)
+	d, ok := e.DefinitionOf(&stored)
+	require.True(t, ok)
+	require.Equal(t, int64(1), d.Version)
+	require.Len(t, d.Steps, 3)
+	unversioned := stored
+	unversioned.Version = 0
+	d, ok = e.DefinitionOf(&unversioned)
+	require.True(t, ok)
+	require.Equal(t, int64(2), d.Version, "a saga stored before versions existed runs by the latest")
+	unknown := stored
+	unknown.Version = 3
+	_, ok = e.DefinitionOf(&unknown)
+	require.False(t, ok)
 	require.NoError(t, e.Restore(stored, 0))
 	e.Resume(&saga.Outbox{})
 	x, err := e.Get(id)

@@ -18,7 +18,9 @@
 //	natsaga [-nats URL] [-json] quiet [-wait D]
 //
 // Answers are printed as tables for people; with -json (before or after
-// the command) as the coordinator's JSON, events one JSON object a line.
+// the command) as the coordinator's JSON, in the shape of its answer
+// (docs/protocol.md; a list's pages as one answer), events one JSON object
+// a line. Every request goes through package client, as any Go program's.
 // Every command takes -h. The exit code is 0 on success, 1 when the
 // coordinator answered with an error or could not be reached (within
 // -timeout, with the reason), and 2 for bad usage. A start the
@@ -31,7 +33,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -44,8 +45,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
 )
 
 const usage = `usage: natsaga [flags] COMMAND [command flags] [arguments]
@@ -88,8 +91,8 @@ type command struct {
 	flags    func(fs *flag.FlagSet) func(args []string) (runner, error)
 }
 
-// runner runs a parsed command on a connection.
-type runner func(ctx context.Context, nc *nats.Conn, o *options, stdout, stderr io.Writer) error
+// runner runs a parsed command with a client of the coordinator.
+type runner func(ctx context.Context, cl *client.Client, o *options, stdout, stderr io.Writer) error
 
 func main() { os.Exit(mainCode(os.Args[1:], os.Getenv, os.Stdout, os.Stderr)) }
 
@@ -99,7 +102,7 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
 	var o options
 	o.conn.Register(fs, getenv)
-	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "how long to wait to connect and for each answer (a start answered \"busy\" is sent again until then)")
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "how long to wait to connect and for each answer (a start answered \"busy\", and a request no coordinator serves yet, are sent again until then)")
 	fs.BoolVar(&o.json, "json", false, "print the answers as JSON, for machines")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json, for the connection's error logs")
 	if err := fs.Parse(args); err != nil {
@@ -110,6 +113,10 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
+		return 2
+	}
+	if o.timeout <= 0 {
+		fmt.Fprintln(stderr, "natsaga: -timeout must be positive")
 		return 2
 	}
 	name := fs.Arg(0)
@@ -156,7 +163,15 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 		return 1
 	}
 	defer nc.Close()
-	err = run(ctx, nc, &o, stdout, stderr)
+	// One attempt per request, as a person waits for one answer; a request
+	// nobody serves yet (a coordinator starting or taking over) is sent
+	// again until -timeout.
+	cl, err := client.New(nc, client.Options{RequestTimeout: o.timeout, Attempts: 1, RestartPatience: o.timeout, Logger: log})
+	if err != nil {
+		fmt.Fprintln(stderr, "natsaga:", err)
+		return 2
+	}
+	err = run(ctx, cl, &o, stdout, stderr)
 	switch {
 	case err == nil:
 		return 0
@@ -185,20 +200,33 @@ func commands() map[string]command {
 	}
 	return map[string]command{
 		"summary": {"", "Print the coordinator's counts of sagas by status.", noFlags(0, func([]string) (runner, error) {
-			return ask(messages.SummarySubject, struct{}{}, &messages.Summary{}, printSummary), nil
+			return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
+				s, err := cl.Summary(ctx)
+				return s, func(w io.Writer) { printSummary(w, &s) }, err
+			}), nil
 		})},
 		"status": {"SAGA_ID", "Print one saga's state and history, active or finished.", noFlags(1, func(args []string) (runner, error) {
-			return ask(messages.StatusSubject, messages.StatusRequest{V: messages.Version, SagaID: args[0]}, &messages.StatusResponse{}, printStatus), nil
+			return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
+				x, err := cl.StatusJSON(ctx, args[0])
+				return messages.StatusResponse{V: messages.Version, Saga: x, Error: wireError(err)}, func(w io.Writer) { printStatus(w, x) }, err
+			}), nil
 		})},
 		"retry": {"SAGA_ID", "Retry the compensation of a failed saga.", noFlags(1, func(args []string) (runner, error) {
-			return ask(messages.RetrySubject, messages.RetryRequest{V: messages.Version, SagaID: args[0]}, &messages.RetryResponse{}, printRetry), nil
+			return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
+				st, err := cl.Retry(ctx, args[0])
+				return messages.RetryResponse{V: messages.Version, Status: string(st), Error: wireError(err)}, func(w io.Writer) { printRetry(w, st) }, err
+			}), nil
 		})},
 		"tick": {"N", "Advance the simulation clock to tick N (the agents follow).", noFlags(1, func(args []string) (runner, error) {
 			n, err := strconv.ParseInt(args[0], 10, 64)
 			if err != nil || n < 0 {
 				return nil, fmt.Errorf("tick %q: want a non-negative integer", args[0])
 			}
-			return ask(messages.TickSubject, messages.Tick{V: messages.Version, Tick: n}, &messages.TickAck{}, printTick), nil
+			return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
+				// An answer with an error comes back with the error in it.
+				ack, err := cl.Tick(ctx, n)
+				return ack, func(w io.Writer) { printTick(w, &ack) }, err
+			}), nil
 		})},
 		"start": {"SAGA_TYPE [CONTEXT_JSON]", "Start a saga of SAGA_TYPE with CONTEXT_JSON, a JSON object, as its context.",
 			func(*flag.FlagSet) func([]string) (runner, error) {
@@ -206,16 +234,16 @@ func commands() map[string]command {
 					if len(args) < 1 || len(args) > 2 {
 						return nil, errors.New("takes SAGA_TYPE [CONTEXT_JSON]")
 					}
-					req := messages.StartRequest{V: messages.Version, Context: messages.Context{}}
+					start := client.Start{Saga: args[0], Context: messages.Context{}}
 					if len(args) == 2 {
-						if err := json.Unmarshal([]byte(args[1]), &req.Context); err != nil {
+						if err := json.Unmarshal([]byte(args[1]), &start.Context); err != nil {
 							return nil, fmt.Errorf("context is not a JSON object: %w", err)
 						}
 					}
 					if err := messages.CheckToken("saga type", args[0]); err != nil {
 						return nil, err
 					}
-					return startSaga(messages.StartSubject(args[0]), req), nil
+					return startSaga(start), nil
 				}
 			}},
 		"list": {"[-status STATUS] [-limit N]", "List the active sagas, or those with STATUS: pending, in_progress, compensating, failed,\n" +
@@ -230,7 +258,10 @@ func commands() map[string]command {
 					if *limit < 0 {
 						return nil, errors.New("-limit must not be negative")
 					}
-					return listPages(messages.ListRequest{V: messages.Version, Status: *status, Limit: *limit}), nil
+					return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
+						xs, err := cl.ListJSON(ctx, saga.Status(*status), *limit)
+						return messages.ListResponse{V: messages.Version, Sagas: xs, Error: wireError(err)}, func(w io.Writer) { printList(w, xs) }, err
+					}), nil
 				}
 			}},
 		"events": {"[-saga TYPE] [-status STATUS] [-n N | -all] [-f]",
@@ -243,8 +274,8 @@ func commands() map[string]command {
 					if err := e.validate(args); err != nil {
 						return nil, err
 					}
-					return func(ctx context.Context, nc *nats.Conn, o *options, stdout, _ io.Writer) error {
-						return streamEvents(ctx, nc, e, o.json, stdout)
+					return func(ctx context.Context, cl *client.Client, o *options, stdout, _ io.Writer) error {
+						return printEvents(ctx, cl, e, o.json, stdout)
 					}, nil
 				}
 			}},
@@ -253,11 +284,14 @@ func commands() map[string]command {
 		"register": {"FILE", "Register the saga definitions of FILE, a definitions file (docs/own-model.md), or new versions of them\n" +
 			"with the running coordinator. A file that does not load is refused before it is sent.",
 			noFlags(1, func(args []string) (runner, error) {
-				req, err := registerRequest(args[0])
+				file, err := readDefinitions(args[0])
 				if err != nil {
 					return nil, err
 				}
-				return ask(messages.RegisterSubject, req, &messages.RegisterResponse{}, printRegister), nil
+				return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
+					reg, err := cl.Register(ctx, file)
+					return messages.RegisterResponse{V: messages.Version, Registered: reg, Error: wireError(err)}, func(w io.Writer) { printRegister(w, reg) }, err
+				}), nil
 			})},
 		"outcomes": {"[-o FILE] [-ranked]", "Write the outcome log of the sagas stored in the coordinator's bucket: one JSON line per saga,\n" +
 			"sorted by id, as floodsim -outcomes writes it, to FILE, or with -json to stdout; otherwise show it as a table.\n" +
@@ -270,10 +304,10 @@ func commands() map[string]command {
 					if len(args) > 0 {
 						return nil, fmt.Errorf("unexpected arguments %v", args)
 					}
-					return func(ctx context.Context, nc *nats.Conn, o *options, stdout, stderr io.Writer) error {
+					return func(ctx context.Context, cl *client.Client, o *options, stdout, stderr io.Writer) error {
 						ctx, cancel := context.WithTimeout(ctx, max(o.timeout, time.Minute))
 						defer cancel()
-						return writeOutcomes(ctx, nc, oo, o.json, stdout, stderr)
+						return writeOutcomes(ctx, cl, oo, o.json, stdout, stderr)
 					}, nil
 				}
 			}},
@@ -288,10 +322,10 @@ func commands() map[string]command {
 					if *wait <= 0 {
 						return nil, errors.New("-wait must be positive")
 					}
-					return func(ctx context.Context, nc *nats.Conn, o *options, stdout, _ io.Writer) error {
+					return func(ctx context.Context, cl *client.Client, o *options, stdout, _ io.Writer) error {
 						ctx, cancel := context.WithTimeout(ctx, *wait)
 						defer cancel()
-						s, err := waitQuiet(ctx, nc)
+						s, err := waitQuiet(ctx, cl)
 						switch {
 						case o.json:
 							printJSON(stdout, s)
@@ -309,136 +343,74 @@ func commands() map[string]command {
 	}
 }
 
-// ask returns a runner that sends req on subject, decodes the answer into
-// resp, and prints it: as the coordinator's JSON, indented, with -json, and
-// with print otherwise. An answer with an error is printed (to stderr
-// without -json) and returned as errAnswered.
-func ask[T any](subject string, req any, resp *T, print func(w io.Writer, v *T)) runner {
-	return func(ctx context.Context, nc *nats.Conn, o *options, stdout, stderr io.Writer) error {
-		data, err := json.Marshal(req)
-		if err != nil {
-			return err
+// ask returns a runner that asks the coordinator with do and prints the
+// answer do returns: with -json, wire, the answer in the coordinator's
+// shape (an error it answered with included), and otherwise table. An
+// error the coordinator answered with is printed (to stderr, naming its
+// code, without -json) and returned as errAnswered; an answer that did not
+// come is returned saying why.
+func ask(do func(ctx context.Context, cl *client.Client) (wire any, table func(io.Writer), err error)) runner {
+	return func(ctx context.Context, cl *client.Client, o *options, stdout, stderr io.Writer) error {
+		wire, table, err := do(ctx, cl)
+		var answered *client.Error
+		if err != nil && !errors.As(err, &answered) {
+			return unanswered(err, o.timeout)
 		}
-		rctx, cancel := context.WithTimeout(ctx, o.timeout)
-		defer cancel()
-		m, err := nc.RequestWithContext(rctx, subject, data)
-		if err != nil {
-			if errors.Is(err, nats.ErrNoResponders) {
-				return fmt.Errorf("%s: no coordinator is serving (none running, or all standing by): %w", subject, err)
-			}
-			return fmt.Errorf("%s: no answer from the coordinator within %s: %w", subject, o.timeout, err)
+		switch {
+		case o.json:
+			printJSON(stdout, wire)
+		case answered == nil:
+			table(stdout)
+		default:
+			fmt.Fprintf(stderr, "natsaga: %s: %s\n", answered.Code, answered.Message)
 		}
-		if err := json.Unmarshal(m.Data, resp); err != nil {
-			return fmt.Errorf("%s: answer is not what natsaga expects: %w", subject, err)
-		}
-		werr := wireErrorOf(resp)
-		if o.json {
-			var v any
-			if err := json.Unmarshal(m.Data, &v); err != nil {
-				return fmt.Errorf("%s: answer is not JSON: %w", subject, err)
-			}
-			out, _ := json.MarshalIndent(v, "", "  ")
-			fmt.Fprintln(stdout, string(out))
-		} else if werr == nil {
-			print(stdout, resp)
-		}
-		if werr != nil {
-			if !o.json {
-				fmt.Fprintf(stderr, "natsaga: %s: %s\n", werr.Code, werr.Message)
-			}
+		if answered != nil {
 			return errAnswered
 		}
 		return nil
 	}
 }
 
-// startSaga returns a runner that sends a start as ask does and, while the
-// coordinator answers "busy" (a start that started nothing), sends it again
-// after a backoff ([cli.RetryBusy]) until -timeout. It prints the last
-// answer, as ask prints one.
-func startSaga(subject string, req messages.StartRequest) runner {
-	return func(ctx context.Context, nc *nats.Conn, o *options, stdout, stderr io.Writer) error {
-		rctx, cancel := context.WithTimeout(ctx, o.timeout)
+// startSaga returns a runner that starts s as ask asks. While the
+// coordinator answers "busy" (a start that started nothing), the client
+// sends the start again after a backoff, until -timeout; the last answer
+// is printed.
+func startSaga(s client.Start) runner {
+	return func(ctx context.Context, cl *client.Client, o *options, stdout, stderr io.Writer) error {
+		ctx, cancel := context.WithTimeout(ctx, o.timeout)
 		defer cancel()
-		var out, errOut bytes.Buffer
-		var last error
-		_, _ = cli.RetryBusy(rctx, nil, func(ctx context.Context) (*messages.WireError, error) {
-			out.Reset()
-			errOut.Reset()
-			var resp messages.StartResponse
-			last = ask(subject, req, &resp, printStart)(ctx, nc, o, &out, &errOut)
-			if last != nil && !errors.Is(last, errAnswered) {
-				return nil, last
-			}
-			return resp.Error, nil
-		})
-		_, _ = stdout.Write(out.Bytes())
-		_, _ = stderr.Write(errOut.Bytes())
-		return last
+		return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
+			started, err := cl.Start(ctx, s)
+			resp := messages.StartResponse{V: messages.Version, SagaID: started.ID, Status: string(started.Status), Error: wireError(err)}
+			return resp, func(w io.Writer) { printStart(w, started) }, err
+		})(ctx, cl, o, stdout, stderr)
 	}
 }
 
-// listPages returns a runner that asks for the sagas req names page after
-// page, following each answer's cursor until the list ends or req.Limit
-// sagas (0: no limit) have come, and prints them as one list, as ask does.
-// An error answer ends it and is printed as ask prints one.
-func listPages(req messages.ListRequest) runner {
-	return func(ctx context.Context, nc *nats.Conn, o *options, stdout, stderr io.Writer) error {
-		all := messages.ListResponse{V: messages.Version, Sagas: []json.RawMessage{}}
-		want := req.Limit
-		for {
-			req.Limit = 0 // a full page, or the coordinator's default of finished sagas
-			if want > 0 {
-				req.Limit = min(want-len(all.Sagas), messages.MaxListPage)
-			}
-			var page messages.ListResponse
-			errw := stderr
-			if o.json {
-				errw = io.Discard
-			}
-			err := ask(messages.ListSubject, req, &page, func(io.Writer, *messages.ListResponse) {})(ctx, nc, &options{timeout: o.timeout}, io.Discard, errw)
-			if errors.Is(err, errAnswered) && o.json {
-				printJSON(stdout, page)
-			}
-			if err != nil {
-				return err
-			}
-			all.Sagas = append(all.Sagas, page.Sagas...)
-			if page.Next == "" || (want > 0 && len(all.Sagas) >= want) {
-				break
-			}
-			req.After = page.Next
-		}
-		if o.json {
-			printJSON(stdout, all)
-		} else {
-			printList(stdout, &all)
-		}
+// unanswered returns err, a request that got no answer, saying why in the
+// operator's terms.
+func unanswered(err error, timeout time.Duration) error {
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return fmt.Errorf("no coordinator is serving (none running, or all standing by) within %s: %w", timeout, err)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return fmt.Errorf("no answer from the coordinator within %s: %w", timeout, err)
+	}
+	return err
+}
+
+// wireError returns the error the coordinator answered with that err
+// carries, as the answer carried it; nil when err carries none.
+func wireError(err error) *messages.WireError {
+	var answered *client.Error
+	if !errors.As(err, &answered) {
 		return nil
 	}
+	return &messages.WireError{Code: answered.Code, Message: answered.Message}
 }
 
 // printJSON prints v as indented JSON.
 func printJSON(w io.Writer, v any) {
 	out, _ := json.MarshalIndent(v, "", "  ")
 	fmt.Fprintln(w, string(out))
-}
-
-// wireErrorOf returns the error an answer carries, nil when none.
-func wireErrorOf(v any) *messages.WireError {
-	switch r := v.(type) {
-	case *messages.StartResponse:
-		return r.Error
-	case *messages.TickAck:
-		return r.Error
-	case *messages.StatusResponse:
-		return r.Error
-	case *messages.ListResponse:
-		return r.Error
-	case *messages.RetryResponse:
-		return r.Error
-	case *messages.RegisterResponse:
-		return r.Error
-	}
-	return nil
 }

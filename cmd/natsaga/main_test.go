@@ -111,8 +111,53 @@ func TestOperatorRetriesFailedCompensation(t *testing.T) {
 	require.Equal(t, 0, s.Failed)
 }
 
+// TestAnswersAndErrors prints a saga's state in the coordinator's answer
+// with -json, and an error the coordinator answered with: in the answer on
+// stdout with -json, as a line naming the code on stderr without; both
+// exit 1. A request no coordinator serves fails at -timeout, saying so.
+func TestAnswersAndErrors(t *testing.T) {
+	_, url := testenv.Server(t)
+	def := saga.Definition{Name: "ops", Subject: "ops", Steps: []saga.Step{{Name: "reserve", Role: "nobody"}}}
+	testenv.Coordinator(t, url, []saga.Definition{def})
+	nc := testenv.Connect(t, url)
+	id := testenv.Start(t, nc, "ops", nil)
+
+	var stdout, stderr bytes.Buffer
+	code := mainCode([]string{"-nats", url, "-json", "status", id}, func(string) string { return "" }, &stdout, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	require.Empty(t, stderr.String())
+	var resp messages.StatusResponse
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &resp))
+	require.Equal(t, messages.Version, resp.V)
+	require.Nil(t, resp.Error)
+	var x saga.Execution
+	require.NoError(t, json.Unmarshal(resp.Saga, &x))
+	require.Equal(t, testenv.Status(t, nc, id), x)
+
+	stdout.Reset()
+	code = mainCode([]string{"-nats", url, "-json", "status", "nope"}, func(string) string { return "" }, &stdout, &stderr)
+	require.Equal(t, 1, code)
+	require.Empty(t, stderr.String())
+	resp = messages.StatusResponse{}
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &resp), stdout.String())
+	require.Equal(t, messages.StatusResponse{V: messages.Version,
+		Error: &messages.WireError{Code: messages.CodeNotFound, Message: "get nope: unknown saga"}}, resp)
+
+	stdout.Reset()
+	code = mainCode([]string{"-nats", url, "status", "nope"}, func(string) string { return "" }, &stdout, &stderr)
+	require.Equal(t, 1, code)
+	require.Empty(t, stdout.String())
+	require.Equal(t, "natsaga: not_found: get nope: unknown saga\n", stderr.String())
+
+	_, empty := testenv.Server(t)
+	stderr.Reset()
+	code = mainCode([]string{"-nats", empty, "-timeout", "300ms", "summary"}, func(string) string { return "" }, &stdout, &stderr)
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr.String(), "natsaga: no coordinator is serving (none running, or all standing by) within 300ms: ")
+}
+
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{}, {"bogus"}, {"status"}, {"tick", "-1"}, {"start", "bad.type"}, {"start", "ops", "[1]"}, {"events", "-n", "-1"}, {"events", "-saga", "a.b"}, {"events", "extra"}, {"events", "-n", "2", "-all"}, {"list", "-limit", "-1"}, {"list", "x"},
+	for _, args := range [][]string{{}, {"bogus"}, {"-timeout", "0", "summary"}, {"status"}, {"tick", "-1"}, {"start", "bad.type"}, {"start", "ops", "[1]"}, {"events", "-n", "-1"}, {"events", "-saga", "a.b"}, {"events", "extra"}, {"events", "-n", "2", "-all"}, {"list", "-limit", "-1"}, {"list", "x"},
 		{"register"}, {"register", "a.json", "b.json"}, {"register", "/nonexistent/sagas.json"}, {"outcomes", "x"}, {"quiet", "-wait", "0"}, {"quiet", "x"}} {
 		var out, errOut bytes.Buffer
 		code := mainCode(args, func(string) string { return "" }, &out, &errOut)

@@ -11,8 +11,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -34,11 +32,7 @@ var errNoSagas = errors.New("no saga stored")
 // prints the log as a table on stdout. It prints how many sagas the log
 // holds and its SHA-256 on stderr, and returns errNoSagas when there is
 // none.
-func writeOutcomes(ctx context.Context, nc *nats.Conn, o outcomesOptions, asJSON bool, stdout, stderr io.Writer) error {
-	cl, err := client.New(nc, client.Options{})
-	if err != nil {
-		return err
-	}
+func writeOutcomes(ctx context.Context, cl *client.Client, o outcomesOptions, asJSON bool, stdout, stderr io.Writer) error {
 	var buf bytes.Buffer
 	digest, n, err := cl.WriteOutcomes(ctx, &buf, o.ranked)
 	if err != nil {

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/messages"
 )
@@ -22,11 +20,7 @@ var errNotQuiet = errors.New("the tick is not quiet")
 // before it lacks its final answer: Summary.Due is 0) and returns that
 // summary. It returns an error wrapping errNotQuiet, with the last summary,
 // when ctx ends first.
-func waitQuiet(ctx context.Context, nc *nats.Conn) (messages.Summary, error) {
-	cl, err := client.New(nc, client.Options{Attempts: 1})
-	if err != nil {
-		return messages.Summary{}, err
-	}
+func waitQuiet(ctx context.Context, cl *client.Client) (messages.Summary, error) {
 	// The limit is the caller's -wait, which ctx carries.
 	s, err := cl.WaitQuiet(ctx, client.Quiet{Poll: quietPoll, Limit: 100 * 365 * 24 * time.Hour})
 	if err != nil && ctx.Err() != nil {

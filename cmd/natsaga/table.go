@@ -7,6 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -68,10 +69,12 @@ func lastStep(x *saga.Execution) string {
 	return ""
 }
 
-func printStatus(w io.Writer, r *messages.StatusResponse) {
+// printStatus prints the saga state data, as the coordinator sent it, and
+// its history; a state it cannot read is printed as it came.
+func printStatus(w io.Writer, data json.RawMessage) {
 	var x saga.Execution
-	if err := json.Unmarshal(r.Saga, &x); err != nil {
-		fmt.Fprintf(w, "saga state not readable: %v\n%s\n", err, r.Saga)
+	if err := json.Unmarshal(data, &x); err != nil {
+		fmt.Fprintf(w, "saga state not readable: %v\n%s\n", err, data)
 		return
 	}
 	t := table(w)
@@ -105,10 +108,12 @@ func printStatus(w io.Writer, r *messages.StatusResponse) {
 	_ = t.Flush()
 }
 
-func printList(w io.Writer, r *messages.ListResponse) {
+// printList prints the saga states sagas, as the coordinator sent them, a
+// row each; a state it cannot read gets a row that says so.
+func printList(w io.Writer, sagas []json.RawMessage) {
 	t := table(w)
 	fmt.Fprintln(t, "SAGA_ID\tTYPE\tSTATUS\tSTEP\tSTARTED\tERROR")
-	for _, raw := range r.Sagas {
+	for _, raw := range sagas {
 		var x saga.Execution
 		if err := json.Unmarshal(raw, &x); err != nil {
 			fmt.Fprintf(t, "?\t?\t?\t?\t?\tnot readable: %v\n", err)
@@ -117,15 +122,15 @@ func printList(w io.Writer, r *messages.ListResponse) {
 		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%d\t%s\n", x.ID, x.Saga, x.Status, step(&x), x.StartedTick, orDash(clip(x.Error, 60)))
 	}
 	_ = t.Flush()
-	fmt.Fprintf(w, "%d sagas\n", len(r.Sagas))
+	fmt.Fprintf(w, "%d sagas\n", len(sagas))
 }
 
-func printRetry(w io.Writer, r *messages.RetryResponse) {
-	fmt.Fprintf(w, "retrying the compensation: the saga is %s again\n", r.Status)
+func printRetry(w io.Writer, st saga.Status) {
+	fmt.Fprintf(w, "retrying the compensation: the saga is %s again\n", st)
 }
 
-func printStart(w io.Writer, r *messages.StartResponse) {
-	fmt.Fprintf(w, "saga %s: %s\n", r.SagaID, r.Status)
+func printStart(w io.Writer, s client.Started) {
+	fmt.Fprintf(w, "saga %s: %s\n", s.ID, s.Status)
 }
 
 func printTick(w io.Writer, a *messages.TickAck) {

@@ -23,18 +23,24 @@ const (
 // answered busy started nothing, so sending it again is safe.
 //
 // RetryBusy returns start's last answer and error. When ctx ends while it
-// waits, it returns the last busy answer and an error wrapping ctx's error.
+// waits, or while a start sent again is out, it returns the last busy
+// answer and an error wrapping ctx's error: the coordinator's last word.
 // log, nil for none, gets a debug line for every busy answer.
 func RetryBusy(ctx context.Context, log *slog.Logger, start func(context.Context) (*messages.WireError, error)) (*messages.WireError, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	wait := BusyBackoff
+	var busy *messages.WireError
 	for attempt := 1; ; attempt++ {
 		answer, err := start(ctx)
+		if err != nil && busy != nil && ctx.Err() != nil {
+			return busy, fmt.Errorf("busy after %d attempts: %w", attempt-1, ctx.Err())
+		}
 		if err != nil || answer == nil || answer.Code != messages.CodeBusy {
 			return answer, err
 		}
+		busy = answer
 		log.Debug("coordinator busy; starting again after a backoff", "attempt", attempt, "wait", wait)
 		t := time.NewTimer(wait)
 		select {

@@ -35,7 +35,7 @@ func TestRetryBusySendsAgainUntilNotBusy(t *testing.T) {
 
 // TestRetryBusyStops returns at once on an answer that is not busy or on
 // an error, and with ctx's error, and the busy answer, when ctx ends while
-// it waits.
+// it waits or while a start sent again is out.
 func TestRetryBusyStops(t *testing.T) {
 	calls := 0
 	answer, err := cli.RetryBusy(context.Background(), nil, func(context.Context) (*messages.WireError, error) {
@@ -61,6 +61,24 @@ func TestRetryBusyStops(t *testing.T) {
 		return busy, nil
 	})
 	require.ErrorIs(t, err, context.Canceled)
+	require.Same(t, busy, answer)
+	require.Equal(t, 2, calls)
+
+	// ctx ends while the start sent again is out: the busy answer before
+	// is the last word, not the start cut short.
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	calls = 0
+	answer, err = cli.RetryBusy(ctx, nil, func(ctx context.Context) (*messages.WireError, error) {
+		calls++
+		if calls == 2 {
+			cancel()
+			return nil, ctx.Err()
+		}
+		return busy, nil
+	})
+	require.ErrorIs(t, err, context.Canceled)
+	require.EqualError(t, err, "busy after 1 attempts: context canceled")
 	require.Same(t, busy, answer)
 	require.Equal(t, 2, calls)
 }
