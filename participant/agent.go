@@ -399,24 +399,10 @@ func (a *Agent) advance(tick int64) {
 // handle disposes of one delivered command. ctx is not cancelled by
 // shutdown, so a command in hand is finished.
 func (a *Agent) handle(ctx context.Context, m jetstream.Msg) {
-	if meta, err := m.Metadata(); err == nil && meta.NumDelivered > 1 {
-		a.redelivered.Add(1)
-	}
-	cmd, err := wirejson.DecodeCommand(m.Data())
-	if err != nil {
-		a.rejected.Add(1)
-		a.log.Error("dropping malformed command", "subject", m.Subject(), "err", err)
-		_ = m.Term()
+	cmd, step, ok := a.receive(m)
+	if !ok {
 		return
 	}
-	step, ok := a.steps[stepKey{cmd.Saga, cmd.Step}]
-	if !ok || !cmd.OnSubject(m.Subject()) {
-		a.rejected.Add(1)
-		a.cmdLog(&cmd).Error("dropping command for a step this agent does not serve", "subject", m.Subject())
-		_ = m.Term()
-		return
-	}
-	a.advance(cmd.Tick)
 	if cmd.Action == messages.Execute && step.Duration != nil {
 		if d := step.Duration(&cmd); d > 0 {
 			// A command resent after a coordinator restart may find its
@@ -434,6 +420,46 @@ func (a *Agent) handle(ctx context.Context, m jetstream.Msg) {
 		}
 	}
 	a.run(ctx, &cmd, step, m)
+}
+
+// receive decodes m and finds the step it is for, counting a redelivery and
+// moving the clock to its tick. A command that is malformed, or for a step
+// the agent does not serve, is dropped (terminated), logged and counted:
+// receive then reports false.
+func (a *Agent) receive(m jetstream.Msg) (messages.Command, *agent.Step, bool) {
+	if meta, err := m.Metadata(); err == nil && meta.NumDelivered > 1 {
+		a.redelivered.Add(1)
+	}
+	cmd, step, err := a.parse(m)
+	if err != nil {
+		a.rejected.Add(1)
+		if errors.Is(err, errNotServed) {
+			a.cmdLog(&cmd).Error("dropping command for a step this agent does not serve", "subject", m.Subject())
+		} else {
+			a.log.Error("dropping malformed command", "subject", m.Subject(), "err", err)
+		}
+		_ = m.Term()
+		return cmd, nil, false
+	}
+	a.advance(cmd.Tick)
+	return cmd, step, true
+}
+
+// errNotServed is parse's error for a command of a step the agent does not
+// serve, or on another step's subject.
+var errNotServed = errors.New("a step this agent does not serve")
+
+// parse decodes m and finds the step it is for; it has no effect.
+func (a *Agent) parse(m jetstream.Msg) (messages.Command, *agent.Step, error) {
+	cmd, err := wirejson.DecodeCommand(m.Data())
+	if err != nil {
+		return messages.Command{}, nil, err
+	}
+	step, ok := a.steps[stepKey{cmd.Saga, cmd.Step}]
+	if !ok || !cmd.OnSubject(m.Subject()) {
+		return cmd, nil, errNotServed
+	}
+	return cmd, step, nil
 }
 
 // cmdLog is the agent's logger with cmd's attributes. It is made only when

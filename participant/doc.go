@@ -29,5 +29,7 @@
 // serial ([Options].Serial): one copy at a time is pinned to the role's
 // commands and applies them one at a time, in the order they were
 // published, so that a simulation's commands, released in rank order, take
-// effect in rank order (serial.go says how a crash keeps that order).
+// effect in rank order (serial.go says how a crash keeps that order). The
+// pinned copy commits a run of the executes it holds together, in three
+// rounds of writes rather than three writes per command (batch.go).
 package participant

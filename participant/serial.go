@@ -22,9 +22,12 @@ import (
 //   - A copy pinned anew (a pin id it has not seen on the command before)
 //     may be taking over from a copy that died, or stalled, holding
 //     commands published before the ones it now gets: those come back
-//     only when their ack wait runs out. So it waits until no command of
-//     the role before its lowest is left in the stream, taking in the ones
-//     that come back meanwhile, before it runs any.
+//     only when their ack wait runs out. So, before it runs a command, it
+//     waits until no command of the role below it is left in the stream,
+//     taking in the ones that come back meanwhile. It does so for each
+//     command, one at a time, until it runs one delivered to it first
+//     (not a redelivery): the commands the copy before held were all
+//     delivered before that one, so none is left.
 //   - It forgets the state it cached, since the other copy may have
 //     written it; it does so too when it meets a command another copy has
 //     answered (see Agent.run, Store.Do).
@@ -57,6 +60,9 @@ func (a *Agent) serialWork(inHand context.Context, work <-chan jetstream.Msg) {
 		take(m)
 	}
 	fenced := false
+	// alone makes the next command run alone: the batch before it left
+	// it unanswered.
+	alone := false
 	for {
 		if len(queue) == 0 {
 			if work == nil {
@@ -92,10 +98,75 @@ func (a *Agent) serialWork(inHand context.Context, work <-chan jetstream.Msg) {
 			}
 			continue
 		}
-		fenced = false
+		if fenced {
+			// Every command below m is done. A copy pinned before held
+			// only commands delivered before this copy's first: once m is
+			// one of those (delivered once), none is left, and no gap can
+			// open above it. Till then, one command at a time.
+			if md, err := m.Metadata(); err == nil && md.NumDelivered == 1 {
+				fenced = false
+			}
+			queue = queue[1:]
+			a.traced(inHand, m)
+			continue
+		}
+		if alone {
+			alone = false
+		} else if answered, ran := a.runBatch(inHand, queue); ran > 0 {
+			// What the batch left unanswered runs alone, in order.
+			queue = slices.DeleteFunc(queue, func(m jetstream.Msg) bool { return answered[m] })
+			alone = len(answered) < ran
+			continue
+		}
 		queue = queue[1:]
 		a.traced(inHand, m)
 	}
+}
+
+// runBatch runs the leading executes of queue together ([Store.runBatch]),
+// acknowledges those it answered and returns them, with how many it ran.
+// It runs none when fewer than two lead the queue.
+func (a *Agent) runBatch(ctx context.Context, queue []jetstream.Msg) (map[jetstream.Msg]bool, int) {
+	var items []*batchItem
+	for _, m := range queue[:min(len(queue), maxBatch)] {
+		if m.Headers().Get(pinIDHeader) != a.pin {
+			break // pinned anew: the fence first
+		}
+		cmd, step, err := a.parse(m)
+		if err != nil || cmd.Action != messages.Execute || step.Duration != nil {
+			break
+		}
+		items = append(items, &batchItem{cmd: &cmd, h: step.Handler, op: cmd.SagaID + "/" + cmd.Step + "/" + string(cmd.Action)})
+	}
+	if len(items) < 2 {
+		return nil, 0
+	}
+	for _, it := range items {
+		a.advance(it.cmd.Tick)
+	}
+	began := time.Now()
+	ran := a.store.runBatch(ctx, items)
+	answered := map[jetstream.Msg]bool{}
+	for i, it := range items[:ran] {
+		if !it.answered {
+			continue
+		}
+		m := queue[i]
+		answered[m] = true
+		if meta, err := m.Metadata(); err == nil && meta.NumDelivered > 1 {
+			a.redelivered.Add(1)
+		}
+		a.executed.Add(1)
+		a.handled.Add(1)
+		a.span(ctx, m, began)
+		if err := m.Ack(); err != nil {
+			a.cmdLog(it.cmd).Warn("ack failed; the command may be redelivered", "err", err)
+		}
+	}
+	if ran > 0 {
+		a.log.Debug("serial batch", "ran", ran, "answered", len(answered), "took", time.Since(began))
+	}
+	return answered, ran
 }
 
 // nothingBefore reports whether every command of the role published

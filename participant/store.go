@@ -274,6 +274,9 @@ type txn struct {
 	// of this very action: its write happened, so this run's is dropped.
 	applied messages.Context
 	found   string // the value whose envelope named this action
+	// overlay, in a batch (runBatch), holds the values as the commands
+	// before this one left them, to read before the cache.
+	overlay map[string]cached
 }
 
 type write struct {
@@ -296,11 +299,13 @@ func (tx *txn) Get(key string, v any) (bool, error) {
 		tx.store.lock(subj)
 		tx.locked = append(tx.locked, subj)
 		var err error
-		if c, ok = tx.store.cached(subj); !ok {
-			if c.env, c.seq, err = tx.store.readEnvelope(tx.ctx, subj); err != nil {
-				return false, err
+		if c, ok = tx.overlay[subj]; !ok {
+			if c, ok = tx.store.cached(subj); !ok {
+				if c.env, c.seq, err = tx.store.readEnvelope(tx.ctx, subj); err != nil {
+					return false, err
+				}
+				tx.store.remember(subj, c)
 			}
-			tx.store.remember(subj, c)
 		}
 		tx.reads[subj] = c
 		if out, ok := c.env.Ops[tx.op]; ok {

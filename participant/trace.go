@@ -2,6 +2,7 @@ package participant
 
 import (
 	"context"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
@@ -28,4 +29,17 @@ func (a *Agent) traced(ctx context.Context, m jetstream.Msg) {
 			attribute.String("messaging.destination.name", m.Subject())))
 	defer span.End()
 	a.handle(ctx, m)
+}
+
+// span records, when Options.TracerProvider is set, the span of m, a
+// command run in a batch that began at began, as traced would have.
+func (a *Agent) span(ctx context.Context, m jetstream.Msg, began time.Time) {
+	if a.opts.TracerProvider == nil {
+		return
+	}
+	_, span := a.opts.TracerProvider.Tracer(tracerName).Start(tracing.Extract(ctx, m.Headers()), "agent "+a.opts.Role+" "+m.Subject(),
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(began),
+		trace.WithAttributes(attribute.String("natsaga.role", a.opts.Role), attribute.String("natsaga.agent", a.opts.Name),
+			attribute.String("messaging.destination.name", m.Subject()), attribute.Bool("natsaga.batched", true)))
+	span.End()
 }

@@ -1,0 +1,255 @@
+package participant
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/internal/wirejson"
+	"github.com/natsaga/natsaga/messages"
+)
+
+// A serial copy holds many commands, and applies them one after the other
+// to one shared value (a budget). Committed one by one, each that changes
+// the value costs three writes in a row, each waiting for its
+// acknowledgement. [Store.runBatch] runs a batch of such executes in order
+// against the value in memory, and commits them together in three steps,
+// each of many writes sent at once:
+//
+//  1. every command that writes claims its branch, and every command that
+//     only reads records its final result;
+//  2. the value is written once, its envelope naming every writer of the
+//     batch with its output;
+//  3. every writer records its final result.
+//
+// Each step is what a single command does, so a crash between two steps
+// is repaired the same way: a redelivered writer finds its claim and, in
+// the envelope, whether its write happened. A command that only reads
+// records its result before any later write is stored, as it would alone,
+// so that a command run again never sees the effect of one after it.
+//
+// A batch holds executes whose writes all go to one value. Anything else
+// (a compensation, a second value, a command found answered or claimed, a
+// handler's transient error, a write that meets a conflict) ends the batch
+// before it: that command and the ones after it are run one by one, as
+// a command alone would be.
+
+// maxBatch bounds the commands a serial copy runs together.
+const maxBatch = 256
+
+// batchItem is one command of a batch.
+type batchItem struct {
+	cmd *messages.Command
+	h   agent.Handler
+	op  string
+	// Filled in by runBatch.
+	result   *Result
+	value    json.RawMessage // the value after this command, when it wrote it
+	seq      uint64          // its branch record's sequence after step 1
+	answered bool            // its final result is recorded
+}
+
+// runBatch runs items, executes of one serial role in the order given,
+// and records the results it can. It returns how many leading items it
+// ran in the batch; of those, items[i].answered says which have their
+// final result recorded. Every other item must be run alone, in order.
+func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
+	var (
+		subject string // the one value the batch writes, once known
+		base    cached // that value as stored
+		current cached // and as the batch has made it so far
+		n       int
+	)
+	overlay := map[string]cached{}
+	for n < len(items) {
+		it := items[n]
+		tx := &txn{ctx: ctx, store: s, op: it.op, reads: map[string]cached{}, overlay: overlay}
+		out, err := it.h.Run(ctx, tx, it.cmd)
+		tx.release()
+		if tx.found != "" || errors.Is(err, ErrUnavailable) {
+			break
+		}
+		c := agent.Conclude(it.cmd, out, err, false, time.Now().UTC())
+		if c.Redeliver || c.Result == nil {
+			break
+		}
+		if !c.Keep {
+			tx.writes = nil
+		}
+		if len(tx.writes) > 1 {
+			break
+		}
+		if len(tx.writes) == 1 {
+			w := tx.writes[0]
+			if subject == "" {
+				subject, base = w.subject, tx.reads[w.subject]
+				current = base
+			} else if w.subject != subject {
+				break
+			}
+			it.value = w.value
+			current.env = envelope{Value: w.value, Ops: base.env.Ops}
+			overlay[subject] = current
+		}
+		it.result = c.Result
+		n++
+	}
+	if n < 2 {
+		// Nothing gained: the first command goes alone.
+		for _, it := range items[:n] {
+			it.result, it.value = nil, nil
+		}
+		return 0
+	}
+	items = items[:n]
+
+	// Step 1: claims of the writers, final results of the readers.
+	pending := make([]jetstream.PubAckFuture, n)
+	for i, it := range items {
+		rec := Record{Execute: it.result}
+		if it.value != nil {
+			rec.Execute = &Result{Pending: true, Seq: it.cmd.Seq, At: it.result.At}
+		}
+		pending[i] = s.publishRecord(ctx, it.cmd, &rec, 0)
+	}
+	ok := s.settleAll(ctx, pending, func(i int, seq uint64) {
+		items[i].seq = seq
+		if items[i].value == nil {
+			items[i].answered = true
+		}
+	})
+	// A write that failed ends the batch before it: what came after it
+	// may rest on it.
+	cut := firstFalse(ok)
+	writers := 0
+	var last *batchItem
+	for _, it := range items[:cut] {
+		if it.value != nil {
+			writers++
+			last = it
+		}
+	}
+	if writers == 0 {
+		return cut
+	}
+
+	// Step 2: the value, once, naming every writer of the batch.
+	env := envelope{Value: last.value, Ops: map[string]messages.Context{}}
+	s.mu.Lock()
+	settled := s.settled[subject]
+	s.mu.Unlock()
+	for op, o := range base.env.Ops {
+		env.Ops[op] = o
+	}
+	for _, op := range settled {
+		delete(env.Ops, op)
+	}
+	for _, it := range items[:cut] {
+		if it.value != nil {
+			out := it.result.Output
+			if out == nil {
+				out = messages.Context{}
+			}
+			env.Ops[it.op] = out
+		}
+	}
+	data, err := json.Marshal(env)
+	if err != nil {
+		return cut
+	}
+	ack, err := s.js.Publish(ctx, subject, data, jetstream.WithExpectLastSequencePerSubject(base.seq))
+	if err != nil {
+		// The writers stay claimed: each, run alone, finds its claim and
+		// no write of its own in the value, and applies itself.
+		s.forgetAll()
+		return cut
+	}
+	s.remember(subject, cached{env: env, seq: ack.Sequence})
+	s.mu.Lock()
+	s.settled[subject] = s.settled[subject][len(settled):]
+	s.mu.Unlock()
+
+	// Step 3: the writers' final results.
+	pending = pending[:0]
+	var writing []*batchItem
+	for _, it := range items[:cut] {
+		if it.value != nil {
+			writing = append(writing, it)
+			pending = append(pending, s.publishRecord(ctx, it.cmd, &Record{Execute: it.result}, it.seq))
+		}
+	}
+	s.settleAll(ctx, pending, func(i int, _ uint64) {
+		writing[i].answered = true
+		s.settle(subject, writing[i].op)
+	})
+	return cut
+}
+
+// publishRecord sends cmd's branch record rec, guarded by seq, without
+// waiting for it to be stored. A record that cannot be sent comes back as
+// a future that has failed.
+func (s *Store) publishRecord(ctx context.Context, cmd *messages.Command, rec *Record, seq uint64) jetstream.PubAckFuture {
+	data, err := wirejson.AppendRecord(make([]byte, 0, 192), rec)
+	if err != nil {
+		return failed(err)
+	}
+	m := &nats.Msg{Subject: messages.BranchSubject(s.role, cmd.SagaID, cmd.Step), Data: data}
+	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(seq)}
+	if rec.Final() {
+		opts = append(opts, jetstream.WithMsgTTL(RecordTTL))
+	}
+	f, err := s.js.PublishMsgAsync(m, opts...)
+	if err != nil {
+		return failed(err)
+	}
+	return f
+}
+
+// settleAll waits for every future of fs, calls stored with the index and
+// sequence of each that was stored, and reports which were.
+func (s *Store) settleAll(ctx context.Context, fs []jetstream.PubAckFuture, stored func(i int, seq uint64)) []bool {
+	ok := make([]bool, len(fs))
+	timeout := time.NewTimer(replyWait)
+	defer timeout.Stop()
+	for i, f := range fs {
+		select {
+		case ack := <-f.Ok():
+			ok[i] = true
+			stored(i, ack.Sequence)
+		case <-f.Err():
+		case <-timeout.C:
+			return ok
+		case <-ctx.Done():
+			return ok
+		}
+	}
+	return ok
+}
+
+// firstFalse is the index of the first false of bs, len(bs) when none.
+func firstFalse(bs []bool) int {
+	for i, b := range bs {
+		if !b {
+			return i
+		}
+	}
+	return len(bs)
+}
+
+// failedFuture is a publish that failed before it was sent.
+type failedFuture struct{ err chan error }
+
+func failed(err error) jetstream.PubAckFuture {
+	f := failedFuture{err: make(chan error, 1)}
+	f.err <- err
+	return f
+}
+
+func (f failedFuture) Ok() <-chan *jetstream.PubAck { return nil }
+func (f failedFuture) Err() <-chan error            { return f.err }
+func (f failedFuture) Msg() *nats.Msg               { return nil }

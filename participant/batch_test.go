@@ -1,0 +1,215 @@
+package participant
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/internal/embedded"
+	"github.com/natsaga/natsaga/messages"
+)
+
+// The batch tests drive Store.runBatch directly: a till's budget, commands
+// that check it (reading only) and commands that spend from it (writing),
+// the way a serial government role does.
+
+const till = "till"
+
+// check passes when the budget covers the command's amount; it writes
+// nothing.
+var check = agent.Handler{
+	Execute: func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
+		var budget int
+		if _, err := tx.Get("budget", &budget); err != nil {
+			return nil, err
+		}
+		if budget < amount(cmd) {
+			return nil, agent.Reject("budget %d short of %d", budget, amount(cmd))
+		}
+		return messages.Context{"seen": json.RawMessage(fmt.Sprint(budget))}, nil
+	},
+	Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+}
+
+// spend takes the command's amount from the budget, or rejects it.
+var spend = agent.Handler{
+	Execute: func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
+		var budget int
+		if _, err := tx.Get("budget", &budget); err != nil {
+			return nil, err
+		}
+		if budget < amount(cmd) {
+			return nil, agent.Reject("budget %d short of %d", budget, amount(cmd))
+		}
+		return messages.Context{"left": json.RawMessage(fmt.Sprint(budget - amount(cmd)))}, tx.Put("budget", budget-amount(cmd))
+	},
+	Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+}
+
+func amount(cmd *messages.Command) int {
+	var n int
+	_ = json.Unmarshal(cmd.Context["amount"], &n)
+	return n
+}
+
+// tillItems are checks and spends of 30 each against a budget of 100, in
+// this order: the fourth spend, and the checks after the third, fall short.
+func tillItems() []*batchItem {
+	var items []*batchItem
+	for i, step := range []string{"check", "spend", "spend", "check", "spend", "check", "spend", "check"} {
+		h := check
+		if step == "spend" {
+			h = spend
+		}
+		cmd := &messages.Command{V: messages.Version, SagaID: fmt.Sprintf("s-%d", i), Saga: "pay", Step: step,
+			Action: messages.Execute, Attempt: 1, Seq: 1, Context: messages.Context{"amount": json.RawMessage("30")}}
+		items = append(items, &batchItem{cmd: cmd, h: h, op: cmd.SagaID + "/" + step + "/execute"})
+	}
+	return items
+}
+
+// alone runs items one by one through Store.Do, as a serial copy does
+// without batches, and returns each one's recorded result.
+func alone(t *testing.T, s *Store, items []*batchItem) {
+	t.Helper()
+	for _, it := range items {
+		_, verdict, err := s.Do(context.Background(), it.cmd, it.h)
+		require.NoError(t, err)
+		require.Contains(t, []agent.Verdict{agent.Applied, agent.Duplicate}, verdict, it.op)
+	}
+}
+
+func openTill(t *testing.T) *Store {
+	t.Helper()
+	// The package's own tests cannot use testenv, which imports it.
+	ns, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	s, err := OpenStore(context.Background(), nc, till, true, 1)
+	require.NoError(t, err)
+	_, err = s.Init(context.Background(), "budget", 100)
+	require.NoError(t, err)
+	return s
+}
+
+// outcomes are the recorded results of items, and the budget.
+func outcomes(t *testing.T, s *Store, items []*batchItem) ([]string, int) {
+	t.Helper()
+	var got []string
+	for _, it := range items {
+		rec, _, err := s.Branch(context.Background(), it.cmd.SagaID, it.cmd.Step)
+		require.NoError(t, err)
+		require.True(t, rec.Execute.Done(), "%s: no final result", it.op)
+		got = append(got, fmt.Sprintf("%s %s %s %s", it.op, rec.Execute.Outcome, rec.Execute.Reason, rec.Execute.Output))
+	}
+	var budget int
+	_, err := s.Get(context.Background(), "budget", &budget)
+	require.NoError(t, err)
+	return got, budget
+}
+
+func TestBatchRecordsWhatCommandsAloneWould(t *testing.T) {
+	reference := openTill(t)
+	alone(t, reference, tillItems())
+	want, wantBudget := outcomes(t, reference, tillItems())
+	require.Equal(t, 10, wantBudget)
+
+	s := openTill(t)
+	items := tillItems()
+	require.Equal(t, len(items), s.runBatch(context.Background(), items))
+	for _, it := range items {
+		require.True(t, it.answered, it.op)
+	}
+	got, budget := outcomes(t, s, items)
+	require.Equal(t, want, got)
+	require.Equal(t, wantBudget, budget)
+	env, _, err := s.readEnvelope(context.Background(), messages.DataSubject(till, "budget"))
+	require.NoError(t, err)
+	require.Len(t, env.Ops, 3, "the value names the batch's three spends that wrote it")
+
+	// Run again, as redeliveries: every one is a duplicate, nothing moves.
+	alone(t, s, tillItems())
+	got, budget = outcomes(t, s, items)
+	require.Equal(t, want, got)
+	require.Equal(t, wantBudget, budget)
+}
+
+// TestBatchWhoseValueWriteFails: the value changed under the batch (its
+// sequence moved, its content did not), so the batch's one value write is
+// refused after the claims and the checks' results were stored. Run alone
+// then, as a serial copy does, the claimed spends apply, and every result
+// is what the commands alone record.
+func TestBatchWhoseValueWriteFails(t *testing.T) {
+	reference := openTill(t)
+	alone(t, reference, tillItems())
+	want, wantBudget := outcomes(t, reference, tillItems())
+
+	s := openTill(t)
+	ctx := context.Background()
+	// The batch reads the value from the cache, as a pinned copy does.
+	warm := &txn{ctx: ctx, store: s, reads: map[string]cached{}}
+	var budget int
+	_, err := warm.Get("budget", &budget)
+	warm.release()
+	require.NoError(t, err)
+	// The same value written again, behind the cache's back.
+	env, _, err := s.readEnvelope(ctx, messages.DataSubject(till, "budget"))
+	require.NoError(t, err)
+	data, err := json.Marshal(env)
+	require.NoError(t, err)
+	_, err = s.js.Publish(ctx, messages.DataSubject(till, "budget"), data)
+	require.NoError(t, err)
+
+	items := tillItems()
+	require.Equal(t, len(items), s.runBatch(ctx, items))
+	var left []*batchItem
+	for _, it := range items {
+		if it.value == nil {
+			require.True(t, it.answered, "%s: a command that writes nothing records its result before any write", it.op)
+		} else {
+			require.False(t, it.answered, "%s: a spend that wrote stays claimed", it.op)
+		}
+		if !it.answered {
+			left = append(left, it)
+		}
+	}
+	alone(t, s, left)
+	got, after := outcomes(t, s, items)
+	require.Equal(t, want, got)
+	require.Equal(t, wantBudget, after)
+}
+
+// TestBatchCutAtACommandAnsweredElsewhere: another copy recorded the fourth
+// command already. The batch ends before it; what follows runs alone.
+func TestBatchCutAtACommandAnsweredElsewhere(t *testing.T) {
+	reference := openTill(t)
+	alone(t, reference, tillItems())
+	want, wantBudget := outcomes(t, reference, tillItems())
+
+	s := openTill(t)
+	ctx := context.Background()
+	items := tillItems()
+	// The two before it, then the fourth, alone: as another copy would.
+	alone(t, s, items[:2])
+	rec, _, err := reference.Branch(ctx, items[3].cmd.SagaID, items[3].cmd.Step)
+	require.NoError(t, err)
+	b := &branch{s: s, cmd: items[3].cmd, subject: messages.BranchSubject(till, items[3].cmd.SagaID, items[3].cmd.Step), rec: rec}
+	require.NoError(t, b.record(ctx))
+	s.forgetAll()
+
+	rest := tillItems()[2:]
+	require.Equal(t, 1, s.runBatch(ctx, rest), "the batch ends at the command answered elsewhere")
+	require.True(t, rest[0].answered)
+	alone(t, s, rest[1:])
+	got, budget := outcomes(t, s, tillItems())
+	require.Equal(t, want, got)
+	require.Equal(t, wantBudget, budget)
+}
