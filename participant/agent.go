@@ -128,10 +128,13 @@ type Agent struct {
 	tick atomic.Int64
 	// pin is the pin id of the last command a serial copy took; only its
 	// one worker (serialWork) touches it.
-	pin  string
-	mu   sync.Mutex
-	held []*heldJob // commands waiting for simulation time
-	wake chan struct{}
+	pin string
+	// batch bounds the commands a serial copy runs together: maxBatch,
+	// or 1 to run each alone (the benchmark's comparison).
+	batch int
+	mu    sync.Mutex
+	held  []*heldJob // commands waiting for simulation time
+	wake  chan struct{}
 
 	handled, executed, compensated, duplicates, refused, redelivered, rejected atomic.Int64
 	// serving is true while Run pulls commands.
@@ -180,7 +183,7 @@ func New(nc *nats.Conn, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a := &Agent{nc: nc, js: js, opts: opts, log: log.With("agent", opts.Name, "role", opts.Role),
-		steps: map[stepKey]*agent.Step{}, wake: make(chan struct{}, 1), replies: make(chan pendingReply, 4*opts.Concurrency)}
+		steps: map[stepKey]*agent.Step{}, wake: make(chan struct{}, 1), batch: maxBatch, replies: make(chan pendingReply, 4*opts.Concurrency)}
 	for i := range opts.Steps {
 		s := &opts.Steps[i]
 		a.steps[stepKey{s.Saga, s.Name}] = s
@@ -223,13 +226,15 @@ func (a *Agent) consumerConfig() jetstream.ConsumerConfig {
 
 // pullOptions are the options of the agent's pull: short pulls with
 // frequent heartbeats notice a restarted server within seconds rather
-// than the client's default 30; a serial role's pulls name its group.
+// than the client's default 30; a serial role's pulls name its group, and
+// bring a batch's worth.
 func (a *Agent) pullOptions() []jetstream.PullMessagesOpt {
+	if a.opts.Serial {
+		return []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(maxBatch), jetstream.PullExpiry(4 * time.Second),
+			jetstream.PullHeartbeat(time.Second), jetstream.PullPriorityGroup(messages.SerialGroup)}
+	}
 	opts := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(2 * a.opts.Concurrency),
 		jetstream.PullExpiry(4 * time.Second), jetstream.PullHeartbeat(time.Second)}
-	if a.opts.Serial {
-		opts = append(opts, jetstream.PullPriorityGroup(messages.SerialGroup))
-	}
 	return opts
 }
 
@@ -328,6 +333,11 @@ func (a *Agent) runOnce(ctx context.Context) error {
 		a.ackStored(inHand)
 	}()
 	work := make(chan jetstream.Msg)
+	if a.opts.Serial {
+		// The one worker takes in all that has come before it runs the
+		// lowest, and runs a batch of it: what is pulled waits here.
+		work = make(chan jetstream.Msg, maxBatch)
+	}
 	var wg sync.WaitGroup
 	if a.opts.Serial {
 		wg.Go(func() { a.serialWork(inHand, work) })

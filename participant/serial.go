@@ -128,7 +128,7 @@ func (a *Agent) serialWork(inHand context.Context, work <-chan jetstream.Msg) {
 // It runs none when fewer than two lead the queue.
 func (a *Agent) runBatch(ctx context.Context, queue []jetstream.Msg) (map[jetstream.Msg]bool, int) {
 	var items []*batchItem
-	for _, m := range queue[:min(len(queue), maxBatch)] {
+	for _, m := range queue[:min(len(queue), a.batch)] {
 		if m.Headers().Get(pinIDHeader) != a.pin {
 			break // pinned anew: the fence first
 		}
