@@ -22,20 +22,22 @@ import (
 )
 
 // TestReproducible runs the default scenario as `go run ./cmd/floodsim`
-// does, twice with one copy of each agent and once with three copies of
-// the household, government and insurer agents: the outcome logs are the
-// same, byte for byte.
+// does, twice with one copy of each agent, once with three copies of the
+// household, government and insurer agents and once with four of every
+// agent, the most the contract covers: the outcome logs are the same, byte
+// for byte.
 func TestReproducible(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds and runs the programs three times")
+		t.Skip("builds and runs the programs four times")
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")
-	runOnce := func(name string, copies int) (digest string, log []byte) {
+	runOnce := func(name string, copies, contractors int) (digest string, log []byte) {
 		out := filepath.Join(dir, name+".outcomes")
 		report := filepath.Join(dir, name+".json")
 		args := []string{"-build-dir", bin, "-outcomes", out, "-json", report, "-seed", "1",
-			"-household-agents", fmt.Sprint(copies), "-government-agents", fmt.Sprint(copies), "-insurer-agents", fmt.Sprint(copies)}
+			"-household-agents", fmt.Sprint(copies), "-government-agents", fmt.Sprint(copies), "-insurer-agents", fmt.Sprint(copies),
+			"-contractor-agents", fmt.Sprint(contractors)}
 		c, err := parseFlags(args, env(), io.Discard)
 		require.NoError(t, err)
 		var stdout, stderr bytes.Buffer
@@ -49,13 +51,16 @@ func TestReproducible(t *testing.T) {
 		require.Contains(t, stdout.String(), "outcome log SHA-256: "+r.OutcomesSHA256)
 		return r.OutcomesSHA256, log
 	}
-	d1, log1 := runOnce("one-a", 1)
-	d2, log2 := runOnce("one-b", 1)
-	d3, log3 := runOnce("three", 3)
+	d1, log1 := runOnce("one-a", 1, 1)
+	d2, log2 := runOnce("one-b", 1, 1)
+	d3, log3 := runOnce("three", 3, 1)
+	d4, log4 := runOnce("four", 4, 4)
 	require.Equal(t, string(log1), string(log2), "two runs with one copy of each agent")
 	require.Equal(t, string(log1), string(log3), "three copies of the household, government and insurer agents")
+	require.Equal(t, string(log1), string(log4), "four copies of every agent")
 	require.Equal(t, d1, d2)
 	require.Equal(t, d1, d3)
+	require.Equal(t, d1, d4)
 	require.Len(t, d1, 64)
 }
 
