@@ -16,6 +16,7 @@ import (
 	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
 )
 
@@ -192,8 +193,10 @@ func (s *sim) collect(ctx context.Context, gov, ins flood.LedgerChange, contract
 	r.MissingOutcomes = append([]flood.Outcome{}, flood.MissingOutcomes(r.Outcomes)...)
 
 	// Every agent answering counts, those that joined during the run
-	// too: the statistics are gathered for the whole of statsWait.
-	if r.Agents, err = s.cl.AgentStats(ctx, 0, statsWait); err != nil {
+	// too: the statistics are gathered for statsGrace after the agents
+	// the run waited for have answered (for statsWait when one of them
+	// does not).
+	if r.Agents, err = s.cl.AgentStats(ctx, participant.StatsWait{Want: s.want, Grace: statsGrace, Max: statsWait}); err != nil {
 		return nil, err
 	}
 	r.LateAgents = max(len(r.Agents)-s.want, 0)
