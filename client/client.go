@@ -432,9 +432,10 @@ func (c *Client) Register(ctx context.Context, file []byte) ([]messages.Register
 }
 
 // AgentStats asks every running agent for its statistics through NATS
-// micro's STATS request (see participant.CollectStats), and collects the
-// answers until want agents have answered (any number when want is 0) or
-// wait has passed, whichever is first. Each agent is counted once.
-func (c *Client) AgentStats(ctx context.Context, want int, wait time.Duration) ([]messages.AgentStats, error) {
-	return participant.CollectStats(ctx, c.nc, want, wait, func(err error) { c.log.Warn("agent stats answer skipped", "err", err) })
+// micro's STATS request, and collects the answers as w says: until w.Want
+// agents have answered and w.Grace has passed since, or w.Max has passed
+// (see participant.CollectStats, which returns the errors). Each agent is
+// counted once.
+func (c *Client) AgentStats(ctx context.Context, w participant.StatsWait) ([]messages.AgentStats, error) {
+	return participant.CollectStats(ctx, c.nc, w, func(err error) { c.log.Warn("agent stats answer skipped", "err", err) })
 }

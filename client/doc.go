@@ -5,8 +5,10 @@
 // and ticks of a simulation run), advances the simulation clock with the
 // quiet rule of docs/simulation.md built in ([Client.Advance]), asks for a
 // saga's status, the summary, a list of sagas, retries a failed saga's
-// compensation, registers saga definitions, watches saga events, writes
-// the outcome log of the stored sagas, and lists the running services.
+// compensation, registers saga definitions, watches saga events, reads
+// the stored sagas in one pass ([Client.ScanStored]) and writes their
+// outcome log, gathers the agents' statistics, and lists the running
+// services.
 // [Client.StatusJSON] and [Client.ListJSON] return the sagas' states as the
 // coordinator sent them, for a tool that passes them on.
 //

@@ -26,6 +26,11 @@ var (
 	ErrInternal = errors.New(messages.CodeInternal)
 )
 
+// ErrBadStored is wrapped by [Client.ScanStored] for a value of the saga
+// bucket that is not the saga its key names: it does not decode, or it
+// holds another saga's id.
+var ErrBadStored = errors.New("bad stored saga")
+
 // ErrNotQuiet is returned, wrapped in a [*NotQuietError], when a tick did
 // not become quiet within the limit: an agent broke its word, and the run
 // can no longer be reproduced.

@@ -17,41 +17,88 @@ import (
 
 // Stored returns every saga stored in the saga bucket, read-only: the
 // finished ones the coordinator still keeps, and the active ones as last
-// stored. With ranked, only the sagas a simulation driver ranked.
+// stored. With ranked, only the sagas a simulation driver ranked. It
+// returns the first error of [Client.ScanStored].
 func (c *Client) Stored(ctx context.Context, ranked bool) ([]saga.Execution, error) {
-	js, err := jetstream.New(c.nc)
-	if err != nil {
-		return nil, err
-	}
-	kv, err := js.KeyValue(ctx, messages.SagaBucket)
-	if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", messages.SagaBucket, err)
-	}
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", messages.SagaBucket, err)
-	}
-	defer func() { _ = w.Stop() }()
 	var xs []saga.Execution
-	for e := range w.Updates() {
-		if e == nil {
-			break // every stored value seen
-		}
-		if !strings.HasPrefix(e.Key(), messages.SagaKeyPrefix) {
-			continue
-		}
-		var x saga.Execution
-		if err := json.Unmarshal(e.Value(), &x); err != nil {
-			return nil, fmt.Errorf("saga %s: %w", e.Key(), err)
+	for x, err := range c.ScanStored(ctx, nil) {
+		if err != nil {
+			return nil, err
 		}
 		if !ranked || x.Rank > 0 {
 			xs = append(xs, x)
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("reading the sagas: %w", err)
-	}
 	return xs, nil
+}
+
+// ScanStored returns the sagas stored in the saga bucket whose id keep
+// accepts (every saga when keep is nil), read-only, one at a time as they
+// are read: a caller that keeps a few of many sagas holds only those. keep
+// sees each id before its value is decoded, so the sagas it refuses cost
+// no decoding. The sequence holds the finished sagas the coordinator still
+// keeps and the active ones as last stored; an executing saga's stored
+// state may be some steps behind the coordinator's, which
+// [Client.Status] returns. It ends after the last value stored when the
+// sequence began, or with an error: the bucket cannot be read, ctx ends,
+// or a value is not the saga its key names (an error wrapping
+// [ErrBadStored]). Each range over it reads the bucket anew.
+func (c *Client) ScanStored(ctx context.Context, keep func(id string) bool) iter.Seq2[saga.Execution, error] {
+	return func(yield func(saga.Execution, error) bool) {
+		fail := func(err error) { yield(saga.Execution{}, fmt.Errorf("bucket %s: %w", messages.SagaBucket, err)) }
+		js, err := jetstream.New(c.nc)
+		if err != nil {
+			fail(err)
+			return
+		}
+		kv, err := js.KeyValue(ctx, messages.SagaBucket)
+		if err != nil {
+			fail(err)
+			return
+		}
+		w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+		if err != nil {
+			fail(err)
+			return
+		}
+		defer func() {
+			// Stopped, the watcher closes its updates once the delivery
+			// it may be blocked in is taken: reading them to the end
+			// leaves none of its goroutines behind when the caller stops
+			// early.
+			_ = w.Stop()
+			for range w.Updates() {
+			}
+		}()
+		for e := range w.Updates() {
+			if e == nil {
+				return // every stored value seen
+			}
+			id, ok := strings.CutPrefix(e.Key(), messages.SagaKeyPrefix)
+			if !ok || (keep != nil && !keep(id)) {
+				continue
+			}
+			var x saga.Execution
+			if err := json.Unmarshal(e.Value(), &x); err != nil {
+				fail(fmt.Errorf("key %s: %w: %w", e.Key(), ErrBadStored, err))
+				return
+			}
+			if x.ID != id {
+				fail(fmt.Errorf("key %s: %w: it holds saga %q", e.Key(), ErrBadStored, x.ID))
+				return
+			}
+			if !yield(x, nil) {
+				return
+			}
+		}
+		// The updates end before the marker when ctx ends or the
+		// connection closes.
+		err = ctx.Err()
+		if err == nil {
+			err = errors.New("the watch ended before the last stored value")
+		}
+		fail(fmt.Errorf("reading the sagas: %w", err))
+	}
 }
 
 // WriteOutcomes writes the outcome log of the stored sagas (see

@@ -61,13 +61,40 @@ func (a *Agent) Metadata() map[string]string {
 // ErrStatsAnswer is wrapped by [CollectStats] for an answer it cannot read.
 var ErrStatsAnswer = errors.New("bad agent stats answer")
 
+// DefaultStatsMax is how long [CollectStats] collects answers when
+// [StatsWait.Max] is 0.
+const DefaultStatsMax = 2 * time.Second
+
+// StatsWait says how long [CollectStats] collects answers. The zero value
+// collects every answer that comes within [DefaultStatsMax].
+type StatsWait struct {
+	// Want is how many agents are known to run; 0 means no number is
+	// known, and answers are collected for Max.
+	Want int
+	// Grace is how long answers are still collected once Want agents have
+	// answered, for agents that joined since: every running agent answers
+	// the one request at once, so the late ones come soon after. 0 stops
+	// at the Want-th answer.
+	Grace time.Duration
+	// Max bounds the whole wait, whether or not Want agents answer. 0
+	// means DefaultStatsMax.
+	Max time.Duration
+}
+
 // CollectStats asks every running agent for its statistics through NATS
 // micro (a STATS request to [messages.AgentService]), and collects the
-// answers until want agents have answered (any number when want is 0) or
-// wait has passed, whichever is first. Each agent counts once. It returns
-// an error only when it cannot ask or ctx ends; a malformed answer is
-// skipped and reported through skipped, when not nil.
-func CollectStats(ctx context.Context, nc *nats.Conn, want int, wait time.Duration, skipped func(error)) ([]messages.AgentStats, error) {
+// answers as w says: until w.Want agents have answered and w.Grace has
+// passed since, or w.Max has passed, whichever is first. Each agent
+// counts once. It returns an error wrapping [messages.ErrBadRequest] for
+// a negative field of w, and an error when it cannot ask or ctx ends; a
+// malformed answer is skipped and reported through skipped, when not nil.
+func CollectStats(ctx context.Context, nc *nats.Conn, w StatsWait, skipped func(error)) ([]messages.AgentStats, error) {
+	if w.Want < 0 || w.Grace < 0 || w.Max < 0 {
+		return nil, fmt.Errorf("agent stats: negative want, grace or max: %w", messages.ErrBadRequest)
+	}
+	if w.Max == 0 {
+		w.Max = DefaultStatsMax
+	}
 	subject, err := micro.ControlSubject(micro.StatsVerb, messages.AgentService, "")
 	if err != nil {
 		return nil, fmt.Errorf("agent stats: %w", err)
@@ -81,17 +108,18 @@ func CollectStats(ctx context.Context, nc *nats.Conn, want int, wait time.Durati
 	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
 		return nil, fmt.Errorf("agent stats: %w", err)
 	}
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
+	end := time.Now().Add(w.Max)
 	seen := map[string]bool{}
 	var stats []messages.AgentStats
-	for want == 0 || len(stats) < want {
+	for {
+		wctx, cancel := context.WithDeadline(ctx, end)
 		m, err := sub.NextMsgWithContext(wctx)
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return stats, fmt.Errorf("agent stats: %w", ctx.Err())
 			}
-			break // wait has passed
+			return stats, nil // the wait has passed
 		}
 		s, err := decodeStats(m.Data)
 		if err != nil {
@@ -100,12 +128,20 @@ func CollectStats(ctx context.Context, nc *nats.Conn, want int, wait time.Durati
 			}
 			continue
 		}
-		if !seen[s.Agent] {
-			seen[s.Agent] = true
-			stats = append(stats, s)
+		if seen[s.Agent] {
+			continue
+		}
+		seen[s.Agent] = true
+		stats = append(stats, s)
+		if w.Want > 0 && len(stats) == w.Want {
+			if w.Grace == 0 {
+				return stats, nil
+			}
+			if grace := time.Now().Add(w.Grace); grace.Before(end) {
+				end = grace
+			}
 		}
 	}
-	return stats, nil
 }
 
 // decodeStats reads an agent's statistics from its micro STATS answer: the

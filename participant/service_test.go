@@ -66,7 +66,7 @@ func TestAgentsAreMicroServices(t *testing.T) {
 	id := testenv.Start(t, nc, chores, messages.Context{})
 	testenv.WaitStatus(t, nc, id, saga.Completed)
 
-	stats, err := participant.CollectStats(context.Background(), nc, 2, 5*time.Second, func(err error) { t.Error(err) })
+	stats, err := participant.CollectStats(context.Background(), nc, participant.StatsWait{Want: 2, Max: 5 * time.Second}, func(err error) { t.Error(err) })
 	require.NoError(t, err)
 	got := map[string]messages.AgentStats{}
 	for _, s := range stats {
@@ -82,4 +82,49 @@ func TestAgentsAreMicroServices(t *testing.T) {
 	var direct messages.AgentStats
 	testenv.Request(t, nc, messages.AgentStatsSubject, struct{}{}, &direct)
 	require.Contains(t, []string{"cleaner-a", "inspector-a"}, direct.Agent)
+}
+
+// TestCollectStatsGrace runs three agents and asks for the statistics of
+// two: with no grace the collection stops at the second answer; with a
+// grace it counts the third agent too, and returns long before its bound.
+func TestCollectStatsGrace(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{choresSaga()})
+	c := &calls{n: map[string]int{}, by: map[string]string{}, perBy: map[string]int{}}
+	var agents []*participant.Agent
+	for _, name := range []string{"cleaner-a", "cleaner-b", "cleaner-c"} {
+		agents = append(agents, testenv.Agent(t, url, participant.Options{Role: "cleaner", Name: name, Steps: []agent.Step{
+			{Saga: chores, Name: "sweep", Handler: counter(name, c)},
+		}}))
+	}
+	require.Eventually(t, func() bool {
+		for _, a := range agents {
+			if a.Health() != nil {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 10*time.Millisecond)
+	nc := testenv.Connect(t, url)
+	ctx := t.Context()
+	fail := func(err error) { t.Error(err) }
+
+	stats, err := participant.CollectStats(ctx, nc, participant.StatsWait{Want: 2, Max: time.Minute}, fail)
+	require.NoError(t, err)
+	require.Len(t, stats, 2)
+
+	const bound = time.Minute
+	began := time.Now()
+	stats, err = participant.CollectStats(ctx, nc, participant.StatsWait{Want: 2, Grace: time.Second, Max: bound}, fail)
+	require.NoError(t, err)
+	require.Len(t, stats, 3)
+	require.Less(t, time.Since(began), bound/2, "the grace, not the bound, ended the wait")
+
+	// No number known: every agent that answers within the bound.
+	stats, err = participant.CollectStats(ctx, nc, participant.StatsWait{Max: time.Second}, fail)
+	require.NoError(t, err)
+	require.Len(t, stats, 3)
+
+	_, err = participant.CollectStats(ctx, nc, participant.StatsWait{Grace: -time.Second}, fail)
+	require.ErrorIs(t, err, messages.ErrBadRequest)
 }

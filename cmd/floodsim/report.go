@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
 )
 
@@ -167,12 +169,11 @@ func (s *sim) collect(ctx context.Context, gov, ins flood.LedgerChange, contract
 	for _, o := range flood.RequiredOutcomes() {
 		r.Outcomes[o] = 0
 	}
-	xs := make([]saga.Execution, 0, len(final))
-	for id := range started {
-		if x, ok := final[id]; ok {
-			xs = append(xs, x)
-		}
-	}
+	// final holds the run's sagas only, and every one of them started
+	// (those of s.uncertain it holds started after all): the outcome log
+	// and the timeline are drawn from it as it is, with no copy kept
+	// beside it but the one the outcome log needs.
+	xs := slices.Collect(maps.Values(final))
 	if s.outcomeLog, r.OutcomesSHA256, err = saga.OutcomeLog(xs); err != nil {
 		return nil, err
 	}
@@ -192,19 +193,15 @@ func (s *sim) collect(ctx context.Context, gov, ins flood.LedgerChange, contract
 	r.MissingOutcomes = append([]flood.Outcome{}, flood.MissingOutcomes(r.Outcomes)...)
 
 	// Every agent answering counts, those that joined during the run
-	// too: the statistics are gathered for the whole of statsWait.
-	if r.Agents, err = s.cl.AgentStats(ctx, 0, statsWait); err != nil {
+	// too: the statistics are gathered for statsGrace after the agents
+	// the run waited for have answered (for statsWait when one of them
+	// does not).
+	if r.Agents, err = s.cl.AgentStats(ctx, participant.StatsWait{Want: s.want, Grace: statsGrace, Max: statsWait}); err != nil {
 		return nil, err
 	}
 	r.LateAgents = max(len(r.Agents)-s.want, 0)
 	r.PerTick = s.rows
-	inRun := make(map[string]saga.Execution, len(started))
-	for id := range started {
-		if x, ok := final[id]; ok {
-			inRun[id] = x
-		}
-	}
-	r.Timeline = sampleTimeline(inRun)
+	r.Timeline = sampleTimeline(final)
 	order := roles()
 	slices.SortFunc(r.Agents, func(a, b messages.AgentStats) int {
 		return cmp.Or(cmp.Compare(slices.Index(order, a.Role), slices.Index(order, b.Role)), cmp.Compare(a.Agent, b.Agent))
@@ -212,22 +209,63 @@ func (s *sim) collect(ctx context.Context, gov, ins flood.LedgerChange, contract
 	return r, nil
 }
 
-// finalStates asks the coordinator for the state of each saga of ids. A
-// saga it does not know is left out.
+// finalStates returns the final state of each saga of ids that the
+// coordinator knows, and leaves out a saga it does not know. It reads them
+// from the saga bucket in one pass, keeping only the sagas of ids: the
+// bucket may hold sagas of earlier runs and of others. A saga that
+// finished other than failed is stored once and for all when it finishes,
+// and a status request for it reads the same value from the bucket. The
+// others are asked for one by one: an active saga's stored state may be
+// steps behind the coordinator's, a failed one may be retried, and a saga
+// the bucket does not hold may never have started. When the bucket cannot
+// be read, every saga not read yet is asked for.
 func (s *sim) finalStates(ctx context.Context, ids map[string]string) (map[string]saga.Execution, error) {
+	final := make(map[string]saga.Execution, len(ids))
+	ofRun := func(id string) bool {
+		_, ok := ids[id]
+		return ok
+	}
+	for x, err := range s.cl.ScanStored(ctx, ofRun) {
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("final saga states: %w", err)
+			}
+			// A driver whose user may not read the bucket (an older
+			// deployment's permissions) still gets its report, asked
+			// saga by saga.
+			s.log.Warn("saga bucket not read; asking the coordinator saga by saga", "err", err)
+			break
+		}
+		if x.Status.Terminal() && x.Status != saga.Failed {
+			final[x.ID] = x
+		}
+	}
+	var rest []string
+	for id := range ids {
+		if _, ok := final[id]; !ok {
+			rest = append(rest, id)
+		}
+	}
+	s.log.Debug("final saga states", "stored", len(final), "asked", len(rest))
+	if err := s.askStates(ctx, rest, final); err != nil {
+		return nil, fmt.Errorf("final saga states: %w", err)
+	}
+	return final, nil
+}
+
+// askStates asks the coordinator for the state of each saga of ids, at
+// most statusConcurrency at a time, and adds those it knows to final.
+func (s *sim) askStates(ctx context.Context, ids []string, final map[string]saga.Execution) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	work := make(chan string)
 	var (
 		mu       sync.Mutex
-		final    = make(map[string]saga.Execution, len(ids))
 		firstErr error
 		wg       sync.WaitGroup
 	)
-	for range statusConcurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	for range min(statusConcurrency, len(ids)) {
+		wg.Go(func() {
 			for id := range work {
 				x, err := s.cl.Status(ctx, id)
 				mu.Lock()
@@ -243,10 +281,10 @@ func (s *sim) finalStates(ctx context.Context, ids map[string]string) (map[strin
 				}
 				mu.Unlock()
 			}
-		}()
+		})
 	}
 feed:
-	for id := range ids {
+	for _, id := range ids {
 		select {
 		case work <- id:
 		case <-ctx.Done():
@@ -256,12 +294,9 @@ feed:
 	close(work)
 	wg.Wait()
 	if firstErr != nil {
-		return nil, fmt.Errorf("final saga states: %w", firstErr)
+		return firstErr
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("final saga states: %w", err)
-	}
-	return final, nil
+	return ctx.Err()
 }
 
 // print writes r as readable text.

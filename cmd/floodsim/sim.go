@@ -21,6 +21,7 @@ import (
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
 )
 
 const (
@@ -36,6 +37,11 @@ const (
 	// statsWait bounds the wait for agent statistics once the agents are
 	// known to run.
 	statsWait = 2 * time.Second
+	// statsGrace is how long the statistics are still gathered once the
+	// agents the run waited for have answered: an agent that joined
+	// during the run answers the same request as they do, so it comes
+	// within a few milliseconds of them.
+	statsGrace = 200 * time.Millisecond
 )
 
 // Errors run returns when the simulation ran but its result is wrong.
@@ -210,7 +216,7 @@ func (s *sim) waitReady(ctx context.Context) error {
 		return fmt.Errorf("waiting for the coordinator: %w", err)
 	}
 	for answered := 0; answered < s.want; {
-		stats, err := s.cl.AgentStats(ctx, s.want, 500*time.Millisecond)
+		stats, err := s.cl.AgentStats(ctx, participant.StatsWait{Want: s.want, Max: 500 * time.Millisecond})
 		answered = max(answered, len(stats))
 		if ctx.Err() != nil {
 			return fmt.Errorf("only %d of %d agents (micro service %s) answered within %s (-expect-agents, -agent-wait)",

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	natsaga "github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/coordinator"
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/agentcmd"
@@ -248,6 +249,7 @@ func TestOthersDenied(t *testing.T) {
 		{name: "the driver replies for an agent", user: driverUser, subject: messages.ReplySubject(flood.Subsidy, "budget_deducted")},
 		{name: "the driver reads a ledger from the store", user: driverUser, subject: "$JS.API.DIRECT.GET." + messages.StateStream(flood.Government) + "." + ledger},
 		{name: "the operator reads a ledger", user: operatorUser, subject: "$JS.API.DIRECT.GET." + messages.StateStream(flood.Government) + "." + ledger},
+		{name: "the driver writes the saga bucket", user: driverUser, subject: messages.BucketSubject(messages.SagaKey("x"))},
 		{name: "the operator writes the saga bucket", user: operatorUser, subject: messages.BucketSubject(messages.SagaKey("x"))},
 		{name: "the coordinator writes a ledger", user: coordinatorUser, subject: ledger},
 		{name: "the coordinator replies for an agent", user: coordinatorUser, subject: messages.ReplySubject(flood.Subsidy, "budget_deducted")},
@@ -351,6 +353,17 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 	require.Nil(t, a.Error)
 	require.NotNil(t, a.Ledger)
 	require.Equal(t, agentcmd.DefaultLedger[flood.Government]-flood.DefaultSubsidyCost-flood.DefaultElevationCost, a.Ledger.Balance)
+	// ... and reads the final states from the saga bucket, as its report
+	// does.
+	dc, err := natsaga.New(d.nc, natsaga.Options{})
+	require.NoError(t, err)
+	final := 0
+	for x, err := range dc.ScanStored(ctx, func(id string) bool { return id != rejected }) {
+		require.NoError(t, err)
+		require.Equal(t, saga.Completed, x.Status)
+		final++
+	}
+	require.Equal(t, 3, final)
 
 	// The operator asks the coordinator, as cmd/natsaga does.
 	op := connect(t, url, operatorUser)

@@ -1,0 +1,105 @@
+package client_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/client"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// TestScanStored reads the saga bucket in one pass: the sagas keep
+// accepts, each as Status returns it; a scan stopped early leaves the next
+// one free; a value that is not the saga its key names is an error, unless
+// keep refuses its key, since then it is never decoded.
+func TestScanStored(t *testing.T) {
+	c := newSystem(t, rejecting)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ids := []string{"a", "b", "c"}
+	for _, id := range ids {
+		_, err := c.Start(ctx, client.Start{Saga: "greet", ID: id})
+		require.NoError(t, err)
+	}
+	want := map[string]saga.Execution{}
+	for _, id := range ids {
+		testenv.WaitStatus(t, c.Conn(), id, saga.RolledBack)
+		x, err := c.Status(ctx, id)
+		require.NoError(t, err)
+		want[id] = x
+	}
+	delete(want, "b")
+
+	got := map[string]saga.Execution{}
+	for x, err := range c.ScanStored(ctx, func(id string) bool { return id != "b" }) {
+		require.NoError(t, err)
+		got[x.ID] = x
+	}
+	require.Equal(t, want, got)
+
+	// More sagas than the watcher holds undelivered: stopped at the first,
+	// the scan returns, and so does the next.
+	js, err := jetstream.New(c.Conn())
+	require.NoError(t, err)
+	kv, err := js.KeyValue(ctx, messages.SagaBucket)
+	require.NoError(t, err)
+	for i := range 300 {
+		x := want["a"]
+		x.ID = fmt.Sprintf("k%03d", i)
+		data, err := json.Marshal(x)
+		require.NoError(t, err)
+		_, err = kv.Put(ctx, messages.SagaKey(x.ID), data)
+		require.NoError(t, err)
+	}
+	n := 0
+	for _, err := range c.ScanStored(ctx, nil) {
+		require.NoError(t, err)
+		n++
+		break
+	}
+	require.Equal(t, 1, n)
+	all, err := c.Stored(ctx, false)
+	require.NoError(t, err)
+	require.Len(t, all, 303)
+
+	data, err := json.Marshal(want["a"])
+	require.NoError(t, err)
+	_, err = kv.Put(ctx, messages.SagaKey("z"), data)
+	require.NoError(t, err)
+	_, err = c.Stored(ctx, false)
+	require.ErrorIs(t, err, client.ErrBadStored)
+	require.ErrorContains(t, err, `holds saga "a"`)
+	_, err = kv.Put(ctx, messages.SagaKey("y"), []byte("{"))
+	require.NoError(t, err)
+	n, err = scan(ctx, c, func(id string) bool { return id != "y" && id != "z" })
+	require.NoError(t, err)
+	require.Equal(t, 303, n)
+	_, err = scan(ctx, c, func(id string) bool { return id == "y" })
+	require.ErrorIs(t, err, client.ErrBadStored)
+
+	cancelled, stop := context.WithCancel(ctx)
+	stop()
+	_, err = scan(cancelled, c, nil)
+	require.ErrorIs(t, err, context.Canceled)
+}
+
+// scan counts the sagas c.ScanStored yields with keep, and returns the
+// error that ends it.
+func scan(ctx context.Context, c *client.Client, keep func(string) bool) (int, error) {
+	n := 0
+	for _, err := range c.ScanStored(ctx, keep) {
+		if err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
