@@ -16,8 +16,10 @@ var (
 	// state (a retry of a saga that is not failed, a version registered
 	// with other content).
 	ErrConflict = errors.New(messages.CodeConflict)
-	// ErrBusy: the coordinator holds its limit of sagas in flight; the
-	// start started nothing and may be sent again later.
+	// ErrBusy: the coordinator holds its limit of sagas in flight, or
+	// of reads of its bucket at once (a status, retry or list of a saga
+	// no longer in memory, a start with an id), or its term just ended;
+	// the request did nothing and may be sent again later.
 	ErrBusy = errors.New(messages.CodeBusy)
 	// ErrTooLarge: the answer would not fit the server's payload limit (a
 	// saga whose state outgrew it).

@@ -157,8 +157,9 @@ type Coordinator struct {
 	// sentAt holds when the outstanding command of each saga was
 	// published, kept only for an Observer.
 	sentAt map[string]time.Time
-	// lists bounds the lists of finished sagas read from the bucket at
-	// once.
+	// reads runs the reads of the bucket that answer requests, and lists
+	// bounds those of them that list finished sagas.
+	reads bucketReads
 	lists chan struct{}
 	// newRoles carries the roles that registered definitions add to the
 	// reader of their barrier records.
@@ -326,12 +327,20 @@ func (c *Coordinator) runTerm(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	svc, err := c.serve()
+	// The requests' reads of the bucket end with the term, before its
+	// lease is released: none answers for a term that is over.
+	serving, stopServing := context.WithCancel(ctx)
+	svc, err := c.serve(serving)
 	if err != nil {
+		stopServing()
 		first.Stop()
 		return err
 	}
-	defer func() { _ = svc.Stop() }()
+	defer func() {
+		_ = svc.Stop()
+		stopServing()
+		c.reads.wait()
+	}()
 	pulling, stopPulling := context.WithCancel(ctx)
 	var pullers sync.WaitGroup
 	pullers.Go(func() { c.pullReplies(pulling, first) })
@@ -858,7 +867,7 @@ func (c *Coordinator) pullReplies(ctx context.Context, first jetstream.MessagesC
 	}
 	// Replies pulled but not applied are redelivered to the next
 	// coordinator, so the iterator stops at once on shutdown.
-	pull.Loop(ctx, ctx, c.log, pull.Options{}, open, func(m jetstream.Msg) { c.enqueue(c.replyInput(m)) })
+	pull.Loop(ctx, ctx, c.log, pull.Options{}, open, func(m jetstream.Msg) { c.enqueue(ctx, c.replyInput(m)) })
 }
 
 func (c *Coordinator) replyInput(m jetstream.Msg) input {

@@ -36,6 +36,12 @@
 // sagas stay in the bucket for Options.Retention, then expire; active and
 // failed ones never do.
 //
+// Requests that the engine cannot answer from memory (a start with a
+// client-chosen id, the status or retry of a saga no longer held, a list of
+// finished sagas) read the bucket on goroutines that the coordinator owns
+// (reads.go): at most [MaxBucketReads] at once, a request beyond answered
+// busy, and each term cancels its reads and waits for them as it ends.
+//
 // Definitions registered at run time (register.go, the natsaga.register
 // request) are checked, stored in the bucket one version a key, and then
 // registered with the engine, on the engine's goroutine; a coordinator

@@ -22,40 +22,49 @@ const (
 	MaxFinishedList = 1000
 	// finishedListWait bounds the read of the bucket for one list.
 	finishedListWait = 10 * time.Second
-	// maxFinishedLists bounds the lists of finished sagas read at once; a
-	// list asked beyond it is refused.
+	// maxFinishedLists bounds the lists of finished sagas read at once,
+	// each a read of the whole bucket; a list asked beyond it is refused.
 	maxFinishedLists = 4
 )
 
-// errBusy is answered to a list of finished sagas asked while
+// errListsBusy is answered to a list of finished sagas asked while
 // maxFinishedLists are being read.
-var errBusy = fmt.Errorf("too many lists of finished sagas at once; ask again: %w", messages.ErrBusy)
+var errListsBusy = fmt.Errorf("%d lists of finished sagas at once, the limit; ask again: %w", maxFinishedLists, messages.ErrBusy)
 
 // listFinished answers a list request for the sagas that finished with st
 // (completed, rolled_back or timed_out): they are in the bucket only, kept
 // for the retention. It answers the latest limit of them (DefaultFinishedList
-// when limit is 0, at most MaxFinishedList), oldest first; while
-// maxFinishedLists others are being read, it answers an error instead.
-func (c *Coordinator) listFinished(m *nats.Msg, st saga.Status, limit int) {
+// when limit is 0, at most MaxFinishedList), oldest first, from a read that
+// the end of ctx, the term's, cuts short. While maxFinishedLists others
+// are being read, or MaxBucketReads reads of any kind, it answers busy at
+// once instead.
+func (c *Coordinator) listFinished(ctx context.Context, m *nats.Msg, st saga.Status, limit int) {
+	refuse := func(err error) {
+		c.respond(m, messages.ListResponse{V: messages.Version, Error: wireError(fmt.Errorf("list %s: %w", st, err))})
+	}
 	select {
 	case c.lists <- struct{}{}:
-		defer func() { <-c.lists }()
 	default:
-		c.respond(m, messages.ListResponse{V: messages.Version, Error: wireError(fmt.Errorf("list %s: %w", st, errBusy))})
+		refuse(errListsBusy)
 		return
 	}
 	if limit <= 0 {
 		limit = DefaultFinishedList
 	}
 	limit = min(limit, MaxFinishedList)
-	ctx, cancel := context.WithTimeout(context.Background(), finishedListWait)
-	defer cancel()
-	sagas, err := c.readFinished(ctx, st, limit)
+	err := c.reads.start(ctx, finishedListWait, func(ctx context.Context) {
+		defer func() { <-c.lists }()
+		sagas, err := c.readFinished(ctx, st, limit)
+		if err != nil {
+			refuse(readError(ctx, err))
+			return
+		}
+		c.respond(m, messages.ListResponse{V: messages.Version, Sagas: sagas})
+	})
 	if err != nil {
-		c.respond(m, messages.ListResponse{V: messages.Version, Error: wireError(fmt.Errorf("list %s: %w", st, err))})
-		return
+		<-c.lists
+		refuse(err)
 	}
-	c.respond(m, messages.ListResponse{V: messages.Version, Sagas: sagas})
 }
 
 // readFinished returns the last limit sagas of the bucket with status st,

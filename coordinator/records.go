@@ -81,7 +81,7 @@ func (c *Coordinator) pullRecords(ctx context.Context, role string) {
 	open := func(ctx context.Context) (jetstream.MessagesContext, error) { return c.openRecords(ctx, role) }
 	// Records pulled but not applied are delivered again to the next
 	// coordinator, so the iterator stops at once on shutdown.
-	pull.Loop(ctx, ctx, c.log, pull.Options{}, open, func(m jetstream.Msg) { c.enqueue(c.recordInput(m)) })
+	pull.Loop(ctx, ctx, c.log, pull.Options{}, open, func(m jetstream.Msg) { c.enqueue(ctx, c.recordInput(m)) })
 }
 
 // recordInput applies a barrier record as the answer to the command its

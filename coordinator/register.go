@@ -29,7 +29,7 @@ const registerTimeout = 10 * time.Second
 
 // onRegister registers the definitions of a [messages.RegisterRequest]: all
 // of them or, on an error, none that were not stored already.
-func (c *Coordinator) onRegister(m *nats.Msg) {
+func (c *Coordinator) onRegister(ctx context.Context, m *nats.Msg) {
 	var req messages.RegisterRequest
 	if err := messages.Decode(m.Data, &req); err != nil {
 		c.respond(m, messages.RegisterResponse{V: messages.Version, Error: wireError(err)})
@@ -44,8 +44,8 @@ func (c *Coordinator) onRegister(m *nats.Msg) {
 	// there, so that no start sees a definition that is not stored, and
 	// the stream takes the new steps' commands before any is sent. A
 	// registration is rare; the loop waits for its stores.
-	c.enqueue(func(time.Time, *saga.Outbox) func(error) {
-		resp, err := c.register(defs)
+	c.enqueue(ctx, func(time.Time, *saga.Outbox) func(error) {
+		resp, err := c.register(ctx, defs)
 		if err != nil {
 			c.log.Warn("register refused", "err", err)
 			resp = messages.RegisterResponse{V: messages.Version, Error: wireError(err)}
@@ -55,8 +55,9 @@ func (c *Coordinator) onRegister(m *nats.Msg) {
 	})
 }
 
-// register checks, stores and registers defs. It runs on the loop.
-func (c *Coordinator) register(defs []saga.Definition) (messages.RegisterResponse, error) {
+// register checks, stores and registers defs. It runs on the loop; the
+// end of ctx, the term's, cuts its stores short.
+func (c *Coordinator) register(ctx context.Context, defs []saga.Definition) (messages.RegisterResponse, error) {
 	resp := messages.RegisterResponse{V: messages.Version}
 	unchanged := make([]bool, len(defs))
 	for i, d := range defs {
@@ -66,7 +67,7 @@ func (c *Coordinator) register(defs []saga.Definition) (messages.RegisterRespons
 		}
 		unchanged[i] = u
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), registerTimeout)
+	ctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	defer cancel()
 	for i, d := range defs {
 		if unchanged[i] {

@@ -35,19 +35,24 @@ func wireError(err error) *messages.WireError {
 }
 
 // enqueue hands in to the loop. It reports false, dropping in, when the
-// loop has stopped; an unacknowledged input is then delivered again to the
-// next coordinator, and a request times out at its sender.
-func (c *Coordinator) enqueue(in input) bool {
+// loop has stopped or ctx (the term's, for its pullers and requests) has
+// ended; an unacknowledged input is then delivered again to the next
+// coordinator, and a request times out at its sender. Without ctx, a
+// producer blocked on a full queue whose loop has returned would keep its
+// term from ending.
+func (c *Coordinator) enqueue(ctx context.Context, in input) bool {
 	t := c.term.Load()
 	select {
 	case t.in <- in:
 		return true
 	case <-t.stopped:
 		return false
+	case <-ctx.Done():
+		return false
 	}
 }
 
-func (c *Coordinator) onStart(m *nats.Msg) {
+func (c *Coordinator) onStart(ctx context.Context, m *nats.Msg) {
 	sagaType, _ := messages.ParseStartSubject(m.Subject)
 	var req messages.StartRequest
 	err := messages.Decode(m.Data, &req)
@@ -75,22 +80,25 @@ func (c *Coordinator) onStart(m *nats.Msg) {
 		return
 	}
 	if req.SagaID == "" {
-		c.enqueue(c.startInput(m, sagaType, req))
+		c.enqueue(ctx, c.startInput(ctx, m, sagaType, req))
 		return
 	}
 	// A client-chosen id may name a saga that finished long ago and is
 	// only in the bucket. Look there off the subscription's goroutine, so
 	// starts are not served one bucket read at a time; a saga finishing
 	// meanwhile is still known to the engine (Start returns ErrTerminal).
-	go func() {
-		if c.answerFinished(m, req.SagaID) {
+	err = c.reads.start(ctx, bucketWait, func(read context.Context) {
+		if c.answerFinished(read, m, req.SagaID) {
 			return
 		}
-		c.enqueue(c.startInput(m, sagaType, req))
-	}()
+		c.enqueue(ctx, c.startInput(ctx, m, sagaType, req))
+	})
+	if err != nil {
+		c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
+	}
 }
 
-func (c *Coordinator) startInput(m *nats.Msg, sagaType string, req messages.StartRequest) input {
+func (c *Coordinator) startInput(ctx context.Context, m *nats.Msg, sagaType string, req messages.StartRequest) input {
 	return func(_ time.Time, out *saga.Outbox) func(error) {
 		// The starts queued before the limit was reached are checked
 		// again here, where the count is exact; a start of a saga already
@@ -104,7 +112,11 @@ func (c *Coordinator) startInput(m *nats.Msg, sagaType string, req messages.Star
 		x, err := c.engine.StartWith(req.SagaID, sagaType, req.Context, saga.StartOptions{Rank: req.Rank, Tick: req.Tick}, out)
 		if errors.Is(err, saga.ErrTerminal) {
 			// Answer once the batch that may hold its end is stored.
-			return func(error) { go c.answerFinished(m, req.SagaID) }
+			return func(error) {
+				if err := c.reads.start(ctx, bucketWait, func(read context.Context) { c.answerFinished(read, m, req.SagaID) }); err != nil {
+					c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
+				}
+			}
 		}
 		if err != nil {
 			c.log.Warn("start refused", "saga", sagaType, "err", err)
@@ -134,13 +146,17 @@ func (c *Coordinator) busyError() error {
 }
 
 // answerFinished answers a start request for id from the bucket when id
-// names a finished saga, and reports whether it did.
-func (c *Coordinator) answerFinished(m *nats.Msg, id string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+// names a finished saga, and reports whether it answered. A read that
+// failed is answered its error: a saga it could not see may be there, and
+// must not be started again.
+func (c *Coordinator) answerFinished(ctx context.Context, m *nats.Msg, id string) bool {
 	e, err := c.kv.Get(ctx, messages.SagaKey(id))
-	if err != nil {
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return false
+	}
+	if err != nil {
+		c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(readError(ctx, err))})
+		return true
 	}
 	var x saga.Execution
 	if json.Unmarshal(e.Value(), &x) != nil || !x.Status.Terminal() {
@@ -150,14 +166,14 @@ func (c *Coordinator) answerFinished(m *nats.Msg, id string) bool {
 	return true
 }
 
-func (c *Coordinator) onTick(m *nats.Msg) {
+func (c *Coordinator) onTick(ctx context.Context, m *nats.Msg) {
 	var t messages.Tick
 	if err := messages.Decode(m.Data, &t); err != nil {
 		c.log.Warn("bad tick", "err", err)
 		c.respond(m, messages.TickAck{V: messages.Version, Error: wireError(err)})
 		return
 	}
-	c.enqueue(func(_ time.Time, out *saga.Outbox) func(error) {
+	c.enqueue(ctx, func(_ time.Time, out *saga.Outbox) func(error) {
 		from := len(out.Expired)
 		if err := c.engine.AdvanceTick(t.Tick, out); err != nil {
 			c.log.Warn("tick refused", "tick", t.Tick, "err", err)
@@ -183,8 +199,8 @@ func (c *Coordinator) onTick(m *nats.Msg) {
 	})
 }
 
-func (c *Coordinator) onSummary(m *nats.Msg) {
-	c.enqueue(func(time.Time, *saga.Outbox) func(error) {
+func (c *Coordinator) onSummary(ctx context.Context, m *nats.Msg) {
+	c.enqueue(ctx, func(time.Time, *saga.Outbox) func(error) {
 		c.respond(m, c.summary())
 		return nil
 	})
@@ -197,7 +213,7 @@ func (c *Coordinator) summary() messages.Summary {
 	return s
 }
 
-func (c *Coordinator) onStatus(m *nats.Msg) {
+func (c *Coordinator) onStatus(ctx context.Context, m *nats.Msg) {
 	var req messages.StatusRequest
 	err := messages.Decode(m.Data, &req)
 	if err == nil {
@@ -207,34 +223,35 @@ func (c *Coordinator) onStatus(m *nats.Msg) {
 		c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(err)})
 		return
 	}
-	c.enqueue(func(time.Time, *saga.Outbox) func(error) {
-		x, err := c.engine.Get(req.SagaID)
-		if err == nil {
+	c.enqueue(ctx, func(time.Time, *saga.Outbox) func(error) {
+		x, notHeld := c.engine.Get(req.SagaID)
+		if notHeld == nil {
 			data, _ := json.Marshal(x)
 			c.respond(m, messages.StatusResponse{V: messages.Version, Saga: data})
 			return nil
 		}
-		go c.statusFromBucket(m, req.SagaID, err)
+		// A saga no longer in memory may have finished: it is in the bucket.
+		if err := c.reads.start(ctx, bucketWait, func(read context.Context) { c.statusFromBucket(read, m, req.SagaID, notHeld) }); err != nil {
+			c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(err)})
+		}
 		return nil
 	})
 }
 
 // statusFromBucket answers a status request for a saga no longer in memory.
-func (c *Coordinator) statusFromBucket(m *nats.Msg, id string, notHeld error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+func (c *Coordinator) statusFromBucket(ctx context.Context, m *nats.Msg, id string, notHeld error) {
 	e, err := c.kv.Get(ctx, messages.SagaKey(id))
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(notHeld)})
 	case err != nil:
-		c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(err)})
+		c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(readError(ctx, err))})
 	default:
 		c.respond(m, messages.StatusResponse{V: messages.Version, Saga: e.Value()})
 	}
 }
 
-func (c *Coordinator) onList(m *nats.Msg) {
+func (c *Coordinator) onList(ctx context.Context, m *nats.Msg) {
 	var req messages.ListRequest
 	if err := messages.Decode(m.Data, &req); err != nil {
 		c.respond(m, messages.ListResponse{V: messages.Version, Error: wireError(err)})
@@ -260,14 +277,14 @@ func (c *Coordinator) onList(m *nats.Msg) {
 		return
 	}
 	if finished {
-		go c.listFinished(m, st, req.Limit)
+		c.listFinished(ctx, m, st, req.Limit)
 		return
 	}
 	limit := req.Limit
 	if limit == 0 {
 		limit = messages.MaxListPage
 	}
-	c.enqueue(func(time.Time, *saga.Outbox) func(error) {
+	c.enqueue(ctx, func(time.Time, *saga.Outbox) func(error) {
 		c.respond(m, c.listPage(st, after, limit))
 		return nil
 	})
@@ -307,7 +324,7 @@ func (c *Coordinator) listPage(st saga.Status, after *saga.ListCursor, limit int
 	return resp
 }
 
-func (c *Coordinator) onRetry(m *nats.Msg) {
+func (c *Coordinator) onRetry(ctx context.Context, m *nats.Msg) {
 	var req messages.RetryRequest
 	err := messages.Decode(m.Data, &req)
 	if err == nil {
@@ -317,10 +334,13 @@ func (c *Coordinator) onRetry(m *nats.Msg) {
 		c.respond(m, messages.RetryResponse{V: messages.Version, Error: wireError(err)})
 		return
 	}
-	c.enqueue(func(_ time.Time, out *saga.Outbox) func(error) {
+	c.enqueue(ctx, func(_ time.Time, out *saga.Outbox) func(error) {
 		if err := c.engine.RetryCompensation(req.SagaID, out); err != nil {
 			if errors.Is(err, saga.ErrUnknownSaga) {
-				go c.retryFinished(m, req.SagaID, err)
+				notHeld := err
+				if err := c.reads.start(ctx, bucketWait, func(read context.Context) { c.retryFinished(read, m, req.SagaID, notHeld) }); err != nil {
+					c.respond(m, messages.RetryResponse{V: messages.Version, Error: wireError(err)})
+				}
 				return nil
 			}
 			c.respond(m, messages.RetryResponse{V: messages.Version, Error: wireError(err)})
@@ -339,16 +359,18 @@ func (c *Coordinator) onRetry(m *nats.Msg) {
 
 // retryFinished answers a retry for a saga no longer in memory: one that
 // finished other than failed is a conflict, one never seen is not found.
-func (c *Coordinator) retryFinished(m *nats.Msg, id string, notHeld error) {
+func (c *Coordinator) retryFinished(ctx context.Context, m *nats.Msg, id string, notHeld error) {
 	err := notHeld
 	if messages.ValidToken(id) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if e, gerr := c.kv.Get(ctx, messages.SagaKey(id)); gerr == nil {
+		e, gerr := c.kv.Get(ctx, messages.SagaKey(id))
+		switch {
+		case gerr == nil:
 			var x saga.Execution
 			if json.Unmarshal(e.Value(), &x) == nil {
 				err = fmt.Errorf("retry %s: status %s: %w", id, x.Status, saga.ErrNotFailed)
 			}
+		case !errors.Is(gerr, jetstream.ErrKeyNotFound):
+			err = readError(ctx, gerr)
 		}
 	}
 	c.respond(m, messages.RetryResponse{V: messages.Version, Error: wireError(err)})

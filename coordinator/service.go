@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,16 +16,17 @@ import (
 // [messages.CoordinatorService] in state "active", one endpoint per request
 // on its existing subject, so that "nats micro ls", "info" and "stats" show
 // it. A standby announces itself with no endpoint (state "standby"). Each
-// endpoint hands its message to the request's handler; the handlers answer
-// through respond. The caller stops the service.
-func (c *Coordinator) serve() (micro.Service, error) {
+// endpoint hands its message to the request's handler, with ctx, the
+// term's: its end cuts short the work the handlers started. The handlers
+// answer through respond. The caller stops the service.
+func (c *Coordinator) serve(ctx context.Context) (micro.Service, error) {
 	svc, err := c.service("active")
 	if err != nil {
 		return nil, err
 	}
 	endpoints := []struct {
 		name, subject string
-		handle        nats.MsgHandler
+		handle        func(context.Context, *nats.Msg)
 	}{
 		{"start", messages.StartSubjects, c.onStart},
 		{"tick", messages.TickSubject, c.onTick},
@@ -35,7 +37,7 @@ func (c *Coordinator) serve() (micro.Service, error) {
 		{"register", messages.RegisterSubject, c.onRegister},
 	}
 	for _, e := range endpoints {
-		h := micro.HandlerFunc(func(r micro.Request) { e.handle(requestMsg(r)) })
+		h := micro.HandlerFunc(func(r micro.Request) { e.handle(ctx, requestMsg(r)) })
 		if err := svc.AddEndpoint(e.name, h, micro.WithEndpointSubject(e.subject)); err != nil {
 			_ = svc.Stop()
 			return nil, fmt.Errorf("micro endpoint %s: %w", e.name, err)

@@ -23,9 +23,11 @@ var (
 	ErrVersion    = errors.New("unsupported protocol version")
 	ErrTooLarge   = errors.New("payload too large")
 	ErrMissingKey = errors.New("missing key")
-	// ErrBusy: the coordinator holds as many sagas in flight as it
-	// admits; the start may be sent again after a backoff.
-	ErrBusy = errors.New("busy: too many sagas in flight")
+	// ErrBusy: the coordinator is at one of its limits (the sagas in
+	// flight it admits, the reads of its bucket at once) or between two
+	// terms; the request did nothing and may be sent again after a
+	// backoff. The error that wraps it says which.
+	ErrBusy = errors.New("busy")
 )
 
 // Action says whether a command runs a step or undoes it.
@@ -393,8 +395,9 @@ const (
 	CodeConflict   = "conflict"
 	CodeInternal   = "internal"
 	// CodeBusy answers a start while the coordinator holds its limit of
-	// sagas in flight: nothing was started, and the same request may be
-	// sent again after a backoff.
+	// sagas in flight, and a request that needs a read of the bucket while
+	// it runs its limit of them or its term ends: nothing was done, and
+	// the same request may be sent again after a backoff.
 	CodeBusy = "busy"
 	// CodeTooLarge answers a request whose answer would not fit the
 	// server's payload limit: a saga whose state outgrew it.

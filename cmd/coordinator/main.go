@@ -17,6 +17,14 @@
 //	            [-creds file] [-nkey seedfile] [-tls-ca ca.pem] [-tls-cert cert.pem -tls-key key.pem]
 //	coordinator -healthcheck -metrics-addr :9090
 //
+// A start beyond -max-active sagas in flight is answered "busy" at once, and
+// so is a request answered from the bucket (a start with a saga id, the
+// status or retry of a saga no longer in memory, a list of finished sagas)
+// while 256 such reads run, or four lists of finished sagas: a flood of
+// requests cannot make the coordinator start unbounded work. These two
+// limits are fixed (coordinator.MaxBucketReads); docs/guarantees.md,
+// "Hostile input", has the others.
+//
 // With -metrics-addr it serves Prometheus metrics on /metrics, liveness on
 // /livez and readiness on /readyz (ready: connected, and holding the lease
 // or standing by); -healthcheck asks a running coordinator's /readyz, for

@@ -76,61 +76,22 @@ func TestChaos(t *testing.T) {
 	if p := os.Getenv("NATSAGA_CHAOS_LOG"); p != "" {
 		logPath = p
 	}
-	logf, err := os.Create(logPath)
-	require.NoError(t, err)
-	// Closed last, after every process and restarter has stopped.
-	t.Cleanup(func() { _ = logf.Close() })
-	t.Cleanup(func() {
-		if t.Failed() {
-			data, _ := os.ReadFile(logf.Name())
-			t.Logf("process logs (tail):\n%s", tail(data, 20000))
-		}
-	})
-
-	url := "nats://" + freeAddr(t)
-	host, port, _ := net.SplitHostPort(url[len("nats://"):])
-	server, err := procs.Start("nats-server", bins[procs.NATSServer],
-		[]string{"-js", "-sd", filepath.Join(dir, "js"), "-a", host, "-p", port}, nil, logf)
-	require.NoError(t, err)
-	nc, err := nats.Connect(url, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	// Money is short on purpose, so budgets run out and sagas roll back.
+	ledger := map[string]int64{flood.Government: int64(numSagas) / 3 * budgetCost, flood.Insurer: int64(numSagas) * 1_000_00 * 4}
+	sys := startSystem(t, ctx, systemConfig{bins: bins, dir: dir, logPath: logPath, copies: copies, ledger: ledger})
+	nc, err := nats.Connect(sys.url, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	require.NoError(t, err)
 	defer nc.Close()
 
-	env := []string{"NATS_URL=" + url}
-	all := []*procs.Proc{server}
-	coordinator, err := procs.Start("coordinator", bins["coordinator"], []string{"-ack-wait", "2s", "-log-level", "warn"}, env, logf)
-	require.NoError(t, err)
-	all = append(all, coordinator)
-	// Money is short on purpose, so budgets run out and sagas roll back.
-	ledger := map[string]int64{flood.Government: int64(numSagas) / 3 * budgetCost, flood.Insurer: int64(numSagas) * 1_000_00 * 4}
-	agents := map[string][]*procs.Proc{}
-	for _, role := range roles {
-		for i := range copies {
-			args := []string{"-name", fmt.Sprintf("%s-%d", role, i), "-ack-wait", "3s", "-log-level", "warn"}
-			if l, ok := ledger[role]; ok {
-				args = append(args, "-ledger", strconv.FormatInt(l, 10))
-			}
-			p, err := procs.Start(role+"-agent", bins[role+"-agent"], args, env, logf)
-			require.NoError(t, err)
-			agents[role] = append(agents[role], p)
-			all = append(all, p)
-		}
-	}
-
 	var (
-		stopping atomic.Bool
-		restarts atomic.Int64
-		statsMu  sync.Mutex
-		stats    = map[string]messages.AgentStats{} // last seen, per agent incarnation
-		wg       sync.WaitGroup
+		statsMu sync.Mutex
+		stats   = map[string]messages.AgentStats{} // last seen, per agent incarnation
+		wg      sync.WaitGroup
 	)
+	// The clock's goroutine stops before the system.
 	t.Cleanup(func() {
-		stopping.Store(true)
 		cancel()
 		wg.Wait()
-		for _, p := range all {
-			_ = p.Stop(5 * time.Second)
-		}
 	})
 	collect := func() {
 		for _, s := range agentStats(nc, 300*time.Millisecond) {
@@ -138,30 +99,6 @@ func TestChaos(t *testing.T) {
 			stats[fmt.Sprintf("%s/%d", s.Agent, s.PID)] = s
 			statsMu.Unlock()
 		}
-	}
-
-	// Supervisor: a process that exits, killed or crashed, comes back, as
-	// under a restart policy.
-	for _, p := range all {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-p.Done():
-				}
-				if stopping.Load() {
-					return
-				}
-				if err := p.Restart(); err != nil {
-					t.Errorf("restart %s: %v", p.Name, err)
-					return
-				}
-				restarts.Add(1)
-			}
-		}()
 	}
 
 	// The plan: every saga, with outcomes mixed by the seed.
@@ -233,29 +170,10 @@ func TestChaos(t *testing.T) {
 	}
 	victims = append(victims, "nats-server", "nats-server")
 	rng.Shuffle(len(victims), func(i, j int) { victims[i], victims[j] = victims[j], victims[i] })
-	kills := map[string]int{}
 	// The kills are spread over the time it takes to start every saga.
 	gap := time.Duration(numSagas/startRate) * time.Second / time.Duration(len(victims)+1)
-	for _, v := range victims {
-		select {
-		case <-ctx.Done():
-			t.Fatal("chaos schedule did not finish in time")
-		case <-time.After(gap + time.Duration(rng.IntN(1000))*time.Millisecond):
-		}
-		var p *procs.Proc
-		switch v {
-		case "coordinator":
-			p = coordinator
-		case "nats-server":
-			p = server
-		default:
-			p = agents[v][rng.IntN(len(agents[v]))]
-			collect()
-		}
-		kills[v]++
-		t.Logf("SIGKILL %s (pid %d) at %.1fs", p.Name, p.PID(), time.Since(began).Seconds())
-		p.Kill()
-	}
+	kills := sys.kill(ctx, killSchedule{victims: victims, rng: rng, began: began, beforeAgent: collect,
+		delay: func() time.Duration { return gap + time.Duration(rng.IntN(1000))*time.Millisecond }})
 	startWG.Wait()
 
 	// Every saga must reach a terminal state.
@@ -276,7 +194,7 @@ func TestChaos(t *testing.T) {
 	verify(t, ctx, nc, plan, ledger)
 
 	statsMu.Lock()
-	f := figures{Sagas: numSagas, Kills: kills, Restarts: int(restarts.Load()), Ticks: tick.Load(),
+	f := figures{Sagas: numSagas, Kills: kills, Restarts: int(sys.restarts.Load()), Ticks: tick.Load(),
 		Seconds: time.Since(began).Seconds(), Statuses: map[string]int{
 			"completed": sum.Completed, "rolled_back": sum.RolledBack, "timed_out": sum.TimedOut, "failed": sum.Failed}}
 	for k, s := range stats {
@@ -300,9 +218,9 @@ func TestChaos(t *testing.T) {
 	require.Equal(t, 0, sum.Failed, "no saga may end failed")
 	require.Positive(t, sum.Completed)
 	require.Positive(t, sum.RolledBack)
-	stopping.Store(true)
 	cancel()
 	wg.Wait()
+	sys.stop()
 }
 
 // makePlan seeds n sagas of the three types, with contexts that lead to

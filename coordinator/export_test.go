@@ -1,0 +1,11 @@
+package coordinator
+
+import "context"
+
+// SetReadHook makes c call hook in each of its reads of the bucket that
+// answer requests, with the read's context, before it reads: a test holds
+// reads in flight with it. Call it before Run.
+func SetReadHook(c *Coordinator, hook func(ctx context.Context)) { c.reads.hook = hook }
+
+// MaxFinishedLists is how many lists of finished sagas are read at once.
+const MaxFinishedLists = maxFinishedLists
