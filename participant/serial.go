@@ -32,8 +32,8 @@ import (
 //     written it; it does so too when it meets a command another copy has
 //     answered (see Agent.run, Store.Do).
 
-// fencePoll spaces the consumer reads of a copy pinned anew that waits for
-// the commands before its own.
+// fencePoll spaces the reads of the command stream by a copy pinned anew
+// that waits for the commands before its own.
 const fencePoll = 100 * time.Millisecond
 
 // pinIDHeader carries, on a message of a pinned consumer, the id of the
