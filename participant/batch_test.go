@@ -116,11 +116,34 @@ func outcomes(t *testing.T, s *Store, items []*batchItem) ([]string, int) {
 	return got, budget
 }
 
+// expected is what the till's commands record run one by one on a store of
+// their own, as a serial copy runs them without batches: what every batch
+// must record too.
+type expected struct {
+	store   *Store
+	results []string
+	budget  int
+}
+
+func reference(t *testing.T) expected {
+	t.Helper()
+	s := openTill(t)
+	alone(t, s, tillItems())
+	results, budget := outcomes(t, s, tillItems())
+	require.Equal(t, 10, budget, "three spends of 30 from 100")
+	return expected{store: s, results: results, budget: budget}
+}
+
+// check requires that s recorded what the commands alone record.
+func (e expected) check(t *testing.T, s *Store) {
+	t.Helper()
+	results, budget := outcomes(t, s, tillItems())
+	require.Equal(t, e.results, results)
+	require.Equal(t, e.budget, budget)
+}
+
 func TestBatchRecordsWhatCommandsAloneWould(t *testing.T) {
-	reference := openTill(t)
-	alone(t, reference, tillItems())
-	want, wantBudget := outcomes(t, reference, tillItems())
-	require.Equal(t, 10, wantBudget)
+	ref := reference(t)
 
 	s := openTill(t)
 	items := tillItems()
@@ -128,18 +151,14 @@ func TestBatchRecordsWhatCommandsAloneWould(t *testing.T) {
 	for _, it := range items {
 		require.True(t, it.answered, it.op)
 	}
-	got, budget := outcomes(t, s, items)
-	require.Equal(t, want, got)
-	require.Equal(t, wantBudget, budget)
+	ref.check(t, s)
 	env, _, err := s.readEnvelope(context.Background(), messages.DataSubject(till, "budget"))
 	require.NoError(t, err)
 	require.Len(t, env.Ops, 3, "the value names the batch's three spends that wrote it")
 
 	// Run again, as redeliveries: every one is a duplicate, nothing moves.
 	alone(t, s, tillItems())
-	got, budget = outcomes(t, s, items)
-	require.Equal(t, want, got)
-	require.Equal(t, wantBudget, budget)
+	ref.check(t, s)
 }
 
 // TestBatchWhoseValueWriteFails: the value changed under the batch (its
@@ -148,9 +167,7 @@ func TestBatchRecordsWhatCommandsAloneWould(t *testing.T) {
 // then, as a serial copy does, the claimed spends apply, and every result
 // is what the commands alone record.
 func TestBatchWhoseValueWriteFails(t *testing.T) {
-	reference := openTill(t)
-	alone(t, reference, tillItems())
-	want, wantBudget := outcomes(t, reference, tillItems())
+	ref := reference(t)
 
 	s := openTill(t)
 	ctx := context.Background()
@@ -182,24 +199,20 @@ func TestBatchWhoseValueWriteFails(t *testing.T) {
 		}
 	}
 	alone(t, s, left)
-	got, after := outcomes(t, s, items)
-	require.Equal(t, want, got)
-	require.Equal(t, wantBudget, after)
+	ref.check(t, s)
 }
 
 // TestBatchCutAtACommandAnsweredElsewhere: another copy recorded the fourth
 // command already. The batch ends before it; what follows runs alone.
 func TestBatchCutAtACommandAnsweredElsewhere(t *testing.T) {
-	reference := openTill(t)
-	alone(t, reference, tillItems())
-	want, wantBudget := outcomes(t, reference, tillItems())
+	ref := reference(t)
 
 	s := openTill(t)
 	ctx := context.Background()
 	items := tillItems()
 	// The two before it, then the fourth, alone: as another copy would.
 	alone(t, s, items[:2])
-	rec, _, err := reference.Branch(ctx, items[3].cmd.SagaID, items[3].cmd.Step)
+	rec, _, err := ref.store.Branch(ctx, items[3].cmd.SagaID, items[3].cmd.Step)
 	require.NoError(t, err)
 	b := &branch{s: s, cmd: items[3].cmd, subject: messages.BranchSubject(till, items[3].cmd.SagaID, items[3].cmd.Step), rec: rec}
 	require.NoError(t, b.record(ctx))
@@ -209,7 +222,5 @@ func TestBatchCutAtACommandAnsweredElsewhere(t *testing.T) {
 	require.Equal(t, 1, s.runBatch(ctx, rest), "the batch ends at the command answered elsewhere")
 	require.True(t, rest[0].answered)
 	alone(t, s, rest[1:])
-	got, budget := outcomes(t, s, tillItems())
-	require.Equal(t, want, got)
-	require.Equal(t, wantBudget, budget)
+	ref.check(t, s)
 }

@@ -25,15 +25,27 @@ import (
 // step takes a random while and appends to one shared value: the commands
 // take effect in the order they were published, one at a time, and each
 // copy reads what the other wrote.
-func TestSerialRoleAppliesInStreamOrder(t *testing.T) {
+// payStream starts a server and makes the command stream of the steps of
+// saga "pay", as the coordinator would: the server's URL, a JetStream
+// context and the stream.
+func payStream(t *testing.T, steps ...string) (string, jetstream.JetStream, jetstream.Stream) {
+	t.Helper()
 	_, url := testenv.Server(t)
-	nc := testenv.Connect(t, url)
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(testenv.Connect(t, url))
 	require.NoError(t, err)
+	var subjects []string
+	for _, step := range steps {
+		subjects = append(subjects, messages.StepCommandSubjects("pay", step)...)
+	}
+	stream, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: messages.CommandStream,
+		Subjects: subjects, Retention: jetstream.WorkQueuePolicy})
+	require.NoError(t, err)
+	return url, js, stream
+}
+
+func TestSerialRoleAppliesInStreamOrder(t *testing.T) {
+	url, js, _ := payStream(t, "spend")
 	ctx := context.Background()
-	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: messages.CommandStream,
-		Subjects: messages.StepCommandSubjects("pay", "spend"), Retention: jetstream.WorkQueuePolicy})
-	require.NoError(t, err)
 
 	var mu sync.Mutex
 	var applied []string
@@ -88,7 +100,7 @@ func TestSerialRoleAppliesInStreamOrder(t *testing.T) {
 		return agents[0].Stats().Handled+agents[1].Stats().Handled == int64(len(want))
 	}, 10*time.Second, 10*time.Millisecond)
 	var log []string
-	_, err = agents[0].Store().Get(ctx, "log", &log)
+	_, err := agents[0].Store().Get(ctx, "log", &log)
 	require.NoError(t, err)
 	require.Equal(t, want, log, "every command read what the one before wrote, whichever copy ran it")
 }
@@ -108,14 +120,8 @@ func TestSerialRoleCannotHoldCommands(t *testing.T) {
 // has appended since, and a peek writes nothing that a compare-and-swap
 // could refuse.
 func TestSerialCopyReadsAgainWhenPinnedAnew(t *testing.T) {
-	_, url := testenv.Server(t)
-	nc := testenv.Connect(t, url)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	url, js, stream := payStream(t, "peek", "spend")
 	ctx := context.Background()
-	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: messages.CommandStream,
-		Subjects: append(messages.StepCommandSubjects("pay", "peek"), messages.StepCommandSubjects("pay", "spend")...), Retention: jetstream.WorkQueuePolicy})
-	require.NoError(t, err)
 
 	undo := func(context.Context, agent.Tx, *messages.Command) error { return nil }
 	peek := agent.Handler{Compensate: undo, Execute: func(_ context.Context, tx agent.Tx, _ *messages.Command) (messages.Context, error) {
@@ -195,17 +201,11 @@ func TestSerialCopyReadsAgainWhenPinnedAnew(t *testing.T) {
 // at once, and the first ones only when their ack wait runs out: it must
 // run them first all the same.
 func TestSerialCopyPinnedAnewWaitsForTheCommandsBefore(t *testing.T) {
-	_, url := testenv.Server(t)
-	nc := testenv.Connect(t, url)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	url, js, _ := payStream(t, "spend", "other")
 	ctx := context.Background()
-	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: messages.CommandStream,
-		Subjects: append(messages.StepCommandSubjects("pay", "spend"), messages.StepCommandSubjects("pay", "other")...), Retention: jetstream.WorkQueuePolicy})
-	require.NoError(t, err)
 	// Another role's commands come first in the stream, and stay there.
 	for range 3 {
-		_, err = js.Publish(ctx, messages.ExecuteSubject("pay", "other"), []byte("{}"))
+		_, err := js.Publish(ctx, messages.ExecuteSubject("pay", "other"), []byte("{}"))
 		require.NoError(t, err)
 	}
 	const ackWait = time.Second
