@@ -386,6 +386,11 @@ type AgentStats struct {
 	Redelivered int64 `json:"redelivered"`
 	// Rejected counts malformed commands that were dropped.
 	Rejected int64 `json:"rejected"`
+	// Batches counts the batches a serial role's copy committed together,
+	// and Batched the commands they held: Batched/Batches is the mean
+	// batch size. Both are 0 for a role that is not serial.
+	Batches int64 `json:"batches,omitempty"`
+	Batched int64 `json:"batched,omitempty"`
 }
 
 // Error codes carried by [WireError].

@@ -136,7 +136,7 @@ type Agent struct {
 	held  []*heldJob // commands waiting for simulation time
 	wake  chan struct{}
 
-	handled, executed, compensated, duplicates, refused, redelivered, rejected atomic.Int64
+	handled, executed, compensated, duplicates, refused, redelivered, rejected, batches, batched atomic.Int64
 	// serving is true while Run pulls commands.
 	serving atomic.Bool
 	// opened is the store once Run has opened it, for other goroutines
@@ -250,7 +250,7 @@ func (a *Agent) Stats() messages.AgentStats {
 		V: messages.Version, Role: a.opts.Role, Agent: a.opts.Name, PID: os.Getpid(),
 		Handled: a.handled.Load(), Executed: a.executed.Load(), Compensated: a.compensated.Load(),
 		Duplicates: a.duplicates.Load(), Refused: a.refused.Load(), Redelivered: a.redelivered.Load(),
-		Rejected: a.rejected.Load(),
+		Rejected: a.rejected.Load(), Batches: a.batches.Load(), Batched: a.batched.Load(),
 	}
 }
 

@@ -164,6 +164,8 @@ func (a *Agent) runBatch(ctx context.Context, queue []jetstream.Msg) (map[jetstr
 		}
 	}
 	if ran > 0 {
+		a.batches.Add(1)
+		a.batched.Add(int64(ran))
 		a.log.Debug("serial batch", "ran", ran, "answered", len(answered), "took", time.Since(began))
 	}
 	return answered, ran

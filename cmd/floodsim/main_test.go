@@ -101,6 +101,7 @@ type jsonReport struct {
 		Agent   string `json:"agent"`
 		PID     int    `json:"pid"`
 		Handled int64  `json:"handled"`
+		Batches int64  `json:"batches"`
 	} `json:"agents"`
 	Invariants struct {
 		OK         bool     `json:"ok"`
@@ -171,18 +172,26 @@ func TestSpawnEndToEnd(t *testing.T) {
 	require.Len(t, r.Agents, 6)
 	require.Len(t, pids, 6, "one process per agent")
 	require.Equal(t, map[string]int{flood.Household: 2, flood.Government: 2, flood.Insurer: 1, flood.Contractor: 1}, roles)
-	// Copies of a role that is not serial share its work; a serial role's
-	// copies take turns one command at a time, so any one of them may
-	// take all of a short run's work, and only the role must have done some.
-	byRole := map[string]int64{}
+	// Copies of a role that is not serial share its work; a serial role
+	// is pinned to one copy at a time, so any one of them may take all of
+	// a short run's work, and only the role must have done some. The
+	// serial roles commit the commands of a round in batches, and only
+	// they do.
+	byRole, batches := map[string]int64{}, map[string]int64{}
 	for _, a := range r.Agents {
 		byRole[a.Role] += a.Handled
+		batches[a.Role] += a.Batches
 		if !flood.Serial(a.Role) {
 			require.Positive(t, a.Handled, "agent %s handled nothing", a.Agent)
 		}
 	}
 	for role, n := range byRole {
 		require.Positive(t, n, "role %s handled nothing", role)
+		if flood.Serial(role) {
+			require.Positive(t, batches[role], "role %s ran no batch", role)
+		} else {
+			require.Zero(t, batches[role], "role %s is not serial", role)
+		}
 	}
 	require.Contains(t, stdout.String(), "tick   1/10")
 	require.Contains(t, stdout.String(), "invariants: ok")

@@ -39,6 +39,8 @@ func RegisterAgent(reg prometheus.Registerer, stats func() messages.AgentStats) 
 		d("refusals", "Executes refused because their compensation came first.", func(s *messages.AgentStats) int64 { return s.Refused }),
 		d("redeliveries", "Commands JetStream delivered to this agent more than once.", func(s *messages.AgentStats) int64 { return s.Redelivered }),
 		d("rejected", "Malformed commands dropped.", func(s *messages.AgentStats) int64 { return s.Rejected }),
+		d("batches", "Batches of commands a serial role's copy committed together.", func(s *messages.AgentStats) int64 { return s.Batches }),
+		d("batched_commands", "Commands run in those batches.", func(s *messages.AgentStats) int64 { return s.Batched }),
 	}}
 	if err := reg.Register(c); err != nil {
 		return fmt.Errorf("agent metrics: %w", err)

@@ -108,7 +108,7 @@ natsaga_ledger_balance_cents{role="government"} 12345
 // TestAgentCounters reads an agent's statistics at each scrape.
 func TestAgentCounters(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	s := messages.AgentStats{Role: "insurer", Agent: "insurer-1", Handled: 5, Executed: 4, Compensated: 1, Duplicates: 2, Refused: 3, Redelivered: 6, Rejected: 7}
+	s := messages.AgentStats{Role: "insurer", Agent: "insurer-1", Handled: 5, Executed: 4, Compensated: 1, Duplicates: 2, Refused: 3, Redelivered: 6, Rejected: 7, Batches: 2, Batched: 11}
 	require.NoError(t, metrics.RegisterAgent(reg, func() messages.AgentStats { return s }))
 	s.Handled = 9 // read at the scrape, not at registration
 	want := `
@@ -124,8 +124,15 @@ natsaga_agent_refusals_total{agent="insurer-1",role="insurer"} 3
 # HELP natsaga_agent_redeliveries_total Commands JetStream delivered to this agent more than once.
 # TYPE natsaga_agent_redeliveries_total counter
 natsaga_agent_redeliveries_total{agent="insurer-1",role="insurer"} 6
+# HELP natsaga_agent_batches_total Batches of commands a serial role's copy committed together.
+# TYPE natsaga_agent_batches_total counter
+natsaga_agent_batches_total{agent="insurer-1",role="insurer"} 2
+# HELP natsaga_agent_batched_commands_total Commands run in those batches.
+# TYPE natsaga_agent_batched_commands_total counter
+natsaga_agent_batched_commands_total{agent="insurer-1",role="insurer"} 11
 `
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"natsaga_agent_commands_handled_total", "natsaga_agent_duplicates_absorbed_total", "natsaga_agent_refusals_total", "natsaga_agent_redeliveries_total"))
-	require.Equal(t, 7, testutil.CollectAndCount(reg))
+		"natsaga_agent_commands_handled_total", "natsaga_agent_duplicates_absorbed_total", "natsaga_agent_refusals_total", "natsaga_agent_redeliveries_total",
+		"natsaga_agent_batches_total", "natsaga_agent_batched_commands_total"))
+	require.Equal(t, 9, testutil.CollectAndCount(reg))
 }
