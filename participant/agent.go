@@ -62,8 +62,9 @@ type Options struct {
 	// never put back behind the ones after it. The copy keeps the state it
 	// read or wrote, and reads it again only when another copy may have
 	// written it since: when it is pinned anew, or when it meets a command
-	// another copy has answered. Concurrency then only sizes the pull. A serial role
-	// must not hold commands for simulation time (Step.Duration).
+	// another copy has answered. It commits a run of the executes it holds
+	// together (see the package doc). Concurrency does not apply. A serial
+	// role must not hold commands for simulation time (Step.Duration).
 	Serial bool
 	// Init, when set, runs once the store is open, before any command is
 	// handled; it typically seeds state with Init ([Store.Init]).
@@ -194,15 +195,6 @@ func New(nc *nats.Conn, opts Options) (*Agent, error) {
 // maxAckPending is the consumer's max_ack_pending.
 const maxAckPending = 8192
 
-// workers is how many goroutines handle commands at once, besides a
-// serial role's one (serialWork).
-func (a *Agent) workers() int {
-	if a.opts.Serial {
-		return 0
-	}
-	return a.opts.Concurrency
-}
-
 // consumerConfig is the role's durable consumer on the command stream.
 // Every copy of the role creates it the same.
 func (a *Agent) consumerConfig() jetstream.ConsumerConfig {
@@ -233,9 +225,8 @@ func (a *Agent) pullOptions() []jetstream.PullMessagesOpt {
 		return []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(maxBatch), jetstream.PullExpiry(4 * time.Second),
 			jetstream.PullHeartbeat(time.Second), jetstream.PullPriorityGroup(messages.SerialGroup)}
 	}
-	opts := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(2 * a.opts.Concurrency),
+	return []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(2 * a.opts.Concurrency),
 		jetstream.PullExpiry(4 * time.Second), jetstream.PullHeartbeat(time.Second)}
-	return opts
 }
 
 // Name is the agent's name.
@@ -332,22 +323,22 @@ func (a *Agent) runOnce(ctx context.Context) error {
 		defer close(acked)
 		a.ackStored(inHand)
 	}()
-	work := make(chan jetstream.Msg)
-	if a.opts.Serial {
-		// The one worker takes in all that has come before it runs the
-		// lowest, and runs a batch of it: what is pulled waits here.
-		work = make(chan jetstream.Msg, maxBatch)
-	}
+	var work chan jetstream.Msg
 	var wg sync.WaitGroup
 	if a.opts.Serial {
+		// One worker takes in all that has come before it runs the
+		// lowest, and runs a batch of it: what is pulled waits here.
+		work = make(chan jetstream.Msg, maxBatch)
 		wg.Go(func() { a.serialWork(inHand, work) })
-	}
-	for range a.workers() {
-		wg.Go(func() {
-			for m := range work {
-				a.traced(inHand, m)
-			}
-		})
+	} else {
+		work = make(chan jetstream.Msg)
+		for range a.opts.Concurrency {
+			wg.Go(func() {
+				for m := range work {
+					a.traced(inHand, m)
+				}
+			})
+		}
 	}
 	wg.Add(1)
 	go func() {
