@@ -88,29 +88,8 @@ func definitions(file string) ([]saga.Definition, error) {
 	if file == "" {
 		return flood.Definitions(), nil
 	}
-	data, err := readFile(file)
-	if err != nil {
-		return nil, err
-	}
-	defs, err := saga.ParseFile(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
-	}
-	return defs, nil
-}
-
-// readFile reads file, up to saga.MaxFileSize bytes.
-func readFile(file string) ([]byte, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, saga.MaxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
-	}
-	return data, nil
+	_, defs, err := cli.ReadDefinitions(file)
+	return defs, err
 }
 
 func run(ctx context.Context, c config, getenv func(string) string, log *slog.Logger) error {

@@ -284,7 +284,10 @@ func commands() map[string]command {
 		"register": {"FILE", "Register the saga definitions of FILE, a definitions file (docs/own-model.md), or new versions of them\n" +
 			"with the running coordinator. A file that does not load is refused before it is sent.",
 			noFlags(1, func(args []string) (runner, error) {
-				file, err := readDefinitions(args[0])
+				// A file that does not load is refused here, with the error
+				// the coordinator would give, so that it is a usage error
+				// and never sent.
+				file, _, err := cli.ReadDefinitions(args[0])
 				if err != nil {
 					return nil, err
 				}

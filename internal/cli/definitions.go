@@ -1,0 +1,30 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/natsaga/natsaga/saga"
+)
+
+// ReadDefinitions reads the definitions file named file, at most
+// saga.MaxFileSize bytes, and parses it. It returns the file's bytes, to
+// send as they are, and its definitions, or an error naming the file and,
+// for a bad definition, the definition and the field.
+func ReadDefinitions(file string) ([]byte, []saga.Definition, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, saga.MaxFileSize+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", file, err)
+	}
+	defs, err := saga.ParseFile(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return data, defs, nil
+}
