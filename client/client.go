@@ -293,15 +293,27 @@ func (c *Client) StartMany(ctx context.Context, starts []Start, concurrency int)
 // and returns the coordinator's acknowledgement. A tick at or behind the
 // clock changes nothing and is answered all the same. Tick does not wait
 // for quiet; [Client.Advance] does.
+//
+// A tick the coordinator answers "busy" was not stored (its store failed,
+// and it recovers): like a start, it is sent again after a backoff that
+// doubles, until answered otherwise or ctx ends. A tick is applied once
+// however often it is sent.
 func (c *Client) Tick(ctx context.Context, tick int64) (messages.TickAck, error) {
 	var ack messages.TickAck
-	if err := c.request(ctx, messages.TickSubject, messages.Tick{V: messages.Version, Tick: tick}, &ack); err != nil {
-		return ack, err
+	answer, err := cli.RetryBusy(ctx, c.log, func(ctx context.Context) (*messages.WireError, error) {
+		ack = messages.TickAck{}
+		if err := c.request(ctx, messages.TickSubject, messages.Tick{V: messages.Version, Tick: tick}, &ack); err != nil {
+			return nil, err
+		}
+		return ack.Error, nil
+	})
+	if werr := wireErr(messages.TickSubject, answer); werr != nil {
+		if err != nil {
+			return ack, fmt.Errorf("tick %d: %w: %w", tick, werr, err)
+		}
+		return ack, fmt.Errorf("tick %d: %w", tick, werr)
 	}
-	if err := wireErr(messages.TickSubject, ack.Error); err != nil {
-		return ack, fmt.Errorf("tick %d: %w", tick, err)
-	}
-	return ack, nil
+	return ack, err
 }
 
 // Summary returns the coordinator's summary: its tick and saga counts, and

@@ -3,10 +3,12 @@ package client_test
 import (
 	"context"
 	"encoding/json"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -134,4 +136,85 @@ func TestStartSpan(t *testing.T) {
 	carried := trace.SpanContextFromContext(tracing.Extract(context.Background(), h))
 	require.Equal(t, span.SpanContext().TraceID(), carried.TraceID())
 	require.Equal(t, span.SpanContext().SpanID(), carried.SpanID())
+}
+
+// TestTickNotStoredIsSentAgain has the coordinator's bucket refuse the
+// clock's write (its messages may be one byte at most): the tick is
+// answered busy, as not stored, and the coordinator's term ends. Tick sends
+// it again until the bucket takes writes again and a coordinator serves:
+// the clock then stands at the tick, applied once.
+func TestTickNotStoredIsSentAgain(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{idle}})
+	nc := testenv.Connect(t, url)
+	c, err := client.New(nc, client.Options{Logger: testenv.Logger(t), RestartPatience: time.Minute})
+	require.NoError(t, err)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx := t.Context()
+	bucket, err := js.Stream(ctx, "KV_"+messages.SagaBucket)
+	require.NoError(t, err)
+	open := bucket.CachedInfo().Config
+	shut := open
+	shut.MaxMsgSize = 1
+	_, err = js.UpdateStream(ctx, shut)
+	require.NoError(t, err)
+
+	var first messages.TickAck
+	testenv.Request(t, nc, messages.TickSubject, messages.Tick{V: messages.Version, Tick: 1}, &first)
+	require.NotNil(t, first.Error)
+	require.Equal(t, messages.CodeBusy, first.Error.Code)
+	require.Contains(t, first.Error.Message, "tick 1 not stored")
+
+	// Tick sends it again; the bucket opens once a second attempt is out.
+	ticks, err := nc.SubscribeSync(messages.TickSubject)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Tick(ctx, 1)
+		done <- err
+	}()
+	for range 2 {
+		_, err := ticks.NextMsgWithContext(ctx)
+		require.NoError(t, err)
+	}
+	_, err = js.UpdateStream(ctx, open)
+	require.NoError(t, err)
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(time.Minute):
+		t.Fatal("the tick was not applied once the bucket took writes again")
+	}
+	sum, err := c.Summary(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), sum.Tick)
+}
+
+// TestTickAnsweredBusyIsSentAgain answers a tick busy twice, as a
+// coordinator whose store failed does (here a plain NATS responder plays
+// it), then acknowledges it: Tick returns the acknowledgement, after three
+// requests.
+func TestTickAnsweredBusyIsSentAgain(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	var asked atomic.Int32
+	_, err := nc.Subscribe(messages.TickSubject, func(m *nats.Msg) {
+		ack := messages.TickAck{V: messages.Version, Tick: 7}
+		if asked.Add(1) <= 2 {
+			ack.Error = &messages.WireError{Code: messages.CodeBusy, Message: "busy: tick 7 not stored; send it again"}
+		}
+		data, err := json.Marshal(ack)
+		if err == nil {
+			_ = m.Respond(data)
+		}
+	})
+	require.NoError(t, err)
+	c, err := client.New(nc, client.Options{Logger: testenv.Logger(t)})
+	require.NoError(t, err)
+	ack, err := c.Tick(t.Context(), 7)
+	require.NoError(t, err)
+	require.Equal(t, int64(7), ack.Tick)
+	require.Nil(t, ack.Error)
+	require.Equal(t, int32(3), asked.Load())
 }

@@ -189,7 +189,10 @@ func (c *Coordinator) onTick(ctx context.Context, m *nats.Msg) {
 		return func(err error) {
 			ack := messages.TickAck{V: messages.Version, Tick: c.engine.Tick(), Expired: expired, ExpiredCount: count}
 			if err != nil {
-				ack.Error = wireError(err)
+				// The batch was not stored, and the term ends: the
+				// coordinator that recovers holds the clock as it was
+				// stored, and the same tick sent again is applied once.
+				ack.Error = wireError(fmt.Errorf("%w: tick %d not stored; send it again: %w", messages.ErrBusy, t.Tick, err))
 			} else {
 				s := c.summary()
 				ack.Summary = &s
