@@ -144,21 +144,8 @@ func TestStartSpan(t *testing.T) {
 // it again until the bucket takes writes again and a coordinator serves:
 // the clock then stands at the tick, applied once.
 func TestTickNotStoredIsSentAgain(t *testing.T) {
-	_, url := testenv.Server(t)
-	testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{idle}})
-	nc := testenv.Connect(t, url)
-	c, err := client.New(nc, client.Options{Logger: testenv.Logger(t), RestartPatience: time.Minute})
-	require.NoError(t, err)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	c, nc, open := shutBucket(t)
 	ctx := t.Context()
-	bucket, err := js.Stream(ctx, "KV_"+messages.SagaBucket)
-	require.NoError(t, err)
-	open := bucket.CachedInfo().Config
-	shut := open
-	shut.MaxMsgSize = 1
-	_, err = js.UpdateStream(ctx, shut)
-	require.NoError(t, err)
 
 	var first messages.TickAck
 	testenv.Request(t, nc, messages.TickSubject, messages.Tick{V: messages.Version, Tick: 1}, &first)
@@ -178,8 +165,7 @@ func TestTickNotStoredIsSentAgain(t *testing.T) {
 		_, err := ticks.NextMsgWithContext(ctx)
 		require.NoError(t, err)
 	}
-	_, err = js.UpdateStream(ctx, open)
-	require.NoError(t, err)
+	open()
 	select {
 	case err := <-done:
 		require.NoError(t, err)
@@ -217,4 +203,74 @@ func TestTickAnsweredBusyIsSentAgain(t *testing.T) {
 	require.Equal(t, int64(7), ack.Tick)
 	require.Nil(t, ack.Error)
 	require.Equal(t, int32(3), asked.Load())
+}
+
+// shutBucket starts a coordinator of idle sagas whose bucket then takes no
+// write (its messages may be one byte at most), and returns a client, the
+// connection, and a function that opens the bucket again.
+func shutBucket(t *testing.T) (*client.Client, *nats.Conn, func()) {
+	t.Helper()
+	_, url := testenv.Server(t)
+	testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{idle}})
+	nc := testenv.Connect(t, url)
+	c, err := client.New(nc, client.Options{Logger: testenv.Logger(t), RestartPatience: time.Minute})
+	require.NoError(t, err)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	bucket, err := js.Stream(t.Context(), "KV_"+messages.SagaBucket)
+	require.NoError(t, err)
+	open := bucket.CachedInfo().Config
+	shut := open
+	shut.MaxMsgSize = 1
+	_, err = js.UpdateStream(t.Context(), shut)
+	require.NoError(t, err)
+	return c, nc, func() {
+		_, err := js.UpdateStream(t.Context(), open)
+		require.NoError(t, err)
+	}
+}
+
+// TestStartNotStoredIsSentAgain has the coordinator's bucket refuse the
+// saga's write: a start that names its saga is answered busy, as not
+// stored, and Start sends it again until the bucket takes writes again and
+// a coordinator serves: the saga then exists.
+func TestStartNotStoredIsSentAgain(t *testing.T) {
+	c, nc, open := shutBucket(t)
+	ctx := t.Context()
+	var named messages.StartResponse
+	testenv.Request(t, nc, messages.StartSubject("idle"), messages.StartRequest{V: messages.Version, SagaID: "named", Context: messages.Context{}}, &named)
+	require.NotNil(t, named.Error)
+	require.Equal(t, messages.CodeBusy, named.Error.Code)
+	require.Contains(t, named.Error.Message, "start of saga named not stored")
+
+	starts, err := nc.SubscribeSync(messages.StartSubject("idle"))
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Start(ctx, client.Start{Saga: "idle", ID: "named"})
+		done <- err
+	}()
+	_, err = starts.NextMsgWithContext(ctx)
+	require.NoError(t, err)
+	open()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(time.Minute):
+		t.Fatal("the start was not applied once the bucket took writes again")
+	}
+	x, err := c.Status(ctx, "named")
+	require.NoError(t, err)
+	require.Equal(t, saga.ID("named"), x.ID)
+}
+
+// TestStartWithoutIDNotStored: a start that names no saga, whose batch is
+// not stored, is answered internal, not busy: sent again, it could start
+// a second saga.
+func TestStartWithoutIDNotStored(t *testing.T) {
+	_, nc, _ := shutBucket(t)
+	var anonymous messages.StartResponse
+	testenv.Request(t, nc, messages.StartSubject("idle"), messages.StartRequest{V: messages.Version, Context: messages.Context{}}, &anonymous)
+	require.NotNil(t, anonymous.Error)
+	require.Equal(t, messages.CodeInternal, anonymous.Error.Code, anonymous.Error.Message)
 }

@@ -126,6 +126,12 @@ func (c *Coordinator) startInput(ctx context.Context, m *nats.Msg, sagaType stri
 		c.traceStart(m, x)
 		resp := messages.StartResponse{V: messages.Version, SagaID: x.ID, Status: string(x.Status)}
 		return func(err error) {
+			if err != nil && req.SagaID != "" {
+				// Not stored, and the term ends. The start names its
+				// saga, so sent again it starts the saga once, whatever
+				// of this batch the store kept: busy says send it again.
+				err = fmt.Errorf("%w: start of saga %s not stored; send it again: %w", messages.ErrBusy, req.SagaID, err)
+			}
 			if err != nil {
 				resp = messages.StartResponse{V: messages.Version, Error: wireError(err)}
 			}
