@@ -154,24 +154,10 @@ func TestTickNotStoredIsSentAgain(t *testing.T) {
 	require.Contains(t, first.Error.Message, "tick 1 not stored")
 
 	// Tick sends it again; the bucket opens once a second attempt is out.
-	ticks, err := nc.SubscribeSync(messages.TickSubject)
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() {
+	requireSentAgain(t, nc, messages.TickSubject, 2, open, func() error {
 		_, err := c.Tick(ctx, 1)
-		done <- err
-	}()
-	for range 2 {
-		_, err := ticks.NextMsgWithContext(ctx)
-		require.NoError(t, err)
-	}
-	open()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(time.Minute):
-		t.Fatal("the tick was not applied once the bucket took writes again")
-	}
+		return err
+	})
 	sum, err := c.Summary(ctx)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), sum.Tick)
@@ -203,6 +189,29 @@ func TestTickAnsweredBusyIsSentAgain(t *testing.T) {
 	require.Equal(t, int64(7), ack.Tick)
 	require.Nil(t, ack.Error)
 	require.Equal(t, int32(3), asked.Load())
+}
+
+// requireSentAgain runs send, a request on subject that the shut bucket
+// keeps failing, opens the bucket once attempts of them are out, and
+// requires send to succeed: the request was sent again until it was
+// applied.
+func requireSentAgain(t *testing.T, nc *nats.Conn, subject string, attempts int, open func(), send func() error) {
+	t.Helper()
+	sent, err := nc.SubscribeSync(subject)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- send() }()
+	for range attempts {
+		_, err := sent.NextMsgWithContext(t.Context())
+		require.NoError(t, err)
+	}
+	open()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(time.Minute):
+		t.Fatalf("%s was not applied once the bucket took writes again", subject)
+	}
 }
 
 // shutBucket starts a coordinator of idle sagas whose bucket then takes no
@@ -243,22 +252,10 @@ func TestStartNotStoredIsSentAgain(t *testing.T) {
 	require.Equal(t, messages.CodeBusy, named.Error.Code)
 	require.Contains(t, named.Error.Message, "start of saga named not stored")
 
-	starts, err := nc.SubscribeSync(messages.StartSubject("idle"))
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() {
+	requireSentAgain(t, nc, messages.StartSubject("idle"), 1, open, func() error {
 		_, err := c.Start(ctx, client.Start{Saga: "idle", ID: "named"})
-		done <- err
-	}()
-	_, err = starts.NextMsgWithContext(ctx)
-	require.NoError(t, err)
-	open()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(time.Minute):
-		t.Fatal("the start was not applied once the bucket took writes again")
-	}
+		return err
+	})
 	x, err := c.Status(ctx, "named")
 	require.NoError(t, err)
 	require.Equal(t, saga.ID("named"), x.ID)
