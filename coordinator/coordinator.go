@@ -55,6 +55,10 @@ type Options struct {
 	AckWait time.Duration
 	// MaxBatch bounds how many inputs one commit covers. 0 means 1024.
 	MaxBatch int
+	// CommandBatch bounds how many commands of one step the coordinator
+	// sends in one message, to a role whose agents read batches
+	// (wire.go). 0 means messages.MaxBatch; 1 sends every command alone.
+	CommandBatch int
 	// Retention is how long a saga that ended other than failed stays in
 	// the bucket, for status queries and idempotent starts; a failed saga
 	// stays until it is retried. 0 means DefaultRetention; a negative
@@ -100,6 +104,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Replicas < 0 || o.AckWait < 0 || o.MaxBatch < 0 {
 		return errors.New("coordinator options: negative replicas, ack wait or batch")
+	}
+	if o.CommandBatch < 0 || o.CommandBatch > messages.MaxBatch {
+		return fmt.Errorf("coordinator options: command batch %d: between 1 and %d, or 0 for %d", o.CommandBatch, messages.MaxBatch, messages.MaxBatch)
 	}
 	if o.LeaseTTL != 0 && o.LeaseTTL < time.Second {
 		return fmt.Errorf("coordinator options: lease TTL %s: at least 1s", o.LeaseTTL)
@@ -164,6 +171,11 @@ type Coordinator struct {
 	// newRoles carries the roles that registered definitions add to the
 	// reader of their barrier records.
 	newRoles chan string
+	// batchConsumers holds the names of the command stream's consumers
+	// that read command batches (wire.go); sentMsgs and sentCmds count
+	// the command messages published and the commands in them.
+	batchConsumers     atomic.Pointer[map[string]bool]
+	sentMsgs, sentCmds atomic.Int64
 }
 
 // term is what producers need of one term of the coordinator (see Run):
@@ -190,6 +202,9 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 	}
 	if opts.MaxBatch == 0 {
 		opts.MaxBatch = 1024
+	}
+	if opts.CommandBatch == 0 {
+		opts.CommandBatch = messages.MaxBatch
 	}
 	if opts.Retention == 0 {
 		opts.Retention = DefaultRetention
@@ -320,6 +335,10 @@ func (c *Coordinator) runTerm(ctx context.Context) error {
 	if err := c.storeDefinitions(ctx); err != nil {
 		return err
 	}
+	if err := c.learnWire(ctx); err != nil {
+		// Every role gets single commands until the next read.
+		c.log.Warn("wire versions of the roles not read; sending single commands", "err", err)
+	}
 	if err := c.recover(ctx); err != nil {
 		return err
 	}
@@ -344,6 +363,7 @@ func (c *Coordinator) runTerm(ctx context.Context) error {
 	pulling, stopPulling := context.WithCancel(ctx)
 	var pullers sync.WaitGroup
 	pullers.Go(func() { c.pullReplies(pulling, first) })
+	pullers.Go(func() { c.followWire(pulling) })
 	for _, role := range c.roles() {
 		pullers.Go(func() { c.pullRecords(pulling, role) })
 	}
@@ -765,32 +785,29 @@ func wait(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, err
 	}
 }
 
-// sentCommand is a command published and not yet known to be stored.
+// sentCommand is a message of commands published and not yet known to be
+// stored.
 type sentCommand struct {
-	cmd *messages.Command
+	cmd *messages.Command // its first command
 	ack jetstream.PubAckFuture
-	// done is set once the command is known to be stored.
+	// done is set once the message is known to be stored.
 	done bool
 }
 
-// maxInflight bounds the saga writes, and apart from them the commands,
-// that a commit has waiting for their acknowledgement at once: below the
-// client's limit of asynchronous publishes in flight (4,000).
+// maxInflight bounds the saga writes, and apart from them the command
+// messages, that a commit has waiting for their acknowledgement at once:
+// below the client's limit of asynchronous publishes in flight (4,000).
 const maxInflight = 1024
 
-// sendCommands publishes cmds into the command stream without waiting, and
-// appends them to sent. Commands carry no message id: a command sent again
-// after a restart must reach its agent, whose barrier answers it (and two
+// sendCommands publishes cmds into the command stream without waiting, in
+// batches where their roles read them (wire.go), and appends the messages
+// to sent. Commands carry no message id: a command sent again after a
+// restart must reach its agent, whose barrier answers it (and two
 // coordinators restored from one stored state number their commands alike).
 func (c *Coordinator) sendCommands(ctx context.Context, cmds []*messages.Command, sent []sentCommand) ([]sentCommand, error) {
+	maxBytes := int(min(c.nc.MaxPayload(), messages.MaxPayload))
+	wires := make([]wireCommand, 0, len(cmds))
 	for _, cmd := range cmds {
-		if n := len(sent); n >= maxInflight && !sent[n-maxInflight].done {
-			s := &sent[n-maxInflight]
-			if _, err := wait(ctx, s.ack); err != nil {
-				return sent, fmt.Errorf("publish command %s: %w", s.cmd.Subject(), err)
-			}
-			s.done = true
-		}
 		data, err := c.encode(func(dst []byte) ([]byte, error) { return wirejson.AppendCommand(dst, cmd) })
 		if err != nil {
 			return sent, fmt.Errorf("encode command: %w", err)
@@ -802,13 +819,37 @@ func (c *Coordinator) sendCommands(ctx context.Context, cmds []*messages.Command
 				"saga_id", cmd.SagaID, "step", cmd.Step, "bytes", len(data), "limit", c.nc.MaxPayload())
 			continue
 		}
-		m := &nats.Msg{Subject: cmd.Subject(), Data: data}
-		c.traceCommand(cmd, m)
+		role := c.engine.StepRole(saga.ID(cmd.SagaID), cmd.Step)
+		wires = append(wires, wireCommand{cmd: cmd, data: data, role: role, limit: c.batchLimit(role)})
+	}
+	var parts [][]byte
+	for _, g := range groupCommands(wires, maxBytes) {
+		if n := len(sent); n >= maxInflight && !sent[n-maxInflight].done {
+			s := &sent[n-maxInflight]
+			if _, err := wait(ctx, s.ack); err != nil {
+				return sent, fmt.Errorf("publish command %s: %w", s.cmd.Subject(), err)
+			}
+			s.done = true
+		}
+		head := g[0].cmd
+		m := &nats.Msg{Subject: head.Subject(), Data: g[0].data}
+		if len(g) == 1 {
+			c.traceCommand(head, m)
+		} else {
+			parts = parts[:0]
+			for _, w := range g {
+				parts = append(parts, w.data)
+			}
+			m.Data, _ = c.encode(func(dst []byte) ([]byte, error) { return wirejson.AppendCommandBatch(dst, parts), nil })
+			m.Header = nats.Header{messages.BatchHeader: []string{strconv.Itoa(len(g))}}
+		}
 		f, err := c.js.PublishMsgAsync(m)
 		if err != nil {
 			return sent, fmt.Errorf("publish command: %w", err)
 		}
-		sent = append(sent, sentCommand{cmd: cmd, ack: f})
+		c.sentMsgs.Add(1)
+		c.sentCmds.Add(int64(len(g)))
+		sent = append(sent, sentCommand{cmd: head, ack: f})
 	}
 	return sent, nil
 }

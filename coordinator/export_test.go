@@ -9,3 +9,7 @@ func SetReadHook(c *Coordinator, hook func(ctx context.Context)) { c.reads.hook 
 
 // MaxFinishedLists is how many lists of finished sagas are read at once.
 const MaxFinishedLists = maxFinishedLists
+
+// LearnWire makes c read the roles' wire versions now, rather than at its
+// next refresh.
+func LearnWire(ctx context.Context, c *Coordinator) error { return c.learnWire(ctx) }

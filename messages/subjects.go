@@ -69,8 +69,8 @@ const (
 	// metadata names the agent's role and copy.
 	AgentService = "natsaga-agent"
 	// ServiceVersion is the version both services announce. Its major
-	// number is the wire [Version].
-	ServiceVersion = "1.0.0"
+	// number is the newest wire version natsaga speaks, [BatchVersion].
+	ServiceVersion = "2.0.0"
 
 	commandPrefix = "saga."
 	compensateTok = "compensate"

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -135,7 +136,9 @@ type Agent struct {
 	batch int
 	mu    sync.Mutex
 	held  []*heldJob // commands waiting for simulation time
-	wake  chan struct{}
+	// inHand holds the messages taken in and not yet settled (wire.go).
+	inHand map[*wireBatch]struct{}
+	wake   chan struct{}
 
 	handled, executed, compensated, duplicates, refused, redelivered, rejected, batches, batched atomic.Int64
 	// serving is true while Run pulls commands.
@@ -184,7 +187,7 @@ func New(nc *nats.Conn, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a := &Agent{nc: nc, js: js, opts: opts, log: log.With("agent", opts.Name, "role", opts.Role),
-		steps: map[stepKey]*agent.Step{}, wake: make(chan struct{}, 1), batch: maxBatch, replies: make(chan pendingReply, 4*opts.Concurrency)}
+		steps: map[stepKey]*agent.Step{}, inHand: map[*wireBatch]struct{}{}, wake: make(chan struct{}, 1), batch: maxBatch, replies: make(chan pendingReply, 4*opts.Concurrency)}
 	for i := range opts.Steps {
 		s := &opts.Steps[i]
 		a.steps[stepKey{s.Saga, s.Name}] = s
@@ -205,6 +208,8 @@ func (a *Agent) consumerConfig() jetstream.ConsumerConfig {
 		AckWait:        a.opts.AckWait,
 		MaxDeliver:     -1,
 		MaxAckPending:  maxAckPending,
+		// The coordinator may send this role's commands in batches.
+		Metadata: map[string]string{messages.WireMetadata: strconv.Itoa(messages.BatchVersion)},
 	}
 	if a.opts.Serial {
 		// One copy at a time gets the commands; another is pinned when
@@ -331,7 +336,7 @@ func (a *Agent) runOnce(ctx context.Context) error {
 		work = make(chan jetstream.Msg, maxBatch)
 		wg.Go(func() { a.serialWork(inHand, work) })
 	} else {
-		work = make(chan jetstream.Msg)
+		work = make(chan jetstream.Msg, inHandCommands)
 		for range a.opts.Concurrency {
 			wg.Go(func() {
 				for m := range work {
@@ -354,7 +359,7 @@ func (a *Agent) runOnce(ctx context.Context) error {
 			return first, nil
 		}
 		return open(ctx)
-	}, func(m jetstream.Msg) { work <- m })
+	}, func(m jetstream.Msg) { a.expand(m, func(m jetstream.Msg) { work <- m }) })
 	close(work)
 	wg.Wait()
 	close(a.replies)
@@ -621,8 +626,9 @@ func (a *Agent) hold(ctx context.Context, cmd *messages.Command, m jetstream.Msg
 	}
 }
 
-// runHeld runs held commands as they fall due, and keeps the others from
-// being redelivered, until ctx ends; the commands it runs use inHand.
+// runHeld runs held commands as they fall due, and keeps every message in
+// hand from being redelivered, until ctx ends; the commands it runs use
+// inHand.
 func (a *Agent) runHeld(ctx, inHand context.Context) {
 	renew := time.NewTicker(a.opts.AckWait / 3)
 	defer renew.Stop()
@@ -631,11 +637,7 @@ func (a *Agent) runHeld(ctx, inHand context.Context) {
 		case <-ctx.Done():
 			return
 		case <-renew.C:
-			a.mu.Lock()
-			for _, j := range a.held {
-				_ = j.msg.InProgress()
-			}
-			a.mu.Unlock()
+			a.keepInHand()
 		case <-a.wake:
 			now := a.tick.Load()
 			a.mu.Lock()

@@ -18,7 +18,8 @@ import (
 // is here:
 //
 //   - The pinned copy runs its commands on one worker, lowest stream
-//     sequence first, and tries a failing one again in place.
+//     sequence first (the commands of a batch in their order in it), and
+//     tries a failing one again in place.
 //   - A copy pinned anew (a pin id it has not seen on the command before)
 //     may be taking over from a copy that died, or stalled, holding
 //     commands published before the ones it now gets: those come back
@@ -45,9 +46,13 @@ const pinIDHeader = "Nats-Pin-Id"
 func (a *Agent) serialWork(inHand context.Context, work <-chan jetstream.Msg) {
 	var queue []jetstream.Msg // in hand, by stream sequence
 	take := func(m jetstream.Msg) {
-		seq := streamSeq(m)
-		i, _ := slices.BinarySearchFunc(queue, seq, func(q jetstream.Msg, s uint64) int {
-			return cmpUint(streamSeq(q), s)
+		seq, idx := position(m)
+		i, _ := slices.BinarySearchFunc(queue, m, func(q, _ jetstream.Msg) int {
+			qs, qi := position(q)
+			if c := cmpUint(qs, seq); c != 0 {
+				return c
+			}
+			return qi - idx
 		})
 		queue = slices.Insert(queue, i, m)
 	}

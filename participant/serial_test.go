@@ -21,10 +21,6 @@ import (
 	"github.com/natsaga/natsaga/participant"
 )
 
-// TestSerialRoleAppliesInStreamOrder runs two copies of a serial role whose
-// step takes a random while and appends to one shared value: the commands
-// take effect in the order they were published, one at a time, and each
-// copy reads what the other wrote.
 // payStream starts a server and makes the command stream of the steps of
 // saga "pay", as the coordinator would: the server's URL, a JetStream
 // context and the stream.
@@ -43,7 +39,19 @@ func payStream(t *testing.T, steps ...string) (string, jetstream.JetStream, jets
 	return url, js, stream
 }
 
+// TestSerialRoleAppliesInStreamOrder runs two copies of a serial role whose
+// step takes a random while and appends to one shared value: the commands
+// take effect in the order they were published, one at a time, and each
+// copy reads what the other wrote.
 func TestSerialRoleAppliesInStreamOrder(t *testing.T) {
+	// Published one message per command, and in batches of up to 7
+	// commands (wire version 2): a batch's commands in their order in it.
+	for _, batch := range []int{1, 7} {
+		t.Run(fmt.Sprintf("batches of %d", batch), func(t *testing.T) { testSerialOrder(t, batch) })
+	}
+}
+
+func testSerialOrder(t *testing.T, batch int) {
 	url, js, _ := payStream(t, "spend")
 	ctx := context.Background()
 
@@ -77,14 +85,17 @@ func TestSerialRoleAppliesInStreamOrder(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond, "a serial role's consumer pins one copy at a time")
 
 	var want []string
+	var cmds []messages.Command
 	for i := range 40 {
 		c := messages.Command{V: messages.Version, SagaID: fmt.Sprintf("s-%02d", 39-i), Saga: "pay", Step: "spend",
 			Action: messages.Execute, Attempt: 1, Seq: 1, Rank: int64(i + 1)}
-		data, err := wirejson.AppendCommand(nil, &c)
-		require.NoError(t, err)
-		_, err = js.Publish(ctx, c.Subject(), data)
-		require.NoError(t, err)
+		cmds = append(cmds, c)
 		want = append(want, c.SagaID)
+	}
+	for len(cmds) > 0 {
+		n := min(batch, len(cmds))
+		publishCommands(t, js, cmds[:n]...)
+		cmds = cmds[n:]
 	}
 	require.Eventually(t, func() bool {
 		mu.Lock()

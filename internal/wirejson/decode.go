@@ -583,3 +583,60 @@ func kind(c byte) string {
 		return "number"
 	}
 }
+
+// Array reads an array, calling elem positioned on each element, which
+// elem must read. A null reads as no elements. It returns an error for
+// anything else, or the first error elem returns.
+func (d *Decoder) Array(elem func() error) error {
+	if d.err != nil {
+		return d.err
+	}
+	if d.Null() {
+		return nil
+	}
+	if d.err != nil {
+		return d.err
+	}
+	switch c := d.peek(); c {
+	case '[':
+	case 0:
+		return d.syntax("unexpected end")
+	default:
+		if _, err := d.skip(); err != nil {
+			return err
+		}
+		return d.fail(fmt.Errorf("%s for an array: %w", kind(c), ErrType))
+	}
+	d.pos++
+	if d.peek() == ']' {
+		d.pos++
+		return nil
+	}
+	for {
+		if err := elem(); err != nil {
+			return d.fail(err)
+		}
+		if d.err != nil {
+			return d.err
+		}
+		switch d.peek() {
+		case ',':
+			d.pos++
+		case ']':
+			d.pos++
+			return nil
+		default:
+			return d.syntax("expected ',' or ']'")
+		}
+	}
+}
+
+// Raw reads any value and returns its bytes, a slice of the decoder's
+// data.
+func (d *Decoder) Raw() ([]byte, error) {
+	start, err := d.skip()
+	if err != nil {
+		return nil, err
+	}
+	return d.data[start:d.pos:d.pos], nil
+}

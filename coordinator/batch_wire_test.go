@@ -1,0 +1,105 @@
+package coordinator_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/coordinator"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/internal/wirejson"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// TestCommandBatchesOnTheWire schedules ranked sagas for one tick and
+// checks the exact messages published: a role whose consumer reads
+// batches gets the tick's commands of a step in batches of at most
+// CommandBatch, in rank order; a role whose consumer does not (a foreign
+// agent's) gets each command alone, in rank order too.
+func TestCommandBatchesOnTheWire(t *testing.T) {
+	_, url := testenv.Server(t)
+	def := saga.Definition{Name: "pay", Subject: "pay", Steps: []saga.Step{
+		{Name: "ask", Role: "asker"}, {Name: "spend", Role: "treasury"},
+	}}
+	c := testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{def}, CommandBatch: 3})
+	nc := testenv.Connect(t, url)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	for role, meta := range map[string]map[string]string{
+		"asker":    {messages.WireMetadata: "2"},
+		"treasury": nil,
+	} {
+		step := map[string]string{"asker": "ask", "treasury": "spend"}[role]
+		_, err := js.CreateOrUpdateConsumer(t.Context(), messages.CommandStream, jetstream.ConsumerConfig{
+			Durable: messages.CommandConsumer(role), FilterSubjects: messages.StepCommandSubjects("pay", step),
+			AckPolicy: jetstream.AckExplicitPolicy, Metadata: meta,
+		})
+		require.NoError(t, err)
+	}
+	require.NoError(t, coordinator.LearnWire(t.Context(), c))
+
+	msgs := make(chan *nats.Msg, 64)
+	sub, err := nc.ChanSubscribe("saga.>", msgs)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, nc.Flush())
+	// next returns the next message as "subject: saga ids", marking a
+	// batch with its header's count.
+	last := map[string]messages.Command{}
+	next := func() string {
+		t.Helper()
+		select {
+		case m := <-msgs:
+			raws := [][]byte{m.Data}
+			kind := "single"
+			if n := m.Header.Get(messages.BatchHeader); n != "" {
+				raws, err = wirejson.SplitCommandBatch(m.Data)
+				require.NoError(t, err)
+				require.Equal(t, fmt.Sprint(len(raws)), n)
+				kind = "batch"
+			}
+			ids := ""
+			for _, raw := range raws {
+				c, err := wirejson.DecodeCommand(raw)
+				require.NoError(t, err)
+				require.True(t, c.OnSubject(m.Subject), "command %s/%s in a batch on %s", c.SagaID, c.Step, m.Subject)
+				last[c.SagaID] = c
+				ids += " " + c.SagaID
+			}
+			return m.Subject + " " + kind + ":" + ids
+		case <-time.After(10 * time.Second):
+			require.FailNow(t, "no command published")
+			return ""
+		}
+	}
+
+	for _, s := range []struct {
+		id   string
+		rank int64
+	}{{"e", 5}, {"c", 3}, {"a", 1}, {"d", 4}, {"b", 2}, {"f", 6}, {"g", 7}} {
+		var resp messages.StartResponse
+		testenv.Request(t, nc, messages.StartSubject("pay"), messages.StartRequest{V: messages.Version, SagaID: s.id, Rank: s.rank, Tick: 1}, &resp)
+		require.Nil(t, resp.Error)
+	}
+	testenv.Tick(t, nc, 1)
+	require.Equal(t, "saga.pay.ask batch: a b c", next())
+	require.Equal(t, "saga.pay.ask batch: d e f", next())
+	require.Equal(t, "saga.pay.ask single: g", next())
+
+	for _, id := range []string{"g", "c", "a", "f", "b", "e", "d"} {
+		c := last[id]
+		data, err := json.Marshal(messages.ReplyTo(&c, messages.OK, ""))
+		require.NoError(t, err)
+		_, err = js.Publish(t.Context(), messages.ReplySubject(c.Saga, c.Step), data)
+		require.NoError(t, err)
+	}
+	for _, id := range []string{"a", "b", "c", "d", "e", "f", "g"} {
+		require.Equal(t, "saga.pay.spend single: "+id, next())
+	}
+}

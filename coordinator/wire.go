@@ -1,0 +1,116 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/natsaga/natsaga/messages"
+)
+
+// Command batches on the wire (wire version 2, messages/batch.go).
+//
+// The commands a commit sends for one step of many sagas may travel as one
+// message on the step's subject. Only a role whose consumer says it reads
+// batches gets them (the consumer's metadata, messages.WireMetadata): the
+// coordinator lists the command stream's consumers when a term begins and
+// every wireRefresh after, and sends every other role one message per
+// command. A role's commands keep the order the engine released them in,
+// which a serial role, and a simulation's rank order, depend on: a command
+// joins its role's last batch only when it is for the same step and
+// action; otherwise it begins the role's next batch. A command alone, and
+// every command while tracing (each carries its span's context in its own
+// headers), goes out as a version-1 command.
+
+// wireRefresh spaces the coordinator's reads of the roles' wire versions.
+const wireRefresh = time.Second
+
+// learnWire reads which consumers of the command stream read batches.
+func (c *Coordinator) learnWire(ctx context.Context) error {
+	stream, err := c.js.Stream(ctx, messages.CommandStream)
+	if err != nil {
+		return fmt.Errorf("command stream: %w", err)
+	}
+	batches := map[string]bool{}
+	list := stream.ListConsumers(ctx)
+	for info := range list.Info() {
+		if v, err := strconv.Atoi(info.Config.Metadata[messages.WireMetadata]); err == nil && v >= messages.BatchVersion {
+			batches[info.Name] = true
+		}
+	}
+	if err := list.Err(); err != nil {
+		return fmt.Errorf("command stream consumers: %w", err)
+	}
+	c.batchConsumers.Store(&batches)
+	return nil
+}
+
+// followWire calls learnWire every wireRefresh until ctx ends. A failed
+// read keeps what was learnt before.
+func (c *Coordinator) followWire(ctx context.Context) {
+	t := time.NewTicker(wireRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := c.learnWire(ctx); err != nil && ctx.Err() == nil {
+				c.log.Debug("wire versions of the roles not read", "err", err)
+			}
+		}
+	}
+}
+
+// batchLimit is the most commands the coordinator puts in one message to
+// role: 1 for a role that reads no batches, and while tracing.
+func (c *Coordinator) batchLimit(role string) int {
+	if c.opts.CommandBatch == 1 || c.tracing() {
+		return 1
+	}
+	if m := c.batchConsumers.Load(); m == nil || !(*m)[messages.CommandConsumer(role)] {
+		return 1
+	}
+	return c.opts.CommandBatch
+}
+
+// A wireCommand is a command to send, encoded.
+type wireCommand struct {
+	cmd  *messages.Command
+	data []byte
+	// role is the role that serves it, and limit the most commands a
+	// message to that role may hold.
+	role  string
+	limit int
+}
+
+// groupCommands splits cmds into the messages that carry them, in the
+// order to publish them: each group is one message, a batch when it holds
+// more than one. A group holds commands of one role for one subject and
+// action, at most the role's limit of them and maxBytes of them encoded
+// (one command larger than that is a group alone). Every role's commands
+// keep their order across its groups.
+func groupCommands(cmds []wireCommand, maxBytes int) [][]wireCommand {
+	var groups [][]wireCommand
+	type open struct{ group, bytes int }
+	last := map[string]open{} // each role's last group
+	for _, w := range cmds {
+		if o, ok := last[w.role]; ok {
+			g := groups[o.group]
+			head := g[0].cmd
+			if len(g) < w.limit && o.bytes+len(w.data)+1 <= maxBytes &&
+				head.Saga == w.cmd.Saga && head.Step == w.cmd.Step && head.Action == w.cmd.Action {
+				groups[o.group] = append(g, w)
+				last[w.role] = open{o.group, o.bytes + len(w.data) + 1}
+				continue
+			}
+		}
+		groups = append(groups, []wireCommand{w})
+		last[w.role] = open{len(groups) - 1, batchOverhead + len(w.data)}
+	}
+	return groups
+}
+
+// batchOverhead is the bytes of a batch's envelope, around its commands.
+const batchOverhead = len(`{"v":2,"commands":[]}`)

@@ -1,0 +1,155 @@
+package participant
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natsaga/natsaga/internal/wirejson"
+	"github.com/natsaga/natsaga/messages"
+)
+
+// Command batches (wire version 2, messages/batch.go). The agent's consumer
+// says, in its metadata, that the agent reads them; the coordinator then
+// may send the commands of one step of many sagas as one message. The
+// agent takes such a message apart into one [batchedCommand] per command,
+// each a jetstream.Msg of its own, so that everything after the pull (the
+// workers, a serial copy's order, the barrier, held commands) treats it as
+// a command that came alone: each is checked, decided by the barrier and
+// answered on its own, and one's rejection is nothing to its neighbours.
+//
+// A command that came alone is taken the same way, as a batch of one.
+//
+// What is shared is the acknowledgement: the message is acknowledged once
+// every command of it is settled. Should one of them ask to be delivered
+// again (a transient failure), the whole message is, once all are
+// settled, with the longest delay asked; the barrier answers the others
+// from their records.
+
+// expand hands each command of m to each, as a [batchedCommand]: one when
+// m holds one command, each of its commands when it holds a batch. Until
+// it is settled, m is in hand: kept from being delivered again
+// ([Agent.keepInHand]). A batch whose envelope is malformed is dropped
+// (terminated), logged and counted.
+func (a *Agent) expand(m jetstream.Msg, each func(jetstream.Msg)) {
+	raws := [][]byte{m.Data()}
+	if m.Headers().Get(messages.BatchHeader) != "" {
+		var err error
+		if raws, err = wirejson.SplitCommandBatch(m.Data()); err != nil {
+			a.rejected.Add(1)
+			a.log.Error("dropping malformed command batch", "subject", m.Subject(), "err", err)
+			_ = m.Term()
+			return
+		}
+	}
+	b := &wireBatch{msg: m, left: len(raws), settled: a.dropInHand}
+	a.mu.Lock()
+	a.inHand[b] = struct{}{}
+	a.mu.Unlock()
+	for i, raw := range raws {
+		each(&batchedCommand{Msg: m, data: raw, index: i, batch: b})
+	}
+}
+
+// dropInHand forgets b once it is settled.
+func (a *Agent) dropInHand(b *wireBatch) {
+	a.mu.Lock()
+	delete(a.inHand, b)
+	a.mu.Unlock()
+}
+
+// keepInHand extends the ack wait of every message in hand: a command
+// waiting behind thousands of others for a worker, or held for simulation
+// time, is not delivered to another copy meanwhile. Messages pulled but
+// not yet expanded are not in hand; the agent takes them in as fast as
+// its queue of inHandCommands allows.
+func (a *Agent) keepInHand() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for b := range a.inHand {
+		_ = b.msg.InProgress()
+	}
+}
+
+// inHandCommands bounds the commands taken in and not yet begun.
+const inHandCommands = 4 * messages.MaxBatch
+
+// wireBatch is a message of commands being settled one by one.
+type wireBatch struct {
+	msg jetstream.Msg
+	mu  sync.Mutex
+	// left is how many commands are not settled yet; again, whether one
+	// asked to be delivered again, and delay the longest delay asked.
+	left  int
+	again bool
+	delay time.Duration
+	// settled is told when the message is settled.
+	settled func(*wireBatch)
+}
+
+// settle settles one command of b, and the message with the last.
+func (b *wireBatch) settle(again bool, delay time.Duration) error {
+	b.mu.Lock()
+	b.left--
+	b.again = b.again || again
+	b.delay = max(b.delay, delay)
+	last, redeliver, d := b.left == 0, b.again, b.delay
+	b.mu.Unlock()
+	if !last {
+		return nil
+	}
+	b.settled(b)
+	switch {
+	case redeliver:
+		return b.msg.NakWithDelay(d)
+	default:
+		return b.msg.Ack()
+	}
+}
+
+// batchedCommand is one command of a message: the message, but for its
+// data and its acknowledgement. Holding it longer (InProgress) holds the
+// message.
+type batchedCommand struct {
+	jetstream.Msg
+	data    []byte
+	index   int
+	batch   *wireBatch
+	settled sync.Once
+}
+
+func (c *batchedCommand) Data() []byte { return c.data }
+
+func (c *batchedCommand) settle(again bool, delay time.Duration) (err error) {
+	c.settled.Do(func() { err = c.batch.settle(again, delay) })
+	return err
+}
+
+// Ack settles the command as done.
+func (c *batchedCommand) Ack() error { return c.settle(false, 0) }
+
+// DoubleAck is Ack: the message's own acknowledgement waits for the rest.
+func (c *batchedCommand) DoubleAck(context.Context) error { return c.Ack() }
+
+// Nak asks for the command, and so its message, to be delivered again.
+func (c *batchedCommand) Nak() error { return c.settle(true, 0) }
+
+// NakWithDelay is Nak after delay.
+func (c *batchedCommand) NakWithDelay(delay time.Duration) error { return c.settle(true, delay) }
+
+// Term settles the command as never to be delivered again.
+func (c *batchedCommand) Term() error { return c.settle(false, 0) }
+
+// TermWithReason is Term.
+func (c *batchedCommand) TermWithReason(string) error { return c.Term() }
+
+// position orders the commands a serial copy holds: by stream sequence,
+// then by place in their batch.
+func position(m jetstream.Msg) (uint64, int) {
+	if c, ok := m.(*batchedCommand); ok {
+		return streamSeq(m), c.index
+	}
+	return streamSeq(m), 0
+}

@@ -1,0 +1,156 @@
+package participant_test
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/internal/wirejson"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+)
+
+// publishCommands publishes cmds as the coordinator does: one alone, more
+// as one batch (wire version 2).
+func publishCommands(t *testing.T, js jetstream.JetStream, cmds ...messages.Command) {
+	t.Helper()
+	var parts [][]byte
+	for i := range cmds {
+		data, err := wirejson.AppendCommand(nil, &cmds[i])
+		require.NoError(t, err)
+		parts = append(parts, data)
+	}
+	publishRaw(t, js, cmds[0].Subject(), parts...)
+}
+
+// publishRaw publishes the raw commands parts on subject, as a batch when
+// there is more than one.
+func publishRaw(t *testing.T, js jetstream.JetStream, subject string, parts ...[]byte) {
+	t.Helper()
+	m := nats.NewMsg(subject)
+	m.Data = parts[0]
+	if len(parts) > 1 {
+		m.Data = wirejson.AppendCommandBatch(nil, parts)
+		m.Header.Set(messages.BatchHeader, strconv.Itoa(len(parts)))
+	}
+	_, err := js.PublishMsg(context.Background(), m)
+	require.NoError(t, err)
+}
+
+// TestAgentAnswersEachCommandOfABatch sends an agent one batch holding
+// commands that succeed, one its handler rejects, one malformed and one
+// for a step it does not serve: each is decided on its own, the rejection
+// and the refusals spoil none of their neighbours, and the batch is
+// acknowledged once all are settled. The same batch sent again (as after
+// a coordinator's restart) is answered from the barrier records: nothing
+// is paid twice.
+func TestAgentAnswersEachCommandOfABatch(t *testing.T) {
+	url, js, commands := payStream(t, "spend")
+	ctx := context.Background()
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: messages.ReplyStream, Subjects: messages.ReplySubjects,
+		Retention: jetstream.WorkQueuePolicy})
+	require.NoError(t, err)
+
+	var mu sync.Mutex
+	ran := map[string]int{}
+	a := testenv.Agent(t, url, participant.Options{Role: "till", Concurrency: 4, Steps: []agent.Step{{Saga: "pay", Name: "spend",
+		Handler: agent.Handler{
+			Execute: func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
+				mu.Lock()
+				ran[cmd.SagaID]++
+				mu.Unlock()
+				if cmd.SagaID == "broke" {
+					return nil, agent.Reject("no money")
+				}
+				var n int
+				if _, err := tx.Get("paid."+cmd.SagaID, &n); err != nil {
+					return nil, err
+				}
+				return messages.Context{}.MustSet("paid", cmd.SagaID), tx.Put("paid."+cmd.SagaID, n+1)
+			},
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		}}}})
+	require.Eventually(t, func() bool {
+		info, err := js.Consumer(ctx, messages.CommandStream, messages.CommandConsumer("till"))
+		return err == nil && info.CachedInfo().Config.Metadata[messages.WireMetadata] == "2"
+	}, 10*time.Second, 10*time.Millisecond, "the consumer says the agent reads batches")
+
+	cmd := func(id, step string) []byte {
+		c := messages.Command{V: messages.Version, SagaID: id, Saga: "pay", Step: step, Action: messages.Execute, Attempt: 1, Seq: 1}
+		data, err := wirejson.AppendCommand(nil, &c)
+		require.NoError(t, err)
+		return data
+	}
+	batch := [][]byte{cmd("s-1", "spend"), cmd("broke", "spend"), []byte(`{"v":9}`), cmd("s-2", "spend"), cmd("s-3", "mop")}
+	publishRaw(t, js, messages.ExecuteSubject("pay", "spend"), batch...)
+	emptied := func() bool {
+		info, err := commands.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	}
+	require.Eventually(t, emptied, 10*time.Second, 10*time.Millisecond, "the batch is acknowledged")
+	require.Eventually(t, func() bool { return a.Stats().Handled == 3 }, 10*time.Second, 10*time.Millisecond)
+
+	outcome := func(id string) string {
+		rec, _, err := a.Store().Branch(ctx, id, "spend")
+		require.NoError(t, err)
+		if rec.Execute == nil {
+			return "none"
+		}
+		return string(rec.Execute.Outcome) + " " + rec.Execute.Reason
+	}
+	require.Equal(t, "ok ", outcome("s-1"))
+	require.Equal(t, "failed no money", outcome("broke"))
+	require.Equal(t, "ok ", outcome("s-2"))
+	require.Equal(t, "none", outcome("s-3"))
+	st := a.Stats()
+	require.Equal(t, int64(3), st.Executed)
+	require.Equal(t, int64(2), st.Rejected, "the malformed command and the one for a step not served")
+	require.Equal(t, int64(0), st.Duplicates)
+
+	publishRaw(t, js, messages.ExecuteSubject("pay", "spend"), batch...)
+	require.Eventually(t, emptied, 10*time.Second, 10*time.Millisecond, "the batch sent again is acknowledged")
+	require.Eventually(t, func() bool { return a.Stats().Duplicates == 3 }, 10*time.Second, 10*time.Millisecond)
+	for _, id := range []string{"s-1", "s-2"} {
+		var n int
+		_, err := a.Store().Get(ctx, "paid."+id, &n)
+		require.NoError(t, err)
+		require.Equal(t, 1, n, "%s paid once", id)
+	}
+	mu.Lock()
+	require.Zero(t, ran["s-3"], "a command for a step not served never runs")
+	mu.Unlock()
+}
+
+// TestMalformedBatchIsDropped sends batches whose envelope is wrong: each
+// is dropped whole, counted, and the agent goes on to the next message.
+func TestMalformedBatchIsDropped(t *testing.T) {
+	url, js, commands := payStream(t, "spend")
+	ctx := context.Background()
+	a := testenv.Agent(t, url, participant.Options{Role: "till", Steps: []agent.Step{{Saga: "pay", Name: "spend",
+		Handler: agent.Handler{
+			Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		}}}})
+	for _, body := range []string{`{"v":1,"commands":[{}]}`, `{"v":2,"commands":[]}`, `not json`, `{"v":2,"commands":{}}`} {
+		m := nats.NewMsg(messages.ExecuteSubject("pay", "spend"))
+		m.Data = []byte(body)
+		m.Header.Set(messages.BatchHeader, "1")
+		_, err := js.PublishMsg(ctx, m)
+		require.NoError(t, err)
+	}
+	c := messages.Command{V: messages.Version, SagaID: "s-1", Saga: "pay", Step: "spend", Action: messages.Execute, Attempt: 1, Seq: 1}
+	publishCommands(t, js, c)
+	require.Eventually(t, func() bool { return a.Stats().Handled == 1 && a.Stats().Rejected == 4 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		info, err := commands.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	}, 10*time.Second, 10*time.Millisecond)
+}
