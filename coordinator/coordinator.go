@@ -172,10 +172,9 @@ type Coordinator struct {
 	// reader of their barrier records.
 	newRoles chan string
 	// batchConsumers holds the names of the command stream's consumers
-	// that read command batches (wire.go); sentMsgs and sentCmds count
-	// the command messages published and the commands in them.
-	batchConsumers     atomic.Pointer[map[string]bool]
-	sentMsgs, sentCmds atomic.Int64
+	// that read command batches (wire.go).
+	batchConsumers atomic.Pointer[map[string]bool]
+	commands       jetstream.Stream // the command stream, as setup left it
 }
 
 // term is what producers need of one term of the coordinator (see Run):
@@ -413,8 +412,12 @@ func (c *Coordinator) setup(ctx context.Context) error {
 			Replicas: r, MaxAge: 24 * time.Hour, MaxMsgs: 1_000_000, Discard: jetstream.DiscardOld},
 	}
 	for _, cfg := range streams {
-		if _, err := c.js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		s, err := c.js.CreateOrUpdateStream(ctx, cfg)
+		if err != nil {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
+		if cfg.Name == messages.CommandStream {
+			c.commands = s
 		}
 	}
 	// The lease and finished sagas expire with per-key TTLs; the marker
@@ -847,8 +850,9 @@ func (c *Coordinator) sendCommands(ctx context.Context, cmds []*messages.Command
 		if err != nil {
 			return sent, fmt.Errorf("publish command: %w", err)
 		}
-		c.sentMsgs.Add(1)
-		c.sentCmds.Add(int64(len(g)))
+		if o, ok := c.opts.Observer.(MessageObserver); ok {
+			o.Sent(len(g))
+		}
 		sent = append(sent, sentCommand{cmd: head, ack: f})
 	}
 	return sent, nil

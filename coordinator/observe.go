@@ -25,6 +25,12 @@ type Observer interface {
 	Answered(cmd messages.Command, outcome messages.Outcome, ticks int64, took time.Duration)
 }
 
+// MessageObserver, when an [Observer] implements it too, is told of each
+// command message published: how many commands it holds (wire.go).
+type MessageObserver interface {
+	Sent(commands int)
+}
+
 // applyAnswer applies r to the engine as ApplyReply does, and tells the
 // observer, if any, which command it settled, and ends its span.
 func (c *Coordinator) applyAnswer(r messages.Reply, now time.Time, out *saga.Outbox) error {

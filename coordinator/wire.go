@@ -24,16 +24,12 @@ import (
 // headers), goes out as a version-1 command.
 
 // wireRefresh spaces the coordinator's reads of the roles' wire versions.
-const wireRefresh = time.Second
+const wireRefresh = 250 * time.Millisecond
 
 // learnWire reads which consumers of the command stream read batches.
 func (c *Coordinator) learnWire(ctx context.Context) error {
-	stream, err := c.js.Stream(ctx, messages.CommandStream)
-	if err != nil {
-		return fmt.Errorf("command stream: %w", err)
-	}
 	batches := map[string]bool{}
-	list := stream.ListConsumers(ctx)
+	list := c.commands.ListConsumers(ctx)
 	for info := range list.Info() {
 		if v, err := strconv.Atoi(info.Config.Metadata[messages.WireMetadata]); err == nil && v >= messages.BatchVersion {
 			batches[info.Name] = true

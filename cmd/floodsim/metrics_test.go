@@ -178,6 +178,14 @@ func TestMetricsMatchTheReport(t *testing.T) {
 	require.True(t, ok)
 	require.EqualValues(t, r.Ticks+r.ExtraTicks, tick)
 
+	// Every command went out in a message, and a tick's starts in
+	// batches: fewer messages than commands.
+	sizes := fams["natsaga_command_message_commands"]
+	require.NotNil(t, sizes)
+	h := sizes.Metric[0].Histogram
+	require.Equal(t, sum(fams, "natsaga_commands_sent_total", nil), h.GetSampleSum())
+	require.Less(t, float64(h.GetSampleCount()), h.GetSampleSum())
+
 	// Every settled step was timed, in ticks and in seconds.
 	settled := sum(fams, "natsaga_steps_total", nil)
 	require.Positive(t, settled)

@@ -27,6 +27,7 @@ type Coordinator struct {
 	ticks, seconds    *prometheus.HistogramVec
 	inFlight          *prometheus.GaugeVec
 	tick              prometheus.Gauge
+	batchSize         prometheus.Histogram
 }
 
 // NewCoordinator registers the coordinator's metrics with reg and returns
@@ -63,14 +64,21 @@ func NewCoordinator(reg prometheus.Registerer) (*Coordinator, error) {
 		tick: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "natsaga_tick", Help: "The coordinator's simulation clock.",
 		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "natsaga_command_message_commands", Help: "Commands per command message published: 1 for a command sent alone, more for a batch.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.started, m.finished, m.commands, m.retries, m.steps, m.ticks, m.seconds, m.inFlight, m.tick} {
+	for _, c := range []prometheus.Collector{m.started, m.finished, m.commands, m.retries, m.steps, m.ticks, m.seconds, m.inFlight, m.tick, m.batchSize} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("coordinator metrics: %w", err)
 		}
 	}
 	return m, nil
 }
+
+// Sent observes the commands of one command message.
+func (m *Coordinator) Sent(commands int) { m.batchSize.Observe(float64(commands)) }
 
 // Committed counts a stored batch's commands and events, and sets the
 // gauges from sum.
