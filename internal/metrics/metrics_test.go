@@ -34,6 +34,9 @@ func TestCoordinatorCounts(t *testing.T) {
 		{Saga: "subsidy", Status: "rolled_back"}, {Saga: "insurance", Status: "in_progress"},
 	}
 	m.Committed(cmds, events, messages.Summary{Tick: 7, Active: 3, Awaiting: 2, Retrying: 1})
+	// The first two in one batch, the compensation alone.
+	m.Sent(2)
+	m.Sent(1)
 	m.Answered(cmds[1], messages.OK, 2, 30*time.Millisecond)
 	m.Answered(cmds[2], messages.OK, 0, -1)
 
@@ -74,14 +77,17 @@ natsaga_steps_total{action="execute",outcome="ok",saga="subsidy",step="a"} 1
 	fams, err := reg.Gather()
 	require.NoError(t, err)
 	counts := map[string]uint64{}
+	sums := map[string]float64{}
 	for _, f := range fams {
 		for _, mm := range f.Metric {
 			if h := mm.GetHistogram(); h != nil {
 				counts[f.GetName()] += h.GetSampleCount()
+				sums[f.GetName()] += h.GetSampleSum()
 			}
 		}
 	}
-	require.Equal(t, map[string]uint64{"natsaga_step_latency_ticks": 2, "natsaga_step_latency_seconds": 1}, counts)
+	require.Equal(t, map[string]uint64{"natsaga_step_latency_ticks": 2, "natsaga_step_latency_seconds": 1, "natsaga_command_message_commands": 2}, counts)
+	require.Equal(t, 3.0, sums["natsaga_command_message_commands"], "the commands of the two messages")
 }
 
 // TestLedgerLeftOutWhenUnread: a ledger read that fails leaves the gauge
