@@ -85,17 +85,25 @@ type wireBatch struct {
 	left  int
 	again bool
 	delay time.Duration
+	// kept counts the commands settled other than terminated: a message
+	// whose every command was terminated is terminated, as one alone is.
+	kept int
 	// settled is told when the message is settled.
 	settled func(*wireBatch)
 }
 
-// settle settles one command of b, and the message with the last.
-func (b *wireBatch) settle(again bool, delay time.Duration) error {
+// settle settles one command of b, and the message with the last:
+// delivered again if one asked, terminated if all were, acknowledged
+// otherwise.
+func (b *wireBatch) settle(s settlement, delay time.Duration) error {
 	b.mu.Lock()
 	b.left--
-	b.again = b.again || again
+	b.again = b.again || s == again
+	if s != terminated {
+		b.kept++
+	}
 	b.delay = max(b.delay, delay)
-	last, redeliver, d := b.left == 0, b.again, b.delay
+	last, redeliver, d, kept := b.left == 0, b.again, b.delay, b.kept
 	b.mu.Unlock()
 	if !last {
 		return nil
@@ -104,10 +112,21 @@ func (b *wireBatch) settle(again bool, delay time.Duration) error {
 	switch {
 	case redeliver:
 		return b.msg.NakWithDelay(d)
+	case kept == 0:
+		return b.msg.Term()
 	default:
 		return b.msg.Ack()
 	}
 }
+
+// settlement is how one command of a message was settled.
+type settlement int
+
+const (
+	done settlement = iota
+	again
+	terminated
+)
 
 // batchedCommand is one command of a message: the message, but for its
 // data and its acknowledgement. Holding it longer (InProgress) holds the
@@ -122,25 +141,25 @@ type batchedCommand struct {
 
 func (c *batchedCommand) Data() []byte { return c.data }
 
-func (c *batchedCommand) settle(again bool, delay time.Duration) (err error) {
-	c.settled.Do(func() { err = c.batch.settle(again, delay) })
+func (c *batchedCommand) settle(s settlement, delay time.Duration) (err error) {
+	c.settled.Do(func() { err = c.batch.settle(s, delay) })
 	return err
 }
 
 // Ack settles the command as done.
-func (c *batchedCommand) Ack() error { return c.settle(false, 0) }
+func (c *batchedCommand) Ack() error { return c.settle(done, 0) }
 
 // DoubleAck is Ack: the message's own acknowledgement waits for the rest.
 func (c *batchedCommand) DoubleAck(context.Context) error { return c.Ack() }
 
 // Nak asks for the command, and so its message, to be delivered again.
-func (c *batchedCommand) Nak() error { return c.settle(true, 0) }
+func (c *batchedCommand) Nak() error { return c.settle(again, 0) }
 
 // NakWithDelay is Nak after delay.
-func (c *batchedCommand) NakWithDelay(delay time.Duration) error { return c.settle(true, delay) }
+func (c *batchedCommand) NakWithDelay(delay time.Duration) error { return c.settle(again, delay) }
 
 // Term settles the command as never to be delivered again.
-func (c *batchedCommand) Term() error { return c.settle(false, 0) }
+func (c *batchedCommand) Term() error { return c.settle(terminated, 0) }
 
 // TermWithReason is Term.
 func (c *batchedCommand) TermWithReason(string) error { return c.Term() }

@@ -45,6 +45,7 @@ import (
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/internal/metrics"
+	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
 
@@ -57,6 +58,7 @@ type config struct {
 	retention time.Duration
 	leaseTTL  time.Duration
 	maxActive int
+	batch     int
 	observe   cli.Observe
 }
 
@@ -70,6 +72,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.ackWait, "ack-wait", 5*time.Second, "redelivery delay of a reply the coordinator took and never acted on")
 	fs.DurationVar(&c.retention, "retention", coordinator.DefaultRetention, "how long a finished saga stays queryable (failed ones stay until retried); negative: for ever")
 	fs.DurationVar(&c.leaseTTL, "lease-ttl", coordinator.DefaultLeaseTTL, "how long the lease lasts unless renewed: a standby coordinator takes over this long after the active one dies")
+	fs.IntVar(&c.batch, "command-batch", messages.MaxBatch, "most commands of one step sent in one message to a role whose agents read batches; 1: every command alone")
 	fs.IntVar(&c.maxActive, "max-active", defaultMaxActive(), "most sagas in flight; a start beyond is answered \"busy\" (default: a quarter of the memory limit at 8 KiB a saga); negative: no limit")
 	c.observe.Register(fs, getenv)
 	if err := fs.Parse(args); err != nil {
@@ -109,7 +112,7 @@ func run(ctx context.Context, c config, getenv func(string) string, log *slog.Lo
 	defer cli.Drain(nc, 5*time.Second)
 	opts := coordinator.Options{
 		Definitions: defs, Replicas: c.replicas, AckWait: c.ackWait, Retention: c.retention, LeaseTTL: c.leaseTTL,
-		MaxActive: c.maxActive, Logger: log,
+		MaxActive: c.maxActive, CommandBatch: c.batch, Logger: log,
 	}
 	// Metrics are kept only when served: the engine's loop then does no
 	// work for them.
