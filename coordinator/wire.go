@@ -26,8 +26,12 @@ import (
 // wireRefresh spaces the coordinator's reads of the roles' wire versions.
 const wireRefresh = 250 * time.Millisecond
 
-// learnWire reads which consumers of the command stream read batches.
+// learnWire reads which consumers of the command stream read batches,
+// within wireRefresh: a coordinator not allowed to list them (its NATS
+// user's permissions) is not held up, and sends single commands.
 func (c *Coordinator) learnWire(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, wireRefresh)
+	defer cancel()
 	batches := map[string]bool{}
 	list := c.commands.ListConsumers(ctx)
 	for info := range list.Info() {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -305,7 +306,8 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 	logs := newErrorLog()
 	log := slog.New(logs)
 	co := connect(t, url, coordinatorUser)
-	c, err := coordinator.New(co.nc, coordinator.Options{Definitions: flood.Definitions(), Logger: log})
+	sizes := &messageSizes{}
+	c, err := coordinator.New(co.nc, coordinator.Options{Definitions: flood.Definitions(), Logger: log, Observer: sizes})
 	require.NoError(t, err)
 	run("coordinator", c.Run)
 	select {
@@ -400,11 +402,51 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 	require.NoError(t, w.Stop())
 	require.Equal(t, 4, stored)
 
+	// The coordinator may list the command stream's consumers, so it
+	// learns that the household reads command batches: a tick's starts
+	// of one saga type reach it in one message. It reads them every
+	// 250 ms; a round of starts goes out before it has, at first.
+	for at, deadline := int64(2), time.Now().Add(20*time.Second); sizes.largest() < 3; at++ {
+		require.True(t, time.Now().Before(deadline), "no command batch sent under the permissions")
+		var ids []string
+		for i := range 3 {
+			var resp messages.StartResponse
+			// Under the deductible: rejected, so no round spends the fund.
+			ctx := messages.Context{}.MustSet(flood.KeyHousehold, fmt.Sprintf("h-%d-%d", at, i)).MustSet(flood.KeyDamage, 10_00)
+			request(t, d.nc, messages.StartSubject(flood.Insurance), messages.StartRequest{V: messages.Version, Rank: int64(i + 1), Tick: at, Context: ctx}, &resp)
+			require.Nil(t, resp.Error)
+			ids = append(ids, resp.SagaID)
+		}
+		tick(t, d.nc, at)
+		for _, id := range ids {
+			waitStatus(t, d.nc, id, saga.RolledBack, 0)
+		}
+	}
+
 	for _, cl := range []*client{co, d, op} {
 		require.Empty(t, cl.errors(), "errors of %s", cl.user)
 	}
 	require.Empty(t, logs.records(), "errors logged by the coordinator and the agents")
 }
+
+// messageSizes is a coordinator observer that keeps the most commands
+// one command message held.
+type messageSizes struct{ most atomic.Int64 }
+
+func (m *messageSizes) Committed([]messages.Command, []messages.Event, messages.Summary) {}
+
+func (m *messageSizes) Answered(messages.Command, messages.Outcome, int64, time.Duration) {}
+
+func (m *messageSizes) Sent(commands int) {
+	for {
+		cur := m.most.Load()
+		if int64(commands) <= cur || m.most.CompareAndSwap(cur, int64(commands)) {
+			return
+		}
+	}
+}
+
+func (m *messageSizes) largest() int64 { return m.most.Load() }
 
 // errorLog is a [slog.Handler] that keeps the records at warning level and
 // above, among them the NATS errors (permissions violations) the agents'
