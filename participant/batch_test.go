@@ -86,14 +86,7 @@ func alone(t *testing.T, s *Store, items []*batchItem) {
 
 func openTill(t *testing.T) *Store {
 	t.Helper()
-	// The package's own tests cannot use testenv, which imports it.
-	ns, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
-	require.NoError(t, err)
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	s, err := OpenStore(context.Background(), nc, till, true, 1)
+	s, err := OpenStore(context.Background(), connectEmbedded(t), till, true, 1)
 	require.NoError(t, err)
 	_, err = s.Init(context.Background(), "budget", 100)
 	require.NoError(t, err)
@@ -223,4 +216,17 @@ func TestBatchCutAtACommandAnsweredElsewhere(t *testing.T) {
 	require.True(t, rest[0].answered)
 	alone(t, s, rest[1:])
 	ref.check(t, s)
+}
+
+// connectEmbedded starts an embedded server for the test and connects to
+// it. The package's own tests cannot use testenv, which imports it.
+func connectEmbedded(t *testing.T) *nats.Conn {
+	t.Helper()
+	ns, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	return nc
 }

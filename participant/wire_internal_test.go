@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
-	"github.com/natsaga/natsaga/internal/embedded"
 	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 )
@@ -21,13 +20,7 @@ import (
 // delivered again or terminated only once the last is settled, as its
 // commands say, and settling one twice counts once.
 func TestBatchSettledAsAWhole(t *testing.T) {
-	// The package's own tests cannot use testenv, which imports it.
-	ns, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
-	require.NoError(t, err)
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
+	nc := connectEmbedded(t)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	ctx := context.Background()

@@ -80,32 +80,8 @@ func (d *Decoder) Null() bool {
 // members, as encoding/json leaves a struct unchanged for null. It returns
 // an error for anything else, or the first error field returns.
 func (d *Decoder) Object(field func(key []byte) error) error {
-	if d.err != nil {
-		return d.err
-	}
-	if d.Null() {
-		return nil
-	}
-	if d.err != nil {
-		return d.err
-	}
-	switch c := d.peek(); c {
-	case '{':
-	case 0:
-		return d.syntax("unexpected end")
-	default:
-		if _, err := d.skip(); err != nil {
-			return err
-		}
-		return d.fail(fmt.Errorf("%s for an object: %w", kind(c), ErrType))
-	}
-	d.pos++
-	if d.peek() == '}' {
-		d.pos++
-		return nil
-	}
 	var keyBuf [64]byte
-	for {
+	return d.composite('{', '}', "object", func() error {
 		if d.peek() != '"' {
 			return d.syntax("expected a string key")
 		}
@@ -117,22 +93,8 @@ func (d *Decoder) Object(field func(key []byte) error) error {
 			return d.syntax("expected ':'")
 		}
 		d.pos++
-		if err := field(key); err != nil {
-			return d.fail(err)
-		}
-		if d.err != nil {
-			return d.err
-		}
-		switch d.peek() {
-		case ',':
-			d.pos++
-		case '}':
-			d.pos++
-			return nil
-		default:
-			return d.syntax("expected ',' or '}'")
-		}
-	}
+		return field(key)
+	})
 }
 
 // String reads a string into *s. A null leaves *s unchanged.
@@ -584,36 +546,34 @@ func kind(c byte) string {
 	}
 }
 
-// Array reads an array, calling elem positioned on each element, which
-// elem must read. A null reads as no elements. It returns an error for
-// anything else, or the first error elem returns.
-func (d *Decoder) Array(elem func() error) error {
+// composite reads an object or an array (what) between the bytes open and
+// close, calling each positioned on each member, which each must read. A
+// null reads as no members. It returns an error for anything else, or the
+// first error each returns.
+func (d *Decoder) composite(open, close byte, what string, each func() error) error {
 	if d.err != nil {
 		return d.err
 	}
-	if d.Null() {
-		return nil
-	}
-	if d.err != nil {
+	if d.Null() || d.err != nil {
 		return d.err
 	}
 	switch c := d.peek(); c {
-	case '[':
+	case open:
 	case 0:
 		return d.syntax("unexpected end")
 	default:
 		if _, err := d.skip(); err != nil {
 			return err
 		}
-		return d.fail(fmt.Errorf("%s for an array: %w", kind(c), ErrType))
+		return d.fail(fmt.Errorf("%s for an %s: %w", kind(c), what, ErrType))
 	}
 	d.pos++
-	if d.peek() == ']' {
+	if d.peek() == close {
 		d.pos++
 		return nil
 	}
 	for {
-		if err := elem(); err != nil {
+		if err := each(); err != nil {
 			return d.fail(err)
 		}
 		if d.err != nil {
@@ -622,14 +582,19 @@ func (d *Decoder) Array(elem func() error) error {
 		switch d.peek() {
 		case ',':
 			d.pos++
-		case ']':
+		case close:
 			d.pos++
 			return nil
 		default:
-			return d.syntax("expected ',' or ']'")
+			return d.syntax("expected ',' or '" + string(close) + "'")
 		}
 	}
 }
+
+// Array reads an array, calling elem positioned on each element, which
+// elem must read. A null reads as no elements. It returns an error for
+// anything else, or the first error elem returns.
+func (d *Decoder) Array(elem func() error) error { return d.composite('[', ']', "array", elem) }
 
 // Raw reads any value and returns its bytes, a slice of the decoder's
 // data.
