@@ -375,6 +375,10 @@ type AgentStats struct {
 	PID   int    `json:"pid"`
 	// Handled counts the commands this process received and answered.
 	Handled int64 `json:"handled"`
+	// Messages counts the command messages it took in: one per command
+	// sent alone, one per [CommandBatch]. Fewer than the commands when
+	// the coordinator sent it batches.
+	Messages int64 `json:"messages,omitempty"`
 	// Executed and Compensated count the actions that took effect here.
 	Executed    int64 `json:"executed"`
 	Compensated int64 `json:"compensated"`

@@ -140,7 +140,7 @@ type Agent struct {
 	inHand map[*wireBatch]struct{}
 	wake   chan struct{}
 
-	handled, executed, compensated, duplicates, refused, redelivered, rejected, batches, batched atomic.Int64
+	handled, executed, compensated, duplicates, refused, redelivered, rejected, batches, batched, messages atomic.Int64
 	// serving is true while Run pulls commands.
 	serving atomic.Bool
 	// opened is the store once Run has opened it, for other goroutines
@@ -244,7 +244,7 @@ func (a *Agent) Store() *Store { return a.store }
 func (a *Agent) Stats() messages.AgentStats {
 	return messages.AgentStats{
 		V: messages.Version, Role: a.opts.Role, Agent: a.opts.Name, PID: os.Getpid(),
-		Handled: a.handled.Load(), Executed: a.executed.Load(), Compensated: a.compensated.Load(),
+		Handled: a.handled.Load(), Messages: a.messages.Load(), Executed: a.executed.Load(), Compensated: a.compensated.Load(),
 		Duplicates: a.duplicates.Load(), Refused: a.refused.Load(), Redelivered: a.redelivered.Load(),
 		Rejected: a.rejected.Load(), Batches: a.batches.Load(), Batched: a.batched.Load(),
 	}

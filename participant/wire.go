@@ -34,6 +34,7 @@ import (
 // ([Agent.keepInHand]). A batch whose envelope is malformed is dropped
 // (terminated), logged and counted.
 func (a *Agent) expand(m jetstream.Msg, each func(jetstream.Msg)) {
+	a.messages.Add(1)
 	raws := [][]byte{m.Data()}
 	if m.Headers().Get(messages.BatchHeader) != "" {
 		var err error

@@ -114,6 +114,7 @@ func TestAgentAnswersEachCommandOfABatch(t *testing.T) {
 	require.Equal(t, int64(3), st.Executed)
 	require.Equal(t, int64(2), st.Rejected, "the malformed command and the one for a step not served")
 	require.Equal(t, int64(0), st.Duplicates)
+	require.Equal(t, int64(1), st.Messages, "five commands in one message")
 
 	publishRaw(t, js, messages.ExecuteSubject("pay", "spend"), batch...)
 	require.Eventually(t, emptied, 10*time.Second, 10*time.Millisecond, "the batch sent again is acknowledged")

@@ -97,11 +97,12 @@ func TestPlan(t *testing.T) {
 type jsonReport struct {
 	Sagas  map[string]map[string]int `json:"sagas"`
 	Agents []struct {
-		Role    string `json:"role"`
-		Agent   string `json:"agent"`
-		PID     int    `json:"pid"`
-		Handled int64  `json:"handled"`
-		Batches int64  `json:"batches"`
+		Role     string `json:"role"`
+		Agent    string `json:"agent"`
+		PID      int    `json:"pid"`
+		Handled  int64  `json:"handled"`
+		Messages int64  `json:"messages"`
+		Batches  int64  `json:"batches"`
 	} `json:"agents"`
 	Invariants struct {
 		OK         bool     `json:"ok"`
@@ -177,10 +178,11 @@ func TestSpawnEndToEnd(t *testing.T) {
 	// a short run's work, and only the role must have done some. The
 	// serial roles commit the commands of a round in batches, and only
 	// they do.
-	byRole, batches := map[string]int64{}, map[string]int64{}
+	byRole, batches, msgs := map[string]int64{}, map[string]int64{}, map[string]int64{}
 	for _, a := range r.Agents {
 		byRole[a.Role] += a.Handled
 		batches[a.Role] += a.Batches
+		msgs[a.Role] += a.Messages
 		if !flood.Serial(a.Role) {
 			require.Positive(t, a.Handled, "agent %s handled nothing", a.Agent)
 		}
@@ -193,6 +195,10 @@ func TestSpawnEndToEnd(t *testing.T) {
 			require.Zero(t, batches[role], "role %s is not serial", role)
 		}
 	}
+	// A tick's starts reach the household in command batches: fewer
+	// messages than commands.
+	require.Positive(t, msgs[flood.Household])
+	require.Less(t, msgs[flood.Household], byRole[flood.Household], "the household got no command batch")
 	require.Contains(t, stdout.String(), "tick   1/10")
 	require.Contains(t, stdout.String(), "invariants: ok")
 	log, err := os.ReadFile(filepath.Join(dir, "data", "floodsim.log"))

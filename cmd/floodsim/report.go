@@ -348,8 +348,11 @@ func (r *report) print(w io.Writer) {
 	}
 	for _, a := range r.Agents {
 		batches := ""
+		if a.Messages > 0 && a.Messages < a.Handled {
+			batches = fmt.Sprintf("  in %d messages", a.Messages)
+		}
 		if a.Batches > 0 {
-			batches = fmt.Sprintf("  batches %d of %.1f", a.Batches, float64(a.Batched)/float64(a.Batches))
+			batches += fmt.Sprintf("  batches %d of %.1f", a.Batches, float64(a.Batched)/float64(a.Batches))
 		}
 		fmt.Fprintf(w, "  %-10s %-14s pid %-7d handled %5d  executed %5d  compensated %4d  duplicates %3d  refused %3d  redelivered %3d  rejected %3d%s\n",
 			a.Role, a.Agent, a.PID, a.Handled, a.Executed, a.Compensated, a.Duplicates, a.Refused, a.Redelivered, a.Rejected, batches)

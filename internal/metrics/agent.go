@@ -33,6 +33,7 @@ func RegisterAgent(reg prometheus.Registerer, stats func() messages.AgentStats) 
 	}
 	c := &agentCollector{stats: stats, descs: []counterDesc{
 		d("commands_handled", "Commands this agent received and answered.", func(s *messages.AgentStats) int64 { return s.Handled }),
+		d("command_messages", "Command messages this agent took in: one per command sent alone, one per batch.", func(s *messages.AgentStats) int64 { return s.Messages }),
 		d("executed", "Executes that took effect at this agent.", func(s *messages.AgentStats) int64 { return s.Executed }),
 		d("compensated", "Compensations that took effect at this agent (nothing to undo included).", func(s *messages.AgentStats) int64 { return s.Compensated }),
 		d("duplicates_absorbed", "Commands delivered again that the barrier answered without running them.", func(s *messages.AgentStats) int64 { return s.Duplicates }),

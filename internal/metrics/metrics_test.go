@@ -114,13 +114,16 @@ natsaga_ledger_balance_cents{role="government"} 12345
 // TestAgentCounters reads an agent's statistics at each scrape.
 func TestAgentCounters(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	s := messages.AgentStats{Role: "insurer", Agent: "insurer-1", Handled: 5, Executed: 4, Compensated: 1, Duplicates: 2, Refused: 3, Redelivered: 6, Rejected: 7, Batches: 2, Batched: 11}
+	s := messages.AgentStats{Role: "insurer", Agent: "insurer-1", Handled: 5, Executed: 4, Compensated: 1, Duplicates: 2, Refused: 3, Redelivered: 6, Rejected: 7, Batches: 2, Batched: 11, Messages: 4}
 	require.NoError(t, metrics.RegisterAgent(reg, func() messages.AgentStats { return s }))
 	s.Handled = 9 // read at the scrape, not at registration
 	want := `
 # HELP natsaga_agent_commands_handled_total Commands this agent received and answered.
 # TYPE natsaga_agent_commands_handled_total counter
 natsaga_agent_commands_handled_total{agent="insurer-1",role="insurer"} 9
+# HELP natsaga_agent_command_messages_total Command messages this agent took in: one per command sent alone, one per batch.
+# TYPE natsaga_agent_command_messages_total counter
+natsaga_agent_command_messages_total{agent="insurer-1",role="insurer"} 4
 # HELP natsaga_agent_duplicates_absorbed_total Commands delivered again that the barrier answered without running them.
 # TYPE natsaga_agent_duplicates_absorbed_total counter
 natsaga_agent_duplicates_absorbed_total{agent="insurer-1",role="insurer"} 2
@@ -138,7 +141,7 @@ natsaga_agent_batches_total{agent="insurer-1",role="insurer"} 2
 natsaga_agent_batched_commands_total{agent="insurer-1",role="insurer"} 11
 `
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"natsaga_agent_commands_handled_total", "natsaga_agent_duplicates_absorbed_total", "natsaga_agent_refusals_total", "natsaga_agent_redeliveries_total",
+		"natsaga_agent_commands_handled_total", "natsaga_agent_command_messages_total", "natsaga_agent_duplicates_absorbed_total", "natsaga_agent_refusals_total", "natsaga_agent_redeliveries_total",
 		"natsaga_agent_batches_total", "natsaga_agent_batched_commands_total"))
-	require.Equal(t, 9, testutil.CollectAndCount(reg))
+	require.Equal(t, 10, testutil.CollectAndCount(reg))
 }
