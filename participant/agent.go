@@ -332,9 +332,13 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	var wg sync.WaitGroup
 	if a.opts.Serial {
 		// One worker takes in all that has come before it runs the
-		// lowest, and runs a batch of it: what is pulled waits here.
-		work = make(chan jetstream.Msg, maxBatch)
-		wg.Go(func() { a.serialWork(inHand, work) })
+		// lowest, and runs a batch of it. The pull never waits for it:
+		// a copy that stopped asking for commands while it works through
+		// batches would lose its pin, and what waited unexpanded in the
+		// client would come back to the other copy.
+		work = make(chan jetstream.Msg)
+		queued := unbounded(inHand, work)
+		wg.Go(func() { a.serialWork(inHand, queued) })
 	} else {
 		work = make(chan jetstream.Msg, inHandCommands)
 		for range a.opts.Concurrency {
@@ -359,7 +363,15 @@ func (a *Agent) runOnce(ctx context.Context) error {
 			return first, nil
 		}
 		return open(ctx)
-	}, func(m jetstream.Msg) { a.expand(m, func(m jetstream.Msg) { work <- m }) })
+	}, func(m jetstream.Msg) {
+		a.expand(m, func(m jetstream.Msg) {
+			select {
+			case work <- m:
+			case <-inHand.Done():
+				// Abandoned: left to be delivered again.
+			}
+		})
+	})
 	close(work)
 	wg.Wait()
 	close(a.replies)

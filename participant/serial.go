@@ -223,3 +223,35 @@ func cmpUint(a, b uint64) int {
 	}
 	return 0
 }
+
+// unbounded passes what comes on in to the channel it returns, in order,
+// taking every message in at once however long the reader takes, until in
+// is closed and all is passed on, or ctx ends.
+func unbounded(ctx context.Context, in <-chan jetstream.Msg) <-chan jetstream.Msg {
+	out := make(chan jetstream.Msg)
+	go func() {
+		defer close(out)
+		var buf []jetstream.Msg
+		for in != nil || len(buf) > 0 {
+			var send chan<- jetstream.Msg
+			var next jetstream.Msg
+			if len(buf) > 0 {
+				send, next = out, buf[0]
+			}
+			select {
+			case m, ok := <-in:
+				if !ok {
+					in = nil
+					continue
+				}
+				buf = append(buf, m)
+			case send <- next:
+				buf[0] = nil
+				buf = buf[1:]
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}

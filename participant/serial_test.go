@@ -286,3 +286,53 @@ func TestSerialCopyPinnedAnewWaitsForTheCommandsBefore(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, want, log)
 }
+
+// TestSerialCopyKeepsItsPinThroughLongBatches gives a serial role, with a
+// short ack wait, more batched work than it can do in one: the pinned
+// copy must go on asking for commands while it works through those it
+// holds, so that it keeps the pin and nothing it holds is delivered
+// again to the copy standing by.
+func TestSerialCopyKeepsItsPinThroughLongBatches(t *testing.T) {
+	url, js, stream := payStream(t, "spend")
+	ctx := context.Background()
+	slow := agent.Handler{
+		Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+			// The work under test: each command takes a while.
+			time.Sleep(2 * time.Millisecond)
+			return nil, nil
+		},
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	var copies []*participant.Agent
+	for i := range 2 {
+		copies = append(copies, testenv.Agent(t, url, participant.Options{Role: "till", Name: fmt.Sprintf("till-%d", i), Serial: true,
+			AckWait: time.Second, Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: slow}}}))
+	}
+	require.Eventually(t, func() bool {
+		info, err := js.Consumer(ctx, messages.CommandStream, messages.CommandConsumer("till"))
+		return err == nil && info.CachedInfo().Config.PriorityPolicy == jetstream.PriorityPolicyPinned
+	}, 10*time.Second, 10*time.Millisecond)
+
+	// 2,000 commands of 2 ms: 4 s of work, four ack waits.
+	const batches, size = 40, 50
+	for b := range batches {
+		var cmds []messages.Command
+		for i := range size {
+			cmds = append(cmds, messages.Command{V: messages.Version, SagaID: fmt.Sprintf("s-%02d-%02d", b, i), Saga: "pay", Step: "spend",
+				Action: messages.Execute, Attempt: 1, Seq: 1})
+		}
+		publishCommands(t, js, cmds...)
+	}
+	require.Eventually(t, func() bool {
+		info, err := stream.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	}, 60*time.Second, 20*time.Millisecond)
+	var handled, redelivered []int64
+	for _, a := range copies {
+		st := a.Stats()
+		handled = append(handled, st.Handled)
+		redelivered = append(redelivered, st.Redelivered)
+	}
+	require.ElementsMatch(t, []int64{0, batches * size}, handled, "one copy did all the work: the pin never moved")
+	require.Equal(t, []int64{0, 0}, redelivered)
+}
