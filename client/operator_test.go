@@ -3,14 +3,17 @@ package client_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -152,6 +155,75 @@ func TestWatchKeptEvents(t *testing.T) {
 		_, err := c.Watch(ctx, f)
 		require.Error(t, err, "%+v", f)
 	}
+}
+
+// TestWatchReadsEventBatches: the stream keeps events in batches, and the
+// latest n are counted in events, across batches, filtered or not. A batch
+// that does not decode is skipped.
+func TestWatchReadsEventBatches(t *testing.T) {
+	_, url := testenv.Server(t)
+	defs, err := saga.ParseFile([]byte(greetings))
+	require.NoError(t, err)
+	testenv.Coordinator(t, url, defs)
+	nc := testenv.Connect(t, url)
+	c, err := client.New(nc, client.Options{Logger: testenv.Logger(t)})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	keep := func(status string, ids ...string) {
+		t.Helper()
+		var evs [][]byte
+		for _, id := range ids {
+			data, err := json.Marshal(messages.Event{V: messages.Version, SagaID: id, Saga: "greet", Status: status})
+			require.NoError(t, err)
+			evs = append(evs, data)
+		}
+		data := []byte("junk")
+		if len(ids) > 0 {
+			data = wirejson.AppendEventBatch(nil, evs)
+		}
+		_, err := js.Publish(ctx, messages.EventLogSubject("greet", status), data)
+		require.NoError(t, err)
+	}
+	keep("completed", "a", "b")
+	keep("rolled_back", "c")
+	keep("completed", "d", "e", "f")
+	keep("completed") // junk
+	keep("completed", "g")
+
+	read := func(f client.Watch) string {
+		t.Helper()
+		events, err := c.Watch(ctx, f)
+		require.NoError(t, err)
+		var got []string
+		for ev, err := range events {
+			require.NoError(t, err)
+			got = append(got, ev.SagaID)
+		}
+		return strings.Join(got, " ")
+	}
+	require.Equal(t, "a b c d e f g", read(client.Watch{All: true, KeptOnly: true}))
+	require.Equal(t, "e f g", read(client.Watch{Last: 3, KeptOnly: true}))
+	require.Equal(t, "d e f g", read(client.Watch{Status: "completed", Last: 4, KeptOnly: true}))
+	require.Equal(t, "c", read(client.Watch{Status: "rolled_back", Last: 4, KeptOnly: true}))
+
+	// Without KeptOnly the latest come, then the new ones.
+	events, err := c.Watch(ctx, client.Watch{Last: 1})
+	require.NoError(t, err)
+	var got []string
+	for ev, err := range events {
+		require.NoError(t, err)
+		got = append(got, ev.SagaID)
+		if len(got) == 1 {
+			keep("completed", "h", "i")
+		}
+		if len(got) == 3 {
+			break
+		}
+	}
+	require.Equal(t, []string{"g", "h", "i"}, got)
 }
 
 // TestServices finds the coordinator, active, and the agent.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -171,9 +172,13 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 	if err != nil {
 		return nil, err
 	}
-	filter := messages.EventSubject(sagaTok, statusTok)
+	// The stream keeps the events in batches (messages.EventBatch), so
+	// what is counted and skipped here are batches: the latest Last
+	// events are among the latest Last batches, each of one event or
+	// more.
+	filter := messages.EventLogSubject(sagaTok, statusTok)
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverNewPolicy}
-	// kept is how many kept events come before the new ones, counted when
+	// kept is how many kept batches come before the new ones, counted when
 	// the sequence must end after them or start at the latest Last; skip
 	// is how many of the oldest to pass over to get there.
 	kept, skip := 0, 0
@@ -197,7 +202,7 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 		}
 		if sagaTok == "*" && statusTok == "*" && skip > 0 {
 			// Unfiltered, the stream's sequence numbers are contiguous:
-			// start at the first event wanted rather than read past the
+			// start at the first batch wanted rather than read past the
 			// others.
 			cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 			cfg.OptStartSeq = info.State.LastSeq - uint64(kept) + 1
@@ -220,9 +225,20 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 		defer it.Stop()
 		stop := context.AfterFunc(ctx, it.Stop)
 		defer stop()
-		// read counts the kept events read, those skipped and those
-		// that do not decode included, for KeptOnly's end.
+		// With Last, the kept batches' events are held until the last
+		// kept batch is read, and only the latest Last of them given.
+		var held []messages.Event
+		// read counts the kept batches read, those skipped and those
+		// that do not decode included.
 		for read := 0; !f.KeptOnly || read < skip+kept; read++ {
+			if f.Last > 0 && read == skip+kept {
+				for _, ev := range held[max(len(held)-f.Last, 0):] {
+					if !yield(ev, nil) {
+						return
+					}
+				}
+				held = nil
+			}
 			m, err := it.Next()
 			if err != nil {
 				if ctx.Err() == nil {
@@ -233,11 +249,22 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 			if read < skip {
 				continue
 			}
-			var ev messages.Event
-			if err := json.Unmarshal(m.Data(), &ev); err != nil {
-				c.log.Warn("bad event", "subject", m.Subject(), "err", err)
+			events, err := wirejson.DecodeEventBatch(m.Data())
+			if err != nil {
+				c.log.Warn("bad event batch", "subject", m.Subject(), "err", err)
 				continue
 			}
+			if f.Last > 0 && read < skip+kept {
+				held = append(held, events...)
+				continue
+			}
+			for _, ev := range events {
+				if !yield(ev, nil) {
+					return
+				}
+			}
+		}
+		for _, ev := range held[max(len(held)-f.Last, 0):] {
 			if !yield(ev, nil) {
 				return
 			}

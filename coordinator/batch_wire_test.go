@@ -103,3 +103,57 @@ func TestCommandBatchesOnTheWire(t *testing.T) {
 		require.Equal(t, "saga.pay.spend single: "+id, next())
 	}
 }
+
+// TestEventsKeptInBatches: a tick that starts seven sagas publishes seven
+// live events, each alone and of version 1, and the event stream keeps
+// them as one batch, in the order they happened (the starts were
+// scheduled, and so begin, in the order e c a d b f g).
+func TestEventsKeptInBatches(t *testing.T) {
+	_, url := testenv.Server(t)
+	def := saga.Definition{Name: "pay", Subject: "pay", Steps: []saga.Step{{Name: "ask", Role: "asker"}}}
+	testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{def}})
+	nc := testenv.Connect(t, url)
+	live := make(chan *nats.Msg, 64)
+	sub, err := nc.ChanSubscribe("natsaga.event.>", live)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, nc.Flush())
+
+	ids := []string{"e", "c", "a", "d", "b", "f", "g"}
+	for i, id := range ids {
+		var resp messages.StartResponse
+		testenv.Request(t, nc, messages.StartSubject("pay"), messages.StartRequest{V: messages.Version, SagaID: id, Rank: int64(i + 1), Tick: 1}, &resp)
+		require.Nil(t, resp.Error)
+	}
+	testenv.Tick(t, nc, 1)
+	for _, id := range ids {
+		select {
+		case m := <-live:
+			require.Equal(t, messages.EventSubject("pay", "in_progress"), m.Subject)
+			require.Empty(t, m.Header.Get(messages.BatchHeader))
+			var ev messages.Event
+			require.NoError(t, json.Unmarshal(m.Data, &ev))
+			require.Equal(t, messages.Event{V: messages.Version, SagaID: id, Saga: "pay", Status: "in_progress", Tick: 1}, ev)
+		case <-time.After(10 * time.Second):
+			require.FailNow(t, "no live event for "+id)
+		}
+	}
+
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	stream, err := js.Stream(t.Context(), messages.EventStream)
+	require.NoError(t, err)
+	m, err := stream.GetLastMsgForSubject(t.Context(), messages.EventLogSubject("pay", "in_progress"))
+	require.NoError(t, err)
+	require.Equal(t, "7", m.Header.Get(messages.BatchHeader))
+	events, err := wirejson.DecodeEventBatch(m.Data)
+	require.NoError(t, err)
+	var kept []string
+	for _, ev := range events {
+		kept = append(kept, ev.SagaID)
+	}
+	require.Equal(t, ids, kept)
+	info, err := stream.Info(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), info.State.Msgs, "one message kept for the seven events")
+}

@@ -143,8 +143,8 @@ type Coordinator struct {
 	term atomic.Pointer[term]
 	// lost is closed when the lease is lost.
 	lost <-chan struct{}
-	// arena holds the payloads of the batch being committed; evbuf, the
-	// event being published.
+	// arena holds the payloads of the batch being committed; evbuf, its
+	// events encoded.
 	arena, evbuf []byte
 	// changed, early and late are commit's scratch: the sagas to store,
 	// and the commands that may go out before and only after the stores.
@@ -408,7 +408,7 @@ func (c *Coordinator) setup(ctx context.Context) error {
 		c.commandStreamConfig(),
 		{Name: messages.ReplyStream, Subjects: messages.ReplySubjects, Retention: jetstream.WorkQueuePolicy,
 			Storage: jetstream.FileStorage, Replicas: r, Duplicates: 2 * time.Minute},
-		{Name: messages.EventStream, Subjects: messages.EventSubjects, Storage: jetstream.FileStorage,
+		{Name: messages.EventStream, Subjects: messages.EventLogSubjects, Storage: jetstream.FileStorage,
 			Replicas: r, MaxAge: 24 * time.Hour, MaxMsgs: 1_000_000, Discard: jetstream.DiscardOld},
 	}
 	for _, cfg := range streams {
@@ -649,15 +649,7 @@ func (c *Coordinator) commit(ctx context.Context, out *saga.Outbox) error {
 	if err := c.awaitCommands(ctx, sent); err != nil {
 		return err
 	}
-	for i := range out.Events {
-		ev := &out.Events[i]
-		// Publish copies data: the buffer is reused.
-		c.evbuf = wirejson.AppendEvent(c.evbuf[:0], ev)
-		if err := c.nc.Publish(messages.EventSubject(ev.Saga, ev.Status), c.evbuf); err != nil {
-			c.log.Warn("event not published", "saga_id", ev.SagaID, "err", err)
-		}
-		c.logEvent(ev)
-	}
+	c.publishEvents(out.Events)
 	return nil
 }
 

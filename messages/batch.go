@@ -31,3 +31,15 @@ type CommandBatch struct {
 	V        int       `json:"v"`
 	Commands []Command `json:"commands"`
 }
+
+// EventBatch is how [EventStream] keeps events (wire version 2). Live
+// readers get every [Event] alone, as in version 1, on [EventSubject]. The
+// stream keeps, on [EventLogSubject] of the same saga and status, one
+// EventBatch per commit of the coordinator: the events of that saga type
+// and status in the order they happened, each a whole [Event] with "v":1.
+// A message of the stream carries the header [BatchHeader] with the number
+// of its events.
+type EventBatch struct {
+	V      int     `json:"v"`
+	Events []Event `json:"events"`
+}

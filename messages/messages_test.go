@@ -253,6 +253,7 @@ func TestSubjects(t *testing.T) {
 		{messages.StartSubject("subsidy"), "natsaga.start.subsidy"},
 		{messages.StartSubjects, "natsaga.start.*"},
 		{messages.EventSubject("subsidy", "rolled_back"), "natsaga.event.subsidy.rolled_back"},
+		{messages.EventLogSubject("subsidy", "rolled_back"), "natsaga.eventlog.subsidy.rolled_back"},
 		{messages.StateStream("government"), "NATSAGA_STATE_GOVERNMENT"},
 		{messages.BranchSubject("government", "s1", "budget_deducted"), "natsaga.state.government.branch.s1.budget_deducted"},
 		{messages.BranchSubjects("government"), "natsaga.state.government.branch.>"},
@@ -302,7 +303,7 @@ func TestSubjectsFallInTheirStream(t *testing.T) {
 	streams := map[string][]string{
 		messages.CommandStream:             messages.CommandSubjects,
 		messages.ReplyStream:               messages.ReplySubjects,
-		messages.EventStream:               messages.EventSubjects,
+		messages.EventStream:               messages.EventLogSubjects,
 		messages.StateStream("government"): messages.StateSubjects("government"),
 		messages.StateStream("household"):  messages.StateSubjects("household"),
 	}
@@ -313,7 +314,8 @@ func TestSubjectsFallInTheirStream(t *testing.T) {
 		{messages.ExecuteSubject("subsidy", "household_applies"), messages.CommandStream},
 		{messages.CompensateSubject("subsidy", "household_applies"), messages.CommandStream},
 		{messages.ReplySubject("subsidy", "household_applies"), messages.ReplyStream},
-		{messages.EventSubject("subsidy", "completed"), messages.EventStream},
+		{messages.EventSubject("subsidy", "completed"), ""},
+		{messages.EventLogSubject("subsidy", "completed"), messages.EventStream},
 		{messages.BranchSubject("government", "s1", "budget_deducted"), messages.StateStream("government")},
 		{messages.DataSubject("household", "h1"), messages.StateStream("household")},
 		{messages.StartSubject("subsidy"), ""},

@@ -19,6 +19,7 @@ import (
 //	natsaga.retry                           retry a failed saga's compensation (request/reply)
 //	natsaga.register                        register saga definitions  (request/reply)
 //	natsaga.event.<saga>.<status>           saga status changes    (publish)
+//	natsaga.eventlog.<saga>.<status>        the same, in batches   (stream NATSAGA_EVENTS)
 //	natsaga.agents.stats                    agent statistics       (micro endpoint "stats" of every agent)
 //	$SRV.PING|INFO|STATS[.<service>[.<id>]] NATS micro discovery   (services natsaga-coordinator, natsaga-agent)
 //	natsaga.state.<role>.branch.<id>.<step> participant barrier    (stream NATSAGA_STATE_<ROLE>; the coordinator reads it)
@@ -40,7 +41,8 @@ const (
 	// SagaBucket is the key-value bucket holding one entry per saga: the
 	// coordinator's durable state.
 	SagaBucket = "natsaga_sagas"
-	// EventStream keeps saga status events for late readers.
+	// EventStream keeps saga status events for late readers, as
+	// [EventBatch] messages on [EventLogSubjects].
 	EventStream = "NATSAGA_EVENTS"
 
 	// TickSubject carries [Tick] requests from the simulation clock.
@@ -72,12 +74,13 @@ const (
 	// number is the newest wire version natsaga speaks, [BatchVersion].
 	ServiceVersion = "2.0.0"
 
-	commandPrefix = "saga."
-	compensateTok = "compensate"
-	replyPrefix   = "natsaga.reply."
-	startPrefix   = "natsaga.start."
-	eventPrefix   = "natsaga.event."
-	statePrefix   = "natsaga.state."
+	commandPrefix  = "saga."
+	compensateTok  = "compensate"
+	replyPrefix    = "natsaga.reply."
+	startPrefix    = "natsaga.start."
+	eventPrefix    = "natsaga.event."
+	eventLogPrefix = "natsaga.eventlog."
+	statePrefix    = "natsaga.state."
 )
 
 // CommandSubjects matches every command subject. [CommandStream] takes only
@@ -94,8 +97,11 @@ func StepCommandSubjects(saga, step string) []string {
 // ReplySubjects are the subjects of [ReplyStream].
 var ReplySubjects = []string{replyPrefix + ">"}
 
-// EventSubjects are the subjects of [EventStream].
+// EventSubjects matches every [EventSubject]: the live events.
 var EventSubjects = []string{eventPrefix + ">"}
+
+// EventLogSubjects are the subjects of [EventStream].
+var EventLogSubjects = []string{eventLogPrefix + ">"}
 
 // ExecuteSubject is the subject of the execute command for step of saga,
 // for example "saga.subsidy.government_evaluates".
@@ -156,6 +162,10 @@ func ParseStartSubject(subject string) (saga string, ok bool) {
 // EventSubject is the subject of an [Event] announcing that a saga of type
 // saga reached status.
 func EventSubject(saga, status string) string { return eventPrefix + saga + "." + status }
+
+// EventLogSubject is the subject on which [EventStream] keeps the
+// [EventBatch] messages of the events of [EventSubject] (saga, status).
+func EventLogSubject(saga, status string) string { return eventLogPrefix + saga + "." + status }
 
 // StateStream is the stream that holds the durable state and the barrier of
 // the participants playing role.

@@ -53,14 +53,19 @@ func TestBenchmarkBothModes(t *testing.T) {
 	require.Positive(t, r["ratio"])
 	require.Positive(t, r["cpu_s_per_1k_sagas"])
 	require.Zero(t, r["errors"])
-	// A saga stores 10 messages (2 saga writes, 3 commands, 3 barrier
-	// records that are also the replies, 2 events), the baseline 11.
+	// A saga stores at most 10 messages (2 saga writes, 3 commands, 3
+	// barrier records that are also the replies, 2 events), the baseline
+	// 11. Commands and events due at once share messages (command
+	// batches, event batches), so natsaga stores fewer, and never fewer
+	// than the 5 of a saga's own (its 2 writes and 3 records).
 	// The sagas in flight at the window's edges blur the count: at most 8
 	// sagas' messages over the sagas the window saw complete, so a slow
 	// machine, which completes few, widens the margin.
 	completed := r["completed"].(float64)
 	require.Positive(t, completed)
-	require.InDelta(t, 10, r["stored_msgs_per_saga"], edgeBlur(10, completed))
+	stored := r["stored_msgs_per_saga"].(float64)
+	require.GreaterOrEqual(t, stored, 5-edgeBlur(5, completed))
+	require.LessOrEqual(t, stored, 10+edgeBlur(10, completed))
 	baseline := r["baseline_sagas_per_s"].(float64) * r["window_s"].(float64)
 	require.InDelta(t, 11, r["baseline_stored_msgs_per_saga"], edgeBlur(11, baseline))
 }

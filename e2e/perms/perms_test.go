@@ -376,14 +376,14 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 	js, err := jetstream.New(op.nc)
 	require.NoError(t, err)
 	events, err := js.OrderedConsumer(ctx, messages.EventStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{messages.EventSubject("*", "*")}, DeliverPolicy: jetstream.DeliverAllPolicy,
+		FilterSubjects: []string{messages.EventLogSubject("*", "*")}, DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	require.NoError(t, err)
 	it, err := events.Messages()
 	require.NoError(t, err)
-	ev, err := it.Next()
+	ev, err := it.Next(jetstream.NextMaxWait(10 * time.Second))
 	it.Stop()
-	require.NoError(t, err)
+	require.NoError(t, err, "the coordinator keeps the events in the event stream")
 	require.Contains(t, string(ev.Data()), subsidy[:8])
 	// ... and reads the stored sagas, as "natsaga outcomes" does.
 	kv, err := js.KeyValue(ctx, messages.SagaBucket)

@@ -76,3 +76,44 @@ func TestSplitCommandBatchRefuses(t *testing.T) {
 	_, err = DecodeCommand(raws[2])
 	require.ErrorIs(t, err, messages.ErrBadRequest)
 }
+
+func TestEventBatchRoundTrip(t *testing.T) {
+	want := []messages.Event{
+		{V: messages.Version, SagaID: "s-1", Saga: "subsidy", Status: "rolled_back", Tick: 3, Reason: "no \"money\"\n"},
+		{V: messages.Version, SagaID: "s-2", Saga: "subsidy", Status: "rolled_back", Tick: 4},
+	}
+	var encoded [][]byte
+	for i := range want {
+		encoded = append(encoded, AppendEvent(nil, &want[i]))
+	}
+	data := AppendEventBatch(nil, encoded)
+
+	var viaJSON messages.EventBatch
+	require.NoError(t, json.Unmarshal(data, &viaJSON))
+	require.Equal(t, messages.EventBatch{V: messages.BatchVersion, Events: want}, viaJSON)
+
+	got, err := DecodeEventBatch(data)
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+}
+
+func TestDecodeEventBatchRefuses(t *testing.T) {
+	ev := `{"v":1,"saga_id":"s","saga":"a","status":"completed","tick":0}`
+	for _, tc := range []struct {
+		name string
+		data string
+		want error
+	}{
+		{"a single event", ev, messages.ErrVersion},
+		{"no events", `{"v":2,"events":[]}`, messages.ErrBadRequest},
+		{"commands, not events", `{"v":2,"commands":[` + ev + `]}`, messages.ErrBadRequest},
+		{"an event of version 2", `{"v":2,"events":[` + ev + `,{"v":2}]}`, messages.ErrVersion},
+		{"an event that is no object", `{"v":2,"events":[` + ev + `,7]}`, messages.ErrBadRequest},
+		{"too large", `{"v":2,"events":["` + strings.Repeat("x", messages.MaxPayload) + `"]}`, messages.ErrTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := DecodeEventBatch([]byte(tc.data))
+			require.ErrorIs(t, err, tc.want)
+		})
+	}
+}

@@ -100,6 +100,16 @@ func DecodeReply(data []byte) (messages.Reply, error) {
 	return r, r.Validate()
 }
 
+// DecodeEvent parses an event of version 1, as [messages.Decode] would,
+// without reflection.
+func DecodeEvent(data []byte) (messages.Event, error) {
+	var ev messages.Event
+	if err := decodeWith(data, func() (err error) { ev, err = eventCodec.decodeAll(data); return err }, &ev.V); err != nil {
+		return ev, fmt.Errorf("decode event: %w", err)
+	}
+	return ev, nil
+}
+
 func decodeWith(data []byte, parse func() error, version *int) error {
 	if len(data) > messages.MaxPayload {
 		return fmt.Errorf("%d bytes, limit %d: %w", len(data), messages.MaxPayload, messages.ErrTooLarge)
