@@ -66,6 +66,14 @@ func TestBenchmarkBothModes(t *testing.T) {
 	stored := r["stored_msgs_per_saga"].(float64)
 	require.GreaterOrEqual(t, stored, 5-edgeBlur(5, completed))
 	require.LessOrEqual(t, stored, 10+edgeBlur(10, completed))
+	// By kind: the saga's own 2 writes and 3 records, and at most its 3
+	// commands and 2 events.
+	kinds, ok := r["stored_msgs_per_saga_by_kind"].(map[string]any)
+	require.True(t, ok, "stored messages by kind")
+	require.InDelta(t, 2, kinds["bucket"], edgeBlur(2, completed))
+	require.InDelta(t, 3, kinds["state"], edgeBlur(3, completed))
+	require.LessOrEqual(t, kinds["commands"], 3+edgeBlur(3, completed))
+	require.LessOrEqual(t, kinds["events"], 2+edgeBlur(2, completed))
 	baseline := r["baseline_sagas_per_s"].(float64) * r["window_s"].(float64)
 	require.InDelta(t, 11, r["baseline_stored_msgs_per_saga"], edgeBlur(11, baseline))
 }

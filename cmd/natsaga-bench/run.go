@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -39,6 +41,12 @@ type measurement struct {
 	// streams and buckets, per saga completed in the window: the
 	// machine-independent share of the server's work.
 	StoredPerSaga float64 `json:"stored_msgs_per_saga"`
+	// StoredByKind splits StoredPerSaga by what the streams hold: for
+	// natsaga, "bucket" (the sagas), "state" (the barrier records and the
+	// roles' state), "commands", "replies" and "events". Where commands
+	// or events share messages, their share is below the number a saga
+	// sends.
+	StoredByKind map[string]float64 `json:"stored_msgs_per_saga_by_kind,omitempty"`
 	// CoordBytesPerSaga is the coordinator's live heap with the sagas in
 	// flight, minus its live heap before the load, divided by the sagas
 	// in flight.
@@ -180,7 +188,7 @@ func measure(ctx context.Context, c *config, mode string, k, agents, r int, stde
 		cpu0, cpu1   map[string]time.Duration
 		self0, self1 time.Duration
 		busy         uint64
-		stored       [2]uint64
+		stored       [2]map[string]uint64
 		winErr       error
 	)
 	opts := bench.LoadOptions{InFlight: k, Warmup: c.warmup, Duration: c.duration, Timeout: c.timeout,
@@ -228,7 +236,13 @@ func measure(ctx context.Context, c *config, mode string, k, agents, r int, stde
 		}
 		m.CPUPer1k = per1k(total)
 		m.LoadgenCPUPer1k = per1k(self1 - self0)
-		m.StoredPerSaga = round(float64(stored[1]-stored[0])/float64(lr.Completed), 2)
+		var all uint64
+		m.StoredByKind = map[string]float64{}
+		for kind, n := range stored[1] {
+			all += n - stored[0][kind]
+			m.StoredByKind[kind] = round(float64(n-stored[0][kind])/float64(lr.Completed), 2)
+		}
+		m.StoredPerSaga = round(float64(all)/float64(lr.Completed), 2)
 	}
 	if busy > idle {
 		m.CoordBytesPerSaga = round(float64(busy-idle)/float64(k), 0)
@@ -431,9 +445,10 @@ func printResult(w io.Writer, asJSON bool, r result) {
 		fmt.Fprintln(w, string(data))
 		return
 	}
-	fmt.Fprintf(w, "run %d  %-8s inflight=%-5d agents=%d conc=%d latency=%sms: %8.0f sagas/s  p50 %7.2f ms  p99 %7.2f ms  cpu %.3f s/1k %s  stored %.2f msgs/saga  coordinator %s/saga",
+	fmt.Fprintf(w, "run %d  %-8s inflight=%-5d agents=%d conc=%d latency=%sms: %8.0f sagas/s  p50 %7.2f ms  p99 %7.2f ms  cpu %.3f s/1k %s  stored %.2f msgs/saga%s  coordinator %s/saga",
 		r.Run, r.Mode, r.InFlight, r.Agents, r.Concurrency, strconv.FormatFloat(r.StepLatencyMS, 'f', -1, 64),
-		r.SagasPerS, r.P50MS, r.P99MS, r.CPUPer1k, byProcess(r.CPUByProcess), r.StoredPerSaga, bytesString(r.CoordBytesPerSaga))
+		r.SagasPerS, r.P50MS, r.P99MS, r.CPUPer1k, byProcess(r.CPUByProcess), r.StoredPerSaga, byKind(r.StoredByKind),
+		bytesString(r.CoordBytesPerSaga))
 	if r.BaselineSagasPerS > 0 {
 		fmt.Fprintf(w, "  | baseline %8.0f sagas/s  p50 %7.2f ms  p99 %7.2f ms  cpu %.3f s/1k  stored %.2f msgs/saga  | ratio %.2f",
 			r.BaselineSagasPerS, r.BaselineP50MS, r.BaselineP99MS, r.BaselineCPUPer1k, r.BaselineStored, r.Ratio)
@@ -446,6 +461,30 @@ func printResult(w io.Writer, asJSON bool, r result) {
 
 func byProcess(m map[string]float64) string {
 	return fmt.Sprintf("(server %.3f, coordinator %.3f, agents %.3f)", m["server"], m["coordinator"], m["agents"])
+}
+
+// natsagaKinds are the kinds of natsaga's streams ([streamKind]), in the
+// order the report lists them.
+var natsagaKinds = []string{"bucket", "state", "commands", "events", "replies"}
+
+// byKind lists the stored messages per saga by kind of stream, natsaga's
+// kinds first, in parentheses; "" when there are none.
+func byKind(m map[string]float64) string {
+	var parts []string
+	for _, kind := range natsagaKinds {
+		if v, ok := m[kind]; ok {
+			parts = append(parts, fmt.Sprintf("%s %.2f", kind, v))
+		}
+	}
+	for _, kind := range slices.Sorted(maps.Keys(m)) {
+		if !slices.Contains(natsagaKinds, kind) {
+			parts = append(parts, fmt.Sprintf("%s %.2f", kind, m[kind]))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
 }
 
 func bytesString(b float64) string {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -234,23 +235,42 @@ func (s *system) cpu() (map[string]time.Duration, error) {
 
 // stop stops the agents, then the coordinator, then the server, and removes
 // the temporary directory.
-// stored is how many messages the server's streams have stored since they
-// were created (the sum of their last sequence numbers), the buckets'
-// included.
-func (s *system) stored(ctx context.Context) (uint64, error) {
+// stored is how many messages each of the server's streams has stored
+// since it was created (its last sequence number), the buckets' included,
+// by [streamKind].
+func (s *system) stored(ctx context.Context) (map[string]uint64, error) {
 	js, err := jetstream.New(s.nc)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	var n uint64
+	n := map[string]uint64{}
 	streams := js.ListStreams(ctx)
 	for info := range streams.Info() {
-		n += info.State.LastSeq
+		n[streamKind(info.Config.Name)] += info.State.LastSeq
 	}
 	if err := streams.Err(); err != nil {
-		return 0, fmt.Errorf("list streams: %w", err)
+		return nil, fmt.Errorf("list streams: %w", err)
 	}
 	return n, nil
+}
+
+// streamKind names a stream in the benchmark's report: natsaga's by what
+// they hold ("bucket", "commands", "replies", "events", and "state" for
+// every role's state stream), any other by its own name.
+func streamKind(name string) string {
+	switch {
+	case name == "KV_"+messages.SagaBucket:
+		return "bucket"
+	case name == messages.CommandStream:
+		return "commands"
+	case name == messages.ReplyStream:
+		return "replies"
+	case name == messages.EventStream:
+		return "events"
+	case strings.HasPrefix(name, messages.StateStream("")):
+		return "state"
+	}
+	return name
 }
 
 // summary asks the coordinator for its summary.
