@@ -48,7 +48,8 @@ type Step struct {
 	// Duration, when set, returns how many ticks of simulation time the
 	// execute of cmd takes. The runtime answers "working" at once and runs
 	// the execute when the clock reaches the command's tick plus the
-	// duration.
+	// duration; the executes due at one tick run side by side, as many at
+	// a time as the agent's concurrency.
 	Duration func(cmd *messages.Command) int64
 }
 

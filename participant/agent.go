@@ -638,18 +638,31 @@ func (a *Agent) hold(ctx context.Context, cmd *messages.Command, m jetstream.Msg
 	}
 }
 
-// runHeld runs held commands as they fall due, and keeps every message in
-// hand from being redelivered, until ctx ends; the commands it runs use
-// inHand.
+// runHeld runs held commands as they fall due, at most Concurrency at a
+// time, and keeps every message in hand from being redelivered, until ctx
+// ends; the commands it runs use inHand. The messages are kept on a
+// goroutine of their own: the commands of a busy tick may take longer to
+// run than the ack wait.
 func (a *Agent) runHeld(ctx, inHand context.Context) {
-	renew := time.NewTicker(a.opts.AckWait / 3)
-	defer renew.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		renew := time.NewTicker(a.opts.AckWait / 3)
+		defer renew.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-renew.C:
+				a.keepInHand()
+			}
+		}
+	})
+	sem := make(chan struct{}, a.opts.Concurrency)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-renew.C:
-			a.keepInHand()
 		case <-a.wake:
 			now := a.tick.Load()
 			a.mu.Lock()
@@ -664,8 +677,14 @@ func (a *Agent) runHeld(ctx, inHand context.Context) {
 			}
 			a.held = kept
 			a.mu.Unlock()
+			// A serial role holds nothing (New refuses it), so the held
+			// commands may run side by side.
 			for _, j := range due {
-				a.run(inHand, &j.cmd, a.steps[stepKey{j.cmd.Saga, j.cmd.Step}], j.msg)
+				sem <- struct{}{}
+				wg.Go(func() {
+					defer func() { <-sem }()
+					a.run(inHand, &j.cmd, a.steps[stepKey{j.cmd.Saga, j.cmd.Step}], j.msg)
+				})
 			}
 		}
 	}

@@ -259,3 +259,68 @@ func TestHeldStepDoneAlreadyIsAnsweredAtOnce(t *testing.T) {
 	require.Equal(t, 9, r.Seq)
 	require.Equal(t, messages.Context{}.MustSet("risen", true), r.Output)
 }
+
+// TestHeldCommandsKeptWhileOthersFallDue holds commands of two groups for
+// simulation time. When the first group falls due, running it takes
+// longer than the ack wait; the second group's commands, still held, must
+// be kept from redelivery meanwhile, and each command run once.
+func TestHeldCommandsKeptWhileOthersFallDue(t *testing.T) {
+	const early, late = 300, 100
+	_, url := testenv.Server(t)
+	def := saga.Definition{Name: "bake", Subject: "bake", Steps: []saga.Step{{Name: "proof", Role: "baker", TimeoutTicks: 100}}}
+	testenv.Coordinator(t, url, []saga.Definition{def})
+	baker := testenv.Agent(t, url, participant.Options{Role: "baker", AckWait: time.Second, Concurrency: 1, Steps: []agent.Step{{
+		Saga: "bake", Name: "proof",
+		Handler: agent.Handler{
+			Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+				// Simulated work: the early group takes about 2 s to
+				// run (one at a time: Concurrency 1), twice the ack
+				// wait.
+				time.Sleep(7 * time.Millisecond)
+				return nil, nil
+			},
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		},
+		Duration: func(cmd *messages.Command) int64 {
+			d, _ := cmd.Context.Int64("ticks")
+			return d
+		},
+	}}})
+	nc := testenv.Connect(t, url)
+	replies := make(chan *nats.Msg, early+late)
+	sub, err := nc.ChanSubscribe(messages.ReplySubject("bake", "proof"), replies)
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+
+	var ids []string
+	for i := range early + late {
+		ticks := int64(1)
+		if i >= early {
+			ticks = 5
+		}
+		ids = append(ids, testenv.Start(t, nc, "bake", messages.Context{}.MustSet("ticks", ticks)))
+	}
+	for range early + late {
+		select {
+		case m := <-replies:
+			r, err := wirejson.DecodeReply(m.Data)
+			require.NoError(t, err)
+			require.Equal(t, messages.Working, r.Outcome)
+		case <-time.After(30 * time.Second):
+			t.Fatal("not every command held")
+		}
+	}
+	require.NoError(t, sub.Unsubscribe())
+	testenv.Tick(t, nc, 1)
+	for _, id := range ids[:early] {
+		testenv.WaitStatus(t, nc, id, saga.Completed)
+	}
+	testenv.Tick(t, nc, 5)
+	for _, id := range ids[early:] {
+		testenv.WaitStatus(t, nc, id, saga.Completed)
+	}
+	st := baker.Stats()
+	require.Zero(t, st.Redelivered, "held commands delivered again")
+	require.Zero(t, st.Duplicates)
+	require.Equal(t, int64(early+late), st.Executed)
+}
