@@ -157,3 +157,41 @@ func TestEventsKeptInBatches(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, uint64(1), info.State.Msgs, "one message kept for the seven events")
 }
+
+// TestWireOfEachRole: the coordinator learns from each consumer whether
+// its role reads batches, and whether it is serial (pinned), whose
+// commands then keep their order across its steps.
+func TestWireOfEachRole(t *testing.T) {
+	_, url := testenv.Server(t)
+	def := saga.Definition{Name: "pay", Subject: "pay", Steps: []saga.Step{
+		{Name: "ask", Role: "asker"}, {Name: "spend", Role: "treasury"}, {Name: "log", Role: "clerk"},
+	}}
+	c := testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{def}, CommandBatch: 50})
+	js, err := jetstream.New(testenv.Connect(t, url))
+	require.NoError(t, err)
+	wire2 := map[string]string{messages.WireMetadata: "2"}
+	for _, cfg := range []jetstream.ConsumerConfig{
+		{Durable: messages.CommandConsumer("asker"), FilterSubjects: messages.StepCommandSubjects("pay", "ask"), Metadata: wire2},
+		{Durable: messages.CommandConsumer("treasury"), FilterSubjects: messages.StepCommandSubjects("pay", "spend"), Metadata: wire2,
+			PriorityPolicy: jetstream.PriorityPolicyPinned, PriorityGroups: []string{messages.SerialGroup}, PinnedTTL: time.Second},
+		{Durable: messages.CommandConsumer("clerk"), FilterSubjects: messages.StepCommandSubjects("pay", "log")},
+	} {
+		cfg.AckPolicy = jetstream.AckExplicitPolicy
+		_, err := js.CreateOrUpdateConsumer(t.Context(), messages.CommandStream, cfg)
+		require.NoError(t, err)
+	}
+	require.NoError(t, coordinator.LearnWire(t.Context(), c))
+	for role, want := range map[string]struct {
+		limit   int
+		ordered bool
+	}{
+		"asker":    {50, false},
+		"treasury": {50, true},
+		"clerk":    {1, true},
+		"nobody":   {1, true},
+	} {
+		limit, ordered := coordinator.BatchLimit(c, role)
+		require.Equal(t, want.limit, limit, role)
+		require.Equal(t, want.ordered, ordered, role)
+	}
+}

@@ -171,9 +171,9 @@ type Coordinator struct {
 	// newRoles carries the roles that registered definitions add to the
 	// reader of their barrier records.
 	newRoles chan string
-	// batchConsumers holds the names of the command stream's consumers
-	// that read command batches (wire.go).
-	batchConsumers atomic.Pointer[map[string]bool]
+	// batchConsumers holds, by name, the command stream's consumers that
+	// read command batches (wire.go).
+	batchConsumers atomic.Pointer[map[string]batchReader]
 	commands       jetstream.Stream // the command stream, as setup left it
 }
 
@@ -815,7 +815,8 @@ func (c *Coordinator) sendCommands(ctx context.Context, cmds []*messages.Command
 			continue
 		}
 		role := c.engine.StepRole(saga.ID(cmd.SagaID), cmd.Step)
-		wires = append(wires, wireCommand{cmd: cmd, data: data, role: role, limit: c.batchLimit(role)})
+		limit, ordered := c.batchLimit(role)
+		wires = append(wires, wireCommand{cmd: cmd, data: data, role: role, limit: limit, ordered: ordered})
 	}
 	var parts [][]byte
 	for _, g := range groupCommands(wires, maxBytes) {

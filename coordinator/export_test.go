@@ -13,3 +13,7 @@ const MaxFinishedLists = maxFinishedLists
 // LearnWire makes c read the roles' wire versions now, rather than at its
 // next refresh.
 func LearnWire(ctx context.Context, c *Coordinator) error { return c.learnWire(ctx) }
+
+// BatchLimit is the most commands c puts in one message to role, and
+// whether the role's commands keep their order across its steps.
+func BatchLimit(c *Coordinator, role string) (int, bool) { return c.batchLimit(role) }

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/natsaga/natsaga/messages"
 )
 
@@ -16,15 +18,27 @@ import (
 // batches gets them (the consumer's metadata, messages.WireMetadata): the
 // coordinator lists the command stream's consumers when a term begins and
 // every wireRefresh after, and sends every other role one message per
-// command. A role's commands keep the order the engine released them in,
-// which a serial role, and a simulation's rank order, depend on: a command
-// joins its role's last batch only when it is for the same step and
-// action; otherwise it begins the role's next batch. A command alone, and
+// command. A serial role's commands keep the order the engine released
+// them in, which a simulation's rank order depends on: a command joins the
+// role's last batch only when it is for the same step and action;
+// otherwise it begins the role's next batch. Another role's copies apply
+// their commands side by side, in no order: its commands keep their order
+// within each step, and a command joins the last batch of its step and
+// action, whatever came between. A command alone, and
 // every command while tracing (each carries its span's context in its own
 // headers), goes out as a version-1 command.
 
 // wireRefresh spaces the coordinator's reads of the roles' wire versions.
 const wireRefresh = 250 * time.Millisecond
+
+// batchReader is what the coordinator knows of a consumer of the command
+// stream that reads batches.
+type batchReader struct {
+	// serial is set for a consumer pinned to one copy at a time (a
+	// serial role): it applies its commands in stream order, which must
+	// then be rank order across all its steps.
+	serial bool
+}
 
 // learnWire reads which consumers of the command stream read batches,
 // within wireRefresh: a coordinator not allowed to list them (its NATS
@@ -32,11 +46,11 @@ const wireRefresh = 250 * time.Millisecond
 func (c *Coordinator) learnWire(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, wireRefresh)
 	defer cancel()
-	batches := map[string]bool{}
+	batches := map[string]batchReader{}
 	list := c.commands.ListConsumers(ctx)
 	for info := range list.Info() {
 		if v, err := strconv.Atoi(info.Config.Metadata[messages.WireMetadata]); err == nil && v >= messages.BatchVersion {
-			batches[info.Name] = true
+			batches[info.Name] = batchReader{serial: info.Config.PriorityPolicy == jetstream.PriorityPolicyPinned}
 		}
 	}
 	if err := list.Err(); err != nil {
@@ -64,15 +78,22 @@ func (c *Coordinator) followWire(ctx context.Context) {
 }
 
 // batchLimit is the most commands the coordinator puts in one message to
-// role: 1 for a role that reads no batches, and while tracing.
-func (c *Coordinator) batchLimit(role string) int {
+// role: 1 for a role that reads no batches, and while tracing. ordered
+// says whether the role's commands must keep their order across its
+// steps: false only for a role that reads batches and is not serial.
+func (c *Coordinator) batchLimit(role string) (limit int, ordered bool) {
 	if c.opts.CommandBatch == 1 || c.tracing() {
-		return 1
+		return 1, true
 	}
-	if m := c.batchConsumers.Load(); m == nil || !(*m)[messages.CommandConsumer(role)] {
-		return 1
+	m := c.batchConsumers.Load()
+	if m == nil {
+		return 1, true
 	}
-	return c.opts.CommandBatch
+	r, ok := (*m)[messages.CommandConsumer(role)]
+	if !ok {
+		return 1, true
+	}
+	return c.opts.CommandBatch, r.serial
 }
 
 // A wireCommand is a command to send, encoded.
@@ -80,34 +101,49 @@ type wireCommand struct {
 	cmd  *messages.Command
 	data []byte
 	// role is the role that serves it, and limit the most commands a
-	// message to that role may hold.
-	role  string
-	limit int
+	// message to that role may hold. ordered is set when the role's
+	// commands must keep their order across its steps.
+	role    string
+	limit   int
+	ordered bool
 }
 
 // groupCommands splits cmds into the messages that carry them, in the
 // order to publish them: each group is one message, a batch when it holds
 // more than one. A group holds commands of one role for one subject and
 // action, at most the role's limit of them and maxBytes of them encoded
-// (one command larger than that is a group alone). Every role's commands
-// keep their order across its groups.
+// (one command larger than that is a group alone). An ordered role's
+// commands keep their order across its groups: a command joins the role's
+// last group or begins the next. Another role's keep theirs within each
+// subject only: a command joins the last group of its role and subject,
+// whatever came between.
 func groupCommands(cmds []wireCommand, maxBytes int) [][]wireCommand {
 	var groups [][]wireCommand
 	type open struct{ group, bytes int }
-	last := map[string]open{} // each role's last group
+	// The open group of each role, or of each role and subject for a
+	// role that is not ordered.
+	type key struct {
+		role, saga, step string
+		action           messages.Action
+	}
+	last := map[key]open{}
 	for _, w := range cmds {
-		if o, ok := last[w.role]; ok {
+		k := key{role: w.role}
+		if !w.ordered {
+			k.saga, k.step, k.action = w.cmd.Saga, w.cmd.Step, w.cmd.Action
+		}
+		if o, ok := last[k]; ok {
 			g := groups[o.group]
 			head := g[0].cmd
 			if len(g) < w.limit && o.bytes+len(w.data)+1 <= maxBytes &&
 				head.Saga == w.cmd.Saga && head.Step == w.cmd.Step && head.Action == w.cmd.Action {
 				groups[o.group] = append(g, w)
-				last[w.role] = open{o.group, o.bytes + len(w.data) + 1}
+				last[k] = open{o.group, o.bytes + len(w.data) + 1}
 				continue
 			}
 		}
 		groups = append(groups, []wireCommand{w})
-		last[w.role] = open{len(groups) - 1, batchOverhead + len(w.data)}
+		last[k] = open{len(groups) - 1, batchOverhead + len(w.data)}
 	}
 	return groups
 }
