@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -14,13 +15,22 @@ func TestGroupEvents(t *testing.T) {
 	// status: "id/status" names it in the batches.
 	type ev struct{ id, saga, status string }
 	done := func(id string) ev { return ev{id, "pay", "completed"} }
-	many := func(n int, status string) []ev {
+	// many is n sagas completed, "s0" to "s<n-1>", and the batches
+	// they make at most MaxBatch at a time.
+	many := func(n int) ([]ev, string) {
 		var evs []ev
+		var batches []string
 		for i := range n {
-			evs = append(evs, ev{string(rune('a' + i%26)), "pay", status})
+			evs = append(evs, done(fmt.Sprintf("s%d", i)))
+			sep := " "
+			if i > 0 && i%messages.MaxBatch == 0 {
+				sep = " | "
+			}
+			batches = append(batches, sep+evs[i].id+"/completed")
 		}
-		return evs
+		return evs, strings.TrimPrefix(strings.Join(batches, ""), " ")
 	}
+	tooMany, tooManyBatches := many(messages.MaxBatch + 1)
 	for _, tc := range []struct {
 		name     string
 		events   []ev
@@ -41,8 +51,7 @@ func TestGroupEvents(t *testing.T) {
 			"a/rolled_back | b/compensating c/compensating | b/rolled_back"},
 		{"at most maxBytes", []ev{done("a"), done("b"), done("c")}, eventBatchOverhead + 2*(10+1),
 			"a/completed b/completed | c/completed"},
-		{"at most MaxBatch", many(messages.MaxBatch+1, "completed"), 1 << 20,
-			strings.TrimSpace(strings.Repeat("x ", messages.MaxBatch)) + " | x"},
+		{"at most MaxBatch", tooMany, 1 << 20, tooManyBatches},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var events []messages.Event
@@ -55,10 +64,6 @@ func TestGroupEvents(t *testing.T) {
 			for _, g := range groupEvents(events, encoded, tc.maxBytes) {
 				var names []string
 				for _, i := range g {
-					if len(tc.events) > messages.MaxBatch {
-						names = append(names, "x")
-						continue
-					}
 					names = append(names, events[i].SagaID+"/"+events[i].Status)
 				}
 				batches = append(batches, strings.Join(names, " "))

@@ -233,8 +233,6 @@ func (s *system) cpu() (map[string]time.Duration, error) {
 	return out, nil
 }
 
-// stop stops the agents, then the coordinator, then the server, and removes
-// the temporary directory.
 // stored is how many messages each of the server's streams has stored
 // since it was created (its last sequence number), the buckets' included,
 // by [streamKind].
@@ -286,6 +284,8 @@ func (s *system) summary() (messages.Summary, error) {
 	return sum, nil
 }
 
+// stop stops the agents, then the coordinator, then the server, and removes
+// the temporary directory.
 func (s *system) stop() {
 	if s.nc != nil {
 		s.nc.Close()
