@@ -328,19 +328,39 @@ func (a *Agent) runOnce(ctx context.Context) error {
 		defer close(acked)
 		a.ackStored(inHand)
 	}()
-	var work chan jetstream.Msg
-	var wg sync.WaitGroup
+	// take hands each message pulled to the workers; done tells them
+	// that no more will come.
+	var (
+		take func(jetstream.Msg)
+		done func()
+		wg   sync.WaitGroup
+	)
 	if a.opts.Serial {
 		// One worker takes in all that has come before it runs the
 		// lowest, and runs a batch of it. The pull never waits for it:
 		// a copy that stopped asking for commands while it works through
 		// batches would lose its pin, and what waited unexpanded in the
-		// client would come back to the other copy.
-		work = make(chan jetstream.Msg)
+		// client would come back to the other copy. A message's commands
+		// go to the worker together, so that it can run them as one
+		// batch.
+		work := make(chan []jetstream.Msg)
 		queued := unbounded(inHand, work)
 		wg.Go(func() { a.serialWork(inHand, queued) })
+		take = func(m jetstream.Msg) {
+			var cmds []jetstream.Msg
+			a.expand(m, func(c jetstream.Msg) { cmds = append(cmds, c) })
+			if len(cmds) == 0 {
+				return
+			}
+			select {
+			case work <- cmds:
+			case <-inHand.Done():
+				// Abandoned: left to be delivered again.
+			}
+		}
+		done = func() { close(work) }
 	} else {
-		work = make(chan jetstream.Msg, inHandCommands)
+		work := make(chan jetstream.Msg, inHandCommands)
 		for range a.opts.Concurrency {
 			wg.Go(func() {
 				for m := range work {
@@ -348,6 +368,16 @@ func (a *Agent) runOnce(ctx context.Context) error {
 				}
 			})
 		}
+		take = func(m jetstream.Msg) {
+			a.expand(m, func(c jetstream.Msg) {
+				select {
+				case work <- c:
+				case <-inHand.Done():
+					// Abandoned: left to be delivered again.
+				}
+			})
+		}
+		done = func() { close(work) }
 	}
 	wg.Add(1)
 	go func() {
@@ -363,16 +393,8 @@ func (a *Agent) runOnce(ctx context.Context) error {
 			return first, nil
 		}
 		return open(ctx)
-	}, func(m jetstream.Msg) {
-		a.expand(m, func(m jetstream.Msg) {
-			select {
-			case work <- m:
-			case <-inHand.Done():
-				// Abandoned: left to be delivered again.
-			}
-		})
-	})
-	close(work)
+	}, take)
+	done()
 	wg.Wait()
 	close(a.replies)
 	<-acked

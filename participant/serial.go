@@ -41,9 +41,10 @@ const fencePoll = 100 * time.Millisecond
 // pin it was delivered under.
 const pinIDHeader = "Nats-Pin-Id"
 
-// serialWork runs the commands of work, as a serial copy must, until work
-// is closed; inHand is the context the commands run in.
-func (a *Agent) serialWork(inHand context.Context, work <-chan jetstream.Msg) {
+// serialWork runs the commands of work, each message's together, as a
+// serial copy must, until work is closed; inHand is the context the
+// commands run in.
+func (a *Agent) serialWork(inHand context.Context, work <-chan []jetstream.Msg) {
 	var queue []jetstream.Msg // in hand, by stream sequence
 	take := func(m jetstream.Msg) {
 		seq, idx := position(m)
@@ -56,13 +57,15 @@ func (a *Agent) serialWork(inHand context.Context, work <-chan jetstream.Msg) {
 		})
 		queue = slices.Insert(queue, i, m)
 	}
-	// receive takes m in; once work is closed, it stops reading it.
-	receive := func(m jetstream.Msg, ok bool) {
+	// receive takes ms in; once work is closed, it stops reading it.
+	receive := func(ms []jetstream.Msg, ok bool) {
 		if !ok {
 			work = nil
 			return
 		}
-		take(m)
+		for _, m := range ms {
+			take(m)
+		}
 	}
 	fenced := false
 	// alone makes the next command run alone: the batch before it left
@@ -73,16 +76,16 @@ func (a *Agent) serialWork(inHand context.Context, work <-chan jetstream.Msg) {
 			if work == nil {
 				return
 			}
-			m, ok := <-work
-			receive(m, ok)
+			ms, ok := <-work
+			receive(ms, ok)
 			continue
 		}
 		// Take in whatever else has come, so that the lowest runs first.
 	more:
 		for work != nil {
 			select {
-			case m, ok := <-work:
-				receive(m, ok)
+			case ms, ok := <-work:
+				receive(ms, ok)
 			default:
 				break more
 			}
@@ -95,8 +98,8 @@ func (a *Agent) serialWork(inHand context.Context, work <-chan jetstream.Msg) {
 		}
 		if fenced && !a.nothingBefore(inHand, m) {
 			select {
-			case m, ok := <-work:
-				receive(m, ok)
+			case ms, ok := <-work:
+				receive(ms, ok)
 			case <-time.After(fencePoll):
 			case <-inHand.Done():
 				return
@@ -225,16 +228,17 @@ func cmpUint(a, b uint64) int {
 }
 
 // unbounded passes what comes on in to the channel it returns, in order,
-// taking every message in at once however long the reader takes, until in
-// is closed and all is passed on, or ctx ends.
-func unbounded(ctx context.Context, in <-chan jetstream.Msg) <-chan jetstream.Msg {
-	out := make(chan jetstream.Msg)
+// taking everything in at once however long the reader takes, until in is
+// closed and all is passed on, or ctx ends.
+func unbounded[T any](ctx context.Context, in <-chan T) <-chan T {
+	out := make(chan T)
 	go func() {
 		defer close(out)
-		var buf []jetstream.Msg
+		var buf []T
+		var zero T
 		for in != nil || len(buf) > 0 {
-			var send chan<- jetstream.Msg
-			var next jetstream.Msg
+			var send chan<- T
+			var next T
 			if len(buf) > 0 {
 				send, next = out, buf[0]
 			}
@@ -246,7 +250,7 @@ func unbounded(ctx context.Context, in <-chan jetstream.Msg) <-chan jetstream.Ms
 				}
 				buf = append(buf, m)
 			case send <- next:
-				buf[0] = nil
+				buf[0] = zero
 				buf = buf[1:]
 			case <-ctx.Done():
 				return

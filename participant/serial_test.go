@@ -338,3 +338,50 @@ func TestSerialCopyKeepsItsPinThroughLongBatches(t *testing.T) {
 	require.ElementsMatch(t, []int64{0, batches * size}, handled, "one copy did all the work: the pin never moved")
 	require.Equal(t, []int64{0, 0}, redelivered)
 }
+
+// TestSerialCopyRunsABatchMessageAsOneBatch sends a serial role one
+// message of 200 executes that all write one value: its copy takes the
+// message's commands in together and commits them as one batch, in their
+// order, where taking them in one by one left it batches of two. The first
+// runs alone: a copy newly pinned runs one command at a time until it has
+// run one delivered to it first.
+func TestSerialCopyRunsABatchMessageAsOneBatch(t *testing.T) {
+	url, js, _ := payStream(t, "spend")
+	ctx := context.Background()
+	spend := agent.Handler{
+		Execute: func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
+			var log []string
+			if _, err := tx.Get("log", &log); err != nil {
+				return nil, err
+			}
+			return nil, tx.Put("log", append(log, cmd.SagaID))
+		},
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	a := testenv.Agent(t, url, participant.Options{Role: "till", Serial: true,
+		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: spend}}})
+	require.Eventually(t, func() bool {
+		info, err := js.Consumer(ctx, messages.CommandStream, messages.CommandConsumer("till"))
+		return err == nil && info.CachedInfo().Config.PriorityPolicy == jetstream.PriorityPolicyPinned
+	}, 10*time.Second, 10*time.Millisecond)
+
+	var cmds []messages.Command
+	var want []string
+	for i := range 200 {
+		c := messages.Command{V: messages.Version, SagaID: fmt.Sprintf("s-%03d", i), Saga: "pay", Step: "spend",
+			Action: messages.Execute, Attempt: 1, Seq: 1, Rank: int64(i + 1)}
+		cmds = append(cmds, c)
+		want = append(want, c.SagaID)
+	}
+	publishCommands(t, js, cmds...)
+	require.Eventually(t, func() bool { return a.Stats().Handled == int64(len(cmds)) }, 20*time.Second, 10*time.Millisecond)
+
+	st := a.Stats()
+	require.Equal(t, int64(1), st.Messages)
+	require.Equal(t, int64(1), st.Batches, "one batch for the message")
+	require.Equal(t, int64(len(cmds)-1), st.Batched, "every command in it but the first")
+	var log []string
+	_, err := a.Store().Get(ctx, "log", &log)
+	require.NoError(t, err)
+	require.Equal(t, want, log, "in their order in the message")
+}
