@@ -221,17 +221,14 @@ func (a *Agent) consumerConfig() jetstream.ConsumerConfig {
 	return c
 }
 
-// pullOptions are the options of the agent's pull: short pulls with
+// serialPull are the options of a serial copy's pull: short pulls with
 // frequent heartbeats notice a restarted server within seconds rather
-// than the client's default 30; a serial role's pulls name its group, and
-// bring a batch's worth.
-func (a *Agent) pullOptions() []jetstream.PullMessagesOpt {
-	if a.opts.Serial {
-		return []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(maxBatch), jetstream.PullExpiry(4 * time.Second),
-			jetstream.PullHeartbeat(time.Second), jetstream.PullPriorityGroup(messages.SerialGroup)}
-	}
-	return []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(2 * a.opts.Concurrency),
-		jetstream.PullExpiry(4 * time.Second), jetstream.PullHeartbeat(time.Second)}
+// than the client's default 30; they name the role's group, and bring a
+// batch's worth. A serial copy takes in every message the moment it
+// arrives (see Run), so none waits unkept in the pull's buffer.
+func serialPull() []jetstream.PullMessagesOpt {
+	return []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(maxBatch), jetstream.PullExpiry(4 * time.Second),
+		jetstream.PullHeartbeat(time.Second), jetstream.PullPriorityGroup(messages.SerialGroup)}
 }
 
 // Name is the agent's name.
@@ -288,6 +285,9 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	if _, err := waitStream(ctx, a.js, messages.CommandStream); err != nil {
 		return fmt.Errorf("agent: waiting for the coordinator's streams: %w", err)
 	}
+	// room, for a role that is not serial, waits until its workers'
+	// queue has room for another fetch (intake.go).
+	var room func(context.Context) bool
 	// The consumer is created here, so that an agent that cannot have it
 	// fails at once, and again by the pull loop whenever it was lost.
 	open := func(ctx context.Context) (jetstream.MessagesContext, error) {
@@ -295,7 +295,10 @@ func (a *Agent) runOnce(ctx context.Context) error {
 		if err != nil {
 			return nil, fmt.Errorf("agent consumer: %w", err)
 		}
-		return cons.Messages(a.pullOptions()...)
+		if a.opts.Serial {
+			return cons.Messages(serialPull()...)
+		}
+		return newFetcher(cons, func(ctx context.Context) bool { return room(ctx) }), nil
 	}
 	svc, err := a.serve()
 	if err != nil {
@@ -360,13 +363,30 @@ func (a *Agent) runOnce(ctx context.Context) error {
 		}
 		done = func() { close(work) }
 	} else {
-		work := make(chan jetstream.Msg, inHandCommands)
+		// The workers' queue holds inHandCommands, and room for what
+		// one fetch may bring on top: a message taken in never waits.
+		work := make(chan jetstream.Msg, inHandCommands+fetchMessages*messages.MaxBatch)
+		taken := make(chan struct{}, 1)
 		for range a.opts.Concurrency {
 			wg.Go(func() {
 				for m := range work {
+					select {
+					case taken <- struct{}{}:
+					default:
+					}
 					a.traced(inHand, m)
 				}
 			})
+		}
+		room = func(ctx context.Context) bool {
+			for len(work) >= inHandCommands {
+				select {
+				case <-taken:
+				case <-ctx.Done():
+					return false
+				}
+			}
+			return true
 		}
 		take = func(m jetstream.Msg) {
 			a.expand(m, func(c jetstream.Msg) {

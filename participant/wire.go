@@ -63,9 +63,10 @@ func (a *Agent) dropInHand(b *wireBatch) {
 
 // keepInHand extends the ack wait of every message in hand: a command
 // waiting behind thousands of others for a worker, or held for simulation
-// time, is not delivered to another copy meanwhile. Messages pulled but
-// not yet expanded are not in hand; the agent takes them in as fast as
-// its queue of inHandCommands allows.
+// time, is not delivered to another copy meanwhile. Every message is in
+// hand from the moment it arrives: a serial copy takes in all it pulls,
+// and a copy of another role fetches only when its queue has room
+// (intake.go).
 func (a *Agent) keepInHand() {
 	a.mu.Lock()
 	defer a.mu.Unlock()

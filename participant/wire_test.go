@@ -2,6 +2,7 @@ package participant_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
@@ -154,4 +155,60 @@ func TestMalformedBatchIsDropped(t *testing.T) {
 		info, err := commands.Info(ctx)
 		return err == nil && info.State.Msgs == 0
 	}, 10*time.Second, 10*time.Millisecond)
+}
+
+// TestQueuedBatchesKeptWhileWorkersAreBusy gives a copy with eight workers
+// far more batched commands than they run in an ack wait: twenty messages
+// of 256, each command taking 4 ms or more. Every message the copy has
+// taken is kept from redelivery however long it waits for a worker, and
+// the copy takes no message it cannot keep: each command runs once, none
+// is delivered twice.
+func TestQueuedBatchesKeptWhileWorkersAreBusy(t *testing.T) {
+	const msgs, per = 20, messages.MaxBatch
+	url, js, commands := payStream(t, "spend")
+	ctx := context.Background()
+	var mu sync.Mutex
+	ran := map[string]int{}
+	a := testenv.Agent(t, url, participant.Options{Role: "till", Concurrency: 8, AckWait: time.Second,
+		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: agent.Handler{
+			Execute: func(_ context.Context, _ agent.Tx, cmd *messages.Command) (messages.Context, error) {
+				// Simulated work: the 5,120 commands take over two
+				// ack waits to run, eight at a time.
+				time.Sleep(4 * time.Millisecond)
+				mu.Lock()
+				ran[cmd.SagaID]++
+				mu.Unlock()
+				return nil, nil
+			},
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		}}}})
+	require.Eventually(t, func() bool {
+		_, err := js.Consumer(ctx, messages.CommandStream, messages.CommandConsumer("till"))
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond)
+
+	for m := range msgs {
+		var cmds []messages.Command
+		for i := range per {
+			cmds = append(cmds, messages.Command{V: messages.Version, SagaID: fmt.Sprintf("s-%d-%03d", m, i), Saga: "pay",
+				Step: "spend", Action: messages.Execute, Attempt: 1, Seq: 1})
+		}
+		publishCommands(t, js, cmds...)
+	}
+	require.Eventually(t, func() bool { return a.Stats().Handled == msgs*per }, 60*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		info, err := commands.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	}, 10*time.Second, 10*time.Millisecond, "every message acknowledged")
+
+	st := a.Stats()
+	require.Zero(t, st.Redelivered, "messages delivered again")
+	require.Zero(t, st.Duplicates)
+	require.Equal(t, int64(msgs), st.Messages)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, ran, msgs*per)
+	for id, n := range ran {
+		require.Equal(t, 1, n, "%s ran %d times", id, n)
+	}
 }
