@@ -48,7 +48,7 @@ func ParseFlags(role string, args []string, getenv func(string) string, stderr i
 	fs.SetOutput(stderr)
 	c.Conn.Register(fs, getenv)
 	fs.StringVar(&c.Name, "name", "", "agent name in logs and statistics (default <role>-<pid>-<random>)")
-	fs.IntVar(&c.Concurrency, "concurrency", 16, "commands handled at once")
+	fs.IntVar(&c.Concurrency, "concurrency", participant.DefaultConcurrency, "commands handled at once")
 	fs.DurationVar(&c.AckWait, "ack-wait", 5*time.Second, "redelivery delay of a command this agent took and never answered")
 	fs.IntVar(&c.Replicas, "replicas", 1, "copies of the role's state stream, when this agent creates it")
 	if def, ok := DefaultLedger[role]; ok {
