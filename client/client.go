@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -259,34 +260,148 @@ func (c *Client) Start(ctx context.Context, s Start) (Started, error) {
 	return Started{ID: resp.SagaID, Status: saga.Status(resp.Status)}, nil
 }
 
-// StartMany starts every saga of starts, with at most concurrency requests
-// in flight (0 means 64), and returns the answers and errors in the order
-// of starts: errs[i] is nil when starts[i] started. It returns when every
-// start is answered or ctx ends.
+// StartMany starts every saga of starts and returns the answers and errors
+// in the order of starts: errs[i] is nil when starts[i] started. It sends
+// them in batches (a [messages.StartBatch] on natsaga.starts, at most
+// [messages.MaxStarts] starts and the server's payload limit each), at
+// most concurrency batches at once (0 means 4). Each start is answered on
+// its own, as by [Client.Start]; those answered "busy" (nothing was done)
+// are sent again in later batches, after a backoff that doubles, until
+// answered otherwise or ctx ends. It returns when every start is answered
+// or ctx ends.
 func (c *Client) StartMany(ctx context.Context, starts []Start, concurrency int) (started []Started, errs []error) {
 	if concurrency <= 0 {
-		concurrency = 64
+		concurrency = 4
 	}
 	started, errs = make([]Started, len(starts)), make([]error, len(starts))
-	sem := make(chan struct{}, concurrency)
-	var wg sync.WaitGroup
-	for i := range starts {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			for j := i; j < len(starts); j++ {
-				errs[j] = fmt.Errorf("start %s saga %s: %w", starts[j].Saga, starts[j].ID, ctx.Err())
+	encoded := make([]json.RawMessage, len(starts))
+	var pending []int
+	for i, s := range starts {
+		ctxv := s.Context
+		if ctxv == nil {
+			ctxv = messages.Context{}
+		}
+		data, err := json.Marshal(messages.BatchedStart{Saga: s.Saga, SagaID: s.ID, Rank: s.Rank, Tick: s.Tick, Context: ctxv})
+		if err != nil {
+			errs[i] = fmt.Errorf("start %s saga %s: encode: %w", s.Saga, s.ID, err)
+			continue
+		}
+		encoded[i] = data
+		pending = append(pending, i)
+	}
+	wait := cli.BusyBackoff
+	for len(pending) > 0 {
+		var (
+			mu    sync.Mutex
+			again []int
+			wg    sync.WaitGroup
+		)
+		sem := make(chan struct{}, concurrency)
+		for _, batch := range c.startBatches(pending, encoded) {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
 			}
-			wg.Wait()
+			if ctx.Err() != nil {
+				break
+			}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				busy := c.startBatch(ctx, starts, encoded, batch, started, errs)
+				mu.Lock()
+				again = append(again, busy...)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		if ctx.Err() != nil {
+			for _, i := range pending {
+				if errs[i] == nil && started[i].ID == "" {
+					errs[i] = fmt.Errorf("start %s saga %s: %w", starts[i].Saga, starts[i].ID, ctx.Err())
+				}
+			}
 			return started, errs
 		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			started[i], errs[i] = c.Start(ctx, starts[i])
-		})
+		if len(again) == 0 {
+			break
+		}
+		slices.Sort(again)
+		pending = again
+		c.log.Debug("coordinator busy; starting again after a backoff", "starts", len(pending), "wait", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		wait = min(2*wait, cli.BusyBackoffMax)
 	}
-	wg.Wait()
 	return started, errs
+}
+
+// startBatches splits pending, indexes of encoded starts, into batches of
+// at most messages.MaxStarts that fit the server's payload limit.
+func (c *Client) startBatches(pending []int, encoded []json.RawMessage) [][]int {
+	room := int(min(c.nc.MaxPayload(), messages.MaxPayload)) - 64 // the envelope
+	var batches [][]int
+	var cur []int
+	size := 0
+	for _, i := range pending {
+		n := len(encoded[i]) + 1
+		if len(cur) > 0 && (len(cur) == messages.MaxStarts || size+n > room) {
+			batches = append(batches, cur)
+			cur, size = nil, 0
+		}
+		cur = append(cur, i)
+		size += n
+	}
+	if len(cur) > 0 {
+		batches = append(batches, cur)
+	}
+	return batches
+}
+
+// startBatch sends the starts batch (indexes of starts) as one request,
+// fills in started and errs for each, and returns the indexes answered
+// "busy": to send again.
+func (c *Client) startBatch(ctx context.Context, starts []Start, encoded []json.RawMessage, batch []int, started []Started, errs []error) (busy []int) {
+	if c.opts.Tracer != nil {
+		var span trace.Span
+		ctx, span = c.opts.Tracer.Start(ctx, "start batch", trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.Int("natsaga.starts", len(batch))))
+		defer span.End()
+	}
+	req := struct {
+		V      int               `json:"v"`
+		Starts []json.RawMessage `json:"starts"`
+	}{V: messages.Version}
+	for _, i := range batch {
+		req.Starts = append(req.Starts, encoded[i])
+	}
+	var resp messages.StartBatchResponse
+	err := c.request(ctx, messages.StartBatchSubject, req, &resp)
+	if err == nil && resp.Error == nil && len(resp.Results) != len(batch) {
+		err = fmt.Errorf("%s: %d answers to %d starts", messages.StartBatchSubject, len(resp.Results), len(batch))
+	}
+	for k, i := range batch {
+		s := &starts[i]
+		switch {
+		case err != nil:
+			errs[i] = fmt.Errorf("start %s saga %s: %w", s.Saga, s.ID, err)
+		case resp.Error != nil && resp.Error.Code == messages.CodeBusy:
+			busy = append(busy, i)
+		case resp.Error != nil:
+			errs[i] = fmt.Errorf("start %s saga %s: %w", s.Saga, s.ID, wireErr(messages.StartBatchSubject, resp.Error))
+		case resp.Results[k].Error != nil && resp.Results[k].Error.Code == messages.CodeBusy:
+			busy = append(busy, i)
+		case resp.Results[k].Error != nil:
+			errs[i] = fmt.Errorf("start %s saga %s: %w", s.Saga, s.ID, wireErr(messages.StartBatchSubject, resp.Results[k].Error))
+		default:
+			started[i] = Started{ID: resp.Results[k].SagaID, Status: saga.Status(resp.Results[k].Status)}
+			errs[i] = nil
+		}
+	}
+	return busy
 }
 
 // Tick advances the coordinator's clock, and the agents' with it, to tick,

@@ -50,7 +50,7 @@ func TestWatchListAndErrors(t *testing.T) {
 	require.ErrorIs(t, errs[2], client.ErrNotFound)
 	var ce *client.Error
 	require.ErrorAs(t, errs[2], &ce)
-	require.Equal(t, messages.StartSubject("nope"), ce.Subject)
+	require.Equal(t, messages.StartBatchSubject, ce.Subject, "StartMany sends its starts in batches")
 
 	// Each saga goes in_progress, compensating, rolled_back.
 	got := map[string][]string{}

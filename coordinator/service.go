@@ -29,6 +29,7 @@ func (c *Coordinator) serve(ctx context.Context) (micro.Service, error) {
 		handle        func(context.Context, *nats.Msg)
 	}{
 		{"start", messages.StartSubjects, c.onStart},
+		{"starts", messages.StartBatchSubject, c.onStarts},
 		{"tick", messages.TickSubject, c.onTick},
 		{"status", messages.StatusSubject, c.onStatus},
 		{"summary", messages.SummarySubject, c.onSummary},
@@ -118,6 +119,8 @@ func responseError(v any) *messages.WireError {
 	case tooLarge:
 		return r.Error
 	case messages.StartResponse:
+		return r.Error
+	case messages.StartBatchResponse:
 		return r.Error
 	case messages.TickAck:
 		return r.Error

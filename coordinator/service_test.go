@@ -51,7 +51,7 @@ func TestCoordinatorIsAMicroService(t *testing.T) {
 		got[e.Name] = e.Subject
 	}
 	require.Equal(t, map[string]string{
-		"start": messages.StartSubjects, "tick": messages.TickSubject, "status": messages.StatusSubject,
+		"start": messages.StartSubjects, "starts": messages.StartBatchSubject, "tick": messages.TickSubject, "status": messages.StatusSubject,
 		"summary": messages.SummarySubject, "list": messages.ListSubject, "retry": messages.RetrySubject, "register": messages.RegisterSubject,
 	}, got)
 
@@ -89,7 +89,7 @@ func TestCoordinatorIsAMicroService(t *testing.T) {
 	for _, e := range stats.Endpoints {
 		n[e.Name] = e.NumRequests
 	}
-	require.Equal(t, map[string]int{"start": 1, "tick": 0, "status": 3, "summary": 2, "list": 0, "retry": 0, "register": 0}, n)
+	require.Equal(t, map[string]int{"start": 1, "starts": 0, "tick": 0, "status": 3, "summary": 2, "list": 0, "retry": 0, "register": 0}, n)
 }
 
 // TestListFinished lists sagas by a finished status, read from the bucket:

@@ -206,6 +206,39 @@ type StartResponse struct {
 	Error  *WireError `json:"error,omitempty"`
 }
 
+// MaxStarts bounds the starts of one [StartBatch].
+const MaxStarts = 1024
+
+// StartBatch asks the coordinator to start many sagas with one request, on
+// [StartBatchSubject]. It is answered with a [StartBatchResponse] once
+// every saga it started is durably stored. Each start is decided on its
+// own, as a [StartRequest] alone would be: one that is refused spoils
+// none of the others.
+type StartBatch struct {
+	V      int            `json:"v"`
+	Starts []BatchedStart `json:"starts"`
+}
+
+// BatchedStart is one start of a [StartBatch]: a [StartRequest], with the
+// saga type that a start alone names in its subject.
+type BatchedStart struct {
+	Saga    string  `json:"saga"`
+	SagaID  string  `json:"saga_id,omitempty"`
+	Rank    int64   `json:"rank,omitempty"`
+	Tick    int64   `json:"tick,omitempty"`
+	Context Context `json:"context"`
+}
+
+// StartBatchResponse answers a [StartBatch]: Results holds the answer to
+// each start, in the order of the request, or Error says why none was
+// looked at (a malformed request, too many starts, a coordinator at its
+// limit of sagas in flight).
+type StartBatchResponse struct {
+	V       int             `json:"v"`
+	Results []StartResponse `json:"results,omitempty"`
+	Error   *WireError      `json:"error,omitempty"`
+}
+
 // MaxTickJump is the furthest one [Tick] may move the simulation clock
 // forward: a tick more than MaxTickJump above the current one is refused
 // with an error wrapping [ErrBadRequest] and changes nothing. It keeps a
@@ -464,6 +497,8 @@ func versionOf(v any) (int, bool) {
 	case *Reply:
 		return m.V, true
 	case *StartRequest:
+		return m.V, true
+	case *StartBatch:
 		return m.V, true
 	case *Tick:
 		return m.V, true

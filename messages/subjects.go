@@ -14,6 +14,7 @@ import (
 //	saga.<saga>.<step>.compensate           compensate command     (stream NATSAGA_COMMANDS, known steps only)
 //	natsaga.reply.<saga>.<step>             agent reply            (stream NATSAGA_REPLIES)
 //	natsaga.start.<saga>                    start a saga           (request/reply)
+//	natsaga.starts                          start many sagas       (request/reply)
 //	natsaga.tick                            advance the sim clock  (request/reply; agents may listen)
 //	natsaga.status / .summary / .list       queries                (request/reply)
 //	natsaga.retry                           retry a failed saga's compensation (request/reply)
@@ -71,8 +72,10 @@ const (
 	// metadata names the agent's role and copy.
 	AgentService = "natsaga-agent"
 	// ServiceVersion is the version both services announce. Its major
-	// number is the newest wire version natsaga speaks, [BatchVersion].
-	ServiceVersion = "2.0.0"
+	// number is the newest wire version natsaga speaks, [BatchVersion];
+	// its minor number counts the endpoints added since (1: the
+	// coordinator's "starts").
+	ServiceVersion = "2.1.0"
 
 	commandPrefix  = "saga."
 	compensateTok  = "compensate"
@@ -151,6 +154,9 @@ func StartSubject(saga string) string { return startPrefix + saga }
 
 // StartSubjects matches the start subject of every saga.
 const StartSubjects = startPrefix + "*"
+
+// StartBatchSubject is the subject on which a [StartBatch] is sent.
+const StartBatchSubject = "natsaga.starts"
 
 // ParseStartSubject returns the saga named by subject, a [StartSubject],
 // and false when subject is not one.

@@ -25,8 +25,8 @@ import (
 )
 
 const (
-	// startConcurrency bounds the start requests in flight at once.
-	startConcurrency = 32
+	// startConcurrency bounds the batches of starts in flight at once.
+	startConcurrency = 4
 	// pollInterval spaces the polls of the coordinator while a tick
 	// settles.
 	pollInterval = 5 * time.Millisecond
@@ -303,45 +303,32 @@ func (s *sim) simulate(ctx context.Context) (*report, error) {
 	return s.collect(ctx, flood.LedgerChange{Before: govBefore}, flood.LedgerChange{Before: insBefore}, contractorBefore)
 }
 
-// startAll schedules the sagas of needs for tick, at most startConcurrency
-// requests at once, and returns how many the coordinator accepted. Each
-// saga's rank is its place in the driver's start order, and its id is
-// derived from the seed, the clock the run began at (base) and the rank,
-// so that two runs can be compared saga by saga.
+// startAll schedules the sagas of needs for tick, in batches
+// ([client.Client.StartMany]), and returns how many the coordinator
+// accepted. Each saga's rank is its place in the driver's start order, and
+// its id is derived from the seed, the clock the run began at (base) and
+// the rank, so that two runs can be compared saga by saga.
 func (s *sim) startAll(ctx context.Context, needs []flood.Need, base, tick int64) int {
-	sem := make(chan struct{}, startConcurrency)
-	var wg sync.WaitGroup
-	n := 0
-	for _, need := range needs {
+	starts := make([]client.Start, len(needs))
+	for i, need := range needs {
 		s.rank++
-		rank := s.rank
-		id := sagaID(s.sc.Options.Seed, base, rank)
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			wg.Wait()
-			return n
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			_, err := s.cl.Start(ctx, client.Start{Saga: need.Saga, ID: id, Rank: rank, Tick: tick, Context: need.Context()})
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			if err != nil {
-				// The coordinator may have started it all the same; the
-				// final status tells.
-				s.uncertain[id] = need.Saga
-				s.startErrs = append(s.startErrs, fmt.Sprintf("tick %d: %s saga for %s: %v", need.Tick, need.Saga, need.Household, err))
-				s.log.Error("saga not started", "saga", need.Saga, "saga_id", id, "tick", need.Tick, "err", err)
-				return
-			}
-			s.started[id] = need.Saga
-			n++
-		}()
+		starts[i] = client.Start{Saga: need.Saga, ID: sagaID(s.sc.Options.Seed, base, s.rank), Rank: s.rank, Tick: tick, Context: need.Context()}
 	}
-	wg.Wait()
+	_, errs := s.cl.StartMany(ctx, starts, startConcurrency)
+	n := 0
+	for i, err := range errs {
+		id, need := starts[i].ID, needs[i]
+		if err != nil {
+			// The coordinator may have started it all the same; the
+			// final status tells.
+			s.uncertain[id] = need.Saga
+			s.startErrs = append(s.startErrs, fmt.Sprintf("tick %d: %s saga for %s: %v", need.Tick, need.Saga, need.Household, err))
+			s.log.Error("saga not started", "saga", need.Saga, "saga_id", id, "tick", need.Tick, "err", err)
+			continue
+		}
+		s.started[id] = need.Saga
+		n++
+	}
 	return n
 }
 

@@ -366,12 +366,22 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 		final++
 	}
 	require.Equal(t, 3, final)
+	// ... and starts its sagas in batches, as floodsim does each tick:
+	// the coordinator looks their ids up in one read of the bucket.
+	started, errs := dc.StartMany(ctx, []natsaga.Start{
+		{Saga: flood.Subsidy, ID: "batch-1", Tick: 100, Context: household},
+		{Saga: flood.Subsidy, ID: subsidy, Context: household},
+	}, 1)
+	require.NoError(t, errs[0])
+	require.NoError(t, errs[1])
+	require.Equal(t, []natsaga.Started{{ID: "batch-1", Status: saga.Pending}, {ID: subsidy, Status: saga.Completed}}, started)
 
 	// The operator asks the coordinator, as cmd/natsaga does.
 	op := connect(t, url, operatorUser)
 	var sum messages.Summary
 	request(t, op.nc, messages.SummarySubject, struct{}{}, &sum)
 	require.Equal(t, 4, sum.Completed+sum.RolledBack)
+	require.Equal(t, 1, sum.Active, "the saga scheduled in the batch")
 	// ... and reads the saga events, as "natsaga events" does.
 	js, err := jetstream.New(op.nc)
 	require.NoError(t, err)
@@ -400,7 +410,7 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 		}
 	}
 	require.NoError(t, w.Stop())
-	require.Equal(t, 4, stored)
+	require.Equal(t, 5, stored, "the four sagas and the one scheduled in the batch")
 
 	// The coordinator may list the command stream's consumers, so it
 	// learns that the household reads command batches: a tick's starts

@@ -1,0 +1,265 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// Many starts in one request (messages.StartBatch). A simulation tick
+// starts thousands of sagas; one request each costs a round trip, a read
+// of the bucket for each client-chosen id and an input of the loop each.
+// A batch costs one of each: its ids are looked up in one read of the
+// bucket, and its starts go into the engine as one input, in the order
+// given. Each start is decided as it would be alone (startInput), and
+// answered in the batch's answer at its place.
+
+// startBatch is a batch of starts being answered.
+type startBatch struct {
+	m       *nats.Msg
+	starts  []messages.BatchedStart
+	results []messages.StartResponse
+	// live are the indexes of the starts still to decide.
+	live []int
+}
+
+func (b *startBatch) answer(i int, resp messages.StartResponse) {
+	resp.V = messages.Version
+	b.results[i] = resp
+}
+
+func (b *startBatch) refuse(i int, err error) {
+	b.answer(i, messages.StartResponse{Error: wireError(err)})
+}
+
+// onStarts answers a StartBatch: a request over messages.MaxPayload, a
+// malformed one, one with no start or more than messages.MaxStarts, and
+// any while the coordinator holds its limit of sagas in flight, are
+// refused whole; otherwise each start is
+// checked, looked up and started on its own.
+func (c *Coordinator) onStarts(ctx context.Context, m *nats.Msg) {
+	refuse := func(err error) {
+		c.log.Warn("bad start batch", "err", err)
+		c.respond(m, messages.StartBatchResponse{V: messages.Version, Error: wireError(err)})
+	}
+	if len(m.Data) > messages.MaxPayload {
+		refuse(fmt.Errorf("start batch of %d bytes, limit %d: %w", len(m.Data), messages.MaxPayload, messages.ErrTooLarge))
+		return
+	}
+	var raw struct {
+		V      int               `json:"v"`
+		Starts []json.RawMessage `json:"starts"`
+	}
+	if err := json.Unmarshal(m.Data, &raw); err != nil {
+		refuse(fmt.Errorf("start batch: %w: %w", messages.ErrBadRequest, err))
+		return
+	}
+	if raw.V != messages.Version {
+		refuse(fmt.Errorf("start batch: version %d, want %d: %w", raw.V, messages.Version, messages.ErrVersion))
+		return
+	}
+	if n := len(raw.Starts); n == 0 || n > messages.MaxStarts {
+		refuse(fmt.Errorf("start batch of %d starts: 1 to %d: %w", n, messages.MaxStarts, messages.ErrBadRequest))
+		return
+	}
+	if c.busy() {
+		c.respond(m, messages.StartBatchResponse{V: messages.Version, Error: wireError(c.busyError())})
+		return
+	}
+	n := len(raw.Starts)
+	b := &startBatch{m: m, starts: make([]messages.BatchedStart, n), results: make([]messages.StartResponse, n)}
+	limit := c.nc.MaxPayload() / 4
+	var ids bool
+	for i, r := range raw.Starts {
+		if err := checkBatchedStart(r, &b.starts[i], limit); err != nil {
+			b.refuse(i, err)
+			continue
+		}
+		b.live = append(b.live, i)
+		ids = ids || b.starts[i].SagaID != ""
+	}
+	if !ids {
+		c.enqueueStarts(ctx, b)
+		return
+	}
+	// Ids chosen by the client may name sagas finished long ago, only in
+	// the bucket: one read looks them all up, off this goroutine.
+	err := c.reads.start(ctx, bucketWait, func(read context.Context) {
+		c.answerFinishedStarts(read, b)
+		c.enqueueStarts(ctx, b)
+	})
+	if err != nil {
+		live := b.live[:0]
+		for _, i := range b.live {
+			if b.starts[i].SagaID != "" {
+				b.refuse(i, err)
+			} else {
+				live = append(live, i)
+			}
+		}
+		b.live = live
+		c.enqueueStarts(ctx, b)
+	}
+}
+
+// checkBatchedStart decodes raw into s and checks it as a start request
+// alone is checked: its saga type and id are tokens, and it takes at most
+// limit bytes, a quarter of the server's payload limit.
+func checkBatchedStart(raw json.RawMessage, s *messages.BatchedStart, limit int64) error {
+	if err := json.Unmarshal(raw, s); err != nil {
+		return fmt.Errorf("start: %w: %w", messages.ErrBadRequest, err)
+	}
+	if err := messages.CheckToken("saga", s.Saga); err != nil {
+		return err
+	}
+	if s.SagaID != "" {
+		if err := messages.CheckToken("saga_id", s.SagaID); err != nil {
+			return err
+		}
+	}
+	if int64(len(raw)) > limit {
+		return fmt.Errorf("start of %d bytes, limit %d (a quarter of the server's payload limit): %w", len(raw), limit, messages.ErrTooLarge)
+	}
+	return nil
+}
+
+// answerFinishedStarts answers, from one read of the bucket, the starts of
+// b whose id names a finished saga, and takes them out of b.live. A read
+// that fails is the answer of every start with an id: a saga it could not
+// see may be there, and must not be started again.
+func (c *Coordinator) answerFinishedStarts(ctx context.Context, b *startBatch) {
+	at := map[string][]int{} // bucket subject → starts naming it
+	var subjects []string
+	for _, i := range b.live {
+		if id := b.starts[i].SagaID; id != "" {
+			subj := messages.BucketSubject(messages.SagaKey(id))
+			if at[subj] == nil {
+				subjects = append(subjects, subj)
+			}
+			at[subj] = append(at[subj], i)
+		}
+	}
+	finished := map[int]bool{}
+	err := c.lastOf(ctx, subjects, func(m *jetstream.RawStreamMsg) {
+		if op := m.Header.Get(kvOperationHeader); op != "" {
+			return // deleted or purged: not there
+		}
+		var x saga.Execution
+		if json.Unmarshal(m.Data, &x) != nil || !x.Status.Terminal() {
+			return
+		}
+		for _, i := range at[m.Subject] {
+			b.answer(i, messages.StartResponse{SagaID: x.ID, Status: string(x.Status)})
+			finished[i] = true
+		}
+	})
+	live := b.live[:0]
+	for _, i := range b.live {
+		switch {
+		case finished[i]:
+		case err != nil && b.starts[i].SagaID != "":
+			b.refuse(i, readError(ctx, err))
+		default:
+			live = append(live, i)
+		}
+	}
+	b.live = live
+}
+
+// kvOperationHeader marks a bucket entry deleted or purged.
+const kvOperationHeader = "KV-Operation"
+
+// lastOf calls each with the last message of every subject of the bucket
+// that has one, read in one request.
+func (c *Coordinator) lastOf(ctx context.Context, subjects []string, each func(*jetstream.RawStreamMsg)) error {
+	msgs, err := jetstreamext.GetLastMsgsFor(ctx, c.js, "KV_"+messages.SagaBucket, subjects)
+	if err != nil {
+		return fmt.Errorf("read %d sagas: %w", len(subjects), err)
+	}
+	for m, err := range msgs {
+		if errors.Is(err, jetstreamext.ErrNoMessages) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read %d sagas: %w", len(subjects), err)
+		}
+		each(m)
+	}
+	return nil
+}
+
+// enqueueStarts starts the live starts of b in one input of the loop, in
+// their order, and answers b once the batch that holds them is stored; a
+// batch with none left is answered at once.
+func (c *Coordinator) enqueueStarts(ctx context.Context, b *startBatch) {
+	if len(b.live) == 0 {
+		c.respond(b.m, messages.StartBatchResponse{V: messages.Version, Results: b.results})
+		return
+	}
+	c.enqueue(ctx, func(_ time.Time, out *saga.Outbox) func(error) {
+		var started, terminal []int
+		for _, i := range b.live {
+			s := &b.starts[i]
+			if c.opts.MaxActive > 0 && c.engine.Summary().Active >= c.opts.MaxActive {
+				if _, err := c.engine.Get(s.SagaID); s.SagaID == "" || err != nil {
+					b.refuse(i, c.busyError())
+					continue
+				}
+			}
+			x, err := c.engine.StartWith(s.SagaID, s.Saga, s.Context, saga.StartOptions{Rank: s.Rank, Tick: s.Tick}, out)
+			switch {
+			case errors.Is(err, saga.ErrTerminal):
+				terminal = append(terminal, i)
+			case err != nil:
+				c.log.Warn("start refused", "saga", s.Saga, "err", err)
+				b.refuse(i, err)
+			default:
+				c.traceStart(b.m, x)
+				b.answer(i, messages.StartResponse{SagaID: x.ID, Status: string(x.Status)})
+				started = append(started, i)
+			}
+		}
+		return func(err error) {
+			for _, i := range started {
+				if err == nil {
+					continue
+				}
+				if id := b.starts[i].SagaID; id != "" {
+					// As for a start alone: sent again, it starts the
+					// saga once.
+					b.refuse(i, fmt.Errorf("%w: start of saga %s not stored; send it again: %w", messages.ErrBusy, id, err))
+				} else {
+					b.refuse(i, err)
+				}
+			}
+			if len(terminal) == 0 {
+				c.respond(b.m, messages.StartBatchResponse{V: messages.Version, Results: b.results})
+				return
+			}
+			// Sagas that ended since the lookup: answered from the
+			// bucket, once the batch that may hold their end is stored.
+			b.live = terminal
+			if err := c.reads.start(ctx, bucketWait, func(read context.Context) {
+				c.answerFinishedStarts(read, b)
+				for _, i := range b.live {
+					b.refuse(i, fmt.Errorf("start %s: %w", b.starts[i].SagaID, saga.ErrTerminal))
+				}
+				c.respond(b.m, messages.StartBatchResponse{V: messages.Version, Results: b.results})
+			}); err != nil {
+				for _, i := range terminal {
+					b.refuse(i, err)
+				}
+				c.respond(b.m, messages.StartBatchResponse{V: messages.Version, Results: b.results})
+			}
+		}
+	})
+}
