@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -13,6 +14,12 @@ import (
 
 // queryTimeout bounds the reads of one query.
 const queryTimeout = 5 * time.Second
+
+// QueryConcurrency is how many queries one agent answers at once. A query
+// spends its time waiting for its reads, one round trip each: a driver
+// checking 100,000 households asks 200 queries of 500, and answered one
+// at a time they took minutes.
+const QueryConcurrency = 16
 
 // QueryFunc answers a query request req from the role's committed state:
 // read decodes the state value key into v, and reports false, leaving v
@@ -24,8 +31,10 @@ type QueryFunc func(ctx context.Context, req []byte, read func(key string, v any
 // committed state, until ctx ends; it returns nil then. A model documents
 // subject and its payloads, so that a driver checks the model's state
 // without reading an agent's private store. The copies of a role share the
-// subject in a queue group: one answers each request. A request larger
-// than messages.MaxPayload is answered with a bad_request error. It waits
+// subject in a queue group: one answers each request. Each copy answers
+// up to [QueryConcurrency] requests at once, so answer must be safe for
+// concurrent use. A request larger than messages.MaxPayload is answered
+// with a bad_request error. It waits
 // for the role's state stream, and returns an error when it cannot open it
 // or subscribe.
 func ServeQueries(ctx context.Context, nc *nats.Conn, role, subject string, answer QueryFunc) error {
@@ -36,33 +45,66 @@ func ServeQueries(ctx context.Context, nc *nats.Conn, role, subject string, answ
 		}
 		return fmt.Errorf("queries %s: %w", subject, err)
 	}
+	// The subscription hands each request to a goroutine of its own, at
+	// most QueryConcurrency at once; past that it waits, and the requests
+	// wait in its buffer. Once it is closed, ServeQueries waits for those
+	// under way.
+	sem := make(chan struct{}, QueryConcurrency)
+	var (
+		mu     sync.Mutex
+		closed bool
+		wg     sync.WaitGroup
+	)
 	sub, err := nc.QueueSubscribe(subject, "queries-"+role, func(m *nats.Msg) {
 		if m.Reply == "" {
 			return
 		}
-		var out any
-		if len(m.Data) > messages.MaxPayload {
-			out = struct {
-				V     int                 `json:"v"`
-				Error *messages.WireError `json:"error"`
-			}{messages.Version, &messages.WireError{Code: messages.CodeBadRequest, Message: "request too large"}}
-		} else {
-			qctx, cancel := context.WithTimeout(ctx, queryTimeout)
-			defer cancel()
-			out = answer(qctx, m.Data, func(key string, v any) (bool, error) {
-				seq, err := st.Get(qctx, key, v)
-				return seq != 0, err
-			})
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
 		}
-		data, err := json.Marshal(out)
-		if err == nil {
-			_ = m.Respond(data)
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			<-sem
+			return
 		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			respondQuery(ctx, st, m, answer)
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("queries %s: %w", subject, err)
 	}
 	<-ctx.Done()
 	_ = sub.Unsubscribe()
+	mu.Lock()
+	closed = true
+	mu.Unlock()
+	wg.Wait()
 	return nil
+}
+
+// respondQuery answers the query m with answer.
+func respondQuery(ctx context.Context, st *Store, m *nats.Msg, answer QueryFunc) {
+	var out any
+	if len(m.Data) > messages.MaxPayload {
+		out = struct {
+			V     int                 `json:"v"`
+			Error *messages.WireError `json:"error"`
+		}{messages.Version, &messages.WireError{Code: messages.CodeBadRequest, Message: "request too large"}}
+	} else {
+		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+		defer cancel()
+		out = answer(qctx, m.Data, func(key string, v any) (bool, error) {
+			seq, err := st.Get(qctx, key, v)
+			return seq != 0, err
+		})
+	}
+	data, err := json.Marshal(out)
+	if err == nil {
+		_ = m.Respond(data)
+	}
 }

@@ -458,17 +458,36 @@ func (s *sim) ledger(ctx context.Context, role string) (flood.Ledger, error) {
 // houses asks role's agents for their record of every household of the
 // scenario, flood.MaxQueryHouseholds at a time.
 func (s *sim) houses(ctx context.Context, role string) (flood.Houses, error) {
-	hs := flood.Houses{}
+	var (
+		mu    sync.Mutex
+		hs    = flood.Houses{}
+		first error
+		wg    sync.WaitGroup
+	)
+	// Each query waits for its reads, one at a time: the queries go out
+	// side by side, as many as the agents answer at once.
+	sem := make(chan struct{}, participant.QueryConcurrency)
 	for batch := range slices.Chunk(s.sc.Homes, flood.MaxQueryHouseholds) {
 		q := flood.StateQuery{V: messages.Version}
 		for _, h := range batch {
 			q.Households = append(q.Households, h.ID)
 		}
-		a, err := s.query(ctx, role, q)
-		if err != nil {
-			return nil, err
-		}
-		maps.Copy(hs, a.Households)
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			a, err := s.query(ctx, role, q)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				first = cmp.Or(first, err)
+				return
+			}
+			maps.Copy(hs, a.Households)
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		return nil, first
 	}
 	return hs, nil
 }
