@@ -293,9 +293,8 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	if _, err := waitStream(ctx, a.js, messages.CommandStream); err != nil {
 		return fmt.Errorf("agent: waiting for the coordinator's streams: %w", err)
 	}
-	// room, for a role that is not serial, waits until its workers'
-	// queue has room for another fetch (intake.go).
-	var room func(context.Context) bool
+	// in takes the messages pulled to the workers (intake.go).
+	var in intake
 	// The consumer is created here, so that an agent that cannot have it
 	// fails at once, and again by the pull loop whenever it was lost.
 	open := func(ctx context.Context) (jetstream.MessagesContext, error) {
@@ -306,7 +305,7 @@ func (a *Agent) runOnce(ctx context.Context) error {
 		if a.opts.Serial {
 			return cons.Messages(serialPull()...)
 		}
-		return newFetcher(cons, func(ctx context.Context) bool { return room(ctx) }), nil
+		return newFetcher(cons, func(ctx context.Context) bool { return in.room(ctx) }), nil
 	}
 	svc, err := a.serve()
 	if err != nil {
@@ -339,73 +338,11 @@ func (a *Agent) runOnce(ctx context.Context) error {
 		defer close(acked)
 		a.ackStored(inHand)
 	}()
-	// take hands each message pulled to the workers; done tells them
-	// that no more will come.
-	var (
-		take func(jetstream.Msg)
-		done func()
-		wg   sync.WaitGroup
-	)
+	var wg sync.WaitGroup
 	if a.opts.Serial {
-		// One worker takes in all that has come before it runs the
-		// lowest, and runs a batch of it. The pull never waits for it:
-		// a copy that stopped asking for commands while it works through
-		// batches would lose its pin, and what waited unexpanded in the
-		// client would come back to the other copy. A message's commands
-		// go to the worker together, so that it can run them as one
-		// batch.
-		work := make(chan []jetstream.Msg)
-		queued := unbounded(inHand, work)
-		wg.Go(func() { a.serialWork(inHand, queued) })
-		take = func(m jetstream.Msg) {
-			var cmds []jetstream.Msg
-			a.expand(m, func(c jetstream.Msg) { cmds = append(cmds, c) })
-			if len(cmds) == 0 {
-				return
-			}
-			select {
-			case work <- cmds:
-			case <-inHand.Done():
-				// Abandoned: left to be delivered again.
-			}
-		}
-		done = func() { close(work) }
+		in = a.serialIntake(inHand, &wg)
 	} else {
-		// The workers' queue holds inHandCommands, and room for what
-		// one fetch may bring on top: a message taken in never waits.
-		work := make(chan jetstream.Msg, inHandCommands+fetchMessages*messages.MaxBatch)
-		taken := make(chan struct{}, 1)
-		for range a.opts.Concurrency {
-			wg.Go(func() {
-				for m := range work {
-					select {
-					case taken <- struct{}{}:
-					default:
-					}
-					a.traced(inHand, m)
-				}
-			})
-		}
-		room = func(ctx context.Context) bool {
-			for len(work) >= inHandCommands {
-				select {
-				case <-taken:
-				case <-ctx.Done():
-					return false
-				}
-			}
-			return true
-		}
-		take = func(m jetstream.Msg) {
-			a.expand(m, func(c jetstream.Msg) {
-				select {
-				case work <- c:
-				case <-inHand.Done():
-					// Abandoned: left to be delivered again.
-				}
-			})
-		}
-		done = func() { close(work) }
+		in = a.sharedIntake(inHand, &wg)
 	}
 	wg.Add(1)
 	go func() {
@@ -421,8 +358,8 @@ func (a *Agent) runOnce(ctx context.Context) error {
 			return first, nil
 		}
 		return open(ctx)
-	}, take)
-	done()
+	}, in.take)
+	in.done()
 	wg.Wait()
 	close(a.replies)
 	<-acked

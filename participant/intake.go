@@ -7,7 +7,87 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natsaga/natsaga/messages"
 )
+
+// intake is how the messages pulled reach an agent's workers.
+type intake struct {
+	// take hands a message pulled to the workers; done tells them that
+	// no more will come.
+	take func(jetstream.Msg)
+	done func()
+	// room waits until the workers' queue has room for another fetch,
+	// and reports false when ctx ended first; nil for a serial copy,
+	// which does not fetch.
+	room func(ctx context.Context) bool
+}
+
+// serialIntake starts a serial copy's one worker (on wg), and returns
+// how messages reach it. The worker takes in all that has come before it
+// runs the lowest, and runs a batch of it. The pull never waits for it: a
+// copy that stopped asking for commands while it works through batches
+// would lose its pin, and what waited unexpanded in the client would come
+// back to the other copy. A message's commands go to the worker together,
+// so that it can run them as one batch.
+func (a *Agent) serialIntake(inHand context.Context, wg *sync.WaitGroup) intake {
+	work := make(chan []jetstream.Msg)
+	queued := unbounded(inHand, work)
+	wg.Go(func() { a.serialWork(inHand, queued) })
+	take := func(m jetstream.Msg) {
+		var cmds []jetstream.Msg
+		a.expand(m, func(c jetstream.Msg) { cmds = append(cmds, c) })
+		if len(cmds) == 0 {
+			return
+		}
+		select {
+		case work <- cmds:
+		case <-inHand.Done():
+			// Abandoned: left to be delivered again.
+		}
+	}
+	return intake{take: take, done: func() { close(work) }}
+}
+
+// sharedIntake starts the Concurrency workers of a role that is not
+// serial (on wg), and returns how messages reach them. Their queue holds
+// inHandCommands, and room for what one fetch may bring on top: a message
+// taken in never waits.
+func (a *Agent) sharedIntake(inHand context.Context, wg *sync.WaitGroup) intake {
+	work := make(chan jetstream.Msg, inHandCommands+fetchMessages*messages.MaxBatch)
+	taken := make(chan struct{}, 1)
+	for range a.opts.Concurrency {
+		wg.Go(func() {
+			for m := range work {
+				select {
+				case taken <- struct{}{}:
+				default:
+				}
+				a.traced(inHand, m)
+			}
+		})
+	}
+	room := func(ctx context.Context) bool {
+		for len(work) >= inHandCommands {
+			select {
+			case <-taken:
+			case <-ctx.Done():
+				return false
+			}
+		}
+		return true
+	}
+	take := func(m jetstream.Msg) {
+		a.expand(m, func(c jetstream.Msg) {
+			select {
+			case work <- c:
+			case <-inHand.Done():
+				// Abandoned: left to be delivered again.
+			}
+		})
+	}
+	return intake{take: take, done: func() { close(work) }, room: room}
+}
 
 // A role that is not serial takes in only what its workers will soon run,
 // so that its copies share the work, and it keeps everything it has taken
