@@ -198,6 +198,61 @@ func (f *fuzzer) start(user string) {
 	}
 }
 
+// startBatch sends a hostile batch of starts as user: junk, or a list of
+// up to eight hostile starts. A batch refused whole, or a start refused in
+// it, must leave no saga behind; each start accepted is a saga like any
+// other, and every start of a batch looked at has its answer.
+func (f *fuzzer) startBatch(user string) {
+	var data []byte
+	var starts []json.RawMessage
+	if f.rnd.IntN(4) == 0 {
+		data = f.payload("starts")
+	} else {
+		for range f.rnd.IntN(9) {
+			st := f.payload("saga", "saga_id", "context")
+			if f.rnd.IntN(2) == 0 {
+				st = []byte(`{"saga":` + f.str([]string{flood.Subsidy, flood.Insurance, flood.Elevation, f.token()}[f.rnd.IntN(4)]) +
+					`,"saga_id":` + f.str(f.token()) + `,"context":{}}`)
+			}
+			if !json.Valid(st) {
+				st = []byte(f.str(string(st)))
+			}
+			starts = append(starts, st)
+		}
+		data, _ = json.Marshal(struct {
+			V      int               `json:"v"`
+			Starts []json.RawMessage `json:"starts"`
+		}{1, starts})
+	}
+	var resp messages.StartBatchResponse
+	answer := f.request(user, messages.StartBatchSubject, data)
+	require.NoError(f.t, json.Unmarshal(answer, &resp), "%s", answer)
+	if resp.Error == nil {
+		require.Len(f.t, resp.Results, len(starts), "an answer to every start of %.300s", data)
+	}
+	for i, raw := range starts {
+		var st messages.BatchedStart
+		_ = json.Unmarshal(raw, &st)
+		if resp.Error == nil && resp.Results[i].Error == nil {
+			if id := resp.Results[i].SagaID; !slices.Contains(f.ids, id) {
+				f.ids = append(f.ids, id)
+				f.s.started[id] = st.Saga
+			}
+			continue
+		}
+		code := ""
+		if resp.Error == nil {
+			code = resp.Results[i].Error.Code
+		}
+		if messages.ValidToken(st.SagaID) && !slices.Contains(f.ids, st.SagaID) && code != messages.CodeConflict {
+			var status messages.StatusResponse
+			require.NoError(f.t, json.Unmarshal(f.request(user, messages.StatusSubject,
+				[]byte(`{"v":1,"saga_id":`+f.str(st.SagaID)+`}`)), &status))
+			require.NotNil(f.t, status.Error, "refused start %s left saga %s behind", raw, st.SagaID)
+		}
+	}
+}
+
 // tick sends a tick: mostly a hostile one that must be refused and leave
 // the clock, sometimes the next tick.
 func (f *fuzzer) sendTick(user string) {
@@ -450,11 +505,13 @@ func TestWireFuzz(t *testing.T) {
 		for range 50 {
 			switch user := []string{driverUser, operatorUser, flood.Household, flood.Government, flood.Insurer, flood.Contractor}[f.rnd.IntN(6)]; user {
 			case driverUser, operatorUser:
-				switch f.rnd.IntN(3) {
+				switch f.rnd.IntN(4) {
 				case 0:
 					f.start(user)
 				case 1:
 					f.sendTick(user)
+				case 2:
+					f.startBatch(user)
 				default:
 					f.query(user)
 				}
