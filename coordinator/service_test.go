@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
@@ -82,14 +83,23 @@ func TestCoordinatorIsAMicroService(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, m.Header.Get(micro.ErrorCodeHeader))
 
-	var stats micro.Stats
-	control(t, nc, micro.StatsVerb, messages.CoordinatorService, &stats)
-	require.Equal(t, micro.StatsResponseType, stats.Type)
-	n := map[string]int{}
-	for _, e := range stats.Endpoints {
-		n[e.Name] = e.NumRequests
-	}
-	require.Equal(t, map[string]int{"start": 1, "starts": 0, "tick": 0, "status": 3, "summary": 2, "list": 0, "retry": 0, "register": 0}, n)
+	// micro counts a request once its handler returns, which may be after
+	// a read of the bucket has answered it: the counts are waited for.
+	want := map[string]int{"start": 1, "starts": 0, "tick": 0, "status": 3, "summary": 2, "list": 0, "retry": 0, "register": 0}
+	subj, err := micro.ControlSubject(micro.StatsVerb, messages.CoordinatorService, "")
+	require.NoError(t, err)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		m, err := nc.Request(subj, nil, 5*time.Second)
+		require.NoError(c, err)
+		var stats micro.Stats
+		require.NoError(c, json.Unmarshal(m.Data, &stats))
+		require.Equal(c, micro.StatsResponseType, stats.Type)
+		n := map[string]int{}
+		for _, e := range stats.Endpoints {
+			n[e.Name] = e.NumRequests
+		}
+		assert.Equal(c, want, n)
+	}, 10*time.Second, 10*time.Millisecond)
 }
 
 // TestListFinished lists sagas by a finished status, read from the bucket:
