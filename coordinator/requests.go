@@ -79,65 +79,16 @@ func (c *Coordinator) onStart(ctx context.Context, m *nats.Msg) {
 		c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(c.busyError())})
 		return
 	}
-	if req.SagaID == "" {
-		c.enqueue(ctx, c.startInput(ctx, m, sagaType, req))
-		return
+	// A start alone is a batch of one (starts.go), answered with its one
+	// result.
+	b := &startBatch{
+		starts:  []messages.BatchedStart{{Saga: sagaType, SagaID: req.SagaID, Rank: req.Rank, Tick: req.Tick, Context: req.Context}},
+		results: make([]messages.StartResponse, 1),
+		live:    []int{0},
+		trace:   m,
 	}
-	// A client-chosen id may name a saga that finished long ago and is
-	// only in the bucket. Look there off the subscription's goroutine, so
-	// starts are not served one bucket read at a time; a saga finishing
-	// meanwhile is still known to the engine (Start returns ErrTerminal).
-	err = c.reads.start(ctx, bucketWait, func(read context.Context) {
-		if c.answerFinished(read, m, req.SagaID) {
-			return
-		}
-		c.enqueue(ctx, c.startInput(ctx, m, sagaType, req))
-	})
-	if err != nil {
-		c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
-	}
-}
-
-func (c *Coordinator) startInput(ctx context.Context, m *nats.Msg, sagaType string, req messages.StartRequest) input {
-	return func(_ time.Time, out *saga.Outbox) func(error) {
-		// The starts queued before the limit was reached are checked
-		// again here, where the count is exact; a start of a saga already
-		// held returns it, whatever the count.
-		if c.opts.MaxActive > 0 && c.engine.Summary().Active >= c.opts.MaxActive {
-			if _, err := c.engine.Get(req.SagaID); req.SagaID == "" || err != nil {
-				c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(c.busyError())})
-				return nil
-			}
-		}
-		x, err := c.engine.StartWith(req.SagaID, sagaType, req.Context, saga.StartOptions{Rank: req.Rank, Tick: req.Tick}, out)
-		if errors.Is(err, saga.ErrTerminal) {
-			// Answer once the batch that may hold its end is stored.
-			return func(error) {
-				if err := c.reads.start(ctx, bucketWait, func(read context.Context) { c.answerFinished(read, m, req.SagaID) }); err != nil {
-					c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
-				}
-			}
-		}
-		if err != nil {
-			c.log.Warn("start refused", "saga", sagaType, "err", err)
-			c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
-			return nil
-		}
-		c.traceStart(m, x)
-		resp := messages.StartResponse{V: messages.Version, SagaID: x.ID, Status: string(x.Status)}
-		return func(err error) {
-			if err != nil && req.SagaID != "" {
-				// Not stored, and the term ends. The start names its
-				// saga, so sent again it starts the saga once, whatever
-				// of this batch the store kept: busy says send it again.
-				err = fmt.Errorf("%w: start of saga %s not stored; send it again: %w", messages.ErrBusy, req.SagaID, err)
-			}
-			if err != nil {
-				resp = messages.StartResponse{V: messages.Version, Error: wireError(err)}
-			}
-			c.respond(m, resp)
-		}
-	}
+	b.finish = func() { c.respond(m, b.results[0]) }
+	c.lookUpAndStart(ctx, b)
 }
 
 // busy reports whether the sagas in flight after the last batch reached
@@ -149,27 +100,6 @@ func (c *Coordinator) busy() bool {
 // busyError is the error a start over Options.MaxActive is answered with.
 func (c *Coordinator) busyError() error {
 	return fmt.Errorf("%d sagas in flight, the limit: %w", c.opts.MaxActive, messages.ErrBusy)
-}
-
-// answerFinished answers a start request for id from the bucket when id
-// names a finished saga, and reports whether it answered. A read that
-// failed is answered its error: a saga it could not see may be there, and
-// must not be started again.
-func (c *Coordinator) answerFinished(ctx context.Context, m *nats.Msg, id string) bool {
-	e, err := c.kv.Get(ctx, messages.SagaKey(id))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return false
-	}
-	if err != nil {
-		c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(readError(ctx, err))})
-		return true
-	}
-	var x saga.Execution
-	if json.Unmarshal(e.Value(), &x) != nil || !x.Status.Terminal() {
-		return false
-	}
-	c.respond(m, messages.StartResponse{V: messages.Version, SagaID: x.ID, Status: string(x.Status)})
-	return true
 }
 
 func (c *Coordinator) onTick(ctx context.Context, m *nats.Msg) {

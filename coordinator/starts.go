@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,21 +16,25 @@ import (
 	"github.com/natsaga/natsaga/saga"
 )
 
-// Many starts in one request (messages.StartBatch). A simulation tick
-// starts thousands of sagas; one request each costs a round trip, a read
-// of the bucket for each client-chosen id and an input of the loop each.
-// A batch costs one of each: its ids are looked up in one read of the
-// bucket, and its starts go into the engine as one input, in the order
-// given. Each start is decided as it would be alone (startInput), and
-// answered in the batch's answer at its place.
+// Starts, alone (natsaga.start.<saga>) or many in one request
+// (messages.StartBatch on natsaga.starts). A simulation tick starts
+// thousands of sagas; one request each costs a round trip, a read of the
+// bucket for each client-chosen id and an input of the loop each. A batch
+// costs one of each: its ids are looked up in one read of the bucket, and
+// its starts go into the engine as one input, in the order given. A start
+// alone is a batch of one, so each start of a batch is decided exactly as
+// it would be alone, and answered at its place.
 
 // startBatch is a batch of starts being answered.
 type startBatch struct {
-	m       *nats.Msg
 	starts  []messages.BatchedStart
 	results []messages.StartResponse
 	// live are the indexes of the starts still to decide.
 	live []int
+	// trace is the request whose trace context the sagas' spans continue;
+	// finish answers it with results.
+	trace  *nats.Msg
+	finish func()
 }
 
 func (b *startBatch) answer(i int, resp messages.StartResponse) {
@@ -76,23 +81,29 @@ func (c *Coordinator) onStarts(ctx context.Context, m *nats.Msg) {
 		return
 	}
 	n := len(raw.Starts)
-	b := &startBatch{m: m, starts: make([]messages.BatchedStart, n), results: make([]messages.StartResponse, n)}
+	b := &startBatch{starts: make([]messages.BatchedStart, n), results: make([]messages.StartResponse, n), trace: m}
+	b.finish = func() { c.respond(m, messages.StartBatchResponse{V: messages.Version, Results: b.results}) }
 	limit := c.nc.MaxPayload() / 4
-	var ids bool
 	for i, r := range raw.Starts {
 		if err := checkBatchedStart(r, &b.starts[i], limit); err != nil {
 			b.refuse(i, err)
 			continue
 		}
 		b.live = append(b.live, i)
-		ids = ids || b.starts[i].SagaID != ""
 	}
+	c.lookUpAndStart(ctx, b)
+}
+
+// lookUpAndStart answers from the bucket the starts of b whose id names a
+// finished saga, and starts the others. Ids chosen by the client may name
+// sagas finished long ago, only in the bucket: one read, off this
+// goroutine, looks them all up.
+func (c *Coordinator) lookUpAndStart(ctx context.Context, b *startBatch) {
+	ids := slices.ContainsFunc(b.live, func(i int) bool { return b.starts[i].SagaID != "" })
 	if !ids {
 		c.enqueueStarts(ctx, b)
 		return
 	}
-	// Ids chosen by the client may name sagas finished long ago, only in
-	// the bucket: one read looks them all up, off this goroutine.
 	err := c.reads.start(ctx, bucketWait, func(read context.Context) {
 		c.answerFinishedStarts(read, b)
 		c.enqueueStarts(ctx, b)
@@ -202,7 +213,7 @@ func (c *Coordinator) lastOf(ctx context.Context, subjects []string, each func(*
 // batch with none left is answered at once.
 func (c *Coordinator) enqueueStarts(ctx context.Context, b *startBatch) {
 	if len(b.live) == 0 {
-		c.respond(b.m, messages.StartBatchResponse{V: messages.Version, Results: b.results})
+		b.finish()
 		return
 	}
 	c.enqueue(ctx, func(_ time.Time, out *saga.Outbox) func(error) {
@@ -223,7 +234,7 @@ func (c *Coordinator) enqueueStarts(ctx context.Context, b *startBatch) {
 				c.log.Warn("start refused", "saga", s.Saga, "err", err)
 				b.refuse(i, err)
 			default:
-				c.traceStart(b.m, x)
+				c.traceStart(b.trace, x)
 				b.answer(i, messages.StartResponse{SagaID: x.ID, Status: string(x.Status)})
 				started = append(started, i)
 			}
@@ -242,7 +253,7 @@ func (c *Coordinator) enqueueStarts(ctx context.Context, b *startBatch) {
 				}
 			}
 			if len(terminal) == 0 {
-				c.respond(b.m, messages.StartBatchResponse{V: messages.Version, Results: b.results})
+				b.finish()
 				return
 			}
 			// Sagas that ended since the lookup: answered from the
@@ -253,12 +264,12 @@ func (c *Coordinator) enqueueStarts(ctx context.Context, b *startBatch) {
 				for _, i := range b.live {
 					b.refuse(i, fmt.Errorf("start %s: %w", b.starts[i].SagaID, saga.ErrTerminal))
 				}
-				c.respond(b.m, messages.StartBatchResponse{V: messages.Version, Results: b.results})
+				b.finish()
 			}); err != nil {
 				for _, i := range terminal {
 					b.refuse(i, err)
 				}
-				c.respond(b.m, messages.StartBatchResponse{V: messages.Version, Results: b.results})
+				b.finish()
 			}
 		}
 	})
