@@ -219,10 +219,20 @@ func (f *fuzzer) startBatch(user string) {
 			}
 			starts = append(starts, st)
 		}
-		data, _ = json.Marshal(struct {
-			V      int               `json:"v"`
-			Starts []json.RawMessage `json:"starts"`
-		}{1, starts})
+		// Within the server's payload limit, which would refuse a larger
+		// request before the coordinator sees it: starts are dropped
+		// from the end until it fits (the coordinator's own limit, 256
+		// KiB, is below it).
+		for {
+			data, _ = json.Marshal(struct {
+				V      int               `json:"v"`
+				Starts []json.RawMessage `json:"starts"`
+			}{1, starts})
+			if int64(len(data)) <= f.conns[user].MaxPayload() || len(starts) <= 1 {
+				break
+			}
+			starts = starts[:len(starts)-1]
+		}
 	}
 	var resp messages.StartBatchResponse
 	answer := f.request(user, messages.StartBatchSubject, data)
