@@ -240,16 +240,16 @@ func (c *Coordinator) enqueueStarts(ctx context.Context, b *startBatch) {
 			}
 		}
 		return func(err error) {
-			for _, i := range started {
-				if err == nil {
-					continue
-				}
-				if id := b.starts[i].SagaID; id != "" {
-					// As for a start alone: sent again, it starts the
-					// saga once.
-					b.refuse(i, fmt.Errorf("%w: start of saga %s not stored; send it again: %w", messages.ErrBusy, id, err))
-				} else {
-					b.refuse(i, err)
+			if err != nil {
+				for _, i := range started {
+					if id := b.starts[i].SagaID; id != "" {
+						// Not stored, and the term ends. A start that
+						// names its saga starts it once however often it
+						// is sent: busy says send it again.
+						b.refuse(i, fmt.Errorf("%w: start of saga %s not stored; send it again: %w", messages.ErrBusy, id, err))
+					} else {
+						b.refuse(i, err)
+					}
 				}
 			}
 			if len(terminal) == 0 {
