@@ -136,6 +136,10 @@ type Coordinator struct {
 	revs   map[string]uint64 // KV revision of each saga held in memory
 	clock  uint64            // KV revision of the clock entry
 	saved  int64             // tick last stored
+	// begun holds the sagas that began at the tick last stored, stored
+	// pending since they were scheduled and not stored since (see
+	// onlyBegan); they are stored when the clock moves on.
+	begun map[string]struct{}
 	ready  chan struct{}
 	// readyOnce closes ready at the first term that serves.
 	readyOnce sync.Once
@@ -247,7 +251,7 @@ func (c *Coordinator) reset() error {
 	c.engine = e
 	c.revs, c.changed = map[string]uint64{}, map[string]bool{}
 	c.traces, c.sentAt = map[string]*sagaTrace{}, map[string]time.Time{}
-	c.clock, c.saved = 0, 0
+	c.clock, c.saved, c.begun = 0, 0, map[string]struct{}{}
 	c.term.Store(&term{in: make(chan input, 4*c.opts.MaxBatch), stopped: make(chan struct{})})
 	return nil
 }
@@ -470,7 +474,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 	}
 	defer w.Stop()
 	var stored []saga.Execution
-	var tick int64
+	var tick, round int64
 	for entry := range w.Updates() {
 		if entry == nil {
 			break
@@ -479,12 +483,12 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		switch {
 		case key == messages.ClockKey:
 			c.clock = entry.Revision()
-			t, err := strconv.ParseInt(string(entry.Value()), 10, 64)
-			if err != nil || t < 0 {
+			ck, err := parseClock(entry.Value())
+			if err != nil {
 				c.log.Error("stored clock unreadable: the clock starts at 0", "value", messages.Quote(string(entry.Value())), "err", err)
 				continue
 			}
-			tick = t
+			tick, round = ck.Tick, ck.Round
 		case strings.HasPrefix(key, messages.DefinitionKeyPrefix):
 			// A stored definition the coordinator cannot take is skipped,
 			// like a stored saga: the sagas of its version then stay in
@@ -523,7 +527,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 	for _, x := range stored {
 		// By the saga's own version: a later one may have fewer steps.
 		if d, ok := c.engine.DefinitionOf(&x); ok {
-			renumber(&x, d)
+			renumber(&x, d, tick)
 		}
 		if err := c.engine.Restore(x, tick); err != nil {
 			c.log.Error("stored saga skipped", "saga_id", x.ID, "err", err)
@@ -540,6 +544,11 @@ func (c *Coordinator) recover(ctx context.Context) error {
 			executing = append(executing, x.ID)
 		}
 	}
+	began, err := c.beginScheduled(ctx, tick, round)
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	executing = append(executing, began...)
 	if err := c.catchUp(ctx, executing); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
@@ -674,6 +683,10 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 	}
 	var ps []pending
 	settled := 0
+	tick, moves := c.engine.Tick(), c.engine.Tick() != c.saved
+	if moves {
+		changed = c.withBegun(changed)
+	}
 	settle := func(p pending) error {
 		ack, err := wait(ctx, p.ack)
 		if err != nil {
@@ -692,6 +705,11 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 			continue // stored already: a saga may change twice in a batch
 		}
 		c.changed[x.ID] = false
+		if moves && onlyBegan(x, tick, c.engine.TickRound(), c.revs[x.ID] != 0) {
+			c.begun[x.ID] = struct{}{}
+			continue
+		}
+		delete(c.begun, x.ID)
 		data, err := c.encode(func(dst []byte) ([]byte, error) { return wirejson.AppendExecution(dst, x) })
 		if err != nil {
 			return fmt.Errorf("encode saga %s: %w", x.ID, err)
@@ -715,8 +733,12 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 		ps = append(ps, pending{x, f})
 	}
 	var clock jetstream.PubAckFuture
-	if t := c.engine.Tick(); t != c.saved {
-		f, err := c.putAsync(messages.ClockKey, []byte(strconv.FormatInt(t, 10)), c.clock, 0)
+	if moves {
+		data, err := json.Marshal(storedClock{Tick: tick, Round: c.engine.TickRound()})
+		if err != nil {
+			return fmt.Errorf("encode clock: %w", err)
+		}
+		f, err := c.putAsync(messages.ClockKey, data, c.clock, 0)
 		if err != nil {
 			return err
 		}
@@ -733,7 +755,7 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 			return fmt.Errorf("store clock: %w", err)
 		}
 		c.clock = ack.Sequence
-		c.saved = c.engine.Tick()
+		c.saved = tick
 	}
 	return nil
 }

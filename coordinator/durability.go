@@ -5,10 +5,10 @@ package coordinator
 // The engine (package saga) reports every saga it changes in
 // Outbox.Changed, and the safe thing is to store each one before its
 // commands go out: then a restarted coordinator finds every saga as it
-// left it. This file holds the one exception, which saves a KV write per
-// step, and everything that keeps it safe.
+// left it. This file holds the two exceptions, which save a KV write per
+// step and one per scheduled start, and everything that keeps them safe.
 //
-// The exception. An agent built on package participant records the result
+// The first exception. An agent built on package participant records the result
 // of each command in its barrier record, and the coordinator reads that
 // record as the answer (records.go). When such an answer is an execute
 // that succeeded, and all it did was send the next step's first execute
@@ -36,13 +36,28 @@ package coordinator
 //   - Then every outstanding command is sent again; an agent's barrier
 //     answers one it has already applied from its record.
 //
+// The second exception. A saga scheduled for a later tick is stored
+// pending when it is scheduled. When the tick comes and all it does is
+// begin (its first step's first execute, in the tick's first round), it
+// is not stored again: [onlyBegan] decides. The clock is stored in the
+// same commit, before the commands go out, with the tick's first round
+// ([storedClock]). A restarted coordinator finds the saga pending at the
+// stored tick, and begins it again in that round
+// ([Coordinator.beginScheduled], saga.Engine.BeginScheduled), before it
+// catches up; so the rounds, and the order of the commands, are those of
+// the run before. Such a saga is stored when the clock next moves, if it
+// has not been stored by then: the clock then no longer says in which
+// round it began.
+//
 // The engine knows none of this: it reports changes, and this file decides
-// which of them may wait for a record to be read again.
+// which of them may wait for a record, or the clock, to be read again.
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -92,11 +107,90 @@ func onlyAdvanced(reply messages.Reply, changed []*saga.Execution, commands []me
 
 // renumber moves the sequence number of x, a saga of definition d read
 // from the bucket, past the commands its previous coordinator may have
-// sent after storing it: at most one per later step, when x is executing.
-func renumber(x *saga.Execution, d *saga.Definition) {
-	if !x.Status.Terminal() && x.Action == messages.Execute {
+// sent after storing it: at most one per step, when x is executing, or
+// pending with its start tick come by tick, the clock stored.
+func renumber(x *saga.Execution, d *saga.Definition, tick int64) {
+	executing := !x.Status.Terminal() && x.Action == messages.Execute
+	began := x.Status == saga.Pending && x.StartedTick <= tick
+	if executing || began {
 		x.Seq += len(d.Steps)
 	}
+}
+
+// onlyBegan reports whether x, changed in a commit that stores the clock
+// at tick with round, its first round, did nothing but begin at tick the
+// start it was stored pending for (stored): its outstanding command is its
+// first step's first execute, and a ranked saga's is in round. Restored
+// pending, it begins again just so.
+func onlyBegan(x *saga.Execution, tick, round int64, stored bool) bool {
+	return stored && x.Status == saga.InProgress && x.StartedTick == tick && x.Current == 0 &&
+		x.Action == messages.Execute && x.Attempt == 1 && x.Awaiting && x.RetryAt.IsZero() &&
+		(x.Rank == 0 || x.Round == round)
+}
+
+// withBegun returns changed with the sagas of c.begun that it lacks and
+// that are still active: the commit stores the clock at a later tick, so
+// they must be stored as they are now.
+func (c *Coordinator) withBegun(changed []*saga.Execution) []*saga.Execution {
+	if len(c.begun) == 0 {
+		return changed
+	}
+	changed = changed[:len(changed):len(changed)]
+	for id := range c.begun {
+		if c.changed[id] {
+			continue
+		}
+		x, err := c.engine.Get(id)
+		if err != nil || x.Status.Terminal() {
+			delete(c.begun, id)
+			continue
+		}
+		changed = append(changed, &x)
+		c.changed[id] = true
+	}
+	return changed
+}
+
+// beginScheduled begins, in a recovery, the sagas stored pending for tick,
+// the clock stored, that began at it in round (see [onlyBegan]), stores
+// them, and returns their ids for the catch-up.
+func (c *Coordinator) beginScheduled(ctx context.Context, tick, round int64) ([]string, error) {
+	var out saga.Outbox
+	ids := c.engine.BeginScheduled(tick, round, &out)
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	// Their commands go out with every outstanding one after the
+	// recovery; their events went out when they began.
+	out.Commands, out.Events = nil, nil
+	if err := c.commit(ctx, &out); err != nil {
+		return nil, fmt.Errorf("begin scheduled sagas: %w", err)
+	}
+	c.log.Info("began the sagas scheduled for the stored tick", "tick", tick, "round", round, "sagas", len(ids))
+	return ids, nil
+}
+
+// storedClock is the value of [messages.ClockKey]: the tick, and its first
+// round (saga.Engine.TickRound). A clock stored as a bare tick, as before
+// the round was stored, has no round.
+type storedClock struct {
+	Tick  int64 `json:"tick"`
+	Round int64 `json:"round,omitempty"`
+}
+
+// parseClock reads a stored clock, in either form.
+func parseClock(data []byte) (storedClock, error) {
+	var ck storedClock
+	var err error
+	if len(data) > 0 && data[0] == '{' {
+		err = json.Unmarshal(data, &ck)
+	} else {
+		ck.Tick, err = strconv.ParseInt(string(data), 10, 64)
+	}
+	if err == nil && (ck.Tick < 0 || ck.Round < 0) {
+		err = fmt.Errorf("tick %d, round %d: %w", ck.Tick, ck.Round, messages.ErrBadRequest)
+	}
+	return ck, err
 }
 
 // catchUp brings each saga restored while executing (ids) up to date: a

@@ -83,20 +83,83 @@ func TestAReplyAfterAnUnstoredAdvanceIsStored(t *testing.T) {
 
 func TestRenumber(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		status saga.Status
-		action messages.Action
-		want   int
+		name    string
+		status  saga.Status
+		action  messages.Action
+		started int64
+		want    int
 	}{
-		{"executing: past one command per step", saga.InProgress, messages.Execute, 7},
-		{"compensating: every change was stored", saga.Compensating, messages.Compensate, 4},
-		{"finished", saga.Completed, "", 4},
-		{"failed while compensating", saga.Failed, messages.Compensate, 4},
+		{"executing: past one command per step", saga.InProgress, messages.Execute, 3, 7},
+		{"compensating: every change was stored", saga.Compensating, messages.Compensate, 3, 4},
+		{"finished", saga.Completed, "", 3, 4},
+		{"failed while compensating", saga.Failed, messages.Compensate, 3, 4},
+		{"pending for the clock's tick: it may have begun", saga.Pending, "", 5, 7},
+		{"pending for an earlier tick", saga.Pending, "", 4, 7},
+		{"pending for a later tick", saga.Pending, "", 6, 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			x := saga.Execution{Status: tc.status, Action: tc.action, Seq: 4}
-			renumber(&x, &threeSteps)
+			x := saga.Execution{Status: tc.status, Action: tc.action, StartedTick: tc.started, Seq: 4}
+			renumber(&x, &threeSteps, 5)
 			require.Equal(t, tc.want, x.Seq)
+		})
+	}
+}
+
+func TestOnlyBegan(t *testing.T) {
+	began := func(change func(x *saga.Execution)) saga.Execution {
+		x := saga.Execution{Status: saga.InProgress, StartedTick: 5, Current: 0, Action: messages.Execute,
+			Attempt: 1, Awaiting: true, Rank: 9, Round: 12}
+		if change != nil {
+			change(&x)
+		}
+		return x
+	}
+	for _, tc := range []struct {
+		name   string
+		x      saga.Execution
+		stored bool
+		want   bool
+	}{
+		{"began at the tick, in its first round", began(nil), true, true},
+		{"unranked: no round", began(func(x *saga.Execution) { x.Rank, x.Round = 0, 0 }), true, true},
+		{"never stored: started now, not scheduled", began(nil), false, false},
+		{"began at another tick", began(func(x *saga.Execution) { x.StartedTick = 4 }), true, false},
+		{"in a later round", began(func(x *saga.Execution) { x.Round = 13 }), true, false},
+		{"past its first step", began(func(x *saga.Execution) { x.Current = 1 }), true, false},
+		{"its first step tried again", began(func(x *saga.Execution) { x.Attempt = 2 }), true, false},
+		{"waiting to retry", began(func(x *saga.Execution) { x.RetryAt = time.Unix(1, 0) }), true, false},
+		{"answered working", began(func(x *saga.Execution) { x.Awaiting, x.Working = false, true }), true, false},
+		{"rolling back", began(func(x *saga.Execution) { x.Status, x.Action = saga.Compensating, messages.Compensate }), true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, onlyBegan(&tc.x, 5, 12, tc.stored))
+		})
+	}
+}
+
+func TestParseClock(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  storedClock
+		bad   bool
+	}{
+		{`{"tick":7,"round":31}`, storedClock{Tick: 7, Round: 31}, false},
+		{`{"tick":7}`, storedClock{Tick: 7}, false},
+		{`7`, storedClock{Tick: 7}, false},
+		{`-1`, storedClock{}, true},
+		{`{"tick":7,"round":-2}`, storedClock{}, true},
+		{`{"tick":"7"}`, storedClock{}, true},
+		{`seven`, storedClock{}, true},
+		{``, storedClock{}, true},
+	} {
+		t.Run(tc.value, func(t *testing.T) {
+			got, err := parseClock([]byte(tc.value))
+			if tc.bad {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got)
 		})
 	}
 }

@@ -49,12 +49,14 @@ type Engine struct {
 	// round is the last round of ranked commands released; open counts the
 	// ranked sagas that still owe it an answer; held are the ranked sagas
 	// waiting for a later round, and holdRound the round a saga held now
-	// joins. dueWorking counts the working commands whose declared tick
-	// has come. recovering is set from the first Restore to Resume.
+	// joins. tickRound is the first round of the current tick. dueWorking
+	// counts the working commands whose declared tick has come.
+	// recovering is set from the first Restore to Resume.
 	round      int64
 	open       int
 	held       []*Execution
 	holdRound  int64
+	tickRound  int64
 	dueWorking int
 	recovering bool
 }
@@ -623,9 +625,47 @@ func (e *Engine) AdvanceTick(tick int64, out *Outbox) error {
 	}
 	e.tick = tick
 	e.holdRound = e.round + 1
+	e.tickRound = e.holdRound
 	e.fireDeadlines(out)
 	e.release(out)
 	return nil
+}
+
+// TickRound is the first round of the current tick: the round that its
+// scheduled starts, its timeouts and the working commands falling due at
+// it joined (0 before the first tick). A durable runtime that stores a
+// scheduled saga when it is scheduled, and not again when it begins,
+// stores the tick with this round, for [Engine.BeginScheduled].
+func (e *Engine) TickRound() int64 { return e.tickRound }
+
+// BeginScheduled begins, during a recovery (between [Engine.Restore] and
+// [Engine.Resume]), every restored pending saga scheduled for tick, the
+// clock as stored, in round, the first round of that tick as
+// [Engine.TickRound] gave it; it returns their ids, sorted. The sagas
+// begin as AdvanceTick began them in the run before: at the same tick, in
+// the same round, so that the rounds that follow, and the order of their
+// commands, are the same. It does nothing outside a recovery, for a round
+// below 1, or when the clock restored is not at tick: the sagas then begin
+// when [Engine.Resume] or the next tick applies the deadlines due. What it
+// puts in out.Changed must be stored; its commands, and its events, are
+// not to be sent: after Resume, [Engine.Outstanding] lists the commands to
+// send again.
+func (e *Engine) BeginScheduled(tick, round int64, out *Outbox) []ID {
+	if !e.recovering || round < 1 || tick != e.tick {
+		return nil
+	}
+	var ids []ID
+	for id, x := range e.active {
+		if x.Status == Pending && x.StartedTick == tick {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	e.holdRound, e.tickRound = round, round
+	for _, id := range ids {
+		e.begin(e.active[id], out)
+	}
+	return ids
 }
 
 // fireDeadlines applies the deadlines due at or before the current tick.

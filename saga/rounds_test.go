@@ -174,3 +174,65 @@ func ptr(c messages.Command, ok bool) *messages.Command {
 	}
 	return &c
 }
+
+// TestBeginScheduledKeepsTheRound: a and b, scheduled for tick 2, began at
+// it in round 3, behind x, which still owed round 2 an answer. Restored as
+// they were stored when scheduled (pending), they begin again in round 3,
+// and the restored engine releases what the first one does.
+func TestBeginScheduledKeepsTheRound(t *testing.T) {
+	h := newHarness(t, subsidyDef())
+	h.startRanked("x", 1, 1)
+	h.tick(1)
+	require.NoError(t, h.reply(h.last("x"), messages.OK, "", nil))
+	h.startRanked("a", 2, 2)
+	h.startRanked("b", 3, 2)
+	stored := map[saga.ID]saga.Execution{"x": h.get("x"), "a": h.get("a"), "b": h.get("b")}
+	h.tick(2)
+	require.Empty(t, h.released(), "a and b wait for x's round")
+	require.Equal(t, int64(3), h.e.TickRound())
+
+	r := newHarness(t, subsidyDef())
+	for _, id := range []saga.ID{"b", "x", "a"} {
+		require.NoError(t, r.e.Restore(stored[id], 2))
+	}
+	r.out.Reset()
+	require.Equal(t, []saga.ID{"a", "b"}, r.e.BeginScheduled(2, h.e.TickRound(), &r.out))
+	require.Len(t, r.out.Changed, 4, "each began, and sent its first command")
+	for _, id := range []saga.ID{"a", "b"} {
+		want, got := h.get(id), r.get(id)
+		require.Equal(t, want.Status, got.Status, id)
+		require.Equal(t, want.StartedTick, got.StartedTick, id)
+		require.Equal(t, want.Round, got.Round, id)
+		require.Equal(t, want.History, got.History, id)
+	}
+	r.out.Reset()
+	r.e.Resume(&r.out)
+	var again []string
+	for _, c := range r.e.Outstanding() {
+		again = append(again, c.SagaID+"/"+c.Step)
+	}
+	require.Equal(t, []string{"x/government_evaluates"}, again, "round 2 goes out again, and only it")
+
+	for _, e := range []*harness{h, r} {
+		e.out.Reset()
+		require.NoError(t, e.e.ApplyReply(messages.ReplyTo(ptr(e.e.Command("x")), messages.OK, ""), t0, &e.out))
+	}
+	require.Equal(t, []string{"x/budget_deducted/execute", "a/household_applies/execute", "b/household_applies/execute"}, h.released())
+	require.Equal(t, h.released(), r.released())
+}
+
+// TestBeginScheduledOnlyWhenItCan: outside a recovery, for a clock that is
+// not the engine's, or with no round, nothing begins.
+func TestBeginScheduledOnlyWhenItCan(t *testing.T) {
+	h := newHarness(t, subsidyDef())
+	h.startRanked("a", 1, 2)
+	stored := h.get("a")
+	require.Empty(t, h.e.BeginScheduled(0, 1, &h.out), "not recovering")
+
+	r := newHarness(t, subsidyDef())
+	require.NoError(t, r.e.Restore(stored, 2))
+	require.Empty(t, r.e.BeginScheduled(1, 1, &r.out), "the clock is at 2")
+	require.Empty(t, r.e.BeginScheduled(2, 0, &r.out), "no round stored")
+	require.Equal(t, saga.Pending, r.get("a").Status)
+	require.Equal(t, []saga.ID{"a"}, r.e.BeginScheduled(2, 1, &r.out))
+}

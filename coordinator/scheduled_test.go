@@ -1,0 +1,176 @@
+package coordinator_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/coordinator"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// schedule starts the ranked transfer id, scheduled for tick.
+func schedule(t *testing.T, url, id string, rank, tick int64) {
+	t.Helper()
+	var resp messages.StartResponse
+	testenv.Request(t, testenv.Connect(t, url), messages.StartSubject("transfer"),
+		messages.StartRequest{V: messages.Version, SagaID: id, Rank: rank, Tick: tick, Context: messages.Context{}}, &resp)
+	require.Nil(t, resp.Error)
+	require.Equal(t, string(saga.Pending), resp.Status)
+}
+
+// bank serves twoSteps: the debit at once, the credit once credit is
+// closed; crediting hears of each credit that began.
+func bank(t *testing.T, url string, crediting chan<- string, credit <-chan struct{}) {
+	t.Helper()
+	testenv.Agent(t, url, participant.Options{Role: "bank", AckWait: time.Minute, Steps: []agent.Step{
+		{Saga: "transfer", Name: "debit", Handler: agent.Handler{
+			Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+				return messages.Context{}.MustSet("debited", 5), nil
+			},
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		}},
+		{Saga: "transfer", Name: "credit", Handler: agent.Handler{
+			Execute: func(ctx context.Context, _ agent.Tx, cmd *messages.Command) (messages.Context, error) {
+				crediting <- cmd.SagaID
+				select {
+				case <-credit:
+					return messages.Context{}, nil
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			},
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		}},
+	}})
+}
+
+// TestScheduledStartStoredOnce: a scheduled saga is stored pending when it
+// is scheduled, and not again when its tick begins it: the clock, stored
+// with the tick's first round, says how it began.
+func TestScheduledStartStoredOnce(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	stores := listen(t, nc, messages.BucketSubject(messages.SagaKeyPrefix+"*"))
+	clock := listen(t, nc, messages.BucketSubject(messages.ClockKey))
+	credit := make(chan struct{})
+	close(credit)
+	bank(t, url, make(chan string, 4), credit)
+	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+
+	schedule(t, url, "a", 1, 1)
+	schedule(t, url, "b", 2, 1)
+	testenv.Tick(t, nc, 1)
+	for _, id := range []string{"a", "b"} {
+		testenv.WaitStatus(t, nc, id, saga.Completed)
+		require.Eventually(t, func() bool { return stores.states(t, id) == "pending completed" }, 10*time.Second, 5*time.Millisecond,
+			"%s: stored when scheduled and when finished, not when it began: %s", id, stores.states(t, id))
+	}
+	clock.mu.Lock()
+	defer clock.mu.Unlock()
+	require.Len(t, clock.msgs, 1)
+	require.JSONEq(t, `{"tick":1,"round":1}`, string(clock.msgs[0].Data))
+}
+
+// TestScheduledStartBegunAgainAfterARestart: a and b began at tick 1 and
+// their debits were answered, but neither was stored since it was
+// scheduled. The next coordinator finds them pending at the stored tick,
+// begins them again in the round the clock names, catches up from the
+// debits' records, and they go on from their credits, in the same round.
+func TestScheduledStartBegunAgainAfterARestart(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	stores := listen(t, nc, messages.BucketSubject(messages.SagaKeyPrefix+"*"))
+	crediting := make(chan string, 8)
+	credit := make(chan struct{})
+	bank(t, url, crediting, credit)
+	// Cleanups run last first: the credits return before their agent stops.
+	t.Cleanup(func() {
+		select {
+		case <-credit:
+		default:
+			close(credit)
+		}
+	})
+
+	c1ctx, stopC1 := context.WithCancel(context.Background())
+	c1, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: []saga.Definition{twoSteps}})
+	require.NoError(t, err)
+	c1done := make(chan error, 1)
+	go func() { c1done <- c1.Run(c1ctx) }()
+	<-c1.Ready()
+	schedule(t, url, "a", 1, 1)
+	schedule(t, url, "b", 2, 1)
+	testenv.Tick(t, nc, 1)
+	for range 2 {
+		select {
+		case <-crediting:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the credits never began")
+		}
+	}
+	before := map[string]saga.Execution{}
+	for _, id := range []string{"a", "b"} {
+		before[id] = testenv.Status(t, nc, id)
+		require.Equal(t, "pending", stores.states(t, id), "%s: not stored since it was scheduled", id)
+	}
+	stopC1()
+	require.NoError(t, <-c1done)
+
+	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+	for _, id := range []string{"a", "b"} {
+		x := testenv.Status(t, nc, id)
+		require.Equal(t, saga.InProgress, x.Status, id)
+		require.Equal(t, []string{"debit"}, x.Completed, "%s: caught up from the debit's record", id)
+		require.Equal(t, "credit", twoSteps.Steps[x.Current].Name, id)
+		require.Equal(t, int64(1), x.StartedTick, id)
+		require.Equal(t, before[id].Round, x.Round, "%s: the credit is in the round it was in", id)
+		require.Greater(t, x.Seq, before[id].Seq, "%s: numbered past the commands sent before", id)
+		require.Equal(t, json.RawMessage("5"), x.Context["debited"], id)
+		require.Eventually(t, func() bool { return stores.states(t, id) == "pending in_progress" }, 10*time.Second, 5*time.Millisecond,
+			"%s: stored as it began again: %s", id, stores.states(t, id))
+	}
+	close(credit)
+	for _, id := range []string{"a", "b"} {
+		testenv.WaitStatus(t, nc, id, saga.Completed)
+	}
+}
+
+// TestBegunSagaStoredWhenTheClockMovesOn: a began at tick 1 and was not
+// stored since it was scheduled. Tick 2 is stored with its own first
+// round, which says nothing of a's: a is stored as it is then.
+func TestBegunSagaStoredWhenTheClockMovesOn(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	stores := listen(t, nc, messages.BucketSubject(messages.SagaKeyPrefix+"*"))
+	crediting := make(chan string, 8)
+	credit := make(chan struct{})
+	bank(t, url, crediting, credit)
+	t.Cleanup(func() { close(credit) })
+	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+
+	schedule(t, url, "a", 1, 1)
+	testenv.Tick(t, nc, 1)
+	select {
+	case <-crediting:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the credit never began")
+	}
+	require.Equal(t, "pending", stores.states(t, "a"))
+	testenv.Tick(t, nc, 2)
+	require.Eventually(t, func() bool { return stores.states(t, "a") == "pending in_progress" }, 10*time.Second, 5*time.Millisecond,
+		"stored at tick 2: %s", stores.states(t, "a"))
+	stores.mu.Lock()
+	last := stores.msgs[len(stores.msgs)-1]
+	stores.mu.Unlock()
+	var x saga.Execution
+	require.NoError(t, json.Unmarshal(last.Data, &x))
+	require.Equal(t, []string{"debit"}, x.Completed, "as it is now: at its credit")
+}
