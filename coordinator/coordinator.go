@@ -136,11 +136,11 @@ type Coordinator struct {
 	revs   map[string]uint64 // KV revision of each saga held in memory
 	clock  uint64            // KV revision of the clock entry
 	saved  int64             // tick last stored
+	ready  chan struct{}
 	// begun holds the sagas that began at the tick last stored, stored
 	// pending since they were scheduled and not stored since (see
 	// onlyBegan); they are stored when the clock moves on.
 	begun map[string]struct{}
-	ready  chan struct{}
 	// readyOnce closes ready at the first term that serves.
 	readyOnce sync.Once
 	// term is the queue of the current term's loop (see Run).
