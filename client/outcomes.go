@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -79,8 +78,8 @@ func (c *Client) ScanStored(ctx context.Context, keep func(id string) bool) iter
 			if !ok || (keep != nil && !keep(id)) {
 				continue
 			}
-			var x saga.Execution
-			if err := json.Unmarshal(e.Value(), &x); err != nil {
+			x, err := wirejson.DecodeExecution(e.Value())
+			if err != nil {
 				fail(fmt.Errorf("key %s: %w: %w", e.Key(), ErrBadStored, err))
 				return
 			}

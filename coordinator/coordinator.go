@@ -505,8 +505,8 @@ func (c *Coordinator) recover(ctx context.Context) error {
 				c.log.Error("stored saga skipped: its key breaks the identifier rule", "key", messages.Quote(key), "err", err)
 				continue
 			}
-			var x saga.Execution
-			if err := json.Unmarshal(entry.Value(), &x); err != nil {
+			x, err := wirejson.DecodeExecution(entry.Value())
+			if err != nil {
 				c.log.Error("stored saga skipped: unreadable", "saga_id", id, "err", err)
 				continue
 			}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
 
+	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -164,8 +165,8 @@ func (c *Coordinator) answerFinishedStarts(ctx context.Context, b *startBatch) {
 		if op := m.Header.Get(kvOperationHeader); op != "" {
 			return // deleted or purged: not there
 		}
-		var x saga.Execution
-		if json.Unmarshal(m.Data, &x) != nil || !x.Status.Terminal() {
+		x, err := wirejson.DecodeExecution(m.Data)
+		if err != nil || !x.Status.Terminal() {
 			return
 		}
 		for _, i := range at[m.Subject] {

@@ -1,6 +1,6 @@
 // Package wirejson is natsaga's codec for its hot payloads: it encodes
 // commands, replies, events, barrier records and stored sagas, and decodes
-// commands, replies and records, without reflection. It writes and accepts
+// commands, replies, records and stored sagas, without reflection. It writes and accepts
 // exactly what encoding/json does for these types: the same bytes out, the
 // same values in, the same inputs refused. Only the NATS edges
 // (coordinator, participant) use it, so messages and saga depend on the
@@ -58,4 +58,11 @@
 // go-json matches the codec on the small payloads in isolation, but
 // allocates more (21 allocations for a command to 12) and cost the most CPU
 // per saga in the running system.
+//
+// A stored saga is decoded where every saga is read at once: by a
+// coordinator that starts, and by a report or an outcome log
+// (client.ScanStored). BenchmarkExecutionDecoding, the stored saga of the
+// table above, 3 runs each on the same VM on 2026-12-02: encoding/json
+// 13,475 to 13,514 ns and 66 allocations, DecodeExecution 6,267 to 6,677
+// ns and 60 allocations.
 package wirejson

@@ -228,6 +228,9 @@ func instant[T any](goName string, p func(*T) *time.Time) binding[T] {
 			return append(dst, b...), err
 		},
 		dec: func(d *Decoder, v *T) error {
+			if d.Null() || d.err != nil {
+				return d.err // null leaves the time as it is
+			}
 			var s string
 			if err := d.String(&s); err != nil {
 				return err
@@ -238,8 +241,7 @@ func instant[T any](goName string, p func(*T) *time.Time) binding[T] {
 	}
 }
 
-// strings binds a list of strings, written null when nil; it is only
-// encoded.
+// stringList binds a list of strings, written null when nil.
 func stringList[T any](goName string, p func(*T) *[]string) binding[T] {
 	return binding[T]{goName: goName,
 		enc: func(dst []byte, v *T) ([]byte, error) {
@@ -256,8 +258,32 @@ func stringList[T any](goName string, p func(*T) *[]string) binding[T] {
 			}
 			return append(dst, ']'), nil
 		},
+		dec: func(d *Decoder, v *T) error {
+			return list(d, p(v), func(s *string) error { return d.String(s) })
+		},
 		empty: func(v *T) bool { return len(*p(v)) == 0 },
 	}
+}
+
+// list reads an array into *xs, each element with elem, as encoding/json
+// decodes a slice: null sets *xs to nil, an array to a new slice of its
+// elements (empty, not nil, for []).
+func list[E any](d *Decoder, xs *[]E, elem func(*E) error) error {
+	if d.Null() {
+		*xs = nil
+		return nil
+	}
+	got := []E{}
+	err := d.Array(func() error {
+		var e E
+		err := elem(&e)
+		got = append(got, e)
+		return err
+	})
+	if err == nil {
+		*xs = got
+	}
+	return err
 }
 
 // object binds a pointer to a struct that has a codec of its own, written

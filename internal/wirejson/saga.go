@@ -19,8 +19,6 @@ var transitionCodec = newCodec(
 	str("Note", func(t *saga.Transition) *string { return &t.Note }),
 )
 
-// executionCodec only encodes: a stored saga is read back with
-// encoding/json, once, when a coordinator starts.
 var executionCodec = newCodec(
 	named("ID", func(x *saga.Execution) *saga.ID { return &x.ID }),
 	str("Definition", func(x *saga.Execution) *string { return &x.Definition }),
@@ -43,10 +41,48 @@ var executionCodec = newCodec(
 	instant("RetryAt", func(x *saga.Execution) *time.Time { return &x.RetryAt }),
 	stringList("Completed", func(x *saga.Execution) *[]string { return &x.Completed }),
 	stringList("Compensated", func(x *saga.Execution) *[]string { return &x.Compensated }),
-	binding[saga.Execution]{goName: "Results", enc: appendResults, empty: func(x *saga.Execution) bool { return len(x.Results) == 0 }},
+	binding[saga.Execution]{goName: "Results", enc: appendResults, dec: decodeResults, empty: func(x *saga.Execution) bool { return len(x.Results) == 0 }},
 	str("Error", func(x *saga.Execution) *string { return &x.Error }),
-	binding[saga.Execution]{goName: "History", enc: appendHistory},
+	binding[saga.Execution]{goName: "History", enc: appendHistory, dec: decodeHistory},
 )
+
+// DecodeExecution reads a stored saga, one JSON object and nothing after
+// it, into what json.Unmarshal makes of it, without reflection: a
+// coordinator reads every stored saga when it starts, and a report reads
+// every saga of a run. It returns an error wrapping [ErrSyntax] or
+// [ErrType] where json.Unmarshal returns one.
+func DecodeExecution(data []byte) (saga.Execution, error) {
+	x, err := executionCodec.decodeAll(data)
+	if err != nil {
+		return saga.Execution{}, fmt.Errorf("decode saga: %w", err)
+	}
+	return x, nil
+}
+
+// decodeResults reads x's step results, as encoding/json decodes a map:
+// null sets it to nil, an object adds its members.
+func decodeResults(d *Decoder, x *saga.Execution) error {
+	if d.Null() {
+		x.Results = nil
+		return nil
+	}
+	if d.err == nil && d.peek() == '{' && x.Results == nil {
+		x.Results = map[string]messages.Context{}
+	}
+	return d.Object(func(key []byte) error {
+		var out messages.Context
+		if err := RawMap(d, &out); err != nil {
+			return err
+		}
+		x.Results[string(key)] = out
+		return nil
+	})
+}
+
+// decodeHistory reads x's history.
+func decodeHistory(d *Decoder, x *saga.Execution) error {
+	return list(d, &x.History, func(t *saga.Transition) error { return transitionCodec.decode(d, t) })
+}
 
 // AppendExecution appends x's JSON encoding, the bytes json.Marshal(x)
 // returns, to dst, without reflection: the coordinator stores every changed

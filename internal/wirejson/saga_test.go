@@ -13,7 +13,8 @@ import (
 )
 
 // requireSameJSON checks that AppendJSON writes exactly what json.Marshal
-// writes for x, and that it reads back as x.
+// writes for x, and that DecodeExecution reads it back as json.Unmarshal
+// does.
 func requireSameJSON(t *testing.T, x *saga.Execution) {
 	t.Helper()
 	want, err := json.Marshal(x)
@@ -21,6 +22,11 @@ func requireSameJSON(t *testing.T, x *saga.Execution) {
 	got, err := wirejson.AppendExecution([]byte("prefix"), x)
 	require.NoError(t, err)
 	require.Equal(t, "prefix"+string(want), string(got))
+	var back saga.Execution
+	require.NoError(t, json.Unmarshal(want, &back))
+	read, err := wirejson.DecodeExecution(want)
+	require.NoError(t, err)
+	requireSameExecution(t, back, read)
 }
 
 // TestAppendJSONMatchesEncodingJSON encodes sagas at every point of their
@@ -105,7 +111,9 @@ func TestAppendJSONRefusesWhatEncodingJSONRefuses(t *testing.T) {
 	}
 }
 
-func BenchmarkExecutionEncoding(b *testing.B) {
+// storedSaga is a subsidy saga after its second step, as the coordinator
+// stores it.
+func storedSaga(b *testing.B) *saga.Execution {
 	e := saga.New(saga.Options{})
 	require.NoError(b, e.Register(subsidyDef()))
 	var out saga.Outbox
@@ -117,7 +125,11 @@ func BenchmarkExecutionEncoding(b *testing.B) {
 		out.Reset()
 		require.NoError(b, e.ApplyReply(r, t0, &out))
 	}
-	x := out.Changed[0]
+	return out.Changed[0]
+}
+
+func BenchmarkExecutionEncoding(b *testing.B) {
+	x := storedSaga(b)
 	b.Run("encoding/json", func(b *testing.B) {
 		for b.Loop() {
 			_, _ = json.Marshal(x)
@@ -144,4 +156,26 @@ func subsidyDef() saga.Definition {
 			{Name: "budget_deducted", Role: "government", Compensation: "refund_budget"},
 		},
 	}
+}
+
+// BenchmarkExecutionDecoding reads a stored saga back, as a restarted
+// coordinator and a run's report read every one.
+func BenchmarkExecutionDecoding(b *testing.B) {
+	data, err := json.Marshal(storedSaga(b))
+	require.NoError(b, err)
+	b.Run("encoding/json", func(b *testing.B) {
+		for b.Loop() {
+			var x saga.Execution
+			if err := json.Unmarshal(data, &x); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("DecodeExecution", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := wirejson.DecodeExecution(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
