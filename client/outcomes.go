@@ -110,7 +110,7 @@ func (c *Client) WriteOutcomes(ctx context.Context, w io.Writer, ranked bool) (d
 	if err != nil {
 		return "", 0, err
 	}
-	log, digest, err := saga.OutcomeLog(xs)
+	log, digest, err := saga.OutcomeLogWith(xs, wirejson.AppendOutcomeLine)
 	if err != nil {
 		return "", 0, err
 	}

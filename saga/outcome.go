@@ -50,21 +50,31 @@ func (x *Execution) Outcome() OutcomeLine {
 }
 
 // OutcomeLog returns the outcome log of xs: one JSON line per saga, sorted
-// by id, and the SHA-256 of those bytes in hex. Two runs that promise the
-// same outcomes have the same log, byte for byte. It returns an error when
-// a context value is not valid JSON.
+// by id, each line what json.Marshal writes for its [OutcomeLine], and the
+// SHA-256 of those bytes in hex. Two runs that promise the same outcomes
+// have the same log, byte for byte. It returns an error when a context
+// value is not valid JSON.
 func OutcomeLog(xs []Execution) (log []byte, digest string, err error) {
+	return OutcomeLogWith(xs, func(dst []byte, o *OutcomeLine) ([]byte, error) {
+		b, err := json.Marshal(o)
+		return append(dst, b...), err
+	})
+}
+
+// OutcomeLogWith is [OutcomeLog] with each line appended by appendLine,
+// which must write exactly the bytes json.Marshal writes for it: a faster
+// encoder, for the logs of large runs.
+func OutcomeLogWith(xs []Execution, appendLine func(dst []byte, o *OutcomeLine) ([]byte, error)) (log []byte, digest string, err error) {
 	lines := make([]OutcomeLine, len(xs))
 	for i := range xs {
 		lines[i] = xs[i].Outcome()
 	}
 	slices.SortFunc(lines, func(a, b OutcomeLine) int { return cmp.Compare(a.ID, b.ID) })
 	for i := range lines {
-		b, err := json.Marshal(&lines[i])
-		if err != nil {
+		if log, err = appendLine(log, &lines[i]); err != nil {
 			return nil, "", fmt.Errorf("outcome of %s: %w", lines[i].ID, err)
 		}
-		log = append(append(log, b...), '\n')
+		log = append(log, '\n')
 	}
 	sum := sha256.Sum256(log)
 	return log, hex.EncodeToString(sum[:]), nil

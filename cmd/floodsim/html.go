@@ -55,16 +55,27 @@ const timelineSample = 6
 // sampleTimeline picks up to timelineSample sagas of each outcome from
 // final, the earliest started first (ties by id), so that a rollback of
 // each kind shows beside the completions.
+//
+// It keeps each outcome's earliest as it goes, rather than sorting every
+// saga of the run.
 func sampleTimeline(final map[string]saga.Execution) []timelineSaga {
+	earlier := func(a, b timelineSaga) int { return cmp.Or(cmp.Compare(a.Started, b.Started), cmp.Compare(a.ID, b.ID)) }
 	byOutcome := map[flood.Outcome][]timelineSaga{}
-	for _, x := range final {
+	for id := range final {
+		x := final[id]
 		o := flood.Classify(&x)
-		byOutcome[o] = append(byOutcome[o], timelineSaga{ID: x.ID, Saga: x.Saga, Status: x.Status, Outcome: o, Started: x.StartedTick, History: x.History})
+		kept := byOutcome[o]
+		t := timelineSaga{ID: x.ID, Saga: x.Saga, Status: x.Status, Outcome: o, Started: x.StartedTick, History: x.History}
+		if len(kept) == timelineSample && earlier(t, kept[timelineSample-1]) > 0 {
+			continue
+		}
+		i, _ := slices.BinarySearchFunc(kept, t, earlier)
+		kept = slices.Insert(kept, i, t)
+		byOutcome[o] = kept[:min(len(kept), timelineSample)]
 	}
 	var out []timelineSaga
 	for _, xs := range byOutcome {
-		slices.SortFunc(xs, func(a, b timelineSaga) int { return cmp.Or(cmp.Compare(a.Started, b.Started), cmp.Compare(a.ID, b.ID)) })
-		out = append(out, xs[:min(len(xs), timelineSample)]...)
+		out = append(out, xs...)
 	}
 	slices.SortFunc(out, func(a, b timelineSaga) int {
 		return cmp.Or(cmp.Compare(a.Outcome, b.Outcome), cmp.Compare(a.Started, b.Started), cmp.Compare(a.ID, b.ID))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
 )
 
 // runSmall runs the small scenario against a coordinator and one agent per
@@ -156,4 +159,40 @@ func TestReportIncludesLateAgents(t *testing.T) {
 		names = append(names, a.Agent)
 	}
 	require.Subset(t, names, []string{"late-0", "late-1"})
+}
+
+// TestSampleTimelineKeepsTheEarliest: of 500 sagas of each of two
+// outcomes, many started at the same tick, the timeline keeps the six
+// started first of each (ties by id), ordered by outcome, tick and id.
+func TestSampleTimelineKeepsTheEarliest(t *testing.T) {
+	final := map[string]saga.Execution{}
+	var want []string
+	for i := range 1000 {
+		st := saga.Completed
+		if i%2 == 1 {
+			st = saga.TimedOut
+		}
+		// Ticks 40 down to 5, eight sagas a tick; ids that do not sort by tick.
+		x := saga.Execution{ID: fmt.Sprintf("s-%04d", (i*7919)%1000), Status: st, StartedTick: 40 - int64(i/30)}
+		final[x.ID] = x
+	}
+	for _, o := range []flood.Outcome{flood.OutcomeCompleted, flood.OutcomeTimedOut} {
+		var xs []saga.Execution
+		for _, x := range final {
+			if flood.Classify(&x) == o {
+				xs = append(xs, x)
+			}
+		}
+		slices.SortFunc(xs, func(a, b saga.Execution) int {
+			return cmp.Or(cmp.Compare(a.StartedTick, b.StartedTick), cmp.Compare(a.ID, b.ID))
+		})
+		for _, x := range xs[:timelineSample] {
+			want = append(want, fmt.Sprintf("%s %d %s", o, x.StartedTick, x.ID))
+		}
+	}
+	var got []string
+	for _, x := range sampleTimeline(final) {
+		got = append(got, fmt.Sprintf("%s %d %s", x.Outcome, x.Started, x.ID))
+	}
+	require.Equal(t, want, got)
 }

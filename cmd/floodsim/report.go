@@ -16,6 +16,7 @@ import (
 
 	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/flood"
+	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
@@ -174,7 +175,7 @@ func (s *sim) collect(ctx context.Context, gov, ins flood.LedgerChange, contract
 	// and the timeline are drawn from it as it is, with no copy kept
 	// beside it but the one the outcome log needs.
 	xs := slices.Collect(maps.Values(final))
-	if s.outcomeLog, r.OutcomesSHA256, err = saga.OutcomeLog(xs); err != nil {
+	if s.outcomeLog, r.OutcomesSHA256, err = saga.OutcomeLogWith(xs, wirejson.AppendOutcomeLine); err != nil {
 		return nil, err
 	}
 	for id, typ := range started {

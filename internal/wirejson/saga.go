@@ -46,6 +46,31 @@ var executionCodec = newCodec(
 	binding[saga.Execution]{goName: "History", enc: appendHistory, dec: decodeHistory},
 )
 
+var outcomeCodec = newCodec(
+	named("ID", func(o *saga.OutcomeLine) *saga.ID { return &o.ID }),
+	str("Saga", func(o *saga.OutcomeLine) *string { return &o.Saga }),
+	integer64("Rank", func(o *saga.OutcomeLine) *int64 { return &o.Rank }),
+	named("Status", func(o *saga.OutcomeLine) *saga.Status { return &o.Status }),
+	str("Reason", func(o *saga.OutcomeLine) *string { return &o.Reason }),
+	integer64("StartTick", func(o *saga.OutcomeLine) *int64 { return &o.StartTick }),
+	integer64("EndTick", func(o *saga.OutcomeLine) *int64 { return &o.EndTick }),
+	stringList("Completed", func(o *saga.OutcomeLine) *[]string { return &o.Completed }),
+	stringList("Compensated", func(o *saga.OutcomeLine) *[]string { return &o.Compensated }),
+	rawMap("Context", func(o *saga.OutcomeLine) *messages.Context { return &o.Context }),
+)
+
+// AppendOutcomeLine appends o's JSON encoding, the bytes json.Marshal(o)
+// returns, to dst, without reflection: a line of an outcome log
+// (saga.OutcomeLogWith). It returns an error when a context value is not
+// valid JSON.
+func AppendOutcomeLine(dst []byte, o *saga.OutcomeLine) ([]byte, error) {
+	dst, err := outcomeCodec.append(dst, o)
+	if err != nil {
+		return dst, fmt.Errorf("encode the outcome of %s: %w", o.ID, err)
+	}
+	return dst, nil
+}
+
 // DecodeExecution reads a stored saga, one JSON object and nothing after
 // it, into what json.Unmarshal makes of it, without reflection: a
 // coordinator reads every stored saga when it starts, and a report reads

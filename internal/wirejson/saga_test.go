@@ -2,6 +2,7 @@ package wirejson_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -22,6 +23,12 @@ func requireSameJSON(t *testing.T, x *saga.Execution) {
 	got, err := wirejson.AppendExecution([]byte("prefix"), x)
 	require.NoError(t, err)
 	require.Equal(t, "prefix"+string(want), string(got))
+	line := x.Outcome()
+	wantLine, err := json.Marshal(&line)
+	require.NoError(t, err)
+	gotLine, err := wirejson.AppendOutcomeLine([]byte("prefix"), &line)
+	require.NoError(t, err)
+	require.Equal(t, "prefix"+string(wantLine), string(gotLine))
 	var back saga.Execution
 	require.NoError(t, json.Unmarshal(want, &back))
 	read, err := wirejson.DecodeExecution(want)
@@ -96,6 +103,9 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 	requireSameJSON(t, &saga.Execution{ID: "x", Completed: []string{}, History: []saga.Transition{}, Compensated: []string{"a"},
 		Results: map[string]messages.Context{"b": nil, "a": {}}, RetryAt: time.Date(2026, 5, 6, 7, 8, 9, 123456789, time.FixedZone("x", 3600)),
 		Awaiting: true, Cause: saga.TimedOut, Error: "\xff", Action: messages.Compensate, Attempt: 2, Current: -1})
+	requireSameJSON(t, &saga.Execution{ID: "<y&z>", Saga: "s\u2028", Status: saga.RolledBack, Rank: 7, Error: `budget "<short>" & gone`,
+		Context: messages.Context{"z": json.RawMessage(` [ 1 , {"b" : "<\u0026>"} ] `), "a": json.RawMessage(`"\u2029"`)},
+		History: []saga.Transition{{Tick: 3}, {Tick: 9, Status: saga.RolledBack}}})
 }
 
 func TestAppendJSONRefusesWhatEncodingJSONRefuses(t *testing.T) {
@@ -174,6 +184,31 @@ func BenchmarkExecutionDecoding(b *testing.B) {
 	b.Run("DecodeExecution", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := wirejson.DecodeExecution(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkOutcomeLog writes the outcome log of 1,000 stored sagas, each
+// line with encoding/json and with AppendOutcomeLine.
+func BenchmarkOutcomeLog(b *testing.B) {
+	x := storedSaga(b)
+	xs := make([]saga.Execution, 1000)
+	for i := range xs {
+		xs[i] = *x
+		xs[i].ID = fmt.Sprintf("s-%04d", (i*7919)%1000)
+	}
+	b.Run("encoding/json", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := saga.OutcomeLog(xs); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("AppendOutcomeLine", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := saga.OutcomeLogWith(xs, wirejson.AppendOutcomeLine); err != nil {
 				b.Fatal(err)
 			}
 		}
