@@ -642,16 +642,16 @@ func (e *Engine) TickRound() int64 { return e.tickRound }
 // [Engine.Resume]), every restored pending saga scheduled for tick, the
 // clock as stored, in round, the first round of that tick as
 // [Engine.TickRound] gave it; it returns their ids, sorted. The sagas
-// begin as AdvanceTick began them in the run before: at the same tick, in
-// the same round, so that the rounds that follow, and the order of their
-// commands, are the same. It does nothing outside a recovery, for a round
-// below 1, or when the clock restored is not at tick: the sagas then begin
-// when [Engine.Resume] or the next tick applies the deadlines due. What it
-// puts in out.Changed must be stored; its commands, and its events, are
-// not to be sent: after Resume, [Engine.Outstanding] lists the commands to
-// send again.
+// begin as AdvanceTick began them in the run before: at tick, in round,
+// so that the rounds that follow, and the order of their commands, are
+// the same. The clock restored may be ahead of tick, when a saga was
+// stored at a later tick whose clock was not: it stays there. It does
+// nothing outside a recovery, for a round below 1, or when the clock
+// restored is behind tick. What it puts in out.Changed must be stored;
+// its commands, and its events, are not to be sent: after Resume,
+// [Engine.Outstanding] lists the commands to send again.
 func (e *Engine) BeginScheduled(tick, round int64, out *Outbox) []ID {
-	if !e.recovering || round < 1 || tick != e.tick {
+	if !e.recovering || round < 1 || tick > e.tick {
 		return nil
 	}
 	var ids []ID
@@ -661,9 +661,14 @@ func (e *Engine) BeginScheduled(tick, round int64, out *Outbox) []ID {
 		}
 	}
 	slices.Sort(ids)
-	e.holdRound, e.tickRound = round, round
+	now := e.tick
+	e.tick, e.holdRound = tick, round
 	for _, id := range ids {
 		e.begin(e.active[id], out)
+	}
+	e.tick = now
+	if tick == now {
+		e.tickRound = round
 	}
 	return ids
 }

@@ -230,9 +230,18 @@ func TestBeginScheduledOnlyWhenItCan(t *testing.T) {
 	require.Empty(t, h.e.BeginScheduled(0, 1, &h.out), "not recovering")
 
 	r := newHarness(t, subsidyDef())
-	require.NoError(t, r.e.Restore(stored, 2))
-	require.Empty(t, r.e.BeginScheduled(1, 1, &r.out), "the clock is at 2")
+	require.NoError(t, r.e.Restore(stored, 1))
+	require.Empty(t, r.e.BeginScheduled(2, 1, &r.out), "the clock is at 1")
+	require.Empty(t, r.e.BeginScheduled(1, 1, &r.out), "a is scheduled for 2")
+	require.NoError(t, r.e.Restore(saga.Execution{ID: "later", Definition: "subsidy", Status: saga.Pending, Current: -1,
+		StartedTick: 3, History: []saga.Transition{{Tick: 3, Status: saga.Pending}}}, 1))
+	require.Equal(t, int64(3), r.e.Tick(), "a saga stored at tick 3, whose clock was not")
 	require.Empty(t, r.e.BeginScheduled(2, 0, &r.out), "no round stored")
 	require.Equal(t, saga.Pending, r.get("a").Status)
 	require.Equal(t, []saga.ID{"a"}, r.e.BeginScheduled(2, 1, &r.out))
+	x := r.get("a")
+	require.Equal(t, saga.InProgress, x.Status)
+	require.Equal(t, int64(2), x.StartedTick, "it began at the stored clock's tick")
+	require.Equal(t, int64(2), x.DispatchedTick)
+	require.Equal(t, int64(3), r.e.Tick())
 }
