@@ -238,12 +238,7 @@ func TestRestartedCoordinatorCatchesUpFromRecords(t *testing.T) {
 	crediting := make(chan string, 1)
 	release := make(chan struct{})
 	testenv.Agent(t, url, participant.Options{Role: "bank", AckWait: time.Minute, Steps: []agent.Step{
-		{Saga: "transfer", Name: "debit", Handler: agent.Handler{
-			Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
-				return messages.Context{}.MustSet("debited", 5), nil
-			},
-			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
-		}},
+		debitStep,
 		{Saga: "transfer", Name: "credit", Handler: agent.Handler{
 			// The credit never answers before the test ends.
 			Execute: func(ctx context.Context, _ agent.Tx, cmd *messages.Command) (messages.Context, error) {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
@@ -26,17 +27,21 @@ func schedule(t *testing.T, url, id string, rank, tick int64) {
 	require.Equal(t, string(saga.Pending), resp.Status)
 }
 
+// debitStep is the bank's debit of a transfer: it answers at once, with
+// debited 5.
+var debitStep = agent.Step{Saga: "transfer", Name: "debit", Handler: agent.Handler{
+	Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+		return messages.Context{}.MustSet("debited", 5), nil
+	},
+	Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+}}
+
 // bank serves twoSteps: the debit at once, the credit once credit is
 // closed; crediting hears of each credit that began.
 func bank(t *testing.T, url string, crediting chan<- string, credit <-chan struct{}) {
 	t.Helper()
 	testenv.Agent(t, url, participant.Options{Role: "bank", AckWait: time.Minute, Steps: []agent.Step{
-		{Saga: "transfer", Name: "debit", Handler: agent.Handler{
-			Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
-				return messages.Context{}.MustSet("debited", 5), nil
-			},
-			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
-		}},
+		debitStep,
 		{Saga: "transfer", Name: "credit", Handler: agent.Handler{
 			Execute: func(ctx context.Context, _ agent.Tx, cmd *messages.Command) (messages.Context, error) {
 				crediting <- cmd.SagaID
@@ -52,17 +57,56 @@ func bank(t *testing.T, url string, crediting chan<- string, credit <-chan struc
 	}})
 }
 
+// bankRig is a server with the bank agent serving twoSteps, and the saga
+// bucket's writes recorded.
+type bankRig struct {
+	url       string
+	nc        *nats.Conn
+	stores    *wire
+	crediting chan string
+	credit    chan struct{}
+}
+
+func newBankRig(t *testing.T) *bankRig {
+	t.Helper()
+	_, url := testenv.Server(t)
+	r := &bankRig{url: url, nc: testenv.Connect(t, url), crediting: make(chan string, 8), credit: make(chan struct{})}
+	r.stores = listen(t, r.nc, messages.BucketSubject(messages.SagaKeyPrefix+"*"))
+	bank(t, url, r.crediting, r.credit)
+	// Cleanups run last first: the credits return before their agent stops.
+	t.Cleanup(r.letCredit)
+	return r
+}
+
+// letCredit lets every credit return, now and from now on.
+func (r *bankRig) letCredit() {
+	select {
+	case <-r.credit:
+	default:
+		close(r.credit)
+	}
+}
+
+// awaitCredits waits until n credits began.
+func (r *bankRig) awaitCredits(t *testing.T, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case <-r.crediting:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the credits never began")
+		}
+	}
+}
+
 // TestScheduledStartStoredOnce: a scheduled saga is stored pending when it
 // is scheduled, and not again when its tick begins it: the clock, stored
 // with the tick's first round, says how it began.
 func TestScheduledStartStoredOnce(t *testing.T) {
-	_, url := testenv.Server(t)
-	nc := testenv.Connect(t, url)
-	stores := listen(t, nc, messages.BucketSubject(messages.SagaKeyPrefix+"*"))
+	r := newBankRig(t)
+	url, nc, stores := r.url, r.nc, r.stores
 	clock := listen(t, nc, messages.BucketSubject(messages.ClockKey))
-	credit := make(chan struct{})
-	close(credit)
-	bank(t, url, make(chan string, 4), credit)
+	r.letCredit()
 	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
 
 	schedule(t, url, "a", 1, 1)
@@ -85,20 +129,8 @@ func TestScheduledStartStoredOnce(t *testing.T) {
 // begins them again in the round the clock names, catches up from the
 // debits' records, and they go on from their credits, in the same round.
 func TestScheduledStartBegunAgainAfterARestart(t *testing.T) {
-	_, url := testenv.Server(t)
-	nc := testenv.Connect(t, url)
-	stores := listen(t, nc, messages.BucketSubject(messages.SagaKeyPrefix+"*"))
-	crediting := make(chan string, 8)
-	credit := make(chan struct{})
-	bank(t, url, crediting, credit)
-	// Cleanups run last first: the credits return before their agent stops.
-	t.Cleanup(func() {
-		select {
-		case <-credit:
-		default:
-			close(credit)
-		}
-	})
+	r := newBankRig(t)
+	url, nc, stores := r.url, r.nc, r.stores
 
 	c1ctx, stopC1 := context.WithCancel(context.Background())
 	c1, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: []saga.Definition{twoSteps}})
@@ -109,13 +141,7 @@ func TestScheduledStartBegunAgainAfterARestart(t *testing.T) {
 	schedule(t, url, "a", 1, 1)
 	schedule(t, url, "b", 2, 1)
 	testenv.Tick(t, nc, 1)
-	for range 2 {
-		select {
-		case <-crediting:
-		case <-time.After(10 * time.Second):
-			t.Fatal("the credits never began")
-		}
-	}
+	r.awaitCredits(t, 2)
 	before := map[string]saga.Execution{}
 	for _, id := range []string{"a", "b"} {
 		before[id] = testenv.Status(t, nc, id)
@@ -137,7 +163,7 @@ func TestScheduledStartBegunAgainAfterARestart(t *testing.T) {
 		require.Eventually(t, func() bool { return stores.states(t, id) == "pending in_progress" }, 10*time.Second, 5*time.Millisecond,
 			"%s: stored as it began again: %s", id, stores.states(t, id))
 	}
-	close(credit)
+	r.letCredit()
 	for _, id := range []string{"a", "b"} {
 		testenv.WaitStatus(t, nc, id, saga.Completed)
 	}
@@ -147,22 +173,13 @@ func TestScheduledStartBegunAgainAfterARestart(t *testing.T) {
 // stored since it was scheduled. Tick 2 is stored with its own first
 // round, which says nothing of a's: a is stored as it is then.
 func TestBegunSagaStoredWhenTheClockMovesOn(t *testing.T) {
-	_, url := testenv.Server(t)
-	nc := testenv.Connect(t, url)
-	stores := listen(t, nc, messages.BucketSubject(messages.SagaKeyPrefix+"*"))
-	crediting := make(chan string, 8)
-	credit := make(chan struct{})
-	bank(t, url, crediting, credit)
-	t.Cleanup(func() { close(credit) })
+	r := newBankRig(t)
+	url, nc, stores := r.url, r.nc, r.stores
 	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
 
 	schedule(t, url, "a", 1, 1)
 	testenv.Tick(t, nc, 1)
-	select {
-	case <-crediting:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the credit never began")
-	}
+	r.awaitCredits(t, 1)
 	require.Equal(t, "pending", stores.states(t, "a"))
 	testenv.Tick(t, nc, 2)
 	require.Eventually(t, func() bool { return stores.states(t, "a") == "pending in_progress" }, 10*time.Second, 5*time.Millisecond,
