@@ -283,7 +283,6 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	store.inOrder = a.opts.Serial
 	a.store = store
 	a.opened.Store(store)
 	if a.opts.Init != nil {

@@ -16,35 +16,28 @@ import (
 
 // A serial copy holds many commands, and applies them one after the other
 // to one shared value (a budget). Committed one by one, each that changes
-// the value costs two writes in a row, each waiting for its
+// the value costs three writes in a row, each waiting for its
 // acknowledgement. [Store.runBatch] runs a batch of such executes in order
-// against the value in memory, and commits them together in at most three
-// steps, each of many writes sent at once:
+// against the value in memory, and commits them together in three steps,
+// each of many writes sent at once:
 //
-//  1. every command that read the value without writing it records its
-//     final result;
+//  1. every command that writes claims its branch, and every command that
+//     only reads records its final result;
 //  2. the value is written once, its envelope naming every writer of the
 //     batch with its output;
-//  3. every writer records its final result, and so does every command
-//     that read nothing.
+//  3. every writer records its final result.
 //
 // Each step is what a single command does, so a crash between two steps
-// is repaired the same way: a redelivered writer finds, in the envelope,
-// whether its write happened. A command that read the value records its
-// result before any later write is stored, as it would alone, so that a
-// command run again never sees the effect of one after it. A batch with
-// no writer records every result in one step.
-//
-// No writer claims its branch: a serial role applies its commands in the
-// order they were published, and a compensation is published after its
-// execute, so it never runs while its execute is still being written
-// (Store.inOrder).
+// is repaired the same way: a redelivered writer finds its claim and, in
+// the envelope, whether its write happened. A command that only reads
+// records its result before any later write is stored, as it would alone,
+// so that a command run again never sees the effect of one after it.
 //
 // A batch holds executes whose writes all go to one value. Anything else
-// (a compensation, a second value, a command found answered, a handler's
-// transient error, a write that meets a conflict) ends the batch before
-// it: that command and the ones after it are run one by one, as a command
-// alone would be.
+// (a compensation, a second value, a command found answered or claimed, a
+// handler's transient error, a write that meets a conflict) ends the batch
+// before it: that command and the ones after it are run one by one, as
+// a command alone would be.
 
 // maxBatch bounds the commands a serial copy runs together.
 const maxBatch = 256
@@ -57,13 +50,9 @@ type batchItem struct {
 	// Filled in by runBatch.
 	result   *Result
 	value    json.RawMessage // the value after this command, when it wrote it
-	read     bool            // it read the store
+	seq      uint64          // its branch record's sequence after step 1
 	answered bool            // its final result is recorded
 }
-
-// early says whether it records its result before the batch's value is
-// written: it read the value and wrote nothing.
-func (it *batchItem) early() bool { return it.read && it.value == nil }
 
 // runBatch runs items, executes of one serial role in the order given,
 // and records the results it can. It returns how many leading items it
@@ -75,7 +64,6 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 		base    cached // that value as stored
 		current cached // and as the batch has made it so far
 		n       int
-		writers int
 	)
 	overlay := map[string]cached{}
 	for n < len(items) {
@@ -107,9 +95,7 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 			it.value = w.value
 			current.env = envelope{Value: w.value, Ops: base.env.Ops}
 			overlay[subject] = current
-			writers++
 		}
-		it.read = len(tx.reads) > 0
 		it.result = c.Result
 		n++
 	}
@@ -121,28 +107,34 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 		return 0
 	}
 	items = items[:n]
-	if writers == 0 {
-		s.recordAll(ctx, items, func(*batchItem) bool { return true }, nil)
-		return firstUnanswered(items)
-	}
 
-	// Step 1: the results of the commands that read the value. One that
-	// failed ends the batch before it: what came after it may rest on it.
-	s.recordAll(ctx, items, (*batchItem).early, nil)
-	cut := n
+	// Step 1: claims of the writers, final results of the readers.
+	pending := make([]jetstream.PubAckFuture, n)
 	for i, it := range items {
-		if it.early() && !it.answered {
-			cut = i
-			break
+		rec := Record{Execute: it.result}
+		if it.value != nil {
+			rec.Execute = &Result{Pending: true, Seq: it.cmd.Seq, At: it.result.At}
 		}
+		pending[i] = s.publishRecord(ctx, it.cmd, &rec, 0)
 	}
+	ok := s.settleAll(ctx, pending, func(i int, seq uint64) {
+		items[i].seq = seq
+		if items[i].value == nil {
+			items[i].answered = true
+		}
+	})
+	// A write that failed ends the batch before it: what came after it
+	// may rest on it.
+	cut := firstFalse(ok)
+	writers := 0
 	var last *batchItem
 	for _, it := range items[:cut] {
 		if it.value != nil {
+			writers++
 			last = it
 		}
 	}
-	if last == nil {
+	if writers == 0 {
 		return cut
 	}
 
@@ -172,8 +164,8 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 	}
 	ack, err := s.js.Publish(ctx, subject, data, jetstream.WithExpectLastSequencePerSubject(base.seq))
 	if err != nil {
-		// Each writer, run alone, finds no write of its own in the value,
-		// and applies itself.
+		// The writers stay claimed: each, run alone, finds its claim and
+		// no write of its own in the value, and applies itself.
 		s.forgetAll()
 		return cut
 	}
@@ -182,47 +174,20 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 	s.settled[subject] = s.settled[subject][len(settled):]
 	s.mu.Unlock()
 
-	// Step 3: the writers' results, and those of the commands that read
-	// nothing.
-	s.recordAll(ctx, items[:cut], func(it *batchItem) bool { return !it.early() }, func(it *batchItem) {
+	// Step 3: the writers' final results.
+	pending = pending[:0]
+	var writing []*batchItem
+	for _, it := range items[:cut] {
 		if it.value != nil {
-			s.settle(subject, it.op)
+			writing = append(writing, it)
+			pending = append(pending, s.publishRecord(ctx, it.cmd, &Record{Execute: it.result}, it.seq))
 		}
+	}
+	s.settleAll(ctx, pending, func(i int, _ uint64) {
+		writing[i].answered = true
+		s.settle(subject, writing[i].op)
 	})
 	return cut
-}
-
-// recordAll records the final result of every item of items that pick
-// selects, with writes sent at once, marks those stored answered, and
-// calls stored, when set, with each.
-func (s *Store) recordAll(ctx context.Context, items []*batchItem, pick func(*batchItem) bool, stored func(*batchItem)) {
-	var (
-		picked  []*batchItem
-		pending []jetstream.PubAckFuture
-	)
-	for _, it := range items {
-		if pick(it) {
-			picked = append(picked, it)
-			pending = append(pending, s.publishRecord(ctx, it.cmd, &Record{Execute: it.result}, 0))
-		}
-	}
-	s.settleAll(ctx, pending, func(i int) {
-		picked[i].answered = true
-		if stored != nil {
-			stored(picked[i])
-		}
-	})
-}
-
-// firstUnanswered is the index of the first item not answered, len(items)
-// when all are.
-func firstUnanswered(items []*batchItem) int {
-	for i, it := range items {
-		if !it.answered {
-			return i
-		}
-	}
-	return len(items)
 }
 
 // publishRecord sends cmd's branch record rec, guarded by seq, without
@@ -245,22 +210,35 @@ func (s *Store) publishRecord(ctx context.Context, cmd *messages.Command, rec *R
 	return f
 }
 
-// settleAll waits for every future of fs, and calls stored with the index
-// of each that was stored.
-func (s *Store) settleAll(ctx context.Context, fs []jetstream.PubAckFuture, stored func(i int)) {
+// settleAll waits for every future of fs, calls stored with the index and
+// sequence of each that was stored, and reports which were.
+func (s *Store) settleAll(ctx context.Context, fs []jetstream.PubAckFuture, stored func(i int, seq uint64)) []bool {
+	ok := make([]bool, len(fs))
 	timeout := time.NewTimer(replyWait)
 	defer timeout.Stop()
 	for i, f := range fs {
 		select {
-		case <-f.Ok():
-			stored(i)
+		case ack := <-f.Ok():
+			ok[i] = true
+			stored(i, ack.Sequence)
 		case <-f.Err():
 		case <-timeout.C:
-			return
+			return ok
 		case <-ctx.Done():
-			return
+			return ok
 		}
 	}
+	return ok
+}
+
+// firstFalse is the index of the first false of bs, len(bs) when none.
+func firstFalse(bs []bool) int {
+	for i, b := range bs {
+		if !b {
+			return i
+		}
+	}
+	return len(bs)
 }
 
 // failedFuture is a publish that failed before it was sent.

@@ -14,14 +14,12 @@
 //
 // An action that changes no state records its result in one write. An
 // action that changes one state value takes three: it claims its branch
-// (a "pending" record, which makes a racing compensation wait), writes
+// (a "pending" record, which also makes a racing compensation wait), writes
 // the value in an envelope that names the action and its output, and
 // records the result. A crash between two of them is repaired by the
-// redelivered command: it finds, in the value's envelope, whether its
-// write happened. A serial role writes no claim: it applies its commands
-// in the order they were published, so a compensation, published after
-// its execute, never races it. An action may change at most one value:
-// one that changes more is answered with an error and records nothing.
+// redelivered command: it finds its claim, and in the value's envelope
+// whether its write happened. An action may change at most one value: one
+// that changes more is answered with an error and records nothing.
 //
 // Handlers therefore must have no effect other than through the [agent.Tx] they
 // are given: they may run more than once for one command, and must read the
@@ -32,6 +30,6 @@
 // commands and applies them one at a time, in the order they were
 // published, so that a simulation's commands, released in rank order, take
 // effect in rank order (serial.go says how a crash keeps that order). The
-// pinned copy commits a run of the executes it holds together, in at most
-// three rounds of writes rather than two writes per command (batch.go).
+// pinned copy commits a run of the executes it holds together, in three
+// rounds of writes rather than three writes per command (batch.go).
 package participant

@@ -67,12 +67,6 @@ type Store struct {
 	// maxConflicts bounds the optimistic retries of one command.
 	maxConflicts int
 	conflicts    atomic.Int64
-	// inOrder is set for a serial role, whose commands are applied one at
-	// a time in the order they were published: a compensation then never
-	// runs while its execute is still being written, so an action that
-	// writes a value commits without claiming its branch first (see
-	// branch.commit).
-	inOrder bool
 
 	// Within one process, transactions on the same state key take turns
 	// (keys), and the last envelope this process wrote or read is reused
@@ -532,17 +526,12 @@ func (b *branch) commit(ctx context.Context, tx *txn, mine **Result, result *Res
 	if len(tx.writes) == 0 {
 		return b.record(ctx)
 	}
-	// Claim the branch, write the value naming the action, record the
-	// result. A redelivery after a crash between two of these finds, in
-	// the value's envelope, whether its write happened. The claim is for
-	// a compensation that comes while its execute is still being written:
-	// it finds the claim and waits. In a role that applies its commands
-	// in order there is no such compensation, and no claim.
-	if !b.s.inOrder {
-		*mine = &Result{Pending: true, Seq: b.cmd.Seq, At: result.At}
-		if err := b.record(ctx); err != nil {
-			return err
-		}
+	// Claim the branch, write the value naming the claim, record the
+	// result. A redelivery after a crash between two of these finds the
+	// claim, and in the value whether its write happened.
+	*mine = &Result{Pending: true, Seq: b.cmd.Seq, At: result.At}
+	if err := b.record(ctx); err != nil {
+		return err
 	}
 	if err := b.writeValue(ctx, tx, result.Output); err != nil {
 		return err
