@@ -18,14 +18,19 @@ import (
 // to one shared value (a budget). Committed one by one, each that changes
 // the value costs three writes in a row, each waiting for its
 // acknowledgement. [Store.runBatch] runs a batch of such executes in order
-// against the value in memory, and commits them together in three steps,
+// against the value in memory, and commits them together in four steps,
 // each of many writes sent at once:
 //
-//  1. every command that writes claims its branch, and every command that
-//     only reads records its final result;
-//  2. the value is written once, its envelope naming every writer of the
+//  1. every command that writes claims its branch;
+//  2. every command that only reads records its final result;
+//  3. the value is written once, its envelope naming every writer of the
 //     batch with its output;
-//  3. every writer records its final result.
+//  4. every writer records its final result.
+//
+// A claim that fails is a command answered before (a redelivery, or a
+// resend after a coordinator's restart): the commands after it ran on an
+// effect that is not applied again, so the batch ends before it, and
+// none of their results is recorded. That is why the claims go first.
 //
 // Each step is what a single command does, so a crash between two steps
 // is repaired the same way: a redelivered writer finds its claim and, in
@@ -108,24 +113,40 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 	}
 	items = items[:n]
 
-	// Step 1: claims of the writers, final results of the readers.
-	pending := make([]jetstream.PubAckFuture, n)
+	// Step 1: the claims of the writers. One that fails (its command was
+	// answered before: a redelivery, or a resend by a restarted
+	// coordinator) ends the batch before it: the commands after it ran on
+	// its effect, which is not applied again, so none of their results
+	// may be recorded.
+	var (
+		claimed []int
+		pending []jetstream.PubAckFuture
+	)
 	for i, it := range items {
-		rec := Record{Execute: it.result}
 		if it.value != nil {
-			rec.Execute = &Result{Pending: true, Seq: it.cmd.Seq, At: it.result.At}
+			claimed = append(claimed, i)
+			pending = append(pending, s.publishRecord(ctx, it.cmd, &Record{Execute: &Result{Pending: true, Seq: it.cmd.Seq, At: it.result.At}}, 0))
 		}
-		pending[i] = s.publishRecord(ctx, it.cmd, &rec, 0)
 	}
-	ok := s.settleAll(ctx, pending, func(i int, seq uint64) {
-		items[i].seq = seq
-		if items[i].value == nil {
-			items[i].answered = true
+	ok := s.settleAll(ctx, pending, func(j int, seq uint64) { items[claimed[j]].seq = seq })
+	cut := n
+	if j := firstFalse(ok); j < len(ok) {
+		cut = claimed[j]
+	}
+	// Step 2: the final results of the readers before the cut. One that
+	// fails ends the batch before it too.
+	var readers []int
+	pending = pending[:0]
+	for i, it := range items[:cut] {
+		if it.value == nil {
+			readers = append(readers, i)
+			pending = append(pending, s.publishRecord(ctx, it.cmd, &Record{Execute: it.result}, 0))
 		}
-	})
-	// A write that failed ends the batch before it: what came after it
-	// may rest on it.
-	cut := firstFalse(ok)
+	}
+	ok = s.settleAll(ctx, pending, func(j int, _ uint64) { items[readers[j]].answered = true })
+	if j := firstFalse(ok); j < len(ok) {
+		cut = readers[j]
+	}
 	writers := 0
 	var last *batchItem
 	for _, it := range items[:cut] {
@@ -138,7 +159,7 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 		return cut
 	}
 
-	// Step 2: the value, once, naming every writer of the batch.
+	// Step 3: the value, once, naming every writer of the batch.
 	env := envelope{Value: last.value, Ops: map[string]messages.Context{}}
 	s.mu.Lock()
 	settled := s.settled[subject]
@@ -174,7 +195,7 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 	s.settled[subject] = s.settled[subject][len(settled):]
 	s.mu.Unlock()
 
-	// Step 3: the writers' final results.
+	// Step 4: the writers' final results.
 	pending = pending[:0]
 	var writing []*batchItem
 	for _, it := range items[:cut] {

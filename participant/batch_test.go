@@ -230,3 +230,39 @@ func connectEmbedded(t *testing.T) *nats.Conn {
 	t.Cleanup(nc.Close)
 	return nc
 }
+
+// TestSpendNeverAppliedTwice: a spend recorded, and dropped from the
+// budget's envelope by a later write, is delivered again: alone, and in a
+// batch. Neither applies it again.
+func TestSpendNeverAppliedTwice(t *testing.T) {
+	s := openTill(t)
+	ctx := context.Background()
+	items := tillItems()
+	first, second := items[1], items[2]
+	alone(t, s, []*batchItem{first, second}) // the second's write drops the first from the envelope
+	env, _, err := s.readEnvelope(ctx, messages.DataSubject(till, "budget"))
+	require.NoError(t, err)
+	require.NotContains(t, env.Ops, first.op)
+
+	_, verdict, err := s.Do(ctx, first.cmd, first.h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Duplicate, verdict)
+	var budget int
+	_, err = s.Get(ctx, "budget", &budget)
+	require.NoError(t, err)
+	require.Equal(t, 40, budget, "the duplicate alone spent nothing")
+
+	again := tillItems()
+	batch := []*batchItem{again[1], again[4]}
+	ran := s.runBatch(ctx, batch)
+	var left []*batchItem
+	for _, it := range batch[:ran] {
+		if !it.answered {
+			left = append(left, it)
+		}
+	}
+	alone(t, s, append(left, batch[ran:]...))
+	_, err = s.Get(ctx, "budget", &budget)
+	require.NoError(t, err)
+	require.Equal(t, 10, budget, "three spends of 30 from 100, each once")
+}

@@ -30,6 +30,6 @@
 // commands and applies them one at a time, in the order they were
 // published, so that a simulation's commands, released in rank order, take
 // effect in rank order (serial.go says how a crash keeps that order). The
-// pinned copy commits a run of the executes it holds together, in three
+// pinned copy commits a run of the executes it holds together, in four
 // rounds of writes rather than three writes per command (batch.go).
 package participant
