@@ -240,6 +240,8 @@ func (f *fuzzer) startBatch(user string) {
 	if resp.Error == nil {
 		require.Len(f.t, resp.Results, len(starts), "an answer to every start of %.300s", data)
 	}
+	// The started ones first: a start refused may share its id with one
+	// after it in the batch that started.
 	for i, raw := range starts {
 		var st messages.BatchedStart
 		_ = json.Unmarshal(raw, &st)
@@ -248,6 +250,12 @@ func (f *fuzzer) startBatch(user string) {
 				f.ids = append(f.ids, id)
 				f.s.started[id] = st.Saga
 			}
+		}
+	}
+	for i, raw := range starts {
+		var st messages.BatchedStart
+		_ = json.Unmarshal(raw, &st)
+		if resp.Error == nil && resp.Results[i].Error == nil {
 			continue
 		}
 		code := ""
