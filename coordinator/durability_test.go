@@ -258,12 +258,7 @@ func TestRestartedCoordinatorCatchesUpFromRecords(t *testing.T) {
 	// Cleanups run last first: the credit returns before its agent stops.
 	t.Cleanup(func() { close(release) })
 
-	c1ctx, stopC1 := context.WithCancel(context.Background())
-	c1, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: []saga.Definition{def}})
-	require.NoError(t, err)
-	c1done := make(chan error, 1)
-	go func() { c1done <- c1.Run(c1ctx) }()
-	<-c1.Ready()
+	stopC1 := runUntilStopped(t, url, coordinator.Options{Definitions: []saga.Definition{def}})
 	nc := testenv.Connect(t, url)
 	id := testenv.Start(t, nc, "transfer", nil)
 	select {
@@ -273,7 +268,6 @@ func TestRestartedCoordinatorCatchesUpFromRecords(t *testing.T) {
 		t.Fatal("credit never started")
 	}
 	stopC1()
-	require.NoError(t, <-c1done)
 
 	commands := listen(t, nc, "saga.>")
 	testenv.Coordinator(t, url, []saga.Definition{def})

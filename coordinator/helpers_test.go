@@ -164,6 +164,24 @@ func (s *logSink) count(level slog.Level, msg, substr string) int {
 	return n
 }
 
+// runUntilStopped runs a coordinator with opts on its own connection,
+// waits until it is ready, and returns stop, which stops it as a process
+// told to stop would be, and requires that it stopped cleanly.
+func runUntilStopped(t *testing.T, url string, opts coordinator.Options) (stop func()) {
+	t.Helper()
+	c, err := coordinator.New(testenv.Connect(t, url), opts)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	<-c.Ready()
+	return func() {
+		t.Helper()
+		cancel()
+		require.NoError(t, <-done)
+	}
+}
+
 // runCoordinator runs a coordinator with log on its own connection until
 // the test ends, and waits until it is ready.
 func runCoordinator(t *testing.T, url string, defs []saga.Definition, log *slog.Logger) {

@@ -132,12 +132,7 @@ func TestScheduledStartBegunAgainAfterARestart(t *testing.T) {
 	r := newBankRig(t)
 	url, nc, stores := r.url, r.nc, r.stores
 
-	c1ctx, stopC1 := context.WithCancel(context.Background())
-	c1, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: []saga.Definition{twoSteps}})
-	require.NoError(t, err)
-	c1done := make(chan error, 1)
-	go func() { c1done <- c1.Run(c1ctx) }()
-	<-c1.Ready()
+	stopC1 := runUntilStopped(t, url, coordinator.Options{Definitions: []saga.Definition{twoSteps}})
 	schedule(t, url, "a", 1, 1)
 	schedule(t, url, "b", 2, 1)
 	testenv.Tick(t, nc, 1)
@@ -148,7 +143,6 @@ func TestScheduledStartBegunAgainAfterARestart(t *testing.T) {
 		require.Equal(t, "pending", stores.states(t, id), "%s: not stored since it was scheduled", id)
 	}
 	stopC1()
-	require.NoError(t, <-c1done)
 
 	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
 	for _, id := range []string{"a", "b"} {
