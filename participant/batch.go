@@ -16,33 +16,44 @@ import (
 
 // A serial copy holds many commands, and applies them one after the other
 // to one shared value (a budget). Committed one by one, each that changes
-// the value costs three writes in a row, each waiting for its
-// acknowledgement. [Store.runBatch] runs a batch of such executes in order
-// against the value in memory, and commits them together in four steps,
-// each of many writes sent at once:
+// the value costs a read of its branch and two writes in a row, each
+// waiting for its acknowledgement. [Store.runBatch] runs a batch of such
+// executes in order against the value in memory, and commits them together
+// in four steps, each of many requests sent at once:
 //
-//  1. every command that writes claims its branch;
+//  1. the branches of the commands that write are read, in one request;
 //  2. every command that only reads records its final result;
 //  3. the value is written once, its envelope naming every writer of the
 //     batch with its output;
 //  4. every writer records its final result.
 //
-// A claim that fails is a command answered before (a redelivery, or a
-// resend after a coordinator's restart): the commands after it ran on an
-// effect that is not applied again, so the batch ends before it, and
-// none of their results is recorded. That is why the claims go first.
+// A writer whose branch has a record is a command answered before (a
+// redelivery, or a resend after a coordinator's restart), or one
+// compensated first: the commands after it ran on an effect that is not
+// applied again, so the batch ends before it, and none of their results
+// is recorded. That is why the branches are read first, after the value
+// and before its write, as a command alone reads its own.
 //
 // Each step is what a single command does, so a crash between two steps
-// is repaired the same way: a redelivered writer finds its claim and, in
-// the envelope, whether its write happened. A command that only reads
-// records its result before any later write is stored, as it would alone,
-// so that a command run again never sees the effect of one after it.
+// is repaired the same way: a redelivered writer finds itself in the
+// envelope. A command that only reads records its result before any later
+// write is stored, as it would alone, so that a command run again never
+// sees the effect of one after it. A writer whose record meets a
+// compensation recorded since step 1 is left unanswered: run alone, it
+// finds its write and undoes it (store.go, [branch.recordWritten]).
 //
 // A batch holds executes whose writes all go to one value. Anything else
 // (a compensation, a second value, a command found answered or claimed, a
 // handler's transient error, a write that meets a conflict) ends the batch
 // before it: that command and the ones after it are run one by one, as
 // a command alone would be.
+//
+// JetStream's atomic batch publish (nats-server 2.12) would commit the
+// records and the value all or nothing, in one request. It is not used:
+// on a file-backed stream with one replica the server keeps each batch in
+// a file store of its own until it commits, and, measured with
+// BenchmarkCommit (commit_bench_test.go), a batch costs far more than the
+// writes it replaces.
 
 // maxBatch bounds the commands a serial copy runs together.
 const maxBatch = 256
@@ -55,7 +66,6 @@ type batchItem struct {
 	// Filled in by runBatch.
 	result   *Result
 	value    json.RawMessage // the value after this command, when it wrote it
-	seq      uint64          // its branch record's sequence after step 1
 	answered bool            // its final result is recorded
 }
 
@@ -113,37 +123,45 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 	}
 	items = items[:n]
 
-	// Step 1: the claims of the writers. One that fails (its command was
-	// answered before: a redelivery, or a resend by a restarted
-	// coordinator) ends the batch before it: the commands after it ran on
-	// its effect, which is not applied again, so none of their results
-	// may be recorded.
-	var (
-		claimed []int
-		pending []jetstream.PubAckFuture
-	)
-	for i, it := range items {
+	// Step 1: the branches of the writers, read in one request now that
+	// the value is read, and before it is written. One that has a record
+	// (its command was answered before: a redelivery, or a resend by a
+	// restarted coordinator; or it was compensated first) ends the batch
+	// before it: the commands after it ran on its effect, which is not
+	// applied again, so none of their results may be recorded.
+	cut := n
+	var subjects []string
+	for _, it := range items {
 		if it.value != nil {
-			claimed = append(claimed, i)
-			pending = append(pending, s.publishRecord(ctx, it.cmd, &Record{Execute: &Result{Pending: true, Seq: it.cmd.Seq, At: it.result.At}}, 0))
+			subjects = append(subjects, messages.BranchSubject(s.role, it.cmd.SagaID, it.cmd.Step))
 		}
 	}
-	ok := s.settleAll(ctx, pending, func(j int, seq uint64) { items[claimed[j]].seq = seq })
-	cut := n
-	if j := firstFalse(ok); j < len(ok) {
-		cut = claimed[j]
+	if len(subjects) > 0 {
+		recorded, err := s.recorded(ctx, subjects)
+		if err != nil {
+			for _, it := range items {
+				it.result, it.value = nil, nil
+			}
+			return 0
+		}
+		for i, it := range items {
+			if it.value != nil && recorded[messages.BranchSubject(s.role, it.cmd.SagaID, it.cmd.Step)] {
+				cut = i
+				break
+			}
+		}
 	}
 	// Step 2: the final results of the readers before the cut. One that
 	// fails ends the batch before it too.
 	var readers []int
-	pending = pending[:0]
+	var pending []jetstream.PubAckFuture
 	for i, it := range items[:cut] {
 		if it.value == nil {
 			readers = append(readers, i)
 			pending = append(pending, s.publishRecord(ctx, it.cmd, &Record{Execute: it.result}, 0))
 		}
 	}
-	ok = s.settleAll(ctx, pending, func(j int, _ uint64) { items[readers[j]].answered = true })
+	ok := s.settleAll(ctx, pending, func(j int, _ uint64) { items[readers[j]].answered = true })
 	if j := firstFalse(ok); j < len(ok) {
 		cut = readers[j]
 	}
@@ -185,8 +203,7 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 	}
 	ack, err := s.js.Publish(ctx, subject, data, jetstream.WithExpectLastSequencePerSubject(base.seq))
 	if err != nil {
-		// The writers stay claimed: each, run alone, finds its claim and
-		// no write of its own in the value, and applies itself.
+		// No writer wrote: each, run alone, applies itself.
 		s.forgetAll()
 		return cut
 	}
@@ -201,7 +218,7 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 	for _, it := range items[:cut] {
 		if it.value != nil {
 			writing = append(writing, it)
-			pending = append(pending, s.publishRecord(ctx, it.cmd, &Record{Execute: it.result}, it.seq))
+			pending = append(pending, s.publishRecord(ctx, it.cmd, &Record{Execute: it.result}, 0))
 		}
 	}
 	s.settleAll(ctx, pending, func(i int, _ uint64) {

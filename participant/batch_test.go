@@ -156,9 +156,9 @@ func TestBatchRecordsWhatCommandsAloneWould(t *testing.T) {
 
 // TestBatchWhoseValueWriteFails: the value changed under the batch (its
 // sequence moved, its content did not), so the batch's one value write is
-// refused after the claims and the checks' results were stored. Run alone
-// then, as a serial copy does, the claimed spends apply, and every result
-// is what the commands alone record.
+// refused after the checks' results were stored. Run alone then, as a
+// serial copy does, the spends apply, and every result is what the
+// commands alone record.
 func TestBatchWhoseValueWriteFails(t *testing.T) {
 	ref := reference(t)
 
@@ -185,7 +185,7 @@ func TestBatchWhoseValueWriteFails(t *testing.T) {
 		if it.value == nil {
 			require.True(t, it.answered, "%s: a command that writes nothing records its result before any write", it.op)
 		} else {
-			require.False(t, it.answered, "%s: a spend that wrote stays claimed", it.op)
+			require.False(t, it.answered, "%s: a spend whose write failed is not answered", it.op)
 		}
 		if !it.answered {
 			left = append(left, it)
@@ -220,7 +220,7 @@ func TestBatchCutAtACommandAnsweredElsewhere(t *testing.T) {
 
 // connectEmbedded starts an embedded server for the test and connects to
 // it. The package's own tests cannot use testenv, which imports it.
-func connectEmbedded(t *testing.T) *nats.Conn {
+func connectEmbedded(t testing.TB) *nats.Conn {
 	t.Helper()
 	ns, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
 	require.NoError(t, err)
@@ -265,4 +265,7 @@ func TestSpendNeverAppliedTwice(t *testing.T) {
 	_, err = s.Get(ctx, "budget", &budget)
 	require.NoError(t, err)
 	require.Equal(t, 10, budget, "three spends of 30 from 100, each once")
+	rec, _, err := s.Branch(ctx, again[4].cmd.SagaID, again[4].cmd.Step)
+	require.NoError(t, err)
+	require.Equal(t, messages.OK, rec.Execute.Outcome, "the spend after the duplicate found 40 left, not 10")
 }

@@ -13,13 +13,18 @@
 // concurrency).
 //
 // An action that changes no state records its result in one write. An
-// action that changes one state value takes three: it claims its branch
-// (a "pending" record, which also makes a racing compensation wait), writes
-// the value in an envelope that names the action and its output, and
-// records the result. A crash between two of them is repaired by the
-// redelivered command: it finds its claim, and in the value's envelope
-// whether its write happened. An action may change at most one value: one
-// that changes more is answered with an error and records nothing.
+// action that changes one state value takes two: the value, in an envelope
+// that names the action and its output, then the record. Between reading
+// the value and writing it, the action reads its branch: a run of the same
+// action recorded before is found there, even once a later write has
+// dropped it from the envelope. A crash between the two writes is repaired
+// by the redelivered command, which finds itself in the envelope and
+// records the output named there. A compensation that finds no record,
+// and so nothing to undo, may be recorded between an execute's two writes:
+// that execute then finds the compensation where its record should go, and
+// undoes its own write with the compensation's handler (store.go,
+// [branch.undo]). An action may change at most one value: one that changes
+// more is answered with an error and records nothing.
 //
 // Handlers therefore must have no effect other than through the [agent.Tx] they
 // are given: they may run more than once for one command, and must read the
@@ -30,6 +35,6 @@
 // commands and applies them one at a time, in the order they were
 // published, so that a simulation's commands, released in rank order, take
 // effect in rank order (serial.go says how a crash keeps that order). The
-// pinned copy commits a run of the executes it holds together, in four
-// rounds of writes rather than three writes per command (batch.go).
+// pinned copy commits a run of the executes it holds together: a record
+// for each and the value once, in three rounds of writes (batch.go).
 package participant

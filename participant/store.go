@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/jserr"
@@ -52,13 +53,17 @@ type Result = messages.Result
 //
 // A state value is stored in an envelope that also lists the branches whose
 // write to it is not yet acknowledged in their barrier record. An action
-// that writes one value commits in three single-message writes, each
-// guarded by the sequence it expects: it claims its branch (record
-// "pending"), writes the value with itself in the envelope, and records its
-// result. A crash between them is repaired by the redelivered command, which
-// finds its claim and, in the envelope, whether its write happened. An
-// action may write at most one value: [Store.Do] answers an action that
-// writes more with an Error reply ([ErrTooManyWrites]), and records nothing.
+// that writes one value commits in two single-message writes, each guarded
+// by the sequence it expects: the value with itself in the envelope, then
+// its record ([branch.recordWritten] says what happens when another record
+// got there first). A crash between them is repaired by the redelivered
+// command, which finds itself in the envelope. An action may write at most
+// one value: [Store.Do] answers an action that writes more with an Error
+// reply ([ErrTooManyWrites]), and records nothing.
+//
+// Agents before this one claimed the branch first, with a "pending"
+// record; such a claim is still read, and still makes a compensation wait
+// ([agent.Wait]).
 type Store struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -181,6 +186,26 @@ func (s *Store) Branch(ctx context.Context, sagaID, step string) (Record, uint64
 	return r, m.Sequence, nil
 }
 
+// recorded returns which of subjects, branch subjects of the role, hold a
+// record, read in one request.
+func (s *Store) recorded(ctx context.Context, subjects []string) (map[string]bool, error) {
+	msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, messages.StateStream(s.role), subjects)
+	if err != nil {
+		return nil, fmt.Errorf("read %d branches: %w: %w", len(subjects), ErrUnavailable, err)
+	}
+	found := map[string]bool{}
+	for m, err := range msgs {
+		if errors.Is(err, jetstreamext.ErrNoMessages) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %d branches: %w: %w", len(subjects), ErrUnavailable, err)
+		}
+		found[m.Subject] = true
+	}
+	return found, nil
+}
+
 // Get decodes role's state value key into v and returns its sequence, 0
 // when absent (v is then untouched).
 func (s *Store) Get(ctx context.Context, key string, v any) (uint64, error) {
@@ -294,23 +319,9 @@ func (tx *txn) Get(key string, v any) (bool, error) {
 			return true, json.Unmarshal(w.value, v)
 		}
 	}
-	c, ok := tx.reads[subj]
-	if !ok {
-		tx.store.lock(subj)
-		tx.locked = append(tx.locked, subj)
-		var err error
-		if c, ok = tx.overlay[subj]; !ok {
-			if c, ok = tx.store.cached(subj); !ok {
-				if c.env, c.seq, err = tx.store.readEnvelope(tx.ctx, subj); err != nil {
-					return false, err
-				}
-				tx.store.remember(subj, c)
-			}
-		}
-		tx.reads[subj] = c
-		if out, ok := c.env.Ops[tx.op]; ok {
-			tx.applied, tx.found = out, subj
-		}
+	c, err := tx.read(subj)
+	if err != nil {
+		return false, err
 	}
 	if c.seq == 0 {
 		return false, nil
@@ -319,6 +330,32 @@ func (tx *txn) Get(key string, v any) (bool, error) {
 		return false, fmt.Errorf("state %s: %w", key, err)
 	}
 	return true, nil
+}
+
+// read returns the value stored on subj as the transaction sees it: the
+// first read holds subj for the transaction and notes whether the
+// envelope names tx's action.
+func (tx *txn) read(subj string) (cached, error) {
+	if c, ok := tx.reads[subj]; ok {
+		return c, nil
+	}
+	tx.store.lock(subj)
+	tx.locked = append(tx.locked, subj)
+	c, ok := tx.overlay[subj]
+	if !ok {
+		if c, ok = tx.store.cached(subj); !ok {
+			var err error
+			if c.env, c.seq, err = tx.store.readEnvelope(tx.ctx, subj); err != nil {
+				return c, err
+			}
+			tx.store.remember(subj, c)
+		}
+	}
+	tx.reads[subj] = c
+	if out, ok := c.env.Ops[tx.op]; ok {
+		tx.applied, tx.found = out, subj
+	}
+	return c, nil
 }
 
 // Put implements [agent.Tx].
@@ -434,7 +471,7 @@ func (s *Store) Do(ctx context.Context, cmd *messages.Command, h agent.Handler) 
 		}
 		known = false
 		reply, verdict, err := b.run(ctx)
-		if jserr.Conflict(err) {
+		if jserr.Conflict(err) || errors.Is(err, errRecordMoved) {
 			// Another writer was here: whatever it wrote besides the
 			// record is read again too.
 			s.conflicts.Add(1)
@@ -473,7 +510,7 @@ func (b *branch) run(ctx context.Context) (messages.Reply, agent.Verdict, error)
 	case agent.Answer:
 		return (*mine).Reply(cmd), agent.Duplicate, nil
 	case agent.Refuse:
-		return agent.Refusal(cmd), agent.Refused, nil
+		return b.refuse(ctx)
 	case agent.Wait:
 		return messages.Reply{}, agent.Transient, fmt.Errorf("compensate %s: its execute is still being written: %w", b.op, ErrUnavailable)
 	case agent.NothingToUndo:
@@ -483,17 +520,16 @@ func (b *branch) run(ctx context.Context) (messages.Reply, agent.Verdict, error)
 
 	tx := &txn{ctx: ctx, store: b.s, op: b.op, reads: map[string]cached{}}
 	defer tx.release()
-	claimed := *mine != nil // an earlier run got as far as claiming the branch
+	// A claim is a pending result, written before its value by agents
+	// before this one; an earlier run of the action got that far.
+	claimed := *mine != nil
 	out, err := b.h.Run(ctx, tx, cmd)
 	if tx.found != "" {
-		// An earlier run of this action wrote its value and died before
+		// An earlier run of this action wrote its value and stopped before
 		// recording its result: record it now, apply nothing.
 		*mine = &Result{Outcome: messages.OK, Output: tx.applied, Seq: cmd.Seq, At: time.Now().UTC()}
-		if err := b.record(ctx); err != nil {
-			return messages.Reply{}, agent.Transient, err
-		}
-		b.s.settle(tx.found, b.op)
-		return (*mine).Reply(cmd), agent.Applied, nil
+		tx.release() // an undo takes the value again
+		return b.recordWritten(ctx, tx.found)
 	}
 	if errors.Is(err, ErrUnavailable) {
 		return messages.Reply{}, agent.Transient, err
@@ -508,39 +544,167 @@ func (b *branch) run(ctx context.Context) (messages.Reply, agent.Verdict, error)
 	if !c.Keep {
 		tx.writes = nil
 	}
-	if len(tx.writes) > 1 {
+	switch len(tx.writes) {
+	case 0:
+		*mine = c.Result
+		return c.Result.Reply(cmd), agent.Applied, b.record(ctx)
+	case 1:
+	default:
 		// Nothing is recorded: the command fails like a transient error.
 		err := fmt.Errorf("%s writes %d values: %w", b.op, len(tx.writes), ErrTooManyWrites)
 		return messages.ReplyTo(cmd, messages.Error, err.Error()), agent.Transient, nil
 	}
-	*mine = c.Result
-	if err := b.commit(ctx, tx, mine, c.Result); err != nil {
+
+	// The action writes one value. Its branch is read again now that the
+	// value is read, and before it is written: a run of the same action
+	// that recorded its result, and whose name a later write then dropped
+	// from the value's envelope, is found here; and a compensation
+	// recorded since stops an execute before it writes.
+	if b.rec, b.seq, err = b.s.Branch(ctx, cmd.SagaID, cmd.Step); err != nil {
 		return messages.Reply{}, agent.Transient, err
 	}
-	return c.Result.Reply(cmd), agent.Applied, nil
+	switch agent.Decide(*rec, cmd.Action) {
+	case agent.Answer:
+		return (*mine).Reply(cmd), agent.Duplicate, nil
+	case agent.Refuse:
+		return agent.Refusal(cmd), agent.Refused, nil
+	case agent.Run:
+	default:
+		// A compensation whose execute changed its record meanwhile.
+		return messages.Reply{}, agent.Transient, fmt.Errorf("write %s: %w", b.subject, errRecordMoved)
+	}
+	*mine = c.Result
+	if err := b.s.writeValue(ctx, tx, b.op, c.Result.Output); err != nil {
+		return messages.Reply{}, agent.Transient, err
+	}
+	tx.release() // an undo takes the value again
+	return b.recordWritten(ctx, tx.writes[0].subject)
 }
 
-// commit stores result as the action's outcome, with the values tx wrote.
-// tx writes at most one value.
-func (b *branch) commit(ctx context.Context, tx *txn, mine **Result, result *Result) error {
-	if len(tx.writes) == 0 {
-		return b.record(ctx)
+// errRecordMoved is the conflict of a branch record that changed between
+// two reads of one run: the command is run again.
+var errRecordMoved = errors.New("the branch record changed while the action ran")
+
+// recordWritten records the action's result, its value write (to subject)
+// stored: an action that writes commits in two writes, the value naming
+// the action in its envelope, then the record. Until the record is
+// stored, the envelope is what says the write happened.
+//
+// The record is guarded by the sequence the branch was read at. When
+// another writer was there first, the branch is read again: a run of the
+// same action that recorded the same result (it found the write in the
+// envelope), which makes this run the duplicate; or the compensation of an execute, recorded as having
+// nothing to undo while the execute was writing. Then the execute undoes
+// its own write ([branch.undo]) and is refused, as if it had come after
+// the compensation. Anything else is a conflict: the command runs again.
+func (b *branch) recordWritten(ctx context.Context, subject string) (messages.Reply, agent.Verdict, error) {
+	cmd := b.cmd
+	err := b.record(ctx)
+	if err == nil {
+		b.s.settle(subject, b.op)
+		return b.rec.Result(cmd.Action).Reply(cmd), agent.Applied, nil
 	}
-	// Claim the branch, write the value naming the claim, record the
-	// result. A redelivery after a crash between two of these finds the
-	// claim, and in the value whether its write happened.
-	*mine = &Result{Pending: true, Seq: b.cmd.Seq, At: result.At}
-	if err := b.record(ctx); err != nil {
+	if !jserr.Conflict(err) {
+		return messages.Reply{}, agent.Transient, err
+	}
+	rec, _, rerr := b.s.Branch(ctx, cmd.SagaID, cmd.Step)
+	if rerr != nil {
+		return messages.Reply{}, agent.Transient, rerr
+	}
+	if res := rec.Result(cmd.Action); res.Done() {
+		b.s.settle(subject, b.op)
+		return res.Reply(cmd), agent.Duplicate, nil
+	}
+	if cmd.Action == messages.Execute && rec.Compensate != nil {
+		if err := b.undo(ctx, subject); err != nil {
+			return messages.Reply{}, agent.Transient, err
+		}
+		return agent.Refusal(cmd), agent.Refused, nil
+	}
+	return messages.Reply{}, agent.Transient, err
+}
+
+// refuse answers an execute that came after its compensation. A run of it
+// may have written its value and not its record before the compensation
+// was recorded (see [branch.recordWritten]), and stopped there: the
+// handler is run to look for that write, which is then undone.
+func (b *branch) refuse(ctx context.Context) (messages.Reply, agent.Verdict, error) {
+	tx := &txn{ctx: ctx, store: b.s, op: b.op, reads: map[string]cached{}}
+	_, err := b.h.Run(ctx, tx, b.cmd)
+	tx.release()
+	switch {
+	case tx.found != "":
+		if err := b.undo(ctx, tx.found); err != nil {
+			return messages.Reply{}, agent.Transient, err
+		}
+	case errors.Is(err, ErrUnavailable):
+		return messages.Reply{}, agent.Transient, err
+	}
+	return agent.Refusal(b.cmd), agent.Refused, nil
+}
+
+// undo takes back the write of b's execute to subject, whose envelope
+// names the execute, with the step's compensation handler. When the
+// handler writes subject, or nothing, it is one write guarded by the
+// value's sequence: the value becomes what the handler makes of it, and
+// the envelope forgets the execute. When the handler writes another value,
+// that value is written first, naming the undo in its envelope, then
+// subject forgets the execute; a run after a crash in between finds the
+// undo's write and does not apply it again. A value that no longer names
+// the execute was undone already.
+func (b *branch) undo(ctx context.Context, subject string) error {
+	comp := *b.cmd
+	comp.Action = messages.Compensate
+	undoOp := b.cmd.SagaID + "/" + b.cmd.Step + "/undo"
+	tx := &txn{ctx: ctx, store: b.s, op: undoOp, reads: map[string]cached{}}
+	defer tx.release()
+	if _, err := b.h.Run(ctx, tx, &comp); err != nil && tx.found == "" {
+		return fmt.Errorf("undo %s: %w: %w", b.op, ErrUnavailable, err)
+	}
+	if len(tx.writes) > 1 {
+		return fmt.Errorf("undo %s: %w", b.op, ErrTooManyWrites)
+	}
+	value := json.RawMessage(nil)
+	other := tx.found
+	if len(tx.writes) == 1 && tx.found == "" {
+		if w := tx.writes[0]; w.subject == subject {
+			value = w.value
+		} else {
+			if err := b.s.writeValue(ctx, tx, undoOp, messages.Context{}); err != nil {
+				return err
+			}
+			other = w.subject
+		}
+	}
+	read, err := tx.read(subject)
+	if err != nil {
 		return err
 	}
-	if err := b.writeValue(ctx, tx, result.Output); err != nil {
-		return err
+	if _, ok := read.env.Ops[b.op]; !ok {
+		return nil
 	}
-	*mine = result
-	if err := b.record(ctx); err != nil {
-		return err
+	if value == nil {
+		value = read.env.Value
 	}
-	b.s.settle(tx.writes[0].subject, b.op)
+	env := envelope{Value: value, Ops: map[string]messages.Context{}}
+	for op, o := range read.env.Ops {
+		if op != b.op {
+			env.Ops[op] = o
+		}
+	}
+	data, err := json.Marshal(env)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", subject, err)
+	}
+	ack, err := b.s.js.Publish(ctx, subject, data, jetstream.WithExpectLastSequencePerSubject(read.seq))
+	if err != nil {
+		b.s.forget(map[string]cached{subject: read})
+		return wrapWrite(subject, err)
+	}
+	b.s.remember(subject, cached{env: env, seq: ack.Sequence})
+	if other != "" {
+		b.s.settle(other, undoOp)
+	}
 	return nil
 }
 
@@ -563,15 +727,16 @@ func (b *branch) record(ctx context.Context) error {
 	return nil
 }
 
-// writeValue writes tx's one value in an envelope that names this action
-// and drops the actions this process knows are settled.
-func (b *branch) writeValue(ctx context.Context, tx *txn, out messages.Context) error {
+// writeValue writes tx's one value in an envelope that names op, the
+// action writing it, with its output out, and drops the actions this
+// process knows are settled.
+func (s *Store) writeValue(ctx context.Context, tx *txn, op string, out messages.Context) error {
 	w := tx.writes[0]
 	read := tx.reads[w.subject]
 	env := envelope{Value: w.value, Ops: map[string]messages.Context{}}
-	b.s.mu.Lock()
-	settled := b.s.settled[w.subject]
-	b.s.mu.Unlock()
+	s.mu.Lock()
+	settled := s.settled[w.subject]
+	s.mu.Unlock()
 	for op, o := range read.env.Ops {
 		env.Ops[op] = o
 	}
@@ -581,20 +746,20 @@ func (b *branch) writeValue(ctx context.Context, tx *txn, out messages.Context) 
 	if out == nil {
 		out = messages.Context{}
 	}
-	env.Ops[b.op] = out
+	env.Ops[op] = out
 	data, err := json.Marshal(env)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", w.subject, err)
 	}
-	ack, err := b.s.js.Publish(ctx, w.subject, data, jetstream.WithExpectLastSequencePerSubject(read.seq))
+	ack, err := s.js.Publish(ctx, w.subject, data, jetstream.WithExpectLastSequencePerSubject(read.seq))
 	if err != nil {
-		b.s.forget(tx.reads)
+		s.forget(tx.reads)
 		return wrapWrite(w.subject, err)
 	}
-	b.s.remember(w.subject, cached{env: env, seq: ack.Sequence})
-	b.s.mu.Lock()
-	b.s.settled[w.subject] = b.s.settled[w.subject][len(settled):]
-	b.s.mu.Unlock()
+	s.remember(w.subject, cached{env: env, seq: ack.Sequence})
+	s.mu.Lock()
+	s.settled[w.subject] = s.settled[w.subject][len(settled):]
+	s.mu.Unlock()
 	return nil
 }
 

@@ -1,0 +1,222 @@
+package participant
+
+import (
+	"context"
+	"encoding/json"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/messages"
+)
+
+// An action that writes commits in two writes: its value, naming it in the
+// envelope, then its branch record. A compensation that finds no record
+// between the two is recorded as having nothing to undo; the execute then
+// finds the compensation where its record should go, and undoes its own
+// write. These tests build the states such a race leaves, as a crash would
+// leave them, and deliver the commands that follow.
+
+// pay takes the command's amount from the budget; its compensation gives
+// it back to the key refundTo names, counting its runs.
+type pay struct {
+	refundTo     string
+	compensation atomic.Int64
+}
+
+func (p *pay) handler() agent.Handler {
+	return agent.Handler{
+		Execute: func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
+			var budget int
+			if _, err := tx.Get("budget", &budget); err != nil {
+				return nil, err
+			}
+			return messages.Context{}, tx.Put("budget", budget-amount(cmd))
+		},
+		Compensate: func(_ context.Context, tx agent.Tx, cmd *messages.Command) error {
+			p.compensation.Add(1)
+			var v int
+			if _, err := tx.Get(p.refundTo, &v); err != nil {
+				return err
+			}
+			return tx.Put(p.refundTo, v+amount(cmd))
+		},
+	}
+}
+
+func payment(id string, action messages.Action) *messages.Command {
+	return &messages.Command{V: messages.Version, SagaID: id, Saga: "pay", Step: "pay", Action: action,
+		Attempt: 1, Seq: 1, Context: messages.Context{"amount": json.RawMessage("30")}}
+}
+
+// writtenNotRecorded leaves the state of an execute of cmd that wrote its
+// value and stopped before its record.
+func writtenNotRecorded(t *testing.T, s *Store, cmd *messages.Command, h agent.Handler) {
+	t.Helper()
+	ctx := context.Background()
+	op := cmd.SagaID + "/" + cmd.Step + "/" + string(cmd.Action)
+	tx := &txn{ctx: ctx, store: s, op: op, reads: map[string]cached{}}
+	out, err := h.Run(ctx, tx, cmd)
+	require.NoError(t, err)
+	require.NoError(t, s.writeValue(ctx, tx, op, out))
+	tx.release()
+}
+
+// envelopeOf reads key as stored, past the cache.
+func envelopeOf(t *testing.T, s *Store, key string) (envelope, int) {
+	t.Helper()
+	env, _, err := s.readEnvelope(context.Background(), messages.DataSubject(s.role, key))
+	require.NoError(t, err)
+	var v int
+	require.NoError(t, json.Unmarshal(env.Value, &v))
+	return env, v
+}
+
+func lastSeq(t *testing.T, s *Store) uint64 {
+	t.Helper()
+	info, err := s.stream.Info(context.Background())
+	require.NoError(t, err)
+	return info.State.LastSeq
+}
+
+func TestExecuteWrittenBeforeItsCompensationUndoesItself(t *testing.T) {
+	s := openTill(t)
+	ctx := context.Background()
+	p := &pay{refundTo: "budget"}
+	h := p.handler()
+	exec := payment("s-1", messages.Execute)
+	writtenNotRecorded(t, s, exec, h)
+
+	// The compensation finds no record: nothing to undo, its handler not run.
+	reply, verdict, err := s.Do(ctx, payment("s-1", messages.Compensate), h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Noop, verdict)
+	require.Equal(t, messages.OK, reply.Outcome)
+	_, budget := envelopeOf(t, s, "budget")
+	require.Equal(t, 70, budget, "the execute's write is there")
+
+	// The execute delivered again: refused, its write undone in one write.
+	before := lastSeq(t, s)
+	reply, verdict, err = s.Do(ctx, exec, h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Refused, verdict)
+	require.Equal(t, agent.Refusal(exec), reply)
+	env, budget := envelopeOf(t, s, "budget")
+	require.Equal(t, 100, budget)
+	require.NotContains(t, env.Ops, "s-1/pay/execute", "the envelope forgets the undone execute")
+	require.Equal(t, before+1, lastSeq(t, s), "the undo is one write")
+	require.Equal(t, int64(1), p.compensation.Load())
+
+	// And again: refused, nothing undone twice.
+	_, verdict, err = s.Do(ctx, exec, h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Refused, verdict)
+	_, budget = envelopeOf(t, s, "budget")
+	require.Equal(t, 100, budget)
+	require.Equal(t, int64(1), p.compensation.Load())
+	rec, _, err := s.Branch(ctx, "s-1", "pay")
+	require.NoError(t, err)
+	require.Nil(t, rec.Execute, "the record keeps the compensation alone")
+	require.True(t, rec.Compensate.Noop)
+}
+
+// TestRefusedExecuteLooksForItsWrite: the execute reads its branch first
+// (a run after a conflict does) and finds the compensation: it is refused,
+// after looking for, and undoing, a write of its own.
+func TestRefusedExecuteLooksForItsWrite(t *testing.T) {
+	s := openTill(t)
+	ctx := context.Background()
+	p := &pay{refundTo: "budget"}
+	h := p.handler()
+	exec := payment("s-2", messages.Execute)
+	writtenNotRecorded(t, s, exec, h)
+	_, verdict, err := s.Do(ctx, payment("s-2", messages.Compensate), h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Noop, verdict)
+
+	rec, seq, err := s.Branch(ctx, "s-2", "pay")
+	require.NoError(t, err)
+	b := &branch{s: s, cmd: exec, h: h, subject: messages.BranchSubject(till, "s-2", "pay"), op: "s-2/pay/execute", rec: rec, seq: seq}
+	reply, verdict, err := b.run(ctx)
+	require.NoError(t, err)
+	require.Equal(t, agent.Refused, verdict)
+	require.Equal(t, agent.Refusal(exec), reply)
+	_, budget := envelopeOf(t, s, "budget")
+	require.Equal(t, 100, budget)
+	require.Equal(t, int64(1), p.compensation.Load())
+}
+
+// TestUndoOfACompensationThatWritesAnotherValue: the compensation credits
+// another key. The undo writes it first, naming itself, then the budget
+// forgets the execute; a run after a crash between the two credits once.
+func TestUndoOfACompensationThatWritesAnotherValue(t *testing.T) {
+	s := openTill(t)
+	ctx := context.Background()
+	_, err := s.Init(ctx, "refunds", 0)
+	require.NoError(t, err)
+	p := &pay{refundTo: "refunds"}
+	h := p.handler()
+
+	exec := payment("s-3", messages.Execute)
+	writtenNotRecorded(t, s, exec, h)
+	_, verdict, err := s.Do(ctx, payment("s-3", messages.Compensate), h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Noop, verdict)
+	_, verdict, err = s.Do(ctx, exec, h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Refused, verdict)
+	env, budget := envelopeOf(t, s, "budget")
+	require.Equal(t, 70, budget, "the compensation gives back elsewhere")
+	require.NotContains(t, env.Ops, "s-3/pay/execute")
+	_, refunds := envelopeOf(t, s, "refunds")
+	require.Equal(t, 30, refunds)
+
+	// A crash between the undo's two writes: the refund is written, the
+	// budget still names the execute.
+	exec = payment("s-4", messages.Execute)
+	writtenNotRecorded(t, s, exec, h)
+	_, verdict, err = s.Do(ctx, payment("s-4", messages.Compensate), h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Noop, verdict)
+	undo := &txn{ctx: ctx, store: s, op: "s-4/pay/undo", reads: map[string]cached{}}
+	comp := *exec
+	comp.Action = messages.Compensate
+	_, err = h.Run(ctx, undo, &comp)
+	require.NoError(t, err)
+	require.NoError(t, s.writeValue(ctx, undo, "s-4/pay/undo", messages.Context{}))
+	undo.release()
+	_, refunds = envelopeOf(t, s, "refunds")
+	require.Equal(t, 60, refunds)
+
+	_, verdict, err = s.Do(ctx, exec, h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Refused, verdict)
+	env, budget = envelopeOf(t, s, "budget")
+	require.Equal(t, 40, budget)
+	require.NotContains(t, env.Ops, "s-4/pay/execute")
+	_, refunds = envelopeOf(t, s, "refunds")
+	require.Equal(t, 60, refunds, "the refund written before the crash is not written again")
+}
+
+// TestWritingActionStoresTwoMessages: an action that writes stores its
+// value and its record, and nothing else; a serial batch stores each
+// command's record and the value once.
+func TestWritingActionStoresTwoMessages(t *testing.T) {
+	s := openTill(t)
+	ctx := context.Background()
+	before := lastSeq(t, s)
+	_, verdict, err := s.Do(ctx, tillItems()[1].cmd, spend)
+	require.NoError(t, err)
+	require.Equal(t, agent.Applied, verdict)
+	require.Equal(t, before+2, lastSeq(t, s))
+
+	items := tillItems()[2:]
+	before = lastSeq(t, s)
+	require.Equal(t, len(items), s.runBatch(ctx, items))
+	for _, it := range items {
+		require.True(t, it.answered, it.op)
+	}
+	require.Equal(t, before+uint64(len(items))+1, lastSeq(t, s), "a record a command, and the value once")
+}
