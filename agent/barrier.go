@@ -24,8 +24,10 @@ const (
 	// NothingToUndo: a compensation whose execute never took effect;
 	// record [NoopResult] as its result, so a late execute is refused.
 	NothingToUndo
-	// Wait: a compensation whose execute has claimed the branch and is
-	// still writing; have the command delivered again later.
+	// Wait: a compensation whose execute has claimed the branch (a
+	// pending result, which agents wrote before an action's state until
+	// December 2026) and is still writing; have the command delivered
+	// again later.
 	Wait
 )
 

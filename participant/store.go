@@ -512,7 +512,7 @@ func (b *branch) run(ctx context.Context) (messages.Reply, agent.Verdict, error)
 	case agent.Refuse:
 		return b.refuse(ctx)
 	case agent.Wait:
-		return messages.Reply{}, agent.Transient, fmt.Errorf("compensate %s: its execute is still being written: %w", b.op, ErrUnavailable)
+		return b.wait()
 	case agent.NothingToUndo:
 		*mine = agent.NoopResult(cmd, time.Now().UTC())
 		return (*mine).Reply(cmd), agent.Noop, b.record(ctx)
@@ -568,6 +568,8 @@ func (b *branch) run(ctx context.Context) (messages.Reply, agent.Verdict, error)
 		return (*mine).Reply(cmd), agent.Duplicate, nil
 	case agent.Refuse:
 		return agent.Refusal(cmd), agent.Refused, nil
+	case agent.Wait:
+		return b.wait()
 	case agent.Run:
 	default:
 		// A compensation whose execute changed its record meanwhile.
@@ -579,6 +581,12 @@ func (b *branch) run(ctx context.Context) (messages.Reply, agent.Verdict, error)
 	}
 	tx.release() // an undo takes the value again
 	return b.recordWritten(ctx, tx.writes[0].subject)
+}
+
+// wait has a compensation whose execute is still being written (its claim
+// is pending) delivered again later.
+func (b *branch) wait() (messages.Reply, agent.Verdict, error) {
+	return messages.Reply{}, agent.Transient, fmt.Errorf("compensate %s: its execute is still being written: %w", b.op, ErrUnavailable)
 }
 
 // errRecordMoved is the conflict of a branch record that changed between

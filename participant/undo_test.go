@@ -220,3 +220,34 @@ func TestWritingActionStoresTwoMessages(t *testing.T) {
 	}
 	require.Equal(t, before+uint64(len(items))+1, lastSeq(t, s), "a record a command, and the value once")
 }
+
+// TestClaimOfAnEarlierAgentIsHonoured: agents before this one claimed a
+// branch (a pending result) before writing the value. A compensation that
+// meets such a claim waits; the execute, delivered again, finishes on it.
+func TestClaimOfAnEarlierAgentIsHonoured(t *testing.T) {
+	s := openTill(t)
+	ctx := context.Background()
+	p := &pay{refundTo: "budget"}
+	h := p.handler()
+	exec := payment("s-5", messages.Execute)
+	claim := &branch{s: s, cmd: exec, subject: messages.BranchSubject(till, "s-5", "pay"),
+		rec: Record{Execute: &Result{Pending: true, Seq: exec.Seq}}}
+	require.NoError(t, claim.record(ctx))
+
+	_, _, err := s.Do(ctx, payment("s-5", messages.Compensate), h)
+	require.ErrorIs(t, err, ErrUnavailable, "a compensation waits for a claimed execute")
+	require.Zero(t, p.compensation.Load())
+
+	reply, verdict, err := s.Do(ctx, exec, h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Applied, verdict)
+	require.Equal(t, messages.OK, reply.Outcome)
+	_, budget := envelopeOf(t, s, "budget")
+	require.Equal(t, 70, budget)
+
+	_, verdict, err = s.Do(ctx, payment("s-5", messages.Compensate), h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Applied, verdict)
+	_, budget = envelopeOf(t, s, "budget")
+	require.Equal(t, 100, budget)
+}
