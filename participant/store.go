@@ -672,21 +672,30 @@ func (b *branch) undo(ctx context.Context, subject string) error {
 	if len(tx.writes) > 1 {
 		return fmt.Errorf("undo %s: %w", b.op, ErrTooManyWrites)
 	}
-	value := json.RawMessage(nil)
-	other := tx.found
+	read, err := tx.read(subject)
+	if err != nil {
+		return err
+	}
+	value, other := json.RawMessage(nil), tx.found
 	if len(tx.writes) == 1 && tx.found == "" {
 		if w := tx.writes[0]; w.subject == subject {
 			value = w.value
 		} else {
+			// The execute's value is read afresh before the other is
+			// written: a run that undid the execute since, and whose
+			// name a later write then dropped from the other value, is
+			// seen here.
+			if read.env, read.seq, err = b.s.readEnvelope(ctx, subject); err != nil {
+				return err
+			}
+			if _, ok := read.env.Ops[b.op]; !ok {
+				return nil
+			}
 			if err := b.s.writeValue(ctx, tx, undoOp, messages.Context{}); err != nil {
 				return err
 			}
 			other = w.subject
 		}
-	}
-	read, err := tx.read(subject)
-	if err != nil {
-		return err
 	}
 	if _, ok := read.env.Ops[b.op]; !ok {
 		return nil

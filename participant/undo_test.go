@@ -251,3 +251,33 @@ func TestClaimOfAnEarlierAgentIsHonoured(t *testing.T) {
 	_, budget = envelopeOf(t, s, "budget")
 	require.Equal(t, 100, budget)
 }
+
+// TestLateUndoAfterAnotherFinished: a run found the execute's write and is
+// about to undo it while another run undoes it, and a later write drops
+// the undo's name from the other value. The late run credits nothing.
+func TestLateUndoAfterAnotherFinished(t *testing.T) {
+	s := openTill(t)
+	ctx := context.Background()
+	_, err := s.Init(ctx, "refunds", 0)
+	require.NoError(t, err)
+	p := &pay{refundTo: "refunds"}
+	h := p.handler()
+	exec := payment("s-6", messages.Execute)
+	writtenNotRecorded(t, s, exec, h)
+	_, verdict, err := s.Do(ctx, payment("s-6", messages.Compensate), h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Noop, verdict)
+	_, verdict, err = s.Do(ctx, exec, h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Refused, verdict)
+	// Another saga's refund writes the other value, dropping the undo's name.
+	writtenNotRecorded(t, s, payment("s-7", messages.Compensate), h)
+	env, refunds := envelopeOf(t, s, "refunds")
+	require.Equal(t, 60, refunds)
+	require.NotContains(t, env.Ops, "s-6/pay/undo")
+
+	late := &branch{s: s, cmd: exec, h: h, subject: messages.BranchSubject(till, "s-6", "pay"), op: "s-6/pay/execute"}
+	require.NoError(t, late.undo(ctx, messages.DataSubject(till, "budget")))
+	_, refunds = envelopeOf(t, s, "refunds")
+	require.Equal(t, 60, refunds, "the late undo credits nothing")
+}
