@@ -64,6 +64,37 @@ func writtenNotRecorded(t *testing.T, s *Store, cmd *messages.Command, h agent.H
 	tx.release()
 }
 
+// raced leaves what the race leaves for saga id: its execute wrote its
+// value and stopped, and its compensation, finding no record, was
+// recorded as having nothing to undo. It returns the execute.
+func raced(t *testing.T, s *Store, id string, h agent.Handler) *messages.Command {
+	t.Helper()
+	exec := payment(id, messages.Execute)
+	writtenNotRecorded(t, s, exec, h)
+	_, verdict, err := s.Do(context.Background(), payment(id, messages.Compensate), h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Noop, verdict)
+	return exec
+}
+
+// refused delivers cmd, and requires it refused.
+func refused(t *testing.T, s *Store, cmd *messages.Command, h agent.Handler) {
+	t.Helper()
+	reply, verdict, err := s.Do(context.Background(), cmd, h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Refused, verdict)
+	require.Equal(t, agent.Refusal(cmd), reply)
+}
+
+// tillWithRefunds is a till whose compensations credit "refunds".
+func tillWithRefunds(t *testing.T) (*Store, *pay) {
+	t.Helper()
+	s := openTill(t)
+	_, err := s.Init(context.Background(), "refunds", 0)
+	require.NoError(t, err)
+	return s, &pay{refundTo: "refunds"}
+}
+
 // envelopeOf reads key as stored, past the cache.
 func envelopeOf(t *testing.T, s *Store, key string) (envelope, int) {
 	t.Helper()
@@ -86,23 +117,15 @@ func TestExecuteWrittenBeforeItsCompensationUndoesItself(t *testing.T) {
 	ctx := context.Background()
 	p := &pay{refundTo: "budget"}
 	h := p.handler()
-	exec := payment("s-1", messages.Execute)
-	writtenNotRecorded(t, s, exec, h)
-
 	// The compensation finds no record: nothing to undo, its handler not run.
-	reply, verdict, err := s.Do(ctx, payment("s-1", messages.Compensate), h)
-	require.NoError(t, err)
-	require.Equal(t, agent.Noop, verdict)
-	require.Equal(t, messages.OK, reply.Outcome)
+	exec := raced(t, s, "s-1", h)
+	require.Zero(t, p.compensation.Load())
 	_, budget := envelopeOf(t, s, "budget")
 	require.Equal(t, 70, budget, "the execute's write is there")
 
 	// The execute delivered again: refused, its write undone in one write.
 	before := lastSeq(t, s)
-	reply, verdict, err = s.Do(ctx, exec, h)
-	require.NoError(t, err)
-	require.Equal(t, agent.Refused, verdict)
-	require.Equal(t, agent.Refusal(exec), reply)
+	refused(t, s, exec, h)
 	env, budget := envelopeOf(t, s, "budget")
 	require.Equal(t, 100, budget)
 	require.NotContains(t, env.Ops, "s-1/pay/execute", "the envelope forgets the undone execute")
@@ -110,9 +133,7 @@ func TestExecuteWrittenBeforeItsCompensationUndoesItself(t *testing.T) {
 	require.Equal(t, int64(1), p.compensation.Load())
 
 	// And again: refused, nothing undone twice.
-	_, verdict, err = s.Do(ctx, exec, h)
-	require.NoError(t, err)
-	require.Equal(t, agent.Refused, verdict)
+	refused(t, s, exec, h)
 	_, budget = envelopeOf(t, s, "budget")
 	require.Equal(t, 100, budget)
 	require.Equal(t, int64(1), p.compensation.Load())
@@ -130,12 +151,7 @@ func TestRefusedExecuteLooksForItsWrite(t *testing.T) {
 	ctx := context.Background()
 	p := &pay{refundTo: "budget"}
 	h := p.handler()
-	exec := payment("s-2", messages.Execute)
-	writtenNotRecorded(t, s, exec, h)
-	_, verdict, err := s.Do(ctx, payment("s-2", messages.Compensate), h)
-	require.NoError(t, err)
-	require.Equal(t, agent.Noop, verdict)
-
+	exec := raced(t, s, "s-2", h)
 	rec, seq, err := s.Branch(ctx, "s-2", "pay")
 	require.NoError(t, err)
 	b := &branch{s: s, cmd: exec, h: h, subject: messages.BranchSubject(till, "s-2", "pay"), op: "s-2/pay/execute", rec: rec, seq: seq}
@@ -152,21 +168,10 @@ func TestRefusedExecuteLooksForItsWrite(t *testing.T) {
 // another key. The undo writes it first, naming itself, then the budget
 // forgets the execute; a run after a crash between the two credits once.
 func TestUndoOfACompensationThatWritesAnotherValue(t *testing.T) {
-	s := openTill(t)
+	s, p := tillWithRefunds(t)
 	ctx := context.Background()
-	_, err := s.Init(ctx, "refunds", 0)
-	require.NoError(t, err)
-	p := &pay{refundTo: "refunds"}
 	h := p.handler()
-
-	exec := payment("s-3", messages.Execute)
-	writtenNotRecorded(t, s, exec, h)
-	_, verdict, err := s.Do(ctx, payment("s-3", messages.Compensate), h)
-	require.NoError(t, err)
-	require.Equal(t, agent.Noop, verdict)
-	_, verdict, err = s.Do(ctx, exec, h)
-	require.NoError(t, err)
-	require.Equal(t, agent.Refused, verdict)
+	refused(t, s, raced(t, s, "s-3", h), h)
 	env, budget := envelopeOf(t, s, "budget")
 	require.Equal(t, 70, budget, "the compensation gives back elsewhere")
 	require.NotContains(t, env.Ops, "s-3/pay/execute")
@@ -175,24 +180,18 @@ func TestUndoOfACompensationThatWritesAnotherValue(t *testing.T) {
 
 	// A crash between the undo's two writes: the refund is written, the
 	// budget still names the execute.
-	exec = payment("s-4", messages.Execute)
-	writtenNotRecorded(t, s, exec, h)
-	_, verdict, err = s.Do(ctx, payment("s-4", messages.Compensate), h)
-	require.NoError(t, err)
-	require.Equal(t, agent.Noop, verdict)
+	exec := raced(t, s, "s-4", h)
 	undo := &txn{ctx: ctx, store: s, op: "s-4/pay/undo", reads: map[string]cached{}}
 	comp := *exec
 	comp.Action = messages.Compensate
-	_, err = h.Run(ctx, undo, &comp)
+	_, err := h.Run(ctx, undo, &comp)
 	require.NoError(t, err)
 	require.NoError(t, s.writeValue(ctx, undo, "s-4/pay/undo", messages.Context{}))
 	undo.release()
 	_, refunds = envelopeOf(t, s, "refunds")
 	require.Equal(t, 60, refunds)
 
-	_, verdict, err = s.Do(ctx, exec, h)
-	require.NoError(t, err)
-	require.Equal(t, agent.Refused, verdict)
+	refused(t, s, exec, h)
 	env, budget = envelopeOf(t, s, "budget")
 	require.Equal(t, 40, budget)
 	require.NotContains(t, env.Ops, "s-4/pay/execute")
@@ -256,20 +255,11 @@ func TestClaimOfAnEarlierAgentIsHonoured(t *testing.T) {
 // about to undo it while another run undoes it, and a later write drops
 // the undo's name from the other value. The late run credits nothing.
 func TestLateUndoAfterAnotherFinished(t *testing.T) {
-	s := openTill(t)
+	s, p := tillWithRefunds(t)
 	ctx := context.Background()
-	_, err := s.Init(ctx, "refunds", 0)
-	require.NoError(t, err)
-	p := &pay{refundTo: "refunds"}
 	h := p.handler()
-	exec := payment("s-6", messages.Execute)
-	writtenNotRecorded(t, s, exec, h)
-	_, verdict, err := s.Do(ctx, payment("s-6", messages.Compensate), h)
-	require.NoError(t, err)
-	require.Equal(t, agent.Noop, verdict)
-	_, verdict, err = s.Do(ctx, exec, h)
-	require.NoError(t, err)
-	require.Equal(t, agent.Refused, verdict)
+	exec := raced(t, s, "s-6", h)
+	refused(t, s, exec, h)
 	// Another saga's refund writes the other value, dropping the undo's name.
 	writtenNotRecorded(t, s, payment("s-7", messages.Compensate), h)
 	env, refunds := envelopeOf(t, s, "refunds")
