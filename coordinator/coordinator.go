@@ -20,6 +20,7 @@ import (
 
 	"github.com/natsaga/natsaga/internal/jserr"
 	"github.com/natsaga/natsaga/internal/pull"
+	"github.com/natsaga/natsaga/internal/streams"
 	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
@@ -408,15 +409,15 @@ func (c *Coordinator) setup(ctx context.Context) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	r := max(c.opts.Replicas, 1)
-	streams := []jetstream.StreamConfig{
+	cfgs := []jetstream.StreamConfig{
 		c.commandStreamConfig(),
 		{Name: messages.ReplyStream, Subjects: messages.ReplySubjects, Retention: jetstream.WorkQueuePolicy,
 			Storage: jetstream.FileStorage, Replicas: r, Duplicates: 2 * time.Minute},
 		{Name: messages.EventStream, Subjects: messages.EventLogSubjects, Storage: jetstream.FileStorage,
 			Replicas: r, MaxAge: 24 * time.Hour, MaxMsgs: 1_000_000, Discard: jetstream.DiscardOld},
 	}
-	for _, cfg := range streams {
-		s, err := c.js.CreateOrUpdateStream(ctx, cfg)
+	for _, cfg := range cfgs {
+		s, err := streams.Ensure(ctx, c.js, cfg)
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)
 		}
@@ -428,7 +429,7 @@ func (c *Coordinator) setup(ctx context.Context) error {
 	// an expiry leaves for watchers lives a minute.
 	kvCfg := jetstream.KeyValueConfig{Bucket: messages.SagaBucket, History: 1, Storage: jetstream.FileStorage,
 		Replicas: r, LimitMarkerTTL: time.Minute}
-	kv, err := c.js.CreateOrUpdateKeyValue(ctx, kvCfg)
+	kv, err := streams.EnsureKeyValue(ctx, c.js, kvCfg)
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", messages.SagaBucket, err)
 	}
@@ -520,7 +521,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 			}
 		}
 	}
-	if _, err := c.js.CreateOrUpdateStream(ctx, c.commandStreamConfig()); err != nil {
+	if _, err := streams.Ensure(ctx, c.js, c.commandStreamConfig()); err != nil {
 		return fmt.Errorf("recover: stream %s: %w", messages.CommandStream, err)
 	}
 	kept := stored[:0]

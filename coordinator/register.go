@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natsaga/natsaga/internal/streams"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -97,7 +98,7 @@ func (c *Coordinator) register(ctx context.Context, defs []saga.Definition) (mes
 			c.log.Info("definition registered", "saga", d.Name, "version", version(d), "latest", latest)
 		}
 	}
-	if _, err := c.js.CreateOrUpdateStream(ctx, c.commandStreamConfig()); err != nil {
+	if _, err := streams.Ensure(ctx, c.js, c.commandStreamConfig()); err != nil {
 		return resp, fmt.Errorf("register: stream %s: %w", messages.CommandStream, err)
 	}
 	for _, r := range c.roles() {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/jserr"
+	"github.com/natsaga/natsaga/internal/streams"
 	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 )
@@ -141,7 +142,7 @@ func OpenStore(ctx context.Context, nc *nats.Conn, role string, create bool, rep
 	}
 	var st jetstream.Stream
 	if create {
-		st, err = js.CreateOrUpdateStream(ctx, StreamConfig(role, replicas))
+		st, err = streams.Ensure(ctx, js, StreamConfig(role, replicas))
 	} else {
 		st, err = waitStream(ctx, js, messages.StateStream(role))
 	}

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
@@ -270,4 +272,22 @@ func TestLateUndoAfterAnotherFinished(t *testing.T) {
 	require.NoError(t, late.undo(ctx, messages.DataSubject(till, "budget")))
 	_, refunds = envelopeOf(t, s, "refunds")
 	require.Equal(t, 60, refunds, "the late undo credits nothing")
+}
+
+// TestOpenStoreLeavesItsStreamAlone: every copy of a role opens its state
+// stream as it starts; a stream already as asked is not updated (an
+// update races, in nats-server, with the coordinator creating its
+// consumer on the stream: internal/streams).
+func TestOpenStoreLeavesItsStreamAlone(t *testing.T) {
+	nc := connectEmbedded(t)
+	sub, err := nc.SubscribeSync("$JS.API.STREAM.UPDATE." + messages.StateStream(till))
+	require.NoError(t, err)
+	require.NoError(t, nc.Flush())
+	for range 3 {
+		_, err := OpenStore(context.Background(), nc, till, true, 1)
+		require.NoError(t, err)
+	}
+	require.NoError(t, nc.Flush())
+	_, err = sub.NextMsg(100 * time.Millisecond)
+	require.ErrorIs(t, err, nats.ErrTimeout, "no update of a stream already as asked")
 }

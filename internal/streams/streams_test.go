@@ -1,0 +1,82 @@
+package streams_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/internal/embedded"
+	"github.com/natsaga/natsaga/internal/streams"
+)
+
+func connect(t *testing.T) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	ns, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	return nc, js
+}
+
+// updates returns the stream update requests for name sent on nc's server,
+// as they pass.
+func updates(t *testing.T, nc *nats.Conn, name string) *nats.Subscription {
+	t.Helper()
+	sub, err := nc.SubscribeSync("$JS.API.STREAM.UPDATE." + name)
+	require.NoError(t, err)
+	require.NoError(t, nc.Flush())
+	return sub
+}
+
+// TestEnsureUpdatesOnlyAChangedStream: a stream already as asked is left
+// alone; one asked with another configuration is updated; one missing is
+// created. The first update request seen is the changed one's.
+func TestEnsureUpdatesOnlyAChangedStream(t *testing.T) {
+	nc, js := connect(t)
+	ctx := context.Background()
+	cfg := jetstream.StreamConfig{Name: "S", Subjects: []string{"a.>"}, Storage: jetstream.FileStorage}
+	sub := updates(t, nc, "S")
+
+	_, err := streams.Ensure(ctx, js, cfg)
+	require.NoError(t, err)
+	_, err = streams.Ensure(ctx, js, cfg)
+	require.NoError(t, err)
+	cfg.Subjects = append(cfg.Subjects, "b.>")
+	s, err := streams.Ensure(ctx, js, cfg)
+	require.NoError(t, err)
+	require.Equal(t, []string{"a.>", "b.>"}, s.CachedInfo().Config.Subjects)
+
+	m, err := sub.NextMsg(5 * time.Second)
+	require.NoError(t, err)
+	require.Contains(t, string(m.Data), `"b.\u003e"`, "the first update is the changed configuration's")
+}
+
+func TestEnsureKeyValueUpdatesOnlyAChangedBucket(t *testing.T) {
+	nc, js := connect(t)
+	ctx := context.Background()
+	cfg := jetstream.KeyValueConfig{Bucket: "B", History: 1, Storage: jetstream.FileStorage}
+	sub := updates(t, nc, "KV_B")
+
+	_, err := streams.EnsureKeyValue(ctx, js, cfg)
+	require.NoError(t, err)
+	_, err = streams.EnsureKeyValue(ctx, js, cfg)
+	require.NoError(t, err)
+	cfg.History = 3
+	kv, err := streams.EnsureKeyValue(ctx, js, cfg)
+	require.NoError(t, err)
+	st, err := kv.Status(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(3), st.History())
+
+	m, err := sub.NextMsg(5 * time.Second)
+	require.NoError(t, err)
+	require.Contains(t, string(m.Data), `"max_msgs_per_subject":3`, "the first update is the changed configuration's")
+}
