@@ -176,6 +176,10 @@ func TestConfigNamesMatchTheCode(t *testing.T) {
 				"$JS.API.CONSUMER.MSG.NEXT." + messages.CommandStream + "." + consumer,
 				"$JS.ACK." + messages.CommandStream + "." + consumer + ".>",
 			})
+			if flood.Serial(role) {
+				// A serial batch reads its writers' branches in one request.
+				require.Contains(t, u.Permissions.Publish.Allow, "$JS.API.DIRECT.GET."+stream)
+			}
 			require.ElementsMatch(t, []string{messages.TickSubject, messages.AgentStatsSubject, "$SRV.>", flood.StateSubject(role), inboxPrefix(role) + ".>"},
 				u.Permissions.Subscribe.Allow)
 		})
@@ -256,6 +260,7 @@ func TestOthersDenied(t *testing.T) {
 		{name: "the coordinator replies for an agent", user: coordinatorUser, subject: messages.ReplySubject(flood.Subsidy, "budget_deducted")},
 		{name: "the government replies for a household", user: flood.Government, subject: messages.ReplySubject(flood.Subsidy, "household_applies")},
 		{name: "the government reads the insurer's state", user: flood.Government, subject: "$JS.API.DIRECT.GET." + messages.StateStream(flood.Insurer) + "." + messages.DataSubject(flood.Insurer, flood.LedgerKey)},
+		{name: "the government reads the insurer's branches in one request", user: flood.Government, subject: "$JS.API.DIRECT.GET." + messages.StateStream(flood.Insurer)},
 		{name: "the insurer pulls the contractor's commands", user: flood.Insurer, subject: "$JS.API.CONSUMER.MSG.NEXT." + messages.CommandStream + "." + messages.CommandConsumer(flood.Contractor)},
 		{name: "the contractor deletes the commands stream", user: flood.Contractor, subject: "$JS.API.STREAM.DELETE." + messages.CommandStream},
 		{name: "the contractor reads the saga events", user: flood.Contractor, subscribe: true, subject: messages.EventSubjects[0]},
@@ -431,6 +436,21 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 		for _, id := range ids {
 			waitStatus(t, d.nc, id, saga.RolledBack, 0)
 		}
+	}
+	// A round of subsidies: the government, a serial role, takes their
+	// payments in one message and commits them as one batch, reading
+	// their branches in one direct get.
+	var ids []string
+	for i := range 3 {
+		var resp messages.StartResponse
+		ctx := messages.Context{}.MustSet(flood.KeyHousehold, fmt.Sprintf("h-paid-%d", i))
+		request(t, d.nc, messages.StartSubject(flood.Subsidy), messages.StartRequest{V: messages.Version, Rank: int64(i + 1), Tick: 200, Context: ctx}, &resp)
+		require.Nil(t, resp.Error)
+		ids = append(ids, resp.SagaID)
+	}
+	tick(t, d.nc, 200)
+	for _, id := range ids {
+		waitStatus(t, d.nc, id, saga.Completed, 0)
 	}
 
 	for _, cl := range []*client{co, d, op} {
