@@ -130,9 +130,13 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 	// before it: the commands after it ran on its effect, which is not
 	// applied again, so none of their results may be recorded.
 	cut := n
-	var subjects []string
-	for _, it := range items {
+	var (
+		writerAt []int
+		subjects []string
+	)
+	for i, it := range items {
 		if it.value != nil {
+			writerAt = append(writerAt, i)
 			subjects = append(subjects, messages.BranchSubject(s.role, it.cmd.SagaID, it.cmd.Step))
 		}
 	}
@@ -144,9 +148,9 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 			}
 			return 0
 		}
-		for i, it := range items {
-			if it.value != nil && recorded[messages.BranchSubject(s.role, it.cmd.SagaID, it.cmd.Step)] {
-				cut = i
+		for j, subject := range subjects {
+			if recorded[subject] {
+				cut = writerAt[j]
 				break
 			}
 		}

@@ -9,18 +9,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/natsaga/natsaga/internal/embedded"
 	"github.com/natsaga/natsaga/internal/streams"
+	"github.com/natsaga/natsaga/internal/testenv"
 )
 
 func connect(t *testing.T) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	ns, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
-	require.NoError(t, err)
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	return nc, js
