@@ -144,7 +144,7 @@ func (a *Agent) runBatch(ctx context.Context, queue []jetstream.Msg) (map[jetstr
 		if err != nil || cmd.Action != messages.Execute || step.Duration != nil {
 			break
 		}
-		items = append(items, &batchItem{cmd: &cmd, h: step.Handler, op: cmd.SagaID + "/" + cmd.Step + "/" + string(cmd.Action)})
+		items = append(items, &batchItem{cmd: &cmd, h: step.Handler, op: opName(&cmd, string(cmd.Action))})
 	}
 	if len(items) < 2 {
 		return nil, 0

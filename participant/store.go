@@ -459,7 +459,7 @@ func (s *Store) settle(subj, op string) {
 // then be delivered again later.
 func (s *Store) Do(ctx context.Context, cmd *messages.Command, h agent.Handler) (messages.Reply, agent.Verdict, error) {
 	b := &branch{s: s, cmd: cmd, h: h, subject: messages.BranchSubject(s.role, cmd.SagaID, cmd.Step),
-		op: cmd.SagaID + "/" + cmd.Step + "/" + string(cmd.Action)}
+		op: opName(cmd, string(cmd.Action))}
 	// An execute is usually the branch's first record, so the first try
 	// assumes there is none and skips the read; a conflict corrects it.
 	known := cmd.Action == messages.Execute
@@ -484,6 +484,12 @@ func (s *Store) Do(ctx context.Context, cmd *messages.Command, h agent.Handler) 
 		return reply, verdict, err
 	}
 	return messages.Reply{}, agent.Transient, fmt.Errorf("%s %s %s: %w", cmd.SagaID, cmd.Step, cmd.Action, ErrConflict)
+}
+
+// opName names, in a value's envelope, what cmd's branch did to the
+// value: its action ("execute", "compensate"), or "undo".
+func opName(cmd *messages.Command, what string) string {
+	return cmd.SagaID + "/" + cmd.Step + "/" + what
 }
 
 // branch is one command's passage through the barrier.
@@ -664,7 +670,7 @@ func (b *branch) refuse(ctx context.Context) (messages.Reply, agent.Verdict, err
 func (b *branch) undo(ctx context.Context, subject string) error {
 	comp := *b.cmd
 	comp.Action = messages.Compensate
-	undoOp := b.cmd.SagaID + "/" + b.cmd.Step + "/undo"
+	undoOp := opName(b.cmd, "undo")
 	tx := &txn{ctx: ctx, store: b.s, op: undoOp, reads: map[string]cached{}}
 	defer tx.release()
 	if _, err := b.h.Run(ctx, tx, &comp); err != nil && tx.found == "" {
