@@ -185,6 +185,9 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 		fmt.Fprintln(stderr, "floodsim:", err)
 		return 2
 	}
+	// floodsim hosts the embedded nats-server, the busiest process of a
+	// run, and the report's reads of every saga.
+	cli.TuneGC(getenv)
 	ctx, stop := cli.SignalContext()
 	defer stop()
 	tp, flush, err := cli.StartTracing(ctx, "floodsim", getenv, slog.New(slog.NewTextHandler(stderr, nil)))

@@ -165,9 +165,9 @@ func Healthcheck(addr string, w io.Writer) int {
 }
 
 // ServeObserved is [Serve] with the flags of o: the logger in o's level
-// and format, and, when o.Healthcheck is set, only the health check of a
-// running copy. run gets the logger; it serves metrics itself, as only it
-// knows its registry and readiness.
+// and format, the collector's target of [TuneGC], and, when o.Healthcheck
+// is set, only the health check of a running copy. run gets the logger;
+// it serves metrics itself, as only it knows its registry and readiness.
 func ServeObserved(stderr io.Writer, process string, o Observe, run func(ctx context.Context, log *slog.Logger) error) int {
 	if o.Healthcheck {
 		return Healthcheck(o.MetricsAddr, stderr)
@@ -178,6 +178,7 @@ func ServeObserved(stderr io.Writer, process string, o Observe, run func(ctx con
 		return 2
 	}
 	log = log.With("process", process, "pid", os.Getpid())
+	log.Debug("garbage collector target", "gogc", TuneGC(os.Getenv))
 	ctx, stop := SignalContext()
 	defer stop()
 	if err := run(ctx, log); err != nil {

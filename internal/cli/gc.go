@@ -1,0 +1,34 @@
+package cli
+
+import "runtime/debug"
+
+// GCPercent is the garbage collector's target, as GOGC would set it, that
+// natsaga's long-lived programs run with when the environment does not
+// set GOGC.
+//
+// Go's default, 100, collects whenever the heap has doubled since the
+// last collection. natsaga's processes keep small live heaps (the
+// coordinator about 1.6 KB a saga in flight, an agent a few MB) and
+// allocate for every message, so at 100 they collect many times a second:
+// a profile of a 10,000-household floodsim run found 6 to 12 % of each
+// process's CPU in the collector's background workers, and more in
+// assists. At 400 the heap may grow to five times its live size between
+// collections instead of twice: a coordinator holding 100,000 sagas in
+// flight peaks near 800 MB rather than 320 MB. BENCHMARKS.md ("Collecting
+// less often") has the runs that chose 400; GOGC=100 restores Go's
+// default, and GOMEMLIMIT caps the heap as usual.
+const GCPercent = 400
+
+// TuneGC sets the collector's target to [GCPercent] unless getenv("GOGC")
+// sets one, and returns the target in force.
+func TuneGC(getenv func(string) string) int {
+	if getenv("GOGC") != "" {
+		// The runtime read it at start; reading the target means
+		// setting it, so it is set back at once.
+		p := debug.SetGCPercent(100)
+		debug.SetGCPercent(p)
+		return p
+	}
+	debug.SetGCPercent(GCPercent)
+	return GCPercent
+}
