@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"io"
+	"math"
 	"log/slog"
 	"runtime/debug"
 	"strings"
@@ -21,15 +22,19 @@ func gcPercent() int {
 	return p
 }
 
-// keepGCPercent sets the collector's target back when t ends: the tests
-// of the package share the runtime.
-func keepGCPercent(t *testing.T) {
-	p := gcPercent()
-	t.Cleanup(func() { debug.SetGCPercent(p) })
+// keepGC sets the collector's target and memory limit back when t ends:
+// the tests of the package share the runtime.
+func keepGC(t *testing.T) {
+	p, l, tuned := gcPercent(), debug.SetMemoryLimit(-1), tunedLimit.Load()
+	t.Cleanup(func() {
+		debug.SetGCPercent(p)
+		debug.SetMemoryLimit(l)
+		tunedLimit.Store(tuned)
+	})
 }
 
 func TestTuneGCSetsTheTargetUnlessGOGCDoes(t *testing.T) {
-	keepGCPercent(t)
+	keepGC(t)
 	for _, tc := range []struct {
 		gogc    string
 		runtime int // what the runtime read from GOGC at start
@@ -52,11 +57,34 @@ func TestTuneGCSetsTheTargetUnlessGOGCDoes(t *testing.T) {
 	}
 }
 
+func TestTuneGCSetsASoftLimitUnlessGOMEMLIMITDoes(t *testing.T) {
+	keepGC(t)
+	host := hostMemory()
+	require.Positive(t, host, "the cgroup's limit or the machine's memory")
+
+	debug.SetMemoryLimit(math.MaxInt64)
+	TuneGC(func(string) string { return "" })
+	require.Equal(t, host/2, debug.SetMemoryLimit(-1), "half the host's memory")
+	require.Equal(t, host, MemoryLimit(), "the soft limit is not the process's memory")
+
+	const limit = 3 << 30 // as GOMEMLIMIT=3GiB sets it at start
+	debug.SetMemoryLimit(limit)
+	tunedLimit.Store(0)
+	TuneGC(func(k string) string {
+		if k == "GOMEMLIMIT" {
+			return "3GiB"
+		}
+		return ""
+	})
+	require.EqualValues(t, limit, debug.SetMemoryLimit(-1), "GOMEMLIMIT's limit is kept")
+	require.EqualValues(t, limit, MemoryLimit())
+}
+
 // TestServeObservedTunesGCAndShowsIt runs a program as ServeObserved
 // does, and reads the target in force from the Go collector's metrics,
 // as an operator would on -metrics-addr.
 func TestServeObservedTunesGCAndShowsIt(t *testing.T) {
-	keepGCPercent(t)
+	keepGC(t)
 	t.Setenv("GOGC", "")
 	debug.SetGCPercent(100)
 	reg := metrics.NewRegistry()
