@@ -64,7 +64,7 @@ func TestTuneGCSetsASoftLimitUnlessGOMEMLIMITDoes(t *testing.T) {
 
 	debug.SetMemoryLimit(math.MaxInt64)
 	TuneGC(func(string) string { return "" })
-	require.Equal(t, host/2, debug.SetMemoryLimit(-1), "half the host's memory")
+	require.Equal(t, host/4*3, debug.SetMemoryLimit(-1), "three quarters of the host's memory")
 	require.Equal(t, host, MemoryLimit(), "the soft limit is not the process's memory")
 
 	const limit = 3 << 30 // as GOMEMLIMIT=3GiB sets it at start
