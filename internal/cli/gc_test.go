@@ -3,8 +3,8 @@ package cli
 import (
 	"context"
 	"io"
-	"math"
 	"log/slog"
+	"math"
 	"runtime/debug"
 	"strings"
 	"testing"

@@ -123,7 +123,7 @@ func TestAppendJSONRefusesWhatEncodingJSONRefuses(t *testing.T) {
 
 // storedSaga is a subsidy saga after its second step, as the coordinator
 // stores it.
-func storedSaga(b *testing.B) *saga.Execution {
+func storedSaga(b testing.TB) *saga.Execution {
 	e := saga.New(saga.Options{})
 	require.NoError(b, e.Register(subsidyDef()))
 	var out saga.Outbox
@@ -190,15 +190,38 @@ func BenchmarkExecutionDecoding(b *testing.B) {
 	})
 }
 
-// BenchmarkOutcomeLog writes the outcome log of 1,000 stored sagas, each
-// line with encoding/json and with AppendOutcomeLine.
-func BenchmarkOutcomeLog(b *testing.B) {
-	x := storedSaga(b)
-	xs := make([]saga.Execution, 1000)
+// TestOutcomeLogWithAppendOutcomeLine writes the log of more sagas than
+// one goroutine encodes with AppendOutcomeLine, side by side: the same
+// bytes as encoding/json's.
+func TestOutcomeLogWithAppendOutcomeLine(t *testing.T) {
+	x := storedSaga(t)
+	xs := make([]saga.Execution, 10_000)
 	for i := range xs {
 		xs[i] = *x
-		xs[i].ID = fmt.Sprintf("s-%04d", (i*7919)%1000)
+		xs[i].ID = saga.ID(fmt.Sprintf("s-%05d", (i*7919)%len(xs)))
 	}
+	want, wantDigest, err := saga.OutcomeLog(xs)
+	require.NoError(t, err)
+	got, digest, err := saga.OutcomeLogWith(xs, wirejson.AppendOutcomeLine)
+	require.NoError(t, err)
+	require.Equal(t, string(want), string(got))
+	require.Equal(t, wantDigest, digest)
+}
+
+// BenchmarkOutcomeLog writes the outcome log of 1,000 stored sagas, each
+// line with encoding/json and with AppendOutcomeLine, and of 100,000 with
+// AppendOutcomeLine, which saga.OutcomeLogWith encodes on every core.
+func BenchmarkOutcomeLog(b *testing.B) {
+	x := storedSaga(b)
+	sagas := func(n int) []saga.Execution {
+		xs := make([]saga.Execution, n)
+		for i := range xs {
+			xs[i] = *x
+			xs[i].ID = saga.ID(fmt.Sprintf("s-%06d", (i*7919)%n))
+		}
+		return xs
+	}
+	xs := sagas(1000)
 	b.Run("encoding/json", func(b *testing.B) {
 		for b.Loop() {
 			if _, _, err := saga.OutcomeLog(xs); err != nil {
@@ -209,6 +232,14 @@ func BenchmarkOutcomeLog(b *testing.B) {
 	b.Run("AppendOutcomeLine", func(b *testing.B) {
 		for b.Loop() {
 			if _, _, err := saga.OutcomeLogWith(xs, wirejson.AppendOutcomeLine); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	many := sagas(100_000)
+	b.Run("AppendOutcomeLine/100000", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := saga.OutcomeLogWith(many, wirejson.AppendOutcomeLine); err != nil {
 				b.Fatal(err)
 			}
 		}
