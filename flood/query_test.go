@@ -3,8 +3,12 @@ package flood_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -39,4 +43,62 @@ func TestAnswerState(t *testing.T) {
 		a := ask(q)
 		require.Equal(t, messages.CodeBadRequest, a.Error.Code, q)
 	}
+}
+
+// TestAnswerStateReadsSideBySide answers a query of many households whose
+// reads wait for each other: they must be under way together. The answer
+// is the same as reads one by one would give, and of two failed reads it
+// reports the first household's.
+func TestAnswerStateReadsSideBySide(t *testing.T) {
+	ids := make([]string, 300)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("h%d", i)
+	}
+	var (
+		mu      sync.Mutex
+		waiting = 0
+		both    = make(chan struct{})
+	)
+	fail := map[string]error{}
+	read := func(key string, v any) (bool, error) {
+		mu.Lock()
+		waiting++
+		if waiting == 2 {
+			close(both)
+		}
+		mu.Unlock()
+		select {
+		case <-both:
+		case <-time.After(10 * time.Second):
+			return false, errors.New("the reads went one at a time")
+		}
+		id := strings.TrimPrefix(key, flood.HouseKey(""))
+		if err := fail[id]; err != nil {
+			return false, err
+		}
+		var n int
+		_, _ = fmt.Sscanf(id, "h%d", &n)
+		if n%2 == 1 {
+			return false, nil
+		}
+		*v.(*flood.House) = flood.House{Applications: map[string]string{"s" + id: "pending"}}
+		return true, nil
+	}
+	q, err := json.Marshal(flood.StateQuery{V: messages.Version, Households: ids})
+	require.NoError(t, err)
+
+	a := flood.AnswerState(context.Background(), q, read).(flood.StateAnswer)
+	require.Nil(t, a.Error)
+	require.Len(t, a.Households, len(ids)/2)
+	for i, id := range ids {
+		h, ok := a.Households[id]
+		require.Equal(t, i%2 == 0, ok, id)
+		if ok {
+			require.Equal(t, map[string]string{"s" + id: "pending"}, h.Applications)
+		}
+	}
+
+	fail["h250"], fail["h17"] = errors.New("boom 250"), errors.New("boom 17")
+	a = flood.AnswerState(context.Background(), q, read).(flood.StateAnswer)
+	require.Equal(t, &messages.WireError{Code: messages.CodeInternal, Message: "boom 17"}, a.Error)
 }

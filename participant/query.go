@@ -23,8 +23,9 @@ const QueryConcurrency = 16
 
 // QueryFunc answers a query request req from the role's committed state:
 // read decodes the state value key into v, and reports false, leaving v
-// untouched, when key has no value. It returns the answer, encoded as
-// JSON.
+// untouched, when key has no value; it is safe for concurrent use, so
+// that a query of many keys may read them side by side. It returns the
+// answer, encoded as JSON.
 type QueryFunc func(ctx context.Context, req []byte, read func(key string, v any) (bool, error)) any
 
 // ServeQueries answers the requests on subject with answer, from role's
