@@ -1,0 +1,615 @@
+// Package kvlog keeps many keys' values in one JetStream stream, many
+// values a message, with a compare-and-swap per key.
+//
+// A key-value bucket stores a message per write, each on its subject,
+// and the server checks each compare-and-swap on its own. A log stores a
+// message per group of writes: every process that opens the log reads it
+// to its end and follows it, keeping each key's last value and its
+// revision (the sequence of the message that wrote it). A write names the
+// revision it expects; the [Log] checks it against what it holds, and
+// publishes the group with the log's last sequence as the expected one.
+// So the server takes the message only if no other process wrote to the
+// log since this one last read it, and what the Log checked is what holds.
+// When another process was first, the Log reads on and checks again.
+//
+// Many writes at once, from many goroutines, go out as one message (a
+// group commit). The stream must hold the log's subject only.
+package kvlog
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/natsaga/natsaga/internal/jserr"
+)
+
+// ErrConflict is returned for a write whose key is not at the revision
+// the write expects: another write was first.
+var ErrConflict = errors.New("the key changed since it was read")
+
+// ErrClosed is returned for a write made, or still waiting, when the Log
+// is closed.
+var ErrClosed = errors.New("the log is closed")
+
+// MaxKey is the longest key, in bytes.
+const MaxKey = 256
+
+// Options configures [Open].
+type Options struct {
+	// Stream is the stream of the log; it must exist and hold Subject
+	// only.
+	Stream string
+	// Subject is the subject every message of the log is published on.
+	Subject string
+	// MaxEntries bounds the writes in one message (default 1,024).
+	MaxEntries int
+	// MaxBytes bounds a message's payload (default 256 KiB); a single
+	// write larger than that is refused.
+	MaxBytes int
+	// Logger reports the messages of the log that do not decode, which
+	// are skipped (default: slog's).
+	Logger *slog.Logger
+}
+
+// Entry is one write: Value for Key, if Key is at revision Rev (0: the
+// key has no value).
+type Entry struct {
+	Key   string
+	Value json.RawMessage
+	Rev   uint64
+}
+
+// Log is one process's view of a log: the last value and revision of
+// every key, from the messages read so far. It is safe for concurrent
+// use.
+type Log struct {
+	js      jetstream.JetStream
+	stream  jetstream.Stream
+	subject string
+	max     int
+	bytes   int
+	log     *slog.Logger
+
+	mu    sync.Mutex
+	items map[string]item
+	last  uint64        // the sequence of the last message applied
+	moved chan struct{} // closed, and replaced, when last moves
+	// mine holds the messages this Log is publishing, by id. The
+	// follower applies such a message from its writes, without decoding
+	// it, and notes its sequence: after a publish whose answer was lost,
+	// that tells whether the message landed.
+	mine map[string]*flight
+
+	smu  sync.Mutex
+	next *syncRound
+
+	queue  chan *write
+	closed chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
+	follow jetstream.ConsumeContext
+}
+
+type item struct {
+	value json.RawMessage
+	rev   uint64
+}
+
+// write is an [Entry] waiting to be committed.
+type write struct {
+	Entry
+	size   int
+	done   chan struct{}
+	closed <-chan struct{} // the Log's
+	rev    uint64
+	err    error
+}
+
+// message is how a group of writes is stored.
+type message struct {
+	ID      string      `json:"id"`
+	Entries []wireEntry `json:"entries"`
+}
+
+type wireEntry struct {
+	Key   string          `json:"key"`
+	Value json.RawMessage `json:"value"`
+}
+
+// Decode returns the writes of a message of a log, in the order they
+// were made. It returns an error when data is not such a message.
+func Decode(data []byte) ([]Entry, error) {
+	_, es, err := decode(data)
+	return es, err
+}
+
+func decode(data []byte) (id string, es []Entry, err error) {
+	var m message
+	if err := json.Unmarshal(data, &m); err != nil {
+		return "", nil, fmt.Errorf("kvlog message: %w", err)
+	}
+	es = make([]Entry, len(m.Entries))
+	for i, e := range m.Entries {
+		if e.Key == "" || len(e.Key) > MaxKey {
+			return "", nil, fmt.Errorf("kvlog message: entry %d: key of %d bytes (1 to %d)", i, len(e.Key), MaxKey)
+		}
+		if len(e.Value) == 0 || string(e.Value) == "null" {
+			return "", nil, fmt.Errorf("kvlog message: entry %d (%s): no value", i, e.Key)
+		}
+		es[i] = Entry{Key: e.Key, Value: e.Value}
+	}
+	return m.ID, es, nil
+}
+
+// Open reads the log of opts to its end and follows it. It returns an
+// error when the stream cannot be read before ctx ends.
+func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, error) {
+	if opts.MaxEntries <= 0 {
+		opts.MaxEntries = 1024
+	}
+	if opts.MaxBytes <= 0 {
+		opts.MaxBytes = 256 << 10
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	st, err := js.Stream(ctx, opts.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("log %s: %w", opts.Subject, err)
+	}
+	l := &Log{js: js, stream: st, subject: opts.Subject, max: opts.MaxEntries, bytes: opts.MaxBytes,
+		log: opts.Logger, items: map[string]item{}, moved: make(chan struct{}), mine: map[string]*flight{},
+		queue: make(chan *write, opts.MaxEntries), closed: make(chan struct{})}
+	cons, err := js.OrderedConsumer(ctx, opts.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{opts.Subject}, DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return nil, fmt.Errorf("log %s: %w", opts.Subject, err)
+	}
+	if l.follow, err = cons.Consume(l.apply); err != nil {
+		return nil, fmt.Errorf("log %s: %w", opts.Subject, err)
+	}
+	if err := l.Sync(ctx); err != nil {
+		l.follow.Stop()
+		return nil, err
+	}
+	l.wg.Add(1)
+	go l.commits()
+	return l, nil
+}
+
+// Close stops following the log and fails the writes not committed yet
+// with [ErrClosed].
+func (l *Log) Close() {
+	l.once.Do(func() {
+		close(l.closed)
+		l.follow.Stop()
+		l.wg.Wait()
+	})
+}
+
+// Get returns key's value and its revision as last read (nil and 0 when
+// the key has none). Call [Log.Sync] first to read every value written
+// before.
+func (l *Log) Get(key string) (json.RawMessage, uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	it := l.items[key]
+	return it.value, it.rev
+}
+
+// Last returns the sequence of the last message read.
+func (l *Log) Last() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last
+}
+
+// apply takes in a message of the log, delivered in order.
+func (l *Log) apply(m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
+		l.log.Error("log message without metadata", "subject", l.subject, "err", err)
+		return
+	}
+	seq := meta.Sequence.Stream
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if seq <= l.last {
+		return // a message this Log wrote, applied when it was acknowledged
+	}
+	if f := l.mine[string(peekID(m.Data()))]; f != nil {
+		f.seq = seq
+		l.store(f.group, seq)
+	} else if _, es, err := decode(m.Data()); err != nil {
+		l.log.Error("skipping a log message that does not decode", "subject", l.subject, "seq", seq, "err", err)
+	} else {
+		for _, e := range es {
+			l.items[e.Key] = item{value: e.Value, rev: seq}
+		}
+	}
+	l.advance(seq)
+}
+
+// flight is a message this Log is publishing: its writes, and the
+// sequence the follower read it at (0 until then).
+type flight struct {
+	group []*write
+	seq   uint64
+}
+
+// peekID returns the id a message of the log starts with, as this
+// package writes them; nil for any other.
+func peekID(data []byte) []byte {
+	rest, ok := bytes.CutPrefix(data, []byte(`{"id":"`))
+	if !ok {
+		return nil
+	}
+	id, _, ok := bytes.Cut(rest, []byte(`"`))
+	if !ok {
+		return nil
+	}
+	return id
+}
+
+// store sets the keys of group as written by the message at seq. l.mu is
+// held.
+func (l *Log) store(group []*write, seq uint64) {
+	for _, w := range group {
+		l.items[w.Key] = item{value: w.Value, rev: seq}
+	}
+}
+
+// advance moves last to seq and wakes those waiting for it. l.mu is held.
+func (l *Log) advance(seq uint64) {
+	l.last = seq
+	close(l.moved)
+	l.moved = make(chan struct{})
+}
+
+// Sync returns once every message stored in the log before it was called
+// has been read, or with an error when the log cannot be read before ctx
+// ends.
+func (l *Log) Sync(ctx context.Context) error {
+	r := l.round()
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		return fmt.Errorf("log %s: %w", l.subject, ctx.Err())
+	}
+	if r.err != nil {
+		return r.err
+	}
+	return l.reach(ctx, r.target)
+}
+
+// syncRound is one request for the log's last sequence, shared by every
+// Sync called before it was sent.
+type syncRound struct {
+	done   chan struct{}
+	target uint64
+	err    error
+}
+
+func (l *Log) round() *syncRound {
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	if l.next != nil {
+		return l.next
+	}
+	r := &syncRound{done: make(chan struct{})}
+	l.next = r
+	go func() {
+		l.smu.Lock()
+		l.next = nil // from here on, a Sync waits for a request sent after it began
+		l.smu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r.target, r.err = l.lastStored(ctx)
+		close(r.done)
+	}()
+	return r
+}
+
+// lastStored asks the server for the sequence of the log's last message,
+// 0 when it holds none.
+func (l *Log) lastStored(ctx context.Context) (uint64, error) {
+	m, err := l.stream.GetLastMsgForSubject(ctx, l.subject)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("log %s: %w", l.subject, err)
+	}
+	return m.Sequence, nil
+}
+
+// reach waits until the message at seq, or a later one, has been read.
+func (l *Log) reach(ctx context.Context, seq uint64) error {
+	for {
+		l.mu.Lock()
+		last, moved := l.last, l.moved
+		l.mu.Unlock()
+		if last >= seq {
+			return nil
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return fmt.Errorf("log %s: waiting for message %d, read up to %d: %w", l.subject, seq, last, ctx.Err())
+		case <-l.closed:
+			return ErrClosed
+		}
+	}
+}
+
+// Put writes e, committed with the writes made at the same time, and
+// returns its revision. It returns an error wrapping [ErrConflict] when
+// e.Key is not at revision e.Rev, and another when the write could not be
+// stored before ctx ended or the log was closed: it may then have been
+// stored all the same.
+func (l *Log) Put(ctx context.Context, e Entry) (uint64, error) {
+	w, err := l.enqueue(ctx, e)
+	if err != nil {
+		return 0, err
+	}
+	return w.wait(ctx)
+}
+
+// PutAll writes each of es as [Log.Put] does, committed together when
+// they fit in one message, and returns the revision or the error of each.
+func (l *Log) PutAll(ctx context.Context, es []Entry) ([]uint64, []error) {
+	revs, errs := make([]uint64, len(es)), make([]error, len(es))
+	ws := make([]*write, len(es))
+	for i, e := range es {
+		ws[i], errs[i] = l.enqueue(ctx, e)
+	}
+	for i, w := range ws {
+		if w != nil {
+			revs[i], errs[i] = w.wait(ctx)
+		}
+	}
+	return revs, errs
+}
+
+func (l *Log) enqueue(ctx context.Context, e Entry) (*write, error) {
+	if e.Key == "" || len(e.Key) > MaxKey {
+		return nil, fmt.Errorf("log %s: key of %d bytes (1 to %d)", l.subject, len(e.Key), MaxKey)
+	}
+	if !json.Valid(e.Value) || string(e.Value) == "null" {
+		return nil, fmt.Errorf("log %s: key %s: the value is not a JSON value", l.subject, e.Key)
+	}
+	if l.isClosed() {
+		return nil, ErrClosed
+	}
+	w := &write{Entry: e, size: len(e.Key) + len(e.Value) + 24, done: make(chan struct{}), closed: l.closed}
+	if w.size > l.bytes-64 {
+		return nil, fmt.Errorf("log %s: key %s: a write of %d bytes, over the %d of a message", l.subject, e.Key, w.size, l.bytes)
+	}
+	select {
+	case l.queue <- w:
+		return w, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("log %s: %w", l.subject, ctx.Err())
+	case <-l.closed:
+		return nil, ErrClosed
+	}
+}
+
+func (w *write) wait(ctx context.Context) (uint64, error) {
+	select {
+	case <-w.done:
+		return w.rev, w.err
+	case <-ctx.Done():
+		return 0, fmt.Errorf("write %s: %w", w.Key, ctx.Err())
+	case <-w.closed:
+		select {
+		case <-w.done: // committed as the log closed
+			return w.rev, w.err
+		default:
+			return 0, ErrClosed
+		}
+	}
+}
+
+func (w *write) finish(rev uint64, err error) {
+	w.rev, w.err = rev, err
+	close(w.done)
+}
+
+// commits commits the queued writes in groups until the Log is closed.
+func (l *Log) commits() {
+	defer l.wg.Done()
+	var group []*write
+	for {
+		group = group[:0]
+		select {
+		case w := <-l.queue:
+			group = append(group, w)
+		case <-l.closed:
+			l.failQueued()
+			return
+		}
+		size := group[0].size
+	more:
+		for len(group) < l.max {
+			select {
+			case w := <-l.queue:
+				if size+w.size > l.bytes-64 {
+					l.commit(group)
+					group, size = append(group[:0], w), 0
+				} else {
+					group = append(group, w)
+				}
+				size += w.size
+			default:
+				break more
+			}
+		}
+		l.commit(group)
+	}
+}
+
+func (l *Log) failQueued() {
+	for {
+		select {
+		case w := <-l.queue:
+			w.finish(0, ErrClosed)
+		default:
+			return
+		}
+	}
+}
+
+// attempts bounds the tries of a group whose publish fails other than by
+// a conflict.
+const attempts = 3
+
+// commit checks each write of group against the keys' revisions, and
+// publishes those that hold as one message expecting the log's last
+// sequence. When another process wrote first, it reads on and checks
+// again.
+func (l *Log) commit(group []*write) {
+	failures := 0
+	for len(group) > 0 {
+		l.mu.Lock()
+		expect := l.last
+		taken := map[string]bool{}
+		pending := group[:0]
+		for _, w := range group {
+			if l.items[w.Key].rev != w.Rev || taken[w.Key] {
+				w.finish(0, fmt.Errorf("write %s at revision %d: %w", w.Key, w.Rev, ErrConflict))
+				continue
+			}
+			taken[w.Key] = true
+			pending = append(pending, w)
+		}
+		group = pending
+		if len(group) == 0 {
+			l.mu.Unlock()
+			return
+		}
+		id := nuid.Next()
+		l.mine[id] = &flight{group: group}
+		l.mu.Unlock()
+
+		rev, err := l.publish(id, group, expect)
+		l.mu.Lock()
+		seen := l.mine[id].seq
+		delete(l.mine, id)
+		l.mu.Unlock()
+		switch {
+		case err == nil:
+		case seen != 0:
+			rev, err = seen, nil // stored: the follower read it
+		case jserr.Conflict(err):
+			// Another process wrote first: read on past what this one
+			// expected, and check again.
+			if err := l.reachAfter(expect); err != nil {
+				l.finishAll(group, 0, err)
+				return
+			}
+			continue
+		default:
+			failures++
+			if failures == attempts || l.isClosed() {
+				l.finishAll(group, 0, fmt.Errorf("log %s: %w", l.subject, err))
+				return
+			}
+			// The answer may have been lost with the message stored:
+			// read to the log's end, and look for it.
+			if serr := l.syncFor(id, group, &rev); serr == nil && rev != 0 {
+				break
+			}
+			continue
+		}
+		l.mu.Lock()
+		if rev > l.last { // else the follower has applied it
+			l.store(group, rev)
+			l.advance(rev)
+		}
+		l.mu.Unlock()
+		l.finishAll(group, rev, nil)
+		return
+	}
+}
+
+// syncFor reads the log to its end, watching for message id, and sets
+// *rev to its sequence when it was stored.
+func (l *Log) syncFor(id string, group []*write, rev *uint64) error {
+	l.mu.Lock()
+	l.mine[id] = &flight{group: group}
+	l.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := l.Sync(ctx)
+	l.mu.Lock()
+	*rev = l.mine[id].seq
+	delete(l.mine, id)
+	l.mu.Unlock()
+	return err
+}
+
+// reachAfter waits until a message after seq has been read.
+func (l *Log) reachAfter(seq uint64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.reach(ctx, seq+1); err == nil || errors.Is(err, ErrClosed) {
+		return err
+	}
+	// The message that came first may have expired unread: ask.
+	return l.Sync(ctx)
+}
+
+func (l *Log) isClosed() bool {
+	select {
+	case <-l.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+func (l *Log) finishAll(group []*write, rev uint64, err error) {
+	for _, w := range group {
+		w.finish(rev, err)
+	}
+}
+
+// publish stores group as message id, expecting the log's last message
+// to be at expect, and returns its sequence.
+func (l *Log) publish(id string, group []*write, expect uint64) (uint64, error) {
+	data := make([]byte, 0, 64+len(group)*64)
+	data = append(data, `{"id":"`...)
+	data = append(data, id...)
+	data = append(data, `","entries":[`...)
+	for i, w := range group {
+		if i > 0 {
+			data = append(data, ',')
+		}
+		key, _ := json.Marshal(w.Key)
+		data = append(data, `{"key":`...)
+		data = append(data, key...)
+		data = append(data, `,"value":`...)
+		data = append(data, w.Value...)
+		data = append(data, '}')
+	}
+	data = append(data, "]}"...)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ack, err := l.js.PublishMsg(ctx, &nats.Msg{Subject: l.subject, Data: data},
+		jetstream.WithExpectLastSequencePerSubject(expect))
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
+}

@@ -1,0 +1,251 @@
+package kvlog_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/internal/kvlog"
+	"github.com/natsaga/natsaga/internal/testenv"
+)
+
+const (
+	stream  = "LOG"
+	subject = "log.records"
+)
+
+// server starts an embedded server with the log's stream and returns its
+// URL.
+func server(t testing.TB) string {
+	t.Helper()
+	_, url := testenv.Server(t)
+	js := jsFor(t, url)
+	_, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
+		Name: stream, Subjects: []string{subject}, Storage: jetstream.FileStorage, AllowDirect: true})
+	require.NoError(t, err)
+	return url
+}
+
+// jsFor connects to url, as a process of its own would.
+func jsFor(t testing.TB, url string) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(testenv.Connect(t, url))
+	require.NoError(t, err)
+	return js
+}
+
+func open(t testing.TB, url string) *kvlog.Log {
+	t.Helper()
+	l, err := kvlog.Open(context.Background(), jsFor(t, url), kvlog.Options{Stream: stream, Subject: subject, Logger: testenv.Logger(t)})
+	require.NoError(t, err)
+	t.Cleanup(l.Close)
+	return l
+}
+
+func put(t *testing.T, l *kvlog.Log, key, value string, rev uint64) (uint64, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return l.Put(ctx, kvlog.Entry{Key: key, Value: json.RawMessage(value), Rev: rev})
+}
+
+func catchUp(t *testing.T, l *kvlog.Log) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, l.Sync(ctx))
+}
+
+// messages returns how many messages the log's stream holds.
+func messages(t testing.TB, url string) uint64 {
+	t.Helper()
+	st, err := jsFor(t, url).Stream(context.Background(), stream)
+	require.NoError(t, err)
+	return st.CachedInfo().State.Msgs
+}
+
+func TestPutGetAndConflict(t *testing.T) {
+	url := server(t)
+	l := open(t, url)
+
+	rev, err := put(t, l, "a", `{"n":1}`, 0)
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), rev, "a revision is the sequence of the message that wrote it")
+	v, got := l.Get("a")
+	require.JSONEq(t, `{"n":1}`, string(v))
+	require.Equal(t, rev, got)
+
+	_, err = put(t, l, "a", `{"n":2}`, 0)
+	require.ErrorIs(t, err, kvlog.ErrConflict, "the key has a value: expecting none is a conflict")
+	rev2, err := put(t, l, "a", `{"n":2}`, rev)
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), rev2)
+	_, err = put(t, l, "a", `{"n":3}`, rev)
+	require.ErrorIs(t, err, kvlog.ErrConflict, "a write expecting an old revision")
+
+	v, got = l.Get("a")
+	require.JSONEq(t, `{"n":2}`, string(v))
+	require.Equal(t, rev2, got)
+	v, got = l.Get("b")
+	require.Nil(t, v)
+	require.Zero(t, got)
+	require.Equal(t, uint64(2), messages(t, url), "a conflict stores nothing")
+}
+
+// Two processes share one log: each sees the other's writes once it has
+// synced, and a write checked against an old view fails at the server and
+// is checked again against the new one.
+func TestTwoProcesses(t *testing.T) {
+	url := server(t)
+	a, b := open(t, url), open(t, url)
+
+	rev, err := put(t, a, "k", `"from a"`, 0)
+	require.NoError(t, err)
+	_, err = put(t, b, "k", `"from b"`, 0)
+	require.ErrorIs(t, err, kvlog.ErrConflict, "b learns of a's write when the server refuses its message")
+	catchUp(t, b)
+	v, got := b.Get("k")
+	require.Equal(t, `"from a"`, string(v))
+	require.Equal(t, rev, got)
+
+	rev, err = put(t, b, "k", `"from b"`, rev)
+	require.NoError(t, err)
+	catchUp(t, a)
+	v, got = a.Get("k")
+	require.Equal(t, `"from b"`, string(v))
+	require.Equal(t, rev, got)
+
+	// Writes to other keys are not refused by the other process's: the
+	// Log reads on and commits them.
+	_, err = put(t, a, "x", `1`, 0)
+	require.NoError(t, err)
+	_, err = put(t, b, "y", `2`, 0)
+	require.NoError(t, err, "b's view was behind a's write of x; its own write of y still holds")
+}
+
+// Many goroutines in two processes race to write one key at revision 0:
+// exactly one wins, whatever the timing.
+func TestOneWinnerAcrossProcesses(t *testing.T) {
+	url := server(t)
+	logs := []*kvlog.Log{open(t, url), open(t, url)}
+	for round := range 5 {
+		key := fmt.Sprintf("race-%d", round)
+		var wins atomic.Int32
+		var wg sync.WaitGroup
+		for i := range 40 {
+			wg.Go(func() {
+				_, err := put(t, logs[i%2], key, fmt.Sprintf(`%d`, i), 0)
+				if err == nil {
+					wins.Add(1)
+				} else {
+					require.ErrorIs(t, err, kvlog.ErrConflict)
+				}
+			})
+		}
+		wg.Wait()
+		require.Equal(t, int32(1), wins.Load(), "round %d", round)
+	}
+}
+
+// Writes made at once go out together, in fewer messages than writes.
+func TestGroupCommit(t *testing.T) {
+	url := server(t)
+	l := open(t, url)
+	es := make([]kvlog.Entry, 500)
+	for i := range es {
+		es[i] = kvlog.Entry{Key: fmt.Sprintf("k%d", i), Value: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))}
+	}
+	revs, errs := l.PutAll(context.Background(), es)
+	for i := range es {
+		require.NoError(t, errs[i])
+		v, rev := l.Get(es[i].Key)
+		require.Equal(t, revs[i], rev)
+		require.JSONEq(t, string(es[i].Value), string(v))
+	}
+	n := messages(t, url)
+	require.Less(t, n, uint64(10), "500 writes made at once")
+	t.Logf("500 writes in %d messages", n)
+
+	// A second process reads them all when it opens.
+	other := open(t, url)
+	for i := range es {
+		v, rev := other.Get(es[i].Key)
+		require.Equal(t, revs[i], rev)
+		require.JSONEq(t, string(es[i].Value), string(v))
+	}
+}
+
+// A message that is not one of the log's is skipped; the ones after it
+// are read.
+func TestSkipsWhatDoesNotDecode(t *testing.T) {
+	url := server(t)
+	l := open(t, url)
+	js := jsFor(t, url)
+	ctx := context.Background()
+	for _, bad := range []string{`not json`, `{"id":"x","entries":[{"key":"","value":1}]}`, `{"id":"x","entries":[{"key":"k","value":null}]}`} {
+		_, err := js.Publish(ctx, subject, []byte(bad))
+		require.NoError(t, err)
+	}
+	_, err := js.Publish(ctx, subject, []byte(`{"id":"y","entries":[{"key":"k","value":"v"}]}`))
+	require.NoError(t, err)
+	catchUp(t, l)
+	v, rev := l.Get("k")
+	require.Equal(t, `"v"`, string(v))
+	require.Equal(t, uint64(4), rev)
+	rev, err = put(t, l, "k", `"w"`, rev)
+	require.NoError(t, err)
+	require.Equal(t, uint64(5), rev)
+}
+
+func TestDecode(t *testing.T) {
+	for _, tc := range []struct {
+		name, data string
+		want       []kvlog.Entry
+		err        string
+	}{
+		{"two", `{"id":"a","entries":[{"key":"x","value":1},{"key":"y","value":{"z":2}}]}`,
+			[]kvlog.Entry{{Key: "x", Value: json.RawMessage(`1`)}, {Key: "y", Value: json.RawMessage(`{"z":2}`)}}, ""},
+		{"none", `{"id":"a","entries":[]}`, []kvlog.Entry{}, ""},
+		{"not JSON", `{`, nil, "kvlog message"},
+		{"no key", `{"entries":[{"value":1}]}`, nil, "key of 0 bytes"},
+		{"long key", `{"entries":[{"key":"` + strings.Repeat("k", 257) + `","value":1}]}`, nil, "key of 257 bytes"},
+		{"no value", `{"entries":[{"key":"x"}]}`, nil, "no value"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := kvlog.Decode([]byte(tc.data))
+			if tc.err != "" {
+				require.ErrorContains(t, err, tc.err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got)
+		})
+	}
+}
+
+func TestRefusesBadWrites(t *testing.T) {
+	l := open(t, server(t))
+	_, err := put(t, l, "", `1`, 0)
+	require.ErrorContains(t, err, "key of 0 bytes")
+	_, err = put(t, l, "k", `{`, 0)
+	require.ErrorContains(t, err, "not a JSON value")
+	_, err = put(t, l, "k", `null`, 0)
+	require.ErrorContains(t, err, "not a JSON value")
+	_, err = put(t, l, "k", `"`+fmt.Sprintf("%0300000d", 0)+`"`, 0)
+	require.ErrorContains(t, err, "over the")
+}
+
+func TestCloseFailsWaitingWrites(t *testing.T) {
+	l := open(t, server(t))
+	l.Close()
+	_, err := put(t, l, "k", `1`, 0)
+	require.ErrorIs(t, err, kvlog.ErrClosed)
+}
