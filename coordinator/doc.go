@@ -3,7 +3,7 @@
 //
 // One goroutine owns the engine. Inputs (agent replies pulled from the
 // durable reply consumer, agents' barrier records pulled from each role's
-// state stream, and start, tick, query and retry requests) are queued to
+// record stream, and start, tick, query and retry requests) are queued to
 // it; it applies a batch of them, then commits the batch in this order:
 //
 //  1. every saga whose change must be stored is written to the KV bucket

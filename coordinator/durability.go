@@ -196,8 +196,9 @@ func parseClock(data []byte) (storedClock, error) {
 // catchUp brings each saga restored while executing (ids) up to date: a
 // step answered ok by a record that only led to the next one was not
 // stored (see [applyRecord]), so the stored state may be steps
-// behind. It applies again the answers the agents recorded for the sagas'
-// steps, a step of every saga per round, until each saga reaches a step
+// behind. It reads the agents' record logs once, and applies again the
+// answers they recorded for the sagas' steps, a step of every saga per
+// round, until each saga reaches a step
 // with no final record: the one in flight. What must be stored is stored;
 // the commands are left to the resend of every outstanding command that
 // follows.
@@ -210,6 +211,10 @@ func (c *Coordinator) catchUp(ctx context.Context, ids []string) error {
 	}
 	var out saga.Outbox
 	replayed := 0
+	recs, err := c.recordsOf(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("catch up: %w", err)
+	}
 	for len(ids) > 0 {
 		var reads []read
 		for _, id := range ids {
@@ -226,7 +231,10 @@ func (c *Coordinator) catchUp(ctx context.Context, ids []string) error {
 			sem <- struct{}{}
 			wg.Go(func() {
 				defer func() { <-sem }()
-				r.rec, r.err = c.readRecord(ctx, r.role, r.cmd.SagaID, r.cmd.Step)
+				var ok bool
+				if r.rec, ok = recs[r.role+" "+messages.RecordKey(r.cmd.SagaID, r.cmd.Step)]; !ok {
+					r.rec, r.err = c.readLegacyRecord(ctx, r.role, r.cmd.SagaID, r.cmd.Step)
+				}
 			})
 		}
 		wg.Wait()

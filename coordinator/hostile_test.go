@@ -176,8 +176,8 @@ func TestForgedAnswersRefused(t *testing.T) {
 		subject string
 		data    []byte
 	}{
-		{messages.BranchSubject("airline", id, "reserve_hotel"), record(cmd.Seq)},
-		{messages.BranchSubject("hotel", id, "reserve_hotel"), record(cmd.Seq + 1)},
+		{messages.RecordSubject("airline"), logMessage(t, messages.RecordKey(id, "reserve_hotel"), record(cmd.Seq))},
+		{messages.RecordSubject("hotel"), logMessage(t, messages.RecordKey(id, "reserve_hotel"), record(cmd.Seq+1))},
 		{messages.ReplySubject(trip, "reserve_hotel"), reply(func(r *messages.Reply) { r.Seq++ })},
 		{messages.ReplySubject(trip, "reserve_hotel"), reply(func(r *messages.Reply) { r.Action = messages.Compensate })},
 		{messages.ReplySubject(trip, "reserve_hotel"), reply(func(r *messages.Reply) { r.Attempt++ })},
@@ -414,4 +414,13 @@ func TestTickAnswerFits(t *testing.T) {
 	ack := testenv.Tick(t, nc, 5)
 	require.Len(t, ack.Expired, messages.MaxListPage)
 	require.Equal(t, n, ack.ExpiredCount)
+}
+
+// logMessage is a message of a role's record log holding one record,
+// value, under key.
+func logMessage(t *testing.T, key string, value []byte) []byte {
+	t.Helper()
+	data, err := json.Marshal(map[string]any{"id": "forged", "entries": []map[string]any{{"key": key, "value": json.RawMessage(value)}}})
+	require.NoError(t, err)
+	return data
 }

@@ -284,9 +284,10 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 		for _, r := range late {
 			publish(t, r.Subject(), mustJSON(t, r))
 		}
-		// A record on a subject of the contractor's records that names no
-		// branch.
-		publish(t, messages.BranchSubjects(flood.Contractor)[:len(messages.BranchSubjects(flood.Contractor))-1]+"x", []byte(`{}`))
+		// A message of the contractor's records that is not one, and a
+		// record whose key names no branch.
+		publish(t, messages.RecordSubject(flood.Contractor), []byte(`{"entries":"x"}`))
+		publish(t, messages.RecordSubject(flood.Contractor), logMessage(t, "no-branch", []byte(`{}`)))
 
 		require.Eventually(t, func() bool {
 			n, acks := pending(t, js, messages.ReplyStream, messages.ReplyConsumer)
@@ -305,10 +306,11 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 		require.Equal(t, 0, coordLog.count(slog.LevelWarn, "reply rejected", "bad reply"))
 		require.Equal(t, 3, coordLog.count(slog.LevelDebug, "stale reply ignored", ""))
 		require.Eventually(t, func() bool {
-			n, acks := pending(t, js, messages.StateStream(flood.Contractor), messages.RecordConsumer)
+			n, acks := pending(t, js, messages.RecordStream(flood.Contractor), messages.RecordConsumer)
 			return n == 0 && acks == 0
 		}, 10*time.Second, 5*time.Millisecond, "the coordinator left records undisposed")
-		require.Equal(t, 1, coordLog.count(slog.LevelError, "dropping a record on a subject that names no branch", ""))
+		require.Equal(t, 1, coordLog.count(slog.LevelError, "dropping a malformed message of records", ""))
+		require.Equal(t, 1, coordLog.count(slog.LevelError, "dropping a record whose key names no branch", ""))
 		// Finished sagas live in the bucket only: their late replies are
 		// for sagas the coordinator does not hold.
 		for _, id := range []string{done, refused} {
@@ -404,7 +406,7 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 			return rec.Execute.Done()
 		}, 10*time.Second, 5*time.Millisecond, "the ghost's command was never recorded")
 		require.Eventually(t, func() bool {
-			n, acks := pending(t, js, messages.StateStream(flood.Household), messages.RecordConsumer)
+			n, acks := pending(t, js, messages.RecordStream(flood.Household), messages.RecordConsumer)
 			return n == 0 && acks == 0
 		}, 10*time.Second, 5*time.Millisecond, "the coordinator left the household's records undisposed")
 	})

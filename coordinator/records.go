@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natsaga/natsaga/internal/kvlog"
 	"github.com/natsaga/natsaga/internal/pull"
 	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
@@ -17,9 +18,10 @@ import (
 )
 
 // An agent built on natsaga's participant package records the result of
-// each command it applies in its barrier (a [messages.Record] on
-// [messages.BranchSubject]) and sends no reply for it: the coordinator
-// reads the record as the answer. That saves the agent a stored message
+// each command it applies in its barrier (a [messages.Record] under
+// [messages.RecordKey] in its role's [messages.RecordStream], many records
+// a message) and sends no reply for it: the coordinator reads the record
+// as the answer. That saves the agent a stored message
 // and a round trip per command. Agents reply on the reply stream for
 // everything else: a duplicate, a refusal, a transient error, "working",
 // and every answer of a foreign agent.
@@ -41,19 +43,19 @@ func (c *Coordinator) roles() []string {
 
 // openRecords creates or binds the coordinator's consumer of role's barrier
 // records and returns an iterator over it. Until an agent of the role has
-// created its state stream, it waits.
+// created its record stream, it waits.
 func (c *Coordinator) openRecords(ctx context.Context, role string) (jetstream.MessagesContext, error) {
 	// Every record is read, from the first: a record written before the
 	// consumer existed may answer a command sent before it did.
 	cfg := jetstream.ConsumerConfig{
-		Durable: messages.RecordConsumer, FilterSubjects: []string{messages.BranchSubjects(role)},
+		Durable: messages.RecordConsumer, FilterSubjects: []string{messages.RecordSubject(role)},
 		DeliverPolicy: jetstream.DeliverAllPolicy, AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: c.opts.AckWait, MaxDeliver: -1, MaxAckPending: 65536,
 	}
 	var cons jetstream.Consumer
 	for waited := false; ; waited = true {
 		var err error
-		cons, err = c.js.CreateOrUpdateConsumer(ctx, messages.StateStream(role), cfg)
+		cons, err = c.js.CreateOrUpdateConsumer(ctx, messages.RecordStream(role), cfg)
 		if err == nil {
 			break
 		}
@@ -61,7 +63,7 @@ func (c *Coordinator) openRecords(ctx context.Context, role string) (jetstream.M
 			return nil, fmt.Errorf("records of %s: %w", role, err)
 		}
 		if !waited {
-			c.log.Info("waiting for an agent to create its role's state stream", "role", role)
+			c.log.Info("waiting for an agent to create its role's record stream", "role", role)
 		}
 		select {
 		case <-ctx.Done():
@@ -84,64 +86,92 @@ func (c *Coordinator) pullRecords(ctx context.Context, role string) {
 	pull.Loop(ctx, ctx, c.log, pull.Options{}, open, func(m jetstream.Msg) { c.enqueue(ctx, c.recordInput(m)) })
 }
 
-// recordInput applies a barrier record as the answer to the command its
-// saga has outstanding for that step, if the record holds a final result
-// for that command's action; any other record is acknowledged and left.
+// recordInput applies each barrier record of a message of a role's
+// record log as the answer to the command its saga has outstanding for
+// that step, if the record holds a final result for that command's
+// action; any other record is left. The message is acknowledged once
+// what its records led to is committed, or offered again later when one
+// of them came before its time.
 func (c *Coordinator) recordInput(m jetstream.Msg) input {
 	return func(now time.Time, out *saga.Outbox) func(error) {
-		ack := func(err error) {
+		role, ok := messages.ParseRecordSubject(m.Subject())
+		if !ok || !messages.ValidToken(role) {
+			c.log.Error("dropping a message on a subject that names no role's records", "subject", messages.Quote(m.Subject()))
+			_ = m.Term()
+			return nil
+		}
+		es, err := kvlog.Decode(m.Data())
+		if err != nil {
+			c.log.Error("dropping a malformed message of records", "subject", m.Subject(), "err", err)
+			_ = m.Term()
+			return nil
+		}
+		early := false
+		for _, e := range es {
+			if errors.Is(c.applyRecordEntry(role, e, now, out), saga.ErrEarly) {
+				early = true
+			}
+		}
+		if early {
+			// The others were applied; offered again, they are stale.
+			return func(error) { _ = m.NakWithDelay(earlyDelay) }
+		}
+		return func(err error) {
 			if err == nil {
 				_ = m.Ack()
 			}
 		}
-		role, id, step, ok := messages.ParseBranchSubject(m.Subject())
-		if !ok || !messages.ValidToken(role) || !messages.ValidToken(id) || !messages.ValidToken(step) {
-			c.log.Error("dropping a record on a subject that names no branch", "subject", messages.Quote(m.Subject()))
-			_ = m.Term()
-			return nil
-		}
-		cmd, ok := c.engine.Command(id)
-		if !ok || cmd.Step != step {
-			if !c.owns(role, step) {
-				c.refuse("record", role, "saga_id", id, "step", step, "why", "the step is not one of the role's")
-			} else {
-				c.log.Debug("record answers nothing outstanding", "saga_id", id, "step", step)
-			}
-			return ack
-		}
-		if owner := c.roleOf(id, cmd.Saga, step); owner != role {
-			c.refuse("record", role, "saga_id", id, "step", step, "why", "the step belongs to role "+owner)
-			return ack
-		}
-		rec, err := wirejson.DecodeRecord(m.Data())
-		if err == nil {
-			err = c.checkAnswerSize(len(m.Data()))
-		}
-		if err != nil {
-			c.log.Error("dropping malformed record", "subject", m.Subject(), "err", err)
-			_ = m.Term()
-			return nil
-		}
-		reply, ok := rec.Answer(&cmd)
-		if !ok {
-			return ack // a claim (one per step that writes state), or the other action's result
-		}
-		if res := rec.Result(cmd.Action); res.Seq > cmd.Seq || res.Seq < 1 {
-			// A record written by a command the coordinator never sent.
-			c.refuse("record", role, "saga_id", id, "step", step, "action", cmd.Action, "seq", res.Seq,
-				"why", fmt.Sprintf("seq %d, command in flight has seq %d", res.Seq, cmd.Seq))
-			return ack
-		}
-		err = applyRecord(c.applyAnswer, reply, now, out)
-		switch {
-		case errors.Is(err, saga.ErrEarly):
-			c.log.Debug("early record held back", "saga_id", id, "step", step, "err", err)
-			return func(error) { _ = m.NakWithDelay(earlyDelay) }
-		case err != nil:
-			c.log.Warn("record not applied", "saga_id", id, "step", step, "err", err)
-		}
-		return ack
 	}
+}
+
+// applyRecordEntry applies one record of role's log; it returns
+// saga.ErrEarly for a record that came before its time.
+func (c *Coordinator) applyRecordEntry(role string, e kvlog.Entry, now time.Time, out *saga.Outbox) error {
+	id, step, ok := messages.ParseRecordKey(e.Key)
+	if !ok || !messages.ValidToken(id) || !messages.ValidToken(step) {
+		c.log.Error("dropping a record whose key names no branch", "role", role, "key", messages.Quote(e.Key))
+		return nil
+	}
+	cmd, ok := c.engine.Command(id)
+	if !ok || cmd.Step != step {
+		if !c.owns(role, step) {
+			c.refuse("record", role, "saga_id", id, "step", step, "why", "the step is not one of the role's")
+		} else {
+			c.log.Debug("record answers nothing outstanding", "saga_id", id, "step", step)
+		}
+		return nil
+	}
+	if owner := c.roleOf(id, cmd.Saga, step); owner != role {
+		c.refuse("record", role, "saga_id", id, "step", step, "why", "the step belongs to role "+owner)
+		return nil
+	}
+	rec, err := wirejson.DecodeRecord(e.Value)
+	if err == nil {
+		err = c.checkAnswerSize(len(e.Value))
+	}
+	if err != nil {
+		c.log.Error("dropping malformed record", "role", role, "key", e.Key, "err", err)
+		return nil
+	}
+	reply, ok := rec.Answer(&cmd)
+	if !ok {
+		return nil // a claim (agents before December 2026 wrote one), or the other action's result
+	}
+	if res := rec.Result(cmd.Action); res.Seq > cmd.Seq || res.Seq < 1 {
+		// A record written by a command the coordinator never sent.
+		c.refuse("record", role, "saga_id", id, "step", step, "action", cmd.Action, "seq", res.Seq,
+			"why", fmt.Sprintf("seq %d, command in flight has seq %d", res.Seq, cmd.Seq))
+		return nil
+	}
+	err = applyRecord(c.applyAnswer, reply, now, out)
+	switch {
+	case errors.Is(err, saga.ErrEarly):
+		c.log.Debug("early record held back", "saga_id", id, "step", step, "err", err)
+		return err
+	case err != nil:
+		c.log.Warn("record not applied", "saga_id", id, "step", step, "err", err)
+	}
+	return nil
 }
 
 // owns reports whether step is a step of role in any version of any of
@@ -186,10 +216,47 @@ func (c *Coordinator) roleOf(id, sagaType, step string) string {
 	return ""
 }
 
-// readRecord returns role's barrier record of step of saga id; an empty
-// record when there is none, or no agent of the role has created its
-// stream yet.
-func (c *Coordinator) readRecord(ctx context.Context, role, id, step string) (messages.Record, error) {
+// recordsOf reads the record log of every role once, to its end, and
+// returns the records it holds of the sagas of ids, by role and
+// [messages.RecordKey]. A role whose agents have not created their record
+// stream yet has none.
+func (c *Coordinator) recordsOf(ctx context.Context, ids []string) (map[string]messages.Record, error) {
+	want := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		want[id] = true
+	}
+	recs := map[string]messages.Record{}
+	for _, role := range c.roles() {
+		err := kvlog.Scan(ctx, c.js, messages.RecordStream(role), messages.RecordSubject(role), func(seq uint64, es []kvlog.Entry, err error) {
+			if err != nil {
+				c.log.Error("skipping a malformed message of records", "role", role, "seq", seq, "err", err)
+				return
+			}
+			for _, e := range es {
+				id, _, ok := messages.ParseRecordKey(e.Key)
+				if !ok || !want[id] {
+					continue
+				}
+				rec, err := wirejson.DecodeRecord(e.Value)
+				if err != nil {
+					c.log.Error("skipping a malformed record", "role", role, "key", e.Key, "err", err)
+					continue
+				}
+				recs[role+" "+e.Key] = rec
+			}
+		})
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, fmt.Errorf("records of %s: %w", role, err)
+		}
+	}
+	return recs, nil
+}
+
+// readLegacyRecord returns role's barrier record of step of saga id as
+// agents before the record log kept it, in the role's state stream; an
+// empty record when there is none, or no agent of the role has created
+// its stream.
+func (c *Coordinator) readLegacyRecord(ctx context.Context, role, id, step string) (messages.Record, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	m, err := c.nc.RequestWithContext(ctx, messages.DirectGetSubject(messages.StateStream(role), messages.BranchSubject(role, id, step)), nil)

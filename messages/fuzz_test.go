@@ -51,9 +51,10 @@ func FuzzIdentifiers(f *testing.F) {
 				require.Less(t, len(err.Error()), 600, "a cut value quotes to at most 4 bytes a byte")
 			}
 		}
-		r, i, s, ok := ParseBranchSubject(BranchSubject(role, id, step))
+		i, s, ok := ParseRecordKey(RecordKey(id, step))
+		r, rok := ParseRecordSubject(RecordSubject(role))
 		if ValidToken(role) && ValidToken(id) && ValidToken(step) {
-			require.True(t, ok)
+			require.True(t, ok && rok)
 			require.Equal(t, [3]string{role, id, step}, [3]string{r, i, s})
 		}
 		gotTick, gotID, err := ParseListCursor(FormatListCursor(tick, id))

@@ -346,16 +346,19 @@ func TestSubjectsFallInTheirStream(t *testing.T) {
 	require.False(t, matches(messages.BranchSubjects("government"), messages.DataSubject("government", "budget")))
 }
 
-func TestParseBranchSubject(t *testing.T) {
-	role, id, step, ok := messages.ParseBranchSubject(messages.BranchSubject("government", "s-1", "budget_deducted"))
+func TestParseRecordKeyAndSubject(t *testing.T) {
+	id, step, ok := messages.ParseRecordKey(messages.RecordKey("s-1", "budget_deducted"))
 	require.True(t, ok)
-	require.Equal(t, []string{"government", "s-1", "budget_deducted"}, []string{role, id, step})
-	for _, bad := range []string{
-		messages.DataSubject("government", "budget"), "natsaga.state.government.branch.s-1",
-		"natsaga.state.government.branch.s-1.x.y", "natsaga.state..branch.s-1.x", "natsaga.reply.a.b",
-		"natsaga.state.government.branch..x",
-	} {
-		_, _, _, ok := messages.ParseBranchSubject(bad)
+	require.Equal(t, []string{"s-1", "budget_deducted"}, []string{id, step})
+	for _, bad := range []string{"s-1", "/x", "s-1/", "a/b/c", "", "/"} {
+		_, _, ok := messages.ParseRecordKey(bad)
+		require.False(t, ok, bad)
+	}
+	role, ok := messages.ParseRecordSubject(messages.RecordSubject("government"))
+	require.True(t, ok)
+	require.Equal(t, "government", role)
+	for _, bad := range []string{messages.DataSubject("government", "budget"), "natsaga.records.", "natsaga.records.a.b", "natsaga.reply.a.b"} {
+		_, ok := messages.ParseRecordSubject(bad)
 		require.False(t, ok, bad)
 	}
 }

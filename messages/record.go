@@ -4,8 +4,9 @@ import "time"
 
 // Record is a participant's barrier record of one branch, one step of one
 // saga at one role: what its execute and its compensation did. A
-// participant stores it on [BranchSubject] in its [StateStream], and the
-// coordinator reads a final result there as the agent's answer (see
+// participant stores it under [RecordKey] in its role's [RecordStream],
+// many records a message, and the coordinator reads a final result there
+// as the agent's answer (see
 // [Record.Answer]): an agent built on natsaga's participant package
 // answers a command it records through the record alone.
 type Record struct {

@@ -23,7 +23,8 @@ import (
 //	natsaga.eventlog.<saga>.<status>        the same, in batches   (stream NATSAGA_EVENTS)
 //	natsaga.agents.stats                    agent statistics       (micro endpoint "stats" of every agent)
 //	$SRV.PING|INFO|STATS[.<service>[.<id>]] NATS micro discovery   (services natsaga-coordinator, natsaga-agent)
-//	natsaga.state.<role>.branch.<id>.<step> participant barrier    (stream NATSAGA_STATE_<ROLE>; the coordinator reads it)
+//	natsaga.records.<role>                  participant barrier    (stream NATSAGA_RECORDS_<ROLE>, many records a message; the coordinator reads it)
+//	natsaga.state.<role>.branch.<id>.<step> participant barrier of agents before the log (stream NATSAGA_STATE_<ROLE>; read, never written)
 //	natsaga.state.<role>.data.<key>         participant state      (stream NATSAGA_STATE_<ROLE>)
 const (
 	// CommandStream holds every execute and compensate command until the
@@ -33,8 +34,8 @@ const (
 	// on it (work-queue retention).
 	ReplyStream = "NATSAGA_REPLIES"
 	// RecordConsumer is the durable consumer through which the coordinator
-	// reads the barrier records of each role, on [BranchSubjects] of the
-	// role's [StateStream].
+	// reads the barrier records of each role, in the role's
+	// [RecordStream].
 	RecordConsumer = "coordinator"
 	// ReplyConsumer is the durable consumer through which the coordinator
 	// reads ReplyStream.
@@ -72,10 +73,10 @@ const (
 	// metadata names the agent's role and copy.
 	AgentService = "natsaga-agent"
 	// ServiceVersion is the version both services announce. Its major
-	// number is the newest wire version natsaga speaks, [BatchVersion];
-	// its minor number counts the endpoints added since (1: the
-	// coordinator's "starts").
-	ServiceVersion = "2.1.0"
+	// number is the newest wire version natsaga speaks (3: the agents'
+	// barrier records in a log, [RecordStream]); its minor number counts
+	// the endpoints added since.
+	ServiceVersion = "3.0.0"
 
 	commandPrefix  = "saga."
 	compensateTok  = "compensate"
@@ -84,6 +85,7 @@ const (
 	eventPrefix    = "natsaga.event."
 	eventLogPrefix = "natsaga.eventlog."
 	statePrefix    = "natsaga.state."
+	recordPrefix   = "natsaga.records."
 )
 
 // CommandSubjects matches every command subject. [CommandStream] takes only
@@ -180,27 +182,39 @@ func StateStream(role string) string { return "NATSAGA_STATE_" + strings.ToUpper
 // StateSubjects are the subjects of StateStream(role).
 func StateSubjects(role string) []string { return []string{statePrefix + role + ".>"} }
 
+// RecordStream is the stream of role's barrier records: a log whose
+// messages each hold the records of many branches, on [RecordSubject].
+func RecordStream(role string) string { return "NATSAGA_RECORDS_" + strings.ToUpper(role) }
+
+// RecordSubject is the one subject of [RecordStream] (role).
+func RecordSubject(role string) string { return recordPrefix + role }
+
+// ParseRecordSubject returns the role of a [RecordSubject], and false when
+// subject is not one.
+func ParseRecordSubject(subject string) (role string, ok bool) {
+	role, ok = strings.CutPrefix(subject, recordPrefix)
+	return role, ok && role != "" && !strings.Contains(role, ".")
+}
+
+// RecordKey is the key of the barrier record of one step of one saga in
+// its role's [RecordStream].
+func RecordKey(sagaID, step string) string { return sagaID + "/" + step }
+
+// ParseRecordKey returns the saga id and step of a [RecordKey], and false
+// when key is not one.
+func ParseRecordKey(key string) (sagaID, step string, ok bool) {
+	sagaID, step, ok = strings.Cut(key, "/")
+	return sagaID, step, ok && sagaID != "" && step != "" && !strings.Contains(step, "/")
+}
+
 // BranchSubject is the subject of role's barrier record for one step of one
-// saga.
+// saga, as agents before the [RecordStream] kept it.
 func BranchSubject(role, sagaID, step string) string {
 	return statePrefix + role + ".branch." + sagaID + "." + step
 }
 
-// ParseBranchSubject returns the role, saga id and step of a
-// [BranchSubject], and false when subject is not one.
-func ParseBranchSubject(subject string) (role, sagaID, step string, ok bool) {
-	rest, ok := strings.CutPrefix(subject, statePrefix)
-	if !ok {
-		return "", "", "", false
-	}
-	t := strings.Split(rest, ".")
-	if len(t) != 4 || t[1] != "branch" || t[0] == "" || t[2] == "" || t[3] == "" {
-		return "", "", "", false
-	}
-	return t[0], t[2], t[3], true
-}
-
-// BranchSubjects matches every barrier record of role.
+// BranchSubjects matches every barrier record of role that agents before
+// the [RecordStream] kept.
 func BranchSubjects(role string) string { return statePrefix + role + ".branch.>" }
 
 // DataSubject is the subject of role's durable state value named key.

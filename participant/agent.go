@@ -27,9 +27,9 @@ import (
 // Options configures an [Agent]. Role and Steps are required.
 type Options struct {
 	// Role is the agent role, for example "government": the role the saga
-	// definitions name for the steps it serves. Its state and barrier
-	// records live in the role's state stream, where the coordinator
-	// reads the records as the agent's answers.
+	// definitions name for the steps it serves. Its state lives in the
+	// role's state stream, its barrier records in the role's record
+	// stream, where the coordinator reads them as the agent's answers.
 	Role  string
 	Steps []agent.Step
 	// Name identifies this process in logs and statistics. Empty means
@@ -48,8 +48,8 @@ type Options struct {
 	// answers nor renews it before JetStream delivers it again, to
 	// another copy if one runs. 0 means 5s.
 	AckWait time.Duration
-	// Replicas is the number of copies of the role's state stream when the
-	// agent creates it. 0 means 1.
+	// Replicas is the number of copies of the role's state and record
+	// streams when the agent creates them. 0 means 1.
 	Replicas int
 	// Serial makes the role apply its commands one at a time, in the order
 	// they were published, across every copy, crash and redelivery. Set it
@@ -281,6 +281,12 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) runOnce(ctx context.Context) error {
 	store, err := OpenStore(ctx, a.nc, a.opts.Role, true, a.opts.Replicas)
 	if err != nil {
+		return err
+	}
+	defer store.Close()
+	// The role's records are read before the first command: a copy that
+	// cannot read them fails now.
+	if _, err := store.records(ctx); err != nil {
 		return err
 	}
 	a.store = store

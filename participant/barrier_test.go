@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/internal/kvlog"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
@@ -366,8 +367,9 @@ func jsonOf(t *testing.T, v any) string {
 	return string(b)
 }
 
-// TestFinalRecordsExpire checks that a branch's final record is written to
-// expire after participant.RecordTTL, while the state it changed is not.
+// TestFinalRecordsExpire checks that a branch's record is kept in the
+// role's record log, whose messages expire after participant.RecordTTL,
+// while the state it changed is not.
 func TestFinalRecordsExpire(t *testing.T) {
 	_, url := testenv.Server(t)
 	s := openBank(t, url, 1_000)
@@ -375,14 +377,23 @@ func TestFinalRecordsExpire(t *testing.T) {
 	_, v := do(t, s, d.handler(), command("ttl-1", messages.Execute, 1, 10))
 	require.Equal(t, agent.Applied, v)
 
+	ctx := context.Background()
 	js, err := jetstream.New(testenv.Connect(t, url))
 	require.NoError(t, err)
-	st, err := js.Stream(context.Background(), messages.StateStream(bankRole))
+	rs, err := js.Stream(ctx, messages.RecordStream(bankRole))
 	require.NoError(t, err)
-	rec, err := st.GetLastMsgForSubject(context.Background(), messages.BranchSubject(bankRole, "ttl-1", "debit"))
+	require.Equal(t, participant.RecordTTL, rs.CachedInfo().Config.MaxAge)
+	m, err := rs.GetLastMsgForSubject(ctx, messages.RecordSubject(bankRole))
 	require.NoError(t, err)
-	require.Equal(t, participant.RecordTTL.String(), rec.Header.Get(jetstream.MsgTTLHeader))
-	val, err := st.GetLastMsgForSubject(context.Background(), messages.DataSubject(bankRole, balanceKey))
+	es, err := kvlog.Decode(m.Data)
+	require.NoError(t, err)
+	require.Len(t, es, 1)
+	require.Equal(t, messages.RecordKey("ttl-1", "debit"), es[0].Key)
+
+	st, err := js.Stream(ctx, messages.StateStream(bankRole))
+	require.NoError(t, err)
+	require.Zero(t, st.CachedInfo().Config.MaxAge, "state never expires")
+	val, err := st.GetLastMsgForSubject(ctx, messages.DataSubject(bankRole, balanceKey))
 	require.NoError(t, err)
 	require.Empty(t, val.Header.Get(jetstream.MsgTTLHeader), "state never expires")
 }

@@ -4,12 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/internal/kvlog"
 	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 )
@@ -132,41 +133,38 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 	cut := n
 	var (
 		writerAt []int
-		subjects []string
+		cmds     []*messages.Command
 	)
 	for i, it := range items {
 		if it.value != nil {
 			writerAt = append(writerAt, i)
-			subjects = append(subjects, messages.BranchSubject(s.role, it.cmd.SagaID, it.cmd.Step))
+			cmds = append(cmds, it.cmd)
 		}
 	}
-	if len(subjects) > 0 {
-		recorded, err := s.recorded(ctx, subjects)
+	if len(cmds) > 0 {
+		recorded, err := s.recorded(ctx, cmds)
 		if err != nil {
 			for _, it := range items {
 				it.result, it.value = nil, nil
 			}
 			return 0
 		}
-		for j, subject := range subjects {
-			if recorded[subject] {
-				cut = writerAt[j]
-				break
-			}
+		if j := slices.Index(recorded, true); j >= 0 {
+			cut = writerAt[j]
 		}
 	}
 	// Step 2: the final results of the readers before the cut. One that
 	// fails ends the batch before it too.
 	var readers []int
-	var pending []jetstream.PubAckFuture
+	var results []*batchItem
 	for i, it := range items[:cut] {
 		if it.value == nil {
 			readers = append(readers, i)
-			pending = append(pending, s.publishRecord(ctx, it.cmd, &Record{Execute: it.result}, 0))
+			results = append(results, it)
 		}
 	}
-	ok := s.settleAll(ctx, pending, func(j int, _ uint64) { items[readers[j]].answered = true })
-	if j := firstFalse(ok); j < len(ok) {
+	ok := s.recordAll(ctx, results, func(it *batchItem) { it.answered = true })
+	if j := slices.Index(ok, false); j >= 0 {
 		cut = readers[j]
 	}
 	writers := 0
@@ -217,81 +215,47 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 	s.mu.Unlock()
 
 	// Step 4: the writers' final results.
-	pending = pending[:0]
 	var writing []*batchItem
 	for _, it := range items[:cut] {
 		if it.value != nil {
 			writing = append(writing, it)
-			pending = append(pending, s.publishRecord(ctx, it.cmd, &Record{Execute: it.result}, 0))
 		}
 	}
-	s.settleAll(ctx, pending, func(i int, _ uint64) {
-		writing[i].answered = true
-		s.settle(subject, writing[i].op)
+	s.recordAll(ctx, writing, func(it *batchItem) {
+		it.answered = true
+		s.settle(subject, it.op)
 	})
 	return cut
 }
 
-// publishRecord sends cmd's branch record rec, guarded by seq, without
-// waiting for it to be stored. A record that cannot be sent comes back as
-// a future that has failed.
-func (s *Store) publishRecord(ctx context.Context, cmd *messages.Command, rec *Record, seq uint64) jetstream.PubAckFuture {
-	data, err := wirejson.AppendRecord(make([]byte, 0, 192), rec)
+// recordAll records the execute result of each of items, expecting no
+// record, in one message of the role's record log when they fit; it calls
+// stored with each that was stored, and reports which were.
+func (s *Store) recordAll(ctx context.Context, items []*batchItem, stored func(*batchItem)) []bool {
+	ok := make([]bool, len(items))
+	if len(items) == 0 {
+		return ok
+	}
+	l, err := s.records(ctx)
 	if err != nil {
-		return failed(err)
+		return ok
 	}
-	m := &nats.Msg{Subject: messages.BranchSubject(s.role, cmd.SagaID, cmd.Step), Data: data}
-	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(seq)}
-	if rec.Final() {
-		opts = append(opts, jetstream.WithMsgTTL(RecordTTL))
+	es := make([]kvlog.Entry, 0, len(items))
+	for _, it := range items {
+		data, err := wirejson.AppendRecord(make([]byte, 0, 192), &Record{Execute: it.result})
+		if err != nil {
+			break // the items after it are not recorded either
+		}
+		es = append(es, kvlog.Entry{Key: messages.RecordKey(it.cmd.SagaID, it.cmd.Step), Value: data})
 	}
-	f, err := s.js.PublishMsgAsync(m, opts...)
-	if err != nil {
-		return failed(err)
-	}
-	return f
-}
-
-// settleAll waits for every future of fs, calls stored with the index and
-// sequence of each that was stored, and reports which were.
-func (s *Store) settleAll(ctx context.Context, fs []jetstream.PubAckFuture, stored func(i int, seq uint64)) []bool {
-	ok := make([]bool, len(fs))
-	timeout := time.NewTimer(replyWait)
-	defer timeout.Stop()
-	for i, f := range fs {
-		select {
-		case ack := <-f.Ok():
+	ctx, cancel := context.WithTimeout(ctx, replyWait)
+	defer cancel()
+	_, errs := l.PutAll(ctx, es)
+	for i, err := range errs {
+		if err == nil {
 			ok[i] = true
-			stored(i, ack.Sequence)
-		case <-f.Err():
-		case <-timeout.C:
-			return ok
-		case <-ctx.Done():
-			return ok
+			stored(items[i])
 		}
 	}
 	return ok
 }
-
-// firstFalse is the index of the first false of bs, len(bs) when none.
-func firstFalse(bs []bool) int {
-	for i, b := range bs {
-		if !b {
-			return i
-		}
-	}
-	return len(bs)
-}
-
-// failedFuture is a publish that failed before it was sent.
-type failedFuture struct{ err chan error }
-
-func failed(err error) jetstream.PubAckFuture {
-	f := failedFuture{err: make(chan error, 1)}
-	f.err <- err
-	return f
-}
-
-func (f failedFuture) Ok() <-chan *jetstream.PubAck { return nil }
-func (f failedFuture) Err() <-chan error            { return f.err }
-func (f failedFuture) Msg() *nats.Msg               { return nil }

@@ -207,7 +207,7 @@ func TestBatchCutAtACommandAnsweredElsewhere(t *testing.T) {
 	alone(t, s, items[:2])
 	rec, _, err := ref.store.Branch(ctx, items[3].cmd.SagaID, items[3].cmd.Step)
 	require.NoError(t, err)
-	b := &branch{s: s, cmd: items[3].cmd, subject: messages.BranchSubject(till, items[3].cmd.SagaID, items[3].cmd.Step), rec: rec}
+	b := &branch{s: s, cmd: items[3].cmd, key: messages.RecordKey(items[3].cmd.SagaID, items[3].cmd.Step), rec: rec}
 	require.NoError(t, b.record(ctx))
 	s.forgetAll()
 

@@ -1,16 +1,21 @@
 // Package participant is the agent side of natsaga on JetStream: a runtime
 // that pulls a role's commands and answers them ([Agent]), and a store
-// ([Store]) that keeps the role's state and branch barrier records in the
-// role's state stream. The barrier rules themselves, and the handler types,
-// live in package agent ([agent.Decide], [agent.Conclude]); the store
-// applies them to records it reads and writes on JetStream.
+// ([Store]) that keeps the role's state in the role's state stream and its
+// branch barrier records in the role's record stream. The barrier rules
+// themselves, and the handler types, live in package agent
+// ([agent.Decide], [agent.Conclude]); the store applies them to records it
+// reads and writes on JetStream.
 //
-// Each (saga, step) branch of a role has one record in the role's state
-// stream, next to the role's own state (a budget, a fund, a household).
-// Every write is a single JetStream message guarded by the sequence it was
-// read at, so two agent copies updating the same state never lose an
-// update: the loser of a race re-reads and runs again (optimistic
-// concurrency).
+// Each state value (a budget, a fund, a household) is a message of its own
+// in the state stream, and every write of one is guarded by the sequence
+// it was read at, so two agent copies updating the same state never lose
+// an update: the loser of a race re-reads and runs again (optimistic
+// concurrency). The records of the (saga, step) branches are a log
+// (internal/kvlog): each message holds the records a copy committed at
+// once, every copy reads the log and follows it, and a record is written
+// expecting the revision its branch was read at, checked by the copy
+// against a log the server guarantees complete. So a record is the same
+// compare-and-swap per branch, at a message for many.
 //
 // An action that changes no state records its result in one write. An
 // action that changes one state value takes two: the value, in an envelope
@@ -35,6 +40,7 @@
 // commands and applies them one at a time, in the order they were
 // published, so that a simulation's commands, released in rank order, take
 // effect in rank order (serial.go says how a crash keeps that order). The
-// pinned copy commits a run of the executes it holds together: a record
-// for each and the value once, in three rounds of writes (batch.go).
+// pinned copy commits a run of the executes it holds together: the
+// records of those that only read in one message, the value once, then the
+// records of those that wrote in one message (batch.go).
 package participant

@@ -16,6 +16,7 @@ import (
 
 	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/jserr"
+	"github.com/natsaga/natsaga/internal/kvlog"
 	"github.com/natsaga/natsaga/internal/streams"
 	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
@@ -48,9 +49,17 @@ type Record = messages.Record
 // Result is the recorded result of one action of a branch.
 type Result = messages.Result
 
-// Store is one role's durable state and branch barrier, kept in the stream
-// [messages.StateStream] of that role. It is safe for concurrent use, also
-// by several processes.
+// Store is one role's durable state and branch barrier, kept in the
+// streams [messages.StateStream] (the state values) and
+// [messages.RecordStream] (the barrier records) of that role. It is safe
+// for concurrent use, also by several processes.
+//
+// The records are a log ([kvlog]): each message holds the records of the
+// commands the role's copy committed at once, and each copy reads the whole
+// log and follows it. A record is written expecting the revision it was
+// read at, as a value is; the copy checks it against the log it has read,
+// and the server takes the message only if the log has not moved since.
+// Reading a branch first reads the log to the end the server has.
 //
 // A state value is stored in an envelope that also lists the branches whose
 // write to it is not yet acknowledged in their barrier record. An action
@@ -83,6 +92,16 @@ type Store struct {
 	keys    map[string]*keyLock
 	cache   map[string]cached
 	settled map[string][]string
+
+	// create makes [Store.records] create the role's record stream.
+	create   bool
+	replicas int
+	// logMu guards log, the role's barrier records, opened on first use,
+	// and legacy: whether the state stream holds branch records of
+	// agents before the log (read, never written).
+	logMu  sync.Mutex
+	log    *kvlog.Log
+	legacy bool
 }
 
 type keyLock struct {
@@ -104,11 +123,27 @@ type envelope struct {
 	Ops map[string]messages.Context `json:"ops,omitempty"`
 }
 
-// RecordTTL is how long a branch's final barrier record is kept. A command
-// outlives its saga by at most its redeliveries, so a week is far beyond
-// the last duplicate the record must absorb; without an expiry the state
-// stream would keep three records for every saga ever run.
+// RecordTTL is how long a message of a role's record log, and so a
+// branch's barrier record, is kept. A command outlives its saga by at most
+// its redeliveries, so a week is far beyond the last duplicate the record
+// must absorb; without an expiry the log would keep the records of every
+// saga ever run.
 const RecordTTL = 7 * 24 * time.Hour
+
+// RecordStreamConfig is the configuration of role's record stream, with
+// replicas copies: a log on one subject whose messages expire after
+// [RecordTTL].
+func RecordStreamConfig(role string, replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        messages.RecordStream(role),
+		Subjects:    []string{messages.RecordSubject(role)},
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(replicas, 1),
+		MaxAge:      RecordTTL,
+		AllowDirect: true,
+		Discard:     jetstream.DiscardOld,
+	}
+}
 
 // StreamConfig is the configuration of role's state stream, with replicas
 // copies.
@@ -149,8 +184,50 @@ func OpenStore(ctx context.Context, nc *nats.Conn, role string, create bool, rep
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", role, err)
 	}
-	return &Store{nc: nc, js: js, stream: st, role: role, maxConflicts: 200,
+	return &Store{nc: nc, js: js, stream: st, role: role, maxConflicts: 200, create: create, replicas: replicas,
 		keys: map[string]*keyLock{}, cache: map[string]cached{}, settled: map[string][]string{}}, nil
+}
+
+// records returns the role's barrier records, opened on first use: the
+// record stream created (when the store was opened to create its streams)
+// or waited for, then read to its end.
+func (s *Store) records(ctx context.Context) (*kvlog.Log, error) {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	if s.log != nil {
+		return s.log, nil
+	}
+	var err error
+	if s.create {
+		_, err = streams.Ensure(ctx, s.js, RecordStreamConfig(s.role, s.replicas))
+	} else {
+		_, err = waitStream(ctx, s.js, messages.RecordStream(s.role))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("records of %s: %w: %w", s.role, ErrUnavailable, err)
+	}
+	// Records that agents before the log kept in the state stream are
+	// still read, when there are any.
+	m, err := s.last(ctx, messages.BranchSubjects(s.role))
+	if err != nil {
+		return nil, err
+	}
+	l, err := kvlog.Open(ctx, s.js, kvlog.Options{Stream: messages.RecordStream(s.role), Subject: messages.RecordSubject(s.role)})
+	if err != nil {
+		return nil, fmt.Errorf("records of %s: %w: %w", s.role, ErrUnavailable, err)
+	}
+	s.log, s.legacy = l, m != nil
+	return l, nil
+}
+
+// Close stops following the role's barrier records. The store is not to
+// be used after.
+func (s *Store) Close() {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	if s.log != nil {
+		s.log.Close()
+	}
 }
 
 func waitStream(ctx context.Context, js jetstream.JetStream, name string) (jetstream.Stream, error) {
@@ -173,10 +250,24 @@ func (s *Store) Role() string { return s.role }
 // Conflicts counts the optimistic retries this store has made.
 func (s *Store) Conflicts() int64 { return s.conflicts.Load() }
 
-// Branch returns the barrier record of step of saga, with its stream
-// sequence (0 when absent).
+// Branch returns the barrier record of step of saga, with its revision
+// in the role's record log (0 when absent), read after every record the
+// server held when it was called.
 func (s *Store) Branch(ctx context.Context, sagaID, step string) (Record, uint64, error) {
+	l, err := s.synced(ctx)
+	if err != nil {
+		return Record{}, 0, err
+	}
 	var r Record
+	if v, rev := l.Get(messages.RecordKey(sagaID, step)); v != nil {
+		if r, err = wirejson.DecodeRecord(v); err != nil {
+			return Record{}, 0, fmt.Errorf("branch %s/%s: %w", sagaID, step, err)
+		}
+		return r, rev, nil
+	}
+	if !s.legacy {
+		return r, 0, nil
+	}
 	m, err := s.last(ctx, messages.BranchSubject(s.role, sagaID, step))
 	if err != nil || m == nil {
 		return r, 0, err
@@ -184,27 +275,65 @@ func (s *Store) Branch(ctx context.Context, sagaID, step string) (Record, uint64
 	if err := json.Unmarshal(m.Data, &r); err != nil {
 		return r, 0, fmt.Errorf("branch %s/%s: %w", sagaID, step, err)
 	}
-	return r, m.Sequence, nil
+	// The log holds nothing for the branch: its first record there is
+	// written expecting none.
+	return r, 0, nil
 }
 
-// recorded returns which of subjects, branch subjects of the role, hold a
-// record, read in one request.
-func (s *Store) recorded(ctx context.Context, subjects []string) (map[string]bool, error) {
-	msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, messages.StateStream(s.role), subjects)
+// synced returns the role's record log, read to the end the server has.
+func (s *Store) synced(ctx context.Context) (*kvlog.Log, error) {
+	l, err := s.records(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read %d branches: %w: %w", len(subjects), ErrUnavailable, err)
+		return nil, err
 	}
-	found := map[string]bool{}
+	if err := l.Sync(ctx); err != nil {
+		return nil, fmt.Errorf("records of %s: %w: %w", s.role, ErrUnavailable, err)
+	}
+	return l, nil
+}
+
+// recorded reports which of cmds' branches hold a record, read after
+// every record the server held when it was called.
+func (s *Store) recorded(ctx context.Context, cmds []*messages.Command) ([]bool, error) {
+	l, err := s.synced(ctx)
+	if err != nil {
+		return nil, err
+	}
+	found := make([]bool, len(cmds))
+	var legacy []string
+	at := map[string]int{}
+	for i, cmd := range cmds {
+		if v, _ := l.Get(messages.RecordKey(cmd.SagaID, cmd.Step)); v != nil {
+			found[i] = true
+		} else if s.legacy {
+			subject := messages.BranchSubject(s.role, cmd.SagaID, cmd.Step)
+			legacy = append(legacy, subject)
+			at[subject] = i
+		}
+	}
+	if len(legacy) == 0 {
+		return found, nil
+	}
+	msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, messages.StateStream(s.role), legacy)
+	if err != nil {
+		return nil, fmt.Errorf("read %d branches: %w: %w", len(legacy), ErrUnavailable, err)
+	}
 	for m, err := range msgs {
 		if errors.Is(err, jetstreamext.ErrNoMessages) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read %d branches: %w: %w", len(subjects), ErrUnavailable, err)
+			return nil, fmt.Errorf("read %d branches: %w: %w", len(legacy), ErrUnavailable, err)
 		}
-		found[m.Subject] = true
+		found[at[m.Subject]] = true
 	}
 	return found, nil
+}
+
+// conflict reports whether err is a write that lost to another: a state
+// value's, or a record's.
+func conflict(err error) bool {
+	return jserr.Conflict(err) || errors.Is(err, kvlog.ErrConflict)
 }
 
 // Get decodes role's state value key into v and returns its sequence, 0
@@ -458,7 +587,7 @@ func (s *Store) settle(subj, op string) {
 // written, or another command is writing the branch; the command should
 // then be delivered again later.
 func (s *Store) Do(ctx context.Context, cmd *messages.Command, h agent.Handler) (messages.Reply, agent.Verdict, error) {
-	b := &branch{s: s, cmd: cmd, h: h, subject: messages.BranchSubject(s.role, cmd.SagaID, cmd.Step),
+	b := &branch{s: s, cmd: cmd, h: h, key: messages.RecordKey(cmd.SagaID, cmd.Step),
 		op: opName(cmd, string(cmd.Action))}
 	// An execute is usually the branch's first record, so the first try
 	// assumes there is none and skips the read; a conflict corrects it.
@@ -472,7 +601,7 @@ func (s *Store) Do(ctx context.Context, cmd *messages.Command, h agent.Handler) 
 		}
 		known = false
 		reply, verdict, err := b.run(ctx)
-		if jserr.Conflict(err) || errors.Is(err, errRecordMoved) {
+		if conflict(err) || errors.Is(err, errRecordMoved) {
 			// Another writer was here: whatever it wrote besides the
 			// record is read again too.
 			s.conflicts.Add(1)
@@ -494,13 +623,13 @@ func opName(cmd *messages.Command, what string) string {
 
 // branch is one command's passage through the barrier.
 type branch struct {
-	s       *Store
-	cmd     *messages.Command
-	h       agent.Handler
-	subject string
-	op      string
-	rec     Record
-	seq     uint64
+	s   *Store
+	cmd *messages.Command
+	h   agent.Handler
+	key string // the branch's record key
+	op  string
+	rec Record
+	seq uint64
 }
 
 // run applies the barrier rules ([agent.Decide]) to the record read, runs
@@ -580,7 +709,7 @@ func (b *branch) run(ctx context.Context) (messages.Reply, agent.Verdict, error)
 	case agent.Run:
 	default:
 		// A compensation whose execute changed its record meanwhile.
-		return messages.Reply{}, agent.Transient, fmt.Errorf("write %s: %w", b.subject, errRecordMoved)
+		return messages.Reply{}, agent.Transient, fmt.Errorf("record %s: %w", b.key, errRecordMoved)
 	}
 	*mine = c.Result
 	if err := b.s.writeValue(ctx, tx, b.op, c.Result.Output); err != nil {
@@ -619,7 +748,7 @@ func (b *branch) recordWritten(ctx context.Context, subject string) (messages.Re
 		b.s.settle(subject, b.op)
 		return b.rec.Result(cmd.Action).Reply(cmd), agent.Applied, nil
 	}
-	if !jserr.Conflict(err) {
+	if !conflict(err) {
 		return messages.Reply{}, agent.Transient, err
 	}
 	rec, _, rerr := b.s.Branch(ctx, cmd.SagaID, cmd.Step)
@@ -732,22 +861,22 @@ func (b *branch) undo(ctx context.Context, subject string) error {
 	return nil
 }
 
-// record writes the branch record, guarded by the sequence it was read at,
-// and keeps the new sequence.
+// record writes the branch record, guarded by the revision it was read
+// at, and keeps the new revision.
 func (b *branch) record(ctx context.Context) error {
 	data, err := wirejson.AppendRecord(make([]byte, 0, 192), &b.rec)
 	if err != nil {
 		return err
 	}
-	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(b.seq)}
-	if b.rec.Final() {
-		opts = append(opts, jetstream.WithMsgTTL(RecordTTL))
-	}
-	ack, err := b.s.js.Publish(ctx, b.subject, data, opts...)
+	l, err := b.s.records(ctx)
 	if err != nil {
-		return wrapWrite(b.subject, err)
+		return err
 	}
-	b.seq = ack.Sequence
+	rev, err := l.Put(ctx, kvlog.Entry{Key: b.key, Value: data, Rev: b.seq})
+	if err != nil {
+		return wrapWrite("record "+b.key, err)
+	}
+	b.seq = rev
 	return nil
 }
 
@@ -790,7 +919,7 @@ func (s *Store) writeValue(ctx context.Context, tx *txn, op string, out messages
 // wrapWrite keeps a conflict recognisable and marks any other write
 // failure as the store being unavailable.
 func wrapWrite(subject string, err error) error {
-	if jserr.Conflict(err) {
+	if conflict(err) {
 		return fmt.Errorf("write %s: %w", subject, err)
 	}
 	return fmt.Errorf("write %s: %w: %w", subject, ErrUnavailable, err)

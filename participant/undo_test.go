@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 )
 
@@ -156,7 +157,7 @@ func TestRefusedExecuteLooksForItsWrite(t *testing.T) {
 	exec := raced(t, s, "s-2", h)
 	rec, seq, err := s.Branch(ctx, "s-2", "pay")
 	require.NoError(t, err)
-	b := &branch{s: s, cmd: exec, h: h, subject: messages.BranchSubject(till, "s-2", "pay"), op: "s-2/pay/execute", rec: rec, seq: seq}
+	b := &branch{s: s, cmd: exec, h: h, key: messages.RecordKey("s-2", "pay"), op: "s-2/pay/execute", rec: rec, seq: seq}
 	reply, verdict, err := b.run(ctx)
 	require.NoError(t, err)
 	require.Equal(t, agent.Refused, verdict)
@@ -202,24 +203,43 @@ func TestUndoOfACompensationThatWritesAnotherValue(t *testing.T) {
 }
 
 // TestWritingActionStoresTwoMessages: an action that writes stores its
-// value and its record, and nothing else; a serial batch stores each
-// command's record and the value once.
+// value and its record, and nothing else; a serial batch stores the value
+// once, and its readers' records and its writers' in a message each.
 func TestWritingActionStoresTwoMessages(t *testing.T) {
 	s := openTill(t)
 	ctx := context.Background()
-	before := lastSeq(t, s)
+	l, err := s.records(ctx)
+	require.NoError(t, err)
+	before, records := lastSeq(t, s), recordMessages(t, s)
 	_, verdict, err := s.Do(ctx, tillItems()[1].cmd, spend)
 	require.NoError(t, err)
 	require.Equal(t, agent.Applied, verdict)
-	require.Equal(t, before+2, lastSeq(t, s))
+	require.Equal(t, before+1, lastSeq(t, s), "the value")
+	require.Equal(t, records+1, recordMessages(t, s), "the record")
 
 	items := tillItems()[2:]
-	before = lastSeq(t, s)
+	before, records = lastSeq(t, s), recordMessages(t, s)
 	require.Equal(t, len(items), s.runBatch(ctx, items))
 	for _, it := range items {
 		require.True(t, it.answered, it.op)
 	}
-	require.Equal(t, before+uint64(len(items))+1, lastSeq(t, s), "a record a command, and the value once")
+	require.Equal(t, before+1, lastSeq(t, s), "the value once")
+	require.Equal(t, records+2, recordMessages(t, s), "the readers' records, then the writers'")
+	for _, it := range items {
+		v, _ := l.Get(messages.RecordKey(it.cmd.SagaID, it.cmd.Step))
+		rec, err := wirejson.DecodeRecord(v)
+		require.NoError(t, err, it.op)
+		require.True(t, rec.Execute.Done(), it.op)
+		require.Equal(t, it.result.Outcome, rec.Execute.Outcome, it.op)
+	}
+}
+
+// recordMessages is how many messages s's record log holds.
+func recordMessages(t *testing.T, s *Store) uint64 {
+	t.Helper()
+	st, err := s.js.Stream(context.Background(), messages.RecordStream(s.role))
+	require.NoError(t, err)
+	return st.CachedInfo().State.Msgs
 }
 
 // TestClaimOfAnEarlierAgentIsHonoured: agents before this one claimed a
@@ -231,7 +251,7 @@ func TestClaimOfAnEarlierAgentIsHonoured(t *testing.T) {
 	p := &pay{refundTo: "budget"}
 	h := p.handler()
 	exec := payment("s-5", messages.Execute)
-	claim := &branch{s: s, cmd: exec, subject: messages.BranchSubject(till, "s-5", "pay"),
+	claim := &branch{s: s, cmd: exec, key: messages.RecordKey("s-5", "pay"),
 		rec: Record{Execute: &Result{Pending: true, Seq: exec.Seq}}}
 	require.NoError(t, claim.record(ctx))
 
@@ -268,26 +288,65 @@ func TestLateUndoAfterAnotherFinished(t *testing.T) {
 	require.Equal(t, 60, refunds)
 	require.NotContains(t, env.Ops, "s-6/pay/undo")
 
-	late := &branch{s: s, cmd: exec, h: h, subject: messages.BranchSubject(till, "s-6", "pay"), op: "s-6/pay/execute"}
+	late := &branch{s: s, cmd: exec, h: h, key: messages.RecordKey("s-6", "pay"), op: "s-6/pay/execute"}
 	require.NoError(t, late.undo(ctx, messages.DataSubject(till, "budget")))
 	_, refunds = envelopeOf(t, s, "refunds")
 	require.Equal(t, 60, refunds, "the late undo credits nothing")
 }
 
 // TestOpenStoreLeavesItsStreamAlone: every copy of a role opens its state
-// stream as it starts; a stream already as asked is not updated (an
+// and record streams as it starts; a stream already as asked is not updated (an
 // update races, in nats-server, with the coordinator creating its
 // consumer on the stream: internal/streams).
 func TestOpenStoreLeavesItsStreamAlone(t *testing.T) {
 	nc := connectEmbedded(t)
-	sub, err := nc.SubscribeSync("$JS.API.STREAM.UPDATE." + messages.StateStream(till))
+	sub, err := nc.SubscribeSync("$JS.API.STREAM.UPDATE.>")
 	require.NoError(t, err)
 	require.NoError(t, nc.Flush())
 	for range 3 {
-		_, err := OpenStore(context.Background(), nc, till, true, 1)
+		s, err := OpenStore(context.Background(), nc, till, true, 1)
 		require.NoError(t, err)
+		_, err = s.records(context.Background())
+		require.NoError(t, err)
+		s.Close()
 	}
 	require.NoError(t, nc.Flush())
 	_, err = sub.NextMsg(100 * time.Millisecond)
 	require.ErrorIs(t, err, nats.ErrTimeout, "no update of a stream already as asked")
+}
+
+// TestRecordsOfEarlierAgentsAreRead: agents before the record log kept
+// each branch's record on a subject of its own in the state stream. A
+// store opened on such a stream reads them where the log holds nothing:
+// a duplicate of a command answered then gets its recorded answer, and a
+// compensation of it finds what to undo.
+func TestRecordsOfEarlierAgentsAreRead(t *testing.T) {
+	s := openTill(t)
+	ctx := context.Background()
+	exec := payment("s-old", messages.Execute)
+	old := Record{Execute: &Result{Outcome: messages.OK, Seq: exec.Seq, Output: messages.Context{}.MustSet("paid", 30)}}
+	data, err := wirejson.AppendRecord(nil, &old)
+	require.NoError(t, err)
+	_, err = s.js.Publish(ctx, messages.BranchSubject(till, "s-old", "pay"), data)
+	require.NoError(t, err)
+
+	rec, rev, err := s.Branch(ctx, "s-old", "pay")
+	require.NoError(t, err)
+	require.True(t, s.legacy)
+	require.Equal(t, old.Execute.Output, rec.Execute.Output)
+	require.Zero(t, rev, "the log holds nothing for it yet")
+
+	p := &pay{refundTo: "budget"}
+	reply, verdict, err := s.Do(ctx, exec, p.handler())
+	require.NoError(t, err)
+	require.Equal(t, agent.Duplicate, verdict)
+	require.Equal(t, old.Execute.Output, reply.Output)
+	_, budget := envelopeOf(t, s, "budget")
+	require.Equal(t, 100, budget, "not run again")
+
+	// A store on a stream without such records never looks for them.
+	fresh := openTill(t)
+	_, _, err = fresh.Branch(ctx, "s-old", "pay")
+	require.NoError(t, err)
+	require.False(t, fresh.legacy)
 }

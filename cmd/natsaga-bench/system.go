@@ -253,8 +253,9 @@ func (s *system) stored(ctx context.Context) (map[string]uint64, error) {
 }
 
 // streamKind names a stream in the benchmark's report: natsaga's by what
-// they hold ("bucket", "commands", "replies", "events", and "state" for
-// every role's state stream), any other by its own name.
+// they hold ("bucket", "commands", "replies", "events", "records" for
+// every role's record stream and "state" for every role's state stream),
+// any other by its own name.
 func streamKind(name string) string {
 	switch {
 	case name == "KV_"+messages.SagaBucket:
@@ -267,6 +268,8 @@ func streamKind(name string) string {
 		return "events"
 	case strings.HasPrefix(name, messages.StateStream("")):
 		return "state"
+	case strings.HasPrefix(name, messages.RecordStream("")):
+		return "records"
 	}
 	return name
 }

@@ -19,8 +19,8 @@ import (
 // has the household user try every way it has to answer the insurer's
 // evaluation of its own 3,000.00 claim with a payout of 100,000.00, while
 // the evaluation is in flight and before the insurer runs: a record in its
-// own state stream naming the insurer's step, and, denied by the
-// permissions, the insurer's reply subject and state stream. The
+// own record log naming the insurer's step, and, denied by the
+// permissions, the insurer's reply subject and record log. The
 // coordinator refuses the record, counts it and logs it with the role it
 // came from; the real insurer then pays exactly the claim less the
 // deductible.
@@ -49,16 +49,22 @@ func TestHouseholdCannotForgeTheInsurer(t *testing.T) {
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err = js.Publish(ctx, messages.BranchSubject(flood.Household, id, "insurer_evaluates"), data)
-	require.NoError(t, err, "the household may write its own state stream")
-	for _, subject := range []string{
-		messages.BranchSubject(flood.Insurer, id, "insurer_evaluates"),
-		messages.ReplySubject(flood.Insurance, "insurer_evaluates"),
+	entry, err := json.Marshal(map[string]any{"id": "forged", "entries": []map[string]any{
+		{"key": messages.RecordKey(id, "insurer_evaluates"), "value": json.RawMessage(data)}}})
+	require.NoError(t, err)
+	_, err = js.Publish(ctx, messages.RecordSubject(flood.Household), entry)
+	require.NoError(t, err, "the household may write its own records")
+	for _, f := range []struct {
+		subject string
+		data    []byte
+	}{
+		{messages.RecordSubject(flood.Insurer), entry},
+		{messages.ReplySubject(flood.Insurance, "insurer_evaluates"), data},
 	} {
 		short, stop := context.WithTimeout(context.Background(), time.Second)
-		_, err := js.Publish(short, subject, data)
+		_, err := js.Publish(short, f.subject, f.data)
 		stop()
-		require.Error(t, err, "the household published on %s", subject)
+		require.Error(t, err, "the household published on %s", f.subject)
 	}
 
 	require.Eventually(t, func() bool { return s.coord.Refused() == 1 }, 10*time.Second, 10*time.Millisecond)

@@ -385,20 +385,21 @@ func (f *fuzzer) answer(role string) {
 		if f.rnd.IntN(4) == 0 {
 			step = f.subjectToken()
 		}
-		subject := "natsaga.state." + role + ".branch." + f.subjectToken() + "." + step
-		if f.rnd.IntN(5) == 0 {
-			subject = "natsaga.state." + role + "." + []string{"branch", "x", "branch.a", "branch.a.b.c.d"}[f.rnd.IntN(4)]
-		}
-		if strings.HasPrefix(subject, "natsaga.state."+role+".data.") || strings.ContainsAny(subject, " \t\x00*>") {
-			return
-		}
 		seq := []string{"1", "2", "3", f.number()}[f.rnd.IntN(4)]
 		rec := `{"execute":{"outcome":` + outcome + `,"seq":` + seq + `,"output":` + output + `,"at":"2026-12-01T00:00:00Z"}}`
 		if f.rnd.IntN(4) == 0 {
 			rec = string(f.payload("execute", "compensate"))
 		}
+		key := f.str(f.subjectToken() + "/" + step)
+		if f.rnd.IntN(5) == 0 {
+			key = []string{`""`, `"x"`, `"a/b/c"`, `"/"`, `7`, `null`}[f.rnd.IntN(6)]
+		}
+		msg := `{"id":"fuzz","entries":[{"key":` + key + `,"value":` + rec + `}]}`
+		if f.rnd.IntN(5) == 0 {
+			msg = string(f.payload("id", "entries", "key", "value"))
+		}
 		f.sent["record"]++
-		require.NoError(f.t, nc.Publish(subject, []byte(rec)))
+		require.NoError(f.t, nc.Publish(messages.RecordSubject(role), []byte(msg)))
 		return
 	}
 	sagaTypes := make([]string, 0, len(own))
@@ -457,8 +458,9 @@ func (f *fuzzer) aimed(role string, nc *nats.Conn, output string) bool {
 		action = "compensate"
 	}
 	rec := `{"` + action + `":{"outcome":"ok","seq":` + strconv.Itoa(x.Seq) + `,"output":` + output + `,"at":"2026-12-01T00:00:00Z"}}`
+	msg := `{"id":"fuzz","entries":[{"key":` + f.str(messages.RecordKey(id, step.Name)) + `,"value":` + rec + `}]}`
 	f.sent["aimed record"]++
-	require.NoError(f.t, nc.Publish(messages.BranchSubject(role, id, step.Name), []byte(rec)))
+	require.NoError(f.t, nc.Publish(messages.RecordSubject(role), []byte(msg)))
 	reply := messages.Reply{V: 1, SagaID: id, Saga: x.Saga, Step: step.Name, Action: x.Action, Attempt: x.Attempt, Seq: x.Seq,
 		Outcome: messages.OK, Output: messages.Context{}.MustSet(flood.KeyPayout, 100_000_00)}
 	data, err := json.Marshal(reply)

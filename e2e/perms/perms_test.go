@@ -165,12 +165,20 @@ func TestConfigNamesMatchTheCode(t *testing.T) {
 			require.ElementsMatch(t, want, replies, "reply subjects of %s", role)
 
 			stream, consumer := messages.StateStream(role), messages.CommandConsumer(role)
+			records := messages.RecordStream(role)
 			require.Subset(t, u.Permissions.Publish.Allow, []string{
 				"$JS.API.STREAM.CREATE." + stream,
 				"$JS.API.STREAM.UPDATE." + stream,
 				"$JS.API.STREAM.INFO." + stream,
 				"$JS.API.DIRECT.GET." + stream + ".>",
 				messages.StateSubjects(role)[0],
+				"$JS.API.STREAM.CREATE." + records,
+				"$JS.API.STREAM.UPDATE." + records,
+				"$JS.API.STREAM.INFO." + records,
+				"$JS.API.DIRECT.GET." + records + ".>",
+				"$JS.API.CONSUMER.CREATE." + records + ".>",
+				"$JS.API.CONSUMER.MSG.NEXT." + records + ".>",
+				messages.RecordSubject(role),
 				"$JS.API.STREAM.INFO." + messages.CommandStream,
 				"$JS.API.CONSUMER.CREATE." + messages.CommandStream + "." + consumer,
 				"$JS.API.CONSUMER.MSG.NEXT." + messages.CommandStream + "." + consumer,
@@ -186,6 +194,15 @@ func TestConfigNamesMatchTheCode(t *testing.T) {
 	}
 	co := users[coordinatorUser]
 	require.NotNil(t, co)
+	for _, role := range agentRoles {
+		records := messages.RecordStream(role)
+		require.Subset(t, co.Permissions.Publish.Allow, []string{
+			"$JS.API.CONSUMER.CREATE." + records + ".>",
+			"$JS.API.CONSUMER.MSG.NEXT." + records + ".>",
+			"$JS.ACK." + records + "." + messages.RecordConsumer + ".>",
+			"$JS.API.DIRECT.GET." + records + ".>",
+		}, role)
+	}
 	require.Subset(t, co.Permissions.Publish.Allow, append(slices.Clone(messages.CommandSubjects),
 		"$KV."+messages.SagaBucket+".>",
 		"$JS.API.CONSUMER.MSG.NEXT."+messages.ReplyStream+"."+messages.ReplyConsumer,
@@ -259,6 +276,9 @@ func TestOthersDenied(t *testing.T) {
 		{name: "the coordinator writes a ledger", user: coordinatorUser, subject: ledger},
 		{name: "the coordinator replies for an agent", user: coordinatorUser, subject: messages.ReplySubject(flood.Subsidy, "budget_deducted")},
 		{name: "the government replies for a household", user: flood.Government, subject: messages.ReplySubject(flood.Subsidy, "household_applies")},
+		{name: "the government writes the household's records", user: flood.Government, subject: messages.RecordSubject(flood.Household)},
+		{name: "the coordinator writes a record", user: coordinatorUser, subject: messages.RecordSubject(flood.Government)},
+		{name: "the driver reads the government's records", user: driverUser, subject: "$JS.API.DIRECT.GET." + messages.RecordStream(flood.Government) + "." + messages.RecordSubject(flood.Government)},
 		{name: "the government reads the insurer's state", user: flood.Government, subject: "$JS.API.DIRECT.GET." + messages.StateStream(flood.Insurer) + "." + messages.DataSubject(flood.Insurer, flood.LedgerKey)},
 		{name: "the government reads the insurer's branches in one request", user: flood.Government, subject: "$JS.API.DIRECT.GET." + messages.StateStream(flood.Insurer)},
 		{name: "the insurer pulls the contractor's commands", user: flood.Insurer, subject: "$JS.API.CONSUMER.MSG.NEXT." + messages.CommandStream + "." + messages.CommandConsumer(flood.Contractor)},

@@ -59,6 +59,10 @@ type Options struct {
 	// Logger reports the messages of the log that do not decode, which
 	// are skipped (default: slog's).
 	Logger *slog.Logger
+	// PruneEvery is how often, at most, the Log forgets the values of
+	// messages the stream no longer holds (expired), as it learns of them
+	// when it syncs (default 10 minutes).
+	PruneEvery time.Duration
 }
 
 // Entry is one write: Value for Key, if Key is at revision Rev (0: the
@@ -84,6 +88,14 @@ type Log struct {
 	items map[string]item
 	last  uint64        // the sequence of the last message applied
 	moved chan struct{} // closed, and replaced, when last moves
+	// empty is set when the server holds no message of the log, those
+	// read having expired: a write then expects none.
+	empty bool
+	// floor is the stream's first sequence when the Log last forgot the
+	// values of expired messages, at pruned.
+	floor      uint64
+	pruned     time.Time
+	pruneEvery time.Duration
 	// mine holds the messages this Log is publishing, by id. The
 	// follower applies such a message from its writes, without decoding
 	// it, and notes its sequence: after a publish whose answer was lost,
@@ -163,12 +175,15 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.PruneEvery <= 0 {
+		opts.PruneEvery = 10 * time.Minute
+	}
 	st, err := js.Stream(ctx, opts.Stream)
 	if err != nil {
 		return nil, fmt.Errorf("log %s: %w", opts.Subject, err)
 	}
 	l := &Log{js: js, stream: st, subject: opts.Subject, max: opts.MaxEntries, bytes: opts.MaxBytes,
-		log: opts.Logger, items: map[string]item{}, moved: make(chan struct{}), mine: map[string]*flight{},
+		log: opts.Logger, pruneEvery: opts.PruneEvery, pruned: time.Now(), items: map[string]item{}, moved: make(chan struct{}), mine: map[string]*flight{},
 		queue: make(chan *write, opts.MaxEntries), closed: make(chan struct{})}
 	cons, err := js.OrderedConsumer(ctx, opts.Stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{opts.Subject}, DeliverPolicy: jetstream.DeliverAllPolicy})
@@ -271,7 +286,7 @@ func (l *Log) store(group []*write, seq uint64) {
 
 // advance moves last to seq and wakes those waiting for it. l.mu is held.
 func (l *Log) advance(seq uint64) {
-	l.last = seq
+	l.last, l.empty = seq, false
 	close(l.moved)
 	l.moved = make(chan struct{})
 }
@@ -321,16 +336,39 @@ func (l *Log) round() *syncRound {
 }
 
 // lastStored asks the server for the sequence of the log's last message,
-// 0 when it holds none.
+// 0 when it holds none. The stream holds the log only, and its messages
+// expire oldest first, so that is the stream's last sequence while it
+// holds any.
 func (l *Log) lastStored(ctx context.Context) (uint64, error) {
-	m, err := l.stream.GetLastMsgForSubject(ctx, l.subject)
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return 0, nil
-	case err != nil:
+	info, err := l.stream.Info(ctx)
+	if err != nil {
 		return 0, fmt.Errorf("log %s: %w", l.subject, err)
 	}
-	return m.Sequence, nil
+	l.prune(info.State.FirstSeq)
+	if info.State.Msgs == 0 {
+		l.mu.Lock()
+		l.empty = l.last <= info.State.LastSeq
+		l.mu.Unlock()
+		return 0, nil
+	}
+	return info.State.LastSeq, nil
+}
+
+// prune forgets the values written by messages before first, the stream's
+// first sequence, which have expired: a Log opened now would not read
+// them either. It scans every key, so it runs at most every PruneEvery.
+func (l *Log) prune(first uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if first <= l.floor || time.Since(l.pruned) < l.pruneEvery {
+		return
+	}
+	for k, it := range l.items {
+		if it.rev < first {
+			delete(l.items, k)
+		}
+	}
+	l.floor, l.pruned = first, time.Now()
 }
 
 // reach waits until the message at seq, or a later one, has been read.
@@ -483,6 +521,9 @@ func (l *Log) commit(group []*write) {
 	for len(group) > 0 {
 		l.mu.Lock()
 		expect := l.last
+		if l.empty {
+			expect = 0
+		}
 		taken := map[string]bool{}
 		pending := group[:0]
 		for _, w := range group {
@@ -503,6 +544,11 @@ func (l *Log) commit(group []*write) {
 		l.mu.Unlock()
 
 		rev, err := l.publish(id, group, expect)
+		if err != nil && !jserr.Conflict(err) {
+			// The answer may have been lost with the message stored: the
+			// follower, reading to the log's end, tells.
+			_ = l.syncWithin(10 * time.Second)
+		}
 		l.mu.Lock()
 		seen := l.mine[id].seq
 		delete(l.mine, id)
@@ -512,9 +558,9 @@ func (l *Log) commit(group []*write) {
 		case seen != 0:
 			rev, err = seen, nil // stored: the follower read it
 		case jserr.Conflict(err):
-			// Another process wrote first: read on past what this one
-			// expected, and check again.
-			if err := l.reachAfter(expect); err != nil {
+			// Another process wrote first (or what this one read last has
+			// expired): read to the log's end, and check again.
+			if err := l.syncWithin(10 * time.Second); err != nil {
 				l.finishAll(group, 0, err)
 				return
 			}
@@ -524,11 +570,6 @@ func (l *Log) commit(group []*write) {
 			if failures == attempts || l.isClosed() {
 				l.finishAll(group, 0, fmt.Errorf("log %s: %w", l.subject, err))
 				return
-			}
-			// The answer may have been lost with the message stored:
-			// read to the log's end, and look for it.
-			if serr := l.syncFor(id, group, &rev); serr == nil && rev != 0 {
-				break
 			}
 			continue
 		}
@@ -543,30 +584,10 @@ func (l *Log) commit(group []*write) {
 	}
 }
 
-// syncFor reads the log to its end, watching for message id, and sets
-// *rev to its sequence when it was stored.
-func (l *Log) syncFor(id string, group []*write, rev *uint64) error {
-	l.mu.Lock()
-	l.mine[id] = &flight{group: group}
-	l.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+// syncWithin is [Log.Sync], given d.
+func (l *Log) syncWithin(d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	err := l.Sync(ctx)
-	l.mu.Lock()
-	*rev = l.mine[id].seq
-	delete(l.mine, id)
-	l.mu.Unlock()
-	return err
-}
-
-// reachAfter waits until a message after seq has been read.
-func (l *Log) reachAfter(seq uint64) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := l.reach(ctx, seq+1); err == nil || errors.Is(err, ErrClosed) {
-		return err
-	}
-	// The message that came first may have expired unread: ask.
 	return l.Sync(ctx)
 }
 
@@ -612,4 +633,51 @@ func (l *Log) publish(id string, group []*write, expect uint64) (uint64, error) 
 		return 0, err
 	}
 	return ack.Sequence, nil
+}
+
+// Scan reads the log on subject of stream once, from its first message to
+// the last stored when Scan is called, and calls fn with each message's
+// sequence and writes, or the error that it does not decode. It returns
+// an error when the stream cannot be read before ctx ends.
+func Scan(ctx context.Context, js jetstream.JetStream, stream, subject string, fn func(seq uint64, es []Entry, err error)) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("log %s: %w", subject, err)
+	}
+	last, err := st.GetLastMsgForSubject(ctx, subject)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("log %s: %w", subject, err)
+	}
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		return fmt.Errorf("log %s: %w", subject, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("log %s: %w", subject, err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return fmt.Errorf("log %s: %w", subject, err)
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("log %s: %w", subject, err)
+		}
+		es, err := Decode(m.Data())
+		fn(meta.Sequence.Stream, es, err)
+		if meta.Sequence.Stream >= last.Sequence {
+			return nil
+		}
+	}
 }

@@ -249,3 +249,28 @@ func TestCloseFailsWaitingWrites(t *testing.T) {
 	_, err := put(t, l, "k", `1`, 0)
 	require.ErrorIs(t, err, kvlog.ErrClosed)
 }
+
+// Values whose messages expired are forgotten, as a Log opened then would
+// not read them; the others are kept.
+func TestForgetsExpiredValues(t *testing.T) {
+	_, url := testenv.Server(t)
+	js := jsFor(t, url)
+	ctx := context.Background()
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{subject},
+		Storage: jetstream.FileStorage, MaxAge: time.Second})
+	require.NoError(t, err)
+	l, err := kvlog.Open(ctx, js, kvlog.Options{Stream: stream, Subject: subject, PruneEvery: time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(l.Close)
+	_, err = put(t, l, "old", `1`, 0)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return messages(t, url) == 0 }, 10*time.Second, 20*time.Millisecond)
+	_, err = put(t, l, "new", `2`, 0)
+	require.NoError(t, err)
+	catchUp(t, l)
+	v, rev := l.Get("old")
+	require.Nil(t, v)
+	require.Zero(t, rev)
+	v, _ = l.Get("new")
+	require.Equal(t, `2`, string(v))
+}
