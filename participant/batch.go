@@ -109,7 +109,7 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 				break
 			}
 			it.value = w.value
-			current.env = envelope{Value: w.value, Ops: base.env.Ops}
+			current.env = envelope{Value: w.value, Ops: base.env.Ops, Records: base.env.Records}
 			overlay[subject] = current
 		}
 		it.result = c.Result
@@ -142,7 +142,7 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 		}
 	}
 	if len(cmds) > 0 {
-		recorded, err := s.recorded(ctx, cmds)
+		recorded, err := s.recorded(ctx, cmds, base.env.Records)
 		if err != nil {
 			for _, it := range items {
 				it.result, it.value = nil, nil
@@ -181,6 +181,7 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 
 	// Step 3: the value, once, naming every writer of the batch.
 	env := envelope{Value: last.value, Ops: map[string]messages.Context{}}
+	s.stamp(&env, base.env)
 	s.mu.Lock()
 	settled := s.settled[subject]
 	s.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
@@ -268,4 +269,67 @@ func TestSpendNeverAppliedTwice(t *testing.T) {
 	rec, _, err := s.Branch(ctx, again[4].cmd.SagaID, again[4].cmd.Step)
 	require.NoError(t, err)
 	require.Equal(t, messages.OK, rec.Execute.Outcome, "the spend after the duplicate found 40 left, not 10")
+}
+
+// TestLaggingCopyWaitsForTheRecordsItsValueNames: a copy reads its
+// branches from the record log as far as it has read it. Before it writes
+// a value, it reads the log up to the sequence the value's envelope names:
+// the record of every action whose name a write dropped from the envelope
+// is there or before. A copy whose log lags behind the other's, given a
+// duplicate of a spend the other recorded, does not spend again.
+func TestLaggingCopyWaitsForTheRecordsItsValueNames(t *testing.T) {
+	ns, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(ns.Shutdown)
+	open := func() *Store {
+		nc, err := nats.Connect(ns.ClientURL())
+		require.NoError(t, err)
+		t.Cleanup(nc.Close)
+		s, err := OpenStore(context.Background(), nc, till, true, 1)
+		require.NoError(t, err)
+		_, err = s.records(context.Background())
+		require.NoError(t, err)
+		t.Cleanup(s.Close)
+		return s
+	}
+	a, b := open(), open()
+	ctx := context.Background()
+	_, err = a.Init(ctx, "budget", 100)
+	require.NoError(t, err)
+	release := b.log.Hold()
+	defer release()
+
+	items := tillItems()
+	first, second := items[1], items[2]
+	alone(t, a, []*batchItem{first, second}) // the second's write drops the first from the envelope
+	env, _, err := a.readEnvelope(ctx, messages.DataSubject(till, "budget"))
+	require.NoError(t, err)
+	require.NotContains(t, env.Ops, first.op)
+	require.Greater(t, env.Records, b.log.Last(), "the envelope names records b has not read")
+
+	held, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	_, verdict, err := b.Do(held, first.cmd, first.h)
+	require.ErrorIs(t, err, ErrUnavailable, "b cannot read the records the value names")
+	require.Equal(t, agent.Transient, verdict)
+	budget := func() int {
+		var v int
+		_, err := a.Get(ctx, "budget", &v)
+		require.NoError(t, err)
+		return v
+	}
+	require.Equal(t, 40, budget(), "nothing spent again")
+	// A serial batch holding the duplicate reads the writers' branches the
+	// same way.
+	again := tillItems()
+	batch, cancel2 := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel2()
+	require.Zero(t, b.runBatch(batch, []*batchItem{again[1], again[4]}), "the batch stops before its writers' branches are read")
+	require.Equal(t, 40, budget(), "nothing spent again")
+
+	release()
+	_, verdict, err = b.Do(ctx, first.cmd, first.h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Duplicate, verdict)
+	require.Equal(t, 40, budget())
 }

@@ -121,6 +121,22 @@ type envelope struct {
 	// wrote this value and have not yet recorded their result, with the
 	// output each will record.
 	Ops map[string]messages.Context `json:"ops,omitempty"`
+	// Records is the sequence of the role's record log its writer, and
+	// every writer before it, had read: the record of every action whose
+	// name a write dropped from Ops is there or before.
+	Records uint64 `json:"records,omitempty"`
+}
+
+// stamp sets env.Records for a write of a value read as read: the later of
+// what read names and what this process has read of the record log.
+func (s *Store) stamp(env *envelope, read envelope) {
+	env.Records = read.Records
+	s.logMu.Lock()
+	l := s.log
+	s.logMu.Unlock()
+	if l != nil {
+		env.Records = max(env.Records, l.Last())
+	}
 }
 
 // RecordTTL is how long a message of a role's record log, and so a
@@ -258,7 +274,33 @@ func (s *Store) Branch(ctx context.Context, sagaID, step string) (Record, uint64
 	if err != nil {
 		return Record{}, 0, err
 	}
+	return s.branchOf(ctx, l, sagaID, step)
+}
+
+// branchAfter returns the barrier record of step of saga as [Store.Branch]
+// does, read once the record log has been read up to seq, without asking
+// the server how far it goes: a record written since may be missed, and
+// the record's write, guarded by the revision read, then fails and the
+// command runs again. An action reads its branch this way, with the
+// sequence its value's envelope names before it writes the value: a run
+// of the same action whose name a write dropped from the envelope is
+// found.
+func (s *Store) branchAfter(ctx context.Context, sagaID, step string, seq uint64) (Record, uint64, error) {
+	l, err := s.records(ctx)
+	if err != nil {
+		return Record{}, 0, err
+	}
+	if err := l.ReadTo(ctx, seq); err != nil {
+		return Record{}, 0, fmt.Errorf("records of %s: %w: %w", s.role, ErrUnavailable, err)
+	}
+	return s.branchOf(ctx, l, sagaID, step)
+}
+
+// branchOf looks up the record of step of saga in l, and in the state
+// stream when the log holds none and agents before it left records there.
+func (s *Store) branchOf(ctx context.Context, l *kvlog.Log, sagaID, step string) (Record, uint64, error) {
 	var r Record
+	var err error
 	if v, rev := l.Get(messages.RecordKey(sagaID, step)); v != nil {
 		if r, err = wirejson.DecodeRecord(v); err != nil {
 			return Record{}, 0, fmt.Errorf("branch %s/%s: %w", sagaID, step, err)
@@ -292,12 +334,15 @@ func (s *Store) synced(ctx context.Context) (*kvlog.Log, error) {
 	return l, nil
 }
 
-// recorded reports which of cmds' branches hold a record, read after
-// every record the server held when it was called.
-func (s *Store) recorded(ctx context.Context, cmds []*messages.Command) ([]bool, error) {
-	l, err := s.synced(ctx)
+// recorded reports which of cmds' branches hold a record, read once the
+// record log has been read up to seq (see [Store.branchAfter]).
+func (s *Store) recorded(ctx context.Context, cmds []*messages.Command, seq uint64) ([]bool, error) {
+	l, err := s.records(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if err := l.ReadTo(ctx, seq); err != nil {
+		return nil, fmt.Errorf("records of %s: %w: %w", s.role, ErrUnavailable, err)
 	}
 	found := make([]bool, len(cmds))
 	var legacy []string
@@ -595,7 +640,7 @@ func (s *Store) Do(ctx context.Context, cmd *messages.Command, h agent.Handler) 
 	for attempt := range s.maxConflicts {
 		if !known {
 			var err error
-			if b.rec, b.seq, err = s.Branch(ctx, cmd.SagaID, cmd.Step); err != nil {
+			if b.rec, b.seq, err = s.branchAfter(ctx, cmd.SagaID, cmd.Step, 0); err != nil {
 				return messages.Reply{}, agent.Transient, err
 			}
 		}
@@ -696,7 +741,7 @@ func (b *branch) run(ctx context.Context) (messages.Reply, agent.Verdict, error)
 	// that recorded its result, and whose name a later write then dropped
 	// from the value's envelope, is found here; and a compensation
 	// recorded since stops an execute before it writes.
-	if b.rec, b.seq, err = b.s.Branch(ctx, cmd.SagaID, cmd.Step); err != nil {
+	if b.rec, b.seq, err = b.s.branchAfter(ctx, cmd.SagaID, cmd.Step, tx.reads[tx.writes[0].subject].env.Records); err != nil {
 		return messages.Reply{}, agent.Transient, err
 	}
 	switch agent.Decide(*rec, cmd.Action) {
@@ -751,7 +796,7 @@ func (b *branch) recordWritten(ctx context.Context, subject string) (messages.Re
 	if !conflict(err) {
 		return messages.Reply{}, agent.Transient, err
 	}
-	rec, _, rerr := b.s.Branch(ctx, cmd.SagaID, cmd.Step)
+	rec, _, rerr := b.s.branchAfter(ctx, cmd.SagaID, cmd.Step, 0)
 	if rerr != nil {
 		return messages.Reply{}, agent.Transient, rerr
 	}
@@ -840,6 +885,7 @@ func (b *branch) undo(ctx context.Context, subject string) error {
 		value = read.env.Value
 	}
 	env := envelope{Value: value, Ops: map[string]messages.Context{}}
+	b.s.stamp(&env, read.env)
 	for op, o := range read.env.Ops {
 		if op != b.op {
 			env.Ops[op] = o
@@ -887,6 +933,7 @@ func (s *Store) writeValue(ctx context.Context, tx *txn, op string, out messages
 	w := tx.writes[0]
 	read := tx.reads[w.subject]
 	env := envelope{Value: w.value, Ops: map[string]messages.Context{}}
+	s.stamp(&env, read.env)
 	s.mu.Lock()
 	settled := s.settled[w.subject]
 	s.mu.Unlock()

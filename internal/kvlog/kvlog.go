@@ -105,6 +105,10 @@ type Log struct {
 	smu  sync.Mutex
 	next *syncRound
 
+	// hold, write-locked, keeps the follower from taking in messages
+	// ([Log.Hold]).
+	hold sync.RWMutex
+
 	queue  chan *write
 	closed chan struct{}
 	once   sync.Once
@@ -229,8 +233,19 @@ func (l *Log) Last() uint64 {
 	return l.last
 }
 
+// Hold keeps the Log from taking in the messages other processes write
+// until release is called, as if it lagged behind the log: for tests of
+// what a process that lags does. Its own writes are still taken in.
+func (l *Log) Hold() (release func()) {
+	l.hold.Lock()
+	var once sync.Once
+	return func() { once.Do(l.hold.Unlock) }
+}
+
 // apply takes in a message of the log, delivered in order.
 func (l *Log) apply(m jetstream.Msg) {
+	l.hold.RLock()
+	defer l.hold.RUnlock()
 	meta, err := m.Metadata()
 	if err != nil {
 		l.log.Error("log message without metadata", "subject", l.subject, "err", err)
@@ -289,6 +304,23 @@ func (l *Log) advance(seq uint64) {
 	l.last, l.empty = seq, false
 	close(l.moved)
 	l.moved = make(chan struct{})
+}
+
+// ReadTo returns once the message at seq, or a later one, has been read;
+// or, should the server no longer hold it (expired), once what it holds
+// has been read. It returns an error when that cannot be done before ctx
+// ends. seq is a sequence a Log read: one another process names.
+func (l *Log) ReadTo(ctx context.Context, seq uint64) error {
+	if l.Last() >= seq {
+		return nil
+	}
+	wait, cancel := context.WithTimeout(ctx, time.Second)
+	err := l.reach(wait, seq)
+	cancel()
+	if err == nil || ctx.Err() != nil || errors.Is(err, ErrClosed) {
+		return err
+	}
+	return l.Sync(ctx)
 }
 
 // Sync returns once every message stored in the log before it was called
