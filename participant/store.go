@@ -59,7 +59,10 @@ type Result = messages.Result
 // log and follows it. A record is written expecting the revision it was
 // read at, as a value is; the copy checks it against the log it has read,
 // and the server takes the message only if the log has not moved since.
-// Reading a branch first reads the log to the end the server has.
+// A command reads its branch from the log as far as this copy has read
+// it: a record missed is caught when the command's own record fails. Before
+// it writes a value, it reads the log up to the sequence the value's
+// envelope names ([envelope].Records), [Store.branchAfter].
 //
 // A state value is stored in an envelope that also lists the branches whose
 // write to it is not yet acknowledged in their barrier record. An action
