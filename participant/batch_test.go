@@ -232,18 +232,27 @@ func connectEmbedded(t testing.TB) *nats.Conn {
 	return nc
 }
 
+// spendTwice runs two spends alone on s: the second's write drops the
+// first from the budget's envelope. It returns the first, and the
+// budget's envelope.
+func spendTwice(t *testing.T, s *Store) (*batchItem, envelope) {
+	t.Helper()
+	items := tillItems()
+	first, second := items[1], items[2]
+	alone(t, s, []*batchItem{first, second})
+	env, _, err := s.readEnvelope(context.Background(), messages.DataSubject(till, "budget"))
+	require.NoError(t, err)
+	require.NotContains(t, env.Ops, first.op)
+	return first, env
+}
+
 // TestSpendNeverAppliedTwice: a spend recorded, and dropped from the
 // budget's envelope by a later write, is delivered again: alone, and in a
 // batch. Neither applies it again.
 func TestSpendNeverAppliedTwice(t *testing.T) {
 	s := openTill(t)
 	ctx := context.Background()
-	items := tillItems()
-	first, second := items[1], items[2]
-	alone(t, s, []*batchItem{first, second}) // the second's write drops the first from the envelope
-	env, _, err := s.readEnvelope(ctx, messages.DataSubject(till, "budget"))
-	require.NoError(t, err)
-	require.NotContains(t, env.Ops, first.op)
+	first, _ := spendTwice(t, s)
 
 	_, verdict, err := s.Do(ctx, first.cmd, first.h)
 	require.NoError(t, err)
@@ -299,12 +308,7 @@ func TestLaggingCopyWaitsForTheRecordsItsValueNames(t *testing.T) {
 	release := b.log.Hold()
 	defer release()
 
-	items := tillItems()
-	first, second := items[1], items[2]
-	alone(t, a, []*batchItem{first, second}) // the second's write drops the first from the envelope
-	env, _, err := a.readEnvelope(ctx, messages.DataSubject(till, "budget"))
-	require.NoError(t, err)
-	require.NotContains(t, env.Ops, first.op)
+	first, env := spendTwice(t, a)
 	require.Greater(t, env.Records, b.log.Last(), "the envelope names records b has not read")
 
 	held, cancel := context.WithTimeout(ctx, 3*time.Second)
