@@ -266,8 +266,19 @@ func waitStream(ctx context.Context, js jetstream.JetStream, name string) (jetst
 // Role is the role whose state this store holds.
 func (s *Store) Role() string { return s.role }
 
-// Conflicts counts the optimistic retries this store has made.
-func (s *Store) Conflicts() int64 { return s.conflicts.Load() }
+// Conflicts counts the optimistic retries this store has made: commands
+// run again, and messages of records the server refused because another
+// copy had written to the role's record log first.
+func (s *Store) Conflicts() int64 {
+	s.logMu.Lock()
+	l := s.log
+	s.logMu.Unlock()
+	n := s.conflicts.Load()
+	if l != nil {
+		n += l.Conflicts()
+	}
+	return n
+}
 
 // Branch returns the barrier record of step of saga, with its revision
 // in the role's record log (0 when absent), read after every record the

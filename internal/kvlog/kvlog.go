@@ -23,7 +23,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -108,6 +111,8 @@ type Log struct {
 	// hold, write-locked, keeps the follower from taking in messages
 	// ([Log.Hold]).
 	hold sync.RWMutex
+
+	conflicts atomic.Int64
 
 	queue  chan *write
 	closed chan struct{}
@@ -591,8 +596,9 @@ func (l *Log) commit(group []*write) {
 			rev, err = seen, nil // stored: the follower read it
 		case jserr.Conflict(err):
 			// Another process wrote first (or what this one read last has
-			// expired): read to the log's end, and check again.
-			if err := l.syncWithin(10 * time.Second); err != nil {
+			// expired): read on, and check again.
+			l.conflicts.Add(1)
+			if err := l.readOn(expect, err); err != nil {
 				l.finishAll(group, 0, err)
 				return
 			}
@@ -615,6 +621,27 @@ func (l *Log) commit(group []*write) {
 		return
 	}
 }
+
+// readOn reads the log past expect after a write expecting it was refused
+// with err: up to the last sequence the server named in err, or, when it
+// named none past expect (what this Log read last has expired), to the
+// end the server holds.
+func (l *Log) readOn(expect uint64, err error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		n, perr := strconv.ParseUint(strings.TrimPrefix(apiErr.Description, "wrong last sequence: "), 10, 64)
+		if perr == nil && n > expect {
+			return l.ReadTo(ctx, n)
+		}
+	}
+	return l.Sync(ctx)
+}
+
+// Conflicts counts the messages this Log published that the server
+// refused because another process had written to the log first.
+func (l *Log) Conflicts() int64 { return l.conflicts.Load() }
 
 // syncWithin is [Log.Sync], given d.
 func (l *Log) syncWithin(d time.Duration) error {

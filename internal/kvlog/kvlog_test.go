@@ -110,7 +110,7 @@ func TestTwoProcesses(t *testing.T) {
 	rev, err := put(t, a, "k", `"from a"`, 0)
 	require.NoError(t, err)
 	_, err = put(t, b, "k", `"from b"`, 0)
-	require.ErrorIs(t, err, kvlog.ErrConflict, "b learns of a's write when the server refuses its message")
+	require.ErrorIs(t, err, kvlog.ErrConflict, "b learns of a's write")
 	catchUp(t, b)
 	v, got := b.Get("k")
 	require.Equal(t, `"from a"`, string(v))
@@ -273,4 +273,31 @@ func TestForgetsExpiredValues(t *testing.T) {
 	require.Zero(t, rev)
 	v, _ = l.Get("new")
 	require.Equal(t, `2`, string(v))
+}
+
+// A process behind the log publishes expecting the sequence it read last:
+// the server refuses the message, the process reads on to the sequence the
+// server named, checks its writes again and publishes them.
+func TestRefusedMessageReadsOn(t *testing.T) {
+	url := server(t)
+	a, b := open(t, url), open(t, url)
+	release := b.Hold()
+	defer release()
+	rev, err := put(t, a, "x", `1`, 0)
+	require.NoError(t, err)
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := put(t, b, "y", `2`, 0)
+		done <- err
+	}()
+	require.Eventually(t, func() bool { return b.Conflicts() == 1 }, 10*time.Second, 5*time.Millisecond,
+		"b's message, expecting the log empty, was not refused")
+	release()
+	require.NoError(t, <-done, "y was not written since b read the log")
+	v, got := b.Get("x")
+	require.Equal(t, `1`, string(v))
+	require.Equal(t, rev, got)
+	require.Equal(t, int64(1), b.Conflicts())
+	require.Equal(t, uint64(2), messages(t, url))
 }
