@@ -31,6 +31,13 @@ type MessageObserver interface {
 	Sent(commands int)
 }
 
+// RecordObserver, when an [Observer] implements it too, is told of each
+// message of a role's record log the coordinator reads: how many records
+// it holds (records.go).
+type RecordObserver interface {
+	RecordsRead(role string, records int)
+}
+
 // applyAnswer applies r to the engine as ApplyReply does, and tells the
 // observer, if any, which command it settled, and ends its span.
 func (c *Coordinator) applyAnswer(r messages.Reply, now time.Time, out *saga.Outbox) error {

@@ -106,6 +106,9 @@ func (c *Coordinator) recordInput(m jetstream.Msg) input {
 			_ = m.Term()
 			return nil
 		}
+		if o, ok := c.opts.Observer.(RecordObserver); ok {
+			o.RecordsRead(role, len(es))
+		}
 		early := false
 		for _, e := range es {
 			if errors.Is(c.applyRecordEntry(role, e, now, out), saga.ErrEarly) {

@@ -186,6 +186,23 @@ func TestMetricsMatchTheReport(t *testing.T) {
 	require.Equal(t, sum(fams, "natsaga_commands_sent_total", nil), h.GetSampleSum())
 	require.Less(t, float64(h.GetSampleCount()), h.GetSampleSum())
 
+	// The agents' records came in messages of many: every role's log was
+	// read, in fewer messages than records.
+	records := fams["natsaga_record_message_records"]
+	require.NotNil(t, records)
+	roles := map[string]bool{}
+	var msgs uint64
+	var recs float64
+	for _, m := range records.Metric {
+		for _, l := range m.GetLabel() {
+			roles[l.GetValue()] = true
+		}
+		msgs += m.GetHistogram().GetSampleCount()
+		recs += m.GetHistogram().GetSampleSum()
+	}
+	require.Equal(t, map[string]bool{flood.Household: true, flood.Government: true, flood.Insurer: true, flood.Contractor: true}, roles)
+	require.Less(t, float64(msgs), recs)
+
 	// Every settled step was timed, in ticks and in seconds.
 	settled := sum(fams, "natsaga_steps_total", nil)
 	require.Positive(t, settled)

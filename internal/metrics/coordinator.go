@@ -28,6 +28,7 @@ type Coordinator struct {
 	inFlight          *prometheus.GaugeVec
 	tick              prometheus.Gauge
 	batchSize         prometheus.Histogram
+	recordSize        *prometheus.HistogramVec
 }
 
 // NewCoordinator registers the coordinator's metrics with reg and returns
@@ -68,8 +69,12 @@ func NewCoordinator(reg prometheus.Registerer) (*Coordinator, error) {
 			Name: "natsaga_command_message_commands", Help: "Commands per command message published: 1 for a command sent alone, more for a batch.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
 		}),
+		recordSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "natsaga_record_message_records", Help: "Barrier records per message of a role's record log read, by role.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+		}, []string{"role"}),
 	}
-	for _, c := range []prometheus.Collector{m.started, m.finished, m.commands, m.retries, m.steps, m.ticks, m.seconds, m.inFlight, m.tick, m.batchSize} {
+	for _, c := range []prometheus.Collector{m.started, m.finished, m.commands, m.retries, m.steps, m.ticks, m.seconds, m.inFlight, m.tick, m.batchSize, m.recordSize} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("coordinator metrics: %w", err)
 		}
@@ -79,6 +84,11 @@ func NewCoordinator(reg prometheus.Registerer) (*Coordinator, error) {
 
 // Sent observes the commands of one command message.
 func (m *Coordinator) Sent(commands int) { m.batchSize.Observe(float64(commands)) }
+
+// RecordsRead observes the records of one message of role's record log.
+func (m *Coordinator) RecordsRead(role string, records int) {
+	m.recordSize.WithLabelValues(role).Observe(float64(records))
+}
 
 // Committed counts a stored batch's commands and events, and sets the
 // gauges from sum.

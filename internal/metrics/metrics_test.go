@@ -37,6 +37,9 @@ func TestCoordinatorCounts(t *testing.T) {
 	// The first two in one batch, the compensation alone.
 	m.Sent(2)
 	m.Sent(1)
+	m.RecordsRead("household", 30)
+	m.RecordsRead("household", 1)
+	m.RecordsRead("government", 4)
 	m.Answered(cmds[1], messages.OK, 2, 30*time.Millisecond)
 	m.Answered(cmds[2], messages.OK, 0, -1)
 
@@ -86,8 +89,10 @@ natsaga_steps_total{action="execute",outcome="ok",saga="subsidy",step="a"} 1
 			}
 		}
 	}
-	require.Equal(t, map[string]uint64{"natsaga_step_latency_ticks": 2, "natsaga_step_latency_seconds": 1, "natsaga_command_message_commands": 2}, counts)
+	require.Equal(t, map[string]uint64{"natsaga_step_latency_ticks": 2, "natsaga_step_latency_seconds": 1, "natsaga_command_message_commands": 2,
+		"natsaga_record_message_records": 3}, counts)
 	require.Equal(t, 3.0, sums["natsaga_command_message_commands"], "the commands of the two messages")
+	require.Equal(t, 35.0, sums["natsaga_record_message_records"], "the records of the three messages")
 }
 
 // TestLedgerLeftOutWhenUnread: a ledger read that fails leaves the gauge
