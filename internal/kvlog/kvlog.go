@@ -114,7 +114,7 @@ type Log struct {
 
 	conflicts atomic.Int64
 
-	queue  chan *write
+	queue  chan []*write
 	closed chan struct{}
 	once   sync.Once
 	wg     sync.WaitGroup
@@ -193,7 +193,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 	}
 	l := &Log{js: js, stream: st, subject: opts.Subject, max: opts.MaxEntries, bytes: opts.MaxBytes,
 		log: opts.Logger, pruneEvery: opts.PruneEvery, pruned: time.Now(), items: map[string]item{}, moved: make(chan struct{}), mine: map[string]*flight{},
-		queue: make(chan *write, opts.MaxEntries), closed: make(chan struct{})}
+		queue: make(chan []*write, opts.MaxEntries), closed: make(chan struct{})}
 	cons, err := js.OrderedConsumer(ctx, opts.Stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{opts.Subject}, DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
@@ -433,20 +433,38 @@ func (l *Log) reach(ctx context.Context, seq uint64) error {
 // stored before ctx ended or the log was closed: it may then have been
 // stored all the same.
 func (l *Log) Put(ctx context.Context, e Entry) (uint64, error) {
-	w, err := l.enqueue(ctx, e)
+	w, err := l.prepare(e)
 	if err != nil {
+		return 0, err
+	}
+	if err := l.send(ctx, []*write{w}); err != nil {
 		return 0, err
 	}
 	return w.wait(ctx)
 }
 
-// PutAll writes each of es as [Log.Put] does, committed together when
-// they fit in one message, and returns the revision or the error of each.
+// PutAll writes each of es as [Log.Put] does, in one message when they
+// fit in what is left of the one being gathered, and returns the revision
+// or the error of each.
 func (l *Log) PutAll(ctx context.Context, es []Entry) ([]uint64, []error) {
 	revs, errs := make([]uint64, len(es)), make([]error, len(es))
 	ws := make([]*write, len(es))
+	var unit []*write
 	for i, e := range es {
-		ws[i], errs[i] = l.enqueue(ctx, e)
+		if ws[i], errs[i] = l.prepare(e); errs[i] == nil {
+			unit = append(unit, ws[i])
+		}
+	}
+	if len(unit) == 0 {
+		return revs, errs
+	}
+	if err := l.send(ctx, unit); err != nil {
+		for i, w := range ws {
+			if w != nil {
+				errs[i] = err
+			}
+		}
+		return revs, errs
 	}
 	for i, w := range ws {
 		if w != nil {
@@ -456,27 +474,33 @@ func (l *Log) PutAll(ctx context.Context, es []Entry) ([]uint64, []error) {
 	return revs, errs
 }
 
-func (l *Log) enqueue(ctx context.Context, e Entry) (*write, error) {
+// prepare checks e and returns it as a write to send.
+func (l *Log) prepare(e Entry) (*write, error) {
 	if e.Key == "" || len(e.Key) > MaxKey {
 		return nil, fmt.Errorf("log %s: key of %d bytes (1 to %d)", l.subject, len(e.Key), MaxKey)
 	}
 	if !json.Valid(e.Value) || string(e.Value) == "null" {
 		return nil, fmt.Errorf("log %s: key %s: the value is not a JSON value", l.subject, e.Key)
 	}
-	if l.isClosed() {
-		return nil, ErrClosed
-	}
 	w := &write{Entry: e, size: len(e.Key) + len(e.Value) + 24, done: make(chan struct{}), closed: l.closed}
 	if w.size > l.bytes-64 {
 		return nil, fmt.Errorf("log %s: key %s: a write of %d bytes, over the %d of a message", l.subject, e.Key, w.size, l.bytes)
 	}
+	return w, nil
+}
+
+// send hands ws to the committer, to be committed together.
+func (l *Log) send(ctx context.Context, ws []*write) error {
+	if l.isClosed() {
+		return ErrClosed
+	}
 	select {
-	case l.queue <- w:
-		return w, nil
+	case l.queue <- ws:
+		return nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("log %s: %w", l.subject, ctx.Err())
+		return fmt.Errorf("log %s: %w", l.subject, ctx.Err())
 	case <-l.closed:
-		return nil, ErrClosed
+		return ErrClosed
 	}
 }
 
@@ -501,44 +525,56 @@ func (w *write) finish(rev uint64, err error) {
 	close(w.done)
 }
 
-// commits commits the queued writes in groups until the Log is closed.
+// commits commits the queued writes in groups until the Log is closed:
+// what is queued when a group starts, up to MaxEntries writes and
+// MaxBytes, the writes sent together kept together while they fit.
 func (l *Log) commits() {
 	defer l.wg.Done()
 	var group []*write
-	for {
-		group = group[:0]
-		select {
-		case w := <-l.queue:
+	size := 0
+	flush := func() {
+		if len(group) > 0 {
+			l.commit(group)
+			group, size = group[:0], 0
+		}
+	}
+	add := func(ws []*write) {
+		for _, w := range ws {
+			if len(group) == l.max || size+w.size > l.bytes-64 {
+				flush()
+			}
 			group = append(group, w)
+			size += w.size
+		}
+	}
+	for {
+		select {
+		case ws := <-l.queue:
+			add(ws)
 		case <-l.closed:
 			l.failQueued()
 			return
 		}
-		size := group[0].size
 	more:
 		for len(group) < l.max {
 			select {
-			case w := <-l.queue:
-				if size+w.size > l.bytes-64 {
-					l.commit(group)
-					group, size = append(group[:0], w), 0
-				} else {
-					group = append(group, w)
-				}
-				size += w.size
+			case ws := <-l.queue:
+				add(ws)
 			default:
 				break more
 			}
 		}
-		l.commit(group)
+		flush()
 	}
 }
 
 func (l *Log) failQueued() {
 	for {
 		select {
-		case w := <-l.queue:
-			w.finish(0, ErrClosed)
+		case ws := <-l.queue:
+			for _, w := range ws {
+				w.finish(0, ErrClosed)
+			}
 		default:
 			return
 		}
