@@ -428,6 +428,15 @@ type AgentStats struct {
 	// batch size. Both are 0 for a role that is not serial.
 	Batches int64 `json:"batches,omitempty"`
 	Batched int64 `json:"batched,omitempty"`
+	// RecordMessages counts the messages this process wrote to its role's
+	// record log, and Records the barrier records they held:
+	// Records/RecordMessages is the mean group commit.
+	RecordMessages int64 `json:"record_messages,omitempty"`
+	Records        int64 `json:"records,omitempty"`
+	// Conflicts counts its store's optimistic retries: commands run again
+	// because another copy wrote first, and messages of records the server
+	// refused because another copy had written to the log first.
+	Conflicts int64 `json:"conflicts,omitempty"`
 }
 
 // Error codes carried by [WireError].

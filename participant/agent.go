@@ -247,12 +247,17 @@ func (a *Agent) Store() *Store { return a.store }
 
 // Stats returns the agent's counters.
 func (a *Agent) Stats() messages.AgentStats {
-	return messages.AgentStats{
+	st := messages.AgentStats{
 		V: messages.Version, Role: a.opts.Role, Agent: a.opts.Name, PID: os.Getpid(),
 		Handled: a.handled.Load(), Messages: a.messages.Load(), Executed: a.executed.Load(), Compensated: a.compensated.Load(),
 		Duplicates: a.duplicates.Load(), Refused: a.refused.Load(), Redelivered: a.redelivered.Load(),
 		Rejected: a.rejected.Load(), Batches: a.batches.Load(), Batched: a.batched.Load(),
 	}
+	if s := a.opened.Load(); s != nil {
+		st.RecordMessages, st.Records = s.Written()
+		st.Conflicts = s.Conflicts()
+	}
+	return st
 }
 
 // Subjects are the command subjects the agent consumes.

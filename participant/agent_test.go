@@ -160,6 +160,8 @@ func TestTwoAgentCopiesShareWorkAndApplyEachCommandOnce(t *testing.T) {
 			total.Handled += st.Handled
 			total.Executed += st.Executed
 			total.Compensated += st.Compensated
+			total.Records += st.Records
+			total.RecordMessages += st.RecordMessages
 		}
 		return total.Handled == int64(2*sagas+2*nDirty)
 	}, 10*time.Second, 5*time.Millisecond, "the copies' counters never added up to every command")
@@ -174,6 +176,9 @@ func TestTwoAgentCopiesShareWorkAndApplyEachCommandOnce(t *testing.T) {
 	require.Equal(t, int64(2*sagas+2*nDirty), total.Handled)
 	require.Equal(t, int64(2*sagas), total.Executed)
 	require.Equal(t, int64(2*nDirty), total.Compensated)
+	require.Equal(t, total.Handled, total.Records, "every command answered by its record")
+	require.Positive(t, total.RecordMessages)
+	require.LessOrEqual(t, total.RecordMessages, total.Records)
 
 	store := copies[0].Store()
 	ctx := context.Background()

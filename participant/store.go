@@ -266,6 +266,18 @@ func waitStream(ctx context.Context, js jetstream.JetStream, name string) (jetst
 // Role is the role whose state this store holds.
 func (s *Store) Role() string { return s.role }
 
+// Written returns how many messages of the role's record log this store
+// wrote, and the records they held.
+func (s *Store) Written() (messages, records int64) {
+	s.logMu.Lock()
+	l := s.log
+	s.logMu.Unlock()
+	if l == nil {
+		return 0, 0
+	}
+	return l.Written()
+}
+
 // Conflicts counts the optimistic retries this store has made: commands
 // run again, and messages of records the server refused because another
 // copy had written to the role's record log first.

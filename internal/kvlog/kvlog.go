@@ -113,6 +113,9 @@ type Log struct {
 	hold sync.RWMutex
 
 	conflicts atomic.Int64
+	// written and entries count the messages this Log stored, and the
+	// writes they held.
+	written, entries atomic.Int64
 
 	queue  chan []*write
 	closed chan struct{}
@@ -647,6 +650,8 @@ func (l *Log) commit(group []*write) {
 			}
 			continue
 		}
+		l.written.Add(1)
+		l.entries.Add(int64(len(group)))
 		l.mu.Lock()
 		if rev > l.last { // else the follower has applied it
 			l.store(group, rev)
@@ -674,6 +679,10 @@ func (l *Log) readOn(expect uint64, err error) error {
 	}
 	return l.Sync(ctx)
 }
+
+// Written returns how many messages this Log stored, and the writes they
+// held.
+func (l *Log) Written() (messages, writes int64) { return l.written.Load(), l.entries.Load() }
 
 // Conflicts counts the messages this Log published that the server
 // refused because another process had written to the log first.

@@ -42,6 +42,9 @@ func RegisterAgent(reg prometheus.Registerer, stats func() messages.AgentStats) 
 		d("rejected", "Malformed commands dropped.", func(s *messages.AgentStats) int64 { return s.Rejected }),
 		d("batches", "Batches of commands a serial role's copy committed together.", func(s *messages.AgentStats) int64 { return s.Batches }),
 		d("batched_commands", "Commands run in those batches.", func(s *messages.AgentStats) int64 { return s.Batched }),
+		d("record_messages", "Messages this agent wrote to its role's record log.", func(s *messages.AgentStats) int64 { return s.RecordMessages }),
+		d("records", "Barrier records in those messages.", func(s *messages.AgentStats) int64 { return s.Records }),
+		d("conflicts", "Optimistic retries of this agent's store: commands run again, and messages of records refused, because another copy wrote first.", func(s *messages.AgentStats) int64 { return s.Conflicts }),
 	}}
 	if err := reg.Register(c); err != nil {
 		return fmt.Errorf("agent metrics: %w", err)

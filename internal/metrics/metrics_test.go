@@ -119,7 +119,7 @@ natsaga_ledger_balance_cents{role="government"} 12345
 // TestAgentCounters reads an agent's statistics at each scrape.
 func TestAgentCounters(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	s := messages.AgentStats{Role: "insurer", Agent: "insurer-1", Handled: 5, Executed: 4, Compensated: 1, Duplicates: 2, Refused: 3, Redelivered: 6, Rejected: 7, Batches: 2, Batched: 11, Messages: 4}
+	s := messages.AgentStats{Role: "insurer", Agent: "insurer-1", Handled: 5, Executed: 4, Compensated: 1, Duplicates: 2, Refused: 3, Redelivered: 6, Rejected: 7, Batches: 2, Batched: 11, Messages: 4, RecordMessages: 3, Records: 8, Conflicts: 1}
 	require.NoError(t, metrics.RegisterAgent(reg, func() messages.AgentStats { return s }))
 	s.Handled = 9 // read at the scrape, not at registration
 	want := `
@@ -144,9 +144,19 @@ natsaga_agent_batches_total{agent="insurer-1",role="insurer"} 2
 # HELP natsaga_agent_batched_commands_total Commands run in those batches.
 # TYPE natsaga_agent_batched_commands_total counter
 natsaga_agent_batched_commands_total{agent="insurer-1",role="insurer"} 11
+# HELP natsaga_agent_record_messages_total Messages this agent wrote to its role's record log.
+# TYPE natsaga_agent_record_messages_total counter
+natsaga_agent_record_messages_total{agent="insurer-1",role="insurer"} 3
+# HELP natsaga_agent_records_total Barrier records in those messages.
+# TYPE natsaga_agent_records_total counter
+natsaga_agent_records_total{agent="insurer-1",role="insurer"} 8
+# HELP natsaga_agent_conflicts_total Optimistic retries of this agent's store: commands run again, and messages of records refused, because another copy wrote first.
+# TYPE natsaga_agent_conflicts_total counter
+natsaga_agent_conflicts_total{agent="insurer-1",role="insurer"} 1
 `
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"natsaga_agent_commands_handled_total", "natsaga_agent_command_messages_total", "natsaga_agent_duplicates_absorbed_total", "natsaga_agent_refusals_total", "natsaga_agent_redeliveries_total",
-		"natsaga_agent_batches_total", "natsaga_agent_batched_commands_total"))
-	require.Equal(t, 10, testutil.CollectAndCount(reg))
+		"natsaga_agent_batches_total", "natsaga_agent_batched_commands_total",
+		"natsaga_agent_record_messages_total", "natsaga_agent_records_total", "natsaga_agent_conflicts_total"))
+	require.Equal(t, 13, testutil.CollectAndCount(reg))
 }
