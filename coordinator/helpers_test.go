@@ -150,6 +150,18 @@ func (s *logSink) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (s *logSink) WithGroup(string) slog.Handler { return s }
 
+// dump logs every record at level or above, for a failure's diagnosis.
+func (s *logSink) dump(t *testing.T, level slog.Level) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range *s.recs {
+		if r.Level >= level {
+			t.Logf("%s %s %v", r.Level, r.Msg, r.Attrs)
+		}
+	}
+}
+
 // count returns how many records at level or above have a message starting
 // with msg and, when substr is not empty, an "err" attribute containing it.
 func (s *logSink) count(level slog.Level, msg, substr string) int {

@@ -390,7 +390,18 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 		require.Equal(t, 6, agentLogs[flood.Household].count(slog.LevelError, "dropping malformed command", ""))
 		require.Equal(t, 1, agentLogs[flood.Household].count(slog.LevelError, "dropping command for a step this agent does not serve", ""))
 		require.Equal(t, 2, agentLogs[flood.Government].count(slog.LevelError, "dropping malformed command", ""))
-		require.Equal(t, int64(2), hh.Duplicates, "the household's execute and compensation again")
+		// A command whose store was unavailable for a moment (a slow
+		// server under a loaded test run) is delivered again, and may come
+		// back as a duplicate of what it recorded before the failure.
+		retried := agentLogs[flood.Household].count(slog.LevelWarn, "store unavailable", "")
+		if retried > 0 {
+			t.Logf("household: %d commands delivered again after the store was unavailable", retried)
+		}
+		if hh.Duplicates != 2 {
+			agentLogs[flood.Household].dump(t, slog.LevelInfo)
+		}
+		require.GreaterOrEqual(t, hh.Duplicates, int64(2), "the household's execute and compensation again")
+		require.LessOrEqual(t, hh.Duplicates, int64(2+retried), "the household's execute and compensation again, and no other")
 		require.Equal(t, int64(1), hh.Refused, "the household's execute after its compensation")
 		require.Equal(t, int64(2), gov.Duplicates, "the deduction and the refused evaluation again")
 		require.Zero(t, gov.Refused)
