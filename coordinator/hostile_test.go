@@ -17,6 +17,7 @@ import (
 
 	"github.com/natsaga/natsaga/coordinator"
 	"github.com/natsaga/natsaga/flood"
+	"github.com/natsaga/natsaga/internal/kvlog"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
@@ -420,7 +421,5 @@ func TestTickAnswerFits(t *testing.T) {
 // value, under key.
 func logMessage(t *testing.T, key string, value []byte) []byte {
 	t.Helper()
-	data, err := json.Marshal(map[string]any{"id": "forged", "entries": []map[string]any{{"key": key, "value": json.RawMessage(value)}}})
-	require.NoError(t, err)
-	return data
+	return kvlog.AppendMessage(nil, "forged", []kvlog.Entry{{Key: key, Value: value}})
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/agentcmd"
+	"github.com/natsaga/natsaga/internal/kvlog"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -49,9 +50,7 @@ func TestHouseholdCannotForgeTheInsurer(t *testing.T) {
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	entry, err := json.Marshal(map[string]any{"id": "forged", "entries": []map[string]any{
-		{"key": messages.RecordKey(id, "insurer_evaluates"), "value": json.RawMessage(data)}}})
-	require.NoError(t, err)
+	entry := kvlog.AppendMessage(nil, "forged", []kvlog.Entry{{Key: messages.RecordKey(id, "insurer_evaluates"), Value: data}})
 	_, err = js.Publish(ctx, messages.RecordSubject(flood.Household), entry)
 	require.NoError(t, err, "the household may write its own records")
 	for _, f := range []struct {

@@ -175,6 +175,41 @@ func decode(data []byte) (id string, es []Entry, err error) {
 	return m.ID, es, nil
 }
 
+// AppendMessage appends to dst the message of the log holding es, named
+// id, as a Log publishes it and [Decode] reads it. Each entry's Value must
+// be a JSON value.
+func AppendMessage(dst []byte, id string, es []Entry) []byte {
+	dst = append(dst, `{"id":`...)
+	dst = appendString(dst, id)
+	dst = append(dst, `,"entries":[`...)
+	for i, e := range es {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"key":`...)
+		dst = appendString(dst, e.Key)
+		dst = append(dst, `,"value":`...)
+		dst = append(dst, e.Value...)
+		dst = append(dst, '}')
+	}
+	return append(dst, "]}"...)
+}
+
+// appendString appends s as a JSON string: as it is when it holds nothing
+// to escape (natsaga's keys and ids never do), else as encoding/json
+// writes it.
+func appendString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(dst, q...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
 // Open reads the log of opts to its end and follows it. It returns an
 // error when the stream cannot be read before ctx ends.
 func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, error) {
@@ -194,9 +229,12 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 	if err != nil {
 		return nil, fmt.Errorf("log %s: %w", opts.Subject, err)
 	}
-	l := &Log{js: js, stream: st, subject: opts.Subject, max: opts.MaxEntries, bytes: opts.MaxBytes,
-		log: opts.Logger, pruneEvery: opts.PruneEvery, pruned: time.Now(), items: map[string]item{}, moved: make(chan struct{}), mine: map[string]*flight{},
-		queue: make(chan []*write, opts.MaxEntries), closed: make(chan struct{})}
+	l := &Log{
+		js: js, stream: st, subject: opts.Subject, max: opts.MaxEntries, bytes: opts.MaxBytes, log: opts.Logger,
+		items: map[string]item{}, moved: make(chan struct{}), mine: map[string]*flight{},
+		pruneEvery: opts.PruneEvery, pruned: time.Now(),
+		queue: make(chan []*write, opts.MaxEntries), closed: make(chan struct{}),
+	}
 	cons, err := js.OrderedConsumer(ctx, opts.Stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{opts.Subject}, DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
@@ -713,22 +751,11 @@ func (l *Log) finishAll(group []*write, rev uint64, err error) {
 // publish stores group as message id, expecting the log's last message
 // to be at expect, and returns its sequence.
 func (l *Log) publish(id string, group []*write, expect uint64) (uint64, error) {
-	data := make([]byte, 0, 64+len(group)*64)
-	data = append(data, `{"id":"`...)
-	data = append(data, id...)
-	data = append(data, `","entries":[`...)
+	es := make([]Entry, len(group))
 	for i, w := range group {
-		if i > 0 {
-			data = append(data, ',')
-		}
-		key, _ := json.Marshal(w.Key)
-		data = append(data, `{"key":`...)
-		data = append(data, key...)
-		data = append(data, `,"value":`...)
-		data = append(data, w.Value...)
-		data = append(data, '}')
+		es[i] = w.Entry
 	}
-	data = append(data, "]}"...)
+	data := AppendMessage(make([]byte, 0, 64+len(group)*64), id, es)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ack, err := l.js.PublishMsg(ctx, &nats.Msg{Subject: l.subject, Data: data},

@@ -299,3 +299,18 @@ func TestRefusedMessageReadsOn(t *testing.T) {
 	require.Equal(t, int64(1), b.Conflicts())
 	require.Equal(t, uint64(2), messages(t, url))
 }
+
+// A message appended by AppendMessage decodes to its entries, with keys
+// that need escaping as with those that do not, and its id leads it.
+func TestAppendMessageDecodes(t *testing.T) {
+	es := []kvlog.Entry{
+		{Key: "s-1/apply", Value: json.RawMessage(`{"execute":{"outcome":"ok","seq":1}}`)},
+		{Key: "quote\"back\\slash<tag>&é\n", Value: json.RawMessage(`[1,"two"]`)},
+	}
+	data := kvlog.AppendMessage(nil, "NbU3j88k8WXdZJGjAHIKnY", es)
+	require.True(t, json.Valid(data), "%s", data)
+	require.True(t, strings.HasPrefix(string(data), `{"id":"NbU3j88k8WXdZJGjAHIKnY",`))
+	got, err := kvlog.Decode(data)
+	require.NoError(t, err)
+	require.Equal(t, es, got)
+}
