@@ -144,7 +144,7 @@ func TestStartSpan(t *testing.T) {
 // it again until the bucket takes writes again and a coordinator serves:
 // the clock then stands at the tick, applied once.
 func TestTickNotStoredIsSentAgain(t *testing.T) {
-	c, nc, open := shutBucket(t)
+	c, nc, open := shutStores(t)
 	ctx := t.Context()
 
 	var first messages.TickAck
@@ -214,10 +214,10 @@ func requireSentAgain(t *testing.T, nc *nats.Conn, subject string, attempts int,
 	}
 }
 
-// shutBucket starts a coordinator of idle sagas whose bucket then takes no
-// write (its messages may be one byte at most), and returns a client, the
-// connection, and a function that opens the bucket again.
-func shutBucket(t *testing.T) (*client.Client, *nats.Conn, func()) {
+// shutStores starts a coordinator of idle sagas whose saga log and bucket
+// then take no write (their messages may be one byte at most), and returns
+// a client, the connection, and a function that opens them again.
+func shutStores(t *testing.T) (*client.Client, *nats.Conn, func()) {
 	t.Helper()
 	_, url := testenv.Server(t)
 	testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{idle}})
@@ -226,25 +226,30 @@ func shutBucket(t *testing.T) (*client.Client, *nats.Conn, func()) {
 	require.NoError(t, err)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	bucket, err := js.Stream(t.Context(), "KV_"+messages.SagaBucket)
-	require.NoError(t, err)
-	open := bucket.CachedInfo().Config
-	shut := open
-	shut.MaxMsgSize = 1
-	_, err = js.UpdateStream(t.Context(), shut)
-	require.NoError(t, err)
-	return c, nc, func() {
-		_, err := js.UpdateStream(t.Context(), open)
+	var open []jetstream.StreamConfig
+	for _, name := range []string{messages.SagaLogStream, "KV_" + messages.SagaBucket} {
+		st, err := js.Stream(t.Context(), name)
 		require.NoError(t, err)
+		cfg := st.CachedInfo().Config
+		open = append(open, cfg)
+		cfg.MaxMsgSize = 1
+		_, err = js.UpdateStream(t.Context(), cfg)
+		require.NoError(t, err)
+	}
+	return c, nc, func() {
+		for _, cfg := range open {
+			_, err := js.UpdateStream(t.Context(), cfg)
+			require.NoError(t, err)
+		}
 	}
 }
 
-// TestStartNotStoredIsSentAgain has the coordinator's bucket refuse the
+// TestStartNotStoredIsSentAgain has the coordinator's saga log refuse the
 // saga's write: a start that names its saga is answered busy, as not
-// stored, and Start sends it again until the bucket takes writes again and
+// stored, and Start sends it again until the log takes writes again and
 // a coordinator serves: the saga then exists.
 func TestStartNotStoredIsSentAgain(t *testing.T) {
-	c, nc, open := shutBucket(t)
+	c, nc, open := shutStores(t)
 	ctx := t.Context()
 	var named messages.StartResponse
 	testenv.Request(t, nc, messages.StartSubject("idle"), messages.StartRequest{V: messages.Version, SagaID: "named", Context: messages.Context{}}, &named)
@@ -265,7 +270,7 @@ func TestStartNotStoredIsSentAgain(t *testing.T) {
 // not stored, is answered internal, not busy: sent again, it could start
 // a second saga.
 func TestStartWithoutIDNotStored(t *testing.T) {
-	_, nc, _ := shutBucket(t)
+	_, nc, _ := shutStores(t)
 	var anonymous messages.StartResponse
 	testenv.Request(t, nc, messages.StartSubject("idle"), messages.StartRequest{V: messages.Version, Context: messages.Context{}}, &anonymous)
 	require.NotNil(t, anonymous.Error)

@@ -16,8 +16,9 @@ import (
 )
 
 // Stored returns every saga stored in the saga bucket, read-only: the
-// finished ones the coordinator still keeps, and the active ones as last
-// stored. With ranked, only the sagas a simulation driver ranked. It
+// sagas that ended that the coordinator still keeps (active sagas are in
+// its saga log; coordinators before the log also stored them in the
+// bucket, as they were when last stored). With ranked, only the sagas a simulation driver ranked. It
 // returns the first error of [Client.ScanStored].
 func (c *Client) Stored(ctx context.Context, ranked bool) ([]saga.Execution, error) {
 	var xs []saga.Execution
@@ -36,10 +37,10 @@ func (c *Client) Stored(ctx context.Context, ranked bool) ([]saga.Execution, err
 // accepts (every saga when keep is nil), read-only, one at a time as they
 // are read: a caller that keeps a few of many sagas holds only those. keep
 // sees each id before its value is decoded, so the sagas it refuses cost
-// no decoding. The sequence holds the finished sagas the coordinator still
-// keeps and the active ones as last stored; an executing saga's stored
-// state may be some steps behind the coordinator's, which
-// [Client.Status] returns. It ends after the last value stored when the
+// no decoding. The sequence holds the sagas that ended that the
+// coordinator still keeps; active sagas only as coordinators before the
+// saga log stored them there, maybe steps behind the coordinator's state,
+// which [Client.Status] returns. It ends after the last value stored when the
 // sequence began, or with an error: the bucket cannot be read, ctx ends,
 // or a value is not the saga its key names (an error wrapping
 // [ErrBadStored]). Each range over it reads the bucket anew.

@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/natsaga/natsaga/internal/jserr"
+	"github.com/natsaga/natsaga/internal/kvlog"
 	"github.com/natsaga/natsaga/internal/pull"
 	"github.com/natsaga/natsaga/internal/streams"
 	"github.com/natsaga/natsaga/internal/wirejson"
@@ -134,7 +135,8 @@ type Coordinator struct {
 	opts   Options
 	log    *slog.Logger
 	engine *saga.Engine
-	revs   map[string]uint64 // KV revision of each saga held in memory
+	revs   map[string]uint64 // bucket revision of each saga held in memory that the bucket holds
+	sagas  *sagaLog          // the log of the active sagas (sagalog.go)
 	clock  uint64            // KV revision of the clock entry
 	saved  int64             // tick last stored
 	ready  chan struct{}
@@ -155,6 +157,8 @@ type Coordinator struct {
 	// and the commands that may go out before and only after the stores.
 	changed     map[string]bool
 	early, late []*messages.Command
+	// entries is store's scratch: the saga log's entries of the commit.
+	entries []kvlog.Entry
 	// refused counts the answers refused as not from the step's role.
 	refused atomic.Int64
 	// active is the number of sagas in flight after the last batch, for
@@ -250,7 +254,7 @@ func (c *Coordinator) reset() error {
 		}
 	}
 	c.engine = e
-	c.revs, c.changed = map[string]uint64{}, map[string]bool{}
+	c.revs, c.changed, c.sagas = map[string]uint64{}, map[string]bool{}, newSagaLog()
 	c.traces, c.sentAt = map[string]*sagaTrace{}, map[string]time.Time{}
 	c.clock, c.saved, c.begun = 0, 0, map[string]struct{}{}
 	c.term.Store(&term{in: make(chan input, 4*c.opts.MaxBatch), stopped: make(chan struct{})})
@@ -415,6 +419,8 @@ func (c *Coordinator) setup(ctx context.Context) error {
 			Storage: jetstream.FileStorage, Replicas: r, Duplicates: 2 * time.Minute},
 		{Name: messages.EventStream, Subjects: messages.EventLogSubjects, Storage: jetstream.FileStorage,
 			Replicas: r, MaxAge: 24 * time.Hour, MaxMsgs: 1_000_000, Discard: jetstream.DiscardOld},
+		{Name: messages.SagaLogStream, Subjects: []string{messages.SagaLogSubject}, Storage: jetstream.FileStorage,
+			Replicas: r},
 	}
 	for _, cfg := range cfgs {
 		s, err := streams.Ensure(ctx, c.js, cfg)
@@ -474,7 +480,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		return fmt.Errorf("recover: %w", err)
 	}
 	defer w.Stop()
-	var stored []saga.Execution
+	bucket := map[string]bucketSaga{}
 	var tick, round int64
 	for entry := range w.Updates() {
 		if entry == nil {
@@ -515,12 +521,14 @@ func (c *Coordinator) recover(ctx context.Context) error {
 				c.log.Error("stored saga skipped: its id is not its key's", "saga_id", id, "stored_id", messages.Quote(x.ID))
 				continue
 			}
-			stored = append(stored, x)
-			if !x.Status.Terminal() || x.Status == saga.Failed {
-				c.revs[x.ID] = entry.Revision()
-			}
+			bucket[id] = bucketSaga{x: x, rev: entry.Revision()}
 		}
 	}
+	logged, err := c.readLog(ctx)
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	stored := c.mergeStored(bucket, logged)
 	if _, err := streams.Ensure(ctx, c.js, c.commandStreamConfig()); err != nil {
 		return fmt.Errorf("recover: stream %s: %w", messages.CommandStream, err)
 	}
@@ -533,6 +541,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		if err := c.engine.Restore(x, tick); err != nil {
 			c.log.Error("stored saga skipped", "saga_id", x.ID, "err", err)
 			delete(c.revs, x.ID)
+			c.sagas.drop(x.ID)
 			continue
 		}
 		kept = append(kept, x)
@@ -562,6 +571,11 @@ func (c *Coordinator) recover(ctx context.Context) error {
 	if err := c.publishCommands(ctx, cmds); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	if c.sagas.due() {
+		if err := c.compact(ctx); err != nil {
+			return fmt.Errorf("recover: %w", err)
+		}
+	}
 	c.active.Store(int64(c.engine.Summary().Active))
 	c.log.Info("recovered", "sagas", len(stored), "resent", len(cmds), "tick", tick)
 	return nil
@@ -578,6 +592,7 @@ func (c *Coordinator) loop(ctx context.Context, in <-chan input) error {
 		dones = dones[:0]
 		select {
 		case <-ctx.Done():
+			c.markEnded()
 			return nil
 		case <-c.lost:
 			if ctx.Err() != nil {
@@ -619,8 +634,22 @@ func (c *Coordinator) loop(ctx context.Context, in <-chan input) error {
 			}
 			return err
 		}
+		if c.sagas.due() {
+			if err := c.compact(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+		}
 		c.active.Store(int64(c.engine.Summary().Active))
-		if at, ok := c.engine.NextWake(); ok {
+		at, ok := c.engine.NextWake()
+		if len(c.sagas.ended) > 0 {
+			// The sagas stored ended are marked so in the log by the next
+			// commit; with no input, a wake makes one.
+			at, ok = minTime(at, ok, time.Now().Add(markEndedWithin)), true
+		}
+		if ok {
 			wake.Reset(max(time.Until(at), 0))
 		}
 	}
@@ -674,9 +703,10 @@ func (c *Coordinator) logEvent(ev *messages.Event) {
 	}
 }
 
-// store writes each changed saga once, in parallel, each guarded by its
-// revision, and the clock when it moved. commit has put the ids of changed
-// in c.changed.
+// store writes each changed saga once, and the clock when it moved: the
+// active sagas to the saga log, in as few messages as fit (sagalog.go),
+// each saga that ended to the bucket, guarded by its revision there, all
+// at once. commit has put the ids of changed in c.changed.
 func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) error {
 	type pending struct {
 		x   *saga.Execution
@@ -693,20 +723,23 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 		if err != nil {
 			return fmt.Errorf("store saga %s: %w", p.x.ID, err)
 		}
-		if p.x.Status.Terminal() && p.x.Status != saga.Failed {
-			delete(c.revs, p.x.ID)
-		} else {
+		if p.x.Status == saga.Failed {
 			c.revs[p.x.ID] = ack.Sequence
+		} else {
+			delete(c.revs, p.x.ID)
 		}
+		c.sagas.drop(p.x.ID)
+		c.sagas.ended = append(c.sagas.ended, p.x.ID)
 		return nil
 	}
+	c.entries = c.entries[:0]
 	for i := len(changed) - 1; i >= 0; i-- {
 		x := changed[i]
 		if !c.changed[x.ID] {
 			continue // stored already: a saga may change twice in a batch
 		}
 		c.changed[x.ID] = false
-		if moves && onlyBegan(x, tick, c.engine.TickRound(), c.revs[x.ID] != 0) {
+		if moves && onlyBegan(x, tick, c.engine.TickRound(), c.sagas.logged(x.ID) || c.revs[x.ID] != 0) {
 			c.begun[x.ID] = struct{}{}
 			continue
 		}
@@ -714,6 +747,10 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 		data, err := c.encode(func(dst []byte) ([]byte, error) { return wirejson.AppendExecution(dst, x) })
 		if err != nil {
 			return fmt.Errorf("encode saga %s: %w", x.ID, err)
+		}
+		if !x.Status.Terminal() {
+			c.entries = append(c.entries, kvlog.Entry{Key: x.ID, Value: data})
+			continue
 		}
 		var ttl time.Duration
 		if x.Status.Terminal() && x.Status != saga.Failed && c.opts.Retention > 0 {
@@ -744,6 +781,9 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 			return err
 		}
 		clock = f
+	}
+	if err := c.writeLog(ctx, c.entries); err != nil {
+		return err
 	}
 	for _, p := range ps[settled:] {
 		if err := settle(p); err != nil {

@@ -6,8 +6,11 @@
 // record stream, and start, tick, query and retry requests) are queued to
 // it; it applies a batch of them, then commits the batch in this order:
 //
-//  1. every saga whose change must be stored is written to the KV bucket
-//     [messages.SagaBucket], guarded by its last revision; meanwhile the
+//  1. every saga whose change must be stored is written: an active one to
+//     the saga log [messages.SagaLogStream], with the others the batch
+//     stores, many a message (sagalog.go); one that ended to the KV
+//     bucket [messages.SagaBucket], guarded by its last revision; the
+//     clock to the bucket when it moved; meanwhile the
 //     commands of sagas that only moved on to their next step on an
 //     agent's barrier record, which are not stored, are published
 //     (durability.go says which changes are stored, and why);
@@ -17,7 +20,7 @@
 //
 // A crash at any point loses nothing: an input is acknowledged only after
 // its effects are stored or can be replayed. A restarted coordinator
-// reloads every saga from the bucket, brings each executing saga up to the
+// reloads every saga from the log and the bucket, brings each executing saga up to the
 // step in flight from its agents' barrier records (the steps it advanced
 // without storing them), and only then sends each active saga's
 // outstanding command again; an agent's barrier (package participant)

@@ -5,7 +5,7 @@ package coordinator
 // The engine (package saga) reports every saga it changes in
 // Outbox.Changed, and the safe thing is to store each one before its
 // commands go out: then a restarted coordinator finds every saga as it
-// left it. This file holds the two exceptions, which save a KV write per
+// left it. This file holds the two exceptions, which save a stored state per
 // step and one per scheduled start, and everything that keeps them safe.
 //
 // The first exception. An agent built on package participant records the result
@@ -106,7 +106,7 @@ func onlyAdvanced(reply messages.Reply, changed []*saga.Execution, commands []me
 }
 
 // renumber moves the sequence number of x, a saga of definition d read
-// from the bucket, past the commands its previous coordinator may have
+// from the saga log or the bucket, past the commands its previous coordinator may have
 // sent after storing it: at most one per step, when x is executing, or
 // pending with its start tick come by tick, the clock stored.
 func renumber(x *saga.Execution, d *saga.Definition, tick int64) {

@@ -296,7 +296,7 @@ func TestAdvanceOnAReplyIsStored(t *testing.T) {
 	_, url := testenv.Server(t)
 	nc := testenv.Connect(t, url)
 	commands := listen(t, nc, "saga.>")
-	stores := listen(t, nc, messages.BucketSubject(messages.SagaKeyPrefix+"*"))
+	stores := listenStores(t, nc)
 	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
 	id := testenv.Start(t, nc, "transfer", nil)
 	require.Eventually(t, func() bool { return len(commands.commands(t, id)) == 1 }, 10*time.Second, 5*time.Millisecond)

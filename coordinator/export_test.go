@@ -17,3 +17,12 @@ func LearnWire(ctx context.Context, c *Coordinator) error { return c.learnWire(c
 // BatchLimit is the most commands c puts in one message to role, and
 // whether the role's commands keep their order across its steps.
 func BatchLimit(c *Coordinator, role string) (int, bool) { return c.batchLimit(role) }
+
+// SetCompactFloor sets the bytes the saga log may hold beyond twice the
+// active sagas' before it is compacted, and returns a function that sets
+// it back. Call it before any coordinator runs.
+func SetCompactFloor(n int64) (restore func()) {
+	old := compactFloor
+	compactFloor = n
+	return func() { compactFloor = old }
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/coordinator"
+	"github.com/natsaga/natsaga/internal/kvlog"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
@@ -42,18 +43,77 @@ func listen(t *testing.T, nc *nats.Conn, subject string) *wire {
 	return w
 }
 
-// states lists the statuses of the stored writes of saga id, in order.
-func (w *wire) states(t *testing.T, id string) string {
+// listenStores records the coordinator's writes of sagas: to the saga
+// log, and to the bucket.
+func listenStores(t *testing.T, nc *nats.Conn) *wire {
+	t.Helper()
+	w := listen(t, nc, messages.BucketSubject(messages.SagaKeyPrefix+"*"))
+	sub, err := nc.Subscribe(messages.SagaLogSubject, func(m *nats.Msg) {
+		w.mu.Lock()
+		w.msgs = append(w.msgs, m)
+		w.mu.Unlock()
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, nc.Flush())
+	return w
+}
+
+// stored decodes the stored states of saga id, in order, from the saga
+// log's messages and the bucket's writes a listenStores recorded.
+func (w *wire) stored(t *testing.T, id string) []saga.Execution {
 	t.Helper()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var states []string
+	var xs []saga.Execution
 	for _, m := range w.msgs {
-		if m.Subject != messages.BucketSubject(messages.SagaKey(id)) {
+		switch m.Subject {
+		case messages.BucketSubject(messages.SagaKey(id)):
+			var x saga.Execution
+			require.NoError(t, json.Unmarshal(m.Data, &x))
+			xs = append(xs, x)
+		case messages.SagaLogSubject:
+			es, err := kvlog.Decode(m.Data)
+			require.NoError(t, err)
+			for _, e := range es {
+				if e.Key != id || string(e.Value) == `"ended"` {
+					continue
+				}
+				var x saga.Execution
+				require.NoError(t, json.Unmarshal(e.Value, &x))
+				xs = append(xs, x)
+			}
+		}
+	}
+	return xs
+}
+
+// endedMarks counts the saga log's entries marking saga id ended.
+func (w *wire) endedMarks(t *testing.T, id string) int {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, m := range w.msgs {
+		if m.Subject != messages.SagaLogSubject {
 			continue
 		}
-		var x saga.Execution
-		require.NoError(t, json.Unmarshal(m.Data, &x))
+		es, err := kvlog.Decode(m.Data)
+		require.NoError(t, err)
+		for _, e := range es {
+			if e.Key == id && string(e.Value) == `"ended"` {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// states lists the statuses of the stored writes of saga id, in order.
+func (w *wire) states(t *testing.T, id string) string {
+	t.Helper()
+	var states []string
+	for _, x := range w.stored(t, id) {
 		states = append(states, string(x.Status))
 	}
 	return strings.Join(states, " ")

@@ -66,10 +66,12 @@ func TestIdentifierGrammarOnEveryRequest(t *testing.T) {
 }
 
 // TestRecoverySkipsBadStoredSagas stores, beside a good saga, entries the
-// coordinator cannot take: a key that breaks the grammar, a value that is
-// not a saga, a saga whose id is not its key's, one of an unknown
-// definition, and an unreadable clock. A coordinator started on that
-// bucket skips each with an error logged and recovers the good saga.
+// coordinator cannot take, in the bucket (where coordinators before the
+// saga log stored active sagas) and in the saga log: a key that breaks the
+// grammar, a value that is not a saga, a saga whose id is not its key's,
+// one of an unknown definition, an ended saga in the log, a log message
+// that does not decode, and an unreadable clock. A coordinator started on
+// them skips each with an error logged and recovers the good saga.
 func TestRecoverySkipsBadStoredSagas(t *testing.T) {
 	_, url := testenv.Server(t)
 	nc := testenv.Connect(t, url)
@@ -82,12 +84,16 @@ func TestRecoverySkipsBadStoredSagas(t *testing.T) {
 
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	kv, err := js.KeyValue(context.Background(), messages.SagaBucket)
-	require.NoError(t, err)
-	e, err := kv.Get(context.Background(), messages.SagaKey(good))
-	require.NoError(t, err)
 	var x saga.Execution
-	require.NoError(t, json.Unmarshal(e.Value(), &x))
+	require.NoError(t, kvlog.Scan(t.Context(), js, messages.SagaLogStream, messages.SagaLogSubject, func(_ uint64, es []kvlog.Entry, err error) {
+		require.NoError(t, err)
+		for _, e := range es {
+			if e.Key == good {
+				require.NoError(t, json.Unmarshal(e.Value, &x))
+			}
+		}
+	}))
+	require.Equal(t, good, x.ID, "the good saga is in the log")
 	// Written as raw publishes: the key-value client refuses some of
 	// these keys, a server does not.
 	put := func(key string, v []byte) {
@@ -107,9 +113,27 @@ func TestRecoverySkipsBadStoredSagas(t *testing.T) {
 	put(messages.SagaKey(unknown.ID), mustJSON(t, unknown))
 	put(messages.ClockKey, []byte("tomorrow"))
 
+	ended := x
+	ended.ID, ended.Status = "ended-in-log", saga.Completed
+	unknownInLog := unknown
+	unknownInLog.ID = "unknown-def-in-log"
+	logged := kvlog.AppendMessage(nil, "", []kvlog.Entry{
+		{Key: "a=b", Value: mustJSON(t, x)},
+		{Key: "not-a-saga", Value: json.RawMessage(`[1]`)},
+		{Key: "not-its-key-in-log", Value: mustJSON(t, x)},
+		{Key: ended.ID, Value: mustJSON(t, ended)},
+		{Key: unknownInLog.ID, Value: mustJSON(t, unknownInLog)},
+	})
+	for _, data := range [][]byte{logged, []byte("{")} {
+		_, err := js.Publish(context.Background(), messages.SagaLogSubject, data)
+		require.NoError(t, err)
+	}
+
 	second := newLogSink()
 	runCoordinator(t, url, flood.Definitions(), slog.New(second))
-	require.Equal(t, 5, second.count(slog.LevelError, "stored saga skipped", ""), "one error per bad saga")
+	require.Equal(t, 6, second.count(slog.LevelError, "stored saga skipped", ""), "one error per bad saga the engine refuses")
+	require.Equal(t, 4, second.count(slog.LevelError, "saga log: a stored saga skipped", ""), "one error per bad entry of the log")
+	require.Equal(t, 1, second.count(slog.LevelError, "saga log: a malformed message skipped", ""))
 	require.Equal(t, 1, second.count(slog.LevelError, "stored clock unreadable", ""))
 	require.Equal(t, saga.InProgress, testenv.Status(t, nc, good).Status)
 	s := testenv.Summary(t, nc)

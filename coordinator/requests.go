@@ -18,6 +18,11 @@ import (
 func wireError(err error) *messages.WireError {
 	code := messages.CodeInternal
 	switch {
+	case errors.Is(err, messages.ErrBusy):
+		// First: a store refused because another writer was first wraps
+		// JetStream's wrong-last-sequence error, which is also
+		// jetstream.ErrKeyExists, and is busy all the same.
+		code = messages.CodeBusy
 	case errors.Is(err, messages.ErrBadRequest), errors.Is(err, messages.ErrVersion), errors.Is(err, messages.ErrTooLarge),
 		errors.Is(err, saga.ErrInvalidDefinition):
 		code = messages.CodeBadRequest
@@ -26,8 +31,6 @@ func wireError(err error) *messages.WireError {
 	case errors.Is(err, saga.ErrNotFailed), errors.Is(err, saga.ErrTerminal), errors.Is(err, saga.ErrDuplicateDefinition),
 		errors.Is(err, jetstream.ErrKeyExists):
 		code = messages.CodeConflict
-	case errors.Is(err, messages.ErrBusy):
-		code = messages.CodeBusy
 	case errors.Is(err, errTooLargeToAnswer):
 		code = messages.CodeTooLarge
 	}

@@ -71,7 +71,7 @@ func newBankRig(t *testing.T) *bankRig {
 	t.Helper()
 	_, url := testenv.Server(t)
 	r := &bankRig{url: url, nc: testenv.Connect(t, url), crediting: make(chan string, 8), credit: make(chan struct{})}
-	r.stores = listen(t, r.nc, messages.BucketSubject(messages.SagaKeyPrefix+"*"))
+	r.stores = listenStores(t, r.nc)
 	bank(t, url, r.crediting, r.credit)
 	// Cleanups run last first: the credits return before their agent stops.
 	t.Cleanup(r.letCredit)
@@ -178,10 +178,6 @@ func TestBegunSagaStoredWhenTheClockMovesOn(t *testing.T) {
 	testenv.Tick(t, nc, 2)
 	require.Eventually(t, func() bool { return stores.states(t, "a") == "pending in_progress" }, 10*time.Second, 5*time.Millisecond,
 		"stored at tick 2: %s", stores.states(t, "a"))
-	stores.mu.Lock()
-	last := stores.msgs[len(stores.msgs)-1]
-	stores.mu.Unlock()
-	var x saga.Execution
-	require.NoError(t, json.Unmarshal(last.Data, &x))
-	require.Equal(t, []string{"debit"}, x.Completed, "as it is now: at its credit")
+	xs := stores.stored(t, "a")
+	require.Equal(t, []string{"debit"}, xs[len(xs)-1].Completed, "as it is now: at its credit")
 }

@@ -91,7 +91,7 @@ func newTripEnv(t *testing.T) *tripEnv {
 		nc:       nc,
 		commands: listen(t, nc, "saga.>"),
 		events:   listen(t, nc, "natsaga.event.>"),
-		stores:   listen(t, nc, messages.BucketSubject(messages.SagaKeyPrefix+"*")),
+		stores:   listenStores(t, nc),
 		agents:   map[string]*participant.Agent{},
 		muted:    make(chan string, 8),
 	}

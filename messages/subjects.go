@@ -23,6 +23,7 @@ import (
 //	natsaga.eventlog.<saga>.<status>        the same, in batches   (stream NATSAGA_EVENTS)
 //	natsaga.agents.stats                    agent statistics       (micro endpoint "stats" of every agent)
 //	$SRV.PING|INFO|STATS[.<service>[.<id>]] NATS micro discovery   (services natsaga-coordinator, natsaga-agent)
+//	natsaga.sagas                           active sagas' states   (stream NATSAGA_SAGAS, many a message; the coordinator's alone)
 //	natsaga.records.<role>                  participant barrier    (stream NATSAGA_RECORDS_<ROLE>, many records a message; the coordinator reads it)
 //	natsaga.state.<role>.branch.<id>.<step> participant barrier of agents before the log (stream NATSAGA_STATE_<ROLE>; read, never written)
 //	natsaga.state.<role>.data.<key>         participant state      (stream NATSAGA_STATE_<ROLE>)
@@ -40,9 +41,14 @@ const (
 	// ReplyConsumer is the durable consumer through which the coordinator
 	// reads ReplyStream.
 	ReplyConsumer = "coordinator"
-	// SagaBucket is the key-value bucket holding one entry per saga: the
-	// coordinator's durable state.
+	// SagaBucket is the key-value bucket holding the sagas that ended,
+	// one entry a saga, the definitions, the clock and the lease.
 	SagaBucket = "natsaga_sagas"
+	// SagaLogStream holds the coordinator's log of the active sagas'
+	// states, many a message, on [SagaLogSubject].
+	SagaLogStream = "NATSAGA_SAGAS"
+	// SagaLogSubject is the one subject of [SagaLogStream].
+	SagaLogSubject = "natsaga.sagas"
 	// EventStream keeps saga status events for late readers, as
 	// [EventBatch] messages on [EventLogSubjects].
 	EventStream = "NATSAGA_EVENTS"

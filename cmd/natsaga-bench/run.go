@@ -42,7 +42,8 @@ type measurement struct {
 	// machine-independent share of the server's work.
 	StoredPerSaga float64 `json:"stored_msgs_per_saga"`
 	// StoredByKind splits StoredPerSaga by what the streams hold: for
-	// natsaga, "bucket" (the sagas), "records" (the barrier records),
+	// natsaga, "bucket" (the sagas that ended), "sagas" (the saga log),
+	// "records" (the barrier records),
 	// "state" (the roles' state values), "commands", "replies" and
 	// "events". Where commands, records or events share messages, their
 	// share is below the number a saga sends.
@@ -465,7 +466,7 @@ func byProcess(m map[string]float64) string {
 
 // natsagaKinds are the kinds of natsaga's streams ([streamKind]), in the
 // order the report lists them.
-var natsagaKinds = []string{"bucket", "records", "state", "commands", "events", "replies"}
+var natsagaKinds = []string{"bucket", "sagas", "records", "state", "commands", "events", "replies"}
 
 // byKind lists the stored messages per saga by kind of stream, natsaga's
 // kinds first, in parentheses; "" when there are none.

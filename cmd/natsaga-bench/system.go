@@ -253,13 +253,16 @@ func (s *system) stored(ctx context.Context) (map[string]uint64, error) {
 }
 
 // streamKind names a stream in the benchmark's report: natsaga's by what
-// they hold ("bucket", "commands", "replies", "events", "records" for
+// they hold ("bucket", "sagas" for the saga log, "commands", "replies",
+// "events", "records" for
 // every role's record stream and "state" for every role's state stream),
 // any other by its own name.
 func streamKind(name string) string {
 	switch {
 	case name == "KV_"+messages.SagaBucket:
 		return "bucket"
+	case name == messages.SagaLogStream:
+		return "sagas"
 	case name == messages.CommandStream:
 		return "commands"
 	case name == messages.ReplyStream:

@@ -1,0 +1,153 @@
+package coordinator_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/coordinator"
+	"github.com/natsaga/natsaga/internal/kvlog"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// pay is a one-step saga its agent (payer) completes at once; waiting, a
+// saga no agent serves: it stays active.
+var (
+	pay     = saga.Definition{Name: "pay", Subject: "pay", Steps: []saga.Step{{Name: "pay", Role: "payer"}}}
+	waiting = saga.Definition{Name: "waiting", Subject: "waiting", Steps: []saga.Step{{Name: "wait", Role: "nobody"}}}
+)
+
+func payer(t *testing.T, url string) {
+	t.Helper()
+	testenv.Agent(t, url, participant.Options{Role: "payer", Steps: []agent.Step{{Saga: "pay", Name: "pay", Handler: agent.Handler{
+		Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+			return messages.Context{}, nil
+		},
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}}}})
+}
+
+// TestSagaLogCompacted: the log holds each active saga's last state; the
+// sagas that end leave entries no saga needs. Once those are more than
+// the floor beyond twice the active sagas' bytes, the active sagas are
+// written again at the log's end and the messages before purged: a new
+// coordinator recovers every active saga from what is left.
+func TestSagaLogCompacted(t *testing.T) {
+	t.Cleanup(coordinator.SetCompactFloor(4 << 10))
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	logs := newLogSink()
+	stop := runUntilStopped(t, url, coordinator.Options{Definitions: []saga.Definition{pay, waiting}, Logger: slog.New(logs)})
+	payer(t, url)
+	var waits []string
+	for range 3 {
+		waits = append(waits, testenv.Start(t, nc, "waiting", nil))
+	}
+	for range 40 {
+		testenv.WaitStatus(t, nc, testenv.Start(t, nc, "pay", nil), saga.Completed)
+	}
+	require.Eventually(t, func() bool { return logs.count(slog.LevelInfo, "saga log compacted", "") > 0 }, 10*time.Second, 5*time.Millisecond)
+	stop()
+
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	st, err := js.Stream(t.Context(), messages.SagaLogStream)
+	require.NoError(t, err)
+	info, err := st.Info(t.Context())
+	require.NoError(t, err)
+	require.Greater(t, info.State.FirstSeq, uint64(1), "purged")
+	require.Less(t, info.State.Msgs, info.State.LastSeq)
+
+	testenv.Coordinator(t, url, []saga.Definition{pay, waiting})
+	require.Equal(t, 3, testenv.Summary(t, nc).Active)
+	for _, id := range waits {
+		x := testenv.Status(t, nc, id)
+		require.Equal(t, saga.InProgress, x.Status, id)
+		require.Equal(t, 0, x.Current, id)
+	}
+}
+
+// TestEndedSagaNotTakenFromTheLogAgain: a saga that ended is stored in the
+// bucket, and the log's next message marks it ended. When its end has
+// expired from the bucket, a new coordinator does not take it as active
+// from its older entries in the log.
+func TestEndedSagaNotTakenFromTheLogAgain(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	stores := listenStores(t, nc)
+	stop := runUntilStopped(t, url, coordinator.Options{Definitions: []saga.Definition{pay}, Retention: time.Second})
+	payer(t, url)
+	id := testenv.Start(t, nc, "pay", nil)
+	testenv.WaitStatus(t, nc, id, saga.Completed)
+	require.Eventually(t, func() bool { return stores.endedMarks(t, id) == 1 }, 10*time.Second, 5*time.Millisecond,
+		"the log marks it ended")
+	require.Equal(t, "in_progress completed", stores.states(t, id))
+	stop()
+
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	kv, err := js.KeyValue(t.Context(), messages.SagaBucket)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := kv.Get(t.Context(), messages.SagaKey(id))
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	}, 10*time.Second, 20*time.Millisecond, "its end expires from the bucket")
+
+	testenv.Coordinator(t, url, []saga.Definition{pay})
+	require.Equal(t, 0, testenv.Summary(t, nc).Active)
+	var resp messages.StatusResponse
+	testenv.Request(t, nc, messages.StatusSubject, messages.StatusRequest{V: messages.Version, SagaID: id}, &resp)
+	require.NotNil(t, resp.Error)
+	require.Equal(t, messages.CodeNotFound, resp.Error.Code)
+}
+
+// TestAnotherWriterOfTheLogEndsTheTerm: each message of the saga log
+// expects the last one the coordinator wrote or read. When another writer
+// got a message in (a coordinator whose term is over would), the next
+// commit is refused: the term ends, and the next one recovers the log,
+// the other writer's message included, and serves again.
+func TestAnotherWriterOfTheLogEndsTheTerm(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	logs := newLogSink()
+	runCoordinator(t, url, []saga.Definition{waiting}, slog.New(logs))
+	first := testenv.Start(t, nc, "waiting", nil)
+
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	x := testenv.Status(t, nc, first)
+	x.ID = "other"
+	_, err = js.Publish(t.Context(), messages.SagaLogSubject, kvlog.AppendMessage(nil, "", []kvlog.Entry{{Key: "other", Value: mustJSON(t, x)}}))
+	require.NoError(t, err)
+
+	var resp messages.StartResponse
+	testenv.Request(t, nc, messages.StartSubject("waiting"), messages.StartRequest{V: messages.Version, SagaID: "second", Context: messages.Context{}}, &resp)
+	require.NotNil(t, resp.Error, "its commit is refused")
+	require.Equal(t, messages.CodeBusy, resp.Error.Code)
+	require.Eventually(t, func() bool { return logs.count(slog.LevelInfo, "recovered", "") == 2 }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, 1, logs.count(slog.LevelError, "coordinator term ended", coordinator.ErrConflict.Error()))
+
+	again := mustJSON(t, messages.StartRequest{V: messages.Version, SagaID: "second", Context: messages.Context{}})
+	require.Eventually(t, func() bool {
+		// Sent again until the next term serves it.
+		m, err := nc.Request(messages.StartSubject("waiting"), again, 5*time.Second)
+		if err != nil {
+			return false
+		}
+		var resp messages.StartResponse
+		require.NoError(t, json.Unmarshal(m.Data, &resp))
+		return resp.Error == nil
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, 3, testenv.Summary(t, nc).Active, "the first, the other writer's and the second")
+	require.Equal(t, saga.InProgress, testenv.Status(t, nc, "other").Status)
+}
