@@ -256,6 +256,9 @@ func (c *Coordinator) reset() error {
 	c.engine = e
 	c.revs, c.changed, c.sagas = map[string]uint64{}, map[string]bool{}, newSagaLog()
 	c.traces, c.sentAt = map[string]*sagaTrace{}, map[string]time.Time{}
+	// A term that ended in a commit may leave publishes unsettled, whose
+	// payloads are in the arena: the next term encodes into a new one.
+	c.arena = nil
 	c.clock, c.saved, c.begun = 0, 0, map[string]struct{}{}
 	c.term.Store(&term{in: make(chan input, 4*c.opts.MaxBatch), stopped: make(chan struct{})})
 	return nil
