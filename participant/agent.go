@@ -51,6 +51,12 @@ type Options struct {
 	// Replicas is the number of copies of the role's state and record
 	// streams when the agent creates them. 0 means 1.
 	Replicas int
+	// MaxRecordValues bounds the barrier records the agent holds in
+	// memory, of the role's record log it reads and follows: beyond it,
+	// the records written first are let go, and one is read again from
+	// the server when a command needs it (a duplicate, a compensation).
+	// 0 means 262,144 (a few tens of MiB).
+	MaxRecordValues int
 	// Serial makes the role apply its commands one at a time, in the order
 	// they were published, across every copy, crash and redelivery. Set it
 	// for a role whose state is one key every saga touches (a budget): it
@@ -107,8 +113,8 @@ func (o *Options) Validate() error {
 			errs = append(errs, fmt.Errorf("step %s.%s: a serial role cannot hold commands for simulation time: %w", s.Saga, s.Name, messages.ErrBadRequest))
 		}
 	}
-	if o.Concurrency < 0 || o.AckWait < 0 || o.Replicas < 0 {
-		errs = append(errs, fmt.Errorf("negative concurrency, ack wait or replicas: %w", messages.ErrBadRequest))
+	if o.Concurrency < 0 || o.AckWait < 0 || o.Replicas < 0 || o.MaxRecordValues < 0 {
+		errs = append(errs, fmt.Errorf("negative concurrency, ack wait, replicas or record values: %w", messages.ErrBadRequest))
 	}
 	return errors.Join(errs...)
 }
@@ -288,6 +294,7 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	store.maxRecordValues = a.opts.MaxRecordValues
 	defer store.Close()
 	// The role's records are read before the first command: a copy that
 	// cannot read them fails now.

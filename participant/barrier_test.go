@@ -184,6 +184,41 @@ func TestBarrierRedeliveredCommandsApplyOnce(t *testing.T) {
 	require.Equal(t, int64(1000), balance(t, s))
 }
 
+// TestBarrierRecordsLetGoAreReadAgain holds one record in memory: the
+// record of s1's debit is let go when s2's is written, and read again from
+// the server when s1's debit comes again and when it is compensated.
+func TestBarrierRecordsLetGoAreReadAgain(t *testing.T) {
+	_, url := testenv.Server(t)
+	ctx := context.Background()
+	s, err := participant.OpenStore(ctx, testenv.Connect(t, url), bankRole, true, 1)
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	participant.SetMaxRecordValues(s, 1)
+	_, err = s.Init(ctx, balanceKey, int64(1000))
+	require.NoError(t, err)
+	d := newDebit()
+	h := d.handler()
+
+	first, v := do(t, s, h, command("s1", messages.Execute, 1, 300))
+	require.Equal(t, agent.Applied, v)
+	_, v = do(t, s, h, command("s2", messages.Execute, 1, 100))
+	require.Equal(t, agent.Applied, v)
+	again, v := do(t, s, h, command("s1", messages.Execute, 1, 300))
+	require.Equal(t, agent.Duplicate, v)
+	require.Equal(t, first, again)
+	require.Equal(t, int64(600), balance(t, s))
+
+	comp := command("s1", messages.Compensate, 2, 300)
+	_, v = do(t, s, h, comp)
+	require.Equal(t, agent.Applied, v)
+	_, v = do(t, s, h, command("s2", messages.Compensate, 2, 100))
+	require.Equal(t, agent.Applied, v)
+	_, v = do(t, s, h, comp)
+	require.Equal(t, agent.Duplicate, v)
+	require.Equal(t, int64(2), d.compensates.Load())
+	require.Equal(t, int64(1000), balance(t, s))
+}
+
 func TestBarrierCompensationBeforeExecute(t *testing.T) {
 	_, url := testenv.Server(t)
 	s := openBank(t, url, 1000)

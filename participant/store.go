@@ -84,7 +84,10 @@ type Store struct {
 	role   string
 	// maxConflicts bounds the optimistic retries of one command.
 	maxConflicts int
-	conflicts    atomic.Int64
+	// maxRecordValues bounds the records the log holds in memory
+	// (Options.MaxRecordValues; 0: kvlog's default).
+	maxRecordValues int
+	conflicts       atomic.Int64
 
 	// Within one process, transactions on the same state key take turns
 	// (keys), and the last envelope this process wrote or read is reused
@@ -231,7 +234,8 @@ func (s *Store) records(ctx context.Context) (*kvlog.Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := kvlog.Open(ctx, s.js, kvlog.Options{Stream: messages.RecordStream(s.role), Subject: messages.RecordSubject(s.role)})
+	l, err := kvlog.Open(ctx, s.js, kvlog.Options{Stream: messages.RecordStream(s.role), Subject: messages.RecordSubject(s.role),
+		MaxValues: s.maxRecordValues})
 	if err != nil {
 		return nil, fmt.Errorf("records of %s: %w: %w", s.role, ErrUnavailable, err)
 	}
@@ -326,8 +330,11 @@ func (s *Store) branchAfter(ctx context.Context, sagaID, step string, seq uint64
 // stream when the log holds none and agents before it left records there.
 func (s *Store) branchOf(ctx context.Context, l *kvlog.Log, sagaID, step string) (Record, uint64, error) {
 	var r Record
-	var err error
-	if v, rev := l.Get(messages.RecordKey(sagaID, step)); v != nil {
+	v, rev, err := l.Value(ctx, messages.RecordKey(sagaID, step))
+	if err != nil {
+		return Record{}, 0, fmt.Errorf("branch %s/%s: %w: %w", sagaID, step, ErrUnavailable, err)
+	}
+	if v != nil {
 		if r, err = wirejson.DecodeRecord(v); err != nil {
 			return Record{}, 0, fmt.Errorf("branch %s/%s: %w", sagaID, step, err)
 		}
@@ -374,7 +381,7 @@ func (s *Store) recorded(ctx context.Context, cmds []*messages.Command, seq uint
 	var legacy []string
 	at := map[string]int{}
 	for i, cmd := range cmds {
-		if v, _ := l.Get(messages.RecordKey(cmd.SagaID, cmd.Step)); v != nil {
+		if l.Rev(messages.RecordKey(cmd.SagaID, cmd.Step)) != 0 {
 			found[i] = true
 		} else if s.legacy {
 			subject := messages.BranchSubject(s.role, cmd.SagaID, cmd.Step)

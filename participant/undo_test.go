@@ -226,7 +226,8 @@ func TestWritingActionStoresTwoMessages(t *testing.T) {
 	require.Equal(t, before+1, lastSeq(t, s), "the value once")
 	require.Equal(t, records+2, recordMessages(t, s), "the readers' records, then the writers'")
 	for _, it := range items {
-		v, _ := l.Get(messages.RecordKey(it.cmd.SagaID, it.cmd.Step))
+		v, _, err := l.Value(t.Context(), messages.RecordKey(it.cmd.SagaID, it.cmd.Step))
+		require.NoError(t, err)
 		rec, err := wirejson.DecodeRecord(v)
 		require.NoError(t, err, it.op)
 		require.True(t, rec.Execute.Done(), it.op)

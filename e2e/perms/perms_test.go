@@ -176,6 +176,7 @@ func TestConfigNamesMatchTheCode(t *testing.T) {
 				"$JS.API.STREAM.UPDATE." + records,
 				"$JS.API.STREAM.INFO." + records,
 				"$JS.API.DIRECT.GET." + records + ".>",
+				"$JS.API.DIRECT.GET." + records,
 				"$JS.API.CONSUMER.CREATE." + records + ".>",
 				"$JS.API.CONSUMER.MSG.NEXT." + records + ".>",
 				messages.RecordSubject(role),
@@ -284,6 +285,7 @@ func TestOthersDenied(t *testing.T) {
 		{name: "the driver reads the government's records", user: driverUser, subject: "$JS.API.DIRECT.GET." + messages.RecordStream(flood.Government) + "." + messages.RecordSubject(flood.Government)},
 		{name: "the government reads the insurer's state", user: flood.Government, subject: "$JS.API.DIRECT.GET." + messages.StateStream(flood.Insurer) + "." + messages.DataSubject(flood.Insurer, flood.LedgerKey)},
 		{name: "the government reads the insurer's branches in one request", user: flood.Government, subject: "$JS.API.DIRECT.GET." + messages.StateStream(flood.Insurer)},
+		{name: "the government reads the insurer's records by sequence", user: flood.Government, subject: "$JS.API.DIRECT.GET." + messages.RecordStream(flood.Insurer)},
 		{name: "the insurer pulls the contractor's commands", user: flood.Insurer, subject: "$JS.API.CONSUMER.MSG.NEXT." + messages.CommandStream + "." + messages.CommandConsumer(flood.Contractor)},
 		{name: "the contractor deletes the commands stream", user: flood.Contractor, subject: "$JS.API.STREAM.DELETE." + messages.CommandStream},
 		{name: "the contractor reads the saga events", user: flood.Contractor, subscribe: true, subject: messages.EventSubjects[0]},
@@ -351,7 +353,9 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 			"NATS_URL": url, "NATS_USER": role, "NATS_PASSWORD": password(t, role),
 			"NATS_INBOX_PREFIX": inboxPrefix(role),
 		}
-		cfg, err := agentcmd.ParseFlags(role, nil, func(k string) string { return env[k] }, io.Discard)
+		// One record held in memory: every older one a command needs is
+		// read again from the server, under the role's permissions.
+		cfg, err := agentcmd.ParseFlags(role, []string{"-record-values", "1"}, func(k string) string { return env[k] }, io.Discard)
 		require.NoError(t, err)
 		run(role+"-agent", func(ctx context.Context) error { return agentcmd.Run(ctx, cfg, log.With("role", role)) })
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
+	"github.com/natsaga/natsaga/internal/kvlog"
 	"github.com/natsaga/natsaga/internal/metrics"
 	"github.com/natsaga/natsaga/participant"
 )
@@ -30,6 +31,9 @@ type Config struct {
 	Concurrency int
 	AckWait     time.Duration
 	Replicas    int
+	// RecordValues bounds the barrier records held in memory
+	// (participant.Options.MaxRecordValues).
+	RecordValues int
 	// Ledger is the opening balance, in cents, of the government's budget
 	// or the insurer's fund, used the first time the role's store opens.
 	Ledger  int64
@@ -51,6 +55,8 @@ func ParseFlags(role string, args []string, getenv func(string) string, stderr i
 	fs.IntVar(&c.Concurrency, "concurrency", participant.DefaultConcurrency, "commands handled at once")
 	fs.DurationVar(&c.AckWait, "ack-wait", 5*time.Second, "redelivery delay of a command this agent took and never answered")
 	fs.IntVar(&c.Replicas, "replicas", 1, "copies of the role's state stream, when this agent creates it")
+	fs.IntVar(&c.RecordValues, "record-values", kvlog.DefaultMaxValues,
+		"barrier records held in memory; older ones are read from the server when a command needs one")
 	if def, ok := DefaultLedger[role]; ok {
 		fs.Int64Var(&c.Ledger, "ledger", def, "opening balance in cents (budget or fund), applied once when the store is new")
 	}
@@ -63,6 +69,9 @@ func ParseFlags(role string, args []string, getenv func(string) string, stderr i
 	}
 	if c.Ledger < 0 {
 		return c, fmt.Errorf("-ledger %d: must not be negative", c.Ledger)
+	}
+	if c.RecordValues < 1 {
+		return c, fmt.Errorf("-record-values %d: at least 1", c.RecordValues)
 	}
 	return c, c.Observe.Validate()
 }
@@ -79,7 +88,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 	}
 	defer cli.Drain(nc, 5*time.Second)
 	opts := participant.Options{Role: c.Role, Steps: steps, Name: c.Name, Concurrency: c.Concurrency,
-		AckWait: c.AckWait, Replicas: c.Replicas, Serial: flood.Serial(c.Role), Logger: log}
+		AckWait: c.AckWait, Replicas: c.Replicas, MaxRecordValues: c.RecordValues, Serial: flood.Serial(c.Role), Logger: log}
 	if c.TracerProvider != nil {
 		opts.TracerProvider = c.TracerProvider
 	}

@@ -66,6 +66,11 @@ type Options struct {
 	// messages the stream no longer holds (expired), as it learns of them
 	// when it syncs (default 10 minutes).
 	PruneEvery time.Duration
+	// MaxValues bounds the values the Log holds in memory (default
+	// 262,144): beyond it, the values written first are let go, their
+	// keys and revisions kept, and [Log.Value] reads such a value again
+	// from the server. The stream must allow direct gets.
+	MaxValues int
 }
 
 // Entry is one write: Value for Key, if Key is at revision Rev (0: the
@@ -89,8 +94,13 @@ type Log struct {
 
 	mu    sync.Mutex
 	items map[string]item
-	last  uint64        // the sequence of the last message applied
-	moved chan struct{} // closed, and replaced, when last moves
+	// held lists the values held, from held[head] on, in the order they
+	// were written: the first are let go beyond maxValues.
+	held      []heldValue
+	head      int
+	maxValues int
+	last      uint64        // the sequence of the last message applied
+	moved     chan struct{} // closed, and replaced, when last moves
 	// empty is set when the server holds no message of the log, those
 	// read having expired: a write then expects none.
 	empty bool
@@ -125,8 +135,14 @@ type Log struct {
 }
 
 type item struct {
-	value json.RawMessage
+	value json.RawMessage // nil once let go
 	rev   uint64
+}
+
+// heldValue is a value the Log holds: key's, written at rev.
+type heldValue struct {
+	key string
+	rev uint64
 }
 
 // write is an [Entry] waiting to be committed.
@@ -225,6 +241,9 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 	if opts.PruneEvery <= 0 {
 		opts.PruneEvery = 10 * time.Minute
 	}
+	if opts.MaxValues <= 0 {
+		opts.MaxValues = DefaultMaxValues
+	}
 	st, err := js.Stream(ctx, opts.Stream)
 	if err != nil {
 		return nil, fmt.Errorf("log %s: %w", opts.Subject, err)
@@ -232,7 +251,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 	l := &Log{
 		js: js, stream: st, subject: opts.Subject, max: opts.MaxEntries, bytes: opts.MaxBytes, log: opts.Logger,
 		items: map[string]item{}, moved: make(chan struct{}), mine: map[string]*flight{},
-		pruneEvery: opts.PruneEvery, pruned: time.Now(),
+		pruneEvery: opts.PruneEvery, pruned: time.Now(), maxValues: opts.MaxValues,
 		queue: make(chan []*write, opts.MaxEntries), closed: make(chan struct{}),
 	}
 	cons, err := js.OrderedConsumer(ctx, opts.Stream, jetstream.OrderedConsumerConfig{
@@ -262,14 +281,67 @@ func (l *Log) Close() {
 	})
 }
 
-// Get returns key's value and its revision as last read (nil and 0 when
-// the key has none). Call [Log.Sync] first to read every value written
-// before.
-func (l *Log) Get(key string) (json.RawMessage, uint64) {
+// DefaultMaxValues is the values a Log holds in memory unless
+// Options.MaxValues says otherwise.
+const DefaultMaxValues = 1 << 18
+
+// Rev returns the revision of key as last read (0 when the key has no
+// value). Call [Log.Sync] first to read every value written before.
+func (l *Log) Rev(key string) uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.items[key].rev
+}
+
+// Value returns key's value and its revision as last read (nil and 0 when
+// the key has none), reading the value from the server when the Log let
+// it go (Options.MaxValues). A value whose message the server no longer
+// holds (expired) is none. Call [Log.Sync] first to read every value
+// written before.
+func (l *Log) Value(ctx context.Context, key string) (json.RawMessage, uint64, error) {
+	l.mu.Lock()
 	it := l.items[key]
-	return it.value, it.rev
+	l.mu.Unlock()
+	if it.value != nil || it.rev == 0 {
+		return it.value, it.rev, nil
+	}
+	m, err := l.stream.GetMsg(ctx, it.rev)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil, 0, nil
+	case err != nil:
+		return nil, 0, fmt.Errorf("log %s: read %s at %d: %w", l.subject, key, it.rev, err)
+	}
+	_, es, err := decode(m.Data)
+	if err != nil {
+		return nil, 0, fmt.Errorf("log %s: read %s at %d: %w", l.subject, key, it.rev, err)
+	}
+	for i := len(es) - 1; i >= 0; i-- {
+		if es[i].Key == key {
+			return es[i].Value, it.rev, nil
+		}
+	}
+	return nil, 0, fmt.Errorf("log %s: the message at %d holds no value of %s", l.subject, it.rev, key)
+}
+
+// set takes in key's value as written at rev, and lets the first values
+// held go beyond maxValues. l.mu is held.
+func (l *Log) set(key string, value json.RawMessage, rev uint64) {
+	l.items[key] = item{value: value, rev: rev}
+	l.held = append(l.held, heldValue{key: key, rev: rev})
+	for len(l.held)-l.head > l.maxValues {
+		h := l.held[l.head]
+		l.held[l.head] = heldValue{}
+		l.head++
+		// A key written again since holds a later value, still held.
+		if it, ok := l.items[h.key]; ok && it.rev == h.rev {
+			l.items[h.key] = item{rev: it.rev}
+		}
+	}
+	if l.head > 4096 && l.head > len(l.held)/2 {
+		l.held = append(l.held[:0], l.held[l.head:]...)
+		l.head = 0
+	}
 }
 
 // Last returns the sequence of the last message read.
@@ -310,7 +382,7 @@ func (l *Log) apply(m jetstream.Msg) {
 		l.log.Error("skipping a log message that does not decode", "subject", l.subject, "seq", seq, "err", err)
 	} else {
 		for _, e := range es {
-			l.items[e.Key] = item{value: e.Value, rev: seq}
+			l.set(e.Key, e.Value, seq)
 		}
 	}
 	l.advance(seq)
@@ -341,7 +413,7 @@ func peekID(data []byte) []byte {
 // held.
 func (l *Log) store(group []*write, seq uint64) {
 	for _, w := range group {
-		l.items[w.Key] = item{value: w.Value, rev: seq}
+		l.set(w.Key, w.Value, seq)
 	}
 }
 

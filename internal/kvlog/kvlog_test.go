@@ -79,7 +79,7 @@ func TestPutGetAndConflict(t *testing.T) {
 	rev, err := put(t, l, "a", `{"n":1}`, 0)
 	require.NoError(t, err)
 	require.Equal(t, uint64(1), rev, "a revision is the sequence of the message that wrote it")
-	v, got := l.Get("a")
+	v, got := value(t, l, "a")
 	require.JSONEq(t, `{"n":1}`, string(v))
 	require.Equal(t, rev, got)
 
@@ -91,10 +91,10 @@ func TestPutGetAndConflict(t *testing.T) {
 	_, err = put(t, l, "a", `{"n":3}`, rev)
 	require.ErrorIs(t, err, kvlog.ErrConflict, "a write expecting an old revision")
 
-	v, got = l.Get("a")
+	v, got = value(t, l, "a")
 	require.JSONEq(t, `{"n":2}`, string(v))
 	require.Equal(t, rev2, got)
-	v, got = l.Get("b")
+	v, got = value(t, l, "b")
 	require.Nil(t, v)
 	require.Zero(t, got)
 	require.Equal(t, uint64(2), messages(t, url), "a conflict stores nothing")
@@ -112,14 +112,14 @@ func TestTwoProcesses(t *testing.T) {
 	_, err = put(t, b, "k", `"from b"`, 0)
 	require.ErrorIs(t, err, kvlog.ErrConflict, "b learns of a's write")
 	catchUp(t, b)
-	v, got := b.Get("k")
+	v, got := value(t, b, "k")
 	require.Equal(t, `"from a"`, string(v))
 	require.Equal(t, rev, got)
 
 	rev, err = put(t, b, "k", `"from b"`, rev)
 	require.NoError(t, err)
 	catchUp(t, a)
-	v, got = a.Get("k")
+	v, got = value(t, a, "k")
 	require.Equal(t, `"from b"`, string(v))
 	require.Equal(t, rev, got)
 
@@ -166,7 +166,7 @@ func TestGroupCommit(t *testing.T) {
 	revs, errs := l.PutAll(context.Background(), es)
 	for i := range es {
 		require.NoError(t, errs[i])
-		v, rev := l.Get(es[i].Key)
+		v, rev := value(t, l, es[i].Key)
 		require.Equal(t, revs[i], rev)
 		require.JSONEq(t, string(es[i].Value), string(v))
 	}
@@ -175,7 +175,7 @@ func TestGroupCommit(t *testing.T) {
 	// A second process reads them all when it opens.
 	other := open(t, url)
 	for i := range es {
-		v, rev := other.Get(es[i].Key)
+		v, rev := value(t, other, es[i].Key)
 		require.Equal(t, revs[i], rev)
 		require.JSONEq(t, string(es[i].Value), string(v))
 	}
@@ -195,7 +195,7 @@ func TestSkipsWhatDoesNotDecode(t *testing.T) {
 	_, err := js.Publish(ctx, subject, []byte(`{"id":"y","entries":[{"key":"k","value":"v"}]}`))
 	require.NoError(t, err)
 	catchUp(t, l)
-	v, rev := l.Get("k")
+	v, rev := value(t, l, "k")
 	require.Equal(t, `"v"`, string(v))
 	require.Equal(t, uint64(4), rev)
 	rev, err = put(t, l, "k", `"w"`, rev)
@@ -266,10 +266,10 @@ func TestForgetsExpiredValues(t *testing.T) {
 	_, err = put(t, l, "new", `2`, 0)
 	require.NoError(t, err)
 	catchUp(t, l)
-	v, rev := l.Get("old")
+	v, rev := value(t, l, "old")
 	require.Nil(t, v)
 	require.Zero(t, rev)
-	v, _ = l.Get("new")
+	v, _ = value(t, l, "new")
 	require.Equal(t, `2`, string(v))
 }
 
@@ -293,7 +293,7 @@ func TestRefusedMessageReadsOn(t *testing.T) {
 		"b's message, expecting the log empty, was not refused")
 	release()
 	require.NoError(t, <-done, "y was not written since b read the log")
-	v, got := b.Get("x")
+	v, got := value(t, b, "x")
 	require.Equal(t, `1`, string(v))
 	require.Equal(t, rev, got)
 	require.Equal(t, int64(1), b.Conflicts())
@@ -313,4 +313,58 @@ func TestAppendMessageDecodes(t *testing.T) {
 	got, err := kvlog.Decode(data)
 	require.NoError(t, err)
 	require.Equal(t, es, got)
+}
+
+// value returns key's value in l, and its revision, read from the server
+// when l let it go.
+func value(t *testing.T, l *kvlog.Log, key string) (json.RawMessage, uint64) {
+	t.Helper()
+	v, rev, err := l.Value(t.Context(), key)
+	require.NoError(t, err)
+	return v, rev
+}
+
+// TestValuesBeyondMaxValuesLetGo: a Log holding two values lets the first
+// written go, keeps its revision, and reads it from the server when asked;
+// so does a Log that reads the same messages from another process. Each
+// message is then deleted from the stream: a value let go is gone with
+// it, a value held is not.
+func TestValuesBeyondMaxValuesLetGo(t *testing.T) {
+	url := server(t)
+	ctx := context.Background()
+	openHolding := func() *kvlog.Log {
+		l, err := kvlog.Open(ctx, jsFor(t, url), kvlog.Options{Stream: stream, Subject: subject, MaxValues: 2, Logger: testenv.Logger(t)})
+		require.NoError(t, err)
+		t.Cleanup(l.Close)
+		return l
+	}
+	l := openHolding()
+	for i, k := range []string{"a", "b", "c"} {
+		_, err := put(t, l, k, fmt.Sprintf(`{"n":%d}`, i), 0)
+		require.NoError(t, err)
+	}
+	_, err := put(t, l, "b", `{"n":4}`, 2)
+	require.NoError(t, err, "b written again: its value at 4 is held, c's at 3 too")
+	other := openHolding()
+	for _, lg := range []*kvlog.Log{l, other} {
+		v, rev := value(t, lg, "a")
+		require.JSONEq(t, `{"n":0}`, string(v), "a, let go, read from the server")
+		require.Equal(t, uint64(1), rev)
+		require.Equal(t, uint64(1), lg.Rev("a"))
+	}
+
+	st, err := jsFor(t, url).Stream(ctx, stream)
+	require.NoError(t, err)
+	for seq := uint64(1); seq <= 4; seq++ {
+		require.NoError(t, st.DeleteMsg(ctx, seq))
+	}
+	for _, lg := range []*kvlog.Log{l, other} {
+		v, rev := value(t, lg, "a")
+		require.Nil(t, v, "let go, and gone from the server")
+		require.Zero(t, rev)
+		v, _ = value(t, lg, "b")
+		require.JSONEq(t, `{"n":4}`, string(v), "held")
+		v, _ = value(t, lg, "c")
+		require.JSONEq(t, `{"n":2}`, string(v), "held")
+	}
 }

@@ -1,0 +1,6 @@
+package participant
+
+// SetMaxRecordValues bounds the records s holds in memory, as
+// Options.MaxRecordValues does for an agent's store. Call it before the
+// store's first use.
+func SetMaxRecordValues(s *Store, n int) { s.maxRecordValues = n }
