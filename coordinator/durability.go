@@ -215,6 +215,12 @@ func (c *Coordinator) catchUp(ctx context.Context, ids []string) error {
 	if err != nil {
 		return fmt.Errorf("catch up: %w", err)
 	}
+	// A branch the logs hold nothing of is read from the old branch
+	// subject only for a role whose state stream holds such records.
+	var legacy map[string]bool
+	if len(ids) > 0 {
+		legacy = c.legacyRoles(ctx, c.roles())
+	}
 	for len(ids) > 0 {
 		var reads []read
 		for _, id := range ids {
@@ -232,7 +238,7 @@ func (c *Coordinator) catchUp(ctx context.Context, ids []string) error {
 			wg.Go(func() {
 				defer func() { <-sem }()
 				var ok bool
-				if r.rec, ok = recs[r.role+" "+messages.RecordKey(r.cmd.SagaID, r.cmd.Step)]; !ok {
+				if r.rec, ok = recs[r.role+" "+messages.RecordKey(r.cmd.SagaID, r.cmd.Step)]; !ok && legacy[r.role] {
 					r.rec, r.err = c.readLegacyRecord(ctx, r.role, r.cmd.SagaID, r.cmd.Step)
 				}
 			})

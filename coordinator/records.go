@@ -260,21 +260,47 @@ func (c *Coordinator) recordsOf(ctx context.Context, ids []string) (map[string]m
 // empty record when there is none, or no agent of the role has created
 // its stream.
 func (c *Coordinator) readLegacyRecord(ctx context.Context, role, id, step string) (messages.Record, error) {
+	m, err := c.lastLegacy(ctx, role, messages.BranchSubject(role, id, step))
+	if err != nil || m == nil {
+		return messages.Record{}, err
+	}
+	return wirejson.DecodeRecord(m.Data)
+}
+
+// legacyRoles returns the roles of roles whose state stream holds records
+// of agents before the record log: one read each, for the last of them. A
+// role whose read fails is taken to hold some.
+func (c *Coordinator) legacyRoles(ctx context.Context, roles []string) map[string]bool {
+	legacy := map[string]bool{}
+	for _, role := range roles {
+		m, err := c.lastLegacy(ctx, role, messages.BranchSubjects(role))
+		if err != nil {
+			c.log.Warn("records of agents before the log not checked; each is read", "role", role, "err", err)
+		}
+		legacy[role] = err != nil || m != nil
+	}
+	return legacy
+}
+
+// lastLegacy returns the last message on subject, a subject of records of
+// agents before the record log, in role's state stream: nil when there is
+// none, or no agent of the role has created its stream.
+func (c *Coordinator) lastLegacy(ctx context.Context, role, subject string) (*nats.Msg, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	m, err := c.nc.RequestWithContext(ctx, messages.DirectGetSubject(messages.StateStream(role), messages.BranchSubject(role, id, step)), nil)
+	m, err := c.nc.RequestWithContext(ctx, messages.DirectGetSubject(messages.StateStream(role), subject), nil)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return messages.Record{}, nil
+		return nil, nil
 	case err != nil:
-		return messages.Record{}, fmt.Errorf("read record of %s: %w", step, err)
+		return nil, fmt.Errorf("read %s: %w", subject, err)
 	}
 	switch status := m.Header.Get("Status"); status {
 	case "":
+		return m, nil
 	case "404":
-		return messages.Record{}, nil
+		return nil, nil
 	default:
-		return messages.Record{}, fmt.Errorf("read record of %s: status %s %s", step, status, m.Header.Get("Description"))
+		return nil, fmt.Errorf("read %s: status %s %s", subject, status, m.Header.Get("Description"))
 	}
-	return wirejson.DecodeRecord(m.Data)
 }

@@ -151,3 +151,49 @@ func TestAnotherWriterOfTheLogEndsTheTerm(t *testing.T) {
 	require.Equal(t, 3, testenv.Summary(t, nc).Active, "the first, the other writer's and the second")
 	require.Equal(t, saga.InProgress, testenv.Status(t, nc, "other").Status)
 }
+
+// TestCatchUpReadsTheRecordsOfAgentsBeforeTheLog: agents before the record
+// log kept each record on its branch subject in the role's state stream. A
+// restarted coordinator catches up from such a record when the log holds
+// none. It reads the old subjects only for a role whose state stream holds
+// any: once no such record is left, a recovery asks once per role, not
+// once per saga.
+func TestCatchUpReadsTheRecordsOfAgentsBeforeTheLog(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	commands := listen(t, nc, "saga.>")
+	gets := listen(t, nc, "$JS.API.DIRECT.GET."+messages.StateStream("bank")+".>")
+	opts := coordinator.Options{Definitions: []saga.Definition{twoSteps}}
+	stop := runUntilStopped(t, url, opts)
+	var ids []string
+	for range 3 {
+		ids = append(ids, testenv.Start(t, nc, "transfer", nil))
+	}
+	require.Eventually(t, func() bool { return commands.len() == 3 }, 10*time.Second, 5*time.Millisecond)
+	stop()
+
+	// The bank's state stream holds no old record: one read for the role.
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	_, err = js.CreateStream(t.Context(), participant.StreamConfig("bank", 1))
+	require.NoError(t, err)
+	stop = runUntilStopped(t, url, opts)
+	stop()
+	require.Eventually(t, func() bool { return gets.len() == 1 }, 10*time.Second, 5*time.Millisecond,
+		"one read for the bank, none per saga: %d", gets.len())
+
+	// The first saga's debit recorded on its old branch subject.
+	debit := commands.commandOf(t, ids[0], "debit", messages.Execute)
+	rec := messages.Record{Execute: &messages.Result{Outcome: messages.OK, Output: messages.Context{}.MustSet("debited", 5), Seq: debit.Seq}}
+	_, err = js.Publish(t.Context(), messages.BranchSubject("bank", ids[0], "debit"), mustJSON(t, rec))
+	require.NoError(t, err)
+	testenv.Coordinator(t, url, opts.Definitions)
+	x := testenv.Status(t, nc, ids[0])
+	require.Equal(t, []string{"debit"}, x.Completed, "caught up from the old record")
+	require.Equal(t, "credit", twoSteps.Steps[x.Current].Name)
+	for _, id := range ids[1:] {
+		require.Empty(t, testenv.Status(t, nc, id).Completed, id)
+	}
+	require.Eventually(t, func() bool { return gets.len() == 1+1+3+1 }, 10*time.Second, 5*time.Millisecond,
+		"the role's read, then each saga's step in flight, and the first saga's next: %d", gets.len())
+}
