@@ -544,11 +544,14 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		if err := c.engine.Restore(x, tick); err != nil {
 			c.log.Error("stored saga skipped", "saga_id", x.ID, "err", err)
 			delete(c.revs, x.ID)
-			c.sagas.drop(x.ID)
+			// Kept where it is for an operator, in the log as in the
+			// bucket.
+			c.sagas.skip(x.ID, c.sagas.raw[x.ID])
 			continue
 		}
 		kept = append(kept, x)
 	}
+	c.sagas.raw = nil
 	stored = kept
 	c.saved = c.engine.Tick()
 	var executing []string

@@ -31,6 +31,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -71,6 +72,12 @@ type sagaLog struct {
 	// ended holds the sagas stored ended in the bucket since the last
 	// message, whose entries marking them ended go in the next.
 	ended []string
+	// skipped holds the entries a recovery could not take (a value that
+	// is not a saga, a saga of an unknown definition): they stay in the
+	// log for an operator, written again as they are by every compaction.
+	// raw is a recovery's scratch: the entry of each saga taken from the
+	// log.
+	skipped, raw map[string]json.RawMessage
 }
 
 // logEntry is where a saga's last entry in the log is, and its size.
@@ -79,7 +86,17 @@ type logEntry struct {
 	size int64
 }
 
-func newSagaLog() *sagaLog { return &sagaLog{live: map[string]logEntry{}} }
+func newSagaLog() *sagaLog {
+	return &sagaLog{live: map[string]logEntry{}, skipped: map[string]json.RawMessage{}, raw: map[string]json.RawMessage{}}
+}
+
+// skip keeps the entry value of saga id, which the recovery could not
+// take, in the log for an operator.
+func (l *sagaLog) skip(id string, value json.RawMessage) {
+	if value != nil {
+		l.skipped[id] = value
+	}
+}
 
 // logged reports whether the log holds a state of saga id.
 func (l *sagaLog) logged(id string) bool {
@@ -234,8 +251,9 @@ type bucketSaga struct {
 // the log's last entries (see the top of this file), and sets the bucket
 // revisions the coordinator guards its writes with. It adds to l.ended the
 // sagas the log holds as active that ended in the bucket. A log entry that
-// does not decode, or names another saga, is skipped with an error logged,
-// and the bucket's state, if any, taken.
+// does not decode, or names another saga, is skipped with an error logged:
+// the bucket's end is taken when it holds one, and the entry otherwise
+// kept in the log for an operator.
 func (c *Coordinator) mergeStored(bucket map[string]bucketSaga, logged map[string]logValue) []saga.Execution {
 	l := c.sagas
 	stored := make([]saga.Execution, 0, len(bucket)+len(logged))
@@ -253,7 +271,13 @@ func (c *Coordinator) mergeStored(bucket map[string]bucketSaga, logged map[strin
 		x, err := decodeLogged(id, v.value)
 		if err != nil {
 			c.log.Error("saga log: a stored saga skipped", "saga_id", messages.Quote(id), "seq", v.entry.seq, "err", err)
-			l.drop(id)
+			if inBucket && b.x.Status.Terminal() {
+				// It ended: the bucket says how.
+				l.drop(id)
+				l.ended = append(l.ended, id)
+			} else {
+				l.skip(id, v.value)
+			}
 			continue
 		}
 		if inBucket && b.x.Status.Terminal() && b.x.Seq >= x.Seq {
@@ -265,6 +289,7 @@ func (c *Coordinator) mergeStored(bucket map[string]bucketSaga, logged map[strin
 			c.revs[id] = b.rev
 			delete(bucket, id)
 		}
+		l.raw[id] = v.value
 		stored = append(stored, x)
 	}
 	for _, b := range bucket {
@@ -316,6 +341,10 @@ func (c *Coordinator) compact(ctx context.Context) error {
 	var buf []byte
 	es := make([]kvlog.Entry, 0, len(ids))
 	for _, id := range ids {
+		if raw, ok := l.skipped[id]; ok {
+			es = append(es, kvlog.Entry{Key: id, Value: raw})
+			continue
+		}
 		x, err := c.engine.Get(id)
 		if err != nil || x.Status.Terminal() {
 			// Not active in the engine: its end is being stored.

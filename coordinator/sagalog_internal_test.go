@@ -36,6 +36,7 @@ func TestMergeStored(t *testing.T) {
 		rev    bool   // whether the bucket's revision is kept
 		ended  bool   // whether the log is to mark the saga ended
 		live   bool   // whether the log holds it as active after
+		kept   bool   // whether its entry is kept in the log as it is
 	}{
 		{name: "active, in the log only", log: "in_progress@2", want: "in_progress@2", live: true},
 		{name: "ended, and marked ended in the log", log: "ended", bucket: "completed@3", want: "completed@3"},
@@ -51,9 +52,9 @@ func TestMergeStored(t *testing.T) {
 		{name: "active in the bucket only, stored there before the log", bucket: "pending@0", want: "pending@0", rev: true},
 		{name: "ended, its entry in the log purged", bucket: "completed@3", want: "completed@3"},
 		{name: "its end expired from the bucket, marked ended in the log", log: "ended"},
-		{name: "a log entry that is not a saga, nothing in the bucket", log: "bad"},
-		{name: "a log entry that is not a saga, ended in the bucket", log: "bad", bucket: "completed@3", want: "completed@3"},
-		{name: "a log entry of an ended status", log: "completed@3"},
+		{name: "a log entry that is not a saga, nothing in the bucket: kept for an operator", log: "bad", live: true, kept: true},
+		{name: "a log entry that is not a saga, ended in the bucket", log: "bad", bucket: "completed@3", want: "completed@3", ended: true},
+		{name: "a log entry of an ended status: kept for an operator", log: "completed@3", live: true, kept: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -95,6 +96,8 @@ func TestMergeStored(t *testing.T) {
 			}
 			require.Equal(t, tc.ended, len(c.sagas.ended) == 1, "to be marked ended: %v", c.sagas.ended)
 			require.Equal(t, tc.live, c.sagas.logged(id), "held as active in the log")
+			_, kept := c.sagas.skipped[id]
+			require.Equal(t, tc.kept, kept, "kept as it is")
 			if !tc.live {
 				require.Zero(t, c.sagas.liveBytes)
 			}

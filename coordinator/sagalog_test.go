@@ -46,6 +46,18 @@ func TestSagaLogCompacted(t *testing.T) {
 	t.Cleanup(coordinator.SetCompactFloor(4 << 10))
 	_, url := testenv.Server(t)
 	nc := testenv.Connect(t, url)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	// Two entries no coordinator can take, kept for an operator through
+	// every compaction: a saga of an unknown definition, and a value
+	// that is not a saga.
+	_, err = js.CreateStream(t.Context(), jetstream.StreamConfig{Name: messages.SagaLogStream, Subjects: []string{messages.SagaLogSubject}})
+	require.NoError(t, err)
+	unknown := json.RawMessage(`{"saga_id":"unknown-def","definition":"no_such","saga":"no_such","version":1,"status":"in_progress","context":{},"current_step":0,"action":"execute","attempt":1,"seq":1,"started_tick":0,"dispatched_tick":0,"completed_steps":[],"history":[]}`)
+	notSaga := json.RawMessage(`[1,2]`)
+	_, err = js.Publish(t.Context(), messages.SagaLogSubject, kvlog.AppendMessage(nil, "", []kvlog.Entry{
+		{Key: "unknown-def", Value: unknown}, {Key: "not-a-saga", Value: notSaga}}))
+	require.NoError(t, err)
 	logs := newLogSink()
 	stop := runUntilStopped(t, url, coordinator.Options{Definitions: []saga.Definition{pay, waiting}, Logger: slog.New(logs)})
 	payer(t, url)
@@ -59,14 +71,21 @@ func TestSagaLogCompacted(t *testing.T) {
 	require.Eventually(t, func() bool { return logs.count(slog.LevelInfo, "saga log compacted", "") > 0 }, 10*time.Second, 5*time.Millisecond)
 	stop()
 
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
 	st, err := js.Stream(t.Context(), messages.SagaLogStream)
 	require.NoError(t, err)
 	info, err := st.Info(t.Context())
 	require.NoError(t, err)
 	require.Greater(t, info.State.FirstSeq, uint64(1), "purged")
 	require.Less(t, info.State.Msgs, info.State.LastSeq)
+	kept := map[string]string{}
+	require.NoError(t, kvlog.Scan(t.Context(), js, messages.SagaLogStream, messages.SagaLogSubject, func(_ uint64, es []kvlog.Entry, err error) {
+		require.NoError(t, err)
+		for _, e := range es {
+			kept[e.Key] = string(e.Value)
+		}
+	}))
+	require.Equal(t, string(unknown), kept["unknown-def"], "kept as it was")
+	require.Equal(t, string(notSaga), kept["not-a-saga"], "kept as it was")
 
 	testenv.Coordinator(t, url, []saga.Definition{pay, waiting})
 	require.Equal(t, 3, testenv.Summary(t, nc).Active)
