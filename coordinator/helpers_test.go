@@ -27,18 +27,21 @@ type wire struct {
 	msgs []*nats.Msg
 }
 
-// listen subscribes nc (core NATS) to subject and records what arrives. The
-// subscription is known to the server when listen returns.
-func listen(t *testing.T, nc *nats.Conn, subject string) *wire {
+// listen subscribes nc (core NATS) to subjects and records what arrives,
+// in one wire. The subscriptions are known to the server when listen
+// returns.
+func listen(t *testing.T, nc *nats.Conn, subjects ...string) *wire {
 	t.Helper()
 	w := &wire{}
-	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
-		w.mu.Lock()
-		w.msgs = append(w.msgs, m)
-		w.mu.Unlock()
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	for _, subject := range subjects {
+		sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+			w.mu.Lock()
+			w.msgs = append(w.msgs, m)
+			w.mu.Unlock()
+		})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
 	require.NoError(t, nc.Flush())
 	return w
 }
@@ -47,16 +50,7 @@ func listen(t *testing.T, nc *nats.Conn, subject string) *wire {
 // log, and to the bucket.
 func listenStores(t *testing.T, nc *nats.Conn) *wire {
 	t.Helper()
-	w := listen(t, nc, messages.BucketSubject(messages.SagaKeyPrefix+"*"))
-	sub, err := nc.Subscribe(messages.SagaLogSubject, func(m *nats.Msg) {
-		w.mu.Lock()
-		w.msgs = append(w.msgs, m)
-		w.mu.Unlock()
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	require.NoError(t, nc.Flush())
-	return w
+	return listen(t, nc, messages.BucketSubject(messages.SagaKeyPrefix+"*"), messages.SagaLogSubject)
 }
 
 // stored decodes the stored states of saga id, in order, from the saga
