@@ -27,30 +27,42 @@ type wire struct {
 	msgs []*nats.Msg
 }
 
-// listen subscribes nc (core NATS) to subjects and records what arrives,
-// in one wire. The subscriptions are known to the server when listen
-// returns.
-func listen(t *testing.T, nc *nats.Conn, subjects ...string) *wire {
+// listen subscribes nc (core NATS) to subject and records what arrives. The
+// subscription is known to the server when listen returns.
+func listen(t *testing.T, nc *nats.Conn, subject string) *wire {
 	t.Helper()
-	w := &wire{}
-	for _, subject := range subjects {
-		sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
-			w.mu.Lock()
-			w.msgs = append(w.msgs, m)
-			w.mu.Unlock()
-		})
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = sub.Unsubscribe() })
-	}
-	require.NoError(t, nc.Flush())
-	return w
+	return listenTo(t, nc, subject, nil)
 }
 
 // listenStores records the coordinator's writes of sagas: to the saga
-// log, and to the bucket.
+// log, and to the bucket. One subscription takes both, so they are
+// recorded in the order the server delivered them.
 func listenStores(t *testing.T, nc *nats.Conn) *wire {
 	t.Helper()
-	return listen(t, nc, messages.BucketSubject(messages.SagaKeyPrefix+"*"), messages.SagaLogSubject)
+	return listenTo(t, nc, ">", func(m *nats.Msg) bool {
+		// A write, not a consumer's delivery of one.
+		write := m.Subject == messages.SagaLogSubject || strings.HasPrefix(m.Subject, messages.BucketSubject(messages.SagaKeyPrefix))
+		return write && !strings.HasPrefix(m.Reply, "$JS.ACK.")
+	})
+}
+
+// listenTo records what arrives on subject that keep accepts (all when
+// keep is nil).
+func listenTo(t *testing.T, nc *nats.Conn, subject string, keep func(*nats.Msg) bool) *wire {
+	t.Helper()
+	w := &wire{}
+	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		if keep != nil && !keep(m) {
+			return
+		}
+		w.mu.Lock()
+		w.msgs = append(w.msgs, m)
+		w.mu.Unlock()
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, nc.Flush())
+	return w
 }
 
 // stored decodes the stored states of saga id, in order, from the saga
