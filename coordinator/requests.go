@@ -172,12 +172,29 @@ func (c *Coordinator) onStatus(ctx context.Context, m *nats.Msg) {
 			c.respond(m, messages.StatusResponse{V: messages.Version, Saga: data})
 			return nil
 		}
-		// A saga no longer in memory may have finished: it is in the bucket.
-		if err := c.reads.start(ctx, bucketWait, func(read context.Context) { c.statusFromBucket(read, m, req.SagaID, notHeld) }); err != nil {
-			c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(err)})
-		}
-		return nil
+		// A saga no longer in memory may have finished: it is in the
+		// bucket once the batch that ended it, maybe this one, is
+		// committed.
+		return c.readAfterCommit(ctx, "status of "+req.SagaID, func(read context.Context) { c.statusFromBucket(read, m, req.SagaID, notHeld) },
+			func(err error) { c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(err)}) })
 	})
+}
+
+// readAfterCommit returns what an input does once its batch is
+// committed: start read, a read of the bucket (see [bucketReads]), or, when
+// the commit failed or no read can start, call fail with the error; what
+// names the request in it.
+func (c *Coordinator) readAfterCommit(ctx context.Context, what string, read func(context.Context), fail func(error)) func(error) {
+	return func(err error) {
+		if err != nil {
+			err = fmt.Errorf("%w: %s not answered; send it again: %w", messages.ErrBusy, what, err)
+		} else {
+			err = c.reads.start(ctx, bucketWait, read)
+		}
+		if err != nil {
+			fail(err)
+		}
+	}
 }
 
 // statusFromBucket answers a status request for a saga no longer in memory.
@@ -279,11 +296,11 @@ func (c *Coordinator) onRetry(ctx context.Context, m *nats.Msg) {
 	c.enqueue(ctx, func(_ time.Time, out *saga.Outbox) func(error) {
 		if err := c.engine.RetryCompensation(req.SagaID, out); err != nil {
 			if errors.Is(err, saga.ErrUnknownSaga) {
+				// In the bucket once the batch that ended it, maybe this
+				// one, is committed.
 				notHeld := err
-				if err := c.reads.start(ctx, bucketWait, func(read context.Context) { c.retryFinished(read, m, req.SagaID, notHeld) }); err != nil {
-					c.respond(m, messages.RetryResponse{V: messages.Version, Error: wireError(err)})
-				}
-				return nil
+				return c.readAfterCommit(ctx, "retry of "+req.SagaID, func(read context.Context) { c.retryFinished(read, m, req.SagaID, notHeld) },
+					func(err error) { c.respond(m, messages.RetryResponse{V: messages.Version, Error: wireError(err)}) })
 			}
 			c.respond(m, messages.RetryResponse{V: messages.Version, Error: wireError(err)})
 			return nil

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -215,4 +216,55 @@ func TestCatchUpReadsTheRecordsOfAgentsBeforeTheLog(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return gets.len() == 1+1+3+1 }, 10*time.Second, 5*time.Millisecond,
 		"the role's read, then each saga's step in flight, and the first saga's next: %d", gets.len())
+}
+
+// TestStatusOfASagaEndingMeanwhile: a status or retry request applied in
+// the batch that ends its saga reads the bucket once that batch is
+// committed; until then no store holds the saga's end. Neither is ever
+// answered not_found: the status is the saga's, the retry is refused as
+// for a saga that did not fail.
+func TestStatusOfASagaEndingMeanwhile(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	commands := listen(t, nc, "saga.>")
+	testenv.Coordinator(t, url, []saga.Definition{waiting})
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	for i := range 40 {
+		id := testenv.Start(t, nc, "waiting", nil)
+		require.Eventually(t, func() bool { return commands.len() == i+1 }, 10*time.Second, time.Millisecond)
+		cmd := commands.commandOf(t, id, "wait", messages.Execute)
+		reply := messages.ReplyTo(&cmd, messages.OK, "")
+		status := mustJSON(t, messages.StatusRequest{V: messages.Version, SagaID: id})
+		// The reply and the status request at once: often one batch.
+		_, err := js.PublishAsync(reply.Subject(), mustJSON(t, reply))
+		require.NoError(t, err)
+		retries, err := nc.SubscribeSync(nats.NewInbox())
+		require.NoError(t, err)
+		require.NoError(t, nc.PublishRequest(messages.RetrySubject, retries.Subject, mustJSON(t, messages.RetryRequest{V: messages.Version, SagaID: id})))
+		asks := make([]*nats.Msg, 0, 8)
+		for range 8 {
+			inbox := nats.NewInbox()
+			sub, err := nc.SubscribeSync(inbox)
+			require.NoError(t, err)
+			require.NoError(t, nc.PublishRequest(messages.StatusSubject, inbox, status))
+			m, err := sub.NextMsg(10 * time.Second)
+			require.NoError(t, err)
+			asks = append(asks, m)
+			_ = sub.Unsubscribe()
+		}
+		for _, m := range asks {
+			var resp messages.StatusResponse
+			require.NoError(t, json.Unmarshal(m.Data, &resp))
+			require.Nil(t, resp.Error, "saga %d", i)
+		}
+		m, err := retries.NextMsg(10 * time.Second)
+		require.NoError(t, err)
+		_ = retries.Unsubscribe()
+		var retry messages.RetryResponse
+		require.NoError(t, json.Unmarshal(m.Data, &retry))
+		require.NotNil(t, retry.Error)
+		require.Equal(t, messages.CodeConflict, retry.Error.Code, "saga %d: %s", i, retry.Error.Message)
+		testenv.WaitStatus(t, nc, id, saga.Completed)
+	}
 }
