@@ -21,8 +21,14 @@ import (
 // bucket, as they were when last stored). With ranked, only the sagas a simulation driver ranked. It
 // returns the first error of [Client.ScanStored].
 func (c *Client) Stored(ctx context.Context, ranked bool) ([]saga.Execution, error) {
+	return collect(c.ScanStored(ctx, nil), ranked)
+}
+
+// collect returns the sagas of seq, with ranked only those a simulation
+// driver ranked, or seq's first error.
+func collect(seq iter.Seq2[saga.Execution, error], ranked bool) ([]saga.Execution, error) {
 	var xs []saga.Execution
-	for x, err := range c.ScanStored(ctx, nil) {
+	for x, err := range seq {
 		if err != nil {
 			return nil, err
 		}
@@ -45,6 +51,20 @@ func (c *Client) Stored(ctx context.Context, ranked bool) ([]saga.Execution, err
 // or a value is not the saga its key names (an error wrapping
 // [ErrBadStored]). Each range over it reads the bucket anew.
 func (c *Client) ScanStored(ctx context.Context, keep func(id string) bool) iter.Seq2[saga.Execution, error] {
+	return c.scan(ctx, keep, wirejson.DecodeExecution)
+}
+
+// ScanEnded returns the sagas stored in the saga bucket as
+// [Client.ScanStored] does, each with only the last transition of its
+// history and none of its step results: what an outcome log
+// (saga.Execution.Outcome) or a report of ended sagas reads, in less time
+// and memory.
+func (c *Client) ScanEnded(ctx context.Context, keep func(id string) bool) iter.Seq2[saga.Execution, error] {
+	return c.scan(ctx, keep, wirejson.DecodeEnded)
+}
+
+// scan is ScanStored, each saga read with decode.
+func (c *Client) scan(ctx context.Context, keep func(id string) bool, decode func([]byte) (saga.Execution, error)) iter.Seq2[saga.Execution, error] {
 	return func(yield func(saga.Execution, error) bool) {
 		fail := func(err error) { yield(saga.Execution{}, fmt.Errorf("bucket %s: %w", messages.SagaBucket, err)) }
 		js, err := jetstream.New(c.nc)
@@ -79,7 +99,7 @@ func (c *Client) ScanStored(ctx context.Context, keep func(id string) bool) iter
 			if !ok || (keep != nil && !keep(id)) {
 				continue
 			}
-			x, err := wirejson.DecodeExecution(e.Value())
+			x, err := decode(e.Value())
 			if err != nil {
 				fail(fmt.Errorf("key %s: %w: %w", e.Key(), ErrBadStored, err))
 				return
@@ -105,9 +125,9 @@ func (c *Client) ScanStored(ctx context.Context, keep func(id string) bool) iter
 // WriteOutcomes writes the outcome log of the stored sagas (see
 // [Client.Stored] and saga.OutcomeLog: one JSON line per saga, sorted by
 // id) to w, and returns the log's SHA-256 in hex and how many sagas it
-// holds.
+// holds. It reads them as [Client.ScanEnded] does.
 func (c *Client) WriteOutcomes(ctx context.Context, w io.Writer, ranked bool) (digest string, n int, err error) {
-	xs, err := c.Stored(ctx, ranked)
+	xs, err := collect(c.ScanEnded(ctx, nil), ranked)
 	if err != nil {
 		return "", 0, err
 	}

@@ -202,7 +202,9 @@ func (s *sim) collect(ctx context.Context, gov, ins flood.LedgerChange, contract
 	}
 	r.LateAgents = max(len(r.Agents)-s.want, 0)
 	r.PerTick = s.rows
-	r.Timeline = sampleTimeline(final)
+	if r.Timeline, err = s.timeline(ctx, final); err != nil {
+		return nil, err
+	}
 	order := roles()
 	slices.SortFunc(r.Agents, func(a, b messages.AgentStats) int {
 		return cmp.Or(cmp.Compare(slices.Index(order, a.Role), slices.Index(order, b.Role)), cmp.Compare(a.Agent, b.Agent))
@@ -211,7 +213,9 @@ func (s *sim) collect(ctx context.Context, gov, ins flood.LedgerChange, contract
 }
 
 // finalStates returns the final state of each saga of ids that the
-// coordinator knows, and leaves out a saga it does not know. It reads them
+// coordinator knows, and leaves out a saga it does not know. A saga read
+// from the bucket holds only the last transition of its history
+// (client.ScanEnded): what the outcome log and the invariants read. It reads them
 // from the saga bucket in one pass, keeping only the sagas of ids: the
 // bucket may hold sagas of earlier runs and of others. A saga that
 // finished other than failed is stored once and for all when it finishes,
@@ -226,7 +230,7 @@ func (s *sim) finalStates(ctx context.Context, ids map[string]string) (map[strin
 		_, ok := ids[id]
 		return ok
 	}
-	for x, err := range s.cl.ScanStored(ctx, ofRun) {
+	for x, err := range s.cl.ScanEnded(ctx, ofRun) {
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("final saga states: %w", err)
@@ -252,6 +256,27 @@ func (s *sim) finalStates(ctx context.Context, ids map[string]string) (map[strin
 		return nil, fmt.Errorf("final saga states: %w", err)
 	}
 	return final, nil
+}
+
+// timeline samples the run's sagas for the HTML report's timeline
+// (sampleTimeline) and asks the coordinator for the whole history of each
+// sampled saga, which the final states read from the bucket leave out.
+func (s *sim) timeline(ctx context.Context, final map[string]saga.Execution) ([]timelineSaga, error) {
+	sample := sampleTimeline(final)
+	ids := make([]string, len(sample))
+	for i := range sample {
+		ids[i] = sample[i].ID
+	}
+	full := make(map[string]saga.Execution, len(ids))
+	if err := s.askStates(ctx, ids, full); err != nil {
+		return nil, fmt.Errorf("timeline: %w", err)
+	}
+	for i := range sample {
+		if x, ok := full[ids[i]]; ok {
+			sample[i].History = x.History
+		}
+	}
+	return sample, nil
 }
 
 // askStates asks the coordinator for the state of each saga of ids, at

@@ -19,32 +19,43 @@ var transitionCodec = newCodec(
 	str("Note", func(t *saga.Transition) *string { return &t.Note }),
 )
 
-var executionCodec = newCodec(
-	named("ID", func(x *saga.Execution) *saga.ID { return &x.ID }),
-	str("Definition", func(x *saga.Execution) *string { return &x.Definition }),
-	integer64("Version", func(x *saga.Execution) *int64 { return &x.Version }),
-	str("Saga", func(x *saga.Execution) *string { return &x.Saga }),
-	named("Status", func(x *saga.Execution) *saga.Status { return &x.Status }),
-	named("Cause", func(x *saga.Execution) *saga.Status { return &x.Cause }),
-	rawMap("Context", func(x *saga.Execution) *messages.Context { return &x.Context }),
-	integer("Current", func(x *saga.Execution) *int { return &x.Current }),
-	named("Action", func(x *saga.Execution) *messages.Action { return &x.Action }),
-	integer("Attempt", func(x *saga.Execution) *int { return &x.Attempt }),
-	integer("Seq", func(x *saga.Execution) *int { return &x.Seq }),
-	integer64("Rank", func(x *saga.Execution) *int64 { return &x.Rank }),
-	integer64("Round", func(x *saga.Execution) *int64 { return &x.Round }),
-	integer64("StartedTick", func(x *saga.Execution) *int64 { return &x.StartedTick }),
-	integer64("DispatchedTick", func(x *saga.Execution) *int64 { return &x.DispatchedTick }),
-	boolean("Awaiting", func(x *saga.Execution) *bool { return &x.Awaiting }),
-	boolean("Working", func(x *saga.Execution) *bool { return &x.Working }),
-	integer64("Until", func(x *saga.Execution) *int64 { return &x.Until }),
-	instant("RetryAt", func(x *saga.Execution) *time.Time { return &x.RetryAt }),
-	stringList("Completed", func(x *saga.Execution) *[]string { return &x.Completed }),
-	stringList("Compensated", func(x *saga.Execution) *[]string { return &x.Compensated }),
-	binding[saga.Execution]{goName: "Results", enc: appendResults, dec: decodeResults, empty: func(x *saga.Execution) bool { return len(x.Results) == 0 }},
-	str("Error", func(x *saga.Execution) *string { return &x.Error }),
-	binding[saga.Execution]{goName: "History", enc: appendHistory, dec: decodeHistory},
+// executionCodec encodes and decodes a saga; endedCodec decodes only what
+// a report of ended sagas reads (see [DecodeEnded]).
+var (
+	executionCodec = newExecutionCodec(decodeResults, decodeHistory)
+	endedCodec     = newExecutionCodec(nil, decodeLastTransition)
 )
+
+// newExecutionCodec returns the codec of a saga whose step results and
+// history decode with results and history (nil: skipped).
+func newExecutionCodec(results, history func(*Decoder, *saga.Execution) error) *codec[saga.Execution] {
+	return newCodec(
+		named("ID", func(x *saga.Execution) *saga.ID { return &x.ID }),
+		str("Definition", func(x *saga.Execution) *string { return &x.Definition }),
+		integer64("Version", func(x *saga.Execution) *int64 { return &x.Version }),
+		str("Saga", func(x *saga.Execution) *string { return &x.Saga }),
+		named("Status", func(x *saga.Execution) *saga.Status { return &x.Status }),
+		named("Cause", func(x *saga.Execution) *saga.Status { return &x.Cause }),
+		rawMap("Context", func(x *saga.Execution) *messages.Context { return &x.Context }),
+		integer("Current", func(x *saga.Execution) *int { return &x.Current }),
+		named("Action", func(x *saga.Execution) *messages.Action { return &x.Action }),
+		integer("Attempt", func(x *saga.Execution) *int { return &x.Attempt }),
+		integer("Seq", func(x *saga.Execution) *int { return &x.Seq }),
+		integer64("Rank", func(x *saga.Execution) *int64 { return &x.Rank }),
+		integer64("Round", func(x *saga.Execution) *int64 { return &x.Round }),
+		integer64("StartedTick", func(x *saga.Execution) *int64 { return &x.StartedTick }),
+		integer64("DispatchedTick", func(x *saga.Execution) *int64 { return &x.DispatchedTick }),
+		boolean("Awaiting", func(x *saga.Execution) *bool { return &x.Awaiting }),
+		boolean("Working", func(x *saga.Execution) *bool { return &x.Working }),
+		integer64("Until", func(x *saga.Execution) *int64 { return &x.Until }),
+		instant("RetryAt", func(x *saga.Execution) *time.Time { return &x.RetryAt }),
+		stringList("Completed", func(x *saga.Execution) *[]string { return &x.Completed }),
+		stringList("Compensated", func(x *saga.Execution) *[]string { return &x.Compensated }),
+		binding[saga.Execution]{goName: "Results", enc: appendResults, dec: results, empty: func(x *saga.Execution) bool { return len(x.Results) == 0 }},
+		str("Error", func(x *saga.Execution) *string { return &x.Error }),
+		binding[saga.Execution]{goName: "History", enc: appendHistory, dec: history},
+	)
+}
 
 var outcomeCodec = newCodec(
 	named("ID", func(o *saga.OutcomeLine) *saga.ID { return &o.ID }),
@@ -82,6 +93,37 @@ func DecodeExecution(data []byte) (saga.Execution, error) {
 		return saga.Execution{}, fmt.Errorf("decode saga: %w", err)
 	}
 	return x, nil
+}
+
+// DecodeEnded reads a stored saga as [DecodeExecution] does, but for its
+// step results, skipped, and its history, of which it keeps the last
+// transition (the tick the saga ended at, for its outcome line): what a
+// report of many ended sagas reads, at less cost in time and memory.
+func DecodeEnded(data []byte) (saga.Execution, error) {
+	x, err := endedCodec.decodeAll(data)
+	if err != nil {
+		return saga.Execution{}, fmt.Errorf("decode saga: %w", err)
+	}
+	return x, nil
+}
+
+// decodeLastTransition reads x's history, keeping the last transition.
+func decodeLastTransition(d *Decoder, x *saga.Execution) error {
+	if d.Null() {
+		x.History = nil
+		return nil
+	}
+	var last saga.Transition
+	n := 0
+	err := d.Array(func() error {
+		last, n = saga.Transition{}, n+1
+		return transitionCodec.decode(d, &last)
+	})
+	x.History = []saga.Transition{}
+	if n > 0 {
+		x.History = append(x.History, last)
+	}
+	return err
 }
 
 // decodeResults reads x's step results, as encoding/json decodes a map:

@@ -34,6 +34,17 @@ func requireSameJSON(t *testing.T, x *saga.Execution) {
 	read, err := wirejson.DecodeExecution(want)
 	require.NoError(t, err)
 	requireSameExecution(t, back, read)
+	// Read as a report of ended sagas reads it: the same outcome line,
+	// with no step results and the last transition only.
+	ended, err := wirejson.DecodeEnded(want)
+	require.NoError(t, err)
+	require.Equal(t, read.Outcome(), ended.Outcome())
+	require.Nil(t, ended.Results)
+	if n := len(read.History); n > 0 {
+		require.Equal(t, read.History[n-1:], ended.History)
+	} else {
+		require.Equal(t, read.History, ended.History)
+	}
 }
 
 // TestAppendJSONMatchesEncodingJSON encodes sagas at every point of their
