@@ -61,11 +61,10 @@ const markEndedWithin = 100 * time.Millisecond
 // sagaLog is the coordinator's view of the saga log: what it wrote and
 // read of it in this term.
 type sagaLog struct {
-	// last is the sequence of the last message written or read; first,
-	// of the first message not purged (0 while the log is empty).
-	last, first uint64
-	// bytes counts the entries' keys and values from first to last;
-	// liveBytes, those of the entries in live.
+	// last is the sequence of the last message written or read.
+	last uint64
+	// bytes counts the entries' keys and values the log holds (since its
+	// last compaction); liveBytes, those of the entries in live.
 	bytes, liveBytes int64
 	// live holds the last entry of each saga whose last entry is a state.
 	live map[string]logEntry
@@ -110,9 +109,6 @@ func (l *sagaLog) due() bool { return l.bytes > 2*l.liveBytes+compactFloor }
 // took notes that the message at seq holds es: the log's last message.
 func (l *sagaLog) took(seq uint64, es []kvlog.Entry) {
 	l.last = seq
-	if l.first == 0 {
-		l.first = seq
-	}
 	for _, e := range es {
 		size := int64(len(e.Key) + len(e.Value))
 		l.bytes += size
@@ -367,7 +363,7 @@ func (c *Coordinator) compact(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("compact the saga log: purge before %d: %w", cut, err)
 	}
-	l.first, l.bytes = cut, l.bytes-before
+	l.bytes -= before
 	c.log.Info("saga log compacted", "sagas", len(es), "bytes", l.bytes, "purged_bytes", before)
 	return nil
 }
