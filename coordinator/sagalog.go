@@ -203,7 +203,7 @@ func minTime(a time.Time, ok bool, b time.Time) time.Time {
 // logValue is a saga's last entry in the log, as a recovery reads it.
 type logValue struct {
 	value []byte
-	entry logEntry
+	seq   uint64 // of the message that holds it
 }
 
 // readLog reads the whole log into l, and returns the last entry of each
@@ -219,7 +219,7 @@ func (c *Coordinator) readLog(ctx context.Context) (map[string]logValue, error) 
 		}
 		l.took(seq, es)
 		for _, e := range es {
-			last[e.Key] = logValue{value: e.Value, entry: logEntry{seq: seq, size: int64(len(e.Key) + len(e.Value))}}
+			last[e.Key] = logValue{value: e.Value, seq: seq}
 		}
 	})
 	if err != nil {
@@ -266,7 +266,7 @@ func (c *Coordinator) mergeStored(bucket map[string]bucketSaga, logged map[strin
 		b, inBucket := bucket[id]
 		x, err := decodeLogged(id, v.value)
 		if err != nil {
-			c.log.Error("saga log: a stored saga skipped", "saga_id", messages.Quote(id), "seq", v.entry.seq, "err", err)
+			c.log.Error("saga log: a stored saga skipped", "saga_id", messages.Quote(id), "seq", v.seq, "err", err)
 			if inBucket && b.x.Status.Terminal() {
 				// It ended: the bucket says how.
 				l.drop(id)

@@ -79,7 +79,7 @@ func TestMergeStored(t *testing.T) {
 					require.NoError(t, err)
 				}
 				c.sagas.took(9, []kvlog.Entry{{Key: id, Value: value}})
-				logged[id] = logValue{value: value, entry: c.sagas.live[id]}
+				logged[id] = logValue{value: value, seq: 9}
 			}
 
 			stored := c.mergeStored(bucket, logged)
