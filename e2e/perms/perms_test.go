@@ -208,6 +208,7 @@ func TestConfigNamesMatchTheCode(t *testing.T) {
 		"$KV."+messages.SagaBucket+".>",
 		messages.SagaLogSubject,
 		"$JS.API.STREAM.PURGE."+messages.SagaLogStream,
+		"$JS.API.CONSUMER.MSG.NEXT."+messages.SagaLogStream+".>",
 		"$JS.API.CONSUMER.MSG.NEXT."+messages.ReplyStream+"."+messages.ReplyConsumer,
 		"$JS.ACK."+messages.ReplyStream+"."+messages.ReplyConsumer+".>",
 		messages.EventSubjects[0]))
@@ -339,7 +340,15 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 	sizes := &messageSizes{}
 	c, err := coordinator.New(co.nc, coordinator.Options{Definitions: flood.Definitions(), Logger: log, Observer: sizes})
 	require.NoError(t, err)
-	run("coordinator", c.Run)
+	// The first coordinator stops before the end, for a second to
+	// recover what it stored.
+	firstCtx, stopFirst := context.WithCancel(ctx)
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- c.Run(firstCtx) }()
+	t.Cleanup(func() {
+		stopFirst()
+		<-firstDone
+	})
 	select {
 	case <-c.Ready():
 	case <-time.After(10 * time.Second):
@@ -479,6 +488,25 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 	for _, id := range ids {
 		waitStatus(t, d.nc, id, saga.Completed, 0)
 	}
+
+	// A second coordinator, as the coordinator user, recovers what the
+	// first stored: the saga log, the bucket and the roles' record logs.
+	var before messages.Summary
+	request(t, op.nc, messages.SummarySubject, struct{}{}, &before)
+	stopFirst()
+	require.NoError(t, <-firstDone)
+	firstDone <- nil
+	second, err := coordinator.New(connect(t, url, coordinatorUser).nc, coordinator.Options{Definitions: flood.Definitions(), Logger: log})
+	require.NoError(t, err)
+	run("second coordinator", second.Run)
+	select {
+	case <-second.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("second coordinator not ready")
+	}
+	var after messages.Summary
+	request(t, op.nc, messages.SummarySubject, struct{}{}, &after)
+	require.Equal(t, before, after, "recovered as the first coordinator left it")
 
 	for _, cl := range []*client{co, d, op} {
 		require.Empty(t, cl.errors(), "errors of %s", cl.user)
