@@ -32,7 +32,7 @@ type intake struct {
 // so that it can run them as one batch.
 func (a *Agent) serialIntake(inHand context.Context, wg *sync.WaitGroup) intake {
 	work := make(chan []jetstream.Msg)
-	queued := unbounded(inHand, work)
+	queued := gather(inHand, work)
 	wg.Go(func() { a.serialWork(inHand, queued) })
 	take := func(m jetstream.Msg) {
 		var cmds []jetstream.Msg

@@ -44,7 +44,7 @@ const pinIDHeader = "Nats-Pin-Id"
 // serialWork runs the commands of work, each message's together, as a
 // serial copy must, until work is closed; inHand is the context the
 // commands run in.
-func (a *Agent) serialWork(inHand context.Context, work <-chan []jetstream.Msg) {
+func (a *Agent) serialWork(inHand context.Context, work <-chan [][]jetstream.Msg) {
 	var queue []jetstream.Msg // in hand, by stream sequence
 	take := func(m jetstream.Msg) {
 		seq, idx := position(m)
@@ -57,14 +57,17 @@ func (a *Agent) serialWork(inHand context.Context, work <-chan []jetstream.Msg) 
 		})
 		queue = slices.Insert(queue, i, m)
 	}
-	// receive takes ms in; once work is closed, it stops reading it.
-	receive := func(ms []jetstream.Msg, ok bool) {
+	// receive takes in the commands of msgs; once work is closed, it
+	// stops reading it.
+	receive := func(msgs [][]jetstream.Msg, ok bool) {
 		if !ok {
 			work = nil
 			return
 		}
-		for _, m := range ms {
-			take(m)
+		for _, ms := range msgs {
+			for _, m := range ms {
+				take(m)
+			}
 		}
 	}
 	fenced := false
@@ -227,20 +230,22 @@ func cmpUint(a, b uint64) int {
 	return 0
 }
 
-// unbounded passes what comes on in to the channel it returns, in order,
+// gather passes what comes on in to the channel it returns, in order,
 // taking everything in at once however long the reader takes, until in is
-// closed and all is passed on, or ctx ends.
-func unbounded[T any](ctx context.Context, in <-chan T) <-chan T {
-	out := make(chan T)
+// closed and all is passed on, or ctx ends. A receive gets everything
+// gathered since the one before, as one slice: a reader that takes in
+// what is waiting without blocking (a serial copy, before each batch) gets
+// it all, where an item at a time would have it see only the first and
+// run batches of two (BENCHMARKS.md, "A serial copy's queue").
+func gather[T any](ctx context.Context, in <-chan T) <-chan []T {
+	out := make(chan []T)
 	go func() {
 		defer close(out)
 		var buf []T
-		var zero T
 		for in != nil || len(buf) > 0 {
-			var send chan<- T
-			var next T
+			var send chan<- []T
 			if len(buf) > 0 {
-				send, next = out, buf[0]
+				send = out
 			}
 			select {
 			case m, ok := <-in:
@@ -249,9 +254,8 @@ func unbounded[T any](ctx context.Context, in <-chan T) <-chan T {
 					continue
 				}
 				buf = append(buf, m)
-			case send <- next:
-				buf[0] = zero
-				buf = buf[1:]
+			case send <- buf:
+				buf = nil
 			case <-ctx.Done():
 				return
 			}

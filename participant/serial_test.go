@@ -385,3 +385,58 @@ func TestSerialCopyRunsABatchMessageAsOneBatch(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, want, log, "in their order in the message")
 }
+
+// TestSerialCopyRunsWhatWaitsAsOneBatch sends a serial copy 101 commands a
+// message each, the first of which blocks its handler until the other 100
+// are in the copy's hands: those then run as one batch, in their order.
+// (Taken in one message at a time, they ran in batches of two or three.)
+func TestSerialCopyRunsWhatWaitsAsOneBatch(t *testing.T) {
+	url, js, _ := payStream(t, "spend")
+	ctx := context.Background()
+	gate := make(chan struct{})
+	spend := agent.Handler{
+		Execute: func(ctx context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
+			if cmd.SagaID == "s-000" {
+				select {
+				case <-gate:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
+			var log []string
+			if _, err := tx.Get("log", &log); err != nil {
+				return nil, err
+			}
+			return nil, tx.Put("log", append(log, cmd.SagaID))
+		},
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	a := testenv.Agent(t, url, participant.Options{Role: "till", Serial: true,
+		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: spend}}})
+	require.Eventually(t, func() bool {
+		info, err := js.Consumer(ctx, messages.CommandStream, messages.CommandConsumer("till"))
+		return err == nil && info.CachedInfo().Config.PriorityPolicy == jetstream.PriorityPolicyPinned
+	}, 10*time.Second, 10*time.Millisecond)
+
+	var want []string
+	for i := range 101 {
+		c := messages.Command{V: messages.Version, SagaID: fmt.Sprintf("s-%03d", i), Saga: "pay", Step: "spend",
+			Action: messages.Execute, Attempt: 1, Seq: 1, Rank: int64(i + 1)}
+		publishCommands(t, js, c)
+		want = append(want, c.SagaID)
+	}
+	require.Eventually(t, func() bool { return a.Stats().Messages == 101 }, 20*time.Second, 10*time.Millisecond)
+	close(gate)
+	require.Eventually(t, func() bool { return a.Stats().Handled == 101 }, 20*time.Second, 10*time.Millisecond)
+
+	st := a.Stats()
+	// The first runs alone (a copy newly pinned runs one command alone);
+	// the 100 behind it in one batch, or two should the last message
+	// still be on its way to the worker when the gate opens.
+	require.LessOrEqual(t, st.Batches, int64(2), "batches of %.1f", float64(st.Batched)/float64(st.Batches))
+	require.Equal(t, int64(100), st.Batched)
+	var log []string
+	_, err := a.Store().Get(ctx, "log", &log)
+	require.NoError(t, err)
+	require.Equal(t, want, log, "in the order they were published")
+}
