@@ -19,35 +19,46 @@ import (
 // to one shared value (a budget). Committed one by one, each that changes
 // the value costs a read of its branch and two writes in a row, each
 // waiting for its acknowledgement. [Store.runBatch] runs a batch of such
-// executes in order against the value in memory, and commits them together
+// commands in order against the value in memory, and commits them together
 // in four steps, each of many requests sent at once:
 //
-//  1. the branches of the commands that write are read, in one request;
-//  2. every command that only reads records its final result;
+//  1. the branches of the commands that write are checked, in one request;
+//  2. every command that writes no value records its final result;
 //  3. the value is written once, its envelope naming every writer of the
 //     batch with its output;
 //  4. every writer records its final result.
 //
-// A writer whose branch has a record is a command answered before (a
-// redelivery, or a resend after a coordinator's restart), or one
-// compensated first: the commands after it ran on an effect that is not
-// applied again, so the batch ends before it, and none of their results
-// is recorded. That is why the branches are read first, after the value
-// and before its write, as a command alone reads its own.
+// An execute is taken to have no record, as a command alone takes it. A
+// compensation reads its record first, as a command alone does: one with
+// nothing to undo records that result, one whose execute took effect runs
+// its handler; any other (answered already, or its execute still being
+// written) ends the batch before it. Step 1 checks that every writer's
+// record is still what the writer took it to be: none for an execute, the
+// one it read for a compensation. A writer whose record moved is a command
+// answered before (a redelivery, or a resend after a coordinator's
+// restart), or one compensated first: the commands after it ran on an
+// effect that is not applied again, so the batch ends before it, and none
+// of their results is recorded. That is why the branches are checked
+// first, after the value is read and before it is written, as a command
+// alone reads its own.
 //
 // Each step is what a single command does, so a crash between two steps
 // is repaired the same way: a redelivered writer finds itself in the
-// envelope. A command that only reads records its result before any later
-// write is stored, as it would alone, so that a command run again never
-// sees the effect of one after it. A writer whose record meets a
-// compensation recorded since step 1 is left unanswered: run alone, it
-// finds its write and undoes it (store.go, [branch.recordWritten]).
+// envelope. A command that writes no value records its result before any
+// later write is stored, as it would alone, so that a command run again
+// never sees the effect of one after it. Each record is guarded by the
+// revision its command took its branch at: a writer whose record meets a
+// compensation recorded since step 1 is left unanswered (run alone, it
+// finds its write and undoes it: store.go, [branch.recordWritten]), and
+// one that writes no value ends the batch there.
 //
-// A batch holds executes whose writes all go to one value. Anything else
-// (a compensation, a second value, a command found answered or claimed, a
-// handler's transient error, a write that meets a conflict) ends the batch
-// before it: that command and the ones after it are run one by one, as
-// a command alone would be.
+// A batch holds commands whose writes all go to one value, each of its
+// own branch. Anything else (a second value, a second command of a branch
+// already in the batch, a command found answered or claimed, a handler's
+// transient error or rejected compensation, a write that meets a conflict,
+// a role whose agents before the record log left records in its state
+// stream) ends the batch before it: that command and the ones after it
+// are run one by one, as a command alone would be.
 //
 // JetStream's atomic batch publish (nats-server 2.12) would commit the
 // records and the value all or nothing, in one request. It is not used:
@@ -64,13 +75,54 @@ type batchItem struct {
 	cmd *messages.Command
 	h   agent.Handler
 	op  string
-	// Filled in by runBatch.
+	// Filled in by runBatch. rec and rev are the branch's record as the
+	// command took it (none for an execute), which its own is written
+	// over.
+	rec      Record
+	rev      uint64
 	result   *Result
 	value    json.RawMessage // the value after this command, when it wrote it
 	answered bool            // its final result is recorded
 }
 
-// runBatch runs items, executes of one serial role in the order given,
+// record is the branch record it.result makes.
+func (it *batchItem) record() Record {
+	if it.cmd.Action == messages.Compensate {
+		r := it.rec
+		r.Compensate = it.result
+		return r
+	}
+	return Record{Execute: it.result}
+}
+
+// takeBranch reads the record of it, a compensation, as a command alone
+// does, and reports whether the batch may take it: a compensation with
+// nothing to undo then has its result, one whose execute took effect is
+// to run its handler. Any other ends the batch, as does a role with
+// records in its state stream (s.legacy), whose reads it leaves to the
+// command alone.
+func (s *Store) takeBranch(ctx context.Context, it *batchItem) bool {
+	var err error
+	if it.rec, it.rev, err = s.branchAfter(ctx, it.cmd.SagaID, it.cmd.Step, 0); err != nil {
+		return false
+	}
+	s.logMu.Lock()
+	legacy := s.legacy
+	s.logMu.Unlock()
+	if legacy {
+		return false
+	}
+	switch agent.Decide(it.rec, messages.Compensate) {
+	case agent.NothingToUndo:
+		it.result = agent.NoopResult(it.cmd, time.Now().UTC())
+		return true
+	case agent.Run:
+		return true
+	}
+	return false
+}
+
+// runBatch runs items, commands of one serial role in the order given,
 // and records the results it can. It returns how many leading items it
 // ran in the batch; of those, items[i].answered says which have their
 // final result recorded. Every other item must be run alone, in order.
@@ -82,8 +134,23 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 		n       int
 	)
 	overlay := map[string]cached{}
+	branches := map[string]bool{}
 	for n < len(items) {
 		it := items[n]
+		key := messages.RecordKey(it.cmd.SagaID, it.cmd.Step)
+		if branches[key] {
+			break // its record is the one before it writes: alone
+		}
+		branches[key] = true
+		if it.cmd.Action == messages.Compensate {
+			if !s.takeBranch(ctx, it) {
+				break
+			}
+			if it.result != nil { // nothing to undo
+				n++
+				continue
+			}
+		}
 		tx := &txn{ctx: ctx, store: s, op: it.op, reads: map[string]cached{}, overlay: overlay}
 		out, err := it.h.Run(ctx, tx, it.cmd)
 		tx.release()
@@ -124,32 +191,34 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 	}
 	items = items[:n]
 
-	// Step 1: the branches of the writers, read in one request now that
-	// the value is read, and before it is written. One that has a record
-	// (its command was answered before: a redelivery, or a resend by a
-	// restarted coordinator; or it was compensated first) ends the batch
+	// Step 1: the branches of the writers, checked in one request now
+	// that the value is read, and before it is written. One whose record
+	// moved (its command was answered before: a redelivery, or a resend by
+	// a restarted coordinator; or it was compensated first) ends the batch
 	// before it: the commands after it ran on its effect, which is not
 	// applied again, so none of their results may be recorded.
 	cut := n
 	var (
 		writerAt []int
 		cmds     []*messages.Command
+		revs     []uint64
 	)
 	for i, it := range items {
 		if it.value != nil {
 			writerAt = append(writerAt, i)
 			cmds = append(cmds, it.cmd)
+			revs = append(revs, it.rev)
 		}
 	}
 	if len(cmds) > 0 {
-		recorded, err := s.recorded(ctx, cmds, base.env.Records)
+		moved, err := s.moved(ctx, cmds, revs, base.env.Records)
 		if err != nil {
 			for _, it := range items {
 				it.result, it.value = nil, nil
 			}
 			return 0
 		}
-		if j := slices.Index(recorded, true); j >= 0 {
+		if j := slices.Index(moved, true); j >= 0 {
 			cut = writerAt[j]
 		}
 	}
@@ -229,9 +298,9 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 	return cut
 }
 
-// recordAll records the execute result of each of items, expecting no
-// record, in one message of the role's record log when they fit; it calls
-// stored with each that was stored, and reports which were.
+// recordAll records the result of each of items, expecting the record it
+// took its branch at, in one message of the role's record log when they
+// fit; it calls stored with each that was stored, and reports which were.
 func (s *Store) recordAll(ctx context.Context, items []*batchItem, stored func(*batchItem)) []bool {
 	ok := make([]bool, len(items))
 	if len(items) == 0 {
@@ -243,11 +312,12 @@ func (s *Store) recordAll(ctx context.Context, items []*batchItem, stored func(*
 	}
 	es := make([]kvlog.Entry, 0, len(items))
 	for _, it := range items {
-		data, err := wirejson.AppendRecord(make([]byte, 0, 192), &Record{Execute: it.result})
+		r := it.record()
+		data, err := wirejson.AppendRecord(make([]byte, 0, 192), &r)
 		if err != nil {
 			break // the items after it are not recorded either
 		}
-		es = append(es, kvlog.Entry{Key: messages.RecordKey(it.cmd.SagaID, it.cmd.Step), Value: data})
+		es = append(es, kvlog.Entry{Key: messages.RecordKey(it.cmd.SagaID, it.cmd.Step), Value: data, Rev: it.rev})
 	}
 	ctx, cancel := context.WithTimeout(ctx, replyWait)
 	defer cancel()

@@ -134,7 +134,7 @@ func (a *Agent) serialWork(inHand context.Context, work <-chan [][]jetstream.Msg
 	}
 }
 
-// runBatch runs the leading executes of queue together ([Store.runBatch]),
+// runBatch runs the leading commands of queue together ([Store.runBatch]),
 // acknowledges those it answered and returns them, with how many it ran.
 // It runs none when fewer than two lead the queue.
 func (a *Agent) runBatch(ctx context.Context, queue []jetstream.Msg) (map[jetstream.Msg]bool, int) {
@@ -144,7 +144,7 @@ func (a *Agent) runBatch(ctx context.Context, queue []jetstream.Msg) (map[jetstr
 			break // pinned anew: the fence first
 		}
 		cmd, step, err := a.parse(m)
-		if err != nil || cmd.Action != messages.Execute || step.Duration != nil {
+		if err != nil || step.Duration != nil {
 			break
 		}
 		items = append(items, &batchItem{cmd: &cmd, h: step.Handler, op: opName(&cmd, string(cmd.Action))})
@@ -167,7 +167,11 @@ func (a *Agent) runBatch(ctx context.Context, queue []jetstream.Msg) (map[jetstr
 		if meta, err := m.Metadata(); err == nil && meta.NumDelivered > 1 {
 			a.redelivered.Add(1)
 		}
-		a.executed.Add(1)
+		if it.cmd.Action == messages.Execute {
+			a.executed.Add(1)
+		} else {
+			a.compensated.Add(1)
+		}
 		a.handled.Add(1)
 		a.span(ctx, m, began)
 		if err := m.Ack(); err != nil {

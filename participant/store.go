@@ -367,9 +367,10 @@ func (s *Store) synced(ctx context.Context) (*kvlog.Log, error) {
 	return l, nil
 }
 
-// recorded reports which of cmds' branches hold a record, read once the
-// record log has been read up to seq (see [Store.branchAfter]).
-func (s *Store) recorded(ctx context.Context, cmds []*messages.Command, seq uint64) ([]bool, error) {
+// moved reports which of cmds' branches hold a record other than the one
+// at the revision revs gives (0: none), read once the record log has been
+// read up to seq (see [Store.branchAfter]).
+func (s *Store) moved(ctx context.Context, cmds []*messages.Command, revs []uint64, seq uint64) ([]bool, error) {
 	l, err := s.records(ctx)
 	if err != nil {
 		return nil, err
@@ -381,9 +382,9 @@ func (s *Store) recorded(ctx context.Context, cmds []*messages.Command, seq uint
 	var legacy []string
 	at := map[string]int{}
 	for i, cmd := range cmds {
-		if l.Rev(messages.RecordKey(cmd.SagaID, cmd.Step)) != 0 {
+		if l.Rev(messages.RecordKey(cmd.SagaID, cmd.Step)) != revs[i] {
 			found[i] = true
-		} else if s.legacy {
+		} else if s.legacy && revs[i] == 0 {
 			subject := messages.BranchSubject(s.role, cmd.SagaID, cmd.Step)
 			legacy = append(legacy, subject)
 			at[subject] = i
