@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -104,6 +105,12 @@ func (l *lease) keep(ctx context.Context, lost chan<- struct{}) {
 		case ctx.Err() != nil:
 			return
 		case jserr.Conflict(err):
+			if rev, at, ok := l.landed(ctx); ok {
+				// A renewal whose acknowledgement came too late was stored:
+				// the lease is still this coordinator's.
+				l.rev, renewed = rev, at
+				continue
+			}
 			l.c.log.Error("lease taken over by another coordinator", "err", err)
 			return
 		case time.Since(renewed) >= l.ttl:
@@ -113,6 +120,24 @@ func (l *lease) keep(ctx context.Context, lost chan<- struct{}) {
 			l.c.log.Warn("lease renewal failed; retrying", "err", err)
 		}
 	}
+}
+
+// landed reports whether the lease, whose renewal was refused as expecting
+// an older revision, holds this coordinator's own renewal: one that the
+// server stored after its publish had given up waiting for the
+// acknowledgement (a loaded server acknowledges the bucket's writes in
+// turn, the sagas' before the lease's). It returns the revision to renew
+// and when it was stored. The holder's id is this lease's alone, so the
+// lease is no other coordinator's; nor has it expired, since the key is
+// there.
+func (l *lease) landed(ctx context.Context) (uint64, time.Time, bool) {
+	ctx, cancel := context.WithTimeout(ctx, l.ttl/3)
+	defer cancel()
+	e, err := l.c.kv.Get(ctx, messages.LeaseKey)
+	if err != nil || !bytes.Equal(e.Value(), l.data) {
+		return 0, time.Time{}, false
+	}
+	return e.Revision(), e.Created(), true
 }
 
 // release frees the lease so a standby takes over at once.

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/stretchr/testify/require"
 
@@ -173,4 +175,64 @@ func coordinatorInfos(t *testing.T, nc *nats.Conn, n int) map[string]int {
 		got[info.Metadata["state"]] = len(info.Endpoints)
 	}
 	return got
+}
+
+// TestLeaseRenewalStoredLateIsKept stores, behind a coordinator's back,
+// the renewal of its lease it would have made had a renewal's
+// acknowledgement come too late: its next renewal, expecting the revision
+// before, is refused. The lease still names it, so it keeps its term and
+// renews on from the revision it finds, and never stands by.
+func TestLeaseRenewalStoredLateIsKept(t *testing.T) {
+	_, url := testenv.Server(t)
+	client := testenv.Connect(t, url)
+	log, standing := standbyLogger()
+	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{
+		Definitions: []saga.Definition{twoSteps}, LeaseTTL: time.Second, Logger: log})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	receive(t, c.Ready(), "the coordinator")
+
+	js, err := jetstream.New(client)
+	require.NoError(t, err)
+	kv, err := js.KeyValue(context.Background(), messages.SagaBucket)
+	require.NoError(t, err)
+	e, err := kv.Get(context.Background(), messages.LeaseKey)
+	require.NoError(t, err)
+	renewals := make(chan uint64, 16)
+	sub, err := client.Subscribe(messages.BucketSubject(messages.LeaseKey), func(m *nats.Msg) {
+		if seq, err := strconv.ParseUint(m.Header.Get(jetstream.ExpectedLastSubjSeqHeader), 10, 64); err == nil {
+			renewals <- seq
+		}
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, client.Flush())
+
+	late, err := kv.Update(context.Background(), messages.LeaseKey, e.Value(), e.Revision())
+	require.NoError(t, err)
+	// The coordinator's renewals go on from the revision stored late: two
+	// of them, and it never stands by (a standby's attempts to take the
+	// lease expect no revision at all).
+	for n := 0; n < 2; {
+		select {
+		case seq := <-renewals:
+			if seq >= late {
+				n++
+			}
+		case <-standing:
+			t.Fatal("the coordinator stood by: it took its own renewal for another coordinator's")
+		case <-time.After(10 * time.Second):
+			t.Fatal("timed out waiting for the renewals after the one stored late")
+		}
+	}
+	require.True(t, c.Active())
+	got, err := kv.Get(context.Background(), messages.LeaseKey)
+	require.NoError(t, err)
+	require.Equal(t, e.Value(), got.Value(), "the lease names the same coordinator")
 }
