@@ -62,6 +62,20 @@ func (m *Memory) Value(key string, v any) (bool, error) {
 	return true, json.Unmarshal(data, v)
 }
 
+// Values decodes the value of each of keys into value(i), as [Memory.Value]
+// does, and reports which keys have one: the shape of a state query's read
+// (participant.QueryFunc).
+func (m *Memory) Values(keys []string, value func(i int) any) ([]bool, error) {
+	found := make([]bool, len(keys))
+	for i, key := range keys {
+		var err error
+		if found[i], err = m.Value(key, value(i)); err != nil {
+			return nil, err
+		}
+	}
+	return found, nil
+}
+
 // Record returns the barrier record of step of saga sagaID (the zero
 // record when there is none).
 func (m *Memory) Record(sagaID, step string) messages.Record {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
 
 	"github.com/natsaga/natsaga/messages"
 )
@@ -40,9 +39,10 @@ type StateAnswer struct {
 }
 
 // AnswerState answers the query req from a role's state, read through
-// read (participant.QueryFunc's shape), which must be safe for concurrent
-// use: the households are read side by side.
-func AnswerState(_ context.Context, req []byte, read func(key string, v any) (bool, error)) any {
+// read (participant.QueryFunc's shape): read decodes the value of each of
+// keys into value(i) and reports which keys have one. The query's
+// households are read in one call.
+func AnswerState(_ context.Context, req []byte, read func(keys []string, value func(i int) any) ([]bool, error)) any {
 	var q StateQuery
 	bad := func(err error) StateAnswer {
 		return StateAnswer{V: messages.Version, Error: &messages.WireError{Code: messages.CodeBadRequest, Message: err.Error()}}
@@ -56,26 +56,34 @@ func AnswerState(_ context.Context, req []byte, read func(key string, v any) (bo
 	if len(q.Households) > MaxQueryHouseholds {
 		return bad(fmt.Errorf("%d households, at most %d", len(q.Households), MaxQueryHouseholds))
 	}
-	a := StateAnswer{V: messages.Version}
-	fail := func(err error) StateAnswer {
-		return StateAnswer{V: messages.Version, Error: &messages.WireError{Code: messages.CodeInternal, Message: err.Error()}}
-	}
-	if q.Ledger {
-		var l Ledger
-		ok, err := read(LedgerKey, &l)
-		if err != nil {
-			return fail(err)
-		}
-		if ok {
-			a.Ledger = &l
-		}
-	}
 	for _, id := range q.Households {
 		if err := messages.CheckToken(KeyHousehold, id); err != nil {
 			return bad(err)
 		}
 	}
-	houses, found, err := readHouses(q.Households, read)
+	fail := func(err error) StateAnswer {
+		return StateAnswer{V: messages.Version, Error: &messages.WireError{Code: messages.CodeInternal, Message: err.Error()}}
+	}
+	a := StateAnswer{V: messages.Version}
+	if q.Ledger {
+		var l Ledger
+		found, err := read([]string{LedgerKey}, func(int) any { return &l })
+		if err != nil {
+			return fail(err)
+		}
+		if found[0] {
+			a.Ledger = &l
+		}
+	}
+	if len(q.Households) == 0 {
+		return a
+	}
+	keys := make([]string, len(q.Households))
+	for i, id := range q.Households {
+		keys[i] = HouseKey(id)
+	}
+	houses := make([]House, len(keys))
+	found, err := read(keys, func(i int) any { return &houses[i] })
 	if err != nil {
 		return fail(err)
 	}
@@ -88,35 +96,4 @@ func AnswerState(_ context.Context, req []byte, read func(key string, v any) (bo
 		}
 	}
 	return a
-}
-
-// queryReads bounds the reads one query has under way at once. Each waits
-// for a round trip to the agent's store: one at a time, a driver's check
-// of 100,000 households took seven seconds of the household agents'
-// answers (BENCHMARKS.md, "Collecting less often").
-const queryReads = 16
-
-// readHouses reads the households ids through read, at most queryReads at
-// once, and returns what it read and which it found, in the order of ids;
-// on errors, the first household's in that order.
-func readHouses(ids []string, read func(key string, v any) (bool, error)) ([]House, []bool, error) {
-	houses := make([]House, len(ids))
-	found := make([]bool, len(ids))
-	errs := make([]error, len(ids))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, queryReads)
-	for i, id := range ids {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			found[i], errs[i] = read(HouseKey(id), &houses[i])
-		})
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, nil, err
-		}
-	}
-	return houses, found, nil
 }

@@ -16,17 +16,18 @@ import (
 const queryTimeout = 5 * time.Second
 
 // QueryConcurrency is how many queries one agent answers at once. A query
-// spends its time waiting for its reads, one round trip each: a driver
-// checking 100,000 households asks 200 queries of 500, and answered one
-// at a time they took minutes.
+// spends its time waiting for its reads: a driver checking 100,000
+// households asks 200 queries of 500, and answered one at a time they
+// took minutes.
 const QueryConcurrency = 16
 
 // QueryFunc answers a query request req from the role's committed state:
-// read decodes the state value key into v, and reports false, leaving v
-// untouched, when key has no value; it is safe for concurrent use, so
-// that a query of many keys may read them side by side. It returns the
-// answer, encoded as JSON.
-type QueryFunc func(ctx context.Context, req []byte, read func(key string, v any) (bool, error)) any
+// read decodes the state value of each of keys into value(i), leaving it
+// untouched when the key has no value, and reports which have one. It
+// reads them all in one request to the server ([Store.GetAll]), so a query
+// reads what it needs in one call; read is safe for concurrent use. It
+// returns the answer, encoded as JSON.
+type QueryFunc func(ctx context.Context, req []byte, read func(keys []string, value func(i int) any) ([]bool, error)) any
 
 // ServeQueries answers the requests on subject with answer, from role's
 // committed state, until ctx ends; it returns nil then. A model documents
@@ -99,9 +100,8 @@ func respondQuery(ctx context.Context, st *Store, m *nats.Msg, answer QueryFunc)
 	} else {
 		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
 		defer cancel()
-		out = answer(qctx, m.Data, func(key string, v any) (bool, error) {
-			seq, err := st.Get(qctx, key, v)
-			return seq != 0, err
+		out = answer(qctx, m.Data, func(keys []string, value func(i int) any) ([]bool, error) {
+			return st.GetAll(qctx, keys, value)
 		})
 	}
 	data, err := json.Marshal(out)

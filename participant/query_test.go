@@ -31,7 +31,7 @@ func TestQueriesAnsweredSideBySide(t *testing.T) {
 	var mu sync.Mutex
 	answering := 0
 	all := make(chan struct{})
-	answer := func(ctx context.Context, req []byte, read func(key string, v any) (bool, error)) any {
+	answer := func(ctx context.Context, req []byte, read func(keys []string, value func(i int) any) ([]bool, error)) any {
 		if string(req) == `"probe"` {
 			return "up"
 		}
@@ -46,8 +46,8 @@ func TestQueriesAnsweredSideBySide(t *testing.T) {
 			return map[string]string{"error": "alone"}
 		}
 		var count int
-		if ok, err := read("count", &count); err != nil || !ok {
-			return map[string]any{"error": fmt.Sprint("read: ", ok, err)}
+		if found, err := read([]string{"count"}, func(int) any { return &count }); err != nil || !found[0] {
+			return map[string]any{"error": fmt.Sprint("read: ", found, err)}
 		}
 		return map[string]any{"q": string(req), "count": count}
 	}
@@ -78,4 +78,44 @@ func TestQueriesAnsweredSideBySide(t *testing.T) {
 		require.NoError(t, errs[i])
 		require.Equal(t, map[string]any{"q": `"q"`, "count": 7.0}, a)
 	}
+}
+
+// TestGetAllReadsManyValues reads 1,100 keys of a role's state, some
+// twice, some without a value, across the 1,024 of one request: each key
+// that has a value is decoded into its own place, the others are left as
+// they were and reported absent.
+func TestGetAllReadsManyValues(t *testing.T) {
+	_, url := testenv.Server(t)
+	ctx := context.Background()
+	store, err := participant.OpenStore(ctx, testenv.Connect(t, url), "till", true, 1)
+	require.NoError(t, err)
+	var keys []string
+	for i := range 1100 {
+		keys = append(keys, fmt.Sprintf("k%d", i))
+		if i%3 != 0 {
+			_, err := store.Init(ctx, keys[i], i)
+			require.NoError(t, err)
+		}
+	}
+	keys = append(keys, "k2", "k3") // again
+	got := make([]int, len(keys))
+	for i := range got {
+		got[i] = -1
+	}
+	found, err := store.GetAll(ctx, keys, func(i int) any { return &got[i] })
+	require.NoError(t, err)
+	for i, key := range keys {
+		var n int
+		_, _ = fmt.Sscanf(key, "k%d", &n)
+		require.Equal(t, n%3 != 0, found[i], key)
+		if found[i] {
+			require.Equal(t, n, got[i], key)
+		} else {
+			require.Equal(t, -1, got[i], key)
+		}
+	}
+
+	found, err = store.GetAll(ctx, []string{"k0", "none"}, func(i int) any { return &got[i] })
+	require.NoError(t, err)
+	require.Equal(t, []bool{false, false}, found, "no value at all")
 }

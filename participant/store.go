@@ -428,6 +428,49 @@ func (s *Store) Get(ctx context.Context, key string, v any) (uint64, error) {
 	return seq, nil
 }
 
+// getAllBatch bounds the subjects of one direct get of many: the server
+// answers at most 1,024 messages a request.
+const getAllBatch = 1024
+
+// GetAll decodes the value of each of role's state keys into value(i),
+// leaving it untouched when the key has no value, and reports which have
+// one. It reads up to 1,024 keys a request, one direct get of the last
+// message of each of their subjects, where [Store.Get] is a request a key.
+func (s *Store) GetAll(ctx context.Context, keys []string, value func(i int) any) ([]bool, error) {
+	found := make([]bool, len(keys))
+	for lo := 0; lo < len(keys); lo += getAllBatch {
+		part := keys[lo:min(lo+getAllBatch, len(keys))]
+		at := make(map[string][]int, len(part))
+		subjects := make([]string, 0, len(part))
+		for i, key := range part {
+			subj := messages.DataSubject(s.role, key)
+			if _, ok := at[subj]; !ok {
+				subjects = append(subjects, subj)
+			}
+			at[subj] = append(at[subj], lo+i)
+		}
+		msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, messages.StateStream(s.role), subjects)
+		if err != nil {
+			return nil, fmt.Errorf("read %d values: %w: %w", len(subjects), ErrUnavailable, err)
+		}
+		for m, err := range msgs {
+			if errors.Is(err, jetstreamext.ErrNoMessages) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read %d values: %w: %w", len(subjects), ErrUnavailable, err)
+			}
+			for _, i := range at[m.Subject] {
+				if err := DecodeValue(m.Data, value(i)); err != nil {
+					return nil, fmt.Errorf("state %s: %w", keys[i], err)
+				}
+				found[i] = true
+			}
+		}
+	}
+	return found, nil
+}
+
 // last returns the last message on subject, nil when there is none.
 func (s *Store) last(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
 	m, err := s.stream.GetLastMsgForSubject(ctx, subject)
