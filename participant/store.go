@@ -397,14 +397,20 @@ func (s *Store) moved(ctx context.Context, cmds []*messages.Command, revs []uint
 	if err != nil {
 		return nil, fmt.Errorf("read %d branches: %w: %w", len(legacy), ErrUnavailable, err)
 	}
+	answered := false // as in GetAll
 	for m, err := range msgs {
 		if errors.Is(err, jetstreamext.ErrNoMessages) {
+			answered = true
 			break
 		}
 		if err != nil {
 			return nil, fmt.Errorf("read %d branches: %w: %w", len(legacy), ErrUnavailable, err)
 		}
+		answered = true
 		found[at[m.Subject]] = true
+	}
+	if !answered {
+		return nil, fmt.Errorf("read %d branches: %w: no answer from the server", len(legacy), ErrUnavailable)
 	}
 	return found, nil
 }
@@ -453,19 +459,28 @@ func (s *Store) GetAll(ctx context.Context, keys []string, value func(i int) any
 		if err != nil {
 			return nil, fmt.Errorf("read %d values: %w: %w", len(subjects), ErrUnavailable, err)
 		}
+		// The server answers with the messages found, or that there are
+		// none; a request it never answered (one the user may not send)
+		// ends the same iteration with nothing at all.
+		answered := false
 		for m, err := range msgs {
 			if errors.Is(err, jetstreamext.ErrNoMessages) {
+				answered = true
 				break
 			}
 			if err != nil {
 				return nil, fmt.Errorf("read %d values: %w: %w", len(subjects), ErrUnavailable, err)
 			}
+			answered = true
 			for _, i := range at[m.Subject] {
 				if err := DecodeValue(m.Data, value(i)); err != nil {
 					return nil, fmt.Errorf("state %s: %w", keys[i], err)
 				}
 				found[i] = true
 			}
+		}
+		if !answered {
+			return nil, fmt.Errorf("read %d values of %s: %w: no answer from the server", len(subjects), messages.StateStream(s.role), ErrUnavailable)
 		}
 	}
 	return found, nil

@@ -396,6 +396,15 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 	require.Nil(t, a.Error)
 	require.NotNil(t, a.Ledger)
 	require.Equal(t, agentcmd.DefaultLedger[flood.Government]-flood.DefaultSubsidyCost-flood.DefaultElevationCost, a.Ledger.Balance)
+	// ... and the household and the contractor for what they hold of
+	// household h1: each reads a query's households in one direct get.
+	for _, role := range []string{flood.Household, flood.Contractor} {
+		var a flood.StateAnswer
+		request(t, d.nc, flood.StateSubject(role), flood.StateQuery{V: messages.Version, Households: []string{"h1", "h-none"}}, &a)
+		require.Nil(t, a.Error, role)
+		require.Len(t, a.Households, 1, role)
+		require.Contains(t, a.Households, "h1", role)
+	}
 	// ... and reads the final states from the saga bucket, as its report
 	// does.
 	dc, err := natsaga.New(d.nc, natsaga.Options{})
