@@ -240,7 +240,7 @@ func cmpUint(a, b uint64) int {
 // gathered since the one before, as one slice: a reader that takes in
 // what is waiting without blocking (a serial copy, before each batch) gets
 // it all, where an item at a time would have it see only the first and
-// run batches of two (BENCHMARKS.md, "A serial copy's queue").
+// run batches of two (BENCHMARKS.md, "A serial copy's queue, and a lease kept under load").
 func gather[T any](ctx context.Context, in <-chan T) <-chan []T {
 	out := make(chan []T)
 	go func() {

@@ -393,26 +393,43 @@ func (s *Store) moved(ctx context.Context, cmds []*messages.Command, revs []uint
 	if len(legacy) == 0 {
 		return found, nil
 	}
-	msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, messages.StateStream(s.role), legacy)
-	if err != nil {
-		return nil, fmt.Errorf("read %d branches: %w: %w", len(legacy), ErrUnavailable, err)
-	}
-	answered := false // as in GetAll
-	for m, err := range msgs {
-		if errors.Is(err, jetstreamext.ErrNoMessages) {
-			answered = true
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read %d branches: %w: %w", len(legacy), ErrUnavailable, err)
-		}
-		answered = true
+	err = s.lastOfEach(ctx, legacy, func(m *jetstream.RawStreamMsg) error {
 		found[at[m.Subject]] = true
-	}
-	if !answered {
-		return nil, fmt.Errorf("read %d branches: %w: no answer from the server", len(legacy), ErrUnavailable)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %d branches: %w", len(legacy), err)
 	}
 	return found, nil
+}
+
+// lastOfEach calls each with the last message of each of subjects of the
+// role's state stream that has one, read in one direct get (at most 1,024
+// subjects). The server answers with the messages found, or that there are
+// none; a request it never answers (one the user may not send) ends the
+// same way with nothing at all, and is an error wrapping [ErrUnavailable].
+func (s *Store) lastOfEach(ctx context.Context, subjects []string, each func(*jetstream.RawStreamMsg) error) error {
+	msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, messages.StateStream(s.role), subjects)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	answered := false
+	for m, err := range msgs {
+		if errors.Is(err, jetstreamext.ErrNoMessages) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		answered = true
+		if err := each(m); err != nil {
+			return err
+		}
+	}
+	if !answered {
+		return fmt.Errorf("%w: no answer from the server", ErrUnavailable)
+	}
+	return nil
 }
 
 // conflict reports whether err is a write that lost to another: a state
@@ -455,32 +472,17 @@ func (s *Store) GetAll(ctx context.Context, keys []string, value func(i int) any
 			}
 			at[subj] = append(at[subj], lo+i)
 		}
-		msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, messages.StateStream(s.role), subjects)
-		if err != nil {
-			return nil, fmt.Errorf("read %d values: %w: %w", len(subjects), ErrUnavailable, err)
-		}
-		// The server answers with the messages found, or that there are
-		// none; a request it never answered (one the user may not send)
-		// ends the same iteration with nothing at all.
-		answered := false
-		for m, err := range msgs {
-			if errors.Is(err, jetstreamext.ErrNoMessages) {
-				answered = true
-				break
-			}
-			if err != nil {
-				return nil, fmt.Errorf("read %d values: %w: %w", len(subjects), ErrUnavailable, err)
-			}
-			answered = true
+		err := s.lastOfEach(ctx, subjects, func(m *jetstream.RawStreamMsg) error {
 			for _, i := range at[m.Subject] {
 				if err := DecodeValue(m.Data, value(i)); err != nil {
-					return nil, fmt.Errorf("state %s: %w", keys[i], err)
+					return fmt.Errorf("state %s: %w", keys[i], err)
 				}
 				found[i] = true
 			}
-		}
-		if !answered {
-			return nil, fmt.Errorf("read %d values of %s: %w: no answer from the server", len(subjects), messages.StateStream(s.role), ErrUnavailable)
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read %d values: %w", len(subjects), err)
 		}
 	}
 	return found, nil
