@@ -186,17 +186,8 @@ func TestLeaseRenewalStoredLateIsKept(t *testing.T) {
 	_, url := testenv.Server(t)
 	client := testenv.Connect(t, url)
 	log, standing := standbyLogger()
-	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{
-		Definitions: []saga.Definition{twoSteps}, LeaseTTL: time.Second, Logger: log})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	receive(t, c.Ready(), "the coordinator")
+	t.Cleanup(runUntilStopped(t, url, coordinator.Options{
+		Definitions: []saga.Definition{twoSteps}, LeaseTTL: time.Second, Logger: log}))
 
 	js, err := jetstream.New(client)
 	require.NoError(t, err)
@@ -231,7 +222,6 @@ func TestLeaseRenewalStoredLateIsKept(t *testing.T) {
 			t.Fatal("timed out waiting for the renewals after the one stored late")
 		}
 	}
-	require.True(t, c.Active())
 	got, err := kv.Get(context.Background(), messages.LeaseKey)
 	require.NoError(t, err)
 	require.Equal(t, e.Value(), got.Value(), "the lease names the same coordinator")

@@ -339,6 +339,37 @@ func TestSerialCopyKeepsItsPinThroughLongBatches(t *testing.T) {
 	require.Equal(t, []int64{0, 0}, redelivered)
 }
 
+// serialTill runs a copy of the serial role "till" serving the step
+// "spend" of saga "pay" with spend, and waits until its consumer is pinned.
+func serialTill(t *testing.T, url string, js jetstream.JetStream, spend agent.Handler) *participant.Agent {
+	t.Helper()
+	a := testenv.Agent(t, url, participant.Options{Role: "till", Serial: true,
+		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: spend}}})
+	require.Eventually(t, func() bool {
+		info, err := js.Consumer(context.Background(), messages.CommandStream, messages.CommandConsumer("till"))
+		return err == nil && info.CachedInfo().Config.PriorityPolicy == jetstream.PriorityPolicyPinned
+	}, 10*time.Second, 10*time.Millisecond)
+	return a
+}
+
+// appendLog appends entry to the value "log" in tx.
+func appendLog(tx agent.Tx, entry string) error {
+	var log []string
+	if _, err := tx.Get("log", &log); err != nil {
+		return err
+	}
+	return tx.Put("log", append(log, entry))
+}
+
+// tillLog returns the value "log" of the role "till", as a's store reads it.
+func tillLog(t *testing.T, a *participant.Agent) []string {
+	t.Helper()
+	var log []string
+	_, err := a.Store().Get(context.Background(), "log", &log)
+	require.NoError(t, err)
+	return log
+}
+
 // TestSerialCopyRunsABatchMessageAsOneBatch sends a serial role one
 // message of 200 executes that all write one value: its copy takes the
 // message's commands in together and commits them as one batch, in their
@@ -347,23 +378,13 @@ func TestSerialCopyKeepsItsPinThroughLongBatches(t *testing.T) {
 // run one delivered to it first.
 func TestSerialCopyRunsABatchMessageAsOneBatch(t *testing.T) {
 	url, js, _ := payStream(t, "spend")
-	ctx := context.Background()
 	spend := agent.Handler{
 		Execute: func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
-			var log []string
-			if _, err := tx.Get("log", &log); err != nil {
-				return nil, err
-			}
-			return nil, tx.Put("log", append(log, cmd.SagaID))
+			return nil, appendLog(tx, cmd.SagaID)
 		},
 		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
 	}
-	a := testenv.Agent(t, url, participant.Options{Role: "till", Serial: true,
-		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: spend}}})
-	require.Eventually(t, func() bool {
-		info, err := js.Consumer(ctx, messages.CommandStream, messages.CommandConsumer("till"))
-		return err == nil && info.CachedInfo().Config.PriorityPolicy == jetstream.PriorityPolicyPinned
-	}, 10*time.Second, 10*time.Millisecond)
+	a := serialTill(t, url, js, spend)
 
 	var cmds []messages.Command
 	var want []string
@@ -380,10 +401,7 @@ func TestSerialCopyRunsABatchMessageAsOneBatch(t *testing.T) {
 	require.Equal(t, int64(1), st.Messages)
 	require.Equal(t, int64(1), st.Batches, "one batch for the message")
 	require.Equal(t, int64(len(cmds)-1), st.Batched, "every command in it but the first")
-	var log []string
-	_, err := a.Store().Get(ctx, "log", &log)
-	require.NoError(t, err)
-	require.Equal(t, want, log, "in their order in the message")
+	require.Equal(t, want, tillLog(t, a), "in their order in the message")
 }
 
 // TestSerialCopyRunsWhatWaitsAsOneBatch sends a serial copy 101 commands a
@@ -392,7 +410,6 @@ func TestSerialCopyRunsABatchMessageAsOneBatch(t *testing.T) {
 // (Taken in one message at a time, they ran in batches of two or three.)
 func TestSerialCopyRunsWhatWaitsAsOneBatch(t *testing.T) {
 	url, js, _ := payStream(t, "spend")
-	ctx := context.Background()
 	gate := make(chan struct{})
 	spend := agent.Handler{
 		Execute: func(ctx context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
@@ -403,20 +420,11 @@ func TestSerialCopyRunsWhatWaitsAsOneBatch(t *testing.T) {
 					return nil, ctx.Err()
 				}
 			}
-			var log []string
-			if _, err := tx.Get("log", &log); err != nil {
-				return nil, err
-			}
-			return nil, tx.Put("log", append(log, cmd.SagaID))
+			return nil, appendLog(tx, cmd.SagaID)
 		},
 		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
 	}
-	a := testenv.Agent(t, url, participant.Options{Role: "till", Serial: true,
-		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: spend}}})
-	require.Eventually(t, func() bool {
-		info, err := js.Consumer(ctx, messages.CommandStream, messages.CommandConsumer("till"))
-		return err == nil && info.CachedInfo().Config.PriorityPolicy == jetstream.PriorityPolicyPinned
-	}, 10*time.Second, 10*time.Millisecond)
+	a := serialTill(t, url, js, spend)
 
 	var want []string
 	for i := range 101 {
@@ -436,10 +444,7 @@ func TestSerialCopyRunsWhatWaitsAsOneBatch(t *testing.T) {
 	// its way when the gate opens, and then runs alone after the batch.
 	require.Equal(t, int64(1), st.Batches)
 	require.GreaterOrEqual(t, st.Batched, int64(99))
-	var log []string
-	_, err := a.Store().Get(ctx, "log", &log)
-	require.NoError(t, err)
-	require.Equal(t, want, log, "in the order they were published")
+	require.Equal(t, want, tillLog(t, a), "in the order they were published")
 }
 
 // TestSerialCopyBatchesCompensations has a serial copy run executes and
@@ -454,13 +459,6 @@ func TestSerialCopyBatchesCompensations(t *testing.T) {
 	url, js, _ := payStream(t, "spend")
 	ctx := context.Background()
 	gate, entered := make(chan struct{}), make(chan struct{})
-	appendLog := func(tx agent.Tx, entry string) error {
-		var log []string
-		if _, err := tx.Get("log", &log); err != nil {
-			return err
-		}
-		return tx.Put("log", append(log, entry))
-	}
 	spend := agent.Handler{
 		Execute: func(ctx context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
 			if cmd.SagaID == "s-100" {
@@ -477,12 +475,7 @@ func TestSerialCopyBatchesCompensations(t *testing.T) {
 			return appendLog(tx, "undo:"+cmd.SagaID)
 		},
 	}
-	a := testenv.Agent(t, url, participant.Options{Role: "till", Serial: true,
-		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: spend}}})
-	require.Eventually(t, func() bool {
-		info, err := js.Consumer(ctx, messages.CommandStream, messages.CommandConsumer("till"))
-		return err == nil && info.CachedInfo().Config.PriorityPolicy == jetstream.PriorityPolicyPinned
-	}, 10*time.Second, 10*time.Millisecond)
+	a := serialTill(t, url, js, spend)
 
 	command := func(i int, action messages.Action) messages.Command {
 		return messages.Command{V: messages.Version, SagaID: fmt.Sprintf("s-%03d", i), Saga: "pay", Step: "spend",
@@ -535,10 +528,7 @@ func TestSerialCopyBatchesCompensations(t *testing.T) {
 	require.Equal(t, int64(len(later)-2), st.Batched-before.Batched, "all but the last two compensations")
 	require.Equal(t, int64(16), st.Compensated-before.Compensated)
 	require.Equal(t, int64(0), st.Refused)
-	var log []string
-	_, err := a.Store().Get(ctx, "log", &log)
-	require.NoError(t, err)
-	require.Equal(t, want, log, "each command applied once, in order")
+	require.Equal(t, want, tillLog(t, a), "each command applied once, in order")
 
 	for _, c := range []struct {
 		saga string
