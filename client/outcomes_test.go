@@ -91,6 +91,49 @@ func TestScanStored(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 }
 
+// TestScanKeepsTheOrderRead reads more sagas than a scan decodes at once
+// on every core: they come in the order the bucket holds them, and a value
+// that does not decode ends the scan right after the sagas stored before
+// it, as a scan that decoded one value at a time would.
+func TestScanKeepsTheOrderRead(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: messages.SagaBucket})
+	require.NoError(t, err)
+	const n, bad = 5000, 4321
+	var want []string
+	for i := range n {
+		x := saga.Execution{ID: fmt.Sprintf("s%04d", n-i), Saga: "greet", Status: saga.Completed}
+		data, err := json.Marshal(x)
+		require.NoError(t, err)
+		if i == bad {
+			data = []byte(`{"saga_id":`)
+		} else if i < bad {
+			want = append(want, x.ID)
+		}
+		_, err = kv.Put(ctx, messages.SagaKey(x.ID), data)
+		require.NoError(t, err)
+	}
+	c, err := client.New(nc, client.Options{})
+	require.NoError(t, err)
+	var got []string
+	var last error
+	for x, err := range c.ScanEnded(ctx, nil) {
+		if err != nil {
+			last = err
+			break
+		}
+		got = append(got, x.ID)
+	}
+	require.Equal(t, want, got)
+	require.ErrorIs(t, last, client.ErrBadStored)
+	require.ErrorContains(t, last, fmt.Sprintf("s%04d", n-bad))
+}
+
 // scan counts the sagas c.ScanStored yields with keep, and returns the
 // error that ends it.
 func scan(ctx context.Context, c *client.Client, keep func(string) bool) (int, error) {

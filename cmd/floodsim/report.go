@@ -174,7 +174,7 @@ func (s *sim) collect(ctx context.Context, gov, ins flood.LedgerChange, contract
 	// (those of s.uncertain it holds started after all): the outcome log
 	// and the timeline are drawn from it as it is, with no copy kept
 	// beside it but the one the outcome log needs.
-	xs := slices.Collect(maps.Values(final))
+	xs := slices.AppendSeq(make([]saga.Execution, 0, len(final)), maps.Values(final))
 	if s.outcomeLog, r.OutcomesSHA256, err = saga.OutcomeLogWith(xs, wirejson.AppendOutcomeLine); err != nil {
 		return nil, err
 	}
