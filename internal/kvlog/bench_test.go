@@ -2,6 +2,7 @@ package kvlog_test
 
 import (
 	"context"
+	"encoding/json"
 	"runtime"
 	"strconv"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natsaga/natsaga/internal/kvlog"
+	"github.com/natsaga/natsaga/internal/wirejson"
 )
 
 // BenchmarkRecord measures writing barrier records, each to a key of its
@@ -64,4 +66,34 @@ func BenchmarkRecord(b *testing.B) {
 			b.ReportMetric(float64(b.N)/float64(l.Last()-before), "records/msg")
 		})
 	}
+}
+
+// BenchmarkDecode measures reading a message of 256 barrier records, as
+// every copy of a role reads each message of its log: kvlog.Decode
+// (wirejson) against encoding/json into the same types. Each op is one
+// message.
+//
+//	go test ./internal/kvlog -run '^$' -bench Decode -count 5
+func BenchmarkDecode(b *testing.B) {
+	es := make([]kvlog.Entry, 256)
+	for i := range es {
+		es[i] = kvlog.Entry{Key: "01JEXAMPLE" + strconv.Itoa(100000+i) + "/household_applies",
+			Value: []byte(`{"execute":{"outcome":"ok","output":{"household":"h` + strconv.Itoa(i) + `","status":"pending"},"seq":1,"at":"2026-12-02T04:00:00.123456789Z"}}`)}
+	}
+	data := kvlog.AppendMessage(nil, "nuid", es)
+	b.Run("wirejson", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := kvlog.Decode(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		for b.Loop() {
+			var m wirejson.LogMessage
+			if err := json.Unmarshal(data, &m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

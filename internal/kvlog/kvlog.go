@@ -34,6 +34,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/natsaga/natsaga/internal/jserr"
+	"github.com/natsaga/natsaga/internal/wirejson"
 )
 
 // ErrConflict is returned for a write whose key is not at the revision
@@ -155,17 +156,6 @@ type write struct {
 	err    error
 }
 
-// message is how a group of writes is stored.
-type message struct {
-	ID      string      `json:"id"`
-	Entries []wireEntry `json:"entries"`
-}
-
-type wireEntry struct {
-	Key   string          `json:"key"`
-	Value json.RawMessage `json:"value"`
-}
-
 // Decode returns the writes of a message of a log, in the order they
 // were made. It returns an error when data is not such a message.
 func Decode(data []byte) ([]Entry, error) {
@@ -174,8 +164,12 @@ func Decode(data []byte) ([]Entry, error) {
 }
 
 func decode(data []byte) (id string, es []Entry, err error) {
-	var m message
-	if err := json.Unmarshal(data, &m); err != nil {
+	// wirejson reads it as encoding/json would, in under a third of the
+	// time (BenchmarkDecode: 255 against 899 µs for 256 records): every
+	// copy of a role, and the coordinator, reads every message of the
+	// logs it follows.
+	m, err := wirejson.DecodeLogMessage(data)
+	if err != nil {
 		return "", nil, fmt.Errorf("kvlog message: %w", err)
 	}
 	es = make([]Entry, len(m.Entries))
@@ -196,34 +190,19 @@ func decode(data []byte) (id string, es []Entry, err error) {
 // be a JSON value.
 func AppendMessage(dst []byte, id string, es []Entry) []byte {
 	dst = append(dst, `{"id":`...)
-	dst = appendString(dst, id)
+	dst = wirejson.AppendString(dst, id)
 	dst = append(dst, `,"entries":[`...)
 	for i, e := range es {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `{"key":`...)
-		dst = appendString(dst, e.Key)
+		dst = wirejson.AppendString(dst, e.Key)
 		dst = append(dst, `,"value":`...)
 		dst = append(dst, e.Value...)
 		dst = append(dst, '}')
 	}
 	return append(dst, "]}"...)
-}
-
-// appendString appends s as a JSON string: as it is when it holds nothing
-// to escape (natsaga's keys and ids never do), else as encoding/json
-// writes it.
-func appendString(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s)
-			return append(dst, q...)
-		}
-	}
-	dst = append(dst, '"')
-	dst = append(dst, s...)
-	return append(dst, '"')
 }
 
 // Open reads the log of opts to its end and follows it. It returns an

@@ -1,10 +1,11 @@
 // Package wirejson is natsaga's codec for its hot payloads: it encodes
 // commands, replies, events, barrier records and stored sagas, and decodes
-// commands, replies, records and stored sagas, without reflection. It writes and accepts
-// exactly what encoding/json does for these types: the same bytes out, the
-// same values in, the same inputs refused. Only the NATS edges
-// (coordinator, participant) use it, so messages and saga depend on the
-// standard library alone.
+// commands, replies, records, stored sagas, start batches and the messages
+// of a log of many keys (internal/kvlog), without reflection. It writes
+// and accepts exactly what encoding/json does for these types: the same
+// bytes out, the same values in, the same inputs refused. Only the NATS
+// edges (coordinator, participant, client, internal/kvlog) use it, so
+// messages and saga depend on the standard library alone.
 //
 // Each wire field is declared once, by the json tag of its struct field:
 // a codec (fields.go) binds each tagged field by its Go name to the
