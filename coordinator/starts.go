@@ -61,11 +61,8 @@ func (c *Coordinator) onStarts(ctx context.Context, m *nats.Msg) {
 		refuse(fmt.Errorf("start batch of %d bytes, limit %d: %w", len(m.Data), messages.MaxPayload, messages.ErrTooLarge))
 		return
 	}
-	var raw struct {
-		V      int               `json:"v"`
-		Starts []json.RawMessage `json:"starts"`
-	}
-	if err := json.Unmarshal(m.Data, &raw); err != nil {
+	raw, err := wirejson.DecodeStartBatch(m.Data)
+	if err != nil {
 		refuse(fmt.Errorf("start batch: %w: %w", messages.ErrBadRequest, err))
 		return
 	}
@@ -127,7 +124,8 @@ func (c *Coordinator) lookUpAndStart(ctx context.Context, b *startBatch) {
 // alone is checked: its saga type and id are tokens, and it takes at most
 // limit bytes, a quarter of the server's payload limit.
 func checkBatchedStart(raw json.RawMessage, s *messages.BatchedStart, limit int64) error {
-	if err := json.Unmarshal(raw, s); err != nil {
+	var err error
+	if *s, err = wirejson.DecodeBatchedStart(raw); err != nil {
 		return fmt.Errorf("start: %w: %w", messages.ErrBadRequest, err)
 	}
 	if err := messages.CheckToken("saga", s.Saga); err != nil {
