@@ -269,7 +269,7 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 			env.Ops[it.op] = out
 		}
 	}
-	data, err := json.Marshal(env)
+	data, err := wirejson.AppendStateEnvelope(nil, &env)
 	if err != nil {
 		return cut
 	}

@@ -120,18 +120,13 @@ type cached struct {
 	seq uint64
 }
 
-// envelope is how a state value is stored.
-type envelope struct {
-	Value json.RawMessage `json:"value"`
-	// Ops lists the branch actions ("<saga_id>/<step>/<action>") that
-	// wrote this value and have not yet recorded their result, with the
-	// output each will record.
-	Ops map[string]messages.Context `json:"ops,omitempty"`
-	// Records is the sequence of the role's record log its writer, and
-	// every writer before it, had read: the record of every action whose
-	// name a write dropped from Ops is there or before.
-	Records uint64 `json:"records,omitempty"`
-}
+// envelope is how a state value is stored: the value; in Ops the branch
+// actions ("<saga_id>/<step>/<action>") that wrote it and have not yet
+// recorded their result, with the output each will record; in Records the
+// sequence of the role's record log its writer, and every writer before
+// it, had read (the record of every action whose name a write dropped
+// from Ops is there or before). wirejson reads and writes it.
+type envelope = wirejson.StateEnvelope
 
 // stamp sets env.Records for a write of a value read as read: the later of
 // what read names and what this process has read of the record log.
@@ -506,7 +501,8 @@ func (s *Store) readEnvelope(ctx context.Context, subject string) (envelope, uin
 	if err != nil || m == nil {
 		return env, 0, err
 	}
-	if err := json.Unmarshal(m.Data, &env); err != nil {
+	env, err = wirejson.DecodeStateEnvelope(m.Data)
+	if err != nil {
 		return env, 0, fmt.Errorf("state %s: %w", subject, err)
 	}
 	return env, m.Sequence, nil
@@ -516,8 +512,8 @@ func (s *Store) readEnvelope(ctx context.Context, subject string) (envelope, uin
 // a role's state stream on [messages.DataSubject]. It returns an error when
 // data is not a stored state value.
 func DecodeValue(data []byte, v any) error {
-	var env envelope
-	if err := json.Unmarshal(data, &env); err != nil {
+	env, err := wirejson.DecodeStateEnvelope(data)
+	if err != nil {
 		return fmt.Errorf("state value: %w", err)
 	}
 	if env.Value == nil {
@@ -533,7 +529,7 @@ func (s *Store) Init(ctx context.Context, key string, v any) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("init %s: %w", key, err)
 	}
-	data, err := json.Marshal(envelope{Value: value})
+	data, err := wirejson.AppendStateEnvelope(nil, &envelope{Value: value})
 	if err != nil {
 		return false, fmt.Errorf("init %s: %w", key, err)
 	}
@@ -985,7 +981,7 @@ func (b *branch) undo(ctx context.Context, subject string) error {
 			env.Ops[op] = o
 		}
 	}
-	data, err := json.Marshal(env)
+	data, err := wirejson.AppendStateEnvelope(nil, &env)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", subject, err)
 	}
@@ -1041,7 +1037,7 @@ func (s *Store) writeValue(ctx context.Context, tx *txn, op string, out messages
 		out = messages.Context{}
 	}
 	env.Ops[op] = out
-	data, err := json.Marshal(env)
+	data, err := wirejson.AppendStateEnvelope(nil, &env)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", w.subject, err)
 	}

@@ -2,8 +2,6 @@ package wirejson
 
 import (
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/natsaga/natsaga/messages"
@@ -128,23 +126,7 @@ func decodeLastTransition(d *Decoder, x *saga.Execution) error {
 
 // decodeResults reads x's step results, as encoding/json decodes a map:
 // null sets it to nil, an object adds its members.
-func decodeResults(d *Decoder, x *saga.Execution) error {
-	if d.Null() {
-		x.Results = nil
-		return nil
-	}
-	if d.err == nil && d.peek() == '{' && x.Results == nil {
-		x.Results = map[string]messages.Context{}
-	}
-	return d.Object(func(key []byte) error {
-		var out messages.Context
-		if err := RawMap(d, &out); err != nil {
-			return err
-		}
-		x.Results[string(key)] = out
-		return nil
-	})
-}
+func decodeResults(d *Decoder, x *saga.Execution) error { return decodeContextMap(d, &x.Results) }
 
 // decodeHistory reads x's history.
 func decodeHistory(d *Decoder, x *saga.Execution) error {
@@ -166,25 +148,7 @@ func AppendExecution(dst []byte, x *saga.Execution) ([]byte, error) {
 // appendResults appends x's step results, keys sorted as encoding/json
 // sorts a map's.
 func appendResults(dst []byte, x *saga.Execution) ([]byte, error) {
-	var arr [8]string
-	steps := arr[:0]
-	for k := range x.Results {
-		steps = append(steps, k)
-	}
-	slices.SortFunc(steps, strings.Compare)
-	dst = append(dst, '{')
-	for i, k := range steps {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = AppendString(dst, k)
-		dst = append(dst, ':')
-		var err error
-		if dst, err = AppendRawMap(dst, x.Results[k]); err != nil {
-			return dst, fmt.Errorf("result of %s: %w", k, err)
-		}
-	}
-	return append(dst, '}'), nil
+	return appendContextMap(dst, x.Results, "result of")
 }
 
 // appendHistory appends x's history, null when nil.

@@ -7,9 +7,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The decoders of the payloads a process reads many of at once (a log's
-// messages, start batches) read what encoding/json reads, and refuse what
-// it refuses; what they read encodes back as json.Marshal writes it.
+// The decoders of the payloads a process reads many of (a log's messages,
+// start batches, state values) read what encoding/json reads, and refuse
+// what it refuses; what they read encodes back as json.Marshal writes it.
 
 var logCorpus = []string{
 	`{"id":"n1","entries":[{"key":"a","value":{"execute":{"outcome":"ok"}}},{"key":"b","value":[1, 2 ,{"c":null}]}]}`,
@@ -26,6 +26,26 @@ var startCorpus = []string{
 	`{"v":"3"}`, `{"v":3,"starts":{}}`, `{"v":3,"starts":[{"saga":}]}`, `{"v":3.5}`, `{"v":3} {}`,
 	`{"saga":"a","rank":-1,"tick":9223372036854775807,"context":{"k":{"deep":[true,null]}}}`, `{"saga":1}`,
 	`{"rank":9223372036854775808}`, `{"context":[]}`, `{"context":{"a":1,"a":2}}`, `{"saga":"<\u00e9>","x":[{}]}`,
+}
+
+var envelopeCorpus = []string{
+	`{"value":{"status":"pending","amount":1200},"ops":{"s1/household_applies/execute":{"household":"h1"},"s0/x/compensate":{}},"records":18446744073709551615}`,
+	`{"value":7}`, `{"value":null,"ops":null,"records":0}`, `{"ops":{"a":null}}`, `null`, `{"VALUE":[1],"Ops":{},"RECORDS":3}`,
+	`{"records":-1}`, `{"records":18446744073709551616}`, `{"records":1.5}`, `{"records":"1"}`, `{"records":-0}`, `{"records":1e3}`,
+	`{"ops":[]}`, `{"ops":{"a":[]}}`, `{"ops":{"a":{"b":1,"b":2}},"ops":{"c":{}}}`, `{"value":{"<":" "}}`, `{"value":`,
+}
+
+func TestDecodeStateEnvelopeMatchesEncodingJSON(t *testing.T) {
+	for _, in := range envelopeCorpus {
+		requireSame(t, []byte(in), DecodeStateEnvelope, envelopeCodec)
+	}
+}
+
+func FuzzDecodeStateEnvelope(f *testing.F) {
+	for _, in := range envelopeCorpus {
+		f.Add([]byte(in))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) { requireSame(t, data, DecodeStateEnvelope, envelopeCodec) })
 }
 
 func TestDecodeLogMessageMatchesEncodingJSON(t *testing.T) {
