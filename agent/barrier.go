@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"bytes"
+	"encoding/json"
 	"time"
 
 	"github.com/natsaga/natsaga/messages"
@@ -69,6 +71,37 @@ func Decide(rec messages.Record, action messages.Action) Decision {
 		return NothingToUndo
 	}
 	return Run
+}
+
+// WriteFound reports whether recorded, the result another run of an
+// action recorded first, can be that run's finding of a value this run
+// wrote (the value's envelope naming the action with output): such a run
+// applies nothing and records OK with that output. Any other result was
+// reached without the write (a rejection, or a result from a value read
+// before the write landed), so the write is an effect no record accounts
+// for, and must be undone. Outputs are compared as JSON, whatever their
+// spacing; no output and an empty one are the same.
+func WriteFound(recorded *messages.Result, output messages.Context) bool {
+	if recorded == nil || recorded.Outcome != messages.OK || len(recorded.Output) != len(output) {
+		return false
+	}
+	for k, v := range output {
+		w, ok := recorded.Output[k]
+		if !ok || !sameJSON(v, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// sameJSON reports whether a and b are the same JSON text but for
+// insignificant space.
+func sameJSON(a, b json.RawMessage) bool {
+	if bytes.Equal(a, b) {
+		return true
+	}
+	var ca, cb bytes.Buffer
+	return json.Compact(&ca, a) == nil && json.Compact(&cb, b) == nil && bytes.Equal(ca.Bytes(), cb.Bytes())
 }
 
 // RefusalReason is the reason of [Refusal].

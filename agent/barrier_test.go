@@ -45,6 +45,30 @@ func TestDecide(t *testing.T) {
 	}
 }
 
+func TestWriteFound(t *testing.T) {
+	out := messages.Context{"debited": []byte(`{"cents": 12, "to": "h1"}`)}
+	for _, tc := range []struct {
+		name     string
+		recorded *messages.Result
+		output   messages.Context
+		want     bool
+	}{
+		{"OK with the output written: the other run found the write", &messages.Result{Outcome: messages.OK, Output: messages.Context{"debited": []byte(`{"cents":12,"to":"h1"}`)}}, out, true},
+		{"OK with no output, none written", &messages.Result{Outcome: messages.OK}, nil, true},
+		{"OK with an empty output, none written", &messages.Result{Outcome: messages.OK, Output: messages.Context{}}, nil, true},
+		{"a rejection was reached without the write", &messages.Result{Outcome: messages.Failed, Reason: "insufficient balance"}, out, false},
+		{"a rejection with no output either", &messages.Result{Outcome: messages.Failed}, nil, false},
+		{"OK with another output was reached without it", &messages.Result{Outcome: messages.OK, Output: messages.Context{"debited": []byte(`{"cents":13,"to":"h1"}`)}}, out, false},
+		{"OK with another key", &messages.Result{Outcome: messages.OK, Output: messages.Context{"credited": []byte(`{"cents":12,"to":"h1"}`)}}, out, false},
+		{"OK with nothing where the write named an output", &messages.Result{Outcome: messages.OK}, out, false},
+		{"no result", nil, out, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, agent.WriteFound(tc.recorded, tc.output))
+		})
+	}
+}
+
 func TestConclude(t *testing.T) {
 	at := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	ex := &messages.Command{SagaID: "s1", Saga: "sub", Step: "pay", Action: messages.Execute, Seq: 3}

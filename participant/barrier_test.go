@@ -254,6 +254,82 @@ func TestBarrierCompensationBeforeExecute(t *testing.T) {
 	require.Equal(t, int64(1000), balance(t, s))
 }
 
+// TestBarrierStrayWriteIsUndone: one copy records an execute as rejected
+// while another copy's run of it, its log behind, writes the value and
+// stops before it can undo the write (its record refused). The write is
+// in the value, named by the execute, and no record accounts for it: the
+// command delivered again finds it and undoes it, and is answered from
+// the record.
+func TestBarrierStrayWriteIsUndone(t *testing.T) {
+	_, url := testenv.Server(t)
+	rejecting, copy := openBank(t, url, 1000), openBank(t, url, 1000)
+	d := newDebit()
+	refuse := agent.Handler{
+		Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+			return nil, agent.Reject("the till is closed")
+		},
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	cmd := command("s9", messages.Execute, 1, 300)
+	reply, v := do(t, rejecting, refuse, cmd)
+	require.Equal(t, agent.Applied, v)
+	require.Equal(t, messages.Failed, reply.Outcome)
+
+	// The stray write, as the other copy's run left it.
+	nc := testenv.Connect(t, url)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	_, err = js.Publish(context.Background(), messages.DataSubject(bankRole, balanceKey),
+		[]byte(`{"value":700,"ops":{"s9/debit/execute":{"debited":300}}}`))
+	require.NoError(t, err)
+
+	reply, v = do(t, copy, d.handler(), cmd)
+	require.Equal(t, agent.Duplicate, v)
+	require.Equal(t, messages.Failed, reply.Outcome)
+	require.Equal(t, "the till is closed", reply.Reason)
+	require.Equal(t, int64(1000), balance(t, rejecting), "the stray debit is refunded")
+	require.Equal(t, int64(1), d.compensates.Load())
+	st, err := js.Stream(context.Background(), messages.StateStream(bankRole))
+	require.NoError(t, err)
+	m, err := st.GetLastMsgForSubject(context.Background(), messages.DataSubject(bankRole, balanceKey))
+	require.NoError(t, err)
+	require.NotContains(t, string(m.Data), "s9/debit/execute", "the value no longer names the execute")
+
+	// Delivered once more: nothing left to undo.
+	reply, v = do(t, copy, d.handler(), cmd)
+	require.Equal(t, agent.Duplicate, v)
+	require.Equal(t, messages.Failed, reply.Outcome)
+	require.Equal(t, int64(1000), balance(t, copy))
+	require.Equal(t, int64(1), d.compensates.Load())
+
+	// The copy that recorded the rejection holds the value as it read it,
+	// before the stray write: run again, its handler debits that value,
+	// then finds the rejection recorded. It looks for the stray write on
+	// the server, and undoes it.
+	readsThenRefuses := agent.Handler{
+		Execute: func(_ context.Context, tx agent.Tx, _ *messages.Command) (messages.Context, error) {
+			var bal int64
+			if _, err := tx.Get(balanceKey, &bal); err != nil {
+				return nil, err
+			}
+			return nil, agent.Reject("the till is closed")
+		},
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	cmd = command("s10", messages.Execute, 1, 200)
+	reply, v = do(t, rejecting, readsThenRefuses, cmd)
+	require.Equal(t, agent.Applied, v)
+	require.Equal(t, messages.Failed, reply.Outcome)
+	_, err = js.Publish(context.Background(), messages.DataSubject(bankRole, balanceKey),
+		[]byte(`{"value":800,"ops":{"s10/debit/execute":{"debited":200}}}`))
+	require.NoError(t, err)
+	reply, v = do(t, rejecting, d.handler(), cmd)
+	require.Equal(t, agent.Duplicate, v)
+	require.Equal(t, messages.Failed, reply.Outcome)
+	require.Equal(t, int64(1000), balance(t, copy), "the stray debit is refunded")
+	require.Equal(t, int64(2), d.compensates.Load())
+}
+
 func TestBarrierRejectionAndTransientError(t *testing.T) {
 	_, url := testenv.Server(t)
 	s := openBank(t, url, 100)

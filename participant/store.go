@@ -567,6 +567,9 @@ type txn struct {
 	// overlay, in a batch (runBatch), holds the values as the commands
 	// before this one left them, to read before the cache.
 	overlay map[string]cached
+	// fresh reads every value from the server, past the cache: a run that
+	// looks for a write of its action another copy may have made.
+	fresh bool
 }
 
 type write struct {
@@ -607,14 +610,15 @@ func (tx *txn) read(subj string) (cached, error) {
 	tx.store.lock(subj)
 	tx.locked = append(tx.locked, subj)
 	c, ok := tx.overlay[subj]
+	if !ok && !tx.fresh {
+		c, ok = tx.store.cached(subj)
+	}
 	if !ok {
-		if c, ok = tx.store.cached(subj); !ok {
-			var err error
-			if c.env, c.seq, err = tx.store.readEnvelope(tx.ctx, subj); err != nil {
-				return c, err
-			}
-			tx.store.remember(subj, c)
+		var err error
+		if c.env, c.seq, err = tx.store.readEnvelope(tx.ctx, subj); err != nil {
+			return c, err
 		}
+		tx.store.remember(subj, c)
 	}
 	tx.reads[subj] = c
 	if out, ok := c.env.Ops[tx.op]; ok {
@@ -779,7 +783,7 @@ func (b *branch) run(ctx context.Context) (messages.Reply, agent.Verdict, error)
 	}
 	switch agent.Decide(*rec, cmd.Action) {
 	case agent.Answer:
-		return (*mine).Reply(cmd), agent.Duplicate, nil
+		return b.answer(ctx, *mine)
 	case agent.Refuse:
 		return b.refuse(ctx)
 	case agent.Wait:
@@ -836,7 +840,8 @@ func (b *branch) run(ctx context.Context) (messages.Reply, agent.Verdict, error)
 	}
 	switch agent.Decide(*rec, cmd.Action) {
 	case agent.Answer:
-		return (*mine).Reply(cmd), agent.Duplicate, nil
+		tx.release() // the answer may look for a write of this action
+		return b.answer(ctx, *mine)
 	case agent.Refuse:
 		return agent.Refusal(cmd), agent.Refused, nil
 	case agent.Wait:
@@ -870,12 +875,21 @@ var errRecordMoved = errors.New("the branch record changed while the action ran"
 // stored, the envelope is what says the write happened.
 //
 // The record is guarded by the sequence the branch was read at. When
-// another writer was there first, the branch is read again: a run of the
-// same action that recorded the same result (it found the write in the
-// envelope), which makes this run the duplicate; or the compensation of an execute, recorded as having
-// nothing to undo while the execute was writing. Then the execute undoes
-// its own write ([branch.undo]) and is refused, as if it had come after
-// the compensation. Anything else is a conflict: the command runs again.
+// another writer was there first, the branch is read again:
+//
+//   - a run of the same action that recorded its result: this run is the
+//     duplicate. That run found the write in the envelope, and recorded OK
+//     with its output; or, for an execute, it reached its result without
+//     the write ([agent.WriteFound]): a rejection, or a result from a value
+//     read before the write landed, recorded while this copy's log had not
+//     yet read it. Then the execute undoes its own write ([branch.undo]):
+//     the record says what happened, and no effect stays that it does not
+//     name;
+//   - the compensation of an execute, recorded as having nothing to undo
+//     while the execute was writing. Then the execute undoes its own write
+//     and is refused, as if it had come after the compensation.
+//
+// Anything else is a conflict: the command runs again.
 func (b *branch) recordWritten(ctx context.Context, subject string) (messages.Reply, agent.Verdict, error) {
 	cmd := b.cmd
 	err := b.record(ctx)
@@ -891,6 +905,12 @@ func (b *branch) recordWritten(ctx context.Context, subject string) (messages.Re
 		return messages.Reply{}, agent.Transient, rerr
 	}
 	if res := rec.Result(cmd.Action); res.Done() {
+		if cmd.Action == messages.Execute && !agent.WriteFound(res, b.rec.Execute.Output) {
+			if err := b.undo(ctx, subject); err != nil {
+				return messages.Reply{}, agent.Transient, err
+			}
+			return res.Reply(cmd), agent.Duplicate, nil
+		}
 		b.s.settle(subject, b.op)
 		return res.Reply(cmd), agent.Duplicate, nil
 	}
@@ -905,21 +925,45 @@ func (b *branch) recordWritten(ctx context.Context, subject string) (messages.Re
 
 // refuse answers an execute that came after its compensation. A run of it
 // may have written its value and not its record before the compensation
-// was recorded (see [branch.recordWritten]), and stopped there: the
-// handler is run to look for that write, which is then undone.
+// was recorded (see [branch.recordWritten]), and stopped there: that
+// write is undone.
 func (b *branch) refuse(ctx context.Context) (messages.Reply, agent.Verdict, error) {
-	tx := &txn{ctx: ctx, store: b.s, op: b.op, reads: map[string]cached{}}
+	if err := b.undoStray(ctx); err != nil {
+		return messages.Reply{}, agent.Transient, err
+	}
+	return agent.Refusal(b.cmd), agent.Refused, nil
+}
+
+// answer answers a command whose result res is recorded. For an execute
+// recorded as not done, a run of it in another copy may have written its
+// value while this result was recorded without it, and stopped before it
+// undid the write (see [branch.recordWritten]): that write is undone
+// first. An execute recorded OK, and a compensation, are answered as they
+// are.
+func (b *branch) answer(ctx context.Context, res *Result) (messages.Reply, agent.Verdict, error) {
+	if b.cmd.Action == messages.Execute && res.Outcome != messages.OK {
+		if err := b.undoStray(ctx); err != nil {
+			return messages.Reply{}, agent.Transient, err
+		}
+	}
+	return res.Reply(b.cmd), agent.Duplicate, nil
+}
+
+// undoStray looks for a write of b's execute that no record accounts for,
+// by running the handler against the values as the server has them (a
+// value this copy holds may be older than the write), and undoes the
+// write it finds.
+func (b *branch) undoStray(ctx context.Context) error {
+	tx := &txn{ctx: ctx, store: b.s, op: b.op, reads: map[string]cached{}, fresh: true}
 	_, err := b.h.Run(ctx, tx, b.cmd)
 	tx.release()
 	switch {
 	case tx.found != "":
-		if err := b.undo(ctx, tx.found); err != nil {
-			return messages.Reply{}, agent.Transient, err
-		}
+		return b.undo(ctx, tx.found)
 	case errors.Is(err, ErrUnavailable):
-		return messages.Reply{}, agent.Transient, err
+		return err
 	}
-	return agent.Refusal(b.cmd), agent.Refused, nil
+	return nil
 }
 
 // undo takes back the write of b's execute to subject, whose envelope
