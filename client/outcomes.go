@@ -70,7 +70,7 @@ func (c *Client) ScanEnded(ctx context.Context, keep func(id string) bool) iter.
 // time, while the watch reads on, and yielded in the order read: at
 // 745,742 sagas, floodsim's report spent 11 of the 17 s it read the
 // bucket decoding, on the goroutine that read the watch (BENCHMARKS.md,
-// "A report read on two cores").
+// "Where a simulation's time goes").
 func (c *Client) scan(ctx context.Context, keep func(id string) bool, decode func([]byte) (saga.Execution, error)) iter.Seq2[saga.Execution, error] {
 	return func(yield func(saga.Execution, error) bool) {
 		fail := func(err error) { yield(saga.Execution{}, fmt.Errorf("bucket %s: %w", messages.SagaBucket, err)) }
