@@ -113,6 +113,13 @@ func clean(raw []byte) bool {
 // map[string]json.RawMessage: null when nil, keys sorted. It returns an
 // error, and dst unchanged, when a value is not valid JSON.
 func AppendRawMap[M ~map[string]V, V ~[]byte](dst []byte, m M) ([]byte, error) {
+	return appendMap(dst, m, func(dst []byte, v V) ([]byte, error) { return AppendRaw(dst, v) })
+}
+
+// appendMap appends m as encoding/json encodes a map with string keys:
+// null when nil, keys sorted, each value with elem. It returns an error
+// naming the key, and dst unchanged, when elem fails.
+func appendMap[M ~map[string]V, V any](dst []byte, m M, elem func(dst []byte, v V) ([]byte, error)) ([]byte, error) {
 	if m == nil {
 		return append(dst, "null"...), nil
 	}
@@ -131,7 +138,7 @@ func AppendRawMap[M ~map[string]V, V ~[]byte](dst []byte, m M) ([]byte, error) {
 		dst = AppendString(dst, k)
 		dst = append(dst, ':')
 		var err error
-		if dst, err = AppendRaw(dst, m[k]); err != nil {
+		if dst, err = elem(dst, m[k]); err != nil {
 			return dst[:orig], fmt.Errorf("key %q: %w", k, err)
 		}
 	}

@@ -3,9 +3,7 @@ package wirejson
 import (
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/natsaga/natsaga/messages"
 )
@@ -80,38 +78,16 @@ func unsigned[T any](goName string, p func(*T) *uint64) binding[T] {
 // contextMap binds a map of contexts, such as a state value's outputs.
 func contextMap[T any](goName string, p func(*T) *map[string]messages.Context) binding[T] {
 	return binding[T]{goName: goName,
-		enc:   func(dst []byte, v *T) ([]byte, error) { return appendContextMap(dst, *p(v), "output of") },
+		enc:   func(dst []byte, v *T) ([]byte, error) { return appendContextMap(dst, *p(v)) },
 		dec:   func(d *Decoder, v *T) error { return decodeContextMap(d, p(v)) },
 		empty: func(v *T) bool { return len(*p(v)) == 0 },
 	}
 }
 
 // appendContextMap appends m as encoding/json encodes a
-// map[string]messages.Context: null when nil, keys sorted. An error names
-// the key, after what.
-func appendContextMap(dst []byte, m map[string]messages.Context, what string) ([]byte, error) {
-	if m == nil {
-		return append(dst, "null"...), nil
-	}
-	var arr [8]string
-	keys := arr[:0]
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, strings.Compare)
-	dst = append(dst, '{')
-	for i, k := range keys {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = AppendString(dst, k)
-		dst = append(dst, ':')
-		var err error
-		if dst, err = AppendRawMap(dst, m[k]); err != nil {
-			return dst, fmt.Errorf("%s %s: %w", what, k, err)
-		}
-	}
-	return append(dst, '}'), nil
+// map[string]messages.Context: null when nil, keys sorted.
+func appendContextMap(dst []byte, m map[string]messages.Context) ([]byte, error) {
+	return appendMap(dst, m, func(dst []byte, c messages.Context) ([]byte, error) { return AppendRawMap(dst, c) })
 }
 
 // decodeContextMap reads a map of contexts as encoding/json decodes a

@@ -245,18 +245,7 @@ func instant[T any](goName string, p func(*T) *time.Time) binding[T] {
 func stringList[T any](goName string, p func(*T) *[]string) binding[T] {
 	return binding[T]{goName: goName,
 		enc: func(dst []byte, v *T) ([]byte, error) {
-			ss := *p(v)
-			if ss == nil {
-				return append(dst, "null"...), nil
-			}
-			dst = append(dst, '[')
-			for i, s := range ss {
-				if i > 0 {
-					dst = append(dst, ',')
-				}
-				dst = AppendString(dst, s)
-			}
-			return append(dst, ']'), nil
+			return appendList(dst, *p(v), func(dst []byte, s *string) ([]byte, error) { return AppendString(dst, *s), nil })
 		},
 		dec: func(d *Decoder, v *T) error {
 			return list(d, p(v), func(s *string) error { return d.String(s) })
@@ -284,6 +273,25 @@ func list[E any](d *Decoder, xs *[]E, elem func(*E) error) error {
 		*xs = got
 	}
 	return err
+}
+
+// appendList appends xs as encoding/json encodes a slice: null when nil,
+// each element with elem.
+func appendList[E any](dst []byte, xs []E, elem func(dst []byte, e *E) ([]byte, error)) ([]byte, error) {
+	if xs == nil {
+		return append(dst, "null"...), nil
+	}
+	dst = append(dst, '[')
+	for i := range xs {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		var err error
+		if dst, err = elem(dst, &xs[i]); err != nil {
+			return dst, err
+		}
+	}
+	return append(dst, ']'), nil
 }
 
 // object binds a pointer to a struct that has a codec of its own, written

@@ -65,21 +65,7 @@ func raw[T any](goName string, p func(*T) *json.RawMessage) binding[T] {
 func objectList[T, E any](goName string, c func() *codec[E], p func(*T) *[]E) binding[T] {
 	return binding[T]{goName: goName,
 		enc: func(dst []byte, v *T) ([]byte, error) {
-			xs := *p(v)
-			if xs == nil {
-				return append(dst, "null"...), nil
-			}
-			dst = append(dst, '[')
-			for i := range xs {
-				if i > 0 {
-					dst = append(dst, ',')
-				}
-				var err error
-				if dst, err = c().append(dst, &xs[i]); err != nil {
-					return dst, err
-				}
-			}
-			return append(dst, ']'), nil
+			return appendList(dst, *p(v), func(dst []byte, e *E) ([]byte, error) { return c().append(dst, e) })
 		},
 		dec: func(d *Decoder, v *T) error {
 			return list(d, p(v), func(e *E) error { return c().decode(d, e) })

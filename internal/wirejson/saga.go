@@ -148,7 +148,7 @@ func AppendExecution(dst []byte, x *saga.Execution) ([]byte, error) {
 // appendResults appends x's step results, keys sorted as encoding/json
 // sorts a map's.
 func appendResults(dst []byte, x *saga.Execution) ([]byte, error) {
-	return appendContextMap(dst, x.Results, "result of")
+	return appendContextMap(dst, x.Results)
 }
 
 // appendHistory appends x's history, null when nil.

@@ -55,21 +55,7 @@ func DecodeBatchedStart(data []byte) (messages.BatchedStart, error) {
 func rawList[T any](goName string, p func(*T) *[]json.RawMessage) binding[T] {
 	return binding[T]{goName: goName,
 		enc: func(dst []byte, v *T) ([]byte, error) {
-			xs := *p(v)
-			if xs == nil {
-				return append(dst, "null"...), nil
-			}
-			dst = append(dst, '[')
-			for i, x := range xs {
-				if i > 0 {
-					dst = append(dst, ',')
-				}
-				var err error
-				if dst, err = AppendRaw(dst, x); err != nil {
-					return dst, err
-				}
-			}
-			return append(dst, ']'), nil
+			return appendList(dst, *p(v), func(dst []byte, x *json.RawMessage) ([]byte, error) { return AppendRaw(dst, *x) })
 		},
 		dec: func(d *Decoder, v *T) error {
 			return list(d, p(v), func(e *json.RawMessage) error {
