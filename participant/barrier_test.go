@@ -264,8 +264,14 @@ func TestBarrierStrayWriteIsUndone(t *testing.T) {
 	_, url := testenv.Server(t)
 	rejecting, copy := openBank(t, url, 1000), openBank(t, url, 1000)
 	d := newDebit()
+	// The rejecting copy reads the balance, then refuses: the value it
+	// holds stays as it read it.
 	refuse := agent.Handler{
-		Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+		Execute: func(_ context.Context, tx agent.Tx, _ *messages.Command) (messages.Context, error) {
+			var bal int64
+			if _, err := tx.Get(balanceKey, &bal); err != nil {
+				return nil, err
+			}
 			return nil, agent.Reject("the till is closed")
 		},
 		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
@@ -306,18 +312,8 @@ func TestBarrierStrayWriteIsUndone(t *testing.T) {
 	// before the stray write: run again, its handler debits that value,
 	// then finds the rejection recorded. It looks for the stray write on
 	// the server, and undoes it.
-	readsThenRefuses := agent.Handler{
-		Execute: func(_ context.Context, tx agent.Tx, _ *messages.Command) (messages.Context, error) {
-			var bal int64
-			if _, err := tx.Get(balanceKey, &bal); err != nil {
-				return nil, err
-			}
-			return nil, agent.Reject("the till is closed")
-		},
-		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
-	}
 	cmd = command("s10", messages.Execute, 1, 200)
-	reply, v = do(t, rejecting, readsThenRefuses, cmd)
+	reply, v = do(t, rejecting, refuse, cmd)
 	require.Equal(t, agent.Applied, v)
 	require.Equal(t, messages.Failed, reply.Outcome)
 	_, err = js.Publish(context.Background(), messages.DataSubject(bankRole, balanceKey),
