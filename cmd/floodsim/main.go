@@ -98,11 +98,16 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.IntVar(&c.scenario.Ticks, "ticks", flood.DefaultTicks, "ticks of simulation time with floods and needs")
 	fs.Int64Var(&c.budget, "budget", 0, "government budget in cents, with -spawn (default: the scenario's, half its demand)")
 	fs.Int64Var(&c.fund, "fund", 0, "insurer fund in cents, with -spawn (default: the scenario's)")
+	// One household copy: its copies share the households, and each
+	// reads again what the other wrote last, a direct get for most
+	// commands; on two cores that costs more than the second copy brings
+	// (BENCHMARKS.md, "One household copy"). The government's second copy
+	// is the standby of a serial role, idle until the first stops.
 	copies := map[string]*int{}
 	for _, r := range []struct {
 		role string
 		n    int
-	}{{flood.Household, 2}, {flood.Government, 2}, {flood.Insurer, 1}, {flood.Contractor, 1}} {
+	}{{flood.Household, 1}, {flood.Government, 2}, {flood.Insurer, 1}, {flood.Contractor, 1}} {
 		copies[r.role] = fs.Int(r.role+"-agents", r.n, r.role+"-agent processes to spawn")
 	}
 	fs.StringVar(&c.dataDir, "data", "", "directory for the server's data and the processes' log, kept (default: a temporary directory, removed at exit)")

@@ -37,7 +37,7 @@ func TestParseFlags(t *testing.T) {
 	require.True(t, c.spawn)
 	require.Equal(t, flood.DefaultHouseholds, c.scenario.Households)
 	require.Equal(t, flood.DefaultTicks, c.scenario.Ticks)
-	require.Equal(t, 6, c.spawned())
+	require.Equal(t, 5, c.spawned())
 	require.True(t, c.requireAll)
 
 	// The compose demo's command line, with credentials from the environment.
@@ -142,7 +142,7 @@ func requireSound(t *testing.T, r jsonReport) {
 }
 
 // TestSpawnEndToEnd runs a small simulation the way `go run ./cmd/floodsim`
-// does: an embedded server, and the coordinator and six agents as separate
+// does: an embedded server, and the coordinator and five agents as separate
 // OS processes, built into a temporary directory.
 func TestSpawnEndToEnd(t *testing.T) {
 	if testing.Short() {
@@ -170,9 +170,9 @@ func TestSpawnEndToEnd(t *testing.T) {
 		pids[a.PID] = true
 		roles[a.Role]++
 	}
-	require.Len(t, r.Agents, 6)
-	require.Len(t, pids, 6, "one process per agent")
-	require.Equal(t, map[string]int{flood.Household: 2, flood.Government: 2, flood.Insurer: 1, flood.Contractor: 1}, roles)
+	require.Len(t, r.Agents, 5)
+	require.Len(t, pids, 5, "one process per agent")
+	require.Equal(t, map[string]int{flood.Household: 1, flood.Government: 2, flood.Insurer: 1, flood.Contractor: 1}, roles)
 	// Copies of a role that is not serial share its work; a serial role
 	// is pinned to one copy at a time, so any one of them may take all of
 	// a short run's work, and only the role must have done some. The
