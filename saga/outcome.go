@@ -71,12 +71,15 @@ func OutcomeLog(xs []Execution) (log []byte, digest string, err error) {
 // would write. On errors, the first line's in the log's order is
 // returned.
 func OutcomeLogWith(xs []Execution, appendLine func(dst []byte, o *OutcomeLine) ([]byte, error)) (log []byte, digest string, err error) {
-	lines := make([]OutcomeLine, len(xs))
+	// The sagas are put in order by pointer, and each goroutine makes
+	// the lines of its chunk: at 100,000 households (745,742 sagas),
+	// sorting the lines themselves moved them about 20 times each.
+	order := make([]*Execution, len(xs))
 	for i := range xs {
-		lines[i] = xs[i].Outcome()
+		order[i] = &xs[i]
 	}
-	slices.SortFunc(lines, func(a, b OutcomeLine) int { return cmp.Compare(a.ID, b.ID) })
-	chunks := slices.Collect(slices.Chunk(lines, outcomeChunk))
+	slices.SortFunc(order, func(a, b *Execution) int { return cmp.Compare(a.ID, b.ID) })
+	chunks := slices.Collect(slices.Chunk(order, outcomeChunk))
 	parts := make([][]byte, len(chunks))
 	errs := make([]error, len(chunks))
 	var wg sync.WaitGroup
@@ -86,13 +89,19 @@ func OutcomeLogWith(xs []Execution, appendLine func(dst []byte, o *OutcomeLine) 
 		wg.Go(func() {
 			defer func() { <-cores }()
 			var b []byte
-			for i := range chunk {
+			for i, x := range chunk {
+				line := x.Outcome()
 				var err error
-				if b, err = appendLine(b, &chunk[i]); err != nil {
-					errs[c] = fmt.Errorf("outcome of %s: %w", chunk[i].ID, err)
+				if b, err = appendLine(b, &line); err != nil {
+					errs[c] = fmt.Errorf("outcome of %s: %w", line.ID, err)
 					return
 				}
 				b = append(b, '\n')
+				if i == 0 {
+					// Room for the chunk, at the first line's length and
+					// a quarter more, instead of growing it line by line.
+					b = slices.Grow(b, len(b)*len(chunk)*5/4)
+				}
 			}
 			parts[c] = b
 		})
