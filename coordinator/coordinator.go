@@ -979,25 +979,32 @@ func (c *Coordinator) pullReplies(ctx context.Context, first jetstream.MessagesC
 	}
 	// Replies pulled but not applied are redelivered to the next
 	// coordinator, so the iterator stops at once on shutdown.
-	pull.Loop(ctx, ctx, c.log, pull.Options{}, open, func(m jetstream.Msg) { c.enqueue(ctx, c.replyInput(m)) })
+	pull.Loop(ctx, ctx, c.log, pull.Options{}, open, func(m jetstream.Msg) {
+		if in := c.replyInput(m); in != nil {
+			c.enqueue(ctx, in)
+		}
+	})
 }
 
+// replyInput returns the input that applies a reply of the reply stream,
+// or nil when the reply is dropped as malformed. The reply is decoded
+// here, on the goroutine that pulled it, and applied on the loop.
 func (c *Coordinator) replyInput(m jetstream.Msg) input {
+	r, err := wirejson.DecodeReply(m.Data())
+	if err == nil {
+		err = c.checkAnswerSize(len(m.Data()))
+	}
+	if err != nil {
+		c.log.Error("dropping malformed reply", "subject", messages.Quote(m.Subject()), "err", err)
+		_ = m.Term()
+		return nil
+	}
+	if m.Subject() != r.Subject() {
+		c.log.Error("dropping reply on the wrong subject", "subject", messages.Quote(m.Subject()), "saga_id", r.SagaID)
+		_ = m.Term()
+		return nil
+	}
 	return func(now time.Time, out *saga.Outbox) func(error) {
-		r, err := wirejson.DecodeReply(m.Data())
-		if err == nil {
-			err = c.checkAnswerSize(len(m.Data()))
-		}
-		if err != nil {
-			c.log.Error("dropping malformed reply", "subject", messages.Quote(m.Subject()), "err", err)
-			_ = m.Term()
-			return nil
-		}
-		if m.Subject() != r.Subject() {
-			c.log.Error("dropping reply on the wrong subject", "subject", messages.Quote(m.Subject()), "saga_id", r.SagaID)
-			_ = m.Term()
-			return nil
-		}
 		// Permissions let a role publish only the reply subjects of its
 		// own steps, so the subject names the role a reply came from.
 		if why := c.forged(&r); why != "" {
@@ -1007,7 +1014,7 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 			return nil
 		}
 		// A reply's effect is always stored (see durability.go).
-		err = c.applyAnswer(r, now, out)
+		err := c.applyAnswer(r, now, out)
 		switch {
 		case errors.Is(err, saga.ErrEarly):
 			c.log.Debug("early reply held back", "saga_id", r.SagaID, "step", r.Step, "err", err)
