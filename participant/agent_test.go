@@ -333,6 +333,9 @@ func TestHeldCommandsKeptWhileOthersFallDue(t *testing.T) {
 	for _, id := range ids[early:] {
 		testenv.WaitStatus(t, nc, id, saga.Completed)
 	}
+	// A saga completes once the record is stored; the agent counts the
+	// command just after.
+	require.Eventually(t, func() bool { return baker.Stats().Executed >= early+late }, 10*time.Second, 10*time.Millisecond)
 	st := baker.Stats()
 	require.Zero(t, st.Redelivered, "held commands delivered again")
 	require.Zero(t, st.Duplicates)
