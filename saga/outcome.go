@@ -99,8 +99,10 @@ func OutcomeLogWith(xs []Execution, appendLine func(dst []byte, o *OutcomeLine) 
 				b = append(b, '\n')
 				if i == 0 {
 					// Room for the chunk, at the first line's length and
-					// a quarter more, instead of growing it line by line.
-					b = slices.Grow(b, len(b)*len(chunk)*5/4)
+					// a quarter more, instead of growing it line by line;
+					// at most outcomeChunkBytes, should the first line be
+					// a large one.
+					b = slices.Grow(b, min(len(b)*len(chunk)*5/4, outcomeChunkBytes))
 				}
 			}
 			parts[c] = b
@@ -130,3 +132,7 @@ func OutcomeLogWith(xs []Execution, appendLine func(dst []byte, o *OutcomeLine) 
 // enough to be worth a goroutine, few enough that a large run's log is
 // shared among the cores.
 const outcomeChunk = 4096
+
+// outcomeChunkBytes bounds the room made for a chunk's lines before they
+// are written: 4 MiB, about 1 KiB a line.
+const outcomeChunkBytes = 4 << 20
