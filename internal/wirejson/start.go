@@ -27,6 +27,25 @@ var batchedStartCodec = newCodec(
 	rawMap("Context", func(s *messages.BatchedStart) *messages.Context { return &s.Context }),
 )
 
+var startRequestCodec = newCodec(
+	integer("V", func(s *messages.StartRequest) *int { return &s.V }),
+	str("SagaID", func(s *messages.StartRequest) *string { return &s.SagaID }),
+	integer64("Rank", func(s *messages.StartRequest) *int64 { return &s.Rank }),
+	integer64("Tick", func(s *messages.StartRequest) *int64 { return &s.Tick }),
+	rawMap("Context", func(s *messages.StartRequest) *messages.Context { return &s.Context }),
+)
+
+// DecodeStartRequest reads a start request, one JSON value and nothing
+// after it, as json.Unmarshal does, without reflection. It returns an
+// error wrapping [ErrSyntax] or [ErrType] where json.Unmarshal returns one.
+func DecodeStartRequest(data []byte) (messages.StartRequest, error) {
+	s, err := startRequestCodec.decodeAll(data)
+	if err != nil {
+		return messages.StartRequest{}, fmt.Errorf("decode start request: %w", err)
+	}
+	return s, nil
+}
+
 // DecodeStartBatch reads a start batch, one JSON value and nothing after
 // it, into what json.Unmarshal makes of it, without reflection: each
 // start's bytes, slices of data, to be read by [DecodeBatchedStart]. It

@@ -26,6 +26,9 @@ var startCorpus = []string{
 	`{"v":"3"}`, `{"v":3,"starts":{}}`, `{"v":3,"starts":[{"saga":}]}`, `{"v":3.5}`, `{"v":3} {}`,
 	`{"saga":"a","rank":-1,"tick":9223372036854775807,"context":{"k":{"deep":[true,null]}}}`, `{"saga":1}`,
 	`{"rank":9223372036854775808}`, `{"context":[]}`, `{"context":{"a":1,"a":2}}`, `{"saga":"<\u00e9>","x":[{}]}`,
+	`{"v":3,"saga_id":"s-1","rank":4,"tick":12,"context":{"household":"h7","amount":900}}`, `{"v":3,"saga_id":7}`, `{"v":3,"rank":1.5}`,
+	// A control character in a string, read and skipped: refused.
+	"{\"v\":3,\"saga_id\":\"a\x1fb\"}", "{\"v\":3,\"context\":{\"k\":\"a\x1fb\"}}", "{\"v\":3,\"saga_id\":\"a\x7fb\"}",
 }
 
 var envelopeCorpus = []string{
@@ -78,10 +81,12 @@ func requireSameLogMessage(t *testing.T, data []byte) {
 	requireSame(t, data, DecodeLogMessage, logMessageCodec)
 }
 
-// requireSameStarts reads data as a start batch and as one start.
+// requireSameStarts reads data as a start batch, as one start of a batch
+// and as a start request alone.
 func requireSameStarts(t *testing.T, data []byte) {
 	requireSame(t, data, DecodeStartBatch, rawStartBatchCodec)
 	requireSame(t, data, DecodeBatchedStart, batchedStartCodec)
+	requireSame(t, data, DecodeStartRequest, startRequestCodec)
 }
 
 // requireSame checks that decode reads data as json.Unmarshal does, or
