@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -57,8 +58,7 @@ func (c *Coordinator) enqueue(ctx context.Context, in input) bool {
 
 func (c *Coordinator) onStart(ctx context.Context, m *nats.Msg) {
 	sagaType, _ := messages.ParseStartSubject(m.Subject)
-	var req messages.StartRequest
-	err := messages.Decode(m.Data, &req)
+	req, err := decodeStartRequest(m.Data)
 	if err == nil {
 		err = messages.CheckToken("saga", sagaType)
 	}
@@ -92,6 +92,24 @@ func (c *Coordinator) onStart(ctx context.Context, m *nats.Msg) {
 	}
 	b.finish = func() { c.respond(m, b.results[0]) }
 	c.lookUpAndStart(ctx, b)
+}
+
+// decodeStartRequest reads a start request as [messages.Decode] reads one,
+// with the errors it returns, without reflection: starts alone come at
+// the rate of sagas (a bench profile found encoding/json at 5 % of the
+// coordinator's CPU, decoding them).
+func decodeStartRequest(data []byte) (messages.StartRequest, error) {
+	if len(data) > messages.MaxPayload {
+		return messages.StartRequest{}, fmt.Errorf("%d bytes, limit %d: %w", len(data), messages.MaxPayload, messages.ErrTooLarge)
+	}
+	req, err := wirejson.DecodeStartRequest(data)
+	if err != nil {
+		return req, fmt.Errorf("%w: %w", messages.ErrBadRequest, err)
+	}
+	if req.V != messages.Version {
+		return req, fmt.Errorf("version %d, want %d: %w", req.V, messages.Version, messages.ErrVersion)
+	}
+	return req, nil
 }
 
 // busy reports whether the sagas in flight after the last batch reached
