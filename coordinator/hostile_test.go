@@ -238,6 +238,14 @@ func TestHugeTickRefused(t *testing.T) {
 		require.Zero(t, ack.Tick)
 	}
 	require.Equal(t, int64(messages.MaxTickJump), testenv.Tick(t, nc, messages.MaxTickJump).Tick)
+	// A tick that does not decode is answered with the clock too.
+	for _, data := range []string{"", "x", `{"v":1,"tick":"7"}`, `{"v":2,"tick":9}`} {
+		var ack messages.TickAck
+		request(t, nc, messages.TickSubject, []byte(data), &ack)
+		require.NotNil(t, ack.Error, "tick %q", data)
+		require.Equal(t, messages.CodeBadRequest, ack.Error.Code)
+		require.Equal(t, int64(messages.MaxTickJump), ack.Tick, "tick %q", data)
+	}
 	stop()
 	<-done
 	runCoordinator(t, url, flood.Definitions(), nil)

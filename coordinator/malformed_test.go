@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/flood"
@@ -166,13 +167,21 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 			{"retry: a completed saga", messages.RetrySubject, mustJSON(t, messages.RetryRequest{V: 1, SagaID: done}), messages.CodeConflict},
 			{"retry: a rolled back saga", messages.RetrySubject, mustJSON(t, messages.RetryRequest{V: 1, SagaID: refused}), messages.CodeConflict},
 			{"retry: oversized", messages.RetrySubject, padded(t, messages.RetryRequest{V: 1, SagaID: refused}), messages.CodeBadRequest},
+			{"register: not JSON", messages.RegisterSubject, []byte("register!"), messages.CodeBadRequest},
+			{"register: wrong version", messages.RegisterSubject, []byte(`{"v":2,"definitions":[]}`), messages.CodeBadRequest},
+			{"starts: not JSON", messages.StartBatchSubject, []byte("starts!"), messages.CodeBadRequest},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
+				m, err := nc.Request(tc.subject, tc.data, 10*time.Second)
+				require.NoError(t, err)
 				var a answer
-				request(t, nc, tc.subject, tc.data, &a)
+				require.NoError(t, json.Unmarshal(m.Data, &a), "%s", m.Data)
 				require.NotNil(t, a.Error, "no error answered")
 				require.Equal(t, tc.code, a.Error.Code, a.Error.Message)
 				require.NotEmpty(t, a.Error.Message)
+				// And in NATS micro's headers, on every endpoint.
+				require.Equal(t, messages.StatusCode(tc.code), m.Header.Get(micro.ErrorCodeHeader))
+				require.Equal(t, a.Error.Message, m.Header.Get(micro.ErrorHeader))
 			})
 		}
 

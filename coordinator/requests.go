@@ -127,7 +127,15 @@ func (c *Coordinator) onTick(ctx context.Context, m *nats.Msg) {
 	var t messages.Tick
 	if err := messages.Decode(m.Data, &t); err != nil {
 		c.log.Warn("bad tick", "err", err)
-		c.respond(m, messages.TickAck{V: messages.Version, Error: wireError(err)})
+		// Every tick answer names the coordinator's tick, which the loop
+		// owns: the refusal is answered from there (with no tick only
+		// when the loop has stopped).
+		refuse := func(tick int64) {
+			c.respond(m, messages.TickAck{V: messages.Version, Tick: tick, Error: wireError(err)})
+		}
+		if !c.enqueue(ctx, func(time.Time, *saga.Outbox) func(error) { refuse(c.engine.Tick()); return nil }) {
+			refuse(0)
+		}
 		return
 	}
 	c.enqueue(ctx, func(_ time.Time, out *saga.Outbox) func(error) {

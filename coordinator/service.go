@@ -130,6 +130,8 @@ func responseError(v any) *messages.WireError {
 		return r.Error
 	case messages.RetryResponse:
 		return r.Error
+	case messages.RegisterResponse:
+		return r.Error
 	}
 	return nil
 }
