@@ -247,7 +247,11 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 // reset gives the coordinator a fresh engine and term, as a new process
 // would have: a new term recovers every saga from the bucket.
 func (c *Coordinator) reset() error {
-	e := saga.New(saga.Options{NewID: c.opts.NewID})
+	// Every command carries its saga's context: held to what a start may
+	// bring (a quarter of the server's payload limit) and to what an
+	// agent reads (messages.MaxContext), every command can be delivered.
+	maxContext := min(messages.MaxContext, int(c.nc.MaxPayload()/4))
+	e := saga.New(saga.Options{NewID: c.opts.NewID, MaxContext: maxContext})
 	for _, d := range c.opts.Definitions {
 		if err := e.Register(d); err != nil {
 			return fmt.Errorf("coordinator: %w", err)

@@ -455,3 +455,52 @@ func logMessage(t *testing.T, key string, value []byte) []byte {
 	t.Helper()
 	return kvlog.AppendMessage(nil, "forged", []kvlog.Entry{{Key: key, Value: value}})
 }
+
+// TestContextHeldToWhatAgentsRead: every command carries its saga's
+// context, and an agent drops a command over messages.MaxPayload. A start
+// whose context would make its commands too large for the agents is
+// refused, though the request itself is within the limits; a saga whose
+// step's output would grow its context past the bound is rolled back,
+// not left waiting for commands that can never be delivered.
+func TestContextHeldToWhatAgentsRead(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	runCoordinator(t, url, flood.Definitions(), nil)
+	for _, role := range []string{flood.Household, flood.Government} {
+		steps, err := flood.Steps(role)
+		require.NoError(t, err)
+		opts := participant.Options{Role: role, Steps: steps}
+		if role == flood.Government {
+			opts.Init = flood.InitLedger(10 * flood.DefaultSubsidyCost)
+		}
+		testenv.Agent(t, url, opts)
+	}
+	sized := func(n int) messages.Context {
+		c := messages.Context{}.MustSet(flood.KeyHousehold, "h-1").MustSet("pad", "")
+		c = c.MustSet("pad", strings.Repeat("x", n-c.EncodedLen()))
+		require.Equal(t, n, c.EncodedLen())
+		return c
+	}
+
+	// Within the quarter of the server's payload limit, but its commands
+	// would not fit an agent's: refused.
+	req := mustJSON(t, messages.StartRequest{V: 1, Context: sized(messages.MaxContext + 1)})
+	require.Less(t, len(req), messages.MaxPayload)
+	var resp messages.StartResponse
+	request(t, nc, messages.StartSubject(flood.Subsidy), req, &resp)
+	require.NotNil(t, resp.Error)
+	require.Equal(t, messages.CodeBadRequest, resp.Error.Code)
+	require.Contains(t, resp.Error.Message, "every command carries it")
+	require.Zero(t, testenv.Summary(t, nc).Active)
+
+	// With room for the steps' outputs: completes.
+	done := testenv.Start(t, nc, flood.Subsidy, sized(messages.MaxContext-1000))
+	testenv.WaitStatus(t, nc, done, saga.Completed)
+
+	// At the bound: the household's step runs, its output would pass the
+	// bound, and the saga is rolled back, its step undone.
+	full := testenv.Start(t, nc, flood.Subsidy, sized(messages.MaxContext))
+	x := testenv.WaitStatus(t, nc, full, saga.RolledBack)
+	require.Contains(t, x.Error, "its output would make the context")
+	require.Equal(t, []string{"household_applies"}, x.Compensated)
+}

@@ -3,6 +3,7 @@ package messages
 import (
 	"encoding/json"
 	"fmt"
+	"unicode/utf8"
 )
 
 // Context is a saga's shared data: a JSON object whose values are kept as raw
@@ -77,4 +78,66 @@ func (c Context) Clone() Context {
 		out[k] = v
 	}
 	return out
+}
+
+// MaxContext is the most bytes a saga's context may take, as JSON. Every
+// command carries its saga's context, and an agent drops a command over
+// [MaxPayload]: the rest of a command (its ids, names and numbers, and a
+// batch's envelope) takes less than the 1 KiB left.
+const MaxContext = MaxPayload - 1<<10
+
+// EncodedLen returns at least the bytes json.Marshal(c) takes, and exactly
+// that when its values hold nothing to compact or escape (no whitespace
+// outside strings, no <, >, & or byte 0xE2, which starts U+2028 and
+// U+2029). It allocates nothing.
+func (c Context) EncodedLen() int {
+	if c == nil {
+		return len("null")
+	}
+	n := len("{}")
+	if len(c) > 1 {
+		n += len(c) - 1 // commas
+	}
+	for k, v := range c {
+		n += quotedLen(k) + 1 + len(v)
+		for _, b := range v {
+			// encoding/json writes these as \u003c, \u003e, \u0026
+			// and \u2028, \u2029: at most 5 more bytes each.
+			if b == '<' || b == '>' || b == '&' || b == 0xE2 {
+				n += 5
+			}
+		}
+		if v == nil {
+			n += len("null")
+		}
+	}
+	return n
+}
+
+// quotedLen returns at least the bytes s takes as a JSON string written by
+// encoding/json, and exactly that when s holds nothing to escape.
+func quotedLen(s string) int {
+	n := len(s) + 2
+	for i := 0; i < len(s); {
+		b := s[i]
+		if b >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			switch {
+			case r == utf8.RuneError && size == 1:
+				n += 5 // \ufffd for one byte
+			case r == '\u2028' || r == '\u2029':
+				n += 3 // \u2028 for three bytes
+			}
+			i += size
+			continue
+		}
+		switch {
+		case b == '"' || b == '\\' || b == '\b' || b == '\f' || b == '\n' || b == '\r' || b == '\t':
+			n++
+		case b < 0x20 || b == '<' || b == '>' || b == '&':
+			n += 5 // \u00XX
+		}
+		i++
+	}
+	return n
 }

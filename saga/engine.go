@@ -26,6 +26,13 @@ type Options struct {
 	// than run again. 0 means 65,536; older ids are the runtime's to
 	// recognise from its store.
 	RecentlyFinished int
+	// MaxContext, when positive, bounds a saga's context, in bytes as
+	// [messages.Context.EncodedLen] counts them: every command carries
+	// it, so a context over an agent's limit would leave the saga
+	// unable to run or undo a step. A start over it is refused; a step
+	// whose output would grow it past the bound is compensated, with
+	// the steps before it, and its output is not kept.
+	MaxContext int
 }
 
 // Engine drives sagas. It is a pure state machine: it does no I/O and reads
@@ -285,6 +292,9 @@ func (e *Engine) StartWith(id ID, def string, ctx messages.Context, o StartOptio
 	if ctx == nil {
 		ctx = messages.Context{}
 	}
+	if n := ctx.EncodedLen(); e.opts.MaxContext > 0 && n > e.opts.MaxContext {
+		return nil, fmt.Errorf("start %q: context of %d bytes, limit %d (every command carries it): %w", def, n, e.opts.MaxContext, messages.ErrTooLarge)
+	}
 	x := &Execution{
 		ID: id, Definition: d.Name, Version: d.Version, Saga: d.Subject, Status: Pending, Context: ctx, Rank: o.Rank,
 		Current: -1, StartedTick: e.tick, Completed: []string{}, History: make([]Transition, 0, 8), def: d,
@@ -390,15 +400,23 @@ func (e *Engine) executeReply(x *Execution, r messages.Reply, now time.Time, out
 	st := x.step()
 	switch r.Outcome {
 	case messages.OK:
+		if len(r.Output) > 0 {
+			merged := x.Context.Clone()
+			merged.Merge(r.Output)
+			if n := merged.EncodedLen(); e.opts.MaxContext > 0 && n > e.opts.MaxContext {
+				// The step ran: it is compensated too, with the context
+				// as it was, which every command of the saga fits.
+				e.rollback(x, RolledBack, x.Current,
+					fmt.Sprintf("step %s: its output would make the context %d bytes, limit %d", st.Name, n, e.opts.MaxContext), out)
+				return
+			}
+			x.Context = merged
+		}
 		x.Completed = append(x.Completed, st.Name)
 		if x.Results == nil {
 			x.Results = make(map[string]messages.Context, len(x.def.Steps))
 		}
 		x.Results[st.Name] = r.Output
-		if len(r.Output) > 0 {
-			x.Context = x.Context.Clone()
-			x.Context.Merge(r.Output)
-		}
 		if x.Current+1 < len(x.def.Steps) {
 			e.dispatch(x, x.Current+1, messages.Execute, out)
 			return

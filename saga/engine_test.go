@@ -116,11 +116,20 @@ type harness struct {
 // sagas saga-1, saga-2, ... and knows defs.
 func newHarness(t *testing.T, defs ...saga.Definition) *harness {
 	t.Helper()
+	return newHarnessWith(t, saga.Options{}, defs...)
+}
+
+// newHarnessWith is newHarness with the engine's options opts, but for
+// KeepFinished and NewID, which the harness sets.
+func newHarnessWith(t *testing.T, opts saga.Options, defs ...saga.Definition) *harness {
+	t.Helper()
 	h := &harness{t: t, now: t0}
-	h.e = saga.New(saga.Options{KeepFinished: true, NewID: func() string {
+	opts.KeepFinished = true
+	opts.NewID = func() string {
 		h.ids++
 		return fmt.Sprintf("saga-%d", h.ids)
-	}})
+	}
+	h.e = saga.New(opts)
 	for _, d := range defs {
 		require.NoError(t, h.e.Register(d))
 	}
