@@ -996,7 +996,7 @@ func (c *Coordinator) pullReplies(ctx context.Context, first jetstream.MessagesC
 func (c *Coordinator) replyInput(m jetstream.Msg) input {
 	r, err := wirejson.DecodeReply(m.Data())
 	if err == nil {
-		err = c.checkAnswerSize(len(m.Data()))
+		err = c.checkAnswer(m.Data())
 	}
 	if err != nil {
 		c.log.Error("dropping malformed reply", "subject", messages.Quote(m.Subject()), "err", err)
@@ -1036,16 +1036,17 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 	}
 }
 
-// checkAnswerSize returns an error wrapping messages.ErrTooLarge when an
-// answer of n bytes (a reply or a record) is more than an eighth of the
-// server's payload limit. With a start's context held to a quarter, the
-// state of a saga whose answers are each within the limit still fits one
-// message, so it can always be stored.
-func (c *Coordinator) checkAnswerSize(n int) error {
-	if limit := c.nc.MaxPayload() / 8; int64(n) > limit {
-		return fmt.Errorf("answer of %d bytes, limit %d (an eighth of the server's payload limit): %w", n, limit, messages.ErrTooLarge)
+// checkAnswer returns an error wrapping messages.ErrTooLarge when an
+// answer (a reply or a record) is more than an eighth of the server's
+// payload limit, and one wrapping messages.ErrBadRequest when it is not
+// UTF-8. With a start's context held to a quarter, the state of a saga
+// whose answers are each within the limit still fits one message, so it
+// can always be stored.
+func (c *Coordinator) checkAnswer(data []byte) error {
+	if limit := c.nc.MaxPayload() / 8; int64(len(data)) > limit {
+		return fmt.Errorf("answer of %d bytes, limit %d (an eighth of the server's payload limit): %w", len(data), limit, messages.ErrTooLarge)
 	}
-	return nil
+	return messages.CheckUTF8(data)
 }
 
 // forged says why r cannot be an answer of the role owning its step to a

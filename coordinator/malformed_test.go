@@ -170,6 +170,10 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 			{"register: not JSON", messages.RegisterSubject, []byte("register!"), messages.CodeBadRequest},
 			{"register: wrong version", messages.RegisterSubject, []byte(`{"v":2,"definitions":[]}`), messages.CodeBadRequest},
 			{"starts: not JSON", messages.StartBatchSubject, []byte("starts!"), messages.CodeBadRequest},
+			// JSON, but not UTF-8: a raw context value would keep the bytes.
+			{"start: not UTF-8", messages.StartSubject(flood.Subsidy), []byte("{\"v\":1,\"context\":{\"household_id\":\"h-\xff\"}}"), messages.CodeBadRequest},
+			{"starts: not UTF-8", messages.StartBatchSubject, []byte("{\"v\":1,\"starts\":[{\"saga\":\"subsidy\",\"context\":{\"a\":\"\xff\"}}]}"), messages.CodeBadRequest},
+			{"tick: not UTF-8", messages.TickSubject, []byte("{\"v\":1,\"tick\":0,\"x\":\"\xc3\"}"), messages.CodeBadRequest},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				m, err := nc.Request(tc.subject, tc.data, 10*time.Second)
@@ -227,7 +231,7 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 
 		// The agents listen to ticks too, and ignored every bad one.
 		for role, log := range agentLogs {
-			require.Eventually(t, func() bool { return log.count(slog.LevelWarn, "bad tick", "") == 4 },
+			require.Eventually(t, func() bool { return log.count(slog.LevelWarn, "bad tick", "") == 5 },
 				10*time.Second, 5*time.Millisecond, "%s: bad ticks logged", role)
 		}
 	})
@@ -259,6 +263,7 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 			{contractorReplies, string(vary(func(r *messages.Reply) { r.Seq = 0 })), "seq 0 must be positive"},
 			{contractorReplies, string(vary(func(r *messages.Reply) { r.SagaID = "" })), `saga_id ""`},
 			{contractorReplies, string(padded(t, current)), "too large"},
+			{contractorReplies, strings.Replace(string(mustJSON(t, current)), `"forged":true`, "\"forged\":\"\xff\"", 1), "not valid UTF-8"},
 		}
 		for _, m := range malformed {
 			publish(t, m.subject, []byte(m.data))
@@ -347,6 +352,7 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 			vary(func(c *messages.Command) { c.Attempt = 0 }),
 			vary(func(c *messages.Command) { c.Action = "undo" }),
 			padded(t, applies),
+			[]byte(strings.Replace(string(mustJSON(t, applies)), `"household_id":"`, "\"household_id\":\"\xff", 1)),
 		} {
 			publish(t, appliesSubject, data)
 		}
@@ -394,9 +400,10 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 			}, 10*time.Second, 5*time.Millisecond, "the %s agent left commands undisposed", role)
 		}
 		hh, gov := agents[flood.Household].Stats(), agents[flood.Government].Stats()
-		require.Equal(t, int64(7), hh.Rejected)
+		require.Equal(t, int64(8), hh.Rejected)
 		require.Equal(t, int64(2), gov.Rejected)
-		require.Equal(t, 6, agentLogs[flood.Household].count(slog.LevelError, "dropping malformed command", ""))
+		require.Equal(t, 7, agentLogs[flood.Household].count(slog.LevelError, "dropping malformed command", ""))
+		require.Equal(t, 1, agentLogs[flood.Household].count(slog.LevelError, "dropping malformed command", "not valid UTF-8"))
 		require.Equal(t, 1, agentLogs[flood.Household].count(slog.LevelError, "dropping command for a step this agent does not serve", ""))
 		require.Equal(t, 2, agentLogs[flood.Government].count(slog.LevelError, "dropping malformed command", ""))
 		// A command whose store was unavailable for a moment (a slow

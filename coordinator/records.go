@@ -161,7 +161,7 @@ func (c *Coordinator) decodeRecord(e kvlog.Entry) readRecord {
 		return r
 	}
 	if r.rec, r.err = wirejson.DecodeRecord(e.Value); r.err == nil {
-		r.err = c.checkAnswerSize(len(e.Value))
+		r.err = c.checkAnswer(e.Value)
 	}
 	return r
 }

@@ -102,6 +102,9 @@ func decodeStartRequest(data []byte) (messages.StartRequest, error) {
 	if len(data) > messages.MaxPayload {
 		return messages.StartRequest{}, fmt.Errorf("%d bytes, limit %d: %w", len(data), messages.MaxPayload, messages.ErrTooLarge)
 	}
+	if err := messages.CheckUTF8(data); err != nil {
+		return messages.StartRequest{}, err
+	}
 	req, err := wirejson.DecodeStartRequest(data)
 	if err != nil {
 		return req, fmt.Errorf("%w: %w", messages.ErrBadRequest, err)

@@ -61,6 +61,10 @@ func (c *Coordinator) onStarts(ctx context.Context, m *nats.Msg) {
 		refuse(fmt.Errorf("start batch of %d bytes, limit %d: %w", len(m.Data), messages.MaxPayload, messages.ErrTooLarge))
 		return
 	}
+	if err := messages.CheckUTF8(m.Data); err != nil {
+		refuse(fmt.Errorf("start batch: %w", err))
+		return
+	}
 	raw, err := wirejson.DecodeStartBatch(m.Data)
 	if err != nil {
 		refuse(fmt.Errorf("start batch: %w: %w", messages.ErrBadRequest, err))

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Version is the protocol version this package speaks. Every payload carries
@@ -490,11 +491,26 @@ func Decode(data []byte, v any) error {
 	if len(data) > MaxPayload {
 		return fmt.Errorf("%d bytes, limit %d: %w", len(data), MaxPayload, ErrTooLarge)
 	}
+	if err := CheckUTF8(data); err != nil {
+		return err
+	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
 	if ver, ok := versionOf(v); ok && ver != Version {
 		return fmt.Errorf("version %d, want %d: %w", ver, Version, ErrVersion)
+	}
+	return nil
+}
+
+// CheckUTF8 returns an error wrapping [ErrBadRequest] when data is not
+// valid UTF-8. Every payload of the protocol is JSON in UTF-8; encoding/json
+// keeps the bytes of a raw value as they came, so a context value that is
+// not UTF-8 would otherwise reach the agents, the bucket and every tool
+// that reads them.
+func CheckUTF8(data []byte) error {
+	if !utf8.Valid(data) {
+		return fmt.Errorf("not valid UTF-8: %w", ErrBadRequest)
 	}
 	return nil
 }

@@ -47,6 +47,7 @@ func TestDecode(t *testing.T) {
 		{"one byte over the limit", padded(messages.MaxPayload + 1), func() any { return new(messages.Tick) }, messages.ErrTooLarge},
 		{"oversized garbage is refused before parsing", []byte(strings.Repeat("x", messages.MaxPayload+1)), func() any { return new(messages.Tick) }, messages.ErrTooLarge},
 		{"not JSON", []byte(`tick 3`), func() any { return new(messages.Tick) }, messages.ErrBadRequest},
+		{"not UTF-8", []byte("{\"v\":1,\"context\":{\"a\":\"\xff\"}}"), func() any { return new(messages.StartRequest) }, messages.ErrBadRequest},
 		{"empty", []byte(``), func() any { return new(messages.Tick) }, messages.ErrBadRequest},
 		{"truncated", []byte(`{"v":1,"tick":`), func() any { return new(messages.Tick) }, messages.ErrBadRequest},
 		{"trailing data", []byte(`{"v":1,"tick":3} {}`), func() any { return new(messages.Tick) }, messages.ErrBadRequest},

@@ -474,6 +474,9 @@ var errNotServed = errors.New("a step this agent does not serve")
 
 // parse decodes m and finds the step it is for; it has no effect.
 func (a *Agent) parse(m jetstream.Msg) (messages.Command, *agent.Step, error) {
+	if err := messages.CheckUTF8(m.Data()); err != nil {
+		return messages.Command{}, nil, err
+	}
 	cmd, err := wirejson.DecodeCommand(m.Data())
 	if err != nil {
 		return messages.Command{}, nil, err
