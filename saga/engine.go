@@ -292,7 +292,7 @@ func (e *Engine) StartWith(id ID, def string, ctx messages.Context, o StartOptio
 	if ctx == nil {
 		ctx = messages.Context{}
 	}
-	if n := ctx.EncodedLen(); e.opts.MaxContext > 0 && n > e.opts.MaxContext {
+	if n := e.contextOver(ctx); n > 0 {
 		return nil, fmt.Errorf("start %q: context of %d bytes, limit %d (every command carries it): %w", def, n, e.opts.MaxContext, messages.ErrTooLarge)
 	}
 	x := &Execution{
@@ -403,7 +403,7 @@ func (e *Engine) executeReply(x *Execution, r messages.Reply, now time.Time, out
 		if len(r.Output) > 0 {
 			merged := x.Context.Clone()
 			merged.Merge(r.Output)
-			if n := merged.EncodedLen(); e.opts.MaxContext > 0 && n > e.opts.MaxContext {
+			if n := e.contextOver(merged); n > 0 {
 				// The step ran: it is compensated too, with the context
 				// as it was, which every command of the saga fits.
 				e.rollback(x, RolledBack, x.Current,
@@ -437,6 +437,18 @@ func (e *Engine) executeReply(x *Execution, r messages.Reply, now time.Time, out
 		e.rollback(x, RolledBack, x.Current,
 			fmt.Sprintf("step %s: transient error after %d attempts: %s", st.Name, x.Attempt, r.Reason), out)
 	}
+}
+
+// contextOver returns the bytes of c when Options.MaxContext bounds
+// contexts and c is over the bound, else 0.
+func (e *Engine) contextOver(c messages.Context) int {
+	if e.opts.MaxContext <= 0 {
+		return 0
+	}
+	if n := c.EncodedLen(); n > e.opts.MaxContext {
+		return n
+	}
+	return 0
 }
 
 func (e *Engine) compensateReply(x *Execution, r messages.Reply, now time.Time, out *Outbox) {
