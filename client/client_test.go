@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -87,6 +88,11 @@ func TestWatchListAndErrors(t *testing.T) {
 	tick, err := c.CurrentTick(ctx)
 	require.NoError(t, err)
 	require.Zero(t, tick)
+	// A status no event has is refused, not watched for ever.
+	for _, status := range []string{"sleeping", "pending"} {
+		_, err = c.Watch(ctx, client.Watch{Status: status})
+		require.ErrorContains(t, err, fmt.Sprintf("no event has status %q", status))
+	}
 }
 
 func TestRegisterThroughTheClient(t *testing.T) {

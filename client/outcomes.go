@@ -19,8 +19,8 @@ import (
 // Stored returns every saga stored in the saga bucket, read-only: the
 // sagas that ended that the coordinator still keeps (active sagas are in
 // its saga log; coordinators before the log also stored them in the
-// bucket, as they were when last stored). With ranked, only the sagas a simulation driver ranked. It
-// returns the first error of [Client.ScanStored].
+// bucket, as they were when last stored). With ranked, only the sagas a
+// simulation driver ranked. It returns the first error of [Client.ScanStored].
 func (c *Client) Stored(ctx context.Context, ranked bool) ([]saga.Execution, error) {
 	return collect(c.ScanStored(ctx, nil), ranked)
 }
@@ -261,12 +261,23 @@ type Watch struct {
 	KeptOnly bool
 }
 
+// CheckEventStatus returns an error unless status is one a saga event can
+// have: every status but pending, which a saga is stored with, not changed
+// to.
+func CheckEventStatus(status string) error {
+	if s := saga.Status(status); !s.Valid() || s == saga.Pending {
+		return fmt.Errorf("no event has status %q: in_progress, compensating, completed, rolled_back, timed_out or failed", status)
+	}
+	return nil
+}
+
 // Watch returns the saga events of the event stream that match f, as they
 // come, until ctx ends (the sequence then ends with no error), the kept
 // events f.KeptOnly asks for have come, or the stream fails (the sequence
 // ends with the error). An event that does not decode is logged and
-// skipped. Watch returns an error when f names a saga or status that is
-// not a token or asks for something contradictory, and when the stream
+// skipped. Watch returns an error when f names a saga that is not a
+// token or a status [CheckEventStatus] refuses, or asks for something
+// contradictory, and when the stream
 // cannot be read.
 func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, error], error) {
 	sagaTok, statusTok := "*", "*"
@@ -275,6 +286,11 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 			continue
 		}
 		if err := messages.CheckToken(what, *v); err != nil {
+			return nil, fmt.Errorf("watch: %w", err)
+		}
+	}
+	if f.Status != "" {
+		if err := CheckEventStatus(f.Status); err != nil {
 			return nil, fmt.Errorf("watch: %w", err)
 		}
 	}

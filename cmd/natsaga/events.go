@@ -32,11 +32,14 @@ func (o *eventsOptions) validate(args []string) error {
 	if len(args) > 0 {
 		return fmt.Errorf("unexpected arguments %v", args)
 	}
-	for what, v := range map[string]string{"saga": o.saga, "status": o.status} {
-		if v != "" {
-			if err := messages.CheckToken(what, v); err != nil {
-				return err
-			}
+	if o.saga != "" {
+		if err := messages.CheckToken("saga", o.saga); err != nil {
+			return err
+		}
+	}
+	if o.status != "" {
+		if err := client.CheckEventStatus(o.status); err != nil {
+			return err
 		}
 	}
 	if o.n < 0 {

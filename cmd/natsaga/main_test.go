@@ -157,7 +157,7 @@ func TestAnswersAndErrors(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{}, {"bogus"}, {"-timeout", "0", "summary"}, {"status"}, {"tick", "-1"}, {"start", "bad.type"}, {"start", "ops", "[1]"}, {"events", "-n", "-1"}, {"events", "-saga", "a.b"}, {"events", "extra"}, {"events", "-n", "2", "-all"}, {"list", "-limit", "-1"}, {"list", "x"},
+	for _, args := range [][]string{{}, {"bogus"}, {"-timeout", "0", "summary"}, {"status"}, {"tick", "-1"}, {"start", "bad.type"}, {"start", "ops", "[1]"}, {"events", "-n", "-1"}, {"events", "-saga", "a.b"}, {"events", "-status", "bogus"}, {"events", "-status", "pending"}, {"events", "extra"}, {"events", "-n", "2", "-all"}, {"list", "-limit", "-1"}, {"list", "x"},
 		{"register"}, {"register", "a.json", "b.json"}, {"register", "/nonexistent/sagas.json"}, {"outcomes", "x"}, {"quiet", "-wait", "0"}, {"quiet", "x"}} {
 		var out, errOut bytes.Buffer
 		code := mainCode(args, func(string) string { return "" }, &out, &errOut)

@@ -23,20 +23,27 @@ type outcomesOptions struct {
 	ranked bool
 }
 
-// errNoSagas is returned when the bucket holds no saga to log.
-var errNoSagas = errors.New("no saga stored")
+// errNoSagas and errNoRanked are returned when the bucket holds no saga to
+// log: none at all, or, with -ranked, none a simulation driver ranked.
+var (
+	errNoSagas  = errors.New("no saga stored")
+	errNoRanked = errors.New("no ranked saga stored: only the starts a simulation driver gives a rank are; without -ranked, every stored saga is logged")
+)
 
 // writeOutcomes reads every saga stored in the saga bucket and writes the
 // outcome log (one JSON line per saga, sorted by id, as floodsim -outcomes
 // writes it) to o.path or, with asJSON, to stdout; without either it
 // prints the log as a table on stdout. It prints how many sagas the log
-// holds and its SHA-256 on stderr, and returns errNoSagas when there is
-// none.
+// holds and its SHA-256 on stderr, and returns errNoSagas (errNoRanked
+// with o.ranked) when there is none.
 func writeOutcomes(ctx context.Context, cl *client.Client, o outcomesOptions, asJSON bool, stdout, stderr io.Writer) error {
 	var buf bytes.Buffer
 	digest, n, err := cl.WriteOutcomes(ctx, &buf, o.ranked)
 	if err != nil {
 		return err
+	}
+	if n == 0 && o.ranked {
+		return errNoRanked
 	}
 	if n == 0 {
 		return errNoSagas

@@ -32,6 +32,14 @@ func TestOutcomes(t *testing.T) {
 			},
 			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil }}},
 	}})
+	// With none stored, the log is refused, and -ranked says what it keeps.
+	code, out := natsaga(t, url, "outcomes")
+	require.Equal(t, 1, code, out)
+	require.Equal(t, "natsaga: no saga stored\n", out)
+	code, out = natsaga(t, url, "outcomes", "-ranked")
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "natsaga: no ranked saga stored: only the starts a simulation driver gives a rank are")
+
 	nc := testenv.Connect(t, url)
 	var xs []saga.Execution
 	for rank, id := range []string{"c", "a", "b"} {
@@ -50,7 +58,7 @@ func TestOutcomes(t *testing.T) {
 	require.NoError(t, err)
 
 	path := filepath.Join(t.TempDir(), "outcomes.jsonl")
-	code, out := natsaga(t, url, "outcomes", "-o", path)
+	code, out = natsaga(t, url, "outcomes", "-o", path)
 	require.Equal(t, 0, code, out)
 	require.Equal(t, "3 sagas, outcome log SHA-256: "+digest+"\n", out)
 
