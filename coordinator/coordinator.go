@@ -1012,7 +1012,7 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 		// Permissions let a role publish only the reply subjects of its
 		// own steps, so the subject names the role a reply came from.
 		if why := c.forged(&r); why != "" {
-			c.refuse("reply", c.roleOf(r.SagaID, r.Saga, r.Step), "saga_id", r.SagaID, "saga", r.Saga, "step", r.Step,
+			c.refuse("reply", c.subjectRole(r.SagaID, r.Saga, r.Step), "saga_id", r.SagaID, "saga", r.Saga, "step", r.Step,
 				"action", r.Action, "seq", r.Seq, "attempt", r.Attempt, "why", why)
 			_ = m.Term()
 			return nil

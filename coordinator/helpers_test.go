@@ -242,6 +242,20 @@ func (s *logSink) count(level slog.Level, msg, substr string) int {
 	return n
 }
 
+// countAttr returns how many records at level or above have a message
+// starting with msg and the attribute key equal to value.
+func (s *logSink) countAttr(level slog.Level, msg, key, value string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, r := range *s.recs {
+		if v, ok := r.Attrs[key]; ok && r.Level >= level && strings.HasPrefix(r.Msg, msg) && v == value {
+			n++
+		}
+	}
+	return n
+}
+
 // runUntilStopped runs a coordinator with opts on its own connection,
 // waits until it is ready, and returns stop, which stops it as a process
 // told to stop would be, and requires that it stopped cleanly.

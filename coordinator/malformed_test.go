@@ -317,6 +317,10 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 		// command in flight with another action or a later attempt, is
 		// refused as forged; one for an earlier command is only stale.
 		require.Equal(t, 4, coordLog.count(slog.LevelWarn, "reply refused", ""))
+		// Each is logged with the role its subject belongs to: none owns
+		// the subjects of the unknown step and saga type.
+		require.Equal(t, 2, coordLog.countAttr(slog.LevelWarn, "reply refused", "from_role", flood.Contractor))
+		require.Equal(t, 2, coordLog.countAttr(slog.LevelWarn, "reply refused", "from_role", ""))
 		require.Equal(t, 0, coordLog.count(slog.LevelWarn, "reply rejected", "bad reply"))
 		require.Equal(t, 3, coordLog.count(slog.LevelDebug, "stale reply ignored", ""))
 		require.Eventually(t, func() bool {

@@ -255,6 +255,17 @@ func (c *Coordinator) roleOf(id, sagaType, step string) string {
 	return ""
 }
 
+// subjectRole is the role whose permissions let it publish on the reply
+// subject of step in sagaType: roleOf when saga id is a sagaType (or not
+// held), and otherwise the role of step in the latest version of
+// sagaType, whatever saga id runs by; "" when no role owns the subject.
+func (c *Coordinator) subjectRole(id, sagaType, step string) string {
+	if cmd, ok := c.engine.Command(id); ok && cmd.Saga != sagaType {
+		id = ""
+	}
+	return c.roleOf(id, sagaType, step)
+}
+
 // recordsOf reads the record log of every role once, to its end, and
 // returns the records it holds of the sagas of ids, by role and
 // [messages.RecordKey]. A role whose agents have not created their record

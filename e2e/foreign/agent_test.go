@@ -241,10 +241,11 @@ func (a *householdAgent) handle(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	// Reply into JetStream and wait for the ack; only then ack the command.
+	// No Nats-Msg-Id (protocol.md): a seq asked again after a coordinator
+	// restart must be answered again, not deduplicated.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	id := fmt.Sprintf("%s.%d.%s", r.SagaID, r.Seq, r.Outcome)
-	if _, err := a.js.Publish(pctx, "natsaga.reply."+c.Saga+"."+c.Step, data, jetstream.WithMsgID(id)); err != nil {
+	if _, err := a.js.Publish(pctx, "natsaga.reply."+c.Saga+"."+c.Step, data); err != nil {
 		_ = m.NakWithDelay(time.Second)
 		return
 	}
