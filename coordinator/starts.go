@@ -237,7 +237,7 @@ func (c *Coordinator) enqueueStarts(ctx context.Context, b *startBatch) {
 				c.log.Warn("start refused", "saga", s.Saga, "err", err)
 				b.refuse(i, err)
 			default:
-				c.traceStart(b.trace, x)
+				c.traceStart(b.trace, x, len(b.starts) > 1)
 				b.answer(i, messages.StartResponse{SagaID: x.ID, Status: string(x.Status)})
 				started = append(started, i)
 			}

@@ -27,17 +27,27 @@ type sagaTrace struct {
 // tracing reports whether the coordinator makes spans.
 func (c *Coordinator) tracing() bool { return c.opts.TracerProvider != nil }
 
-// traceStart opens the span of saga x, which the start request m started,
-// as a child of the span context m's headers carry. One saga is one trace:
-// its steps' and compensations' spans are children of this span. Only
-// the coordinator that started a saga traces it.
-func (c *Coordinator) traceStart(m *nats.Msg, x *saga.Execution) {
+// traceStart opens the span of saga x, which the start request m started.
+// One saga is one trace: its steps' and compensations' spans are children
+// of this span. When m started x alone, the span is a child of the span
+// context m's headers carry; when m is a batch that started others too
+// (shared), it is the root of a trace of its own, linked to that span
+// context, so that a tick's batch of starts does not make one trace of
+// its sagas. Only the coordinator that started a saga traces it.
+func (c *Coordinator) traceStart(m *nats.Msg, x *saga.Execution, shared bool) {
 	if !c.tracing() {
 		return
 	}
 	parent := tracing.Extract(context.Background(), m.Header)
-	ctx, span := c.tracer.Start(parent, "saga "+x.Saga, trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(attribute.String("natsaga.saga_id", x.ID), attribute.String("natsaga.saga", x.Saga)))
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("natsaga.saga_id", x.ID), attribute.String("natsaga.saga", x.Saga))}
+	if shared {
+		if sc := trace.SpanContextFromContext(parent); sc.IsValid() {
+			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
+		}
+		opts = append(opts, trace.WithNewRoot())
+	}
+	ctx, span := c.tracer.Start(parent, "saga "+x.Saga, opts...)
 	c.traces[x.ID] = &sagaTrace{ctx: ctx, saga: span}
 }
 

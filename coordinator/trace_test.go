@@ -32,15 +32,13 @@ func attr(s sdktrace.ReadOnlySpan, key string) string {
 	return ""
 }
 
-// TestOneSagaIsOneTrace starts a saga from a client span, through a
-// coordinator and an agent that record their spans apart, as two
-// processes would: the saga's span is the client span's child, each
-// command's span (the failing credit's and the debit's compensation
-// included) the saga span's child, and the agent's work on each command
-// the child of that command's span, all in the client's trace.
-func TestOneSagaIsOneTrace(t *testing.T) {
-	_, url := testenv.Server(t)
-	coRec, agRec := tracetest.NewSpanRecorder(), tracetest.NewSpanRecorder()
+// tracedTransfers runs a coordinator of twoSteps and a bank agent whose
+// credit step always rejects, each recording its spans apart, as two
+// processes would, and returns the server's URL and the two recorders.
+func tracedTransfers(t *testing.T) (url string, coRec, agRec *tracetest.SpanRecorder) {
+	t.Helper()
+	_, url = testenv.Server(t)
+	coRec, agRec = tracetest.NewSpanRecorder(), tracetest.NewSpanRecorder()
 	coTP := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(coRec))
 	agTP := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(agRec))
 
@@ -62,6 +60,71 @@ func TestOneSagaIsOneTrace(t *testing.T) {
 	testenv.Agent(t, url, participant.Options{Role: "bank", TracerProvider: agTP, Steps: []agent.Step{
 		{Saga: "transfer", Name: "debit", Handler: agent.Handler{Execute: ok, Compensate: undo}},
 		{Saga: "transfer", Name: "credit", Handler: agent.Handler{Execute: no, Compensate: undo}}}})
+	return url, coRec, agRec
+}
+
+// TestBatchedStartsAreATraceEach starts three sagas in one batch request
+// from a client span: each saga's span is the root of a trace of its own,
+// linked to the client span, and its commands' spans and the agent's work
+// on them are in that trace, not the batch's.
+func TestBatchedStartsAreATraceEach(t *testing.T) {
+	url, coRec, agRec := tracedTransfers(t)
+	cctx, client := sdktrace.NewTracerProvider().Tracer("test").Start(context.Background(), "client")
+	nc := testenv.Connect(t, url)
+	batch := messages.StartBatch{V: messages.Version}
+	for range 3 {
+		batch.Starts = append(batch.Starts, messages.BatchedStart{Saga: twoSteps.Name, Context: messages.Context{}})
+	}
+	data, err := json.Marshal(batch)
+	require.NoError(t, err)
+	m := nats.NewMsg(messages.StartBatchSubject)
+	m.Data = data
+	tracing.Inject(cctx, m)
+	ans, err := nc.RequestMsg(m, 5*time.Second)
+	require.NoError(t, err)
+	var resp messages.StartBatchResponse
+	require.NoError(t, json.Unmarshal(ans.Data, &resp))
+	require.Nil(t, resp.Error)
+	require.Len(t, resp.Results, 3)
+	client.End()
+	for _, r := range resp.Results {
+		require.Nil(t, r.Error)
+		testenv.WaitStatus(t, nc, r.SagaID, saga.RolledBack)
+	}
+
+	// Each saga: its span, three command spans; the agent: three spans.
+	require.Eventually(t, func() bool { return len(coRec.Ended()) == 3*4 && len(agRec.Ended()) == 3*3 },
+		10*time.Second, 10*time.Millisecond, "coordinator spans %d, agent spans %d", len(coRec.Ended()), len(agRec.Ended()))
+	traces := map[trace.TraceID]string{} // the saga id of each trace
+	for _, s := range coRec.Ended() {
+		if s.Name() != "saga transfer" {
+			continue
+		}
+		require.False(t, s.Parent().IsValid(), "a saga's span is a root")
+		require.Len(t, s.Links(), 1)
+		require.Equal(t, client.SpanContext().TraceID(), s.Links()[0].SpanContext.TraceID())
+		require.Equal(t, client.SpanContext().SpanID(), s.Links()[0].SpanContext.SpanID())
+		require.NotContains(t, traces, s.SpanContext().TraceID(), "two sagas in one trace")
+		traces[s.SpanContext().TraceID()] = attr(s, "natsaga.saga_id")
+	}
+	require.Len(t, traces, 3)
+	for _, s := range append(coRec.Ended(), agRec.Ended()...) {
+		id, ok := traces[s.SpanContext().TraceID()]
+		require.True(t, ok, "span %s outside the sagas' traces", s.Name())
+		if got := attr(s, "natsaga.saga_id"); got != "" {
+			require.Equal(t, id, got, "span %s in another saga's trace", s.Name())
+		}
+	}
+}
+
+// TestOneSagaIsOneTrace starts a saga from a client span, through a
+// coordinator and an agent that record their spans apart, as two
+// processes would: the saga's span is the client span's child, each
+// command's span (the failing credit's and the debit's compensation
+// included) the saga span's child, and the agent's work on each command
+// the child of that command's span, all in the client's trace.
+func TestOneSagaIsOneTrace(t *testing.T) {
+	url, coRec, agRec := tracedTransfers(t)
 
 	// The client's span, whose context the start request carries.
 	clientTP := sdktrace.NewTracerProvider()
