@@ -14,10 +14,11 @@ import (
 // Services asks the natsaga services for their NATS micro INFO (the
 // coordinators, active and standing by, whose metadata "state" says which,
 // then every agent, whose metadata "role" and "copy" name it) and returns
-// the answers that come within wait for each kind. It returns an error when
-// the request cannot be sent, or ctx's error when ctx ends first.
+// the answers that come within wait for each kind: an empty, not nil, slice
+// when none answers. It returns an error when the request cannot be sent,
+// or ctx's error when ctx ends first.
 func (c *Client) Services(ctx context.Context, wait time.Duration) ([]micro.Info, error) {
-	var infos []micro.Info
+	infos := []micro.Info{}
 	for _, name := range []string{messages.CoordinatorService, messages.AgentService} {
 		got, err := c.serviceInfos(ctx, name, wait)
 		if err != nil {

@@ -28,7 +28,7 @@ func (o *eventsOptions) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.follow, "f", false, "after -n or -all, go on printing new events until interrupted")
 }
 
-func (o *eventsOptions) validate(args []string) error {
+func (o *eventsOptions) validate(fs *flag.FlagSet, args []string) error {
 	if len(args) > 0 {
 		return fmt.Errorf("unexpected arguments %v", args)
 	}
@@ -42,13 +42,20 @@ func (o *eventsOptions) validate(args []string) error {
 			return err
 		}
 	}
-	if o.n < 0 {
-		return errors.New("-n must not be negative")
+	if o.n < 0 || (o.n == 0 && given(fs, "n")) {
+		return errors.New("-n must be positive (without it, the new events are printed)")
 	}
 	if o.n > 0 && o.all {
 		return errors.New("-n and -all: choose one")
 	}
 	return nil
+}
+
+// given reports whether the flag name was set on the command line.
+func given(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // printEvents prints the saga events of the event stream that o selects,
@@ -110,6 +117,6 @@ func listServices(ctx context.Context, cl *client.Client, o *options, stdout, _ 
 		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\n", in.Name, in.ID, in.Version, orDash(role), orDash(in.Metadata["copy"]), fmt.Sprint(eps))
 	}
 	_ = t.Flush()
-	fmt.Fprintf(stdout, "%d services\n", len(infos))
+	fmt.Fprintln(stdout, count(len(infos), "service"))
 	return nil
 }

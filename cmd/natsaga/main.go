@@ -271,7 +271,7 @@ func commands() map[string]command {
 				var e eventsOptions
 				e.register(fs)
 				return func(args []string) (runner, error) {
-					if err := e.validate(args); err != nil {
+					if err := e.validate(fs, args); err != nil {
 						return nil, err
 					}
 					return func(ctx context.Context, cl *client.Client, o *options, stdout, _ io.Writer) error {
@@ -279,7 +279,7 @@ func commands() map[string]command {
 					}, nil
 				}
 			}},
-		"services": {"", "List the natsaga services that answer NATS micro discovery: the active coordinator and every agent.",
+		"services": {"", "List the natsaga services that answer NATS micro discovery: the coordinators, active and standing by, and every agent.",
 			noFlags(0, func([]string) (runner, error) { return listServices, nil })},
 		"register": {"FILE", "Register the saga definitions of FILE, a definitions file (docs/own-model.md), or new versions of them\n" +
 			"with the running coordinator. A file that does not load is refused before it is sent.",
@@ -330,13 +330,15 @@ func commands() map[string]command {
 						defer cancel()
 						s, err := waitQuiet(ctx, cl)
 						switch {
+						case s.V == 0:
+							return unanswered(err, *wait)
 						case o.json:
 							printJSON(stdout, s)
 						case s.Due == 0 && err == nil:
 							fmt.Fprintf(stdout, "tick %d is quiet\n", s.Tick)
 							printSummary(stdout, &s)
 						default:
-							fmt.Fprintf(stdout, "tick %d is not quiet: %d commands due\n", s.Tick, s.Due)
+							fmt.Fprintf(stdout, "tick %d is not quiet: %s due\n", s.Tick, count(s.Due, "command"))
 							printSummary(stdout, &s)
 						}
 						return err

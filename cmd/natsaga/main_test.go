@@ -154,10 +154,24 @@ func TestAnswersAndErrors(t *testing.T) {
 	code = mainCode([]string{"-nats", empty, "-timeout", "300ms", "summary"}, func(string) string { return "" }, &stdout, &stderr)
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr.String(), "natsaga: no coordinator is serving (none running, or all standing by) within 300ms: ")
+	// No service answers: an empty list.
+	stdout.Reset()
+	code = mainCode([]string{"-nats", empty, "-json", "services"}, func(string) string { return "" }, &stdout, &stderr)
+	require.Equal(t, 0, code)
+	require.Equal(t, "[]\n", stdout.String())
+	// quiet too, with no made-up summary.
+	for _, args := range [][]string{{"quiet", "-wait", "300ms"}, {"-json", "quiet", "-wait", "300ms"}} {
+		stdout.Reset()
+		stderr.Reset()
+		code = mainCode(append([]string{"-nats", empty}, args...), func(string) string { return "" }, &stdout, &stderr)
+		require.Equal(t, 1, code, args)
+		require.Empty(t, stdout.String(), args)
+		require.Contains(t, stderr.String(), "natsaga: no coordinator is serving (none running, or all standing by) within 300ms: ", args)
+	}
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{}, {"bogus"}, {"-timeout", "0", "summary"}, {"status"}, {"tick", "-1"}, {"start", "bad.type"}, {"start", "ops", "[1]"}, {"events", "-n", "-1"}, {"events", "-saga", "a.b"}, {"events", "-status", "bogus"}, {"events", "-status", "pending"}, {"events", "extra"}, {"events", "-n", "2", "-all"}, {"list", "-limit", "-1"}, {"list", "x"},
+	for _, args := range [][]string{{}, {"bogus"}, {"-timeout", "0", "summary"}, {"status"}, {"tick", "-1"}, {"start", "bad.type"}, {"start", "ops", "[1]"}, {"events", "-n", "-1"}, {"events", "-n", "0"}, {"events", "-saga", "a.b"}, {"events", "-status", "bogus"}, {"events", "-status", "pending"}, {"events", "extra"}, {"events", "-n", "2", "-all"}, {"list", "-limit", "-1"}, {"list", "x"},
 		{"register"}, {"register", "a.json", "b.json"}, {"register", "/nonexistent/sagas.json"}, {"outcomes", "x"}, {"quiet", "-wait", "0"}, {"quiet", "x"}} {
 		var out, errOut bytes.Buffer
 		code := mainCode(args, func(string) string { return "" }, &out, &errOut)

@@ -62,7 +62,7 @@ func writeOutcomes(ctx context.Context, cl *client.Client, o outcomesOptions, as
 			return err
 		}
 	}
-	fmt.Fprintf(stderr, "%d sagas, outcome log SHA-256: %s\n", n, digest)
+	fmt.Fprintf(stderr, "%s, outcome log SHA-256: %s\n", count(n, "saga"), digest)
 	return nil
 }
 

@@ -100,6 +100,6 @@ func TestQuiet(t *testing.T) {
 	testenv.Start(t, nc, "ops", nil)
 	code, out = natsaga(t, url, "quiet", "-wait", "300ms")
 	require.Equal(t, 1, code, out)
-	require.Contains(t, out, "tick 0 is not quiet: 1 commands due\n")
-	require.Contains(t, out, "tick 0: 1 commands due: the tick is not quiet")
+	require.Contains(t, out, "tick 0 is not quiet: 1 command due\n")
+	require.Contains(t, out, "tick 0: 1 command due: the tick is not quiet")
 }

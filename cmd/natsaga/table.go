@@ -122,7 +122,7 @@ func printList(w io.Writer, sagas []json.RawMessage) {
 		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%d\t%s\n", x.ID, x.Saga, x.Status, step(&x), x.StartedTick, orDash(clip(x.Error, 60)))
 	}
 	_ = t.Flush()
-	fmt.Fprintf(w, "%d sagas\n", len(sagas))
+	fmt.Fprintln(w, count(len(sagas), "saga"))
 }
 
 func printRetry(w io.Writer, st saga.Status) {
@@ -136,10 +136,19 @@ func printStart(w io.Writer, s client.Started) {
 func printTick(w io.Writer, a *messages.TickAck) {
 	fmt.Fprintf(w, "tick %d", a.Tick)
 	if len(a.Expired) > 0 {
-		fmt.Fprintf(w, ": %d sagas timed out", len(a.Expired))
+		fmt.Fprintf(w, ": %s timed out", count(len(a.Expired), "saga"))
 	}
 	fmt.Fprintln(w)
 	if a.Summary != nil {
 		printSummary(w, a.Summary)
 	}
+}
+
+// count returns n and noun, in the plural unless n is 1: "1 saga",
+// "2 sagas".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

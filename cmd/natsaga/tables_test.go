@@ -119,6 +119,7 @@ func TestTables(t *testing.T) {
 	require.Equal(t, 0, code, out)
 	require.Regexp(t, `(?m)^natsaga-coordinator\s+\S+\s+3\.0\.0\s+active\s+-\s+\[start starts tick status summary list retry register\]$`, out)
 	require.Regexp(t, `(?m)^natsaga-agent\s+\S+\s+3\.0\.0\s+ops\s+ops-1\s+\[stats\]$`, out)
+	require.True(t, strings.HasSuffix(out, "\n2 services\n"), out)
 
 	// An error answer: to stderr, exit 1.
 	code, out = natsaga(t, url, "retry", ids[0])
