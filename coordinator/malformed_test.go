@@ -328,6 +328,10 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 			return n == 0 && acks == 0
 		}, 10*time.Second, 5*time.Millisecond, "the coordinator left records undisposed")
 		require.Equal(t, 1, coordLog.count(slog.LevelError, "dropping a malformed message of records", ""))
+		// The contractor, which reads its log too, skips it in its own log.
+		require.Eventually(t, func() bool {
+			return agentLogs[flood.Contractor].count(slog.LevelError, "skipping a log message that does not decode", "") == 1
+		}, 10*time.Second, 5*time.Millisecond, "the contractor did not log the message its record log skipped")
 		require.Equal(t, 1, coordLog.count(slog.LevelError, "dropping a record whose key names no branch", ""))
 		// Finished sagas live in the bucket only: their late replies are
 		// for sagas the coordinator does not hold.

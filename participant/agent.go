@@ -295,6 +295,7 @@ func (a *Agent) runOnce(ctx context.Context) error {
 		return err
 	}
 	store.maxRecordValues = a.opts.MaxRecordValues
+	store.logger = a.log
 	defer store.Close()
 	// The role's records are read before the first command: a copy that
 	// cannot read them fails now.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -88,6 +89,9 @@ type Store struct {
 	// (Options.MaxRecordValues; 0: kvlog's default).
 	maxRecordValues int
 	conflicts       atomic.Int64
+	// logger reports the record log's messages that do not decode (nil:
+	// slog's default); an agent sets its own.
+	logger *slog.Logger
 
 	// Within one process, transactions on the same state key take turns
 	// (keys), and the last envelope this process wrote or read is reused
@@ -230,7 +234,7 @@ func (s *Store) records(ctx context.Context) (*kvlog.Log, error) {
 		return nil, err
 	}
 	l, err := kvlog.Open(ctx, s.js, kvlog.Options{Stream: messages.RecordStream(s.role), Subject: messages.RecordSubject(s.role),
-		MaxValues: s.maxRecordValues})
+		MaxValues: s.maxRecordValues, Logger: s.logger})
 	if err != nil {
 		return nil, fmt.Errorf("records of %s: %w: %w", s.role, ErrUnavailable, err)
 	}
