@@ -13,8 +13,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/natsaga/natsaga/internal/metrics"
@@ -195,12 +197,18 @@ const flushWait = 5 * time.Second
 // StartTracing returns the tracer provider of the program named service,
 // nil when the OTEL_ variables getenv reads leave tracing off (see
 // internal/tracing), and a function to call at exit, which flushes the
-// spans within five seconds and logs a failure to log. It returns an
-// error when the exporter cannot be made.
+// spans within five seconds and logs a failure to log. With tracing on,
+// OpenTelemetry's own errors and messages (an export that failed, an
+// endpoint that does not parse) go to log too, in the program's format.
+// It returns an error when the exporter cannot be made.
 func StartTracing(ctx context.Context, service string, getenv func(string) string, log *slog.Logger) (trace.TracerProvider, func(), error) {
 	tp, stop, err := tracing.Setup(ctx, service, getenv)
 	if err != nil {
 		return nil, nil, err
+	}
+	if tp != nil {
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("tracing", "err", err) }))
+		otel.SetLogger(logr.FromSlogHandler(log.Handler()))
 	}
 	return tp, func() {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushWait)

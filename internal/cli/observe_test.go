@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel"
 
 	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/internal/embedded"
@@ -110,4 +111,23 @@ func TestHealthcheck(t *testing.T) {
 	out.Reset()
 	require.Equal(t, 1, cli.Healthcheck(addr, &out))
 	require.Contains(t, out.String(), "connection refused")
+}
+
+// TestTracingErrorsGoToTheLog: with tracing on, OpenTelemetry's own
+// errors are lines of the program's log, in its format.
+func TestTracingErrorsGoToTheLog(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	env := map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}
+	tp, stop, err := cli.StartTracing(context.Background(), "natsaga-test", func(k string) string { return env[k] }, log)
+	require.NoError(t, err)
+	require.NotNil(t, tp)
+	t.Cleanup(func() { otel.SetErrorHandler(otel.ErrorHandlerFunc(func(error) {})) })
+	otel.Handle(errors.New("export refused"))
+	var line map[string]any
+	require.NoError(t, json.Unmarshal(bytes.TrimSpace(buf.Bytes()), &line), buf.String())
+	require.Equal(t, "tracing", line["msg"])
+	require.Equal(t, "export refused", line["err"])
+	buf.Reset()
+	stop() // nothing to flush
 }

@@ -78,7 +78,9 @@ func Enabled(getenv func(string) string) bool {
 // nil provider (pass it on: natsaga's parts then make no spans at all) and
 // a function that does nothing. Otherwise spans go in
 // batches to the OTLP/HTTP exporter, which reads its endpoint, headers,
-// protocol and timeout from the OTEL_EXPORTER_OTLP_ variables; the
+// protocol and timeout from the OTEL_EXPORTER_OTLP_ variables (with no
+// endpoint set, http://localhost:4318, in plain HTTP as the specification
+// says); the
 // resource is service (unless OTEL_SERVICE_NAME says otherwise) with
 // OTEL_RESOURCE_ATTRIBUTES. The exporter's own variables are read from the
 // process environment, not through getenv. It returns an error when the
@@ -87,7 +89,14 @@ func Setup(ctx context.Context, service string, getenv func(string) string) (tra
 	if !Enabled(getenv) {
 		return nil, func(context.Context) error { return nil }, nil
 	}
-	exp, err := otlptracehttp.New(ctx)
+	var opts []otlptracehttp.Option
+	if getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" &&
+		getenv("OTEL_EXPORTER_OTLP_INSECURE") == "" && getenv("OTEL_EXPORTER_OTLP_TRACES_INSECURE") == "" {
+		// The specification's default endpoint is http://localhost:4318;
+		// the Go exporter's, with no variable set, would be https.
+		opts = append(opts, otlptracehttp.WithInsecure())
+	}
+	exp, err := otlptracehttp.New(ctx, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("tracing: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -84,6 +85,38 @@ func TestSetupExportsOTLP(t *testing.T) {
 		body, _ := io.ReadAll(r.Body)
 		require.Contains(t, string(body), "saga test")
 		require.Contains(t, string(body), "natsaga-test")
+	default:
+		t.Fatal("no span exported")
+	}
+}
+
+// TestSetupDefaultsToPlainHTTP turns tracing on with OTEL_TRACES_EXPORTER
+// alone: spans go to the specification's default endpoint,
+// http://localhost:4318, in plain HTTP.
+func TestSetupDefaultsToPlainHTTP(t *testing.T) {
+	l, err := net.Listen("tcp", "localhost:4318")
+	if err != nil {
+		t.Skipf("the default endpoint's port is taken: %v", err)
+	}
+	got := make(chan string, 10)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Method + " " + r.URL.Path
+		w.WriteHeader(http.StatusOK)
+	})}
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Close()
+	for _, v := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_INSECURE", "OTEL_EXPORTER_OTLP_TRACES_INSECURE"} {
+		t.Setenv(v, "")
+	}
+	t.Setenv("OTEL_TRACES_EXPORTER", "otlp")
+	tp, stop, err := tracing.Setup(context.Background(), "natsaga-test", os.Getenv)
+	require.NoError(t, err)
+	_, span := tp.Tracer("t").Start(context.Background(), "saga test")
+	span.End()
+	require.NoError(t, stop(context.Background()), "flushes the batch over plain HTTP")
+	select {
+	case r := <-got:
+		require.Equal(t, "POST /v1/traces", r)
 	default:
 		t.Fatal("no span exported")
 	}
