@@ -248,3 +248,66 @@ func TestMemoryPutNeedsGet(t *testing.T) {
 	require.Equal(t, agent.Transient, v)
 	require.Contains(t, reply.Reason, "read it with Get first")
 }
+
+// TestMemoryOneWriteAnAction: an action that writes two values is answered
+// with an Error, as the JetStream store answers it, and commits nothing.
+func TestMemoryOneWriteAnAction(t *testing.T) {
+	m := agent.NewMemory()
+	h := agent.Handler{
+		Execute: func(_ context.Context, tx agent.Tx, _ *messages.Command) (messages.Context, error) {
+			for _, k := range []string{"a", "b"} {
+				var v int
+				if _, err := tx.Get(k, &v); err != nil {
+					return nil, err
+				}
+				if err := tx.Put(k, v+1); err != nil {
+					return nil, err
+				}
+			}
+			return nil, nil
+		},
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	reply, v, err := m.Do(t.Context(), &messages.Command{SagaID: "s", Step: "y", Action: messages.Execute, Seq: 1}, h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Transient, v)
+	require.Equal(t, messages.Error, reply.Outcome)
+	require.Equal(t, "execute y writes 2 values: an action may write one state value", reply.Reason)
+	require.Equal(t, messages.Record{}, m.Record("s", "y"))
+	for _, k := range []string{"a", "b"} {
+		ok, _ := m.Value(k, new(int))
+		require.False(t, ok, "%s written", k)
+	}
+}
+
+// TestHandlerPanicIsATransientError: a handler that panics, in an execute
+// or a compensation, is answered with an Error naming the panic and where
+// it happened, and the process goes on.
+func TestHandlerPanicIsATransientError(t *testing.T) {
+	var nilMap map[string]int
+	ok := func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
+	h := agent.Handler{
+		Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+			nilMap["x"] = 1
+			return nil, nil
+		},
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { panic("no undo") },
+	}
+	m := agent.NewMemory()
+	reply, v, err := m.Do(t.Context(), &messages.Command{SagaID: "s1", Step: "y", Action: messages.Execute, Seq: 1}, h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Transient, v)
+	require.Equal(t, messages.Error, reply.Outcome)
+	require.Regexp(t, `^execute y handler panicked at barrier_test\.go:\d+: assignment to entry in nil map$`, reply.Reason)
+
+	// A compensation of an execute that took effect.
+	_, v, err = m.Do(t.Context(), &messages.Command{SagaID: "s2", Step: "y", Action: messages.Execute, Seq: 1},
+		agent.Handler{Execute: ok, Compensate: h.Compensate})
+	require.NoError(t, err)
+	require.Equal(t, agent.Applied, v)
+	reply, v, err = m.Do(t.Context(), &messages.Command{SagaID: "s2", Step: "y", Action: messages.Compensate, Seq: 2}, h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Transient, v)
+	require.Equal(t, messages.Error, reply.Outcome)
+	require.Regexp(t, `^compensate y handler panicked at barrier_test\.go:\d+: no undo$`, reply.Reason)
+}

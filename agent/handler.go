@@ -4,13 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"runtime"
+	"strings"
 
 	"github.com/natsaga/natsaga/messages"
 )
 
+// ErrTooManyWrites is the reason a store gives, in an Error reply, to an
+// action that writes more than one state value: a store commits one value
+// with a branch record. Nothing is recorded, and the command fails like a
+// transient error.
+var ErrTooManyWrites = errors.New("an action may write one state value")
+
 // Tx is a handler's view of its role's state during one command. Values are
 // JSON-encoded. Writes take effect only when the command's result is
-// recorded, and together with it.
+// recorded, and together with it. An action (an execute, or a
+// compensation) may read many values but write at most one
+// ([ErrTooManyWrites]).
 type Tx interface {
 	// Get decodes the state value key into v. It reports false, leaving v
 	// untouched, when key has no value yet. A handler that reads several
@@ -54,12 +65,38 @@ type Step struct {
 }
 
 // Run calls h's execute or compensate, as cmd's action says, and returns
-// what it returns (a compensation has no output).
-func (h Handler) Run(ctx context.Context, tx Tx, cmd *messages.Command) (messages.Context, error) {
+// what it returns (a compensation has no output). A handler that panics
+// does not stop the process: Run returns the panic as a transient error
+// naming the file and line where it happened, so the command is retried
+// and, once its attempts are spent, the saga rolls back (or, for a
+// compensation, fails) as for any other transient error.
+func (h Handler) Run(ctx context.Context, tx Tx, cmd *messages.Command) (out messages.Context, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			out, err = nil, fmt.Errorf("%s %s handler panicked at %s: %v", cmd.Action, cmd.Step, panicSite(), v)
+		}
+	}()
 	if cmd.Action == messages.Execute {
 		return h.Execute(ctx, tx, cmd)
 	}
 	return nil, h.Compensate(ctx, tx, cmd)
+}
+
+// panicSite returns "file.go:line" of the frame that panicked, called
+// from the function that recovered: the first frame below it that is not
+// the runtime's.
+func panicSite() string {
+	pcs := make([]uintptr, 32)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(3, pcs)])
+	for {
+		f, more := frames.Next()
+		if !strings.HasPrefix(f.Function, "runtime.") {
+			return fmt.Sprintf("%s:%d", filepath.Base(f.File), f.Line)
+		}
+		if !more {
+			return "an unknown place"
+		}
+	}
 }
 
 // rejectError is a business rejection.

@@ -117,6 +117,11 @@ func (m *Memory) Do(ctx context.Context, cmd *messages.Command, h Handler) (mess
 	case c.Result == nil:
 		return c.Reply, Transient, nil
 	}
+	if c.Keep && len(tx.writes) > 1 {
+		// Nothing is recorded, as in the JetStream store.
+		err := fmt.Errorf("%s %s writes %d values: %w", cmd.Action, cmd.Step, len(tx.writes), ErrTooManyWrites)
+		return messages.ReplyTo(cmd, messages.Error, err.Error()), Transient, nil
+	}
 	if c.Keep {
 		for k, v := range tx.writes {
 			m.values[k] = v

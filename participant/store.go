@@ -34,10 +34,8 @@ var ErrNoJetStream = errors.New("natsaga agents need JetStream: start nats-serve
 var ErrUnavailable = errors.New("store unavailable")
 
 // ErrTooManyWrites is the reason [Store.Do] gives, in an Error reply, to an
-// action that writes more than one state value: the store commits one value
-// with a branch record, and no handler of natsaga needs more. Nothing is
-// recorded.
-var ErrTooManyWrites = errors.New("an action may write one state value")
+// action that writes more than one state value: [agent.ErrTooManyWrites].
+var ErrTooManyWrites = agent.ErrTooManyWrites
 
 // ErrConflict is returned by [Store.Do] when the optimistic retries of one
 // command were exhausted by concurrent writers. It is transient.
