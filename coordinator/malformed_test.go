@@ -412,7 +412,7 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 		require.Equal(t, int64(2), gov.Rejected)
 		require.Equal(t, 7, agentLogs[flood.Household].count(slog.LevelError, "dropping malformed command", ""))
 		require.Equal(t, 1, agentLogs[flood.Household].count(slog.LevelError, "dropping malformed command", "not valid UTF-8"))
-		require.Equal(t, 1, agentLogs[flood.Household].count(slog.LevelError, "dropping command for a step this agent does not serve", ""))
+		require.Equal(t, 1, agentLogs[flood.Household].count(slog.LevelError, "dropping command on another step's subject", ""))
 		require.Equal(t, 2, agentLogs[flood.Government].count(slog.LevelError, "dropping malformed command", ""))
 		// A command whose store was unavailable for a moment (a slow
 		// server under a loaded test run) is delivered again, and may come

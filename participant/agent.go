@@ -447,21 +447,31 @@ func (a *Agent) handle(ctx context.Context, m jetstream.Msg) {
 }
 
 // receive decodes m and finds the step it is for, counting a redelivery and
-// moving the clock to its tick. A command that is malformed, or for a step
-// the agent does not serve, is dropped (terminated), logged and counted:
+// moving the clock to its tick. A command that is malformed, or on another
+// step's subject, is dropped (terminated), logged and counted. One for a
+// step of the role that this copy does not serve (a copy of an older
+// build, while newer ones that serve it run beside it) is put back, to be
+// delivered again after notServedDelay, to a copy that serves it or, when
+// none runs yet, to wait for one, as a command waits for its agent.
 // receive then reports false.
 func (a *Agent) receive(m jetstream.Msg) (messages.Command, *agent.Step, bool) {
 	if meta, err := m.Metadata(); err == nil && meta.NumDelivered > 1 {
 		a.redelivered.Add(1)
 	}
 	cmd, step, err := a.parse(m)
-	if err != nil {
+	switch {
+	case errors.Is(err, errNotServed):
+		a.cmdLog(&cmd).Warn("command for a step this copy does not serve: left for a copy that does", "subject", m.Subject())
+		_ = m.NakWithDelay(notServedDelay)
+		return cmd, nil, false
+	case errors.Is(err, errOtherSubject):
 		a.rejected.Add(1)
-		if errors.Is(err, errNotServed) {
-			a.cmdLog(&cmd).Error("dropping command for a step this agent does not serve", "subject", m.Subject())
-		} else {
-			a.log.Error("dropping malformed command", "subject", m.Subject(), "err", err)
-		}
+		a.cmdLog(&cmd).Error("dropping command on another step's subject", "subject", m.Subject())
+		_ = m.Term()
+		return cmd, nil, false
+	case err != nil:
+		a.rejected.Add(1)
+		a.log.Error("dropping malformed command", "subject", m.Subject(), "err", err)
 		_ = m.Term()
 		return cmd, nil, false
 	}
@@ -469,9 +479,16 @@ func (a *Agent) receive(m jetstream.Msg) (messages.Command, *agent.Step, bool) {
 	return cmd, step, true
 }
 
-// errNotServed is parse's error for a command of a step the agent does not
-// serve, or on another step's subject.
-var errNotServed = errors.New("a step this agent does not serve")
+// notServedDelay spaces the deliveries of a command for a step this copy
+// does not serve.
+const notServedDelay = time.Second
+
+// errNotServed and errOtherSubject are parse's errors for a command of a
+// step the agent does not serve, and for one on another step's subject.
+var (
+	errNotServed    = errors.New("a step this agent does not serve")
+	errOtherSubject = errors.New("a command on another step's subject")
+)
 
 // parse decodes m and finds the step it is for; it has no effect.
 func (a *Agent) parse(m jetstream.Msg) (messages.Command, *agent.Step, error) {
@@ -482,8 +499,11 @@ func (a *Agent) parse(m jetstream.Msg) (messages.Command, *agent.Step, error) {
 	if err != nil {
 		return messages.Command{}, nil, err
 	}
+	if !cmd.OnSubject(m.Subject()) {
+		return cmd, nil, errOtherSubject
+	}
 	step, ok := a.steps[stepKey{cmd.Saga, cmd.Step}]
-	if !ok || !cmd.OnSubject(m.Subject()) {
+	if !ok {
 		return cmd, nil, errNotServed
 	}
 	return cmd, step, nil

@@ -212,3 +212,38 @@ func TestQueuedBatchesKeptWhileWorkersAreBusy(t *testing.T) {
 		require.Equal(t, 1, n, "%s ran %d times", id, n)
 	}
 }
+
+// TestACopyLeavesAStepItDoesNotServe runs two copies of a role, as in a
+// rolling update: an older one that serves only "spend" and a newer one
+// that serves "tip" too, which started last and so widened the role's
+// consumer to both. Every "tip" command is run, by the newer copy: the
+// older one puts back those it is given instead of dropping them.
+func TestACopyLeavesAStepItDoesNotServe(t *testing.T) {
+	url, js, _ := payStream(t, "spend", "tip")
+	ctx := context.Background()
+	ok := agent.Handler{
+		Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	filter := func(n int) func() bool {
+		return func() bool {
+			info, err := js.Consumer(ctx, messages.CommandStream, messages.CommandConsumer("till"))
+			return err == nil && len(info.CachedInfo().Config.FilterSubjects) == n
+		}
+	}
+	older := testenv.Agent(t, url, participant.Options{Role: "till", Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: ok}}})
+	require.Eventually(t, filter(2), 10*time.Second, 10*time.Millisecond)
+	newer := testenv.Agent(t, url, participant.Options{Role: "till", Steps: []agent.Step{
+		{Saga: "pay", Name: "spend", Handler: ok}, {Saga: "pay", Name: "tip", Handler: ok}}})
+	require.Eventually(t, filter(4), 10*time.Second, 10*time.Millisecond)
+
+	const n = 40
+	for i := range n {
+		publishCommands(t, js, messages.Command{V: messages.Version, SagaID: fmt.Sprintf("s-%d", i), Saga: "pay", Step: "tip",
+			Action: messages.Execute, Attempt: 1, Seq: 1})
+	}
+	require.Eventually(t, func() bool { return newer.Stats().Executed == n }, 60*time.Second, 10*time.Millisecond,
+		"the newer copy ran %d of %d", newer.Stats().Executed, n)
+	require.Zero(t, older.Stats().Executed)
+	require.Zero(t, older.Stats().Rejected, "the older copy dropped a command")
+}
