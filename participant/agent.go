@@ -309,6 +309,9 @@ func (a *Agent) runOnce(ctx context.Context) error {
 			return fmt.Errorf("agent init: %w", err)
 		}
 	}
+	if _, err := a.js.Stream(ctx, messages.CommandStream); errors.Is(err, jetstream.ErrStreamNotFound) {
+		a.log.Info("waiting for a coordinator to create the command stream", "stream", messages.CommandStream)
+	}
 	if _, err := waitStream(ctx, a.js, messages.CommandStream); err != nil {
 		return fmt.Errorf("agent: waiting for the coordinator's streams: %w", err)
 	}

@@ -1,9 +1,12 @@
 package participant_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -246,4 +249,47 @@ func TestACopyLeavesAStepItDoesNotServe(t *testing.T) {
 		"the newer copy ran %d of %d", newer.Stats().Executed, n)
 	require.Zero(t, older.Stats().Executed)
 	require.Zero(t, older.Stats().Rejected, "the older copy dropped a command")
+}
+
+// logLines is an slog handler's output, safe to read while it is written.
+type logLines struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logLines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// TestAgentSaysItWaitsForTheCoordinator starts an agent before any
+// coordinator: it says what it waits for, and serves once the command
+// stream is there.
+func TestAgentSaysItWaitsForTheCoordinator(t *testing.T) {
+	_, url := testenv.Server(t)
+	var logs logLines
+	ok := agent.Handler{
+		Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	testenv.Agent(t, url, participant.Options{Role: "till", Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: ok}}})
+	require.Eventually(t, func() bool {
+		return strings.Contains(logs.String(), "waiting for a coordinator to create the command stream")
+	}, 10*time.Second, 10*time.Millisecond, logs.String())
+	require.NotContains(t, logs.String(), "agent serving")
+	js, err := jetstream.New(testenv.Connect(t, url))
+	require.NoError(t, err)
+	_, err = js.CreateStream(context.Background(), jetstream.StreamConfig{Name: messages.CommandStream,
+		Subjects: messages.StepCommandSubjects("pay", "spend"), Retention: jetstream.WorkQueuePolicy})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "agent serving") },
+		10*time.Second, 10*time.Millisecond, logs.String())
 }
