@@ -79,6 +79,10 @@ func NewCoordinator(reg prometheus.Registerer) (*Coordinator, error) {
 			return nil, fmt.Errorf("coordinator metrics: %w", err)
 		}
 	}
+	// A standby, which commits nothing, shows no saga in flight.
+	for _, state := range []string{"active", "awaiting", "retrying"} {
+		m.inFlight.WithLabelValues(state)
+	}
 	return m, nil
 }
 

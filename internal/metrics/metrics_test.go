@@ -23,6 +23,14 @@ func TestCoordinatorCounts(t *testing.T) {
 	require.NoError(t, err)
 	_, err = metrics.NewCoordinator(reg)
 	require.Error(t, err, "registered twice")
+	// Before anything is committed, as on a standby: no saga in flight.
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP natsaga_sagas_in_flight Active sagas: all, those awaiting a first answer, and those waiting to retry.
+# TYPE natsaga_sagas_in_flight gauge
+natsaga_sagas_in_flight{state="active"} 0
+natsaga_sagas_in_flight{state="awaiting"} 0
+natsaga_sagas_in_flight{state="retrying"} 0
+`), "natsaga_sagas_in_flight"))
 
 	cmds := []messages.Command{
 		{Saga: "subsidy", Step: "a", Action: messages.Execute, Attempt: 1},
