@@ -1,7 +1,6 @@
 package participant_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -251,30 +250,12 @@ func TestACopyLeavesAStepItDoesNotServe(t *testing.T) {
 	require.Zero(t, older.Stats().Rejected, "the older copy dropped a command")
 }
 
-// logLines is an slog handler's output, safe to read while it is written.
-type logLines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logLines) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // TestAgentSaysItWaitsForTheCoordinator starts an agent before any
 // coordinator: it says what it waits for, and serves once the command
 // stream is there.
 func TestAgentSaysItWaitsForTheCoordinator(t *testing.T) {
 	_, url := testenv.Server(t)
-	var logs logLines
+	var logs testenv.SyncBuffer
 	ok := agent.Handler{
 		Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
 		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },

@@ -105,6 +105,22 @@ func run(ctx context.Context, c config, getenv func(string) string, log *slog.Lo
 	if err != nil {
 		return err
 	}
+	// Metrics and health are served from the start, so that /livez
+	// answers while the program waits for NATS; they are kept only when
+	// served: the engine's loop then does no work for them.
+	reg, health := metrics.NewRegistry(), cli.NewHealth(nil, nil)
+	var observer *metrics.Coordinator
+	if c.observe.MetricsAddr != "" {
+		if observer, err = metrics.NewCoordinator(reg); err != nil {
+			return err
+		}
+		observer.Known(defs)
+		stop, err := cli.ServeMetrics(ctx, c.observe.MetricsAddr, reg, health.Ready, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	nc, err := c.conn.Connect(ctx, "natsaga-coordinator", log)
 	if err != nil {
 		return err
@@ -114,16 +130,8 @@ func run(ctx context.Context, c config, getenv func(string) string, log *slog.Lo
 		Definitions: defs, Replicas: c.replicas, AckWait: c.ackWait, Retention: c.retention, LeaseTTL: c.leaseTTL,
 		MaxActive: c.maxActive, CommandBatch: c.batch, Logger: log,
 	}
-	// Metrics are kept only when served: the engine's loop then does no
-	// work for them.
-	reg := metrics.NewRegistry()
-	if c.observe.MetricsAddr != "" {
-		m, err := metrics.NewCoordinator(reg)
-		if err != nil {
-			return err
-		}
-		m.Known(opts.Definitions)
-		opts.Observer = m
+	if observer != nil {
+		opts.Observer = observer
 	}
 	if tp != nil {
 		opts.TracerProvider = tp
@@ -132,13 +140,7 @@ func run(ctx context.Context, c config, getenv func(string) string, log *slog.Lo
 	if err != nil {
 		return err
 	}
-	if c.observe.MetricsAddr != "" {
-		stop, err := cli.ServeMetrics(ctx, c.observe.MetricsAddr, reg, cli.NewHealth(nc, co.Health).Ready, log)
-		if err != nil {
-			return err
-		}
-		defer stop()
-	}
+	health.Set(nc, co.Health)
 	return co.Run(ctx)
 }
 

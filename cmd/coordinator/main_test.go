@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -38,17 +37,7 @@ func TestProgramServesMetricsAndHealth(t *testing.T) {
 	})
 	t.Cleanup(func() { require.NoError(t, stop()) })
 
-	// The address it bound, from its (JSON) log.
-	addrRe := regexp.MustCompile(`"msg":"serving metrics and health","addr":"([^"]+)"`)
-	var addr string
-	require.Eventually(t, func() bool {
-		m := addrRe.FindStringSubmatch(logs.String())
-		if m == nil {
-			return false
-		}
-		addr = m[1]
-		return true
-	}, 10*time.Second, 10*time.Millisecond, "logs: %s", logs.String())
+	addr := testenv.ServedAddr(t, &logs)
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `"msg":"coordinator running"`) },
 		10*time.Second, 10*time.Millisecond)
 	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
@@ -81,4 +70,29 @@ func TestProgramServesMetricsAndHealth(t *testing.T) {
 	out.Reset()
 	require.Equal(t, 1, mainCode([]string{"-healthcheck", "-metrics-addr", addr}, getenv, &out))
 	require.Contains(t, out.String(), "connection refused")
+}
+
+// TestHealthServedWhileConnecting runs the coordinator program against an
+// address where no NATS server answers: while it waits to connect, /livez
+// answers 200 and /readyz 503, saying so.
+func TestHealthServedWhileConnecting(t *testing.T) {
+	getenv := func(string) string { return "" }
+	c, err := parseFlags([]string{"-nats", "nats://127.0.0.1:1", "-connect-wait", "1m", "-metrics-addr", "127.0.0.1:0", "-log-format", "json"}, getenv, io.Discard)
+	require.NoError(t, err)
+	var logs testenv.SyncBuffer
+	log, err := cli.NewLogger(&logs, "info", c.observe.LogFormat)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, c, getenv, log) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	addr := testenv.ServedAddr(t, &logs)
+	code, _ := testenv.Get(t, "http://"+addr+"/livez")
+	require.Equal(t, http.StatusOK, code)
+	code, body := testenv.Get(t, "http://"+addr+"/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, body, "connecting to NATS")
 }

@@ -138,8 +138,8 @@ func TestMetricsMatchTheReport(t *testing.T) {
 			opts.Init = flood.InitLedger(l)
 		}
 		a := testenv.Agent(t, url, opts)
-		reg, err := agentcmd.Metrics(a, nil)
-		require.NoError(t, err)
+		reg := metrics.NewRegistry()
+		require.NoError(t, agentcmd.RegisterMetrics(reg, a, nil))
 		srv := httptest.NewServer(metrics.Handler(reg, a.Health))
 		t.Cleanup(srv.Close)
 		agentSrv[role] = srv.URL

@@ -82,6 +82,16 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Metrics and health are served from the start, so that /livez
+	// answers while the program waits for NATS.
+	reg, health := metrics.NewRegistry(), cli.NewHealth(nil, nil)
+	if c.Observe.MetricsAddr != "" {
+		stop, err := cli.ServeMetrics(ctx, c.Observe.MetricsAddr, reg, health.Ready, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	nc, err := c.Conn.Connect(ctx, c.Role+"-agent", log)
 	if err != nil {
 		return err
@@ -100,16 +110,11 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 		return err
 	}
 	if c.Observe.MetricsAddr != "" {
-		reg, err := Metrics(a, log)
-		if err != nil {
+		if err := RegisterMetrics(reg, a, log); err != nil {
 			return err
 		}
-		stop, err := cli.ServeMetrics(ctx, c.Observe.MetricsAddr, reg, cli.NewHealth(nc, a.Health).Ready, log)
-		if err != nil {
-			return err
-		}
-		defer stop()
 	}
+	health.Set(nc, a.Health)
 	return runWithQueries(ctx, a, nc, c.Role)
 }
 
@@ -131,13 +136,12 @@ func runWithQueries(ctx context.Context, a *participant.Agent, nc *nats.Conn, ro
 	return errors.Join(err, <-queries)
 }
 
-// Metrics returns a registry with a's counters and, for a role that holds
-// money, its ledger balance, read from a's store at each scrape (absent
-// until Run has opened it).
-func Metrics(a *participant.Agent, log *slog.Logger) (*prometheus.Registry, error) {
-	reg := metrics.NewRegistry()
+// RegisterMetrics registers with reg a's counters and, for a role that
+// holds money, its ledger balance, read from a's store at each scrape
+// (absent until Run has opened it).
+func RegisterMetrics(reg *prometheus.Registry, a *participant.Agent, log *slog.Logger) error {
 	if err := metrics.RegisterAgent(reg, a.Stats); err != nil {
-		return nil, err
+		return err
 	}
 	role := a.Stats().Role
 	if _, ok := DefaultLedger[role]; ok {
@@ -153,10 +157,10 @@ func Metrics(a *participant.Agent, log *slog.Logger) (*prometheus.Registry, erro
 			return l.Balance, nil
 		}
 		if err := metrics.RegisterLedger(reg, role, read, log); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return reg, nil
+	return nil
 }
 
 // errStoreNotOpen is why a ledger is not read before the agent runs.

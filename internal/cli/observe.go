@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -86,28 +87,44 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 }
 
 // Health says whether a program is ready: Ready returns nil when it is,
-// and why not otherwise.
+// and why not otherwise. It is safe for concurrent use; a program serves
+// it before it connects, and [Health.Set] names the connection once made.
 type Health struct {
+	mu    sync.Mutex
 	nc    *nats.Conn
 	ready func() error
 }
 
 // NewHealth returns the health of a program on nc: ready when nc is
-// connected and ready (which may be nil) returns nil.
+// connected and ready (which may be nil) returns nil. With nc nil, the
+// program is connecting until [Health.Set] is called.
 func NewHealth(nc *nats.Conn, ready func() error) *Health {
 	return &Health{nc: nc, ready: ready}
 }
 
+// Set names the program's connection and its own readiness.
+func (h *Health) Set(nc *nats.Conn, ready func() error) {
+	h.mu.Lock()
+	h.nc, h.ready = nc, ready
+	h.mu.Unlock()
+}
+
 // Ready returns nil when the program is ready.
 func (h *Health) Ready() error {
-	if h == nil || h.nc == nil {
+	if h == nil {
 		return errors.New("starting")
 	}
-	if !h.nc.IsConnected() {
-		return fmt.Errorf("not connected to NATS (%s)", h.nc.Status())
+	h.mu.Lock()
+	nc, ready := h.nc, h.ready
+	h.mu.Unlock()
+	if nc == nil {
+		return errors.New("connecting to NATS")
 	}
-	if h.ready != nil {
-		return h.ready()
+	if !nc.IsConnected() {
+		return fmt.Errorf("not connected to NATS (%s)", nc.Status())
+	}
+	if ready != nil {
+		return ready()
 	}
 	return nil
 }

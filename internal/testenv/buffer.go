@@ -2,7 +2,14 @@ package testenv
 
 import (
 	"bytes"
+	"io"
+	"net/http"
+	"regexp"
 	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 // SyncBuffer is a bytes.Buffer that a process's output (or a logger) and
@@ -25,4 +32,32 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// ServedAddr returns the address a program bound for its metrics and
+// health, from its JSON log in logs, once it has logged it.
+func ServedAddr(t testing.TB, logs *SyncBuffer) string {
+	t.Helper()
+	addrRe := regexp.MustCompile(`"msg":"serving metrics and health","addr":"([^"]+)"`)
+	var addr string
+	require.Eventually(t, func() bool {
+		m := addrRe.FindStringSubmatch(logs.String())
+		if m == nil {
+			return false
+		}
+		addr = m[1]
+		return true
+	}, 10*time.Second, 10*time.Millisecond, "logs: %s", logs.String())
+	return addr
+}
+
+// Get asks url with an HTTP GET and returns the status code and body.
+func Get(t testing.TB, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(body)
 }
