@@ -80,6 +80,9 @@ func (c *Client) scan(ctx context.Context, keep func(id string) bool, decode fun
 			return
 		}
 		kv, err := js.KeyValue(ctx, messages.SagaBucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			err = &notThere{what: "not found", err: err}
+		}
 		if err != nil {
 			fail(err)
 			return
@@ -261,6 +264,29 @@ type Watch struct {
 	KeptOnly bool
 }
 
+// noEventStream is Watch's error for err, an error opening the event
+// stream, saying why there is none when there is none.
+func noEventStream(err error) error {
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return &notThere{what: "watch: event stream " + messages.EventStream, err: err}
+	}
+	return fmt.Errorf("watch: %w", err)
+}
+
+// notThere is the error for a stream or bucket that a coordinator
+// creates, when none has run on the server: it says so, and is err (the
+// server's not-found error) for errors.Is.
+type notThere struct {
+	what string
+	err  error
+}
+
+func (e *notThere) Error() string {
+	return e.what + ": no coordinator has run on this server"
+}
+
+func (e *notThere) Unwrap() error { return e.err }
+
 // CheckEventStatus returns an error unless status is one a saga event can
 // have: every status but pending, which a saga is stored with, not changed
 // to.
@@ -328,7 +354,7 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 	if f.KeptOnly || f.Last > 0 {
 		stream, err := js.Stream(ctx, messages.EventStream)
 		if err != nil {
-			return nil, fmt.Errorf("watch: %w", err)
+			return nil, noEventStream(err)
 		}
 		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(filter))
 		if err != nil {
@@ -354,7 +380,7 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 	}
 	cons, err := js.OrderedConsumer(ctx, messages.EventStream, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("watch: %w", err)
+		return nil, noEventStream(err)
 	}
 	return func(yield func(messages.Event, error) bool) {
 		it, err := cons.Messages()

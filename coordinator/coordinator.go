@@ -499,7 +499,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 			c.clock = entry.Revision()
 			ck, err := parseClock(entry.Value())
 			if err != nil {
-				c.log.Error("stored clock unreadable: the clock starts at 0", "value", messages.Quote(string(entry.Value())), "err", err)
+				c.log.Error("stored clock unreadable: the clock starts at 0", "value", messages.Clip(string(entry.Value())), "err", err)
 				continue
 			}
 			tick, round = ck.Tick, ck.Round
@@ -508,7 +508,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 			// like a stored saga: the sagas of its version then stay in
 			// the bucket, skipped too, for an operator.
 			if err := c.restoreDefinition(key, entry.Value()); err != nil {
-				c.log.Error("stored definition skipped", "key", messages.Quote(key), "err", err)
+				c.log.Error("stored definition skipped", "key", messages.Clip(key), "err", err)
 			}
 		case strings.HasPrefix(key, messages.SagaKeyPrefix):
 			// A stored saga the coordinator cannot take is skipped and
@@ -516,7 +516,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 			// recovery of the others.
 			id := strings.TrimPrefix(key, messages.SagaKeyPrefix)
 			if err := messages.CheckToken("saga_id", id); err != nil {
-				c.log.Error("stored saga skipped: its key breaks the identifier rule", "key", messages.Quote(key), "err", err)
+				c.log.Error("stored saga skipped: its key breaks the identifier rule", "key", messages.Clip(key), "err", err)
 				continue
 			}
 			x, err := wirejson.DecodeExecution(entry.Value())
@@ -525,7 +525,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 				continue
 			}
 			if x.ID != id {
-				c.log.Error("stored saga skipped: its id is not its key's", "saga_id", id, "stored_id", messages.Quote(x.ID))
+				c.log.Error("stored saga skipped: its id is not its key's", "saga_id", id, "stored_id", messages.Clip(x.ID))
 				continue
 			}
 			bucket[id] = bucketSaga{x: x, rev: entry.Revision()}
@@ -999,12 +999,12 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 		err = c.checkAnswer(m.Data())
 	}
 	if err != nil {
-		c.log.Error("dropping malformed reply", "subject", messages.Quote(m.Subject()), "err", err)
+		c.log.Error("dropping malformed reply", "subject", messages.Clip(m.Subject()), "err", err)
 		_ = m.Term()
 		return nil
 	}
 	if m.Subject() != r.Subject() {
-		c.log.Error("dropping reply on the wrong subject", "subject", messages.Quote(m.Subject()), "saga_id", r.SagaID)
+		c.log.Error("dropping reply on the wrong subject", "subject", messages.Clip(m.Subject()), "saga_id", r.SagaID)
 		_ = m.Term()
 		return nil
 	}

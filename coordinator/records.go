@@ -105,7 +105,7 @@ func (c *Coordinator) pullRecords(ctx context.Context, role string) {
 func (c *Coordinator) recordInput(m jetstream.Msg) input {
 	role, ok := messages.ParseRecordSubject(m.Subject())
 	if !ok || !messages.ValidToken(role) {
-		c.log.Error("dropping a message on a subject that names no role's records", "subject", messages.Quote(m.Subject()))
+		c.log.Error("dropping a message on a subject that names no role's records", "subject", messages.Clip(m.Subject()))
 		_ = m.Term()
 		return nil
 	}
@@ -171,7 +171,7 @@ func (c *Coordinator) decodeRecord(e kvlog.Entry) readRecord {
 func (c *Coordinator) applyRecordEntry(role string, r *readRecord, now time.Time, out *saga.Outbox) error {
 	id, step := r.id, r.step
 	if !r.ok {
-		c.log.Error("dropping a record whose key names no branch", "role", role, "key", messages.Quote(r.key))
+		c.log.Error("dropping a record whose key names no branch", "role", role, "key", messages.Clip(r.key))
 		return nil
 	}
 	cmd, ok := c.engine.Command(id)

@@ -67,7 +67,7 @@ func (c *Coordinator) onStart(ctx context.Context, m *nats.Msg) {
 		err = fmt.Errorf("start request of %d bytes, limit %d (a quarter of the server's payload limit): %w", len(m.Data), limit, messages.ErrTooLarge)
 	}
 	if err != nil {
-		c.log.Warn("bad start request", "subject", messages.Quote(m.Subject), "err", err)
+		c.log.Warn("bad start request", "subject", messages.Clip(m.Subject), "err", err)
 		c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
 		return
 	}

@@ -266,7 +266,7 @@ func (c *Coordinator) mergeStored(bucket map[string]bucketSaga, logged map[strin
 		b, inBucket := bucket[id]
 		x, err := decodeLogged(id, v.value)
 		if err != nil {
-			c.log.Error("saga log: a stored saga skipped", "saga_id", messages.Quote(id), "seq", v.seq, "err", err)
+			c.log.Error("saga log: a stored saga skipped", "saga_id", messages.Clip(id), "seq", v.seq, "err", err)
 			if inBucket && b.x.Status.Terminal() {
 				// It ended: the bucket says how.
 				l.drop(id)

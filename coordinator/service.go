@@ -85,7 +85,7 @@ func (c *Coordinator) respond(m *nats.Msg, v any) {
 	data, err := json.Marshal(v)
 	if err == nil && int64(len(data)) > c.nc.MaxPayload() {
 		err = fmt.Errorf("answer of %d bytes, limit %d: %w", len(data), c.nc.MaxPayload(), errTooLargeToAnswer)
-		c.log.Warn("answer too large; answering an error", "subject", messages.Quote(m.Subject), "err", err)
+		c.log.Warn("answer too large; answering an error", "subject", messages.Clip(m.Subject), "err", err)
 		v = tooLarge{messages.Version, wireError(err)}
 		data, err = json.Marshal(v)
 	}
@@ -99,7 +99,7 @@ func (c *Coordinator) respond(m *nats.Msg, v any) {
 		err = c.nc.PublishMsg(out)
 	}
 	if err != nil {
-		c.log.Warn("response not sent", "subject", messages.Quote(m.Subject), "err", err)
+		c.log.Warn("response not sent", "subject", messages.Clip(m.Subject), "err", err)
 	}
 }
 

@@ -495,12 +495,50 @@ func Decode(data []byte, v any) error {
 		return err
 	}
 	if err := json.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("%w: %w", ErrBadRequest, err)
+		return fmt.Errorf("%w: %s", ErrBadRequest, JSONError(err))
 	}
 	if ver, ok := versionOf(v); ok && ver != Version {
 		return fmt.Errorf("version %d, want %d: %w", ver, Version, ErrVersion)
 	}
 	return nil
+}
+
+// JSONError says what is wrong with a payload that encoding/json could not
+// decode in the terms of the protocol, without Go's type names: a value of
+// the wrong type names its field and the type it should have.
+func JSONError(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		field := te.Field
+		if field == "" {
+			field = "the payload"
+		}
+		want := jsonKind(te.Type.Kind().String())
+		if want == "an integer" {
+			want += " (" + te.Type.Kind().String() + ")"
+		}
+		return fmt.Sprintf("%s: %s where %s is wanted", field, te.Value, want)
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// jsonKind names the JSON of a Go kind.
+func jsonKind(kind string) string {
+	switch kind {
+	case "struct", "map":
+		return "an object"
+	case "slice", "array":
+		return "an array"
+	case "string":
+		return "a string"
+	case "bool":
+		return "true or false"
+	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64":
+		return "an integer"
+	case "float32", "float64":
+		return "a number"
+	}
+	return "another type"
 }
 
 // CheckUTF8 returns an error wrapping [ErrBadRequest] when data is not

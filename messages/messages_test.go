@@ -83,6 +83,28 @@ func TestDecode(t *testing.T) {
 		})
 	}
 
+	// A value of the wrong type is named in the protocol's terms, not Go's.
+	for data, want := range map[string]string{
+		`[1,2]`:                           "bad request: the payload: array where an object is wanted",
+		`{"v":1,"tick":"3"}`:              "bad request: tick: string where an integer (int64) is wanted",
+		`{"v":1,"tick":3.5}`:              "bad request: tick: number 3.5 where an integer (int64) is wanted",
+		`{"v":1,"tick":1e30}`:             "bad request: tick: number 1e30 where an integer (int64) is wanted",
+		`{"v":1,"context":5}`:             "bad request: context: number where an object is wanted",
+		`{"v":1,"saga_id":true}`:          "bad request: saga_id: bool where a string is wanted",
+		`{"v":1,"context":{"a":1},"x":1}`: "",
+	} {
+		err := messages.Decode([]byte(data), new(messages.StartRequest))
+		if strings.HasPrefix(data, `{"v":1,"tick"`) {
+			err = messages.Decode([]byte(data), new(messages.Tick))
+		}
+		if want == "" {
+			require.NoError(t, err, data)
+			continue
+		}
+		require.EqualError(t, err, want, data)
+		require.NotContains(t, err.Error(), "Go", data)
+	}
+
 	var tk messages.Tick
 	require.NoError(t, messages.Decode([]byte(`{"v":1,"tick":42,"unknown":true}`), &tk))
 	require.Equal(t, messages.Tick{V: 1, Tick: 42}, tk, "unknown fields are ignored")

@@ -305,8 +305,19 @@ func CheckToken(what, s string) error {
 	return nil
 }
 
-// Quote returns s quoted for a log or an error, cut to 80 bytes with the
-// length of the whole when it is longer.
+// Clip returns s for a log attribute, which the logger quotes and escapes
+// itself: s cut to 80 bytes, with the length of the whole when it is
+// longer.
+func Clip(s string) string {
+	const max = 80
+	if len(s) <= max {
+		return s
+	}
+	return fmt.Sprintf("%s... (%d bytes)", s[:max], len(s))
+}
+
+// Quote returns s quoted for an error, cut to 80 bytes with the length of
+// the whole when it is longer.
 func Quote(s string) string {
 	const max = 80
 	if len(s) <= max {

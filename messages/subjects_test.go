@@ -1,6 +1,7 @@
 package messages_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -33,5 +34,17 @@ func TestParseStartSubject(t *testing.T) {
 	for _, bad := range []string{"natsaga.start", "natsaga.start.", "natsaga.start.a.b", "saga.subsidy.x.execute", "subsidy"} {
 		_, ok := messages.ParseStartSubject(bad)
 		require.False(t, ok, bad)
+	}
+}
+
+func TestClipAndQuote(t *testing.T) {
+	long := strings.Repeat("a", 100)
+	for _, tc := range []struct{ in, clip, quote string }{
+		{"natsaga.reply.x.y", "natsaga.reply.x.y", `"natsaga.reply.x.y"`},
+		{"a\x00b", "a\x00b", `"a\x00b"`},
+		{long, long[:80] + "... (100 bytes)", `"` + long[:80] + `"... (100 bytes)`},
+	} {
+		require.Equal(t, tc.clip, messages.Clip(tc.in))
+		require.Equal(t, tc.quote, messages.Quote(tc.in))
 	}
 }

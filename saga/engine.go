@@ -270,8 +270,11 @@ func (e *Engine) StartWith(id ID, def string, ctx messages.Context, o StartOptio
 	if !ok {
 		return nil, fmt.Errorf("start %q: %w", def, ErrUnknownDefinition)
 	}
-	if o.Rank < 0 || o.Tick < 0 {
-		return nil, fmt.Errorf("start %q: rank %d, tick %d: %w", def, o.Rank, o.Tick, messages.ErrBadRequest)
+	if o.Rank < 0 {
+		return nil, fmt.Errorf("start %q: rank %d is negative (0: no rank; a driver ranks from 1): %w", def, o.Rank, messages.ErrBadRequest)
+	}
+	if o.Tick < 0 {
+		return nil, fmt.Errorf("start %q: tick %d is negative: %w", def, o.Tick, messages.ErrBadRequest)
 	}
 	if o.Tick > e.tick {
 		if err := messages.CheckTick(e.tick, o.Tick); err != nil {

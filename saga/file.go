@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/natsaga/natsaga/messages"
@@ -98,16 +99,44 @@ func ParseFile(data []byte) ([]Definition, error) {
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("definitions file: %d bytes, more than %d: %w", len(data), MaxFileSize, ErrInvalidDefinition)
 	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, fmt.Errorf("definitions file: empty: %w", ErrInvalidDefinition)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var f File
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("definitions file: %w: %w", ErrInvalidDefinition, err)
+		return nil, fmt.Errorf("definitions file: %s%s: %w", where(data, err), messages.JSONError(err), ErrInvalidDefinition)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("definitions file: data after the JSON object: %w", ErrInvalidDefinition)
 	}
 	return f.Definitions()
+}
+
+// where returns "line L, column C: " of the place in data that err, an
+// error of decoding it, is about: a syntax error's offset, or the first
+// occurrence of an unknown field's key; "" when it names none.
+func where(data []byte, err error) string {
+	offset := -1
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		offset = int(syntax.Offset) - 1
+	case errors.As(err, &typ):
+		offset = int(typ.Offset) - 1
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		key := strings.TrimPrefix(err.Error(), "json: unknown field ")
+		offset = bytes.Index(data, []byte(key))
+	}
+	if offset < 0 || offset > len(data) {
+		return ""
+	}
+	before := data[:offset]
+	line := bytes.Count(before, []byte("\n")) + 1
+	col := offset - bytes.LastIndexByte(before, '\n')
+	return fmt.Sprintf("line %d, column %d: ", line, col)
 }
 
 // Definitions checks f and returns its sagas as definitions, in file order.

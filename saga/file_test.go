@@ -124,3 +124,17 @@ func TestParseFileRefusesWhatIsNotTheFormat(t *testing.T) {
 		})
 	}
 }
+
+// TestParseFileSaysWhere: a file that does not decode is refused with the
+// line and column of what is wrong in it.
+func TestParseFileSaysWhere(t *testing.T) {
+	for data, want := range map[string]string{
+		"{\"roles\":[\"r\"],\n \"sagas\":[{\"name\":\"s\",\"subject\":\"s\",\n   \"steps\":[{\"name\":\"a\",\"role\":\"r\",\"compensaton\":\"b\"}]}]}": `definitions file: line 3, column 36: unknown field "compensaton": invalid saga definition`,
+		"{\"roles\":[\"r\"],\n \"sagas\":[],\n}":          "definitions file: line 3, column 1: invalid character '}' looking for beginning of object key string: invalid saga definition",
+		"{\"roles\":[\"r\"],\n \"sagas\":[{\"name\":7}]}": "definitions file: line 2, column 19: sagas.name: number where a string is wanted: invalid saga definition",
+		" \n ": "definitions file: empty: invalid saga definition",
+	} {
+		_, err := saga.ParseFile([]byte(data))
+		require.EqualError(t, err, want)
+	}
+}

@@ -39,8 +39,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -219,7 +221,10 @@ func commands() map[string]command {
 		})},
 		"tick": {"N", "Advance the simulation clock to tick N (the agents follow).", noFlags(1, func(args []string) (runner, error) {
 			n, err := strconv.ParseInt(args[0], 10, 64)
-			if err != nil || n < 0 {
+			switch {
+			case errors.Is(err, strconv.ErrRange):
+				return nil, fmt.Errorf("tick %s: out of range (at most %d)", args[0], int64(math.MaxInt64))
+			case err != nil || n < 0:
 				return nil, fmt.Errorf("tick %q: want a non-negative integer", args[0])
 			}
 			return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
@@ -367,7 +372,9 @@ func ask(do func(ctx context.Context, cl *client.Client) (wire any, table func(i
 		case answered == nil:
 			table(stdout)
 		default:
-			fmt.Fprintf(stderr, "natsaga: %s: %s\n", answered.Code, answered.Message)
+			// The code is said once: "bad_request: …", not "…: bad request" too.
+			msg := strings.TrimSuffix(answered.Message, ": "+strings.ReplaceAll(answered.Code, "_", " "))
+			fmt.Fprintf(stderr, "natsaga: %s: %s\n", answered.Code, msg)
 		}
 		if answered != nil {
 			return errAnswered

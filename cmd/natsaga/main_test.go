@@ -148,12 +148,28 @@ func TestAnswersAndErrors(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Empty(t, stdout.String())
 	require.Equal(t, "natsaga: not_found: get nope: unknown saga\n", stderr.String())
+	// The code is said once.
+	stderr.Reset()
+	code = mainCode([]string{"-nats", url, "status", "bad.id"}, func(string) string { return "" }, &stdout, &stderr)
+	require.Equal(t, 1, code)
+	require.Regexp(t, `^natsaga: bad_request: saga_id "bad\.id" .*\)\n$`, stderr.String())
 
 	_, empty := testenv.Server(t)
 	stderr.Reset()
 	code = mainCode([]string{"-nats", empty, "-timeout", "300ms", "summary"}, func(string) string { return "" }, &stdout, &stderr)
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr.String(), "natsaga: no coordinator is serving (none running, or all standing by) within 300ms: ")
+	// No coordinator ever ran here: no event stream, no bucket.
+	for args, want := range map[string]string{
+		"events -n 3": "natsaga: watch: event stream NATSAGA_EVENTS: no coordinator has run on this server\n",
+		"events":      "natsaga: watch: event stream NATSAGA_EVENTS: no coordinator has run on this server\n",
+		"outcomes":    "natsaga: bucket natsaga_sagas: not found: no coordinator has run on this server\n",
+	} {
+		stderr.Reset()
+		code = mainCode(append([]string{"-nats", empty}, strings.Fields(args)...), func(string) string { return "" }, &stdout, &stderr)
+		require.Equal(t, 1, code, args)
+		require.Equal(t, want, stderr.String(), args)
+	}
 	// No service answers: an empty list.
 	stdout.Reset()
 	code = mainCode([]string{"-nats", empty, "-json", "services"}, func(string) string { return "" }, &stdout, &stderr)
@@ -171,7 +187,7 @@ func TestAnswersAndErrors(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{}, {"bogus"}, {"-timeout", "0", "summary"}, {"status"}, {"tick", "-1"}, {"start", "bad.type"}, {"start", "ops", "[1]"}, {"events", "-n", "-1"}, {"events", "-n", "0"}, {"events", "-saga", "a.b"}, {"events", "-status", "bogus"}, {"events", "-status", "pending"}, {"events", "extra"}, {"events", "-n", "2", "-all"}, {"list", "-limit", "-1"}, {"list", "x"},
+	for _, args := range [][]string{{}, {"bogus"}, {"-timeout", "0", "summary"}, {"status"}, {"tick", "-1"}, {"tick", "99999999999999999999999"}, {"start", "bad.type"}, {"start", "ops", "[1]"}, {"events", "-n", "-1"}, {"events", "-n", "0"}, {"events", "-saga", "a.b"}, {"events", "-status", "bogus"}, {"events", "-status", "pending"}, {"events", "extra"}, {"events", "-n", "2", "-all"}, {"list", "-limit", "-1"}, {"list", "x"},
 		{"register"}, {"register", "a.json", "b.json"}, {"register", "/nonexistent/sagas.json"}, {"outcomes", "x"}, {"quiet", "-wait", "0"}, {"quiet", "x"}} {
 		var out, errOut bytes.Buffer
 		code := mainCode(args, func(string) string { return "" }, &out, &errOut)
