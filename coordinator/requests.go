@@ -251,7 +251,7 @@ func (c *Coordinator) onList(ctx context.Context, m *nats.Msg) {
 	var err error
 	switch {
 	case st != "" && !st.Valid():
-		err = fmt.Errorf("status %q: not a saga status: %w", req.Status, messages.ErrBadRequest)
+		err = fmt.Errorf("status %q: not a saga status (pending, in_progress, compensating, failed, completed, rolled_back or timed_out): %w", req.Status, messages.ErrBadRequest)
 	case req.Limit < 0 || req.Limit > messages.MaxListPage:
 		err = fmt.Errorf("limit %d: a page holds 1 to %d sagas (0: %d): %w", req.Limit, messages.MaxListPage, messages.MaxListPage, messages.ErrBadRequest)
 	case finished && req.After != "":

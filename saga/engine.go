@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -233,6 +234,26 @@ func (e *Engine) Definitions() []*Definition {
 	return out
 }
 
+// known names the saga types a start may name, for an error: "known: a,
+// b, c", the first 20 by name.
+func (e *Engine) known() string {
+	const most = 20
+	var names []string
+	for _, d := range e.Definitions() {
+		names = append(names, d.Name)
+		if d.Subject != d.Name {
+			names[len(names)-1] += " (" + d.Subject + ")"
+		}
+	}
+	if len(names) == 0 {
+		return "no saga type is defined"
+	}
+	if len(names) > most {
+		return fmt.Sprintf("known: %s and %d more", strings.Join(names[:most], ", "), len(names)-most)
+	}
+	return "known: " + strings.Join(names, ", ")
+}
+
 // Tick returns the current simulation tick.
 func (e *Engine) Tick() int64 { return e.tick }
 
@@ -268,7 +289,7 @@ func (e *Engine) StartWith(id ID, def string, ctx messages.Context, o StartOptio
 	e.holdRound = e.round + 1
 	d, ok := e.defs[def]
 	if !ok {
-		return nil, fmt.Errorf("start %q: %w", def, ErrUnknownDefinition)
+		return nil, fmt.Errorf("start %q (%s): %w", def, e.known(), ErrUnknownDefinition)
 	}
 	if o.Rank < 0 {
 		return nil, fmt.Errorf("start %q: rank %d is negative (0: no rank; a driver ranks from 1): %w", def, o.Rank, messages.ErrBadRequest)

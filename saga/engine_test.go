@@ -933,6 +933,7 @@ func TestStart(t *testing.T) {
 		h := newHarness(t, subsidyDef())
 		_, err := h.start("", "flood_insurance", nil)
 		require.ErrorIs(t, err, saga.ErrUnknownDefinition)
+		require.EqualError(t, err, `start "flood_insurance" (known: subsidy_application (subsidy)): unknown saga definition`)
 		_, err = h.start("bad.id", "subsidy", nil)
 		require.ErrorIs(t, err, messages.ErrBadRequest)
 		_, err = h.start("bad id", "subsidy", nil)
