@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/examples/vaccination"
+	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/saga"
 )
 
@@ -30,4 +31,19 @@ func TestCampaignIsReproducible(t *testing.T) {
 	require.Positive(t, one.Counts[saga.RolledBack]-one.TurnedAway, "some patients found no dose")
 	require.Equal(t, int64(one.Vaccinated), one.Stock.Dispensed)
 	require.Equal(t, one.Stock.Initial+one.Stock.Received-one.Stock.Dispensed, one.Stock.Doses)
+}
+
+// TestSecondCampaignOnOneServer runs two campaigns on one nats-server:
+// the second starts from the stock the first left, and checks what it
+// moved itself.
+func TestSecondCampaignOnOneServer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	_, url := testenv.Server(t)
+	first, err := vaccination.Run(ctx, vaccination.Options{URL: url})
+	require.NoError(t, err)
+	second, err := vaccination.Run(ctx, vaccination.Options{URL: url})
+	require.NoError(t, err)
+	require.Equal(t, first.Stock.Dispensed+int64(second.Vaccinated), second.Stock.Dispensed)
+	require.Equal(t, second.Stock.Initial+second.Stock.Received-second.Stock.Dispensed, second.Stock.Doses)
 }

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
@@ -89,6 +91,24 @@ func Simulate(ctx context.Context, c *client.Client, sc Scenario, q client.Quiet
 	if err != nil {
 		return nil, err
 	}
+	// The stock as this campaign finds it: an earlier campaign on the
+	// same server may have moved it.
+	var before Stock
+	for {
+		before, err = stock(ctx, c)
+		if !errors.Is(err, nats.ErrNoResponders) {
+			break
+		}
+		// The depot's process is still starting.
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
 	var rank int64
 	var ids []string
 	for t := 1; t <= sc.Ticks; t++ {
@@ -119,11 +139,12 @@ func Simulate(ctx context.Context, c *client.Client, sc Scenario, q client.Quiet
 			return nil, err
 		}
 	}
-	return report(ctx, c, sc, ids)
+	return report(ctx, c, sc, ids, before)
 }
 
-// report collects the outcomes of ids and checks the stock.
-func report(ctx context.Context, c *client.Client, sc Scenario, ids []string) (*Report, error) {
+// report collects the outcomes of ids and checks the stock against them:
+// what it received and dispensed since before.
+func report(ctx context.Context, c *client.Client, sc Scenario, ids []string, before Stock) (*Report, error) {
 	rep := &Report{Counts: map[saga.Status]int{}}
 	var xs []saga.Execution
 	var received int64
@@ -148,23 +169,35 @@ func report(ctx context.Context, c *client.Client, sc Scenario, ids []string) (*
 		return nil, err
 	}
 	rep.Log, rep.Digest = log, digest
+	if rep.Stock, err = stock(ctx, c); err != nil {
+		return nil, err
+	}
+	s := rep.Stock
+	if s.Doses < 0 || s.Doses != s.Initial+s.Received-s.Dispensed ||
+		s.Dispensed-before.Dispensed != int64(rep.Vaccinated) || s.Received-before.Received != received {
+		return rep, fmt.Errorf("%+v (before the campaign %+v), %d vaccinated, %d received: %w", s, before, rep.Vaccinated, received, ErrInvariant)
+	}
+	return rep, nil
+}
+
+// stock asks the depot for its stock ([StockSubject]); a depot that has not
+// stored one yet has none: the zero Stock.
+func stock(ctx context.Context, c *client.Client) (Stock, error) {
 	var resp struct {
 		Stock *Stock              `json:"stock"`
 		Error *messages.WireError `json:"error"`
 	}
 	m, err := c.Conn().RequestWithContext(ctx, StockSubject, []byte(`{}`))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", StockSubject, err)
+		return Stock{}, fmt.Errorf("%s: %w", StockSubject, err)
 	}
-	if err := json.Unmarshal(m.Data, &resp); err != nil || resp.Stock == nil {
-		return nil, fmt.Errorf("%s: bad answer %q", StockSubject, m.Data)
+	if err := json.Unmarshal(m.Data, &resp); err != nil || resp.Error != nil {
+		return Stock{}, fmt.Errorf("%s: bad answer %q", StockSubject, m.Data)
 	}
-	rep.Stock = *resp.Stock
-	s := rep.Stock
-	if s.Doses < 0 || s.Doses != s.Initial+s.Received-s.Dispensed || s.Dispensed != int64(rep.Vaccinated) || s.Received != received {
-		return rep, fmt.Errorf("%+v, %d vaccinated, %d received: %w", s, rep.Vaccinated, received, ErrInvariant)
+	if resp.Stock == nil {
+		return Stock{}, nil
 	}
-	return rep, nil
+	return *resp.Stock, nil
 }
 
 // quietFor is the default Quiet of a run.
