@@ -27,7 +27,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -195,7 +194,9 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	cli.TuneGC(getenv)
 	ctx, stop := cli.SignalContext()
 	defer stop()
-	tp, flush, err := cli.StartTracing(ctx, "floodsim", getenv, slog.New(slog.NewTextHandler(stderr, nil)))
+	// Validated with the flags: tracing's own messages in the run's format.
+	tlog, _ := cli.NewLogger(stderr, "warn", c.logFormat)
+	tp, flush, err := cli.StartTracing(ctx, "floodsim", getenv, tlog.With("process", "floodsim", "pid", os.Getpid()))
 	if err != nil {
 		fmt.Fprintln(stderr, "floodsim:", err)
 		return 1

@@ -150,7 +150,8 @@ func TestSpawnEndToEnd(t *testing.T) {
 	}
 	dir := t.TempDir()
 	report := filepath.Join(dir, "report.json")
-	args := append([]string{"-json", report, "-build-dir", filepath.Join(dir, "bin"), "-data", filepath.Join(dir, "data")}, small...)
+	args := append([]string{"-json", report, "-build-dir", filepath.Join(dir, "bin"), "-data", filepath.Join(dir, "data"),
+		"-log-format", "json"}, small...)
 	c, err := parseFlags(args, env(), io.Discard)
 	require.NoError(t, err)
 	var stdout, stderr bytes.Buffer
@@ -204,6 +205,14 @@ func TestSpawnEndToEnd(t *testing.T) {
 	log, err := os.ReadFile(filepath.Join(dir, "data", "floodsim.log"))
 	require.NoError(t, err)
 	require.Contains(t, string(log), "agent serving", "the agents log to the data directory")
+	// With -log-format json, every line the six processes wrote at once is
+	// a whole JSON object that names its process.
+	for _, line := range strings.Split(strings.TrimSpace(string(log)), "\n") {
+		var rec map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &rec), "a log line that is not JSON: %s", line)
+		require.Contains(t, rec, "process", line)
+		require.Contains(t, rec, "pid", line)
+	}
 }
 
 // inProcessSystem parses the small scenario's flags for a driver that

@@ -20,6 +20,7 @@ import (
 	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
+	"github.com/natsaga/natsaga/internal/procs"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
 )
@@ -65,10 +66,14 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	if c.verbose {
 		level = "debug"
 	}
-	log, err := cli.NewLogger(stderr, level, c.logFormat)
+	// Its log and, with -v, the processes' logs share stderr a line at a
+	// time.
+	lines := procs.NewLines(stderr)
+	log, err := cli.NewLogger(lines.Writer(), level, c.logFormat)
 	if err != nil {
 		return err
 	}
+	log = log.With("process", "floodsim", "pid", os.Getpid())
 	sc, err := flood.NewScenario(c.scenario)
 	if err != nil {
 		return err
@@ -84,7 +89,7 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	if c.spawn {
 		l = ledgers{budget: cmp.Or(c.budget, sc.GovernmentBudget), fund: cmp.Or(c.fund, sc.InsurerFund)}
 		fmt.Fprintf(stdout, "floodsim: building and starting the coordinator and %d agents...\n", c.spawned())
-		if sys, err = startSystem(ctx, &c, l, stderr, log); err != nil {
+		if sys, err = startSystem(ctx, &c, l, lines, log); err != nil {
 			return err
 		}
 		defer sys.stop()

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -44,7 +43,7 @@ type ledgers struct{ budget, fund int64 }
 // processes log to floodsim.log in the data directory, or to stderr with
 // c.verbose. On error it stops what it started; otherwise the caller calls
 // stop.
-func startSystem(ctx context.Context, c *config, l ledgers, stderr io.Writer, log *slog.Logger) (_ *system, err error) {
+func startSystem(ctx context.Context, c *config, l ledgers, stderr *procs.Lines, log *slog.Logger) (_ *system, err error) {
 	s := &system{log: log, dataDir: c.dataDir}
 	defer func() {
 		if err != nil {
@@ -70,7 +69,7 @@ func startSystem(ctx context.Context, c *config, l ledgers, stderr io.Writer, lo
 		if s.logFile, err = os.OpenFile(s.LogPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
 			return nil, fmt.Errorf("process log: %w", err)
 		}
-		out = s.logFile
+		out = procs.NewLines(s.logFile)
 	}
 
 	if s.ns, err = embedded.Start(embedded.Options{StoreDir: filepath.Join(s.dataDir, "jetstream")}); err != nil {
@@ -79,7 +78,7 @@ func startSystem(ctx context.Context, c *config, l ledgers, stderr io.Writer, lo
 	// The children reach the embedded server, which has no users: drop any
 	// credentials this process was given for another server.
 	env := append([]string{"NATS_URL=" + s.ns.ClientURL(), "NATSAGA_LOG_FORMAT=" + c.logFormat}, cli.ChildEnv...)
-	if s.coord, err = procs.Start("coordinator", bins["coordinator"], nil, env, out); err != nil {
+	if s.coord, err = procs.Start("coordinator", bins["coordinator"], nil, env, out.Writer()); err != nil {
 		return nil, err
 	}
 	for _, role := range roles() {
@@ -92,7 +91,7 @@ func startSystem(ctx context.Context, c *config, l ledgers, stderr io.Writer, lo
 		}
 		for i := range c.copies[role] {
 			name := fmt.Sprintf("%s-%d", role, i+1)
-			p, err := procs.Start(name, bins[role+"-agent"], append([]string{"-name", name}, args...), env, out)
+			p, err := procs.Start(name, bins[role+"-agent"], append([]string{"-name", name}, args...), env, out.Writer())
 			if err != nil {
 				return nil, err
 			}

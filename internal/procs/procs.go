@@ -4,6 +4,7 @@
 package procs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -242,4 +243,43 @@ func (p *Proc) Stop(timeout time.Duration) error {
 func (p *Proc) Restart() error {
 	<-p.Done()
 	return p.start()
+}
+
+// Lines serializes the output of many writers into one, a whole line at a
+// time, so that the lines of processes that write at once, and of the
+// program's own logger, do not cut into one another. It is safe for
+// concurrent use.
+type Lines struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+// NewLines returns Lines that write to w.
+func NewLines(w io.Writer) *Lines { return &Lines{w: w} }
+
+// Writer returns a writer whose complete lines go to l's writer, each in
+// one write; a line waits for its newline, and a last line without one
+// is not written. It is safe for concurrent use; give each process its
+// own.
+func (l *Lines) Writer() io.Writer { return &lineWriter{l: l} }
+
+type lineWriter struct {
+	l   *Lines
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	end := bytes.LastIndexByte(w.buf, '\n') + 1
+	if end == 0 {
+		return len(p), nil
+	}
+	w.l.mu.Lock()
+	_, err := w.l.w.Write(w.buf[:end])
+	w.l.mu.Unlock()
+	w.buf = append(w.buf[:0], w.buf[end:]...)
+	return len(p), err
 }
