@@ -235,6 +235,48 @@ func (a *Agent) consumerConfig() jetstream.ConsumerConfig {
 	return c
 }
 
+// deliverSkipped has the role's consumer, whose filter this copy has just
+// widened from was to now, deliver again every command stored on a subject
+// it added. The consumer passed over those while its filter left them out
+// (a step no running copy served, such as a step a newly registered
+// definition gave the role), and a consumer never goes back by itself.
+// It resets the consumer to the stream's first message: in a work queue
+// every message still stored is unanswered, so the commands in flight
+// with other copies come again too, and the barrier answers those from
+// their records.
+func (a *Agent) deliverSkipped(ctx context.Context, was, now jetstream.ConsumerConfig) error {
+	had := map[string]bool{}
+	for _, subj := range append([]string{was.FilterSubject}, was.FilterSubjects...) {
+		had[subj] = true
+	}
+	st, err := a.js.Stream(ctx, messages.CommandStream)
+	if err != nil {
+		return err
+	}
+	var waiting uint64
+	var first uint64
+	for _, subj := range now.FilterSubjects {
+		if had[subj] {
+			continue
+		}
+		info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
+		if err != nil {
+			return err
+		}
+		for _, n := range info.State.Subjects {
+			waiting += n
+		}
+		first = info.State.FirstSeq
+	}
+	if waiting == 0 {
+		return nil
+	}
+	a.log.Info("commands stored before this role's consumer asked for their steps: delivering them again",
+		"commands", waiting, "from_seq", first)
+	_, err = a.js.ResetConsumerToSequence(ctx, messages.CommandStream, now.Durable, first)
+	return err
+}
+
 // serialPull are the options of a serial copy's pull: short pulls with
 // frequent heartbeats notice a restarted server within seconds rather
 // than the client's default 30; they name the role's group, and bring a
@@ -320,9 +362,19 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	// The consumer is created here, so that an agent that cannot have it
 	// fails at once, and again by the pull loop whenever it was lost.
 	open := func(ctx context.Context) (jetstream.MessagesContext, error) {
-		cons, err := a.js.CreateOrUpdateConsumer(ctx, messages.CommandStream, a.consumerConfig())
+		cfg := a.consumerConfig()
+		before, err := a.js.Consumer(ctx, messages.CommandStream, cfg.Durable)
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, fmt.Errorf("agent consumer: %w", err)
+		}
+		cons, err := a.js.CreateOrUpdateConsumer(ctx, messages.CommandStream, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("agent consumer: %w", err)
+		}
+		if before != nil {
+			if err := a.deliverSkipped(ctx, before.CachedInfo().Config, cfg); err != nil {
+				return nil, fmt.Errorf("agent consumer: %w", err)
+			}
 		}
 		if a.opts.Serial {
 			return cons.Messages(serialPull()...)

@@ -274,3 +274,34 @@ func TestAgentSaysItWaitsForTheCoordinator(t *testing.T) {
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "agent serving") },
 		10*time.Second, 10*time.Millisecond, logs.String())
 }
+
+// TestCommandsStoredBeforeTheirStepIsServedAreDelivered publishes "tip"
+// commands while the role's only copy serves "spend" alone, so that the
+// role's consumer passes over them, then starts a copy that serves "tip":
+// it widens the consumer and has it deliver the passed-over commands,
+// every one of which runs.
+func TestCommandsStoredBeforeTheirStepIsServedAreDelivered(t *testing.T) {
+	url, js, _ := payStream(t, "spend", "tip")
+	ok := agent.Handler{
+		Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	command := func(id, step string) messages.Command {
+		return messages.Command{V: messages.Version, SagaID: id, Saga: "pay", Step: step, Action: messages.Execute, Attempt: 1, Seq: 1}
+	}
+	older := testenv.Agent(t, url, participant.Options{Role: "till", Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: ok}}})
+	const n = 10
+	for i := range n {
+		publishCommands(t, js, command(fmt.Sprintf("t-%d", i), "tip"))
+	}
+	// A spend after them: once the older copy has run it, the consumer
+	// has passed over the tips.
+	publishCommands(t, js, command("s-1", "spend"))
+	require.Eventually(t, func() bool { return older.Stats().Executed == 1 }, 10*time.Second, 10*time.Millisecond)
+
+	newer := testenv.Agent(t, url, participant.Options{Role: "till", Steps: []agent.Step{
+		{Saga: "pay", Name: "spend", Handler: ok}, {Saga: "pay", Name: "tip", Handler: ok}}})
+	require.Eventually(t, func() bool { return newer.Stats().Executed == n }, 60*time.Second, 10*time.Millisecond,
+		"the newer copy ran %d of the %d tips", newer.Stats().Executed, n)
+	require.Equal(t, int64(1), older.Stats().Executed, "the spend ran once")
+}
