@@ -2,12 +2,10 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,21 +21,10 @@ import (
 func TestProgramServesMetricsAndHealth(t *testing.T) {
 	_, url := testenv.Server(t)
 	getenv := func(string) string { return "" }
-	c, err := parseFlags([]string{"-nats", url, "-metrics-addr", "127.0.0.1:0", "-log-format", "json"}, getenv, io.Discard)
-	require.NoError(t, err)
-	var logs testenv.SyncBuffer
-	log, err := cli.NewLogger(&logs, "info", c.observe.LogFormat)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, c, getenv, log) }()
-	stop := sync.OnceValue(func() error {
-		cancel()
-		return <-done
-	})
+	logs, stop := runProgram(t, "-nats", url, "-metrics-addr", "127.0.0.1:0", "-log-format", "json")
 	t.Cleanup(func() { require.NoError(t, stop()) })
 
-	addr := testenv.ServedAddr(t, &logs)
+	addr := testenv.ServedAddr(t, logs)
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `"msg":"coordinator running"`) },
 		10*time.Second, 10*time.Millisecond)
 	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
@@ -76,23 +63,7 @@ func TestProgramServesMetricsAndHealth(t *testing.T) {
 // address where no NATS server answers: while it waits to connect, /livez
 // answers 200 and /readyz 503, saying so.
 func TestHealthServedWhileConnecting(t *testing.T) {
-	getenv := func(string) string { return "" }
-	c, err := parseFlags([]string{"-nats", "nats://127.0.0.1:1", "-connect-wait", "1m", "-metrics-addr", "127.0.0.1:0", "-log-format", "json"}, getenv, io.Discard)
-	require.NoError(t, err)
-	var logs testenv.SyncBuffer
-	log, err := cli.NewLogger(&logs, "info", c.observe.LogFormat)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, c, getenv, log) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	addr := testenv.ServedAddr(t, &logs)
-	code, _ := testenv.Get(t, "http://"+addr+"/livez")
-	require.Equal(t, http.StatusOK, code)
-	code, body := testenv.Get(t, "http://"+addr+"/readyz")
-	require.Equal(t, http.StatusServiceUnavailable, code)
-	require.Contains(t, body, "connecting to NATS")
+	logs, stop := runProgram(t, "-nats", "nats://127.0.0.1:1", "-connect-wait", "1m", "-metrics-addr", "127.0.0.1:0", "-log-format", "json")
+	defer func() { _ = stop() }()
+	testenv.RequireConnecting(t, testenv.ServedAddr(t, logs))
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,29 +34,31 @@ const (
 // sagas. stop returns what the program returned.
 func program(t *testing.T, url, file string) (stop func() error) {
 	t.Helper()
-	getenv := func(string) string { return "" }
-	c, err := parseFlags([]string{"-nats", url, "-definitions", file, "-log-format", "json"}, getenv, io.Discard)
-	require.NoError(t, err)
-	var logs testenv.SyncBuffer
-	log, err := cli.NewLogger(&logs, "info", c.observe.LogFormat)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, c, getenv, log) }()
-	var stopped bool
-	var result error
-	stop = func() error {
-		if !stopped {
-			stopped = true
-			cancel()
-			result = <-done
-		}
-		return result
-	}
+	logs, stop := runProgram(t, "-nats", url, "-definitions", file, "-log-format", "json")
 	t.Cleanup(func() { require.NoError(t, stop()) })
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `"msg":"coordinator running"`) },
 		10*time.Second, 10*time.Millisecond, "logs: %s", logs.String())
 	return stop
+}
+
+// runProgram runs the coordinator program as main does, with args and an
+// empty environment, logging to the returned buffer, until stop is
+// called; stop returns what the program returned, the same at every call.
+func runProgram(t *testing.T, args ...string) (logs *testenv.SyncBuffer, stop func() error) {
+	t.Helper()
+	getenv := func(string) string { return "" }
+	c, err := parseFlags(args, getenv, io.Discard)
+	require.NoError(t, err)
+	logs = &testenv.SyncBuffer{}
+	log, err := cli.NewLogger(logs, "info", c.observe.LogFormat)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, c, getenv, log) }()
+	return logs, sync.OnceValue(func() error {
+		cancel()
+		return <-done
+	})
 }
 
 // command is what the test compares of a command on the wire.

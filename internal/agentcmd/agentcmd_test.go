@@ -3,7 +3,6 @@ package agentcmd_test
 import (
 	"context"
 	"io"
-	"net/http"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -32,10 +31,5 @@ func TestHealthServedWhileConnecting(t *testing.T) {
 		cancel()
 		<-done
 	}()
-	addr := testenv.ServedAddr(t, &logs)
-	code, _ := testenv.Get(t, "http://"+addr+"/livez")
-	require.Equal(t, http.StatusOK, code)
-	code, body := testenv.Get(t, "http://"+addr+"/readyz")
-	require.Equal(t, http.StatusServiceUnavailable, code)
-	require.Contains(t, body, "connecting to NATS")
+	testenv.RequireConnecting(t, testenv.ServedAddr(t, &logs))
 }

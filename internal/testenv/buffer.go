@@ -61,3 +61,14 @@ func Get(t testing.TB, url string) (int, string) {
 	require.NoError(t, err)
 	return resp.StatusCode, string(body)
 }
+
+// RequireConnecting requires that the program serving health on addr is
+// live and not ready because it is connecting to NATS.
+func RequireConnecting(t testing.TB, addr string) {
+	t.Helper()
+	code, _ := Get(t, "http://"+addr+"/livez")
+	require.Equal(t, http.StatusOK, code)
+	code, body := Get(t, "http://"+addr+"/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, body, "connecting to NATS")
+}

@@ -71,12 +71,7 @@ func TestSetupExportsOTLP(t *testing.T) {
 	defer srv.Close()
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
 	t.Setenv("OTEL_SERVICE_NAME", "")
-	tp, stop, err := tracing.Setup(context.Background(), "natsaga-test", os.Getenv)
-	require.NoError(t, err)
-	require.NotNil(t, tp)
-	_, span := tp.Tracer("t").Start(context.Background(), "saga test")
-	span.End()
-	require.NoError(t, stop(context.Background()), "flushes the batch")
+	exportOneSpan(t)
 	select {
 	case r := <-got:
 		require.Equal(t, http.MethodPost, r.Method)
@@ -109,15 +104,23 @@ func TestSetupDefaultsToPlainHTTP(t *testing.T) {
 		t.Setenv(v, "")
 	}
 	t.Setenv("OTEL_TRACES_EXPORTER", "otlp")
-	tp, stop, err := tracing.Setup(context.Background(), "natsaga-test", os.Getenv)
-	require.NoError(t, err)
-	_, span := tp.Tracer("t").Start(context.Background(), "saga test")
-	span.End()
-	require.NoError(t, stop(context.Background()), "flushes the batch over plain HTTP")
+	exportOneSpan(t)
 	select {
 	case r := <-got:
 		require.Equal(t, "POST /v1/traces", r)
 	default:
 		t.Fatal("no span exported")
 	}
+}
+
+// exportOneSpan sets tracing up from the process environment as
+// "natsaga-test", ends one span "saga test", and flushes it.
+func exportOneSpan(t *testing.T) {
+	t.Helper()
+	tp, stop, err := tracing.Setup(context.Background(), "natsaga-test", os.Getenv)
+	require.NoError(t, err)
+	require.NotNil(t, tp)
+	_, span := tp.Tracer("t").Start(context.Background(), "saga test")
+	span.End()
+	require.NoError(t, stop(context.Background()), "flushes the batch")
 }
