@@ -20,7 +20,6 @@ import (
 	"github.com/natsaga/natsaga/internal/kvlog"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
-	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
 )
 
@@ -285,7 +284,7 @@ func TestAdmissionLimit(t *testing.T) {
 	s := testenv.Summary(t, nc)
 	require.Equal(t, 2, s.Active)
 
-	runSubsidyAgents(t, url)
+	testenv.SubsidyAgents(t, url)
 	testenv.WaitStatus(t, nc, a, saga.Completed)
 	testenv.WaitStatus(t, nc, b, saga.Completed)
 	require.Eventually(t, func() bool {
@@ -458,7 +457,7 @@ func TestContextHeldToWhatAgentsRead(t *testing.T) {
 	_, url := testenv.Server(t)
 	nc := testenv.Connect(t, url)
 	runCoordinator(t, url, flood.Definitions(), nil)
-	runSubsidyAgents(t, url)
+	testenv.SubsidyAgents(t, url)
 	sized := func(n int) messages.Context {
 		c := messages.Context{}.MustSet(flood.KeyHousehold, "h-1").MustSet("pad", "")
 		c = c.MustSet("pad", strings.Repeat("x", n-c.EncodedLen()))
@@ -487,19 +486,4 @@ func TestContextHeldToWhatAgentsRead(t *testing.T) {
 	x := testenv.WaitStatus(t, nc, full, saga.RolledBack)
 	require.Contains(t, x.Error, "its output would make the context")
 	require.Equal(t, []string{"household_applies"}, x.Compensated)
-}
-
-// runSubsidyAgents runs the household and the government agents of the
-// subsidy saga, the government with a budget for ten subsidies.
-func runSubsidyAgents(t *testing.T, url string) {
-	t.Helper()
-	for _, role := range []string{flood.Household, flood.Government} {
-		steps, err := flood.Steps(role)
-		require.NoError(t, err)
-		opts := participant.Options{Role: role, Steps: steps}
-		if role == flood.Government {
-			opts.Init = flood.InitLedger(10 * flood.DefaultSubsidyCost)
-		}
-		testenv.Agent(t, url, opts)
-	}
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
-	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
 )
 
@@ -42,15 +41,7 @@ func TestStartBacksOffWhileBusy(t *testing.T) {
 		return err == nil
 	}, 300*time.Millisecond, 20*time.Millisecond)
 
-	for _, role := range []string{flood.Household, flood.Government} {
-		steps, err := flood.Steps(role)
-		require.NoError(t, err)
-		opts := participant.Options{Role: role, Steps: steps}
-		if role == flood.Government {
-			opts.Init = flood.InitLedger(10 * flood.DefaultSubsidyCost)
-		}
-		testenv.Agent(t, url, opts)
-	}
+	testenv.SubsidyAgents(t, url)
 	select {
 	case err := <-second:
 		require.NoError(t, err)
