@@ -193,8 +193,6 @@ func TestLeaseRenewalStoredLateIsKept(t *testing.T) {
 	require.NoError(t, err)
 	kv, err := js.KeyValue(context.Background(), messages.SagaBucket)
 	require.NoError(t, err)
-	e, err := kv.Get(context.Background(), messages.LeaseKey)
-	require.NoError(t, err)
 	renewals := make(chan uint64, 16)
 	sub, err := client.Subscribe(messages.BucketSubject(messages.LeaseKey), func(m *nats.Msg) {
 		if seq, err := strconv.ParseUint(m.Header.Get(jetstream.ExpectedLastSubjSeqHeader), 10, 64); err == nil {
@@ -205,8 +203,17 @@ func TestLeaseRenewalStoredLateIsKept(t *testing.T) {
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	require.NoError(t, client.Flush())
 
-	late, err := kv.Update(context.Background(), messages.LeaseKey, e.Value(), e.Revision())
-	require.NoError(t, err)
+	// The lease as last stored, stored again: the coordinator may renew
+	// between the read and the write, and then it is read again.
+	var e jetstream.KeyValueEntry
+	var late uint64
+	require.Eventually(t, func() bool {
+		if e, err = kv.Get(context.Background(), messages.LeaseKey); err != nil {
+			return false
+		}
+		late, err = kv.Update(context.Background(), messages.LeaseKey, e.Value(), e.Revision())
+		return err == nil
+	}, 10*time.Second, time.Millisecond, "the lease could not be stored behind the coordinator's back")
 	// The coordinator's renewals go on from the revision stored late: two
 	// of them, and it never stands by (a standby's attempts to take the
 	// lease expect no revision at all).
