@@ -245,20 +245,25 @@ func (a *Agent) consumerConfig() jetstream.ConsumerConfig {
 // with other copies come again too, and the barrier answers those from
 // their records.
 func (a *Agent) deliverSkipped(ctx context.Context, was, now jetstream.ConsumerConfig) error {
-	had := map[string]bool{}
-	for _, subj := range append([]string{was.FilterSubject}, was.FilterSubjects...) {
+	had := map[string]bool{was.FilterSubject: true}
+	for _, subj := range was.FilterSubjects {
 		had[subj] = true
+	}
+	var added []string
+	for _, subj := range now.FilterSubjects {
+		if !had[subj] {
+			added = append(added, subj)
+		}
+	}
+	if len(added) == 0 {
+		return nil // the usual case: a copy like the others, or a reopen
 	}
 	st, err := a.js.Stream(ctx, messages.CommandStream)
 	if err != nil {
 		return err
 	}
-	var waiting uint64
-	var first uint64
-	for _, subj := range now.FilterSubjects {
-		if had[subj] {
-			continue
-		}
+	var waiting, first uint64
+	for _, subj := range added {
 		info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
 		if err != nil {
 			return err
