@@ -61,6 +61,13 @@ on_exit() {
 		cp "$work"/*.json "$keep/" 2>/dev/null || true
 		log "FAILED; the last logs of $project (all of them, and the reports, are in $keep):"
 		demo compose logs --no-color --tail=30 2>&1 | tail -n 200 || true
+		# Last, where a shortened copy of this output still shows it: each
+		# container's state and restarts, and its last warnings and errors.
+		log "the containers of $project, and their last warnings and errors:"
+		for id in $(demo compose ps -a -q 2>/dev/null); do
+			docker inspect -f '{{.Name}} {{.State.Status}} exit={{.State.ExitCode}} restarts={{.RestartCount}} started={{.State.StartedAt}}' "$id" 2>/dev/null || true
+			docker logs "$id" 2>&1 | grep -E 'level=(WARN|ERROR)|"level":"(WARN|ERROR)"|panic|fatal' | tail -n 3 | cut -c1-300 || true
+		done
 	fi
 	teardown
 	rm -rf "$work"

@@ -324,15 +324,64 @@ func (a *Agent) Subjects() []string {
 
 // Run serves commands until ctx is cancelled, then stops pulling, finishes
 // the commands in hand and returns nil. Commands held for simulation time
-// are left unacknowledged, for another copy or a restart. It returns an
-// error when it cannot set up its store, consumer or subscriptions, unless
-// ctx was cancelled meanwhile.
+// are left unacknowledged, for another copy or a restart.
+//
+// A set-up that fails for a while only (JetStream timing out or answering
+// "temporarily unavailable", as a cluster does while it elects its
+// leaders, or the connection down) is logged and tried again, at growing
+// intervals up to 8 s. Run returns an error when it cannot set
+// up its store, consumer or subscriptions for another reason (no
+// JetStream, a consumer the server refuses, Options.Init failing, the
+// connection closed), unless ctx was cancelled meanwhile.
 func (a *Agent) Run(ctx context.Context) error {
-	err := a.runOnce(ctx)
-	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
-		return nil
+	pause := setupPause
+	for {
+		err := a.runOnce(ctx)
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil && errors.Is(err, context.Canceled):
+			return nil
+		case ctx.Err() != nil || !temporary(err) || a.nc.IsClosed():
+			return err
+		}
+		a.log.Warn("agent set-up failed for now; trying again", "err", err, "in", pause)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, maxSetupPause)
 	}
-	return err
+}
+
+// setupPause is the first wait before Run tries a failed set-up again;
+// maxSetupPause is the longest.
+const (
+	setupPause    = 250 * time.Millisecond
+	maxSetupPause = 8 * time.Second
+)
+
+// temporary reports whether err is one that passes by itself: JetStream
+// timing out or answering with a server error (503 "temporarily
+// unavailable" while a cluster elects its leaders), no responders yet, or
+// a connection reconnecting. A refusal (a 4xx answer, no JetStream, a
+// permission the server denies at once) is not.
+func temporary(err error) bool {
+	if errors.Is(err, ErrNoJetStream) {
+		return false
+	}
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		return api.Code >= 500
+	}
+	for _, tmp := range []error{context.DeadlineExceeded, nats.ErrTimeout, nats.ErrNoResponders,
+		nats.ErrDisconnected, nats.ErrConnectionReconnecting} {
+		if errors.Is(err, tmp) {
+			return true
+		}
+	}
+	return false
 }
 
 // runOnce is Run, but for the error of a set-up cancelled by ctx.

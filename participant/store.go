@@ -250,10 +250,12 @@ func (s *Store) Close() {
 	}
 }
 
+// waitStream returns the stream name once it exists, waiting while it does
+// not or JetStream cannot say for now ([temporary]), until ctx ends.
 func waitStream(ctx context.Context, js jetstream.JetStream, name string) (jetstream.Stream, error) {
 	for {
 		st, err := js.Stream(ctx, name)
-		if err == nil || !errors.Is(err, jetstream.ErrStreamNotFound) {
+		if err == nil || !errors.Is(err, jetstream.ErrStreamNotFound) && (!temporary(err) || ctx.Err() != nil) {
 			return st, err
 		}
 		select {

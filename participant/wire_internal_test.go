@@ -2,6 +2,8 @@ package participant
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -117,4 +119,26 @@ func TestBatchSettledAsAWhole(t *testing.T) {
 	require.NoError(t, err, "the message is terminated")
 	require.Eventually(t, func() bool { return pending() == 0 && stored() == 0 }, 5*time.Second, 5*time.Millisecond)
 	require.Zero(t, inHand())
+}
+
+// TestTemporary sorts set-up errors into those Run waits out and those it
+// returns.
+func TestTemporary(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"cluster electing its leaders", &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}, true},
+		{"request timed out", fmt.Errorf("agent consumer: %w", context.DeadlineExceeded), true},
+		{"no reply", nats.ErrTimeout, true},
+		{"no responders yet", nats.ErrNoResponders, true},
+		{"reconnecting", nats.ErrConnectionReconnecting, true},
+		{"overlapping filters", &jetstream.APIError{Code: 400, ErrorCode: 10136, Description: "filtered consumer not unique on workqueue stream"}, false},
+		{"no JetStream", fmt.Errorf("open store: %w: %w", ErrNoJetStream, nats.ErrNoResponders), false},
+		{"connection closed", nats.ErrConnectionClosed, false},
+		{"init failed", errors.New("agent init: ledger mismatch"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.want, temporary(tc.err)) })
+	}
 }

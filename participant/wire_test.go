@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
@@ -304,4 +305,50 @@ func TestCommandsStoredBeforeTheirStepIsServedAreDelivered(t *testing.T) {
 	require.Eventually(t, func() bool { return newer.Stats().Executed == n }, 60*time.Second, 10*time.Millisecond,
 		"the newer copy ran %d of the %d tips", newer.Stats().Executed, n)
 	require.Equal(t, int64(1), older.Stats().Executed, "the spend ran once")
+}
+
+// TestAgentTriesItsSetUpAgain starts an agent whose user may not yet create
+// consumers, as a JetStream cluster electing its leaders answers no one:
+// its set-up times out, it says so and tries again, and once the server
+// allows it (a configuration reload) it serves and runs a command.
+func TestAgentTriesItsSetUpAgain(t *testing.T) {
+	user := func(name string, deny ...string) *server.User {
+		u := &server.User{Username: name, Password: name}
+		if deny != nil {
+			u.Permissions = &server.Permissions{Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: deny}}
+		}
+		return u
+	}
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true, JetStream: true, StoreDir: t.TempDir(),
+		Users: []*server.User{user("admin"), user("agent", "$JS.API.CONSUMER.CREATE.>", "$JS.API.CONSUMER.DURABLE.CREATE.>")}}
+	ns, err := server.NewServer(opts)
+	require.NoError(t, err)
+	go ns.Start()
+	t.Cleanup(ns.Shutdown)
+	require.True(t, ns.ReadyForConnections(10*time.Second))
+	url := func(u string) string { return fmt.Sprintf("nats://%s:%s@%s", u, u, ns.Addr()) }
+
+	js, err := jetstream.New(testenv.Connect(t, url("admin")))
+	require.NoError(t, err)
+	_, err = js.CreateStream(context.Background(), jetstream.StreamConfig{Name: messages.CommandStream,
+		Subjects: messages.StepCommandSubjects("pay", "spend"), Retention: jetstream.WorkQueuePolicy})
+	require.NoError(t, err)
+	var logs testenv.SyncBuffer
+	ok := agent.Handler{
+		Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	a := testenv.Agent(t, url("agent"), participant.Options{Role: "till", Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: ok}}})
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "agent set-up failed for now; trying again") },
+		20*time.Second, 10*time.Millisecond, logs.String())
+	require.NotContains(t, logs.String(), "agent serving")
+
+	allowed := *opts
+	allowed.Users = []*server.User{user("admin"), user("agent")}
+	require.NoError(t, ns.ReloadOptions(&allowed))
+	require.Eventually(t, func() bool { return a.Health() == nil }, 30*time.Second, 10*time.Millisecond, logs.String())
+	publishCommands(t, js, messages.Command{V: messages.Version, SagaID: "s-1", Saga: "pay", Step: "spend",
+		Action: messages.Execute, Attempt: 1, Seq: 1})
+	require.Eventually(t, func() bool { return a.Stats().Executed == 1 }, 10*time.Second, 10*time.Millisecond)
 }
