@@ -139,7 +139,10 @@ func TestMetricsMatchTheReport(t *testing.T) {
 		}
 		a := testenv.Agent(t, url, opts)
 		reg := metrics.NewRegistry()
-		require.NoError(t, agentcmd.RegisterMetrics(reg, a, nil))
+		require.NoError(t, metrics.RegisterAgent(reg, a.Stats))
+		if _, ok := ledger[role]; ok {
+			require.NoError(t, agentcmd.RegisterMetrics(reg, a, nil))
+		}
 		srv := httptest.NewServer(metrics.Handler(reg, a.Health))
 		t.Cleanup(srv.Close)
 		agentSrv[role] = srv.URL

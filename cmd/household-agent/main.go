@@ -1,5 +1,5 @@
 // Command household-agent serves the flood sagas' household steps. Run several copies to
-// share the work. See internal/agentcmd for the flags; -h lists them.
+// share the work. See package agentmain for the flags; -h lists them.
 package main
 
 import (
@@ -10,5 +10,5 @@ import (
 )
 
 func main() {
-	os.Exit(agentcmd.Main(flood.Household, os.Args[1:], os.Getenv, os.Stderr))
+	os.Exit(agentcmd.Main(flood.Household))
 }

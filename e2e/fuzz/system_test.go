@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/natsaga/natsaga/agentmain"
 	"github.com/natsaga/natsaga/coordinator"
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/agentcmd"
@@ -125,10 +125,12 @@ func (s *system) agent(role string) {
 	s.t.Helper()
 	env := map[string]string{"NATS_URL": s.url, "NATS_USER": role, "NATS_PASSWORD": s.users[role].Password,
 		"NATS_INBOX_PREFIX": "_INBOX_" + role}
-	cfg, err := agentcmd.ParseFlags(role, nil, func(k string) string { return env[k] }, io.Discard)
+	r, err := agentcmd.Role(role)
 	require.NoError(s.t, err)
 	log := slog.New(s.logs).With("process", role+"-agent")
-	s.run(role+"-agent", func(ctx context.Context) error { return agentcmd.Run(ctx, cfg, log) })
+	s.run(role+"-agent", func(ctx context.Context) error {
+		return agentmain.Serve(ctx, r, nil, func(k string) string { return env[k] }, log)
+	})
 }
 
 // alive fails the test when a process has stopped.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/natsaga/natsaga/agentmain"
 	natsaga "github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/coordinator"
 	"github.com/natsaga/natsaga/flood"
@@ -364,9 +364,11 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 		}
 		// One record held in memory: every older one a command needs is
 		// read again from the server, under the role's permissions.
-		cfg, err := agentcmd.ParseFlags(role, []string{"-record-values", "1"}, func(k string) string { return env[k] }, io.Discard)
+		r, err := agentcmd.Role(role)
 		require.NoError(t, err)
-		run(role+"-agent", func(ctx context.Context) error { return agentcmd.Run(ctx, cfg, log.With("role", role)) })
+		run(role+"-agent", func(ctx context.Context) error {
+			return agentmain.Serve(ctx, r, []string{"-record-values", "1"}, func(k string) string { return env[k] }, log.With("role", role))
+		})
 	}
 
 	d := connect(t, url, driverUser)

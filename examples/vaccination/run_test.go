@@ -2,11 +2,17 @@ package vaccination_test
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/natsaga/natsaga/agentmain"
 	"github.com/natsaga/natsaga/examples/vaccination"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/saga"
@@ -46,4 +52,54 @@ func TestSecondCampaignOnOneServer(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, first.Stock.Dispensed+int64(second.Vaccinated), second.Stock.Dispensed)
 	require.Equal(t, second.Stock.Initial+second.Stock.Received-second.Stock.Dispensed, second.Stock.Doses)
+}
+
+// TestAgentsAsProcesses runs the campaign with its agents as processes of
+// their own, the programs of [vaccination.Program] (cmd/vaxagent), two
+// copies of the clinic: the outcome log is the one of the campaign run in
+// one process.
+func TestAgentsAsProcesses(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	_, url := testenv.Server(t)
+	var logs testenv.SyncBuffer
+	for _, role := range []string{vaccination.Patient, vaccination.Depot, vaccination.Clinic, vaccination.Clinic} {
+		startAgent(t, url, role, &logs)
+	}
+	apart, err := vaccination.Run(ctx, vaccination.Options{URL: url, AgentsElsewhere: true})
+	require.NoError(t, err, logs.String())
+	together, err := vaccination.Run(ctx, vaccination.Options{})
+	require.NoError(t, err)
+	require.Equal(t, together.Digest, apart.Digest)
+	require.Equal(t, string(together.Log), string(apart.Log))
+}
+
+// agentEnv, when set, makes the test binary the program of that role
+// (cmd/vaxagent's), so that a test runs agents as processes of their own.
+const agentEnv = "VAXAGENT_ROLE"
+
+func TestMain(m *testing.M) {
+	if role := os.Getenv(agentEnv); role != "" {
+		r, err := vaccination.Program(role)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		os.Exit(agentmain.Main(r))
+	}
+	os.Exit(m.Run())
+}
+
+// startAgent runs role's program on url until the test ends, then stops
+// it with SIGTERM and requires a clean exit.
+func startAgent(t *testing.T, url, role string, logs io.Writer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-log-format", "json")
+	cmd.Env = append(os.Environ(), agentEnv+"="+role, "NATS_URL="+url)
+	cmd.Stderr = logs
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+		require.NoError(t, cmd.Wait(), "%s's program did not stop cleanly", role)
+	})
 }

@@ -27,6 +27,9 @@ type Options struct {
 	URL string
 	// Copies is how many copies of each agent run. 0 means 1.
 	Copies int
+	// AgentsElsewhere runs no agent, nor the stock query: they run as
+	// processes of their own (cmd/vaxagent), on the server URL names.
+	AgentsElsewhere bool
 	// Logger receives the logs. nil discards them.
 	Logger *slog.Logger
 }
@@ -44,6 +47,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	url := o.URL
+	if url == "" && o.AgentsElsewhere {
+		return nil, errors.New("vaccination: agents elsewhere need the URL of their server")
+	}
 	if url == "" {
 		dir, err := os.MkdirTemp("", "vaxsim")
 		if err != nil {
@@ -91,7 +97,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	run("coordinator", co.Run)
-	for _, role := range []string{Patient, Depot, Clinic} {
+	for _, role := range roles(o) {
 		steps, err := Steps(role)
 		if err != nil {
 			return nil, err
@@ -109,7 +115,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			run(opts.Name, a.Run)
 		}
 	}
-	run("stock query", func(ctx context.Context) error { return ServeStock(ctx, nc) })
+	if !o.AgentsElsewhere {
+		run("stock query", func(ctx context.Context) error { return ServeStock(ctx, nc) })
+	}
 	select {
 	case <-co.Ready():
 	case err := <-errs:
@@ -158,4 +166,13 @@ func ServeStock(ctx context.Context, nc *nats.Conn) error {
 	<-ctx.Done()
 	_ = sub.Unsubscribe()
 	return nil
+}
+
+// roles are the roles whose agents Run starts: all, unless they run
+// elsewhere.
+func roles(o Options) []string {
+	if o.AgentsElsewhere {
+		return nil
+	}
+	return []string{Patient, Depot, Clinic}
 }

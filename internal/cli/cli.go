@@ -2,8 +2,8 @@
 // (also read from NATS_URL, NATS_USER, NATS_PASSWORD, NATS_CREDS,
 // NATS_NKEY, NATS_TLS_CA, NATS_TLS_CERT, NATS_TLS_KEY and
 // NATS_INBOX_PREFIX), logging, and a context cancelled by SIGINT or
-// SIGTERM. Only the programs use it: the cmd/ packages and
-// internal/agentcmd, which they run.
+// SIGTERM. Only the programs use it: the cmd/ packages, and agentmain,
+// the main of any model's agent program.
 package cli
 
 import (

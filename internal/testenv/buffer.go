@@ -38,7 +38,7 @@ func (s *SyncBuffer) String() string {
 // health, from its JSON log in logs, once it has logged it.
 func ServedAddr(t testing.TB, logs *SyncBuffer) string {
 	t.Helper()
-	addrRe := regexp.MustCompile(`"msg":"serving metrics and health","addr":"([^"]+)"`)
+	addrRe := regexp.MustCompile(`"msg":"serving metrics and health"[^\n]*?"addr":"([^"]+)"`)
 	var addr string
 	require.Eventually(t, func() bool {
 		m := addrRe.FindStringSubmatch(logs.String())

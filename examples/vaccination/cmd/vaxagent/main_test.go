@@ -1,0 +1,28 @@
+package main
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestArguments refuses a missing or unknown role, and lists a role's
+// flags, the depot's own among them.
+func TestArguments(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		says string
+	}{
+		{nil, 2, "usage: vaxagent patient|depot|clinic [flags]"},
+		{[]string{"-nats", "x"}, 2, "usage: vaxagent"},
+		{[]string{"nurse"}, 2, `vaxagent: unknown vaccination role "nurse" (want patient, depot or clinic)`},
+		{[]string{"depot", "-h"}, 0, "-stock int"},
+		{[]string{"clinic", "-stock", "3"}, 2, "flag provided but not defined: -stock"},
+	} {
+		var stderr bytes.Buffer
+		require.Equal(t, tc.code, mainCode(tc.args, func(string) string { return "" }, &stderr), stderr.String())
+		require.Contains(t, stderr.String(), tc.says)
+	}
+}

@@ -1,0 +1,34 @@
+package vaccination
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/agentmain"
+)
+
+// Program returns role as an agent program of its own (cmd/vaxagent, on
+// package agentmain). The depot's program takes -stock, the doses it opens
+// the stock with the first time its store is used (the default
+// scenario's), and answers [StockSubject] beside its agent. It returns an
+// error for an unknown role.
+func Program(role string) (agentmain.Role, error) {
+	steps, err := Steps(role)
+	if err != nil {
+		return agentmain.Role{}, err
+	}
+	r := agentmain.Role{Name: role, Steps: steps, Serial: Serial(role)}
+	if role == Depot {
+		stock := DefaultScenario().Stock
+		r.Flags = func(fs *flag.FlagSet) {
+			fs.Int64Var(&stock, "stock", stock, "doses in stock the first time the depot's store is used")
+		}
+		r.Init = func(ctx context.Context, s agent.Seeder) error { return InitStock(stock)(ctx, s) }
+		r.Serve = func(ctx context.Context, nc *nats.Conn, _ *slog.Logger) error { return ServeStock(ctx, nc) }
+	}
+	return r, nil
+}
