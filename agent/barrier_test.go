@@ -311,3 +311,27 @@ func TestHandlerPanicIsATransientError(t *testing.T) {
 	require.Equal(t, messages.Error, reply.Outcome)
 	require.Regexp(t, `^compensate y handler panicked at barrier_test\.go:\d+: no undo$`, reply.Reason)
 }
+
+// TestMemoryRefusesBadKeys: a key that breaks the key rule (a space, a
+// wildcard, an empty token) is answered with an Error naming the rule, as
+// the JetStream store answers it, and commits nothing.
+func TestMemoryRefusesBadKeys(t *testing.T) {
+	for _, key := range []string{"a b", "", "q.*", "q.>", "q..r", "q.", "a.b.c.d.e.f.g.h.i"} {
+		m := agent.NewMemory()
+		h := agent.Handler{
+			Execute: func(_ context.Context, tx agent.Tx, _ *messages.Command) (messages.Context, error) {
+				_, err := tx.Get(key, new(int))
+				return nil, err
+			},
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		}
+		reply, v, err := m.Do(t.Context(), &messages.Command{SagaID: "s", Step: "y", Action: messages.Execute, Seq: 1}, h)
+		require.NoError(t, err)
+		require.Equal(t, agent.Transient, v, key)
+		require.Contains(t, reply.Reason, "breaks the key rule ("+messages.KeyRule+")", key)
+		_, err = m.Init(t.Context(), key, 1)
+		require.ErrorIs(t, err, messages.ErrBadRequest, key)
+	}
+	_, err := agent.NewMemory().Init(t.Context(), "patient.p-17", 1)
+	require.NoError(t, err)
+}

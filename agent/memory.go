@@ -37,6 +37,9 @@ func NewMemory() *Memory {
 // Init stores v under key unless key already has a value, and reports
 // whether it stored it.
 func (m *Memory) Init(_ context.Context, key string, v any) (bool, error) {
+	if err := messages.CheckKey(key); err != nil {
+		return false, err
+	}
 	data, err := json.Marshal(v)
 	if err != nil {
 		return false, fmt.Errorf("init %s: %w", key, err)
@@ -53,6 +56,9 @@ func (m *Memory) Init(_ context.Context, key string, v any) (bool, error) {
 // Value decodes the committed state value key into v, and reports false
 // when key has none.
 func (m *Memory) Value(key string, v any) (bool, error) {
+	if err := messages.CheckKey(key); err != nil {
+		return false, err
+	}
 	m.mu.Lock()
 	data, ok := m.values[key]
 	m.mu.Unlock()
@@ -141,6 +147,9 @@ type memTx struct {
 }
 
 func (tx *memTx) Get(key string, v any) (bool, error) {
+	if err := messages.CheckKey(key); err != nil {
+		return false, err
+	}
 	if tx.read == nil {
 		tx.read = map[string]bool{}
 	}
@@ -159,6 +168,9 @@ func (tx *memTx) Get(key string, v any) (bool, error) {
 }
 
 func (tx *memTx) Put(key string, v any) error {
+	if err := messages.CheckKey(key); err != nil {
+		return err
+	}
 	if !tx.read[key] {
 		return fmt.Errorf("put %s: read it with Get first", key)
 	}

@@ -120,21 +120,29 @@ func parse(r Role, args []string, getenv func(string) string, stderr io.Writer) 
 	o := &c.opts
 	fs.StringVar(&o.Name, "name", "", "agent name in logs and statistics (default <role>-<pid>-<random>)")
 	fs.IntVar(&o.Concurrency, "concurrency", participant.DefaultConcurrency, "commands handled at once")
-	fs.DurationVar(&o.AckWait, "ack-wait", 5*time.Second, "redelivery delay of a command this agent took and never answered")
-	fs.IntVar(&o.Replicas, "replicas", 1, "copies of the role's state stream, when this agent creates it")
+	fs.DurationVar(&o.AckWait, "ack-wait", 5*time.Second,
+		"redelivery delay of a command a copy took and never answered: the role's, shared by every copy (the copy started last sets it)")
+	fs.IntVar(&o.Replicas, "replicas", 1, "copies of the role's state and record streams, when this agent creates them (a cluster's servers at most)")
 	fs.IntVar(&o.MaxRecordValues, "record-values", kvlog.DefaultMaxValues,
 		"barrier records held in memory; older ones are read from the server when a command needs one")
 	if r.Flags != nil {
 		r.Flags(fs)
 	}
 	c.observe.Register(fs, getenv)
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
-	if o.MaxRecordValues < 1 {
+	switch {
+	case o.Concurrency < 1:
+		return nil, fmt.Errorf("-concurrency %d: at least 1", o.Concurrency)
+	case o.AckWait < minAckWait:
+		return nil, fmt.Errorf("-ack-wait %s: at least %s", o.AckWait, minAckWait)
+	case o.Replicas < 1 || o.Replicas > maxReplicas:
+		return nil, fmt.Errorf("-replicas %d: 1 to %d", o.Replicas, maxReplicas)
+	case o.MaxRecordValues < 1:
 		return nil, fmt.Errorf("-record-values %d: at least 1", o.MaxRecordValues)
 	}
 	if err := o.Validate(); err != nil {
@@ -142,6 +150,15 @@ func parse(r Role, args []string, getenv func(string) string, stderr io.Writer) 
 	}
 	return c, c.observe.Validate()
 }
+
+// minAckWait is the shortest -ack-wait: a command's handler, its stored
+// write and its answer take milliseconds, and one redelivered before they
+// end runs twice for nothing (the barrier absorbs it) at every copy.
+// maxReplicas is JetStream's most copies of a stream.
+const (
+	minAckWait  = time.Second
+	maxReplicas = 5
+)
 
 // serve runs the parsed program until ctx ends.
 func serve(ctx context.Context, r Role, c *config, log *slog.Logger) error {

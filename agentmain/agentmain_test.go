@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -166,6 +167,9 @@ func TestArguments(t *testing.T) {
 		{"unknown flag", till(), []string{"-bogus"}, 2, "flag provided but not defined: -bogus"},
 		{"stray argument", till(), []string{"extra"}, 2, "unexpected arguments: [extra]"},
 		{"record values", till(), []string{"-record-values", "0"}, 2, "-record-values 0: at least 1"},
+		{"concurrency", till(), []string{"-concurrency", "-1"}, 2, "-concurrency -1: at least 1"},
+		{"ack wait", till(), []string{"-ack-wait", "1ms"}, 2, "-ack-wait 1ms: at least 1s"},
+		{"replicas", till(), []string{"-replicas", "7"}, 2, "-replicas 7: 1 to 5"},
 		{"log format", till(), []string{"-log-format", "xml"}, 2, "xml"},
 		{"a role that is no token", bad, nil, 2, "two words-agent: role"},
 		{"no steps", noSteps, nil, 2, "no steps"},
@@ -174,7 +178,7 @@ func TestArguments(t *testing.T) {
 			var stderr bytes.Buffer
 			code := agentmain.Run(tc.role, tc.args, func(string) string { return "" }, &stderr)
 			require.Equal(t, tc.code, code, stderr.String())
-			require.Contains(t, stderr.String(), tc.says)
+			require.Equal(t, 1, strings.Count(stderr.String(), tc.says), "said once: %s", stderr.String())
 		})
 	}
 }

@@ -305,6 +305,39 @@ func CheckToken(what, s string) error {
 	return nil
 }
 
+// MaxKeyTokens bounds the identifiers of a state key.
+const MaxKeyTokens = 8
+
+// KeyRule is the rule of a state key, for error messages.
+const KeyRule = "1 to 8 identifiers of " + TokenRule + ", joined by dots"
+
+// ValidKey reports whether s is a valid key of an agent's state: one to
+// [MaxKeyTokens] identifiers ([ValidToken]) joined by dots, such as
+// "stock" or "patient.p-17". A key is part of a subject, so a space, a
+// wildcard or an empty token would make it none, or many.
+func ValidKey(s string) bool {
+	for i := 0; i < MaxKeyTokens; i++ {
+		tok, rest, more := strings.Cut(s, ".")
+		if !ValidToken(tok) {
+			return false
+		}
+		if !more {
+			return true
+		}
+		s = rest
+	}
+	return false
+}
+
+// CheckKey returns an error wrapping [ErrBadRequest] that quotes key and
+// the rule when key breaks it (see [ValidKey]).
+func CheckKey(key string) error {
+	if !ValidKey(key) {
+		return fmt.Errorf("state key %s breaks the key rule (%s): %w", Quote(key), KeyRule, ErrBadRequest)
+	}
+	return nil
+}
+
 // Clip returns s for a log attribute, which the logger quotes and escapes
 // itself: s cut to 80 bytes, with the length of the whole when it is
 // longer.

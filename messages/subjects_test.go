@@ -48,3 +48,13 @@ func TestClipAndQuote(t *testing.T) {
 		require.Equal(t, tc.quote, messages.Quote(tc.in))
 	}
 }
+
+func TestValidKey(t *testing.T) {
+	for key, want := range map[string]bool{
+		"stock": true, "patient.p-17": true, "house.h_1": true, "a.b.c.d.e.f.g.h": true,
+		"": false, "a b": false, "q.*": false, "q.>": false, "*": false, "q..r": false, ".q": false, "q.": false,
+		"a.b.c.d.e.f.g.h.i": false, "é": false, strings.Repeat("x", 65): false,
+	} {
+		require.Equal(t, want, messages.ValidKey(key), "%q", key)
+	}
+}

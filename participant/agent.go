@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -46,7 +47,9 @@ type Options struct {
 	Concurrency int
 	// AckWait is how long a command stays with an agent that neither
 	// answers nor renews it before JetStream delivers it again, to
-	// another copy if one runs. 0 means 5s.
+	// another copy if one runs. 0 means 5s. It is a setting of the role's
+	// consumer, which every copy shares: the copy started last sets it,
+	// with a warning in its log when it changes it.
 	AckWait time.Duration
 	// Replicas is the number of copies of the role's state and record
 	// streams when the agent creates them. 0 means 1.
@@ -355,6 +358,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
+// passingErrors are the JetStream error codes (nats-server's errors.json)
+// of a cluster that cannot serve a request for now: not available
+// (10008), incomplete results (10004), not assigned to this server
+// (10007), no leader to handle it (10009), a stream or consumer offline
+// (10118, 10119, 10194, 10195), a sequence not ready (10163).
+var passingErrors = []jetstream.ErrorCode{10008, 10004, 10007, 10009, 10118, 10119, 10194, 10195, 10163}
+
 // setupPause is the first wait before Run tries a failed set-up again;
 // maxSetupPause is the longest.
 const (
@@ -363,17 +373,18 @@ const (
 )
 
 // temporary reports whether err is one that passes by itself: JetStream
-// timing out or answering with a server error (503 "temporarily
-// unavailable" while a cluster elects its leaders), no responders yet, or
-// a connection reconnecting. A refusal (a 4xx answer, no JetStream, a
-// permission the server denies at once) is not.
+// timing out, or answering that its cluster cannot serve the request yet
+// (while it elects its leaders, or a stream or consumer is offline during
+// a restart), no responders yet, or a connection reconnecting. A refusal
+// (a configuration the server cannot serve, such as replicas on a single
+// server, no JetStream, a permission the server denies at once) is not.
 func temporary(err error) bool {
 	if errors.Is(err, ErrNoJetStream) {
 		return false
 	}
 	var api *jetstream.APIError
 	if errors.As(err, &api) {
-		return api.Code >= 500
+		return slices.Contains(passingErrors, api.ErrorCode)
 	}
 	for _, tmp := range []error{context.DeadlineExceeded, nats.ErrTimeout, nats.ErrNoResponders,
 		nats.ErrDisconnected, nats.ErrConnectionReconnecting} {
@@ -426,6 +437,10 @@ func (a *Agent) runOnce(ctx context.Context) error {
 			return nil, fmt.Errorf("agent consumer: %w", err)
 		}
 		if before != nil {
+			if was := before.CachedInfo().Config.AckWait; was != cfg.AckWait {
+				a.log.Warn("this copy changes the ack wait of the role's consumer, which every copy shares",
+					"consumer", cfg.Durable, "was", was, "now", cfg.AckWait)
+			}
 			if err := a.deliverSkipped(ctx, before.CachedInfo().Config, cfg); err != nil {
 				return nil, fmt.Errorf("agent consumer: %w", err)
 			}

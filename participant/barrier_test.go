@@ -537,3 +537,32 @@ func TestBarrierActionWritesOneValue(t *testing.T) {
 	require.Zero(t, seq, "nothing recorded")
 	require.Equal(t, int64(100), balance(t, s))
 }
+
+// TestStoreRefusesBadKeys: a handler reading a key that breaks the key
+// rule is answered with an Error naming the rule, as agent.Memory answers
+// it, not left to be delivered again as if the store were down; a
+// wildcard key reads no other key's value.
+func TestStoreRefusesBadKeys(t *testing.T) {
+	_, url := testenv.Server(t)
+	s := openBank(t, url, 100)
+	_, err := s.Init(context.Background(), "q.one", 2)
+	require.NoError(t, err)
+	for i, key := range []string{"a b", "", "q.*", "q.>"} {
+		h := agent.Handler{
+			Execute: func(_ context.Context, tx agent.Tx, _ *messages.Command) (messages.Context, error) {
+				var v int64
+				_, err := tx.Get(key, &v)
+				return messages.Context{}.MustSet("read", v), err
+			},
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		}
+		reply, v, err := s.Do(context.Background(), command(fmt.Sprintf("bad-key-%d", i), messages.Execute, 1, 1), h)
+		require.NoError(t, err, key)
+		require.Equal(t, agent.Transient, v, key)
+		require.Equal(t, messages.Error, reply.Outcome, key)
+		require.Contains(t, reply.Reason, "breaks the key rule ("+messages.KeyRule+")", key)
+		_, err = s.Get(context.Background(), key, new(int64))
+		require.ErrorIs(t, err, messages.ErrBadRequest, key)
+	}
+	require.Equal(t, int64(100), balance(t, s))
+}

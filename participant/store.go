@@ -440,6 +440,9 @@ func conflict(err error) bool {
 // Get decodes role's state value key into v and returns its sequence, 0
 // when absent (v is then untouched).
 func (s *Store) Get(ctx context.Context, key string, v any) (uint64, error) {
+	if err := messages.CheckKey(key); err != nil {
+		return 0, err
+	}
 	env, seq, err := s.readEnvelope(ctx, messages.DataSubject(s.role, key))
 	if err != nil || seq == 0 {
 		return 0, err
@@ -465,6 +468,9 @@ func (s *Store) GetAll(ctx context.Context, keys []string, value func(i int) any
 		at := make(map[string][]int, len(part))
 		subjects := make([]string, 0, len(part))
 		for i, key := range part {
+			if err := messages.CheckKey(key); err != nil {
+				return nil, err
+			}
 			subj := messages.DataSubject(s.role, key)
 			if _, ok := at[subj]; !ok {
 				subjects = append(subjects, subj)
@@ -529,6 +535,9 @@ func DecodeValue(data []byte, v any) error {
 // Init stores v under key unless key already has a value. It reports
 // whether it stored it.
 func (s *Store) Init(ctx context.Context, key string, v any) (bool, error) {
+	if err := messages.CheckKey(key); err != nil {
+		return false, err
+	}
 	value, err := json.Marshal(v)
 	if err != nil {
 		return false, fmt.Errorf("init %s: %w", key, err)
@@ -585,6 +594,9 @@ type write struct {
 // transaction until the command is answered: a handler that reads several
 // keys must read them in one fixed order.
 func (tx *txn) Get(key string, v any) (bool, error) {
+	if err := messages.CheckKey(key); err != nil {
+		return false, err
+	}
 	subj := messages.DataSubject(tx.store.role, key)
 	for _, w := range tx.writes {
 		if w.subject == subj {
@@ -633,6 +645,9 @@ func (tx *txn) read(subj string) (cached, error) {
 
 // Put implements [agent.Tx].
 func (tx *txn) Put(key string, v any) error {
+	if err := messages.CheckKey(key); err != nil {
+		return err
+	}
 	subj := messages.DataSubject(tx.store.role, key)
 	if _, ok := tx.reads[subj]; !ok {
 		return fmt.Errorf("put %s: read it with Get first", key)

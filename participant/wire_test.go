@@ -352,3 +352,46 @@ func TestAgentTriesItsSetUpAgain(t *testing.T) {
 		Action: messages.Execute, Attempt: 1, Seq: 1})
 	require.Eventually(t, func() bool { return a.Stats().Executed == 1 }, 10*time.Second, 10*time.Millisecond)
 }
+
+// TestAgentReturnsWhatWaitingDoesNotMend runs an agent asking for three
+// copies of its streams on a single server: Run returns the server's
+// refusal instead of trying again.
+func TestAgentReturnsWhatWaitingDoesNotMend(t *testing.T) {
+	_, url := testenv.Server(t)
+	ok := agent.Handler{
+		Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	a, err := participant.New(testenv.Connect(t, url), participant.Options{Role: "till", Replicas: 3,
+		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: ok}}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = a.Run(ctx)
+	require.ErrorContains(t, err, "replicas > 1 not supported in non-clustered mode")
+	require.NoError(t, ctx.Err(), "Run returned at once, not when the wait ran out")
+}
+
+// TestACopyThatChangesTheAckWaitSaysSo starts two copies of a role with
+// different ack waits: the ack wait is the role's consumer's, and the
+// second copy, which changes it for both, says so.
+func TestACopyThatChangesTheAckWaitSaysSo(t *testing.T) {
+	url, js, _ := payStream(t, "spend")
+	ok := agent.Handler{
+		Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	steps := []agent.Step{{Saga: "pay", Name: "spend", Handler: ok}}
+	var first, second testenv.SyncBuffer
+	a := testenv.Agent(t, url, participant.Options{Role: "till", Steps: steps, Logger: slog.New(slog.NewTextHandler(&first, nil))})
+	require.Eventually(t, func() bool { return a.Health() == nil }, 10*time.Second, 10*time.Millisecond)
+	b := testenv.Agent(t, url, participant.Options{Role: "till", Steps: steps, AckWait: 2 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(&second, nil))})
+	require.Eventually(t, func() bool { return b.Health() == nil }, 10*time.Second, 10*time.Millisecond)
+	require.Contains(t, second.String(), `msg="this copy changes the ack wait of the role's consumer, which every copy shares"`)
+	require.Contains(t, second.String(), "consumer=agent-till was=5s now=2s")
+	require.NotContains(t, first.String(), "changes the ack wait")
+	cons, err := js.Consumer(context.Background(), messages.CommandStream, "agent-till")
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Second, cons.CachedInfo().Config.AckWait)
+}

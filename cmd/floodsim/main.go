@@ -121,7 +121,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.BoolVar(&c.plan, "plan", false, "print the scenario's plan (counts and the ledgers it is sized for) as JSON and exit")
 	fs.BoolVar(&c.verbose, "v", false, "log the driver's details, and the spawned processes' logs, to stderr")
 	fs.StringVar(&c.logFormat, "log-format", cmp.Or(getenv("NATSAGA_LOG_FORMAT"), "text"), "text or json, for floodsim's logs and the spawned processes' (env NATSAGA_LOG_FORMAT)")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
@@ -186,7 +186,9 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		fmt.Fprintln(stderr, "floodsim:", err)
+		if !errors.Is(err, cli.ErrPrinted) {
+			fmt.Fprintln(stderr, "floodsim:", err)
+		}
 		return 2
 	}
 	// floodsim hosts the embedded nats-server, the busiest process of a

@@ -71,7 +71,7 @@ func parseChildFlags(role string, args []string, stderr io.Writer) (childConfig,
 	fs.IntVar(&c.concurrency, "concurrency", 0, "agent: commands handled at once")
 	fs.DurationVar(&c.latency, "latency", 0, "agent: simulated latency of each step")
 	fs.IntVar(&c.workers, "workers", 0, "baseline coordinator: workers")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return c, err
 	}
 	c.conn.Wait = childConnectWait

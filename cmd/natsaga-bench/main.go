@@ -86,7 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.json, "json", false, "print one JSON object per configuration and run")
 	fs.BoolVar(&c.verbose, "v", false, "child processes log to stderr")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return c, err
 	}
 	if _, err := cli.NewLogger(io.Discard, "info", c.logFormat); err != nil {

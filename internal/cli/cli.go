@@ -136,7 +136,7 @@ func (c *Conn) securityOptions() ([]nats.Option, error) {
 }
 
 // Connect connects as name, retrying until the server answers or Wait has
-// passed. A connection lost later is reconnected, MaxReconnects times in a
+// passed, and saying so in log after the first attempt that failed. A connection lost later is reconnected, MaxReconnects times in a
 // row (negative: for ever; the zero Conn reconnects for ever too), with a
 // log line per attempt; when the attempts run out the connection closes
 // and the program's consumers and requests fail. It returns the last error
@@ -188,7 +188,7 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
 	}
 	deadline := time.Now().Add(c.Wait)
-	for {
+	for attempt := 1; ; attempt++ {
 		nc, err := nats.Connect(c.URL, opts...)
 		if err == nil {
 			return nc, nil
@@ -198,6 +198,9 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 		}
 		if time.Now().After(deadline) || errors.Is(err, nats.ErrAuthorization) {
 			return nil, fmt.Errorf("connect to %s: %w", c.URL, err)
+		}
+		if attempt == 1 {
+			log.Info("waiting for the NATS server", "url", c.URL, "for", c.Wait, "err", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -15,6 +16,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -192,4 +195,38 @@ func TestCreds(t *testing.T) {
 	require.NoError(t, connect(t, nil, "-nats", url, "-creds", credsFile))
 	require.NoError(t, connect(t, map[string]string{"NATS_URL": url, "NATS_CREDS": credsFile}))
 	require.Error(t, connect(t, nil, "-nats", url), "no credentials")
+}
+
+// TestConnectSaysItWaits connects to an address where no server answers
+// yet: the log says what it waits for after the first attempt, not only
+// when the wait runs out.
+func TestConnectSaysItWaits(t *testing.T) {
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
+	c := cli.Conn{URL: "nats://127.0.0.1:1", Wait: time.Minute}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Connect(ctx, "test", log)
+		done <- err
+	}()
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(logs.String(), `msg="waiting for the NATS server" url=nats://127.0.0.1:1 for=1m0s`)
+	}, 10*time.Second, 10*time.Millisecond)
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

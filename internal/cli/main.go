@@ -18,11 +18,36 @@ func Serve(stderr io.Writer, process, level string, run func(ctx context.Context
 }
 
 // UsageCode returns the exit code for an error from parsing flags: 0 for
-// -h, 2 otherwise, after printing the error.
+// -h, 2 otherwise, after printing the error unless [Parse] says the flag
+// package printed it.
 func UsageCode(err error, stderr io.Writer) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
-	fmt.Fprintln(stderr, err)
+	if !errors.Is(err, ErrPrinted) {
+		fmt.Fprintln(stderr, err)
+	}
 	return 2
 }
+
+// ErrPrinted is matched by the errors of [Parse] that the flag package
+// printed already, above the usage.
+var ErrPrinted = errors.New("printed by the flag package")
+
+// Parse parses args into fs. An error of the flag package's own (a flag
+// not defined, a bad value), which it printed with the usage to fs's
+// output, comes back matching [ErrPrinted], so that it is not printed
+// twice; -h comes back as flag.ErrHelp.
+func Parse(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return printed{err}
+}
+
+// printed is an error the flag package printed.
+type printed struct{ error }
+
+func (p printed) Unwrap() error        { return p.error }
+func (p printed) Is(target error) bool { return target == ErrPrinted }
