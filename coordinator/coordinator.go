@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/natsaga/natsaga/internal/jserr"
@@ -129,6 +130,10 @@ func (o *Options) Validate() error {
 // time: a second one stands by until the first's lease is released or
 // expires (see [Coordinator.Run]).
 type Coordinator struct {
+	// copy names this coordinator for its life: in its micro services'
+	// metadata and in the lease it holds, so that a standby's log and
+	// `natsaga services` name the active one alike.
+	copy   string
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
@@ -233,7 +238,7 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	c := &Coordinator{nc: nc, js: js, opts: opts, log: log, ready: make(chan struct{}), lists: make(chan struct{}, maxFinishedLists),
+	c := &Coordinator{copy: nuid.Next(), nc: nc, js: js, opts: opts, log: log, ready: make(chan struct{}), lists: make(chan struct{}, maxFinishedLists),
 		newRoles: make(chan string, 16)}
 	if opts.TracerProvider != nil {
 		c.tracer = opts.TracerProvider.Tracer(tracerName)

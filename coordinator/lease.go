@@ -29,7 +29,10 @@ const DefaultLeaseTTL = 3 * time.Second
 
 // holder is what the lease says about its holder.
 type holder struct {
+	// ID is the lease's own, new each term; Copy the coordinator's, as
+	// its micro services' metadata says it.
 	ID   string `json:"id"`
+	Copy string `json:"copy"`
 	PID  int    `json:"pid"`
 	Host string `json:"host"`
 }
@@ -45,7 +48,7 @@ type lease struct {
 
 func (c *Coordinator) newLease() *lease {
 	host, _ := os.Hostname()
-	data, _ := json.Marshal(holder{ID: nuid.Next(), PID: os.Getpid(), Host: host})
+	data, _ := json.Marshal(holder{ID: nuid.Next(), Copy: c.copy, PID: os.Getpid(), Host: host})
 	return &lease{c: c, data: data, ttl: c.opts.LeaseTTL}
 }
 

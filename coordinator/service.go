@@ -55,7 +55,7 @@ func (c *Coordinator) service(state string) (micro.Service, error) {
 		Name:        messages.CoordinatorService,
 		Version:     messages.ServiceVersion,
 		Description: "natsaga saga coordinator: starts and drives sagas over JetStream",
-		Metadata:    map[string]string{"definitions": fmt.Sprint(len(c.opts.Definitions)), "state": state},
+		Metadata:    map[string]string{"definitions": fmt.Sprint(len(c.opts.Definitions)), "state": state, "copy": c.copy},
 		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
 			c.log.Error("micro service error", "subject", err.Subject, "err", err.Description)
 		},

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -46,7 +47,22 @@ func TestCoordinatorIsAMicroService(t *testing.T) {
 
 	var info micro.Info
 	control(t, nc, micro.InfoVerb, messages.CoordinatorService, &info)
-	require.Equal(t, map[string]string{"definitions": "1", "state": "active"}, info.Metadata)
+	copyName := info.Metadata["copy"]
+	require.NotEmpty(t, copyName)
+	require.Equal(t, map[string]string{"definitions": "1", "state": "active", "copy": copyName}, info.Metadata)
+	// The lease names the coordinator as its micro service does, so that
+	// a standby's log points at the active one.
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	kv, err := js.KeyValue(context.Background(), messages.SagaBucket)
+	require.NoError(t, err)
+	lease, err := kv.Get(context.Background(), messages.LeaseKey)
+	require.NoError(t, err)
+	var holder struct {
+		Copy string `json:"copy"`
+	}
+	require.NoError(t, json.Unmarshal(lease.Value(), &holder))
+	require.Equal(t, copyName, holder.Copy)
 	got := map[string]string{}
 	for _, e := range info.Endpoints {
 		got[e.Name] = e.Subject

@@ -117,7 +117,7 @@ func TestTables(t *testing.T) {
 
 	code, out = natsaga(t, url, "services")
 	require.Equal(t, 0, code, out)
-	require.Regexp(t, `(?m)^natsaga-coordinator\s+\S+\s+3\.0\.0\s+active\s+-\s+\[start starts tick status summary list retry register\]$`, out)
+	require.Regexp(t, `(?m)^natsaga-coordinator\s+\S+\s+3\.0\.0\s+active\s+[0-9A-Za-z]{22}\s+\[start starts tick status summary list retry register\]$`, out)
 	require.Regexp(t, `(?m)^natsaga-agent\s+\S+\s+3\.0\.0\s+ops\s+ops-1\s+\[stats\]$`, out)
 	require.True(t, strings.HasSuffix(out, "\n2 services\n"), out)
 
