@@ -1030,6 +1030,11 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 			return func(error) { _ = m.NakWithDelay(earlyDelay) }
 		case errors.Is(err, saga.ErrStale):
 			c.log.Debug("stale reply ignored", "saga_id", r.SagaID, "step", r.Step, "attempt", r.Attempt, "err", err)
+		case errors.Is(err, saga.ErrUnknownSaga):
+			// The usual case: a late answer for a saga that ended (timed
+			// out, say), which the coordinator no longer holds.
+			c.log.Info("reply ignored: its saga is not active (it ended, or never started)",
+				"saga_id", r.SagaID, "step", r.Step, "action", r.Action)
 		case err != nil:
 			c.log.Warn("reply rejected", "saga_id", r.SagaID, "step", r.Step, "err", err)
 		}

@@ -312,7 +312,7 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 		}
 		require.Equal(t, len(malformed), coordLog.count(slog.LevelError, "dropping malformed reply", ""))
 		require.Equal(t, 1, coordLog.count(slog.LevelError, "dropping reply on the wrong subject", ""))
-		require.Equal(t, 1, coordLog.count(slog.LevelWarn, "reply rejected", "no-such-saga: unknown saga"))
+		require.Equal(t, 1, coordLog.countAttr(slog.LevelInfo, "reply ignored: its saga is not active (it ended, or never started)", "saga_id", "no-such-saga"))
 		// A reply naming a step its saga does not have, or the seq of the
 		// command in flight with another action or a later attempt, is
 		// refused as forged; one for an earlier command is only stale.
@@ -336,7 +336,7 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 		// Finished sagas live in the bucket only: their late replies are
 		// for sagas the coordinator does not hold.
 		for _, id := range []string{done, refused} {
-			require.Positive(t, coordLog.count(slog.LevelWarn, "reply rejected", id))
+			require.Positive(t, coordLog.countAttr(slog.LevelInfo, "reply ignored: its saga is not active (it ended, or never started)", "saga_id", id))
 		}
 		x := testenv.Status(t, nc, inflight)
 		require.Equal(t, saga.InProgress, x.Status)

@@ -42,16 +42,20 @@ type ScenarioOptions struct {
 	Ticks int `json:"ticks"`
 }
 
+// MaxScenarioCount is the most households, and the most ticks, of a
+// scenario.
+const MaxScenarioCount = 100_000
+
 // Validate returns an error when o has a negative count, or more than
-// 100,000 households or ticks. Zero counts are valid: they mean the
-// defaults.
+// [MaxScenarioCount] households or ticks. Zero counts are valid: they mean
+// the defaults.
 func (o ScenarioOptions) Validate() error {
 	var errs []error
-	if o.Households < 0 || o.Households > 100_000 {
-		errs = append(errs, fmt.Errorf("households %d: want 0 (the default) to 100000", o.Households))
+	if o.Households < 0 || o.Households > MaxScenarioCount {
+		errs = append(errs, fmt.Errorf("households %d: want 0 (the default) to %d", o.Households, MaxScenarioCount))
 	}
-	if o.Ticks < 0 || o.Ticks > 100_000 {
-		errs = append(errs, fmt.Errorf("ticks %d: want 0 (the default) to 100000", o.Ticks))
+	if o.Ticks < 0 || o.Ticks > MaxScenarioCount {
+		errs = append(errs, fmt.Errorf("ticks %d: want 0 (the default) to %d", o.Ticks, MaxScenarioCount))
 	}
 	return errors.Join(errs...)
 }

@@ -29,6 +29,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -136,11 +137,15 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 // validate returns an error naming every flag of c that is out of range.
 func (c *config) validate() error {
 	var errs []error
-	if c.scenario.Households < 1 || c.scenario.Ticks < 1 {
-		errs = append(errs, errors.New("-households and -ticks must be at least 1"))
-	}
-	if err := c.scenario.Validate(); err != nil {
-		errs = append(errs, err)
+	// The scenario takes 0 for its defaults; floodsim's flags have
+	// theirs already, so each is 1 to the scenario's most.
+	for _, f := range []struct {
+		name string
+		n    int
+	}{{"households", c.scenario.Households}, {"ticks", c.scenario.Ticks}} {
+		if f.n < 1 || f.n > flood.MaxScenarioCount {
+			errs = append(errs, fmt.Errorf("-%s %d: 1 to %d", f.name, f.n, flood.MaxScenarioCount))
+		}
 	}
 	if _, err := cli.NewLogger(io.Discard, "info", c.logFormat); err != nil {
 		errs = append(errs, err)
@@ -187,7 +192,7 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 			return 0
 		}
 		if !errors.Is(err, cli.ErrPrinted) {
-			fmt.Fprintln(stderr, "floodsim:", err)
+			fmt.Fprintln(stderr, "floodsim:", strings.ReplaceAll(err.Error(), "\n", "\nfloodsim: "))
 		}
 		return 2
 	}

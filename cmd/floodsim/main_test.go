@@ -68,7 +68,13 @@ func TestParseFlags(t *testing.T) {
 	}
 	_, err = parseFlags([]string{"-h"}, env(), io.Discard)
 	require.ErrorIs(t, err, flag.ErrHelp)
-	require.Equal(t, 2, mainCode([]string{"-households", "x"}, env(), io.Discard, io.Discard))
+	var stderr bytes.Buffer
+	require.Equal(t, 2, mainCode([]string{"-households", "x"}, env(), io.Discard, &stderr))
+	require.Equal(t, 1, strings.Count(stderr.String(), `invalid value "x" for flag -households`), "said once: %s", stderr.String())
+	// Each out-of-range flag says its range, on a line of its own.
+	stderr.Reset()
+	require.Equal(t, 2, mainCode([]string{"-households", "-5", "-ticks", "0"}, env(), io.Discard, &stderr))
+	require.Equal(t, "floodsim: -households -5: 1 to 100000\nfloodsim: -ticks 0: 1 to 100000\n", stderr.String())
 }
 
 func TestMoney(t *testing.T) {
