@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
 )
 
 // The codes of the coordinator's errors, for errors.Is on an [*Error].
@@ -78,9 +79,14 @@ func wireErr(subject string, w *messages.WireError) error {
 }
 
 // NotQuietError is the error of a tick that did not become quiet: the last
-// summary seen. It wraps [ErrNotQuiet].
+// summary seen, and a few of the sagas whose command had no answer. It
+// wraps [ErrNotQuiet].
 type NotQuietError struct {
 	Summary messages.Summary
+	// Waiting are up to three active sagas awaiting an answer due at or
+	// before the tick, for the reason to name; empty when the
+	// coordinator could not list them.
+	Waiting []saga.Execution
 	Reason  string
 }
 

@@ -3,9 +3,11 @@ package client
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
 )
 
 // Quiet configures how [Client.WaitQuiet] and [Client.Advance] wait for a
@@ -54,8 +56,7 @@ func (c *Client) WaitQuiet(ctx context.Context, q Quiet) (messages.Summary, erro
 			last, changed = sum.Due, now
 		}
 		if now.Sub(changed) > q.Limit {
-			return sum, &NotQuietError{Summary: sum,
-				Reason: fmt.Sprintf("tick %d: %d commands due had no answer for %s", sum.Tick, sum.Due, q.Limit)}
+			return sum, c.notQuiet(ctx, sum, q.Limit)
 		}
 		if q.Retick > 0 && now.Sub(reticked) >= q.Retick {
 			if _, err := c.Tick(ctx, sum.Tick); err != nil {
@@ -84,3 +85,46 @@ func (c *Client) Advance(ctx context.Context, tick int64, q Quiet) (messages.Sum
 	}
 	return c.WaitQuiet(ctx, q)
 }
+
+// notQuiet is the error of a tick that sum says is not quiet after limit,
+// naming a few of the sagas it waits for, as the coordinator lists them.
+func (c *Client) notQuiet(ctx context.Context, sum messages.Summary, limit time.Duration) *NotQuietError {
+	e := &NotQuietError{Summary: sum, Reason: fmt.Sprintf("tick %d: %d commands due had no answer for %s", sum.Tick, sum.Due, limit)}
+	for _, st := range []saga.Status{saga.InProgress, saga.Compensating} {
+		active, err := c.List(ctx, st, waitingScan)
+		if err != nil {
+			break // the reason stays the count alone
+		}
+		for _, x := range active {
+			if len(e.Waiting) < maxWaitingNamed && x.Awaiting && (!x.Working || x.Until <= sum.Tick) {
+				e.Waiting = append(e.Waiting, x)
+			}
+		}
+	}
+	if w := e.WaitingFor(); w != "" {
+		e.Reason += "; " + w
+	}
+	return e
+}
+
+// WaitingFor names the sagas of e.Waiting, their steps and attempts
+// ("waiting for s-1 (greeting, execute say_hello, attempt 1)"), or
+// returns "" when it has none.
+func (e *NotQuietError) WaitingFor() string {
+	var names []string
+	for i := range e.Waiting {
+		x := &e.Waiting[i]
+		names = append(names, fmt.Sprintf("%s (%s, %s %s, attempt %d)", x.ID, x.Definition, x.Action, x.LastStep(), x.Attempt))
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return "waiting for " + strings.Join(names, ", ")
+}
+
+// waitingScan bounds the active sagas of each status a not-quiet error
+// looks through; maxWaitingNamed, those it names.
+const (
+	waitingScan     = 256
+	maxWaitingNamed = 3
+)

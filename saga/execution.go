@@ -191,3 +191,15 @@ func (o *Outbox) Reset() {
 	o.Changed = o.Changed[:0]
 	o.Expired = o.Expired[:0]
 }
+
+// LastStep returns the step named by the last transition of x that names
+// one: while x awaits an answer, the step of its outstanding command. It
+// returns "" when no transition names a step.
+func (x *Execution) LastStep() string {
+	for i := len(x.History) - 1; i >= 0; i-- {
+		if x.History[i].Step != "" {
+			return x.History[i].Step
+		}
+	}
+	return ""
+}

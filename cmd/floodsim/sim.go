@@ -386,6 +386,9 @@ func (s *sim) settle(ctx context.Context, tick int64) (messages.Summary, error) 
 	var nq *client.NotQuietError
 	if errors.As(err, &nq) {
 		s.aborted = fmt.Sprintf("tick %d: %d commands due had no answer for %s (-tick-wait)", tick, sum.Due, s.cfg.tickWait)
+		if w := nq.WaitingFor(); w != "" {
+			s.aborted += "; " + w
+		}
 		s.log.Error("tick not quiet; stopping", "tick", tick, "due", sum.Due, "active", sum.Active)
 		return sum, nil
 	}

@@ -52,22 +52,13 @@ func step(x *saga.Execution) string {
 	if x.Current < 0 || x.Action == "" {
 		return "-"
 	}
-	name := lastStep(x)
+	name := x.LastStep()
 	if name == "" {
 		name = fmt.Sprintf("step %d", x.Current)
 	}
 	return fmt.Sprintf("%s %s #%d", x.Action, name, x.Attempt)
 }
 
-// lastStep returns the step of the last transition of x that names one.
-func lastStep(x *saga.Execution) string {
-	for i := len(x.History) - 1; i >= 0; i-- {
-		if x.History[i].Step != "" {
-			return x.History[i].Step
-		}
-	}
-	return ""
-}
 
 // printStatus prints the saga state data, as the coordinator sent it, and
 // its history; a state it cannot read is printed as it came.
