@@ -59,7 +59,6 @@ func step(x *saga.Execution) string {
 	return fmt.Sprintf("%s %s #%d", x.Action, name, x.Attempt)
 }
 
-
 // printStatus prints the saga state data, as the coordinator sent it, and
 // its history; a state it cannot read is printed as it came.
 func printStatus(w io.Writer, data json.RawMessage) {
