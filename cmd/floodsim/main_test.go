@@ -12,11 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/procs"
 	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
 )
 
@@ -337,6 +339,48 @@ func TestExternalStalled(t *testing.T) {
 	require.NotEmpty(t, r.Aborted)
 	require.False(t, r.Invariants.OK)
 	require.Contains(t, strings.Join(r.Invariants.Violations, "\n"), "(elevation) not terminal")
+}
+
+// TestStoppedByAnAgentGone stops ticking when the insurer, whose ledger
+// every tick reads, is gone after the run began: floodsim says why it
+// stopped, names the sagas at the insurer's step, and asks for the ledger
+// once, not for a restart's patience.
+func TestStoppedByAnAgentGone(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, flood.Definitions())
+	for _, role := range []string{flood.Household, flood.Government, flood.Contractor} {
+		steps, err := flood.Steps(role)
+		require.NoError(t, err)
+		opts := participant.Options{Role: role, Steps: steps, Serial: flood.Serial(role)}
+		if role == flood.Government {
+			opts.Init = flood.InitLedger(1_000_000_00)
+		}
+		testenv.Agent(t, url, opts)
+		serveQueries(t, url, role)
+	}
+	// The insurer answers its state query once, as the run begins, and is
+	// gone: no insurer serves its steps.
+	nc := testenv.Connect(t, url)
+	sub, err := nc.Subscribe(flood.StateSubject(flood.Insurer), func(m *nats.Msg) {
+		data, err := json.Marshal(flood.StateAnswer{V: messages.Version, Ledger: &flood.Ledger{Initial: 1_000_000_00, Balance: 1_000_000_00}})
+		if err == nil {
+			_ = m.Respond(data)
+		}
+	})
+	require.NoError(t, err)
+	require.NoError(t, sub.AutoUnsubscribe(1))
+	require.NoError(t, nc.Flush())
+
+	c, err := parseFlags(append([]string{"-spawn=false", "-nats", url, "-expect-agents", "3", "-tick-wait", "300ms"}, small...), env(), io.Discard)
+	require.NoError(t, err)
+	var stdout bytes.Buffer
+	began := time.Now()
+	err = run(context.Background(), c, &stdout, io.Discard)
+	require.ErrorIs(t, err, errNotReproducible, stdout.String())
+	require.ErrorContains(t, err, "(and no report: flood.state.insurer: ")
+	require.Less(t, time.Since(began), restartPatience/2, "the ledger was asked for once")
+	require.Regexp(t, `budget left\s+not read\s+[0-9.]+s  \(not quiet: [0-9]+ due\)`, stdout.String())
+	require.Regexp(t, `floodsim: stopped ticking: tick [0-9]+: [0-9]+ commands due had no answer for 300ms \(-tick-wait\); waiting for [0-9a-f-]{36} \(insurance_claim, execute insurer_evaluates, attempt 1\)`, stdout.String())
 }
 
 // serveQueries answers flood's state query for role until the test ends,

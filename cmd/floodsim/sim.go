@@ -124,6 +124,11 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	}
 	setup := time.Since(began)
 	rep, err := s.simulate(ctx)
+	if err != nil && s.aborted != "" {
+		// The process that held the tick may be what the report cannot
+		// read: the reason the run stopped comes first.
+		return fmt.Errorf("%s: %w (and no report: %w)", s.aborted, errNotReproducible, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -348,12 +353,32 @@ func (s *sim) settleAndReport(ctx context.Context, t int, tick int64, started in
 		return err
 	}
 	gov, err := s.ledger(ctx, flood.Government)
-	if err != nil {
+	if err == nil {
+		var ins flood.Ledger
+		if ins, err = s.ledger(ctx, flood.Insurer); err == nil {
+			s.printTick(t, tick, started, sum, base, began, &gov, &ins)
+			return nil
+		}
+	}
+	if s.aborted == "" {
 		return err
 	}
-	ins, err := s.ledger(ctx, flood.Insurer)
-	if err != nil {
-		return err
+	// The run stops at this tick, and an agent gone is what held it, so
+	// its ledger may not be read: the tick is reported without them.
+	s.log.Warn("ledgers not read at the tick that stopped the run", "tick", tick, "err", err)
+	s.printTick(t, tick, started, sum, base, began, nil, nil)
+	return nil
+}
+
+// printTick records and prints the row of tick, the t-th of the run, which
+// started started sagas and settled at sum, with the ledgers after it (nil
+// when they could not be read: zero in the row, "not read" printed).
+func (s *sim) printTick(t int, tick int64, started int, sum, base messages.Summary, began time.Time, gov, ins *flood.Ledger) {
+	budget := "not read"
+	if gov == nil || ins == nil {
+		gov, ins = &flood.Ledger{}, &flood.Ledger{}
+	} else {
+		budget = money(gov.Balance)
 	}
 	s.rows = append(s.rows, tickRow{T: t, Tick: tick, Started: started, Active: sum.Active,
 		Completed: sum.Completed - base.Completed, RolledBack: sum.RolledBack - base.RolledBack,
@@ -370,9 +395,8 @@ func (s *sim) settleAndReport(ctx context.Context, t int, tick int64, started in
 	}
 	fmt.Fprintf(s.out, "tick %-9s started %4d  active %4d  completed %5d  rolled_back %5d  timed_out %4d  failed %3d  budget left %14s  %5.2fs%s\n",
 		label, started, sum.Active, sum.Completed-base.Completed, sum.RolledBack-base.RolledBack,
-		sum.TimedOut-base.TimedOut, sum.Failed-base.Failed, money(gov.Balance), time.Since(began).Seconds(), note)
+		sum.TimedOut-base.TimedOut, sum.Failed-base.Failed, budget, time.Since(began).Seconds(), note)
 	s.tickTimes = append(s.tickTimes, time.Since(began))
-	return nil
 }
 
 // settle waits until tick is quiet: no command due at or before it lacks
@@ -421,7 +445,8 @@ var floodsimIDs = uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://github.com/nat
 
 // query asks role's agents the state query q (flood.StateSubject), and
 // asks again for up to restartPatience while none answers, since an agent
-// or the server may be restarting.
+// or the server may be restarting; once the run has stopped ticking, it
+// asks once.
 func (s *sim) query(ctx context.Context, role string, q flood.StateQuery) (flood.StateAnswer, error) {
 	subject := flood.StateSubject(role)
 	data, err := json.Marshal(q)
@@ -429,6 +454,11 @@ func (s *sim) query(ctx context.Context, role string, q flood.StateQuery) (flood
 		return flood.StateAnswer{}, err
 	}
 	patience := time.Now().Add(restartPatience)
+	if s.aborted != "" {
+		// The run stopped because a process broke its word: it is asked
+		// once, not waited for.
+		patience = time.Now()
+	}
 	for {
 		var a flood.StateAnswer
 		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
