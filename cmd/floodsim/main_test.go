@@ -299,16 +299,7 @@ func TestBin(t *testing.T) {
 func TestExternalStalled(t *testing.T) {
 	_, url := testenv.Server(t)
 	testenv.Coordinator(t, url, flood.Definitions())
-	for _, role := range []string{flood.Household, flood.Government, flood.Insurer} {
-		steps, err := flood.Steps(role)
-		require.NoError(t, err)
-		opts := participant.Options{Role: role, Steps: steps, Serial: flood.Serial(role)}
-		if role != flood.Household {
-			opts.Init = flood.InitLedger(1_000_000_00)
-		}
-		testenv.Agent(t, url, opts)
-		serveQueries(t, url, role)
-	}
+	startAgents(t, url, 1_000_000_00, true, flood.Household, flood.Government, flood.Insurer)
 	// The contractor's store exists, and its state query is answered, but
 	// no contractor serves its step.
 	_, err := participant.OpenStore(context.Background(), testenv.Connect(t, url), flood.Contractor, true, 1)
@@ -348,16 +339,7 @@ func TestExternalStalled(t *testing.T) {
 func TestStoppedByAnAgentGone(t *testing.T) {
 	_, url := testenv.Server(t)
 	testenv.Coordinator(t, url, flood.Definitions())
-	for _, role := range []string{flood.Household, flood.Government, flood.Contractor} {
-		steps, err := flood.Steps(role)
-		require.NoError(t, err)
-		opts := participant.Options{Role: role, Steps: steps, Serial: flood.Serial(role)}
-		if role == flood.Government {
-			opts.Init = flood.InitLedger(1_000_000_00)
-		}
-		testenv.Agent(t, url, opts)
-		serveQueries(t, url, role)
-	}
+	startAgents(t, url, 1_000_000_00, true, flood.Household, flood.Government, flood.Contractor)
 	// The insurer answers its state query once, as the run begins, and is
 	// gone: no insurer serves its steps.
 	nc := testenv.Connect(t, url)
@@ -381,6 +363,25 @@ func TestStoppedByAnAgentGone(t *testing.T) {
 	require.Less(t, time.Since(began), restartPatience/2, "the ledger was asked for once")
 	require.Regexp(t, `budget left\s+not read\s+[0-9.]+s  \(not quiet: [0-9]+ due\)`, stdout.String())
 	require.Regexp(t, `floodsim: stopped ticking: tick [0-9]+: [0-9]+ commands due had no answer for 300ms \(-tick-wait\); waiting for [0-9a-f-]{36} \(insurance_claim, execute insurer_evaluates, attempt 1\)`, stdout.String())
+}
+
+// startAgents runs an agent of each of roles on url until the test ends,
+// the roles that hold money opening their ledger at ledger, and, when
+// queries is set, answers their state query.
+func startAgents(t *testing.T, url string, ledger int64, queries bool, roles ...string) {
+	t.Helper()
+	for _, role := range roles {
+		steps, err := flood.Steps(role)
+		require.NoError(t, err)
+		opts := participant.Options{Role: role, Steps: steps, Serial: flood.Serial(role)}
+		if role == flood.Government || role == flood.Insurer {
+			opts.Init = flood.InitLedger(ledger)
+		}
+		testenv.Agent(t, url, opts)
+		if queries {
+			serveQueries(t, url, role)
+		}
+	}
 }
 
 // serveQueries answers flood's state query for role until the test ends,

@@ -17,7 +17,6 @@ import (
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
-	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
 )
 
@@ -79,15 +78,7 @@ func TestContractorBoundary(t *testing.T) {
 
 	_, url := testenv.Server(t)
 	testenv.Coordinator(t, url, flood.Definitions())
-	for _, role := range []string{flood.Household, flood.Government, flood.Contractor} {
-		steps, err := flood.Steps(role)
-		require.NoError(t, err)
-		opts := participant.Options{Role: role, Steps: steps, Serial: flood.Serial(role)}
-		if role == flood.Government {
-			opts.Init = flood.InitLedger(1_000_000_000_00)
-		}
-		testenv.Agent(t, url, opts)
-	}
+	startAgents(t, url, 1_000_000_000_00, false, flood.Household, flood.Government, flood.Contractor)
 	nc := testenv.Connect(t, url)
 	cl, err := client.New(nc, client.Options{Logger: testenv.Logger(t)})
 	require.NoError(t, err)
