@@ -25,7 +25,9 @@ var ErrTooManyWrites = errors.New("an action may write one state value")
 type Tx interface {
 	// Get decodes the state value key into v. It reports false, leaving v
 	// untouched, when key has no value yet. A handler that reads several
-	// keys must read them in one fixed order.
+	// keys must read them in one fixed order. A key is one to eight
+	// identifiers joined by dots ([messages.ValidKey]); another is an
+	// error wrapping [messages.ErrBadRequest].
 	Get(key string, v any) (bool, error)
 	// Put sets the state value key to v when the command commits. key must
 	// have been read with Get in the same transaction.
