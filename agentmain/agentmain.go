@@ -136,8 +136,8 @@ func parse(r Role, args []string, getenv func(string) string, stderr io.Writer) 
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	switch {
-	case o.Concurrency < 1:
-		return nil, fmt.Errorf("-concurrency %d: at least 1", o.Concurrency)
+	case o.Concurrency < 1 || o.Concurrency > participant.MaxConcurrency:
+		return nil, fmt.Errorf("-concurrency %d: 1 to %d", o.Concurrency, participant.MaxConcurrency)
 	case o.AckWait < minAckWait:
 		return nil, fmt.Errorf("-ack-wait %s: at least %s", o.AckWait, minAckWait)
 	case o.Replicas < 1 || o.Replicas > maxReplicas:

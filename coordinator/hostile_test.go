@@ -487,3 +487,31 @@ func TestContextHeldToWhatAgentsRead(t *testing.T) {
 	require.Contains(t, x.Error, "its output would make the context")
 	require.Equal(t, []string{"household_applies"}, x.Compensated)
 }
+
+// TestAnswersNeverWrittenIntoNatsagasOwnSubjects sends requests asking
+// their answers on the coordinator's lease key, its saga log and a
+// command subject: none is answered there, so the lease stays the
+// coordinator's, it stays active, and the streams hold nothing new.
+func TestAnswersNeverWrittenIntoNatsagasOwnSubjects(t *testing.T) {
+	_, url := testenv.Server(t)
+	co := testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+	nc := testenv.Connect(t, url)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	kv, err := js.KeyValue(context.Background(), messages.SagaBucket)
+	require.NoError(t, err)
+	lease, err := kv.Get(context.Background(), messages.LeaseKey)
+	require.NoError(t, err)
+	summary := []byte(`{}`)
+	for _, reply := range []string{messages.BucketSubject(messages.LeaseKey), "natsaga.sagas", "saga.transfer.debit", "$JS.API.STREAM.DELETE.NATSAGA_COMMANDS"} {
+		require.NoError(t, nc.PublishRequest(messages.SummarySubject, reply, summary))
+	}
+	// Answered in turn: once this summary is, the four were handled.
+	testenv.Summary(t, nc)
+	now, err := kv.Get(context.Background(), messages.LeaseKey)
+	require.NoError(t, err)
+	require.Equal(t, lease.Value(), now.Value(), "the lease holds the coordinator's holder, renewed")
+	require.NoError(t, co.Health())
+	_, err = js.Stream(context.Background(), messages.CommandStream)
+	require.NoError(t, err, "the command stream is still there")
+}

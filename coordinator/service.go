@@ -82,6 +82,10 @@ func (c *Coordinator) respond(m *nats.Msg, v any) {
 	if m.Reply == "" {
 		return
 	}
+	if err := messages.CheckReply(m.Reply); err != nil {
+		c.log.Warn("answer not sent", "subject", messages.Clip(m.Subject), "err", err)
+		return
+	}
 	data, err := json.Marshal(v)
 	if err == nil && int64(len(data)) > c.nc.MaxPayload() {
 		err = fmt.Errorf("answer of %d bytes, limit %d: %w", len(data), c.nc.MaxPayload(), errTooLargeToAnswer)

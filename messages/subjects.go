@@ -305,6 +305,26 @@ func CheckToken(what, s string) error {
 	return nil
 }
 
+// storedPrefixes are the subjects a natsaga process writes to or reads
+// from: JetStream's API, streams and buckets, the system's, micro's, and
+// natsaga's own.
+var storedPrefixes = []string{"$JS.", "$KV.", "$O.", "$SYS.", "$SRV.", "natsaga.", "saga."}
+
+// CheckReply returns an error wrapping [ErrBadRequest] when reply, the
+// subject a request asks its answer on, is one natsaga stores or reads
+// (a stream's, a bucket's, natsaga's own, JetStream's or micro's API): a
+// service answering there would write its answer into its own storage
+// (a coordinator's lease, a role's ledger) with its own permissions. Such
+// a request gets no answer. An empty reply is no error: nothing is sent.
+func CheckReply(reply string) error {
+	for _, p := range storedPrefixes {
+		if strings.HasPrefix(reply, p) {
+			return fmt.Errorf("reply subject %s is inside natsaga's own subjects (%s): %w", Quote(reply), strings.Join(storedPrefixes, " "), ErrBadRequest)
+		}
+	}
+	return nil
+}
+
 // MaxKeyTokens bounds the identifiers of a state key.
 const MaxKeyTokens = 8
 

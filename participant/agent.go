@@ -116,6 +116,9 @@ func (o *Options) Validate() error {
 			errs = append(errs, fmt.Errorf("step %s.%s: a serial role cannot hold commands for simulation time: %w", s.Saga, s.Name, messages.ErrBadRequest))
 		}
 	}
+	if o.Concurrency > MaxConcurrency {
+		errs = append(errs, fmt.Errorf("concurrency %d: at most %d: %w", o.Concurrency, MaxConcurrency, messages.ErrBadRequest))
+	}
 	if o.Concurrency < 0 || o.AckWait < 0 || o.Replicas < 0 || o.MaxRecordValues < 0 {
 		errs = append(errs, fmt.Errorf("negative concurrency, ack wait, replicas or record values: %w", messages.ErrBadRequest))
 	}
@@ -211,6 +214,11 @@ func New(nc *nats.Conn, opts Options) (*Agent, error) {
 // households made a 10,000-household run take 45 s at 16, 35 s at 64 and
 // 36 s at 256 (BENCHMARKS.md).
 const DefaultConcurrency = 64
+
+// MaxConcurrency bounds Options.Concurrency: each command in hand holds a
+// goroutine and buffers sized by it, and past a few thousand a copy only
+// queues on its two cores' worth of server round trips.
+const MaxConcurrency = 4096
 
 // maxAckPending is the consumer's max_ack_pending.
 const maxAckPending = 8192

@@ -91,13 +91,16 @@ func ServeQueries(ctx context.Context, nc *nats.Conn, role, subject string, answ
 
 // respondQuery answers the query m with answer.
 func respondQuery(ctx context.Context, st *Store, m *nats.Msg, answer QueryFunc) {
+	if messages.CheckReply(m.Reply) != nil {
+		return // an answer there would be written into a stream
+	}
 	var out any
-	if len(m.Data) > messages.MaxPayload {
-		out = struct {
-			V     int                 `json:"v"`
-			Error *messages.WireError `json:"error"`
-		}{messages.Version, &messages.WireError{Code: messages.CodeBadRequest, Message: "request too large"}}
-	} else {
+	switch {
+	case messages.CheckUTF8(m.Data) != nil:
+		out = badQuery("request is not valid UTF-8")
+	case len(m.Data) > messages.MaxPayload:
+		out = badQuery("request too large")
+	default:
 		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
 		defer cancel()
 		out = answer(qctx, m.Data, func(keys []string, value func(i int) any) ([]bool, error) {
@@ -108,4 +111,12 @@ func respondQuery(ctx context.Context, st *Store, m *nats.Msg, answer QueryFunc)
 	if err == nil {
 		_ = m.Respond(data)
 	}
+}
+
+// badQuery is the answer to a query refused before it is read.
+func badQuery(message string) any {
+	return struct {
+		V     int                 `json:"v"`
+		Error *messages.WireError `json:"error"`
+	}{messages.Version, &messages.WireError{Code: messages.CodeBadRequest, Message: message}}
 }

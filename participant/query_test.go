@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
 )
 
@@ -118,4 +119,40 @@ func TestGetAllReadsManyValues(t *testing.T) {
 	found, err = store.GetAll(ctx, []string{"k0", "none"}, func(i int) any { return &got[i] })
 	require.NoError(t, err)
 	require.Equal(t, []bool{false, false}, found, "no value at all")
+}
+
+// TestQueriesRefuseHostileRequests: a query asking its answer on a subject
+// of the role's own state gets no answer, so the state value stays as it
+// was; one that is not UTF-8 is answered bad_request, unread.
+func TestQueriesRefuseHostileRequests(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	ctx, cancel := context.WithCancel(context.Background())
+	store, err := participant.OpenStore(ctx, nc, "till", true, 1)
+	require.NoError(t, err)
+	_, err = store.Init(ctx, "count", 7)
+	require.NoError(t, err)
+	answer := func(context.Context, []byte, func(keys []string, value func(i int) any) ([]bool, error)) any {
+		return map[string]int{"count": 7}
+	}
+	served := make(chan error, 1)
+	go func() { served <- participant.ServeQueries(ctx, nc, "till", "till.query", answer) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-served)
+	})
+	require.Eventually(t, func() bool {
+		_, err := nc.Request("till.query", []byte(`{}`), 100*time.Millisecond)
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond, "the endpoint is up")
+
+	require.NoError(t, nc.PublishRequest("till.query", messages.DataSubject("till", "count"), []byte(`{}`)))
+	m, err := nc.Request("till.query", []byte("\xff\xfe"), 5*time.Second)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"v":1,"error":{"code":"bad_request","message":"request is not valid UTF-8"}}`, string(m.Data))
+	var count int
+	seq, err := store.Get(ctx, "count", &count)
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), seq, "the count's value is the one Init stored")
+	require.Equal(t, 7, count)
 }

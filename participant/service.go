@@ -40,6 +40,10 @@ func (a *Agent) serve() (micro.Service, error) {
 		return nil, fmt.Errorf("agent micro service: %w", err)
 	}
 	stats := micro.HandlerFunc(func(r micro.Request) {
+		if err := messages.CheckReply(r.Reply()); err != nil {
+			a.log.Warn("stats not sent", "err", err)
+			return
+		}
 		if err := r.RespondJSON(a.Stats()); err != nil {
 			a.log.Warn("stats not sent", "err", err)
 		}

@@ -395,3 +395,15 @@ func TestACopyThatChangesTheAckWaitSaysSo(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2*time.Second, cons.CachedInfo().Config.AckWait)
 }
+
+// TestOptionsBounded refuses a concurrency that would only hold memory.
+func TestOptionsBounded(t *testing.T) {
+	ok := agent.Handler{
+		Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	_, err := participant.New(nil, participant.Options{Role: "till", Concurrency: participant.MaxConcurrency + 1,
+		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: ok}}})
+	require.ErrorIs(t, err, messages.ErrBadRequest)
+	require.ErrorContains(t, err, "concurrency 4097: at most 4096")
+}

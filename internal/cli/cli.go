@@ -13,8 +13,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -142,6 +144,7 @@ func (c *Conn) securityOptions() ([]nats.Option, error) {
 // and the program's consumers and requests fail. It returns the last error
 // when the server never answered, or an error wrapping ErrSecurity.
 func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nats.Conn, error) {
+	shown := Redacted(c.URL)
 	maxReconnects := c.MaxReconnects
 	if maxReconnects == 0 && c.ReconnectWait == 0 {
 		maxReconnects = -1 // the zero Conn
@@ -161,9 +164,9 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 			}
 		}),
 		nats.ReconnectErrHandler(func(nc *nats.Conn, err error) {
-			log.Warn("reconnect to NATS failed; trying again", "url", c.URL, "err", err)
+			log.Warn("reconnect to NATS failed; trying again", "url", shown, "err", err)
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected to NATS", "url", nc.ConnectedUrl()) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted()) }),
 		nats.ClosedHandler(func(nc *nats.Conn) {
 			if err := nc.LastError(); err != nil {
 				log.Error("NATS connection closed", "err", err)
@@ -197,17 +200,34 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 			err = fmt.Errorf("%w: %w", err, derr)
 		}
 		if time.Now().After(deadline) || errors.Is(err, nats.ErrAuthorization) {
-			return nil, fmt.Errorf("connect to %s: %w", c.URL, err)
+			return nil, fmt.Errorf("connect to %s: %w", shown, err)
 		}
 		if attempt == 1 {
-			log.Info("waiting for the NATS server", "url", c.URL, "for", c.Wait, "err", err)
+			log.Info("waiting for the NATS server", "url", shown, "for", c.Wait, "err", err)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("connect to %s: %w (last attempt: %w)", c.URL, ctx.Err(), err)
+			return nil, fmt.Errorf("connect to %s: %w (last attempt: %w)", shown, ctx.Err(), err)
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// Redacted returns urls, a NATS URL or a comma-separated list of them, for
+// a log or an error: the password of each URL that has one replaced by
+// "xxxxx", and a user with no password, which may be a token, too; as
+// -password is never printed either.
+func Redacted(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			if _, has := u.User.Password(); !has {
+				u.User = url.User("xxxxx")
+			}
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 // Logger returns a text logger on w at level ("debug", "info", "warn" or
