@@ -515,3 +515,33 @@ func TestAnswersNeverWrittenIntoNatsagasOwnSubjects(t *testing.T) {
 	_, err = js.Stream(context.Background(), messages.CommandStream)
 	require.NoError(t, err, "the command stream is still there")
 }
+
+// TestLeaseKeyHoldingNoLeaseIsTakenBack writes, as a hostile answer could,
+// a micro INFO into the lease key with no expiry: the coordinator, whose
+// renewal then fails, takes the key back instead of standing by for ever.
+func TestLeaseKeyHoldingNoLeaseIsTakenBack(t *testing.T) {
+	_, url := testenv.Server(t)
+	co := testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+	nc := testenv.Connect(t, url)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	kv, err := js.KeyValue(context.Background(), messages.SagaBucket)
+	require.NoError(t, err)
+	_, err = kv.Put(context.Background(), messages.LeaseKey, []byte(`{"name":"natsaga-coordinator","id":"X","version":"3.0.0","type":"io.nats.micro.v1.info_response"}`))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		e, err := kv.Get(context.Background(), messages.LeaseKey)
+		if err != nil {
+			return false
+		}
+		var h struct {
+			ID  string `json:"id"`
+			PID int    `json:"pid"`
+		}
+		return json.Unmarshal(e.Value(), &h) == nil && h.PID > 0 && co.Health() == nil
+	}, 30*time.Second, 10*time.Millisecond, "the coordinator took its lease back")
+	require.Eventually(t, func() bool {
+		_, err := nc.Request(messages.SummarySubject, []byte(`{}`), time.Second)
+		return err == nil
+	}, 30*time.Second, 10*time.Millisecond, "the coordinator serves again")
+}

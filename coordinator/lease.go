@@ -37,6 +37,14 @@ type holder struct {
 	Host string `json:"host"`
 }
 
+// isHolder reports whether data is a lease a coordinator wrote, this
+// version or an earlier one: a holder with an id and a pid. An answer
+// written there (a micro INFO has an id, but no pid) is not.
+func isHolder(data []byte) bool {
+	var h holder
+	return json.Unmarshal(data, &h) == nil && h.ID != "" && h.PID > 0
+}
+
 // lease is this coordinator's hold on [messages.LeaseKey]: one coordinator
 // at a time drives the sagas, the others wait as standbys.
 type lease struct {
@@ -65,9 +73,18 @@ func (l *lease) acquire(ctx context.Context) error {
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return fmt.Errorf("lease: %w", err)
 		}
+		e, err := l.c.kv.Get(ctx, messages.LeaseKey)
+		if err == nil && !isHolder(e.Value()) {
+			// No coordinator wrote that, and it may never expire: it is
+			// removed, if it is still what was read, and the lease taken.
+			l.c.log.Warn("the lease key holds no coordinator's lease; removing it", "value", messages.Clip(string(e.Value())))
+			if err := l.c.kv.Delete(ctx, messages.LeaseKey, jetstream.LastRevision(e.Revision())); err == nil {
+				continue
+			}
+		}
 		if !logged {
 			who := "another coordinator"
-			if e, err := l.c.kv.Get(ctx, messages.LeaseKey); err == nil {
+			if err == nil {
 				who = string(e.Value())
 			}
 			l.c.log.Info("standing by: another coordinator holds the lease", "holder", who, "ttl", l.ttl)
