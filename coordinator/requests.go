@@ -29,7 +29,7 @@ func wireError(err error) *messages.WireError {
 		code = messages.CodeBadRequest
 	case errors.Is(err, saga.ErrUnknownSaga), errors.Is(err, saga.ErrUnknownDefinition):
 		code = messages.CodeNotFound
-	case errors.Is(err, saga.ErrNotFailed), errors.Is(err, saga.ErrTerminal), errors.Is(err, saga.ErrDuplicateDefinition),
+	case errors.Is(err, saga.ErrNotFailed), errors.Is(err, saga.ErrTerminal), errors.Is(err, saga.ErrDuplicateDefinition), errors.Is(err, saga.ErrIDTaken),
 		errors.Is(err, jetstream.ErrKeyExists):
 		code = messages.CodeConflict
 	case errors.Is(err, errTooLargeToAnswer):

@@ -172,7 +172,11 @@ func (c *Coordinator) answerFinishedStarts(ctx context.Context, b *startBatch) {
 			return
 		}
 		for _, i := range at[m.Subject] {
-			b.answer(i, messages.StartResponse{SagaID: x.ID, Status: string(x.Status)})
+			if want := b.starts[i].Saga; want != x.Saga && want != x.Definition {
+				b.refuse(i, saga.IDTaken(x.ID, x.Saga, b.starts[i].Saga))
+			} else {
+				b.answer(i, messages.StartResponse{SagaID: x.ID, Status: string(x.Status)})
+			}
 			finished[i] = true
 		}
 	})

@@ -79,6 +79,9 @@ func TestStartBatchAnswersEachStart(t *testing.T) {
 		{Saga: flood.Subsidy, Context: household},
 		{Saga: flood.Insurance, SagaID: "old", Context: household},
 		{Saga: flood.Insurance, SagaID: "recent", Context: household},
+		{Saga: flood.Subsidy, SagaID: "old", Context: household},
+		{Saga: flood.Insurance, SagaID: "a", Context: household},
+		{Saga: "insurance_claim", SagaID: "old", Context: household},
 	}
 	var resp messages.StartBatchResponse
 	testenv.Request(t, nc, messages.StartBatchSubject, messages.StartBatch{V: messages.Version, Starts: starts}, &resp)
@@ -99,6 +102,13 @@ func TestStartBatchAnswersEachStart(t *testing.T) {
 	require.NotEmpty(t, resp.Results[5].SagaID, "an id made by the coordinator")
 	require.Equal(t, messages.StartResponse{V: 1, SagaID: "old", Status: string(old)}, resp.Results[6], "ended before the restart: from the bucket")
 	require.Equal(t, messages.StartResponse{V: 1, SagaID: "recent", Status: string(recent)}, resp.Results[7], "ended since: from the bucket")
+	// An id is one saga's: a start of another type with it is refused,
+	// whether the saga ended or is active; its type by name is its type.
+	require.Equal(t, &messages.WireError{Code: messages.CodeConflict,
+		Message: `start old as "subsidy": saga id taken by a saga of another type ("insurance")`}, resp.Results[8].Error)
+	require.Equal(t, &messages.WireError{Code: messages.CodeConflict,
+		Message: `start a as "insurance": saga id taken by a saga of another type ("subsidy")`}, resp.Results[9].Error)
+	require.Equal(t, messages.StartResponse{V: 1, SagaID: "old", Status: string(old)}, resp.Results[10])
 
 	for _, id := range []string{"a", resp.Results[5].SagaID} {
 		require.Equal(t, saga.InProgress, testenv.Status(t, nc, id).Status, "%s stored", id)

@@ -308,6 +308,9 @@ func (e *Engine) StartWith(id ID, def string, ctx messages.Context, o StartOptio
 		return nil, err
 	}
 	if x := e.lookup(id); x != nil {
+		if x.Saga != d.Subject {
+			return nil, IDTaken(id, x.Saga, def)
+		}
 		return x, nil
 	}
 	if e.recent.has(id) {

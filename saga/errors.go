@@ -1,6 +1,9 @@
 package saga
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors returned by the engine. Test with errors.Is; the returned errors
 // wrap these and name the saga or definition concerned.
@@ -23,6 +26,8 @@ var (
 	ErrBadReply = errors.New("bad reply")
 	// ErrNotFailed: a retry was asked for a saga that is not failed.
 	ErrNotFailed = errors.New("saga is not failed")
+	// ErrIDTaken: a start names the id of a saga of another type.
+	ErrIDTaken = errors.New("saga id taken by a saga of another type")
 	// ErrTerminal: the saga has already finished.
 	ErrTerminal = errors.New("saga already finished")
 	// ErrEarly: an answer that came before its time: to a command whose
@@ -31,3 +36,9 @@ var (
 	// offers it again later.
 	ErrEarly = errors.New("answer before its round or its declared tick")
 )
+
+// IDTaken returns the error, wrapping [ErrIDTaken], of a start of saga
+// type want with the id of a saga of type is.
+func IDTaken(id ID, is, want string) error {
+	return fmt.Errorf("start %s as %q: %w (%q)", id, want, ErrIDTaken, is)
+}
