@@ -230,9 +230,26 @@ func InsurerSteps() []agent.Step {
 	}
 }
 
+// MaxContractorTicks bounds a context's contractor_ticks: a command held
+// for simulation time holds a place of the role's in flight, so one held
+// far beyond its saga's timeout would only crowd the others out.
+const MaxContractorTicks = 100
+
+// contractorTicks returns the context's contractor_ticks, and whether it
+// is one the contractor takes: 0 to [MaxContractorTicks] (absent is 0).
+func contractorTicks(cmd *messages.Command) (int64, bool) {
+	d, err := cmd.Context.Int64(KeyContractorTicks)
+	if err != nil {
+		_, absent := cmd.Context[KeyContractorTicks]
+		return 0, !absent
+	}
+	return d, d >= 0 && d <= MaxContractorTicks
+}
+
 // ContractorSteps is the contractor's step: it elevates the house, taking
 // the context's contractor_ticks of simulation time, and refuses a site
-// marked "unsuitable".
+// marked "unsuitable", or contractor_ticks that is not 0 to
+// [MaxContractorTicks] (at once, holding nothing).
 func ContractorSteps() []agent.Step {
 	elevate := func(v bool) func(tx agent.Tx, cmd *messages.Command) error {
 		return func(tx agent.Tx, cmd *messages.Command) error {
@@ -251,11 +268,17 @@ func ContractorSteps() []agent.Step {
 	return []agent.Step{
 		{Saga: Elevation, Name: "contractor_elevates",
 			Duration: func(cmd *messages.Command) int64 {
-				d, _ := cmd.Context.Int64(KeyContractorTicks)
-				return d
+				if d, ok := contractorTicks(cmd); ok {
+					return d
+				}
+				return 0
 			},
 			Handler: agent.Handler{
 				Execute: func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
+					if _, ok := contractorTicks(cmd); !ok {
+						return nil, agent.Reject("contractor: %s %s: want an integer from 0 to %d",
+							KeyContractorTicks, messages.Clip(string(cmd.Context[KeyContractorTicks])), MaxContractorTicks)
+					}
 					if site, _ := cmd.Context.String(KeySite); site == "unsuitable" {
 						return nil, agent.Reject("contractor: site unsuitable for elevation")
 					}

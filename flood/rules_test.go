@@ -267,7 +267,20 @@ func TestHouseRules(t *testing.T) {
 		steps, err := flood.Steps(flood.Contractor)
 		require.NoError(t, err)
 		require.Equal(t, int64(3), steps[0].Duration(&messages.Command{Context: kv(flood.KeyContractorTicks, 3)}))
+		require.Equal(t, int64(flood.MaxContractorTicks), steps[0].Duration(&messages.Command{Context: kv(flood.KeyContractorTicks, flood.MaxContractorTicks)}))
 		require.Zero(t, steps[0].Duration(&messages.Command{Context: kv()}))
+		// Out of range, it holds nothing: the step refuses at once.
+		require.Zero(t, steps[0].Duration(&messages.Command{Context: kv(flood.KeyContractorTicks, 1_000_000)}))
+		require.Zero(t, steps[0].Duration(&messages.Command{Context: kv(flood.KeyContractorTicks, -1)}))
+	})
+	t.Run("the contractor refuses ticks out of range", func(t *testing.T) {
+		m := agent.NewMemory()
+		runCalls(t, m, flood.Contractor, flood.Elevation, []call{
+			ex("e1", "contractor_elevates", kv(flood.KeyHousehold, "h1", flood.KeyContractorTicks, 1_000_000), agent.Applied, messages.Failed).
+				because("contractor: contractor_ticks 1000000: want an integer from 0 to 100"),
+			ex("e2", "contractor_elevates", kv(flood.KeyHousehold, "h1", flood.KeyContractorTicks, "soon"), agent.Applied, messages.Failed).
+				because(`contractor: contractor_ticks "soon": want an integer from 0 to 100`),
+		})
 	})
 }
 
