@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/coordinator"
@@ -299,4 +300,14 @@ func runCoordinator(t *testing.T, url string, defs []saga.Definition, log *slog.
 	case <-time.After(10 * time.Second):
 		t.Fatal("coordinator not ready")
 	}
+}
+
+// sagaBucket opens, on nc, JetStream and the coordinator's bucket.
+func sagaBucket(t *testing.T, nc *nats.Conn) (jetstream.JetStream, jetstream.KeyValue) {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	kv, err := js.KeyValue(context.Background(), messages.SagaBucket)
+	require.NoError(t, err)
+	return js, kv
 }

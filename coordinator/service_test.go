@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -52,10 +51,7 @@ func TestCoordinatorIsAMicroService(t *testing.T) {
 	require.Equal(t, map[string]string{"definitions": "1", "state": "active", "copy": copyName}, info.Metadata)
 	// The lease names the coordinator as its micro service does, so that
 	// a standby's log points at the active one.
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	kv, err := js.KeyValue(context.Background(), messages.SagaBucket)
-	require.NoError(t, err)
+	_, kv := sagaBucket(t, nc)
 	lease, err := kv.Get(context.Background(), messages.LeaseKey)
 	require.NoError(t, err)
 	var holder struct {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/internal/testenv"
@@ -21,14 +22,6 @@ import (
 // first would wait for the others for ever.
 func TestQueriesAnsweredSideBySide(t *testing.T) {
 	const n = 4
-	_, url := testenv.Server(t)
-	nc := testenv.Connect(t, url)
-	ctx, cancel := context.WithCancel(context.Background())
-	store, err := participant.OpenStore(ctx, nc, "till", true, 1)
-	require.NoError(t, err)
-	_, err = store.Init(ctx, "count", 7)
-	require.NoError(t, err)
-
 	var mu sync.Mutex
 	answering := 0
 	all := make(chan struct{})
@@ -52,16 +45,7 @@ func TestQueriesAnsweredSideBySide(t *testing.T) {
 		}
 		return map[string]any{"q": string(req), "count": count}
 	}
-	served := make(chan error, 1)
-	go func() { served <- participant.ServeQueries(ctx, nc, "till", "till.query", answer) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-served)
-	})
-	require.Eventually(t, func() bool {
-		_, err := nc.Request("till.query", []byte(`"probe"`), 100*time.Millisecond)
-		return err == nil
-	}, 10*time.Second, 10*time.Millisecond, "the endpoint is up")
+	nc, _ := serveTill(t, answer)
 
 	var wg sync.WaitGroup
 	answers := make([]map[string]any, n)
@@ -125,26 +109,11 @@ func TestGetAllReadsManyValues(t *testing.T) {
 // of the role's own state gets no answer, so the state value stays as it
 // was; one that is not UTF-8 is answered bad_request, unread.
 func TestQueriesRefuseHostileRequests(t *testing.T) {
-	_, url := testenv.Server(t)
-	nc := testenv.Connect(t, url)
-	ctx, cancel := context.WithCancel(context.Background())
-	store, err := participant.OpenStore(ctx, nc, "till", true, 1)
-	require.NoError(t, err)
-	_, err = store.Init(ctx, "count", 7)
-	require.NoError(t, err)
 	answer := func(context.Context, []byte, func(keys []string, value func(i int) any) ([]bool, error)) any {
 		return map[string]int{"count": 7}
 	}
-	served := make(chan error, 1)
-	go func() { served <- participant.ServeQueries(ctx, nc, "till", "till.query", answer) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-served)
-	})
-	require.Eventually(t, func() bool {
-		_, err := nc.Request("till.query", []byte(`{}`), 100*time.Millisecond)
-		return err == nil
-	}, 10*time.Second, 10*time.Millisecond, "the endpoint is up")
+	nc, store := serveTill(t, answer)
+	ctx := context.Background()
 
 	require.NoError(t, nc.PublishRequest("till.query", messages.DataSubject("till", "count"), []byte(`{}`)))
 	m, err := nc.Request("till.query", []byte("\xff\xfe"), 5*time.Second)
@@ -155,4 +124,29 @@ func TestQueriesRefuseHostileRequests(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, uint64(1), seq, "the count's value is the one Init stored")
 	require.Equal(t, 7, count)
+}
+
+// serveTill serves answer on "till.query" for the role till, whose store
+// holds count 7, until the test ends, once a "probe" query is answered;
+// it returns the connection and the store.
+func serveTill(t *testing.T, answer participant.QueryFunc) (*nats.Conn, *participant.Store) {
+	t.Helper()
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	ctx, cancel := context.WithCancel(context.Background())
+	store, err := participant.OpenStore(ctx, nc, "till", true, 1)
+	require.NoError(t, err)
+	_, err = store.Init(ctx, "count", 7)
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- participant.ServeQueries(ctx, nc, "till", "till.query", answer) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-served)
+	})
+	require.Eventually(t, func() bool {
+		_, err := nc.Request("till.query", []byte(`"probe"`), 100*time.Millisecond)
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond, "the endpoint is up")
+	return nc, store
 }
