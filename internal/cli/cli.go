@@ -137,11 +137,16 @@ func (c *Conn) securityOptions() ([]nats.Option, error) {
 	return opts, nil
 }
 
+// quietWait is how long Connect waits for a server before it logs that it
+// waits.
+const quietWait = time.Second
+
 // Connect connects as name, retrying until the server answers or Wait has
-// passed, and saying so in log after the first attempt that failed. A connection lost later is reconnected, MaxReconnects times in a
-// row (negative: for ever; the zero Conn reconnects for ever too), with a
-// log line per attempt; when the attempts run out the connection closes
-// and the program's consumers and requests fail. It returns the last error
+// passed, and saying so in log once it has waited quietWait. A connection
+// lost later is reconnected, MaxReconnects times in a row (negative: for
+// ever; the zero Conn reconnects for ever too), with a log line per
+// attempt; when the attempts run out the connection closes and the
+// program's consumers and requests fail. It returns the last error
 // when the server never answered, or an error wrapping ErrSecurity.
 func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nats.Conn, error) {
 	shown := Redacted(c.URL)
@@ -190,8 +195,9 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 	if c.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
 	}
-	deadline := time.Now().Add(c.Wait)
-	for attempt := 1; ; attempt++ {
+	start := time.Now()
+	deadline, said := start.Add(c.Wait), false
+	for {
 		nc, err := nats.Connect(c.URL, opts...)
 		if err == nil {
 			return nc, nil
@@ -202,8 +208,11 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 		if time.Now().After(deadline) || errors.Is(err, nats.ErrAuthorization) {
 			return nil, fmt.Errorf("connect to %s: %w", shown, err)
 		}
-		if attempt == 1 {
+		// A server started beside this program is often up within a
+		// second: only a longer wait is worth a line.
+		if !said && time.Since(start) >= quietWait {
 			log.Info("waiting for the NATS server", "url", shown, "for", c.Wait, "err", err)
+			said = true
 		}
 		select {
 		case <-ctx.Done():

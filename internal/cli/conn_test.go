@@ -198,8 +198,8 @@ func TestCreds(t *testing.T) {
 }
 
 // TestConnectSaysItWaits connects to an address where no server answers
-// yet: the log says what it waits for after the first attempt, not only
-// when the wait runs out.
+// yet: once it has waited a second, the log says what it waits for, not
+// only when the wait runs out.
 func TestConnectSaysItWaits(t *testing.T) {
 	var logs bytes.Buffer
 	var mu sync.Mutex
