@@ -41,6 +41,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -136,7 +137,7 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	sub.BoolVar(&o.json, "json", o.json, "print the answer as JSON")
 	parse := cmd.flags(sub)
-	if err := sub.Parse(fs.Args()[1:]); err != nil {
+	if err := sub.Parse(negativesAsArguments(sub, fs.Args()[1:])); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
@@ -186,6 +187,40 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 		fmt.Fprintln(stderr, "natsaga:", err)
 		return 1
 	}
+}
+
+// negativesAsArguments returns args with "--" before the first negative
+// number that is not a flag's value, so that "tick -1" is refused as a
+// tick, not as an unknown flag -1.
+func negativesAsArguments(fs *flag.FlagSet, args []string) []string {
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		if _, err := strconv.ParseInt(a, 10, 64); err != nil || !strings.HasPrefix(a, "-") {
+			continue
+		}
+		if i > 0 && takesValue(fs, args[i-1]) {
+			continue
+		}
+		return slices.Concat(args[:i], []string{"--"}, args[i:])
+	}
+	return args
+}
+
+// takesValue reports whether arg is a flag of fs given without its value,
+// which the next argument then is.
+func takesValue(fs *flag.FlagSet, arg string) bool {
+	name := strings.TrimLeft(arg, "-")
+	if name == arg || strings.Contains(name, "=") {
+		return false
+	}
+	f := fs.Lookup(name)
+	if f == nil {
+		return false
+	}
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return !ok || !b.IsBoolFlag()
 }
 
 // commands are natsaga's subcommands by name.

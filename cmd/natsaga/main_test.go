@@ -196,6 +196,28 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// TestNegativeNumbersAreArguments: a negative number where an argument
+// goes is refused as that argument, and one that is a flag's value stays
+// the flag's.
+func TestNegativeNumbersAreArguments(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"tick", "-1"}, `natsaga tick: tick "-1": want a non-negative integer`},
+		{[]string{"tick", "-json", "-7"}, `natsaga tick: tick "-7": want a non-negative integer`},
+		{[]string{"tick", "--", "-1"}, `natsaga tick: tick "-1": want a non-negative integer`},
+		{[]string{"list", "-limit", "-1"}, "natsaga list: -limit must not be negative"},
+		{[]string{"list", "-limit=-1"}, "natsaga list: -limit must not be negative"},
+	} {
+		var out, errOut bytes.Buffer
+		code := mainCode(tc.args, func(string) string { return "" }, &out, &errOut)
+		require.Equal(t, 2, code, "args %v", tc.args)
+		require.Contains(t, errOut.String(), tc.want, "args %v", tc.args)
+		require.NotContains(t, errOut.String(), "flag provided but not defined", "args %v", tc.args)
+	}
+}
+
 // TestListFollowsTheCursor lists more sagas than a page holds: the tool
 // follows the cursor and prints each saga once, or the first -limit.
 func TestListFollowsTheCursor(t *testing.T) {
