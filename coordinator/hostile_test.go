@@ -539,3 +539,40 @@ func TestLeaseKeyHoldingNoLeaseIsTakenBack(t *testing.T) {
 		return err == nil
 	}, 30*time.Second, 10*time.Millisecond, "the coordinator serves again")
 }
+
+// TestBucketEntryThatIsNoSagaIsSaidSo writes, as only something other than
+// a coordinator could, values that are not a saga's state under a saga's
+// key: status and retry of that id are answered internal, saying which key
+// to repair, instead of not at all or with the bytes; a start naming it is
+// refused, not started under a key it could never write.
+func TestBucketEntryThatIsNoSagaIsSaidSo(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+	nc := testenv.Connect(t, url)
+	_, kv := sagaBucket(t, nc)
+	for id, value := range map[string]string{"garbage": "not json", "wrong": `{"id":5}`} {
+		_, err := kv.Put(context.Background(), messages.SagaKey(id), []byte(value))
+		require.NoError(t, err)
+		want := &messages.WireError{Code: messages.CodeInternal, Message: "saga " + id + ": its entry in the bucket is not a saga's state (an operator must repair or delete key s." + id + "): "}
+		cut := func(e *messages.WireError) *messages.WireError {
+			if e != nil && len(e.Message) > len(want.Message) {
+				e.Message = e.Message[:len(want.Message)]
+			}
+			return e
+		}
+
+		var status messages.StatusResponse
+		request(t, nc, messages.StatusSubject, []byte(fmt.Sprintf(`{"v":1,"saga_id":%q}`, id)), &status)
+		require.Nil(t, status.Saga, id)
+		require.Equal(t, want, cut(status.Error), id)
+
+		var retry messages.RetryResponse
+		request(t, nc, messages.RetrySubject, []byte(fmt.Sprintf(`{"v":1,"saga_id":%q}`, id)), &retry)
+		require.Equal(t, want, cut(retry.Error), id)
+
+		var start messages.StartResponse
+		request(t, nc, messages.StartSubject(twoSteps.Subject), []byte(fmt.Sprintf(`{"v":1,"saga_id":%q,"context":{}}`, id)), &start)
+		require.Equal(t, want, cut(start.Error), id)
+		require.Equal(t, 0, testenv.Summary(t, nc).Active, "nothing started")
+	}
+}

@@ -235,8 +235,30 @@ func (c *Coordinator) statusFromBucket(ctx context.Context, m *nats.Msg, id stri
 	case err != nil:
 		c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(readError(ctx, err))})
 	default:
+		if _, err := storedSaga(id, e.Value()); err != nil {
+			c.log.Error("status not answered", "err", err)
+			c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(err)})
+			return
+		}
 		c.respond(m, messages.StatusResponse{V: messages.Version, Saga: e.Value()})
 	}
+}
+
+// storedSaga decodes data, the bucket's entry of saga id. An entry that is
+// not that saga's state, which only something other than a coordinator
+// can have written, is an error that says which key to repair.
+func storedSaga(id string, data []byte) (saga.Execution, error) {
+	x, err := wirejson.DecodeExecution(data)
+	switch {
+	case err != nil:
+	case string(x.ID) != id:
+		err = fmt.Errorf("saga_id %q", x.ID)
+	case !x.Status.Valid():
+		err = fmt.Errorf("status %q", x.Status)
+	default:
+		return x, nil
+	}
+	return saga.Execution{}, fmt.Errorf("saga %s: its entry in the bucket is not a saga's state (an operator must repair or delete key %s): %w", id, messages.SagaKey(id), err)
 }
 
 func (c *Coordinator) onList(ctx context.Context, m *nats.Msg) {
@@ -353,8 +375,9 @@ func (c *Coordinator) retryFinished(ctx context.Context, m *nats.Msg, id string,
 		e, gerr := c.kv.Get(ctx, messages.SagaKey(id))
 		switch {
 		case gerr == nil:
-			var x saga.Execution
-			if json.Unmarshal(e.Value(), &x) == nil {
+			if x, derr := storedSaga(id, e.Value()); derr != nil {
+				err = derr
+			} else {
 				err = fmt.Errorf("retry %s: status %s: %w", id, x.Status, saga.ErrNotFailed)
 			}
 		case !errors.Is(gerr, jetstream.ErrKeyNotFound):

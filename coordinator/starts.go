@@ -167,8 +167,17 @@ func (c *Coordinator) answerFinishedStarts(ctx context.Context, b *startBatch) {
 		if op := m.Header.Get(kvOperationHeader); op != "" {
 			return // deleted or purged: not there
 		}
-		x, err := wirejson.DecodeExecution(m.Data)
-		if err != nil || !x.Status.Terminal() {
+		x, err := storedSaga(b.starts[at[m.Subject][0]].SagaID, m.Data)
+		if err != nil {
+			// Not a saga: starting one under its key would end in a
+			// write refused, so the start is refused now.
+			for _, i := range at[m.Subject] {
+				b.refuse(i, err)
+				finished[i] = true
+			}
+			return
+		}
+		if !x.Status.Terminal() {
 			return
 		}
 		for _, i := range at[m.Subject] {
