@@ -2,6 +2,8 @@ package participant
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -31,14 +33,18 @@ import (
 // expand hands each command of m to each, as a [batchedCommand]: one when
 // m holds one command, each of its commands when it holds a batch. Until
 // it is settled, m is in hand: kept from being delivered again
-// ([Agent.keepInHand]). A batch whose envelope is malformed is dropped
-// (terminated), logged and counted.
+// ([Agent.keepInHand]). A batch whose envelope is malformed, or whose
+// header miscounts its commands, is dropped (terminated), logged and
+// counted.
 func (a *Agent) expand(m jetstream.Msg, each func(jetstream.Msg)) {
 	a.messages.Add(1)
 	raws := [][]byte{m.Data()}
-	if m.Headers().Get(messages.BatchHeader) != "" {
+	if count := m.Headers().Get(messages.BatchHeader); count != "" {
 		var err error
-		if raws, err = wirejson.SplitCommandBatch(m.Data()); err != nil {
+		if raws, err = wirejson.SplitCommandBatch(m.Data()); err == nil && count != strconv.Itoa(len(raws)) {
+			err = fmt.Errorf("header %s is %q, the batch holds %d commands", messages.BatchHeader, messages.Clip(count), len(raws))
+		}
+		if err != nil {
 			a.rejected.Add(1)
 			a.log.Error("dropping malformed command batch", "subject", m.Subject(), "err", err)
 			_ = m.Term()

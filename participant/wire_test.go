@@ -144,16 +144,21 @@ func TestMalformedBatchIsDropped(t *testing.T) {
 			Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
 			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
 		}}}})
-	for _, body := range []string{`{"v":1,"commands":[{}]}`, `{"v":2,"commands":[]}`, `not json`, `{"v":2,"commands":{}}`} {
+	whole := `{"v":2,"commands":[{"v":1,"saga_id":"s-9","saga":"pay","step":"spend","action":"execute","attempt":1,"seq":1,"tick":0,"context":{}}]}`
+	for _, tc := range []struct{ body, count string }{
+		{`{"v":1,"commands":[{}]}`, "1"}, {`{"v":2,"commands":[]}`, "1"}, {`not json`, "1"}, {`{"v":2,"commands":{}}`, "1"},
+		// A whole batch whose header miscounts it.
+		{whole, "2"}, {whole, "one"}, {whole, "01"},
+	} {
 		m := nats.NewMsg(messages.ExecuteSubject("pay", "spend"))
-		m.Data = []byte(body)
-		m.Header.Set(messages.BatchHeader, "1")
+		m.Data = []byte(tc.body)
+		m.Header.Set(messages.BatchHeader, tc.count)
 		_, err := js.PublishMsg(ctx, m)
 		require.NoError(t, err)
 	}
 	c := messages.Command{V: messages.Version, SagaID: "s-1", Saga: "pay", Step: "spend", Action: messages.Execute, Attempt: 1, Seq: 1}
 	publishCommands(t, js, c)
-	require.Eventually(t, func() bool { return a.Stats().Handled == 1 && a.Stats().Rejected == 4 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return a.Stats().Handled == 1 && a.Stats().Rejected == 7 }, 10*time.Second, 10*time.Millisecond)
 	require.Eventually(t, func() bool {
 		info, err := commands.Info(ctx)
 		return err == nil && info.State.Msgs == 0
