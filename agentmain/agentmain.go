@@ -166,7 +166,7 @@ func serve(ctx context.Context, r Role, c *config, log *slog.Logger) error {
 	// answers while the program waits for NATS.
 	reg, health := metrics.NewRegistry(), cli.NewHealth(nil, nil)
 	if c.observe.MetricsAddr != "" {
-		stop, err := cli.ServeMetrics(ctx, c.observe.MetricsAddr, reg, health.Ready, log)
+		stop, err := cli.ServeMetrics(ctx, c.observe.MetricsAddr, r.Name+"-agent", reg, health.Ready, log)
 		if err != nil {
 			return err
 		}

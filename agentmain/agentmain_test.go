@@ -125,6 +125,13 @@ func TestProgram(t *testing.T) {
 		code, _ := testenv.Get(t, "http://"+addr+"/readyz")
 		return code == 200
 	}, 10*time.Second, 10*time.Millisecond, logs.String())
+	// A container's health check: the program asks the copy serving its
+	// port, which is a till's.
+	check := exec.Command(os.Args[0], "-healthcheck", "-metrics-addr", addr)
+	check.Env = append(os.Environ(), childEnv+"=1")
+	out, err := check.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Equal(t, "healthcheck: 200 OK ready\n", string(out))
 	id := testenv.Start(t, nc, "pay", messages.Context{})
 	x := testenv.WaitStatus(t, nc, id, saga.Completed)
 	var left int64

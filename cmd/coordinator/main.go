@@ -115,7 +115,7 @@ func run(ctx context.Context, c config, getenv func(string) string, log *slog.Lo
 			return err
 		}
 		observer.Known(defs)
-		stop, err := cli.ServeMetrics(ctx, c.observe.MetricsAddr, reg, health.Ready, log)
+		stop, err := cli.ServeMetrics(ctx, c.observe.MetricsAddr, "coordinator", reg, health.Ready, log)
 		if err != nil {
 			return err
 		}

@@ -33,9 +33,12 @@ func TestProgramServesMetricsAndHealth(t *testing.T) {
 	}
 
 	var out bytes.Buffer
-	require.Equal(t, 0, cli.Healthcheck(addr, &out), out.String())
+	require.Equal(t, 0, cli.Healthcheck(addr, "coordinator", &out), out.String())
 	code := mainCode([]string{"-healthcheck", "-metrics-addr", addr}, getenv, &out)
 	require.Equal(t, 0, code, out.String())
+	out.Reset()
+	require.Equal(t, 1, cli.Healthcheck(addr, "household-agent", &out), "another program's port")
+	require.Equal(t, "healthcheck: "+addr+" serves coordinator, not household-agent\n", out.String())
 
 	resp, err := http.Get("http://" + addr + "/metrics")
 	require.NoError(t, err)

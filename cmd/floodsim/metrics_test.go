@@ -125,7 +125,7 @@ func TestMetricsMatchTheReport(t *testing.T) {
 		require.NoError(t, <-done)
 	})
 	<-co.Ready()
-	coSrv := httptest.NewServer(metrics.Handler(coReg, co.Health))
+	coSrv := httptest.NewServer(metrics.Handler(coReg, "coordinator", co.Health))
 	t.Cleanup(coSrv.Close)
 
 	ledger := map[string]int64{flood.Government: sc.GovernmentBudget, flood.Insurer: sc.InsurerFund}
@@ -143,7 +143,7 @@ func TestMetricsMatchTheReport(t *testing.T) {
 		if _, ok := ledger[role]; ok {
 			require.NoError(t, agentcmd.RegisterMetrics(reg, a, nil))
 		}
-		srv := httptest.NewServer(metrics.Handler(reg, a.Health))
+		srv := httptest.NewServer(metrics.Handler(reg, "agent", a.Health))
 		t.Cleanup(srv.Close)
 		agentSrv[role] = srv.URL
 		serveQueries(t, url, role)

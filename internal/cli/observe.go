@@ -22,6 +22,7 @@ import (
 
 	"github.com/natsaga/natsaga/internal/metrics"
 	"github.com/natsaga/natsaga/internal/tracing"
+	"github.com/natsaga/natsaga/messages"
 )
 
 // Observe holds the flags by which a long-lived program is seen and
@@ -129,12 +130,12 @@ func (h *Health) Ready() error {
 	return nil
 }
 
-// ServeMetrics serves reg and health on addr until ctx ends or stop is
-// called, logging the address. It returns once the address is bound, with
+// ServeMetrics serves reg and health of program on addr until ctx ends or
+// stop is called, logging the address. It returns once the address is bound, with
 // stop, which ends the server and waits for it; it returns an error when
 // the address cannot be bound.
-func ServeMetrics(ctx context.Context, addr string, reg *prometheus.Registry, health func() error, log *slog.Logger) (stop func(), err error) {
-	srv, err := metrics.Listen(addr, metrics.Handler(reg, health), log)
+func ServeMetrics(ctx context.Context, addr, program string, reg *prometheus.Registry, health func() error, log *slog.Logger) (stop func(), err error) {
+	srv, err := metrics.Listen(addr, metrics.Handler(reg, program, health), log)
 	if err != nil {
 		return nil, err
 	}
@@ -156,10 +157,11 @@ func ServeMetrics(ctx context.Context, addr string, reg *prometheus.Registry, he
 // healthTimeout bounds a -healthcheck.
 const healthTimeout = 3 * time.Second
 
-// Healthcheck asks the program serving addr for /readyz, prints the answer
-// to w and returns the exit code: 0 when ready, 1 otherwise. An address
-// with no host (":9090") is asked on 127.0.0.1.
-func Healthcheck(addr string, w io.Writer) int {
+// Healthcheck asks program, serving addr, for /readyz, prints the answer to
+// w and returns the exit code: 0 when ready, 1 otherwise, and 1 when addr
+// is served by another program. An address with no host (":9090") is asked
+// on 127.0.0.1.
+func Healthcheck(addr, program string, w io.Writer) int {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		fmt.Fprintf(w, "healthcheck: -metrics-addr %q: %v\n", addr, err)
@@ -175,6 +177,13 @@ func Healthcheck(addr string, w io.Writer) int {
 		return 1
 	}
 	defer resp.Body.Close()
+	if got := resp.Header.Get(metrics.ProgramHeader); got != program {
+		if got == "" {
+			got = "no natsaga program"
+		}
+		fmt.Fprintf(w, "healthcheck: %s serves %s, not %s\n", addr, messages.Clip(got), program)
+		return 1
+	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	fmt.Fprintf(w, "healthcheck: %s %s", resp.Status, body)
 	if resp.StatusCode != http.StatusOK {
@@ -189,7 +198,7 @@ func Healthcheck(addr string, w io.Writer) int {
 // it serves metrics itself, as only it knows its registry and readiness.
 func ServeObserved(stderr io.Writer, process string, o Observe, run func(ctx context.Context, log *slog.Logger) error) int {
 	if o.Healthcheck {
-		return Healthcheck(o.MetricsAddr, stderr)
+		return Healthcheck(o.MetricsAddr, process, stderr)
 	}
 	log, err := NewLogger(stderr, o.LogLevel, o.LogFormat)
 	if err != nil {

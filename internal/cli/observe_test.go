@@ -8,6 +8,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
@@ -87,30 +88,38 @@ func TestHealthcheck(t *testing.T) {
 		}
 		return nil
 	})
-	srv := httptest.NewServer(metrics.Handler(metrics.NewRegistry(), health.Ready))
+	srv := httptest.NewServer(metrics.Handler(metrics.NewRegistry(), "test-agent", health.Ready))
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "http://")
 
 	var out bytes.Buffer
-	require.Equal(t, 0, cli.Healthcheck(addr, &out))
+	require.Equal(t, 0, cli.Healthcheck(addr, "test-agent", &out))
 	require.Contains(t, out.String(), "200 OK ready")
 
 	notReady.Store(true)
 	out.Reset()
-	require.Equal(t, 1, cli.Healthcheck(addr, &out))
+	require.Equal(t, 1, cli.Healthcheck(addr, "test-agent", &out))
 	require.Contains(t, out.String(), "503")
 	require.Contains(t, out.String(), "standing up")
 
 	notReady.Store(false)
 	nc.Close()
 	out.Reset()
-	require.Equal(t, 1, cli.Healthcheck(addr, &out))
+	require.Equal(t, 1, cli.Healthcheck(addr, "test-agent", &out))
 	require.Contains(t, out.String(), "not connected to NATS")
 
 	srv.Close()
 	out.Reset()
-	require.Equal(t, 1, cli.Healthcheck(addr, &out))
+	require.Equal(t, 1, cli.Healthcheck(addr, "test-agent", &out))
 	require.Contains(t, out.String(), "connection refused")
+
+	// A port that another program serves, ready or not, is not this one's.
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ready\n")) }))
+	defer other.Close()
+	addr = strings.TrimPrefix(other.URL, "http://")
+	out.Reset()
+	require.Equal(t, 1, cli.Healthcheck(addr, "test-agent", &out))
+	require.Equal(t, "healthcheck: "+addr+" serves no natsaga program, not test-agent\n", out.String())
 }
 
 // TestTracingErrorsGoToTheLog: with tracing on, OpenTelemetry's own

@@ -22,10 +22,16 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
+// ProgramHeader names, in every answer of a [Handler], the program that
+// serves it: a health check asks the program it means, not whatever
+// serves the port.
+const ProgramHeader = "Natsaga-Program"
+
 // Handler serves reg on /metrics in the Prometheus text format, liveness on
 // /livez (always 200 while the process serves) and readiness on /readyz:
-// 200 "ready" when ready returns nil, 503 with its error otherwise.
-func Handler(reg *prometheus.Registry, ready func() error) http.Handler {
+// 200 "ready" when ready returns nil, 503 with its error otherwise. Every
+// answer names program in [ProgramHeader].
+func Handler(reg *prometheus.Registry, program string, ready func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
@@ -38,7 +44,10 @@ func Handler(reg *prometheus.Registry, ready func() error) http.Handler {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(ProgramHeader, program)
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // Server serves a [Handler] over HTTP.
