@@ -117,6 +117,16 @@ func TestIsReject(t *testing.T) {
 	require.False(t, ok)
 	_, ok = agent.IsReject(nil)
 	require.False(t, ok)
+
+	// A rejection with no reason still answers one: a failed reply without
+	// it is malformed, and a rejected compensation would wait for ever.
+	reason, ok = agent.IsReject(agent.Reject(""))
+	require.True(t, ok)
+	require.Equal(t, agent.NoReason, reason)
+	co := &messages.Command{V: 1, SagaID: "s-1", Saga: "pay", Step: "take", Action: messages.Compensate, Attempt: 1, Seq: 2}
+	reply := agent.Conclude(co, nil, agent.Reject(""), false, time.Now()).Reply
+	require.Equal(t, messages.Failed, reply.Outcome)
+	require.NoError(t, reply.Validate())
 }
 
 // counter is a handler that adds the context's n to the value "total" and

@@ -108,10 +108,18 @@ func (e *rejectError) Error() string { return e.reason }
 
 // Reject returns the error a handler returns for a business rejection, such
 // as an exhausted budget: the saga rolls back and the command is not
-// retried. Any other error a handler returns is transient and retried.
+// retried. Any other error a handler returns is transient and retried. A
+// rejection needs a reason on the wire: an empty one is [NoReason].
 func Reject(format string, args ...any) error {
-	return &rejectError{reason: fmt.Sprintf(format, args...)}
+	reason := fmt.Sprintf(format, args...)
+	if reason == "" {
+		reason = NoReason
+	}
+	return &rejectError{reason: reason}
 }
+
+// NoReason is the reason of a rejection that gave none.
+const NoReason = "rejected (the handler gave no reason)"
 
 // IsReject reports whether err is, or wraps, a business rejection, and
 // returns its reason.

@@ -211,12 +211,20 @@ func TestForgedAnswersRefused(t *testing.T) {
 		require.Eventually(t, func() bool { return env.coord.Refused() == int64(i+1) }, 10*time.Second, 5*time.Millisecond,
 			"answer %d on %s not refused", i, f.subject)
 	}
+	// The hotel's own record of a failure with no reason, which no reply
+	// may say either, is dropped: once the hotel's forged record after it
+	// is refused, it was read, and the saga did not roll back.
+	noReason, err := json.Marshal(messages.Record{Execute: &messages.Result{Outcome: messages.Failed, Seq: cmd.Seq, At: time.Now()}})
+	require.NoError(t, err)
+	forge(messages.RecordSubject("hotel"), logMessage(t, messages.RecordKey(id, "reserve_hotel"), noReason))
+	forge(forged[1].subject, forged[1].data)
+	require.Eventually(t, func() bool { return env.coord.Refused() == int64(len(forged)+1) }, 10*time.Second, 5*time.Millisecond)
 	x := testenv.Status(t, env.nc, id)
 	require.Equal(t, saga.InProgress, x.Status)
 	require.Equal(t, []string{"reserve_flight"}, x.Completed)
 	require.Equal(t, 1, x.Current, "still on the hotel")
 	require.True(t, x.Awaiting)
-	require.Equal(t, int64(len(forged)), testenv.Summary(t, env.nc).Refused)
+	require.Equal(t, int64(len(forged)+1), testenv.Summary(t, env.nc).Refused)
 	require.Len(t, env.commands.commands(t, id), 2, "no command after the hotel's")
 }
 

@@ -196,6 +196,12 @@ func (c *Coordinator) applyRecordEntry(role string, r *readRecord, now time.Time
 	if !ok {
 		return nil // a claim (agents before December 2026 wrote one), or the other action's result
 	}
+	if err := reply.Validate(); err != nil {
+		// What a reply may not say, a record may not either: a failed
+		// result with no reason.
+		c.log.Error("dropping malformed record", "role", role, "key", r.key, "err", err)
+		return nil
+	}
 	if res := rec.Result(cmd.Action); res.Seq > cmd.Seq || res.Seq < 1 {
 		// A record written by a command the coordinator never sent.
 		c.refuse("record", role, "saga_id", id, "step", step, "action", cmd.Action, "seq", res.Seq,
