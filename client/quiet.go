@@ -22,6 +22,10 @@ type Quiet struct {
 	// Retick, when positive, sends the tick again at this interval while
 	// waiting, so that an agent restarted meanwhile learns the time.
 	Retick time.Duration
+	// Within, when positive, bounds the whole wait: the tick not quiet
+	// within it gives up with a [*NotQuietError] too, however the due
+	// count moves.
+	Within time.Duration
 }
 
 // WaitQuiet waits until the current tick is quiet by the rule of
@@ -40,7 +44,8 @@ func (c *Client) WaitQuiet(ctx context.Context, q Quiet) (messages.Summary, erro
 	}
 	poll := time.NewTicker(q.Poll)
 	defer poll.Stop()
-	last, changed, reticked := -1, time.Now(), time.Now()
+	start := time.Now()
+	last, changed, reticked := -1, start, start
 	var seen messages.Summary
 	for {
 		sum, err := c.Summary(ctx)
@@ -55,8 +60,11 @@ func (c *Client) WaitQuiet(ctx context.Context, q Quiet) (messages.Summary, erro
 		if sum.Due != last {
 			last, changed = sum.Due, now
 		}
+		if q.Within > 0 && now.Sub(start) > q.Within {
+			return sum, c.notQuiet(ctx, sum, fmt.Sprintf("tick %d: %s, not quiet within %s", sum.Tick, dueCommands(sum.Due), q.Within))
+		}
 		if now.Sub(changed) > q.Limit {
-			return sum, c.notQuiet(ctx, sum, q.Limit)
+			return sum, c.notQuiet(ctx, sum, fmt.Sprintf("tick %d: %s had no answer for %s", sum.Tick, dueCommands(sum.Due), q.Limit))
 		}
 		if q.Retick > 0 && now.Sub(reticked) >= q.Retick {
 			if _, err := c.Tick(ctx, sum.Tick); err != nil {
@@ -86,25 +94,56 @@ func (c *Client) Advance(ctx context.Context, tick int64, q Quiet) (messages.Sum
 	return c.WaitQuiet(ctx, q)
 }
 
-// notQuiet is the error of a tick that sum says is not quiet after limit,
+// dueCommands says n commands are due.
+func dueCommands(n int) string {
+	if n == 1 {
+		return "1 command due"
+	}
+	return fmt.Sprintf("%d commands due", n)
+}
+
+// notQuiet is the error of a tick that sum says is not quiet, for reason,
 // naming a few of the sagas it waits for, as the coordinator lists them.
-func (c *Client) notQuiet(ctx context.Context, sum messages.Summary, limit time.Duration) *NotQuietError {
-	e := &NotQuietError{Summary: sum, Reason: fmt.Sprintf("tick %d: %d commands due had no answer for %s", sum.Tick, sum.Due, limit)}
+func (c *Client) notQuiet(ctx context.Context, sum messages.Summary, reason string) *NotQuietError {
+	e := &NotQuietError{Summary: sum, Reason: reason}
+	var active []saga.Execution
 	for _, st := range []saga.Status{saga.InProgress, saga.Compensating} {
-		active, err := c.List(ctx, st, waitingScan)
+		xs, err := c.List(ctx, st, waitingScan)
 		if err != nil {
 			break // the reason stays the count alone
 		}
-		for _, x := range active {
-			if len(e.Waiting) < maxWaitingNamed && x.Awaiting && (!x.Working || x.Until <= sum.Tick) {
-				e.Waiting = append(e.Waiting, x)
-			}
-		}
+		active = append(active, xs...)
 	}
+	e.Waiting = holding(active, sum.Tick, maxWaitingNamed)
 	if w := e.WaitingFor(); w != "" {
 		e.Reason += "; " + w
 	}
 	return e
+}
+
+// holding returns up to n of active, the active sagas at tick, that hold
+// the tick: each owes an answer due by now (its command unanswered, a
+// retry waiting, or work it said would end by tick), and, when ranked, is
+// in the lowest round that owes one. A ranked saga of a later round waits
+// for that round, unreleased, and holds nothing itself: naming it would
+// point at an agent that has nothing to do.
+func holding(active []saga.Execution, tick int64, n int) []saga.Execution {
+	owes := func(x *saga.Execution) bool {
+		return (x.Awaiting && !x.Working) || !x.RetryAt.IsZero() || (x.Working && x.Until > 0 && x.Until <= tick)
+	}
+	low, ranked := int64(0), false
+	for i := range active {
+		if x := &active[i]; owes(x) && x.Rank > 0 && (!ranked || x.Round < low) {
+			low, ranked = x.Round, true
+		}
+	}
+	var held []saga.Execution
+	for i := range active {
+		if x := &active[i]; owes(x) && (x.Rank == 0 || x.Round == low) && len(held) < n {
+			held = append(held, *x)
+		}
+	}
+	return held
 }
 
 // WaitingFor names the sagas of e.Waiting, their steps and attempts
@@ -125,6 +164,6 @@ func (e *NotQuietError) WaitingFor() string {
 // waitingScan bounds the active sagas of each status a not-quiet error
 // looks through; maxWaitingNamed, those it names.
 const (
-	waitingScan     = 256
+	waitingScan     = 4 * messages.MaxListPage
 	maxWaitingNamed = 3
 )

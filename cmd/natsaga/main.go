@@ -366,9 +366,7 @@ func commands() map[string]command {
 						return nil, errors.New("-wait must be positive")
 					}
 					return func(ctx context.Context, cl *client.Client, o *options, stdout, _ io.Writer) error {
-						ctx, cancel := context.WithTimeout(ctx, *wait)
-						defer cancel()
-						s, err := waitQuiet(ctx, cl)
+						s, err := waitQuiet(ctx, cl, *wait)
 						switch {
 						case s.V == 0:
 							return unanswered(err, *wait)

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -84,7 +86,8 @@ func TestOutcomes(t *testing.T) {
 }
 
 // TestQuiet waits for the tick to be quiet, and fails when a command stays
-// due: here, one no agent serves.
+// due, here one no agent serves, naming its saga; while it waits it sends
+// the tick again every second, for an agent restarted meanwhile.
 func TestQuiet(t *testing.T) {
 	_, url := testenv.Server(t)
 	def := saga.Definition{Name: "ops", Subject: "ops", Steps: []saga.Step{{Name: "pay", Role: "nobody"}}}
@@ -97,9 +100,18 @@ func TestQuiet(t *testing.T) {
 	require.Contains(t, out, "tick 0 is quiet\n")
 
 	nc := testenv.Connect(t, url)
-	testenv.Start(t, nc, "ops", nil)
-	code, out = natsaga(t, url, "quiet", "-wait", "300ms")
+	id := testenv.Start(t, nc, "ops", nil)
+	ticks, err := nc.SubscribeSync(messages.TickSubject)
+	require.NoError(t, err)
+	code, out = natsaga(t, url, "quiet", "-wait", "2500ms")
 	require.Equal(t, 1, code, out)
 	require.Contains(t, out, "tick 0 is not quiet: 1 command due\n")
-	require.Contains(t, out, "tick 0: 1 command due: the tick is not quiet")
+	require.Contains(t, out, "natsaga: tick 0: 1 command due, not quiet within 2.5s; waiting for "+id+" (ops, execute pay, attempt 1)\n")
+	for range 2 {
+		m, err := ticks.NextMsg(time.Second)
+		require.NoError(t, err, "the tick sent again")
+		var tick messages.Tick
+		require.NoError(t, json.Unmarshal(m.Data, &tick))
+		require.Zero(t, tick.Tick)
+	}
 }
