@@ -343,7 +343,10 @@ func (a *Agent) Subjects() []string {
 // intervals up to 8 s. Run returns an error when it cannot set
 // up its store, consumer or subscriptions for another reason (no
 // JetStream, a consumer the server refuses, Options.Init failing, the
-// connection closed), unless ctx was cancelled meanwhile.
+// connection closed), unless ctx was cancelled meanwhile. Serving, it
+// returns an error wrapping nats.ErrConnectionClosed when its connection
+// closes for good (its reconnects ran out), leaving the commands in hand
+// to be delivered again.
 func (a *Agent) Run(ctx context.Context) error {
 	pause := setupPause
 	for {
@@ -477,6 +480,9 @@ func (a *Agent) runOnce(ctx context.Context) error {
 
 	a.log.Info("agent serving", "subjects", len(a.Subjects()))
 
+	// ctx ends too when the connection closes for good (stopServing).
+	ctx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
 	// Commands in hand are finished after ctx ends, within a grace of one
 	// ack wait: past it, JetStream would redeliver them anyway.
 	inHand, abandon := context.WithCancel(context.WithoutCancel(ctx))
@@ -503,17 +509,27 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	// On shutdown the pull loop drains what was pulled; should the server
 	// be gone and the drain never end, it stops after one ack wait.
 	opened := false
-	pull.Loop(ctx, inHand, a.log, pull.Options{}, func(ctx context.Context) (jetstream.MessagesContext, error) {
+	err = pull.Loop(ctx, inHand, a.log, pull.Options{Closed: a.nc.IsClosed}, func(ctx context.Context) (jetstream.MessagesContext, error) {
 		if !opened {
 			opened = true
 			return first, nil
 		}
 		return open(ctx)
 	}, in.take)
+	if err != nil {
+		// The connection's reconnects ran out: nothing in hand can be
+		// answered or acknowledged any more, and a program started again
+		// connects anew.
+		stopServing()
+		abandon()
+	}
 	in.done()
 	wg.Wait()
 	close(a.replies)
 	<-acked
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
 	a.log.Info("agent stopped", "handled", a.handled.Load())
 	return nil
 }

@@ -377,6 +377,32 @@ func TestAgentReturnsWhatWaitingDoesNotMend(t *testing.T) {
 	require.NoError(t, ctx.Err(), "Run returned at once, not when the wait ran out")
 }
 
+// TestAgentStopsWhenItsConnectionCloses closes the connection of a
+// serving agent, as a connection whose reconnects ran out is: Run returns
+// that error instead of trying to pull for ever, so the program exits and
+// its supervisor starts it again.
+func TestAgentStopsWhenItsConnectionCloses(t *testing.T) {
+	url, _, _ := payStream(t, "spend")
+	ok := agent.Handler{
+		Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	nc, err := nats.Connect(url)
+	require.NoError(t, err)
+	a, err := participant.New(nc, participant.Options{Role: "till", Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: ok}}})
+	require.NoError(t, err)
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(context.Background()) }()
+	require.Eventually(t, func() bool { return a.Health() == nil }, 10*time.Second, 10*time.Millisecond)
+	nc.Close()
+	select {
+	case err := <-ran:
+		require.ErrorIs(t, err, nats.ErrConnectionClosed)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run went on with its connection closed")
+	}
+}
+
 // TestACopyThatChangesTheAckWaitSaysSo starts two copies of a role with
 // different ack waits: the ack wait is the role's consumer's, and the
 // second copy, which changes it for both, says so.

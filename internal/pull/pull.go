@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -21,15 +22,21 @@ type Options struct {
 	// Pause is the wait before reopening after an iterator ended. 0 means
 	// one second.
 	Pause time.Duration
+	// Closed, when set, reports whether the connection is closed for good
+	// (nats.Conn.IsClosed).
+	Closed func() bool
 }
 
 // Loop hands every message of the iterators open returns to handle, until
 // ctx ends; then it drains the current iterator (handle still gets what it
-// held) and returns, or stops it at once when hard ends first. A missed
+// held) and returns nil, or stops it at once when hard ends first. A missed
 // heartbeat is logged (to log; nil discards) and pulling goes on; an
 // iterator that ends for any other reason is replaced by a new one after a
-// pause, and so is a failed open. handle is called from one goroutine.
-func Loop(ctx, hard context.Context, log *slog.Logger, opts Options, open Open, handle func(jetstream.Msg)) {
+// pause, and so is a failed open, except when the connection is closed
+// (its reconnects ran out): Loop then returns [nats.ErrConnectionClosed],
+// since nothing it opens again could pull. handle is called from one
+// goroutine.
+func Loop(ctx, hard context.Context, log *slog.Logger, opts Options, open Open, handle func(jetstream.Msg)) error {
 	if opts.Pause == 0 {
 		opts.Pause = time.Second
 	}
@@ -40,11 +47,14 @@ func Loop(ctx, hard context.Context, log *slog.Logger, opts Options, open Open, 
 		it, err := open(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
-				return
+				return nil
+			}
+			if closed(opts, err) {
+				return nats.ErrConnectionClosed
 			}
 			log.Warn("pull consumer unavailable; retrying", "err", err)
 			if !pause(ctx, opts.Pause) {
-				return
+				return nil
 			}
 			continue
 		}
@@ -55,11 +65,14 @@ func Loop(ctx, hard context.Context, log *slog.Logger, opts Options, open Open, 
 		stopHard()
 		it.Stop()
 		if ctx.Err() != nil {
-			return
+			return nil
+		}
+		if closed(opts, err) {
+			return nats.ErrConnectionClosed
 		}
 		log.Warn("pull consumer ended; opening it again", "err", err)
 		if !pause(ctx, opts.Pause) {
-			return
+			return nil
 		}
 	}
 }
@@ -77,6 +90,12 @@ func each(it jetstream.MessagesContext, log *slog.Logger, handle func(jetstream.
 			return err
 		}
 	}
+}
+
+// closed reports whether err, or opts.Closed, says the connection is
+// closed.
+func closed(opts Options, err error) bool {
+	return errors.Is(err, nats.ErrConnectionClosed) || (opts.Closed != nil && opts.Closed())
 }
 
 func pause(ctx context.Context, d time.Duration) bool {
