@@ -169,8 +169,10 @@ type Coordinator struct {
 	// active is the number of sagas in flight after the last batch, for
 	// refusing a start over the limit before it is queued.
 	active atomic.Int64
-	// state is where Run is: one of the run* constants.
+	// state is where Run is: one of the run* constants; ended, why its
+	// last term ended, for Health to say.
 	state atomic.Int32
+	ended atomic.Pointer[error]
 	// tracer and traces make the sagas' spans when
 	// Options.TracerProvider is set.
 	tracer trace.Tracer
@@ -290,8 +292,9 @@ func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
 // before it recovers. It returns nil after a clean stop (releasing the
 // lease), [ErrNoJetStream] when the server has no JetStream, an error
 // wrapping [ErrDefinitionConflict] when a definition differs from the
-// stored one of its version, and an error when the connection is closed
-// for good (its reconnect attempts ran out).
+// stored one of its version, JetStream's refusal when it asks for replicas
+// of its streams on a server that is not in a cluster, and an error when
+// the connection is closed for good (its reconnect attempts ran out).
 func (c *Coordinator) Run(ctx context.Context) error {
 	defer c.state.Store(runStopped)
 	for {
@@ -301,13 +304,16 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			return nil
 		case err == nil:
 			return nil
-		case errors.Is(err, ErrNoJetStream), errors.Is(err, ErrDefinitionConflict):
+		case errors.Is(err, ErrNoJetStream), errors.Is(err, ErrDefinitionConflict), jserr.NotClustered(err):
 			return err
 		case c.nc.IsClosed():
 			return fmt.Errorf("coordinator: connection closed: %w", err)
 		}
 		c.log.Error("coordinator term ended; standing by to start again", "err", err)
-		c.state.Store(runStandby)
+		// Not ready until the next term has set up its streams again: a
+		// set-up that keeps failing is not a healthy standby.
+		c.ended.Store(&err)
+		c.state.Store(runStarting)
 		if err := c.reset(); err != nil {
 			return err
 		}
@@ -462,7 +468,7 @@ func (c *Coordinator) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reply consumer: %w", err)
 	}
-	return nil
+	return c.checkDefinitions(ctx)
 }
 
 // commandStreamConfig is the configuration of the command stream, whose

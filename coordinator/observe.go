@@ -101,6 +101,9 @@ func (c *Coordinator) Health() error {
 	case runStopped:
 		return fmt.Errorf("%w: stopped", ErrNotReady)
 	}
+	if ended := c.ended.Load(); ended != nil {
+		return fmt.Errorf("%w: setting up streams and bucket again, after a term that ended: %w", ErrNotReady, *ended)
+	}
 	return fmt.Errorf("%w: setting up streams and bucket", ErrNotReady)
 }
 

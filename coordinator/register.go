@@ -142,14 +142,41 @@ func (c *Coordinator) storeDefinitions(ctx context.Context) error {
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return fmt.Errorf("store definition %q version %d: %w", d.Name, version(d), err)
 		}
-		e, err := c.kv.Get(ctx, key)
+		if err := c.sameAsStored(ctx, d, key, data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkDefinitions returns an error wrapping [ErrDefinitionConflict] when
+// a version of Options.Definitions is stored with other content: a
+// standby checks so as it sets up, rather than fail when it takes over.
+func (c *Coordinator) checkDefinitions(ctx context.Context) error {
+	for _, d := range c.opts.Definitions {
+		key := messages.DefinitionKey(d.Name, version(d))
+		data, err := definitionFile(d)
 		if err != nil {
-			return fmt.Errorf("stored definition %s: %w", key, err)
+			return fmt.Errorf("definition %q: %w", d.Name, err)
 		}
-		if !bytes.Equal(e.Value(), data) && !c.startedWith(e.Value()) {
-			return fmt.Errorf("definition %q version %d given at start differs from the one stored under %s, "+
-				"given or registered before; give the changed one a new version: %w", d.Name, version(d), key, ErrDefinitionConflict)
+		if err := c.sameAsStored(ctx, d, key, data); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return err
 		}
+	}
+	return nil
+}
+
+// sameAsStored returns nil when key, the stored version of d, holds data or
+// the same definition, and an error wrapping [ErrDefinitionConflict] when
+// it holds another.
+func (c *Coordinator) sameAsStored(ctx context.Context, d saga.Definition, key string, data []byte) error {
+	e, err := c.kv.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("stored definition %s: %w", key, err)
+	}
+	if !bytes.Equal(e.Value(), data) && !c.startedWith(e.Value()) {
+		return fmt.Errorf("definition %q version %d given at start differs from the one stored under %s, "+
+			"given or registered before; give the changed one a new version: %w", d.Name, version(d), key, ErrDefinitionConflict)
 	}
 	return nil
 }

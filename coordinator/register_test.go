@@ -207,6 +207,21 @@ func TestStartDefinitionsAreStored(t *testing.T) {
 	_, again = stored()
 	require.Equal(t, rev, again, "the stored version never changes")
 
+	// The same beside an active coordinator: it refuses as it sets up,
+	// not once it would take over, and never stands by as if healthy.
+	stop = startCoordinator(t, url, v1)
+	defer stop()
+	c, err = coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: changed, Logger: testenv.Logger(t)})
+	require.NoError(t, err)
+	go func() { done <- c.Run(ctx) }()
+	select {
+	case err = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a standby with a changed version 1 kept running")
+	}
+	require.ErrorIs(t, err, coordinator.ErrDefinitionConflict)
+	require.Error(t, c.Health())
+
 	// A definition whose name a definitions file cannot hold cannot be
 	// stored: it is refused at once.
 	_, err = coordinator.New(nc, coordinator.Options{Definitions: []saga.Definition{

@@ -1,6 +1,7 @@
 package coordinator_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/natsaga/natsaga/coordinator"
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/saga"
 )
 
 // TestRestartLeavesTheStreamsAlone: a coordinator that starts where its
@@ -31,4 +33,20 @@ func TestRestartLeavesTheStreamsAlone(t *testing.T) {
 		t.Fatalf("a restart updated a stream: %s %s", m.Subject, m.Data)
 	}
 	require.ErrorIs(t, err, nats.ErrTimeout)
+}
+
+// TestReplicasOnASingleServerStopRun asks for three copies of natsaga's
+// streams on one server: Run returns the server's refusal, saying so, and
+// is never ready, instead of starting term after term while its health
+// says ready.
+func TestReplicasOnASingleServerStopRun(t *testing.T) {
+	_, url := testenv.Server(t)
+	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: []saga.Definition{twoSteps}, Replicas: 3})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = c.Run(ctx)
+	require.ErrorContains(t, err, "replicas > 1 not supported in non-clustered mode")
+	require.NoError(t, ctx.Err(), "Run returned at once, not when the wait ran out")
+	require.ErrorIs(t, c.Health(), coordinator.ErrNotReady)
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/internal/jserr"
 	"github.com/natsaga/natsaga/internal/pull"
 	"github.com/natsaga/natsaga/internal/tracing"
 	"github.com/natsaga/natsaga/internal/wirejson"
@@ -369,12 +369,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-// passingErrors are the JetStream error codes (nats-server's errors.json)
-// of a cluster that cannot serve a request for now: not available
-// (10008), incomplete results (10004), not assigned to this server
-// (10007), no leader to handle it (10009), a stream or consumer offline
-// (10118, 10119, 10194, 10195), a sequence not ready (10163).
-var passingErrors = []jetstream.ErrorCode{10008, 10004, 10007, 10009, 10118, 10119, 10194, 10195, 10163}
 
 // setupPause is the first wait before Run tries a failed set-up again;
 // maxSetupPause is the longest.
@@ -395,7 +389,7 @@ func temporary(err error) bool {
 	}
 	var api *jetstream.APIError
 	if errors.As(err, &api) {
-		return slices.Contains(passingErrors, api.ErrorCode)
+		return !jserr.Refused(err)
 	}
 	for _, tmp := range []error{context.DeadlineExceeded, nats.ErrTimeout, nats.ErrNoResponders,
 		nats.ErrDisconnected, nats.ErrConnectionReconnecting} {
