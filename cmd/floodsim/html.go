@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"fmt"
 	"html/template"
-	"os"
 	"slices"
 
 	"github.com/natsaga/natsaga/flood"
@@ -83,14 +82,14 @@ func sampleTimeline(final map[string]saga.Execution) []timelineSaga {
 	return out
 }
 
-// writeHTML writes r as one self-contained HTML page to path: the data
+// writeHTML writes r as one self-contained HTML page to out: the data
 // inline, drawn as SVG by inline script, nothing fetched.
-func (r *report) writeHTML(path string) error {
+func (r *report) writeHTML(out *output) error {
 	var b bytes.Buffer
 	if err := htmlReport.Execute(&b, r); err != nil {
 		return fmt.Errorf("HTML report: %w", err)
 	}
-	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+	if err := out.write(b.Bytes()); err != nil {
 		return fmt.Errorf("HTML report: %w", err)
 	}
 	return nil

@@ -17,8 +17,9 @@
 // The exit code is 0 when the invariants hold (and, with
 // -require-all-outcomes, every outcome was seen), 1 when they do not or
 // the run failed (a tick that did not become quiet within -tick-wait
-// included: the run can no longer be reproduced), 2 for bad flags and 130
-// when interrupted.
+// included: the run can no longer be reproduced), 2 for bad flags (an
+// output file, -json, -html or -outcomes, that cannot be written included:
+// checked before anything starts) and 130 when interrupted.
 package main
 
 import (
@@ -216,6 +217,9 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	switch {
 	case err == nil:
 		return 0
+	case errors.As(err, new(usageError)):
+		fmt.Fprintln(stderr, "floodsim:", err)
+		return 2
 	case ctx.Err() != nil:
 		fmt.Fprintln(stderr, "floodsim: interrupted")
 		return 130

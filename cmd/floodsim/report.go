@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -411,13 +410,13 @@ func joinOutcomes(os []flood.Outcome) string {
 	return strings.Join(s, ", ")
 }
 
-// writeJSON writes r, indented, to path.
-func (r *report) writeJSON(path string) error {
+// writeJSON writes r, indented, to out.
+func (r *report) writeJSON(out *output) error {
 	data, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return fmt.Errorf("JSON report: %w", err)
 	}
-	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
+	if err := out.write(append(data, '\n')); err != nil {
 		return fmt.Errorf("JSON report: %w", err)
 	}
 	return nil

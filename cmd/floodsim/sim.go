@@ -81,6 +81,13 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	if c.plan {
 		return printPlan(stdout, sc)
 	}
+	// Before anything is started: a report that cannot be written fails
+	// now, not after a run that may not be repeatable.
+	outs, err := openOutputs(&c)
+	if err != nil {
+		return err
+	}
+	defer outs.close()
 	began := time.Now()
 	want := c.expectAgents
 	conn := c.conn
@@ -135,20 +142,20 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	rep.Durations = durations{SetupMS: setup.Milliseconds(), SimulationMS: s.simulated.Milliseconds(),
 		TotalMS: time.Since(began).Milliseconds()}
 	rep.print(stdout)
-	if c.outcomesPath != "" {
-		if err := os.WriteFile(c.outcomesPath, s.outcomeLog, 0o644); err != nil {
+	if outs.outcomes != nil {
+		if err := outs.outcomes.write(s.outcomeLog); err != nil {
 			return fmt.Errorf("outcome log: %w", err)
 		}
 		fmt.Fprintf(stdout, "outcome log written to %s\n", c.outcomesPath)
 	}
-	if c.jsonPath != "" {
-		if err := rep.writeJSON(c.jsonPath); err != nil {
+	if outs.json != nil {
+		if err := rep.writeJSON(outs.json); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "JSON report written to %s\n", c.jsonPath)
 	}
-	if c.htmlPath != "" {
-		if err := rep.writeHTML(c.htmlPath); err != nil {
+	if outs.html != nil {
+		if err := rep.writeHTML(outs.html); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "HTML report written to %s\n", c.htmlPath)

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+)
+
+// usageError is a flag floodsim found wrong only once it looked past the
+// command line, such as an output file it cannot create: floodsim exits 2
+// for it, as for any bad flag.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// output is a file floodsim writes once the run has its report: the
+// report as JSON or HTML, or the outcome log. It is opened before the run
+// starts, so that a path floodsim cannot write fails at once, not after a
+// run that (with -spawn=false, the agents' ledgers spent) cannot be
+// repeated.
+type output struct {
+	flag, path string
+	f          *os.File
+	// created: the file did not exist before this run; written: the run
+	// wrote it.
+	created, written bool
+}
+
+// outputs are the output files of a run, in the order they are written.
+type outputs struct{ outcomes, json, html *output }
+
+// openOutputs opens for writing every output file c names (-outcomes,
+// -json, -html), creating those that do not exist, and returns a
+// usageError naming the flag of the first it cannot open. A file that
+// exists is not truncated until it is written: if the run fails, it keeps
+// what it held.
+func openOutputs(c *config) (_ *outputs, err error) {
+	o := &outputs{}
+	defer func() {
+		if err != nil {
+			o.close()
+		}
+	}()
+	for _, f := range []struct {
+		name, path string
+		out        **output
+	}{{"outcomes", c.outcomesPath, &o.outcomes}, {"json", c.jsonPath, &o.json}, {"html", c.htmlPath, &o.html}} {
+		if f.path == "" {
+			continue
+		}
+		out := &output{flag: f.name, path: f.path, created: true}
+		out.f, err = os.OpenFile(f.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if errors.Is(err, fs.ErrExist) {
+			out.created = false
+			out.f, err = os.OpenFile(f.path, os.O_WRONLY, 0)
+		}
+		if err != nil {
+			return nil, usageError{fmt.Errorf("-%s: cannot write the file: %w", f.name, err)}
+		}
+		*f.out = out
+	}
+	return o, nil
+}
+
+// write replaces the file's content with data and closes it. A file the
+// run created is removed if the write fails, rather than left half
+// written.
+func (o *output) write(data []byte) error {
+	err := o.f.Truncate(0)
+	if err == nil {
+		_, err = o.f.WriteAt(data, 0)
+	}
+	if cerr := o.f.Close(); err == nil {
+		err = cerr
+	}
+	o.f = nil
+	if err != nil && o.created {
+		_ = os.Remove(o.path)
+	}
+	o.written = err == nil
+	return err
+}
+
+// close closes the files not written, removing those the run created: a
+// run that failed before its report leaves no empty file behind, and a
+// file that was there before as it was.
+func (o *outputs) close() {
+	for _, out := range []*output{o.outcomes, o.json, o.html} {
+		if out == nil || out.f == nil {
+			continue
+		}
+		_ = out.f.Close()
+		out.f = nil
+		if out.created && !out.written {
+			_ = os.Remove(out.path)
+		}
+	}
+}
