@@ -61,6 +61,9 @@ type config struct {
 	// binDir holds prebuilt binaries; "" means build them into buildDir.
 	binDir, buildDir string
 
+	// queryPatience is how long a state query is asked again while no
+	// agent of its role answers (restartPatience; shorter in tests).
+	queryPatience time.Duration
 	tickWait      time.Duration
 	maxExtraTicks int
 	requireAll    bool
@@ -87,7 +90,7 @@ func roles() []string {
 // and flag errors to stderr. It returns flag.ErrHelp for -h, and an error
 // for an unknown, malformed or inconsistent flag.
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	c := config{copies: map[string]int{}}
+	c := config{copies: map[string]int{}, queryPatience: restartPatience}
 	fs := flag.NewFlagSet("floodsim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c.conn.Register(fs, getenv)

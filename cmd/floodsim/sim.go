@@ -12,10 +12,12 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
 	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/flood"
@@ -31,6 +33,10 @@ const (
 	// pollInterval spaces the polls of the coordinator while a tick
 	// settles.
 	pollInterval = 5 * time.Millisecond
+	// queryWarnInterval spaces the warnings about a role whose state
+	// query is not answered, asked again every queryRetry meanwhile.
+	queryWarnInterval = 5 * time.Second
+	queryRetry        = 250 * time.Millisecond
 	// retickInterval spaces the repeats of the current tick while a tick
 	// settles: ticks are idempotent, and an agent restarted meanwhile
 	// learns the time from them.
@@ -218,10 +224,20 @@ type sim struct {
 	tickTimes []time.Duration
 	// outcomeLog is the run's outcome log, once collected.
 	outcomeLog []byte
+
+	// unanswered holds, per role whose state query is not answered, when
+	// that began and when it was last logged.
+	unansweredMu sync.Mutex
+	unanswered   map[string]*unanswered
 }
+
+// unanswered is a role whose state query is not answered.
+type unanswered struct{ since, logged time.Time }
 
 // waitReady waits until the coordinator answers and want agents answer
 // micro's STATS request to messages.AgentService, bounded by -agent-wait.
+// A role no agent that answered has (each says its role) is warned about
+// before the run starts, by name.
 func (s *sim) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.agentWait)
 	defer cancel()
@@ -232,12 +248,17 @@ func (s *sim) waitReady(ctx context.Context) error {
 		}
 		return fmt.Errorf("waiting for the coordinator: %w", err)
 	}
+	// seen holds the roles of the agents that answered, any time.
+	seen := map[string]bool{}
 	for answered := 0; answered < s.want; {
 		stats, err := s.cl.AgentStats(ctx, participant.StatsWait{Want: s.want, Max: 500 * time.Millisecond})
 		answered = max(answered, len(stats))
+		for _, a := range stats {
+			seen[a.Role] = true
+		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("only %d of %d agents (micro service %s) answered within %s (-expect-agents, -agent-wait)",
-				answered, s.want, messages.AgentService, s.cfg.agentWait)
+			return fmt.Errorf("only %d of %d agents (micro service %s) answered within %s (-expect-agents, -agent-wait)%s",
+				answered, s.want, messages.AgentService, s.cfg.agentWait, missingRoles(seen))
 		}
 		if err != nil {
 			return fmt.Errorf("waiting for %d agents: %w", s.want, err)
@@ -248,8 +269,43 @@ func (s *sim) waitReady(ctx context.Context) error {
 			}
 		}
 	}
+	if s.want > 0 && missingRoles(seen) != "" {
+		// The agents counted were the first to answer: the others answer
+		// the same request within moments.
+		stats, _ := s.cl.AgentStats(ctx, participant.StatsWait{Max: 500 * time.Millisecond})
+		for _, a := range stats {
+			seen[a.Role] = true
+		}
+	}
+	for _, role := range roles() {
+		if s.want > 0 && !seen[role] {
+			// Not fatal: an agent restarting is waited for, as the run goes
+			// on; but with none running the run cannot go far.
+			s.log.Warn(fmt.Sprintf("no %s agent answered (micro service %s), though %d agents did (-expect-agents): "+
+				"the run needs one for the %[1]s's steps and state queries; is one running?", role, messages.AgentService, s.want),
+				"role", role)
+		}
+	}
 	s.log.Info("agents ready", "agents", s.want)
 	return nil
+}
+
+// missingRoles says which of the agent roles are not in seen ("; no
+// insurer or contractor agent answered"), "" when none is missing.
+func missingRoles(seen map[string]bool) string {
+	var missing []string
+	for _, role := range roles() {
+		if !seen[role] {
+			missing = append(missing, role)
+		}
+	}
+	switch len(missing) {
+	case 0:
+		return ""
+	case len(roles()):
+		return "; no agent of any role answered"
+	}
+	return fmt.Sprintf("; no %s agent answered", strings.Join(missing, " or "))
 }
 
 // simulate runs the ticks and returns the report.
@@ -451,16 +507,17 @@ func sagaID(seed, base, rank int64) string {
 var floodsimIDs = uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://github.com/natsaga/natsaga/cmd/floodsim"))
 
 // query asks role's agents the state query q (flood.StateSubject), and
-// asks again for up to restartPatience while none answers, since an agent
-// or the server may be restarting; once the run has stopped ticking, it
-// asks once.
+// asks again for up to c.queryPatience (restartPatience) while none
+// answers, since an agent or the server may be restarting; once the run
+// has stopped ticking, it asks once. No agent of the role answering at all
+// (nats.ErrNoResponders) is said plainly, in the warnings and the error.
 func (s *sim) query(ctx context.Context, role string, q flood.StateQuery) (flood.StateAnswer, error) {
 	subject := flood.StateSubject(role)
 	data, err := json.Marshal(q)
 	if err != nil {
 		return flood.StateAnswer{}, err
 	}
-	patience := time.Now().Add(restartPatience)
+	patience := time.Now().Add(s.cfg.queryPatience)
 	if s.aborted != "" {
 		// The run stopped because a process broke its word: it is asked
 		// once, not waited for.
@@ -476,17 +533,59 @@ func (s *sim) query(ctx context.Context, role string, q flood.StateQuery) (flood
 				err = a.Error
 			}
 			if err == nil {
+				s.answered(role)
 				return a, nil
 			}
 		}
 		if ctx.Err() != nil || time.Now().After(patience) {
+			if errors.Is(err, nats.ErrNoResponders) {
+				return a, fmt.Errorf("%s: no %s agent is answering (is one running?): %w", subject, role, err)
+			}
 			return a, fmt.Errorf("%s: %w", subject, err)
 		}
-		s.log.Warn("state query not answered; asking again", "role", role, "err", err)
+		s.unansweredWarn(role, err)
 		select {
 		case <-ctx.Done():
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(queryRetry):
 		}
+	}
+}
+
+// unansweredWarn logs that role's state query was not answered (err): the
+// first time, and then at most every queryWarnInterval, however many
+// queries ask meanwhile.
+func (s *sim) unansweredWarn(role string, err error) {
+	s.unansweredMu.Lock()
+	defer s.unansweredMu.Unlock()
+	now := time.Now()
+	u := s.unanswered[role]
+	if u == nil {
+		if s.unanswered == nil {
+			s.unanswered = map[string]*unanswered{}
+		}
+		u = &unanswered{since: now}
+		s.unanswered[role] = u
+	} else if now.Sub(u.logged) < queryWarnInterval {
+		return
+	}
+	u.logged = now
+	msg := "state query not answered; asking again"
+	if errors.Is(err, nats.ErrNoResponders) {
+		msg = fmt.Sprintf("no %s agent is answering its state query (is one running?); "+
+			"asking again, as for an agent restarting", role)
+	}
+	s.log.Warn(msg, "role", role, "waited", now.Sub(u.since).Round(time.Second).String(),
+		"patience", s.cfg.queryPatience.String(), "err", err)
+}
+
+// answered notes that role's state query was answered: a later failure is
+// warned about at once.
+func (s *sim) answered(role string) {
+	s.unansweredMu.Lock()
+	defer s.unansweredMu.Unlock()
+	if u := s.unanswered[role]; u != nil {
+		s.log.Info("state query answered again", "role", role, "waited", time.Since(u.since).Round(time.Millisecond).String())
+		delete(s.unanswered, role)
 	}
 }
 

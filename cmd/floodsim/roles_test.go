@@ -1,0 +1,78 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/flood"
+	"github.com/natsaga/natsaga/internal/testenv"
+)
+
+// missingContractor is what floodsim says before the run when the agents
+// it expects answer but none is a contractor.
+const missingContractor = "no contractor agent answered (micro service natsaga-agent), though 3 agents did (-expect-agents)"
+
+// noContractorQuery is its warning while the contractor's state query has
+// no responder.
+const noContractorQuery = "no contractor agent is answering its state query (is one running?)"
+
+// TestNoAgentOfARole: -expect-agents is met, but no contractor agent runs
+// at all. floodsim says so before the run, says plainly why the
+// contractor's state query is not answered (once, not at every retry),
+// and fails with the role named once its patience is spent.
+func TestNoAgentOfARole(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, flood.Definitions())
+	startAgents(t, url, 1_000_000_00, true, flood.Household, flood.Government, flood.Insurer)
+	c, err := parseFlags(append([]string{"-spawn=false", "-nats", url, "-expect-agents", "3"}, small...), env(), io.Discard)
+	require.NoError(t, err)
+	// Retried every queryRetry, it would be warned about 8 times.
+	c.queryPatience = 2 * time.Second
+	require.Less(t, c.queryPatience, queryWarnInterval)
+	var stdout, stderr bytes.Buffer
+	err = run(context.Background(), c, &stdout, &stderr)
+	require.ErrorContains(t, err, "flood.state.contractor: no contractor agent is answering (is one running?): nats: no responders available for request")
+	logs := stderr.String()
+	require.Contains(t, logs, missingContractor)
+	require.Equal(t, 1, strings.Count(logs, noContractorQuery), logs)
+	require.Less(t, strings.Index(logs, missingContractor), strings.Index(logs, noContractorQuery), "said before the run")
+	require.NotContains(t, stdout.String(), "tick ", "no tick ran")
+}
+
+// TestAgentOfARoleLate: a contractor agent that comes only once the run
+// waits for its state query (as one restarting would) is waited for, and
+// the run goes on as usual.
+func TestAgentOfARoleLate(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, flood.Definitions())
+	sc, err := flood.NewScenario(flood.ScenarioOptions{Seed: 1, Households: 40, Ticks: 10})
+	require.NoError(t, err)
+	startAgents(t, url, 0, true, flood.Household)
+	for role, l := range map[string]int64{flood.Government: sc.GovernmentBudget, flood.Insurer: sc.InsurerFund} {
+		startAgents(t, url, l, true, role)
+	}
+	c, err := parseFlags(append([]string{"-spawn=false", "-nats", url, "-expect-agents", "3"}, small...), env(), io.Discard)
+	require.NoError(t, err)
+	var stdout bytes.Buffer
+	var stderr testenv.SyncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(context.Background(), c, &stdout, &stderr) }()
+	require.Eventually(t, func() bool {
+		return len(done) > 0 || strings.Contains(stderr.String(), missingContractor) && strings.Contains(stderr.String(), noContractorQuery)
+	}, 20*time.Second, 10*time.Millisecond, "stderr: %s", &stderr)
+	require.Empty(t, done, "the run ended before the contractor came; stderr:\n%s", &stderr)
+	startAgents(t, url, 0, true, flood.Contractor)
+	select {
+	case err := <-done:
+		require.NoError(t, err, "stdout:\n%s\nstderr:\n%s", &stdout, &stderr)
+	case <-time.After(time.Minute):
+		t.Fatalf("the run did not end; stderr:\n%s", &stderr)
+	}
+	require.Contains(t, stdout.String(), "invariants: ok")
+}
