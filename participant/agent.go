@@ -369,7 +369,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-
 // setupPause is the first wait before Run tries a failed set-up again;
 // maxSetupPause is the longest.
 const (
