@@ -132,6 +132,8 @@ func TestWatchKeptEvents(t *testing.T) {
 	// statuses.
 	require.Equal(t, []string{"b rolled_back", "c rolled_back"}, read(client.Watch{Status: "rolled_back", Last: 2, KeptOnly: true}))
 	require.Equal(t, []string{"a compensating", "b compensating", "c compensating"}, read(client.Watch{Saga: "greet", Status: "compensating", All: true, KeptOnly: true}))
+	// The saga type by its definition's name, as a start takes it, too.
+	require.Equal(t, []string{"a compensating", "b compensating", "c compensating"}, read(client.Watch{Saga: "greeting", Status: "compensating", All: true, KeptOnly: true}))
 	require.Empty(t, read(client.Watch{Status: "timed_out", All: true, KeptOnly: true}))
 
 	// Without KeptOnly the latest come, then the new ones.

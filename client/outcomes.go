@@ -250,7 +250,9 @@ func (c *Client) WriteOutcomes(ctx context.Context, w io.Writer, ranked bool) (d
 
 // Watch configures [Client.Watch].
 type Watch struct {
-	// Saga and Status filter the events; empty means any.
+	// Saga and Status filter the events; empty means any. Saga is the
+	// saga type's subject, as events name it, or the name of a definition
+	// the coordinator's bucket holds.
 	Saga, Status string
 	// All starts from the oldest event kept rather than from now.
 	All bool
@@ -328,15 +330,15 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 	case f.KeptOnly && !f.All && f.Last == 0:
 		return nil, errors.New("watch: KeptOnly needs All or Last")
 	}
-	if f.Saga != "" {
-		sagaTok = f.Saga
-	}
 	if f.Status != "" {
 		statusTok = f.Status
 	}
 	js, err := jetstream.New(c.nc)
 	if err != nil {
 		return nil, err
+	}
+	if f.Saga != "" {
+		sagaTok = subjectOf(ctx, js, f.Saga)
 	}
 	// The stream keeps the events in batches (messages.EventBatch), so
 	// what is counted and skipped here are batches: the latest Last
@@ -436,4 +438,37 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 			}
 		}
 	}, nil
+}
+
+// subjectOf returns the subject of the saga type named name, as events
+// name it: name itself, unless the coordinator's bucket holds definitions
+// named name, all of one subject (a definition's name, elevation_grant,
+// for its subject, elevation). A bucket that cannot be read leaves name as
+// it is.
+func subjectOf(ctx context.Context, js jetstream.JetStream, name string) string {
+	kv, err := js.KeyValue(ctx, messages.SagaBucket)
+	if err != nil {
+		return name
+	}
+	keys, err := kv.ListKeysFiltered(ctx, messages.DefinitionKeyPrefix+name+".*")
+	if err != nil {
+		return name
+	}
+	subject := ""
+	for key := range keys.Keys() {
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			continue
+		}
+		defs, err := saga.ParseFile(e.Value())
+		if err != nil || len(defs) != 1 || (subject != "" && defs[0].Subject != subject) {
+			_ = keys.Stop()
+			return name
+		}
+		subject = defs[0].Subject
+	}
+	if subject == "" {
+		return name
+	}
+	return subject
 }

@@ -21,7 +21,7 @@ type eventsOptions struct {
 }
 
 func (o *eventsOptions) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.saga, "saga", "", "only sagas of this type")
+	fs.StringVar(&o.saga, "saga", "", "only sagas of this type: its subject (elevation) or its definition's name (elevation_grant)")
 	fs.StringVar(&o.status, "status", "", "only this status (in_progress, compensating, completed, rolled_back, timed_out, failed)")
 	fs.IntVar(&o.n, "n", 0, "print the latest N events kept, then stop (unless -f)")
 	fs.BoolVar(&o.all, "all", false, "print every event kept, oldest first, then stop (unless -f)")
