@@ -208,6 +208,11 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 		if time.Now().After(deadline) || errors.Is(err, nats.ErrAuthorization) {
 			return nil, fmt.Errorf("connect to %s: %w", shown, err)
 		}
+		// A URL that does not parse never will: said at once, without
+		// the URL as given, which may hold a password.
+		if uerr := (*url.Error)(nil); errors.As(err, &uerr) {
+			return nil, fmt.Errorf("connect to %s: the URL does not parse: %w", shown, uerr.Err)
+		}
 		// A server started beside this program is often up within a
 		// second: only a longer wait is worth a line.
 		if !said && time.Since(start) >= quietWait {

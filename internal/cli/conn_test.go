@@ -197,6 +197,19 @@ func TestCreds(t *testing.T) {
 	require.Error(t, connect(t, nil, "-nats", url), "no credentials")
 }
 
+// TestConnectRefusesAURLThatDoesNotParse: a URL that does not parse is
+// said at once, not tried again until the wait runs out.
+func TestConnectRefusesAURLThatDoesNotParse(t *testing.T) {
+	for _, u := range []string{"htp://bad url", "://x", "nats://a b:4222"} {
+		c := cli.Conn{URL: u, Wait: time.Minute}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := c.Connect(ctx, "test", slog.New(slog.DiscardHandler))
+		require.ErrorContains(t, err, "the URL does not parse", u)
+		require.NoError(t, ctx.Err(), "%s: said at once", u)
+		cancel()
+	}
+}
+
 // TestConnectSaysItWaits connects to an address where no server answers
 // yet: once it has waited a second, the log says what it waits for, not
 // only when the wait runs out.
