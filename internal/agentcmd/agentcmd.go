@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"log/slog"
 	"strconv"
 
@@ -64,7 +65,10 @@ func (c *cents) String() string { return strconv.FormatInt(int64(*c), 10) }
 
 func (c *cents) Set(s string) error {
 	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
+	switch {
+	case errors.Is(err, strconv.ErrRange):
+		return fmt.Errorf("out of range: at most %d cents", int64(math.MaxInt64))
+	case err != nil:
 		return errors.New("not a whole number of cents")
 	}
 	if v < 0 {
