@@ -229,7 +229,10 @@ func commands() map[string]command {
 		return func(*flag.FlagSet) func([]string) (runner, error) {
 			return func(args []string) (runner, error) {
 				if len(args) != n {
-					return nil, fmt.Errorf("takes %d argument(s), got %d", n, len(args))
+					if n == 0 {
+						return nil, fmt.Errorf("takes no arguments, got %d", len(args))
+					}
+					return nil, fmt.Errorf("takes %d argument, got %d", n, len(args))
 				}
 				return run(args)
 			}
