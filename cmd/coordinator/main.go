@@ -34,6 +34,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -81,7 +82,31 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
+	if err := c.check(); err != nil {
+		return c, err
+	}
 	return c, c.observe.Validate()
+}
+
+// check returns an error naming the first flag out of its range. The
+// library's options read 0 as "the default"; a flag given 0 is refused
+// instead, since its default is shown.
+func (c *config) check() error {
+	switch {
+	case c.replicas < 1 || c.replicas > 5:
+		return fmt.Errorf("-replicas %d: between 1 and 5", c.replicas)
+	case c.ackWait < time.Second:
+		return fmt.Errorf("-ack-wait %s: at least 1s", c.ackWait)
+	case c.leaseTTL < time.Second:
+		return fmt.Errorf("-lease-ttl %s: at least 1s", c.leaseTTL)
+	case c.retention == 0:
+		return errors.New("-retention 0: a duration, or negative to keep finished sagas for ever")
+	case c.batch < 1 || c.batch > messages.MaxBatch:
+		return fmt.Errorf("-command-batch %d: between 1 and %d", c.batch, messages.MaxBatch)
+	case c.maxActive == 0:
+		return errors.New("-max-active 0: a positive count, or negative for no limit")
+	}
+	return nil
 }
 
 // definitions returns the sagas of file, or the flood sagas when file is

@@ -70,3 +70,26 @@ func TestHealthServedWhileConnecting(t *testing.T) {
 	defer func() { _ = stop() }()
 	testenv.RequireConnecting(t, testenv.ServedAddr(t, logs))
 }
+
+// TestFlagsOutOfRange: each flag out of its range is refused, exit 2,
+// with its own name and range; 0, which the library reads as a default,
+// is refused where the flag shows its default.
+func TestFlagsOutOfRange(t *testing.T) {
+	getenv := func(string) string { return "" }
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-replicas", "0"}, "-replicas 0: between 1 and 5"},
+		{[]string{"-replicas", "7"}, "-replicas 7: between 1 and 5"},
+		{[]string{"-ack-wait", "0"}, "-ack-wait 0s: at least 1s"},
+		{[]string{"-lease-ttl", "500ms"}, "-lease-ttl 500ms: at least 1s"},
+		{[]string{"-retention", "0"}, "-retention 0: a duration, or negative to keep finished sagas for ever"},
+		{[]string{"-command-batch", "0"}, "-command-batch 0: between 1 and 256"},
+		{[]string{"-max-active", "0"}, "-max-active 0: a positive count, or negative for no limit"},
+	} {
+		var out bytes.Buffer
+		require.Equal(t, 2, mainCode(tc.args, getenv, &out), "%v", tc.args)
+		require.Contains(t, out.String(), tc.want, "%v", tc.args)
+	}
+}
