@@ -584,3 +584,36 @@ func TestBucketEntryThatIsNoSagaIsSaidSo(t *testing.T) {
 		require.Equal(t, 0, testenv.Summary(t, nc).Active, "nothing started")
 	}
 }
+
+// TestLeaseOfAnEarlierTermIsTakenBack leaves in the lease key a lease of
+// this very coordinator with another id, as a term that ended while its
+// server was out of reach leaves its own: the term that follows takes it
+// back at once, rather than stand by behind itself until it expires.
+func TestLeaseOfAnEarlierTermIsTakenBack(t *testing.T) {
+	_, url := testenv.Server(t)
+	co := testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+	nc := testenv.Connect(t, url)
+	_, kv := sagaBucket(t, nc)
+	e, err := kv.Get(context.Background(), messages.LeaseKey)
+	require.NoError(t, err)
+	var h map[string]any
+	require.NoError(t, json.Unmarshal(e.Value(), &h))
+	h["id"] = "an-earlier-term"
+	old, err := json.Marshal(h)
+	require.NoError(t, err)
+	// No TTL: only taking it back frees it.
+	_, err = kv.Put(context.Background(), messages.LeaseKey, old)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		e, err := kv.Get(context.Background(), messages.LeaseKey)
+		if err != nil {
+			return false
+		}
+		var now map[string]any
+		return json.Unmarshal(e.Value(), &now) == nil && now["id"] != "an-earlier-term" && now["copy"] == h["copy"] && co.Health() == nil
+	}, 30*time.Second, 10*time.Millisecond, "the coordinator took its lease back")
+	require.Eventually(t, func() bool {
+		_, err := nc.Request(messages.SummarySubject, []byte(`{}`), time.Second)
+		return err == nil
+	}, 30*time.Second, 10*time.Millisecond, "the coordinator serves again")
+}

@@ -74,10 +74,16 @@ func (l *lease) acquire(ctx context.Context) error {
 			return fmt.Errorf("lease: %w", err)
 		}
 		e, err := l.c.kv.Get(ctx, messages.LeaseKey)
-		if err == nil && !isHolder(e.Value()) {
-			// No coordinator wrote that, and it may never expire: it is
+		if err == nil && (!isHolder(e.Value()) || l.earlierTerm(e.Value())) {
+			// No coordinator wrote that, and it may never expire; or this
+			// coordinator did, in a term that ended without releasing it
+			// (its server was out of reach), and no other holds it: it is
 			// removed, if it is still what was read, and the lease taken.
-			l.c.log.Warn("the lease key holds no coordinator's lease; removing it", "value", messages.Clip(string(e.Value())))
+			if isHolder(e.Value()) {
+				l.c.log.Info("taking back the lease this coordinator held in its term before", "copy", l.c.copy)
+			} else {
+				l.c.log.Warn("the lease key holds no coordinator's lease; removing it", "value", messages.Clip(string(e.Value())))
+			}
 			if err := l.c.kv.Delete(ctx, messages.LeaseKey, jetstream.LastRevision(e.Revision())); err == nil {
 				continue
 			}
@@ -96,6 +102,13 @@ func (l *lease) acquire(ctx context.Context) error {
 		case <-time.After(l.ttl / 4):
 		}
 	}
+}
+
+// earlierTerm reports whether data, a lease, is one this coordinator took
+// in an earlier term: its copy's name is this process's alone.
+func (l *lease) earlierTerm(data []byte) bool {
+	var h holder
+	return json.Unmarshal(data, &h) == nil && h.Copy == l.c.copy && h.PID == os.Getpid() && !bytes.Equal(data, l.data)
 }
 
 // keep renews the lease every third of its TTL until ctx ends. It closes
