@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/client"
+	"github.com/natsaga/natsaga/internal/embedded"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
@@ -259,4 +261,21 @@ func TestNobodyServes(t *testing.T) {
 	_, err = c.Status(ctx, "a")
 	require.ErrorIs(t, err, nats.ErrNoResponders)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
+}
+
+// TestWithoutJetStream reads events and the bucket of a server without
+// JetStream: each error says what the server lacks.
+func TestWithoutJetStream(t *testing.T) {
+	ns, err := embedded.Start(embedded.Options{NoJetStream: true})
+	require.NoError(t, err)
+	defer ns.Shutdown()
+	c, err := client.New(testenv.Connect(t, ns.ClientURL()), client.Options{})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const says = "(the server has no JetStream, which natsaga needs: start nats-server with -js)"
+	_, err = c.Watch(ctx, client.Watch{All: true, KeptOnly: true})
+	require.ErrorContains(t, err, says)
+	_, _, err = c.WriteOutcomes(ctx, io.Discard, false)
+	require.ErrorContains(t, err, says)
 }

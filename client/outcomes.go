@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natsaga/natsaga/internal/wirejson"
@@ -73,7 +74,9 @@ func (c *Client) ScanEnded(ctx context.Context, keep func(id string) bool) iter.
 // "Where a simulation's time goes").
 func (c *Client) scan(ctx context.Context, keep func(id string) bool, decode func([]byte) (saga.Execution, error)) iter.Seq2[saga.Execution, error] {
 	return func(yield func(saga.Execution, error) bool) {
-		fail := func(err error) { yield(saga.Execution{}, fmt.Errorf("bucket %s: %w", messages.SagaBucket, err)) }
+		fail := func(err error) {
+			yield(saga.Execution{}, fmt.Errorf("bucket %s: %w", messages.SagaBucket, noJetStream(err)))
+		}
 		js, err := jetstream.New(c.nc)
 		if err != nil {
 			fail(err)
@@ -272,7 +275,17 @@ func noEventStream(err error) error {
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return &notThere{what: "watch: event stream " + messages.EventStream, err: err}
 	}
-	return fmt.Errorf("watch: %w", err)
+	return fmt.Errorf("watch: %w", noJetStream(err))
+}
+
+// noJetStream says so when err, of a JetStream request, is the server's
+// having no JetStream: no responders to its API, or JetStream off.
+func noJetStream(err error) error {
+	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+		return fmt.Errorf("%w (the server has no JetStream, which natsaga needs: start nats-server with -js)", err)
+	}
+	return err
 }
 
 // notThere is the error for a stream or bucket that a coordinator
