@@ -10,8 +10,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math"
 	"log/slog"
+	"math"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
