@@ -431,24 +431,6 @@ func (c *Coordinator) setup(ctx context.Context) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	r := max(c.opts.Replicas, 1)
-	cfgs := []jetstream.StreamConfig{
-		c.commandStreamConfig(),
-		{Name: messages.ReplyStream, Subjects: messages.ReplySubjects, Retention: jetstream.WorkQueuePolicy,
-			Storage: jetstream.FileStorage, Replicas: r, Duplicates: 2 * time.Minute},
-		{Name: messages.EventStream, Subjects: messages.EventLogSubjects, Storage: jetstream.FileStorage,
-			Replicas: r, MaxAge: 24 * time.Hour, MaxMsgs: 1_000_000, Discard: jetstream.DiscardOld},
-		{Name: messages.SagaLogStream, Subjects: []string{messages.SagaLogSubject}, Storage: jetstream.FileStorage,
-			Replicas: r},
-	}
-	for _, cfg := range cfgs {
-		s, err := streams.Ensure(ctx, c.js, cfg)
-		if err != nil {
-			return fmt.Errorf("stream %s: %w", cfg.Name, err)
-		}
-		if cfg.Name == messages.CommandStream {
-			c.commands = s
-		}
-	}
 	// The lease and finished sagas expire with per-key TTLs; the marker
 	// an expiry leaves for watchers lives a minute.
 	kvCfg := jetstream.KeyValueConfig{Bucket: messages.SagaBucket, History: 1, Storage: jetstream.FileStorage,
@@ -461,6 +443,29 @@ func (c *Coordinator) setup(ctx context.Context) error {
 		// Set once: goroutines of an earlier term may still read it.
 		c.kv = kv
 	}
+	// Before any stream changes: a coordinator that may not run changes
+	// nothing of the one that does.
+	if err := c.checkDefinitions(ctx); err != nil {
+		return err
+	}
+	commands, err := c.ensureCommandStream(ctx)
+	if err != nil {
+		return err
+	}
+	c.commands = commands
+	cfgs := []jetstream.StreamConfig{
+		{Name: messages.ReplyStream, Subjects: messages.ReplySubjects, Retention: jetstream.WorkQueuePolicy,
+			Storage: jetstream.FileStorage, Replicas: r, Duplicates: 2 * time.Minute},
+		{Name: messages.EventStream, Subjects: messages.EventLogSubjects, Storage: jetstream.FileStorage,
+			Replicas: r, MaxAge: 24 * time.Hour, MaxMsgs: 1_000_000, Discard: jetstream.DiscardOld},
+		{Name: messages.SagaLogStream, Subjects: []string{messages.SagaLogSubject}, Storage: jetstream.FileStorage,
+			Replicas: r},
+	}
+	for _, cfg := range cfgs {
+		if _, err := streams.Ensure(ctx, c.js, cfg); err != nil {
+			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
+	}
 	_, err = c.js.CreateOrUpdateConsumer(ctx, messages.ReplyStream, jetstream.ConsumerConfig{
 		Durable: messages.ReplyConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: c.opts.AckWait,
 		MaxDeliver: -1, MaxAckPending: 65536,
@@ -468,7 +473,32 @@ func (c *Coordinator) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reply consumer: %w", err)
 	}
-	return c.checkDefinitions(ctx)
+	return nil
+}
+
+// ensureCommandStream creates the command stream, or adds to its subjects
+// those of [Coordinator.commandStreamConfig] it lacks; it never removes
+// one. A standby started with fewer definitions, or before it has read
+// the versions registered at run time, would otherwise take from the
+// active coordinator the subjects of steps it still sends commands for.
+func (c *Coordinator) ensureCommandStream(ctx context.Context) (jetstream.Stream, error) {
+	cfg := c.commandStreamConfig()
+	if s, err := c.js.Stream(ctx, messages.CommandStream); err == nil {
+		subs := slices.Clone(s.CachedInfo().Config.Subjects)
+		for _, sub := range cfg.Subjects {
+			if !slices.Contains(subs, sub) {
+				subs = append(subs, sub)
+			}
+		}
+		cfg.Subjects = subs
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("stream %s: %w", messages.CommandStream, err)
+	}
+	s, err := streams.Ensure(ctx, c.js, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", messages.CommandStream, err)
+	}
+	return s, nil
 }
 
 // commandStreamConfig is the configuration of the command stream, whose
@@ -547,8 +577,8 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		return fmt.Errorf("recover: %w", err)
 	}
 	stored := c.mergeStored(bucket, logged)
-	if _, err := streams.Ensure(ctx, c.js, c.commandStreamConfig()); err != nil {
-		return fmt.Errorf("recover: stream %s: %w", messages.CommandStream, err)
+	if _, err := c.ensureCommandStream(ctx); err != nil {
+		return fmt.Errorf("recover: %w", err)
 	}
 	kept := stored[:0]
 	for _, x := range stored {

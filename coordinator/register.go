@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/natsaga/natsaga/internal/streams"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -98,8 +97,8 @@ func (c *Coordinator) register(ctx context.Context, defs []saga.Definition) (mes
 			c.log.Info("definition registered", "saga", d.Name, "version", version(d), "latest", latest)
 		}
 	}
-	if _, err := streams.Ensure(ctx, c.js, c.commandStreamConfig()); err != nil {
-		return resp, fmt.Errorf("register: stream %s: %w", messages.CommandStream, err)
+	if _, err := c.ensureCommandStream(ctx); err != nil {
+		return resp, fmt.Errorf("register: %w", err)
 	}
 	for _, r := range c.roles() {
 		if !slices.Contains(before, r) {

@@ -221,6 +221,25 @@ func TestStartDefinitionsAreStored(t *testing.T) {
 	}
 	require.ErrorIs(t, err, coordinator.ErrDefinitionConflict)
 	require.Error(t, c.Health())
+	subjects := func() []string {
+		t.Helper()
+		s, err := js.Stream(ctx, messages.CommandStream)
+		require.NoError(t, err)
+		return s.CachedInfo().Config.Subjects
+	}
+	require.Contains(t, subjects(), "saga.job.file", "the refused standby changed nothing of the active's")
+	require.NotContains(t, subjects(), "saga.job.close")
+
+	// A standby started with other sagas only adds their subjects: the
+	// active coordinator's commands are still taken.
+	other := []saga.Definition{{Name: "other", Subject: "other", Steps: []saga.Step{{Name: "go", Role: "clerk"}}}}
+	standby, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: other, Logger: testenv.Logger(t)})
+	require.NoError(t, err)
+	sctx, scancel := context.WithCancel(ctx)
+	defer scancel()
+	go func() { _ = standby.Run(sctx) }()
+	require.Eventually(t, func() bool { return standby.Health() == nil }, 10*time.Second, 10*time.Millisecond)
+	require.Subset(t, subjects(), []string{"saga.job.open", "saga.job.file", "saga.other.go"})
 
 	// A definition whose name a definitions file cannot hold cannot be
 	// stored: it is refused at once.
