@@ -234,7 +234,21 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 func Redacted(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+		u, err := url.Parse(strings.TrimSpace(p))
+		switch {
+		case err != nil || (u.User == nil && strings.Contains(p, "@")):
+			// Not a URL with a user, yet what comes before an @ may be a
+			// password.
+			if at := strings.LastIndex(p, "@"); at >= 0 {
+				scheme, _, found := strings.Cut(p[:at], "://")
+				if !found {
+					scheme = ""
+				} else {
+					scheme += "://"
+				}
+				parts[i] = strings.TrimSpace(scheme) + "xxxxx" + p[at:]
+			}
+		case u.User != nil:
 			if _, has := u.User.Password(); !has {
 				u.User = url.User("xxxxx")
 			}

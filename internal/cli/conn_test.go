@@ -252,6 +252,8 @@ func TestRedacted(t *testing.T) {
 		"nats://user:s3cret@host:4222":                       "nats://user:xxxxx@host:4222",
 		"nats://a:p1@h1:4222,nats://h2:4222, nats://b:p2@h3": "nats://a:xxxxx@h1:4222,nats://h2:4222,nats://b:xxxxx@h3",
 		"nats://s3cr3t-token@host":                           "nats://xxxxx@host",
+		"nats://alice:s3cret@a b:4222":                       "nats://xxxxx@a b:4222",
+		"alice:s3cret@a b:4222":                              "xxxxx@a b:4222",
 	} {
 		require.Equal(t, want, cli.Redacted(in), in)
 	}
@@ -260,5 +262,9 @@ func TestRedacted(t *testing.T) {
 	c := cli.Conn{URL: "nats://user:s3cret@127.0.0.1:1", Wait: time.Millisecond}
 	_, err := c.Connect(context.Background(), "test", slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
 	require.Error(t, err)
+	require.NotContains(t, err.Error()+logs.String(), "s3cret")
+	c.URL = "nats://alice:s3cret@a b:4222"
+	_, err = c.Connect(context.Background(), "test", slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
+	require.ErrorContains(t, err, "the URL does not parse")
 	require.NotContains(t, err.Error()+logs.String(), "s3cret")
 }
