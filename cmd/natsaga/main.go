@@ -369,10 +369,14 @@ func commands() map[string]command {
 						return nil, errors.New("-wait must be positive")
 					}
 					return func(ctx context.Context, cl *client.Client, o *options, stdout, _ io.Writer) error {
+						// -wait for the tick, and -timeout more for the
+						// last answers: the summary, and the sagas named.
+						ctx, cancel := context.WithTimeout(ctx, *wait+o.timeout)
+						defer cancel()
 						s, err := waitQuiet(ctx, cl, *wait)
 						switch {
 						case s.V == 0:
-							return unanswered(err, *wait)
+							return unanswered(err, o.timeout)
 						case o.json:
 							printJSON(stdout, s)
 						case s.Due == 0 && err == nil:

@@ -175,8 +175,8 @@ func TestAnswersAndErrors(t *testing.T) {
 	code = mainCode([]string{"-nats", empty, "-json", "services"}, func(string) string { return "" }, &stdout, &stderr)
 	require.Equal(t, 0, code)
 	require.Equal(t, "[]\n", stdout.String())
-	// quiet too, with no made-up summary.
-	for _, args := range [][]string{{"quiet", "-wait", "300ms"}, {"-json", "quiet", "-wait", "300ms"}} {
+	// quiet too, with no made-up summary, within -timeout.
+	for _, args := range [][]string{{"-timeout", "300ms", "quiet", "-wait", "10s"}, {"-timeout", "300ms", "-json", "quiet"}} {
 		stdout.Reset()
 		stderr.Reset()
 		code = mainCode(append([]string{"-nats", empty}, args...), func(string) string { return "" }, &stdout, &stderr)
