@@ -463,19 +463,20 @@ func subjectOf(ctx context.Context, js jetstream.JetStream, name string) string 
 	if err != nil {
 		return name
 	}
-	keys, err := kv.ListKeysFiltered(ctx, messages.DefinitionKeyPrefix+name+".*")
+	// A watch, as the operator's permissions allow (a direct get they do
+	// not): its stored values come first, then a nil entry.
+	w, err := kv.WatchFiltered(ctx, []string{messages.DefinitionKeyPrefix + name + ".*"}, jetstream.IgnoreDeletes())
 	if err != nil {
 		return name
 	}
+	defer func() { _ = w.Stop() }()
 	subject := ""
-	for key := range keys.Keys() {
-		e, err := kv.Get(ctx, key)
-		if err != nil {
-			continue
+	for e := range w.Updates() {
+		if e == nil {
+			break
 		}
 		defs, err := saga.ParseFile(e.Value())
 		if err != nil || len(defs) != 1 || (subject != "" && defs[0].Subject != subject) {
-			_ = keys.Stop()
 			return name
 		}
 		subject = defs[0].Subject

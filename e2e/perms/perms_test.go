@@ -463,6 +463,20 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 	}
 	require.NoError(t, w.Stop())
 	require.Equal(t, 4, stored, "the four sagas that ended (the one scheduled in the batch is active: in the saga log)")
+	// ... and the events of a saga type named by its definition, as
+	// "natsaga events -saga subsidy_application" does.
+	oc, err := natsaga.New(op.nc, natsaga.Options{})
+	require.NoError(t, err)
+	seq, err := oc.Watch(ctx, natsaga.Watch{Saga: flood.SubsidySaga().Name, All: true, KeptOnly: true})
+	require.NoError(t, err)
+	var statuses []string
+	for ev, err := range seq {
+		require.NoError(t, err)
+		if ev.SagaID == subsidy {
+			statuses = append(statuses, ev.Status)
+		}
+	}
+	require.Equal(t, []string{"in_progress", "completed"}, statuses)
 
 	// The coordinator may list the command stream's consumers, so it
 	// learns that the household reads command batches: a tick's starts
