@@ -68,8 +68,11 @@ func openOutputs(c *config) (_ *outputs, err error) {
 // run created is removed if the write fails, rather than left half
 // written.
 func (o *output) write(data []byte) error {
-	err := o.f.Truncate(0)
-	if err == nil {
+	var err error
+	if st, serr := o.f.Stat(); serr == nil && !st.Mode().IsRegular() {
+		// A pipe or a terminal (-json /dev/stdout): written as it comes.
+		_, err = o.f.Write(data)
+	} else if err = o.f.Truncate(0); err == nil {
 		_, err = o.f.WriteAt(data, 0)
 	}
 	if cerr := o.f.Close(); err == nil {

@@ -61,3 +61,19 @@ func TestOutputsOfAFailedRun(t *testing.T) {
 	_, err = os.Stat(fresh)
 	require.ErrorIs(t, err, os.ErrNotExist)
 }
+
+// TestOutputToAPipe writes a report to a pipe, as -json /dev/stdout does:
+// it cannot be truncated or written at an offset, and is written as it
+// comes.
+func TestOutputToAPipe(t *testing.T) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	out := &output{flag: "json", path: "a pipe", f: w}
+	wrote := make(chan error, 1)
+	go func() { wrote <- out.write([]byte("the report\n")) }()
+	data, err := io.ReadAll(r)
+	require.NoError(t, err)
+	require.NoError(t, <-wrote)
+	require.Equal(t, "the report\n", string(data))
+}
