@@ -1023,12 +1023,16 @@ func (c *Coordinator) pullReplies(ctx context.Context, first jetstream.MessagesC
 		return c.openReplies(ctx)
 	}
 	// Replies pulled but not applied are redelivered to the next
-	// coordinator, so the iterator stops at once on shutdown.
-	pull.Loop(ctx, ctx, c.log, pull.Options{}, open, func(m jetstream.Msg) {
+	// coordinator, so the iterator stops at once on shutdown. A closed
+	// connection stops the pulling; the term ends with its next write or
+	// lease renewal, and Run returns.
+	if err := pull.Loop(ctx, ctx, c.log, pull.Options{Closed: c.nc.IsClosed}, open, func(m jetstream.Msg) {
 		if in := c.replyInput(m); in != nil {
 			c.enqueue(ctx, in)
 		}
-	})
+	}); err != nil {
+		c.log.Error("replies no longer pulled", "err", err)
+	}
 }
 
 // replyInput returns the input that applies a reply of the reply stream,

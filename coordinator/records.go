@@ -83,11 +83,13 @@ func (c *Coordinator) pullRecords(ctx context.Context, role string) {
 	open := func(ctx context.Context) (jetstream.MessagesContext, error) { return c.openRecords(ctx, role) }
 	// Records pulled but not applied are delivered again to the next
 	// coordinator, so the iterator stops at once on shutdown.
-	pull.Loop(ctx, ctx, c.log, pull.Options{}, open, func(m jetstream.Msg) {
+	if err := pull.Loop(ctx, ctx, c.log, pull.Options{Closed: c.nc.IsClosed}, open, func(m jetstream.Msg) {
 		if in := c.recordInput(m); in != nil {
 			c.enqueue(ctx, in)
 		}
-	})
+	}); err != nil {
+		c.log.Error("records no longer pulled", "role", role, "err", err)
+	}
 }
 
 // recordInput returns the input that applies each barrier record of a

@@ -26,8 +26,9 @@
 // "Hostile input", has the others.
 //
 // With -metrics-addr it serves Prometheus metrics on /metrics, liveness on
-// /livez and readiness on /readyz (ready: connected, and holding the lease
-// or standing by); -healthcheck asks a running coordinator's /readyz, for
+// /livez and readiness on /readyz (ready: connected, set up, and holding
+// the lease or standing by; not ready again after a term ends until the
+// next has set up); -healthcheck asks a running coordinator's /readyz, for
 // container health checks. OTEL_ environment variables turn on tracing
 // (see docs/observe.md).
 package main
