@@ -149,6 +149,12 @@ const quietWait = time.Second
 // program's consumers and requests fail. It returns the last error
 // when the server never answered, or an error wrapping ErrSecurity.
 func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nats.Conn, error) {
+	switch {
+	case c.ReconnectWait < 0:
+		return nil, fmt.Errorf("-reconnect-wait %s: must not be negative", c.ReconnectWait)
+	case c.Wait < 0:
+		return nil, fmt.Errorf("-connect-wait %s: must not be negative", c.Wait)
+	}
 	shown := Redacted(c.URL)
 	maxReconnects := c.MaxReconnects
 	if maxReconnects == 0 && c.ReconnectWait == 0 {

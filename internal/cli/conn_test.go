@@ -197,6 +197,21 @@ func TestCreds(t *testing.T) {
 	require.Error(t, connect(t, nil, "-nats", url), "no credentials")
 }
 
+// TestConnectRefusesNegativeWaits: a negative -reconnect-wait or
+// -connect-wait is refused, not read as the default.
+func TestConnectRefusesNegativeWaits(t *testing.T) {
+	for _, tc := range []struct {
+		c    cli.Conn
+		want string
+	}{
+		{cli.Conn{URL: "nats://127.0.0.1:1", ReconnectWait: -time.Second}, "-reconnect-wait -1s: must not be negative"},
+		{cli.Conn{URL: "nats://127.0.0.1:1", Wait: -time.Second}, "-connect-wait -1s: must not be negative"},
+	} {
+		_, err := tc.c.Connect(context.Background(), "test", slog.New(slog.DiscardHandler))
+		require.EqualError(t, err, tc.want)
+	}
+}
+
 // TestConnectRefusesAURLThatDoesNotParse: a URL that does not parse is
 // said at once, not tried again until the wait runs out.
 func TestConnectRefusesAURLThatDoesNotParse(t *testing.T) {
