@@ -94,7 +94,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs := flag.NewFlagSet("floodsim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c.conn.Register(fs, getenv)
-	fs.BoolVar(&c.spawn, "spawn", true, "run an embedded nats-server, the coordinator and the agents (-nats is then ignored); false drives the system at -nats")
+	fs.BoolVar(&c.spawn, "spawn", true, "run an embedded nats-server, the coordinator and the agents (-nats is then ignored); false drives the system at -nats, and refuses the flags of a system it starts (-budget, -fund, -bin, -<role>-agents)")
 	fs.IntVar(&c.expectAgents, "expect-agents", 0, "wait until this many agents answer before starting (default: the number spawned)")
 	fs.DurationVar(&c.agentWait, "agent-wait", 60*time.Second, "how long to wait for the coordinator and the agents to answer")
 	fs.Int64Var(&c.scenario.Seed, "seed", 1, "scenario seed: the same seed, households and ticks plan the same sagas")
@@ -135,7 +135,29 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	for role, n := range copies {
 		c.copies[role] = *n
 	}
+	if err := spawnOnly(fs, c.spawn); err != nil {
+		return c, err
+	}
 	return c, c.validate()
+}
+
+// spawnOnly returns an error naming the flags given that only apply when
+// floodsim starts the system itself, when it does not (-spawn=false): the
+// system it drives was started with its own.
+func spawnOnly(fs *flag.FlagSet, spawn bool) error {
+	if spawn {
+		return nil
+	}
+	var given []string
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "budget" || f.Name == "fund" || f.Name == "bin" || strings.HasSuffix(f.Name, "-agents") && f.Name != "expect-agents" {
+			given = append(given, "-"+f.Name)
+		}
+	})
+	if len(given) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: only with -spawn, when floodsim starts the agents; with -spawn=false give the agents their own flags (-ledger)", strings.Join(given, ", "))
 }
 
 // validate returns an error naming every flag of c that is out of range.

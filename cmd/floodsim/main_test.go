@@ -55,6 +55,10 @@ func TestParseFlags(t *testing.T) {
 	require.Equal(t, flood.ScenarioOptions{Seed: 9, Households: 50, Ticks: 12}, c.scenario)
 	require.Equal(t, "/report/report.json", c.jsonPath)
 
+	// The flags of a system floodsim starts are refused when it does not.
+	_, err = parseFlags([]string{"-spawn=false", "-budget", "100", "-household-agents", "2", "-bin", "/x"}, env(), io.Discard)
+	require.EqualError(t, err, "-bin, -budget, -household-agents: only with -spawn, when floodsim starts the agents; with -spawn=false give the agents their own flags (-ledger)")
+
 	c, err = parseFlags([]string{"-household-agents", "3", "-contractor-agents", "2"}, env(), io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, 3, c.copies[flood.Household])
