@@ -179,6 +179,9 @@ func serve(ctx context.Context, r Role, c *config, log *slog.Logger) error {
 	defer cli.Drain(nc, 5*time.Second)
 	opts := c.opts
 	opts.Logger = log
+	if init := opts.Init; init != nil {
+		opts.Init = func(ctx context.Context, s agent.Seeder) error { return init(ctx, seedLog{s, log}) }
+	}
 	a, err := participant.New(nc, opts)
 	if err != nil {
 		return err
@@ -210,4 +213,20 @@ func serve(ctx context.Context, r Role, c *config, log *slog.Logger) error {
 	err = a.Run(ctx)
 	cancel()
 	return errors.Join(err, <-served)
+}
+
+// seedLog is a role's store as its Init sees it: a value that is not
+// stored because the key has one already is said so, since the flag or
+// default it came from is then not what the role holds.
+type seedLog struct {
+	agent.Seeder
+	log *slog.Logger
+}
+
+func (s seedLog) Init(ctx context.Context, key string, v any) (bool, error) {
+	stored, err := s.Seeder.Init(ctx, key, v)
+	if err == nil && !stored {
+		s.log.Info("state kept: the key has a value already, so the one given at start is not stored", "key", key)
+	}
+	return stored, err
 }

@@ -217,3 +217,31 @@ func TestServeRefusesArguments(t *testing.T) {
 	err = agentmain.Serve(context.Background(), till(), []string{"-float", "x"}, func(string) string { return "" }, nil)
 	require.ErrorContains(t, err, fmt.Sprintf("invalid value %q for flag -float", "x"))
 }
+
+// TestSeedKeptIsSaid starts the till twice on one server, the second time
+// with another opening float: the first stores its float, and the second
+// says the value it was given is not stored.
+func TestSeedKeptIsSaid(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{paySaga()})
+	getenv := func(k string) string {
+		if k == "NATS_URL" {
+			return url
+		}
+		return ""
+	}
+	serve := func(float string) string {
+		t.Helper()
+		var logs testenv.SyncBuffer
+		log := slog.New(slog.NewTextHandler(&logs, nil))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- agentmain.Serve(ctx, till(), []string{"-float", float}, getenv, log) }()
+		require.Eventually(t, func() bool { return strings.Contains(logs.String(), "agent serving") }, 10*time.Second, 10*time.Millisecond)
+		cancel()
+		require.NoError(t, <-done)
+		return logs.String()
+	}
+	require.NotContains(t, serve("42"), "state kept")
+	require.Contains(t, serve("7"), `msg="state kept: the key has a value already, so the one given at start is not stored" key=float`)
+}
