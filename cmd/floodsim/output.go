@@ -69,11 +69,21 @@ func openOutputs(c *config) (_ *outputs, err error) {
 // written.
 func (o *output) write(data []byte) error {
 	var err error
-	if st, serr := o.f.Stat(); serr == nil && !st.Mode().IsRegular() {
-		// A pipe or a terminal (-json /dev/stdout): written as it comes.
+	st, serr := o.f.Stat()
+	switch {
+	case serr == nil && sameFile(st, os.Stdout):
+		// -json /dev/stdout: after what floodsim printed there, through
+		// the descriptor that printed it, whatever stdout is.
+		_, err = os.Stdout.Write(data)
+	case serr == nil && sameFile(st, os.Stderr):
+		_, err = os.Stderr.Write(data)
+	case serr == nil && !st.Mode().IsRegular():
+		// A pipe or a terminal: written as it comes.
 		_, err = o.f.Write(data)
-	} else if err = o.f.Truncate(0); err == nil {
-		_, err = o.f.WriteAt(data, 0)
+	default:
+		if err = o.f.Truncate(0); err == nil {
+			_, err = o.f.WriteAt(data, 0)
+		}
 	}
 	if cerr := o.f.Close(); err == nil {
 		err = cerr
@@ -100,4 +110,10 @@ func (o *outputs) close() {
 			_ = os.Remove(out.path)
 		}
 	}
+}
+
+// sameFile reports whether st is the file f is open on.
+func sameFile(st os.FileInfo, f *os.File) bool {
+	fst, err := f.Stat()
+	return err == nil && os.SameFile(st, fst)
 }

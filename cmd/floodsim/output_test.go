@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -60,6 +61,30 @@ func TestOutputsOfAFailedRun(t *testing.T) {
 	require.Equal(t, "an earlier report\n", string(data))
 	_, err = os.Stat(fresh)
 	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
+// TestOutputToStdout writes a report to the file floodsim's stdout is
+// redirected to, as -json /dev/stdout > file does: after what was printed
+// there, not over it.
+func TestOutputToStdout(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.txt")
+	stdout, err := os.Create(path)
+	require.NoError(t, err)
+	defer stdout.Close()
+	saved := os.Stdout
+	os.Stdout = stdout
+	defer func() { os.Stdout = saved }()
+	_, err = fmt.Fprint(os.Stdout, "the tick lines\n")
+	require.NoError(t, err)
+	again, err := os.OpenFile(path, os.O_WRONLY, 0) // what opening /dev/stdout gives
+	require.NoError(t, err)
+	out := &output{flag: "json", path: path, f: again}
+	require.NoError(t, out.write([]byte("the report\n")))
+	_, err = fmt.Fprint(os.Stdout, "written\n")
+	require.NoError(t, err)
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, "the tick lines\nthe report\nwritten\n", string(data))
 }
 
 // TestOutputToAPipe writes a report to a pipe, as -json /dev/stdout does:
