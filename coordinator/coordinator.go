@@ -114,6 +114,10 @@ func (o *Options) Validate() error {
 	if o.LeaseTTL != 0 && o.LeaseTTL < time.Second {
 		return fmt.Errorf("coordinator options: lease TTL %s: at least 1s", o.LeaseTTL)
 	}
+	if o.Retention > 0 && o.Retention < time.Second {
+		// A finished saga's TTL in the bucket: JetStream's least is 1s.
+		return fmt.Errorf("coordinator options: retention %s: at least 1s, or negative for ever", o.Retention)
+	}
 	for i := range o.Definitions {
 		if err := o.Definitions[i].Validate(); err != nil {
 			return fmt.Errorf("coordinator options: %w", err)

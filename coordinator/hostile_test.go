@@ -558,7 +558,7 @@ func TestBucketEntryThatIsNoSagaIsSaidSo(t *testing.T) {
 	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
 	nc := testenv.Connect(t, url)
 	_, kv := sagaBucket(t, nc)
-	for id, value := range map[string]string{"garbage": "not json", "wrong": `{"id":5}`} {
+	for id, value := range map[string]string{"garbage": "not json", "wrong": `{"id":5}`, "other": `{"saga_id":"OTHER","status":"completed"}`} {
 		_, err := kv.Put(context.Background(), messages.SagaKey(id), []byte(value))
 		require.NoError(t, err)
 		want := &messages.WireError{Code: messages.CodeInternal, Message: "saga " + id + ": its entry in the bucket is not a saga's state (an operator must repair or delete key s." + id + "): "}
@@ -583,6 +583,11 @@ func TestBucketEntryThatIsNoSagaIsSaidSo(t *testing.T) {
 		require.Equal(t, want, cut(start.Error), id)
 		require.Equal(t, 0, testenv.Summary(t, nc).Active, "nothing started")
 	}
+	// Nor are they listed as the sagas they claim to be.
+	var list messages.ListResponse
+	request(t, nc, messages.ListSubject, []byte(`{"v":1,"status":"completed"}`), &list)
+	require.Nil(t, list.Error)
+	require.Empty(t, list.Sagas)
 }
 
 // TestLeaseOfAnEarlierTermIsTakenBack leaves in the lease key a lease of

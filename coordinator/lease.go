@@ -178,6 +178,6 @@ func (l *lease) release() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := l.c.kv.Delete(ctx, messages.LeaseKey, jetstream.LastRevision(l.rev)); err != nil {
-		l.c.log.Warn("lease not released; a standby takes over when it expires", "err", err)
+		l.c.log.Warn("lease not released (another coordinator may hold it already); it expires after its TTL", "err", err)
 	}
 }

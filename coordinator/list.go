@@ -89,9 +89,12 @@ func (c *Coordinator) readFinished(ctx context.Context, st saga.Status, limit in
 				return append(ring[next:], ring[:next]...), nil
 			}
 			var x struct {
+				ID     string      `json:"saga_id"`
 				Status saga.Status `json:"status"`
 			}
-			if json.Unmarshal(e.Value(), &x) != nil || x.Status != st {
+			// An entry that is not the state of the saga its key names
+			// is left out, as status refuses it (storedSaga).
+			if json.Unmarshal(e.Value(), &x) != nil || x.Status != st || messages.SagaKey(x.ID) != e.Key() {
 				continue
 			}
 			if len(ring) < limit {

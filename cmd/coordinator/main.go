@@ -100,8 +100,8 @@ func (c *config) check() error {
 		return fmt.Errorf("-ack-wait %s: at least 1s", c.ackWait)
 	case c.leaseTTL < time.Second:
 		return fmt.Errorf("-lease-ttl %s: at least 1s", c.leaseTTL)
-	case c.retention == 0:
-		return errors.New("-retention 0: a duration, or negative to keep finished sagas for ever")
+	case c.retention >= 0 && c.retention < time.Second:
+		return fmt.Errorf("-retention %s: at least 1s, or negative to keep finished sagas for ever", c.retention)
 	case c.batch < 1 || c.batch > messages.MaxBatch:
 		return fmt.Errorf("-command-batch %d: between 1 and %d", c.batch, messages.MaxBatch)
 	case c.maxActive == 0:

@@ -84,7 +84,8 @@ func TestFlagsOutOfRange(t *testing.T) {
 		{[]string{"-replicas", "7"}, "-replicas 7: between 1 and 5"},
 		{[]string{"-ack-wait", "0"}, "-ack-wait 0s: at least 1s"},
 		{[]string{"-lease-ttl", "500ms"}, "-lease-ttl 500ms: at least 1s"},
-		{[]string{"-retention", "0"}, "-retention 0: a duration, or negative to keep finished sagas for ever"},
+		{[]string{"-retention", "0"}, "-retention 0s: at least 1s, or negative to keep finished sagas for ever"},
+		{[]string{"-retention", "999ms"}, "-retention 999ms: at least 1s, or negative to keep finished sagas for ever"},
 		{[]string{"-command-batch", "0"}, "-command-batch 0: between 1 and 256"},
 		{[]string{"-max-active", "0"}, "-max-active 0: a positive count, or negative for no limit"},
 	} {

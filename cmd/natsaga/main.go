@@ -386,7 +386,8 @@ func commands() map[string]command {
 							fmt.Fprintf(stdout, "tick %d is not quiet: %s due\n", s.Tick, count(s.Due, "command"))
 							printSummary(stdout, &s)
 						}
-						return err
+						// The coordinator may stop answering mid-wait.
+						return unanswered(err, o.timeout)
 					}, nil
 				}
 			}},
