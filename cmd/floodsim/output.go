@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 )
 
 // usageError is a flag floodsim found wrong only once it looked past the
@@ -43,6 +44,7 @@ func openOutputs(c *config) (_ *outputs, err error) {
 			o.close()
 		}
 	}()
+	named := map[string]string{} // path → the flag that named it
 	for _, f := range []struct {
 		name, path string
 		out        **output
@@ -50,6 +52,10 @@ func openOutputs(c *config) (_ *outputs, err error) {
 		if f.path == "" {
 			continue
 		}
+		if other, ok := named[filepath.Clean(f.path)]; ok {
+			return nil, usageError{fmt.Errorf("-%s and -%s name the same file, %s", other, f.name, f.path)}
+		}
+		named[filepath.Clean(f.path)] = f.name
 		out := &output{flag: f.name, path: f.path, created: true}
 		out.f, err = os.OpenFile(f.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 		if errors.Is(err, fs.ErrExist) {

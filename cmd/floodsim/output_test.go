@@ -39,6 +39,11 @@ func TestOutputNotWritable(t *testing.T) {
 	var stderr bytes.Buffer
 	require.Equal(t, 2, mainCode(append([]string{"-bin", dir, "-outcomes", missing}, small...), env(), io.Discard, &stderr), stderr.String())
 	require.Contains(t, stderr.String(), "floodsim: -outcomes: cannot write the file: ")
+	// Two reports in one file: the second would replace the first.
+	stderr.Reset()
+	same := filepath.Join(dir, "report")
+	require.Equal(t, 2, mainCode(append([]string{"-json", same, "-html", same}, small...), env(), io.Discard, &stderr), stderr.String())
+	require.Equal(t, "floodsim: -json and -html name the same file, "+same+"\n", stderr.String())
 	varz, err := ns.Varz(nil)
 	require.NoError(t, err)
 	require.Zero(t, varz.TotalConnections, "floodsim connected to the server")
