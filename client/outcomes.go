@@ -7,6 +7,7 @@ import (
 	"io"
 	"iter"
 	"runtime"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -255,7 +256,7 @@ func (c *Client) WriteOutcomes(ctx context.Context, w io.Writer, ranked bool) (d
 type Watch struct {
 	// Saga and Status filter the events; empty means any. Saga is the
 	// saga type's subject, as events name it, or the name of a definition
-	// the coordinator's bucket holds.
+	// the coordinator's bucket holds; any other is an error.
 	Saga, Status string
 	// All starts from the oldest event kept rather than from now.
 	All bool
@@ -351,7 +352,9 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 		return nil, err
 	}
 	if f.Saga != "" {
-		sagaTok = subjectOf(ctx, js, f.Saga)
+		if sagaTok, err = subjectOf(ctx, js, f.Saga); err != nil {
+			return nil, fmt.Errorf("watch: %w", err)
+		}
 	}
 	// The stream keeps the events in batches (messages.EventBatch), so
 	// what is counted and skipped here are batches: the latest Last
@@ -454,35 +457,47 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 }
 
 // subjectOf returns the subject of the saga type named name, as events
-// name it: name itself, unless the coordinator's bucket holds definitions
-// named name, all of one subject (a definition's name, elevation_grant,
-// for its subject, elevation). A bucket that cannot be read leaves name as
-// it is.
-func subjectOf(ctx context.Context, js jetstream.JetStream, name string) string {
+// name it: name itself when it is a saga type's subject, or the subject of
+// the definitions named name (elevation for elevation_grant), as the
+// coordinator's bucket holds them. It returns an error for a name that is
+// neither; a bucket that cannot be read, or holds no definitions, leaves
+// name as it is.
+func subjectOf(ctx context.Context, js jetstream.JetStream, name string) (string, error) {
 	kv, err := js.KeyValue(ctx, messages.SagaBucket)
 	if err != nil {
-		return name
+		return name, nil
 	}
 	// A watch, as the operator's permissions allow (a direct get they do
 	// not): its stored values come first, then a nil entry.
-	w, err := kv.WatchFiltered(ctx, []string{messages.DefinitionKeyPrefix + name + ".*"}, jetstream.IgnoreDeletes())
+	w, err := kv.WatchFiltered(ctx, []string{messages.DefinitionKeyPrefix + ">"}, jetstream.IgnoreDeletes())
 	if err != nil {
-		return name
+		return name, nil
 	}
 	defer func() { _ = w.Stop() }()
-	subject := ""
+	var subjects, named []string // every subject; those of definitions named name
 	for e := range w.Updates() {
 		if e == nil {
 			break
 		}
 		defs, err := saga.ParseFile(e.Value())
-		if err != nil || len(defs) != 1 || (subject != "" && defs[0].Subject != subject) {
-			return name
+		if err != nil || len(defs) != 1 {
+			continue
 		}
-		subject = defs[0].Subject
+		if d := defs[0]; !slices.Contains(subjects, d.Subject) {
+			subjects = append(subjects, d.Subject)
+		}
+		if d := defs[0]; d.Name == name && !slices.Contains(named, d.Subject) {
+			named = append(named, d.Subject)
+		}
 	}
-	if subject == "" {
-		return name
+	switch {
+	case len(subjects) == 0 || slices.Contains(subjects, name):
+		return name, nil
+	case len(named) == 1:
+		return named[0], nil
+	case len(named) > 1:
+		return "", fmt.Errorf("saga %q: its versions have several subjects (%s): give one", name, strings.Join(named, ", "))
 	}
-	return subject
+	slices.Sort(subjects)
+	return "", fmt.Errorf("saga %q: no saga type has that subject or name; the subjects are %s", name, strings.Join(subjects, ", "))
 }
