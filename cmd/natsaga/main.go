@@ -185,6 +185,11 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 		return 2
 	default:
 		fmt.Fprintln(stderr, "natsaga:", err)
+		if le := nc.LastError(); errors.Is(le, nats.ErrPermissionViolation) {
+			// What went unanswered may not have been the coordinator's
+			// fault: a user whose inbox is elsewhere hears no answer.
+			fmt.Fprintf(stderr, "natsaga: the server refused this user a subject: %v (a user of deploy/nats/auth.conf needs its -inbox-prefix, _INBOX_<user>)\n", le)
+		}
 		return 1
 	}
 }

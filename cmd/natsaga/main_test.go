@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/internal/embedded"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
@@ -297,4 +298,29 @@ func TestHelpOfTheModelCommands(t *testing.T) {
 			require.Contains(t, errOut.String(), f, name)
 		}
 	}
+}
+
+// TestInboxRefusedIsSaid runs the operator tool as the operator user of
+// deploy/nats/auth.conf without its inbox prefix: the answer cannot reach
+// it, and besides "no answer" it says the server refused it a subject and
+// what the user needs.
+func TestInboxRefusedIsSaid(t *testing.T) {
+	ns, err := embedded.Start(embedded.Options{Config: "../../deploy/nats/single.conf", StoreDir: t.TempDir()})
+	require.NoError(t, err)
+	defer ns.Shutdown()
+	// The connection's error logs are written to stderr from its own
+	// goroutine, as to os.Stderr.
+	var stdout bytes.Buffer
+	var stderr testenv.SyncBuffer
+	code := mainCode([]string{"-nats", ns.ClientURL(), "-user", "operator", "-password", "operator-demo", "-timeout", "1s", "summary"},
+		func(string) string { return "" }, &stdout, &stderr)
+	require.Equal(t, 1, code, stderr.String())
+	require.Contains(t, stderr.String(), "natsaga: the server refused this user a subject: nats: permissions violation: ")
+	require.Contains(t, stderr.String(), "(a user of deploy/nats/auth.conf needs its -inbox-prefix, _INBOX_<user>)\n")
+
+	var again testenv.SyncBuffer
+	code = mainCode([]string{"-nats", ns.ClientURL(), "-user", "operator", "-password", "operator-demo", "-inbox-prefix", "_INBOX_operator",
+		"-timeout", "1s", "summary"}, func(string) string { return "" }, &stdout, &again)
+	require.Equal(t, 1, code, "no coordinator runs")
+	require.NotContains(t, again.String(), "refused this user")
 }
