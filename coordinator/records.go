@@ -165,6 +165,13 @@ func (c *Coordinator) decodeRecord(e kvlog.Entry) readRecord {
 	if r.rec, r.err = wirejson.DecodeRecord(e.Value); r.err == nil {
 		r.err = c.checkAnswer(e.Value)
 	}
+	// What a reply may not say, a record may not either: a failed result
+	// with no reason.
+	for _, res := range []*messages.Result{r.rec.Execute, r.rec.Compensate} {
+		if r.err == nil && res != nil && res.Outcome == messages.Failed && res.Reason == "" {
+			r.err = fmt.Errorf("a failed result needs a reason: %w", messages.ErrBadRequest)
+		}
+	}
 	return r
 }
 
@@ -197,12 +204,6 @@ func (c *Coordinator) applyRecordEntry(role string, r *readRecord, now time.Time
 	reply, ok := rec.Answer(&cmd)
 	if !ok {
 		return nil // a claim (agents before December 2026 wrote one), or the other action's result
-	}
-	if err := reply.Validate(); err != nil {
-		// What a reply may not say, a record may not either: a failed
-		// result with no reason.
-		c.log.Error("dropping malformed record", "role", role, "key", r.key, "err", err)
-		return nil
 	}
 	if res := rec.Result(cmd.Action); res.Seq > cmd.Seq || res.Seq < 1 {
 		// A record written by a command the coordinator never sent.

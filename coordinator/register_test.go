@@ -192,15 +192,21 @@ func TestStartDefinitionsAreStored(t *testing.T) {
 	changed, err := saga.ParseFile([]byte(`{"roles":["clerk"],"sagas":[{"name":"job","subject":"job","version":1,
 		"steps":[{"name":"open","role":"clerk"},{"name":"close","role":"clerk"}]}]}`))
 	require.NoError(t, err)
-	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: changed, Logger: testenv.Logger(t)})
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	select {
-	case err = <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("a coordinator with a changed version 1 kept running")
+	// runChanged runs a coordinator with changed, which must stop by itself.
+	runChanged := func(what string) (*coordinator.Coordinator, error) {
+		t.Helper()
+		c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: changed, Logger: testenv.Logger(t)})
+		require.NoError(t, err)
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		select {
+		case err = <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s with a changed version 1 kept running", what)
+		}
+		return c, err
 	}
+	_, err = runChanged("a coordinator")
 	require.ErrorIs(t, err, coordinator.ErrDefinitionConflict)
 	require.EqualError(t, err, `definition "job" version 1 given at start differs from the one stored under d.job.1, `+
 		`given or registered before; give the changed one a new version: `+coordinator.ErrDefinitionConflict.Error())
@@ -211,14 +217,7 @@ func TestStartDefinitionsAreStored(t *testing.T) {
 	// not once it would take over, and never stands by as if healthy.
 	stop = startCoordinator(t, url, v1)
 	defer stop()
-	c, err = coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: changed, Logger: testenv.Logger(t)})
-	require.NoError(t, err)
-	go func() { done <- c.Run(ctx) }()
-	select {
-	case err = <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("a standby with a changed version 1 kept running")
-	}
+	c, err := runChanged("a standby")
 	require.ErrorIs(t, err, coordinator.ErrDefinitionConflict)
 	require.Error(t, c.Health())
 	subjects := func() []string {
