@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"os/signal"
@@ -218,6 +219,11 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 		// the URL as given, which may hold a password.
 		if uerr := (*url.Error)(nil); errors.As(err, &uerr) {
 			return nil, fmt.Errorf("connect to %s: the URL does not parse: %w", shown, uerr.Err)
+		}
+		// Nor does an address no dial can use, such as a port out of
+		// range.
+		if aerr := (*net.AddrError)(nil); errors.As(err, &aerr) {
+			return nil, fmt.Errorf("connect to %s: %w", shown, aerr)
 		}
 		// A server started beside this program is often up within a
 		// second: only a longer wait is worth a line.

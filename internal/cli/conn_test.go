@@ -225,6 +225,20 @@ func TestConnectRefusesAURLThatDoesNotParse(t *testing.T) {
 	}
 }
 
+// TestConnectRefusesAnAddressNoDialCanUse: a port out of range is said at
+// once too; no server will ever answer there.
+func TestConnectRefusesAnAddressNoDialCanUse(t *testing.T) {
+	for _, u := range []string{"nats://127.0.0.1:99999", "nats://user:secret@127.0.0.1:70000"} {
+		c := cli.Conn{URL: u, Wait: time.Minute}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := c.Connect(ctx, "test", slog.New(slog.DiscardHandler))
+		require.ErrorContains(t, err, "invalid port", u)
+		require.NotContains(t, err.Error(), "secret")
+		require.NoError(t, ctx.Err(), "%s: said at once", u)
+		cancel()
+	}
+}
+
 // TestConnectSaysItWaits connects to an address where no server answers
 // yet: once it has waited a second, the log says what it waits for, not
 // only when the wait runs out.
