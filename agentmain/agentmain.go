@@ -121,7 +121,7 @@ func parse(r Role, args []string, getenv func(string) string, stderr io.Writer) 
 	fs.StringVar(&o.Name, "name", "", "agent name in logs and statistics (default <role>-<pid>-<random>)")
 	fs.IntVar(&o.Concurrency, "concurrency", participant.DefaultConcurrency, "commands handled at once")
 	fs.DurationVar(&o.AckWait, "ack-wait", 5*time.Second,
-		"redelivery delay of a command a copy took and never answered: the role's, shared by every copy (the copy started last sets it)")
+		"redelivery delay of a command a copy took and never answered: the role's, shared by every copy (the copy started last sets it; 1s to 1h)")
 	fs.IntVar(&o.Replicas, "replicas", 1, "copies of the role's state and record streams, when this agent creates them (a cluster's servers at most)")
 	fs.IntVar(&o.MaxRecordValues, "record-values", kvlog.DefaultMaxValues,
 		"barrier records held in memory; older ones are read from the server when a command needs one")
@@ -138,8 +138,8 @@ func parse(r Role, args []string, getenv func(string) string, stderr io.Writer) 
 	switch {
 	case o.Concurrency < 1 || o.Concurrency > participant.MaxConcurrency:
 		return nil, fmt.Errorf("-concurrency %d: 1 to %d", o.Concurrency, participant.MaxConcurrency)
-	case o.AckWait < minAckWait:
-		return nil, fmt.Errorf("-ack-wait %s: at least %s", o.AckWait, minAckWait)
+	case o.AckWait < minAckWait || o.AckWait > maxAckWait:
+		return nil, fmt.Errorf("-ack-wait %s: between %s and %s", o.AckWait, minAckWait, maxAckWait)
 	case o.Replicas < 1 || o.Replicas > maxReplicas:
 		return nil, fmt.Errorf("-replicas %d: 1 to %d", o.Replicas, maxReplicas)
 	case o.MaxRecordValues < 1:
@@ -154,9 +154,12 @@ func parse(r Role, args []string, getenv func(string) string, stderr io.Writer) 
 // minAckWait is the shortest -ack-wait: a command's handler, its stored
 // write and its answer take milliseconds, and one redelivered before they
 // end runs twice for nothing (the barrier absorbs it) at every copy.
-// maxReplicas is JetStream's most copies of a stream.
+// maxAckWait is the longest: a command redelivered an hour after its copy
+// died is already no use to a simulation. maxReplicas is JetStream's most
+// copies of a stream.
 const (
 	minAckWait  = time.Second
+	maxAckWait  = time.Hour
 	maxReplicas = 5
 )
 

@@ -71,9 +71,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	c.conn.Register(fs, getenv)
 	fs.StringVar(&c.defsFile, "definitions", "", "definitions file (JSON) of the sagas to run; empty: the flood sagas")
 	fs.IntVar(&c.replicas, "replicas", 1, "copies of natsaga's streams and bucket (3 on a 3-node cluster)")
-	fs.DurationVar(&c.ackWait, "ack-wait", 5*time.Second, "redelivery delay of a reply the coordinator took and never acted on")
+	fs.DurationVar(&c.ackWait, "ack-wait", 5*time.Second, "redelivery delay of a reply the coordinator took and never acted on (1s to 1h)")
 	fs.DurationVar(&c.retention, "retention", coordinator.DefaultRetention, "how long a finished saga stays queryable (failed ones stay until retried); negative: for ever")
-	fs.DurationVar(&c.leaseTTL, "lease-ttl", coordinator.DefaultLeaseTTL, "how long the lease lasts unless renewed: a standby coordinator takes over this long after the active one dies")
+	fs.DurationVar(&c.leaseTTL, "lease-ttl", coordinator.DefaultLeaseTTL, "how long the lease lasts unless renewed: a standby coordinator takes over this long after the active one dies (1s to 1h)")
 	fs.IntVar(&c.batch, "command-batch", messages.MaxBatch, "most commands of one step sent in one message to a role whose agents read batches; 1: every command alone")
 	fs.IntVar(&c.maxActive, "max-active", defaultMaxActive(), "most sagas in flight; a start beyond is answered \"busy\" (default: a quarter of the memory limit at 8 KiB a saga); negative: no limit")
 	c.observe.Register(fs, getenv)
@@ -92,14 +92,18 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 // check returns an error naming the first flag out of its range. The
 // library's options read 0 as "the default"; a flag given 0 is refused
 // instead, since its default is shown.
+// maxWait bounds -ack-wait and -lease-ttl: a reply redelivered, or a
+// standby taking over, an hour late is already no use to a simulation.
+const maxWait = time.Hour
+
 func (c *config) check() error {
 	switch {
 	case c.replicas < 1 || c.replicas > 5:
 		return fmt.Errorf("-replicas %d: between 1 and 5", c.replicas)
-	case c.ackWait < time.Second:
-		return fmt.Errorf("-ack-wait %s: at least 1s", c.ackWait)
-	case c.leaseTTL < time.Second:
-		return fmt.Errorf("-lease-ttl %s: at least 1s", c.leaseTTL)
+	case c.ackWait < time.Second || c.ackWait > maxWait:
+		return fmt.Errorf("-ack-wait %s: between 1s and %s", c.ackWait, maxWait)
+	case c.leaseTTL < time.Second || c.leaseTTL > maxWait:
+		return fmt.Errorf("-lease-ttl %s: between 1s and %s", c.leaseTTL, maxWait)
 	case c.retention >= 0 && c.retention < time.Second:
 		return fmt.Errorf("-retention %s: at least 1s, or negative to keep finished sagas for ever", c.retention)
 	case c.batch < 1 || c.batch > messages.MaxBatch:

@@ -82,8 +82,10 @@ func TestFlagsOutOfRange(t *testing.T) {
 	}{
 		{[]string{"-replicas", "0"}, "-replicas 0: between 1 and 5"},
 		{[]string{"-replicas", "7"}, "-replicas 7: between 1 and 5"},
-		{[]string{"-ack-wait", "0"}, "-ack-wait 0s: at least 1s"},
-		{[]string{"-lease-ttl", "500ms"}, "-lease-ttl 500ms: at least 1s"},
+		{[]string{"-ack-wait", "0"}, "-ack-wait 0s: between 1s and 1h0m0s"},
+		{[]string{"-ack-wait", "2h"}, "-ack-wait 2h0m0s: between 1s and 1h0m0s"},
+		{[]string{"-lease-ttl", "500ms"}, "-lease-ttl 500ms: between 1s and 1h0m0s"},
+		{[]string{"-lease-ttl", "100000h"}, "-lease-ttl 100000h0m0s: between 1s and 1h0m0s"},
 		{[]string{"-retention", "0"}, "-retention 0s: at least 1s, or negative to keep finished sagas for ever"},
 		{[]string{"-retention", "999ms"}, "-retention 999ms: at least 1s, or negative to keep finished sagas for ever"},
 		{[]string{"-command-batch", "0"}, "-command-batch 0: between 1 and 256"},
