@@ -407,6 +407,7 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	}
 	store.maxRecordValues = a.opts.MaxRecordValues
 	store.logger = a.log
+	store.exclusive = a.opts.Serial
 	defer store.Close()
 	// The role's records are read before the first command: a copy that
 	// cannot read them fails now.

@@ -566,3 +566,83 @@ func TestStoreRefusesBadKeys(t *testing.T) {
 	}
 	require.Equal(t, int64(100), balance(t, s))
 }
+
+// holder lends one thing: an execute takes it when no saga holds it and is
+// rejected otherwise; a compensation gives it back if its saga holds it,
+// and otherwise has nothing to do and writes nothing.
+func holder() agent.Handler {
+	const key = "holder"
+	return agent.Handler{
+		Execute: func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
+			var who string
+			if _, err := tx.Get(key, &who); err != nil {
+				return nil, err
+			}
+			if who != "" {
+				return nil, agent.Reject("held by %s", who)
+			}
+			return messages.Context{}, tx.Put(key, cmd.SagaID)
+		},
+		Compensate: func(_ context.Context, tx agent.Tx, cmd *messages.Command) error {
+			var who string
+			if _, err := tx.Get(key, &who); err != nil || who != cmd.SagaID {
+				return err
+			}
+			return tx.Put(key, "")
+		},
+	}
+}
+
+// TestCopiesDecideOnWhatOtherCopiesWrote: two copies of a role that is not
+// serial share a key. A copy decides on the value as stored, not as it
+// last saw it: a compensation that finds nothing of its execute writes
+// nothing, and a rejection writes nothing, so no compare-and-swap write
+// would catch a value the other copy changed since.
+func TestCopiesDecideOnWhatOtherCopiesWrote(t *testing.T) {
+	_, url := testenv.Server(t)
+	open := func() *participant.Store {
+		s, err := participant.OpenStore(context.Background(), testenv.Connect(t, url), "lender", true, 1)
+		require.NoError(t, err)
+		return s
+	}
+	a, b := open(), open()
+	h := holder()
+	lend := func(s *participant.Store, id string, action messages.Action) messages.Reply {
+		t.Helper()
+		cmd := &messages.Command{V: messages.Version, SagaID: id, Saga: "loan", Step: "lend", Action: action, Attempt: 1, Seq: 1}
+		if action == messages.Compensate {
+			cmd.Seq = 2
+		}
+		reply, _ := do(t, s, h, cmd)
+		return reply
+	}
+	held := func() string {
+		var who string
+		_, err := a.Get(context.Background(), "holder", &who)
+		require.NoError(t, err)
+		return who
+	}
+
+	require.Equal(t, messages.OK, lend(a, "s-1", messages.Execute).Outcome) // a last saw s-1 hold it
+	require.Equal(t, messages.OK, lend(b, "s-1", messages.Compensate).Outcome)
+	require.Equal(t, messages.OK, lend(b, "s-2", messages.Execute).Outcome)
+	require.Equal(t, "s-2", held())
+
+	// a compensates s-2: what a last saw (s-1 holds it) would say there
+	// is nothing to give back, and s-2 would hold it for ever.
+	require.Equal(t, messages.OK, lend(a, "s-2", messages.Compensate).Outcome)
+	require.Empty(t, held(), "the compensation gave it back")
+
+	// b takes it for s-3; a, having last seen it free, rejects s-4 (its
+	// write of s-4 would not have been taken).
+	require.Equal(t, messages.OK, lend(b, "s-3", messages.Execute).Outcome)
+	reply := lend(a, "s-4", messages.Execute)
+	require.Equal(t, messages.Failed, reply.Outcome)
+	require.Equal(t, "held by s-3", reply.Reason)
+
+	// b gives it back; a, having last seen s-3 hold it, must not reject
+	// s-5 for that.
+	require.Equal(t, messages.OK, lend(b, "s-3", messages.Compensate).Outcome)
+	require.Equal(t, messages.OK, lend(a, "s-5", messages.Execute).Outcome)
+	require.Equal(t, "s-5", held())
+}

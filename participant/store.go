@@ -101,6 +101,14 @@ type Store struct {
 	cache   map[string]cached
 	settled map[string][]string
 
+	// exclusive is set when this process is the role's only writer (a
+	// serial copy, pinned to the role's commands, which empties the cache
+	// whenever another copy may have written): the cache then holds what
+	// the server holds. Otherwise a value read from the cache that an
+	// action does not write is checked against the server before the
+	// action's result counts ([Store.checkReads]).
+	exclusive bool
+
 	// create makes [Store.records] create the role's record stream.
 	create   bool
 	replicas int
@@ -282,8 +290,8 @@ func (s *Store) Written() (messages, records int64) {
 }
 
 // Conflicts counts the optimistic retries this store has made: commands
-// run again, and messages of records the server refused because another
-// copy had written to the role's record log first.
+// run again, and messages of records the server refused, because another
+// copy had written to the role's record log or a value read first.
 func (s *Store) Conflicts() int64 {
 	s.logMu.Lock()
 	l := s.log
@@ -583,6 +591,9 @@ type txn struct {
 	// fresh reads every value from the server, past the cache: a run that
 	// looks for a write of its action another copy may have made.
 	fresh bool
+	// fromCache lists the subjects whose value came from the store's
+	// cache, to check before the action's result counts.
+	fromCache []string
 }
 
 type write struct {
@@ -627,7 +638,9 @@ func (tx *txn) read(subj string) (cached, error) {
 	tx.locked = append(tx.locked, subj)
 	c, ok := tx.overlay[subj]
 	if !ok && !tx.fresh {
-		c, ok = tx.store.cached(subj)
+		if c, ok = tx.store.cached(subj); ok {
+			tx.fromCache = append(tx.fromCache, subj)
+		}
 	}
 	if !ok {
 		var err error
@@ -759,6 +772,12 @@ func (s *Store) Do(ctx context.Context, cmd *messages.Command, h agent.Handler) 
 		}
 		known = false
 		reply, verdict, err := b.run(ctx)
+		if errors.Is(err, errStaleRead) {
+			// The values read are cached afresh: run again.
+			s.conflicts.Add(1)
+			b.rec, b.seq = Record{}, 0
+			continue
+		}
 		if conflict(err) || errors.Is(err, errRecordMoved) {
 			// Another writer was here: whatever it wrote besides the
 			// record is read again too.
@@ -840,9 +859,16 @@ func (b *branch) run(ctx context.Context) (messages.Reply, agent.Verdict, error)
 	}
 	switch len(tx.writes) {
 	case 0:
+		if err := b.s.checkReads(ctx, tx, ""); err != nil {
+			return messages.Reply{}, agent.Transient, err
+		}
 		*mine = c.Result
 		return c.Result.Reply(cmd), agent.Applied, b.record(ctx)
 	case 1:
+		// The value written is checked by its compare-and-swap write.
+		if err := b.s.checkReads(ctx, tx, tx.writes[0].subject); err != nil {
+			return messages.Reply{}, agent.Transient, err
+		}
 	default:
 		// Nothing is recorded: the command fails like a transient error.
 		err := fmt.Errorf("%s writes %d values: %w", b.op, len(tx.writes), ErrTooManyWrites)
@@ -887,6 +913,44 @@ func (b *branch) wait() (messages.Reply, agent.Verdict, error) {
 // errRecordMoved is the conflict of a branch record that changed between
 // two reads of one run: the command is run again.
 var errRecordMoved = errors.New("the branch record changed while the action ran")
+
+// errStaleRead is the conflict of a value this process had cached and
+// another process wrote since: the command is run again on the value as
+// stored.
+var errStaleRead = errors.New("a value read was written by another copy")
+
+// checkReads checks the values tx read from the cache, but for written
+// (checked by its own write), against the server, unless this process is
+// the role's only writer. A handler may decide on a value alone, without
+// writing it: a rejection, or a compensation that finds nothing of its
+// execute to undo. Another copy may have written the value since this
+// process cached it; such a decision, on what the value was, would be
+// recorded as if it were on what the value is, and an execute's write
+// could stay after its compensation was recorded. A value found changed
+// is cached as stored, and the command runs again on it (errStaleRead).
+func (s *Store) checkReads(ctx context.Context, tx *txn, written string) error {
+	if s.exclusive {
+		return nil
+	}
+	stale := false
+	for _, subj := range tx.fromCache {
+		if subj == written {
+			continue
+		}
+		env, seq, err := s.readEnvelope(ctx, subj)
+		if err != nil {
+			return err
+		}
+		if seq != tx.reads[subj].seq {
+			s.remember(subj, cached{env: env, seq: seq})
+			stale = true
+		}
+	}
+	if stale {
+		return errStaleRead
+	}
+	return nil
+}
 
 // recordWritten records the action's result, its value write (to subject)
 // stored: an action that writes commits in two writes, the value naming
