@@ -82,9 +82,39 @@ func New(nc *nats.Conn, opts Options) (*Client, error) {
 }
 
 // Connect connects to the NATS server at url with natsOpts and returns a
-// client that owns the connection: [Client.Close] closes it. It returns an
-// error when the server cannot be reached before ctx ends.
+// client that owns the connection: [Client.Close] closes it. While no
+// server answers at url it tries again every quarter of a second, so that
+// a driver may start beside the server; it returns an error when the
+// server cannot be reached before ctx ends, and at once when the server
+// refuses the connection or the URL does not parse.
 func Connect(ctx context.Context, url string, opts Options, natsOpts ...nats.Option) (*Client, error) {
+	for {
+		nc, err := connectOnce(ctx, url, natsOpts)
+		if err == nil {
+			c, err := New(nc, opts)
+			if err != nil {
+				nc.Close()
+				return nil, err
+			}
+			c.owned = true
+			return c, nil
+		}
+		if !errors.Is(err, nats.ErrNoServers) || ctx.Err() != nil {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (last attempt: %w)", ctx.Err(), err)
+		case <-time.After(connectRetry):
+		}
+	}
+}
+
+// connectRetry spaces [Connect]'s attempts.
+const connectRetry = 250 * time.Millisecond
+
+// connectOnce makes one attempt to connect, given up when ctx ends.
+func connectOnce(ctx context.Context, url string, natsOpts []nats.Option) (*nats.Conn, error) {
 	type result struct {
 		nc  *nats.Conn
 		err error
@@ -94,27 +124,20 @@ func Connect(ctx context.Context, url string, opts Options, natsOpts ...nats.Opt
 		nc, err := nats.Connect(url, natsOpts...)
 		done <- result{nc, err}
 	}()
-	var r result
 	select {
-	case r = <-done:
+	case r := <-done:
+		if r.err != nil {
+			return nil, fmt.Errorf("connect %s: %w", cli.Redacted(url), r.err)
+		}
+		return r.nc, nil
 	case <-ctx.Done():
 		go func() {
 			if r := <-done; r.nc != nil {
 				r.nc.Close()
 			}
 		}()
-		return nil, fmt.Errorf("connect %s: %w", url, ctx.Err())
+		return nil, fmt.Errorf("connect %s: %w", cli.Redacted(url), ctx.Err())
 	}
-	if r.err != nil {
-		return nil, fmt.Errorf("connect %s: %w", url, r.err)
-	}
-	c, err := New(r.nc, opts)
-	if err != nil {
-		r.nc.Close()
-		return nil, err
-	}
-	c.owned = true
-	return c, nil
 }
 
 // Close closes the connection when [Connect] made it, and does nothing

@@ -236,12 +236,31 @@ func (d *decoding) wait() {
 // WriteOutcomes writes the outcome log of the stored sagas (see
 // [Client.Stored] and saga.OutcomeLog: one JSON line per saga, sorted by
 // id) to w, and returns the log's SHA-256 in hex and how many sagas it
-// holds. It reads them as [Client.ScanEnded] does.
+// holds. It reads them as [Client.ScanEnded] does. With ranked, only the
+// sagas a simulation driver ranked: of every run the bucket still keeps
+// ([Client.WriteOutcomesOf] writes one run's).
 func (c *Client) WriteOutcomes(ctx context.Context, w io.Writer, ranked bool) (digest string, n int, err error) {
 	xs, err := collect(c.ScanEnded(ctx, nil), ranked)
 	if err != nil {
 		return "", 0, err
 	}
+	return writeOutcomes(w, xs)
+}
+
+// WriteOutcomesOf is [Client.WriteOutcomes] of the stored sagas whose id
+// keep accepts: a driver's own run, on a server whose bucket keeps the
+// sagas of earlier runs too. A saga keep accepts that is not stored
+// (never started, or still active) is not in the log; n says how many
+// are.
+func (c *Client) WriteOutcomesOf(ctx context.Context, w io.Writer, keep func(id string) bool) (digest string, n int, err error) {
+	xs, err := collect(c.ScanEnded(ctx, keep), false)
+	if err != nil {
+		return "", 0, err
+	}
+	return writeOutcomes(w, xs)
+}
+
+func writeOutcomes(w io.Writer, xs []saga.Execution) (digest string, n int, err error) {
 	log, digest, err := saga.OutcomeLogWith(xs, wirejson.AppendOutcomeLine)
 	if err != nil {
 		return "", 0, err

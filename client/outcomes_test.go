@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -38,6 +39,16 @@ func TestScanStored(t *testing.T) {
 	}
 	delete(want, "b")
 
+	// The outcome log of every saga but b is a's and c's.
+	var log bytes.Buffer
+	digest, n, err := c.WriteOutcomesOf(ctx, &log, func(id string) bool { return id != "b" })
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	wantLog, wantDigest, err := saga.OutcomeLog([]saga.Execution{want["a"], want["c"]})
+	require.NoError(t, err)
+	require.Equal(t, string(wantLog), log.String())
+	require.Equal(t, wantDigest, digest)
+
 	got := map[string]saga.Execution{}
 	for x, err := range c.ScanStored(ctx, func(id string) bool { return id != "b" }) {
 		require.NoError(t, err)
@@ -59,7 +70,7 @@ func TestScanStored(t *testing.T) {
 		_, err = kv.Put(ctx, messages.SagaKey(x.ID), data)
 		require.NoError(t, err)
 	}
-	n := 0
+	n = 0
 	for _, err := range c.ScanStored(ctx, nil) {
 		require.NoError(t, err)
 		n++

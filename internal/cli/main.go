@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
+	"time"
 )
 
 // Serve runs a long-lived program named process: it makes the logger at
@@ -43,7 +45,31 @@ func Parse(fs *flag.FlagSet, args []string) error {
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return err
 	}
+	if name, ok := badDuration(fs, err); ok {
+		fmt.Fprintf(fs.Output(), "-%s takes a duration with its unit, such as 5s, 250ms or 2m\n", name)
+	}
 	return printed{err}
+}
+
+// badDuration returns the name of the flag whose value err refuses, when
+// that flag takes a duration: the flag package's "parse error" does not
+// say what it wanted.
+func badDuration(fs *flag.FlagSet, err error) (string, bool) {
+	var value, name string
+	if _, serr := fmt.Sscanf(err.Error(), "invalid value %q for flag -%s", &value, &name); serr != nil {
+		return "", false
+	}
+	name = strings.TrimSuffix(name, ":")
+	f := fs.Lookup(name)
+	if f == nil {
+		return "", false
+	}
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return "", false
+	}
+	_, ok = g.Get().(time.Duration)
+	return name, ok
 }
 
 // printed is an error the flag package printed.

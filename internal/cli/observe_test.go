@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel"
@@ -139,4 +140,27 @@ func TestTracingErrorsGoToTheLog(t *testing.T) {
 	require.Equal(t, "export refused", line["err"])
 	buf.Reset()
 	stop() // nothing to flush
+}
+
+// TestParseSaysADurationNeedsItsUnit: a duration flag given a bare number
+// is told what it takes, beside the flag package's own "parse error"; a bad
+// value of another flag is not.
+func TestParseSaysADurationNeedsItsUnit(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		hint bool
+	}{
+		{[]string{"-wait", "5"}, true},
+		{[]string{"-wait=5"}, true},
+		{[]string{"-count", "x"}, false},
+	} {
+		var out bytes.Buffer
+		fs := flag.NewFlagSet("p", flag.ContinueOnError)
+		fs.SetOutput(&out)
+		fs.Duration("wait", time.Second, "how long")
+		fs.Int("count", 1, "how many")
+		err := cli.Parse(fs, tc.args)
+		require.ErrorIs(t, err, cli.ErrPrinted)
+		require.Equal(t, tc.hint, strings.Contains(out.String(), "-wait takes a duration with its unit, such as 5s, 250ms or 2m\n"), "%v: %s", tc.args, out.String())
+	}
 }
