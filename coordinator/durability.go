@@ -253,7 +253,11 @@ func (c *Coordinator) catchUp(ctx context.Context, ids []string) error {
 			if r.err != nil {
 				return fmt.Errorf("catch up %s: %w", r.cmd.SagaID, r.err)
 			}
-			reply, ok := r.rec.Answer(&r.cmd)
+			reply, ok, err := recordAnswer(&r.rec, &r.cmd)
+			if err != nil {
+				c.refuse("record", r.role, "saga_id", r.cmd.SagaID, "step", r.cmd.Step, "action", r.cmd.Action, "why", err.Error())
+				continue
+			}
 			if !ok {
 				continue
 			}

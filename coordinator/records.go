@@ -165,12 +165,8 @@ func (c *Coordinator) decodeRecord(e kvlog.Entry) readRecord {
 	if r.rec, r.err = wirejson.DecodeRecord(e.Value); r.err == nil {
 		r.err = c.checkAnswer(e.Value)
 	}
-	// What a reply may not say, a record may not either: a failed result
-	// with no reason.
-	for _, res := range []*messages.Result{r.rec.Execute, r.rec.Compensate} {
-		if r.err == nil && res != nil && res.Outcome == messages.Failed && res.Reason == "" {
-			r.err = fmt.Errorf("a failed result needs a reason: %w", messages.ErrBadRequest)
-		}
+	if r.err == nil {
+		r.err = r.rec.Check()
 	}
 	return r
 }
@@ -200,18 +196,15 @@ func (c *Coordinator) applyRecordEntry(role string, r *readRecord, now time.Time
 		c.log.Error("dropping malformed record", "role", role, "key", r.key, "err", r.err)
 		return nil
 	}
-	rec := &r.rec
-	reply, ok := rec.Answer(&cmd)
+	reply, ok, err := recordAnswer(&r.rec, &cmd)
+	if err != nil {
+		c.refuse("record", role, "saga_id", id, "step", step, "action", cmd.Action, "why", err.Error())
+		return nil
+	}
 	if !ok {
 		return nil // a claim (agents before December 2026 wrote one), or the other action's result
 	}
-	if res := rec.Result(cmd.Action); res.Seq > cmd.Seq || res.Seq < 1 {
-		// A record written by a command the coordinator never sent.
-		c.refuse("record", role, "saga_id", id, "step", step, "action", cmd.Action, "seq", res.Seq,
-			"why", fmt.Sprintf("seq %d, command in flight has seq %d", res.Seq, cmd.Seq))
-		return nil
-	}
-	err := applyRecord(c.applyAnswer, reply, now, out)
+	err = applyRecord(c.applyAnswer, reply, now, out)
 	switch {
 	case errors.Is(err, saga.ErrEarly):
 		c.log.Debug("early record held back", "saga_id", id, "step", step, "err", err)
@@ -220,6 +213,22 @@ func (c *Coordinator) applyRecordEntry(role string, r *readRecord, now time.Time
 		c.log.Warn("record not applied", "saga_id", id, "step", step, "err", err)
 	}
 	return nil
+}
+
+// recordAnswer returns the reply rec's result of cmd's action gives cmd;
+// ok is false when rec holds no final result of it (a claim, which agents
+// before December 2026 wrote, or only the other action's result). It
+// returns an error for a result whose seq is of no command the
+// coordinator sent for the saga up to cmd: a record it must refuse.
+func recordAnswer(rec *messages.Record, cmd *messages.Command) (reply messages.Reply, ok bool, err error) {
+	reply, ok = rec.Answer(cmd)
+	if !ok {
+		return reply, false, nil
+	}
+	if res := rec.Result(cmd.Action); res.Seq > cmd.Seq || res.Seq < 1 {
+		return reply, false, fmt.Errorf("seq %d, command in flight has seq %d", res.Seq, cmd.Seq)
+	}
+	return reply, true, nil
 }
 
 // owns reports whether step is a step of role in any version of any of
@@ -296,12 +305,13 @@ func (c *Coordinator) recordsOf(ctx context.Context, ids []string) (map[string]m
 				if !ok || !want[id] {
 					continue
 				}
-				rec, err := wirejson.DecodeRecord(e.Value)
-				if err != nil {
-					c.log.Error("skipping a malformed record", "role", role, "key", e.Key, "err", err)
+				// Checked as a record read while running is.
+				r := c.decodeRecord(e)
+				if r.err != nil {
+					c.log.Error("skipping a malformed record", "role", role, "key", messages.Clip(e.Key), "err", r.err)
 					continue
 				}
-				recs[role+" "+e.Key] = rec
+				recs[role+" "+e.Key] = r.rec
 			}
 		})
 		if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -320,7 +330,11 @@ func (c *Coordinator) readLegacyRecord(ctx context.Context, role, id, step strin
 	if err != nil || m == nil {
 		return messages.Record{}, err
 	}
-	return wirejson.DecodeRecord(m.Data)
+	rec, err := wirejson.DecodeRecord(m.Data)
+	if err == nil {
+		err = rec.Check()
+	}
+	return rec, err
 }
 
 // legacyRoles returns the roles of roles whose state stream holds records

@@ -524,3 +524,35 @@ func TestAddTicksSaturates(t *testing.T) {
 	require.ErrorIs(t, messages.CheckTick(0, messages.MaxTickJump+1), messages.ErrBadRequest)
 	require.ErrorIs(t, messages.CheckTick(math.MinInt64, 0), messages.ErrBadRequest)
 }
+
+// TestRecordCheck: a record holds final results that are ok or failed,
+// with a reason when failed, or claims with no outcome yet; anything else
+// is refused as a reply saying it would be.
+func TestRecordCheck(t *testing.T) {
+	res := func(o messages.Outcome, reason string) *messages.Result {
+		return &messages.Result{Outcome: o, Reason: reason, Seq: 1}
+	}
+	for _, tc := range []struct {
+		name string
+		rec  messages.Record
+		want string
+	}{
+		{"empty", messages.Record{}, ""},
+		{"ok", messages.Record{Execute: res(messages.OK, "")}, ""},
+		{"failed with a reason", messages.Record{Execute: res(messages.Failed, "no")}, ""},
+		{"ok, compensated", messages.Record{Execute: res(messages.OK, ""), Compensate: res(messages.OK, "nothing to undo")}, ""},
+		{"a claim", messages.Record{Execute: &messages.Result{Pending: true, Seq: 1}}, ""},
+		{"no outcome", messages.Record{Execute: res("", "")}, `a recorded result's outcome is ok or failed, not ""`},
+		{"error", messages.Record{Execute: res(messages.Error, "down")}, `a recorded result's outcome is ok or failed, not "error"`},
+		{"working", messages.Record{Compensate: res(messages.Working, "")}, `a recorded result's outcome is ok or failed, not "working"`},
+		{"failed without a reason", messages.Record{Compensate: res(messages.Failed, "")}, "a failed result needs a reason"},
+	} {
+		err := tc.rec.Check()
+		if tc.want == "" {
+			require.NoError(t, err, tc.name)
+			continue
+		}
+		require.ErrorIs(t, err, messages.ErrBadRequest, tc.name)
+		require.ErrorContains(t, err, tc.want, tc.name)
+	}
+}

@@ -1,6 +1,9 @@
 package messages
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Record is a participant's barrier record of one branch, one step of one
 // saga at one role: what its execute and its compensation did. A
@@ -36,6 +39,23 @@ func (r *Result) Done() bool { return r != nil && !r.Pending }
 // settled, and may expire.
 func (r *Record) Final() bool {
 	return (r.Execute == nil || !r.Execute.Pending) && (r.Compensate == nil || !r.Compensate.Pending)
+}
+
+// Check returns an error wrapping [ErrBadRequest] when r says what no
+// reply may: a final result whose outcome is not ok or failed (a record
+// holds only those), or failed without a reason. A claim (Pending) has no
+// outcome yet.
+func (r *Record) Check() error {
+	for _, res := range []*Result{r.Execute, r.Compensate} {
+		switch {
+		case res == nil || res.Pending:
+		case res.Outcome != OK && res.Outcome != Failed:
+			return fmt.Errorf("a recorded result's outcome is ok or failed, not %q: %w", res.Outcome, ErrBadRequest)
+		case res.Outcome == Failed && res.Reason == "":
+			return fmt.Errorf("a failed result needs a reason: %w", ErrBadRequest)
+		}
+	}
+	return nil
 }
 
 // Result returns r's result of action a, nil when there is none.

@@ -368,6 +368,9 @@ func (e *Engine) ApplyReply(r messages.Reply, now time.Time, out *Outbox) error 
 	if _, ok := x.def.Step(r.Step); r.Saga != x.Saga || !ok {
 		return fmt.Errorf("reply for saga %s names %s.%s: %w", r.SagaID, r.Saga, r.Step, ErrBadReply)
 	}
+	if !r.Outcome.Valid() {
+		return fmt.Errorf("reply for saga %s: outcome %q: %w", r.SagaID, r.Outcome, ErrBadReply)
+	}
 	// A reply settles only the command outstanding now: the same seq and
 	// attempt. An answer to an earlier attempt (say a redelivered "error"
 	// after the retry was sent) or to an earlier round of compensation (before

@@ -963,6 +963,8 @@ func TestStaleAndBadReplies(t *testing.T) {
 		{"a seq not yet sent", func(_ *harness, r *messages.Reply) { r.Seq = 3 }, saga.ErrStale},
 		{"a step the saga does not have", func(_ *harness, r *messages.Reply) { r.Step = "bribe_official" }, saga.ErrBadReply},
 		{"another saga type", func(_ *harness, r *messages.Reply) { r.Saga = "insurance" }, saga.ErrBadReply},
+		{"no outcome", func(_ *harness, r *messages.Reply) { r.Outcome = "" }, saga.ErrBadReply},
+		{"an outcome that is none of the four", func(_ *harness, r *messages.Reply) { r.Outcome = "done" }, saga.ErrBadReply},
 		{"an unknown saga id", func(_ *harness, r *messages.Reply) { r.SagaID = "no-such-saga" }, saga.ErrUnknownSaga},
 		{"an empty saga id", func(_ *harness, r *messages.Reply) { r.SagaID = "" }, saga.ErrUnknownSaga},
 	}
