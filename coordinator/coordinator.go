@@ -771,6 +771,7 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 	type pending struct {
 		x   *saga.Execution
 		ack jetstream.PubAckFuture
+		msg *nats.Msg
 	}
 	var ps []pending
 	settled := 0
@@ -780,6 +781,9 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 	}
 	settle := func(p pending) error {
 		ack, err := wait(ctx, p.ack)
+		if errors.Is(err, ErrConflict) && c.revs[p.x.ID] == 0 {
+			ack, err = c.putOverMarker(ctx, p.msg, err)
+		}
 		if err != nil {
 			return fmt.Errorf("store saga %s: %w", p.x.ID, err)
 		}
@@ -824,11 +828,12 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 			}
 			settled++
 		}
-		f, err := c.putAsync(messages.SagaKey(x.ID), data, c.revs[x.ID], ttl)
+		m := putMsg(messages.SagaKey(x.ID), data, c.revs[x.ID], ttl)
+		f, err := c.js.PublishMsgAsync(m)
 		if err != nil {
-			return err
+			return fmt.Errorf("store saga %s: %w", x.ID, err)
 		}
-		ps = append(ps, pending{x, f})
+		ps = append(ps, pending{x, f, m})
 	}
 	var clock jetstream.PubAckFuture
 	if moves {
@@ -876,17 +881,49 @@ func (c *Coordinator) encode(appendJSON func([]byte) ([]byte, error)) ([]byte, e
 
 // putAsync writes key guarded by rev, to expire after ttl when ttl > 0.
 func (c *Coordinator) putAsync(key string, data []byte, rev uint64, ttl time.Duration) (jetstream.PubAckFuture, error) {
+	f, err := c.js.PublishMsgAsync(putMsg(key, data, rev, ttl))
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", key, err)
+	}
+	return f, nil
+}
+
+// putMsg is the message that writes key guarded by rev, to expire after
+// ttl when ttl > 0.
+func putMsg(key string, data []byte, rev uint64, ttl time.Duration) *nats.Msg {
 	m := nats.NewMsg(messages.BucketSubject(key))
 	m.Data = data
 	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
 	if ttl > 0 {
 		m.Header.Set(jetstream.MsgTTLHeader, ttl.String())
 	}
-	f, err := c.js.PublishMsgAsync(m)
+	return m
+}
+
+// putOverMarker writes m, a saga's first write to the bucket, refused
+// (with conflict) because its key was there already: when what is there
+// is a marker (an operator deleted the key, or a value under it expired),
+// no writer holds the key, and m is written again guarded by the marker.
+// Anything else there is another writer's, and conflict is returned.
+func (c *Coordinator) putOverMarker(ctx context.Context, m *nats.Msg, conflict error) (*jetstream.PubAck, error) {
+	var marker uint64
+	err := c.lastOf(ctx, []string{m.Subject}, func(last *jetstream.RawStreamMsg) {
+		if deleted(last.Header) {
+			marker = last.Sequence
+		}
+	})
 	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", key, err)
+		return nil, fmt.Errorf("%w (reading the key: %w)", conflict, err)
 	}
-	return f, nil
+	if marker == 0 {
+		return nil, conflict
+	}
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(marker, 10))
+	ack, err := c.js.PublishMsg(ctx, m)
+	if jserr.Conflict(err) {
+		return nil, fmt.Errorf("%w: %w", ErrConflict, err)
+	}
+	return ack, err
 }
 
 func wait(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {

@@ -164,8 +164,16 @@ func (c *Coordinator) answerFinishedStarts(ctx context.Context, b *startBatch) {
 	}
 	finished := map[int]bool{}
 	err := c.lastOf(ctx, subjects, func(m *jetstream.RawStreamMsg) {
-		if op := m.Header.Get(kvOperationHeader); op != "" {
-			return // deleted or purged: not there
+		if deleted(m.Header) {
+			// The id was a saga's, whose state was deleted or expired:
+			// its agents may still hold its records, which would answer
+			// for the new saga.
+			for _, i := range at[m.Subject] {
+				b.refuse(i, fmt.Errorf("start %s: %w (by a saga whose state was deleted or has expired, whose agents' records may still answer for it: use another id)",
+					b.starts[i].SagaID, saga.ErrIDTaken))
+				finished[i] = true
+			}
+			return
 		}
 		x, err := storedSaga(b.starts[at[m.Subject][0]].SagaID, m.Data)
 		if err != nil {
@@ -204,6 +212,12 @@ func (c *Coordinator) answerFinishedStarts(ctx context.Context, b *startBatch) {
 
 // kvOperationHeader marks a bucket entry deleted or purged.
 const kvOperationHeader = "KV-Operation"
+
+// deleted reports whether a bucket message with header h is a marker: of
+// a key deleted or purged, or of a value removed by its TTL.
+func deleted(h nats.Header) bool {
+	return h.Get(kvOperationHeader) != "" || h.Get(jetstream.MarkerReasonHeader) != ""
+}
 
 // lastOf calls each with the last message of every subject of the bucket
 // that has one, read in one request.

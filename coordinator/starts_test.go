@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/natsaga/natsaga/coordinator"
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
@@ -152,4 +154,48 @@ func TestStartBatchRefusedWhole(t *testing.T) {
 	request(t, nc, messages.StartBatchSubject, mustJSON(t, messages.StartBatch{V: 1, Starts: []messages.BatchedStart{one}}), &resp)
 	require.Nil(t, resp.Error)
 	require.Equal(t, string(saga.InProgress), resp.Results[0].Status)
+}
+
+// TestDeletedKeys: a key of the saga bucket deleted by an operator leaves
+// a marker. A start naming a deleted saga's id is refused, since its
+// agents' records could answer for the new saga; and a saga whose key was
+// deleted while it ran (a marker where it had no value yet) is stored when
+// it ends, over the marker, not refused for ever as another writer's.
+func TestDeletedKeys(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	opts := coordinator.Options{Definitions: flood.Definitions(), Logger: testenv.Logger(t)}
+	stop := runUntilStopped(t, url, opts)
+	start := func(id string) *messages.WireError {
+		var resp messages.StartResponse
+		testenv.Request(t, nc, messages.StartSubject(flood.Insurance), messages.StartRequest{V: messages.Version, SagaID: id,
+			Context: messages.Context{}.MustSet(flood.KeyHousehold, "h-"+id)}, &resp)
+		return resp.Error
+	}
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	kv, err := js.KeyValue(context.Background(), messages.SagaBucket)
+	require.NoError(t, err)
+
+	// Held: no agent runs yet. Its key is deleted before it has a value.
+	require.Nil(t, start("held"))
+	require.NoError(t, kv.Delete(context.Background(), messages.SagaKey("held")))
+	floodAgents(t, url)
+	testenv.WaitStatus(t, nc, "held", saga.RolledBack) // no damage: under the deductible
+	require.Eventually(t, func() bool {
+		e, err := kv.Get(context.Background(), messages.SagaKey("held"))
+		return err == nil && e != nil
+	}, 10*time.Second, 5*time.Millisecond, "the end of held is stored over the marker")
+
+	// Ended, then deleted; a coordinator started since does not hold it.
+	require.Equal(t, saga.RolledBack, endSaga(t, url, "gone"))
+	require.NoError(t, kv.Delete(context.Background(), messages.SagaKey("gone")))
+	stop()
+	stop = runUntilStopped(t, url, opts)
+	defer stop()
+	refused := start("gone")
+	require.NotNil(t, refused)
+	require.Equal(t, messages.CodeConflict, refused.Code)
+	require.Contains(t, refused.Message, "whose state was deleted or has expired")
+	require.Equal(t, saga.RolledBack, endSaga(t, url, "new"), "the coordinator runs on")
 }
