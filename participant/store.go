@@ -342,8 +342,11 @@ func (s *Store) branchOf(ctx context.Context, l *kvlog.Log, sagaID, step string)
 		return Record{}, 0, fmt.Errorf("branch %s/%s: %w: %w", sagaID, step, ErrUnavailable, err)
 	}
 	if v != nil {
-		if r, err = wirejson.DecodeRecord(v); err != nil {
-			return Record{}, 0, fmt.Errorf("branch %s/%s: %w", sagaID, step, err)
+		if r, err = wirejson.DecodeRecord(v); err == nil {
+			err = r.Check()
+		}
+		if err != nil {
+			return Record{}, 0, fmt.Errorf("branch %s/%s: %w: %w", sagaID, step, errBadRecord, err)
 		}
 		return r, rev, nil
 	}
@@ -355,7 +358,7 @@ func (s *Store) branchOf(ctx context.Context, l *kvlog.Log, sagaID, step string)
 		return r, 0, err
 	}
 	if err := json.Unmarshal(m.Data, &r); err != nil {
-		return r, 0, fmt.Errorf("branch %s/%s: %w", sagaID, step, err)
+		return r, 0, fmt.Errorf("branch %s/%s: %w: %w", sagaID, step, errBadRecord, err)
 	}
 	// The log holds nothing for the branch: its first record there is
 	// written expecting none.
@@ -758,6 +761,18 @@ func (s *Store) settle(subj, op string) {
 // written, or another command is writing the branch; the command should
 // then be delivered again later.
 func (s *Store) Do(ctx context.Context, cmd *messages.Command, h agent.Handler) (messages.Reply, agent.Verdict, error) {
+	reply, verdict, err := s.do(ctx, cmd, h)
+	if errors.Is(err, errBadRecord) {
+		reason := err.Error()
+		if len(reason) > maxBadRecordReason {
+			reason = reason[:maxBadRecordReason] + "…"
+		}
+		return messages.ReplyTo(cmd, messages.Error, reason), agent.Transient, nil
+	}
+	return reply, verdict, err
+}
+
+func (s *Store) do(ctx context.Context, cmd *messages.Command, h agent.Handler) (messages.Reply, agent.Verdict, error) {
 	b := &branch{s: s, cmd: cmd, h: h, key: messages.RecordKey(cmd.SagaID, cmd.Step),
 		op: opName(cmd, string(cmd.Action))}
 	// An execute is usually the branch's first record, so the first try
@@ -913,6 +928,16 @@ func (b *branch) wait() (messages.Reply, agent.Verdict, error) {
 // errRecordMoved is the conflict of a branch record that changed between
 // two reads of one run: the command is run again.
 var errRecordMoved = errors.New("the branch record changed while the action ran")
+
+// errBadRecord marks a branch record that does not decode, or says what
+// no record may: no run of the command can decide on it. [Store.Do]
+// answers the command with an error, so that the saga's retries, then its
+// rollback or its failure, follow, and never asks for it again for ever.
+var errBadRecord = errors.New("its barrier record is malformed (repair or remove it, then retry the saga)")
+
+// maxBadRecordReason bounds the reason of errBadRecord's answer, which
+// the saga's history keeps.
+const maxBadRecordReason = 400
 
 // errStaleRead is the conflict of a value this process had cached and
 // another process wrote since: the command is run again on the value as
