@@ -166,6 +166,20 @@ func (c *Client) WithAttempts(n int) *Client {
 // does not come in time or nobody listens yet; any other error, or the end
 // of ctx, ends it.
 func (c *Client) request(ctx context.Context, subject string, req, resp any) error {
+	return c.send(ctx, subject, req, resp, true)
+}
+
+// requestOnce is request for a request that may take effect twice (a start
+// without an id, a retry): one that nobody listened to is sent again,
+// since nobody received it, but one whose answer did not come in time is
+// not, since it may have taken effect.
+func (c *Client) requestOnce(ctx context.Context, subject string, req, resp any) error {
+	return c.send(ctx, subject, req, resp, false)
+}
+
+// send is request; resend says whether a request whose answer did not
+// come in time is sent again.
+func (c *Client) send(ctx context.Context, subject string, req, resp any, resend bool) error {
 	data, err := json.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("%s: encode: %w", subject, err)
@@ -199,7 +213,11 @@ func (c *Client) request(ctx context.Context, subject string, req, resp any) err
 		if noResponders {
 			nobody = err
 		}
-		retry := noResponders || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
+		timedOut := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
+		if timedOut && !resend {
+			return fmt.Errorf("%s: no answer within %s, and not sent again: it may have taken effect: %w", subject, c.opts.RequestTimeout, err)
+		}
+		retry := noResponders || timedOut
 		if noResponders && time.Now().Before(patience) {
 			attempt = min(attempt, c.opts.Attempts-1)
 		}
@@ -226,7 +244,9 @@ type Start struct {
 	// Saga is the saga type: a definition's subject or name.
 	Saga string
 	// ID is the saga's id; empty, the coordinator makes one. A start sent
-	// again with the same id starts the saga once.
+	// again with the same id starts the saga once: a start with an id is
+	// sent again when its answer does not come in time, one without is
+	// not (it may have started a saga; the error says so).
 	ID string
 	// Rank, when positive, ranks the saga for a simulation run; Tick,
 	// when ahead of the clock, schedules its start (docs/simulation.md).
@@ -266,7 +286,11 @@ func (c *Client) Start(ctx context.Context, s Start) (Started, error) {
 	var resp messages.StartResponse
 	answer, err := cli.RetryBusy(ctx, c.log.With("saga_id", s.ID), func(ctx context.Context) (*messages.WireError, error) {
 		resp = messages.StartResponse{}
-		if err := c.request(ctx, subject, req, &resp); err != nil {
+		send := c.request
+		if s.ID == "" {
+			send = c.requestOnce // a second would start another saga
+		}
+		if err := send(ctx, subject, req, &resp); err != nil {
 			return nil, err
 		}
 		return resp.Error, nil
@@ -402,7 +426,13 @@ func (c *Client) startBatch(ctx context.Context, starts []Start, encoded []json.
 		req.Starts = append(req.Starts, encoded[i])
 	}
 	var resp messages.StartBatchResponse
-	err := c.request(ctx, messages.StartBatchSubject, req, &resp)
+	send := c.request
+	for _, i := range batch {
+		if starts[i].ID == "" {
+			send = c.requestOnce // a second would start another saga
+		}
+	}
+	err := send(ctx, messages.StartBatchSubject, req, &resp)
 	if err == nil && resp.Error == nil && len(resp.Results) != len(batch) {
 		err = fmt.Errorf("%s: %d answers to %d starts", messages.StartBatchSubject, len(resp.Results), len(batch))
 	}
@@ -553,7 +583,8 @@ func (c *Client) ListJSON(ctx context.Context, status saga.Status, limit int) ([
 // that is not failed).
 func (c *Client) Retry(ctx context.Context, id string) (saga.Status, error) {
 	var resp messages.RetryResponse
-	if err := c.request(ctx, messages.RetrySubject, messages.RetryRequest{V: messages.Version, SagaID: id}, &resp); err != nil {
+	// Sent again, a retry that took effect would be answered conflict.
+	if err := c.requestOnce(ctx, messages.RetrySubject, messages.RetryRequest{V: messages.Version, SagaID: id}, &resp); err != nil {
 		return "", err
 	}
 	if err := wireErr(messages.RetrySubject, resp.Error); err != nil {

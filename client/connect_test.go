@@ -12,6 +12,8 @@ import (
 
 	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/internal/embedded"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
 )
 
 // refusedDialer reports each dial that no server answered.
@@ -73,4 +75,47 @@ func TestConnectGivesUpWithItsContext(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.ErrorIs(t, err, nats.ErrNoServers)
 	require.NotContains(t, err.Error(), "secret")
+}
+
+// TestStartSentAgainOnlyWithAnID: a start whose answer does not come in
+// time is sent again only when it names its saga's id; without one, a
+// second would start a second saga, so the error says it may have started.
+// The "coordinator" here takes requests and never answers.
+func TestStartSentAgainOnlyWithAnID(t *testing.T) {
+	_, url := testenv.Server(t)
+	silent := testenv.Connect(t, url)
+	single, err := silent.SubscribeSync(messages.StartSubject("greet"))
+	require.NoError(t, err)
+	batch, err := silent.SubscribeSync(messages.StartBatchSubject)
+	require.NoError(t, err)
+	retries, err := silent.SubscribeSync(messages.RetrySubject)
+	require.NoError(t, err)
+	require.NoError(t, silent.Flush())
+	nc := testenv.Connect(t, url)
+	c, err := client.New(nc, client.Options{RequestTimeout: 50 * time.Millisecond, Attempts: 3})
+	require.NoError(t, err)
+	ctx := context.Background()
+	received := func(sub *nats.Subscription) int {
+		t.Helper()
+		require.NoError(t, nc.Flush())
+		require.NoError(t, silent.Flush())
+		n, _, err := sub.Pending()
+		require.NoError(t, err)
+		require.NoError(t, sub.Drain())
+		return n
+	}
+
+	_, err = c.Start(ctx, client.Start{Saga: "greet"})
+	require.ErrorContains(t, err, "not sent again: it may have taken effect")
+	_, err = c.Start(ctx, client.Start{Saga: "greet", ID: "g-1"})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Equal(t, 1+3, received(single))
+
+	_, errs := c.StartMany(ctx, []client.Start{{Saga: "greet", ID: "g-2"}, {Saga: "greet"}}, 0)
+	require.ErrorContains(t, errs[1], "not sent again")
+	require.Equal(t, 1, received(batch))
+
+	_, err = c.Retry(ctx, "g-3")
+	require.ErrorContains(t, err, "not sent again")
+	require.Equal(t, 1, received(retries))
 }

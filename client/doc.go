@@ -12,9 +12,11 @@
 // [Client.StatusJSON] and [Client.ListJSON] return the sagas' states as the
 // coordinator sent them, for a tool that passes them on.
 //
-// Every network call takes a context first. A request that is not
-// answered in time, or that nobody listens to yet (a coordinator
-// restarting), is sent again, identical, so that it stays idempotent. An
+// Every network call takes a context first. A request that nobody listens
+// to yet (a coordinator restarting) is sent again. One that is not
+// answered in time is sent again, identical, when that is safe: not a
+// start without an id, nor a retry, which may have taken effect (the
+// error then says so). An
 // error the coordinator answers with is an [*Error] whose code can be
 // tested with errors.Is against [ErrNotFound], [ErrBadRequest],
 // [ErrConflict], [ErrBusy], [ErrTooLarge] and [ErrInternal]. A start the
