@@ -646,3 +646,20 @@ func TestCopiesDecideOnWhatOtherCopiesWrote(t *testing.T) {
 	require.Equal(t, messages.OK, lend(a, "s-5", messages.Execute).Outcome)
 	require.Equal(t, "s-5", held())
 }
+
+// TestRolesDifferingOnlyInCase: a role's streams are named by its name in
+// upper case. A second role whose name differs from the first's only in
+// case is refused, and the first role's streams keep their subjects.
+func TestRolesDifferingOnlyInCase(t *testing.T) {
+	_, url := testenv.Server(t)
+	ctx := context.Background()
+	bank := openBank(t, url, 100)
+	_, err := participant.OpenStore(ctx, testenv.Connect(t, url), "Bank", true, 1)
+	require.ErrorIs(t, err, participant.ErrRoleCase)
+	require.ErrorContains(t, err, `stream NATSAGA_STATE_BANK holds the subjects [natsaga.state.bank.>], not role "Bank"'s`)
+	_, err = participant.OpenStore(ctx, testenv.Connect(t, url), "BANK", false, 1)
+	require.ErrorIs(t, err, participant.ErrRoleCase)
+	require.Equal(t, int64(100), balance(t, bank), "the bank's state is where it was")
+	reply, _ := do(t, bank, newDebit().handler(), command("s-1", messages.Execute, 1, 30))
+	require.Equal(t, messages.OK, reply.Outcome, "and its records too")
+}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -202,12 +204,7 @@ func OpenStore(ctx context.Context, nc *nats.Conn, role string, create bool, rep
 	if _, err := js.AccountInfo(ctx); errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
 		return nil, fmt.Errorf("open store %s: %w: %w", role, ErrNoJetStream, err)
 	}
-	var st jetstream.Stream
-	if create {
-		st, err = streams.Ensure(ctx, js, StreamConfig(role, replicas))
-	} else {
-		st, err = waitStream(ctx, js, messages.StateStream(role))
-	}
+	st, err := roleStream(ctx, js, role, StreamConfig(role, replicas), create)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", role, err)
 	}
@@ -224,13 +221,10 @@ func (s *Store) records(ctx context.Context) (*kvlog.Log, error) {
 	if s.log != nil {
 		return s.log, nil
 	}
-	var err error
-	if s.create {
-		_, err = streams.Ensure(ctx, s.js, RecordStreamConfig(s.role, s.replicas))
-	} else {
-		_, err = waitStream(ctx, s.js, messages.RecordStream(s.role))
-	}
-	if err != nil {
+	if _, err := roleStream(ctx, s.js, s.role, RecordStreamConfig(s.role, s.replicas), s.create); err != nil {
+		if errors.Is(err, ErrRoleCase) {
+			return nil, fmt.Errorf("records of %s: %w", s.role, err)
+		}
 		return nil, fmt.Errorf("records of %s: %w: %w", s.role, ErrUnavailable, err)
 	}
 	// Records that agents before the log kept in the state stream are
@@ -256,6 +250,43 @@ func (s *Store) Close() {
 	if s.log != nil {
 		s.log.Close()
 	}
+}
+
+// ErrRoleCase is returned when a role's stream holds the subjects of
+// another role, whose name differs from the role's only in case: a
+// role's streams are named by its name in upper case, so the two cannot
+// both run on one server.
+var ErrRoleCase = errors.New("another role's name differs from this one's only in case")
+
+// roleStream returns role's stream cfg: created or updated to cfg when
+// create is set, waited for otherwise. It refuses, with [ErrRoleCase], a
+// stream that holds another role's subjects, which an update would take
+// from that role.
+func roleStream(ctx context.Context, js jetstream.JetStream, role string, cfg jetstream.StreamConfig, create bool) (jetstream.Stream, error) {
+	check := func(st jetstream.Stream) error {
+		have := st.CachedInfo().Config.Subjects
+		if !slices.Equal(have, cfg.Subjects) && strings.EqualFold(strings.Join(have, " "), strings.Join(cfg.Subjects, " ")) {
+			return fmt.Errorf("stream %s holds the subjects %v, not role %q's %v: %w", cfg.Name, have, role, cfg.Subjects, ErrRoleCase)
+		}
+		return nil
+	}
+	if !create {
+		st, err := waitStream(ctx, js, cfg.Name)
+		if err != nil {
+			return nil, err
+		}
+		return st, check(st)
+	}
+	st, err := js.Stream(ctx, cfg.Name)
+	switch {
+	case err == nil:
+		if err := check(st); err != nil {
+			return nil, err
+		}
+	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil, err
+	}
+	return streams.Ensure(ctx, js, cfg)
 }
 
 // waitStream returns the stream name once it exists, waiting while it does

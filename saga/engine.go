@@ -98,6 +98,9 @@ func (e *Engine) Register(d Definition) error {
 	if err := d.Validate(); err != nil {
 		return err
 	}
+	if err := e.checkRoleCase(d); err != nil {
+		return err
+	}
 	if _, ok := e.defs[d.Name]; ok {
 		return fmt.Errorf("register %q: %w", d.Name, ErrDuplicateDefinition)
 	}
@@ -109,6 +112,24 @@ func (e *Engine) Register(d Definition) error {
 	e.defs[n.Subject] = n
 	e.versions[versionKey{n.Name, n.Version}] = n
 	e.nDefs++
+	return nil
+}
+
+// checkRoleCase returns an error wrapping [ErrInvalidDefinition] when a
+// role of d differs only in case from a role of a registered definition:
+// a role's streams are named by its name in upper case, so the two would
+// share them.
+func (e *Engine) checkRoleCase(d Definition) error {
+	for _, st := range d.Steps {
+		for _, o := range e.versions {
+			for _, ost := range o.Steps {
+				if ost.Role != st.Role && strings.EqualFold(ost.Role, st.Role) {
+					return fmt.Errorf("definition %q: role %q differs only in case from role %q of %q, and would share its streams: %w",
+						d.Name, st.Role, ost.Role, o.Name, ErrInvalidDefinition)
+				}
+			}
+		}
+	}
 	return nil
 }
 
@@ -158,6 +179,9 @@ func (e *Engine) CheckUpdate(d Definition) (unchanged bool, err error) {
 
 func (e *Engine) checkUpdate(d Definition) (n *Definition, unchanged bool, err error) {
 	if err := d.Validate(); err != nil {
+		return nil, false, err
+	}
+	if err := e.checkRoleCase(d); err != nil {
 		return nil, false, err
 	}
 	n = d.normalized()

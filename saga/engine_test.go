@@ -787,6 +787,9 @@ func TestRegister(t *testing.T) {
 		{"empty role", subsidyDef(func(d *saga.Definition) { d.Name, d.Subject, d.Steps[1].Role = "n9", "s9", "" }), saga.ErrInvalidDefinition},
 		{"negative step timeout", subsidyDef(func(d *saga.Definition) { d.Name, d.Subject, d.Steps[1].TimeoutTicks = "n10", "s10", -2 }), saga.ErrInvalidDefinition},
 		{"negative attempts", subsidyDef(func(d *saga.Definition) { d.Name, d.Subject, d.Steps[1].Retry.MaxAttempts = "n11", "s11", -1 }), saga.ErrInvalidDefinition},
+		{"a role differing only in case", subsidyDef(func(d *saga.Definition) {
+			d.Name, d.Subject, d.Steps[1].Role = "n12", "s12", strings.ToUpper(d.Steps[1].Role)
+		}), saga.ErrInvalidDefinition},
 	}
 	// The cases run in order against one engine: the duplicates collide
 	// with the valid definitions registered first.

@@ -154,13 +154,15 @@ func (f *File) Definitions() ([]Definition, error) {
 	if len(f.Roles) == 0 {
 		bad("", "roles", "no roles")
 	}
-	roles := map[string]bool{}
+	roles, folded := map[string]bool{}, map[string]string{}
 	for i, r := range f.Roles {
 		name("", fmt.Sprintf("roles[%d]", i), r)
 		if roles[r] {
 			bad("", fmt.Sprintf("roles[%d]", i), "duplicate role %q", r)
+		} else if o, ok := folded[strings.ToLower(r)]; ok {
+			bad("", fmt.Sprintf("roles[%d]", i), "role %q differs only in case from role %q, and would share its streams", r, o)
 		}
-		roles[r] = true
+		roles[r], folded[strings.ToLower(r)] = true, r
 	}
 	if len(f.Sagas) == 0 {
 		bad("", "sagas", "no sagas")

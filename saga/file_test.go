@@ -68,6 +68,8 @@ func TestParseFileRefusesBadDefinitions(t *testing.T) {
 	}{
 		{"duplicate step", file(`{"name":"s","subject":"s","steps":[{"name":"a","role":"r"},{"name":"a","role":"q"}]}`),
 			`definition "s": field steps[1].name: duplicate step "a"`},
+		{"roles differing only in case", `{"roles":["bank","Bank"],"sagas":[{"name":"s","subject":"s","steps":[{"name":"a","role":"bank"}]}]}`,
+			`definitions file: field roles[1]: role "Bank" differs only in case from role "bank", and would share its streams`},
 		{"unknown role", file(`{"name":"s","subject":"s","steps":[{"name":"a","role":"nurse"}]}`),
 			`definition "s": field steps[0].role: unknown role "nurse": not in the file's roles [r q]`},
 		{"step name with a dot", file(`{"name":"s","subject":"s","steps":[{"name":"a.b","role":"r"}]}`),
