@@ -38,6 +38,13 @@ type RecordObserver interface {
 	RecordsRead(role string, records int)
 }
 
+// RetryObserver, when an [Observer] implements it too, is told of each
+// failed saga of type sagaType (its subject) an operator's retry sent back
+// to compensating, once that is stored: the saga will end again.
+type RetryObserver interface {
+	Retried(sagaType string)
+}
+
 // applyAnswer applies r to the engine as ApplyReply does, and tells the
 // observer, if any, which command it settled, and ends its span.
 func (c *Coordinator) applyAnswer(r messages.Reply, now time.Time, out *saga.Outbox) error {

@@ -357,10 +357,13 @@ func (c *Coordinator) onRetry(ctx context.Context, m *nats.Msg) {
 			return nil
 		}
 		c.log.Info("operator retry of a failed saga", "saga_id", req.SagaID)
+		cmd, _ := c.engine.Command(req.SagaID)
 		return func(err error) {
 			resp := messages.RetryResponse{V: messages.Version, Status: string(saga.Compensating)}
 			if err != nil {
 				resp = messages.RetryResponse{V: messages.Version, Error: wireError(err)}
+			} else if o, ok := c.opts.Observer.(RetryObserver); ok {
+				o.Retried(cmd.Saga)
 			}
 			c.respond(m, resp)
 		}

@@ -20,15 +20,15 @@ var SecondBuckets = prometheus.ExponentialBuckets(0.0005, 2, 16)
 // coordinator.Observer; pass it in coordinator.Options.Observer. It is
 // safe for concurrent use.
 type Coordinator struct {
-	started, finished *prometheus.CounterVec
-	commands          *prometheus.CounterVec
-	retries           *prometheus.CounterVec
-	steps             *prometheus.CounterVec
-	ticks, seconds    *prometheus.HistogramVec
-	inFlight          *prometheus.GaugeVec
-	tick              prometheus.Gauge
-	batchSize         prometheus.Histogram
-	recordSize        *prometheus.HistogramVec
+	started, finished, retried *prometheus.CounterVec
+	commands                   *prometheus.CounterVec
+	retries                    *prometheus.CounterVec
+	steps                      *prometheus.CounterVec
+	ticks, seconds             *prometheus.HistogramVec
+	inFlight                   *prometheus.GaugeVec
+	tick                       prometheus.Gauge
+	batchSize                  prometheus.Histogram
+	recordSize                 *prometheus.HistogramVec
 }
 
 // NewCoordinator registers the coordinator's metrics with reg and returns
@@ -42,6 +42,9 @@ func NewCoordinator(reg prometheus.Registerer) (*Coordinator, error) {
 		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "natsaga_sagas_finished_total", Help: "Sagas that reached a final status, by saga type and status.",
 		}, []string{"saga", "status"}),
+		retried: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "natsaga_sagas_retried_total", Help: "Failed sagas an operator's retry sent back to compensating, by saga type: each finishes again.",
+		}, []string{"saga"}),
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "natsaga_commands_sent_total", Help: "Step commands published, retries included, by saga, step and action.",
 		}, stepLabels),
@@ -74,7 +77,7 @@ func NewCoordinator(reg prometheus.Registerer) (*Coordinator, error) {
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 		}, []string{"role"}),
 	}
-	for _, c := range []prometheus.Collector{m.started, m.finished, m.commands, m.retries, m.steps, m.ticks, m.seconds, m.inFlight, m.tick, m.batchSize, m.recordSize} {
+	for _, c := range []prometheus.Collector{m.started, m.finished, m.retried, m.commands, m.retries, m.steps, m.ticks, m.seconds, m.inFlight, m.tick, m.batchSize, m.recordSize} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("coordinator metrics: %w", err)
 		}
@@ -119,6 +122,10 @@ func (m *Coordinator) Committed(cmds []messages.Command, events []messages.Event
 	m.tick.Set(float64(sum.Tick))
 }
 
+// Retried counts a failed saga of sagaType sent back to compensating
+// ([coordinator.RetryObserver]).
+func (m *Coordinator) Retried(sagaType string) { m.retried.WithLabelValues(sagaType).Inc() }
+
 // Answered counts a settled step and observes its latency.
 func (m *Coordinator) Answered(cmd messages.Command, outcome messages.Outcome, ticks int64, took time.Duration) {
 	action := string(cmd.Action)
@@ -134,6 +141,7 @@ func (m *Coordinator) Answered(cmd messages.Command, outcome messages.Outcome, t
 func (m *Coordinator) Known(defs []saga.Definition) {
 	for _, d := range defs {
 		m.started.WithLabelValues(d.Subject)
+		m.retried.WithLabelValues(d.Subject)
 		for _, st := range []saga.Status{saga.Completed, saga.RolledBack, saga.TimedOut, saga.Failed} {
 			m.finished.WithLabelValues(d.Subject, string(st))
 		}

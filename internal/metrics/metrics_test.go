@@ -50,6 +50,7 @@ natsaga_sagas_in_flight{state="retrying"} 0
 	m.RecordsRead("government", 4)
 	m.Answered(cmds[1], messages.OK, 2, 30*time.Millisecond)
 	m.Answered(cmds[2], messages.OK, 0, -1)
+	m.Retried("subsidy")
 
 	want := `
 # HELP natsaga_sagas_started_total Sagas started, by saga type.
@@ -59,6 +60,9 @@ natsaga_sagas_started_total{saga="subsidy"} 1
 # HELP natsaga_sagas_finished_total Sagas that reached a final status, by saga type and status.
 # TYPE natsaga_sagas_finished_total counter
 natsaga_sagas_finished_total{saga="subsidy",status="rolled_back"} 1
+# HELP natsaga_sagas_retried_total Failed sagas an operator's retry sent back to compensating, by saga type: each finishes again.
+# TYPE natsaga_sagas_retried_total counter
+natsaga_sagas_retried_total{saga="subsidy"} 1
 # HELP natsaga_command_retries_total Step commands sent again after a transient error (attempt above 1), by saga, step and action.
 # TYPE natsaga_command_retries_total counter
 natsaga_command_retries_total{action="execute",saga="subsidy",step="a"} 1
@@ -72,7 +76,7 @@ natsaga_sagas_in_flight{state="retrying"} 1
 natsaga_tick 7
 `
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"natsaga_sagas_started_total", "natsaga_sagas_finished_total", "natsaga_command_retries_total", "natsaga_sagas_in_flight", "natsaga_tick"))
+		"natsaga_sagas_started_total", "natsaga_sagas_finished_total", "natsaga_sagas_retried_total", "natsaga_command_retries_total", "natsaga_sagas_in_flight", "natsaga_tick"))
 	sent := `
 # HELP natsaga_commands_sent_total Step commands published, retries included, by saga, step and action.
 # TYPE natsaga_commands_sent_total counter
