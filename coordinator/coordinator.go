@@ -38,8 +38,14 @@ var ErrNoJetStream = errors.New("natsaga needs JetStream: start nats-server with
 // version could otherwise run by other steps than it started with.
 var ErrDefinitionConflict = errors.New("saga definition differs from the stored one of the same version")
 
-// ErrConflict is returned by [Coordinator.Run] when a saga's stored state
-// changed under it: another coordinator is writing the same bucket.
+// ErrRanBefore is returned by a second [Coordinator.Run]: a coordinator
+// runs once; make another with [New].
+var ErrRanBefore = errors.New("coordinator: Run was called before (make a new coordinator to run again)")
+
+// ErrConflict ends a term of [Coordinator.Run] when a saga's stored state
+// changed under it: another coordinator is writing the same bucket. Run
+// logs it and stands by again, as after a lost lease; it does not return
+// it.
 var ErrConflict = errors.New("saga state changed by another writer")
 
 // Options configures a [Coordinator]. The zero value needs only Definitions.
@@ -134,6 +140,8 @@ func (o *Options) Validate() error {
 // time: a second one stands by until the first's lease is released or
 // expires (see [Coordinator.Run]).
 type Coordinator struct {
+	// ran is set by the first Run.
+	ran atomic.Bool
 	// copy names this coordinator for its life: in its micro services'
 	// metadata and in the lease it holds, so that a standby's log and
 	// `natsaga services` name the active one alike.
@@ -299,7 +307,11 @@ func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
 // stored one of its version, JetStream's refusal when it asks for replicas
 // of its streams on a server that is not in a cluster, and an error when
 // the connection is closed for good (its reconnect attempts ran out).
+// A Coordinator runs once: a second Run returns [ErrRanBefore] at once.
 func (c *Coordinator) Run(ctx context.Context) error {
+	if !c.ran.CompareAndSwap(false, true) {
+		return ErrRanBefore
+	}
 	defer c.state.Store(runStopped)
 	for {
 		err := c.runTerm(ctx)

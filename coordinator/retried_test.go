@@ -101,3 +101,19 @@ func TestRetriedSagaFinishesAgain(t *testing.T) {
 		return r == 2 && f[string(saga.RolledBack)] == 1 && f[string(saga.Failed)] == 2
 	}, 10*time.Second, 5*time.Millisecond, "1 started + 2 retried = 3 finished")
 }
+
+// TestCoordinatorRunsOnce: a second Run of one coordinator is refused at
+// once, while the first runs and after it returned.
+func TestCoordinatorRunsOnce(t *testing.T) {
+	_, url := testenv.Server(t)
+	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: []saga.Definition{twoSteps}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	<-c.Ready()
+	require.ErrorIs(t, c.Run(context.Background()), coordinator.ErrRanBefore, "while the first runs")
+	cancel()
+	require.NoError(t, <-done)
+	require.ErrorIs(t, c.Run(context.Background()), coordinator.ErrRanBefore, "after")
+}

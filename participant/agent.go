@@ -130,6 +130,8 @@ func (o *Options) Validate() error {
 // publishes the replies. Several Agent processes of one role share the work;
 // each command is handled by one of them at a time.
 type Agent struct {
+	// ran is set by the first Run.
+	ran   atomic.Bool
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	opts  Options
@@ -157,7 +159,7 @@ type Agent struct {
 	// serving is true while Run pulls commands.
 	serving atomic.Bool
 	// opened is the store once Run has opened it, for other goroutines
-	// (see SharedStore).
+	// (see Store).
 	opened atomic.Pointer[Store]
 }
 
@@ -306,8 +308,10 @@ func serialPull() []jetstream.PullMessagesOpt {
 // Name is the agent's name.
 func (a *Agent) Name() string { return a.opts.Name }
 
-// Store is the agent's state store; nil before Run has opened it.
-func (a *Agent) Store() *Store { return a.store }
+// Store returns the agent's state store once Run has opened it, and nil
+// before. It is safe to call from any goroutine while Run runs, for
+// example to read state for metrics.
+func (a *Agent) Store() *Store { return a.opened.Load() }
 
 // Stats returns the agent's counters.
 func (a *Agent) Stats() messages.AgentStats {
@@ -346,8 +350,12 @@ func (a *Agent) Subjects() []string {
 // connection closed), unless ctx was cancelled meanwhile. Serving, it
 // returns an error wrapping nats.ErrConnectionClosed when its connection
 // closes for good (its reconnects ran out), leaving the commands in hand
-// to be delivered again.
+// to be delivered again. An Agent runs once: a second Run returns
+// [ErrRanBefore] at once.
 func (a *Agent) Run(ctx context.Context) error {
+	if !a.ran.CompareAndSwap(false, true) {
+		return ErrRanBefore
+	}
 	pause := setupPause
 	for {
 		err := a.runOnce(ctx)
@@ -368,6 +376,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		pause = min(2*pause, maxSetupPause)
 	}
 }
+
+// ErrRanBefore is returned by a second [Agent.Run]: an agent runs once;
+// make another with [New].
+var ErrRanBefore = errors.New("agent: Run was called before (make a new agent to run again)")
 
 // setupPause is the first wait before Run tries a failed set-up again;
 // maxSetupPause is the longest.

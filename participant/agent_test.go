@@ -341,3 +341,23 @@ func TestHeldCommandsKeptWhileOthersFallDue(t *testing.T) {
 	require.Zero(t, st.Duplicates)
 	require.Equal(t, int64(early+late), st.Executed)
 }
+
+// TestAgentRunsOnce: a second Run of one agent is refused at once, after
+// the first returned, rather than reuse what the first closed.
+func TestAgentRunsOnce(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{{Name: "s", Subject: "s", Steps: []saga.Step{{Name: "x", Role: "r"}}}})
+	a, err := participant.New(testenv.Connect(t, url), participant.Options{Role: "r", Steps: []agent.Step{{Saga: "s", Name: "x", Handler: agent.Handler{
+		Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}}}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	require.Eventually(t, func() bool { return a.Store() != nil }, 10*time.Second, 5*time.Millisecond)
+	require.ErrorIs(t, a.Run(context.Background()), participant.ErrRanBefore, "while the first runs")
+	cancel()
+	require.NoError(t, <-done)
+	require.ErrorIs(t, a.Run(context.Background()), participant.ErrRanBefore, "after")
+}

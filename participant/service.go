@@ -187,8 +187,3 @@ func (a *Agent) Health() error {
 	}
 	return nil
 }
-
-// SharedStore returns the agent's store once Run has opened it, and nil
-// before. Unlike [Agent.Store], it is safe to call from any goroutine while
-// Run runs, for example to read state for metrics.
-func (a *Agent) SharedStore() *Store { return a.opened.Load() }

@@ -84,7 +84,7 @@ func (c *cents) Set(s string) error {
 func RegisterMetrics(reg prometheus.Registerer, a *participant.Agent, log *slog.Logger) error {
 	role := a.Stats().Role
 	read := func(ctx context.Context) (int64, error) {
-		st := a.SharedStore()
+		st := a.Store()
 		if st == nil {
 			return 0, errStoreNotOpen
 		}
