@@ -24,7 +24,7 @@ type Options struct {
 	// RecentlyFinished is how many ids of finished sagas the engine keeps
 	// without KeepFinished, so that a retried start of a saga that has
 	// just finished is recognised (Start returns [ErrTerminal]) rather
-	// than run again. 0 means 65,536; older ids are the runtime's to
+	// than run again. 0 (or less) means 65,536; older ids are the runtime's to
 	// recognise from its store.
 	RecentlyFinished int
 	// MaxContext, when positive, bounds a saga's context, in bytes as
@@ -74,7 +74,7 @@ func New(opts Options) *Engine {
 	if opts.NewID == nil {
 		opts.NewID = uuid.NewString
 	}
-	if opts.RecentlyFinished == 0 {
+	if opts.RecentlyFinished <= 0 {
 		opts.RecentlyFinished = 1 << 16
 	}
 	return &Engine{

@@ -82,3 +82,9 @@ func TestSummaryCountsRetrying(t *testing.T) {
 	require.Equal(t, []saga.ID{"a"}, out.Expired)
 	require.Equal(t, 0, e.Summary().Retrying)
 }
+
+// TestNegativeRecentlyFinished: a negative count is the default, not a
+// panic.
+func TestNegativeRecentlyFinished(t *testing.T) {
+	require.NotPanics(t, func() { saga.New(saga.Options{RecentlyFinished: -1}) })
+}

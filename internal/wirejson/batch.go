@@ -75,6 +75,7 @@ func splitBatch(data []byte, what, key string) ([][]byte, error) {
 		case "v":
 			return d.IntOf(&v)
 		case key:
+			items = items[:0] // a key given twice: the last counts, as with encoding/json
 			return d.Array(func() error {
 				if len(items) == messages.MaxBatch {
 					return errTooMany

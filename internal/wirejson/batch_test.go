@@ -117,3 +117,17 @@ func TestDecodeEventBatchRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestEventBatchKeyGivenTwice: an array key given twice is decoded as
+// encoding/json decodes it: the last one counts.
+func TestEventBatchKeyGivenTwice(t *testing.T) {
+	one := AppendEvent(nil, &messages.Event{V: messages.Version, SagaID: "s-1", Saga: "subsidy", Status: "completed", Tick: 1})
+	two := AppendEvent(nil, &messages.Event{V: messages.Version, SagaID: "s-2", Saga: "subsidy", Status: "completed", Tick: 2})
+	data := []byte(`{"v":2,"events":[` + string(one) + `],"events":[` + string(two) + `]}`)
+	var viaJSON messages.EventBatch
+	require.NoError(t, json.Unmarshal(data, &viaJSON))
+	got, err := DecodeEventBatch(data)
+	require.NoError(t, err)
+	require.Equal(t, viaJSON.Events, got)
+	require.Len(t, got, 1)
+}
