@@ -69,19 +69,31 @@ func (c *Coordinator) register(ctx context.Context, defs []saga.Definition) (mes
 	}
 	ctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	defer cancel()
+	// created are the keys this call stored, taken back if a later one
+	// fails: a refused file changes nothing.
+	var created []string
 	for i, d := range defs {
 		if unchanged[i] {
 			continue
 		}
 		data, err := definitionFile(d)
 		if err != nil {
+			c.unstore(created)
 			return resp, fmt.Errorf("register %q: %w", d.Name, err)
 		}
 		// Create, not Put: a version once stored never changes; a race
-		// with another writer of the same version is refused.
-		if _, err := c.kv.Create(ctx, messages.DefinitionKey(d.Name, version(d)), data); err != nil {
+		// with another writer of the same version is refused, unless it
+		// stored the same content (as an earlier call of this file,
+		// refused after, may have).
+		key := messages.DefinitionKey(d.Name, version(d))
+		if _, err := c.kv.Create(ctx, key, data); err != nil {
+			if errors.Is(err, jetstream.ErrKeyExists) && c.storedAs(ctx, key, d) {
+				continue
+			}
+			c.unstore(created)
 			return resp, fmt.Errorf("register %q version %d: %w", d.Name, version(d), err)
 		}
+		created = append(created, key)
 	}
 	before := c.roles()
 	for i, d := range defs {
@@ -178,6 +190,38 @@ func (c *Coordinator) sameAsStored(ctx context.Context, d saga.Definition, key s
 			"given or registered before; give the changed one a new version: %w", d.Name, version(d), key, ErrDefinitionConflict)
 	}
 	return nil
+}
+
+// storedAs reports whether the bucket holds d, by the engine's rule of
+// "the same content", under key.
+func (c *Coordinator) storedAs(ctx context.Context, key string, d saga.Definition) bool {
+	e, err := c.kv.Get(ctx, key)
+	if err != nil {
+		return false
+	}
+	defs, err := saga.ParseFile(e.Value())
+	if err != nil || len(defs) != 1 {
+		return false
+	}
+	one := saga.New(saga.Options{})
+	if one.Register(defs[0]) != nil {
+		return false
+	}
+	unchanged, err := one.CheckUpdate(d)
+	return err == nil && unchanged
+}
+
+// unstore deletes keys, definitions a refused registration stored; one
+// that cannot be deleted stays, as the same content registered again
+// finds it ([Coordinator.storedAs]).
+func (c *Coordinator) unstore(keys []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), registerTimeout)
+	defer cancel()
+	for _, key := range keys {
+		if err := c.kv.Delete(ctx, key); err != nil {
+			c.log.Warn("definition of a refused registration not taken back", "key", key, "err", err)
+		}
+	}
 }
 
 // startedWith reports whether data, a stored definitions file of one

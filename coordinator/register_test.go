@@ -247,3 +247,38 @@ func TestStartDefinitionsAreStored(t *testing.T) {
 	require.ErrorIs(t, err, saga.ErrInvalidDefinition)
 	require.ErrorContains(t, err, `coordinator options: definition "my job" cannot be stored as a definitions file: `)
 }
+
+// TestRefusedRegistrationChangesNothing: a file refused after some of its
+// definitions were stored takes them back; registered again alone, with
+// the same content, a definition is registered, also when a refused
+// registration could not take its key back.
+func TestRefusedRegistrationChangesNothing(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	testenv.Coordinator(t, url, []saga.Definition{{Name: "job0", Subject: "job0", Steps: []saga.Step{{Name: "s", Role: "clerk"}}}})
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	kv, err := js.KeyValue(context.Background(), messages.SagaBucket)
+	require.NoError(t, err)
+	// What the coordinator could not take, under beta's key.
+	_, err = kv.Put(context.Background(), messages.DefinitionKey("beta", 1), []byte(`{}`))
+	require.NoError(t, err)
+
+	alpha := `{"name":"alpha","subject":"alpha","steps":[{"name":"a","role":"clerk"}]}`
+	resp := register(t, nc, `{"roles":["clerk"],"sagas":[`+alpha+`,{"name":"beta","subject":"beta","steps":[{"name":"b","role":"clerk"}]}]}`)
+	require.NotNil(t, resp.Error, "beta's key is taken")
+	_, err = kv.Get(context.Background(), messages.DefinitionKey("alpha", 1))
+	require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "alpha is taken back")
+
+	// As a refused registration that could not take it back leaves it.
+	file := `{"roles":["clerk"],"sagas":[` + alpha + `]}`
+	_, err = kv.Create(context.Background(), messages.DefinitionKey("alpha", 1), []byte(file))
+	require.NoError(t, err)
+	resp = register(t, nc, file)
+	require.Nil(t, resp.Error)
+	require.Equal(t, []messages.RegisteredSaga{{Name: "alpha", Version: 1, Latest: true}}, resp.Registered)
+
+	// Another content under that version is still refused.
+	resp = register(t, nc, `{"roles":["clerk"],"sagas":[{"name":"alpha","subject":"alpha","steps":[{"name":"a","role":"clerk"},{"name":"b","role":"clerk"}]}]}`)
+	require.NotNil(t, resp.Error)
+}
