@@ -14,7 +14,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/natsaga/natsaga/internal/cli"
+	"github.com/natsaga/natsaga/internal/natsurl"
 	"github.com/natsaga/natsaga/internal/tracing"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
@@ -127,7 +127,7 @@ func connectOnce(ctx context.Context, url string, natsOpts []nats.Option) (*nats
 	select {
 	case r := <-done:
 		if r.err != nil {
-			return nil, fmt.Errorf("connect %s: %w", cli.Redacted(url), r.err)
+			return nil, fmt.Errorf("connect %s: %w", natsurl.Redacted(url), r.err)
 		}
 		return r.nc, nil
 	case <-ctx.Done():
@@ -136,7 +136,7 @@ func connectOnce(ctx context.Context, url string, natsOpts []nats.Option) (*nats
 				r.nc.Close()
 			}
 		}()
-		return nil, fmt.Errorf("connect %s: %w", cli.Redacted(url), ctx.Err())
+		return nil, fmt.Errorf("connect %s: %w", natsurl.Redacted(url), ctx.Err())
 	}
 }
 
@@ -284,7 +284,7 @@ func (c *Client) Start(ctx context.Context, s Start) (Started, error) {
 	subject := messages.StartSubject(s.Saga)
 	req := messages.StartRequest{V: messages.Version, SagaID: s.ID, Rank: s.Rank, Tick: s.Tick, Context: ctxv}
 	var resp messages.StartResponse
-	answer, err := cli.RetryBusy(ctx, c.log.With("saga_id", s.ID), func(ctx context.Context) (*messages.WireError, error) {
+	answer, err := retryBusy(ctx, c.log.With("saga_id", s.ID), func(ctx context.Context) (*messages.WireError, error) {
 		resp = messages.StartResponse{}
 		send := c.request
 		if s.ID == "" {
@@ -336,7 +336,7 @@ func (c *Client) StartMany(ctx context.Context, starts []Start, concurrency int)
 		encoded[i] = data
 		pending = append(pending, i)
 	}
-	wait := cli.BusyBackoff
+	wait := busyBackoff
 	for len(pending) > 0 {
 		var (
 			mu    sync.Mutex
@@ -381,7 +381,7 @@ func (c *Client) StartMany(ctx context.Context, starts []Start, concurrency int)
 			t.Stop()
 		case <-t.C:
 		}
-		wait = min(2*wait, cli.BusyBackoffMax)
+		wait = min(2*wait, busyBackoffMax)
 	}
 	return started, errs
 }
@@ -468,7 +468,7 @@ func (c *Client) startBatch(ctx context.Context, starts []Start, encoded []json.
 // however often it is sent.
 func (c *Client) Tick(ctx context.Context, tick int64) (messages.TickAck, error) {
 	var ack messages.TickAck
-	answer, err := cli.RetryBusy(ctx, c.log, func(ctx context.Context) (*messages.WireError, error) {
+	answer, err := retryBusy(ctx, c.log, func(ctx context.Context) (*messages.WireError, error) {
 		ack = messages.TickAck{}
 		if err := c.request(ctx, messages.TickSubject, messages.Tick{V: messages.Version, Tick: tick}, &ack); err != nil {
 			return nil, err

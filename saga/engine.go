@@ -943,8 +943,6 @@ func (e *Engine) lookup(id ID) *Execution {
 	return e.finished[id]
 }
 
-// Get returns a copy of the saga with id: an active or failed one, or a
-// finished one when Options.KeepFinished is set. It returns an error
 // StepRole returns the role of step in the definition, of the version saga
 // id runs by, "" when the engine does not hold the saga or its definition
 // has no such step. Unlike Get, it copies nothing.
@@ -959,6 +957,8 @@ func (e *Engine) StepRole(id ID, step string) string {
 	return ""
 }
 
+// Get returns a copy of the saga with id: an active or failed one, or a
+// finished one when Options.KeepFinished is set. It returns an error
 // wrapping [ErrUnknownSaga] when there is none.
 func (e *Engine) Get(id ID) (Execution, error) {
 	x := e.lookup(id)

@@ -205,7 +205,6 @@ type sim struct {
 	// opening are the ledgers the run is sized for.
 	opening ledgers
 
-	mu sync.Mutex
 	// started maps the id of every saga the coordinator accepted to its
 	// type; uncertain holds those whose start was never confirmed.
 	started, uncertain map[string]string

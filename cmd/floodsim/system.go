@@ -147,15 +147,6 @@ func (s *system) URL() string { return s.ns.ClientURL() }
 // LogPath is the file the processes log to unless -v is set.
 func (s *system) LogPath() string { return filepath.Join(s.dataDir, "floodsim.log") }
 
-// AgentPIDs returns the process ids of the agents.
-func (s *system) AgentPIDs() map[int]string {
-	pids := map[int]string{}
-	for _, p := range s.agents {
-		pids[p.PID()] = p.Name
-	}
-	return pids
-}
-
 // exited returns an error naming the first spawned process that has
 // exited, nil while all run.
 func (s *system) exited() error {

@@ -11,17 +11,17 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/url"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/natsaga/natsaga/internal/natsurl"
 )
 
 // DefaultURL is the NATS URL used when neither the flag nor NATS_URL is set.
@@ -156,7 +156,7 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 	case c.Wait < 0:
 		return nil, fmt.Errorf("-connect-wait %s: must not be negative", c.Wait)
 	}
-	shown := Redacted(c.URL)
+	shown := natsurl.Redacted(c.URL)
 	maxReconnects := c.MaxReconnects
 	if maxReconnects == 0 && c.ReconnectWait == 0 {
 		maxReconnects = -1 // the zero Conn
@@ -237,43 +237,6 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-}
-
-// Redacted returns urls, a NATS URL or a comma-separated list of them, for
-// a log or an error: the password of each URL that has one replaced by
-// "xxxxx", and a user with no password, which may be a token, too; as
-// -password is never printed either.
-func Redacted(urls string) string {
-	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
-		switch {
-		case err != nil || (u.User == nil && strings.Contains(p, "@")):
-			// Not a URL with a user, yet what comes before an @ may be a
-			// password.
-			if at := strings.LastIndex(p, "@"); at >= 0 {
-				scheme, _, found := strings.Cut(p[:at], "://")
-				if !found {
-					scheme = ""
-				} else {
-					scheme += "://"
-				}
-				parts[i] = strings.TrimSpace(scheme) + "xxxxx" + p[at:]
-			}
-		case u.User != nil:
-			if _, has := u.User.Password(); !has {
-				u.User = url.User("xxxxx")
-			}
-			parts[i] = u.Redacted()
-		}
-	}
-	return strings.Join(parts, ",")
-}
-
-// Logger returns a text logger on w at level ("debug", "info", "warn" or
-// "error"). It returns an error for another level.
-func Logger(w io.Writer, level string) (*slog.Logger, error) {
-	return NewLogger(w, level, "text")
 }
 
 // SignalContext returns a context cancelled by SIGINT or SIGTERM.

@@ -21,7 +21,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/natsaga/natsaga/internal/metrics"
-	"github.com/natsaga/natsaga/internal/tracing"
 	"github.com/natsaga/natsaga/messages"
 )
 
@@ -222,13 +221,13 @@ const flushWait = 5 * time.Second
 
 // StartTracing returns the tracer provider of the program named service,
 // nil when the OTEL_ variables getenv reads leave tracing off (see
-// internal/tracing), and a function to call at exit, which flushes the
+// [TracingEnabled]), and a function to call at exit, which flushes the
 // spans within five seconds and logs a failure to log. With tracing on,
 // OpenTelemetry's own errors and messages (an export that failed, an
 // endpoint that does not parse) go to log too, in the program's format.
 // It returns an error when the exporter cannot be made.
 func StartTracing(ctx context.Context, service string, getenv func(string) string, log *slog.Logger) (trace.TracerProvider, func(), error) {
-	tp, stop, err := tracing.Setup(ctx, service, getenv)
+	tp, stop, err := SetupTracing(ctx, service, getenv)
 	if err != nil {
 		return nil, nil, err
 	}

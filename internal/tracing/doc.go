@@ -1,7 +1,8 @@
 // Package tracing carries OpenTelemetry trace context in NATS headers (W3C
-// traceparent and tracestate) and sets up a program's tracer provider from
-// the standard OTEL_ environment variables, with the OTLP exporter. Tracing
-// is off unless those variables ask for it.
+// traceparent and tracestate). It needs only OpenTelemetry's API: the
+// libraries (coordinator, participant, client) use it, and a program
+// chooses its exporter (internal/cli sets up the OTLP one from the
+// standard OTEL_ environment variables).
 //
 // docs/observe.md says which spans natsaga makes and how to turn them on.
 package tracing

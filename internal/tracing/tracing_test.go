@@ -1,13 +1,7 @@
 package tracing_test
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"net"
-	"net/http"
-	"net/http/httptest"
-	"os"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -17,26 +11,6 @@ import (
 
 	"github.com/natsaga/natsaga/internal/tracing"
 )
-
-func TestEnabled(t *testing.T) {
-	for _, tc := range []struct {
-		env  map[string]string
-		want bool
-	}{
-		{nil, false},
-		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, true},
-		{map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, true},
-		{map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, true},
-		{map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, false},
-		{map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}, false},
-	} {
-		require.Equal(t, tc.want, tracing.Enabled(func(k string) string { return tc.env[k] }), "%v", tc.env)
-	}
-	tp, stop, err := tracing.Setup(context.Background(), "x", func(string) string { return "" })
-	require.NoError(t, err)
-	require.Nil(t, tp, "off by default")
-	require.NoError(t, stop(context.Background()))
-}
 
 func TestInjectExtract(t *testing.T) {
 	tp := sdktrace.NewTracerProvider()
@@ -55,72 +29,4 @@ func TestInjectExtract(t *testing.T) {
 	tracing.Inject(context.Background(), m)
 	require.Nil(t, m.Header)
 	require.False(t, trace.SpanContextFromContext(tracing.Extract(context.Background(), nil)).IsValid())
-}
-
-// TestSetupExportsOTLP turns tracing on with the standard variables and
-// checks that a span reaches an OTLP/HTTP endpoint, as a collector would
-// receive it.
-func TestSetupExportsOTLP(t *testing.T) {
-	got := make(chan *http.Request, 10)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		got <- r
-		w.WriteHeader(http.StatusOK)
-	}))
-	defer srv.Close()
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
-	t.Setenv("OTEL_SERVICE_NAME", "")
-	exportOneSpan(t)
-	select {
-	case r := <-got:
-		require.Equal(t, http.MethodPost, r.Method)
-		require.Equal(t, "/v1/traces", r.URL.Path)
-		require.Equal(t, "application/x-protobuf", r.Header.Get("Content-Type"))
-		body, _ := io.ReadAll(r.Body)
-		require.Contains(t, string(body), "saga test")
-		require.Contains(t, string(body), "natsaga-test")
-	default:
-		t.Fatal("no span exported")
-	}
-}
-
-// TestSetupDefaultsToPlainHTTP turns tracing on with OTEL_TRACES_EXPORTER
-// alone: spans go to the specification's default endpoint,
-// http://localhost:4318, in plain HTTP.
-func TestSetupDefaultsToPlainHTTP(t *testing.T) {
-	l, err := net.Listen("tcp", "localhost:4318")
-	if err != nil {
-		t.Skipf("the default endpoint's port is taken: %v", err)
-	}
-	got := make(chan string, 10)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got <- r.Method + " " + r.URL.Path
-		w.WriteHeader(http.StatusOK)
-	})}
-	go func() { _ = srv.Serve(l) }()
-	defer srv.Close()
-	for _, v := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_INSECURE", "OTEL_EXPORTER_OTLP_TRACES_INSECURE"} {
-		t.Setenv(v, "")
-	}
-	t.Setenv("OTEL_TRACES_EXPORTER", "otlp")
-	exportOneSpan(t)
-	select {
-	case r := <-got:
-		require.Equal(t, "POST /v1/traces", r)
-	default:
-		t.Fatal("no span exported")
-	}
-}
-
-// exportOneSpan sets tracing up from the process environment as
-// "natsaga-test", ends one span "saga test", and flushes it.
-func exportOneSpan(t *testing.T) {
-	t.Helper()
-	tp, stop, err := tracing.Setup(context.Background(), "natsaga-test", os.Getenv)
-	require.NoError(t, err)
-	require.NotNil(t, tp)
-	_, span := tp.Tracer("t").Start(context.Background(), "saga test")
-	span.End()
-	require.NoError(t, stop(context.Background()), "flushes the batch")
 }

@@ -4,8 +4,9 @@
 // of a log of many keys (internal/kvlog), without reflection. It writes
 // and accepts exactly what encoding/json does for these types: the same
 // bytes out, the same values in, the same inputs refused. Only the NATS
-// edges (coordinator, participant, client, internal/kvlog) use it, so
-// messages and saga depend on the standard library alone.
+// edges (coordinator, participant, client, internal/kvlog) and floodsim's
+// report use it, so that messages depends on the standard library alone
+// and saga on it and google/uuid.
 //
 // Each wire field is declared once, by the json tag of its struct field:
 // a codec (fields.go) binds each tagged field by its Go name to the

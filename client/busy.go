@@ -1,4 +1,4 @@
-package cli
+package client
 
 import (
 	"context"
@@ -9,28 +9,28 @@ import (
 	"github.com/natsaga/natsaga/messages"
 )
 
-// BusyBackoff is the first wait before a start the coordinator answered
-// "busy" is sent again, and BusyBackoffMax the longest: the wait doubles in
+// busyBackoff is the first wait before a start the coordinator answered
+// "busy" is sent again, and busyBackoffMax the longest: the wait doubles in
 // between.
 const (
-	BusyBackoff    = 50 * time.Millisecond
-	BusyBackoffMax = 2 * time.Second
+	busyBackoff    = 50 * time.Millisecond
+	busyBackoffMax = 2 * time.Second
 )
 
-// RetryBusy calls start until it answers with anything but the error code
-// [messages.CodeBusy], waiting BusyBackoff before the second call and
-// twice as long before each next one, up to BusyBackoffMax. A start
+// retryBusy calls start until it answers with anything but the error code
+// [messages.CodeBusy], waiting busyBackoff before the second call and
+// twice as long before each next one, up to busyBackoffMax. A start
 // answered busy started nothing, so sending it again is safe.
 //
-// RetryBusy returns start's last answer and error. When ctx ends while it
+// retryBusy returns start's last answer and error. When ctx ends while it
 // waits, or while a start sent again is out, it returns the last busy
 // answer and an error wrapping ctx's error: the coordinator's last word.
 // log, nil for none, gets a debug line for every busy answer.
-func RetryBusy(ctx context.Context, log *slog.Logger, start func(context.Context) (*messages.WireError, error)) (*messages.WireError, error) {
+func retryBusy(ctx context.Context, log *slog.Logger, start func(context.Context) (*messages.WireError, error)) (*messages.WireError, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	wait := BusyBackoff
+	wait := busyBackoff
 	var busy *messages.WireError
 	for attempt := 1; ; attempt++ {
 		answer, err := start(ctx)
@@ -49,6 +49,6 @@ func RetryBusy(ctx context.Context, log *slog.Logger, start func(context.Context
 			return answer, fmt.Errorf("busy after %d attempts: %w", attempt, ctx.Err())
 		case <-t.C:
 		}
-		wait = min(2*wait, BusyBackoffMax)
+		wait = min(2*wait, busyBackoffMax)
 	}
 }

@@ -1,4 +1,4 @@
-package cli_test
+package client
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/messages"
 )
 
@@ -21,14 +20,14 @@ func TestRetryBusySendsAgainUntilNotBusy(t *testing.T) {
 	conflict := &messages.WireError{Code: messages.CodeConflict, Message: "saga exists"}
 	answers := []*messages.WireError{busy, busy, busy, conflict}
 	var calls []time.Time
-	answer, err := cli.RetryBusy(context.Background(), nil, func(context.Context) (*messages.WireError, error) {
+	answer, err := retryBusy(context.Background(), nil, func(context.Context) (*messages.WireError, error) {
 		calls = append(calls, time.Now())
 		return answers[len(calls)-1], nil
 	})
 	require.NoError(t, err)
 	require.Same(t, conflict, answer)
 	require.Len(t, calls, 4)
-	for i, want := range []time.Duration{cli.BusyBackoff, 2 * cli.BusyBackoff, 4 * cli.BusyBackoff} {
+	for i, want := range []time.Duration{busyBackoff, 2 * busyBackoff, 4 * busyBackoff} {
 		require.GreaterOrEqual(t, calls[i+1].Sub(calls[i]), want, "wait %d", i+1)
 	}
 }
@@ -38,7 +37,7 @@ func TestRetryBusySendsAgainUntilNotBusy(t *testing.T) {
 // it waits or while a start sent again is out.
 func TestRetryBusyStops(t *testing.T) {
 	calls := 0
-	answer, err := cli.RetryBusy(context.Background(), nil, func(context.Context) (*messages.WireError, error) {
+	answer, err := retryBusy(context.Background(), nil, func(context.Context) (*messages.WireError, error) {
 		calls++
 		return nil, nil
 	})
@@ -47,13 +46,13 @@ func TestRetryBusyStops(t *testing.T) {
 	require.Equal(t, 1, calls)
 
 	lost := errors.New("no answer")
-	_, err = cli.RetryBusy(context.Background(), nil, func(context.Context) (*messages.WireError, error) { return nil, lost })
+	_, err = retryBusy(context.Background(), nil, func(context.Context) (*messages.WireError, error) { return nil, lost })
 	require.ErrorIs(t, err, lost)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	calls = 0
-	answer, err = cli.RetryBusy(ctx, nil, func(context.Context) (*messages.WireError, error) {
+	answer, err = retryBusy(ctx, nil, func(context.Context) (*messages.WireError, error) {
 		calls++
 		if calls == 2 {
 			cancel() // ends ctx before the second wait
@@ -69,7 +68,7 @@ func TestRetryBusyStops(t *testing.T) {
 	ctx, cancel = context.WithCancel(context.Background())
 	defer cancel()
 	calls = 0
-	answer, err = cli.RetryBusy(ctx, nil, func(ctx context.Context) (*messages.WireError, error) {
+	answer, err = retryBusy(ctx, nil, func(ctx context.Context) (*messages.WireError, error) {
 		calls++
 		if calls == 2 {
 			cancel()
