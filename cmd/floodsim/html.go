@@ -162,15 +162,22 @@ function el(parent, name, attrs, text) {
   return e;
 }
 function money(c) { return (c / 100).toLocaleString("en-US", {maximumFractionDigits: 0}); }
-// axes draws a y axis from 0 to max with a few labels, and returns y().
+// step returns a round step (1, 2 or 5 times a power of ten, at least 1)
+// near raw, so that axis labels are whole numbers at their true heights.
+function step(raw) {
+  if (raw <= 1) return 1;
+  const p = Math.pow(10, Math.floor(Math.log10(raw))), f = raw / p;
+  return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * p;
+}
+// axes draws a y axis from 0 to max, or the first round label above it,
+// labelled every round step (about four of them), and returns y().
 function axes(svg, x0, y0, w, h, max, fmt) {
-  const y = v => y0 + h - (max > 0 ? v / max * h : 0);
+  const s = step(max / 4), top = Math.max(Math.ceil(max / s), 1) * s;
+  const y = v => y0 + h - v / top * h;
   el(svg, "line", {x1: x0, y1: y0 + h, x2: x0 + w, y2: y0 + h, stroke: "#999"});
   el(svg, "line", {x1: x0, y1: y0, x2: x0, y2: y0 + h, stroke: "#999"});
-  for (let i = 0; i <= 4; i++) {
-    const v = max * i / 4;
-    el(svg, "text", {x: x0 - 6, y: y(v) + 4, "text-anchor": "end"}, fmt(v));
-  }
+  for (let v = 0; v <= top; v += s)
+    el(svg, "text", {class: "ylabel", x: x0 - 6, y: y(v) + 4, "text-anchor": "end"}, fmt(v));
   return y;
 }
 function perTick() {
@@ -184,7 +191,7 @@ function perTick() {
   let max = 1;
   for (const d of delta) for (const k of keys) max = Math.max(max, d[k]);
   const x0 = 60, y0 = 10, w = 920, h = 250;
-  const y = axes(svg, x0, y0, w, h, max, v => Math.round(v));
+  const y = axes(svg, x0, y0, w, h, max, v => v);
   const slot = w / Math.max(rows.length, 1), bw = slot * 0.8 / keys.length;
   delta.forEach((d, i) => {
     keys.forEach((k, j) => {
@@ -255,20 +262,22 @@ function agents() {
   const keys = [["executed", "execute"], ["compensated", "compensate"], ["duplicates", "timed_out"], ["refused", "failed"]];
   let max = 1;
   for (const a of as) max = Math.max(max, a.executed + a.compensated + a.duplicates + a.refused);
-  const x0 = 200, w = 680, row = 22, y0 = 10;
-  svg.setAttribute("viewBox", "0 0 1000 " + (y0 + as.length * row + 10));
+  // Each agent's name on a line of its own, over its bar: a name of any
+  // length (<role>-<pid>-<random> by default) runs into nothing.
+  const x0 = 4, w = 860, row = 36, y0 = 4;
+  svg.setAttribute("viewBox", "0 0 1000 " + (y0 + as.length * row + 6));
   as.forEach((a, i) => {
     const yy = y0 + i * row;
-    el(svg, "text", {x: 4, y: yy + 14}, a.role + " " + a.agent);
+    el(svg, "text", {class: "name", x: x0, y: yy + 12}, a.role + " " + a.agent);
     let x = x0;
     for (const [k, cls] of keys) {
       if (a[k] <= 0) continue;
       const bw = a[k] / max * w;
-      const r = el(svg, "rect", {class: "bar s-" + cls, x: x, y: yy + 2, width: bw, height: row - 6});
+      const r = el(svg, "rect", {class: "bar s-" + cls, x: x, y: yy + 17, width: bw, height: row - 20});
       el(r, "title", {}, a.agent + ": " + k + " " + a[k]);
       x += bw;
     }
-    el(svg, "text", {x: x + 4, y: yy + 14}, a.handled + " handled");
+    el(svg, "text", {x: x + 4, y: yy + 29}, a.handled + " handled");
   });
 }
 perTick(); ledgers(); timeline(); agents();

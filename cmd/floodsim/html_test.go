@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -142,6 +143,59 @@ func TestHTMLReportInChromium(t *testing.T) {
 		}
 	}
 	require.Equal(t, agentBars, count("agents", `<rect class="bar s-`))
+	// Each agent's name is on a line above its bars, whatever its length.
+	names, nameY := 0, -1.0
+	for _, m := range regexp.MustCompile(`<text class="name" x="[^"]+" y="([0-9.]+)"|<rect class="bar s-[^"]+" x="[^"]+" y="([0-9.]+)"`).FindAllStringSubmatch(section(t, out, "agents"), -1) {
+		if m[1] != "" {
+			names++
+			nameY = number(t, m[1])
+			continue
+		}
+		require.GreaterOrEqual(t, number(t, m[2]), nameY+4, "a bar under its agent's name")
+	}
+	require.Equal(t, len(r.Agents), names)
+
+	// The per-tick axis: whole numbers from 0, a round step apart, up to
+	// the highest bar or above.
+	var labels []float64
+	for _, m := range regexp.MustCompile(`<text class="ylabel"[^>]*>([^<]+)</text>`).FindAllStringSubmatch(section(t, out, "per-tick"), -1) {
+		labels = append(labels, number(t, m[1]))
+	}
+	require.GreaterOrEqual(t, len(labels), 2)
+	require.Zero(t, labels[0])
+	stepY := labels[1] - labels[0]
+	for i := 1; i < len(labels); i++ {
+		require.Equal(t, stepY, labels[i]-labels[i-1], "labels %v", labels)
+	}
+	require.GreaterOrEqual(t, labels[len(labels)-1], float64(maxPerTick(r.PerTick)), "labels %v", labels)
+}
+
+// section returns the svg element of id in the dumped page out.
+func section(t *testing.T, out, id string) string {
+	t.Helper()
+	i := strings.Index(out, `id="`+id+`"`)
+	require.NotEqual(t, -1, i, id)
+	end := strings.Index(out[i:], "</svg>")
+	require.NotEqual(t, -1, end, id)
+	return out[i : i+end]
+}
+
+func number(t *testing.T, s string) float64 {
+	t.Helper()
+	v, err := strconv.ParseFloat(s, 64)
+	require.NoError(t, err, s)
+	return v
+}
+
+// maxPerTick is the highest bar of the per-tick plot: sagas started in a
+// tick, or finished in it with one status.
+func maxPerTick(rows []tickRow) int {
+	high, prev := 0, tickRow{}
+	for _, row := range rows {
+		high = max(high, row.Started, row.Completed-prev.Completed, row.RolledBack-prev.RolledBack, row.TimedOut-prev.TimedOut, row.Failed-prev.Failed)
+		prev = row
+	}
+	return high
 }
 
 // TestReportIncludesLateAgents: agents beyond those the run waited for
