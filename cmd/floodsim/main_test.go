@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -160,6 +161,12 @@ func TestSpawnEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the programs")
 	}
+	// A metrics address in floodsim's environment is not its programs':
+	// each would try to listen on it (here taken already) and exit.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+	t.Setenv("NATSAGA_METRICS_ADDR", taken.Addr().String())
 	dir := t.TempDir()
 	report := filepath.Join(dir, "report.json")
 	args := append([]string{"-json", report, "-build-dir", filepath.Join(dir, "bin"), "-data", filepath.Join(dir, "data"),

@@ -58,9 +58,10 @@ type Conn struct {
 }
 
 // ChildEnv clears, for a child process that reaches another server, every
-// variable Register reads a credential from.
+// variable Register reads a credential from; and NATSAGA_METRICS_ADDR,
+// one process's address, which every child would try to listen on.
 var ChildEnv = []string{"NATS_USER=", "NATS_PASSWORD=", "NATS_CREDS=", "NATS_NKEY=",
-	"NATS_TLS_CA=", "NATS_TLS_CERT=", "NATS_TLS_KEY="}
+	"NATS_TLS_CA=", "NATS_TLS_CERT=", "NATS_TLS_KEY=", "NATSAGA_METRICS_ADDR="}
 
 // Register adds -nats, -user, -password, -creds, -nkey, -tls-ca,
 // -tls-cert, -tls-key, -inbox-prefix, -connect-wait, -max-reconnects and
