@@ -833,6 +833,12 @@ func Scan(ctx context.Context, js jetstream.JetStream, stream, subject string, f
 	case err != nil:
 		return fmt.Errorf("log %s: %w", subject, err)
 	}
+	return scanTo(ctx, js, stream, subject, last.Sequence, fn)
+}
+
+// scanTo is Scan up to the message at sequence last, or the end of the
+// log if that message is gone by the time the scan gets there.
+func scanTo(ctx context.Context, js jetstream.JetStream, stream, subject string, last uint64, fn func(seq uint64, es []Entry, err error)) error {
 	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 	if err != nil {
 		return fmt.Errorf("log %s: %w", subject, err)
@@ -858,7 +864,9 @@ func Scan(ctx context.Context, js jetstream.JetStream, stream, subject string, f
 		}
 		es, err := Decode(m.Data())
 		fn(meta.Sequence.Stream, es, err)
-		if meta.Sequence.Stream >= last.Sequence {
+		// The last message may be gone by now (deleted, or the stream
+		// purged): the end of what there is ends the scan too.
+		if meta.Sequence.Stream >= last || meta.NumPending == 0 {
 			return nil
 		}
 	}

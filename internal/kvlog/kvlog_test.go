@@ -368,3 +368,30 @@ func TestValuesBeyondMaxValuesLetGo(t *testing.T) {
 		require.JSONEq(t, `{"n":2}`, string(v), "held")
 	}
 }
+
+// TestScanEndsWhereTheLogEnds: Scan reads to the message that was last
+// when it began; if that message is gone by then (deleted, or the stream
+// purged), the end of the log ends the scan rather than a wait for ever.
+func TestScanEndsWhereTheLogEnds(t *testing.T) {
+	url := server(t)
+	l := open(t, url)
+	for i := range 3 {
+		_, err := put(t, l, fmt.Sprintf("k%d", i), `1`, 0)
+		require.NoError(t, err)
+	}
+	js := jsFor(t, url)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var seqs []uint64
+	require.NoError(t, kvlog.Scan(ctx, js, stream, subject, func(seq uint64, _ []kvlog.Entry, err error) {
+		require.NoError(t, err)
+		seqs = append(seqs, seq)
+	}))
+	require.Equal(t, []uint64{1, 2, 3}, seqs)
+
+	// As if the last had been a fourth message, deleted since.
+	seqs = nil
+	require.NoError(t, kvlog.ScanTo(ctx, js, stream, subject, 4, func(seq uint64, _ []kvlog.Entry, _ error) { seqs = append(seqs, seq) }))
+	require.Equal(t, []uint64{1, 2, 3}, seqs)
+	require.NoError(t, ctx.Err())
+}

@@ -1,0 +1,4 @@
+package kvlog
+
+// ScanTo exports scanTo to the tests.
+var ScanTo = scanTo
