@@ -197,7 +197,11 @@ func (c *Coordinator) onStatus(ctx context.Context, m *nats.Msg) {
 	c.enqueue(ctx, func(time.Time, *saga.Outbox) func(error) {
 		x, notHeld := c.engine.Get(req.SagaID)
 		if notHeld == nil {
-			data, _ := json.Marshal(x)
+			data, err := json.Marshal(x)
+			if err != nil {
+				c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(fmt.Errorf("saga %s does not encode: %w", req.SagaID, err))})
+				return nil
+			}
 			c.respond(m, messages.StatusResponse{V: messages.Version, Saga: data})
 			return nil
 		}

@@ -108,15 +108,20 @@ func respondQuery(ctx context.Context, st *Store, m *nats.Msg, answer QueryFunc)
 		})
 	}
 	data, err := json.Marshal(out)
-	if err == nil {
-		_ = m.Respond(data)
+	if err != nil {
+		// The model's answer does not encode: the asker is told so,
+		// rather than wait for an answer that never comes.
+		data, _ = json.Marshal(queryError(messages.CodeInternal, fmt.Sprintf("the answer does not encode: %v", err)))
 	}
+	_ = m.Respond(data)
 }
 
 // badQuery is the answer to a query refused before it is read.
-func badQuery(message string) any {
+func badQuery(message string) any { return queryError(messages.CodeBadRequest, message) }
+
+func queryError(code, message string) any {
 	return struct {
 		V     int                 `json:"v"`
 		Error *messages.WireError `json:"error"`
-	}{messages.Version, &messages.WireError{Code: messages.CodeBadRequest, Message: message}}
+	}{messages.Version, &messages.WireError{Code: code, Message: message}}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -149,4 +150,21 @@ func serveTill(t *testing.T, answer participant.QueryFunc) (*nats.Conn, *partici
 		return err == nil
 	}, 10*time.Second, 10*time.Millisecond, "the endpoint is up")
 	return nc, store
+}
+
+// TestQueryAnswerThatDoesNotEncode: a model's answer that JSON cannot
+// encode is answered internal, saying so, not left unanswered.
+func TestQueryAnswerThatDoesNotEncode(t *testing.T) {
+	nc, _ := serveTill(t, func(context.Context, []byte, func([]string, func(int) any) ([]bool, error)) any {
+		return map[string]any{"ratio": math.NaN()}
+	})
+	m, err := nc.Request("till.query", []byte(`"q"`), 10*time.Second)
+	require.NoError(t, err)
+	var resp struct {
+		Error *messages.WireError `json:"error"`
+	}
+	require.NoError(t, json.Unmarshal(m.Data, &resp))
+	require.NotNil(t, resp.Error)
+	require.Equal(t, messages.CodeInternal, resp.Error.Code)
+	require.Contains(t, resp.Error.Message, "the answer does not encode")
 }
