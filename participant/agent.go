@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -484,7 +485,13 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	a.serving.Store(true)
 	defer a.serving.Store(false)
 
-	a.log.Info("agent serving", "subjects", len(a.Subjects()))
+	// The steps by name, as the definitions name them: a step misnamed
+	// in one or the other shows here, not only as commands that wait.
+	steps := make([]string, len(a.opts.Steps))
+	for i, st := range a.opts.Steps {
+		steps[i] = st.Saga + "." + st.Name
+	}
+	a.log.Info("agent serving", "subjects", len(a.Subjects()), "steps", strings.Join(steps, " "))
 
 	// ctx ends too when the connection closes for good (stopServing).
 	ctx, stopServing := context.WithCancel(ctx)
