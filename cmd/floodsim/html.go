@@ -72,7 +72,7 @@ func sampleTimeline(final map[string]saga.Execution) []timelineSaga {
 		kept = slices.Insert(kept, i, t)
 		byOutcome[o] = kept[:min(len(kept), timelineSample)]
 	}
-	var out []timelineSaga
+	out := []timelineSaga{} // a run with no sagas: [] in the JSON report, not null
 	for _, xs := range byOutcome {
 		out = append(out, xs...)
 	}

@@ -250,3 +250,11 @@ func TestSampleTimelineKeepsTheEarliest(t *testing.T) {
 	}
 	require.Equal(t, want, got)
 }
+
+// TestSampleTimelineOfNoSagas: a run with no sagas has an empty timeline,
+// which the JSON report writes as [], as it does every other list.
+func TestSampleTimelineOfNoSagas(t *testing.T) {
+	data, err := json.Marshal(sampleTimeline(nil))
+	require.NoError(t, err)
+	require.Equal(t, "[]", string(data))
+}
