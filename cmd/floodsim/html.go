@@ -204,7 +204,11 @@ function perTick() {
   });
 }
 function ledgers() {
-  const svg = document.getElementById("ledgers"), rows = DATA.per_tick || [];
+  const svg = document.getElementById("ledgers"), ticks = DATA.per_tick || [];
+  // The balances the run found, before its first tick's payouts.
+  const gov = (DATA.ledgers || {}).government, ins = (DATA.ledgers || {}).insurer;
+  const rows = gov && ins && ticks.length
+    ? [{t: ticks[0].t - 1, budget: gov.before.balance, fund: ins.before.balance}].concat(ticks) : ticks;
   let max = 1;
   for (const r of rows) max = Math.max(max, r.budget, r.fund);
   const x0 = 90, y0 = 10, w = 890, h = 210;

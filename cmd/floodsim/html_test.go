@@ -116,6 +116,10 @@ func TestHTMLReportInChromium(t *testing.T) {
 	require.Equal(t, bars, count("per-tick", `<rect class="bar s-`))
 	require.Equal(t, 1, count("ledgers", `<path class="line s-budget" d="M[^"]+L`))
 	require.Equal(t, 1, count("ledgers", `<path class="line s-fund" d="M[^"]+L`))
+	// From the balances the run found, then one point a tick.
+	fund := regexp.MustCompile(`<path class="line s-fund" d="([^"]+)"`).FindStringSubmatch(section(t, out, "ledgers"))
+	require.Len(t, fund, 2)
+	require.Equal(t, len(r.PerTick)+1, strings.Count(fund[1], " L")+1, fund[1])
 	// The timeline: a segment per command, a mark per end.
 	segs, ends := 0, 0
 	for _, x := range r.Timeline {
