@@ -104,7 +104,7 @@ var htmlReport = template.Must(template.New("report").Parse(`<!DOCTYPE html>
 <style>
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222; padding: 0 1em; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: .5em 0; } td, th { padding: 2px 10px; text-align: right; border-bottom: 1px solid #eee; }
+table { border-collapse: collapse; margin: .5em 0; display: block; overflow-x: auto; max-width: 100%; } td, th { padding: 2px 10px; text-align: right; border-bottom: 1px solid #eee; }
 th:first-child, td:first-child { text-align: left; }
 .ok { color: #1a7f37; font-weight: bold; } .bad { color: #cf222e; font-weight: bold; }
 svg.plot { display: block; width: 100%; height: auto; background: #fcfcfc; border: 1px solid #eee; }
