@@ -593,12 +593,14 @@ func (a *Agent) handle(ctx context.Context, m jetstream.Msg) {
 			// A command resent after a coordinator restart may find its
 			// step done already: it is answered at once, not held again.
 			rec, _, err := a.store.Branch(ctx, cmd.SagaID, cmd.Step)
-			if err != nil {
+			switch {
+			case errors.Is(err, errBadRecord):
+				// Not held: run, it is answered error (Store.Do).
+			case err != nil:
 				a.cmdLog(&cmd).Warn("store unavailable; command will be redelivered", "err", err)
 				_ = m.NakWithDelay(time.Second)
 				return
-			}
-			if !rec.Execute.Done() && rec.Compensate == nil {
+			case !rec.Execute.Done() && rec.Compensate == nil:
 				a.hold(ctx, &cmd, m, messages.AddTicks(cmd.Tick, d))
 				return
 			}

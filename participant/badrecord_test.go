@@ -23,6 +23,17 @@ import (
 // compensation meets the same record, ends failed (docs/guarantees.md):
 // not asked for again for ever.
 func TestMalformedRecordAnsweredAsError(t *testing.T) {
+	// A step that takes simulation time reads its branch before it holds
+	// the command: the same record answers it error, not held.
+	for name, duration := range map[string]func(*messages.Command) int64{
+		"instant": nil,
+		"timed":   func(*messages.Command) int64 { return 1 },
+	} {
+		t.Run(name, func(t *testing.T) { malformedRecordAnsweredAsError(t, duration) })
+	}
+}
+
+func malformedRecordAnsweredAsError(t *testing.T, duration func(*messages.Command) int64) {
 	_, url := testenv.Server(t)
 	nc := testenv.Connect(t, url)
 	def := saga.Definition{Name: "job", Subject: "job", Steps: []saga.Step{{Name: "work", Role: "worker"}}}
@@ -31,7 +42,7 @@ func TestMalformedRecordAnsweredAsError(t *testing.T) {
 		Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
 		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
 	}
-	testenv.Agent(t, url, participant.Options{Role: "worker", Steps: []agent.Step{{Saga: "job", Name: "work", Handler: noop}}})
+	testenv.Agent(t, url, participant.Options{Role: "worker", Steps: []agent.Step{{Saga: "job", Name: "work", Handler: noop, Duration: duration}}})
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	bad := kvlog.AppendMessage(nil, "bug", []kvlog.Entry{{Key: messages.RecordKey("j-1", "work"), Value: []byte(`{"execute":{"outcome":"maybe","seq":1}}`)}})

@@ -388,8 +388,12 @@ func (s *Store) branchOf(ctx context.Context, l *kvlog.Log, sagaID, step string)
 	if err != nil || m == nil {
 		return r, 0, err
 	}
-	if err := json.Unmarshal(m.Data, &r); err != nil {
-		return r, 0, fmt.Errorf("branch %s/%s: %w: %w", sagaID, step, errBadRecord, err)
+	err = json.Unmarshal(m.Data, &r)
+	if err == nil {
+		err = r.Check()
+	}
+	if err != nil {
+		return Record{}, 0, fmt.Errorf("branch %s/%s: %w: %w", sagaID, step, errBadRecord, err)
 	}
 	// The log holds nothing for the branch: its first record there is
 	// written expecting none.
