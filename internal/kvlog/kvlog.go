@@ -843,6 +843,13 @@ func scanTo(ctx context.Context, js jetstream.JetStream, stream, subject string,
 	if err != nil {
 		return fmt.Errorf("log %s: %w", subject, err)
 	}
+	// Nothing left to read (every message gone since the last was
+	// looked up): no message would come to end the scan.
+	if info, err := cons.Info(ctx); err != nil {
+		return fmt.Errorf("log %s: %w", subject, err)
+	} else if info.NumPending == 0 {
+		return nil
+	}
 	it, err := cons.Messages()
 	if err != nil {
 		return fmt.Errorf("log %s: %w", subject, err)

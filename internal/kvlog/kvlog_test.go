@@ -393,5 +393,13 @@ func TestScanEndsWhereTheLogEnds(t *testing.T) {
 	seqs = nil
 	require.NoError(t, kvlog.ScanTo(ctx, js, stream, subject, 4, func(seq uint64, _ []kvlog.Entry, _ error) { seqs = append(seqs, seq) }))
 	require.Equal(t, []uint64{1, 2, 3}, seqs)
+
+	// And with every message gone since.
+	st, err := js.Stream(ctx, stream)
+	require.NoError(t, err)
+	require.NoError(t, st.Purge(ctx))
+	seqs = nil
+	require.NoError(t, kvlog.ScanTo(ctx, js, stream, subject, 3, func(seq uint64, _ []kvlog.Entry, _ error) { seqs = append(seqs, seq) }))
+	require.Empty(t, seqs)
 	require.NoError(t, ctx.Err())
 }
