@@ -30,7 +30,7 @@ func wireError(err error) *messages.WireError {
 	case errors.Is(err, saga.ErrUnknownSaga), errors.Is(err, saga.ErrUnknownDefinition):
 		code = messages.CodeNotFound
 	case errors.Is(err, saga.ErrNotFailed), errors.Is(err, saga.ErrTerminal), errors.Is(err, saga.ErrDuplicateDefinition), errors.Is(err, saga.ErrIDTaken),
-		errors.Is(err, jetstream.ErrKeyExists):
+		errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, errDeletedID):
 		code = messages.CodeConflict
 	case errors.Is(err, errTooLargeToAnswer):
 		code = messages.CodeTooLarge

@@ -32,6 +32,9 @@ type startBatch struct {
 	results []messages.StartResponse
 	// live are the indexes of the starts still to decide.
 	live []int
+	// deleted marks the starts whose id's bucket entry is a marker (see
+	// answerFinishedStarts).
+	deleted map[int]bool
 	// trace is the request whose trace context the sagas' spans continue;
 	// finish answers it with results.
 	trace  *nats.Msg
@@ -165,13 +168,14 @@ func (c *Coordinator) answerFinishedStarts(ctx context.Context, b *startBatch) {
 	finished := map[int]bool{}
 	err := c.lastOf(ctx, subjects, func(m *jetstream.RawStreamMsg) {
 		if deleted(m.Header) {
-			// The id was a saga's, whose state was deleted or expired:
-			// its agents may still hold its records, which would answer
-			// for the new saga.
+			// The id is a saga's whose entry was deleted or expired:
+			// refused on the loop unless that saga still runs there
+			// (enqueueStarts).
 			for _, i := range at[m.Subject] {
-				b.refuse(i, fmt.Errorf("start %s: %w (by a saga whose state was deleted or has expired, whose agents' records may still answer for it: use another id)",
-					b.starts[i].SagaID, saga.ErrIDTaken))
-				finished[i] = true
+				if b.deleted == nil {
+					b.deleted = map[int]bool{}
+				}
+				b.deleted[i] = true
 			}
 			return
 		}
@@ -209,6 +213,10 @@ func (c *Coordinator) answerFinishedStarts(ctx context.Context, b *startBatch) {
 	}
 	b.live = live
 }
+
+// errDeletedID refuses a start whose id names a saga whose bucket entry
+// was deleted or has expired, and that the coordinator does not hold.
+var errDeletedID = errors.New("the saga id was a saga's whose state was deleted or has expired, and whose agents' records may still answer for it: use another id")
 
 // kvOperationHeader marks a bucket entry deleted or purged.
 const kvOperationHeader = "KV-Operation"
@@ -253,6 +261,14 @@ func (c *Coordinator) enqueueStarts(ctx context.Context, b *startBatch) {
 			if c.opts.MaxActive > 0 && c.engine.Summary().Active >= c.opts.MaxActive {
 				if _, err := c.engine.Get(s.SagaID); s.SagaID == "" || err != nil {
 					b.refuse(i, c.busyError())
+					continue
+				}
+			}
+			if b.deleted[i] {
+				if _, err := c.engine.Get(s.SagaID); err != nil {
+					// Its agents may still hold the records of the saga
+					// the id was, which would answer for a new one.
+					b.refuse(i, fmt.Errorf("start %s: %w", s.SagaID, errDeletedID))
 					continue
 				}
 			}

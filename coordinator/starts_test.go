@@ -158,9 +158,10 @@ func TestStartBatchRefusedWhole(t *testing.T) {
 
 // TestDeletedKeys: a key of the saga bucket deleted by an operator leaves
 // a marker. A start naming a deleted saga's id is refused, since its
-// agents' records could answer for the new saga; and a saga whose key was
-// deleted while it ran (a marker where it had no value yet) is stored when
-// it ends, over the marker, not refused for ever as another writer's.
+// agents' records could answer for the new saga, unless that saga still
+// runs; and a saga whose key was deleted while it ran (a marker where it
+// had no value yet) is stored when it ends, over the marker, not refused
+// for ever as another writer's.
 func TestDeletedKeys(t *testing.T) {
 	_, url := testenv.Server(t)
 	nc := testenv.Connect(t, url)
@@ -180,6 +181,7 @@ func TestDeletedKeys(t *testing.T) {
 	// Held: no agent runs yet. Its key is deleted before it has a value.
 	require.Nil(t, start("held"))
 	require.NoError(t, kv.Delete(context.Background(), messages.SagaKey("held")))
+	require.Nil(t, start("held"), "a start sent again of a saga that runs is answered with it")
 	floodAgents(t, url)
 	testenv.WaitStatus(t, nc, "held", saga.RolledBack) // no damage: under the deductible
 	require.Eventually(t, func() bool {
@@ -196,6 +198,6 @@ func TestDeletedKeys(t *testing.T) {
 	refused := start("gone")
 	require.NotNil(t, refused)
 	require.Equal(t, messages.CodeConflict, refused.Code)
-	require.Contains(t, refused.Message, "whose state was deleted or has expired")
+	require.Equal(t, "start gone: the saga id was a saga's whose state was deleted or has expired, and whose agents' records may still answer for it: use another id", refused.Message)
 	require.Equal(t, saga.RolledBack, endSaga(t, url, "new"), "the coordinator runs on")
 }
