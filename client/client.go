@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"slices"
 	"sync"
 	"time"
@@ -83,10 +85,11 @@ func New(nc *nats.Conn, opts Options) (*Client, error) {
 
 // Connect connects to the NATS server at url with natsOpts and returns a
 // client that owns the connection: [Client.Close] closes it. While no
-// server answers at url it tries again every quarter of a second, so that
-// a driver may start beside the server; it returns an error when the
-// server cannot be reached before ctx ends, and at once when the server
-// refuses the connection or the URL does not parse.
+// server answers at url (none listens, its name does not resolve yet, the
+// dial times out) it tries again every quarter of a second, so that a
+// driver may start beside the server; it returns an error when the server
+// cannot be reached before ctx ends, and at once when the server refuses
+// this user, or the URL does not parse or names no usable address.
 func Connect(ctx context.Context, url string, opts Options, natsOpts ...nats.Option) (*Client, error) {
 	for {
 		nc, err := connectOnce(ctx, url, natsOpts)
@@ -99,7 +102,7 @@ func Connect(ctx context.Context, url string, opts Options, natsOpts ...nats.Opt
 			c.owned = true
 			return c, nil
 		}
-		if !errors.Is(err, nats.ErrNoServers) || ctx.Err() != nil {
+		if !worthRetrying(err) || ctx.Err() != nil {
 			return nil, err
 		}
 		select {
@@ -108,6 +111,16 @@ func Connect(ctx context.Context, url string, opts Options, natsOpts ...nats.Opt
 		case <-time.After(connectRetry):
 		}
 	}
+}
+
+// worthRetrying reports whether a failed connection may succeed later: no
+// server yet, a name not resolved yet (a container not up), a dial timed
+// out. A URL that does not parse or names no usable address, and a
+// server that refuses this user, will not change.
+func worthRetrying(err error) bool {
+	var uerr *url.Error
+	var aerr *net.AddrError
+	return !errors.As(err, &uerr) && !errors.As(err, &aerr) && !errors.Is(err, nats.ErrAuthorization)
 }
 
 // connectRetry spaces [Connect]'s attempts.
@@ -205,6 +218,9 @@ func (c *Client) send(ctx context.Context, subject string, req, resp any, resend
 		if ctx.Err() != nil {
 			if nobody != nil {
 				return fmt.Errorf("%s: %w: %w", subject, nobody, ctx.Err())
+			}
+			if !resend && !errors.Is(err, nats.ErrNoResponders) {
+				return fmt.Errorf("%s: %w: no answer, and it may have taken effect", subject, ctx.Err())
 			}
 			return fmt.Errorf("%s: %w", subject, ctx.Err())
 		}

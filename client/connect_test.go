@@ -118,4 +118,35 @@ func TestStartSentAgainOnlyWithAnID(t *testing.T) {
 	_, err = c.Retry(ctx, "g-3")
 	require.ErrorContains(t, err, "not sent again")
 	require.Equal(t, 1, received(retries))
+
+	// The caller's context ending while the start is out says so too.
+	again, err := silent.SubscribeSync(messages.StartSubject("greet"))
+	require.NoError(t, err)
+	defer again.Unsubscribe()
+	require.NoError(t, silent.Flush())
+	patient, err := client.New(nc, client.Options{RequestTimeout: time.Minute})
+	require.NoError(t, err)
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	_, err = patient.Start(short, client.Start{Saga: "greet"})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "it may have taken effect")
+}
+
+// TestConnectWaitsForANameToResolve: a server name that does not resolve
+// yet (a container not up) is tried again until the context ends, as a
+// refused connection is; an address no dial can use is an error at once.
+func TestConnectWaitsForANameToResolve(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	defer cancel()
+	_, err := client.Connect(ctx, "nats://natsaga-not-up-yet.invalid:4222", client.Options{})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+
+	for _, url := range []string{"nats://127.0.0.1:99999", "nats://a b:4222"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := client.Connect(ctx, url, client.Options{})
+		require.Error(t, err, url)
+		require.NoError(t, ctx.Err(), "%s: said at once", url)
+		cancel()
+	}
 }
