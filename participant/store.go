@@ -277,13 +277,16 @@ func roleStream(ctx context.Context, js jetstream.JetStream, role string, cfg je
 		}
 		return st, check(st)
 	}
-	st, err := js.Stream(ctx, cfg.Name)
-	switch {
-	case err == nil:
-		if err := check(st); err != nil {
-			return nil, err
-		}
-	case !errors.Is(err, jetstream.ErrStreamNotFound):
+	// Created, or there already as asked; otherwise checked before it is
+	// updated.
+	st, err := js.CreateStream(ctx, cfg)
+	if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return st, err
+	}
+	if st, err = js.Stream(ctx, cfg.Name); err != nil {
+		return nil, err
+	}
+	if err := check(st); err != nil {
 		return nil, err
 	}
 	return streams.Ensure(ctx, js, cfg)

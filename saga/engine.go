@@ -120,7 +120,13 @@ func (e *Engine) Register(d Definition) error {
 // a role's streams are named by its name in upper case, so the two would
 // share them.
 func (e *Engine) checkRoleCase(d Definition) error {
-	for _, st := range d.Steps {
+	for i, st := range d.Steps {
+		for _, ost := range d.Steps[:i] {
+			if ost.Role != st.Role && strings.EqualFold(ost.Role, st.Role) {
+				return fmt.Errorf("definition %q: role %q differs only in case from role %q, and would share its streams: %w",
+					d.Name, st.Role, ost.Role, ErrInvalidDefinition)
+			}
+		}
 		for _, o := range e.versions {
 			for _, ost := range o.Steps {
 				if ost.Role != st.Role && strings.EqualFold(ost.Role, st.Role) {

@@ -790,6 +790,9 @@ func TestRegister(t *testing.T) {
 		{"a role differing only in case", subsidyDef(func(d *saga.Definition) {
 			d.Name, d.Subject, d.Steps[1].Role = "n12", "s12", strings.ToUpper(d.Steps[1].Role)
 		}), saga.ErrInvalidDefinition},
+		{"roles differing only in case within it", saga.Definition{Name: "n13", Subject: "s13", Steps: []saga.Step{
+			{Name: "a", Role: "teller"}, {Name: "b", Role: "Teller"},
+		}}, saga.ErrInvalidDefinition},
 	}
 	// The cases run in order against one engine: the duplicates collide
 	// with the valid definitions registered first.
