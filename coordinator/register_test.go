@@ -278,7 +278,15 @@ func TestRefusedRegistrationChangesNothing(t *testing.T) {
 	require.Nil(t, resp.Error)
 	require.Equal(t, []messages.RegisteredSaga{{Name: "alpha", Version: 1, Latest: true}}, resp.Registered)
 
-	// Another content under that version is still refused.
+	// Another content under that version is still refused: by the engine
+	// once it holds the version, by the stored key when only the bucket
+	// does.
 	resp = register(t, nc, `{"roles":["clerk"],"sagas":[{"name":"alpha","subject":"alpha","steps":[{"name":"a","role":"clerk"},{"name":"b","role":"clerk"}]}]}`)
 	require.NotNil(t, resp.Error)
+	_, err = kv.Create(context.Background(), messages.DefinitionKey("gamma", 1),
+		[]byte(`{"roles":["clerk"],"sagas":[{"name":"gamma","subject":"gamma","steps":[{"name":"a","role":"clerk"},{"name":"b","role":"clerk"}]}]}`))
+	require.NoError(t, err)
+	resp = register(t, nc, `{"roles":["clerk"],"sagas":[{"name":"gamma","subject":"gamma","steps":[{"name":"a","role":"clerk"}]}]}`)
+	require.NotNil(t, resp.Error)
+	require.Equal(t, messages.CodeConflict, resp.Error.Code, resp.Error.Message)
 }
