@@ -844,10 +844,10 @@ func scanTo(ctx context.Context, js jetstream.JetStream, stream, subject string,
 		return fmt.Errorf("log %s: %w", subject, err)
 	}
 	// Nothing left to read (every message gone since the last was
-	// looked up): no message would come to end the scan.
-	if info, err := cons.Info(ctx); err != nil {
-		return fmt.Errorf("log %s: %w", subject, err)
-	} else if info.NumPending == 0 {
+	// looked up): no message would come to end the scan. The consumer's
+	// creation said how many there are; asking again would need a
+	// permission on a consumer whose name is made up.
+	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
 		return nil
 	}
 	it, err := cons.Messages()
