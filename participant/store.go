@@ -803,7 +803,7 @@ func (s *Store) Do(ctx context.Context, cmd *messages.Command, h agent.Handler) 
 	if errors.Is(err, errBadRecord) {
 		reason := err.Error()
 		if len(reason) > maxBadRecordReason {
-			reason = reason[:maxBadRecordReason] + "…"
+			reason = strings.ToValidUTF8(reason[:maxBadRecordReason], "") + "…"
 		}
 		return messages.ReplyTo(cmd, messages.Error, reason), agent.Transient, nil
 	}
