@@ -663,3 +663,23 @@ func TestRolesDifferingOnlyInCase(t *testing.T) {
 	reply, _ := do(t, bank, newDebit().handler(), command("s-1", messages.Execute, 1, 30))
 	require.Equal(t, messages.OK, reply.Outcome, "and its records too")
 }
+
+// TestRoleStreamOfAnEarlierConfigurationIsUpdated: a role's state stream
+// as an earlier agent left it (here without direct gets) is updated to
+// the configuration asked, keeping its subjects and values.
+func TestRoleStreamOfAnEarlierConfigurationIsUpdated(t *testing.T) {
+	_, url := testenv.Server(t)
+	ctx := context.Background()
+	js, err := jetstream.New(testenv.Connect(t, url))
+	require.NoError(t, err)
+	old := participant.StreamConfig(bankRole, 1)
+	old.AllowDirect = false
+	_, err = js.CreateStream(ctx, old)
+	require.NoError(t, err)
+	bank := openBank(t, url, 100)
+	require.Equal(t, int64(100), balance(t, bank))
+	st, err := js.Stream(ctx, old.Name)
+	require.NoError(t, err)
+	require.True(t, st.CachedInfo().Config.AllowDirect, "updated")
+	require.Equal(t, old.Subjects, st.CachedInfo().Config.Subjects)
+}

@@ -20,7 +20,6 @@ import (
 	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/jserr"
 	"github.com/natsaga/natsaga/internal/kvlog"
-	"github.com/natsaga/natsaga/internal/streams"
 	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 )
@@ -277,8 +276,8 @@ func roleStream(ctx context.Context, js jetstream.JetStream, role string, cfg je
 		}
 		return st, check(st)
 	}
-	// Created, or there already as asked; otherwise checked before it is
-	// updated.
+	// Created, or there already as asked (internal/streams says why it is
+	// not updated then); otherwise checked before it is updated.
 	st, err := js.CreateStream(ctx, cfg)
 	if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		return st, err
@@ -289,7 +288,7 @@ func roleStream(ctx context.Context, js jetstream.JetStream, role string, cfg je
 	if err := check(st); err != nil {
 		return nil, err
 	}
-	return streams.Ensure(ctx, js, cfg)
+	return js.UpdateStream(ctx, cfg)
 }
 
 // waitStream returns the stream name once it exists, waiting while it does
