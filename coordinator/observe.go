@@ -45,6 +45,23 @@ type RetryObserver interface {
 	Retried(sagaType string)
 }
 
+// DefinitionObserver, when an [Observer] implements it too, is told of
+// each definition the coordinator's engine gains after it was created
+// with [Options.Definitions]: a version registered at run time, once it
+// is stored, and each stored version a new term recovers from the bucket.
+// The observer can then show its saga type's series from the start, as
+// it does for the types given at start.
+type DefinitionObserver interface {
+	Defined(d saga.Definition)
+}
+
+// defined tells the observer, if it listens, of d.
+func (c *Coordinator) defined(d saga.Definition) {
+	if o, ok := c.opts.Observer.(DefinitionObserver); ok {
+		o.Defined(d)
+	}
+}
+
 // applyAnswer applies r to the engine as ApplyReply does, and tells the
 // observer, if any, which command it settled, and ends its span.
 func (c *Coordinator) applyAnswer(r messages.Reply, now time.Time, out *saga.Outbox) error {

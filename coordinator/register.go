@@ -107,6 +107,7 @@ func (c *Coordinator) register(ctx context.Context, defs []saga.Definition) (mes
 		})
 		if !unchanged[i] {
 			c.log.Info("definition registered", "saga", d.Name, "version", version(d), "latest", latest)
+			c.defined(d)
 		}
 	}
 	if _, err := c.ensureCommandStream(ctx); err != nil {
@@ -275,6 +276,7 @@ func (c *Coordinator) restoreDefinition(key string, data []byte) error {
 			}
 			return fmt.Errorf("stored definition %s: %w", key, err)
 		}
+		c.defined(d)
 	}
 	return nil
 }

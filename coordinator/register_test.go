@@ -3,6 +3,9 @@ package coordinator_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -289,4 +292,55 @@ func TestRefusedRegistrationChangesNothing(t *testing.T) {
 	resp = register(t, nc, `{"roles":["clerk"],"sagas":[{"name":"gamma","subject":"gamma","steps":[{"name":"a","role":"clerk"}]}]}`)
 	require.NotNil(t, resp.Error)
 	require.Equal(t, messages.CodeConflict, resp.Error.Code, resp.Error.Message)
+}
+
+// defined records what a DefinitionObserver is told.
+type defined struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (d *defined) Committed([]messages.Command, []messages.Event, messages.Summary)  {}
+func (d *defined) Answered(messages.Command, messages.Outcome, int64, time.Duration) {}
+func (d *defined) Defined(def saga.Definition) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.seen = append(d.seen, fmt.Sprintf("%s v%d", def.Name, def.Version))
+}
+
+func (d *defined) names() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.seen)
+}
+
+// TestObserverToldOfRegisteredDefinitions: a version registered at run
+// time is told to the observer once stored, and not again when registered
+// unchanged; a coordinator is told of every version it recovers from the
+// bucket, the one given at start (stored as it starts) among them.
+func TestObserverToldOfRegisteredDefinitions(t *testing.T) {
+	_, url := testenv.Server(t)
+	v1, err := saga.ParseFile([]byte(jobV1))
+	require.NoError(t, err)
+	run := func(obs *defined) (stop func()) {
+		c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: v1, Observer: obs, Logger: testenv.Logger(t)})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		<-c.Ready()
+		return func() { cancel(); require.NoError(t, <-done) }
+	}
+	first := &defined{}
+	stop := run(first)
+	nc := testenv.Connect(t, url)
+	require.Nil(t, register(t, nc, jobV2).Error)
+	require.Nil(t, register(t, nc, jobV2).Error, "the same content again")
+	require.Equal(t, []string{"job v1", "job v2"}, first.names())
+	stop()
+
+	second := &defined{}
+	stop = run(second)
+	defer stop()
+	require.ElementsMatch(t, []string{"job v1", "job v2"}, second.names(), "recovered from the bucket")
 }

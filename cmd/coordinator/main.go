@@ -185,3 +185,11 @@ func mainCode(args []string, getenv func(string) string, stderr io.Writer) int {
 		return run(ctx, c, getenv, log)
 	})
 }
+
+// The metrics are told everything the coordinator reports.
+var (
+	_ coordinator.MessageObserver    = (*metrics.Coordinator)(nil)
+	_ coordinator.RecordObserver     = (*metrics.Coordinator)(nil)
+	_ coordinator.RetryObserver      = (*metrics.Coordinator)(nil)
+	_ coordinator.DefinitionObserver = (*metrics.Coordinator)(nil)
+)

@@ -136,6 +136,11 @@ func (m *Coordinator) Answered(cmd messages.Command, outcome messages.Outcome, t
 	}
 }
 
+// Defined adds d's series at zero, as [Coordinator.Known] does: a saga
+// type registered at run time, or recovered from the bucket, shows from
+// the next scrape ([coordinator.DefinitionObserver]).
+func (m *Coordinator) Defined(d saga.Definition) { m.Known([]saga.Definition{d}) }
+
 // Known adds the label values of every saga type and final status of
 // defs at zero, so that a scrape shows them before anything happened.
 func (m *Coordinator) Known(defs []saga.Definition) {

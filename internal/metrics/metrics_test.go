@@ -13,6 +13,7 @@ import (
 
 	"github.com/natsaga/natsaga/internal/metrics"
 	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
 )
 
 // TestCoordinatorCounts feeds the coordinator's metrics a batch and two
@@ -171,4 +172,28 @@ natsaga_agent_conflicts_total{agent="insurer-1",role="insurer"} 1
 		"natsaga_agent_batches_total", "natsaga_agent_batched_commands_total",
 		"natsaga_agent_record_messages_total", "natsaga_agent_records_total", "natsaga_agent_conflicts_total"))
 	require.Equal(t, 13, testutil.CollectAndCount(reg))
+}
+
+// TestDefinedTypeShowsAtZero: a saga type the coordinator is told of
+// after it started shows its started, retried and finished series at
+// zero, before any of its sagas ran.
+func TestDefinedTypeShowsAtZero(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := metrics.NewCoordinator(reg)
+	require.NoError(t, err)
+	m.Defined(saga.Definition{Name: "vaccination", Subject: "vax", Steps: []saga.Step{{Name: "book", Role: "clinic"}}})
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP natsaga_sagas_started_total Sagas started, by saga type.
+# TYPE natsaga_sagas_started_total counter
+natsaga_sagas_started_total{saga="vax"} 0
+# HELP natsaga_sagas_finished_total Sagas that reached a final status, by saga type and status.
+# TYPE natsaga_sagas_finished_total counter
+natsaga_sagas_finished_total{saga="vax",status="completed"} 0
+natsaga_sagas_finished_total{saga="vax",status="failed"} 0
+natsaga_sagas_finished_total{saga="vax",status="rolled_back"} 0
+natsaga_sagas_finished_total{saga="vax",status="timed_out"} 0
+# HELP natsaga_sagas_retried_total Failed sagas an operator's retry sent back to compensating, by saga type: each finishes again.
+# TYPE natsaga_sagas_retried_total counter
+natsaga_sagas_retried_total{saga="vax"} 0
+`), "natsaga_sagas_started_total", "natsaga_sagas_finished_total", "natsaga_sagas_retried_total"))
 }
