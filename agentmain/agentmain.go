@@ -168,19 +168,21 @@ func serve(ctx context.Context, r Role, c *config, log *slog.Logger) error {
 	// Metrics and health are served from the start, so that /livez
 	// answers while the program waits for NATS.
 	reg, health := metrics.NewRegistry(), cli.NewHealth(nil, nil)
+	opts := c.opts
 	if c.observe.MetricsAddr != "" {
-		stop, err := cli.ServeMetrics(ctx, c.observe.MetricsAddr, r.Name+"-agent", reg, health.Ready, log)
+		bound, stop, err := cli.ServeMetrics(ctx, c.observe.MetricsAddr, r.Name+"-agent", reg, health.Ready, log)
 		if err != nil {
 			return err
 		}
 		defer stop()
+		// Announced, so that `natsaga services` and discovery find it.
+		opts.Metadata = map[string]string{"metrics": bound}
 	}
 	nc, err := c.conn.Connect(ctx, r.Name+"-agent", log)
 	if err != nil {
 		return err
 	}
 	defer cli.Drain(nc, 5*time.Second)
-	opts := c.opts
 	opts.Logger = log
 	if init := opts.Init; init != nil {
 		opts.Init = func(ctx context.Context, s agent.Seeder) error { return init(ctx, seedLog{s, log}) }

@@ -13,7 +13,8 @@ import (
 
 // Services asks the natsaga services for their NATS micro INFO (the
 // coordinators, active and standing by, whose metadata "state" says which,
-// then every agent, whose metadata "role" and "copy" name it) and returns
+// then every agent, whose metadata "role" and "copy" name it; "metrics" is
+// the address a program serves its metrics on, when it does) and returns
 // the answers that come within wait for each kind: an empty, not nil, slice
 // when none answers. It returns an error when the request cannot be sent,
 // or ctx's error when ctx ends first.

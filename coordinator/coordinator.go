@@ -96,6 +96,12 @@ type Options struct {
 	TracerProvider trace.TracerProvider
 	// NewID makes saga ids; nil means UUIDs.
 	NewID func() string
+	// Metadata is announced in the coordinator's micro service's
+	// metadata, beside the "definitions", "state" and "copy" the
+	// coordinator sets, which it may not name. natsaga's coordinator
+	// program puts there, under "metrics", the address it serves metrics
+	// and health on.
+	Metadata map[string]string
 }
 
 // DefaultMaxActive is the default of Options.MaxActive: at the 1.6 KiB a
@@ -123,6 +129,11 @@ func (o *Options) Validate() error {
 	if o.Retention > 0 && o.Retention < time.Second {
 		// A finished saga's TTL in the bucket: JetStream's least is 1s.
 		return fmt.Errorf("coordinator options: retention %s: at least 1s, or negative for ever", o.Retention)
+	}
+	for _, k := range ownMetadata {
+		if _, ok := o.Metadata[k]; ok {
+			return fmt.Errorf("coordinator options: metadata %q is the coordinator's own", k)
+		}
 	}
 	for i := range o.Definitions {
 		if err := o.Definitions[i].Validate(); err != nil {

@@ -344,3 +344,16 @@ func TestObserverToldOfRegisteredDefinitions(t *testing.T) {
 	defer stop()
 	require.ElementsMatch(t, []string{"job v1", "job v2"}, second.names(), "recovered from the bucket")
 }
+
+// TestMetadataCannotReplaceTheCoordinatorsOwn: Options.Metadata may not
+// name what the coordinator announces itself.
+func TestMetadataCannotReplaceTheCoordinatorsOwn(t *testing.T) {
+	v1, err := saga.ParseFile([]byte(jobV1))
+	require.NoError(t, err)
+	o := coordinator.Options{Definitions: v1, Metadata: map[string]string{"metrics": "127.0.0.1:9464"}}
+	require.NoError(t, o.Validate())
+	for _, k := range []string{"definitions", "state", "copy"} {
+		o.Metadata = map[string]string{k: "x"}
+		require.ErrorContains(t, o.Validate(), `metadata "`+k+`" is the coordinator's own`)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -47,15 +48,24 @@ func (c *Coordinator) serve(ctx context.Context) (micro.Service, error) {
 	return svc, nil
 }
 
+// ownMetadata are the keys of the micro service's metadata the
+// coordinator sets itself.
+var ownMetadata = []string{"definitions", "state", "copy"}
+
 // service adds an instance of [messages.CoordinatorService] with no
-// endpoint, its state ("standby" or "active") and the number of saga
-// types in the metadata.
+// endpoint, its state ("standby" or "active"), the number of saga types
+// and its copy in the metadata, with [Options.Metadata].
 func (c *Coordinator) service(state string) (micro.Service, error) {
+	md := maps.Clone(c.opts.Metadata)
+	if md == nil {
+		md = make(map[string]string, len(ownMetadata))
+	}
+	md["definitions"], md["state"], md["copy"] = fmt.Sprint(len(c.opts.Definitions)), state, c.copy
 	svc, err := micro.AddService(c.nc, micro.Config{
 		Name:        messages.CoordinatorService,
 		Version:     messages.ServiceVersion,
 		Description: "natsaga saga coordinator: starts and drives sagas over JetStream",
-		Metadata:    map[string]string{"definitions": fmt.Sprint(len(c.opts.Definitions)), "state": state, "copy": c.copy},
+		Metadata:    md,
 		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
 			c.log.Error("micro service error", "subject", err.Subject, "err", err.Description)
 		},

@@ -87,6 +87,11 @@ type Options struct {
 	// a child of the span context the command's headers carry; handlers
 	// get it in their ctx, and replies carry it. nil makes none.
 	TracerProvider trace.TracerProvider
+	// Metadata is announced in the agent's micro service's metadata,
+	// beside the "role", "copy" and "pid" the agent sets, which it may not
+	// name ([Agent.Metadata]). natsaga's programs put there, under
+	// "metrics", the address they serve metrics and health on.
+	Metadata map[string]string
 }
 
 // Validate returns an error wrapping [messages.ErrBadRequest] when o is
@@ -100,6 +105,11 @@ func (o *Options) Validate() error {
 	}
 	if len(o.Steps) == 0 {
 		errs = append(errs, fmt.Errorf("no steps: %w", messages.ErrBadRequest))
+	}
+	for _, k := range ownMetadata {
+		if _, ok := o.Metadata[k]; ok {
+			errs = append(errs, fmt.Errorf("metadata %q is the agent's own: %w", k, messages.ErrBadRequest))
+		}
 	}
 	seen := map[string]bool{}
 	for _, s := range o.Steps {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"strconv"
 	"time"
@@ -56,10 +57,19 @@ func (a *Agent) serve() (micro.Service, error) {
 	return svc, nil
 }
 
+// ownMetadata are the keys of the micro service's metadata the agent sets
+// itself.
+var ownMetadata = []string{"role", "copy", "pid"}
+
 // Metadata is what the agent announces in its micro service's metadata:
-// "role", "copy" (its name) and "pid".
+// "role", "copy" (its name) and "pid", and [Options.Metadata].
 func (a *Agent) Metadata() map[string]string {
-	return map[string]string{"role": a.opts.Role, "copy": a.opts.Name, "pid": strconv.Itoa(os.Getpid())}
+	md := maps.Clone(a.opts.Metadata)
+	if md == nil {
+		md = make(map[string]string, len(ownMetadata))
+	}
+	md["role"], md["copy"], md["pid"] = a.opts.Role, a.opts.Name, strconv.Itoa(os.Getpid())
+	return md
 }
 
 // ErrStatsAnswer is wrapped by [CollectStats] for an answer it cannot read.

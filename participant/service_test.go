@@ -128,3 +128,19 @@ func TestCollectStatsGrace(t *testing.T) {
 	_, err = participant.CollectStats(ctx, nc, participant.StatsWait{Grace: -time.Second}, fail)
 	require.ErrorIs(t, err, messages.ErrBadRequest)
 }
+
+// TestMetadataCannotReplaceTheAgentsOwn: Options.Metadata is announced
+// beside the agent's role, copy and pid, and may not name them.
+func TestMetadataCannotReplaceTheAgentsOwn(t *testing.T) {
+	ok := agent.Handler{
+		Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	o := participant.Options{Role: "till", Name: "till-1", Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: ok}},
+		Metadata: map[string]string{"metrics": "127.0.0.1:9464"}}
+	require.NoError(t, o.Validate())
+	for _, k := range []string{"role", "copy", "pid"} {
+		o.Metadata = map[string]string{k: "x"}
+		require.ErrorIs(t, o.Validate(), messages.ErrBadRequest, k)
+	}
+}

@@ -140,16 +140,19 @@ func run(ctx context.Context, c config, getenv func(string) string, log *slog.Lo
 	// served: the engine's loop then does no work for them.
 	reg, health := metrics.NewRegistry(), cli.NewHealth(nil, nil)
 	var observer *metrics.Coordinator
+	var metadata map[string]string
 	if c.observe.MetricsAddr != "" {
 		if observer, err = metrics.NewCoordinator(reg); err != nil {
 			return err
 		}
 		observer.Known(defs)
-		stop, err := cli.ServeMetrics(ctx, c.observe.MetricsAddr, "coordinator", reg, health.Ready, log)
+		bound, stop, err := cli.ServeMetrics(ctx, c.observe.MetricsAddr, "coordinator", reg, health.Ready, log)
 		if err != nil {
 			return err
 		}
 		defer stop()
+		// Announced, so that `natsaga services` and discovery find it.
+		metadata = map[string]string{"metrics": bound}
 	}
 	nc, err := c.conn.Connect(ctx, "natsaga-coordinator", log)
 	if err != nil {
@@ -158,7 +161,7 @@ func run(ctx context.Context, c config, getenv func(string) string, log *slog.Lo
 	defer cli.Drain(nc, 5*time.Second)
 	opts := coordinator.Options{
 		Definitions: defs, Replicas: c.replicas, AckWait: c.ackWait, Retention: c.retention, LeaseTTL: c.leaseTTL,
-		MaxActive: c.maxActive, CommandBatch: c.batch, Logger: log,
+		MaxActive: c.maxActive, CommandBatch: c.batch, Logger: log, Metadata: metadata,
 	}
 	if observer != nil {
 		opts.Observer = observer

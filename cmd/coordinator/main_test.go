@@ -13,6 +13,7 @@ import (
 
 	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
 )
 
 // TestProgramServesMetricsAndHealth runs the coordinator program as main
@@ -31,6 +32,11 @@ func TestProgramServesMetricsAndHealth(t *testing.T) {
 		var rec map[string]any
 		require.NoError(t, json.Unmarshal([]byte(line), &rec), "every log line is JSON: %s", line)
 	}
+
+	// The address is announced for discovery.
+	md := testenv.ServiceMetadata(t, testenv.Connect(t, url), messages.CoordinatorService)
+	require.Equal(t, addr, md["metrics"], "%v", md)
+	require.Equal(t, "active", md["state"])
 
 	var out bytes.Buffer
 	require.Equal(t, 0, cli.Healthcheck(addr, "coordinator", &out), out.String())

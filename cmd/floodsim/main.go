@@ -28,8 +28,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -60,6 +62,10 @@ type config struct {
 	dataDir string
 	// binDir holds prebuilt binaries; "" means build them into buildDir.
 	binDir, buildDir string
+	// metricsAddr, when set, is where the spawned coordinator serves its
+	// metrics and health, the agents on the ports after it
+	// (metricsAddrs).
+	metricsAddr string
 
 	// queryPatience is how long a state query is asked again while no
 	// agent of its role answers (restartPatience; shorter in tests).
@@ -117,6 +123,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.StringVar(&c.dataDir, "data", "", "directory for the server's data and the processes' log, kept (default: a temporary directory, removed at exit)")
 	fs.StringVar(&c.binDir, "bin", "", "directory of prebuilt coordinator and agent binaries (default: beside floodsim, else built from the checkout, else on PATH)")
 	fs.StringVar(&c.buildDir, "build-dir", defaultBuildDir(), "where to build the binaries when -bin is not set")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "with -spawn: the coordinator serves metrics and health on this address, each agent on the next port, in the order spawned (port 0: each on a free port); floodsim logs every program's address")
 	fs.DurationVar(&c.tickWait, "tick-wait", time.Minute, "longest wall-clock wait, while a tick is not quiet, without any due command answered; past it the run stops with an error, since it can no longer be reproduced")
 	fs.IntVar(&c.maxExtraTicks, "max-extra-ticks", 20, "ticks past -ticks to let the last sagas end")
 	fs.BoolVar(&c.requireAll, "require-all-outcomes", true, "fail unless every outcome (completion, each business rollback, timeout) was seen")
@@ -150,7 +157,7 @@ func spawnOnly(fs *flag.FlagSet, spawn bool) error {
 	}
 	var given []string
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "budget" || f.Name == "fund" || f.Name == "bin" || strings.HasSuffix(f.Name, "-agents") && f.Name != "expect-agents" {
+		if f.Name == "budget" || f.Name == "fund" || f.Name == "bin" || f.Name == "metrics-addr" || strings.HasSuffix(f.Name, "-agents") && f.Name != "expect-agents" {
 			given = append(given, "-"+f.Name)
 		}
 	})
@@ -188,8 +195,36 @@ func (c *config) validate() error {
 				errs = append(errs, fmt.Errorf("-%s-agents must be at least 1", r))
 			}
 		}
+		if c.metricsAddr != "" {
+			if _, err := c.metricsAddrs(); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// metricsAddrs returns the -metrics-addr of each program c spawns: the
+// coordinator's first, then the agents' in the order spawned, on the
+// ports after it; all on port 0 when -metrics-addr's is.
+func (c *config) metricsAddrs() ([]string, error) {
+	host, p, err := net.SplitHostPort(c.metricsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("-metrics-addr %q: host:port: %w", c.metricsAddr, err)
+	}
+	port, err := strconv.Atoi(p)
+	n := 1 + c.spawned()
+	if err != nil || port < 0 || port > 0 && port+n-1 > 65535 {
+		return nil, fmt.Errorf("-metrics-addr %q: a port from 0 to %d, for %d programs on the ports from it", c.metricsAddr, 65535-n+1, n)
+	}
+	addrs := make([]string, n)
+	for i := range addrs {
+		if port > 0 {
+			p = strconv.Itoa(port + i)
+		}
+		addrs[i] = net.JoinHostPort(host, p)
+	}
+	return addrs, nil
 }
 
 // spawned is the number of agent processes c spawns.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -66,9 +67,26 @@ func TestParseFlags(t *testing.T) {
 	require.Equal(t, 2, c.copies[flood.Contractor])
 	require.Equal(t, 8, c.spawned())
 
+	// -metrics-addr: the coordinator on its port, the agents on the ports
+	// after it, in the order spawned; port 0 gives each a free port.
+	c, err = parseFlags([]string{"-metrics-addr", "127.0.0.1:9090", "-household-agents", "2"}, env(), io.Discard)
+	require.NoError(t, err)
+	addrs, err := c.metricsAddrs()
+	require.NoError(t, err)
+	require.Equal(t, []string{"127.0.0.1:9090", "127.0.0.1:9091", "127.0.0.1:9092", "127.0.0.1:9093", "127.0.0.1:9094", "127.0.0.1:9095", "127.0.0.1:9096"}, addrs)
+	c, err = parseFlags([]string{"-metrics-addr", ":0"}, env(), io.Discard)
+	require.NoError(t, err)
+	addrs, err = c.metricsAddrs()
+	require.NoError(t, err)
+	require.Equal(t, []string{":0", ":0", ":0", ":0", ":0", ":0"}, addrs)
+	_, err = parseFlags([]string{"-metrics-addr", "127.0.0.1:65531"}, env(), io.Discard)
+	require.EqualError(t, err, `-metrics-addr "127.0.0.1:65531": a port from 0 to 65530, for 6 programs on the ports from it`)
+	_, err = parseFlags([]string{"-spawn=false", "-metrics-addr", ":9090"}, env(), io.Discard)
+	require.ErrorContains(t, err, "-metrics-addr: only with -spawn")
+
 	for _, bad := range [][]string{
 		{"-households", "0"}, {"-ticks", "-1"}, {"-government-agents", "0"}, {"-tick-wait", "0s"},
-		{"-budget", "-5"}, {"extra"}, {"-nope"},
+		{"-budget", "-5"}, {"extra"}, {"-nope"}, {"-metrics-addr", "9090"}, {"-metrics-addr", "h:x"}, {"-metrics-addr", "h:-1"},
 	} {
 		_, err := parseFlags(bad, env(), io.Discard)
 		require.Error(t, err, "%v", bad)
@@ -231,6 +249,53 @@ func TestSpawnEndToEnd(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(line), &rec), "a log line that is not JSON: %s", line)
 		require.Contains(t, rec, "process", line)
 		require.Contains(t, rec, "pid", line)
+	}
+}
+
+// TestSpawnedProgramsServeMetrics runs a small simulation with
+// -metrics-addr on free ports: every program floodsim starts serves its
+// metrics on a port of its own, and floodsim logs each address, learnt
+// from the programs' micro services, as the program itself logged it.
+func TestSpawnedProgramsServeMetrics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the programs")
+	}
+	dir := t.TempDir()
+	args := append([]string{"-metrics-addr", "127.0.0.1:0", "-build-dir", filepath.Join(dir, "bin"), "-data", filepath.Join(dir, "data"),
+		"-log-format", "json", "-require-all-outcomes=false"}, "-households", "10", "-ticks", "2")
+	c, err := parseFlags(args, env(), io.Discard)
+	require.NoError(t, err)
+	var stdout, stderr testenv.SyncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	require.NoError(t, run(ctx, c, &stdout, &stderr), "stderr:\n%s", stderr.String())
+
+	// What floodsim printed: one address a program, all different.
+	announced := map[string]string{} // program by address
+	for _, m := range regexp.MustCompile(`(?m)^  (\S+)\s+http://(\S+)/metrics$`).FindAllStringSubmatch(stdout.String(), -1) {
+		require.NotContains(t, announced, m[2])
+		require.NotRegexp(t, `:0$`, m[2])
+		announced[m[2]] = m[1]
+	}
+	require.Len(t, announced, 6, stdout.String())
+	// What each program logged, in the processes' log.
+	log, err := os.ReadFile(filepath.Join(dir, "data", "floodsim.log"))
+	require.NoError(t, err)
+	served := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(log)), "\n") {
+		var rec struct{ Msg, Process, Addr string }
+		require.NoError(t, json.Unmarshal([]byte(line), &rec), line)
+		if rec.Msg == "serving metrics and health" {
+			served[rec.Addr] = rec.Process
+		}
+	}
+	require.Len(t, served, 6)
+	for addr, name := range announced {
+		program := "coordinator"
+		if name != program { // an agent, by its name: household-1 is a household-agent
+			program = name[:strings.LastIndex(name, "-")] + "-agent"
+		}
+		require.Equal(t, program, served[addr], "the address %s is the one %s serves", addr, name)
 	}
 }
 

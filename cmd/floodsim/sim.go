@@ -135,6 +135,9 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	if err := s.waitReady(ctx); err != nil {
 		return err
 	}
+	if c.metricsAddr != "" {
+		s.printMetrics(ctx)
+	}
 	setup := time.Since(began)
 	rep, err := s.simulate(ctx)
 	if err != nil && s.aborted != "" {
@@ -232,6 +235,34 @@ type sim struct {
 
 // unanswered is a role whose state query is not answered.
 type unanswered struct{ since, logged time.Time }
+
+// printMetrics prints the address each program that announces one serves
+// its metrics and health on, as its micro service's metadata says: the
+// coordinators first, then the agents by name.
+func (s *sim) printMetrics(ctx context.Context) {
+	infos, err := s.cl.Services(ctx, 500*time.Millisecond)
+	if err != nil {
+		s.log.Warn("the programs' metrics addresses are unknown", "err", err)
+		return
+	}
+	type served struct{ name, addr string }
+	var coordinators, agents []served
+	for _, in := range infos {
+		addr := in.Metadata["metrics"]
+		switch {
+		case addr == "":
+		case in.Name == messages.CoordinatorService:
+			coordinators = append(coordinators, served{"coordinator", addr})
+		default:
+			agents = append(agents, served{in.Metadata["copy"], addr})
+		}
+	}
+	slices.SortFunc(agents, func(a, b served) int { return strings.Compare(a.name, b.name) })
+	fmt.Fprintln(s.out, "floodsim: metrics and health (-metrics-addr):")
+	for _, p := range append(coordinators, agents...) {
+		fmt.Fprintf(s.out, "  %-16s http://%s/metrics\n", p.name, p.addr)
+	}
+}
 
 // waitReady waits until the coordinator answers and want agents answer
 // micro's STATS request to messages.AgentService, bounded by -agent-wait.

@@ -78,7 +78,22 @@ func startSystem(ctx context.Context, c *config, l ledgers, stderr *procs.Lines,
 	// The children reach the embedded server, which has no users: drop any
 	// credentials this process was given for another server.
 	env := append([]string{"NATS_URL=" + s.ns.ClientURL(), "NATSAGA_LOG_FORMAT=" + c.logFormat}, cli.ChildEnv...)
-	if s.coord, err = procs.Start("coordinator", bins["coordinator"], nil, env, out.Writer()); err != nil {
+	// metrics gives the next program its -metrics-addr, if any.
+	var addrs []string
+	if c.metricsAddr != "" {
+		if addrs, err = c.metricsAddrs(); err != nil {
+			return nil, err
+		}
+	}
+	metrics := func(args []string) []string {
+		if len(addrs) == 0 {
+			return args
+		}
+		args = append(args, "-metrics-addr", addrs[0])
+		addrs = addrs[1:]
+		return args
+	}
+	if s.coord, err = procs.Start("coordinator", bins["coordinator"], metrics(nil), env, out.Writer()); err != nil {
 		return nil, err
 	}
 	for _, role := range roles() {
@@ -91,7 +106,7 @@ func startSystem(ctx context.Context, c *config, l ledgers, stderr *procs.Lines,
 		}
 		for i := range c.copies[role] {
 			name := fmt.Sprintf("%s-%d", role, i+1)
-			p, err := procs.Start(name, bins[role+"-agent"], append([]string{"-name", name}, args...), env, out.Writer())
+			p, err := procs.Start(name, bins[role+"-agent"], metrics(append([]string{"-name", name}, args...)), env, out.Writer())
 			if err != nil {
 				return nil, err
 			}

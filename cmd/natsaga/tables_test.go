@@ -26,7 +26,7 @@ func opsSystem(t *testing.T) string {
 	testenv.Coordinator(t, url, []saga.Definition{def})
 	ok := func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
 	undo := func(context.Context, agent.Tx, *messages.Command) error { return nil }
-	testenv.Agent(t, url, participant.Options{Role: "ops", Name: "ops-1", Steps: []agent.Step{
+	testenv.Agent(t, url, participant.Options{Role: "ops", Name: "ops-1", Metadata: map[string]string{"metrics": "127.0.0.1:9464"}, Steps: []agent.Step{
 		{Saga: "ops", Name: "reserve", Handler: agent.Handler{Execute: ok, Compensate: undo}},
 		{Saga: "ops", Name: "confirm", Handler: agent.Handler{
 			Execute: func(_ context.Context, _ agent.Tx, cmd *messages.Command) (messages.Context, error) {
@@ -117,8 +117,8 @@ func TestTables(t *testing.T) {
 
 	code, out = natsaga(t, url, "services")
 	require.Equal(t, 0, code, out)
-	require.Regexp(t, `(?m)^natsaga-coordinator\s+\S+\s+3\.0\.0\s+active\s+[0-9A-Za-z]{22}\s+\[start starts tick status summary list retry register\]$`, out)
-	require.Regexp(t, `(?m)^natsaga-agent\s+\S+\s+3\.0\.0\s+ops\s+ops-1\s+\[stats\]$`, out)
+	require.Regexp(t, `(?m)^natsaga-coordinator\s+\S+\s+3\.0\.0\s+active\s+[0-9A-Za-z]{22}\s+-\s+\[start starts tick status summary list retry register\]$`, out)
+	require.Regexp(t, `(?m)^natsaga-agent\s+\S+\s+3\.0\.0\s+ops\s+ops-1\s+127\.0\.0\.1:9464\s+\[stats\]$`, out)
 	require.True(t, strings.HasSuffix(out, "\n2 services\n"), out)
 
 	// An error answer: to stderr, exit 1.

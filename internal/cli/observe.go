@@ -130,15 +130,17 @@ func (h *Health) Ready() error {
 }
 
 // ServeMetrics serves reg and health of program on addr until ctx ends or
-// stop is called, logging the address. It returns once the address is bound, with
+// stop is called, logging the address. It returns once the address is
+// bound, with the address bound (its port chosen when addr's is 0) and
 // stop, which ends the server and waits for it; it returns an error when
 // the address cannot be bound.
-func ServeMetrics(ctx context.Context, addr, program string, reg *prometheus.Registry, health func() error, log *slog.Logger) (stop func(), err error) {
+func ServeMetrics(ctx context.Context, addr, program string, reg *prometheus.Registry, health func() error, log *slog.Logger) (bound string, stop func(), err error) {
 	srv, err := metrics.Listen(addr, metrics.Handler(reg, program, health), log)
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
-	log.Info("serving metrics and health", "addr", srv.Addr().String())
+	bound = srv.Addr().String()
+	log.Info("serving metrics and health", "addr", bound)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -147,7 +149,7 @@ func ServeMetrics(ctx context.Context, addr, program string, reg *prometheus.Reg
 			log.Warn("metrics server stopped", "err", err)
 		}
 	}()
-	return func() {
+	return bound, func() {
 		cancel()
 		<-done
 	}, nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/coordinator"
@@ -104,6 +105,20 @@ func run(t testing.TB, fn func(context.Context) error) {
 		cancel()
 		wg.Wait()
 	})
+}
+
+// ServiceMetadata waits until the one running instance of the natsaga
+// micro service name answers an INFO request, and returns its metadata.
+func ServiceMetadata(t testing.TB, nc *nats.Conn, name string) map[string]string {
+	t.Helper()
+	subject, err := micro.ControlSubject(micro.InfoVerb, name, "")
+	require.NoError(t, err)
+	var info micro.Info
+	require.Eventually(t, func() bool {
+		m, err := nc.Request(subject, nil, time.Second)
+		return err == nil && json.Unmarshal(m.Data, &info) == nil && info.Name == name
+	}, 10*time.Second, 10*time.Millisecond, "no INFO answer from %s", name)
+	return info.Metadata
 }
 
 // Request sends req on subject and decodes the answer into resp.
