@@ -214,6 +214,10 @@ type Coordinator struct {
 	// read command batches (wire.go).
 	batchConsumers atomic.Pointer[map[string]batchReader]
 	commands       jetstream.Stream // the command stream, as setup left it
+	// steps holds the command subjects of the latest definitions' steps,
+	// for followWire's check that the roles' consumers take them
+	// (served.go); the loop sets it when the definitions change.
+	steps atomic.Pointer[[]stepSubject]
 }
 
 // term is what producers need of one term of the coordinator (see Run):
@@ -388,13 +392,14 @@ func (c *Coordinator) runTerm(ctx context.Context) error {
 	if err := c.storeDefinitions(ctx); err != nil {
 		return err
 	}
-	if err := c.learnWire(ctx); err != nil {
+	if _, err := c.learnWire(ctx); err != nil {
 		// Every role gets single commands until the next read.
 		c.log.Warn("wire versions of the roles not read; sending single commands", "err", err)
 	}
 	if err := c.recover(ctx); err != nil {
 		return err
 	}
+	c.noteSteps()
 	first, err := c.openReplies(ctx)
 	if err != nil {
 		return err

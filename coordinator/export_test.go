@@ -12,7 +12,10 @@ const MaxFinishedLists = maxFinishedLists
 
 // LearnWire makes c read the roles' wire versions now, rather than at its
 // next refresh.
-func LearnWire(ctx context.Context, c *Coordinator) error { return c.learnWire(ctx) }
+func LearnWire(ctx context.Context, c *Coordinator) error {
+	_, err := c.learnWire(ctx)
+	return err
+}
 
 // BatchLimit is the most commands c puts in one message to role, and
 // whether the role's commands keep their order across its steps.

@@ -110,6 +110,7 @@ func (c *Coordinator) register(ctx context.Context, defs []saga.Definition) (mes
 			c.defined(d)
 		}
 	}
+	c.noteSteps()
 	if _, err := c.ensureCommandStream(ctx); err != nil {
 		return resp, fmt.Errorf("register: %w", err)
 	}

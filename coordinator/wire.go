@@ -43,36 +43,50 @@ type batchReader struct {
 // learnWire reads which consumers of the command stream read batches,
 // within wireRefresh: a coordinator not allowed to list them (its NATS
 // user's permissions) is not held up, and sends single commands.
-func (c *Coordinator) learnWire(ctx context.Context) error {
+//
+// It returns the filter subjects of every consumer, by name.
+func (c *Coordinator) learnWire(ctx context.Context) (map[string][]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, wireRefresh)
 	defer cancel()
 	batches := map[string]batchReader{}
+	filters := map[string][]string{}
 	list := c.commands.ListConsumers(ctx)
 	for info := range list.Info() {
 		if v, err := strconv.Atoi(info.Config.Metadata[messages.WireMetadata]); err == nil && v >= messages.BatchVersion {
 			batches[info.Name] = batchReader{serial: info.Config.PriorityPolicy == jetstream.PriorityPolicyPinned}
 		}
+		filters[info.Name] = info.Config.FilterSubjects
+		if f := info.Config.FilterSubject; f != "" {
+			filters[info.Name] = append(filters[info.Name], f)
+		}
 	}
 	if err := list.Err(); err != nil {
-		return fmt.Errorf("command stream consumers: %w", err)
+		return nil, fmt.Errorf("command stream consumers: %w", err)
 	}
 	c.batchConsumers.Store(&batches)
-	return nil
+	return filters, nil
 }
 
-// followWire calls learnWire every wireRefresh until ctx ends. A failed
-// read keeps what was learnt before.
+// followWire calls learnWire every wireRefresh until ctx ends, and checks
+// that the roles' consumers take their steps' commands. A failed read
+// keeps what was learnt before.
 func (c *Coordinator) followWire(ctx context.Context) {
 	t := time.NewTicker(wireRefresh)
 	defer t.Stop()
+	unserved := map[string]bool{}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := c.learnWire(ctx); err != nil && ctx.Err() == nil {
-				c.log.Debug("wire versions of the roles not read", "err", err)
+			filters, err := c.learnWire(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					c.log.Debug("wire versions of the roles not read", "err", err)
+				}
+				continue
 			}
+			c.checkServed(filters, unserved)
 		}
 	}
 }

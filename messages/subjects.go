@@ -378,3 +378,23 @@ func Quote(s string) string {
 	}
 	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:max]), len(s))
 }
+
+// SubjectMatches reports whether subject, a literal subject, is one that
+// filter takes: filter's tokens match subject's one for one, where "*"
+// matches any one token and a last ">" matches one or more. It is how a
+// consumer's filter subject selects the messages of a stream.
+func SubjectMatches(filter, subject string) bool {
+	for {
+		ft, frest, fmore := strings.Cut(filter, ".")
+		st, srest, smore := strings.Cut(subject, ".")
+		switch {
+		case ft == ">" && !fmore:
+			return st != ""
+		case ft != "*" && ft != st:
+			return false
+		case !fmore || !smore:
+			return fmore == smore
+		}
+		filter, subject = frest, srest
+	}
+}

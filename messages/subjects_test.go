@@ -58,3 +58,27 @@ func TestValidKey(t *testing.T) {
 		require.Equal(t, want, messages.ValidKey(key), "%q", key)
 	}
 }
+
+func TestSubjectMatches(t *testing.T) {
+	for _, c := range []struct {
+		filter, subject string
+		want            bool
+	}{
+		{"saga.job.file", "saga.job.file", true},
+		{"saga.job.file", "saga.job.fil", false},
+		{"saga.job.file", "saga.job.file.compensate", false},
+		{"saga.job.file.compensate", "saga.job.file", false},
+		{"saga.*.file", "saga.job.file", true},
+		{"saga.*.*", "saga.job.file.compensate", false},
+		{"saga.*.*.compensate", "saga.job.file.compensate", true},
+		{"saga.>", "saga.job.file.compensate", true},
+		{"saga.job.>", "saga.job.file", true},
+		{"saga.job.>", "saga.job", false},
+		{">", "saga.job.file", true},
+		{"*", "saga", true},
+		{"*", "saga.job", false},
+		{"saga.>.file", "saga.job.file", false},
+	} {
+		require.Equal(t, c.want, messages.SubjectMatches(c.filter, c.subject), "%s takes %s", c.filter, c.subject)
+	}
+}
