@@ -1,6 +1,7 @@
 package messages
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"unicode/utf8"
@@ -85,6 +86,62 @@ func (c Context) Clone() Context {
 // [MaxPayload]: the rest of a command (its ids, names and numbers, and a
 // batch's envelope) takes less than the 1 KiB left.
 const MaxContext = MaxPayload - 1<<10
+
+// MaxContextDepth is the deepest a saga's context may nest arrays and
+// objects, the context object itself counted: a value of the context nests
+// at most MaxContextDepth-1 levels. Every payload that carries a context
+// (a command, a batch, a status or list answer, the saga log) wraps it in a
+// few more levels, and every JSON decoder natsaga or an agent uses (Go's
+// encoding/json among them) stops at 10,000: a context nested near that
+// would be accepted, then fail to be written or read back (a saga log
+// message that no recovery can read, answers that are never sent).
+const MaxContextDepth = 1000
+
+// Depth returns how deep c nests arrays and objects, the context object
+// itself counted as 1. Its values must be valid JSON, as every decoder of
+// natsaga makes them.
+func (c Context) Depth() int {
+	most := 1
+	for _, v := range c {
+		if d := 1 + RawDepth(v); d > most {
+			most = d
+		}
+	}
+	return most
+}
+
+// RawDepth returns how deep the valid JSON value v nests arrays and objects:
+// 0 for a scalar.
+func RawDepth(v []byte) int {
+	v = bytes.TrimLeft(v, " \t\r\n")
+	if len(v) == 0 || (v[0] != '[' && v[0] != '{') {
+		return 0 // a scalar: nothing to scan
+	}
+	depth, most, inString := 0, 0, false
+	for i := 0; i < len(v); i++ {
+		b := v[i]
+		if inString {
+			switch b {
+			case '\\':
+				i++
+			case '"':
+				inString = false
+			}
+			continue
+		}
+		switch b {
+		case '"':
+			inString = true
+		case '[', '{':
+			if depth++; depth > most {
+				most = depth
+			}
+		case ']', '}':
+			depth--
+		}
+	}
+	return most
+}
 
 // EncodedLen returns at least the bytes json.Marshal(c) takes, and exactly
 // that when its values hold nothing to compact or escape (no whitespace

@@ -576,3 +576,24 @@ func versionOf(v any) (int, bool) {
 	}
 	return 0, false
 }
+
+// MaxReason is the most bytes of an agent's reason a saga keeps. A reason
+// is kept in the saga's history at every retry and in its error, so
+// longer ones, each within the reply limit, could grow the saga's state
+// past what one message holds, and the coordinator could then store
+// nothing at all.
+const MaxReason = 1 << 10
+
+// ClipReason returns reason cut to at most [MaxReason] bytes, at a UTF-8
+// boundary, saying how long it was.
+func ClipReason(reason string) string {
+	if len(reason) <= MaxReason {
+		return reason
+	}
+	suffix := fmt.Sprintf("… (%d bytes)", len(reason))
+	cut := MaxReason - len(suffix)
+	for cut > 0 && !utf8.RuneStart(reason[cut]) {
+		cut--
+	}
+	return reason[:cut] + suffix
+}

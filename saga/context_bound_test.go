@@ -65,3 +65,50 @@ func TestContextBound(t *testing.T) {
 		require.NoError(t, err)
 	})
 }
+
+// TestContextDepthBound holds a saga's context to messages.MaxContextDepth
+// levels of nesting. A start nested 9,999 deep (the decoders stop at 10,000)
+// was accepted; then its status and every list of active sagas went
+// unanswered, and a restarted coordinator skipped the saga-log message
+// holding it, losing every saga stored with it.
+func TestContextDepthBound(t *testing.T) {
+	nested := func(depth int) messages.Context { // a context depth levels deep
+		v := strings.Repeat(`[`, depth-1) + strings.Repeat(`]`, depth-1)
+		if depth == 1 {
+			v = `"flat"`
+		}
+		c := messages.Context{"a": json.RawMessage(v), "s": json.RawMessage(`"[[[{\"[\\\\"`)}
+		require.Equal(t, depth, c.Depth())
+		return c
+	}
+
+	t.Run("a start nested deeper than the bound is refused", func(t *testing.T) {
+		h := newHarness(t, subsidyDef())
+		_, err := h.start("", "subsidy", nested(messages.MaxContextDepth+1))
+		require.ErrorIs(t, err, messages.ErrBadRequest)
+		_, err = h.start("", "subsidy", nested(9_999))
+		require.ErrorIs(t, err, messages.ErrBadRequest)
+		require.Empty(t, h.sent)
+		require.Zero(t, h.e.Summary().Active)
+		_, err = h.start("", "subsidy", nested(messages.MaxContextDepth))
+		require.NoError(t, err)
+		_, err = h.start("", "subsidy", nested(1))
+		require.NoError(t, err)
+		require.Len(t, h.sent, 2)
+	})
+
+	t.Run("an output nested deeper rolls the saga back from its step", func(t *testing.T) {
+		h := newHarness(t, subsidyDef())
+		deep := messages.Context{"deep": json.RawMessage(strings.Repeat(`{"a":`, messages.MaxContextDepth) + `1` + strings.Repeat(`}`, messages.MaxContextDepth))}
+		run(t, h, []op{
+			started,
+			{do: ok(), cmds: cs(ex(eval, 1, 2))},
+			{do: okWith(deep), cmds: cs(comp(eval, 1, 3)), events: evs(compensating), status: compensating},
+			{do: ok(), cmds: cs(comp(apply, 1, 4))},
+			{do: ok(), events: evs(rolledBack), status: rolledBack},
+		})
+		x := h.get(firstID)
+		require.NotContains(t, x.Context, "deep")
+		require.Contains(t, x.Error, "nests 1001 deep, limit 1000")
+	})
+}

@@ -32,7 +32,9 @@ type Options struct {
 	// it, so a context over an agent's limit would leave the saga
 	// unable to run or undo a step. A start over it is refused; a step
 	// whose output would grow it past the bound is compensated, with
-	// the steps before it, and its output is not kept.
+	// the steps before it, and its output is not kept; and so is a step
+	// whose output would make the context and the outputs of the steps
+	// (the state's step results) together more than twice the bound.
 	MaxContext int
 }
 
@@ -352,6 +354,9 @@ func (e *Engine) StartWith(id ID, def string, ctx messages.Context, o StartOptio
 	if n := e.contextOver(ctx); n > 0 {
 		return nil, fmt.Errorf("start %q: context of %d bytes, limit %d (every command carries it): %w", def, n, e.opts.MaxContext, messages.ErrTooLarge)
 	}
+	if d := ctx.Depth(); d > messages.MaxContextDepth {
+		return nil, fmt.Errorf("start %q: context nested %d deep, limit %d: %w", def, d, messages.MaxContextDepth, messages.ErrBadRequest)
+	}
 	x := &Execution{
 		ID: id, Definition: d.Name, Version: d.Version, Saga: d.Subject, Status: Pending, Context: ctx, Rank: o.Rank,
 		Current: -1, StartedTick: e.tick, Completed: []string{}, History: make([]Transition, 0, 8), def: d,
@@ -440,6 +445,9 @@ func (e *Engine) ApplyReply(r messages.Reply, now time.Time, out *Outbox) error 
 	if x.Working && x.Until > e.tick {
 		return fmt.Errorf("reply for saga %s %s before tick %d: %w", r.SagaID, r.Step, x.Until, ErrEarly)
 	}
+	// Kept in the history and the error: clipped, or an agent's long
+	// reasons, retry after retry, would outgrow the state's one message.
+	r.Reason = messages.ClipReason(r.Reason)
 	e.holdRound = max(x.Round+1, e.round+1)
 	if e.recovering {
 		e.holdRound = x.Round + 1
@@ -468,6 +476,21 @@ func (e *Engine) executeReply(x *Execution, r messages.Reply, now time.Time, out
 				// as it was, which every command of the saga fits.
 				e.rollback(x, RolledBack, x.Current,
 					fmt.Sprintf("step %s: its output would make the context %d bytes, limit %d", st.Name, n, e.opts.MaxContext), out)
+				return
+			}
+			if d := r.Output.Depth(); d > messages.MaxContextDepth {
+				// Kept, it would make the saga's state one no decoder
+				// reads back: compensated like an output too large.
+				e.rollback(x, RolledBack, x.Current,
+					fmt.Sprintf("step %s: its output nests %d deep, limit %d", st.Name, d, messages.MaxContextDepth), out)
+				return
+			}
+			if n := e.resultsOver(x, merged, r.Output); n > 0 {
+				// The state keeps every step's output beside the
+				// context: it must still fit the one message it is
+				// stored in.
+				e.rollback(x, RolledBack, x.Current,
+					fmt.Sprintf("step %s: its output would make the context and the step results %d bytes, limit %d", st.Name, n, 2*e.opts.MaxContext), out)
 				return
 			}
 			x.Context = merged
@@ -506,6 +529,26 @@ func (e *Engine) contextOver(c messages.Context) int {
 		return 0
 	}
 	if n := c.EncodedLen(); n > e.opts.MaxContext {
+		return n
+	}
+	return 0
+}
+
+// resultsOver returns the bytes of the context merged and the step results
+// with output when Options.MaxContext bounds contexts and they pass twice
+// the bound, else 0. Each output is within the reply limit and the context
+// within its own, but a saga keeps every step's output in its results: with
+// enough steps its state would outgrow the one message it is stored in, and
+// the coordinator could store nothing at all.
+func (e *Engine) resultsOver(x *Execution, merged, output messages.Context) int {
+	if e.opts.MaxContext <= 0 {
+		return 0
+	}
+	n := merged.EncodedLen() + output.EncodedLen()
+	for _, r := range x.Results {
+		n += r.EncodedLen()
+	}
+	if n > 2*e.opts.MaxContext {
 		return n
 	}
 	return 0
