@@ -1,6 +1,10 @@
 package coordinator
 
-import "context"
+import (
+	"context"
+
+	"github.com/nats-io/nats.go"
+)
 
 // SetReadHook makes c call hook in each of its reads of the bucket that
 // answer requests, with the read's context, before it reads: a test holds
@@ -29,3 +33,6 @@ func SetCompactFloor(n int64) (restore func()) {
 	compactFloor = n
 	return func() { compactFloor = old }
 }
+
+// Respond answers m with v as c answers every request.
+func Respond(c *Coordinator, m *nats.Msg, v any) { c.respond(m, v) }

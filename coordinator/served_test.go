@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -59,4 +60,25 @@ func TestStepNoAgentServesIsWarnedAbout(t *testing.T) {
 	consume("saga.job.*", "saga.job.*.compensate")
 	require.Eventually(t, func() bool { return slices.Equal(want, said(served)) }, 10*time.Second, 10*time.Millisecond, logs.String())
 	require.Equal(t, want, said(unserved), "each said once; the auditor, with no consumer, not at all")
+}
+
+// TestAnswerThatDoesNotEncodeIsAnError: every request is answered, one
+// whose answer does not encode with an internal error, in the body and
+// the headers.
+func TestAnswerThatDoesNotEncodeIsAnError(t *testing.T) {
+	_, url := testenv.Server(t)
+	c := testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+	nc := testenv.Connect(t, url)
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	require.NoError(t, err)
+	coordinator.Respond(c, &nats.Msg{Subject: messages.StatusSubject, Reply: inbox}, map[string]any{"v": 1, "saga": json.RawMessage(`{`)})
+	m, err := sub.NextMsg(5 * time.Second)
+	require.NoError(t, err)
+	var resp messages.StatusResponse
+	require.NoError(t, json.Unmarshal(m.Data, &resp), string(m.Data))
+	require.NotNil(t, resp.Error)
+	require.Equal(t, messages.CodeInternal, resp.Error.Code)
+	require.Contains(t, resp.Error.Message, "the answer could not be encoded")
+	require.Equal(t, "500", m.Header.Get("Nats-Service-Error-Code"))
 }

@@ -97,10 +97,17 @@ func (c *Coordinator) respond(m *nats.Msg, v any) {
 		return
 	}
 	data, err := json.Marshal(v)
-	if err == nil && int64(len(data)) > c.nc.MaxPayload() {
+	switch {
+	case err != nil:
+		// Every request is answered: one whose answer does not encode
+		// (nothing natsaga stores should make one) gets an error.
+		c.log.Error("answer does not encode; answering an error", "subject", messages.Clip(m.Subject), "err", err)
+		v = errorAnswer{messages.Version, wireError(fmt.Errorf("the answer could not be encoded: %w", err))}
+		data, err = json.Marshal(v)
+	case int64(len(data)) > c.nc.MaxPayload():
 		err = fmt.Errorf("answer of %d bytes, limit %d: %w", len(data), c.nc.MaxPayload(), errTooLargeToAnswer)
 		c.log.Warn("answer too large; answering an error", "subject", messages.Clip(m.Subject), "err", err)
-		v = tooLarge{messages.Version, wireError(err)}
+		v = errorAnswer{messages.Version, wireError(err)}
 		data, err = json.Marshal(v)
 	}
 	if err == nil {
@@ -121,8 +128,9 @@ func (c *Coordinator) respond(m *nats.Msg, v any) {
 // server's payload limit.
 var errTooLargeToAnswer = errors.New("answer too large for the server's payload limit")
 
-// tooLarge is the answer sent instead of one that would not fit.
-type tooLarge struct {
+// errorAnswer is the answer sent instead of one that would not fit, or
+// not encode.
+type errorAnswer struct {
 	V     int                 `json:"v"`
 	Error *messages.WireError `json:"error"`
 }
@@ -130,7 +138,7 @@ type tooLarge struct {
 // responseError returns the error an answer carries, nil when none.
 func responseError(v any) *messages.WireError {
 	switch r := v.(type) {
-	case tooLarge:
+	case errorAnswer:
 		return r.Error
 	case messages.StartResponse:
 		return r.Error
