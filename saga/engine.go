@@ -214,6 +214,22 @@ func (e *Engine) checkUpdate(d Definition) (n *Definition, unchanged bool, err e
 		}
 		return nil, false, fmt.Errorf("update %q: version %d is registered with other content: %w", d.Name, n.Version, ErrDuplicateDefinition)
 	}
+	// A step's commands travel on subjects of its own, which only its
+	// role's consumer may take (the command stream is a work queue): a
+	// step of one name keeps its role in every version.
+	for _, st := range n.Steps {
+		for _, v := range e.Versions() {
+			if v.Name != n.Name {
+				continue
+			}
+			for _, was := range v.Steps {
+				if was.Name == st.Name && was.Role != st.Role {
+					return nil, false, fmt.Errorf("update %q: step %q is role %q's in version %d, not %q's: a step keeps its role in every version (its commands' subjects are that role's); give the step another name: %w",
+						d.Name, st.Name, was.Role, v.Version, st.Role, ErrDuplicateDefinition)
+				}
+			}
+		}
+	}
 	return n, false, nil
 }
 

@@ -123,6 +123,14 @@ func TestUpdateRefusesAChangedVersion(t *testing.T) {
 	d, ok := e.Definition("subsidy")
 	require.True(t, ok)
 	require.Equal(t, "subsidy_application", d.Name)
+
+	// A step keeps its role in every version: only its role's consumer
+	// may take its commands. Renamed, it may go to another role.
+	_, err = e.Update(subsidyDef(func(d *saga.Definition) { d.Version = 2; d.Steps[1].Role = "auditor" }))
+	require.ErrorIs(t, err, saga.ErrDuplicateDefinition)
+	require.ErrorContains(t, err, `step "government_evaluates" is role "government"'s in version 1, not "auditor"'s`)
+	_, err = e.Update(subsidyDef(func(d *saga.Definition) { d.Version = 2; d.Steps[1].Role = "auditor"; d.Steps[1].Name = "audit" }))
+	require.NoError(t, err)
 }
 
 // TestRestoreKeepsTheClockOfTheStoredSagas restores a saga whose last
