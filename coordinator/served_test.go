@@ -72,6 +72,7 @@ func TestAnswerThatDoesNotEncodeIsAnError(t *testing.T) {
 	inbox := nc.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
 	require.NoError(t, err)
+	require.NoError(t, nc.Flush(), "the server knows the subscription before the coordinator answers")
 	coordinator.Respond(c, &nats.Msg{Subject: messages.StatusSubject, Reply: inbox}, map[string]any{"v": 1, "saga": json.RawMessage(`{`)})
 	m, err := sub.NextMsg(5 * time.Second)
 	require.NoError(t, err)
