@@ -25,6 +25,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -56,8 +57,10 @@ type Role struct {
 	// (participant.Options.Init).
 	Init func(ctx context.Context, s agent.Seeder) error
 	// Serve, when set, runs beside the agent on its connection until ctx
-	// ends: the answers to the model's own queries, say. An error it
-	// returns stops the program.
+	// ends: the answers to the model's own queries, say. It starts once
+	// Init has seeded the role's state, so that its answers never see the
+	// state without its opening values. An error it returns stops the
+	// program.
 	Serve func(ctx context.Context, nc *nats.Conn, log *slog.Logger) error
 	// Metrics, when set, registers the role's own metrics beside the
 	// agent's counters, served with them on -metrics-addr.
@@ -184,8 +187,21 @@ func serve(ctx context.Context, r Role, c *config, log *slog.Logger) error {
 	}
 	defer cli.Drain(nc, 5*time.Second)
 	opts.Logger = log
+	// seeded is closed once Init has seeded the role's state, or at once
+	// without Init: Serve starts then, so that the role's own answers never
+	// see the state before its opening values.
+	seeded := make(chan struct{})
 	if init := opts.Init; init != nil {
-		opts.Init = func(ctx context.Context, s agent.Seeder) error { return init(ctx, seedLog{s, log}) }
+		var once sync.Once
+		opts.Init = func(ctx context.Context, s agent.Seeder) error {
+			if err := init(ctx, seedLog{s, log}); err != nil {
+				return err
+			}
+			once.Do(func() { close(seeded) })
+			return nil
+		}
+	} else {
+		close(seeded)
 	}
 	a, err := participant.New(nc, opts)
 	if err != nil {
@@ -209,6 +225,12 @@ func serve(ctx context.Context, r Role, c *config, log *slog.Logger) error {
 	defer cancel()
 	served := make(chan error, 1)
 	go func() {
+		select {
+		case <-seeded:
+		case <-ctx.Done():
+			served <- nil
+			return
+		}
 		err := r.Serve(ctx, nc, log)
 		if err != nil {
 			cancel()

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -248,4 +249,44 @@ func TestSeedKeptIsSaid(t *testing.T) {
 	}
 	require.NotContains(t, serve("42"), "state kept")
 	require.Contains(t, serve("7"), `msg="state kept: the key has a value already, so the one given at start is not stored" key=float`)
+}
+
+// TestServeAfterInit serves a role whose Init seeds its state and whose
+// Serve answers from that state: Serve starts only once Init has seeded
+// it, so that no answer of the role's own sees the state before its
+// opening value (a driver that asks at once would read none).
+func TestServeAfterInit(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{paySaga()})
+	getenv := func(k string) string {
+		if k == "NATS_URL" {
+			return url
+		}
+		return ""
+	}
+	r := till()
+	var seeded atomic.Bool
+	init := r.Init
+	r.Init = func(ctx context.Context, s agent.Seeder) error {
+		err := init(ctx, s)
+		seeded.Store(err == nil)
+		return err
+	}
+	serving := make(chan bool, 1)
+	r.Serve = func(ctx context.Context, _ *nats.Conn, _ *slog.Logger) error {
+		serving <- seeded.Load()
+		<-ctx.Done()
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- agentmain.Serve(ctx, r, nil, getenv, testenv.Logger(t)) }()
+	select {
+	case ok := <-serving:
+		require.True(t, ok, "Serve started before Init seeded the role's state")
+	case err := <-done:
+		t.Fatalf("the agent stopped before serving: %v", err)
+	}
+	cancel()
+	require.NoError(t, <-done)
 }

@@ -38,7 +38,9 @@ type QueryFunc func(ctx context.Context, req []byte, read func(keys []string, va
 // concurrent use. A request larger than messages.MaxPayload is answered
 // with a bad_request error. It waits
 // for the role's state stream, and returns an error when it cannot open it
-// or subscribe.
+// or subscribe. It does not wait for an agent's [Options.Init]: started
+// beside [Agent.Run] on a new role, it may answer before the opening values
+// are stored (agentmain starts a role's Serve only once Init has run).
 func ServeQueries(ctx context.Context, nc *nats.Conn, role, subject string, answer QueryFunc) error {
 	st, err := OpenStore(ctx, nc, role, false, 1)
 	if err != nil {
