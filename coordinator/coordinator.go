@@ -48,7 +48,9 @@ var ErrRanBefore = errors.New("coordinator: Run was called before (make a new co
 // it.
 var ErrConflict = errors.New("saga state changed by another writer")
 
-// Options configures a [Coordinator]. The zero value needs only Definitions.
+// Options configures a [Coordinator]. The zero value works: a coordinator
+// started with no Definitions runs those registered at run time (the
+// natsaga.register request) and those its bucket holds.
 type Options struct {
 	// Definitions are the sagas the coordinator can run. Each version is
 	// stored in the bucket when the coordinator becomes active, as one
@@ -114,9 +116,6 @@ const DefaultRetention = 7 * 24 * time.Hour
 
 // Validate returns an error when o is unusable.
 func (o *Options) Validate() error {
-	if len(o.Definitions) == 0 {
-		return errors.New("coordinator options: no saga definitions")
-	}
 	if o.Replicas < 0 || o.AckWait < 0 || o.MaxBatch < 0 {
 		return errors.New("coordinator options: negative replicas, ack wait or batch")
 	}

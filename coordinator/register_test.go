@@ -357,3 +357,29 @@ func TestMetadataCannotReplaceTheCoordinatorsOwn(t *testing.T) {
 		require.ErrorContains(t, o.Validate(), `metadata "`+k+`" is the coordinator's own`)
 	}
 }
+
+// TestNoDefinitionsAtStart: a coordinator started with no definitions
+// runs the ones registered at run time, and, restarted with none again,
+// those it finds in its bucket.
+func TestNoDefinitionsAtStart(t *testing.T) {
+	_, url := testenv.Server(t)
+	stop := startCoordinator(t, url, nil)
+	nc := testenv.Connect(t, url)
+	f := newForeign(t, nc)
+	require.Equal(t, 0, testenv.Summary(t, nc).Registered)
+
+	resp := register(t, nc, jobV1)
+	require.Nil(t, resp.Error)
+	id := testenv.Start(t, nc, "job", nil)
+	f.ok(t, f.next(t, id, "open"))
+	f.ok(t, f.next(t, id, "file"))
+	testenv.WaitStatus(t, nc, id, saga.Completed)
+
+	stop()
+	startCoordinator(t, url, nil)
+	again := testenv.Start(t, nc, "job", nil)
+	f.ok(t, f.next(t, again, "open"))
+	f.ok(t, f.next(t, again, "file"))
+	testenv.WaitStatus(t, nc, again, saga.Completed)
+	require.Equal(t, 1, testenv.Summary(t, nc).Registered)
+}
