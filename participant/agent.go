@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -447,9 +448,11 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	if _, err := a.js.Stream(ctx, messages.CommandStream); errors.Is(err, jetstream.ErrStreamNotFound) {
 		a.log.Info("waiting for a coordinator to create the command stream", "stream", messages.CommandStream)
 	}
-	if _, err := waitStream(ctx, a.js, messages.CommandStream); err != nil {
+	commands, err := waitStream(ctx, a.js, messages.CommandStream)
+	if err != nil {
 		return fmt.Errorf("agent: waiting for the coordinator's streams: %w", err)
 	}
+	a.warnUnknownSteps(commands.CachedInfo().Config.Subjects)
 	// in takes the messages pulled to the workers (intake.go).
 	var in intake
 	// The consumer is created here, so that an agent that cannot have it
@@ -462,7 +465,7 @@ func (a *Agent) runOnce(ctx context.Context) error {
 		}
 		cons, err := a.js.CreateOrUpdateConsumer(ctx, messages.CommandStream, cfg)
 		if err != nil {
-			return nil, fmt.Errorf("agent consumer: %w", err)
+			return nil, fmt.Errorf("agent consumer: %w", a.overlap(ctx, cfg, err))
 		}
 		if before != nil {
 			if was := before.CachedInfo().Config.AckWait; was != cfg.AckWait {
@@ -650,6 +653,61 @@ func (a *Agent) receive(m jetstream.Msg) (messages.Command, *agent.Step, bool) {
 	}
 	a.advance(cmd.Tick)
 	return cmd, step, true
+}
+
+// consumerNotUnique is nats-server's JSConsumerWQConsumerNotUniqueErr: a
+// consumer of a work-queue stream whose filter overlaps another's.
+const consumerNotUnique jetstream.ErrorCode = 10100
+
+// overlap returns err, the server's refusal of the role's consumer cfg,
+// naming the steps another role's consumer takes already when that is
+// why: a step belongs to exactly one role, and the server's own words
+// ("filtered consumer not unique on workqueue stream") name neither.
+func (a *Agent) overlap(ctx context.Context, cfg jetstream.ConsumerConfig, err error) error {
+	var api *jetstream.APIError
+	if !errors.As(err, &api) || api.ErrorCode != consumerNotUnique {
+		return err
+	}
+	stream, serr := a.js.Stream(ctx, messages.CommandStream)
+	if serr != nil {
+		return err
+	}
+	var found []string
+	names := stream.ListConsumers(ctx)
+	for info := range names.Info() {
+		if info.Name == cfg.Durable {
+			continue
+		}
+		for _, sub := range info.Config.FilterSubjects {
+			if slices.Contains(cfg.FilterSubjects, sub) {
+				found = append(found, fmt.Sprintf("%s (consumer %s)", sub, info.Name))
+			}
+		}
+		if sub := info.Config.FilterSubject; sub != "" && slices.Contains(cfg.FilterSubjects, sub) {
+			found = append(found, fmt.Sprintf("%s (consumer %s)", sub, info.Name))
+		}
+	}
+	if len(found) == 0 {
+		return err
+	}
+	return fmt.Errorf("role %s serves commands another role's consumer takes already: %s; a step belongs to the one role its definition names (agent.Step's Saga is the definition's subject, Name the step's): %w",
+		a.opts.Role, strings.Join(found, ", "), err)
+}
+
+// warnUnknownSteps logs the steps of the agent whose commands the command
+// stream, whose subjects are those of every step of every definition the
+// coordinators know, does not take (yet): no command comes for them until
+// a definition naming them is registered. A step bound by the saga's name
+// rather than its subject is the usual cause.
+func (a *Agent) warnUnknownSteps(subjects []string) {
+	for i := range a.opts.Steps {
+		st := &a.opts.Steps[i]
+		sub := messages.ExecuteSubject(st.Saga, st.Name)
+		if !slices.ContainsFunc(subjects, func(f string) bool { return messages.SubjectMatches(f, sub) }) {
+			a.log.Warn("no saga definition the coordinator knows has this step (yet): its commands come only once one is registered; agent.Step's Saga is the definition's subject, not its name",
+				"saga", st.Saga, "step", st.Name, "subject", sub)
+		}
+	}
 }
 
 // notServedDelay spaces the deliveries of a command for a step this copy

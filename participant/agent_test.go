@@ -3,6 +3,7 @@ package participant_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -360,4 +361,49 @@ func TestAgentRunsOnce(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 	require.ErrorIs(t, a.Run(context.Background()), participant.ErrRanBefore, "after")
+}
+
+// TestStepOfAnotherRoleNamed: an agent whose role would serve a step that
+// another role's consumer takes already is refused by the server; Run's
+// error names the subjects and the other role's consumer, where the
+// server's own says only "filtered consumer not unique".
+func TestStepOfAnotherRoleNamed(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{{Name: "s", Subject: "s", Steps: []saga.Step{{Name: "x", Role: "r"}}}})
+	steps := []agent.Step{{Saga: "s", Name: "x", Handler: agent.Handler{
+		Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}}}
+	first := testenv.Agent(t, url, participant.Options{Role: "r", Steps: steps})
+	require.Eventually(t, func() bool { return first.Health() == nil }, 10*time.Second, 5*time.Millisecond)
+	other, err := participant.New(testenv.Connect(t, url), participant.Options{Role: "q", Steps: steps, Logger: testenv.Logger(t)})
+	require.NoError(t, err)
+	err = other.Run(context.Background())
+	require.ErrorContains(t, err, "saga.s.x (consumer agent-r)")
+	require.ErrorContains(t, err, "filtered consumer not unique")
+}
+
+// TestStepOfNoDefinitionWarned: an agent whose step no definition has
+// (bound by the saga's name rather than its subject) says so in its log
+// as it starts, where it would otherwise wait for commands that never
+// come; an agent whose steps the definitions have says nothing of it.
+func TestStepOfNoDefinitionWarned(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{{Name: "long_name", Subject: "s", Steps: []saga.Step{{Name: "x", Role: "r"}}}})
+	h := agent.Handler{
+		Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	serve := func(role, sagaToken string) string {
+		var logs testenv.SyncBuffer
+		a := testenv.Agent(t, url, participant.Options{Role: role, Steps: []agent.Step{{Saga: sagaToken, Name: "x", Handler: h}},
+			Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		require.Eventually(t, func() bool { return a.Health() == nil }, 10*time.Second, 5*time.Millisecond)
+		return logs.String()
+	}
+	const warning = "no saga definition the coordinator knows has this step (yet)"
+	require.NotContains(t, serve("r", "s"), warning)
+	logs := serve("q", "long_name")
+	require.Contains(t, logs, warning)
+	require.Contains(t, logs, "subject=saga.long_name.x")
 }
