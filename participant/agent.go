@@ -786,6 +786,11 @@ func (a *Agent) run(ctx context.Context, cmd *messages.Command, step *agent.Step
 		a.refused.Add(1)
 		a.cmdLog(cmd).Info("execute refused: compensated first")
 	case agent.Transient:
+		if reply.Outcome == messages.Failed {
+			// agent.Conclude: a compensation's handler returned Reject.
+			a.cmdLog(cmd).Warn("compensation rejected: the coordinator sends it again, and the saga fails when its attempts run out; a compensation must succeed in the end", "reason", reply.Reason)
+			break
+		}
 		a.cmdLog(cmd).Warn("transient failure", "reason", reply.Reason)
 	}
 	if verdict == agent.Applied || verdict == agent.Noop {

@@ -407,3 +407,30 @@ func TestStepOfNoDefinitionWarned(t *testing.T) {
 	require.Contains(t, logs, warning)
 	require.Contains(t, logs, "subject=saga.long_name.x")
 }
+
+// TestRejectedCompensationLoggedAsSuch: a compensation whose handler
+// rejects is logged as a rejected compensation, which the coordinator
+// sends again, not as a transient failure.
+func TestRejectedCompensationLoggedAsSuch(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{{Name: "s", Subject: "s",
+		CompensationRetry: saga.RetryPolicy{MaxAttempts: 1},
+		Steps:             []saga.Step{{Name: "x", Role: "r"}, {Name: "y", Role: "r"}}}})
+	var logs testenv.SyncBuffer
+	testenv.Agent(t, url, participant.Options{Role: "r", Logger: slog.New(slog.NewTextHandler(&logs, nil)), Steps: []agent.Step{
+		{Saga: "s", Name: "x", Handler: agent.Handler{
+			Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return agent.Reject("cannot undo") },
+		}},
+		{Saga: "s", Name: "y", Handler: agent.Handler{
+			Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+				return nil, agent.Reject("no")
+			},
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		}},
+	}})
+	nc := testenv.Connect(t, url)
+	testenv.WaitStatus(t, nc, testenv.Start(t, nc, "s", nil), saga.Failed)
+	require.Contains(t, logs.String(), `msg="compensation rejected: the coordinator sends it again`)
+	require.NotContains(t, logs.String(), `msg="transient failure"`)
+}
