@@ -491,6 +491,17 @@ func (a *Agent) runOnce(ctx context.Context) error {
 		return fmt.Errorf("agent ticks: %w", err)
 	}
 	defer tickSub.Unsubscribe()
+	// The clock as the coordinator holds it now: a copy started mid-run
+	// has missed the ticks sent before it subscribed, and its held
+	// commands would otherwise wait for the next tick a driver sends.
+	learnt := make(chan struct{})
+	defer func() { <-learnt }()
+	learnCtx, stopLearning := context.WithCancel(ctx)
+	defer stopLearning()
+	go func() {
+		defer close(learnt)
+		a.learnTick(learnCtx)
+	}()
 	first, err := open(ctx)
 	if err != nil {
 		return err
@@ -571,6 +582,33 @@ func (a *Agent) onTick(m *nats.Msg) {
 		return
 	}
 	a.advance(t.Tick)
+}
+
+// learnTick asks the coordinator's summary for the current tick, as a
+// copy that starts mid-run must (docs/protocol.md, "A minimal agent"),
+// until one answers or ctx ends, and moves the agent's clock to it.
+func (a *Agent) learnTick(ctx context.Context) {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		m, err := a.nc.RequestWithContext(rctx, messages.SummarySubject, nil)
+		cancel()
+		if err == nil {
+			var s messages.Summary
+			if err := messages.Decode(m.Data, &s); err != nil {
+				a.log.Warn("bad summary", "err", err)
+			} else if err := messages.CheckTick(a.tick.Load(), s.Tick); err != nil {
+				a.log.Warn("summary's tick ignored", "tick", s.Tick, "err", err)
+			} else {
+				a.advance(s.Tick)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
 }
 
 // advance moves the agent's clock to tick, unless it is there already, and

@@ -434,3 +434,24 @@ func TestRejectedCompensationLoggedAsSuch(t *testing.T) {
 	require.Contains(t, logs.String(), `msg="compensation rejected: the coordinator sends it again`)
 	require.NotContains(t, logs.String(), `msg="transient failure"`)
 }
+
+// TestHeldCommandLearnsTheTickAtStart: a copy started after the clock
+// moved on, with no tick sent since, learns the tick from the summary,
+// so that a command it holds for simulation time runs when it is due,
+// not when a driver happens to send a tick again.
+func TestHeldCommandLearnsTheTickAtStart(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{{Name: "s", Subject: "s",
+		Steps: []saga.Step{{Name: "work", Role: "r", TimeoutTicks: 5}}}})
+	nc := testenv.Connect(t, url)
+	testenv.Tick(t, nc, 1)
+	id := testenv.Start(t, nc, "s", nil)
+	testenv.Tick(t, nc, 3) // no agent hears it
+	testenv.Agent(t, url, participant.Options{Role: "r", Steps: []agent.Step{{Saga: "s", Name: "work",
+		Duration: func(*messages.Command) int64 { return 1 }, // due at tick 2
+		Handler: agent.Handler{
+			Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		}}}})
+	testenv.WaitStatus(t, nc, id, saga.Completed)
+}
