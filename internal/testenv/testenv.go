@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/coordinator"
@@ -176,7 +177,10 @@ func WaitStatus(t testing.TB, nc *nats.Conn, id string, want saga.Status) saga.E
 	var x saga.Execution
 	req, err := json.Marshal(messages.StatusRequest{V: messages.Version, SagaID: id})
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
+	// The status last seen is named when the wait fails: require.Eventually
+	// formats its message when called, before any status is seen.
+	var mu sync.Mutex
+	if !assert.Eventually(t, func() bool {
 		m, err := nc.Request(messages.StatusSubject, req, time.Second)
 		if err != nil {
 			return false
@@ -185,8 +189,20 @@ func WaitStatus(t testing.TB, nc *nats.Conn, id string, want saga.Status) saga.E
 		if json.Unmarshal(m.Data, &resp) != nil || resp.Error != nil {
 			return false
 		}
-		x = saga.Execution{}
-		return json.Unmarshal(resp.Saga, &x) == nil && x.Status == want
-	}, 30*time.Second, 10*time.Millisecond, "saga %s never reached %s (last seen %s)", id, want, &x.Status)
+		var seen saga.Execution
+		if json.Unmarshal(resp.Saga, &seen) != nil {
+			return false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		x = seen
+		return x.Status == want
+	}, 30*time.Second, 10*time.Millisecond) {
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("saga %s never reached %s (last seen %q)", id, want, x.Status)
+	}
+	mu.Lock()
+	defer mu.Unlock()
 	return x
 }
