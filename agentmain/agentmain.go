@@ -122,7 +122,7 @@ func parse(r Role, args []string, getenv func(string) string, stderr io.Writer) 
 	c.conn.Register(fs, getenv)
 	o := &c.opts
 	fs.StringVar(&o.Name, "name", "", "agent name in logs and statistics (default <role>-<pid>-<random>)")
-	fs.IntVar(&o.Concurrency, "concurrency", participant.DefaultConcurrency, "commands handled at once")
+	fs.IntVar(&o.Concurrency, "concurrency", participant.DefaultConcurrency, "commands handled at once (a serial role applies its commands one batch at a time, whatever this says)")
 	fs.DurationVar(&o.AckWait, "ack-wait", 5*time.Second,
 		"redelivery delay of a command a copy took and never answered: the role's, shared by every copy (the copy started last sets it; 1s to 1h)")
 	fs.IntVar(&o.Replicas, "replicas", 1, "copies of the role's state and record streams, when this agent creates them (a cluster's servers at most)")
