@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/messages"
@@ -81,4 +82,26 @@ func TestSubjectMatches(t *testing.T) {
 	} {
 		require.Equal(t, c.want, messages.SubjectMatches(c.filter, c.subject), "%s takes %s", c.filter, c.subject)
 	}
+}
+
+// FuzzSubjectMatches checks SubjectMatches against the server's own rule
+// (server.SubjectMatchesFilter) on valid filters and literal subjects.
+// messages keeps its own: it depends on the standard library alone, and
+// the coordinator and the agents, which use it, do not link the server.
+func FuzzSubjectMatches(f *testing.F) {
+	for _, c := range [][2]string{{"saga.*.*", "saga.job.file"}, {"saga.>", "saga.job.file.compensate"}, {">", "a"},
+		{"a.*.c", "a.b.c"}, {"a.b", "a.b.c"}, {"*.*", "a"}} {
+		f.Add(c[0], c[1])
+	}
+	f.Fuzz(func(t *testing.T, filter, subject string) {
+		if !server.IsValidSubject(filter) || !server.IsValidLiteralSubject(subject) {
+			return
+		}
+		for tok := range strings.SplitSeq(filter, ".") {
+			if len(tok) > 1 && strings.ContainsAny(tok, "*>") {
+				return // a token such as "*0", which the server reads as "*" here alone
+			}
+		}
+		require.Equal(t, server.SubjectMatchesFilter(subject, filter), messages.SubjectMatches(filter, subject), "%q takes %q", filter, subject)
+	})
 }
