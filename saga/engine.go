@@ -487,35 +487,16 @@ func (e *Engine) executeReply(x *Execution, r messages.Reply, now time.Time, out
 		if len(r.Output) > 0 {
 			merged := x.Context.Clone()
 			merged.Merge(r.Output)
-			if n := e.contextOver(merged); n > 0 {
+			if why := e.outputRefused(x, merged, r.Output); why != "" {
 				// The step ran: it is compensated too, with the context
 				// as it was, which every command of the saga fits.
-				e.rollback(x, RolledBack, x.Current,
-					fmt.Sprintf("step %s: its output would make the context %d bytes, limit %d", st.Name, n, e.opts.MaxContext), out)
-				return
-			}
-			if d := r.Output.Depth(); d > messages.MaxContextDepth {
-				// Kept, it would make the saga's state one no decoder
-				// reads back: compensated like an output too large.
-				e.rollback(x, RolledBack, x.Current,
-					fmt.Sprintf("step %s: its output nests %d deep, limit %d", st.Name, d, messages.MaxContextDepth), out)
-				return
-			}
-			if n := e.resultsOver(x, merged, r.Output); n > 0 {
-				// The state keeps every step's output beside the
-				// context: it must still fit the one message it is
-				// stored in.
-				e.rollback(x, RolledBack, x.Current,
-					fmt.Sprintf("step %s: its output would make the context and the step results %d bytes, limit %d", st.Name, n, 2*e.opts.MaxContext), out)
+				e.rollback(x, RolledBack, x.Current, "step "+st.Name+": "+why, out)
 				return
 			}
 			x.Context = merged
 		}
 		x.Completed = append(x.Completed, st.Name)
-		if x.Results == nil {
-			x.Results = make(map[string]messages.Context, len(x.def.Steps))
-		}
-		x.Results[st.Name] = r.Output
+		x.setResult(st.Name, r.Output)
 		if x.Current+1 < len(x.def.Steps) {
 			e.dispatch(x, x.Current+1, messages.Execute, out)
 			return
@@ -550,24 +531,36 @@ func (e *Engine) contextOver(c messages.Context) int {
 	return 0
 }
 
-// resultsOver returns the bytes of the context merged and the step results
-// with output when Options.MaxContext bounds contexts and they pass twice
-// the bound, else 0. Each output is within the reply limit and the context
-// within its own, but a saga keeps every step's output in its results: with
-// enough steps its state would outgrow the one message it is stored in, and
-// the coordinator could store nothing at all.
-func (e *Engine) resultsOver(x *Execution, merged, output messages.Context) int {
-	if e.opts.MaxContext <= 0 {
-		return 0
+// outputRefused returns why a step's ok output may not be kept in x,
+// merged into its context as merged, and "" when it may:
+//   - the context would pass Options.MaxContext (every command carries
+//     it, and an agent reads at most so much);
+//   - the output nests deeper than messages.MaxContextDepth (no decoder
+//     would read the saga's state back);
+//   - the context and the step results, which keep every step's output,
+//     would pass twice Options.MaxContext: each output is within the reply
+//     limit and the context within its own, but with enough steps the
+//     state would outgrow the one message it is stored in, and the
+//     coordinator could store nothing at all.
+//
+// It runs for every answer with an output, on the coordinator's loop:
+// each size is taken once, and the results' as they grow (setResult).
+func (e *Engine) outputRefused(x *Execution, merged, output messages.Context) string {
+	size := 0
+	if e.opts.MaxContext > 0 {
+		if size = merged.EncodedLen(); size > e.opts.MaxContext {
+			return fmt.Sprintf("its output would make the context %d bytes, limit %d", size, e.opts.MaxContext)
+		}
 	}
-	n := merged.EncodedLen() + output.EncodedLen()
-	for _, r := range x.Results {
-		n += r.EncodedLen()
+	if d := output.Depth(); d > messages.MaxContextDepth {
+		return fmt.Sprintf("its output nests %d deep, limit %d", d, messages.MaxContextDepth)
 	}
-	if n > 2*e.opts.MaxContext {
-		return n
+	if e.opts.MaxContext > 0 {
+		if n := size + x.resultsSize() + output.EncodedLen(); n > 2*e.opts.MaxContext {
+			return fmt.Sprintf("its output would make the context and the step results %d bytes, limit %d", n, 2*e.opts.MaxContext)
+		}
 	}
-	return 0
+	return ""
 }
 
 func (e *Engine) compensateReply(x *Execution, r messages.Reply, now time.Time, out *Outbox) {

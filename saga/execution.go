@@ -99,6 +99,38 @@ type Execution struct {
 	// counts towards the released round, and due while it is counted as a
 	// working command whose tick has come.
 	held, publish, open, due bool
+	// resultsLen is the encoded size of Results when resultsKnown: taken
+	// once (a saga restored from the store), then kept as results are
+	// added (setResult).
+	resultsLen   int
+	resultsKnown bool
+}
+
+// resultsSize returns the bytes of x's step results, as EncodedLen counts
+// them.
+func (x *Execution) resultsSize() int {
+	if !x.resultsKnown {
+		x.resultsLen = 0
+		for _, r := range x.Results {
+			x.resultsLen += r.EncodedLen()
+		}
+		x.resultsKnown = true
+	}
+	return x.resultsLen
+}
+
+// setResult keeps output as the result of step.
+func (x *Execution) setResult(step string, output messages.Context) {
+	if x.Results == nil {
+		x.Results = make(map[string]messages.Context, len(x.def.Steps))
+	}
+	if x.resultsKnown {
+		if old, ok := x.Results[step]; ok {
+			x.resultsLen -= old.EncodedLen()
+		}
+		x.resultsLen += output.EncodedLen()
+	}
+	x.Results[step] = output
 }
 
 // Transition is one entry of a saga's history.
