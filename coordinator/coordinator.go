@@ -516,6 +516,13 @@ func (c *Coordinator) ensureCommandStream(ctx context.Context) (jetstream.Stream
 	cfg := c.commandStreamConfig()
 	if s, err := c.js.Stream(ctx, messages.CommandStream); err == nil {
 		subs := slices.Clone(s.CachedInfo().Config.Subjects)
+		if len(cfg.Subjects) > 0 {
+			// The subject the server gave the stream, its name, when a
+			// coordinator with no definitions created it with none: not
+			// a command subject, and anything published on it would be
+			// kept in the work queue with no consumer to take it.
+			subs = slices.DeleteFunc(subs, func(s string) bool { return s == messages.CommandStream })
+		}
 		for _, sub := range cfg.Subjects {
 			if !slices.Contains(subs, sub) {
 				subs = append(subs, sub)

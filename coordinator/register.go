@@ -271,7 +271,12 @@ func (c *Coordinator) restoreDefinition(key string, data []byte) error {
 		return fmt.Errorf("stored definition %s: %w", key, err)
 	}
 	for _, d := range defs {
-		if _, err := c.engine.Update(d); err != nil {
+		if _, err := c.engine.CheckUpdate(d); errors.Is(err, saga.ErrStepMoved) {
+			// Stored by a release before the rule: its sagas still run.
+			c.log.Warn("stored definition gives a step to another role than another version does; its sagas run as stored, but the two roles' consumers cannot both take the step's commands",
+				"key", messages.Clip(key), "err", err)
+		}
+		if _, err := c.engine.Reload(d); err != nil {
 			if errors.Is(err, saga.ErrDuplicateDefinition) {
 				return fmt.Errorf("stored definition %s differs from the one given at start; give one of them a new version: %w", key, err)
 			}

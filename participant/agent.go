@@ -586,19 +586,34 @@ func (a *Agent) onTick(m *nats.Msg) {
 
 // learnTick asks the coordinator's summary for the current tick, as a
 // copy that starts mid-run must (docs/protocol.md, "A minimal agent"),
-// until one answers or ctx ends, and moves the agent's clock to it.
+// and moves the agent's clock to it. It asks again while no coordinator
+// serves the summary yet (no responders), until ctx ends; a request that
+// is not answered (the agent's user may not publish natsaga.summary, and
+// the server drops it) is not sent again: the clock then moves with the
+// next tick heard.
 func (a *Agent) learnTick(ctx context.Context) {
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		m, err := a.nc.RequestWithContext(rctx, messages.SummarySubject, nil)
 		cancel()
+		if err != nil && !errors.Is(err, nats.ErrNoResponders) {
+			if ctx.Err() == nil {
+				a.log.Warn("the clock is not learnt from natsaga.summary, which did not answer (may this agent's NATS user publish it?); it moves with the next tick heard",
+					"err", err)
+			}
+			return
+		}
 		if err == nil {
 			var s messages.Summary
 			if err := messages.Decode(m.Data, &s); err != nil {
 				a.log.Warn("bad summary", "err", err)
-			} else if err := messages.CheckTick(a.tick.Load(), s.Tick); err != nil {
-				a.log.Warn("summary's tick ignored", "tick", s.Tick, "err", err)
+			} else if s.Tick < 0 {
+				a.log.Warn("summary's tick ignored", "tick", s.Tick)
 			} else {
+				// The coordinator's own clock, answered to this agent's
+				// inbox: taken whatever its distance from this copy's,
+				// which starts at 0 (a tick heard is held to MaxTickJump
+				// ahead, and would never reach a clock past it).
 				a.advance(s.Tick)
 			}
 			return

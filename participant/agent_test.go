@@ -440,18 +440,29 @@ func TestRejectedCompensationLoggedAsSuch(t *testing.T) {
 // so that a command it holds for simulation time runs when it is due,
 // not when a driver happens to send a tick again.
 func TestHeldCommandLearnsTheTickAtStart(t *testing.T) {
-	_, url := testenv.Server(t)
-	testenv.Coordinator(t, url, []saga.Definition{{Name: "s", Subject: "s",
-		Steps: []saga.Step{{Name: "work", Role: "r", TimeoutTicks: 5}}}})
-	nc := testenv.Connect(t, url)
-	testenv.Tick(t, nc, 1)
-	id := testenv.Start(t, nc, "s", nil)
-	testenv.Tick(t, nc, 3) // no agent hears it
-	testenv.Agent(t, url, participant.Options{Role: "r", Steps: []agent.Step{{Saga: "s", Name: "work",
-		Duration: func(*messages.Command) int64 { return 1 }, // due at tick 2
-		Handler: agent.Handler{
-			Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
-			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
-		}}}})
-	testenv.WaitStatus(t, nc, id, saga.Completed)
+	// At tick 1, and past MaxTickJump, which a tick heard may not move a
+	// new copy's clock (at 0) by, and the coordinator's answer may.
+	for _, base := range []int64{1, 2*messages.MaxTickJump + 1} {
+		t.Run(fmt.Sprint(base), func(t *testing.T) {
+			_, url := testenv.Server(t)
+			testenv.Coordinator(t, url, []saga.Definition{{Name: "s", Subject: "s",
+				Steps: []saga.Step{{Name: "work", Role: "r", TimeoutTicks: 5}}}})
+			nc := testenv.Connect(t, url)
+			for tick := min(base, messages.MaxTickJump); ; tick = min(tick+messages.MaxTickJump, base) {
+				testenv.Tick(t, nc, tick)
+				if tick == base {
+					break
+				}
+			}
+			id := testenv.Start(t, nc, "s", nil)
+			testenv.Tick(t, nc, base+2) // no agent hears it
+			testenv.Agent(t, url, participant.Options{Role: "r", Steps: []agent.Step{{Saga: "s", Name: "work",
+				Duration: func(*messages.Command) int64 { return 1 }, // due at base+1
+				Handler: agent.Handler{
+					Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+					Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+				}}}})
+			testenv.WaitStatus(t, nc, id, saga.Completed)
+		})
+	}
 }

@@ -160,7 +160,19 @@ type versionKey struct {
 // content, or a name or subject taken by another definition. It reports whether d
 // became the latest version.
 func (e *Engine) Update(d Definition) (latest bool, err error) {
-	n, unchanged, err := e.checkUpdate(d)
+	return e.update(d, true)
+}
+
+// Reload is [Engine.Update] for a version a runtime stored before, as it
+// recovers: a step the version gives to another role than a registered
+// version does is taken as it was stored, since a release before that rule
+// may have stored it and its sagas must still run to their end.
+func (e *Engine) Reload(d Definition) (latest bool, err error) {
+	return e.update(d, false)
+}
+
+func (e *Engine) update(d Definition, keepRoles bool) (latest bool, err error) {
+	n, unchanged, err := e.checkUpdate(d, keepRoles)
 	if err != nil || unchanged {
 		return false, err
 	}
@@ -181,11 +193,11 @@ func (e *Engine) Update(d Definition) (latest bool, err error) {
 // whether d is registered already, with the same content; it changes
 // nothing. A runtime checks a definition before it stores it.
 func (e *Engine) CheckUpdate(d Definition) (unchanged bool, err error) {
-	_, unchanged, err = e.checkUpdate(d)
+	_, unchanged, err = e.checkUpdate(d, true)
 	return unchanged, err
 }
 
-func (e *Engine) checkUpdate(d Definition) (n *Definition, unchanged bool, err error) {
+func (e *Engine) checkUpdate(d Definition, keepRoles bool) (n *Definition, unchanged bool, err error) {
 	if err := d.Validate(); err != nil {
 		return nil, false, err
 	}
@@ -218,14 +230,17 @@ func (e *Engine) checkUpdate(d Definition) (n *Definition, unchanged bool, err e
 	// role's consumer may take (the command stream is a work queue): a
 	// step of one name keeps its role in every version.
 	for _, st := range n.Steps {
+		if !keepRoles {
+			break
+		}
 		for _, v := range e.Versions() {
 			if v.Name != n.Name {
 				continue
 			}
 			for _, was := range v.Steps {
 				if was.Name == st.Name && was.Role != st.Role {
-					return nil, false, fmt.Errorf("update %q: step %q is role %q's in version %d, not %q's: a step keeps its role in every version (its commands' subjects are that role's); give the step another name: %w",
-						d.Name, st.Name, was.Role, v.Version, st.Role, ErrDuplicateDefinition)
+					return nil, false, fmt.Errorf("update %q: step %q is role %q's in version %d, not %q's: a step keeps its role in every version (its commands' subjects are that role's); give the step another name: %w: %w",
+						d.Name, st.Name, was.Role, v.Version, st.Role, ErrStepMoved, ErrDuplicateDefinition)
 				}
 			}
 		}

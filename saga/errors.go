@@ -15,6 +15,10 @@ var (
 	// ErrDuplicateDefinition: a definition with that name or subject is
 	// already registered.
 	ErrDuplicateDefinition = errors.New("duplicate saga definition")
+	// ErrStepMoved: a version gives a step to another role than a
+	// registered version of its definition does (wrapped with
+	// ErrDuplicateDefinition).
+	ErrStepMoved = errors.New("step given to another role")
 	// ErrInvalidDefinition: the definition does not validate.
 	ErrInvalidDefinition = errors.New("invalid saga definition")
 	// ErrStale: a reply that matches no outstanding command (a duplicate, a

@@ -129,6 +129,12 @@ func TestUpdateRefusesAChangedVersion(t *testing.T) {
 	_, err = e.Update(subsidyDef(func(d *saga.Definition) { d.Version = 2; d.Steps[1].Role = "auditor" }))
 	require.ErrorIs(t, err, saga.ErrDuplicateDefinition)
 	require.ErrorContains(t, err, `step "government_evaluates" is role "government"'s in version 1, not "auditor"'s`)
+	require.ErrorIs(t, err, saga.ErrStepMoved)
+	// A version stored before the rule is reloaded as stored.
+	moved := saga.New(saga.Options{})
+	require.NoError(t, moved.Register(subsidyDef()))
+	_, err = moved.Reload(subsidyDef(func(d *saga.Definition) { d.Version = 2; d.Steps[1].Role = "auditor" }))
+	require.NoError(t, err)
 	_, err = e.Update(subsidyDef(func(d *saga.Definition) { d.Version = 2; d.Steps[1].Role = "auditor"; d.Steps[1].Name = "audit" }))
 	require.NoError(t, err)
 }
