@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -260,7 +261,11 @@ func (s *sim) printMetrics(ctx context.Context) {
 	slices.SortFunc(agents, func(a, b served) int { return strings.Compare(a.name, b.name) })
 	fmt.Fprintln(s.out, "floodsim: metrics and health (-metrics-addr):")
 	for _, p := range append(coordinators, agents...) {
-		fmt.Fprintf(s.out, "  %-16s http://%s/metrics\n", p.name, p.addr)
+		addr := p.addr
+		if host, port, err := net.SplitHostPort(addr); err == nil && host == "" {
+			addr = net.JoinHostPort("127.0.0.1", port) // every interface of this host, where floodsim started it
+		}
+		fmt.Fprintf(s.out, "  %-16s http://%s/metrics\n", p.name, addr)
 	}
 }
 

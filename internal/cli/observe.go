@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -131,16 +132,21 @@ func (h *Health) Ready() error {
 
 // ServeMetrics serves reg and health of program on addr until ctx ends or
 // stop is called, logging the address. It returns once the address is
-// bound, with the address bound (its port chosen when addr's is 0) and
-// stop, which ends the server and waits for it; it returns an error when
-// the address cannot be bound.
-func ServeMetrics(ctx context.Context, addr, program string, reg *prometheus.Registry, health func() error, log *slog.Logger) (bound string, stop func(), err error) {
+// bound, with the address to announce (its port chosen when addr's is 0;
+// no host, ":9090", when it listens on every interface: the program's
+// host, however it is reached) and stop, which ends the server and waits
+// for it; it returns an error when the address cannot be bound.
+func ServeMetrics(ctx context.Context, addr, program string, reg *prometheus.Registry, health func() error, log *slog.Logger) (announce string, stop func(), err error) {
 	srv, err := metrics.Listen(addr, metrics.Handler(reg, program, health), log)
 	if err != nil {
 		return "", nil, err
 	}
-	bound = srv.Addr().String()
+	bound := srv.Addr().String()
 	log.Info("serving metrics and health", "addr", bound)
+	announce = bound
+	if tcp, ok := srv.Addr().(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
+		announce = net.JoinHostPort("", strconv.Itoa(tcp.Port))
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -149,7 +155,7 @@ func ServeMetrics(ctx context.Context, addr, program string, reg *prometheus.Reg
 			log.Warn("metrics server stopped", "err", err)
 		}
 	}()
-	return bound, func() {
+	return announce, func() {
 		cancel()
 		<-done
 	}, nil

@@ -164,3 +164,24 @@ func TestParseSaysADurationNeedsItsUnit(t *testing.T) {
 		require.Equal(t, tc.hint, strings.Contains(out.String(), "-wait takes a duration with its unit, such as 5s, 250ms or 2m\n"), "%v: %s", tc.args, out.String())
 	}
 }
+
+// TestServeMetricsAnnouncesWhereItServes: the address to announce is the
+// one bound, its port chosen; with no host (every interface), it names
+// none, where the listener's own would be [::], which no other host can
+// reach.
+func TestServeMetricsAnnouncesWhereItServes(t *testing.T) {
+	for _, c := range []struct{ addr, want string }{
+		{"127.0.0.1:0", `^127\.0\.0\.1:[1-9][0-9]*$`},
+		{":0", `^:[1-9][0-9]*$`},
+	} {
+		announce, stop, err := cli.ServeMetrics(t.Context(), c.addr, "coordinator", metrics.NewRegistry(), nil, slog.New(slog.DiscardHandler))
+		require.NoError(t, err)
+		require.Regexp(t, c.want, announce, c.addr)
+		_, port, _ := strings.Cut(announce, ":")
+		resp, err := http.Get("http://127.0.0.1:" + port + "/livez")
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		stop()
+	}
+}
