@@ -278,7 +278,7 @@ func (c *Coordinator) restoreDefinition(key string, data []byte) error {
 		}
 		if _, err := c.engine.Reload(d); err != nil {
 			if errors.Is(err, saga.ErrDuplicateDefinition) {
-				return fmt.Errorf("stored definition %s differs from the one given at start; give one of them a new version: %w", key, err)
+				return fmt.Errorf("stored definition %s cannot run beside those given at start (the same version with other content: give one of them a new version): %w", key, err)
 			}
 			return fmt.Errorf("stored definition %s: %w", key, err)
 		}

@@ -8,7 +8,9 @@ import "github.com/natsaga/natsaga/messages"
 // definitions name and no copy serves, a misspelt step name in an agent or
 // in a definitions file, or a role's copies of a build that predates the
 // step, leaves its sagas waiting with nothing said. The coordinator, which
-// reads the consumers every wireRefresh for their wire version, says so:
+// reads the consumers every wireRefresh for their wire version, says so
+// (when its NATS user may list them; otherwise it learns nothing of them,
+// and says so only at DEBUG, as for the wire versions):
 // once, at WARN, for each command subject of the latest definitions that
 // the consumer of its role leaves out, and at INFO when a consumer takes
 // it again. A role with no consumer yet has no agent yet, which drivers

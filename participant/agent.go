@@ -713,38 +713,52 @@ func (a *Agent) receive(m jetstream.Msg) (messages.Command, *agent.Step, bool) {
 const consumerNotUnique jetstream.ErrorCode = 10100
 
 // overlap returns err, the server's refusal of the role's consumer cfg,
-// naming the steps another role's consumer takes already when that is
-// why: a step belongs to exactly one role, and the server's own words
-// ("filtered consumer not unique on workqueue stream") name neither.
+// saying why when the server's words ("filtered consumer not unique on
+// workqueue stream") are that another consumer takes some of its
+// subjects: a step belongs to exactly one role. It names the subjects and
+// the consumers that take them when this agent's user may list the
+// stream's consumers (a foreign agent's filter may be a wildcard), and
+// the role's own subjects otherwise.
 func (a *Agent) overlap(ctx context.Context, cfg jetstream.ConsumerConfig, err error) error {
 	var api *jetstream.APIError
 	if !errors.As(err, &api) || api.ErrorCode != consumerNotUnique {
 		return err
 	}
-	stream, serr := a.js.Stream(ctx, messages.CommandStream)
-	if serr != nil {
-		return err
+	taken := a.takenBy(ctx, cfg)
+	if len(taken) == 0 {
+		taken = cfg.FilterSubjects
+	}
+	return fmt.Errorf("role %s serves commands another role's consumer takes already: %s; a step belongs to the one role its definition names (agent.Step's Saga is the definition's subject, Name the step's): %w",
+		a.opts.Role, strings.Join(taken, ", "), err)
+}
+
+// takenBy lists the subjects of cfg that another consumer of the command
+// stream takes, with the consumer's name; none when the consumers cannot
+// be listed.
+func (a *Agent) takenBy(ctx context.Context, cfg jetstream.ConsumerConfig) []string {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	stream, err := a.js.Stream(ctx, messages.CommandStream)
+	if err != nil {
+		return nil
 	}
 	var found []string
-	names := stream.ListConsumers(ctx)
-	for info := range names.Info() {
+	list := stream.ListConsumers(ctx)
+	for info := range list.Info() {
 		if info.Name == cfg.Durable {
 			continue
 		}
-		for _, sub := range info.Config.FilterSubjects {
-			if slices.Contains(cfg.FilterSubjects, sub) {
+		filters := info.Config.FilterSubjects
+		if f := info.Config.FilterSubject; f != "" {
+			filters = append(filters, f)
+		}
+		for _, sub := range cfg.FilterSubjects {
+			if len(filters) == 0 || slices.ContainsFunc(filters, func(f string) bool { return messages.SubjectMatches(f, sub) }) {
 				found = append(found, fmt.Sprintf("%s (consumer %s)", sub, info.Name))
 			}
 		}
-		if sub := info.Config.FilterSubject; sub != "" && slices.Contains(cfg.FilterSubjects, sub) {
-			found = append(found, fmt.Sprintf("%s (consumer %s)", sub, info.Name))
-		}
 	}
-	if len(found) == 0 {
-		return err
-	}
-	return fmt.Errorf("role %s serves commands another role's consumer takes already: %s; a step belongs to the one role its definition names (agent.Step's Saga is the definition's subject, Name the step's): %w",
-		a.opts.Role, strings.Join(found, ", "), err)
+	return found
 }
 
 // warnUnknownSteps logs the steps of the agent whose commands the command

@@ -378,9 +378,25 @@ func TestStepOfAnotherRoleNamed(t *testing.T) {
 	require.Eventually(t, func() bool { return first.Health() == nil }, 10*time.Second, 5*time.Millisecond)
 	other, err := participant.New(testenv.Connect(t, url), participant.Options{Role: "q", Steps: steps, Logger: testenv.Logger(t)})
 	require.NoError(t, err)
-	err = other.Run(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = other.Run(ctx)
 	require.ErrorContains(t, err, "saga.s.x (consumer agent-r)")
 	require.ErrorContains(t, err, "filtered consumer not unique")
+
+	// A foreign agent's consumer may take the step with a wildcard.
+	_, url = testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{{Name: "s", Subject: "s", Steps: []saga.Step{{Name: "x", Role: "r"}}}})
+	js, err := jetstream.New(testenv.Connect(t, url))
+	require.NoError(t, err)
+	_, err = js.CreateOrUpdateConsumer(ctx, messages.CommandStream, jetstream.ConsumerConfig{
+		Durable: "foreign", FilterSubjects: []string{"saga.s.>"}, AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	require.NoError(t, err)
+	other, err = participant.New(testenv.Connect(t, url), participant.Options{Role: "q", Steps: steps, Logger: testenv.Logger(t)})
+	require.NoError(t, err)
+	err = other.Run(ctx)
+	require.ErrorContains(t, err, "saga.s.x (consumer foreign), saga.s.x.compensate (consumer foreign)")
 }
 
 // TestStepOfNoDefinitionWarned: an agent whose step no definition has

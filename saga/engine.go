@@ -229,14 +229,11 @@ func (e *Engine) checkUpdate(d Definition, keepRoles bool) (n *Definition, uncha
 	// A step's commands travel on subjects of its own, which only its
 	// role's consumer may take (the command stream is a work queue): a
 	// step of one name keeps its role in every version.
-	for _, st := range n.Steps {
-		if !keepRoles {
-			break
+	for _, v := range e.Versions() { // sorted: the error names the earliest
+		if v.Name != n.Name || !keepRoles {
+			continue
 		}
-		for _, v := range e.Versions() {
-			if v.Name != n.Name {
-				continue
-			}
+		for _, st := range n.Steps {
 			for _, was := range v.Steps {
 				if was.Name == st.Name && was.Role != st.Role {
 					return nil, false, fmt.Errorf("update %q: step %q is role %q's in version %d, not %q's: a step keeps its role in every version (its commands' subjects are that role's); give the step another name: %w: %w",
