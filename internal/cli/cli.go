@@ -213,11 +213,10 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 		if derr := d.lastError(); derr != nil && errors.Is(err, nats.ErrNoServers) {
 			err = fmt.Errorf("%w: %w", err, derr)
 		}
-		if time.Now().After(deadline) || errors.Is(err, nats.ErrAuthorization) {
-			return nil, fmt.Errorf("connect to %s: %w", shown, err)
-		}
 		// A URL that does not parse never will: said at once, without
-		// the URL as given, which may hold a password.
+		// the URL as given, which may hold a password (first: the wait
+		// may be over by the first attempt's end, and the error of the
+		// parse names the URL).
 		if uerr := (*url.Error)(nil); errors.As(err, &uerr) {
 			return nil, fmt.Errorf("connect to %s: the URL does not parse: %w", shown, uerr.Err)
 		}
@@ -225,6 +224,9 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 		// range.
 		if aerr := (*net.AddrError)(nil); errors.As(err, &aerr) {
 			return nil, fmt.Errorf("connect to %s: %w", shown, aerr)
+		}
+		if time.Now().After(deadline) || errors.Is(err, nats.ErrAuthorization) {
+			return nil, fmt.Errorf("connect to %s: %w", shown, err)
 		}
 		// A server started beside this program is often up within a
 		// second: only a longer wait is worth a line.
