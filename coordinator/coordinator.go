@@ -177,6 +177,12 @@ type Coordinator struct {
 	term atomic.Pointer[term]
 	// lost is closed when the lease is lost.
 	lost <-chan struct{}
+	// held is the current term's lease: until when it surely holds, by
+	// this process's clock (see lease.check).
+	held *lease
+	// afterAcquire, when set (by a test), is called once a term holds
+	// the lease, before it renews it or does anything else.
+	afterAcquire func()
 	// arena holds the payloads of the batch being committed; evbuf, its
 	// events encoded.
 	arena, evbuf []byte
@@ -379,6 +385,10 @@ func (c *Coordinator) runTerm(ctx context.Context) error {
 		return err
 	}
 	_ = standby.Stop()
+	c.held = l
+	if c.afterAcquire != nil {
+		c.afterAcquire()
+	}
 	keepCtx, stopKeeping := context.WithCancel(ctx)
 	lost := make(chan struct{})
 	go l.keep(keepCtx, lost)
@@ -657,6 +667,9 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		return fmt.Errorf("recover: %w", err)
 	}
 	cmds := c.engine.Outstanding()
+	if err := c.held.check(ctx); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
 	if err := c.publishCommands(ctx, cmds); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
@@ -750,6 +763,13 @@ func (c *Coordinator) loop(ctx context.Context, in <-chan input) error {
 // out at once, beside the writes; those of ranked sagas go out after them,
 // in the order the engine released them, which is rank order.
 func (c *Coordinator) commit(ctx context.Context, out *saga.Outbox) error {
+	// A coordinator stalled past its lease (a pause of the process, a
+	// machine that stood still) may have been replaced meanwhile: it
+	// sends nothing before it knows the lease is still its own. Its
+	// writes are guarded by their revisions, its commands are not.
+	if err := c.held.check(ctx); err != nil {
+		return err
+	}
 	c.arena = c.arena[:0]
 	clear(c.changed)
 	for _, x := range out.Changed {

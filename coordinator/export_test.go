@@ -36,3 +36,9 @@ func SetCompactFloor(n int64) (restore func()) {
 
 // Respond answers m with v as c answers every request.
 func Respond(c *Coordinator, m *nats.Msg, v any) { c.respond(m, v) }
+
+// SetAfterAcquire makes c call hook each time a term of Run has taken
+// the lease, before it renews it or does anything else: a test holds the
+// coordinator there, as a process that stood still would be. Call it
+// before Run.
+func SetAfterAcquire(c *Coordinator, hook func()) { c.afterAcquire = hook }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -52,6 +53,42 @@ type lease struct {
 	data []byte
 	rev  uint64
 	ttl  time.Duration
+	// until is when the lease expires at the earliest, by this process's
+	// monotonic clock: the TTL from when the write that set it was sent
+	// (the server counts it from when it stored it, later).
+	until atomic.Pointer[time.Time]
+}
+
+// extend records that a write of the lease sent at sent was stored.
+func (l *lease) extend(sent time.Time) {
+	u := sent.Add(l.ttl)
+	l.until.Store(&u)
+}
+
+// check returns nil when the lease is this coordinator's: surely, by the
+// clock, until the TTL from its last stored write has run out; after that,
+// when the server still holds it (a renewal acknowledged late, or one
+// still to come). It returns an error wrapping ErrLeaseLost otherwise:
+// the process stood still longer than the lease, say, and another
+// coordinator may have taken over without this one's renewal noticing yet.
+func (l *lease) check(ctx context.Context) error {
+	if l == nil {
+		return fmt.Errorf("no lease held: %w", ErrLeaseLost)
+	}
+	if u := l.until.Load(); u != nil && time.Now().Before(*u) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.ttl/3)
+	defer cancel()
+	e, err := l.c.kv.Get(ctx, messages.LeaseKey)
+	switch {
+	case err == nil && bytes.Equal(e.Value(), l.data):
+		return nil
+	case err == nil || errors.Is(err, jetstream.ErrKeyNotFound):
+		return fmt.Errorf("lease not renewed within its TTL and held by another or none: %w", ErrLeaseLost)
+	default:
+		return fmt.Errorf("lease not renewed within its TTL and not read (%w): %w", err, ErrLeaseLost)
+	}
 }
 
 func (c *Coordinator) newLease() *lease {
@@ -65,9 +102,11 @@ func (c *Coordinator) newLease() *lease {
 func (l *lease) acquire(ctx context.Context) error {
 	logged := false
 	for {
+		sent := time.Now()
 		rev, err := l.c.kv.Create(ctx, messages.LeaseKey, l.data, jetstream.KeyTTL(l.ttl))
 		if err == nil {
 			l.rev = rev
+			l.extend(sent)
 			return nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
@@ -117,6 +156,9 @@ func (l *lease) earlierTerm(data []byte) bool {
 func (l *lease) keep(ctx context.Context, lost chan<- struct{}) {
 	defer close(lost)
 	renewed := time.Now()
+	// tried is when the last renewal not acknowledged was sent: one that
+	// landed all the same was sent then or before.
+	var tried time.Time
 	t := time.NewTicker(l.ttl / 3)
 	defer t.Stop()
 	for {
@@ -130,11 +172,13 @@ func (l *lease) keep(ctx context.Context, lost chan<- struct{}) {
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(l.rev, 10))
 		m.Header.Set(jetstream.MsgTTLHeader, l.ttl.String())
 		rctx, cancel := context.WithTimeout(ctx, l.ttl/3)
+		sent := time.Now()
 		ack, err := l.c.js.PublishMsg(rctx, m)
 		cancel()
 		switch {
 		case err == nil:
 			l.rev, renewed = ack.Sequence, time.Now()
+			l.extend(sent)
 		case ctx.Err() != nil:
 			return
 		case jserr.Conflict(err):
@@ -142,6 +186,9 @@ func (l *lease) keep(ctx context.Context, lost chan<- struct{}) {
 				// A renewal whose acknowledgement came too late was stored:
 				// the lease is still this coordinator's.
 				l.rev, renewed = rev, at
+				if !tried.IsZero() {
+					l.extend(tried)
+				}
 				continue
 			}
 			l.c.log.Error("lease taken over by another coordinator", "err", err)
@@ -150,6 +197,7 @@ func (l *lease) keep(ctx context.Context, lost chan<- struct{}) {
 			l.c.log.Error("lease not renewed within its TTL", "err", err)
 			return
 		default:
+			tried = sent
 			l.c.log.Warn("lease renewal failed; retrying", "err", err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -232,4 +233,60 @@ func TestLeaseRenewalStoredLateIsKept(t *testing.T) {
 	got, err := kv.Get(context.Background(), messages.LeaseKey)
 	require.NoError(t, err)
 	require.Equal(t, e.Value(), got.Value(), "the lease names the same coordinator")
+}
+
+// TestStalledCoordinatorSendsNothingAfterItsLease holds a coordinator
+// still right after it took the lease, as a process stopped (SIGSTOP, a
+// machine that stood still) would be, longer than the lease: a standby
+// takes over. Let go, the stalled coordinator must not recover, resend
+// commands and serve beside the one that holds the lease now, before its
+// first renewal finds the lease gone: its term ends at once.
+func TestStalledCoordinatorSendsNothingAfterItsLease(t *testing.T) {
+	_, url := testenv.Server(t)
+	ok := func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
+	undo := func(context.Context, agent.Tx, *messages.Command) error { return nil }
+	testenv.Agent(t, url, participant.Options{Role: "bank", Steps: []agent.Step{
+		{Saga: "transfer", Name: "debit", Handler: agent.Handler{Execute: ok, Compensate: undo}},
+		{Saga: "transfer", Name: "credit", Handler: agent.Handler{Execute: ok, Compensate: undo}}}})
+
+	start := func(log *slog.Logger, hook func()) *coordinator.Coordinator {
+		nc := testenv.Connect(t, url)
+		c, err := coordinator.New(nc, coordinator.Options{Definitions: []saga.Definition{twoSteps}, LeaseTTL: time.Second, Logger: log})
+		require.NoError(t, err)
+		if hook != nil {
+			coordinator.SetAfterAcquire(c, hook)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		t.Cleanup(func() {
+			cancel()
+			<-done
+			nc.Close()
+		})
+		return c
+	}
+
+	acquired, letGo := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	ended := make(chan struct{}, 1)
+	stalled := start(slog.New(signalHandler{msg: "coordinator term ended", ch: ended}), func() {
+		once.Do(func() {
+			close(acquired)
+			<-letGo
+		})
+	})
+	receive(t, acquired, "the first coordinator to take the lease")
+	// The stalled coordinator renews nothing: the lease runs out and the
+	// standby takes over.
+	standby := start(nil, nil)
+	receive(t, standby.Ready(), "the standby to take over")
+	close(letGo)
+	receive(t, ended, "the stalled coordinator's term to end")
+	select {
+	case <-stalled.Ready():
+		t.Fatal("a coordinator whose lease ran out while it stood still recovered and served beside the one holding the lease")
+	default:
+	}
+	require.True(t, standby.Active())
 }
