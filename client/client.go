@@ -330,8 +330,11 @@ func (c *Client) Start(ctx context.Context, s Start) (Started, error) {
 // most concurrency batches at once (0 means 4). Each start is answered on
 // its own, as by [Client.Start]; those answered "busy" (nothing was done)
 // are sent again in later batches, after a backoff that doubles, until
-// answered otherwise or ctx ends. It returns when every start is answered
-// or ctx ends.
+// answered otherwise or ctx ends; but a start scheduled for a later tick
+// that can never be admitted before the clock moves on (every saga the
+// coordinator holds at its limit waits for a later tick) gets an error
+// wrapping [ErrNeverAdmitted] and [ErrBusy] instead. It returns when
+// every start is answered or ctx ends.
 func (c *Client) StartMany(ctx context.Context, starts []Start, concurrency int) (started []Started, errs []error) {
 	if concurrency <= 0 {
 		concurrency = 4
@@ -353,6 +356,7 @@ func (c *Client) StartMany(ctx context.Context, starts []Start, concurrency int)
 		pending = append(pending, i)
 	}
 	wait := busyBackoff
+	var stuck *messages.Summary
 	for len(pending) > 0 {
 		var (
 			mu    sync.Mutex
@@ -389,6 +393,10 @@ func (c *Client) StartMany(ctx context.Context, starts []Start, concurrency int)
 			break
 		}
 		slices.Sort(again)
+		again, stuck = c.stuckStarts(ctx, starts, again, errs, stuck)
+		if len(again) == 0 {
+			break
+		}
 		pending = again
 		c.log.Debug("coordinator busy; starting again after a backoff", "starts", len(pending), "wait", wait)
 		t := time.NewTimer(wait)
@@ -400,6 +408,45 @@ func (c *Client) StartMany(ctx context.Context, starts []Start, concurrency int)
 		wait = min(2*wait, busyBackoffMax)
 	}
 	return started, errs
+}
+
+// stuckStarts returns busy, the starts just refused as busy, less those
+// that can never be admitted, each of which gets its error in errs: a
+// start scheduled for a later tick than the coordinator's, refused while
+// the coordinator holds its limit of sagas in flight (its -max-active)
+// and owes no answer due by its tick (Summary.Due is 0) nor waits to
+// retry a command, so that none of its sagas can end before the clock
+// moves on. A simulation driver ticks
+// only once its tick's starts are in: it would wait for ever. It takes it
+// so only when the summary before, seen after the refusal before, said
+// the same (held), and returns the summary to pass as held next time.
+func (c *Client) stuckStarts(ctx context.Context, starts []Start, busy []int, errs []error, held *messages.Summary) ([]int, *messages.Summary) {
+	scheduled := false
+	for _, i := range busy {
+		scheduled = scheduled || starts[i].Tick > 0
+	}
+	if !scheduled {
+		return busy, nil
+	}
+	sum, err := c.Summary(ctx)
+	if err != nil || sum.Due != 0 || sum.Retrying != 0 {
+		return busy, nil // a saga may still end, and free its place
+	}
+	if held == nil || held.Tick != sum.Tick || held.Active != sum.Active {
+		return busy, &sum
+	}
+	kept := busy[:0]
+	for _, i := range busy {
+		s := &starts[i]
+		if s.Tick <= sum.Tick {
+			kept = append(kept, i)
+			continue
+		}
+		errs[i] = fmt.Errorf("start %s saga %s, scheduled for tick %d: %w: the coordinator holds its limit of sagas in flight (-max-active), "+
+			"%d, and none of them can end before the clock moves on from tick %d: raise -max-active above the sagas a tick holds in flight: %w",
+			s.Saga, s.ID, s.Tick, ErrNeverAdmitted, sum.Active, sum.Tick, ErrBusy)
+	}
+	return kept, &sum
 }
 
 // startBatches splits pending, indexes of encoded starts, into batches of
