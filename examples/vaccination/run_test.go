@@ -54,6 +54,18 @@ func TestSecondCampaignOnOneServer(t *testing.T) {
 	require.Equal(t, second.Stock.Initial+second.Stock.Received-second.Stock.Dispensed, second.Stock.Doses)
 }
 
+// TestServerWithACoordinatorAlready: Run starts a coordinator of its own;
+// on a server where another holds the lease it stands by, and Run says
+// so rather than wait for ever.
+func TestServerWithACoordinatorAlready(t *testing.T) {
+	_, url := testenv.Server(t)
+	defs, err := vaccination.Definitions()
+	require.NoError(t, err)
+	testenv.Coordinator(t, url, defs)
+	_, err = vaccination.Run(t.Context(), vaccination.Options{URL: url, ReadyWait: 500 * time.Millisecond})
+	require.ErrorContains(t, err, "another coordinator holds the lease on "+url)
+}
+
 // TestAgentsAsProcesses runs the campaign with its agents as processes of
 // their own, the programs of [vaccination.Program] (cmd/vaxagent), two
 // copies of the clinic: the outcome log is the one of the campaign run in

@@ -1,6 +1,7 @@
 package vaccination
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,6 +33,9 @@ type Options struct {
 	AgentsElsewhere bool
 	// Logger receives the logs. nil discards them.
 	Logger *slog.Logger
+	// ReadyWait bounds the wait for the campaign's coordinator to become
+	// active. 0 means 30s.
+	ReadyWait time.Duration
 }
 
 // Run runs a whole campaign in this process: a nats-server (unless
@@ -118,12 +122,18 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if !o.AgentsElsewhere {
 		run("stock query", func(ctx context.Context) error { return ServeStock(ctx, nc) })
 	}
+	wait := cmp.Or(o.ReadyWait, 30*time.Second)
 	select {
 	case <-co.Ready():
 	case err := <-errs:
 		return nil, err
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-time.After(wait):
+		// A coordinator of the server's already holds the lease: this
+		// one stands by, and a campaign would wait for ever.
+		return nil, fmt.Errorf("the campaign's coordinator did not become active within %s: another coordinator holds the lease on %s; "+
+			"Run starts its own, so give it a server of its own (or stop the other)", wait, url)
 	}
 	c, err := client.New(nc, client.Options{Logger: log})
 	if err != nil {
