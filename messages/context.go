@@ -101,13 +101,8 @@ const MaxContextDepth = 1000
 // itself counted as 1. Its values must be valid JSON, as every decoder of
 // natsaga makes them.
 func (c Context) Depth() int {
-	most := 1
-	for _, v := range c {
-		if d := 1 + RawDepth(v); d > most {
-			most = d
-		}
-	}
-	return most
+	_, depth := c.Measure()
+	return depth
 }
 
 // RawDepth returns how deep the valid JSON value v nests arrays and objects:
@@ -148,13 +143,22 @@ func RawDepth(v []byte) int {
 // outside strings, no <, >, & or byte 0xE2, which starts U+2028 and
 // U+2029). It allocates nothing.
 func (c Context) EncodedLen() int {
+	n, _ := c.Measure()
+	return n
+}
+
+// Measure returns c's [Context.EncodedLen] and [Context.Depth] in one
+// pass over its keys: the saga engine takes both of every context it
+// keeps.
+func (c Context) Measure() (encodedLen, depth int) {
 	if c == nil {
-		return len("null")
+		return len("null"), 1
 	}
 	n := len("{}")
 	if len(c) > 1 {
 		n += len(c) - 1 // commas
 	}
+	depth = 1
 	for k, v := range c {
 		n += quotedLen(k) + 1 + len(v)
 		for _, b := range v {
@@ -167,8 +171,11 @@ func (c Context) EncodedLen() int {
 		if v == nil {
 			n += len("null")
 		}
+		if d := 1 + RawDepth(v); d > depth {
+			depth = d
+		}
 	}
-	return n
+	return n, depth
 }
 
 // quotedLen returns at least the bytes s takes as a JSON string written by

@@ -379,11 +379,12 @@ func (e *Engine) StartWith(id ID, def string, ctx messages.Context, o StartOptio
 	if ctx == nil {
 		ctx = messages.Context{}
 	}
-	if n := e.contextOver(ctx); n > 0 {
-		return nil, fmt.Errorf("start %q: context of %d bytes, limit %d (every command carries it): %w", def, n, e.opts.MaxContext, messages.ErrTooLarge)
+	size, depth := ctx.Measure()
+	if e.opts.MaxContext > 0 && size > e.opts.MaxContext {
+		return nil, fmt.Errorf("start %q: context of %d bytes, limit %d (every command carries it): %w", def, size, e.opts.MaxContext, messages.ErrTooLarge)
 	}
-	if d := ctx.Depth(); d > messages.MaxContextDepth {
-		return nil, fmt.Errorf("start %q: context nested %d deep, limit %d: %w", def, d, messages.MaxContextDepth, messages.ErrBadRequest)
+	if depth > messages.MaxContextDepth {
+		return nil, fmt.Errorf("start %q: context nested %d deep, limit %d: %w", def, depth, messages.MaxContextDepth, messages.ErrBadRequest)
 	}
 	x := &Execution{
 		ID: id, Definition: d.Name, Version: d.Version, Saga: d.Subject, Status: Pending, Context: ctx, Rank: o.Rank,
@@ -496,10 +497,12 @@ func (e *Engine) executeReply(x *Execution, r messages.Reply, now time.Time, out
 	st := x.step()
 	switch r.Outcome {
 	case messages.OK:
+		outLen := -1 // not taken
 		if len(r.Output) > 0 {
 			merged := x.Context.Clone()
 			merged.Merge(r.Output)
-			if why := e.outputRefused(x, merged, r.Output); why != "" {
+			var why string
+			if outLen, why = e.outputRefused(x, merged, r.Output); why != "" {
 				// The step ran: it is compensated too, with the context
 				// as it was, which every command of the saga fits.
 				e.rollback(x, RolledBack, x.Current, "step "+st.Name+": "+why, out)
@@ -508,7 +511,7 @@ func (e *Engine) executeReply(x *Execution, r messages.Reply, now time.Time, out
 			x.Context = merged
 		}
 		x.Completed = append(x.Completed, st.Name)
-		x.setResult(st.Name, r.Output)
+		x.setResult(st.Name, r.Output, outLen)
 		if x.Current+1 < len(x.def.Steps) {
 			e.dispatch(x, x.Current+1, messages.Execute, out)
 			return
@@ -531,18 +534,6 @@ func (e *Engine) executeReply(x *Execution, r messages.Reply, now time.Time, out
 	}
 }
 
-// contextOver returns the bytes of c when Options.MaxContext bounds
-// contexts and c is over the bound, else 0.
-func (e *Engine) contextOver(c messages.Context) int {
-	if e.opts.MaxContext <= 0 {
-		return 0
-	}
-	if n := c.EncodedLen(); n > e.opts.MaxContext {
-		return n
-	}
-	return 0
-}
-
 // outputRefused returns why a step's ok output may not be kept in x,
 // merged into its context as merged, and "" when it may:
 //   - the context would pass Options.MaxContext (every command carries
@@ -556,23 +547,25 @@ func (e *Engine) contextOver(c messages.Context) int {
 //     coordinator could store nothing at all.
 //
 // It runs for every answer with an output, on the coordinator's loop:
-// each size is taken once, and the results' as they grow (setResult).
-func (e *Engine) outputRefused(x *Execution, merged, output messages.Context) string {
+// each size is taken once, and the results' as they grow (setResult). It
+// returns the output's size too.
+func (e *Engine) outputRefused(x *Execution, merged, output messages.Context) (outLen int, why string) {
+	outLen, depth := output.Measure()
 	size := 0
 	if e.opts.MaxContext > 0 {
 		if size = merged.EncodedLen(); size > e.opts.MaxContext {
-			return fmt.Sprintf("its output would make the context %d bytes, limit %d", size, e.opts.MaxContext)
+			return outLen, fmt.Sprintf("its output would make the context %d bytes, limit %d", size, e.opts.MaxContext)
 		}
 	}
-	if d := output.Depth(); d > messages.MaxContextDepth {
-		return fmt.Sprintf("its output nests %d deep, limit %d", d, messages.MaxContextDepth)
+	if depth > messages.MaxContextDepth {
+		return outLen, fmt.Sprintf("its output nests %d deep, limit %d", depth, messages.MaxContextDepth)
 	}
 	if e.opts.MaxContext > 0 {
-		if n := size + x.resultsSize() + output.EncodedLen(); n > 2*e.opts.MaxContext {
-			return fmt.Sprintf("its output would make the context and the step results %d bytes, limit %d", n, 2*e.opts.MaxContext)
+		if n := size + x.resultsSize() + outLen; n > 2*e.opts.MaxContext {
+			return outLen, fmt.Sprintf("its output would make the context and the step results %d bytes, limit %d", n, 2*e.opts.MaxContext)
 		}
 	}
-	return ""
+	return outLen, ""
 }
 
 func (e *Engine) compensateReply(x *Execution, r messages.Reply, now time.Time, out *Outbox) {

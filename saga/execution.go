@@ -119,8 +119,9 @@ func (x *Execution) resultsSize() int {
 	return x.resultsLen
 }
 
-// setResult keeps output as the result of step.
-func (x *Execution) setResult(step string, output messages.Context) {
+// setResult keeps output, whose EncodedLen is size (-1: not taken), as the
+// result of step.
+func (x *Execution) setResult(step string, output messages.Context, size int) {
 	if x.Results == nil {
 		x.Results = make(map[string]messages.Context, len(x.def.Steps))
 	}
@@ -128,7 +129,10 @@ func (x *Execution) setResult(step string, output messages.Context) {
 		if old, ok := x.Results[step]; ok {
 			x.resultsLen -= old.EncodedLen()
 		}
-		x.resultsLen += output.EncodedLen()
+		if size < 0 {
+			size = output.EncodedLen()
+		}
+		x.resultsLen += size
 	}
 	x.Results[step] = output
 }
