@@ -1,7 +1,6 @@
 package messages
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"unicode/utf8"
@@ -108,7 +107,9 @@ func (c Context) Depth() int {
 // RawDepth returns how deep the valid JSON value v nests arrays and objects:
 // 0 for a scalar.
 func RawDepth(v []byte) int {
-	v = bytes.TrimLeft(v, " \t\r\n")
+	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t' || v[0] == '\r' || v[0] == '\n') {
+		v = v[1:]
+	}
 	if len(v) == 0 || (v[0] != '[' && v[0] != '{') {
 		return 0 // a scalar: nothing to scan
 	}
