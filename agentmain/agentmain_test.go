@@ -229,12 +229,7 @@ func TestServeRefusesArguments(t *testing.T) {
 func TestSeedKeptIsSaid(t *testing.T) {
 	_, url := testenv.Server(t)
 	testenv.Coordinator(t, url, []saga.Definition{paySaga()})
-	getenv := func(k string) string {
-		if k == "NATS_URL" {
-			return url
-		}
-		return ""
-	}
+	getenv := natsURLEnv(url)
 	serve := func(float string) string {
 		t.Helper()
 		var logs testenv.SyncBuffer
@@ -258,12 +253,7 @@ func TestSeedKeptIsSaid(t *testing.T) {
 func TestServeAfterInit(t *testing.T) {
 	_, url := testenv.Server(t)
 	testenv.Coordinator(t, url, []saga.Definition{paySaga()})
-	getenv := func(k string) string {
-		if k == "NATS_URL" {
-			return url
-		}
-		return ""
-	}
+	getenv := natsURLEnv(url)
 	r := till()
 	var seeded atomic.Bool
 	init := r.Init
@@ -289,4 +279,14 @@ func TestServeAfterInit(t *testing.T) {
 	}
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// natsURLEnv is an environment that holds only NATS_URL, url.
+func natsURLEnv(url string) func(string) string {
+	return func(k string) string {
+		if k == "NATS_URL" {
+			return url
+		}
+		return ""
+	}
 }

@@ -207,11 +207,7 @@ func TestFinishedSagasExpireAfterRetention(t *testing.T) {
 		require.NoError(t, <-done)
 	})
 	<-c.Ready()
-	ok := func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
-	undo := func(context.Context, agent.Tx, *messages.Command) error { return nil }
-	testenv.Agent(t, url, participant.Options{Role: "bank", Steps: []agent.Step{
-		{Saga: "transfer", Name: "debit", Handler: agent.Handler{Execute: ok, Compensate: undo}},
-		{Saga: "transfer", Name: "credit", Handler: agent.Handler{Execute: ok, Compensate: undo}}}})
+	bankAgent(t, url)
 	nc := testenv.Connect(t, url)
 	id := testenv.Start(t, nc, "transfer", nil)
 	testenv.WaitStatus(t, nc, id, saga.Completed)

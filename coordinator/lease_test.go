@@ -69,11 +69,7 @@ func receive[T any](t *testing.T, ch <-chan T, what string) T {
 // time windows.
 func TestStandbyTakesOver(t *testing.T) {
 	_, url := testenv.Server(t)
-	ok := func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
-	undo := func(context.Context, agent.Tx, *messages.Command) error { return nil }
-	testenv.Agent(t, url, participant.Options{Role: "bank", Steps: []agent.Step{
-		{Saga: "transfer", Name: "debit", Handler: agent.Handler{Execute: ok, Compensate: undo}},
-		{Saga: "transfer", Name: "credit", Handler: agent.Handler{Execute: ok, Compensate: undo}}}})
+	bankAgent(t, url)
 	client := testenv.Connect(t, url)
 
 	// Every deletion of the lease key: a clean stop releases it so.
@@ -243,11 +239,7 @@ func TestLeaseRenewalStoredLateIsKept(t *testing.T) {
 // first renewal finds the lease gone: its term ends at once.
 func TestStalledCoordinatorSendsNothingAfterItsLease(t *testing.T) {
 	_, url := testenv.Server(t)
-	ok := func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
-	undo := func(context.Context, agent.Tx, *messages.Command) error { return nil }
-	testenv.Agent(t, url, participant.Options{Role: "bank", Steps: []agent.Step{
-		{Saga: "transfer", Name: "debit", Handler: agent.Handler{Execute: ok, Compensate: undo}},
-		{Saga: "transfer", Name: "credit", Handler: agent.Handler{Execute: ok, Compensate: undo}}}})
+	bankAgent(t, url)
 
 	start := func(log *slog.Logger, hook func()) *coordinator.Coordinator {
 		nc := testenv.Connect(t, url)
@@ -289,4 +281,14 @@ func TestStalledCoordinatorSendsNothingAfterItsLease(t *testing.T) {
 	default:
 	}
 	require.True(t, standby.Active())
+}
+
+// bankAgent runs an agent of role "bank" that answers both steps of
+// twoSteps ok, and undoes nothing.
+func bankAgent(t *testing.T, url string) {
+	ok := func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
+	undo := func(context.Context, agent.Tx, *messages.Command) error { return nil }
+	testenv.Agent(t, url, participant.Options{Role: "bank", Steps: []agent.Step{
+		{Saga: "transfer", Name: "debit", Handler: agent.Handler{Execute: ok, Compensate: undo}},
+		{Saga: "transfer", Name: "credit", Handler: agent.Handler{Execute: ok, Compensate: undo}}}})
 }

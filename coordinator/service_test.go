@@ -11,10 +11,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
-	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
 )
 
@@ -119,11 +117,7 @@ func TestCoordinatorIsAMicroService(t *testing.T) {
 func TestListFinished(t *testing.T) {
 	_, url := testenv.Server(t)
 	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
-	ok := func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil }
-	undo := func(context.Context, agent.Tx, *messages.Command) error { return nil }
-	testenv.Agent(t, url, participant.Options{Role: "bank", Steps: []agent.Step{
-		{Saga: "transfer", Name: "debit", Handler: agent.Handler{Execute: ok, Compensate: undo}},
-		{Saga: "transfer", Name: "credit", Handler: agent.Handler{Execute: ok, Compensate: undo}}}})
+	bankAgent(t, url)
 	nc := testenv.Connect(t, url)
 	var ids []string
 	for range 5 {
