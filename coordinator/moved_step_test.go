@@ -25,8 +25,7 @@ const jobMoved = `{"roles":["clerk","auditor"],"sagas":[{"name":"job","subject":
 // strands its sagas in the bucket.
 func TestStoredVersionThatMovedAStepIsRecovered(t *testing.T) {
 	_, url := testenv.Server(t)
-	v1, err := saga.ParseFile([]byte(jobV1))
-	require.NoError(t, err)
+	v1 := parseDefs(t, jobV1)
 	stop := startCoordinator(t, url, v1)
 	nc := testenv.Connect(t, url)
 	f := newForeign(t, nc)
@@ -36,8 +35,7 @@ func TestStoredVersionThatMovedAStepIsRecovered(t *testing.T) {
 	stop()
 
 	// What an earlier release's natsaga.register stored.
-	moved, err := saga.ParseFile([]byte(jobMoved))
-	require.NoError(t, err)
+	moved := parseDefs(t, jobMoved)
 	data, err := json.Marshal(saga.FileOf(moved))
 	require.NoError(t, err)
 	js, err := jetstream.New(nc)

@@ -107,8 +107,7 @@ func startCoordinator(t *testing.T, url string, defs []saga.Definition) (stop fu
 
 func TestRegisterAtRunTimeNeverChangesARunningSaga(t *testing.T) {
 	_, url := testenv.Server(t)
-	v1, err := saga.ParseFile([]byte(jobV1))
-	require.NoError(t, err)
+	v1 := parseDefs(t, jobV1)
 	stop := startCoordinator(t, url, v1)
 	nc := testenv.Connect(t, url)
 	f := newForeign(t, nc)
@@ -164,8 +163,7 @@ func TestRegisterAtRunTimeNeverChangesARunningSaga(t *testing.T) {
 // other content under a stored version refuses to run, naming it.
 func TestStartDefinitionsAreStored(t *testing.T) {
 	_, url := testenv.Server(t)
-	v1, err := saga.ParseFile([]byte(jobV1))
-	require.NoError(t, err)
+	v1 := parseDefs(t, jobV1)
 	stop := startCoordinator(t, url, v1)
 	nc := testenv.Connect(t, url)
 	js, err := jetstream.New(nc)
@@ -320,8 +318,7 @@ func (d *defined) names() []string {
 // bucket, the one given at start (stored as it starts) among them.
 func TestObserverToldOfRegisteredDefinitions(t *testing.T) {
 	_, url := testenv.Server(t)
-	v1, err := saga.ParseFile([]byte(jobV1))
-	require.NoError(t, err)
+	v1 := parseDefs(t, jobV1)
 	run := func(obs *defined) (stop func()) {
 		c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: v1, Observer: obs, Logger: testenv.Logger(t)})
 		require.NoError(t, err)
@@ -348,8 +345,7 @@ func TestObserverToldOfRegisteredDefinitions(t *testing.T) {
 // TestMetadataCannotReplaceTheCoordinatorsOwn: Options.Metadata may not
 // name what the coordinator announces itself.
 func TestMetadataCannotReplaceTheCoordinatorsOwn(t *testing.T) {
-	v1, err := saga.ParseFile([]byte(jobV1))
-	require.NoError(t, err)
+	v1 := parseDefs(t, jobV1)
 	o := coordinator.Options{Definitions: v1, Metadata: map[string]string{"metrics": "127.0.0.1:9464"}}
 	require.NoError(t, o.Validate())
 	for _, k := range []string{"definitions", "state", "copy"} {
@@ -382,4 +378,12 @@ func TestNoDefinitionsAtStart(t *testing.T) {
 	f.ok(t, f.next(t, again, "file"))
 	testenv.WaitStatus(t, nc, again, saga.Completed)
 	require.Equal(t, 1, testenv.Summary(t, nc).Registered)
+}
+
+// parseDefs parses the definitions file file.
+func parseDefs(t *testing.T, file string) []saga.Definition {
+	t.Helper()
+	defs, err := saga.ParseFile([]byte(file))
+	require.NoError(t, err)
+	return defs
 }
