@@ -167,7 +167,9 @@ func TestMalformedBatchIsDropped(t *testing.T) {
 
 // TestQueuedBatchesKeptWhileWorkersAreBusy gives a copy with eight workers
 // far more batched commands than they run in an ack wait: twenty messages
-// of 256, each command taking 4 ms or more. Every message the copy has
+// of 256, each command taking 6 ms or more. The ack wait is 2 s, so that
+// the copy keeps its messages (every ack wait/3) with a margin of over a
+// second, however loaded the machine the race suite runs on. Every message the copy has
 // taken is kept from redelivery however long it waits for a worker, and
 // the copy takes no message it cannot keep: each command runs once, none
 // is delivered twice.
@@ -177,12 +179,12 @@ func TestQueuedBatchesKeptWhileWorkersAreBusy(t *testing.T) {
 	ctx := context.Background()
 	var mu sync.Mutex
 	ran := map[string]int{}
-	a := testenv.Agent(t, url, participant.Options{Role: "till", Concurrency: 8, AckWait: time.Second,
+	a := testenv.Agent(t, url, participant.Options{Role: "till", Concurrency: 8, AckWait: 2 * time.Second,
 		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: agent.Handler{
 			Execute: func(_ context.Context, _ agent.Tx, cmd *messages.Command) (messages.Context, error) {
-				// Simulated work: the 5,120 commands take over two
-				// ack waits to run, eight at a time.
-				time.Sleep(4 * time.Millisecond)
+				// Simulated work: the 5,120 commands take close to
+				// two ack waits to run, eight at a time.
+				time.Sleep(6 * time.Millisecond)
 				mu.Lock()
 				ran[cmd.SagaID]++
 				mu.Unlock()
