@@ -284,14 +284,15 @@ func TestHeldCommandsKeptWhileOthersFallDue(t *testing.T) {
 	_, url := testenv.Server(t)
 	def := saga.Definition{Name: "bake", Subject: "bake", Steps: []saga.Step{{Name: "proof", Role: "baker", TimeoutTicks: 100}}}
 	testenv.Coordinator(t, url, []saga.Definition{def})
-	baker := testenv.Agent(t, url, participant.Options{Role: "baker", AckWait: time.Second, Concurrency: 1, Steps: []agent.Step{{
+	baker := testenv.Agent(t, url, participant.Options{Role: "baker", AckWait: 2 * time.Second, Concurrency: 1, Steps: []agent.Step{{
 		Saga: "bake", Name: "proof",
 		Handler: agent.Handler{
 			Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
-				// Simulated work: the early group takes about 2 s to
+				// Simulated work: the early group takes about 4 s to
 				// run (one at a time: Concurrency 1), twice the ack
-				// wait.
-				time.Sleep(7 * time.Millisecond)
+				// wait, which is 2 s for a margin the loaded race
+				// suite needs.
+				time.Sleep(14 * time.Millisecond)
 				return nil, nil
 			},
 			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },

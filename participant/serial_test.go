@@ -308,14 +308,15 @@ func TestSerialCopyKeepsItsPinThroughLongBatches(t *testing.T) {
 	var copies []*participant.Agent
 	for i := range 2 {
 		copies = append(copies, testenv.Agent(t, url, participant.Options{Role: "till", Name: fmt.Sprintf("till-%d", i), Serial: true,
-			AckWait: time.Second, Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: slow}}}))
+			AckWait: 2 * time.Second, Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: slow}}}))
 	}
 	require.Eventually(t, func() bool {
 		info, err := js.Consumer(ctx, messages.CommandStream, messages.CommandConsumer("till"))
 		return err == nil && info.CachedInfo().Config.PriorityPolicy == jetstream.PriorityPolicyPinned
 	}, 10*time.Second, 10*time.Millisecond)
 
-	// 2,000 commands of 2 ms: 4 s of work, four ack waits.
+	// 2,000 commands of 2 ms: 4 s of work, two ack waits (of 2 s, a
+	// margin the loaded race suite needs).
 	const batches, size = 40, 50
 	for b := range batches {
 		var cmds []messages.Command
