@@ -270,6 +270,14 @@ type Start struct {
 	Context    messages.Context
 }
 
+// label names s in errors: its saga type, and its id when it has one.
+func (s *Start) label() string {
+	if s.ID == "" {
+		return s.Saga + " saga"
+	}
+	return s.Saga + " saga " + s.ID
+}
+
 // Started is the coordinator's answer to a [Start].
 type Started struct {
 	ID     string
@@ -313,9 +321,9 @@ func (c *Client) Start(ctx context.Context, s Start) (Started, error) {
 	})
 	if werr := wireErr(subject, answer); werr != nil {
 		if err != nil {
-			return Started{}, fmt.Errorf("start %s saga %s: %w: %w", s.Saga, s.ID, werr, err)
+			return Started{}, fmt.Errorf("start %s: %w: %w", s.label(), werr, err)
 		}
-		return Started{}, fmt.Errorf("start %s saga %s: %w", s.Saga, s.ID, werr)
+		return Started{}, fmt.Errorf("start %s: %w", s.label(), werr)
 	}
 	if err != nil {
 		return Started{}, err
@@ -349,7 +357,7 @@ func (c *Client) StartMany(ctx context.Context, starts []Start, concurrency int)
 		}
 		data, err := json.Marshal(messages.BatchedStart{Saga: s.Saga, SagaID: s.ID, Rank: s.Rank, Tick: s.Tick, Context: ctxv})
 		if err != nil {
-			errs[i] = fmt.Errorf("start %s saga %s: encode: %w", s.Saga, s.ID, err)
+			errs[i] = fmt.Errorf("start %s: encode: %w", s.label(), err)
 			continue
 		}
 		encoded[i] = data
@@ -384,7 +392,7 @@ func (c *Client) StartMany(ctx context.Context, starts []Start, concurrency int)
 		if ctx.Err() != nil {
 			for _, i := range pending {
 				if errs[i] == nil && started[i].ID == "" {
-					errs[i] = fmt.Errorf("start %s saga %s: %w", starts[i].Saga, starts[i].ID, ctx.Err())
+					errs[i] = fmt.Errorf("start %s: %w", starts[i].label(), ctx.Err())
 				}
 			}
 			return started, errs
@@ -442,9 +450,9 @@ func (c *Client) stuckStarts(ctx context.Context, starts []Start, busy []int, er
 			kept = append(kept, i)
 			continue
 		}
-		errs[i] = fmt.Errorf("start %s saga %s, scheduled for tick %d: %w: the coordinator holds its limit of sagas in flight (-max-active), "+
+		errs[i] = fmt.Errorf("start %s, scheduled for tick %d: %w: the coordinator holds its limit of sagas in flight (-max-active), "+
 			"%d, and none of them can end before the clock moves on from tick %d: raise -max-active above the sagas a tick holds in flight: %w",
-			s.Saga, s.ID, s.Tick, ErrNeverAdmitted, sum.Active, sum.Tick, ErrBusy)
+			s.label(), s.Tick, ErrNeverAdmitted, sum.Active, sum.Tick, ErrBusy)
 	}
 	return kept, &sum
 }
@@ -503,15 +511,15 @@ func (c *Client) startBatch(ctx context.Context, starts []Start, encoded []json.
 		s := &starts[i]
 		switch {
 		case err != nil:
-			errs[i] = fmt.Errorf("start %s saga %s: %w", s.Saga, s.ID, err)
+			errs[i] = fmt.Errorf("start %s: %w", s.label(), err)
 		case resp.Error != nil && resp.Error.Code == messages.CodeBusy:
 			busy = append(busy, i)
 		case resp.Error != nil:
-			errs[i] = fmt.Errorf("start %s saga %s: %w", s.Saga, s.ID, wireErr(messages.StartBatchSubject, resp.Error))
+			errs[i] = fmt.Errorf("start %s: %w", s.label(), wireErr(messages.StartBatchSubject, resp.Error))
 		case resp.Results[k].Error != nil && resp.Results[k].Error.Code == messages.CodeBusy:
 			busy = append(busy, i)
 		case resp.Results[k].Error != nil:
-			errs[i] = fmt.Errorf("start %s saga %s: %w", s.Saga, s.ID, wireErr(messages.StartBatchSubject, resp.Results[k].Error))
+			errs[i] = fmt.Errorf("start %s: %w", s.label(), wireErr(messages.StartBatchSubject, resp.Results[k].Error))
 		default:
 			started[i] = Started{ID: resp.Results[k].SagaID, Status: saga.Status(resp.Results[k].Status)}
 			errs[i] = nil

@@ -9,9 +9,11 @@
 //
 // It runs the sagas of a definitions file (docs/protocol.md, "Definitions
 // files") given with -definitions, and the flood sagas shipped in it
-// (flood/sagas.json) without one.
+// (flood/sagas.json) without one. With -definitions none it starts with no
+// sagas of its own: it runs those registered at run time (natsaga
+// register) and those a coordinator stored before.
 //
-//	coordinator [-nats nats://127.0.0.1:4222] [-definitions FILE] [-replicas 1] [-ack-wait 5s]
+//	coordinator [-nats nats://127.0.0.1:4222] [-definitions FILE|none] [-replicas 1] [-ack-wait 5s]
 //	            [-retention 168h] [-lease-ttl 3s] [-max-active N] [-log-level info]
 //	            [-log-format text] [-metrics-addr :9090]
 //	            [-creds file] [-nkey seedfile] [-tls-ca ca.pem] [-tls-cert cert.pem -tls-key key.pem]
@@ -69,7 +71,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c.conn.Register(fs, getenv)
-	fs.StringVar(&c.defsFile, "definitions", "", "definitions file (JSON) of the sagas to run; empty: the flood sagas")
+	fs.StringVar(&c.defsFile, "definitions", "", "definitions file (JSON) of the sagas to run; empty: the flood sagas; \"none\": only those registered at run time or stored (a file named none: ./none)")
 	fs.IntVar(&c.replicas, "replicas", 1, "copies of natsaga's streams and bucket (3 on a 3-node cluster)")
 	fs.DurationVar(&c.ackWait, "ack-wait", 5*time.Second, "redelivery delay of a reply the coordinator took and never acted on (1s to 1h)")
 	fs.DurationVar(&c.retention, "retention", coordinator.DefaultRetention, "how long a finished saga stays queryable (failed ones stay until retried); negative: for ever")
@@ -114,12 +116,19 @@ func (c *config) check() error {
 	return nil
 }
 
-// definitions returns the sagas of file, or the flood sagas when file is
-// empty. It returns an error naming the file and, for a bad definition, the
-// definition and the field.
+// noDefinitions is the -definitions value that starts the coordinator with
+// no sagas of its own.
+const noDefinitions = "none"
+
+// definitions returns the sagas of file, the flood sagas when file is
+// empty, and none for noDefinitions. It returns an error naming the file
+// and, for a bad definition, the definition and the field.
 func definitions(file string) ([]saga.Definition, error) {
-	if file == "" {
+	switch file {
+	case "":
 		return flood.Definitions(), nil
+	case noDefinitions:
+		return nil, nil
 	}
 	_, defs, err := cli.ReadDefinitions(file)
 	return defs, err
