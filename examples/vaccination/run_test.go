@@ -68,8 +68,10 @@ func TestServerWithACoordinatorAlready(t *testing.T) {
 
 // TestAgentsAsProcesses runs the campaign with its agents as processes of
 // their own, the programs of [vaccination.Program] (cmd/vaxagent), two
-// copies of the clinic: the outcome log is the one of the campaign run in
-// one process.
+// copies of the clinic, and a coordinator started with no definitions (as
+// `coordinator -definitions none` is), with which Run registers the
+// campaign's: the outcome log is the one of the campaign run in one
+// process.
 func TestAgentsAsProcesses(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -78,7 +80,8 @@ func TestAgentsAsProcesses(t *testing.T) {
 	for _, role := range []string{vaccination.Patient, vaccination.Depot, vaccination.Clinic, vaccination.Clinic} {
 		startAgent(t, url, role, &logs)
 	}
-	apart, err := vaccination.Run(ctx, vaccination.Options{URL: url, AgentsElsewhere: true})
+	testenv.Coordinator(t, url, nil)
+	apart, err := vaccination.Run(ctx, vaccination.Options{URL: url, AgentsElsewhere: true, CoordinatorElsewhere: true})
 	require.NoError(t, err, logs.String())
 	together, err := vaccination.Run(ctx, vaccination.Options{})
 	require.NoError(t, err)

@@ -31,17 +31,22 @@ type Options struct {
 	// AgentsElsewhere runs no agent, nor the stock query: they run as
 	// processes of their own (cmd/vaxagent), on the server URL names.
 	AgentsElsewhere bool
+	// CoordinatorElsewhere runs no coordinator: one runs already on the
+	// server URL names (cmd/coordinator), and Run registers [SagasFile]
+	// with it, as `natsaga register` would, before it drives the campaign.
+	CoordinatorElsewhere bool
 	// Logger receives the logs. nil discards them.
 	Logger *slog.Logger
 	// ReadyWait bounds the wait for the campaign's coordinator to become
-	// active. 0 means 30s.
+	// active, or for one elsewhere to answer. 0 means 30s.
 	ReadyWait time.Duration
 }
 
 // Run runs a whole campaign in this process: a nats-server (unless
-// o.URL names one), a coordinator of [Definitions], o.Copies copies of
-// each role's agent, and the driver, [Simulate]. It returns the report, or
-// the first error of any part.
+// o.URL names one), a coordinator of [Definitions] (unless one runs
+// elsewhere), o.Copies copies of each role's agent (unless they run
+// elsewhere), and the driver, [Simulate]. It returns the report, or the
+// first error of any part.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Scenario.Patients == 0 {
 		o.Scenario = DefaultScenario()
@@ -51,8 +56,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	url := o.URL
-	if url == "" && o.AgentsElsewhere {
-		return nil, errors.New("vaccination: agents elsewhere need the URL of their server")
+	if url == "" && (o.AgentsElsewhere || o.CoordinatorElsewhere) {
+		return nil, errors.New("vaccination: agents or a coordinator elsewhere need the URL of their server")
 	}
 	if url == "" {
 		dir, err := os.MkdirTemp("", "vaxsim")
@@ -96,11 +101,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	defer wg.Wait()
 	defer cancel()
 
-	co, err := coordinator.New(nc, coordinator.Options{Definitions: defs, Logger: log})
-	if err != nil {
-		return nil, err
+	ready := make(<-chan struct{})
+	if !o.CoordinatorElsewhere {
+		co, err := coordinator.New(nc, coordinator.Options{Definitions: defs, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		run("coordinator", co.Run)
+		ready = co.Ready()
 	}
-	run("coordinator", co.Run)
 	for _, role := range roles(o) {
 		steps, err := Steps(role)
 		if err != nil {
@@ -123,21 +132,29 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		run("stock query", func(ctx context.Context) error { return ServeStock(ctx, nc) })
 	}
 	wait := cmp.Or(o.ReadyWait, 30*time.Second)
-	select {
-	case <-co.Ready():
-	case err := <-errs:
-		return nil, err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-time.After(wait):
-		// A coordinator of the server's already holds the lease: this
-		// one stands by, and a campaign would wait for ever.
-		return nil, fmt.Errorf("the campaign's coordinator did not become active within %s: another coordinator holds the lease on %s; "+
-			"Run starts its own, so give it a server of its own (or stop the other)", wait, url)
-	}
-	c, err := client.New(nc, client.Options{Logger: log})
+	c, err := client.New(nc, client.Options{Logger: log, RestartPatience: wait})
 	if err != nil {
 		return nil, err
+	}
+	if o.CoordinatorElsewhere {
+		// Registered again, the same version is taken as it is; the
+		// request waits up to wait for a coordinator to answer.
+		if _, err := c.Register(ctx, SagasFile); err != nil {
+			return nil, fmt.Errorf("the coordinator on %s: %w", url, err)
+		}
+	} else {
+		select {
+		case <-ready:
+		case err := <-errs:
+			return nil, err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+			// A coordinator of the server's already holds the lease:
+			// this one stands by, and a campaign would wait for ever.
+			return nil, fmt.Errorf("the campaign's coordinator did not become active within %s: another coordinator holds the lease on %s; "+
+				"Run starts its own, so give it a server of its own (or stop the other), or run it with CoordinatorElsewhere", wait, url)
+		}
 	}
 	rep, err := Simulate(ctx, c, o.Scenario, quietFor)
 	select {

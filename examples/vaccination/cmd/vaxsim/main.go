@@ -3,9 +3,15 @@
 // and prints the outcome counts, the stock and the outcome log's SHA-256.
 // Two runs with the same flags print the same digest.
 //
+// On a server of yours (-nats), -agents-elsewhere runs no agent: they run
+// as processes of their own (cmd/vaxagent); -coordinator-elsewhere runs no
+// coordinator: one runs already (cmd/coordinator), and vaxsim registers
+// the campaign's sagas with it. With both, vaxsim is the driver alone.
+//
 // Usage:
 //
-//	vaxsim [-seed 1] [-patients 120] [-ticks 8] [-stock 40] [-copies 1] [-nats URL] [-outcomes FILE]
+//	vaxsim [-seed 1] [-patients 120] [-ticks 8] [-stock 40] [-copies 1] [-outcomes FILE]
+//	       [-nats URL [-agents-elsewhere] [-coordinator-elsewhere]]
 package main
 
 import (
@@ -34,11 +40,21 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.Copies, "copies", 1, "copies of each agent")
 	fs.StringVar(&o.URL, "nats", "", "NATS server URL (default: one started in the process)")
 	fs.StringVar(&outcomes, "outcomes", "", "write the outcome log to this file")
+	fs.BoolVar(&o.AgentsElsewhere, "agents-elsewhere", false, "run no agent: they run as processes of their own (vaxagent) on the -nats server")
+	fs.BoolVar(&o.CoordinatorElsewhere, "coordinator-elsewhere", false, "run no coordinator: one runs already on the -nats server, and the campaign's sagas are registered with it")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "vaxsim: unexpected arguments: %v\n", fs.Args())
 		return 2
 	}
 	if sc.Patients <= 0 || sc.Ticks <= 0 || sc.Stock < 0 || o.Copies < 1 || o.Copies > 8 {
 		fmt.Fprintln(stderr, "vaxsim: -patients and -ticks must be positive, -stock not negative, -copies 1 to 8")
+		return 2
+	}
+	if o.URL == "" && (o.AgentsElsewhere || o.CoordinatorElsewhere) {
+		fmt.Fprintln(stderr, "vaxsim: -agents-elsewhere and -coordinator-elsewhere need -nats, the server they run on")
 		return 2
 	}
 	o.Scenario = sc
