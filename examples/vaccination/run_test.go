@@ -118,3 +118,12 @@ func startAgent(t *testing.T, url, role string, logs io.Writer) {
 		require.NoError(t, cmd.Wait(), "%s's program did not stop cleanly", role)
 	})
 }
+
+// TestNoCoordinatorElsewhere: told a coordinator runs elsewhere, Run says
+// so when none answers within ReadyWait, rather than wait for ever.
+func TestNoCoordinatorElsewhere(t *testing.T) {
+	_, url := testenv.Server(t)
+	_, err := vaccination.Run(t.Context(), vaccination.Options{URL: url, CoordinatorElsewhere: true, AgentsElsewhere: true,
+		ReadyWait: 300 * time.Millisecond})
+	require.EqualError(t, err, "the coordinator on "+url+": natsaga.register: nats: no responders available for request: context deadline exceeded")
+}

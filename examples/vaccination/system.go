@@ -101,7 +101,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	defer wg.Wait()
 	defer cancel()
 
-	ready := make(<-chan struct{})
+	var ready <-chan struct{}
 	if !o.CoordinatorElsewhere {
 		co, err := coordinator.New(nc, coordinator.Options{Definitions: defs, Logger: log})
 		if err != nil {
@@ -132,14 +132,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		run("stock query", func(ctx context.Context) error { return ServeStock(ctx, nc) })
 	}
 	wait := cmp.Or(o.ReadyWait, 30*time.Second)
-	c, err := client.New(nc, client.Options{Logger: log, RestartPatience: wait})
+	c, err := client.New(nc, client.Options{Logger: log})
 	if err != nil {
 		return nil, err
 	}
 	if o.CoordinatorElsewhere {
 		// Registered again, the same version is taken as it is; the
 		// request waits up to wait for a coordinator to answer.
-		if _, err := c.Register(ctx, SagasFile); err != nil {
+		rctx, cancel := context.WithTimeout(ctx, wait)
+		_, err := c.Register(rctx, SagasFile)
+		cancel()
+		if err != nil {
 			return nil, fmt.Errorf("the coordinator on %s: %w", url, err)
 		}
 	} else {
