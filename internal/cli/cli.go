@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 
 	"github.com/natsaga/natsaga/internal/natsurl"
 )
@@ -90,12 +91,12 @@ func (c *Conn) Register(fs *flag.FlagSet, getenv func(string) string) {
 }
 
 // ErrSecurity is wrapped by the errors of Connect for security flags
-// that do not go together or files that cannot be read.
+// that do not go together or files that cannot be read or do not load.
 var ErrSecurity = errors.New("NATS security options")
 
 // securityOptions returns the nats.go options of c's credentials and TLS
 // files. It returns an error wrapping ErrSecurity when they do not go
-// together or a file cannot be read.
+// together or a file cannot be read or does not load.
 func (c *Conn) securityOptions() ([]nats.Option, error) {
 	var opts []nats.Option
 	n := 0
@@ -136,7 +137,41 @@ func (c *Conn) securityOptions() ([]nats.Option, error) {
 	if c.TLSCert != "" {
 		opts = append(opts, nats.ClientCert(c.TLSCert, c.TLSKey))
 	}
+	// A file that is there but does not hold what its flag needs (a CA
+	// that is not PEM, a certificate without its key, a credentials file
+	// without a JWT or a seed) never will: said now, not tried again
+	// with every connect attempt until -connect-wait runs out.
+	if err := checkFiles(c, opts); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSecurity, err)
+	}
 	return opts, nil
+}
+
+// checkFiles loads the TLS files of opts as nats.go will, into options
+// of its own, and reads c's credentials file's JWT and seed.
+func checkFiles(c *Conn, opts []nats.Option) error {
+	var scratch nats.Options
+	for _, o := range opts {
+		if err := o(&scratch); err != nil {
+			return err
+		}
+	}
+	if c.Creds == "" {
+		return nil
+	}
+	data, err := os.ReadFile(c.Creds)
+	if err != nil {
+		return err
+	}
+	if _, err := nkeys.ParseDecoratedJWT(data); err != nil {
+		return fmt.Errorf("credentials file %s: no user JWT: %w", c.Creds, err)
+	}
+	kp, err := nkeys.ParseDecoratedNKey(data)
+	if err != nil {
+		return fmt.Errorf("credentials file %s: no nkey seed: %w", c.Creds, err)
+	}
+	kp.Wipe()
+	return nil
 }
 
 // quietWait is how long Connect waits for a server before it logs that it

@@ -291,3 +291,36 @@ func TestRedacted(t *testing.T) {
 		require.NotContains(t, err.Error()+logs.String(), "s3cret")
 	}
 }
+
+// TestConnectRefusesFilesThatDoNotLoad: a TLS or credentials file that is
+// there but holds no certificate, key or seed is said at once, as a
+// security option, not tried again until -connect-wait runs out.
+func TestConnectRefusesFilesThatDoNotLoad(t *testing.T) {
+	p := newPKI(t)
+	garbage := filepath.Join(t.TempDir(), "garbage.pem")
+	require.NoError(t, os.WriteFile(garbage, []byte("not a certificate\n"), 0o600))
+	for _, tc := range []struct {
+		name string
+		c    cli.Conn
+		want string
+	}{
+		{"CA", cli.Conn{TLSCA: garbage}, "root certificate"},
+		{"client certificate", cli.Conn{TLSCert: garbage, TLSKey: p.clientKey}, "client certificate"},
+		{"client key", cli.Conn{TLSCert: p.clientCert, TLSKey: garbage}, "client certificate"},
+		{"key of another certificate", cli.Conn{TLSCert: p.clientCert, TLSKey: p.serverKey}, "client certificate"},
+		{"credentials", cli.Conn{Creds: garbage}, "credentials file " + garbage},
+	} {
+		c := tc.c
+		c.URL, c.Wait = "nats://127.0.0.1:1", time.Minute
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := c.Connect(ctx, "test", slog.New(slog.DiscardHandler))
+		require.ErrorIs(t, err, cli.ErrSecurity, tc.name)
+		require.ErrorContains(t, err, tc.want, tc.name)
+		require.NoError(t, ctx.Err(), "%s: said at once", tc.name)
+		cancel()
+	}
+	// The good files still load.
+	c := cli.Conn{URL: "nats://127.0.0.1:1", TLSCA: p.ca, TLSCert: p.clientCert, TLSKey: p.clientKey}
+	_, err := c.Connect(context.Background(), "test", slog.New(slog.DiscardHandler))
+	require.NotErrorIs(t, err, cli.ErrSecurity)
+}
