@@ -21,9 +21,11 @@
 // the command) as the coordinator's JSON, in the shape of its answer
 // (docs/protocol.md; a list's pages as one answer), events one JSON object
 // a line. Every request goes through package client, as any Go program's.
-// Every command takes -h. The exit code is 0 on success, 1 when the
-// coordinator answered with an error or could not be reached (within
-// -timeout, with the reason), and 2 for bad usage. A start the
+// Every command takes -h, and its flags before or after its arguments
+// ("status SAGA_ID -json"; after "--", every word is an argument). The
+// exit code is 0 on success, 1 when the coordinator answered with an
+// error or could not be reached (within -timeout, with the reason), and 2
+// for bad usage. A start the
 // coordinator answers "busy" (it holds its limit of sagas in flight) is
 // sent again after a backoff until -timeout; the last answer is printed.
 //
@@ -137,13 +139,14 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	sub.BoolVar(&o.json, "json", o.json, "print the answer as JSON")
 	parse := cmd.flags(sub)
-	if err := sub.Parse(negativesAsArguments(sub, fs.Args()[1:])); err != nil {
+	subArgs, err := parseInterspersed(sub, fs.Args()[1:])
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
-	run, err := parse(sub.Args())
+	run, err := parse(subArgs)
 	if err != nil {
 		fmt.Fprintf(stderr, "natsaga %s: %v\n", name, err)
 		sub.Usage()
@@ -194,10 +197,41 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 }
 
-// negativesAsArguments returns args with "--" before the first negative
-// number that is not a flag's value, so that "tick -1" is refused as a
-// tick, not as an unknown flag -1.
-func negativesAsArguments(fs *flag.FlagSet, args []string) []string {
+// parseInterspersed parses a command's args with fs, its flags before,
+// between or after its arguments ("status SAGA_ID -json", as "status
+// -json SAGA_ID"), and returns the arguments in their order. After "--"
+// every word is an argument. A negative number that is not a flag's value
+// is an argument too, so that "tick -1" is refused as a tick, not as an
+// unknown flag -1.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var out []string
+	for len(args) > 0 {
+		cut := negativeArgument(fs, args)
+		if err := fs.Parse(args[:cut]); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		used := cut - len(rest)
+		if used > 0 && args[used-1] == "--" && (used < 2 || !takesValue(fs, args[used-2])) {
+			return slices.Concat(out, rest, args[cut:]), nil
+		}
+		if len(rest) > 0 {
+			// Parse stopped at an argument: take it, and parse on.
+			out = append(out, rest[0])
+			args = slices.Concat(rest[1:], args[cut:])
+			continue
+		}
+		if cut < len(args) {
+			out = append(out, args[cut])
+		}
+		args = args[min(cut+1, len(args)):]
+	}
+	return out, nil
+}
+
+// negativeArgument returns the index in args of the first negative number
+// that is not a flag's value, before any "--"; len(args) if there is none.
+func negativeArgument(fs *flag.FlagSet, args []string) int {
 	for i, a := range args {
 		if a == "--" {
 			break
@@ -208,9 +242,9 @@ func negativesAsArguments(fs *flag.FlagSet, args []string) []string {
 		if i > 0 && takesValue(fs, args[i-1]) {
 			continue
 		}
-		return slices.Concat(args[:i], []string{"--"}, args[i:])
+		return i
 	}
-	return args
+	return len(args)
 }
 
 // takesValue reports whether arg is a flag of fs given without its value,

@@ -210,6 +210,8 @@ func TestNegativeNumbersAreArguments(t *testing.T) {
 		{[]string{"tick", "--", "-1"}, `natsaga tick: tick "-1": want a non-negative integer`},
 		{[]string{"list", "-limit", "-1"}, "natsaga list: -limit must not be negative"},
 		{[]string{"list", "-limit=-1"}, "natsaga list: -limit must not be negative"},
+		{[]string{"tick", "-7", "-json"}, `natsaga tick: tick "-7": want a non-negative integer`},
+		{[]string{"list", "x", "-limit", "-1"}, "natsaga list: unexpected arguments [x]"},
 	} {
 		var out, errOut bytes.Buffer
 		code := mainCode(tc.args, func(string) string { return "" }, &out, &errOut)
@@ -217,6 +219,38 @@ func TestNegativeNumbersAreArguments(t *testing.T) {
 		require.Contains(t, errOut.String(), tc.want, "args %v", tc.args)
 		require.NotContains(t, errOut.String(), "flag provided but not defined", "args %v", tc.args)
 	}
+}
+
+// TestFlagsAfterArguments: a command's flags may follow its arguments
+// ("status SAGA_ID -json"), as they may precede them; after "--" every
+// word is an argument.
+func TestFlagsAfterArguments(t *testing.T) {
+	_, url := testenv.Server(t)
+	def := saga.Definition{Name: "ops", Subject: "ops", Steps: []saga.Step{{Name: "reserve", Role: "nobody"}}}
+	testenv.Coordinator(t, url, []saga.Definition{def})
+
+	code, out := natsaga(t, url, "start", "ops", `{"order":"o-1"}`, "-json")
+	require.Equal(t, 0, code, out)
+	var started messages.StartResponse
+	require.NoError(t, json.Unmarshal([]byte(out), &started), out)
+	require.NotEmpty(t, started.SagaID)
+
+	code, out = natsaga(t, url, "status", started.SagaID, "-json")
+	require.Equal(t, 0, code, out)
+	var status messages.StatusResponse
+	require.NoError(t, json.Unmarshal([]byte(out), &status), out)
+	require.Contains(t, string(status.Saga), started.SagaID)
+
+	code, out = natsaga(t, url, "start", "nope", "-json")
+	require.Equal(t, 1, code, out)
+	var refused messages.StartResponse
+	require.NoError(t, json.Unmarshal([]byte(out), &refused), out)
+	require.Equal(t, messages.CodeNotFound, refused.Error.Code)
+
+	// After "--", "-json" is the saga id asked for, not the flag.
+	code, out = natsaga(t, url, "status", "--", "-json")
+	require.Equal(t, 1, code, out)
+	require.Equal(t, "natsaga: not_found: get -json: unknown saga\n", out)
 }
 
 // TestListFollowsTheCursor lists more sagas than a page holds: the tool
