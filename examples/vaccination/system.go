@@ -42,6 +42,10 @@ type Options struct {
 	ReadyWait time.Duration
 }
 
+// ErrAnotherCoordinator is wrapped by Run's error when the server already
+// has an active coordinator, so that the campaign's own stands by.
+var ErrAnotherCoordinator = errors.New("another coordinator holds the lease")
+
 // Run runs a whole campaign in this process: a nats-server (unless
 // o.URL names one), a coordinator of [Definitions] (unless one runs
 // elsewhere), o.Copies copies of each role's agent (unless they run
@@ -155,8 +159,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		case <-time.After(wait):
 			// A coordinator of the server's already holds the lease:
 			// this one stands by, and a campaign would wait for ever.
-			return nil, fmt.Errorf("the campaign's coordinator did not become active within %s: another coordinator holds the lease on %s; "+
-				"Run starts its own, so give it a server of its own (or stop the other), or run it with CoordinatorElsewhere", wait, url)
+			return nil, fmt.Errorf("the campaign's coordinator did not become active within %s: %w on %s; "+
+				"Run starts its own, so give it a server of its own (or stop the other), or run it with CoordinatorElsewhere", wait, ErrAnotherCoordinator, url)
 		}
 	}
 	rep, err := Simulate(ctx, c, o.Scenario, quietFor)

@@ -16,16 +16,22 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"time"
 
 	"github.com/natsaga/natsaga/examples/vaccination"
 )
 
 func main() { os.Exit(mainCode(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// readyWait is vaccination.Options.ReadyWait: 0, its default, but for
+// the tests.
+var readyWait time.Duration
 
 func mainCode(args []string, stdout, stderr io.Writer) int {
 	sc := vaccination.DefaultScenario()
@@ -60,9 +66,14 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 	o.Scenario = sc
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	o.ReadyWait = readyWait
 	rep, err := vaccination.Run(ctx, o)
 	if err != nil {
 		fmt.Fprintln(stderr, "vaxsim:", err)
+		if errors.Is(err, vaccination.ErrAnotherCoordinator) {
+			// The error speaks of Run's options; say the flag.
+			fmt.Fprintln(stderr, "vaxsim: -coordinator-elsewhere drives the campaign with the coordinator that runs there")
+		}
 		return 1
 	}
 	fmt.Fprintf(stdout, "vaxsim: seed %d, %d patients, %d ticks\n", sc.Seed, sc.Patients, sc.Ticks)

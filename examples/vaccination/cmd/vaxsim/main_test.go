@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/examples/vaccination"
+	"github.com/natsaga/natsaga/internal/testenv"
 )
 
 // TestFlagsRefused: flags that cannot run a campaign exit 2, saying why,
@@ -24,4 +28,21 @@ func TestFlagsRefused(t *testing.T) {
 		require.Equal(t, tc.says, stderr.String(), "%v", tc.args)
 		require.Empty(t, stdout.String())
 	}
+}
+
+// TestAnotherCoordinatorSaysTheFlag: on a server whose coordinator is
+// active already, vaxsim's own stands by; it exits 1 naming the flag that
+// uses the other one, not only Run's option.
+func TestAnotherCoordinatorSaysTheFlag(t *testing.T) {
+	_, url := testenv.Server(t)
+	defs, err := vaccination.Definitions()
+	require.NoError(t, err)
+	testenv.Coordinator(t, url, defs)
+	readyWait = 500 * time.Millisecond
+	t.Cleanup(func() { readyWait = 0 })
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 1, mainCode([]string{"-nats", url}, &stdout, &stderr))
+	require.Contains(t, stderr.String(), "another coordinator holds the lease on "+url)
+	require.Contains(t, stderr.String(), "vaxsim: -coordinator-elsewhere drives the campaign with the coordinator that runs there\n")
+	require.Empty(t, stdout.String())
 }
