@@ -107,7 +107,7 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
 	var o options
 	o.conn.Register(fs, getenv)
-	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "how long to wait to connect and for each answer (a start answered \"busy\", and a request no coordinator serves yet, are sent again until then)")
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "how long to wait to connect (unless -connect-wait is given) and for each answer (a start answered \"busy\", and a request no coordinator serves yet, are sent again until then)")
 	fs.BoolVar(&o.json, "json", false, "print the answers as JSON, for machines")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json, for the connection's error logs")
 	if err := fs.Parse(args); err != nil {
@@ -155,13 +155,21 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 
 	ctx, stop := cli.SignalContext()
 	defer stop()
-	o.conn.Wait = min(o.conn.Wait, o.timeout)
+	// A person waits -timeout for the server, unless -connect-wait says
+	// otherwise.
+	connectWait := o.timeout
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "connect-wait" {
+			connectWait = o.conn.Wait
+		}
+	})
+	o.conn.Wait = connectWait
 	log, err := cli.NewLogger(stderr, "error", o.logFormat)
 	if err != nil {
 		fmt.Fprintln(stderr, "natsaga:", err)
 		return 2
 	}
-	cctx, cancel := context.WithTimeout(ctx, o.timeout)
+	cctx, cancel := context.WithTimeout(ctx, max(o.timeout, connectWait))
 	nc, err := o.conn.Connect(cctx, "natsaga-cli", log)
 	cancel()
 	if err != nil {

@@ -167,3 +167,26 @@ func TestWrongURL(t *testing.T) {
 	require.Contains(t, errOut.String(), "connect to nats://127.0.0.1:1")
 	require.Contains(t, errOut.String(), "connection refused")
 }
+
+// TestConnectWaitIsKept: -connect-wait, given, is how long the tool
+// keeps trying to reach the server, even beyond -timeout; without it, the
+// tool waits -timeout.
+func TestConnectWaitIsKept(t *testing.T) {
+	for _, tc := range []struct {
+		args     []string
+		atLeast  time.Duration
+		lessThan time.Duration
+	}{
+		{[]string{"-timeout", "300ms", "-connect-wait", "1500ms"}, 1500 * time.Millisecond, 30 * time.Second},
+		{[]string{"-timeout", "300ms"}, 300 * time.Millisecond, 1500 * time.Millisecond},
+	} {
+		var out, errOut bytes.Buffer
+		began := time.Now()
+		code := mainCode(append(append([]string{"-nats", "nats://127.0.0.1:1"}, tc.args...), "summary"), func(string) string { return "" }, &out, &errOut)
+		took := time.Since(began)
+		require.Equal(t, 1, code, "%v", tc.args)
+		require.Contains(t, errOut.String(), "connection refused", "%v", tc.args)
+		require.GreaterOrEqual(t, took, tc.atLeast, "%v", tc.args)
+		require.Less(t, took, tc.lessThan, "%v", tc.args)
+	}
+}
