@@ -106,7 +106,11 @@ func ParseFile(data []byte) ([]Definition, error) {
 	dec.DisallowUnknownFields()
 	var f File
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("definitions file: %s%s: %w", where(data, err), messages.JSONError(err), ErrInvalidDefinition)
+		what := messages.JSONError(err)
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			what = "the file ends inside the JSON (a bracket, brace or quote not closed)"
+		}
+		return nil, fmt.Errorf("definitions file: %s%s: %w", where(data, err), what, ErrInvalidDefinition)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("definitions file: data after the JSON object: %w", ErrInvalidDefinition)
@@ -126,6 +130,9 @@ func where(data []byte, err error) string {
 		offset = int(syntax.Offset) - 1
 	case errors.As(err, &typ):
 		offset = int(typ.Offset) - 1
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		// Where it ends.
+		offset = len(bytes.TrimRight(data, " \t\r\n"))
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		key := strings.TrimPrefix(err.Error(), "json: unknown field ")
 		offset = bytes.Index(data, []byte(key))

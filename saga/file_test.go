@@ -135,6 +135,8 @@ func TestParseFileSaysWhere(t *testing.T) {
 		"{\"roles\":[\"r\"],\n \"sagas\":[],\n}":          "definitions file: line 3, column 1: invalid character '}' looking for beginning of object key string: invalid saga definition",
 		"{\"roles\":[\"r\"],\n \"sagas\":[{\"name\":7}]}": "definitions file: line 2, column 19: sagas.name: number where a string is wanted: invalid saga definition",
 		" \n ": "definitions file: empty: invalid saga definition",
+		"{\"roles\":[\"r\"],\n \"sagas\":[{\"name\":\"s\"\n": "definitions file: line 2, column 22: the file ends inside the JSON (a bracket, brace or quote not closed): invalid saga definition",
+		"{\"roles\": [": "definitions file: line 1, column 12: the file ends inside the JSON (a bracket, brace or quote not closed): invalid saga definition",
 	} {
 		_, err := saga.ParseFile([]byte(data))
 		require.EqualError(t, err, want)
