@@ -327,6 +327,10 @@ func commands() map[string]command {
 					start := client.Start{Saga: args[0], Context: messages.Context{}}
 					if len(args) == 2 {
 						if err := json.Unmarshal([]byte(args[1]), &start.Context); err != nil {
+							// Say what it is in JSON's terms, not Go's.
+							if te := (*json.UnmarshalTypeError)(nil); errors.As(err, &te) {
+								return nil, fmt.Errorf("context is not a JSON object: it is a JSON %s", te.Value)
+							}
 							return nil, fmt.Errorf("context is not a JSON object: %w", err)
 						}
 					}

@@ -197,6 +197,22 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// TestContextNotAnObject: a start's context that is JSON but not an
+// object is refused saying what it is, in JSON's terms.
+func TestContextNotAnObject(t *testing.T) {
+	for arg, want := range map[string]string{
+		`[1]`:   "natsaga start: context is not a JSON object: it is a JSON array\n",
+		`"x"`:   "natsaga start: context is not a JSON object: it is a JSON string\n",
+		`7`:     "natsaga start: context is not a JSON object: it is a JSON number\n",
+		`{"a":`: "natsaga start: context is not a JSON object: unexpected end of JSON input\n",
+	} {
+		var out, errOut bytes.Buffer
+		code := mainCode([]string{"start", "ops", arg}, func(string) string { return "" }, &out, &errOut)
+		require.Equal(t, 2, code, arg)
+		require.True(t, strings.HasPrefix(errOut.String(), want), "%s: %s", arg, errOut.String())
+	}
+}
+
 // TestNegativeNumbersAreArguments: a negative number where an argument
 // goes is refused as that argument, and one that is a flag's value stays
 // the flag's.
