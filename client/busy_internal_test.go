@@ -11,7 +11,7 @@ import (
 	"github.com/natsaga/natsaga/messages"
 )
 
-var busy = &messages.WireError{Code: messages.CodeBusy, Message: "1 sagas in flight, the limit"}
+var busy = &messages.WireError{Code: messages.CodeBusy, Message: "the limit of sagas in flight (1) is reached"}
 
 // TestRetryBusySendsAgainUntilNotBusy answers busy three times, then
 // conflict: RetryBusy calls four times, waiting at least the doubling

@@ -123,7 +123,7 @@ func (c *Coordinator) busy() bool {
 
 // busyError is the error a start over Options.MaxActive is answered with.
 func (c *Coordinator) busyError() error {
-	return fmt.Errorf("%d sagas in flight, the limit: %w", c.opts.MaxActive, messages.ErrBusy)
+	return fmt.Errorf("the limit of sagas in flight (%d) is reached: %w", c.opts.MaxActive, messages.ErrBusy)
 }
 
 func (c *Coordinator) onTick(ctx context.Context, m *nats.Msg) {

@@ -76,6 +76,20 @@ commands:
 // errUsage marks an error in the command line (exit code 2).
 var errUsage = errors.New("usage")
 
+// errInput marks a command's error about what an argument holds (a file
+// that does not load): exit code 2, said without the command's usage,
+// which the command line followed.
+var errInput = errors.New("input")
+
+// inputError marks err with errInput, its text unchanged.
+func inputError(err error) error { return markedError{err, errInput} }
+
+// markedError is err, which errors.Is also finds to be mark.
+type markedError struct{ err, mark error }
+
+func (e markedError) Error() string   { return e.err.Error() }
+func (e markedError) Unwrap() []error { return []error{e.err, e.mark} }
+
 // errAnswered marks an error the coordinator answered (exit code 1); it
 // has been printed.
 var errAnswered = errors.New("the coordinator answered with an error")
@@ -149,7 +163,9 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	run, err := parse(subArgs)
 	if err != nil {
 		fmt.Fprintf(stderr, "natsaga %s: %v\n", name, err)
-		sub.Usage()
+		if !errors.Is(err, errInput) {
+			sub.Usage()
+		}
 		return 2
 	}
 
@@ -315,7 +331,7 @@ func commands() map[string]command {
 			return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
 				// An answer with an error comes back with the error in it.
 				ack, err := cl.Tick(ctx, n)
-				return ack, func(w io.Writer) { printTick(w, &ack) }, err
+				return ack, func(w io.Writer) { printTick(w, &ack, n) }, err
 			}), nil
 		})},
 		"start": {"SAGA_TYPE [CONTEXT_JSON]", "Start a saga of SAGA_TYPE with CONTEXT_JSON, a JSON object, as its context.",
@@ -352,6 +368,9 @@ func commands() map[string]command {
 					if *limit < 0 {
 						return nil, errors.New("-limit must not be negative")
 					}
+					if *status != "" && !saga.Status(*status).Valid() {
+						return nil, fmt.Errorf("-status %q: want pending, in_progress, compensating, failed, completed, rolled_back or timed_out", *status)
+					}
 					return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
 						xs, err := cl.ListJSON(ctx, saga.Status(*status), *limit)
 						return messages.ListResponse{V: messages.Version, Sagas: xs, Error: wireError(err)}, func(w io.Writer) { printList(w, xs) }, err
@@ -383,7 +402,7 @@ func commands() map[string]command {
 				// and never sent.
 				file, _, err := cli.ReadDefinitions(args[0])
 				if err != nil {
-					return nil, err
+					return nil, inputError(err)
 				}
 				return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
 					reg, err := cl.Register(ctx, file)

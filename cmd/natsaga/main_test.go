@@ -187,8 +187,21 @@ func TestAnswersAndErrors(t *testing.T) {
 	}
 }
 
+// TestTickDoesNotGoBack: a tick behind the clock leaves it where it is,
+// and the tool says so rather than print the clock's tick alone.
+func TestTickDoesNotGoBack(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, nil)
+	code, out := natsaga(t, url, "tick", "5")
+	require.Equal(t, 0, code, out)
+	require.True(t, strings.HasPrefix(out, "tick 5\n"), out)
+	code, out = natsaga(t, url, "tick", "3")
+	require.Equal(t, 0, code, out)
+	require.True(t, strings.HasPrefix(out, "tick 5 (the clock was past tick 3 already: it does not go back)\n"), out)
+}
+
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{}, {"bogus"}, {"-timeout", "0", "summary"}, {"status"}, {"tick", "-1"}, {"tick", "99999999999999999999999"}, {"start", "bad.type"}, {"start", "ops", "[1]"}, {"events", "-n", "-1"}, {"events", "-n", "0"}, {"events", "-saga", "a.b"}, {"events", "-status", "bogus"}, {"events", "-status", "pending"}, {"events", "extra"}, {"events", "-n", "2", "-all"}, {"list", "-limit", "-1"}, {"list", "x"},
+	for _, args := range [][]string{{}, {"bogus"}, {"-timeout", "0", "summary"}, {"status"}, {"tick", "-1"}, {"tick", "99999999999999999999999"}, {"start", "bad.type"}, {"start", "ops", "[1]"}, {"events", "-n", "-1"}, {"events", "-n", "0"}, {"events", "-saga", "a.b"}, {"events", "-status", "bogus"}, {"events", "-status", "pending"}, {"events", "extra"}, {"events", "-n", "2", "-all"}, {"list", "-limit", "-1"}, {"list", "x"}, {"list", "-status", "bogus"},
 		{"register"}, {"register", "a.json", "b.json"}, {"register", "/nonexistent/sagas.json"}, {"outcomes", "x"}, {"quiet", "-wait", "0"}, {"quiet", "x"}} {
 		var out, errOut bytes.Buffer
 		code := mainCode(args, func(string) string { return "" }, &out, &errOut)
@@ -333,7 +346,9 @@ func TestOperatorRegistersDefinitions(t *testing.T) {
 	require.NoError(t, os.WriteFile(bad, []byte(`{"roles":["ops"],"sagas":[{"name":"ops","subject":"ops","steps":[]}]}`), 0o600))
 	code, out = natsaga(t, url, "register", bad)
 	require.Equal(t, 2, code)
-	require.Contains(t, out, `definition "ops": field steps: no steps: a saga has at least one`)
+	// What the file holds is said, without the command's usage, which
+	// the command line followed.
+	require.Equal(t, "natsaga register: "+bad+`: definition "ops": field steps: no steps: a saga has at least one`+"\n", out)
 }
 
 // TestHelpOfTheModelCommands: register, outcomes and quiet take -h like

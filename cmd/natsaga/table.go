@@ -123,8 +123,13 @@ func printStart(w io.Writer, s client.Started) {
 	fmt.Fprintf(w, "saga %s: %s\n", s.ID, s.Status)
 }
 
-func printTick(w io.Writer, a *messages.TickAck) {
+// printTick prints the clock's answer to a tick to asked; a clock past
+// asked stays where it is, and says so.
+func printTick(w io.Writer, a *messages.TickAck, asked int64) {
 	fmt.Fprintf(w, "tick %d", a.Tick)
+	if a.Tick > asked {
+		fmt.Fprintf(w, " (the clock was past tick %d already: it does not go back)", asked)
+	}
 	if len(a.Expired) > 0 {
 		fmt.Fprintf(w, ": %s timed out", count(len(a.Expired), "saga"))
 	}
