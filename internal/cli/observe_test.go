@@ -27,12 +27,15 @@ func TestNewLoggerFormats(t *testing.T) {
 	var b bytes.Buffer
 	log, err := cli.NewLogger(&b, "info", "json")
 	require.NoError(t, err)
-	log.Info("hello", "saga_id", "s1")
+	log.Info("hello", "saga_id", "s1", "for", 1500*time.Millisecond, slog.Group("g", "wait", time.Second))
 	log.Debug("hidden")
 	var rec map[string]any
 	require.NoError(t, json.Unmarshal(b.Bytes(), &rec), b.String())
 	require.Equal(t, "hello", rec["msg"])
 	require.Equal(t, "s1", rec["saga_id"])
+	// Durations as the text format writes them, not in nanoseconds.
+	require.Equal(t, "1.5s", rec["for"])
+	require.Equal(t, map[string]any{"wait": "1s"}, rec["g"])
 	require.Equal(t, 1, strings.Count(b.String(), "\n"))
 
 	b.Reset()
