@@ -102,7 +102,7 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	l := ledgers{budget: sc.GovernmentBudget, fund: sc.InsurerFund}
 	if c.spawn {
 		l = ledgers{budget: cmp.Or(c.budget, sc.GovernmentBudget), fund: cmp.Or(c.fund, sc.InsurerFund)}
-		fmt.Fprintf(stdout, "floodsim: building and starting the coordinator and %d agents...\n", c.spawned())
+		fmt.Fprintf(stdout, "floodsim: starting the coordinator and %d agents (built first, unless given with -bin or found beside floodsim)...\n", c.spawned())
 		if sys, err = startSystem(ctx, &c, l, lines, log); err != nil {
 			return err
 		}
