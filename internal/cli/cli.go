@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -201,6 +202,7 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 	if wait <= 0 {
 		wait = 250 * time.Millisecond
 	}
+	var reconnects reconnectLog
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(maxReconnects),
@@ -212,9 +214,13 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 			}
 		}),
 		nats.ReconnectErrHandler(func(nc *nats.Conn, err error) {
-			log.Warn("reconnect to NATS failed; trying again", "url", shown, "err", err)
+			if n, ok := reconnects.failed(time.Now()); ok {
+				log.Warn("reconnect to NATS failed; trying again", "url", shown, "err", err, "attempts", n)
+			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted(), "attempts", reconnects.reconnected())
+		}),
 		nats.ClosedHandler(func(nc *nats.Conn) {
 			if err := nc.LastError(); err != nil {
 				log.Error("NATS connection closed", "err", err)
@@ -296,4 +302,39 @@ func Drain(nc *nats.Conn, timeout time.Duration) {
 	case <-time.After(timeout):
 		nc.Close()
 	}
+}
+
+// reconnectLogEvery spaces the warnings of an outage's failed reconnect
+// attempts, which come every -reconnect-wait (250ms by default).
+const reconnectLogEvery = 10 * time.Second
+
+// reconnectLog says which failed reconnect attempts of an outage are
+// logged: the first, then one every reconnectLogEvery, each with the
+// count of attempts so far. It is safe for concurrent use.
+type reconnectLog struct {
+	mu       sync.Mutex
+	attempts int
+	logged   time.Time
+}
+
+// failed counts an attempt that failed at now, and reports the count and
+// whether to log it.
+func (r *reconnectLog) failed(now time.Time) (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.attempts++
+	if r.attempts > 1 && now.Sub(r.logged) < reconnectLogEvery {
+		return r.attempts, false
+	}
+	r.logged = now
+	return r.attempts, true
+}
+
+// reconnected ends the outage, and returns the attempts it took.
+func (r *reconnectLog) reconnected() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.attempts + 1
+	r.attempts = 0
+	return n
 }
