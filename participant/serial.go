@@ -157,6 +157,12 @@ func (a *Agent) runBatch(ctx context.Context, queue []jetstream.Msg) (map[jetstr
 	}
 	began := time.Now()
 	ran := a.store.runBatch(ctx, items)
+	if ran > 0 {
+		// Counted before any of its commands counts as handled: Stats
+		// read once the commands are handled must show their batch.
+		a.batches.Add(1)
+		a.batched.Add(int64(ran))
+	}
 	answered := map[jetstream.Msg]bool{}
 	for i, it := range items[:ran] {
 		if !it.answered {
@@ -179,8 +185,6 @@ func (a *Agent) runBatch(ctx context.Context, queue []jetstream.Msg) (map[jetstr
 		}
 	}
 	if ran > 0 {
-		a.batches.Add(1)
-		a.batched.Add(int64(ran))
 		a.log.Debug("serial batch", "ran", ran, "answered", len(answered), "took", time.Since(began))
 	}
 	return answered, ran
