@@ -183,6 +183,9 @@ type Coordinator struct {
 	// afterAcquire, when set (by a test), is called once a term holds
 	// the lease, before it renews it or does anything else.
 	afterAcquire func()
+	// beforeCommit, when set (by a test), is called as each batch's
+	// commit begins: a test holds the commit there.
+	beforeCommit func(out *saga.Outbox)
 	// arena holds the payloads of the batch being committed; evbuf, its
 	// events encoded.
 	arena, evbuf []byte
@@ -763,6 +766,9 @@ func (c *Coordinator) loop(ctx context.Context, in <-chan input) error {
 // out at once, beside the writes; those of ranked sagas go out after them,
 // in the order the engine released them, which is rank order.
 func (c *Coordinator) commit(ctx context.Context, out *saga.Outbox) error {
+	if c.beforeCommit != nil {
+		c.beforeCommit(out)
+	}
 	// A coordinator stalled past its lease (a pause of the process, a
 	// machine that stood still) may have been replaced meanwhile: it
 	// sends nothing before it knows the lease is still its own. Its

@@ -2,8 +2,11 @@ package coordinator
 
 import (
 	"context"
+	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/natsaga/natsaga/saga"
 )
 
 // SetReadHook makes c call hook in each of its reads of the bucket that
@@ -42,3 +45,22 @@ func Respond(c *Coordinator, m *nats.Msg, v any) { c.respond(m, v) }
 // coordinator there, as a process that stood still would be. Call it
 // before Run.
 func SetAfterAcquire(c *Coordinator, hook func()) { c.afterAcquire = hook }
+
+// SetBeforeCommit makes c call hook as each batch's commit begins, with
+// the batch's outbox: a test holds the commit there. Call it before Run.
+func SetBeforeCommit(c *Coordinator, hook func(out *saga.Outbox)) { c.beforeCommit = hook }
+
+// HoldLoop holds c's loop until the returned release is called: the
+// inputs handed in meanwhile are applied together, in one batch, once it
+// is released. It reports false when the loop is not running.
+func HoldLoop(ctx context.Context, c *Coordinator) (release func(), ok bool) {
+	held := make(chan struct{})
+	ok = c.enqueue(ctx, func(time.Time, *saga.Outbox) func(error) {
+		<-held
+		return nil
+	})
+	return func() { close(held) }, ok
+}
+
+// Queued is how many inputs wait for c's loop.
+func Queued(c *Coordinator) int { return len(c.term.Load().in) }

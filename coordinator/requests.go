@@ -170,10 +170,21 @@ func (c *Coordinator) onTick(ctx context.Context, m *nats.Msg) {
 	})
 }
 
+// onSummary answers a summary once the batch it is read in is stored: a
+// driver that finds the tick quiet (due 0) then finds it so after any
+// restart. Answered before, it could name a quiet that a coordinator
+// killed before the store never had (a step's "working until" note lost),
+// and the driver's next tick, heard by the agents at once, would let
+// their answers land a tick early in the coordinator that recovers. A
+// batch that is not stored ends the term unanswered; the client asks the
+// next coordinator.
 func (c *Coordinator) onSummary(ctx context.Context, m *nats.Msg) {
 	c.enqueue(ctx, func(time.Time, *saga.Outbox) func(error) {
-		c.respond(m, c.summary())
-		return nil
+		return func(err error) {
+			if err == nil {
+				c.respond(m, c.summary())
+			}
+		}
 	})
 }
 
