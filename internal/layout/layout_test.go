@@ -1,0 +1,154 @@
+// Package layout holds the test that keeps the README's picture of the
+// packages true: dependencies point one way, and the libraries carry no
+// more than the README says they do. It reads the module with `go list`.
+package layout
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+const module = "github.com/natsaga/natsaga/"
+
+// pkg is what `go list -json` says of one package.
+type pkg struct {
+	ImportPath string
+	Imports    []string
+	Deps       []string
+	Standard   bool
+}
+
+// list returns every package of the module, and the standard library's,
+// by import path.
+func list(t *testing.T) (mine map[string]pkg, std map[string]bool) {
+	t.Helper()
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("no go command on PATH")
+	}
+	out, err := exec.Command("go", "list", "-json", "-deps", "../../...").Output()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		t.Fatalf("go list: %v\n%s", err, exit.Stderr)
+	}
+	require.NoError(t, err)
+	mine, std = map[string]pkg{}, map[string]bool{}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for {
+		var p pkg
+		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
+			break
+		} else {
+			require.NoError(t, err)
+		}
+		switch {
+		case p.Standard:
+			std[p.ImportPath] = true
+		case strings.HasPrefix(p.ImportPath, module):
+			mine[strings.TrimPrefix(p.ImportPath, module)] = p
+		}
+	}
+	require.Contains(t, mine, "messages", "go list did not list the module")
+	return mine, std
+}
+
+// outside returns what paths holds beyond the standard library, the
+// module's packages named without the module's prefix.
+func outside(paths []string, std map[string]bool) []string {
+	var out []string
+	for _, p := range paths {
+		if !std[p] {
+			out = append(out, strings.TrimPrefix(p, module))
+		}
+	}
+	return out
+}
+
+// TestDependenciesPointOneWay checks the rules README.md ("Dependencies
+// point one way") states, against what the packages import.
+func TestDependenciesPointOneWay(t *testing.T) {
+	mine, std := list(t)
+	deps := func(name string) []string {
+		p, ok := mine[name]
+		require.True(t, ok, "package %s is gone: README.md names it", name)
+		return outside(p.Deps, std)
+	}
+	only := func(name string, allowed ...string) {
+		t.Helper()
+		for _, d := range deps(name) {
+			if !slices.Contains(allowed, d) {
+				t.Errorf("%s depends on %s; README.md says it takes only %v", name, d, allowed)
+			}
+		}
+	}
+	only("messages")
+	only("saga", "messages", "github.com/google/uuid")
+	only("agent", "messages")
+	only("flood", "messages", "saga", "agent", "github.com/google/uuid")
+
+	// The libraries take OpenTelemetry's API for trace context, never its
+	// SDK or an exporter, and no Prometheus: those come with agentmain
+	// and the programs.
+	forbidden := []string{"github.com/prometheus/", "go.opentelemetry.io/otel/sdk", "go.opentelemetry.io/otel/exporters"}
+	for _, lib := range []string{"messages", "saga", "agent", "flood", "coordinator", "participant", "client"} {
+		for _, d := range deps(lib) {
+			for _, f := range forbidden {
+				if strings.HasPrefix(d, f) {
+					t.Errorf("library %s depends on %s", lib, d)
+				}
+			}
+		}
+	}
+
+	// No library depends on a program, on the flood model (which only the
+	// programs wire in), or on another model; the edges run from the
+	// runtimes to the cores, never back.
+	libraries := []string{"messages", "saga", "agent", "coordinator", "participant", "client", "agentmain"}
+	for _, lib := range libraries {
+		for _, d := range deps(lib) {
+			if d == "flood" || strings.HasPrefix(d, "cmd/") || strings.HasPrefix(d, "examples/") {
+				t.Errorf("library %s depends on %s", lib, d)
+			}
+		}
+	}
+	// Between the NATS edges, the imports README.md draws, and no others.
+	never := map[string][]string{
+		"coordinator": {"participant", "client", "agentmain"},
+		"participant": {"saga", "coordinator", "client", "agentmain"},
+		"client":      {"coordinator", "agentmain"},
+		"agentmain":   {"coordinator", "client", "saga"},
+	}
+	for lib, others := range never {
+		for _, d := range outside(mine[lib].Imports, std) {
+			if slices.Contains(others, d) {
+				t.Errorf("%s imports %s, which README.md's picture does not allow", lib, d)
+			}
+		}
+	}
+}
+
+// TestExamplesUseThePublicPackages checks that another model is built on
+// what an adopter can import: an example imports none of the module's
+// internal packages.
+func TestExamplesUseThePublicPackages(t *testing.T) {
+	mine, std := list(t)
+	n := 0
+	for name, p := range mine {
+		if !strings.HasPrefix(name, "examples/") {
+			continue
+		}
+		n++
+		for _, imp := range outside(p.Imports, std) {
+			if strings.HasPrefix(imp, "internal/") || strings.Contains(imp, "/internal/") {
+				t.Errorf("%s imports %s, which an adopter's module cannot", name, imp)
+			}
+		}
+	}
+	require.NotZero(t, n, "no example package was listed")
+}
