@@ -4,6 +4,7 @@
 package layout
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -39,7 +40,7 @@ func list(t *testing.T) (mine map[string]pkg, std map[string]bool) {
 	}
 	require.NoError(t, err)
 	mine, std = map[string]pkg{}, map[string]bool{}
-	dec := json.NewDecoder(strings.NewReader(string(out)))
+	dec := json.NewDecoder(bytes.NewReader(out))
 	for {
 		var p pkg
 		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
