@@ -34,7 +34,8 @@ var errListsBusy = fmt.Errorf("%d lists of finished sagas at once, the limit; as
 // listFinished answers a list request for the sagas that finished with st
 // (completed, rolled_back or timed_out): they are in the bucket only, kept
 // for the retention. It answers the latest limit of them (DefaultFinishedList
-// when limit is 0, at most MaxFinishedList), oldest first, from a read that
+// when limit is 0, at most MaxFinishedList), fewer when more would not fit
+// one answer, oldest first, from a read that
 // the end of ctx, the term's, cuts short. While maxFinishedLists others
 // are being read, or MaxBucketReads reads of any kind, it answers busy at
 // once instead.
@@ -67,16 +68,18 @@ func (c *Coordinator) listFinished(ctx context.Context, m *nats.Msg, st saga.Sta
 	}
 }
 
-// readFinished returns the last limit sagas of the bucket with status st,
-// in the bucket's order.
+// readFinished returns the last sagas of the bucket with status st, in
+// the bucket's order: at most limit of them, and no more than fit one
+// answer under the server's payload limit. Older ones are dropped as the
+// read goes, so it holds no more than an answer's worth. A latest saga
+// too large for any answer is an error (too_large).
 func (c *Coordinator) readFinished(ctx context.Context, st saga.Status, limit int) ([]json.RawMessage, error) {
 	w, err := c.kv.Watch(ctx, messages.SagaKeyPrefix+"*", jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = w.Stop() }()
-	ring := make([]json.RawMessage, 0, limit)
-	next := 0
+	page := latestFitting{limit: limit, budget: c.answerBudget()}
 	for {
 		select {
 		case <-ctx.Done():
@@ -86,7 +89,7 @@ func (c *Coordinator) readFinished(ctx context.Context, st saga.Status, limit in
 				return nil, fmt.Errorf("bucket watch ended")
 			}
 			if e == nil { // every stored saga seen
-				return append(ring[next:], ring[:next]...), nil
+				return page.sagas()
 			}
 			var x struct {
 				ID     string      `json:"saga_id"`
@@ -97,12 +100,52 @@ func (c *Coordinator) readFinished(ctx context.Context, st saga.Status, limit in
 			if json.Unmarshal(e.Value(), &x) != nil || x.Status != st || messages.SagaKey(x.ID) != e.Key() {
 				continue
 			}
-			if len(ring) < limit {
-				ring = append(ring, json.RawMessage(e.Value()))
-				continue
-			}
-			ring[next] = json.RawMessage(e.Value())
-			next = (next + 1) % limit
+			page.add(x.ID, e.Value())
 		}
 	}
+}
+
+// answerBudget is the room for sagas in one answer: the server's payload
+// limit less room for the envelope, the cursor and the separators.
+func (c *Coordinator) answerBudget() int { return int(c.nc.MaxPayload()) - 512 }
+
+// latestFitting keeps the latest sagas added, oldest first: at most limit
+// of them, and at most budget bytes with a separator each.
+type latestFitting struct {
+	limit, budget int
+	kept          []json.RawMessage
+	size          int
+	// tooLarge names the latest saga added when it alone is over the
+	// budget; it is cleared by a later one that fits.
+	tooLarge string
+	tooSize  int
+}
+
+func (l *latestFitting) add(id string, value []byte) {
+	n := len(value) + 1
+	if n > l.budget {
+		l.kept, l.size = l.kept[:0], 0
+		l.tooLarge, l.tooSize = id, len(value)
+		return
+	}
+	l.tooLarge = ""
+	l.kept = append(l.kept, json.RawMessage(value))
+	l.size += n
+	drop := 0
+	for len(l.kept)-drop > l.limit || l.size > l.budget {
+		l.size -= len(l.kept[drop]) + 1
+		drop++
+	}
+	if drop > 0 {
+		// Copy down rather than reslice, so the dropped values are freed
+		// and the slice does not grow without bound.
+		l.kept = append(l.kept[:0], l.kept[drop:]...)
+	}
+}
+
+func (l *latestFitting) sagas() ([]json.RawMessage, error) {
+	if l.tooLarge != "" {
+		return nil, fmt.Errorf("saga %s is %d bytes, over the server's payload limit of %d: %w", l.tooLarge, l.tooSize, l.budget+512, errTooLargeToAnswer)
+	}
+	return l.kept, nil
 }

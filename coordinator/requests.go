@@ -322,8 +322,7 @@ func (c *Coordinator) listPage(st saga.Status, after *saga.ListCursor, limit int
 	xs := c.engine.ListAfter(st, after, limit+1)
 	more := len(xs) > limit
 	xs = xs[:min(len(xs), limit)]
-	// Room for the envelope, the cursor and the separators.
-	budget := int(c.nc.MaxPayload()) - 512
+	budget := c.answerBudget()
 	size := 0
 	for i := range xs {
 		data, err := json.Marshal(&xs[i])

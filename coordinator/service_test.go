@@ -3,6 +3,7 @@ package coordinator_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,4 +142,37 @@ func TestListFinished(t *testing.T) {
 	require.Equal(t, ids, list("completed", 0))
 	require.Equal(t, ids[2:], list("completed", 3))
 	require.Empty(t, list("rolled_back", 0))
+}
+
+// TestListFinishedFitsThePayloadLimit lists finished sagas that would not
+// all fit one answer: the page holds the latest that fit, oldest first,
+// and the answer is within the server's payload limit.
+func TestListFinishedFitsThePayloadLimit(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+	bankAgent(t, url)
+	nc := testenv.Connect(t, url)
+	limit := int(nc.MaxPayload())
+	pad := strings.Repeat("p", limit/5)
+	var ids []string
+	for range 6 {
+		id := testenv.Start(t, nc, twoSteps.Subject, messages.Context{}.MustSet("pad", pad))
+		testenv.WaitStatus(t, nc, id, saga.Completed)
+		ids = append(ids, id)
+	}
+	msg, err := nc.Request(messages.ListSubject, mustJSON(t, messages.ListRequest{V: messages.Version, Status: "completed"}), 10*time.Second)
+	require.NoError(t, err)
+	require.LessOrEqual(t, len(msg.Data), limit)
+	var resp messages.ListResponse
+	require.NoError(t, json.Unmarshal(msg.Data, &resp))
+	require.Nil(t, resp.Error)
+	require.Empty(t, resp.Next, "the finished sagas come in one page")
+	var got []string
+	for _, raw := range resp.Sagas {
+		var x saga.Execution
+		require.NoError(t, json.Unmarshal(raw, &x))
+		got = append(got, x.ID)
+	}
+	// Each saga is over a fifth of the limit: four fit.
+	require.Equal(t, ids[2:], got)
 }
