@@ -280,7 +280,7 @@ func TestWireTickTimeout(t *testing.T) {
 			}, env.commands.commands(t, id))
 			require.Equal(t, []string{"in_progress", "compensating", "timed_out"}, env.events.events(t, id))
 
-			const reason = "step reserve_hotel not answered within 1 ticks"
+			const reason = "step reserve_hotel not answered within 1 tick"
 			require.Equal(t, reason, x.Error)
 			require.Equal(t, saga.TimedOut, x.Cause)
 			require.Equal(t, []string{"reserve_flight"}, x.Completed)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -838,11 +839,11 @@ func (e *Engine) fireDeadlines(out *Outbox) {
 			}
 		case wholeDeadline:
 			if x.Status == InProgress {
-				e.timeout(x, fmt.Sprintf("saga exceeded its timeout of %d ticks", x.def.TimeoutTicks), out)
+				e.timeout(x, "saga exceeded its timeout of "+ticks(x.def.TimeoutTicks), out)
 			}
 		default:
 			if d.gen == x.gen && x.Status == InProgress {
-				e.timeout(x, fmt.Sprintf("step %s not answered within %d ticks", x.step().Name, x.step().TimeoutTicks), out)
+				e.timeout(x, "step "+x.step().Name+" not answered within "+ticks(x.step().TimeoutTicks), out)
 			}
 		}
 	})
@@ -1285,4 +1286,12 @@ func (r *recentIDs) add(id ID) {
 func (r *recentIDs) has(id ID) bool {
 	_, ok := r.set[id]
 	return ok
+}
+
+// ticks says n ticks, "1 tick" for one.
+func ticks(n int64) string {
+	if n == 1 {
+		return "1 tick"
+	}
+	return strconv.FormatInt(n, 10) + " ticks"
 }

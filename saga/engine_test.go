@@ -510,7 +510,7 @@ func TestScenarios(t *testing.T) {
 				{do: ok(), events: evs(timedOut), status: timedOut},
 			},
 			want: final{status: timedOut, cause: timedOut, compensated: []string{apply},
-				err: "step household_applies not answered within 1 ticks"},
+				err: "step household_applies not answered within 1 tick"},
 		},
 		{
 			name: "step 2 not answered in time: the step in flight, then the completed ones in reverse",
@@ -526,7 +526,7 @@ func TestScenarios(t *testing.T) {
 				{do: ok(), events: evs(timedOut), status: timedOut},
 			},
 			want: final{status: timedOut, cause: timedOut, completed: []string{apply}, compensated: []string{eval, apply},
-				err: "step government_evaluates not answered within 1 ticks"},
+				err: "step government_evaluates not answered within 1 tick"},
 		},
 		{
 			name: "saga timeout defaults to the sum of the steps' timeouts",
@@ -586,7 +586,7 @@ func TestScenarios(t *testing.T) {
 				{do: awaiting(0)},
 			},
 			want: final{status: timedOut, cause: timedOut, compensated: []string{apply},
-				err: "step household_applies not answered within 1 ticks"},
+				err: "step household_applies not answered within 1 tick"},
 		},
 		{
 			name: "transient error: retried with backoff, then rolled back compensating the failing step too",
