@@ -125,11 +125,26 @@ func createConsumer(ctx context.Context, nc *nats.Conn) error {
 	return nil
 }
 
-// currentTick asks the coordinator's summary for the current tick.
+// currentTick asks the coordinator's summary for the current tick. The
+// command stream exists before a coordinator serves (and while none is
+// active, in a takeover), so a summary that meets no responders is asked
+// again after a pause.
 func currentTick(ctx context.Context, nc *nats.Conn) (int64, error) {
-	m, err := nc.RequestWithContext(ctx, "natsaga.summary", []byte(`{"v":1}`))
-	if err != nil {
-		return 0, err
+	var m *nats.Msg
+	for {
+		var err error
+		m, err = nc.RequestWithContext(ctx, "natsaga.summary", []byte(`{"v":1}`))
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, nats.ErrNoResponders) {
+			return 0, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	var s struct {
 		Tick *int64 `json:"tick"`

@@ -118,3 +118,24 @@ func TestForeignAgentServesSubsidySagas(t *testing.T) {
 	require.Equal(t, 1, s.RolledBack)
 	require.Zero(t, s.Active)
 }
+
+// The command stream exists before a coordinator serves, and no coordinator
+// answers in a takeover: the agent asks the summary again until one does
+// (docs/protocol.md, the raw requests of an agent), rather than fail at the
+// first "no responders".
+func TestForeignAgentAsksTheSummaryUntilACoordinatorServes(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := currentTick(ctx, nc)
+	require.ErrorIs(t, err, context.DeadlineExceeded, "with no coordinator the agent keeps asking until its context ends")
+
+	testenv.Coordinator(t, url, []saga.Definition{flood.SubsidySaga()})
+	testenv.Tick(t, nc, 3)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel2()
+	tick, err := currentTick(ctx2, nc)
+	require.NoError(t, err)
+	require.Equal(t, int64(3), tick)
+}
