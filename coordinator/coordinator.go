@@ -572,26 +572,51 @@ func (c *Coordinator) commandStreamConfig() jetstream.StreamConfig {
 }
 
 // recover loads every stored saga into the engine and resends the
-// outstanding commands.
+// outstanding commands. It reads the bucket's headers first: a saga the
+// bucket keeps finished for the retention, and the log holds nothing of,
+// is counted from its headers alone (see bucketHeads), so that a restart
+// after a run of many sagas reads their values no more than it needs to.
 func (c *Coordinator) recover(ctx context.Context) error {
-	w, err := c.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	heads, err := c.bucketHeads(ctx)
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
-	defer w.Stop()
+	logged, err := c.readLog(ctx)
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	var read []string
+	finished := 0
+	for _, h := range heads {
+		if id, ok := strings.CutPrefix(h.key, messages.SagaKeyPrefix); ok && h.finished() {
+			// The log's entry for a saga that ended marks it ended; any
+			// other is weighed against the bucket's (mergeStored).
+			if v, inLog := logged[id]; (!inLog || string(v.value) == endedValue) && messages.CheckToken("saga_id", id) == nil {
+				if err := c.engine.RestoreFinished(h.status, h.tick); err != nil {
+					return fmt.Errorf("recover: %w", err)
+				}
+				finished++
+				continue
+			}
+		}
+		if h.key == messages.ClockKey || strings.HasPrefix(h.key, messages.DefinitionKeyPrefix) || strings.HasPrefix(h.key, messages.SagaKeyPrefix) {
+			read = append(read, messages.BucketSubject(h.key))
+		}
+	}
+	entries, err := c.bucketValues(ctx, read)
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
 	bucket := map[string]bucketSaga{}
 	var tick, round int64
-	for entry := range w.Updates() {
-		if entry == nil {
-			break
-		}
-		key := entry.Key()
+	for _, entry := range entries {
+		key, value := entry.key, entry.value
 		switch {
 		case key == messages.ClockKey:
-			c.clock = entry.Revision()
-			ck, err := parseClock(entry.Value())
+			c.clock = entry.rev
+			ck, err := parseClock(value)
 			if err != nil {
-				c.log.Error("stored clock unreadable: the clock starts at 0", "value", messages.Clip(string(entry.Value())), "err", err)
+				c.log.Error("stored clock unreadable: the clock starts at 0", "value", messages.Clip(string(value)), "err", err)
 				continue
 			}
 			tick, round = ck.Tick, ck.Round
@@ -599,7 +624,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 			// A stored definition the coordinator cannot take is skipped,
 			// like a stored saga: the sagas of its version then stay in
 			// the bucket, skipped too, for an operator.
-			if err := c.restoreDefinition(key, entry.Value()); err != nil {
+			if err := c.restoreDefinition(key, value); err != nil {
 				c.log.Error("stored definition skipped", "key", messages.Clip(key), "err", err)
 			}
 		case strings.HasPrefix(key, messages.SagaKeyPrefix):
@@ -611,7 +636,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 				c.log.Error("stored saga skipped: its key breaks the identifier rule", "key", messages.Clip(key), "err", err)
 				continue
 			}
-			x, err := wirejson.DecodeExecution(entry.Value())
+			x, err := wirejson.DecodeExecution(value)
 			if err != nil {
 				c.log.Error("stored saga skipped: unreadable", "saga_id", id, "err", err)
 				continue
@@ -620,12 +645,8 @@ func (c *Coordinator) recover(ctx context.Context) error {
 				c.log.Error("stored saga skipped: its id is not its key's", "saga_id", id, "stored_id", messages.Clip(x.ID))
 				continue
 			}
-			bucket[id] = bucketSaga{x: x, rev: entry.Revision()}
+			bucket[id] = bucketSaga{x: x, rev: entry.rev}
 		}
-	}
-	logged, err := c.readLog(ctx)
-	if err != nil {
-		return fmt.Errorf("recover: %w", err)
 	}
 	stored := c.mergeStored(bucket, logged)
 	if _, err := c.ensureCommandStream(ctx); err != nil {
@@ -682,7 +703,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		}
 	}
 	c.active.Store(int64(c.engine.Summary().Active))
-	c.log.Info("recovered", "sagas", len(stored), "resent", len(cmds), "tick", tick)
+	c.log.Info("recovered", "sagas", len(stored)+finished, "finished", finished, "resent", len(cmds), "tick", tick)
 	return nil
 }
 
@@ -889,6 +910,8 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 			settled++
 		}
 		m := putMsg(messages.SagaKey(x.ID), data, c.revs[x.ID], ttl)
+		m.Header.Set(messages.SagaStatusHeader, string(x.Status))
+		m.Header.Set(messages.SagaTickHeader, strconv.FormatInt(lastTick(x), 10))
 		f, err := c.js.PublishMsgAsync(m)
 		if err != nil {
 			return fmt.Errorf("store saga %s: %w", x.ID, err)

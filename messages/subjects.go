@@ -239,6 +239,16 @@ func SagaKey(id string) string { return SagaKeyPrefix + id }
 // SagaKeyPrefix starts every [SagaKey].
 const SagaKeyPrefix = "s."
 
+// Headers of a saga's entry in [SagaBucket]: its status, and the tick of
+// its last transition. A reader that needs no more than these (the
+// coordinator counting the finished sagas as it recovers) reads the
+// bucket's headers only. An entry written before they were may lack
+// them; its value says the same.
+const (
+	SagaStatusHeader = "Natsaga-Status"
+	SagaTickHeader   = "Natsaga-Tick"
+)
+
 // DefinitionKey is the key in [SagaBucket] of version of the saga
 // definition named name: a definitions file holding that one definition.
 func DefinitionKey(name string, version int64) string {

@@ -1106,6 +1106,22 @@ func (e *Engine) Summary() messages.Summary {
 	}
 }
 
+// RestoreFinished counts a stored saga that finished with st (completed,
+// rolled_back or timed_out) at tick lastTick, as [Engine.Restore] counts
+// such a saga, for a caller that knows its end but not its whole state:
+// the coordinator reads only the headers of the sagas its bucket keeps
+// for the retention. It advances the clock to lastTick when it is ahead.
+// It returns an error for any other status.
+func (e *Engine) RestoreFinished(st Status, lastTick int64) error {
+	if !st.Terminal() || st == Failed {
+		return fmt.Errorf("restore a finished saga: status %q is not completed, rolled_back or timed_out", st)
+	}
+	e.recovering = true
+	e.tick = max(e.tick, lastTick)
+	e.counts[st]++
+	return nil
+}
+
 // Restore loads a stored saga into the engine, as the coordinator does when
 // it restarts, and advances the clock to tick when it is ahead. An active
 // saga's deadlines and retry are set again; its outstanding command keeps

@@ -1,0 +1,76 @@
+package coordinator_test
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/coordinator"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// TestRecoveryCountsFinishedSagasFromHeaders: a finished saga's entry in
+// the bucket carries its status and last tick as headers, and a restarted
+// coordinator counts such a saga from them, without reading its value; an
+// entry without them (written before they were) is read as before.
+func TestRecoveryCountsFinishedSagasFromHeaders(t *testing.T) {
+	_, url := testenv.Server(t)
+	opts := coordinator.Options{Definitions: []saga.Definition{twoSteps}}
+	stop := runUntilStopped(t, url, opts)
+	bankAgent(t, url)
+	nc := testenv.Connect(t, url)
+	var ids []string
+	for range 3 {
+		id := testenv.Start(t, nc, twoSteps.Subject, nil)
+		ids = append(ids, id)
+	}
+	for _, id := range ids {
+		testenv.WaitStatus(t, nc, id, saga.Completed)
+	}
+	ctx := context.Background()
+	js, kv := sagaBucket(t, nc)
+	stream, err := js.Stream(ctx, "KV_"+messages.SagaBucket)
+	require.NoError(t, err)
+	for _, id := range ids {
+		x := testenv.Status(t, nc, id)
+		m, err := stream.GetLastMsgForSubject(ctx, messages.BucketSubject(messages.SagaKey(id)))
+		require.NoError(t, err)
+		require.Equal(t, "completed", m.Header.Get(messages.SagaStatusHeader))
+		require.Equal(t, strconv.FormatInt(x.History[len(x.History)-1].Tick, 10), m.Header.Get(messages.SagaTickHeader))
+	}
+	stop()
+
+	// The first saga's value made unreadable, its headers kept and its
+	// tick moved ahead of the clock: counted from the headers alone.
+	forged := nats.NewMsg(messages.BucketSubject(messages.SagaKey(ids[0])))
+	forged.Data = []byte(`{"not":"a saga"}`)
+	forged.Header.Set(messages.SagaStatusHeader, "completed")
+	forged.Header.Set(messages.SagaTickHeader, "40")
+	_, err = js.PublishMsg(ctx, forged)
+	require.NoError(t, err)
+	// A saga stored without the headers, as coordinators before them did:
+	// its value is read.
+	entry, err := kv.Get(ctx, messages.SagaKey(ids[1]))
+	require.NoError(t, err)
+	var legacy map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(entry.Value(), &legacy))
+	legacy["saga_id"] = json.RawMessage(`"legacy-1"`)
+	data, err := json.Marshal(legacy)
+	require.NoError(t, err)
+	_, err = kv.Put(ctx, messages.SagaKey("legacy-1"), data)
+	require.NoError(t, err)
+
+	opts.Logger = testenv.Logger(t)
+	stop = runUntilStopped(t, url, opts)
+	defer stop()
+	sum := testenv.Summary(t, nc)
+	require.Equal(t, 4, sum.Completed, "three counted from their headers, one from its value")
+	require.Equal(t, int64(40), sum.Tick, "the clock at least at the last tick of a finished saga")
+	require.Equal(t, saga.Completed, testenv.Status(t, nc, "legacy-1").Status)
+}
