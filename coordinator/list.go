@@ -1,13 +1,14 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
@@ -70,39 +71,60 @@ func (c *Coordinator) listFinished(ctx context.Context, m *nats.Msg, st saga.Sta
 
 // readFinished returns the last sagas of the bucket with status st, in
 // the bucket's order: at most limit of them, and no more than fit one
-// answer under the server's payload limit. Older ones are dropped as the
-// read goes, so it holds no more than an answer's worth. A latest saga
-// too large for any answer is an error (too_large).
+// answer under the server's payload limit. It reads the bucket's headers
+// (bucketHeads), then the values of the latest sagas whose status header
+// is st, newest first, a batch at a time, until the page is full; an
+// entry without the headers (written before them) has its value read to
+// know its status. A latest saga too large for any answer is an error
+// (too_large).
 func (c *Coordinator) readFinished(ctx context.Context, st saga.Status, limit int) ([]json.RawMessage, error) {
-	w, err := c.kv.Watch(ctx, messages.SagaKeyPrefix+"*", jetstream.IgnoreDeletes())
+	heads, err := c.bucketHeads(ctx, messages.SagaKeyPrefix+"*")
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = w.Stop() }()
-	page := latestFitting{limit: limit, budget: c.answerBudget()}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil, fmt.Errorf("bucket watch ended")
-			}
-			if e == nil { // every stored saga seen
-				return page.sagas()
-			}
+	var subjects []string
+	for _, h := range heads {
+		if h.status == st || !h.status.Valid() {
+			subjects = append(subjects, messages.BucketSubject(h.key))
+		}
+	}
+	// found holds the sagas read, newest batch first; a batch asks for
+	// what the page still lacks (at least a few, since some may not
+	// match).
+	type sagaValue struct {
+		id    string
+		entry bucketEntry
+	}
+	budget := c.answerBudget()
+	var found []sagaValue
+	size := 0
+	for end := len(subjects); end > 0 && len(found) < limit && size < budget; {
+		begin := max(0, end-max(limit-len(found), 16))
+		entries, err := c.bucketValues(ctx, subjects[begin:end])
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
 			var x struct {
 				ID     string      `json:"saga_id"`
 				Status saga.Status `json:"status"`
 			}
 			// An entry that is not the state of the saga its key names
 			// is left out, as status refuses it (storedSaga).
-			if json.Unmarshal(e.Value(), &x) != nil || x.Status != st || messages.SagaKey(x.ID) != e.Key() {
+			if json.Unmarshal(e.value, &x) != nil || x.Status != st || messages.SagaKey(x.ID) != e.key {
 				continue
 			}
-			page.add(x.ID, e.Value())
+			found = append(found, sagaValue{x.ID, e})
+			size += len(e.value) + 1
 		}
+		end = begin
 	}
+	slices.SortFunc(found, func(a, b sagaValue) int { return cmp.Compare(a.entry.rev, b.entry.rev) })
+	page := latestFitting{limit: limit, budget: budget}
+	for _, f := range found {
+		page.add(f.id, f.entry.value)
+	}
+	return page.sagas()
 }
 
 // answerBudget is the room for sagas in one answer: the server's payload

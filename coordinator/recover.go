@@ -49,14 +49,15 @@ func headOf(subject string, rev uint64, h map[string][]string) bucketHead {
 	return head
 }
 
-// bucketHeads returns the key and headers of every key's last entry in the
-// bucket, deleted keys left out, in the bucket's order. It reads headers
-// only: a bucket that keeps hundreds of thousands of finished sagas is
-// read in seconds, where their values took a minute (BENCHMARKS.md).
-func (c *Coordinator) bucketHeads(ctx context.Context) ([]bucketHead, error) {
+// bucketHeads returns the key and headers of the last entry of every key
+// of the bucket that matches keys (a subject filter: ">" for all),
+// deleted keys left out, in the bucket's order. It reads headers only: a
+// bucket that keeps hundreds of thousands of finished sagas is read in
+// seconds, where their values took a minute (BENCHMARKS.md).
+func (c *Coordinator) bucketHeads(ctx context.Context, keys string) ([]bucketHead, error) {
 	stream := "KV_" + messages.SagaBucket
 	cons, err := c.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{messages.BucketSubject(">")},
+		FilterSubjects: []string{messages.BucketSubject(keys)},
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
 		HeadersOnly:    true,
 	})

@@ -73,4 +73,20 @@ func TestRecoveryCountsFinishedSagasFromHeaders(t *testing.T) {
 	require.Equal(t, 4, sum.Completed, "three counted from their headers, one from its value")
 	require.Equal(t, int64(40), sum.Tick, "the clock at least at the last tick of a finished saga")
 	require.Equal(t, saga.Completed, testenv.Status(t, nc, "legacy-1").Status)
+
+	// A list of the completed sagas reads the values of those whose
+	// headers say so, and of those without headers: the forged value is
+	// left out, the legacy entry, the latest, is in.
+	var list messages.ListResponse
+	testenv.Request(t, nc, messages.ListSubject, messages.ListRequest{V: messages.Version, Status: "completed"}, &list)
+	require.Nil(t, list.Error)
+	var listed []string
+	for _, raw := range list.Sagas {
+		var x saga.Execution
+		require.NoError(t, json.Unmarshal(raw, &x))
+		listed = append(listed, x.ID)
+	}
+	require.Len(t, listed, 3)
+	require.ElementsMatch(t, ids[1:], listed[:2])
+	require.Equal(t, "legacy-1", listed[2])
 }
