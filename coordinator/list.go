@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
@@ -78,15 +79,9 @@ func (c *Coordinator) listFinished(ctx context.Context, m *nats.Msg, st saga.Sta
 // know its status. A latest saga too large for any answer is an error
 // (too_large).
 func (c *Coordinator) readFinished(ctx context.Context, st saga.Status, limit int) ([]json.RawMessage, error) {
-	heads, err := c.bucketHeads(ctx, messages.SagaKeyPrefix+"*")
+	subjects, err := c.latestHeads(ctx, st, limit)
 	if err != nil {
 		return nil, err
-	}
-	var subjects []string
-	for _, h := range heads {
-		if h.status == st || !h.status.Valid() {
-			subjects = append(subjects, messages.BucketSubject(h.key))
-		}
 	}
 	// found holds the sagas read, newest batch first; a batch asks for
 	// what the page still lacks (at least a few, since some may not
@@ -125,6 +120,63 @@ func (c *Coordinator) readFinished(ctx context.Context, st saga.Status, limit in
 		page.add(f.id, f.entry.value)
 	}
 	return page.sagas()
+}
+
+// latestHeads returns the bucket subjects of the latest sagas whose
+// headers say they finished with st, or that have no headers, in the
+// bucket's order: at least limit of the first kind when the bucket holds
+// that many. It reads the headers of the bucket's last messages, a window
+// that grows fourfold until it holds limit of them or reaches the
+// stream's start, so that the latest sagas of a bucket that keeps
+// hundreds of thousands are found without reading them all. Within the
+// window, a key's last message counts; a key whose last message is older
+// than the window is older than every saga in it.
+func (c *Coordinator) latestHeads(ctx context.Context, st saga.Status, limit int) ([]string, error) {
+	stream, err := c.js.Stream(ctx, "KV_"+messages.SagaBucket)
+	if err != nil {
+		return nil, fmt.Errorf("read the bucket: %w", err)
+	}
+	first, last := stream.CachedInfo().State.FirstSeq, stream.CachedInfo().State.LastSeq
+	if last == 0 {
+		return nil, nil
+	}
+	for window := uint64(max(4*limit, 256)); ; window *= 4 {
+		from := first
+		if last-first+1 > window {
+			from = last - window + 1
+		}
+		latest := map[string]bucketHead{}
+		gone := map[string]bool{}
+		err := c.readHeads(ctx, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{messages.BucketSubject(messages.SagaKeyPrefix + "*")},
+			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+			OptStartSeq:    from,
+		}, func(h bucketHead, deleted bool) {
+			latest[h.key], gone[h.key] = h, deleted
+		})
+		if err != nil {
+			return nil, err
+		}
+		var heads []bucketHead
+		matched := 0
+		for key, h := range latest {
+			if gone[key] || (h.status != st && h.status.Valid()) {
+				continue
+			}
+			if h.status == st {
+				matched++
+			}
+			heads = append(heads, h)
+		}
+		if matched >= limit || from == first {
+			slices.SortFunc(heads, func(a, b bucketHead) int { return cmp.Compare(a.rev, b.rev) })
+			subjects := make([]string, len(heads))
+			for i, h := range heads {
+				subjects[i] = messages.BucketSubject(h.key)
+			}
+			return subjects, nil
+		}
+	}
 }
 
 // answerBudget is the room for sagas in one answer: the server's payload

@@ -55,44 +55,55 @@ func headOf(subject string, rev uint64, h map[string][]string) bucketHead {
 // bucket that keeps hundreds of thousands of finished sagas is read in
 // seconds, where their values took a minute (BENCHMARKS.md).
 func (c *Coordinator) bucketHeads(ctx context.Context, keys string) ([]bucketHead, error) {
-	stream := "KV_" + messages.SagaBucket
-	cons, err := c.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+	var heads []bucketHead
+	err := c.readHeads(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{messages.BucketSubject(keys)},
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
 		HeadersOnly:    true,
+	}, func(h bucketHead, deleted bool) {
+		if !deleted {
+			heads = append(heads, h)
+		}
 	})
+	return heads, err
+}
+
+// readHeads reads the bucket's messages cfg selects, headers only, to the
+// end of the stream, and calls each with each one's key and headers, and
+// whether it is a marker of a deleted key.
+func (c *Coordinator) readHeads(ctx context.Context, cfg jetstream.OrderedConsumerConfig, each func(h bucketHead, deleted bool)) error {
+	cfg.HeadersOnly = true
+	cons, err := c.js.OrderedConsumer(ctx, "KV_"+messages.SagaBucket, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("read the bucket's headers: %w", err)
+		return fmt.Errorf("read the bucket's headers: %w", err)
 	}
 	// An empty bucket sends nothing that would end the read.
 	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
-		return nil, nil
+		return nil
 	}
 	it, err := cons.Messages()
 	if err != nil {
-		return nil, fmt.Errorf("read the bucket's headers: %w", err)
+		return fmt.Errorf("read the bucket's headers: %w", err)
 	}
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	var heads []bucketHead
 	for {
 		m, err := it.Next()
 		if err != nil {
 			if ctx.Err() != nil {
 				err = ctx.Err()
 			}
-			return nil, fmt.Errorf("read the bucket's headers: %w", err)
+			return fmt.Errorf("read the bucket's headers: %w", err)
 		}
 		meta, err := m.Metadata()
 		if err != nil {
-			return nil, fmt.Errorf("read the bucket's headers: %w", err)
+			return fmt.Errorf("read the bucket's headers: %w", err)
 		}
-		if h := m.Headers(); !deleted(h) {
-			heads = append(heads, headOf(m.Subject(), meta.Sequence.Stream, h))
-		}
+		h := m.Headers()
+		each(headOf(m.Subject(), meta.Sequence.Stream, h), deleted(h))
 		if meta.NumPending == 0 {
-			return heads, nil
+			return nil
 		}
 	}
 }

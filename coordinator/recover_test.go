@@ -90,3 +90,49 @@ func TestRecoveryCountsFinishedSagasFromHeaders(t *testing.T) {
 	require.ElementsMatch(t, ids[1:], listed[:2])
 	require.Equal(t, "legacy-1", listed[2])
 }
+
+// TestListFinishedFindsTheLatestFarBack: a list of finished sagas reads the
+// bucket's last messages, in a window that grows until it holds the page:
+// a saga far behind many of other statuses is found, a key written again
+// counts by its last write, and a deleted one is left out.
+func TestListFinishedFindsTheLatestFarBack(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+	nc := testenv.Connect(t, url)
+	ctx := context.Background()
+	js, kv := sagaBucket(t, nc)
+	put := func(id string, status saga.Status) {
+		t.Helper()
+		m := nats.NewMsg(messages.BucketSubject(messages.SagaKey(id)))
+		m.Data = []byte(`{"saga_id":"` + id + `","status":"` + string(status) + `"}`)
+		m.Header.Set(messages.SagaStatusHeader, string(status))
+		m.Header.Set(messages.SagaTickHeader, "1")
+		_, err := js.PublishMsg(ctx, m)
+		require.NoError(t, err)
+	}
+	put("far-back", saga.TimedOut)
+	put("written-again", saga.TimedOut)
+	put("deleted", saga.TimedOut)
+	require.NoError(t, kv.Delete(ctx, messages.SagaKey("deleted")))
+	for i := range 2000 {
+		put("done-"+strconv.Itoa(i), saga.Completed)
+	}
+	put("written-again", saga.Completed)
+	list := func(status saga.Status, limit int) []string {
+		t.Helper()
+		var resp messages.ListResponse
+		testenv.Request(t, nc, messages.ListSubject, messages.ListRequest{V: messages.Version, Status: string(status), Limit: limit}, &resp)
+		require.Nil(t, resp.Error)
+		var ids []string
+		for _, raw := range resp.Sagas {
+			var x struct {
+				ID string `json:"saga_id"`
+			}
+			require.NoError(t, json.Unmarshal(raw, &x))
+			ids = append(ids, x.ID)
+		}
+		return ids
+	}
+	require.Equal(t, []string{"far-back"}, list(saga.TimedOut, 0))
+	require.Equal(t, []string{"done-1998", "done-1999", "written-again"}, list(saga.Completed, 3))
+}
