@@ -93,8 +93,11 @@ func (r *bucketReads) wait() {
 // bucket with ctx failed with err: the end of the term, not the read's own
 // deadline, is what cancels ctx.
 func readError(ctx context.Context, err error) error {
-	if errors.Is(ctx.Err(), context.Canceled) {
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
 		return errTermEnded
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("the read of the bucket took longer than the coordinator allows one: %w", err)
 	}
 	return err
 }
