@@ -173,3 +173,26 @@ func TestRestoreKeepsTheClockOfTheStoredSagas(t *testing.T) {
 	require.Equal(t, saga.Completed, x.Status)
 	require.Equal(t, int64(3), x.Outcome().EndTick)
 }
+
+// TestRestoreFinished counts a finished saga known by its status and last
+// tick alone, as Restore counts one whose whole state it has, and refuses
+// a status that needs the whole state.
+func TestRestoreFinished(t *testing.T) {
+	e := saga.New(saga.Options{})
+	require.NoError(t, e.Register(subsidyDef()))
+	require.NoError(t, e.RestoreFinished(saga.Completed, 4))
+	require.NoError(t, e.RestoreFinished(saga.Completed, 9))
+	require.NoError(t, e.RestoreFinished(saga.RolledBack, 2))
+	require.NoError(t, e.RestoreFinished(saga.TimedOut, 7))
+	for _, st := range []saga.Status{saga.Failed, saga.InProgress, saga.Pending, saga.Compensating, "done"} {
+		require.Error(t, e.RestoreFinished(st, 1), st)
+	}
+	e.Resume(&saga.Outbox{})
+	sum := e.Summary()
+	require.Equal(t, int64(9), sum.Tick, "the clock at least at the last tick of a finished saga")
+	require.Equal(t, 2, sum.Completed)
+	require.Equal(t, 1, sum.RolledBack)
+	require.Equal(t, 1, sum.TimedOut)
+	require.Zero(t, sum.Failed)
+	require.Zero(t, sum.Active)
+}
