@@ -73,7 +73,7 @@ func (c *Coordinator) listFinished(ctx context.Context, m *nats.Msg, st saga.Sta
 // readFinished returns the last sagas of the bucket with status st, in
 // the bucket's order: at most limit of them, and no more than fit one
 // answer under the server's payload limit. It reads the bucket's headers
-// (bucketHeads), then the values of the latest sagas whose status header
+// (latestHeads), then the values of the latest sagas whose status header
 // is st, newest first, a batch at a time, until the page is full; an
 // entry without the headers (written before them) has its value read to
 // know its status. A latest saga too large for any answer is an error
