@@ -577,7 +577,7 @@ func (c *Coordinator) commandStreamConfig() jetstream.StreamConfig {
 // is counted from its headers alone (see bucketHeads), so that a restart
 // after a run of many sagas reads their values no more than it needs to.
 func (c *Coordinator) recover(ctx context.Context) error {
-	heads, err := c.bucketHeads(ctx, ">")
+	heads, err := c.bucketHeads(ctx)
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}

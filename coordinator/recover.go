@@ -19,7 +19,7 @@ type bucketHead struct {
 	key string
 	rev uint64
 	// status and tick are a saga entry's messages.SagaStatusHeader and
-	// messages.SagaTickHeader; empty and 0 when it has none.
+	// messages.SagaTickHeader; empty and -1 when it has none.
 	status saga.Status
 	tick   int64
 }
@@ -49,17 +49,15 @@ func headOf(subject string, rev uint64, h map[string][]string) bucketHead {
 	return head
 }
 
-// bucketHeads returns the key and headers of the last entry of every key
-// of the bucket that matches keys (a subject filter: ">" for all),
-// deleted keys left out, in the bucket's order. It reads headers only: a
+// bucketHeads returns the key and headers of every key's last entry in the
+// bucket, deleted keys left out, in the bucket's order. It reads headers only: a
 // bucket that keeps hundreds of thousands of finished sagas is read in
 // seconds, where their values took a minute (BENCHMARKS.md).
-func (c *Coordinator) bucketHeads(ctx context.Context, keys string) ([]bucketHead, error) {
+func (c *Coordinator) bucketHeads(ctx context.Context) ([]bucketHead, error) {
 	var heads []bucketHead
 	err := c.readHeads(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{messages.BucketSubject(keys)},
+		FilterSubjects: []string{messages.BucketSubject(">")},
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
-		HeadersOnly:    true,
 	}, func(h bucketHead, deleted bool) {
 		if !deleted {
 			heads = append(heads, h)
