@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natsaga/natsaga/internal/streams"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -71,39 +72,15 @@ func (c *Coordinator) bucketHeads(ctx context.Context) ([]bucketHead, error) {
 // whether it is a marker of a deleted key.
 func (c *Coordinator) readHeads(ctx context.Context, cfg jetstream.OrderedConsumerConfig, each func(h bucketHead, deleted bool)) error {
 	cfg.HeadersOnly = true
-	cons, err := c.js.OrderedConsumer(ctx, "KV_"+messages.SagaBucket, cfg)
-	if err != nil {
-		return fmt.Errorf("read the bucket's headers: %w", err)
-	}
-	// An empty bucket sends nothing that would end the read.
-	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
-		return nil
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return fmt.Errorf("read the bucket's headers: %w", err)
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				err = ctx.Err()
-			}
-			return fmt.Errorf("read the bucket's headers: %w", err)
-		}
-		meta, err := m.Metadata()
-		if err != nil {
-			return fmt.Errorf("read the bucket's headers: %w", err)
-		}
+	err := streams.Read(ctx, c.js, "KV_"+messages.SagaBucket, cfg, func(m jetstream.Msg, meta *jetstream.MsgMetadata) bool {
 		h := m.Headers()
 		each(headOf(m.Subject(), meta.Sequence.Stream, h), deleted(h))
-		if meta.NumPending == 0 {
-			return nil
-		}
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("read the bucket's headers: %w", err)
 	}
+	return nil
 }
 
 // bucketEntry is a key's last value in the bucket.

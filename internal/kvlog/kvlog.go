@@ -34,6 +34,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/natsaga/natsaga/internal/jserr"
+	"github.com/natsaga/natsaga/internal/streams"
 	"github.com/natsaga/natsaga/internal/wirejson"
 )
 
@@ -839,42 +840,16 @@ func Scan(ctx context.Context, js jetstream.JetStream, stream, subject string, f
 // scanTo is Scan up to the message at sequence last, or the end of the
 // log if that message is gone by the time the scan gets there.
 func scanTo(ctx context.Context, js jetstream.JetStream, stream, subject string, last uint64, fn func(seq uint64, es []Entry, err error)) error {
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	err := streams.Read(ctx, js, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}},
+		func(m jetstream.Msg, meta *jetstream.MsgMetadata) bool {
+			es, err := Decode(m.Data())
+			fn(meta.Sequence.Stream, es, err)
+			// The last message may be gone by now (deleted, or the
+			// stream purged): the end of what there is ends the scan too.
+			return meta.Sequence.Stream < last
+		})
 	if err != nil {
 		return fmt.Errorf("log %s: %w", subject, err)
 	}
-	// Nothing left to read (every message gone since the last was
-	// looked up): no message would come to end the scan. The consumer's
-	// creation said how many there are; asking again would need a
-	// permission on a consumer whose name is made up.
-	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
-		return nil
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return fmt.Errorf("log %s: %w", subject, err)
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				err = ctx.Err()
-			}
-			return fmt.Errorf("log %s: %w", subject, err)
-		}
-		meta, err := m.Metadata()
-		if err != nil {
-			return fmt.Errorf("log %s: %w", subject, err)
-		}
-		es, err := Decode(m.Data())
-		fn(meta.Sequence.Stream, es, err)
-		// The last message may be gone by now (deleted, or the stream
-		// purged): the end of what there is ends the scan too.
-		if meta.Sequence.Stream >= last || meta.NumPending == 0 {
-			return nil
-		}
-	}
+	return nil
 }

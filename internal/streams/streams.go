@@ -1,5 +1,5 @@
 // Package streams creates natsaga's streams and its bucket, and leaves
-// one that is already as asked alone.
+// one that is already as asked alone; and it reads a stream to its end.
 //
 // jetstream's CreateOrUpdateStream updates a stream that exists, even to
 // the configuration it has. In nats-server v2.15.2 such an update races
@@ -35,4 +35,45 @@ func EnsureKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.K
 		return js.UpdateKeyValue(ctx, cfg)
 	}
 	return kv, err
+}
+
+// Read reads the messages of stream that cfg selects, in order, with an
+// ordered consumer, and calls each with each message and its metadata
+// until each returns false or the message was the last the consumer had
+// pending: what was stored when the read got there, not what comes after.
+// It returns ctx's error when ctx ends first.
+func Read(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.OrderedConsumerConfig, each func(m jetstream.Msg, meta *jetstream.MsgMetadata) bool) error {
+	cons, err := js.OrderedConsumer(ctx, stream, cfg)
+	if err != nil {
+		return err
+	}
+	// Nothing to read sends nothing that would end the read. The
+	// consumer's creation said how many there are; asking again would
+	// need a permission on a consumer whose name is made up.
+	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
+		return nil
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return err
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		if !each(m, meta) || meta.NumPending == 0 {
+			return nil
+		}
+	}
 }

@@ -76,3 +76,46 @@ func TestEnsureKeyValueUpdatesOnlyAChangedBucket(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(m.Data), `"max_msgs_per_subject":3`, "the first update is the changed configuration's")
 }
+
+// TestReadStopsAtTheEndOfWhatIsStored: a read takes the messages its
+// filter selects, in order, up to the last stored, and returns; one that
+// finds none returns at once; each may stop it early; a context that ends
+// ends it with its error.
+func TestReadStopsAtTheEndOfWhatIsStored(t *testing.T) {
+	_, js := connect(t)
+	ctx := context.Background()
+	_, err := streams.Ensure(ctx, js, jetstream.StreamConfig{Name: "R", Subjects: []string{"r.>"}, Storage: jetstream.MemoryStorage})
+	require.NoError(t, err)
+	read := func(ctx context.Context, filter string, upTo int) ([]string, error) {
+		var got []string
+		err := streams.Read(ctx, js, "R", jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}},
+			func(m jetstream.Msg, meta *jetstream.MsgMetadata) bool {
+				got = append(got, string(m.Data()))
+				require.Equal(t, uint64(len(got)), meta.Sequence.Consumer)
+				return len(got) < upTo
+			})
+		return got, err
+	}
+
+	got, err := read(ctx, "r.>", 10)
+	require.NoError(t, err)
+	require.Empty(t, got, "an empty stream")
+	for i, subject := range []string{"r.a", "r.b", "r.a", "r.a", "r.b"} {
+		_, err := js.Publish(ctx, subject, []byte{'0' + byte(i)})
+		require.NoError(t, err)
+	}
+	got, err = read(ctx, "r.a", 10)
+	require.NoError(t, err)
+	require.Equal(t, []string{"0", "2", "3"}, got)
+	got, err = read(ctx, "r.>", 2)
+	require.NoError(t, err)
+	require.Equal(t, []string{"0", "1"}, got, "each stopped the read")
+	got, err = read(ctx, "r.none", 10)
+	require.NoError(t, err)
+	require.Empty(t, got, "a filter that selects nothing")
+
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = read(cancelled, "r.>", 10)
+	require.ErrorIs(t, err, context.Canceled)
+}
