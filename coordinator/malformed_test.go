@@ -403,7 +403,16 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 		publish(t, deductSubject, mustJSON(t, bad))
 		// Duplicates and late commands: the finished sagas' commands again.
 		// The barrier answers each from its record, and refuses the
-		// household's execute of the saga already compensated.
+		// household's execute of the saga already compensated. A copy
+		// decides a command on its record log as far as it has read it:
+		// one that had not yet read the compensation would answer the
+		// execute as a duplicate of its own earlier result (no effect
+		// either way). Reading the branch brings the log to its end.
+		for _, id := range []string{done, refused} {
+			rec, _, err := agents[flood.Household].Store().Branch(context.Background(), id, "household_applies")
+			require.NoError(t, err)
+			require.Equal(t, id == refused, rec.Compensate.Done(), "%s: the household's compensation recorded", id)
+		}
 		publish(t, appliesSubject, mustJSON(t, applies))
 		publish(t, deductSubject, mustJSON(t, deduct))
 		publish(t, messages.ExecuteSubject(flood.Subsidy, "government_evaluates"),
