@@ -221,8 +221,13 @@ func (l *lease) landed(ctx context.Context) (uint64, time.Time, bool) {
 	return e.Revision(), e.Created(), true
 }
 
-// release frees the lease so a standby takes over at once.
+// release frees the lease so a standby takes over at once. With the
+// connection down it does not wait for a server that may not come back.
 func (l *lease) release() {
+	if !l.c.nc.IsConnected() {
+		l.c.log.Warn("lease not released: not connected to NATS; it expires after its TTL")
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := l.c.kv.Delete(ctx, messages.LeaseKey, jetstream.LastRevision(l.rev)); err != nil {

@@ -180,9 +180,13 @@ func (c *Coordinator) writeLog(ctx context.Context, es []kvlog.Entry) error {
 // message of the log, as a term's loop stops: a saga whose end expires
 // from the bucket is then not taken as active from its older entries by a
 // coordinator recovering later. A failure is logged: the recovery marks
-// them too.
+// them too. With the connection down it does not wait for the server.
 func (c *Coordinator) markEnded() {
 	if len(c.sagas.ended) == 0 {
+		return
+	}
+	if !c.nc.IsConnected() {
+		c.log.Warn("saga log: the sagas that ended not marked so (not connected to NATS); the next recovery marks them", "sagas", len(c.sagas.ended))
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

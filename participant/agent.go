@@ -543,10 +543,11 @@ func (a *Agent) runOnce(ctx context.Context) error {
 		defer wg.Done()
 		a.runHeld(ctx, inHand)
 	}()
-	// On shutdown the pull loop drains what was pulled; should the server
-	// be gone and the drain never end, it stops after one ack wait.
+	// On shutdown the pull loop drains what was pulled, or, with the
+	// server gone, stops at once: what it held comes back to another copy
+	// after its ack wait.
 	opened := false
-	err = pull.Loop(ctx, inHand, a.log, pull.Options{Closed: a.nc.IsClosed}, func(ctx context.Context) (jetstream.MessagesContext, error) {
+	err = pull.Loop(ctx, inHand, a.log, pull.Options{Closed: a.nc.IsClosed, Connected: a.nc.IsConnected}, func(ctx context.Context) (jetstream.MessagesContext, error) {
 		if !opened {
 			opened = true
 			return first, nil

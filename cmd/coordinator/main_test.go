@@ -102,3 +102,27 @@ func TestFlagsOutOfRange(t *testing.T) {
 		require.Contains(t, out.String(), tc.want, "%v", tc.args)
 	}
 }
+
+// TestProgramStopsAtOnceWithTheServerGone: a coordinator told to stop
+// while its server is gone does not wait for it (it took 12 s): the
+// replies' iterator is stopped, not drained, and the lease is left to
+// expire.
+func TestProgramStopsAtOnceWithTheServerGone(t *testing.T) {
+	s, url := testenv.Server(t)
+	logs, stop := runProgram(t, "-nats", url, "-log-format", "json")
+	t.Cleanup(func() { _ = stop() })
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `"msg":"coordinator running"`) },
+		10*time.Second, 10*time.Millisecond)
+	s.Shutdown()
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "disconnected from NATS") },
+		10*time.Second, 10*time.Millisecond)
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	select {
+	case err := <-stopped:
+		require.NoError(t, err)
+	case <-time.After(3 * time.Second):
+		t.Fatal("the coordinator waited for a server that is gone")
+	}
+	require.Contains(t, logs.String(), "lease not released: not connected to NATS")
+}

@@ -25,11 +25,19 @@ type Options struct {
 	// Closed, when set, reports whether the connection is closed for good
 	// (nats.Conn.IsClosed).
 	Closed func() bool
+	// Connected, when set, reports whether the connection is up
+	// (nats.Conn.IsConnected). A drain needs the server: without it, the
+	// iterator is stopped at ctx's end instead.
+	Connected func() bool
 }
 
 // Loop hands every message of the iterators open returns to handle, until
 // ctx ends; then it drains the current iterator (handle still gets what it
-// held) and returns nil, or stops it at once when hard ends first. A missed
+// held) and returns nil, or stops it at once when hard ends first, hard is
+// ctx, or the connection is down (opts.Connected). A drain that has begun
+// runs to its end: nats.go's iterator takes no stop after a drain, and
+// its subscription's drain waits for the server until the connection's
+// drain timeout. A missed
 // heartbeat is logged (to log; nil discards) and pulling goes on; an
 // iterator that ends for any other reason is replaced by a new one after a
 // pause, and so is a failed open, except when the connection is closed
@@ -58,7 +66,13 @@ func Loop(ctx, hard context.Context, log *slog.Logger, opts Options, open Open, 
 			}
 			continue
 		}
-		stopDrain := context.AfterFunc(ctx, it.Drain)
+		stopDrain := context.AfterFunc(ctx, func() {
+			if hard.Err() != nil || (opts.Connected != nil && !opts.Connected()) {
+				it.Stop()
+				return
+			}
+			it.Drain()
+		})
 		stopHard := context.AfterFunc(hard, it.Stop)
 		err = each(it, log, handle)
 		stopDrain()

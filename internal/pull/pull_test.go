@@ -72,3 +72,44 @@ func TestLoopSurvivesALostConsumer(t *testing.T) {
 		t.Fatal("the loop did not return after its context ended")
 	}
 }
+
+// TestLoopStopsAtOnceWithTheServerGone: a loop whose context ends while
+// its connection is down stops its iterator rather than drain it, which
+// would wait for the server, and returns; hard, which would stop it, never
+// ends here.
+func TestLoopStopsAtOnceWithTheServerGone(t *testing.T) {
+	s, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx := context.Background()
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, Retention: jetstream.WorkQueuePolicy})
+	require.NoError(t, err)
+	opened := make(chan struct{}, 1)
+	open := func(ctx context.Context) (jetstream.MessagesContext, error) {
+		c, err := js.CreateOrUpdateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
+		if err != nil {
+			return nil, err
+		}
+		it, err := c.Messages(jetstream.PullExpiry(2*time.Second), jetstream.PullHeartbeat(500*time.Millisecond))
+		if err == nil {
+			opened <- struct{}{}
+		}
+		return it, err
+	}
+	loopCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pull.Loop(loopCtx, context.Background(), testenv.Logger(t), pull.Options{Pause: 10 * time.Millisecond, Connected: nc.IsConnected}, open, func(jetstream.Msg) {})
+	}()
+	<-opened
+	s.Shutdown()
+	require.Eventually(t, func() bool { return !nc.IsConnected() }, 10*time.Second, 5*time.Millisecond)
+	stop()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the loop waited on a drain with the server gone")
+	}
+}
