@@ -292,7 +292,8 @@ func roleStream(ctx context.Context, js jetstream.JetStream, role string, cfg je
 }
 
 // waitStream returns the stream name once it exists, waiting while it does
-// not or JetStream cannot say for now ([temporary]), until ctx ends.
+// not or JetStream cannot say for now ([temporary]), until ctx ends: its
+// error then wraps ctx's, so that a stop asked for reads as one.
 func waitStream(ctx context.Context, js jetstream.JetStream, name string) (jetstream.Stream, error) {
 	for {
 		st, err := js.Stream(ctx, name)
@@ -301,7 +302,7 @@ func waitStream(ctx context.Context, js jetstream.JetStream, name string) (jetst
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("stream %s: %w", name, err)
+			return nil, fmt.Errorf("stream %s: %w (last answer: %w)", name, ctx.Err(), err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -283,6 +283,34 @@ func TestAgentSaysItWaitsForTheCoordinator(t *testing.T) {
 		10*time.Second, 10*time.Millisecond, logs.String())
 }
 
+// TestAgentStoppedWhileWaitingForTheCoordinator: a stop asked for while
+// the agent waits for the command stream is a stop, not a failure (it
+// was an error naming the stream not found, and the program exited 1).
+func TestAgentStoppedWhileWaitingForTheCoordinator(t *testing.T) {
+	_, url := testenv.Server(t)
+	var logs testenv.SyncBuffer
+	a, err := participant.New(testenv.Connect(t, url), participant.Options{Role: "till",
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: agent.Handler{
+			Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		}}}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(ctx) }()
+	require.Eventually(t, func() bool {
+		return strings.Contains(logs.String(), "waiting for a coordinator to create the command stream")
+	}, 10*time.Second, 10*time.Millisecond, logs.String())
+	cancel()
+	select {
+	case err := <-ran:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+}
+
 // TestCommandsStoredBeforeTheirStepIsServedAreDelivered publishes "tip"
 // commands while the role's only copy serves "spend" alone, so that the
 // role's consumer passes over them, then starts a copy that serves "tip":
