@@ -224,11 +224,18 @@ func ServeObserved(stderr io.Writer, process string, o Observe, run func(ctx con
 	log.Debug("garbage collector target", "gogc", TuneGC(os.Getenv))
 	ctx, stop := SignalContext()
 	defer stop()
-	if err := run(ctx, log); err != nil {
+	err = run(ctx, log)
+	switch {
+	case err == nil:
+		log.Info(process + " stopped cleanly")
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		// Stopped by a signal before it was up (connecting to the server,
+		// waiting for a stream): a stop asked for, not a failure.
+		log.Info(process+" stopped while starting", "was", err.Error())
+	default:
 		log.Error(process+" stopped", "err", err)
 		return 1
 	}
-	log.Info(process + " stopped cleanly")
 	return 0
 }
 

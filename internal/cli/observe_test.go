@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -186,5 +189,37 @@ func TestServeMetricsAnnouncesWhereItServes(t *testing.T) {
 		resp.Body.Close()
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		stop()
+	}
+}
+
+// TestServeObservedExitCodes: a program that ends without an error, or
+// that a signal stops before it is up (its error wraps the cancelled
+// context, as a connect or a wait for a stream does), exits 0; any other
+// error, a cancellation no signal asked for included, exits 1.
+func TestServeObservedExitCodes(t *testing.T) {
+	o := cli.Observe{LogLevel: "info", LogFormat: "text"}
+	for _, tc := range []struct {
+		name string
+		run  func(ctx context.Context) error
+		code int
+		log  []string
+	}{
+		{"ended", func(context.Context) error { return nil }, 0, []string{"level=INFO msg=\"test stopped cleanly\""}},
+		{"failed", func(context.Context) error { return errors.New("boom") }, 1, []string{"level=ERROR msg=\"test stopped\"", "err=boom"}},
+		{"cancelled by itself", func(context.Context) error { return fmt.Errorf("wait: %w", context.Canceled) }, 1, []string{"level=ERROR msg=\"test stopped\"", "err=\"wait: context canceled\""}},
+		{"stopped by a signal while starting", func(ctx context.Context) error {
+			require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGTERM))
+			<-ctx.Done()
+			return fmt.Errorf("connect to nats://x: %w (last attempt: no servers)", ctx.Err())
+		}, 0, []string{`level=INFO msg="test stopped while starting"`, `was="connect to nats://x: context canceled (last attempt: no servers)"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			code := cli.ServeObserved(&logs, "test", o, func(ctx context.Context, _ *slog.Logger) error { return tc.run(ctx) })
+			require.Equal(t, tc.code, code, logs.String())
+			for _, want := range tc.log {
+				require.Contains(t, logs.String(), want)
+			}
+		})
 	}
 }
