@@ -345,3 +345,39 @@ func TestMemoryRefusesBadKeys(t *testing.T) {
 	_, err := agent.NewMemory().Init(t.Context(), "patient.p-17", 1)
 	require.NoError(t, err)
 }
+
+// TestMemoryRefusesMalformedCommands: a command whose saga id, step or
+// action is malformed, or a handler without a compensation, is an error
+// wrapping ErrBadRequest; nothing runs and nothing is recorded (an
+// unknown action was taken for a compensation with nothing to undo).
+func TestMemoryRefusesMalformedCommands(t *testing.T) {
+	ran := false
+	ok := agent.Handler{
+		Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+			ran = true
+			return nil, nil
+		},
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { ran = true; return nil },
+	}
+	for _, tc := range []struct {
+		name string
+		cmd  messages.Command
+		h    agent.Handler
+		want string
+	}{
+		{"saga id", messages.Command{SagaID: "bad id", Step: "y", Action: messages.Execute}, ok, `saga_id "bad id" breaks the identifier rule`},
+		{"step", messages.Command{SagaID: "s", Step: "", Action: messages.Execute}, ok, `step "" breaks the identifier rule`},
+		{"action", messages.Command{SagaID: "s", Step: "y", Action: "exec"}, ok, `command action "exec"`},
+		{"no compensation", messages.Command{SagaID: "s", Step: "y", Action: messages.Compensate}, agent.Handler{Execute: ok.Execute},
+			"step y: handler needs Execute and Compensate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := agent.NewMemory()
+			_, _, err := m.Do(t.Context(), &tc.cmd, tc.h)
+			require.ErrorIs(t, err, messages.ErrBadRequest)
+			require.ErrorContains(t, err, tc.want)
+			require.False(t, ran)
+			require.Equal(t, messages.Record{}, m.Record(tc.cmd.SagaID, tc.cmd.Step))
+		})
+	}
+}

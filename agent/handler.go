@@ -51,6 +51,16 @@ type Handler struct {
 	Compensate func(ctx context.Context, tx Tx, cmd *messages.Command) error
 }
 
+// Validate returns an error wrapping [messages.ErrBadRequest] when h lacks
+// an action: every step has a compensation, even one that finds nothing to
+// undo.
+func (h Handler) Validate() error {
+	if h.Execute == nil || h.Compensate == nil {
+		return fmt.Errorf("handler needs Execute and Compensate: %w", messages.ErrBadRequest)
+	}
+	return nil
+}
+
 // Step binds a [Handler] to one step of one kind of saga.
 type Step struct {
 	// Saga and Name are the subject tokens of the step, as in

@@ -92,8 +92,20 @@ func (m *Memory) Record(sagaID, step string) messages.Record {
 
 // Do runs cmd's action through the barrier with h, and returns the reply to
 // send and how the command was disposed of. It returns an error wrapping
-// [ErrRedeliver] when the command must be delivered again unanswered.
+// [ErrRedeliver] when the command must be delivered again unanswered, and
+// one wrapping [messages.ErrBadRequest], with nothing run or recorded, when
+// cmd's saga id, step or action is malformed or h lacks an action: what
+// the runtime never lets through to a store.
 func (m *Memory) Do(ctx context.Context, cmd *messages.Command, h Handler) (messages.Reply, Verdict, error) {
+	if err := errors.Join(messages.CheckToken("saga_id", cmd.SagaID), messages.CheckToken("step", cmd.Step)); err != nil {
+		return messages.Reply{}, Transient, err
+	}
+	if !cmd.Action.Valid() {
+		return messages.Reply{}, Transient, fmt.Errorf("command action %q: %w", cmd.Action, messages.ErrBadRequest)
+	}
+	if err := h.Validate(); err != nil {
+		return messages.Reply{}, Transient, fmt.Errorf("step %s: %w", cmd.Step, err)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	key := branchKey{cmd.SagaID, cmd.Step}

@@ -115,8 +115,8 @@ func (o *Options) Validate() error {
 	seen := map[string]bool{}
 	for _, s := range o.Steps {
 		errs = append(errs, messages.CheckToken("saga", s.Saga), messages.CheckToken("step", s.Name))
-		if s.Handler.Execute == nil || s.Handler.Compensate == nil {
-			errs = append(errs, fmt.Errorf("step %s.%s: handler needs Execute and Compensate: %w", s.Saga, s.Name, messages.ErrBadRequest))
+		if err := s.Handler.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("step %s.%s: %w", s.Saga, s.Name, err))
 		}
 		if seen[s.Saga+"."+s.Name] {
 			errs = append(errs, fmt.Errorf("step %s.%s twice: %w", s.Saga, s.Name, messages.ErrBadRequest))
