@@ -66,7 +66,11 @@ type Options struct {
 	// they were published, across every copy, crash and redelivery. Set it
 	// for a role whose state is one key every saga touches (a budget): it
 	// is serial anyway, and a coordinator that releases ranked commands in
-	// rank order then has them applied in rank order.
+	// rank order then has them applied in rank order. Set it too for any
+	// role where two commands of one tick may touch the same key and their
+	// order changes an outcome (a limit checked, then counted): without it,
+	// a simulation run is reproducible only when the role's commands
+	// commute (docs/simulation.md).
 	//
 	// How: the role's durable consumer pins one copy at a time (a priority
 	// group with the pinned-client policy, [messages.SerialGroup]); the

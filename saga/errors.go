@@ -14,7 +14,7 @@ var (
 	ErrUnknownDefinition = errors.New("unknown saga definition")
 	// ErrDuplicateDefinition: a definition with that name or subject is
 	// already registered.
-	ErrDuplicateDefinition = errors.New("duplicate saga definition")
+	ErrDuplicateDefinition = errors.New("conflicts with a registered saga definition")
 	// ErrStepMoved: a version gives a step to another role than a
 	// registered version of its definition does (wrapped with
 	// ErrDuplicateDefinition).
