@@ -648,6 +648,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 			bucket[id] = bucketSaga{x: x, rev: entry.rev}
 		}
 	}
+	c.engine.RestoreClock(tick)
 	stored := c.mergeStored(bucket, logged)
 	if _, err := c.ensureCommandStream(ctx); err != nil {
 		return fmt.Errorf("recover: %w", err)

@@ -91,6 +91,33 @@ func TestRecoveryCountsFinishedSagasFromHeaders(t *testing.T) {
 	require.Equal(t, "legacy-1", listed[2])
 }
 
+// TestRecoveryKeepsTheStoredClock: a clock moved on past the last change
+// of every saga is where a restarted coordinator takes it up, with no
+// active saga to carry it (it went back to the last finished saga's tick,
+// and a driver reading it would have sent ticks already applied).
+func TestRecoveryKeepsTheStoredClock(t *testing.T) {
+	_, url := testenv.Server(t)
+	opts := coordinator.Options{Definitions: []saga.Definition{twoSteps}, Logger: testenv.Logger(t)}
+	stop := runUntilStopped(t, url, opts)
+	bankAgent(t, url)
+	nc := testenv.Connect(t, url)
+	testenv.Tick(t, nc, 3)
+	id := testenv.Start(t, nc, twoSteps.Subject, nil)
+	testenv.WaitStatus(t, nc, id, saga.Completed)
+	for tick := int64(4); tick <= 7; tick++ {
+		testenv.Tick(t, nc, tick)
+	}
+	require.Equal(t, int64(7), testenv.Summary(t, nc).Tick)
+	stop()
+
+	stop = runUntilStopped(t, url, opts)
+	defer stop()
+	sum := testenv.Summary(t, nc)
+	require.Equal(t, int64(7), sum.Tick, "the stored clock")
+	require.Equal(t, 1, sum.Completed)
+	require.Zero(t, sum.Active)
+}
+
 // TestListFinishedFindsTheLatestFarBack: a list of finished sagas reads the
 // bucket's last messages, in a window that grows until it holds the page:
 // a saga far behind many of other statuses is found, a key written again

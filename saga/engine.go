@@ -1106,6 +1106,15 @@ func (e *Engine) Summary() messages.Summary {
 	}
 }
 
+// RestoreClock advances the clock to tick, the clock stored, when it is
+// ahead, as the coordinator does when it restarts: a clock moved on while
+// no saga changed is not behind the last tick applied. Like [Engine.Restore]
+// it begins a recovery.
+func (e *Engine) RestoreClock(tick int64) {
+	e.recovering = true
+	e.tick = max(e.tick, tick)
+}
+
 // RestoreFinished counts a stored saga that finished with st (completed,
 // rolled_back or timed_out) at tick lastTick, as [Engine.Restore] counts
 // such a saga, for a caller that knows its end but not its whole state:

@@ -174,6 +174,35 @@ func TestRestoreKeepsTheClockOfTheStoredSagas(t *testing.T) {
 	require.Equal(t, int64(3), x.Outcome().EndTick)
 }
 
+// TestRestoreClock: the clock restored is the later of the clock stored
+// and the last tick of every saga restored, in whichever order they come.
+func TestRestoreClock(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		clock, finished int64
+		want            int64
+	}{
+		{"clock ahead of the sagas", 12, 9, 12},
+		{"a saga ahead of the clock", 5, 9, 9},
+		{"no clock stored", 0, 9, 9},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, clockFirst := range []bool{true, false} {
+				e := saga.New(saga.Options{})
+				if clockFirst {
+					e.RestoreClock(tc.clock)
+				}
+				require.NoError(t, e.RestoreFinished(saga.Completed, tc.finished))
+				if !clockFirst {
+					e.RestoreClock(tc.clock)
+				}
+				e.Resume(&saga.Outbox{})
+				require.Equal(t, tc.want, e.Tick(), "clock restored first: %v", clockFirst)
+			}
+		})
+	}
+}
+
 // TestRestoreFinished counts a finished saga known by its status and last
 // tick alone, as Restore counts one whose whole state it has, and refuses
 // a status that needs the whole state.
