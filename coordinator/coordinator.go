@@ -300,6 +300,10 @@ func (c *Coordinator) reset() error {
 		}
 	}
 	c.engine = e
+	if c.opts.Observer != nil {
+		// Between terms, and standing by, it holds no saga and no clock.
+		c.opts.Observer.Committed(nil, nil, e.Summary())
+	}
 	c.revs, c.changed, c.sagas = map[string]uint64{}, map[string]bool{}, newSagaLog()
 	c.traces, c.sentAt = map[string]*sagaTrace{}, map[string]time.Time{}
 	// A term that ended in a commit may leave publishes unsettled, whose

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -621,4 +622,55 @@ func TestLeaseOfAnEarlierTermIsTakenBack(t *testing.T) {
 		_, err := nc.Request(messages.SummarySubject, []byte(`{}`), time.Second)
 		return err == nil
 	}, 30*time.Second, 10*time.Millisecond, "the coordinator serves again")
+}
+
+// summaries records the last summary an Observer is told.
+type summaries struct {
+	mu   sync.Mutex
+	last messages.Summary
+}
+
+func (o *summaries) Committed(_ []messages.Command, _ []messages.Event, sum messages.Summary) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.last = sum
+}
+func (o *summaries) Answered(messages.Command, messages.Outcome, int64, time.Duration) {}
+
+func (o *summaries) get() messages.Summary {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.last
+}
+
+// TestCoordinatorThatLostItsLeaseReportsNoSagas: a coordinator whose
+// lease another took stands by and tells its observer it holds no saga
+// and no clock, as a standby does: its gauges kept the sagas and the tick
+// of its term, counted twice beside the holder's.
+func TestCoordinatorThatLostItsLeaseReportsNoSagas(t *testing.T) {
+	_, url := testenv.Server(t)
+	obs := &summaries{}
+	co := testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{twoSteps}, Observer: obs})
+	nc := testenv.Connect(t, url)
+	testenv.Tick(t, nc, 5)
+	testenv.Start(t, nc, twoSteps.Subject, nil) // no agent: it stays active
+	require.Eventually(t, func() bool { s := obs.get(); return s.Active == 1 && s.Tick == 5 },
+		10*time.Second, 10*time.Millisecond, "%+v", obs.get())
+
+	_, kv := sagaBucket(t, nc)
+	e, err := kv.Get(context.Background(), messages.LeaseKey)
+	require.NoError(t, err)
+	var h map[string]any
+	require.NoError(t, json.Unmarshal(e.Value(), &h))
+	h["id"], h["copy"] = "another-term", "another-coordinator"
+	other, err := json.Marshal(h)
+	require.NoError(t, err)
+	// No TTL: the lease stays the other's for the rest of the test.
+	_, err = kv.Put(context.Background(), messages.LeaseKey, other)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		s := obs.get()
+		return !co.Active() && s.Active == 0 && s.Awaiting == 0 && s.Due == 0 && s.Tick == 0
+	},
+		30*time.Second, 10*time.Millisecond, "%+v", obs.get())
 }

@@ -16,7 +16,9 @@ import (
 type Observer interface {
 	// Committed is called once a batch is stored and its commands
 	// published, with the batch's commands and events in order, and the
-	// engine's summary after the batch.
+	// engine's summary after the batch; and with no commands, no events
+	// and the summary of an engine holding no saga when the coordinator
+	// holds none: at New, and when a term ends.
 	Committed(cmds []messages.Command, events []messages.Event, sum messages.Summary)
 	// Answered is called when an answer settles cmd with outcome other
 	// than working: ticks is the simulation time since cmd was sent, took
