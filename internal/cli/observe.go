@@ -57,16 +57,13 @@ func (o *Observe) Register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.BoolVar(&o.Healthcheck, "healthcheck", false, "ask the copy of this program serving -metrics-addr whether it is ready; exit 0 if so, 1 if not")
 }
 
-// Validate returns an error for a bad level or format, or -healthcheck
-// without -metrics-addr.
+// Validate returns an error for a bad level or format. A -healthcheck
+// without -metrics-addr is not one: it is a check that fails (exit 1, as a
+// container's health check reads it), not a usage error (exit 2, which
+// Docker reserves).
 func (o *Observe) Validate() error {
-	if _, err := NewLogger(io.Discard, o.LogLevel, o.LogFormat); err != nil {
-		return err
-	}
-	if o.Healthcheck && o.MetricsAddr == "" {
-		return errors.New("-healthcheck needs -metrics-addr (or NATSAGA_METRICS_ADDR)")
-	}
-	return nil
+	_, err := NewLogger(io.Discard, o.LogLevel, o.LogFormat)
+	return err
 }
 
 // NewLogger returns a logger on w at level ("debug", "info", "warn" or
@@ -174,10 +171,20 @@ const healthTimeout = 3 * time.Second
 
 // Healthcheck asks program, serving addr, for /readyz, prints the answer to
 // w and returns the exit code: 0 when ready, 1 otherwise, and 1 when addr
-// is served by another program. An address with no host (":9090") is asked
-// on 127.0.0.1.
+// is served by another program or is not given. An address with no host
+// (":9090") is asked on 127.0.0.1; a port may be a service name
+// ("http-alt"), as the server listening on it takes it.
 func Healthcheck(addr, program string, w io.Writer) int {
+	if addr == "" {
+		fmt.Fprintln(w, "healthcheck: -healthcheck needs -metrics-addr (or NATSAGA_METRICS_ADDR)")
+		return 1
+	}
 	host, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		var n int
+		n, err = net.LookupPort("tcp", port)
+		port = strconv.Itoa(n)
+	}
 	if err != nil {
 		fmt.Fprintf(w, "healthcheck: -metrics-addr %q: %v\n", addr, err)
 		return 1

@@ -72,8 +72,11 @@ func TestObserveFlags(t *testing.T) {
 	require.Equal(t, cli.Observe{LogLevel: "info", LogFormat: "json", MetricsAddr: ":9090"}, o)
 	_, err = parse([]string{"-log-format", "yaml"}, nil)
 	require.Error(t, err)
-	_, err = parse([]string{"-healthcheck"}, nil)
-	require.ErrorContains(t, err, "-healthcheck needs -metrics-addr")
+	// Without an address, a health check that fails (exit 1), not a
+	// usage error (exit 2, which Docker reserves): see TestHealthcheck.
+	o, err = parse([]string{"-healthcheck"}, nil)
+	require.NoError(t, err)
+	require.True(t, o.Healthcheck)
 }
 
 // TestHealthcheck asks a served readiness, ready and not, as a container
@@ -127,6 +130,18 @@ func TestHealthcheck(t *testing.T) {
 	out.Reset()
 	require.Equal(t, 1, cli.Healthcheck(addr, "test-agent", &out))
 	require.Equal(t, "healthcheck: "+addr+" serves no natsaga program, not test-agent\n", out.String())
+
+	// No address; a port given by its service name, asked on its number
+	// as the listener took it; a name no service has.
+	for _, tc := range []struct{ addr, want string }{
+		{"", "healthcheck: -healthcheck needs -metrics-addr (or NATSAGA_METRICS_ADDR)\n"},
+		{"127.0.0.1:http", `"http://127.0.0.1:80/readyz"`},
+		{"127.0.0.1:no-such-service", `healthcheck: -metrics-addr "127.0.0.1:no-such-service": lookup tcp/no-such-service`},
+	} {
+		out.Reset()
+		require.Equal(t, 1, cli.Healthcheck(tc.addr, "test-agent", &out), tc.addr)
+		require.Contains(t, out.String(), tc.want, tc.addr)
+	}
 }
 
 // TestTracingErrorsGoToTheLog: with tracing on, OpenTelemetry's own
