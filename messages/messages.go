@@ -413,7 +413,11 @@ type AgentStats struct {
 	// sent alone, one per [CommandBatch]. Fewer than the commands when
 	// the coordinator sent it batches.
 	Messages int64 `json:"messages,omitempty"`
-	// Executed and Compensated count the actions that took effect here.
+	// Executed and Compensated count the actions decided and recorded
+	// here for the first time: an execute answered ok or failed (a
+	// business rejection is a recorded outcome too), a compensation that
+	// undid its step or found nothing to undo. Duplicates and refusals
+	// are counted apart; transient errors are not counted.
 	Executed    int64 `json:"executed"`
 	Compensated int64 `json:"compensated"`
 	// Duplicates counts redelivered commands the barrier absorbed.
