@@ -121,6 +121,9 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
 	var o options
 	o.conn.Register(fs, getenv)
+	// A person waits -timeout for the server, unless -connect-wait says
+	// otherwise (below): the help says so.
+	fs.Lookup("connect-wait").DefValue = "-timeout"
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "how long to wait to connect (unless -connect-wait is given) and for each answer (a start answered \"busy\", and a request no coordinator serves yet, are sent again until then)")
 	fs.BoolVar(&o.json, "json", false, "print the answers as JSON, for machines")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json, for the connection's error logs")

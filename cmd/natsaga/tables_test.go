@@ -146,6 +146,10 @@ func TestHelpEverywhere(t *testing.T) {
 			require.Contains(t, errOut.String(), "natsaga [flags] "+args[0], "%v", args)
 		}
 		require.NotContains(t, errOut.String()+out.String(), "s3cret-pw", "%v", args)
+		if len(args) == 1 {
+			// What TestConnectWaitIsKept measures.
+			require.Contains(t, errOut.String(), "reach the NATS server at start (default -timeout)")
+		}
 	}
 }
 
