@@ -252,18 +252,24 @@ const flushWait = 5 * time.Second
 // StartTracing returns the tracer provider of the program named service,
 // nil when the OTEL_ variables getenv reads leave tracing off (see
 // [TracingEnabled]), and a function to call at exit, which flushes the
-// spans within five seconds and logs a failure to log. With tracing on,
-// OpenTelemetry's own errors and messages (an export that failed, an
-// endpoint that does not parse) go to log too, in the program's format.
-// It returns an error when the exporter cannot be made.
+// spans within five seconds and logs a failure to log. With tracing on, it
+// logs where spans go, and OpenTelemetry's own errors and messages (an
+// export that failed, a variable that does not parse) go to log too, in
+// the program's format. It returns an error when the exporter cannot be
+// made, or the variables ask for what it does not do (see [SetupTracing]).
 func StartTracing(ctx context.Context, service string, getenv func(string) string, log *slog.Logger) (trace.TracerProvider, func(), error) {
+	if TracingEnabled(getenv) {
+		// Before the exporter reads its variables: it logs what it
+		// cannot parse.
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("tracing", "err", err) }))
+		otel.SetLogger(logr.FromSlogHandler(log.Handler()))
+	}
 	tp, stop, err := SetupTracing(ctx, service, getenv)
 	if err != nil {
 		return nil, nil, err
 	}
 	if tp != nil {
-		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("tracing", "err", err) }))
-		otel.SetLogger(logr.FromSlogHandler(log.Handler()))
+		log.Info("tracing on: spans go over OTLP/HTTP", "endpoint", tracesEndpoint(getenv))
 	}
 	return tp, func() {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushWait)

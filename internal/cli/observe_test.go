@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel"
 
@@ -154,13 +155,37 @@ func TestTracingErrorsGoToTheLog(t *testing.T) {
 	require.NoError(t, err)
 	require.NotNil(t, tp)
 	t.Cleanup(func() { otel.SetErrorHandler(otel.ErrorHandlerFunc(func(error) {})) })
+	lines := func() []map[string]any {
+		var out []map[string]any
+		for _, l := range bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n")) {
+			var line map[string]any
+			require.NoError(t, json.Unmarshal(l, &line), buf.String())
+			out = append(out, line)
+		}
+		buf.Reset()
+		return out
+	}
+	got := lines()
+	require.Len(t, got, 1)
+	require.Equal(t, "tracing on: spans go over OTLP/HTTP", got[0]["msg"])
+	require.Equal(t, "http://127.0.0.1:1/v1/traces", got[0]["endpoint"])
 	otel.Handle(errors.New("export refused"))
-	var line map[string]any
-	require.NoError(t, json.Unmarshal(bytes.TrimSpace(buf.Bytes()), &line), buf.String())
-	require.Equal(t, "tracing", line["msg"])
-	require.Equal(t, "export refused", line["err"])
-	buf.Reset()
+	got = lines()
+	require.Len(t, got, 1)
+	require.Equal(t, "tracing", got[0]["msg"])
+	require.Equal(t, "export refused", got[0]["err"])
 	stop() // nothing to flush
+
+	// A variable the exporter reads and cannot parse is said in the log's
+	// format too, not as a line of Go's standard logger.
+	t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "abc")
+	otel.SetLogger(logr.Discard()) // what the first call set, undone
+	_, stop, err = cli.StartTracing(context.Background(), "natsaga-test", func(k string) string { return env[k] }, log)
+	require.NoError(t, err)
+	stop()
+	require.Contains(t, buf.String(), "abc")
+	got = lines()
+	require.Len(t, got, 2, "the timeout that does not parse, and where spans go")
 }
 
 // TestParseSaysADurationNeedsItsUnit: a duration flag given a bare number

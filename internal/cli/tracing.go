@@ -30,6 +30,36 @@ func TracingEnabled(getenv func(string) string) bool {
 	return getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
 }
 
+// tracesEndpoint is where the exporter sends spans, as the OTEL_ variables
+// that getenv reads say: for a log line.
+func tracesEndpoint(getenv func(string) string) string {
+	if e := getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"); e != "" {
+		return e
+	}
+	if e := getenv("OTEL_EXPORTER_OTLP_ENDPOINT"); e != "" {
+		return strings.TrimSuffix(e, "/") + "/v1/traces"
+	}
+	return "http://localhost:4318/v1/traces"
+}
+
+// checkTracingEnv returns an error when the OTEL_ variables that getenv
+// reads ask for an exporter or a protocol natsaga does not have: it
+// exports OTLP over HTTP with protobuf, and would otherwise send that to
+// a gRPC port, or no spans at all, without a word.
+func checkTracingEnv(getenv func(string) string) error {
+	switch v := getenv("OTEL_TRACES_EXPORTER"); strings.ToLower(v) {
+	case "", "otlp", "none":
+	default:
+		return fmt.Errorf("tracing: OTEL_TRACES_EXPORTER=%q: natsaga exports otlp (OTLP over HTTP), or none", v)
+	}
+	for _, name := range []string{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"} {
+		if v := getenv(name); v != "" && v != "http/protobuf" {
+			return fmt.Errorf("tracing: %s=%q: natsaga exports http/protobuf only (an OTLP collector's port 4318)", name, v)
+		}
+	}
+	return nil
+}
+
 // SetupTracing returns the tracer provider of the program named service, and a
 // function that flushes and stops it. When [TracingEnabled] says no, it returns a
 // nil provider (pass it on: natsaga's parts then make no spans at all) and
@@ -41,8 +71,16 @@ func TracingEnabled(getenv func(string) string) bool {
 // resource is service (unless OTEL_SERVICE_NAME says otherwise) with
 // OTEL_RESOURCE_ATTRIBUTES. The exporter's own variables are read from the
 // process environment, not through getenv. It returns an error when the
-// exporter cannot be made.
+// exporter cannot be made, or when OTEL_TRACES_EXPORTER names another
+// exporter than otlp or none, or the OTLP protocol is not http/protobuf
+// (tracing on or not: such a variable asks for spans natsaga cannot send).
 func SetupTracing(ctx context.Context, service string, getenv func(string) string) (trace.TracerProvider, func(context.Context) error, error) {
+	if strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true") {
+		return nil, func(context.Context) error { return nil }, nil
+	}
+	if err := checkTracingEnv(getenv); err != nil {
+		return nil, nil, err
+	}
 	if !TracingEnabled(getenv) {
 		return nil, func(context.Context) error { return nil }, nil
 	}

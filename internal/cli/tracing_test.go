@@ -35,6 +35,34 @@ func TestTracingEnabled(t *testing.T) {
 	require.NoError(t, stop(context.Background()))
 }
 
+// TestSetupTracingRefusesWhatItCannotSend: an exporter other than otlp or
+// none, or an OTLP protocol other than http/protobuf, is an error naming
+// the variable, with or without an endpoint (the spans would go to a gRPC
+// port in a form it does not read, or nowhere, without a word), unless
+// the SDK is disabled.
+func TestSetupTracingRefusesWhatItCannotSend(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"OTEL_TRACES_EXPORTER": "jaeger"}, `OTEL_TRACES_EXPORTER="jaeger": natsaga exports otlp`},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "console", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, `OTEL_TRACES_EXPORTER="console"`},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, `OTEL_EXPORTER_OTLP_PROTOCOL="grpc": natsaga exports http/protobuf only`},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}, `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="http/json"`},
+		{map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "jaeger"}, ""},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, ""},
+	} {
+		tp, stop, err := cli.SetupTracing(context.Background(), "x", func(k string) string { return tc.env[k] })
+		if tc.want == "" {
+			require.NoError(t, err, "%v", tc.env)
+			require.NoError(t, stop(context.Background()))
+			continue
+		}
+		require.ErrorContains(t, err, tc.want, "%v", tc.env)
+		require.Nil(t, tp)
+	}
+}
+
 // TestSetupTracingExportsOTLP turns tracing on with the standard variables and
 // checks that a span reaches an OTLP/HTTP endpoint, as a collector would
 // receive it.
