@@ -35,6 +35,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -376,7 +377,13 @@ func commands() map[string]command {
 					}
 					return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
 						xs, err := cl.ListJSON(ctx, saga.Status(*status), *limit)
-						return messages.ListResponse{V: messages.Version, Sagas: xs, Error: wireError(err)}, func(w io.Writer) { printList(w, xs) }, err
+						// A page of finished sagas is the latest: a full one
+						// says that more may be stored.
+						more := ""
+						if st := saga.Status(*status); st.Terminal() && st != saga.Failed && len(xs) == cmp.Or(*limit, 100) {
+							more = " (the latest; more may be stored: -limit asks for up to 1000, and summary counts them)"
+						}
+						return messages.ListResponse{V: messages.Version, Sagas: xs, Error: wireError(err)}, func(w io.Writer) { printList(w, xs, more) }, err
 					}), nil
 				}
 			}},

@@ -99,8 +99,9 @@ func printStatus(w io.Writer, data json.RawMessage) {
 }
 
 // printList prints the saga states sagas, as the coordinator sent them, a
-// row each; a state it cannot read gets a row that says so.
-func printList(w io.Writer, sagas []json.RawMessage) {
+// row each; a state it cannot read gets a row that says so. more follows
+// the count.
+func printList(w io.Writer, sagas []json.RawMessage, more string) {
 	t := table(w)
 	fmt.Fprintln(t, "SAGA_ID\tTYPE\tSTATUS\tSTEP\tSTARTED\tERROR")
 	for _, raw := range sagas {
@@ -112,7 +113,7 @@ func printList(w io.Writer, sagas []json.RawMessage) {
 		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%d\t%s\n", x.ID, x.Saga, x.Status, step(&x), x.StartedTick, orDash(clip(x.Error, 60)))
 	}
 	_ = t.Flush()
-	fmt.Fprintln(w, count(len(sagas), "saga"))
+	fmt.Fprintln(w, count(len(sagas), "saga")+more)
 }
 
 func printRetry(w io.Writer, st saga.Status) {

@@ -89,6 +89,7 @@ func TestTables(t *testing.T) {
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, ids[3])
 	require.NotContains(t, out, ids[1], "only the latest one")
+	require.Contains(t, out, "\n1 saga (the latest; more may be stored: -limit asks for up to 1000, and summary counts them)\n")
 
 	code, out = natsaga(t, url, "status", ids[1])
 	require.Equal(t, 0, code, out)

@@ -50,6 +50,15 @@ func TestNewLoggerFormats(t *testing.T) {
 
 	_, err = cli.NewLogger(io.Discard, "info", "xml")
 	require.ErrorContains(t, err, `log format "xml": want text or json`)
+
+	// Either case, as for the level.
+	b.Reset()
+	log, err = cli.NewLogger(&b, "WARN", "JSON")
+	require.NoError(t, err)
+	log.Info("hidden")
+	log.Warn("shown")
+	require.NoError(t, json.Unmarshal(b.Bytes(), &rec), b.String())
+	require.Equal(t, "shown", rec["msg"])
 	_, err = cli.NewLogger(io.Discard, "loud", "text")
 	require.ErrorContains(t, err, "log level")
 }
