@@ -226,6 +226,9 @@ function ledgers() {
 }
 function timeline() {
   const svg = document.getElementById("timeline"), xs = DATA.timeline || [];
+  // Drawn on the coordinator's clock, labelled with the scenario's ticks
+  // as the per-tick plots are: the clock need not start at 0.
+  const rows = DATA.per_tick || [], base = rows.length ? rows[0].tick - rows[0].t : 0;
   let t0 = Infinity, t1 = -Infinity;
   for (const s of xs) for (const h of s.history) { t0 = Math.min(t0, h.tick); t1 = Math.max(t1, h.tick); }
   if (!isFinite(t0)) { t0 = 0; t1 = 1; }
@@ -236,7 +239,7 @@ function timeline() {
   for (let t = t0; t <= t1 + 1; t++)
     if (t1 - t0 <= 40 || t % Math.ceil((t1 - t0) / 40) === 0) {
       el(svg, "line", {x1: x(t), y1: y0 - 4, x2: x(t), y2: y0 + xs.length * row, stroke: "#eee"});
-      el(svg, "text", {x: x(t), y: y0 - 8, "text-anchor": "middle"}, t);
+      el(svg, "text", {x: x(t), y: y0 - 8, "text-anchor": "middle"}, t - base);
     }
   xs.forEach((s, i) => {
     const yy = y0 + i * row;
@@ -253,10 +256,10 @@ function timeline() {
       const end = j + 1 < hs.length ? pos[j + 1] : pos[j] + 0.25;
       if (h.step && h.action) {
         const r = el(svg, "rect", {class: "seg s-" + h.action, x: x(pos[j]), y: yy + 2, width: Math.max(x(end) - x(pos[j]) - 1, 3), height: row - 5, rx: 2});
-        el(r, "title", {}, h.action + " " + h.step + " attempt " + (h.attempt || 1) + " at tick " + h.tick + (h.note ? ": " + h.note : ""));
+        el(r, "title", {}, h.action + " " + h.step + " attempt " + (h.attempt || 1) + " at tick " + (h.tick - base) + (h.note ? ": " + h.note : ""));
       } else if (["completed", "rolled_back", "timed_out", "failed"].includes(h.status)) {
         const c = el(svg, "circle", {class: "end s-" + h.status, cx: x(pos[j]), cy: yy + row / 2, r: 5});
-        el(c, "title", {}, h.status + " at tick " + h.tick + (h.note ? ": " + h.note : ""));
+        el(c, "title", {}, h.status + " at tick " + (h.tick - base) + (h.note ? ": " + h.note : ""));
       }
     });
   });

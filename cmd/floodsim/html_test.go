@@ -28,10 +28,14 @@ import (
 // runSmall runs the small scenario against a coordinator and one agent per
 // role in this process, and extra more household agents the run does not
 // wait for (-expect-agents 4), writing the JSON and HTML reports into a
-// temporary directory, and returns their paths.
-func runSmall(t *testing.T, extra int) (jsonPath, htmlPath string) {
+// temporary directory, and returns their paths. The coordinator's clock
+// is at base when the run begins.
+func runSmall(t *testing.T, extra int, base int64) (jsonPath, htmlPath string) {
 	t.Helper()
 	c, url := inProcessSystem(t)
+	if base > 0 {
+		testenv.Tick(t, testenv.Connect(t, url), base)
+	}
 	steps, err := flood.Steps(flood.Household)
 	require.NoError(t, err)
 	for i := range extra {
@@ -65,7 +69,10 @@ func chromium(t *testing.T) string {
 // asks for.
 func TestHTMLReportInChromium(t *testing.T) {
 	browser := chromium(t)
-	jsonPath, htmlPath := runSmall(t, 0)
+	// A clock that does not start at 0: the plots speak of the scenario's
+	// ticks all the same.
+	const base = 7
+	jsonPath, htmlPath := runSmall(t, 0, base)
 	page, err := os.ReadFile(htmlPath)
 	require.NoError(t, err)
 	// Self-contained: nothing is fetched.
@@ -137,6 +144,22 @@ func TestHTMLReportInChromium(t *testing.T) {
 	require.Equal(t, ends, count("timeline", `<circle class="end s-`))
 	require.Equal(t, len(r.Timeline), ends, "every sampled saga ended")
 	require.Positive(t, count("timeline", `<rect class="seg s-compensate"`))
+	// Its axis in the scenario's ticks, as the per-tick plot's: from the
+	// earliest tick of the sampled sagas' histories, by ones (few ticks
+	// here).
+	require.Equal(t, base, int(r.PerTick[0].Tick)-r.PerTick[0].T)
+	first := r.Timeline[0].History[0].Tick
+	for _, x := range r.Timeline {
+		for _, h := range x.History {
+			first = min(first, h.Tick)
+		}
+	}
+	var axis []float64
+	for _, m := range regexp.MustCompile(`<text x="[^"]+" y="12" text-anchor="middle">([^<]+)</text>`).FindAllStringSubmatch(section(t, out, "timeline"), -1) {
+		axis = append(axis, number(t, m[1]))
+	}
+	require.NotEmpty(t, axis)
+	require.Equal(t, float64(first-base), axis[0], "axis %v", axis)
 	// The agents: a bar per non-zero counter.
 	agentBars := 0
 	for _, a := range r.Agents {
@@ -205,7 +228,7 @@ func maxPerTick(rows []tickRow) int {
 // TestReportIncludesLateAgents: agents beyond those the run waited for
 // are in the report, and counted.
 func TestReportIncludesLateAgents(t *testing.T) {
-	jsonPath, _ := runSmall(t, 2)
+	jsonPath, _ := runSmall(t, 2, 0)
 	data, err := os.ReadFile(jsonPath)
 	require.NoError(t, err)
 	var r report
