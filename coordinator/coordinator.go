@@ -99,7 +99,7 @@ type Options struct {
 	// NewID makes saga ids; nil means UUIDs.
 	NewID func() string
 	// Metadata is announced in the coordinator's micro service's
-	// metadata, beside the "definitions", "state" and "copy" the
+	// metadata, beside the "definitions", "state", "copy" and "pid" the
 	// coordinator sets, which it may not name. natsaga's coordinator
 	// program puts there, under "metrics", the address it serves metrics
 	// and health on.

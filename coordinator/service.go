@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"strconv"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -50,17 +52,18 @@ func (c *Coordinator) serve(ctx context.Context) (micro.Service, error) {
 
 // ownMetadata are the keys of the micro service's metadata the
 // coordinator sets itself.
-var ownMetadata = []string{"definitions", "state", "copy"}
+var ownMetadata = []string{"definitions", "state", "copy", "pid"}
 
 // service adds an instance of [messages.CoordinatorService] with no
-// endpoint, its state ("standby" or "active"), the number of saga types
-// and its copy in the metadata, with [Options.Metadata].
+// endpoint, its state ("standby" or "active"), the number of saga types,
+// its copy and its process id in the metadata, with [Options.Metadata].
 func (c *Coordinator) service(state string) (micro.Service, error) {
 	md := maps.Clone(c.opts.Metadata)
 	if md == nil {
 		md = make(map[string]string, len(ownMetadata))
 	}
 	md["definitions"], md["state"], md["copy"] = fmt.Sprint(len(c.opts.Definitions)), state, c.copy
+	md["pid"] = strconv.Itoa(os.Getpid())
 	svc, err := micro.AddService(c.nc, micro.Config{
 		Name:        messages.CoordinatorService,
 		Version:     messages.ServiceVersion,

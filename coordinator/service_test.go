@@ -3,6 +3,8 @@ package coordinator_test
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,7 +49,7 @@ func TestCoordinatorIsAMicroService(t *testing.T) {
 	control(t, nc, micro.InfoVerb, messages.CoordinatorService, &info)
 	copyName := info.Metadata["copy"]
 	require.NotEmpty(t, copyName)
-	require.Equal(t, map[string]string{"definitions": "1", "state": "active", "copy": copyName}, info.Metadata)
+	require.Equal(t, map[string]string{"definitions": "1", "state": "active", "copy": copyName, "pid": strconv.Itoa(os.Getpid())}, info.Metadata)
 	// The lease names the coordinator as its micro service does, so that
 	// a standby's log points at the active one.
 	_, kv := sagaBucket(t, nc)

@@ -104,7 +104,7 @@ func listServices(ctx context.Context, cl *client.Client, o *options, stdout, _ 
 		return nil
 	}
 	t := table(stdout)
-	fmt.Fprintln(t, "SERVICE\tID\tVERSION\tROLE/STATE\tCOPY\tMETRICS\tENDPOINTS")
+	fmt.Fprintln(t, "SERVICE\tID\tVERSION\tROLE/STATE\tCOPY\tPID\tMETRICS\tENDPOINTS")
 	for _, in := range infos {
 		var eps []string
 		for _, e := range in.Endpoints {
@@ -114,8 +114,8 @@ func listServices(ctx context.Context, cl *client.Client, o *options, stdout, _ 
 		if role == "" {
 			role = in.Metadata["state"] // a coordinator's: active or standby
 		}
-		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.Name, in.ID, in.Version, orDash(role), orDash(in.Metadata["copy"]),
-			orDash(in.Metadata["metrics"]), fmt.Sprint(eps))
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.Name, in.ID, in.Version, orDash(role), orDash(in.Metadata["copy"]),
+			orDash(in.Metadata["pid"]), orDash(in.Metadata["metrics"]), fmt.Sprint(eps))
 	}
 	_ = t.Flush()
 	fmt.Fprintln(stdout, count(len(infos), "service"))
