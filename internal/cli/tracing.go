@@ -52,10 +52,14 @@ func checkTracingEnv(getenv func(string) string) error {
 	default:
 		return fmt.Errorf("tracing: OTEL_TRACES_EXPORTER=%q: natsaga exports otlp (OTLP over HTTP), or none", v)
 	}
-	for _, name := range []string{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"} {
-		if v := getenv(name); v != "" && v != "http/protobuf" {
-			return fmt.Errorf("tracing: %s=%q: natsaga exports http/protobuf only (an OTLP collector's port 4318)", name, v)
-		}
+	// The traces' own variable wins over the general one, which may then
+	// be for other signals.
+	name := "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+	if getenv(name) == "" {
+		name = "OTEL_EXPORTER_OTLP_PROTOCOL"
+	}
+	if v := getenv(name); v != "" && v != "http/protobuf" {
+		return fmt.Errorf("tracing: %s=%q: natsaga exports http/protobuf only (an OTLP collector's port 4318)", name, v)
 	}
 	return nil
 }
