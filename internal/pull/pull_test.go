@@ -19,18 +19,7 @@ func TestLoopSurvivesALostConsumer(t *testing.T) {
 	js, err := jetstream.New(testenv.Connect(t, url))
 	require.NoError(t, err)
 	ctx := context.Background()
-	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, Retention: jetstream.WorkQueuePolicy})
-	require.NoError(t, err)
-
-	opened := make(chan struct{}, 10)
-	open := func(ctx context.Context) (jetstream.MessagesContext, error) {
-		c, err := js.CreateOrUpdateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
-		if err != nil {
-			return nil, err
-		}
-		opened <- struct{}{}
-		return c.Messages(jetstream.PullExpiry(2*time.Second), jetstream.PullHeartbeat(500*time.Millisecond))
-	}
+	open, opened := workQueue(t, js)
 	got := make(chan string, 10)
 	loopCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -82,22 +71,8 @@ func TestLoopStopsAtOnceWithTheServerGone(t *testing.T) {
 	nc := testenv.Connect(t, url)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	ctx := context.Background()
-	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, Retention: jetstream.WorkQueuePolicy})
-	require.NoError(t, err)
-	opened := make(chan struct{}, 1)
-	open := func(ctx context.Context) (jetstream.MessagesContext, error) {
-		c, err := js.CreateOrUpdateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
-		if err != nil {
-			return nil, err
-		}
-		it, err := c.Messages(jetstream.PullExpiry(2*time.Second), jetstream.PullHeartbeat(500*time.Millisecond))
-		if err == nil {
-			opened <- struct{}{}
-		}
-		return it, err
-	}
-	loopCtx, stop := context.WithCancel(ctx)
+	open, opened := workQueue(t, js)
+	loopCtx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -112,4 +87,23 @@ func TestLoopStopsAtOnceWithTheServerGone(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the loop waited on a drain with the server gone")
 	}
+}
+
+// workQueue creates the work-queue stream S on subjects s.>, and returns
+// the opener of pull.Loop's iterator on its durable consumer c, which it
+// creates, or creates again, each time, and a channel that receives once
+// each time it does.
+func workQueue(t *testing.T, js jetstream.JetStream) (pull.Open, <-chan struct{}) {
+	t.Helper()
+	_, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, Retention: jetstream.WorkQueuePolicy})
+	require.NoError(t, err)
+	opened := make(chan struct{}, 10)
+	return func(ctx context.Context) (jetstream.MessagesContext, error) {
+		c, err := js.CreateOrUpdateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
+		if err != nil {
+			return nil, err
+		}
+		opened <- struct{}{}
+		return c.Messages(jetstream.PullExpiry(2*time.Second), jetstream.PullHeartbeat(500*time.Millisecond))
+	}, opened
 }
