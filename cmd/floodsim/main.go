@@ -19,20 +19,26 @@
 // the run failed (a tick that did not become quiet within -tick-wait
 // included: the run can no longer be reproduced), 2 for bad flags (an
 // output file, -json, -html or -outcomes, that cannot be written included:
-// checked before anything starts) and 130 when interrupted.
+// checked before anything starts), 130 when interrupted, and 141 when
+// its standard output is closed before the run ends (floodsim | head): it
+// stops as it does when interrupted, its programs and its temporary
+// directory with it.
 package main
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -262,6 +268,8 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	cli.TuneGC(getenv)
 	ctx, stop := cli.SignalContext()
 	defer stop()
+	ctx, stopOnPipe := stopOnClosedOutput(ctx)
+	defer stopOnPipe()
 	// Validated with the flags: tracing's own messages in the run's format.
 	tlog, _ := cli.NewLogger(stderr, "warn", c.logFormat)
 	tp, flush, err := cli.StartTracing(ctx, "floodsim", getenv, tlog.With("process", "floodsim", "pid", os.Getpid()))
@@ -280,11 +288,40 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	case errors.As(err, new(usageError)):
 		fmt.Fprintln(stderr, "floodsim:", err)
 		return 2
+	case errors.Is(context.Cause(ctx), errOutputClosed):
+		fmt.Fprintln(stderr, "floodsim: stopped:", errOutputClosed)
+		return 141
 	case ctx.Err() != nil:
 		fmt.Fprintln(stderr, "floodsim: interrupted")
 		return 130
 	default:
 		fmt.Fprintln(stderr, "floodsim:", err)
 		return 1
+	}
+}
+
+// errOutputClosed is the cause of a run stopped because its standard
+// output was closed.
+var errOutputClosed = errors.New("its standard output was closed")
+
+// stopOnClosedOutput returns a context cancelled, with errOutputClosed,
+// when a write to standard output finds its reader gone (SIGPIPE). Go
+// otherwise ends the program at that write, before it stops the programs
+// it started and removes its temporary directory; asked for, the signal
+// comes here and the write fails instead.
+func stopOnClosedOutput(parent context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	go func() {
+		select {
+		case <-pipe:
+			cancel(errOutputClosed)
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(pipe)
+		cancel(nil)
 	}
 }

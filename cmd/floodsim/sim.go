@@ -423,7 +423,7 @@ func (s *sim) startAll(ctx context.Context, needs []flood.Need, base, tick int64
 		starts[i] = client.Start{Saga: need.Saga, ID: sagaID(s.sc.Options.Seed, base, s.rank), Rank: s.rank, Tick: tick, Context: need.Context()}
 	}
 	_, errs := s.cl.StartMany(ctx, starts, startConcurrency)
-	n := 0
+	n, stopped := 0, 0
 	for i, err := range errs {
 		id, need := starts[i].ID, needs[i]
 		if err != nil {
@@ -431,11 +431,18 @@ func (s *sim) startAll(ctx context.Context, needs []flood.Need, base, tick int64
 			// final status tells.
 			s.uncertain[id] = need.Saga
 			s.startErrs = append(s.startErrs, fmt.Sprintf("tick %d: %s saga for %s: %v", need.Tick, need.Saga, need.Household, err))
+			if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+				stopped++ // the run is stopping: said once, below
+				continue
+			}
 			s.log.Error("saga not started", "saga", need.Saga, "saga_id", id, "tick", need.Tick, "err", err)
 			continue
 		}
 		s.started[id] = need.Saga
 		n++
+	}
+	if stopped > 0 {
+		s.log.Warn("sagas not started: the run was stopped", "sagas", stopped, "tick", tick, "cause", context.Cause(ctx))
 	}
 	return n
 }
