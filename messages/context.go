@@ -161,7 +161,7 @@ func (c Context) Measure() (encodedLen, depth int) {
 	}
 	depth = 1
 	for k, v := range c {
-		n += quotedLen(k) + 1 + len(v)
+		n += QuotedLen(k) + 1 + len(v)
 		for _, b := range v {
 			// encoding/json writes these as \u003c, \u003e, \u0026
 			// and \u2028, \u2029: at most 5 more bytes each.
@@ -179,9 +179,9 @@ func (c Context) Measure() (encodedLen, depth int) {
 	return n, depth
 }
 
-// quotedLen returns at least the bytes s takes as a JSON string written by
+// QuotedLen returns at least the bytes s takes as a JSON string written by
 // encoding/json, and exactly that when s holds nothing to escape.
-func quotedLen(s string) int {
+func QuotedLen(s string) int {
 	n := len(s) + 2
 	for i := 0; i < len(s); {
 		b := s[i]

@@ -393,7 +393,7 @@ func (e *Engine) StartWith(id ID, def string, ctx messages.Context, o StartOptio
 	}
 	e.active[id] = x
 	e.counts[Pending]++
-	x.History = append(x.History, Transition{Tick: e.tick, Status: Pending})
+	e.record(x, Transition{Tick: e.tick, Status: Pending})
 	if o.Tick > e.tick {
 		x.StartedTick = o.Tick
 		e.addDeadline(o.Tick, deadline{id: id, kind: startDeadline})
@@ -457,7 +457,7 @@ func (e *Engine) ApplyReply(r messages.Reply, now time.Time, out *Outbox) error 
 		if r.Until > 0 {
 			note = fmt.Sprintf("working until tick %d", r.Until)
 		}
-		x.History = append(x.History, Transition{Tick: e.tick, Status: x.Status, Step: r.Step, Action: r.Action, Attempt: r.Attempt, Note: note})
+		e.record(x, Transition{Tick: e.tick, Status: x.Status, Step: r.Step, Action: r.Action, Attempt: r.Attempt, Note: note})
 		out.Changed = append(out.Changed, x)
 		switch {
 		case r.Until > 0 && r.Until <= e.tick:
@@ -634,7 +634,7 @@ func (e *Engine) send(x *Execution, note string, out *Outbox) {
 	x.Seq++
 	e.clearRetry(x)
 	e.setAwaiting(x, true)
-	x.History = append(x.History, Transition{Tick: e.tick, Status: x.Status, Step: x.step().Name, Action: x.Action, Attempt: x.Attempt, Note: note})
+	e.record(x, Transition{Tick: e.tick, Status: x.Status, Step: x.step().Name, Action: x.Action, Attempt: x.Attempt, Note: note})
 	out.Changed = append(out.Changed, x)
 	if x.Rank > 0 && note != "retry" {
 		e.hold(x, true)
@@ -721,7 +721,7 @@ func (e *Engine) scheduleRetry(x *Execution, at time.Time, reason string, out *O
 		e.retrying++
 	}
 	x.RetryAt = at
-	x.History = append(x.History, Transition{Tick: e.tick, Status: x.Status, Step: x.step().Name, Action: x.Action, Attempt: x.Attempt, Note: "retry scheduled after " + reason})
+	e.record(x, Transition{Tick: e.tick, Status: x.Status, Step: x.step().Name, Action: x.Action, Attempt: x.Attempt, Note: "retry scheduled after " + reason})
 	e.retries.push(retry{at: at, id: x.ID, seq: x.Seq})
 	out.Changed = append(out.Changed, x)
 }
@@ -952,11 +952,43 @@ func (e *Engine) RetryCompensation(id ID, out *Outbox) error {
 	return nil
 }
 
+// record appends t to x's history and holds the history to its bounds
+// ([MaxHistory]): over them, it drops the oldest transition that is
+// neither the first, nor the one [Execution.rollbackReason] reads, nor t.
+func (e *Engine) record(x *Execution, t Transition) {
+	size := x.historySize() + transitionSize(&t)
+	x.History = append(x.History, t)
+	x.historyLen = size
+	limit := e.opts.MaxContext
+	if limit <= 0 {
+		limit = messages.MaxContext
+	}
+	for len(x.History) > MaxHistory || x.historyLen > limit {
+		keep := -1 // the transition rollbackReason reads
+		for i, h := range x.History {
+			if h.Status == Compensating && h.Step == "" {
+				keep = i
+				break
+			}
+		}
+		drop := 1
+		if drop == keep {
+			drop++
+		}
+		if drop >= len(x.History)-1 {
+			return // the first, the cause and t: nothing more to drop
+		}
+		x.historyLen -= transitionSize(&x.History[drop])
+		x.History = slices.Delete(x.History, drop, drop+1)
+		x.HistoryDropped++
+	}
+}
+
 func (e *Engine) setStatus(x *Execution, s Status, note string, out *Outbox) {
 	e.counts[x.Status]--
 	e.counts[s]++
 	x.Status = s
-	x.History = append(x.History, Transition{Tick: e.tick, Status: s, Note: note})
+	e.record(x, Transition{Tick: e.tick, Status: s, Note: note})
 	out.Events = append(out.Events, messages.Event{V: messages.Version, SagaID: x.ID, Saga: x.Saga, Status: string(s), Tick: e.tick, Reason: note})
 	out.Changed = append(out.Changed, x)
 }

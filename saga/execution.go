@@ -89,6 +89,9 @@ type Execution struct {
 	Results     map[string]messages.Context `json:"step_results,omitempty"`
 	Error       string                      `json:"error,omitempty"`
 	History     []Transition                `json:"history"`
+	// HistoryDropped counts the transitions dropped from History to hold
+	// it to its bound ([MaxHistory]).
+	HistoryDropped int `json:"history_dropped,omitempty"`
 
 	def *Definition
 	// gen invalidates deadlines set before the last new deadline.
@@ -104,6 +107,11 @@ type Execution struct {
 	// added (setResult).
 	resultsLen   int
 	resultsKnown bool
+	// historyLen is the encoded size of History, as transitionSize
+	// counts it, when historyKnown: taken once, then kept as transitions
+	// are recorded and dropped.
+	historyLen   int
+	historyKnown bool
 }
 
 // resultsSize returns the bytes of x's step results, as EncodedLen counts
@@ -135,6 +143,39 @@ func (x *Execution) setResult(step string, output messages.Context, size int) {
 		x.resultsLen += size
 	}
 	x.Results[step] = output
+}
+
+// MaxHistory bounds a saga's history, in transitions. Its bytes are held,
+// too, to the engine's context bound (Options.MaxContext, or
+// [messages.MaxContext] when that is not set), so that a saga's state, its
+// context and step results within twice that bound, fits the one message
+// it is stored in, however often its steps are retried (a retry with its
+// agent's reason is a transition) or an operator retries it. Beyond
+// either, the engine drops the oldest transition but the first, the one
+// that says why the saga rolled back and the last, and counts it in
+// [Execution.HistoryDropped].
+const MaxHistory = 1024
+
+// transitionSize is at least the bytes t takes in a stored saga: the keys
+// and two integers of up to 20 characters, and its strings as JSON
+// writes them.
+func transitionSize(t *Transition) int {
+	const fixed = len(`{"tick":,"status":,"step":,"action":,"attempt":,"note":}`) + 2*20
+	return fixed + messages.QuotedLen(string(t.Status)) + messages.QuotedLen(t.Step) +
+		messages.QuotedLen(string(t.Action)) + messages.QuotedLen(t.Note)
+}
+
+// historySize returns the bytes of x's history, as transitionSize counts
+// them.
+func (x *Execution) historySize() int {
+	if !x.historyKnown {
+		x.historyLen = 0
+		for i := range x.History {
+			x.historyLen += transitionSize(&x.History[i])
+		}
+		x.historyKnown = true
+	}
+	return x.historyLen
 }
 
 // Transition is one entry of a saga's history.

@@ -52,6 +52,7 @@ func newExecutionCodec(results, history func(*Decoder, *saga.Execution) error) *
 		binding[saga.Execution]{goName: "Results", enc: appendResults, dec: results, empty: func(x *saga.Execution) bool { return len(x.Results) == 0 }},
 		str("Error", func(x *saga.Execution) *string { return &x.Error }),
 		binding[saga.Execution]{goName: "History", enc: appendHistory, dec: history},
+		integer("HistoryDropped", func(x *saga.Execution) *int { return &x.HistoryDropped }),
 	)
 }
 
