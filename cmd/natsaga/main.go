@@ -20,7 +20,11 @@
 // Answers are printed as tables for people; with -json (before or after
 // the command) as the coordinator's JSON, in the shape of its answer
 // (docs/protocol.md; a list's pages as one answer), events one JSON object
-// a line. Every request goes through package client, as any Go program's.
+// a line. In the tables and messages for people, every text that came
+// from outside (a reason, a note, an id, a service's metadata, an error)
+// has what a terminal would act on escaped as %q escapes it ("\x1b[2J",
+// "\r\n", "\u202e"); -json prints it as JSON encodes it. Every request
+// goes through package client, as any Go program's.
 // Every command takes -h, and its flags before or after its arguments
 // ("status SAGA_ID -json"; after "--", every word is an argument). The
 // exit code is 0 on success, 1 when the coordinator answered with an
@@ -166,7 +170,7 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	run, err := parse(subArgs)
 	if err != nil {
-		fmt.Fprintf(stderr, "natsaga %s: %v\n", name, err)
+		printf(stderr, "natsaga %s: %v\n", name, err)
 		if !errors.Is(err, errInput) {
 			sub.Usage()
 		}
@@ -186,14 +190,14 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	o.conn.Wait = connectWait
 	log, err := cli.NewLogger(stderr, "error", o.logFormat)
 	if err != nil {
-		fmt.Fprintln(stderr, "natsaga:", err)
+		printf(stderr, "natsaga: %v\n", err)
 		return 2
 	}
 	cctx, cancel := context.WithTimeout(ctx, max(o.timeout, connectWait))
 	nc, err := o.conn.Connect(cctx, "natsaga-cli", log)
 	cancel()
 	if err != nil {
-		fmt.Fprintln(stderr, "natsaga:", err)
+		printf(stderr, "natsaga: %v\n", err)
 		return 1
 	}
 	defer nc.Close()
@@ -202,7 +206,7 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	// again until -timeout.
 	cl, err := client.New(nc, client.Options{RequestTimeout: o.timeout, Attempts: 1, RestartPatience: o.timeout, Logger: log})
 	if err != nil {
-		fmt.Fprintln(stderr, "natsaga:", err)
+		printf(stderr, "natsaga: %v\n", err)
 		return 2
 	}
 	err = run(ctx, cl, &o, stdout, stderr)
@@ -212,14 +216,14 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	case errors.Is(err, errAnswered):
 		return 1
 	case errors.Is(err, errUsage):
-		fmt.Fprintln(stderr, "natsaga:", err)
+		printf(stderr, "natsaga: %v\n", err)
 		return 2
 	default:
-		fmt.Fprintln(stderr, "natsaga:", err)
+		printf(stderr, "natsaga: %v\n", err)
 		if le := nc.LastError(); errors.Is(le, nats.ErrPermissionViolation) {
 			// What went unanswered may not have been the coordinator's
 			// fault: a user whose inbox is elsewhere hears no answer.
-			fmt.Fprintf(stderr, "natsaga: the server refused this user a subject: %v (a user of deploy/nats/auth.conf needs its -inbox-prefix, _INBOX_<user>)\n", le)
+			printf(stderr, "natsaga: the server refused this user a subject: %v (a user of deploy/nats/auth.conf needs its -inbox-prefix, _INBOX_<user>)\n", le)
 		}
 		return 1
 	}
@@ -460,10 +464,10 @@ func commands() map[string]command {
 						case o.json:
 							printJSON(stdout, s)
 						case s.Due == 0 && err == nil:
-							fmt.Fprintf(stdout, "tick %d is quiet\n", s.Tick)
+							printf(stdout, "tick %d is quiet\n", s.Tick)
 							printSummary(stdout, &s)
 						default:
-							fmt.Fprintf(stdout, "tick %d is not quiet: %s due\n", s.Tick, count(s.Due, "command"))
+							printf(stdout, "tick %d is not quiet: %s due\n", s.Tick, count(s.Due, "command"))
 							printSummary(stdout, &s)
 						}
 						// The coordinator may stop answering mid-wait.
@@ -495,7 +499,7 @@ func ask(do func(ctx context.Context, cl *client.Client) (wire any, table func(i
 		default:
 			// The code is said once: "bad_request: …", not "…: bad request" too.
 			msg := strings.TrimSuffix(answered.Message, ": "+strings.ReplaceAll(answered.Code, "_", " "))
-			fmt.Fprintf(stderr, "natsaga: %s: %s\n", answered.Code, msg)
+			printf(stderr, "natsaga: %s: %s\n", answered.Code, msg)
 		}
 		if answered != nil {
 			return errAnswered

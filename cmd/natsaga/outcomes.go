@@ -62,7 +62,7 @@ func writeOutcomes(ctx context.Context, cl *client.Client, o outcomesOptions, as
 			return err
 		}
 	}
-	fmt.Fprintf(stderr, "%s, outcome log SHA-256: %s\n", count(n, "saga"), digest)
+	printf(stderr, "%s, outcome log SHA-256: %s\n", count(n, "saga"), digest)
 	return nil
 }
 
@@ -77,7 +77,7 @@ func printOutcomes(w io.Writer, log []byte) error {
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			return fmt.Errorf("outcome log: %w", err)
 		}
-		fmt.Fprintf(t, "%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", l.ID, l.Saga, l.Rank, l.Status, l.StartTick, l.EndTick,
+		printf(t, "%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", l.ID, l.Saga, l.Rank, l.Status, l.StartTick, l.EndTick,
 			orDash(strings.Join(l.Completed, ",")), orDash(clip(l.Reason, 60)))
 	}
 	if err := sc.Err(); err != nil {
