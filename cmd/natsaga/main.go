@@ -29,9 +29,11 @@
 // ("status SAGA_ID -json"; after "--", every word is an argument). The
 // exit code is 0 on success, 1 when the coordinator answered with an
 // error or could not be reached (within -timeout, with the reason), and 2
-// for bad usage. A start the
-// coordinator answers "busy" (it holds its limit of sagas in flight) is
-// sent again after a backoff until -timeout; the last answer is printed.
+// for bad usage: every argument the tool can check itself (a saga id or
+// type, a status, a number, a file to read or to write) is checked before
+// it reaches for the server. A start the coordinator answers "busy" (it
+// holds its limit of sagas in flight) is sent again after a backoff until
+// -timeout; the last answer is printed.
 //
 // The outcome log (one JSON line per saga, sorted by id, as floodsim
 // -outcomes writes it) goes to -o FILE, or with -json to stdout, byte for
@@ -317,12 +319,18 @@ func commands() map[string]command {
 			}), nil
 		})},
 		"status": {"SAGA_ID", "Print one saga's state and history, active or finished.", noFlags(1, func(args []string) (runner, error) {
+			if err := messages.CheckToken("saga_id", args[0]); err != nil {
+				return nil, err
+			}
 			return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
 				x, err := cl.StatusJSON(ctx, args[0])
 				return messages.StatusResponse{V: messages.Version, Saga: x, Error: wireError(err)}, func(w io.Writer) { printStatus(w, x) }, err
 			}), nil
 		})},
 		"retry": {"SAGA_ID", "Retry the compensation of a failed saga.", noFlags(1, func(args []string) (runner, error) {
+			if err := messages.CheckToken("saga_id", args[0]); err != nil {
+				return nil, err
+			}
 			return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
 				st, err := cl.Retry(ctx, args[0])
 				return messages.RetryResponse{V: messages.Version, Status: string(st), Error: wireError(err)}, func(w io.Writer) { printRetry(w, st) }, err
@@ -433,6 +441,13 @@ func commands() map[string]command {
 				return func(args []string) (runner, error) {
 					if len(args) > 0 {
 						return nil, fmt.Errorf("unexpected arguments %v", args)
+					}
+					if oo.path != "" {
+						// Said before the bucket is read, which may take a
+						// minute, and before the server is reached.
+						if err := checkWritable(oo.path); err != nil {
+							return nil, inputError(fmt.Errorf("-o %s: %w", oo.path, err))
+						}
 					}
 					return func(ctx context.Context, cl *client.Client, o *options, stdout, stderr io.Writer) error {
 						ctx, cancel := context.WithTimeout(ctx, max(o.timeout, time.Minute))

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -84,4 +85,38 @@ func printOutcomes(w io.Writer, log []byte) error {
 		return fmt.Errorf("outcome log: %w", err)
 	}
 	return t.Flush()
+}
+
+// checkWritable returns an error, the system's, when path cannot be
+// written: its directory is missing or closed to this user, or it is a
+// directory or a file this user may not write. It leaves path as it found
+// it: a file it creates to know is removed, one that is there is opened
+// without being truncated, and a device or a pipe is not opened at all
+// (a pipe's reader would see its end).
+func checkWritable(path string) error {
+	fi, err := os.Stat(path)
+	var f *os.File
+	created := false
+	switch {
+	case err == nil && fi.IsDir():
+		return errors.New("is a directory")
+	case err == nil && !fi.Mode().IsRegular():
+		return nil
+	case err == nil:
+		f, err = os.OpenFile(path, os.O_WRONLY, 0)
+	case errors.Is(err, fs.ErrNotExist):
+		f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		created = err == nil
+	}
+	if err != nil {
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+			return pe.Err // the caller says the path
+		}
+		return err
+	}
+	err = f.Close()
+	if created {
+		err = errors.Join(err, os.Remove(path))
+	}
+	return err
 }
