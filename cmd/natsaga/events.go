@@ -70,7 +70,7 @@ func printEvents(ctx context.Context, cl *client.Client, o eventsOptions, asJSON
 		return err
 	}
 	if !asJSON {
-		fmt.Fprintf(stdout, "%-6s  %-36s  %-10s  %-13s  %s\n", "TICK", "SAGA_ID", "TYPE", "STATUS", "REASON")
+		printf(stdout, "%-6s  %-36s  %-10s  %-13s  %s\n", "TICK", "SAGA_ID", "TYPE", "STATUS", "REASON")
 	}
 	for ev, err := range events {
 		if err != nil {
@@ -84,7 +84,7 @@ func printEvents(ctx context.Context, cl *client.Client, o eventsOptions, asJSON
 			fmt.Fprintln(stdout, string(line))
 			continue
 		}
-		fmt.Fprintf(stdout, "%-6d  %-36s  %-10s  %-13s  %s\n", ev.Tick, ev.SagaID, ev.Saga, ev.Status, clip(ev.Reason, 100))
+		printf(stdout, "%-6d  %-36s  %-10s  %-13s  %s\n", ev.Tick, ev.SagaID, ev.Saga, ev.Status, clip(ev.Reason, 100))
 	}
 	return nil
 }
@@ -114,7 +114,7 @@ func listServices(ctx context.Context, cl *client.Client, o *options, stdout, _ 
 		if role == "" {
 			role = in.Metadata["state"] // a coordinator's: active or standby
 		}
-		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.Name, in.ID, in.Version, orDash(role), orDash(in.Metadata["copy"]),
+		printf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.Name, in.ID, in.Version, orDash(role), orDash(in.Metadata["copy"]),
 			orDash(in.Metadata["pid"]), orDash(in.Metadata["metrics"]), fmt.Sprint(eps))
 	}
 	_ = t.Flush()

@@ -20,14 +20,20 @@
 // Answers are printed as tables for people; with -json (before or after
 // the command) as the coordinator's JSON, in the shape of its answer
 // (docs/protocol.md; a list's pages as one answer), events one JSON object
-// a line. Every request goes through package client, as any Go program's.
+// a line. In the tables and messages for people, every text that came
+// from outside (a reason, a note, an id, a service's metadata, an error)
+// has what a terminal would act on escaped as %q escapes it ("\x1b[2J",
+// "\r\n", "\u202e"); -json prints it as JSON encodes it. Every request
+// goes through package client, as any Go program's.
 // Every command takes -h, and its flags before or after its arguments
 // ("status SAGA_ID -json"; after "--", every word is an argument). The
 // exit code is 0 on success, 1 when the coordinator answered with an
 // error or could not be reached (within -timeout, with the reason), and 2
-// for bad usage. A start the
-// coordinator answers "busy" (it holds its limit of sagas in flight) is
-// sent again after a backoff until -timeout; the last answer is printed.
+// for bad usage: every argument the tool can check itself (a saga id or
+// type, a status, a number, a file to read or to write) is checked before
+// it reaches for the server. A start the coordinator answers "busy" (it
+// holds its limit of sagas in flight) is sent again after a backoff until
+// -timeout; the last answer is printed.
 //
 // The outcome log (one JSON line per saga, sorted by id, as floodsim
 // -outcomes writes it) goes to -o FILE, or with -json to stdout, byte for
@@ -166,7 +172,7 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	run, err := parse(subArgs)
 	if err != nil {
-		fmt.Fprintf(stderr, "natsaga %s: %v\n", name, err)
+		printf(stderr, "natsaga %s: %v\n", name, err)
 		if !errors.Is(err, errInput) {
 			sub.Usage()
 		}
@@ -186,14 +192,14 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	o.conn.Wait = connectWait
 	log, err := cli.NewLogger(stderr, "error", o.logFormat)
 	if err != nil {
-		fmt.Fprintln(stderr, "natsaga:", err)
+		printf(stderr, "natsaga: %v\n", err)
 		return 2
 	}
 	cctx, cancel := context.WithTimeout(ctx, max(o.timeout, connectWait))
 	nc, err := o.conn.Connect(cctx, "natsaga-cli", log)
 	cancel()
 	if err != nil {
-		fmt.Fprintln(stderr, "natsaga:", err)
+		printf(stderr, "natsaga: %v\n", err)
 		return 1
 	}
 	defer nc.Close()
@@ -202,7 +208,7 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	// again until -timeout.
 	cl, err := client.New(nc, client.Options{RequestTimeout: o.timeout, Attempts: 1, RestartPatience: o.timeout, Logger: log})
 	if err != nil {
-		fmt.Fprintln(stderr, "natsaga:", err)
+		printf(stderr, "natsaga: %v\n", err)
 		return 2
 	}
 	err = run(ctx, cl, &o, stdout, stderr)
@@ -212,14 +218,14 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	case errors.Is(err, errAnswered):
 		return 1
 	case errors.Is(err, errUsage):
-		fmt.Fprintln(stderr, "natsaga:", err)
+		printf(stderr, "natsaga: %v\n", err)
 		return 2
 	default:
-		fmt.Fprintln(stderr, "natsaga:", err)
+		printf(stderr, "natsaga: %v\n", err)
 		if le := nc.LastError(); errors.Is(le, nats.ErrPermissionViolation) {
 			// What went unanswered may not have been the coordinator's
 			// fault: a user whose inbox is elsewhere hears no answer.
-			fmt.Fprintf(stderr, "natsaga: the server refused this user a subject: %v (a user of deploy/nats/auth.conf needs its -inbox-prefix, _INBOX_<user>)\n", le)
+			printf(stderr, "natsaga: the server refused this user a subject: %v (a user of deploy/nats/auth.conf needs its -inbox-prefix, _INBOX_<user>)\n", le)
 		}
 		return 1
 	}
@@ -313,12 +319,18 @@ func commands() map[string]command {
 			}), nil
 		})},
 		"status": {"SAGA_ID", "Print one saga's state and history, active or finished.", noFlags(1, func(args []string) (runner, error) {
+			if err := messages.CheckToken("saga_id", args[0]); err != nil {
+				return nil, err
+			}
 			return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
 				x, err := cl.StatusJSON(ctx, args[0])
 				return messages.StatusResponse{V: messages.Version, Saga: x, Error: wireError(err)}, func(w io.Writer) { printStatus(w, x) }, err
 			}), nil
 		})},
 		"retry": {"SAGA_ID", "Retry the compensation of a failed saga.", noFlags(1, func(args []string) (runner, error) {
+			if err := messages.CheckToken("saga_id", args[0]); err != nil {
+				return nil, err
+			}
 			return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
 				st, err := cl.Retry(ctx, args[0])
 				return messages.RetryResponse{V: messages.Version, Status: string(st), Error: wireError(err)}, func(w io.Writer) { printRetry(w, st) }, err
@@ -430,6 +442,13 @@ func commands() map[string]command {
 					if len(args) > 0 {
 						return nil, fmt.Errorf("unexpected arguments %v", args)
 					}
+					if oo.path != "" {
+						// Said before the bucket is read, which may take a
+						// minute, and before the server is reached.
+						if err := checkWritable(oo.path); err != nil {
+							return nil, inputError(fmt.Errorf("-o %s: %w", oo.path, err))
+						}
+					}
 					return func(ctx context.Context, cl *client.Client, o *options, stdout, stderr io.Writer) error {
 						ctx, cancel := context.WithTimeout(ctx, max(o.timeout, time.Minute))
 						defer cancel()
@@ -460,10 +479,10 @@ func commands() map[string]command {
 						case o.json:
 							printJSON(stdout, s)
 						case s.Due == 0 && err == nil:
-							fmt.Fprintf(stdout, "tick %d is quiet\n", s.Tick)
+							printf(stdout, "tick %d is quiet\n", s.Tick)
 							printSummary(stdout, &s)
 						default:
-							fmt.Fprintf(stdout, "tick %d is not quiet: %s due\n", s.Tick, count(s.Due, "command"))
+							printf(stdout, "tick %d is not quiet: %s due\n", s.Tick, count(s.Due, "command"))
 							printSummary(stdout, &s)
 						}
 						// The coordinator may stop answering mid-wait.
@@ -495,7 +514,7 @@ func ask(do func(ctx context.Context, cl *client.Client) (wire any, table func(i
 		default:
 			// The code is said once: "bad_request: …", not "…: bad request" too.
 			msg := strings.TrimSuffix(answered.Message, ": "+strings.ReplaceAll(answered.Code, "_", " "))
-			fmt.Fprintf(stderr, "natsaga: %s: %s\n", answered.Code, msg)
+			printf(stderr, "natsaga: %s: %s\n", answered.Code, msg)
 		}
 		if answered != nil {
 			return errAnswered

@@ -149,11 +149,6 @@ func TestAnswersAndErrors(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Empty(t, stdout.String())
 	require.Equal(t, "natsaga: not_found: get nope: unknown saga\n", stderr.String())
-	// The code is said once.
-	stderr.Reset()
-	code = mainCode([]string{"-nats", url, "status", "bad.id"}, func(string) string { return "" }, &stdout, &stderr)
-	require.Equal(t, 1, code)
-	require.Regexp(t, `^natsaga: bad_request: saga_id "bad\.id" .*\)\n$`, stderr.String())
 
 	_, empty := testenv.Server(t)
 	stderr.Reset()

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -62,7 +63,7 @@ func writeOutcomes(ctx context.Context, cl *client.Client, o outcomesOptions, as
 			return err
 		}
 	}
-	fmt.Fprintf(stderr, "%s, outcome log SHA-256: %s\n", count(n, "saga"), digest)
+	printf(stderr, "%s, outcome log SHA-256: %s\n", count(n, "saga"), digest)
 	return nil
 }
 
@@ -77,11 +78,45 @@ func printOutcomes(w io.Writer, log []byte) error {
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			return fmt.Errorf("outcome log: %w", err)
 		}
-		fmt.Fprintf(t, "%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", l.ID, l.Saga, l.Rank, l.Status, l.StartTick, l.EndTick,
+		printf(t, "%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", l.ID, l.Saga, l.Rank, l.Status, l.StartTick, l.EndTick,
 			orDash(strings.Join(l.Completed, ",")), orDash(clip(l.Reason, 60)))
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("outcome log: %w", err)
 	}
 	return t.Flush()
+}
+
+// checkWritable returns an error, the system's, when path cannot be
+// written: its directory is missing or closed to this user, or it is a
+// directory or a file this user may not write. It leaves path as it found
+// it: a file it creates to know is removed, one that is there is opened
+// without being truncated, and a device or a pipe is not opened at all
+// (a pipe's reader would see its end).
+func checkWritable(path string) error {
+	fi, err := os.Stat(path)
+	var f *os.File
+	created := false
+	switch {
+	case err == nil && fi.IsDir():
+		return errors.New("is a directory")
+	case err == nil && !fi.Mode().IsRegular():
+		return nil
+	case err == nil:
+		f, err = os.OpenFile(path, os.O_WRONLY, 0)
+	case errors.Is(err, fs.ErrNotExist):
+		f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		created = err == nil
+	}
+	if err != nil {
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+			return pe.Err // the caller says the path
+		}
+		return err
+	}
+	err = f.Close()
+	if created {
+		err = errors.Join(err, os.Remove(path))
+	}
+	return err
 }

@@ -12,8 +12,8 @@ func printRegister(w io.Writer, registered []messages.RegisteredSaga) {
 	t := table(w)
 	fmt.Fprintln(t, "SAGA\tVERSION\tLATEST\tUNCHANGED")
 	for _, s := range registered {
-		fmt.Fprintf(t, "%s\t%d\t%t\t%t\n", s.Name, s.Version, s.Latest, s.Unchanged)
+		printf(t, "%s\t%d\t%t\t%t\n", s.Name, s.Version, s.Latest, s.Unchanged)
 	}
 	_ = t.Flush()
-	fmt.Fprintf(w, "%d definitions\n", len(registered))
+	printf(w, "%d definitions\n", len(registered))
 }

@@ -33,17 +33,17 @@ func orDash(s string) string {
 
 func printSummary(w io.Writer, s *messages.Summary) {
 	t := table(w)
-	fmt.Fprintf(t, "tick\t%d\n", s.Tick)
-	fmt.Fprintf(t, "saga types\t%d\n", s.Registered)
-	fmt.Fprintf(t, "active\t%d\t(awaiting an answer %d, waiting to retry %d)\n", s.Active, s.Awaiting, s.Retrying)
-	fmt.Fprintf(t, "due\t%d\t(commands due by this tick with no final answer: 0 is quiet)\n", s.Due)
+	printf(t, "tick\t%d\n", s.Tick)
+	printf(t, "saga types\t%d\n", s.Registered)
+	printf(t, "active\t%d\t(awaiting an answer %d, waiting to retry %d)\n", s.Active, s.Awaiting, s.Retrying)
+	printf(t, "due\t%d\t(commands due by this tick with no final answer: 0 is quiet)\n", s.Due)
 	if s.Refused > 0 {
-		fmt.Fprintf(t, "refused\t%d\t(answers not from the role owning the step)\n", s.Refused)
+		printf(t, "refused\t%d\t(answers not from the role owning the step)\n", s.Refused)
 	}
-	fmt.Fprintf(t, "completed\t%d\n", s.Completed)
-	fmt.Fprintf(t, "rolled back\t%d\n", s.RolledBack)
-	fmt.Fprintf(t, "timed out\t%d\n", s.TimedOut)
-	fmt.Fprintf(t, "failed\t%d\n", s.Failed)
+	printf(t, "completed\t%d\n", s.Completed)
+	printf(t, "rolled back\t%d\n", s.RolledBack)
+	printf(t, "timed out\t%d\n", s.TimedOut)
+	printf(t, "failed\t%d\n", s.Failed)
 	_ = t.Flush()
 }
 
@@ -64,25 +64,25 @@ func step(x *saga.Execution) string {
 func printStatus(w io.Writer, data json.RawMessage) {
 	var x saga.Execution
 	if err := json.Unmarshal(data, &x); err != nil {
-		fmt.Fprintf(w, "saga state not readable: %v\n%s\n", err, data)
+		printf(w, "saga state not readable: %v\n%s\n", err, data)
 		return
 	}
 	t := table(w)
-	fmt.Fprintf(t, "saga\t%s\n", x.ID)
-	fmt.Fprintf(t, "type\t%s\n", x.Saga)
-	fmt.Fprintf(t, "status\t%s\n", x.Status)
-	fmt.Fprintf(t, "step\t%s\n", step(&x))
-	fmt.Fprintf(t, "started at tick\t%d\n", x.StartedTick)
-	fmt.Fprintf(t, "completed steps\t%s\n", orDash(strings.Join(x.Completed, ", ")))
+	printf(t, "saga\t%s\n", x.ID)
+	printf(t, "type\t%s\n", x.Saga)
+	printf(t, "status\t%s\n", x.Status)
+	printf(t, "step\t%s\n", step(&x))
+	printf(t, "started at tick\t%d\n", x.StartedTick)
+	printf(t, "completed steps\t%s\n", orDash(strings.Join(x.Completed, ", ")))
 	if len(x.Compensated) > 0 {
-		fmt.Fprintf(t, "compensated steps\t%s\n", strings.Join(x.Compensated, ", "))
+		printf(t, "compensated steps\t%s\n", strings.Join(x.Compensated, ", "))
 	}
 	if x.Error != "" {
-		fmt.Fprintf(t, "error\t%s\n", x.Error)
+		printf(t, "error\t%s\n", x.Error)
 	}
 	if len(x.Context) > 0 {
 		ctx, _ := json.Marshal(x.Context)
-		fmt.Fprintf(t, "context\t%s\n", clip(string(ctx), 200))
+		printf(t, "context\t%s\n", clip(string(ctx), 200))
 	}
 	_ = t.Flush()
 	fmt.Fprintln(w, "\nhistory:")
@@ -93,7 +93,7 @@ func printStatus(w io.Writer, data json.RawMessage) {
 		if h.Attempt > 0 {
 			attempt = fmt.Sprint(h.Attempt)
 		}
-		fmt.Fprintf(t, "%d\t%s\t%s\t%s\t%s\t%s\n", h.Tick, h.Status, orDash(h.Step), orDash(string(h.Action)), attempt, clip(h.Note, 80))
+		printf(t, "%d\t%s\t%s\t%s\t%s\t%s\n", h.Tick, h.Status, orDash(h.Step), orDash(string(h.Action)), attempt, clip(h.Note, 80))
 	}
 	_ = t.Flush()
 }
@@ -107,32 +107,32 @@ func printList(w io.Writer, sagas []json.RawMessage, more string) {
 	for _, raw := range sagas {
 		var x saga.Execution
 		if err := json.Unmarshal(raw, &x); err != nil {
-			fmt.Fprintf(t, "?\t?\t?\t?\t?\tnot readable: %v\n", err)
+			printf(t, "?\t?\t?\t?\t?\tnot readable: %v\n", err)
 			continue
 		}
-		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%d\t%s\n", x.ID, x.Saga, x.Status, step(&x), x.StartedTick, orDash(clip(x.Error, 60)))
+		printf(t, "%s\t%s\t%s\t%s\t%d\t%s\n", x.ID, x.Saga, x.Status, step(&x), x.StartedTick, orDash(clip(x.Error, 60)))
 	}
 	_ = t.Flush()
 	fmt.Fprintln(w, count(len(sagas), "saga")+more)
 }
 
 func printRetry(w io.Writer, st saga.Status) {
-	fmt.Fprintf(w, "retrying the compensation: the saga is %s again\n", st)
+	printf(w, "retrying the compensation: the saga is %s again\n", st)
 }
 
 func printStart(w io.Writer, s client.Started) {
-	fmt.Fprintf(w, "saga %s: %s\n", s.ID, s.Status)
+	printf(w, "saga %s: %s\n", s.ID, s.Status)
 }
 
 // printTick prints the clock's answer to a tick to asked; a clock past
 // asked stays where it is, and says so.
 func printTick(w io.Writer, a *messages.TickAck, asked int64) {
-	fmt.Fprintf(w, "tick %d", a.Tick)
+	printf(w, "tick %d", a.Tick)
 	if a.Tick > asked {
-		fmt.Fprintf(w, " (the clock was past tick %d already: it does not go back)", asked)
+		printf(w, " (the clock was past tick %d already: it does not go back)", asked)
 	}
 	if len(a.Expired) > 0 {
-		fmt.Fprintf(w, ": %s timed out", count(len(a.Expired), "saga"))
+		printf(w, ": %s timed out", count(len(a.Expired), "saga"))
 	}
 	fmt.Fprintln(w)
 	if a.Summary != nil {

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// TestEscape: what a terminal would act on is written as %q writes it,
+// without the quotes; the rest, backslashes included, stays.
+func TestEscape(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                                 "",
+		"step pay failed: no money":        "step pay failed: no money",
+		`a\b "c"`:                          `a\b "c"`,
+		"héllo, 世界 ✓":                      "héllo, 世界 ✓",
+		"\x1b[2J\x1b[31mEVIL\r\nline2\a":   `\x1b[2J\x1b[31mEVIL\r\nline2\a`,
+		"a\tb\x00c\x7fd":                   `a\tb\x00c\x7fd`,
+		"\u009b31m\u0085":                  `\u009b31m\u0085`,                  // C1: CSI, NEL
+		"abc\u202edcba\u2066x\u2069\u200f": `abc\u202edcba\u2066x\u2069\u200f`, // bidi
+		"l1\u2028l2":                       `l1\u2028l2`,
+		"bad \x9b\xff byte":                `bad \x9b\xff byte`,
+	} {
+		require.Equal(t, want, escape(in), "%q", in)
+	}
+}
+
+// TestPrintf escapes the text among printf's arguments, whatever its
+// type, and nothing else: not the format, not numbers; an error's lines
+// stay lines, indented.
+func TestPrintf(t *testing.T) {
+	type status string
+	var b bytes.Buffer
+	printf(&b, "%s\t%s|%s|%v|%d|%t\n", "a\tb", status("s\x1b"), json.RawMessage("{\"r\":\"\u009b\"}"), errors.New("e\r"), -7, true)
+	printf(&b, "natsaga: %v\n", errors.Join(errors.New("one\x1b"), errors.New("natsaga: two")))
+	require.Equal(t, "a\\tb\ts\\x1b|{\"r\":\"\\u009b\"}|e\\r|-7|true\n"+
+		"natsaga: one\\x1b\n  natsaga: two\n", b.String())
+}
+
+// evil is what an agent, or anyone who may publish where agents answer,
+// can put in a reason: a clear screen, a colour, a line of its own, a
+// bell, DEL, a C1 CSI, a right-to-left override and a tab.
+const evil = "\x1b[2J\x1b[31mEVIL\r\nline2\a\x7f\u009b\u202e\tend"
+
+// evilShown is evil as natsaga prints it for people.
+const evilShown = `\x1b[2J\x1b[31mEVIL\r\nline2\a\x7f\u009b\u202e\tend`
+
+// TestOutsideTextIsEscaped: a reason, a note, a saga id in a stored
+// event and a service's metadata reach the operator's terminal escaped in
+// every table, while -json keeps them as they are.
+func TestOutsideTextIsEscaped(t *testing.T) {
+	_, url := testenv.Server(t)
+	def := saga.Definition{Name: "ops", Subject: "ops", Steps: []saga.Step{{Name: "pay", Role: "ops"}}}
+	testenv.Coordinator(t, url, []saga.Definition{def})
+	testenv.Agent(t, url, participant.Options{Role: "ops", Steps: []agent.Step{
+		{Saga: "ops", Name: "pay", Handler: agent.Handler{
+			Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+				return nil, agent.Reject("%s", evil)
+			},
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil }}},
+	}})
+	nc := testenv.Connect(t, url)
+	id := testenv.Start(t, nc, "ops", messages.Context{}.MustSet("who", "h\x1b[31mRED\u0085"))
+	x := testenv.WaitStatus(t, nc, id, saga.RolledBack)
+	require.Equal(t, "step pay failed: "+evil, x.Error, "the reason as the agent gave it")
+
+	shown := "step pay failed: " + evilShown
+
+	code, out := natsaga(t, url, "status", id)
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "\nerror            "+shown+"\n"+
+		`context          {"who":"h\u001b[31mRED\u0085"}`+"\n", out)
+	require.Contains(t, out, "\n0     compensating  -     -        -        "+shown+"\n"+
+		"0     rolled_back   -     -        -        "+shown+"\n", out)
+
+	code, out = natsaga(t, url, "list", "-status", "rolled_back")
+	require.Equal(t, 0, code, out)
+	require.Equal(t, "SAGA_ID                               TYPE  STATUS       STEP  STARTED  ERROR\n"+
+		id+"  ops   rolled_back  -     0        "+shown+"\n1 saga\n", out)
+
+	code, out = natsaga(t, url, "events", "-all", "-status", "rolled_back")
+	require.Equal(t, 0, code, out)
+	require.Equal(t, "TICK    SAGA_ID                               TYPE        STATUS         REASON\n"+
+		"0       "+id+"  ops         rolled_back    "+shown+"\n", out)
+
+	code, out = natsaga(t, url, "outcomes")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "SAGA_ID                               TYPE  RANK  STATUS       START  END  COMPLETED  REASON\n"+
+		id+"  ops   0     rolled_back  0      0    -          "+shown+"\n", out)
+
+	// With -json, the JSON encoder's escapes, and the reason as it is.
+	code, out = natsaga(t, url, "-json", "events", "-all", "-status", "rolled_back")
+	require.Equal(t, 0, code, out)
+	var ev messages.Event
+	require.NoError(t, json.Unmarshal([]byte(out), &ev), out)
+	require.Equal(t, "step pay failed: "+evil, ev.Reason)
+
+	// A saga id no coordinator would take, in an event batch someone
+	// else wrote to the event stream.
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	batch, err := json.Marshal(messages.EventBatch{V: messages.BatchVersion, Events: []messages.Event{
+		{V: messages.Version, SagaID: "G3\x1b[2K\r", Saga: "ops", Status: "failed", Tick: 9, Reason: evil}}})
+	require.NoError(t, err)
+	_, err = js.Publish(context.Background(), messages.EventLogSubject("ops", "failed"), batch)
+	require.NoError(t, err)
+	code, out = natsaga(t, url, "events", "-n", "1")
+	require.Equal(t, 0, code, out)
+	require.Equal(t, "TICK    SAGA_ID                               TYPE        STATUS         REASON\n"+
+		`9       G3\x1b[2K\r                           ops         failed         `+evilShown+"\n", out)
+
+	// A service's metadata, which any service may announce.
+	svc, err := micro.AddService(nc, micro.Config{Name: "natsaga-agent", Version: "3.0.0",
+		Metadata: map[string]string{"role": "ops\x1b[8m", "pid": "1\r\n2"}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = svc.Stop() })
+	code, out = natsaga(t, url, "services")
+	require.Equal(t, 0, code, out)
+	require.Regexp(t, `(?m)^natsaga-agent\s+`+svc.Info().ID+`\s+3\.0\.0\s+ops\\x1b\[8m\s+-\s+1\\r\\n2\s+-\s+\[\]$`, out)
+}
