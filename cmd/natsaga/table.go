@@ -85,7 +85,13 @@ func printStatus(w io.Writer, data json.RawMessage) {
 		printf(t, "context\t%s\n", clip(string(ctx), 200))
 	}
 	_ = t.Flush()
-	fmt.Fprintln(w, "\nhistory:")
+	if x.HistoryDropped > 0 {
+		// The coordinator holds a history to its bounds: the first
+		// transition is kept, then the latest.
+		fmt.Fprintf(w, "\nhistory (%d earlier transitions dropped after the first):\n", x.HistoryDropped)
+	} else {
+		fmt.Fprintln(w, "\nhistory:")
+	}
 	t = table(w)
 	fmt.Fprintln(t, "TICK\tSTATUS\tSTEP\tACTION\tATTEMPT\tNOTE")
 	for _, h := range x.History {

@@ -200,3 +200,15 @@ func TestConnectWaitIsKept(t *testing.T) {
 		require.Less(t, took, tc.lessThan, "%v", tc.args)
 	}
 }
+
+// TestStatusSaysTransitionsDropped prints a saga whose history was held
+// to its bounds: the header says how many transitions are not shown.
+func TestStatusSaysTransitionsDropped(t *testing.T) {
+	x := saga.Execution{ID: "s-1", Saga: "ops", Status: saga.InProgress, Current: 0, HistoryDropped: 2046,
+		History: []saga.Transition{{Tick: 0, Status: saga.Pending}, {Tick: 9, Status: saga.InProgress, Step: "reserve", Action: messages.Execute, Attempt: 1024}}}
+	data, err := json.Marshal(x)
+	require.NoError(t, err)
+	var out bytes.Buffer
+	printStatus(&out, data)
+	require.Contains(t, out.String(), "\nhistory (2046 earlier transitions dropped after the first):\n")
+}
