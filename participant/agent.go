@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/time/rate"
 
 	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/jserr"
@@ -159,6 +160,11 @@ type Agent struct {
 	replies chan pendingReply
 
 	tick atomic.Int64
+	// tickWarns says a bad or ignored tick at most once a minute, and
+	// unsaid counts those not said since: anyone who may publish on
+	// natsaga.tick could otherwise fill the agent's log.
+	tickWarns rate.Sometimes
+	unsaid    atomic.Int64
 	// pin is the pin id of the last command a serial copy took; only its
 	// one worker (serialWork) touches it.
 	pin string
@@ -218,7 +224,8 @@ func New(nc *nats.Conn, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a := &Agent{nc: nc, js: js, opts: opts, log: log.With("agent", opts.Name, "role", opts.Role),
-		steps: map[stepKey]*agent.Step{}, inHand: map[*wireBatch]struct{}{}, wake: make(chan struct{}, 1), batch: maxBatch, replies: make(chan pendingReply, 4*opts.Concurrency)}
+		steps: map[stepKey]*agent.Step{}, inHand: map[*wireBatch]struct{}{}, wake: make(chan struct{}, 1), batch: maxBatch, replies: make(chan pendingReply, 4*opts.Concurrency),
+		tickWarns: rate.Sometimes{First: 1, Interval: time.Minute}}
 	for i := range opts.Steps {
 		s := &opts.Steps[i]
 		a.steps[stepKey{s.Saga, s.Name}] = s
@@ -579,14 +586,28 @@ func (a *Agent) runOnce(ctx context.Context) error {
 func (a *Agent) onTick(m *nats.Msg) {
 	var t messages.Tick
 	if err := messages.Decode(m.Data, &t); err != nil {
-		a.log.Warn("bad tick", "err", err)
+		a.warnTick("bad tick", "err", err)
 		return
 	}
 	if err := messages.CheckTick(a.tick.Load(), t.Tick); err != nil {
-		a.log.Warn("tick ignored", "tick", t.Tick, "err", err)
+		a.warnTick("tick ignored", "tick", t.Tick, "err", err)
 		return
 	}
 	a.advance(t.Tick)
+}
+
+// warnTick logs msg with args, unless a tick was said to be bad or ignored
+// less than a minute ago: then it only counts it, and the next one said
+// tells how many were not.
+func (a *Agent) warnTick(msg string, args ...any) {
+	n := a.unsaid.Add(1)
+	a.tickWarns.Do(func() {
+		if n > 1 {
+			args = append(args, "not_said_before", n-1)
+		}
+		a.log.Warn(msg, args...)
+		a.unsaid.Add(-n)
+	})
 }
 
 // learnTick asks the coordinator's summary for the current tick, as a

@@ -4,3 +4,6 @@ package participant
 // Options.MaxRecordValues does for an agent's store. Call it before the
 // store's first use.
 func SetMaxRecordValues(s *Store, n int) { s.maxRecordValues = n }
+
+// Tick returns a's clock.
+func (a *Agent) Tick() int64 { return a.tick.Load() }

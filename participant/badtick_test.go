@@ -1,0 +1,45 @@
+package participant_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// TestBadTicksSaidOnce floods natsaga.tick, which anyone allowed may
+// publish on, with ticks that do not decode and ticks too far ahead: the
+// agent says the first, and stays quiet about the others for a minute,
+// and a good tick after them still moves its clock.
+func TestBadTicksSaidOnce(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{{Name: "s", Subject: "s", Steps: []saga.Step{{Name: "x", Role: "r"}}}})
+	var logs testenv.SyncBuffer
+	a := testenv.Agent(t, url, participant.Options{Role: "r", Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Steps: []agent.Step{{Saga: "s", Name: "x", Handler: agent.Handler{
+			Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		}}}})
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "agent serving") }, 10*time.Second, 5*time.Millisecond)
+	nc := testenv.Connect(t, url)
+	for i := range 50 {
+		data := []byte("not a tick")
+		if i%2 == 1 {
+			data = []byte(`{"v":1,"tick":999999999999}`)
+		}
+		require.NoError(t, nc.Publish(messages.TickSubject, data))
+	}
+	require.NoError(t, nc.Publish(messages.TickSubject, []byte(`{"v":1,"tick":5}`)))
+	require.Eventually(t, func() bool { return a.Tick() == 5 }, 10*time.Second, 5*time.Millisecond)
+	said := strings.Count(logs.String(), `msg="bad tick"`) + strings.Count(logs.String(), `msg="tick ignored"`)
+	require.Equal(t, 1, said, logs.String())
+}
