@@ -1,6 +1,7 @@
 package flood
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -46,9 +47,15 @@ type ScenarioOptions struct {
 // scenario.
 const MaxScenarioCount = 100_000
 
-// Validate returns an error when o has a negative count, or more than
-// [MaxScenarioCount] households or ticks. Zero counts are valid: they mean
-// the defaults.
+// MaxScenarioSize is the most households times ticks of a scenario: the
+// 100,000-household, 100-tick run. A scenario's plan holds every
+// household's needs at every tick, so each count at its most would take
+// more memory than a machine has.
+const MaxScenarioSize = 10_000_000
+
+// Validate returns an error when o has a negative count, more than
+// [MaxScenarioCount] households or ticks, or more than [MaxScenarioSize]
+// households times ticks. Zero counts are valid: they mean the defaults.
 func (o ScenarioOptions) Validate() error {
 	var errs []error
 	if o.Households < 0 || o.Households > MaxScenarioCount {
@@ -57,7 +64,19 @@ func (o ScenarioOptions) Validate() error {
 	if o.Ticks < 0 || o.Ticks > MaxScenarioCount {
 		errs = append(errs, fmt.Errorf("ticks %d: want 0 (the default) to %d", o.Ticks, MaxScenarioCount))
 	}
+	if err := CheckScenarioSize(cmp.Or(o.Households, DefaultHouseholds), cmp.Or(o.Ticks, DefaultTicks)); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// CheckScenarioSize returns an error when households times ticks is more
+// than [MaxScenarioSize].
+func CheckScenarioSize(households, ticks int) error {
+	if households > 0 && ticks > MaxScenarioSize/households {
+		return fmt.Errorf("%d households for %d ticks: want at most %d households times ticks", households, ticks, MaxScenarioSize)
+	}
+	return nil
 }
 
 // Home is one household's profile in a scenario.

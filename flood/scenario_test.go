@@ -133,3 +133,11 @@ func requireEarlyFailures(t *testing.T, s *flood.Scenario) {
 	require.True(t, unsuitable, "an early elevation on an unsuitable site")
 	require.True(t, slow, "an early elevation with a slow contractor")
 }
+
+func TestScenarioSizeBounded(t *testing.T) {
+	require.NoError(t, flood.ScenarioOptions{Households: 100_000, Ticks: 100}.Validate())
+	require.ErrorContains(t, flood.ScenarioOptions{Households: 100_000, Ticks: 101}.Validate(),
+		"100000 households for 101 ticks: want at most 10000000 households times ticks")
+	// The defaults count: 200 households.
+	require.ErrorContains(t, flood.ScenarioOptions{Ticks: 50_001}.Validate(), "200 households for 50001 ticks")
+}

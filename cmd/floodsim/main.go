@@ -173,6 +173,10 @@ func spawnOnly(fs *flag.FlagSet, spawn bool) error {
 	return fmt.Errorf("%s: only with -spawn, when floodsim starts the agents; with -spawn=false give the agents their own flags (-ledger)", strings.Join(given, ", "))
 }
 
+// maxCopies is the most processes floodsim starts for one role: each is a
+// process of its own on this machine.
+const maxCopies = 32
+
 // validate returns an error naming every flag of c that is out of range.
 func (c *config) validate() error {
 	var errs []error
@@ -186,6 +190,9 @@ func (c *config) validate() error {
 			errs = append(errs, fmt.Errorf("-%s %d: 1 to %d", f.name, f.n, flood.MaxScenarioCount))
 		}
 	}
+	if err := flood.CheckScenarioSize(c.scenario.Households, c.scenario.Ticks); err != nil {
+		errs = append(errs, fmt.Errorf("-households and -ticks: %w", err))
+	}
 	if _, err := cli.NewLogger(io.Discard, "info", c.logFormat); err != nil {
 		errs = append(errs, err)
 	}
@@ -197,8 +204,8 @@ func (c *config) validate() error {
 	}
 	if c.spawn {
 		for _, r := range roles() {
-			if c.copies[r] < 1 {
-				errs = append(errs, fmt.Errorf("-%s-agents must be at least 1", r))
+			if c.copies[r] < 1 || c.copies[r] > maxCopies {
+				errs = append(errs, fmt.Errorf("-%s-agents %d: 1 to %d", r, c.copies[r], maxCopies))
 			}
 		}
 		if c.metricsAddr != "" {

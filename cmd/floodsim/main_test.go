@@ -100,6 +100,16 @@ func TestParseFlags(t *testing.T) {
 	stderr.Reset()
 	require.Equal(t, 2, mainCode([]string{"-households", "-5", "-ticks", "0"}, env(), io.Discard, &stderr))
 	require.Equal(t, "floodsim: -households -5: 1 to 100000\nfloodsim: -ticks 0: 1 to 100000\n", stderr.String())
+	// Counts that each pass but would need more processes, or more
+	// memory for the plan, than a machine has.
+	stderr.Reset()
+	require.Equal(t, 2, mainCode([]string{"-plan", "-households", "100000", "-ticks", "101"}, env(), io.Discard, &stderr))
+	require.Equal(t, "floodsim: -households and -ticks: 100000 households for 101 ticks: want at most 10000000 households times ticks\n", stderr.String())
+	stderr.Reset()
+	require.Equal(t, 2, mainCode([]string{"-insurer-agents", "100000000"}, env(), io.Discard, &stderr))
+	require.Equal(t, "floodsim: -insurer-agents 100000000: 1 to 32\n", stderr.String())
+	_, err = parseFlags([]string{"-households", "100000", "-ticks", "100", "-insurer-agents", "32"}, env(), io.Discard)
+	require.NoError(t, err, "the largest documented run, and the most copies")
 }
 
 func TestMoney(t *testing.T) {

@@ -105,6 +105,9 @@ func startSystem(ctx context.Context, c *config, l ledgers, stderr *procs.Lines,
 			args = []string{"-ledger", strconv.FormatInt(l.fund, 10)}
 		}
 		for i := range c.copies[role] {
+			if err := ctx.Err(); err != nil {
+				return nil, err // stopped while starting: what started stops
+			}
 			name := fmt.Sprintf("%s-%d", role, i+1)
 			p, err := procs.Start(name, bins[role+"-agent"], metrics(append([]string{"-name", name}, args...)), env, out.Writer())
 			if err != nil {

@@ -33,6 +33,13 @@ func main() { os.Exit(mainCode(os.Args[1:], os.Stdout, os.Stderr)) }
 // the tests.
 var readyWait time.Duration
 
+// The most patients and ticks of a campaign: a campaign holds every
+// patient's booking in memory, and runs its ticks one after another.
+const (
+	maxPatients = 1_000_000
+	maxTicks    = 100_000
+)
+
 func mainCode(args []string, stdout, stderr io.Writer) int {
 	sc := vaccination.DefaultScenario()
 	var o vaccination.Options
@@ -55,8 +62,8 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vaxsim: unexpected arguments: %v\n", fs.Args())
 		return 2
 	}
-	if sc.Patients <= 0 || sc.Ticks <= 0 || sc.Stock < 0 || o.Copies < 1 || o.Copies > 8 {
-		fmt.Fprintln(stderr, "vaxsim: -patients and -ticks must be positive, -stock not negative, -copies 1 to 8")
+	if sc.Patients <= 0 || sc.Patients > maxPatients || sc.Ticks <= 0 || sc.Ticks > maxTicks || sc.Stock < 0 || o.Copies < 1 || o.Copies > 8 {
+		fmt.Fprintf(stderr, "vaxsim: -patients 1 to %d, -ticks 1 to %d, -stock not negative, -copies 1 to 8\n", maxPatients, maxTicks)
 		return 2
 	}
 	if o.URL == "" && (o.AgentsElsewhere || o.CoordinatorElsewhere) {

@@ -20,7 +20,9 @@ func TestFlagsRefused(t *testing.T) {
 	}{
 		{[]string{"-agents-elsewhere"}, "vaxsim: -agents-elsewhere and -coordinator-elsewhere need -nats, the server they run on\n"},
 		{[]string{"-coordinator-elsewhere"}, "vaxsim: -agents-elsewhere and -coordinator-elsewhere need -nats, the server they run on\n"},
-		{[]string{"-copies", "9"}, "vaxsim: -patients and -ticks must be positive, -stock not negative, -copies 1 to 8\n"},
+		{[]string{"-copies", "9"}, "vaxsim: -patients 1 to 1000000, -ticks 1 to 100000, -stock not negative, -copies 1 to 8\n"},
+		{[]string{"-patients", "1000000000000"}, "vaxsim: -patients 1 to 1000000, -ticks 1 to 100000, -stock not negative, -copies 1 to 8\n"},
+		{[]string{"-ticks", "1000000000"}, "vaxsim: -patients 1 to 1000000, -ticks 1 to 100000, -stock not negative, -copies 1 to 8\n"},
 		{[]string{"run"}, "vaxsim: unexpected arguments: [run]\n"},
 	} {
 		var stdout, stderr bytes.Buffer
