@@ -277,8 +277,13 @@ func (c *Coordinator) restoreDefinition(key string, data []byte) error {
 				"key", messages.Clip(key), "err", err)
 		}
 		if _, err := c.engine.Reload(d); err != nil {
-			if errors.Is(err, saga.ErrDuplicateDefinition) {
-				return fmt.Errorf("stored definition %s cannot run beside those given at start (the same version with other content: give one of them a new version): %w", key, err)
+			switch {
+			case errors.Is(err, saga.ErrTaken):
+				return fmt.Errorf("stored definition %s cannot run beside those given at start or stored before it "+
+					"(its name or subject is another definition's): %w", key, err)
+			case errors.Is(err, saga.ErrOtherContent):
+				return fmt.Errorf("stored definition %s cannot run beside those given at start or stored before it "+
+					"(the same version with other content: give one of them a new version): %w", key, err)
 			}
 			return fmt.Errorf("stored definition %s: %w", key, err)
 		}
