@@ -272,6 +272,18 @@ func TestRefusedRegistrationChangesNothing(t *testing.T) {
 	_, err = kv.Get(context.Background(), messages.DefinitionKey("alpha", 1))
 	require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "alpha is taken back")
 
+	// A file whose one saga's name is another's subject: the two cannot
+	// both be registered, and neither is.
+	resp = register(t, nc, `{"roles":["clerk"],"sagas":[{"name":"x","subject":"y","steps":[{"name":"a","role":"clerk"}]},
+		{"name":"y","subject":"z","steps":[{"name":"a","role":"clerk"}]}]}`)
+	require.NotNil(t, resp.Error)
+	require.Equal(t, messages.CodeBadRequest, resp.Error.Code, resp.Error.Message)
+	for _, key := range []string{messages.DefinitionKey("x", 1), messages.DefinitionKey("y", 1)} {
+		_, err = kv.Get(context.Background(), key)
+		require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "%s is not stored", key)
+	}
+	require.Equal(t, 1, testenv.Summary(t, nc).Registered)
+
 	// As a refused registration that could not take it back leaves it.
 	file := `{"roles":["clerk"],"sagas":[` + alpha + `]}`
 	_, err = kv.Create(context.Background(), messages.DefinitionKey("alpha", 1), []byte(file))
