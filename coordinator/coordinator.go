@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -141,6 +140,9 @@ func (o *Options) Validate() error {
 		if _, err := definitionFile(o.Definitions[i]); err != nil {
 			return fmt.Errorf("coordinator options: %w", err)
 		}
+	}
+	if err := checkCommandSubjects(o.Definitions); err != nil {
+		return fmt.Errorf("coordinator options: definitions: %w", err)
 	}
 	return nil
 }
@@ -331,7 +333,9 @@ func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
 // before it recovers. It returns nil after a clean stop (releasing the
 // lease), [ErrNoJetStream] when the server has no JetStream, an error
 // wrapping [ErrDefinitionConflict] when a definition differs from the
-// stored one of its version, JetStream's refusal when it asks for replicas
+// stored one of its version, an error wrapping [ErrTooManyCommandSubjects]
+// when its definitions would take the command stream, with the subjects
+// it holds, past [MaxCommandSubjects], JetStream's refusal when it asks for replicas
 // of its streams on a server that is not in a cluster, and an error when
 // the connection is closed for good (its reconnect attempts ran out).
 // A Coordinator runs once: a second Run returns [ErrRanBefore] at once.
@@ -347,7 +351,8 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			return nil
 		case err == nil:
 			return nil
-		case errors.Is(err, ErrNoJetStream), errors.Is(err, ErrDefinitionConflict), jserr.NotClustered(err):
+		case errors.Is(err, ErrNoJetStream), errors.Is(err, ErrDefinitionConflict), errors.Is(err, ErrTooManyCommandSubjects),
+			jserr.NotClustered(err):
 			return err
 		case c.nc.IsClosed():
 			return fmt.Errorf("coordinator: connection closed: %w", err)
@@ -524,57 +529,6 @@ func (c *Coordinator) setup(ctx context.Context) error {
 	return nil
 }
 
-// ensureCommandStream creates the command stream, or adds to its subjects
-// those of [Coordinator.commandStreamConfig] it lacks; it never removes
-// one. A standby started with fewer definitions, or before it has read
-// the versions registered at run time, would otherwise take from the
-// active coordinator the subjects of steps it still sends commands for.
-func (c *Coordinator) ensureCommandStream(ctx context.Context) (jetstream.Stream, error) {
-	cfg := c.commandStreamConfig()
-	if s, err := c.js.Stream(ctx, messages.CommandStream); err == nil {
-		subs := slices.Clone(s.CachedInfo().Config.Subjects)
-		if len(cfg.Subjects) > 0 {
-			// The subject the server gave the stream, its name, when a
-			// coordinator with no definitions created it with none: not
-			// a command subject, and anything published on it would be
-			// kept in the work queue with no consumer to take it.
-			subs = slices.DeleteFunc(subs, func(s string) bool { return s == messages.CommandStream })
-		}
-		for _, sub := range cfg.Subjects {
-			if !slices.Contains(subs, sub) {
-				subs = append(subs, sub)
-			}
-		}
-		cfg.Subjects = subs
-	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("stream %s: %w", messages.CommandStream, err)
-	}
-	s, err := streams.Ensure(ctx, c.js, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", messages.CommandStream, err)
-	}
-	return s, nil
-}
-
-// commandStreamConfig is the configuration of the command stream, whose
-// subjects are the command subjects of every step of every version the
-// engine knows: a command for anything else is refused at publish, not
-// kept for an agent that will never come.
-func (c *Coordinator) commandStreamConfig() jetstream.StreamConfig {
-	var subs []string
-	for _, d := range c.engine.Versions() {
-		for _, st := range d.Steps {
-			for _, s := range messages.StepCommandSubjects(d.Subject, st.Name) {
-				if !slices.Contains(subs, s) {
-					subs = append(subs, s)
-				}
-			}
-		}
-	}
-	return jetstream.StreamConfig{Name: messages.CommandStream, Subjects: subs, Retention: jetstream.WorkQueuePolicy,
-		Storage: jetstream.FileStorage, Replicas: max(c.opts.Replicas, 1), Duplicates: 2 * time.Minute}
-}
-
 // recover loads every stored saga into the engine and resends the
 // outstanding commands. It reads the bucket's headers first: a saga the
 // bucket keeps finished for the retention, and the log holds nothing of,
@@ -586,6 +540,12 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		return fmt.Errorf("recover: %w", err)
 	}
 	logged, err := c.readLog(ctx)
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	// The command stream takes the subjects of the stored definitions,
+	// those that fit.
+	_, _, subs, err := c.commandSubjects(ctx)
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
@@ -628,7 +588,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 			// A stored definition the coordinator cannot take is skipped,
 			// like a stored saga: the sagas of its version then stay in
 			// the bucket, skipped too, for an operator.
-			if err := c.restoreDefinition(key, value); err != nil {
+			if err := c.restoreDefinition(key, value, subs); err != nil {
 				c.log.Error("stored definition skipped", "key", messages.Clip(key), "err", err)
 			}
 		case strings.HasPrefix(key, messages.SagaKeyPrefix):

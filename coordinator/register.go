@@ -24,8 +24,10 @@ import (
 // sagas that may run by them, so that a saga runs to its end by the version
 // it started with whatever versions the coordinator is started with.
 
-// registerTimeout bounds the stores of one register request.
-const registerTimeout = 10 * time.Second
+// registerTimeout bounds the stream update and the stores of one register
+// request, so that a registration refused for a server too slow to take
+// it is answered within the client's default request timeout (5 s).
+const registerTimeout = 4 * time.Second
 
 // onRegister registers the definitions of a [messages.RegisterRequest]: all
 // of them or, on an error, none that were not stored already.
@@ -40,10 +42,10 @@ func (c *Coordinator) onRegister(ctx context.Context, m *nats.Msg) {
 		c.respond(m, messages.RegisterResponse{V: messages.Version, Error: wireError(err)})
 		return
 	}
-	// The engine is the loop's: the checks, the stores and the update run
+	// The engine is the loop's: the checks, the update and the stores run
 	// there, so that no start sees a definition that is not stored, and
 	// the stream takes the new steps' commands before any is sent. A
-	// registration is rare; the loop waits for its stores.
+	// registration is rare; the loop waits for it.
 	c.enqueue(ctx, func(time.Time, *saga.Outbox) func(error) {
 		resp, err := c.register(ctx, defs)
 		if err != nil {
@@ -55,27 +57,39 @@ func (c *Coordinator) onRegister(ctx context.Context, m *nats.Msg) {
 	})
 }
 
-// register checks, stores and registers defs. It runs on the loop; the
-// end of ctx, the term's, cuts its stores short.
+// register checks defs, adds their steps' subjects to the command stream,
+// stores them and registers them, in that order: nothing is stored, and
+// nothing runs, unless the stream takes their commands. It runs on the
+// loop; the end of ctx, the term's, cuts it short.
+//
+// A registration refused after the stream's update leaves the stream
+// with the new subjects (it never removes one: see
+// [Coordinator.ensureCommandStream]); no command is sent on them, but they
+// count towards [MaxCommandSubjects].
 func (c *Coordinator) register(ctx context.Context, defs []saga.Definition) (messages.RegisterResponse, error) {
 	resp := messages.RegisterResponse{V: messages.Version}
 	unchanged := make([]bool, len(defs))
+	var changed []saga.Definition
 	for i, d := range defs {
 		u, err := c.engine.CheckUpdate(d)
 		if err != nil {
 			return resp, err
 		}
 		unchanged[i] = u
+		if !u {
+			changed = append(changed, d)
+		}
 	}
+	term := ctx
 	ctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	defer cancel()
+	if _, err := c.ensureCommandStream(ctx, changed...); err != nil {
+		return resp, fmt.Errorf("register: %w", err)
+	}
 	// created are the keys this call stored, taken back if a later one
 	// fails: a refused file changes nothing.
 	var created []string
-	for i, d := range defs {
-		if unchanged[i] {
-			continue
-		}
+	for _, d := range changed {
 		data, err := definitionFile(d)
 		if err != nil {
 			c.unstore(created)
@@ -111,15 +125,14 @@ func (c *Coordinator) register(ctx context.Context, defs []saga.Definition) (mes
 		}
 	}
 	c.noteSteps()
-	if _, err := c.ensureCommandStream(ctx); err != nil {
-		return resp, fmt.Errorf("register: %w", err)
-	}
 	for _, r := range c.roles() {
 		if !slices.Contains(before, r) {
+			// Registered by now: a term that ends first needs no reader
+			// of the role's records, the next one reads every role's.
 			select {
 			case c.newRoles <- r:
-			case <-ctx.Done():
-				return resp, fmt.Errorf("register: role %s: %w", r, ctx.Err())
+			case <-term.Done():
+				return resp, nil
 			}
 		}
 	}
@@ -262,26 +275,40 @@ func definitionFile(d saga.Definition) ([]byte, error) {
 	return data, nil
 }
 
-// restoreDefinition registers the definition stored under key. A stored
-// version that differs from the one the coordinator was started with is an
-// error: one of them needs a new version.
-func (c *Coordinator) restoreDefinition(key string, data []byte) error {
+// restoreDefinition registers the definition stored under key, and adds
+// its steps' subjects to subs, those the command stream will take. A
+// stored version that differs from the one the coordinator was started
+// with is an error: one of them needs a new version. So is one whose
+// subjects would take the command stream past [MaxCommandSubjects], or
+// past the bytes the server's payload limit allows: a coordinator before
+// the limit may have stored more than the stream can take.
+func (c *Coordinator) restoreDefinition(key string, data []byte, subs *commandSubjects) error {
 	defs, err := saga.ParseFile(data)
 	if err != nil {
 		return fmt.Errorf("stored definition %s: %w", key, err)
 	}
 	for _, d := range defs {
+		more := subs.lacking(&d)
+		if err := subs.checkWith(more, c.maxSubjectBytes()); err != nil && len(more) > 0 {
+			return fmt.Errorf("stored definition %s: its %d new command subjects do not fit: %w", key, len(more), err)
+		}
 		if _, err := c.engine.CheckUpdate(d); errors.Is(err, saga.ErrStepMoved) {
 			// Stored by a release before the rule: its sagas still run.
 			c.log.Warn("stored definition gives a step to another role than another version does; its sagas run as stored, but the two roles' consumers cannot both take the step's commands",
 				"key", messages.Clip(key), "err", err)
 		}
 		if _, err := c.engine.Reload(d); err != nil {
-			if errors.Is(err, saga.ErrDuplicateDefinition) {
-				return fmt.Errorf("stored definition %s cannot run beside those given at start (the same version with other content: give one of them a new version): %w", key, err)
+			switch {
+			case errors.Is(err, saga.ErrTaken):
+				return fmt.Errorf("stored definition %s cannot run beside those given at start or stored before it "+
+					"(its name or subject is another definition's): %w", key, err)
+			case errors.Is(err, saga.ErrOtherContent):
+				return fmt.Errorf("stored definition %s cannot run beside those given at start or stored before it "+
+					"(the same version with other content: give one of them a new version): %w", key, err)
 			}
 			return fmt.Errorf("stored definition %s: %w", key, err)
 		}
+		subs.add(more...)
 		c.defined(d)
 	}
 	return nil

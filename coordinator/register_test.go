@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"testing"
@@ -271,6 +272,18 @@ func TestRefusedRegistrationChangesNothing(t *testing.T) {
 	_, err = kv.Get(context.Background(), messages.DefinitionKey("alpha", 1))
 	require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "alpha is taken back")
 
+	// A file whose one saga's name is another's subject: the two cannot
+	// both be registered, and neither is.
+	resp = register(t, nc, `{"roles":["clerk"],"sagas":[{"name":"x","subject":"y","steps":[{"name":"a","role":"clerk"}]},
+		{"name":"y","subject":"z","steps":[{"name":"a","role":"clerk"}]}]}`)
+	require.NotNil(t, resp.Error)
+	require.Equal(t, messages.CodeBadRequest, resp.Error.Code, resp.Error.Message)
+	for _, key := range []string{messages.DefinitionKey("x", 1), messages.DefinitionKey("y", 1)} {
+		_, err = kv.Get(context.Background(), key)
+		require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "%s is not stored", key)
+	}
+	require.Equal(t, 1, testenv.Summary(t, nc).Registered)
+
 	// As a refused registration that could not take it back leaves it.
 	file := `{"roles":["clerk"],"sagas":[` + alpha + `]}`
 	_, err = kv.Create(context.Background(), messages.DefinitionKey("alpha", 1), []byte(file))
@@ -377,6 +390,26 @@ func TestNoDefinitionsAtStart(t *testing.T) {
 	f.ok(t, f.next(t, again, "open"))
 	f.ok(t, f.next(t, again, "file"))
 	testenv.WaitStatus(t, nc, again, saga.Completed)
+	require.Equal(t, 1, testenv.Summary(t, nc).Registered)
+}
+
+// TestStoredDefinitionTakingASubjectNamesTheCause: a stored definition
+// whose subject is another definition's is skipped with an error that
+// says so, not that a version changed its content.
+func TestStoredDefinitionTakingASubjectNamesTheCause(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	stop := startCoordinator(t, url, parseDefs(t, jobV1))
+	stop()
+	_, kv := sagaBucket(t, nc)
+	_, err := kv.Create(t.Context(), messages.DefinitionKey("evil", 1),
+		[]byte(`{"roles":["clerk"],"sagas":[{"name":"evil","subject":"job","steps":[{"name":"x","role":"clerk"}]}]}`))
+	require.NoError(t, err)
+
+	log := newLogSink()
+	runCoordinator(t, url, parseDefs(t, jobV1), slog.New(log))
+	require.Equal(t, 1, log.count(slog.LevelError, "stored definition skipped", `its name or subject is another definition's`))
+	require.Zero(t, log.count(slog.LevelError, "stored definition skipped", "other content"))
 	require.Equal(t, 1, testenv.Summary(t, nc).Registered)
 }
 

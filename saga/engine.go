@@ -96,7 +96,7 @@ func New(opts Options) *Engine {
 }
 
 // Register stores d under its name and subject. It returns an error wrapping
-// [ErrInvalidDefinition] or [ErrDuplicateDefinition].
+// [ErrInvalidDefinition], or [ErrDuplicateDefinition] and [ErrTaken].
 func (e *Engine) Register(d Definition) error {
 	if err := d.Validate(); err != nil {
 		return err
@@ -105,10 +105,10 @@ func (e *Engine) Register(d Definition) error {
 		return err
 	}
 	if _, ok := e.defs[d.Name]; ok {
-		return fmt.Errorf("register %q: %w", d.Name, ErrDuplicateDefinition)
+		return fmt.Errorf("register %q: %w: %w", d.Name, ErrTaken, ErrDuplicateDefinition)
 	}
 	if _, ok := e.defs[d.Subject]; ok {
-		return fmt.Errorf("register %q: subject %q: %w", d.Name, d.Subject, ErrDuplicateDefinition)
+		return fmt.Errorf("register %q: subject %q: %w: %w", d.Name, d.Subject, ErrTaken, ErrDuplicateDefinition)
 	}
 	n := d.normalized()
 	e.defs[n.Name] = n
@@ -158,7 +158,8 @@ type versionKey struct {
 // It returns an error wrapping [ErrInvalidDefinition] for a definition that
 // does not validate or that changes the subject of a registered name, and
 // [ErrDuplicateDefinition] for a version already registered with another
-// content, or a name or subject taken by another definition. It reports whether d
+// content (wrapping [ErrOtherContent] too), or a name or subject taken by
+// another definition (wrapping [ErrTaken] too). It reports whether d
 // became the latest version.
 func (e *Engine) Update(d Definition) (latest bool, err error) {
 	return e.update(d, true)
@@ -210,11 +211,11 @@ func (e *Engine) checkUpdate(d Definition, keepRoles bool) (n *Definition, uncha
 	if ok && cur.Name != d.Name {
 		// d's name is another definition's subject: the two would share
 		// one entry of defs.
-		return nil, false, fmt.Errorf("update %q: the name is the subject of %q: %w", d.Name, cur.Name, ErrDuplicateDefinition)
+		return nil, false, fmt.Errorf("update %q: the name is the subject of %q: %w: %w", d.Name, cur.Name, ErrTaken, ErrDuplicateDefinition)
 	}
 	if !ok {
 		if other, ok := e.defs[d.Subject]; ok {
-			return nil, false, fmt.Errorf("update %q: subject %q is %q's: %w", d.Name, d.Subject, other.Name, ErrDuplicateDefinition)
+			return nil, false, fmt.Errorf("update %q: subject %q is %q's: %w: %w", d.Name, d.Subject, other.Name, ErrTaken, ErrDuplicateDefinition)
 		}
 		return n, false, nil
 	}
@@ -225,7 +226,7 @@ func (e *Engine) checkUpdate(d Definition, keepRoles bool) (n *Definition, uncha
 		if reflect.DeepEqual(old, n) {
 			return n, true, nil
 		}
-		return nil, false, fmt.Errorf("update %q: version %d is registered with other content: %w", d.Name, n.Version, ErrDuplicateDefinition)
+		return nil, false, fmt.Errorf("update %q: version %d: %w: %w", d.Name, n.Version, ErrOtherContent, ErrDuplicateDefinition)
 	}
 	// A step's commands travel on subjects of its own, which only its
 	// role's consumer may take (the command stream is a work queue): a

@@ -15,6 +15,12 @@ var (
 	// ErrDuplicateDefinition: a definition with that name or subject is
 	// already registered.
 	ErrDuplicateDefinition = errors.New("conflicts with a registered saga definition")
+	// ErrTaken: a definition's name or subject is another definition's
+	// name or subject (wrapped with ErrDuplicateDefinition).
+	ErrTaken = errors.New("name or subject taken by another definition")
+	// ErrOtherContent: a version is registered already with other
+	// content (wrapped with ErrDuplicateDefinition).
+	ErrOtherContent = errors.New("version registered with other content")
 	// ErrStepMoved: a version gives a step to another role than a
 	// registered version of its definition does (wrapped with
 	// ErrDuplicateDefinition).

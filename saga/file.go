@@ -244,6 +244,20 @@ func (f *File) Definitions() ([]Definition, error) {
 		}
 		defs = append(defs, d)
 	}
+	// A name and a subject are looked up alike (a start names either):
+	// a saga's name that is another's subject would make one of the two
+	// unreachable, and the engine refuses the second of them.
+	subjectOf := map[string]string{}
+	for _, s := range f.Sagas {
+		if _, ok := subjectOf[s.Subject]; !ok { // a duplicate is said above
+			subjectOf[s.Subject] = s.Name
+		}
+	}
+	for _, s := range f.Sagas {
+		if o, ok := subjectOf[s.Name]; ok && o != s.Name {
+			bad(s.Name, "name", "%q is the subject of saga %q: a name and a subject are looked up alike", s.Name, o)
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

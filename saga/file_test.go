@@ -94,6 +94,8 @@ func TestParseFileRefusesBadDefinitions(t *testing.T) {
 			`definition "s": field compensation_retry.max_attempts: 0 is not a number of attempts: 1 or more`},
 		{"duplicate saga", file(`{"name":"s","subject":"s","steps":[{"name":"a","role":"r"}]},{"name":"s","subject":"t","steps":[{"name":"a","role":"r"}]}`),
 			`definition "s": field name: duplicate saga "s"`},
+		{"name that is another saga's subject", file(`{"name":"s","subject":"t","steps":[{"name":"a","role":"r"}]},{"name":"t","subject":"u","steps":[{"name":"a","role":"r"}]}`),
+			`definition "t": field name: "t" is the subject of saga "s": a name and a subject are looked up alike`},
 		{"reserved step name", file(`{"name":"s","subject":"s","steps":[{"name":"compensate","role":"r"}]}`),
 			`definition "s": field steps[0].name: "compensate" is reserved`},
 		{"no sagas", `{"roles":["r"],"sagas":[]}`, `definitions file: field sagas: no sagas`},
