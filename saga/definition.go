@@ -43,6 +43,26 @@ type RetryPolicy struct {
 	MaxBackoff time.Duration
 }
 
+// MaxRetryBackoff bounds a retry policy's Backoff and MaxBackoff: a saga
+// waits no longer than that to send a command again, so that a policy
+// written in the wrong unit ("1000000h") does not hold a saga, and a
+// simulation's quiet tick, for ever.
+const MaxRetryBackoff = time.Hour
+
+// check returns an error when p's attempts are negative, or a backoff is
+// negative or over MaxRetryBackoff.
+func (p RetryPolicy) check() error {
+	if p.MaxAttempts < 0 {
+		return fmt.Errorf("max_attempts %d: negative", p.MaxAttempts)
+	}
+	for _, b := range []time.Duration{p.Backoff, p.MaxBackoff} {
+		if b < 0 || b > MaxRetryBackoff {
+			return fmt.Errorf("backoff %s: want 0 (the default) to %s", b, MaxRetryBackoff)
+		}
+	}
+	return nil
+}
+
 // DefaultRetry is the policy for transient errors of a step.
 var DefaultRetry = RetryPolicy{MaxAttempts: 3, Backoff: 20 * time.Millisecond, MaxBackoff: time.Second}
 
@@ -128,6 +148,12 @@ func (d *Definition) Validate() error {
 		if s.TimeoutTicks < 0 || s.Retry.MaxAttempts < 0 {
 			errs = append(errs, fmt.Errorf("step %q: negative timeout or attempts", s.Name))
 		}
+		if err := s.Retry.check(); err != nil {
+			errs = append(errs, fmt.Errorf("step %q: retry: %w", s.Name, err))
+		}
+	}
+	if err := d.CompensationRetry.check(); err != nil {
+		errs = append(errs, fmt.Errorf("compensation retry: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("definition %q: %w: %w", d.Name, ErrInvalidDefinition, err)

@@ -787,6 +787,13 @@ func TestRegister(t *testing.T) {
 		{"empty role", subsidyDef(func(d *saga.Definition) { d.Name, d.Subject, d.Steps[1].Role = "n9", "s9", "" }), saga.ErrInvalidDefinition},
 		{"negative step timeout", subsidyDef(func(d *saga.Definition) { d.Name, d.Subject, d.Steps[1].TimeoutTicks = "n10", "s10", -2 }), saga.ErrInvalidDefinition},
 		{"negative attempts", subsidyDef(func(d *saga.Definition) { d.Name, d.Subject, d.Steps[1].Retry.MaxAttempts = "n11", "s11", -1 }), saga.ErrInvalidDefinition},
+		{"a backoff of a million hours", subsidyDef(func(d *saga.Definition) {
+			d.Name, d.Subject, d.Steps[1].Retry.MaxBackoff = "n11a", "s11a", 1_000_000*time.Hour
+		}), saga.ErrInvalidDefinition},
+		{"a negative backoff", subsidyDef(func(d *saga.Definition) { d.Name, d.Subject, d.Steps[0].Retry.Backoff = "n11b", "s11b", -time.Second }), saga.ErrInvalidDefinition},
+		{"a compensation backoff over an hour", subsidyDef(func(d *saga.Definition) {
+			d.Name, d.Subject, d.CompensationRetry.Backoff = "n11c", "s11c", time.Hour+time.Second
+		}), saga.ErrInvalidDefinition},
 		{"a role differing only in case", subsidyDef(func(d *saga.Definition) {
 			d.Name, d.Subject, d.Steps[1].Role = "n12", "s12", strings.ToUpper(d.Steps[1].Role)
 		}), saga.ErrInvalidDefinition},
@@ -810,6 +817,10 @@ func TestRegister(t *testing.T) {
 	}
 
 	require.Equal(t, 2, e.Summary().Registered)
+	hour := subsidyDef(func(d *saga.Definition) {
+		d.Steps[1].Retry.MaxBackoff, d.CompensationRetry.MaxBackoff = saga.MaxRetryBackoff, saga.MaxRetryBackoff
+	})
+	require.NoError(t, hour.Validate(), "a backoff of an hour")
 	names := []string{}
 	for _, d := range e.Definitions() {
 		names = append(names, d.Name)
