@@ -38,8 +38,8 @@ import (
 //	N = 4,096:  4.3 to 11 s
 //
 // and the creation of a stream that exists as asked a half to a fifth of
-// that. The hostile probe that called for the limit registered 4,000
-// subjects beside 18: the server took 15.6 s, past every timeout. At
+// that. A registration of 4,000 subjects beside 18 took the server
+// 15.6 s, past every timeout, and stopped the coordinator. At
 // 1,024 an update stays under half a second, twice that in the machine's
 // slow hours, well inside registerTimeout; and at 145 bytes a subject the
 // configuration stays under 160 KB, inside the server's default payload

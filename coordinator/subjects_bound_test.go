@@ -34,9 +34,9 @@ func wideDefs(prefix string, n, steps int) []saga.Definition {
 	return defs
 }
 
-// probeFile returns defs, of role "ghost" and without compensations, as
-// the hostile probe wrote its definitions file.
-func probeFile(t *testing.T, defs []saga.Definition) string {
+// wideFile returns a definitions file of defs, of role "ghost" and
+// without compensations.
+func wideFile(t *testing.T, defs []saga.Definition) string {
 	t.Helper()
 	type step struct {
 		Name string `json:"name"`
@@ -104,7 +104,7 @@ func definitionKeys(t *testing.T, kv jetstream.KeyValue) []string {
 	return out
 }
 
-// TestRegistrationPastTheSubjectLimitRefused: the hostile probe's file,
+// TestRegistrationPastTheSubjectLimitRefused: a file of
 // 40 sagas of 50 steps with names of 64 characters (4,000 command
 // subjects, in 188 KB), is refused bad_request naming the limit, at once,
 // with nothing stored and nothing live; a file that takes the command
@@ -119,9 +119,9 @@ func TestRegistrationPastTheSubjectLimitRefused(t *testing.T) {
 	before := commandSubjects(t, js)
 	require.Len(t, before, 4)
 
-	probe := probeFile(t, wideDefs("S0_", 40, 50))
-	require.Less(t, len(probe), saga.MaxFileSize, "the probe's file is a valid size")
-	resp := registerWithin(t, nc, probe)
+	wide := wideFile(t, wideDefs("S0_", 40, 50))
+	require.Less(t, len(wide), saga.MaxFileSize, "the file is of a valid size")
+	resp := registerWithin(t, nc, wide)
 	require.NotNil(t, resp.Error)
 	require.Equal(t, messages.CodeBadRequest, resp.Error.Code, resp.Error.Message)
 	require.Contains(t, resp.Error.Message, fmt.Sprintf("limit of %d", coordinator.MaxCommandSubjects))
