@@ -1,0 +1,68 @@
+package coordinator_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/coordinator"
+	"github.com/natsaga/natsaga/internal/embedded"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// TestEveryRequestAnsweredAfterAnOutage ends a coordinator's term while
+// its server is down, and asks it many requests once the server is back
+// and a new term serves. The old term's endpoints were drained while the
+// connection was away; a client that subscribed them again on
+// reconnecting (nats.go before v1.56.0) left the server a second member
+// of each endpoint's queue group that nobody reads, and it took about
+// every other request: the compose demo's driver then gave up on one.
+func TestEveryRequestAnsweredAfterAnOutage(t *testing.T) {
+	dir := t.TempDir()
+	ns, err := embedded.Start(embedded.Options{StoreDir: dir})
+	require.NoError(t, err)
+	port := ns.Addr().(*net.TCPAddr).Port
+	url := ns.ClientURL()
+	var restarted *server.Server
+	t.Cleanup(func() {
+		if restarted != nil {
+			restarted.Shutdown()
+		}
+	})
+
+	ended := make(chan struct{}, 1)
+	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: []saga.Definition{twoSteps},
+		LeaseTTL: time.Second, Logger: slog.New(signalHandler{msg: "coordinator term ended", ch: ended})})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	receive(t, c.Ready(), "the coordinator to serve")
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	receive(t, ended, "the term to end while the server is down")
+	restarted, err = embedded.Start(embedded.Options{StoreDir: dir, Port: port})
+	require.NoError(t, err)
+
+	nc := testenv.Connect(t, url)
+	ask := func() error {
+		_, err := nc.Request(messages.SummarySubject, nil, 500*time.Millisecond)
+		return err
+	}
+	require.Eventually(t, func() bool { return ask() == nil }, 30*time.Second, 50*time.Millisecond, "a new term serves")
+	for i := range 40 {
+		require.NoError(t, ask(), "request %d after the outage", i)
+	}
+}
