@@ -1,7 +1,6 @@
 package coordinator_test
 
 import (
-	"context"
 	"log/slog"
 	"net"
 	"testing"
@@ -38,17 +37,8 @@ func TestEveryRequestAnsweredAfterAnOutage(t *testing.T) {
 	})
 
 	ended := make(chan struct{}, 1)
-	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: []saga.Definition{twoSteps},
+	testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{twoSteps},
 		LeaseTTL: time.Second, Logger: slog.New(signalHandler{msg: "coordinator term ended", ch: ended})})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	receive(t, c.Ready(), "the coordinator to serve")
 
 	ns.Shutdown()
 	ns.WaitForShutdown()
