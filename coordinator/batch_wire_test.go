@@ -143,8 +143,13 @@ func TestEventsKeptInBatches(t *testing.T) {
 	require.NoError(t, err)
 	stream, err := js.Stream(t.Context(), messages.EventStream)
 	require.NoError(t, err)
-	m, err := stream.GetLastMsgForSubject(t.Context(), messages.EventLogSubject("pay", "in_progress"))
-	require.NoError(t, err)
+	// The batch is published after the live events, without waiting for
+	// the stream: it may be stored a moment after they arrive.
+	var m *jetstream.RawStreamMsg
+	require.Eventually(t, func() bool {
+		m, err = stream.GetLastMsgForSubject(t.Context(), messages.EventLogSubject("pay", "in_progress"))
+		return err == nil
+	}, 10*time.Second, 5*time.Millisecond, "the events' batch is never stored")
 	require.Equal(t, "7", m.Header.Get(messages.BatchHeader))
 	events, err := wirejson.DecodeEventBatch(m.Data)
 	require.NoError(t, err)
