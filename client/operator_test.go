@@ -101,7 +101,10 @@ func TestWatchKeptEvents(t *testing.T) {
 			all = append(all, id+" "+st)
 		}
 	}
-	// read returns the events f selects, which must end by themselves.
+	js, err := jetstream.New(c.Conn())
+	require.NoError(t, err)
+	// read returns the events f selects, which must end by themselves,
+	// and leave no consumer on the server.
 	read := func(f client.Watch) []string {
 		t.Helper()
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -114,6 +117,9 @@ func TestWatchKeptEvents(t *testing.T) {
 			got = append(got, ev.SagaID+" "+ev.Status)
 		}
 		require.NoError(t, rctx.Err(), "the kept events end the sequence")
+		st, err := js.Stream(ctx, messages.EventStream)
+		require.NoError(t, err)
+		require.Zero(t, st.CachedInfo().State.Consumers, "the read's consumer is deleted once it ends")
 		return got
 	}
 	// Following every event, the nine come; then they are all kept.

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/natsaga/natsaga/internal/streams"
 	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
@@ -420,6 +421,7 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 		return nil, noEventStream(err)
 	}
 	return func(yield func(messages.Event, error) bool) {
+		defer streams.Forget(js, messages.EventStream, cons)
 		it, err := cons.Messages()
 		if err != nil {
 			yield(messages.Event{}, fmt.Errorf("watch: %w", err))

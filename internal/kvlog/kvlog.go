@@ -134,6 +134,8 @@ type Log struct {
 	once   sync.Once
 	wg     sync.WaitGroup
 	follow jetstream.ConsumeContext
+	// forget deletes the consumer that follow reads, once it stops.
+	forget func()
 }
 
 type item struct {
@@ -239,11 +241,14 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 	if err != nil {
 		return nil, fmt.Errorf("log %s: %w", opts.Subject, err)
 	}
+	l.forget = func() { streams.Forget(js, opts.Stream, cons) }
 	if l.follow, err = cons.Consume(l.apply); err != nil {
+		l.forget()
 		return nil, fmt.Errorf("log %s: %w", opts.Subject, err)
 	}
 	if err := l.Sync(ctx); err != nil {
 		l.follow.Stop()
+		l.forget()
 		return nil, err
 	}
 	l.wg.Add(1)
@@ -258,6 +263,7 @@ func (l *Log) Close() {
 		close(l.closed)
 		l.follow.Stop()
 		l.wg.Wait()
+		l.forget()
 	})
 }
 

@@ -241,6 +241,22 @@ func TestRefusesBadWrites(t *testing.T) {
 	require.ErrorContains(t, err, "over the")
 }
 
+func TestCloseDeletesItsConsumer(t *testing.T) {
+	url := server(t)
+	js := jsFor(t, url)
+	consumers := func() int {
+		st, err := js.Stream(context.Background(), stream)
+		require.NoError(t, err)
+		return st.CachedInfo().State.Consumers
+	}
+	for range 3 {
+		l := open(t, url)
+		require.Equal(t, 1, consumers(), "an open log follows with one consumer")
+		l.Close()
+		require.Zero(t, consumers(), "a closed log leaves no consumer for the server to keep")
+	}
+}
+
 func TestCloseFailsWaitingWrites(t *testing.T) {
 	l := open(t, server(t))
 	l.Close()

@@ -13,6 +13,7 @@ package streams
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -37,6 +38,26 @@ func EnsureKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.K
 	return kv, err
 }
 
+// forgetWait bounds the request that deletes a consumer no longer read.
+const forgetWait = 2 * time.Second
+
+// Forget deletes the ordered consumer cons of stream once its reader has
+// stopped. Left alone, the server keeps it for nats.go's inactivity
+// threshold, five minutes, after its last pull: a process that opens and
+// closes its logs in a loop (a coordinator whose terms keep ending) would
+// collect them. It is best effort, as nats.go's own delete when an ordered
+// consumer starts again: without a connection it does nothing, and the
+// threshold removes the consumer later.
+func Forget(js jetstream.JetStream, stream string, cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil || !js.Conn().IsConnected() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), forgetWait)
+	defer cancel()
+	_ = js.DeleteConsumer(ctx, stream, info.Name)
+}
+
 // Read reads the messages of stream that cfg selects, in order, with an
 // ordered consumer, and calls each with each message and its metadata
 // until each returns false or the message was the last the consumer had
@@ -47,6 +68,7 @@ func Read(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstr
 	if err != nil {
 		return err
 	}
+	defer Forget(js, stream, cons)
 	// Nothing to read sends nothing that would end the read. The
 	// consumer's creation said how many there are; asking again would
 	// need a permission on a consumer whose name is made up.

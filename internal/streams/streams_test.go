@@ -94,6 +94,9 @@ func TestReadStopsAtTheEndOfWhatIsStored(t *testing.T) {
 				require.Equal(t, uint64(len(got)), meta.Sequence.Consumer)
 				return len(got) < upTo
 			})
+		info, ierr := js.Stream(context.Background(), "R")
+		require.NoError(t, ierr)
+		require.Zero(t, info.CachedInfo().State.Consumers, "the read's consumer is deleted once it ends")
 		return got, err
 	}
 
