@@ -186,6 +186,8 @@ func TestArguments(t *testing.T) {
 		{"log format", till(), []string{"-log-format", "xml"}, 2, "xml"},
 		{"a role that is no token", bad, nil, 2, "two words-agent: role"},
 		{"no steps", noSteps, nil, 2, "no steps"},
+		{"a URL that does not parse", till(), []string{"-nats", "://x"}, 2, "the URL does not parse"},
+		{"a negative wait", till(), []string{"-reconnect-wait", "-1s"}, 2, "-reconnect-wait -1s: must not be negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr bytes.Buffer

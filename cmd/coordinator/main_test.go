@@ -96,6 +96,9 @@ func TestFlagsOutOfRange(t *testing.T) {
 		{[]string{"-retention", "999ms"}, "-retention 999ms: at least 1s, or negative to keep finished sagas for ever"},
 		{[]string{"-command-batch", "0"}, "-command-batch 0: between 1 and 256"},
 		{[]string{"-max-active", "0"}, "-max-active 0: a positive count, or negative for no limit"},
+		// Connection flags no server could take, found as it connects.
+		{[]string{"-nats", "://x"}, "the URL does not parse"},
+		{[]string{"-connect-wait", "-1s"}, "-connect-wait -1s: must not be negative"},
 	} {
 		var out bytes.Buffer
 		require.Equal(t, 2, mainCode(tc.args, getenv, &out), "%v", tc.args)

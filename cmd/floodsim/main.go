@@ -292,7 +292,7 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	switch {
 	case err == nil:
 		return 0
-	case errors.As(err, new(usageError)):
+	case errors.As(err, new(usageError)), errors.Is(err, cli.ErrBadFlag):
 		fmt.Fprintln(stderr, "floodsim:", err)
 		return 2
 	case errors.Is(context.Cause(ctx), errOutputClosed):

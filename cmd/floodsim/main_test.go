@@ -108,6 +108,10 @@ func TestParseFlags(t *testing.T) {
 	stderr.Reset()
 	require.Equal(t, 2, mainCode([]string{"-insurer-agents", "100000000"}, env(), io.Discard, &stderr))
 	require.Equal(t, "floodsim: -insurer-agents 100000000: 1 to 32\n", stderr.String())
+	// A server's URL that does not parse: no server could take it.
+	stderr.Reset()
+	require.Equal(t, 2, mainCode([]string{"-spawn=false", "-nats", "://x"}, env(), io.Discard, &stderr))
+	require.Equal(t, "floodsim: connect to ://x: the URL does not parse: missing protocol scheme\n", stderr.String())
 	_, err = parseFlags([]string{"-households", "100000", "-ticks", "100", "-insurer-agents", "32"}, env(), io.Discard)
 	require.NoError(t, err, "the largest documented run, and the most copies")
 }

@@ -31,7 +31,8 @@
 // error or could not be reached (within -timeout, with the reason), and 2
 // for bad usage: every argument the tool can check itself (a saga id or
 // type, a status, a number, a file to read or to write) is checked before
-// it reaches for the server. A start the coordinator answers "busy" (it
+// it reaches for the server, and so is a connection flag no server could
+// take (cli.ErrBadFlag). A start the coordinator answers "busy" (it
 // holds its limit of sagas in flight) is sent again after a backoff until
 // -timeout; the last answer is printed.
 //
@@ -200,6 +201,9 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	cancel()
 	if err != nil {
 		printf(stderr, "natsaga: %v\n", err)
+		if errors.Is(err, cli.ErrBadFlag) {
+			return 2
+		}
 		return 1
 	}
 	defer nc.Close()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -174,6 +175,27 @@ func TestWrongURL(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut.String(), "connect to nats://127.0.0.1:1")
 	require.Contains(t, errOut.String(), "connection refused")
+}
+
+// TestConnectionFlagsNoServerCouldTake exit 2 at once, as any bad usage,
+// where a server not there exits 1 (TestWrongURL).
+func TestConnectionFlagsNoServerCouldTake(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.creds")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-nats", "://x"}, "the URL does not parse"},
+		{[]string{"-nats", "nats://127.0.0.1:99999"}, "invalid port"},
+		{[]string{"-connect-wait", "-1s"}, "-connect-wait -1s: must not be negative"},
+		{[]string{"-creds", missing}, "no such file or directory"},
+		{[]string{"-user", "a", "-creds", missing}, "exclude each other"},
+	} {
+		var out, errOut bytes.Buffer
+		code := mainCode(append(tc.args, "-timeout", "1m", "summary"), func(string) string { return "" }, &out, &errOut)
+		require.Equal(t, 2, code, "%v: %s", tc.args, errOut.String())
+		require.Contains(t, errOut.String(), tc.want, tc.args)
+	}
 }
 
 // TestConnectWaitIsKept: -connect-wait, given, is how long the tool

@@ -95,6 +95,21 @@ func (c *Conn) Register(fs *flag.FlagSet, getenv func(string) string) {
 // that do not go together or files that cannot be read or do not load.
 var ErrSecurity = errors.New("NATS security options")
 
+// ErrBadFlag is matched by the errors of Connect that no server caused
+// and no attempt would mend: a negative wait, a URL that does not parse or
+// an address no dial can use, and every [ErrSecurity]. The programs exit 2
+// for them, as for any other bad flag; the error's text is unchanged.
+var ErrBadFlag = errors.New("a connection flag no server can take")
+
+// badFlag marks err with ErrBadFlag.
+func badFlag(err error) error { return markedError{err} }
+
+// markedError is err, which errors.Is also finds to be ErrBadFlag.
+type markedError struct{ err error }
+
+func (e markedError) Error() string   { return e.err.Error() }
+func (e markedError) Unwrap() []error { return []error{e.err, ErrBadFlag} }
+
 // securityOptions returns the nats.go options of c's credentials and TLS
 // files. It returns an error wrapping ErrSecurity when they do not go
 // together or a file cannot be read or does not load.
@@ -185,13 +200,13 @@ const quietWait = time.Second
 // ever; the zero Conn reconnects for ever too), with a log line per
 // attempt; when the attempts run out the connection closes and the
 // program's consumers and requests fail. It returns the last error
-// when the server never answered, or an error wrapping ErrSecurity.
+// when the server never answered, or an error matching ErrBadFlag.
 func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nats.Conn, error) {
 	switch {
 	case c.ReconnectWait < 0:
-		return nil, fmt.Errorf("-reconnect-wait %s: must not be negative", c.ReconnectWait)
+		return nil, badFlag(fmt.Errorf("-reconnect-wait %s: must not be negative", c.ReconnectWait))
 	case c.Wait < 0:
-		return nil, fmt.Errorf("-connect-wait %s: must not be negative", c.Wait)
+		return nil, badFlag(fmt.Errorf("-connect-wait %s: must not be negative", c.Wait))
 	}
 	shown := natsurl.Redacted(c.URL)
 	maxReconnects := c.MaxReconnects
@@ -236,7 +251,7 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 	}
 	sec, err := c.securityOptions()
 	if err != nil {
-		return nil, err
+		return nil, badFlag(err)
 	}
 	opts = append(opts, sec...)
 	d := newDialer()
@@ -259,12 +274,12 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 		// may be over by the first attempt's end, and the error of the
 		// parse names the URL).
 		if uerr := (*url.Error)(nil); errors.As(err, &uerr) {
-			return nil, fmt.Errorf("connect to %s: the URL does not parse: %w", shown, uerr.Err)
+			return nil, badFlag(fmt.Errorf("connect to %s: the URL does not parse: %w", shown, uerr.Err))
 		}
 		// Nor does an address no dial can use, such as a port out of
 		// range.
 		if aerr := (*net.AddrError)(nil); errors.As(err, &aerr) {
-			return nil, fmt.Errorf("connect to %s: %w", shown, aerr)
+			return nil, badFlag(fmt.Errorf("connect to %s: %w", shown, aerr))
 		}
 		if time.Now().After(deadline) || errors.Is(err, nats.ErrAuthorization) {
 			return nil, fmt.Errorf("connect to %s: %w", shown, err)

@@ -209,6 +209,7 @@ func TestConnectRefusesNegativeWaits(t *testing.T) {
 	} {
 		_, err := tc.c.Connect(context.Background(), "test", slog.New(slog.DiscardHandler))
 		require.EqualError(t, err, tc.want)
+		require.ErrorIs(t, err, cli.ErrBadFlag)
 	}
 }
 
@@ -220,6 +221,7 @@ func TestConnectRefusesAURLThatDoesNotParse(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_, err := c.Connect(ctx, "test", slog.New(slog.DiscardHandler))
 		require.ErrorContains(t, err, "the URL does not parse", u)
+		require.ErrorIs(t, err, cli.ErrBadFlag, u)
 		require.NoError(t, ctx.Err(), "%s: said at once", u)
 		cancel()
 	}
@@ -233,6 +235,7 @@ func TestConnectRefusesAnAddressNoDialCanUse(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_, err := c.Connect(ctx, "test", slog.New(slog.DiscardHandler))
 		require.ErrorContains(t, err, "invalid port", u)
+		require.ErrorIs(t, err, cli.ErrBadFlag, u)
 		require.NotContains(t, err.Error(), "secret")
 		require.NoError(t, ctx.Err(), "%s: said at once", u)
 		cancel()
@@ -315,6 +318,7 @@ func TestConnectRefusesFilesThatDoNotLoad(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_, err := c.Connect(ctx, "test", slog.New(slog.DiscardHandler))
 		require.ErrorIs(t, err, cli.ErrSecurity, tc.name)
+		require.ErrorIs(t, err, cli.ErrBadFlag, tc.name)
 		require.ErrorContains(t, err, tc.want, tc.name)
 		require.NoError(t, ctx.Err(), "%s: said at once", tc.name)
 		cancel()
@@ -323,4 +327,5 @@ func TestConnectRefusesFilesThatDoNotLoad(t *testing.T) {
 	c := cli.Conn{URL: "nats://127.0.0.1:1", TLSCA: p.ca, TLSCert: p.clientCert, TLSKey: p.clientKey}
 	_, err := c.Connect(context.Background(), "test", slog.New(slog.DiscardHandler))
 	require.NotErrorIs(t, err, cli.ErrSecurity)
+	require.NotErrorIs(t, err, cli.ErrBadFlag, "no server there is not a bad flag")
 }

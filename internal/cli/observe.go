@@ -239,6 +239,9 @@ func ServeObserved(stderr io.Writer, process string, o Observe, run func(ctx con
 		// Stopped by a signal before it was up (connecting to the server,
 		// waiting for a stream): a stop asked for, not a failure.
 		log.Info(process+" stopped while starting", "was", err.Error())
+	case errors.Is(err, ErrBadFlag):
+		log.Error(process+" stopped", "err", err)
+		return 2
 	default:
 		log.Error(process+" stopped", "err", err)
 		return 1
