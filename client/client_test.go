@@ -137,5 +137,5 @@ func TestWaitQuietGivesUpOnAnAgentThatBreaksItsWord(t *testing.T) {
 	// The error names the saga it waits for, its step and its attempt.
 	require.Len(t, nq.Waiting, 1)
 	require.Equal(t, saga.ID("s"), nq.Waiting[0].ID)
-	require.Equal(t, "tick 0: 1 command due had no answer for 200ms; waiting for s (greeting, execute say_hello, attempt 1)", nq.Error())
+	require.Equal(t, "tick 0: 1 command due had no answer for 200ms; waiting for s (greeting, execute greet.say_hello, attempt 1)", nq.Error())
 }

@@ -147,13 +147,14 @@ func holding(active []saga.Execution, tick int64, n int) []saga.Execution {
 }
 
 // WaitingFor names the sagas of e.Waiting, their steps and attempts
-// ("waiting for s-1 (greeting, execute say_hello, attempt 1)"), or
+// ("waiting for s-1 (greeting, execute greet.say_hello, attempt 1)": the
+// definition's name, then the step as its subject names it, saga.<subject>.<step>), or
 // returns "" when it has none.
 func (e *NotQuietError) WaitingFor() string {
 	var names []string
 	for i := range e.Waiting {
 		x := &e.Waiting[i]
-		names = append(names, fmt.Sprintf("%s (%s, %s %s, attempt %d)", x.ID, x.Definition, x.Action, x.LastStep(), x.Attempt))
+		names = append(names, fmt.Sprintf("%s (%s, %s %s.%s, attempt %d)", x.ID, x.Definition, x.Action, x.Saga, x.LastStep(), x.Attempt))
 	}
 	if len(names) == 0 {
 		return ""

@@ -130,7 +130,8 @@ func (o *Options) Validate() error {
 	}
 	for _, s := range o.Steps {
 		if o.Serial && s.Duration != nil {
-			errs = append(errs, fmt.Errorf("step %s.%s: a serial role cannot hold commands for simulation time: %w", s.Saga, s.Name, messages.ErrBadRequest))
+			errs = append(errs, fmt.Errorf("step %s.%s: its Duration holds commands for simulation time, which a Serial role, "+
+				"applying its commands one at a time in order, cannot: drop Serial or the step's Duration: %w", s.Saga, s.Name, messages.ErrBadRequest))
 		}
 	}
 	if o.Concurrency > MaxConcurrency {

@@ -120,7 +120,10 @@ func TestSerialRoleCannotHoldCommands(t *testing.T) {
 	o := participant.Options{Role: "till", Serial: true, Steps: []agent.Step{{Saga: "pay", Name: "spend",
 		Handler:  agent.Handler{Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil }, Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil }},
 		Duration: func(*messages.Command) int64 { return 2 }}}}
-	require.ErrorIs(t, o.Validate(), messages.ErrBadRequest)
+	err := o.Validate()
+	require.ErrorIs(t, err, messages.ErrBadRequest)
+	require.ErrorContains(t, err, "step pay.spend: its Duration holds commands for simulation time, which a Serial role")
+	require.ErrorContains(t, err, "drop Serial or the step's Duration")
 }
 
 // TestSerialCopyReadsAgainWhenPinnedAnew moves the pin of a serial role

@@ -412,7 +412,7 @@ func TestExternalStalled(t *testing.T) {
 	require.ErrorIs(t, err, errNotReproducible, stdout.String())
 	require.Contains(t, stdout.String(), "stopped ticking: tick ")
 	// It names sagas it waited for: elevations at the contractor's step.
-	require.Regexp(t, `had no answer for 3s \(-tick-wait\); waiting for [0-9a-f-]{36} \(elevation_grant, execute contractor_elevates, attempt 1\)(, [^;]+)?; the run can no longer be reproduced`, stdout.String())
+	require.Regexp(t, `had no answer for 3s \(-tick-wait\); waiting for [0-9a-f-]{36} \(elevation_grant, execute elevation\.contractor_elevates, attempt 1\)(, [^;]+)?; the run can no longer be reproduced`, stdout.String())
 
 	var r struct {
 		Aborted    string `json:"aborted"`
@@ -459,7 +459,7 @@ func TestStoppedByAnAgentGone(t *testing.T) {
 	require.ErrorContains(t, err, "(and no report: flood.state.insurer: ")
 	require.Less(t, time.Since(began), restartPatience/2, "the ledger was asked for once")
 	require.Regexp(t, `budget left\s+not read\s+[0-9.]+s  \(not quiet: [0-9]+ due\)`, stdout.String())
-	require.Regexp(t, `floodsim: stopped ticking: tick [0-9]+: [0-9]+ commands due had no answer for 3s \(-tick-wait\); waiting for [0-9a-f-]{36} \(insurance_claim, execute insurer_evaluates, attempt 1\)`, stdout.String())
+	require.Regexp(t, `floodsim: stopped ticking: tick [0-9]+: [0-9]+ commands due had no answer for 3s \(-tick-wait\); waiting for [0-9a-f-]{36} \(insurance_claim, execute insurance\.insurer_evaluates, attempt 1\)`, stdout.String())
 }
 
 // startAgents runs an agent of each of roles on url until the test ends,

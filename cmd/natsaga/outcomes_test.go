@@ -106,7 +106,7 @@ func TestQuiet(t *testing.T) {
 	code, out = natsaga(t, url, "quiet", "-wait", "2500ms")
 	require.Equal(t, 1, code, out)
 	require.Contains(t, out, "tick 0 is not quiet: 1 command due\n")
-	require.Contains(t, out, "natsaga: tick 0: 1 command due, not quiet within 2.5s; waiting for "+id+" (ops, execute pay, attempt 1)\n")
+	require.Contains(t, out, "natsaga: tick 0: 1 command due, not quiet within 2.5s; waiting for "+id+" (ops, execute ops.pay, attempt 1)\n")
 	for range 2 {
 		m, err := ticks.NextMsg(time.Second)
 		require.NoError(t, err, "the tick sent again")

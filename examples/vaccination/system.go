@@ -3,7 +3,6 @@ package vaccination
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -173,33 +172,21 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 }
 
 // ServeStock answers [StockSubject] with the depot's stock, read from the
-// depot's store, until ctx ends. A depot agent's process runs it.
+// depot's committed state, until ctx ends. A depot agent's process runs it.
+// The copies of the depot share the subject: one answers each request.
 func ServeStock(ctx context.Context, nc *nats.Conn) error {
-	st, err := participant.OpenStore(ctx, nc, Depot, false, 1)
-	if err != nil {
-		return fmt.Errorf("depot store: %w", err)
+	type answer struct {
+		Stock *Stock              `json:"stock,omitempty"`
+		Error *messages.WireError `json:"error,omitempty"`
 	}
-	sub, err := nc.Subscribe(StockSubject, func(m *nats.Msg) {
-		type answer struct {
-			Stock *Stock              `json:"stock,omitempty"`
-			Error *messages.WireError `json:"error,omitempty"`
-		}
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		var s Stock
-		a := answer{Stock: &s}
-		if _, err := st.Get(rctx, StockKey, &s); err != nil {
-			a = answer{Error: &messages.WireError{Code: messages.CodeInternal, Message: err.Error()}}
-		}
-		data, _ := json.Marshal(a)
-		_ = m.Respond(data)
-	})
-	if err != nil {
-		return fmt.Errorf("subscribe %s: %w", StockSubject, err)
-	}
-	<-ctx.Done()
-	_ = sub.Unsubscribe()
-	return nil
+	return participant.ServeQueries(ctx, nc, Depot, StockSubject,
+		func(_ context.Context, _ []byte, read func([]string, func(int) any) ([]bool, error)) any {
+			var s Stock
+			if _, err := read([]string{StockKey}, func(int) any { return &s }); err != nil {
+				return answer{Error: &messages.WireError{Code: messages.CodeInternal, Message: err.Error()}}
+			}
+			return answer{Stock: &s}
+		})
 }
 
 // roles are the roles whose agents Run starts: all, unless they run
