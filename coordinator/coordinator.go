@@ -335,7 +335,9 @@ func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
 // wrapping [ErrDefinitionConflict] when a definition differs from the
 // stored one of its version, an error wrapping [ErrTooManyCommandSubjects]
 // when its definitions would take the command stream, with the subjects
-// it holds, past [MaxCommandSubjects], JetStream's refusal when it asks for replicas
+// it holds, past [MaxCommandSubjects], one wrapping [ErrDefinitionTooLarge]
+// when a saga of one of them might not fit in the server's payload limit,
+// JetStream's refusal when it asks for replicas
 // of its streams on a server that is not in a cluster, and an error when
 // the connection is closed for good (its reconnect attempts ran out).
 // A Coordinator runs once: a second Run returns [ErrRanBefore] at once.
@@ -352,6 +354,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		case err == nil:
 			return nil
 		case errors.Is(err, ErrNoJetStream), errors.Is(err, ErrDefinitionConflict), errors.Is(err, ErrTooManyCommandSubjects),
+			errors.Is(err, ErrDefinitionTooLarge),
 			jserr.NotClustered(err):
 			return err
 		case c.nc.IsClosed():

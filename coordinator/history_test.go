@@ -3,8 +3,6 @@ package coordinator_test
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,7 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
-	"github.com/natsaga/natsaga/internal/embedded"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
@@ -28,13 +25,7 @@ import (
 // saga moved). Held to its bound, the history drops its oldest
 // transitions, and the saga completes when the step at last succeeds.
 func TestRetriesKeepTheSagaStorable(t *testing.T) {
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "nats.conf")
-	require.NoError(t, os.WriteFile(conf, []byte("max_payload: 131072\n"), 0o600))
-	ns, err := embedded.Start(embedded.Options{StoreDir: filepath.Join(dir, "js"), Config: conf})
-	require.NoError(t, err)
-	t.Cleanup(ns.Shutdown)
-	url := ns.ClientURL()
+	_, url := testenv.ServerWith(t, "max_payload: 131072\n")
 
 	const failures = 300
 	def := saga.Definition{Name: "flaky", Subject: "flaky", Steps: []saga.Step{{Name: "try", Role: "ghost",

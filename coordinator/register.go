@@ -77,6 +77,9 @@ func (c *Coordinator) register(ctx context.Context, defs []saga.Definition) (mes
 		}
 		unchanged[i] = u
 		if !u {
+			if err := c.checkSize(&d); err != nil {
+				return resp, err
+			}
 			changed = append(changed, d)
 		}
 	}
@@ -154,6 +157,9 @@ func (c *Coordinator) isLatest(d saga.Definition) bool {
 // recovery reads the bucket.
 func (c *Coordinator) storeDefinitions(ctx context.Context) error {
 	for _, d := range c.opts.Definitions {
+		if err := c.checkSize(&d); err != nil {
+			return err
+		}
 		key := messages.DefinitionKey(d.Name, version(d))
 		data, err := definitionFile(d)
 		if err != nil {
@@ -176,7 +182,8 @@ func (c *Coordinator) storeDefinitions(ctx context.Context) error {
 }
 
 // checkDefinitions returns an error wrapping [ErrDefinitionConflict] when
-// a version of Options.Definitions is stored with other content: a
+// a version of Options.Definitions is stored with other content, and one
+// wrapping [ErrDefinitionTooLarge] when its sagas might not be stored: a
 // standby checks so as it sets up, rather than fail when it takes over.
 func (c *Coordinator) checkDefinitions(ctx context.Context) error {
 	for _, d := range c.opts.Definitions {
@@ -288,6 +295,9 @@ func (c *Coordinator) restoreDefinition(key string, data []byte, subs *commandSu
 		return fmt.Errorf("stored definition %s: %w", key, err)
 	}
 	for _, d := range defs {
+		if err := c.checkSize(&d); err != nil {
+			return fmt.Errorf("stored definition %s: %w", key, err)
+		}
 		more := subs.lacking(&d)
 		if err := subs.checkWith(more, c.maxSubjectBytes()); err != nil && len(more) > 0 {
 			return fmt.Errorf("stored definition %s: its %d new command subjects do not fit: %w", key, len(more), err)
@@ -310,6 +320,35 @@ func (c *Coordinator) restoreDefinition(key string, data []byte, subs *commandSu
 		}
 		subs.add(more...)
 		c.defined(d)
+	}
+	return nil
+}
+
+// ErrDefinitionTooLarge is wrapped, with [saga.ErrInvalidDefinition], by
+// the error of a definition whose sagas might not fit in one message of
+// the server: its steps' names, twice over (a saga rolled back lists its
+// completed steps and its compensated ones), take more than an eighth of
+// the server's payload limit. A saga's context and its steps' outputs take
+// at most half of that limit, its history a quarter (the engine's
+// MaxContext is a quarter); the last eighth is left for its ids, reasons
+// and ticks. A saga that does not fit could not be stored, and would stop
+// the coordinator's every term. [Coordinator.Run] returns it when a
+// definition it is started with is so; a registration is refused, and a
+// stored definition skipped.
+var ErrDefinitionTooLarge = errors.New("definition too large for the server's payload limit")
+
+// checkSize returns an error wrapping [ErrDefinitionTooLarge] when the
+// lists of d's steps in a saga may take more than an eighth of the
+// server's payload limit.
+func (c *Coordinator) checkSize(d *saga.Definition) error {
+	n := 0
+	for _, st := range d.Steps {
+		n += 2 * (len(st.Name) + 3) // "name", in completed_steps and compensated_steps
+	}
+	if limit := int(c.nc.MaxPayload() / 8); n > limit {
+		return fmt.Errorf("definition %q: the names of its %d steps take %d bytes in a saga's completed and compensated steps, "+
+			"more than an eighth of the server's payload limit, %d: give it fewer steps or shorter names: %w: %w",
+			d.Name, len(d.Steps), n, limit, ErrDefinitionTooLarge, saga.ErrInvalidDefinition)
 	}
 	return nil
 }

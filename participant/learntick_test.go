@@ -3,8 +3,6 @@ package participant_test
 import (
 	"context"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,7 +12,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
-	"github.com/natsaga/natsaga/internal/embedded"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
@@ -26,17 +23,12 @@ import (
 // says so, and does not ask again: each request is a permissions violation
 // the server and the agent's error handler log.
 func TestSummaryDeniedIsAskedOnce(t *testing.T) {
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "server.conf")
-	require.NoError(t, os.WriteFile(conf, []byte(`jetstream: enabled
+	ns, _ := testenv.ServerWith(t, `jetstream: enabled
 authorization { users = [
   {user: admin, password: a}
   {user: agent, password: b, permissions: {publish: {deny: ["natsaga.summary"]}}}
 ]}
-`), 0o600))
-	ns, err := embedded.Start(embedded.Options{Config: conf, StoreDir: filepath.Join(dir, "js")})
-	require.NoError(t, err)
-	t.Cleanup(ns.Shutdown)
+`)
 	as := func(user string) string { return strings.Replace(ns.ClientURL(), "nats://", "nats://"+user+"@", 1) }
 	testenv.Coordinator(t, as("admin:a"), []saga.Definition{{Name: "s", Subject: "s", Steps: []saga.Step{{Name: "x", Role: "r"}}}})
 	var violations atomic.Int32

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -30,6 +31,20 @@ import (
 func Server(t testing.TB) (*server.Server, string) {
 	t.Helper()
 	ns, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(ns.Shutdown)
+	return ns, ns.ClientURL()
+}
+
+// ServerWith starts an embedded nats-server with JetStream, configured by
+// the nats-server configuration conf (its text), shut down at cleanup, and
+// returns it and its client URL.
+func ServerWith(t testing.TB, conf string) (*server.Server, string) {
+	t.Helper()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "nats.conf")
+	require.NoError(t, os.WriteFile(file, []byte(conf), 0o600))
+	ns, err := embedded.Start(embedded.Options{StoreDir: filepath.Join(dir, "js"), Config: file})
 	require.NoError(t, err)
 	t.Cleanup(ns.Shutdown)
 	return ns, ns.ClientURL()
