@@ -77,7 +77,7 @@ func Main(r Role) int { return Run(r, os.Args[1:], os.Getenv, os.Stderr) }
 func Run(r Role, args []string, getenv func(string) string, stderr io.Writer) int {
 	c, err := parse(r, args, getenv, stderr)
 	if err != nil {
-		return cli.UsageCode(err, stderr)
+		return cli.UsageCodeFor(args, err, stderr)
 	}
 	process := r.Name + "-agent"
 	return cli.ServeObserved(stderr, process, c.observe, func(ctx context.Context, log *slog.Logger) error {

@@ -188,6 +188,8 @@ func TestArguments(t *testing.T) {
 		{"no steps", noSteps, nil, 2, "no steps"},
 		{"a URL that does not parse", till(), []string{"-nats", "://x"}, 2, "the URL does not parse"},
 		{"a negative wait", till(), []string{"-reconnect-wait", "-1s"}, 2, "-reconnect-wait -1s: must not be negative"},
+		{"a health check's bad flag", till(), []string{"-healthcheck", "-bogus"}, 1, "flag provided but not defined: -bogus"},
+		{"a health check's bad log format", till(), []string{"-healthcheck", "-log-format", "xml"}, 1, "xml"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr bytes.Buffer

@@ -191,7 +191,7 @@ func main() { os.Exit(mainCode(os.Args[1:], os.Getenv, os.Stderr)) }
 func mainCode(args []string, getenv func(string) string, stderr io.Writer) int {
 	c, err := parseFlags(args, getenv, stderr)
 	if err != nil {
-		return cli.UsageCode(err, stderr)
+		return cli.UsageCodeFor(args, err, stderr)
 	}
 	return cli.ServeObserved(stderr, "coordinator", c.observe, func(ctx context.Context, log *slog.Logger) error {
 		return run(ctx, c, getenv, log)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -30,6 +31,39 @@ func UsageCode(err error, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 	}
 	return 2
+}
+
+// UsageCodeFor is [UsageCode] for a program that takes -healthcheck,
+// with the arguments it parsed: a health check whose command line is bad
+// (an unknown flag, a bad log format) is a check that fails, exit 1, as a
+// container's health check reads it, not 2, which Docker reserves.
+func UsageCodeFor(args []string, err error, stderr io.Writer) int {
+	code := UsageCode(err, stderr)
+	if code == 2 && healthcheckAsked(args) {
+		return 1
+	}
+	return code
+}
+
+// healthcheckAsked reports whether args, before any "--", set
+// -healthcheck (or --healthcheck) to true.
+func healthcheckAsked(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		name, value, hasValue := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "healthcheck" {
+			continue
+		}
+		if !hasValue {
+			return true
+		}
+		if on, err := strconv.ParseBool(value); err == nil && on {
+			return true
+		}
+	}
+	return false
 }
 
 // ErrPrinted is matched by the errors of [Parse] that the flag package
