@@ -196,8 +196,11 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 		printf(stderr, "natsaga: %v\n", err)
 		return 2
 	}
+	// The connection says what a person waits for: the server, once
+	// it has waited a second; a connection lost and found again.
+	connLog, _ := cli.NewLogger(stderr, "info", o.logFormat)
 	cctx, cancel := context.WithTimeout(ctx, max(o.timeout, connectWait))
-	nc, err := o.conn.Connect(cctx, "natsaga-cli", log)
+	nc, err := o.conn.Connect(cctx, "natsaga-cli", connLog)
 	cancel()
 	if err != nil {
 		printf(stderr, "natsaga: %v\n", err)

@@ -173,6 +173,7 @@ func TestWrongURL(t *testing.T) {
 		t.Fatal("natsaga did not give up on a wrong URL")
 	}
 	require.Equal(t, 1, code)
+	require.Contains(t, errOut.String(), `msg="waiting for the NATS server" url=nats://127.0.0.1:1`, "said after a second")
 	require.Contains(t, errOut.String(), "connect to nats://127.0.0.1:1")
 	require.Contains(t, errOut.String(), "connection refused")
 }

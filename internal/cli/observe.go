@@ -252,6 +252,14 @@ func ServeObserved(stderr io.Writer, process string, o Observe, run func(ctx con
 // flushWait bounds the flush of the traces at exit.
 const flushWait = 5 * time.Second
 
+// numberVariables are the OTEL_ variables of the OTLP exporter and the
+// batch span processor that take a whole number (of milliseconds, or of
+// spans), as the OpenTelemetry specification says.
+var numberVariables = []string{
+	"OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+	"OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_EXPORT_TIMEOUT", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+}
+
 // StartTracing returns the tracer provider of the program named service,
 // nil when the OTEL_ variables getenv reads leave tracing off (see
 // [TracingEnabled]), and a function to call at exit, which flushes the
@@ -266,6 +274,14 @@ func StartTracing(ctx context.Context, service string, getenv func(string) strin
 		// cannot parse.
 		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("tracing", "err", err) }))
 		otel.SetLogger(logr.FromSlogHandler(log.Handler()))
+		// OpenTelemetry's own line names the value, not the variable.
+		for _, name := range numberVariables {
+			if v := getenv(name); v != "" {
+				if n, err := strconv.Atoi(v); err != nil || n < 0 {
+					log.Warn("tracing: a variable that is not a whole number; its default is taken", "variable", name, "value", messages.Clip(v))
+				}
+			}
+		}
 	}
 	tp, stop, err := SetupTracing(ctx, service, getenv)
 	if err != nil {

@@ -188,13 +188,17 @@ func TestTracingErrorsGoToTheLog(t *testing.T) {
 	// A variable the exporter reads and cannot parse is said in the log's
 	// format too, not as a line of Go's standard logger.
 	t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "abc")
+	env["OTEL_EXPORTER_OTLP_TIMEOUT"] = "abc"
 	otel.SetLogger(logr.Discard()) // what the first call set, undone
 	_, stop, err = cli.StartTracing(context.Background(), "natsaga-test", func(k string) string { return env[k] }, log)
 	require.NoError(t, err)
 	stop()
 	require.Contains(t, buf.String(), "abc")
 	got = lines()
-	require.Len(t, got, 2, "the timeout that does not parse, and where spans go")
+	require.Len(t, got, 3, "the timeout that does not parse, said by natsaga and by the exporter, and where spans go")
+	require.Equal(t, "tracing: a variable that is not a whole number; its default is taken", got[0]["msg"])
+	require.Equal(t, "OTEL_EXPORTER_OTLP_TIMEOUT", got[0]["variable"])
+	require.Equal(t, "abc", got[0]["value"])
 }
 
 // TestParseSaysADurationNeedsItsUnit: a duration flag given a bare number
