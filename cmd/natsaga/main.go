@@ -303,6 +303,31 @@ func takesValue(fs *flag.FlagSet, arg string) bool {
 	return !ok || !b.IsBoolFlag()
 }
 
+// The coordinator's bounds of a list of finished sagas, read from its
+// bucket (coordinator.DefaultFinishedList and MaxFinishedList; a test holds
+// them equal).
+const (
+	defaultFinished = 100
+	maxFinished     = 1000
+)
+
+// finishedHint is what a list of n sagas of status, asked with limit,
+// adds to its count: a list of finished sagas is the latest, and a full
+// one, or one cut to the most the coordinator answers, says that more may
+// be stored.
+func finishedHint(status saga.Status, limit, n int) string {
+	if !status.Terminal() || status == saga.Failed {
+		return ""
+	}
+	switch want := cmp.Or(limit, defaultFinished); {
+	case want > maxFinished && n == maxFinished:
+		return fmt.Sprintf(" (the latest %d, the most the coordinator answers, not the %d asked; more may be stored: summary counts them)", maxFinished, want)
+	case n == want:
+		return fmt.Sprintf(" (the latest; more may be stored: -limit asks for up to %d, and summary counts them)", maxFinished)
+	}
+	return ""
+}
+
 // commands are natsaga's subcommands by name.
 func commands() map[string]command {
 	noFlags := func(n int, run func(args []string) (runner, error)) func(*flag.FlagSet) func([]string) (runner, error) {
@@ -396,12 +421,7 @@ func commands() map[string]command {
 					}
 					return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
 						xs, err := cl.ListJSON(ctx, saga.Status(*status), *limit)
-						// A page of finished sagas is the latest: a full one
-						// says that more may be stored.
-						more := ""
-						if st := saga.Status(*status); st.Terminal() && st != saga.Failed && len(xs) == cmp.Or(*limit, 100) {
-							more = " (the latest; more may be stored: -limit asks for up to 1000, and summary counts them)"
-						}
+						more := finishedHint(saga.Status(*status), *limit, len(xs))
 						return messages.ListResponse{V: messages.Version, Sagas: xs, Error: wireError(err)}, func(w io.Writer) { printList(w, xs, more) }, err
 					}), nil
 				}

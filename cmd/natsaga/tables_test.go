@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/coordinator"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
@@ -234,4 +235,29 @@ func TestStatusSaysTransitionsDropped(t *testing.T) {
 	var out bytes.Buffer
 	printStatus(&out, data)
 	require.Contains(t, out.String(), "\nhistory (2046 earlier transitions dropped after the first):\n")
+}
+
+// TestFinishedHint: a list of finished sagas says when more may be stored:
+// when it is full, and when the coordinator cut it to its most.
+func TestFinishedHint(t *testing.T) {
+	require.Equal(t, coordinator.DefaultFinishedList, defaultFinished)
+	require.Equal(t, coordinator.MaxFinishedList, maxFinished)
+	const full = " (the latest; more may be stored: -limit asks for up to 1000, and summary counts them)"
+	for _, tc := range []struct {
+		status   saga.Status
+		limit, n int
+		want     string
+	}{
+		{saga.Completed, 0, 100, full},
+		{saga.Completed, 0, 99, ""},
+		{saga.RolledBack, 1, 1, full},
+		{saga.TimedOut, 1000, 1000, full},
+		{saga.Completed, 5000, 1000, " (the latest 1000, the most the coordinator answers, not the 5000 asked; more may be stored: summary counts them)"},
+		{saga.Completed, 5000, 999, ""},
+		{saga.Failed, 0, 100, ""},
+		{saga.InProgress, 5, 5, ""},
+		{"", 0, 100, ""},
+	} {
+		require.Equal(t, tc.want, finishedHint(tc.status, tc.limit, tc.n), "%+v", tc)
+	}
 }
