@@ -683,6 +683,33 @@ func (c *Client) Register(ctx context.Context, file []byte) ([]messages.Register
 	return resp.Registered, nil
 }
 
+// Query asks a model's state query: a request on subject, which the
+// model documents and its role's agents answer with
+// participant.ServeQueries, of req encoded as JSON. It decodes the answer
+// into answer. It waits for an agent to answer as every request of the
+// client does (Options.RestartPatience: a role restarting). An answer with
+// an "error" object, as ServeQueries answers a request it refuses and as
+// a model may answer one of its own, is returned as an [*Error] (with its
+// code: errors.Is finds client.ErrNotFound and the other sentinels), answer decoded
+// all the same.
+func (c *Client) Query(ctx context.Context, subject string, req, answer any) error {
+	var raw json.RawMessage
+	if err := c.request(ctx, subject, req, &raw); err != nil {
+		return err
+	}
+	var refused struct {
+		Error *messages.WireError `json:"error"`
+	}
+	if err := json.Unmarshal(raw, &refused); err == nil && refused.Error != nil {
+		_ = json.Unmarshal(raw, answer)
+		return wireErr(subject, refused.Error)
+	}
+	if err := json.Unmarshal(raw, answer); err != nil {
+		return fmt.Errorf("%s: answer: %w", subject, err)
+	}
+	return nil
+}
+
 // AgentStats asks every running agent for its statistics through NATS
 // micro's STATS request, and collects the answers as w says: until w.Want
 // agents have answered and w.Grace has passed since, or w.Max has passed

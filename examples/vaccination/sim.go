@@ -2,7 +2,6 @@ package vaccination
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -184,15 +183,10 @@ func report(ctx context.Context, c *client.Client, sc Scenario, ids []string, be
 // stored one yet has none: the zero Stock.
 func stock(ctx context.Context, c *client.Client) (Stock, error) {
 	var resp struct {
-		Stock *Stock              `json:"stock"`
-		Error *messages.WireError `json:"error"`
+		Stock *Stock `json:"stock"`
 	}
-	m, err := c.Conn().RequestWithContext(ctx, StockSubject, []byte(`{}`))
-	if err != nil {
-		return Stock{}, fmt.Errorf("%s: %w", StockSubject, err)
-	}
-	if err := json.Unmarshal(m.Data, &resp); err != nil || resp.Error != nil {
-		return Stock{}, fmt.Errorf("%s: bad answer %q", StockSubject, m.Data)
+	if err := c.Query(ctx, StockSubject, struct{}{}, &resp); err != nil {
+		return Stock{}, err
 	}
 	if resp.Stock == nil {
 		return Stock{}, nil
