@@ -106,7 +106,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs := flag.NewFlagSet("floodsim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c.conn.Register(fs, getenv)
-	fs.BoolVar(&c.spawn, "spawn", true, "run an embedded nats-server, the coordinator and the agents (-nats is then ignored); false drives the system at -nats, and refuses the flags of a system it starts (-budget, -fund, -bin, -<role>-agents)")
+	fs.BoolVar(&c.spawn, "spawn", true, "run an embedded nats-server, the coordinator and the agents (-nats is then ignored); false drives the system at -nats, and refuses the flags of a system it starts (-budget, -fund, -bin, -<role>-agents, -metrics-addr)")
 	fs.IntVar(&c.expectAgents, "expect-agents", 0, "wait until this many agents answer before starting (default: the number spawned)")
 	fs.DurationVar(&c.agentWait, "agent-wait", 60*time.Second, "how long to wait for the coordinator and the agents to answer")
 	fs.Int64Var(&c.scenario.Seed, "seed", 1, "scenario seed: the same seed, households and ticks plan the same sagas")
@@ -156,21 +156,38 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 
 // spawnOnly returns an error naming the flags given that only apply when
 // floodsim starts the system itself, when it does not (-spawn=false): the
-// system it drives was started with its own.
+// system it drives was started with its own. For the flags that have one,
+// it names the flag of the programs started elsewhere that does the same.
 func spawnOnly(fs *flag.FlagSet, spawn bool) error {
 	if spawn {
 		return nil
 	}
-	var given []string
+	var given, instead []string
+	ledger := false
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "budget" || f.Name == "fund" || f.Name == "bin" || f.Name == "metrics-addr" || strings.HasSuffix(f.Name, "-agents") && f.Name != "expect-agents" {
+		switch {
+		case f.Name == "budget" || f.Name == "fund":
+			given = append(given, "-"+f.Name)
+			if !ledger {
+				ledger = true
+				instead = append(instead, "the government and insurer agents' -ledger")
+			}
+		case f.Name == "metrics-addr":
+			given = append(given, "-"+f.Name)
+			instead = append(instead, "the coordinator's and each agent's -metrics-addr")
+		case f.Name == "bin" || strings.HasSuffix(f.Name, "-agents") && f.Name != "expect-agents":
 			given = append(given, "-"+f.Name)
 		}
 	})
 	if len(given) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%s: only with -spawn, when floodsim starts the agents; with -spawn=false give the agents their own flags (-ledger)", strings.Join(given, ", "))
+	msg := fmt.Sprintf("%s: only with -spawn, when floodsim starts the programs; with -spawn=false they are started elsewhere, each with its own flags",
+		strings.Join(given, ", "))
+	if len(instead) > 0 {
+		msg += " (" + strings.Join(instead, "; ") + ")"
+	}
+	return errors.New(msg)
 }
 
 // maxCopies is the most processes floodsim starts for one role: each is a
