@@ -55,7 +55,10 @@ type config struct {
 	// expectAgents is how many agents must answer before the run starts;
 	// 0 means the number spawned, or none to wait for without -spawn.
 	expectAgents int
-	agentWait    time.Duration
+	// agentWait bounds the wait for the coordinator and the agents to
+	// answer before the run, and for a role's state query, which is asked
+	// again meanwhile, as for an agent restarting.
+	agentWait time.Duration
 
 	scenario flood.ScenarioOptions
 	// budget and fund override the scenario's opening ledgers (spawn only).
@@ -73,9 +76,6 @@ type config struct {
 	// (metricsAddrs).
 	metricsAddr string
 
-	// queryPatience is how long a state query is asked again while no
-	// agent of its role answers (restartPatience; shorter in tests).
-	queryPatience time.Duration
 	tickWait      time.Duration
 	maxExtraTicks int
 	requireAll    bool
@@ -102,13 +102,13 @@ func roles() []string {
 // and flag errors to stderr. It returns flag.ErrHelp for -h, and an error
 // for an unknown, malformed or inconsistent flag.
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	c := config{copies: map[string]int{}, queryPatience: restartPatience}
+	c := config{copies: map[string]int{}}
 	fs := flag.NewFlagSet("floodsim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c.conn.Register(fs, getenv)
 	fs.BoolVar(&c.spawn, "spawn", true, "run an embedded nats-server, the coordinator and the agents (-nats is then ignored); false drives the system at -nats, and refuses the flags of a system it starts (-budget, -fund, -bin, -<role>-agents, -metrics-addr)")
 	fs.IntVar(&c.expectAgents, "expect-agents", 0, "wait until this many agents answer before starting (default: the number spawned)")
-	fs.DurationVar(&c.agentWait, "agent-wait", 60*time.Second, "how long to wait for the coordinator and the agents to answer")
+	fs.DurationVar(&c.agentWait, "agent-wait", 60*time.Second, "how long to wait for the coordinator and the agents to answer, before the run and for each role's state query")
 	fs.Int64Var(&c.scenario.Seed, "seed", 1, "scenario seed: the same seed, households and ticks plan the same sagas")
 	fs.IntVar(&c.scenario.Households, "households", flood.DefaultHouseholds, "households in the flood plain")
 	fs.IntVar(&c.scenario.Ticks, "ticks", flood.DefaultTicks, "ticks of simulation time with floods and needs")

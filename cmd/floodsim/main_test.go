@@ -470,7 +470,7 @@ func TestStoppedByAnAgentGone(t *testing.T) {
 	err = run(context.Background(), c, &stdout, io.Discard)
 	require.ErrorIs(t, err, errNotReproducible, stdout.String())
 	require.ErrorContains(t, err, "(and no report: flood.state.insurer: ")
-	require.Less(t, time.Since(began), restartPatience/2, "the ledger was asked for once")
+	require.Less(t, time.Since(began), c.agentWait/2, "the ledger was asked for once")
 	require.Regexp(t, `budget left\s+not read\s+[0-9.]+s  \(not quiet: [0-9]+ due\)`, stdout.String())
 	require.Regexp(t, `floodsim: stopped ticking: tick [0-9]+: [0-9]+ commands due had no answer for 3s \(-tick-wait\); waiting for [0-9a-f-]{36} \(insurance_claim, execute insurance\.insurer_evaluates, attempt 1\)`, stdout.String())
 }

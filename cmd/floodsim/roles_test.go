@@ -25,22 +25,30 @@ const noContractorQuery = "no contractor agent is answering its state query (is 
 // TestNoAgentOfARole: -expect-agents is met, but no contractor agent runs
 // at all. floodsim says so before the run, says plainly why the
 // contractor's state query is not answered (once, not at every retry),
-// and fails with the role named once its patience is spent.
+// and exits 1 with the role named once -agent-wait is spent, not a
+// restart's minute later.
 func TestNoAgentOfARole(t *testing.T) {
 	_, url := testenv.Server(t)
 	testenv.Coordinator(t, url, flood.Definitions())
 	startAgents(t, url, 1_000_000_00, true, flood.Household, flood.Government, flood.Insurer)
-	c, err := parseFlags(append([]string{"-spawn=false", "-nats", url, "-expect-agents", "3"}, small...), env(), io.Discard)
-	require.NoError(t, err)
-	// Retried every queryRetry, it would be warned about 8 times.
-	c.queryPatience = 2 * time.Second
-	require.Less(t, c.queryPatience, queryWarnInterval)
+	// Asked again every queryRetry, it would be warned about 8 times
+	// within the wait.
+	wait := 2 * time.Second
+	require.Less(t, wait, queryWarnInterval)
 	var stdout, stderr bytes.Buffer
-	err = run(context.Background(), c, &stdout, &stderr)
-	require.ErrorContains(t, err, "flood.state.contractor: no contractor agent is answering (is one running?): nats: no responders available for request")
+	began := time.Now()
+	code := mainCode(append([]string{"-spawn=false", "-nats", url, "-expect-agents", "3", "-tick-wait", "3s",
+		"-agent-wait", wait.String()}, small...), env(), &stdout, &stderr)
+	took := time.Since(began)
 	logs := stderr.String()
+	require.Equal(t, 1, code, logs)
+	require.True(t, strings.HasSuffix(logs, "\nfloodsim: flood.state.contractor: no contractor agent answered within 2s "+
+		"(-agent-wait; is one running?): nats: no responders available for request\n"), logs)
+	require.GreaterOrEqual(t, took, wait)
+	require.Less(t, took, restartPatience/2, "waited for -agent-wait, not a restart's patience")
 	require.Contains(t, logs, missingContractor)
 	require.Equal(t, 1, strings.Count(logs, noContractorQuery), logs)
+	require.Contains(t, logs, "patience=2s")
 	require.Less(t, strings.Index(logs, missingContractor), strings.Index(logs, noContractorQuery), "said before the run")
 	require.NotContains(t, stdout.String(), "tick ", "no tick ran")
 }
