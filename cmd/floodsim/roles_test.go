@@ -4,14 +4,17 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/participant"
 )
 
 // missingContractor is what floodsim says before the run when the agents
@@ -83,4 +86,34 @@ func TestAgentOfARoleLate(t *testing.T) {
 		t.Fatalf("the run did not end; stderr:\n%s", &stderr)
 	}
 	require.Contains(t, stdout.String(), "invariants: ok")
+}
+
+// TestHousesGiveUpTogether: a role with no agent fails the query of every
+// household within one -agent-wait, however many rounds of queries the
+// scenario needs: the first query that fails ends the others, rather than
+// each round waiting its own.
+func TestHousesGiveUpTogether(t *testing.T) {
+	_, url := testenv.Server(t)
+	cl, err := client.New(testenv.Connect(t, url), client.Options{RequestTimeout: requestTimeout, Logger: testenv.Logger(t)})
+	require.NoError(t, err)
+	// Three rounds of participant.QueryConcurrency queries.
+	households := 2*participant.QueryConcurrency*flood.MaxQueryHouseholds + 1
+	sc, err := flood.NewScenario(flood.ScenarioOptions{Seed: 1, Households: households, Ticks: 1})
+	require.NoError(t, err)
+	require.Len(t, sc.Homes, households)
+	wait := time.Second
+	var logs testenv.SyncBuffer
+	s := &sim{cfg: &config{agentWait: wait}, sc: sc, cl: cl, log: slog.New(slog.NewTextHandler(&logs, nil))}
+	began := time.Now()
+	_, err = s.houses(context.Background(), flood.Contractor)
+	require.EqualError(t, err, "flood.state.contractor: no contractor agent answered within 1s "+
+		"(-agent-wait; is one running?): nats: no responders available for request")
+	require.Less(t, time.Since(began), 2*wait, "one wait, not one a round")
+	require.Equal(t, 1, strings.Count(logs.String(), noContractorQuery), "warned once for all the queries: %s", &logs)
+
+	// A run stopped before the queries fails with its cause.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = s.houses(ctx, flood.Contractor)
+	require.ErrorIs(t, err, context.Canceled)
 }

@@ -653,8 +653,12 @@ func (s *sim) ledger(ctx context.Context, role string) (flood.Ledger, error) {
 }
 
 // houses asks role's agents for their record of every household of the
-// scenario, flood.MaxQueryHouseholds at a time.
+// scenario, flood.MaxQueryHouseholds at a time. The first query that fails
+// ends the others, so that a role with no agent fails within one
+// -agent-wait, not one for each round of queries a large scenario needs.
 func (s *sim) houses(ctx context.Context, role string) (flood.Houses, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var (
 		mu    sync.Mutex
 		hs    = flood.Houses{}
@@ -670,20 +674,28 @@ func (s *sim) houses(ctx context.Context, role string) (flood.Houses, error) {
 			q.Households = append(q.Households, h.ID)
 		}
 		sem <- struct{}{}
+		if ctx.Err() != nil {
+			<-sem
+			break
+		}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			a, err := s.query(ctx, role, q)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
+				// The queries this ends fail after it: the first error
+				// stays the one said.
 				first = cmp.Or(first, err)
+				cancel()
 				return
 			}
 			maps.Copy(hs, a.Households)
 		})
 	}
 	wg.Wait()
-	if first != nil {
+	// A run stopped before a query was sent has no error of a query.
+	if first = cmp.Or(first, ctx.Err()); first != nil {
 		return nil, first
 	}
 	return hs, nil
