@@ -295,6 +295,8 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	ctx, stopOnPipe := stopOnClosedOutput(ctx)
 	defer stopOnPipe()
 	// Validated with the flags: tracing's own messages in the run's format.
+	// At warn, as floodsim's log is: where the spans go is said below, as
+	// floodsim says its other start-up lines.
 	tlog, _ := cli.NewLogger(stderr, "warn", c.logFormat)
 	tp, flush, err := cli.StartTracing(ctx, "floodsim", getenv, tlog.With("process", "floodsim", "pid", os.Getpid()))
 	if err != nil {
@@ -304,6 +306,10 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	defer flush()
 	if tp != nil {
 		c.tracerProvider = tp
+		// -plan's output is JSON alone.
+		if !c.plan {
+			fmt.Fprintf(stdout, "floodsim: tracing on: spans go over OTLP/HTTP to %s\n", cli.TracesEndpoint(getenv))
+		}
 	}
 	err = run(ctx, c, stdout, stderr)
 	switch {
