@@ -55,7 +55,10 @@ type config struct {
 	// expectAgents is how many agents must answer before the run starts;
 	// 0 means the number spawned, or none to wait for without -spawn.
 	expectAgents int
-	agentWait    time.Duration
+	// agentWait bounds the wait for the coordinator and the agents to
+	// answer before the run, and for a role's state query, which is asked
+	// again meanwhile, as for an agent restarting.
+	agentWait time.Duration
 
 	scenario flood.ScenarioOptions
 	// budget and fund override the scenario's opening ledgers (spawn only).
@@ -73,9 +76,6 @@ type config struct {
 	// (metricsAddrs).
 	metricsAddr string
 
-	// queryPatience is how long a state query is asked again while no
-	// agent of its role answers (restartPatience; shorter in tests).
-	queryPatience time.Duration
 	tickWait      time.Duration
 	maxExtraTicks int
 	requireAll    bool
@@ -102,13 +102,13 @@ func roles() []string {
 // and flag errors to stderr. It returns flag.ErrHelp for -h, and an error
 // for an unknown, malformed or inconsistent flag.
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	c := config{copies: map[string]int{}, queryPatience: restartPatience}
+	c := config{copies: map[string]int{}}
 	fs := flag.NewFlagSet("floodsim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c.conn.Register(fs, getenv)
-	fs.BoolVar(&c.spawn, "spawn", true, "run an embedded nats-server, the coordinator and the agents (-nats is then ignored); false drives the system at -nats, and refuses the flags of a system it starts (-budget, -fund, -bin, -<role>-agents)")
+	fs.BoolVar(&c.spawn, "spawn", true, "run an embedded nats-server, the coordinator and the agents (-nats is then ignored); false drives the system at -nats, and refuses the flags of a system it starts (-budget, -fund, -bin, -<role>-agents, -metrics-addr)")
 	fs.IntVar(&c.expectAgents, "expect-agents", 0, "wait until this many agents answer before starting (default: the number spawned)")
-	fs.DurationVar(&c.agentWait, "agent-wait", 60*time.Second, "how long to wait for the coordinator and the agents to answer")
+	fs.DurationVar(&c.agentWait, "agent-wait", 60*time.Second, "how long to wait for the coordinator and the agents to answer, before the run and for each role's state query")
 	fs.Int64Var(&c.scenario.Seed, "seed", 1, "scenario seed: the same seed, households and ticks plan the same sagas")
 	fs.IntVar(&c.scenario.Households, "households", flood.DefaultHouseholds, "households in the flood plain")
 	fs.IntVar(&c.scenario.Ticks, "ticks", flood.DefaultTicks, "ticks of simulation time with floods and needs")
@@ -156,21 +156,38 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 
 // spawnOnly returns an error naming the flags given that only apply when
 // floodsim starts the system itself, when it does not (-spawn=false): the
-// system it drives was started with its own.
+// system it drives was started with its own. For the flags that have one,
+// it names the flag of the programs started elsewhere that does the same.
 func spawnOnly(fs *flag.FlagSet, spawn bool) error {
 	if spawn {
 		return nil
 	}
-	var given []string
+	var given, instead []string
+	ledger := false
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "budget" || f.Name == "fund" || f.Name == "bin" || f.Name == "metrics-addr" || strings.HasSuffix(f.Name, "-agents") && f.Name != "expect-agents" {
+		switch {
+		case f.Name == "budget" || f.Name == "fund":
+			given = append(given, "-"+f.Name)
+			if !ledger {
+				ledger = true
+				instead = append(instead, "the government and insurer agents' -ledger")
+			}
+		case f.Name == "metrics-addr":
+			given = append(given, "-"+f.Name)
+			instead = append(instead, "the coordinator's and each agent's -metrics-addr")
+		case f.Name == "bin" || strings.HasSuffix(f.Name, "-agents") && f.Name != "expect-agents":
 			given = append(given, "-"+f.Name)
 		}
 	})
 	if len(given) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%s: only with -spawn, when floodsim starts the agents; with -spawn=false give the agents their own flags (-ledger)", strings.Join(given, ", "))
+	msg := fmt.Sprintf("%s: only with -spawn, when floodsim starts the programs; with -spawn=false they are started elsewhere, each with its own flags",
+		strings.Join(given, ", "))
+	if len(instead) > 0 {
+		msg += " (" + strings.Join(instead, "; ") + ")"
+	}
+	return errors.New(msg)
 }
 
 // maxCopies is the most processes floodsim starts for one role: each is a
@@ -278,6 +295,8 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	ctx, stopOnPipe := stopOnClosedOutput(ctx)
 	defer stopOnPipe()
 	// Validated with the flags: tracing's own messages in the run's format.
+	// At warn, as floodsim's log is: where the spans go is said below, as
+	// floodsim says its other start-up lines.
 	tlog, _ := cli.NewLogger(stderr, "warn", c.logFormat)
 	tp, flush, err := cli.StartTracing(ctx, "floodsim", getenv, tlog.With("process", "floodsim", "pid", os.Getpid()))
 	if err != nil {
@@ -287,6 +306,10 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	defer flush()
 	if tp != nil {
 		c.tracerProvider = tp
+		// -plan's output is JSON alone.
+		if !c.plan {
+			fmt.Fprintf(stdout, "floodsim: tracing on: spans go over OTLP/HTTP to %s\n", cli.TracesEndpoint(getenv))
+		}
 	}
 	err = run(ctx, c, stdout, stderr)
 	switch {

@@ -59,7 +59,15 @@ func TestParseFlags(t *testing.T) {
 
 	// The flags of a system floodsim starts are refused when it does not.
 	_, err = parseFlags([]string{"-spawn=false", "-budget", "100", "-household-agents", "2", "-bin", "/x"}, env(), io.Discard)
-	require.EqualError(t, err, "-bin, -budget, -household-agents: only with -spawn, when floodsim starts the agents; with -spawn=false give the agents their own flags (-ledger)")
+	require.EqualError(t, err, "-bin, -budget, -household-agents: only with -spawn, when floodsim starts the programs; "+
+		"with -spawn=false they are started elsewhere, each with its own flags (the government and insurer agents' -ledger)")
+	_, err = parseFlags([]string{"-spawn=false", "-fund", "1", "-budget", "2", "-metrics-addr", ":0"}, env(), io.Discard)
+	require.EqualError(t, err, "-budget, -fund, -metrics-addr: only with -spawn, when floodsim starts the programs; "+
+		"with -spawn=false they are started elsewhere, each with its own flags "+
+		"(the government and insurer agents' -ledger; the coordinator's and each agent's -metrics-addr)")
+	_, err = parseFlags([]string{"-spawn=false", "-contractor-agents", "2"}, env(), io.Discard)
+	require.EqualError(t, err, "-contractor-agents: only with -spawn, when floodsim starts the programs; "+
+		"with -spawn=false they are started elsewhere, each with its own flags")
 
 	c, err = parseFlags([]string{"-household-agents", "3", "-contractor-agents", "2"}, env(), io.Discard)
 	require.NoError(t, err)
@@ -81,8 +89,13 @@ func TestParseFlags(t *testing.T) {
 	require.Equal(t, []string{":0", ":0", ":0", ":0", ":0", ":0"}, addrs)
 	_, err = parseFlags([]string{"-metrics-addr", "127.0.0.1:65531"}, env(), io.Discard)
 	require.EqualError(t, err, `-metrics-addr "127.0.0.1:65531": a port from 0 to 65530, for 6 programs on the ports from it`)
-	_, err = parseFlags([]string{"-spawn=false", "-metrics-addr", ":9090"}, env(), io.Discard)
-	require.ErrorContains(t, err, "-metrics-addr: only with -spawn")
+	// The probe's command line: the metrics addresses are the programs'
+	// own, where they are started, not the agents' -ledger.
+	var stderr bytes.Buffer
+	require.Equal(t, 2, mainCode([]string{"-spawn=false", "-metrics-addr", "127.0.0.1:0"}, env(), io.Discard, &stderr))
+	require.Equal(t, "floodsim: -metrics-addr: only with -spawn, when floodsim starts the programs; "+
+		"with -spawn=false they are started elsewhere, each with its own flags "+
+		"(the coordinator's and each agent's -metrics-addr)\n", stderr.String())
 
 	for _, bad := range [][]string{
 		{"-households", "0"}, {"-ticks", "-1"}, {"-government-agents", "0"}, {"-tick-wait", "0s"},
@@ -93,7 +106,7 @@ func TestParseFlags(t *testing.T) {
 	}
 	_, err = parseFlags([]string{"-h"}, env(), io.Discard)
 	require.ErrorIs(t, err, flag.ErrHelp)
-	var stderr bytes.Buffer
+	stderr.Reset()
 	require.Equal(t, 2, mainCode([]string{"-households", "x"}, env(), io.Discard, &stderr))
 	require.Equal(t, 1, strings.Count(stderr.String(), `invalid value "x" for flag -households`), "said once: %s", stderr.String())
 	// Each out-of-range flag says its range, on a line of its own.
@@ -457,7 +470,7 @@ func TestStoppedByAnAgentGone(t *testing.T) {
 	err = run(context.Background(), c, &stdout, io.Discard)
 	require.ErrorIs(t, err, errNotReproducible, stdout.String())
 	require.ErrorContains(t, err, "(and no report: flood.state.insurer: ")
-	require.Less(t, time.Since(began), restartPatience/2, "the ledger was asked for once")
+	require.Less(t, time.Since(began), c.agentWait/2, "the ledger was asked for once")
 	require.Regexp(t, `budget left\s+not read\s+[0-9.]+s  \(not quiet: [0-9]+ due\)`, stdout.String())
 	require.Regexp(t, `floodsim: stopped ticking: tick [0-9]+: [0-9]+ commands due had no answer for 3s \(-tick-wait\); waiting for [0-9a-f-]{36} \(insurance_claim, execute insurance\.insurer_evaluates, attempt 1\)`, stdout.String())
 }

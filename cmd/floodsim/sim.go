@@ -529,7 +529,7 @@ func (s *sim) settle(ctx context.Context, tick int64) (messages.Summary, error) 
 const requestTimeout = 5 * time.Second
 
 // restartPatience is how long a request waits for a coordinator that does
-// not answer at all, and a ledger read for a server restarting.
+// not answer at all, as for one restarting.
 const restartPatience = time.Minute
 
 // patience is how many times a tick or a summary is asked before the run
@@ -549,20 +549,21 @@ func sagaID(seed, base, rank int64) string {
 var floodsimIDs = uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://github.com/natsaga/natsaga/cmd/floodsim"))
 
 // query asks role's agents the state query q (flood.StateSubject), and
-// asks again for up to c.queryPatience (restartPatience) while none
-// answers, since an agent or the server may be restarting; once the run
-// has stopped ticking, it asks once. No agent of the role answering at all
-// (nats.ErrNoResponders) is said plainly, in the warnings and the error.
+// asks again for up to -agent-wait while none answers, since an agent or
+// the server may be restarting; once the run has stopped ticking, it asks
+// once. No agent of the role answering at all (nats.ErrNoResponders) is
+// said plainly, in the warnings and the error.
 func (s *sim) query(ctx context.Context, role string, q flood.StateQuery) (flood.StateAnswer, error) {
 	subject := flood.StateSubject(role)
 	data, err := json.Marshal(q)
 	if err != nil {
 		return flood.StateAnswer{}, err
 	}
-	patience := time.Now().Add(s.cfg.queryPatience)
-	if s.aborted != "" {
-		// The run stopped because a process broke its word: it is asked
-		// once, not waited for.
+	// The run stopped because a process broke its word: it is asked once,
+	// not waited for.
+	once := s.aborted != ""
+	patience := time.Now().Add(s.cfg.agentWait)
+	if once {
 		patience = time.Now()
 	}
 	for {
@@ -580,8 +581,18 @@ func (s *sim) query(ctx context.Context, role string, q flood.StateQuery) (flood
 			}
 		}
 		if ctx.Err() != nil || time.Now().After(patience) {
+			// Said only when it was waited for: a run stopped or given up
+			// on asks once.
+			waited := ctx.Err() == nil && !once
 			if errors.Is(err, nats.ErrNoResponders) {
+				if waited {
+					return a, fmt.Errorf("%s: no %s agent answered within %s (-agent-wait; is one running?): %w",
+						subject, role, s.cfg.agentWait, err)
+				}
 				return a, fmt.Errorf("%s: no %s agent is answering (is one running?): %w", subject, role, err)
+			}
+			if waited {
+				return a, fmt.Errorf("%s: not answered within %s (-agent-wait): %w", subject, s.cfg.agentWait, err)
 			}
 			return a, fmt.Errorf("%s: %w", subject, err)
 		}
@@ -614,10 +625,10 @@ func (s *sim) unansweredWarn(role string, err error) {
 	msg := "state query not answered; asking again"
 	if errors.Is(err, nats.ErrNoResponders) {
 		msg = fmt.Sprintf("no %s agent is answering its state query (is one running?); "+
-			"asking again, as for an agent restarting", role)
+			"asking again, as for an agent restarting, for up to -agent-wait", role)
 	}
 	s.log.Warn(msg, "role", role, "waited", now.Sub(u.since).Round(time.Second).String(),
-		"patience", s.cfg.queryPatience.String(), "err", err)
+		"patience", s.cfg.agentWait.String(), "err", err)
 }
 
 // answered notes that role's state query was answered: a later failure is
@@ -642,8 +653,12 @@ func (s *sim) ledger(ctx context.Context, role string) (flood.Ledger, error) {
 }
 
 // houses asks role's agents for their record of every household of the
-// scenario, flood.MaxQueryHouseholds at a time.
+// scenario, flood.MaxQueryHouseholds at a time. The first query that fails
+// ends the others, so that a role with no agent fails within one
+// -agent-wait, not one for each round of queries a large scenario needs.
 func (s *sim) houses(ctx context.Context, role string) (flood.Houses, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var (
 		mu    sync.Mutex
 		hs    = flood.Houses{}
@@ -659,20 +674,28 @@ func (s *sim) houses(ctx context.Context, role string) (flood.Houses, error) {
 			q.Households = append(q.Households, h.ID)
 		}
 		sem <- struct{}{}
+		if ctx.Err() != nil {
+			<-sem
+			break
+		}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			a, err := s.query(ctx, role, q)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
+				// The queries this ends fail after it: the first error
+				// stays the one said.
 				first = cmp.Or(first, err)
+				cancel()
 				return
 			}
 			maps.Copy(hs, a.Households)
 		})
 	}
 	wg.Wait()
-	if first != nil {
+	// A run stopped before a query was sent has no error of a query.
+	if first = cmp.Or(first, ctx.Err()); first != nil {
 		return nil, first
 	}
 	return hs, nil

@@ -288,7 +288,7 @@ func StartTracing(ctx context.Context, service string, getenv func(string) strin
 		return nil, nil, err
 	}
 	if tp != nil {
-		log.Info("tracing on: spans go over OTLP/HTTP", "endpoint", tracesEndpoint(getenv))
+		log.Info("tracing on: spans go over OTLP/HTTP", "endpoint", TracesEndpoint(getenv))
 	}
 	return tp, func() {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushWait)

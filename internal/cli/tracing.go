@@ -30,9 +30,9 @@ func TracingEnabled(getenv func(string) string) bool {
 	return getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
 }
 
-// tracesEndpoint is where the exporter sends spans, as the OTEL_ variables
-// that getenv reads say: for a log line.
-func tracesEndpoint(getenv func(string) string) string {
+// TracesEndpoint is where the exporter sends spans, as the OTEL_ variables
+// that getenv reads say: for a program to say where, with tracing on.
+func TracesEndpoint(getenv func(string) string) string {
 	if e := getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"); e != "" {
 		return e
 	}

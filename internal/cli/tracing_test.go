@@ -35,6 +35,21 @@ func TestTracingEnabled(t *testing.T) {
 	require.NoError(t, stop(context.Background()))
 }
 
+// TestTracesEndpoint: the traces' own endpoint as it is, else the general
+// one with the traces' path, else the specification's default.
+func TestTracesEndpoint(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{nil, "http://localhost:4318/v1/traces"},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/"}, "http://collector:4318/v1/traces"},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://traces:4318/x"}, "http://traces:4318/x"},
+	} {
+		require.Equal(t, tc.want, cli.TracesEndpoint(func(k string) string { return tc.env[k] }), "%v", tc.env)
+	}
+}
+
 // TestSetupTracingRefusesWhatItCannotSend: an exporter other than otlp or
 // none, or an OTLP protocol other than http/protobuf, is an error naming
 // the variable, with or without an endpoint (the spans would go to a gRPC
