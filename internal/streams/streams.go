@@ -1,5 +1,6 @@
 // Package streams creates natsaga's streams and its bucket, and leaves
-// one that is already as asked alone; and it reads a stream to its end.
+// one that is already as asked alone; it reads a stream to its end, and
+// deletes the ordered consumers its readers are done with.
 //
 // jetstream's CreateOrUpdateStream updates a stream that exists, even to
 // the configuration it has. In nats-server v2.15.2 such an update races
