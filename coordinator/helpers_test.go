@@ -275,6 +275,26 @@ func runUntilStopped(t *testing.T, url string, opts coordinator.Options) (stop f
 	}
 }
 
+// runRefused runs a coordinator with opts on its own connection, which
+// must stop by itself, refusing to run, within 20 seconds, and returns
+// it and Run's error; what names it in the failure.
+func runRefused(t *testing.T, url string, opts coordinator.Options, what string) (*coordinator.Coordinator, error) {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = testenv.Logger(t)
+	}
+	c, err := coordinator.New(testenv.Connect(t, url), opts)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(t.Context()) }()
+	select {
+	case err = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s kept running", what)
+	}
+	return c, err
+}
+
 // runCoordinator runs a coordinator with log on its own connection until
 // the test ends, and waits until it is ready.
 func runCoordinator(t *testing.T, url string, defs []saga.Definition, log *slog.Logger) {

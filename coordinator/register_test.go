@@ -197,16 +197,7 @@ func TestStartDefinitionsAreStored(t *testing.T) {
 	// runChanged runs a coordinator with changed, which must stop by itself.
 	runChanged := func(what string) (*coordinator.Coordinator, error) {
 		t.Helper()
-		c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: changed, Logger: testenv.Logger(t)})
-		require.NoError(t, err)
-		done := make(chan error, 1)
-		go func() { done <- c.Run(ctx) }()
-		select {
-		case err = <-done:
-		case <-time.After(20 * time.Second):
-			t.Fatalf("%s with a changed version 1 kept running", what)
-		}
-		return c, err
+		return runRefused(t, url, coordinator.Options{Definitions: changed}, what+" with a changed version 1")
 	}
 	_, err = runChanged("a coordinator")
 	require.ErrorIs(t, err, coordinator.ErrDefinitionConflict)

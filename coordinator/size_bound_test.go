@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -32,15 +31,7 @@ func TestDefinitionsWhoseSagasMightNotBeStoredRefused(t *testing.T) {
 	const says = "more than an eighth of the server's payload limit, 8192"
 
 	// At start: the coordinator stops, saying why.
-	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: []saga.Definition{over}, Logger: testenv.Logger(t)})
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- c.Run(t.Context()) }()
-	select {
-	case err = <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("a coordinator given a definition whose sagas might not be stored kept running")
-	}
+	_, err := runRefused(t, url, coordinator.Options{Definitions: []saga.Definition{over}}, "a coordinator given a definition whose sagas might not be stored")
 	require.ErrorIs(t, err, coordinator.ErrDefinitionTooLarge)
 	require.ErrorIs(t, err, saga.ErrInvalidDefinition)
 	require.ErrorContains(t, err, "the names of its 62 steps take 8308 bytes")

@@ -259,15 +259,7 @@ func TestStartDefinitionsPastTheLimitWithTheStreamsRefused(t *testing.T) {
 	_, err = js.CreateStream(t.Context(), cfg)
 	require.NoError(t, err)
 
-	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: parseDefs(t, jobV1), Logger: testenv.Logger(t)})
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- c.Run(t.Context()) }()
-	select {
-	case err = <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("a coordinator whose definitions the command stream cannot take kept running")
-	}
+	_, err = runRefused(t, url, coordinator.Options{Definitions: parseDefs(t, jobV1)}, "a coordinator whose definitions the command stream cannot take")
 	require.ErrorIs(t, err, coordinator.ErrTooManyCommandSubjects)
 	require.ErrorContains(t, err, fmt.Sprintf("limit of %d", coordinator.MaxCommandSubjects))
 	require.Equal(t, cfg.Subjects, commandSubjects(t, js))
