@@ -624,6 +624,45 @@ func TestLeaseOfAnEarlierTermIsTakenBack(t *testing.T) {
 	}, 30*time.Second, 10*time.Millisecond, "the coordinator serves again")
 }
 
+// TestLeaseWithoutTTLIsTakenOver writes, as only a hand with the bucket's
+// write permission could, a lease of another coordinator with no TTL, so
+// that it never expires: a coordinator started then stands by for a TTL of
+// its own, finds that the lease has not moved and was written without a
+// TTL, which no coordinator does, and takes it over.
+func TestLeaseWithoutTTLIsTakenOver(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	stop := runUntilStopped(t, url, coordinator.Options{Definitions: []saga.Definition{twoSteps}})
+	stop()
+	_, kv := sagaBucket(t, nc)
+	forged := `{"id":"forged","copy":"coordinator-elsewhere","pid":4242,"host":"nowhere"}`
+	_, err := kv.Put(t.Context(), messages.LeaseKey, []byte(forged))
+	require.NoError(t, err)
+
+	log := newLogSink()
+	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: []saga.Definition{twoSteps},
+		LeaseTTL: time.Second, Logger: slog.New(log)})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	select {
+	case <-c.Ready():
+	case err := <-done:
+		t.Fatalf("coordinator stopped: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the coordinator stood by behind a lease that never expires")
+	}
+	require.Equal(t, 1, log.count(slog.LevelWarn, "the lease key holds a lease written without a TTL", ""))
+	e, err := kv.Get(t.Context(), messages.LeaseKey)
+	require.NoError(t, err)
+	require.NotEqual(t, forged, string(e.Value()), "the lease is the coordinator's own")
+}
+
 // summaries records the last summary an Observer is told.
 type summaries struct {
 	mu   sync.Mutex

@@ -101,6 +101,11 @@ func (c *Coordinator) newLease() *lease {
 // error when ctx ends first.
 func (l *lease) acquire(ctx context.Context) error {
 	logged := false
+	// seen is the revision of another's lease last read, and since when
+	// it has not moved: a lease its holder keeps moves every third of its
+	// TTL.
+	var seen uint64
+	var since time.Time
 	for {
 		sent := time.Now()
 		rev, err := l.c.kv.Create(ctx, messages.LeaseKey, l.data, jetstream.KeyTTL(l.ttl))
@@ -113,15 +118,23 @@ func (l *lease) acquire(ctx context.Context) error {
 			return fmt.Errorf("lease: %w", err)
 		}
 		e, err := l.c.kv.Get(ctx, messages.LeaseKey)
-		if err == nil && (!isHolder(e.Value()) || l.earlierTerm(e.Value())) {
+		if err == nil && e.Revision() != seen {
+			seen, since = e.Revision(), time.Now()
+		}
+		if err == nil && (!isHolder(e.Value()) || l.earlierTerm(e.Value()) ||
+			time.Since(since) > l.ttl && l.withoutTTL(ctx, e.Revision())) {
 			// No coordinator wrote that, and it may never expire; or this
 			// coordinator did, in a term that ended without releasing it
 			// (its server was out of reach), and no other holds it: it is
 			// removed, if it is still what was read, and the lease taken.
-			if isHolder(e.Value()) {
-				l.c.log.Info("taking back the lease this coordinator held in its term before", "copy", l.c.copy)
-			} else {
+			switch {
+			case !isHolder(e.Value()):
 				l.c.log.Warn("the lease key holds no coordinator's lease; removing it", "value", messages.Clip(string(e.Value())))
+			case l.earlierTerm(e.Value()):
+				l.c.log.Info("taking back the lease this coordinator held in its term before", "copy", l.c.copy)
+			default:
+				l.c.log.Warn("the lease key holds a lease written without a TTL, which no coordinator writes, and it never expires; removing it",
+					"value", messages.Clip(string(e.Value())))
 			}
 			if err := l.c.kv.Delete(ctx, messages.LeaseKey, jetstream.LastRevision(e.Revision())); err == nil {
 				continue
@@ -141,6 +154,22 @@ func (l *lease) acquire(ctx context.Context) error {
 		case <-time.After(l.ttl / 4):
 		}
 	}
+}
+
+// withoutTTL reports whether the lease stored at revision rev has no TTL:
+// every coordinator writes its lease, and each renewal, with one, so that
+// the lease of a coordinator that died expires; a lease without one, written
+// by another hand, would keep every coordinator standing by for ever. It
+// reports false when it cannot tell (the read failed, or the lease moved).
+func (l *lease) withoutTTL(ctx context.Context, rev uint64) bool {
+	ctx, cancel := context.WithTimeout(ctx, l.ttl/3)
+	defer cancel()
+	subject := messages.BucketSubject(messages.LeaseKey)
+	m, err := l.c.nc.RequestWithContext(ctx, messages.DirectGetSubject(messages.SagaBucketStream, subject), nil)
+	if err != nil || m.Header.Get("Status") != "" || m.Header.Get(jetstream.SequenceHeader) != strconv.FormatUint(rev, 10) {
+		return false
+	}
+	return m.Header.Get(jetstream.MsgTTLHeader) == ""
 }
 
 // earlierTerm reports whether data, a lease, is one this coordinator took

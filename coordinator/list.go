@@ -132,7 +132,7 @@ func (c *Coordinator) readFinished(ctx context.Context, st saga.Status, limit in
 // window, a key's last message counts; a key whose last message is older
 // than the window is older than every saga in it.
 func (c *Coordinator) latestHeads(ctx context.Context, st saga.Status, limit int) ([]string, error) {
-	stream, err := c.js.Stream(ctx, "KV_"+messages.SagaBucket)
+	stream, err := c.js.Stream(ctx, messages.SagaBucketStream)
 	if err != nil {
 		return nil, fmt.Errorf("read the bucket: %w", err)
 	}

@@ -72,7 +72,7 @@ func (c *Coordinator) bucketHeads(ctx context.Context) ([]bucketHead, error) {
 // whether it is a marker of a deleted key.
 func (c *Coordinator) readHeads(ctx context.Context, cfg jetstream.OrderedConsumerConfig, each func(h bucketHead, deleted bool)) error {
 	cfg.HeadersOnly = true
-	err := streams.Read(ctx, c.js, "KV_"+messages.SagaBucket, cfg, func(m jetstream.Msg, meta *jetstream.MsgMetadata) bool {
+	err := streams.Read(ctx, c.js, messages.SagaBucketStream, cfg, func(m jetstream.Msg, meta *jetstream.MsgMetadata) bool {
 		h := m.Headers()
 		each(headOf(m.Subject(), meta.Sequence.Stream, h), deleted(h))
 		return true

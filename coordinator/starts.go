@@ -230,7 +230,7 @@ func deleted(h nats.Header) bool {
 // lastOf calls each with the last message of every subject of the bucket
 // that has one, read in one request.
 func (c *Coordinator) lastOf(ctx context.Context, subjects []string, each func(*jetstream.RawStreamMsg)) error {
-	msgs, err := jetstreamext.GetLastMsgsFor(ctx, c.js, "KV_"+messages.SagaBucket, subjects)
+	msgs, err := jetstreamext.GetLastMsgsFor(ctx, c.js, messages.SagaBucketStream, subjects)
 	if err != nil {
 		return fmt.Errorf("read %d sagas: %w", len(subjects), err)
 	}

@@ -44,6 +44,9 @@ const (
 	// SagaBucket is the key-value bucket holding the sagas that ended,
 	// one entry a saga, the definitions, the clock and the lease.
 	SagaBucket = "natsaga_sagas"
+	// SagaBucketStream is the stream that holds [SagaBucket], as JetStream
+	// names a bucket's: read directly, a value comes with its headers.
+	SagaBucketStream = "KV_" + SagaBucket
 	// SagaLogStream holds the coordinator's log of the active sagas'
 	// states, many a message, on [SagaLogSubject].
 	SagaLogStream = "NATSAGA_SAGAS"

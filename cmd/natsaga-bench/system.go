@@ -259,7 +259,7 @@ func (s *system) stored(ctx context.Context) (map[string]uint64, error) {
 // any other by its own name.
 func streamKind(name string) string {
 	switch {
-	case name == "KV_"+messages.SagaBucket:
+	case name == messages.SagaBucketStream:
 		return "bucket"
 	case name == messages.SagaLogStream:
 		return "sagas"
