@@ -39,8 +39,11 @@ func EnsureKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.K
 	return kv, err
 }
 
-// forgetWait bounds the request that deletes a consumer no longer read.
-const forgetWait = 2 * time.Second
+// forgetWait bounds the request that deletes a consumer no longer read:
+// the server answers one in milliseconds, and a reader that stops while
+// JetStream cannot answer (a cluster electing its leaders) should not
+// wait long for a delete that the inactivity threshold does in the end.
+const forgetWait = 500 * time.Millisecond
 
 // Forget deletes the ordered consumer cons of stream once its reader has
 // stopped. Left alone, the server keeps it for nats.go's inactivity
