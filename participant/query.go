@@ -36,7 +36,8 @@ type QueryFunc func(ctx context.Context, req []byte, read func(keys []string, va
 // subject in a queue group: one answers each request. Each copy answers
 // up to [QueryConcurrency] requests at once, so answer must be safe for
 // concurrent use. A request larger than messages.MaxPayload is answered
-// with a bad_request error. It waits
+// with a bad_request error, and an answer larger than the server carries
+// with a too_large one, so that the asker asks for less. It waits
 // for the role's state stream, and returns an error when it cannot open it
 // or subscribe. It does not wait for an agent's [Options.Init]: started
 // beside [Agent.Run] on a new role, it may answer before the opening values
@@ -115,8 +116,17 @@ func respondQuery(ctx context.Context, st *Store, m *nats.Msg, answer QueryFunc)
 		// rather than wait for an answer that never comes.
 		data, _ = json.Marshal(queryError(messages.CodeInternal, fmt.Sprintf("the answer does not encode: %v", err)))
 	}
+	if limit := maxAnswer(st.nc); len(data) > limit {
+		// The server would refuse it, and the asker wait for nothing.
+		data, _ = json.Marshal(queryError(messages.CodeTooLarge,
+			fmt.Sprintf("the answer takes %d bytes, more than the %d the server's payload limit leaves it: ask for less at once", len(data), limit)))
+	}
 	_ = m.Respond(data)
 }
+
+// maxAnswer is the most bytes of an answer nc's server carries, less room
+// for the answer's headers.
+func maxAnswer(nc *nats.Conn) int { return int(nc.MaxPayload()) - 1<<10 }
 
 // badQuery is the answer to a query refused before it is read.
 func badQuery(message string) any { return queryError(messages.CodeBadRequest, message) }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -133,6 +134,12 @@ func TestQueriesRefuseHostileRequests(t *testing.T) {
 func serveTill(t *testing.T, answer participant.QueryFunc) (*nats.Conn, *participant.Store) {
 	t.Helper()
 	_, url := testenv.Server(t)
+	return serveTillOn(t, url, answer)
+}
+
+// serveTillOn is serveTill on the server at url.
+func serveTillOn(t *testing.T, url string, answer participant.QueryFunc) (*nats.Conn, *participant.Store) {
+	t.Helper()
 	nc := testenv.Connect(t, url)
 	ctx, cancel := context.WithCancel(context.Background())
 	store, err := participant.OpenStore(ctx, nc, "till", true, 1)
@@ -150,6 +157,22 @@ func serveTill(t *testing.T, answer participant.QueryFunc) (*nats.Conn, *partici
 		return err == nil
 	}, 10*time.Second, 10*time.Millisecond, "the endpoint is up")
 	return nc, store
+}
+
+// TestQueryAnswerTooLargeForTheServer: an answer the server would not
+// carry (over its 64 KiB payload limit here) is answered too_large,
+// saying its size, not left unanswered for the asker to wait out.
+func TestQueryAnswerTooLargeForTheServer(t *testing.T) {
+	_, url := testenv.ServerWith(t, "max_payload: 65536\n")
+	nc, _ := serveTillOn(t, url, func(_ context.Context, req []byte, _ func([]string, func(int) any) ([]bool, error)) any {
+		if string(req) == `"probe"` {
+			return "ok"
+		}
+		return strings.Repeat("x", 70_000)
+	})
+	m, err := nc.Request("till.query", []byte(`"big"`), 10*time.Second)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"v":1,"error":{"code":"too_large","message":"the answer takes 70002 bytes, more than the 64512 the server's payload limit leaves it: ask for less at once"}}`, string(m.Data))
 }
 
 // TestQueryAnswerThatDoesNotEncode: a model's answer that JSON cannot

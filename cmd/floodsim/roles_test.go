@@ -3,17 +3,23 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
 )
 
@@ -116,4 +122,61 @@ func TestHousesGiveUpTogether(t *testing.T) {
 	cancel()
 	_, err = s.houses(ctx, flood.Contractor)
 	require.ErrorIs(t, err, context.Canceled)
+}
+
+// TestHousesAskedInPartsWhenTooLarge: a household's record grows with each
+// of its sagas, run after run on one server; once a query's answer is too
+// large (answered too_large by an agent, or past what floodsim reads), its
+// households are asked again in halves, down to one, and every household
+// is read. A household whose record alone is too large is named.
+func TestHousesAskedInPartsWhenTooLarge(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	cl, err := client.New(testenv.Connect(t, url), client.Options{RequestTimeout: requestTimeout, Logger: testenv.Logger(t)})
+	require.NoError(t, err)
+	sc, err := flood.NewScenario(flood.ScenarioOptions{Seed: 1, Households: 40, Ticks: 1})
+	require.NoError(t, err)
+	// The agent: an answer of more than 20 households is too large for the
+	// server; one of more than 10 is larger than floodsim reads; hh-0013's
+	// record alone is too large.
+	var asked atomic.Int64
+	sub, err := nc.Subscribe(flood.StateSubject(flood.Household), func(m *nats.Msg) {
+		asked.Add(1)
+		var q flood.StateQuery
+		require.NoError(t, json.Unmarshal(m.Data, &q))
+		a := flood.StateAnswer{V: messages.Version, Households: flood.Houses{}}
+		switch {
+		case len(q.Households) > 20 || slices.Contains(q.Households, "hh-0013"):
+			a = flood.StateAnswer{V: messages.Version, Error: &messages.WireError{Code: messages.CodeTooLarge, Message: "ask for less"}}
+		case len(q.Households) > 10:
+			_ = m.Respond([]byte(`{"v":1,"households":{"pad":"` + strings.Repeat("x", messages.MaxPayload) + `"}}`))
+			return
+		default:
+			for _, id := range q.Households {
+				a.Households[id] = flood.House{Applications: map[string]string{"s-" + id: "ok"}}
+			}
+		}
+		data, err := json.Marshal(a)
+		require.NoError(t, err)
+		_ = m.Respond(data)
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+
+	s := &sim{cfg: &config{agentWait: time.Minute}, sc: sc, cl: cl, log: slog.New(slog.DiscardHandler)}
+	_, err = s.houses(context.Background(), flood.Household)
+	require.ErrorContains(t, err, "household hh-0013: its household record alone is too large for a state answer")
+	require.ErrorContains(t, err, "too_large: ask for less")
+
+	sc.Homes = slices.DeleteFunc(sc.Homes, func(h flood.Home) bool { return h.ID == "hh-0013" })
+	asked.Store(0)
+	hs, err := s.houses(context.Background(), flood.Household)
+	require.NoError(t, err)
+	require.Len(t, hs, 39, "every household read")
+	for _, h := range sc.Homes {
+		require.Equal(t, "ok", hs[h.ID].Applications["s-"+h.ID], h.ID)
+	}
+	// 39 households: 39 (too large for the server) → 19 and 20 (too
+	// large to read) → 9, 10, 10 and 10 (answered): 1 + 2 + 4 queries.
+	require.Equal(t, int64(7), asked.Load())
 }

@@ -579,6 +579,12 @@ func (s *sim) query(ctx context.Context, role string, q flood.StateQuery) (flood
 				s.answered(role)
 				return a, nil
 			}
+			if tooLarge(err) {
+				// Asked again, it would be as large: the asker asks
+				// for less.
+				s.answered(role)
+				return a, fmt.Errorf("%s: %w", subject, err)
+			}
 		}
 		if ctx.Err() != nil || time.Now().After(patience) {
 			// Said only when it was waited for: a run stopped or given up
@@ -680,7 +686,7 @@ func (s *sim) houses(ctx context.Context, role string) (flood.Houses, error) {
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			a, err := s.query(ctx, role, q)
+			a, err := s.splitQuery(ctx, role, q)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -699,6 +705,40 @@ func (s *sim) houses(ctx context.Context, role string) (flood.Houses, error) {
 		return nil, first
 	}
 	return hs, nil
+}
+
+// splitQuery is query for q's households; an answer too large for a
+// message (a household's record grows with each of its sagas, run after
+// run on one server) is asked again as two queries of half the households
+// each, down to one.
+func (s *sim) splitQuery(ctx context.Context, role string, q flood.StateQuery) (flood.StateAnswer, error) {
+	a, err := s.query(ctx, role, q)
+	if err == nil || !tooLarge(err) {
+		return a, err
+	}
+	if len(q.Households) == 1 {
+		return a, fmt.Errorf("household %s: its %s record alone is too large for a state answer "+
+			"(each of its sagas adds to it, run after run on this server: start from a fresh one): %w", q.Households[0], role, err)
+	}
+	half := len(q.Households) / 2
+	all := flood.StateAnswer{V: a.V, Households: flood.Houses{}}
+	for _, part := range [][]string{q.Households[:half], q.Households[half:]} {
+		pa, err := s.splitQuery(ctx, role, flood.StateQuery{V: q.V, Households: part})
+		if err != nil {
+			return pa, err
+		}
+		all.V = pa.V
+		maps.Copy(all.Households, pa.Households)
+	}
+	return all, nil
+}
+
+// tooLarge reports whether err says that an answer was too large: for
+// floodsim to read (messages.MaxPayload), or for the server to carry (the
+// agent's too_large answer).
+func tooLarge(err error) bool {
+	var we *messages.WireError
+	return errors.Is(err, messages.ErrTooLarge) || errors.As(err, &we) && we.Code == messages.CodeTooLarge
 }
 
 func total(m map[string]int) int {
