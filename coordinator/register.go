@@ -157,9 +157,6 @@ func (c *Coordinator) isLatest(d saga.Definition) bool {
 // recovery reads the bucket.
 func (c *Coordinator) storeDefinitions(ctx context.Context) error {
 	for _, d := range c.opts.Definitions {
-		if err := c.checkSize(&d); err != nil {
-			return err
-		}
 		key := messages.DefinitionKey(d.Name, version(d))
 		data, err := definitionFile(d)
 		if err != nil {
@@ -187,6 +184,9 @@ func (c *Coordinator) storeDefinitions(ctx context.Context) error {
 // standby checks so as it sets up, rather than fail when it takes over.
 func (c *Coordinator) checkDefinitions(ctx context.Context) error {
 	for _, d := range c.opts.Definitions {
+		if err := c.checkSize(&d); err != nil {
+			return err
+		}
 		key := messages.DefinitionKey(d.Name, version(d))
 		data, err := definitionFile(d)
 		if err != nil {

@@ -30,7 +30,9 @@ func TestDefinitionsWhoseSagasMightNotBeStoredRefused(t *testing.T) {
 	fits, over := wideDefs("F_", 1, 61)[0], wideDefs("O_", 1, 62)[0]
 	const says = "more than an eighth of the server's payload limit, 8192"
 
-	// At start: the coordinator stops, saying why.
+	// At start: the coordinator stops, saying why, whether it would be
+	// active or, as here beside another, stand by.
+	stop := startCoordinator(t, url, parseDefs(t, jobV1))
 	_, err := runRefused(t, url, coordinator.Options{Definitions: []saga.Definition{over}}, "a coordinator given a definition whose sagas might not be stored")
 	require.ErrorIs(t, err, coordinator.ErrDefinitionTooLarge)
 	require.ErrorIs(t, err, saga.ErrInvalidDefinition)
@@ -39,7 +41,6 @@ func TestDefinitionsWhoseSagasMightNotBeStoredRefused(t *testing.T) {
 
 	// At registration: refused, nothing stored.
 	log := newLogSink()
-	stop := startCoordinator(t, url, parseDefs(t, jobV1))
 	resp := registerWithin(t, nc, wideFile(t, []saga.Definition{over}))
 	require.NotNil(t, resp.Error)
 	require.Equal(t, messages.CodeBadRequest, resp.Error.Code, resp.Error.Message)
