@@ -10,11 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agentmain"
 	"github.com/natsaga/natsaga/examples/vaccination"
 	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
 
@@ -81,6 +83,16 @@ func TestAgentsAsProcesses(t *testing.T) {
 		startAgent(t, url, role, &logs)
 	}
 	testenv.Coordinator(t, url, nil)
+	// The registration below adds the sagas' subjects to the command
+	// stream: not while an agent creates its consumer of that stream, a
+	// pair of requests that nats-server v2.15.2 (and v2.15.3) runs with a
+	// data race in its file store, which the race detector reports.
+	js, err := jetstream.New(testenv.Connect(t, url))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		st, err := js.Stream(ctx, messages.CommandStream)
+		return err == nil && st.CachedInfo().State.Consumers == 3
+	}, time.Minute, 10*time.Millisecond, "the three roles' agents have their consumers: %s", &logs)
 	apart, err := vaccination.Run(ctx, vaccination.Options{URL: url, AgentsElsewhere: true, CoordinatorElsewhere: true})
 	require.NoError(t, err, logs.String())
 	together, err := vaccination.Run(ctx, vaccination.Options{})
