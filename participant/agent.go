@@ -493,11 +493,6 @@ func (a *Agent) runOnce(ctx context.Context) error {
 		}
 		return newFetcher(cons, func(ctx context.Context) bool { return in.room(ctx) }), nil
 	}
-	svc, err := a.serve()
-	if err != nil {
-		return err
-	}
-	defer func() { _ = svc.Stop() }()
 	tickSub, err := a.nc.Subscribe(messages.TickSubject, a.onTick)
 	if err != nil {
 		return fmt.Errorf("agent ticks: %w", err)
@@ -518,6 +513,16 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Announced only now: a driver that waits for the agents by their
+	// micro services (floodsim's -expect-agents) starts once each copy
+	// pulls, not while one is still creating its consumer, which a cluster
+	// electing its leaders can hold up for seconds, and which may fail.
+	svc, err := a.serve()
+	if err != nil {
+		first.Stop()
+		return err
+	}
+	defer func() { _ = svc.Stop() }()
 	a.serving.Store(true)
 	defer a.serving.Store(false)
 

@@ -3,11 +3,14 @@ package participant_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/stretchr/testify/require"
 
@@ -143,4 +146,46 @@ func TestMetadataCannotReplaceTheAgentsOwn(t *testing.T) {
 		o.Metadata = map[string]string{k: "x"}
 		require.ErrorIs(t, o.Validate(), messages.ErrBadRequest, k)
 	}
+}
+
+// TestAnnouncedOnlyOncePulling: an agent whose consumer cannot be created
+// yet (here its user may not create it: the request is never answered,
+// and the set-up is tried again, as while a cluster elects its leaders)
+// is no micro service, so that a driver waiting for its agents does not
+// count it (once it pulls it is one: TestAgentsAreMicroServices).
+func TestAnnouncedOnlyOncePulling(t *testing.T) {
+	_, url := testenv.ServerWith(t, `jetstream: enabled
+authorization { users = [
+  {user: admin, password: a}
+  {user: agent, password: b, permissions: {publish: {deny: ["$JS.API.CONSUMER.CREATE.NATSAGA_COMMANDS.>"]}}}
+]}
+`)
+	as := func(user string) string { return strings.Replace(url, "nats://", "nats://"+user+"@", 1) }
+	testenv.Coordinator(t, as("admin:a"), []saga.Definition{choresSaga()})
+	c := &calls{n: map[string]int{}, by: map[string]string{}, perBy: map[string]int{}}
+	var logs testenv.SyncBuffer
+	nc, err := nats.Connect(as("agent:b"))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	a, err := participant.New(nc, participant.Options{Role: "inspector", Name: "inspector-a",
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Steps: []agent.Step{{Saga: chores, Name: "inspect", Handler: counter("inspector-a", c)}}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "agent set-up failed for now") },
+		30*time.Second, 10*time.Millisecond, "the consumer is refused: %s", &logs)
+
+	admin := testenv.Connect(t, as("admin:a"))
+	ping, err := micro.ControlSubject(micro.PingVerb, messages.AgentService, "")
+	require.NoError(t, err)
+	answers := func() bool {
+		_, err := admin.Request(ping, nil, 50*time.Millisecond)
+		return err == nil
+	}
+	require.Never(t, answers, 2*time.Second, 50*time.Millisecond, "announced while it cannot pull")
 }
