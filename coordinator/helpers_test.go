@@ -299,7 +299,13 @@ func runRefused(t *testing.T, url string, opts coordinator.Options, what string)
 // the test ends, and waits until it is ready.
 func runCoordinator(t *testing.T, url string, defs []saga.Definition, log *slog.Logger) {
 	t.Helper()
-	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: defs, Logger: log})
+	runCoordinatorWith(t, url, coordinator.Options{Definitions: defs, Logger: log})
+}
+
+// runCoordinatorWith is runCoordinator with opts.
+func runCoordinatorWith(t *testing.T, url string, opts coordinator.Options) {
+	t.Helper()
+	c, err := coordinator.New(testenv.Connect(t, url), opts)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -640,23 +640,10 @@ func TestLeaseWithoutTTLIsTakenOver(t *testing.T) {
 	require.NoError(t, err)
 
 	log := newLogSink()
-	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: []saga.Definition{twoSteps},
+	// Ready within runCoordinatorWith's wait, or it stood by behind a
+	// lease that never expires.
+	runCoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{twoSteps},
 		LeaseTTL: time.Second, Logger: slog.New(log)})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
-	select {
-	case <-c.Ready():
-	case err := <-done:
-		t.Fatalf("coordinator stopped: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("the coordinator stood by behind a lease that never expires")
-	}
 	require.Equal(t, 1, log.count(slog.LevelWarn, "the lease key holds a lease written without a TTL", ""))
 	e, err := kv.Get(t.Context(), messages.LeaseKey)
 	require.NoError(t, err)
