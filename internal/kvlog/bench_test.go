@@ -68,6 +68,29 @@ func BenchmarkRecord(b *testing.B) {
 	}
 }
 
+// BenchmarkAppendMessage measures writing a message of 256 barrier
+// records, as a copy of a role writes what it commits at once. Each op is
+// one message, into a new buffer as a publish needs.
+//
+//	go test ./internal/kvlog -run '^$' -bench AppendMessage -count 5
+func BenchmarkAppendMessage(b *testing.B) {
+	es := records(256)
+	for b.Loop() {
+		kvlog.AppendMessage(nil, "NbU3j88k8WXdZJGjAHIKnY", es)
+	}
+}
+
+// records returns n barrier records of household sagas, as a log holds
+// them.
+func records(n int) []kvlog.Entry {
+	es := make([]kvlog.Entry, n)
+	for i := range es {
+		es[i] = kvlog.Entry{Key: "01JEXAMPLE" + strconv.Itoa(100000+i) + "/household_applies",
+			Value: []byte(`{"execute":{"outcome":"ok","output":{"household":"h` + strconv.Itoa(i) + `","status":"pending"},"seq":1,"at":"2026-12-02T04:00:00.123456789Z"}}`)}
+	}
+	return es
+}
+
 // BenchmarkDecode measures reading a message of 256 barrier records, as
 // every copy of a role reads each message of its log: kvlog.Decode
 // (wirejson) against encoding/json into the same types. Each op is one
@@ -75,12 +98,7 @@ func BenchmarkRecord(b *testing.B) {
 //
 //	go test ./internal/kvlog -run '^$' -bench Decode -count 5
 func BenchmarkDecode(b *testing.B) {
-	es := make([]kvlog.Entry, 256)
-	for i := range es {
-		es[i] = kvlog.Entry{Key: "01JEXAMPLE" + strconv.Itoa(100000+i) + "/household_applies",
-			Value: []byte(`{"execute":{"outcome":"ok","output":{"household":"h` + strconv.Itoa(i) + `","status":"pending"},"seq":1,"at":"2026-12-02T04:00:00.123456789Z"}}`)}
-	}
-	data := kvlog.AppendMessage(nil, "nuid", es)
+	data := kvlog.AppendMessage(nil, "nuid", records(256))
 	b.Run("wirejson", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := kvlog.Decode(data); err != nil {

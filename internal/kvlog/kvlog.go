@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -192,6 +193,14 @@ func decode(data []byte) (id string, es []Entry, err error) {
 // id, as a Log publishes it and [Decode] reads it. Each entry's Value must
 // be a JSON value.
 func AppendMessage(dst []byte, id string, es []Entry) []byte {
+	// Room for the whole message at once (exact when no string needs an
+	// escape): growing it entry by entry was a tenth of an agent's CPU
+	// spent copying and clearing memory.
+	n := len(`{"id":"","entries":[]}`) + len(id)
+	for _, e := range es {
+		n += len(`{"key":"","value":},`) + len(e.Key) + len(e.Value)
+	}
+	dst = slices.Grow(dst, n)
 	dst = append(dst, `{"id":`...)
 	dst = wirejson.AppendString(dst, id)
 	dst = append(dst, `,"entries":[`...)
@@ -813,7 +822,7 @@ func (l *Log) publish(id string, group []*write, expect uint64) (uint64, error) 
 	for i, w := range group {
 		es[i] = w.Entry
 	}
-	data := AppendMessage(make([]byte, 0, 64+len(group)*64), id, es)
+	data := AppendMessage(nil, id, es)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ack, err := l.js.PublishMsg(ctx, &nats.Msg{Subject: l.subject, Data: data},

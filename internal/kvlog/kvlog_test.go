@@ -331,6 +331,17 @@ func TestAppendMessageDecodes(t *testing.T) {
 	require.Equal(t, es, got)
 }
 
+// AppendMessage takes the room for a message at once.
+func TestAppendMessageAllocatesOnce(t *testing.T) {
+	es := []kvlog.Entry{
+		{Key: "s-1/apply", Value: json.RawMessage(`{"execute":{"outcome":"ok","seq":1}}`)},
+		{Key: "s-2/apply", Value: json.RawMessage(`{"compensate":{"outcome":"ok","seq":2}}`)},
+	}
+	require.Equal(t, 1.0, testing.AllocsPerRun(100, func() {
+		kvlog.AppendMessage(nil, "NbU3j88k8WXdZJGjAHIKnY", es)
+	}))
+}
+
 // value returns key's value in l, and its revision, read from the server
 // when l let it go.
 func value(t *testing.T, l *kvlog.Log, key string) (json.RawMessage, uint64) {
