@@ -23,7 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -201,7 +200,9 @@ func AppendMessage(dst []byte, id string, es []Entry) []byte {
 	for _, e := range es {
 		n += len(`{"key":"","value":},`) + len(e.Key) + len(e.Value)
 	}
-	dst = slices.Grow(dst, n)
+	if cap(dst)-len(dst) < n {
+		dst = append(make([]byte, 0, len(dst)+n), dst...)
+	}
 	dst = append(dst, `{"id":`...)
 	dst = wirejson.AppendString(dst, id)
 	dst = append(dst, `,"entries":[`...)
