@@ -469,30 +469,7 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	var in intake
 	// The consumer is created here, so that an agent that cannot have it
 	// fails at once, and again by the pull loop whenever it was lost.
-	open := func(ctx context.Context) (jetstream.MessagesContext, error) {
-		cfg := a.consumerConfig()
-		before, err := a.js.Consumer(ctx, messages.CommandStream, cfg.Durable)
-		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return nil, fmt.Errorf("agent consumer: %w", err)
-		}
-		cons, err := a.js.CreateOrUpdateConsumer(ctx, messages.CommandStream, cfg)
-		if err != nil {
-			return nil, fmt.Errorf("agent consumer: %w", a.overlap(ctx, cfg, err))
-		}
-		if before != nil {
-			if was := before.CachedInfo().Config.AckWait; was != cfg.AckWait {
-				a.log.Warn("this copy changes the ack wait of the role's consumer, which every copy shares",
-					"consumer", cfg.Durable, "was", was, "now", cfg.AckWait)
-			}
-			if err := a.deliverSkipped(ctx, before.CachedInfo().Config, cfg); err != nil {
-				return nil, fmt.Errorf("agent consumer: %w", err)
-			}
-		}
-		if a.opts.Serial {
-			return cons.Messages(serialPull()...)
-		}
-		return newFetcher(cons, func(ctx context.Context) bool { return in.room(ctx) }), nil
-	}
+	open := func(ctx context.Context) (jetstream.MessagesContext, error) { return a.pullCommands(ctx, &in) }
 	tickSub, err := a.nc.Subscribe(messages.TickSubject, a.onTick)
 	if err != nil {
 		return fmt.Errorf("agent ticks: %w", err)
@@ -587,6 +564,36 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	}
 	a.log.Info("agent stopped", "handled", a.handled.Load())
 	return nil
+}
+
+// pullCommands creates or updates the role's consumer and pulls from it:
+// one message at a time for a serial copy, and for a shared one as in
+// has room.
+func (a *Agent) pullCommands(ctx context.Context, in *intake) (jetstream.MessagesContext, error) {
+	cfg := a.consumerConfig()
+	before, err := a.js.Consumer(ctx, messages.CommandStream, cfg.Durable)
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("agent consumer: %w", err)
+	}
+	cons, err := a.js.CreateOrUpdateConsumer(ctx, messages.CommandStream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("agent consumer: %w", a.overlap(ctx, cfg, err))
+	}
+	if before != nil {
+		if was := before.CachedInfo().Config.AckWait; was != cfg.AckWait {
+			a.log.Warn("this copy changes the ack wait of the role's consumer, which every copy shares",
+				"consumer", cfg.Durable, "was", was, "now", cfg.AckWait)
+		}
+		if err := a.deliverSkipped(ctx, before.CachedInfo().Config, cfg); err != nil {
+			return nil, fmt.Errorf("agent consumer: %w", err)
+		}
+	}
+	if a.opts.Serial {
+		return cons.Messages(serialPull()...)
+	}
+	// in's workers start after the first pull opens: room is looked up
+	// when a fetch asks.
+	return newFetcher(cons, func(ctx context.Context) bool { return in.room(ctx) }), nil
 }
 
 func (a *Agent) onTick(m *nats.Msg) {
