@@ -127,15 +127,59 @@ func (s *Store) takeBranch(ctx context.Context, it *batchItem) bool {
 // ran in the batch; of those, items[i].answered says which have their
 // final result recorded. Every other item must be run alone, in order.
 func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
-	var (
-		subject string // the one value the batch writes, once known
-		base    cached // that value as stored
-		current cached // and as the batch has made it so far
-		n       int
-	)
+	n, subject, base := s.runAhead(ctx, items)
+	if n < 2 {
+		// Nothing gained: the first command goes alone.
+		unrun(items[:n])
+		return 0
+	}
+	items = items[:n]
+
+	// Step 1: the branches of the writers, checked in one request now
+	// that the value is read, and before it is written. One whose record
+	// moved (its command was answered before: a redelivery, or a resend by
+	// a restarted coordinator; or it was compensated first) ends the batch
+	// before it: the commands after it ran on its effect, which is not
+	// applied again, so none of their results may be recorded.
+	cut, err := s.firstMoved(ctx, items, base)
+	if err != nil {
+		unrun(items)
+		return 0
+	}
+	// Step 2: the final results of the readers before the cut. One that
+	// fails ends the batch before it too.
+	readers := filter(items[:cut], func(it *batchItem) bool { return it.value == nil })
+	ok := s.recordAll(ctx, readers, func(it *batchItem) { it.answered = true })
+	if j := slices.Index(ok, false); j >= 0 {
+		cut = slices.Index(items, readers[j])
+	}
+	writers := filter(items[:cut], func(it *batchItem) bool { return it.value != nil })
+	if len(writers) == 0 {
+		return cut
+	}
+	// Step 3: the value, once, naming every writer of the batch.
+	if !s.writeBatchValue(ctx, writers, subject, base) {
+		// No writer wrote: each, run alone, applies itself.
+		return cut
+	}
+	// Step 4: the writers' final results.
+	s.recordAll(ctx, writers, func(it *batchItem) {
+		it.answered = true
+		s.settle(subject, it.op)
+	})
+	return cut
+}
+
+// runAhead runs the handlers of items in turn, each on the value as the
+// ones before it left it, and returns how many it ran: up to the first
+// that must go alone (a branch twice, a compensation whose branch cannot
+// be taken, a handler that found its own write, failed transiently or
+// wrote more than one value, or a second value written). It returns the
+// one value written, as stored before the batch, when any was.
+func (s *Store) runAhead(ctx context.Context, items []*batchItem) (n int, subject string, base cached) {
 	overlay := map[string]cached{}
 	branches := map[string]bool{}
-	for n < len(items) {
+	for ; n < len(items); n++ {
 		it := items[n]
 		key := messages.RecordKey(it.cmd.SagaID, it.cmd.Step)
 		if branches[key] {
@@ -147,7 +191,6 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 				break
 			}
 			if it.result != nil { // nothing to undo
-				n++
 				continue
 			}
 		}
@@ -171,33 +214,21 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 			w := tx.writes[0]
 			if subject == "" {
 				subject, base = w.subject, tx.reads[w.subject]
-				current = base
 			} else if w.subject != subject {
 				break
 			}
 			it.value = w.value
-			current.env = envelope{Value: w.value, Ops: base.env.Ops, Records: base.env.Records}
-			overlay[subject] = current
+			overlay[subject] = cached{env: envelope{Value: w.value, Ops: base.env.Ops, Records: base.env.Records}, seq: base.seq}
 		}
 		it.result = c.Result
-		n++
 	}
-	if n < 2 {
-		// Nothing gained: the first command goes alone.
-		for _, it := range items[:n] {
-			it.result, it.value = nil, nil
-		}
-		return 0
-	}
-	items = items[:n]
+	return n, subject, base
+}
 
-	// Step 1: the branches of the writers, checked in one request now
-	// that the value is read, and before it is written. One whose record
-	// moved (its command was answered before: a redelivery, or a resend by
-	// a restarted coordinator; or it was compensated first) ends the batch
-	// before it: the commands after it ran on its effect, which is not
-	// applied again, so none of their results may be recorded.
-	cut := n
+// firstMoved reads the branches of items' writers in one request and
+// returns the place of the first whose record moved since it was taken,
+// or len(items).
+func (s *Store) firstMoved(ctx context.Context, items []*batchItem, base cached) (int, error) {
 	var (
 		writerAt []int
 		cmds     []*messages.Command
@@ -210,46 +241,24 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 			revs = append(revs, it.rev)
 		}
 	}
-	if len(cmds) > 0 {
-		moved, err := s.moved(ctx, cmds, revs, base.env.Records)
-		if err != nil {
-			for _, it := range items {
-				it.result, it.value = nil, nil
-			}
-			return 0
-		}
-		if j := slices.Index(moved, true); j >= 0 {
-			cut = writerAt[j]
-		}
+	if len(cmds) == 0 {
+		return len(items), nil
 	}
-	// Step 2: the final results of the readers before the cut. One that
-	// fails ends the batch before it too.
-	var readers []int
-	var results []*batchItem
-	for i, it := range items[:cut] {
-		if it.value == nil {
-			readers = append(readers, i)
-			results = append(results, it)
-		}
+	moved, err := s.moved(ctx, cmds, revs, base.env.Records)
+	if err != nil {
+		return 0, err
 	}
-	ok := s.recordAll(ctx, results, func(it *batchItem) { it.answered = true })
-	if j := slices.Index(ok, false); j >= 0 {
-		cut = readers[j]
+	if j := slices.Index(moved, true); j >= 0 {
+		return writerAt[j], nil
 	}
-	writers := 0
-	var last *batchItem
-	for _, it := range items[:cut] {
-		if it.value != nil {
-			writers++
-			last = it
-		}
-	}
-	if writers == 0 {
-		return cut
-	}
+	return len(items), nil
+}
 
-	// Step 3: the value, once, naming every writer of the batch.
-	env := envelope{Value: last.value, Ops: map[string]messages.Context{}}
+// writeBatchValue writes subject's value as the last of writers left it,
+// expecting it as base, with every writer named in its envelope, and
+// reports whether it was stored.
+func (s *Store) writeBatchValue(ctx context.Context, writers []*batchItem, subject string, base cached) bool {
+	env := envelope{Value: writers[len(writers)-1].value, Ops: map[string]messages.Context{}}
 	s.stamp(&env, base.env)
 	s.mu.Lock()
 	settled := s.settled[subject]
@@ -260,42 +269,45 @@ func (s *Store) runBatch(ctx context.Context, items []*batchItem) int {
 	for _, op := range settled {
 		delete(env.Ops, op)
 	}
-	for _, it := range items[:cut] {
-		if it.value != nil {
-			out := it.result.Output
-			if out == nil {
-				out = messages.Context{}
-			}
-			env.Ops[it.op] = out
+	for _, it := range writers {
+		out := it.result.Output
+		if out == nil {
+			out = messages.Context{}
 		}
+		env.Ops[it.op] = out
 	}
 	data, err := wirejson.AppendStateEnvelope(nil, &env)
 	if err != nil {
-		return cut
+		return false
 	}
 	ack, err := s.js.Publish(ctx, subject, data, jetstream.WithExpectLastSequencePerSubject(base.seq))
 	if err != nil {
-		// No writer wrote: each, run alone, applies itself.
 		s.forgetAll()
-		return cut
+		return false
 	}
 	s.remember(subject, cached{env: env, seq: ack.Sequence})
 	s.mu.Lock()
 	s.settled[subject] = s.settled[subject][len(settled):]
 	s.mu.Unlock()
+	return true
+}
 
-	// Step 4: the writers' final results.
-	var writing []*batchItem
-	for _, it := range items[:cut] {
-		if it.value != nil {
-			writing = append(writing, it)
+// unrun takes back the results runAhead gave items: each is run alone.
+func unrun(items []*batchItem) {
+	for _, it := range items {
+		it.result, it.value = nil, nil
+	}
+}
+
+// filter returns the items keep keeps, in order.
+func filter(items []*batchItem, keep func(*batchItem) bool) []*batchItem {
+	var kept []*batchItem
+	for _, it := range items {
+		if keep(it) {
+			kept = append(kept, it)
 		}
 	}
-	s.recordAll(ctx, writing, func(it *batchItem) {
-		it.answered = true
-		s.settle(subject, it.op)
-	})
-	return cut
+	return kept
 }
 
 // recordAll records the result of each of items, expecting the record it
