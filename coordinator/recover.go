@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natsaga/natsaga/internal/streams"
+	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -121,4 +122,159 @@ func lastTick(x *saga.Execution) int64 {
 		return x.History[n-1].Tick
 	}
 	return 0
+}
+
+// recover loads every stored saga into the engine and resends the
+// outstanding commands. It reads the bucket's headers first: a saga the
+// bucket keeps finished for the retention, and the log holds nothing of,
+// is counted from its headers alone (see bucketHeads), so that a restart
+// after a run of many sagas reads their values no more than it needs to.
+func (c *Coordinator) recover(ctx context.Context) error {
+	heads, err := c.bucketHeads(ctx)
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	logged, err := c.readLog(ctx)
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	// The command stream takes the subjects of the stored definitions,
+	// those that fit.
+	_, _, subs, err := c.commandSubjects(ctx)
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	bucket, finished, tick, round, err := c.loadBucket(ctx, heads, logged, subs)
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	c.engine.RestoreClock(tick)
+	stored := c.mergeStored(bucket, logged)
+	if _, err := c.ensureCommandStream(ctx); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	kept := stored[:0]
+	for _, x := range stored {
+		// By the saga's own version: a later one may have fewer steps.
+		if d, ok := c.engine.DefinitionOf(&x); ok {
+			renumber(&x, d, tick)
+		}
+		if err := c.engine.Restore(x, tick); err != nil {
+			c.log.Error("stored saga skipped", "saga_id", x.ID, "err", err)
+			delete(c.revs, x.ID)
+			// Kept where it is for an operator, in the log as in the
+			// bucket.
+			c.sagas.skip(x.ID, c.sagas.raw[x.ID])
+			continue
+		}
+		kept = append(kept, x)
+	}
+	c.sagas.raw = nil
+	stored = kept
+	c.saved = c.engine.Tick()
+	var executing []string
+	for _, x := range stored {
+		if x.Status == saga.InProgress && x.Action == messages.Execute {
+			executing = append(executing, x.ID)
+		}
+	}
+	began, err := c.beginScheduled(ctx, tick, round)
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	executing = append(executing, began...)
+	if err := c.catchUp(ctx, executing); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	var out saga.Outbox
+	c.engine.Resume(&out)
+	if err := c.commit(ctx, &out); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	cmds := c.engine.Outstanding()
+	if err := c.held.check(ctx); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	if err := c.publishCommands(ctx, cmds); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	if c.sagas.due() {
+		if err := c.compact(ctx); err != nil {
+			return fmt.Errorf("recover: %w", err)
+		}
+	}
+	c.active.Store(int64(c.engine.Summary().Active))
+	c.log.Info("recovered", "sagas", len(stored)+finished, "finished", finished, "resent", len(cmds), "tick", tick)
+	return nil
+}
+
+// loadBucket restores from the bucket's heads the finished sagas the saga
+// log holds nothing of (counted from their headers alone), and reads the
+// values recovery needs: the clock, the stored definitions (restored,
+// their subjects taken into subs as they fit) and the other sagas, which it
+// returns by id. A stored entry it cannot take is skipped, logged, and
+// left where it is for an operator.
+func (c *Coordinator) loadBucket(ctx context.Context, heads []bucketHead, logged map[string]logValue, subs *commandSubjects) (bucket map[string]bucketSaga, finished int, tick, round int64, err error) {
+	var read []string
+	for _, h := range heads {
+		if id, ok := strings.CutPrefix(h.key, messages.SagaKeyPrefix); ok && h.finished() {
+			// The log's entry for a saga that ended marks it ended; any
+			// other is weighed against the bucket's (mergeStored).
+			if v, inLog := logged[id]; (!inLog || string(v.value) == endedValue) && messages.CheckToken("saga_id", id) == nil {
+				if err := c.engine.RestoreFinished(h.status, h.tick); err != nil {
+					return nil, 0, 0, 0, err
+				}
+				finished++
+				continue
+			}
+		}
+		if h.key == messages.ClockKey || strings.HasPrefix(h.key, messages.DefinitionKeyPrefix) || strings.HasPrefix(h.key, messages.SagaKeyPrefix) {
+			read = append(read, messages.BucketSubject(h.key))
+		}
+	}
+	entries, err := c.bucketValues(ctx, read)
+	if err != nil {
+		return nil, 0, 0, 0, err
+	}
+	bucket = map[string]bucketSaga{}
+	for _, entry := range entries {
+		key, value := entry.key, entry.value
+		switch {
+		case key == messages.ClockKey:
+			c.clock = entry.rev
+			ck, err := parseClock(value)
+			if err != nil {
+				c.log.Error("stored clock unreadable: the clock starts at 0", "value", messages.Clip(string(value)), "err", err)
+				continue
+			}
+			tick, round = ck.Tick, ck.Round
+		case strings.HasPrefix(key, messages.DefinitionKeyPrefix):
+			// A stored definition the coordinator cannot take is skipped,
+			// like a stored saga: the sagas of its version then stay in
+			// the bucket, skipped too, for an operator.
+			if err := c.restoreDefinition(key, value, subs); err != nil {
+				c.log.Error("stored definition skipped", "key", messages.Clip(key), "err", err)
+			}
+		case strings.HasPrefix(key, messages.SagaKeyPrefix):
+			// A stored saga the coordinator cannot take is skipped and
+			// stays where it is for an operator: it never stops the
+			// recovery of the others.
+			id := strings.TrimPrefix(key, messages.SagaKeyPrefix)
+			if err := messages.CheckToken("saga_id", id); err != nil {
+				c.log.Error("stored saga skipped: its key breaks the identifier rule", "key", messages.Clip(key), "err", err)
+				continue
+			}
+			x, err := wirejson.DecodeExecution(value)
+			if err != nil {
+				c.log.Error("stored saga skipped: unreadable", "saga_id", id, "err", err)
+				continue
+			}
+			if x.ID != id {
+				c.log.Error("stored saga skipped: its id is not its key's", "saga_id", id, "stored_id", messages.Clip(x.ID))
+				continue
+			}
+			bucket[id] = bucketSaga{x: x, rev: entry.rev}
+		}
+	}
+	return bucket, finished, tick, round, nil
 }
