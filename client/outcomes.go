@@ -342,28 +342,10 @@ func CheckEventStatus(status string) error {
 // contradictory, and when the stream
 // cannot be read.
 func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, error], error) {
+	if err := f.check(); err != nil {
+		return nil, fmt.Errorf("watch: %w", err)
+	}
 	sagaTok, statusTok := "*", "*"
-	for what, v := range map[string]*string{"saga": &f.Saga, "status": &f.Status} {
-		if *v == "" {
-			continue
-		}
-		if err := messages.CheckToken(what, *v); err != nil {
-			return nil, fmt.Errorf("watch: %w", err)
-		}
-	}
-	if f.Status != "" {
-		if err := CheckEventStatus(f.Status); err != nil {
-			return nil, fmt.Errorf("watch: %w", err)
-		}
-	}
-	switch {
-	case f.Last < 0:
-		return nil, errors.New("watch: negative Last")
-	case f.Last > 0 && f.All:
-		return nil, errors.New("watch: All and Last: choose one")
-	case f.KeptOnly && !f.All && f.Last == 0:
-		return nil, errors.New("watch: KeptOnly needs All or Last")
-	}
 	if f.Status != "" {
 		statusTok = f.Status
 	}
@@ -382,36 +364,9 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 	// more.
 	filter := messages.EventLogSubject(sagaTok, statusTok)
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverNewPolicy}
-	// kept is how many kept batches come before the new ones, counted when
-	// the sequence must end after them or start at the latest Last; skip
-	// is how many of the oldest to pass over to get there.
-	kept, skip := 0, 0
-	if f.All || f.Last > 0 {
-		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
-	}
-	if f.KeptOnly || f.Last > 0 {
-		stream, err := js.Stream(ctx, messages.EventStream)
-		if err != nil {
-			return nil, noEventStream(err)
-		}
-		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(filter))
-		if err != nil {
-			return nil, fmt.Errorf("watch: %w", err)
-		}
-		for _, n := range info.State.Subjects {
-			kept += int(n)
-		}
-		if f.Last > 0 && kept > f.Last {
-			skip, kept = kept-f.Last, f.Last
-		}
-		if sagaTok == "*" && statusTok == "*" && skip > 0 {
-			// Unfiltered, the stream's sequence numbers are contiguous:
-			// start at the first batch wanted rather than read past the
-			// others.
-			cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-			cfg.OptStartSeq = info.State.LastSeq - uint64(kept) + 1
-			skip = 0
-		}
+	kept, skip, err := f.start(ctx, js, &cfg, sagaTok == "*" && statusTok == "*")
+	if err != nil {
+		return nil, err
 	}
 	if f.KeptOnly && kept == 0 {
 		return func(func(messages.Event, error) bool) {}, nil
@@ -475,6 +430,69 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 			}
 		}
 	}, nil
+}
+
+// check returns an error for a Watch whose fields are not tokens, or do
+// not go together.
+func (f *Watch) check() error {
+	for what, v := range map[string]string{"saga": f.Saga, "status": f.Status} {
+		if v == "" {
+			continue
+		}
+		if err := messages.CheckToken(what, v); err != nil {
+			return err
+		}
+	}
+	if f.Status != "" {
+		if err := CheckEventStatus(f.Status); err != nil {
+			return err
+		}
+	}
+	switch {
+	case f.Last < 0:
+		return errors.New("negative Last")
+	case f.Last > 0 && f.All:
+		return errors.New("All and Last: choose one")
+	case f.KeptOnly && !f.All && f.Last == 0:
+		return errors.New("KeptOnly needs All or Last")
+	}
+	return nil
+}
+
+// start sets where cfg, filtered for f (on every subject of the event
+// stream when unfiltered), starts reading, and returns how many kept
+// batches come before the new ones (kept: counted when the sequence must
+// end after them or start at the latest Last) and how many of the oldest
+// to pass over to get there (skip).
+func (f *Watch) start(ctx context.Context, js jetstream.JetStream, cfg *jetstream.OrderedConsumerConfig, unfiltered bool) (kept, skip int, err error) {
+	if f.All || f.Last > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+	}
+	if !f.KeptOnly && f.Last == 0 {
+		return 0, 0, nil
+	}
+	stream, err := js.Stream(ctx, messages.EventStream)
+	if err != nil {
+		return 0, 0, noEventStream(err)
+	}
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(cfg.FilterSubjects[0]))
+	if err != nil {
+		return 0, 0, fmt.Errorf("watch: %w", err)
+	}
+	for _, n := range info.State.Subjects {
+		kept += int(n)
+	}
+	if f.Last > 0 && kept > f.Last {
+		skip, kept = kept-f.Last, f.Last
+	}
+	if unfiltered && skip > 0 {
+		// Unfiltered, the stream's sequence numbers are contiguous: start
+		// at the first batch wanted rather than read past the others.
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = info.State.LastSeq - uint64(kept) + 1
+		skip = 0
+	}
+	return kept, skip, nil
 }
 
 // subjectOf returns the subject of the saga type named name, as events
