@@ -537,6 +537,9 @@ func (c *Coordinator) loop(ctx context.Context, in <-chan input) error {
 	var dones []func(error)
 	wake := time.NewTimer(time.Hour)
 	defer wake.Stop()
+	// From the first: a recovered saga may wait out a retry's backoff,
+	// with nothing else to come.
+	c.setWake(wake)
 	for {
 		out.Reset()
 		dones = dones[:0]
@@ -593,15 +596,20 @@ func (c *Coordinator) loop(ctx context.Context, in <-chan input) error {
 			}
 		}
 		c.active.Store(int64(c.engine.Summary().Active))
-		at, ok := c.engine.NextWake()
-		if len(c.sagas.ended) > 0 {
-			// The sagas stored ended are marked so in the log by the next
-			// commit; with no input, a wake makes one.
-			at, ok = minTime(at, ok, time.Now().Add(markEndedWithin)), true
-		}
-		if ok {
-			wake.Reset(max(time.Until(at), 0))
-		}
+		c.setWake(wake)
+	}
+}
+
+// setWake sets wake for the next retry the engine waits for, or sooner
+// when sagas stored ended are still to be marked so in the log: the next
+// commit marks them, and with no input a wake makes one.
+func (c *Coordinator) setWake(wake *time.Timer) {
+	at, ok := c.engine.NextWake()
+	if len(c.sagas.ended) > 0 {
+		at, ok = minTime(at, ok, time.Now().Add(markEndedWithin)), true
+	}
+	if ok {
+		wake.Reset(max(time.Until(at), 0))
 	}
 }
 

@@ -284,6 +284,63 @@ func TestRestartedCoordinatorCatchesUpFromRecords(t *testing.T) {
 	require.Equal(t, json.RawMessage("5"), comp.Context["debited"], "the compensation carries the debit's output")
 }
 
+// TestRetryWaitingAtRestartIsSent: a saga waiting out a retry's backoff
+// when its coordinator stops is retried by the next one when the backoff
+// ends, with no request or answer to wake it (the first waited for one,
+// and a compensation, which never times out, waited for ever). Both kinds
+// of retry: an execute's and a compensation's.
+func TestRetryWaitingAtRestartIsSent(t *testing.T) {
+	backoff := saga.RetryPolicy{MaxAttempts: 2, Backoff: 2 * time.Second, MaxBackoff: 2 * time.Second}
+	for _, action := range []messages.Action{messages.Execute, messages.Compensate} {
+		t.Run(string(action), func(t *testing.T) {
+			_, url := testenv.Server(t)
+			nc := testenv.Connect(t, url)
+			js, err := jetstream.New(nc)
+			require.NoError(t, err)
+			def := saga.Definition{Name: "transfer", Subject: "transfer", CompensationRetry: backoff, Steps: []saga.Step{
+				{Name: "debit", Role: "bank", Retry: backoff}, {Name: "credit", Role: "bank"},
+			}}
+			commands := listen(t, nc, "saga.>")
+			answer := func(id, step string, action messages.Action, outcome messages.Outcome, reason string) {
+				t.Helper()
+				require.Eventually(t, func() bool {
+					for _, c := range commands.commands(t, id) {
+						if c.Subject == messages.CommandSubject("transfer", step, action) {
+							return true
+						}
+					}
+					return false
+				}, 10*time.Second, 5*time.Millisecond, "no %s %s", action, step)
+				cmd := commands.commandOf(t, id, step, action)
+				reply := messages.ReplyTo(&cmd, outcome, reason)
+				_, err := js.Publish(context.Background(), reply.Subject(), mustJSON(t, reply))
+				require.NoError(t, err)
+			}
+
+			stopC1 := runUntilStopped(t, url, coordinator.Options{Definitions: []saga.Definition{def}})
+			id := testenv.Start(t, nc, "transfer", nil)
+			if action == messages.Compensate {
+				answer(id, "debit", messages.Execute, messages.OK, "")
+				answer(id, "credit", messages.Execute, messages.Failed, "declined")
+			}
+			answer(id, "debit", action, messages.Error, "try later")
+			require.Eventually(t, func() bool { return testenv.Summary(t, nc).Retrying == 1 }, 10*time.Second, 5*time.Millisecond)
+			stopC1()
+			sent := len(commands.commands(t, id))
+
+			// No request reaches the new coordinator: only its backoff's
+			// end may send the retry.
+			testenv.Coordinator(t, url, []saga.Definition{def})
+			require.Eventually(t, func() bool { return len(commands.commands(t, id)) > sent }, 10*time.Second, 5*time.Millisecond,
+				"the retry was never sent")
+			retry := commands.commands(t, id)[sent]
+			require.Equal(t, messages.CommandSubject("transfer", "debit", action), retry.Subject)
+			require.Equal(t, action, retry.Action)
+			require.Equal(t, 2, retry.Attempt)
+		})
+	}
+}
+
 // TestAdvanceOnAReplyIsStored checks that a step answered by a reply (as a
 // foreign agent answers) is stored before the next command goes out, while
 // an answer by record is not: a restarted coordinator catches up from
