@@ -22,9 +22,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"time"
 
 	"github.com/natsaga/natsaga/examples/vaccination"
+	"github.com/natsaga/natsaga/saga"
 )
 
 func main() { os.Exit(mainCode(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -84,7 +86,7 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "vaxsim: seed %d, %d patients, %d ticks\n", sc.Seed, sc.Patients, sc.Ticks)
-	fmt.Fprintf(stdout, "sagas: %v\n", rep.Counts)
+	fmt.Fprintf(stdout, "sagas: %s\n", counts(rep.Counts))
 	fmt.Fprintf(stdout, "vaccinated %d, turned away with a fever %d (their doses returned)\n", rep.Vaccinated, rep.TurnedAway)
 	fmt.Fprintf(stdout, "stock: %d doses left of %d + %d received, %d dispensed\n", rep.Stock.Doses, rep.Stock.Initial, rep.Stock.Received, rep.Stock.Dispensed)
 	fmt.Fprintf(stdout, "outcome log SHA-256: %s\n", rep.Digest)
@@ -95,4 +97,19 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return 0
+}
+
+// counts says how many sagas there are of each status, in the order a
+// saga's life goes through them.
+func counts(c map[saga.Status]int) string {
+	var says []string
+	for _, s := range []saga.Status{saga.Pending, saga.InProgress, saga.Compensating, saga.Completed, saga.RolledBack, saga.TimedOut, saga.Failed} {
+		if n := c[s]; n > 0 {
+			says = append(says, fmt.Sprintf("%d %s", n, s))
+		}
+	}
+	if len(says) == 0 {
+		return "none"
+	}
+	return strings.Join(says, ", ")
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/natsaga/natsaga/examples/vaccination"
 	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/saga"
 )
 
 // TestFlagsRefused: flags that cannot run a campaign exit 2, saying why,
@@ -47,4 +48,12 @@ func TestAnotherCoordinatorSaysTheFlag(t *testing.T) {
 	require.Contains(t, stderr.String(), "another coordinator holds the lease on "+url)
 	require.Contains(t, stderr.String(), "vaxsim: -coordinator-elsewhere drives the campaign with the coordinator that runs there\n")
 	require.Empty(t, stdout.String())
+}
+
+// TestCountsSaid: the report's sagas by status, in the order of a saga's
+// life, those of none left out.
+func TestCountsSaid(t *testing.T) {
+	require.Equal(t, "82 completed, 40 rolled_back", counts(map[saga.Status]int{saga.RolledBack: 40, saga.Completed: 82}))
+	require.Equal(t, "1 in_progress, 2 timed_out, 3 failed", counts(map[saga.Status]int{saga.Failed: 3, saga.TimedOut: 2, saga.InProgress: 1, saga.Completed: 0}))
+	require.Equal(t, "none", counts(nil))
 }
