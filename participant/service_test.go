@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/stretchr/testify/require"
 
@@ -164,19 +163,8 @@ authorization { users = [
 	testenv.Coordinator(t, as("admin:a"), []saga.Definition{choresSaga()})
 	c := &calls{n: map[string]int{}, by: map[string]string{}, perBy: map[string]int{}}
 	var logs testenv.SyncBuffer
-	nc, err := nats.Connect(as("agent:b"))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	a, err := participant.New(nc, participant.Options{Role: "inspector", Name: "inspector-a",
+	testenv.Agent(t, as("agent:b"), participant.Options{Role: "inspector", Name: "inspector-a",
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Steps: []agent.Step{{Saga: chores, Name: "inspect", Handler: counter("inspector-a", c)}}})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "agent set-up failed for now") },
 		30*time.Second, 10*time.Millisecond, "the consumer is refused: %s", &logs)
 
