@@ -7,8 +7,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/kvlog"
 	"github.com/natsaga/natsaga/internal/wirejson"
@@ -280,7 +278,7 @@ func (s *Store) writeBatchValue(ctx context.Context, writers []*batchItem, subje
 	if err != nil {
 		return false
 	}
-	ack, err := s.js.Publish(ctx, subject, data, jetstream.WithExpectLastSequencePerSubject(base.seq))
+	ack, err := s.publishValue(ctx, subject, data, base.seq)
 	if err != nil {
 		s.forgetAll()
 		return false
