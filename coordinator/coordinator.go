@@ -21,6 +21,7 @@ import (
 	"github.com/natsaga/natsaga/internal/kvlog"
 	"github.com/natsaga/natsaga/internal/pull"
 	"github.com/natsaga/natsaga/internal/streams"
+	"github.com/natsaga/natsaga/internal/warnings"
 	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
@@ -156,12 +157,17 @@ type Coordinator struct {
 	// copy names this coordinator for its life: in its micro services'
 	// metadata and in the lease it holds, so that a standby's log and
 	// `natsaga services` name the active one alike.
-	copy   string
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	kv     jetstream.KeyValue
-	opts   Options
-	log    *slog.Logger
+	copy string
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	kv   jetstream.KeyValue
+	opts Options
+	log  *slog.Logger
+	// warns says the warnings that bad requests cause at most once a
+	// minute each: anyone allowed to send requests could otherwise fill
+	// the log. (Replies and records come from the roles' agents, whose
+	// users alone may publish them: each one refused is logged.)
+	warns  *warnings.Limiter
 	engine *saga.Engine
 	revs   map[string]uint64 // bucket revision of each saga held in memory that the bucket holds
 	sagas  *sagaLog          // the log of the active sagas (sagalog.go)
@@ -276,8 +282,8 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	c := &Coordinator{copy: nuid.Next(), nc: nc, js: js, opts: opts, log: log, ready: make(chan struct{}), lists: make(chan struct{}, maxFinishedLists),
-		newRoles: make(chan string, 16)}
+	c := &Coordinator{copy: nuid.Next(), nc: nc, js: js, opts: opts, log: log, warns: warnings.New(log, time.Minute),
+		ready: make(chan struct{}), lists: make(chan struct{}, maxFinishedLists), newRoles: make(chan string, 16)}
 	if opts.TracerProvider != nil {
 		c.tracer = opts.TracerProvider.Tracer(tracerName)
 	}

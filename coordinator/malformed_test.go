@@ -515,3 +515,32 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 		require.Equal(t, map[string]string{id: want}, house.Applications, household)
 	}
 }
+
+// TestBadRequestsSaidOnce floods the coordinator with requests anyone
+// allowed may send, each bad: each is answered with its error, and the
+// coordinator's log says the first of each kind and stays quiet about the
+// others for a minute.
+func TestBadRequestsSaidOnce(t *testing.T) {
+	_, url := testenv.Server(t)
+	var logs testenv.SyncBuffer
+	runCoordinator(t, url, flood.Definitions(), slog.New(slog.NewTextHandler(&logs, nil)))
+	nc := testenv.Connect(t, url)
+	bad := []struct{ subject, data, msg string }{
+		{messages.TickSubject, "not a tick", "bad tick"},
+		{messages.TickSubject, `{"v":1,"tick":999999999999}`, "tick refused"},
+		{messages.StartSubject(flood.Subsidy), "not a start", "bad start request"},
+		{messages.StartBatchSubject, "not a batch", "bad start batch"},
+		{messages.StartBatchSubject, `{"v":1,"starts":[{"saga":"nope"}]}`, "start refused"},
+		{messages.RegisterSubject, `{"v":1,"definitions":{"roles":["r"],"sagas":[{"name":"subsidy_application","subject":"subsidy","version":1,"steps":[{"name":"x","role":"r"}]}]}}`, "register refused"},
+	}
+	for _, b := range bad {
+		for range 50 {
+			msg, err := nc.Request(b.subject, []byte(b.data), 10*time.Second)
+			require.NoError(t, err, b.msg)
+			require.Contains(t, string(msg.Data), `"error"`, "%s: answered with its error", b.msg)
+		}
+	}
+	for _, b := range bad {
+		require.Equal(t, 1, strings.Count(logs.String(), `msg="`+b.msg+`"`), "%s\n%s", b.msg, logs.String())
+	}
+}

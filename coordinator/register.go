@@ -49,7 +49,7 @@ func (c *Coordinator) onRegister(ctx context.Context, m *nats.Msg) {
 	c.enqueue(ctx, func(time.Time, *saga.Outbox) func(error) {
 		resp, err := c.register(ctx, defs)
 		if err != nil {
-			c.log.Warn("register refused", "err", err)
+			c.warns.Warn("register refused", "err", err)
 			resp = messages.RegisterResponse{V: messages.Version, Error: wireError(err)}
 		}
 		c.respond(m, resp)

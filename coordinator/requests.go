@@ -67,7 +67,7 @@ func (c *Coordinator) onStart(ctx context.Context, m *nats.Msg) {
 		err = fmt.Errorf("start request of %d bytes, limit %d (a quarter of the server's payload limit): %w", len(m.Data), limit, messages.ErrTooLarge)
 	}
 	if err != nil {
-		c.log.Warn("bad start request", "subject", messages.Clip(m.Subject), "err", err)
+		c.warns.Warn("bad start request", "subject", messages.Clip(m.Subject), "err", err)
 		c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
 		return
 	}
@@ -129,7 +129,7 @@ func (c *Coordinator) busyError() error {
 func (c *Coordinator) onTick(ctx context.Context, m *nats.Msg) {
 	var t messages.Tick
 	if err := messages.Decode(m.Data, &t); err != nil {
-		c.log.Warn("bad tick", "err", err)
+		c.warns.Warn("bad tick", "err", err)
 		// Every tick answer names the coordinator's tick, which the loop
 		// owns: the refusal is answered from there (with no tick only
 		// when the loop has stopped).
@@ -144,7 +144,7 @@ func (c *Coordinator) onTick(ctx context.Context, m *nats.Msg) {
 	c.enqueue(ctx, func(_ time.Time, out *saga.Outbox) func(error) {
 		from := len(out.Expired)
 		if err := c.engine.AdvanceTick(t.Tick, out); err != nil {
-			c.log.Warn("tick refused", "tick", t.Tick, "err", err)
+			c.warns.Warn("tick refused", "tick", t.Tick, "err", err)
 			c.respond(m, messages.TickAck{V: messages.Version, Tick: c.engine.Tick(), Error: wireError(err)})
 			return nil
 		}

@@ -57,7 +57,7 @@ func (b *startBatch) refuse(i int, err error) {
 // checked, looked up and started on its own.
 func (c *Coordinator) onStarts(ctx context.Context, m *nats.Msg) {
 	refuse := func(err error) {
-		c.log.Warn("bad start batch", "err", err)
+		c.warns.Warn("bad start batch", "err", err)
 		c.respond(m, messages.StartBatchResponse{V: messages.Version, Error: wireError(err)})
 	}
 	if len(m.Data) > messages.MaxPayload {
@@ -277,7 +277,7 @@ func (c *Coordinator) enqueueStarts(ctx context.Context, b *startBatch) {
 			case errors.Is(err, saga.ErrTerminal):
 				terminal = append(terminal, i)
 			case err != nil:
-				c.log.Warn("start refused", "saga", s.Saga, "err", err)
+				c.warns.Warn("start refused", "saga", s.Saga, "err", err)
 				b.refuse(i, err)
 			default:
 				c.traceStart(b.trace, x, len(b.starts) > 1)

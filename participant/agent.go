@@ -18,12 +18,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"go.opentelemetry.io/otel/trace"
-	"golang.org/x/time/rate"
 
 	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/jserr"
 	"github.com/natsaga/natsaga/internal/pull"
 	"github.com/natsaga/natsaga/internal/tracing"
+	"github.com/natsaga/natsaga/internal/warnings"
 	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 )
@@ -161,11 +161,10 @@ type Agent struct {
 	replies chan pendingReply
 
 	tick atomic.Int64
-	// tickWarns says a bad or ignored tick at most once a minute, and
-	// unsaid counts those not said since: anyone who may publish on
-	// natsaga.tick could otherwise fill the agent's log.
-	tickWarns rate.Sometimes
-	unsaid    atomic.Int64
+	// warns says a bad or an ignored tick at most once a minute each:
+	// anyone who may publish on natsaga.tick could otherwise fill the
+	// agent's log.
+	warns *warnings.Limiter
 	// pin is the pin id of the last command a serial copy took; only its
 	// one worker (serialWork) touches it.
 	pin string
@@ -225,8 +224,8 @@ func New(nc *nats.Conn, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a := &Agent{nc: nc, js: js, opts: opts, log: log.With("agent", opts.Name, "role", opts.Role),
-		steps: map[stepKey]*agent.Step{}, inHand: map[*wireBatch]struct{}{}, wake: make(chan struct{}, 1), batch: maxBatch, replies: make(chan pendingReply, 4*opts.Concurrency),
-		tickWarns: rate.Sometimes{First: 1, Interval: time.Minute}}
+		steps: map[stepKey]*agent.Step{}, inHand: map[*wireBatch]struct{}{}, wake: make(chan struct{}, 1), batch: maxBatch, replies: make(chan pendingReply, 4*opts.Concurrency)}
+	a.warns = warnings.New(a.log, time.Minute)
 	for i := range opts.Steps {
 		s := &opts.Steps[i]
 		a.steps[stepKey{s.Saga, s.Name}] = s
@@ -599,28 +598,14 @@ func (a *Agent) pullCommands(ctx context.Context, in *intake) (jetstream.Message
 func (a *Agent) onTick(m *nats.Msg) {
 	var t messages.Tick
 	if err := messages.Decode(m.Data, &t); err != nil {
-		a.warnTick("bad tick", "err", err)
+		a.warns.Warn("bad tick", "err", err)
 		return
 	}
 	if err := messages.CheckTick(a.tick.Load(), t.Tick); err != nil {
-		a.warnTick("tick ignored", "tick", t.Tick, "err", err)
+		a.warns.Warn("tick ignored", "tick", t.Tick, "err", err)
 		return
 	}
 	a.advance(t.Tick)
-}
-
-// warnTick logs msg with args, unless a tick was said to be bad or ignored
-// less than a minute ago: then it only counts it, and the next one said
-// tells how many were not.
-func (a *Agent) warnTick(msg string, args ...any) {
-	n := a.unsaid.Add(1)
-	a.tickWarns.Do(func() {
-		if n > 1 {
-			args = append(args, "not_said_before", n-1)
-		}
-		a.log.Warn(msg, args...)
-		a.unsaid.Add(-n)
-	})
 }
 
 // learnTick asks the coordinator's summary for the current tick, as a

@@ -1,0 +1,45 @@
+package warnings
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Each kind is said at once, then at most once an interval, and the one
+// said after says how many were not.
+func TestOnceAnIntervalEachKind(t *testing.T) {
+	var out bytes.Buffer
+	l := New(slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}})), time.Minute)
+	now := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	l.now = func() time.Time { return now }
+
+	for i := range 500 {
+		l.Warn("bad tick", "n", i)
+	}
+	l.Warn("bad start request", "n", 0)
+	now = now.Add(59 * time.Second)
+	l.Warn("bad tick", "n", 500)
+	now = now.Add(time.Second)
+	l.Warn("bad tick", "n", 501)
+	l.Warn("bad tick", "n", 502)
+	now = now.Add(time.Minute)
+	l.Warn("bad tick", "n", 503)
+
+	require.Equal(t, []string{
+		"level=WARN msg=\"bad tick\" n=0",
+		"level=WARN msg=\"bad start request\" n=0",
+		"level=WARN msg=\"bad tick\" n=501 not_said_before=500",
+		"level=WARN msg=\"bad tick\" n=503 not_said_before=1",
+	}, strings.Split(strings.TrimSpace(out.String()), "\n"))
+}
