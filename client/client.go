@@ -625,25 +625,34 @@ func (c *Client) List(ctx context.Context, status saga.Status, limit int) ([]sag
 // coordinator sent it, undecoded, as [Client.StatusJSON] does. It returns
 // an empty, not nil, slice when no saga matches.
 func (c *Client) ListJSON(ctx context.Context, status saga.Status, limit int) ([]json.RawMessage, error) {
+	sagas, _, err := c.ListMore(ctx, status, limit)
+	return sagas, err
+}
+
+// ListMore is [Client.ListJSON] that also reports whether the coordinator
+// holds more sagas with status than it returns: active or failed ones past
+// limit, or finished ones past the one page the coordinator answers (its
+// most, or what fits one answer).
+func (c *Client) ListMore(ctx context.Context, status saga.Status, limit int) (sagas []json.RawMessage, more bool, err error) {
 	if limit < 0 {
-		return nil, errors.New("list: negative limit")
+		return nil, false, errors.New("list: negative limit")
 	}
 	req := messages.ListRequest{V: messages.Version, Status: string(status)}
-	sagas := []json.RawMessage{}
+	sagas = []json.RawMessage{}
 	for {
 		if limit > 0 {
 			req.Limit = min(limit-len(sagas), messages.MaxListPage)
 		}
 		var resp messages.ListResponse
 		if err := c.request(ctx, messages.ListSubject, req, &resp); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if err := wireErr(messages.ListSubject, resp.Error); err != nil {
-			return nil, fmt.Errorf("list: %w", err)
+			return nil, false, fmt.Errorf("list: %w", err)
 		}
 		sagas = append(sagas, resp.Sagas...)
 		if resp.Next == "" || (limit > 0 && len(sagas) >= limit) {
-			return sagas, nil
+			return sagas, resp.More || resp.Next != "", nil
 		}
 		req.After = resp.Next
 	}

@@ -57,12 +57,12 @@ func (c *Coordinator) listFinished(ctx context.Context, m *nats.Msg, st saga.Sta
 	limit = min(limit, MaxFinishedList)
 	err := c.reads.start(ctx, finishedListWait, func(ctx context.Context) {
 		defer func() { <-c.lists }()
-		sagas, err := c.readFinished(ctx, st, limit)
+		sagas, more, err := c.readFinished(ctx, st, limit)
 		if err != nil {
 			refuse(readError(ctx, err))
 			return
 		}
-		c.respond(m, messages.ListResponse{V: messages.Version, Sagas: sagas})
+		c.respond(m, messages.ListResponse{V: messages.Version, Sagas: sagas, More: more})
 	})
 	if err != nil {
 		<-c.lists
@@ -72,16 +72,17 @@ func (c *Coordinator) listFinished(ctx context.Context, m *nats.Msg, st saga.Sta
 
 // readFinished returns the last sagas of the bucket with status st, in
 // the bucket's order: at most limit of them, and no more than fit one
-// answer under the server's payload limit. It reads the bucket's headers
-// (latestHeads), then the values of the latest sagas whose status header
-// is st, newest first, a batch at a time, until the page is full; an
-// entry without the headers (written before them) has its value read to
-// know its status. A latest saga too large for any answer is an error
+// answer under the server's payload limit; more reports that the bucket
+// holds more of them. It reads the bucket's headers (latestHeads), then
+// the values of the latest sagas whose status header is st, newest
+// first, a batch at a time, until it has one more than the page holds;
+// an entry without the headers (written before them) has its value read
+// to know its status. A latest saga too large for any answer is an error
 // (too_large).
-func (c *Coordinator) readFinished(ctx context.Context, st saga.Status, limit int) ([]json.RawMessage, error) {
-	subjects, err := c.latestHeads(ctx, st, limit)
+func (c *Coordinator) readFinished(ctx context.Context, st saga.Status, limit int) (sagas []json.RawMessage, more bool, err error) {
+	subjects, err := c.latestHeads(ctx, st, limit+1)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	// found holds the sagas read, newest batch first; a batch asks for
 	// what the page still lacks (at least a few, since some may not
@@ -93,11 +94,11 @@ func (c *Coordinator) readFinished(ctx context.Context, st saga.Status, limit in
 	budget := c.answerBudget()
 	var found []sagaValue
 	size := 0
-	for end := len(subjects); end > 0 && len(found) < limit && size < budget; {
-		begin := max(0, end-max(limit-len(found), 16))
+	for end := len(subjects); end > 0 && len(found) <= limit && size < budget; {
+		begin := max(0, end-max(limit+1-len(found), 16))
 		entries, err := c.bucketValues(ctx, subjects[begin:end])
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		for _, e := range entries {
 			var x struct {
@@ -119,7 +120,8 @@ func (c *Coordinator) readFinished(ctx context.Context, st saga.Status, limit in
 	for _, f := range found {
 		page.add(f.id, f.entry.value)
 	}
-	return page.sagas()
+	sagas, err = page.sagas()
+	return sagas, len(found) > len(sagas), err
 }
 
 // latestHeads returns the bucket subjects of the latest sagas whose

@@ -128,10 +128,11 @@ func TestListFinished(t *testing.T) {
 		testenv.WaitStatus(t, nc, id, saga.Completed)
 		ids = append(ids, id)
 	}
-	list := func(status string, limit int) []string {
+	list := func(status string, limit int, more bool) []string {
 		var resp messages.ListResponse
 		testenv.Request(t, nc, messages.ListSubject, messages.ListRequest{V: messages.Version, Status: status, Limit: limit}, &resp)
 		require.Nil(t, resp.Error)
+		require.Equal(t, more, resp.More, "%s, limit %d: more stored", status, limit)
 		var got []string
 		for _, raw := range resp.Sagas {
 			var x saga.Execution
@@ -141,9 +142,11 @@ func TestListFinished(t *testing.T) {
 		}
 		return got
 	}
-	require.Equal(t, ids, list("completed", 0))
-	require.Equal(t, ids[2:], list("completed", 3))
-	require.Empty(t, list("rolled_back", 0))
+	require.Equal(t, ids, list("completed", 0, false))
+	require.Equal(t, ids[2:], list("completed", 3, true))
+	require.Equal(t, ids[1:], list("completed", 4, true))
+	require.Equal(t, ids, list("completed", 5, false))
+	require.Empty(t, list("rolled_back", 0, false))
 }
 
 // TestListFinishedFitsThePayloadLimit lists finished sagas that would not
@@ -169,6 +172,7 @@ func TestListFinishedFitsThePayloadLimit(t *testing.T) {
 	require.NoError(t, json.Unmarshal(msg.Data, &resp))
 	require.Nil(t, resp.Error)
 	require.Empty(t, resp.Next, "the finished sagas come in one page")
+	require.True(t, resp.More, "two more are stored than fit")
 	var got []string
 	for _, raw := range resp.Sagas {
 		var x saga.Execution

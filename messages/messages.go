@@ -351,10 +351,13 @@ type ListRequest struct {
 // ListResponse answers a [ListRequest]. Next, when not empty, is the
 // cursor of the next page: more sagas follow. A page may hold fewer than
 // the limit when the answer would not fit the server's payload limit.
+// More, in the one page of a finished status, says that more sagas with
+// that status are stored than the page holds (it has no cursor).
 type ListResponse struct {
 	V     int               `json:"v"`
 	Sagas []json.RawMessage `json:"sagas"`
 	Next  string            `json:"next,omitempty"`
+	More  bool              `json:"more,omitempty"`
 	Error *WireError        `json:"error,omitempty"`
 }
 

@@ -199,6 +199,7 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	// The connection says what a person waits for: the server, once
 	// it has waited a second; a connection lost and found again.
 	connLog, _ := cli.NewLogger(stderr, "info", o.logFormat)
+	log, connLog = log.With("process", "natsaga", "pid", os.Getpid()), connLog.With("process", "natsaga", "pid", os.Getpid())
 	cctx, cancel := context.WithTimeout(ctx, max(o.timeout, connectWait))
 	nc, err := o.conn.Connect(cctx, "natsaga-cli", connLog)
 	cancel()
@@ -311,21 +312,24 @@ const (
 	maxFinished     = 1000
 )
 
-// finishedHint is what a list of n sagas of status, asked with limit,
-// adds to its count: a list of finished sagas is the latest, and a full
-// one, or one cut to the most the coordinator answers, says that more may
-// be stored.
-func finishedHint(status saga.Status, limit, n int) string {
-	if !status.Terminal() || status == saga.Failed {
+// listHint is what a list of n sagas of status, asked with limit, adds to
+// its count when the coordinator holds more than it listed (more): active
+// or failed sagas past -limit, or finished ones past the latest the
+// coordinator answers in its one page.
+func listHint(status saga.Status, limit, n int, more bool) string {
+	if !more {
 		return ""
 	}
-	switch want := cmp.Or(limit, defaultFinished); {
-	case want > maxFinished && n == maxFinished:
-		return fmt.Sprintf(" (the latest %d, the most the coordinator answers, not the %d asked; more may be stored: summary counts them)", maxFinished, want)
-	case n == want:
-		return fmt.Sprintf(" (the latest; more may be stored: -limit asks for up to %d, and summary counts them)", maxFinished)
+	if !status.Terminal() || status == saga.Failed {
+		return " (more are held: -limit 0 lists them all)"
 	}
-	return ""
+	switch want := cmp.Or(limit, defaultFinished); {
+	case n < min(want, maxFinished):
+		return " (the latest that fit one answer of the coordinator; more are stored: summary counts them)"
+	case want > maxFinished:
+		return fmt.Sprintf(" (the latest %d, the most the coordinator answers, not the %d asked; more are stored: summary counts them)", maxFinished, want)
+	}
+	return fmt.Sprintf(" (the latest; more are stored: -limit asks for up to %d, and summary counts them)", maxFinished)
 }
 
 // commands are natsaga's subcommands by name.
@@ -420,9 +424,9 @@ func commands() map[string]command {
 						return nil, fmt.Errorf("-status %q: want pending, in_progress, compensating, failed, completed, rolled_back or timed_out", *status)
 					}
 					return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
-						xs, err := cl.ListJSON(ctx, saga.Status(*status), *limit)
-						more := finishedHint(saga.Status(*status), *limit, len(xs))
-						return messages.ListResponse{V: messages.Version, Sagas: xs, Error: wireError(err)}, func(w io.Writer) { printList(w, xs, more) }, err
+						xs, more, err := cl.ListMore(ctx, saga.Status(*status), *limit)
+						hint := listHint(saga.Status(*status), *limit, len(xs), more)
+						return messages.ListResponse{V: messages.Version, Sagas: xs, More: more, Error: wireError(err)}, func(w io.Writer) { printList(w, xs, hint) }, err
 					}), nil
 				}
 			}},

@@ -88,12 +88,15 @@ func TestTables(t *testing.T) {
 	require.Regexp(t, `^SAGA_ID\s+TYPE\s+STATUS\s+STEP\s+STARTED\s+ERROR$`, ls[0])
 	require.Regexp(t, `^`+ids[0]+`\s+ops\s+completed\s+-\s+0\s+-$`, ls[1])
 	require.Regexp(t, `^`+ids[2]+`\s+ops\s+completed\s`, ls[2])
-	require.Equal(t, "2 sagas", ls[3])
+	require.Equal(t, "2 sagas", ls[3], "all there are, nothing more said")
 	code, out = natsaga(t, url, "list", "-status", "rolled_back", "-limit", "1")
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, ids[3])
 	require.NotContains(t, out, ids[1], "only the latest one")
-	require.Contains(t, out, "\n1 saga (the latest; more may be stored: -limit asks for up to 1000, and summary counts them)\n")
+	require.Contains(t, out, "\n1 saga (the latest; more are stored: -limit asks for up to 1000, and summary counts them)\n")
+	code, out = natsaga(t, url, "list", "-status", "rolled_back", "-limit", "2")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "\n2 sagas\n", "all there are, nothing more said")
 
 	code, out = natsaga(t, url, "status", ids[1])
 	require.Equal(t, 0, code, out)
@@ -174,7 +177,7 @@ func TestWrongURL(t *testing.T) {
 		t.Fatal("natsaga did not give up on a wrong URL")
 	}
 	require.Equal(t, 1, code)
-	require.Contains(t, errOut.String(), `msg="waiting for the NATS server" url=nats://127.0.0.1:1`, "said after a second")
+	require.Regexp(t, `msg="waiting for the NATS server" process=natsaga pid=\d+ url=nats://127.0.0.1:1`, errOut.String(), "said after a second")
 	require.Contains(t, errOut.String(), "connect to nats://127.0.0.1:1")
 	require.Contains(t, errOut.String(), "connection refused")
 }
@@ -237,27 +240,57 @@ func TestStatusSaysTransitionsDropped(t *testing.T) {
 	require.Contains(t, out.String(), "\nhistory (2046 earlier transitions dropped after the first):\n")
 }
 
-// TestFinishedHint: a list of finished sagas says when more may be stored:
-// when it is full, and when the coordinator cut it to its most.
-func TestFinishedHint(t *testing.T) {
+// TestListHint: a list says when the coordinator holds more than it
+// listed, and why: -limit, the most the coordinator answers, or what fits
+// one answer.
+func TestListHint(t *testing.T) {
 	require.Equal(t, coordinator.DefaultFinishedList, defaultFinished)
 	require.Equal(t, coordinator.MaxFinishedList, maxFinished)
-	const full = " (the latest; more may be stored: -limit asks for up to 1000, and summary counts them)"
+	const full = " (the latest; more are stored: -limit asks for up to 1000, and summary counts them)"
 	for _, tc := range []struct {
 		status   saga.Status
 		limit, n int
+		more     bool
 		want     string
 	}{
-		{saga.Completed, 0, 100, full},
-		{saga.Completed, 0, 99, ""},
-		{saga.RolledBack, 1, 1, full},
-		{saga.TimedOut, 1000, 1000, full},
-		{saga.Completed, 5000, 1000, " (the latest 1000, the most the coordinator answers, not the 5000 asked; more may be stored: summary counts them)"},
-		{saga.Completed, 5000, 999, ""},
-		{saga.Failed, 0, 100, ""},
-		{saga.InProgress, 5, 5, ""},
-		{"", 0, 100, ""},
+		{saga.Completed, 0, 100, true, full},
+		{saga.Completed, 0, 100, false, ""},
+		{saga.Completed, 0, 99, false, ""},
+		{saga.RolledBack, 1, 1, true, full},
+		{saga.TimedOut, 1000, 1000, true, full},
+		{saga.Completed, 5000, 1000, true, " (the latest 1000, the most the coordinator answers, not the 5000 asked; more are stored: summary counts them)"},
+		{saga.Completed, 5000, 999, false, ""},
+		{saga.RolledBack, 1000, 738, true, " (the latest that fit one answer of the coordinator; more are stored: summary counts them)"},
+		{saga.RolledBack, 5000, 738, true, " (the latest that fit one answer of the coordinator; more are stored: summary counts them)"},
+		{saga.Failed, 5, 5, true, " (more are held: -limit 0 lists them all)"},
+		{saga.Failed, 0, 100, false, ""},
+		{saga.InProgress, 5, 5, true, " (more are held: -limit 0 lists them all)"},
+		{"", 0, 100, false, ""},
 	} {
-		require.Equal(t, tc.want, finishedHint(tc.status, tc.limit, tc.n), "%+v", tc)
+		require.Equal(t, tc.want, listHint(tc.status, tc.limit, tc.n, tc.more), "%+v", tc)
 	}
+}
+
+// TestLogLinesNameTheProcess: natsaga's log lines carry process and pid,
+// as every natsaga program's do (docs/observe.md, "Logs").
+func TestLogLinesNameTheProcess(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := mainCode([]string{"-nats", "nats://127.0.0.1:1", "-timeout", "1500ms", "-log-format", "json", "summary"},
+		func(string) string { return "" }, &out, &errOut)
+	require.Equal(t, 1, code)
+	logged := 0
+	for line := range strings.Lines(errOut.String()) {
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		var l struct {
+			Process string `json:"process"`
+			PID     int    `json:"pid"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(line), &l), line)
+		require.Equal(t, "natsaga", l.Process, line)
+		require.Equal(t, os.Getpid(), l.PID, line)
+		logged++
+	}
+	require.NotZero(t, logged, errOut.String())
 }
