@@ -22,6 +22,15 @@ func ReadDefinitions(file string) ([]byte, []saga.Definition, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", file, err)
 	}
+	if len(data) > saga.MaxFileSize {
+		// Read no further than the limit, and say the file's size, not
+		// what was read of it.
+		size := "more than " + fmt.Sprint(saga.MaxFileSize) + " bytes"
+		if info, err := f.Stat(); err == nil && info.Mode().IsRegular() {
+			size = fmt.Sprintf("%d bytes", info.Size())
+		}
+		return nil, nil, fmt.Errorf("%s: definitions file: %s, over the limit of %d: %w", file, size, saga.MaxFileSize, saga.ErrInvalidDefinition)
+	}
 	defs, err := saga.ParseFile(data)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", file, err)
