@@ -143,7 +143,7 @@ func (l *lease) acquire(ctx context.Context) error {
 		if !logged {
 			who := "another coordinator"
 			if err == nil {
-				who = string(e.Value())
+				who = messages.Clip(string(e.Value()))
 			}
 			l.c.log.Info("standing by: another coordinator holds the lease", "holder", who, "ttl", l.ttl)
 			logged = true
