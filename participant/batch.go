@@ -7,6 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/kvlog"
 	"github.com/natsaga/natsaga/internal/wirejson"
@@ -278,7 +280,7 @@ func (s *Store) writeBatchValue(ctx context.Context, writers []*batchItem, subje
 	if err != nil {
 		return false
 	}
-	ack, err := s.publishValue(ctx, subject, data, base.seq)
+	ack, err := s.js.Publish(ctx, subject, data, jetstream.WithExpectLastSequencePerSubject(base.seq))
 	if err != nil {
 		s.forgetAll()
 		return false

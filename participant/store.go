@@ -20,7 +20,6 @@ import (
 	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/jserr"
 	"github.com/natsaga/natsaga/internal/kvlog"
-	"github.com/natsaga/natsaga/internal/pubgroup"
 	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 )
@@ -120,9 +119,6 @@ type Store struct {
 	logMu  sync.Mutex
 	log    *kvlog.Log
 	legacy bool
-	// values sends the state values' writes of concurrent commands
-	// together (started on first use, under logMu).
-	values *pubgroup.Publisher
 }
 
 type keyLock struct {
@@ -253,31 +249,6 @@ func (s *Store) Close() {
 	if s.log != nil {
 		s.log.Close()
 	}
-	if s.values != nil {
-		s.values.Close()
-	}
-}
-
-// valueAckWait bounds the wait for a state value write's acknowledgement,
-// as jetstream's Publish bounds it without a deadline.
-const valueAckWait = 5 * time.Second
-
-// publishValue writes a state value on subject, stored only if the
-// subject's last sequence is still expect. The writes of commands run at
-// once go out together ([pubgroup]).
-func (s *Store) publishValue(ctx context.Context, subject string, data []byte, expect uint64) (*jetstream.PubAck, error) {
-	s.logMu.Lock()
-	if s.values == nil {
-		p, err := pubgroup.New(s.nc, valueAckWait)
-		if err != nil {
-			s.logMu.Unlock()
-			return nil, err
-		}
-		s.values = p
-	}
-	p := s.values
-	s.logMu.Unlock()
-	return p.Publish(ctx, subject, data, jetstream.WithExpectLastSequencePerSubject(expect))
 }
 
 // ErrRoleCase is returned when a role's stream holds the subjects of
@@ -624,7 +595,7 @@ func (s *Store) Init(ctx context.Context, key string, v any) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("init %s: %w", key, err)
 	}
-	_, err = s.publishValue(ctx, messages.DataSubject(s.role, key), data, 0)
+	_, err = s.js.Publish(ctx, messages.DataSubject(s.role, key), data, jetstream.WithExpectLastSequencePerSubject(0))
 	if jserr.Conflict(err) {
 		return false, nil
 	}
@@ -1204,7 +1175,7 @@ func (b *branch) undo(ctx context.Context, subject string) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", subject, err)
 	}
-	ack, err := b.s.publishValue(ctx, subject, data, read.seq)
+	ack, err := b.s.js.Publish(ctx, subject, data, jetstream.WithExpectLastSequencePerSubject(read.seq))
 	if err != nil {
 		b.s.forget(map[string]cached{subject: read})
 		return wrapWrite(subject, err)
@@ -1260,7 +1231,7 @@ func (s *Store) writeValue(ctx context.Context, tx *txn, op string, out messages
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", w.subject, err)
 	}
-	ack, err := s.publishValue(ctx, w.subject, data, read.seq)
+	ack, err := s.js.Publish(ctx, w.subject, data, jetstream.WithExpectLastSequencePerSubject(read.seq))
 	if err != nil {
 		s.forget(tx.reads)
 		return wrapWrite(w.subject, err)
