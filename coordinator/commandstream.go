@@ -121,17 +121,14 @@ func (s *commandSubjects) checkWith(more []string, maxBytes int) error {
 
 // checkCommandSubjects returns the error of [commandSubjects.checkWith]
 // for defs alone, as given at start: their count only, since the
-// server's payload limit is not known yet.
+// server's payload limit is not known yet. It counts every definition's
+// subjects, so that the error says how many they are.
 func checkCommandSubjects(defs []saga.Definition) error {
 	s := newCommandSubjects()
 	for i := range defs {
-		more := s.lacking(&defs[i])
-		if err := s.checkWith(more, 0); err != nil {
-			return err
-		}
-		s.add(more...)
+		s.add(s.lacking(&defs[i])...)
 	}
-	return nil
+	return s.checkWith(nil, 0)
 }
 
 // maxSubjectBytes bounds the command stream's subjects, as JSON, to what
