@@ -260,6 +260,26 @@ var numberVariables = []string{
 	"OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_EXPORT_TIMEOUT", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
 }
 
+// warnAtMost hands records on at warn when they are above it.
+// OpenTelemetry's own messages at error are about what the program
+// already said at warn (a variable it takes the default of) or what its
+// error handler says at warn (an export that failed): tracing is never
+// what stops a program.
+type warnAtMost struct{ slog.Handler }
+
+func (h warnAtMost) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = min(r.Level, slog.LevelWarn)
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h warnAtMost) WithAttrs(as []slog.Attr) slog.Handler {
+	return warnAtMost{h.Handler.WithAttrs(as)}
+}
+
+func (h warnAtMost) WithGroup(name string) slog.Handler {
+	return warnAtMost{h.Handler.WithGroup(name)}
+}
+
 // StartTracing returns the tracer provider of the program named service,
 // nil when the OTEL_ variables getenv reads leave tracing off (see
 // [TracingEnabled]), and a function to call at exit, which flushes the
@@ -273,7 +293,7 @@ func StartTracing(ctx context.Context, service string, getenv func(string) strin
 		// Before the exporter reads its variables: it logs what it
 		// cannot parse.
 		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("tracing", "err", err) }))
-		otel.SetLogger(logr.FromSlogHandler(log.Handler()))
+		otel.SetLogger(logr.FromSlogHandler(warnAtMost{log.Handler()}))
 		// OpenTelemetry's own line names the value, not the variable.
 		for _, name := range numberVariables {
 			if v := getenv(name); v != "" {

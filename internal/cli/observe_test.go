@@ -199,6 +199,9 @@ func TestTracingErrorsGoToTheLog(t *testing.T) {
 	require.Equal(t, "tracing: a variable that is not a whole number; its default is taken", got[0]["msg"])
 	require.Equal(t, "OTEL_EXPORTER_OTLP_TIMEOUT", got[0]["variable"])
 	require.Equal(t, "abc", got[0]["value"])
+	for _, l := range got {
+		require.Contains(t, []any{"INFO", "WARN"}, l["level"], "a default taken is no error: %v", l)
+	}
 }
 
 // TestParseSaysADurationNeedsItsUnit: a duration flag given a bare number

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"strings"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -60,6 +61,18 @@ func checkTracingEnv(getenv func(string) string) error {
 	}
 	if v := getenv(name); v != "" && v != "http/protobuf" {
 		return fmt.Errorf("tracing: %s=%q: natsaga exports http/protobuf only (an OTLP collector's port 4318)", name, v)
+	}
+	// The endpoint the spans go to, which the exporter would otherwise
+	// take as it could and send nothing to, said only as an error an
+	// export at a time.
+	name = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+	if getenv(name) == "" {
+		name = "OTEL_EXPORTER_OTLP_ENDPOINT"
+	}
+	if v := getenv(name); v != "" {
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("tracing: %s=%q: want an http:// or https:// URL, such as http://localhost:4318", name, v)
+		}
 	}
 	return nil
 }

@@ -68,6 +68,13 @@ func TestSetupTracingRefusesWhatItCannotSend(t *testing.T) {
 		{map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, ""},
 		// The traces' own protocol wins over the general one.
 		{map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, ""},
+		// An endpoint that is no http(s) URL.
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "::not a url"}, `OTEL_EXPORTER_OTLP_ENDPOINT="::not a url": want an http:// or https:// URL`},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4318"}, `OTEL_EXPORTER_OTLP_ENDPOINT="localhost:4318": want an http:// or https:// URL`},
+		{map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "grpc://c:4317"}, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="grpc://c:4317"`},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c:4318"}, ""},
+		// The traces' own endpoint wins over the general one.
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "c:1", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"}, ""},
 	} {
 		tp, stop, err := cli.SetupTracing(context.Background(), "x", func(k string) string { return tc.env[k] })
 		if tc.want == "" {
