@@ -208,9 +208,9 @@ type Coordinator struct {
 	// refusing a start over the limit before it is queued.
 	active atomic.Int64
 	// state is where Run is: one of the run* constants; ended, why its
-	// last term ended, for Health to say.
+	// terms ended since it was last ready, for Health to say.
 	state atomic.Int32
-	ended atomic.Pointer[error]
+	ended atomic.Pointer[endedTerms]
 	// tracer and traces make the sagas' spans when
 	// Options.TracerProvider is set.
 	tracer trace.Tracer
@@ -368,7 +368,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		c.log.Error("coordinator term ended; standing by to start again", "err", err)
 		// Not ready until the next term has set up its streams again: a
 		// set-up that keeps failing is not a healthy standby.
-		c.ended.Store(&err)
+		c.ended.Store(c.ended.Load().next(err, c.state.Load() != runStarting))
 		c.state.Store(runStarting)
 		if err := c.reset(); err != nil {
 			return err

@@ -127,10 +127,40 @@ func (c *Coordinator) Health() error {
 	case runStopped:
 		return fmt.Errorf("%w: stopped", ErrNotReady)
 	}
-	if ended := c.ended.Load(); ended != nil {
-		return fmt.Errorf("%w: setting up streams and bucket again, after a term that ended: %w", ErrNotReady, *ended)
+	return c.ended.Load().notReady()
+}
+
+// endedTerms is why Run's terms ended since it was last ready: the last
+// term that was ready (cause), and the last set-up that failed after it
+// (setup). A set-up that fails while the server is away says only that it
+// cannot reach it; what ended the term is what an operator asks.
+type endedTerms struct{ cause, setup error }
+
+// next returns e with err, the error a term ended with, once it was
+// ready (set up, standing by or serving), or in its set-up.
+func (e *endedTerms) next(err error, ready bool) *endedTerms {
+	if ready {
+		return &endedTerms{cause: err}
 	}
-	return fmt.Errorf("%w: setting up streams and bucket", ErrNotReady)
+	var cause error
+	if e != nil {
+		cause = e.cause
+	}
+	return &endedTerms{cause: cause, setup: err}
+}
+
+// notReady is Health's error while a term sets up.
+func (e *endedTerms) notReady() error {
+	switch {
+	case e == nil:
+		return fmt.Errorf("%w: setting up streams and bucket", ErrNotReady)
+	case e.cause == nil:
+		return fmt.Errorf("%w: setting up streams and bucket: the last attempt failed: %w", ErrNotReady, e.setup)
+	case e.setup == nil:
+		return fmt.Errorf("%w: setting up streams and bucket again, after a term that ended: %w", ErrNotReady, e.cause)
+	}
+	return fmt.Errorf("%w: setting up streams and bucket again, after a term that ended: %w; the last set-up failed: %w",
+		ErrNotReady, e.cause, e.setup)
 }
 
 // Active reports whether the coordinator holds the lease and serves.

@@ -1,8 +1,10 @@
 package coordinator_test
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,12 +39,18 @@ func TestEveryRequestAnsweredAfterAnOutage(t *testing.T) {
 	})
 
 	ended := make(chan struct{}, 1)
-	testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{twoSteps},
+	co := testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{twoSteps},
 		LeaseTTL: time.Second, Logger: slog.New(signalHandler{msg: "coordinator term ended", ch: ended})})
 
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	receive(t, ended, "the term to end while the server is down")
+	// Its health says why the term ended, also once set-ups have failed
+	// while the server is away.
+	require.Eventually(t, func() bool {
+		return strings.Contains(fmt.Sprint(co.Health()), "; the last set-up failed: ")
+	}, 30*time.Second, 50*time.Millisecond, "no set-up failed while the server was down")
+	require.Regexp(t, `^coordinator not ready: setting up streams and bucket again, after a term that ended: .+; the last set-up failed: `, co.Health().Error())
 	restarted, err = embedded.Start(embedded.Options{StoreDir: dir, Port: port})
 	require.NoError(t, err)
 
