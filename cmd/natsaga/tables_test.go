@@ -191,6 +191,8 @@ func TestConnectionFlagsNoServerCouldTake(t *testing.T) {
 		want string
 	}{
 		{[]string{"-nats", "://x"}, "the URL does not parse"},
+		{[]string{"-nats", "ftp://x:1"}, `connect to ftp://x:1: scheme "ftp": a NATS URL is nats://, tls://, ws:// or wss://`},
+		{[]string{"-nats", "nats://127.0.0.1:1, http://u:secret@h:1"}, `scheme "http"`},
 		{[]string{"-nats", "nats://127.0.0.1:99999"}, "invalid port"},
 		{[]string{"-connect-wait", "-1s"}, "-connect-wait -1s: must not be negative"},
 		{[]string{"-creds", missing}, "no such file or directory"},

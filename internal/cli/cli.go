@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/natsaga/natsaga/internal/natsurl"
+	"github.com/natsaga/natsaga/messages"
 )
 
 // DefaultURL is the NATS URL used when neither the flag nor NATS_URL is set.
@@ -252,6 +254,18 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 	sec, err := c.securityOptions()
 	if err != nil {
 		return nil, badFlag(err)
+	}
+	// A scheme NATS does not speak (ftp://) would be dialled as if it
+	// were nats:// until the wait ran out.
+	for _, u := range strings.Split(c.URL, ",") {
+		scheme, _, ok := strings.Cut(strings.TrimSpace(u), "://")
+		switch strings.ToLower(scheme) {
+		case "nats", "tls", "ws", "wss", "":
+		default:
+			if ok {
+				return nil, badFlag(fmt.Errorf("connect to %s: scheme %s: a NATS URL is nats://, tls://, ws:// or wss://", shown, messages.Quote(scheme)))
+			}
+		}
 	}
 	opts = append(opts, sec...)
 	d := newDialer()
