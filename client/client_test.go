@@ -139,3 +139,65 @@ func TestWaitQuietGivesUpOnAnAgentThatBreaksItsWord(t *testing.T) {
 	require.Equal(t, saga.ID("s"), nq.Waiting[0].ID)
 	require.Equal(t, "tick 0: 1 command due had no answer for 200ms; waiting for s (greeting, execute greet.say_hello, attempt 1)", nq.Error())
 }
+
+// TestWaitQuietSeesRankedSagasMove: a ranked saga's next command is due as
+// the answer to its last comes, so the due count stays the same while the
+// saga moves; the wait takes the answers applied as progress, and does not
+// give up on an agent that answers each step within the limit though the
+// saga takes longer.
+func TestWaitQuietSeesRankedSagasMove(t *testing.T) {
+	_, url := testenv.Server(t)
+	const steps = 12
+	def := saga.Definition{Name: "walk", Subject: "walk"}
+	var handlers []agent.Step
+	release := make(chan struct{})
+	paced := agent.Handler{
+		Execute: func(ctx context.Context, _ agent.Tx, _ *messages.Command) (messages.Context, error) {
+			select {
+			case <-release:
+				return nil, nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		},
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	for i := range steps {
+		name := fmt.Sprintf("step%d", i)
+		def.Steps = append(def.Steps, saga.Step{Name: name, Role: "walker"})
+		handlers = append(handlers, agent.Step{Saga: "walk", Name: name, Handler: paced})
+	}
+	testenv.Coordinator(t, url, []saga.Definition{def})
+	testenv.Agent(t, url, participant.Options{Role: "walker", Steps: handlers})
+	c, err := client.New(testenv.Connect(t, url), client.Options{Logger: testenv.Logger(t)})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	_, err = c.Start(ctx, client.Start{Saga: "walk", ID: "w", Rank: 1})
+	require.NoError(t, err)
+
+	// One step answered every 200 ms: the saga takes 2.4 s, and the due
+	// count is 1 all along; each answer comes well within the limit.
+	const limit = time.Second
+	go func() {
+		pace := time.NewTicker(limit / 5)
+		defer pace.Stop()
+		for range steps {
+			select {
+			case <-pace.C:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case release <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	sum, err := c.WaitQuiet(ctx, client.Quiet{Limit: limit})
+	require.NoError(t, err)
+	require.Zero(t, sum.Due)
+	require.Equal(t, 1, sum.Completed)
+	require.Equal(t, int64(steps), sum.Answered)
+}

@@ -15,9 +15,10 @@ import (
 type Quiet struct {
 	// Poll spaces the summaries asked for. 0 means 10ms.
 	Poll time.Duration
-	// Limit is how long the due count may stay the same before the wait
-	// gives up with a [*NotQuietError]: an agent broke its word, being
-	// dead or late. 0 means one minute.
+	// Limit is how long the wait may see no command answered (neither the
+	// due count nor the summary's answers move) before it gives up with a
+	// [*NotQuietError]: an agent broke its word, being dead or late. 0
+	// means one minute.
 	Limit time.Duration
 	// Retick, when positive, sends the tick again at this interval while
 	// waiting, so that an agent restarted meanwhile learns the time.
@@ -30,10 +31,12 @@ type Quiet struct {
 
 // WaitQuiet waits until the current tick is quiet by the rule of
 // docs/simulation.md: no command due at or before it lacks its final
-// answer (Summary.Due is 0), and returns that summary. When the due count
-// stays the same for q.Limit it returns the last summary and a
-// [*NotQuietError] wrapping ErrNotQuiet; a run that goes on then can no
-// longer be reproduced. It returns ctx's error, with the last summary seen,
+// answer (Summary.Due is 0), and returns that summary. When no command is
+// answered for q.Limit (Summary.Due and Summary.Answered stay the same: a
+// ranked saga's next command is due as its answer comes, so the due count
+// alone may stand still while the sagas move) it returns the last summary
+// and a [*NotQuietError] wrapping ErrNotQuiet; a run that goes on then can
+// no longer be reproduced. It returns ctx's error, with the last summary seen,
 // when ctx ends first.
 func (c *Client) WaitQuiet(ctx context.Context, q Quiet) (messages.Summary, error) {
 	if q.Poll <= 0 {
@@ -45,7 +48,7 @@ func (c *Client) WaitQuiet(ctx context.Context, q Quiet) (messages.Summary, erro
 	poll := time.NewTicker(q.Poll)
 	defer poll.Stop()
 	start := time.Now()
-	last, changed, reticked := -1, start, start
+	last, answered, changed, reticked := -1, int64(-1), start, start
 	var seen messages.Summary
 	for {
 		sum, err := c.Summary(ctx)
@@ -57,8 +60,8 @@ func (c *Client) WaitQuiet(ctx context.Context, q Quiet) (messages.Summary, erro
 			return sum, nil
 		}
 		now := time.Now()
-		if sum.Due != last {
-			last, changed = sum.Due, now
+		if sum.Due != last || sum.Answered != answered {
+			last, answered, changed = sum.Due, sum.Answered, now
 		}
 		if q.Within > 0 && now.Sub(start) > q.Within {
 			return sum, c.notQuiet(ctx, sum, fmt.Sprintf("tick %d: %s, not quiet within %s", sum.Tick, dueCommands(sum.Due), q.Within))

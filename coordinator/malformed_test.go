@@ -151,7 +151,7 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 	x := testenv.Status(t, nc, inflight)
 	require.Equal(t, 3, x.Seq)
 	before := testenv.Summary(t, nc)
-	require.Equal(t, messages.Summary{V: 1, Registered: 3, Active: 1, Completed: 1, RolledBack: 1}, before)
+	require.Equal(t, messages.Summary{V: 1, Registered: 3, Active: 1, Completed: 1, RolledBack: 1, Answered: 9}, before)
 
 	t.Run("requests", func(t *testing.T) {
 		type answer struct {
@@ -498,7 +498,7 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 	require.NotContains(t, x.Context, "forged")
 	after := testenv.Start(t, nc, flood.Subsidy, messages.Context{}.MustSet(flood.KeyHousehold, "h-after"))
 	testenv.WaitStatus(t, nc, after, saga.Completed)
-	require.Equal(t, messages.Summary{V: 1, Tick: 2, Registered: 3, Completed: 3, RolledBack: 1, Refused: 4}, testenv.Summary(t, nc))
+	require.Equal(t, messages.Summary{V: 1, Tick: 2, Registered: 3, Completed: 3, RolledBack: 1, Refused: 4, Answered: 13}, testenv.Summary(t, nc))
 
 	var ledger flood.Ledger
 	_, err = agents[flood.Government].Store().Get(context.Background(), flood.LedgerKey, &ledger)

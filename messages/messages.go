@@ -315,6 +315,11 @@ type Summary struct {
 	// whose declared tick (Reply.Until) has come. A simulation waits for it
 	// to reach zero before the next tick.
 	Due int `json:"due"`
+	// Answered counts the answers (final or working) the coordinator
+	// applied since its term began. A driver that waits for Due to reach
+	// zero takes a change of it as progress: as a ranked saga's answer
+	// comes, its next command is due, and Due stays the same.
+	Answered int64 `json:"answered,omitempty"`
 }
 
 // StatusRequest asks for one saga's state and history.

@@ -42,16 +42,21 @@ type Options struct {
 // Engine drives sagas. It is a pure state machine: it does no I/O and reads
 // no clock. It is not safe for concurrent use; the runtime serialises calls.
 type Engine struct {
-	opts      Options
-	defs      map[string]*Definition // the latest version, by name and by subject
-	versions  map[versionKey]*Definition
-	nDefs     int
-	active    map[ID]*Execution
-	failed    map[ID]*Execution
-	finished  map[ID]*Execution
-	counts    map[Status]int
-	awaiting  int
-	retrying  int
+	opts     Options
+	defs     map[string]*Definition // the latest version, by name and by subject
+	versions map[versionKey]*Definition
+	nDefs    int
+	active   map[ID]*Execution
+	failed   map[ID]*Execution
+	finished map[ID]*Execution
+	counts   map[Status]int
+	awaiting int
+	retrying int
+	// answered counts the answers applied (working or final): how a
+	// driver waiting for a quiet tick sees the sagas move when the due
+	// count does not (a ranked saga's next command is due as its answer
+	// comes).
+	answered  int64
 	recent    recentIDs
 	tick      int64
 	deadlines deadlineIndex
@@ -453,6 +458,7 @@ func (e *Engine) ApplyReply(r messages.Reply, now time.Time, out *Outbox) error 
 			return fmt.Errorf("working reply for saga %s %s: %w", r.SagaID, r.Step, ErrStale)
 		}
 		e.setAwaiting(x, false)
+		e.answered++
 		x.Working, x.Until = true, r.Until
 		note := "working"
 		if r.Until > 0 {
@@ -485,6 +491,7 @@ func (e *Engine) ApplyReply(r messages.Reply, now time.Time, out *Outbox) error 
 	}
 	e.setOpen(x, false)
 	e.setDue(x, false)
+	e.answered++
 	x.Working, x.Until = false, 0
 	if x.Action == messages.Execute {
 		e.executeReply(x, r, now, out)
@@ -1136,6 +1143,7 @@ func (e *Engine) Summary() messages.Summary {
 		Awaiting:   e.awaiting,
 		Retrying:   e.retrying,
 		Due:        e.awaiting + e.retrying + e.dueWorking,
+		Answered:   e.answered,
 	}
 }
 
