@@ -195,7 +195,10 @@ func (c *Client) requestOnce(ctx context.Context, subject string, req, resp any)
 func (c *Client) send(ctx context.Context, subject string, req, resp any, resend bool) error {
 	data, err := json.Marshal(req)
 	if err != nil {
-		return fmt.Errorf("%s: encode: %w", subject, err)
+		return fmt.Errorf("%s: encode: %w: %w", subject, ErrBadRequest, err)
+	}
+	if err := c.fits(len(data)); err != nil {
+		return fmt.Errorf("%s: %w", subject, err)
 	}
 	patience := time.Now().Add(c.opts.RestartPatience)
 	// nobody is the error of the last attempt when nobody listened: a
@@ -255,6 +258,15 @@ func (c *Client) send(ctx context.Context, subject string, req, resp any, resend
 	}
 }
 
+// fits returns an error wrapping ErrBadRequest for a request of n bytes
+// that the server would not carry: it cannot be sent, so it is not.
+func (c *Client) fits(n int) error {
+	if limit := c.nc.MaxPayload(); int64(n) > limit {
+		return fmt.Errorf("request of %d bytes, over the server's payload limit of %d: %w", n, limit, ErrBadRequest)
+	}
+	return nil
+}
+
 // Start is one saga to start.
 type Start struct {
 	// Saga is the saga type: a definition's subject or name.
@@ -286,14 +298,17 @@ type Started struct {
 
 // Start starts one saga and returns its id and status. It returns an
 // [*Error] when the coordinator refuses it (ErrNotFound for an unknown
-// saga type, ErrBadRequest for a bad id or context). A start the
+// saga type, ErrBadRequest for a bad id or context), and an error wrapping
+// ErrBadRequest, not sent, when the client can tell so itself: a saga type
+// that breaks the identifier rule, a context that does not encode, or a
+// request over the server's payload limit. A start the
 // coordinator answers "busy" (it holds its limit of sagas in flight)
 // started nothing: it is sent again after a backoff that doubles, until
 // the coordinator answers otherwise or ctx ends; then the error wraps both
 // ErrBusy and ctx's error.
 func (c *Client) Start(ctx context.Context, s Start) (Started, error) {
 	if err := messages.CheckToken("saga type", s.Saga); err != nil {
-		return Started{}, fmt.Errorf("start: %w", err)
+		return Started{}, fmt.Errorf("start: %w: %w", ErrBadRequest, err)
 	}
 	if c.opts.Tracer != nil {
 		var span trace.Span
@@ -341,8 +356,12 @@ func (c *Client) Start(ctx context.Context, s Start) (Started, error) {
 // answered otherwise or ctx ends; but a start scheduled for a later tick
 // that can never be admitted before the clock moves on (every saga the
 // coordinator holds at its limit waits for a later tick) gets an error
-// wrapping [ErrNeverAdmitted] and [ErrBusy] instead. It returns when
-// every start is answered or ctx ends.
+// wrapping [ErrNeverAdmitted] and [ErrBusy] instead. A start still
+// waiting after a busy answer when ctx ends gets an error wrapping
+// ErrBusy and ctx's error; one the client can tell is bad itself (a
+// context that does not encode, or over the server's payload limit) one
+// wrapping ErrBadRequest, unsent. It returns when every start is answered
+// or ctx ends.
 func (c *Client) StartMany(ctx context.Context, starts []Start, concurrency int) (started []Started, errs []error) {
 	if concurrency <= 0 {
 		concurrency = 4
@@ -356,8 +375,13 @@ func (c *Client) StartMany(ctx context.Context, starts []Start, concurrency int)
 			ctxv = messages.Context{}
 		}
 		data, err := json.Marshal(messages.BatchedStart{Saga: s.Saga, SagaID: s.ID, Rank: s.Rank, Tick: s.Tick, Context: ctxv})
+		if err == nil {
+			err = c.fits(len(data))
+		} else {
+			err = fmt.Errorf("encode: %w: %w", ErrBadRequest, err)
+		}
 		if err != nil {
-			errs[i] = fmt.Errorf("start %s: encode: %w", s.label(), err)
+			errs[i] = fmt.Errorf("start %s: %w", s.label(), err)
 			continue
 		}
 		encoded[i] = data
@@ -393,6 +417,10 @@ func (c *Client) StartMany(ctx context.Context, starts []Start, concurrency int)
 			for _, i := range pending {
 				if errs[i] == nil && started[i].ID == "" {
 					errs[i] = fmt.Errorf("start %s: %w", starts[i].label(), ctx.Err())
+					if wait > busyBackoff {
+						// Sent again after a busy answer: as Start says it.
+						errs[i] = fmt.Errorf("start %s: busy: %w: %w", starts[i].label(), ErrBusy, ctx.Err())
+					}
 				}
 			}
 			return started, errs
@@ -635,7 +663,7 @@ func (c *Client) ListJSON(ctx context.Context, status saga.Status, limit int) ([
 // most, or what fits one answer).
 func (c *Client) ListMore(ctx context.Context, status saga.Status, limit int) (sagas []json.RawMessage, more bool, err error) {
 	if limit < 0 {
-		return nil, false, errors.New("list: negative limit")
+		return nil, false, fmt.Errorf("list: negative limit: %w", ErrBadRequest)
 	}
 	req := messages.ListRequest{V: messages.Version, Status: string(status)}
 	sagas = []json.RawMessage{}

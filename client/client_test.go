@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/client"
+	"github.com/natsaga/natsaga/coordinator"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
@@ -200,4 +202,54 @@ func TestWaitQuietSeesRankedSagasMove(t *testing.T) {
 	require.Zero(t, sum.Due)
 	require.Equal(t, 1, sum.Completed)
 	require.Equal(t, int64(steps), sum.Answered)
+}
+
+// TestRefusedBeforeSending: what the client can tell is bad itself is
+// refused with an error wrapping ErrBadRequest, as the coordinator would
+// answer it, and not sent: a saga type that breaks the identifier rule, a
+// context over the server's payload limit, a negative limit.
+func TestRefusedBeforeSending(t *testing.T) {
+	c := newSystem(t, rejecting)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	huge := messages.Context{}.MustSet("pad", strings.Repeat("p", 2<<20))
+	for _, s := range []client.Start{{Saga: "gr.eet"}, {Saga: ""}, {Saga: "greet", ID: "big", Context: huge}} {
+		_, err := c.Start(ctx, s)
+		require.ErrorIs(t, err, client.ErrBadRequest, "%.40v", s)
+		_, errs := c.StartMany(ctx, []client.Start{s, {Saga: "greet", ID: "fine"}}, 1)
+		require.ErrorIs(t, errs[0], client.ErrBadRequest, "%.40v", s)
+		require.NoError(t, errs[1], "its neighbour starts")
+	}
+	_, err := c.Start(ctx, client.Start{Saga: "greet", ID: "big", Context: huge})
+	require.ErrorContains(t, err, "over the server's payload limit")
+	_, err = c.ListJSON(ctx, "", -1)
+	require.ErrorIs(t, err, client.ErrBadRequest)
+	_, err = c.Status(ctx, "big")
+	require.ErrorIs(t, err, client.ErrNotFound, "nothing was sent")
+}
+
+// TestStartManyBusyUntilTheEnd: a start answered busy until ctx ends gets
+// an error wrapping ErrBusy and ctx's error, as Start's does.
+func TestStartManyBusyUntilTheEnd(t *testing.T) {
+	_, url := testenv.Server(t)
+	defs, err := saga.ParseFile([]byte(greetings))
+	require.NoError(t, err)
+	testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: defs, MaxActive: 1})
+	c, err := client.New(testenv.Connect(t, url), client.Options{Logger: testenv.Logger(t)})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// The one saga in flight waits for tick 5, which never comes.
+	_, err = c.Start(ctx, client.Start{Saga: "greet", ID: "later", Rank: 1, Tick: 5})
+	require.NoError(t, err)
+
+	short, stop := context.WithTimeout(ctx, time.Second)
+	defer stop()
+	_, errs := c.StartMany(short, []client.Start{{Saga: "greet", ID: "now"}}, 1)
+	require.ErrorIs(t, errs[0], client.ErrBusy)
+	require.ErrorIs(t, errs[0], context.DeadlineExceeded)
+	short, stop = context.WithTimeout(ctx, time.Second)
+	defer stop()
+	_, err = c.Start(short, client.Start{Saga: "greet", ID: "now"})
+	require.ErrorIs(t, err, client.ErrBusy, "as Start says it")
 }

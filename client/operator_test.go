@@ -76,7 +76,8 @@ func TestStatesAsSent(t *testing.T) {
 	_, err = c.ListJSON(ctx, "sleeping", 0)
 	require.ErrorIs(t, err, client.ErrBadRequest)
 	_, err = c.ListJSON(ctx, "", -1)
-	require.EqualError(t, err, "list: negative limit")
+	require.EqualError(t, err, "list: negative limit: bad_request")
+	require.ErrorIs(t, err, client.ErrBadRequest)
 }
 
 // TestWatchKeptEvents reads the events kept: all of them, or the latest n,

@@ -341,6 +341,12 @@ func CheckEventStatus(status string) error {
 // token or a status [CheckEventStatus] refuses, or asks for something
 // contradictory, and when the stream
 // cannot be read.
+//
+// Events are best effort (docs/protocol.md, "Event"): a coordinator that
+// stops, or loses its lease to a standby, may not publish the events of
+// its last moments, though the sagas' states are stored. For every saga's
+// end, read the bucket ([Client.ScanStored], [Client.WriteOutcomes]), not
+// the events.
 func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, error], error) {
 	if err := f.check(); err != nil {
 		return nil, fmt.Errorf("watch: %w", err)
