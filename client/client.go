@@ -634,7 +634,10 @@ func (c *Client) StatusJSON(ctx context.Context, id string) (json.RawMessage, er
 // reading the list page after page by the coordinator's cursor until it
 // ends or limit sagas have come. With a finished status (completed,
 // rolled_back, timed_out) the coordinator answers from its bucket, in one
-// page, the latest: limit 0 then means the coordinator's default.
+// page, the latest: limit 0 then means the coordinator's default, and a
+// limit over [messages.MaxListPage] is asked as that, the most it
+// answers ([Client.ListMore] says when more are stored). A negative limit
+// is an error wrapping ErrBadRequest.
 func (c *Client) List(ctx context.Context, status saga.Status, limit int) ([]saga.Execution, error) {
 	raw, err := c.ListJSON(ctx, status, limit)
 	if err != nil {

@@ -109,9 +109,13 @@ func (c *Client) scan(ctx context.Context, keep func(id string) bool, decode fun
 			}
 		}()
 		// give yields the sagas of the chunk decoded first; false when
-		// the caller stopped or a value was refused.
+		// the caller stopped, ctx ended or a value was refused.
 		give := func() bool {
 			for _, r := range d.next() {
+				if err := ctx.Err(); err != nil {
+					fail(fmt.Errorf("reading the sagas: %w", err))
+					return false
+				}
 				if r.err != nil {
 					fail(r.err)
 					return false

@@ -145,6 +145,42 @@ func TestScanKeepsTheOrderRead(t *testing.T) {
 	require.ErrorContains(t, last, fmt.Sprintf("s%04d", n-bad))
 }
 
+// TestScanEndsWithItsContext: a scan whose ctx ends yields no saga after,
+// though it has many decoded: its next value is ctx's error.
+func TestScanEndsWithItsContext(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: messages.SagaBucket})
+	require.NoError(t, err)
+	for i := range 2000 {
+		data, err := json.Marshal(saga.Execution{ID: fmt.Sprintf("s%04d", i), Saga: "greet", Status: saga.Completed})
+		require.NoError(t, err)
+		_, err = kv.Put(ctx, messages.SagaKey(fmt.Sprintf("s%04d", i)), data)
+		require.NoError(t, err)
+	}
+	c, err := client.New(nc, client.Options{})
+	require.NoError(t, err)
+	scanCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	n := 0
+	var last error
+	for _, err := range c.ScanEnded(scanCtx, nil) {
+		if err != nil {
+			last = err
+			break
+		}
+		if n++; n == 10 {
+			stop()
+		}
+	}
+	require.Equal(t, 10, n, "no saga after ctx ended")
+	require.ErrorIs(t, last, context.Canceled)
+}
+
 // scan counts the sagas c.ScanStored yields with keep, and returns the
 // error that ends it.
 func scan(ctx context.Context, c *client.Client, keep func(string) bool) (int, error) {

@@ -13,12 +13,12 @@ import (
 // Quiet configures how [Client.WaitQuiet] and [Client.Advance] wait for a
 // quiet tick. The zero value works.
 type Quiet struct {
-	// Poll spaces the summaries asked for. 0 means 10ms.
+	// Poll spaces the summaries asked for. 0 or less means 10ms.
 	Poll time.Duration
 	// Limit is how long the wait may see no command answered (neither the
 	// due count nor the summary's answers move) before it gives up with a
-	// [*NotQuietError]: an agent broke its word, being dead or late. 0
-	// means one minute.
+	// [*NotQuietError]: an agent broke its word, being dead or late. 0 or
+	// less means one minute.
 	Limit time.Duration
 	// Retick, when positive, sends the tick again at this interval while
 	// waiting, so that an agent restarted meanwhile learns the time.
