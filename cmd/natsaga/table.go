@@ -37,6 +37,7 @@ func printSummary(w io.Writer, s *messages.Summary) {
 	printf(t, "saga types\t%d\n", s.Registered)
 	printf(t, "active\t%d\t(awaiting an answer %d, waiting to retry %d)\n", s.Active, s.Awaiting, s.Retrying)
 	printf(t, "due\t%d\t(commands due by this tick with no final answer: 0 is quiet)\n", s.Due)
+	printf(t, "answered\t%d\t(answers applied in this coordinator's term)\n", s.Answered)
 	if s.Refused > 0 {
 		printf(t, "refused\t%d\t(answers not from the role owning the step)\n", s.Refused)
 	}

@@ -80,6 +80,9 @@ func TestTables(t *testing.T) {
 	require.Regexp(t, `(?m)^rolled back\s+2$`, out)
 	require.Regexp(t, `(?m)^active\s+0\s`, out)
 	require.Regexp(t, `(?m)^due\s+0\s`, out)
+	// Two answers for each saga that completed, three for each rolled
+	// back (its second step refused, its first compensated).
+	require.Regexp(t, `(?m)^answered\s+10\s`, out)
 
 	code, out = natsaga(t, url, "list", "-status", "completed")
 	require.Equal(t, 0, code, out)

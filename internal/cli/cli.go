@@ -256,14 +256,18 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 		return nil, badFlag(err)
 	}
 	// A scheme NATS does not speak (ftp://) would be dialled as if it
-	// were nats:// until the wait ran out.
+	// were nats:// until the wait ran out. (A URL that does not parse is
+	// said so below.)
 	for _, u := range strings.Split(c.URL, ",") {
-		scheme, _, ok := strings.Cut(strings.TrimSpace(u), "://")
-		switch strings.ToLower(scheme) {
-		case "nats", "tls", "ws", "wss", "":
-		default:
-			if ok {
-				return nil, badFlag(fmt.Errorf("connect to %s: scheme %s: a NATS URL is nats://, tls://, ws:// or wss://", shown, messages.Quote(scheme)))
+		u = strings.TrimSpace(u)
+		if !strings.Contains(u, "://") {
+			continue // nats.go takes host:port as nats://host:port
+		}
+		if p, err := url.Parse(u); err == nil {
+			switch strings.ToLower(p.Scheme) {
+			case "nats", "tls", "ws", "wss":
+			default:
+				return nil, badFlag(fmt.Errorf("connect to %s: scheme %s: a NATS URL is nats://, tls://, ws:// or wss://", shown, messages.Quote(p.Scheme)))
 			}
 		}
 	}
