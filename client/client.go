@@ -369,6 +369,7 @@ func (c *Client) StartMany(ctx context.Context, starts []Start, concurrency int)
 	started, errs = make([]Started, len(starts)), make([]error, len(starts))
 	encoded := make([]json.RawMessage, len(starts))
 	var pending []int
+	resent := false // pending holds starts answered busy before
 	for i, s := range starts {
 		ctxv := s.Context
 		if ctxv == nil {
@@ -417,7 +418,7 @@ func (c *Client) StartMany(ctx context.Context, starts []Start, concurrency int)
 			for _, i := range pending {
 				if errs[i] == nil && started[i].ID == "" {
 					errs[i] = fmt.Errorf("start %s: %w", starts[i].label(), ctx.Err())
-					if wait > busyBackoff {
+					if resent {
 						// Sent again after a busy answer: as Start says it.
 						errs[i] = fmt.Errorf("start %s: busy: %w: %w", starts[i].label(), ErrBusy, ctx.Err())
 					}
@@ -433,7 +434,7 @@ func (c *Client) StartMany(ctx context.Context, starts []Start, concurrency int)
 		if len(again) == 0 {
 			break
 		}
-		pending = again
+		pending, resent = again, true
 		c.log.Debug("coordinator busy; starting again after a backoff", "starts", len(pending), "wait", wait)
 		t := time.NewTimer(wait)
 		select {
