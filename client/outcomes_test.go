@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -107,14 +108,9 @@ func TestScanStored(t *testing.T) {
 // that does not decode ends the scan right after the sagas stored before
 // it, as a scan that decoded one value at a time would.
 func TestScanKeepsTheOrderRead(t *testing.T) {
-	_, url := testenv.Server(t)
-	nc := testenv.Connect(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: messages.SagaBucket})
-	require.NoError(t, err)
+	nc, kv := sagaBucket(t)
 	const n, bad = 5000, 4321
 	var want []string
 	for i := range n {
@@ -148,14 +144,9 @@ func TestScanKeepsTheOrderRead(t *testing.T) {
 // TestScanEndsWithItsContext: a scan whose ctx ends yields no saga after,
 // though it has many decoded: its next value is ctx's error.
 func TestScanEndsWithItsContext(t *testing.T) {
-	_, url := testenv.Server(t)
-	nc := testenv.Connect(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: messages.SagaBucket})
-	require.NoError(t, err)
+	nc, kv := sagaBucket(t)
 	for i := range 2000 {
 		data, err := json.Marshal(saga.Execution{ID: fmt.Sprintf("s%04d", i), Saga: "greet", Status: saga.Completed})
 		require.NoError(t, err)
@@ -179,6 +170,19 @@ func TestScanEndsWithItsContext(t *testing.T) {
 	}
 	require.Equal(t, 10, n, "no saga after ctx ended")
 	require.ErrorIs(t, last, context.Canceled)
+}
+
+// sagaBucket runs a server holding the saga bucket alone, and returns a
+// connection to it and the bucket.
+func sagaBucket(t *testing.T) (*nats.Conn, jetstream.KeyValue) {
+	t.Helper()
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	kv, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: messages.SagaBucket})
+	require.NoError(t, err)
+	return nc, kv
 }
 
 // scan counts the sagas c.ScanStored yields with keep, and returns the
