@@ -176,10 +176,7 @@ func TestScanEndsWithItsContext(t *testing.T) {
 // connection to it and the bucket.
 func sagaBucket(t *testing.T) (*nats.Conn, jetstream.KeyValue) {
 	t.Helper()
-	_, url := testenv.Server(t)
-	nc := testenv.Connect(t, url)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	nc, js := testenv.JetStream(t)
 	kv, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: messages.SagaBucket})
 	require.NoError(t, err)
 	return nc, kv

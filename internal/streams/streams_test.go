@@ -13,15 +13,6 @@ import (
 	"github.com/natsaga/natsaga/internal/testenv"
 )
 
-func connect(t *testing.T) (*nats.Conn, jetstream.JetStream) {
-	t.Helper()
-	_, url := testenv.Server(t)
-	nc := testenv.Connect(t, url)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	return nc, js
-}
-
 // updates returns the stream update requests for name sent on nc's server,
 // as they pass.
 func updates(t *testing.T, nc *nats.Conn, name string) *nats.Subscription {
@@ -36,7 +27,7 @@ func updates(t *testing.T, nc *nats.Conn, name string) *nats.Subscription {
 // alone; one asked with another configuration is updated; one missing is
 // created. The first update request seen is the changed one's.
 func TestEnsureUpdatesOnlyAChangedStream(t *testing.T) {
-	nc, js := connect(t)
+	nc, js := testenv.JetStream(t)
 	ctx := context.Background()
 	cfg := jetstream.StreamConfig{Name: "S", Subjects: []string{"a.>"}, Storage: jetstream.FileStorage}
 	sub := updates(t, nc, "S")
@@ -56,7 +47,7 @@ func TestEnsureUpdatesOnlyAChangedStream(t *testing.T) {
 }
 
 func TestEnsureKeyValueUpdatesOnlyAChangedBucket(t *testing.T) {
-	nc, js := connect(t)
+	nc, js := testenv.JetStream(t)
 	ctx := context.Background()
 	cfg := jetstream.KeyValueConfig{Bucket: "B", History: 1, Storage: jetstream.FileStorage}
 	sub := updates(t, nc, "KV_B")
@@ -82,7 +73,7 @@ func TestEnsureKeyValueUpdatesOnlyAChangedBucket(t *testing.T) {
 // finds none returns at once; each may stop it early; a context that ends
 // ends it with its error.
 func TestReadStopsAtTheEndOfWhatIsStored(t *testing.T) {
-	_, js := connect(t)
+	_, js := testenv.JetStream(t)
 	ctx := context.Background()
 	_, err := streams.Ensure(ctx, js, jetstream.StreamConfig{Name: "R", Subjects: []string{"r.>"}, Storage: jetstream.MemoryStorage})
 	require.NoError(t, err)

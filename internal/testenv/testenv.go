@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -57,6 +58,17 @@ func Connect(t testing.TB, url string) *nats.Conn {
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	return nc
+}
+
+// JetStream runs an embedded server for the test and returns a connection
+// to it and its JetStream.
+func JetStream(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	_, url := Server(t)
+	nc := Connect(t, url)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	return nc, js
 }
 
 // Logger returns a logger that writes to the test log when NATSAGA_TEST_LOG
