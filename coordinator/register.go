@@ -70,18 +70,24 @@ func (c *Coordinator) register(ctx context.Context, defs []saga.Definition) (mes
 	resp := messages.RegisterResponse{V: messages.Version}
 	unchanged := make([]bool, len(defs))
 	var changed []saga.Definition
+	var files [][]byte // changed's, as stored
 	for i, d := range defs {
 		u, err := c.engine.CheckUpdate(d)
 		if err != nil {
 			return resp, err
 		}
 		unchanged[i] = u
-		if !u {
-			if err := c.checkSize(&d); err != nil {
-				return resp, err
-			}
-			changed = append(changed, d)
+		if u {
+			continue
 		}
+		if err := c.checkSize(&d); err != nil {
+			return resp, err
+		}
+		data, err := definitionFile(d)
+		if err != nil {
+			return resp, fmt.Errorf("register %q: %w", d.Name, err)
+		}
+		changed, files = append(changed, d), append(files, data)
 	}
 	term := ctx
 	ctx, cancel := context.WithTimeout(ctx, registerTimeout)
@@ -92,12 +98,8 @@ func (c *Coordinator) register(ctx context.Context, defs []saga.Definition) (mes
 	// created are the keys this call stored, taken back if a later one
 	// fails: a refused file changes nothing.
 	var created []string
-	for _, d := range changed {
-		data, err := definitionFile(d)
-		if err != nil {
-			c.unstore(created)
-			return resp, fmt.Errorf("register %q: %w", d.Name, err)
-		}
+	for i, d := range changed {
+		data := files[i]
 		// Create, not Put: a version once stored never changes; a race
 		// with another writer of the same version is refused, unless it
 		// stored the same content (as an earlier call of this file,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -274,6 +275,23 @@ func TestRefusedRegistrationChangesNothing(t *testing.T) {
 		require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "%s is not stored", key)
 	}
 	require.Equal(t, 1, testenv.Summary(t, nc).Registered)
+
+	// A file at the size limit whose definition, as stored (its version
+	// and every field written out), is over it: refused before the
+	// command stream takes its subjects.
+	stream, err := js.Stream(context.Background(), messages.CommandStream)
+	require.NoError(t, err)
+	before := stream.CachedInfo().Config.Subjects
+	big := `{"roles":["clerk"],"sagas":[{"name":"big","subject":"big","description":"","steps":[{"name":"a","role":"clerk"}]}]}`
+	big = strings.Replace(big, `"description":""`, `"description":"`+strings.Repeat("d", saga.MaxFileSize-len(big))+`"`, 1)
+	require.Len(t, big, saga.MaxFileSize)
+	resp = register(t, nc, big)
+	require.NotNil(t, resp.Error)
+	require.Equal(t, messages.CodeBadRequest, resp.Error.Code, resp.Error.Message)
+	require.Contains(t, resp.Error.Message, "cannot be stored as a definitions file")
+	info, err := stream.Info(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, before, info.Config.Subjects, "the stream took no subject")
 
 	// As a refused registration that could not take it back leaves it.
 	file := `{"roles":["clerk"],"sagas":[` + alpha + `]}`

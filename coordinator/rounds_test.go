@@ -113,4 +113,23 @@ func TestRankedRoundsOnTheWire(t *testing.T) {
 	testenv.WaitStatus(t, nc, "b", saga.Completed)
 	require.Equal(t, 0, testenv.Summary(t, nc).Due)
 	none()
+
+	// d works until tick 4 and answers early; a tick that jumps past
+	// spend's timeout (sent at 3, timeout 3: it expires at 7) does not
+	// time out the answer in hand.
+	var resp messages.StartResponse
+	testenv.Request(t, nc, messages.StartSubject("pay"), messages.StartRequest{V: messages.Version, SagaID: "d", Rank: 4}, &resp)
+	require.Nil(t, resp.Error)
+	require.Equal(t, []string{"d/ask"}, next(1))
+	answer("d", messages.OK, 0)
+	require.Equal(t, []string{"d/spend"}, next(1))
+	answer("d", messages.Working, 4)
+	require.Eventually(t, func() bool { return testenv.Status(t, nc, "d").Working }, 10*time.Second, 5*time.Millisecond)
+	answer("d", messages.OK, 0)
+	require.Never(t, func() bool { return testenv.Status(t, nc, "d").Status == saga.Completed }, 300*time.Millisecond, 20*time.Millisecond,
+		"an answer before the declared tick is held back")
+	ack = testenv.Tick(t, nc, 10)
+	require.Empty(t, ack.Expired)
+	testenv.WaitStatus(t, nc, "d", saga.Completed)
+	none()
 }

@@ -55,9 +55,15 @@ func (p RetryPolicy) check() error {
 	if p.MaxAttempts < 0 {
 		return fmt.Errorf("max_attempts %d: negative", p.MaxAttempts)
 	}
-	for _, b := range []time.Duration{p.Backoff, p.MaxBackoff} {
-		if b < 0 || b > MaxRetryBackoff {
-			return fmt.Errorf("backoff %s: want 0 (the default) to %s", b, MaxRetryBackoff)
+	for _, b := range []struct {
+		field string
+		d     time.Duration
+	}{{"backoff", p.Backoff}, {"max_backoff", p.MaxBackoff}} {
+		switch {
+		case b.d < 0:
+			return fmt.Errorf("%s %s: negative", b.field, b.d)
+		case b.d > MaxRetryBackoff:
+			return fmt.Errorf("%s %s: more than %s", b.field, b.d, MaxRetryBackoff)
 		}
 	}
 	return nil

@@ -427,7 +427,8 @@ func (e *Engine) begin(x *Execution, out *Outbox) {
 // matches no outstanding command, and [ErrEarly] for an answer that came
 // before its time (its command's round is not released, or its working
 // command's declared tick has not come); in every such case nothing
-// changes.
+// changes that is stored. (An answer held back before its working
+// command's declared tick is noted in memory: see [Engine.AdvanceTick].)
 func (e *Engine) ApplyReply(r messages.Reply, now time.Time, out *Outbox) error {
 	x, ok := e.active[r.SagaID]
 	if !ok {
@@ -480,6 +481,7 @@ func (e *Engine) ApplyReply(r messages.Reply, now time.Time, out *Outbox) error 
 		return nil
 	}
 	if x.Working && x.Until > e.tick {
+		x.earlyGen = x.gen
 		return fmt.Errorf("reply for saga %s %s before tick %d: %w", r.SagaID, r.Step, x.Until, ErrEarly)
 	}
 	// Kept in the history and the error: clipped, or an agent's long
@@ -492,7 +494,7 @@ func (e *Engine) ApplyReply(r messages.Reply, now time.Time, out *Outbox) error 
 	e.setOpen(x, false)
 	e.setDue(x, false)
 	e.answered++
-	x.Working, x.Until = false, 0
+	x.Working, x.Until, x.earlyGen = false, 0, 0
 	if x.Action == messages.Execute {
 		e.executeReply(x, r, now, out)
 	} else {
@@ -772,6 +774,12 @@ func (e *Engine) NextWake() (time.Time, bool) {
 // The timeouts, the scheduled starts and the working commands that fall due
 // at the tick form one round for the ranked sagas: it is released, in rank
 // order, once the round before it is answered.
+//
+// A working command whose final answer came before the tick its agent
+// declared, within the step's time, was held back ([ErrEarly]) and will
+// be offered again: a tick that moves the clock past that declared tick
+// and past the step's or the saga's timeout at once does not time it out.
+// It is due, and the timeout waits one tick more for the answer.
 func (e *Engine) AdvanceTick(tick int64, out *Outbox) error {
 	if tick <= e.tick {
 		return nil
@@ -779,10 +787,11 @@ func (e *Engine) AdvanceTick(tick int64, out *Outbox) error {
 	if err := messages.CheckTick(e.tick, tick); err != nil {
 		return err
 	}
+	from := e.tick
 	e.tick = tick
 	e.holdRound = e.round + 1
 	e.tickRound = e.holdRound
-	e.fireDeadlines(out)
+	e.fireDeadlines(from, out)
 	e.release(out)
 	return nil
 }
@@ -829,9 +838,10 @@ func (e *Engine) BeginScheduled(tick, round int64, out *Outbox) []ID {
 	return ids
 }
 
-// fireDeadlines applies the deadlines due at or before the current tick.
-func (e *Engine) fireDeadlines(out *Outbox) {
-	e.deadlines.due(e.tick, func(d deadline) {
+// fireDeadlines applies the deadlines due at or before the current tick,
+// which moved from tick from.
+func (e *Engine) fireDeadlines(from int64, out *Outbox) {
+	e.deadlines.due(e.tick, func(at int64, d deadline) {
 		x, ok := e.active[d.id]
 		if !ok {
 			return
@@ -846,15 +856,30 @@ func (e *Engine) fireDeadlines(out *Outbox) {
 				e.makeDue(x, out)
 			}
 		case wholeDeadline:
-			if x.Status == InProgress {
+			if x.Status == InProgress && !e.postponed(x, from, at, d) {
 				e.timeout(x, "saga exceeded its timeout of "+ticks(x.def.TimeoutTicks), out)
 			}
 		default:
-			if d.gen == x.gen && x.Status == InProgress {
+			if d.gen == x.gen && x.Status == InProgress && !e.postponed(x, from, at, d) {
 				e.timeout(x, "step "+x.step().Name+" not answered within "+ticks(x.step().TimeoutTicks), out)
 			}
 		}
 	})
+}
+
+// postponed moves d, a timeout of x due at tick at, to the next tick when
+// x's agent gave its final answer in time: before the tick it declared
+// (so it was held back, to be offered again), which is before at, and which
+// the clock jumped over, moving from tick from. Ticks one at a time see
+// that answer applied at its tick; a tick that jumps past at does not time
+// out an answer already in hand. Should the answer not be applied by the
+// next tick, d times x out then.
+func (e *Engine) postponed(x *Execution, from, at int64, d deadline) bool {
+	if x.earlyGen != x.gen || !x.Working || x.Until <= from || x.Until >= at {
+		return false
+	}
+	e.addDeadline(messages.AddTicks(e.tick, 1), d)
+	return true
 }
 
 // deadlineAfter is the tick at which something started at tick from with
@@ -1291,7 +1316,7 @@ func (e *Engine) Resume(out *Outbox) {
 	}
 	e.holdRound = e.round + 1
 	from := len(out.Commands)
-	e.fireDeadlines(out)
+	e.fireDeadlines(e.tick, out) // the clock did not move: nothing is postponed
 	e.release(out)
 	// Outstanding lists every command to send, these among them.
 	out.Commands = out.Commands[:from]

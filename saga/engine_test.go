@@ -821,6 +821,8 @@ func TestRegister(t *testing.T) {
 		d.Steps[1].Retry.MaxBackoff, d.CompensationRetry.MaxBackoff = saga.MaxRetryBackoff, saga.MaxRetryBackoff
 	})
 	require.NoError(t, hour.Validate(), "a backoff of an hour")
+	long := subsidyDef(func(d *saga.Definition) { d.Steps[1].Retry.MaxBackoff = 2 * time.Hour })
+	require.ErrorContains(t, long.Validate(), `step "government_evaluates": retry: max_backoff 2h0m0s: more than 1h0m0s`, "the error names the field")
 	names := []string{}
 	for _, d := range e.Definitions() {
 		names = append(names, d.Name)

@@ -102,6 +102,12 @@ type Execution struct {
 	// counts towards the released round, and due while it is counted as a
 	// working command whose tick has come.
 	held, publish, open, due bool
+	// earlyGen is gen when the final answer to the outstanding working
+	// command came before its declared tick and was held back (to be
+	// offered again): an answer in hand, so a tick that moves the clock
+	// past the command's deadlines at once does not time it out (see
+	// [Engine.AdvanceTick]). Held in memory only.
+	earlyGen int
 	// resultsLen is the encoded size of Results when resultsKnown: taken
 	// once (a saga restored from the store), then kept as results are
 	// added (setResult).

@@ -48,16 +48,16 @@ func (ix *deadlineIndex) add(at int64, d deadline) {
 	ix.n++
 }
 
-// due calls fn for every deadline at or before tick, removing them. fn may
-// add deadlines, for later ticks.
-func (ix *deadlineIndex) due(tick int64, fn func(deadline)) {
+// due calls fn for every deadline at or before tick, with the tick it was
+// due at, removing them. fn may add deadlines, for later ticks.
+func (ix *deadlineIndex) due(tick int64, fn func(at int64, d deadline)) {
 	for len(ix.ticks) > 0 && ix.ticks[0] <= tick {
 		at := heap.Pop(&ix.ticks).(int64)
 		b := ix.buckets[at]
 		delete(ix.buckets, at)
 		ix.n -= len(b)
 		for _, d := range b {
-			fn(d)
+			fn(at, d)
 		}
 	}
 }

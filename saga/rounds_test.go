@@ -1,6 +1,7 @@
 package saga_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -129,6 +130,64 @@ func TestWorkingUntilIsDue(t *testing.T) {
 			require.Equal(t, tc.want, h.get("x").Status)
 			require.Equal(t, 0, h.e.Summary().Due)
 		})
+	}
+}
+
+// TestAnswerHeldBackOutlastsAJump: a working command's final answer that
+// came before the tick its agent declared, within the step's time, is in
+// hand. A tick that moves the clock past the step's (and the saga's)
+// timeout at once leaves it due, and it is applied when offered again; one
+// tick later, an answer never offered again times the saga out.
+func TestAnswerHeldBackOutlastsAJump(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		until      int64 // the build step (timeout 3, sent at tick 0) is worked on until this tick
+		heldBack   bool  // its final answer came before until
+		jump       int64 // the next tick after 0
+		offerAgain bool  // the answer held back is offered again after the jump
+		want       saga.Status
+	}{
+		{"held back before until 2, the clock jumps to 10", 2, true, 10, true, saga.Completed},
+		{"held back before until 3, the step's last tick, the clock jumps to 4", 3, true, 4, true, saga.Completed},
+		{"held back, never offered again: the next tick times it out", 2, true, 10, false, saga.TimedOut},
+		{"no answer yet: the jump times it out", 2, false, 10, false, saga.TimedOut},
+		{"held back before until 4, past the step's time: timed out", 4, true, 10, false, saga.TimedOut},
+	} {
+		for _, rank := range []int64{0, 1} {
+			t.Run(fmt.Sprintf("%s, rank %d", tc.name, rank), func(t *testing.T) {
+				h := newHarness(t, contractorDef())
+				h.out.Reset()
+				_, err := h.e.StartWith("x", "build", nil, saga.StartOptions{Rank: rank}, &h.out)
+				require.NoError(t, err)
+				h.record()
+				w := messages.ReplyTo(ptr(h.last("x"), true), messages.Working, "")
+				w.Until = tc.until
+				require.NoError(t, h.apply(w))
+				final := messages.ReplyTo(ptr(h.last("x"), true), messages.OK, "")
+				if tc.heldBack {
+					require.ErrorIs(t, h.apply(final), saga.ErrEarly)
+				}
+
+				h.tick(tc.jump)
+				if tc.want == saga.Completed || tc.heldBack && tc.until < 4 {
+					require.Empty(t, h.released(), "nothing timed out")
+					require.Equal(t, saga.InProgress, h.get("x").Status)
+					require.Equal(t, 1, h.e.Summary().Due, "the answer in hand is due")
+				}
+				if tc.offerAgain {
+					require.NoError(t, h.apply(final))
+				} else if tc.heldBack && tc.until < 4 {
+					h.tick(tc.jump + 1)
+				}
+				if tc.want == saga.TimedOut {
+					require.Equal(t, []string{"x/elevate/compensate"}, h.released())
+					require.NoError(t, h.reply(h.last("x"), messages.OK, "", nil))
+				}
+				x := h.get("x")
+				require.Equal(t, tc.want, x.Status, x.Error)
+				require.Equal(t, 0, h.e.Summary().Due)
+			})
+		}
 	}
 }
 
