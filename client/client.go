@@ -349,7 +349,7 @@ func (c *Client) Start(ctx context.Context, s Start) (Started, error) {
 // StartMany starts every saga of starts and returns the answers and errors
 // in the order of starts: errs[i] is nil when starts[i] started. It sends
 // them in batches (a [messages.StartBatch] on natsaga.starts, at most
-// [messages.MaxStarts] starts and the server's payload limit each), at
+// [messages.MaxStartsFor] the server's payload limit, and within it), at
 // most concurrency batches at once (0 means 4). Each start is answered on
 // its own, as by [Client.Start]; those answered "busy" (nothing was done)
 // are sent again in later batches, after a backoff that doubles, until
@@ -486,16 +486,17 @@ func (c *Client) stuckStarts(ctx context.Context, starts []Start, busy []int, er
 	return kept, &sum
 }
 
-// startBatches splits pending, indexes of encoded starts, into batches of
-// at most messages.MaxStarts that fit the server's payload limit.
+// startBatches splits pending, indexes of encoded starts, into batches that
+// fit the server's payload limit, of at most messages.MaxStartsFor it.
 func (c *Client) startBatches(pending []int, encoded []json.RawMessage) [][]int {
 	room := int(min(c.nc.MaxPayload(), messages.MaxPayload)) - 64 // the envelope
+	most := max(1, messages.MaxStartsFor(c.nc.MaxPayload()))
 	var batches [][]int
 	var cur []int
 	size := 0
 	for _, i := range pending {
 		n := len(encoded[i]) + 1
-		if len(cur) > 0 && (len(cur) == messages.MaxStarts || size+n > room) {
+		if len(cur) > 0 && (len(cur) == most || size+n > room) {
 			batches = append(batches, cur)
 			cur, size = nil, 0
 		}

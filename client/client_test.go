@@ -230,6 +230,30 @@ func TestRefusedBeforeSending(t *testing.T) {
 
 // TestStartManyBusyUntilTheEnd: a start answered busy until ctx ends gets
 // an error wrapping ErrBusy and ctx's error, as Start's does.
+// TestStartManyUnderASmallPayloadLimit: under a 64 KiB payload limit a
+// batch holds at most 682 starts, so that its answer fits; StartMany
+// splits 1,500 starts by it, and every one starts.
+func TestStartManyUnderASmallPayloadLimit(t *testing.T) {
+	_, url := testenv.ServerWith(t, "max_payload: 65536\n")
+	defs, err := saga.ParseFile([]byte(greetings))
+	require.NoError(t, err)
+	testenv.Coordinator(t, url, defs)
+	c, err := client.New(testenv.Connect(t, url), client.Options{Logger: testenv.Logger(t)})
+	require.NoError(t, err)
+	starts := make([]client.Start, 1500)
+	for i := range starts {
+		starts[i] = client.Start{Saga: "greet"}
+	}
+	started, errs := c.StartMany(t.Context(), starts, 0)
+	for i, err := range errs {
+		require.NoError(t, err, "start %d", i)
+		require.NotEmpty(t, started[i].ID)
+	}
+	sum, err := c.Summary(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, 1500, sum.Active)
+}
+
 func TestStartManyBusyUntilTheEnd(t *testing.T) {
 	_, url := testenv.Server(t)
 	defs, err := saga.ParseFile([]byte(greetings))

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/coordinator"
@@ -430,6 +431,18 @@ func TestAnswersFitThePayloadLimit(t *testing.T) {
 	request(t, nc, messages.StatusSubject, mustJSON(t, messages.StatusRequest{V: 1, SagaID: "huge"}), &status)
 	require.NotNil(t, status.Error)
 	require.Equal(t, messages.CodeTooLarge, status.Error.Code, status.Error.Message)
+	// An error whose message quotes a long field still fits: the copy
+	// in micro's error header is clipped.
+	field := strings.Repeat("f", 30<<10)
+	msg, err := nc.Request(messages.RegisterSubject, []byte(`{"v":1,"definitions":{"roles":["clerk"],"sagas":[{"name":"job","subject":"job","`+
+		field+`":1,"steps":[{"name":"a","role":"clerk"}]}]}}`), 10*time.Second)
+	require.NoError(t, err, "answered")
+	var reg messages.RegisterResponse
+	require.NoError(t, json.Unmarshal(msg.Data, &reg))
+	require.NotNil(t, reg.Error)
+	require.Equal(t, messages.CodeBadRequest, reg.Error.Code)
+	require.Contains(t, reg.Error.Message, field, "the body's message is whole")
+	require.LessOrEqual(t, len(msg.Header.Get(micro.ErrorHeader)), 1024)
 	// Still serving.
 	require.Equal(t, 5, testenv.Summary(t, nc).Active)
 }

@@ -288,11 +288,11 @@ func (c *Coordinator) onList(ctx context.Context, m *nats.Msg) {
 	var err error
 	switch {
 	case st != "" && !st.Valid():
-		err = fmt.Errorf("status %q: not a saga status (pending, in_progress, compensating, failed, completed, rolled_back or timed_out): %w", req.Status, messages.ErrBadRequest)
+		err = fmt.Errorf("status %s: not a saga status (pending, in_progress, compensating, failed, completed, rolled_back or timed_out): %w", messages.Quote(req.Status), messages.ErrBadRequest)
 	case req.Limit < 0 || req.Limit > messages.MaxListPage:
 		err = fmt.Errorf("limit %d: a page holds 1 to %d sagas (0: %d): %w", req.Limit, messages.MaxListPage, messages.MaxListPage, messages.ErrBadRequest)
 	case finished && req.After != "":
-		err = fmt.Errorf("cursor %q: the sagas that finished %s come in one page, the latest; a cursor pages active sagas: %w", req.After, st, messages.ErrBadRequest)
+		err = fmt.Errorf("cursor %s: the sagas that finished %s come in one page, the latest; a cursor pages active sagas: %w", messages.Quote(req.After), st, messages.ErrBadRequest)
 	case req.After != "":
 		tick, id, perr := messages.ParseListCursor(req.After)
 		after, err = &saga.ListCursor{StartedTick: tick, ID: id}, perr

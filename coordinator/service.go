@@ -88,9 +88,11 @@ func requestMsg(r micro.Request) *nats.Msg {
 }
 
 // respond answers m with v, if m asked for an answer. An answer carrying
-// an error also carries it in NATS micro's error headers: the message in
-// Nats-Service-Error, the code (400, 404, 409 or 500) in
-// Nats-Service-Error-Code.
+// an error also carries it in NATS micro's error headers: the message,
+// clipped to 1,024 bytes, in Nats-Service-Error, the code (400, 404, 409
+// or 500) in Nats-Service-Error-Code. An answer that would not fit the
+// server's payload limit, headers included, is replaced by a too_large
+// error.
 func (c *Coordinator) respond(m *nats.Msg, v any) {
 	if m.Reply == "" {
 		return
@@ -99,32 +101,55 @@ func (c *Coordinator) respond(m *nats.Msg, v any) {
 		c.log.Warn("answer not sent", "subject", messages.Clip(m.Subject), "err", err)
 		return
 	}
-	data, err := json.Marshal(v)
+	out, err := answer(m.Reply, v)
 	switch {
 	case err != nil:
 		// Every request is answered: one whose answer does not encode
 		// (nothing natsaga stores should make one) gets an error.
 		c.log.Error("answer does not encode; answering an error", "subject", messages.Clip(m.Subject), "err", err)
-		v = errorAnswer{messages.Version, wireError(fmt.Errorf("the answer could not be encoded: %w", err))}
-		data, err = json.Marshal(v)
-	case int64(len(data)) > c.nc.MaxPayload():
-		err = fmt.Errorf("answer of %d bytes, limit %d: %w", len(data), c.nc.MaxPayload(), errTooLargeToAnswer)
+		out, err = answer(m.Reply, errorAnswer{messages.Version, wireError(fmt.Errorf("the answer could not be encoded: %w", err))})
+	case int64(msgSize(out)) > c.nc.MaxPayload():
+		err = fmt.Errorf("answer of %d bytes, limit %d: %w", msgSize(out), c.nc.MaxPayload(), errTooLargeToAnswer)
 		c.log.Warn("answer too large; answering an error", "subject", messages.Clip(m.Subject), "err", err)
-		v = errorAnswer{messages.Version, wireError(err)}
-		data, err = json.Marshal(v)
+		out, err = answer(m.Reply, errorAnswer{messages.Version, wireError(err)})
 	}
 	if err == nil {
-		out := &nats.Msg{Subject: m.Reply, Data: data}
-		if we := responseError(v); we != nil {
-			out.Header = nats.Header{}
-			out.Header.Set(micro.ErrorHeader, we.Message)
-			out.Header.Set(micro.ErrorCodeHeader, messages.StatusCode(we.Code))
-		}
 		err = c.nc.PublishMsg(out)
 	}
 	if err != nil {
 		c.log.Warn("response not sent", "subject", messages.Clip(m.Subject), "err", err)
 	}
+}
+
+// answer returns v encoded as a message to reply, with micro's error
+// headers when v carries an error.
+func answer(reply string, v any) (*nats.Msg, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	out := &nats.Msg{Subject: reply, Data: data}
+	if we := responseError(v); we != nil {
+		out.Header = nats.Header{}
+		out.Header.Set(micro.ErrorHeader, messages.ClipReason(we.Message))
+		out.Header.Set(micro.ErrorCodeHeader, messages.StatusCode(we.Code))
+	}
+	return out, nil
+}
+
+// msgSize is what m counts against the server's payload limit: its data
+// and its headers as NATS encodes them.
+func msgSize(m *nats.Msg) int {
+	n := len(m.Data)
+	if len(m.Header) > 0 {
+		n += len("NATS/1.0\r\n\r\n")
+		for k, vs := range m.Header {
+			for _, v := range vs {
+				n += len(k) + len(": \r\n") + len(v)
+			}
+		}
+	}
+	return n
 }
 
 // errTooLargeToAnswer is the error of an answer that would not fit the

@@ -81,13 +81,20 @@ func (c *Coordinator) onStarts(ctx context.Context, m *nats.Msg) {
 		refuse(fmt.Errorf("start batch of %d starts: 1 to %d: %w", n, messages.MaxStarts, messages.ErrBadRequest))
 		return
 	}
+	if n, most := len(raw.Starts), messages.MaxStartsFor(c.nc.MaxPayload()); n > most {
+		refuse(fmt.Errorf("start batch of %d starts: the answer to more than %d could exceed the server's payload limit of %d bytes: %w",
+			n, most, c.nc.MaxPayload(), messages.ErrTooLarge))
+		return
+	}
 	if c.busy() {
 		c.respond(m, messages.StartBatchResponse{V: messages.Version, Error: wireError(c.busyError())})
 		return
 	}
 	n := len(raw.Starts)
 	b := &startBatch{starts: make([]messages.BatchedStart, n), results: make([]messages.StartResponse, n), trace: m}
-	b.finish = func() { c.respond(m, messages.StartBatchResponse{V: messages.Version, Results: b.results}) }
+	b.finish = func() {
+		c.respond(m, messages.StartBatchResponse{V: messages.Version, Results: fitStartResults(b.results, c.nc.MaxPayload())})
+	}
 	limit := c.nc.MaxPayload() / 4
 	for i, r := range raw.Starts {
 		if err := checkBatchedStart(r, &b.starts[i], limit); err != nil {
@@ -256,6 +263,7 @@ func (c *Coordinator) enqueueStarts(ctx context.Context, b *startBatch) {
 	}
 	c.enqueue(ctx, func(_ time.Time, out *saga.Outbox) func(error) {
 		var started, terminal []int
+		room := newStartsRoom(c.nc.MaxPayload(), b.results)
 		for _, i := range b.live {
 			s := &b.starts[i]
 			if c.opts.MaxActive > 0 && c.engine.Summary().Active >= c.opts.MaxActive {
@@ -272,6 +280,10 @@ func (c *Coordinator) enqueueStarts(ctx context.Context, b *startBatch) {
 					continue
 				}
 			}
+			if !room.take(s.SagaID) {
+				b.refuse(i, errNoRoom)
+				continue
+			}
 			x, err := c.engine.StartWith(s.SagaID, s.Saga, s.Context, saga.StartOptions{Rank: s.Rank, Tick: s.Tick}, out)
 			switch {
 			case errors.Is(err, saga.ErrTerminal):
@@ -279,6 +291,7 @@ func (c *Coordinator) enqueueStarts(ctx context.Context, b *startBatch) {
 			case err != nil:
 				c.warns.Warn("start refused", "saga", s.Saga, "err", err)
 				b.refuse(i, err)
+				room.giveBack(s.SagaID)
 			default:
 				c.traceStart(b.trace, x, len(b.starts) > 1)
 				b.answer(i, messages.StartResponse{SagaID: x.ID, Status: string(x.Status)})
@@ -319,4 +332,92 @@ func (c *Coordinator) enqueueStarts(ctx context.Context, b *startBatch) {
 			}
 		}
 	})
+}
+
+// A batch's answer must reach its client whole: the ids of the sagas it
+// started are known nowhere else when the client gave none. Each result is
+// counted at the least it can take: a saga's id and the longest status, or
+// a refusal with its message cut to [cutMessage], at most
+// messages.StartResultRoom bytes. A batch of more starts than
+// messages.MaxStartsFor the payload limit is refused whole (onStarts); a
+// start is started only while the least of every result still fits
+// (startsRoom), else answered busy; and the answer cuts the refusals'
+// messages when it would not fit whole (fitStartResults).
+
+// cutMessage replaces a refusal's message in an answer with no room for it.
+const cutMessage = "message cut: the answer had no room for it"
+
+// errNoRoom refuses a start whose result the batch's answer has no room
+// for.
+var errNoRoom = fmt.Errorf("%w: no room for this start's result in the batch's answer; send it again", messages.ErrBusy)
+
+// answerEnvelope is the size of a batch's answer without its results.
+const answerEnvelope = int64(len(`{"v":1,"results":[]}`))
+
+// leastRefusal is the size of a refusal with its message cut, and its comma.
+var leastRefusal = resultSize(messages.StartResponse{V: messages.Version,
+	Error: &messages.WireError{Code: messages.CodeBadRequest, Message: cutMessage}})
+
+// leastStarted is the size of a started saga's result, with id (a UUID
+// when the start gives none) and the longest status, and its comma.
+func leastStarted(id string) int {
+	if id == "" {
+		id = "00000000-0000-0000-0000-000000000000"
+	}
+	return resultSize(messages.StartResponse{V: messages.Version, SagaID: id, Status: string(saga.Compensating)})
+}
+
+func resultSize(r messages.StartResponse) int {
+	data, _ := json.Marshal(r) // a StartResponse always encodes
+	return len(data) + 1
+}
+
+// startsRoom counts a batch answer's least size as its starts are decided.
+type startsRoom struct{ used, limit int64 }
+
+// newStartsRoom counts results, those decided and those still to decide,
+// at their least.
+func newStartsRoom(limit int64, results []messages.StartResponse) startsRoom {
+	r := startsRoom{used: answerEnvelope, limit: limit}
+	for _, res := range results {
+		if res.Error == nil && res.SagaID != "" {
+			r.used += int64(leastStarted(res.SagaID))
+		} else {
+			r.used += int64(leastRefusal)
+		}
+	}
+	return r
+}
+
+// take counts a start with id (the one given, or "") as one that may
+// start a saga, and reports whether the answer has room for it.
+func (r *startsRoom) take(id string) bool {
+	grow := int64(leastStarted(id) - leastRefusal)
+	if r.used+grow > r.limit {
+		return false
+	}
+	r.used += grow
+	return true
+}
+
+// giveBack uncounts a start take counted that was refused.
+func (r *startsRoom) giveBack(id string) { r.used -= int64(leastStarted(id) - leastRefusal) }
+
+// fitStartResults returns results, their refusals' messages cut to
+// cutMessage if the answer would not fit limit whole.
+func fitStartResults(results []messages.StartResponse, limit int64) []messages.StartResponse {
+	size := answerEnvelope
+	for _, r := range results {
+		size += int64(resultSize(r))
+	}
+	if size <= limit {
+		return results
+	}
+	cut := slices.Clone(results)
+	for i, r := range cut {
+		if r.Error != nil {
+			cut[i].Error = &messages.WireError{Code: r.Error.Code, Message: cutMessage}
+		}
+	}
+	return cut
 }

@@ -156,6 +156,97 @@ func TestStartBatchRefusedWhole(t *testing.T) {
 	require.Equal(t, string(saga.InProgress), resp.Results[0].Status)
 }
 
+// TestStartBatchAnswerFits: a batch's answer always reaches the client, so
+// the ids of the sagas it started are never lost. Under a 64 KiB payload
+// limit: refusals whose messages would overflow the answer have them cut;
+// starts whose results would not fit are answered busy, not started, and
+// go through when sent again; a batch of more starts than the answer could
+// hold is refused whole, with nothing started.
+func TestStartBatchAnswerFits(t *testing.T) {
+	_, url := testenv.ServerWith(t, "max_payload: 65536\n")
+	nc := testenv.Connect(t, url)
+	long := strings.Repeat("n", 60)
+	var defs []saga.Definition
+	for i := range 8 {
+		name := fmt.Sprintf("%s%d", long, i)
+		defs = append(defs, saga.Definition{Name: name, Subject: name, Steps: []saga.Step{{Name: "s", Role: "clerk"}}})
+	}
+	defs = append(defs, saga.Definition{Name: "j", Subject: "j", Steps: []saga.Step{{Name: "s", Role: "clerk"}}})
+	testenv.Coordinator(t, url, defs)
+	most := messages.MaxStartsFor(nc.MaxPayload())
+	require.Equal(t, 682, most)
+	send := func(starts []messages.BatchedStart) messages.StartBatchResponse {
+		t.Helper()
+		var resp messages.StartBatchResponse
+		request(t, nc, messages.StartBatchSubject, mustJSON(t, messages.StartBatch{V: 1, Starts: starts}), &resp)
+		return resp
+	}
+
+	// 20 starts without an id, then unknown types whose not_found
+	// messages, which name every known type, could not all fit.
+	starts := make([]messages.BatchedStart, most)
+	for i := range starts {
+		starts[i] = messages.BatchedStart{Saga: "nosuch"}
+		if i < 20 {
+			starts[i] = messages.BatchedStart{Saga: defs[0].Subject}
+		}
+	}
+	resp := send(starts)
+	require.Nil(t, resp.Error)
+	require.Len(t, resp.Results, most)
+	for i, r := range resp.Results {
+		if i < 20 {
+			require.Nil(t, r.Error)
+			require.Equal(t, saga.InProgress, testenv.Status(t, nc, r.SagaID).Status, "started and answered")
+			continue
+		}
+		require.Equal(t, messages.CodeNotFound, r.Error.Code)
+		require.Equal(t, "message cut: the answer had no room for it", r.Error.Message)
+	}
+
+	// Unknown types, then 300 ids of 64 bytes: the results of all would
+	// not fit. Those that do are started; the others are busy, and start
+	// when sent again.
+	mixed := make([]messages.BatchedStart, most)
+	for i := range mixed {
+		mixed[i] = messages.BatchedStart{Saga: "nosuch"}
+		if i >= most-300 {
+			mixed[i] = messages.BatchedStart{Saga: "j", SagaID: fmt.Sprintf("%s%04d", long, i)}
+		}
+	}
+	started := map[string]bool{}
+	for pending := mixed; len(pending) > 0; {
+		resp := send(pending)
+		require.Nil(t, resp.Error)
+		var busy []messages.BatchedStart
+		for i, r := range resp.Results {
+			switch {
+			case pending[i].Saga == "nosuch":
+				require.Equal(t, messages.CodeNotFound, r.Error.Code)
+			case r.Error != nil:
+				require.Equal(t, messages.CodeBusy, r.Error.Code, r.Error.Message)
+				busy = append(busy, pending[i])
+			default:
+				require.Equal(t, pending[i].SagaID, r.SagaID)
+				started[r.SagaID] = true
+			}
+		}
+		if len(pending) == most {
+			require.NotEmpty(t, busy, "no room for some")
+		}
+		require.Less(t, len(busy), len(pending), "some start each time")
+		pending = busy
+	}
+	require.Len(t, started, 300)
+	require.Equal(t, 320, testenv.Summary(t, nc).Active)
+
+	resp = send(append(starts, messages.BatchedStart{Saga: "j"}))
+	require.NotNil(t, resp.Error)
+	require.Equal(t, messages.CodeBadRequest, resp.Error.Code, resp.Error.Message)
+	require.Empty(t, resp.Results)
+	require.Equal(t, 320, testenv.Summary(t, nc).Active, "nothing started")
+}
+
 // TestDeletedKeys: a key of the saga bucket deleted by an operator leaves
 // a marker. A start naming a deleted saga's id is refused, since its
 // agents' records could answer for the new saga, unless that saga still

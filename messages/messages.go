@@ -210,6 +210,18 @@ type StartResponse struct {
 // MaxStarts bounds the starts of one [StartBatch].
 const MaxStarts = 1024
 
+// StartResultRoom is the room each start takes, at the least, in the
+// answer to a [StartBatch]: a started saga's id and status, or a refusal
+// whose message the coordinator cut for want of room.
+const StartResultRoom = 96
+
+// MaxStartsFor returns the most starts a [StartBatch] may hold under a
+// server payload limit of limit bytes: [MaxStarts], or fewer when the
+// answer could not give each [StartResultRoom] bytes.
+func MaxStartsFor(limit int64) int {
+	return int(max(0, min(MaxStarts, (limit-32)/StartResultRoom)))
+}
+
 // StartBatch asks the coordinator to start many sagas with one request, on
 // [StartBatchSubject]. It is answered with a [StartBatchResponse] once
 // every saga it started is durably stored. Each start is decided on its

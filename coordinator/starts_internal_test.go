@@ -1,0 +1,25 @@
+package coordinator
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/messages"
+)
+
+// TestLeastResultsWithinTheirRoom: a refusal with its message cut, under
+// the longest code, and a started saga with a generated id take no more
+// than messages.StartResultRoom in a batch's answer, which
+// messages.MaxStartsFor counts on.
+func TestLeastResultsWithinTheirRoom(t *testing.T) {
+	for _, code := range []string{messages.CodeBadRequest, messages.CodeNotFound, messages.CodeConflict,
+		messages.CodeInternal, messages.CodeBusy, messages.CodeTooLarge} {
+		r := messages.StartResponse{V: messages.Version, Error: &messages.WireError{Code: code, Message: cutMessage}}
+		require.LessOrEqual(t, resultSize(r), leastRefusal, code)
+	}
+	require.LessOrEqual(t, leastRefusal, messages.StartResultRoom)
+	require.LessOrEqual(t, leastStarted(""), messages.StartResultRoom)
+	require.Greater(t, leastStarted(strings.Repeat("x", 64)), messages.StartResultRoom, "a long id is counted whole")
+}
