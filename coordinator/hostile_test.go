@@ -510,10 +510,11 @@ func TestContextHeldToWhatAgentsRead(t *testing.T) {
 	require.Equal(t, []string{"household_applies"}, x.Compensated)
 }
 
-// TestAnswersNeverWrittenIntoNatsagasOwnSubjects sends requests asking
-// their answers on the coordinator's lease key, its saga log and a
-// command subject: none is answered there, so the lease stays the
-// coordinator's, it stays active, and the streams hold nothing new.
+// TestAnswersNeverWrittenIntoNatsagasOwnSubjects sends requests, and
+// micro's PING, INFO and STATS, asking their answers on the coordinator's
+// lease key, its saga log and a command subject: none is answered there,
+// so the lease stays the coordinator's, it stays active, and the streams
+// hold nothing new.
 func TestAnswersNeverWrittenIntoNatsagasOwnSubjects(t *testing.T) {
 	_, url := testenv.Server(t)
 	co := testenv.Coordinator(t, url, []saga.Definition{twoSteps})
@@ -527,6 +528,14 @@ func TestAnswersNeverWrittenIntoNatsagasOwnSubjects(t *testing.T) {
 	}
 	// Answered in turn: once this summary is, the four were handled.
 	testenv.Summary(t, nc)
+	// Micro's discovery, which the coordinator answers too.
+	for _, verb := range []micro.Verb{micro.PingVerb, micro.InfoVerb, micro.StatsVerb} {
+		subject, err := micro.ControlSubject(verb, messages.CoordinatorService, "")
+		require.NoError(t, err)
+		require.NoError(t, nc.PublishRequest(subject, messages.BucketSubject(messages.LeaseKey), nil))
+		_, err = nc.Request(subject, nil, 5*time.Second)
+		require.NoError(t, err)
+	}
 	now, err := kv.Get(context.Background(), messages.LeaseKey)
 	require.NoError(t, err)
 	require.Equal(t, lease.Value(), now.Value(), "the lease holds the coordinator's holder, renewed")

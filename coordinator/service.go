@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/natsaga/natsaga/internal/discovery"
 	"github.com/natsaga/natsaga/messages"
 )
 
@@ -22,7 +23,7 @@ import (
 // endpoint hands its message to the request's handler, with ctx, the
 // term's: its end cuts short the work the handlers started. The handlers
 // answer through respond. The caller stops the service.
-func (c *Coordinator) serve(ctx context.Context) (micro.Service, error) {
+func (c *Coordinator) serve(ctx context.Context) (*discovery.Service, error) {
 	svc, err := c.service("active")
 	if err != nil {
 		return nil, err
@@ -41,10 +42,9 @@ func (c *Coordinator) serve(ctx context.Context) (micro.Service, error) {
 		{"register", messages.RegisterSubject, c.onRegister},
 	}
 	for _, e := range endpoints {
-		h := micro.HandlerFunc(func(r micro.Request) { e.handle(ctx, requestMsg(r)) })
-		if err := svc.AddEndpoint(e.name, h, micro.WithEndpointSubject(e.subject)); err != nil {
+		if err := svc.AddEndpoint(e.name, e.subject, true, func(m *nats.Msg) { e.handle(ctx, m) }); err != nil {
 			_ = svc.Stop()
-			return nil, fmt.Errorf("micro endpoint %s: %w", e.name, err)
+			return nil, err
 		}
 	}
 	return svc, nil
@@ -57,34 +57,22 @@ var ownMetadata = []string{"definitions", "state", "copy", "pid"}
 // service adds an instance of [messages.CoordinatorService] with no
 // endpoint, its state ("standby" or "active"), the number of saga types,
 // its copy and its process id in the metadata, with [Options.Metadata].
-func (c *Coordinator) service(state string) (micro.Service, error) {
+// No discovery request whose reply subject is natsaga's own is answered
+// (see package discovery).
+func (c *Coordinator) service(state string) (*discovery.Service, error) {
 	md := maps.Clone(c.opts.Metadata)
 	if md == nil {
 		md = make(map[string]string, len(ownMetadata))
 	}
 	md["definitions"], md["state"], md["copy"] = fmt.Sprint(len(c.opts.Definitions)), state, c.copy
 	md["pid"] = strconv.Itoa(os.Getpid())
-	svc, err := micro.AddService(c.nc, micro.Config{
+	return discovery.Add(c.nc, discovery.Config{
 		Name:        messages.CoordinatorService,
 		Version:     messages.ServiceVersion,
 		Description: "natsaga saga coordinator: starts and drives sagas over JetStream",
 		Metadata:    md,
-		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
-			c.log.Error("micro service error", "subject", err.Subject, "err", err.Description)
-		},
+		Warn:        c.warns.Warn,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("micro service: %w", err)
-	}
-	return svc, nil
-}
-
-// requestMsg is the message behind r, as the request handlers take it.
-// They answer it with respond, which publishes to its reply subject: an
-// answer may come after the handler returned, once the engine's batch is
-// stored.
-func requestMsg(r micro.Request) *nats.Msg {
-	return &nats.Msg{Subject: r.Subject(), Reply: r.Reply(), Data: r.Data(), Header: nats.Header(r.Headers())}
 }
 
 // respond answers m with v, if m asked for an answer. An answer carrying
@@ -98,7 +86,7 @@ func (c *Coordinator) respond(m *nats.Msg, v any) {
 		return
 	}
 	if err := messages.CheckReply(m.Reply); err != nil {
-		c.log.Warn("answer not sent", "subject", messages.Clip(m.Subject), "err", err)
+		c.warns.Warn("answer not sent", "subject", messages.Clip(m.Subject), "err", err)
 		return
 	}
 	out, err := answer(m.Reply, v)

@@ -102,6 +102,9 @@ func (c *Command) Validate() error {
 	if c.Rank < 0 {
 		return fmt.Errorf("command rank %d is negative: %w", c.Rank, ErrBadRequest)
 	}
+	if c.Tick < 0 {
+		return fmt.Errorf("command tick %d is negative: %w", c.Tick, ErrBadRequest)
+	}
 	return nil
 }
 

@@ -655,6 +655,18 @@ func (a *Agent) learnTick(ctx context.Context) {
 // (each at most messages.MaxTickJump ahead, as the coordinator takes them)
 // and with the tick of each command it receives, so an agent started late
 // catches up with the coordinator's clock.
+// follow moves the clock to a command's tick, which the coordinator's
+// clock has reached; a tick more than [messages.MaxTickJump] ahead of the
+// agent's clock is ignored, as such a tick on natsaga.tick is (no
+// coordinator sends one), and said at most once a minute.
+func (a *Agent) follow(tick int64) {
+	if err := messages.CheckTick(a.tick.Load(), tick); err != nil {
+		a.warns.Warn("command tick ignored", "tick", tick, "err", err)
+		return
+	}
+	a.advance(tick)
+}
+
 func (a *Agent) advance(tick int64) {
 	for {
 		cur := a.tick.Load()
@@ -728,7 +740,7 @@ func (a *Agent) receive(m jetstream.Msg) (messages.Command, *agent.Step, bool) {
 		_ = m.Term()
 		return cmd, nil, false
 	}
-	a.advance(cmd.Tick)
+	a.follow(cmd.Tick)
 	return cmd, step, true
 }
 

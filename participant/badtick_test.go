@@ -2,6 +2,7 @@ package participant_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -42,4 +43,35 @@ func TestBadTicksSaidOnce(t *testing.T) {
 	require.Eventually(t, func() bool { return a.Tick() == 5 }, 10*time.Second, 5*time.Millisecond)
 	require.Equal(t, 1, strings.Count(logs.String(), `msg="bad tick"`), logs.String())
 	require.Equal(t, 1, strings.Count(logs.String(), `msg="tick ignored"`), logs.String())
+}
+
+// TestCommandTicksBounded: a command's tick moves the agent's clock, as the
+// coordinator's reached it, but one too far ahead does not (it is said
+// once), and a command with a negative tick is malformed.
+func TestCommandTicksBounded(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{{Name: "s", Subject: "s", Steps: []saga.Step{{Name: "x", Role: "r"}}}})
+	var logs testenv.SyncBuffer
+	a := testenv.Agent(t, url, participant.Options{Role: "r", Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Steps: []agent.Step{{Saga: "s", Name: "x", Handler: agent.Handler{
+			Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		}}}})
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "agent serving") }, 10*time.Second, 5*time.Millisecond)
+	nc := testenv.Connect(t, url)
+	command := func(id string, tick int64) []byte {
+		return []byte(fmt.Sprintf(`{"v":1,"saga_id":%q,"saga":"s","step":"x","action":"execute","attempt":1,"seq":1,"tick":%d,"context":{}}`, id, tick))
+	}
+	for i := range 3 {
+		require.NoError(t, nc.Publish(messages.CommandSubject("s", "x", messages.Execute), command(fmt.Sprintf("far-%d", i), 1<<40)))
+	}
+	require.NoError(t, nc.Publish(messages.CommandSubject("s", "x", messages.Execute), command("negative", -3)))
+	require.Eventually(t, func() bool {
+		return strings.Contains(logs.String(), "dropping malformed command") &&
+			strings.Contains(logs.String(), `msg="command tick ignored"`)
+	}, 10*time.Second, 5*time.Millisecond, "%s", &logs)
+	require.NoError(t, nc.Publish(messages.CommandSubject("s", "x", messages.Execute), command("near", 7)))
+	require.Eventually(t, func() bool { return a.Tick() == 7 }, 10*time.Second, 5*time.Millisecond, "a command's tick moves the clock")
+	require.Equal(t, 1, strings.Count(logs.String(), `msg="command tick ignored"`), "%s", &logs)
+	require.Contains(t, logs.String(), "command tick -3 is negative")
 }

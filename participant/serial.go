@@ -153,7 +153,7 @@ func (a *Agent) runBatch(ctx context.Context, queue []jetstream.Msg) (map[jetstr
 		return nil, 0
 	}
 	for _, it := range items {
-		a.advance(it.cmd.Tick)
+		a.follow(it.cmd.Tick)
 	}
 	began := time.Now()
 	ran := a.store.runBatch(ctx, items)

@@ -2,6 +2,7 @@ package participant
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/natsaga/natsaga/internal/discovery"
 	"github.com/natsaga/natsaga/messages"
 )
 
@@ -20,39 +22,42 @@ import (
 // metadata. Its one endpoint, "stats", answers [messages.AgentStatsSubject]
 // with the agent's [messages.AgentStats], with no queue group so that every
 // agent answers; the same statistics are the endpoint's data in micro's
-// STATS answer. The caller stops the service.
-func (a *Agent) serve() (micro.Service, error) {
+// STATS answer. No request whose reply subject is natsaga's own is
+// answered (see package discovery); such requests are said at most once a
+// minute. The caller stops the service.
+func (a *Agent) serve() (*discovery.Service, error) {
 	if err := messages.CheckToken("agent name", a.opts.Name); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	svc, err := micro.AddService(a.nc, micro.Config{
+	svc, err := discovery.Add(a.nc, discovery.Config{
 		Name:        messages.AgentService,
 		Version:     messages.ServiceVersion,
 		Description: "natsaga agent of role " + a.opts.Role,
 		Metadata:    a.Metadata(),
-		StatsHandler: func(*micro.Endpoint) any {
-			return a.Stats()
-		},
-		ErrorHandler: func(_ micro.Service, err *micro.NATSError) {
-			a.log.Error("micro service error", "subject", err.Subject, "err", err.Description)
-		},
+		Stats:       func() any { return a.Stats() },
+		Warn:        a.warns.Warn,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("agent micro service: %w", err)
+		return nil, fmt.Errorf("agent: %w", err)
 	}
-	stats := micro.HandlerFunc(func(r micro.Request) {
-		if err := messages.CheckReply(r.Reply()); err != nil {
-			a.log.Warn("stats not sent", "err", err)
+	stats := func(m *nats.Msg) {
+		if m.Reply == "" {
 			return
 		}
-		if err := r.RespondJSON(a.Stats()); err != nil {
-			a.log.Warn("stats not sent", "err", err)
+		err := messages.CheckReply(m.Reply)
+		if err == nil {
+			var data []byte
+			if data, err = json.Marshal(a.Stats()); err == nil {
+				err = m.Respond(data)
+			}
 		}
-	})
-	if err := svc.AddEndpoint("stats", stats, micro.WithEndpointSubject(messages.AgentStatsSubject),
-		micro.WithEndpointQueueGroupDisabled()); err != nil {
+		if err != nil {
+			a.warns.Warn("stats not sent", "err", err)
+		}
+	}
+	if err := svc.AddEndpoint("stats", messages.AgentStatsSubject, false, stats); err != nil {
 		_ = svc.Stop()
-		return nil, fmt.Errorf("agent micro service: %w", err)
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 	return svc, nil
 }

@@ -10,10 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
@@ -176,4 +178,53 @@ authorization { users = [
 		return err == nil
 	}
 	require.Never(t, answers, 2*time.Second, 50*time.Millisecond, "announced while it cannot pull")
+}
+
+// TestDiscoveryNeverWritesTheLedger sends micro's PING, INFO and STATS
+// with the insurer's ledger subject as their reply subject, as one with
+// leave to publish on $SRV could: nothing is answered there, and the
+// ledger stored is the insurer's, whole.
+func TestDiscoveryNeverWritesTheLedger(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, flood.Definitions())
+	var logs testenv.SyncBuffer
+	testenv.Agent(t, url, participant.Options{Role: flood.Insurer, Steps: flood.InsurerSteps(), Serial: true, Init: flood.InitLedger(1000),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	nc := testenv.Connect(t, url)
+	ping, err := micro.ControlSubject(micro.PingVerb, messages.AgentService, "")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := nc.Request(ping, nil, 100*time.Millisecond)
+		return err == nil
+	}, 30*time.Second, 10*time.Millisecond, "announced")
+
+	ledger := messages.DataSubject(flood.Insurer, flood.LedgerKey)
+	for _, verb := range []micro.Verb{micro.PingVerb, micro.InfoVerb, micro.StatsVerb} {
+		subject, err := micro.ControlSubject(verb, messages.AgentService, "")
+		require.NoError(t, err)
+		require.NoError(t, nc.PublishRequest(subject, ledger, nil))
+		// Answered in turn: once this one is, the one before was handled.
+		_, err = nc.Request(subject, nil, 5*time.Second)
+		require.NoError(t, err)
+	}
+
+	// The stats endpoint too, and a flood of such requests is said once.
+	for range 50 {
+		require.NoError(t, nc.PublishRequest(messages.AgentStatsSubject, ledger, nil))
+	}
+	_, err = nc.Request(messages.AgentStatsSubject, nil, 5*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, 1, strings.Count(logs.String(), `msg="stats not sent"`), "%s", &logs)
+	require.Equal(t, 1, strings.Count(logs.String(), `msg="micro discovery not answered"`), "%s", &logs)
+
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	stream, err := js.Stream(context.Background(), messages.StateStream(flood.Insurer))
+	require.NoError(t, err)
+	m, err := stream.GetLastMsgForSubject(context.Background(), ledger)
+	require.NoError(t, err)
+	var stored struct{ Value flood.Ledger }
+	require.NoError(t, json.Unmarshal(m.Data, &stored), "%s", m.Data)
+	require.Equal(t, flood.Ledger{Initial: 1000, Balance: 1000, Spent: map[string]int64{}}, stored.Value)
+	require.Equal(t, uint64(1), m.Sequence, "the ledger's one write, its opening")
 }
