@@ -96,10 +96,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	var err error
-	if c.inflight, err = intList("-inflight", *inflight, 1); err != nil {
+	if c.inflight, err = intList("-inflight", *inflight, 1, maxInflight); err != nil {
 		return c, err
 	}
-	if c.agents, err = intList("-agents", *agents, 1); err != nil {
+	if c.agents, err = intList("-agents", *agents, 1, maxAgents); err != nil {
 		return c, err
 	}
 	for _, m := range strings.Split(*modes, ",") {
@@ -112,20 +112,34 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		}
 	}
 	switch {
-	case c.duration <= 0 || c.warmup < 0 || c.latency < 0 || c.timeout <= 0:
-		return c, errors.New("-duration and -saga-timeout must be positive, -warmup and -latency not negative")
-	case c.concurrency < 1 || c.workers < 1 || c.runs < 1 || c.hold < 0:
-		return c, errors.New("-concurrency, -baseline-workers and -runs must be at least 1, -hold not negative")
+	case c.duration <= 0 || c.duration > 24*time.Hour || c.timeout <= 0 || c.timeout > time.Hour:
+		return c, errors.New("-duration must be above 0 and at most 24h, -saga-timeout above 0 and at most 1h")
+	case c.warmup < 0 || c.warmup > time.Hour || c.latency < 0 || c.latency > time.Minute:
+		return c, errors.New("-warmup must be 0 to 1h, -latency 0 to 1m")
+	case c.concurrency < 1 || c.concurrency > maxConcurrency || c.workers < 1 || c.workers > maxConcurrency:
+		return c, fmt.Errorf("-concurrency and -baseline-workers must be 1 to %d", maxConcurrency)
+	case c.runs < 1 || c.runs > maxRuns || c.hold < 0 || c.hold > maxHold:
+		return c, fmt.Errorf("-runs must be 1 to %d, -hold 0 to %d", maxRuns, maxHold)
 	}
 	return c, nil
 }
 
-func intList(flagName, s string, least int) ([]int, error) {
+// The bounds of the flags: a load this machine's kind can run, so that a
+// slip of the keyboard (-agents 1000) does not start a thousand processes.
+const (
+	maxInflight    = 100_000
+	maxAgents      = 32
+	maxConcurrency = 4096
+	maxRuns        = 1000
+	maxHold        = 1_000_000
+)
+
+func intList(flagName, s string, least, most int) ([]int, error) {
 	var out []int
 	for _, f := range strings.Split(s, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < least {
-			return nil, fmt.Errorf("%s: %q is not an integer of at least %d", flagName, f, least)
+		if err != nil || n < least || n > most {
+			return nil, fmt.Errorf("%s: %q is not an integer from %d to %d", flagName, f, least, most)
 		}
 		out = append(out, n)
 	}

@@ -28,6 +28,9 @@ func TestParseFlags(t *testing.T) {
 	for _, bad := range [][]string{
 		{"-inflight", "0"}, {"-inflight", "x"}, {"-agents", "0"}, {"-modes", "kafka"},
 		{"-duration", "0s"}, {"-concurrency", "0"}, {"-runs", "0"}, {"extra"},
+		// Beyond what the machine can run: refused before a process starts.
+		{"-agents", "1000"}, {"-inflight", "100000000"}, {"-latency", "1000000h"}, {"-runs", "99999999999"},
+		{"-hold", "99999999999"}, {"-concurrency", "100000"}, {"-duration", "1000h"},
 	} {
 		_, err := parseFlags(bad, &bytes.Buffer{})
 		require.Error(t, err, "%v", bad)

@@ -3,6 +3,8 @@ package vaccination_test
 import (
 	"context"
 	"encoding/json"
+	"flag"
+	"io"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -99,4 +101,18 @@ func mustJSON(t *testing.T, c messages.Context) []byte {
 	data, err := json.Marshal(c)
 	require.NoError(t, err)
 	return data
+}
+
+// TestDepotStockFlag: the depot program's -stock is a count of doses, not
+// negative.
+func TestDepotStockFlag(t *testing.T) {
+	r, err := vaccination.Program(vaccination.Depot)
+	require.NoError(t, err)
+	for arg, ok := range map[string]bool{"0": true, "500": true, "-1": false, "x": false, "1.5": false} {
+		fs := flag.NewFlagSet("depot", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		r.Flags(fs)
+		err := fs.Parse([]string{"-stock", arg})
+		require.Equal(t, ok, err == nil, "-stock %s: %v", arg, err)
+	}
 }

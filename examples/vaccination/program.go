@@ -2,8 +2,10 @@ package vaccination
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"log/slog"
+	"strconv"
 
 	"github.com/nats-io/nats.go"
 
@@ -23,12 +25,29 @@ func Program(role string) (agentmain.Role, error) {
 	}
 	r := agentmain.Role{Name: role, Steps: steps, Serial: Serial(role)}
 	if role == Depot {
-		stock := DefaultScenario().Stock
+		stock := doses(DefaultScenario().Stock)
 		r.Flags = func(fs *flag.FlagSet) {
-			fs.Int64Var(&stock, "stock", stock, "doses in stock the first time the depot's store is used")
+			fs.Var(&stock, "stock", "doses in stock the first time the depot's store is used")
 		}
-		r.Init = func(ctx context.Context, s agent.Seeder) error { return InitStock(stock)(ctx, s) }
+		r.Init = func(ctx context.Context, s agent.Seeder) error { return InitStock(int64(stock))(ctx, s) }
 		r.Serve = func(ctx context.Context, nc *nats.Conn, _ *slog.Logger) error { return ServeStock(ctx, nc) }
 	}
 	return r, nil
+}
+
+// doses is a flag's count of doses: a number, not negative.
+type doses int64
+
+func (d *doses) String() string { return strconv.FormatInt(int64(*d), 10) }
+
+func (d *doses) Set(s string) error {
+	n, err := strconv.ParseInt(s, 10, 64)
+	switch {
+	case err != nil:
+		return errors.New("not a whole number")
+	case n < 0:
+		return errors.New("negative")
+	}
+	*d = doses(n)
+	return nil
 }

@@ -112,6 +112,10 @@ type markedError struct{ err error }
 func (e markedError) Error() string   { return e.err.Error() }
 func (e markedError) Unwrap() []error { return []error{e.err, ErrBadFlag} }
 
+// MaxSecurityFile bounds a credentials, nkey seed or TLS file: a
+// certificate chain is a few KiB.
+const MaxSecurityFile = 1 << 20
+
 // securityOptions returns the nats.go options of c's credentials and TLS
 // files. It returns an error wrapping ErrSecurity when they do not go
 // together or a file cannot be read or does not load.
@@ -133,8 +137,16 @@ func (c *Conn) securityOptions() ([]nats.Option, error) {
 		if f == "" {
 			continue
 		}
-		if _, err := os.Stat(f); err != nil {
+		// Read whole by nats.go: a device, a pipe or a huge file would
+		// hold the program (deaf to signals) before it ever connects.
+		fi, err := os.Stat(f)
+		switch {
+		case err != nil:
 			return nil, fmt.Errorf("%w: %w", ErrSecurity, err)
+		case !fi.Mode().IsRegular():
+			return nil, fmt.Errorf("%w: %s is not a regular file", ErrSecurity, f)
+		case fi.Size() > MaxSecurityFile:
+			return nil, fmt.Errorf("%w: %s: %d bytes, more than %d", ErrSecurity, f, fi.Size(), MaxSecurityFile)
 		}
 	}
 	switch {
@@ -189,6 +201,20 @@ func checkFiles(c *Conn, opts []nats.Option) error {
 		return fmt.Errorf("credentials file %s: no nkey seed: %w", c.Creds, err)
 	}
 	kp.Wipe()
+	return nil
+}
+
+// checkInboxPrefix refuses an inbox prefix nats.go would refuse at every
+// connect attempt, or whose inboxes the coordinator and the agents would
+// not answer: it must be a state key's shape (1 to 8 identifiers joined by
+// dots) and lie outside natsaga's own subjects.
+func checkInboxPrefix(p string) error {
+	if !messages.ValidKey(p) {
+		return fmt.Errorf("-inbox-prefix %s: want %s", messages.Quote(p), messages.KeyRule)
+	}
+	if err := messages.CheckReply(p + ".x"); err != nil {
+		return fmt.Errorf("-inbox-prefix %s: natsaga answers no inbox inside its own subjects", messages.Quote(p))
+	}
 	return nil
 }
 
@@ -275,6 +301,9 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 	d := newDialer()
 	opts = append(opts, nats.SetCustomDialer(d))
 	if c.InboxPrefix != "" {
+		if err := checkInboxPrefix(c.InboxPrefix); err != nil {
+			return nil, badFlag(err)
+		}
 		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
 	}
 	start := time.Now()

@@ -295,6 +295,24 @@ func TestRedacted(t *testing.T) {
 	}
 }
 
+// TestConnectRefusesABadInboxPrefix: an inbox prefix nats.go refuses, or
+// inside natsaga's own subjects (whose inboxes no program answers), is a
+// bad flag, said at once.
+func TestConnectRefusesABadInboxPrefix(t *testing.T) {
+	for _, p := range []string{"foo.>", "a b", "natsaga", "$JS.API", "x..y"} {
+		c := cli.Conn{URL: "nats://127.0.0.1:1", Wait: time.Minute, InboxPrefix: p}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := c.Connect(ctx, "test", slog.New(slog.DiscardHandler))
+		require.ErrorIs(t, err, cli.ErrBadFlag, p)
+		require.ErrorContains(t, err, "-inbox-prefix", p)
+		require.NoError(t, ctx.Err(), "%s: said at once", p)
+		cancel()
+	}
+	c := cli.Conn{URL: "nats://127.0.0.1:1", InboxPrefix: "_INBOX_driver"}
+	_, err := c.Connect(context.Background(), "test", slog.New(slog.DiscardHandler))
+	require.NotErrorIs(t, err, cli.ErrBadFlag, "a good prefix")
+}
+
 // TestConnectRefusesFilesThatDoNotLoad: a TLS or credentials file that is
 // there but holds no certificate, key or seed is said at once, as a
 // security option, not tried again until -connect-wait runs out.
@@ -302,6 +320,8 @@ func TestConnectRefusesFilesThatDoNotLoad(t *testing.T) {
 	p := newPKI(t)
 	garbage := filepath.Join(t.TempDir(), "garbage.pem")
 	require.NoError(t, os.WriteFile(garbage, []byte("not a certificate\n"), 0o600))
+	huge := filepath.Join(t.TempDir(), "huge.nk")
+	require.NoError(t, os.WriteFile(huge, make([]byte, cli.MaxSecurityFile+1), 0o600))
 	for _, tc := range []struct {
 		name string
 		c    cli.Conn
@@ -312,6 +332,10 @@ func TestConnectRefusesFilesThatDoNotLoad(t *testing.T) {
 		{"client key", cli.Conn{TLSCert: p.clientCert, TLSKey: garbage}, "client certificate"},
 		{"key of another certificate", cli.Conn{TLSCert: p.clientCert, TLSKey: p.serverKey}, "client certificate"},
 		{"credentials", cli.Conn{Creds: garbage}, "credentials file " + garbage},
+		// Read whole, a device or a huge file would hold the program.
+		{"credentials that are a device", cli.Conn{Creds: os.DevNull}, os.DevNull + " is not a regular file"},
+		{"a CA that is a directory", cli.Conn{TLSCA: t.TempDir()}, "is not a regular file"},
+		{"a seed over the limit", cli.Conn{NkeySeed: huge}, "more than 1048576"},
 	} {
 		c := tc.c
 		c.URL, c.Wait = "nats://127.0.0.1:1", time.Minute

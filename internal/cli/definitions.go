@@ -13,6 +13,10 @@ import (
 // send as they are, and its definitions, or an error naming the file and,
 // for a bad definition, the definition and the field.
 func ReadDefinitions(file string) ([]byte, []saga.Definition, error) {
+	// Opening a pipe waits for a writer, deaf to signals.
+	if info, err := os.Stat(file); err == nil && !info.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("%s: not a regular file: %w", file, saga.ErrInvalidDefinition)
+	}
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, nil, err
