@@ -326,6 +326,29 @@ func TestSpawnedProgramsServeMetrics(t *testing.T) {
 	}
 }
 
+// TestCoordinatorThatExitsAtStartIsSaid: a coordinator that exits as it
+// starts (its metrics port is taken) is said as such, at once, not as a
+// coordinator that did not answer within -agent-wait.
+func TestCoordinatorThatExitsAtStartIsSaid(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the programs")
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+	dir := t.TempDir()
+	c, err := parseFlags([]string{"-metrics-addr", taken.Addr().String(), "-build-dir", filepath.Join(dir, "bin"),
+		"-households", "10", "-ticks", "1", "-agent-wait", "10m"}, env(), io.Discard)
+	require.NoError(t, err)
+	var stdout, stderr testenv.SyncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	err = run(ctx, c, &stdout, &stderr)
+	require.ErrorContains(t, err, "waiting for the coordinator: coordinator (pid ")
+	require.ErrorContains(t, err, "exited")
+	require.NoError(t, ctx.Err(), "said before the wait ran out")
+}
+
 // inProcessSystem parses the small scenario's flags for a driver that
 // spawns nothing (-expect-agents 4), and starts an embedded server with the
 // coordinator and one agent per role in this process, opened with the

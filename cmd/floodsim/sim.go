@@ -269,6 +269,24 @@ func (s *sim) printMetrics(ctx context.Context) {
 	}
 }
 
+// whileCoordinatorRuns returns ctx, ended early should the coordinator
+// floodsim spawned exit (a flag it refused, a port taken), so that its
+// wait does not run for all of -agent-wait.
+func (s *sim) whileCoordinatorRuns(ctx context.Context) context.Context {
+	if s.sys == nil || s.sys.coord == nil {
+		return ctx
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-s.sys.coord.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx
+}
+
 // waitReady waits until the coordinator answers and want agents answer
 // micro's STATS request to messages.AgentService, bounded by -agent-wait.
 // A role no agent that answered has (each says its role) is warned about
@@ -276,7 +294,12 @@ func (s *sim) printMetrics(ctx context.Context) {
 func (s *sim) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.agentWait)
 	defer cancel()
-	if _, err := s.cl.WithAttempts(math.MaxInt).Summary(ctx); err != nil {
+	if _, err := s.cl.WithAttempts(math.MaxInt).Summary(s.whileCoordinatorRuns(ctx)); err != nil {
+		if s.sys != nil {
+			if err := s.sys.exited(); err != nil {
+				return fmt.Errorf("waiting for the coordinator: %w (its log lines are in %s, kept with -data)", err, s.sys.LogPath())
+			}
+		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("the coordinator did not answer on %s within %s (-agent-wait): %w",
 				messages.SummarySubject, s.cfg.agentWait, err)
