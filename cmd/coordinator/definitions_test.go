@@ -10,6 +10,7 @@ import (
 
 	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/flood"
+	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -34,10 +35,12 @@ func TestDefinitionsFlag(t *testing.T) {
 	require.NoError(t, os.WriteFile(bad, []byte(`{"roles":["r"],"sagas":[{"name":"s","subject":"s","steps":[{"name":"a","role":"q"}]}]}`), 0o600))
 	_, err = definitions(bad)
 	require.ErrorIs(t, err, saga.ErrInvalidDefinition)
-	require.EqualError(t, err, bad+`: definition "s": field steps[0].role: unknown role "q": not in the file's roles [r]`)
+	require.ErrorIs(t, err, cli.ErrBadFlag, "the program exits 2")
+	require.EqualError(t, err, "-definitions "+bad+`: definition "s": field steps[0].role: unknown role "q": not in the file's roles [r]`)
 
 	_, err = definitions(filepath.Join(dir, "missing.json"))
 	require.ErrorIs(t, err, os.ErrNotExist)
+	require.ErrorIs(t, err, cli.ErrBadFlag)
 }
 
 // TestNoDefinitions runs the coordinator program with -definitions none: it

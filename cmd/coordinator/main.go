@@ -131,7 +131,10 @@ func definitions(file string) ([]saga.Definition, error) {
 		return nil, nil
 	}
 	_, defs, err := cli.ReadDefinitions(file)
-	return defs, err
+	if err != nil {
+		return nil, cli.BadFlag(fmt.Errorf("-definitions %w", err))
+	}
+	return defs, nil
 }
 
 func run(ctx context.Context, c config, getenv func(string) string, log *slog.Logger) error {

@@ -103,8 +103,8 @@ var ErrSecurity = errors.New("NATS security options")
 // for them, as for any other bad flag; the error's text is unchanged.
 var ErrBadFlag = errors.New("a connection flag no server can take")
 
-// badFlag marks err with ErrBadFlag.
-func badFlag(err error) error { return markedError{err} }
+// BadFlag marks err with ErrBadFlag: the programs exit 2 for it.
+func BadFlag(err error) error { return markedError{err} }
 
 // markedError is err, which errors.Is also finds to be ErrBadFlag.
 type markedError struct{ err error }
@@ -232,9 +232,9 @@ const quietWait = time.Second
 func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nats.Conn, error) {
 	switch {
 	case c.ReconnectWait < 0:
-		return nil, badFlag(fmt.Errorf("-reconnect-wait %s: must not be negative", c.ReconnectWait))
+		return nil, BadFlag(fmt.Errorf("-reconnect-wait %s: must not be negative", c.ReconnectWait))
 	case c.Wait < 0:
-		return nil, badFlag(fmt.Errorf("-connect-wait %s: must not be negative", c.Wait))
+		return nil, BadFlag(fmt.Errorf("-connect-wait %s: must not be negative", c.Wait))
 	}
 	shown := natsurl.Redacted(c.URL)
 	maxReconnects := c.MaxReconnects
@@ -279,7 +279,7 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 	}
 	sec, err := c.securityOptions()
 	if err != nil {
-		return nil, badFlag(err)
+		return nil, BadFlag(err)
 	}
 	// A scheme NATS does not speak (ftp://) would be dialled as if it
 	// were nats:// until the wait ran out. (A URL that does not parse is
@@ -293,7 +293,7 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 			switch strings.ToLower(p.Scheme) {
 			case "nats", "tls", "ws", "wss":
 			default:
-				return nil, badFlag(fmt.Errorf("connect to %s: scheme %s: a NATS URL is nats://, tls://, ws:// or wss://", shown, messages.Quote(p.Scheme)))
+				return nil, BadFlag(fmt.Errorf("connect to %s: scheme %s: a NATS URL is nats://, tls://, ws:// or wss://", shown, messages.Quote(p.Scheme)))
 			}
 		}
 	}
@@ -302,7 +302,7 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 	opts = append(opts, nats.SetCustomDialer(d))
 	if c.InboxPrefix != "" {
 		if err := checkInboxPrefix(c.InboxPrefix); err != nil {
-			return nil, badFlag(err)
+			return nil, BadFlag(err)
 		}
 		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
 	}
@@ -321,12 +321,12 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 		// may be over by the first attempt's end, and the error of the
 		// parse names the URL).
 		if uerr := (*url.Error)(nil); errors.As(err, &uerr) {
-			return nil, badFlag(fmt.Errorf("connect to %s: the URL does not parse: %w", shown, uerr.Err))
+			return nil, BadFlag(fmt.Errorf("connect to %s: the URL does not parse: %w", shown, uerr.Err))
 		}
 		// Nor does an address no dial can use, such as a port out of
 		// range.
 		if aerr := (*net.AddrError)(nil); errors.As(err, &aerr) {
-			return nil, badFlag(fmt.Errorf("connect to %s: %w", shown, aerr))
+			return nil, BadFlag(fmt.Errorf("connect to %s: %w", shown, aerr))
 		}
 		if time.Now().After(deadline) || errors.Is(err, nats.ErrAuthorization) {
 			return nil, fmt.Errorf("connect to %s: %w", shown, err)

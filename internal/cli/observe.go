@@ -142,6 +142,9 @@ func (h *Health) Ready() error {
 // host, however it is reached) and stop, which ends the server and waits
 // for it; it returns an error when the address cannot be bound.
 func ServeMetrics(ctx context.Context, addr, program string, reg *prometheus.Registry, health func() error, log *slog.Logger) (announce string, stop func(), err error) {
+	if err := checkListenAddr(addr); err != nil {
+		return "", nil, err
+	}
 	srv, err := metrics.Listen(addr, metrics.Handler(reg, program, health), log)
 	if err != nil {
 		return "", nil, err
@@ -164,6 +167,19 @@ func ServeMetrics(ctx context.Context, addr, program string, reg *prometheus.Reg
 		cancel()
 		<-done
 	}, nil
+}
+
+// checkListenAddr returns an error matching ErrBadFlag for an address no
+// listener can take: not host:port, or a port that is no number from 0 to
+// 65535. (A port in use is the host's doing, not the flag's.)
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		if _, err = strconv.ParseUint(port, 10, 16); err == nil {
+			return nil
+		}
+	}
+	return BadFlag(fmt.Errorf("-metrics-addr %s: want host:port, the port 0 to 65535", messages.Quote(addr)))
 }
 
 // healthTimeout bounds a -healthcheck.

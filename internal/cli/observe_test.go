@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -246,6 +247,22 @@ func TestServeMetricsAnnouncesWhereItServes(t *testing.T) {
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		stop()
 	}
+}
+
+// TestServeMetricsRefusesABadAddress: an address no listener can take is
+// a bad flag (the program exits 2); a port in use is not.
+func TestServeMetricsRefusesABadAddress(t *testing.T) {
+	for _, addr := range []string{"garbage", ":99999", ":-1", "127.0.0.1:", "127.0.0.1:http"} {
+		_, _, err := cli.ServeMetrics(t.Context(), addr, "coordinator", metrics.NewRegistry(), nil, slog.New(slog.DiscardHandler))
+		require.ErrorIs(t, err, cli.ErrBadFlag, addr)
+		require.ErrorContains(t, err, "-metrics-addr", addr)
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+	_, _, err = cli.ServeMetrics(t.Context(), taken.Addr().String(), "coordinator", metrics.NewRegistry(), nil, slog.New(slog.DiscardHandler))
+	require.Error(t, err)
+	require.NotErrorIs(t, err, cli.ErrBadFlag, "a port in use")
 }
 
 // TestServeObservedExitCodes: a program that ends without an error, or
