@@ -169,6 +169,9 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		if f, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok && fs.Lookup(f) != nil {
+			fmt.Fprintf(stderr, "natsaga: -%s is natsaga's own flag: give it before the command (natsaga -%s ... %s)\n", f, f, name)
+		}
 		return 2
 	}
 	run, err := parse(subArgs)

@@ -205,6 +205,18 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// TestGlobalFlagAfterTheCommand: natsaga's own flag given after the
+// command is refused saying where it goes.
+func TestGlobalFlagAfterTheCommand(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := mainCode([]string{"summary", "-nats", "nats://127.0.0.1:1"}, func(string) string { return "" }, &out, &errOut)
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut.String(), "natsaga: -nats is natsaga's own flag: give it before the command (natsaga -nats ... summary)")
+	errOut.Reset()
+	require.Equal(t, 2, mainCode([]string{"summary", "-bogus"}, func(string) string { return "" }, &out, &errOut))
+	require.NotContains(t, errOut.String(), "natsaga's own flag")
+}
+
 // TestContextNotAnObject: a start's context that is JSON but not an
 // object is refused saying what it is, in JSON's terms.
 func TestContextNotAnObject(t *testing.T) {
