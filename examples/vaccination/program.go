@@ -27,7 +27,7 @@ func Program(role string) (agentmain.Role, error) {
 	if role == Depot {
 		stock := doses(DefaultScenario().Stock)
 		r.Flags = func(fs *flag.FlagSet) {
-			fs.Var(&stock, "stock", "doses in stock the first time the depot's store is used")
+			fs.Var(&stock, "stock", "`doses` in stock the first time the depot's store is used (not negative)")
 		}
 		r.Init = func(ctx context.Context, s agent.Seeder) error { return InitStock(int64(stock))(ctx, s) }
 		r.Serve = func(ctx context.Context, nc *nats.Conn, _ *slog.Logger) error { return ServeStock(ctx, nc) }

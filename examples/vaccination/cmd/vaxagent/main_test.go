@@ -18,7 +18,8 @@ func TestArguments(t *testing.T) {
 		{nil, 2, "usage: vaxagent patient|depot|clinic [flags]"},
 		{[]string{"-nats", "x"}, 2, "usage: vaxagent"},
 		{[]string{"nurse"}, 2, `vaxagent: unknown vaccination role "nurse" (want patient, depot or clinic)`},
-		{[]string{"depot", "-h"}, 0, "-stock int"},
+		{[]string{"depot", "-h"}, 0, "-stock doses"},
+		{[]string{"depot", "-stock", "-1"}, 2, `invalid value "-1" for flag -stock: negative`},
 		{[]string{"clinic", "-stock", "3"}, 2, "flag provided but not defined: -stock"},
 	} {
 		var stderr bytes.Buffer
