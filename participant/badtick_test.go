@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
@@ -17,21 +18,29 @@ import (
 	"github.com/natsaga/natsaga/saga"
 )
 
-// TestBadTicksSaidOnce floods natsaga.tick, which anyone allowed may
-// publish on, with ticks that do not decode and ticks too far ahead: the
-// agent says the first of each kind, and stays quiet about the others for
-// a minute, and a good tick after them still moves its clock.
-func TestBadTicksSaidOnce(t *testing.T) {
+// servingAgent runs a coordinator of saga s (one step, x, of role r) and
+// an agent of r whose handlers do nothing, logging to logs, and returns
+// them once it serves, with a connection.
+func servingAgent(t *testing.T) (*participant.Agent, *testenv.SyncBuffer, *nats.Conn) {
+	t.Helper()
 	_, url := testenv.Server(t)
 	testenv.Coordinator(t, url, []saga.Definition{{Name: "s", Subject: "s", Steps: []saga.Step{{Name: "x", Role: "r"}}}})
-	var logs testenv.SyncBuffer
-	a := testenv.Agent(t, url, participant.Options{Role: "r", Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	logs := &testenv.SyncBuffer{}
+	a := testenv.Agent(t, url, participant.Options{Role: "r", Logger: slog.New(slog.NewTextHandler(logs, nil)),
 		Steps: []agent.Step{{Saga: "s", Name: "x", Handler: agent.Handler{
 			Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
 			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
 		}}}})
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "agent serving") }, 10*time.Second, 5*time.Millisecond)
-	nc := testenv.Connect(t, url)
+	return a, logs, testenv.Connect(t, url)
+}
+
+// TestBadTicksSaidOnce floods natsaga.tick, which anyone allowed may
+// publish on, with ticks that do not decode and ticks too far ahead: the
+// agent says the first of each kind, and stays quiet about the others for
+// a minute, and a good tick after them still moves its clock.
+func TestBadTicksSaidOnce(t *testing.T) {
+	a, logs, nc := servingAgent(t)
 	for i := range 50 {
 		data := []byte("not a tick")
 		if i%2 == 1 {
@@ -49,16 +58,7 @@ func TestBadTicksSaidOnce(t *testing.T) {
 // coordinator's reached it, but one too far ahead does not (it is said
 // once), and a command with a negative tick is malformed.
 func TestCommandTicksBounded(t *testing.T) {
-	_, url := testenv.Server(t)
-	testenv.Coordinator(t, url, []saga.Definition{{Name: "s", Subject: "s", Steps: []saga.Step{{Name: "x", Role: "r"}}}})
-	var logs testenv.SyncBuffer
-	a := testenv.Agent(t, url, participant.Options{Role: "r", Logger: slog.New(slog.NewTextHandler(&logs, nil)),
-		Steps: []agent.Step{{Saga: "s", Name: "x", Handler: agent.Handler{
-			Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
-			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
-		}}}})
-	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "agent serving") }, 10*time.Second, 5*time.Millisecond)
-	nc := testenv.Connect(t, url)
+	a, logs, nc := servingAgent(t)
 	command := func(id string, tick int64) []byte {
 		return []byte(fmt.Sprintf(`{"v":1,"saga_id":%q,"saga":"s","step":"x","action":"execute","attempt":1,"seq":1,"tick":%d,"context":{}}`, id, tick))
 	}
@@ -69,9 +69,9 @@ func TestCommandTicksBounded(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return strings.Contains(logs.String(), "dropping malformed command") &&
 			strings.Contains(logs.String(), `msg="command tick ignored"`)
-	}, 10*time.Second, 5*time.Millisecond, "%s", &logs)
+	}, 10*time.Second, 5*time.Millisecond, "%s", logs)
 	require.NoError(t, nc.Publish(messages.CommandSubject("s", "x", messages.Execute), command("near", 7)))
 	require.Eventually(t, func() bool { return a.Tick() == 7 }, 10*time.Second, 5*time.Millisecond, "a command's tick moves the clock")
-	require.Equal(t, 1, strings.Count(logs.String(), `msg="command tick ignored"`), "%s", &logs)
+	require.Equal(t, 1, strings.Count(logs.String(), `msg="command tick ignored"`), "%s", logs)
 	require.Contains(t, logs.String(), "command tick -3 is negative")
 }
