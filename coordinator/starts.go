@@ -359,13 +359,18 @@ var leastRefusal = resultSize(messages.StartResponse{V: messages.Version,
 	Error: &messages.WireError{Code: messages.CodeBadRequest, Message: cutMessage}})
 
 // leastStarted is the size of a started saga's result, with id (a UUID
-// when the start gives none) and the longest status, and its comma.
+// when the start gives none) and the longest status, and its comma:
+// counted, not encoded, as it is asked once a start on the loop. An id is
+// a token, which JSON writes as it is.
 func leastStarted(id string) int {
 	if id == "" {
-		id = "00000000-0000-0000-0000-000000000000"
+		return startedBase + len("00000000-0000-0000-0000-000000000000")
 	}
-	return resultSize(messages.StartResponse{V: messages.Version, SagaID: id, Status: string(saga.Compensating)})
+	return startedBase + len(id)
 }
+
+// startedBase is the size of a started saga's result without its id.
+var startedBase = resultSize(messages.StartResponse{V: messages.Version, SagaID: "x", Status: string(saga.Compensating)}) - 1
 
 func resultSize(r messages.StartResponse) int {
 	data, _ := json.Marshal(r) // a StartResponse always encodes
@@ -406,6 +411,18 @@ func (r *startsRoom) giveBack(id string) { r.used -= int64(leastStarted(id) - le
 // fitStartResults returns results, their refusals' messages cut to
 // cutMessage if the answer would not fit limit whole.
 func fitStartResults(results []messages.StartResponse, limit int64) []messages.StartResponse {
+	// An upper bound first, counted: JSON writes a byte of a message as
+	// six at most. Encoding every result is for an answer near the limit.
+	bound := answerEnvelope
+	for _, r := range results {
+		bound += int64(startedBase + len(r.SagaID) + len(r.Status))
+		if r.Error != nil {
+			bound += int64(leastRefusal + len(r.Error.Code) + 6*len(r.Error.Message))
+		}
+	}
+	if bound <= limit {
+		return results
+	}
 	size := answerEnvelope
 	for _, r := range results {
 		size += int64(resultSize(r))

@@ -22,4 +22,12 @@ func TestLeastResultsWithinTheirRoom(t *testing.T) {
 	require.LessOrEqual(t, leastRefusal, messages.StartResultRoom)
 	require.LessOrEqual(t, leastStarted(""), messages.StartResultRoom)
 	require.Greater(t, leastStarted(strings.Repeat("x", 64)), messages.StartResultRoom, "a long id is counted whole")
+	for _, id := range []string{"", "a", strings.Repeat("x", 64), "9f0c-ab_CD"} {
+		want := id
+		if id == "" {
+			want = "00000000-0000-0000-0000-000000000000"
+		}
+		r := messages.StartResponse{V: messages.Version, SagaID: want, Status: "compensating"}
+		require.Equal(t, resultSize(r), leastStarted(id), "counted as encoded: %q", id)
+	}
 }

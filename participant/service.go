@@ -2,7 +2,6 @@ package participant
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -41,17 +40,7 @@ func (a *Agent) serve() (*discovery.Service, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	stats := func(m *nats.Msg) {
-		if m.Reply == "" {
-			return
-		}
-		err := messages.CheckReply(m.Reply)
-		if err == nil {
-			var data []byte
-			if data, err = json.Marshal(a.Stats()); err == nil {
-				err = m.Respond(data)
-			}
-		}
-		if err != nil {
+		if err := discovery.Respond(m, a.Stats()); err != nil {
 			a.warns.Warn("stats not sent", "err", err)
 		}
 	}

@@ -166,20 +166,27 @@ func (s *Service) subscribe(subject, group string, cb nats.MsgHandler) error {
 	return nil
 }
 
-// answer sends v to m's reply subject, unless m asked for none or names
-// one inside natsaga's own subjects.
+// answer sends v to m's reply subject, as Respond does.
 func (s *Service) answer(m *nats.Msg, v any) {
-	if m.Reply == "" {
-		return
-	}
-	err := messages.CheckReply(m.Reply)
-	if err == nil {
-		var data []byte
-		if data, err = json.Marshal(v); err == nil {
-			err = m.Respond(data)
-		}
-	}
-	if err != nil && s.cfg.Warn != nil {
+	if err := Respond(m, v); err != nil && s.cfg.Warn != nil {
 		s.cfg.Warn("micro discovery not answered", "subject", messages.Clip(m.Subject), "err", err)
 	}
+}
+
+// Respond sends v, in JSON, to m's reply subject, unless m asked for no
+// answer; it returns an error, and sends nothing, for a reply subject
+// inside natsaga's own subjects ([messages.CheckReply]), and an error when
+// v does not encode or cannot be sent. An endpoint's handler answers so.
+func Respond(m *nats.Msg, v any) error {
+	if m.Reply == "" {
+		return nil
+	}
+	if err := messages.CheckReply(m.Reply); err != nil {
+		return err
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return m.Respond(data)
 }
