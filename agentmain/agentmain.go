@@ -151,6 +151,9 @@ func parse(r Role, args []string, getenv func(string) string, stderr io.Writer) 
 	if err := o.Validate(); err != nil {
 		return nil, fmt.Errorf("%s-agent: %w", r.Name, err)
 	}
+	if err := c.conn.Check(); err != nil {
+		return nil, err
+	}
 	return c, c.observe.Validate()
 }
 

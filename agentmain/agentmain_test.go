@@ -190,6 +190,9 @@ func TestArguments(t *testing.T) {
 		{"a negative wait", till(), []string{"-reconnect-wait", "-1s"}, 2, "-reconnect-wait -1s: must not be negative"},
 		{"a health check's bad flag", till(), []string{"-healthcheck", "-bogus"}, 1, "flag provided but not defined: -bogus"},
 		{"a health check's bad log format", till(), []string{"-healthcheck", "-log-format", "xml"}, 1, "xml"},
+		{"a scheme NATS does not speak", till(), []string{"-nats", "ftp://x"}, 2, `scheme "ftp"`},
+		{"a health check's bad URL", till(), []string{"-healthcheck", "-metrics-addr", "127.0.0.1:1", "-nats", "ftp://x"}, 1, `scheme "ftp"`},
+		{"a health check's missing credentials", till(), []string{"-healthcheck", "-metrics-addr", "127.0.0.1:1", "-creds", "/nonexistent/x.creds"}, 1, "stat /nonexistent/x.creds"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr bytes.Buffer

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -141,11 +142,13 @@ func (l *lease) acquire(ctx context.Context) error {
 			}
 		}
 		if !logged {
-			who := "another coordinator"
-			if err == nil {
-				who = messages.Clip(string(e.Value()))
+			who := slog.String("holder", "another coordinator")
+			var h holder
+			if err == nil && json.Unmarshal(e.Value(), &h) == nil {
+				// Each field cut alone: the whole, cut, lost the host.
+				who = slog.Group("holder", "copy", messages.Clip(h.Copy), "pid", h.PID, "host", messages.Clip(h.Host))
 			}
-			l.c.log.Info("standing by: another coordinator holds the lease", "holder", who, "ttl", l.ttl)
+			l.c.log.Info("standing by: another coordinator holds the lease", who, "ttl", l.ttl)
 			logged = true
 		}
 		select {

@@ -533,6 +533,12 @@ func TestBadRequestsSaidOnce(t *testing.T) {
 		{messages.StartBatchSubject, `{"v":1,"starts":[{"saga":"nope"}]}`, "start refused"},
 		{messages.RegisterSubject, `{"v":1,"definitions":{"roles":["r"],"sagas":[{"name":"subsidy_application","subject":"subsidy","version":1,"steps":[{"name":"x","role":"r"}]}]}}`, "register refused"},
 	}
+	// A registration that does not decode is said too, as the first of
+	// its kind (the refused definition below is then not said again).
+	msg, err := nc.Request(messages.RegisterSubject, []byte("not a registration"), 10*time.Second)
+	require.NoError(t, err)
+	require.Contains(t, string(msg.Data), `"error"`)
+	require.Contains(t, logs.String(), `msg="register refused"`)
 	for _, b := range bad {
 		for range 50 {
 			msg, err := nc.Request(b.subject, []byte(b.data), 10*time.Second)

@@ -32,14 +32,18 @@ const registerTimeout = 4 * time.Second
 // onRegister registers the definitions of a [messages.RegisterRequest]: all
 // of them or, on an error, none that were not stored already.
 func (c *Coordinator) onRegister(ctx context.Context, m *nats.Msg) {
+	refuse := func(err error) {
+		c.warns.Warn("register refused", "err", err)
+		c.respond(m, messages.RegisterResponse{V: messages.Version, Error: wireError(err)})
+	}
 	var req messages.RegisterRequest
 	if err := messages.Decode(m.Data, &req); err != nil {
-		c.respond(m, messages.RegisterResponse{V: messages.Version, Error: wireError(err)})
+		refuse(err)
 		return
 	}
 	defs, err := saga.ParseFile(req.Definitions)
 	if err != nil {
-		c.respond(m, messages.RegisterResponse{V: messages.Version, Error: wireError(err)})
+		refuse(err)
 		return
 	}
 	// The engine is the loop's: the checks, the update and the stores run
@@ -49,8 +53,8 @@ func (c *Coordinator) onRegister(ctx context.Context, m *nats.Msg) {
 	c.enqueue(ctx, func(time.Time, *saga.Outbox) func(error) {
 		resp, err := c.register(ctx, defs)
 		if err != nil {
-			c.warns.Warn("register refused", "err", err)
-			resp = messages.RegisterResponse{V: messages.Version, Error: wireError(err)}
+			refuse(err)
+			return nil
 		}
 		c.respond(m, resp)
 		return nil

@@ -16,20 +16,17 @@ import (
 )
 
 func TestDefinitionsFlag(t *testing.T) {
-	c, err := parseFlags([]string{"-definitions", "sagas.json"}, func(string) string { return "" }, os.Stderr)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.json")
+	require.NoError(t, os.WriteFile(good, flood.SagasFile, 0o600))
+	c, err := parseFlags([]string{"-definitions", good}, func(string) string { return "" }, os.Stderr)
 	require.NoError(t, err)
-	require.Equal(t, "sagas.json", c.defsFile)
+	require.Equal(t, good, c.defsFile)
+	require.Equal(t, flood.Definitions(), c.defs, "read as the flags are parsed")
 
 	defs, err := definitions("")
 	require.NoError(t, err)
 	require.Equal(t, flood.Definitions(), defs, "no file: the flood sagas")
-
-	dir := t.TempDir()
-	good := filepath.Join(dir, "good.json")
-	require.NoError(t, os.WriteFile(good, flood.SagasFile, 0o600))
-	defs, err = definitions(good)
-	require.NoError(t, err)
-	require.Equal(t, flood.Definitions(), defs)
 
 	bad := filepath.Join(dir, "bad.json")
 	require.NoError(t, os.WriteFile(bad, []byte(`{"roles":["r"],"sagas":[{"name":"s","subject":"s","steps":[{"name":"a","role":"q"}]}]}`), 0o600))

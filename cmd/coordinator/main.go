@@ -64,6 +64,8 @@ type config struct {
 	maxActive int
 	batch     int
 	observe   cli.Observe
+	// defs are the sagas of defsFile, read as the flags are parsed.
+	defs []saga.Definition
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -88,6 +90,14 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if err := c.check(); err != nil {
 		return c, err
 	}
+	if err := c.conn.Check(); err != nil {
+		return c, err
+	}
+	defs, err := definitions(c.defsFile)
+	if err != nil {
+		return c, err
+	}
+	c.defs = defs
 	return c, c.observe.Validate()
 }
 
@@ -143,10 +153,7 @@ func run(ctx context.Context, c config, getenv func(string) string, log *slog.Lo
 		return err
 	}
 	defer flush()
-	defs, err := definitions(c.defsFile)
-	if err != nil {
-		return err
-	}
+	defs := c.defs
 	// Metrics and health are served from the start, so that /livez
 	// answers while the program waits for NATS; they are kept only when
 	// served: the engine's loop then does no work for them.

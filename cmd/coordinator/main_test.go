@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -79,9 +80,11 @@ func TestHealthServedWhileConnecting(t *testing.T) {
 
 // TestFlagsOutOfRange: each flag out of its range is refused, exit 2,
 // with its own name and range; 0, which the library reads as a default,
-// is refused where the flag shows its default.
+// is refused where the flag shows its default. A health check given the
+// same flag fails, exit 1, saying why, whatever serves the port.
 func TestFlagsOutOfRange(t *testing.T) {
 	getenv := func(string) string { return "" }
+	missing := filepath.Join(t.TempDir(), "missing.json")
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -96,13 +99,20 @@ func TestFlagsOutOfRange(t *testing.T) {
 		{[]string{"-retention", "999ms"}, "-retention 999ms: at least 1s, or negative to keep finished sagas for ever"},
 		{[]string{"-command-batch", "0"}, "-command-batch 0: between 1 and 256"},
 		{[]string{"-max-active", "0"}, "-max-active 0: a positive count, or negative for no limit"},
-		// Connection flags no server could take, found as it connects.
+		// Connection flags no server could take.
 		{[]string{"-nats", "://x"}, "the URL does not parse"},
+		{[]string{"-nats", "ftp://x"}, `scheme "ftp": a NATS URL is nats://, tls://, ws:// or wss://`},
+		{[]string{"-creds", missing}, "NATS security options: stat " + missing},
 		{[]string{"-connect-wait", "-1s"}, "-connect-wait -1s: must not be negative"},
+		{[]string{"-definitions", missing}, "-definitions open " + missing + ": no such file or directory"},
 	} {
 		var out bytes.Buffer
 		require.Equal(t, 2, mainCode(tc.args, getenv, &out), "%v", tc.args)
 		require.Contains(t, out.String(), tc.want, "%v", tc.args)
+		out.Reset()
+		check := append([]string{"-healthcheck", "-metrics-addr", "127.0.0.1:1"}, tc.args...)
+		require.Equal(t, 1, mainCode(check, getenv, &out), "%v", check)
+		require.Contains(t, out.String(), tc.want, "%v", check)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -284,4 +285,16 @@ func TestSampleTimelineOfNoSagas(t *testing.T) {
 	data, err := json.Marshal(sampleTimeline(nil))
 	require.NoError(t, err)
 	require.Equal(t, "[]", string(data))
+}
+
+// TestReportEscapesAgentNames: an agent's role and name come from whoever
+// answers discovery; the text report shows what a terminal would act on
+// escaped.
+func TestReportEscapesAgentNames(t *testing.T) {
+	r := &report{Agents: []messages.AgentStats{{Role: "household\x1b[2J", Agent: "evil\r\x1b[31m", PID: 7}}}
+	var out bytes.Buffer
+	r.print(&out)
+	require.NotContains(t, out.String(), "\x1b")
+	require.NotContains(t, out.String(), "\r")
+	require.Contains(t, out.String(), `household\x1b[2J evil\r\x1b[31m`)
 }

@@ -327,8 +327,8 @@ func TestSpawnedProgramsServeMetrics(t *testing.T) {
 }
 
 // TestCoordinatorThatExitsAtStartIsSaid: a coordinator that exits as it
-// starts (its metrics port is taken) is said as such, at once, not as a
-// coordinator that did not answer within -agent-wait.
+// starts (its metrics port is taken) is said as such, at once, with its
+// last line, not as a coordinator that did not answer within -agent-wait.
 func TestCoordinatorThatExitsAtStartIsSaid(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the programs")
@@ -345,7 +345,8 @@ func TestCoordinatorThatExitsAtStartIsSaid(t *testing.T) {
 	defer cancel()
 	err = run(ctx, c, &stdout, &stderr)
 	require.ErrorContains(t, err, "waiting for the coordinator: coordinator (pid ")
-	require.ErrorContains(t, err, "exited")
+	require.ErrorContains(t, err, "exited: exit status 1; its last line: ")
+	require.ErrorContains(t, err, "address already in use", "with why, which the log removed with the run's directory said")
 	require.NoError(t, ctx.Err(), "said before the wait ran out")
 }
 

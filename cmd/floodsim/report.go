@@ -15,6 +15,7 @@ import (
 
 	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/flood"
+	"github.com/natsaga/natsaga/internal/cli"
 	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
@@ -372,6 +373,8 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "  (%d joined after the start, beyond the %d expected)\n", r.LateAgents, len(r.Agents)-r.LateAgents)
 	}
 	for _, a := range r.Agents {
+		// Their names come from anyone who answers discovery: what a
+		// terminal would act on is escaped.
 		batches := ""
 		if a.Messages > 0 && a.Messages < a.Handled {
 			batches = fmt.Sprintf("  in %d messages", a.Messages)
@@ -380,7 +383,7 @@ func (r *report) print(w io.Writer) {
 			batches += fmt.Sprintf("  batches %d of %.1f", a.Batches, float64(a.Batched)/float64(a.Batches))
 		}
 		fmt.Fprintf(w, "  %-10s %-14s pid %-7d handled %5d  executed %5d  compensated %4d  duplicates %3d  refused %3d  redelivered %3d  rejected %3d%s\n",
-			a.Role, a.Agent, a.PID, a.Handled, a.Executed, a.Compensated, a.Duplicates, a.Refused, a.Redelivered, a.Rejected, batches)
+			cli.Escape(a.Role), cli.Escape(a.Agent), a.PID, a.Handled, a.Executed, a.Compensated, a.Duplicates, a.Refused, a.Redelivered, a.Rejected, batches)
 	}
 	fmt.Fprintf(w, "ticks: median %.0f ms, max %.0f ms\n", r.TickMS.Median, r.TickMS.Max)
 	fmt.Fprintf(w, "outcome log SHA-256: %s\n", r.OutcomesSHA256)

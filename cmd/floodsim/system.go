@@ -174,7 +174,13 @@ func (s *system) exited() error {
 		}
 		select {
 		case <-p.Done():
-			return fmt.Errorf("%s (pid %d) exited: %v", p.Name, p.PID(), p.Err())
+			err := fmt.Errorf("%s (pid %d) exited: %v", p.Name, p.PID(), p.Err())
+			if line := p.LastLine(); line != "" {
+				// Why, most often; the log it is in may be removed with
+				// the data directory.
+				err = fmt.Errorf("%w; its last line: %s", err, line)
+			}
+			return err
 		default:
 		}
 	}
@@ -214,6 +220,6 @@ func (s *system) stop() {
 
 func (s *system) stopProc(p *procs.Proc) {
 	if err := p.Stop(stopTimeout); err != nil {
-		s.log.Warn("process did not stop cleanly", "process", p.Name, "err", err)
+		s.log.Warn("process did not stop cleanly", "child", p.Name, "err", err)
 	}
 }

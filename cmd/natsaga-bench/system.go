@@ -300,7 +300,7 @@ func (s *system) stop() {
 		for _, p := range ps {
 			if p != nil {
 				if err := p.Stop(stopWait); err != nil {
-					s.log.Warn("child did not stop cleanly", "process", p.Name, "err", err)
+					s.log.Warn("child did not stop cleanly", "child", p.Name, "err", err)
 				}
 			}
 		}

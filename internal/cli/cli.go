@@ -218,6 +218,59 @@ func checkInboxPrefix(p string) error {
 	return nil
 }
 
+// Check returns the error, matching [ErrBadFlag], that [Connect] would
+// return at once for c's flags, without connecting: a negative wait, a
+// URL of a scheme NATS does not speak, security files that do not go
+// together or do not load, a bad inbox prefix. A program checks its
+// flags with it as it parses them, so that a health check's command line
+// is judged as the program's own.
+func (c *Conn) Check() error {
+	_, err := c.check()
+	return err
+}
+
+// check is [Conn.Check], returning the security options it loaded.
+func (c *Conn) check() ([]nats.Option, error) {
+	switch {
+	case c.ReconnectWait < 0:
+		return nil, BadFlag(fmt.Errorf("-reconnect-wait %s: must not be negative", c.ReconnectWait))
+	case c.Wait < 0:
+		return nil, BadFlag(fmt.Errorf("-connect-wait %s: must not be negative", c.Wait))
+	}
+	sec, err := c.securityOptions()
+	if err != nil {
+		return nil, BadFlag(err)
+	}
+	// A URL that does not parse never will, and a scheme NATS does not
+	// speak (ftp://) would be dialled as if it were nats:// until the wait
+	// ran out. Neither is said with the URL as given, which may hold a
+	// password.
+	shown := natsurl.Redacted(c.URL)
+	for _, u := range strings.Split(c.URL, ",") {
+		u = strings.TrimSpace(u)
+		if !strings.Contains(u, "://") {
+			u = "nats://" + u // as nats.go takes host:port
+		}
+		p, err := url.Parse(u)
+		if err != nil {
+			// Not the *url.Error itself: it names the URL.
+			return nil, BadFlag(fmt.Errorf("connect to %s: the URL does not parse: %w", shown, errors.Unwrap(err)))
+		}
+		switch strings.ToLower(p.Scheme) {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return nil, BadFlag(fmt.Errorf("connect to %s: scheme %s: a NATS URL is nats://, tls://, ws:// or wss://",
+				shown, messages.Quote(p.Scheme)))
+		}
+	}
+	if c.InboxPrefix != "" {
+		if err := checkInboxPrefix(c.InboxPrefix); err != nil {
+			return nil, BadFlag(err)
+		}
+	}
+	return sec, nil
+}
+
 // quietWait is how long Connect waits for a server before it logs that it
 // waits.
 const quietWait = time.Second
@@ -230,11 +283,9 @@ const quietWait = time.Second
 // program's consumers and requests fail. It returns the last error
 // when the server never answered, or an error matching ErrBadFlag.
 func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nats.Conn, error) {
-	switch {
-	case c.ReconnectWait < 0:
-		return nil, BadFlag(fmt.Errorf("-reconnect-wait %s: must not be negative", c.ReconnectWait))
-	case c.Wait < 0:
-		return nil, BadFlag(fmt.Errorf("-connect-wait %s: must not be negative", c.Wait))
+	sec, err := c.check()
+	if err != nil {
+		return nil, err
 	}
 	shown := natsurl.Redacted(c.URL)
 	maxReconnects := c.MaxReconnects
@@ -277,33 +328,10 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 			log.Error("NATS error", "subject", subj, "err", err)
 		}),
 	}
-	sec, err := c.securityOptions()
-	if err != nil {
-		return nil, BadFlag(err)
-	}
-	// A scheme NATS does not speak (ftp://) would be dialled as if it
-	// were nats:// until the wait ran out. (A URL that does not parse is
-	// said so below.)
-	for _, u := range strings.Split(c.URL, ",") {
-		u = strings.TrimSpace(u)
-		if !strings.Contains(u, "://") {
-			continue // nats.go takes host:port as nats://host:port
-		}
-		if p, err := url.Parse(u); err == nil {
-			switch strings.ToLower(p.Scheme) {
-			case "nats", "tls", "ws", "wss":
-			default:
-				return nil, BadFlag(fmt.Errorf("connect to %s: scheme %s: a NATS URL is nats://, tls://, ws:// or wss://", shown, messages.Quote(p.Scheme)))
-			}
-		}
-	}
 	opts = append(opts, sec...)
 	d := newDialer()
 	opts = append(opts, nats.SetCustomDialer(d))
 	if c.InboxPrefix != "" {
-		if err := checkInboxPrefix(c.InboxPrefix); err != nil {
-			return nil, BadFlag(err)
-		}
 		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
 	}
 	start := time.Now()

@@ -187,24 +187,19 @@ const healthTimeout = 3 * time.Second
 
 // Healthcheck asks program, serving addr, for /readyz, prints the answer to
 // w and returns the exit code: 0 when ready, 1 otherwise, and 1 when addr
-// is served by another program or is not given. An address with no host
-// (":9090") is asked on 127.0.0.1; a port may be a service name
-// ("http-alt"), as the server listening on it takes it.
+// is served by another program, is not given, or is one the program
+// would not serve (a port that is no number). An address with no host
+// (":9090") is asked on 127.0.0.1.
 func Healthcheck(addr, program string, w io.Writer) int {
 	if addr == "" {
 		fmt.Fprintln(w, "healthcheck: -healthcheck needs -metrics-addr (or NATSAGA_METRICS_ADDR)")
 		return 1
 	}
-	host, port, err := net.SplitHostPort(addr)
-	if err == nil {
-		var n int
-		n, err = net.LookupPort("tcp", port)
-		port = strconv.Itoa(n)
-	}
-	if err != nil {
-		fmt.Fprintf(w, "healthcheck: -metrics-addr %q: %v\n", addr, err)
+	if err := checkListenAddr(addr); err != nil {
+		fmt.Fprintf(w, "healthcheck: %v\n", err)
 		return 1
 	}
+	host, port, _ := net.SplitHostPort(addr)
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
 	}
@@ -268,14 +263,6 @@ func ServeObserved(stderr io.Writer, process string, o Observe, run func(ctx con
 // flushWait bounds the flush of the traces at exit.
 const flushWait = 5 * time.Second
 
-// numberVariables are the OTEL_ variables of the OTLP exporter and the
-// batch span processor that take a whole number (of milliseconds, or of
-// spans), as the OpenTelemetry specification says.
-var numberVariables = []string{
-	"OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-	"OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_EXPORT_TIMEOUT", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-}
-
 // warnAtMost hands records on at warn when they are above it.
 // OpenTelemetry's own messages at error are about what the program
 // already said at warn (a variable it takes the default of) or what its
@@ -310,11 +297,13 @@ func StartTracing(ctx context.Context, service string, getenv func(string) strin
 		// cannot parse.
 		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("tracing", "err", err) }))
 		otel.SetLogger(logr.FromSlogHandler(warnAtMost{log.Handler()}))
-		// OpenTelemetry's own line names the value, not the variable.
-		for _, name := range numberVariables {
-			if v := getenv(name); v != "" {
-				if n, err := strconv.Atoi(v); err != nil || n < 0 {
-					log.Warn("tracing: a variable that is not a whole number; its default is taken", "variable", name, "value", messages.Clip(v))
+		// OpenTelemetry's own line, if any, names the value, not the
+		// variable, and it takes a negative size, which stops the program.
+		for _, v := range tracingNumbers {
+			if s := getenv(v.name); s != "" {
+				if _, ok := v.value(getenv); !ok {
+					log.Warn("tracing: a variable that is not a whole number in its range; its default is taken",
+						"variable", v.name, "value", messages.Clip(s), "want", fmt.Sprintf("%d to %d", v.min, v.max), "default", v.def)
 				}
 			}
 		}

@@ -142,12 +142,12 @@ func TestHealthcheck(t *testing.T) {
 	require.Equal(t, 1, cli.Healthcheck(addr, "test-agent", &out))
 	require.Equal(t, "healthcheck: "+addr+" serves no natsaga program, not test-agent\n", out.String())
 
-	// No address; a port given by its service name, asked on its number
-	// as the listener took it; a name no service has.
+	// No address; a port given by its service name, which no program
+	// serves (it refuses the flag), nor a port out of range.
 	for _, tc := range []struct{ addr, want string }{
 		{"", "healthcheck: -healthcheck needs -metrics-addr (or NATSAGA_METRICS_ADDR)\n"},
-		{"127.0.0.1:http", `"http://127.0.0.1:80/readyz"`},
-		{"127.0.0.1:no-such-service", `healthcheck: -metrics-addr "127.0.0.1:no-such-service": lookup tcp/no-such-service`},
+		{"127.0.0.1:http", `healthcheck: -metrics-addr "127.0.0.1:http": want host:port, the port 0 to 65535` + "\n"},
+		{"127.0.0.1:65536", `healthcheck: -metrics-addr "127.0.0.1:65536": want host:port, the port 0 to 65535` + "\n"},
 	} {
 		out.Reset()
 		require.Equal(t, 1, cli.Healthcheck(tc.addr, "test-agent", &out), tc.addr)
@@ -197,7 +197,7 @@ func TestTracingErrorsGoToTheLog(t *testing.T) {
 	require.Contains(t, buf.String(), "abc")
 	got = lines()
 	require.Len(t, got, 3, "the timeout that does not parse, said by natsaga and by the exporter, and where spans go")
-	require.Equal(t, "tracing: a variable that is not a whole number; its default is taken", got[0]["msg"])
+	require.Equal(t, "tracing: a variable that is not a whole number in its range; its default is taken", got[0]["msg"])
 	require.Equal(t, "OTEL_EXPORTER_OTLP_TIMEOUT", got[0]["variable"])
 	require.Equal(t, "abc", got[0]["value"])
 	for _, l := range got {

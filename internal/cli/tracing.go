@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -41,6 +43,69 @@ func TracesEndpoint(getenv func(string) string) string {
 		return strings.TrimSuffix(e, "/") + "/v1/traces"
 	}
 	return "http://localhost:4318/v1/traces"
+}
+
+// tracingNumber is an OTEL_ variable of the OTLP exporter or the batch
+// span processor that takes a whole number (of milliseconds, or of
+// spans): the range natsaga takes, and the default it takes instead of a
+// value out of it. OpenTelemetry's own reading takes any integer: a
+// negative queue or batch size stops the program, a huge one takes all
+// its memory, a negative timeout fails every export.
+type tracingNumber struct {
+	name          string
+	min, max, def int
+}
+
+// maxTracingMillis bounds the timeouts and delay: an hour.
+// maxTracingSpans bounds the queue and a batch.
+const (
+	maxTracingMillis = 3_600_000
+	maxTracingSpans  = 1 << 20
+)
+
+// The variables of tracingNumbers, by name, for SetupTracing.
+var (
+	exporterTimeout       = tracingNumber{"OTEL_EXPORTER_OTLP_TIMEOUT", 1, maxTracingMillis, 10_000}
+	exporterTracesTimeout = tracingNumber{"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", 1, maxTracingMillis, 10_000}
+	bspScheduleDelay      = tracingNumber{"OTEL_BSP_SCHEDULE_DELAY", 1, maxTracingMillis, sdktrace.DefaultScheduleDelay}
+	bspExportTimeout      = tracingNumber{"OTEL_BSP_EXPORT_TIMEOUT", 1, maxTracingMillis, sdktrace.DefaultExportTimeout}
+	bspMaxQueueSize       = tracingNumber{"OTEL_BSP_MAX_QUEUE_SIZE", 1, maxTracingSpans, sdktrace.DefaultMaxQueueSize}
+	bspMaxExportBatchSize = tracingNumber{"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 1, maxTracingSpans, sdktrace.DefaultMaxExportBatchSize}
+	tracingNumbers        = []tracingNumber{exporterTimeout, exporterTracesTimeout, bspScheduleDelay, bspExportTimeout, bspMaxQueueSize, bspMaxExportBatchSize}
+)
+
+// value returns v's value as getenv reads it, and whether it is a whole
+// number in v's range; v's default when it is not, or is not set.
+func (v tracingNumber) value(getenv func(string) string) (int, bool) {
+	s := getenv(v.name)
+	if s == "" {
+		return v.def, true
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < v.min || n > v.max {
+		return v.def, false
+	}
+	return n, true
+}
+
+// millis is v's value as a duration of milliseconds.
+func (v tracingNumber) millis(getenv func(string) string) time.Duration {
+	n, _ := v.value(getenv)
+	return time.Duration(n) * time.Millisecond
+}
+
+// batchOptions are the batch span processor's options as getenv's
+// variables ask, each in its range ([tracingNumber]): given explicitly,
+// they win over the processor's own reading of the variables.
+func batchOptions(getenv func(string) string) []sdktrace.BatchSpanProcessorOption {
+	queue, _ := bspMaxQueueSize.value(getenv)
+	batch, _ := bspMaxExportBatchSize.value(getenv)
+	return []sdktrace.BatchSpanProcessorOption{
+		sdktrace.WithMaxQueueSize(queue),
+		sdktrace.WithMaxExportBatchSize(min(batch, queue)), // as the specification asks
+		sdktrace.WithBatchTimeout(bspScheduleDelay.millis(getenv)),
+		sdktrace.WithExportTimeout(bspExportTimeout.millis(getenv)),
+	}
 }
 
 // checkTracingEnv returns an error when the OTEL_ variables that getenv
@@ -92,7 +157,8 @@ func checkTracingEnv(getenv func(string) string) error {
 // exporter than otlp or none, or the OTLP protocol is not http/protobuf
 // (tracing on or not: such a variable asks for spans natsaga cannot send).
 func SetupTracing(ctx context.Context, service string, getenv func(string) string) (trace.TracerProvider, func(context.Context) error, error) {
-	if strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true") {
+	// Either switch turns tracing off whatever else is set.
+	if strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true") || strings.EqualFold(getenv("OTEL_TRACES_EXPORTER"), "none") {
 		return nil, func(context.Context) error { return nil }, nil
 	}
 	if err := checkTracingEnv(getenv); err != nil {
@@ -108,6 +174,15 @@ func SetupTracing(ctx context.Context, service string, getenv func(string) strin
 		// the Go exporter's, with no variable set, would be https.
 		opts = append(opts, otlptracehttp.WithInsecure())
 	}
+	// The traces' own timeout wins over the general one; one out of its
+	// range is the default, as the warning said.
+	timeout := exporterTracesTimeout
+	if getenv(timeout.name) == "" {
+		timeout = exporterTimeout
+	}
+	if _, ok := timeout.value(getenv); !ok {
+		opts = append(opts, otlptracehttp.WithTimeout(timeout.millis(getenv)))
+	}
 	exp, err := otlptracehttp.New(ctx, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("tracing: %w", err)
@@ -122,6 +197,6 @@ func SetupTracing(ctx context.Context, service string, getenv func(string) strin
 			res = merged
 		}
 	}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp, batchOptions(getenv)...), sdktrace.WithResource(res))
 	return tp, tp.Shutdown, nil
 }

@@ -3,14 +3,18 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"testing"
 
+	"github.com/go-logr/logr"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel"
 
 	"github.com/natsaga/natsaga/internal/cli"
 )
@@ -65,6 +69,10 @@ func TestSetupTracingRefusesWhatItCannotSend(t *testing.T) {
 		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, `OTEL_EXPORTER_OTLP_PROTOCOL="grpc": natsaga exports http/protobuf only`},
 		{map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}, `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="http/json"`},
 		{map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "jaeger"}, ""},
+		// Tracing turned off by either switch checks nothing else.
+		{map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "ftp://x"}, ""},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "None", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, ""},
+		{map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "ftp://x"}, ""},
 		{map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, ""},
 		// The traces' own protocol wins over the general one.
 		{map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, ""},
@@ -85,6 +93,53 @@ func TestSetupTracingRefusesWhatItCannotSend(t *testing.T) {
 		require.ErrorContains(t, err, tc.want, "%v", tc.env)
 		require.Nil(t, tp)
 	}
+}
+
+// TestTracingNumbersOutOfRange: a size, delay or timeout of the batch
+// processor or the exporter out of its range (OpenTelemetry's own reading
+// took a negative size and stopped the program making a channel of it) is
+// a warning naming the variable, and spans go out with the defaults.
+func TestTracingNumbersOutOfRange(t *testing.T) {
+	got := make(chan struct{}, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- struct{}{}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
+	bad := map[string]string{
+		"OTEL_BSP_MAX_QUEUE_SIZE":           "-5",
+		"OTEL_BSP_MAX_EXPORT_BATCH_SIZE":    "-1",
+		"OTEL_BSP_SCHEDULE_DELAY":           "0",
+		"OTEL_BSP_EXPORT_TIMEOUT":           "99999999999",
+		"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "-1",
+	}
+	for k, v := range bad {
+		t.Setenv(k, v)
+	}
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	t.Cleanup(func() { otel.SetErrorHandler(otel.ErrorHandlerFunc(func(error) {})); otel.SetLogger(logr.Discard()) })
+	tp, stop, err := cli.StartTracing(context.Background(), "natsaga-test", os.Getenv, log)
+	require.NoError(t, err)
+	require.NotNil(t, tp)
+	_, span := tp.Tracer("t").Start(context.Background(), "saga test")
+	span.End()
+	stop()
+	select {
+	case <-got:
+	default:
+		t.Fatal("no span exported")
+	}
+	warned := map[string]string{}
+	for _, l := range bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n")) {
+		var line map[string]any
+		require.NoError(t, json.Unmarshal(l, &line))
+		if line["msg"] == "tracing: a variable that is not a whole number in its range; its default is taken" {
+			warned[line["variable"].(string)] = line["value"].(string)
+		}
+	}
+	require.Equal(t, bad, warned, buf.String())
 }
 
 // TestSetupTracingExportsOTLP turns tracing on with the standard variables and

@@ -3,6 +3,7 @@ package procs_test
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -56,4 +57,29 @@ func TestLinesKeepsLinesWhole(t *testing.T) {
 		require.Equal(t, 200, next[w], "writer %d", w)
 	}
 	require.NotContains(t, out.String(), "unfinished")
+}
+
+// TestLastLine: a program's last whole line is kept, cut to MaxLastLine
+// bytes, whether or not its output goes anywhere else; a last line
+// without its newline is not whole.
+func TestLastLine(t *testing.T) {
+	long := strings.Repeat("x", procs.MaxLastLine+100)
+	var out bytes.Buffer
+	for _, tc := range []struct {
+		script string
+		out    io.Writer
+		want   string
+	}{
+		{"echo first; echo 'stopped err=\"no such file\"'; printf 'cut off'; exit 3", nil, `stopped err="no such file"`},
+		{"echo first; echo 'why'; exit 3", &out, "why"},
+		{"echo " + long + "; exit 3", nil, long[:procs.MaxLastLine]},
+		{"exit 3", nil, ""},
+	} {
+		p, err := procs.Start("sh", "/bin/sh", []string{"-c", tc.script}, nil, tc.out)
+		require.NoError(t, err)
+		<-p.Done()
+		require.EqualError(t, p.Err(), "exit status 3")
+		require.Equal(t, tc.want, p.LastLine(), tc.script)
+	}
+	require.Equal(t, "first\nwhy\n", out.String(), "the output still goes where it was sent")
 }

@@ -152,6 +152,7 @@ type Proc struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
+	last lastLine
 }
 
 // Start runs the binary at path with args and env (added to this process's
@@ -164,9 +165,11 @@ func Start(name, path string, args, env []string, out io.Writer) (*Proc, error) 
 func (p *Proc) start() error {
 	cmd := exec.Command(p.path, p.args...)
 	cmd.Env = append(os.Environ(), p.env...)
+	out := io.Writer(&p.last)
 	if p.out != nil {
-		cmd.Stdout, cmd.Stderr = p.out, p.out
+		out = io.MultiWriter(p.out, &p.last)
 	}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", p.Name, err)
 	}
@@ -203,6 +206,49 @@ func (p *Proc) Err() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.err
+}
+
+// LastLine is the last whole line the program wrote (cut to
+// [MaxLastLine] bytes), "" before its first: once it has exited, most
+// often why.
+func (p *Proc) LastLine() string { return p.last.String() }
+
+// MaxLastLine bounds [Proc.LastLine].
+const MaxLastLine = 1024
+
+// lastLine keeps the last whole line written to it, its first
+// MaxLastLine bytes.
+type lastLine struct {
+	mu      sync.Mutex
+	partial []byte // the line being written, cut
+	line    string
+}
+
+func (l *lastLine) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for rest := p; len(rest) > 0; {
+		i := bytes.IndexByte(rest, '\n')
+		chunk := rest
+		if i >= 0 {
+			chunk = rest[:i]
+		}
+		if room := MaxLastLine - len(l.partial); room > 0 {
+			l.partial = append(l.partial, chunk[:min(room, len(chunk))]...)
+		}
+		if i < 0 {
+			break
+		}
+		l.line, l.partial = string(l.partial), l.partial[:0]
+		rest = rest[i+1:]
+	}
+	return len(p), nil
+}
+
+func (l *lastLine) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.line
 }
 
 // Kill sends SIGKILL and waits for the process to exit.
