@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/natsaga/natsaga/internal/natsurl"
 	"github.com/natsaga/natsaga/internal/tracing"
@@ -310,10 +311,10 @@ func (c *Client) Start(ctx context.Context, s Start) (Started, error) {
 	if err := messages.CheckToken("saga type", s.Saga); err != nil {
 		return Started{}, fmt.Errorf("start: %w: %w", ErrBadRequest, err)
 	}
+	var span trace.Span = noop.Span{} // without a tracer
 	if c.opts.Tracer != nil {
-		var span trace.Span
 		ctx, span = c.opts.Tracer.Start(ctx, "start "+s.Saga, trace.WithSpanKind(trace.SpanKindClient),
-			trace.WithAttributes(attribute.String("natsaga.saga_id", s.ID), attribute.String("natsaga.saga", s.Saga)))
+			trace.WithAttributes(attribute.String("natsaga.saga", s.Saga)))
 		defer span.End()
 	}
 	ctxv := s.Context
@@ -343,6 +344,8 @@ func (c *Client) Start(ctx context.Context, s Start) (Started, error) {
 	if err != nil {
 		return Started{}, err
 	}
+	// The id the coordinator took: the caller's, or the one it gave.
+	span.SetAttributes(attribute.String("natsaga.saga_id", resp.SagaID))
 	return Started{ID: resp.SagaID, Status: saga.Status(resp.Status)}, nil
 }
 
