@@ -3,6 +3,9 @@ package agent
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/natsaga/natsaga/messages"
@@ -136,18 +139,31 @@ type Conclusion struct {
 
 // Conclude says what the handler's return (out, err) for cmd makes of the
 // branch, at time at. claimed is set when an earlier run of the action had
-// claimed the branch (its result is pending).
+// claimed the branch (its result is pending). maxOutput bounds an
+// execute's output as JSON ([messages.MaxOutputFor] the server's payload
+// limit).
 //
 //   - success: record OK with out, and commit the writes;
 //   - a rejected execute: record Failed with the reason, drop the writes;
 //   - a rejected compensate: record nothing, reply Failed; it is retried;
 //   - a transient error: record nothing, reply Error; it is retried, except
-//     that a claimed execute is delivered again unanswered.
-func Conclude(cmd *messages.Command, out messages.Context, err error, claimed bool, at time.Time) Conclusion {
+//     that a claimed execute is delivered again unanswered;
+//   - an output that [CheckOutput] refuses: as a transient error (the
+//     coordinator could not take the answer, and the store could not
+//     record it).
+//
+// A reason is cut to [messages.MaxReason] bytes, as the saga keeps it.
+func Conclude(cmd *messages.Command, out messages.Context, err error, claimed bool, at time.Time, maxOutput int) Conclusion {
+	if err == nil && cmd.Action == messages.Execute {
+		if cerr := CheckOutput(out, maxOutput); cerr != nil {
+			err = fmt.Errorf("execute %s: %w", cmd.Step, cerr)
+		}
+	}
 	if err == nil {
 		return Conclusion{Result: &messages.Result{Outcome: messages.OK, Output: out, Seq: cmd.Seq, At: at}, Keep: true}
 	}
 	reason, rejected := IsReject(err)
+	reason = messages.ClipReason(reason)
 	switch {
 	case rejected && cmd.Action == messages.Execute:
 		return Conclusion{Result: &messages.Result{Outcome: messages.Failed, Reason: reason, Seq: cmd.Seq, At: at}}
@@ -156,7 +172,35 @@ func Conclude(cmd *messages.Command, out messages.Context, err error, claimed bo
 	case claimed && cmd.Action == messages.Execute:
 		return Conclusion{Redeliver: true}
 	}
-	return Conclusion{Reply: messages.ReplyTo(cmd, messages.Error, err.Error())}
+	return Conclusion{Reply: messages.ReplyTo(cmd, messages.Error, messages.ClipReason(err.Error()))}
+}
+
+// CheckOutput returns an error wrapping [messages.ErrBadRequest] when a
+// value of out is not JSON, and one wrapping [messages.ErrTooLarge] when
+// out takes more than max bytes as JSON: an output no record can hold.
+func CheckOutput(out messages.Context, max int) error {
+	size := 2 // {}
+	bad := false
+	for k, v := range out {
+		bad = bad || !json.Valid(v)
+		size += messages.QuotedLen(k) + len(v) + 2 // "k":v,
+	}
+	if bad {
+		// Said of the first in order, whatever the map's.
+		for _, k := range slices.Sorted(maps.Keys(out)) {
+			if !json.Valid(out[k]) {
+				return fmt.Errorf("output %s: not JSON: %w", messages.Quote(k), messages.ErrBadRequest)
+			}
+		}
+	}
+	if len(out) > 0 {
+		size-- // no comma after the last
+	}
+	if size > max {
+		return fmt.Errorf("output of %d bytes as JSON, more than %d (an eighth of the server's payload limit, less 4 KiB): %w",
+			size, max, messages.ErrTooLarge)
+	}
+	return nil
 }
 
 // Verdict says how a store disposed of a command.

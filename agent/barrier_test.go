@@ -2,7 +2,9 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -75,6 +77,11 @@ func TestConclude(t *testing.T) {
 	co := &messages.Command{SagaID: "s1", Saga: "sub", Step: "pay", Action: messages.Compensate, Seq: 7}
 	out := messages.Context{}.MustSet("paid", 5)
 	transient := errors.New("disk on fire")
+	long := strings.Repeat("é", messages.MaxReason) // 2 bytes a letter
+	clipped := messages.ClipReason(long)
+	const limit = 40
+	big := messages.Context{"blob": json.RawMessage(`"` + strings.Repeat("x", limit-10) + `"`)} // {"blob":"x…"}: 41 bytes
+	fits := messages.Context{"blob": json.RawMessage(`"` + strings.Repeat("x", limit-11) + `"`)}
 	for _, tc := range []struct {
 		name    string
 		cmd     *messages.Command
@@ -99,11 +106,32 @@ func TestConclude(t *testing.T) {
 			agent.Conclusion{Redeliver: true}},
 		{"transient claimed compensation replies Error", co, nil, transient, true,
 			agent.Conclusion{Reply: messages.ReplyTo(co, messages.Error, "disk on fire")}},
+		// A reason is kept to what the saga keeps: the record and the
+		// reply then fit what the coordinator takes.
+		{"a long rejection is cut", ex, nil, agent.Reject("%s", long), false,
+			agent.Conclusion{Result: &messages.Result{Outcome: messages.Failed, Reason: clipped, Seq: 3, At: at}}},
+		{"a long rejection of a compensation is cut", co, nil, agent.Reject("%s", long), false,
+			agent.Conclusion{Reply: messages.ReplyTo(co, messages.Failed, clipped)}},
+		{"a long error is cut", ex, nil, errors.New(long), false,
+			agent.Conclusion{Reply: messages.ReplyTo(ex, messages.Error, clipped)}},
+		// An output no record could hold fails as a transient error.
+		{"an output at its bound is recorded", ex, fits, nil, false,
+			agent.Conclusion{Result: &messages.Result{Outcome: messages.OK, Output: fits, Seq: 3, At: at}, Keep: true}},
+		{"an output over its bound is an error", ex, big, nil, false,
+			agent.Conclusion{Reply: messages.ReplyTo(ex, messages.Error,
+				"execute pay: output of 41 bytes as JSON, more than 40 (an eighth of the server's payload limit, less 4 KiB): "+messages.ErrTooLarge.Error())}},
+		{"an output that is not JSON is an error", ex, messages.Context{"b": json.RawMessage(`{`), "a": json.RawMessage(`1x`)}, nil, false,
+			agent.Conclusion{Reply: messages.ReplyTo(ex, messages.Error, `execute pay: output "a": not JSON: `+messages.ErrBadRequest.Error())}},
+		{"a claimed execute's bad output is delivered again", ex, big, nil, true,
+			agent.Conclusion{Redeliver: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			require.Equal(t, tc.want, agent.Conclude(tc.cmd, tc.out, tc.err, tc.claimed, at))
+			require.Equal(t, tc.want, agent.Conclude(tc.cmd, tc.out, tc.err, tc.claimed, at, limit))
 		})
 	}
+	encoded, err := json.Marshal(fits)
+	require.NoError(t, err)
+	require.Len(t, encoded, limit, "the bound counts the output as JSON")
 }
 
 func TestIsReject(t *testing.T) {
@@ -124,7 +152,7 @@ func TestIsReject(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, agent.NoReason, reason)
 	co := &messages.Command{V: 1, SagaID: "s-1", Saga: "pay", Step: "take", Action: messages.Compensate, Attempt: 1, Seq: 2}
-	reply := agent.Conclude(co, nil, agent.Reject(""), false, time.Now()).Reply
+	reply := agent.Conclude(co, nil, agent.Reject(""), false, time.Now(), 1<<10).Reply
 	require.Equal(t, messages.Failed, reply.Outcome)
 	require.NoError(t, reply.Validate())
 }
@@ -379,5 +407,21 @@ func TestMemoryRefusesMalformedCommands(t *testing.T) {
 			require.False(t, ran)
 			require.Equal(t, messages.Record{}, m.Record(tc.cmd.SagaID, tc.cmd.Step))
 		})
+	}
+}
+
+// TestCheckOutputCountsJSON: the size CheckOutput bounds is the output's
+// as json.Marshal writes it, whatever its keys: exactly at the bound it
+// passes, a byte under it it does not.
+func TestCheckOutputCountsJSON(t *testing.T) {
+	for _, out := range []messages.Context{
+		{},
+		{"a": json.RawMessage(`1`)},
+		{"a": json.RawMessage(`1`), "b\"\\<>&\u2028": json.RawMessage(`{"x":[1,2]}`), "é": json.RawMessage(`"\u00e9"`)},
+	} {
+		data, err := json.Marshal(out)
+		require.NoError(t, err)
+		require.NoError(t, agent.CheckOutput(out, len(data)), "%s", data)
+		require.ErrorIs(t, agent.CheckOutput(out, len(data)-1), messages.ErrTooLarge, "%s", data)
 	}
 }

@@ -34,6 +34,19 @@ type Tx interface {
 	Put(key string, v any) error
 }
 
+// CheckValue returns an error wrapping [messages.ErrTooLarge] when value,
+// the JSON of key's state value, is larger than a server whose payload
+// limit is maxPayload can store with its envelope
+// ([messages.MaxValueFor]). A store's Put returns it: the handler's error,
+// so the command fails like a transient error.
+func CheckValue(key string, value []byte, maxPayload int64) error {
+	if limit := messages.MaxValueFor(maxPayload); len(value) > limit {
+		return fmt.Errorf("put %s: a value of %d bytes as JSON, more than %d (half the server's payload limit): %w",
+			key, len(value), limit, messages.ErrTooLarge)
+	}
+	return nil
+}
+
 // Seeder stores a role's initial state.
 type Seeder interface {
 	// Init stores v under key unless key already has a value, and reports

@@ -19,6 +19,8 @@ var ErrRedeliver = errors.New("deliver the command again")
 // Memory is one role's state and barrier records held in memory: the
 // barrier of package participant without a server, for tests of handlers
 // and of the rules. Commands take turns. It is safe for concurrent use.
+// Outputs and state values are held to what a server of NATS's default
+// payload limit takes ([MemoryMaxPayload]).
 type Memory struct {
 	mu      sync.Mutex
 	values  map[string]json.RawMessage
@@ -27,6 +29,11 @@ type Memory struct {
 }
 
 type branchKey struct{ sagaID, step string }
+
+// MemoryMaxPayload is the server payload limit [Memory] holds outputs
+// and values to ([messages.MaxOutputFor], [messages.MaxValueFor]): NATS's
+// default, 1 MiB.
+const MemoryMaxPayload = 1 << 20
 
 // NewMemory returns an empty store.
 func NewMemory() *Memory {
@@ -128,7 +135,7 @@ func (m *Memory) Do(ctx context.Context, cmd *messages.Command, h Handler) (mess
 	}
 	tx := &memTx{values: m.values, writes: map[string]json.RawMessage{}}
 	out, err := h.Run(ctx, tx, cmd)
-	c := Conclude(cmd, out, err, *mine != nil, m.now())
+	c := Conclude(cmd, out, err, *mine != nil, m.now(), messages.MaxOutputFor(MemoryMaxPayload))
 	switch {
 	case c.Redeliver:
 		return messages.Reply{}, Transient, fmt.Errorf("%s %s/%s: %w: %w", cmd.Action, cmd.SagaID, cmd.Step, ErrRedeliver, err)
@@ -189,6 +196,9 @@ func (tx *memTx) Put(key string, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := CheckValue(key, data, MemoryMaxPayload); err != nil {
+		return err
 	}
 	tx.writes[key] = data
 	return nil

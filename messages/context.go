@@ -86,6 +86,23 @@ func (c Context) Clone() Context {
 // batch's envelope) takes less than the 1 KiB left.
 const MaxContext = MaxPayload - 1<<10
 
+// MaxOutputFor is the most bytes, as JSON, of an execute's output that
+// an agent records under a server whose payload limit is maxPayload (0
+// when it is under 32 KiB): the coordinator drops an answer over an
+// eighth of the limit, and the record of a compensated step holds the
+// output beside the compensation's result, so 4 KiB of the eighth are
+// left for the rest of the record. Above 1 MiB it is that of 1 MiB: a
+// role's record log carries many records a message, at most 256 KiB.
+func MaxOutputFor(maxPayload int64) int {
+	return max(int(min(maxPayload, 1<<20)/8)-4<<10, 0)
+}
+
+// MaxValueFor is the most bytes, as JSON, of a state value that an agent
+// stores under a server whose payload limit is maxPayload: half of it,
+// the other half left for the value's envelope, which names the outputs
+// of the actions that wrote it.
+func MaxValueFor(maxPayload int64) int { return int(maxPayload / 2) }
+
 // MaxContextDepth is the deepest a saga's context may nest arrays and
 // objects, the context object itself counted: a value of the context nests
 // at most MaxContextDepth-1 levels. Every payload that carries a context

@@ -200,7 +200,7 @@ func (s *Store) runAhead(ctx context.Context, items []*batchItem) (n int, subjec
 		if tx.found != "" || errors.Is(err, ErrUnavailable) {
 			break
 		}
-		c := agent.Conclude(it.cmd, out, err, false, time.Now().UTC())
+		c := agent.Conclude(it.cmd, out, err, false, time.Now().UTC(), messages.MaxOutputFor(s.maxPayload))
 		if c.Redeliver || c.Result == nil {
 			break
 		}

@@ -91,6 +91,9 @@ type Store struct {
 	// logger reports the record log's messages that do not decode (nil:
 	// slog's default); an agent sets its own.
 	logger *slog.Logger
+	// maxPayload is the server's payload limit when the store was made:
+	// outputs, values and record messages are held to what it takes.
+	maxPayload int64
 
 	// Within one process, transactions on the same state key take turns
 	// (keys), and the last envelope this process wrote or read is reused
@@ -207,7 +210,7 @@ func OpenStore(ctx context.Context, nc *nats.Conn, role string, create bool, rep
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", role, err)
 	}
-	return &Store{nc: nc, js: js, stream: st, role: role, maxConflicts: 200, create: create, replicas: replicas,
+	return &Store{nc: nc, js: js, stream: st, role: role, maxConflicts: 200, maxPayload: nc.MaxPayload(), create: create, replicas: replicas,
 		keys: map[string]*keyLock{}, cache: map[string]cached{}, settled: map[string][]string{}}, nil
 }
 
@@ -232,8 +235,11 @@ func (s *Store) records(ctx context.Context) (*kvlog.Log, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A message of records within the server's payload limit (kvlog's
+	// own bound, 256 KiB, is over a limit of 64 KiB), less room for its
+	// headers.
 	l, err := kvlog.Open(ctx, s.js, kvlog.Options{Stream: messages.RecordStream(s.role), Subject: messages.RecordSubject(s.role),
-		MaxValues: s.maxRecordValues, Logger: s.logger})
+		MaxValues: s.maxRecordValues, Logger: s.logger, MaxBytes: int(min(s.maxPayload, 256<<10)) - 1<<10})
 	if err != nil {
 		return nil, fmt.Errorf("records of %s: %w: %w", s.role, ErrUnavailable, err)
 	}
@@ -710,6 +716,9 @@ func (tx *txn) Put(key string, v any) error {
 	if err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
+	if err := agent.CheckValue(key, value, tx.store.maxPayload); err != nil {
+		return err
+	}
 	for i := range tx.writes {
 		if tx.writes[i].subject == subj {
 			tx.writes[i].value = value
@@ -900,7 +909,7 @@ func (b *branch) run(ctx context.Context) (messages.Reply, agent.Verdict, error)
 	if errors.Is(err, ErrUnavailable) {
 		return messages.Reply{}, agent.Transient, err
 	}
-	c := agent.Conclude(cmd, out, err, claimed, time.Now().UTC())
+	c := agent.Conclude(cmd, out, err, claimed, time.Now().UTC(), messages.MaxOutputFor(b.s.maxPayload))
 	switch {
 	case c.Redeliver:
 		return messages.Reply{}, agent.Transient, fmt.Errorf("execute %s: %w: %w", b.op, ErrUnavailable, err)

@@ -1,0 +1,127 @@
+package participant_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// TestAnswersWithinWhatTheCoordinatorTakes: what a handler returns that
+// no record or reply the coordinator takes could hold (an eighth of the
+// server's payload limit) never leaves a saga waiting. An output over
+// its bound, or not JSON, fails the step as a transient error, and the
+// saga rolls back (its compensations' records fit); a long reason is cut
+// to what the saga keeps; a value over half the payload limit is the
+// handler's error. Under a server limit of 64 KiB, an output's bound is
+// 4 KiB.
+func TestAnswersWithinWhatTheCoordinatorTakes(t *testing.T) {
+	_, url := testenv.ServerWith(t, "max_payload: 65536")
+	nc := testenv.Connect(t, url)
+	require.Equal(t, 4096, messages.MaxOutputFor(nc.MaxPayload()))
+	once := saga.RetryPolicy{MaxAttempts: 2, Backoff: 10 * time.Millisecond, MaxBackoff: 10 * time.Millisecond}
+	def := saga.Definition{Name: "big", Subject: "big", Steps: []saga.Step{
+		{Name: "first", Role: "r", TimeoutTicks: 100},
+		{Name: "second", Role: "r", TimeoutTicks: 100, Retry: once},
+	}}
+	testenv.Coordinator(t, url, []saga.Definition{def})
+	noUndo := func(context.Context, agent.Tx, *messages.Command) error { return nil }
+	testenv.Agent(t, url, participant.Options{Role: "r", Steps: []agent.Step{
+		{Saga: "big", Name: "first", Handler: agent.Handler{
+			Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+				// The most the bound takes: recorded, and its
+				// compensation's record beside it fits too.
+				return messages.Context{"first": json.RawMessage(`"` + strings.Repeat("x", 4096-12) + `"`)}, nil
+			},
+			Compensate: noUndo,
+		}},
+		{Saga: "big", Name: "second", Handler: agent.Handler{
+			Execute: func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
+				how, _ := cmd.Context.String("how")
+				switch how {
+				case "large":
+					return messages.Context{"blob": json.RawMessage(`"` + strings.Repeat("x", 5000) + `"`)}, nil
+				case "not json":
+					return messages.Context{"blob": json.RawMessage(`{`)}, nil
+				case "long reason":
+					return nil, agent.Reject("%s", strings.Repeat("no ", 40_000))
+				case "large value":
+					if _, err := tx.Get("v", new(string)); err != nil {
+						return nil, err
+					}
+					return nil, tx.Put("v", strings.Repeat("x", 40_000))
+				}
+				return nil, nil
+			},
+			Compensate: noUndo,
+		}},
+	}})
+
+	// A step that erred is compensated first (nothing to undo there); a
+	// rejected one is not.
+	erred, rejected := []string{"second", "first"}, []string{"first"}
+	for _, tc := range []struct {
+		how, says   string
+		compensated []string
+	}{
+		{"large", "execute second: output of 5011 bytes as JSON, more than 4096", erred},
+		{"not json", `execute second: output "blob": not JSON`, erred},
+		{"long reason", "no no no", rejected},
+		{"large value", "put v: a value of 40002 bytes as JSON, more than 32768 (half the server's payload limit)", erred},
+	} {
+		t.Run(tc.how, func(t *testing.T) {
+			id := testenv.Start(t, nc, "big", messages.Context{}.MustSet("how", tc.how))
+			x := testenv.WaitStatus(t, nc, id, saga.RolledBack)
+			require.Contains(t, x.Error, tc.says)
+			require.LessOrEqual(t, len(x.Error), messages.MaxReason+100, "the reason cut: %d bytes", len(x.Error))
+			require.Equal(t, tc.compensated, x.Compensated, "the step before it undone")
+		})
+	}
+}
+
+// TestRecordsOfABatchWithinThePayloadLimit: a serial copy records a
+// batch's results in messages of its role's record log within the
+// server's payload limit: 200 results of 1 KiB each, under a limit of
+// 64 KiB, are recorded in one batch (a message of 256 KiB, the log's own
+// bound, was refused by the server, and each command then ran again
+// alone).
+func TestRecordsOfABatchWithinThePayloadLimit(t *testing.T) {
+	_, url := testenv.ServerWith(t, "max_payload: 65536")
+	js, err := jetstream.New(testenv.Connect(t, url))
+	require.NoError(t, err)
+	_, err = js.CreateStream(context.Background(), jetstream.StreamConfig{Name: messages.CommandStream,
+		Subjects: messages.StepCommandSubjects("pay", "spend"), Retention: jetstream.WorkQueuePolicy})
+	require.NoError(t, err)
+	var runs atomic.Int64
+	spend := agent.Handler{
+		Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+			runs.Add(1)
+			return messages.Context{"receipt": json.RawMessage(`"` + strings.Repeat("r", 1<<10) + `"`)}, nil
+		},
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	a := serialTill(t, url, js, spend)
+	var cmds []messages.Command
+	for i := range 200 {
+		cmds = append(cmds, messages.Command{V: messages.Version, SagaID: fmt.Sprintf("s-%03d", i), Saga: "pay", Step: "spend",
+			Action: messages.Execute, Attempt: 1, Seq: 1, Rank: int64(i + 1)})
+	}
+	publishCommands(t, js, cmds...)
+	require.Eventually(t, func() bool { return a.Stats().Handled == int64(len(cmds)) }, 20*time.Second, 10*time.Millisecond)
+	st := a.Stats()
+	require.Equal(t, int64(1), st.Batches, "one batch for the message")
+	require.Equal(t, int64(len(cmds)-1), st.Batched)
+	require.Equal(t, int64(len(cmds)), runs.Load(), "each run once")
+}
