@@ -89,6 +89,23 @@ type Step struct {
 	Duration func(cmd *messages.Command) int64
 }
 
+// Ticks returns how many ticks of simulation time the execute of cmd
+// takes, as s.Duration says (0 without one). A Duration that panics does
+// not stop the process: Ticks returns the panic as an error naming the
+// file and line where it happened, as [Handler.Run] does, and the runtime
+// answers the execute with it, a transient error.
+func (s *Step) Ticks(cmd *messages.Command) (d int64, err error) {
+	if s.Duration == nil {
+		return 0, nil
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			d, err = 0, fmt.Errorf("execute %s: duration panicked at %s: %v", cmd.Step, PanicSite(), v)
+		}
+	}()
+	return s.Duration(cmd), nil
+}
+
 // Run calls h's execute or compensate, as cmd's action says, and returns
 // what it returns (a compensation has no output). A handler that panics
 // does not stop the process: Run returns the panic as a transient error
@@ -98,7 +115,7 @@ type Step struct {
 func (h Handler) Run(ctx context.Context, tx Tx, cmd *messages.Command) (out messages.Context, err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			out, err = nil, fmt.Errorf("%s %s handler panicked at %s: %v", cmd.Action, cmd.Step, panicSite(), v)
+			out, err = nil, fmt.Errorf("%s %s handler panicked at %s: %v", cmd.Action, cmd.Step, PanicSite(), v)
 		}
 	}()
 	if cmd.Action == messages.Execute {
@@ -107,10 +124,11 @@ func (h Handler) Run(ctx context.Context, tx Tx, cmd *messages.Command) (out mes
 	return nil, h.Compensate(ctx, tx, cmd)
 }
 
-// panicSite returns "file.go:line" of the frame that panicked, called
-// from the function that recovered: the first frame below it that is not
-// the runtime's.
-func panicSite() string {
+// PanicSite returns "file.go:line" of the frame that panicked, called
+// from the deferred function that recovered: the first frame below it
+// that is not the runtime's. A runtime that calls a model's code names
+// with it where that code panicked.
+func PanicSite() string {
 	pcs := make([]uintptr, 32)
 	frames := runtime.CallersFrames(pcs[:runtime.Callers(3, pcs)])
 	for {

@@ -736,18 +736,25 @@ func (c *Client) Register(ctx context.Context, file []byte) ([]messages.Register
 // an "error" object, as ServeQueries answers a request it refuses and as
 // a model may answer one of its own, is returned as an [*Error] (with its
 // code: errors.Is finds client.ErrNotFound and the other sentinels), answer decoded
-// all the same.
+// all the same; an "error" of another shape (a string, an object with no
+// code) is an error too, saying so.
 func (c *Client) Query(ctx context.Context, subject string, req, answer any) error {
 	var raw json.RawMessage
 	if err := c.request(ctx, subject, req, &raw); err != nil {
 		return err
 	}
 	var refused struct {
-		Error *messages.WireError `json:"error"`
+		Error json.RawMessage `json:"error"`
 	}
-	if err := json.Unmarshal(raw, &refused); err == nil && refused.Error != nil {
+	if err := json.Unmarshal(raw, &refused); err == nil && len(refused.Error) > 0 && string(refused.Error) != "null" {
 		_ = json.Unmarshal(raw, answer)
-		return wireErr(subject, refused.Error)
+		var we messages.WireError
+		if err := json.Unmarshal(refused.Error, &we); err != nil || we.Code == "" {
+			// Not natsaga's error object, but an error all the same: not
+			// taken for an answer.
+			return fmt.Errorf("%s: the answer's error %s is not an object with a code and a message", subject, messages.Quote(string(refused.Error)))
+		}
+		return wireErr(subject, &we)
 	}
 	if err := json.Unmarshal(raw, answer); err != nil {
 		return fmt.Errorf("%s: answer: %w", subject, err)

@@ -16,7 +16,8 @@ import (
 
 // TestQuery asks a role's state query through the client: an answer is
 // decoded; a request the query refuses, and an error of the model's own,
-// come back as a *client.Error with their code.
+// come back as a *client.Error with their code; an error of another shape
+// as an error saying so.
 func TestQuery(t *testing.T) {
 	_, url := testenv.Server(t)
 	nc := testenv.Connect(t, url)
@@ -34,6 +35,12 @@ func TestQuery(t *testing.T) {
 		served <- participant.ServeQueries(ctx, nc, "till", "till.count",
 			func(_ context.Context, req []byte, read func([]string, func(int) any) ([]bool, error)) any {
 				var q struct{ Key string }
+				switch string(req) {
+				case `"text"`:
+					return map[string]string{"error": "no such key"}
+				case `"codeless"`:
+					return map[string]any{"error": map[string]string{"message": "no such key"}}
+				}
 				if json.Unmarshal(req, &q) != nil || q.Key != "count" {
 					return answer{Error: &messages.WireError{Code: messages.CodeNotFound, Message: "no such key"}}
 				}
@@ -60,6 +67,12 @@ func TestQuery(t *testing.T) {
 	require.ErrorAs(t, err, &ce)
 	require.Equal(t, "till.count: not_found: no such key", err.Error())
 	require.ErrorIs(t, err, client.ErrNotFound)
+
+	// An error of another shape is an error still, not an empty answer.
+	err = c.Query(ctx, "till.count", "text", &a)
+	require.EqualError(t, err, `till.count: the answer's error "\"no such key\"" is not an object with a code and a message`)
+	err = c.Query(ctx, "till.count", "codeless", &a)
+	require.EqualError(t, err, `till.count: the answer's error "{\"message\":\"no such key\"}" is not an object with a code and a message`)
 
 	err = c.Query(ctx, "till.count", strings.Repeat("q", messages.MaxPayload), &a)
 	require.ErrorIs(t, err, client.ErrBadRequest, "refused by ServeQueries: %v", err)

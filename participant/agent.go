@@ -691,7 +691,16 @@ func (a *Agent) handle(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	if cmd.Action == messages.Execute && step.Duration != nil {
-		if d := step.Duration(&cmd); d > 0 {
+		d, err := step.Ticks(&cmd)
+		if err != nil {
+			// The model's Duration panicked: the execute is answered
+			// with it, through the barrier, as its handler's error.
+			failing := *step
+			failing.Handler.Execute = func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, err }
+			a.run(ctx, &cmd, &failing, m)
+			return
+		}
+		if d > 0 {
 			// A command resent after a coordinator restart may find its
 			// step done already: it is answered at once, not held again.
 			rec, _, err := a.store.Branch(ctx, cmd.SagaID, cmd.Step)

@@ -125,3 +125,34 @@ func TestRecordsOfABatchWithinThePayloadLimit(t *testing.T) {
 	require.Equal(t, int64(len(cmds)-1), st.Batched)
 	require.Equal(t, int64(len(cmds)), runs.Load(), "each run once")
 }
+
+// TestDurationThatPanics: a step's Duration, the model's code, that
+// panics does not stop the agent: the execute is answered with the panic,
+// naming where, as a transient error; its saga rolls back, and the next
+// saga runs.
+func TestDurationThatPanics(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	def := saga.Definition{Name: "bake", Subject: "bake", Steps: []saga.Step{{Name: "proof", Role: "baker", TimeoutTicks: 100,
+		Retry: saga.RetryPolicy{MaxAttempts: 2, Backoff: 10 * time.Millisecond, MaxBackoff: 10 * time.Millisecond}}}}
+	testenv.Coordinator(t, url, []saga.Definition{def})
+	testenv.Agent(t, url, participant.Options{Role: "baker", Steps: []agent.Step{{
+		Saga: "bake", Name: "proof",
+		Handler: agent.Handler{
+			Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		},
+		Duration: func(cmd *messages.Command) int64 {
+			if _, err := cmd.Context.String("boom"); err == nil {
+				var ticks []int64
+				return ticks[3] // index out of range
+			}
+			return 0
+		},
+	}}})
+	id := testenv.Start(t, nc, "bake", messages.Context{}.MustSet("boom", "yes"))
+	x := testenv.WaitStatus(t, nc, id, saga.RolledBack)
+	require.Contains(t, x.Error, "execute proof: duration panicked at bounds_test.go:")
+	require.Contains(t, x.Error, "index out of range")
+	testenv.WaitStatus(t, nc, testenv.Start(t, nc, "bake", nil), saga.Completed)
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/messages"
 )
 
@@ -92,6 +93,18 @@ func ServeQueries(ctx context.Context, nc *nats.Conn, role, subject string, answ
 	return nil
 }
 
+// answerSafely is answer(ctx, req, read), or, when the model's answer
+// panics, an internal error naming where: one query never stops the
+// process.
+func answerSafely(ctx context.Context, req []byte, answer QueryFunc, read func(keys []string, value func(i int) any) ([]bool, error)) (out any) {
+	defer func() {
+		if v := recover(); v != nil {
+			out = queryError(messages.CodeInternal, fmt.Sprintf("the query's answer panicked at %s: %v", agent.PanicSite(), v))
+		}
+	}()
+	return answer(ctx, req, read)
+}
+
 // respondQuery answers the query m with answer.
 func respondQuery(ctx context.Context, st *Store, m *nats.Msg, answer QueryFunc) {
 	if messages.CheckReply(m.Reply) != nil {
@@ -106,7 +119,7 @@ func respondQuery(ctx context.Context, st *Store, m *nats.Msg, answer QueryFunc)
 	default:
 		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
 		defer cancel()
-		out = answer(qctx, m.Data, func(keys []string, value func(i int) any) ([]bool, error) {
+		out = answerSafely(qctx, m.Data, answer, func(keys []string, value func(i int) any) ([]bool, error) {
 			return st.GetAll(qctx, keys, value)
 		})
 	}

@@ -191,3 +191,29 @@ func TestQueryAnswerThatDoesNotEncode(t *testing.T) {
 	require.Equal(t, messages.CodeInternal, resp.Error.Code)
 	require.Contains(t, resp.Error.Message, "the answer does not encode")
 }
+
+// TestQueryAnswerThatPanics: a model's answer that panics is answered
+// internal, naming where, and the agent answers the next query: one
+// query never stops the process.
+func TestQueryAnswerThatPanics(t *testing.T) {
+	nc, _ := serveTill(t, func(_ context.Context, req []byte, _ func([]string, func(int) any) ([]bool, error)) any {
+		if string(req) == `"boom"` {
+			var m map[string]int
+			m["x"] = 1 // assignment to entry in nil map
+		}
+		return "ok"
+	})
+	m, err := nc.Request("till.query", []byte(`"boom"`), 10*time.Second)
+	require.NoError(t, err)
+	var resp struct {
+		Error *messages.WireError `json:"error"`
+	}
+	require.NoError(t, json.Unmarshal(m.Data, &resp))
+	require.NotNil(t, resp.Error, string(m.Data))
+	require.Equal(t, messages.CodeInternal, resp.Error.Code)
+	require.Contains(t, resp.Error.Message, "the query's answer panicked at query_test.go:")
+	require.Contains(t, resp.Error.Message, "assignment to entry in nil map")
+	m, err = nc.Request("till.query", []byte(`"q"`), 10*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, `"ok"`, string(m.Data))
+}

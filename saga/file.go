@@ -293,8 +293,11 @@ func (r *FileRetry) policy(bad func(field, format string, args ...any)) RetryPol
 			return 0
 		}
 		d, err := time.ParseDuration(s)
-		if err != nil || d <= 0 {
+		switch {
+		case err != nil || d <= 0:
 			bad(field, "%q is not a positive duration such as \"20ms\"", s)
+		case d > MaxRetryBackoff:
+			bad(field, "%q is more than %s, the longest backoff", s, MaxRetryBackoff)
 		}
 		return d
 	}
