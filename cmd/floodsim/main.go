@@ -16,8 +16,9 @@
 //
 // The exit code is 0 when the invariants hold (and, with
 // -require-all-outcomes, every outcome was seen), 1 when they do not or
-// the run failed (a tick that did not become quiet within -tick-wait
-// included: the run can no longer be reproduced), 2 for bad flags (an
+// the run failed (a tick that made no progress, no command it waits for
+// answered, within -tick-wait included: the run can no longer be
+// reproduced), 2 for bad flags (an
 // output file, -json, -html or -outcomes, that cannot be written included:
 // checked before anything starts), 130 when interrupted, and 141 when
 // its standard output is closed before the run ends (floodsim | head): it

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/procs"
 	"github.com/natsaga/natsaga/internal/testenv"
@@ -153,8 +154,9 @@ func TestPlan(t *testing.T) {
 
 // jsonReport is the contract of the JSON report, as a reader sees it.
 type jsonReport struct {
-	Sagas  map[string]map[string]int `json:"sagas"`
-	Agents []struct {
+	Sagas           map[string]map[string]int `json:"sagas"`
+	InFlightAtStart int                       `json:"in_flight_at_start"`
+	Agents          []struct {
 		Role     string `json:"role"`
 		Agent    string `json:"agent"`
 		PID      int    `json:"pid"`
@@ -391,13 +393,24 @@ func TestExternal(t *testing.T) {
 	require.Len(t, r.Agents, 4)
 
 	// A second run against the same system goes on from its clock and
-	// checks only its own sagas and spending.
+	// checks only its own sagas and spending. A saga of another run, in
+	// flight as it begins (scheduled for its first tick, as a stopped
+	// run's next sagas are), is said: such sagas spend its ledgers.
+	cl, err := client.New(testenv.Connect(t, url), client.Options{})
+	require.NoError(t, err)
+	sum, err := cl.Summary(context.Background())
+	require.NoError(t, err)
+	_, err = cl.Start(context.Background(), client.Start{Saga: flood.Subsidy, ID: "earlier-run-1", Rank: 1, Tick: sum.Tick + 1,
+		Context: messages.Context{}.MustSet("household", "nobody")})
+	require.NoError(t, err)
 	c.requireAll = false
 	stdout.Reset()
 	require.NoError(t, run(context.Background(), c, &stdout, io.Discard), stdout.String())
 	r = readReport(t, c.jsonPath)
 	require.True(t, r.Invariants.OK, "violations: %v", r.Invariants.Violations)
 	require.True(t, strings.Contains(stdout.String(), "invariants: ok"))
+	require.Contains(t, stdout.String(), "floodsim: note: the coordinator holds 1 sagas in flight that are not this run's")
+	require.Equal(t, 1, r.InFlightAtStart)
 }
 
 // TestExternalNoAgents fails clearly when the agents it expects never

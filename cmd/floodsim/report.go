@@ -45,6 +45,9 @@ type report struct {
 	Ticks           int             `json:"ticks"`
 	// ExtraTicks were run after Ticks for the last sagas to end.
 	ExtraTicks int `json:"extra_ticks"`
+	// InFlightAtStart counts the sagas the coordinator held in flight
+	// when the run began, not the run's: they spend its ledgers.
+	InFlightAtStart int `json:"in_flight_at_start,omitempty"`
 	// Aborted says why the run stopped ticking early, if it did: a tick
 	// that did not become quiet within -tick-wait.
 	Aborted string `json:"aborted,omitempty"`
@@ -153,7 +156,7 @@ func (s *sim) collect(ctx context.Context, gov, ins flood.LedgerChange, contract
 		Sagas: map[string]map[string]int{}, Outcomes: map[flood.Outcome]int{},
 		Invariants: invariants{OK: len(violations) == 0, Violations: append([]string{}, violations...)},
 		Seed:       s.sc.Options.Seed, Households: s.sc.Options.Households, Ticks: s.sc.Options.Ticks,
-		ExtraTicks: s.extra, Aborted: s.aborted, Mode: "external", TickMS: summarize(s.tickTimes),
+		ExtraTicks: s.extra, Aborted: s.aborted, InFlightAtStart: s.earlier, Mode: "external", TickMS: summarize(s.tickTimes),
 		Planned: s.sc.Count(), Expected: s.sc.Expected,
 		Ledgers:     map[string]flood.LedgerChange{flood.Government: gov, flood.Insurer: ins},
 		StartErrors: s.startErrs,
@@ -396,6 +399,10 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "invariants: VIOLATED (%d):\n", len(r.Invariants.Violations))
 		for _, v := range r.Invariants.Violations {
 			fmt.Fprintf(w, "  - %s\n", v)
+		}
+		if r.InFlightAtStart > 0 {
+			fmt.Fprintf(w, "  (the coordinator held %d sagas of an earlier run when this one began: they ran in its ticks and spent its ledgers)\n",
+				r.InFlightAtStart)
 		}
 	}
 	if len(r.MissingOutcomes) == 0 {

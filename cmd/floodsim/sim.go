@@ -220,7 +220,11 @@ type sim struct {
 	rank int64
 	// aborted says why the run stopped ticking, if a tick did not become
 	// quiet.
-	aborted   string
+	aborted string
+	// earlier counts the sagas the coordinator held in flight when the
+	// run began: an earlier run's, stopped, which run in this run's
+	// ticks and spend its ledgers.
+	earlier   int
 	extra     int
 	simulated time.Duration
 	// tickTimes are the wall-clock times of the ticks run, in order.
@@ -387,6 +391,11 @@ func (s *sim) simulate(ctx context.Context) (*report, error) {
 	}
 	fmt.Fprintf(s.out, "floodsim: seed %d, %d households, %d ticks, %d sagas planned; government budget %s, insurer fund %s\n",
 		s.sc.Options.Seed, s.sc.Options.Households, s.sc.Options.Ticks, total(s.sc.Count()), money(govBefore.Balance), money(insBefore.Balance))
+	if base.Active > 0 {
+		s.earlier = base.Active
+		fmt.Fprintf(s.out, "floodsim: note: the coordinator holds %d sagas in flight that are not this run's (an earlier run's, stopped): "+
+			"they run in this run's ticks and spend its ledgers, so the ledger invariants may not hold\n", base.Active)
+	}
 	if govBefore.Balance != s.opening.budget || insBefore.Balance != s.opening.fund {
 		fmt.Fprintf(s.out, "floodsim: note: the run is sized for a government budget of %d and an insurer fund of %d cents "+
 			"(the agents' -ledger; a reused -data keeps what earlier runs left); with other ledgers the outcomes differ\n",
