@@ -106,7 +106,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 	var ready <-chan struct{}
 	if !o.CoordinatorElsewhere {
-		co, err := coordinator.New(nc, coordinator.Options{Definitions: defs, Logger: log})
+		// Every start admitted: the scenario bounds the campaign's sagas
+		// (a million patients at most), and its driver has no flag to
+		// raise the limit with.
+		co, err := coordinator.New(nc, coordinator.Options{Definitions: defs, Logger: log, MaxActive: -1})
 		if err != nil {
 			return nil, err
 		}

@@ -1,12 +1,15 @@
 // Command vaxsim runs the vaccination campaign of package vaccination: a
 // nats-server, the coordinator, the agents and the driver, in one process,
 // and prints the outcome counts, the stock and the outcome log's SHA-256.
-// Two runs with the same flags print the same digest.
+// Two runs with the same flags print the same digest, each on a server new
+// to the campaign (the default starts one in the process).
 //
 // On a server of yours (-nats), -agents-elsewhere runs no agent: they run
-// as processes of their own (cmd/vaxagent); -coordinator-elsewhere runs no
-// coordinator: one runs already (cmd/coordinator), and vaxsim registers
-// the campaign's sagas with it. With both, vaxsim is the driver alone.
+// as processes of their own (cmd/vaxagent), the depot with its own -stock;
+// -coordinator-elsewhere runs no coordinator: one runs already
+// (cmd/coordinator), and vaxsim registers the campaign's sagas with it.
+// With both, vaxsim is the driver alone. A second campaign on the same
+// server begins with the stock the first left, and so ends differently.
 //
 // Usage:
 //
@@ -58,6 +61,9 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.AgentsElsewhere, "agents-elsewhere", false, "run no agent: they run as processes of their own (vaxagent) on the -nats server")
 	fs.BoolVar(&o.CoordinatorElsewhere, "coordinator-elsewhere", false, "run no coordinator: one runs already on the -nats server, and the campaign's sagas are registered with it")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if fs.NArg() > 0 {
@@ -71,6 +77,32 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 	if o.URL == "" && (o.AgentsElsewhere || o.CoordinatorElsewhere) {
 		fmt.Fprintln(stderr, "vaxsim: -agents-elsewhere and -coordinator-elsewhere need -nats, the server they run on")
 		return 2
+	}
+	if o.AgentsElsewhere {
+		// They set up the agents vaxsim starts; said, not ignored.
+		var set []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "stock" || f.Name == "copies" {
+				set = append(set, "-"+f.Name)
+			}
+		})
+		if len(set) > 0 {
+			fmt.Fprintf(stderr, "vaxsim: %s: of the agents vaxsim starts, and with -agents-elsewhere it starts none (give the depot its own: vaxagent depot -stock N)\n",
+				strings.Join(set, " and "))
+			return 2
+		}
+	}
+	// The outcome log's file is opened now: one that cannot be written is
+	// said before the campaign runs, not after.
+	var log *os.File
+	if outcomes != "" {
+		f, err := os.OpenFile(outcomes, os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			fmt.Fprintln(stderr, "vaxsim: -outcomes:", err)
+			return 2
+		}
+		defer f.Close()
+		log = f
 	}
 	o.Scenario = sc
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -90,13 +122,26 @@ func mainCode(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "vaccinated %d, turned away with a fever %d (their doses returned)\n", rep.Vaccinated, rep.TurnedAway)
 	fmt.Fprintf(stdout, "stock: %d doses left of %d + %d received, %d dispensed\n", rep.Stock.Doses, rep.Stock.Initial, rep.Stock.Received, rep.Stock.Dispensed)
 	fmt.Fprintf(stdout, "outcome log SHA-256: %s\n", rep.Digest)
-	if outcomes != "" {
-		if err := os.WriteFile(outcomes, rep.Log, 0o644); err != nil {
-			fmt.Fprintln(stderr, "vaxsim:", err)
+	if log != nil {
+		if err := writeLog(log, rep.Log); err != nil {
+			fmt.Fprintln(stderr, "vaxsim: -outcomes:", err)
 			return 1
 		}
 	}
 	return 0
+}
+
+// writeLog writes data to f, in place of what a regular file held.
+func writeLog(f *os.File, data []byte) error {
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		if err := f.Truncate(0); err != nil {
+			return err
+		}
+	}
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // counts says how many sagas there are of each status, in the order a
