@@ -500,13 +500,20 @@ func TestStoppedByAnAgentGone(t *testing.T) {
 	require.NoError(t, sub.AutoUnsubscribe(1))
 	require.NoError(t, nc.Flush())
 
-	c, err := parseFlags(append([]string{"-spawn=false", "-nats", url, "-expect-agents", "3", "-tick-wait", "3s"}, small...), env(), io.Discard)
+	outcomes := filepath.Join(t.TempDir(), "outcomes.jsonl")
+	c, err := parseFlags(append([]string{"-spawn=false", "-nats", url, "-expect-agents", "3", "-tick-wait", "3s", "-outcomes", outcomes}, small...), env(), io.Discard)
 	require.NoError(t, err)
 	var stdout bytes.Buffer
 	began := time.Now()
 	err = run(context.Background(), c, &stdout, io.Discard)
 	require.ErrorIs(t, err, errNotReproducible, stdout.String())
 	require.ErrorContains(t, err, "(and no report: flood.state.insurer: ")
+	// The outcome log needs only the coordinator: written all the same,
+	// the sagas that did not end among its lines.
+	require.Contains(t, stdout.String(), "outcome log written to "+outcomes)
+	data, err := os.ReadFile(outcomes)
+	require.NoError(t, err)
+	require.Contains(t, string(data), `"status":"in_progress"`)
 	require.Less(t, time.Since(began), c.agentWait/2, "the ledger was asked for once")
 	require.Regexp(t, `budget left\s+not read\s+[0-9.]+s  \(not quiet: [0-9]+ due\)`, stdout.String())
 	require.Regexp(t, `floodsim: stopped ticking: tick [0-9]+: [0-9]+ commands due had no answer for 3s \(-tick-wait\); waiting for [0-9a-f-]{36} \(insurance_claim, execute insurance\.insurer_evaluates, attempt 1\)`, stdout.String())

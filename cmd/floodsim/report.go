@@ -121,6 +121,17 @@ func (s *sim) collect(ctx context.Context, gov, ins flood.LedgerChange, contract
 	if err != nil {
 		return nil, err
 	}
+	// final holds the run's sagas only, and every one of them started
+	// (those of s.uncertain it holds started after all): the outcome log
+	// and the timeline are drawn from it as it is, with no copy kept
+	// beside it but the one the outcome log needs. The log needs only
+	// the coordinator: it is made before the agents are asked for their
+	// state, so that a run an agent stopped still writes it.
+	xs := slices.AppendSeq(make([]saga.Execution, 0, len(final)), maps.Values(final))
+	var digest string
+	if s.outcomeLog, digest, err = saga.OutcomeLogWith(xs, wirejson.AppendOutcomeLine); err != nil {
+		return nil, err
+	}
 	started := make(map[string]string, len(ids))
 	for id, typ := range s.started {
 		started[id] = typ
@@ -173,14 +184,7 @@ func (s *sim) collect(ctx context.Context, gov, ins flood.LedgerChange, contract
 	for _, o := range flood.RequiredOutcomes() {
 		r.Outcomes[o] = 0
 	}
-	// final holds the run's sagas only, and every one of them started
-	// (those of s.uncertain it holds started after all): the outcome log
-	// and the timeline are drawn from it as it is, with no copy kept
-	// beside it but the one the outcome log needs.
-	xs := slices.AppendSeq(make([]saga.Execution, 0, len(final)), maps.Values(final))
-	if s.outcomeLog, r.OutcomesSHA256, err = saga.OutcomeLogWith(xs, wirejson.AppendOutcomeLine); err != nil {
-		return nil, err
-	}
+	r.OutcomesSHA256 = digest
 	for id, typ := range started {
 		if r.Sagas[typ] == nil {
 			r.Sagas[typ] = map[string]int{}

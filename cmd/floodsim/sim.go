@@ -143,7 +143,15 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	rep, err := s.simulate(ctx)
 	if err != nil && s.aborted != "" {
 		// The process that held the tick may be what the report cannot
-		// read: the reason the run stopped comes first.
+		// read: the reason the run stopped comes first. The outcome log,
+		// which needs only the coordinator, is written if it was made.
+		if outs.outcomes != nil && s.outcomeLog != nil {
+			if werr := outs.outcomes.write(s.outcomeLog); werr == nil {
+				fmt.Fprintf(stdout, "outcome log written to %s\n", c.outcomesPath)
+			} else {
+				err = errors.Join(err, fmt.Errorf("outcome log: %w", werr))
+			}
+		}
 		return fmt.Errorf("%s: %w (and no report: %w)", s.aborted, errNotReproducible, err)
 	}
 	if err != nil {
