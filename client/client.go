@@ -241,8 +241,14 @@ func (c *Client) send(ctx context.Context, subject string, req, resp any, resend
 		if noResponders && time.Now().Before(patience) {
 			attempt = min(attempt, c.opts.Attempts-1)
 		}
-		if !retry || attempt >= c.opts.Attempts {
+		if !retry {
 			return fmt.Errorf("%s: attempt %d: %w", subject, attempt, err)
+		}
+		if attempt >= c.opts.Attempts {
+			// Said as what it most often is: what answers the subject
+			// (the coordinator, a role's agents) is not running.
+			return fmt.Errorf("%s: no answer in %d attempts of %s each: is what answers it (the coordinator, or the role's agents for a query) running? %w",
+				subject, attempt, c.opts.RequestTimeout, err)
 		}
 		if !noResponders {
 			c.log.Warn("request not answered; sending it again", "subject", subject, "attempt", attempt, "err", err)

@@ -231,6 +231,9 @@ func (c *config) validate() error {
 				errs = append(errs, err)
 			}
 		}
+	} else if err := c.conn.Check(); err != nil {
+		// The server the run drives, checked before anything starts.
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

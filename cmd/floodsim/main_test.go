@@ -126,6 +126,12 @@ func TestParseFlags(t *testing.T) {
 	stderr.Reset()
 	require.Equal(t, 2, mainCode([]string{"-spawn=false", "-nats", "://x"}, env(), io.Discard, &stderr))
 	require.Equal(t, "floodsim: connect to ://x: the URL does not parse: missing protocol scheme\n", stderr.String())
+	// Connection flags no server could take, refused with the flags, before
+	// anything runs.
+	_, err = parseFlags([]string{"-spawn=false", "-creds", "/nonexistent/x.creds"}, env(), io.Discard)
+	require.ErrorContains(t, err, "NATS security options: stat /nonexistent/x.creds")
+	_, err = parseFlags([]string{"-spawn=false", "-inbox-prefix", "saga"}, env(), io.Discard)
+	require.ErrorContains(t, err, `-inbox-prefix "saga": natsaga answers no inbox inside its own subjects`)
 	_, err = parseFlags([]string{"-households", "100000", "-ticks", "100", "-insurer-agents", "32"}, env(), io.Discard)
 	require.NoError(t, err, "the largest documented run, and the most copies")
 }

@@ -377,7 +377,8 @@ func (r *report) print(w io.Writer) {
 
 	fmt.Fprintf(w, "agents (%d processes):\n", len(r.Agents))
 	if r.LateAgents > 0 {
-		fmt.Fprintf(w, "  (%d joined after the start, beyond the %d expected)\n", r.LateAgents, len(r.Agents)-r.LateAgents)
+		fmt.Fprintf(w, "  (%d more than the %d expected answered: copies that joined during the run, or other agents on the same server)\n",
+			r.LateAgents, len(r.Agents)-r.LateAgents)
 	}
 	for _, a := range r.Agents {
 		// Their names come from anyone who answers discovery: what a
