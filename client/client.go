@@ -65,6 +65,9 @@ type Client struct {
 // New returns a client on nc, which the caller keeps and closes. It
 // returns an error when opts do not validate.
 func New(nc *nats.Conn, opts Options) (*Client, error) {
+	if nc == nil {
+		return nil, errors.New("client: no NATS connection (nil)")
+	}
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}

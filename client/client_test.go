@@ -226,6 +226,9 @@ func TestRefusedBeforeSending(t *testing.T) {
 	require.ErrorIs(t, err, client.ErrBadRequest)
 	_, err = c.Status(ctx, "big")
 	require.ErrorIs(t, err, client.ErrNotFound, "nothing was sent")
+
+	_, err = client.New(nil, client.Options{})
+	require.EqualError(t, err, "client: no NATS connection (nil)", "said as it is made, not as a panic at its first request")
 }
 
 // TestStartManyBusyUntilTheEnd: a start answered busy until ctx ends gets

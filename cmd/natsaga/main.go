@@ -68,7 +68,7 @@ const usage = `usage: natsaga [flags] COMMAND [command flags] [arguments]
 commands:
   summary                        saga counts by status
   status SAGA_ID                 one saga's state and history
-  list [-status S] [-limit N]    active sagas, or those with status S (any status)
+  list [-status S] [-limit N]    active sagas, or those with status S (a saga's status: completed, failed, ...)
   retry SAGA_ID                  retry the compensation of a failed saga
   start SAGA_TYPE [CONTEXT]      start a saga (CONTEXT is a JSON object)
   tick N                         advance the simulation clock to tick N
@@ -331,6 +331,8 @@ func listHint(status saga.Status, limit, n int, more bool) string {
 		return " (the latest that fit one answer of the coordinator; more are stored: summary counts them)"
 	case want > maxFinished:
 		return fmt.Sprintf(" (the latest %d, the most the coordinator answers, not the %d asked; more are stored: summary counts them)", maxFinished, want)
+	case want == maxFinished:
+		return fmt.Sprintf(" (the latest %d, the most the coordinator answers; more are stored: summary counts them)", maxFinished)
 	}
 	return fmt.Sprintf(" (the latest; more are stored: -limit asks for up to %d, and summary counts them)", maxFinished)
 }
@@ -414,7 +416,7 @@ func commands() map[string]command {
 		"list": {"[-status STATUS] [-limit N]", "List the active sagas, or those with STATUS: pending, in_progress, compensating, failed,\n" +
 			"or, from the coordinator's bucket, completed, rolled_back or timed_out (the latest; 100 unless -limit).",
 			func(fs *flag.FlagSet) func([]string) (runner, error) {
-				status := fs.String("status", "", "only sagas with this status (any status)")
+				status := fs.String("status", "", "only sagas with this status: pending, in_progress, compensating, completed, rolled_back, timed_out or failed (default: the active ones)")
 				limit := fs.Int("limit", 0, "at most this many (0: all active ones, or 100 finished ones)")
 				return func(args []string) (runner, error) {
 					if len(args) > 0 {

@@ -262,7 +262,7 @@ func TestListHint(t *testing.T) {
 		{saga.Completed, 0, 100, false, ""},
 		{saga.Completed, 0, 99, false, ""},
 		{saga.RolledBack, 1, 1, true, full},
-		{saga.TimedOut, 1000, 1000, true, full},
+		{saga.TimedOut, 1000, 1000, true, " (the latest 1000, the most the coordinator answers; more are stored: summary counts them)"},
 		{saga.Completed, 5000, 1000, true, " (the latest 1000, the most the coordinator answers, not the 5000 asked; more are stored: summary counts them)"},
 		{saga.Completed, 5000, 999, false, ""},
 		{saga.RolledBack, 1000, 738, true, " (the latest that fit one answer of the coordinator; more are stored: summary counts them)"},
