@@ -46,6 +46,7 @@ import (
 
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/cli"
+	"github.com/natsaga/natsaga/messages"
 )
 
 // config is floodsim's configuration, from its flags.
@@ -229,6 +230,11 @@ func (c *config) validate() error {
 		if c.metricsAddr != "" {
 			if _, err := c.metricsAddrs(); err != nil {
 				errs = append(errs, err)
+			}
+		}
+		if c.binDir != "" {
+			if fi, err := os.Stat(c.binDir); err != nil || !fi.IsDir() {
+				errs = append(errs, fmt.Errorf("-bin %s: not a directory", messages.Quote(c.binDir)))
 			}
 		}
 	} else if err := c.conn.Check(); err != nil {

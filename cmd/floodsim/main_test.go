@@ -126,6 +126,8 @@ func TestParseFlags(t *testing.T) {
 	stderr.Reset()
 	require.Equal(t, 2, mainCode([]string{"-spawn=false", "-nats", "://x"}, env(), io.Discard, &stderr))
 	require.Equal(t, "floodsim: connect to ://x: the URL does not parse: missing protocol scheme\n", stderr.String())
+	_, err = parseFlags([]string{"-bin", "/nonexistent/bin"}, env(), io.Discard)
+	require.EqualError(t, err, `-bin "/nonexistent/bin": not a directory`)
 	// Connection flags no server could take, refused with the flags, before
 	// anything runs.
 	_, err = parseFlags([]string{"-spawn=false", "-creds", "/nonexistent/x.creds"}, env(), io.Discard)
