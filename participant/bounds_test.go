@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
@@ -99,11 +98,7 @@ func TestAnswersWithinWhatTheCoordinatorTakes(t *testing.T) {
 // alone).
 func TestRecordsOfABatchWithinThePayloadLimit(t *testing.T) {
 	_, url := testenv.ServerWith(t, "max_payload: 65536")
-	js, err := jetstream.New(testenv.Connect(t, url))
-	require.NoError(t, err)
-	_, err = js.CreateStream(context.Background(), jetstream.StreamConfig{Name: messages.CommandStream,
-		Subjects: messages.StepCommandSubjects("pay", "spend"), Retention: jetstream.WorkQueuePolicy})
-	require.NoError(t, err)
+	js, _ := payStreamOn(t, url, "spend")
 	var runs atomic.Int64
 	spend := agent.Handler{
 		Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {

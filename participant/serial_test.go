@@ -27,6 +27,13 @@ import (
 func payStream(t *testing.T, steps ...string) (string, jetstream.JetStream, jetstream.Stream) {
 	t.Helper()
 	_, url := testenv.Server(t)
+	js, stream := payStreamOn(t, url, steps...)
+	return url, js, stream
+}
+
+// payStreamOn is payStream on the server at url.
+func payStreamOn(t *testing.T, url string, steps ...string) (jetstream.JetStream, jetstream.Stream) {
+	t.Helper()
 	js, err := jetstream.New(testenv.Connect(t, url))
 	require.NoError(t, err)
 	var subjects []string
@@ -36,7 +43,7 @@ func payStream(t *testing.T, steps ...string) (string, jetstream.JetStream, jets
 	stream, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: messages.CommandStream,
 		Subjects: subjects, Retention: jetstream.WorkQueuePolicy})
 	require.NoError(t, err)
-	return url, js, stream
+	return js, stream
 }
 
 // TestSerialRoleAppliesInStreamOrder runs two copies of a serial role whose
