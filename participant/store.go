@@ -239,7 +239,7 @@ func (s *Store) records(ctx context.Context) (*kvlog.Log, error) {
 	// own bound, 256 KiB, is over a limit of 64 KiB), less room for its
 	// headers.
 	l, err := kvlog.Open(ctx, s.js, kvlog.Options{Stream: messages.RecordStream(s.role), Subject: messages.RecordSubject(s.role),
-		MaxValues: s.maxRecordValues, Logger: s.logger, MaxBytes: int(min(s.maxPayload, 256<<10)) - 1<<10})
+		MaxValues: s.maxRecordValues, Logger: s.logger, MaxBytes: max(int(min(s.maxPayload, 256<<10))-1<<10, 1)})
 	if err != nil {
 		return nil, fmt.Errorf("records of %s: %w: %w", s.role, ErrUnavailable, err)
 	}
