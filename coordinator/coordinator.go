@@ -881,18 +881,18 @@ const maxInflight = 1024
 // restart must reach its agent, whose barrier answers it (and two
 // coordinators restored from one stored state number their commands alike).
 func (c *Coordinator) sendCommands(ctx context.Context, cmds []*messages.Command, sent []sentCommand) ([]sentCommand, error) {
-	maxBytes := int(min(c.nc.MaxPayload(), messages.MaxPayload))
+	maxBytes := c.dataRoom()
 	wires := make([]wireCommand, 0, len(cmds))
 	for _, cmd := range cmds {
 		data, err := c.encode(func(dst []byte) ([]byte, error) { return wirejson.AppendCommand(dst, cmd) })
 		if err != nil {
 			return sent, fmt.Errorf("encode command: %w", err)
 		}
-		if int64(len(data)) > c.nc.MaxPayload() {
+		if len(data) > maxBytes {
 			// The server would refuse it and end the batch: the saga's
 			// step is left unsent, to time out.
 			c.log.Error("command larger than the server's payload limit not sent; its step will time out",
-				"saga_id", cmd.SagaID, "step", cmd.Step, "bytes", len(data), "limit", c.nc.MaxPayload())
+				"saga_id", cmd.SagaID, "step", cmd.Step, "bytes", len(data), "limit", maxBytes)
 			continue
 		}
 		role := c.engine.StepRole(saga.ID(cmd.SagaID), cmd.Step)
@@ -1046,6 +1046,21 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 			}
 		}
 	}
+}
+
+// headerRoom is the room left in a message the coordinator publishes for
+// its headers, which the server's payload limit counts with its data:
+// natsaga's own (a batch's count, an expected sequence) and a trace's
+// (traceparent, and tracestate of at most 512 characters).
+const headerRoom = 1 << 10
+
+// dataRoom is the most bytes of data a message the coordinator publishes
+// may take: the server's payload limit less headerRoom, and at most
+// messages.MaxPayload, which agents read. A batch filled to the limit
+// without its headers was refused, ending the term, again at every
+// recovery.
+func (c *Coordinator) dataRoom() int {
+	return int(min(c.nc.MaxPayload()-headerRoom, messages.MaxPayload))
 }
 
 // checkAnswer returns an error wrapping messages.ErrTooLarge when an

@@ -40,7 +40,7 @@ func (c *Coordinator) publishEvents(events []messages.Event) {
 		}
 		c.logEvent(ev)
 	}
-	maxBytes := int(min(c.nc.MaxPayload(), messages.MaxPayload))
+	maxBytes := c.dataRoom()
 	for _, g := range groupEvents(events, encoded, maxBytes) {
 		items := make([][]byte, len(g))
 		for i, j := range g {

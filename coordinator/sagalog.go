@@ -145,7 +145,7 @@ func (c *Coordinator) writeLog(ctx context.Context, es []kvlog.Entry) error {
 	if len(es) == 0 {
 		return nil
 	}
-	maxBytes := int(min(c.nc.MaxPayload(), messages.MaxPayload))
+	maxBytes := c.dataRoom()
 	var ms []logMessage
 	for start := 0; start < len(es); {
 		// A message's overhead is 27 bytes, an entry's 22 besides its
