@@ -197,7 +197,7 @@ func CheckOutput(out messages.Context, max int) error {
 		size-- // no comma after the last
 	}
 	if size > max {
-		return fmt.Errorf("output of %d bytes as JSON, more than %d (an eighth of the server's payload limit, less 4 KiB): %w",
+		return fmt.Errorf("output of %d bytes as JSON, more than %d (an eighth of the server's payload limit, less 1 KiB): %w",
 			size, max, messages.ErrTooLarge)
 	}
 	return nil

@@ -119,7 +119,7 @@ func TestConclude(t *testing.T) {
 			agent.Conclusion{Result: &messages.Result{Outcome: messages.OK, Output: fits, Seq: 3, At: at}, Keep: true}},
 		{"an output over its bound is an error", ex, big, nil, false,
 			agent.Conclusion{Reply: messages.ReplyTo(ex, messages.Error,
-				"execute pay: output of 41 bytes as JSON, more than 40 (an eighth of the server's payload limit, less 4 KiB): "+messages.ErrTooLarge.Error())}},
+				"execute pay: output of 41 bytes as JSON, more than 40 (an eighth of the server's payload limit, less 1 KiB): "+messages.ErrTooLarge.Error())}},
 		{"an output that is not JSON is an error", ex, messages.Context{"b": json.RawMessage(`{`), "a": json.RawMessage(`1x`)}, nil, false,
 			agent.Conclusion{Reply: messages.ReplyTo(ex, messages.Error, `execute pay: output "a": not JSON: `+messages.ErrBadRequest.Error())}},
 		{"a claimed execute's bad output is delivered again", ex, big, nil, true,

@@ -88,13 +88,15 @@ const MaxContext = MaxPayload - 1<<10
 
 // MaxOutputFor is the most bytes, as JSON, of an execute's output that
 // an agent records under a server whose payload limit is maxPayload (0
-// when it is under 32 KiB): the coordinator drops an answer over an
+// when it is 8 KiB or less): the coordinator drops an answer over an
 // eighth of the limit, and the record of a compensated step holds the
-// output beside the compensation's result, so 4 KiB of the eighth are
-// left for the rest of the record. Above 1 MiB it is that of 1 MiB: a
-// role's record log carries many records a message, at most 256 KiB.
+// output beside the rest of the execute's result and the compensation's
+// (a few hundred bytes: a recorded compensation has no output, and a
+// reason only when it found nothing to undo), so 1 KiB of the eighth is
+// left for them. Above 1 MiB it is that of 1 MiB: a role's record log
+// carries many records a message, at most 256 KiB.
 func MaxOutputFor(maxPayload int64) int {
-	return max(int(min(maxPayload, 1<<20)/8)-4<<10, 0)
+	return max(int(min(maxPayload, 1<<20)/8)-1<<10, 0)
 }
 
 // MaxValueFor is the most bytes, as JSON, of a state value that an agent

@@ -25,11 +25,11 @@ import (
 // saga rolls back (its compensations' records fit); a long reason is cut
 // to what the saga keeps; a value over half the payload limit is the
 // handler's error. Under a server limit of 64 KiB, an output's bound is
-// 4 KiB.
+// 7 KiB.
 func TestAnswersWithinWhatTheCoordinatorTakes(t *testing.T) {
 	_, url := testenv.ServerWith(t, "max_payload: 65536")
 	nc := testenv.Connect(t, url)
-	require.Equal(t, 4096, messages.MaxOutputFor(nc.MaxPayload()))
+	require.Equal(t, 7168, messages.MaxOutputFor(nc.MaxPayload()))
 	once := saga.RetryPolicy{MaxAttempts: 2, Backoff: 10 * time.Millisecond, MaxBackoff: 10 * time.Millisecond}
 	def := saga.Definition{Name: "big", Subject: "big", Steps: []saga.Step{
 		{Name: "first", Role: "r", TimeoutTicks: 100},
@@ -42,7 +42,7 @@ func TestAnswersWithinWhatTheCoordinatorTakes(t *testing.T) {
 			Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
 				// The most the bound takes: recorded, and its
 				// compensation's record beside it fits too.
-				return messages.Context{"first": json.RawMessage(`"` + strings.Repeat("x", 4096-12) + `"`)}, nil
+				return messages.Context{"first": json.RawMessage(`"` + strings.Repeat("x", 7168-12) + `"`)}, nil
 			},
 			Compensate: noUndo,
 		}},
@@ -51,7 +51,7 @@ func TestAnswersWithinWhatTheCoordinatorTakes(t *testing.T) {
 				how, _ := cmd.Context.String("how")
 				switch how {
 				case "large":
-					return messages.Context{"blob": json.RawMessage(`"` + strings.Repeat("x", 5000) + `"`)}, nil
+					return messages.Context{"blob": json.RawMessage(`"` + strings.Repeat("x", 8000) + `"`)}, nil
 				case "not json":
 					return messages.Context{"blob": json.RawMessage(`{`)}, nil
 				case "long reason":
@@ -75,7 +75,7 @@ func TestAnswersWithinWhatTheCoordinatorTakes(t *testing.T) {
 		how, says   string
 		compensated []string
 	}{
-		{"large", "execute second: output of 5011 bytes as JSON, more than 4096", erred},
+		{"large", "execute second: output of 8011 bytes as JSON, more than 7168", erred},
 		{"not json", `execute second: output "blob": not JSON`, erred},
 		{"long reason", "no no no", rejected},
 		{"large value", "put v: a value of 40002 bytes as JSON, more than 32768 (half the server's payload limit)", erred},
