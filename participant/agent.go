@@ -509,6 +509,10 @@ func (a *Agent) runOnce(ctx context.Context) error {
 		steps[i] = st.Saga + "." + st.Name
 	}
 	a.log.Info("agent serving", "subjects", len(a.Subjects()), "steps", strings.Join(steps, " "))
+	if p := a.nc.MaxPayload(); p < minPayload {
+		a.log.Warn("the server's payload limit leaves little room for a step's output: natsaga wants 64 KiB or more",
+			"max_payload", p, "most_output_bytes", messages.MaxOutputFor(p))
+	}
 
 	// ctx ends too when the connection closes for good (stopServing).
 	ctx, stopServing := context.WithCancel(ctx)
@@ -821,6 +825,10 @@ func (a *Agent) warnUnknownSteps(subjects []string) {
 		}
 	}
 }
+
+// minPayload is the least server payload limit natsaga is made for: an
+// execute's output may then take 7 KiB ([messages.MaxOutputFor]).
+const minPayload = 64 << 10
 
 // notServedDelay spaces the deliveries of a command for a step this copy
 // does not serve.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/coordinator"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
@@ -150,4 +153,21 @@ func TestDurationThatPanics(t *testing.T) {
 	require.Contains(t, x.Error, "execute proof: duration panicked at bounds_test.go:")
 	require.Contains(t, x.Error, "index out of range")
 	testenv.WaitStatus(t, nc, testenv.Start(t, nc, "bake", nil), saga.Completed)
+}
+
+// TestSmallPayloadLimitSaid: an agent on a server whose payload limit is
+// under 64 KiB says, as it starts serving, how little room that leaves a
+// step's output.
+func TestSmallPayloadLimitSaid(t *testing.T) {
+	_, url := testenv.ServerWith(t, "max_payload: 32768")
+	var logs testenv.SyncBuffer
+	testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{{Name: "big", Subject: "big",
+		Steps: []saga.Step{{Name: "first", Role: "r"}}}}})
+	testenv.Agent(t, url, participant.Options{Role: "r", Logger: slog.New(slog.NewTextHandler(&logs, nil)), Steps: []agent.Step{{
+		Saga: "big", Name: "first", Handler: agent.Handler{
+			Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		}}}})
+	said := regexp.MustCompile(`level=WARN msg="the server's payload limit leaves little room for a step's output: natsaga wants 64 KiB or more" .*max_payload=32768 most_output_bytes=3072`)
+	require.Eventually(t, func() bool { return said.MatchString(logs.String()) }, 10*time.Second, 10*time.Millisecond)
 }
