@@ -39,7 +39,7 @@ func printSummary(w io.Writer, s *messages.Summary) {
 	printf(t, "due\t%d\t(commands due by this tick with no final answer: 0 is quiet)\n", s.Due)
 	printf(t, "answered\t%d\t(answers applied in this coordinator's term)\n", s.Answered)
 	if s.Refused > 0 {
-		printf(t, "refused\t%d\t(answers not from the role owning the step)\n", s.Refused)
+		printf(t, "refused\t%d\t(answers not from the role owning the step, or not to the command in flight)\n", s.Refused)
 	}
 	printf(t, "completed\t%d\n", s.Completed)
 	printf(t, "rolled back\t%d\n", s.RolledBack)
