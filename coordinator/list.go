@@ -94,8 +94,13 @@ func (c *Coordinator) readFinished(ctx context.Context, st saga.Status, limit in
 	budget := c.answerBudget()
 	var found []sagaValue
 	size := 0
-	for end := len(subjects); end > 0 && len(found) <= limit && size < budget; {
-		begin := max(0, end-max(limit+1-len(found), 16))
+	// A batch asks for at most step values, from 16, doubling: the
+	// values read before the answer's budget is spent are never many more
+	// than it holds, whatever a saga's size (a thousand sagas of 380 KB
+	// read at once cut the coordinator off as a slow consumer).
+	step := 16
+	for end := len(subjects); end > 0 && len(found) <= limit && size < budget; step *= 2 {
+		begin := max(0, end-min(max(limit+1-len(found), 16), step))
 		entries, err := c.bucketValues(ctx, subjects[begin:end])
 		if err != nil {
 			return nil, false, err

@@ -182,3 +182,30 @@ func TestListFinishedFitsThePayloadLimit(t *testing.T) {
 	// Each saga is over a fifth of the limit: four fit.
 	require.Equal(t, ids[2:], got)
 }
+
+// TestListFinishedReadsWhatItAnswers: a list of up to 1,000 finished
+// sagas, each large, reads the bucket a few values at a time, not all it
+// may answer at once: on a server that holds 8 MB pending for a
+// connection, 60 sagas of 200 KB read in one batch cut the coordinator
+// off as a slow consumer, and the list got no answer.
+func TestListFinishedReadsWhatItAnswers(t *testing.T) {
+	_, url := testenv.ServerWith(t, "max_pending: 8MB")
+	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+	bankAgent(t, url)
+	nc := testenv.Connect(t, url)
+	pad := strings.Repeat("p", 200_000)
+	var ids []string
+	for range 60 {
+		ids = append(ids, testenv.Start(t, nc, twoSteps.Subject, messages.Context{}.MustSet("pad", pad)))
+	}
+	for _, id := range ids {
+		testenv.WaitStatus(t, nc, id, saga.Completed)
+	}
+	msg, err := nc.Request(messages.ListSubject, mustJSON(t, messages.ListRequest{V: messages.Version, Status: "completed", Limit: 1000}), 10*time.Second)
+	require.NoError(t, err, "answered")
+	var resp messages.ListResponse
+	require.NoError(t, json.Unmarshal(msg.Data, &resp))
+	require.Nil(t, resp.Error)
+	require.True(t, resp.More, "more are stored than fit one answer")
+	require.NotEmpty(t, resp.Sagas)
+}
