@@ -3,7 +3,9 @@
 // subjects they travel on.
 //
 // Every subject is built in this package and nowhere else (see subjects.go),
-// and every payload carries the protocol version [Version] in its "v" field.
+// and every payload carries its version in its "v" field: [Version] (1), or
+// [BatchVersion] (2) for the batches of commands and events, each of whose
+// items is a version-1 payload.
 // docs/protocol.md describes the same protocol for authors of agents written
 // in other languages.
 //

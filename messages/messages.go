@@ -10,8 +10,11 @@ import (
 	"unicode/utf8"
 )
 
-// Version is the protocol version this package speaks. Every payload carries
-// it in "v"; a payload with another version is refused with [ErrVersion].
+// Version is the version of every payload but the batches ([BatchVersion]),
+// carried in its "v"; a payload with another version is refused with
+// [ErrVersion]. The wire protocol as a whole is at version 3
+// (docs/protocol.md): versions 2 and 3 added the batches and the agents'
+// record logs, and changed no payload of version 1.
 const Version = 1
 
 // MaxPayload is the largest payload natsaga decodes, in bytes. A larger one

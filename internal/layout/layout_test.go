@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -118,20 +119,78 @@ func TestDependenciesPointOneWay(t *testing.T) {
 			}
 		}
 	}
-	// Between the NATS edges, the imports README.md draws, and no others.
-	never := map[string][]string{
-		"coordinator": {"participant", "client", "agentmain"},
-		"participant": {"saga", "coordinator", "client", "agentmain"},
-		"client":      {"coordinator", "agentmain"},
-		"agentmain":   {"coordinator", "client", "saga"},
-	}
-	for lib, others := range never {
-		for _, d := range outside(mine[lib].Imports, std) {
-			if slices.Contains(others, d) {
-				t.Errorf("%s imports %s, which README.md's picture does not allow", lib, d)
-			}
+}
+
+// TestPictureIsTheImports checks README.md's picture of the packages
+// against what they import: each public package of the module is drawn,
+// and imports, of the public packages, exactly those after its arrow.
+func TestPictureIsTheImports(t *testing.T) {
+	mine, std := list(t)
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	drawn := picture(t, string(readme))
+
+	for name := range mine {
+		if public(name) {
+			require.Contains(t, drawn, name, "README.md's picture does not draw package %s", name)
 		}
 	}
+	for name, want := range drawn {
+		p, ok := mine[name]
+		require.True(t, ok, "README.md's picture draws %s, which is not a package of the module", name)
+		got := []string{}
+		for _, imp := range outside(p.Imports, std) {
+			if public(imp) {
+				got = append(got, imp)
+			}
+		}
+		slices.Sort(got)
+		slices.Sort(want)
+		require.Equal(t, want, got, "what %s imports of the public packages; README.md's picture says %v", name, want)
+	}
+}
+
+// public reports whether name, a package of the module named without the
+// module's prefix, is one an adopter imports: not internal, not a program,
+// an example or a test.
+func public(name string) bool {
+	first, _, _ := strings.Cut(name, "/")
+	switch first {
+	case "internal", "cmd", "examples", "e2e", "deploy":
+		return false
+	}
+	return !strings.Contains(name, "/internal/") && !strings.Contains(name, ".")
+}
+
+// picture reads README.md's picture of the packages: the code block after
+// "Dependencies point one way", a line for each package, its name, then
+// after "→" the packages it imports, up to two spaces before what it is.
+// Lines of more than one package (a "*"), and lines that go on the line
+// before (indented), are not read.
+func picture(t *testing.T, readme string) map[string][]string {
+	t.Helper()
+	_, after, ok := strings.Cut(readme, "Dependencies point one way")
+	require.True(t, ok, "README.md has no picture of the packages")
+	_, block, ok := strings.Cut(after, "```\n")
+	require.True(t, ok, "README.md's picture of the packages is not a code block")
+	block, _, ok = strings.Cut(block, "```")
+	require.True(t, ok, "README.md's picture of the packages has no end")
+	drawn := map[string][]string{}
+	for _, line := range strings.Split(block, "\n") {
+		name, rest, _ := strings.Cut(line, " ")
+		if name == "" || strings.Contains(name, "*") || !public(name) {
+			continue
+		}
+		imports := []string{}
+		if arrow, ok := strings.CutPrefix(strings.TrimSpace(rest), "→"); ok {
+			list, _, _ := strings.Cut(strings.TrimSpace(arrow), "  ")
+			imports = strings.Fields(list)
+		}
+		require.NotContains(t, drawn, name, "README.md's picture draws %s twice", name)
+		drawn[name] = imports
+	}
+	require.NotEmpty(t, drawn, "README.md's picture draws no package")
+	return drawn
 }
 
 // TestExamplesUseThePublicPackages checks that another model is built on
