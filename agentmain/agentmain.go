@@ -9,7 +9,8 @@
 //
 // The program takes the connection flags of every natsaga program (-nats,
 // -user and -password, -creds, -nkey, -tls-ca, -tls-cert, -tls-key,
-// -inbox-prefix, or NATS_URL and the other NATS_ variables), the agent's
+// -inbox-prefix, or NATS_URL and the other NATS_ variables, and
+// -connect-wait, -max-reconnects, -reconnect-wait), the agent's
 // (-name, -concurrency, -ack-wait, -replicas, -record-values) and the
 // operator's (-log-level, -log-format, -metrics-addr with /metrics, /livez
 // and /readyz, -healthcheck for a container's health check), traces to

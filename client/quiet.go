@@ -35,9 +35,10 @@ type Quiet struct {
 // answered for q.Limit (Summary.Due and Summary.Answered stay the same: a
 // ranked saga's next command is due as its answer comes, so the due count
 // alone may stand still while the sagas move) it returns the last summary
-// and a [*NotQuietError] wrapping ErrNotQuiet; a run that goes on then can
-// no longer be reproduced. It returns ctx's error, with the last summary seen,
-// when ctx ends first.
+// and a [*NotQuietError] wrapping ErrNotQuiet; so it does when the tick is
+// not quiet within q.Within, when set. A run that goes on then can no
+// longer be reproduced. It returns ctx's error, with the last summary
+// seen, when ctx ends first.
 func (c *Client) WaitQuiet(ctx context.Context, q Quiet) (messages.Summary, error) {
 	if q.Poll <= 0 {
 		q.Poll = 10 * time.Millisecond

@@ -77,7 +77,9 @@ type Options struct {
 	// LeaseTTL is how long the coordinator's lease on the bucket lasts
 	// unless renewed. Only the lease holder drives sagas; a coordinator
 	// started while another holds it waits as a standby, and takes over
-	// within LeaseTTL of the holder's death (at once after a clean stop).
+	// about LeaseTTL after the holder's last renewal (it renews every third
+	// of it), so a little under or over LeaseTTL after the holder dies, and
+	// at once after its clean stop.
 	// 0 means DefaultLeaseTTL; at least a second.
 	LeaseTTL time.Duration
 	// MaxActive bounds the sagas in flight: a start beyond it is answered

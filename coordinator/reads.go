@@ -14,8 +14,9 @@ import (
 // once: a status or a retry of a saga no longer in memory, a start with a
 // client-chosen id, and a list of finished sagas (of which at most four
 // run at once). A request that needs one beyond it is answered at once
-// with the error code "busy" and may be sent again after a backoff. The
-// flood driver sends at most 32 starts at once, far below it.
+// with the error code "busy" and may be sent again after a backoff. A
+// batch of starts costs one read for all its ids, and the flood driver
+// sends at most four batches at once, far below it.
 const MaxBucketReads = 256
 
 // bucketWait bounds one read of a saga from the bucket.

@@ -101,8 +101,11 @@ type Options struct {
 }
 
 // Validate returns an error wrapping [messages.ErrBadRequest] when o is
-// unusable: a bad role, no steps, a step with a bad token or no handler, or
-// the same step twice.
+// unusable: a bad role or name, no steps, a step with a bad token or no
+// handler, the same step twice, a Serial role with a step that has a
+// Duration, metadata under a key the agent sets itself, a concurrency over
+// [MaxConcurrency], or a negative concurrency, ack wait, replicas or
+// record values.
 func (o *Options) Validate() error {
 	var errs []error
 	errs = append(errs, messages.CheckToken("role", o.Role))

@@ -27,8 +27,8 @@
 // records the output named there. A compensation that finds no record,
 // and so nothing to undo, may be recorded between an execute's two writes:
 // that execute then finds the compensation where its record should go, and
-// undoes its own write with the compensation's handler (store.go,
-// [branch.undo]). An action may change at most one value: one that changes
+// undoes its own write with the compensation's handler (the undo of a
+// branch, in store.go). An action may change at most one value: one that changes
 // more is answered with an error and records nothing.
 //
 // Handlers therefore must have no effect other than through the [agent.Tx] they

@@ -17,8 +17,9 @@ type Step struct {
 	Name string
 	// Role is the agent role that runs the step and its compensation. The
 	// coordinator reads the answers that agents give through their
-	// barrier records from this role's state stream, so the agents
-	// serving the step must run as this role.
+	// barrier records from this role's record stream
+	// (NATSAGA_RECORDS_<ROLE>), so the agents serving the step must run as
+	// this role.
 	Role string
 	// Compensation names the undo action, for documentation and history,
 	// for example "undo_approval".

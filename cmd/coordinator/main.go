@@ -73,13 +73,13 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c.conn.Register(fs, getenv)
-	fs.StringVar(&c.defsFile, "definitions", "", "definitions file (JSON) of the sagas to run; empty: the flood sagas; \"none\": only those registered at run time or stored (a file named none: ./none)")
+	fs.StringVar(&c.defsFile, "definitions", "", "definitions file (JSON) of the sagas to run; empty: the flood sagas; \"none\": only those registered at run time or stored (to read a file named none, write ./none)")
 	fs.IntVar(&c.replicas, "replicas", 1, "copies of natsaga's streams and bucket (3 on a 3-node cluster)")
 	fs.DurationVar(&c.ackWait, "ack-wait", 5*time.Second, "redelivery delay of a reply the coordinator took and never acted on (1s to 1h)")
 	fs.DurationVar(&c.retention, "retention", coordinator.DefaultRetention, "how long a finished saga stays queryable (failed ones stay until retried); negative: for ever")
-	fs.DurationVar(&c.leaseTTL, "lease-ttl", coordinator.DefaultLeaseTTL, "how long the lease lasts unless renewed: a standby coordinator takes over this long after the active one dies (1s to 1h)")
+	fs.DurationVar(&c.leaseTTL, "lease-ttl", coordinator.DefaultLeaseTTL, "how long the lease lasts unless renewed: a standby coordinator takes over about this long after the active one's last renewal, renewed every third of it (1s to 1h)")
 	fs.IntVar(&c.batch, "command-batch", messages.MaxBatch, "most commands of one step sent in one message to a role whose agents read batches; 1: every command alone")
-	fs.IntVar(&c.maxActive, "max-active", defaultMaxActive(), "most sagas in flight; a start beyond is answered \"busy\" (default: a quarter of the memory limit at 8 KiB a saga); negative: no limit")
+	fs.IntVar(&c.maxActive, "max-active", defaultMaxActive(), "most sagas in flight; a start beyond is answered \"busy\"; negative: no limit. The default is what a quarter of the memory limit holds at 8 KiB a saga")
 	c.observe.Register(fs, getenv)
 	if err := cli.Parse(fs, args); err != nil {
 		return c, err

@@ -115,7 +115,11 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 		if !c.verbose {
 			where = sys.LogPath()
 		}
-		fmt.Fprintf(stdout, "floodsim: embedded nats-server at %s, data in %s, process logs in %s\n", sys.URL(), sys.dataDir, where)
+		kept := ""
+		if sys.temp {
+			kept = " (removed at exit; -data DIR keeps them)"
+		}
+		fmt.Fprintf(stdout, "floodsim: embedded nats-server at %s, data in %s, process logs in %s%s\n", sys.URL(), sys.dataDir, where, kept)
 	}
 	nc, err := conn.Connect(ctx, "floodsim", log)
 	if err != nil {

@@ -278,8 +278,9 @@ const quietWait = time.Second
 // Connect connects as name, retrying until the server answers or Wait has
 // passed, and saying so in log once it has waited quietWait. A connection
 // lost later is reconnected, MaxReconnects times in a row (negative: for
-// ever; the zero Conn reconnects for ever too), with a log line per
-// attempt; when the attempts run out the connection closes and the
+// ever; the zero Conn reconnects for ever too), the failed attempts logged
+// at the first and then once every 10 s with their count; when the
+// attempts run out the connection closes and the
 // program's consumers and requests fail. It returns the last error
 // when the server never answered, or an error matching ErrBadFlag.
 func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nats.Conn, error) {
