@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/natsaga/natsaga/messages"
 )
@@ -176,32 +177,33 @@ func Conclude(cmd *messages.Command, out messages.Context, err error, claimed bo
 }
 
 // CheckOutput returns an error wrapping [messages.ErrBadRequest] when a
-// value of out is not JSON, and one wrapping [messages.ErrTooLarge] when
-// out takes more than max bytes as JSON: an output no record can hold.
+// value of out is not JSON in UTF-8, and one wrapping
+// [messages.ErrTooLarge] when out may take more than max bytes as JSON,
+// written as a record writes it (which escapes <, > and &, six bytes
+// each): an output no record can hold, or the coordinator would refuse.
 func CheckOutput(out messages.Context, max int) error {
-	size := 2 // {}
 	bad := false
-	for k, v := range out {
-		bad = bad || !json.Valid(v)
-		size += messages.QuotedLen(k) + len(v) + 2 // "k":v,
+	for _, v := range out {
+		bad = bad || !validJSON(v)
 	}
 	if bad {
 		// Said of the first in order, whatever the map's.
 		for _, k := range slices.Sorted(maps.Keys(out)) {
-			if !json.Valid(out[k]) {
-				return fmt.Errorf("output %s: not JSON: %w", messages.Quote(k), messages.ErrBadRequest)
+			if !validJSON(out[k]) {
+				return fmt.Errorf("output %s: not JSON in UTF-8: %w", messages.Quote(k), messages.ErrBadRequest)
 			}
 		}
 	}
-	if len(out) > 0 {
-		size-- // no comma after the last
-	}
-	if size > max {
+	if size, _ := out.Measure(); size > max {
 		return fmt.Errorf("output of %d bytes as JSON, more than %d (an eighth of the server's payload limit, less 1 KiB): %w",
 			size, max, messages.ErrTooLarge)
 	}
 	return nil
 }
+
+// validJSON reports whether v is one JSON value in UTF-8, as the
+// coordinator takes it: json.Valid alone lets a string's bytes be any.
+func validJSON(v []byte) bool { return json.Valid(v) && utf8.Valid(v) }
 
 // Verdict says how a store disposed of a command.
 type Verdict int

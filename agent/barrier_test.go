@@ -121,7 +121,7 @@ func TestConclude(t *testing.T) {
 			agent.Conclusion{Reply: messages.ReplyTo(ex, messages.Error,
 				"execute pay: output of 41 bytes as JSON, more than 40 (an eighth of the server's payload limit, less 1 KiB): "+messages.ErrTooLarge.Error())}},
 		{"an output that is not JSON is an error", ex, messages.Context{"b": json.RawMessage(`{`), "a": json.RawMessage(`1x`)}, nil, false,
-			agent.Conclusion{Reply: messages.ReplyTo(ex, messages.Error, `execute pay: output "a": not JSON: `+messages.ErrBadRequest.Error())}},
+			agent.Conclusion{Reply: messages.ReplyTo(ex, messages.Error, `execute pay: output "a": not JSON in UTF-8: `+messages.ErrBadRequest.Error())}},
 		{"a claimed execute's bad output is delivered again", ex, big, nil, true,
 			agent.Conclusion{Redeliver: true}},
 	} {
@@ -411,17 +411,23 @@ func TestMemoryRefusesMalformedCommands(t *testing.T) {
 }
 
 // TestCheckOutputCountsJSON: the size CheckOutput bounds is the output's
-// as json.Marshal writes it, whatever its keys: exactly at the bound it
-// passes, a byte under it it does not.
+// as json.Marshal writes it, whatever its keys, and whatever its values
+// hold that a record escapes: exactly at the bound it passes, a byte under
+// it it does not. A value not in UTF-8, which the coordinator refuses, is
+// not JSON.
 func TestCheckOutputCountsJSON(t *testing.T) {
 	for _, out := range []messages.Context{
 		{},
 		{"a": json.RawMessage(`1`)},
 		{"a": json.RawMessage(`1`), "b\"\\<>&\u2028": json.RawMessage(`{"x":[1,2]}`), "é": json.RawMessage(`"\u00e9"`)},
+		{"html": json.RawMessage(`"<` + strings.Repeat("&>", 50) + `"`)},
 	} {
 		data, err := json.Marshal(out)
 		require.NoError(t, err)
 		require.NoError(t, agent.CheckOutput(out, len(data)), "%s", data)
 		require.ErrorIs(t, agent.CheckOutput(out, len(data)-1), messages.ErrTooLarge, "%s", data)
 	}
+	err := agent.CheckOutput(messages.Context{"ok": json.RawMessage(`1`), "bytes": json.RawMessage("\"\xff\xfe\"")}, 1<<20)
+	require.ErrorIs(t, err, messages.ErrBadRequest)
+	require.ErrorContains(t, err, `output "bytes": not JSON in UTF-8`)
 }

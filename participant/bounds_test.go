@@ -24,7 +24,8 @@ import (
 // TestAnswersWithinWhatTheCoordinatorTakes: what a handler returns that
 // no record or reply the coordinator takes could hold (an eighth of the
 // server's payload limit) never leaves a saga waiting. An output over
-// its bound, or not JSON, fails the step as a transient error, and the
+// its bound (as a record writes it, escaped), or not JSON in UTF-8, fails
+// the step as a transient error, and the
 // saga rolls back (its compensations' records fit); a long reason is cut
 // to what the saga keeps; a value over half the payload limit is the
 // handler's error. Under a server limit of 64 KiB, an output's bound is
@@ -55,8 +56,14 @@ func TestAnswersWithinWhatTheCoordinatorTakes(t *testing.T) {
 				switch how {
 				case "large":
 					return messages.Context{"blob": json.RawMessage(`"` + strings.Repeat("x", 8000) + `"`)}, nil
+				case "escaped":
+					// 2,000 bytes as the handler wrote them, 12,000 as
+					// a record writes them (\u003c each).
+					return messages.Context{"blob": json.RawMessage(`"` + strings.Repeat("<", 2000) + `"`)}, nil
 				case "not json":
 					return messages.Context{"blob": json.RawMessage(`{`)}, nil
+				case "not utf-8":
+					return messages.Context{"blob": json.RawMessage("\"\xff\xfe\"")}, nil
 				case "long reason":
 					return nil, agent.Reject("%s", strings.Repeat("no ", 40_000))
 				case "large value":
@@ -79,7 +86,9 @@ func TestAnswersWithinWhatTheCoordinatorTakes(t *testing.T) {
 		compensated []string
 	}{
 		{"large", "execute second: output of 8011 bytes as JSON, more than 7168", erred},
-		{"not json", `execute second: output "blob": not JSON`, erred},
+		{"escaped", "execute second: output of 12011 bytes as JSON, more than 7168", erred},
+		{"not json", `execute second: output "blob": not JSON in UTF-8`, erred},
+		{"not utf-8", `execute second: output "blob": not JSON in UTF-8`, erred},
 		{"long reason", "no no no", rejected},
 		{"large value", "put v: a value of 40002 bytes as JSON, more than 32768 (half the server's payload limit)", erred},
 	} {
