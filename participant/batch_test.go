@@ -337,3 +337,41 @@ func TestLaggingCopyWaitsForTheRecordsItsValueNames(t *testing.T) {
 	require.Equal(t, agent.Duplicate, verdict)
 	require.Equal(t, 40, budget())
 }
+
+// TestValueReadAgainAfterAnError: a copy that is its role's only writer
+// trusts its cache, but not after a handler's error on what it read. A
+// value that does not decode (written by hand) fails the step; once it is
+// repaired, the next command reads it from the server and runs, where it
+// failed on the cached value for as long as the copy lived.
+func TestValueReadAgainAfterAnError(t *testing.T) {
+	s := openTill(t)
+	s.exclusive = true
+	ctx := context.Background()
+	put := func(value string) {
+		t.Helper()
+		env, _, err := s.readEnvelope(ctx, messages.DataSubject(till, "budget"))
+		require.NoError(t, err)
+		env.Value = json.RawMessage(value)
+		data, err := json.Marshal(env)
+		require.NoError(t, err)
+		_, err = s.js.Publish(ctx, messages.DataSubject(till, "budget"), data)
+		require.NoError(t, err)
+	}
+	do := func(id string) messages.Reply {
+		t.Helper()
+		cmd := &messages.Command{V: messages.Version, SagaID: id, Saga: "pay", Step: "check",
+			Action: messages.Execute, Attempt: 1, Seq: 1, Context: messages.Context{"amount": json.RawMessage("30")}}
+		reply, _, err := s.Do(ctx, cmd, check)
+		require.NoError(t, err)
+		return reply
+	}
+
+	put(`"not a number"`)
+	bad := do("s-1")
+	require.Equal(t, messages.Error, bad.Outcome)
+	require.Contains(t, bad.Reason, "cannot unmarshal string")
+	put(`100`)
+	good := do("s-2")
+	require.Equal(t, messages.OK, good.Outcome, good.Reason)
+	require.JSONEq(t, `100`, string(good.Output["seen"]))
+}

@@ -914,6 +914,10 @@ func (b *branch) run(ctx context.Context) (messages.Reply, agent.Verdict, error)
 	case c.Redeliver:
 		return messages.Reply{}, agent.Transient, fmt.Errorf("execute %s: %w: %w", b.op, ErrUnavailable, err)
 	case c.Result == nil:
+		// An error: the values read may be what caused it (one an
+		// operator has since repaired, say). They are read from the
+		// server next time, also by a copy that is the role's only writer.
+		b.s.forget(tx.reads)
 		return c.Reply, agent.Transient, nil
 	}
 	if !c.Keep {
