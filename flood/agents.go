@@ -113,6 +113,14 @@ func HouseholdSteps() []agent.Step {
 	}
 }
 
+// MaxApplications bounds the applications a household keeps: an execute
+// that would add one more is rejected. A compensation only changes the
+// status of one kept, so a household's record, at most about 21 KB with
+// the longest saga ids, always has room for every compensation of its
+// sagas, under any server payload limit natsaga takes (64 KiB and more).
+// A run makes a few applications a household (about seven in 100 ticks).
+const MaxApplications = 256
+
 func setApplication(tx agent.Tx, cmd *messages.Command, status string) error {
 	id, err := cmd.Context.String(KeyHousehold)
 	if err != nil || !messages.ValidToken(id) {
@@ -124,6 +132,12 @@ func setApplication(tx agent.Tx, cmd *messages.Command, status string) error {
 	}
 	if h.Applications == nil {
 		h.Applications = map[string]string{}
+	}
+	if _, kept := h.Applications[cmd.SagaID]; !kept && len(h.Applications) >= MaxApplications {
+		if cmd.Action == messages.Execute {
+			return agent.Reject("household %s keeps %d applications, the most it may", id, MaxApplications)
+		}
+		return nil // nothing of this saga's to cancel
 	}
 	h.Applications[cmd.SagaID] = status
 	return tx.Put(HouseKey(id), h)

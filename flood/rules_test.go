@@ -1,6 +1,8 @@
 package flood_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -236,6 +238,26 @@ func TestHouseRules(t *testing.T) {
 			runCalls(t, m, flood.Household, s.saga, []call{co("a1", s.step, h1, agent.Applied)})
 			require.Equal(t, flood.House{Applications: map[string]string{"a1": "cancelled", "a2": s.status}}, house(t, m))
 		}
+	})
+	t.Run("a household keeps at most MaxApplications, and room to cancel each", func(t *testing.T) {
+		m := agent.NewMemory()
+		id := func(i int) string { return fmt.Sprintf("%064d", i) } // the longest saga id
+		var calls, undo []call
+		for i := range flood.MaxApplications {
+			calls = append(calls, ex(id(i), "household_requests", h1, agent.Applied, messages.OK).giving(kv(flood.KeyStatus, "requested")))
+			undo = append(undo, co(id(i), "household_requests", h1, agent.Applied))
+		}
+		calls = append(calls, ex(id(flood.MaxApplications), "household_requests", h1, agent.Applied, messages.Failed).
+			because(fmt.Sprintf("household h1 keeps %d applications, the most it may", flood.MaxApplications)))
+		runCalls(t, m, flood.Household, flood.Elevation, append(calls, undo...))
+		h := house(t, m)
+		require.Len(t, h.Applications, flood.MaxApplications)
+		for _, status := range h.Applications {
+			require.Equal(t, "cancelled", status)
+		}
+		data, err := json.Marshal(h)
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(data), messages.MaxValueFor(64<<10), "within what a 64 KiB server stores")
 	})
 	t.Run("a household id must be a token", func(t *testing.T) {
 		m := agent.NewMemory()
