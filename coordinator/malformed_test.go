@@ -550,3 +550,81 @@ func TestBadRequestsSaidOnce(t *testing.T) {
 		require.Equal(t, 1, strings.Count(logs.String(), `msg="`+b.msg+`"`), "%s\n%s", b.msg, logs.String())
 	}
 }
+
+// TestMalformedAnswerToACompensation: an answer the coordinator cannot
+// take (a reply over an eighth of the payload limit, a record of a failure
+// with no reason) to a compensation, which has no timeout, is that
+// compensation's error: it is sent again, then the saga fails naming why,
+// where it waited for ever before. The test is the agents: it answers on
+// the wire, as an agent in another language does.
+func TestMalformedAnswerToACompensation(t *testing.T) {
+	for _, tc := range []struct {
+		name, says string
+		answer     func(t *testing.T, cmd messages.Command) (subject string, data []byte)
+	}{
+		{"a reply too large", "answer of", func(t *testing.T, cmd messages.Command) (string, []byte) {
+			// Over an eighth of 1 MiB, within what a reply may be.
+			r := messages.ReplyTo(&cmd, messages.OK, "")
+			r.Output = messages.Context{}.MustSet("pad", strings.Repeat("x", 140_000))
+			return r.Subject(), mustJSON(t, r)
+		}},
+		{"a record of a failure with no reason", "a failed result needs a reason", func(t *testing.T, cmd messages.Command) (string, []byte) {
+			r := messages.Record{Compensate: &messages.Result{Outcome: messages.Failed, Seq: cmd.Seq, At: time.Now()}}
+			return messages.RecordSubject("first"), logMessage(t, messages.RecordKey(cmd.SagaID, cmd.Step), mustJSON(t, r))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, url := testenv.Server(t)
+			nc := testenv.Connect(t, url)
+			twice := saga.RetryPolicy{MaxAttempts: 2, Backoff: 10 * time.Millisecond, MaxBackoff: 10 * time.Millisecond}
+			testenv.Coordinator(t, url, []saga.Definition{{Name: "pair", Subject: "pair", CompensationRetry: twice, Steps: []saga.Step{
+				{Name: "one", Role: "first", TimeoutTicks: 100},
+				{Name: "two", Role: "second", TimeoutTicks: 100},
+			}}})
+			js, err := jetstream.New(nc)
+			require.NoError(t, err)
+			// The record stream its agents would make.
+			_, err = js.CreateStream(context.Background(), participant.RecordStreamConfig("first", 1))
+			require.NoError(t, err)
+			commands := make(chan messages.Command, 16)
+			sub, err := nc.Subscribe("saga.pair.>", func(m *nats.Msg) {
+				cmd, err := wirejson.DecodeCommand(m.Data)
+				require.NoError(t, err)
+				commands <- cmd
+			})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = sub.Unsubscribe() })
+			next := func(step string, action messages.Action, attempt int) messages.Command {
+				t.Helper()
+				select {
+				case cmd := <-commands:
+					require.Equal(t, []any{step, action, attempt}, []any{cmd.Step, cmd.Action, cmd.Attempt})
+					return cmd
+				case <-time.After(10 * time.Second):
+					t.Fatalf("no %s of %s, attempt %d", action, step, attempt)
+				}
+				return messages.Command{}
+			}
+			answer := func(subject string, data []byte) {
+				t.Helper()
+				_, err := js.Publish(context.Background(), subject, data)
+				require.NoError(t, err)
+			}
+			reply := func(cmd messages.Command, o messages.Outcome, reason string) {
+				t.Helper()
+				r := messages.ReplyTo(&cmd, o, reason)
+				answer(r.Subject(), mustJSON(t, r))
+			}
+
+			id := testenv.Start(t, nc, "pair", nil)
+			reply(next("one", messages.Execute, 1), messages.OK, "")
+			reply(next("two", messages.Execute, 1), messages.Failed, "no")
+			answer(tc.answer(t, next("one", messages.Compensate, 1)))
+			answer(tc.answer(t, next("one", messages.Compensate, 2)))
+			x := testenv.WaitStatus(t, nc, id, saga.Failed)
+			require.Contains(t, x.Error, "its agent's answer was malformed")
+			require.Contains(t, x.Error, tc.says)
+			require.Empty(t, commands, "nothing sent after the second attempt")
+		})
+	}
+}

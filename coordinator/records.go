@@ -194,7 +194,7 @@ func (c *Coordinator) applyRecordEntry(role string, r *readRecord, now time.Time
 	}
 	if r.err != nil {
 		c.log.Error("dropping malformed record", "role", role, "key", r.key, "err", r.err)
-		return nil
+		return c.answerMalformed(cmd, r.err, now, out)
 	}
 	reply, ok, err := recordAnswer(&r.rec, &cmd)
 	if err != nil {
@@ -211,6 +211,36 @@ func (c *Coordinator) applyRecordEntry(role string, r *readRecord, now time.Time
 		return err
 	case err != nil:
 		c.log.Warn("record not applied", "saga_id", id, "step", step, "err", err)
+	}
+	return nil
+}
+
+// answerMalformed answers cmd, the command in flight, with an error when
+// it is a compensation: its agent's answer (a record, or a reply that
+// decodes) is one the coordinator cannot take (too large, not UTF-8, a
+// result no record may hold). Dropped alone, it would leave cmd
+// unanswered when its agent answers no other way, as natsaga's agents do
+// once they have recorded a result: an execute till its step times out,
+// as it does for any answer not given, but a compensation, which never
+// times out, for ever. Answered so, the compensation's retries follow,
+// then the saga's failure, which an operator sees, and retries once the
+// agent's record is repaired. An answer of an earlier attempt counts
+// against the attempt in flight. It returns saga.ErrEarly when cmd's
+// agent said it works until a later tick: held back like an answer.
+func (c *Coordinator) answerMalformed(cmd messages.Command, why error, now time.Time, out *saga.Outbox) error {
+	if cmd.Action != messages.Compensate {
+		return nil
+	}
+	reply := messages.ReplyTo(&cmd, messages.Error, messages.ClipReason("its agent's answer was malformed: "+why.Error()))
+	err := c.applyAnswer(reply, now, out)
+	switch {
+	case err == nil:
+		c.log.Warn("command answered error: its agent's answer was malformed", "saga_id", cmd.SagaID, "step", cmd.Step,
+			"action", cmd.Action, "attempt", cmd.Attempt, "err", why)
+	case errors.Is(err, saga.ErrEarly):
+		return err
+	default:
+		c.log.Warn("malformed answer not applied", "saga_id", cmd.SagaID, "step", cmd.Step, "err", err)
 	}
 	return nil
 }
