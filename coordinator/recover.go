@@ -244,7 +244,8 @@ func (c *Coordinator) loadBucket(ctx context.Context, heads []bucketHead, logged
 			c.clock = entry.rev
 			ck, err := parseClock(value)
 			if err != nil {
-				c.log.Error("stored clock unreadable: the clock starts at 0", "value", messages.Clip(string(value)), "err", err)
+				c.log.Error("stored clock unreadable: the clock starts at the latest tick of a saga in flight (0 if none), and moves with the next tick sent",
+					"value", messages.Clip(string(value)), "err", err)
 				continue
 			}
 			tick, round = ck.Tick, ck.Round
