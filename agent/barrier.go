@@ -124,8 +124,9 @@ func NoopResult(cmd *messages.Command, at time.Time) *messages.Result {
 
 // Conclusion is what the barrier makes of a handler's return.
 type Conclusion struct {
-	// Result, when set, is the action's result to record. The handler's
-	// writes are committed with it only when Keep is set.
+	// Result, when set, is the action's result to record; the handler's
+	// writes are committed with it only when Keep is set (a success, not
+	// a rejection).
 	Result *messages.Result
 	Keep   bool
 	// Reply, when Result is nil and Redeliver is false, is the reply to

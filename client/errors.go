@@ -89,12 +89,15 @@ func wireErr(subject string, w *messages.WireError) error {
 // summary seen, and a few of the sagas whose command had no answer. It
 // wraps [ErrNotQuiet].
 type NotQuietError struct {
+	// Summary is the last summary seen.
 	Summary messages.Summary
 	// Waiting are up to three active sagas awaiting an answer due at or
 	// before the tick, for the reason to name; empty when the
 	// coordinator could not list them.
 	Waiting []saga.Execution
-	Reason  string
+	// Reason is the error's text: how long nothing was answered, and
+	// which sagas wait.
+	Reason string
 }
 
 // Error returns the reason.

@@ -73,7 +73,9 @@ type Execution struct {
 	Round int64 `json:"round,omitempty"`
 	// StartedTick is the tick the saga started at; for a pending saga
 	// whose start was scheduled, the tick it will start at.
-	StartedTick    int64 `json:"started_tick"`
+	StartedTick int64 `json:"started_tick"`
+	// DispatchedTick is the tick the outstanding command was sent at (a
+	// retry keeps it): its step's timeout counts from here.
 	DispatchedTick int64 `json:"dispatched_tick"`
 	// Awaiting is true while the outstanding command has had no answer.
 	Awaiting bool `json:"awaiting,omitempty"`
@@ -83,12 +85,18 @@ type Execution struct {
 	Working bool  `json:"working,omitempty"`
 	Until   int64 `json:"until,omitempty"`
 	// RetryAt is set while the saga waits to resend its command.
-	RetryAt     time.Time                   `json:"retry_at,omitzero"`
-	Completed   []string                    `json:"completed_steps"`
-	Compensated []string                    `json:"compensated_steps,omitempty"`
-	Results     map[string]messages.Context `json:"step_results,omitempty"`
-	Error       string                      `json:"error,omitempty"`
-	History     []Transition                `json:"history"`
+	RetryAt time.Time `json:"retry_at,omitzero"`
+	// Completed names the steps whose execute succeeded, in order, and
+	// Compensated those undone since, in the order undone.
+	Completed   []string `json:"completed_steps"`
+	Compensated []string `json:"compensated_steps,omitempty"`
+	// Results holds each completed step's output, by step name.
+	Results map[string]messages.Context `json:"step_results,omitempty"`
+	// Error is why the saga rolled back, timed out or failed.
+	Error string `json:"error,omitempty"`
+	// History holds the transitions kept, oldest first (HistoryDropped
+	// counts those dropped).
+	History []Transition `json:"history"`
 	// HistoryDropped counts the transitions dropped from History to hold
 	// it to its bound ([MaxHistory]).
 	HistoryDropped int `json:"history_dropped,omitempty"`
