@@ -2,6 +2,7 @@ package participant_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,19 +22,25 @@ import (
 // store) is no ground for a decision. The command is answered error
 // naming it, so that the saga retries, rolls back, and, as its
 // compensation meets the same record, ends failed (docs/guarantees.md):
-// not asked for again for ever.
+// not asked for again for ever. So is a record the coordinator would drop:
+// over an eighth of the payload limit, or not UTF-8.
 func TestMalformedRecordAnsweredAsError(t *testing.T) {
+	maybe := `{"execute":{"outcome":"maybe","seq":1}}`
+	for what, record := range map[string]string{
+		"an outcome no agent writes": maybe,
+		"over an eighth of 1 MiB":    `{"execute":{"outcome":"ok","seq":1,"output":{"x":"` + strings.Repeat("x", 140_000) + `"}}}`,
+		"not utf-8":                  "{\"execute\":{\"outcome\":\"ok\",\"seq\":1,\"output\":{\"x\":\"\xff\"}}}",
+	} {
+		t.Run(what, func(t *testing.T) { malformedRecordAnsweredAsError(t, nil, record) })
+	}
 	// A step that takes simulation time reads its branch before it holds
 	// the command: the same record answers it error, not held.
-	for name, duration := range map[string]func(*messages.Command) int64{
-		"instant": nil,
-		"timed":   func(*messages.Command) int64 { return 1 },
-	} {
-		t.Run(name, func(t *testing.T) { malformedRecordAnsweredAsError(t, duration) })
-	}
+	t.Run("timed", func(t *testing.T) {
+		malformedRecordAnsweredAsError(t, func(*messages.Command) int64 { return 1 }, maybe)
+	})
 }
 
-func malformedRecordAnsweredAsError(t *testing.T, duration func(*messages.Command) int64) {
+func malformedRecordAnsweredAsError(t *testing.T, duration func(*messages.Command) int64, record string) {
 	_, url := testenv.Server(t)
 	nc := testenv.Connect(t, url)
 	def := saga.Definition{Name: "job", Subject: "job", Steps: []saga.Step{{Name: "work", Role: "worker"}}}
@@ -45,7 +52,7 @@ func malformedRecordAnsweredAsError(t *testing.T, duration func(*messages.Comman
 	testenv.Agent(t, url, participant.Options{Role: "worker", Steps: []agent.Step{{Saga: "job", Name: "work", Handler: noop, Duration: duration}}})
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	bad := kvlog.AppendMessage(nil, "bug", []kvlog.Entry{{Key: messages.RecordKey("j-1", "work"), Value: []byte(`{"execute":{"outcome":"maybe","seq":1}}`)}})
+	bad := kvlog.AppendMessage(nil, "bug", []kvlog.Entry{{Key: messages.RecordKey("j-1", "work"), Value: []byte(record)}})
 	_, err = js.Publish(context.Background(), messages.RecordSubject("worker"), bad)
 	require.NoError(t, err)
 

@@ -373,6 +373,17 @@ func (s *Store) branchAfter(ctx context.Context, sagaID, step string, seq uint64
 	return s.branchOf(ctx, l, sagaID, step)
 }
 
+// checkRecord returns an error for a record, as the log holds it, that
+// the coordinator would drop: over an eighth of the server's payload limit
+// (see [messages.MaxOutputFor]), or not UTF-8. This store writes none; one
+// written by another hand is no answer to give, nor to decide on.
+func (s *Store) checkRecord(v []byte) error {
+	if limit := s.maxPayload / 8; int64(len(v)) > limit {
+		return fmt.Errorf("a record of %d bytes, over %d (an eighth of the server's payload limit): %w", len(v), limit, messages.ErrTooLarge)
+	}
+	return messages.CheckUTF8(v)
+}
+
 // branchOf looks up the record of step of saga in l, and in the state
 // stream when the log holds none and agents before it left records there.
 func (s *Store) branchOf(ctx context.Context, l *kvlog.Log, sagaID, step string) (Record, uint64, error) {
@@ -382,7 +393,10 @@ func (s *Store) branchOf(ctx context.Context, l *kvlog.Log, sagaID, step string)
 		return Record{}, 0, fmt.Errorf("branch %s/%s: %w: %w", sagaID, step, ErrUnavailable, err)
 	}
 	if v != nil {
-		if r, err = wirejson.DecodeRecord(v); err == nil {
+		if err = s.checkRecord(v); err == nil {
+			r, err = wirejson.DecodeRecord(v)
+		}
+		if err == nil {
 			err = r.Check()
 		}
 		if err != nil {
