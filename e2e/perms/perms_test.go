@@ -467,6 +467,11 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 	// "natsaga events -saga subsidy_application" does.
 	oc, err := natsaga.New(op.nc, natsaga.Options{})
 	require.NoError(t, err)
+	// ... and lists finished sagas, which the coordinator reads from the
+	// bucket, as "natsaga list -status completed" does.
+	done, err := oc.List(ctx, saga.Completed, 10)
+	require.NoError(t, err)
+	require.Len(t, done, 3)
 	seq, err := oc.Watch(ctx, natsaga.Watch{Saga: flood.SubsidySaga().Name, All: true, KeptOnly: true})
 	require.NoError(t, err)
 	var statuses []string
