@@ -181,7 +181,14 @@ if wanted demo; then
 		log "run 1: not every program is healthy: $states"
 		exit 1
 	}
-	log "run 1: a second up refused; all 8 programs healthy"
+	# The operator lists finished sagas, which the coordinator reads from
+	# the bucket under its permissions.
+	if ! demo natsaga list -status completed -limit 5 >"$work/run1-list.log" 2>&1 || ! awk '$3 == "completed" { found = 1 } END { exit !found }' "$work/run1-list.log"; then
+		cat "$work/run1-list.log"
+		log "run 1: the operator could not list the completed sagas"
+		exit 1
+	fi
+	log "run 1: a second up refused; all 8 programs healthy; completed sagas listed"
 	teardown
 fi
 
