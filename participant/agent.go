@@ -417,12 +417,19 @@ const (
 // temporary reports whether err is one that passes by itself: JetStream
 // timing out, or answering that its cluster cannot serve the request yet
 // (while it elects its leaders, or a stream or consumer is offline during
-// a restart), no responders yet, or a connection reconnecting. A refusal
-// (a configuration the server cannot serve, such as replicas on a single
-// server, no JetStream, a permission the server denies at once) is not.
+// a restart), no responders yet, or a connection reconnecting, or a
+// stream not found: set-up makes the role's streams before it opens them,
+// and a cluster may not know one it has just made on every node yet (seen
+// in the compose demo: an agent stopped, where the next try served). A
+// refusal (a configuration the server cannot serve, such as replicas on a
+// single server, no JetStream, a permission the server denies at once) is
+// not.
 func temporary(err error) bool {
 	if errors.Is(err, ErrNoJetStream) {
 		return false
+	}
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return true
 	}
 	var api *jetstream.APIError
 	if errors.As(err, &api) {

@@ -136,6 +136,7 @@ func TestTemporary(t *testing.T) {
 		{"reconnecting", nats.ErrConnectionReconnecting, true},
 		{"overlapping filters", &jetstream.APIError{Code: 400, ErrorCode: 10136, Description: "filtered consumer not unique on workqueue stream"}, false},
 		{"no leader yet", &jetstream.APIError{Code: 500, ErrorCode: 10009, Description: "JetStream cluster can not handle request"}, true},
+		{"a stream just made, not found yet", fmt.Errorf("records of household: %w: log: %w", ErrUnavailable, jetstream.ErrStreamNotFound), true},
 		{"replicas on a single server", &jetstream.APIError{Code: 500, ErrorCode: 10074, Description: "replicas > 1 not supported in non-clustered mode"}, false},
 		{"JetStream not enabled", &jetstream.APIError{Code: 503, ErrorCode: 10076, Description: "JetStream not enabled"}, false},
 		{"no JetStream", fmt.Errorf("open store: %w: %w", ErrNoJetStream, nats.ErrNoResponders), false},
