@@ -25,7 +25,10 @@
 #       example `summary`, `list -status failed`, `events -n 10`, `services`.
 #   deploy/demo.sh compose ARGS...
 #       any other Compose command, for example `ps`, `logs coordinator`,
-#       `stop nats-2`, `port nats-1 4222`.
+#       `stop nats-2`, `port nats-1 4222`, `up -d --scale
+#       household-agent=3`: with the scenario `up` started (kept in
+#       ~/.local/state/natsaga/demo-PROJECT.env until `down`), so that it
+#       adds copies and recreates nothing.
 #
 # Environment: NATSAGA_HOUSEHOLDS (200), NATSAGA_TICKS (30), NATSAGA_SEED (1)
 # choose the scenario; the opening ledgers are sized for it by
@@ -129,6 +132,10 @@ up() {
 	NATSAGA_FUND=$(echo "$plan" | json_int insurer_fund)
 	NATSAGA_EXPECT_AGENTS=$(agents_expected "$@")
 	export NATSAGA_BUDGET NATSAGA_FUND NATSAGA_EXPECT_AGENTS
+	mkdir -p "$(dirname "$scenario")"
+	for k in $scenario_vars; do
+		eval "echo \"$k=\${$k}\""
+	done >"$scenario"
 	echo "demo.sh: $NATSAGA_HOUSEHOLDS households, $NATSAGA_TICKS ticks, seed $NATSAGA_SEED;" \
 		"budget $NATSAGA_BUDGET cents, fund $NATSAGA_FUND cents; $NATSAGA_EXPECT_AGENTS agents"
 	compose up -d "$@"
@@ -146,9 +153,30 @@ up() {
 	return "$code"
 }
 
+# scenario_vars are the settings docker-compose.yml takes from up; up
+# keeps them in $scenario, and a Compose command after it takes them from
+# there (those not set in the environment): with others, Compose would
+# recreate the services, and the driver would replay a scenario.
+scenario_vars="NATSAGA_HOUSEHOLDS NATSAGA_TICKS NATSAGA_SEED NATSAGA_BUDGET NATSAGA_FUND NATSAGA_EXPECT_AGENTS"
+scenario="${XDG_STATE_HOME:-$HOME/.local/state}/natsaga/demo-$project.env"
+
+# same_scenario exports the settings up kept, when it kept any.
+same_scenario() {
+	[ -f "$scenario" ] || return 0
+	while IFS='=' read -r k v; do
+		case " $scenario_vars " in
+		*" $k "*) eval "[ -n \"\${$k+x}\" ]" || export "$k=$v" ;;
+		esac
+	done <"$scenario"
+}
+
 report() {
 	id=$(driver_id)
 	[ -n "$id" ] || die "no driver container: run deploy/demo.sh up first"
+	# floodsim makes its report files as it starts, and writes them at
+	# the end.
+	[ "$(docker inspect -f '{{.State.Running}}' "$id")" = false ] ||
+		die "no report yet: the driver writes it when the simulation ends (follow it: deploy/demo.sh compose logs -f driver)"
 	if [ "${1:-}" = --html ]; then
 		[ $# -eq 2 ] || die "report --html FILE"
 		docker cp "$id:/report/report.html" "$2" ||
@@ -186,12 +214,20 @@ case $cmd in
 up) up "$@" ;;
 report) report "$@" ;;
 url) url "$@" ;;
-down) compose down -v --remove-orphans ;;
+down)
+	compose down -v --remove-orphans
+	rm -f "$scenario"
+	;;
 natsaga)
+	[ -n "$(compose ps -q 2>/dev/null)" ] || die "no demo is up (project $project): deploy/demo.sh up"
+	same_scenario
 	compose run --rm --no-deps -e NATS_USER=operator -e NATS_PASSWORD=operator-demo \
 		-e NATS_INBOX_PREFIX=_INBOX_operator --entrypoint /natsaga driver "$@"
 	;;
-compose) compose "$@" ;;
+compose)
+	same_scenario
+	compose "$@"
+	;;
 *)
 	sed -n '2,/^set -eu/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
 	exit 2
