@@ -1004,21 +1004,19 @@ func (c *Coordinator) pullReplies(ctx context.Context, first jetstream.MessagesC
 // here, on the goroutine that pulled it, and applied on the loop.
 func (c *Coordinator) replyInput(m jetstream.Msg) input {
 	r, err := wirejson.DecodeReply(m.Data())
+	if err == nil {
+		err = c.checkAnswer(m.Data())
+	}
 	if err != nil {
 		c.log.Error("dropping malformed reply", "subject", messages.Clip(m.Subject()), "err", err)
-		_ = m.Term()
-		return nil
-	}
-	if m.Subject() != r.Subject() {
-		c.log.Error("dropping reply on the wrong subject", "subject", messages.Clip(m.Subject()), "saga_id", r.SagaID)
-		_ = m.Term()
-		return nil
-	}
-	if err := c.checkAnswer(m.Data()); err != nil {
-		// It names its saga: the command in flight there is answered.
-		c.log.Error("dropping malformed reply", "subject", messages.Clip(m.Subject()), "saga_id", r.SagaID, "err", err)
+		if !messages.ValidToken(r.SagaID) || m.Subject() != r.Subject() {
+			_ = m.Term()
+			return nil
+		}
+		// It names its saga, step and seq, on its step's subject: the
+		// command in flight there, when it is that one, is answered.
 		return func(now time.Time, out *saga.Outbox) func(error) {
-			if cmd, ok := c.engine.Command(r.SagaID); ok && cmd.Step == r.Step && c.forged(&r) == "" &&
+			if cmd, ok := c.engine.Command(r.SagaID); ok && cmd.Saga == r.Saga && cmd.Step == r.Step && cmd.Seq == r.Seq &&
 				errors.Is(c.answerMalformed(cmd, err, now, out), saga.ErrEarly) {
 				return func(error) { _ = m.NakWithDelay(earlyDelay) }
 			}
@@ -1028,6 +1026,11 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 				}
 			}
 		}
+	}
+	if m.Subject() != r.Subject() {
+		c.log.Error("dropping reply on the wrong subject", "subject", messages.Clip(m.Subject()), "saga_id", r.SagaID)
+		_ = m.Term()
+		return nil
 	}
 	return func(now time.Time, out *saga.Outbox) func(error) {
 		// Permissions let a role publish only the reply subjects of its

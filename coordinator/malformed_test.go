@@ -552,8 +552,8 @@ func TestBadRequestsSaidOnce(t *testing.T) {
 }
 
 // TestMalformedAnswerToACompensation: an answer the coordinator cannot
-// take (a reply over an eighth of the payload limit, a record of a failure
-// with no reason) to a compensation, which has no timeout, is that
+// take (a reply over an eighth of the payload limit, or that fails its
+// checks; a record of a failure with no reason) to a compensation, which has no timeout, is that
 // compensation's error: it is sent again, then the saga fails naming why,
 // where it waited for ever before. The test is the agents: it answers on
 // the wire, as an agent in another language does.
@@ -566,6 +566,14 @@ func TestMalformedAnswerToACompensation(t *testing.T) {
 			// Over an eighth of 1 MiB, within what a reply may be.
 			r := messages.ReplyTo(&cmd, messages.OK, "")
 			r.Output = messages.Context{}.MustSet("pad", strings.Repeat("x", 140_000))
+			return r.Subject(), mustJSON(t, r)
+		}},
+		{"a reply of an outcome no agent gives", `reply outcome "maybe"`, func(t *testing.T, cmd messages.Command) (string, []byte) {
+			r := messages.ReplyTo(&cmd, "maybe", "")
+			return r.Subject(), mustJSON(t, r)
+		}},
+		{"a reply of a failure with no reason", "a failed reply needs a reason", func(t *testing.T, cmd messages.Command) (string, []byte) {
+			r := messages.ReplyTo(&cmd, messages.Failed, "")
 			return r.Subject(), mustJSON(t, r)
 		}},
 		{"a record of a failure with no reason", "a failed result needs a reason", func(t *testing.T, cmd messages.Command) (string, []byte) {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/natsaga/natsaga/messages"
 )
 
@@ -93,10 +95,17 @@ func (r *bucketReads) wait() {
 // readError is the error a request is answered with when its read of the
 // bucket with ctx failed with err: the end of the term, not the read's own
 // deadline, is what cancels ctx.
-func readError(ctx context.Context, err error) error {
+//
+// last is the connection's last asynchronous error: a request the server
+// refuses for the coordinator's permissions is not answered, and times
+// out; such a refusal is named then, for it is the likelier cause.
+func readError(ctx context.Context, err, last error) error {
 	switch {
 	case errors.Is(ctx.Err(), context.Canceled):
 		return errTermEnded
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) && errors.Is(last, nats.ErrPermissionViolation):
+		return fmt.Errorf("the read of the bucket was not answered in the time the coordinator allows one; "+
+			"the server last refused the coordinator %q: check its permissions: %w", last.Error(), err)
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return fmt.Errorf("the read of the bucket took longer than the coordinator allows one: %w", err)
 	}

@@ -248,7 +248,7 @@ func (c *Coordinator) statusFromBucket(ctx context.Context, m *nats.Msg, id stri
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(notHeld)})
 	case err != nil:
-		c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(readError(ctx, err))})
+		c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(readError(ctx, err, c.nc.LastError()))})
 	default:
 		if _, err := storedSaga(id, e.Value()); err != nil {
 			c.log.Error("status not answered", "err", err)
@@ -398,7 +398,7 @@ func (c *Coordinator) retryFinished(ctx context.Context, m *nats.Msg, id string,
 				err = fmt.Errorf("retry %s: status %s: %w", id, x.Status, saga.ErrNotFailed)
 			}
 		case !errors.Is(gerr, jetstream.ErrKeyNotFound):
-			err = readError(ctx, gerr)
+			err = readError(ctx, gerr, c.nc.LastError())
 		}
 	}
 	c.respond(m, messages.RetryResponse{V: messages.Version, Error: wireError(err)})

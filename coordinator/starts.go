@@ -213,7 +213,7 @@ func (c *Coordinator) answerFinishedStarts(ctx context.Context, b *startBatch) {
 		switch {
 		case finished[i]:
 		case err != nil && b.starts[i].SagaID != "":
-			b.refuse(i, readError(ctx, err))
+			b.refuse(i, readError(ctx, err, c.nc.LastError()))
 		default:
 			live = append(live, i)
 		}
