@@ -158,7 +158,7 @@ up() {
 # there (those not set in the environment): with others, Compose would
 # recreate the services, and the driver would replay a scenario.
 scenario_vars="NATSAGA_HOUSEHOLDS NATSAGA_TICKS NATSAGA_SEED NATSAGA_BUDGET NATSAGA_FUND NATSAGA_EXPECT_AGENTS"
-scenario="${XDG_STATE_HOME:-$HOME/.local/state}/natsaga/demo-$project.env"
+scenario="${XDG_STATE_HOME:-${HOME:-/tmp}/.local/state}/natsaga/demo-$project.env"
 
 # same_scenario exports the settings up kept, when it kept any.
 same_scenario() {
