@@ -216,9 +216,9 @@ func (c *Coordinator) applyRecordEntry(role string, r *readRecord, now time.Time
 }
 
 // answerMalformed answers cmd, the command in flight, with an error when
-// it is a compensation: its agent's answer (a record, or a reply that
-// decodes) is one the coordinator cannot take (too large, not UTF-8, a
-// result no record may hold). Dropped alone, it would leave cmd
+// it is a compensation: its agent's answer (a record of its branch, or a
+// reply naming it) is one the coordinator cannot take (too large, not
+// UTF-8, a result no answer may give). Dropped alone, it would leave cmd
 // unanswered when its agent answers no other way, as natsaga's agents do
 // once they have recorded a result: an execute till its step times out,
 // as it does for any answer not given, but a compensation, which never

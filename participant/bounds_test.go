@@ -25,11 +25,10 @@ import (
 // no record or reply the coordinator takes could hold (an eighth of the
 // server's payload limit) never leaves a saga waiting. An output over
 // its bound (as a record writes it, escaped), or not JSON in UTF-8, fails
-// the step as a transient error, and the
-// saga rolls back (its compensations' records fit); a long reason is cut
-// to what the saga keeps; a value over half the payload limit is the
-// handler's error. Under a server limit of 64 KiB, an output's bound is
-// 7 KiB.
+// the step as a transient error, and the saga rolls back (its
+// compensations' records fit); a long reason is cut to what the saga
+// keeps; a value over half the payload limit is the handler's error.
+// Under a server limit of 64 KiB, an output's bound is 7 KiB.
 func TestAnswersWithinWhatTheCoordinatorTakes(t *testing.T) {
 	_, url := testenv.ServerWith(t, "max_payload: 65536")
 	nc := testenv.Connect(t, url)
