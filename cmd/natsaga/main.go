@@ -214,6 +214,21 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 		return 1
 	}
 	defer nc.Close()
+	// A subject the server refuses this user is not answered: nats.go
+	// says so only to the connection's error handler, and a request would
+	// wait out -timeout. The command stops at once instead; every subject
+	// it uses is one it needs.
+	ctx, refused := context.WithCancelCause(ctx)
+	defer refused(nil)
+	logErr := nc.ErrorHandler()
+	nc.SetErrorHandler(func(c *nats.Conn, s *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			refused(err)
+		}
+		if logErr != nil {
+			logErr(c, s, err)
+		}
+	})
 	// One attempt per request, as a person waits for one answer; a request
 	// nobody serves yet (a coordinator starting or taking over) is sent
 	// again until -timeout.
@@ -232,12 +247,17 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 		printf(stderr, "natsaga: %v\n", err)
 		return 2
 	default:
-		printf(stderr, "natsaga: %v\n", err)
-		if le := nc.LastError(); errors.Is(le, nats.ErrPermissionViolation) {
-			// What went unanswered may not have been the coordinator's
-			// fault: a user whose inbox is elsewhere hears no answer.
-			printf(stderr, "natsaga: the server refused this user a subject: %v (a user of deploy/nats/auth.conf needs its -inbox-prefix, _INBOX_<user>)\n", le)
+		le := context.Cause(ctx)
+		if !errors.Is(le, nats.ErrPermissionViolation) {
+			printf(stderr, "natsaga: %v\n", err)
+			return 1
 		}
+		hint := ""
+		if strings.Contains(le.Error(), `"_INBOX.`) {
+			// A user whose inbox is elsewhere hears no answer.
+			hint = " (a user of deploy/nats/auth.conf needs its -inbox-prefix, _INBOX_<user>)"
+		}
+		printf(stderr, "natsaga: the server refused this user a subject: %v%s\n", le, hint)
 		return 1
 	}
 }

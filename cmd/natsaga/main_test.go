@@ -374,24 +374,37 @@ func TestHelpOfTheModelCommands(t *testing.T) {
 
 // TestInboxRefusedIsSaid runs the operator tool as the operator user of
 // deploy/nats/auth.conf without its inbox prefix: the answer cannot reach
-// it, and besides "no answer" it says the server refused it a subject and
-// what the user needs.
+// it, and it says at once, not after -timeout (an hour here), that the
+// server refused it a subject and what the user needs.
 func TestInboxRefusedIsSaid(t *testing.T) {
 	ns, err := embedded.Start(embedded.Options{Config: "../../deploy/nats/single.conf", StoreDir: t.TempDir()})
 	require.NoError(t, err)
 	defer ns.Shutdown()
-	// The connection's error logs are written to stderr from its own
-	// goroutine, as to os.Stderr.
-	var stdout bytes.Buffer
-	var stderr testenv.SyncBuffer
-	code := mainCode([]string{"-nats", ns.ClientURL(), "-user", "operator", "-password", "operator-demo", "-timeout", "1s", "summary"},
-		func(string) string { return "" }, &stdout, &stderr)
-	require.Equal(t, 1, code, stderr.String())
-	require.Contains(t, stderr.String(), "natsaga: the server refused this user a subject: nats: permissions violation: ")
-	require.Contains(t, stderr.String(), "(a user of deploy/nats/auth.conf needs its -inbox-prefix, _INBOX_<user>)\n")
+	refused := func(args ...string) string {
+		t.Helper()
+		// The connection's error logs are written to stderr from its own
+		// goroutine, as to os.Stderr.
+		var stdout bytes.Buffer
+		var stderr testenv.SyncBuffer
+		done := make(chan int, 1)
+		go func() {
+			done <- mainCode(append([]string{"-nats", ns.ClientURL(), "-timeout", "1h"}, args...), func(string) string { return "" }, &stdout, &stderr)
+		}()
+		select {
+		case code := <-done:
+			require.Equal(t, 1, code, stderr.String())
+		case <-time.After(30 * time.Second):
+			t.Fatalf("natsaga %v waits for an answer the server refused: %s", args, stderr.String())
+		}
+		return stderr.String()
+	}
+	out := refused("-user", "operator", "-password", "operator-demo", "summary")
+	require.Contains(t, out, `natsaga: the server refused this user a subject: nats: permissions violation: Permissions Violation for Subscription to "_INBOX.`)
+	require.Contains(t, out, "(a user of deploy/nats/auth.conf needs its -inbox-prefix, _INBOX_<user>)\n")
 
+	var stdout bytes.Buffer
 	var again testenv.SyncBuffer
-	code = mainCode([]string{"-nats", ns.ClientURL(), "-user", "operator", "-password", "operator-demo", "-inbox-prefix", "_INBOX_operator",
+	code := mainCode([]string{"-nats", ns.ClientURL(), "-user", "operator", "-password", "operator-demo", "-inbox-prefix", "_INBOX_operator",
 		"-timeout", "1s", "summary"}, func(string) string { return "" }, &stdout, &again)
 	require.Equal(t, 1, code, "no coordinator runs")
 	require.NotContains(t, again.String(), "refused this user")
