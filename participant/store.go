@@ -1057,7 +1057,7 @@ func (s *Store) checkReads(ctx context.Context, tx *txn, written string) error {
 //     read before the write landed, recorded while this copy's log had not
 //     yet read it. Then the execute undoes its own write ([branch.undo]):
 //     the record says what happened, and no effect stays that it does not
-//     name;
+//     name. An execute whose branch was compensated since is refused;
 //   - the compensation of an execute, recorded as having nothing to undo
 //     while the execute was writing. Then the execute undoes its own write
 //     and is refused, as if it had come after the compensation.
@@ -1082,9 +1082,13 @@ func (b *branch) recordWritten(ctx context.Context, subject string) (messages.Re
 			if err := b.undo(ctx, subject); err != nil {
 				return messages.Reply{}, agent.Transient, err
 			}
-			return res.Reply(cmd), agent.Duplicate, nil
+		} else {
+			b.s.settle(subject, b.op)
 		}
-		b.s.settle(subject, b.op)
+		if cmd.Action == messages.Execute && rec.Compensate != nil {
+			// Compensated since: refused, as [agent.Decide] has it.
+			return agent.Refusal(cmd), agent.Refused, nil
+		}
 		return res.Reply(cmd), agent.Duplicate, nil
 	}
 	if cmd.Action == messages.Execute && rec.Compensate != nil {
@@ -1099,10 +1103,15 @@ func (b *branch) recordWritten(ctx context.Context, subject string) (messages.Re
 // refuse answers an execute that came after its compensation. A run of it
 // may have written its value and not its record before the compensation
 // was recorded (see [branch.recordWritten]), and stopped there: that
-// write is undone.
+// write is undone. An execute recorded OK has no such write: its
+// compensation took back what it wrote, and a value whose envelope still
+// names it (written by a copy that had not learnt the execute was
+// recorded, so kept the name) must not be given back twice.
 func (b *branch) refuse(ctx context.Context) (messages.Reply, agent.Verdict, error) {
-	if err := b.undoStray(ctx); err != nil {
-		return messages.Reply{}, agent.Transient, err
+	if r := b.rec.Execute; !r.Done() || r.Outcome != messages.OK {
+		if err := b.undoStray(ctx); err != nil {
+			return messages.Reply{}, agent.Transient, err
+		}
 	}
 	return agent.Refusal(b.cmd), agent.Refused, nil
 }

@@ -351,3 +351,51 @@ func TestRecordsOfEarlierAgentsAreRead(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, fresh.legacy)
 }
+
+// TestExecuteAfterACompensationOfAnotherCopy: one copy runs an execute,
+// another its compensation. The other copy never learnt the execute was
+// recorded, so the value it writes still names the execute. The execute
+// delivered again after the compensation is refused, by either way in,
+// and nothing is given back twice: the name is a leftover, not a write
+// that no record accounts for.
+func TestExecuteAfterACompensationOfAnotherCopy(t *testing.T) {
+	ctx := context.Background()
+	nc := connectEmbedded(t)
+	open := func() *Store {
+		s, err := OpenStore(ctx, nc, till, true, 1)
+		require.NoError(t, err)
+		return s
+	}
+	a, b := open(), open()
+	_, err := a.Init(ctx, "budget", 100)
+	require.NoError(t, err)
+	p := &pay{refundTo: "budget"}
+	h := p.handler()
+	exec, comp := payment("s-1", messages.Execute), payment("s-1", messages.Compensate)
+	comp.Seq = 2
+
+	_, verdict, err := a.Do(ctx, exec, h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Applied, verdict)
+	_, verdict, err = b.Do(ctx, comp, h)
+	require.NoError(t, err)
+	require.Equal(t, agent.Applied, verdict)
+	env, budget := envelopeOf(t, b, "budget")
+	require.Equal(t, 100, budget)
+	require.Contains(t, env.Ops, "s-1/pay/execute", "the compensating copy keeps the execute's name")
+
+	// Delivered again, run first as an execute with no record yet.
+	refused(t, b, exec, h)
+	// Delivered again, its branch read first (a run after a conflict).
+	rec, seq, err := b.Branch(ctx, "s-1", "pay")
+	require.NoError(t, err)
+	run := &branch{s: b, cmd: exec, h: h, key: messages.RecordKey("s-1", "pay"), op: "s-1/pay/execute", rec: rec, seq: seq}
+	reply, verdict, err := run.run(ctx)
+	require.NoError(t, err)
+	require.Equal(t, agent.Refused, verdict)
+	require.Equal(t, agent.Refusal(exec), reply)
+
+	_, budget = envelopeOf(t, b, "budget")
+	require.Equal(t, 100, budget, "given back once")
+	require.Equal(t, int64(1), p.compensation.Load())
+}
