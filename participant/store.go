@@ -968,7 +968,8 @@ func (b *branch) run(ctx context.Context) (messages.Reply, agent.Verdict, error)
 		tx.release() // the answer may look for a write of this action
 		return b.answer(ctx, *mine)
 	case agent.Refuse:
-		return agent.Refusal(cmd), agent.Refused, nil
+		tx.release() // the refusal looks for a write of this action
+		return b.refuse(ctx)
 	case agent.Wait:
 		return b.wait()
 	case agent.Run:
@@ -1073,7 +1074,9 @@ func (b *branch) recordWritten(ctx context.Context, subject string) (messages.Re
 	if !conflict(err) {
 		return messages.Reply{}, agent.Transient, err
 	}
-	rec, _, rerr := b.s.branchAfter(ctx, cmd.SagaID, cmd.Step, 0)
+	// Read to the server's end: the conflict may be with the copy's own
+	// log, which need not yet hold a compensation recorded since.
+	rec, _, rerr := b.s.Branch(ctx, cmd.SagaID, cmd.Step)
 	if rerr != nil {
 		return messages.Reply{}, agent.Transient, rerr
 	}
@@ -1116,16 +1119,29 @@ func (b *branch) refuse(ctx context.Context) (messages.Reply, agent.Verdict, err
 	return agent.Refusal(b.cmd), agent.Refused, nil
 }
 
-// answer answers a command whose result res is recorded. For an execute
-// recorded as not done, a run of it in another copy may have written its
-// value while this result was recorded without it, and stopped before it
-// undid the write (see [branch.recordWritten]): that write is undone
-// first. An execute recorded OK, and a compensation, are answered as they
-// are.
+// answer answers a command whose result res is recorded. An execute is
+// answered so only while its branch is not compensated: the record log as
+// this copy has read it may lag the server's, where the compensation may
+// be recorded since, so the branch is read to the server's end first, and
+// a compensated one refused. For an execute recorded as not done, a run
+// of it in another copy may have written its value while this result was
+// recorded without it, and stopped before it undid the write (see
+// [branch.recordWritten]): that write is undone first. An execute
+// recorded OK, and a compensation, are answered as they are.
 func (b *branch) answer(ctx context.Context, res *Result) (messages.Reply, agent.Verdict, error) {
-	if b.cmd.Action == messages.Execute && res.Outcome != messages.OK {
-		if err := b.undoStray(ctx); err != nil {
+	if b.cmd.Action == messages.Execute {
+		rec, _, err := b.s.Branch(ctx, b.cmd.SagaID, b.cmd.Step)
+		if err != nil {
 			return messages.Reply{}, agent.Transient, err
+		}
+		if rec.Compensate != nil {
+			b.rec = rec
+			return b.refuse(ctx)
+		}
+		if res.Outcome != messages.OK {
+			if err := b.undoStray(ctx); err != nil {
+				return messages.Reply{}, agent.Transient, err
+			}
 		}
 	}
 	return res.Reply(b.cmd), agent.Duplicate, nil

@@ -3,6 +3,7 @@ package participant
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -398,4 +399,75 @@ func TestExecuteAfterACompensationOfAnotherCopy(t *testing.T) {
 	_, budget = envelopeOf(t, b, "budget")
 	require.Equal(t, 100, budget, "given back once")
 	require.Equal(t, int64(1), p.compensation.Load())
+}
+
+// twoCopies opens two copies of the till role, sharing a budget of 100.
+func twoCopies(t *testing.T) (a, b *Store) {
+	t.Helper()
+	ctx := context.Background()
+	nc := connectEmbedded(t)
+	open := func() *Store {
+		s, err := OpenStore(ctx, nc, till, true, 1)
+		require.NoError(t, err)
+		return s
+	}
+	a, b = open(), open()
+	_, err := a.Init(ctx, "budget", 100)
+	require.NoError(t, err)
+	return a, b
+}
+
+// TestRefusalFromAStaleCacheUndoesTheStrayWrite: an execute wrote its
+// value and stopped before its record; its compensation, finding no
+// record, had nothing to undo. The execute delivered again to a copy
+// whose cached budget is older than the write runs its handler on that
+// value, then finds the compensation before it writes: it is refused, and
+// the stray write, on the server and not in its cache, is undone.
+func TestRefusalFromAStaleCacheUndoesTheStrayWrite(t *testing.T) {
+	ctx := context.Background()
+	a, b := twoCopies(t)
+	h := (&pay{refundTo: "budget"}).handler()
+	_, verdict, err := b.Do(ctx, payment("w", messages.Execute), h) // b caches 70
+	require.NoError(t, err)
+	require.Equal(t, agent.Applied, verdict)
+
+	exec := raced(t, a, "x", h) // 40, the write no record names
+	_, budget := envelopeOf(t, a, "budget")
+	require.Equal(t, 40, budget)
+	refused(t, b, exec, h)
+	_, budget = envelopeOf(t, a, "budget")
+	require.Equal(t, 70, budget, "the stray write undone")
+}
+
+// TestExecuteAfterItsCompensationIsRefused: one copy executes, another
+// compensates, the first gets the execute again at once. However far its
+// record log has read, the execute is refused, never answered as done:
+// whether the value it reads still names the execute, or a later write
+// of the first copy's dropped the name (every other round, another
+// execute between).
+func TestExecuteAfterItsCompensationIsRefused(t *testing.T) {
+	ctx := context.Background()
+	a, b := twoCopies(t)
+	h := (&pay{refundTo: "budget"}).handler()
+	want := 100
+	for i := range 200 {
+		id := fmt.Sprintf("s-%d", i)
+		exec, comp := payment(id, messages.Execute), payment(id, messages.Compensate)
+		comp.Seq = 2
+		_, verdict, err := b.Do(ctx, exec, h)
+		require.NoError(t, err)
+		require.Equal(t, agent.Applied, verdict)
+		if i%2 == 1 {
+			_, verdict, err = b.Do(ctx, payment(id+"-other", messages.Execute), h)
+			require.NoError(t, err)
+			require.Equal(t, agent.Applied, verdict)
+			want -= 30
+		}
+		_, verdict, err = a.Do(ctx, comp, h)
+		require.NoError(t, err)
+		require.Equal(t, agent.Applied, verdict)
+		refused(t, b, exec, h)
+		_, budget := envelopeOf(t, a, "budget")
+		require.Equal(t, want, budget, id)
+	}
 }
