@@ -1150,16 +1150,20 @@ func (b *branch) answer(ctx context.Context, res *Result) (messages.Reply, agent
 // undoStray looks for a write of b's execute that no record accounts for,
 // by running the handler against the values as the server has them (a
 // value this copy holds may be older than the write), and undoes the
-// write it finds.
+// write it finds. A handler that fails, but for a rejection, may not have
+// read the value: the look is tried again with the command's next
+// delivery ([ErrUnavailable]).
 func (b *branch) undoStray(ctx context.Context) error {
 	tx := &txn{ctx: ctx, store: b.s, op: b.op, reads: map[string]cached{}, fresh: true}
 	_, err := b.h.Run(ctx, tx, b.cmd)
 	tx.release()
-	switch {
-	case tx.found != "":
+	if tx.found != "" {
 		return b.undo(ctx, tx.found)
-	case errors.Is(err, ErrUnavailable):
-		return err
+	}
+	if _, rejected := agent.IsReject(err); err != nil && !rejected {
+		// It may have stopped before reading the value it writes: the
+		// command is delivered again, to look again.
+		return fmt.Errorf("look for a write of %s: %w: %w", b.op, ErrUnavailable, err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package participant
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -470,4 +471,35 @@ func TestExecuteAfterItsCompensationIsRefused(t *testing.T) {
 		_, budget := envelopeOf(t, a, "budget")
 		require.Equal(t, want, budget, id)
 	}
+}
+
+// TestRefusalWhoseLookFailsIsDeliveredAgain: the handler run to look for
+// a stray write fails before it reads anything: the refusal is not given,
+// the command comes again, and the next look finds the write and undoes
+// it.
+func TestRefusalWhoseLookFailsIsDeliveredAgain(t *testing.T) {
+	ctx := context.Background()
+	s := openTill(t)
+	h := (&pay{refundTo: "budget"}).handler()
+	exec := raced(t, s, "s-1", h)
+	var failed atomic.Bool
+	flaky := h
+	flaky.Execute = func(ctx context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
+		if failed.CompareAndSwap(false, true) {
+			return nil, errors.New("the rate service did not answer")
+		}
+		return h.Execute(ctx, tx, cmd)
+	}
+	rec, seq, err := s.Branch(ctx, "s-1", "pay")
+	require.NoError(t, err)
+	b := &branch{s: s, cmd: exec, h: flaky, key: messages.RecordKey("s-1", "pay"), op: "s-1/pay/execute", rec: rec, seq: seq}
+	_, verdict, err := b.run(ctx)
+	require.ErrorIs(t, err, ErrUnavailable)
+	require.Equal(t, agent.Transient, verdict)
+	_, budget := envelopeOf(t, s, "budget")
+	require.Equal(t, 70, budget, "not found yet")
+
+	refused(t, s, exec, flaky)
+	_, budget = envelopeOf(t, s, "budget")
+	require.Equal(t, 100, budget)
 }
