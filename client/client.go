@@ -92,9 +92,21 @@ func New(nc *nats.Conn, opts Options) (*Client, error) {
 // server answers at url (none listens, its name does not resolve yet, the
 // dial times out) it tries again every quarter of a second, so that a
 // driver may start beside the server; it returns an error when the server
-// cannot be reached before ctx ends, and at once when the server refuses
-// this user, or the URL does not parse or names no usable address.
+// cannot be reached before ctx ends (with the last attempt's error), and
+// at once when the server refuses this user, or the URL does not parse,
+// has a scheme NATS does not speak (http://) or names no usable address.
+// Once connected, a lost connection is reconnected for ever, every quarter
+// of a second (natsOpts may set other nats.MaxReconnects and
+// nats.ReconnectWait); meanwhile requests wait and are sent again as
+// [Options].Attempts allows.
 func Connect(ctx context.Context, url string, opts Options, natsOpts ...nats.Option) (*Client, error) {
+	if err := natsurl.Check(url); err != nil {
+		return nil, err
+	}
+	// Once connected, a lost connection is reconnected for ever, as the
+	// programs' are: a server outage does not end a driver's run.
+	natsOpts = append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(reconnectWait)}, natsOpts...)
+	var last error
 	for {
 		nc, err := connectOnce(ctx, url, natsOpts)
 		if err == nil {
@@ -106,9 +118,13 @@ func Connect(ctx context.Context, url string, opts Options, natsOpts ...nats.Opt
 			c.owned = true
 			return c, nil
 		}
+		if ctx.Err() != nil && last != nil {
+			return nil, fmt.Errorf("%w (last attempt: %w)", err, last)
+		}
 		if !worthRetrying(err) || ctx.Err() != nil {
 			return nil, err
 		}
+		last = err
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w (last attempt: %w)", ctx.Err(), err)
@@ -116,6 +132,10 @@ func Connect(ctx context.Context, url string, opts Options, natsOpts ...nats.Opt
 		}
 	}
 }
+
+// reconnectWait spaces the attempts to reconnect a connection [Connect]
+// made, as the programs' default -reconnect-wait does.
+const reconnectWait = 250 * time.Millisecond
 
 // worthRetrying reports whether a failed connection may succeed later: no
 // server yet, a name not resolved yet (a container not up), a dial timed
@@ -248,6 +268,10 @@ func (c *Client) send(ctx context.Context, subject string, req, resp any, resend
 			return fmt.Errorf("%s: attempt %d: %w", subject, attempt, err)
 		}
 		if attempt >= c.opts.Attempts {
+			if st := c.nc.Status(); st != nats.CONNECTED {
+				return fmt.Errorf("%s: no answer in %d attempts of %s each: the NATS connection is %s, the server out of reach: %w",
+					subject, attempt, c.opts.RequestTimeout, st, err)
+			}
 			// Said as what it most often is: what answers the subject
 			// (the coordinator, a role's agents) is not running.
 			return fmt.Errorf("%s: no answer in %d attempts of %s each: is what answers it (the coordinator, or the role's agents for a query) running? %w",

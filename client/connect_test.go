@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
@@ -16,7 +17,8 @@ import (
 	"github.com/natsaga/natsaga/messages"
 )
 
-// refusedDialer reports each dial that no server answered.
+// refusedDialer reports each dial that no server answered, as far as its
+// channel has room.
 type refusedDialer struct {
 	d       net.Dialer
 	refused chan struct{}
@@ -143,11 +145,78 @@ func TestConnectWaitsForANameToResolve(t *testing.T) {
 	_, err := client.Connect(ctx, "nats://natsaga-not-up-yet.invalid:4222", client.Options{})
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 
-	for _, url := range []string{"nats://127.0.0.1:99999", "nats://a b:4222"} {
+	for _, url := range []string{"nats://127.0.0.1:99999", "nats://a b:4222", "http://127.0.0.1:4222", "ftp://x:4222"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_, err := client.Connect(ctx, url, client.Options{})
 		require.Error(t, err, url)
 		require.NoError(t, ctx.Err(), "%s: said at once", url)
 		cancel()
 	}
+}
+
+// TestConnectGivesTheLastCause: a port that takes connections and speaks
+// no NATS, answering the first and then nothing: the error when the
+// context ends during an attempt says what the attempt before it met.
+func TestConnectGivesTheLastCause(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		var held []net.Conn
+		for n := 0; ; n++ {
+			c, err := l.Accept()
+			if err != nil {
+				for _, c := range held {
+					c.Close()
+				}
+				return
+			}
+			if n == 0 {
+				_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+				c.Close()
+				continue
+			}
+			held = append(held, c)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err = client.Connect(ctx, "nats://"+l.Addr().String(), client.Options{})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "last attempt")
+}
+
+// TestConnectionReconnectedForEver: the connection Connect made outlives
+// an outage longer than nats.go's default of 60 attempts (the test spaces
+// them 5 ms apart), and a request during the outage says the server is
+// out of reach, not that no coordinator runs.
+func TestConnectionReconnectedForEver(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	require.NoError(t, l.Close())
+	store := t.TempDir()
+	boot := func() *server.Server {
+		ns, err := embedded.Start(embedded.Options{Host: "127.0.0.1", Port: port, StoreDir: store})
+		require.NoError(t, err)
+		return ns
+	}
+	ns := boot()
+	dialer := &refusedDialer{refused: make(chan struct{}, 100)}
+	c, err := client.Connect(context.Background(), ns.ClientURL(), client.Options{RequestTimeout: 100 * time.Millisecond, Attempts: 1},
+		nats.SetCustomDialer(dialer), nats.ReconnectWait(5*time.Millisecond), nats.ReconnectJitter(0, 0))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	require.Eventually(t, func() bool { return len(dialer.refused) == cap(dialer.refused) }, 10*time.Second, time.Millisecond,
+		"100 attempts to reconnect")
+	_, err = c.Summary(context.Background())
+	require.ErrorContains(t, err, "the NATS connection is RECONNECTING, the server out of reach")
+	require.False(t, c.Conn().IsClosed(), "the connection was given up")
+
+	ns = boot()
+	t.Cleanup(ns.Shutdown)
+	require.Eventually(t, c.Conn().IsConnected, 10*time.Second, 10*time.Millisecond)
 }

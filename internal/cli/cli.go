@@ -16,7 +16,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -242,26 +241,9 @@ func (c *Conn) check() ([]nats.Option, error) {
 		return nil, BadFlag(err)
 	}
 	// A URL that does not parse never will, and a scheme NATS does not
-	// speak (ftp://) would be dialled as if it were nats:// until the wait
-	// ran out. Neither is said with the URL as given, which may hold a
-	// password.
-	shown := natsurl.Redacted(c.URL)
-	for _, u := range strings.Split(c.URL, ",") {
-		u = strings.TrimSpace(u)
-		if !strings.Contains(u, "://") {
-			u = "nats://" + u // as nats.go takes host:port
-		}
-		p, err := url.Parse(u)
-		if err != nil {
-			// Not the *url.Error itself: it names the URL.
-			return nil, BadFlag(fmt.Errorf("connect to %s: the URL does not parse: %w", shown, errors.Unwrap(err)))
-		}
-		switch strings.ToLower(p.Scheme) {
-		case "nats", "tls", "ws", "wss":
-		default:
-			return nil, BadFlag(fmt.Errorf("connect to %s: scheme %s: a NATS URL is nats://, tls://, ws:// or wss://",
-				shown, messages.Quote(p.Scheme)))
-		}
+	// speak would be dialled as if it were nats:// until the wait ran out.
+	if err := natsurl.Check(c.URL); err != nil {
+		return nil, BadFlag(err)
 	}
 	if c.InboxPrefix != "" {
 		if err := checkInboxPrefix(c.InboxPrefix); err != nil {

@@ -1,11 +1,42 @@
-// Package natsurl shows NATS URLs safely: what the programs and the Go
-// client print of a URL never holds its password.
+// Package natsurl checks NATS URLs and shows them safely: what the
+// programs and the Go client print of a URL never holds its password.
 package natsurl
 
 import (
+	"errors"
+	"fmt"
 	"net/url"
 	"strings"
+
+	"github.com/natsaga/natsaga/messages"
 )
+
+// Check returns an error for urls, a NATS URL or a comma-separated list of
+// them, when one does not parse or has a scheme NATS does not speak
+// (ftp://, http://): either would be dialled as if it were nats:// until
+// the caller's wait ran out. A URL without a scheme is host:port, as
+// nats.go takes it. The error shows urls [Redacted].
+func Check(urls string) error {
+	shown := Redacted(urls)
+	for _, u := range strings.Split(urls, ",") {
+		u = strings.TrimSpace(u)
+		if !strings.Contains(u, "://") {
+			u = "nats://" + u
+		}
+		p, err := url.Parse(u)
+		if err != nil {
+			// Not the *url.Error itself: it names the URL.
+			return fmt.Errorf("connect to %s: the URL does not parse: %w", shown, errors.Unwrap(err))
+		}
+		switch strings.ToLower(p.Scheme) {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return fmt.Errorf("connect to %s: scheme %s: a NATS URL is nats://, tls://, ws:// or wss://",
+				shown, messages.Quote(p.Scheme))
+		}
+	}
+	return nil
+}
 
 // Redacted returns urls, a NATS URL or a comma-separated list of them, for
 // a log or an error: the password of each URL that has one replaced by
