@@ -19,7 +19,15 @@ import (
 // serve adds the coordinator's request API as the NATS micro service
 // [messages.CoordinatorService] in state "active", one endpoint per request
 // on its existing subject, so that "nats micro ls", "info" and "stats" show
-// it. A standby announces itself with no endpoint (state "standby"). Each
+// it. A standby announces itself with no endpoint (state "standby").
+//
+// The endpoints have no queue group: one coordinator is active, and a
+// request goes to every coordinator that serves. A coordinator stopped
+// while active (SIGSTOP, a paused machine) keeps its subscriptions until
+// the server finds it dead, minutes later; in a queue group it would take
+// its share of the requests, unanswered, from the one that took over.
+// Woken, it answers none of them: its round's commit finds the lease gone
+// ([lease.check]), and its term ends. Each
 // endpoint hands its message to the request's handler, with ctx, the
 // term's: its end cuts short the work the handlers started. The handlers
 // answer through respond. The caller stops the service.
@@ -42,7 +50,7 @@ func (c *Coordinator) serve(ctx context.Context) (*discovery.Service, error) {
 		{"register", messages.RegisterSubject, c.onRegister},
 	}
 	for _, e := range endpoints {
-		if err := svc.AddEndpoint(e.name, e.subject, true, func(m *nats.Msg) { e.handle(ctx, m) }); err != nil {
+		if err := svc.AddEndpoint(e.name, e.subject, false, func(m *nats.Msg) { e.handle(ctx, m) }); err != nil {
 			_ = svc.Stop()
 			return nil, err
 		}
