@@ -109,7 +109,7 @@ func sameJSON(a, b json.RawMessage) bool {
 }
 
 // RefusalReason is the reason of [Refusal].
-const RefusalReason = "refused: the step was compensated before it executed"
+const RefusalReason = "refused: the step's compensation came first; this execute is late"
 
 // Refusal is the reply to an execute that arrived after its compensation.
 func Refusal(cmd *messages.Command) messages.Reply {

@@ -164,9 +164,10 @@ type Agent struct {
 	replies chan pendingReply
 
 	tick atomic.Int64
-	// warns says a bad or an ignored tick at most once a minute each:
-	// anyone who may publish on natsaga.tick could otherwise fill the
-	// agent's log.
+	// warns says a bad or an ignored tick, and a command of a step this
+	// copy does not serve, at most once a minute each: anyone who may
+	// publish on natsaga.tick, or a role rolling over to a new step, could
+	// otherwise fill the agent's log.
 	warns *warnings.Limiter
 	// pin is the pin id of the last command a serial copy took; only its
 	// one worker (serialWork) touches it.
@@ -272,6 +273,18 @@ func (a *Agent) consumerConfig() jetstream.ConsumerConfig {
 		c.PinnedTTL = a.opts.AckWait
 	}
 	return c
+}
+
+// narrowed returns the subjects the consumer configured as was took and
+// now does not.
+func narrowed(was, now jetstream.ConsumerConfig) []string {
+	var dropped []string
+	for _, subj := range append([]string{was.FilterSubject}, was.FilterSubjects...) {
+		if subj != "" && !slices.Contains(now.FilterSubjects, subj) {
+			dropped = append(dropped, subj)
+		}
+	}
+	return dropped
 }
 
 // deliverSkipped has the role's consumer, whose filter this copy has just
@@ -597,6 +610,10 @@ func (a *Agent) pullCommands(ctx context.Context, in *intake) (jetstream.Message
 			a.log.Warn("this copy changes the ack wait of the role's consumer, which every copy shares",
 				"consumer", cfg.Durable, "was", was, "now", cfg.AckWait)
 		}
+		if dropped := narrowed(before.CachedInfo().Config, cfg); len(dropped) > 0 {
+			a.log.Warn("this copy narrows the role's consumer, which every copy shares, to the steps it serves: the commands of the steps it drops go to no copy until one that serves them starts again (a copy of an older build, or one whose steps are bound wrongly, started last?)",
+				"consumer", cfg.Durable, "dropped", dropped)
+		}
 		if err := a.deliverSkipped(ctx, before.CachedInfo().Config, cfg); err != nil {
 			return nil, fmt.Errorf("agent consumer: %w", err)
 		}
@@ -749,7 +766,7 @@ func (a *Agent) receive(m jetstream.Msg) (messages.Command, *agent.Step, bool) {
 	cmd, step, err := a.parse(m)
 	switch {
 	case errors.Is(err, errNotServed):
-		a.cmdLog(&cmd).Warn("command for a step this copy does not serve: left for a copy that does", "subject", m.Subject())
+		a.warns.Warn("command for a step this copy does not serve: left for a copy that does", "saga", cmd.Saga, "step", cmd.Step, "subject", m.Subject())
 		_ = m.NakWithDelay(notServedDelay)
 		return cmd, nil, false
 	case errors.Is(err, errOtherSubject):

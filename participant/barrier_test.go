@@ -241,7 +241,7 @@ func TestBarrierCompensationBeforeExecute(t *testing.T) {
 	reply, v = do(t, s, h, command("s2", messages.Execute, 2, 250))
 	require.Equal(t, agent.Refused, v)
 	require.Equal(t, messages.Failed, reply.Outcome)
-	require.Contains(t, reply.Reason, "compensated before it executed")
+	require.Contains(t, reply.Reason, "compensation came first")
 	require.Equal(t, int64(1000), balance(t, s))
 	rec, _, err = s.Branch(context.Background(), "s2", "debit")
 	require.NoError(t, err)

@@ -241,7 +241,9 @@ func TestACopyLeavesAStepItDoesNotServe(t *testing.T) {
 			return err == nil && len(info.CachedInfo().Config.FilterSubjects) == n
 		}
 	}
-	older := testenv.Agent(t, url, participant.Options{Role: "till", Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: ok}}})
+	var logs testenv.SyncBuffer
+	older := testenv.Agent(t, url, participant.Options{Role: "till", Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: ok}},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	require.Eventually(t, filter(2), 10*time.Second, 10*time.Millisecond)
 	newer := testenv.Agent(t, url, participant.Options{Role: "till", Steps: []agent.Step{
 		{Saga: "pay", Name: "spend", Handler: ok}, {Saga: "pay", Name: "tip", Handler: ok}}})
@@ -256,6 +258,29 @@ func TestACopyLeavesAStepItDoesNotServe(t *testing.T) {
 		"the newer copy ran %d of %d", newer.Stats().Executed, n)
 	require.Zero(t, older.Stats().Executed)
 	require.Zero(t, older.Stats().Rejected, "the older copy dropped a command")
+	require.LessOrEqual(t, strings.Count(logs.String(), "command for a step this copy does not serve"), 1,
+		"said at most once a minute:\n%s", logs.String())
+}
+
+// TestACopyThatNarrowsTheConsumerSaysSo: a copy of an older build started
+// after a newer one sets the role's consumer to its own steps, and the
+// newer step's commands then go to no copy: it says so, naming them.
+func TestACopyThatNarrowsTheConsumerSaysSo(t *testing.T) {
+	url, _, _ := payStream(t, "spend", "tip")
+	ok := agent.Handler{
+		Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+	}
+	var newerLogs, olderLogs testenv.SyncBuffer
+	testenv.Agent(t, url, participant.Options{Role: "till", Logger: slog.New(slog.NewTextHandler(&newerLogs, nil)),
+		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: ok}, {Saga: "pay", Name: "tip", Handler: ok}}})
+	require.Eventually(t, func() bool { return strings.Contains(newerLogs.String(), "agent serving") }, 10*time.Second, 10*time.Millisecond)
+	testenv.Agent(t, url, participant.Options{Role: "till", Logger: slog.New(slog.NewTextHandler(&olderLogs, nil)),
+		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: ok}}})
+	require.Eventually(t, func() bool { return strings.Contains(olderLogs.String(), "agent serving") }, 10*time.Second, 10*time.Millisecond)
+	require.Contains(t, olderLogs.String(), `msg="this copy narrows the role's consumer`)
+	require.Contains(t, olderLogs.String(), "dropped=\"[saga.pay.tip saga.pay.tip.compensate]\"")
+	require.NotContains(t, newerLogs.String(), "narrows")
 }
 
 // TestAgentSaysItWaitsForTheCoordinator starts an agent before any

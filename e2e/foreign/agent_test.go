@@ -292,7 +292,7 @@ func (a *householdAgent) decide(c *command) reply {
 	}
 	switch {
 	case rec.compensated:
-		r.Outcome, r.Reason = "failed", "refused: the step was compensated before it executed"
+		r.Outcome, r.Reason = "failed", "refused: the step's compensation came first; this execute is late"
 	case rec.executed != nil:
 		r.Outcome, r.Reason, r.Output = rec.executed.Outcome, rec.executed.Reason, rec.executed.Output
 	default:
