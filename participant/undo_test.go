@@ -91,6 +91,17 @@ func refused(t *testing.T, s *Store, cmd *messages.Command, h agent.Handler) {
 	require.Equal(t, agent.Refusal(cmd), reply)
 }
 
+// runAfterRead runs cmd as a run after a conflict does: its branch read
+// first, then decided.
+func runAfterRead(t *testing.T, s *Store, cmd *messages.Command, h agent.Handler) (messages.Reply, agent.Verdict, error) {
+	t.Helper()
+	ctx := context.Background()
+	rec, seq, err := s.Branch(ctx, cmd.SagaID, cmd.Step)
+	require.NoError(t, err)
+	b := &branch{s: s, cmd: cmd, h: h, key: messages.RecordKey(cmd.SagaID, cmd.Step), op: opName(cmd, string(cmd.Action)), rec: rec, seq: seq}
+	return b.run(ctx)
+}
+
 // tillWithRefunds is a till whose compensations credit "refunds".
 func tillWithRefunds(t *testing.T) (*Store, *pay) {
 	t.Helper()
@@ -153,14 +164,10 @@ func TestExecuteWrittenBeforeItsCompensationUndoesItself(t *testing.T) {
 // after looking for, and undoing, a write of its own.
 func TestRefusedExecuteLooksForItsWrite(t *testing.T) {
 	s := openTill(t)
-	ctx := context.Background()
 	p := &pay{refundTo: "budget"}
 	h := p.handler()
 	exec := raced(t, s, "s-2", h)
-	rec, seq, err := s.Branch(ctx, "s-2", "pay")
-	require.NoError(t, err)
-	b := &branch{s: s, cmd: exec, h: h, key: messages.RecordKey("s-2", "pay"), op: "s-2/pay/execute", rec: rec, seq: seq}
-	reply, verdict, err := b.run(ctx)
+	reply, verdict, err := runAfterRead(t, s, exec, h)
 	require.NoError(t, err)
 	require.Equal(t, agent.Refused, verdict)
 	require.Equal(t, agent.Refusal(exec), reply)
@@ -389,10 +396,7 @@ func TestExecuteAfterACompensationOfAnotherCopy(t *testing.T) {
 	// Delivered again, run first as an execute with no record yet.
 	refused(t, b, exec, h)
 	// Delivered again, its branch read first (a run after a conflict).
-	rec, seq, err := b.Branch(ctx, "s-1", "pay")
-	require.NoError(t, err)
-	run := &branch{s: b, cmd: exec, h: h, key: messages.RecordKey("s-1", "pay"), op: "s-1/pay/execute", rec: rec, seq: seq}
-	reply, verdict, err := run.run(ctx)
+	reply, verdict, err := runAfterRead(t, b, exec, h)
 	require.NoError(t, err)
 	require.Equal(t, agent.Refused, verdict)
 	require.Equal(t, agent.Refusal(exec), reply)
@@ -478,7 +482,6 @@ func TestExecuteAfterItsCompensationIsRefused(t *testing.T) {
 // the command comes again, and the next look finds the write and undoes
 // it.
 func TestRefusalWhoseLookFailsIsDeliveredAgain(t *testing.T) {
-	ctx := context.Background()
 	s := openTill(t)
 	h := (&pay{refundTo: "budget"}).handler()
 	exec := raced(t, s, "s-1", h)
@@ -490,10 +493,7 @@ func TestRefusalWhoseLookFailsIsDeliveredAgain(t *testing.T) {
 		}
 		return h.Execute(ctx, tx, cmd)
 	}
-	rec, seq, err := s.Branch(ctx, "s-1", "pay")
-	require.NoError(t, err)
-	b := &branch{s: s, cmd: exec, h: flaky, key: messages.RecordKey("s-1", "pay"), op: "s-1/pay/execute", rec: rec, seq: seq}
-	_, verdict, err := b.run(ctx)
+	_, verdict, err := runAfterRead(t, s, exec, flaky)
 	require.ErrorIs(t, err, ErrUnavailable)
 	require.Equal(t, agent.Transient, verdict)
 	_, budget := envelopeOf(t, s, "budget")
