@@ -369,15 +369,7 @@ func TestRecordsOfEarlierAgentsAreRead(t *testing.T) {
 // that no record accounts for.
 func TestExecuteAfterACompensationOfAnotherCopy(t *testing.T) {
 	ctx := context.Background()
-	nc := connectEmbedded(t)
-	open := func() *Store {
-		s, err := OpenStore(ctx, nc, till, true, 1)
-		require.NoError(t, err)
-		return s
-	}
-	a, b := open(), open()
-	_, err := a.Init(ctx, "budget", 100)
-	require.NoError(t, err)
+	a, b := twoCopies(t)
 	p := &pay{refundTo: "budget"}
 	h := p.handler()
 	exec, comp := payment("s-1", messages.Execute), payment("s-1", messages.Compensate)
