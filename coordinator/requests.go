@@ -372,9 +372,11 @@ func (c *Coordinator) onRetry(ctx context.Context, m *nats.Msg) {
 		}
 		c.log.Info("operator retry of a failed saga", "saga_id", req.SagaID)
 		cmd, _ := c.engine.Command(req.SagaID)
+		untrace := c.traceRetry(m, req.SagaID, cmd.Saga)
 		return func(err error) {
 			resp := messages.RetryResponse{V: messages.Version, Status: string(saga.Compensating)}
 			if err != nil {
+				untrace()
 				resp = messages.RetryResponse{V: messages.Version, Error: wireError(err)}
 			} else if o, ok := c.opts.Observer.(RetryObserver); ok {
 				o.Retried(cmd.Saga)

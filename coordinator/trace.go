@@ -47,8 +47,35 @@ func (c *Coordinator) traceStart(m *nats.Msg, x *saga.Execution, shared bool) {
 		}
 		opts = append(opts, trace.WithNewRoot())
 	}
-	ctx, span := c.tracer.Start(parent, "saga "+x.Saga, opts...)
-	c.traces[x.ID] = &sagaTrace{ctx: ctx, saga: span}
+	c.openSaga(parent, x.ID, x.Saga, opts...)
+}
+
+// traceRetry opens a span for saga id of type name, which the retry
+// request m sent back to compensating: its span ended when it failed, and
+// the commands of the retry, and the saga's end, are traced on this one.
+// It is a child of the span context m's headers carry (a trace of its own
+// when they carry none), with natsaga.retry set. undo ends it when the
+// retry is not stored after all.
+func (c *Coordinator) traceRetry(m *nats.Msg, id, name string) (undo func()) {
+	if !c.tracing() || c.traces[id] != nil {
+		return func() {}
+	}
+	c.openSaga(tracing.Extract(context.Background(), m.Header), id, name, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("natsaga.saga_id", id), attribute.String("natsaga.saga", name), attribute.Bool("natsaga.retry", true)))
+	return func() {
+		if t := c.traces[id]; t != nil {
+			t.saga.SetStatus(codes.Error, "the retry was not stored")
+			t.saga.End()
+			delete(c.traces, id)
+		}
+	}
+}
+
+// openSaga opens the span of saga id of type name, a child of parent, and
+// keeps it until the saga ends.
+func (c *Coordinator) openSaga(parent context.Context, id, name string, opts ...trace.SpanStartOption) {
+	ctx, span := c.tracer.Start(parent, "saga "+name, opts...)
+	c.traces[id] = &sagaTrace{ctx: ctx, saga: span}
 }
 
 // traceCommand opens the span of cmd, a child of its saga's span, and puts

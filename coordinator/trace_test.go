@@ -3,6 +3,8 @@ package coordinator_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -180,4 +182,68 @@ func TestOneSagaIsOneTrace(t *testing.T) {
 		delete(want, attr(s, "messaging.destination.name"))
 	}
 	require.Empty(t, want)
+}
+
+// TestARetriedSagaIsTracedToItsEnd: a saga whose compensation fails ends
+// failed, and its span with it; an operator's retry, sent from a client
+// span, opens a new saga span, that span's child, on which the retried
+// compensation and the saga's end are traced.
+func TestARetriedSagaIsTracedToItsEnd(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	rec := tracetest.NewSpanRecorder()
+	def := saga.Definition{Name: "job", Subject: "job", Steps: []saga.Step{{Name: "prepare", Role: "worker"}, {Name: "finish", Role: "worker"}},
+		CompensationRetry: saga.RetryPolicy{MaxAttempts: 1}}
+	testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{def},
+		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))})
+	var undoable atomic.Bool
+	h := agent.Handler{
+		Execute: func(_ context.Context, _ agent.Tx, cmd *messages.Command) (messages.Context, error) {
+			if cmd.Step == "finish" {
+				return nil, agent.Reject("not today")
+			}
+			return messages.Context{}, nil
+		},
+		Compensate: func(context.Context, agent.Tx, *messages.Command) error {
+			if !undoable.Load() {
+				return errors.New("cannot undo yet")
+			}
+			return nil
+		},
+	}
+	testenv.Agent(t, url, participant.Options{Role: "worker", Steps: []agent.Step{{Saga: "job", Name: "prepare", Handler: h}, {Saga: "job", Name: "finish", Handler: h}}})
+	id := testenv.Start(t, nc, "job", messages.Context{})
+	testenv.WaitStatus(t, nc, id, saga.Failed)
+	require.Eventually(t, func() bool { return len(rec.Ended()) == 4 }, 10*time.Second, 5*time.Millisecond,
+		"the saga, its two executes and its failed compensation")
+
+	undoable.Store(true)
+	cctx, client := sdktrace.NewTracerProvider().Tracer("test").Start(context.Background(), "operator")
+	data, err := json.Marshal(messages.RetryRequest{V: messages.Version, SagaID: id})
+	require.NoError(t, err)
+	m := nats.NewMsg(messages.RetrySubject)
+	m.Data = data
+	tracing.Inject(cctx, m)
+	ans, err := nc.RequestMsg(m, 5*time.Second)
+	require.NoError(t, err)
+	var resp messages.RetryResponse
+	require.NoError(t, json.Unmarshal(ans.Data, &resp))
+	require.Nil(t, resp.Error)
+	client.End()
+	testenv.WaitStatus(t, nc, id, saga.RolledBack)
+
+	require.Eventually(t, func() bool { return len(rec.Ended()) == 6 }, 10*time.Second, 5*time.Millisecond, "spans: %d", len(rec.Ended()))
+	retried, comp := rec.Ended()[4], rec.Ended()[5]
+	if retried.Name() != "saga job" {
+		retried, comp = comp, retried
+	}
+	require.Equal(t, "saga job", retried.Name())
+	require.Equal(t, client.SpanContext().TraceID(), retried.SpanContext().TraceID())
+	require.Equal(t, client.SpanContext().SpanID(), retried.Parent().SpanID())
+	require.Equal(t, id, attr(retried, "natsaga.saga_id"))
+	require.Equal(t, "true", attr(retried, "natsaga.retry"))
+	require.Equal(t, "rolled_back", attr(retried, "natsaga.status"))
+	require.Equal(t, "compensate prepare", comp.Name())
+	require.Equal(t, retried.SpanContext().SpanID(), comp.Parent().SpanID())
+	require.Equal(t, "ok", attr(comp, "natsaga.outcome"))
 }
