@@ -182,8 +182,10 @@ type Agent struct {
 	wake   chan struct{}
 
 	handled, executed, compensated, duplicates, refused, redelivered, rejected, batches, batched, messages atomic.Int64
-	// serving is true while Run pulls commands.
+	// serving is true while Run pulls commands; pulling holds, while
+	// serving, why the role's consumer does not pull now (nil: it does).
 	serving atomic.Bool
+	pulling atomic.Pointer[error]
 	// opened is the store once Run has opened it, for other goroutines
 	// (see Store).
 	opened atomic.Pointer[Store]
@@ -567,7 +569,15 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	// server gone, stops at once: what it held comes back to another copy
 	// after its ack wait.
 	opened := false
-	err = pull.Loop(ctx, inHand, a.log, pull.Options{Closed: a.nc.IsClosed, Connected: a.nc.IsConnected}, func(ctx context.Context) (jetstream.MessagesContext, error) {
+	defer a.pulling.Store(nil)
+	health := func(err error) {
+		if err == nil {
+			a.pulling.Store(nil)
+		} else {
+			a.pulling.Store(&err)
+		}
+	}
+	err = pull.Loop(ctx, inHand, a.log, pull.Options{Closed: a.nc.IsClosed, Connected: a.nc.IsConnected, Health: health}, func(ctx context.Context) (jetstream.MessagesContext, error) {
 		if !opened {
 			opened = true
 			return first, nil

@@ -183,11 +183,17 @@ func decodeStats(data []byte) (messages.AgentStats, error) {
 var ErrNotServing = errors.New("agent not serving")
 
 // Health returns nil while Run pulls commands: its store, consumer and
-// micro service are set up. Otherwise it returns an error wrapping
-// [ErrNotServing]. It is safe for concurrent use.
+// micro service are set up, and its consumer pulls. Otherwise it returns
+// an error wrapping [ErrNotServing]: before the set-up, and while the
+// consumer cannot be opened again after it was lost (JetStream gone from
+// the server, a cluster without a quorum, the command stream deleted),
+// naming why. It is safe for concurrent use.
 func (a *Agent) Health() error {
 	if !a.serving.Load() {
 		return fmt.Errorf("%w: %s", ErrNotServing, a.opts.Name)
+	}
+	if err := a.pulling.Load(); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrNotServing, a.opts.Name, *err)
 	}
 	return nil
 }

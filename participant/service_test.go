@@ -3,6 +3,7 @@ package participant_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"strconv"
@@ -227,4 +228,45 @@ func TestDiscoveryNeverWritesTheLedger(t *testing.T) {
 	require.NoError(t, json.Unmarshal(m.Data, &stored), "%s", m.Data)
 	require.Equal(t, flood.Ledger{Initial: 1000, Balance: 1000, Spent: map[string]int64{}}, stored.Value)
 	require.Equal(t, uint64(1), m.Sequence, "the ledger's one write, its opening")
+}
+
+// TestNotReadyWhileItsConsumerIsLost deletes the command stream under two
+// serving agents, one shared and one serial: each says it does not serve,
+// naming its consumer, until the stream is back; then each is ready again
+// and serves a saga.
+func TestNotReadyWhileItsConsumerIsLost(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{choresSaga()})
+	c := &calls{n: map[string]int{}, by: map[string]string{}, perBy: map[string]int{}}
+	cleaner := testenv.Agent(t, url, participant.Options{Role: "cleaner", Steps: []agent.Step{
+		{Saga: chores, Name: "sweep", Handler: counter("cleaner", c)}, {Saga: chores, Name: "mop", Handler: counter("cleaner", c)}}})
+	inspector := testenv.Agent(t, url, participant.Options{Role: "inspector", Serial: true, Steps: []agent.Step{
+		{Saga: chores, Name: "inspect", Handler: counter("inspector", c)}}})
+	agents := []*participant.Agent{cleaner, inspector}
+	for _, a := range agents {
+		require.Eventually(t, func() bool { return a.Health() == nil }, 10*time.Second, 5*time.Millisecond)
+	}
+
+	nc := testenv.Connect(t, url)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx := context.Background()
+	stream, err := js.Stream(ctx, messages.CommandStream)
+	require.NoError(t, err)
+	cfg := stream.CachedInfo().Config
+	require.NoError(t, js.DeleteStream(ctx, messages.CommandStream))
+	for _, a := range agents {
+		require.Eventually(t, func() bool {
+			err := a.Health()
+			return errors.Is(err, participant.ErrNotServing) && strings.Contains(err.Error(), "consumer")
+		}, 20*time.Second, 5*time.Millisecond, "%s: %v", a.Name(), a.Health())
+	}
+
+	_, err = js.CreateStream(ctx, cfg)
+	require.NoError(t, err)
+	for _, a := range agents {
+		require.Eventually(t, func() bool { return a.Health() == nil }, 20*time.Second, 5*time.Millisecond, "%s: %v", a.Name(), a.Health())
+	}
+	id := testenv.Start(t, nc, chores, messages.Context{})
+	testenv.WaitStatus(t, nc, id, saga.Completed)
 }

@@ -6,6 +6,7 @@ package pull
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -29,7 +30,18 @@ type Options struct {
 	// (nats.Conn.IsConnected). A drain needs the server: without it, the
 	// iterator is stopped at ctx's end instead.
 	Connected func() bool
+	// Health, when set, is told how the consumer stands: nil each time an
+	// iterator opens, and the error each time an open fails or an
+	// iterator ends other than by ctx, so that until the next open
+	// succeeds the last call names what is wrong.
+	Health func(error)
 }
+
+// maxMissed is how many heartbeats in a row an iterator may miss, with no
+// message between, before it is taken as ended and opened again: the
+// server may have lost the consumer (a restart with its store gone)
+// while nats.go's iterator pulls on for ever.
+const maxMissed = 3
 
 // Loop hands every message of the iterators open returns to handle, until
 // ctx ends; then it drains the current iterator (handle still gets what it
@@ -38,8 +50,9 @@ type Options struct {
 // runs to its end: nats.go's iterator takes no stop after a drain, and
 // its subscription's drain waits for the server until the connection's
 // drain timeout. A missed
-// heartbeat is logged (to log; nil discards) and pulling goes on; an
-// iterator that ends for any other reason is replaced by a new one after a
+// heartbeat is logged (to log; nil discards) and pulling goes on, up to
+// [maxMissed] in a row, which end the iterator; an
+// iterator that ends is replaced by a new one after a
 // pause, and so is a failed open, except when the connection is closed
 // (its reconnects ran out): Loop then returns [nats.ErrConnectionClosed],
 // since nothing it opens again could pull. handle is called from one
@@ -51,6 +64,10 @@ func Loop(ctx, hard context.Context, log *slog.Logger, opts Options, open Open, 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	health := opts.Health
+	if health == nil {
+		health = func(error) {}
+	}
 	for {
 		it, err := open(ctx)
 		if err != nil {
@@ -60,6 +77,7 @@ func Loop(ctx, hard context.Context, log *slog.Logger, opts Options, open Open, 
 			if closed(opts, err) {
 				return nats.ErrConnectionClosed
 			}
+			health(fmt.Errorf("the consumer cannot be opened: %w", err))
 			log.Warn("pull consumer unavailable; retrying", "err", err)
 			if !pause(ctx, opts.Pause) {
 				return nil
@@ -74,6 +92,7 @@ func Loop(ctx, hard context.Context, log *slog.Logger, opts Options, open Open, 
 			it.Drain()
 		})
 		stopHard := context.AfterFunc(hard, it.Stop)
+		health(nil)
 		err = each(it, log, handle)
 		stopDrain()
 		stopHard()
@@ -84,6 +103,7 @@ func Loop(ctx, hard context.Context, log *slog.Logger, opts Options, open Open, 
 		if closed(opts, err) {
 			return nats.ErrConnectionClosed
 		}
+		health(fmt.Errorf("the consumer's pull ended: %w", err))
 		log.Warn("pull consumer ended; opening it again", "err", err)
 		if !pause(ctx, opts.Pause) {
 			return nil
@@ -91,14 +111,20 @@ func Loop(ctx, hard context.Context, log *slog.Logger, opts Options, open Open, 
 	}
 }
 
-// each hands it's messages to handle until it ends, and returns why.
+// each hands it's messages to handle until it ends, or misses maxMissed
+// heartbeats in a row, and returns why.
 func each(it jetstream.MessagesContext, log *slog.Logger, handle func(jetstream.Msg)) error {
+	missed := 0
 	for {
 		m, err := it.Next()
 		switch {
 		case err == nil:
+			missed = 0
 			handle(m)
 		case errors.Is(err, jetstream.ErrNoHeartbeat):
+			if missed++; missed == maxMissed {
+				return fmt.Errorf("%d heartbeats missed in a row: %w", missed, err)
+			}
 			log.Warn("pull consumer missed heartbeats; pulling on", "err", err)
 		default:
 			return err

@@ -2,12 +2,15 @@ package pull_test
 
 import (
 	"context"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/natsaga/natsaga/internal/embedded"
 	"github.com/natsaga/natsaga/internal/pull"
 	"github.com/natsaga/natsaga/internal/testenv"
 )
@@ -106,4 +109,66 @@ func workQueue(t *testing.T, js jetstream.JetStream) (pull.Open, <-chan struct{}
 		opened <- struct{}{}
 		return c.Messages(jetstream.PullExpiry(2*time.Second), jetstream.PullHeartbeat(500*time.Millisecond))
 	}, opened
+}
+
+// TestLoopOpensAgainOnAServerThatLostTheConsumer restarts the server on
+// its port with an empty store: the stream is made again, the consumer is
+// not, and the iterator, which pulls from it, only misses heartbeats. The
+// loop ends it, which Health is told, and opens it again, so the consumer
+// is made, and delivers what the new stream holds.
+func TestLoopOpensAgainOnAServerThatLostTheConsumer(t *testing.T) {
+	s, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(s.Shutdown)
+	nc := testenv.Connect(t, s.ClientURL())
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	open, opened := workQueue(t, js)
+	var (
+		mu     sync.Mutex
+		health []error
+	)
+	got := make(chan string, 10)
+	loopCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pull.Loop(loopCtx, loopCtx, testenv.Logger(t), pull.Options{Pause: 10 * time.Millisecond, Health: func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			health = append(health, err)
+		}}, open, func(m jetstream.Msg) {
+			_ = m.DoubleAck(context.Background())
+			got <- string(m.Data())
+		})
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+	<-opened
+
+	port := s.Addr().(*net.TCPAddr).Port
+	s.Shutdown()
+	s, err = embedded.Start(embedded.Options{Port: port, StoreDir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(s.Shutdown)
+	require.Eventually(t, func() bool { return nc.IsConnected() }, 10*time.Second, 5*time.Millisecond)
+	_, err = js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, Retention: jetstream.WorkQueuePolicy})
+	require.NoError(t, err)
+	_, err = js.Publish(context.Background(), "s.a", []byte("after"))
+	require.NoError(t, err)
+	select {
+	case m := <-got:
+		require.Equal(t, "after", m)
+	case <-time.After(20 * time.Second):
+		t.Fatal("nothing delivered from the new server")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.GreaterOrEqual(t, len(health), 3, "%v", health)
+	require.NoError(t, health[0], "opened")
+	require.ErrorIs(t, health[len(health)-2], jetstream.ErrNoHeartbeat, "%v", health)
+	require.ErrorContains(t, health[len(health)-2], "3 heartbeats missed in a row")
+	require.NoError(t, health[len(health)-1], "opened again")
 }
