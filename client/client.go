@@ -96,8 +96,10 @@ func New(nc *nats.Conn, opts Options) (*Client, error) {
 // at once when the server refuses this user, or the URL does not parse,
 // has a scheme NATS does not speak (http://) or names no usable address.
 // Once connected, a lost connection is reconnected for ever, every quarter
-// of a second (natsOpts may set other nats.MaxReconnects and
-// nats.ReconnectWait); meanwhile requests wait and are sent again as
+// of a second; a server that stops answering (frozen, not closed) counts as
+// lost once three pings sent 5 s apart went unanswered (natsOpts may set
+// other nats.MaxReconnects, nats.ReconnectWait, nats.PingInterval and
+// nats.MaxPingsOutstanding); meanwhile requests wait and are sent again as
 // [Options].Attempts allows.
 func Connect(ctx context.Context, url string, opts Options, natsOpts ...nats.Option) (*Client, error) {
 	if err := natsurl.Check(url); err != nil {
@@ -105,7 +107,9 @@ func Connect(ctx context.Context, url string, opts Options, natsOpts ...nats.Opt
 	}
 	// Once connected, a lost connection is reconnected for ever, as the
 	// programs' are: a server outage does not end a driver's run.
-	natsOpts = append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(reconnectWait)}, natsOpts...)
+	// A frozen server is found by pings, as the programs find it.
+	defaults := append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(reconnectWait)}, natsurl.Pings()...)
+	natsOpts = append(defaults, natsOpts...)
 	var last error
 	for {
 		nc, err := connectOnce(ctx, url, natsOpts)

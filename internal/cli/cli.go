@@ -311,6 +311,7 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 			log.Error("NATS error", "subject", subj, "err", err)
 		}),
 	}
+	opts = append(opts, natsurl.Pings()...)
 	opts = append(opts, sec...)
 	d := newDialer()
 	opts = append(opts, nats.SetCustomDialer(d))

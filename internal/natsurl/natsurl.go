@@ -1,5 +1,6 @@
 // Package natsurl checks NATS URLs and shows them safely: what the
-// programs and the Go client print of a URL never holds its password.
+// programs and the Go client print of a URL never holds its password. It
+// also sets the pings with which their connections find a server frozen.
 package natsurl
 
 import (
@@ -7,9 +8,30 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/natsaga/natsaga/messages"
 )
+
+// A connection sends its server a ping every pingInterval, and takes the
+// server for lost, and reconnects (to another node, in a cluster), once
+// maxPingsOut pings in a row went unanswered: 15 to 20 s after the server
+// froze (a paused container or VM, SIGSTOP), which closes no socket.
+// With nats.go's defaults (2 minutes, 2) a program stayed 4 to 6 minutes
+// on a frozen node of the compose demo's cluster while the others moved
+// on, and a simulation's driver gave up waiting meanwhile.
+const (
+	pingInterval = 5 * time.Second
+	maxPingsOut  = 3
+)
+
+// Pings returns the options that set a connection's pings as the
+// programs and [client.Connect] have them.
+func Pings() []nats.Option {
+	return []nats.Option{nats.PingInterval(pingInterval), nats.MaxPingsOutstanding(maxPingsOut)}
+}
 
 // Check returns an error for urls, a NATS URL or a comma-separated list of
 // them, when one does not parse or has a scheme NATS does not speak
