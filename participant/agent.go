@@ -186,6 +186,9 @@ type Agent struct {
 	// serving, why the role's consumer does not pull now (nil: it does).
 	serving atomic.Bool
 	pulling atomic.Pointer[error]
+	// saidKeptAcked: a serial copy has said the command stream stores
+	// commands acknowledged already (serial.go, keptAcked).
+	saidKeptAcked atomic.Bool
 	// opened is the store once Run has opened it, for other goroutines
 	// (see Store).
 	opened atomic.Pointer[Store]

@@ -193,29 +193,54 @@ func (a *Agent) runBatch(ctx context.Context, queue []jetstream.Msg) (map[jetstr
 // nothingBefore reports whether every command of the role published
 // before m has been acknowledged. The command stream is a work queue, so a
 // command leaves it when acknowledged: it is enough that no command on the
-// role's subjects is stored below m. An error reading the stream counts
-// as no.
+// role's subjects is stored below m and above the consumer's ack floor.
+// Below the floor every command is acknowledged, yet one may still be
+// stored: a server killed (SIGKILL) soon after an acknowledgement may
+// come back with the consumer's state, floor included, but not the
+// delete; the consumer never delivers such a command again, and waiting
+// for it would stop the role for good. It is skipped, and said once. An
+// error reading the stream or the consumer counts as no.
 func (a *Agent) nothingBefore(ctx context.Context, m jetstream.Msg) bool {
 	seq := streamSeq(m)
-	stream, err := a.js.Stream(ctx, messages.CommandStream)
-	if err != nil {
+	waiting := func(err error) bool {
 		a.log.Warn("serial copy: cannot read the command stream; waiting", "err", err)
 		return false
 	}
+	cons, err := a.js.Consumer(ctx, messages.CommandStream, messages.CommandConsumer(a.opts.Role))
+	if err != nil {
+		return waiting(err)
+	}
+	floor := cons.CachedInfo().AckFloor.Stream
+	stream, err := a.js.Stream(ctx, messages.CommandStream)
+	if err != nil {
+		return waiting(err)
+	}
 	for _, subj := range a.Subjects() {
 		first, err := stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subj))
+		if err == nil && first.Sequence <= floor {
+			a.keptAcked(first.Sequence, floor)
+			first, err = stream.GetMsg(ctx, floor+1, jetstream.WithGetMsgSubject(subj))
+		}
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 			continue
 		case err != nil:
-			a.log.Warn("serial copy: cannot read the command stream; waiting", "err", err)
-			return false
+			return waiting(err)
 		case first.Sequence < seq:
 			a.log.Info("serial copy pinned anew: waiting for the commands before its own", "first", first.Sequence, "own", seq)
 			return false
 		}
 	}
 	return true
+}
+
+// keptAcked says, once a process, that the command stream still stores
+// an acknowledged command (at seq, at or below the consumer's ack floor).
+func (a *Agent) keptAcked(seq, floor uint64) {
+	if a.saidKeptAcked.CompareAndSwap(false, true) {
+		a.log.Warn("the command stream still stores commands this role acknowledged (its server was killed after the acknowledgement, and lost the delete): they are not delivered again, and a serial copy does not wait for them",
+			"first", seq, "ack_floor", floor)
+	}
 }
 
 // streamSeq is m's sequence in the command stream; 0 when its metadata

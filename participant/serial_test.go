@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -560,4 +562,53 @@ func TestSerialCopyBatchesCompensations(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, rec.Compensate)
 	require.Equal(t, messages.Context{}.MustSet("paid", "s-025"), rec.Execute.Output)
+}
+
+// TestSerialCopySkipsACommandAcknowledgedButKept stores a command below
+// the role's consumer's ack floor, as a server killed soon after the
+// command's acknowledgement keeps it (the delete lost, the consumer's
+// state not): the consumer never delivers it again. A copy pinned anew
+// must not wait for it, or the role would stop for good; it runs the
+// commands after it, and says once what it found.
+func TestSerialCopySkipsACommandAcknowledgedButKept(t *testing.T) {
+	url, js, _ := payStream(t, "spend")
+	ctx := context.Background()
+	cons, err := js.CreateOrUpdateConsumer(ctx, messages.CommandStream, jetstream.ConsumerConfig{
+		Durable: messages.CommandConsumer("till"), FilterSubjects: messages.StepCommandSubjects("pay", "spend"),
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Second, MaxDeliver: -1, MaxAckPending: 8192,
+		PriorityPolicy: jetstream.PriorityPolicyPinned, PriorityGroups: []string{messages.SerialGroup}, PinnedTTL: time.Second})
+	require.NoError(t, err)
+	publish := func(id string) uint64 {
+		c := messages.Command{V: messages.Version, SagaID: id, Saga: "pay", Step: "spend", Action: messages.Execute, Attempt: 1, Seq: 1}
+		data, err := wirejson.AppendCommand(nil, &c)
+		require.NoError(t, err)
+		ack, err := js.Publish(ctx, c.Subject(), data)
+		require.NoError(t, err)
+		return ack.Sequence
+	}
+	kept := publish("kept")
+	// The consumer past it, as its state came back from the server's store.
+	_, err = js.ResetConsumerToSequence(ctx, messages.CommandStream, messages.CommandConsumer("till"), kept+1)
+	require.NoError(t, err)
+	info, err := cons.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, kept, info.AckFloor.Stream)
+	want := []string{"s-1", "s-2", "s-3"}
+	for _, id := range want {
+		publish(id)
+	}
+
+	var logs testenv.SyncBuffer
+	a := testenv.Agent(t, url, participant.Options{Role: "till", Serial: true, AckWait: time.Second,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: agent.Handler{
+			Execute: func(_ context.Context, tx agent.Tx, cmd *messages.Command) (messages.Context, error) {
+				return nil, appendLog(tx, cmd.SagaID)
+			},
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		}}}})
+	require.Eventually(t, func() bool { return a.Stats().Handled == int64(len(want)) }, 20*time.Second, 10*time.Millisecond,
+		"the copy waits for the kept command: %s", &logs)
+	require.Equal(t, want, tillLog(t, a))
+	require.Equal(t, 1, strings.Count(logs.String(), "still stores commands this role acknowledged"), logs.String())
 }
