@@ -298,9 +298,10 @@ func narrowed(was, now jetstream.ConsumerConfig) []string {
 // (a step no running copy served, such as a step a newly registered
 // definition gave the role), and a consumer never goes back by itself.
 // It resets the consumer to the stream's first message: in a work queue
-// every message still stored is unanswered, so the commands in flight
-// with other copies come again too, and the barrier answers those from
-// their records.
+// every message still stored is unanswered (but for one a killed server
+// kept after its acknowledgement: see nothingBefore), so the commands in
+// flight with other copies, and any such, come again too, and the
+// barrier answers those from their records.
 func (a *Agent) deliverSkipped(ctx context.Context, was, now jetstream.ConsumerConfig) error {
 	had := map[string]bool{was.FilterSubject: true}
 	for _, subj := range was.FilterSubjects {
