@@ -160,7 +160,8 @@ type Agent struct {
 	steps map[stepKey]*agent.Step
 	store *Store
 	// replies carries the replies published asynchronously, in order, to
-	// the goroutine that acknowledges their commands once they are stored.
+	// the goroutine that acknowledges their commands once they are stored;
+	// each serving after the first makes its own (runOnce).
 	replies chan pendingReply
 
 	tick atomic.Int64
@@ -189,6 +190,8 @@ type Agent struct {
 	// saidKeptAcked: a serial copy has said the command stream stores
 	// commands acknowledged already (serial.go, keptAcked).
 	saidKeptAcked atomic.Bool
+	// served is set once Run has served, by its goroutine.
+	served bool
 	// opened is the store once Run has opened it, for other goroutines
 	// (see Store).
 	opened atomic.Pointer[Store]
@@ -395,7 +398,9 @@ func (a *Agent) Subjects() []string {
 // connection closed), unless ctx was cancelled meanwhile. Serving, it
 // returns an error wrapping nats.ErrConnectionClosed when its connection
 // closes for good (its reconnects ran out), leaving the commands in hand
-// to be delivered again. An Agent runs once: a second Run returns
+// to be delivered again. A serving whose role's state or record stream is
+// gone from the server (deleted, or the server back with an empty store)
+// ends the same way, and Run sets up again, which makes them anew. An Agent runs once: a second Run returns
 // [ErrRanBefore] at once.
 func (a *Agent) Run(ctx context.Context) error {
 	if !a.ran.CompareAndSwap(false, true) {
@@ -543,9 +548,27 @@ func (a *Agent) runOnce(ctx context.Context) error {
 			"max_payload", p, "most_output_bytes", messages.MaxOutputFor(p))
 	}
 
-	// ctx ends too when the connection closes for good (stopServing).
-	ctx, stopServing := context.WithCancel(ctx)
-	defer stopServing()
+	if a.served {
+		// A serving after one that ended (its store lost) starts afresh:
+		// what the one before held comes back from the server after its
+		// ack wait.
+		a.replies = make(chan pendingReply, 4*a.opts.Concurrency)
+		a.mu.Lock()
+		a.held, a.inHand = nil, map[*wireBatch]struct{}{}
+		a.mu.Unlock()
+		a.pin = ""
+	}
+	a.served = true
+
+	// ctx ends too when the connection closes for good, or the role's
+	// streams are gone (stopServing).
+	ctx, stopServing := context.WithCancelCause(ctx)
+	defer stopServing(nil)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		a.watchStore(ctx, store, stopServing)
+	}()
 	// Commands in hand are finished after ctx ends, within a grace of one
 	// ack wait: past it, JetStream would redeliver them anyway.
 	inHand, abandon := context.WithCancel(context.WithoutCancel(ctx))
@@ -592,18 +615,59 @@ func (a *Agent) runOnce(ctx context.Context) error {
 		// The connection's reconnects ran out: nothing in hand can be
 		// answered or acknowledged any more, and a program started again
 		// connects anew.
-		stopServing()
+		stopServing(nil)
 		abandon()
 	}
 	in.done()
 	wg.Wait()
 	close(a.replies)
 	<-acked
+	stopServing(nil)
+	<-watched
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
+	if cause := context.Cause(ctx); errors.Is(cause, errStoreLost) {
+		return fmt.Errorf("agent: %w", cause) // Run sets up again
+	}
 	a.log.Info("agent stopped", "handled", a.handled.Load())
 	return nil
+}
+
+// errStoreLost ends a serving whose role's state or record stream is gone
+// from the server (deleted, or a server back with an empty store): Run
+// then sets the agent up again, which makes them anew. It wraps
+// [jetstream.ErrStreamNotFound], so that Run takes it as passing.
+var errStoreLost = fmt.Errorf("the role's store is gone from the server: %w", jetstream.ErrStreamNotFound)
+
+// storeCheck spaces watchStore's looks at the role's streams.
+var storeCheck = 5 * time.Second
+
+// watchStore looks for the role's streams every storeCheck until ctx
+// ends, and ends the serving (lost, with [errStoreLost]) once one is
+// missing two looks in a row: a cluster that has just made a stream may
+// not know it on every node yet.
+func (a *Agent) watchStore(ctx context.Context, store *Store, lost context.CancelCauseFunc) {
+	t := time.NewTicker(storeCheck)
+	defer t.Stop()
+	missed := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		gone := store.gone(ctx)
+		if gone == nil {
+			missed = 0
+			continue
+		}
+		if missed++; missed == 2 {
+			a.log.Warn("the role's store is gone from the server: setting the agent up again, which makes it anew", "err", gone)
+			lost(fmt.Errorf("%w (%w)", errStoreLost, gone))
+			return
+		}
+	}
 }
 
 // pullCommands creates or updates the role's consumer and pulls from it:

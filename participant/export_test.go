@@ -1,5 +1,7 @@
 package participant
 
+import "time"
+
 // SetMaxRecordValues bounds the records s holds in memory, as
 // Options.MaxRecordValues does for an agent's store. Call it before the
 // store's first use.
@@ -7,3 +9,11 @@ func SetMaxRecordValues(s *Store, n int) { s.maxRecordValues = n }
 
 // Tick returns a's clock.
 func (a *Agent) Tick() int64 { return a.tick.Load() }
+
+// SetStoreCheck spaces an agent's looks at its role's streams d apart
+// until the test ends.
+func SetStoreCheck(t interface{ Cleanup(func()) }, d time.Duration) {
+	was := storeCheck
+	storeCheck = d
+	t.Cleanup(func() { storeCheck = was })
+}

@@ -270,3 +270,44 @@ func TestNotReadyWhileItsConsumerIsLost(t *testing.T) {
 	id := testenv.Start(t, nc, chores, messages.Context{})
 	testenv.WaitStatus(t, nc, id, saga.Completed)
 }
+
+// TestAgentMakesItsStoreAgainWhenItIsGone deletes the state and record
+// streams of two serving agents, one shared and one serial, as a server
+// back with an empty store has none: each sets itself up again, which
+// makes them anew, and serves a saga.
+func TestAgentMakesItsStoreAgainWhenItIsGone(t *testing.T) {
+	participant.SetStoreCheck(t, 50*time.Millisecond)
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{choresSaga()})
+	c := &calls{n: map[string]int{}, by: map[string]string{}, perBy: map[string]int{}}
+	var logs testenv.SyncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	testenv.Agent(t, url, participant.Options{Role: "cleaner", Logger: logger, Steps: []agent.Step{
+		{Saga: chores, Name: "sweep", Handler: counter("cleaner", c)}, {Saga: chores, Name: "mop", Handler: counter("cleaner", c)}}})
+	testenv.Agent(t, url, participant.Options{Role: "inspector", Serial: true, Logger: logger, Steps: []agent.Step{
+		{Saga: chores, Name: "inspect", Handler: counter("inspector", c)}}})
+	nc := testenv.Connect(t, url)
+	testenv.WaitStatus(t, nc, testenv.Start(t, nc, chores, messages.Context{}), saga.Completed)
+
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx := context.Background()
+	var streams []string
+	for _, role := range []string{"cleaner", "inspector"} {
+		streams = append(streams, messages.StateStream(role), messages.RecordStream(role))
+	}
+	for _, name := range streams {
+		require.NoError(t, js.DeleteStream(ctx, name))
+	}
+	require.Eventually(t, func() bool { return strings.Count(logs.String(), "the role's store is gone from the server") == 2 },
+		10*time.Second, 5*time.Millisecond, "%s", &logs)
+	require.Eventually(t, func() bool {
+		for _, name := range streams {
+			if _, err := js.Stream(ctx, name); err != nil {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 10*time.Millisecond, "the streams are made anew: %s", &logs)
+	testenv.WaitStatus(t, nc, testenv.Start(t, nc, chores, messages.Context{}), saga.Completed)
+}

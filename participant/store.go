@@ -314,6 +314,18 @@ func waitStream(ctx context.Context, js jetstream.JetStream, name string) (jetst
 	}
 }
 
+// gone returns an error wrapping [jetstream.ErrStreamNotFound] when the
+// role's state or record stream is not on the server, and nil otherwise,
+// also when the server does not answer.
+func (s *Store) gone(ctx context.Context) error {
+	for _, name := range []string{messages.StateStream(s.role), messages.RecordStream(s.role)} {
+		if _, err := s.js.Stream(ctx, name); errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("stream %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
 // Role is the role whose state this store holds.
 func (s *Store) Role() string { return s.role }
 
