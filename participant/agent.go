@@ -977,9 +977,14 @@ func (a *Agent) cmdLog(cmd *messages.Command) *slog.Logger {
 // the reply is stored, so that this worker moves on meanwhile.
 func (a *Agent) run(ctx context.Context, cmd *messages.Command, step *agent.Step, m jetstream.Msg) {
 	reply, verdict, err := a.store.Do(ctx, cmd, step.Handler)
-	for attempt := 1; err != nil && a.opts.Serial && ctx.Err() == nil; attempt++ {
-		// A serial copy must not let the commands behind this one
-		// overtake it: it tries again in place, keeping the command.
+	// A serial copy must not let the commands behind this one overtake
+	// it, and a command that shares its message with others is delivered
+	// again only with the whole message, once every command of it is
+	// settled; one of those may be held for simulation time, whose tick
+	// waits for this command's answer. Either tries again in place,
+	// keeping the command.
+	inPlace := a.opts.Serial || sharesItsMessage(m)
+	for attempt := 1; err != nil && inPlace && ctx.Err() == nil; attempt++ {
 		a.cmdLog(cmd).Warn("store unavailable; trying the command again", "attempt", attempt, "err", err)
 		_ = m.InProgress()
 		select {

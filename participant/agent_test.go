@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -482,4 +483,63 @@ func TestHeldCommandLearnsTheTickAtStart(t *testing.T) {
 			testenv.WaitStatus(t, nc, id, saga.Completed)
 		})
 	}
+}
+
+// TestCommandBesideAHeldOneIsTriedAgainInPlace sends two commands in one
+// message, one held for a tick and one for three; the first, once due,
+// finds the store unavailable. Its message is delivered again only once
+// the held one is settled, at tick 3, which a driver sends only once the
+// first is answered: the agent must try it again itself.
+func TestCommandBesideAHeldOneIsTriedAgainInPlace(t *testing.T) {
+	_, url := testenv.Server(t)
+	def := saga.Definition{Name: "bake", Subject: "bake", Steps: []saga.Step{{Name: "proof", Role: "baker", TimeoutTicks: 100}}}
+	testenv.Coordinator(t, url, []saga.Definition{def})
+	var failed atomic.Bool
+	baker := testenv.Agent(t, url, participant.Options{Role: "baker", Steps: []agent.Step{{
+		Saga: "bake", Name: "proof",
+		Handler: agent.Handler{
+			Execute: func(_ context.Context, _ agent.Tx, cmd *messages.Command) (messages.Context, error) {
+				if ticks, _ := cmd.Context.Int64("ticks"); ticks == 1 && failed.CompareAndSwap(false, true) {
+					return nil, fmt.Errorf("the oven: %w", participant.ErrUnavailable)
+				}
+				return nil, nil
+			},
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		},
+		Duration: func(cmd *messages.Command) int64 {
+			d, _ := cmd.Context.Int64("ticks")
+			return d
+		},
+	}}})
+	nc := testenv.Connect(t, url)
+	replies := make(chan *nats.Msg, 2)
+	sub, err := nc.ChanSubscribe(messages.ReplySubject("bake", "proof"), replies)
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	var cmds []messages.Command
+	for i, ticks := range []int64{1, 3} {
+		cmds = append(cmds, messages.Command{V: messages.Version, SagaID: fmt.Sprintf("s-%d", i), Saga: "bake", Step: "proof",
+			Action: messages.Execute, Attempt: 1, Seq: 1, Context: messages.Context{}.MustSet("ticks", ticks)})
+	}
+	publishCommands(t, js, cmds...)
+	for range 2 {
+		select {
+		case m := <-replies:
+			r, err := wirejson.DecodeReply(m.Data)
+			require.NoError(t, err)
+			require.Equal(t, messages.Working, r.Outcome)
+		case <-time.After(10 * time.Second):
+			t.Fatal("not every command held")
+		}
+	}
+
+	testenv.Tick(t, nc, 1)
+	require.Eventually(t, func() bool { return baker.Stats().Executed == 1 }, 10*time.Second, 10*time.Millisecond,
+		"the command due at tick 1 waits for its message: %+v", baker.Stats())
+	require.True(t, failed.Load())
+	testenv.Tick(t, nc, 3)
+	require.Eventually(t, func() bool { return baker.Stats().Executed == 2 }, 10*time.Second, 10*time.Millisecond)
+	require.Zero(t, baker.Stats().Redelivered)
 }

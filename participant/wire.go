@@ -51,7 +51,7 @@ func (a *Agent) expand(m jetstream.Msg, each func(jetstream.Msg)) {
 			return
 		}
 	}
-	b := &wireBatch{msg: m, left: len(raws), settled: a.dropInHand}
+	b := &wireBatch{msg: m, size: len(raws), left: len(raws), settled: a.dropInHand}
 	a.mu.Lock()
 	a.inHand[b] = struct{}{}
 	a.mu.Unlock()
@@ -87,7 +87,9 @@ const inHandCommands = 4 * messages.MaxBatch
 // wireBatch is a message of commands being settled one by one.
 type wireBatch struct {
 	msg jetstream.Msg
-	mu  sync.Mutex
+	// size is how many commands the message holds.
+	size int
+	mu   sync.Mutex
 	// left is how many commands are not settled yet; again, whether one
 	// asked to be delivered again, and delay the longest delay asked.
 	left  int
@@ -171,6 +173,13 @@ func (c *batchedCommand) Term() error { return c.settle(terminated, 0) }
 
 // TermWithReason is Term.
 func (c *batchedCommand) TermWithReason(string) error { return c.Term() }
+
+// sharesItsMessage reports whether m is a command of a message that
+// holds others.
+func sharesItsMessage(m jetstream.Msg) bool {
+	c, ok := m.(*batchedCommand)
+	return ok && c.batch.size > 1
+}
 
 // position orders the commands a serial copy holds: by stream sequence,
 // then by place in their batch.
