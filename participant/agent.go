@@ -400,8 +400,8 @@ func (a *Agent) Subjects() []string {
 // closes for good (its reconnects ran out), leaving the commands in hand
 // to be delivered again. A serving whose role's state or record stream is
 // gone from the server (deleted, or the server back with an empty store)
-// ends the same way, and Run sets up again, which makes them anew. An Agent runs once: a second Run returns
-// [ErrRanBefore] at once.
+// ends the same way, and Run sets up again, which makes them anew. An
+// Agent runs once: a second Run returns [ErrRanBefore] at once.
 func (a *Agent) Run(ctx context.Context) error {
 	if !a.ran.CompareAndSwap(false, true) {
 		return ErrRanBefore
