@@ -977,21 +977,11 @@ func (a *Agent) cmdLog(cmd *messages.Command) *slog.Logger {
 // the reply is stored, so that this worker moves on meanwhile.
 func (a *Agent) run(ctx context.Context, cmd *messages.Command, step *agent.Step, m jetstream.Msg) {
 	reply, verdict, err := a.store.Do(ctx, cmd, step.Handler)
-	// A serial copy must not let the commands behind this one overtake
-	// it, and a command that shares its message with others is delivered
-	// again only with the whole message, once every command of it is
-	// settled; one of those may be held for simulation time, whose tick
-	// waits for this command's answer. Either tries again in place,
-	// keeping the command.
-	inPlace := a.opts.Serial || sharesItsMessage(m)
-	for attempt := 1; err != nil && inPlace && ctx.Err() == nil; attempt++ {
-		a.cmdLog(cmd).Warn("store unavailable; trying the command again", "attempt", attempt, "err", err)
-		_ = m.InProgress()
-		select {
-		case <-ctx.Done():
-		case <-time.After(min(time.Duration(attempt)*100*time.Millisecond, time.Second)):
-		}
-		reply, verdict, err = a.store.Do(ctx, cmd, step.Handler)
+	if a.opts.Serial || sharesItsMessage(m) {
+		err = a.tryInPlace(ctx, cmd, m, "store unavailable", err, func() (err error) {
+			reply, verdict, err = a.store.Do(ctx, cmd, step.Handler)
+			return err
+		})
 	}
 	if err != nil {
 		a.cmdLog(cmd).Warn("store unavailable; command will be redelivered", "err", err)
@@ -1039,6 +1029,27 @@ func (a *Agent) run(ctx context.Context, cmd *messages.Command, step *agent.Step
 		return
 	}
 	a.replies <- pendingReply{stored: stored, msg: m, cmd: cmd}
+}
+
+// tryInPlace calls try again, while err (its last error) is not nil, until
+// ctx ends, keeping m in hand, and returns the last error. It is how a
+// command is tried again that must not be left to JetStream's
+// redelivery: a serial copy's, which the commands behind it must not
+// overtake, and one that shares its message with others, since a message
+// is delivered again only once every command of it is settled, and one
+// of those may be held for simulation time, whose tick waits for this
+// command's answer. The waits grow by 100 ms up to a second.
+func (a *Agent) tryInPlace(ctx context.Context, cmd *messages.Command, m jetstream.Msg, what string, err error, try func() error) error {
+	for attempt := 1; err != nil && ctx.Err() == nil; attempt++ {
+		a.cmdLog(cmd).Warn(what+"; trying again", "attempt", attempt, "err", err)
+		_ = m.InProgress()
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(time.Duration(attempt)*100*time.Millisecond, time.Second)):
+		}
+		err = try()
+	}
+	return err
 }
 
 // replyWait bounds the wait for a reply's storage before its command is
@@ -1116,7 +1127,11 @@ func (a *Agent) reply(ctx context.Context, r messages.Reply) error {
 func (a *Agent) hold(ctx context.Context, cmd *messages.Command, m jetstream.Msg, due int64) {
 	working := messages.ReplyTo(cmd, messages.Working, "")
 	working.Until = due
-	if err := a.reply(ctx, working); err != nil {
+	err := a.reply(ctx, working)
+	if sharesItsMessage(m) {
+		err = a.tryInPlace(ctx, cmd, m, "working reply not stored", err, func() error { return a.reply(ctx, working) })
+	}
+	if err != nil {
 		// Held unanswered, the command would look lost to the
 		// coordinator until it is done: have it delivered again instead.
 		a.cmdLog(cmd).Warn("working reply not stored; command will be redelivered", "err", err)
