@@ -55,18 +55,18 @@ func (e *endings) counts() (map[string]int, int) {
 	return out, e.retried
 }
 
-// TestRetriedSagaFinishesAgain: a saga whose compensation fails ends
-// failed; an operator's retry sends it back to compensating, which the
-// observer is told once stored, and it finishes again: the sagas finished
-// are the sagas started and retried.
-func TestRetriedSagaFinishesAgain(t *testing.T) {
-	_, url := testenv.Server(t)
-	nc := testenv.Connect(t, url)
-	def := saga.Definition{Name: "job", Subject: "job", Steps: []saga.Step{{Name: "prepare", Role: "worker"}, {Name: "finish", Role: "worker"}},
-		CompensationRetry: saga.RetryPolicy{MaxAttempts: 2, Backoff: time.Millisecond, MaxBackoff: time.Millisecond}}
-	obs := &endings{finished: map[string]int{}}
-	testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{def}, Observer: obs})
-	var undoable atomic.Bool
+// jobSaga is the saga "job": its step "finish" always rejects, so
+// "prepare" is compensated, tried attempts times before the saga fails.
+func jobSaga(attempts int) saga.Definition {
+	return saga.Definition{Name: "job", Subject: "job", Steps: []saga.Step{{Name: "prepare", Role: "worker"}, {Name: "finish", Role: "worker"}},
+		CompensationRetry: saga.RetryPolicy{MaxAttempts: attempts, Backoff: time.Millisecond, MaxBackoff: time.Millisecond}}
+}
+
+// jobWorker runs the agent of jobSaga's role: its compensation fails
+// until the flag it returns is set.
+func jobWorker(t *testing.T, url string) *atomic.Bool {
+	t.Helper()
+	undoable := new(atomic.Bool)
 	h := agent.Handler{
 		Execute: func(_ context.Context, _ agent.Tx, cmd *messages.Command) (messages.Context, error) {
 			if cmd.Step == "finish" {
@@ -82,6 +82,19 @@ func TestRetriedSagaFinishesAgain(t *testing.T) {
 		},
 	}
 	testenv.Agent(t, url, participant.Options{Role: "worker", Steps: []agent.Step{{Saga: "job", Name: "prepare", Handler: h}, {Saga: "job", Name: "finish", Handler: h}}})
+	return undoable
+}
+
+// TestRetriedSagaFinishesAgain: a saga whose compensation fails ends
+// failed; an operator's retry sends it back to compensating, which the
+// observer is told once stored, and it finishes again: the sagas finished
+// are the sagas started and retried.
+func TestRetriedSagaFinishesAgain(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	obs := &endings{finished: map[string]int{}}
+	testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{jobSaga(2)}, Observer: obs})
+	undoable := jobWorker(t, url)
 	id := testenv.Start(t, nc, "job", messages.Context{})
 	testenv.WaitStatus(t, nc, id, saga.Failed)
 

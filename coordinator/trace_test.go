@@ -3,8 +3,6 @@ package coordinator_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,6 +63,21 @@ func tracedTransfers(t *testing.T) (url string, coRec, agRec *tracetest.SpanReco
 	return url, coRec, agRec
 }
 
+// tracedRequest sends req on subject with the span context of ctx in its
+// headers, and decodes the answer into resp.
+func tracedRequest(t *testing.T, nc *nats.Conn, ctx context.Context, subject string, req, resp any) {
+	t.Helper()
+	data, err := json.Marshal(req)
+	require.NoError(t, err)
+	m := nats.NewMsg(subject)
+	m.Data = data
+	tracing.Inject(ctx, m)
+	require.NotEmpty(t, m.Header.Get("traceparent"))
+	ans, err := nc.RequestMsg(m, 5*time.Second)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(ans.Data, resp))
+}
+
 // TestBatchedStartsAreATraceEach starts three sagas in one batch request
 // from a client span: each saga's span is the root of a trace of its own,
 // linked to the client span, and its commands' spans and the agent's work
@@ -77,15 +90,8 @@ func TestBatchedStartsAreATraceEach(t *testing.T) {
 	for range 3 {
 		batch.Starts = append(batch.Starts, messages.BatchedStart{Saga: twoSteps.Name, Context: messages.Context{}})
 	}
-	data, err := json.Marshal(batch)
-	require.NoError(t, err)
-	m := nats.NewMsg(messages.StartBatchSubject)
-	m.Data = data
-	tracing.Inject(cctx, m)
-	ans, err := nc.RequestMsg(m, 5*time.Second)
-	require.NoError(t, err)
 	var resp messages.StartBatchResponse
-	require.NoError(t, json.Unmarshal(ans.Data, &resp))
+	tracedRequest(t, nc, cctx, messages.StartBatchSubject, batch, &resp)
 	require.Nil(t, resp.Error)
 	require.Len(t, resp.Results, 3)
 	client.End()
@@ -132,16 +138,8 @@ func TestOneSagaIsOneTrace(t *testing.T) {
 	clientTP := sdktrace.NewTracerProvider()
 	cctx, client := clientTP.Tracer("test").Start(context.Background(), "client")
 	nc := testenv.Connect(t, url)
-	data, err := json.Marshal(messages.StartRequest{V: messages.Version, Context: messages.Context{}})
-	require.NoError(t, err)
-	m := nats.NewMsg(messages.StartSubject(twoSteps.Subject))
-	m.Data = data
-	tracing.Inject(cctx, m)
-	require.NotEmpty(t, m.Header.Get("traceparent"))
-	ans, err := nc.RequestMsg(m, 5*time.Second)
-	require.NoError(t, err)
 	var resp messages.StartResponse
-	require.NoError(t, json.Unmarshal(ans.Data, &resp))
+	tracedRequest(t, nc, cctx, messages.StartSubject(twoSteps.Subject), messages.StartRequest{V: messages.Version, Context: messages.Context{}}, &resp)
 	require.Nil(t, resp.Error)
 	client.End()
 	testenv.WaitStatus(t, nc, resp.SagaID, saga.RolledBack)
@@ -192,26 +190,9 @@ func TestARetriedSagaIsTracedToItsEnd(t *testing.T) {
 	_, url := testenv.Server(t)
 	nc := testenv.Connect(t, url)
 	rec := tracetest.NewSpanRecorder()
-	def := saga.Definition{Name: "job", Subject: "job", Steps: []saga.Step{{Name: "prepare", Role: "worker"}, {Name: "finish", Role: "worker"}},
-		CompensationRetry: saga.RetryPolicy{MaxAttempts: 1}}
-	testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{def},
+	testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{jobSaga(1)},
 		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))})
-	var undoable atomic.Bool
-	h := agent.Handler{
-		Execute: func(_ context.Context, _ agent.Tx, cmd *messages.Command) (messages.Context, error) {
-			if cmd.Step == "finish" {
-				return nil, agent.Reject("not today")
-			}
-			return messages.Context{}, nil
-		},
-		Compensate: func(context.Context, agent.Tx, *messages.Command) error {
-			if !undoable.Load() {
-				return errors.New("cannot undo yet")
-			}
-			return nil
-		},
-	}
-	testenv.Agent(t, url, participant.Options{Role: "worker", Steps: []agent.Step{{Saga: "job", Name: "prepare", Handler: h}, {Saga: "job", Name: "finish", Handler: h}}})
+	undoable := jobWorker(t, url)
 	id := testenv.Start(t, nc, "job", messages.Context{})
 	testenv.WaitStatus(t, nc, id, saga.Failed)
 	require.Eventually(t, func() bool { return len(rec.Ended()) == 4 }, 10*time.Second, 5*time.Millisecond,
@@ -219,15 +200,8 @@ func TestARetriedSagaIsTracedToItsEnd(t *testing.T) {
 
 	undoable.Store(true)
 	cctx, client := sdktrace.NewTracerProvider().Tracer("test").Start(context.Background(), "operator")
-	data, err := json.Marshal(messages.RetryRequest{V: messages.Version, SagaID: id})
-	require.NoError(t, err)
-	m := nats.NewMsg(messages.RetrySubject)
-	m.Data = data
-	tracing.Inject(cctx, m)
-	ans, err := nc.RequestMsg(m, 5*time.Second)
-	require.NoError(t, err)
 	var resp messages.RetryResponse
-	require.NoError(t, json.Unmarshal(ans.Data, &resp))
+	tracedRequest(t, nc, cctx, messages.RetrySubject, messages.RetryRequest{V: messages.Version, SagaID: id}, &resp)
 	require.Nil(t, resp.Error)
 	client.End()
 	testenv.WaitStatus(t, nc, id, saga.RolledBack)

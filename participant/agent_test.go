@@ -276,6 +276,27 @@ func TestHeldStepDoneAlreadyIsAnsweredAtOnce(t *testing.T) {
 	require.Equal(t, messages.Context{}.MustSet("risen", true), r.Output)
 }
 
+// waitWorking waits for n "working" answers on replies: n commands held.
+func waitWorking(t *testing.T, replies <-chan *nats.Msg, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case m := <-replies:
+			r, err := wirejson.DecodeReply(m.Data)
+			require.NoError(t, err)
+			require.Equal(t, messages.Working, r.Outcome)
+		case <-time.After(30 * time.Second):
+			t.Fatal("not every command held")
+		}
+	}
+}
+
+// ticksOf is a step's Duration: the command's context value "ticks".
+func ticksOf(cmd *messages.Command) int64 {
+	d, _ := cmd.Context.Int64("ticks")
+	return d
+}
+
 // TestHeldCommandsKeptWhileOthersFallDue holds commands of two groups for
 // simulation time. When the first group falls due, running it takes
 // longer than the ack wait; the second group's commands, still held, must
@@ -298,10 +319,7 @@ func TestHeldCommandsKeptWhileOthersFallDue(t *testing.T) {
 			},
 			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
 		},
-		Duration: func(cmd *messages.Command) int64 {
-			d, _ := cmd.Context.Int64("ticks")
-			return d
-		},
+		Duration: ticksOf,
 	}}})
 	nc := testenv.Connect(t, url)
 	replies := make(chan *nats.Msg, early+late)
@@ -317,16 +335,7 @@ func TestHeldCommandsKeptWhileOthersFallDue(t *testing.T) {
 		}
 		ids = append(ids, testenv.Start(t, nc, "bake", messages.Context{}.MustSet("ticks", ticks)))
 	}
-	for range early + late {
-		select {
-		case m := <-replies:
-			r, err := wirejson.DecodeReply(m.Data)
-			require.NoError(t, err)
-			require.Equal(t, messages.Working, r.Outcome)
-		case <-time.After(30 * time.Second):
-			t.Fatal("not every command held")
-		}
-	}
+	waitWorking(t, replies, early+late)
 	require.NoError(t, sub.Unsubscribe())
 	testenv.Tick(t, nc, 1)
 	for _, id := range ids[:early] {
@@ -506,10 +515,7 @@ func TestCommandBesideAHeldOneIsTriedAgainInPlace(t *testing.T) {
 			},
 			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
 		},
-		Duration: func(cmd *messages.Command) int64 {
-			d, _ := cmd.Context.Int64("ticks")
-			return d
-		},
+		Duration: ticksOf,
 	}}})
 	nc := testenv.Connect(t, url)
 	replies := make(chan *nats.Msg, 2)
@@ -524,16 +530,7 @@ func TestCommandBesideAHeldOneIsTriedAgainInPlace(t *testing.T) {
 			Action: messages.Execute, Attempt: 1, Seq: 1, Context: messages.Context{}.MustSet("ticks", ticks)})
 	}
 	publishCommands(t, js, cmds...)
-	for range 2 {
-		select {
-		case m := <-replies:
-			r, err := wirejson.DecodeReply(m.Data)
-			require.NoError(t, err)
-			require.Equal(t, messages.Working, r.Outcome)
-		case <-time.After(10 * time.Second):
-			t.Fatal("not every command held")
-		}
-	}
+	waitWorking(t, replies, 2)
 
 	testenv.Tick(t, nc, 1)
 	require.Eventually(t, func() bool { return baker.Stats().Executed == 1 }, 10*time.Second, 10*time.Millisecond,
