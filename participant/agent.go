@@ -813,6 +813,20 @@ func (a *Agent) handle(ctx context.Context, m jetstream.Msg) {
 			// A command resent after a coordinator restart may find its
 			// step done already: it is answered at once, not held again.
 			rec, _, err := a.store.Branch(ctx, cmd.SagaID, cmd.Step)
+			if sharesItsMessage(m) {
+				// A record that does not decode is no store failure: it
+				// is answered below, not tried again.
+				unreachable := func(err error) error {
+					if errors.Is(err, errBadRecord) {
+						return nil
+					}
+					return err
+				}
+				_ = a.tryInPlace(ctx, &cmd, m, "store unavailable", unreachable(err), func() error {
+					rec, _, err = a.store.Branch(ctx, cmd.SagaID, cmd.Step)
+					return unreachable(err)
+				})
+			}
 			switch {
 			case errors.Is(err, errBadRecord):
 				// Not held: run, it is answered error (Store.Do).
