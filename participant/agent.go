@@ -813,7 +813,7 @@ func (a *Agent) handle(ctx context.Context, m jetstream.Msg) {
 			// A command resent after a coordinator restart may find its
 			// step done already: it is answered at once, not held again.
 			rec, _, err := a.store.Branch(ctx, cmd.SagaID, cmd.Step)
-			if sharesItsMessage(m) {
+			if a.triesInPlace(m) {
 				// A record that does not decode is no store failure: it
 				// is answered below, not tried again.
 				unreachable := func(err error) error {
@@ -991,7 +991,7 @@ func (a *Agent) cmdLog(cmd *messages.Command) *slog.Logger {
 // the reply is stored, so that this worker moves on meanwhile.
 func (a *Agent) run(ctx context.Context, cmd *messages.Command, step *agent.Step, m jetstream.Msg) {
 	reply, verdict, err := a.store.Do(ctx, cmd, step.Handler)
-	if a.opts.Serial || sharesItsMessage(m) {
+	if a.triesInPlace(m) {
 		err = a.tryInPlace(ctx, cmd, m, "store unavailable", err, func() (err error) {
 			reply, verdict, err = a.store.Do(ctx, cmd, step.Handler)
 			return err
@@ -1045,14 +1045,18 @@ func (a *Agent) run(ctx context.Context, cmd *messages.Command, step *agent.Step
 	a.replies <- pendingReply{stored: stored, msg: m, cmd: cmd}
 }
 
+// triesInPlace reports whether a command of m that failed for the store
+// must be tried again in place ([Agent.tryInPlace]) rather than left to
+// JetStream's redelivery: a serial copy's, which the commands behind it
+// must not overtake, and one that shares its message with others, since a
+// message is delivered again only once every command of it is settled,
+// and one of those may be held for simulation time, whose tick waits for
+// this command's answer.
+func (a *Agent) triesInPlace(m jetstream.Msg) bool { return a.opts.Serial || sharesItsMessage(m) }
+
 // tryInPlace calls try again, while err (its last error) is not nil, until
-// ctx ends, keeping m in hand, and returns the last error. It is how a
-// command is tried again that must not be left to JetStream's
-// redelivery: a serial copy's, which the commands behind it must not
-// overtake, and one that shares its message with others, since a message
-// is delivered again only once every command of it is settled, and one
-// of those may be held for simulation time, whose tick waits for this
-// command's answer. The waits grow by 100 ms up to a second.
+// ctx ends, keeping m in hand, and returns the last error. The waits grow
+// by 100 ms up to a second.
 func (a *Agent) tryInPlace(ctx context.Context, cmd *messages.Command, m jetstream.Msg, what string, err error, try func() error) error {
 	for attempt := 1; err != nil && ctx.Err() == nil; attempt++ {
 		a.cmdLog(cmd).Warn(what+"; trying again", "attempt", attempt, "err", err)
@@ -1142,7 +1146,7 @@ func (a *Agent) hold(ctx context.Context, cmd *messages.Command, m jetstream.Msg
 	working := messages.ReplyTo(cmd, messages.Working, "")
 	working.Until = due
 	err := a.reply(ctx, working)
-	if sharesItsMessage(m) {
+	if a.triesInPlace(m) {
 		err = a.tryInPlace(ctx, cmd, m, "working reply not stored", err, func() error { return a.reply(ctx, working) })
 	}
 	if err != nil {
