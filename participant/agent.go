@@ -1030,19 +1030,32 @@ func (a *Agent) run(ctx context.Context, cmd *messages.Command, step *agent.Step
 	if verdict == agent.Applied || verdict == agent.Noop {
 		// This command wrote its result in the barrier record, which the
 		// coordinator reads as the answer: no reply is sent.
-		a.handled.Add(1)
-		if err := m.Ack(); err != nil {
-			a.cmdLog(cmd).Warn("ack failed; the command may be redelivered", "err", err)
-		}
+		a.answered(cmd, m)
 		return
 	}
 	stored, err := a.publishReply(ctx, reply)
+	if err != nil && a.triesInPlace(m) {
+		err = a.tryInPlace(ctx, cmd, m, "reply not stored", err, func() error { return a.reply(ctx, reply) })
+		if err == nil {
+			a.answered(cmd, m)
+			return
+		}
+	}
 	if err != nil {
 		a.cmdLog(cmd).Warn("reply not stored; command will be redelivered", "err", err)
 		_ = m.NakWithDelay(time.Second)
 		return
 	}
 	a.replies <- pendingReply{stored: stored, msg: m, cmd: cmd}
+}
+
+// answered counts cmd handled and acknowledges m, its message: its answer
+// is stored.
+func (a *Agent) answered(cmd *messages.Command, m jetstream.Msg) {
+	a.handled.Add(1)
+	if err := m.Ack(); err != nil {
+		a.cmdLog(cmd).Warn("ack failed; the command may be redelivered", "err", err)
+	}
 }
 
 // triesInPlace reports whether a command of m that failed for the store
@@ -1076,8 +1089,10 @@ const replyWait = 5 * time.Second
 
 // ackStored acknowledges each command once its reply is stored, in the
 // order the replies were published, until a.replies is closed. A reply that
-// is not stored within replyWait, or at all, has its command delivered
-// again. When inHand ends, the rest are left to JetStream's redelivery.
+// is not stored within replyWait, or at all, is published again in place
+// when its command [Agent.triesInPlace], and has its command delivered
+// again otherwise. When inHand ends, the rest are left to JetStream's
+// redelivery.
 func (a *Agent) ackStored(inHand context.Context) {
 	timer := time.NewTimer(replyWait)
 	defer timer.Stop()
@@ -1092,15 +1107,20 @@ func (a *Agent) ackStored(inHand context.Context) {
 		case <-inHand.Done():
 			continue
 		}
+		if err != nil && a.triesInPlace(p.msg) {
+			// The same message again, trace context and all: a reply
+			// stored twice is answered once (the coordinator applies a
+			// command's sequence number once).
+			sent := p.stored.Msg()
+			again := &nats.Msg{Subject: sent.Subject, Data: sent.Data, Header: sent.Header}
+			err = a.tryInPlace(inHand, p.cmd, p.msg, "reply not stored", err, func() error { return a.publishStored(inHand, again) })
+		}
 		if err != nil {
 			a.cmdLog(p.cmd).Warn("reply not stored; command will be redelivered", "err", err)
 			_ = p.msg.NakWithDelay(time.Second)
 			continue
 		}
-		a.handled.Add(1)
-		if err := p.msg.Ack(); err != nil {
-			a.cmdLog(p.cmd).Warn("ack failed; the command may be redelivered", "err", err)
-		}
+		a.answered(p.cmd, p.msg)
 	}
 }
 
@@ -1134,9 +1154,15 @@ func (a *Agent) reply(ctx context.Context, r messages.Reply) error {
 	if err != nil {
 		return err
 	}
+	return a.publishStored(ctx, m)
+}
+
+// publishStored publishes m and waits, at most replyWait, until it is
+// stored.
+func (a *Agent) publishStored(ctx context.Context, m *nats.Msg) error {
 	pctx, cancel := context.WithTimeout(ctx, replyWait)
 	defer cancel()
-	_, err = a.js.PublishMsg(pctx, m)
+	_, err := a.js.PublishMsg(pctx, m)
 	return err
 }
 

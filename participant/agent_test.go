@@ -2,6 +2,7 @@ package participant_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -539,4 +540,66 @@ func TestCommandBesideAHeldOneIsTriedAgainInPlace(t *testing.T) {
 	testenv.Tick(t, nc, 3)
 	require.Eventually(t, func() bool { return baker.Stats().Executed == 2 }, 10*time.Second, 10*time.Millisecond)
 	require.Zero(t, baker.Stats().Redelivered)
+}
+
+// TestReplyBesideAHeldCommandIsStoredInPlace fails a command's handler
+// while the reply stream is gone, beside a command of its message held for
+// simulation time: the reply is published again in place until it is
+// stored. Left to its message's redelivery, it would wait for its
+// sibling's tick, which waits for its answer.
+func TestReplyBesideAHeldCommandIsStoredInPlace(t *testing.T) {
+	url, js, _ := payStream(t, "spend")
+	ctx := context.Background()
+	replyStream := jetstream.StreamConfig{Name: messages.ReplyStream, Subjects: messages.ReplySubjects, Retention: jetstream.WorkQueuePolicy}
+	_, err := js.CreateStream(ctx, replyStream)
+	require.NoError(t, err)
+	release := make(chan struct{})
+	till := testenv.Agent(t, url, participant.Options{Role: "till", Steps: []agent.Step{{
+		Saga: "pay", Name: "spend",
+		Handler: agent.Handler{
+			Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+				<-release
+				return nil, errors.New("the till is jammed")
+			},
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		},
+		Duration: ticksOf,
+	}}})
+	nc := testenv.Connect(t, url)
+	replies := make(chan *nats.Msg, 16)
+	sub, err := nc.ChanSubscribe(messages.ReplySubject("pay", "spend"), replies)
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+	var cmds []messages.Command
+	for _, id := range []string{"held", "jammed"} {
+		ticks := map[string]int64{"held": 3}[id]
+		cmds = append(cmds, messages.Command{V: messages.Version, SagaID: id, Saga: "pay", Step: "spend",
+			Action: messages.Execute, Attempt: 1, Seq: 1, Context: messages.Context{}.MustSet("ticks", ticks)})
+	}
+	publishCommands(t, js, cmds...)
+	waitWorking(t, replies, 1)
+
+	require.NoError(t, js.DeleteStream(ctx, messages.ReplyStream))
+	close(release)
+	select {
+	case m := <-replies:
+		r, err := wirejson.DecodeReply(m.Data)
+		require.NoError(t, err)
+		require.Equal(t, "jammed", r.SagaID, "the failed command's reply, which no stream stores")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the failed command is not answered")
+	}
+	stream, err := js.CreateStream(ctx, replyStream)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := stream.Info(ctx)
+		return err == nil && info.State.Msgs > 0
+	}, 10*time.Second, 10*time.Millisecond, "the reply is stored once its stream is back")
+	last, err := stream.GetLastMsgForSubject(ctx, messages.ReplySubject("pay", "spend"))
+	require.NoError(t, err)
+	r, err := wirejson.DecodeReply(last.Data)
+	require.NoError(t, err)
+	require.Equal(t, "jammed", r.SagaID)
+	require.Equal(t, "the till is jammed", r.Reason)
+	require.Eventually(t, func() bool { return till.Stats().Handled == 1 }, 10*time.Second, 10*time.Millisecond)
 }
