@@ -58,7 +58,10 @@ type Seeder interface {
 // into the saga context; Compensate undoes the step. Both must have no
 // effect except through tx, may run more than once for one command, must
 // read the same keys each time they run for one command, and return
-// [Reject] for a business rejection.
+// [Reject] for a business rejection. Both must return once ctx ends: an
+// agent stopping cancels it one ack wait after it stops pulling, and
+// stops without a handler still running one ack wait after that (its
+// command is delivered again).
 type Handler struct {
 	Execute    func(ctx context.Context, tx Tx, cmd *messages.Command) (messages.Context, error)
 	Compensate func(ctx context.Context, tx Tx, cmd *messages.Command) error

@@ -400,8 +400,11 @@ func (a *Agent) Subjects() []string {
 // closes for good (its reconnects ran out), leaving the commands in hand
 // to be delivered again. A serving whose role's state or record stream is
 // gone from the server (deleted, or the server back with an empty store)
-// ends the same way, and Run sets up again, which makes them anew. An
-// Agent runs once: a second Run returns [ErrRanBefore] at once.
+// ends the same way, and Run sets up again, which makes them anew. The
+// handlers' context ends one ack wait after ctx; a handler still running
+// one ack wait after that is left behind, and Run returns
+// [ErrHandlerStuck]. An Agent runs once: a second Run returns
+// [ErrRanBefore] at once.
 func (a *Agent) Run(ctx context.Context) error {
 	if !a.ran.CompareAndSwap(false, true) {
 		return ErrRanBefore
@@ -619,7 +622,16 @@ func (a *Agent) runOnce(ctx context.Context) error {
 		abandon()
 	}
 	in.done()
-	wg.Wait()
+	if stuck := a.waitWorkers(&wg, inHand); stuck != nil {
+		// A handler that ignores its context's end would hold the agent
+		// for ever. Run stops without it, and leaves its replies open, so
+		// that it may still end without harm: its command comes back to
+		// a copy after its ack wait, and the barrier answers it.
+		stopServing(nil)
+		<-watched
+		a.log.Error("a handler did not return when its context ended: stopping without it; its command is delivered again", "err", stuck)
+		return fmt.Errorf("agent: %w", stuck)
+	}
 	close(a.replies)
 	<-acked
 	stopServing(nil)
@@ -632,6 +644,34 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	}
 	a.log.Info("agent stopped", "handled", a.handled.Load())
 	return nil
+}
+
+// ErrHandlerStuck is returned by [Agent.Run] when a handler has not
+// returned one ack wait after its context ended (one ack wait after the
+// context given to Run ended): a handler must return once its context
+// ends.
+var ErrHandlerStuck = errors.New("a handler did not return when its context ended")
+
+// waitWorkers waits until the workers on wg are done, and returns
+// ErrHandlerStuck when they are not one ack wait after inHand, their
+// context, ended.
+func (a *Agent) waitWorkers(wg *sync.WaitGroup, inHand context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		wg.Wait()
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-inHand.Done():
+	}
+	select {
+	case <-done:
+		return nil
+	case <-time.After(a.opts.AckWait):
+		return fmt.Errorf("%w: still running %s after it", ErrHandlerStuck, a.opts.AckWait)
+	}
 }
 
 // errStoreLost ends a serving whose role's state or record stream is gone
@@ -1071,12 +1111,12 @@ func (a *Agent) triesInPlace(m jetstream.Msg) bool { return a.opts.Serial || sha
 // ctx ends, keeping m in hand, and returns the last error. The waits grow
 // by 100 ms up to a second.
 func (a *Agent) tryInPlace(ctx context.Context, cmd *messages.Command, m jetstream.Msg, what string, err error, try func() error) error {
-	for attempt := 1; err != nil && ctx.Err() == nil; attempt++ {
-		a.cmdLog(cmd).Warn(what+"; trying again", "attempt", attempt, "err", err)
+	for n := 1; err != nil && ctx.Err() == nil; n++ {
+		a.cmdLog(cmd).Warn(what+"; trying again", "try", n, "err", err)
 		_ = m.InProgress()
 		select {
 		case <-ctx.Done():
-		case <-time.After(min(time.Duration(attempt)*100*time.Millisecond, time.Second)):
+		case <-time.After(min(time.Duration(n)*100*time.Millisecond, time.Second)):
 		}
 		err = try()
 	}

@@ -458,6 +458,49 @@ func TestAgentStopsWhenItsConnectionCloses(t *testing.T) {
 	}
 }
 
+// TestAgentStopsWithoutAHandlerThatIgnoresItsContext stops an agent whose
+// handler blocks and never looks at its context: Run returns
+// ErrHandlerStuck one ack wait after the handler's context ended, instead
+// of waiting for it for ever.
+func TestAgentStopsWithoutAHandlerThatIgnoresItsContext(t *testing.T) {
+	for _, serial := range []bool{false, true} {
+		t.Run(fmt.Sprintf("serial=%v", serial), func(t *testing.T) {
+			url, js, _ := payStream(t, "spend")
+			running, release := make(chan struct{}), make(chan struct{})
+			defer close(release)
+			stuck := agent.Handler{
+				Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+					close(running) // the one command sent
+					<-release
+					return nil, nil
+				},
+				Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+			}
+			a, err := participant.New(testenv.Connect(t, url), participant.Options{Role: "till", Serial: serial, AckWait: time.Second,
+				Logger: testenv.Logger(t), Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: stuck}}})
+			require.NoError(t, err)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			ran := make(chan error, 1)
+			go func() { ran <- a.Run(ctx) }()
+			publishCommands(t, js, messages.Command{V: messages.Version, SagaID: "s-1", Saga: "pay", Step: "spend",
+				Action: messages.Execute, Attempt: 1, Seq: 1})
+			select {
+			case <-running:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the command is not run")
+			}
+			cancel()
+			select {
+			case err := <-ran:
+				require.ErrorIs(t, err, participant.ErrHandlerStuck)
+			case <-time.After(30 * time.Second):
+				t.Fatal("Run waits for a handler that ignores its context")
+			}
+		})
+	}
+}
+
 // TestACopyThatChangesTheAckWaitSaysSo starts two copies of a role with
 // different ack waits: the ack wait is the role's consumer's, and the
 // second copy, which changes it for both, says so.
