@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -105,7 +107,11 @@ func ParseFile(data []byte) ([]Definition, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var f File
-	if err := dec.Decode(&f); err != nil {
+	err := dec.Decode(&f)
+	if err == nil {
+		err = exactFields(data)
+	}
+	if err != nil {
 		what := messages.JSONError(err)
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			what = "the file ends inside the JSON (a bracket, brace or quote not closed)"
@@ -116,6 +122,58 @@ func ParseFile(data []byte) ([]Definition, error) {
 		return nil, fmt.Errorf("definitions file: data after the JSON object: %w", ErrInvalidDefinition)
 	}
 	return f.Definitions()
+}
+
+// exactFields returns an unknown field error, as encoding/json's, for the
+// first key of data's objects (sorted, an object's) that is not a field
+// of its object written exactly: encoding/json takes a key that differs
+// from a field's name in case only ("Roles", "TIMEOUT_TICKS"), and of
+// one field given twice in two cases counts the last silently.
+func exactFields(data []byte) error {
+	var v any
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	return fieldsOf(v, reflect.TypeFor[File]())
+}
+
+// fieldsOf checks v, decoded JSON, against t, the type it was decoded
+// into, as exactFields says.
+func fieldsOf(v any, t reflect.Type) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Slice:
+		elems, _ := v.([]any)
+		for _, e := range elems {
+			if err := fieldsOf(e, t.Elem()); err != nil {
+				return err
+			}
+		}
+	case reflect.Struct:
+		obj, _ := v.(map[string]any)
+		for _, key := range slices.Sorted(maps.Keys(obj)) {
+			f, ok := fieldNamed(t, key)
+			if !ok {
+				return fmt.Errorf("json: unknown field %q", key)
+			}
+			if err := fieldsOf(obj[key], f.Type); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// fieldNamed returns the field of struct type t whose JSON name is key.
+func fieldNamed(t reflect.Type, key string) (reflect.StructField, bool) {
+	for f := range t.Fields() {
+		if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); name == key {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
 }
 
 // where returns "line L, column C: " of the place in data that err, an
