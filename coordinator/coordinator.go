@@ -1028,6 +1028,10 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 		}
 	}
 	if m.Subject() != r.Subject() {
+		// Its subject names the role it came from (permissions), and
+		// that role does not own the step it names: refused, and counted
+		// so.
+		c.refused.Add(1)
 		c.log.Error("dropping reply on the wrong subject", "subject", messages.Clip(m.Subject()), "saga_id", r.SagaID)
 		_ = m.Term()
 		return nil

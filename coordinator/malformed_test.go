@@ -486,7 +486,8 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 
 	// After all that: the in-flight saga finishes when its time comes, a new
 	// saga runs, and every count and every ledger is exact.
-	before.Refused = 4
+	// Four replies refused as forged, and the one on the wrong subject.
+	before.Refused = 5
 	require.Equal(t, before, testenv.Summary(t, nc))
 	require.Empty(t, testenv.Tick(t, nc, 1).Expired)
 	require.Empty(t, testenv.Tick(t, nc, 2).Expired)
@@ -498,7 +499,7 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 	require.NotContains(t, x.Context, "forged")
 	after := testenv.Start(t, nc, flood.Subsidy, messages.Context{}.MustSet(flood.KeyHousehold, "h-after"))
 	testenv.WaitStatus(t, nc, after, saga.Completed)
-	require.Equal(t, messages.Summary{V: 1, Tick: 2, Registered: 3, Completed: 3, RolledBack: 1, Refused: 4, Answered: 13}, testenv.Summary(t, nc))
+	require.Equal(t, messages.Summary{V: 1, Tick: 2, Registered: 3, Completed: 3, RolledBack: 1, Refused: 5, Answered: 13}, testenv.Summary(t, nc))
 
 	var ledger flood.Ledger
 	_, err = agents[flood.Government].Store().Get(context.Background(), flood.LedgerKey, &ledger)
