@@ -17,11 +17,13 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/stretchr/testify/require"
 
+	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/coordinator"
 	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/kvlog"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
 )
 
@@ -721,4 +723,43 @@ func TestCoordinatorThatLostItsLeaseReportsNoSagas(t *testing.T) {
 		return !co.Active() && s.Active == 0 && s.Awaiting == 0 && s.Due == 0 && s.Tick == 0
 	},
 		30*time.Second, 10*time.Millisecond, "%+v", obs.get())
+}
+
+// TestCommandTakenByTheWrongRoleIsSentAgain runs an agent of role b that
+// serves, by mistake, step x of role a, and so takes its command: its
+// record is refused. Once the right agents serve the steps, the command,
+// sent again, reaches role a's agent and the saga completes, without a
+// restart of the coordinator.
+func TestCommandTakenByTheWrongRoleIsSentAgain(t *testing.T) {
+	_, url := testenv.Server(t)
+	def := saga.Definition{Name: "s", Subject: "s", Steps: []saga.Step{{Name: "x", Role: "a"}, {Name: "y", Role: "b"}}}
+	coord := testenv.Coordinator(t, url, []saga.Definition{def})
+	step := func(name string) agent.Step {
+		return agent.Step{Saga: "s", Name: name, Handler: agent.Handler{
+			Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		}}
+	}
+	wrong, err := participant.New(testenv.Connect(t, url), participant.Options{Role: "b", Steps: []agent.Step{step("x"), step("y")},
+		Logger: testenv.Logger(t)})
+	require.NoError(t, err)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	stopped := make(chan error, 1)
+	go func() { stopped <- wrong.Run(ctx) }()
+	require.Eventually(t, func() bool { return wrong.Health() == nil }, 10*time.Second, 5*time.Millisecond)
+
+	nc := testenv.Connect(t, url)
+	id := testenv.Start(t, nc, "s", messages.Context{})
+	require.Eventually(t, func() bool { return coord.Refused() > 0 }, 10*time.Second, 5*time.Millisecond,
+		"the wrong role's record of x is refused")
+	stop()
+	require.NoError(t, <-stopped)
+	// A right copy of b narrows the role's consumer to y, which lets a's
+	// take x.
+	right := testenv.Agent(t, url, participant.Options{Role: "b", Steps: []agent.Step{step("y")}})
+	require.Eventually(t, func() bool { return right.Health() == nil }, 10*time.Second, 5*time.Millisecond)
+	testenv.Agent(t, url, participant.Options{Role: "a", Steps: []agent.Step{step("x")}})
+	x := testenv.WaitStatus(t, nc, id, saga.Completed)
+	require.Equal(t, []string{"x", "y"}, x.Completed)
 }

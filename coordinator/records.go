@@ -190,6 +190,9 @@ func (c *Coordinator) applyRecordEntry(role string, r *readRecord, now time.Time
 	}
 	if owner := c.roleOf(id, cmd.Saga, step); owner != role {
 		c.refuse("record", role, "saga_id", id, "step", step, "why", "the step belongs to role "+owner)
+		if res := r.rec.Result(cmd.Action); r.err == nil && res != nil && res.Seq == cmd.Seq {
+			c.sendAgain(cmd, role, owner)
+		}
 		return nil
 	}
 	if r.err != nil {
@@ -279,6 +282,54 @@ func (c *Coordinator) refuse(kind, role string, args ...any) {
 	c.refused.Add(1)
 	c.log.Warn(kind+" refused: it does not answer the command in flight from the role owning the step",
 		append([]any{"from_role", role}, args...)...)
+}
+
+// Resending a command that an agent of the wrong role took: the first
+// after resendFirst, each next one twice as late, up to resendMost.
+const (
+	resendFirst = time.Second
+	resendMost  = 30 * time.Second
+)
+
+// sendAgain sends cmd, the command in flight, again later: an agent of
+// role, which does not own cmd's step (owner does), took it from the
+// command stream (it serves the step by mistake, and its consumer holds
+// the step's subjects) and recorded an answer, which is refused. Dropped
+// with its answer, cmd would wait for ever, also once the right agent
+// serves the step: it is sent again after resendFirst, and while its
+// answers keep being refused, at growing intervals up to resendMost, for
+// as long as it is in flight. It runs on the loop, which alone uses
+// c.resends.
+func (c *Coordinator) sendAgain(cmd messages.Command, role, owner string) {
+	if _, ok := c.resends[cmd.SagaID]; ok {
+		return // already to be sent again
+	}
+	wait := resendFirst
+	if last, ok := c.resent[cmd.SagaID]; ok && last.seq == cmd.Seq {
+		wait = min(2*last.wait, resendMost)
+	}
+	c.resends[cmd.SagaID] = struct{}{}
+	c.resent[cmd.SagaID] = resent{seq: cmd.Seq, wait: wait}
+	c.log.Warn("command taken by an agent of a role that does not own its step: sending it again", "saga_id", cmd.SagaID,
+		"step", cmd.Step, "action", cmd.Action, "taken_by", role, "owner", owner, "in", wait)
+	time.AfterFunc(wait, func() {
+		c.enqueue(context.Background(), func(_ time.Time, out *saga.Outbox) func(error) {
+			delete(c.resends, cmd.SagaID)
+			now, ok := c.engine.Command(cmd.SagaID)
+			if !ok || now.Seq != cmd.Seq {
+				delete(c.resent, cmd.SagaID) // answered, or ended
+				return nil
+			}
+			out.Commands = append(out.Commands, now)
+			return nil
+		})
+	})
+}
+
+// resent is the last resend of a saga's command in flight (sendAgain).
+type resent struct {
+	seq  int
+	wait time.Duration
 }
 
 // Refused returns how many records and replies the coordinator refused
