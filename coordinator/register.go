@@ -168,6 +168,9 @@ func (c *Coordinator) storeDefinitions(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("store definition %q: %w", d.Name, err)
 		}
+		if err := c.keepsRoles(ctx, d); err != nil {
+			return err
+		}
 		// Create, not Put: a version once stored never changes.
 		_, err = c.kv.Create(ctx, key, data)
 		if err == nil {
@@ -198,8 +201,49 @@ func (c *Coordinator) checkDefinitions(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("definition %q: %w", d.Name, err)
 		}
+		if err := c.keepsRoles(ctx, d); err != nil {
+			return err
+		}
 		if err := c.sameAsStored(ctx, d, key, data); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 			return err
+		}
+	}
+	return nil
+}
+
+// keepsRoles returns an error wrapping [ErrDefinitionConflict] when
+// another version of d, stored, gives one of d's steps to another role: a
+// step keeps its role in every version, as a registration is told
+// ([saga.ErrStepMoved]), since its commands' subjects are its role's.
+func (c *Coordinator) keepsRoles(ctx context.Context, d saga.Definition) error {
+	lister, err := c.kv.ListKeysFiltered(ctx, messages.DefinitionKeyPrefix+d.Name+".*")
+	if err != nil {
+		return fmt.Errorf("stored versions of definition %q: %w", d.Name, err)
+	}
+	var keys []string
+	for key := range lister.Keys() {
+		keys = append(keys, key)
+	}
+	own := messages.DefinitionKey(d.Name, version(d))
+	for _, key := range keys {
+		if key == own {
+			continue
+		}
+		e, err := c.kv.Get(ctx, key)
+		if err != nil {
+			return fmt.Errorf("stored definition %s: %w", key, err)
+		}
+		stored, err := saga.ParseFile(e.Value())
+		if err != nil || len(stored) != 1 {
+			continue // skipped as the recovery skips it
+		}
+		one := saga.New(saga.Options{})
+		if one.Register(stored[0]) != nil {
+			continue
+		}
+		if _, err := one.CheckUpdate(d); errors.Is(err, saga.ErrStepMoved) {
+			return fmt.Errorf("definition %q version %d given at start, beside version %d stored under %s: %w: %w",
+				d.Name, version(d), version(stored[0]), key, err, ErrDefinitionConflict)
 		}
 	}
 	return nil

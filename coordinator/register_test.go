@@ -207,6 +207,20 @@ func TestStartDefinitionsAreStored(t *testing.T) {
 	_, again = stored()
 	require.Equal(t, rev, again, "the stored version never changes")
 
+	// A version 2 that gives a step to another role than the stored
+	// version 1 does: refused, as a registration of it is; nothing is
+	// stored.
+	moved, err := saga.ParseFile([]byte(`{"roles":["clerk","judge"],"sagas":[{"name":"job","subject":"job","version":2,
+		"steps":[{"name":"open","role":"judge"},{"name":"file","role":"clerk"}]}]}`))
+	require.NoError(t, err)
+	_, err = runRefused(t, url, coordinator.Options{Definitions: moved}, "a coordinator whose version 2 moves a step")
+	require.ErrorIs(t, err, coordinator.ErrDefinitionConflict)
+	require.ErrorIs(t, err, saga.ErrStepMoved)
+	require.ErrorContains(t, err, `definition "job" version 2 given at start, beside version 1 stored under d.job.1: `+
+		`update "job": step "open" is role "clerk"'s in version 1, not "judge"'s`)
+	_, err = kv.Get(ctx, messages.DefinitionKey("job", 2))
+	require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "the refused version is not stored")
+
 	// The same beside an active coordinator: it refuses as it sets up,
 	// not once it would take over, and never stands by as if healthy.
 	stop = startCoordinator(t, url, v1)
@@ -214,6 +228,8 @@ func TestStartDefinitionsAreStored(t *testing.T) {
 	c, err := runChanged("a standby")
 	require.ErrorIs(t, err, coordinator.ErrDefinitionConflict)
 	require.Error(t, c.Health())
+	_, err = runRefused(t, url, coordinator.Options{Definitions: moved}, "a standby whose version 2 moves a step")
+	require.ErrorIs(t, err, saga.ErrStepMoved)
 	subjects := func() []string {
 		t.Helper()
 		s, err := js.Stream(ctx, messages.CommandStream)
