@@ -211,11 +211,18 @@ func (c *Coordinator) checkDefinitions(ctx context.Context) error {
 	return nil
 }
 
-// keepsRoles returns an error wrapping [ErrDefinitionConflict] when
-// another version of d, stored, gives one of d's steps to another role: a
-// step keeps its role in every version, as a registration is told
-// ([saga.ErrStepMoved]), since its commands' subjects are its role's.
+// keepsRoles returns an error wrapping [ErrDefinitionConflict] when d,
+// not stored yet, gives one of its steps to another role than a stored
+// version of d does: a step keeps its role in every version, as a
+// registration is told ([saga.ErrStepMoved]), since its commands'
+// subjects are its role's. A version stored already is left to
+// [Coordinator.sameAsStored]: a release before the rule may have stored
+// such versions, whose sagas still run.
 func (c *Coordinator) keepsRoles(ctx context.Context, d saga.Definition) error {
+	own := messages.DefinitionKey(d.Name, version(d))
+	if _, err := c.kv.Get(ctx, own); err == nil {
+		return nil
+	}
 	lister, err := c.kv.ListKeysFiltered(ctx, messages.DefinitionKeyPrefix+d.Name+".*")
 	if err != nil {
 		return fmt.Errorf("stored versions of definition %q: %w", d.Name, err)
@@ -224,7 +231,6 @@ func (c *Coordinator) keepsRoles(ctx context.Context, d saga.Definition) error {
 	for key := range lister.Keys() {
 		keys = append(keys, key)
 	}
-	own := messages.DefinitionKey(d.Name, version(d))
 	for _, key := range keys {
 		if key == own {
 			continue
