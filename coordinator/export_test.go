@@ -64,3 +64,12 @@ func HoldLoop(ctx context.Context, c *Coordinator) (release func(), ok bool) {
 
 // Queued is how many inputs wait for c's loop.
 func Queued(c *Coordinator) int { return len(c.term.Load().in) }
+
+// SetOldAgentsAfter sets how long a coordinator waits for a role's record
+// stream before it says the role's agents may be older, and returns a
+// function that sets it back. Call it before any coordinator runs.
+func SetOldAgentsAfter(d time.Duration) (restore func()) {
+	old := oldAgentsAfter
+	oldAgentsAfter = d
+	return func() { oldAgentsAfter = old }
+}

@@ -53,6 +53,7 @@ func (c *Coordinator) openRecords(ctx context.Context, role string) (jetstream.M
 		AckWait: c.opts.AckWait, MaxDeliver: -1, MaxAckPending: 65536,
 	}
 	var cons jetstream.Consumer
+	began, told := time.Now(), false
 	for waited := false; ; waited = true {
 		var err error
 		cons, err = c.js.CreateOrUpdateConsumer(ctx, messages.RecordStream(role), cfg)
@@ -65,11 +66,24 @@ func (c *Coordinator) openRecords(ctx context.Context, role string) (jetstream.M
 		if !waited {
 			c.log.Info("waiting for an agent to create its role's record stream", "role", role)
 		}
+		if !told && time.Since(began) >= oldAgentsAfter {
+			// Agents before wire version 3 take commands and write no
+			// record log: their answers never reach this coordinator.
+			if _, err := c.js.Consumer(ctx, messages.CommandStream, messages.CommandConsumer(role)); err == nil {
+				told = true
+				c.log.Warn("the role's consumer takes commands, but no agent of the role created its record stream: "+
+					"agents before wire version 3 write none, and their answers do not reach this coordinator; "+
+					"upgrade every copy of the role (docs/protocol.md, Upgrading to version 3)", "role", role, "waited", oldAgentsAfter)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-time.After(250 * time.Millisecond):
 		}
+	}
+	if told {
+		c.enqueue(ctx, c.sendRoleAgain(role))
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(c.opts.MaxBatch), jetstream.PullExpiry(4*time.Second), jetstream.PullHeartbeat(time.Second))
 	if err != nil {
@@ -77,6 +91,31 @@ func (c *Coordinator) openRecords(ctx context.Context, role string) (jetstream.M
 	}
 	return it, nil
 }
+
+// sendRoleAgain returns the input that sends role's outstanding commands
+// again, once an agent of the role made its record stream after agents
+// without one took commands (openRecords): those agents, of an earlier
+// version, answered in a way this coordinator does not read, so the
+// commands they took would wait for ever. The role's agents now answer
+// them again, from their barrier records where they ran already.
+func (c *Coordinator) sendRoleAgain(role string) input {
+	return func(_ time.Time, out *saga.Outbox) func(error) {
+		n := 0
+		for _, cmd := range c.engine.Outstanding() {
+			if c.engine.StepRole(saga.ID(cmd.SagaID), cmd.Step) == role {
+				out.Commands = append(out.Commands, cmd)
+				n++
+			}
+		}
+		c.log.Warn("the role's record stream is there now: its outstanding commands sent again, which its agents answer from their records where they ran",
+			"role", role, "commands", n)
+		return nil
+	}
+}
+
+// oldAgentsAfter is how long openRecords waits for a role's record stream
+// before it says that the role's agents may be of an older version.
+var oldAgentsAfter = 10 * time.Second
 
 // pullRecords feeds role's barrier records to the loop until ctx ends.
 func (c *Coordinator) pullRecords(ctx context.Context, role string) {
