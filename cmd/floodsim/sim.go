@@ -406,7 +406,7 @@ func (s *sim) simulate(ctx context.Context) (*report, error) {
 	if base.Active > 0 {
 		s.earlier = base.Active
 		fmt.Fprintf(s.out, "floodsim: note: the coordinator holds %d sagas in flight that are not this run's (an earlier run's, stopped): "+
-			"they run in this run's ticks and spend its ledgers, so the ledger invariants may not hold\n", base.Active)
+			"they run in this run's ticks, spend its ledgers and change its households and houses, so its invariants may not hold\n", base.Active)
 	}
 	if govBefore.Balance != s.opening.budget || insBefore.Balance != s.opening.fund {
 		fmt.Fprintf(s.out, "floodsim: note: the run is sized for a government budget of %d and an insurer fund of %d cents "+
