@@ -425,6 +425,7 @@ func (c *Coordinator) runTerm(ctx context.Context) error {
 		l.release()
 	}()
 	c.lost = lost
+	began := time.Now()
 	if err := c.storeDefinitions(ctx); err != nil {
 		return err
 	}
@@ -432,6 +433,7 @@ func (c *Coordinator) runTerm(ctx context.Context) error {
 		// Every role gets single commands until the next read.
 		c.log.Warn("wire versions of the roles not read; sending single commands", "err", err)
 	}
+	c.log.Debug("definitions stored, wire versions read", "took", time.Since(began))
 	if err := c.recover(ctx); err != nil {
 		return err
 	}

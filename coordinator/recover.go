@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -130,14 +131,22 @@ func lastTick(x *saga.Execution) int64 {
 // is counted from its headers alone (see bucketHeads), so that a restart
 // after a run of many sagas reads their values no more than it needs to.
 func (c *Coordinator) recover(ctx context.Context) error {
+	// Each part's time, at debug: a takeover that is slow says where.
+	began := time.Now()
+	took := func(part string) {
+		c.log.Debug("recovery: "+part, "took", time.Since(began))
+		began = time.Now()
+	}
 	heads, err := c.bucketHeads(ctx)
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	took("bucket heads read")
 	logged, err := c.readLog(ctx)
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	took("saga log read")
 	// The command stream takes the subjects of the stored definitions,
 	// those that fit.
 	_, _, subs, err := c.commandSubjects(ctx)
@@ -148,11 +157,13 @@ func (c *Coordinator) recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	took("bucket values read")
 	c.engine.RestoreClock(tick)
 	stored := c.mergeStored(bucket, logged)
 	if _, err := c.ensureCommandStream(ctx); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	took("command stream set")
 	kept := stored[:0]
 	for _, x := range stored {
 		// By the saga's own version: a later one may have fewer steps.
@@ -178,14 +189,16 @@ func (c *Coordinator) recover(ctx context.Context) error {
 			executing = append(executing, x.ID)
 		}
 	}
-	began, err := c.beginScheduled(ctx, tick, round)
+	begun, err := c.beginScheduled(ctx, tick, round)
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
-	executing = append(executing, began...)
+	executing = append(executing, begun...)
+	took("sagas restored")
 	if err := c.catchUp(ctx, executing); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	took("caught up from the records")
 	var out saga.Outbox
 	c.engine.Resume(&out)
 	if err := c.commit(ctx, &out); err != nil {
@@ -198,6 +211,7 @@ func (c *Coordinator) recover(ctx context.Context) error {
 	if err := c.publishCommands(ctx, cmds); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	took("committed, commands sent again")
 	if c.sagas.due() {
 		if err := c.compact(ctx); err != nil {
 			return fmt.Errorf("recover: %w", err)

@@ -253,7 +253,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 		return nil, fmt.Errorf("log %s: %w", opts.Subject, err)
 	}
 	l.forget = func() { streams.Forget(js, opts.Stream, cons) }
-	if l.follow, err = cons.Consume(l.apply); err != nil {
+	if l.follow, err = cons.Consume(l.apply, jetstream.PullExpiry(streams.ReadExpiry), jetstream.PullHeartbeat(streams.ReadHeartbeat)); err != nil {
 		l.forget()
 		return nil, fmt.Errorf("log %s: %w", opts.Subject, err)
 	}
