@@ -146,7 +146,7 @@ func TestParseFileSaysWhere(t *testing.T) {
 		// encoding/json takes a name in another case: the file may not.
 		"{\"ROLES\":[\"r\"],\"sagas\":[]}": `definitions file: line 1, column 2: unknown field "ROLES": invalid saga definition`,
 		"{\"roles\":[\"r\"],\n \"sagas\":[{\"name\":\"s\",\"subject\":\"s\",\"steps\":[{\"name\":\"a\",\"role\":\"r\",\n   \"timeout_ticks\":1,\"Timeout_Ticks\":5}]}]}": `definitions file: line 3, column 22: unknown field "Timeout_Ticks": invalid saga definition`,
-		"{\"roles\":[\"r\"],\"sagas\":[{\"name\":\"s\",\"subject\":\"s\",\"steps\":[{\"name\":\"a\",\"role\":\"r\",\"retry\":{\"Max_Attempts\":2}}]}]}": `definitions file: line 1, column 92: unknown field "Max_Attempts": invalid saga definition`,
+		"{\"roles\":[\"r\"],\"sagas\":[{\"name\":\"s\",\"subject\":\"s\",\"steps\":[{\"name\":\"a\",\"role\":\"r\",\"retry\":{\"Max_Attempts\":2}}]}]}":                  `definitions file: line 1, column 92: unknown field "Max_Attempts": invalid saga definition`,
 	} {
 		_, err := saga.ParseFile([]byte(data))
 		require.EqualError(t, err, want)
