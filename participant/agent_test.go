@@ -239,10 +239,7 @@ func TestHeldStepDoneAlreadyIsAnsweredAtOnce(t *testing.T) {
 		Duration: func(*messages.Command) int64 { return 3 },
 	}}})
 	nc := testenv.Connect(t, url)
-	replies := make(chan *nats.Msg, 16)
-	sub, err := nc.ChanSubscribe(messages.ReplySubject("bake", "proof"), replies)
-	require.NoError(t, err)
-	defer sub.Unsubscribe()
+	replies := repliesOn(t, nc, "bake", "proof", 16)
 
 	id := testenv.Start(t, nc, "bake", nil)
 	next := func() messages.Reply {
@@ -292,6 +289,17 @@ func waitWorking(t *testing.T, replies <-chan *nats.Msg, n int) {
 	}
 }
 
+// repliesOn subscribes nc to the replies of the step of the saga of
+// subject sagaSubject, into a channel with room for n, until the test ends.
+func repliesOn(t *testing.T, nc *nats.Conn, sagaSubject, step string, n int) <-chan *nats.Msg {
+	t.Helper()
+	replies := make(chan *nats.Msg, n)
+	sub, err := nc.ChanSubscribe(messages.ReplySubject(sagaSubject, step), replies)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return replies
+}
+
 // ticksOf is a step's Duration: the command's context value "ticks".
 func ticksOf(cmd *messages.Command) int64 {
 	d, _ := cmd.Context.Int64("ticks")
@@ -326,7 +334,6 @@ func TestHeldCommandsKeptWhileOthersFallDue(t *testing.T) {
 	replies := make(chan *nats.Msg, early+late)
 	sub, err := nc.ChanSubscribe(messages.ReplySubject("bake", "proof"), replies)
 	require.NoError(t, err)
-	defer sub.Unsubscribe()
 
 	var ids []string
 	for i := range early + late {
@@ -519,10 +526,7 @@ func TestCommandBesideAHeldOneIsTriedAgainInPlace(t *testing.T) {
 		Duration: ticksOf,
 	}}})
 	nc := testenv.Connect(t, url)
-	replies := make(chan *nats.Msg, 2)
-	sub, err := nc.ChanSubscribe(messages.ReplySubject("bake", "proof"), replies)
-	require.NoError(t, err)
-	defer sub.Unsubscribe()
+	replies := repliesOn(t, nc, "bake", "proof", 2)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	var cmds []messages.Command
@@ -566,10 +570,7 @@ func TestReplyBesideAHeldCommandIsStoredInPlace(t *testing.T) {
 		Duration: ticksOf,
 	}}})
 	nc := testenv.Connect(t, url)
-	replies := make(chan *nats.Msg, 16)
-	sub, err := nc.ChanSubscribe(messages.ReplySubject("pay", "spend"), replies)
-	require.NoError(t, err)
-	defer sub.Unsubscribe()
+	replies := repliesOn(t, nc, "pay", "spend", 16)
 	var cmds []messages.Command
 	for _, id := range []string{"held", "jammed"} {
 		ticks := map[string]int64{"held": 3}[id]
