@@ -206,10 +206,9 @@ type Coordinator struct {
 	entries []kvlog.Entry
 	// refused counts the answers refused as not from the step's role.
 	refused atomic.Int64
-	// resends holds the sagas whose command in flight is to be sent
-	// again, and resent the last such resend of each (records.go).
-	resends map[string]struct{}
-	resent  map[string]resent
+	// resent holds the resends of the commands in flight that agents of
+	// the wrong role took (records.go, sendAgain).
+	resent map[string]resent
 	// active is the number of sagas in flight after the last batch, for
 	// refusing a start over the limit before it is queued.
 	active atomic.Int64
@@ -318,7 +317,7 @@ func (c *Coordinator) reset() error {
 		c.opts.Observer.Committed(nil, nil, e.Summary())
 	}
 	c.revs, c.changed, c.sagas = map[string]uint64{}, map[string]bool{}, newSagaLog()
-	c.resends, c.resent = map[string]struct{}{}, map[string]resent{}
+	c.resent = map[string]resent{}
 	c.traces, c.sentAt = map[string]*sagaTrace{}, map[string]time.Time{}
 	// A term that ended in a commit may leave publishes unsettled, whose
 	// payloads are in the arena: the next term encodes into a new one.

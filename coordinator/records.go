@@ -338,37 +338,39 @@ const (
 // serves the step: it is sent again after resendFirst, and while its
 // answers keep being refused, at growing intervals up to resendMost, for
 // as long as it is in flight. It runs on the loop, which alone uses
-// c.resends.
+// c.resent.
 func (c *Coordinator) sendAgain(cmd messages.Command, role, owner string) {
-	if _, ok := c.resends[cmd.SagaID]; ok {
-		return // already to be sent again
+	last, ok := c.resent[cmd.SagaID]
+	if ok && last.due {
+		return // to be sent again already
 	}
 	wait := resendFirst
-	if last, ok := c.resent[cmd.SagaID]; ok && last.seq == cmd.Seq {
+	if ok && last.seq == cmd.Seq {
 		wait = min(2*last.wait, resendMost)
 	}
-	c.resends[cmd.SagaID] = struct{}{}
-	c.resent[cmd.SagaID] = resent{seq: cmd.Seq, wait: wait}
+	c.resent[cmd.SagaID] = resent{seq: cmd.Seq, wait: wait, due: true}
 	c.log.Warn("command taken by an agent of a role that does not own its step: sending it again", "saga_id", cmd.SagaID,
 		"step", cmd.Step, "action", cmd.Action, "taken_by", role, "owner", owner, "in", wait)
 	time.AfterFunc(wait, func() {
 		c.enqueue(context.Background(), func(_ time.Time, out *saga.Outbox) func(error) {
-			delete(c.resends, cmd.SagaID)
 			now, ok := c.engine.Command(cmd.SagaID)
 			if !ok || now.Seq != cmd.Seq {
 				delete(c.resent, cmd.SagaID) // answered, or ended
 				return nil
 			}
+			c.resent[cmd.SagaID] = resent{seq: cmd.Seq, wait: wait}
 			out.Commands = append(out.Commands, now)
 			return nil
 		})
 	})
 }
 
-// resent is the last resend of a saga's command in flight (sendAgain).
+// resent is the last resend of a saga's command in flight (sendAgain),
+// and whether the next is due.
 type resent struct {
 	seq  int
 	wait time.Duration
+	due  bool
 }
 
 // Refused returns how many records and replies the coordinator refused
