@@ -721,6 +721,9 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 		}
 		c.sagas.drop(p.x.ID)
 		c.sagas.ended = append(c.sagas.ended, p.x.ID)
+		if len(c.resent) > 0 {
+			delete(c.resent, p.x.ID)
+		}
 		return nil
 	}
 	c.entries = c.entries[:0]

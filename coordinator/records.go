@@ -366,7 +366,7 @@ func (c *Coordinator) sendAgain(cmd messages.Command, role, owner string) {
 }
 
 // resent is the last resend of a saga's command in flight (sendAgain),
-// and whether the next is due.
+// and whether the next is due; it is dropped when the saga ends.
 type resent struct {
 	seq  int
 	wait time.Duration
