@@ -395,7 +395,9 @@ func (a *Agent) Subjects() []string {
 // intervals up to 8 s. Run returns an error when it cannot set
 // up its store, consumer or subscriptions for another reason (no
 // JetStream, a consumer the server refuses, Options.Init failing, the
-// connection closed), unless ctx was cancelled meanwhile. Serving, it
+// connection closed), unless ctx was cancelled meanwhile; before anything,
+// it returns an error wrapping [ErrOtherVersion] while copies of its role
+// that announce another wire version run. Serving, it
 // returns an error wrapping nats.ErrConnectionClosed when its connection
 // closes for good (its reconnects ran out), leaving the commands in hand
 // to be delivered again. A serving whose role's state or record stream is
@@ -473,6 +475,11 @@ func temporary(err error) bool {
 
 // runOnce is Run, but for the error of a set-up cancelled by ctx.
 func (a *Agent) runOnce(ctx context.Context) error {
+	// Before anything of the role is made: the record stream this copy
+	// creates is what tells a coordinator that the role speaks version 3.
+	if err := a.checkVersions(ctx); err != nil {
+		return err
+	}
 	store, err := OpenStore(ctx, a.nc, a.opts.Role, true, a.opts.Replicas)
 	if err != nil {
 		return err

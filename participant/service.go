@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,6 +50,84 @@ func (a *Agent) serve() (*discovery.Service, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	return svc, nil
+}
+
+// ErrOtherVersion is wrapped by the error [Agent.Run] returns when copies
+// of its role that speak another wire version are running: a role must
+// not be served by copies of two wire versions at once (a serial role so
+// served was seen to pay twice). Stop them first.
+var ErrOtherVersion = errors.New("copies of the role that speak another wire version are running")
+
+// The version check's waits: it collects the running agents' micro INFO
+// answers until versionQuiet has passed without one, or versionWait in
+// all. With no agent running, the server says so at once.
+const (
+	versionQuiet = 100 * time.Millisecond
+	versionWait  = time.Second
+)
+
+// checkVersions asks every running agent for its micro INFO, and returns
+// an error wrapping [ErrOtherVersion] that names the copies of the agent's
+// role whose service version has another major number (the wire version,
+// [messages.ServiceVersion]) than this build's, if any. Agents of wire
+// version 1 announced no service, and are not seen; an answer that does
+// not decode is skipped. It returns another error when it cannot ask.
+func (a *Agent) checkVersions(ctx context.Context) error {
+	subject, err := micro.ControlSubject(micro.InfoVerb, messages.AgentService, "")
+	if err != nil {
+		return fmt.Errorf("agent: version check: %w", err)
+	}
+	inbox := a.nc.NewInbox()
+	sub, err := a.nc.SubscribeSync(inbox)
+	if err != nil {
+		return fmt.Errorf("agent: version check: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := a.nc.PublishRequest(subject, inbox, nil); err != nil {
+		return fmt.Errorf("agent: version check: %w", err)
+	}
+	own := major(messages.ServiceVersion)
+	end := time.Now().Add(versionWait)
+	var others []string
+	for {
+		until := time.Now().Add(versionQuiet)
+		if until.After(end) {
+			until = end
+		}
+		wctx, cancel := context.WithDeadline(ctx, until)
+		m, err := sub.NextMsgWithContext(wctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("agent: version check: %w", ctx.Err())
+			}
+			break // quiet, or the wait has passed
+		}
+		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+			break // no agent runs: the server's no-responders status
+		}
+		var info micro.Info
+		if messages.Decode(m.Data, &info) != nil || info.Type != micro.InfoResponseType || info.Name != messages.AgentService {
+			continue
+		}
+		if info.Metadata["role"] != a.opts.Role || major(info.Version) == own {
+			continue
+		}
+		others = append(others, fmt.Sprintf("%s (pid %s, version %s)",
+			messages.Clip(info.Metadata["copy"]), messages.Clip(info.Metadata["pid"]), messages.Clip(info.Version)))
+	}
+	if len(others) > 0 {
+		return fmt.Errorf("agent %s: %w: role %s, this copy speaks %s, and %s do not; stop them before starting copies of this version",
+			a.opts.Name, ErrOtherVersion, a.opts.Role, messages.ServiceVersion, strings.Join(others, ", "))
+	}
+	return nil
+}
+
+// major returns the major number of a service version: what comes before
+// its first dot.
+func major(version string) string {
+	m, _, _ := strings.Cut(version, ".")
+	return m
 }
 
 // ownMetadata are the keys of the micro service's metadata the agent sets

@@ -311,3 +311,46 @@ func TestAgentMakesItsStoreAgainWhenItIsGone(t *testing.T) {
 	}, 20*time.Second, 10*time.Millisecond, "the streams are made anew: %s", &logs)
 	testenv.WaitStatus(t, nc, testenv.Start(t, nc, chores, messages.Context{}), saga.Completed)
 }
+
+// TestAgentRefusesCopiesOfAnotherWireVersion runs, as micro services, a
+// copy of the role "cleaner" announcing wire version 2, one of another role
+// announcing 2, and one of the role announcing this build's version: a new
+// cleaner refuses to start, naming the old copy, and makes nothing of the
+// role (no record stream, which would tell a coordinator that the role
+// speaks version 3). Once the old copy is gone, it serves.
+func TestAgentRefusesCopiesOfAnotherWireVersion(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	announce := func(role, copy, version string) micro.Service {
+		svc, err := micro.AddService(nc, micro.Config{Name: messages.AgentService, Version: version,
+			Metadata: map[string]string{"role": role, "copy": copy, "pid": "4242"}})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = svc.Stop() })
+		return svc
+	}
+	old := announce("cleaner", "cleaner-old", "2.1.0")
+	announce("inspector", "inspector-old", "2.1.0")
+	announce("cleaner", "cleaner-new", messages.ServiceVersion)
+
+	opts := participant.Options{Role: "cleaner", Name: "cleaner-b", Logger: testenv.Logger(t), Steps: []agent.Step{
+		{Saga: chores, Name: "sweep", Handler: counter("cleaner-b", &calls{n: map[string]int{}, by: map[string]string{}, perBy: map[string]int{}})},
+	}}
+	a, err := participant.New(testenv.Connect(t, url), opts)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	err = a.Run(ctx)
+	require.ErrorIs(t, err, participant.ErrOtherVersion)
+	require.ErrorContains(t, err, "cleaner-old (pid 4242, version 2.1.0)")
+	require.NotContains(t, err.Error(), "inspector-old")
+	require.NotContains(t, err.Error(), "cleaner-new")
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	_, err = js.Stream(t.Context(), messages.RecordStream("cleaner"))
+	require.ErrorIs(t, err, jetstream.ErrStreamNotFound)
+
+	require.NoError(t, old.Stop())
+	testenv.Coordinator(t, url, []saga.Definition{choresSaga()})
+	b := testenv.Agent(t, url, participant.Options{Role: "cleaner", Name: "cleaner-c", Steps: opts.Steps})
+	require.Eventually(t, func() bool { return b.Health() == nil }, 10*time.Second, 10*time.Millisecond)
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agentmain"
@@ -25,6 +26,7 @@ import (
 	"github.com/natsaga/natsaga/internal/agentcmd"
 	"github.com/natsaga/natsaga/internal/embedded"
 	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/participant"
 	"github.com/natsaga/natsaga/saga"
 )
 
@@ -664,4 +666,30 @@ func waitStatus(t *testing.T, nc *nats.Conn, id string, status saga.Status, comp
 		require.NoError(t, json.Unmarshal(resp.Saga, &x))
 		return x.Status == status && len(x.Completed) >= completed
 	}, 20*time.Second, 20*time.Millisecond, "saga %s never reached %s with %d steps done", id, status, completed)
+}
+
+// TestAgentRefusesAnotherWireVersionUnderPermissions announces a household
+// copy of wire version 2, as such a copy does (a NATS micro service), and
+// starts a household agent as its program does, under auth.conf: its
+// version check may ask the running agents, and it refuses to start.
+func TestAgentRefusesAnotherWireVersionUnderPermissions(t *testing.T) {
+	url := startServer(t)
+	old := connect(t, url, flood.Household)
+	svc, err := micro.AddService(old.nc, micro.Config{Name: messages.AgentService, Version: "2.1.0",
+		Metadata: map[string]string{"role": flood.Household, "copy": "household-old", "pid": "7"}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = svc.Stop() })
+
+	env := map[string]string{
+		"NATS_URL": url, "NATS_USER": flood.Household, "NATS_PASSWORD": password(t, flood.Household),
+		"NATS_INBOX_PREFIX": inboxPrefix(flood.Household),
+	}
+	r, err := agentcmd.Role(flood.Household)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	err = agentmain.Serve(ctx, r, nil, func(k string) string { return env[k] }, slog.New(newErrorLog()))
+	require.ErrorIs(t, err, participant.ErrOtherVersion)
+	require.ErrorContains(t, err, "household-old (pid 7, version 2.1.0)")
+	require.Empty(t, old.errors())
 }
