@@ -61,7 +61,8 @@ type Seeder interface {
 // [Reject] for a business rejection. Both must return once ctx ends: an
 // agent stopping cancels it one ack wait after it stops pulling, and
 // stops without a handler still running one ack wait after that (its
-// command is delivered again).
+// command is delivered again). An agent says a call that has run for 30 s,
+// at warn.
 type Handler struct {
 	Execute    func(ctx context.Context, tx Tx, cmd *messages.Command) (messages.Context, error)
 	Compensate func(ctx context.Context, tx Tx, cmd *messages.Command) error

@@ -195,6 +195,8 @@ type Agent struct {
 	// opened is the store once Run has opened it, for other goroutines
 	// (see Store).
 	opened atomic.Pointer[Store]
+	// calls are the handler calls running (slow.go).
+	calls *calls
 }
 
 // stepKey finds a step without building a string per command.
@@ -238,9 +240,11 @@ func New(nc *nats.Conn, opts Options) (*Agent, error) {
 	a := &Agent{nc: nc, js: js, opts: opts, log: log.With("agent", opts.Name, "role", opts.Role),
 		steps: map[stepKey]*agent.Step{}, inHand: map[*wireBatch]struct{}{}, wake: make(chan struct{}, 1), batch: maxBatch, replies: make(chan pendingReply, 4*opts.Concurrency)}
 	a.warns = warnings.New(a.log, time.Minute)
-	for i := range opts.Steps {
-		s := &opts.Steps[i]
-		a.steps[stepKey{s.Saga, s.Name}] = s
+	// Its workers, and as many commands held for simulation time.
+	a.calls = newCalls(2*opts.Concurrency + 1)
+	for _, s := range opts.Steps {
+		s.Handler = a.watched(s.Handler)
+		a.steps[stepKey{s.Saga, s.Name}] = &s
 	}
 	return a, nil
 }
@@ -411,6 +415,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if !a.ran.CompareAndSwap(false, true) {
 		return ErrRanBefore
 	}
+	watch, stopWatching := context.WithCancel(context.Background())
+	defer stopWatching()
+	go a.watchCalls(watch)
 	pause := setupPause
 	for {
 		err := a.runOnce(ctx)

@@ -17,3 +17,11 @@ func SetStoreCheck(t interface{ Cleanup(func()) }, d time.Duration) {
 	storeCheck = d
 	t.Cleanup(func() { storeCheck = was })
 }
+
+// SetSlowHandler makes the agents made from now on say a handler call
+// that runs for after, looking every every, until the test ends.
+func SetSlowHandler(t interface{ Cleanup(func()) }, after, every time.Duration) {
+	wasAfter, wasEvery := slowHandler, slowCheck
+	slowHandler, slowCheck = after, every
+	t.Cleanup(func() { slowHandler, slowCheck = wasAfter, wasEvery })
+}

@@ -501,6 +501,61 @@ func TestAgentStopsWithoutAHandlerThatIgnoresItsContext(t *testing.T) {
 	}
 }
 
+// TestAgentSaysAHandlerThatRunsLong runs a command whose handler blocks
+// until released, shared and serial: the agent says so once, at warn,
+// naming the saga and the step, and says how long it took once it
+// returns; a handler that returns soon is not said.
+func TestAgentSaysAHandlerThatRunsLong(t *testing.T) {
+	for _, serial := range []bool{false, true} {
+		t.Run(fmt.Sprintf("serial=%v", serial), func(t *testing.T) {
+			participant.SetSlowHandler(t, 300*time.Millisecond, 20*time.Millisecond)
+			url, js, _ := payStream(t, "spend")
+			running, release := make(chan struct{}, 2), make(chan struct{})
+			slow := agent.Handler{
+				Execute: func(_ context.Context, _ agent.Tx, cmd *messages.Command) (messages.Context, error) {
+					if cmd.SagaID == "s-slow" {
+						running <- struct{}{}
+						<-release
+					}
+					return nil, nil
+				},
+				Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+			}
+			var logs testenv.SyncBuffer
+			a := testenv.Agent(t, url, participant.Options{Role: "till", Serial: serial,
+				Logger: slog.New(slog.NewTextHandler(&logs, nil)), Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: slow}}})
+			// Released before the agent stops, whether or not the test
+			// got that far.
+			var once sync.Once
+			free := func() { once.Do(func() { close(release) }) }
+			t.Cleanup(free)
+			publishCommands(t, js, messages.Command{V: messages.Version, SagaID: "s-quick", Saga: "pay", Step: "spend",
+				Action: messages.Execute, Attempt: 1, Seq: 1})
+			require.Eventually(t, func() bool { return a.Stats().Handled == 1 }, 10*time.Second, 10*time.Millisecond)
+			publishCommands(t, js, messages.Command{V: messages.Version, SagaID: "s-slow", Saga: "pay", Step: "spend",
+				Action: messages.Execute, Attempt: 1, Seq: 1})
+			<-running
+			said := "a handler has run long and not returned"
+			require.Eventually(t, func() bool { return strings.Contains(logs.String(), said) }, 10*time.Second, 10*time.Millisecond)
+			free()
+			require.Eventually(t, func() bool { return strings.Contains(logs.String(), "the slow handler returned") }, 10*time.Second, 10*time.Millisecond)
+			var warned []string
+			for line := range strings.Lines(logs.String()) {
+				if strings.Contains(line, said) {
+					warned = append(warned, line)
+				}
+			}
+			require.Len(t, warned, 1, "said once")
+			require.Contains(t, warned[0], "level=WARN")
+			require.Contains(t, warned[0], "saga_id=s-slow saga=pay step=spend action=execute")
+			if serial {
+				require.Contains(t, warned[0], "its commands behind this one wait")
+			}
+			require.NotContains(t, logs.String(), "s-quick")
+		})
+	}
+}
+
 // TestACopyThatChangesTheAckWaitSaysSo starts two copies of a role with
 // different ack waits: the ack wait is the role's consumer's, and the
 // second copy, which changes it for both, says so.
