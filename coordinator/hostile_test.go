@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -72,7 +73,8 @@ func TestIdentifierGrammarOnEveryRequest(t *testing.T) {
 // coordinator cannot take, in the bucket (where coordinators before the
 // saga log stored active sagas) and in the saga log: a key that breaks the
 // grammar, a value that is not a saga, a saga whose id is not its key's,
-// one of an unknown definition, an ended saga in the log, a log message
+// one of an unknown definition, one compensating a step that is not
+// there, an ended saga in the log, a log message
 // that does not decode, and an unreadable clock. A coordinator started on
 // them skips each with an error logged and recovers the good saga.
 func TestRecoverySkipsBadStoredSagas(t *testing.T) {
@@ -115,6 +117,14 @@ func TestRecoverySkipsBadStoredSagas(t *testing.T) {
 	unknown.Definition = "no_such_definition"
 	put(messages.SagaKey(unknown.ID), mustJSON(t, unknown))
 	put(messages.ClockKey, []byte("tomorrow"))
+	// A saga compensating step -5, due to send it again: it stopped
+	// every coordinator that recovered it.
+	negative := x
+	negative.ID, negative.Status, negative.Current, negative.Action = "step-minus-5", saga.Compensating, -5, messages.Compensate
+	negative.RetryAt = time.Unix(1, 0)
+	put(messages.SagaKey(negative.ID), mustJSON(t, negative))
+	negativeInLog := negative
+	negativeInLog.ID = "step-minus-5-in-log"
 
 	ended := x
 	ended.ID, ended.Status = "ended-in-log", saga.Completed
@@ -126,6 +136,7 @@ func TestRecoverySkipsBadStoredSagas(t *testing.T) {
 		{Key: "not-its-key-in-log", Value: mustJSON(t, x)},
 		{Key: ended.ID, Value: mustJSON(t, ended)},
 		{Key: unknownInLog.ID, Value: mustJSON(t, unknownInLog)},
+		{Key: negativeInLog.ID, Value: mustJSON(t, negativeInLog)},
 	})
 	for _, data := range [][]byte{logged, []byte("{")} {
 		_, err := js.Publish(context.Background(), messages.SagaLogSubject, data)
@@ -134,7 +145,7 @@ func TestRecoverySkipsBadStoredSagas(t *testing.T) {
 
 	second := newLogSink()
 	runCoordinator(t, url, flood.Definitions(), slog.New(second))
-	require.Equal(t, 6, second.count(slog.LevelError, "stored saga skipped", ""), "one error per bad saga the engine refuses")
+	require.Equal(t, 8, second.count(slog.LevelError, "stored saga skipped", ""), "one error per bad saga the engine refuses")
 	require.Equal(t, 4, second.count(slog.LevelError, "saga log: a stored saga skipped", ""), "one error per bad entry of the log")
 	require.Equal(t, 1, second.count(slog.LevelError, "saga log: a malformed message skipped", ""))
 	require.Equal(t, 1, second.count(slog.LevelError, "stored clock unreadable", ""))
@@ -762,4 +773,43 @@ func TestCommandTakenByTheWrongRoleIsSentAgain(t *testing.T) {
 	testenv.Agent(t, url, participant.Options{Role: "a", Steps: []agent.Step{step("x")}})
 	x := testenv.WaitStatus(t, nc, id, saga.Completed)
 	require.Equal(t, []string{"x", "y"}, x.Completed)
+}
+
+// TestRecoverySaysAClockFarAhead stores a saga whose last transition is
+// at a tick no tick request reached: recovery takes the clock from it, as
+// it must from a saga whose commit kept it while the clock's write was
+// lost, and says so at warn, since every tick a driver sends is now
+// ignored.
+func TestRecoverySaysAClockFarAhead(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	ctx, stop := context.WithCancel(context.Background())
+	c := runUntil(t, ctx, url, slog.New(newLogSink()))
+	good := testenv.Start(t, nc, flood.Elevation, messages.Context{}.MustSet(flood.KeyHousehold, "h-good"))
+	require.Equal(t, int64(3), testenv.Tick(t, nc, 3).Tick)
+	stop()
+	<-c
+
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	var x saga.Execution
+	require.NoError(t, kvlog.Scan(t.Context(), js, messages.SagaLogStream, messages.SagaLogSubject, func(_ uint64, es []kvlog.Entry, err error) {
+		require.NoError(t, err)
+		for _, e := range es {
+			if e.Key == good {
+				require.NoError(t, json.Unmarshal(e.Value, &x))
+			}
+		}
+	}))
+	const far = int64(1) << 62
+	x.ID = "far-ahead"
+	x.History[len(x.History)-1].Tick = far
+	_, err = js.Publish(t.Context(), messages.BucketSubject(messages.SagaKey(x.ID)), mustJSON(t, x))
+	require.NoError(t, err)
+
+	logs := newLogSink()
+	runCoordinator(t, url, flood.Definitions(), slog.New(logs))
+	said := "the clock recovered from the stored sagas is far ahead of the clock stored: a saga in the bucket or the saga log holds a tick no tick reached"
+	require.Equal(t, 1, logs.countAttr(slog.LevelWarn, said, "recovered_clock", strconv.FormatInt(far, 10)))
+	require.Equal(t, 1, logs.countAttr(slog.LevelWarn, said, "stored_clock", "3"))
 }

@@ -1213,8 +1213,8 @@ func (e *Engine) Restore(x Execution, tick int64) error {
 	if !ok {
 		return fmt.Errorf("restore %s: definition %q version %d: %w", x.ID, x.Definition, x.Version, ErrUnknownDefinition)
 	}
-	if !x.Status.Valid() || x.Current >= len(d.Steps) {
-		return fmt.Errorf("restore %s: status %q, step %d: %w", x.ID, x.Status, x.Current, ErrInvalidDefinition)
+	if err := x.holdsTogether(d); err != nil {
+		return fmt.Errorf("restore %s: %w: %w", x.ID, err, ErrInvalidDefinition)
 	}
 	if e.lookup(x.ID) != nil {
 		return nil

@@ -1330,13 +1330,42 @@ func TestRestore(t *testing.T) {
 		bad = x
 		bad.Status = "lost"
 		require.ErrorIs(t, e.Restore(bad, 0), saga.ErrInvalidDefinition)
+		// Stored sagas no engine writes: each stopped the engine, or held
+		// it for ever, as it sent the outstanding command.
+		for _, tc := range []struct {
+			name string
+			edit func(*saga.Execution)
+			want string
+		}{
+			{"a step below -1", func(x *saga.Execution) {
+				x.Status, x.Current, x.Action, x.RetryAt = saga.Compensating, -5, messages.Compensate, time.Unix(1, 0)
+			}, "step -5 of 3"},
+			{"compensating no step", func(x *saga.Execution) { x.Status, x.Current, x.Action = saga.Compensating, -1, messages.Compensate }, "outstanding command is the compensate"},
+			{"in progress no step", func(x *saga.Execution) { x.Current = -1 }, "outstanding command is the execute"},
+			{"compensating an execute", func(x *saga.Execution) { x.Status = saga.Compensating }, `action "execute"`},
+			{"in progress another action", func(x *saga.Execution) { x.Action = "undo" }, `action "undo"`},
+			{"failed on an execute", func(x *saga.Execution) { x.Status = saga.Failed }, "a failed saga's outstanding command is a compensation"},
+			{"an unknown cause", func(x *saga.Execution) { x.Cause = saga.Completed }, `cause "completed"`},
+			{"a negative attempt", func(x *saga.Execution) { x.Attempt = -1 }, "attempt -1"},
+			{"a negative seq", func(x *saga.Execution) { x.Seq = -1 }, "seq -1"},
+			{"a step it does not have", func(x *saga.Execution) { x.Completed = []string{"fly"} }, `step "fly": not a step of`},
+		} {
+			bad := x
+			require.Equal(t, saga.InProgress, bad.Status, "the stored saga edited")
+			tc.edit(&bad)
+			err := e.Restore(bad, 0)
+			require.ErrorIs(t, err, saga.ErrInvalidDefinition, tc.name)
+			require.ErrorContains(t, err, tc.want, tc.name)
+		}
 		require.Empty(t, e.Active())
+		var out saga.Outbox
+		e.Wake(time.Unix(2, 0), &out)
+		requireEmptyOutbox(t, &out)
 
 		// A failed saga with no compensation to resume cannot be retried.
 		odd := x
 		odd.Status, odd.Current = saga.Failed, -1
 		require.NoError(t, e.Restore(odd, 0))
-		var out saga.Outbox
 		require.ErrorIs(t, e.RetryCompensation(odd.ID, &out), saga.ErrNotFailed)
 		requireEmptyOutbox(t, &out)
 	})

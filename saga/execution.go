@@ -1,6 +1,7 @@
 package saga
 
 import (
+	"fmt"
 	"slices"
 	"time"
 
@@ -247,6 +248,50 @@ func (x *Execution) command() messages.Command {
 }
 
 func (x *Execution) step() *Step { return &x.def.Steps[x.Current] }
+
+// holdsTogether returns an error naming what does not hold in x, read
+// from the store, against d, its definition: its status, its outstanding
+// step and action as its status needs them (an active saga's command is
+// of one of d's steps: one outside them stopped the engine as it sent
+// it), its counters and the steps it names. Any
+// stored saga this engine wrote holds together; one that does not was
+// written by someone else.
+func (x *Execution) holdsTogether(d *Definition) error {
+	if !x.Status.Valid() {
+		return fmt.Errorf("status %q", x.Status)
+	}
+	if x.Current < -1 || x.Current >= len(d.Steps) {
+		return fmt.Errorf("status %s, step %d of %d", x.Status, x.Current, len(d.Steps))
+	}
+	switch x.Status {
+	case InProgress, Compensating:
+		want := messages.Execute
+		if x.Status == Compensating {
+			want = messages.Compensate
+		}
+		if x.Current < 0 || x.Action != want {
+			return fmt.Errorf("status %s, step %d, action %q: an active saga's outstanding command is the %s of one of its steps", x.Status, x.Current, x.Action, want)
+		}
+	case Failed:
+		if x.Current >= 0 && x.Action != messages.Compensate {
+			return fmt.Errorf("status failed, step %d, action %q: a failed saga's outstanding command is a compensation", x.Current, x.Action)
+		}
+	}
+	if x.Cause != "" && x.Cause != RolledBack && x.Cause != TimedOut {
+		return fmt.Errorf("cause %q", x.Cause)
+	}
+	if x.Attempt < 0 || x.Seq < 0 || x.Rank < 0 || x.Round < 0 || x.HistoryDropped < 0 {
+		return fmt.Errorf("attempt %d, seq %d, rank %d, round %d, history dropped %d: none is negative", x.Attempt, x.Seq, x.Rank, x.Round, x.HistoryDropped)
+	}
+	for _, names := range [][]string{x.Completed, x.Compensated} {
+		for _, n := range names {
+			if !slices.ContainsFunc(d.Steps, func(s Step) bool { return s.Name == n }) {
+				return fmt.Errorf("step %q: not a step of %s version %d", messages.Clip(n), d.Name, d.Version)
+			}
+		}
+	}
+	return nil
+}
 
 // rollbackReason returns why x started compensating: the note of the first
 // change of status to Compensating in its history ("" when there is none).
