@@ -43,6 +43,11 @@ type House struct {
 	// application, claim or request in it.
 	Applications map[string]string `json:"applications"`
 	Elevated     bool              `json:"elevated,omitempty"`
+	// ElevatedBy is the saga whose contractor step elevated the house: only
+	// its compensation lowers it again. Empty for a house elevated by an
+	// agent before this field, whose every elevation's compensation
+	// lowers it.
+	ElevatedBy string `json:"elevated_by,omitempty"`
 }
 
 // InitLedger returns an agent Init that opens the ledger with initial cents
@@ -264,8 +269,14 @@ func contractorTicks(cmd *messages.Command) (int64, bool) {
 // the context's contractor_ticks of simulation time, and refuses a site
 // marked "unsuitable", or contractor_ticks that is not 0 to
 // [MaxContractorTicks] (at once, holding nothing).
+//
+// A house is elevated once: the elevation of a house that another saga
+// elevated already changes nothing, and its compensation leaves the house
+// as it is. Only the compensation of the saga that elevated it lowers it:
+// a later saga that times out while its contractor works must not undo
+// an earlier one that completed.
 func ContractorSteps() []agent.Step {
-	elevate := func(v bool) func(tx agent.Tx, cmd *messages.Command) error {
+	elevate := func(up bool) func(tx agent.Tx, cmd *messages.Command) error {
 		return func(tx agent.Tx, cmd *messages.Command) error {
 			id, err := cmd.Context.String(KeyHousehold)
 			if err != nil || !messages.ValidToken(id) {
@@ -275,7 +286,15 @@ func ContractorSteps() []agent.Step {
 			if _, err := tx.Get(HouseKey(id), &h); err != nil {
 				return err
 			}
-			h.Elevated = v
+			mine := h.ElevatedBy == cmd.SagaID || h.ElevatedBy == ""
+			switch {
+			case up && h.Elevated, !up && (!h.Elevated || !mine):
+				return nil // nothing of this saga's to change
+			case up:
+				h.Elevated, h.ElevatedBy = true, cmd.SagaID
+			default:
+				h.Elevated, h.ElevatedBy = false, ""
+			}
 			return tx.Put(HouseKey(id), h)
 		}
 	}

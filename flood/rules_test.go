@@ -275,6 +275,30 @@ func TestHouseRules(t *testing.T) {
 		runCalls(t, m, flood.Contractor, flood.Elevation, []call{co("e1", "contractor_elevates", h1, agent.Applied)})
 		require.False(t, house(t, m).Elevated)
 	})
+	t.Run("only the saga that elevated a house lowers it", func(t *testing.T) {
+		m := agent.NewMemory()
+		runCalls(t, m, flood.Contractor, flood.Elevation, []call{
+			ex("e1", "contractor_elevates", h1, agent.Applied, messages.OK).giving(kv(flood.KeyElevated, true)),
+			// A second elevation of the house changes nothing, and its
+			// compensation (the saga timed out while its contractor
+			// worked) leaves the first one's elevation.
+			ex("e2", "contractor_elevates", h1, agent.Applied, messages.OK).giving(kv(flood.KeyElevated, true)),
+			co("e2", "contractor_elevates", h1, agent.Applied),
+		})
+		require.Equal(t, flood.House{Elevated: true, ElevatedBy: "e1"}, house(t, m))
+		runCalls(t, m, flood.Contractor, flood.Elevation, []call{co("e1", "contractor_elevates", h1, agent.Applied)})
+		require.Equal(t, flood.House{}, house(t, m))
+		// A house an earlier agent elevated names no saga: any
+		// elevation's compensation lowers it, as it did then.
+		m = agent.NewMemory()
+		_, err := m.Init(t.Context(), flood.HouseKey("h1"), flood.House{Elevated: true})
+		require.NoError(t, err)
+		runCalls(t, m, flood.Contractor, flood.Elevation, []call{
+			ex("e3", "contractor_elevates", h1, agent.Applied, messages.OK).giving(kv(flood.KeyElevated, true)),
+			co("e3", "contractor_elevates", h1, agent.Applied),
+		})
+		require.Equal(t, flood.House{}, house(t, m))
+	})
 	t.Run("the contractor refuses an unsuitable site", func(t *testing.T) {
 		m := agent.NewMemory()
 		runCalls(t, m, flood.Contractor, flood.Elevation, []call{
