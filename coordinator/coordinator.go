@@ -342,7 +342,9 @@ func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
 // saga from the bucket again, as a restarted process would. Holding the
 // lease, it stores the versions of Options.Definitions the bucket lacks
 // before it recovers. It returns nil after a clean stop (releasing the
-// lease), [ErrNoJetStream] when the server has no JetStream, an error
+// lease), [ErrNoJetStream] when the server has no JetStream as it starts
+// (one that comes back without it after a term has set up is waited for,
+// as a set-up that fails, every 5 s, not ready meanwhile), an error
 // wrapping [ErrDefinitionConflict] when a definition differs from the
 // stored one of its version, an error wrapping [ErrTooManyCommandSubjects]
 // when its definitions would take the command stream, with the subjects
@@ -357,13 +359,22 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		return ErrRanBefore
 	}
 	defer c.state.Store(runStopped)
+	// setUp is set once a term has set up: a server without JetStream is
+	// then one restarted without it, which may be restarted with it again.
+	setUp := false
 	for {
 		err := c.runTerm(ctx)
+		setUp = setUp || c.state.Load() != runStarting
+		pause := termPause
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case err == nil:
 			return nil
+		case errors.Is(err, ErrNoJetStream) && setUp:
+			// Like the agents, it waits: every copy exiting would leave
+			// no coordinator once JetStream is back.
+			pause = noJetStreamPause
 		case errors.Is(err, ErrNoJetStream), errors.Is(err, ErrDefinitionConflict), errors.Is(err, ErrTooManyCommandSubjects),
 			errors.Is(err, ErrDefinitionTooLarge),
 			jserr.NotClustered(err):
@@ -382,13 +393,16 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(termPause):
+		case <-time.After(pause):
 		}
 	}
 }
 
-// termPause is the wait between the end of a term and the next.
+// termPause is the wait between the end of a term and the next;
+// noJetStreamPause the wait while the server, back, has no JetStream.
 const termPause = 500 * time.Millisecond
+
+var noJetStreamPause = 5 * time.Second
 
 // runTerm is one term of Run: setup, lease, recovery and loop.
 func (c *Coordinator) runTerm(ctx context.Context) error {

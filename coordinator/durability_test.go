@@ -16,6 +16,7 @@ import (
 
 	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/coordinator"
+	"github.com/natsaga/natsaga/flood"
 	"github.com/natsaga/natsaga/internal/embedded"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
@@ -364,4 +365,56 @@ func TestAdvanceOnAReplyIsStored(t *testing.T) {
 	require.Eventually(t, func() bool { return len(commands.commands(t, id)) == 2 }, 10*time.Second, 5*time.Millisecond)
 	require.Eventually(t, func() bool { return stores.states(t, id) == "in_progress in_progress" }, 10*time.Second, 5*time.Millisecond,
 		"stored at the start and at the move to credit: %s", stores.states(t, id))
+}
+
+// TestServerBackWithoutJetStreamIsWaitedFor runs a coordinator, restarts
+// its server without JetStream, then with it: the coordinator does not
+// exit, says it is not ready while JetStream is missing, and serves again
+// once it is back. (Without JetStream at its start, Run returns
+// ErrNoJetStream: TestRequiresJetStream.)
+func TestServerBackWithoutJetStreamIsWaitedFor(t *testing.T) {
+	coordinator.SetNoJetStreamPause(t, 100*time.Millisecond)
+	dir := t.TempDir()
+	ns, err := embedded.Start(embedded.Options{StoreDir: dir})
+	require.NoError(t, err)
+	p, url := ns.Addr().(*net.TCPAddr).Port, ns.ClientURL()
+	c, err := coordinator.New(testenv.Connect(t, url), coordinator.Options{Definitions: flood.Definitions(), Logger: testenv.Logger(t)})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-ran
+	})
+	<-c.Ready()
+	ns.Shutdown()
+	ns.WaitForShutdown()
+
+	bare, err := embedded.Start(embedded.Options{Port: p, NoJetStream: true})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		err := c.Health()
+		return errors.Is(err, coordinator.ErrNoJetStream)
+	}, 20*time.Second, 10*time.Millisecond, "not ready, saying why")
+	select {
+	case err := <-ran:
+		t.Fatalf("the coordinator stopped: %v", err)
+	default:
+	}
+	bare.Shutdown()
+	bare.WaitForShutdown()
+
+	back, err := embedded.Start(embedded.Options{Port: p, StoreDir: dir})
+	require.NoError(t, err)
+	t.Cleanup(back.Shutdown)
+	require.Eventually(t, func() bool { return c.Health() == nil }, 30*time.Second, 20*time.Millisecond)
+	nc := testenv.Connect(t, url)
+	// Active again once it answers.
+	require.Eventually(t, func() bool {
+		_, err := nc.Request(messages.SummarySubject, []byte(`{"v":1}`), time.Second)
+		return err == nil
+	}, 30*time.Second, 20*time.Millisecond)
+	id := testenv.Start(t, nc, flood.Subsidy, messages.Context{}.MustSet(flood.KeyHousehold, "h-1"))
+	require.Equal(t, saga.InProgress, testenv.Status(t, nc, id).Status)
 }

@@ -73,3 +73,11 @@ func SetOldAgentsAfter(d time.Duration) (restore func()) {
 	oldAgentsAfter = d
 	return func() { oldAgentsAfter = old }
 }
+
+// SetNoJetStreamPause sets the wait between two terms while the server has
+// no JetStream, until the test ends. Call it before any coordinator runs.
+func SetNoJetStreamPause(t interface{ Cleanup(func()) }, d time.Duration) {
+	was := noJetStreamPause
+	noJetStreamPause = d
+	t.Cleanup(func() { noJetStreamPause = was })
+}
