@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/natsaga/natsaga/internal/natsurl"
+	"github.com/natsaga/natsaga/internal/warnings"
 	"github.com/natsaga/natsaga/messages"
 )
 
@@ -280,6 +281,7 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 		wait = 250 * time.Millisecond
 	}
 	var reconnects reconnectLog
+	asyncErrors := warnings.New(log, time.Minute)
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(maxReconnects),
@@ -308,7 +310,9 @@ func (c *Conn) Connect(ctx context.Context, name string, log *slog.Logger) (*nat
 			if s != nil {
 				subj = s.Subject
 			}
-			log.Error("NATS error", "subject", subj, "err", err)
+			// Once a minute for each subscription: a flood on a subject
+			// the program reads makes a slow-consumer error a message.
+			asyncErrors.Log(slog.LevelError, subj, "NATS error", "subject", subj, "err", err)
 		}),
 	}
 	opts = append(opts, natsurl.Pings()...)

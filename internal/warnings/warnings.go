@@ -5,6 +5,7 @@
 package warnings
 
 import (
+	"context"
 	"log/slog"
 	"sync"
 	"time"
@@ -36,12 +37,17 @@ func New(log *slog.Logger, interval time.Duration) *Limiter {
 // said less than the interval ago: then it only counts it, and the next
 // one said tells how many were not (not_said_before). msg names the kind:
 // give a constant, and put what varies in args.
-func (l *Limiter) Warn(msg string, args ...any) {
+func (l *Limiter) Warn(msg string, args ...any) { l.Log(slog.LevelWarn, msg, msg, args...) }
+
+// Log logs msg with args at level, unless one of the same kind was said
+// less than the interval ago, as [Limiter.Warn] does with msg its kind.
+// Give a kind that takes few values: the Limiter keeps one entry a kind.
+func (l *Limiter) Log(level slog.Level, kindOf, msg string, args ...any) {
 	l.mu.Lock()
-	k, ok := l.kinds[msg]
+	k, ok := l.kinds[kindOf]
 	if !ok {
 		k = &kind{}
-		l.kinds[msg] = k
+		l.kinds[kindOf] = k
 	}
 	now := l.now()
 	if now.Before(k.next) {
@@ -55,5 +61,5 @@ func (l *Limiter) Warn(msg string, args ...any) {
 	if unsaid > 0 {
 		args = append(args, "not_said_before", unsaid)
 	}
-	l.log.Warn(msg, args...)
+	l.log.Log(context.Background(), level, msg, args...)
 }

@@ -43,3 +43,30 @@ func TestOnceAnIntervalEachKind(t *testing.T) {
 		"level=WARN msg=\"bad tick\" n=503 not_said_before=1",
 	}, strings.Split(strings.TrimSpace(out.String()), "\n"))
 }
+
+// Log says a message at its level, its kind apart from its text: the NATS
+// errors of two subscriptions are two kinds of one message.
+func TestLogByKind(t *testing.T) {
+	var out bytes.Buffer
+	l := New(slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}})), time.Minute)
+	now := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	l.now = func() time.Time { return now }
+	for range 100 {
+		l.Log(slog.LevelError, "natsaga.tick", "NATS error", "subject", "natsaga.tick")
+		l.Log(slog.LevelError, "natsaga.status", "NATS error", "subject", "natsaga.status")
+	}
+	now = now.Add(time.Minute)
+	l.Log(slog.LevelError, "natsaga.tick", "NATS error", "subject", "natsaga.tick")
+
+	require.Equal(t, []string{
+		`level=ERROR msg="NATS error" subject=natsaga.tick`,
+		`level=ERROR msg="NATS error" subject=natsaga.status`,
+		`level=ERROR msg="NATS error" subject=natsaga.tick not_said_before=99`,
+	}, strings.Split(strings.TrimSpace(out.String()), "\n"))
+}
