@@ -19,8 +19,9 @@ import (
 
 // TestAgentsWithoutARecordStreamAreNamed: a role whose consumer takes
 // commands while no record stream of the role appears (agents before wire
-// version 3, which write none) is named in a warning, once; a role with
-// neither is only waited for. When an agent of the role makes the stream
+// version 3, which write none, and made the role's state stream) is named
+// in a warning, once; a role with neither, or with a consumer alone (an
+// agent of another make that answers with replies), is only waited for. When an agent of the role makes the stream
 // at last (the role upgraded), the commands the old agents took are sent
 // again, and answered.
 func TestAgentsWithoutARecordStreamAreNamed(t *testing.T) {
@@ -30,16 +31,26 @@ func TestAgentsWithoutARecordStreamAreNamed(t *testing.T) {
 	defs := []saga.Definition{
 		{Name: "s", Subject: "s", Steps: []saga.Step{{Name: "x", Role: "old"}}},
 		{Name: "t", Subject: "t", Steps: []saga.Step{{Name: "y", Role: "absent"}}},
+		{Name: "u", Subject: "u", Steps: []saga.Step{{Name: "z", Role: "foreign"}}},
 	}
 	runCoordinator(t, url, defs, slog.New(logs))
 	nc := testenv.Connect(t, url)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	// What an agent of version 2 makes: the role's consumer, no record
-	// stream. It takes the saga's command.
+	// What an agent of version 2 makes: the role's consumer and its
+	// state stream, no record stream. It takes the saga's command.
 	ctx := context.Background()
 	cons, err := js.CreateOrUpdateConsumer(ctx, messages.CommandStream, jetstream.ConsumerConfig{
 		Durable: messages.CommandConsumer("old"), FilterSubjects: messages.StepCommandSubjects("s", "x"),
+		AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	require.NoError(t, err)
+	_, err = js.CreateStream(ctx, participant.StreamConfig("old", 1))
+	require.NoError(t, err)
+	// What an agent of another make that answers with replies makes: the
+	// role's consumer alone. Its answers reach the coordinator.
+	_, err = js.CreateOrUpdateConsumer(ctx, messages.CommandStream, jetstream.ConsumerConfig{
+		Durable: messages.CommandConsumer("foreign"), FilterSubjects: messages.StepCommandSubjects("u", "z"),
 		AckPolicy: jetstream.AckExplicitPolicy,
 	})
 	require.NoError(t, err)
@@ -49,6 +60,7 @@ func TestAgentsWithoutARecordStreamAreNamed(t *testing.T) {
 	require.Eventually(t, func() bool { return logs.countAttr(slog.LevelWarn, warning, "role", "old") == 1 },
 		10*time.Second, 10*time.Millisecond)
 	require.Zero(t, logs.countAttr(slog.LevelWarn, warning, "role", "absent"))
+	require.Zero(t, logs.countAttr(slog.LevelWarn, warning, "role", "foreign"))
 	id := testenv.Start(t, nc, "s", nil)
 	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
 	require.NoError(t, err)
@@ -69,4 +81,5 @@ func TestAgentsWithoutARecordStreamAreNamed(t *testing.T) {
 	require.Equal(t, 1, logs.countAttr(slog.LevelWarn,
 		"the role's record stream is there now: its outstanding commands sent again, which its agents answer from their records where they ran",
 		"commands", "1"))
+	require.Zero(t, logs.countAttr(slog.LevelWarn, warning, "role", "foreign"), "a reply-only agent's role, waited for as long")
 }

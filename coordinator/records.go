@@ -66,15 +66,11 @@ func (c *Coordinator) openRecords(ctx context.Context, role string) (jetstream.M
 		if !waited {
 			c.log.Info("waiting for an agent to create its role's record stream", "role", role)
 		}
-		if !told && time.Since(began) >= oldAgentsAfter {
-			// Agents before wire version 3 take commands and write no
-			// record log: their answers never reach this coordinator.
-			if _, err := c.js.Consumer(ctx, messages.CommandStream, messages.CommandConsumer(role)); err == nil {
-				told = true
-				c.log.Warn("the role's consumer takes commands, but no agent of the role created its record stream: "+
-					"agents before wire version 3 write none, and their answers do not reach this coordinator; "+
-					"upgrade every copy of the role (docs/protocol.md, Upgrading to version 3)", "role", role, "waited", oldAgentsAfter)
-			}
+		if !told && time.Since(began) >= oldAgentsAfter && c.oldAgents(ctx, role) {
+			told = true
+			c.log.Warn("the role's consumer takes commands, but no agent of the role created its record stream: "+
+				"agents before wire version 3 write none, and their answers do not reach this coordinator; "+
+				"upgrade every copy of the role (docs/protocol.md, Upgrading to version 3)", "role", role, "waited", oldAgentsAfter)
 		}
 		select {
 		case <-ctx.Done():
@@ -90,6 +86,21 @@ func (c *Coordinator) openRecords(ctx context.Context, role string) (jetstream.M
 		return nil, fmt.Errorf("records of %s: %w", role, err)
 	}
 	return it, nil
+}
+
+// oldAgents reports whether role looks served by agents before wire
+// version 3, which take commands and write their barrier records where
+// this coordinator does not read them: the role's command consumer and
+// its state stream exist, and (as the caller knows) no record stream. An
+// agent of another make that answers with replies (protocol.md, A minimal
+// agent) makes the consumer alone, and its answers do reach the
+// coordinator.
+func (c *Coordinator) oldAgents(ctx context.Context, role string) bool {
+	if _, err := c.js.Consumer(ctx, messages.CommandStream, messages.CommandConsumer(role)); err != nil {
+		return false
+	}
+	_, err := c.js.Stream(ctx, messages.StateStream(role))
+	return err == nil
 }
 
 // sendRoleAgain returns the input that sends role's outstanding commands
