@@ -411,13 +411,20 @@ func commands() map[string]command {
 				return ack, func(w io.Writer) { printTick(w, &ack, n) }, err
 			}), nil
 		})},
-		"start": {"SAGA_TYPE [CONTEXT_JSON]", "Start a saga of SAGA_TYPE with CONTEXT_JSON, a JSON object, as its context.",
-			func(*flag.FlagSet) func([]string) (runner, error) {
+		"start": {"[-id SAGA_ID] SAGA_TYPE [CONTEXT_JSON]", "Start a saga of SAGA_TYPE with CONTEXT_JSON, a JSON object, as its context.\n" +
+			"With -id, the same start run again starts the saga once: run it again after an error.",
+			func(fs *flag.FlagSet) func([]string) (runner, error) {
+				id := fs.String("id", "", "the saga's id (default: the coordinator makes one); a start with an id is sent again when its answer is late, and starts the saga once")
 				return func(args []string) (runner, error) {
 					if len(args) < 1 || len(args) > 2 {
 						return nil, errors.New("takes SAGA_TYPE [CONTEXT_JSON]")
 					}
-					start := client.Start{Saga: args[0], Context: messages.Context{}}
+					if *id != "" {
+						if err := messages.CheckToken("saga id", *id); err != nil {
+							return nil, err
+						}
+					}
+					start := client.Start{Saga: args[0], ID: *id, Context: messages.Context{}}
 					if len(args) == 2 {
 						if err := json.Unmarshal([]byte(args[1]), &start.Context); err != nil {
 							// Say what it is in JSON's terms, not Go's.

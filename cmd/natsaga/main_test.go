@@ -196,7 +196,7 @@ func TestTickDoesNotGoBack(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{}, {"bogus"}, {"-timeout", "0", "summary"}, {"status"}, {"tick", "-1"}, {"tick", "99999999999999999999999"}, {"start", "bad.type"}, {"start", "ops", "[1]"}, {"events", "-n", "-1"}, {"events", "-n", "0"}, {"events", "-saga", "a.b"}, {"events", "-status", "bogus"}, {"events", "-status", "pending"}, {"events", "extra"}, {"events", "-n", "2", "-all"}, {"list", "-limit", "-1"}, {"list", "x"}, {"list", "-status", "bogus"},
+	for _, args := range [][]string{{}, {"bogus"}, {"-timeout", "0", "summary"}, {"status"}, {"tick", "-1"}, {"tick", "99999999999999999999999"}, {"start", "bad.type"}, {"start", "ops", "[1]"}, {"start", "-id", "a.b", "ops"}, {"events", "-n", "-1"}, {"events", "-n", "0"}, {"events", "-saga", "a.b"}, {"events", "-status", "bogus"}, {"events", "-status", "pending"}, {"events", "extra"}, {"events", "-n", "2", "-all"}, {"list", "-limit", "-1"}, {"list", "x"}, {"list", "-status", "bogus"},
 		{"register"}, {"register", "a.json", "b.json"}, {"register", "/nonexistent/sagas.json"}, {"outcomes", "x"}, {"quiet", "-wait", "0"}, {"quiet", "x"}} {
 		var out, errOut bytes.Buffer
 		code := mainCode(args, func(string) string { return "" }, &out, &errOut)
@@ -282,6 +282,19 @@ func TestFlagsAfterArguments(t *testing.T) {
 	var refused messages.StartResponse
 	require.NoError(t, json.Unmarshal([]byte(out), &refused), out)
 	require.Equal(t, messages.CodeNotFound, refused.Error.Code)
+
+	// With -id, a start run again starts the saga once: the second run
+	// answers with the saga as it is.
+	for range 2 {
+		code, out = natsaga(t, url, "start", "-id", "o-2", "ops", `{"order":"o-2"}`)
+		require.Equal(t, 0, code, out)
+		require.Equal(t, "saga o-2: in_progress\n", out)
+	}
+	var sum messages.Summary
+	code, out = natsaga(t, url, "-json", "summary")
+	require.Equal(t, 0, code, out)
+	require.NoError(t, json.Unmarshal([]byte(out), &sum), out)
+	require.Equal(t, 2, sum.Active, "o-1 and o-2, started once")
 
 	// After "--", "-json" is the saga id asked for, not the flag.
 	code, out = natsaga(t, url, "status", "--", "-json")
