@@ -260,9 +260,7 @@ func (s *Store) firstMoved(ctx context.Context, items []*batchItem, base cached)
 func (s *Store) writeBatchValue(ctx context.Context, writers []*batchItem, subject string, base cached) bool {
 	env := envelope{Value: writers[len(writers)-1].value, Ops: map[string]messages.Context{}}
 	s.stamp(&env, base.env)
-	s.mu.Lock()
-	settled := s.settled[subject]
-	s.mu.Unlock()
+	settled := s.settledOps(subject)
 	for op, o := range base.env.Ops {
 		env.Ops[op] = o
 	}
@@ -286,9 +284,7 @@ func (s *Store) writeBatchValue(ctx context.Context, writers []*batchItem, subje
 		return false
 	}
 	s.remember(subject, cached{env: env, seq: ack.Sequence})
-	s.mu.Lock()
-	s.settled[subject] = s.settled[subject][len(settled):]
-	s.mu.Unlock()
+	s.unsettle(subject, settled)
 	return true
 }
 

@@ -25,3 +25,23 @@ func SetSlowHandler(t interface{ Cleanup(func()) }, after, every time.Duration) 
 	slowHandler, slowCheck = after, every
 	t.Cleanup(func() { slowHandler, slowCheck = wasAfter, wasEvery })
 }
+
+// SetMaxCached bounds the state values, and the settled lists, of the
+// stores opened from now on to n keys each, until the test ends.
+func SetMaxCached(t interface{ Cleanup(func()) }, n int) {
+	was := maxCached
+	maxCached = n
+	t.Cleanup(func() { maxCached = was })
+}
+
+// Cached returns how many keys s holds a value of in memory, and a list
+// of settled actions for.
+func Cached(s *Store) (values, settled int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cache.len(), s.settled.len()
+}
+
+// SetExclusive makes s its role's only writer, trusting its cache, as a
+// serial copy's store is.
+func SetExclusive(s *Store) { s.exclusive = true }

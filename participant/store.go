@@ -96,14 +96,25 @@ type Store struct {
 	maxPayload int64
 
 	// Within one process, transactions on the same state key take turns
-	// (keys), and the last envelope this process wrote or read is reused
-	// (cache), so a hot key such as a budget costs no read per command.
-	// settled lists, per value, the branches whose result is recorded, to
-	// drop from that value's envelope at its next write.
+	// (keys, which holds the keys of the transactions under way), and the
+	// last envelope this process wrote or read is reused (cache), so a hot
+	// key such as a budget costs no read per command. settled lists, per
+	// value, the branches whose result is recorded, to drop from that
+	// value's envelope at its next write. Both hold at most maxCached keys,
+	// those written or read last ([recent]): keys come from client data.
+	//
+	// Letting a value go from the cache is safe: a read it misses goes to
+	// the server, as after [Store.forgetAll]; a transaction holds the
+	// values it read in its own reads, so one under way is not touched;
+	// and a copy that is the role's only writer (exclusive) reads the value
+	// from the server, as after forgetAll, which its pin's moves and its
+	// conflicts already ask for. Letting a settled list go leaves its
+	// names in the value's envelope, where [Store.unsettle] says why that
+	// is safe.
 	mu      sync.Mutex
 	keys    map[string]*keyLock
-	cache   map[string]cached
-	settled map[string][]string
+	cache   recent[cached]
+	settled recent[[]string]
 
 	// exclusive is set when this process is the role's only writer (a
 	// serial copy, pinned to the role's commands, which empties the cache
@@ -211,7 +222,7 @@ func OpenStore(ctx context.Context, nc *nats.Conn, role string, create bool, rep
 		return nil, fmt.Errorf("open store %s: %w", role, err)
 	}
 	return &Store{nc: nc, js: js, stream: st, role: role, maxConflicts: 200, maxPayload: nc.MaxPayload(), create: create, replicas: replicas,
-		keys: map[string]*keyLock{}, cache: map[string]cached{}, settled: map[string][]string{}}, nil
+		keys: map[string]*keyLock{}, cache: newRecent[cached](maxCached), settled: newRecent[[]string](maxCached)}, nil
 }
 
 // records returns the role's barrier records, opened on first use: the
@@ -789,16 +800,17 @@ func (s *Store) unlock(subj string) {
 func (s *Store) cached(subj string) (cached, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c, ok := s.cache[subj]
-	return c, ok
+	return s.cache.get(subj)
 }
 
-// remember caches a state value's envelope. The cache holds one entry per
-// key the process touched: state keys are few (a ledger, one per
-// household).
+// remember caches a state value's envelope, as read from the server or
+// written. The cache holds the maxCached keys remembered last: state keys
+// come from client data (one per household), and are as many as the
+// clients make. A key only read from the cache, never written nor read
+// again from the server, is let go in its turn, and read again then.
 func (s *Store) remember(subj string, c cached) {
 	s.mu.Lock()
-	s.cache[subj] = c
+	s.cache.put(subj, c)
 	s.mu.Unlock()
 }
 
@@ -808,24 +820,86 @@ func (s *Store) remember(subj string, c cached) {
 // value.
 func (s *Store) forgetAll() {
 	s.mu.Lock()
-	clear(s.cache)
+	s.cache.clear()
 	s.mu.Unlock()
 }
 
 func (s *Store) forget(reads map[string]cached) {
 	s.mu.Lock()
 	for subj := range reads {
-		delete(s.cache, subj)
+		s.cache.delete(subj)
 	}
 	s.mu.Unlock()
 }
 
 // settle notes that op's result is recorded, so the next write of subj
-// drops op from its envelope.
+// drops op from its envelope. The list of a key settled longest ago is let
+// go beyond maxCached keys: a key written over and over (a budget) has its
+// list taken at each write, and settled afresh, so the lists let go are
+// those of keys settled longest ago and not written since.
 func (s *Store) settle(subj, op string) {
 	s.mu.Lock()
-	s.settled[subj] = append(s.settled[subj], op)
+	ops, _ := s.settled.get(subj)
+	s.settled.put(subj, append(ops, op))
 	s.mu.Unlock()
+}
+
+// settledOps returns what subj's next write drops from its envelope: the
+// actions settled on it.
+func (s *Store) settledOps(subj string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ops, _ := s.settled.get(subj)
+	return ops
+}
+
+// unsettle takes dropped, the actions a write of subj has just dropped
+// from its envelope (as [Store.settledOps] gave them), off subj's list,
+// keeping those settled since.
+//
+// A list let go (settle), or lost with the process, leaves its names in
+// the value's envelope: names of actions whose result is recorded, with
+// the write each names accounted for (an execute or a compensation
+// recorded as having written, [branch.recordWritten], [Store.runBatch];
+// an undo whose execute the value it undid no longer names,
+// [branch.undo]). Every such name is in the envelope from its record
+// until the value's next write anyway, and a copy whose log lags may run
+// the action meanwhile, so the barrier already takes it: a command of a
+// branch with its result is answered from the record ([agent.Decide]); a
+// run that finds its name records it as done, and its record's write
+// meets the one there ([branch.recordWritten]); an execute recorded OK is
+// never looked for ([branch.refuse], [branch.answer]); an undo found
+// again finds its execute gone, and does nothing. Another copy, which
+// does not know this one's lists, keeps such names too. What a name left
+// costs is its bytes in the envelope, until a copy that settled it writes
+// the value.
+func (s *Store) unsettle(subj string, dropped []string) {
+	if len(dropped) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ops, ok := s.settled.get(subj)
+	if !ok {
+		return
+	}
+	var rest []string
+	if len(ops) >= len(dropped) && slices.Equal(ops[:len(dropped)], dropped) {
+		// The list read, and what was settled on subj since, after it.
+		rest = ops[len(dropped):]
+	} else {
+		// The list read was let go, and subj settled again since.
+		for _, op := range ops {
+			if !slices.Contains(dropped, op) {
+				rest = append(rest, op)
+			}
+		}
+	}
+	if len(rest) == 0 {
+		s.settled.delete(subj)
+		return
+	}
+	s.settled.put(subj, rest)
 }
 
 // Do runs cmd's action through the barrier with h, and returns the reply to
@@ -1282,9 +1356,7 @@ func (s *Store) writeValue(ctx context.Context, tx *txn, op string, out messages
 	read := tx.reads[w.subject]
 	env := envelope{Value: w.value, Ops: map[string]messages.Context{}}
 	s.stamp(&env, read.env)
-	s.mu.Lock()
-	settled := s.settled[w.subject]
-	s.mu.Unlock()
+	settled := s.settledOps(w.subject)
 	for op, o := range read.env.Ops {
 		env.Ops[op] = o
 	}
@@ -1305,9 +1377,7 @@ func (s *Store) writeValue(ctx context.Context, tx *txn, op string, out messages
 		return wrapWrite(w.subject, err)
 	}
 	s.remember(w.subject, cached{env: env, seq: ack.Sequence})
-	s.mu.Lock()
-	s.settled[w.subject] = s.settled[w.subject][len(settled):]
-	s.mu.Unlock()
+	s.unsettle(w.subject, settled)
 	return nil
 }
 
