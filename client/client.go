@@ -491,7 +491,7 @@ func (c *Client) StartMany(ctx context.Context, starts []Start, concurrency int)
 // that can never be admitted, each of which gets its error in errs: a
 // start scheduled for a later tick than the coordinator's, refused while
 // the coordinator holds its limit of sagas in flight (its -max-active)
-// and owes no answer due by its tick (Summary.Due is 0) nor waits to
+// or of the bytes they hold (its -max-active-bytes) and owes no answer due by its tick (Summary.Due is 0) nor waits to
 // retry a command, so that none of its sagas can end before the clock
 // moves on. A simulation driver ticks
 // only once its tick's starts are in: it would wait for ever. It takes it
@@ -519,8 +519,9 @@ func (c *Client) stuckStarts(ctx context.Context, starts []Start, busy []int, er
 			kept = append(kept, i)
 			continue
 		}
-		errs[i] = fmt.Errorf("start %s, scheduled for tick %d: %w: the coordinator holds its limit of sagas in flight (-max-active), "+
-			"%d, and none of them can end before the clock moves on from tick %d: raise -max-active above the sagas a tick holds in flight: %w",
+		errs[i] = fmt.Errorf("start %s, scheduled for tick %d: %w: the coordinator holds its limit of sagas in flight (-max-active) "+
+			"or of the bytes they hold (-max-active-bytes), with %d, and none of them can end before the clock moves on from tick %d: "+
+			"raise the limit above what a tick holds in flight: %w",
 			s.label(), s.Tick, ErrNeverAdmitted, sum.Active, sum.Tick, ErrBusy)
 	}
 	return kept, &sum

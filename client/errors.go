@@ -37,7 +37,8 @@ var ErrBadStored = errors.New("bad stored saga")
 // ErrNeverAdmitted is wrapped, with [ErrBusy], by [Client.StartMany] for
 // a start scheduled for a later tick that the coordinator refuses as busy
 // while nothing it holds can end before the clock moves on: its sagas in
-// flight (its -max-active) all wait for a later tick. A driver that ticks
+// flight (at its -max-active, or holding its -max-active-bytes) all wait
+// for a later tick. A driver that ticks
 // only once its starts are in would wait for ever.
 var ErrNeverAdmitted = errors.New("the start can never be admitted before the clock moves on")
 

@@ -86,6 +86,15 @@ type Options struct {
 	// at once with the error code "busy" and starts nothing. 0 means
 	// DefaultMaxActive; a negative value admits every start.
 	MaxActive int
+	// MaxActiveBytes bounds the bytes the sagas in flight hold, counted
+	// as saga.Engine.ActiveBytes counts them (approximately: their
+	// contexts, the step outputs merged into them, and their histories,
+	// as encoded): a start that would take the count past it is answered
+	// "busy" as a start beyond MaxActive is, unless no saga is in flight.
+	// Sagas recovered over it are all recovered, and starts answered busy
+	// until those in flight hold less. 0 means DefaultMaxActiveBytes; a
+	// negative value admits every start.
+	MaxActiveBytes int64
 	// Logger receives the coordinator's logs. nil discards them.
 	Logger *slog.Logger
 	// Observer, when set, is told what the coordinator does (for
@@ -111,6 +120,10 @@ type Options struct {
 // saga in flight with a small context takes (BENCHMARKS.md), about 160 MB,
 // and under a GiB at 8 KiB a saga.
 const DefaultMaxActive = 100_000
+
+// DefaultMaxActiveBytes is the default of Options.MaxActiveBytes: a
+// quarter of the GiB DefaultMaxActive is sized to.
+const DefaultMaxActiveBytes = 256 << 20
 
 // DefaultRetention is how long a finished saga stays in the bucket.
 const DefaultRetention = 7 * 24 * time.Hour
@@ -210,8 +223,10 @@ type Coordinator struct {
 	// the wrong role took (records.go, sendAgain).
 	resent map[string]resent
 	// active is the number of sagas in flight after the last batch, for
-	// refusing a start over the limit before it is queued.
-	active atomic.Int64
+	// refusing a start over the limit before it is queued; activeBytes
+	// the bytes they hold (saga.Engine.ActiveBytes), likewise.
+	active      atomic.Int64
+	activeBytes atomic.Int64
 	// state is where Run is: one of the run* constants; ended, why its
 	// terms ended since it was last ready, for Health to say.
 	state atomic.Int32
@@ -277,6 +292,9 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 	if opts.MaxActive == 0 {
 		opts.MaxActive = DefaultMaxActive
 	}
+	if opts.MaxActiveBytes == 0 {
+		opts.MaxActiveBytes = DefaultMaxActiveBytes
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -315,6 +333,7 @@ func (c *Coordinator) reset() error {
 	if c.opts.Observer != nil {
 		// Between terms, and standing by, it holds no saga and no clock.
 		c.opts.Observer.Committed(nil, nil, e.Summary())
+		c.observeBytes()
 	}
 	c.revs, c.changed, c.sagas = map[string]uint64{}, map[string]bool{}, newSagaLog()
 	c.resent = map[string]resent{}
@@ -501,6 +520,7 @@ func (c *Coordinator) runTerm(ctx context.Context) error {
 	if c.opts.Observer != nil {
 		// The recovered sagas are in flight before any batch.
 		c.opts.Observer.Committed(nil, nil, c.engine.Summary())
+		c.observeBytes()
 	}
 	c.log.Info("coordinator running", "tick", c.engine.Tick(), "active", c.engine.Summary().Active)
 	return c.loop(ctx, t.in)
@@ -623,7 +643,7 @@ func (c *Coordinator) loop(ctx context.Context, in <-chan input) error {
 				return err
 			}
 		}
-		c.active.Store(int64(c.engine.Summary().Active))
+		c.countActive()
 		c.setWake(wake)
 	}
 }

@@ -57,6 +57,22 @@ type DefinitionObserver interface {
 	Defined(d saga.Definition)
 }
 
+// BytesObserver, when an [Observer] implements it too, is told with
+// each call of Committed the bytes the sagas in flight hold, as
+// saga.Engine.ActiveBytes counts them: what Options.MaxActiveBytes
+// bounds.
+type BytesObserver interface {
+	HeldBytes(bytes int64)
+}
+
+// observeBytes tells the observer, if it listens, the bytes the sagas in
+// flight hold.
+func (c *Coordinator) observeBytes() {
+	if o, ok := c.opts.Observer.(BytesObserver); ok {
+		o.HeldBytes(c.engine.ActiveBytes())
+	}
+}
+
 // defined tells the observer, if it listens, of d.
 func (c *Coordinator) defined(d saga.Definition) {
 	if o, ok := c.opts.Observer.(DefinitionObserver); ok {
@@ -102,6 +118,7 @@ func (c *Coordinator) observeCommit(out *saga.Outbox, now time.Time) {
 		}
 	}
 	c.opts.Observer.Committed(out.Commands, out.Events, c.engine.Summary())
+	c.observeBytes()
 }
 
 // Where [Coordinator.Run] is.

@@ -225,7 +225,8 @@ func (c *Coordinator) recover(ctx context.Context) error {
 			return fmt.Errorf("recover: %w", err)
 		}
 	}
-	c.active.Store(int64(c.engine.Summary().Active))
+	c.countActive()
+	c.warnOverLimits()
 	c.log.Info("recovered", "sagas", len(stored)+finished, "finished", finished, "resent", len(cmds), "tick", tick)
 	return nil
 }

@@ -77,15 +77,16 @@ func (c *Coordinator) onStart(ctx context.Context, m *nats.Msg) {
 			return
 		}
 	}
-	if c.busy() {
+	if err := c.busy(int64(len(m.Data))); err != nil {
 		// Answered at once: a start over the limit is never queued.
-		c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(c.busyError())})
+		c.respond(m, messages.StartResponse{V: messages.Version, Error: wireError(err)})
 		return
 	}
 	// A start alone is a batch of one (starts.go), answered with its one
 	// result.
 	b := &startBatch{
 		starts:  []messages.BatchedStart{{Saga: sagaType, SagaID: req.SagaID, Rank: req.Rank, Tick: req.Tick, Context: req.Context}},
+		sizes:   []int{len(m.Data)},
 		results: make([]messages.StartResponse, 1),
 		live:    []int{0},
 		trace:   m,
@@ -115,15 +116,45 @@ func decodeStartRequest(data []byte) (messages.StartRequest, error) {
 	return req, nil
 }
 
-// busy reports whether the sagas in flight after the last batch reached
-// Options.MaxActive.
-func (c *Coordinator) busy() bool {
-	return c.opts.MaxActive > 0 && c.active.Load() >= int64(c.opts.MaxActive)
+// Admission. A start is admitted while the sagas in flight are fewer
+// than Options.MaxActive and, with the bytes of the start as received
+// (size), hold no more than Options.MaxActiveBytes, as
+// saga.Engine.ActiveBytes counts them; but a start is never refused for
+// its bytes while no saga is in flight, so that one larger than the
+// budget is not refused for ever. A start is checked twice: as it comes,
+// against the counts after the last batch (busy), so that a start over a
+// limit is never queued; and on the loop, against the engine's counts as
+// the starts before it left them (admits).
+
+// busy returns the error a start of size bytes (1 for a batch: any start
+// holds at least a byte) is answered with when the sagas in flight after
+// the last batch leave no room for it, and nil when they do.
+func (c *Coordinator) busy(size int64) error {
+	return c.overLimits(c.active.Load(), c.activeBytes.Load(), size)
 }
 
-// busyError is the error a start over Options.MaxActive is answered with.
-func (c *Coordinator) busyError() error {
-	return fmt.Errorf("the limit of sagas in flight (%d) is reached: %w", c.opts.MaxActive, messages.ErrBusy)
+// admits returns the error a start of size bytes is answered with on the
+// loop when the sagas in flight leave no room for it, and nil when they do.
+func (c *Coordinator) admits(size int) error {
+	return c.overLimits(int64(c.engine.Summary().Active), c.engine.ActiveBytes(), int64(size))
+}
+
+// overLimits returns the busy error of a start of size bytes while active
+// sagas in flight hold held bytes, or nil when it is admitted.
+func (c *Coordinator) overLimits(active, held, size int64) error {
+	if c.opts.MaxActive > 0 && active >= int64(c.opts.MaxActive) {
+		return fmt.Errorf("the limit of sagas in flight (%d) is reached: %w", c.opts.MaxActive, messages.ErrBusy)
+	}
+	if most := c.opts.MaxActiveBytes; most > 0 && held > 0 && held+size > most {
+		return fmt.Errorf("the sagas in flight hold %d bytes; a start of %d would pass the limit (%d bytes): %w", held, size, most, messages.ErrBusy)
+	}
+	return nil
+}
+
+// countActive notes the sagas in flight and the bytes they hold, for busy.
+func (c *Coordinator) countActive() {
+	c.active.Store(int64(c.engine.Summary().Active))
+	c.activeBytes.Store(c.engine.ActiveBytes())
 }
 
 func (c *Coordinator) onTick(ctx context.Context, m *nats.Msg) {
@@ -404,4 +435,15 @@ func (c *Coordinator) retryFinished(ctx context.Context, m *nats.Msg, id string,
 		}
 	}
 	c.respond(m, messages.RetryResponse{V: messages.Version, Error: wireError(err)})
+}
+
+// warnOverLimits warns when the sagas recovered are over a limit: every
+// one is recovered all the same (none is lost), and starts are answered
+// busy until enough of them have ended.
+func (c *Coordinator) warnOverLimits() {
+	active, held := c.active.Load(), c.activeBytes.Load()
+	if (c.opts.MaxActive > 0 && active >= int64(c.opts.MaxActive)) || (c.opts.MaxActiveBytes > 0 && held >= c.opts.MaxActiveBytes) {
+		c.log.Warn("the sagas recovered are at or over the limit of sagas in flight or of the bytes they hold: starts are answered busy until enough of them end",
+			"active", active, "max_active", c.opts.MaxActive, "bytes", held, "max_active_bytes", c.opts.MaxActiveBytes)
+	}
 }

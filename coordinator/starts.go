@@ -28,7 +28,9 @@ import (
 
 // startBatch is a batch of starts being answered.
 type startBatch struct {
-	starts  []messages.BatchedStart
+	starts []messages.BatchedStart
+	// sizes are the starts' bytes as received, for admission.
+	sizes   []int
 	results []messages.StartResponse
 	// live are the indexes of the starts still to decide.
 	live []int
@@ -86,17 +88,18 @@ func (c *Coordinator) onStarts(ctx context.Context, m *nats.Msg) {
 			n, most, c.nc.MaxPayload(), messages.ErrTooLarge))
 		return
 	}
-	if c.busy() {
-		c.respond(m, messages.StartBatchResponse{V: messages.Version, Error: wireError(c.busyError())})
+	if err := c.busy(1); err != nil {
+		c.respond(m, messages.StartBatchResponse{V: messages.Version, Error: wireError(err)})
 		return
 	}
 	n := len(raw.Starts)
-	b := &startBatch{starts: make([]messages.BatchedStart, n), results: make([]messages.StartResponse, n), trace: m}
+	b := &startBatch{starts: make([]messages.BatchedStart, n), sizes: make([]int, n), results: make([]messages.StartResponse, n), trace: m}
 	b.finish = func() {
 		c.respond(m, messages.StartBatchResponse{V: messages.Version, Results: fitStartResults(b.results, c.nc.MaxPayload())})
 	}
 	limit := c.nc.MaxPayload() / 4
 	for i, r := range raw.Starts {
+		b.sizes[i] = len(r)
 		if err := checkBatchedStart(r, &b.starts[i], limit); err != nil {
 			b.refuse(i, err)
 			continue
@@ -266,9 +269,10 @@ func (c *Coordinator) enqueueStarts(ctx context.Context, b *startBatch) {
 		room := newStartsRoom(c.nc.MaxPayload(), b.results)
 		for _, i := range b.live {
 			s := &b.starts[i]
-			if c.opts.MaxActive > 0 && c.engine.Summary().Active >= c.opts.MaxActive {
+			if busy := c.admits(b.sizes[i]); busy != nil {
+				// A start of a saga held is answered with it.
 				if _, err := c.engine.Get(s.SagaID); s.SagaID == "" || err != nil {
-					b.refuse(i, c.busyError())
+					b.refuse(i, busy)
 					continue
 				}
 			}

@@ -75,6 +75,8 @@ type Engine struct {
 	tickRound  int64
 	dueWorking int
 	recovering bool
+	// activeBytes is what the active sagas hold, as ActiveBytes counts it.
+	activeBytes int64
 }
 
 // New returns an engine with no definitions.
@@ -398,6 +400,7 @@ func (e *Engine) StartWith(id ID, def string, ctx messages.Context, o StartOptio
 		Current: -1, StartedTick: e.tick, Completed: []string{}, History: make([]Transition, 0, 8), def: d,
 	}
 	e.active[id] = x
+	e.count(x, size)
 	e.counts[Pending]++
 	e.record(x, Transition{Tick: e.tick, Status: Pending})
 	if o.Tick > e.tick {
@@ -520,6 +523,10 @@ func (e *Engine) executeReply(x *Execution, r messages.Reply, now time.Time, out
 				return
 			}
 			x.Context = merged
+			// Held twice: merged into the context, and as the step's
+			// result. Counted at the output's size for the context
+			// too, though a key it replaces may have held more or less.
+			e.charge(x, 2*outLen)
 		}
 		x.Completed = append(x.Completed, st.Name)
 		x.setResult(st.Name, r.Output, outLen)
@@ -975,6 +982,7 @@ func (e *Engine) RetryCompensation(id ID, out *Outbox) error {
 	}
 	delete(e.failed, id)
 	e.active[id] = x
+	e.countAll(x)
 	// The saga ends with its cause again, so it gets back the reason it
 	// started compensating, which the compensation failure replaced.
 	x.Error = x.rollbackReason()
@@ -989,7 +997,8 @@ func (e *Engine) RetryCompensation(id ID, out *Outbox) error {
 // ([MaxHistory]): over them, it drops the oldest transition that is
 // neither the first, nor the one [Execution.rollbackReason] reads, nor t.
 func (e *Engine) record(x *Execution, t Transition) {
-	size := x.historySize() + transitionSize(&t)
+	was := x.historySize()
+	size := was + transitionSize(&t)
 	x.History = append(x.History, t)
 	x.historyLen = size
 	limit := e.opts.MaxContext
@@ -1009,12 +1018,13 @@ func (e *Engine) record(x *Execution, t Transition) {
 			drop++
 		}
 		if drop >= len(x.History)-1 {
-			return // the first, the cause and t: nothing more to drop
+			break // the first, the cause and t: nothing more to drop
 		}
 		x.historyLen -= transitionSize(&x.History[drop])
 		x.History = slices.Delete(x.History, drop, drop+1)
 		x.HistoryDropped++
 	}
+	e.charge(x, x.historyLen-was)
 }
 
 func (e *Engine) setStatus(x *Execution, s Status, note string, out *Outbox) {
@@ -1033,6 +1043,7 @@ func (e *Engine) finish(x *Execution, s Status, note string, out *Outbox) {
 	x.Working, x.Until = false, 0
 	e.setStatus(x, s, note, out)
 	delete(e.active, x.ID)
+	e.uncount(x)
 	switch {
 	case s == Failed:
 		e.failed[x.ID] = x
@@ -1154,6 +1165,45 @@ func compareCursor(a, b ListCursor) int {
 	return cmp.Or(cmp.Compare(a.StartedTick, b.StartedTick), cmp.Compare(a.ID, b.ID))
 }
 
+// ActiveBytes returns the bytes the active sagas hold, approximately: for
+// each, its context as it started (as [messages.Context.EncodedLen]
+// counts it), twice the size of every step output merged into it (the
+// output is kept in the context and among the step results; a key it
+// replaces is not taken off), and its history's size, counted from the
+// saga's start, or from its retry or restore (when what it holds is
+// taken whole), until it ends. What a saga holds is never counted down
+// while it is active but as its history drops old entries, so the count
+// may run above what is held, never far below. It leaves out what every
+// saga holds whatever its input (ids, step lists, indexes), which a count
+// of sagas bounds, and the failed and finished sagas.
+func (e *Engine) ActiveBytes() int64 { return e.activeBytes }
+
+// charge counts n more bytes (or fewer, negative) held by x, while x is
+// active (counted).
+func (e *Engine) charge(x *Execution, n int) {
+	if x.counted {
+		x.charged += n
+		e.activeBytes += int64(n)
+	}
+}
+
+// count starts counting what x, now active, holds: n bytes.
+func (e *Engine) count(x *Execution, n int) {
+	x.counted, x.charged = true, n
+	e.activeBytes += int64(n)
+}
+
+// countAll counts what x, active again or restored, holds, whole.
+func (e *Engine) countAll(x *Execution) {
+	e.count(x, x.Context.EncodedLen()+x.resultsSize()+x.historySize())
+}
+
+// uncount stops counting what x, no longer active, holds.
+func (e *Engine) uncount(x *Execution) {
+	e.activeBytes -= int64(x.charged)
+	x.counted, x.charged = false, 0
+}
+
 // Summary counts the definitions and the sagas by status.
 func (e *Engine) Summary() messages.Summary {
 	return messages.Summary{
@@ -1242,6 +1292,7 @@ func (e *Engine) Restore(x Execution, tick int64) error {
 		return nil
 	}
 	e.active[x.ID] = p
+	e.countAll(p)
 	if x.Awaiting {
 		x.Awaiting = false
 		e.setAwaiting(p, true)

@@ -127,6 +127,10 @@ type Execution struct {
 	// are recorded and dropped.
 	historyLen   int
 	historyKnown bool
+	// counted is set while the saga is active and what it holds is
+	// counted in [Engine.ActiveBytes]; charged is what is counted.
+	counted bool
+	charged int
 }
 
 // resultsSize returns the bytes of x's step results, as EncodedLen counts
@@ -207,6 +211,7 @@ type Transition struct {
 func (x *Execution) Clone() Execution {
 	c := *x
 	c.held, c.publish, c.open, c.due = false, false, false, false
+	c.counted, c.charged = false, 0
 	c.Context = x.Context.Clone()
 	// slices.Clone keeps an empty list empty rather than nil, so that a
 	// saga with no step done shows "completed_steps":[] in a status answer

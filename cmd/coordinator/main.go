@@ -14,12 +14,15 @@
 // register) and those a coordinator stored before.
 //
 //	coordinator [-nats nats://127.0.0.1:4222] [-definitions FILE|none] [-replicas 1] [-ack-wait 5s]
-//	            [-retention 168h] [-lease-ttl 3s] [-max-active N] [-log-level info]
+//	            [-retention 168h] [-lease-ttl 3s] [-max-active N] [-max-active-bytes N] [-log-level info]
 //	            [-log-format text] [-metrics-addr :9090]
 //	            [-creds file] [-nkey seedfile] [-tls-ca ca.pem] [-tls-cert cert.pem -tls-key key.pem]
 //	coordinator -healthcheck -metrics-addr :9090
 //
-// A start beyond -max-active sagas in flight is answered "busy" at once, and
+// A start beyond -max-active sagas in flight, or that would take the bytes
+// the sagas in flight hold (their contexts, outputs and histories, as
+// encoded, counted approximately) past -max-active-bytes, is answered
+// "busy" at once, and
 // so is a request answered from the bucket (a start with a saga id, the
 // status or retry of a saga no longer in memory, a list of finished sagas)
 // while 256 such reads run, or four lists of finished sagas: a flood of
@@ -62,8 +65,10 @@ type config struct {
 	retention time.Duration
 	leaseTTL  time.Duration
 	maxActive int
-	batch     int
-	observe   cli.Observe
+	// maxActiveBytes is -max-active-bytes.
+	maxActiveBytes int64
+	batch          int
+	observe        cli.Observe
 	// defs are the sagas of defsFile, read as the flags are parsed.
 	defs []saga.Definition
 }
@@ -80,6 +85,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.leaseTTL, "lease-ttl", coordinator.DefaultLeaseTTL, "how long the lease lasts unless renewed: a standby coordinator takes over about this long after the active one's last renewal, renewed every third of it (1s to 1h)")
 	fs.IntVar(&c.batch, "command-batch", messages.MaxBatch, "most commands of one step sent in one message to a role whose agents read batches; 1: every command alone")
 	fs.IntVar(&c.maxActive, "max-active", defaultMaxActive(), "most sagas in flight; a start beyond is answered \"busy\"; negative: no limit. The default is what a quarter of the memory limit holds at 8 KiB a saga")
+	fs.Int64Var(&c.maxActiveBytes, "max-active-bytes", defaultMaxActiveBytes(), "most bytes the sagas in flight hold (their contexts, the step outputs merged into them, and their histories, as encoded; counted approximately); a start that would pass it is answered \"busy\", unless no saga is in flight; sagas recovered over it are all recovered, and starts answered busy until they hold less; negative: no limit. The default is a quarter of the memory limit")
 	c.observe.Register(fs, getenv)
 	if err := cli.Parse(fs, args); err != nil {
 		return c, err
@@ -122,6 +128,8 @@ func (c *config) check() error {
 		return fmt.Errorf("-command-batch %d: between 1 and %d", c.batch, messages.MaxBatch)
 	case c.maxActive == 0:
 		return errors.New("-max-active 0: a positive count, or negative for no limit")
+	case c.maxActiveBytes == 0:
+		return errors.New("-max-active-bytes 0: a positive number of bytes, or negative for no limit")
 	}
 	return nil
 }
@@ -180,7 +188,7 @@ func run(ctx context.Context, c config, getenv func(string) string, log *slog.Lo
 	defer cli.Drain(nc, 5*time.Second)
 	opts := coordinator.Options{
 		Definitions: defs, Replicas: c.replicas, AckWait: c.ackWait, Retention: c.retention, LeaseTTL: c.leaseTTL,
-		MaxActive: c.maxActive, CommandBatch: c.batch, Logger: log, Metadata: metadata,
+		MaxActive: c.maxActive, MaxActiveBytes: c.maxActiveBytes, CommandBatch: c.batch, Logger: log, Metadata: metadata,
 	}
 	if observer != nil {
 		opts.Observer = observer
@@ -213,5 +221,6 @@ var (
 	_ coordinator.MessageObserver    = (*metrics.Coordinator)(nil)
 	_ coordinator.RecordObserver     = (*metrics.Coordinator)(nil)
 	_ coordinator.RetryObserver      = (*metrics.Coordinator)(nil)
+	_ coordinator.BytesObserver      = (*metrics.Coordinator)(nil)
 	_ coordinator.DefinitionObserver = (*metrics.Coordinator)(nil)
 )

@@ -99,6 +99,8 @@ func TestFlagsOutOfRange(t *testing.T) {
 		{[]string{"-retention", "999ms"}, "-retention 999ms: at least 1s, or negative to keep finished sagas for ever"},
 		{[]string{"-command-batch", "0"}, "-command-batch 0: between 1 and 256"},
 		{[]string{"-max-active", "0"}, "-max-active 0: a positive count, or negative for no limit"},
+		{[]string{"-max-active-bytes", "0"}, "-max-active-bytes 0: a positive number of bytes, or negative for no limit"},
+		{[]string{"-max-active-bytes", "1GiB"}, `invalid value "1GiB" for flag -max-active-bytes`},
 		// Connection flags no server could take.
 		{[]string{"-nats", "://x"}, "the URL does not parse"},
 		{[]string{"-nats", "ftp://x"}, `scheme "ftp": a NATS URL is nats://, tls://, ws:// or wss://`},

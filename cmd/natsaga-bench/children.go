@@ -120,7 +120,7 @@ func runChild(ctx context.Context, c childConfig, log *slog.Logger) error {
 	switch c.role {
 	case roleCoordinator:
 		// The benchmark holds as many sagas as it is told to: no admission limit.
-		co, err := coordinator.New(nc, coordinator.Options{Definitions: []saga.Definition{benchDefinition()}, MaxActive: -1, Logger: log})
+		co, err := coordinator.New(nc, coordinator.Options{Definitions: []saga.Definition{benchDefinition()}, MaxActive: -1, MaxActiveBytes: -1, Logger: log})
 		if err != nil {
 			return err
 		}

@@ -109,7 +109,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		// Every start admitted: the scenario bounds the campaign's sagas
 		// (a million patients at most), and its driver has no flag to
 		// raise the limit with.
-		co, err := coordinator.New(nc, coordinator.Options{Definitions: defs, Logger: log, MaxActive: -1})
+		co, err := coordinator.New(nc, coordinator.Options{Definitions: defs, Logger: log, MaxActive: -1, MaxActiveBytes: -1})
 		if err != nil {
 			return nil, err
 		}

@@ -27,6 +27,7 @@ type Coordinator struct {
 	ticks, seconds             *prometheus.HistogramVec
 	inFlight                   *prometheus.GaugeVec
 	tick                       prometheus.Gauge
+	heldBytes                  prometheus.Gauge
 	batchSize                  prometheus.Histogram
 	recordSize                 *prometheus.HistogramVec
 }
@@ -68,6 +69,10 @@ func NewCoordinator(reg prometheus.Registerer) (*Coordinator, error) {
 		tick: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "natsaga_tick", Help: "The coordinator's simulation clock.",
 		}),
+		heldBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "natsaga_sagas_in_flight_bytes",
+			Help: "Bytes the active sagas hold, counted approximately (contexts, outputs, histories, as encoded): what -max-active-bytes bounds.",
+		}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "natsaga_command_message_commands", Help: "Commands per command message published: 1 for a command sent alone, more for a batch.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
@@ -77,7 +82,7 @@ func NewCoordinator(reg prometheus.Registerer) (*Coordinator, error) {
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 		}, []string{"role"}),
 	}
-	for _, c := range []prometheus.Collector{m.started, m.finished, m.retried, m.commands, m.retries, m.steps, m.ticks, m.seconds, m.inFlight, m.tick, m.batchSize, m.recordSize} {
+	for _, c := range []prometheus.Collector{m.started, m.finished, m.retried, m.commands, m.retries, m.steps, m.ticks, m.seconds, m.inFlight, m.tick, m.heldBytes, m.batchSize, m.recordSize} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("coordinator metrics: %w", err)
 		}
@@ -121,6 +126,9 @@ func (m *Coordinator) Committed(cmds []messages.Command, events []messages.Event
 	m.inFlight.WithLabelValues("retrying").Set(float64(sum.Retrying))
 	m.tick.Set(float64(sum.Tick))
 }
+
+// HeldBytes sets the gauge of the bytes the active sagas hold.
+func (m *Coordinator) HeldBytes(bytes int64) { m.heldBytes.Set(float64(bytes)) }
 
 // Retried counts a failed saga of sagaType sent back to compensating
 // ([coordinator.RetryObserver]).

@@ -43,6 +43,7 @@ natsaga_sagas_in_flight{state="retrying"} 0
 		{Saga: "subsidy", Status: "rolled_back"}, {Saga: "insurance", Status: "in_progress"},
 	}
 	m.Committed(cmds, events, messages.Summary{Tick: 7, Active: 3, Awaiting: 2, Retrying: 1})
+	m.HeldBytes(4096)
 	// The first two in one batch, the compensation alone.
 	m.Sent(2)
 	m.Sent(1)
@@ -72,12 +73,15 @@ natsaga_command_retries_total{action="execute",saga="subsidy",step="a"} 1
 natsaga_sagas_in_flight{state="active"} 3
 natsaga_sagas_in_flight{state="awaiting"} 2
 natsaga_sagas_in_flight{state="retrying"} 1
+# HELP natsaga_sagas_in_flight_bytes Bytes the active sagas hold, counted approximately (contexts, outputs, histories, as encoded): what -max-active-bytes bounds.
+# TYPE natsaga_sagas_in_flight_bytes gauge
+natsaga_sagas_in_flight_bytes 4096
 # HELP natsaga_tick The coordinator's simulation clock.
 # TYPE natsaga_tick gauge
 natsaga_tick 7
 `
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"natsaga_sagas_started_total", "natsaga_sagas_finished_total", "natsaga_sagas_retried_total", "natsaga_command_retries_total", "natsaga_sagas_in_flight", "natsaga_tick"))
+		"natsaga_sagas_started_total", "natsaga_sagas_finished_total", "natsaga_sagas_retried_total", "natsaga_command_retries_total", "natsaga_sagas_in_flight", "natsaga_sagas_in_flight_bytes", "natsaga_tick"))
 	sent := `
 # HELP natsaga_commands_sent_total Step commands published, retries included, by saga, step and action.
 # TYPE natsaga_commands_sent_total counter
