@@ -61,8 +61,10 @@ type Seeder interface {
 // [Reject] for a business rejection. Both must return once ctx ends: an
 // agent stopping cancels it one ack wait after it stops pulling, and
 // stops without a handler still running one ack wait after that (its
-// command is delivered again). An agent says a call that has run for 30 s,
-// at warn.
+// command is delivered again). A handler that returns an error once its
+// context has so ended is not answered: its command goes to another copy
+// as it is, and no attempt is spent. An agent says a call that has run
+// for 30 s, at warn.
 type Handler struct {
 	Execute    func(ctx context.Context, tx Tx, cmd *messages.Command) (messages.Context, error)
 	Compensate func(ctx context.Context, tx Tx, cmd *messages.Command) error
@@ -151,10 +153,13 @@ type rejectError struct{ reason string }
 
 func (e *rejectError) Error() string { return e.reason }
 
-// Reject returns the error a handler returns for a business rejection, such
-// as an exhausted budget: the saga rolls back and the command is not
+// Reject returns the error an execute returns for a business rejection,
+// such as an exhausted budget: the saga rolls back and the command is not
 // retried. Any other error a handler returns is transient and retried. A
-// rejection needs a reason on the wire: an empty one is [NoReason].
+// compensation must not reject: one that does is answered as a transient
+// error, sent again up to its definition's compensation retry, and then
+// the saga ends failed ([Conclude]). A rejection needs a reason on the
+// wire: an empty one is [NoReason].
 func Reject(format string, args ...any) error {
 	reason := fmt.Sprintf(format, args...)
 	if reason == "" {

@@ -1056,6 +1056,16 @@ func (a *Agent) run(ctx context.Context, cmd *messages.Command, step *agent.Step
 		_ = m.NakWithDelay(time.Second)
 		return
 	}
+	if verdict == agent.Transient && ctx.Err() != nil {
+		// The agent stops, and ended the handler's context one ack wait
+		// after it stopped pulling: the handler's error is the stop's,
+		// not the step's. Answered, it would spend an attempt (and roll
+		// back a step allowed one); nothing is recorded, so the command
+		// goes to another copy as it is.
+		a.cmdLog(cmd).Info("stopping: the command is left for another copy", "reason", reply.Reason)
+		_ = m.Nak()
+		return
+	}
 	switch verdict {
 	case agent.Applied, agent.Noop:
 		if cmd.Action == messages.Execute {

@@ -20,6 +20,7 @@ import (
 	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
+	"github.com/natsaga/natsaga/saga"
 )
 
 // publishCommands publishes cmds as the coordinator does: one alone, more
@@ -590,4 +591,47 @@ func TestOptionsBounded(t *testing.T) {
 		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: ok}}})
 	require.ErrorIs(t, err, messages.ErrBadRequest)
 	require.ErrorContains(t, err, "concurrency 4097: at most 4096")
+}
+
+// TestAStopLeavesTheCommandForAnotherCopy stops an agent whose handler
+// waits for its context and returns its error, as agent.Handler asks: the
+// agent answers nothing, the command goes to the next copy, and no
+// attempt is spent (the step allows one: an error answered would roll the
+// saga back).
+func TestAStopLeavesTheCommandForAnotherCopy(t *testing.T) {
+	for _, serial := range []bool{false, true} {
+		t.Run(fmt.Sprintf("serial=%v", serial), func(t *testing.T) {
+			_, url := testenv.Server(t)
+			def := saga.Definition{Name: "once", Subject: "once", Steps: []saga.Step{
+				{Name: "try", Role: "worker", Retry: saga.RetryPolicy{MaxAttempts: 1}}}}
+			testenv.Coordinator(t, url, []saga.Definition{def})
+			nc := testenv.Connect(t, url)
+			entered := make(chan struct{}, 1)
+			waits := agent.Handler{
+				Execute: func(ctx context.Context, _ agent.Tx, _ *messages.Command) (messages.Context, error) {
+					entered <- struct{}{}
+					<-ctx.Done()
+					return nil, ctx.Err()
+				},
+				Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+			}
+			a, err := participant.New(testenv.Connect(t, url), participant.Options{Role: "worker", Serial: serial, AckWait: time.Second,
+				Logger: testenv.Logger(t), Steps: []agent.Step{{Saga: "once", Name: "try", Handler: waits}}})
+			require.NoError(t, err)
+			ctx, cancel := context.WithCancel(context.Background())
+			ran := make(chan error, 1)
+			go func() { ran <- a.Run(ctx) }()
+			id := testenv.Start(t, nc, "once", nil)
+			<-entered
+			cancel()
+			require.NoError(t, <-ran, "a handler that returns when its context ends stops cleanly")
+
+			testenv.Agent(t, url, participant.Options{Role: "worker", Serial: serial, Steps: []agent.Step{{Saga: "once", Name: "try", Handler: agent.Handler{
+				Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+				Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+			}}}})
+			x := testenv.WaitStatus(t, nc, id, saga.Completed)
+			require.Equal(t, 1, x.Attempt, "the first attempt, answered by the next copy")
+		})
+	}
 }
