@@ -34,7 +34,8 @@ type Options struct {
 	Attempts int
 	// RestartPatience is how long a request waits, apart from Attempts,
 	// while nobody listens on its subject (a coordinator starting or
-	// taking over). 0 means one minute.
+	// taking over): a send that nobody hears within it spends no attempt,
+	// one after it spends one. 0 means one minute.
 	RestartPatience time.Duration
 	// Logger receives the client's warnings. nil discards them.
 	Logger *slog.Logger
@@ -232,7 +233,11 @@ func (c *Client) send(ctx context.Context, subject string, req, resp any, resend
 	// nobody is the error of the last attempt when nobody listened: a
 	// request that ctx ends after it says so.
 	var nobody error
-	for attempt := 1; ; attempt++ {
+	// late counts the attempts not answered in time, unheard those nobody
+	// listened to once the patience had passed: together, the attempts
+	// spent. Those nobody listened to before it spend none.
+	late, unheard := 0, 0
+	for sent := 1; ; sent++ {
 		rctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 		msg := &nats.Msg{Subject: subject, Data: data}
 		tracing.Inject(ctx, msg)
@@ -264,25 +269,27 @@ func (c *Client) send(ctx context.Context, subject string, req, resp any, resend
 		if timedOut && !resend {
 			return fmt.Errorf("%s: no answer within %s, and not sent again: it may have taken effect: %w", subject, c.opts.RequestTimeout, err)
 		}
-		retry := noResponders || timedOut
-		if noResponders && time.Now().Before(patience) {
-			attempt = min(attempt, c.opts.Attempts-1)
+		switch {
+		case timedOut:
+			late++
+		case noResponders && !time.Now().Before(patience):
+			unheard++
+		case !noResponders:
+			return fmt.Errorf("%s: attempt %d: %w", subject, sent, err)
 		}
-		if !retry {
-			return fmt.Errorf("%s: attempt %d: %w", subject, attempt, err)
-		}
-		if attempt >= c.opts.Attempts {
+		if late+unheard >= c.opts.Attempts {
+			spent := fmt.Sprintf("%d attempts (%d not answered within %s, %d heard by nobody)", late+unheard, late, c.opts.RequestTimeout, unheard)
 			if st := c.nc.Status(); st != nats.CONNECTED {
-				return fmt.Errorf("%s: no answer in %d attempts of %s each: the NATS connection is %s, the server out of reach: %w",
-					subject, attempt, c.opts.RequestTimeout, st, err)
+				return fmt.Errorf("%s: no answer in %s: the NATS connection is %s, the server out of reach: %w",
+					subject, spent, st, err)
 			}
 			// Said as what it most often is: what answers the subject
 			// (the coordinator, a role's agents) is not running.
-			return fmt.Errorf("%s: no answer in %d attempts of %s each: is what answers it (the coordinator, or the role's agents for a query) running? %w",
-				subject, attempt, c.opts.RequestTimeout, err)
+			return fmt.Errorf("%s: no answer in %s: is what answers it (the coordinator, or the role's agents for a query) running? %w",
+				subject, spent, err)
 		}
 		if !noResponders {
-			c.log.Warn("request not answered; sending it again", "subject", subject, "attempt", attempt, "err", err)
+			c.log.Warn("request not answered; sending it again", "subject", subject, "attempt", late+unheard, "err", err)
 			continue
 		}
 		// No responder fails at once: the coordinator is not up (yet).

@@ -111,7 +111,7 @@ func TestStartSentAgainOnlyWithAnID(t *testing.T) {
 	require.ErrorContains(t, err, "not sent again: it may have taken effect")
 	_, err = c.Start(ctx, client.Start{Saga: "greet", ID: "g-1"})
 	require.ErrorIs(t, err, context.DeadlineExceeded)
-	require.ErrorContains(t, err, "natsaga.start.greet: no answer in 3 attempts of 50ms each: is what answers it (the coordinator, or the role's agents for a query) running?")
+	require.ErrorContains(t, err, "natsaga.start.greet: no answer in 3 attempts (3 not answered within 50ms, 0 heard by nobody): is what answers it (the coordinator, or the role's agents for a query) running?")
 	require.Equal(t, 1+3, received(single))
 
 	_, errs := c.StartMany(ctx, []client.Start{{Saga: "greet", ID: "g-2"}, {Saga: "greet"}}, 0)
@@ -134,6 +134,36 @@ func TestStartSentAgainOnlyWithAnID(t *testing.T) {
 	_, err = patient.Start(short, client.Start{Saga: "greet"})
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.ErrorContains(t, err, "it may have taken effect")
+}
+
+// TestNobodyListeningSpendsNoAttempt: a request sent while nobody listens
+// (a coordinator restarting) spends none of its attempts, so one that is
+// then lost (a coordinator that took it and died) is sent again, and
+// answered by the next, with two attempts allowed.
+func TestNobodyListeningSpendsNoAttempt(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	c, err := client.New(nc, client.Options{RequestTimeout: 200 * time.Millisecond, Attempts: 2})
+	require.NoError(t, err)
+	asked := nc.Stats().OutMsgs
+	answered := make(chan error, 1)
+	go func() {
+		_, err := c.Summary(context.Background())
+		answered <- err
+	}()
+	// Sent once at least, to nobody.
+	require.Eventually(t, func() bool { return nc.Stats().OutMsgs > asked }, 10*time.Second, time.Millisecond)
+
+	other := testenv.Connect(t, url)
+	lost, err := other.SubscribeSync(messages.SummarySubject)
+	require.NoError(t, err)
+	require.NoError(t, lost.AutoUnsubscribe(1))
+	require.NoError(t, other.Flush())
+	_, err = lost.NextMsg(10 * time.Second)
+	require.NoError(t, err, "the request taken, and never answered")
+	_, err = other.Subscribe(messages.SummarySubject, func(m *nats.Msg) { _ = m.Respond([]byte(`{"v":1,"active":7}`)) })
+	require.NoError(t, err)
+	require.NoError(t, <-answered)
 }
 
 // TestConnectWaitsForANameToResolve: a server name that does not resolve
