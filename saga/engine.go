@@ -20,7 +20,9 @@ type Options struct {
 	// A runtime that stores sagas elsewhere leaves it false: then only
 	// active and failed sagas stay in memory.
 	KeepFinished bool
-	// NewID makes saga ids. nil means uuid.NewString.
+	// NewID makes saga ids. nil means uuid.NewString. An id it makes
+	// must follow the rule of every id (messages.CheckToken); a start
+	// given one that does not fails with [ErrBadNewID].
 	NewID func() string
 	// RecentlyFinished is how many ids of finished sagas the engine keeps
 	// without KeepFinished, so that a retried start of a saga that has
@@ -373,6 +375,9 @@ func (e *Engine) StartWith(id ID, def string, ctx messages.Context, o StartOptio
 	}
 	if id == "" {
 		id = e.opts.NewID()
+		if messages.CheckToken("saga_id", id) != nil {
+			return nil, fmt.Errorf("start %q: %w: %q", def, ErrBadNewID, messages.Clip(id))
+		}
 	} else if err := messages.CheckToken("saga_id", id); err != nil {
 		return nil, err
 	}

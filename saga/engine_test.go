@@ -1571,3 +1571,20 @@ func TestIntegrationSubsidy(t *testing.T) {
 	require.Equal(t, map[saga.ID]bool{first: true}, agents.approved)
 	require.Equal(t, messages.Summary{V: messages.Version, Registered: 1, Completed: 1, RolledBack: 1, Answered: 8}, h.e.Summary())
 }
+
+// TestNewIDIsChecked: an id Options.NewID makes that breaks the rule of
+// identifiers refuses the start, naming the fault as the program's; the
+// engine holds nothing of it. (A saga it held could not be asked for, and
+// was lost at a restart.)
+func TestNewIDIsChecked(t *testing.T) {
+	for _, bad := range []string{"", "has space", "a.b", "x*", strings.Repeat("l", messages.MaxTokenLen+1)} {
+		e := saga.New(saga.Options{NewID: func() string { return bad }})
+		require.NoError(t, e.Register(subsidyDef()))
+		var out saga.Outbox
+		_, err := e.Start("", "subsidy_application", nil, &out)
+		require.ErrorIs(t, err, saga.ErrBadNewID, "%q", bad)
+		require.NotErrorIs(t, err, messages.ErrBadRequest, "the request was not at fault")
+		require.Empty(t, e.Active())
+		requireEmptyOutbox(t, &out)
+	}
+}

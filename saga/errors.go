@@ -45,6 +45,10 @@ var (
 	// before the tick its agent declared. It changes nothing; the runtime
 	// offers it again later.
 	ErrEarly = errors.New("answer before its round or its declared tick")
+	// ErrBadNewID: Options.NewID made an id that breaks the rule of every
+	// id (messages.CheckToken). The start is refused; the fault is the
+	// program's, not the request's.
+	ErrBadNewID = errors.New("Options.NewID made a saga id that breaks the rule of identifiers")
 )
 
 // IDTaken returns the error, wrapping [ErrIDTaken], of a start of saga
