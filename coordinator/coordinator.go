@@ -378,6 +378,10 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		return ErrRanBefore
 	}
 	defer c.state.Store(runStopped)
+	// The asynchronous publishes' reply subscription lives on the caller's
+	// connection, which may outlive the coordinator (a test, a program
+	// running several): it goes with Run.
+	defer c.js.CleanupPublisher()
 	// setUp is set once a term has set up: a server without JetStream is
 	// then one restarted without it, which may be restarted with it again.
 	setUp := false

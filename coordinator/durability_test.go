@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -417,4 +418,29 @@ func TestServerBackWithoutJetStreamIsWaitedFor(t *testing.T) {
 	}, 30*time.Second, 20*time.Millisecond)
 	id := testenv.Start(t, nc, flood.Subsidy, messages.Context{}.MustSet(flood.KeyHousehold, "h-1"))
 	require.Equal(t, saga.InProgress, testenv.Status(t, nc, id).Status)
+}
+
+// TestCoordinatorLeavesNothingOnItsConnection runs coordinators one after
+// another on one connection, each storing a saga (asynchronous publishes):
+// a coordinator that has stopped leaves no subscription on it.
+func TestCoordinatorLeavesNothingOnItsConnection(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	other := testenv.Connect(t, url)
+	subs := -1
+	for i := range 3 {
+		c, err := coordinator.New(nc, coordinator.Options{Definitions: flood.Definitions(), Logger: testenv.Logger(t)})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		ran := make(chan error, 1)
+		go func() { ran <- c.Run(ctx) }()
+		<-c.Ready()
+		testenv.Start(t, other, flood.Subsidy, messages.Context{}.MustSet(flood.KeyHousehold, fmt.Sprintf("h-%d", i)))
+		cancel()
+		require.NoError(t, <-ran)
+		if subs < 0 {
+			subs = nc.NumSubscriptions()
+		}
+		require.Equal(t, subs, nc.NumSubscriptions(), "after coordinator %d", i+1)
+	}
 }
