@@ -169,6 +169,19 @@ func TestWatchKeptEvents(t *testing.T) {
 		_, err := c.Watch(ctx, f)
 		require.Error(t, err, "%+v", f)
 	}
+
+	// A watch never ranged: its consumer goes when its context ends.
+	wctx, stop := context.WithCancel(ctx)
+	_, err = c.Watch(wctx, client.Watch{All: true})
+	require.NoError(t, err)
+	consumers := func() int {
+		st, err := js.Stream(ctx, messages.EventStream)
+		require.NoError(t, err)
+		return st.CachedInfo().State.Consumers
+	}
+	require.Equal(t, 1, consumers())
+	stop()
+	require.Eventually(t, func() bool { return consumers() == 0 }, 10*time.Second, 10*time.Millisecond)
 }
 
 // TestWatchReadsEventBatches: the stream keeps events in batches, and the

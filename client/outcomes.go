@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -341,7 +342,9 @@ func CheckEventStatus(status string) error {
 // come, until ctx ends (the sequence then ends with no error), the kept
 // events f.KeptOnly asks for have come, or the stream fails (the sequence
 // ends with the error). An event that does not decode is logged and
-// skipped. Watch returns an error when f names a saga that is not a
+// skipped. Range the sequence once: it holds one consumer of the stream,
+// made by Watch, which goes when the range ends or ctx does, whichever is
+// first. Watch returns an error when f names a saga that is not a
 // token or a status [CheckEventStatus] refuses, or asks for something
 // contradictory, and when the stream
 // cannot be read.
@@ -385,8 +388,12 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 	if err != nil {
 		return nil, noEventStream(err)
 	}
+	// Its consumer goes when ctx ends, ranged or not.
+	forget := sync.OnceFunc(func() { streams.Forget(js, messages.EventStream, cons) })
+	unwatch := context.AfterFunc(ctx, forget)
 	return func(yield func(messages.Event, error) bool) {
-		defer streams.Forget(js, messages.EventStream, cons)
+		defer unwatch()
+		defer forget()
 		it, err := cons.Messages()
 		if err != nil {
 			yield(messages.Event{}, fmt.Errorf("watch: %w", err))
