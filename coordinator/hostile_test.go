@@ -89,15 +89,7 @@ func TestRecoverySkipsBadStoredSagas(t *testing.T) {
 
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	var x saga.Execution
-	require.NoError(t, kvlog.Scan(t.Context(), js, messages.SagaLogStream, messages.SagaLogSubject, func(_ uint64, es []kvlog.Entry, err error) {
-		require.NoError(t, err)
-		for _, e := range es {
-			if e.Key == good {
-				require.NoError(t, json.Unmarshal(e.Value, &x))
-			}
-		}
-	}))
+	x := loggedSaga(t, js, good)
 	require.Equal(t, good, x.ID, "the good saga is in the log")
 	// Written as raw publishes: the key-value client refuses some of
 	// these keys, a server does not.
@@ -792,15 +784,7 @@ func TestRecoverySaysAClockFarAhead(t *testing.T) {
 
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	var x saga.Execution
-	require.NoError(t, kvlog.Scan(t.Context(), js, messages.SagaLogStream, messages.SagaLogSubject, func(_ uint64, es []kvlog.Entry, err error) {
-		require.NoError(t, err)
-		for _, e := range es {
-			if e.Key == good {
-				require.NoError(t, json.Unmarshal(e.Value, &x))
-			}
-		}
-	}))
+	x := loggedSaga(t, js, good)
 	const far = int64(1) << 62
 	x.ID = "far-ahead"
 	x.History[len(x.History)-1].Tick = far
@@ -812,4 +796,19 @@ func TestRecoverySaysAClockFarAhead(t *testing.T) {
 	said := "the clock recovered from the stored sagas is far ahead of the clock stored: a saga in the bucket or the saga log holds a tick no tick reached"
 	require.Equal(t, 1, logs.countAttr(slog.LevelWarn, said, "recovered_clock", strconv.FormatInt(far, 10)))
 	require.Equal(t, 1, logs.countAttr(slog.LevelWarn, said, "stored_clock", "3"))
+}
+
+// loggedSaga returns saga id as the saga log holds it last.
+func loggedSaga(t *testing.T, js jetstream.JetStream, id string) saga.Execution {
+	t.Helper()
+	var x saga.Execution
+	require.NoError(t, kvlog.Scan(t.Context(), js, messages.SagaLogStream, messages.SagaLogSubject, func(_ uint64, es []kvlog.Entry, err error) {
+		require.NoError(t, err)
+		for _, e := range es {
+			if e.Key == id {
+				require.NoError(t, json.Unmarshal(e.Value, &x))
+			}
+		}
+	}))
+	return x
 }

@@ -14,15 +14,8 @@ import (
 // said after says how many were not.
 func TestOnceAnIntervalEachKind(t *testing.T) {
 	var out bytes.Buffer
-	l := New(slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{
-		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
-			if a.Key == slog.TimeKey {
-				return slog.Attr{}
-			}
-			return a
-		}})), time.Minute)
 	now := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
-	l.now = func() time.Time { return now }
+	l := newAt(&out, &now)
 
 	for i := range 500 {
 		l.Warn("bad tick", "n", i)
@@ -48,15 +41,8 @@ func TestOnceAnIntervalEachKind(t *testing.T) {
 // errors of two subscriptions are two kinds of one message.
 func TestLogByKind(t *testing.T) {
 	var out bytes.Buffer
-	l := New(slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{
-		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
-			if a.Key == slog.TimeKey {
-				return slog.Attr{}
-			}
-			return a
-		}})), time.Minute)
 	now := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
-	l.now = func() time.Time { return now }
+	l := newAt(&out, &now)
 	for range 100 {
 		l.Log(slog.LevelError, "natsaga.tick", "NATS error", "subject", "natsaga.tick")
 		l.Log(slog.LevelError, "natsaga.status", "NATS error", "subject", "natsaga.status")
@@ -69,4 +55,18 @@ func TestLogByKind(t *testing.T) {
 		`level=ERROR msg="NATS error" subject=natsaga.status`,
 		`level=ERROR msg="NATS error" subject=natsaga.tick not_said_before=99`,
 	}, strings.Split(strings.TrimSpace(out.String()), "\n"))
+}
+
+// newAt returns a Limiter of one minute that logs text without times to
+// out, its clock at *now.
+func newAt(out *bytes.Buffer, now *time.Time) *Limiter {
+	l := New(slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}})), time.Minute)
+	l.now = func() time.Time { return *now }
+	return l
 }
