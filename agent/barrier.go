@@ -225,3 +225,20 @@ const (
 	// rejected; nothing was recorded.
 	Transient
 )
+
+// String names v as the logs do.
+func (v Verdict) String() string {
+	switch v {
+	case Applied:
+		return "applied"
+	case Duplicate:
+		return "duplicate"
+	case Refused:
+		return "refused"
+	case Noop:
+		return "noop"
+	case Transient:
+		return "transient"
+	}
+	return "unknown"
+}

@@ -431,3 +431,10 @@ func TestCheckOutputCountsJSON(t *testing.T) {
 	require.ErrorIs(t, err, messages.ErrBadRequest)
 	require.ErrorContains(t, err, `output "bytes": not JSON in UTF-8`)
 }
+
+// TestNames: decisions and verdicts print as the logs name them.
+func TestNames(t *testing.T) {
+	require.Equal(t, []string{"applied", "duplicate", "refused", "noop", "transient", "unknown"},
+		[]string{agent.Applied.String(), agent.Duplicate.String(), agent.Refused.String(), agent.Noop.String(), agent.Transient.String(), agent.Verdict(99).String()})
+	require.Equal(t, "nothing to undo", agent.NothingToUndo.String())
+}

@@ -271,6 +271,9 @@ type input func(now time.Time, out *saga.Outbox) (done func(err error))
 // New returns a coordinator on nc. It returns an error when opts do not
 // validate.
 func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
+	if nc == nil {
+		return nil, errors.New("coordinator: no NATS connection (nil)")
+	}
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}

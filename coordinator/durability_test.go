@@ -444,3 +444,9 @@ func TestCoordinatorLeavesNothingOnItsConnection(t *testing.T) {
 		require.Equal(t, subs, nc.NumSubscriptions(), "after coordinator %d", i+1)
 	}
 }
+
+// TestNewWithoutAConnection is said so, not a panic later.
+func TestNewWithoutAConnection(t *testing.T) {
+	_, err := coordinator.New(nil, coordinator.Options{Definitions: flood.Definitions()})
+	require.EqualError(t, err, "coordinator: no NATS connection (nil)")
+}

@@ -87,8 +87,12 @@ const (
 	// the endpoints added since.
 	ServiceVersion = "3.0.0"
 
+	// CompensateToken is the last token of a compensation's subject
+	// (saga.<saga>.<step>.compensate): no step may have it as its name.
+	CompensateToken = "compensate"
+
 	commandPrefix  = "saga."
-	compensateTok  = "compensate"
+	compensateTok  = CompensateToken
 	replyPrefix    = "natsaga.reply."
 	startPrefix    = "natsaga.start."
 	eventPrefix    = "natsaga.event."

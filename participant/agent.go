@@ -101,8 +101,8 @@ type Options struct {
 }
 
 // Validate returns an error wrapping [messages.ErrBadRequest] when o is
-// unusable: a bad role or name, no steps, a step with a bad token or no
-// handler, the same step twice, a Serial role with a step that has a
+// unusable: a bad role or name, no steps, a step with a bad token, the
+// reserved name "compensate" or no handler, the same step twice, a Serial role with a step that has a
 // Duration, metadata under a key the agent sets itself, a concurrency over
 // [MaxConcurrency], or a negative concurrency, ack wait, replicas or
 // record values.
@@ -123,6 +123,11 @@ func (o *Options) Validate() error {
 	seen := map[string]bool{}
 	for _, s := range o.Steps {
 		errs = append(errs, messages.CheckToken("saga", s.Saga), messages.CheckToken("step", s.Name))
+		if s.Name == messages.CompensateToken {
+			// No definition has it: its compensation's subject would end
+			// in the execute's of another step.
+			errs = append(errs, fmt.Errorf("step %s.%s: the name is reserved: %w", s.Saga, s.Name, messages.ErrBadRequest))
+		}
 		if err := s.Handler.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("step %s.%s: %w", s.Saga, s.Name, err))
 		}
@@ -219,6 +224,9 @@ type heldJob struct {
 func New(nc *nats.Conn, opts Options) (*Agent, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("agent options: %w", err)
+	}
+	if nc == nil {
+		return nil, errors.New("agent: no NATS connection (nil)")
 	}
 	if opts.Name == "" {
 		opts.Name = fmt.Sprintf("%s-%d-%s", opts.Role, os.Getpid(), nuid.Next()[:6])

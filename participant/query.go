@@ -3,6 +3,7 @@ package participant
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -44,6 +45,9 @@ type QueryFunc func(ctx context.Context, req []byte, read func(keys []string, va
 // beside [Agent.Run] on a new role, it may answer before the opening values
 // are stored (agentmain starts a role's Serve only once Init has run).
 func ServeQueries(ctx context.Context, nc *nats.Conn, role, subject string, answer QueryFunc) error {
+	if nc == nil {
+		return errors.New("serve queries: no NATS connection (nil)")
+	}
 	st, err := OpenStore(ctx, nc, role, false, 1)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -207,6 +207,9 @@ func StreamConfig(role string, replicas int) jetstream.StreamConfig {
 // wrapping [ErrNoJetStream] when the server has no JetStream, and another
 // when the stream cannot be created or found before ctx ends.
 func OpenStore(ctx context.Context, nc *nats.Conn, role string, create bool, replicas int) (*Store, error) {
+	if nc == nil {
+		return nil, errors.New("open store: no NATS connection (nil)")
+	}
 	if err := messages.CheckToken("role", role); err != nil {
 		return nil, err
 	}

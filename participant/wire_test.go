@@ -581,7 +581,8 @@ func TestACopyThatChangesTheAckWaitSaysSo(t *testing.T) {
 	require.Equal(t, 2*time.Second, cons.CachedInfo().Config.AckWait)
 }
 
-// TestOptionsBounded refuses a concurrency that would only hold memory.
+// TestOptionsBounded refuses a concurrency that would only hold memory, a
+// step named as a compensation's subject ends, and no connection.
 func TestOptionsBounded(t *testing.T) {
 	ok := agent.Handler{
 		Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
@@ -591,6 +592,16 @@ func TestOptionsBounded(t *testing.T) {
 		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: ok}}})
 	require.ErrorIs(t, err, messages.ErrBadRequest)
 	require.ErrorContains(t, err, "concurrency 4097: at most 4096")
+	// A step may not take the last token of a compensation's subject.
+	_, err = participant.New(nil, participant.Options{Role: "till", Steps: []agent.Step{{Saga: "pay", Name: "compensate", Handler: ok}}})
+	require.ErrorIs(t, err, messages.ErrBadRequest)
+	require.ErrorContains(t, err, "step pay.compensate: the name is reserved")
+	// Good options without a connection are said so, not a panic later.
+	_, err = participant.New(nil, participant.Options{Role: "till", Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: ok}}})
+	require.EqualError(t, err, "agent: no NATS connection (nil)")
+	_, err = participant.OpenStore(t.Context(), nil, "till", true, 1)
+	require.EqualError(t, err, "open store: no NATS connection (nil)")
+	require.EqualError(t, participant.ServeQueries(t.Context(), nil, "till", "till.state", nil), "serve queries: no NATS connection (nil)")
 }
 
 // TestAStopLeavesTheCommandForAnotherCopy stops an agent whose handler

@@ -143,7 +143,7 @@ func (d *Definition) Validate() error {
 	seen := map[string]bool{}
 	for i, s := range d.Steps {
 		switch {
-		case !messages.ValidToken(s.Name) || s.Name == "compensate":
+		case !messages.ValidToken(s.Name) || s.Name == messages.CompensateToken:
 			errs = append(errs, fmt.Errorf("step %d: name %q is not a subject token", i, s.Name))
 		case seen[s.Name]:
 			errs = append(errs, fmt.Errorf("step %d: duplicate name %q", i, s.Name))

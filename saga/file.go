@@ -273,7 +273,7 @@ func (f *File) Definitions() ([]Definition, error) {
 		for j, st := range s.Steps {
 			field := fmt.Sprintf("steps[%d]", j)
 			name(def, field+".name", st.Name)
-			if st.Name == "compensate" {
+			if st.Name == messages.CompensateToken {
 				bad(def, field+".name", "%q is reserved", st.Name)
 			}
 			if seen[st.Name] {
