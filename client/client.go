@@ -283,6 +283,12 @@ func (c *Client) send(ctx context.Context, subject string, req, resp any, resend
 				return fmt.Errorf("%s: no answer in %s: the NATS connection is %s, the server out of reach: %w",
 					subject, spent, st, err)
 			}
+			if unheard == 0 {
+				// Something listens (the server says so when nothing
+				// does), and did not answer in time.
+				return fmt.Errorf("%s: no answer in %s: what answers it (the coordinator, or the role's agents for a query) is there, and slow (a list of many finished sagas, a loaded server: allow more time) or stuck: %w",
+					subject, spent, err)
+			}
 			// Said as what it most often is: what answers the subject
 			// (the coordinator, a role's agents) is not running.
 			return fmt.Errorf("%s: no answer in %s: is what answers it (the coordinator, or the role's agents for a query) running? %w",

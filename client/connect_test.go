@@ -111,7 +111,7 @@ func TestStartSentAgainOnlyWithAnID(t *testing.T) {
 	require.ErrorContains(t, err, "not sent again: it may have taken effect")
 	_, err = c.Start(ctx, client.Start{Saga: "greet", ID: "g-1"})
 	require.ErrorIs(t, err, context.DeadlineExceeded)
-	require.ErrorContains(t, err, "natsaga.start.greet: no answer in 3 attempts (3 not answered within 50ms, 0 heard by nobody): is what answers it (the coordinator, or the role's agents for a query) running?")
+	require.ErrorContains(t, err, "natsaga.start.greet: no answer in 3 attempts (3 not answered within 50ms, 0 heard by nobody): what answers it (the coordinator, or the role's agents for a query) is there, and slow")
 	require.Equal(t, 1+3, received(single))
 
 	_, errs := c.StartMany(ctx, []client.Start{{Saga: "greet", ID: "g-2"}, {Saga: "greet"}}, 0)
