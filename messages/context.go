@@ -14,9 +14,13 @@ import (
 // A Context is a map: it is not safe for concurrent mutation.
 type Context map[string]json.RawMessage
 
-// Set stores v, encoded as JSON, under key. It returns an error only when v
-// cannot be encoded.
+// Set stores v, encoded as JSON, under key. It returns an error when v
+// cannot be encoded, and one wrapping [ErrNilContext] when c is nil (a
+// handler's `var out messages.Context`), which has no map to hold it.
 func (c Context) Set(key string, v any) error {
+	if c == nil {
+		return fmt.Errorf("context key %q: %w", key, ErrNilContext)
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("context key %q: %w", key, err)
@@ -25,8 +29,9 @@ func (c Context) Set(key string, v any) error {
 	return nil
 }
 
-// MustSet is Set for values that always encode (integers, strings, bools).
-// It returns c so calls can be chained when building a context.
+// MustSet is Set for values that always encode (integers, strings, bools),
+// on a Context made (messages.Context{}): it panics with Set's error. It
+// returns c so calls can be chained when building a context.
 func (c Context) MustSet(key string, v any) Context {
 	if err := c.Set(key, v); err != nil {
 		panic(err)

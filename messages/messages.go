@@ -27,6 +27,9 @@ var (
 	ErrVersion    = errors.New("unsupported protocol version")
 	ErrTooLarge   = errors.New("payload too large")
 	ErrMissingKey = errors.New("missing key")
+	// ErrNilContext: Set on a nil [Context], which has no map to set in;
+	// make one with messages.Context{}.
+	ErrNilContext = errors.New("set on a nil Context (make one with messages.Context{})")
 	// ErrBusy: the coordinator is at one of its limits (the sagas in
 	// flight it admits, the reads of its bucket at once) or between two
 	// terms; the request did nothing and may be sent again after a

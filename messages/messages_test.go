@@ -431,6 +431,14 @@ func TestContext(t *testing.T) {
 	big := int64(math.MaxInt64 - 1) // beyond float64's exact integers
 	c := messages.Context{}.MustSet("budget_cents", big).MustSet("agent", "household-7").MustSet("approved", true)
 
+	t.Run("nil", func(t *testing.T) {
+		var out messages.Context // a handler's output, not made
+		err := out.Set("approved", true)
+		require.ErrorIs(t, err, messages.ErrNilContext)
+		require.EqualError(t, err, `context key "approved": set on a nil Context (make one with messages.Context{})`)
+		require.PanicsWithError(t, err.Error(), func() { out.MustSet("approved", true) })
+	})
+
 	t.Run("Int64", func(t *testing.T) {
 		v, err := c.Int64("budget_cents")
 		require.NoError(t, err)
