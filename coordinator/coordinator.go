@@ -1105,9 +1105,13 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 			c.log.Debug("stale reply ignored", "saga_id", r.SagaID, "step", r.Step, "attempt", r.Attempt, "err", err)
 		case errors.Is(err, saga.ErrUnknownSaga):
 			// The usual case: a late answer for a saga that ended (timed
-			// out, say), which the coordinator no longer holds.
-			c.log.Info("reply ignored: its saga is not active (it ended, or never started)",
-				"saga_id", r.SagaID, "step", r.Step, "action", r.Action)
+			// out, say), which the coordinator no longer holds. After a
+			// restart there may be thousands: said at info once a minute,
+			// the others at debug.
+			args := []any{"saga_id", r.SagaID, "step", r.Step, "action", r.Action}
+			if !c.warns.Log(slog.LevelInfo, ignoredReply, ignoredReply, args...) {
+				c.log.Debug(ignoredReply, args...)
+			}
 		case err != nil:
 			c.log.Warn("reply rejected", "saga_id", r.SagaID, "step", r.Step, "err", err)
 		}
@@ -1118,6 +1122,10 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 		}
 	}
 }
+
+// ignoredReply is the log message of a reply for a saga the coordinator
+// does not hold.
+const ignoredReply = "reply ignored: its saga is not active (it ended, or never started)"
 
 // headerRoom is the room left in a message the coordinator publishes for
 // its headers, which the server's payload limit counts with its data:

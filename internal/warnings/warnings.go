@@ -40,9 +40,10 @@ func New(log *slog.Logger, interval time.Duration) *Limiter {
 func (l *Limiter) Warn(msg string, args ...any) { l.Log(slog.LevelWarn, msg, msg, args...) }
 
 // Log logs msg with args at level, unless one of the same kind was said
-// less than the interval ago, as [Limiter.Warn] does with msg its kind.
-// Give a kind that takes few values: the Limiter keeps one entry a kind.
-func (l *Limiter) Log(level slog.Level, kindOf, msg string, args ...any) {
+// less than the interval ago, as [Limiter.Warn] does with msg its kind,
+// and reports whether it said it. Give a kind that takes few values: the
+// Limiter keeps one entry a kind.
+func (l *Limiter) Log(level slog.Level, kindOf, msg string, args ...any) (said bool) {
 	l.mu.Lock()
 	k, ok := l.kinds[kindOf]
 	if !ok {
@@ -53,7 +54,7 @@ func (l *Limiter) Log(level slog.Level, kindOf, msg string, args ...any) {
 	if now.Before(k.next) {
 		k.unsaid++
 		l.mu.Unlock()
-		return
+		return false
 	}
 	unsaid := k.unsaid
 	k.next, k.unsaid = now.Add(l.interval), 0
@@ -62,4 +63,5 @@ func (l *Limiter) Log(level slog.Level, kindOf, msg string, args ...any) {
 		args = append(args, "not_said_before", unsaid)
 	}
 	l.log.Log(context.Background(), level, msg, args...)
+	return true
 }

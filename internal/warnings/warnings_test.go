@@ -43,12 +43,18 @@ func TestLogByKind(t *testing.T) {
 	var out bytes.Buffer
 	now := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
 	l := newAt(&out, &now)
+	said := 0
 	for range 100 {
-		l.Log(slog.LevelError, "natsaga.tick", "NATS error", "subject", "natsaga.tick")
-		l.Log(slog.LevelError, "natsaga.status", "NATS error", "subject", "natsaga.status")
+		if l.Log(slog.LevelError, "natsaga.tick", "NATS error", "subject", "natsaga.tick") {
+			said++
+		}
+		if l.Log(slog.LevelError, "natsaga.status", "NATS error", "subject", "natsaga.status") {
+			said++
+		}
 	}
+	require.Equal(t, 2, said, "Log reports what it said")
 	now = now.Add(time.Minute)
-	l.Log(slog.LevelError, "natsaga.tick", "NATS error", "subject", "natsaga.tick")
+	require.True(t, l.Log(slog.LevelError, "natsaga.tick", "NATS error", "subject", "natsaga.tick"))
 
 	require.Equal(t, []string{
 		`level=ERROR msg="NATS error" subject=natsaga.tick`,
