@@ -25,8 +25,11 @@ const (
 // retryBusy returns start's last answer and error. When ctx ends while it
 // waits, or while a start sent again is out, it returns the last busy
 // answer and an error wrapping ctx's error: the coordinator's last word.
-// log, nil for none, gets a debug line for every busy answer.
-func retryBusy(ctx context.Context, log *slog.Logger, start func(context.Context) (*messages.WireError, error)) (*messages.WireError, error) {
+// log, nil for none, gets a debug line for every busy answer. stuck, nil
+// for none, is asked after each busy answer whether sending again is in
+// vain: an error it returns is retryBusy's, with no answer.
+func retryBusy(ctx context.Context, log *slog.Logger, start func(context.Context) (*messages.WireError, error),
+	stuck func(context.Context) error) (*messages.WireError, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -41,6 +44,11 @@ func retryBusy(ctx context.Context, log *slog.Logger, start func(context.Context
 			return answer, err
 		}
 		busy = answer
+		if stuck != nil {
+			if err := stuck(ctx); err != nil {
+				return nil, err
+			}
+		}
 		log.Debug("coordinator busy; starting again after a backoff", "attempt", attempt, "wait", wait)
 		t := time.NewTimer(wait)
 		select {

@@ -23,7 +23,7 @@ func TestRetryBusySendsAgainUntilNotBusy(t *testing.T) {
 	answer, err := retryBusy(context.Background(), nil, func(context.Context) (*messages.WireError, error) {
 		calls = append(calls, time.Now())
 		return answers[len(calls)-1], nil
-	})
+	}, nil)
 	require.NoError(t, err)
 	require.Same(t, conflict, answer)
 	require.Len(t, calls, 4)
@@ -40,13 +40,13 @@ func TestRetryBusyStops(t *testing.T) {
 	answer, err := retryBusy(context.Background(), nil, func(context.Context) (*messages.WireError, error) {
 		calls++
 		return nil, nil
-	})
+	}, nil)
 	require.NoError(t, err)
 	require.Nil(t, answer)
 	require.Equal(t, 1, calls)
 
 	lost := errors.New("no answer")
-	_, err = retryBusy(context.Background(), nil, func(context.Context) (*messages.WireError, error) { return nil, lost })
+	_, err = retryBusy(context.Background(), nil, func(context.Context) (*messages.WireError, error) { return nil, lost }, nil)
 	require.ErrorIs(t, err, lost)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -58,7 +58,7 @@ func TestRetryBusyStops(t *testing.T) {
 			cancel() // ends ctx before the second wait
 		}
 		return busy, nil
-	})
+	}, nil)
 	require.ErrorIs(t, err, context.Canceled)
 	require.Same(t, busy, answer)
 	require.Equal(t, 2, calls)
@@ -75,9 +75,30 @@ func TestRetryBusyStops(t *testing.T) {
 			return nil, ctx.Err()
 		}
 		return busy, nil
-	})
+	}, nil)
 	require.ErrorIs(t, err, context.Canceled)
 	require.EqualError(t, err, "busy after 1 attempts: context canceled")
 	require.Same(t, busy, answer)
 	require.Equal(t, 2, calls)
+}
+
+// TestRetryBusyAsksWhetherStuck: after each busy answer it asks stuck,
+// and returns stuck's error, with no answer, as soon as it has one.
+func TestRetryBusyAsksWhetherStuck(t *testing.T) {
+	never := errors.New("never admitted")
+	calls, asked := 0, 0
+	answer, err := retryBusy(context.Background(), nil, func(context.Context) (*messages.WireError, error) {
+		calls++
+		return busy, nil
+	}, func(context.Context) error {
+		asked++
+		if asked == 2 {
+			return never
+		}
+		return nil
+	})
+	require.ErrorIs(t, err, never)
+	require.Nil(t, answer)
+	require.Equal(t, 2, calls)
+	require.Equal(t, 2, asked)
 }

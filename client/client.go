@@ -356,7 +356,9 @@ type Started struct {
 // coordinator answers "busy" (it holds its limit of sagas in flight)
 // started nothing: it is sent again after a backoff that doubles, until
 // the coordinator answers otherwise or ctx ends; then the error wraps both
-// ErrBusy and ctx's error.
+// ErrBusy and ctx's error. A start scheduled for a later tick that can
+// never be admitted before the clock moves on gets an error wrapping
+// [ErrNeverAdmitted] and ErrBusy instead, as in [Client.StartMany].
 func (c *Client) Start(ctx context.Context, s Start) (Started, error) {
 	if err := messages.CheckToken("saga type", s.Saga); err != nil {
 		return Started{}, fmt.Errorf("start: %w: %w", ErrBadRequest, err)
@@ -374,6 +376,7 @@ func (c *Client) Start(ctx context.Context, s Start) (Started, error) {
 	subject := messages.StartSubject(s.Saga)
 	req := messages.StartRequest{V: messages.Version, SagaID: s.ID, Rank: s.Rank, Tick: s.Tick, Context: ctxv}
 	var resp messages.StartResponse
+	var held *messages.Summary
 	answer, err := retryBusy(ctx, c.log.With("saga_id", s.ID), func(ctx context.Context) (*messages.WireError, error) {
 		resp = messages.StartResponse{}
 		send := c.request
@@ -384,6 +387,10 @@ func (c *Client) Start(ctx context.Context, s Start) (Started, error) {
 			return nil, err
 		}
 		return resp.Error, nil
+	}, func(ctx context.Context) error {
+		errs := []error{nil}
+		_, held = c.stuckStarts(ctx, []Start{s}, []int{0}, errs, held)
+		return errs[0]
 	})
 	if werr := wireErr(subject, answer); werr != nil {
 		if err != nil {
@@ -629,7 +636,7 @@ func (c *Client) Tick(ctx context.Context, tick int64) (messages.TickAck, error)
 			return nil, err
 		}
 		return ack.Error, nil
-	})
+	}, nil)
 	if werr := wireErr(messages.TickSubject, answer); werr != nil {
 		if err != nil {
 			return ack, fmt.Errorf("tick %d: %w: %w", tick, werr, err)

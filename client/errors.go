@@ -34,7 +34,8 @@ var (
 // holds another saga's id.
 var ErrBadStored = errors.New("bad stored saga")
 
-// ErrNeverAdmitted is wrapped, with [ErrBusy], by [Client.StartMany] for
+// ErrNeverAdmitted is wrapped, with [ErrBusy], by [Client.Start] and
+// [Client.StartMany] for
 // a start scheduled for a later tick that the coordinator refuses as busy
 // while nothing it holds can end before the clock moves on: its sagas in
 // flight (at its -max-active, or holding its -max-active-bytes) all wait

@@ -86,6 +86,19 @@ func TestStartsNeverAdmittedBeforeTheirTick(t *testing.T) {
 	require.NoError(t, errs[1])
 	require.ErrorIs(t, errs[2], client.ErrNeverAdmitted)
 	require.ErrorIs(t, errs[2], client.ErrBusy)
+	// Start alone says the same, rather than send it again until ctx ends.
+	one := make(chan error, 1)
+	go func() {
+		_, err := c.Start(ctx, starts[2])
+		one <- err
+	}()
+	select {
+	case err = <-one:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Start kept sending a start that cannot be admitted before its tick")
+	}
+	require.ErrorIs(t, err, client.ErrNeverAdmitted)
+	require.ErrorIs(t, err, client.ErrBusy)
 	// The two admitted run once the tick comes; then the third gets in.
 	_, err = c.Advance(ctx, 1, client.Quiet{Limit: 10 * time.Second})
 	require.NoError(t, err)
