@@ -95,6 +95,13 @@ type Options struct {
 	// until those in flight hold less. 0 means DefaultMaxActiveBytes; a
 	// negative value admits every start.
 	MaxActiveBytes int64
+	// MaxDefinitionBytes bounds the definitions the coordinator holds,
+	// every version of each, counted as stored (a definitions file each):
+	// a registration that would take it past is refused (bad_request, its
+	// error wrapping [ErrDefinitionsFull]). The versions given at start
+	// and those stored are always held. 0 means DefaultMaxDefinitionBytes;
+	// a negative value takes every registration.
+	MaxDefinitionBytes int64
 	// Logger receives the coordinator's logs. nil discards them.
 	Logger *slog.Logger
 	// Observer, when set, is told what the coordinator does (for
@@ -124,6 +131,12 @@ const DefaultMaxActive = 100_000
 // DefaultMaxActiveBytes is the default of Options.MaxActiveBytes: a
 // quarter of the GiB DefaultMaxActive is sized to.
 const DefaultMaxActiveBytes = 256 << 20
+
+// DefaultMaxDefinitionBytes is the default of Options.MaxDefinitionBytes:
+// more than 20,000 versions of a definition of a few KiB, as the flood
+// model's are, and 64 of the largest a server with the default payload
+// limit stores.
+const DefaultMaxDefinitionBytes = 64 << 20
 
 // DefaultRetention is how long a finished saga stays in the bucket.
 const DefaultRetention = 7 * 24 * time.Hour
@@ -184,11 +197,14 @@ type Coordinator struct {
 	// users alone may publish them: each one refused is logged.)
 	warns  *warnings.Limiter
 	engine *saga.Engine
-	revs   map[string]uint64 // bucket revision of each saga held in memory that the bucket holds
-	sagas  *sagaLog          // the log of the active sagas (sagalog.go)
-	clock  uint64            // KV revision of the clock entry
-	saved  int64             // tick last stored
-	ready  chan struct{}
+	// definitionBytes is what the engine's definitions take as stored:
+	// the bound of Options.MaxDefinitionBytes. The loop's, as the engine.
+	definitionBytes int64
+	revs            map[string]uint64 // bucket revision of each saga held in memory that the bucket holds
+	sagas           *sagaLog          // the log of the active sagas (sagalog.go)
+	clock           uint64            // KV revision of the clock entry
+	saved           int64             // tick last stored
+	ready           chan struct{}
 	// begun holds the sagas that began at the tick last stored, stored
 	// pending since they were scheduled and not stored since (see
 	// onlyBegan); they are stored when the clock moves on.
@@ -298,6 +314,9 @@ func New(nc *nats.Conn, opts Options) (*Coordinator, error) {
 	if opts.MaxActiveBytes == 0 {
 		opts.MaxActiveBytes = DefaultMaxActiveBytes
 	}
+	if opts.MaxDefinitionBytes == 0 {
+		opts.MaxDefinitionBytes = DefaultMaxDefinitionBytes
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -327,10 +346,16 @@ func (c *Coordinator) reset() error {
 	// agent reads (messages.MaxContext), every command can be delivered.
 	maxContext := min(messages.MaxContext, int(c.nc.MaxPayload()/4))
 	e := saga.New(saga.Options{NewID: c.opts.NewID, MaxContext: maxContext})
+	c.definitionBytes = 0
 	for _, d := range c.opts.Definitions {
 		if err := e.Register(d); err != nil {
 			return fmt.Errorf("coordinator: %w", err)
 		}
+		data, err := definitionFile(d) // checked by Options.validate
+		if err != nil {
+			return fmt.Errorf("coordinator: %w", err)
+		}
+		c.definitionBytes += int64(len(data))
 	}
 	c.engine = e
 	if c.opts.Observer != nil {

@@ -81,3 +81,7 @@ func SetNoJetStreamPause(t interface{ Cleanup(func()) }, d time.Duration) {
 	noJetStreamPause = d
 	t.Cleanup(func() { noJetStreamPause = was })
 }
+
+// DefinitionFile is d as the bucket stores it: the bytes
+// Options.MaxDefinitionBytes counts.
+func DefinitionFile(d saga.Definition) ([]byte, error) { return definitionFile(d) }

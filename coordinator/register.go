@@ -93,6 +93,9 @@ func (c *Coordinator) register(ctx context.Context, defs []saga.Definition) (mes
 		}
 		changed, files = append(changed, d), append(files, data)
 	}
+	if err := c.checkDefinitionBytes(files); err != nil {
+		return resp, err
+	}
 	term := ctx
 	ctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	defer cancel()
@@ -132,6 +135,9 @@ func (c *Coordinator) register(ctx context.Context, defs []saga.Definition) (mes
 			c.log.Info("definition registered", "saga", d.Name, "version", version(d), "latest", latest)
 			c.defined(d)
 		}
+	}
+	for _, data := range files {
+		c.definitionBytes += int64(len(data))
 	}
 	c.noteSteps()
 	for _, r := range c.roles() {
@@ -358,7 +364,8 @@ func (c *Coordinator) restoreDefinition(key string, data []byte, subs *commandSu
 		if err := subs.checkWith(more, c.maxSubjectBytes()); err != nil && len(more) > 0 {
 			return fmt.Errorf("stored definition %s: its %d new command subjects do not fit: %w", key, len(more), err)
 		}
-		if _, err := c.engine.CheckUpdate(d); errors.Is(err, saga.ErrStepMoved) {
+		unchanged, err := c.engine.CheckUpdate(d)
+		if errors.Is(err, saga.ErrStepMoved) {
 			// Stored by a release before the rule: its sagas still run.
 			c.log.Warn("stored definition gives a step to another role than another version does; its sagas run as stored, but the two roles' consumers cannot both take the step's commands",
 				"key", messages.Clip(key), "err", err)
@@ -376,6 +383,35 @@ func (c *Coordinator) restoreDefinition(key string, data []byte, subs *commandSu
 		}
 		subs.add(more...)
 		c.defined(d)
+		if !unchanged {
+			// Held whatever the bound: its sagas may run. A registration
+			// is refused while the stored ones take more.
+			c.definitionBytes += int64(len(data) / len(defs))
+		}
+	}
+	return nil
+}
+
+// ErrDefinitionsFull is wrapped, with [messages.ErrTooLarge], by the error
+// of a registration that would take the definitions the coordinator
+// holds past Options.MaxDefinitionBytes.
+var ErrDefinitionsFull = errors.New("the coordinator holds its limit of definitions")
+
+// checkDefinitionBytes returns an error wrapping [ErrDefinitionsFull] when
+// the definitions files of a registration, new to the engine, would take
+// what it holds past Options.MaxDefinitionBytes.
+func (c *Coordinator) checkDefinitionBytes(files [][]byte) error {
+	n := int64(0)
+	for _, data := range files {
+		n += int64(len(data))
+	}
+	if n == 0 {
+		return nil // nothing new: held already
+	}
+	if limit := c.opts.MaxDefinitionBytes; limit >= 0 && c.definitionBytes+n > limit {
+		return fmt.Errorf("registering %d bytes of new definition versions beside the %d bytes held would pass the coordinator's "+
+			"-max-definition-bytes, %d: every version registered is held for the sagas it may run (reuse a version's number "+
+			"only for its same content, or raise the limit): %w: %w", n, c.definitionBytes, limit, ErrDefinitionsFull, messages.ErrTooLarge)
 	}
 	return nil
 }

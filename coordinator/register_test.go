@@ -330,6 +330,56 @@ func TestRefusedRegistrationChangesNothing(t *testing.T) {
 	require.Equal(t, messages.CodeConflict, resp.Error.Code, resp.Error.Message)
 }
 
+// TestDefinitionBytesBounded: registrations are refused once the versions
+// held would pass MaxDefinitionBytes, storing nothing; the versions given
+// at start and those stored are always held, by a coordinator started
+// again with the same limit too, and a version held already is taken.
+func TestDefinitionBytesBounded(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	job := func(v int64) saga.Definition {
+		return saga.Definition{Name: "job", Subject: "job", Version: v, Steps: []saga.Step{{Name: "s", Role: "clerk"}}}
+	}
+	file := func(v int64) string {
+		return fmt.Sprintf(`{"roles":["clerk"],"sagas":[{"name":"job","subject":"job","version":%d,"steps":[{"name":"s","role":"clerk"}]}]}`, v)
+	}
+	one, err := coordinator.DefinitionFile(job(1))
+	require.NoError(t, err)
+	// Room for versions 1 to 3, each as long as the first.
+	opts := coordinator.Options{Definitions: []saga.Definition{job(1)}, MaxDefinitionBytes: int64(3 * len(one)), Logger: testenv.Logger(t)}
+	stop := runUntilStopped(t, url, opts)
+	for v := int64(2); v <= 3; v++ {
+		resp := register(t, nc, file(v))
+		require.Nil(t, resp.Error, "version %d", v)
+	}
+	refused := func() {
+		t.Helper()
+		resp := register(t, nc, file(4))
+		require.NotNil(t, resp.Error)
+		require.Equal(t, messages.CodeBadRequest, resp.Error.Code)
+		require.Contains(t, resp.Error.Message, "would pass the coordinator's -max-definition-bytes")
+		kv, err := js.KeyValue(t.Context(), messages.SagaBucket)
+		require.NoError(t, err)
+		_, err = kv.Get(t.Context(), messages.DefinitionKey("job", 4))
+		require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "a refused version is not stored")
+	}
+	refused()
+	resp := register(t, nc, file(3))
+	require.Nil(t, resp.Error, "a version held already")
+	require.Equal(t, []messages.RegisteredSaga{{Name: "job", Version: 3, Latest: true, Unchanged: true}}, resp.Registered)
+
+	// Started again with room for two: it holds the three stored, runs
+	// the latest, and still refuses a fourth.
+	stop()
+	opts.MaxDefinitionBytes = int64(2 * len(one))
+	runUntilStopped(t, url, opts)
+	refused()
+	started := testenv.Start(t, nc, "job", messages.Context{})
+	require.Equal(t, int64(3), testenv.Status(t, nc, started).Version)
+}
+
 // defined records what a DefinitionObserver is told.
 type defined struct {
 	mu   sync.Mutex

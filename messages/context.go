@@ -69,6 +69,8 @@ func (c Context) String(key string) (string, error) {
 }
 
 // Merge copies every key of other into c, overwriting keys present in both.
+// Like any map, a nil c takes nothing: Merge panics when c is nil and other
+// is not empty (a handler's panic is answered as an error).
 func (c Context) Merge(other Context) {
 	for k, v := range other {
 		c[k] = v

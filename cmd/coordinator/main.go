@@ -67,8 +67,10 @@ type config struct {
 	maxActive int
 	// maxActiveBytes is -max-active-bytes.
 	maxActiveBytes int64
-	batch          int
-	observe        cli.Observe
+	// maxDefinitionBytes is -max-definition-bytes.
+	maxDefinitionBytes int64
+	batch              int
+	observe            cli.Observe
 	// defs are the sagas of defsFile, read as the flags are parsed.
 	defs []saga.Definition
 }
@@ -85,6 +87,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	fs.DurationVar(&c.leaseTTL, "lease-ttl", coordinator.DefaultLeaseTTL, "how long the lease lasts unless renewed: a standby coordinator takes over about this long after the active one's last renewal, renewed every third of it (1s to 1h)")
 	fs.IntVar(&c.batch, "command-batch", messages.MaxBatch, "most commands of one step sent in one message to a role whose agents read batches; 1: every command alone")
 	fs.IntVar(&c.maxActive, "max-active", defaultMaxActive(), "most sagas in flight; a start beyond is answered \"busy\"; negative: no limit. The default is what a quarter of the memory limit holds at 8 KiB a saga")
+	fs.Int64Var(&c.maxDefinitionBytes, "max-definition-bytes", coordinator.DefaultMaxDefinitionBytes, "most bytes of definitions held, every version registered of each, as stored; a registration that would pass it is refused; those given at start and those stored are always held; negative: no limit")
 	fs.Int64Var(&c.maxActiveBytes, "max-active-bytes", defaultMaxActiveBytes(), "most bytes the sagas in flight hold (their contexts, the step outputs merged into them, and their histories, as encoded; counted approximately); a start that would pass it is answered \"busy\", unless no saga is in flight; sagas recovered over it are all recovered, and starts answered busy until they hold less; negative: no limit. The default is a quarter of the memory limit")
 	c.observe.Register(fs, getenv)
 	if err := cli.Parse(fs, args); err != nil {
@@ -130,6 +133,8 @@ func (c *config) check() error {
 		return errors.New("-max-active 0: a positive count, or negative for no limit")
 	case c.maxActiveBytes == 0:
 		return errors.New("-max-active-bytes 0: a positive number of bytes, or negative for no limit")
+	case c.maxDefinitionBytes == 0:
+		return errors.New("-max-definition-bytes 0: a positive number of bytes, or negative for no limit")
 	}
 	return nil
 }
@@ -188,7 +193,7 @@ func run(ctx context.Context, c config, getenv func(string) string, log *slog.Lo
 	defer cli.Drain(nc, 5*time.Second)
 	opts := coordinator.Options{
 		Definitions: defs, Replicas: c.replicas, AckWait: c.ackWait, Retention: c.retention, LeaseTTL: c.leaseTTL,
-		MaxActive: c.maxActive, MaxActiveBytes: c.maxActiveBytes, CommandBatch: c.batch, Logger: log, Metadata: metadata,
+		MaxActive: c.maxActive, MaxActiveBytes: c.maxActiveBytes, MaxDefinitionBytes: c.maxDefinitionBytes, CommandBatch: c.batch, Logger: log, Metadata: metadata,
 	}
 	if observer != nil {
 		opts.Observer = observer
