@@ -200,11 +200,12 @@ type Coordinator struct {
 	// definitionBytes is what the engine's definitions take as stored:
 	// the bound of Options.MaxDefinitionBytes. The loop's, as the engine.
 	definitionBytes int64
-	revs            map[string]uint64 // bucket revision of each saga held in memory that the bucket holds
-	sagas           *sagaLog          // the log of the active sagas (sagalog.go)
-	clock           uint64            // KV revision of the clock entry
-	saved           int64             // tick last stored
-	ready           chan struct{}
+
+	revs  map[string]uint64 // bucket revision of each saga held in memory that the bucket holds
+	sagas *sagaLog          // the log of the active sagas (sagalog.go)
+	clock uint64            // KV revision of the clock entry
+	saved int64             // tick last stored
+	ready chan struct{}
 	// begun holds the sagas that began at the tick last stored, stored
 	// pending since they were scheduled and not stored since (see
 	// onlyBegan); they are stored when the clock moves on.
