@@ -94,7 +94,10 @@ func TestWatchListAndErrors(t *testing.T) {
 	for _, status := range []string{"sleeping", "pending"} {
 		_, err = c.Watch(ctx, client.Watch{Status: status})
 		require.ErrorContains(t, err, fmt.Sprintf("no event has status %q", status))
+		require.ErrorIs(t, err, client.ErrBadRequest)
 	}
+	_, err = c.Watch(ctx, client.Watch{Last: -1})
+	require.ErrorIs(t, err, client.ErrBadRequest)
 }
 
 func TestRegisterThroughTheClient(t *testing.T) {

@@ -145,7 +145,8 @@ func TestWatchKeptEvents(t *testing.T) {
 	require.Equal(t, []string{"a compensating", "b compensating", "c compensating"}, read(client.Watch{Saga: "greeting", Status: "compensating", All: true, KeptOnly: true}))
 	// A saga type with neither that subject nor that name is said so.
 	_, err = c.Watch(ctx, client.Watch{Saga: "nosuch", All: true})
-	require.EqualError(t, err, `watch: saga "nosuch": no saga type has that subject or name; the subjects are greet`)
+	require.EqualError(t, err, `watch: not_found: saga "nosuch": no saga type has that subject or name; the subjects are greet`)
+	require.ErrorIs(t, err, client.ErrNotFound)
 	require.Empty(t, read(client.Watch{Status: "timed_out", All: true, KeptOnly: true}))
 
 	// Without KeptOnly the latest come, then the new ones.

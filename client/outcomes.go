@@ -346,7 +346,8 @@ func CheckEventStatus(status string) error {
 // made by Watch, which goes when the range ends or ctx does, whichever is
 // first. Watch returns an error when f names a saga that is not a
 // token or a status [CheckEventStatus] refuses, or asks for something
-// contradictory, and when the stream
+// contradictory (wrapping [ErrBadRequest]), when f names a saga type no
+// stored definition has (wrapping [ErrNotFound]), and when the stream
 // cannot be read.
 //
 // Events are best effort (docs/protocol.md, "Event"): a coordinator that
@@ -356,7 +357,7 @@ func CheckEventStatus(status string) error {
 // the events.
 func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, error], error) {
 	if err := f.check(); err != nil {
-		return nil, fmt.Errorf("watch: %w", err)
+		return nil, fmt.Errorf("watch: %w: %w", ErrBadRequest, err)
 	}
 	sagaTok, statusTok := "*", "*"
 	if f.Status != "" {
@@ -552,8 +553,8 @@ func subjectOf(ctx context.Context, js jetstream.JetStream, name string) (string
 	case len(named) == 1:
 		return named[0], nil
 	case len(named) > 1:
-		return "", fmt.Errorf("saga %q: its versions have several subjects (%s): give one", name, strings.Join(named, ", "))
+		return "", fmt.Errorf("%w: saga %q: its versions have several subjects (%s): give one", ErrBadRequest, name, strings.Join(named, ", "))
 	}
 	slices.Sort(subjects)
-	return "", fmt.Errorf("saga %q: no saga type has that subject or name; the subjects are %s", name, strings.Join(subjects, ", "))
+	return "", fmt.Errorf("%w: saga %q: no saga type has that subject or name; the subjects are %s", ErrNotFound, name, strings.Join(subjects, ", "))
 }
