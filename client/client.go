@@ -767,6 +767,35 @@ func (c *Client) Retry(ctx context.Context, id string) (saga.Status, error) {
 	return saga.Status(resp.Status), nil
 }
 
+// Abort rolls back the active saga id, as an operator ends a saga that
+// waits for an agent that will not answer: the step in flight and the
+// completed ones are compensated, in reverse order, and the saga ends
+// rolled_back with "aborted: " and reason as its error (an empty reason
+// says "by an operator"). It returns the saga's status: compensating, or
+// rolled_back for a saga that had not begun. A saga compensating already
+// is left as it is. It returns an error wrapping ErrNotFound, ErrConflict
+// (a saga that finished) or ErrBadRequest (an id that breaks the
+// identifier rule, a reason over [messages.MaxReason] bytes).
+//
+// An abort is an operator's act outside a simulation's contract: a run
+// with one is not reproduced by a run without (docs/simulation.md).
+func (c *Client) Abort(ctx context.Context, id, reason string) (saga.Status, error) {
+	req := messages.AbortRequest{V: messages.Version, SagaID: id, Reason: reason}
+	if err := req.Validate(); err != nil {
+		return "", fmt.Errorf("abort saga %s: %w: %w", id, ErrBadRequest, err)
+	}
+	var resp messages.AbortResponse
+	// Sent again, an abort that took effect is answered the same, or
+	// conflict once the saga has ended.
+	if err := c.requestOnce(ctx, messages.AbortSubject, req, &resp); err != nil {
+		return "", err
+	}
+	if err := wireErr(messages.AbortSubject, resp.Error); err != nil {
+		return "", fmt.Errorf("abort saga %s: %w", id, err)
+	}
+	return saga.Status(resp.Status), nil
+}
+
 // Register registers the saga definitions of a definitions file (see
 // saga.ParseFile), or new versions of them, with the running coordinator.
 // It checks the file first and returns the loader's error, which names the

@@ -53,6 +53,8 @@ func TestIdentifierGrammarOnEveryRequest(t *testing.T) {
 		{"status: saga id not a key", messages.StatusSubject, mustJSON(t, messages.StatusRequest{V: 1, SagaID: "a=b"})},
 		{"retry: long saga id", messages.RetrySubject, mustJSON(t, messages.RetryRequest{V: 1, SagaID: long})},
 		{"retry: saga id not a key", messages.RetrySubject, mustJSON(t, messages.RetryRequest{V: 1, SagaID: "a/b"})},
+		{"abort: long saga id", messages.AbortSubject, mustJSON(t, messages.AbortRequest{V: 1, SagaID: long})},
+		{"abort: saga id not a key", messages.AbortSubject, mustJSON(t, messages.AbortRequest{V: 1, SagaID: "a/b"})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var a answer

@@ -417,24 +417,86 @@ func (c *Coordinator) onRetry(ctx context.Context, m *nats.Msg) {
 	})
 }
 
+// onAbort rolls back an active saga at an operator's request: the step in
+// flight and the completed ones are compensated, in reverse order, and the
+// saga ends rolled_back with "aborted: " and the reason as its error. A
+// saga compensating already is left as it is, and answered so.
+func (c *Coordinator) onAbort(ctx context.Context, m *nats.Msg) {
+	var req messages.AbortRequest
+	err := messages.Decode(m.Data, &req)
+	if err == nil {
+		err = req.Validate()
+	}
+	if err != nil {
+		c.respond(m, messages.AbortResponse{V: messages.Version, Error: wireError(err)})
+		return
+	}
+	reason := req.Reason
+	if reason == "" {
+		reason = "by an operator"
+	}
+	c.enqueue(ctx, func(_ time.Time, out *saga.Outbox) func(error) {
+		if err := c.engine.Rollback(req.SagaID, reason, out); err != nil {
+			if errors.Is(err, saga.ErrUnknownSaga) {
+				// In the bucket once the batch that ended it, maybe this
+				// one, is committed.
+				notHeld := err
+				return c.readAfterCommit(ctx, "abort of "+req.SagaID, func(read context.Context) { c.abortFinished(read, m, req.SagaID, notHeld) },
+					func(err error) { c.respond(m, messages.AbortResponse{V: messages.Version, Error: wireError(err)}) })
+			}
+			c.respond(m, messages.AbortResponse{V: messages.Version, Error: wireError(err)})
+			return nil
+		}
+		// Compensating, or rolled back at once if it had not begun (the
+		// engine then no longer holds it): as the batch stores it.
+		status := saga.Compensating
+		for _, x := range out.Changed {
+			if x.ID == req.SagaID {
+				status = x.Status
+			}
+		}
+		c.log.Info("operator abort of a saga", "saga_id", req.SagaID, "reason", messages.Clip(reason), "status", status)
+		return func(err error) {
+			resp := messages.AbortResponse{V: messages.Version, Status: string(status)}
+			if err != nil {
+				resp = messages.AbortResponse{V: messages.Version, Error: wireError(err)}
+			}
+			c.respond(m, resp)
+		}
+	})
+}
+
+// abortFinished answers an abort for a saga no longer in memory: one that
+// finished is a conflict, one never seen is not found.
+func (c *Coordinator) abortFinished(ctx context.Context, m *nats.Msg, id string, notHeld error) {
+	c.respond(m, messages.AbortResponse{V: messages.Version, Error: wireError(c.finishedError(ctx, "abort", id, notHeld, saga.ErrTerminal))})
+}
+
+// finishedError is the error of a request, what, for a saga the engine
+// does not hold (notHeld): wrapping terminal when the bucket holds it
+// finished, and notHeld when it holds nothing under its key.
+func (c *Coordinator) finishedError(ctx context.Context, what, id string, notHeld, terminal error) error {
+	if !messages.ValidToken(id) {
+		return notHeld
+	}
+	e, err := c.kv.Get(ctx, messages.SagaKey(id))
+	switch {
+	case err == nil:
+		x, derr := storedSaga(id, e.Value())
+		if derr != nil {
+			return derr
+		}
+		return fmt.Errorf("%s %s: status %s: %w", what, id, x.Status, terminal)
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		return readError(ctx, err, c.nc.LastError())
+	}
+	return notHeld
+}
+
 // retryFinished answers a retry for a saga no longer in memory: one that
 // finished other than failed is a conflict, one never seen is not found.
 func (c *Coordinator) retryFinished(ctx context.Context, m *nats.Msg, id string, notHeld error) {
-	err := notHeld
-	if messages.ValidToken(id) {
-		e, gerr := c.kv.Get(ctx, messages.SagaKey(id))
-		switch {
-		case gerr == nil:
-			if x, derr := storedSaga(id, e.Value()); derr != nil {
-				err = derr
-			} else {
-				err = fmt.Errorf("retry %s: status %s: %w", id, x.Status, saga.ErrNotFailed)
-			}
-		case !errors.Is(gerr, jetstream.ErrKeyNotFound):
-			err = readError(ctx, gerr, c.nc.LastError())
-		}
-	}
-	c.respond(m, messages.RetryResponse{V: messages.Version, Error: wireError(err)})
+	c.respond(m, messages.RetryResponse{V: messages.Version, Error: wireError(c.finishedError(ctx, "retry", id, notHeld, saga.ErrNotFailed))})
 }
 
 // warnOverLimits warns when the sagas recovered are over a limit: every

@@ -47,6 +47,7 @@ func (c *Coordinator) serve(ctx context.Context) (*discovery.Service, error) {
 		{"summary", messages.SummarySubject, c.onSummary},
 		{"list", messages.ListSubject, c.onList},
 		{"retry", messages.RetrySubject, c.onRetry},
+		{"abort", messages.AbortSubject, c.onAbort},
 		{"register", messages.RegisterSubject, c.onRegister},
 	}
 	for _, e := range endpoints {
@@ -175,6 +176,8 @@ func responseError(v any) *messages.WireError {
 	case messages.ListResponse:
 		return r.Error
 	case messages.RetryResponse:
+		return r.Error
+	case messages.AbortResponse:
 		return r.Error
 	case messages.RegisterResponse:
 		return r.Error

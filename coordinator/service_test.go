@@ -67,6 +67,7 @@ func TestCoordinatorIsAMicroService(t *testing.T) {
 	require.Equal(t, map[string]string{
 		"start": messages.StartSubjects, "starts": messages.StartBatchSubject, "tick": messages.TickSubject, "status": messages.StatusSubject,
 		"summary": messages.SummarySubject, "list": messages.ListSubject, "retry": messages.RetrySubject, "register": messages.RegisterSubject,
+		"abort": messages.AbortSubject,
 	}, got)
 
 	// Answers come as before, on the same subjects.
@@ -98,7 +99,7 @@ func TestCoordinatorIsAMicroService(t *testing.T) {
 
 	// micro counts a request once its handler returns, which may be after
 	// a read of the bucket has answered it: the counts are waited for.
-	want := map[string]int{"start": 1, "starts": 0, "tick": 0, "status": 3, "summary": 2, "list": 0, "retry": 0, "register": 0}
+	want := map[string]int{"start": 1, "starts": 0, "tick": 0, "status": 3, "summary": 2, "list": 0, "retry": 0, "abort": 0, "register": 0}
 	subj, err := micro.ControlSubject(micro.StatsVerb, messages.CoordinatorService, "")
 	require.NoError(t, err)
 	require.EventuallyWithT(t, func(c *assert.CollectT) {

@@ -418,6 +418,37 @@ type RetryResponse struct {
 	Error  *WireError `json:"error,omitempty"`
 }
 
+// AbortRequest asks the coordinator to roll back an active saga: an
+// operator's way to end a saga that waits for an agent that will not
+// answer. Reason, at most [MaxReason] bytes of UTF-8, is kept in the saga's
+// error and history after "aborted: ". (Decoded from JSON, bytes that are
+// not UTF-8 are replaced.)
+type AbortRequest struct {
+	V      int    `json:"v"`
+	SagaID string `json:"saga_id"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Validate returns an error wrapping [ErrBadRequest] when r's saga id is
+// not a token or its reason is too long.
+func (r *AbortRequest) Validate() error {
+	if err := CheckToken("saga_id", r.SagaID); err != nil {
+		return err
+	}
+	if len(r.Reason) > MaxReason {
+		return fmt.Errorf("reason of %d bytes, more than %d: %w", len(r.Reason), MaxReason, ErrBadRequest)
+	}
+	return nil
+}
+
+// AbortResponse answers an [AbortRequest] with the saga's new status,
+// compensating, or rolled_back when it had nothing to compensate.
+type AbortResponse struct {
+	V      int        `json:"v"`
+	Status string     `json:"status,omitempty"`
+	Error  *WireError `json:"error,omitempty"`
+}
+
 // Event announces that a saga changed status. It is published on
 // [EventSubject].
 type Event struct {
@@ -603,6 +634,8 @@ func versionOf(v any) (int, bool) {
 	case *ListRequest:
 		return m.V, true
 	case *RetryRequest:
+		return m.V, true
+	case *AbortRequest:
 		return m.V, true
 	case *RegisterRequest:
 		return m.V, true

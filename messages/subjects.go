@@ -66,6 +66,8 @@ const (
 	ListSubject = "natsaga.list"
 	// RetrySubject answers a [RetryRequest] with a [RetryResponse].
 	RetrySubject = "natsaga.retry"
+	// AbortSubject answers an [AbortRequest] with an [AbortResponse].
+	AbortSubject = "natsaga.abort"
 	// RegisterSubject answers a [RegisterRequest] with a [RegisterResponse].
 	RegisterSubject = "natsaga.register"
 	// AgentStatsSubject is answered by every running agent with its
@@ -75,7 +77,7 @@ const (
 
 	// CoordinatorService is the NATS micro service name under which the
 	// active coordinator serves its request API (start, tick, status,
-	// summary, list, retry, register), so that "nats micro info natsaga-coordinator"
+	// summary, list, retry, abort, register), so that "nats micro info natsaga-coordinator"
 	// finds it.
 	CoordinatorService = "natsaga-coordinator"
 	// AgentService is the NATS micro service name of every agent; its
@@ -84,8 +86,8 @@ const (
 	// ServiceVersion is the version both services announce. Its major
 	// number is the newest wire version natsaga speaks (3: the agents'
 	// barrier records in a log, [RecordStream]); its minor number counts
-	// the endpoints added since.
-	ServiceVersion = "3.0.0"
+	// the endpoints added since (1: the coordinator's abort).
+	ServiceVersion = "3.1.0"
 
 	// CompensateToken is the last token of a compensation's subject
 	// (saga.<saga>.<step>.compensate): no step may have it as its name.

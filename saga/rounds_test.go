@@ -304,3 +304,28 @@ func TestBeginScheduledOnlyWhenItCan(t *testing.T) {
 	require.Equal(t, int64(2), x.DispatchedTick)
 	require.Equal(t, int64(3), r.e.Tick())
 }
+
+// TestAbortOfAScheduledSaga: a saga scheduled for a later tick that an
+// operator aborts ends rolled back at once, with nothing to compensate,
+// and does not begin when its tick comes; its neighbours run as before.
+func TestAbortOfAScheduledSaga(t *testing.T) {
+	h := newHarness(t, subsidyDef())
+	h.startRanked("a", 1, 1)
+	h.startRanked("b", 2, 1)
+	h.out.Reset()
+	require.NoError(t, h.e.Rollback("a", "operator", &h.out))
+	h.record()
+	require.Empty(t, h.released())
+	var statuses []string
+	for _, ev := range h.out.Events {
+		statuses = append(statuses, ev.SagaID+" "+ev.Status)
+	}
+	require.Equal(t, []string{"a compensating", "a rolled_back"}, statuses)
+	x := h.get("a")
+	require.Equal(t, saga.RolledBack, x.Status)
+	require.Equal(t, "aborted: operator", x.Error)
+	require.Empty(t, x.Compensated)
+
+	h.tick(1)
+	require.Equal(t, []string{"b/household_applies/execute"}, h.released())
+}

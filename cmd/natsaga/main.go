@@ -1,5 +1,6 @@
 // Command natsaga is the operator's tool: it asks a running coordinator
-// about sagas, retries the compensation of failed ones, registers saga
+// about sagas, retries the compensation of failed ones, aborts stuck
+// ones, registers saga
 // definitions, follows the saga events, writes the outcome log, waits for
 // a quiet tick and lists the running services.
 //
@@ -9,6 +10,7 @@
 //	natsaga [-nats URL] [-json] status SAGA_ID
 //	natsaga [-nats URL] [-json] list [-status STATUS] [-limit N]
 //	natsaga [-nats URL] [-json] retry SAGA_ID
+//	natsaga [-nats URL] [-json] abort [-reason TEXT] SAGA_ID
 //	natsaga [-nats URL] [-json] start SAGA_TYPE [CONTEXT_JSON]
 //	natsaga [-nats URL] [-json] tick N
 //	natsaga [-nats URL] [-json] events [-saga TYPE] [-status STATUS] [-n N | -all] [-f]
@@ -70,6 +72,7 @@ commands:
   status SAGA_ID                 one saga's state and history
   list [-status S] [-limit N]    active sagas, or those with status S (a saga's status: completed, failed, ...)
   retry SAGA_ID                  retry the compensation of a failed saga
+  abort [-reason R] SAGA_ID      roll back an active saga (the step in flight too)
   start SAGA_TYPE [CONTEXT]      start a saga (CONTEXT is a JSON object)
   tick N                         advance the simulation clock to tick N
   events [-saga T] [-status S] [-n N | -all] [-f]
@@ -397,6 +400,24 @@ func commands() map[string]command {
 				return messages.RetryResponse{V: messages.Version, Status: string(st), Error: wireError(err)}, func(w io.Writer) { printRetry(w, st) }, err
 			}), nil
 		})},
+		"abort": {"[-reason TEXT] SAGA_ID", "Roll back an active saga that waits for an agent that will not answer:\n" +
+			"the step in flight and the completed ones are compensated, in reverse order.",
+			func(fs *flag.FlagSet) func([]string) (runner, error) {
+				reason := fs.String("reason", "", "why, kept in the saga's error after \"aborted: \" (default \"by an operator\")")
+				return func(args []string) (runner, error) {
+					if len(args) != 1 {
+						return nil, fmt.Errorf("want one SAGA_ID, got %d arguments", len(args))
+					}
+					req := messages.AbortRequest{V: messages.Version, SagaID: args[0], Reason: *reason}
+					if err := req.Validate(); err != nil {
+						return nil, err
+					}
+					return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
+						st, err := cl.Abort(ctx, req.SagaID, req.Reason)
+						return messages.AbortResponse{V: messages.Version, Status: string(st), Error: wireError(err)}, func(w io.Writer) { printAbort(w, st) }, err
+					}), nil
+				}
+			}},
 		"tick": {"N", "Advance the simulation clock to tick N (the agents follow).", noFlags(1, func(args []string) (runner, error) {
 			n, err := strconv.ParseInt(args[0], 10, 64)
 			switch {

@@ -112,6 +112,53 @@ func TestOperatorRetriesFailedCompensation(t *testing.T) {
 	require.Equal(t, 0, s.Failed)
 }
 
+// TestOperatorAbortsAStuckSaga: a saga whose second step's handler never
+// returns is aborted with the operator tool: the step in flight and the
+// completed one are compensated, and it ends rolled back with the reason.
+func TestOperatorAbortsAStuckSaga(t *testing.T) {
+	_, url := testenv.Server(t)
+	def := saga.Definition{Name: "ops", Subject: "ops", Steps: []saga.Step{
+		{Name: "reserve", Role: "ops"}, {Name: "confirm", Role: "ops"},
+	}}
+	testenv.Coordinator(t, url, []saga.Definition{def})
+	stuck := make(chan struct{})
+	var undone atomic.Int32
+	undo := func(context.Context, agent.Tx, *messages.Command) error { undone.Add(1); return nil }
+	testenv.Agent(t, url, participant.Options{Role: "ops", Steps: []agent.Step{
+		{Saga: "ops", Name: "reserve", Handler: agent.Handler{
+			Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
+			Compensate: undo}},
+		{Saga: "ops", Name: "confirm", Handler: agent.Handler{
+			Execute: func(ctx context.Context, _ agent.Tx, _ *messages.Command) (messages.Context, error) {
+				<-stuck
+				return nil, ctx.Err()
+			},
+			Compensate: undo}},
+	}})
+	// Registered after the agent, so released first: the handler
+	// returns before the agent stops.
+	t.Cleanup(func() { close(stuck) })
+
+	nc := testenv.Connect(t, url)
+	id := testenv.Start(t, nc, "ops", nil)
+	require.Eventually(t, func() bool { return testenv.Status(t, nc, id).Current == 1 }, 10*time.Second, 5*time.Millisecond)
+
+	code, out := natsaga(t, url, "abort", "-reason", "nobody confirms", id)
+	require.Equal(t, 0, code, out)
+	require.Equal(t, "aborted: the saga is compensating its completed steps, and the one in flight\n", out)
+	x := testenv.WaitStatus(t, nc, id, saga.RolledBack)
+	require.Equal(t, "aborted: nobody confirms", x.Error)
+	require.Equal(t, []string{"confirm", "reserve"}, x.Compensated)
+	// The execute of confirm never recorded a result: its compensation
+	// is the barrier's "nothing to undo", and bars the execute.
+	require.Equal(t, int32(1), undone.Load(), "reserve's compensation ran, once")
+
+	code, out = natsaga(t, url, "abort", id)
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, messages.CodeConflict)
+	require.Contains(t, out, "status rolled_back")
+}
+
 // TestAnswersAndErrors prints a saga's state in the coordinator's answer
 // with -json, and an error the coordinator answered with: in the answer on
 // stdout with -json, as a line naming the code on stderr without; both

@@ -127,6 +127,14 @@ func printRetry(w io.Writer, st saga.Status) {
 	printf(w, "retrying the compensation: the saga is %s again\n", st)
 }
 
+func printAbort(w io.Writer, st saga.Status) {
+	if st == saga.Compensating {
+		printf(w, "aborted: the saga is compensating its completed steps, and the one in flight\n")
+		return
+	}
+	printf(w, "aborted: the saga is %s\n", st)
+}
+
 func printStart(w io.Writer, s client.Started) {
 	printf(w, "saga %s: %s\n", s.ID, s.Status)
 }

@@ -299,7 +299,7 @@ func (f *fuzzer) sendTick(user string) {
 	}
 }
 
-// query sends a hostile status, list, retry, register or summary request;
+// query sends a hostile status, list, retry, abort, register or summary request;
 // each gets an answer.
 func (f *fuzzer) query(user string) {
 	switch f.rnd.IntN(5) {
@@ -322,7 +322,11 @@ func (f *fuzzer) query(user string) {
 				// Well formed, mostly at a saga that is not failed.
 				data = []byte(`{"v":1,"saga_id":` + f.str(f.token()) + `}`)
 			}
-			f.request(user, messages.RetrySubject, data)
+			subject := messages.RetrySubject
+			if f.rnd.IntN(2) == 0 {
+				subject = messages.AbortSubject
+			}
+			f.request(user, subject, data)
 		}
 	default:
 		if f.rnd.IntN(2) == 0 {

@@ -215,7 +215,7 @@ func TestConfigNamesMatchTheCode(t *testing.T) {
 		"$JS.ACK."+messages.ReplyStream+"."+messages.ReplyConsumer+".>",
 		messages.EventSubjects[0]))
 	require.Subset(t, co.Permissions.Subscribe.Allow, []string{messages.StartSubjects, messages.TickSubject,
-		messages.StatusSubject, messages.SummarySubject, messages.ListSubject, messages.RetrySubject})
+		messages.StatusSubject, messages.SummarySubject, messages.ListSubject, messages.RetrySubject, messages.AbortSubject})
 }
 
 // TestHouseholdDenied shows that a household connection can neither act
@@ -278,6 +278,7 @@ func TestOthersDenied(t *testing.T) {
 		{name: "the driver replies for an agent", user: driverUser, subject: messages.ReplySubject(flood.Subsidy, "budget_deducted")},
 		{name: "the driver reads a ledger from the store", user: driverUser, subject: "$JS.API.DIRECT.GET." + messages.StateStream(flood.Government) + "." + ledger},
 		{name: "the operator reads a ledger", user: operatorUser, subject: "$JS.API.DIRECT.GET." + messages.StateStream(flood.Government) + "." + ledger},
+		{name: "the driver aborts a saga", user: driverUser, subject: messages.AbortSubject},
 		{name: "the driver writes the saga bucket", user: driverUser, subject: messages.BucketSubject(messages.SagaKey("x"))},
 		{name: "the operator writes the saga bucket", user: operatorUser, subject: messages.BucketSubject(messages.SagaKey("x"))},
 		{name: "the coordinator writes a ledger", user: coordinatorUser, subject: ledger},
@@ -484,6 +485,11 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 		}
 	}
 	require.Equal(t, []string{"in_progress", "completed"}, statuses)
+	// ... and aborts a saga, as "natsaga abort" does: the one scheduled in
+	// the batch, which has not begun, ends at once.
+	st, err := oc.Abort(ctx, "batch-1", "not needed")
+	require.NoError(t, err)
+	require.Equal(t, saga.RolledBack, st)
 
 	// The coordinator may list the command stream's consumers, so it
 	// learns that the household reads command batches: a tick's starts

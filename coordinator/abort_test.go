@@ -1,0 +1,74 @@
+package coordinator_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/natsaga/natsaga/internal/testenv"
+	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
+)
+
+// TestAbortRollsBackAStuckSaga: a saga whose second step is never
+// answered is aborted by an operator: the step in flight and the one
+// completed are compensated, in that order, and it ends rolled back with
+// the reason. An abort of a saga compensating already changes nothing, and
+// those of a finished saga, of an unknown one and malformed ones are
+// refused with their codes.
+func TestAbortRollsBackAStuckSaga(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	testenv.Coordinator(t, url, parseDefs(t, jobV1))
+	f := newForeign(t, nc)
+	abort := func(req messages.AbortRequest) messages.AbortResponse {
+		t.Helper()
+		req.V = messages.Version
+		var resp messages.AbortResponse
+		testenv.Request(t, nc, messages.AbortSubject, req, &resp)
+		return resp
+	}
+
+	id := testenv.Start(t, nc, "job", messages.Context{})
+	f.ok(t, f.next(t, id, "open"))
+	file := f.next(t, id, "file")
+	require.Equal(t, messages.Execute, file.Action)
+
+	resp := abort(messages.AbortRequest{SagaID: id, Reason: "the clerk left"})
+	require.Nil(t, resp.Error)
+	require.Equal(t, string(saga.Compensating), resp.Status)
+	undoFile := f.next(t, id, "file")
+	require.Equal(t, messages.Compensate, undoFile.Action)
+	require.Equal(t, file.Seq+1, undoFile.Seq)
+
+	resp = abort(messages.AbortRequest{SagaID: id, Reason: "again"})
+	require.Nil(t, resp.Error, "compensating already")
+	require.Equal(t, string(saga.Compensating), resp.Status)
+
+	f.ok(t, undoFile)
+	undoOpen := f.next(t, id, "open")
+	require.Equal(t, messages.Compensate, undoOpen.Action)
+	f.ok(t, undoOpen)
+	x := testenv.WaitStatus(t, nc, id, saga.RolledBack)
+	require.Equal(t, "aborted: the clerk left", x.Error)
+	require.Equal(t, []string{"file", "open"}, x.Compensated)
+	require.Empty(t, f.cmds, "nothing more was sent")
+
+	for _, c := range []struct {
+		name string
+		req  messages.AbortRequest
+		code string
+		says string
+	}{
+		{"finished", messages.AbortRequest{SagaID: id}, messages.CodeConflict, "status rolled_back"},
+		{"unknown", messages.AbortRequest{SagaID: "no-such-saga"}, messages.CodeNotFound, "no-such-saga"},
+		{"not an id", messages.AbortRequest{SagaID: "a.b"}, messages.CodeBadRequest, "identifier rule"},
+		{"long reason", messages.AbortRequest{SagaID: id, Reason: strings.Repeat("r", messages.MaxReason+1)}, messages.CodeBadRequest, "reason of 1025 bytes"},
+	} {
+		resp := abort(c.req)
+		require.NotNil(t, resp.Error, c.name)
+		require.Equal(t, c.code, resp.Error.Code, "%s: %s", c.name, resp.Error.Message)
+		require.Contains(t, resp.Error.Message, c.says, c.name)
+	}
+}
