@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/natsaga/natsaga/coordinator"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
@@ -20,7 +21,8 @@ import (
 func TestAbortRollsBackAStuckSaga(t *testing.T) {
 	_, url := testenv.Server(t)
 	nc := testenv.Connect(t, url)
-	testenv.Coordinator(t, url, parseDefs(t, jobV1))
+	obs := &endings{finished: map[string]int{}}
+	testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: parseDefs(t, jobV1), Observer: obs})
 	f := newForeign(t, nc)
 	abort := func(req messages.AbortRequest) messages.AbortResponse {
 		t.Helper()
@@ -54,6 +56,7 @@ func TestAbortRollsBackAStuckSaga(t *testing.T) {
 	require.Equal(t, "aborted: the clerk left", x.Error)
 	require.Equal(t, []string{"file", "open"}, x.Compensated)
 	require.Empty(t, f.cmds, "nothing more was sent")
+	require.Equal(t, 1, obs.abortedCount(), "the observer is told of the abort that rolled it back, not of the second")
 
 	for _, c := range []struct {
 		name string

@@ -47,6 +47,13 @@ type RetryObserver interface {
 	Retried(sagaType string)
 }
 
+// AbortObserver, when an [Observer] implements it too, is told of each
+// active saga of type sagaType (its subject) an operator's abort rolled
+// back, once that is stored.
+type AbortObserver interface {
+	Aborted(sagaType string)
+}
+
 // DefinitionObserver, when an [Observer] implements it too, is told of
 // each definition the coordinator's engine gains after it was created
 // with [Options.Definitions]: a version registered at run time, once it

@@ -449,10 +449,10 @@ func (c *Coordinator) onAbort(ctx context.Context, m *nats.Msg) {
 		}
 		// Compensating, or rolled back at once if it had not begun (the
 		// engine then no longer holds it): as the batch stores it.
-		status := saga.Compensating
+		status, sagaType := saga.Compensating, ""
 		for _, x := range out.Changed {
 			if x.ID == req.SagaID {
-				status = x.Status
+				status, sagaType = x.Status, x.Saga
 			}
 		}
 		c.log.Info("operator abort of a saga", "saga_id", req.SagaID, "reason", messages.Clip(reason), "status", status)
@@ -460,6 +460,8 @@ func (c *Coordinator) onAbort(ctx context.Context, m *nats.Msg) {
 			resp := messages.AbortResponse{V: messages.Version, Status: string(status)}
 			if err != nil {
 				resp = messages.AbortResponse{V: messages.Version, Error: wireError(err)}
+			} else if o, ok := c.opts.Observer.(AbortObserver); ok && sagaType != "" {
+				o.Aborted(sagaType)
 			}
 			c.respond(m, resp)
 		}

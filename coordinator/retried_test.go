@@ -18,11 +18,13 @@ import (
 	"github.com/natsaga/natsaga/saga"
 )
 
-// endings counts the sagas the coordinator reports finished, and retried.
+// endings counts the sagas the coordinator reports finished, retried and
+// aborted.
 type endings struct {
 	mu       sync.Mutex
 	finished map[string]int
 	retried  int
+	aborted  int
 }
 
 func (e *endings) Committed(_ []messages.Command, events []messages.Event, _ messages.Summary) {
@@ -43,6 +45,20 @@ func (e *endings) Retried(sagaType string) {
 	if sagaType == "job" {
 		e.retried++
 	}
+}
+
+func (e *endings) Aborted(sagaType string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if sagaType == "job" {
+		e.aborted++
+	}
+}
+
+func (e *endings) abortedCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.aborted
 }
 
 func (e *endings) counts() (map[string]int, int) {

@@ -20,7 +20,7 @@ var SecondBuckets = prometheus.ExponentialBuckets(0.0005, 2, 16)
 // coordinator.Observer; pass it in coordinator.Options.Observer. It is
 // safe for concurrent use.
 type Coordinator struct {
-	started, finished, retried *prometheus.CounterVec
+	started, finished, retried, aborted *prometheus.CounterVec
 	commands                   *prometheus.CounterVec
 	retries                    *prometheus.CounterVec
 	steps                      *prometheus.CounterVec
@@ -45,6 +45,9 @@ func NewCoordinator(reg prometheus.Registerer) (*Coordinator, error) {
 		}, []string{"saga", "status"}),
 		retried: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "natsaga_sagas_retried_total", Help: "Failed sagas an operator's retry sent back to compensating, by saga type: each finishes again.",
+		}, []string{"saga"}),
+		aborted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "natsaga_sagas_aborted_total", Help: "Active sagas an operator's abort rolled back, by saga type.",
 		}, []string{"saga"}),
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "natsaga_commands_sent_total", Help: "Step commands published, retries included, by saga, step and action.",
@@ -82,7 +85,7 @@ func NewCoordinator(reg prometheus.Registerer) (*Coordinator, error) {
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 		}, []string{"role"}),
 	}
-	for _, c := range []prometheus.Collector{m.started, m.finished, m.retried, m.commands, m.retries, m.steps, m.ticks, m.seconds, m.inFlight, m.tick, m.heldBytes, m.batchSize, m.recordSize} {
+	for _, c := range []prometheus.Collector{m.started, m.finished, m.retried, m.aborted, m.commands, m.retries, m.steps, m.ticks, m.seconds, m.inFlight, m.tick, m.heldBytes, m.batchSize, m.recordSize} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("coordinator metrics: %w", err)
 		}
@@ -134,6 +137,10 @@ func (m *Coordinator) HeldBytes(bytes int64) { m.heldBytes.Set(float64(bytes)) }
 // ([coordinator.RetryObserver]).
 func (m *Coordinator) Retried(sagaType string) { m.retried.WithLabelValues(sagaType).Inc() }
 
+// Aborted counts an active saga of sagaType an operator's abort rolled
+// back ([coordinator.AbortObserver]).
+func (m *Coordinator) Aborted(sagaType string) { m.aborted.WithLabelValues(sagaType).Inc() }
+
 // Answered counts a settled step and observes its latency.
 func (m *Coordinator) Answered(cmd messages.Command, outcome messages.Outcome, ticks int64, took time.Duration) {
 	action := string(cmd.Action)
@@ -155,6 +162,7 @@ func (m *Coordinator) Known(defs []saga.Definition) {
 	for _, d := range defs {
 		m.started.WithLabelValues(d.Subject)
 		m.retried.WithLabelValues(d.Subject)
+		m.aborted.WithLabelValues(d.Subject)
 		for _, st := range []saga.Status{saga.Completed, saga.RolledBack, saga.TimedOut, saga.Failed} {
 			m.finished.WithLabelValues(d.Subject, string(st))
 		}

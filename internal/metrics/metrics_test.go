@@ -53,6 +53,7 @@ natsaga_sagas_in_flight{state="retrying"} 0
 	m.Answered(cmds[1], messages.OK, 2, 30*time.Millisecond)
 	m.Answered(cmds[2], messages.OK, 0, -1)
 	m.Retried("subsidy")
+	m.Aborted("subsidy")
 
 	want := `
 # HELP natsaga_sagas_started_total Sagas started, by saga type.
@@ -65,6 +66,9 @@ natsaga_sagas_finished_total{saga="subsidy",status="rolled_back"} 1
 # HELP natsaga_sagas_retried_total Failed sagas an operator's retry sent back to compensating, by saga type: each finishes again.
 # TYPE natsaga_sagas_retried_total counter
 natsaga_sagas_retried_total{saga="subsidy"} 1
+# HELP natsaga_sagas_aborted_total Active sagas an operator's abort rolled back, by saga type.
+# TYPE natsaga_sagas_aborted_total counter
+natsaga_sagas_aborted_total{saga="subsidy"} 1
 # HELP natsaga_command_retries_total Step commands sent again after a transient error (attempt above 1), by saga, step and action.
 # TYPE natsaga_command_retries_total counter
 natsaga_command_retries_total{action="execute",saga="subsidy",step="a"} 1
@@ -81,7 +85,7 @@ natsaga_sagas_in_flight_bytes 4096
 natsaga_tick 7
 `
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"natsaga_sagas_started_total", "natsaga_sagas_finished_total", "natsaga_sagas_retried_total", "natsaga_command_retries_total", "natsaga_sagas_in_flight", "natsaga_sagas_in_flight_bytes", "natsaga_tick"))
+		"natsaga_sagas_started_total", "natsaga_sagas_finished_total", "natsaga_sagas_retried_total", "natsaga_sagas_aborted_total", "natsaga_command_retries_total", "natsaga_sagas_in_flight", "natsaga_sagas_in_flight_bytes", "natsaga_tick"))
 	sent := `
 # HELP natsaga_commands_sent_total Step commands published, retries included, by saga, step and action.
 # TYPE natsaga_commands_sent_total counter
