@@ -21,15 +21,15 @@ var SecondBuckets = prometheus.ExponentialBuckets(0.0005, 2, 16)
 // safe for concurrent use.
 type Coordinator struct {
 	started, finished, retried, aborted *prometheus.CounterVec
-	commands                   *prometheus.CounterVec
-	retries                    *prometheus.CounterVec
-	steps                      *prometheus.CounterVec
-	ticks, seconds             *prometheus.HistogramVec
-	inFlight                   *prometheus.GaugeVec
-	tick                       prometheus.Gauge
-	heldBytes                  prometheus.Gauge
-	batchSize                  prometheus.Histogram
-	recordSize                 *prometheus.HistogramVec
+	commands                            *prometheus.CounterVec
+	retries                             *prometheus.CounterVec
+	steps                               *prometheus.CounterVec
+	ticks, seconds                      *prometheus.HistogramVec
+	inFlight                            *prometheus.GaugeVec
+	tick                                prometheus.Gauge
+	heldBytes                           prometheus.Gauge
+	batchSize                           prometheus.Histogram
+	recordSize                          *prometheus.HistogramVec
 }
 
 // NewCoordinator registers the coordinator's metrics with reg and returns
