@@ -119,7 +119,7 @@ func TestStandbyTakesOver(t *testing.T) {
 	require.False(t, second.c.Active())
 	// NATS micro discovery finds both: the active one with the request
 	// endpoints, the standby with none.
-	require.Equal(t, map[string]int{"active": 8, "standby": 0}, coordinatorInfos(t, client, 2))
+	require.Equal(t, map[string]int{"active": 9, "standby": 0}, coordinatorInfos(t, client, 2))
 	id := testenv.Start(t, client, "transfer", nil)
 	testenv.WaitStatus(t, client, id, saga.Completed)
 	require.False(t, ready(second), "a standby serves nothing while the lease is held")
