@@ -1121,6 +1121,18 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 			_ = m.Term()
 			return nil
 		}
+		if owner := c.roleOf(r.SagaID, r.Saga, r.Step); r.Role != "" && owner != "" && r.Role != owner {
+			// An agent that serves another role's step by mistake, and
+			// says so: refused as its records are, and the command sent
+			// again for the step's own role.
+			c.refuse("reply", r.Role, "saga_id", r.SagaID, "saga", r.Saga, "step", r.Step,
+				"action", r.Action, "seq", r.Seq, "why", "the step belongs to role "+owner)
+			if cmd, ok := c.engine.Command(r.SagaID); ok && cmd.Step == r.Step && cmd.Seq == r.Seq {
+				c.sendAgain(cmd, r.Role, owner)
+			}
+			_ = m.Term()
+			return nil
+		}
 		// A reply's effect is always stored (see durability.go).
 		err := c.applyAnswer(r, now, out)
 		switch {

@@ -732,7 +732,7 @@ func TestCoordinatorThatLostItsLeaseReportsNoSagas(t *testing.T) {
 
 // TestCommandTakenByTheWrongRoleIsSentAgain runs an agent of role b that
 // serves, by mistake, step x of role a, and so takes its command: its
-// record is refused. Once the right agents serve the steps, the command,
+// record is refused, and its reply to the command sent again. Once the right agents serve the steps, the command,
 // sent again, reaches role a's agent and the saga completes, without a
 // restart of the coordinator.
 func TestCommandTakenByTheWrongRoleIsSentAgain(t *testing.T) {
@@ -758,6 +758,12 @@ func TestCommandTakenByTheWrongRoleIsSentAgain(t *testing.T) {
 	id := testenv.Start(t, nc, "s", messages.Context{})
 	require.Eventually(t, func() bool { return coord.Refused() > 0 }, 10*time.Second, 5*time.Millisecond,
 		"the wrong role's record of x is refused")
+	// Sent again, the command goes to the wrong agent again, which
+	// answers it from its record, with a reply naming its role: refused
+	// too, and x is still not done.
+	require.Eventually(t, func() bool { return coord.Refused() > 1 }, 10*time.Second, 5*time.Millisecond,
+		"the wrong role's reply to the command sent again is refused")
+	require.Empty(t, testenv.Status(t, nc, id).Completed)
 	stop()
 	require.NoError(t, <-stopped)
 	// A right copy of b narrows the role's consumer to y, which lets a's

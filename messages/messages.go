@@ -153,6 +153,12 @@ type Reply struct {
 	// its Until is held back until that tick.
 	Until int64  `json:"until,omitempty"`
 	Agent string `json:"agent,omitempty"`
+	// Role, optional, is the role of the agent that answers. natsaga's
+	// Go agents set it: a coordinator refuses a reply whose role is not
+	// its step's, as it refuses such a role's records, so that an agent
+	// that serves another role's step by mistake answers nothing, with or
+	// without permissions.
+	Role string `json:"role,omitempty"`
 }
 
 // ReplyTo returns a reply to c with outcome and reason, echoing c's
@@ -176,6 +182,11 @@ func (r *Reply) Validate() error {
 	}
 	if r.Agent != "" {
 		if err := CheckToken("agent", r.Agent); err != nil {
+			return err
+		}
+	}
+	if r.Role != "" {
+		if err := CheckToken("role", r.Role); err != nil {
 			return err
 		}
 	}

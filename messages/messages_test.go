@@ -185,6 +185,9 @@ func TestReplyValidate(t *testing.T) {
 		{"seq 0", func(r *messages.Reply) { r.Seq = 0 }, messages.ErrBadRequest},
 		{"version 0", func(r *messages.Reply) { r.V = 0 }, messages.ErrVersion},
 		{"version 2", func(r *messages.Reply) { r.V = 2 }, messages.ErrVersion},
+		{"agent and role", func(r *messages.Reply) { r.Agent, r.Role = "government-1", "government" }, nil},
+		{"agent not a token", func(r *messages.Reply) { r.Agent = "a b" }, messages.ErrBadRequest},
+		{"role not a token", func(r *messages.Reply) { r.Role = "gov.ernment" }, messages.ErrBadRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1201,7 +1201,7 @@ func (a *Agent) ackStored(inHand context.Context) {
 // id: after a coordinator restart, the same sequence number may be asked
 // again, and must be answered again.
 func (a *Agent) encodeReply(ctx context.Context, r messages.Reply) (*nats.Msg, error) {
-	r.Agent = a.opts.Name
+	r.Agent, r.Role = a.opts.Name, a.opts.Role
 	data, err := wirejson.AppendReply(make([]byte, 0, 256), &r)
 	if err != nil {
 		return nil, fmt.Errorf("encode reply: %w", err)

@@ -56,7 +56,7 @@ func payloads(b *testing.B) (messages.Command, messages.Reply, messages.Record, 
 		Step: "budget_deducted", Action: messages.Execute, Attempt: 1, Seq: 3, Tick: 42, Context: ctx}
 	reply := messages.ReplyTo(&cmd, messages.OK, "")
 	reply.Output = messages.Context{}.MustSet("subsidy_paid", 500000)
-	reply.Agent = "government-1234-abcdef"
+	reply.Agent, reply.Role = "government-1234-abcdef", "government"
 	rec := messages.Record{Execute: &messages.Result{Outcome: messages.OK, Output: reply.Output, Seq: 3,
 		At: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)}}
 	e := saga.New(saga.Options{})

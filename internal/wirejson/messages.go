@@ -39,6 +39,7 @@ var replyCodec = newCodec(
 	rawMap("Output", func(r *messages.Reply) *messages.Context { return &r.Output }),
 	integer64("Until", func(r *messages.Reply) *int64 { return &r.Until }),
 	str("Agent", func(r *messages.Reply) *string { return &r.Agent }),
+	str("Role", func(r *messages.Reply) *string { return &r.Role }),
 )
 
 var eventCodec = newCodec(

@@ -36,7 +36,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 			Context: trickyContext()}
 		cmds = append(cmds, c)
 		r := messages.ReplyTo(&c, messages.Outcome(s), s)
-		r.Agent = s
+		r.Agent, r.Role = s, s+"r"
 		r.Output = messages.Context{s: json.RawMessage(`{"k" : "v"}`)}
 		replies = append(replies, r)
 		events = append(events, messages.Event{V: 1, SagaID: s, Saga: s, Status: s, Tick: -int64(i), Step: s, Reason: s})
@@ -190,7 +190,7 @@ func TestRoundTrip(t *testing.T) {
 	require.Equal(t, c, back)
 
 	r := messages.ReplyTo(&c, messages.Failed, "budget <insufficient> & more")
-	r.Agent = "gov-1"
+	r.Agent, r.Role = "gov-1", "government"
 	r.Output = messages.Context{"approved": json.RawMessage(`true`)}
 	data, err = AppendReply(nil, &r)
 	require.NoError(t, err)
@@ -273,7 +273,7 @@ func TestDecodeCommandAndReply(t *testing.T) {
 
 	r := messages.ReplyTo(&c, messages.OK, "")
 	r.Output = messages.Context{}.MustSet("approved", true)
-	r.Agent = "government-1"
+	r.Agent, r.Role = "government-1", "government"
 	data, err = json.Marshal(r)
 	require.NoError(t, err)
 	gotR, err := DecodeReply(data)
