@@ -26,9 +26,11 @@
 #   deploy/demo.sh compose ARGS...
 #       any other Compose command, for example `ps`, `logs coordinator`,
 #       `stop nats-2`, `port nats-1 4222`, `up -d --scale
-#       household-agent=3`: with the scenario `up` started (kept in
-#       ~/.local/state/natsaga/demo-PROJECT.env until `down`), so that it
-#       adds copies and recreates nothing.
+#       household-agent=3 household-agent`: with the scenario `up` started
+#       (kept in ~/.local/state/natsaga/demo-PROJECT.env until `down`), so
+#       that it adds copies and recreates nothing. Name the service: a bare
+#       `up` starts the driver again once its run has ended, which plays
+#       the scenario again on the spent ledgers and fails.
 #
 # Environment: NATSAGA_HOUSEHOLDS (200), NATSAGA_TICKS (30), NATSAGA_SEED (1)
 # choose the scenario; the opening ledgers are sized for it by

@@ -465,7 +465,7 @@ func commands() map[string]command {
 			"or, from the coordinator's bucket, completed, rolled_back or timed_out (the latest; 100 unless -limit).",
 			func(fs *flag.FlagSet) func([]string) (runner, error) {
 				status := fs.String("status", "", "only sagas with this status: pending, in_progress, compensating, completed, rolled_back, timed_out or failed (default: the active ones)")
-				limit := fs.Int("limit", 0, "at most this many (0: all active ones, or 100 finished ones)")
+				limit := fs.Int("limit", 0, "at most this many (0: all active ones, or 100 finished ones; finished ones: at most 1000, the most the coordinator answers)")
 				return func(args []string) (runner, error) {
 					if len(args) > 0 {
 						return nil, fmt.Errorf("unexpected arguments %v", args)

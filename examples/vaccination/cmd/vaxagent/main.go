@@ -23,8 +23,13 @@ import (
 func main() { os.Exit(mainCode(os.Args[1:], os.Getenv, os.Stderr)) }
 
 func mainCode(args []string, getenv func(string) string, stderr io.Writer) int {
+	const usage = "usage: vaxagent patient|depot|clinic [flags] (vaxagent ROLE -h lists the flags)"
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		fmt.Fprintln(stderr, usage)
+		return 0 // asked for, as every program's -h
+	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintln(stderr, "usage: vaxagent patient|depot|clinic [flags] (vaxagent ROLE -h lists the flags)")
+		fmt.Fprintln(stderr, usage)
 		return 2
 	}
 	r, err := vaccination.Program(args[0])

@@ -8,7 +8,7 @@ import (
 )
 
 // TestArguments refuses a missing or unknown role, and lists a role's
-// flags, the depot's own among them.
+// flags, the depot's own among them; -h alone is usage, asked for.
 func TestArguments(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -17,6 +17,7 @@ func TestArguments(t *testing.T) {
 	}{
 		{nil, 2, "usage: vaxagent patient|depot|clinic [flags]"},
 		{[]string{"-nats", "x"}, 2, "usage: vaxagent"},
+		{[]string{"-h"}, 0, "usage: vaxagent patient|depot|clinic [flags]"},
 		{[]string{"nurse"}, 2, `vaxagent: unknown vaccination role "nurse" (want patient, depot or clinic)`},
 		{[]string{"depot", "-h"}, 0, "-stock doses"},
 		{[]string{"depot", "-stock", "-1"}, 2, `invalid value "-1" for flag -stock: negative`},
