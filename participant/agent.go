@@ -94,7 +94,7 @@ type Options struct {
 	// get it in their ctx, and replies carry it. nil makes none.
 	TracerProvider trace.TracerProvider
 	// Metadata is announced in the agent's micro service's metadata,
-	// beside the "role", "copy" and "pid" the agent sets, which it may not
+	// beside the "role", "copy", "pid" and "serial" the agent sets, which it may not
 	// name ([Agent.Metadata]). natsaga's programs put there, under
 	// "metrics", the address they serve metrics and health on.
 	Metadata map[string]string
@@ -492,7 +492,7 @@ func temporary(err error) bool {
 func (a *Agent) runOnce(ctx context.Context) error {
 	// Before anything of the role is made: the record stream this copy
 	// creates is what tells a coordinator that the role speaks version 3.
-	if err := a.checkVersions(ctx); err != nil {
+	if err := a.checkCopies(ctx); err != nil {
 		return err
 	}
 	store, err := OpenStore(ctx, a.nc, a.opts.Role, true, a.opts.Replicas)

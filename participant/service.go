@@ -58,6 +58,14 @@ func (a *Agent) serve() (*discovery.Service, error) {
 // served was seen to pay twice). Stop them first.
 var ErrOtherVersion = errors.New("copies of the role that speak another wire version are running")
 
+// ErrOtherSerial is wrapped by the error [Agent.Run] returns when copies
+// of its role that run serial while it does not, or the other way round
+// ([Options.Serial]), are running: the copies of a role share one
+// consumer, which a serial role pins to one copy at a time, and copies
+// that disagree keep resetting it to their own. Start every copy of a
+// role alike.
+var ErrOtherSerial = errors.New("copies of the role that run serial otherwise are running")
+
 // The version check's waits: it collects the running agents' micro INFO
 // answers until versionQuiet has passed without one, or versionWait in
 // all. With no agent running, the server says so at once.
@@ -66,13 +74,16 @@ const (
 	versionWait  = time.Second
 )
 
-// checkVersions asks every running agent for its micro INFO, and returns
+// checkCopies asks every running agent for its micro INFO, and returns
 // an error wrapping [ErrOtherVersion] that names the copies of the agent's
 // role whose service version has another major number (the wire version,
-// [messages.ServiceVersion]) than this build's, if any. Agents of wire
-// version 1 announced no service, and are not seen; an answer that does
-// not decode is skipped. It returns another error when it cannot ask.
-func (a *Agent) checkVersions(ctx context.Context) error {
+// [messages.ServiceVersion]) than this build's, if any, and otherwise one
+// wrapping [ErrOtherSerial] that names those that announce another
+// "serial" than this copy's. Agents of wire version 1 announced no
+// service, and are not seen, nor the serial of copies that do not
+// announce it; an answer that does not decode is skipped. It returns
+// another error when it cannot ask.
+func (a *Agent) checkCopies(ctx context.Context) error {
 	subject, err := micro.ControlSubject(micro.InfoVerb, messages.AgentService, "")
 	if err != nil {
 		return fmt.Errorf("agent: version check: %w", err)
@@ -86,9 +97,9 @@ func (a *Agent) checkVersions(ctx context.Context) error {
 	if err := a.nc.PublishRequest(subject, inbox, nil); err != nil {
 		return fmt.Errorf("agent: version check: %w", err)
 	}
-	own := major(messages.ServiceVersion)
+	own, serial := major(messages.ServiceVersion), strconv.FormatBool(a.opts.Serial)
 	end := time.Now().Add(versionWait)
-	var others []string
+	var others, otherSerial []string
 	for {
 		until := time.Now().Add(versionQuiet)
 		if until.After(end) {
@@ -110,15 +121,25 @@ func (a *Agent) checkVersions(ctx context.Context) error {
 		if messages.Decode(m.Data, &info) != nil || info.Type != micro.InfoResponseType || info.Name != messages.AgentService {
 			continue
 		}
-		if info.Metadata["role"] != a.opts.Role || major(info.Version) == own {
+		if info.Metadata["role"] != a.opts.Role {
 			continue
 		}
-		others = append(others, fmt.Sprintf("%s (pid %s, version %s)",
-			messages.Clip(info.Metadata["copy"]), messages.Clip(info.Metadata["pid"]), messages.Clip(info.Version)))
+		switch s, said := info.Metadata["serial"]; {
+		case major(info.Version) != own:
+			others = append(others, fmt.Sprintf("%s (pid %s, version %s)",
+				messages.Clip(info.Metadata["copy"]), messages.Clip(info.Metadata["pid"]), messages.Clip(info.Version)))
+		case said && s != serial:
+			otherSerial = append(otherSerial, fmt.Sprintf("%s (pid %s, serial %s)",
+				messages.Clip(info.Metadata["copy"]), messages.Clip(info.Metadata["pid"]), messages.Clip(s)))
+		}
 	}
-	if len(others) > 0 {
+	switch {
+	case len(others) > 0:
 		return fmt.Errorf("agent %s: %w: role %s, this copy speaks %s, and %s do not; stop them before starting copies of this version",
 			a.opts.Name, ErrOtherVersion, a.opts.Role, messages.ServiceVersion, strings.Join(others, ", "))
+	case len(otherSerial) > 0:
+		return fmt.Errorf("agent %s: %w: role %s, this copy runs with serial %s, and %s; start every copy of a role alike",
+			a.opts.Name, ErrOtherSerial, a.opts.Role, serial, strings.Join(otherSerial, ", "))
 	}
 	return nil
 }
@@ -132,16 +153,18 @@ func major(version string) string {
 
 // ownMetadata are the keys of the micro service's metadata the agent sets
 // itself.
-var ownMetadata = []string{"role", "copy", "pid"}
+var ownMetadata = []string{"role", "copy", "pid", "serial"}
 
 // Metadata is what the agent announces in its micro service's metadata:
-// "role", "copy" (its name) and "pid", and [Options.Metadata].
+// "role", "copy" (its name), "pid" and "serial" ("true" or "false",
+// [Options.Serial]), and [Options.Metadata].
 func (a *Agent) Metadata() map[string]string {
 	md := maps.Clone(a.opts.Metadata)
 	if md == nil {
 		md = make(map[string]string, len(ownMetadata))
 	}
 	md["role"], md["copy"], md["pid"] = a.opts.Role, a.opts.Name, strconv.Itoa(os.Getpid())
+	md["serial"] = strconv.FormatBool(a.opts.Serial)
 	return md
 }
 

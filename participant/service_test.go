@@ -144,7 +144,7 @@ func TestMetadataCannotReplaceTheAgentsOwn(t *testing.T) {
 	o := participant.Options{Role: "till", Name: "till-1", Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: ok}},
 		Metadata: map[string]string{"metrics": "127.0.0.1:9464"}}
 	require.NoError(t, o.Validate())
-	for _, k := range []string{"role", "copy", "pid"} {
+	for _, k := range []string{"role", "copy", "pid", "serial"} {
 		o.Metadata = map[string]string{k: "x"}
 		require.ErrorIs(t, o.Validate(), messages.ErrBadRequest, k)
 	}
@@ -353,4 +353,33 @@ func TestAgentRefusesCopiesOfAnotherWireVersion(t *testing.T) {
 	testenv.Coordinator(t, url, []saga.Definition{choresSaga()})
 	b := testenv.Agent(t, url, participant.Options{Role: "cleaner", Name: "cleaner-c", Steps: opts.Steps})
 	require.Eventually(t, func() bool { return b.Health() == nil }, 10*time.Second, 10*time.Millisecond)
+}
+
+// TestAgentRefusesCopiesThatRunSerialOtherwise: beside a running copy of
+// the role "cleaner" that is not serial, a serial copy refuses to start,
+// naming it, and makes nothing of the role; a copy announcing no serial
+// (an agent before the key) is not counted against it.
+func TestAgentRefusesCopiesThatRunSerialOtherwise(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	svc, err := micro.AddService(nc, micro.Config{Name: messages.AgentService, Version: messages.ServiceVersion,
+		Metadata: map[string]string{"role": "cleaner", "copy": "cleaner-older", "pid": "4243"}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = svc.Stop() })
+	testenv.Coordinator(t, url, []saga.Definition{choresSaga()})
+	steps := []agent.Step{
+		{Saga: chores, Name: "sweep", Handler: counter("cleaner", &calls{n: map[string]int{}, by: map[string]string{}, perBy: map[string]int{}})},
+	}
+	first := testenv.Agent(t, url, participant.Options{Role: "cleaner", Name: "cleaner-a", Steps: steps})
+	require.Eventually(t, func() bool { return first.Health() == nil }, 10*time.Second, 10*time.Millisecond)
+
+	a, err := participant.New(testenv.Connect(t, url), participant.Options{Role: "cleaner", Name: "cleaner-b", Serial: true,
+		Logger: testenv.Logger(t), Steps: steps})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	err = a.Run(ctx)
+	require.ErrorIs(t, err, participant.ErrOtherSerial)
+	require.EqualError(t, err, "agent cleaner-b: copies of the role that run serial otherwise are running: role cleaner, "+
+		"this copy runs with serial true, and cleaner-a (pid "+strconv.Itoa(os.Getpid())+", serial false); start every copy of a role alike")
 }
