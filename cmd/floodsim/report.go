@@ -343,6 +343,7 @@ func (r *report) print(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	totals := map[string]int{}
+	lost := 0
 	var types []string
 	for _, d := range flood.Definitions() {
 		types = append(types, d.Subject)
@@ -356,6 +357,7 @@ func (r *report) print(w io.Writer) {
 		}
 		if n := counts["lost"]; n > 0 {
 			fmt.Fprintf(w, "  LOST %d", n)
+			lost += n
 		}
 		fmt.Fprintln(w)
 		totals[""] += total(counts)
@@ -408,6 +410,10 @@ func (r *report) print(w io.Writer) {
 		if r.InFlightAtStart > 0 {
 			fmt.Fprintf(w, "  (the coordinator held %d sagas of an earlier run when this one began: they ran in its ticks and spent its ledgers)\n",
 				r.InFlightAtStart)
+		}
+		if n := lost; n > 0 {
+			fmt.Fprintf(w, "  (%d sagas lost: neither the bucket nor the coordinator holds them; a saga that ended is kept in the bucket "+
+				"for the coordinator's -retention, 7 days by default: one shorter than the run expires sagas before the report reads them)\n", n)
 		}
 	}
 	if len(r.MissingOutcomes) == 0 {

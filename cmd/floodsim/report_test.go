@@ -172,3 +172,15 @@ func TestFinalStatesAskTheRest(t *testing.T) {
 	}
 	require.ElementsMatch(t, []string{"active", "unknown"}, ids)
 }
+
+// TestLostSagasNameTheRetention: a report with lost sagas says how many,
+// and that a -retention shorter than the run loses them so.
+func TestLostSagasNameTheRetention(t *testing.T) {
+	r := report{Sagas: map[string]map[string]int{flood.Subsidy: {"completed": 2, "lost": 3}},
+		Invariants: invariants{Violations: []string{"saga s-1 (subsidy) lost: no final state"}}}
+	var out bytes.Buffer
+	r.print(&out)
+	require.Contains(t, out.String(), "  LOST 3")
+	require.Contains(t, out.String(), "(3 sagas lost: neither the bucket nor the coordinator holds them; a saga that ended is kept in the bucket "+
+		"for the coordinator's -retention, 7 days by default")
+}
