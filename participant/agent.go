@@ -195,6 +195,10 @@ type Agent struct {
 	// saidKeptAcked: a serial copy has said the command stream stores
 	// commands acknowledged already (serial.go, keptAcked).
 	saidKeptAcked atomic.Bool
+	// fence is the wait a serial copy pinned anew last said, the first
+	// command it waits for and its own (serial.go, nothingBefore): said
+	// at info once, and at debug at each look after. The serial worker's.
+	fence [2]uint64
 	// served is set once Run has served, by its goroutine.
 	served bool
 	// opened is the store once Run has opened it, for other goroutines

@@ -227,7 +227,13 @@ func (a *Agent) nothingBefore(ctx context.Context, m jetstream.Msg) bool {
 		case err != nil:
 			return waiting(err)
 		case first.Sequence < seq:
-			a.log.Info("serial copy pinned anew: waiting for the commands before its own", "first", first.Sequence, "own", seq)
+			const waits = "serial copy pinned anew: waiting for the commands before its own"
+			if fence := [2]uint64{first.Sequence, seq}; fence != a.fence {
+				a.fence = fence
+				a.log.Info(waits, "first", first.Sequence, "own", seq)
+			} else {
+				a.log.Debug(waits, "first", first.Sequence, "own", seq)
+			}
 			return false
 		}
 	}

@@ -273,6 +273,11 @@ func TestSerialCopyPinnedAnewWaitsForTheCommandsBefore(t *testing.T) {
 	info, err := cons.Info(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 5, info.NumAckPending, "the dead copy holds the first five")
+	// Its pin goes now, not after its timeout, at about the time its five
+	// come back: the next copy is pinned while they are away.
+	stream, err := js.Stream(ctx, messages.CommandStream)
+	require.NoError(t, err)
+	require.NoError(t, stream.UnpinConsumer(ctx, messages.CommandConsumer("till"), messages.SerialGroup))
 
 	var mu sync.Mutex
 	var applied []string
@@ -289,9 +294,16 @@ func TestSerialCopyPinnedAnewWaitsForTheCommandsBefore(t *testing.T) {
 		},
 		Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
 	}
+	logs := &testenv.SyncBuffer{}
 	next := testenv.Agent(t, url, participant.Options{Role: "till", Name: "till-next", Serial: true, AckWait: ackWait,
-		Steps: []agent.Step{{Saga: "pay", Name: "spend", Handler: spend}}})
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Steps:  []agent.Step{{Saga: "pay", Name: "spend", Handler: spend}}})
 	require.Eventually(t, func() bool { return next.Stats().Handled == int64(len(want)) }, 30*time.Second, 10*time.Millisecond)
+	// The wait, a look every 100 ms for the ack wait of a second, is said
+	// at info once, then at debug.
+	waits := `msg="serial copy pinned anew: waiting for the commands before its own"`
+	require.Equal(t, 1, strings.Count(logs.String(), "level=INFO "+waits), "%s", logs)
+	require.Positive(t, strings.Count(logs.String(), "level=DEBUG "+waits), "%s", logs)
 	mu.Lock()
 	require.Equal(t, want, applied, "applied in stream order, the dead copy's five first")
 	mu.Unlock()
