@@ -127,7 +127,7 @@ func TestProgram(t *testing.T) {
 		return code == 200
 	}, 10*time.Second, 10*time.Millisecond, logs.String())
 	md := testenv.ServiceMetadata(t, nc, messages.AgentService)
-	require.Equal(t, map[string]string{"role": "till", "copy": "till-a", "pid": strconv.Itoa(cmd.Process.Pid), "metrics": addr}, md,
+	require.Equal(t, map[string]string{"role": "till", "copy": "till-a", "pid": strconv.Itoa(cmd.Process.Pid), "serial": "false", "metrics": addr}, md,
 		"the address is announced for discovery")
 	// A container's health check: the program asks the copy serving its
 	// port, which is a till's.

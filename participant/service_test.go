@@ -62,8 +62,8 @@ func TestAgentsAreMicroServices(t *testing.T) {
 		return len(infos) == 2
 	}, 10*time.Second, 10*time.Millisecond)
 	pid := strconv.Itoa(os.Getpid())
-	require.Equal(t, map[string]string{"role": "cleaner", "copy": "cleaner-a", "pid": pid}, infos["cleaner-a"].Metadata)
-	require.Equal(t, map[string]string{"role": "inspector", "copy": "inspector-a", "pid": pid}, infos["inspector-a"].Metadata)
+	require.Equal(t, map[string]string{"role": "cleaner", "copy": "cleaner-a", "pid": pid, "serial": "false"}, infos["cleaner-a"].Metadata)
+	require.Equal(t, map[string]string{"role": "inspector", "copy": "inspector-a", "pid": pid, "serial": "false"}, infos["inspector-a"].Metadata)
 	require.Equal(t, messages.ServiceVersion, infos["cleaner-a"].Version)
 	require.Len(t, infos["cleaner-a"].Endpoints, 1)
 	require.Equal(t, messages.AgentStatsSubject, infos["cleaner-a"].Endpoints[0].Subject)
