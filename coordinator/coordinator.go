@@ -200,6 +200,8 @@ type Coordinator struct {
 	// definitionBytes is what the engine's definitions take as stored:
 	// the bound of Options.MaxDefinitionBytes. The loop's, as the engine.
 	definitionBytes int64
+	// latestEnded indexes the latest sagas that ended, for lists (ended.go).
+	latestEnded endedIndex
 
 	revs  map[string]uint64 // bucket revision of each saga held in memory that the bucket holds
 	sagas *sagaLog          // the log of the active sagas (sagalog.go)
@@ -365,6 +367,7 @@ func (c *Coordinator) reset() error {
 		c.observeBytes()
 	}
 	c.revs, c.changed, c.sagas = map[string]uint64{}, map[string]bool{}, newSagaLog()
+	c.latestEnded.reset()
 	c.resent = map[string]resent{}
 	c.traces, c.sentAt = map[string]*sagaTrace{}, map[string]time.Time{}
 	// A term that ended in a commit may leave publishes unsettled, whose
@@ -785,6 +788,7 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 			c.revs[p.x.ID] = ack.Sequence
 		} else {
 			delete(c.revs, p.x.ID)
+			c.latestEnded.add(p.x.Status, messages.SagaKey(p.x.ID), ack.Sequence)
 		}
 		c.sagas.drop(p.x.ID)
 		c.sagas.ended = append(c.sagas.ended, p.x.ID)

@@ -85,3 +85,9 @@ func SetNoJetStreamPause(t interface{ Cleanup(func()) }, d time.Duration) {
 // DefinitionFile is d as the bucket stores it: the bytes
 // Options.MaxDefinitionBytes counts.
 func DefinitionFile(d saga.Definition) ([]byte, error) { return definitionFile(d) }
+
+// LatestEnded returns the bucket subjects of the latest n sagas that ended
+// with st, as the index of lists holds them (nil when it holds fewer).
+func LatestEnded(c *Coordinator, st saga.Status, n int) []string {
+	return c.latestEnded.subjects(st, n)
+}

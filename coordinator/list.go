@@ -80,10 +80,27 @@ func (c *Coordinator) listFinished(ctx context.Context, m *nats.Msg, st saga.Sta
 // to know its status. A latest saga too large for any answer is an error
 // (too_large).
 func (c *Coordinator) readFinished(ctx context.Context, st saga.Status, limit int) (sagas []json.RawMessage, more bool, err error) {
+	// The index names the latest such sagas, when it holds enough; when
+	// one of them is gone or changed, the headers say which are.
+	if subjects := c.latestEnded.subjects(st, limit+1); subjects != nil {
+		sagas, more, all, err := c.readFinishedOf(ctx, subjects, st, limit)
+		if err != nil || all {
+			return sagas, more, err
+		}
+	}
 	subjects, err := c.latestHeads(ctx, st, limit+1)
 	if err != nil {
 		return nil, false, err
 	}
+	sagas, more, _, err = c.readFinishedOf(ctx, subjects, st, limit)
+	return sagas, more, err
+}
+
+// readFinishedOf is readFinished of the sagas of subjects, those whose
+// headers say they ended with st or have no headers, in the bucket's
+// order; all reports that each subject it read held a saga with status
+// st.
+func (c *Coordinator) readFinishedOf(ctx context.Context, subjects []string, st saga.Status, limit int) (sagas []json.RawMessage, more, all bool, err error) {
 	// found holds the sagas read, newest batch first; a batch asks for
 	// what the page still lacks (at least a few, since some may not
 	// match).
@@ -99,12 +116,14 @@ func (c *Coordinator) readFinished(ctx context.Context, st saga.Status, limit in
 	// than it holds, whatever a saga's size (a thousand sagas of 380 KB
 	// read at once cut the coordinator off as a slow consumer).
 	step := 16
+	all = true
 	for end := len(subjects); end > 0 && len(found) <= limit && size < budget; step *= 2 {
 		begin := max(0, end-min(max(limit+1-len(found), 16), step))
 		entries, err := c.bucketValues(ctx, subjects[begin:end])
 		if err != nil {
-			return nil, false, err
+			return nil, false, false, err
 		}
+		before := len(found)
 		for _, e := range entries {
 			var x struct {
 				ID     string      `json:"saga_id"`
@@ -118,6 +137,7 @@ func (c *Coordinator) readFinished(ctx context.Context, st saga.Status, limit in
 			found = append(found, sagaValue{x.ID, e})
 			size += len(e.value) + 1
 		}
+		all = all && len(found)-before == end-begin
 		end = begin
 	}
 	slices.SortFunc(found, func(a, b sagaValue) int { return cmp.Compare(a.entry.rev, b.entry.rev) })
@@ -126,7 +146,7 @@ func (c *Coordinator) readFinished(ctx context.Context, st saga.Status, limit in
 		page.add(f.id, f.entry.value)
 	}
 	sagas, err = page.sagas()
-	return sagas, len(found) > len(sagas), err
+	return sagas, len(found) > len(sagas), all, err
 }
 
 // latestHeads returns the bucket subjects of the latest sagas whose

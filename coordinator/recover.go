@@ -141,6 +141,11 @@ func (c *Coordinator) recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	for _, h := range heads {
+		if h.finished() {
+			c.latestEnded.add(h.status, h.key, h.rev)
+		}
+	}
 	took("bucket heads read")
 	logged, err := c.readLog(ctx)
 	if err != nil {

@@ -124,7 +124,7 @@ func TestRecoveryKeepsTheStoredClock(t *testing.T) {
 // counts by its last write, and a deleted one is left out.
 func TestListFinishedFindsTheLatestFarBack(t *testing.T) {
 	_, url := testenv.Server(t)
-	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+	stop := runUntilStopped(t, url, coordinator.Options{Definitions: []saga.Definition{twoSteps}})
 	nc := testenv.Connect(t, url)
 	ctx := context.Background()
 	js, kv := sagaBucket(t, nc)
@@ -145,11 +145,14 @@ func TestListFinishedFindsTheLatestFarBack(t *testing.T) {
 		put("done-"+strconv.Itoa(i), saga.Completed)
 	}
 	put("written-again", saga.Completed)
+	// more is what the last list said of the sagas it left out.
+	var more bool
 	list := func(status saga.Status, limit int) []string {
 		t.Helper()
 		var resp messages.ListResponse
 		testenv.Request(t, nc, messages.ListSubject, messages.ListRequest{V: messages.Version, Status: string(status), Limit: limit}, &resp)
 		require.Nil(t, resp.Error)
+		more = resp.More
 		var ids []string
 		for _, raw := range resp.Sagas {
 			var x struct {
@@ -162,4 +165,21 @@ func TestListFinishedFindsTheLatestFarBack(t *testing.T) {
 	}
 	require.Equal(t, []string{"far-back"}, list(saga.TimedOut, 0))
 	require.Equal(t, []string{"done-1998", "done-1999", "written-again"}, list(saga.Completed, 3))
+
+	// A coordinator started again indexes the latest sagas of each status
+	// from the headers it recovers, and lists from its index the same.
+	stop()
+	c := testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+	subject := func(id string) string { return messages.BucketSubject(messages.SagaKey(id)) }
+	require.Equal(t, []string{subject("far-back")}, coordinator.LatestEnded(c, saga.TimedOut, 1))
+	require.Nil(t, coordinator.LatestEnded(c, saga.TimedOut, 2), "written-again is completed now, and deleted is gone")
+	require.Equal(t, []string{subject("done-1998"), subject("done-1999"), subject("written-again")}, coordinator.LatestEnded(c, saga.Completed, 3))
+	require.Equal(t, []string{"far-back"}, list(saga.TimedOut, 0))
+	require.Equal(t, []string{"done-1998", "done-1999", "written-again"}, list(saga.Completed, 3))
+	// One it names is gone: the headers say which are the latest.
+	require.NoError(t, kv.Delete(ctx, messages.SagaKey("done-1999")))
+	require.Equal(t, []string{"done-1997", "done-1998", "written-again"}, list(saga.Completed, 3))
+	require.True(t, more, "more are stored")
+	require.Equal(t, []string{"far-back"}, list(saga.TimedOut, 0))
+	require.False(t, more)
 }

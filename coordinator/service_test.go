@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/natsaga/natsaga/coordinator"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
@@ -120,7 +121,7 @@ func TestCoordinatorIsAMicroService(t *testing.T) {
 // the latest ones, oldest first, bounded by the limit.
 func TestListFinished(t *testing.T) {
 	_, url := testenv.Server(t)
-	testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+	c := testenv.Coordinator(t, url, []saga.Definition{twoSteps})
 	bankAgent(t, url)
 	nc := testenv.Connect(t, url)
 	var ids []string
@@ -148,6 +149,12 @@ func TestListFinished(t *testing.T) {
 	require.Equal(t, ids[1:], list("completed", 4, true))
 	require.Equal(t, ids, list("completed", 5, false))
 	require.Empty(t, list("rolled_back", 0, false))
+	// Each saga that ended is indexed as its end is stored, for the lists.
+	var subjects []string
+	for _, id := range ids {
+		subjects = append(subjects, messages.BucketSubject(messages.SagaKey(id)))
+	}
+	require.Equal(t, subjects, coordinator.LatestEnded(c, saga.Completed, 5))
 }
 
 // TestListFinishedFitsThePayloadLimit lists finished sagas that would not
