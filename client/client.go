@@ -345,6 +345,11 @@ func (s *Start) label() string {
 type Started struct {
 	ID     string
 	Status saga.Status
+	// Existed is true when the start named a saga the coordinator held or
+	// stored already: that answer started nothing, and the start's
+	// context was not used. A start sent again by the same call, after an
+	// answer that was lost, may find the saga its first send started.
+	Existed bool
 }
 
 // Start starts one saga and returns its id and status. It returns an
@@ -403,7 +408,7 @@ func (c *Client) Start(ctx context.Context, s Start) (Started, error) {
 	}
 	// The id the coordinator took: the caller's, or the one it gave.
 	span.SetAttributes(attribute.String("natsaga.saga_id", resp.SagaID))
-	return Started{ID: resp.SagaID, Status: saga.Status(resp.Status)}, nil
+	return Started{ID: resp.SagaID, Status: saga.Status(resp.Status), Existed: resp.Existed}, nil
 }
 
 // StartMany starts every saga of starts and returns the answers and errors
@@ -612,7 +617,7 @@ func (c *Client) startBatch(ctx context.Context, starts []Start, encoded []json.
 		case resp.Results[k].Error != nil:
 			errs[i] = fmt.Errorf("start %s: %w", s.label(), wireErr(messages.StartBatchSubject, resp.Results[k].Error))
 		default:
-			started[i] = Started{ID: resp.Results[k].SagaID, Status: saga.Status(resp.Results[k].Status)}
+			started[i] = Started{ID: resp.Results[k].SagaID, Status: saga.Status(resp.Results[k].Status), Existed: resp.Results[k].Existed}
 			errs[i] = nil
 		}
 	}

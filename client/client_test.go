@@ -47,10 +47,19 @@ func TestWatchListAndErrors(t *testing.T) {
 
 	events, err := c.Watch(ctx, client.Watch{Saga: "greet", All: true})
 	require.NoError(t, err)
-	_, errs := c.StartMany(ctx, []client.Start{{Saga: "greet", ID: "a"}, {Saga: "greet", ID: "b"}, {Saga: "nope", ID: "c"}}, 2)
+	started, errs := c.StartMany(ctx, []client.Start{{Saga: "greet", ID: "a"}, {Saga: "greet", ID: "b"}, {Saga: "nope", ID: "c"}}, 2)
 	require.NoError(t, errs[0])
 	require.NoError(t, errs[1])
+	require.False(t, started[0].Existed || started[1].Existed, "started by this call")
 	require.ErrorIs(t, errs[2], client.ErrNotFound)
+	// Started again, each answers the saga there, and says so.
+	again, err := c.Start(ctx, client.Start{Saga: "greet", ID: "a", Context: messages.Context{}.MustSet("other", 1)})
+	require.NoError(t, err)
+	require.Equal(t, "a", again.ID)
+	require.True(t, again.Existed)
+	startedAgain, errsAgain := c.StartMany(ctx, []client.Start{{Saga: "greet", ID: "b"}}, 1)
+	require.NoError(t, errsAgain[0])
+	require.True(t, startedAgain[0].Existed)
 	var ce *client.Error
 	require.ErrorAs(t, errs[2], &ce)
 	require.Equal(t, messages.StartBatchSubject, ce.Subject, "StartMany sends its starts in batches")

@@ -228,9 +228,11 @@ func TestMalformedDuplicateLateAndStaleMessages(t *testing.T) {
 		var resp messages.StartResponse
 		request(t, nc, messages.StartSubject(flood.Elevation), mustJSON(t, messages.StartRequest{V: 1, SagaID: inflight,
 			Context: messages.Context{}.MustSet(flood.KeyHousehold, "h-other")}), &resp)
-		require.Equal(t, messages.StartResponse{V: 1, SagaID: inflight, Status: string(saga.InProgress)}, resp)
+		require.Equal(t, messages.StartResponse{V: 1, SagaID: inflight, Status: string(saga.InProgress), Existed: true}, resp)
+		resp = messages.StartResponse{}
 		request(t, nc, messages.StartSubject(flood.Subsidy), mustJSON(t, messages.StartRequest{V: 1, SagaID: done}), &resp)
-		require.Equal(t, messages.StartResponse{V: 1, SagaID: done, Status: string(saga.Completed)}, resp)
+		require.Equal(t, messages.StartResponse{V: 1, SagaID: done, Status: string(saga.Completed), Existed: true}, resp,
+			"found in the bucket")
 
 		// Late and repeated ticks change nothing.
 		for _, tick := range []int64{0, -5, 0} {

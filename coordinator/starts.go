@@ -206,7 +206,7 @@ func (c *Coordinator) answerFinishedStarts(ctx context.Context, b *startBatch) {
 			if want := b.starts[i].Saga; want != x.Saga && want != x.Definition {
 				b.refuse(i, saga.IDTaken(x.ID, x.Saga, b.starts[i].Saga))
 			} else {
-				b.answer(i, messages.StartResponse{SagaID: x.ID, Status: string(x.Status)})
+				b.answer(i, messages.StartResponse{SagaID: x.ID, Status: string(x.Status), Existed: true})
 			}
 			finished[i] = true
 		}
@@ -288,6 +288,7 @@ func (c *Coordinator) enqueueStarts(ctx context.Context, b *startBatch) {
 				b.refuse(i, errNoRoom)
 				continue
 			}
+			existed := s.SagaID != "" && c.engine.Holds(s.SagaID)
 			x, err := c.engine.StartWith(s.SagaID, s.Saga, s.Context, saga.StartOptions{Rank: s.Rank, Tick: s.Tick}, out)
 			switch {
 			case errors.Is(err, saga.ErrTerminal):
@@ -298,7 +299,7 @@ func (c *Coordinator) enqueueStarts(ctx context.Context, b *startBatch) {
 				room.giveBack(s.SagaID)
 			default:
 				c.traceStart(b.trace, x, len(b.starts) > 1)
-				b.answer(i, messages.StartResponse{SagaID: x.ID, Status: string(x.Status)})
+				b.answer(i, messages.StartResponse{SagaID: x.ID, Status: string(x.Status), Existed: existed})
 				started = append(started, i)
 			}
 		}
@@ -373,8 +374,10 @@ func leastStarted(id string) int {
 	return startedBase + len(id)
 }
 
-// startedBase is the size of a started saga's result without its id.
-var startedBase = resultSize(messages.StartResponse{V: messages.Version, SagaID: "x", Status: string(saga.Compensating)}) - 1
+// startedBase is the size of a started saga's result without its id: the
+// longest, of a saga there already (96 bytes with a UUID, the room
+// messages.StartResultRoom gives).
+var startedBase = resultSize(messages.StartResponse{V: messages.Version, SagaID: "x", Status: string(saga.Compensating), Existed: true}) - 1
 
 func resultSize(r messages.StartResponse) int {
 	data, _ := json.Marshal(r) // a StartResponse always encodes

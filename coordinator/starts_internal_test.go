@@ -10,7 +10,8 @@ import (
 )
 
 // TestLeastResultsWithinTheirRoom: a refusal with its message cut, under
-// the longest code, and a started saga with a generated id take no more
+// the longest code, and a started saga with a generated id (there already,
+// the longest answer) take no more
 // than messages.StartResultRoom in a batch's answer, which
 // messages.MaxStartsFor counts on.
 func TestLeastResultsWithinTheirRoom(t *testing.T) {
@@ -27,7 +28,7 @@ func TestLeastResultsWithinTheirRoom(t *testing.T) {
 		if id == "" {
 			want = "00000000-0000-0000-0000-000000000000"
 		}
-		r := messages.StartResponse{V: messages.Version, SagaID: want, Status: "compensating"}
-		require.Equal(t, resultSize(r), leastStarted(id), "counted as encoded: %q", id)
+		r := messages.StartResponse{V: messages.Version, SagaID: want, Status: "compensating", Existed: true}
+		require.Equal(t, resultSize(r), leastStarted(id), "counted as encoded, there already: %q", id)
 	}
 }

@@ -99,18 +99,18 @@ func TestStartBatchAnswersEachStart(t *testing.T) {
 	require.Equal(t, messages.CodeBadRequest, code(1), "a saga type that is not a token")
 	require.Equal(t, messages.CodeNotFound, code(2), "an unknown saga type")
 	require.Equal(t, messages.CodeBadRequest, code(3), "a saga id that is not a token")
-	require.Equal(t, messages.StartResponse{V: 1, SagaID: "a", Status: string(saga.InProgress)}, resp.Results[4], "the same id again: the same saga")
+	require.Equal(t, messages.StartResponse{V: 1, SagaID: "a", Status: string(saga.InProgress), Existed: true}, resp.Results[4], "the same id again: the same saga")
 	require.Equal(t, string(saga.InProgress), resp.Results[5].Status)
 	require.NotEmpty(t, resp.Results[5].SagaID, "an id made by the coordinator")
-	require.Equal(t, messages.StartResponse{V: 1, SagaID: "old", Status: string(old)}, resp.Results[6], "ended before the restart: from the bucket")
-	require.Equal(t, messages.StartResponse{V: 1, SagaID: "recent", Status: string(recent)}, resp.Results[7], "ended since: from the bucket")
+	require.Equal(t, messages.StartResponse{V: 1, SagaID: "old", Status: string(old), Existed: true}, resp.Results[6], "ended before the restart: from the bucket")
+	require.Equal(t, messages.StartResponse{V: 1, SagaID: "recent", Status: string(recent), Existed: true}, resp.Results[7], "ended since: from the bucket")
 	// An id is one saga's: a start of another type with it is refused,
 	// whether the saga ended or is active; its type by name is its type.
 	require.Equal(t, &messages.WireError{Code: messages.CodeConflict,
 		Message: `start old as "subsidy": saga id taken by a saga of another type ("insurance")`}, resp.Results[8].Error)
 	require.Equal(t, &messages.WireError{Code: messages.CodeConflict,
 		Message: `start a as "insurance": saga id taken by a saga of another type ("subsidy")`}, resp.Results[9].Error)
-	require.Equal(t, messages.StartResponse{V: 1, SagaID: "old", Status: string(old)}, resp.Results[10])
+	require.Equal(t, messages.StartResponse{V: 1, SagaID: "old", Status: string(old), Existed: true}, resp.Results[10])
 
 	for _, id := range []string{"a", resp.Results[5].SagaID} {
 		require.Equal(t, saga.InProgress, testenv.Status(t, nc, id).Status, "%s stored", id)

@@ -221,10 +221,14 @@ type StartRequest struct {
 
 // StartResponse answers a [StartRequest].
 type StartResponse struct {
-	V      int        `json:"v"`
-	SagaID string     `json:"saga_id,omitempty"`
-	Status string     `json:"status,omitempty"`
-	Error  *WireError `json:"error,omitempty"`
+	V      int    `json:"v"`
+	SagaID string `json:"saga_id,omitempty"`
+	Status string `json:"status,omitempty"`
+	// Existed is true when the start's saga_id named a saga there
+	// already, active or finished: this start started nothing, and its
+	// context and options were not used; Status is that saga's.
+	Existed bool       `json:"existed,omitempty"`
+	Error   *WireError `json:"error,omitempty"`
 }
 
 // MaxStarts bounds the starts of one [StartBatch].

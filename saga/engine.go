@@ -1088,6 +1088,10 @@ func (e *Engine) lookup(id ID) *Execution {
 	return e.finished[id]
 }
 
+// Holds reports whether the engine holds saga id: active, failed, or
+// finished and kept. Unlike Get, it copies nothing.
+func (e *Engine) Holds(id ID) bool { return e.lookup(id) != nil }
+
 // StepRole returns the role of step in the definition, of the version saga
 // id runs by, "" when the engine does not hold the saga or its definition
 // has no such step. Unlike Get, it copies nothing.

@@ -617,7 +617,7 @@ func startSaga(s client.Start) runner {
 		defer cancel()
 		return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
 			started, err := cl.Start(ctx, s)
-			resp := messages.StartResponse{V: messages.Version, SagaID: started.ID, Status: string(started.Status), Error: wireError(err)}
+			resp := messages.StartResponse{V: messages.Version, SagaID: started.ID, Status: string(started.Status), Existed: started.Existed, Error: wireError(err)}
 			return resp, func(w io.Writer) { printStart(w, started) }, err
 		})(ctx, cl, o, stdout, stderr)
 	}

@@ -331,12 +331,16 @@ func TestFlagsAfterArguments(t *testing.T) {
 	require.Equal(t, messages.CodeNotFound, refused.Error.Code)
 
 	// With -id, a start run again starts the saga once: the second run
-	// answers with the saga as it is.
-	for range 2 {
-		code, out = natsaga(t, url, "start", "-id", "o-2", "ops", `{"order":"o-2"}`)
-		require.Equal(t, 0, code, out)
-		require.Equal(t, "saga o-2: in_progress\n", out)
-	}
+	// answers with the saga as it is, and says it was there.
+	code, out = natsaga(t, url, "start", "-id", "o-2", "ops", `{"order":"o-2"}`)
+	require.Equal(t, 0, code, out)
+	require.Equal(t, "saga o-2: in_progress\n", out)
+	code, out = natsaga(t, url, "start", "-id", "o-2", "ops", `{"order":"o-3"}`)
+	require.Equal(t, 0, code, out)
+	require.Equal(t, "saga o-2: in_progress (there already: this start started nothing, and its context was not used)\n", out)
+	code, out = natsaga(t, url, "start", "-json", "-id", "o-2", "ops", `{"order":"o-3"}`)
+	require.Equal(t, 0, code, out)
+	require.JSONEq(t, `{"v":1,"saga_id":"o-2","status":"in_progress","existed":true}`, out)
 	var sum messages.Summary
 	code, out = natsaga(t, url, "-json", "summary")
 	require.Equal(t, 0, code, out)

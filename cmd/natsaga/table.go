@@ -136,6 +136,10 @@ func printAbort(w io.Writer, st saga.Status) {
 }
 
 func printStart(w io.Writer, s client.Started) {
+	if s.Existed {
+		printf(w, "saga %s: %s (there already: this start started nothing, and its context was not used)\n", s.ID, s.Status)
+		return
+	}
 	printf(w, "saga %s: %s\n", s.ID, s.Status)
 }
 
