@@ -1125,7 +1125,7 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 			_ = m.Term()
 			return nil
 		}
-		if owner := c.roleOf(r.SagaID, r.Saga, r.Step); r.Role != "" && owner != "" && r.Role != owner {
+		if owner := c.otherRole(&r); owner != "" {
 			// An agent that serves another role's step by mistake, and
 			// says so: refused as its records are, and the command sent
 			// again for the step's own role.
@@ -1163,6 +1163,19 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 			}
 		}
 	}
+}
+
+// otherRole returns the role owning r's step when r names another role
+// as its agent's; "" when r names none, or the owner, or its step is
+// unknown.
+func (c *Coordinator) otherRole(r *messages.Reply) string {
+	if r.Role == "" {
+		return ""
+	}
+	if owner := c.roleOf(r.SagaID, r.Saga, r.Step); owner != r.Role {
+		return owner
+	}
+	return ""
 }
 
 // ignoredReply is the log message of a reply for a saga the coordinator

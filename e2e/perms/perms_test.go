@@ -429,7 +429,7 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 	}, 1)
 	require.NoError(t, errs[0])
 	require.NoError(t, errs[1])
-	require.Equal(t, []natsaga.Started{{ID: "batch-1", Status: saga.Pending}, {ID: subsidy, Status: saga.Completed}}, started)
+	require.Equal(t, []natsaga.Started{{ID: "batch-1", Status: saga.Pending}, {ID: subsidy, Status: saga.Completed, Existed: true}}, started)
 
 	// The operator asks the coordinator, as cmd/natsaga does.
 	op := connect(t, url, operatorUser)
