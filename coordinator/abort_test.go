@@ -1,9 +1,13 @@
 package coordinator_test
 
 import (
+	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/coordinator"
@@ -37,14 +41,37 @@ func TestAbortRollsBackAStuckSaga(t *testing.T) {
 	file := f.next(t, id, "file")
 	require.Equal(t, messages.Execute, file.Action)
 
-	resp := abort(messages.AbortRequest{SagaID: id, Reason: "the clerk left"})
-	require.Nil(t, resp.Error)
-	require.Equal(t, string(saga.Compensating), resp.Status)
+	// Ten operators abort it at once, their requests likely in one batch
+	// of the loop: one rollback, one compensation sent, one abort counted.
+	var wg sync.WaitGroup
+	answers := make(chan *nats.Msg, 10)
+	failed := make(chan error, 10)
+	req := mustJSON(t, messages.AbortRequest{V: messages.Version, SagaID: id, Reason: "the clerk left"})
+	for range 10 {
+		wg.Go(func() {
+			m, err := nc.Request(messages.AbortSubject, req, 10*time.Second)
+			if err != nil {
+				failed <- err
+				return
+			}
+			answers <- m
+		})
+	}
+	wg.Wait()
+	close(answers)
+	close(failed)
+	require.NoError(t, <-failed)
+	for m := range answers {
+		var resp messages.AbortResponse
+		require.NoError(t, json.Unmarshal(m.Data, &resp))
+		require.Nil(t, resp.Error)
+		require.Equal(t, string(saga.Compensating), resp.Status)
+	}
 	undoFile := f.next(t, id, "file")
 	require.Equal(t, messages.Compensate, undoFile.Action)
 	require.Equal(t, file.Seq+1, undoFile.Seq)
 
-	resp = abort(messages.AbortRequest{SagaID: id, Reason: "again"})
+	resp := abort(messages.AbortRequest{SagaID: id, Reason: "again"})
 	require.Nil(t, resp.Error, "compensating already")
 	require.Equal(t, string(saga.Compensating), resp.Status)
 
@@ -65,7 +92,7 @@ func TestAbortRollsBackAStuckSaga(t *testing.T) {
 		says string
 	}{
 		{"finished", messages.AbortRequest{SagaID: id}, messages.CodeConflict, "status rolled_back"},
-		{"unknown", messages.AbortRequest{SagaID: "no-such-saga"}, messages.CodeNotFound, "no-such-saga"},
+		{"unknown", messages.AbortRequest{SagaID: "no-such-saga"}, messages.CodeNotFound, "abort no-such-saga: unknown saga"},
 		{"not an id", messages.AbortRequest{SagaID: "a.b"}, messages.CodeBadRequest, "identifier rule"},
 		{"long reason", messages.AbortRequest{SagaID: id, Reason: strings.Repeat("r", messages.MaxReason+1)}, messages.CodeBadRequest, "reason of 1025 bytes"},
 	} {

@@ -87,7 +87,7 @@ func SetNoJetStreamPause(t interface{ Cleanup(func()) }, d time.Duration) {
 func DefinitionFile(d saga.Definition) ([]byte, error) { return definitionFile(d) }
 
 // LatestEnded returns the bucket subjects of the latest n sagas that ended
-// with st, as the index of lists holds them (nil when it holds fewer).
-func LatestEnded(c *Coordinator, st saga.Status, n int) []string {
+// with st, as the index of lists holds them, and whether it can tell.
+func LatestEnded(c *Coordinator, st saga.Status, n int) ([]string, bool) {
 	return c.latestEnded.subjects(st, n)
 }

@@ -82,7 +82,7 @@ func (c *Coordinator) listFinished(ctx context.Context, m *nats.Msg, st saga.Sta
 func (c *Coordinator) readFinished(ctx context.Context, st saga.Status, limit int) (sagas []json.RawMessage, more bool, err error) {
 	// The index names the latest such sagas, when it holds enough; when
 	// one of them is gone or changed, the headers say which are.
-	if subjects := c.latestEnded.subjects(st, limit+1); subjects != nil {
+	if subjects, ok := c.latestEnded.subjects(st, limit+1); ok {
 		sagas, more, all, err := c.readFinishedOf(ctx, subjects, st, limit)
 		if err != nil || all {
 			return sagas, more, err

@@ -142,8 +142,11 @@ func (c *Coordinator) recover(ctx context.Context) error {
 		return fmt.Errorf("recover: %w", err)
 	}
 	for _, h := range heads {
-		if h.finished() {
+		switch {
+		case h.finished():
 			c.latestEnded.add(h.status, h.key, h.rev)
+		case strings.HasPrefix(h.key, messages.SagaKeyPrefix) && (!h.status.Valid() || h.status.Terminal() && h.status != saga.Failed):
+			c.latestEnded.unplaced() // no headers, or a tick that does not read
 		}
 	}
 	took("bucket heads read")

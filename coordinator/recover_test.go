@@ -118,33 +118,41 @@ func TestRecoveryKeepsTheStoredClock(t *testing.T) {
 	require.Zero(t, sum.Active)
 }
 
-// TestListFinishedFindsTheLatestFarBack: a list of finished sagas reads the
-// bucket's last messages, in a window that grows until it holds the page:
-// a saga far behind many of other statuses is found, a key written again
-// counts by its last write, and a deleted one is left out.
+// TestListFinishedFindsTheLatestFarBack: a list of finished sagas names
+// the latest of their status from the coordinator's index, which its
+// recovery fills from the bucket's headers; when the index cannot tell
+// (an entry of an earlier coordinator, without the headers, or a saga it
+// names gone), it reads the bucket's last messages, in a window that
+// grows until it holds the page: a saga far behind many of other statuses
+// is found, a key written again counts by its last write, and a deleted
+// one is left out.
 func TestListFinishedFindsTheLatestFarBack(t *testing.T) {
 	_, url := testenv.Server(t)
-	stop := runUntilStopped(t, url, coordinator.Options{Definitions: []saga.Definition{twoSteps}})
 	nc := testenv.Connect(t, url)
 	ctx := context.Background()
+	// The bucket is made by a coordinator, and written here as one would.
+	runUntilStopped(t, url, coordinator.Options{Definitions: []saga.Definition{twoSteps}})()
 	js, kv := sagaBucket(t, nc)
-	put := func(id string, status saga.Status) {
+	put := func(id string, status saga.Status, headers bool) {
 		t.Helper()
 		m := nats.NewMsg(messages.BucketSubject(messages.SagaKey(id)))
 		m.Data = []byte(`{"saga_id":"` + id + `","status":"` + string(status) + `"}`)
-		m.Header.Set(messages.SagaStatusHeader, string(status))
-		m.Header.Set(messages.SagaTickHeader, "1")
+		if headers {
+			m.Header.Set(messages.SagaStatusHeader, string(status))
+			m.Header.Set(messages.SagaTickHeader, "1")
+		}
 		_, err := js.PublishMsg(ctx, m)
 		require.NoError(t, err)
 	}
-	put("far-back", saga.TimedOut)
-	put("written-again", saga.TimedOut)
-	put("deleted", saga.TimedOut)
+	put("far-back", saga.TimedOut, true)
+	put("written-again", saga.TimedOut, true)
+	put("deleted", saga.TimedOut, true)
 	require.NoError(t, kv.Delete(ctx, messages.SagaKey("deleted")))
+	put("legacy", saga.TimedOut, false)
 	for i := range 2000 {
-		put("done-"+strconv.Itoa(i), saga.Completed)
+		put("done-"+strconv.Itoa(i), saga.Completed, true)
 	}
-	put("written-again", saga.Completed)
+	put("written-again", saga.Completed, true)
 	// more is what the last list said of the sagas it left out.
 	var more bool
 	list := func(status saga.Status, limit int) []string {
@@ -163,23 +171,36 @@ func TestListFinishedFindsTheLatestFarBack(t *testing.T) {
 		}
 		return ids
 	}
-	require.Equal(t, []string{"far-back"}, list(saga.TimedOut, 0))
-	require.Equal(t, []string{"done-1998", "done-1999", "written-again"}, list(saga.Completed, 3))
-
-	// A coordinator started again indexes the latest sagas of each status
-	// from the headers it recovers, and lists from its index the same.
-	stop()
-	c := testenv.Coordinator(t, url, []saga.Definition{twoSteps})
 	subject := func(id string) string { return messages.BucketSubject(messages.SagaKey(id)) }
-	require.Equal(t, []string{subject("far-back")}, coordinator.LatestEnded(c, saga.TimedOut, 1))
-	require.Nil(t, coordinator.LatestEnded(c, saga.TimedOut, 2), "written-again is completed now, and deleted is gone")
-	require.Equal(t, []string{subject("done-1998"), subject("done-1999"), subject("written-again")}, coordinator.LatestEnded(c, saga.Completed, 3))
-	require.Equal(t, []string{"far-back"}, list(saga.TimedOut, 0))
+
+	stop := runUntilStopped(t, url, coordinator.Options{Definitions: []saga.Definition{twoSteps}})
+	// The legacy entry has no headers: the index cannot tell every timed
+	// out saga, and the list of them reads the headers, and its value.
+	require.Equal(t, []string{"far-back", "legacy"}, list(saga.TimedOut, 0))
+	require.False(t, more)
 	require.Equal(t, []string{"done-1998", "done-1999", "written-again"}, list(saga.Completed, 3))
+	require.True(t, more)
+	stop()
+
+	// Without it, a coordinator started again knows every saga of each
+	// status from the headers it recovers, and lists from its index.
+	require.NoError(t, kv.Purge(ctx, messages.SagaKey("legacy")))
+	c := testenv.Coordinator(t, url, []saga.Definition{twoSteps})
+	latest := func(st saga.Status, n int) []string {
+		t.Helper()
+		subjects, ok := coordinator.LatestEnded(c, st, n)
+		require.True(t, ok, "every entry has its headers")
+		return subjects
+	}
+	require.Equal(t, []string{subject("far-back")}, latest(saga.TimedOut, 101),
+		"all of them: written-again is completed now, and deleted is gone")
+	require.Equal(t, []string{subject("done-1998"), subject("done-1999"), subject("written-again")}, latest(saga.Completed, 3))
+	require.Equal(t, []string{"far-back"}, list(saga.TimedOut, 0))
+	require.False(t, more)
+	require.Equal(t, []string{"done-1998", "done-1999", "written-again"}, list(saga.Completed, 3))
+	require.True(t, more)
 	// One it names is gone: the headers say which are the latest.
 	require.NoError(t, kv.Delete(ctx, messages.SagaKey("done-1999")))
 	require.Equal(t, []string{"done-1997", "done-1998", "written-again"}, list(saga.Completed, 3))
 	require.True(t, more, "more are stored")
-	require.Equal(t, []string{"far-back"}, list(saga.TimedOut, 0))
-	require.False(t, more)
 }

@@ -321,7 +321,8 @@ func (c *Coordinator) onList(ctx context.Context, m *nats.Msg) {
 	case st != "" && !st.Valid():
 		err = fmt.Errorf("status %s: not a saga status (pending, in_progress, compensating, failed, completed, rolled_back or timed_out): %w", messages.Quote(req.Status), messages.ErrBadRequest)
 	case req.Limit < 0 || req.Limit > messages.MaxListPage:
-		err = fmt.Errorf("limit %d: a page holds 1 to %d sagas (0: %d): %w", req.Limit, messages.MaxListPage, messages.MaxListPage, messages.ErrBadRequest)
+		err = fmt.Errorf("limit %d: a page holds 1 to %d sagas (0: %d, or %d of those that finished completed, rolled_back or timed_out): %w",
+			req.Limit, messages.MaxListPage, messages.MaxListPage, DefaultFinishedList, messages.ErrBadRequest)
 	case finished && req.After != "":
 		err = fmt.Errorf("cursor %s: the sagas that finished %s come in one page, the latest; a cursor pages active sagas: %w", messages.Quote(req.After), st, messages.ErrBadRequest)
 	case req.After != "":
@@ -436,26 +437,39 @@ func (c *Coordinator) onAbort(ctx context.Context, m *nats.Msg) {
 		reason = "by an operator"
 	}
 	c.enqueue(ctx, func(_ time.Time, out *saga.Outbox) func(error) {
+		// The batch's other inputs may change the saga too: only what the
+		// rollback added is its.
+		before := len(out.Changed)
 		if err := c.engine.Rollback(req.SagaID, reason, out); err != nil {
-			if errors.Is(err, saga.ErrUnknownSaga) {
+			switch {
+			case errors.Is(err, saga.ErrUnknownSaga):
 				// In the bucket once the batch that ended it, maybe this
 				// one, is committed.
-				notHeld := err
+				notHeld := fmt.Errorf("abort %s: %w", req.SagaID, saga.ErrUnknownSaga)
 				return c.readAfterCommit(ctx, "abort of "+req.SagaID, func(read context.Context) { c.abortFinished(read, m, req.SagaID, notHeld) },
 					func(err error) { c.respond(m, messages.AbortResponse{V: messages.Version, Error: wireError(err)}) })
+			case errors.Is(err, saga.ErrTerminal):
+				if x, gerr := c.engine.Get(req.SagaID); gerr == nil {
+					err = fmt.Errorf("abort %s: status %s: %w", req.SagaID, x.Status, saga.ErrTerminal)
+				}
 			}
 			c.respond(m, messages.AbortResponse{V: messages.Version, Error: wireError(err)})
 			return nil
 		}
 		// Compensating, or rolled back at once if it had not begun (the
-		// engine then no longer holds it): as the batch stores it.
+		// engine then no longer holds it); a saga compensating already is
+		// left as it is, and no abort of it is counted.
 		status, sagaType := saga.Compensating, ""
-		for _, x := range out.Changed {
+		for _, x := range out.Changed[before:] {
 			if x.ID == req.SagaID {
 				status, sagaType = x.Status, x.Saga
 			}
 		}
-		c.log.Info("operator abort of a saga", "saga_id", req.SagaID, "reason", messages.Clip(reason), "status", status)
+		if sagaType == "" {
+			c.log.Info("operator abort of a saga compensating already: nothing changed", "saga_id", req.SagaID)
+		} else {
+			c.log.Info("operator abort of a saga", "saga_id", req.SagaID, "reason", messages.Clip(reason), "status", status)
+		}
 		return func(err error) {
 			resp := messages.AbortResponse{V: messages.Version, Status: string(status)}
 			if err != nil {

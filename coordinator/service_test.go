@@ -154,7 +154,9 @@ func TestListFinished(t *testing.T) {
 	for _, id := range ids {
 		subjects = append(subjects, messages.BucketSubject(messages.SagaKey(id)))
 	}
-	require.Equal(t, subjects, coordinator.LatestEnded(c, saga.Completed, 5))
+	latest, ok := coordinator.LatestEnded(c, saga.Completed, 5)
+	require.True(t, ok)
+	require.Equal(t, subjects, latest)
 }
 
 // TestListFinishedFitsThePayloadLimit lists finished sagas that would not

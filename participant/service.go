@@ -63,7 +63,9 @@ var ErrOtherVersion = errors.New("copies of the role that speak another wire ver
 // ([Options.Serial]), are running: the copies of a role share one
 // consumer, which a serial role pins to one copy at a time, and copies
 // that disagree keep resetting it to their own. Start every copy of a
-// role alike.
+// role alike: the check asks the copies running as this one starts, before
+// it announces itself, so two copies started at once are not checked
+// against each other.
 var ErrOtherSerial = errors.New("copies of the role that run serial otherwise are running")
 
 // The version check's waits: it collects the running agents' micro INFO
