@@ -598,6 +598,15 @@ func (a *Agent) runOnce(ctx context.Context) error {
 		defer close(watched)
 		a.watchStore(ctx, store, stopServing)
 	}()
+	rechecked := make(chan struct{})
+	defer func() {
+		stopServing(nil) // ends the recheck's wait, on every way out
+		<-rechecked
+	}()
+	go func() {
+		defer close(rechecked)
+		a.recheckCopies(ctx, stopServing)
+	}()
 	// Commands in hand are finished after ctx ends, within a grace of one
 	// ack wait: past it, JetStream would redeliver them anyway.
 	inHand, abandon := context.WithCancel(context.WithoutCancel(ctx))
@@ -665,8 +674,11 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	if cause := context.Cause(ctx); errors.Is(cause, errStoreLost) {
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errStoreLost):
 		return fmt.Errorf("agent: %w", cause) // Run sets up again
+	case errors.Is(cause, ErrOtherSerial):
+		return cause
 	}
 	a.log.Info("agent stopped", "handled", a.handled.Load())
 	return nil

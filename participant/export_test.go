@@ -45,3 +45,12 @@ func Cached(s *Store) (values, settled int) {
 // SetExclusive makes s its role's only writer, trusting its cache, as a
 // serial copy's store is.
 func SetExclusive(s *Store) { s.exclusive = true }
+
+// SetCopiesRecheck sets how long after it announces itself an agent asks
+// its role's copies again whether they run serial alike, and returns a
+// func that puts it back.
+func SetCopiesRecheck(d time.Duration) (undo func()) {
+	before := copiesRecheck
+	copiesRecheck = d
+	return func() { copiesRecheck = before }
+}

@@ -63,9 +63,10 @@ var ErrOtherVersion = errors.New("copies of the role that speak another wire ver
 // ([Options.Serial]), are running: the copies of a role share one
 // consumer, which a serial role pins to one copy at a time, and copies
 // that disagree keep resetting it to their own. Start every copy of a
-// role alike: the check asks the copies running as this one starts, before
-// it announces itself, so two copies started at once are not checked
-// against each other.
+// role alike. A copy asks as it starts, and once more after it announces
+// itself (copies started together pass each other's first check): then,
+// of a pair that disagree, the one whose name sorts after the other's
+// stops, its Run returning this error.
 var ErrOtherSerial = errors.New("copies of the role that run serial otherwise are running")
 
 // The version check's waits: it collects the running agents' micro INFO
@@ -86,22 +87,52 @@ const (
 // announce it; an answer that does not decode is skipped. It returns
 // another error when it cannot ask.
 func (a *Agent) checkCopies(ctx context.Context) error {
-	subject, err := micro.ControlSubject(micro.InfoVerb, messages.AgentService, "")
+	copies, err := a.copies(ctx)
 	if err != nil {
 		return fmt.Errorf("agent: version check: %w", err)
+	}
+	own := major(messages.ServiceVersion)
+	var others, otherSerial []string
+	for _, info := range copies {
+		switch {
+		case major(info.Version) != own:
+			others = append(others, fmt.Sprintf("%s (pid %s, version %s)",
+				messages.Clip(info.Metadata["copy"]), messages.Clip(info.Metadata["pid"]), messages.Clip(info.Version)))
+		case a.otherSerial(info):
+			otherSerial = append(otherSerial, describeSerial(info))
+		}
+	}
+	switch {
+	case len(others) > 0:
+		return fmt.Errorf("agent %s: %w: role %s, this copy speaks %s, and %s do not; stop them before starting copies of this version",
+			a.opts.Name, ErrOtherVersion, a.opts.Role, messages.ServiceVersion, strings.Join(others, ", "))
+	case len(otherSerial) > 0:
+		return fmt.Errorf("agent %s: %w: role %s, this copy runs with serial %t, and %s; start every copy of a role alike",
+			a.opts.Name, ErrOtherSerial, a.opts.Role, a.opts.Serial, strings.Join(otherSerial, ", "))
+	}
+	return nil
+}
+
+// copies asks every running agent for its micro INFO and returns the
+// answers of the copies of the agent's role, this one's left out: those
+// that come until versionQuiet has passed without one, or versionWait in
+// all. An answer that does not decode is skipped.
+func (a *Agent) copies(ctx context.Context) ([]micro.Info, error) {
+	subject, err := micro.ControlSubject(micro.InfoVerb, messages.AgentService, "")
+	if err != nil {
+		return nil, err
 	}
 	inbox := a.nc.NewInbox()
 	sub, err := a.nc.SubscribeSync(inbox)
 	if err != nil {
-		return fmt.Errorf("agent: version check: %w", err)
+		return nil, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	if err := a.nc.PublishRequest(subject, inbox, nil); err != nil {
-		return fmt.Errorf("agent: version check: %w", err)
+		return nil, err
 	}
-	own, serial := major(messages.ServiceVersion), strconv.FormatBool(a.opts.Serial)
 	end := time.Now().Add(versionWait)
-	var others, otherSerial []string
+	var copies []micro.Info
 	for {
 		until := time.Now().Add(versionQuiet)
 		if until.After(end) {
@@ -112,38 +143,70 @@ func (a *Agent) checkCopies(ctx context.Context) error {
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
-				return fmt.Errorf("agent: version check: %w", ctx.Err())
+				return nil, ctx.Err()
 			}
-			break // quiet, or the wait has passed
+			return copies, nil // quiet, or the wait has passed
 		}
 		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
-			break // no agent runs: the server's no-responders status
+			return copies, nil // no agent runs: the server's no-responders status
 		}
 		var info micro.Info
 		if messages.Decode(m.Data, &info) != nil || info.Type != micro.InfoResponseType || info.Name != messages.AgentService {
 			continue
 		}
-		if info.Metadata["role"] != a.opts.Role {
-			continue
-		}
-		switch s, said := info.Metadata["serial"]; {
-		case major(info.Version) != own:
-			others = append(others, fmt.Sprintf("%s (pid %s, version %s)",
-				messages.Clip(info.Metadata["copy"]), messages.Clip(info.Metadata["pid"]), messages.Clip(info.Version)))
-		case said && s != serial:
-			otherSerial = append(otherSerial, fmt.Sprintf("%s (pid %s, serial %s)",
-				messages.Clip(info.Metadata["copy"]), messages.Clip(info.Metadata["pid"]), messages.Clip(s)))
+		if info.Metadata["role"] == a.opts.Role && info.Metadata["copy"] != a.opts.Name {
+			copies = append(copies, info)
 		}
 	}
-	switch {
-	case len(others) > 0:
-		return fmt.Errorf("agent %s: %w: role %s, this copy speaks %s, and %s do not; stop them before starting copies of this version",
-			a.opts.Name, ErrOtherVersion, a.opts.Role, messages.ServiceVersion, strings.Join(others, ", "))
-	case len(otherSerial) > 0:
-		return fmt.Errorf("agent %s: %w: role %s, this copy runs with serial %s, and %s; start every copy of a role alike",
-			a.opts.Name, ErrOtherSerial, a.opts.Role, serial, strings.Join(otherSerial, ", "))
+}
+
+// otherSerial reports whether info, a copy of the role, announces another
+// serial than this copy's; one that announces none is not counted.
+func (a *Agent) otherSerial(info micro.Info) bool {
+	s, said := info.Metadata["serial"]
+	return said && s != strconv.FormatBool(a.opts.Serial)
+}
+
+// describeSerial names a copy and the serial it announces, for an error.
+func describeSerial(info micro.Info) string {
+	return fmt.Sprintf("%s (pid %s, serial %s)", messages.Clip(info.Metadata["copy"]), messages.Clip(info.Metadata["pid"]),
+		messages.Clip(info.Metadata["serial"]))
+}
+
+// copiesRecheck is how long after it announces itself a copy asks its
+// role's copies again whether they run serial as it does.
+var copiesRecheck = time.Second
+
+// recheckCopies asks, copiesRecheck after the agent announced itself,
+// whether copies of its role that run serial otherwise are running: two
+// copies started at once pass each other's first check. Of a pair that
+// disagree, the one whose name sorts after the other's stops, its serving
+// ended with an error wrapping [ErrOtherSerial]; so every copy that runs
+// on agrees with every other. It asks once.
+func (a *Agent) recheckCopies(ctx context.Context, stop context.CancelCauseFunc) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(copiesRecheck):
 	}
-	return nil
+	copies, err := a.copies(ctx)
+	if err != nil {
+		return // stopping, or the server is away: the first check stands
+	}
+	var before []string
+	for _, info := range copies {
+		if a.otherSerial(info) && info.Metadata["copy"] < a.opts.Name {
+			before = append(before, describeSerial(info))
+		}
+	}
+	if len(before) == 0 {
+		a.log.Debug("the role's copies run serial alike")
+		return
+	}
+	err = fmt.Errorf("agent %s: %w: role %s, this copy runs with serial %t, and %s, which started with it and sort before it; "+
+		"start every copy of a role alike", a.opts.Name, ErrOtherSerial, a.opts.Role, a.opts.Serial, strings.Join(before, ", "))
+	a.log.Error("stopping", "err", err)
+	stop(err)
 }
 
 // major returns the major number of a service version: what comes before

@@ -383,3 +383,59 @@ func TestAgentRefusesCopiesThatRunSerialOtherwise(t *testing.T) {
 	require.EqualError(t, err, "agent cleaner-b: copies of the role that run serial otherwise are running: role cleaner, "+
 		"this copy runs with serial true, and cleaner-a (pid "+strconv.Itoa(os.Getpid())+", serial false); start every copy of a role alike")
 }
+
+// TestCopiesStartedTogetherThatRunSerialOtherwise: copies started at once
+// pass each other's first check. A second look, after the copy announced
+// itself, stops the one of a disagreeing pair whose name sorts after the
+// other's, and only it.
+func TestCopiesStartedTogetherThatRunSerialOtherwise(t *testing.T) {
+	defer participant.SetCopiesRecheck(2 * time.Second)()
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	testenv.Coordinator(t, url, []saga.Definition{choresSaga()})
+	steps := []agent.Step{
+		{Saga: chores, Name: "sweep", Handler: counter("cleaner", &calls{n: map[string]int{}, by: map[string]string{}, perBy: map[string]int{}})},
+	}
+	// run starts a serial copy named name, and, once it serves, a copy
+	// announcing serial false, named other, as one started with it would.
+	run := func(name, other string) (*participant.Agent, *testenv.SyncBuffer, chan error, micro.Service) {
+		t.Helper()
+		logs := &testenv.SyncBuffer{}
+		a, err := participant.New(testenv.Connect(t, url), participant.Options{Role: "cleaner", Name: name, Serial: true, Steps: steps,
+			Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(t.Context())
+		done, ran := make(chan error, 1), make(chan struct{})
+		go func() {
+			defer close(ran)
+			done <- a.Run(ctx)
+		}()
+		t.Cleanup(func() {
+			cancel()
+			<-ran
+		})
+		require.Eventually(t, func() bool { return a.Health() == nil }, 10*time.Second, 10*time.Millisecond)
+		svc, err := micro.AddService(nc, micro.Config{Name: messages.AgentService, Version: messages.ServiceVersion,
+			Metadata: map[string]string{"role": "cleaner", "copy": other, "pid": "4244", "serial": "false"}})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = svc.Stop() })
+		return a, logs, done, svc
+	}
+
+	// The other sorts after it: it serves on.
+	a, logs, _, other := run("cleaner-b", "cleaner-c")
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "the role's copies run serial alike") },
+		10*time.Second, 10*time.Millisecond, "%s", logs)
+	require.NoError(t, a.Health())
+	require.NoError(t, other.Stop())
+
+	// The other sorts before it: it stops.
+	_, _, done, _ := run("cleaner-d", "cleaner-a")
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, participant.ErrOtherSerial)
+		require.ErrorContains(t, err, "cleaner-a (pid 4244, serial false), which started with it and sort before it")
+	case <-time.After(10 * time.Second):
+		t.Fatal("a copy disagreeing with an earlier-named one served on")
+	}
+}
