@@ -104,7 +104,7 @@ func listServices(ctx context.Context, cl *client.Client, o *options, stdout, _ 
 		return nil
 	}
 	t := table(stdout)
-	fmt.Fprintln(t, "SERVICE\tID\tVERSION\tROLE/STATE\tCOPY\tPID\tMETRICS\tENDPOINTS")
+	fmt.Fprintln(t, "SERVICE\tID\tVERSION\tROLE/STATE\tSERIAL\tCOPY\tPID\tMETRICS\tENDPOINTS")
 	for _, in := range infos {
 		var eps []string
 		for _, e := range in.Endpoints {
@@ -114,7 +114,9 @@ func listServices(ctx context.Context, cl *client.Client, o *options, stdout, _ 
 		if role == "" {
 			role = in.Metadata["state"] // a coordinator's: active or standby
 		}
-		printf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.Name, in.ID, in.Version, orDash(role), orDash(in.Metadata["copy"]),
+		// An agent's serial ("true", "false"); a coordinator announces none.
+		printf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.Name, in.ID, in.Version, orDash(role), orDash(in.Metadata["serial"]),
+			orDash(in.Metadata["copy"]),
 			orDash(in.Metadata["pid"]), orDash(in.Metadata["metrics"]), fmt.Sprint(eps))
 	}
 	_ = t.Flush()

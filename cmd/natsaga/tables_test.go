@@ -129,8 +129,8 @@ func TestTables(t *testing.T) {
 	code, out = natsaga(t, url, "services")
 	require.Equal(t, 0, code, out)
 	pid := strconv.Itoa(os.Getpid()) // both run in this process
-	require.Regexp(t, `(?m)^natsaga-coordinator\s+\S+\s+3\.1\.0\s+active\s+[0-9A-Za-z]{22}\s+`+pid+`\s+-\s+\[start starts tick status summary list retry abort register\]$`, out)
-	require.Regexp(t, `(?m)^natsaga-agent\s+\S+\s+3\.1\.0\s+ops\s+ops-1\s+`+pid+`\s+127\.0\.0\.1:9464\s+\[stats\]$`, out)
+	require.Regexp(t, `(?m)^natsaga-coordinator\s+\S+\s+3\.1\.0\s+active\s+-\s+[0-9A-Za-z]{22}\s+`+pid+`\s+-\s+\[start starts tick status summary list retry abort register\]$`, out)
+	require.Regexp(t, `(?m)^natsaga-agent\s+\S+\s+3\.1\.0\s+ops\s+false\s+ops-1\s+`+pid+`\s+127\.0\.0\.1:9464\s+\[stats\]$`, out)
 	require.True(t, strings.HasSuffix(out, "\n2 services\n"), out)
 
 	// An error answer: to stderr, exit 1.
