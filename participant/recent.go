@@ -12,19 +12,27 @@ package participant
 // households a copy serves in the few ticks between two steps of one
 // household's saga in a floodsim-sized run (about 7,500 sagas a tick), so
 // that the later step still finds the value. It costs about 1.4 KiB a key for a household value of 270 bytes
-// (value and list together, measured), so about 90 MiB when full: the
-// bound is on keys, not bytes, and larger values cost in proportion. A
-// value let go costs one direct get when it is next read, as after
-// [Store.forgetAll], which every conflict already does to the whole
-// cache.
+// (value and list together, measured), so about 90 MiB when full. A value
+// may be as large as a message, so the values' bytes are bounded too
+// (maxCachedBytes). A value let go costs one direct get when it is next
+// read, as after [Store.forgetAll], which every conflict already does to
+// the whole cache.
 var maxCached = 1 << 16
+
+// maxCachedBytes bounds the bytes of the state values the cache holds
+// (values, and the outputs their envelopes name: [envelopeSize]): 65,536
+// household values of 270 bytes take 17 MiB, and 65,536 of 256 KiB would
+// take 16 GiB. A var, as maxCached is.
+var maxCachedBytes = 128 << 20
 
 // recent is a map that holds the keys put last: at most max of them, the
 // one put longest ago let go first. Each put is noted, in order (as
 // kvlog's held values are): a key put again is noted again, its earlier
 // note then stale. Beyond max keys, the first notes are taken until a
 // key's last note is; and once the notes are twice max, the stale ones
-// are dropped, at most once every max puts. A get costs what a map's
+// are dropped, at most once every max puts. With a size, the keys put
+// longest ago are let go too while the values' sizes add up to more than
+// maxBytes; the key put last is always held. A get costs what a map's
 // does; a put an append, amortised, and about two map lookups. The
 // caller guards it.
 type recent[V any] struct {
@@ -33,6 +41,11 @@ type recent[V any] struct {
 	head  int
 	at    uint64 // the last put's
 	max   int
+	// size, when set, is a value's size; bytes is the sum of the sizes
+	// of the values held.
+	size     func(V) int
+	maxBytes int
+	bytes    int
 }
 
 type aged[V any] struct {
@@ -47,6 +60,27 @@ type note struct {
 
 func newRecent[V any](max int) recent[V] {
 	return recent[V]{m: map[string]aged[V]{}, max: max}
+}
+
+// newSizedRecent is newRecent that holds values whose sizes add up to at
+// most maxBytes, but for the one put last.
+func newSizedRecent[V any](max, maxBytes int, size func(V) int) recent[V] {
+	r := newRecent[V](max)
+	r.size, r.maxBytes = size, maxBytes
+	return r
+}
+
+// sizeOf is v's size, 0 without a size.
+func (r *recent[V]) sizeOf(v V) int {
+	if r.size == nil {
+		return 0
+	}
+	return r.size(v)
+}
+
+// over reports whether more is held than max keys or maxBytes allow.
+func (r *recent[V]) over() bool {
+	return len(r.m) > r.max || (r.size != nil && r.bytes > r.maxBytes && len(r.m) > 1)
 }
 
 func (r *recent[V]) get(key string) (V, bool) {
@@ -64,14 +98,18 @@ func (r *recent[V]) live(n note) bool {
 // longest ago go beyond max.
 func (r *recent[V]) put(key string, v V) {
 	r.at++
+	if old, ok := r.m[key]; ok {
+		r.bytes -= r.sizeOf(old.v)
+	}
 	r.m[key] = aged[V]{v: v, at: r.at}
+	r.bytes += r.sizeOf(v)
 	r.notes = append(r.notes, note{key: key, at: r.at})
-	for len(r.m) > r.max {
+	for r.over() {
 		n := r.notes[r.head]
 		r.notes[r.head] = note{}
 		r.head++
 		if r.live(n) {
-			delete(r.m, n.key)
+			r.delete(n.key)
 		}
 	}
 	if len(r.notes) > 2*r.max+64 {
@@ -88,10 +126,16 @@ func (r *recent[V]) put(key string, v V) {
 }
 
 // delete lets key go; its note goes with the trim.
-func (r *recent[V]) delete(key string) { delete(r.m, key) }
+func (r *recent[V]) delete(key string) {
+	if old, ok := r.m[key]; ok {
+		r.bytes -= r.sizeOf(old.v)
+		delete(r.m, key)
+	}
+}
 
 // clear lets every key go.
 func (r *recent[V]) clear() {
+	r.bytes = 0
 	clear(r.m)
 	clear(r.notes)
 	r.notes, r.head = r.notes[:0], 0

@@ -101,7 +101,8 @@ type Store struct {
 	// key such as a budget costs no read per command. settled lists, per
 	// value, the branches whose result is recorded, to drop from that
 	// value's envelope at its next write. Both hold at most maxCached keys,
-	// those written or read last ([recent]): keys come from client data.
+	// those written or read last ([recent]): keys come from client data;
+	// the cache, values of at most maxCachedBytes too.
 	//
 	// Letting a value go from the cache is safe: a read it misses goes to
 	// the server, as after [Store.forgetAll]; a transaction holds the
@@ -143,6 +144,19 @@ type keyLock struct {
 type cached struct {
 	env envelope
 	seq uint64
+}
+
+// envelopeSize is what a cached value holds: its value's bytes, and its
+// envelope's names and outputs.
+func envelopeSize(c cached) int {
+	n := len(c.env.Value)
+	for op, out := range c.env.Ops {
+		n += len(op)
+		for k, v := range out {
+			n += len(k) + len(v)
+		}
+	}
+	return n
 }
 
 // envelope is how a state value is stored: the value; in Ops the branch
@@ -225,7 +239,7 @@ func OpenStore(ctx context.Context, nc *nats.Conn, role string, create bool, rep
 		return nil, fmt.Errorf("open store %s: %w", role, err)
 	}
 	return &Store{nc: nc, js: js, stream: st, role: role, maxConflicts: 200, maxPayload: nc.MaxPayload(), create: create, replicas: replicas,
-		keys: map[string]*keyLock{}, cache: newRecent[cached](maxCached), settled: newRecent[[]string](maxCached)}, nil
+		keys: map[string]*keyLock{}, cache: newSizedRecent(maxCached, maxCachedBytes, envelopeSize), settled: newRecent[[]string](maxCached)}, nil
 }
 
 // records returns the role's barrier records, opened on first use: the

@@ -73,6 +73,11 @@ type Options struct {
 	// keys and revisions kept, and [Log.Value] reads such a value again
 	// from the server. The stream must allow direct gets.
 	MaxValues int
+	// MaxValueBytes bounds the bytes of the values held, as MaxValues
+	// bounds their number (default 256 MiB): a value may be as large as
+	// a message, so a count alone does not bound the memory they take.
+	// The value written last is held whatever its size.
+	MaxValueBytes int
 }
 
 // Entry is one write: Value for Key, if Key is at revision Rev (0: the
@@ -97,10 +102,13 @@ type Log struct {
 	mu    sync.Mutex
 	items map[string]item
 	// held lists the values held, from held[head] on, in the order they
-	// were written: the first are let go beyond maxValues.
-	held      []heldValue
-	head      int
-	maxValues int
+	// were written: the first are let go beyond maxValues, or beyond
+	// maxValueBytes of values held (heldBytes).
+	held          []heldValue
+	head          int
+	maxValues     int
+	maxValueBytes int
+	heldBytes     int
 	last      uint64        // the sequence of the last message applied
 	moved     chan struct{} // closed, and replaced, when last moves
 	// empty is set when the server holds no message of the log, those
@@ -237,6 +245,9 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 	if opts.MaxValues <= 0 {
 		opts.MaxValues = DefaultMaxValues
 	}
+	if opts.MaxValueBytes <= 0 {
+		opts.MaxValueBytes = DefaultMaxValueBytes
+	}
 	st, err := js.Stream(ctx, opts.Stream)
 	if err != nil {
 		return nil, fmt.Errorf("log %s: %w", opts.Subject, err)
@@ -244,7 +255,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Log, erro
 	l := &Log{
 		js: js, stream: st, subject: opts.Subject, max: opts.MaxEntries, bytes: opts.MaxBytes, log: opts.Logger,
 		items: map[string]item{}, moved: make(chan struct{}), mine: map[string]*flight{},
-		pruneEvery: opts.PruneEvery, pruned: time.Now(), maxValues: opts.MaxValues,
+		pruneEvery: opts.PruneEvery, pruned: time.Now(), maxValues: opts.MaxValues, maxValueBytes: opts.MaxValueBytes,
 		queue: make(chan []*write, opts.MaxEntries), closed: make(chan struct{}),
 	}
 	cons, err := js.OrderedConsumer(ctx, opts.Stream, jetstream.OrderedConsumerConfig{
@@ -281,6 +292,11 @@ func (l *Log) Close() {
 // DefaultMaxValues is the values a Log holds in memory unless
 // Options.MaxValues says otherwise.
 const DefaultMaxValues = 1 << 18
+
+// DefaultMaxValueBytes is the bytes of values a Log holds in memory
+// unless Options.MaxValueBytes says otherwise: far above what
+// DefaultMaxValues records of a few hundred bytes take.
+const DefaultMaxValueBytes = 256 << 20
 
 // Rev returns the revision of key as last read (0 when the key has no
 // value). Call [Log.Sync] first to read every value written before.
@@ -322,16 +338,19 @@ func (l *Log) Value(ctx context.Context, key string) (json.RawMessage, uint64, e
 }
 
 // set takes in key's value as written at rev, and lets the first values
-// held go beyond maxValues. l.mu is held.
+// held go beyond maxValues or maxValueBytes; never the one it takes in.
+// l.mu is held.
 func (l *Log) set(key string, value json.RawMessage, rev uint64) {
+	l.heldBytes += len(value) - len(l.items[key].value)
 	l.items[key] = item{value: value, rev: rev}
 	l.held = append(l.held, heldValue{key: key, rev: rev})
-	for len(l.held)-l.head > l.maxValues {
+	for n := len(l.held) - l.head; n > 1 && (n > l.maxValues || l.heldBytes > l.maxValueBytes); n-- {
 		h := l.held[l.head]
 		l.held[l.head] = heldValue{}
 		l.head++
 		// A key written again since holds a later value, still held.
 		if it, ok := l.items[h.key]; ok && it.rev == h.rev {
+			l.heldBytes -= len(it.value)
 			l.items[h.key] = item{rev: it.rev}
 		}
 	}
@@ -512,6 +531,7 @@ func (l *Log) prune(first uint64) {
 	}
 	for k, it := range l.items {
 		if it.rev < first {
+			l.heldBytes -= len(it.value)
 			delete(l.items, k)
 		}
 	}

@@ -358,16 +358,31 @@ func value(t *testing.T, l *kvlog.Log, key string) (json.RawMessage, uint64) {
 	return v, rev
 }
 
-// TestValuesBeyondMaxValuesLetGo: a Log holding two values lets the first
+// TestValuesBeyondMaxValuesLetGo: a Log holding two values (by their
+// number, or by their bytes: each value here is 7 bytes) lets the first
 // written go, keeps its revision, and reads it from the server when asked;
 // so does a Log that reads the same messages from another process. Each
 // message is then deleted from the stream: a value let go is gone with
 // it, a value held is not.
 func TestValuesBeyondMaxValuesLetGo(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts kvlog.Options
+	}{
+		{"two values", kvlog.Options{MaxValues: 2}},
+		{"16 bytes", kvlog.Options{MaxValueBytes: 16}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { valuesLetGo(t, tc.opts) })
+	}
+}
+
+func valuesLetGo(t *testing.T, opts kvlog.Options) {
 	url := server(t)
 	ctx := context.Background()
 	openHolding := func() *kvlog.Log {
-		l, err := kvlog.Open(ctx, jsFor(t, url), kvlog.Options{Stream: stream, Subject: subject, MaxValues: 2, Logger: testenv.Logger(t)})
+		o := opts
+		o.Stream, o.Subject, o.Logger = stream, subject, testenv.Logger(t)
+		l, err := kvlog.Open(ctx, jsFor(t, url), o)
 		require.NoError(t, err)
 		t.Cleanup(l.Close)
 		return l
