@@ -111,3 +111,49 @@ func TestOutsideTextIsEscaped(t *testing.T) {
 	require.Equal(t, 0, code, out)
 	require.Regexp(t, `(?m)^natsaga-agent\s+`+svc.Info().ID+`\s+3\.0\.0\s+ops\\x1b\[8m\s+-\s+1\\r\\n2\s+-\s+\[\]$`, out)
 }
+
+// TestPrintTick: the tick line counts every saga the tick timed out, not
+// only the 1,000 its answer names.
+func TestPrintTick(t *testing.T) {
+	thousand := make([]string, 1000)
+	for _, tc := range []struct {
+		ack   messages.TickAck
+		asked int64
+		want  string
+	}{
+		{messages.TickAck{Tick: 3}, 3, "tick 3\n"},
+		{messages.TickAck{Tick: 5}, 3, "tick 5 (the clock was past tick 3 already: it does not go back)\n"},
+		{messages.TickAck{Tick: 3, Expired: []string{"a"}, ExpiredCount: 1}, 3, "tick 3: 1 saga timed out\n"},
+		{messages.TickAck{Tick: 3, Expired: thousand, ExpiredCount: 1500}, 3, "tick 3: 1500 sagas timed out\n"},
+		{messages.TickAck{Tick: 3, Expired: []string{"a", "b"}}, 3, "tick 3: 2 sagas timed out\n"}, // a coordinator that counts none
+	} {
+		var b bytes.Buffer
+		printTick(&b, &tc.ack, tc.asked)
+		require.Equal(t, tc.want, b.String())
+	}
+}
+
+// TestStartedAt: a saga's status says the tick it started at, or, for one
+// scheduled that has not started, or never will (aborted before its
+// tick), the tick it was scheduled for.
+func TestStartedAt(t *testing.T) {
+	tr := func(ss ...saga.Status) []saga.Transition {
+		var h []saga.Transition
+		for _, s := range ss {
+			h = append(h, saga.Transition{Status: s})
+		}
+		return h
+	}
+	for _, tc := range []struct {
+		x    saga.Execution
+		want string
+	}{
+		{saga.Execution{Status: saga.Pending, StartedTick: 9, History: tr(saga.Pending)}, "scheduled for tick\t9"},
+		{saga.Execution{Status: saga.RolledBack, StartedTick: 9, History: tr(saga.Pending, saga.RolledBack)}, "scheduled for tick\t9 (never started)"},
+		{saga.Execution{Status: saga.RolledBack, StartedTick: 9, History: tr(saga.Pending, saga.InProgress, saga.Compensating, saga.RolledBack)}, "started at tick\t9"},
+		{saga.Execution{Status: saga.Completed, StartedTick: 2, History: tr(saga.InProgress, saga.Completed)}, "started at tick\t2"},
+		{saga.Execution{Status: saga.Completed, StartedTick: 2, History: tr(saga.Pending, saga.Completed), HistoryDropped: 3}, "started at tick\t2"},
+	} {
+		require.Equal(t, tc.want, startedAt(&tc.x))
+	}
+}

@@ -60,6 +60,22 @@ func step(x *saga.Execution) string {
 	return fmt.Sprintf("%s %s #%d", x.Action, name, x.Attempt)
 }
 
+// startedAt is the status line of the tick x started at, or is to start at:
+// a scheduled saga aborted before its tick never started.
+func startedAt(x *saga.Execution) string {
+	if x.Status == saga.Pending {
+		return fmt.Sprintf("scheduled for tick\t%d", x.StartedTick)
+	}
+	started := x.HistoryDropped > 0 || len(x.History) == 0 || x.History[0].Status != saga.Pending
+	for _, h := range x.History {
+		started = started || h.Status == saga.InProgress
+	}
+	if !started {
+		return fmt.Sprintf("scheduled for tick\t%d (never started)", x.StartedTick)
+	}
+	return fmt.Sprintf("started at tick\t%d", x.StartedTick)
+}
+
 // printStatus prints the saga state data, as the coordinator sent it, and
 // its history; a state it cannot read is printed as it came.
 func printStatus(w io.Writer, data json.RawMessage) {
@@ -73,7 +89,7 @@ func printStatus(w io.Writer, data json.RawMessage) {
 	printf(t, "type\t%s\n", x.Saga)
 	printf(t, "status\t%s\n", x.Status)
 	printf(t, "step\t%s\n", step(&x))
-	printf(t, "started at tick\t%d\n", x.StartedTick)
+	printf(t, "%s\n", startedAt(&x))
 	printf(t, "completed steps\t%s\n", orDash(strings.Join(x.Completed, ", ")))
 	if len(x.Compensated) > 0 {
 		printf(t, "compensated steps\t%s\n", strings.Join(x.Compensated, ", "))
@@ -150,8 +166,9 @@ func printTick(w io.Writer, a *messages.TickAck, asked int64) {
 	if a.Tick > asked {
 		printf(w, " (the clock was past tick %d already: it does not go back)", asked)
 	}
-	if len(a.Expired) > 0 {
-		printf(w, ": %s timed out", count(len(a.Expired), "saga"))
+	// Expired names the first 1,000; ExpiredCount counts them all.
+	if n := max(a.ExpiredCount, len(a.Expired)); n > 0 {
+		printf(w, ": %s timed out", count(n, "saga"))
 	}
 	fmt.Fprintln(w)
 	if a.Summary != nil {
