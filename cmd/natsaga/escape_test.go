@@ -109,7 +109,7 @@ func TestOutsideTextIsEscaped(t *testing.T) {
 	t.Cleanup(func() { _ = svc.Stop() })
 	code, out = natsaga(t, url, "services")
 	require.Equal(t, 0, code, out)
-	require.Regexp(t, `(?m)^natsaga-agent\s+`+svc.Info().ID+`\s+3\.0\.0\s+ops\\x1b\[8m\s+-\s+1\\r\\n2\s+-\s+\[\]$`, out)
+	require.Regexp(t, `(?m)^natsaga-agent\s+`+svc.Info().ID+`\s+3\.0\.0\s+ops\\x1b\[8m\s+-\s+-\s+1\\r\\n2\s+-\s+\[\]$`, out)
 }
 
 // TestPrintTick: the tick line counts every saga the tick timed out, not
