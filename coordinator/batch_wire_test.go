@@ -3,6 +3,7 @@ package coordinator_test
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -292,5 +293,79 @@ func TestBatchesLeaveRoomForTheirHeaders(t *testing.T) {
 	require.Greater(t, len(sizes), 1, "more than one batch")
 	for _, size := range sizes {
 		require.LessOrEqual(t, size, limit-1<<10, "each batch leaves a header room")
+	}
+}
+
+// TestRoleThatStopsReadingBatchesGetsItsCommandsAgain: a role's agents
+// replaced by agents of wire version 1 (its consumer no longer says it
+// reads batches) drop the batches sent before; the coordinator sends that
+// role's commands in flight again, each alone, in rank order, and leaves
+// the other roles' alone.
+func TestRoleThatStopsReadingBatchesGetsItsCommandsAgain(t *testing.T) {
+	_, url := testenv.Server(t)
+	pay := saga.Definition{Name: "pay", Subject: "pay", Steps: []saga.Step{{Name: "ask", Role: "asker"}}}
+	log := saga.Definition{Name: "log", Subject: "log", Steps: []saga.Step{{Name: "note", Role: "clerk"}}}
+	c := testenv.CoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{pay, log}, CommandBatch: 3})
+	nc := testenv.Connect(t, url)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	consumer := func(role string, subjects []string, meta map[string]string) {
+		_, err := js.CreateOrUpdateConsumer(t.Context(), messages.CommandStream, jetstream.ConsumerConfig{
+			Durable: messages.CommandConsumer(role), FilterSubjects: subjects, AckPolicy: jetstream.AckExplicitPolicy, Metadata: meta,
+		})
+		require.NoError(t, err)
+	}
+	wire2 := map[string]string{messages.WireMetadata: "2"}
+	consumer("asker", messages.StepCommandSubjects("pay", "ask"), wire2)
+	consumer("clerk", messages.StepCommandSubjects("log", "note"), wire2)
+	require.NoError(t, coordinator.LearnWire(t.Context(), c))
+
+	msgs := make(chan *nats.Msg, 64)
+	sub, err := nc.ChanSubscribe("saga.>", msgs)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, nc.Flush())
+	next := func() string {
+		t.Helper()
+		select {
+		case m := <-msgs:
+			raws := [][]byte{m.Data}
+			kind := "single"
+			if m.Header.Get(messages.BatchHeader) != "" {
+				raws, err = wirejson.SplitCommandBatch(m.Data)
+				require.NoError(t, err)
+				kind = "batch"
+			}
+			ids := ""
+			for _, raw := range raws {
+				c, err := wirejson.DecodeCommand(raw)
+				require.NoError(t, err)
+				ids += " " + c.SagaID
+			}
+			return m.Subject + " " + kind + ":" + ids
+		case <-time.After(10 * time.Second):
+			require.FailNow(t, "no command published")
+			return ""
+		}
+	}
+	for i, id := range []string{"c", "a", "b", "x", "y"} {
+		sagaType := map[bool]string{true: "log", false: "pay"}[id >= "x"]
+		var resp messages.StartResponse
+		testenv.Request(t, nc, messages.StartSubject(sagaType), messages.StartRequest{V: messages.Version, SagaID: id, Rank: int64(10 - i), Tick: 1}, &resp)
+		require.Nil(t, resp.Error)
+	}
+	testenv.Tick(t, nc, 1)
+	sent := []string{next(), next()}
+	slices.Sort(sent)
+	require.Equal(t, []string{"saga.log.note batch: y x", "saga.pay.ask batch: b a c"}, sent)
+
+	consumer("asker", messages.StepCommandSubjects("pay", "ask"), nil) // agents of version 1
+	for _, id := range []string{"b", "a", "c"} {
+		require.Equal(t, "saga.pay.ask single: "+id, next())
+	}
+	select {
+	case m := <-msgs:
+		require.FailNow(t, "a command sent again to a role that reads batches still", m.Subject)
+	case <-time.After(3 * coordinator.WireRefresh):
 	}
 }

@@ -267,6 +267,10 @@ type Coordinator struct {
 	// batchConsumers holds, by name, the command stream's consumers that
 	// read command batches (wire.go).
 	batchConsumers atomic.Pointer[map[string]batchReader]
+	// readBatches holds, by name, whether each consumer of the command
+	// stream read batches when last seen (wire.go), under wireMu.
+	wireMu      sync.Mutex
+	readBatches map[string]bool
 	commands       jetstream.Stream // the command stream, as setup left it
 	// steps holds the command subjects of the latest definitions' steps,
 	// for followWire's check that the roles' consumers take them
@@ -497,7 +501,7 @@ func (c *Coordinator) runTerm(ctx context.Context) error {
 	if err := c.storeDefinitions(ctx); err != nil {
 		return err
 	}
-	if _, err := c.learnWire(ctx); err != nil {
+	if _, _, err := c.learnWire(ctx); err != nil {
 		// Every role gets single commands until the next read.
 		c.log.Warn("wire versions of the roles not read; sending single commands", "err", err)
 	}

@@ -20,7 +20,7 @@ const MaxFinishedLists = maxFinishedLists
 // LearnWire makes c read the roles' wire versions now, rather than at its
 // next refresh.
 func LearnWire(ctx context.Context, c *Coordinator) error {
-	_, err := c.learnWire(ctx)
+	_, _, err := c.learnWire(ctx)
 	return err
 }
 
@@ -91,3 +91,6 @@ func DefinitionFile(d saga.Definition) ([]byte, error) { return definitionFile(d
 func LatestEnded(c *Coordinator, st saga.Status, n int) ([]string, bool) {
 	return c.latestEnded.subjects(st, n)
 }
+
+// WireRefresh spaces the coordinator's reads of the roles' wire versions.
+const WireRefresh = wireRefresh

@@ -3,12 +3,14 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
 )
 
 // Command batches on the wire (wire version 2, messages/batch.go).
@@ -44,12 +46,15 @@ type batchReader struct {
 // within wireRefresh: a coordinator not allowed to list them (its NATS
 // user's permissions) is not held up, and sends single commands.
 //
-// It returns the filter subjects of every consumer, by name.
-func (c *Coordinator) learnWire(ctx context.Context) (map[string][]string, error) {
+// It returns the filter subjects of every consumer, by name, and the
+// names of those that read batches when last seen and no longer do: their
+// role's agents were replaced by agents of wire version 1, which drop a
+// batch (see resendAlone).
+func (c *Coordinator) learnWire(ctx context.Context) (filters map[string][]string, stopped []string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, wireRefresh)
 	defer cancel()
 	batches := map[string]batchReader{}
-	filters := map[string][]string{}
+	filters = map[string][]string{}
 	list := c.commands.ListConsumers(ctx)
 	for info := range list.Info() {
 		if v, err := strconv.Atoi(info.Config.Metadata[messages.WireMetadata]); err == nil && v >= messages.BatchVersion {
@@ -61,10 +66,42 @@ func (c *Coordinator) learnWire(ctx context.Context) (map[string][]string, error
 		}
 	}
 	if err := list.Err(); err != nil {
-		return nil, fmt.Errorf("command stream consumers: %w", err)
+		return nil, nil, fmt.Errorf("command stream consumers: %w", err)
 	}
 	c.batchConsumers.Store(&batches)
-	return filters, nil
+	c.wireMu.Lock()
+	defer c.wireMu.Unlock()
+	if c.readBatches == nil {
+		c.readBatches = map[string]bool{}
+	}
+	// A consumer not listed (deleted, to be made again) keeps what it was.
+	for name := range filters {
+		_, reads := batches[name]
+		if c.readBatches[name] && !reads {
+			stopped = append(stopped, name)
+		}
+		c.readBatches[name] = reads
+	}
+	slices.Sort(stopped)
+	return filters, stopped, nil
+}
+
+// resendAlone sends again, each alone, the commands in flight to the roles
+// of consumers, which read batches no longer. The batches sent to such a
+// role before, and in the wireRefresh before its agents changed were
+// seen, reach its new agents, which speak wire version 1 and drop them
+// (docs/protocol.md, "Command checks"): without it, those commands would
+// wait for ever. Agents absorb the duplicates of those that were not lost.
+func (c *Coordinator) resendAlone(ctx context.Context, consumers []string) {
+	c.log.Warn("role no longer reads command batches: sending its commands in flight again, each alone", "consumers", consumers)
+	c.enqueue(ctx, func(_ time.Time, out *saga.Outbox) func(error) {
+		for _, cmd := range c.engine.Outstanding() {
+			if slices.Contains(consumers, messages.CommandConsumer(c.engine.StepRole(cmd.SagaID, cmd.Step))) {
+				out.Commands = append(out.Commands, cmd)
+			}
+		}
+		return nil
+	})
 }
 
 // followWire calls learnWire every wireRefresh until ctx ends, and checks
@@ -79,12 +116,15 @@ func (c *Coordinator) followWire(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			filters, err := c.learnWire(ctx)
+			filters, stopped, err := c.learnWire(ctx)
 			if err != nil {
 				if ctx.Err() == nil {
 					c.log.Debug("wire versions of the roles not read", "err", err)
 				}
 				continue
+			}
+			if len(stopped) > 0 {
+				c.resendAlone(ctx, stopped)
 			}
 			c.checkServed(filters, unserved)
 		}
