@@ -784,21 +784,32 @@ func (c *Client) Retry(ctx context.Context, id string) (saga.Status, error) {
 //
 // An abort is an operator's act outside a simulation's contract: a run
 // with one is not reproduced by a run without (docs/simulation.md).
-func (c *Client) Abort(ctx context.Context, id, reason string) (saga.Status, error) {
+func (c *Client) Abort(ctx context.Context, id, reason string) (Aborted, error) {
 	req := messages.AbortRequest{V: messages.Version, SagaID: id, Reason: reason}
 	if err := req.Validate(); err != nil {
-		return "", fmt.Errorf("abort saga %s: %w: %w", id, ErrBadRequest, err)
+		return Aborted{}, fmt.Errorf("abort saga %s: %w: %w", id, ErrBadRequest, err)
 	}
 	var resp messages.AbortResponse
 	// Sent again, an abort that took effect is answered the same, or
 	// conflict once the saga has ended.
 	if err := c.requestOnce(ctx, messages.AbortSubject, req, &resp); err != nil {
-		return "", err
+		return Aborted{}, err
 	}
 	if err := wireErr(messages.AbortSubject, resp.Error); err != nil {
-		return "", fmt.Errorf("abort saga %s: %w", id, err)
+		return Aborted{}, fmt.Errorf("abort saga %s: %w", id, err)
 	}
-	return saga.Status(resp.Status), nil
+	return Aborted{Status: saga.Status(resp.Status), Unchanged: resp.Unchanged}, nil
+}
+
+// Aborted is the coordinator's answer to an [Client.Abort].
+type Aborted struct {
+	// Status is the saga's: compensating, or rolled_back for a saga that
+	// had not begun.
+	Status saga.Status
+	// Unchanged is true when the saga was compensating already (an abort,
+	// a failed step or a timeout came first): the abort changed nothing,
+	// and the saga keeps its reason.
+	Unchanged bool
 }
 
 // Register registers the saga definitions of a definitions file (see

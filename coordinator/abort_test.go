@@ -61,19 +61,24 @@ func TestAbortRollsBackAStuckSaga(t *testing.T) {
 	close(answers)
 	close(failed)
 	require.NoError(t, <-failed)
+	changed := 0
 	for m := range answers {
 		var resp messages.AbortResponse
 		require.NoError(t, json.Unmarshal(m.Data, &resp))
 		require.Nil(t, resp.Error)
 		require.Equal(t, string(saga.Compensating), resp.Status)
+		if !resp.Unchanged {
+			changed++
+		}
 	}
+	require.Equal(t, 1, changed, "one abort changed the saga; the others say they changed nothing")
 	undoFile := f.next(t, id, "file")
 	require.Equal(t, messages.Compensate, undoFile.Action)
 	require.Equal(t, file.Seq+1, undoFile.Seq)
 
 	resp := abort(messages.AbortRequest{SagaID: id, Reason: "again"})
 	require.Nil(t, resp.Error, "compensating already")
-	require.Equal(t, string(saga.Compensating), resp.Status)
+	require.Equal(t, messages.AbortResponse{V: messages.Version, Status: string(saga.Compensating), Unchanged: true}, resp)
 
 	f.ok(t, undoFile)
 	undoOpen := f.next(t, id, "open")

@@ -471,7 +471,7 @@ func (c *Coordinator) onAbort(ctx context.Context, m *nats.Msg) {
 			c.log.Info("operator abort of a saga", "saga_id", req.SagaID, "reason", messages.Clip(reason), "status", status)
 		}
 		return func(err error) {
-			resp := messages.AbortResponse{V: messages.Version, Status: string(status)}
+			resp := messages.AbortResponse{V: messages.Version, Status: string(status), Unchanged: sagaType == ""}
 			if err != nil {
 				resp = messages.AbortResponse{V: messages.Version, Error: wireError(err)}
 			} else if o, ok := c.opts.Observer.(AbortObserver); ok && sagaType != "" {

@@ -459,9 +459,12 @@ func (r *AbortRequest) Validate() error {
 // AbortResponse answers an [AbortRequest] with the saga's new status,
 // compensating, or rolled_back when it had nothing to compensate.
 type AbortResponse struct {
-	V      int        `json:"v"`
-	Status string     `json:"status,omitempty"`
-	Error  *WireError `json:"error,omitempty"`
+	V      int    `json:"v"`
+	Status string `json:"status,omitempty"`
+	// Unchanged is set when the saga was compensating already (an abort,
+	// a failed step or a timeout came first): the abort changed nothing.
+	Unchanged bool       `json:"unchanged,omitempty"`
+	Error     *WireError `json:"error,omitempty"`
 }
 
 // Event announces that a saga changed status. It is published on

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
+	"github.com/natsaga/natsaga/client"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/participant"
@@ -155,5 +156,22 @@ func TestStartedAt(t *testing.T) {
 		{saga.Execution{Status: saga.Completed, StartedTick: 2, History: tr(saga.Pending, saga.Completed), HistoryDropped: 3}, "started at tick\t2"},
 	} {
 		require.Equal(t, tc.want, startedAt(&tc.x))
+	}
+}
+
+// TestPrintAbort: an abort says what it did, and that it did nothing to a
+// saga compensating already.
+func TestPrintAbort(t *testing.T) {
+	for _, tc := range []struct {
+		a    client.Aborted
+		want string
+	}{
+		{client.Aborted{Status: saga.Compensating}, "aborted: the saga is compensating its completed steps, and the one in flight\n"},
+		{client.Aborted{Status: saga.RolledBack}, "aborted: the saga is rolled_back\n"},
+		{client.Aborted{Status: saga.Compensating, Unchanged: true}, "not aborted: the saga is compensating already, and keeps its reason\n"},
+	} {
+		var b bytes.Buffer
+		printAbort(&b, tc.a)
+		require.Equal(t, tc.want, b.String())
 	}
 }

@@ -413,8 +413,9 @@ func commands() map[string]command {
 						return nil, err
 					}
 					return ask(func(ctx context.Context, cl *client.Client) (any, func(io.Writer), error) {
-						st, err := cl.Abort(ctx, req.SagaID, req.Reason)
-						return messages.AbortResponse{V: messages.Version, Status: string(st), Error: wireError(err)}, func(w io.Writer) { printAbort(w, st) }, err
+						a, err := cl.Abort(ctx, req.SagaID, req.Reason)
+						resp := messages.AbortResponse{V: messages.Version, Status: string(a.Status), Unchanged: a.Unchanged, Error: wireError(err)}
+						return resp, func(w io.Writer) { printAbort(w, a) }, err
 					}), nil
 				}
 			}},

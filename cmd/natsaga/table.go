@@ -143,12 +143,15 @@ func printRetry(w io.Writer, st saga.Status) {
 	printf(w, "retrying the compensation: the saga is %s again\n", st)
 }
 
-func printAbort(w io.Writer, st saga.Status) {
-	if st == saga.Compensating {
+func printAbort(w io.Writer, a client.Aborted) {
+	switch {
+	case a.Unchanged:
+		printf(w, "not aborted: the saga is %s already, and keeps its reason\n", a.Status)
+	case a.Status == saga.Compensating:
 		printf(w, "aborted: the saga is compensating its completed steps, and the one in flight\n")
-		return
+	default:
+		printf(w, "aborted: the saga is %s\n", a.Status)
 	}
-	printf(w, "aborted: the saga is %s\n", st)
 }
 
 func printStart(w io.Writer, s client.Started) {

@@ -487,9 +487,9 @@ func TestSagasCompleteUnderPermissions(t *testing.T) {
 	require.Equal(t, []string{"in_progress", "completed"}, statuses)
 	// ... and aborts a saga, as "natsaga abort" does: the one scheduled in
 	// the batch, which has not begun, ends at once.
-	st, err := oc.Abort(ctx, "batch-1", "not needed")
+	aborted, err := oc.Abort(ctx, "batch-1", "not needed")
 	require.NoError(t, err)
-	require.Equal(t, saga.RolledBack, st)
+	require.Equal(t, natsaga.Aborted{Status: saga.RolledBack}, aborted)
 
 	// The coordinator may list the command stream's consumers, so it
 	// learns that the household reads command batches: a tick's starts
