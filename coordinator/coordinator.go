@@ -271,7 +271,7 @@ type Coordinator struct {
 	// stream read batches when last seen (wire.go), under wireMu.
 	wireMu      sync.Mutex
 	readBatches map[string]bool
-	commands       jetstream.Stream // the command stream, as setup left it
+	commands    jetstream.Stream // the command stream, as setup left it
 	// steps holds the command subjects of the latest definitions' steps,
 	// for followWire's check that the roles' consumers take them
 	// (served.go); the loop sets it when the definitions change.

@@ -109,8 +109,8 @@ type Log struct {
 	maxValues     int
 	maxValueBytes int
 	heldBytes     int
-	last      uint64        // the sequence of the last message applied
-	moved     chan struct{} // closed, and replaced, when last moves
+	last          uint64        // the sequence of the last message applied
+	moved         chan struct{} // closed, and replaced, when last moves
 	// empty is set when the server holds no message of the log, those
 	// read having expired: a write then expects none.
 	empty bool
