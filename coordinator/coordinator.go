@@ -1124,7 +1124,7 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 		// Permissions let a role publish only the reply subjects of its
 		// own steps, so the subject names the role a reply came from.
 		if why := c.forged(&r); why != "" {
-			c.refuse("reply", c.subjectRole(r.SagaID, r.Saga, r.Step), "saga_id", r.SagaID, "saga", r.Saga, "step", r.Step,
+			c.refuse("reply", c.subjectRole(r.SagaID, r.Saga, r.Step), slog.LevelWarn, "saga_id", r.SagaID, "saga", r.Saga, "step", r.Step,
 				"action", r.Action, "seq", r.Seq, "attempt", r.Attempt, "why", why)
 			_ = m.Term()
 			return nil
@@ -1133,7 +1133,7 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 			// An agent that serves another role's step by mistake, and
 			// says so: refused as its records are, and the command sent
 			// again for the step's own role.
-			c.refuse("reply", c.subjectRole(r.SagaID, r.Saga, r.Step), "saga_id", r.SagaID, "saga", r.Saga, "step", r.Step,
+			c.refuse("reply", c.subjectRole(r.SagaID, r.Saga, r.Step), slog.LevelWarn, "saga_id", r.SagaID, "saga", r.Saga, "step", r.Step,
 				"action", r.Action, "seq", r.Seq, "claimed_role", r.Role, "why", "the step belongs to role "+owner)
 			if cmd, ok := c.engine.Command(r.SagaID); ok && cmd.Step == r.Step && cmd.Seq == r.Seq {
 				c.sendAgain(cmd, r.Role, owner)

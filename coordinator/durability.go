@@ -57,6 +57,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -255,7 +256,7 @@ func (c *Coordinator) catchUp(ctx context.Context, ids []string) error {
 			}
 			reply, ok, err := recordAnswer(&r.rec, &r.cmd)
 			if err != nil {
-				c.refuse("record", r.role, "saga_id", r.cmd.SagaID, "step", r.cmd.Step, "action", r.cmd.Action, "why", err.Error())
+				c.refuse("record", r.role, slog.LevelWarn, "saga_id", r.cmd.SagaID, "step", r.cmd.Step, "action", r.cmd.Action, "why", err.Error())
 				continue
 			}
 			if !ok {

@@ -820,3 +820,28 @@ func loggedSaga(t *testing.T, js jetstream.JetStream, id string) saga.Execution 
 	}))
 	return x
 }
+
+// TestRecordsOfOneMessageSaidTenTimes: one message of records can hold
+// tens of thousands of forged records; the coordinator refuses and counts
+// each, says the first ten at warn and the others at debug, and then how
+// many it did not say.
+func TestRecordsOfOneMessageSaidTenTimes(t *testing.T) {
+	_, url := testenv.Server(t)
+	var logs testenv.SyncBuffer
+	runCoordinator(t, url, flood.Definitions(), slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	testenv.SubsidyAgents(t, url)
+	nc := testenv.Connect(t, url)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	var es []kvlog.Entry
+	for i := range 30 {
+		es = append(es, kvlog.Entry{Key: messages.RecordKey(fmt.Sprintf("k%d", i), "not_a_step"), Value: []byte(`{}`)})
+	}
+	_, err = js.Publish(t.Context(), messages.RecordSubject(flood.Household), kvlog.AppendMessage(nil, "forged", es))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return testenv.Summary(t, nc).Refused == 30 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "not_said=20") }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, 10, strings.Count(logs.String(), `level=WARN msg="record refused`), logs.String())
+	require.Equal(t, 20, strings.Count(logs.String(), `level=DEBUG msg="record refused`))
+	require.Equal(t, 1, strings.Count(logs.String(), `msg="records of one message refused or dropped beyond those said (each said at debug)" role=household not_said=20`))
+}

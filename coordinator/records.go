@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -176,10 +177,14 @@ func (c *Coordinator) recordInput(m jetstream.Msg) input {
 			o.RecordsRead(role, len(rs))
 		}
 		early := false
+		var said entriesSaid
 		for i := range rs {
-			if errors.Is(c.applyRecordEntry(role, &rs[i], now, out), saga.ErrEarly) {
+			if errors.Is(c.applyRecordEntry(role, &rs[i], now, out, &said), saga.ErrEarly) {
 				early = true
 			}
+		}
+		if n := said.n - maxSaidEntries; n > 0 {
+			c.log.Warn("records of one message refused or dropped beyond those said (each said at debug)", "role", role, "not_said", n)
 		}
 		if early {
 			// The others were applied; offered again, they are stale.
@@ -221,37 +226,56 @@ func (c *Coordinator) decodeRecord(e kvlog.Entry) readRecord {
 	return r
 }
 
-// applyRecordEntry applies one record of role's log; it returns
-// saga.ErrEarly for a record that came before its time.
-func (c *Coordinator) applyRecordEntry(role string, r *readRecord, now time.Time, out *saga.Outbox) error {
+// maxSaidEntries is how many records of one message are said refused or
+// dropped at their level: one message may hold a thousand records, or,
+// forged, tens of thousands, each a line.
+const maxSaidEntries = 10
+
+// entriesSaid counts the records of one message said refused or dropped.
+type entriesSaid struct{ n int }
+
+// level is the level to say the next at: want for the first
+// maxSaidEntries, debug after.
+func (s *entriesSaid) level(want slog.Level) slog.Level {
+	s.n++
+	if s.n > maxSaidEntries {
+		return slog.LevelDebug
+	}
+	return want
+}
+
+// applyRecordEntry applies one record of role's log, saying a record it
+// refuses or drops at the level said gives; it returns saga.ErrEarly for
+// a record that came before its time.
+func (c *Coordinator) applyRecordEntry(role string, r *readRecord, now time.Time, out *saga.Outbox, said *entriesSaid) error {
 	id, step := r.id, r.step
 	if !r.ok {
-		c.log.Error("dropping a record whose key names no branch", "role", role, "key", messages.Clip(r.key))
+		c.log.Log(context.Background(), said.level(slog.LevelError), "dropping a record whose key names no branch", "role", role, "key", messages.Clip(r.key))
 		return nil
 	}
 	cmd, ok := c.engine.Command(id)
 	if !ok || cmd.Step != step {
 		if !c.owns(role, step) {
-			c.refuse("record", role, "saga_id", id, "step", step, "why", "the step is not one of the role's")
+			c.refuse("record", role, said.level(slog.LevelWarn), "saga_id", id, "step", step, "why", "the step is not one of the role's")
 		} else {
 			c.log.Debug("record answers nothing outstanding", "saga_id", id, "step", step)
 		}
 		return nil
 	}
 	if owner := c.roleOf(id, cmd.Saga, step); owner != role {
-		c.refuse("record", role, "saga_id", id, "step", step, "why", "the step belongs to role "+owner)
+		c.refuse("record", role, said.level(slog.LevelWarn), "saga_id", id, "step", step, "why", "the step belongs to role "+owner)
 		if res := r.rec.Result(cmd.Action); r.err == nil && res != nil && res.Seq == cmd.Seq {
 			c.sendAgain(cmd, role, owner)
 		}
 		return nil
 	}
 	if r.err != nil {
-		c.log.Error("dropping malformed record", "role", role, "key", r.key, "err", r.err)
+		c.log.Log(context.Background(), said.level(slog.LevelError), "dropping malformed record", "role", role, "key", r.key, "err", r.err)
 		return c.answerMalformed(cmd, r.err, now, out)
 	}
 	reply, ok, err := recordAnswer(&r.rec, &cmd)
 	if err != nil {
-		c.refuse("record", role, "saga_id", id, "step", step, "action", cmd.Action, "why", err.Error())
+		c.refuse("record", role, said.level(slog.LevelWarn), "saga_id", id, "step", step, "action", cmd.Action, "why", err.Error())
 		return nil
 	}
 	if !ok {
@@ -325,12 +349,12 @@ func (c *Coordinator) owns(role, step string) bool {
 	return false
 }
 
-// refuse counts and logs at warn an answer (a "record" or a "reply") that
-// does not come from the role owning its step, or does not match the
+// refuse counts and logs at level an answer (a "record" or a "reply")
+// that does not come from the role owning its step, or does not match the
 // command in flight: role is the role it came from.
-func (c *Coordinator) refuse(kind, role string, args ...any) {
+func (c *Coordinator) refuse(kind, role string, level slog.Level, args ...any) {
 	c.refused.Add(1)
-	c.log.Warn(kind+" refused: it does not answer the command in flight from the role owning the step",
+	c.log.Log(context.Background(), level, kind+" refused: it does not answer the command in flight from the role owning the step",
 		append([]any{"from_role", role}, args...)...)
 }
 

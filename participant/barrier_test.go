@@ -683,3 +683,46 @@ func TestRoleStreamOfAnEarlierConfigurationIsUpdated(t *testing.T) {
 	require.True(t, st.CachedInfo().Config.AllowDirect, "updated")
 	require.Equal(t, old.Subjects, st.CachedInfo().Config.Subjects)
 }
+
+// TestValueNamingARecordNeverWrittenIsNotCarriedOn: a state value whose
+// envelope names a sequence of the record log that the log never reached
+// (written by hand, or before the log was made anew) is written next with
+// the sequence this copy has read, and the bogus one is gone: each write
+// would otherwise hand it on, and every action writing the value would
+// wait for the log to reach it.
+func TestValueNamingARecordNeverWrittenIsNotCarriedOn(t *testing.T) {
+	_, url := testenv.Server(t)
+	s := openBank(t, url, 1000)
+	d := newDebit()
+	_, v := do(t, s, d.handler(), command("s1", messages.Execute, 1, 100))
+	require.Equal(t, agent.Applied, v)
+
+	nc := testenv.Connect(t, url)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	subject := messages.DataSubject(bankRole, balanceKey)
+	_, err = js.Publish(t.Context(), subject, []byte(`{"value":900,"records":18446744073709551615}`))
+	require.NoError(t, err)
+
+	// A second copy, which holds nothing of the value yet.
+	other, err := participant.OpenStore(t.Context(), testenv.Connect(t, url), bankRole, true, 1)
+	require.NoError(t, err)
+	_, v = do(t, other, d.handler(), command("s2", messages.Execute, 1, 100))
+	require.Equal(t, agent.Applied, v)
+	require.Equal(t, int64(800), balance(t, other))
+
+	stream, err := js.Stream(t.Context(), messages.StateStream(bankRole))
+	require.NoError(t, err)
+	m, err := stream.GetLastMsgForSubject(t.Context(), subject)
+	require.NoError(t, err)
+	var env struct {
+		Records uint64 `json:"records"`
+	}
+	require.NoError(t, json.Unmarshal(m.Data, &env))
+	records, err := js.Stream(t.Context(), messages.RecordStream(bankRole))
+	require.NoError(t, err)
+	info, err := records.Info(t.Context())
+	require.NoError(t, err)
+	require.LessOrEqual(t, env.Records, info.State.LastSeq, "the sequence written is one the log holds")
+	require.NotZero(t, env.Records, "s1's record, read, is named")
+}

@@ -259,7 +259,7 @@ func (s *Store) firstMoved(ctx context.Context, items []*batchItem, base cached)
 // reports whether it was stored.
 func (s *Store) writeBatchValue(ctx context.Context, writers []*batchItem, subject string, base cached) bool {
 	env := envelope{Value: writers[len(writers)-1].value, Ops: map[string]messages.Context{}}
-	s.stamp(&env, base.env)
+	s.stamp(ctx, &env, base.env)
 	settled := s.settledOps(subject)
 	for op, o := range base.env.Ops {
 		env.Ops[op] = o

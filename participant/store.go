@@ -168,15 +168,29 @@ func envelopeSize(c cached) int {
 type envelope = wirejson.StateEnvelope
 
 // stamp sets env.Records for a write of a value read as read: the later of
-// what read names and what this process has read of the record log.
-func (s *Store) stamp(env *envelope, read envelope) {
+// what read names and what this process has read of the record log. A
+// sequence the log has never reached, even once read to the server's end
+// (a value written by hand, or before the log was made anew), is not
+// carried on: each write would hand it to the next, and every action
+// reading the value would wait for the log to reach it.
+func (s *Store) stamp(ctx context.Context, env *envelope, read envelope) {
 	env.Records = read.Records
 	s.logMu.Lock()
 	l := s.log
 	s.logMu.Unlock()
-	if l != nil {
-		env.Records = max(env.Records, l.Last())
+	if l == nil {
+		return
 	}
+	if read.Records > l.Last() && l.ReadTo(ctx, read.Records) == nil && read.Records > l.Last() {
+		log := s.logger
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Warn("state value names a sequence its role's record log never reached: not carried on", "role", s.role,
+			"records", read.Records, "log_last", l.Last())
+		env.Records = 0
+	}
+	env.Records = max(env.Records, l.Last())
 }
 
 // RecordTTL is how long a message of a role's record log, and so a
@@ -1324,7 +1338,7 @@ func (b *branch) undo(ctx context.Context, subject string) error {
 		value = read.env.Value
 	}
 	env := envelope{Value: value, Ops: map[string]messages.Context{}}
-	b.s.stamp(&env, read.env)
+	b.s.stamp(ctx, &env, read.env)
 	for op, o := range read.env.Ops {
 		if op != b.op {
 			env.Ops[op] = o
@@ -1372,7 +1386,7 @@ func (s *Store) writeValue(ctx context.Context, tx *txn, op string, out messages
 	w := tx.writes[0]
 	read := tx.reads[w.subject]
 	env := envelope{Value: w.value, Ops: map[string]messages.Context{}}
-	s.stamp(&env, read.env)
+	s.stamp(ctx, &env, read.env)
 	settled := s.settledOps(w.subject)
 	for op, o := range read.env.Ops {
 		env.Ops[op] = o
