@@ -33,7 +33,7 @@ var maxCachedBytes = 128 << 20
 // are dropped, at most once every max puts. With a size, the keys put
 // longest ago are let go too while the values' sizes add up to more than
 // maxBytes; the key put last is always held. A get costs what a map's
-// does; a put an append, amortised, and about two map lookups. The
+// does; a put an append, amortised, and about three map lookups. The
 // caller guards it.
 type recent[V any] struct {
 	m     map[string]aged[V]
