@@ -60,3 +60,26 @@ func retryBusy(ctx context.Context, log *slog.Logger, start func(context.Context
 		wait = min(2*wait, busyBackoffMax)
 	}
 }
+
+// readNotBusy sends req, a read (it changes nothing), on subject, and sends
+// it again while the coordinator answers "busy": at its limit of reads of
+// its bucket at once, or between two terms (a coordinator taking over,
+// or one that lost its lease while paused). errOf gives an answer's error.
+// It returns the first answer that is not busy; when ctx ends first, an
+// error wrapping ErrBusy and ctx's error.
+func readNotBusy[R any](ctx context.Context, c *Client, subject string, req any, errOf func(*R) *messages.WireError) (R, error) {
+	var resp R
+	answer, err := retryBusy(ctx, c.log, func(ctx context.Context) (*messages.WireError, error) {
+		var zero R
+		resp = zero
+		if err := c.request(ctx, subject, req, &resp); err != nil {
+			return nil, err
+		}
+		return errOf(&resp), nil
+	}, nil)
+	if err != nil && answer != nil {
+		// ctx ended while the coordinator still said busy.
+		return resp, fmt.Errorf("%w: %w", wireErr(subject, answer), err)
+	}
+	return resp, err
+}

@@ -669,7 +669,11 @@ func (c *Client) CurrentTick(ctx context.Context) (int64, error) {
 }
 
 // Status returns the state of saga id, active or finished. It returns an
-// error wrapping ErrNotFound when the coordinator does not know it.
+// error wrapping ErrNotFound when the coordinator does not know it. While
+// the coordinator answers busy (at its limit of reads of its bucket at
+// once, or between two terms: one taking over, or one that lost its lease
+// while paused) it asks again after a backoff that doubles, until ctx
+// ends; then the error wraps ErrBusy and ctx's error.
 func (c *Client) Status(ctx context.Context, id string) (saga.Execution, error) {
 	var x saga.Execution
 	data, err := c.StatusJSON(ctx, id)
@@ -687,9 +691,10 @@ func (c *Client) Status(ctx context.Context, id string) (saga.Execution, error) 
 // tool that passes the state on, fields a newer coordinator added
 // included.
 func (c *Client) StatusJSON(ctx context.Context, id string) (json.RawMessage, error) {
-	var resp messages.StatusResponse
-	if err := c.request(ctx, messages.StatusSubject, messages.StatusRequest{V: messages.Version, SagaID: id}, &resp); err != nil {
-		return nil, err
+	resp, err := readNotBusy(ctx, c, messages.StatusSubject, messages.StatusRequest{V: messages.Version, SagaID: id},
+		func(r *messages.StatusResponse) *messages.WireError { return r.Error })
+	if err != nil {
+		return nil, fmt.Errorf("status of saga %s: %w", id, err)
 	}
 	if err := wireErr(messages.StatusSubject, resp.Error); err != nil {
 		return nil, fmt.Errorf("status of saga %s: %w", id, err)
@@ -705,7 +710,8 @@ func (c *Client) StatusJSON(ctx context.Context, id string) (json.RawMessage, er
 // page, the latest: limit 0 then means the coordinator's default, and a
 // limit over [messages.MaxListPage] is asked as that, the most it
 // answers ([Client.ListMore] says when more are stored). A negative limit
-// is an error wrapping ErrBadRequest.
+// is an error wrapping ErrBadRequest. A page answered busy is asked again,
+// as [Client.Status] does.
 func (c *Client) List(ctx context.Context, status saga.Status, limit int) ([]saga.Execution, error) {
 	raw, err := c.ListJSON(ctx, status, limit)
 	if err != nil {
@@ -742,9 +748,9 @@ func (c *Client) ListMore(ctx context.Context, status saga.Status, limit int) (s
 		if limit > 0 {
 			req.Limit = min(limit-len(sagas), messages.MaxListPage)
 		}
-		var resp messages.ListResponse
-		if err := c.request(ctx, messages.ListSubject, req, &resp); err != nil {
-			return nil, false, err
+		resp, err := readNotBusy(ctx, c, messages.ListSubject, req, func(r *messages.ListResponse) *messages.WireError { return r.Error })
+		if err != nil {
+			return nil, false, fmt.Errorf("list: %w", err)
 		}
 		if err := wireErr(messages.ListSubject, resp.Error); err != nil {
 			return nil, false, fmt.Errorf("list: %w", err)

@@ -2,8 +2,10 @@ package client_test
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/natsaga/natsaga/internal/embedded"
 	"github.com/natsaga/natsaga/internal/testenv"
 	"github.com/natsaga/natsaga/messages"
+	"github.com/natsaga/natsaga/saga"
 )
 
 // refusedDialer reports each dial that no server answered, as far as its
@@ -249,4 +252,58 @@ func TestConnectionReconnectedForEver(t *testing.T) {
 	ns = boot()
 	t.Cleanup(ns.Shutdown)
 	require.Eventually(t, c.Conn().IsConnected, 10*time.Second, 10*time.Millisecond)
+}
+
+// TestReadsAskAgainWhileBusy: a status or a list the coordinator answers
+// "busy" (at its limit of bucket reads, or between two terms) is asked
+// again after a backoff until it is answered otherwise; when ctx ends
+// first, the error says both. The "coordinator" here answers each subject
+// busy twice, then with a saga.
+func TestReadsAskAgainWhileBusy(t *testing.T) {
+	_, url := testenv.Server(t)
+	coord := testenv.Connect(t, url)
+	busy := &messages.WireError{Code: messages.CodeBusy, Message: "the coordinator's term ended; ask again"}
+	saved := json.RawMessage(`{"id":"s-1","saga":"greet","status":"completed"}`)
+	asked := map[string]int{}
+	var mu sync.Mutex
+	for subject, answer := range map[string]any{
+		messages.StatusSubject: messages.StatusResponse{V: 1, Saga: saved},
+		messages.ListSubject:   messages.ListResponse{V: 1, Sagas: []json.RawMessage{saved}},
+	} {
+		_, err := coord.Subscribe(subject, func(m *nats.Msg) {
+			mu.Lock()
+			asked[subject]++
+			n := asked[subject]
+			mu.Unlock()
+			var data []byte
+			if n <= 2 {
+				data, _ = json.Marshal(map[string]any{"v": 1, "error": busy})
+			} else {
+				data, _ = json.Marshal(answer)
+			}
+			_ = m.Respond(data)
+		})
+		require.NoError(t, err)
+	}
+	require.NoError(t, coord.Flush())
+	c, err := client.New(testenv.Connect(t, url), client.Options{})
+	require.NoError(t, err)
+	ctx := context.Background()
+
+	x, err := c.Status(ctx, "s-1")
+	require.NoError(t, err)
+	require.Equal(t, saga.Completed, x.Status)
+	xs, err := c.List(ctx, saga.Completed, 10)
+	require.NoError(t, err)
+	require.Len(t, xs, 1)
+	mu.Lock()
+	require.Equal(t, map[string]int{messages.StatusSubject: 3, messages.ListSubject: 3}, asked)
+	asked[messages.StatusSubject] = -1000 // busy from now on
+	mu.Unlock()
+
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	_, err = c.Status(short, "s-1")
+	require.ErrorIs(t, err, client.ErrBusy)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
 }

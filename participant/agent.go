@@ -1106,7 +1106,7 @@ func (a *Agent) run(ctx context.Context, cmd *messages.Command, step *agent.Step
 		}
 	case agent.Refused:
 		a.refused.Add(1)
-		a.cmdLog(cmd).Info("execute refused: compensated first")
+		a.cmdLog(cmd).Info("execute refused: its compensation is recorded (this delivery came after it)")
 	case agent.Transient:
 		if reply.Outcome == messages.Failed {
 			// agent.Conclude: a compensation's handler returned Reject.

@@ -194,5 +194,7 @@ func stock(ctx context.Context, c *client.Client) (Stock, error) {
 	return *resp.Stock, nil
 }
 
-// quietFor is the default Quiet of a run.
-var quietFor = client.Quiet{Limit: time.Minute}
+// quietFor is the default Quiet of a run: it sends the tick again every
+// second while it waits, as docs/simulation.md asks, so that an agent
+// started again meanwhile learns the time.
+var quietFor = client.Quiet{Limit: time.Minute, Retick: time.Second}
