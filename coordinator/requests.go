@@ -182,8 +182,8 @@ func (c *Coordinator) onTick(ctx context.Context, m *nats.Msg) {
 		all := out.Expired[from:]
 		expired := append([]string(nil), all[:min(len(all), messages.MaxListPage)]...)
 		count := len(all)
-		if len(expired) > 0 {
-			c.log.Info("tick expired sagas", "tick", t.Tick, "expired", len(expired))
+		if count > 0 {
+			c.log.Info("tick expired sagas", "tick", t.Tick, "expired", count)
 		}
 		return func(err error) {
 			ack := messages.TickAck{V: messages.Version, Tick: c.engine.Tick(), Expired: expired, ExpiredCount: count}

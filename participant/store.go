@@ -182,11 +182,11 @@ func (s *Store) stamp(ctx context.Context, env *envelope, read envelope) {
 		return
 	}
 	if read.Records > l.Last() && l.ReadTo(ctx, read.Records) == nil && read.Records > l.Last() {
-		log := s.logger
+		log := s.logger // an agent's names its role
 		if log == nil {
-			log = slog.Default()
+			log = slog.Default().With("role", s.role)
 		}
-		log.Warn("state value names a sequence its role's record log never reached: not carried on", "role", s.role,
+		log.Warn("state value names a sequence its role's record log never reached: not carried on",
 			"records", read.Records, "log_last", l.Last())
 		env.Records = 0
 	}

@@ -60,20 +60,21 @@ func step(x *saga.Execution) string {
 	return fmt.Sprintf("%s %s #%d", x.Action, name, x.Attempt)
 }
 
-// startedAt is the status line of the tick x started at, or is to start at:
-// a scheduled saga aborted before its tick never started.
-func startedAt(x *saga.Execution) string {
+// startedAt names the status line of the tick x started at, or is to start
+// at, and what follows the tick: a scheduled saga aborted before its tick
+// never started.
+func startedAt(x *saga.Execution) (label, after string) {
 	if x.Status == saga.Pending {
-		return fmt.Sprintf("scheduled for tick\t%d", x.StartedTick)
+		return "scheduled for tick", ""
 	}
 	started := x.HistoryDropped > 0 || len(x.History) == 0 || x.History[0].Status != saga.Pending
 	for _, h := range x.History {
 		started = started || h.Status == saga.InProgress
 	}
 	if !started {
-		return fmt.Sprintf("scheduled for tick\t%d (never started)", x.StartedTick)
+		return "scheduled for tick", " (never started)"
 	}
-	return fmt.Sprintf("started at tick\t%d", x.StartedTick)
+	return "started at tick", ""
 }
 
 // printStatus prints the saga state data, as the coordinator sent it, and
@@ -89,7 +90,8 @@ func printStatus(w io.Writer, data json.RawMessage) {
 	printf(t, "type\t%s\n", x.Saga)
 	printf(t, "status\t%s\n", x.Status)
 	printf(t, "step\t%s\n", step(&x))
-	printf(t, "%s\n", startedAt(&x))
+	label, after := startedAt(&x)
+	printf(t, "%s\t%d%s\n", label, x.StartedTick, after)
 	printf(t, "completed steps\t%s\n", orDash(strings.Join(x.Completed, ", ")))
 	if len(x.Compensated) > 0 {
 		printf(t, "compensated steps\t%s\n", strings.Join(x.Compensated, ", "))
