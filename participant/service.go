@@ -70,8 +70,11 @@ var ErrOtherVersion = errors.New("copies of the role that speak another wire ver
 var ErrOtherSerial = errors.New("copies of the role that run serial otherwise are running")
 
 // The version check's waits: it collects the running agents' micro INFO
-// answers until versionQuiet has passed without one, or versionWait in
-// all. With no agent running, the server says so at once.
+// answers until versionQuiet has passed without one after the first, or
+// versionWait in all. With no agent running, the server says so at once;
+// with some, the first answer is awaited up to versionWait: on a loaded
+// machine (the test suite under -race on two cores) it took more than
+// versionQuiet, and a copy of another version went unseen.
 const (
 	versionQuiet = 100 * time.Millisecond
 	versionWait  = time.Second
@@ -133,9 +136,9 @@ func (a *Agent) copies(ctx context.Context) ([]micro.Info, error) {
 	}
 	end := time.Now().Add(versionWait)
 	var copies []micro.Info
-	for {
+	for first := true; ; first = false {
 		until := time.Now().Add(versionQuiet)
-		if until.After(end) {
+		if first || until.After(end) {
 			until = end
 		}
 		wctx, cancel := context.WithDeadline(ctx, until)
