@@ -46,40 +46,8 @@ func TestCommandBatchesOnTheWire(t *testing.T) {
 	}
 	require.NoError(t, coordinator.LearnWire(t.Context(), c))
 
-	msgs := make(chan *nats.Msg, 64)
-	sub, err := nc.ChanSubscribe("saga.>", msgs)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	require.NoError(t, nc.Flush())
-	// next returns the next message as "subject: saga ids", marking a
-	// batch with its header's count.
-	last := map[string]messages.Command{}
-	next := func() string {
-		t.Helper()
-		select {
-		case m := <-msgs:
-			raws := [][]byte{m.Data}
-			kind := "single"
-			if n := m.Header.Get(messages.BatchHeader); n != "" {
-				raws, err = wirejson.SplitCommandBatch(m.Data)
-				require.NoError(t, err)
-				require.Equal(t, fmt.Sprint(len(raws)), n)
-				kind = "batch"
-			}
-			ids := ""
-			for _, raw := range raws {
-				c, err := wirejson.DecodeCommand(raw)
-				require.NoError(t, err)
-				require.True(t, c.OnSubject(m.Subject), "command %s/%s in a batch on %s", c.SagaID, c.Step, m.Subject)
-				last[c.SagaID] = c
-				ids += " " + c.SagaID
-			}
-			return m.Subject + " " + kind + ":" + ids
-		case <-time.After(10 * time.Second):
-			require.FailNow(t, "no command published")
-			return ""
-		}
-	}
+	w := watchCommands(t, nc)
+	next, last := w.next, w.last
 
 	for _, s := range []struct {
 		id   string
@@ -320,34 +288,8 @@ func TestRoleThatStopsReadingBatchesGetsItsCommandsAgain(t *testing.T) {
 	consumer("clerk", messages.StepCommandSubjects("log", "note"), wire2)
 	require.NoError(t, coordinator.LearnWire(t.Context(), c))
 
-	msgs := make(chan *nats.Msg, 64)
-	sub, err := nc.ChanSubscribe("saga.>", msgs)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	require.NoError(t, nc.Flush())
-	next := func() string {
-		t.Helper()
-		select {
-		case m := <-msgs:
-			raws := [][]byte{m.Data}
-			kind := "single"
-			if m.Header.Get(messages.BatchHeader) != "" {
-				raws, err = wirejson.SplitCommandBatch(m.Data)
-				require.NoError(t, err)
-				kind = "batch"
-			}
-			ids := ""
-			for _, raw := range raws {
-				c, err := wirejson.DecodeCommand(raw)
-				require.NoError(t, err)
-				ids += " " + c.SagaID
-			}
-			return m.Subject + " " + kind + ":" + ids
-		case <-time.After(10 * time.Second):
-			require.FailNow(t, "no command published")
-			return ""
-		}
-	}
+	w := watchCommands(t, nc)
+	next := w.next
 	for i, id := range []string{"c", "a", "b", "x", "y"} {
 		sagaType := map[bool]string{true: "log", false: "pay"}[id >= "x"]
 		var resp messages.StartResponse
@@ -364,8 +306,56 @@ func TestRoleThatStopsReadingBatchesGetsItsCommandsAgain(t *testing.T) {
 		require.Equal(t, "saga.pay.ask single: "+id, next())
 	}
 	select {
-	case m := <-msgs:
+	case m := <-w.msgs:
 		require.FailNow(t, "a command sent again to a role that reads batches still", m.Subject)
 	case <-time.After(3 * coordinator.WireRefresh):
 	}
+}
+
+// commandWatch follows the commands published on saga.>.
+type commandWatch struct {
+	msgs chan *nats.Msg
+	// last holds the last command seen of each saga.
+	last map[string]messages.Command
+	// next returns the next message as "subject single|batch: saga ids",
+	// checking that a batch's header counts its commands and that each
+	// command is on its step's subject.
+	next func() string
+}
+
+// watchCommands subscribes to every command nc's server carries.
+func watchCommands(t *testing.T, nc *nats.Conn) *commandWatch {
+	t.Helper()
+	w := &commandWatch{msgs: make(chan *nats.Msg, 64), last: map[string]messages.Command{}}
+	sub, err := nc.ChanSubscribe("saga.>", w.msgs)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, nc.Flush())
+	w.next = func() string {
+		t.Helper()
+		select {
+		case m := <-w.msgs:
+			raws := [][]byte{m.Data}
+			kind := "single"
+			if n := m.Header.Get(messages.BatchHeader); n != "" {
+				raws, err = wirejson.SplitCommandBatch(m.Data)
+				require.NoError(t, err)
+				require.Equal(t, fmt.Sprint(len(raws)), n)
+				kind = "batch"
+			}
+			ids := ""
+			for _, raw := range raws {
+				c, err := wirejson.DecodeCommand(raw)
+				require.NoError(t, err)
+				require.True(t, c.OnSubject(m.Subject), "command %s/%s in a batch on %s", c.SagaID, c.Step, m.Subject)
+				w.last[c.SagaID] = c
+				ids += " " + c.SagaID
+			}
+			return m.Subject + " " + kind + ":" + ids
+		case <-time.After(10 * time.Second):
+			require.FailNow(t, "no command published")
+			return ""
+		}
+	}
+	return w
 }
