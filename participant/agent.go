@@ -941,12 +941,12 @@ func (a *Agent) receive(m jetstream.Msg) (messages.Command, *agent.Step, bool) {
 		return cmd, nil, false
 	case errors.Is(err, errOtherSubject):
 		a.rejected.Add(1)
-		a.cmdLog(&cmd).Error("dropping command on another step's subject", "subject", m.Subject())
+		a.cmdLog(&cmd).Log(context.Background(), a.dropLevel(m), "dropping command on another step's subject", "subject", m.Subject())
 		_ = m.Term()
 		return cmd, nil, false
 	case err != nil:
 		a.rejected.Add(1)
-		a.log.Error("dropping malformed command", "subject", m.Subject(), "err", err)
+		a.log.Log(context.Background(), a.dropLevel(m), "dropping malformed command", "subject", m.Subject(), "err", err)
 		_ = m.Term()
 		return cmd, nil, false
 	}

@@ -3,8 +3,10 @@ package participant
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -60,6 +62,28 @@ func (a *Agent) expand(m jetstream.Msg, each func(jetstream.Msg)) {
 	}
 }
 
+// maxSaidDrops is how many dropped commands of one message are said at
+// error: a forged batch may hold hundreds, each a line otherwise. The
+// rest are said at debug; every one is counted (rejected).
+const maxSaidDrops = 10
+
+// dropLevel is the level to say the next dropped command of m at: error
+// for the first maxSaidDrops of its message, debug after, saying once,
+// at warn, that the rest of the message's go there.
+func (a *Agent) dropLevel(m jetstream.Msg) slog.Level {
+	c, ok := m.(*batchedCommand)
+	if !ok {
+		return slog.LevelError
+	}
+	switch n := c.batch.dropped.Add(1); {
+	case n <= maxSaidDrops:
+		return slog.LevelError
+	case n == maxSaidDrops+1:
+		a.log.Warn("more commands of one message dropped: said at debug from here, each counted as rejected", "subject", m.Subject(), "said", maxSaidDrops)
+	}
+	return slog.LevelDebug
+}
+
 // dropInHand forgets b once it is settled.
 func (a *Agent) dropInHand(b *wireBatch) {
 	a.mu.Lock()
@@ -100,6 +124,8 @@ type wireBatch struct {
 	kept int
 	// settled is told when the message is settled.
 	settled func(*wireBatch)
+	// dropped counts its commands dropped as malformed ([Agent.dropLevel]).
+	dropped atomic.Int32
 }
 
 // settle settles one command of b, and the message with the last:

@@ -166,6 +166,33 @@ func TestMalformedBatchIsDropped(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond)
 }
 
+// TestDroppedCommandsOfOneBatchSaidTenTimes: a batch of 30 malformed
+// commands and a good one writes ten error lines and one warning, not
+// thirty lines; each dropped command is counted, the good one runs, and
+// the next message's drops are said again.
+func TestDroppedCommandsOfOneBatchSaidTenTimes(t *testing.T) {
+	a, logs, nc := servingAgent(t)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	bad := []byte(`{"v":9}`)
+	good := []byte(`{"v":1,"saga_id":"ok-1","saga":"s","step":"x","action":"execute","attempt":1,"seq":1,"tick":0,"context":{}}`)
+	batch := [][]byte{good}
+	for range 30 {
+		batch = append(batch, bad)
+	}
+	publishRaw(t, js, messages.ExecuteSubject("s", "x"), batch...)
+	require.Eventually(t, func() bool { return a.Stats().Handled == 1 && a.Stats().Rejected == 30 }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, 10, strings.Count(logs.String(), `level=ERROR msg="dropping malformed command"`), "%s", logs)
+	require.Equal(t, 1, strings.Count(logs.String(), `level=WARN msg="more commands of one message dropped`), "%s", logs)
+
+	publishRaw(t, js, messages.ExecuteSubject("s", "x"), bad, bad)
+	require.Eventually(t, func() bool { return a.Stats().Rejected == 32 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return strings.Count(logs.String(), `level=ERROR msg="dropping malformed command"`) == 12
+	}, 10*time.Second, 5*time.Millisecond, "%s", logs)
+	require.Equal(t, 1, strings.Count(logs.String(), `msg="more commands of one message dropped`), "%s", logs)
+}
+
 // TestQueuedBatchesKeptWhileWorkersAreBusy gives a copy with eight workers
 // far more batched commands than they run in an ack wait: twenty messages
 // of 256, each command taking 6 ms or more. The ack wait is 2 s, so that
