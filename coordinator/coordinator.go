@@ -241,6 +241,9 @@ type Coordinator struct {
 	// resent holds the resends of the commands in flight that agents of
 	// the wrong role took (records.go, sendAgain).
 	resent map[string]resent
+	// earlyReplies holds, by saga, the reply held back as early
+	// (early.go).
+	earlyReplies map[string]heldEarly
 	// active is the number of sagas in flight after the last batch, for
 	// refusing a start over the limit before it is queued; activeBytes
 	// the bytes they hold (saga.Engine.ActiveBytes), likewise.
@@ -372,7 +375,7 @@ func (c *Coordinator) reset() error {
 	}
 	c.revs, c.changed, c.sagas = map[string]uint64{}, map[string]bool{}, newSagaLog()
 	c.latestEnded.reset()
-	c.resent = map[string]resent{}
+	c.resent, c.earlyReplies = map[string]resent{}, map[string]heldEarly{}
 	c.traces, c.sentAt = map[string]*sagaTrace{}, map[string]time.Time{}
 	// A term that ended in a commit may leave publishes unsettled, whose
 	// payloads are in the arena: the next term encodes into a new one.
@@ -799,6 +802,9 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 		if len(c.resent) > 0 {
 			delete(c.resent, p.x.ID)
 		}
+		if len(c.earlyReplies) > 0 {
+			delete(c.earlyReplies, p.x.ID)
+		}
 		return nil
 	}
 	c.entries = c.entries[:0]
@@ -813,7 +819,7 @@ func (c *Coordinator) store(ctx context.Context, changed []*saga.Execution) erro
 			continue
 		}
 		delete(c.begun, x.ID)
-		data, err := c.encode(func(dst []byte) ([]byte, error) { return wirejson.AppendExecution(dst, x) })
+		data, err := c.encodeSaga(x)
 		if err != nil {
 			return fmt.Errorf("encode saga %s: %w", x.ID, err)
 		}
@@ -884,6 +890,29 @@ func (c *Coordinator) encode(appendJSON func([]byte) ([]byte, error)) ([]byte, e
 	}
 	c.arena = arena
 	return arena[start:len(arena):len(arena)], nil
+}
+
+// encodeSaga encodes x to be stored, in the bucket or as an entry of the
+// saga log. A state that would not fit one message (every part within
+// its bound, the parts can add up to more under a small payload limit)
+// sheds what the saga can do without ([saga.Execution.Shed]) until it
+// fits, said at warn: a state that could not be stored would end every
+// term, at every recovery.
+func (c *Coordinator) encodeSaga(x *saga.Execution) ([]byte, error) {
+	// A log entry's overhead (sagalog.go): a message's 32 bytes, an
+	// entry's 22 and its key.
+	room := c.dataRoom() - 32 - 22 - len(x.ID)
+	for {
+		data, err := c.encode(func(dst []byte) ([]byte, error) { return wirejson.AppendExecution(dst, x) })
+		if err != nil || len(data) <= room {
+			return data, err
+		}
+		if !x.Shed() {
+			return nil, fmt.Errorf("state of %d bytes, room %d in a message, with nothing more to drop: %w", len(data), room, messages.ErrTooLarge)
+		}
+		c.log.Warn("saga state too large for a message: dropping what it can do without", "saga_id", x.ID, "saga", x.Saga,
+			"bytes", len(data), "room", room, "history_dropped", x.HistoryDropped, "step_outputs", len(x.Results), "error_bytes", len(x.Error))
+	}
 }
 
 // putAsync writes key guarded by rev, to expire after ttl when ttl > 0.
@@ -1100,9 +1129,10 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 		// It names its saga, step and seq, on its step's subject: the
 		// command in flight there, when it is that one, is answered.
 		return func(now time.Time, out *saga.Outbox) func(error) {
+			c.settleEarly(m, r.SagaID)
 			if cmd, ok := c.engine.Command(r.SagaID); ok && cmd.Saga == r.Saga && cmd.Step == r.Step && cmd.Seq == r.Seq &&
 				errors.Is(c.answerMalformed(cmd, err, now, out), saga.ErrEarly) {
-				return func(error) { _ = m.NakWithDelay(earlyDelay) }
+				return c.holdEarly(m, &r, now)
 			}
 			return func(err error) {
 				if err == nil {
@@ -1121,6 +1151,7 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 		return nil
 	}
 	return func(now time.Time, out *saga.Outbox) func(error) {
+		c.settleEarly(m, r.SagaID)
 		// Permissions let a role publish only the reply subjects of its
 		// own steps, so the subject names the role a reply came from.
 		if why := c.forged(&r); why != "" {
@@ -1146,7 +1177,7 @@ func (c *Coordinator) replyInput(m jetstream.Msg) input {
 		switch {
 		case errors.Is(err, saga.ErrEarly):
 			c.log.Debug("early reply held back", "saga_id", r.SagaID, "step", r.Step, "err", err)
-			return func(error) { _ = m.NakWithDelay(earlyDelay) }
+			return c.holdEarly(m, &r, now)
 		case errors.Is(err, saga.ErrStale):
 			c.log.Debug("stale reply ignored", "saga_id", r.SagaID, "step", r.Step, "attempt", r.Attempt, "err", err)
 		case errors.Is(err, saga.ErrUnknownSaga):
@@ -1243,6 +1274,3 @@ func (c *Coordinator) forged(r *messages.Reply) string {
 	return ""
 }
 
-// earlyDelay is how long an answer that came before its time (see
-// saga.ErrEarly) waits before JetStream offers it again.
-const earlyDelay = 20 * time.Millisecond

@@ -188,7 +188,7 @@ func (c *Coordinator) recordInput(m jetstream.Msg) input {
 		}
 		if early {
 			// The others were applied; offered again, they are stale.
-			return func(error) { _ = m.NakWithDelay(earlyDelay) }
+			return func(error) { _ = m.NakWithDelay(earlyWait(m)) }
 		}
 		return func(err error) {
 			if err == nil {
