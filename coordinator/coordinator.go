@@ -1273,4 +1273,3 @@ func (c *Coordinator) forged(r *messages.Reply) string {
 	}
 	return ""
 }
-
