@@ -149,6 +149,21 @@ func TestWatchKeptEvents(t *testing.T) {
 	require.ErrorIs(t, err, client.ErrNotFound)
 	require.Empty(t, read(client.Watch{Status: "timed_out", All: true, KeptOnly: true}))
 
+	// A message deleted, and one on another subject of the stream, among
+	// the latest: the latest are still found, and the read ends.
+	st, err := js.Stream(ctx, messages.EventStream)
+	require.NoError(t, err)
+	info, err := st.Info(ctx)
+	require.NoError(t, err)
+	require.NoError(t, st.DeleteMsg(ctx, info.State.LastSeq-1))
+	_, err = js.Publish(ctx, "natsaga.eventlog.probe", []byte("garbage"))
+	require.NoError(t, err)
+	kept := read(client.Watch{All: true, KeptOnly: true})
+	require.Len(t, kept, len(all)-1, "one event deleted")
+	require.Equal(t, all[len(all)-1], kept[len(kept)-1])
+	require.Equal(t, kept[len(kept)-2:], read(client.Watch{Last: 2, KeptOnly: true}))
+	require.Equal(t, kept[len(kept)-1:], read(client.Watch{Last: 1, KeptOnly: true}))
+
 	// Without KeptOnly the latest come, then the new ones.
 	events, err = c.Watch(ctx, client.Watch{Last: 1})
 	require.NoError(t, err)

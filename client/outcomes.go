@@ -378,7 +378,7 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 	// more.
 	filter := messages.EventLogSubject(sagaTok, statusTok)
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverNewPolicy}
-	kept, skip, err := f.start(ctx, js, &cfg, sagaTok == "*" && statusTok == "*")
+	kept, skip, last, err := f.start(ctx, js, &cfg, sagaTok == "*" && statusTok == "*")
 	if err != nil {
 		return nil, err
 	}
@@ -406,16 +406,25 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 		// With Last, the kept batches' events are held until the last
 		// kept batch is read, and only the latest Last of them given.
 		var held []messages.Event
+		// inKept is true while kept batches are read: until skip+kept
+		// are, the last of them (stream sequence last) is, or the
+		// stream holds no more.
+		inKept := f.KeptOnly || f.Last > 0
+		endKept := func() bool {
+			inKept = false
+			for _, ev := range held[max(len(held)-f.Last, 0):] {
+				if !yield(ev, nil) {
+					return false
+				}
+			}
+			held = nil
+			return !f.KeptOnly
+		}
 		// read counts the kept batches read, those skipped and those
 		// that do not decode included.
-		for read := 0; !f.KeptOnly || read < skip+kept; read++ {
-			if f.Last > 0 && read == skip+kept {
-				for _, ev := range held[max(len(held)-f.Last, 0):] {
-					if !yield(ev, nil) {
-						return
-					}
-				}
-				held = nil
+		for read := 0; ; read++ {
+			if inKept && read == skip+kept && !endKept() {
+				return
 			}
 			m, err := it.Next()
 			if err != nil {
@@ -424,26 +433,29 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 				}
 				return
 			}
-			if read < skip {
-				continue
+			meta, _ := m.Metadata()
+			if inKept && meta != nil && meta.Sequence.Stream > last && !endKept() {
+				return // a new batch, and only the kept ones were asked for
 			}
-			events, err := wirejson.DecodeEventBatch(m.Data())
-			if err != nil {
-				c.log.Warn("bad event batch", "subject", m.Subject(), "err", err)
-				continue
-			}
-			if f.Last > 0 && read < skip+kept {
-				held = append(held, events...)
-				continue
-			}
-			for _, ev := range events {
-				if !yield(ev, nil) {
-					return
+			if kept := inKept; read >= skip {
+				events, err := wirejson.DecodeEventBatch(m.Data())
+				switch {
+				case err != nil:
+					c.log.Warn("bad event batch", "subject", m.Subject(), "err", err)
+				case kept && f.Last > 0:
+					held = append(held, events...)
+					if len(held) > 2*f.Last {
+						held = append(held[:0], held[len(held)-f.Last:]...)
+					}
+				default:
+					for _, ev := range events {
+						if !yield(ev, nil) {
+							return
+						}
+					}
 				}
 			}
-		}
-		for _, ev := range held[max(len(held)-f.Last, 0):] {
-			if !yield(ev, nil) {
+			if inKept && meta != nil && (meta.NumPending == 0 || meta.Sequence.Stream >= last) && !endKept() {
 				return
 			}
 		}
@@ -480,37 +492,45 @@ func (f *Watch) check() error {
 // start sets where cfg, filtered for f (on every subject of the event
 // stream when unfiltered), starts reading, and returns how many kept
 // batches come before the new ones (kept: counted when the sequence must
-// end after them or start at the latest Last) and how many of the oldest
-// to pass over to get there (skip).
-func (f *Watch) start(ctx context.Context, js jetstream.JetStream, cfg *jetstream.OrderedConsumerConfig, unfiltered bool) (kept, skip int, err error) {
+// end after them or start at the latest Last), how many of the oldest to
+// pass over to get there (skip), and the stream's last sequence (last):
+// the kept batches end there, or where the stream holds no more.
+func (f *Watch) start(ctx context.Context, js jetstream.JetStream, cfg *jetstream.OrderedConsumerConfig, unfiltered bool) (kept, skip int, last uint64, err error) {
 	if f.All || f.Last > 0 {
 		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
 	}
 	if !f.KeptOnly && f.Last == 0 {
-		return 0, 0, nil
+		return 0, 0, 0, nil
 	}
 	stream, err := js.Stream(ctx, messages.EventStream)
 	if err != nil {
-		return 0, 0, noEventStream(err)
+		return 0, 0, 0, noEventStream(err)
 	}
 	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(cfg.FilterSubjects[0]))
 	if err != nil {
-		return 0, 0, fmt.Errorf("watch: %w", err)
+		return 0, 0, 0, fmt.Errorf("watch: %w", err)
 	}
+	matched := uint64(0)
 	for _, n := range info.State.Subjects {
-		kept += int(n)
+		matched += n
 	}
+	st := info.State
+	kept = int(matched)
 	if f.Last > 0 && kept > f.Last {
 		skip, kept = kept-f.Last, f.Last
 	}
 	if unfiltered && skip > 0 {
-		// Unfiltered, the stream's sequence numbers are contiguous: start
-		// at the first batch wanted rather than read past the others.
+		// Start near the end rather than read past the others: far
+		// enough back that the batches up to the last hold the kept
+		// ones, whatever messages on other subjects of the stream, or
+		// deleted, lie among them. More may be read than kept: the
+		// latest Last events of them are given.
+		back := uint64(kept) + (st.Msgs - min(matched, st.Msgs)) + uint64(st.NumDeleted)
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = info.State.LastSeq - uint64(kept) + 1
-		skip = 0
+		cfg.OptStartSeq = max(st.FirstSeq, st.LastSeq-min(back, st.LastSeq)+1)
+		skip, kept = 0, int(st.LastSeq-cfg.OptStartSeq+1)
 	}
-	return kept, skip, nil
+	return kept, skip, st.LastSeq, nil
 }
 
 // subjectOf returns the subject of the saga type named name, as events
