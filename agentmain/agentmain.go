@@ -129,6 +129,8 @@ func parse(r Role, args []string, getenv func(string) string, stderr io.Writer) 
 	fs.IntVar(&o.Replicas, "replicas", 1, "copies of the role's state and record streams, when this agent creates them (a cluster's servers at most)")
 	fs.IntVar(&o.MaxRecordValues, "record-values", kvlog.DefaultMaxValues,
 		"barrier records held in memory; older ones are read from the server when a command needs one")
+	fs.BoolVar(&o.SkipCopiesCheck, "skip-copies-check", false,
+		"start without asking the role's running copies their wire version and serial (micro INFO, which any agent may forge): only when every copy runs one build")
 	if r.Flags != nil {
 		r.Flags(fs)
 	}

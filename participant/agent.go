@@ -84,6 +84,14 @@ type Options struct {
 	// together (see the package doc). Concurrency does not apply. A serial
 	// role must not hold commands for simulation time (Step.Duration).
 	Serial bool
+	// SkipCopiesCheck skips the check, as the agent starts and once
+	// after, that no copy of its role speaks another wire version
+	// ([ErrOtherVersion]) or runs serial otherwise ([ErrOtherSerial]).
+	// The check believes every agent's micro INFO answer, and every
+	// agent's user may answer one (it serves discovery): set it when a
+	// forged answer keeps a role's copies from starting, after making
+	// sure every copy runs one build.
+	SkipCopiesCheck bool
 	// Init, when set, runs once the store is open, before any command is
 	// handled; it typically seeds state with Init ([Store.Init]).
 	Init func(ctx context.Context, s agent.Seeder) error
@@ -496,7 +504,9 @@ func temporary(err error) bool {
 func (a *Agent) runOnce(ctx context.Context) error {
 	// Before anything of the role is made: the record stream this copy
 	// creates is what tells a coordinator that the role speaks version 3.
-	if err := a.checkCopies(ctx); err != nil {
+	if a.opts.SkipCopiesCheck {
+		a.log.Warn("the check of the role's copies is skipped: every copy must run one build, serial alike")
+	} else if err := a.checkCopies(ctx); err != nil {
 		return err
 	}
 	store, err := OpenStore(ctx, a.nc, a.opts.Role, true, a.opts.Replicas)
@@ -605,7 +615,9 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	}()
 	go func() {
 		defer close(rechecked)
-		a.recheckCopies(ctx, stopServing)
+		if !a.opts.SkipCopiesCheck {
+			a.recheckCopies(ctx, stopServing)
+		}
 	}()
 	// Commands in hand are finished after ctx ends, within a grace of one
 	// ack wait: past it, JetStream would redeliver them anyway.
