@@ -153,6 +153,17 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	if err := spawnOnly(fs, c.spawn); err != nil {
 		return c, err
 	}
+	// 0 stands for the scenario's ledger when left out, so given it would
+	// be taken for that without a word.
+	var zero []string
+	fs.Visit(func(f *flag.Flag) {
+		if (f.Name == "budget" || f.Name == "fund") && f.Value.String() == "0" {
+			zero = append(zero, "-"+f.Name+" 0")
+		}
+	})
+	if len(zero) > 0 {
+		return c, fmt.Errorf("%s: must be positive; leave it out for the scenario's", strings.Join(zero, ", "))
+	}
 	return c, c.validate()
 }
 
@@ -237,8 +248,16 @@ func (c *config) validate() error {
 				errs = append(errs, fmt.Errorf("-bin %s: not a directory", messages.Quote(c.binDir)))
 			}
 		}
-	} else if err := c.conn.Check(); err != nil {
-		// The server the run drives, checked before anything starts.
+	}
+	// The server the run drives, or, spawned, what floodsim's own
+	// connection keeps of the flags (its waits, its inbox prefix; the
+	// embedded server takes no credentials): checked before anything
+	// starts.
+	conn := c.conn
+	if c.spawn {
+		conn = conn.Embedded(cli.DefaultURL)
+	}
+	if err := conn.Check(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

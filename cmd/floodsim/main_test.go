@@ -134,6 +134,16 @@ func TestParseFlags(t *testing.T) {
 	require.ErrorContains(t, err, "NATS security options: stat /nonexistent/x.creds")
 	_, err = parseFlags([]string{"-spawn=false", "-inbox-prefix", "saga"}, env(), io.Discard)
 	require.ErrorContains(t, err, `-inbox-prefix "saga": natsaga answers no inbox inside its own subjects`)
+	// Spawning, what its own connection keeps of the flags is checked as
+	// well, before anything starts; the credentials, for another server,
+	// are dropped, not checked.
+	stderr.Reset()
+	require.Equal(t, 2, mainCode([]string{"-reconnect-wait", "-1s"}, env(), io.Discard, &stderr))
+	require.Equal(t, "floodsim: -reconnect-wait -1s: must not be negative\n", stderr.String())
+	_, err = parseFlags([]string{"-creds", "/nonexistent/x.creds", "-tls-ca", "/nonexistent/ca.pem"}, env("NATS_NKEY", "/nonexistent/n.nk"), io.Discard)
+	require.NoError(t, err)
+	_, err = parseFlags([]string{"-budget", "0", "-fund", "0"}, env(), io.Discard)
+	require.EqualError(t, err, "-budget 0, -fund 0: must be positive; leave it out for the scenario's")
 	_, err = parseFlags([]string{"-households", "100000", "-ticks", "100", "-insurer-agents", "32"}, env(), io.Discard)
 	require.NoError(t, err, "the largest documented run, and the most copies")
 }

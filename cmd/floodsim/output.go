@@ -66,8 +66,31 @@ func openOutputs(c *config) (_ *outputs, err error) {
 			return nil, usageError{fmt.Errorf("-%s: cannot write the file: %w", f.name, err)}
 		}
 		*f.out = out
+		// Another name of a file named already (relative and absolute,
+		// a link): the later write would replace the earlier.
+		if other := o.sameAs(out); other != nil {
+			return nil, usageError{fmt.Errorf("-%s and -%s name the same file, %s and %s", other.flag, f.name, other.path, f.path)}
+		}
 	}
 	return o, nil
+}
+
+// sameAs returns the output opened before out that is the same regular
+// file, if any.
+func (o *outputs) sameAs(out *output) *output {
+	st, err := out.f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return nil
+	}
+	for _, prev := range []*output{o.outcomes, o.json, o.html} {
+		if prev == nil || prev == out || prev.f == nil {
+			continue
+		}
+		if sameFile(st, prev.f) {
+			return prev
+		}
+	}
+	return nil
 }
 
 // write replaces the file's content with data and closes it. A file the

@@ -44,6 +44,17 @@ func TestOutputNotWritable(t *testing.T) {
 	same := filepath.Join(dir, "report")
 	require.Equal(t, 2, mainCode(append([]string{"-json", same, "-html", same}, small...), env(), io.Discard, &stderr), stderr.String())
 	require.Equal(t, "floodsim: -json and -html name the same file, "+same+"\n", stderr.String())
+	// Named otherwise: relative and absolute, and through a link.
+	link := filepath.Join(dir, "link")
+	require.NoError(t, os.Symlink(same, link))
+	t.Chdir(dir)
+	for _, args := range [][]string{{"-outcomes", "report", "-json", same}, {"-outcomes", same, "-html", link}} {
+		stderr.Reset()
+		require.Equal(t, 2, mainCode(append(args, small...), env(), io.Discard, &stderr), stderr.String())
+		require.Equal(t, fmt.Sprintf("floodsim: %s and %s name the same file, %s and %s\n", args[0], args[2], args[1], args[3]), stderr.String())
+	}
+	_, err := os.Stat(same)
+	require.ErrorIs(t, err, os.ErrNotExist, "the file created for the run is removed")
 	varz, err := ns.Varz(nil)
 	require.NoError(t, err)
 	require.Zero(t, varz.TotalConnections, "floodsim connected to the server")

@@ -107,7 +107,7 @@ func run(ctx context.Context, c config, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer sys.stop()
-		conn.URL, conn.User, conn.Password = sys.URL(), "", ""
+		conn = conn.Embedded(sys.URL())
 		if want == 0 {
 			want = c.spawned()
 		}

@@ -61,6 +61,16 @@ type Conn struct {
 	ReconnectWait time.Duration
 }
 
+// Embedded returns c for a server this process started itself at url,
+// which has no users and no TLS: the credentials and TLS files c was
+// given, for another server, are dropped, as [ChildEnv] drops them for
+// the children; the waits and the inbox prefix are kept.
+func (c Conn) Embedded(url string) Conn {
+	c.URL, c.User, c.Password, c.Creds, c.NkeySeed = url, "", "", "", ""
+	c.TLSCA, c.TLSCert, c.TLSKey = "", "", ""
+	return c
+}
+
 // ChildEnv clears, for a child process that reaches another server, every
 // variable Register reads a credential from; and NATSAGA_METRICS_ADDR,
 // one process's address, which every child would try to listen on.

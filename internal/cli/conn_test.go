@@ -353,3 +353,12 @@ func TestConnectRefusesFilesThatDoNotLoad(t *testing.T) {
 	require.NotErrorIs(t, err, cli.ErrSecurity)
 	require.NotErrorIs(t, err, cli.ErrBadFlag, "no server there is not a bad flag")
 }
+
+// TestEmbedded keeps of a connection, for a server the process started,
+// its waits and inbox prefix, and none of its credentials or TLS files.
+func TestEmbedded(t *testing.T) {
+	c := cli.Conn{URL: "tls://far:4222", User: "u", Password: "p", Creds: "c", NkeySeed: "n", TLSCA: "ca", TLSCert: "cert", TLSKey: "key",
+		InboxPrefix: "_INBOX_me", Wait: time.Second, MaxReconnects: 3, ReconnectWait: 2 * time.Second}
+	require.Equal(t, cli.Conn{URL: "nats://127.0.0.1:1", InboxPrefix: "_INBOX_me", Wait: time.Second, MaxReconnects: 3, ReconnectWait: 2 * time.Second},
+		c.Embedded("nats://127.0.0.1:1"))
+}
