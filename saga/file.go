@@ -128,7 +128,8 @@ func ParseFile(data []byte) ([]Definition, error) {
 // first key of data's objects (sorted, an object's) that is not a field
 // of its object written exactly: encoding/json takes a key that differs
 // from a field's name in case only ("Roles", "TIMEOUT_TICKS"), and of
-// one field given twice in two cases counts the last silently.
+// one field given twice in two cases counts the last silently. It
+// returns an error for a field given null too.
 func exactFields(data []byte) error {
 	var v any
 	if err := json.Unmarshal(data, &v); err != nil {
@@ -157,6 +158,11 @@ func fieldsOf(v any, t reflect.Type) error {
 			f, ok := fieldNamed(t, key)
 			if !ok {
 				return fmt.Errorf("json: unknown field %q", key)
+			}
+			if obj[key] == nil {
+				// encoding/json leaves a field given null as it was:
+				// taken for left out, its default, without a word.
+				return fmt.Errorf("field %q is null: give it a value, or leave it out for its default", key)
 			}
 			if err := fieldsOf(obj[key], f.Type); err != nil {
 				return err

@@ -123,10 +123,16 @@ func TestParseFileRefusesWhatIsNotTheFormat(t *testing.T) {
 		"not JSON":       `roles: [r]`,
 		"two objects":    `{"roles":["r"],"sagas":[{"name":"s","subject":"s","steps":[{"name":"a","role":"r"}]}]} {}`,
 		"too large":      `{"roles":["` + strings.Repeat("r", saga.MaxFileSize) + `"]}`,
+		"null":           `{"roles":["r"],"sagas":[{"name":"s","subject":"s","timeout_ticks":null,"steps":[{"name":"a","role":"r"}]}]}`,
+		"null in a step": `{"roles":["r"],"sagas":[{"name":"s","subject":"s","steps":[{"name":"a","role":"r","retry":null}]}]}`,
+		"null roles":     `{"roles":null,"sagas":[]}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := saga.ParseFile([]byte(data))
 			require.ErrorIs(t, err, saga.ErrInvalidDefinition)
+			if strings.HasPrefix(name, "null") {
+				require.ErrorContains(t, err, "is null: give it a value, or leave it out for its default")
+			}
 			var fe *saga.FieldError
 			require.False(t, errors.As(err, &fe), "a decoding error, not a field's: %v", err)
 		})
