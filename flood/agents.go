@@ -126,10 +126,24 @@ func HouseholdSteps() []agent.Step {
 // A run makes a few applications a household (about seven in 100 ticks).
 const MaxApplications = 256
 
-func setApplication(tx agent.Tx, cmd *messages.Command, status string) error {
+// householdOf returns the household cmd's context names, and rejects a
+// command whose household_id is missing, not a string, or not a token,
+// saying which.
+func householdOf(cmd *messages.Command) (string, error) {
 	id, err := cmd.Context.String(KeyHousehold)
-	if err != nil || !messages.ValidToken(id) {
-		return agent.Reject("bad %s: %q", KeyHousehold, id)
+	switch {
+	case err != nil:
+		return "", agent.Reject("bad %s: %v", KeyHousehold, err)
+	case !messages.ValidToken(id):
+		return "", agent.Reject("bad %s: %q", KeyHousehold, id)
+	}
+	return id, nil
+}
+
+func setApplication(tx agent.Tx, cmd *messages.Command, status string) error {
+	id, err := householdOf(cmd)
+	if err != nil {
+		return err
 	}
 	var h House
 	if _, err := tx.Get(HouseKey(id), &h); err != nil {
@@ -278,9 +292,9 @@ func contractorTicks(cmd *messages.Command) (int64, bool) {
 func ContractorSteps() []agent.Step {
 	elevate := func(up bool) func(tx agent.Tx, cmd *messages.Command) error {
 		return func(tx agent.Tx, cmd *messages.Command) error {
-			id, err := cmd.Context.String(KeyHousehold)
-			if err != nil || !messages.ValidToken(id) {
-				return agent.Reject("bad %s: %q", KeyHousehold, id)
+			id, err := householdOf(cmd)
+			if err != nil {
+				return err
 			}
 			var h House
 			if _, err := tx.Get(HouseKey(id), &h); err != nil {

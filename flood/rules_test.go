@@ -263,7 +263,13 @@ func TestHouseRules(t *testing.T) {
 		m := agent.NewMemory()
 		runCalls(t, m, flood.Household, flood.Subsidy, []call{
 			ex("a1", "household_applies", kv(flood.KeyHousehold, "h.1"), agent.Applied, messages.Failed).because(`bad household_id: "h.1"`),
-			ex("a2", "household_applies", kv(), agent.Applied, messages.Failed).because(`bad household_id: ""`),
+			ex("a2", "household_applies", kv(), agent.Applied, messages.Failed).because(`bad household_id: context key "household_id": missing key`),
+			ex("a3", "household_applies", kv(flood.KeyHousehold, 123), agent.Applied, messages.Failed).
+				because(`bad household_id: context key "household_id": json: cannot unmarshal number into Go value of type string`),
+		})
+		runCalls(t, m, flood.Contractor, flood.Elevation, []call{
+			ex("e0", "contractor_elevates", kv(flood.KeyHousehold, nil), agent.Applied, messages.Failed).
+				because(`bad household_id: ""`), // null decodes as ""
 		})
 	})
 	t.Run("the contractor elevates and undoes it", func(t *testing.T) {
