@@ -191,6 +191,9 @@ type Agent struct {
 	batch int
 	mu    sync.Mutex
 	held  []*heldJob // commands waiting for simulation time
+	// letHeldGo is set once the agent stops: a command it would hold is
+	// left for another copy instead (runHeld).
+	letHeldGo bool
 	// inHand holds the messages taken in and not yet settled (wire.go).
 	inHand map[*wireBatch]struct{}
 	wake   chan struct{}
@@ -625,6 +628,15 @@ func (a *Agent) runOnce(ctx context.Context) error {
 	defer abandon()
 	stopGrace := context.AfterFunc(ctx, func() { time.AfterFunc(a.opts.AckWait, abandon) })
 	defer stopGrace()
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		a.keepInHandUntil(inHand)
+	}()
+	defer func() {
+		abandon()
+		<-kept
+	}()
 
 	acked := make(chan struct{})
 	go func() {
@@ -1282,40 +1294,67 @@ func (a *Agent) hold(ctx context.Context, cmd *messages.Command, m jetstream.Msg
 		_ = m.NakWithDelay(time.Second)
 		return
 	}
-	a.cmdLog(cmd).Debug("holding command for simulation time", "due_tick", due)
 	a.mu.Lock()
+	if a.letHeldGo {
+		a.mu.Unlock()
+		a.cmdLog(cmd).Debug("stopping: a command to hold is left for another copy", "due_tick", due)
+		_ = m.NakWithDelay(letGoDelay)
+		return
+	}
 	a.held = append(a.held, &heldJob{due: due, cmd: *cmd, msg: m})
 	a.mu.Unlock()
+	a.cmdLog(cmd).Debug("holding command for simulation time", "due_tick", due)
 	select {
 	case a.wake <- struct{}{}:
 	default:
 	}
 }
 
+// letGoDelay is how long a command held for simulation time that a
+// stopping copy lets go waits before it is delivered again: long enough
+// for the copy's own pulls to end, which it would otherwise be delivered
+// to, and lost to them until its ack wait.
+const letGoDelay = time.Second
+
+// keepInHandUntil keeps every message in hand from being redelivered
+// until inHand ends: a copy that stops finishes what it runs within its
+// grace, and a command delivered meanwhile to another copy would run
+// there too, twice at once should this copy then let it go. The messages
+// are kept on a goroutine of their own: the commands of a busy tick may
+// take longer to run than the ack wait.
+func (a *Agent) keepInHandUntil(inHand context.Context) {
+	renew := time.NewTicker(a.opts.AckWait / 3)
+	defer renew.Stop()
+	for {
+		select {
+		case <-inHand.Done():
+			return
+		case <-renew.C:
+			a.keepInHand()
+		}
+	}
+}
+
 // runHeld runs held commands as they fall due, at most Concurrency at a
-// time, and keeps every message in hand from being redelivered, until ctx
-// ends; the commands it runs use inHand. The messages are kept on a
-// goroutine of their own: the commands of a busy tick may take longer to
-// run than the ack wait.
+// time, until ctx ends, and then lets the commands still held go to
+// another copy. The commands it runs use inHand.
 func (a *Agent) runHeld(ctx, inHand context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Go(func() {
-		renew := time.NewTicker(a.opts.AckWait / 3)
-		defer renew.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-renew.C:
-				a.keepInHand()
-			}
-		}
-	})
 	sem := make(chan struct{}, a.opts.Concurrency)
 	for {
 		select {
 		case <-ctx.Done():
+			a.mu.Lock()
+			held := a.held
+			a.held, a.letHeldGo = nil, true
+			a.mu.Unlock()
+			for _, j := range held {
+				_ = j.msg.NakWithDelay(letGoDelay)
+			}
+			if len(held) > 0 {
+				a.log.Info("stopping: the commands held for simulation time are left for another copy", "held", len(held))
+			}
 			return
 		case <-a.wake:
 			now := a.tick.Load()

@@ -604,3 +604,38 @@ func TestReplyBesideAHeldCommandIsStoredInPlace(t *testing.T) {
 	require.Equal(t, "the till is jammed", r.Reason)
 	require.Eventually(t, func() bool { return till.Stats().Handled == 1 }, 10*time.Second, 10*time.Millisecond)
 }
+
+// TestAStoppingCopyLetsItsHeldCommandsGo stops a copy holding a command
+// for simulation time: it lets the command go at once, and the next copy,
+// started after, completes it at its tick, though the role's ack wait,
+// after which the command would come back otherwise, is a minute.
+func TestAStoppingCopyLetsItsHeldCommandsGo(t *testing.T) {
+	_, url := testenv.Server(t)
+	def := saga.Definition{Name: "bake", Subject: "bake", Steps: []saga.Step{{Name: "proof", Role: "baker", TimeoutTicks: 100}}}
+	testenv.Coordinator(t, url, []saga.Definition{def})
+	var ran atomic.Int32
+	step := []agent.Step{{Saga: "bake", Name: "proof", Duration: func(*messages.Command) int64 { return 3 },
+		Handler: agent.Handler{
+			Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+				ran.Add(1)
+				return nil, nil
+			},
+			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
+		}}}
+	a, err := participant.New(testenv.Connect(t, url), participant.Options{Role: "baker", AckWait: time.Minute, Logger: testenv.Logger(t), Steps: step})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- a.Run(ctx) }()
+	nc := testenv.Connect(t, url)
+	replies := repliesOn(t, nc, "bake", "proof", 16)
+	id := testenv.Start(t, nc, "bake", nil)
+	waitWorking(t, replies, 1)
+	cancel()
+	require.NoError(t, <-stopped)
+
+	testenv.Agent(t, url, participant.Options{Role: "baker", AckWait: time.Minute, Steps: step})
+	testenv.Tick(t, nc, 3)
+	testenv.WaitStatus(t, nc, id, saga.Completed)
+	require.Equal(t, int32(1), ran.Load())
+}

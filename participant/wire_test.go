@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -672,4 +673,53 @@ func TestAStopLeavesTheCommandForAnotherCopy(t *testing.T) {
 			require.Equal(t, 1, x.Attempt, "the first attempt, answered by the next copy")
 		})
 	}
+}
+
+// TestAStoppingCopyKeepsItsCommandUntilItLetsGo stops a copy whose
+// handler runs on through the grace the stop gives it (one ack wait): the
+// copy keeps the command meanwhile, so that it is not delivered to another
+// copy while it still runs here, and then lets it go. The next copy gets
+// it once, where it used to get it twice, side by side: redelivered when
+// the stopping copy stopped keeping it, and again when that copy let it
+// go.
+func TestAStoppingCopyKeepsItsCommandUntilItLetsGo(t *testing.T) {
+	_, url := testenv.Server(t)
+	def := saga.Definition{Name: "once", Subject: "once", Steps: []saga.Step{{Name: "try", Role: "worker"}}}
+	testenv.Coordinator(t, url, []saga.Definition{def})
+	nc := testenv.Connect(t, url)
+	step := func(h agent.Handler) []agent.Step { return []agent.Step{{Saga: "once", Name: "try", Handler: h}} }
+	compensate := func(context.Context, agent.Tx, *messages.Command) error { return nil }
+	entered := make(chan struct{}, 1)
+	a, err := participant.New(testenv.Connect(t, url), participant.Options{Role: "worker", Name: "worker-1", AckWait: 2 * time.Second,
+		Logger: testenv.Logger(t), Steps: step(agent.Handler{Compensate: compensate,
+			Execute: func(ctx context.Context, _ agent.Tx, _ *messages.Command) (messages.Context, error) {
+				entered <- struct{}{}
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}})})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(ctx) }()
+	id := testenv.Start(t, nc, "once", nil)
+	<-entered
+
+	var runs atomic.Int32
+	release := make(chan struct{})
+	testenv.Agent(t, url, participant.Options{Role: "worker", Name: "worker-2", AckWait: 2 * time.Second,
+		Steps: step(agent.Handler{Compensate: compensate,
+			Execute: func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) {
+				runs.Add(1)
+				<-release
+				return nil, nil
+			}})})
+	released := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(released) // before the copy stops, should a check fail
+	cancel()
+	require.NoError(t, <-ran)
+	require.Eventually(t, func() bool { return runs.Load() >= 1 }, 10*time.Second, 5*time.Millisecond)
+	require.Never(t, func() bool { return runs.Load() > 1 }, 500*time.Millisecond, 5*time.Millisecond, "delivered to the next copy once")
+	released()
+	testenv.WaitStatus(t, nc, id, saga.Completed)
+	require.Equal(t, int32(1), runs.Load())
 }
