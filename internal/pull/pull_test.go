@@ -154,8 +154,12 @@ func TestLoopOpensAgainOnAServerThatLostTheConsumer(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(s.Shutdown)
 	require.Eventually(t, func() bool { return nc.IsConnected() }, 10*time.Second, 5*time.Millisecond)
-	_, err = js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, Retention: jetstream.WorkQueuePolicy})
-	require.NoError(t, err)
+	// The request may time out on a loaded machine (the suite under
+	// -race beside other work) while the new server settles: asked again.
+	require.Eventually(t, func() bool {
+		_, err = js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, Retention: jetstream.WorkQueuePolicy})
+		return err == nil
+	}, 30*time.Second, 10*time.Millisecond, "the stream made again")
 	_, err = js.Publish(context.Background(), "s.a", []byte("after"))
 	require.NoError(t, err)
 	select {
