@@ -208,7 +208,16 @@ func (c *Client) WithAttempts(n int) *Client {
 // does not come in time or nobody listens yet; any other error, or the end
 // of ctx, ends it.
 func (c *Client) request(ctx context.Context, subject string, req, resp any) error {
-	return c.send(ctx, subject, req, resp, true)
+	return c.send(ctx, subject, "", req, resp, true)
+}
+
+// requestHeard is request for a subject that others hear and do not
+// answer (agents hear ticks): the server never says that nobody listens
+// to it, so an attempt not answered in time asks presence, a subject the
+// same process answers, and counts as heard by nobody when nobody answers
+// that, as a coordinator restarting.
+func (c *Client) requestHeard(ctx context.Context, subject, presence string, req, resp any) error {
+	return c.send(ctx, subject, presence, req, resp, true)
 }
 
 // requestOnce is request for a request that may take effect twice (a start
@@ -216,12 +225,12 @@ func (c *Client) request(ctx context.Context, subject string, req, resp any) err
 // since nobody received it, but one whose answer did not come in time is
 // not, since it may have taken effect.
 func (c *Client) requestOnce(ctx context.Context, subject string, req, resp any) error {
-	return c.send(ctx, subject, req, resp, false)
+	return c.send(ctx, subject, "", req, resp, false)
 }
 
 // send is request; resend says whether a request whose answer did not
-// come in time is sent again.
-func (c *Client) send(ctx context.Context, subject string, req, resp any, resend bool) error {
+// come in time is sent again, and presence, when set, is requestHeard's.
+func (c *Client) send(ctx context.Context, subject, presence string, req, resp any, resend bool) error {
 	data, err := json.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("%s: encode: %w: %w", subject, ErrBadRequest, err)
@@ -261,6 +270,9 @@ func (c *Client) send(ctx context.Context, subject string, req, resp any, resend
 			return fmt.Errorf("%s: %w", subject, ctx.Err())
 		}
 		noResponders := errors.Is(err, nats.ErrNoResponders)
+		if presence != "" && !noResponders && c.absent(ctx, presence) {
+			noResponders, err = true, fmt.Errorf("%w: %s heard, and %s answered by nobody", nats.ErrNoResponders, subject, presence)
+		}
 		nobody = nil
 		if noResponders {
 			nobody = err
@@ -307,6 +319,14 @@ func (c *Client) send(ctx context.Context, subject string, req, resp any, resend
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// absent reports whether nobody answers presence, asked once.
+func (c *Client) absent(ctx context.Context, presence string) bool {
+	rctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	_, err := c.nc.RequestWithContext(rctx, presence, []byte(`{"v":1}`))
+	return errors.Is(err, nats.ErrNoResponders)
 }
 
 // fits returns an error wrapping ErrBadRequest for a request of n bytes
@@ -462,7 +482,7 @@ func (c *Client) StartMany(ctx context.Context, starts []Start, concurrency int)
 			wg    sync.WaitGroup
 		)
 		sem := make(chan struct{}, concurrency)
-		for _, batch := range c.startBatches(pending, encoded) {
+		for _, batch := range c.startBatches(pending, starts, encoded) {
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
@@ -552,25 +572,34 @@ func (c *Client) stuckStarts(ctx context.Context, starts []Start, busy []int, er
 	return kept, &sum
 }
 
-// startBatches splits pending, indexes of encoded starts, into batches that
-// fit the server's payload limit, of at most messages.MaxStartsFor it.
-func (c *Client) startBatches(pending []int, encoded []json.RawMessage) [][]int {
+// startBatches splits pending, indexes of starts encoded, into batches
+// that fit the server's payload limit, of at most messages.MaxStartsFor
+// it. The starts with an id and those without go in batches apart: a
+// batch is sent again when its answer does not come only if every start
+// of it has an id (startBatch), since one without would start another
+// saga.
+func (c *Client) startBatches(pending []int, starts []Start, encoded []json.RawMessage) [][]int {
 	room := int(min(c.nc.MaxPayload(), messages.MaxPayload)) - 64 // the envelope
 	most := max(1, messages.MaxStartsFor(c.nc.MaxPayload()))
 	var batches [][]int
-	var cur []int
-	size := 0
-	for _, i := range pending {
-		n := len(encoded[i]) + 1
-		if len(cur) > 0 && (len(cur) == most || size+n > room) {
-			batches = append(batches, cur)
-			cur, size = nil, 0
+	for _, withID := range []bool{true, false} {
+		var cur []int
+		size := 0
+		for _, i := range pending {
+			if (starts[i].ID != "") != withID {
+				continue
+			}
+			n := len(encoded[i]) + 1
+			if len(cur) > 0 && (len(cur) == most || size+n > room) {
+				batches = append(batches, cur)
+				cur, size = nil, 0
+			}
+			cur = append(cur, i)
+			size += n
 		}
-		cur = append(cur, i)
-		size += n
-	}
-	if len(cur) > 0 {
-		batches = append(batches, cur)
+		if len(cur) > 0 {
+			batches = append(batches, cur)
+		}
 	}
 	return batches
 }
@@ -637,7 +666,7 @@ func (c *Client) Tick(ctx context.Context, tick int64) (messages.TickAck, error)
 	var ack messages.TickAck
 	answer, err := retryBusy(ctx, c.log, func(ctx context.Context) (*messages.WireError, error) {
 		ack = messages.TickAck{}
-		if err := c.request(ctx, messages.TickSubject, messages.Tick{V: messages.Version, Tick: tick}, &ack); err != nil {
+		if err := c.requestHeard(ctx, messages.TickSubject, messages.SummarySubject, messages.Tick{V: messages.Version, Tick: tick}, &ack); err != nil {
 			return nil, err
 		}
 		return ack.Error, nil

@@ -154,6 +154,30 @@ func TestWaitQuietGivesUpOnAnAgentThatBreaksItsWord(t *testing.T) {
 	require.Equal(t, "tick 0: 1 command due had no answer for 200ms; waiting for s (greeting, execute greet.say_hello, attempt 1)", nq.Error())
 }
 
+// TestWaitQuietBoundedWithNoCoordinator: with no coordinator to answer a
+// summary (stopped, a standby not yet taken over), the wait still gives
+// up at its bounds, Within or Limit, not once the client's patience for a
+// coordinator restarting (a minute) has passed.
+func TestWaitQuietBoundedWithNoCoordinator(t *testing.T) {
+	_, url := testenv.Server(t)
+	c, err := client.New(testenv.Connect(t, url), client.Options{Logger: testenv.Logger(t)})
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		q    client.Quiet
+		says string
+	}{
+		{client.Quiet{Within: 300 * time.Millisecond}, "tick 0: not quiet within 300ms; the coordinator answers no summary: "},
+		{client.Quiet{Limit: 300 * time.Millisecond}, "tick 0: nothing answered for 300ms; the coordinator answers no summary: "},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		_, err := c.WaitQuiet(ctx, tc.q)
+		require.ErrorIs(t, err, client.ErrNotQuiet)
+		require.NoError(t, ctx.Err(), "given up at the wait's bound, before the context's")
+		require.ErrorContains(t, err, tc.says)
+		cancel()
+	}
+}
+
 // TestWaitQuietSeesRankedSagasMove: a ranked saga's next command is due as
 // the answer to its last comes, so the due count stays the same while the
 // saga moves; the wait takes the answers applied as progress, and does not

@@ -117,9 +117,12 @@ func TestStartSentAgainOnlyWithAnID(t *testing.T) {
 	require.ErrorContains(t, err, "natsaga.start.greet: no answer in 3 attempts (3 not answered within 50ms, 0 heard by nobody): what answers it (the coordinator, or the role's agents for a query) is there, and slow")
 	require.Equal(t, 1+3, received(single))
 
+	// Apart from the one without an id, the one with an id is sent
+	// again, as it would be alone.
 	_, errs := c.StartMany(ctx, []client.Start{{Saga: "greet", ID: "g-2"}, {Saga: "greet"}}, 0)
+	require.ErrorContains(t, errs[0], "no answer in 3 attempts")
 	require.ErrorContains(t, errs[1], "not sent again")
-	require.Equal(t, 1, received(batch))
+	require.Equal(t, 3+1, received(batch))
 
 	_, err = c.Retry(ctx, "g-3")
 	require.ErrorContains(t, err, "not sent again")
@@ -167,6 +170,37 @@ func TestNobodyListeningSpendsNoAttempt(t *testing.T) {
 	_, err = other.Subscribe(messages.SummarySubject, func(m *nats.Msg) { _ = m.Respond([]byte(`{"v":1,"active":7}`)) })
 	require.NoError(t, err)
 	require.NoError(t, <-answered)
+}
+
+// TestTickWaitsForACoordinatorRestarting: agents hear ticks and answer
+// none, so a tick with no coordinator is never "heard by nobody" by the
+// server's word; the client asks the summary, which only a coordinator
+// answers, and so waits for one as long as its patience, and says then
+// that none runs, not that it is slow.
+func TestTickWaitsForACoordinatorRestarting(t *testing.T) {
+	_, url := testenv.Server(t)
+	hears := testenv.Connect(t, url)
+	_, err := hears.Subscribe(messages.TickSubject, func(*nats.Msg) {})
+	require.NoError(t, err)
+	require.NoError(t, hears.Flush())
+	c, err := client.New(testenv.Connect(t, url), client.Options{RequestTimeout: 100 * time.Millisecond, Attempts: 2,
+		RestartPatience: 600 * time.Millisecond})
+	require.NoError(t, err)
+	_, err = c.Tick(context.Background(), 5)
+	require.ErrorContains(t, err, "natsaga.tick: no answer in 2 attempts (0 not answered within 100ms, 2 heard by nobody): is what answers it (the coordinator")
+	require.ErrorIs(t, err, nats.ErrNoResponders)
+
+	// A coordinator that comes within the patience answers it.
+	done := make(chan error, 1)
+	patient, err := client.New(testenv.Connect(t, url), client.Options{RequestTimeout: 100 * time.Millisecond, Attempts: 2,
+		RestartPatience: time.Minute})
+	require.NoError(t, err)
+	go func() {
+		_, err := patient.Tick(context.Background(), 5)
+		done <- err
+	}()
+	testenv.Coordinator(t, url, nil)
+	require.NoError(t, <-done)
 }
 
 // TestConnectWaitsForANameToResolve: a server name that does not resolve

@@ -62,6 +62,9 @@ func (e *Error) Error() string { return e.Subject + ": " + e.Code + ": " + e.Mes
 
 // Is reports whether target is the sentinel of e's code.
 func (e *Error) Is(target error) bool {
+	if e == nil {
+		return false
+	}
 	switch target {
 	case ErrNotFound:
 		return e.Code == messages.CodeNotFound

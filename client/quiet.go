@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -36,7 +37,8 @@ type Quiet struct {
 // ranked saga's next command is due as its answer comes, so the due count
 // alone may stand still while the sagas move) it returns the last summary
 // and a [*NotQuietError] wrapping ErrNotQuiet; so it does when the tick is
-// not quiet within q.Within, when set. A run that goes on then can no
+// not quiet within q.Within, when set, and when no coordinator answers a
+// summary within either bound (a second past it at most). A run that goes on then can no
 // longer be reproduced. It returns ctx's error, with the last summary
 // seen, when ctx ends first.
 func (c *Client) WaitQuiet(ctx context.Context, q Quiet) (messages.Summary, error) {
@@ -52,7 +54,28 @@ func (c *Client) WaitQuiet(ctx context.Context, q Quiet) (messages.Summary, erro
 	last, answered, changed, reticked := -1, int64(-1), start, start
 	var seen messages.Summary
 	for {
-		sum, err := c.Summary(ctx)
+		// A summary asked while no coordinator answers (stopped, or a
+		// standby not yet taken over) is asked again for as long as the
+		// client's patience: the wait's bounds hold it too, give or take
+		// summaryGrace, which a coordinator that answers always has.
+		bound := changed.Add(q.Limit)
+		if end := start.Add(q.Within); q.Within > 0 && end.Before(bound) {
+			bound = end
+		}
+		deadline := bound
+		if least := time.Now().Add(summaryGrace); deadline.Before(least) {
+			deadline = least
+		}
+		sctx, cancel := context.WithDeadline(ctx, deadline)
+		sum, err := c.Summary(sctx)
+		cancel()
+		if err != nil && ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded) {
+			reason := fmt.Sprintf("tick %d: nothing answered for %s", seen.Tick, q.Limit)
+			if !bound.Equal(changed.Add(q.Limit)) {
+				reason = fmt.Sprintf("tick %d: not quiet within %s", seen.Tick, q.Within)
+			}
+			return seen, &NotQuietError{Summary: seen, Reason: reason + "; the coordinator answers no summary: " + err.Error()}
+		}
 		if err != nil {
 			return seen, err
 		}
@@ -97,6 +120,10 @@ func (c *Client) Advance(ctx context.Context, tick int64, q Quiet) (messages.Sum
 	}
 	return c.WaitQuiet(ctx, q)
 }
+
+// summaryGrace is how long WaitQuiet lets a summary take past the wait's
+// bounds before it gives up on the coordinator answering.
+const summaryGrace = time.Second
 
 // dueCommands says n commands are due.
 func dueCommands(n int) string {
