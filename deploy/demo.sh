@@ -193,7 +193,7 @@ report() {
 	tmp=$(mktemp -d)
 	trap 'rm -rf "$tmp"' EXIT
 	docker cp "$id:/report/report.json" "$tmp/report.json" ||
-		die "no report yet: the driver writes it when the simulation ends"
+		die "no report: the driver writes it when the simulation ends, and it exited $(docker inspect -f '{{.State.ExitCode}}' "$id") without one (its reason: deploy/demo.sh compose logs driver)"
 	cat "$tmp/report.json"
 }
 

@@ -573,8 +573,10 @@ func (s *sim) settle(ctx context.Context, tick int64) (messages.Summary, error) 
 const requestTimeout = 5 * time.Second
 
 // restartPatience is how long a request waits for a coordinator that does
-// not answer at all, as for one restarting.
-const restartPatience = time.Minute
+// not answer at all, as for one restarting: a whole NATS cluster down for
+// half a minute, then JetStream recovering its streams, kept the
+// coordinator from answering for over a minute.
+const restartPatience = 5 * time.Minute
 
 // patience is how many times a tick or a summary is asked before the run
 // gives up: a tick that starts tens of thousands of sagas keeps the

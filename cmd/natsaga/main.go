@@ -11,7 +11,7 @@
 //	natsaga [-nats URL] [-json] list [-status STATUS] [-limit N]
 //	natsaga [-nats URL] [-json] retry SAGA_ID
 //	natsaga [-nats URL] [-json] abort [-reason TEXT] SAGA_ID
-//	natsaga [-nats URL] [-json] start SAGA_TYPE [CONTEXT_JSON]
+//	natsaga [-nats URL] [-json] start [-id SAGA_ID] SAGA_TYPE [CONTEXT_JSON]
 //	natsaga [-nats URL] [-json] tick N
 //	natsaga [-nats URL] [-json] events [-saga TYPE] [-status STATUS] [-n N | -all] [-f]
 //	natsaga [-nats URL] [-json] services
@@ -73,7 +73,7 @@ commands:
   list [-status S] [-limit N]    active sagas, or those with status S (a saga's status: completed, failed, ...)
   retry SAGA_ID                  retry the compensation of a failed saga
   abort [-reason R] SAGA_ID      roll back an active saga (the step in flight too)
-  start SAGA_TYPE [CONTEXT]      start a saga (CONTEXT is a JSON object)
+  start [-id ID] TYPE [CONTEXT]  start a saga (CONTEXT is a JSON object)
   tick N                         advance the simulation clock to tick N
   events [-saga T] [-status S] [-n N | -all] [-f]
                                  saga status events: the latest N, all kept, or (by default) new ones as they happen
