@@ -622,17 +622,12 @@ func TestAStoppingCopyLetsItsHeldCommandsGo(t *testing.T) {
 			},
 			Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
 		}}}
-	a, err := participant.New(testenv.Connect(t, url), participant.Options{Role: "baker", AckWait: time.Minute, Logger: testenv.Logger(t), Steps: step})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan error, 1)
-	go func() { stopped <- a.Run(ctx) }()
+	stop := stoppable(t, url, participant.Options{Role: "baker", AckWait: time.Minute, Steps: step})
 	nc := testenv.Connect(t, url)
 	replies := repliesOn(t, nc, "bake", "proof", 16)
 	id := testenv.Start(t, nc, "bake", nil)
 	waitWorking(t, replies, 1)
-	cancel()
-	require.NoError(t, <-stopped)
+	require.NoError(t, stop())
 
 	testenv.Agent(t, url, participant.Options{Role: "baker", AckWait: time.Minute, Steps: step})
 	testenv.Tick(t, nc, 3)

@@ -654,16 +654,11 @@ func TestAStopLeavesTheCommandForAnotherCopy(t *testing.T) {
 				},
 				Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil },
 			}
-			a, err := participant.New(testenv.Connect(t, url), participant.Options{Role: "worker", Serial: serial, AckWait: time.Second,
-				Logger: testenv.Logger(t), Steps: []agent.Step{{Saga: "once", Name: "try", Handler: waits}}})
-			require.NoError(t, err)
-			ctx, cancel := context.WithCancel(context.Background())
-			ran := make(chan error, 1)
-			go func() { ran <- a.Run(ctx) }()
+			stop := stoppable(t, url, participant.Options{Role: "worker", Serial: serial, AckWait: time.Second,
+				Steps: []agent.Step{{Saga: "once", Name: "try", Handler: waits}}})
 			id := testenv.Start(t, nc, "once", nil)
 			<-entered
-			cancel()
-			require.NoError(t, <-ran, "a handler that returns when its context ends stops cleanly")
+			require.NoError(t, stop(), "a handler that returns when its context ends stops cleanly")
 
 			testenv.Agent(t, url, participant.Options{Role: "worker", Serial: serial, Steps: []agent.Step{{Saga: "once", Name: "try", Handler: agent.Handler{
 				Execute:    func(context.Context, agent.Tx, *messages.Command) (messages.Context, error) { return nil, nil },
@@ -690,17 +685,13 @@ func TestAStoppingCopyKeepsItsCommandUntilItLetsGo(t *testing.T) {
 	step := func(h agent.Handler) []agent.Step { return []agent.Step{{Saga: "once", Name: "try", Handler: h}} }
 	compensate := func(context.Context, agent.Tx, *messages.Command) error { return nil }
 	entered := make(chan struct{}, 1)
-	a, err := participant.New(testenv.Connect(t, url), participant.Options{Role: "worker", Name: "worker-1", AckWait: 2 * time.Second,
-		Logger: testenv.Logger(t), Steps: step(agent.Handler{Compensate: compensate,
+	stop := stoppable(t, url, participant.Options{Role: "worker", Name: "worker-1", AckWait: 2 * time.Second,
+		Steps: step(agent.Handler{Compensate: compensate,
 			Execute: func(ctx context.Context, _ agent.Tx, _ *messages.Command) (messages.Context, error) {
 				entered <- struct{}{}
 				<-ctx.Done()
 				return nil, ctx.Err()
 			}})})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- a.Run(ctx) }()
 	id := testenv.Start(t, nc, "once", nil)
 	<-entered
 
@@ -715,11 +706,28 @@ func TestAStoppingCopyKeepsItsCommandUntilItLetsGo(t *testing.T) {
 			}})})
 	released := sync.OnceFunc(func() { close(release) })
 	t.Cleanup(released) // before the copy stops, should a check fail
-	cancel()
-	require.NoError(t, <-ran)
+	require.NoError(t, stop())
 	require.Eventually(t, func() bool { return runs.Load() >= 1 }, 10*time.Second, 5*time.Millisecond)
 	require.Never(t, func() bool { return runs.Load() > 1 }, 500*time.Millisecond, 5*time.Millisecond, "delivered to the next copy once")
 	released()
 	testenv.WaitStatus(t, nc, id, saga.Completed)
 	require.Equal(t, int32(1), runs.Load())
+}
+
+// stoppable runs an agent made with opts until the stop it returns is
+// called, which returns the agent's Run error.
+func stoppable(t *testing.T, url string, opts participant.Options) (stop func() error) {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = testenv.Logger(t)
+	}
+	a, err := participant.New(testenv.Connect(t, url), opts)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(ctx) }()
+	return func() error {
+		cancel()
+		return <-ran
+	}
 }
