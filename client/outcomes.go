@@ -437,12 +437,12 @@ func (c *Client) Watch(ctx context.Context, f Watch) (iter.Seq2[messages.Event, 
 			if inKept && meta != nil && meta.Sequence.Stream > last && !endKept() {
 				return // a new batch, and only the kept ones were asked for
 			}
-			if kept := inKept; read >= skip {
+			if holding := inKept; read >= skip {
 				events, err := wirejson.DecodeEventBatch(m.Data())
 				switch {
 				case err != nil:
 					c.log.Warn("bad event batch", "subject", m.Subject(), "err", err)
-				case kept && f.Last > 0:
+				case holding && f.Last > 0:
 					held = append(held, events...)
 					if len(held) > 2*f.Last {
 						held = append(held[:0], held[len(held)-f.Last:]...)

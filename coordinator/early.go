@@ -24,15 +24,20 @@ const earlyStale = 10 * maxEarlyDelay
 // heldEarly is the reply, of the reply stream, held back for a saga's
 // command in flight because it came before its time.
 type heldEarly struct {
-	// step, action, attempt and seq name the command it answers.
-	step    string
-	action  messages.Action
-	attempt int
-	seq     int
+	// answers names the command it answers.
+	answers earlyCommand
 	// stream is its sequence in the reply stream, seen when it was last
 	// offered.
 	stream uint64
 	seen   time.Time
+}
+
+// earlyCommand names a command by what its reply echoes of it.
+type earlyCommand struct {
+	step    string
+	action  messages.Action
+	attempt int
+	seq     int
 }
 
 // holdEarly puts m, a reply r that came before its time, back, to be
@@ -46,27 +51,32 @@ type heldEarly struct {
 func (c *Coordinator) holdEarly(m jetstream.Msg, r *messages.Reply, now time.Time) func(error) {
 	meta, err := m.Metadata()
 	if err != nil {
-		return func(error) { _ = m.NakWithDelay(earlyWait(m)) }
+		return func(error) { _ = m.NakWithDelay(earlyDelay) }
 	}
-	h := heldEarly{step: r.Step, action: r.Action, attempt: r.Attempt, seq: r.Seq, stream: meta.Sequence.Stream, seen: now}
-	if held, ok := c.earlyReplies[r.SagaID]; ok && held.stream != h.stream && now.Sub(held.seen) < earlyStale &&
-		held.step == h.step && held.action == h.action && held.attempt == h.attempt && held.seq == h.seq {
+	h := heldEarly{answers: earlyCommand{r.Step, r.Action, r.Attempt, r.Seq}, stream: meta.Sequence.Stream, seen: now}
+	if held, ok := c.earlyReplies[r.SagaID]; ok && held.answers == h.answers && held.stream != h.stream && now.Sub(held.seen) < earlyStale {
 		c.log.Debug("copy of an early reply held already: dropped", "saga_id", r.SagaID, "step", r.Step, "seq", r.Seq)
 		return func(error) { _ = m.Term() }
 	}
 	c.earlyReplies[r.SagaID] = h
-	return func(error) { _ = m.NakWithDelay(earlyWait(m)) }
+	delay := earlyDelayAt(meta.NumDelivered)
+	return func(error) { _ = m.NakWithDelay(delay) }
 }
 
 // earlyWait is how long m, an answer that came before its time, waits
-// before it is offered again: earlyDelay, doubled at each delivery, up to
-// maxEarlyDelay.
+// before it is offered again (earlyDelayAt).
 func earlyWait(m jetstream.Msg) time.Duration {
 	meta, err := m.Metadata()
 	if err != nil {
 		return earlyDelay
 	}
-	return min(earlyDelay<<min(max(meta.NumDelivered, 1)-1, 5), maxEarlyDelay)
+	return earlyDelayAt(meta.NumDelivered)
+}
+
+// earlyDelayAt is the wait of an early answer delivered the delivered-th
+// time: earlyDelay, doubled at each delivery, up to maxEarlyDelay.
+func earlyDelayAt(delivered uint64) time.Duration {
+	return min(earlyDelay<<min(max(delivered, 1)-1, 5), maxEarlyDelay)
 }
 
 // settleEarly forgets the early reply held for saga id when m is it,
