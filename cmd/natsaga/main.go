@@ -401,7 +401,8 @@ func commands() map[string]command {
 			}), nil
 		})},
 		"abort": {"[-reason TEXT] SAGA_ID", "Roll back an active saga that waits for an agent that will not answer:\n" +
-			"the step in flight and the completed ones are compensated, in reverse order.",
+			"the step in flight and the completed ones are compensated, in reverse order. The compensations\n" +
+			"still need their agents: with no agent of the role running, the saga stays compensating until one serves it.",
 			func(fs *flag.FlagSet) func([]string) (runner, error) {
 				reason := fs.String("reason", "", "why, kept in the saga's error after \"aborted: \" (default \"by an operator\")")
 				return func(args []string) (runner, error) {
