@@ -321,7 +321,7 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 	cli.TuneGC(getenv)
 	ctx, stop := cli.SignalContext()
 	defer stop()
-	ctx, stopOnPipe := stopOnClosedOutput(ctx)
+	ctx, stdout, stopOnPipe := stopOnClosedOutput(ctx, stdout)
 	defer stopOnPipe()
 	// Validated with the flags: tracing's own messages in the run's format.
 	// At warn, as floodsim's log is: where the spans go is said below, as
@@ -364,23 +364,33 @@ func mainCode(args []string, getenv func(string) string, stdout, stderr io.Write
 var errOutputClosed = errors.New("its standard output was closed")
 
 // stopOnClosedOutput returns a context cancelled, with errOutputClosed,
-// when a write to standard output finds its reader gone (SIGPIPE). Go
-// otherwise ends the program at that write, before it stops the programs
-// it started and removes its temporary directory; asked for, the signal
-// comes here and the write fails instead.
-func stopOnClosedOutput(parent context.Context) (context.Context, func()) {
+// when a write to out finds its reader gone, and out wrapped to see it. Go
+// otherwise ends the program at such a write to standard output, before
+// it stops the programs it started and removes its temporary directory;
+// with SIGPIPE asked for, the write fails with EPIPE instead. The signal
+// itself says nothing of which descriptor broke (a connection the server
+// refused raises it too), so only a failed write of out stops the run.
+func stopOnClosedOutput(parent context.Context, out io.Writer) (context.Context, io.Writer, func()) {
 	ctx, cancel := context.WithCancelCause(parent)
 	pipe := make(chan os.Signal, 1)
 	signal.Notify(pipe, syscall.SIGPIPE)
-	go func() {
-		select {
-		case <-pipe:
-			cancel(errOutputClosed)
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, func() {
+	return ctx, &closedOutput{w: out, cancel: cancel}, func() {
 		signal.Stop(pipe)
 		cancel(nil)
 	}
+}
+
+// closedOutput passes writes to w, and cancels the run when one finds
+// w's reader gone.
+type closedOutput struct {
+	w      io.Writer
+	cancel context.CancelCauseFunc
+}
+
+func (o *closedOutput) Write(p []byte) (int, error) {
+	n, err := o.w.Write(p)
+	if errors.Is(err, syscall.EPIPE) {
+		o.cancel(errOutputClosed)
+	}
+	return n, err
 }

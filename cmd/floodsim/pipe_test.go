@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,4 +75,31 @@ func TestStopsWhenItsOutputIsClosed(t *testing.T) {
 			require.False(t, strings.HasPrefix(string(cmdline), bin), "%s still runs: %q", f, cmdline)
 		}
 	}
+}
+
+// TestOnlyAClosedOutputStopsTheRun: SIGPIPE also comes from a connection
+// the server closed (a server at its max_connections). The signal alone
+// leaves the run going; a write to the output that finds its reader gone
+// stops it.
+func TestOnlyAClosedOutputStopsTheRun(t *testing.T) {
+	heard := make(chan os.Signal, 1)
+	signal.Notify(heard, syscall.SIGPIPE)
+	defer signal.Stop(heard)
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	ctx, out, stop := stopOnClosedOutput(context.Background(), w)
+	defer stop()
+
+	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGPIPE))
+	<-heard
+	_, err = io.WriteString(out, "tick 1\n")
+	require.NoError(t, err)
+	require.Never(t, func() bool { return ctx.Err() != nil }, 100*time.Millisecond, 10*time.Millisecond,
+		"a SIGPIPE not of the output stopped the run")
+
+	require.NoError(t, r.Close())
+	_, err = io.WriteString(out, "tick 2\n")
+	require.ErrorIs(t, err, syscall.EPIPE)
+	require.ErrorIs(t, context.Cause(ctx), errOutputClosed)
+	require.NoError(t, w.Close())
 }
