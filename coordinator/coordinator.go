@@ -424,10 +424,16 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	// setUp is set once a term has set up: a server without JetStream is
 	// then one restarted without it, which may be restarted with it again.
 	setUp := false
+	// failed counts the terms in a row that ended before they served.
+	failed := 0
 	for {
 		err := c.runTerm(ctx)
 		setUp = setUp || c.state.Load() != runStarting
-		pause := termPause
+		if c.state.Load() == runActive {
+			failed = 0
+		}
+		failed++
+		pause := termPauseAfter(failed)
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -460,9 +466,22 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}
 }
 
-// termPause is the wait between the end of a term and the next;
-// noJetStreamPause the wait while the server, back, has no JetStream.
-const termPause = 500 * time.Millisecond
+// termPause is the wait between the end of a term and the next, doubled
+// for each term in a row that ended before it served, up to maxTermPause:
+// a term that cannot set up or recover (a server out of storage, an
+// account at its limits) reads the whole saga log each time, and would
+// keep the server busy reading it twice a second. noJetStreamPause is
+// the wait while the server, back, has no JetStream.
+const (
+	termPause    = 500 * time.Millisecond
+	maxTermPause = 4 * time.Second
+)
+
+// termPauseAfter is the wait after the failed-th term in a row that
+// ended before it served (1 for a term that served).
+func termPauseAfter(failed int) time.Duration {
+	return min(termPause<<min(max(failed-1, 0), 5), maxTermPause)
+}
 
 var noJetStreamPause = 5 * time.Second
 

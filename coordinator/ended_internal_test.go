@@ -3,6 +3,7 @@ package coordinator
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -94,5 +95,18 @@ func BenchmarkEndedIndexAdd(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		rev++
 		ix.add(saga.Completed, keys[i%len(keys)], rev)
+	}
+}
+
+// TestTermPauseGrowsWhileTermsFail: a term that served starts the next
+// after half a second; terms that end before they serve (a server out of
+// storage, an account at its limits: each reads the saga log anew) wait
+// twice as long each time, up to 4 s.
+func TestTermPauseGrowsWhileTermsFail(t *testing.T) {
+	for failed, want := range map[int]time.Duration{
+		1: 500 * time.Millisecond, 2: time.Second, 3: 2 * time.Second, 4: 4 * time.Second,
+		5: 4 * time.Second, 60: 4 * time.Second, 1 << 40: 4 * time.Second,
+	} {
+		require.Equal(t, want, termPauseAfter(failed), "after %d failed terms", failed)
 	}
 }

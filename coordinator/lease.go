@@ -107,6 +107,12 @@ func (l *lease) acquire(ctx context.Context) error {
 	// TTL.
 	var seen uint64
 	var since time.Time
+	// removing is the revision of the lease key this loop last said it
+	// removes, and removeFailed whether it said a removal failed: a
+	// removal the server keeps refusing (its storage full) is said once,
+	// not every quarter of the TTL.
+	var removing uint64
+	removeFailed := false
 	for {
 		sent := time.Now()
 		rev, err := l.c.kv.Create(ctx, messages.LeaseKey, l.data, jetstream.KeyTTL(l.ttl))
@@ -129,6 +135,7 @@ func (l *lease) acquire(ctx context.Context) error {
 			// (its server was out of reach), and no other holds it: it is
 			// removed, if it is still what was read, and the lease taken.
 			switch {
+			case e.Revision() == removing:
 			case !isHolder(e.Value()):
 				l.c.log.Warn("the lease key holds no coordinator's lease; removing it", "value", messages.Clip(string(e.Value())))
 			case l.earlierTerm(e.Value()):
@@ -137,8 +144,14 @@ func (l *lease) acquire(ctx context.Context) error {
 				l.c.log.Warn("the lease key holds a lease written without a TTL, which no coordinator writes, and it never expires; removing it",
 					"value", messages.Clip(string(e.Value())))
 			}
-			if err := l.c.kv.Delete(ctx, messages.LeaseKey, jetstream.LastRevision(e.Revision())); err == nil {
+			removing = e.Revision()
+			err := l.c.kv.Delete(ctx, messages.LeaseKey, jetstream.LastRevision(e.Revision()))
+			if err == nil {
 				continue
+			}
+			if !jserr.Conflict(err) && !removeFailed {
+				l.c.log.Warn("the lease key could not be removed; trying again", "err", err)
+				removeFailed = true
 			}
 		}
 		if !logged {
