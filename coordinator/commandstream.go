@@ -9,7 +9,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/natsaga/natsaga/internal/streams"
 	"github.com/natsaga/natsaga/messages"
 	"github.com/natsaga/natsaga/saga"
 )
@@ -192,7 +191,7 @@ func (c *Coordinator) ensureCommandStream(ctx context.Context, more ...saga.Defi
 	if s != nil && asAsked(s.CachedInfo().Config, cfg) {
 		return s, nil
 	}
-	s, err = streams.Ensure(ctx, c.js, cfg)
+	s, err = c.ensureStream(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", messages.CommandStream, err)
 	}

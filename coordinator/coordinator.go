@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -466,6 +467,35 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}
 }
 
+// ensureStream is [streams.Ensure], saying at error a stream whose limits
+// were cut by hand.
+func (c *Coordinator) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, cut, err := streams.Ensure(ctx, c.js, cfg)
+	if len(cut) > 0 {
+		c.log.Error("a stream's limits were cut by hand: what they removed is lost (sagas, or the commands they held); set back to natsaga's",
+			"stream", cfg.Name, "cut", strings.Join(cut, "; "))
+	}
+	return s, err
+}
+
+// checkSagaLog says at error a saga log missing from a server whose
+// bucket holds the clock: sagas ran on it, and the log, deleted, took the
+// active ones with it (a coordinator makes it anew).
+func (c *Coordinator) checkSagaLog(ctx context.Context) error {
+	_, err := c.js.Stream(ctx, messages.SagaLogStream)
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	switch _, err := c.kv.Get(ctx, messages.ClockKey); {
+	case err == nil:
+		c.log.Error("the saga log is not on the server, though sagas ran on it (the bucket holds their clock): it was deleted, and the sagas active then are lost; making it anew",
+			"stream", messages.SagaLogStream)
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		return fmt.Errorf("read %s: %w", messages.ClockKey, err)
+	}
+	return nil
+}
+
 // termPause is the wait between the end of a term and the next, doubled
 // for each term in a row that ended before it served, up to maxTermPause:
 // a term that cannot set up or recover (a server out of storage, an
@@ -626,8 +656,11 @@ func (c *Coordinator) setup(ctx context.Context) error {
 		{Name: messages.SagaLogStream, Subjects: []string{messages.SagaLogSubject}, Storage: jetstream.FileStorage,
 			Replicas: r},
 	}
+	if err := c.checkSagaLog(ctx); err != nil {
+		return err
+	}
 	for _, cfg := range cfgs {
-		if _, err := streams.Ensure(ctx, c.js, cfg); err != nil {
+		if _, err := c.ensureStream(ctx, cfg); err != nil {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)
 		}
 	}

@@ -845,3 +845,43 @@ func TestRecordsOfOneMessageSaidTenTimes(t *testing.T) {
 	require.Equal(t, 20, strings.Count(logs.String(), `level=DEBUG msg="record refused`))
 	require.Equal(t, 1, strings.Count(logs.String(), `msg="records of one message refused or dropped beyond those said (each said at debug)" role=household not_said=20`))
 }
+
+// TestStreamsCutByHandAreSaid: an operator who cuts the saga log's limits,
+// or deletes the saga log of a system that ran, has lost the sagas they
+// removed; a coordinator starting on such a server says so at error,
+// naming the stream and the cut, and sets the stream back.
+func TestStreamsCutByHandAreSaid(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	log := newLogSink()
+	opts := coordinator.Options{Definitions: []saga.Definition{twoSteps}, Logger: slog.New(log)}
+	stop := runUntilStopped(t, url, opts)
+	testenv.Tick(t, nc, 3) // the bucket holds the clock
+	stop()
+	require.Zero(t, log.count(slog.LevelError, "", ""), "a new system's streams are not cut")
+	js, _ := sagaBucket(t, nc)
+
+	st, err := js.Stream(t.Context(), messages.SagaLogStream)
+	require.NoError(t, err)
+	cfg := st.CachedInfo().Config
+	cfg.MaxMsgs = 1
+	_, err = js.UpdateStream(t.Context(), cfg)
+	require.NoError(t, err)
+	log = newLogSink()
+	opts.Logger = slog.New(log)
+	stop = runUntilStopped(t, url, opts)
+	stop()
+	require.Equal(t, 1, log.countAttr(slog.LevelError, "a stream's limits were cut by hand", "cut", "max_msgs 1, not unlimited"))
+	require.Equal(t, 1, log.countAttr(slog.LevelError, "a stream's limits were cut by hand", "stream", messages.SagaLogStream))
+	st, err = js.Stream(t.Context(), messages.SagaLogStream)
+	require.NoError(t, err)
+	require.Equal(t, int64(-1), st.CachedInfo().Config.MaxMsgs, "set back")
+
+	require.NoError(t, js.DeleteStream(t.Context(), messages.SagaLogStream))
+	log = newLogSink()
+	opts.Logger = slog.New(log)
+	stop = runUntilStopped(t, url, opts)
+	stop()
+	require.Equal(t, 1, log.countAttr(slog.LevelError, "the saga log is not on the server, though sagas ran on it", "stream", messages.SagaLogStream))
+	require.Zero(t, log.count(slog.LevelError, "a stream's limits were cut by hand", ""))
+}

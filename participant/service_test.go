@@ -445,3 +445,49 @@ func TestCopiesStartedTogetherThatRunSerialOtherwise(t *testing.T) {
 		t.Fatal("a copy disagreeing with an earlier-named one served on")
 	}
 }
+
+// TestStreamsCutByHandAreSaid: an operator who cut the limits of a role's
+// record or state stream has lost records or values, and commands whose
+// records went run again; a copy starting on such a server says so at
+// error, naming each stream and its cut, and sets the stream back.
+func TestStreamsCutByHandAreSaid(t *testing.T) {
+	_, url := testenv.Server(t)
+	testenv.Coordinator(t, url, []saga.Definition{choresSaga()})
+	c := &calls{n: map[string]int{}, by: map[string]string{}, perBy: map[string]int{}}
+	steps := []agent.Step{{Saga: chores, Name: "sweep", Handler: counter("cleaner", c)}, {Saga: chores, Name: "mop", Handler: counter("cleaner", c)}}
+	var first testenv.SyncBuffer
+	testenv.Agent(t, url, participant.Options{Role: "cleaner", Logger: slog.New(slog.NewTextHandler(&first, nil)), Steps: steps})
+	js, err := jetstream.New(testenv.Connect(t, url))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := js.Stream(t.Context(), messages.RecordStream("cleaner"))
+		return err == nil
+	}, 10*time.Second, 5*time.Millisecond, "the role's streams are made")
+	require.NotContains(t, first.String(), "level=ERROR", "a new role's streams are not cut")
+	for name, cut := range map[string]func(*jetstream.StreamConfig){
+		messages.RecordStream("cleaner"): func(c *jetstream.StreamConfig) { c.MaxMsgs = 5 },
+		messages.StateStream("cleaner"):  func(c *jetstream.StreamConfig) { c.MaxBytes = 4096 },
+	} {
+		st, err := js.Stream(t.Context(), name)
+		require.NoError(t, err)
+		cfg := st.CachedInfo().Config
+		cut(&cfg)
+		_, err = js.UpdateStream(t.Context(), cfg)
+		require.NoError(t, err)
+	}
+
+	var logs testenv.SyncBuffer
+	testenv.Agent(t, url, participant.Options{Role: "cleaner", Logger: slog.New(slog.NewTextHandler(&logs, nil)), Steps: steps})
+	require.Eventually(t, func() bool {
+		return strings.Count(logs.String(), `level=ERROR msg="a stream's limits were cut by hand`) == 2
+	}, 10*time.Second, 5*time.Millisecond, "%s", &logs)
+	said := logs.String()
+	require.Contains(t, said, `stream=NATSAGA_RECORDS_CLEANER cut="max_msgs 5, not unlimited"`)
+	require.Contains(t, said, `stream=NATSAGA_STATE_CLEANER cut="max_bytes 4096, not unlimited"`)
+	for _, name := range []string{messages.RecordStream("cleaner"), messages.StateStream("cleaner")} {
+		st, err := js.Stream(t.Context(), name)
+		require.NoError(t, err)
+		require.Equal(t, int64(-1), st.CachedInfo().Config.MaxMsgs, name)
+		require.Equal(t, int64(-1), st.CachedInfo().Config.MaxBytes, name)
+	}
+}

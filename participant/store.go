@@ -20,6 +20,7 @@ import (
 	"github.com/natsaga/natsaga/agent"
 	"github.com/natsaga/natsaga/internal/jserr"
 	"github.com/natsaga/natsaga/internal/kvlog"
+	"github.com/natsaga/natsaga/internal/streams"
 	"github.com/natsaga/natsaga/internal/wirejson"
 	"github.com/natsaga/natsaga/messages"
 )
@@ -125,6 +126,9 @@ type Store struct {
 	// action's result counts ([Store.checkReads]).
 	exclusive bool
 
+	// stateCut names the limits of the state stream cut by hand, found
+	// when the store was opened, said when its records are.
+	stateCut []string
 	// create makes [Store.records] create the role's record stream.
 	create   bool
 	replicas int
@@ -248,12 +252,28 @@ func OpenStore(ctx context.Context, nc *nats.Conn, role string, create bool, rep
 	if _, err := js.AccountInfo(ctx); errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
 		return nil, fmt.Errorf("open store %s: %w: %w", role, ErrNoJetStream, err)
 	}
-	st, err := roleStream(ctx, js, role, StreamConfig(role, replicas), create)
+	st, cut, err := roleStream(ctx, js, role, StreamConfig(role, replicas), create)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", role, err)
 	}
 	return &Store{nc: nc, js: js, stream: st, role: role, maxConflicts: 200, maxPayload: nc.MaxPayload(), create: create, replicas: replicas,
-		keys: map[string]*keyLock{}, cache: newSizedRecent(maxCached, maxCachedBytes, envelopeSize), settled: newRecent[[]string](maxCached)}, nil
+		keys: map[string]*keyLock{}, cache: newSizedRecent(maxCached, maxCachedBytes, envelopeSize), settled: newRecent[[]string](maxCached),
+		stateCut: cut}, nil
+}
+
+// sayCut says at error a stream of the role whose limits were cut by
+// hand ([streams.Cut]): the values or barrier records they removed are
+// lost, and commands whose records went run again.
+func (s *Store) sayCut(stream string, cut []string) {
+	if len(cut) == 0 {
+		return
+	}
+	log := s.logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Error("a stream's limits were cut by hand: what they removed is lost (state values, or barrier records: the commands they answered run again); set back to natsaga's",
+		"stream", stream, "cut", strings.Join(cut, "; "))
 }
 
 // records returns the role's barrier records, opened on first use: the
@@ -265,12 +285,18 @@ func (s *Store) records(ctx context.Context) (*kvlog.Log, error) {
 	if s.log != nil {
 		return s.log, nil
 	}
-	if _, err := roleStream(ctx, s.js, s.role, RecordStreamConfig(s.role, s.replicas), s.create); err != nil {
+	// Said now, with the logger the agent has set since it opened the
+	// store.
+	s.sayCut(messages.StateStream(s.role), s.stateCut)
+	s.stateCut = nil
+	_, cut, err := roleStream(ctx, s.js, s.role, RecordStreamConfig(s.role, s.replicas), s.create)
+	if err != nil {
 		if errors.Is(err, ErrRoleCase) {
 			return nil, fmt.Errorf("records of %s: %w", s.role, err)
 		}
 		return nil, fmt.Errorf("records of %s: %w: %w", s.role, ErrUnavailable, err)
 	}
+	s.sayCut(messages.RecordStream(s.role), cut)
 	// Records that agents before the log kept in the state stream are
 	// still read, when there are any.
 	m, err := s.last(ctx, messages.BranchSubjects(s.role))
@@ -306,10 +332,11 @@ func (s *Store) Close() {
 var ErrRoleCase = errors.New("another role's name differs from this one's only in case")
 
 // roleStream returns role's stream cfg: created or updated to cfg when
-// create is set, waited for otherwise. It refuses, with [ErrRoleCase], a
-// stream that holds another role's subjects, which an update would take
-// from that role.
-func roleStream(ctx context.Context, js jetstream.JetStream, role string, cfg jetstream.StreamConfig, create bool) (jetstream.Stream, error) {
+// create is set, waited for otherwise; when it updates, cut names the
+// limits the stream had that kept less than cfg's ([streams.Cut]). It
+// refuses, with [ErrRoleCase], a stream that holds another role's
+// subjects, which an update would take from that role.
+func roleStream(ctx context.Context, js jetstream.JetStream, role string, cfg jetstream.StreamConfig, create bool) (_ jetstream.Stream, cut []string, _ error) {
 	check := func(st jetstream.Stream) error {
 		have := st.CachedInfo().Config.Subjects
 		if !slices.Equal(have, cfg.Subjects) && strings.EqualFold(strings.Join(have, " "), strings.Join(cfg.Subjects, " ")) {
@@ -320,23 +347,25 @@ func roleStream(ctx context.Context, js jetstream.JetStream, role string, cfg je
 	if !create {
 		st, err := waitStream(ctx, js, cfg.Name)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return st, check(st)
+		return st, nil, check(st)
 	}
 	// Created, or there already as asked (internal/streams says why it is
 	// not updated then); otherwise checked before it is updated.
 	st, err := js.CreateStream(ctx, cfg)
 	if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return st, err
+		return st, nil, err
 	}
 	if st, err = js.Stream(ctx, cfg.Name); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := check(st); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return js.UpdateStream(ctx, cfg)
+	cut = streams.Cut(st.CachedInfo().Config, cfg)
+	st, err = js.UpdateStream(ctx, cfg)
+	return st, cut, err
 }
 
 // waitStream returns the stream name once it exists, waiting while it does

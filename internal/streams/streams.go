@@ -14,6 +14,8 @@ package streams
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,13 +23,48 @@ import (
 
 // Ensure returns the stream cfg names: created when it does not exist,
 // updated when it exists with another configuration, and left as it is
-// otherwise.
-func Ensure(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	s, err := js.CreateStream(ctx, cfg)
-	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return js.UpdateStream(ctx, cfg)
+// otherwise. When it updates, cut names the limits the stream had that
+// keep less than cfg's ([Cut]).
+func Ensure(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (s jetstream.Stream, cut []string, err error) {
+	s, err = js.CreateStream(ctx, cfg)
+	if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return s, nil, err
 	}
-	return s, err
+	if s, err = js.Stream(ctx, cfg.Name); err != nil {
+		return nil, nil, err
+	}
+	cut = Cut(s.CachedInfo().Config, cfg)
+	s, err = js.UpdateStream(ctx, cfg)
+	return s, cut, err
+}
+
+// Cut names the limits of have that keep less than want's, each with
+// both values ("max_msgs 5, not unlimited"): natsaga never sets them so,
+// and a stream an operator cut this way has lost what they removed.
+func Cut(have, want jetstream.StreamConfig) []string {
+	var cut []string
+	limit := func(name string, h, w int64, show func(int64) string) {
+		if h > 0 && (w <= 0 || h < w) {
+			cut = append(cut, fmt.Sprintf("%s %s, not %s", name, show(h), show(w)))
+		}
+	}
+	count := func(v int64) string {
+		if v <= 0 {
+			return "unlimited"
+		}
+		return strconv.FormatInt(v, 10)
+	}
+	age := func(v int64) string {
+		if v <= 0 {
+			return "unlimited"
+		}
+		return time.Duration(v).String()
+	}
+	limit("max_msgs", have.MaxMsgs, want.MaxMsgs, count)
+	limit("max_bytes", have.MaxBytes, want.MaxBytes, count)
+	limit("max_msgs_per_subject", have.MaxMsgsPerSubject, want.MaxMsgsPerSubject, count)
+	limit("max_age", int64(have.MaxAge), int64(want.MaxAge), age)
+	return cut
 }
 
 // EnsureKeyValue is [Ensure] for a key-value bucket.

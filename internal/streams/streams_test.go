@@ -32,18 +32,53 @@ func TestEnsureUpdatesOnlyAChangedStream(t *testing.T) {
 	cfg := jetstream.StreamConfig{Name: "S", Subjects: []string{"a.>"}, Storage: jetstream.FileStorage}
 	sub := updates(t, nc, "S")
 
-	_, err := streams.Ensure(ctx, js, cfg)
+	_, _, err := streams.Ensure(ctx, js, cfg)
 	require.NoError(t, err)
-	_, err = streams.Ensure(ctx, js, cfg)
+	_, _, err = streams.Ensure(ctx, js, cfg)
 	require.NoError(t, err)
 	cfg.Subjects = append(cfg.Subjects, "b.>")
-	s, err := streams.Ensure(ctx, js, cfg)
+	s, cut, err := streams.Ensure(ctx, js, cfg)
 	require.NoError(t, err)
+	require.Empty(t, cut, "more subjects cut nothing")
 	require.Equal(t, []string{"a.>", "b.>"}, s.CachedInfo().Config.Subjects)
 
 	m, err := sub.NextMsg(5 * time.Second)
 	require.NoError(t, err)
 	require.Contains(t, string(m.Data), `"b.\u003e"`, "the first update is the changed configuration's")
+}
+
+// TestEnsureSaysWhatAHandCut: a stream whose limits keep less than
+// natsaga's (an operator's edit) is set back, and Ensure names each limit
+// cut, with both values; limits that keep more are not cuts.
+func TestEnsureSaysWhatAHandCut(t *testing.T) {
+	_, js := testenv.JetStream(t)
+	ctx := context.Background()
+	cfg := jetstream.StreamConfig{Name: "C", Subjects: []string{"c"}, Storage: jetstream.FileStorage, MaxAge: time.Hour, MaxMsgsPerSubject: 1}
+	_, _, err := streams.Ensure(ctx, js, cfg)
+	require.NoError(t, err)
+	cut := cfg
+	cut.MaxMsgs, cut.MaxBytes, cut.MaxAge = 5, 1<<20, time.Minute
+	_, err = js.UpdateStream(ctx, cut)
+	require.NoError(t, err)
+	s, said, err := streams.Ensure(ctx, js, cfg)
+	require.NoError(t, err)
+	require.Equal(t, []string{"max_msgs 5, not unlimited", "max_bytes 1048576, not unlimited", "max_age 1m0s, not 1h0m0s"}, said)
+	require.Equal(t, int64(-1), s.CachedInfo().Config.MaxMsgs, "set back")
+
+	for _, tc := range []struct {
+		name       string
+		have, want jetstream.StreamConfig
+		cut        []string
+	}{
+		{"as natsaga's", cfg, cfg, nil},
+		{"longer age", jetstream.StreamConfig{MaxAge: 2 * time.Hour}, jetstream.StreamConfig{MaxAge: time.Hour}, nil},
+		{"an age where none", jetstream.StreamConfig{MaxAge: time.Hour}, jetstream.StreamConfig{}, []string{"max_age 1h0m0s, not unlimited"}},
+		{"unlimited as -1 or 0", jetstream.StreamConfig{MaxMsgs: -1, MaxBytes: 0}, jetstream.StreamConfig{MaxMsgs: 0, MaxBytes: -1}, nil},
+		{"more per subject", jetstream.StreamConfig{MaxMsgsPerSubject: 0}, jetstream.StreamConfig{MaxMsgsPerSubject: 1}, nil},
+		{"fewer messages", jetstream.StreamConfig{MaxMsgs: 10}, jetstream.StreamConfig{MaxMsgs: 1000}, []string{"max_msgs 10, not 1000"}},
+	} {
+		require.Equal(t, tc.cut, streams.Cut(tc.have, tc.want), tc.name)
+	}
 }
 
 func TestEnsureKeyValueUpdatesOnlyAChangedBucket(t *testing.T) {
@@ -75,7 +110,7 @@ func TestEnsureKeyValueUpdatesOnlyAChangedBucket(t *testing.T) {
 func TestReadStopsAtTheEndOfWhatIsStored(t *testing.T) {
 	_, js := testenv.JetStream(t)
 	ctx := context.Background()
-	_, err := streams.Ensure(ctx, js, jetstream.StreamConfig{Name: "R", Subjects: []string{"r.>"}, Storage: jetstream.MemoryStorage})
+	_, _, err := streams.Ensure(ctx, js, jetstream.StreamConfig{Name: "R", Subjects: []string{"r.>"}, Storage: jetstream.MemoryStorage})
 	require.NoError(t, err)
 	read := func(ctx context.Context, filter string, upTo int) ([]string, error) {
 		var got []string
