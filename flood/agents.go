@@ -126,6 +126,10 @@ func HouseholdSteps() []agent.Step {
 // A run makes a few applications a household (about seven in 100 ticks).
 const MaxApplications = 256
 
+// fullReason ends the reason a household gives for an application beyond
+// [MaxApplications] ([HouseholdFull]).
+const fullReason = "applications, the most it may"
+
 // householdOf returns the household cmd's context names, and rejects a
 // command whose household_id is missing, not a string, or not a token,
 // saying which.
@@ -154,7 +158,7 @@ func setApplication(tx agent.Tx, cmd *messages.Command, status string) error {
 	}
 	if _, kept := h.Applications[cmd.SagaID]; !kept && len(h.Applications) >= MaxApplications {
 		if cmd.Action == messages.Execute {
-			return agent.Reject("household %s keeps %d applications, the most it may", id, MaxApplications)
+			return agent.Reject("household %s keeps %d %s", id, MaxApplications, fullReason)
 		}
 		return nil // nothing of this saga's to cancel
 	}

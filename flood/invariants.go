@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/natsaga/natsaga/messages"
@@ -98,6 +99,14 @@ func Classify(x *saga.Execution) Outcome {
 		return OutcomeRolledBackOther
 	}
 	return businessFailure(x.Saga, failed)
+}
+
+// HouseholdFull reports whether x rolled back because its household
+// already kept [MaxApplications] applications: the model has run many
+// times on one server (a run makes about seven a household in 100
+// ticks), and its outcomes are no longer the scenario's.
+func HouseholdFull(x *saga.Execution) bool {
+	return x.Status == saga.RolledBack && strings.Contains(x.Error, fullReason)
 }
 
 // definition returns the flood saga of subject, nil for another. Classify

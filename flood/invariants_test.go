@@ -1,6 +1,7 @@
 package flood_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -201,4 +202,21 @@ func TestAmount(t *testing.T) {
 	x = saga.Execution{ID: "x", Saga: "other"}
 	_, _, err = flood.Amount(&x)
 	require.ErrorContains(t, err, "unknown saga type")
+}
+
+// TestHouseholdFull tells the rollbacks of households at their most
+// applications (the reason rules_test pins) from the rest.
+func TestHouseholdFull(t *testing.T) {
+	full := fmt.Sprintf("household_requests: household h1 keeps %d applications, the most it may", flood.MaxApplications)
+	for _, tc := range []struct {
+		x    saga.Execution
+		want bool
+	}{
+		{saga.Execution{Status: saga.RolledBack, Error: full}, true},
+		{saga.Execution{Status: saga.TimedOut, Error: full}, false},
+		{saga.Execution{Status: saga.RolledBack, Error: "government_evaluates: budget exhausted"}, false},
+		{saga.Execution{Status: saga.Completed}, false},
+	} {
+		require.Equal(t, tc.want, flood.HouseholdFull(&tc.x), "%+v", tc.x)
+	}
 }

@@ -40,6 +40,11 @@ type report struct {
 	Outcomes map[flood.Outcome]int `json:"outcomes"`
 	// MissingOutcomes lists the required outcomes not seen.
 	MissingOutcomes []flood.Outcome `json:"missing_outcomes"`
+	// HouseholdsFull counts the rollbacks of households that already kept
+	// flood.MaxApplications applications (flood.HouseholdFull), counted
+	// among the outcome rolled_back_other: the model has run many times
+	// on one server.
+	HouseholdsFull int `json:"households_full,omitempty"`
 	Seed            int64           `json:"seed"`
 	Households      int             `json:"households"`
 	Ticks           int             `json:"ticks"`
@@ -197,6 +202,9 @@ func (s *sim) collect(ctx context.Context, gov, ins flood.LedgerChange, contract
 		}
 		r.Sagas[typ][string(x.Status)]++
 		r.Outcomes[flood.Classify(&x)]++
+		if flood.HouseholdFull(&x) {
+			r.HouseholdsFull++
+		}
 	}
 	r.MissingOutcomes = append([]flood.Outcome{}, flood.MissingOutcomes(r.Outcomes)...)
 
@@ -370,6 +378,11 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "rollbacks: budget exhausted %d, damage at or below the deductible %d, site unsuitable %d, fund exhausted %d, other %d\n",
 		r.Outcomes[flood.OutcomeBudget], r.Outcomes[flood.OutcomeDeductible], r.Outcomes[flood.OutcomeContractor],
 		r.Outcomes[flood.OutcomeFund], r.Outcomes[flood.OutcomeRolledBackOther])
+	if r.HouseholdsFull > 0 {
+		fmt.Fprintf(w, "  (%d of the other rollbacks: households that already kept %d applications, the most they may; this server has run the model"+
+			" many times, and its outcomes are no longer the scenario's: start the server afresh, docs/simulation.md)\n",
+			r.HouseholdsFull, flood.MaxApplications)
+	}
 
 	gov, ins := r.Ledgers[flood.Government], r.Ledgers[flood.Insurer]
 	fmt.Fprintf(w, "government budget: %s at the start, %s left; spent in the run: subsidies %s, elevation grants %s\n",

@@ -184,3 +184,17 @@ func TestLostSagasNameTheRetention(t *testing.T) {
 	require.Contains(t, out.String(), "(3 sagas lost: neither the bucket nor the coordinator holds them; a saga that ended is kept in the bucket "+
 		"for the coordinator's -retention, 7 days by default")
 }
+
+// TestHouseholdsFullAreSaid: rollbacks of households at their most
+// applications (a sweep of many runs on one server) are said beside the
+// other rollbacks, with what to do.
+func TestHouseholdsFullAreSaid(t *testing.T) {
+	r := report{Sagas: map[string]map[string]int{}, Outcomes: map[flood.Outcome]int{flood.OutcomeRolledBackOther: 12}, HouseholdsFull: 9}
+	var out bytes.Buffer
+	r.print(&out)
+	require.Contains(t, out.String(), "other 12\n  (9 of the other rollbacks: households that already kept 256 applications, the most they may;")
+	r.HouseholdsFull = 0
+	out.Reset()
+	r.print(&out)
+	require.NotContains(t, out.String(), "applications")
+}
