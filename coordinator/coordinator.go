@@ -496,6 +496,25 @@ func (c *Coordinator) checkSagaLog(ctx context.Context) error {
 	return nil
 }
 
+// checkBucket says at error a bucket missing from a server whose saga log
+// holds messages: sagas ran on it, and the bucket, deleted, took the
+// ended sagas, the clock and the stored definitions with it (a
+// coordinator makes it anew, and starts again from tick 0).
+func (c *Coordinator) checkBucket(ctx context.Context) error {
+	_, err := c.js.Stream(ctx, "KV_"+messages.SagaBucket)
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	switch st, err := c.js.Stream(ctx, messages.SagaLogStream); {
+	case err == nil && st.CachedInfo().State.LastSeq > 0:
+		c.log.Error("the saga bucket is not on the server, though sagas ran on it (the saga log holds their states): it was deleted, and the ended sagas, the clock and the stored definitions are lost; making it anew",
+			"bucket", messages.SagaBucket)
+	case err != nil && !errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("stream %s: %w", messages.SagaLogStream, err)
+	}
+	return nil
+}
+
 // termPause is the wait between the end of a term and the next, doubled
 // for each term in a row that ended before it served, up to maxTermPause:
 // a term that cannot set up or recover (a server out of storage, an
@@ -630,6 +649,9 @@ func (c *Coordinator) setup(ctx context.Context) error {
 	// an expiry leaves for watchers lives a minute.
 	kvCfg := jetstream.KeyValueConfig{Bucket: messages.SagaBucket, History: 1, Storage: jetstream.FileStorage,
 		Replicas: r, LimitMarkerTTL: time.Minute}
+	if err := c.checkBucket(ctx); err != nil {
+		return err
+	}
 	kv, err := streams.EnsureKeyValue(ctx, c.js, kvCfg)
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", messages.SagaBucket, err)

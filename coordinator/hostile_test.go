@@ -881,7 +881,16 @@ func TestStreamsCutByHandAreSaid(t *testing.T) {
 	log = newLogSink()
 	opts.Logger = slog.New(log)
 	stop = runUntilStopped(t, url, opts)
+	testenv.Start(t, nc, twoSteps.Subject, messages.Context{}) // held in the saga log: no agent runs
 	stop()
 	require.Equal(t, 1, log.countAttr(slog.LevelError, "the saga log is not on the server, though sagas ran on it", "stream", messages.SagaLogStream))
 	require.Zero(t, log.count(slog.LevelError, "a stream's limits were cut by hand", ""))
+
+	require.NoError(t, js.DeleteKeyValue(t.Context(), messages.SagaBucket))
+	log = newLogSink()
+	opts.Logger = slog.New(log)
+	stop = runUntilStopped(t, url, opts)
+	stop()
+	require.Equal(t, 1, log.countAttr(slog.LevelError, "the saga bucket is not on the server, though sagas ran on it", "bucket", messages.SagaBucket))
+	require.Zero(t, log.count(slog.LevelError, "the saga log is not on the server", ""), "the saga log is there")
 }
