@@ -669,12 +669,16 @@ func versionOf(v any) (int, bool) {
 const MaxReason = 1 << 10
 
 // ClipReason returns reason cut to at most [MaxReason] bytes, at a UTF-8
-// boundary, saying how long it was.
+// boundary, saying how long it was. A byte that is not UTF-8 becomes
+// U+FFFD first, as JSON carries it: three bytes on the wire for one, which
+// a cut made before would have let past the bound.
 func ClipReason(reason string) string {
+	was := len(reason)
+	reason = strings.ToValidUTF8(reason, "\uFFFD")
 	if len(reason) <= MaxReason {
 		return reason
 	}
-	suffix := fmt.Sprintf("… (%d bytes)", len(reason))
+	suffix := fmt.Sprintf("… (%d bytes)", was)
 	cut := MaxReason - len(suffix)
 	for cut > 0 && !utf8.RuneStart(reason[cut]) {
 		cut--

@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -565,5 +566,34 @@ func TestRecordCheck(t *testing.T) {
 		}
 		require.ErrorIs(t, err, messages.ErrBadRequest, tc.name)
 		require.ErrorContains(t, err, tc.want, tc.name)
+	}
+}
+
+// TestClipReason: a reason keeps at most MaxReason bytes as JSON carries
+// it, invalid UTF-8 (one byte here, three on the wire) counted as the
+// U+FFFD it becomes.
+func TestClipReason(t *testing.T) {
+	long := strings.Repeat("é", messages.MaxReason)
+	for _, tc := range []struct {
+		name, reason, want string
+	}{
+		{"short", "budget exhausted", "budget exhausted"},
+		{"invalid bytes", "bad \xff\xfe byte", "bad \uFFFD byte"},
+		{"long", long, long[:messages.MaxReason-len("… (2048 bytes)")] + "… (2048 bytes)"},
+		{"many invalid bytes", strings.Repeat("\xff", 5000), "\uFFFD"},
+		{"invalid bytes between", strings.Repeat("a\xff", 1000), ""},
+	} {
+		got := messages.ClipReason(tc.reason)
+		if tc.want != "" {
+			require.Equal(t, tc.want, got, tc.name)
+		} else {
+			require.True(t, utf8.ValidString(got), tc.name)
+			require.True(t, strings.HasPrefix(strings.Repeat("a\uFFFD", 1000), strings.TrimSuffix(got, "… (2000 bytes)")), tc.name)
+		}
+		wire, err := json.Marshal(got)
+		require.NoError(t, err)
+		var back string
+		require.NoError(t, json.Unmarshal(wire, &back))
+		require.LessOrEqual(t, len(back), messages.MaxReason, tc.name)
 	}
 }
