@@ -726,3 +726,54 @@ func TestValueNamingARecordNeverWrittenIsNotCarriedOn(t *testing.T) {
 	require.LessOrEqual(t, env.Records, info.State.LastSeq, "the sequence written is one the log holds")
 	require.NotZero(t, env.Records, "s1's record, read, is named")
 }
+
+// TestDuplicateAnsweredFromItsRecordWhateverTheHandlerDoesNow: an execute
+// is first run on the guess that its branch has no record. A duplicate
+// whose handler now fails (a read that errs, a bug since fixed the other
+// way) is answered from its record, as agent.Memory answers it, not with
+// the handler's error: that spent one of the saga's retries on a step
+// recorded done, and with every retry so, rolled the saga back.
+func TestDuplicateAnsweredFromItsRecordWhateverTheHandlerDoesNow(t *testing.T) {
+	_, url := testenv.Server(t)
+	s := openBank(t, url, 100)
+	var fail atomic.Bool
+	audit := agent.Handler{Execute: func(_ context.Context, tx agent.Tx, _ *messages.Command) (messages.Context, error) {
+		var bal int64
+		if _, err := tx.Get(balanceKey, &bal); err != nil {
+			return nil, err
+		}
+		if fail.Load() {
+			return nil, errors.New("the audit service is down")
+		}
+		return messages.Context{}.MustSet("seen", bal), nil
+	}, Compensate: func(context.Context, agent.Tx, *messages.Command) error { return nil }}
+
+	first, v := do(t, s, audit, command("a1", messages.Execute, 1, 0))
+	require.Equal(t, agent.Applied, v)
+	require.Equal(t, messages.OK, first.Outcome)
+	fail.Store(true)
+	for range 2 {
+		again, v := do(t, s, audit, command("a1", messages.Execute, 1, 0))
+		require.Equal(t, agent.Duplicate, v, again.Reason)
+		require.Equal(t, messages.OK, again.Outcome)
+		require.Equal(t, first.Output, again.Output)
+	}
+
+	m := agent.NewMemory()
+	_, err := m.Init(context.Background(), balanceKey, int64(100))
+	require.NoError(t, err)
+	fail.Store(false)
+	_, _, err = m.Do(context.Background(), command("a1", messages.Execute, 1, 0), audit)
+	require.NoError(t, err)
+	fail.Store(true)
+	mine, v, err := m.Do(context.Background(), command("a1", messages.Execute, 1, 0), audit)
+	require.NoError(t, err)
+	require.Equal(t, agent.Duplicate, v, "the in-memory store answers so too")
+	require.Equal(t, first.Output, mine.Output)
+
+	// A command of a branch with no record still gets its handler's error.
+	fresh, v := do(t, s, audit, command("a2", messages.Execute, 1, 0))
+	require.Equal(t, agent.Transient, v)
+	require.Equal(t, messages.Error, fresh.Outcome)
+	require.Equal(t, "the audit service is down", fresh.Reason)
+}

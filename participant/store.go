@@ -992,8 +992,12 @@ func (s *Store) do(ctx context.Context, cmd *messages.Command, h agent.Handler) 
 				return messages.Reply{}, agent.Transient, err
 			}
 		}
-		known = false
+		b.unread, known = known, false
 		reply, verdict, err := b.run(ctx)
+		if errors.Is(err, errBranchUnread) {
+			b.rec, b.seq = Record{}, 0
+			continue
+		}
 		if errors.Is(err, errStaleRead) {
 			// The values read are cached afresh: run again.
 			s.conflicts.Add(1)
@@ -1029,6 +1033,9 @@ type branch struct {
 	op  string
 	rec Record
 	seq uint64
+	// unread is set while the branch runs on the guess that it has no
+	// record yet, unread ([Store.do]).
+	unread bool
 }
 
 // run applies the barrier rules ([agent.Decide]) to the record read, runs
@@ -1074,6 +1081,9 @@ func (b *branch) run(ctx context.Context) (messages.Reply, agent.Verdict, error)
 	case c.Redeliver:
 		return messages.Reply{}, agent.Transient, fmt.Errorf("execute %s: %w: %w", b.op, ErrUnavailable, err)
 	case c.Result == nil:
+		if err := b.checkUnread(ctx); err != nil {
+			return messages.Reply{}, agent.Transient, err
+		}
 		// An error: the values read may be what caused it (one an
 		// operator has since repaired, say). They are read from the
 		// server next time, also by a copy that is the role's only writer.
@@ -1129,6 +1139,31 @@ func (b *branch) run(ctx context.Context) (messages.Reply, agent.Verdict, error)
 	}
 	tx.release() // an undo takes the value again
 	return b.recordWritten(ctx, tx.writes[0].subject)
+}
+
+// errBranchUnread is returned by a run on the guess that the branch had
+// no record, whose handler failed, when the branch turns out to have one:
+// the command runs again on it.
+var errBranchUnread = errors.New("the branch has a record the run did not read")
+
+// checkUnread reads the branch of an execute run on the guess that it has
+// no record yet ([Store.do]), before its handler's failure is answered: a
+// duplicate is answered from its record, and an execute that comes after
+// its compensation is refused, whatever the handler does now
+// (errBranchUnread). A rejection needs no look: its record's write finds
+// the record there.
+func (b *branch) checkUnread(ctx context.Context) error {
+	if !b.unread {
+		return nil
+	}
+	rec, _, err := b.s.branchAfter(ctx, b.cmd.SagaID, b.cmd.Step, 0)
+	if err != nil {
+		return err
+	}
+	if rec.Execute != nil || rec.Compensate != nil {
+		return errBranchUnread
+	}
+	return nil
 }
 
 // wait has a compensation whose execute is still being written (its claim
