@@ -210,6 +210,10 @@ func TestConfigNamesMatchTheCode(t *testing.T) {
 		"$KV."+messages.SagaBucket+".>",
 		messages.SagaLogSubject,
 		"$JS.API.STREAM.PURGE."+messages.SagaLogStream,
+		// Read before an update, to say what a hand cut.
+		"$JS.API.STREAM.INFO."+messages.ReplyStream,
+		"$JS.API.STREAM.INFO."+messages.EventStream,
+		"$JS.API.STREAM.INFO."+messages.SagaLogStream,
 		"$JS.API.CONSUMER.MSG.NEXT."+messages.SagaLogStream+".>",
 		"$JS.API.CONSUMER.MSG.NEXT."+messages.ReplyStream+"."+messages.ReplyConsumer,
 		"$JS.ACK."+messages.ReplyStream+"."+messages.ReplyConsumer+".>",

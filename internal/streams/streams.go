@@ -30,10 +30,11 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamCon
 	if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		return s, nil, err
 	}
-	if s, err = js.Stream(ctx, cfg.Name); err != nil {
-		return nil, nil, err
+	// What it was is read only to say what was cut: a read refused (a
+	// user without the stream's info) leaves the update to go on.
+	if s, err = js.Stream(ctx, cfg.Name); err == nil {
+		cut = Cut(s.CachedInfo().Config, cfg)
 	}
-	cut = Cut(s.CachedInfo().Config, cfg)
 	s, err = js.UpdateStream(ctx, cfg)
 	return s, cut, err
 }
