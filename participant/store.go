@@ -1033,8 +1033,8 @@ type branch struct {
 	op  string
 	rec Record
 	seq uint64
-	// unread is set while the branch runs on the guess that it has no
-	// record yet, unread ([Store.do]).
+	// unread is set while the branch runs on the guess, not read, that
+	// it has no record yet ([Store.do]).
 	unread bool
 }
 
@@ -1147,11 +1147,11 @@ func (b *branch) run(ctx context.Context) (messages.Reply, agent.Verdict, error)
 var errBranchUnread = errors.New("the branch has a record the run did not read")
 
 // checkUnread reads the branch of an execute run on the guess that it has
-// no record yet ([Store.do]), before its handler's failure is answered: a
-// duplicate is answered from its record, and an execute that comes after
-// its compensation is refused, whatever the handler does now
-// (errBranchUnread). A rejection needs no look: its record's write finds
-// the record there.
+// no record yet ([Store.do]), before its handler's failure is answered:
+// with a record there (errBranchUnread), a duplicate is answered from it,
+// whatever the handler does now, and an execute that comes after its
+// compensation goes to its refusal ([branch.refuse]). A rejection needs
+// no look: its record's write finds the record there.
 func (b *branch) checkUnread(ctx context.Context) error {
 	if !b.unread {
 		return nil
