@@ -66,6 +66,17 @@ func (l *lease) extend(sent time.Time) {
 	l.until.Store(&u)
 }
 
+// runOut reports whether the TTL from the lease's last stored write has run
+// out by this process's clock (or no lease is held): the lease may be
+// another's now.
+func (l *lease) runOut() bool {
+	if l == nil {
+		return true
+	}
+	u := l.until.Load()
+	return u == nil || !time.Now().Before(*u)
+}
+
 // check returns nil when the lease is this coordinator's: surely, by the
 // clock, until the TTL from its last stored write has run out; after that,
 // when the server still holds it (a renewal acknowledged late, or one

@@ -59,7 +59,7 @@ func (c *Coordinator) listFinished(ctx context.Context, m *nats.Msg, st saga.Sta
 		defer func() { <-c.lists }()
 		sagas, more, err := c.readFinished(ctx, st, limit)
 		if err != nil {
-			refuse(readError(ctx, err, c.nc.LastError()))
+			refuse(c.readError(ctx, err))
 			return
 		}
 		c.respond(m, messages.ListResponse{V: messages.Version, Sagas: sagas, More: more})

@@ -92,6 +92,11 @@ func (r *bucketReads) wait() {
 	r.wg.Wait()
 }
 
+// readError is [readError] for c's term.
+func (c *Coordinator) readError(ctx context.Context, err error) error {
+	return readError(ctx, err, c.nc.LastError(), c.held.runOut())
+}
+
 // readError is the error a request is answered with when its read of the
 // bucket with ctx failed with err: the end of the term, not the read's own
 // deadline, is what cancels ctx.
@@ -99,9 +104,13 @@ func (r *bucketReads) wait() {
 // last is the connection's last asynchronous error: a request the server
 // refuses for the coordinator's permissions is not answered, and times
 // out; such a refusal is named then, for it is the likelier cause.
-func readError(ctx context.Context, err, last error) error {
+//
+// over is set when the term's lease has run out by this process's clock: a
+// process stopped (SIGSTOP, a machine paused) longer than the lease finds
+// its reads past their deadline when it wakes, and its term over.
+func readError(ctx context.Context, err, last error, over bool) error {
 	switch {
-	case errors.Is(ctx.Err(), context.Canceled):
+	case errors.Is(ctx.Err(), context.Canceled), errors.Is(ctx.Err(), context.DeadlineExceeded) && over:
 		return errTermEnded
 	case errors.Is(ctx.Err(), context.DeadlineExceeded) && errors.Is(last, nats.ErrPermissionViolation):
 		return fmt.Errorf("the read of the bucket was not answered in the time the coordinator allows one; "+

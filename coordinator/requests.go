@@ -191,7 +191,7 @@ func (c *Coordinator) onTick(ctx context.Context, m *nats.Msg) {
 				// The batch was not stored, and the term ends: the
 				// coordinator that recovers holds the clock as it was
 				// stored, and the same tick sent again is applied once.
-				ack.Error = wireError(fmt.Errorf("%w: tick %d not stored; send it again: %w", messages.ErrBusy, t.Tick, err))
+				ack.Error = wireError(notStored(fmt.Sprintf("tick %d", t.Tick), err))
 			} else {
 				s := c.summary()
 				ack.Summary = &s
@@ -255,6 +255,15 @@ func (c *Coordinator) onStatus(ctx context.Context, m *nats.Msg) {
 	})
 }
 
+// notStored is the error of a request whose batch the store refused: the
+// term ends, and the same request, sent again, is applied once by the
+// coordinator that recovers. It is busy, not the store's refusal (another
+// writer's wrong last sequence reads as jetstream.ErrKeyExists, a
+// conflict), which would tell a client the saga was past it.
+func notStored(what string, err error) error {
+	return fmt.Errorf("%w: %s not stored; send it again: %w", messages.ErrBusy, what, err)
+}
+
 // readAfterCommit returns what an input does once its batch is
 // committed: start read, a read of the bucket (see [bucketReads]), or, when
 // the commit failed or no read can start, call fail with the error; what
@@ -279,7 +288,7 @@ func (c *Coordinator) statusFromBucket(ctx context.Context, m *nats.Msg, id stri
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(notHeld)})
 	case err != nil:
-		c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(readError(ctx, err, c.nc.LastError()))})
+		c.respond(m, messages.StatusResponse{V: messages.Version, Error: wireError(c.readError(ctx, err))})
 	default:
 		if _, err := storedSaga(id, e.Value()); err != nil {
 			c.log.Error("status not answered", "err", err)
@@ -409,7 +418,7 @@ func (c *Coordinator) onRetry(ctx context.Context, m *nats.Msg) {
 			resp := messages.RetryResponse{V: messages.Version, Status: string(saga.Compensating)}
 			if err != nil {
 				untrace()
-				resp = messages.RetryResponse{V: messages.Version, Error: wireError(err)}
+				resp = messages.RetryResponse{V: messages.Version, Error: wireError(notStored("retry of "+req.SagaID, err))}
 			} else if o, ok := c.opts.Observer.(RetryObserver); ok {
 				o.Retried(cmd.Saga)
 			}
@@ -473,7 +482,7 @@ func (c *Coordinator) onAbort(ctx context.Context, m *nats.Msg) {
 		return func(err error) {
 			resp := messages.AbortResponse{V: messages.Version, Status: string(status), Unchanged: sagaType == ""}
 			if err != nil {
-				resp = messages.AbortResponse{V: messages.Version, Error: wireError(err)}
+				resp = messages.AbortResponse{V: messages.Version, Error: wireError(notStored("abort of "+req.SagaID, err))}
 			} else if o, ok := c.opts.Observer.(AbortObserver); ok && sagaType != "" {
 				o.Aborted(sagaType)
 			}
@@ -504,7 +513,7 @@ func (c *Coordinator) finishedError(ctx context.Context, what, id string, notHel
 		}
 		return fmt.Errorf("%s %s: status %s: %w", what, id, x.Status, terminal)
 	case !errors.Is(err, jetstream.ErrKeyNotFound):
-		return readError(ctx, err, c.nc.LastError())
+		return c.readError(ctx, err)
 	}
 	return notHeld
 }

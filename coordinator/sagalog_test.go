@@ -268,3 +268,37 @@ func TestStatusOfASagaEndingMeanwhile(t *testing.T) {
 		testenv.WaitStatus(t, nc, id, saga.Completed)
 	}
 }
+
+// TestAbortNotStoredIsBusy: an abort whose batch the store refuses (another
+// writer of the saga log was first, as a coordinator whose term is over
+// would be) is answered busy, to be sent again, not conflict, which says
+// the saga finished; sent again to the term that recovers, it applies.
+func TestAbortNotStoredIsBusy(t *testing.T) {
+	_, url := testenv.Server(t)
+	nc := testenv.Connect(t, url)
+	logs := newLogSink()
+	runCoordinator(t, url, []saga.Definition{waiting}, slog.New(logs))
+	id := testenv.Start(t, nc, "waiting", nil)
+
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	x := testenv.Status(t, nc, id)
+	x.ID = "other"
+	_, err = js.Publish(t.Context(), messages.SagaLogSubject, kvlog.AppendMessage(nil, "", []kvlog.Entry{{Key: "other", Value: mustJSON(t, x)}}))
+	require.NoError(t, err)
+
+	var resp messages.AbortResponse
+	testenv.Request(t, nc, messages.AbortSubject, messages.AbortRequest{V: messages.Version, SagaID: id}, &resp)
+	require.NotNil(t, resp.Error, "its commit is refused")
+	require.Equal(t, messages.CodeBusy, resp.Error.Code, resp.Error.Message)
+	require.Contains(t, resp.Error.Message, "abort of "+id+" not stored; send it again")
+	require.Eventually(t, func() bool { return logs.count(slog.LevelInfo, "recovered", "") == 2 }, 10*time.Second, 5*time.Millisecond)
+
+	again := mustJSON(t, messages.AbortRequest{V: messages.Version, SagaID: id})
+	require.Eventually(t, func() bool {
+		m, err := nc.Request(messages.AbortSubject, again, time.Second)
+		resp = messages.AbortResponse{}
+		return err == nil && json.Unmarshal(m.Data, &resp) == nil && resp.Error == nil
+	}, 10*time.Second, 10*time.Millisecond, "sent again, it applies")
+	require.Equal(t, string(saga.Compensating), resp.Status)
+}

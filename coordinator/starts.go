@@ -216,7 +216,7 @@ func (c *Coordinator) answerFinishedStarts(ctx context.Context, b *startBatch) {
 		switch {
 		case finished[i]:
 		case err != nil && b.starts[i].SagaID != "":
-			b.refuse(i, readError(ctx, err, c.nc.LastError()))
+			b.refuse(i, c.readError(ctx, err))
 		default:
 			live = append(live, i)
 		}
@@ -310,7 +310,7 @@ func (c *Coordinator) enqueueStarts(ctx context.Context, b *startBatch) {
 						// Not stored, and the term ends. A start that
 						// names its saga starts it once however often it
 						// is sent: busy says send it again.
-						b.refuse(i, fmt.Errorf("%w: start of saga %s not stored; send it again: %w", messages.ErrBusy, id, err))
+						b.refuse(i, notStored("start of saga "+id, err))
 					} else {
 						b.refuse(i, err)
 					}
