@@ -894,3 +894,33 @@ func TestStreamsCutByHandAreSaid(t *testing.T) {
 	require.Equal(t, 1, log.countAttr(slog.LevelError, "the saga bucket is not on the server, though sagas ran on it", "bucket", messages.SagaBucket))
 	require.Zero(t, log.count(slog.LevelError, "the saga log is not on the server", ""), "the saga log is there")
 }
+
+// TestRequestsDeliveredByAConsumerAreNotApplied: a user allowed to make a
+// consumer on any stream may have it deliver what the stream holds to a
+// request subject, a tick or a register, which the server does not check
+// against the user's publish rights. Such a message carries a JetStream
+// delivery's reply subject ($JS.ACK.…): the coordinator applies it not,
+// nor any request whose answer it could not send, and says so.
+func TestRequestsDeliveredByAConsumerAreNotApplied(t *testing.T) {
+	_, url := testenv.Server(t)
+	log := newLogSink()
+	runCoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{twoSteps}, Logger: slog.New(log)})
+	nc := testenv.Connect(t, url)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	_, err = js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "PLANTED", Subjects: []string{"planted"}})
+	require.NoError(t, err)
+	_, err = js.Publish(t.Context(), "planted", []byte(`{"v":1,"tick":500}`))
+	require.NoError(t, err)
+	_, err = js.CreateOrUpdatePushConsumer(t.Context(), "PLANTED", jetstream.ConsumerConfig{
+		Durable: "planter", DeliverSubject: messages.TickSubject, AckPolicy: jetstream.AckNonePolicy})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return log.count(slog.LevelWarn, "request refused, not applied", "$JS.ACK.PLANTED.planter") == 1 },
+		10*time.Second, 5*time.Millisecond)
+	require.Equal(t, int64(0), testenv.Summary(t, nc).Tick, "the delivered tick is not applied")
+
+	// Nor is a request that asks its answer inside natsaga's subjects; the
+	// tick a client asks for after it, on the same subscription, is.
+	require.NoError(t, nc.PublishRequest(messages.TickSubject, messages.DataSubject("bank", "balance"), []byte(`{"v":1,"tick":7}`)))
+	require.Equal(t, int64(1), testenv.Tick(t, nc, 1).Tick, "the clock is at the client's tick, not 7")
+}

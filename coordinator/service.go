@@ -51,7 +51,18 @@ func (c *Coordinator) serve(ctx context.Context) (*discovery.Service, error) {
 		{"register", messages.RegisterSubject, c.onRegister},
 	}
 	for _, e := range endpoints {
-		if err := svc.AddEndpoint(e.name, e.subject, false, func(m *nats.Msg) { e.handle(ctx, m) }); err != nil {
+		if err := svc.AddEndpoint(e.name, e.subject, false, func(m *nats.Msg) {
+			// A request whose answer could not be sent is not applied
+			// either: one whose reply subject is natsaga's own, and so any
+			// message a JetStream consumer delivers (its reply is
+			// $JS.ACK.…): a user allowed a consumer on any stream may have
+			// it deliver what the stream holds to this subject.
+			if err := messages.CheckReply(m.Reply); err != nil {
+				c.warns.Warn("request refused, not applied", "subject", messages.Clip(m.Subject), "err", err)
+				return
+			}
+			e.handle(ctx, m)
+		}); err != nil {
 			_ = svc.Stop()
 			return nil, err
 		}

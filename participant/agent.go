@@ -807,6 +807,13 @@ func (a *Agent) pullCommands(ctx context.Context, in *intake) (jetstream.Message
 }
 
 func (a *Agent) onTick(m *nats.Msg) {
+	// A tick a JetStream consumer delivers (its reply is $JS.ACK.…) was
+	// not sent by a driver: a user allowed a consumer on any stream may
+	// have it deliver here what the stream holds.
+	if err := messages.CheckReply(m.Reply); err != nil {
+		a.warns.Warn("tick not from a driver ignored", "err", err)
+		return
+	}
 	var t messages.Tick
 	if err := messages.Decode(m.Data, &t); err != nil {
 		a.warns.Warn("bad tick", "err", err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
@@ -74,4 +75,24 @@ func TestCommandTicksBounded(t *testing.T) {
 	require.Eventually(t, func() bool { return a.Tick() == 7 }, 10*time.Second, 5*time.Millisecond, "a command's tick moves the clock")
 	require.Equal(t, 1, strings.Count(logs.String(), `msg="command tick ignored"`), "%s", logs)
 	require.Contains(t, logs.String(), "command tick -3 is negative")
+}
+
+// TestTickDeliveredByAConsumerIgnored: a user allowed a consumer on any
+// stream may have it deliver a tick it stored to natsaga.tick; such a
+// message carries a delivery's reply subject ($JS.ACK.…), and no agent
+// moves its clock by it.
+func TestTickDeliveredByAConsumerIgnored(t *testing.T) {
+	a, logs, nc := servingAgent(t)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	_, err = js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "PLANTED", Subjects: []string{"planted"}})
+	require.NoError(t, err)
+	_, err = js.Publish(t.Context(), "planted", []byte(`{"v":1,"tick":9}`))
+	require.NoError(t, err)
+	_, err = js.CreateOrUpdatePushConsumer(t.Context(), "PLANTED", jetstream.ConsumerConfig{
+		Durable: "planter", DeliverSubject: messages.TickSubject, AckPolicy: jetstream.AckNonePolicy})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `msg="tick not from a driver ignored"`) }, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, nc.Publish(messages.TickSubject, []byte(`{"v":1,"tick":5}`)))
+	require.Eventually(t, func() bool { return a.Tick() == 5 }, 10*time.Second, 5*time.Millisecond, "at the driver's tick, not 9")
 }
