@@ -906,16 +906,10 @@ func TestRequestsDeliveredByAConsumerAreNotApplied(t *testing.T) {
 	log := newLogSink()
 	runCoordinatorWith(t, url, coordinator.Options{Definitions: []saga.Definition{twoSteps}, Logger: slog.New(log)})
 	nc := testenv.Connect(t, url)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	_, err = js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "PLANTED", Subjects: []string{"planted"}})
-	require.NoError(t, err)
-	_, err = js.Publish(t.Context(), "planted", []byte(`{"v":1,"tick":500}`))
-	require.NoError(t, err)
-	_, err = js.CreateOrUpdatePushConsumer(t.Context(), "PLANTED", jetstream.ConsumerConfig{
-		Durable: "planter", DeliverSubject: messages.TickSubject, AckPolicy: jetstream.AckNonePolicy})
-	require.NoError(t, err)
-	require.Eventually(t, func() bool { return log.count(slog.LevelWarn, "request refused, not applied", "$JS.ACK.PLANTED.planter") == 1 },
+	testenv.DeliverFromStream(t, nc, messages.TickSubject, []byte(`{"v":1,"tick":500}`))
+	require.Eventually(t, func() bool {
+		return log.count(slog.LevelWarn, "request refused, not applied", "$JS.ACK.PLANTED.planter") == 1
+	},
 		10*time.Second, 5*time.Millisecond)
 	require.Equal(t, int64(0), testenv.Summary(t, nc).Tick, "the delivered tick is not applied")
 

@@ -131,6 +131,18 @@ func TestEndedSagaNotTakenFromTheLogAgain(t *testing.T) {
 	require.Equal(t, messages.CodeNotFound, resp.Error.Code)
 }
 
+// writeAsAnother gets a message into the saga log, as another coordinator
+// would: the state of saga id under another id.
+func writeAsAnother(t *testing.T, nc *nats.Conn, id string) {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	x := testenv.Status(t, nc, id)
+	x.ID = "other"
+	_, err = js.Publish(t.Context(), messages.SagaLogSubject, kvlog.AppendMessage(nil, "", []kvlog.Entry{{Key: "other", Value: mustJSON(t, x)}}))
+	require.NoError(t, err)
+}
+
 // TestAnotherWriterOfTheLogEndsTheTerm: each message of the saga log
 // expects the last one the coordinator wrote or read. When another writer
 // got a message in (a coordinator whose term is over would), the next
@@ -143,12 +155,7 @@ func TestAnotherWriterOfTheLogEndsTheTerm(t *testing.T) {
 	runCoordinator(t, url, []saga.Definition{waiting}, slog.New(logs))
 	first := testenv.Start(t, nc, "waiting", nil)
 
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	x := testenv.Status(t, nc, first)
-	x.ID = "other"
-	_, err = js.Publish(t.Context(), messages.SagaLogSubject, kvlog.AppendMessage(nil, "", []kvlog.Entry{{Key: "other", Value: mustJSON(t, x)}}))
-	require.NoError(t, err)
+	writeAsAnother(t, nc, first)
 
 	var resp messages.StartResponse
 	testenv.Request(t, nc, messages.StartSubject("waiting"), messages.StartRequest{V: messages.Version, SagaID: "second", Context: messages.Context{}}, &resp)
@@ -280,12 +287,7 @@ func TestAbortNotStoredIsBusy(t *testing.T) {
 	runCoordinator(t, url, []saga.Definition{waiting}, slog.New(logs))
 	id := testenv.Start(t, nc, "waiting", nil)
 
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	x := testenv.Status(t, nc, id)
-	x.ID = "other"
-	_, err = js.Publish(t.Context(), messages.SagaLogSubject, kvlog.AppendMessage(nil, "", []kvlog.Entry{{Key: "other", Value: mustJSON(t, x)}}))
-	require.NoError(t, err)
+	writeAsAnother(t, nc, id)
 
 	var resp messages.AbortResponse
 	testenv.Request(t, nc, messages.AbortSubject, messages.AbortRequest{V: messages.Version, SagaID: id}, &resp)

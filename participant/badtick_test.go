@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/natsaga/natsaga/agent"
@@ -83,15 +82,7 @@ func TestCommandTicksBounded(t *testing.T) {
 // moves its clock by it.
 func TestTickDeliveredByAConsumerIgnored(t *testing.T) {
 	a, logs, nc := servingAgent(t)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	_, err = js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "PLANTED", Subjects: []string{"planted"}})
-	require.NoError(t, err)
-	_, err = js.Publish(t.Context(), "planted", []byte(`{"v":1,"tick":9}`))
-	require.NoError(t, err)
-	_, err = js.CreateOrUpdatePushConsumer(t.Context(), "PLANTED", jetstream.ConsumerConfig{
-		Durable: "planter", DeliverSubject: messages.TickSubject, AckPolicy: jetstream.AckNonePolicy})
-	require.NoError(t, err)
+	testenv.DeliverFromStream(t, nc, messages.TickSubject, []byte(`{"v":1,"tick":9}`))
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `msg="tick not from a driver ignored"`) }, 10*time.Second, 5*time.Millisecond)
 	require.NoError(t, nc.Publish(messages.TickSubject, []byte(`{"v":1,"tick":5}`)))
 	require.Eventually(t, func() bool { return a.Tick() == 5 }, 10*time.Second, 5*time.Millisecond, "at the driver's tick, not 9")

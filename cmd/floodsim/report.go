@@ -44,10 +44,10 @@ type report struct {
 	// flood.MaxApplications applications (flood.HouseholdFull), counted
 	// among the outcome rolled_back_other: the model has run many times
 	// on one server.
-	HouseholdsFull int `json:"households_full,omitempty"`
-	Seed            int64           `json:"seed"`
-	Households      int             `json:"households"`
-	Ticks           int             `json:"ticks"`
+	HouseholdsFull int   `json:"households_full,omitempty"`
+	Seed           int64 `json:"seed"`
+	Households     int   `json:"households"`
+	Ticks          int   `json:"ticks"`
 	// ExtraTicks were run after Ticks for the last sagas to end.
 	ExtraTicks int `json:"extra_ticks"`
 	// InFlightAtStart counts the sagas the coordinator held in flight

@@ -159,6 +159,23 @@ func Request(t testing.TB, nc *nats.Conn, subject string, req, resp any) {
 	require.NoError(t, json.Unmarshal(m.Data, resp), string(m.Data))
 }
 
+// DeliverFromStream stores data in a stream of its own and has a push
+// consumer deliver it to subject, as a user allowed a consumer may aim
+// one at any subject, whatever it may publish: the message arrives with a
+// JetStream delivery's reply subject, $JS.ACK.PLANTED.planter.…
+func DeliverFromStream(t testing.TB, nc *nats.Conn, subject string, data []byte) {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	_, err = js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "PLANTED", Subjects: []string{"planted"}})
+	require.NoError(t, err)
+	_, err = js.Publish(t.Context(), "planted", data)
+	require.NoError(t, err)
+	_, err = js.CreateOrUpdatePushConsumer(t.Context(), "PLANTED", jetstream.ConsumerConfig{
+		Durable: "planter", DeliverSubject: subject, AckPolicy: jetstream.AckNonePolicy})
+	require.NoError(t, err)
+}
+
 // Start starts a saga and returns its id.
 func Start(t testing.TB, nc *nats.Conn, sagaType string, ctx messages.Context) string {
 	t.Helper()
